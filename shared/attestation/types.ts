@@ -1,0 +1,31 @@
+/**
+ * Attestation plumbing shared by the functions (attesters) and the sealing service (verifiers).
+ * One attester/verifier pair per TEE type; the KBS protocol (Trustee, version 0.4.0) carries the
+ * evidence. `reportData` is always the 64-byte KBS binding:
+ * SHA-384(JCS({"additional-evidence":"", "nonce": n, "tee-pubkey": jwk})) zero-padded to 64 bytes.
+ */
+export type TeeType = 'sample' | 'tdx';
+
+export interface Attester {
+  readonly tee: TeeType;
+  /** Evidence in the JSON shape Trustee expects for this TEE, binding `reportData` (64 bytes). */
+  getEvidence(reportData: Uint8Array): Promise<unknown>;
+}
+
+/** What a verifier established about an attested workload; the policy decides on these. */
+export interface VerifiedClaims {
+  readonly tee: TeeType;
+  /** The 64-byte report_data found in the evidence (the verifier checks it equals the expected). */
+  readonly reportData: Uint8Array;
+  /** TEE-specific claims, flattened, measurements as lowercase hex (e.g. mrTd, rtmr, tcbStatus). */
+  readonly claims: Record<string, unknown>;
+}
+
+export interface Verifier {
+  readonly tee: TeeType;
+  /**
+   * Verifies `evidence` and that it binds `expectedReportData`. Throws KmsError('FORBIDDEN', …)
+   * naming the claim that failed; never returns for evidence it does not accept.
+   */
+  verify(evidence: unknown, expectedReportData: Uint8Array): Promise<VerifiedClaims>;
+}
