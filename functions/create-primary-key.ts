@@ -1,0 +1,23 @@
+import * as functions from '@google-cloud/functions-framework';
+import { defineRoute } from '../shared/http/route.js';
+import { kmsRuntime } from '../shared/runtime.js';
+
+/** POST /primaryKey/{primaryKeyName}?user=…&token=…: a new AES-256 primary key, wrapped by the root key. */
+export const createPrimaryKey = defineRoute({
+  name: 'createPrimaryKey',
+  methods: ['POST'],
+  path: '/primaryKey/',
+  async handle(request) {
+    const name = request.pathName('/primaryKey/', 'primaryKeyName');
+    const { user, token } = request.credentials();
+    const { keys } = await kmsRuntime();
+    await keys.createPrimaryKey(await keys.authenticate(user, token), name);
+    return {
+      status: 201,
+      text: `primaryKey [${name}] is generated successfully!\n`,
+      json: { user, primaryKey: name, created: true },
+    };
+  },
+});
+
+functions.http(createPrimaryKey.name, createPrimaryKey.handler);

@@ -1,0 +1,9 @@
+import type { Route } from '../shared/http/route.js';
+import { createDataKey } from './create-data-key.js';
+import { createPrimaryKey } from './create-primary-key.js';
+import { enrollUser } from './enroll-user.js';
+import { getDataKey } from './get-data-key.js';
+import { welcome } from './welcome.js';
+
+/** Every function, for hosts that serve several (npm start) and for deployment checks. */
+export const routes: readonly Route[] = [welcome, enrollUser, createPrimaryKey, createDataKey, getDataKey];

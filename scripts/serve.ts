@@ -1,0 +1,19 @@
+/**
+ * The lean host: the functions on bare node:http(s), without functions-framework's Express stack.
+ * The container image runs this with FUNCTION_TARGET (one function per Knative service).
+ */
+import { routes } from '../functions/index.js';
+import { startHost } from '../shared/http/host.js';
+import { log } from '../shared/log.js';
+import { KmsError } from '../shared/errors.js';
+
+try {
+  const host = await startHost(routes);
+  log.info('tee-kms listening', { url: host.url, functions: process.env.FUNCTION_TARGET || 'all' });
+  const stop = () => void host.close().then(() => process.exit(0));
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+} catch (error) {
+  process.stderr.write(`tee-kms: ${error instanceof KmsError ? error.message : String(error)}\n`);
+  process.exit(1);
+}

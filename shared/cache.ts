@@ -1,0 +1,40 @@
+/**
+ * A small bounded, expiring map (least recently inserted evicted first). Holds unwrapped keys and
+ * verified credentials in memory only; `ttlMs` 0 or `maxEntries` 0 disables it.
+ */
+export class BoundedCache<K, V> {
+  readonly #entries = new Map<K, { value: V; expires: number }>();
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly ttlMs: number,
+  ) {}
+
+  get(key: K): V | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expires <= Date.now()) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return entry.value;
+  }
+
+  set(key: K, value: V): void {
+    if (this.maxEntries <= 0 || this.ttlMs <= 0) return;
+    this.#entries.delete(key);
+    if (this.#entries.size >= this.maxEntries) {
+      const oldest = this.#entries.keys().next();
+      if (!oldest.done) this.#entries.delete(oldest.value);
+    }
+    this.#entries.set(key, { value, expires: Date.now() + this.ttlMs });
+  }
+
+  delete(key: K): void {
+    this.#entries.delete(key);
+  }
+
+  clear(): void {
+    this.#entries.clear();
+  }
+}

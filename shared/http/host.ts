@@ -1,0 +1,80 @@
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { KmsError } from '../errors.js';
+import { loadOptions, option, parse } from '../options.js';
+import { selfSignedTls } from '../tls.js';
+import type { Route } from './route.js';
+import { routeRequests } from './router.js';
+
+/** Options of the lean node:http(s) host (npm start, and the container image). */
+export const hostOptions = {
+  port: option({ env: 'PORT', default: 9876, parse: parse.integer(0, 65_535), description: 'Port to listen on (Knative sets it).' }),
+  bind: option({ env: 'KMS_BIND', default: '127.0.0.1', parse: parse.string, description: 'Address to listen on; the container image sets 0.0.0.0.' }),
+  tls: option({
+    env: 'KMS_TLS',
+    default: 'self-signed' as 'self-signed' | 'files' | 'off',
+    parse: parse.oneOf('self-signed', 'files', 'off'),
+    description: '`self-signed`: a local certificate kept in KMS_DATA_DIR/tls; `files`: KMS_TLS_CERT_FILE and KMS_TLS_KEY_FILE; `off`: plain HTTP behind a TLS-terminating proxy (Knative).',
+  }),
+  certFile: option({ env: 'KMS_TLS_CERT_FILE', default: '', parse: parse.string, description: 'PEM certificate (chain) for KMS_TLS=files.' }),
+  keyFile: option({ env: 'KMS_TLS_KEY_FILE', default: '', parse: parse.string, description: 'PEM private key for KMS_TLS=files.' }),
+  functionTarget: option({ env: 'FUNCTION_TARGET', default: '', parse: parse.string, description: 'Serve only this function (one per Knative service); empty serves all.' }),
+  dataDir: option({ env: 'KMS_DATA_DIR', default: '.kms', parse: parse.string, description: 'Where the self-signed certificate is kept.' }),
+};
+
+export interface RunningHost {
+  readonly server: Server;
+  readonly url: string;
+  readonly certFile: string | undefined;
+  close(): Promise<void>;
+}
+
+export async function startHost(allRoutes: readonly Route[], env: NodeJS.ProcessEnv = process.env): Promise<RunningHost> {
+  const options = loadOptions(hostOptions, env);
+  const routes = options.functionTarget === '' ? allRoutes : allRoutes.filter((r) => r.name === options.functionTarget);
+  if (routes.length === 0) {
+    throw new KmsError('CONFIG', `FUNCTION_TARGET=${options.functionTarget} names no function; known: ${allRoutes.map((r) => r.name).join(', ')}`);
+  }
+  const handler = routeRequests(routes);
+  const listener = (req: Parameters<typeof handler>[0], res: Parameters<typeof handler>[1]) => void handler(req, res);
+
+  let server: Server;
+  let certFile: string | undefined;
+  if (options.tls === 'off') {
+    server = createHttpServer({ keepAliveTimeout: 65_000 }, listener);
+  } else {
+    let cert: string;
+    let key: string;
+    if (options.tls === 'files') {
+      if (options.certFile === '' || options.keyFile === '') throw new KmsError('CONFIG', 'KMS_TLS=files needs KMS_TLS_CERT_FILE and KMS_TLS_KEY_FILE');
+      try {
+        cert = readFileSync(options.certFile, 'utf8');
+        key = readFileSync(options.keyFile, 'utf8');
+      } catch {
+        throw new KmsError('CONFIG', 'KMS_TLS_CERT_FILE or KMS_TLS_KEY_FILE cannot be read');
+      }
+      certFile = options.certFile;
+    } else {
+      ({ cert, key, certFile } = await selfSignedTls(options.dataDir, 'kms'));
+    }
+    server = createHttpsServer({ cert, key, keepAliveTimeout: 65_000 }, listener);
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.bind, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = options.bind.includes(':') ? `[${options.bind}]` : options.bind === '0.0.0.0' ? '127.0.0.1' : options.bind;
+  return {
+    server,
+    url: `${options.tls === 'off' ? 'http' : 'https'}://${host}:${port}`,
+    certFile,
+    close: () => new Promise((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }),
+  };
+}

@@ -1,0 +1,90 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { KmsError } from '../errors.js';
+import { log } from '../log.js';
+import { KmsRequest } from './request.js';
+import { STATUS_BY_CODE } from './status.js';
+
+/** A request handler on Node's own types: runs under functions-framework and bare node:http alike. */
+export type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+/** What a route answers: the seed's plain-text sentence, or JSON when the client accepts it. */
+export interface RouteResult {
+  readonly status: number;
+  readonly text: string;
+  readonly json: unknown;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export interface RouteSpec {
+  /** The functions-framework target name. */
+  readonly name: string;
+  readonly methods: readonly string[];
+  /** `/dataKey/` matches `/dataKey/{name}`; `/` matches only `/`. */
+  readonly path: string;
+  readonly handle: (request: KmsRequest) => Promise<RouteResult>;
+}
+
+export interface Route extends RouteSpec {
+  readonly handler: Handler;
+  matches(pathname: string): boolean;
+}
+
+/** Builds a function's handler: the entry point where every error becomes an HTTP answer. */
+export function defineRoute(spec: RouteSpec): Route {
+  const matches = (pathname: string) =>
+    spec.path.endsWith('/') && spec.path !== '/' ? pathname.startsWith(spec.path) && pathname.length > spec.path.length : pathname === spec.path;
+
+  const handler: Handler = async (req, res) => {
+    const started = process.hrtime.bigint();
+    let request: KmsRequest | undefined;
+    let result: RouteResult;
+    try {
+      request = new KmsRequest(req);
+      if (!matches(request.pathname)) throw new KmsError('NOT_FOUND', `no such route: ${spec.name} serves ${spec.path}${spec.path.endsWith('/') && spec.path !== '/' ? '{name}' : ''}`);
+      if (!spec.methods.includes(request.method)) {
+        throw new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${spec.methods.join(' or ')}`, {
+          details: { allow: spec.methods.join(', ') },
+        });
+      }
+      result = await spec.handle(request);
+    } catch (error) {
+      result = errorResult(error, spec.name);
+    }
+    sendResult(res, result, request?.wantsJson ?? false);
+    log.access(spec.name, req.method ?? '?', request?.pathname ?? '?', result.status, Number(process.hrtime.bigint() - started) / 1e6);
+  };
+  return { ...spec, handler, matches };
+}
+
+export function errorResult(error: unknown, where: string): RouteResult {
+  if (!(error instanceof KmsError)) {
+    log.error(where, error);
+    error = new KmsError('INTERNAL', 'internal error');
+  }
+  const e = error as KmsError;
+  const status = STATUS_BY_CODE[e.code];
+  if (status >= 500 && e.code !== 'INTERNAL') log.warn(where, e);
+  const headers: Record<string, string> = {};
+  if (e.code === 'METHOD_NOT_ALLOWED' && typeof e.details?.allow === 'string') headers.allow = e.details.allow;
+  if (status === 503) headers['retry-after'] = '5';
+  return {
+    status,
+    text: `${e.message}\n`,
+    json: { error: { code: e.code, message: e.message, ...(e.details ?? {}) } },
+    headers,
+  };
+}
+
+export function sendResult(res: ServerResponse, result: RouteResult, json: boolean): void {
+  if (res.headersSent) return;
+  const body = json ? JSON.stringify(result.json) : result.text;
+  res.writeHead(result.status, {
+    'content-type': json ? 'application/json' : 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    // Answers may carry key material: never cache them.
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...result.headers,
+  });
+  res.end(body);
+}

@@ -1,0 +1,22 @@
+import { KmsError } from '../errors.js';
+import { KmsRequest } from './request.js';
+import { errorResult, sendResult, type Handler, type Route } from './route.js';
+
+/**
+ * Routes each request to the function that serves its path and method: the same handlers that run
+ * alone under functions-framework, so no route has a second implementation.
+ */
+export function routeRequests(routes: readonly Route[]): Handler {
+  return async (req, res) => {
+    const request = new KmsRequest(req);
+    const onPath = routes.filter((route) => route.matches(request.pathname));
+    const route = onPath.find((r) => r.methods.includes(request.method));
+    if (route !== undefined) return route.handler(req, res);
+    const allow = [...new Set(onPath.flatMap((r) => r.methods))].join(', ');
+    const error =
+      onPath.length === 0
+        ? new KmsError('NOT_FOUND', 'no such route; GET / lists the routes')
+        : new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${allow}`, { details: { allow } });
+    sendResult(res, errorResult(error, 'router'), request.wantsJson);
+  };
+}

@@ -1,0 +1,165 @@
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { unwrapKey, wrapKey } from '../crypto/aead.js';
+import { hashToken, verifyToken, type TokenVerifier } from '../crypto/token-hash.js';
+import { BoundedCache } from '../cache.js';
+import { KmsError } from '../errors.js';
+import type { RootKeyring } from '../root-key/keyring.js';
+import type { ObjectStore } from '../store/object-store.js';
+import { layout } from './layout.js';
+import {
+  contexts,
+  decodeDataKey,
+  decodePrimaryKey,
+  decodeUser,
+  encodeRecord,
+  type DataKeyRecord,
+  type PrimaryKeyRecord,
+  type UserRecord,
+} from './records.js';
+
+export interface KeyStoreOptions {
+  readonly cacheTtlMs: number;
+  readonly cacheEntries: number;
+}
+
+/** An authenticated caller: the user's record proves who they are. */
+export interface Principal {
+  readonly user: string;
+  readonly owner: string;
+}
+
+const UNAUTHORIZED = 'unknown user or wrong token';
+
+/**
+ * The key hierarchy: users (token verifiers), primary keys wrapped by the root key, data keys wrapped
+ * by their primary key. Every create is create-if-absent: a name that exists is a CONFLICT and the
+ * stored record stays as it was. Caches hold only immutable or unwrapped-and-verified values.
+ */
+export class KeyStore {
+  /** HMAC key for the credential cache: tokens are never kept in memory in the clear. */
+  readonly #cacheKey = randomBytes(32);
+  readonly #credentials: BoundedCache<string, { mac: Buffer; principal: Principal }>;
+  readonly #primaryKeys: BoundedCache<string, { keyId: string; key: Buffer }>;
+  readonly #dataKeyRecords: BoundedCache<string, DataKeyRecord>;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly rootKeys: RootKeyring,
+    options: KeyStoreOptions,
+  ) {
+    this.#credentials = new BoundedCache(options.cacheEntries, options.cacheTtlMs);
+    this.#primaryKeys = new BoundedCache(options.cacheEntries, options.cacheTtlMs);
+    this.#dataKeyRecords = new BoundedCache(options.cacheEntries, options.cacheTtlMs);
+  }
+
+  async enrollUser(user: string, token: string): Promise<void> {
+    const record: UserRecord = { format: 1, kind: 'user', user, token: await hashToken(token), createdAt: now() };
+    if (!(await this.store.create(layout.user(user), encodeRecord(record)))) {
+      throw new KmsError('CONFLICT', `user [${user}] already exists; its token was not changed`);
+    }
+  }
+
+  /** One answer for an unknown user and a wrong token. A verified token is cached as an HMAC. */
+  async authenticate(user: string, token: string): Promise<Principal> {
+    const mac = createHmac('sha256', this.#cacheKey).update(user).update('\0').update(token).digest();
+    const cached = this.#credentials.get(user);
+    if (cached !== undefined && timingSafeEqual(cached.mac, mac)) return cached.principal;
+
+    const object = await this.store.get(layout.user(user));
+    if (object === undefined) {
+      // Spend the same effort as for a wrong token, so timing does not reveal which users exist.
+      await verifyToken(token, DUMMY_VERIFIER);
+      throw new KmsError('UNAUTHORIZED', UNAUTHORIZED);
+    }
+    const record = decodeUser(object.body, user);
+    if (!(await verifyToken(token, record.token))) throw new KmsError('UNAUTHORIZED', UNAUTHORIZED);
+    const principal = { user, owner: ownerOf(record.token) };
+    this.#credentials.set(user, { mac, principal });
+    return principal;
+  }
+
+  async createPrimaryKey(principal: Principal, name: string): Promise<void> {
+    const rootKey = await this.rootKeys.current();
+    const key = randomBytes(32);
+    const fields = { user: principal.user, name, keyId: randomBytes(16).toString('hex'), owner: principal.owner, rootKeyId: rootKey.id };
+    const record: PrimaryKeyRecord = {
+      format: 1,
+      kind: 'primary-key',
+      ...fields,
+      wrapped: wrapKey(rootKey.key, key, contexts.primaryKey(fields)),
+      createdAt: now(),
+    };
+    if (!(await this.store.create(layout.primaryKey(principal.user, name), encodeRecord(record)))) {
+      throw new KmsError('CONFLICT', `primaryKey [${name}] already exists; it was not changed`);
+    }
+    this.#primaryKeys.set(`${principal.user}/${name}`, { keyId: fields.keyId, key });
+  }
+
+  async createDataKey(principal: Principal, primaryKeyName: string, name: string): Promise<void> {
+    const primary = await this.#primaryKey(principal, primaryKeyName);
+    const fields = { user: principal.user, primaryKey: primaryKeyName, primaryKeyId: primary.keyId, name };
+    const record: DataKeyRecord = {
+      format: 1,
+      kind: 'data-key',
+      ...fields,
+      wrapped: wrapKey(primary.key, randomBytes(32), contexts.dataKey(fields)),
+      createdAt: now(),
+    };
+    if (!(await this.store.create(layout.dataKey(principal.user, primaryKeyName, name), encodeRecord(record)))) {
+      throw new KmsError('CONFLICT', `dataKey [${name}] already exists; it was not changed`);
+    }
+    this.#dataKeyRecords.set(`${principal.user}/${primaryKeyName}/${name}`, record);
+  }
+
+  /** The data key's plaintext. */
+  async getDataKey(principal: Principal, primaryKeyName: string, name: string): Promise<Buffer> {
+    const primary = await this.#primaryKey(principal, primaryKeyName);
+    const cacheKey = `${principal.user}/${primaryKeyName}/${name}`;
+    let record = this.#dataKeyRecords.get(cacheKey);
+    if (record === undefined) {
+      const object = await this.store.get(layout.dataKey(principal.user, primaryKeyName, name));
+      if (object === undefined) throw new KmsError('NOT_FOUND', `dataKey [${name}] not found under primaryKey [${primaryKeyName}]`);
+      record = decodeDataKey(object.body, principal.user, primaryKeyName, name);
+    }
+    if (record.primaryKeyId !== primary.keyId) {
+      throw new KmsError('INTEGRITY', `dataKey [${name}] does not belong to primaryKey [${primaryKeyName}]`);
+    }
+    const key = unwrapKey(primary.key, record.wrapped, contexts.dataKey(record));
+    this.#dataKeyRecords.set(cacheKey, record);
+    return key;
+  }
+
+  async #primaryKey(principal: Principal, name: string): Promise<{ keyId: string; key: Buffer }> {
+    const cacheKey = `${principal.user}/${name}`;
+    const cached = this.#primaryKeys.get(cacheKey);
+    if (cached !== undefined) return cached;
+    const object = await this.store.get(layout.primaryKey(principal.user, name));
+    if (object === undefined) throw new KmsError('NOT_FOUND', `primaryKey [${name}] not found`);
+    const record = decodePrimaryKey(object.body, principal.user, name);
+    if (record.owner !== principal.owner) {
+      throw new KmsError('INTEGRITY', `primaryKey [${name}] was not created by this user's enrollment`);
+    }
+    const key = unwrapKey(await this.rootKeys.byId(record.rootKeyId), record.wrapped, contexts.primaryKey(record));
+    const value = { keyId: record.keyId, key };
+    this.#primaryKeys.set(cacheKey, value);
+    return value;
+  }
+}
+
+/** Binds keys to one enrollment: the digest of the user's (salted) token verifier. */
+export function ownerOf(verifier: TokenVerifier): string {
+  return createHash('sha256').update(verifier.salt).update('\0').update(verifier.hash).digest('base64url');
+}
+
+const DUMMY_VERIFIER: TokenVerifier = {
+  alg: 'scrypt',
+  N: 16384,
+  r: 8,
+  p: 1,
+  salt: randomBytes(16).toString('base64url'),
+  hash: randomBytes(32).toString('base64url'),
+};
+
+function now(): string {
+  return new Date().toISOString();
+}

@@ -1,0 +1,29 @@
+import { KmsError } from './errors.js';
+
+/**
+ * Logging that cannot leak: callers pass names, statuses and error codes, never request URLs,
+ * bodies or headers (they may carry tokens and shares). One JSON line per event on stdout/stderr.
+ */
+const accessLog = !/^(0|false|no|off)$/i.test(process.env.KMS_ACCESS_LOG ?? 'true');
+
+function line(stream: NodeJS.WriteStream, fields: Record<string, unknown>): void {
+  stream.write(`${JSON.stringify({ time: new Date().toISOString(), ...fields })}\n`);
+}
+
+export const log = {
+  info(message: string, fields: Record<string, unknown> = {}): void {
+    line(process.stdout, { level: 'info', message, ...fields });
+  },
+  /** The path has names only; the query string (with tokens) is never logged. */
+  access(fn: string, method: string, path: string, status: number, ms: number): void {
+    if (accessLog) line(process.stdout, { level: 'info', fn, method, path, status, ms: Math.round(ms * 100) / 100 });
+  },
+  warn(where: string, error: KmsError | string): void {
+    line(process.stderr, typeof error === 'string' ? { level: 'warn', where, message: error } : { level: 'warn', where, code: error.code, message: error.message });
+  },
+  /** Unexpected errors: the name and stack locate the bug; messages of foreign errors are not trusted to be secret-free. */
+  error(where: string, error: unknown): void {
+    const e = error instanceof Error ? error : new Error(String(typeof error));
+    line(process.stderr, { level: 'error', where, name: e.name, stack: e.stack?.split('\n').slice(1, 6).join(' | ') });
+  },
+};

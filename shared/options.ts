@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs';
+import { KmsError } from './errors.js';
+
+/**
+ * Declares configuration options once each: environment variable, default, parser, description.
+ * Secret options may also come from a mounted file (`<ENV>_FILE`), as Kubernetes secrets are.
+ * Error messages name the variable, never a secret's value.
+ */
+export interface OptionSpec<T> {
+  readonly env: string;
+  readonly description: string;
+  readonly parse: (raw: string, env: string) => T;
+  /** Used when the variable is unset or empty. */
+  readonly default: T;
+  /** Also read from the file named by `<env>_FILE`; never echoed in errors. */
+  readonly secret?: boolean;
+}
+
+export type OptionSpecs = Record<string, OptionSpec<unknown>>;
+export type OptionValues<S extends OptionSpecs> = { readonly [K in keyof S]: S[K] extends OptionSpec<infer T> ? T : never };
+
+export function option<T>(spec: OptionSpec<T>): OptionSpec<T> {
+  return spec;
+}
+
+export function loadOptions<S extends OptionSpecs>(specs: S, env: NodeJS.ProcessEnv = process.env): OptionValues<S> {
+  const values: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(specs)) {
+    const raw = readRaw(spec, env);
+    if (raw === undefined) {
+      values[key] = spec.default;
+      continue;
+    }
+    try {
+      values[key] = spec.parse(raw, spec.env);
+    } catch (error) {
+      if (error instanceof KmsError) throw error;
+      throw new KmsError('CONFIG', `${spec.env} is invalid`);
+    }
+  }
+  return values as OptionValues<S>;
+}
+
+function readRaw(spec: OptionSpec<unknown>, env: NodeJS.ProcessEnv): string | undefined {
+  const direct = env[spec.env];
+  if (direct !== undefined && direct !== '') return direct;
+  if (!spec.secret) return undefined;
+  const file = env[`${spec.env}_FILE`];
+  if (file === undefined || file === '') return undefined;
+  try {
+    // Mounted secrets commonly end with a newline; it is never part of the secret.
+    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch {
+    throw new KmsError('CONFIG', `${spec.env}_FILE names a file that cannot be read: ${file}`);
+  }
+}
+
+// Parsers shared by option declarations.
+
+export const parse = {
+  string: (raw: string) => raw,
+  integer:
+    (min: number, max: number) =>
+    (raw: string, env: string): number => {
+      if (!/^\d+$/.test(raw)) throw new KmsError('CONFIG', `${env} must be a whole number, got "${raw}"`);
+      const value = Number(raw);
+      if (value < min || value > max) throw new KmsError('CONFIG', `${env} must be between ${min} and ${max}, got ${value}`);
+      return value;
+    },
+  boolean: (raw: string, env: string): boolean => {
+    if (/^(1|true|yes|on)$/i.test(raw)) return true;
+    if (/^(0|false|no|off)$/i.test(raw)) return false;
+    throw new KmsError('CONFIG', `${env} must be true or false, got "${raw}"`);
+  },
+  oneOf:
+    <T extends string>(...allowed: readonly T[]) =>
+    (raw: string, env: string): T => {
+      if ((allowed as readonly string[]).includes(raw)) return raw as T;
+      throw new KmsError('CONFIG', `${env} must be one of ${allowed.join(', ')}, got "${raw}"`);
+    },
+  url: (raw: string, env: string): string => {
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new KmsError('CONFIG', `${env} must be a URL, got "${raw}"`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new KmsError('CONFIG', `${env} must be an http(s) URL`);
+    return raw.replace(/\/+$/, '');
+  },
+  /** A base64 256-bit key; the message never echoes the value. */
+  key256: (raw: string, env: string): Buffer => {
+    const trimmed = raw.trim();
+    const key = Buffer.from(trimmed, 'base64');
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(trimmed) || key.length !== 32) {
+      throw new KmsError('CONFIG', `${env} must be a base64-encoded 256-bit (32-byte) key`);
+    }
+    return key;
+  },
+};
