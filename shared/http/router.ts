@@ -6,9 +6,17 @@ import { errorResult, sendResult, type Handler, type Route } from './route.js';
  * Routes each request to the function that serves its path and method: the same handlers that run
  * alone under functions-framework, so no route has a second implementation.
  */
+export const HEALTH_PATH = '/healthz';
+
 export function routeRequests(routes: readonly Route[]): Handler {
   return async (req, res) => {
     const request = new KmsRequest(req);
+    if (request.pathname === HEALTH_PATH) {
+      // Liveness/readiness for probes: the process serves HTTP. Says nothing of storage or keys.
+      res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': 3 });
+      res.end('ok\n');
+      return;
+    }
     const onPath = routes.filter((route) => route.matches(request.pathname));
     const route = onPath.find((r) => r.methods.includes(request.method));
     if (route !== undefined) return route.handler(req, res);

@@ -1,0 +1,107 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KmsError } from '../../../shared/errors.js';
+import type { ObjectStore } from '../../../shared/store/object-store.js';
+
+export interface StoreUnderTest {
+  readonly store: ObjectStore;
+  /** What is really stored at `key`, read without the store under test. */
+  readRaw(key: string): Promise<Buffer | undefined>;
+  cleanup(): Promise<void>;
+}
+
+async function collect(iterable: AsyncIterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const key of iterable) out.push(key);
+  return out;
+}
+
+/** One conformance suite that every ObjectStore implementation must pass. */
+export function describeObjectStore(name: string, open: () => Promise<StoreUnderTest>): void {
+  describe(`ObjectStore conformance: ${name}`, () => {
+    let t: StoreUnderTest;
+    let store: ObjectStore;
+    beforeAll(async () => {
+      t = await open();
+      store = t.store;
+    });
+    afterAll(async () => t.cleanup());
+
+    it('answers undefined for an absent key', async () => {
+      expect(await store.get('absent/key.json')).toBeUndefined();
+    });
+
+    it('creates an object once and never overwrites it', async () => {
+      expect(await store.create('c/one.json', Buffer.from('first'))).toBe(true);
+      expect(await store.create('c/one.json', Buffer.from('second'))).toBe(false);
+      const got = await store.get('c/one.json');
+      expect(got?.body.toString()).toBe('first');
+      expect(got?.etag).toMatch(/\S/);
+      expect((await t.readRaw('c/one.json'))?.toString()).toBe('first');
+    });
+
+    it('lets exactly one of 16 concurrent creates of one key win, and keeps the winner', async () => {
+      const bodies = Array.from({ length: 16 }, (_, i) => Buffer.from(`writer-${i}`));
+      const results = await Promise.all(bodies.map((body) => store.create('race/key.json', body)));
+      expect(results.filter(Boolean)).toHaveLength(1);
+      const winner = results.indexOf(true);
+      expect((await t.readRaw('race/key.json'))?.toString()).toBe(`writer-${winner}`);
+    });
+
+    it('replaces only when the etag matches (compare-and-swap)', async () => {
+      await store.create('cas/k.json', Buffer.from('v1'));
+      const v1 = await store.get('cas/k.json');
+      expect(await store.replace('cas/k.json', Buffer.from('v2'), v1!.etag)).toBe(true);
+      const v2 = await store.get('cas/k.json');
+      expect(v2?.body.toString()).toBe('v2');
+      expect(v2?.etag).not.toBe(v1?.etag);
+      expect(await store.replace('cas/k.json', Buffer.from('v3'), v1!.etag)).toBe(false);
+      expect((await t.readRaw('cas/k.json'))?.toString()).toBe('v2');
+      expect(await store.replace('cas/absent.json', Buffer.from('x'), v1!.etag)).toBe(false);
+      expect(await t.readRaw('cas/absent.json')).toBeUndefined();
+    });
+
+    it('lets exactly one of concurrent replaces with the same etag win', async () => {
+      await store.create('cas/race.json', Buffer.from('base'));
+      const base = await store.get('cas/race.json');
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => store.replace('cas/race.json', Buffer.from(`r-${i}`), base!.etag)),
+      );
+      expect(results.filter(Boolean)).toHaveLength(1);
+      expect((await t.readRaw('cas/race.json'))?.toString()).toBe(`r-${results.indexOf(true)}`);
+    });
+
+    it('deletes, and deleting an absent key is not an error', async () => {
+      await store.create('d/k.json', Buffer.from('x'));
+      await store.delete('d/k.json');
+      expect(await store.get('d/k.json')).toBeUndefined();
+      expect(await t.readRaw('d/k.json')).toBeUndefined();
+      await expect(store.delete('d/k.json')).resolves.toBeUndefined();
+    });
+
+    it('lists every key under a prefix in order, across pages', async () => {
+      const keys = Array.from({ length: 1010 }, (_, i) => `list/p/${String(i).padStart(4, '0')}.json`);
+      for (let i = 0; i < keys.length; i += 50) {
+        await Promise.all(keys.slice(i, i + 50).map((key) => store.create(key, Buffer.from('x'))));
+      }
+      await store.create('list/other.json', Buffer.from('x'));
+      await store.create('listx/not-under.json', Buffer.from('x'));
+      expect(await collect(store.list('list/p/'))).toEqual(keys);
+      expect(await collect(store.list('list/'))).toEqual(['list/other.json', ...keys]); // byte order, as S3 lists
+      expect(await collect(store.list('nothing/'))).toEqual([]);
+    });
+
+    it('refuses keys that could escape their folder', async () => {
+      for (const key of ['../x', 'a/../b', '/abs', 'a//b', 'a/./b', '', 'a/b/']) {
+        await expect(store.get(key)).rejects.toBeInstanceOf(KmsError);
+        await expect(store.create(key, Buffer.from('x'))).rejects.toMatchObject({ code: 'INTERNAL' });
+      }
+    });
+
+    it('stores bodies byte for byte', async () => {
+      const body = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+      await store.create('bytes/all.bin', body);
+      expect((await store.get('bytes/all.bin'))?.body.equals(body)).toBe(true);
+      expect((await t.readRaw('bytes/all.bin'))?.equals(body)).toBe(true);
+    });
+  });
+}

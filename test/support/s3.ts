@@ -1,0 +1,76 @@
+import { randomBytes } from 'node:crypto';
+import { Client as MinioClient } from 'minio';
+import { inject } from 'vitest';
+import { S3ObjectStore } from '../../shared/store/s3-store.js';
+import type { S3Env } from './rgw.js';
+
+/**
+ * A fresh bucket on the test S3 server, with an independent reader: the `minio` client, so proofs
+ * of what is stored do not rest on the code under test.
+ */
+export interface TestBucket {
+  readonly s3: S3Env;
+  readonly bucket: string;
+  readonly reader: MinioClient;
+  /** Environment for a KMS process using this bucket. */
+  readonly env: Record<string, string>;
+  store(prefix?: string): S3ObjectStore;
+  /** Every object under the bucket, with its body, read by the independent client. */
+  readAll(): Promise<Map<string, Buffer>>;
+  remove(): Promise<void>;
+}
+
+export async function createTestBucket(): Promise<TestBucket> {
+  const s3 = inject('s3');
+  const url = new URL(s3.endpoint);
+  const reader = new MinioClient({
+    endPoint: url.hostname,
+    port: Number(url.port),
+    useSSL: url.protocol === 'https:',
+    accessKey: s3.accessKeyId,
+    secretKey: s3.secretAccessKey,
+    region: s3.region,
+    pathStyle: true,
+  });
+  const bucket = `test-${randomBytes(6).toString('hex')}`;
+  await reader.makeBucket(bucket, s3.region);
+  const stores: S3ObjectStore[] = [];
+  return {
+    s3,
+    bucket,
+    reader,
+    env: {
+      KMS_STORE: 's3',
+      KMS_S3_ENDPOINT: s3.endpoint,
+      KMS_S3_REGION: s3.region,
+      KMS_S3_BUCKET: bucket,
+      KMS_S3_ACCESS_KEY_ID: s3.accessKeyId,
+      KMS_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+    },
+    store(prefix = '') {
+      const store = new S3ObjectStore({ ...s3, bucket, prefix, forcePathStyle: true });
+      stores.push(store);
+      return store;
+    },
+    async readAll() {
+      const out = new Map<string, Buffer>();
+      const names: string[] = [];
+      for await (const item of reader.listObjectsV2(bucket, '', true)) {
+        if (item.name) names.push(item.name);
+      }
+      for (const name of names) {
+        const chunks: Buffer[] = [];
+        for await (const chunk of await reader.getObject(bucket, name)) chunks.push(chunk as Buffer);
+        out.set(name, Buffer.concat(chunks));
+      }
+      return out;
+    },
+    async remove() {
+      await Promise.all(stores.map((s) => s.close()));
+      const names: string[] = [];
+      for await (const item of reader.listObjectsV2(bucket, '', true)) if (item.name) names.push(item.name);
+      if (names.length > 0) await reader.removeObjects(bucket, names);
+      await reader.removeBucket(bucket);
+    },
+  };
+}
