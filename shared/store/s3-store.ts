@@ -156,7 +156,7 @@ function errorName(error: unknown): string {
 function unavailable(error: unknown): KmsError {
   if (error instanceof KmsError) return error;
   const status = statusOf(error);
-  const name = errorName(error);
+  const name = errorName(error) === 'Error' ? String((error as { code?: unknown }).code ?? '') : errorName(error);
   const what = status === 403 ? 'refused our credentials' : status === undefined ? 'cannot be reached' : `answered ${status}`;
   return new KmsError('STORAGE_UNAVAILABLE', `object storage ${what}${name ? ` (${name})` : ''}`, { cause: error });
 }

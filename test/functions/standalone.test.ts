@@ -1,0 +1,95 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, startFunctionsFramework, startLeanHost, type ServerProcess } from '../support/processes.js';
+import { createTestBucket, type TestBucket } from '../support/s3.js';
+
+describe('each function alone under functions-framework, sharing one S3 bucket', () => {
+  let bucket: TestBucket;
+  const fns: Record<string, ServerProcess> = {};
+  const targets = [
+    ['welcome', 'welcome'],
+    ['enroll-user', 'enrollUser'],
+    ['create-primary-key', 'createPrimaryKey'],
+    ['create-data-key', 'createDataKey'],
+    ['get-data-key', 'getDataKey'],
+  ] as const;
+
+  beforeAll(async () => {
+    bucket = await createTestBucket();
+    const env = { ...bucket.env, KMS_ROOT_KEY: randomBytes(32).toString('base64') };
+    await Promise.all(targets.map(async ([module, target]) => (fns[target] = await startFunctionsFramework(module, target, env))));
+  });
+  afterAll(async () => {
+    await Promise.all(Object.values(fns).map((f) => f.stop()));
+    await bucket?.remove();
+  });
+
+  it('serves the whole flow across independent, stateless processes', async () => {
+    expect((await fns.welcome!.request('/')).status).toBe(200);
+    expect(await fns.enrollUser!.request('/user/ff?token=ff-token', { method: 'POST' })).toMatchObject({ status: 201, body: 'user [ff] is created successfully!\n' });
+    expect((await fns.createPrimaryKey!.request('/primaryKey/pk?user=ff&&token=ff-token', { method: 'POST' })).status).toBe(201);
+    expect((await fns.createDataKey!.request('/dataKey/dk?user=ff&&token=ff-token&&primaryKeyName=pk', { method: 'POST' })).status).toBe(201);
+    const get = await fns.getDataKey!.request('/dataKey/dk?user=ff&&token=ff-token&&primaryKeyName=pk');
+    expect(get.status).toBe(200);
+    expect(Buffer.from(get.body.trim(), 'base64')).toHaveLength(32);
+  });
+
+  it('answers only its own route', async () => {
+    expect((await fns.getDataKey!.request('/dataKey/dk?user=ff&token=ff-token&primaryKeyName=pk', { method: 'POST' })).status).toBe(405);
+    expect((await fns.createPrimaryKey!.request('/user/x?token=t', { method: 'POST' })).status).toBe(404);
+    const json = await fns.enrollUser!.request('/user/%2E%2E?token=t', { method: 'POST', headers: { accept: 'application/json' } });
+    expect(json.status).toBe(400);
+    expect(JSON.parse(json.body)).toMatchObject({ error: { code: 'INVALID_NAME' } });
+  });
+});
+
+describe('503 when the root key or storage is unavailable', () => {
+  let dataDir: string;
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-503-'));
+  });
+  afterAll(async () => rm(dataDir, { recursive: true, force: true }));
+
+  it('without a root key: key routes answer 503 and say how to provide one', async () => {
+    const kms = await startLeanHost({ KMS_DATA_DIR: dataDir });
+    try {
+      expect((await kms.request('/user/u?token=tok-12345', { method: 'POST' })).status).toBe(201);
+      const answer = await kms.request('/primaryKey/pk?user=u&token=tok-12345', { method: 'POST' });
+      expect(answer.status).toBe(503);
+      expect(answer.headers['retry-after']).toBe('5');
+      expect(answer.body).toContain('set KMS_ROOT_KEY (base64 of 32 random bytes) or KMS_ROOT_KEY_FILE');
+      expect((await kms.request('/primaryKey/pk?user=u&token=wrong', { method: 'POST' })).status).toBe(401);
+    } finally {
+      await kms.stop();
+    }
+  });
+
+  it('with storage down: 503 naming the storage, never a 500', async () => {
+    const closedPort = await freePort();
+    const kms = await startLeanHost({
+      KMS_DATA_DIR: dataDir,
+      KMS_ROOT_KEY: randomBytes(32).toString('base64'),
+      KMS_STORE: 's3',
+      KMS_S3_ENDPOINT: `http://127.0.0.1:${closedPort}`,
+      KMS_S3_ACCESS_KEY_ID: 'id',
+      KMS_S3_SECRET_ACCESS_KEY: 'storage-secret-value',
+    });
+    try {
+      for (const [method, path] of [
+        ['POST', '/user/u?token=t'],
+        ['POST', '/primaryKey/pk?user=u&token=t'],
+        ['GET', '/dataKey/dk?user=u&token=t&primaryKeyName=pk'],
+      ] as const) {
+        const answer = await kms.request(path, { method, headers: { accept: 'application/json' } });
+        expect(answer.status).toBe(503);
+        expect(JSON.parse(answer.body)).toEqual({ error: { code: 'STORAGE_UNAVAILABLE', message: 'object storage cannot be reached (ECONNREFUSED)' } });
+      }
+      expect(kms.output()).not.toContain('storage-secret-value');
+    } finally {
+      await kms.stop();
+    }
+  });
+});

@@ -1,0 +1,36 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadKmsConfig } from '../../shared/config.js';
+
+describe('configuration', () => {
+  it('has working defaults', () => {
+    const config = loadKmsConfig({});
+    expect(config).toMatchObject({ store: 'fs', dataDir: '.kms', s3Bucket: 'tee-kms', s3ForcePathStyle: true, rootKey: undefined });
+  });
+
+  it('reads the root key from the environment or a mounted file (trailing newline ignored)', async () => {
+    const key = Buffer.alloc(32, 3);
+    expect(loadKmsConfig({ KMS_ROOT_KEY: key.toString('base64') }).rootKey).toEqual(key);
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-config-'));
+    await writeFile(join(dir, 'root-key'), `${key.toString('base64')}\n`);
+    expect(loadKmsConfig({ KMS_ROOT_KEY_FILE: join(dir, 'root-key') }).rootKey).toEqual(key);
+  });
+
+  it('names the variable and never echoes a secret value', () => {
+    const bad = Buffer.alloc(16, 5).toString('base64');
+    expect(() => loadKmsConfig({ KMS_ROOT_KEY: bad })).toThrow(
+      expect.objectContaining({ code: 'CONFIG', message: 'KMS_ROOT_KEY must be a base64-encoded 256-bit (32-byte) key' }),
+    );
+    expect(() => loadKmsConfig({ KMS_ROOT_KEY_FILE: '/nonexistent/root-key' })).toThrow(expect.objectContaining({ code: 'CONFIG', message: expect.stringContaining('KMS_ROOT_KEY_FILE') }));
+  });
+
+  it('validates enumerations, integers, booleans and URLs', () => {
+    expect(() => loadKmsConfig({ KMS_STORE: 'ftp' })).toThrow(expect.objectContaining({ message: 'KMS_STORE must be one of fs, s3, got "ftp"' }));
+    expect(() => loadKmsConfig({ KMS_KEY_CACHE_TTL_SECONDS: '-1' })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
+    expect(() => loadKmsConfig({ KMS_S3_FORCE_PATH_STYLE: 'maybe' })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
+    expect(() => loadKmsConfig({ KMS_S3_ENDPOINT: 'not a url' })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
+    expect(loadKmsConfig({ KMS_S3_ENDPOINT: 'http://127.0.0.1:9000/' }).s3Endpoint).toBe('http://127.0.0.1:9000');
+  });
+});

@@ -1,0 +1,124 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { wrapKey } from '../../../shared/crypto/aead.js';
+import { rootKeyId } from '../../../shared/crypto/root-key-id.js';
+import { KeyStore } from '../../../shared/keys/keystore.js';
+import { layout } from '../../../shared/keys/layout.js';
+import { contexts, encodeRecord } from '../../../shared/keys/records.js';
+import { RootKeyring } from '../../../shared/root-key/keyring.js';
+import { StaticRootKeySource, type RootKey, type RootKeySource } from '../../../shared/root-key/source.js';
+import { FsObjectStore } from '../../../shared/store/fs-store.js';
+
+/** A root key source whose key an operator can switch, as a rotation elsewhere would. */
+class SwitchableSource implements RootKeySource {
+  constructor(public key: Buffer) {}
+  async current(): Promise<RootKey> {
+    return { id: rootKeyId(this.key), key: this.key };
+  }
+}
+
+describe('KeyStore against untrusted storage', () => {
+  let dir: string;
+  let store: FsObjectStore;
+  const options = { cacheTtlMs: 0, cacheEntries: 0 }; // no cache: every read goes to storage
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tee-kms-keystore-'));
+    store = new FsObjectStore(dir);
+  });
+  afterEach(async () => rm(dir, { recursive: true, force: true }));
+
+  function keyStore(rootKey = randomBytes(32)): KeyStore {
+    return new KeyStore(store, new RootKeyring(new StaticRootKeySource(rootKey), store), options);
+  }
+
+  async function copy(from: string, to: string): Promise<void> {
+    const object = await store.get(from);
+    await store.delete(to);
+    expect(await store.create(to, object!.body)).toBe(true);
+  }
+
+  it('refuses a data key record copied under another name, primary key or user', async () => {
+    const keys = keyStore();
+    await keys.enrollUser('alice', 'alice-token');
+    await keys.enrollUser('bob', 'bob-token');
+    const alice = await keys.authenticate('alice', 'alice-token');
+    const bob = await keys.authenticate('bob', 'bob-token');
+    for (const p of [alice, bob]) {
+      await keys.createPrimaryKey(p, 'pk1');
+      await keys.createPrimaryKey(p, 'pk2');
+      await keys.createDataKey(p, 'pk1', 'dk1');
+    }
+    await keys.createDataKey(alice, 'pk2', 'dk2');
+    const original = await keys.getDataKey(alice, 'pk1', 'dk1');
+
+    await copy(layout.dataKey('alice', 'pk1', 'dk1'), layout.dataKey('alice', 'pk1', 'moved'));
+    await expect(keys.getDataKey(alice, 'pk1', 'moved')).rejects.toMatchObject({ code: 'INTEGRITY' });
+    await copy(layout.dataKey('alice', 'pk1', 'dk1'), layout.dataKey('alice', 'pk2', 'dk2'));
+    await expect(keys.getDataKey(alice, 'pk2', 'dk2')).rejects.toMatchObject({ code: 'INTEGRITY' });
+    await copy(layout.dataKey('alice', 'pk1', 'dk1'), layout.dataKey('bob', 'pk1', 'dk1'));
+    await expect(keys.getDataKey(bob, 'pk1', 'dk1')).rejects.toMatchObject({ code: 'INTEGRITY' });
+    // Primary keys too: alice's pk1 planted as bob's.
+    await copy(layout.primaryKey('alice', 'pk1'), layout.primaryKey('bob', 'pk2'));
+    await expect(keys.createDataKey(bob, 'pk2', 'x')).rejects.toMatchObject({ code: 'INTEGRITY' });
+    expect(await keys.getDataKey(alice, 'pk1', 'dk1')).toEqual(original);
+  });
+
+  it("a forged user record (attacker's own token) unlocks none of the victim's keys", async () => {
+    const keys = keyStore();
+    await keys.enrollUser('victim', 'victim-token');
+    const victim = await keys.authenticate('victim', 'victim-token');
+    await keys.createPrimaryKey(victim, 'pk');
+    await keys.createDataKey(victim, 'pk', 'dk');
+    // Storage attacker replaces the user record with one for a token they know.
+    await keys.enrollUser('attacker', 'attacker-token');
+    const forged = JSON.parse((await store.get(layout.user('attacker')))!.body.toString()) as Record<string, unknown>;
+    await store.delete(layout.user('victim'));
+    await store.create(layout.user('victim'), encodeRecord({ ...forged, user: 'victim' }));
+    const impostor = await keys.authenticate('victim', 'attacker-token');
+    await expect(keys.getDataKey(impostor, 'pk', 'dk')).rejects.toMatchObject({ code: 'INTEGRITY' });
+  });
+
+  it('reports malformed records as integrity failures, not crashes', async () => {
+    const keys = keyStore();
+    await keys.enrollUser('u', 'u-token');
+    const u = await keys.authenticate('u', 'u-token');
+    await store.create(layout.primaryKey('u', 'junk'), Buffer.from('{not json'));
+    await expect(keys.createDataKey(u, 'junk', 'dk')).rejects.toMatchObject({ code: 'INTEGRITY' });
+    await store.create(layout.user('broken'), Buffer.from('{"format":1,"kind":"user","user":"broken"}'));
+    await expect(keys.authenticate('broken', 'x')).rejects.toMatchObject({ code: 'INTEGRITY' });
+  });
+
+  it('unwraps keys under a previous root key through the stored chain, and follows a rotation', async () => {
+    const k1 = randomBytes(32);
+    const k2 = randomBytes(32);
+    const source = new SwitchableSource(k1);
+    const keys = new KeyStore(store, new RootKeyring(source, store), options);
+    await keys.enrollUser('u', 'u-token');
+    const u = await keys.authenticate('u', 'u-token');
+    await keys.createPrimaryKey(u, 'pk');
+    await keys.createDataKey(u, 'pk', 'dk');
+    const before = await keys.getDataKey(u, 'pk', 'dk');
+
+    // Rotation elsewhere: k1 is stored wrapped under k2, and the source now serves k2.
+    const id1 = rootKeyId(k1);
+    const id2 = rootKeyId(k2);
+    await store.create(
+      layout.previousRootKey(id1),
+      encodeRecord({ format: 1, kind: 'previous-root-key', id: id1, wrappedUnder: id2, wrapped: wrapKey(k2, k1, contexts.previousRootKey({ id: id1, wrappedUnder: id2 })), createdAt: '' }),
+    );
+    source.key = k2;
+    expect(await keys.getDataKey(u, 'pk', 'dk')).toEqual(before);
+    await keys.createPrimaryKey(u, 'pk-new');
+    const record = JSON.parse((await store.get(layout.primaryKey('u', 'pk-new')))!.body.toString()) as { rootKeyId: string };
+    expect(record.rootKeyId).toBe(id2);
+
+    // Without the chain record, a key under an unknown root key is an integrity failure.
+    await store.delete(layout.previousRootKey(id1));
+    const fresh = new KeyStore(store, new RootKeyring(source, store), options);
+    await expect(fresh.getDataKey(await fresh.authenticate('u', 'u-token'), 'pk', 'dk')).rejects.toMatchObject({ code: 'INTEGRITY' });
+  });
+});

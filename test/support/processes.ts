@@ -1,0 +1,169 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
+import { request as httpRequest } from 'node:http';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface HttpAnswer {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: string;
+}
+
+export interface RequestOptions {
+  readonly method?: string;
+  readonly headers?: Record<string, string>;
+  readonly body?: string;
+}
+
+/** A real process serving HTTP(S), with its output captured for scanning. */
+export interface ServerProcess {
+  readonly url: string;
+  readonly child: ChildProcess;
+  /** Everything the process wrote to stdout and stderr so far. */
+  output(): string;
+  request(path: string, options?: RequestOptions): Promise<HttpAnswer>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** One HTTP(S) request; `ca` pins the server's self-signed certificate (no verification bypass). */
+export function httpCall(url: string, options: RequestOptions & { ca?: string } = {}): Promise<HttpAnswer> {
+  // Split by hand: WHATWG URL parsing would normalize `%2E%2E` and `..` away before they reach the server.
+  const match = /^(https?:\/\/[^/]+)(\/.*)?$/.exec(url);
+  if (match === null) throw new Error(`bad test URL ${url}`);
+  const origin = new URL(match[1]!);
+  const requestFn = origin.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = requestFn(
+      {
+        protocol: origin.protocol,
+        hostname: origin.hostname,
+        port: origin.port,
+        path: match[2] ?? '/',
+        method: options.method ?? 'GET',
+        headers: options.headers,
+        ca: options.ca,
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+interface StartOptions {
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly env: Record<string, string>;
+  readonly url: string;
+  /** Certificate file to trust once the process has created it. */
+  readonly caFile?: string;
+  /** Path polled until it answers (any status). */
+  readonly readyPath?: string;
+}
+
+export async function startServer(options: StartOptions): Promise<ServerProcess> {
+  const child = spawn(options.command, [...options.args], {
+    cwd: repoRoot,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', KMS_ACCESS_LOG: 'true', ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let ca: string | undefined;
+
+  const call = (path: string, requestOptions: RequestOptions = {}) => httpCall(`${options.url}${path}`, { ...requestOptions, ca });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode} before answering:\n${output}`);
+    try {
+      if (options.caFile !== undefined) ca = await readFile(options.caFile, 'utf8');
+      await call(options.readyPath ?? '/healthz');
+      break;
+    } catch {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`server did not answer within 60 s:\n${output}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  return {
+    url: options.url,
+    child,
+    output: () => output,
+    request: call,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill(signal);
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+        await exited;
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+/** The lean host (`node dist/scripts/serve.js`), all functions or FUNCTION_TARGET's, over HTTPS. */
+export async function startLeanHost(env: Record<string, string>): Promise<ServerProcess> {
+  const port = await freePort();
+  const dataDir = env.KMS_DATA_DIR ?? '.kms';
+  return startServer({
+    command: process.execPath,
+    args: ['dist/scripts/serve.js'],
+    env: { PORT: String(port), ...env },
+    url: `https://127.0.0.1:${port}`,
+    caFile: `${dataDir}/tls/kms.crt`,
+  });
+}
+
+/** `npm start`, exactly as a user runs it. */
+export async function startNpmStart(env: Record<string, string>): Promise<ServerProcess> {
+  const port = await freePort();
+  return startServer({
+    command: 'npm',
+    args: ['start', '--silent'],
+    env: { PORT: String(port), ...env },
+    url: `https://127.0.0.1:${port}`,
+    caFile: `${env.KMS_DATA_DIR}/tls/kms.crt`,
+  });
+}
+
+/** One function alone under functions-framework, from the built output. */
+export async function startFunctionsFramework(module: string, target: string, env: Record<string, string>): Promise<ServerProcess> {
+  const port = await freePort();
+  return startServer({
+    command: process.execPath,
+    args: [
+      'node_modules/@google-cloud/functions-framework/build/src/main.js',
+      `--source=dist/functions/${module}.js`,
+      `--target=${target}`,
+      `--port=${port}`,
+    ],
+    env,
+    url: `http://127.0.0.1:${port}`,
+    readyPath: '/',
+  });
+}
