@@ -1,5 +1,8 @@
 import * as functions from '@google-cloud/functions-framework';
+import { KmsError } from '../shared/errors.js';
 import { defineRoute } from '../shared/http/route.js';
+import { sealStatus, type KmsSealStatus } from '../shared/root-key/status.js';
+import { kmsRuntime } from '../shared/runtime.js';
 
 const WELCOME = `welcome to tee-kms, a BigDL-KMS-compatible key management service for confidential computing
 
@@ -12,23 +15,43 @@ get a data key like: POST /dataKey/{dataKeyName}?primaryKeyName=the_primary_key_
 get the data key like: GET /dataKey/{dataKeyName}?primaryKeyName=the_primary_key_name&&user=your_username&&token=your_token
 
 credentials may also be sent as headers: Authorization: Bearer your_token and X-KMS-User: your_username
-`;
 
-/** GET /: readiness, and the routes in the seed's words. */
-export const welcome = defineRoute({
-  name: 'welcome',
-  methods: ['GET', 'HEAD'],
-  path: '/',
-  async handle() {
-    return { status: 200, text: WELCOME, json: { service: 'tee-kms', routes: ROUTES } };
-  },
-});
+root key: GET /rootKey/rotate (save the shares), PUT /rootKey/recover {"index":n,"content":"..."}, POST /rootKey/verify, GET /rootKey/status
+`;
 
 const ROUTES = [
   'POST /user/{userName}',
   'POST /primaryKey/{primaryKeyName}',
   'POST /dataKey/{dataKeyName}',
   'GET /dataKey/{dataKeyName}',
+  'GET|POST /rootKey/rotate',
+  'POST /rootKey/verify',
+  'PUT|DELETE /rootKey/recover',
+  'GET /rootKey/status',
 ];
+
+/** GET /: readiness, the routes in the seed's words, and the root key's state. */
+export const welcome = defineRoute({
+  name: 'welcome',
+  methods: ['GET', 'HEAD'],
+  path: '/',
+  async handle() {
+    const state = await sealStatus(await kmsRuntime()).catch((error: unknown) => (error instanceof KmsError ? error : undefined));
+    return { status: 200, text: `${WELCOME}\n${describe(state)}\n`, json: { service: 'tee-kms', routes: ROUTES, state: stateJson(state) } };
+  },
+});
+
+function describe(state: KmsSealStatus | KmsError | undefined): string {
+  if (state === undefined) return 'state: unknown';
+  if (state instanceof KmsError) return `state: unavailable: ${state.message}`;
+  if (!state.initialized) return 'state: uninitialized: call GET /rootKey/rotate once to create the root key and its shares';
+  if (state.sealed) return `state: sealed: send ${state.t} shares with PUT /rootKey/recover (${state.progress} received)`;
+  return `state: unsealed (root key ${state.rootKeyId ?? 'from a secret'})${state.verificationPending ? '; new shares not yet verified (POST /rootKey/verify)' : ''}`;
+}
+
+function stateJson(state: KmsSealStatus | KmsError | undefined): unknown {
+  if (state instanceof KmsError) return { error: { code: state.code, message: state.message } };
+  return state ?? null;
+}
 
 functions.http(welcome.name, welcome.handler);

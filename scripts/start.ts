@@ -1,43 +1,68 @@
 /**
- * `npm start`: the whole API on one port for development and evaluation, with the embedded store
- * in KMS_DATA_DIR (default .kms) and a local self-signed certificate.
+ * `npm start`: the whole API on one port for development and evaluation. It runs the sealing
+ * service beside the functions (a child process, insecure development mode with the "sample"
+ * attester): in mode 2 (Shamir shares: rotate first, recover after a restart) unless a root key
+ * secret is configured (KMS_ROOT_KEY or KMS_ROOT_KEY_FILE: mode 1). Storage: the embedded store
+ * in KMS_DATA_DIR (default .kms), or S3 with KMS_STORE=s3.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { routes } from '../functions/index.js';
 import { KmsError } from '../shared/errors.js';
 import { startHost } from '../shared/http/host.js';
 import { log } from '../shared/log.js';
 
 const dataDir = process.env.KMS_DATA_DIR || '.kms';
+const sealerDataDir = process.env.KMS_SEALER_DATA_DIR || join(dataDir, 'sealer');
 
 try {
-  if (!process.env.KMS_ROOT_KEY && !process.env.KMS_ROOT_KEY_FILE) {
-    process.env.KMS_ROOT_KEY_FILE = await localRootKey();
-    log.info('LOCAL-ONLY root key in use: generated once into the data directory, for development only', {
-      file: process.env.KMS_ROOT_KEY_FILE,
-    });
-  }
+  const sealer = await startSealer();
   const host = await startHost(routes);
-  log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir });
-  const stop = () => void host.close().then(() => process.exit(0));
+  log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.url });
+  const stop = () => {
+    sealer.child.kill('SIGTERM');
+    void host.close().then(() => process.exit(0));
+  };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  sealer.child.once('exit', (code) => {
+    process.stderr.write(`tee-kms: the sealing service exited (${code}); stopping\n`);
+    process.exit(1);
+  });
 } catch (error) {
   process.stderr.write(`tee-kms: ${error instanceof KmsError ? error.message : String(error)}\n`);
   process.exit(1);
 }
 
-async function localRootKey(): Promise<string> {
-  const file = join(dataDir, 'local-root-key');
-  try {
-    await readFile(file);
-  } catch {
-    await mkdir(dataDir, { recursive: true, mode: 0o700 });
-    await writeFile(file, randomBytes(32).toString('base64'), { mode: 0o600, flag: 'wx' }).catch((error: unknown) => {
-      if ((error as { code?: string }).code !== 'EEXIST') throw error;
-    });
+/** Starts the sealing service and points the functions at it (URL, pinned certificate, attester). */
+async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    KMS_SEALER_DATA_DIR: sealerDataDir,
+    KMS_SEALER_INSECURE_DEV_MODE: 'true',
+    KMS_SEALER_PORT: process.env.KMS_SEALER_PORT ?? '0',
+  };
+  // Mode 1: the configured secret goes to the sealing service only; the functions pull it over KBS.
+  for (const name of ['KMS_ROOT_KEY', 'KMS_ROOT_KEY_FILE']) {
+    const value = process.env[name];
+    delete process.env[name];
+    if (value !== undefined && value !== '') env[name.replace('KMS_', 'KMS_SEALER_')] = value;
   }
-  return file;
+  const main = fileURLToPath(new URL('../sealer/main.js', import.meta.url));
+  const child = spawn(process.execPath, [main], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    let buffered = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      process.stdout.write(chunk);
+      buffered += chunk.toString();
+      const match = /sealer: listening on (\S+)/.exec(buffered);
+      if (match !== null) resolve(match[1]!);
+    });
+    child.once('exit', (code) => reject(new KmsError('CONFIG', `the sealing service did not start (exit ${code})`)));
+  });
+  process.env.KMS_SEALER_URL = url;
+  process.env.KMS_SEALER_CA_FILE ??= join(sealerDataDir, 'tls', 'cert.pem');
+  process.env.KMS_ATTESTER ??= 'sample';
+  return { url, child };
 }

@@ -7,8 +7,33 @@ import { KmsError } from './errors.js';
 const accessLog = !/^(0|false|no|off)$/i.test(process.env.KMS_ACCESS_LOG ?? 'true');
 
 function line(stream: NodeJS.WriteStream, fields: Record<string, unknown>): void {
-  stream.write(`${JSON.stringify({ time: new Date().toISOString(), ...fields })}\n`);
+  const text = `${JSON.stringify({ time: new Date().toISOString(), ...fields })}\n`;
+  if (stream === process.stdout) queue(text);
+  else stream.write(text);
 }
+
+/**
+ * stdout lines are written once per event-loop turn, in order: on a pipe (a container's stdout) every
+ * write is a blocking syscall, and one per request was the largest cost of a warm read (see
+ * docs/performance.md). What is queued is written on exit too.
+ */
+const QUEUE_LIMIT = 64 * 1024;
+let queued = '';
+
+function queue(text: string): void {
+  if (queued === '') setImmediate(flush);
+  queued += text;
+  if (queued.length >= QUEUE_LIMIT) flush();
+}
+
+function flush(): void {
+  if (queued === '') return;
+  const text = queued;
+  queued = '';
+  process.stdout.write(text);
+}
+
+process.on('exit', flush);
 
 export const log = {
   info(message: string, fields: Record<string, unknown> = {}): void {

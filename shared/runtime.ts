@@ -1,7 +1,12 @@
+import { attesterFromConfig } from './attestation/from-config.js';
 import { loadKmsConfig, type KmsConfig } from './config.js';
+import { KmsError } from './errors.js';
 import { KeyStore } from './keys/keystore.js';
 import { RootKeyring } from './root-key/keyring.js';
+import { RootKeyRotation } from './root-key/rotation.js';
+import { SealerRootKeySource } from './root-key/sealer-source.js';
 import { MissingRootKeySource, StaticRootKeySource, type RootKeySource } from './root-key/source.js';
+import { SealerClient } from './sealer/client.js';
 import { openObjectStore } from './store/from-config.js';
 import type { ObjectStore } from './store/object-store.js';
 
@@ -11,6 +16,9 @@ export interface KmsRuntime {
   readonly store: ObjectStore;
   readonly rootKeys: RootKeyring;
   readonly keys: KeyStore;
+  /** The sealing service, when the root key comes from one (not in mode 1 without a sealer). */
+  readonly sealer: SealerClient | undefined;
+  readonly rotation: RootKeyRotation | undefined;
 }
 
 let runtime: Promise<KmsRuntime> | undefined;
@@ -26,13 +34,33 @@ export function kmsRuntime(): Promise<KmsRuntime> {
 async function build(): Promise<KmsRuntime> {
   const config = loadKmsConfig();
   const store = openObjectStore(config);
-  const rootKeys = new RootKeyring(rootKeySource(config), store);
+  const sealer = sealerClient(config);
+  const source: RootKeySource = sealer
+    ? new SealerRootKeySource(sealer, config.rootKeyRefreshSeconds * 1000)
+    : config.rootKey !== undefined
+      ? new StaticRootKeySource(config.rootKey)
+      : new MissingRootKeySource();
+  const rootKeys = new RootKeyring(source, store);
   const ttlMs = config.keyCacheTtlSeconds * 1000;
   const keys = new KeyStore(store, rootKeys, { cacheTtlMs: ttlMs, cacheEntries: config.keyCacheEntries });
-  return { config, store, rootKeys, keys };
+  const rotation = sealer
+    ? new RootKeyRotation(store, rootKeys, sealer, {
+        shares: config.shares,
+        threshold: config.threshold,
+        leaseMs: config.rotationLeaseSeconds * 1000,
+        concurrency: config.rotationConcurrency,
+      })
+    : undefined;
+  return { config, store, rootKeys, keys, sealer, rotation };
 }
 
-function rootKeySource(config: KmsConfig): RootKeySource {
-  if (config.rootKey !== undefined) return new StaticRootKeySource(config.rootKey);
-  return new MissingRootKeySource();
+function sealerClient(config: KmsConfig): SealerClient | undefined {
+  if (config.sealerUrl === '') return undefined;
+  if (config.rootKey !== undefined) {
+    throw new KmsError('CONFIG', 'set either KMS_ROOT_KEY (mode 1 without a sealing service) or KMS_SEALER_URL, not both');
+  }
+  if (config.sealerCaFile === '') {
+    throw new KmsError('CONFIG', 'KMS_SEALER_URL needs KMS_SEALER_CA_FILE: the functions must authenticate the sealing service');
+  }
+  return SealerClient.fromCaFile({ url: config.sealerUrl, caFile: config.sealerCaFile, attester: attesterFromConfig(config) });
 }

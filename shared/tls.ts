@@ -1,6 +1,5 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { generate } from 'selfsigned';
 
 export interface TlsMaterial {
   readonly cert: string;
@@ -22,6 +21,9 @@ export async function selfSignedTls(dir: string, name: string, hostnames: readon
   } catch {
     // not created yet
   }
+  // Loaded only to make a certificate: selfsigned (@peculiar/x509, asn1js…) is a large share of a
+  // function's start-up, which the lean host pays even with KMS_TLS=off (docs/performance.md).
+  const { generate } = await import('selfsigned');
   const notAfterDate = new Date();
   notAfterDate.setFullYear(notAfterDate.getFullYear() + 1);
   const pems = await generate([{ name: 'commonName', value: `tee-kms ${name}` }], {

@@ -80,15 +80,19 @@ export class KmsRequest {
     return Buffer.concat(chunks);
   }
 
-  /** The body as a JSON object. */
-  async json(): Promise<Record<string, unknown>> {
+  /** The body as JSON (any value). */
+  async jsonValue(): Promise<unknown> {
     const body = await this.body();
-    let value: unknown;
     try {
-      value = JSON.parse(body.toString('utf8'));
+      return JSON.parse(body.toString('utf8')) as unknown;
     } catch {
       throw new KmsError('BAD_REQUEST', 'the body must be JSON');
     }
+  }
+
+  /** The body as a JSON object. */
+  async json(): Promise<Record<string, unknown>> {
+    const value = await this.jsonValue();
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
       throw new KmsError('BAD_REQUEST', 'the body must be a JSON object');
     }

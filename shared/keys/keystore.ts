@@ -130,6 +130,9 @@ export class KeyStore {
   }
 
   async #primaryKey(principal: Principal, name: string): Promise<{ keyId: string; key: Buffer }> {
+    // The root key gates every key operation, cached keys included: while the sealing service is
+    // sealed (checked every KMS_ROOT_KEY_REFRESH_SECONDS; free in between) keys are not served.
+    await this.rootKeys.current();
     const cacheKey = `${principal.user}/${name}`;
     const cached = this.#primaryKeys.get(cacheKey);
     if (cached !== undefined) return cached;

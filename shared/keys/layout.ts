@@ -7,7 +7,11 @@ export const layout = {
   primaryKey: (user: string, primaryKey: string) => `primary-keys/${user}/${primaryKey}.json`,
   primaryKeys: () => 'primary-keys/',
   dataKey: (user: string, primaryKey: string, dataKey: string) => `data-keys/${user}/${primaryKey}/${dataKey}.json`,
-  /** A previous root key, wrapped under the root key that replaced it. */
-  previousRootKey: (id: string) => `root-keys/${id}.json`,
+  /**
+   * A previous root key, wrapped under the root key that replaced it. Keyed by both ids and only
+   * ever created, so concurrent or abandoned rotations cannot overwrite a link another one needs.
+   */
+  previousRootKey: (id: string, successorId: string) => `root-keys/${id}/${successorId}.json`,
+  successorsOf: (id: string) => `root-keys/${id}/`,
   rotationJournal: () => 'rotation/journal.json',
 } as const;

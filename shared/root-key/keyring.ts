@@ -1,17 +1,17 @@
-import { unwrapKey } from '../crypto/aead.js';
+import { unwrapKey, wrapKey } from '../crypto/aead.js';
 import { KmsError } from '../errors.js';
-import { contexts, decodePreviousRootKey } from '../keys/records.js';
+import { contexts, decodePreviousRootKey, encodeRecord, type PreviousRootKeyRecord } from '../keys/records.js';
 import { layout } from '../keys/layout.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKey, RootKeySource } from './source.js';
 
-/** Longest chain of previous root keys we follow (one link per unfinished rotation). */
+/** Longest chain of previous root keys we follow (one link per rotation not yet rewrapped). */
 const MAX_CHAIN = 64;
 
 /**
  * The root keys a function can use: the current one from its source, and previous ones that
- * records may still name (during or after an interrupted rotation), each stored wrapped under
- * its successor. Unwrapped previous keys are kept in memory only.
+ * records may still name (during or after an interrupted rotation), each stored wrapped under its
+ * successor. Unwrapped previous keys are kept in memory only.
  */
 export class RootKeyring {
   readonly #previous = new Map<string, Buffer>();
@@ -25,50 +25,56 @@ export class RootKeyring {
     return this.source.current(options);
   }
 
-  /** The root key with this id: the current one, or a previous one through the stored chain. */
+  /** Stores `previous` wrapped under `successor`, before the successor becomes current. */
+  async linkPrevious(previous: RootKey, successor: RootKey): Promise<void> {
+    const fields = { id: previous.id, wrappedUnder: successor.id };
+    const record: PreviousRootKeyRecord = {
+      format: 1,
+      kind: 'previous-root-key',
+      ...fields,
+      wrapped: wrapKey(successor.key, previous.key, contexts.previousRootKey(fields)),
+      createdAt: new Date().toISOString(),
+    };
+    // The successor is fresh and random: an existing link under the same ids cannot be ours.
+    if (!(await this.store.create(layout.previousRootKey(previous.id, successor.id), encodeRecord(record)))) {
+      throw new KmsError('CONFLICT', 'a root key link with these ids already exists');
+    }
+  }
+
+  /** The root key with this id: the current one, or a previous one through the stored links. */
   async byId(id: string): Promise<Buffer> {
     let current = await this.current();
     if (current.id === id) return current.key;
     const known = this.#previous.get(id);
     if (known !== undefined) return known;
-    try {
-      return await this.#unwrapChain(id, current);
-    } catch (error) {
-      if (!(error instanceof KmsError) || error.code !== 'NOT_FOUND') throw error;
-    }
-    // The chain did not lead to our current key: the root key may have been rotated elsewhere.
+    const found = await this.#resolve(id, current, 0);
+    if (found !== undefined) return found;
+    // No link led to our current key: the root key may have been rotated elsewhere meanwhile.
     current = await this.current({ refresh: true });
     if (current.id === id) return current.key;
-    try {
-      return await this.#unwrapChain(id, current);
-    } catch (error) {
-      if (error instanceof KmsError && error.code === 'NOT_FOUND') {
-        throw new KmsError('INTEGRITY', 'a stored key names a root key this KMS cannot reach');
-      }
-      throw error;
-    }
+    const retried = await this.#resolve(id, current, 0);
+    if (retried !== undefined) return retried;
+    throw new KmsError('INTEGRITY', 'a stored key names a root key this KMS cannot reach');
   }
 
-  /** Walks id → successor → … until a key we hold, then unwraps back down. */
-  async #unwrapChain(id: string, current: RootKey): Promise<Buffer> {
-    const chain = [];
-    let cursor = id;
-    let wrappingKey: Buffer | undefined;
-    for (let depth = 0; depth < MAX_CHAIN; depth++) {
-      const object = await this.store.get(layout.previousRootKey(cursor));
-      if (object === undefined) throw new KmsError('NOT_FOUND', 'previous root key record missing');
-      const record = decodePreviousRootKey(object.body, cursor);
-      chain.push(record);
-      if (record.wrappedUnder === current.id) wrappingKey = current.key;
-      else wrappingKey = this.#previous.get(record.wrappedUnder);
-      if (wrappingKey !== undefined) break;
-      cursor = record.wrappedUnder;
+  /** Follows id → successor links until a key we hold, then unwraps back down. */
+  async #resolve(id: string, current: RootKey, depth: number): Promise<Buffer | undefined> {
+    if (id === current.id) return current.key;
+    const known = this.#previous.get(id);
+    if (known !== undefined) return known;
+    if (depth >= MAX_CHAIN) return undefined;
+    // Usually one successor; more only where a rotation was abandoned before it installed its key.
+    for await (const key of this.store.list(layout.successorsOf(id))) {
+      const object = await this.store.get(key);
+      if (object === undefined) continue;
+      const record = decodePreviousRootKey(object.body, id);
+      if (key !== layout.previousRootKey(id, record.wrappedUnder)) continue;
+      const successorKey = await this.#resolve(record.wrappedUnder, current, depth + 1);
+      if (successorKey === undefined) continue;
+      const previousKey = unwrapKey(successorKey, record.wrapped, contexts.previousRootKey(record));
+      this.#previous.set(id, previousKey);
+      return previousKey;
     }
-    if (wrappingKey === undefined) throw new KmsError('NOT_FOUND', 'previous root key chain too long');
-    for (const record of chain.reverse()) {
-      wrappingKey = unwrapKey(wrappingKey, record.wrapped, contexts.previousRootKey(record));
-      this.#previous.set(record.id, wrappingKey);
-    }
-    return wrappingKey;
+    return undefined;
   }
 }

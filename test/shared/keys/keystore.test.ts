@@ -3,11 +3,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { wrapKey } from '../../../shared/crypto/aead.js';
 import { rootKeyId } from '../../../shared/crypto/root-key-id.js';
 import { KeyStore } from '../../../shared/keys/keystore.js';
 import { layout } from '../../../shared/keys/layout.js';
-import { contexts, encodeRecord } from '../../../shared/keys/records.js';
+import { encodeRecord } from '../../../shared/keys/records.js';
 import { RootKeyring } from '../../../shared/root-key/keyring.js';
 import { StaticRootKeySource, type RootKey, type RootKeySource } from '../../../shared/root-key/source.js';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
@@ -106,10 +105,9 @@ describe('KeyStore against untrusted storage', () => {
     // Rotation elsewhere: k1 is stored wrapped under k2, and the source now serves k2.
     const id1 = rootKeyId(k1);
     const id2 = rootKeyId(k2);
-    await store.create(
-      layout.previousRootKey(id1),
-      encodeRecord({ format: 1, kind: 'previous-root-key', id: id1, wrappedUnder: id2, wrapped: wrapKey(k2, k1, contexts.previousRootKey({ id: id1, wrappedUnder: id2 })), createdAt: '' }),
-    );
+    // An abandoned rotation's link (to a key never installed) must not get in the way.
+    await new RootKeyring(source, store).linkPrevious({ id: id1, key: k1 }, { id: rootKeyId(randomBytes(32)), key: randomBytes(32) });
+    await new RootKeyring(source, store).linkPrevious({ id: id1, key: k1 }, { id: id2, key: k2 });
     source.key = k2;
     expect(await keys.getDataKey(u, 'pk', 'dk')).toEqual(before);
     await keys.createPrimaryKey(u, 'pk-new');
@@ -117,7 +115,7 @@ describe('KeyStore against untrusted storage', () => {
     expect(record.rootKeyId).toBe(id2);
 
     // Without the chain record, a key under an unknown root key is an integrity failure.
-    await store.delete(layout.previousRootKey(id1));
+    for await (const key of store.list(layout.successorsOf(id1))) await store.delete(key);
     const fresh = new KeyStore(store, new RootKeyring(source, store), options);
     await expect(fresh.getDataKey(await fresh.authenticate('u', 'u-token'), 'pk', 'dk')).rejects.toMatchObject({ code: 'INTEGRITY' });
   });

@@ -1,0 +1,29 @@
+import * as functions from '@google-cloud/functions-framework';
+import { defineRoute } from '../shared/http/route.js';
+import { lifecycleOf } from '../shared/root-key/lifecycle.js';
+import { parseShare } from '../shared/root-key/shares.js';
+import { kmsRuntime } from '../shared/runtime.js';
+
+/**
+ * PUT /rootKey/recover with {"index": n, "content": "<base64>"}: one share per call (the seed's).
+ * Only while sealed; a live root key is never replaced. DELETE /rootKey/recover resets progress.
+ */
+export const recoverRootKey = defineRoute({
+  name: 'recoverRootKey',
+  methods: ['PUT', 'DELETE'],
+  path: '/rootKey/recover',
+  async handle(request) {
+    const { sealer } = lifecycleOf(await kmsRuntime());
+    if (request.method === 'DELETE') {
+      const progress = await sealer.resetRecovery();
+      return { status: 200, text: 'recovery progress reset: send the shares again\n', json: progress };
+    }
+    const progress = await sealer.submitShare(parseShare(await request.json()));
+    const text = progress.sealed
+      ? `share accepted: ${progress.progress} of ${progress.t} received\n`
+      : `root key recovered: tee-kms is unsealed (root key ${progress.rootKeyId ?? ''})\n`;
+    return { status: 200, text, json: progress };
+  },
+});
+
+functions.http(recoverRootKey.name, recoverRootKey.handler);

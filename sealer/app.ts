@@ -1,0 +1,84 @@
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Verifier } from '../shared/attestation/types.js';
+import type { ObjectStore } from '../shared/store/object-store.js';
+import { SealerCore } from './core.js';
+import type { SealerOptions } from './options.js';
+import { sealerHandler } from './server.js';
+import { SessionStore } from './sessions.js';
+import { loadTls } from './tls.js';
+import { TokenService } from './tokens.js';
+import { defaultVerifiers } from './verifiers.js';
+
+export interface RunningSealer {
+  readonly server: Server;
+  readonly url: string;
+  readonly certFile: string;
+  readonly core: SealerCore;
+  close(): Promise<void>;
+}
+
+const DEV_MODE_BANNER = [
+  '',
+  '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!',
+  '!!  sealer: INSECURE DEVELOPMENT MODE (KMS_SEALER_INSECURE_DEV_MODE=true)',
+  '!!  "sample" attestation evidence is ACCEPTED. It proves nothing: ANY process',
+  '!!  that can reach this port can obtain the root key. Never use this mode with',
+  '!!  real data or outside a development machine.',
+  '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!',
+  '',
+].join('\n');
+
+/**
+ * Starts the sealing service: TLS, the root key state (mode 1 from a secret, mode 2 from the store),
+ * KBS sessions and tokens, and the HTTPS server. `store` holds the one small state record.
+ */
+export async function startSealer(options: SealerOptions, store: ObjectStore, extra: { verifiers?: readonly Verifier[] } = {}): Promise<RunningSealer> {
+  const log = (line: string) => process.stdout.write(`${line}\n`);
+  if (options.insecureDevMode) process.stderr.write(`${DEV_MODE_BANNER}\n`);
+
+  const tls = await loadTls({ dataDir: options.dataDir, certFile: options.tlsCertFile, keyFile: options.tlsKeyFile, hostnames: options.tlsHostnames });
+  const core = await SealerCore.open(store, { rootKey: options.rootKey, recoveryTtlMs: options.recoveryTtlSeconds * 1000, log });
+  const tokens = await TokenService.create(options.tokenTtlSeconds);
+  const sessions = new SessionStore(options.nonceTtlSeconds * 1000, options.maxSessions);
+  const verifiers = defaultVerifiers({ insecureDevMode: options.insecureDevMode, extra: extra.verifiers ?? [] });
+
+  const server = createServer({ key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' }, sealerHandler({ core, sessions, tokens, verifiers, insecureDevMode: options.insecureDevMode, log }));
+  // Longer than clients' idle keep-alive sockets live, so a reused socket is not closed under them.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 70_000;
+  server.requestTimeout = 30_000;
+  const sweeper = setInterval(() => sessions.sweep(), 30_000);
+  sweeper.unref();
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+  const url = `https://${host === '0.0.0.0' || host === '[::]' ? 'localhost' : host}:${port}`;
+
+  const status = core.status();
+  const state = status.source === 'secret' ? 'unsealed (root key from secret)' : !status.initialized ? 'uninitialized' : status.sealed ? 'sealed' : 'unsealed';
+  log(`sealer: TLS certificate ${tls.certFile}${tls.selfSigned ? ' (self-signed: point KMS_SEALER_CA_FILE at it)' : ''}`);
+  log(`sealer: verifiers: ${[...verifiers.keys()].join(', ') || 'none (no TEE can attest)'}`);
+  log(`sealer: ${state}; root key id ${status.rootKeyId ?? '-'}`);
+  log(`sealer: listening on ${url}`);
+
+  return {
+    server,
+    url,
+    certFile: tls.certFile,
+    core,
+    close: () =>
+      new Promise<void>((resolve) => {
+        clearInterval(sweeper);
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

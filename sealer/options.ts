@@ -1,0 +1,44 @@
+import { loadOptions, option, parse, type OptionValues } from '../shared/options.js';
+
+/** Every option of the sealing service, declared once. */
+export const sealerOptions = {
+  host: option({ env: 'KMS_SEALER_HOST', default: '127.0.0.1', parse: parse.string, description: 'Address to listen on (0.0.0.0 in a pod).' }),
+  port: option({ env: 'KMS_SEALER_PORT', default: 9877, parse: parse.integer(0, 65_535), description: 'HTTPS port; 0 picks a free one (printed at start).' }),
+  dataDir: option({
+    env: 'KMS_SEALER_DATA_DIR',
+    default: '.kms/sealer',
+    parse: parse.string,
+    description: 'Folder for the state record (embedded store) and the generated TLS certificate.',
+  }),
+  rootKey: option({
+    env: 'KMS_SEALER_ROOT_KEY',
+    default: undefined as Buffer | undefined,
+    parse: parse.key256,
+    secret: true,
+    description: 'Mode 1: the root key, base64 of 32 bytes (or KMS_SEALER_ROOT_KEY_FILE); unsealed at once, rotation refused.',
+  }),
+  insecureDevMode: option({
+    env: 'KMS_SEALER_INSECURE_DEV_MODE',
+    default: false,
+    parse: parse.boolean,
+    description: 'Accept "sample" evidence, which proves nothing. Development only; announced on stderr.',
+  }),
+  tlsCertFile: option({ env: 'KMS_SEALER_TLS_CERT_FILE', default: '', parse: parse.string, description: 'PEM certificate (chain) to serve; with KMS_SEALER_TLS_KEY_FILE.' }),
+  tlsKeyFile: option({ env: 'KMS_SEALER_TLS_KEY_FILE', default: '', parse: parse.string, description: 'PEM private key of that certificate.' }),
+  tlsHostnames: option({
+    env: 'KMS_SEALER_TLS_HOSTNAMES',
+    default: ['localhost', '127.0.0.1', '::1'] as readonly string[],
+    parse: (raw: string) => raw.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+    description: 'Names and addresses in the self-signed certificate made when no certificate is configured.',
+  }),
+  tokenTtlSeconds: option({ env: 'KMS_SEALER_TOKEN_TTL_SECONDS', default: 300, parse: parse.integer(1, 86_400), description: 'Lifetime of attestation tokens (and of the attested session cookie).' }),
+  nonceTtlSeconds: option({ env: 'KMS_SEALER_NONCE_TTL_SECONDS', default: 60, parse: parse.integer(1, 3_600), description: 'Time from /auth to /attest: the challenge nonce and its session expire after it.' }),
+  recoveryTtlSeconds: option({ env: 'KMS_SEALER_RECOVERY_TTL_SECONDS', default: 600, parse: parse.integer(1, 86_400), description: 'Recovery progress (shares received so far) is discarded this long after the first share.' }),
+  maxSessions: option({ env: 'KMS_SEALER_MAX_SESSIONS', default: 10_000, parse: parse.integer(1, 1_000_000), description: 'Bound on pending KBS sessions kept in memory.' }),
+};
+
+export type SealerOptions = OptionValues<typeof sealerOptions>;
+
+export function loadSealerOptions(env: NodeJS.ProcessEnv = process.env): SealerOptions {
+  return loadOptions(sealerOptions, env);
+}

@@ -1,0 +1,270 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { KmsError } from '../shared/errors.js';
+import {
+  isTeeType,
+  KBS_PREFIX,
+  KBS_PROTOCOL_VERSION,
+  KBS_SESSION_COOKIE,
+  kbsReportData,
+  parseTeePubKey,
+  primaryRuntimeData,
+  DEFAULT_RUNTIME_DATA_HASH,
+} from '../shared/kbs/protocol.js';
+import { encryptToTee, importTeePubKey } from '../shared/kbs/tee-key.js';
+import { ROOT_KEY_RESOURCE, sealerPaths, sealerProblems } from '../shared/sealer/protocol.js';
+import type { SealerCore } from './core.js';
+import { kbsErrors, Problem } from './problems.js';
+import type { SessionStore } from './sessions.js';
+import type { TokenService, VerifiedToken } from './tokens.js';
+import type { VerifierRegistry } from './verifiers.js';
+
+const MAX_BODY_BYTES = 1024 * 1024;
+
+export interface SealerHandlerDeps {
+  readonly core: SealerCore;
+  readonly sessions: SessionStore;
+  readonly tokens: TokenService;
+  readonly verifiers: VerifierRegistry;
+  readonly insecureDevMode: boolean;
+  /** One line per request: method, path, status, duration. Never headers, bodies or query. */
+  readonly log: (line: string) => void;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps) => Promise<void>;
+
+const routes: Record<string, Partial<Record<string, Handler>>> = {
+  [`${KBS_PREFIX}/auth`]: { POST: kbsAuth },
+  [`${KBS_PREFIX}/attest`]: { POST: kbsAttest },
+  [`${KBS_PREFIX}/resource/${ROOT_KEY_RESOURCE}`]: { GET: kbsRootKey },
+  [sealerPaths.sealStatus]: { GET: sealStatus },
+  [sealerPaths.rootKey]: { POST: admin(async (body, deps) => deps.core.install(body)) },
+  [sealerPaths.verify]: { POST: admin(async (body, deps) => deps.core.verify(body)) },
+  [sealerPaths.recoveryShares]: { POST: admin(async (body, deps) => deps.core.submitShare(body)) },
+  [sealerPaths.recovery]: { DELETE: admin(async (_body, deps) => deps.core.resetRecovery(), { body: false }) },
+  [sealerPaths.seal]: { POST: admin(async (_body, deps) => deps.core.seal(), { body: false }) },
+  '/healthz': { GET: async (_req, res) => sendJson(res, 200, { ok: true }) },
+};
+
+export function sealerHandler(deps: SealerHandlerDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const started = process.hrtime.bigint();
+    const path = pathOf(req.url);
+    res.on('finish', () => {
+      const ms = Number((process.hrtime.bigint() - started) / 1_000_000n);
+      deps.log(`sealer: ${req.method ?? '?'} ${loggablePath(path)} ${res.statusCode} ${ms}ms`);
+    });
+    void dispatch(req, res, path, deps).catch((error: unknown) => sendError(res, error, deps));
+  };
+}
+
+async function dispatch(req: IncomingMessage, res: ServerResponse, path: string, deps: SealerHandlerDeps): Promise<void> {
+  const route = routes[path];
+  if (route === undefined) {
+    if (path.startsWith(`${KBS_PREFIX}/resource/`)) {
+      // Trustee checks the token before it looks the resource up: so do we.
+      await authenticate(req, deps, { cookie: true });
+      throw kbsErrors.invalidPath(path);
+    }
+    if (path.startsWith(`${KBS_PREFIX}/`)) throw kbsErrors.invalidPath(path);
+    throw new Problem(404, sealerProblems.notFound, 'no such route');
+  }
+  const handler = route[req.method ?? ''];
+  if (handler === undefined) {
+    res.setHeader('Allow', Object.keys(route).join(', '));
+    throw new Problem(405, sealerProblems.methodNotAllowed, `use ${Object.keys(route).join(' or ')}`);
+  }
+  await handler(req, res, deps);
+}
+
+// ---- KBS (Trustee protocol 0.4.0) ----
+
+async function kbsAuth(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+  const request = await readJson(req, (detail) => kbsErrors.attestation(`deserialize Request: ${detail}`));
+  const { version, tee } = (request ?? {}) as Record<string, unknown>;
+  if (typeof version !== 'string' || !isProtocolVersion(version)) {
+    throw kbsErrors.attestation(`KBS Client Protocol Version Mismatch: expect =${KBS_PROTOCOL_VERSION} while the request is ${typeof version === 'string' ? version.slice(0, 32) : 'missing'}`);
+  }
+  if (!isTeeType(tee)) throw kbsErrors.attestation('unsupported tee type');
+  if (tee === 'sample' && !deps.insecureDevMode) {
+    throw kbsErrors.attestation('sample evidence proves nothing: it is accepted only when the sealing service runs in insecure development mode');
+  }
+  if (!deps.verifiers.has(tee)) throw kbsErrors.attestation(`no verifier for tee "${tee}" is configured on this sealing service`);
+  const session = deps.sessions.create(tee, DEFAULT_RUNTIME_DATA_HASH);
+  setSessionCookie(res, session.id, session.expiresAt);
+  // Trustee's challenge: extra-params is the empty string for every TEE but IBM SE.
+  sendJson(res, 200, { nonce: session.nonce, 'extra-params': '' });
+}
+
+async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+  const sessionId = cookieOf(req, KBS_SESSION_COOKIE);
+  const challenge = deps.sessions.consumeChallenge(sessionId);
+  try {
+    const attestation = await readJson(req, (detail) => kbsErrors.attestation(`deserialize Attestation: ${detail}`));
+    const { 'runtime-data': runtimeData, 'tee-evidence': teeEvidence } = (attestation ?? {}) as Record<string, unknown>;
+    if (typeof runtimeData !== 'object' || runtimeData === null) throw kbsErrors.attestation('deserialize Attestation: runtime-data missing');
+    const { nonce, 'tee-pubkey': rawPubKey } = runtimeData as Record<string, unknown>;
+    if (nonce !== challenge.nonce) {
+      throw kbsErrors.attestation("the nonce in the handshake session is different from the client side in KBS protocol's Attestation message");
+    }
+    let teePubKey;
+    try {
+      teePubKey = parseTeePubKey(rawPubKey);
+      await importTeePubKey(teePubKey);
+    } catch (error) {
+      throw kbsErrors.attestation(error instanceof KmsError ? error.message : 'invalid tee-pubkey');
+    }
+    if (typeof teeEvidence !== 'object' || teeEvidence === null) throw kbsErrors.attestation('deserialize Attestation: tee-evidence missing');
+    const { primary_evidence: primaryEvidence, additional_evidence: additionalEvidence } = teeEvidence as Record<string, unknown>;
+    if (typeof additionalEvidence !== 'string') throw kbsErrors.attestation('deserialize Attestation: tee-evidence.additional_evidence must be a string');
+    if (additionalEvidence !== '') throw kbsErrors.attestation('additional (device) evidence is not supported by this sealing service');
+
+    const expected = kbsReportData(challenge.nonce, teePubKey, challenge.hash, additionalEvidence);
+    const verifier = deps.verifiers.get(challenge.tee);
+    if (verifier === undefined) throw kbsErrors.attestation(`no verifier for tee "${challenge.tee}"`);
+    let claims;
+    try {
+      claims = await verifier.verify(primaryEvidence, expected);
+    } catch (error) {
+      throw kbsErrors.attestation(`verify TEE evidence failed: ${error instanceof KmsError ? error.message : 'evidence rejected'}`);
+    }
+    const { token, expiresAt } = await deps.tokens.issue(challenge.tee, claims.claims, primaryRuntimeData(challenge.nonce, teePubKey, additionalEvidence));
+    deps.sessions.attested(sessionId!, token, expiresAt);
+    setSessionCookie(res, sessionId!, expiresAt);
+    sendJson(res, 200, { token });
+  } catch (error) {
+    deps.sessions.failed(sessionId!);
+    throw error;
+  }
+}
+
+async function kbsRootKey(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+  const token = await authenticate(req, deps, { cookie: true });
+  const key = deps.core.currentKey();
+  try {
+    const jwe = await encryptToTee(key, await importTeePubKey(token.teePubKey));
+    sendJson(res, 200, jwe);
+  } finally {
+    key.fill(0);
+  }
+}
+
+// ---- the sealer's own API ----
+
+async function sealStatus(_req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+  sendJson(res, 200, deps.core.status());
+}
+
+function admin(action: (body: unknown, deps: SealerHandlerDeps) => Promise<unknown>, options: { body: boolean } = { body: true }): Handler {
+  return async (req, res, deps) => {
+    await authenticate(req, deps, { cookie: false });
+    const body = options.body ? await readJson(req, (detail) => new Problem(400, sealerProblems.badRequest, `body must be JSON: ${detail}`)) : await drain(req);
+    sendJson(res, 200, await action(body, deps));
+  };
+}
+
+/** The caller's attestation token: Bearer (and, for KBS resources, the session cookie as Trustee). */
+async function authenticate(req: IncomingMessage, deps: SealerHandlerDeps, options: { cookie: boolean }): Promise<VerifiedToken> {
+  const fromCookie = options.cookie ? deps.sessions.tokenOf(cookieOf(req, KBS_SESSION_COOKIE)) : undefined;
+  const header = req.headers.authorization;
+  const bearer = header !== undefined && /^Bearer [^\s]+$/i.test(header) ? header.slice(7) : undefined;
+  const token = fromCookie ?? bearer;
+  if (token === undefined) throw kbsErrors.tokenNotFound();
+  try {
+    return await deps.tokens.verify(token);
+  } catch (error) {
+    throw kbsErrors.tokenInvalid(error instanceof KmsError ? error.message : 'invalid token');
+  }
+}
+
+// ---- HTTP plumbing ----
+
+function isProtocolVersion(version: string): boolean {
+  // Trustee: semver VersionReq "=0.4.0" (build metadata is ignored by semver precedence).
+  return /^0\.4\.0(\+[0-9A-Za-z.-]+)?$/.test(version);
+}
+
+function pathOf(url: string | undefined): string {
+  const raw = (url ?? '/').split('?')[0] ?? '/';
+  return raw.length > 1 ? raw.replace(/\/+$/, '') : raw;
+}
+
+/** Paths carry no secrets, but an unknown one is shortened and stripped of control characters. */
+function loggablePath(path: string): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = path.replace(/[\u0000-\u001f\u007f]/g, '?');
+  return clean.length > 120 ? `${clean.slice(0, 120)}…` : clean;
+}
+
+function cookieOf(req: IncomingMessage, name: string): string | undefined {
+  const header = req.headers.cookie;
+  if (header === undefined) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) {
+      const value = part.slice(eq + 1).trim();
+      return /^[0-9a-f]{32}$/.test(value) ? value : undefined;
+    }
+  }
+  return undefined;
+}
+
+function setSessionCookie(res: ServerResponse, id: string, expiresAt: number): void {
+  res.setHeader('Set-Cookie', `${KBS_SESSION_COOKIE}=${id}; Expires=${new Date(expiresAt).toUTCString()}; Path=${KBS_PREFIX}; Secure; HttpOnly; SameSite=Strict`);
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) {
+    req.resume();
+    throw new Problem(413, sealerProblems.payloadTooLarge, `request body larger than ${MAX_BODY_BYTES} bytes`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) {
+      for (const c of chunks) c.fill(0);
+      throw new Problem(413, sealerProblems.payloadTooLarge, `request body larger than ${MAX_BODY_BYTES} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+async function readJson(req: IncomingMessage, invalid: (detail: string) => Problem): Promise<unknown> {
+  const body = await readBody(req);
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    throw invalid('not valid JSON');
+  } finally {
+    body.fill(0);
+  }
+}
+
+async function drain(req: IncomingMessage): Promise<undefined> {
+  (await readBody(req)).fill(0);
+  return undefined;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, error: unknown, deps: SealerHandlerDeps): void {
+  let problem: Problem;
+  if (error instanceof Problem) problem = error;
+  else {
+    const label = error instanceof KmsError ? `${error.code}: ${error.message}` : error instanceof Error ? error.name : 'unknown';
+    deps.log(`sealer: internal error (${label})`);
+    problem = new Problem(500, sealerProblems.internal, 'internal error');
+  }
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  if (problem.status === 413) res.setHeader('Connection', 'close');
+  sendJson(res, problem.status, problem.body(), 'application/problem+json');
+}

@@ -1,0 +1,92 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { generate } from 'selfsigned';
+import { KmsError } from '../shared/errors.js';
+
+export interface TlsMaterial {
+  readonly key: string;
+  readonly cert: string;
+  /** Where the certificate is, for KMS_SEALER_CA_FILE when it is self-signed. */
+  readonly certFile: string;
+  readonly selfSigned: boolean;
+}
+
+const RENEW_BEFORE_MS = 7 * 24 * 3600 * 1000;
+const VALIDITY_DAYS = 825;
+
+/**
+ * The configured certificate and key, or (local use) a self-signed P-256 certificate kept in
+ * `<dataDir>/tls/`: made once, reused across restarts so functions keep trusting it, remade when
+ * it is about to expire. The certificate file doubles as the CA file functions trust.
+ */
+export async function loadTls(options: { dataDir: string; certFile: string; keyFile: string; hostnames: readonly string[] }): Promise<TlsMaterial> {
+  if ((options.certFile === '') !== (options.keyFile === '')) {
+    throw new KmsError('CONFIG', 'set both KMS_SEALER_TLS_CERT_FILE and KMS_SEALER_TLS_KEY_FILE, or neither (a self-signed certificate is made)');
+  }
+  if (options.certFile !== '') {
+    const [cert, key] = await Promise.all([readPem(options.certFile, 'KMS_SEALER_TLS_CERT_FILE'), readPem(options.keyFile, 'KMS_SEALER_TLS_KEY_FILE')]);
+    assertPair(cert, key, 'KMS_SEALER_TLS_CERT_FILE and KMS_SEALER_TLS_KEY_FILE do not match');
+    return { cert, key, certFile: options.certFile, selfSigned: false };
+  }
+
+  const dir = join(options.dataDir, 'tls');
+  const certFile = join(dir, 'cert.pem');
+  const keyFile = join(dir, 'key.pem');
+  const existing = await Promise.all([readFile(certFile, 'utf8'), readFile(keyFile, 'utf8')]).catch(() => undefined);
+  if (existing !== undefined) {
+    const [cert, key] = existing;
+    try {
+      assertPair(cert, key, 'mismatch');
+      if (Date.parse(new X509Certificate(cert).validTo) - Date.now() > RENEW_BEFORE_MS) return { cert, key, certFile, selfSigned: true };
+    } catch {
+      // Unreadable or mismatched: make a new one below.
+    }
+  }
+
+  const notBeforeDate = new Date(Date.now() - 60_000);
+  const notAfterDate = new Date(notBeforeDate.getTime() + VALIDITY_DAYS * 24 * 3600 * 1000);
+  const altNames = options.hostnames.map((name) => (isIP(name) ? { type: 7 as const, ip: name } : { type: 2 as const, value: name }));
+  const pems = await generate([{ name: 'commonName', value: 'tee-kms sealing service (self-signed)' }], {
+    keyType: 'ec',
+    curve: 'P-256',
+    algorithm: 'sha256',
+    notBeforeDate,
+    notAfterDate,
+    extensions: [
+      { name: 'basicConstraints', cA: false },
+      { name: 'keyUsage', digitalSignature: true, critical: true },
+      { name: 'extKeyUsage', serverAuth: true },
+      { name: 'subjectAltName', altNames },
+    ],
+  });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeAtomic(keyFile, pems.private, 0o600);
+  await writeAtomic(certFile, pems.cert, 0o644);
+  return { cert: pems.cert, key: pems.private, certFile, selfSigned: true };
+}
+
+async function readPem(file: string, env: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch {
+    throw new KmsError('CONFIG', `${env} names a file that cannot be read: ${file}`);
+  }
+}
+
+function assertPair(cert: string, key: string, message: string): void {
+  let ok = false;
+  try {
+    ok = new X509Certificate(cert).checkPrivateKey(createPrivateKey(key));
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new KmsError('CONFIG', message);
+}
+
+async function writeAtomic(file: string, text: string, mode: number): Promise<void> {
+  const temp = `${file}.tmp-${process.pid}`;
+  await writeFile(temp, text, { mode });
+  await rename(temp, file);
+}

@@ -1,0 +1,266 @@
+/**
+ * DCAP collateral: Intel's signed statements (TCB info, QE identity, CRLs and their issuer chains)
+ * that say which platforms are genuine and up to date. It comes from a file (the JSON shape of
+ * dcap-qvl's `Collateral`, as in ../shared/tdx-fixtures) or from a PCCS / Intel PCS URL (pccs.ts),
+ * cached in memory per FMSPC and CA until its earliest nextUpdate. Nothing here is trusted yet:
+ * verify.ts checks every signature.
+ */
+import { readFile } from 'node:fs/promises';
+import dcapQvl from '@phala/dcap-qvl';
+import { KmsError } from '../../errors.js';
+import { parseCrl, parseCertificate } from './pki.js';
+import { fetchPccsCollateral, type PccsRequest } from './pccs.js';
+import { refuse } from './policy.js';
+import type { TdxQuote } from './quote.js';
+
+/** Byte-valued fields are lowercase hex; JSON documents are kept verbatim (they are signed as text). */
+export interface TdxCollateral {
+  readonly pck_crl_issuer_chain: string;
+  readonly root_ca_crl: string;
+  readonly pck_crl: string;
+  readonly tcb_info_issuer_chain: string;
+  readonly tcb_info: string;
+  readonly tcb_info_signature: string;
+  readonly qe_identity_issuer_chain: string;
+  readonly qe_identity: string;
+  readonly qe_identity_signature: string;
+}
+
+const TEXT_FIELDS = ['pck_crl_issuer_chain', 'tcb_info_issuer_chain', 'tcb_info', 'qe_identity_issuer_chain', 'qe_identity'] as const;
+const BYTE_FIELDS = ['root_ca_crl', 'pck_crl', 'tcb_info_signature', 'qe_identity_signature'] as const;
+
+function bytesAsHex(value: unknown, field: string, source: string): string {
+  // dcap-qvl's fetch helpers return byte arrays; the fixture files use hex strings.
+  if (typeof value === 'string' && /^([0-9a-fA-F]{2})+$/.test(value)) return value.toLowerCase();
+  if (Array.isArray(value) && value.length > 0 && value.every((b) => Number.isInteger(b) && b >= 0 && b <= 255)) {
+    return Buffer.from(value as number[]).toString('hex');
+  }
+  throw new KmsError('CONFIG', `TDX collateral from ${source}: ${field} must be hex or a byte array`);
+}
+
+/** Validates the collateral JSON shape; KmsError('CONFIG') names the bad field. */
+export function parseCollateral(value: unknown, source: string): TdxCollateral {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new KmsError('CONFIG', `TDX collateral from ${source} must be a JSON object`);
+  }
+  const record = value as Record<string, unknown>;
+  const out: Record<string, string> = {};
+  for (const field of TEXT_FIELDS) {
+    const text = record[field];
+    if (typeof text !== 'string' || text.length === 0) {
+      throw new KmsError('CONFIG', `TDX collateral from ${source}: ${field} is missing`);
+    }
+    out[field] = text;
+  }
+  for (const field of BYTE_FIELDS) out[field] = bytesAsHex(record[field], field, source);
+  return out as unknown as TdxCollateral;
+}
+
+export async function loadCollateralFile(path: string): Promise<TdxCollateral> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new KmsError('CONFIG', `TDX collateral file ${path} cannot be read`, { cause: error });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new KmsError('CONFIG', `TDX collateral file ${path} is not JSON`, { cause: error });
+  }
+  return parseCollateral(json, path);
+}
+
+export interface ValidityWindow {
+  readonly issueDate: Date;
+  readonly nextUpdate: Date;
+}
+
+function documentWindow(json: string, field: string): ValidityWindow {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(json);
+  } catch (error) {
+    return refuse('collateral', `${field} is not JSON`, error);
+  }
+  const { issueDate, nextUpdate } = (doc ?? {}) as { issueDate?: unknown; nextUpdate?: unknown };
+  const issued = new Date(typeof issueDate === 'string' ? issueDate : Number.NaN);
+  const next = new Date(typeof nextUpdate === 'string' ? nextUpdate : Number.NaN);
+  if (Number.isNaN(issued.getTime()) || Number.isNaN(next.getTime())) {
+    refuse('collateral', `${field} lacks a valid issueDate/nextUpdate`);
+  }
+  return { issueDate: issued, nextUpdate: next };
+}
+
+export interface CollateralWindows {
+  readonly tcbInfo: ValidityWindow;
+  readonly qeIdentity: ValidityWindow;
+  /** Latest issue date and earliest next update over TCB info and QE identity. */
+  readonly overall: ValidityWindow;
+}
+
+/** The issue/nextUpdate dates of the signed JSON documents (refusal 'collateral' if unreadable). */
+export function collateralWindows(collateral: TdxCollateral): CollateralWindows {
+  const tcbInfo = documentWindow(collateral.tcb_info, 'tcb_info');
+  const qeIdentity = documentWindow(collateral.qe_identity, 'qe_identity');
+  const latest = (a: Date, b: Date) => (a > b ? a : b);
+  const earliest = (a: Date, b: Date) => (a < b ? a : b);
+  return {
+    tcbInfo,
+    qeIdentity,
+    overall: {
+      issueDate: latest(tcbInfo.issueDate, qeIdentity.issueDate),
+      nextUpdate: earliest(tcbInfo.nextUpdate, qeIdentity.nextUpdate),
+    },
+  };
+}
+
+/** When cached collateral must be refetched: the earliest nextUpdate of the documents and CRLs. */
+export function collateralExpiry(collateral: TdxCollateral): Date {
+  let expiry = collateralWindows(collateral).overall.nextUpdate;
+  for (const field of ['root_ca_crl', 'pck_crl'] as const) {
+    try {
+      const next = parseCrl(Buffer.from(collateral[field], 'hex'), field).nextUpdate;
+      if (next !== undefined && next < expiry) expiry = next;
+    } catch {
+      // A malformed CRL is refused at verification; for caching, the document dates suffice.
+    }
+  }
+  return expiry;
+}
+
+export type PckCa = 'processor' | 'platform';
+
+export interface PlatformId {
+  /** Uppercase hex, as PCCS URLs and TCB info spell it. */
+  readonly fmspc: string;
+  readonly ca: PckCa;
+}
+
+/** FMSPC (from the PCK certificate's Intel SGX extension) and issuing CA of the quote's PCK leaf. */
+export function platformIdOf(quote: TdxQuote): PlatformId {
+  const leafPem = quote.signature.pckCertChainPem[0];
+  if (leafPem === undefined) refuse('pck_chain', 'the quote carries no PCK certificate chain');
+  try {
+    const leaf = parseCertificate(leafPem, 'PCK leaf certificate');
+    const extension = dcapQvl.utils.getIntelExtension(Buffer.from(leaf.raw));
+    const fmspc = Buffer.from(dcapQvl.utils.getFmspc(extension)).toString('hex').toUpperCase();
+    // Intel names the two PCK issuers "Intel SGX PCK Platform CA" and "… Processor CA".
+    const ca: PckCa = /PCK Platform CA/i.test(leaf.issuer) ? 'platform' : 'processor';
+    return { fmspc, ca };
+  } catch (error) {
+    return refuse('pck_chain', 'the PCK certificate lacks a readable Intel SGX extension (FMSPC)', error);
+  }
+}
+
+/** Where the verifier gets collateral for a quote. */
+export interface CollateralSource {
+  collateralFor(quote: TdxQuote): Promise<TdxCollateral>;
+}
+
+/** The same collateral for every quote (a file, or tests). */
+export class StaticCollateralSource implements CollateralSource {
+  constructor(private readonly collateral: TdxCollateral) {}
+
+  static async fromFile(path: string): Promise<StaticCollateralSource> {
+    return new StaticCollateralSource(await loadCollateralFile(path));
+  }
+
+  async collateralFor(_quote: TdxQuote): Promise<TdxCollateral> {
+    return this.collateral;
+  }
+}
+
+/** Fetches collateral for one platform type; default: the PCCS v4 endpoints (pccs.ts). */
+export type CollateralFetcher = (request: PccsRequest) => Promise<TdxCollateral>;
+
+export interface PccsCollateralSourceOptions {
+  /** PCCS base URL (e.g. https://pccs.example:8081) or Intel PCS (https://api.trustedservices.intel.com). */
+  readonly baseUrl: string;
+  /** Clock for cache expiry; default the wall clock. */
+  readonly now?: () => Date;
+  /** Refetch at the latest after this long even if nextUpdate is later (new revocations); default 1 h. */
+  readonly maxAgeMs?: number;
+  readonly timeoutMs?: number;
+  /** Root CA CRL location when the service has no rootcacrl endpoint; default Intel's. */
+  readonly rootCaCrlUrl?: string;
+  readonly fetcher?: CollateralFetcher;
+}
+
+interface CacheEntry {
+  readonly promise: Promise<TdxCollateral>;
+  expiresAt: number;
+}
+
+/**
+ * Collateral from a PCCS or Intel PCS, cached per (FMSPC, CA): every TD on one platform type
+ * shares it. Concurrent requests for one key share one fetch; a failed fetch is not cached.
+ */
+export class PccsCollateralSource implements CollateralSource {
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly now: () => Date;
+  private readonly maxAgeMs: number;
+  private readonly timeoutMs: number;
+  private readonly fetcher: CollateralFetcher;
+  private readonly baseUrl: string;
+  private readonly rootCaCrlUrl: string | undefined;
+
+  constructor(options: PccsCollateralSourceOptions) {
+    let url: URL;
+    try {
+      url = new URL(options.baseUrl);
+    } catch (error) {
+      throw new KmsError('CONFIG', 'TDX collateral: PCCS base URL is not a URL', { cause: error });
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+      throw new KmsError('CONFIG', 'TDX collateral: PCCS base URL must be http(s)');
+    }
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.now = options.now ?? (() => new Date());
+    this.maxAgeMs = options.maxAgeMs ?? 60 * 60 * 1000;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.rootCaCrlUrl = options.rootCaCrlUrl;
+    this.fetcher = options.fetcher ?? fetchPccsCollateral;
+  }
+
+  async collateralFor(quote: TdxQuote): Promise<TdxCollateral> {
+    const platform = platformIdOf(quote);
+    const key = `${platform.fmspc}/${platform.ca}`;
+    const nowMs = this.now().getTime();
+    const cached = this.cache.get(key);
+    if (cached && nowMs < cached.expiresAt) return cached.promise;
+
+    const entry: CacheEntry = { promise: this.fetch(platform, key), expiresAt: Number.POSITIVE_INFINITY };
+    this.cache.set(key, entry);
+    try {
+      const collateral = await entry.promise;
+      entry.expiresAt = Math.min(collateralExpiry(collateral).getTime(), nowMs + this.maxAgeMs);
+      return collateral;
+    } catch (error) {
+      if (this.cache.get(key) === entry) this.cache.delete(key);
+      throw error;
+    }
+  }
+
+  private async fetch(platform: PlatformId, key: string): Promise<TdxCollateral> {
+    let fetched: TdxCollateral;
+    try {
+      fetched = await this.fetcher({
+        baseUrl: this.baseUrl,
+        fmspc: platform.fmspc,
+        ca: platform.ca,
+        timeoutMs: this.timeoutMs,
+        ...(this.rootCaCrlUrl === undefined ? {} : { rootCaCrlUrl: this.rootCaCrlUrl }),
+      });
+    } catch (error) {
+      // The URL and FMSPC are configuration, not secrets; the dependency's text stays in `cause`.
+      throw new KmsError('INTERNAL', `TDX collateral for ${key} could not be fetched from ${this.baseUrl}`, { cause: error });
+    }
+    try {
+      return parseCollateral(fetched, this.baseUrl);
+    } catch (error) {
+      throw new KmsError('INTERNAL', `TDX collateral for ${key} from ${this.baseUrl} is malformed`, { cause: error });
+    }
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * Reference-value policy for TDX evidence, applied after DCAP verification established the quote
+ * is genuine: which images (MRTD, RTMR0-2, MRCONFIGID = the CoCo init-data hash) may receive a
+ * secret, that the TD is not debuggable, which TCB statuses are acceptable, and the KBS
+ * report_data binding. Every refusal is KmsError('FORBIDDEN') whose message names the claim,
+ * so operators can see why a pod was refused.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import { KmsError } from '../../errors.js';
+
+export type TcbStatus =
+  | 'UpToDate'
+  | 'SWHardeningNeeded'
+  | 'ConfigurationNeeded'
+  | 'ConfigurationAndSWHardeningNeeded'
+  | 'OutOfDate'
+  | 'OutOfDateConfigurationNeeded'
+  | 'Revoked';
+
+export const TCB_STATUSES: readonly TcbStatus[] = [
+  'UpToDate',
+  'SWHardeningNeeded',
+  'ConfigurationNeeded',
+  'ConfigurationAndSWHardeningNeeded',
+  'OutOfDate',
+  'OutOfDateConfigurationNeeded',
+  'Revoked',
+];
+
+export const DEFAULT_ALLOWED_TCB_STATUSES: readonly TcbStatus[] = ['UpToDate'];
+
+/** Claim names used in refusals (Trustee's snake_case names where Trustee has one). */
+export type TdxClaimName =
+  | 'tee_type'
+  | 'quote_version'
+  | 'collateral'
+  | 'crl'
+  | 'pck_chain'
+  | 'qe_report_signature'
+  | 'qe_report_binding'
+  | 'qe_identity'
+  | 'quote_signature'
+  | 'tcb_status'
+  | 'debug'
+  | 'td_attributes'
+  | 'mr_service_td'
+  | 'mr_td'
+  | 'rtmr_0'
+  | 'rtmr_1'
+  | 'rtmr_2'
+  | 'mr_config_id'
+  | 'report_data'
+  | 'dcap';
+
+/**
+ * Throws the one refusal shape: FORBIDDEN, "attestation refused: <claim>: <detail>", with the
+ * claim also in `details` for programmatic use. `detail` must be our own text (measurements,
+ * statuses, dates), never a dependency's exception message: that goes in `cause` only.
+ */
+export function refuse(claim: TdxClaimName, detail: string, cause?: unknown): never {
+  throw new KmsError('FORBIDDEN', `attestation refused: ${claim}: ${detail}`, {
+    details: { claim },
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
+export interface TdxPolicy {
+  /** Allowed MRTD values (the TD's initial memory: firmware). Required: never "any image". */
+  readonly mrTd: readonly string[];
+  /** Allowed RTMR0/1/2 values; an absent list leaves that register unconstrained. */
+  readonly rtmr0?: readonly string[];
+  readonly rtmr1?: readonly string[];
+  readonly rtmr2?: readonly string[];
+  /** Allowed MRCONFIGID values (CoCo: the init-data digest, zero-padded to 48 bytes). */
+  readonly mrConfigId?: readonly string[];
+  readonly allowedTcbStatuses: readonly TcbStatus[];
+}
+
+export interface TdxPolicyConfig {
+  mrTd: string[];
+  rtmr0?: string[];
+  rtmr1?: string[];
+  rtmr2?: string[];
+  mrConfigId?: string[];
+  /** Default ['UpToDate']. */
+  allowedTcbStatuses?: string[];
+}
+
+const MEASUREMENT = /^[0-9a-f]{96}$/;
+
+function measurementList(value: unknown, field: string, required: boolean): string[] | undefined {
+  if (value === undefined && !required) return undefined;
+  if (!Array.isArray(value) || value.length === 0) {
+    // An empty list would refuse every TD: almost certainly a configuration mistake.
+    throw new KmsError('CONFIG', `TDX policy: ${field} must be a non-empty list of 48-byte hex measurements`);
+  }
+  return value.map((item, index) => {
+    const normalized = typeof item === 'string' ? item.trim().toLowerCase().replace(/^0x/, '') : '';
+    if (!MEASUREMENT.test(normalized)) {
+      throw new KmsError('CONFIG', `TDX policy: ${field}[${index}] is not a 48-byte (96 hex digit) measurement`);
+    }
+    return normalized;
+  });
+}
+
+/** Validates a policy from configuration (KmsError('CONFIG') naming the bad field). */
+export function createTdxPolicy(config: unknown): TdxPolicy {
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+    throw new KmsError('CONFIG', 'TDX policy must be an object');
+  }
+  const c = config as Record<string, unknown>;
+  const known = new Set(['mrTd', 'rtmr0', 'rtmr1', 'rtmr2', 'mrConfigId', 'allowedTcbStatuses']);
+  for (const key of Object.keys(c)) {
+    // A typo such as "mrtd" must not silently drop a constraint.
+    if (!known.has(key)) throw new KmsError('CONFIG', `TDX policy: unknown field ${key}`);
+  }
+  const statuses = c['allowedTcbStatuses'] ?? [...DEFAULT_ALLOWED_TCB_STATUSES];
+  if (!Array.isArray(statuses) || statuses.length === 0) {
+    throw new KmsError('CONFIG', 'TDX policy: allowedTcbStatuses must be a non-empty list');
+  }
+  for (const status of statuses) {
+    if (!TCB_STATUSES.includes(status as TcbStatus) || status === 'Revoked') {
+      throw new KmsError('CONFIG', `TDX policy: allowedTcbStatuses has an unknown or unacceptable status ${String(status)}`);
+    }
+  }
+  const policy: {
+    -readonly [K in keyof TdxPolicy]: TdxPolicy[K];
+  } = {
+    mrTd: measurementList(c['mrTd'], 'mrTd', true)!,
+    allowedTcbStatuses: statuses as TcbStatus[],
+  };
+  for (const field of ['rtmr0', 'rtmr1', 'rtmr2', 'mrConfigId'] as const) {
+    const list = measurementList(c[field], field, false);
+    if (list !== undefined) policy[field] = list;
+  }
+  return policy;
+}
+
+/** What the policy looks at: the authenticated quote claims plus the DCAP outcome. */
+export interface TdxAppraisalInput {
+  readonly mrTd: string;
+  readonly rtmr: readonly string[];
+  readonly mrConfigId: string;
+  readonly debug: boolean;
+  readonly reportData: Uint8Array;
+  readonly tcbStatus: TcbStatus;
+  readonly advisoryIds: readonly string[];
+}
+
+export function checkReportDataBinding(actual: Uint8Array, expected: Uint8Array): void {
+  if (expected.length !== 64) {
+    // The KBS binding is always 64 bytes; anything else is a caller bug, not client input.
+    throw new KmsError('INTERNAL', 'expected report_data must be 64 bytes');
+  }
+  if (actual.length !== 64 || !timingSafeEqual(actual, expected)) {
+    refuse('report_data', 'the quote does not bind this session (report_data differs from the expected KBS binding)');
+  }
+}
+
+/** Platform checks that hold for every secret: DEBUG off and an acceptable TCB status. */
+export function checkPlatform(
+  input: Pick<TdxAppraisalInput, 'debug' | 'tcbStatus' | 'advisoryIds'>,
+  allowedTcbStatuses: readonly TcbStatus[] = DEFAULT_ALLOWED_TCB_STATUSES,
+): void {
+  if (input.debug) refuse('debug', 'the TD is debuggable (TDATTRIBUTES.DEBUG is set): the host can read its memory');
+  if (!allowedTcbStatuses.includes(input.tcbStatus)) {
+    const advisories = input.advisoryIds.length > 0 ? ` (advisories: ${input.advisoryIds.join(', ')})` : '';
+    refuse('tcb_status', `${input.tcbStatus} is not allowed (allowed: ${allowedTcbStatuses.join(', ')})${advisories}`);
+  }
+}
+
+function checkAllowed(claim: TdxClaimName, value: string, allowed: readonly string[] | undefined): void {
+  if (allowed !== undefined && !allowed.includes(value)) refuse(claim, `${value} is not an allowed value`);
+}
+
+/** The image measurements against the reference values. */
+export function checkReferenceValues(input: Pick<TdxAppraisalInput, 'mrTd' | 'rtmr' | 'mrConfigId'>, policy: TdxPolicy): void {
+  checkAllowed('mr_td', input.mrTd, policy.mrTd);
+  checkAllowed('mr_config_id', input.mrConfigId, policy.mrConfigId);
+  checkAllowed('rtmr_0', input.rtmr[0] ?? '', policy.rtmr0);
+  checkAllowed('rtmr_1', input.rtmr[1] ?? '', policy.rtmr1);
+  checkAllowed('rtmr_2', input.rtmr[2] ?? '', policy.rtmr2);
+}
+
+/** The whole appraisal; returns only when every claim is acceptable. */
+export function appraiseTdx(input: TdxAppraisalInput, policy: TdxPolicy, expectedReportData: Uint8Array): void {
+  checkReportDataBinding(input.reportData, expectedReportData);
+  checkPlatform(input, policy.allowedTcbStatuses);
+  checkReferenceValues(input, policy);
+}

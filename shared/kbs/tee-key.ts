@@ -1,0 +1,67 @@
+import { exportJWK, FlattenedEncrypt, flattenedDecrypt, generateKeyPair, importJWK, type CryptoKey } from 'jose';
+import { KmsError } from '../errors.js';
+import { JWE_ENC, TEE_KEY_ALG, type FlattenedJwe, type TeePubKey } from './protocol.js';
+
+/**
+ * The TEE's ephemeral key pair (the KBS `tee-pubkey`). Its private half never leaves this process's
+ * memory (non-extractable); resources come back encrypted to it as flattened JWE.
+ */
+export interface TeeKeyPair {
+  readonly publicJwk: TeePubKey;
+  readonly privateKey: CryptoKey;
+}
+
+export async function generateTeeKeyPair(): Promise<TeeKeyPair> {
+  const { publicKey, privateKey } = await generateKeyPair(TEE_KEY_ALG, { crv: 'P-256', extractable: false });
+  const jwk = await exportJWK(publicKey);
+  if (typeof jwk.x !== 'string' || typeof jwk.y !== 'string') throw new KmsError('INTERNAL', 'cannot export the TEE public key');
+  // Exactly kty, crv, alg, x, y: these members are hashed into the evidence.
+  return { publicJwk: { kty: 'EC', crv: 'P-256', alg: TEE_KEY_ALG, x: jwk.x, y: jwk.y }, privateKey };
+}
+
+let processKeyPair: Promise<TeeKeyPair> | undefined;
+
+/** One ephemeral key pair per process, made on first use. */
+export function processTeeKeyPair(): Promise<TeeKeyPair> {
+  processKeyPair ??= generateTeeKeyPair().catch((error: unknown) => {
+    processKeyPair = undefined;
+    throw error;
+  });
+  return processKeyPair;
+}
+
+/** Server side: imports a validated `tee-pubkey` (rejects points not on the curve). */
+export async function importTeePubKey(jwk: TeePubKey): Promise<CryptoKey> {
+  try {
+    const key = await importJWK({ ...jwk }, TEE_KEY_ALG);
+    if (key instanceof Uint8Array) throw new Error('symmetric');
+    return key;
+  } catch {
+    throw new KmsError('BAD_REQUEST', 'tee-pubkey is not a valid public key on its curve');
+  }
+}
+
+/** Server side: the resource as flattened JWE (ECDH-ES+A256KW, A256GCM), as Trustee's jwe.rs. */
+export async function encryptToTee(payload: Uint8Array, teePubKey: CryptoKey): Promise<FlattenedJwe> {
+  const jwe = await new FlattenedEncrypt(payload).setProtectedHeader({ alg: TEE_KEY_ALG, enc: JWE_ENC }).encrypt(teePubKey);
+  if (jwe.protected === undefined || jwe.encrypted_key === undefined || jwe.iv === undefined || jwe.tag === undefined) {
+    throw new KmsError('INTERNAL', 'JWE serialization is incomplete');
+  }
+  return { protected: jwe.protected, encrypted_key: jwe.encrypted_key, iv: jwe.iv, ciphertext: jwe.ciphertext, tag: jwe.tag };
+}
+
+/** Client side: decrypts a flattened JWE response; only ECDH-ES+A256KW / A256GCM are accepted. */
+export async function decryptFromKbs(body: unknown, privateKey: CryptoKey): Promise<Buffer> {
+  if (typeof body !== 'object' || body === null || typeof (body as { ciphertext?: unknown }).ciphertext !== 'string') {
+    throw new KmsError('ROOT_KEY_UNAVAILABLE', 'the KBS resource response is not a flattened JWE');
+  }
+  try {
+    const { plaintext } = await flattenedDecrypt(body as Parameters<typeof flattenedDecrypt>[0], privateKey, {
+      keyManagementAlgorithms: [TEE_KEY_ALG],
+      contentEncryptionAlgorithms: [JWE_ENC],
+    });
+    return Buffer.from(plaintext);
+  } catch {
+    throw new KmsError('ROOT_KEY_UNAVAILABLE', 'the KBS resource response could not be decrypted with this TEE key');
+  }
+}

@@ -1,0 +1,30 @@
+import type { KmsRuntime } from '../runtime.js';
+import type { SealStatus } from '../sealer/protocol.js';
+import type { RotationJournal } from './rotation.js';
+
+export interface KmsSealStatus extends SealStatus {
+  /** An unfinished rotation: its phase and progress (null when none). */
+  readonly rotation: Pick<RotationJournal, 'phase' | 'to' | 'rewrapped' | 'startedAt'> | null;
+}
+
+export async function sealStatus(runtime: KmsRuntime): Promise<KmsSealStatus> {
+  if (runtime.sealer === undefined || runtime.rotation === undefined) {
+    const configured = runtime.config.rootKey !== undefined;
+    return {
+      sealed: !configured,
+      initialized: configured,
+      t: 0,
+      n: 0,
+      progress: 0,
+      rootKeyId: configured ? (await runtime.rootKeys.current()).id : null,
+      verificationPending: false,
+      source: 'secret',
+      rotation: null,
+    };
+  }
+  const [status, journal] = await Promise.all([runtime.sealer.sealStatus(), runtime.rotation.journal()]);
+  return {
+    ...status,
+    rotation: journal === undefined ? null : { phase: journal.phase, to: journal.to, rewrapped: journal.rewrapped, startedAt: journal.startedAt },
+  };
+}

@@ -1,0 +1,169 @@
+import { readFileSync } from 'node:fs';
+import type { Attester } from '../attestation/types.js';
+import { rootKeyId } from '../crypto/root-key-id.js';
+import { KmsError } from '../errors.js';
+import { KbsClient, KbsResponseError, KbsTransportError } from '../kbs/client.js';
+import {
+  ROOT_KEY_BYTES,
+  ROOT_KEY_RESOURCE,
+  sealerPaths,
+  sealerProblems,
+  type InstallRootKeyRequest,
+  type RecoveryProgress,
+  type SealStatus,
+  type Share,
+} from './protocol.js';
+
+export interface SealerClientOptions {
+  /** KMS_SEALER_URL, e.g. https://127.0.0.1:9877 */
+  readonly url: string;
+  /** PEM of the CA (or the self-signed certificate) the sealer's TLS certificate must chain to. */
+  readonly ca: string | Buffer;
+  readonly attester: Attester;
+  readonly timeoutMs?: number;
+}
+
+/**
+ * How the functions talk to the sealing service: the root key through the KBS protocol, and the
+ * root key lifecycle (install/verify/recover) through the sealer's admin API, every call carrying
+ * this TEE's attestation token. Errors are KmsErrors: SEALED (details: the seal status),
+ * BAD_REQUEST (the sealer's detail, safe to show), CONFLICT, ROOT_KEY_UNAVAILABLE (unreachable,
+ * untrusted TLS certificate, attestation refused). No message ever contains a secret.
+ */
+export class SealerClient {
+  readonly #kbs: KbsClient;
+
+  constructor(options: SealerClientOptions | { kbs: KbsClient }) {
+    this.#kbs = 'kbs' in options ? options.kbs : new KbsClient(options);
+  }
+
+  /** Reads the CA file (KMS_SEALER_CA_FILE) once. */
+  static fromCaFile(options: { url: string; caFile: string; attester: Attester; timeoutMs?: number }): SealerClient {
+    let ca: Buffer;
+    try {
+      ca = readFileSync(options.caFile);
+    } catch {
+      throw new KmsError('CONFIG', `KMS_SEALER_CA_FILE names a file that cannot be read: ${options.caFile}`);
+    }
+    return new SealerClient({ url: options.url, ca, attester: options.attester, timeoutMs: options.timeoutMs });
+  }
+
+  get url(): string {
+    return this.#kbs.url;
+  }
+
+  /** The current root key, released to this attested TEE (JWE to its ephemeral key). */
+  async rootKey(): Promise<{ id: string; key: Buffer }> {
+    const key = await this.#call(() => this.#kbs.getResource(ROOT_KEY_RESOURCE));
+    if (key.length !== ROOT_KEY_BYTES) {
+      key.fill(0);
+      throw new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service released a resource that is not a 256-bit key (${this.url})`);
+    }
+    return { id: rootKeyId(key), key };
+  }
+
+  /** Unauthenticated (but the server is still authenticated by TLS). */
+  async sealStatus(): Promise<SealStatus> {
+    const response = await this.#call(() => this.#kbs.request('GET', sealerPaths.sealStatus));
+    if (response.status !== 200) throw mapError(new KbsResponseError(response.status, undefined, 'seal status'), this.url);
+    return response.body as SealStatus;
+  }
+
+  /** Rotation / initialization. expectedCurrentId null initializes an uninitialized sealer. */
+  async installRootKey(request: { key: Uint8Array; t: number; n: number; expectedCurrentId: string | null }): Promise<{ rootKeyId: string }> {
+    const body: InstallRootKeyRequest = {
+      key: Buffer.from(request.key).toString('base64'),
+      t: request.t,
+      n: request.n,
+      expectedCurrentId: request.expectedCurrentId,
+    };
+    const result = (await this.#admin('POST', sealerPaths.rootKey, body, 'install root key')) as { rootKeyId?: unknown };
+    if (result.rootKeyId !== rootKeyId(request.key)) throw new KmsError('INTERNAL', 'the sealing service answered with another root key id');
+    return { rootKeyId: result.rootKeyId };
+  }
+
+  async verifyShares(shares: readonly Share[]): Promise<{ rootKeyId: string; verified: true }> {
+    return (await this.#admin('POST', sealerPaths.verify, { shares }, 'verify shares')) as { rootKeyId: string; verified: true };
+  }
+
+  async submitShare(share: Share): Promise<RecoveryProgress> {
+    return (await this.#admin('POST', sealerPaths.recoveryShares, { index: share.index, content: share.content }, 'submit share')) as RecoveryProgress;
+  }
+
+  async resetRecovery(): Promise<RecoveryProgress> {
+    return (await this.#admin('DELETE', sealerPaths.recovery, undefined, 'reset recovery')) as RecoveryProgress;
+  }
+
+  /** Drops the root key from the sealer's memory (mode 2); shares recover it. */
+  async seal(): Promise<SealStatus> {
+    return (await this.#admin('POST', sealerPaths.seal, undefined, 'seal')) as SealStatus;
+  }
+
+  close(): void {
+    this.#kbs.close();
+  }
+
+  async #admin(method: string, path: string, body: unknown, operation: string): Promise<unknown> {
+    const response = await this.#call(() => this.#kbs.authorized(method, path, body, operation));
+    return response.body;
+  }
+
+  async #call<T>(action: () => Promise<T>): Promise<T> {
+    try {
+      return await action();
+    } catch (error) {
+      throw mapError(error, this.url);
+    }
+  }
+}
+
+function mapError(error: unknown, url: string): KmsError {
+  if (error instanceof KmsError) return error;
+  if (error instanceof KbsTransportError) {
+    if (error.kind === 'tls') {
+      return new KmsError(
+        'ROOT_KEY_UNAVAILABLE',
+        `the sealing service at ${url} could not be authenticated: its TLS certificate is not trusted by KMS_SEALER_CA_FILE (${error.code}); nothing was sent`,
+        { cause: error },
+      );
+    }
+    if (error.kind === 'timeout') return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} did not answer in time`, { cause: error });
+    return new KmsError('ROOT_KEY_UNAVAILABLE', `cannot reach the sealing service at ${url} (${error.code})`, { cause: error });
+  }
+  if (error instanceof KbsResponseError) {
+    const type = error.problem?.type;
+    const detail = (error.problem?.detail ?? '').slice(0, 500);
+    switch (type) {
+      case sealerProblems.sealed:
+      case sealerProblems.uninitialized: {
+        const status = error.problem?.sealStatus;
+        return new KmsError('SEALED', detail || 'the sealing service is sealed', {
+          cause: error,
+          details: typeof status === 'object' && status !== null ? (status as Record<string, unknown>) : undefined,
+        });
+      }
+      case sealerProblems.badShare:
+      case sealerProblems.badRequest:
+        return new KmsError('BAD_REQUEST', detail || 'the sealing service refused the request', { cause: error });
+      case sealerProblems.conflict:
+      case sealerProblems.keyFromSecret:
+      case sealerProblems.notSealed:
+      case sealerProblems.notInitialized:
+        return new KmsError('CONFLICT', detail || 'conflict', { cause: error });
+      case sealerProblems.payloadTooLarge:
+        return new KmsError('PAYLOAD_TOO_LARGE', detail, { cause: error });
+      case sealerProblems.storageUnavailable:
+        return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} cannot reach its storage`, { cause: error });
+      default:
+        break;
+    }
+    if (error.status === 401 || error.status === 403) {
+      return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} refused this TEE's attestation${detail ? `: ${detail}` : ''}`, { cause: error });
+    }
+    if (error.status === 404) {
+      return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} has no such resource or route${detail ? `: ${detail}` : ''}`, { cause: error });
+    }
+    return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} failed (HTTP ${error.status})${detail ? `: ${detail}` : ''}`, { cause: error });
+  }
+  return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} could not be used`, { cause: error });
+}

@@ -1,0 +1,120 @@
+import { KmsError } from '../errors.js';
+
+/**
+ * The sealing service's own API (beside the KBS endpoints), shared by the sealer and SealerClient.
+ *
+ * Every admin route needs the caller's KBS attestation token as `Authorization: Bearer <token>`,
+ * except seal status, which shows nothing secret.
+ */
+export const SEALER_API_PREFIX = '/tee-kms/v1';
+export const sealerPaths = {
+  sealStatus: `${SEALER_API_PREFIX}/seal-status`, // GET
+  rootKey: `${SEALER_API_PREFIX}/root-key`, // POST install {key, t, n, expectedCurrentId}
+  verify: `${SEALER_API_PREFIX}/root-key/verify`, // POST {shares}
+  recoveryShares: `${SEALER_API_PREFIX}/recovery/shares`, // POST {index, content}
+  recovery: `${SEALER_API_PREFIX}/recovery`, // DELETE: reset progress
+  seal: `${SEALER_API_PREFIX}/seal`, // POST: drop the key from memory (mode 2 only)
+} as const;
+
+/** The KBS resource holding the raw 32-byte root key (`<repository>/<type>/<tag>`). */
+export const ROOT_KEY_RESOURCE = 'tee-kms/root-key/current';
+
+/** Like Vault's sys/seal-status; never secret (rootKeyId is an HMAC-derived id). */
+export interface SealStatus {
+  readonly sealed: boolean;
+  readonly initialized: boolean;
+  /** Threshold and share count of the current root key's shares (0 when it came from a secret). */
+  readonly t: number;
+  readonly n: number;
+  /** Recovery shares received so far (0 when not recovering). */
+  readonly progress: number;
+  /** The current root key's id, null while uninitialized. */
+  readonly rootKeyId: string | null;
+  /** New shares were issued and not yet verified: the last verified shares still recover. */
+  readonly verificationPending: boolean;
+  /** 'secret': mode 1, the key comes from a configured secret; 'shares': mode 2. */
+  readonly source: 'secret' | 'shares';
+}
+
+export interface RecoveryProgress {
+  readonly sealed: boolean;
+  readonly progress: number;
+  readonly t: number;
+  /** Set once the key is recovered. */
+  readonly rootKeyId?: string;
+}
+
+export interface Share {
+  readonly index: number;
+  readonly content: string;
+}
+
+export interface InstallRootKeyRequest {
+  /** base64 of the new 32-byte root key. */
+  readonly key: string;
+  readonly t: number;
+  readonly n: number;
+  /** The root key id the caller rotated from; null to initialize an uninitialized sealer. */
+  readonly expectedCurrentId: string | null;
+}
+
+/** Problem `type`s of the sealer's own errors (RFC 7807; KBS errors use Trustee's types). */
+export const sealerProblems = {
+  sealed: 'urn:tee-kms:sealer:sealed', // 503
+  uninitialized: 'urn:tee-kms:sealer:uninitialized', // 503
+  badShare: 'urn:tee-kms:sealer:bad-share', // 400
+  badRequest: 'urn:tee-kms:sealer:bad-request', // 400
+  conflict: 'urn:tee-kms:sealer:conflict', // 409: stale expectedCurrentId, concurrent change
+  keyFromSecret: 'urn:tee-kms:sealer:key-from-secret', // 409: mode 1
+  notSealed: 'urn:tee-kms:sealer:not-sealed', // 409: recovery while unsealed
+  notInitialized: 'urn:tee-kms:sealer:not-initialized', // 409: recovery while uninitialized
+  notFound: 'urn:tee-kms:sealer:not-found', // 404
+  methodNotAllowed: 'urn:tee-kms:sealer:method-not-allowed', // 405
+  payloadTooLarge: 'urn:tee-kms:sealer:payload-too-large', // 413
+  busy: 'urn:tee-kms:sealer:busy', // 503
+  storageUnavailable: 'urn:tee-kms:sealer:storage-unavailable', // 503
+  internal: 'urn:tee-kms:sealer:internal', // 500
+} as const;
+
+export const ROOT_KEY_BYTES = 32;
+/** A shamir-secret-sharing share of a 32-byte key: 32 bytes of y values, then the x coordinate. */
+export const SHARE_BYTES = ROOT_KEY_BYTES + 1;
+export const MAX_SHARES = 255;
+
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/**
+ * Validates one share from the wire and returns its bytes. `index` must be the share's x
+ * coordinate (its last byte), 1..255; `content` standard base64 of 33 bytes. The messages name
+ * what is wrong and never echo the content.
+ */
+export function parseShare(value: unknown, label = 'share'): { index: number; bytes: Buffer } {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new KmsError('BAD_REQUEST', `${label} must be an object {"index": n, "content": "<base64>"}`);
+  }
+  const { index, content } = value as Record<string, unknown>;
+  if (typeof index !== 'number' || !Number.isInteger(index)) throw new KmsError('BAD_REQUEST', `${label}: index must be a whole number`);
+  if (index < 1 || index > MAX_SHARES) throw new KmsError('BAD_REQUEST', `${label}: index ${index} is out of range (1..${MAX_SHARES}; 0 is never a share)`);
+  if (typeof content !== 'string' || content.length === 0) throw new KmsError('BAD_REQUEST', `${label}: content must be a base64 string`);
+  if (!BASE64.test(content) || content.length % 4 !== 0) throw new KmsError('BAD_REQUEST', `${label}: content is not valid base64`);
+  const bytes = Buffer.from(content, 'base64');
+  if (bytes.length !== SHARE_BYTES) {
+    bytes.fill(0);
+    throw new KmsError('BAD_REQUEST', `${label}: content must decode to ${SHARE_BYTES} bytes (a share of a 256-bit key)`);
+  }
+  const x = bytes[SHARE_BYTES - 1];
+  if (x !== index) {
+    bytes.fill(0);
+    throw new KmsError('BAD_REQUEST', `${label}: index ${index} does not match the share (corrupted, or index changed)`);
+  }
+  return { index, bytes };
+}
+
+/** Validates t-of-n as shamir-secret-sharing accepts it. */
+export function validateThreshold(t: unknown, n: unknown): { t: number; n: number } {
+  if (typeof t !== 'number' || typeof n !== 'number' || !Number.isInteger(t) || !Number.isInteger(n)) {
+    throw new KmsError('BAD_REQUEST', 't and n must be whole numbers');
+  }
+  if (t < 2 || n > MAX_SHARES || t > n) throw new KmsError('BAD_REQUEST', `need 2 <= t <= n <= ${MAX_SHARES}`);
+  return { t, n };
+}

@@ -1,0 +1,259 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Share } from '../../shared/sealer/protocol.js';
+import { startLeanHost, type ServerProcess } from '../support/processes.js';
+import { createTestBucket, type TestBucket } from '../support/s3.js';
+import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { findSecrets, readFsObjects } from '../support/storage-snapshot.js';
+
+const ADMIN = `admin-${randomBytes(8).toString('hex')}`;
+const admin = { authorization: `Bearer ${ADMIN}` };
+const json = { accept: 'application/json' };
+
+/** A sealing service process and function processes (lean host) that pull the root key from it. */
+interface Cluster {
+  readonly sealer: SealerProcess;
+  readonly storeEnv: Record<string, string>;
+  /** Every stored object, read independently of the KMS. */
+  snapshot(): Promise<Map<string, Buffer>>;
+  kms(extraEnv?: Record<string, string>): Promise<ServerProcess>;
+  cleanup(): Promise<void>;
+}
+
+async function cluster(store: 'fs' | 's3'): Promise<Cluster> {
+  const dir = await mkdtemp(join(tmpdir(), 'tee-kms-rotate-'));
+  const sealer = await startSealerProcess();
+  const caFile = join(dir, 'sealer-ca.pem');
+  await writeFile(caFile, await sealer.caPem());
+  let bucket: TestBucket | undefined;
+  const storeEnv = store === 's3' ? (bucket = await createTestBucket()).env : { KMS_STORE: 'fs' };
+  const started: ServerProcess[] = [];
+  return {
+    sealer,
+    storeEnv,
+    snapshot: () => (bucket ? bucket.readAll() : readFsObjects(dir)),
+    async kms(extraEnv = {}) {
+      const kms = await startLeanHost({
+        ...storeEnv,
+        KMS_DATA_DIR: dir,
+        KMS_SEALER_URL: sealer.url,
+        KMS_SEALER_CA_FILE: caFile,
+        KMS_ATTESTER: 'sample',
+        KMS_ADMIN_TOKEN: ADMIN,
+        KMS_ROTATION_LEASE_SECONDS: '1',
+        KMS_ROOT_KEY_REFRESH_SECONDS: '1',
+        ...extraEnv,
+      });
+      started.push(kms);
+      return kms;
+    },
+    async cleanup() {
+      await Promise.all(started.map((k) => k.stop('SIGKILL')));
+      await sealer.cleanup();
+      await bucket?.remove();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function rotate(kms: ServerProcess, headers: Record<string, string> = admin): Promise<Share[]> {
+  const answer = await kms.request('/rootKey/rotate', { headers });
+  expect(answer.status, answer.body).toBe(200);
+  expect(answer.headers['content-type']).toBe('application/json');
+  const shares = JSON.parse(answer.body) as Share[];
+  expect(shares).toHaveLength(5);
+  return shares;
+}
+
+async function recover(kms: ServerProcess, shares: readonly Share[]): Promise<void> {
+  for (const [i, share] of shares.entries()) {
+    const answer = await kms.request('/rootKey/recover', { method: 'PUT', body: JSON.stringify(share), headers: json });
+    expect(answer.status, answer.body).toBe(200);
+    expect(JSON.parse(answer.body)).toMatchObject(i < shares.length - 1 ? { sealed: true, progress: i + 1, t: 3 } : { sealed: false });
+  }
+}
+
+async function status(kms: ServerProcess): Promise<Record<string, unknown>> {
+  return JSON.parse((await kms.request('/rootKey/status')).body) as Record<string, unknown>;
+}
+
+/** Until the rewrap that follows a rotation is done (no rotation journal left). */
+async function rewrapDone(kms: ServerProcess): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if ((await status(kms)).rotation === null) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('rewrap did not finish');
+}
+
+/** Creates `count` primary keys for `user` (16 at a time) and one data key under each. */
+async function populate(kms: ServerProcess, user: string, count: number): Promise<Map<string, string>> {
+  const token = `${user}-token`;
+  expect((await kms.request(`/user/${user}?token=${token}`, { method: 'POST' })).status).toBe(201);
+  const values = new Map<string, string>();
+  for (let i = 0; i < count; i += 16) {
+    await Promise.all(
+      Array.from({ length: Math.min(16, count - i) }, async (_, j) => {
+        const pk = `pk${i + j}`;
+        expect((await kms.request(`/primaryKey/${pk}?user=${user}&token=${token}`, { method: 'POST' })).status).toBe(201);
+        expect((await kms.request(`/dataKey/dk?user=${user}&token=${token}&primaryKeyName=${pk}`, { method: 'POST' })).status).toBe(201);
+        values.set(pk, (await kms.request(`/dataKey/dk?user=${user}&token=${token}&primaryKeyName=${pk}`)).body);
+      }),
+    );
+  }
+  return values;
+}
+
+async function expectAllReadable(kms: ServerProcess, user: string, values: Map<string, string>): Promise<void> {
+  const entries = [...values];
+  for (let i = 0; i < entries.length; i += 32) {
+    await Promise.all(
+      entries.slice(i, i + 32).map(async ([pk, value]) => {
+        const answer = await kms.request(`/dataKey/dk?user=${user}&token=${user}-token&primaryKeyName=${pk}`);
+        expect(answer.status, `${pk}: ${answer.body}`).toBe(200);
+        expect(answer.body, pk).toBe(value);
+      }),
+    );
+  }
+}
+
+function rootKeyIdsOfPrimaryKeys(snapshot: Map<string, Buffer>): Set<string> {
+  return new Set(
+    [...snapshot].filter(([key]) => key.startsWith('primary-keys/')).map(([, body]) => (JSON.parse(body.toString()) as { rootKeyId: string }).rootKeyId),
+  );
+}
+
+describe('root key lifecycle through the functions (mode 2: Shamir shares)', () => {
+  let c: Cluster;
+  let kms: ServerProcess;
+  beforeAll(async () => {
+    c = await cluster('fs');
+    kms = await c.kms();
+  });
+  afterAll(async () => c?.cleanup());
+
+  it("runs the seed's story: rotate first, keys, restart sealed, recover 3 shares, every key unchanged", async () => {
+    expect((await kms.request('/')).body).toContain('state: uninitialized');
+    expect((await kms.request('/primaryKey/x?user=u&token=t', { method: 'POST' })).status).toBe(401);
+    // The first rotate initializes, without operator credentials (like `vault operator init`).
+    const shares = await rotate(kms, {});
+    expect(new Set(shares.map((s) => s.index)).size).toBe(5);
+    const values = await populate(kms, 'story', 20);
+
+    await c.sealer.restart('SIGKILL');
+    await new Promise((resolve) => setTimeout(resolve, 1_100)); // functions re-ask after KMS_ROOT_KEY_REFRESH_SECONDS
+    const sealed = await kms.request('/dataKey/dk?user=story&token=story-token&primaryKeyName=pk0', { headers: json });
+    expect(sealed.status).toBe(503);
+    expect(JSON.parse(sealed.body)).toMatchObject({ error: { code: 'SEALED', message: expect.stringContaining('recover') } });
+    expect((await kms.request('/')).body).toContain('state: sealed: send 3 shares with PUT /rootKey/recover (0 received)');
+    expect(await status(kms)).toMatchObject({ sealed: true, initialized: true, t: 3, n: 5, progress: 0 });
+
+    await recover(kms, [shares[4]!, shares[1]!, shares[2]!]);
+    await expectAllReadable(kms, 'story', values);
+    expect((await kms.request('/')).body).toContain('state: unsealed');
+  });
+
+  it('guards rotate with the admin token once initialized, and refuses recover while unsealed', async () => {
+    expect((await kms.request('/rootKey/rotate')).status).toBe(401);
+    const wrong = await kms.request('/rootKey/rotate', { method: 'POST', headers: { authorization: 'Bearer wrong' } });
+    expect(wrong).toMatchObject({ status: 401, body: 'wrong admin token\n' });
+    const share = { index: 1, content: Buffer.alloc(33, 1).toString('base64') };
+    const live = await kms.request('/rootKey/recover', { method: 'PUT', body: JSON.stringify(share), headers: json });
+    expect(live.status).toBe(409);
+    for (const body of ['not json', '{"index":0,"content":"AAAA"}', '{"index":1}', '[]', '{"index":1.5,"content":"AAAA"}']) {
+      expect((await kms.request('/rootKey/recover', { method: 'PUT', body })).status, body).toBe(400);
+    }
+    expect((await kms.request('/rootKey/verify', { method: 'POST', body: '{"shares":[]}', headers: admin })).status).toBe(400);
+  });
+
+  it('rotates without losing a key; old shares recover until the new ones are verified', async () => {
+    const values = await populate(kms, 'rot', 40);
+    const before = (await status(kms)).rootKeyId as string;
+    const oldShares = await rotate(kms);
+    await rewrapDone(kms); // one rotation at a time: another would be 409 until this rewrap ends
+    const newShares = await rotate(kms);
+    await rewrapDone(kms);
+    const after = await status(kms);
+    expect(after).toMatchObject({ sealed: false, verificationPending: true, rotation: null });
+    expect(after.rootKeyId).not.toBe(before);
+    expect(rootKeyIdsOfPrimaryKeys(await c.snapshot())).toEqual(new Set([after.rootKeyId]));
+    await expectAllReadable(kms, 'rot', values);
+
+    // Verification: a wrong set is refused and changes nothing; the right set drops the old shares.
+    const bad = await kms.request('/rootKey/verify', { method: 'POST', body: JSON.stringify({ shares: oldShares.slice(0, 3) }), headers: admin });
+    expect(bad.status).toBe(400);
+    expect((await status(kms)).verificationPending).toBe(true);
+    const ok = await kms.request('/rootKey/verify', { method: 'POST', body: JSON.stringify({ shares: newShares.slice(1, 4) }), headers: { ...admin, ...json } });
+    expect(ok.status, ok.body).toBe(200);
+    expect(JSON.parse(ok.body)).toMatchObject({ verified: true, rootKeyId: after.rootKeyId });
+    expect((await status(kms)).verificationPending).toBe(false);
+
+    await c.sealer.restart('SIGKILL');
+    const stale = oldShares.slice(0, 3);
+    for (const share of stale.slice(0, 2)) expect((await kms.request('/rootKey/recover', { method: 'PUT', body: JSON.stringify(share) })).status).toBe(200);
+    const refused = await kms.request('/rootKey/recover', { method: 'PUT', body: JSON.stringify(stale[2]), headers: json });
+    expect(refused.status).toBe(400);
+    expect((await status(kms)).sealed).toBe(true);
+    await recover(kms, newShares.slice(2, 5));
+    await expectAllReadable(kms, 'rot', values);
+  });
+
+  it('keeps shares, root keys and tokens out of logs and storage', async () => {
+    const shares = await rotate(kms);
+    await rewrapDone(kms);
+    const secrets: (string | Buffer)[] = [ADMIN, 'story-token', 'rot-token', ...shares.map((s) => Buffer.from(s.content, 'base64'))];
+    const stored = [...(await c.snapshot()).values()].map((b) => b.toString('latin1')).join('\n');
+    expect(findSecrets(stored, secrets)).toEqual([]);
+    expect(findSecrets(kms.output(), secrets)).toEqual([]);
+    expect(findSecrets(c.sealer.logs(), secrets)).toEqual([]);
+  });
+});
+
+describe('rotation with thousands of primary keys on S3 (Ceph RGW), killed at every step', () => {
+  let c: Cluster;
+  let values: Map<string, string>;
+  beforeAll(async () => {
+    c = await cluster('s3');
+    const kms = await c.kms();
+    await rotate(kms, {});
+    values = await populate(kms, 'bulk', 1500);
+    await kms.stop();
+  });
+  afterAll(async () => c?.cleanup());
+
+  for (const point of ['rotate:after-link', 'rotate:after-install', 'rotate:rewrapped:700']) {
+    it(`survives kill -9 at ${point}: every key readable, rotation resumes`, async () => {
+      const doomed = await c.kms({ KMS_FAULT_INJECTION: point, KMS_ROTATION_CONCURRENCY: '8' });
+      const answer = await doomed.request('/rootKey/rotate', { headers: admin }).catch(() => undefined);
+      await new Promise<void>((resolve) => (doomed.child.exitCode !== null || doomed.child.signalCode !== null ? resolve() : doomed.child.once('exit', () => resolve())));
+      expect(doomed.child.signalCode).toBe('SIGKILL');
+
+      const kms = await c.kms();
+      await expectAllReadable(kms, 'bulk', values);
+      let shares: Share[];
+      if (point === 'rotate:rewrapped:700') {
+        // The shares were answered before the rewrap; restart the sealer and recover with them.
+        expect(answer?.status).toBe(200);
+        shares = JSON.parse(answer!.body) as Share[];
+        await c.sealer.restart('SIGKILL');
+        await recover(kms, shares.slice(0, 3));
+        await expectAllReadable(kms, 'bulk', values);
+        await new Promise((resolve) => setTimeout(resolve, 1_100)); // the crashed rotation's lease lapses
+        const verified = await kms.request('/rootKey/verify', { method: 'POST', body: JSON.stringify(shares.slice(2, 5)), headers: { ...admin, ...json } });
+        expect(verified.status, verified.body).toBe(200);
+        expect(JSON.parse(verified.body).rewrapped).toBeGreaterThan(0);
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 1_100));
+        shares = await rotate(kms);
+        await rewrapDone(kms);
+      }
+      const current = (await status(kms)).rootKeyId;
+      expect(rootKeyIdsOfPrimaryKeys(await c.snapshot())).toEqual(new Set([current]));
+      await expectAllReadable(kms, 'bulk', values);
+      await kms.stop();
+    }, 240_000);
+  }
+});

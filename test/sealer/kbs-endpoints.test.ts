@@ -1,0 +1,243 @@
+// The sealer's KBS endpoints (Trustee protocol 0.4.0) against a real sealer process over HTTPS:
+// the happy path on the wire, and every refusal the issue lists.
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SampleAttester } from '../../shared/attestation/sample.js';
+import { KbsClient, type KbsHttpResponse } from '../../shared/kbs/client.js';
+import { kbsReportData, type TeePubKey } from '../../shared/kbs/protocol.js';
+import { decryptFromKbs, generateTeeKeyPair, type TeeKeyPair } from '../../shared/kbs/tee-key.js';
+import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
+
+const ROOT_KEY = randomBytes(32);
+const RESOURCE = '/kbs/v0/resource/tee-kms/root-key/current';
+const secrets = new SecretRegistry();
+secrets.add(ROOT_KEY);
+
+let sealer: SealerProcess;
+let kbs: KbsClient;
+let teeKey: TeeKeyPair;
+
+beforeAll(async () => {
+  sealer = await startSealerProcess({
+    env: { KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'), KMS_SEALER_NONCE_TTL_SECONDS: '1', KMS_SEALER_TOKEN_TTL_SECONDS: '2' },
+  });
+  teeKey = await generateTeeKeyPair();
+  // A raw client: its request() speaks HTTPS to the sealer (CA pinned) without the protocol logic.
+  kbs = new KbsClient({ url: sealer.url, ca: await sealer.caPem(), attester: new SampleAttester(), teeKey });
+});
+
+afterAll(async () => {
+  kbs?.close();
+  await sealer?.cleanup();
+  for (const logs of allLogs) expect(secrets.leaksIn(logs())).toEqual([]);
+});
+
+function cookieOf(response: KbsHttpResponse): string {
+  const header = response.headers['set-cookie'];
+  const line = (Array.isArray(header) ? header : [header ?? ''])[0] ?? '';
+  return line.split(';')[0]!;
+}
+
+async function auth(body: unknown = { version: '0.4.0', tee: 'sample', 'extra-params': '' }): Promise<{ response: KbsHttpResponse; nonce: string; cookie: string }> {
+  const response = await kbs.request('POST', '/kbs/v0/auth', body);
+  const nonce = (response.body as { nonce?: string } | undefined)?.nonce ?? '';
+  const cookie = cookieOf(response);
+  // The session id authenticates resource requests (cookie mode): it must not be logged either.
+  if (cookie.length > 20) secrets.addText(cookie.slice(cookie.indexOf('=') + 1));
+  return { response, nonce, cookie };
+}
+
+async function attestation(nonce: string, jwk: TeePubKey | Record<string, unknown>, evidenceNonce = nonce, evidenceJwk = jwk) {
+  const reportData = kbsReportData(evidenceNonce, evidenceJwk as TeePubKey);
+  return {
+    'runtime-data': { nonce, 'tee-pubkey': jwk },
+    'tee-evidence': { primary_evidence: await new SampleAttester().getEvidence(reportData), additional_evidence: '' },
+  };
+}
+
+async function attest(cookie: string, body: unknown): Promise<KbsHttpResponse> {
+  return kbs.request('POST', '/kbs/v0/attest', body, { Cookie: cookie });
+}
+
+function problem(response: KbsHttpResponse): { type: string; detail: string } {
+  return response.body as { type: string; detail: string };
+}
+
+describe('the log scan', () => {
+  it('would find a leaked key in any of its encodings', () => {
+    for (const encoding of ['base64', 'base64url', 'hex'] as const) {
+      expect(secrets.leaksIn(`sealer: x ${ROOT_KEY.toString(encoding)} y`)).toHaveLength(1);
+    }
+    expect(secrets.leaksIn('sealer: POST /kbs/v0/auth 200 1ms')).toEqual([]);
+  });
+});
+
+describe('KBS round trip on the wire', () => {
+  it('auth answers a Trustee challenge and a kbs-session-id cookie; attest a JWT; the resource a JWE of the root key', async () => {
+    const { response, nonce, cookie } = await auth();
+    expect(response.status).toBe(200);
+    expect(response.body).toEqual({ nonce, 'extra-params': '' });
+    expect(Buffer.from(nonce, 'base64').length).toBe(32);
+    expect(cookie).toMatch(/^kbs-session-id=[0-9a-f]{32}$/);
+
+    const attested = await attest(cookie, await attestation(nonce, teeKey.publicJwk));
+    expect(attested.status).toBe(200);
+    const token = (attested.body as { token: string }).token;
+    secrets.addText(token);
+    const [header, payload] = token.split('.').slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url').toString()));
+    expect(header).toMatchObject({ alg: 'ES256', typ: 'JWT', jwk: { kty: 'EC', crv: 'P-256' } });
+    expect(payload).toMatchObject({ iss: 'tee-kms-sealer', tee: 'sample', customized_claims: { runtime_data: { nonce, 'tee-pubkey': teeKey.publicJwk } } });
+    expect(payload.exp - payload.iat).toBe(2);
+
+    // Bearer token alone (Trustee's token mode) and session cookie alone (Trustee's cookie mode).
+    for (const headers of [{ Authorization: `Bearer ${token}` }, { Cookie: cookie }]) {
+      const resource = await kbs.request('GET', RESOURCE, undefined, headers);
+      expect(resource.status).toBe(200);
+      expect(Object.keys(resource.body as object).sort()).toEqual(['ciphertext', 'encrypted_key', 'iv', 'protected', 'tag']);
+      expect((await decryptFromKbs(resource.body, teeKey.privateKey)).equals(ROOT_KEY)).toBe(true);
+    }
+  });
+
+  it('answers errors as RFC 7807 problems with Trustee types', async () => {
+    const response = await kbs.request('GET', RESOURCE);
+    expect(response.status).toBe(401);
+    expect(response.headers['content-type']).toBe('application/problem+json');
+    expect(problem(response)).toMatchObject({ type: 'https://github.com/confidential-containers/kbs/errors/TokenNotFound', status: 401 });
+    const garbage = await kbs.request('GET', RESOURCE, undefined, { Authorization: 'Bearer not.a.token' });
+    expect(garbage.status).toBe(401);
+    expect(problem(garbage).type).toBe('https://github.com/confidential-containers/kbs/errors/TokenVerifierError');
+  });
+});
+
+describe('KBS refusals', () => {
+  it('refuses another protocol version and an unknown tee at auth', async () => {
+    const old = await auth({ version: '0.1.1', tee: 'sample', 'extra-params': '' });
+    expect(old.response.status).toBe(401);
+    expect(problem(old.response)).toMatchObject({ type: 'https://github.com/confidential-containers/kbs/errors/AttestationError' });
+    expect(problem(old.response).detail).toContain('Version Mismatch');
+    expect((await auth({ version: '0.4.0', tee: 'snp', 'extra-params': '' })).response.status).toBe(401);
+  });
+
+  it('refuses a wrong nonce', async () => {
+    const { nonce, cookie } = await auth();
+    const wrong = randomBytes(32).toString('base64');
+    expect(wrong).not.toBe(nonce);
+    const response = await attest(cookie, await attestation(wrong, teeKey.publicJwk));
+    expect(response.status).toBe(401);
+    expect(problem(response).detail).toContain('nonce in the handshake session is different');
+  });
+
+  it('never accepts a nonce twice', async () => {
+    const { nonce, cookie } = await auth();
+    const body = await attestation(nonce, teeKey.publicJwk);
+    const first = await attest(cookie, body);
+    expect(first.status).toBe(200);
+    secrets.addText((first.body as { token: string }).token);
+    const replay = await attest(cookie, body);
+    expect(replay.status).toBe(401);
+    expect(problem(replay).detail).toContain('already used');
+  });
+
+  it('consumes the nonce on a failed attempt too', async () => {
+    const { nonce, cookie } = await auth();
+    expect((await attest(cookie, await attestation(nonce, teeKey.publicJwk, 'other'))).status).toBe(401);
+    const retry = await attest(cookie, await attestation(nonce, teeKey.publicJwk));
+    expect(retry.status).toBe(401);
+    expect(problem(retry).detail).toMatch(/session not found|already used/);
+  });
+
+  it('refuses evidence whose report_data binds another tee-pubkey (report_data mismatch)', async () => {
+    const { nonce, cookie } = await auth();
+    const other = await generateTeeKeyPair();
+    const response = await attest(cookie, await attestation(nonce, teeKey.publicJwk, nonce, other.publicJwk));
+    expect(response.status).toBe(401);
+    expect(problem(response).detail).toContain('report_data does not bind');
+  });
+
+  it('refuses a tee-pubkey JWK with an extra member, even when the evidence hashes it', async () => {
+    const { nonce, cookie } = await auth();
+    const withKid = { ...teeKey.publicJwk, kid: 'extra' };
+    const response = await attest(cookie, await attestation(nonce, withKid));
+    expect(response.status).toBe(401);
+    expect(problem(response).detail).toContain('exactly the members kty, crv, alg, x, y');
+  });
+
+  it('refuses a tee-pubkey that is not a point on its curve', async () => {
+    const { nonce, cookie } = await auth();
+    const offCurve = { ...teeKey.publicJwk, y: Buffer.alloc(32, 7).toString('base64url') };
+    const response = await attest(cookie, await attestation(nonce, offCurve));
+    expect(response.status).toBe(401);
+    expect(problem(response).detail).toContain('not a valid public key');
+  });
+
+  it('refuses attest without the session cookie, and device evidence it cannot verify', async () => {
+    const { nonce, cookie } = await auth();
+    const body = await attestation(nonce, teeKey.publicJwk);
+    expect(problem(await kbs.request('POST', '/kbs/v0/attest', body)).detail).toBe('cookie not found');
+    const withDevices = { ...body, 'tee-evidence': { ...body['tee-evidence'], additional_evidence: '{"nvidia":{}}' } };
+    expect(problem(await attest(cookie, withDevices)).detail).toContain('additional (device) evidence');
+  });
+
+  it('expires the session when the nonce is not answered in time', async () => {
+    const { nonce, cookie } = await auth();
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    const response = await attest(cookie, await attestation(nonce, teeKey.publicJwk));
+    expect(response.status).toBe(401);
+    expect(problem(response).detail).toContain('session expired');
+  });
+
+  it('expires tokens and attested sessions', async () => {
+    const { nonce, cookie } = await auth();
+    const token = ((await attest(cookie, await attestation(nonce, teeKey.publicJwk))).body as { token: string }).token;
+    secrets.addText(token);
+    expect((await kbs.request('GET', RESOURCE, undefined, { Authorization: `Bearer ${token}` })).status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 2_600));
+    const expired = await kbs.request('GET', RESOURCE, undefined, { Authorization: `Bearer ${token}`, Cookie: cookie });
+    expect(expired.status).toBe(401);
+    expect(problem(expired)).toMatchObject({ type: 'https://github.com/confidential-containers/kbs/errors/TokenVerifierError' });
+    expect(problem(expired).detail).toContain('expired');
+  });
+
+  it('answers 404 for other resources, after checking the token', async () => {
+    expect((await kbs.request('GET', '/kbs/v0/resource/default/key/other')).status).toBe(401);
+    const token = await kbs.token();
+    secrets.addText(token);
+    const response = await kbs.request('GET', '/kbs/v0/resource/default/key/other', undefined, { Authorization: `Bearer ${token}` });
+    expect(response.status).toBe(404);
+    expect(problem(response).type).toBe('https://github.com/confidential-containers/kbs/errors/InvalidRequestPath');
+  });
+
+  it('logs one line per request: method, path, status; announces development mode on stderr', async () => {
+    await sealer.settle();
+    const lines = sealer.requestLines();
+    expect(lines).toContain(lines.find((line) => /^sealer: POST \/kbs\/v0\/auth 200 \d+ms$/.test(line)));
+    expect(lines.some((line) => /^sealer: GET \/kbs\/v0\/resource\/tee-kms\/root-key\/current 401 \d+ms$/.test(line))).toBe(true);
+    expect(sealer.stderr()).toContain('INSECURE DEVELOPMENT MODE');
+  });
+});
+
+describe('production mode (no insecure development mode)', () => {
+  let production: SealerProcess;
+
+  beforeAll(async () => {
+    production = await startSealerProcess({ env: { KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'), KMS_SEALER_INSECURE_DEV_MODE: 'false' } });
+  });
+
+  afterAll(async () => {
+    await production?.cleanup();
+  });
+
+  it('refuses sample evidence at auth: no nonce is issued', async () => {
+    const raw = new KbsClient({ url: production.url, ca: await production.caPem(), attester: new SampleAttester(), teeKey });
+    try {
+      const response = await raw.request('POST', '/kbs/v0/auth', { version: '0.4.0', tee: 'sample', 'extra-params': '' });
+      expect(response.status).toBe(401);
+      expect(problem(response).detail).toContain('insecure development mode');
+      expect(response.headers['set-cookie']).toBeUndefined();
+      expect(production.stderr()).not.toContain('INSECURE');
+      expect(production.logs()).toContain('verifiers: none');
+    } finally {
+      raw.close();
+    }
+  });
+});

@@ -1,0 +1,191 @@
+/**
+ * DCAP verification (verify.ts) of synthetic quotes signed by a test PKI: one accepted case and
+ * every failure the issue lists, each refused with the claim that failed.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseCollateral, type TdxCollateral } from '../../../../shared/attestation/tdx/collateral.js';
+import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';
+import { intelSgxRootCa, INTEL_SGX_ROOT_CA_SHA256, trustedRootFromPem, verifyTdxQuoteDcap } from '../../../../shared/attestation/tdx/verify.js';
+import {
+  buildCollateral,
+  buildTdxQuote,
+  createTestPki,
+  flipBit,
+  TD_ATTRIBUTES_DEBUG,
+  TEST_TIME,
+  type QuoteOptions,
+} from '../../../support/tdx-quote-builder.js';
+import { expectKmsError, expectRefusal } from './helpers.js';
+import { createHash } from 'node:crypto';
+
+describe('DCAP verification of synthetic quotes', async () => {
+  const pki = await createTestPki();
+  const collateral = parseCollateral(await buildCollateral(pki), 'test');
+  const root = trustedRootFromPem(pki.root.pem);
+
+  const dcap = (raw: Uint8Array, options: { collateral?: TdxCollateral; at?: Date } = {}) =>
+    verifyTdxQuoteDcap(raw, parseTdxQuote(raw), options.collateral ?? collateral, { at: options.at ?? TEST_TIME, trustedRootCa: root });
+  const quote = (options: QuoteOptions = {}) => buildTdxQuote(pki, options);
+
+  it('accepts a valid v4 quote: UpToDate, no advisories', () => {
+    expect(dcap(quote().quote)).toEqual({ tcbStatus: 'UpToDate', advisoryIds: [] });
+  });
+
+  it('accepts v5 quotes (TD report 1.0 and 1.5 bodies) and trailing bytes', () => {
+    expect(dcap(quote({ version: 5, bodyType: 2 }).quote).tcbStatus).toBe('UpToDate');
+    expect(dcap(quote({ version: 5, bodyType: 3 }).quote).tcbStatus).toBe('UpToDate');
+    expect(dcap(quote({ trailing: Buffer.alloc(64, 0xff) }).quote).tcbStatus).toBe('UpToDate');
+  });
+
+  it('reports OutOfDate with its advisories for a TDX module SVN below the UpToDate level', () => {
+    const outdated = quote({ report: { teeTcbSvn: '06010200000000000000000000000000' } }).quote;
+    expect(dcap(outdated)).toEqual({ tcbStatus: 'OutOfDate', advisoryIds: ['INTEL-SA-00837', 'INTEL-SA-01036'] });
+  });
+
+  it('refuses a TCB below every level', async () => {
+    const ancient = quote({ report: { teeTcbSvn: '01000000000000000000000000000000' } }).quote;
+    await expectRefusal(() => dcap(ancient), 'tcb_status', 'the platform TCB is below every level of the TCB info (not UpToDate)');
+  });
+
+  it('refuses a flipped bit in the body (MRTD)', async () => {
+    const { quote: raw, layout } = quote();
+    await expectRefusal(() => dcap(flipBit(raw, layout.mrTd, 3)), 'quote_signature', 'the quote signature does not verify under the attestation key');
+  });
+
+  it('refuses a flipped bit in the body (report_data)', async () => {
+    const { quote: raw, layout } = quote();
+    await expectRefusal(() => dcap(flipBit(raw, layout.reportData + 5)), 'quote_signature');
+  });
+
+  it('refuses a flipped bit in the quote signature', async () => {
+    const { quote: raw, layout } = quote();
+    await expectRefusal(() => dcap(flipBit(raw, layout.quoteSignature + 40, 1)), 'quote_signature');
+  });
+
+  it('refuses a flipped bit in the QE report', async () => {
+    const { quote: raw, layout } = quote();
+    await expectRefusal(() => dcap(flipBit(raw, layout.qeReport + 100)), 'qe_report_signature', 'the QE report is not signed by the PCK key');
+  });
+
+  it('refuses a flipped bit in the QE report signature', async () => {
+    const { quote: raw, layout } = quote();
+    await expectRefusal(() => dcap(flipBit(raw, layout.qeReportSignature + 7)), 'qe_report_signature');
+  });
+
+  it('refuses an attestation key the QE report does not bind', async () => {
+    const { quote: raw, layout } = quote();
+    await expectRefusal(() => dcap(flipBit(raw, layout.attestationKey + 10)), 'qe_report_binding', 'the QE report does not bind the attestation key');
+  });
+
+  it('refuses a PCK chain from another root (wrong chain)', async () => {
+    const impostor = await createTestPki({ label: 'Impostor' });
+    await expectRefusal(() => dcap(buildTdxQuote(impostor).quote), 'pck_chain', 'PCK chain ends at a root CA that is not the trusted root');
+    // A look-alike PKI with the very same names, its root left out of the chain: the PCK CA's
+    // signature does not verify under the trusted root's key.
+    const lookAlike = await createTestPki();
+    const { quote: raw } = buildTdxQuote(lookAlike);
+    const parsed = parseTdxQuote(raw);
+    const withoutRoot = { ...parsed, signature: { ...parsed.signature, pckCertChainPem: parsed.signature.pckCertChainPem.slice(0, 2) } };
+    await expectRefusal(
+      () => verifyTdxQuoteDcap(raw, withoutRoot, collateral, { at: TEST_TIME, trustedRootCa: root }),
+      'pck_chain',
+      'PCK chain: intermediate certificate 1 signature does not verify under its issuer (untrusted chain)',
+    );
+    // And the look-alike chain as sent, ending at the look-alike root.
+    await expectRefusal(() => dcap(raw), 'pck_chain', 'PCK chain ends at a root CA that is not the trusted root');
+  });
+
+  it('refuses a quote without a PCK chain', async () => {
+    await expectRefusal(() => dcap(quote({ omitPckChain: true }).quote), 'pck_chain', /no certificate|no PCK certificate chain/);
+  });
+
+  it('refuses a revoked PCK certificate (PCK CRL)', async () => {
+    const revoking = parseCollateral(await buildCollateral(pki, { revokedPckSerials: [pki.pckLeaf.serial] }), 'test');
+    await expectRefusal(() => dcap(quote().quote, { collateral: revoking }), 'pck_chain', 'PCK chain: leaf certificate is revoked');
+  });
+
+  it('refuses a revoked PCK CA (root CA CRL)', async () => {
+    const revoking = parseCollateral(await buildCollateral(pki, { revokedCaSerials: [pki.pckCa.serial] }), 'test');
+    // The PCK CA also issues the PCK CRL, so the CRL chain is the first to fail.
+    await expectRefusal(() => dcap(quote().quote, { collateral: revoking }), 'crl', 'PCK CRL issuer chain: leaf certificate is revoked');
+  });
+
+  it('refuses a PCK CRL not signed by the PCK CA (a forged CRL that drops revocations)', async () => {
+    const forged = parseCollateral(await buildCollateral(pki, { pckCrlSigner: pki.tcbSigner }), 'test');
+    await expectRefusal(() => dcap(quote().quote, { collateral: forged }), 'crl', 'PCK CRL signature does not verify');
+  });
+
+  it('refuses an expired PCK certificate', async () => {
+    const shortLived = await createTestPki({ pckLeafNotAfter: new Date('2030-01-10T00:00:00Z') });
+    const shortCollateral = parseCollateral(await buildCollateral(shortLived), 'test');
+    const raw = buildTdxQuote(shortLived).quote;
+    await expectRefusal(
+      () => verifyTdxQuoteDcap(raw, parseTdxQuote(raw), shortCollateral, { at: TEST_TIME, trustedRootCa: trustedRootFromPem(shortLived.root.pem) }),
+      'pck_chain',
+      /^attestation refused: pck_chain: PCK chain: leaf certificate is not valid at 2030-01-15T00:00:00.000Z/,
+    );
+  });
+
+  it('refuses a debug TD', async () => {
+    await expectRefusal(
+      () => dcap(quote({ report: { tdAttributes: TD_ATTRIBUTES_DEBUG } }).quote),
+      'debug',
+      'the TD is debuggable (TDATTRIBUTES.DEBUG is set): the host can read its memory',
+    );
+  });
+
+  it('refuses a debug quoting enclave', async () => {
+    await expectRefusal(() => dcap(quote({ debugQe: true }).quote), 'qe_identity', 'the quoting enclave runs in debug mode');
+  });
+
+  it('refuses a TD without SEPT_VE_DISABLE and a TD 1.5 service TD binding', async () => {
+    await expectRefusal(() => dcap(quote({ report: { tdAttributes: '0000000000000000' } }).quote), 'td_attributes', 'TDATTRIBUTES.SEPT_VE_DISABLE is not set');
+    await expectRefusal(
+      () => dcap(quote({ version: 5, bodyType: 3, report: { mrServiceTd: '11'.repeat(48) } }).quote),
+      'mr_service_td',
+    );
+  });
+
+  it('refuses expired collateral and collateral not yet valid', async () => {
+    await expectRefusal(
+      () => dcap(quote().quote, { at: new Date('2030-03-01T00:00:00Z') }),
+      'collateral',
+      'TCB info expired at 2030-02-01T00:00:00.000Z (evaluated at 2030-03-01T00:00:00.000Z)',
+    );
+    await expectRefusal(
+      () => dcap(quote().quote, { at: new Date('2029-12-01T00:00:00Z') }),
+      'collateral',
+      'TCB info is not yet valid at 2029-12-01T00:00:00.000Z (issued 2030-01-01T00:00:00.000Z)',
+    );
+  });
+
+  it('refuses a CRL past its nextUpdate even when TCB info and QE identity are current', async () => {
+    const staleCrls = await buildCollateral(pki, { issueDate: new Date('2029-12-01T00:00:00Z'), nextUpdate: new Date('2030-01-10T00:00:00Z') });
+    const current = await buildCollateral(pki);
+    const mixed = parseCollateral({ ...current, root_ca_crl: staleCrls.root_ca_crl }, 'test');
+    await expectRefusal(() => dcap(quote().quote, { collateral: mixed }), 'crl', 'root CA CRL expired at 2030-01-10T00:00:00.000Z');
+  });
+
+  it('refuses a tampered TCB info and collateral for another platform', async () => {
+    const tampered = parseCollateral({ ...collateral, tcb_info: collateral.tcb_info.replace('"OutOfDate"', '"UpToDate"') }, 'test');
+    await expectRefusal(() => dcap(quote().quote, { collateral: tampered }), 'collateral', 'a collateral document signature does not verify');
+    const otherPlatform = parseCollateral(await buildCollateral({ ...pki, fmspc: '00906ED50000' }), 'test');
+    await expectRefusal(
+      () => dcap(quote().quote, { collateral: otherPlatform }),
+      'collateral',
+      'the TCB info is for another platform (FMSPC differs from the PCK certificate)',
+    );
+  });
+
+  it('trusts only the pinned Intel root by default', async () => {
+    expect(createHash('sha256').update(intelSgxRootCa().raw).digest('hex')).toBe(INTEL_SGX_ROOT_CA_SHA256);
+    expect(intelSgxRootCa().subject).toContain('CN=Intel SGX Root CA');
+    const raw = quote().quote;
+    await expectRefusal(() => verifyTdxQuoteDcap(raw, parseTdxQuote(raw), collateral, { at: TEST_TIME }), 'crl', /^attestation refused: crl: root CA CRL is not issued by/);
+  });
+
+  it('rejects a trusted root that is not a self-signed CA', async () => {
+    await expectKmsError(() => trustedRootFromPem(pki.pckLeaf.pem), 'CONFIG', 'the trusted root CA must be a self-signed CA certificate in PEM');
+    await expectKmsError(() => trustedRootFromPem('not a pem'), 'CONFIG');
+  });
+});

@@ -1,0 +1,86 @@
+// SealerClient's configuration checks and error mapping to KmsError codes.
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SampleAttester } from '../../../shared/attestation/sample.js';
+import { KmsError } from '../../../shared/errors.js';
+import { SealerClient } from '../../../shared/sealer/client.js';
+import { freePort, startSealerProcess, type SealerProcess } from '../../support/sealer.js';
+
+async function failure(promise: Promise<unknown>): Promise<KmsError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof KmsError) return error;
+    throw error;
+  }
+  throw new Error('expected a KmsError');
+}
+
+function configError(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (error) {
+    return error instanceof KmsError ? `${error.code}: ${error.message}` : 'not a KmsError';
+  }
+  return undefined;
+}
+
+let sealer: SealerProcess;
+let ca: string;
+
+beforeAll(async () => {
+  sealer = await startSealerProcess();
+  ca = await sealer.caPem();
+});
+
+afterAll(async () => {
+  await sealer?.cleanup();
+});
+
+describe('SealerClient configuration', () => {
+  it('needs an https URL and a PEM CA', () => {
+    const attester = new SampleAttester();
+    expect(configError(() => new SealerClient({ url: sealer.url.replace('https:', 'http:'), ca, attester }))).toMatch(/^CONFIG: .*https/);
+    expect(configError(() => new SealerClient({ url: 'not a url', ca, attester }))).toMatch(/^CONFIG/);
+    expect(configError(() => new SealerClient({ url: sealer.url, ca: 'not a certificate', attester }))).toMatch(/^CONFIG: .*PEM/);
+    expect(configError(() => SealerClient.fromCaFile({ url: sealer.url, caFile: '/nonexistent/ca.pem', attester }))).toMatch(/^CONFIG: KMS_SEALER_CA_FILE/);
+  });
+});
+
+describe('SealerClient error mapping', () => {
+  it('unreachable → ROOT_KEY_UNAVAILABLE naming the URL', async () => {
+    const url = `https://127.0.0.1:${await freePort()}`;
+    const client = new SealerClient({ url, ca, attester: new SampleAttester() });
+    try {
+      const error = await failure(client.rootKey());
+      expect(error.code).toBe('ROOT_KEY_UNAVAILABLE');
+      expect(error.message).toBe(`cannot reach the sealing service at ${url} (ECONNREFUSED)`);
+      expect((await failure(client.sealStatus())).code).toBe('ROOT_KEY_UNAVAILABLE');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('sealed/uninitialized → SEALED with the seal status in details; conflicts → CONFLICT; bad shares → BAD_REQUEST with the detail', async () => {
+    const client = SealerClient.fromCaFile({ url: sealer.url, caFile: `${sealer.dataDir}/tls/cert.pem`, attester: new SampleAttester() });
+    try {
+      const uninitialized = await failure(client.rootKey());
+      expect(uninitialized).toMatchObject({ code: 'SEALED', details: { sealed: true, initialized: false, t: 0, n: 0, progress: 0, rootKeyId: null } });
+      const key = randomBytes(32);
+      await client.installRootKey({ key, t: 3, n: 5, expectedCurrentId: null });
+      expect((await failure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: null }))).code).toBe('CONFLICT');
+      expect((await failure(client.installRootKey({ key: randomBytes(32), t: 1, n: 5, expectedCurrentId: null }))).message).toContain('2 <= t <= n <= 255');
+      expect((await failure(client.installRootKey({ key: randomBytes(16), t: 3, n: 5, expectedCurrentId: null }))).code).toBe('BAD_REQUEST');
+      await client.seal();
+      const sealed = await failure(client.rootKey());
+      expect(sealed).toMatchObject({ code: 'SEALED', details: { sealed: true, initialized: true, t: 3, n: 5 } });
+      expect(sealed.message).toContain('recover the root key with 3 shares');
+      const bad = await failure(client.submitShare({ index: 0, content: 'AAAA' }));
+      expect(bad).toMatchObject({ code: 'BAD_REQUEST' });
+      expect(bad.message).toContain('index 0 is out of range');
+      expect(await client.resetRecovery()).toEqual({ sealed: true, progress: 0, t: 3 });
+    } finally {
+      client.close();
+    }
+  });
+});

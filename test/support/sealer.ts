@@ -1,0 +1,180 @@
+// Real sealing-service processes for tests: `node dist/sealer/main.js` with a temp data dir, a fixed
+// free port (kept across restarts), its stdout/stderr captured for the secret scan.
+export { freePort };
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { split } from 'shamir-secret-sharing';
+import { SampleAttester } from '../../shared/attestation/sample.js';
+import type { Attester } from '../../shared/attestation/types.js';
+import { SealerClient } from '../../shared/sealer/client.js';
+import type { Share } from '../../shared/sealer/protocol.js';
+import { freePort, repoRoot } from './processes.js';
+
+export interface SealerProcess {
+  readonly url: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly env: Record<string, string>;
+  /** The TLS certificate (self-signed): what functions put in KMS_SEALER_CA_FILE. */
+  caPem(): Promise<string>;
+  /** Everything the process printed so far, stdout and stderr, across restarts. */
+  logs(): string;
+  stderr(): string;
+  /** Request lines (`sealer: METHOD /path STATUS`) printed so far. */
+  requestLines(): string[];
+  /** Waits until the process has printed nothing new for a moment (log lines trail responses). */
+  settle(): Promise<void>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  restart(signal?: NodeJS.Signals): Promise<void>;
+  client(options?: { attester?: Attester; timeoutMs?: number }): Promise<SealerClient>;
+  cleanup(): Promise<void>;
+}
+
+const MAIN = join(repoRoot, 'dist/sealer/main.js');
+
+/** Every log of every sealer started in this worker, for the final secret scan. */
+export const allLogs: Array<() => string> = [];
+
+export async function startSealerProcess(options: { env?: Record<string, string>; dataDir?: string } = {}): Promise<SealerProcess> {
+  // test/global-setup.ts builds dist/ once per run.
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build with npx tsc -p tsconfig.json`);
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'tee-kms-sealer-')));
+  const port = await freePort();
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/tmp',
+    KMS_SEALER_HOST: '127.0.0.1',
+    KMS_SEALER_PORT: String(port),
+    KMS_SEALER_DATA_DIR: dataDir,
+    KMS_SEALER_INSECURE_DEV_MODE: 'true',
+    ...options.env,
+  };
+  let log = '';
+  let errLog = '';
+  let child: ChildProcess | undefined;
+  const clients: SealerClient[] = [];
+
+  const spawnOnce = () =>
+    new Promise<void>((resolve, reject) => {
+      const proc = spawn(process.execPath, [MAIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      child = proc;
+      let ready = false;
+      const timer = setTimeout(() => reject(new Error(`sealer did not start in time:\n${log}`)), 20_000);
+      proc.stdout!.on('data', (chunk: Buffer) => {
+        log += chunk.toString();
+        if (!ready && /sealer: listening on https:\/\//.test(log)) {
+          ready = true;
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      proc.stderr!.on('data', (chunk: Buffer) => {
+        log += chunk.toString();
+        errLog += chunk.toString();
+      });
+      proc.once('exit', (code, signal) => {
+        log += `\n[exit ${code ?? signal}]\n`;
+        if (!ready) {
+          clearTimeout(timer);
+          reject(new Error(`sealer exited (${code ?? signal}) before listening:\n${log}`));
+        }
+      });
+    });
+
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    const proc = child;
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+    proc.kill(signal);
+    await exited;
+  };
+
+  await spawnOnce();
+  allLogs.push(() => log);
+  const url = `https://127.0.0.1:${port}`;
+  return {
+    url,
+    port,
+    dataDir,
+    env,
+    caPem: () => readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8'),
+    logs: () => log,
+    stderr: () => errLog,
+    requestLines: () => log.split('\n').filter((line) => /^sealer: [A-Z]+ \//.test(line)),
+    settle: async () => {
+      for (let seen = -1; seen !== log.length; ) {
+        seen = log.length;
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      }
+    },
+    stop,
+    restart: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      await stop(signal);
+      await spawnOnce();
+    },
+    client: async (clientOptions = {}) => {
+      const client = new SealerClient({ url, ca: await readFile(join(dataDir, 'tls', 'cert.pem')), attester: clientOptions.attester ?? new SampleAttester(), timeoutMs: clientOptions.timeoutMs ?? 10_000 });
+      clients.push(client);
+      return client;
+    },
+    cleanup: async () => {
+      for (const client of clients) client.close();
+      await stop('SIGKILL');
+      if (options.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** An attester that counts how often it was asked for evidence. */
+export class CountingAttester extends SampleAttester {
+  calls = 0;
+
+  override async getEvidence(reportData: Uint8Array) {
+    this.calls++;
+    return super.getEvidence(reportData);
+  }
+}
+
+/** Splits a key like the functions' rotate: shares as {index: x coordinate, content: base64}. */
+export async function makeShares(key: Uint8Array, n: number, t: number): Promise<Share[]> {
+  const parts = await split(new Uint8Array(key), n, t);
+  return parts.map((part) => ({ index: part[part.length - 1]!, content: Buffer.from(part).toString('base64') }));
+}
+
+/**
+ * Secrets seen by a test (keys, shares, tokens): none may appear in any captured log, in base64,
+ * base64url or hex.
+ */
+export class SecretRegistry {
+  readonly #values = new Set<string>();
+
+  /** A token or other secret text, looked for verbatim. */
+  addText(value: string): void {
+    this.#values.add(value);
+  }
+
+  /** A share as sent on the wire. */
+  addShare(share: Share): void {
+    this.add(Buffer.from(share.content, 'base64'));
+  }
+
+  add(value: Uint8Array): void {
+    const bytes = Buffer.from(value);
+    for (const form of [bytes.toString('base64'), bytes.toString('base64url'), bytes.toString('hex')]) {
+      // A long prefix is enough to spot a leak and survives line wrapping or padding changes.
+      this.#values.add(form.slice(0, Math.min(form.length, 24)));
+    }
+  }
+
+  get size(): number {
+    return this.#values.size;
+  }
+
+  /** The secrets found in `text` (an empty list when clean). */
+  leaksIn(text: string): string[] {
+    return [...this.#values].filter((value) => text.includes(value)).map((value) => `${value.slice(0, 6)}…`);
+  }
+}
