@@ -6,7 +6,7 @@ import { SealerCore } from './core.js';
 import type { SealerOptions } from './options.js';
 import { sealerHandler } from './server.js';
 import { SessionStore } from './sessions.js';
-import { loadTls } from './tls.js';
+import { loadTls } from '../shared/tls.js';
 import { TokenService } from './tokens.js';
 import { defaultVerifiers } from './verifiers.js';
 
@@ -37,7 +37,14 @@ export async function startSealer(options: SealerOptions, store: ObjectStore, ex
   const log = (line: string) => process.stdout.write(`${line}\n`);
   if (options.insecureDevMode) process.stderr.write(`${DEV_MODE_BANNER}\n`);
 
-  const tls = await loadTls({ dataDir: options.dataDir, certFile: options.tlsCertFile, keyFile: options.tlsKeyFile, hostnames: options.tlsHostnames });
+  const tls = await loadTls({
+    dataDir: options.dataDir,
+    certFile: options.tlsCertFile,
+    keyFile: options.tlsKeyFile,
+    hostnames: options.tlsHostnames,
+    envPrefix: 'KMS_SEALER_TLS',
+    commonName: 'tee-kms sealing service (self-signed)',
+  });
   const core = await SealerCore.open(store, { rootKey: options.rootKey, recoveryTtlMs: options.recoveryTtlSeconds * 1000, log });
   const tokens = await TokenService.create(options.tokenTtlSeconds);
   const sessions = new SessionStore(options.nonceTtlSeconds * 1000, options.maxSessions);

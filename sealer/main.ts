@@ -1,13 +1,16 @@
 import { KmsError } from '../shared/errors.js';
-import { FsObjectStore } from '../shared/store/fs-store.js';
+import { loadKmsConfig } from '../shared/config.js';
+import { openObjectStore } from '../shared/store/from-config.js';
 import { startSealer } from './app.js';
 import { loadSealerOptions } from './options.js';
 
 /** The sealing service's entry point: `node dist/sealer/main.js`, configured by KMS_SEALER_*. */
 async function main(): Promise<void> {
   const options = loadSealerOptions();
-  // The state record is small and not secret; an S3 option comes with the store factory.
-  const store = new FsObjectStore(options.dataDir);
+  // The state record is small and not secret. It lives where the keys live: the embedded store in
+  // the sealer's data dir, or the same S3 bucket (KMS_STORE=s3 and KMS_S3_*, as for the functions).
+  const storeConfig = loadKmsConfig();
+  const store = openObjectStore({ ...storeConfig, dataDir: options.dataDir });
   const sealer = await startSealer(options, store);
   const stop = (signal: string) => {
     process.stdout.write(`sealer: ${signal}: stopping (the root key leaves memory with the process)\n`);

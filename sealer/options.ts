@@ -23,6 +23,31 @@ export const sealerOptions = {
     parse: parse.boolean,
     description: 'Accept "sample" evidence, which proves nothing. Development only; announced on stderr.',
   }),
+  tdxPolicyFile: option({
+    env: 'KMS_SEALER_TDX_POLICY_FILE',
+    default: '',
+    parse: parse.string,
+    description:
+      'JSON reference values for TDX evidence: mrTd (required), rtmr0, rtmr1, rtmr2, mrConfigId, allowedTcbStatuses (see docs/attestation.md). Setting it enables the TDX verifier; it then needs KMS_SEALER_TDX_COLLATERAL_FILE or KMS_SEALER_PCCS_URL.',
+  }),
+  tdxCollateralFile: option({
+    env: 'KMS_SEALER_TDX_COLLATERAL_FILE',
+    default: '',
+    parse: parse.string,
+    description: 'DCAP collateral from a file (JSON: TCB info, QE identity, CRLs and their issuer chains, as `verify-quote --collateral` reads); refresh it before its nextUpdate. Excludes KMS_SEALER_PCCS_URL.',
+  }),
+  pccsUrl: option({
+    env: 'KMS_SEALER_PCCS_URL',
+    default: '',
+    parse: parse.url,
+    description: 'DCAP collateral from a PCCS or Intel PCS (https://api.trustedservices.intel.com), fetched per platform (FMSPC) and cached until its nextUpdate, at most 1 h. Excludes KMS_SEALER_TDX_COLLATERAL_FILE.',
+  }),
+  tdxRootCaFile: option({
+    env: 'KMS_SEALER_TDX_ROOT_CA_FILE',
+    default: '',
+    parse: parse.string,
+    description: 'PEM root CA trusted instead of the pinned Intel SGX Root CA: tests and private DCAP PKIs only. Announced on stderr; refused when NODE_ENV=production.',
+  }),
   tlsCertFile: option({ env: 'KMS_SEALER_TLS_CERT_FILE', default: '', parse: parse.string, description: 'PEM certificate (chain) to serve; with KMS_SEALER_TLS_KEY_FILE.' }),
   tlsKeyFile: option({ env: 'KMS_SEALER_TLS_KEY_FILE', default: '', parse: parse.string, description: 'PEM private key of that certificate.' }),
   tlsHostnames: option({

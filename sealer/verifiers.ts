@@ -1,5 +1,21 @@
+import { createHash, X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { SampleVerifier } from '../shared/attestation/sample.js';
+import {
+  collateralExpiry,
+  collateralWindows,
+  loadCollateralFile,
+  PccsCollateralSource,
+  StaticCollateralSource,
+  type CollateralSource,
+  type TdxCollateral,
+} from '../shared/attestation/tdx/collateral.js';
+import { createTdxPolicy, type TdxPolicy } from '../shared/attestation/tdx/policy.js';
+import { TdxVerifier } from '../shared/attestation/tdx/verifier.js';
+import { trustedRootFromPem } from '../shared/attestation/tdx/verify.js';
 import type { TeeType, Verifier } from '../shared/attestation/types.js';
+import { KmsError } from '../shared/errors.js';
+import type { SealerOptions } from './options.js';
 
 /** The evidence verifiers the sealer accepts, keyed by KBS `tee` type. */
 export type VerifierRegistry = ReadonlyMap<TeeType, Verifier>;
@@ -11,11 +27,168 @@ export function verifierRegistry(verifiers: readonly Verifier[]): VerifierRegist
 }
 
 /**
- * The default set: "sample" only in insecure development mode (it proves nothing). Real TEE
- * verifiers (TDX: shared/attestation/tdx/) are added here when configured.
+ * The default set: "sample" only in insecure development mode (it proves nothing), plus the
+ * configured real TEE verifiers (`extra`, from configuredVerifiers()).
  */
 export function defaultVerifiers(options: { insecureDevMode: boolean; extra?: readonly Verifier[] }): VerifierRegistry {
   const verifiers: Verifier[] = [...(options.extra ?? [])];
   if (options.insecureDevMode) verifiers.push(new SampleVerifier());
   return verifierRegistry(verifiers);
+}
+
+export type TdxVerifierOptions = Pick<SealerOptions, 'tdxPolicyFile' | 'tdxCollateralFile' | 'pccsUrl' | 'tdxRootCaFile'>;
+
+export interface ConfiguredVerifiersIo {
+  readonly env?: NodeJS.ProcessEnv;
+  /** Informational lines (stdout). */
+  readonly log?: (line: string) => void;
+  /** Warnings and the non-Intel root CA banner (stderr). */
+  readonly warn?: (text: string) => void;
+  /** Clock for the collateral currency warning; default the wall clock. */
+  readonly now?: () => Date;
+}
+
+/**
+ * The real TEE verifiers the configuration asks for: the TDX verifier when
+ * KMS_SEALER_TDX_POLICY_FILE is set, with collateral from KMS_SEALER_TDX_COLLATERAL_FILE or
+ * KMS_SEALER_PCCS_URL, trusting the pinned Intel SGX Root CA unless KMS_SEALER_TDX_ROOT_CA_FILE
+ * names another root (never with NODE_ENV=production). Misconfiguration is KmsError('CONFIG')
+ * naming the variable: the sealer refuses to start rather than run with a constraint dropped.
+ */
+export async function configuredVerifiers(options: TdxVerifierOptions, io: ConfiguredVerifiersIo = {}): Promise<Verifier[]> {
+  const tdx = await tdxVerifierFromOptions(options, io);
+  return tdx === undefined ? [] : [tdx];
+}
+
+export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: ConfiguredVerifiersIo = {}): Promise<TdxVerifier | undefined> {
+  const env = io.env ?? process.env;
+  const log = io.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const warn = io.warn ?? ((text: string) => process.stderr.write(`${text}\n`));
+  const now = io.now ?? (() => new Date());
+  const { tdxPolicyFile, tdxCollateralFile, pccsUrl, tdxRootCaFile } = options;
+
+  if (tdxPolicyFile === '') {
+    const stray = [
+      ['KMS_SEALER_TDX_COLLATERAL_FILE', tdxCollateralFile],
+      ['KMS_SEALER_PCCS_URL', pccsUrl],
+      ['KMS_SEALER_TDX_ROOT_CA_FILE', tdxRootCaFile],
+    ].filter(([, value]) => value !== '');
+    if (stray.length > 0) {
+      throw new KmsError('CONFIG', `${stray.map(([name]) => name).join(' and ')} has no effect without KMS_SEALER_TDX_POLICY_FILE (the TDX reference values)`);
+    }
+    return undefined;
+  }
+  if (tdxCollateralFile !== '' && pccsUrl !== '') {
+    throw new KmsError('CONFIG', 'set either KMS_SEALER_TDX_COLLATERAL_FILE or KMS_SEALER_PCCS_URL, not both');
+  }
+  if (tdxCollateralFile === '' && pccsUrl === '') {
+    throw new KmsError('CONFIG', 'KMS_SEALER_TDX_POLICY_FILE needs DCAP collateral: set KMS_SEALER_TDX_COLLATERAL_FILE or KMS_SEALER_PCCS_URL');
+  }
+  if (tdxRootCaFile !== '' && env.NODE_ENV === 'production') {
+    throw new KmsError('CONFIG', 'KMS_SEALER_TDX_ROOT_CA_FILE replaces the Intel SGX Root CA and is refused when NODE_ENV=production');
+  }
+
+  const policy = await loadPolicyFile(tdxPolicyFile);
+  const collateral = await collateralSource(options, { warn, now });
+  let trustedRootCaPem: string | undefined;
+  let anchor = 'the pinned Intel SGX Root CA';
+  if (tdxRootCaFile !== '') {
+    trustedRootCaPem = await readConfigFile(tdxRootCaFile, 'KMS_SEALER_TDX_ROOT_CA_FILE');
+    let root: X509Certificate;
+    try {
+      root = trustedRootFromPem(trustedRootCaPem);
+    } catch (error) {
+      throw new KmsError('CONFIG', `KMS_SEALER_TDX_ROOT_CA_FILE ${tdxRootCaFile}: ${error instanceof KmsError ? error.message : 'not a CA certificate'}`, { cause: error });
+    }
+    const fingerprint = createHash('sha256').update(root.raw).digest('hex');
+    anchor = `${oneLine(root.subject)} (sha256 ${fingerprint}) from KMS_SEALER_TDX_ROOT_CA_FILE`;
+    warn(rootCaBanner(tdxRootCaFile, oneLine(root.subject), fingerprint));
+  }
+
+  const verifier = new TdxVerifier({ policy, collateral, ...(trustedRootCaPem === undefined ? {} : { trustedRootCaPem }) });
+  log(`sealer: TDX verifier: reference values from ${tdxPolicyFile} (${describePolicy(policy)})`);
+  log(`sealer: TDX verifier: collateral ${tdxCollateralFile !== '' ? `from file ${tdxCollateralFile}` : `from ${pccsUrl} (cached per platform)`}; trust anchor ${anchor}`);
+  return verifier;
+}
+
+async function readConfigFile(path: string, variable: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    throw new KmsError('CONFIG', `${variable} names a file that cannot be read: ${path}`, { cause: error });
+  }
+}
+
+async function loadPolicyFile(path: string): Promise<TdxPolicy> {
+  const text = await readConfigFile(path, 'KMS_SEALER_TDX_POLICY_FILE');
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new KmsError('CONFIG', `KMS_SEALER_TDX_POLICY_FILE ${path} is not JSON`, { cause: error });
+  }
+  try {
+    return createTdxPolicy(json);
+  } catch (error) {
+    if (error instanceof KmsError) throw new KmsError('CONFIG', `KMS_SEALER_TDX_POLICY_FILE ${path}: ${error.message}`, { cause: error });
+    throw error;
+  }
+}
+
+async function collateralSource(options: TdxVerifierOptions, io: { warn: (text: string) => void; now: () => Date }): Promise<CollateralSource> {
+  if (options.pccsUrl !== '') return new PccsCollateralSource({ baseUrl: options.pccsUrl });
+  const path = options.tdxCollateralFile;
+  let collateral: TdxCollateral;
+  try {
+    collateral = await loadCollateralFile(path);
+  } catch (error) {
+    if (error instanceof KmsError) throw new KmsError('CONFIG', `KMS_SEALER_TDX_COLLATERAL_FILE: ${error.message}`, { cause: error });
+    throw error;
+  }
+  // Static collateral goes stale: say so at start rather than let every TD be refused silently.
+  let issued: Date;
+  let expiry: Date;
+  try {
+    issued = collateralWindows(collateral).overall.issueDate;
+    expiry = collateralExpiry(collateral);
+  } catch (error) {
+    throw new KmsError('CONFIG', `KMS_SEALER_TDX_COLLATERAL_FILE ${path}: ${error instanceof KmsError ? error.message : 'unreadable TCB info or QE identity'}`, { cause: error });
+  }
+  const now = io.now();
+  if (now > expiry) {
+    io.warn(`sealer: WARNING: the TDX collateral in ${path} expired at ${expiry.toISOString()}: every TD will be refused (claim collateral/crl) until it is refreshed`);
+  } else if (now < issued) {
+    io.warn(`sealer: WARNING: the TDX collateral in ${path} is not valid before ${issued.toISOString()}: TDs are refused until then`);
+  }
+  return new StaticCollateralSource(collateral);
+}
+
+function describePolicy(policy: TdxPolicy): string {
+  const count = (name: string, list: readonly string[] | undefined) => `${name} ${list === undefined ? 'any' : `${list.length} allowed`}`;
+  return [
+    count('mrTd', policy.mrTd),
+    count('rtmr0', policy.rtmr0),
+    count('rtmr1', policy.rtmr1),
+    count('rtmr2', policy.rtmr2),
+    count('mrConfigId', policy.mrConfigId),
+    `TCB status ${policy.allowedTcbStatuses.join('|')}`,
+    'DEBUG refused',
+  ].join(', ');
+}
+
+const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, ', ');
+
+function rootCaBanner(file: string, subject: string, fingerprint: string): string {
+  return [
+    '',
+    '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!',
+    '!!  sealer: TDX QUOTES ARE VERIFIED AGAINST A NON-INTEL ROOT CA',
+    `!!  (KMS_SEALER_TDX_ROOT_CA_FILE=${file})`,
+    `!!  ${subject}`,
+    `!!  sha256 ${fingerprint}`,
+    '!!  Whoever holds this CA\'s key can forge "genuine TDX" quotes and obtain the',
+    '!!  root key. For tests and private DCAP PKIs only; refused when NODE_ENV=production.',
+    '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!',
+    '',
+  ].join('\n');
 }

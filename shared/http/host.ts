@@ -1,10 +1,9 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { KmsError } from '../errors.js';
 import { loadOptions, option, parse } from '../options.js';
-import { selfSignedTls } from '../tls.js';
+import { LOCAL_HOSTNAMES, loadTls } from '../tls.js';
 import type { Route } from './route.js';
 import { routeRequests } from './router.js';
 
@@ -45,21 +44,19 @@ export async function startHost(allRoutes: readonly Route[], env: NodeJS.Process
   if (options.tls === 'off') {
     server = createHttpServer({ keepAliveTimeout: 65_000 }, listener);
   } else {
-    let cert: string;
-    let key: string;
-    if (options.tls === 'files') {
-      if (options.certFile === '' || options.keyFile === '') throw new KmsError('CONFIG', 'KMS_TLS=files needs KMS_TLS_CERT_FILE and KMS_TLS_KEY_FILE');
-      try {
-        cert = readFileSync(options.certFile, 'utf8');
-        key = readFileSync(options.keyFile, 'utf8');
-      } catch {
-        throw new KmsError('CONFIG', 'KMS_TLS_CERT_FILE or KMS_TLS_KEY_FILE cannot be read');
-      }
-      certFile = options.certFile;
-    } else {
-      ({ cert, key, certFile } = await selfSignedTls(options.dataDir, 'kms'));
+    if (options.tls === 'files' && (options.certFile === '' || options.keyFile === '')) {
+      throw new KmsError('CONFIG', 'KMS_TLS=files needs KMS_TLS_CERT_FILE and KMS_TLS_KEY_FILE');
     }
-    server = createHttpsServer({ cert, key, keepAliveTimeout: 65_000 }, listener);
+    const tls = await loadTls({
+      dataDir: options.dataDir,
+      certFile: options.tls === 'files' ? options.certFile : '',
+      keyFile: options.tls === 'files' ? options.keyFile : '',
+      hostnames: LOCAL_HOSTNAMES,
+      envPrefix: 'KMS_TLS',
+      commonName: 'tee-kms (self-signed, local use)',
+    });
+    certFile = tls.certFile;
+    server = createHttpsServer({ cert: tls.cert, key: tls.key, keepAliveTimeout: 65_000 }, listener);
   }
 
   await new Promise<void>((resolve, reject) => {

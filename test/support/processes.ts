@@ -135,7 +135,7 @@ export async function startLeanHost(env: Record<string, string>): Promise<Server
     args: ['dist/scripts/serve.js'],
     env: { PORT: String(port), ...env },
     url: `https://127.0.0.1:${port}`,
-    caFile: `${dataDir}/tls/kms.crt`,
+    caFile: `${dataDir}/tls/cert.pem`,
   });
 }
 
@@ -147,7 +147,7 @@ export async function startNpmStart(env: Record<string, string>): Promise<Server
     args: ['start', '--silent'],
     env: { PORT: String(port), ...env },
     url: `https://127.0.0.1:${port}`,
-    caFile: `${env.KMS_DATA_DIR}/tls/kms.crt`,
+    caFile: `${env.KMS_DATA_DIR}/tls/cert.pem`,
   });
 }
 

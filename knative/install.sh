@@ -1,0 +1,549 @@
+#!/usr/bin/env bash
+# Installs tee-kms on a Kubernetes cluster with Knative Serving: every function a Knative Service,
+# the sealing service, MinIO. Like the seed's install-bigdl-kms.sh, with its parameters:
+#
+#   seed parameter     here (environment variable / flag)
+#   imageName          KMS_IMAGE / --image          <registry>/tee-kms@sha256:… (tdx: digest required)
+#   dataStoragePath    KMS_STORAGE_SIZE / --storage-size, KMS_STORAGE_CLASS / --storage-class
+#                                                   (a volume claim, not a host path)
+#   serviceIP          KMS_DOMAIN / --domain        optional single host (https://<domain>/user/…)
+#                                                   on a Gateway API Gateway; without it each
+#                                                   function keeps its own Knative URL
+#   rootKey            KMS_ROOT_KEY, KMS_ROOT_KEY_FILE / --root-key-file, --generate-root-key:
+#                                                   mode 1 (root key from a Secret). None of them:
+#                                                   the Shamir mode (rotate makes the key in the TD)
+#   teeMode            KMS_TEE_MODE / --tee         tdx (production) or dev (no TEE, insecure)
+#
+# Run knative/install.sh --help for every option. Secrets are created with kubectl from values
+# generated here (or files you give), and kept in KMS_SECRETS_DIR (outside this repository,
+# mode 0700); nothing secret is ever written into the work tree.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd -P "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd -P "$SCRIPT_DIR/.." && pwd)"
+
+usage() {
+  cat <<'USAGE'
+usage: knative/install.sh [options]     (every option also reads the environment variable shown)
+
+  --tee dev|tdx                 KMS_TEE_MODE        dev: kind/minikube, no TEE, INSECURE; tdx: production
+  --image REF                   KMS_IMAGE           tee-kms image; tdx requires REF@sha256:<digest>
+                                                    (default for dev: tee-kms:dev)
+  --namespace NS                KMS_NAMESPACE       default tee-kms
+  --storage-size SIZE           KMS_STORAGE_SIZE    MinIO volume claim (default 10Gi; dev 1Gi)
+  --storage-class NAME          KMS_STORAGE_CLASS   default: the cluster's default class
+  --bucket NAME                 KMS_BUCKET          default tee-kms
+  --root-key-file FILE          KMS_ROOT_KEY_FILE   mode 1: base64 of 32 random bytes (or KMS_ROOT_KEY)
+  --generate-root-key                               mode 1 with a new random key (saved in the secrets dir)
+                                                    (no root key at all: the Shamir mode)
+  --replace-root-key                                allow replacing an installed mode-1 key (orphans
+                                                    every key wrapped under the old one)
+  --admin-token-file FILE       KMS_ADMIN_TOKEN_FILE  operator token for rotate/verify (default: generated)
+  --domain HOST                 KMS_DOMAIN          single host with the seed's paths (Gateway API)
+  --gateway-class NAME          KMS_GATEWAY_CLASS   GatewayClass for that host (required with --domain)
+  --public-tls-cert FILE        KMS_PUBLIC_TLS_CERT_FILE  certificate chain for --domain
+  --public-tls-key FILE         KMS_PUBLIC_TLS_KEY_FILE   its private key
+  --public-tls-secret NAME      KMS_PUBLIC_TLS_SECRET     or: an existing kubernetes.io/tls Secret
+  --initdata FILE               KMS_INITDATA_FILE   tdx: CoCo init-data TOML for every TD pod
+                                                    (io.katacontainers.config.hypervisor.cc_init_data)
+  --internal-tls / --no-internal-tls  KMS_INTERNAL_TLS  Knative system-internal-tls (default: on for tdx)
+  --skip-knative-config         KMS_SKIP_KNATIVE_CONFIG=1  do not patch knative-serving's ConfigMaps
+  --secrets-dir DIR             KMS_SECRETS_DIR     default ${XDG_CONFIG_HOME:-~/.config}/tee-kms/<namespace>
+  --cluster-domain NAME         KMS_CLUSTER_DOMAIN  default cluster.local
+  --minio-image REF             KMS_MINIO_IMAGE     override the MinIO image
+  --mc-image REF                KMS_MC_IMAGE        override the MinIO client image (bucket Job)
+  --timeout DURATION            KMS_WAIT_TIMEOUT    how long to wait for readiness (default 10m)
+  --no-wait                                         apply and return
+  --dry-run                                         generate the kustomization and print the manifests
+                                                    (kubectl kustomize); touch no cluster, make no secret
+  --work-dir DIR                KMS_WORK_DIR        where the generated kustomization goes (kept)
+  -h, --help
+USAGE
+}
+
+log() { printf 'tee-kms install: %s\n' "$*" >&2; }
+die() {
+  printf 'tee-kms install: error: %s\n' "$*" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# parameters
+
+TEE_MODE=${KMS_TEE_MODE:-${teeMode:-}}
+IMAGE=${KMS_IMAGE:-${imageName:-}}
+NS=${KMS_NAMESPACE:-tee-kms}
+STORAGE_SIZE=${KMS_STORAGE_SIZE:-}
+STORAGE_CLASS=${KMS_STORAGE_CLASS:-}
+BUCKET=${KMS_BUCKET:-tee-kms}
+ROOT_KEY_VALUE=${KMS_ROOT_KEY:-${rootKey:-}}
+ROOT_KEY_FILE=${KMS_ROOT_KEY_FILE:-}
+GENERATE_ROOT_KEY=0
+REPLACE_ROOT_KEY=0
+ADMIN_TOKEN_FILE=${KMS_ADMIN_TOKEN_FILE:-}
+DOMAIN=${KMS_DOMAIN:-}
+GATEWAY_CLASS=${KMS_GATEWAY_CLASS:-}
+PUBLIC_TLS_CERT=${KMS_PUBLIC_TLS_CERT_FILE:-}
+PUBLIC_TLS_KEY=${KMS_PUBLIC_TLS_KEY_FILE:-}
+PUBLIC_TLS_SECRET=${KMS_PUBLIC_TLS_SECRET:-}
+INITDATA_FILE=${KMS_INITDATA_FILE:-}
+INTERNAL_TLS=${KMS_INTERNAL_TLS:-}
+SKIP_KNATIVE_CONFIG=${KMS_SKIP_KNATIVE_CONFIG:-0}
+SECRETS_DIR=${KMS_SECRETS_DIR:-}
+CLUSTER_DOMAIN=${KMS_CLUSTER_DOMAIN:-cluster.local}
+MINIO_IMAGE=${KMS_MINIO_IMAGE:-}
+MC_IMAGE=${KMS_MC_IMAGE:-}
+WAIT_TIMEOUT=${KMS_WAIT_TIMEOUT:-10m}
+WAIT=1
+DRY_RUN=0
+WORK_DIR=${KMS_WORK_DIR:-}
+
+need_value() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"; }
+
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --tee) need_value "$@"; TEE_MODE=$2; shift 2 ;;
+    --image) need_value "$@"; IMAGE=$2; shift 2 ;;
+    --namespace) need_value "$@"; NS=$2; shift 2 ;;
+    --storage-size) need_value "$@"; STORAGE_SIZE=$2; shift 2 ;;
+    --storage-class) need_value "$@"; STORAGE_CLASS=$2; shift 2 ;;
+    --bucket) need_value "$@"; BUCKET=$2; shift 2 ;;
+    --root-key-file) need_value "$@"; ROOT_KEY_FILE=$2; shift 2 ;;
+    --generate-root-key) GENERATE_ROOT_KEY=1; shift ;;
+    --replace-root-key) REPLACE_ROOT_KEY=1; shift ;;
+    --admin-token-file) need_value "$@"; ADMIN_TOKEN_FILE=$2; shift 2 ;;
+    --domain) need_value "$@"; DOMAIN=$2; shift 2 ;;
+    --gateway-class) need_value "$@"; GATEWAY_CLASS=$2; shift 2 ;;
+    --public-tls-cert) need_value "$@"; PUBLIC_TLS_CERT=$2; shift 2 ;;
+    --public-tls-key) need_value "$@"; PUBLIC_TLS_KEY=$2; shift 2 ;;
+    --public-tls-secret) need_value "$@"; PUBLIC_TLS_SECRET=$2; shift 2 ;;
+    --initdata) need_value "$@"; INITDATA_FILE=$2; shift 2 ;;
+    --internal-tls) INTERNAL_TLS=1; shift ;;
+    --no-internal-tls) INTERNAL_TLS=0; shift ;;
+    --skip-knative-config) SKIP_KNATIVE_CONFIG=1; shift ;;
+    --secrets-dir) need_value "$@"; SECRETS_DIR=$2; shift 2 ;;
+    --cluster-domain) need_value "$@"; CLUSTER_DOMAIN=$2; shift 2 ;;
+    --minio-image) need_value "$@"; MINIO_IMAGE=$2; shift 2 ;;
+    --mc-image) need_value "$@"; MC_IMAGE=$2; shift 2 ;;
+    --timeout) need_value "$@"; WAIT_TIMEOUT=$2; shift 2 ;;
+    --no-wait) WAIT=0; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --work-dir) need_value "$@"; WORK_DIR=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option: $1" ;;
+  esac
+done
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+case $TEE_MODE in
+  dev | tdx) ;;
+  sgx) die "--tee sgx: tee-kms runs in Intel TDX trust domains (Confidential Containers); use --tee tdx, or dev" ;;
+  '') die "choose the TEE mode: --tee tdx (production) or --tee dev (no TEE, insecure)" ;;
+  *) die "--tee must be dev or tdx, got '$TEE_MODE'" ;;
+esac
+
+DNS_LABEL='[a-z0-9]([-a-z0-9]*[a-z0-9])?'
+[[ $NS =~ ^$DNS_LABEL$ && ${#NS} -le 63 ]] || die "--namespace must be a DNS label, got '$NS'"
+[[ $BUCKET =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || die "--bucket must be an S3 bucket name, got '$BUCKET'"
+[[ $CLUSTER_DOMAIN =~ ^$DNS_LABEL(\.$DNS_LABEL)*$ ]] || die "--cluster-domain is not a domain name: '$CLUSTER_DOMAIN'"
+[[ -z $STORAGE_SIZE || $STORAGE_SIZE =~ ^[0-9]+(Mi|Gi|Ti)$ ]] || die "--storage-size must look like 10Gi, got '$STORAGE_SIZE'"
+[[ -z $STORAGE_CLASS || $STORAGE_CLASS =~ ^$DNS_LABEL(\.$DNS_LABEL)*$ ]] || die "--storage-class is not a valid name: '$STORAGE_CLASS'"
+[[ $WAIT_TIMEOUT =~ ^[0-9]+[smh]$ ]] || die "--timeout must look like 10m, got '$WAIT_TIMEOUT'"
+
+IMAGE_REF_RE='^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*(:[A-Za-z0-9._-]{1,128})?(@sha256:[0-9a-f]{64})?$'
+if [[ -z $IMAGE ]]; then
+  [[ $TEE_MODE == dev ]] || die "--tee tdx needs --image <registry>/tee-kms@sha256:<digest> (build it from the Dockerfile, push it, pin it)"
+  IMAGE=tee-kms:dev
+fi
+for ref in "$IMAGE" "$MINIO_IMAGE" "$MC_IMAGE"; do
+  [[ -z $ref || $ref =~ $IMAGE_REF_RE ]] || die "not an image reference: '$ref'"
+done
+if [[ $TEE_MODE == tdx ]]; then
+  for ref in "$IMAGE" "$MINIO_IMAGE" "$MC_IMAGE"; do
+    [[ -z $ref || $ref == *@sha256:* ]] || die "--tee tdx pins images by digest: '$ref' has no @sha256:<digest>"
+  done
+  [[ $IMAGE != *@sha256:0000000000000000000000000000000000000000000000000000000000000000 ]] || die "--image: that is the overlay's placeholder digest"
+fi
+
+ROOT_KEY_MODE=shares
+if [[ -n $ROOT_KEY_VALUE || -n $ROOT_KEY_FILE || $GENERATE_ROOT_KEY == 1 ]]; then
+  ROOT_KEY_MODE=secret
+  n=0
+  [[ -n $ROOT_KEY_VALUE ]] && n=$((n + 1))
+  [[ -n $ROOT_KEY_FILE ]] && n=$((n + 1))
+  [[ $GENERATE_ROOT_KEY == 1 ]] && n=$((n + 1))
+  [[ $n -eq 1 ]] || die "give the root key one way: KMS_ROOT_KEY, --root-key-file or --generate-root-key"
+  [[ -z $ROOT_KEY_FILE || -r $ROOT_KEY_FILE ]] || die "--root-key-file: cannot read $ROOT_KEY_FILE"
+fi
+[[ -z $ADMIN_TOKEN_FILE || -r $ADMIN_TOKEN_FILE ]] || die "--admin-token-file: cannot read $ADMIN_TOKEN_FILE"
+
+if [[ -n $DOMAIN ]]; then
+  [[ $DOMAIN =~ ^$DNS_LABEL(\.$DNS_LABEL)+$ ]] || die "--domain must be a host name (the seed's serviceIP is a Gateway address here: point DNS at it), got '$DOMAIN'"
+  [[ -n $GATEWAY_CLASS ]] || die "--domain needs --gateway-class (the GatewayClass of your Gateway API implementation)"
+  [[ $GATEWAY_CLASS =~ ^$DNS_LABEL(\.$DNS_LABEL)*$ ]] || die "--gateway-class is not a valid name: '$GATEWAY_CLASS'"
+  if [[ -n $PUBLIC_TLS_SECRET ]]; then
+    [[ -z $PUBLIC_TLS_CERT && -z $PUBLIC_TLS_KEY ]] || die "give either --public-tls-secret or --public-tls-cert/--public-tls-key"
+    [[ $PUBLIC_TLS_SECRET =~ ^$DNS_LABEL(\.$DNS_LABEL)*$ ]] || die "--public-tls-secret is not a valid name"
+  elif [[ $DRY_RUN == 0 ]]; then
+    [[ -r $PUBLIC_TLS_CERT && -r $PUBLIC_TLS_KEY ]] || die "--domain needs its certificate: --public-tls-cert and --public-tls-key, or --public-tls-secret"
+  fi
+fi
+if [[ -n $INITDATA_FILE ]]; then
+  [[ $TEE_MODE == tdx ]] || die "--initdata is for --tee tdx"
+  [[ -r $INITDATA_FILE ]] || die "--initdata: cannot read $INITDATA_FILE"
+fi
+if [[ -z $INTERNAL_TLS ]]; then
+  if [[ $TEE_MODE == tdx ]]; then INTERNAL_TLS=1; else INTERNAL_TLS=0; fi
+fi
+
+for tool in kubectl openssl; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+
+# ---------------------------------------------------------------------------------------------
+# the generated kustomization (references the overlay; adds namespace, images, parameters)
+
+if [[ -n $WORK_DIR ]]; then
+  mkdir -p "$WORK_DIR"
+  WORK_DIR="$(cd -P "$WORK_DIR" && pwd)"
+  KEEP_WORK_DIR=1
+else
+  WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tee-kms-install.XXXXXX")"
+  KEEP_WORK_DIR=0
+fi
+SECRET_TMP=""
+cleanup() {
+  [[ $KEEP_WORK_DIR == 1 ]] || rm -rf "$WORK_DIR"
+  [[ -z $SECRET_TMP ]] || rm -rf "$SECRET_TMP"
+}
+trap cleanup EXIT
+
+# Relative paths: kustomize loads resources from outside the kustomization root, files only inside.
+relpath() { python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$1" "$2" 2>/dev/null || realpath --relative-to="$2" "$1"; }
+OVERLAY_REL="$(relpath "$SCRIPT_DIR/overlays/$TEE_MODE" "$WORK_DIR")"
+
+# image reference -> kustomize images entry (name, newName, newTag | digest)
+image_entry() {
+  local logical=$1 ref=$2 name digest="" tag=""
+  name=$ref
+  if [[ $name == *@* ]]; then digest=${name#*@}; name=${name%%@*}; fi
+  if [[ ${name##*/} == *:* ]]; then tag=${name##*:}; name=${name%:*}; fi
+  printf '  - name: %s\n    newName: %s\n' "$logical" "$name"
+  if [[ -n $digest ]]; then
+    printf '    digest: %s\n' "$digest"
+  else
+    printf '    newTag: "%s"\n' "${tag:-latest}"
+  fi
+}
+
+# The volume claim template of a StatefulSet cannot change: keep what is installed.
+if [[ $DRY_RUN == 0 ]] && kubectl get statefulset tee-kms-minio -n "$NS" >/dev/null 2>&1; then
+  installed_size=$(kubectl get statefulset tee-kms-minio -n "$NS" -o jsonpath='{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}')
+  installed_class=$(kubectl get statefulset tee-kms-minio -n "$NS" -o jsonpath='{.spec.volumeClaimTemplates[0].spec.storageClassName}')
+  if [[ -n $STORAGE_SIZE && $STORAGE_SIZE != "$installed_size" ]]; then
+    log "MinIO's volume claim template is immutable: keeping $installed_size (resize the PVC itself if your storage class allows)"
+  fi
+  STORAGE_SIZE=$installed_size
+  STORAGE_CLASS=$installed_class
+fi
+
+# What the functions and the sealer read at start: a change rolls them (a new revision / rollout).
+CONFIG_INPUTS="bucket=$BUCKET"
+
+write_kustomization() {
+  local function_rev=$1 sealer_rev=$2
+  {
+    printf '# Generated by knative/install.sh; do not edit (re-run the script instead).\n'
+    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n'
+    printf 'namespace: %s\n' "$NS"
+    printf 'resources:\n  - %s\n' "$OVERLAY_REL"
+    if [[ -n $DOMAIN ]]; then printf 'components:\n  - single-host\n'; fi
+    printf 'images:\n'
+    image_entry tee-kms "$IMAGE"
+    [[ -z $MINIO_IMAGE ]] || image_entry quay.io/minio/minio "$MINIO_IMAGE"
+    [[ -z $MC_IMAGE ]] || image_entry quay.io/minio/mc "$MC_IMAGE"
+    printf 'patches:\n'
+    printf '  - patch: |-\n'
+    printf '      apiVersion: v1\n      kind: ConfigMap\n      metadata:\n        name: tee-kms-config\n'
+    printf '      data:\n        KMS_S3_BUCKET: "%s"\n' "$BUCKET"
+    if [[ -n $STORAGE_SIZE || -n $STORAGE_CLASS ]]; then
+      printf '  - target:\n      group: apps\n      version: v1\n      kind: StatefulSet\n      name: tee-kms-minio\n'
+      printf '    patch: |-\n'
+      if [[ -n $STORAGE_SIZE ]]; then
+        printf '      - op: replace\n        path: /spec/volumeClaimTemplates/0/spec/resources/requests/storage\n        value: "%s"\n' "$STORAGE_SIZE"
+      fi
+      if [[ -n $STORAGE_CLASS ]]; then
+        printf '      - op: add\n        path: /spec/volumeClaimTemplates/0/spec/storageClassName\n        value: "%s"\n' "$STORAGE_CLASS"
+      fi
+    fi
+    printf '  - target:\n      group: serving.knative.dev\n      version: v1\n      kind: Service\n'
+    printf '      labelSelector: app.kubernetes.io/component=function\n'
+    printf '    patch: |-\n'
+    printf '      - op: add\n        path: /spec/template/metadata/annotations/tee-kms~1config-revision\n        value: "%s"\n' "$function_rev"
+    if [[ -n $INITDATA_FILE ]]; then
+      printf '      - op: add\n        path: /spec/template/metadata/annotations/io.katacontainers.config.hypervisor.cc_init_data\n'
+      printf '        value: "%s"\n' "$INITDATA_B64"
+    fi
+    printf '  - target:\n      group: apps\n      version: v1\n      kind: Deployment\n      name: tee-kms-sealer\n'
+    printf '    patch: |-\n'
+    printf '      - op: add\n        path: /spec/template/metadata/annotations/tee-kms~1config-revision\n        value: "%s"\n' "$sealer_rev"
+    if [[ -n $INITDATA_FILE ]]; then
+      printf '      - op: add\n        path: /spec/template/metadata/annotations/io.katacontainers.config.hypervisor.cc_init_data\n'
+      printf '        value: "%s"\n' "$INITDATA_B64"
+    fi
+  } >"$WORK_DIR/kustomization.yaml"
+
+  rm -rf "$WORK_DIR/single-host"
+  if [[ -n $DOMAIN ]]; then
+    mkdir -p "$WORK_DIR/single-host"
+    cp "$SCRIPT_DIR/base/routing/single-host/"*.yaml "$WORK_DIR/single-host/"
+    local tls_secret=${PUBLIC_TLS_SECRET:-tee-kms-public-tls}
+    local f
+    for f in gateway.yaml httproute.yaml; do
+      sed -e "s/REPLACE_WITH_GATEWAY_CLASS/$GATEWAY_CLASS/" \
+        -e "s/kms\\.example\\.com/$DOMAIN/" \
+        -e "s/\\.tee-kms\\.svc\\.cluster\\.local/.$NS.svc.$CLUSTER_DOMAIN/" \
+        -e "s/name: tee-kms-public-tls/name: $tls_secret/" \
+        "$WORK_DIR/single-host/$f" >"$WORK_DIR/single-host/$f.tmp"
+      mv "$WORK_DIR/single-host/$f.tmp" "$WORK_DIR/single-host/$f"
+    done
+  fi
+}
+
+INITDATA_B64=""
+if [[ -n $INITDATA_FILE ]]; then
+  INITDATA_B64="$(gzip -9 -n -c "$INITDATA_FILE" | base64 | tr -d '\n')"
+fi
+
+if [[ $DRY_RUN == 1 ]]; then
+  write_kustomization dry-run dry-run
+  log "generated kustomization: $WORK_DIR/kustomization.yaml"
+  kubectl kustomize "$WORK_DIR"
+  exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------
+# cluster checks
+
+kubectl version --request-timeout=10s >/dev/null 2>&1 || die "kubectl cannot reach the cluster (check your kubeconfig context)"
+kubectl get crd services.serving.knative.dev >/dev/null 2>&1 || die "Knative Serving is not installed (CRD services.serving.knative.dev is missing)"
+if [[ $TEE_MODE == tdx ]]; then
+  kubectl get runtimeclass kata-qemu-tdx >/dev/null 2>&1 \
+    || log "warning: RuntimeClass kata-qemu-tdx is missing: install Confidential Containers (Kata with QEMU-TDX) on your TDX nodes"
+fi
+if [[ -n $DOMAIN ]]; then
+  kubectl get crd httproutes.gateway.networking.k8s.io >/dev/null 2>&1 || die "--domain needs the Gateway API CRDs and an implementation (GatewayClass $GATEWAY_CLASS)"
+  kubectl get service kourier-internal -n kourier-system >/dev/null 2>&1 \
+    || die "--domain routes through Kourier's internal gateway (kourier-system/kourier-internal), which is missing: use Kourier as Knative's networking layer"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# secrets: generated once, kept outside the repository, created in the cluster with kubectl
+
+if [[ -z $SECRETS_DIR ]]; then
+  SECRETS_DIR="${XDG_CONFIG_HOME:-$HOME/.config}/tee-kms/$NS"
+fi
+mkdir -p "$SECRETS_DIR"
+chmod 700 "$SECRETS_DIR"
+SECRETS_DIR="$(cd -P "$SECRETS_DIR" && pwd)"
+case "$SECRETS_DIR/" in
+  "$REPO_ROOT"/*) die "--secrets-dir must be outside the repository ($SECRETS_DIR)" ;;
+esac
+log "secrets are kept in $SECRETS_DIR"
+
+# Writes a generated value once (mode 0600); later runs reuse it.
+ensure_generated() {
+  local file=$SECRETS_DIR/$1
+  shift
+  if [[ ! -s $file ]]; then
+    (umask 077 && "$@" >"$file.tmp" && mv "$file.tmp" "$file")
+  fi
+}
+random_name() { printf 'kms%s' "$(openssl rand -hex 8)"; }
+random_secret() { openssl rand -hex 32; }
+random_token() { openssl rand -base64 33 | tr '+/' '-_' | tr -d '=\n'; }
+random_key() { openssl rand -base64 32 | tr -d '\n'; }
+
+ensure_generated minio-root-user random_name
+ensure_generated minio-root-password random_secret
+ensure_generated s3-access-key-id random_name
+ensure_generated s3-secret-access-key random_secret
+if [[ -n $ADMIN_TOKEN_FILE ]]; then
+  (umask 077 && tr -d '\r\n' <"$ADMIN_TOKEN_FILE" >"$SECRETS_DIR/admin-token")
+else
+  ensure_generated admin-token random_token
+fi
+
+if [[ $ROOT_KEY_MODE == secret ]]; then
+  if [[ -n $ROOT_KEY_VALUE ]]; then
+    (umask 077 && printf '%s' "$ROOT_KEY_VALUE" | tr -d ' \r\n' >"$SECRETS_DIR/root-key")
+  elif [[ -n $ROOT_KEY_FILE ]]; then
+    (umask 077 && tr -d ' \r\n' <"$ROOT_KEY_FILE" >"$SECRETS_DIR/root-key.new" && mv "$SECRETS_DIR/root-key.new" "$SECRETS_DIR/root-key")
+  else
+    ensure_generated root-key random_key
+  fi
+  [[ $(base64 -d <"$SECRETS_DIR/root-key" 2>/dev/null | wc -c) -eq 32 ]] \
+    || die "the root key must be base64 of 32 bytes (e.g. openssl rand -base64 32)"
+fi
+
+# The installed mode must not change under the data: keys are wrapped under the installed key.
+installed_root_key=$(kubectl get secret tee-kms-root-key -n "$NS" -o jsonpath='{.data.rootKey}' 2>/dev/null || true)
+if [[ -n $installed_root_key ]]; then
+  if [[ $ROOT_KEY_MODE == shares ]]; then
+    die "this namespace runs in mode 1 (Secret tee-kms-root-key): pass the same key (--root-key-file), or uninstall with --purge first"
+  fi
+  if [[ "$(printf '%s' "$installed_root_key" | base64 -d)" != "$(cat "$SECRETS_DIR/root-key")" && $REPLACE_ROOT_KEY != 1 ]]; then
+    die "a different root key is installed; every stored key is wrapped under it. Pass the installed key, or --replace-root-key if you really mean to orphan them"
+  fi
+elif [[ $ROOT_KEY_MODE == secret ]] && kubectl get deployment tee-kms-sealer -n "$NS" >/dev/null 2>&1; then
+  die "this namespace runs in the Shamir mode (no tee-kms-root-key Secret): it cannot switch to mode 1 in place"
+fi
+
+# Internal CA and the certificates of the sealer and MinIO (in-namespace names only).
+CA_KEY=$SECRETS_DIR/internal-ca.key
+CA_CRT=$SECRETS_DIR/internal-ca.crt
+if [[ ! -s $CA_KEY || ! -s $CA_CRT ]] || ! openssl x509 -checkend 2592000 -noout -in "$CA_CRT" >/dev/null 2>&1; then
+  log "creating the internal CA"
+  (umask 077 && openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+    -keyout "$CA_KEY" -out "$CA_CRT" -days 3650 -subj "/CN=tee-kms internal CA ($NS)" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null)
+  rm -f "$SECRETS_DIR"/sealer.crt "$SECRETS_DIR"/minio.crt
+fi
+issue_cert() {
+  local name=$1 service=$2 sans
+  sans="DNS:$service,DNS:$service.$NS,DNS:$service.$NS.svc,DNS:$service.$NS.svc.$CLUSTER_DOMAIN,DNS:*.$service.$NS.svc.$CLUSTER_DOMAIN"
+  if [[ -s $SECRETS_DIR/$name.crt && -s $SECRETS_DIR/$name.key ]] \
+    && openssl x509 -checkend 2592000 -noout -in "$SECRETS_DIR/$name.crt" >/dev/null 2>&1 \
+    && openssl x509 -noout -ext subjectAltName -in "$SECRETS_DIR/$name.crt" 2>/dev/null | grep -q "DNS:$service.$NS.svc.$CLUSTER_DOMAIN"; then
+    return 0
+  fi
+  log "issuing the $name certificate"
+  (
+    umask 077
+    openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+      -keyout "$SECRETS_DIR/$name.key" -out "$SECRETS_DIR/$name.csr" -subj "/CN=$service" 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' "$sans" >"$SECRETS_DIR/$name.ext"
+    openssl x509 -req -in "$SECRETS_DIR/$name.csr" -CA "$CA_CRT" -CAkey "$CA_KEY" \
+      -set_serial "0x$(openssl rand -hex 16)" -days 825 -extfile "$SECRETS_DIR/$name.ext" \
+      -out "$SECRETS_DIR/$name.crt" 2>/dev/null
+    rm -f "$SECRETS_DIR/$name.csr" "$SECRETS_DIR/$name.ext"
+  )
+}
+issue_cert sealer tee-kms-sealer
+issue_cert minio tee-kms-minio
+
+if ! kubectl get namespace "$NS" >/dev/null 2>&1; then
+  log "creating namespace $NS"
+  kubectl create namespace "$NS" >/dev/null
+  kubectl annotate namespace "$NS" tee-kms/created-by=knative-install.sh >/dev/null
+fi
+
+label_and_apply() {
+  kubectl label --local -f - -o yaml app.kubernetes.io/part-of=tee-kms | kubectl apply -n "$NS" -f - >/dev/null
+}
+# kubectl create secret generic NAME KEY=FILE...: values come from files, never from arguments.
+apply_generic_secret() {
+  local name=$1 kv args=()
+  shift
+  for kv in "$@"; do args+=("--from-file=$kv"); done
+  kubectl create secret generic "$name" -n "$NS" "${args[@]}" --dry-run=client -o yaml | label_and_apply
+}
+apply_tls_secret() {
+  kubectl create secret tls "$1" -n "$NS" --cert="$2" --key="$3" --dry-run=client -o yaml | label_and_apply
+}
+
+log "creating Secrets in $NS"
+apply_generic_secret tee-kms-minio-root "rootUser=$SECRETS_DIR/minio-root-user" "rootPassword=$SECRETS_DIR/minio-root-password"
+apply_generic_secret tee-kms-s3-credentials "accessKeyId=$SECRETS_DIR/s3-access-key-id" "secretAccessKey=$SECRETS_DIR/s3-secret-access-key"
+apply_generic_secret tee-kms-admin-token "token=$SECRETS_DIR/admin-token"
+apply_tls_secret tee-kms-sealer-tls "$SECRETS_DIR/sealer.crt" "$SECRETS_DIR/sealer.key"
+apply_tls_secret tee-kms-minio-tls "$SECRETS_DIR/minio.crt" "$SECRETS_DIR/minio.key"
+kubectl create configmap tee-kms-internal-ca -n "$NS" --from-file="ca.crt=$CA_CRT" --dry-run=client -o yaml | label_and_apply
+if [[ $ROOT_KEY_MODE == secret ]]; then
+  apply_generic_secret tee-kms-root-key "rootKey=$SECRETS_DIR/root-key"
+fi
+if [[ -n $DOMAIN && -z $PUBLIC_TLS_SECRET ]]; then
+  apply_tls_secret tee-kms-public-tls "$PUBLIC_TLS_CERT" "$PUBLIC_TLS_KEY"
+fi
+
+# Revision stamps: a pod reads its Secrets at start, so a changed input must roll it. The sealer
+# only rolls when its own inputs change: in the Shamir mode a restarted sealer is sealed again.
+digest_of() { cat "$@" | openssl dgst -sha256 -r | cut -c1-16; }
+FUNCTION_REV=$(printf '%s' "$CONFIG_INPUTS" | cat - "$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/admin-token" "$CA_CRT" | openssl dgst -sha256 -r | cut -c1-16)
+SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT")
+[[ $ROOT_KEY_MODE == shares ]] || SEALER_INPUTS+=("$SECRETS_DIR/root-key")
+SEALER_REV=$(digest_of "${SEALER_INPUTS[@]}")
+write_kustomization "$FUNCTION_REV" "$SEALER_REV"
+
+# ---------------------------------------------------------------------------------------------
+# Knative's own configuration (cluster-wide: changed only where tee-kms needs it)
+
+knative_patch() {
+  local configmap=$1 file=$2 before after
+  before=$(kubectl get configmap "$configmap" -n knative-serving -o jsonpath='{.data}')
+  kubectl patch configmap "$configmap" -n knative-serving --type merge --patch-file "$file" >/dev/null
+  after=$(kubectl get configmap "$configmap" -n knative-serving -o jsonpath='{.data}')
+  [[ $before != "$after" ]]
+}
+if [[ $SKIP_KNATIVE_CONFIG == 1 ]]; then
+  log "not touching knative-serving's ConfigMaps (--skip-knative-config): see docs/deploy-knative.md"
+else
+  if [[ $TEE_MODE == tdx ]]; then
+    if knative_patch config-features "$SCRIPT_DIR/overlays/tdx/knative-serving/config-features.yaml"; then
+      log "knative-serving/config-features: kubernetes.podspec-runtimeclassname enabled"
+    fi
+  fi
+  if [[ $INTERNAL_TLS == 1 ]]; then
+    ingress_class=$(kubectl get configmap config-network -n knative-serving -o jsonpath='{.data.ingress-class}' 2>/dev/null || true)
+    [[ $ingress_class == *kourier* ]] \
+      || log "warning: Knative's system-internal-tls works with Kourier only; ingress-class is '${ingress_class:-unset}'"
+    kubectl get configmap config-certmanager -n knative-serving -o jsonpath='{.data.systemInternalIssuerRef}' 2>/dev/null | grep -q . \
+      || log "warning: config-certmanager has no systemInternalIssuerRef: install cert-manager and Knative's cert-manager integration first"
+    if knative_patch config-network "$SCRIPT_DIR/overlays/tdx/knative-serving/config-network.yaml"; then
+      log "knative-serving/config-network: system-internal-tls enabled; restarting activator and controller"
+      kubectl rollout restart deployment/activator deployment/controller -n knative-serving >/dev/null
+    fi
+  fi
+fi
+
+if [[ -n $DOMAIN ]]; then
+  sed -e "s/^  name: tee-kms-to-kourier-internal$/  name: tee-kms-$NS/" \
+    -e "s/^      namespace: tee-kms$/      namespace: $NS/" \
+    "$SCRIPT_DIR/base/routing/kourier-system/reference-grant.yaml" | kubectl apply -f - >/dev/null
+fi
+
+# ---------------------------------------------------------------------------------------------
+# apply
+
+# Jobs are immutable: the bucket Job runs again on every install (it is idempotent).
+kubectl delete job tee-kms-minio-bucket -n "$NS" --ignore-not-found >/dev/null
+log "applying the $TEE_MODE overlay to namespace $NS"
+kubectl apply -k "$WORK_DIR"
+
+if [[ $WAIT == 1 ]]; then
+  log "waiting for MinIO, the bucket, the sealer and the functions (up to $WAIT_TIMEOUT each)"
+  kubectl rollout status statefulset/tee-kms-minio -n "$NS" --timeout="$WAIT_TIMEOUT"
+  kubectl wait --for=condition=complete job/tee-kms-minio-bucket -n "$NS" --timeout="$WAIT_TIMEOUT"
+  kubectl rollout status deployment/tee-kms-sealer -n "$NS" --timeout="$WAIT_TIMEOUT"
+  kubectl wait --for=condition=Ready ksvc -l app.kubernetes.io/part-of=tee-kms -n "$NS" --timeout="$WAIT_TIMEOUT"
+fi
+
+kubectl get ksvc -n "$NS" -l app.kubernetes.io/part-of=tee-kms
+cat >&2 <<DONE
+
+tee-kms is installed in namespace $NS ($TEE_MODE, root key: $([[ $ROOT_KEY_MODE == secret ]] && echo "mode 1, Secret tee-kms-root-key" || echo "Shamir shares")).
+Secrets generated for it are in $SECRETS_DIR (keep them; the admin token is admin-token).
+Each function answers at its URL above$([[ -n $DOMAIN ]] && echo ", and at https://$DOMAIN/ once DNS points at the Gateway tee-kms").
+DONE
+if [[ $ROOT_KEY_MODE == shares ]]; then
+  cat >&2 <<'NEXT'
+The sealer starts uninitialized. Create the root key inside the TD and receive its shares once:
+  curl -X POST -H "Authorization: Bearer $(cat <secrets dir>/admin-token)" <rotate-root-key URL>/rootKey/rotate
+After any sealer restart, send 3 of the shares to the recover-root-key function (PUT /rootKey/recover).
+NEXT
+fi
+if [[ $TEE_MODE == dev ]]; then
+  log "dev mode: no TEE, the sample attester proves nothing. Never store real keys in this deployment."
+fi

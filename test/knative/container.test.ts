@@ -1,0 +1,235 @@
+/**
+ * The image's start command, without Docker: what the Dockerfile's runtime stage holds
+ * (package.json, package-lock.json, dist/, dependencies from `npm ci --omit=dev`) in a temporary
+ * folder, started with the exact CMD and ENV of that stage, NODE_ENV=production, one process per
+ * function (FUNCTION_TARGET) on its own port, concurrently. Each must answer its own route, the
+ * /healthz probe the manifests use, and nothing else; and stop cleanly on SIGTERM, as Knative stops it.
+ *
+ * Mode 1 without a sealer (KMS_ROOT_KEY) and the embedded store: enough to show each function runs.
+ * The one `npm ci` uses the npm registry (or npm's cache).
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { routes } from '../../functions/index.js';
+import { KNATIVE, REPO, dockerCmd, dockerEnv, loadResources, parseDockerfile, type Json } from './support.js';
+
+const dockerfile = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8'));
+const runtimeStage = dockerfile.stages.at(-1)!;
+const CMD = dockerCmd(runtimeStage);
+const IMAGE_ENV = dockerEnv(runtimeStage);
+const workdir = runtimeStage.instructions.filter((i) => i.op === 'WORKDIR').at(-1)?.args ?? '/';
+
+/** What each known function answers to a request that proves it runs; new functions: any non-404 below 500. */
+const EXPECTED: Record<string, number> = {
+  welcome: 200, // GET /
+  enrollUser: 201, // POST /user/{name}?token=…
+  createPrimaryKey: 401, // unknown user
+  createDataKey: 401,
+  getDataKey: 401,
+  rotateRootKey: 409, // mode 1 without a sealer: rotation refused
+  verifyRootKey: 403, // no admin token configured
+  recoverRootKey: 409, // mode 1 without a sealer
+  sealStatus: 200,
+};
+
+interface Started {
+  readonly name: string;
+  readonly port: number;
+  readonly child: ChildProcess;
+  output: string;
+  exit: Promise<number | null>;
+}
+
+let app: string;
+let dataDir: string;
+const started: Started[] = [];
+
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+      const server = createServer();
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve(server));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  return ports;
+}
+
+async function waitForHttp(s: Started, deadlineMs: number): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  for (;;) {
+    if (s.child.exitCode !== null) throw new Error(`${s.name} exited with ${s.child.exitCode}:\n${s.output}`);
+    try {
+      await fetch(`http://127.0.0.1:${s.port}/healthz`, { signal: AbortSignal.timeout(1_000) });
+      return;
+    } catch {
+      if (Date.now() > until) throw new Error(`${s.name} does not answer on port ${s.port}:\n${s.output}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+beforeAll(async () => {
+  execFileSync(process.execPath, [join(REPO, 'scripts', 'build-if-needed.mjs')], { cwd: REPO, stdio: 'inherit' });
+  const root = mkdtempSync(join(tmpdir(), 'tee-kms-image-'));
+  // The runtime stage's WORKDIR, as a folder of its own.
+  app = join(root, workdir.replace(/^\/+/, ''));
+  mkdirSync(app, { recursive: true });
+  dataDir = join(root, 'data');
+  for (const file of ['package.json', 'package-lock.json']) cpSync(join(REPO, file), join(app, file));
+  cpSync(join(REPO, 'dist'), join(app, 'dist'), { recursive: true });
+  execFileSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], {
+    cwd: app,
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, NODE_ENV: 'production' },
+    timeout: 300_000,
+  });
+
+  const ports = await freePorts(routes.length);
+  const rootKey = randomBytes(32).toString('base64');
+  routes.forEach((route, i) => {
+    const env = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: root,
+      ...IMAGE_ENV,
+      NODE_ENV: 'production',
+      PORT: String(ports[i]),
+      // The image listens on 0.0.0.0; here only loopback is needed.
+      KMS_BIND: '127.0.0.1',
+      FUNCTION_TARGET: route.name,
+      KMS_ROOT_KEY: rootKey,
+      KMS_DATA_DIR: dataDir,
+    };
+    const child = spawn(CMD[0] === 'node' ? process.execPath : CMD[0]!, CMD.slice(1), { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const s: Started = { name: route.name, port: ports[i]!, child, output: '', exit: new Promise((resolve) => child.once('exit', (code) => resolve(code))) };
+    child.stdout!.on('data', (chunk: Buffer) => (s.output += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => (s.output += chunk.toString()));
+    started.push(s);
+  });
+  await Promise.all(started.map((s) => waitForHttp(s, 30_000)));
+}, 420_000);
+
+afterAll(async () => {
+  for (const s of started) if (s.child.exitCode === null) s.child.kill('SIGKILL');
+  if (app !== undefined) rmSync(join(app, '..'), { recursive: true, force: true });
+});
+
+/** A request each function answers itself (a path it serves, the first of its methods). */
+function requestFor(route: (typeof routes)[number]): { method: string; path: string; body?: string } {
+  const method = route.methods[0]!;
+  const path = route.path.endsWith('/') && route.path !== '/' ? `${route.path}probe${route.name.toLowerCase()}` : route.path;
+  const query = route.name === 'enrollUser' ? `?token=${randomBytes(12).toString('hex')}` : `?user=nobody&token=${randomBytes(12).toString('hex')}&primaryKeyName=pk`;
+  return { method, path: `${path}${query}`, body: method === 'PUT' || method === 'POST' ? '{}' : undefined };
+}
+
+describe('the image CMD runs each function on the built output with production dependencies', () => {
+  it('the Dockerfile CMD is what the test runs', () => {
+    expect(CMD).toEqual(['node', 'dist/scripts/serve.js']);
+    expect(IMAGE_ENV.NODE_ENV).toBe('production');
+  });
+
+  for (const route of routes) {
+    it(`${route.name}: answers ${route.methods.join('|')} ${route.path}, the /healthz probe, and no other route`, async () => {
+      const s = started.find((x) => x.name === route.name)!;
+      const { method, path, body } = requestFor(route);
+      const res = await fetch(`http://127.0.0.1:${s.port}${path}`, { method, body, headers: body ? { 'content-type': 'application/json' } : {} });
+      const text = await res.text();
+      const expected = EXPECTED[route.name];
+      if (expected !== undefined) expect(res.status, `${method} ${route.path}: ${text}\n${s.output}`).toBe(expected);
+      else {
+        expect(res.status, `${method} ${route.path}: ${text}`).not.toBe(404);
+        expect(res.status, `${method} ${route.path}: ${text}`).toBeLessThan(500);
+      }
+      expect(res.headers.get('cache-control')).toBe('no-store');
+
+      const health = await fetch(`http://127.0.0.1:${s.port}/healthz`);
+      expect(health.status).toBe(200);
+
+      // Another function's path is not served here: FUNCTION_TARGET selects exactly one.
+      const other = route.path === '/' ? routes.find((r) => r.path !== '/')! : routes.find((r) => r.path === '/')!;
+      const elsewhere = await fetch(`http://127.0.0.1:${s.port}${other.path === '/' ? '/' : `${other.path}x`}`, { method: other.methods[0] });
+      expect(elsewhere.status).toBe(404);
+      await elsewhere.text();
+    });
+  }
+
+  it('every function stops cleanly on SIGTERM (exit 0), as Knative stops a revision', async () => {
+    for (const s of started) s.child.kill('SIGTERM');
+    const codes = await Promise.all(started.map((s) => Promise.race([s.exit, new Promise((resolve) => setTimeout(() => resolve('timeout'), 10_000))])));
+    expect(codes).toEqual(started.map(() => 0));
+  });
+});
+
+describe('the sealer Deployment\'s command and settings run on the same output', () => {
+  const openssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
+
+  it.skipIf(!openssl)('node dist/sealer/main.js starts with the Deployment\'s environment (mode 1) and answers its readiness probe', async () => {
+    const deployment = loadResources(join(KNATIVE, 'base', 'sealer-deployment.yaml'))[0]!;
+    const container = deployment.spec.template.spec.containers[0];
+    const probe = container.readinessProbe.httpGet;
+    const dir = mkdtempSync(join(tmpdir(), 'tee-kms-sealer-'));
+    try {
+      const cert = join(dir, 'tls.crt');
+      const key = join(dir, 'tls.key');
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=tee-kms-sealer', '-addext', 'subjectAltName=DNS:tee-kms-sealer,IP:127.0.0.1'], { stdio: 'ignore' });
+      const [port] = await freePorts(1);
+      // The Deployment's literal values, with its mounted paths and secret references made local.
+      const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, ...IMAGE_ENV };
+      for (const e of container.env as Json[]) if (typeof e.value === 'string') env[e.name] = e.value;
+      Object.assign(env, {
+        KMS_SEALER_HOST: '127.0.0.1',
+        KMS_SEALER_PORT: String(port),
+        KMS_SEALER_DATA_DIR: join(dir, 'data'),
+        KMS_SEALER_TLS_CERT_FILE: cert,
+        KMS_SEALER_TLS_KEY_FILE: key,
+        KMS_SEALER_ROOT_KEY: randomBytes(32).toString('base64'),
+      });
+      for (const name of Object.keys(env)) if (name.endsWith('_FILE') && !name.startsWith('KMS_SEALER_TLS')) delete env[name];
+      delete env.NODE_EXTRA_CA_CERTS;
+      expect(env.NODE_ENV).toBe('production');
+      const [command, ...args] = container.command as string[];
+      const child = spawn(command === 'node' ? process.execPath : command!, args, { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let output = '';
+      child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+      child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      try {
+        const get = () =>
+          new Promise<{ status: number; body: string }>((resolve, reject) => {
+            const req = httpsRequest({ host: '127.0.0.1', port, path: probe.path, method: 'GET', ca: readFileSync(cert), servername: 'tee-kms-sealer' }, (res) => {
+              let body = '';
+              res.on('data', (c: Buffer) => (body += c.toString()));
+              res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+            });
+            req.on('error', reject);
+            req.end();
+          });
+        let answer: { status: number; body: string } | undefined;
+        for (const until = Date.now() + 20_000; answer === undefined; ) {
+          if (child.exitCode !== null) throw new Error(`the sealer exited with ${child.exitCode}:\n${output}`);
+          answer = await get().catch(async () => {
+            if (Date.now() > until) throw new Error(`the sealer does not answer:\n${output}`);
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            return undefined;
+          });
+        }
+        expect(probe.scheme).toBe('HTTPS');
+        expect(answer.status, answer.body).toBe(200);
+        expect(JSON.parse(answer.body)).toMatchObject({ sealed: false, source: 'secret' });
+      } finally {
+        child.kill('SIGTERM');
+        expect(await exited).toBe(0);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,413 @@
+/**
+ * knative/: every manifest parses and validates against the Kubernetes / Knative (and, when the
+ * package is installed, Gateway API) schemas; every overlay patch validates and targets a base
+ * resource; every function in the code has exactly one Knative Service and the single-host route.
+ * No cluster needed. See support.ts for what the offline renderer models.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { routes } from '../../functions/index.js';
+import {
+  KNATIVE,
+  OPTIONAL_MODEL_PACKAGE,
+  OVERLAYS,
+  applyPatch,
+  containersOf,
+  hasModelPackage,
+  id,
+  knownFields,
+  kubectl,
+  kustomize,
+  loadResources,
+  loadYaml,
+  patchBody,
+  patchTargets,
+  podSpecsOf,
+  readKustomization,
+  registeredFunctions,
+  rel,
+  render,
+  validateResource,
+  type Json,
+  type Resource,
+} from './support.js';
+
+function yamlFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((entry) => {
+    const path = join(dir, entry);
+    if (statSync(path).isDirectory()) return yamlFiles(path);
+    return /\.ya?ml$/.test(entry) ? [path] : [];
+  });
+}
+
+const ALL_YAML = yamlFiles(KNATIVE).sort();
+const isKustomization = (file: string) => basename(file) === 'kustomization.yaml';
+const isPatchFile = (file: string) => basename(dirname(file)) === 'patches';
+/** Merge patches for Knative's own ConfigMaps, applied by install.sh with kubectl patch. */
+const isKnativeConfigPatch = (file: string) => basename(dirname(file)) === 'knative-serving';
+const RESOURCE_FILES = ALL_YAML.filter((f) => !isKustomization(f) && !isPatchFile(f));
+
+const BASE = join(KNATIVE, 'base');
+const SINGLE_HOST = join(BASE, 'routing', 'single-host');
+const base = render(BASE);
+const rendered = Object.fromEntries(OVERLAYS.map((o) => [o, render(join(KNATIVE, 'overlays', o))])) as Record<(typeof OVERLAYS)[number], Resource[]>;
+const singleHost = readKustomization(SINGLE_HOST).resources.flatMap(loadResources);
+const referenceGrant = loadResources(join(BASE, 'routing', 'kourier-system', 'reference-grant.yaml'))[0]!;
+
+const ksvcs = (resources: readonly Resource[]) => resources.filter((r) => r.apiVersion === 'serving.knative.dev/v1' && r.kind === 'Service');
+const find = (resources: readonly Resource[], kind: string, name: string) => resources.find((r) => r.kind === kind && r.metadata.name === name);
+const envValue = (container: Json, name: string) => container.env?.find((e: Json) => e.name === name)?.value as string | undefined;
+const targetOf = (ksvc: Resource) => envValue(ksvc.spec.template.spec.containers[0], 'FUNCTION_TARGET');
+const gatewayModels = hasModelPackage(OPTIONAL_MODEL_PACKAGE);
+
+describe('knative/ manifests parse and validate', () => {
+  it('every YAML file parses (no duplicate keys, no aliases)', () => {
+    expect(ALL_YAML.length).toBeGreaterThan(20);
+    for (const file of ALL_YAML) expect(() => loadYaml(file), rel(file)).not.toThrow();
+  });
+
+  it('every Kubernetes and Knative object validates against its schema', async () => {
+    let validated = 0;
+    for (const file of RESOURCE_FILES) {
+      for (const r of loadResources(file)) {
+        if (r.apiVersion.startsWith('gateway.networking.k8s.io/')) continue; // next test
+        await expect(validateResource(r), `${rel(file)}: ${id(r)}`).resolves.toBe(true);
+        validated++;
+      }
+    }
+    expect(validated).toBeGreaterThanOrEqual(19);
+  });
+
+  it.skipIf(!gatewayModels)(`Gateway API objects validate (needs the devDependency ${OPTIONAL_MODEL_PACKAGE})`, async () => {
+    const gatewayObjects = RESOURCE_FILES.flatMap(loadResources).filter((r) => r.apiVersion.startsWith('gateway.networking.k8s.io/'));
+    expect(gatewayObjects.map((r) => r.kind).sort()).toEqual(['Gateway', 'HTTPRoute', 'ReferenceGrant']);
+    for (const r of gatewayObjects) await expect(validateResource(r), id(r)).resolves.toBe(true);
+  });
+
+  it('pod specs and containers use only fields Kubernetes knows (the schemas allow unknown ones)', () => {
+    const known = {
+      PodSpec: knownFields('PodSpec'),
+      Container: knownFields('Container'),
+      SecurityContext: knownFields('SecurityContext'),
+      PodSecurityContext: knownFields('PodSecurityContext'),
+      Probe: knownFields('Probe'),
+      Volume: knownFields('Volume'),
+      VolumeMount: knownFields('VolumeMount'),
+      EnvVar: knownFields('EnvVar'),
+      ResourceRequirements: knownFields('ResourceRequirements'),
+    };
+    // Knative's RevisionSpec inlines the PodSpec and adds these.
+    const revisionFields = ['containerConcurrency', 'timeoutSeconds', 'responseStartTimeoutSeconds', 'idleTimeoutSeconds'];
+    const unknown = (object: Json, fields: Set<string>, where: string, extra: string[] = []) =>
+      Object.keys(object ?? {})
+        .filter((key) => !fields.has(key) && !extra.includes(key))
+        .map((key) => `${where}.${key}`);
+    const problems: string[] = [];
+    for (const r of [...base, ...rendered.dev, ...rendered.tdx]) {
+      for (const { path, spec } of podSpecsOf(r)) {
+        const where = `${id(r)}${path}`;
+        problems.push(...unknown(spec, known.PodSpec, where, r.apiVersion === 'serving.knative.dev/v1' ? revisionFields : []));
+        problems.push(...unknown(spec.securityContext, known.PodSecurityContext, `${where}.securityContext`));
+        for (const v of spec.volumes ?? []) problems.push(...unknown(v, known.Volume, `${where}.volumes.${v.name}`));
+        for (const c of spec.containers) {
+          const cw = `${where}.containers.${c.name}`;
+          problems.push(...unknown(c, known.Container, cw));
+          problems.push(...unknown(c.securityContext, known.SecurityContext, `${cw}.securityContext`));
+          problems.push(...unknown(c.resources, known.ResourceRequirements, `${cw}.resources`));
+          for (const p of ['readinessProbe', 'livenessProbe', 'startupProbe']) problems.push(...unknown(c[p], known.Probe, `${cw}.${p}`));
+          for (const m of c.volumeMounts ?? []) problems.push(...unknown(m, known.VolumeMount, `${cw}.volumeMounts`));
+          for (const e of c.env ?? []) problems.push(...unknown(e, known.EnvVar, `${cw}.env.${e.name}`));
+        }
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+});
+
+describe('kustomizations', () => {
+  it('the base lists every manifest in knative/base except the optional routing ones', () => {
+    const k = readKustomization(BASE);
+    const listed = k.resources.map((r) => relative(BASE, r)).sort();
+    const present = RESOURCE_FILES.filter((f) => f.startsWith(`${BASE}/`) && !f.startsWith(`${BASE}/routing/`))
+      .map((f) => relative(BASE, f))
+      .sort();
+    expect(listed).toEqual(present);
+  });
+
+  it('the base renders to the functions, the sealer, MinIO, its bucket Job, config and policies', () => {
+    const kinds = base.map((r) => `${r.apiVersion} ${r.kind}`);
+    expect(new Set(kinds)).toEqual(
+      new Set(['v1 ConfigMap', 'serving.knative.dev/v1 Service', 'apps/v1 Deployment', 'v1 Service', 'apps/v1 StatefulSet', 'batch/v1 Job', 'networking.k8s.io/v1 NetworkPolicy']),
+    );
+    for (const r of base) expect(r.metadata.namespace, id(r)).toBe('tee-kms');
+  });
+
+  it('every resource carries app.kubernetes.io/part-of=tee-kms (uninstall.sh selects on it)', () => {
+    for (const r of [...base, ...singleHost, referenceGrant]) expect(r.metadata.labels?.['app.kubernetes.io/part-of'], id(r)).toBe('tee-kms');
+    const statefulSet = find(base, 'StatefulSet', 'tee-kms-minio')!;
+    for (const claim of statefulSet.spec.volumeClaimTemplates) expect(claim.metadata.labels['app.kubernetes.io/part-of']).toBe('tee-kms');
+  });
+
+  for (const overlay of OVERLAYS) {
+    describe(`overlay ${overlay}`, () => {
+      const dir = join(KNATIVE, 'overlays', overlay);
+      const k = readKustomization(dir);
+
+      it('builds on the base and on nothing else', () => {
+        expect(k.resources).toEqual([BASE]);
+        expect(k.namespace).toBeUndefined();
+        expect(k.components).toEqual([]);
+      });
+
+      it('every patch targets existing base resources, applies, and the result validates', async () => {
+        expect(k.patches.length).toBeGreaterThan(0);
+        for (const entry of k.patches) {
+          const where = `${rel(k.file)}: ${entry.path ? rel(entry.path) : '(inline)'}`;
+          const targets = patchTargets(base, entry);
+          expect(targets.length, `${where} matches no base resource`).toBeGreaterThan(0);
+          const body = patchBody(entry);
+          if (!Array.isArray(body)) {
+            // A strategic-merge patch names its target; that target must be in the base.
+            expect(find(base, body.kind, body.metadata?.name), where).toBeDefined();
+          }
+          const patched = applyPatch(base, entry, where).filter((r) => targets.some((t) => id(t) === id(r)));
+          for (const r of patched) await expect(validateResource(r), `${where} -> ${id(r)}`).resolves.toBe(true);
+        }
+      });
+
+      it('every image entry names an image the base uses', () => {
+        const images = new Set(base.flatMap((r) => containersOf(r).map(({ container }) => container.image.replace(/[:@].*$/, ''))));
+        for (const image of k.images) expect(images, image.name).toContain(image.name);
+      });
+
+      it('renders, and every rendered object validates', async () => {
+        const resources = rendered[overlay];
+        expect(resources.map(id).sort()).toEqual(base.map(id).sort());
+        for (const r of resources) await expect(validateResource(r), id(r)).resolves.toBe(true);
+      });
+    });
+  }
+
+  it.skipIf(kubectl === undefined)('kubectl kustomize (the real kustomize) renders the same as the offline renderer', () => {
+    for (const dir of [BASE, ...OVERLAYS.map((o) => join(KNATIVE, 'overlays', o))]) {
+      const real = kustomize(dir);
+      const ours = dir === BASE ? base : rendered[basename(dir) as (typeof OVERLAYS)[number]];
+      const byId = (list: Resource[]) => Object.fromEntries(list.map((r) => [id(r), r]));
+      expect(byId(JSON.parse(JSON.stringify(ours))), rel(dir)).toEqual(byId(real));
+    }
+  });
+
+  it("the Knative config patches (applied by install.sh) are ConfigMaps in knative-serving with the flags tee-kms needs", async () => {
+    const files = ALL_YAML.filter(isKnativeConfigPatch);
+    const patches = Object.fromEntries(files.flatMap(loadResources).map((r) => [r.metadata.name, r]));
+    for (const r of Object.values(patches)) {
+      expect(r.kind).toBe('ConfigMap');
+      expect(r.metadata.namespace).toBe('knative-serving');
+      await expect(validateResource(r)).resolves.toBe(true);
+    }
+    expect(patches['config-features']?.data).toEqual({ 'kubernetes.podspec-runtimeclassname': 'enabled' });
+    expect(patches['config-network']?.data).toEqual({ 'system-internal-tls': 'Enabled' });
+    const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
+    for (const file of files) expect(install, rel(file)).toContain(`overlays/tdx/knative-serving/${basename(file)}`);
+  });
+});
+
+describe('functions and Knative Services', () => {
+  const registered = registeredFunctions();
+
+  it('functions/index.ts routes and the functions.http registrations in functions/*.ts agree', () => {
+    expect(routes.length).toBeGreaterThan(0);
+    expect([...registered.keys()].sort()).toEqual(routes.map((r) => r.name).sort());
+  });
+
+  it('every function has exactly one Knative Service, and every Service names an existing function', () => {
+    const byTarget = new Map<string, string[]>();
+    for (const s of ksvcs(base)) {
+      const target = targetOf(s);
+      expect(target, `${s.metadata.name}: FUNCTION_TARGET`).toBeTypeOf('string');
+      expect(registered.has(target!), `${s.metadata.name}: FUNCTION_TARGET=${target} is not a function in functions/`).toBe(true);
+      byTarget.set(target!, [...(byTarget.get(target!) ?? []), s.metadata.name]);
+    }
+    for (const route of routes) expect(byTarget.get(route.name), `Knative Services for ${route.name}`).toHaveLength(1);
+    expect(ksvcs(base)).toHaveLength(routes.length);
+  });
+
+  it('each Knative Service is named after its module and labelled with its function', () => {
+    for (const s of ksvcs(base)) {
+      const target = targetOf(s)!;
+      expect(`functions/${s.metadata.name}.ts`).toBe(registered.get(target));
+      expect(s.metadata.labels?.['tee-kms/function']).toBe(target);
+      expect(s.spec.template.metadata.labels['tee-kms/function']).toBe(target);
+      expect(s.metadata.labels?.['app.kubernetes.io/component']).toBe('function');
+    }
+  });
+
+  it('every function runs from the one image, with the image CMD (no command override)', () => {
+    for (const s of ksvcs(base)) {
+      const [container, ...others] = s.spec.template.spec.containers;
+      expect(others).toEqual([]);
+      expect(container.image).toBe('tee-kms:dev');
+      expect(container.command).toBeUndefined();
+      expect(container.args).toBeUndefined();
+      expect(container.ports).toEqual([{ name: 'http1', containerPort: 8080 }]);
+      expect(envValue(container, 'KMS_TLS')).toBe('off');
+      expect(envValue(container, 'KMS_BIND')).toBe('0.0.0.0');
+    }
+  });
+});
+
+describe('sealer, MinIO and their references', () => {
+  it('the sealer: one replica, Recreate, node dist/sealer/main.js, HTTPS with the internal CA, its Service', () => {
+    const sealer = find(base, 'Deployment', 'tee-kms-sealer')!;
+    expect(sealer.spec.replicas).toBe(1);
+    expect(sealer.spec.strategy).toEqual({ type: 'Recreate' });
+    const c = sealer.spec.template.spec.containers[0];
+    expect(c.command).toEqual(['node', 'dist/sealer/main.js']);
+    expect(c.image).toBe('tee-kms:dev');
+    expect(envValue(c, 'KMS_SEALER_HOST')).toBe('0.0.0.0');
+    const rootKey = c.env.find((e: Json) => e.name === 'KMS_SEALER_ROOT_KEY');
+    expect(rootKey.valueFrom.secretKeyRef).toMatchObject({ name: 'tee-kms-root-key', optional: true });
+    const service = find(base, 'Service', 'tee-kms-sealer')!;
+    expect(service.spec.type).toBe('ClusterIP');
+    expect(service.spec.selector).toEqual(sealer.spec.selector.matchLabels);
+    const config = find(base, 'ConfigMap', 'tee-kms-config')!;
+    expect(config.data.KMS_SEALER_URL).toBe(`https://tee-kms-sealer:${service.spec.ports[0].port}`);
+    expect(envValue(c, 'KMS_SEALER_PORT')).toBe(String(service.spec.ports[0].port));
+  });
+
+  it('MinIO: a StatefulSet with a volume claim kept on delete, its Service, a bucket Job that turns versioning on', () => {
+    const minio = find(base, 'StatefulSet', 'tee-kms-minio')!;
+    expect(minio.spec.replicas).toBe(1);
+    expect(minio.spec.volumeClaimTemplates).toHaveLength(1);
+    expect(minio.spec.persistentVolumeClaimRetentionPolicy).toEqual({ whenDeleted: 'Retain', whenScaled: 'Retain' });
+    const service = find(base, 'Service', minio.spec.serviceName)!;
+    expect(service.spec.selector).toEqual(minio.spec.selector.matchLabels);
+    const config = find(base, 'ConfigMap', 'tee-kms-config')!;
+    expect(config.data.KMS_STORE).toBe('s3');
+    expect(config.data.KMS_S3_ENDPOINT).toBe(`https://${service.metadata.name}:${service.spec.ports[0].port}`);
+    const job = find(base, 'Job', 'tee-kms-minio-bucket')!;
+    const script = job.spec.template.spec.containers[0].args.join('\n');
+    expect(script).toContain('mc version enable "kms/${KMS_S3_BUCKET}"');
+    expect(script).toContain('mc mb --ignore-existing');
+    expect(script).toContain('mc admin policy attach kms tee-kms-bucket');
+  });
+
+  it('NetworkPolicies admit to MinIO and the sealer exactly the pods that use them', () => {
+    const policies = base.filter((r) => r.kind === 'NetworkPolicy');
+    const podsOf = (selector: Record<string, string>) =>
+      base.flatMap((r) => podSpecsOf(r).map((p) => ({ r, labels: (p.metadata?.labels ?? {}) as Record<string, string> }))).filter(({ labels }) => Object.entries(selector).every(([k, v]) => labels[k] === v));
+    const guarded = { 'tee-kms-minio': 'StatefulSet', 'tee-kms-sealer': 'Deployment' } as const;
+    for (const [name, kind] of Object.entries(guarded)) {
+      const policy = policies.find((p) => p.metadata.name === name)!;
+      expect(policy, name).toBeDefined();
+      expect(podsOf(policy.spec.podSelector.matchLabels).map(({ r }) => id(r))).toEqual([id(find(base, kind, name)!)]);
+      const admitted = podsOf(policy.spec.ingress[0].from[0].podSelector.matchLabels).map(({ r }) => r.metadata.name);
+      expect(admitted.length, name).toBeGreaterThan(0);
+      const port = policy.spec.ingress[0].ports[0].port;
+      const workload = find(base, kind, name)!;
+      expect(workload.spec.template.spec.containers[0].ports[0].containerPort).toBe(port);
+      // Every pod configured to talk to it is admitted.
+      const users = base.filter((r) => JSON.stringify(r).includes(`https://${name}:`) || containersOf(r).some(({ container }) => (container.envFrom ?? []).some((e: Json) => e.configMapRef?.name === 'tee-kms-config')));
+      for (const u of users.filter((r) => r.kind !== 'ConfigMap' && id(r) !== id(workload))) expect(admitted, `${name} must admit ${u.metadata.name}`).toContain(u.metadata.name);
+    }
+  });
+
+  it('every referenced ConfigMap and Secret is in the base or documented as made by install.sh; mounts and *_FILE paths resolve', () => {
+    const header = readFileSync(join(BASE, 'kustomization.yaml'), 'utf8');
+    const documented = new Set([...header.matchAll(/^#\s+(tee-kms-[a-z0-9-]+)\s/gm)].map((m) => m[1]!));
+    const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
+    for (const name of documented) expect(install, `install.sh creates ${name}`).toMatch(new RegExp(`(secret|configmap) (generic |tls )?${name}\\b|apply_(generic|tls)_secret ${name}\\b`));
+    const inBase = new Set(base.map((r) => r.metadata.name));
+    const refs: string[] = [];
+    const collect = (node: Json) => {
+      if (node === null || typeof node !== 'object') return;
+      for (const [key, value] of Object.entries(node)) {
+        if (['configMapRef', 'secretRef', 'configMapKeyRef', 'secretKeyRef', 'configMap'].includes(key) && typeof (value as Json)?.name === 'string') refs.push((value as Json).name);
+        else if (key === 'secret' && typeof (value as Json)?.secretName === 'string') refs.push((value as Json).secretName);
+        else if (key === 'secret' && typeof (value as Json)?.name === 'string') refs.push((value as Json).name);
+        collect(value);
+      }
+    };
+    base.forEach(collect);
+    expect(refs.length).toBeGreaterThan(10);
+    for (const name of refs) expect(inBase.has(name) || documented.has(name), `${name} is neither in the base nor created by install.sh`).toBe(true);
+
+    for (const r of base) {
+      for (const { spec, path } of podSpecsOf(r)) {
+        const claims = r.kind === 'StatefulSet' ? r.spec.volumeClaimTemplates.map((t: Json) => t.metadata.name) : [];
+        const volumes = new Set([...(spec.volumes ?? []).map((v: Json) => v.name), ...claims]);
+        for (const c of spec.containers) {
+          const mounts = (c.volumeMounts ?? []) as Json[];
+          for (const m of mounts) expect(volumes.has(m.name), `${id(r)}${path}: mount ${m.name} has no volume`).toBe(true);
+          for (const e of c.env ?? []) {
+            if (!e.name.endsWith('_FILE') && e.name !== 'NODE_EXTRA_CA_CERTS') continue;
+            expect(mounts.some((m) => e.value.startsWith(`${m.mountPath}/`)), `${id(r)}: ${e.name}=${e.value} is not under a mounted volume`).toBe(true);
+          }
+        }
+      }
+    }
+  });
+});
+
+describe('routing', () => {
+  const route = singleHost.find((r) => r.kind === 'HTTPRoute')!;
+  const gateway = singleHost.find((r) => r.kind === 'Gateway')!;
+  const byName = new Map(ksvcs(base).map((s) => [s.metadata.name, s]));
+  const clusterLocal = (s: Resource) => s.metadata.labels?.['networking.knative.dev/visibility'] === 'cluster-local';
+
+  /** Gateway API path semantics: Exact, or PathPrefix by whole path elements. */
+  const pathMatches = (match: Json, path: string) => {
+    const value: string = match.path?.value ?? '/';
+    if ((match.path?.type ?? 'PathPrefix') === 'Exact') return path === value;
+    const prefix = value.replace(/\/+$/, '');
+    return prefix === '' || path === prefix || path.startsWith(`${prefix}/`);
+  };
+  const samplePath = (p: string) => (p === '/' ? '/' : p.endsWith('/') ? `${p}name` : p);
+
+  it('the single-host component is a Gateway and an HTTPRoute attached to it', () => {
+    expect(readKustomization(SINGLE_HOST).kind).toBe('Component');
+    expect(route.spec.parentRefs).toEqual([{ name: gateway.metadata.name, sectionName: 'https' }]);
+    const listener = gateway.spec.listeners.find((l: Json) => l.name === 'https');
+    expect(listener).toMatchObject({ protocol: 'HTTPS', port: 443, tls: { mode: 'Terminate' } });
+    expect(route.spec.hostnames).toEqual([listener.hostname]);
+    expect(gateway.spec.listeners).toHaveLength(1); // no plain-HTTP listener
+  });
+
+  it('every public function is reached on the single host by exactly one rule per method; cluster-local ones are not', () => {
+    for (const r of routes) {
+      const ksvc = ksvcs(base).find((s) => targetOf(s) === r.name)!;
+      for (const method of r.methods) {
+        const hits = route.spec.rules.filter((rule: Json) => rule.matches.some((m: Json) => m.method === method && pathMatches(m, samplePath(r.path))));
+        if (clusterLocal(ksvc)) {
+          expect(hits, `${method} ${r.path} must not be public (${ksvc.metadata.name} is cluster-local)`).toHaveLength(0);
+          continue;
+        }
+        expect(hits, `${method} ${r.path}`).toHaveLength(1);
+        const rewrite = hits[0].filters.find((f: Json) => f.type === 'URLRewrite').urlRewrite.hostname;
+        expect(rewrite, `${method} ${r.path}`).toBe(`${ksvc.metadata.name}.tee-kms.svc.cluster.local`);
+      }
+    }
+  });
+
+  it('every rule sends to an existing public function through Kourier, which the ReferenceGrant allows', () => {
+    for (const rule of route.spec.rules) {
+      const host: string = rule.filters.find((f: Json) => f.type === 'URLRewrite').urlRewrite.hostname;
+      const name = host.replace(/\.tee-kms\.svc\.cluster\.local$/, '');
+      expect(byName.has(name), host).toBe(true);
+      expect(clusterLocal(byName.get(name)!), host).toBe(false);
+      expect(rule.backendRefs).toEqual([{ name: 'kourier-internal', namespace: 'kourier-system', port: 80 }]);
+    }
+    expect(referenceGrant.metadata.namespace).toBe('kourier-system');
+    expect(referenceGrant.spec.from).toEqual([{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', namespace: 'tee-kms' }]);
+    expect(referenceGrant.spec.to).toEqual([{ group: '', kind: 'Service', name: 'kourier-internal' }]);
+  });
+
+  it('the DomainMapping example maps to an existing public function', () => {
+    const [mapping] = loadResources(join(BASE, 'routing', 'domain-mapping.example.yaml'));
+    expect(mapping!.kind).toBe('DomainMapping');
+    const target = byName.get(mapping!.spec.ref.name);
+    expect(target).toBeDefined();
+    expect(clusterLocal(target!)).toBe(false);
+  });
+});

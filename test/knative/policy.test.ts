@@ -1,0 +1,221 @@
+/**
+ * Policy checks on knative/, on the base and on what each overlay renders: no literal secret, the
+ * TDX runtime class and digests in the production (tdx) overlay, a hardened securityContext on
+ * every pod, and what Knative itself accepts (its field masks, reserved names and ports).
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { KNATIVE, OVERLAYS, containersOf, id, loadResources, loadYaml, parseImage, podSpecsOf, readKustomization, rel, render, type Json, type Resource } from './support.js';
+
+const BASE = join(KNATIVE, 'base');
+const base = render(BASE);
+const rendered = { base, ...Object.fromEntries(OVERLAYS.map((o) => [o, render(join(KNATIVE, 'overlays', o))])) } as Record<'base' | (typeof OVERLAYS)[number], Resource[]>;
+const PRODUCTION = ['base', 'tdx'] as const;
+const ALL = ['base', ...OVERLAYS] as const;
+const PLACEHOLDER_DIGEST = `sha256:${'0'.repeat(64)}`;
+
+const ksvcs = (resources: readonly Resource[]) => resources.filter((r) => r.apiVersion === 'serving.knative.dev/v1' && r.kind === 'Service');
+const env = (c: Json, name: string) => (c.env ?? []).find((e: Json) => e.name === name);
+
+function files(dir: string): string[] {
+  return readdirSync(dir).flatMap((entry) => {
+    const path = join(dir, entry);
+    return statSync(path).isDirectory() ? files(path) : [path];
+  });
+}
+
+/** Names that carry credentials: their values must come from a Secret (or a file mounted from one). */
+const SECRET_NAME = /(_KEY|_KEY_ID|TOKEN|SECRET|PASSWORD|PASSWD|ROOT_USER|CREDENTIALS?)$|TOKEN|SECRET|PASSWORD/i;
+const isSecretName = (name: string) => SECRET_NAME.test(name) && !name.endsWith('_FILE');
+
+describe('no literal secrets', () => {
+  it('no Secret object, private key or certificate is kept anywhere under knative/', () => {
+    for (const file of files(KNATIVE)) {
+      const text = readFileSync(file, 'utf8');
+      expect(text, rel(file)).not.toMatch(/-----BEGIN [A-Z ]*(PRIVATE KEY|CERTIFICATE)-----/);
+      if (/\.ya?ml$/.test(file)) {
+        for (const doc of loadYaml(file)) expect(doc?.kind, `${rel(file)}: Secrets are created by install.sh, never kept here`).not.toBe('Secret');
+      }
+    }
+  });
+
+  for (const variant of ALL) {
+    it(`${variant}: credential-named env vars come from secretKeyRef, *_FILE from mounted files; no credential in ConfigMaps`, () => {
+      const problems: string[] = [];
+      for (const r of rendered[variant]) {
+        if (r.kind === 'ConfigMap') {
+          for (const key of Object.keys(r.data ?? {})) if (isSecretName(key)) problems.push(`${id(r)}: data.${key}`);
+        }
+        for (const { container, path } of containersOf(r)) {
+          for (const e of container.env ?? []) {
+            const where = `${id(r)}${path}: ${e.name}`;
+            if (e.name.endsWith('_FILE')) {
+              if (typeof e.value !== 'string' || !e.value.startsWith('/')) problems.push(`${where} must be an absolute path`);
+            } else if (isSecretName(e.name)) {
+              if (e.value !== undefined) problems.push(`${where} has a literal value`);
+              if (e.valueFrom?.secretKeyRef === undefined) problems.push(`${where} must come from a secretKeyRef`);
+            }
+          }
+          for (const from of container.envFrom ?? []) if (from.configMapRef === undefined && from.secretRef === undefined) problems.push(`${id(r)}: envFrom ${JSON.stringify(from)}`);
+        }
+      }
+      expect(problems).toEqual([]);
+    });
+  }
+
+  it('the overlay patches put no credential in the clear', () => {
+    for (const overlay of OVERLAYS) {
+      for (const entry of readKustomization(join(KNATIVE, 'overlays', overlay)).patches) {
+        const text = entry.path ? readFileSync(entry.path, 'utf8') : entry.patch!;
+        for (const m of text.matchAll(/name:\s*(\S+)\s*\n\s*value:/g)) expect(isSecretName(m[1]!), `${overlay}: ${m[1]}`).toBe(false);
+      }
+    }
+  });
+});
+
+describe('production (tdx) overlay', () => {
+  const tdx = rendered.tdx;
+  const features = loadResources(join(KNATIVE, 'overlays', 'tdx', 'knative-serving', 'config-features.yaml'))[0]!;
+
+  it('every function and the sealer run in a TD: runtimeClassName kata-qemu-tdx (with the Knative feature flag)', () => {
+    const tdPods = [...ksvcs(tdx), tdx.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!];
+    expect(tdPods.length).toBeGreaterThan(5);
+    for (const r of tdPods) expect(r.spec.template.spec.runtimeClassName, id(r)).toBe('kata-qemu-tdx');
+    expect(features.data['kubernetes.podspec-runtimeclassname']).toBe('enabled');
+  });
+
+  it('every image is pinned by digest; only the tee-kms image keeps the placeholder install.sh replaces', () => {
+    const images = tdx.flatMap((r) => containersOf(r).map(({ container }) => ({ r, image: container.image as string })));
+    expect(images.length).toBeGreaterThan(10);
+    for (const { r, image } of images) {
+      expect(image, id(r)).toMatch(/@sha256:[0-9a-f]{64}$/);
+      if (image.endsWith(PLACEHOLDER_DIGEST)) expect(parseImage(image).name, `${id(r)}: placeholder digest`).toBe('tee-kms');
+    }
+    const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
+    expect(install).toContain(PLACEHOLDER_DIGEST.slice('sha256:'.length)); // install.sh refuses the placeholder
+  });
+
+  it('functions attest with the CoCo attestation agent, whose REST API the TD exposes to them only', () => {
+    const config = tdx.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
+    expect(config.data.KMS_ATTESTER).toBe('tdx-aa');
+    for (const s of ksvcs(tdx)) {
+      expect(s.spec.template.metadata.annotations['io.katacontainers.config.hypervisor.kernel_params'], id(s)).toBe('agent.guest_components_rest_api=all');
+    }
+    const sealer = tdx.find((r) => r.kind === 'Deployment')!;
+    expect(sealer.spec.template.metadata.annotations?.['io.katacontainers.config.hypervisor.kernel_params']).toBeUndefined();
+  });
+
+  it('NODE_ENV=production everywhere, and no insecure development switch', () => {
+    for (const variant of PRODUCTION) {
+      for (const r of rendered[variant]) {
+        for (const { container } of containersOf(r)) {
+          if (!container.image.startsWith('tee-kms')) continue;
+          expect(env(container, 'NODE_ENV')?.value, `${variant} ${id(r)}`).toBe('production');
+          expect(env(container, 'KMS_SEALER_INSECURE_DEV_MODE'), `${variant} ${id(r)}`).toBeUndefined();
+        }
+      }
+      const config = rendered[variant].find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
+      expect(config.data.KMS_ATTESTER ?? '', variant).not.toBe('sample');
+    }
+  });
+});
+
+describe('dev overlay', () => {
+  it('no runtime class; development mode only together with the sample attester', () => {
+    const dev = rendered.dev;
+    for (const r of dev) for (const { spec } of podSpecsOf(r)) expect(spec.runtimeClassName, id(r)).toBeUndefined();
+    const config = dev.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
+    expect(config.data.KMS_ATTESTER).toBe('sample');
+    for (const s of ksvcs(dev)) expect(env(s.spec.template.spec.containers[0], 'NODE_ENV').value).toBe('development');
+    const sealer = dev.find((r) => r.kind === 'Deployment')!;
+    expect(env(sealer.spec.template.spec.containers[0], 'KMS_SEALER_INSECURE_DEV_MODE').value).toBe('true');
+  });
+});
+
+describe('hardened pods everywhere', () => {
+  for (const variant of ALL) {
+    it(`${variant}: non-root, no privilege escalation, read-only root, no capabilities, RuntimeDefault seccomp, no service account token`, () => {
+      const problems: string[] = [];
+      let pods = 0;
+      for (const r of rendered[variant]) {
+        for (const { spec, path } of podSpecsOf(r)) {
+          pods++;
+          const where = `${id(r)}${path}`;
+          const pod = spec.securityContext ?? {};
+          if (spec.automountServiceAccountToken !== false) problems.push(`${where}: automountServiceAccountToken must be false`);
+          for (const host of ['hostNetwork', 'hostPID', 'hostIPC']) if (spec[host]) problems.push(`${where}: ${host}`);
+          for (const v of spec.volumes ?? []) if (v.hostPath !== undefined) problems.push(`${where}: hostPath volume ${v.name}`);
+          for (const c of spec.containers) {
+            const sc = c.securityContext ?? {};
+            const eff = (key: string) => sc[key] ?? pod[key];
+            const cw = `${where}/${c.name}`;
+            if (eff('runAsNonRoot') !== true) problems.push(`${cw}: runAsNonRoot`);
+            if (eff('runAsUser') === undefined || eff('runAsUser') === 0) problems.push(`${cw}: runAsUser must be a non-zero uid`);
+            if (sc.allowPrivilegeEscalation !== false) problems.push(`${cw}: allowPrivilegeEscalation`);
+            if (sc.readOnlyRootFilesystem !== true) problems.push(`${cw}: readOnlyRootFilesystem`);
+            if (sc.privileged === true) problems.push(`${cw}: privileged`);
+            if (!(sc.capabilities?.drop ?? []).includes('ALL')) problems.push(`${cw}: capabilities.drop ALL`);
+            if ((sc.capabilities?.add ?? []).length > 0) problems.push(`${cw}: capabilities.add`);
+            if ((sc.seccompProfile ?? pod.seccompProfile)?.type !== 'RuntimeDefault') problems.push(`${cw}: seccompProfile RuntimeDefault`);
+            for (const kind of ['requests', 'limits']) for (const res of ['cpu', 'memory']) if (c.resources?.[kind]?.[res] === undefined) problems.push(`${cw}: resources.${kind}.${res}`);
+            if (c.readinessProbe === undefined && r.kind !== 'Job') problems.push(`${cw}: readinessProbe`);
+          }
+        }
+      }
+      expect(pods).toBeGreaterThanOrEqual(12);
+      expect(problems).toEqual([]);
+    });
+  }
+});
+
+describe('what Knative accepts (serving field masks, reserved names, autoscaling)', () => {
+  // knative.dev/serving pkg/apis/serving/fieldmask.go and k8s_validation.go.
+  const POD_FIELDS = ['serviceAccountName', 'containers', 'volumes', 'imagePullSecrets', 'enableServiceLinks', 'automountServiceAccountToken'];
+  const REVISION_FIELDS = ['containerConcurrency', 'timeoutSeconds', 'responseStartTimeoutSeconds', 'idleTimeoutSeconds'];
+  const CONTAINER_FIELDS = ['name', 'args', 'command', 'env', 'workingDir', 'envFrom', 'image', 'imagePullPolicy', 'livenessProbe', 'ports', 'readinessProbe', 'resources', 'securityContext', 'startupProbe', 'terminationMessagePath', 'terminationMessagePolicy', 'volumeMounts'];
+  const SECURITY_FIELDS = ['capabilities', 'readOnlyRootFilesystem', 'runAsUser', 'runAsGroup', 'runAsNonRoot', 'allowPrivilegeEscalation', 'seccompProfile', 'privileged'];
+  const VOLUME_SOURCES = ['secret', 'configMap', 'projected', 'emptyDir']; // emptyDir: on by default
+  const RESERVED_ENV = ['PORT', 'K_SERVICE', 'K_CONFIGURATION', 'K_REVISION'];
+  const RESERVED_PORTS = [8012, 8013, 8022, 9090, 9091, 8008];
+
+  for (const variant of ALL) {
+    it(`${variant}: every Knative Service uses only fields Knative allows${variant === 'tdx' ? ' (runtimeClassName behind its flag)' : ''}`, () => {
+      const allowed = [...POD_FIELDS, ...REVISION_FIELDS, ...(variant === 'tdx' ? ['runtimeClassName'] : [])];
+      for (const s of ksvcs(rendered[variant])) {
+        const spec = s.spec.template.spec;
+        expect(Object.keys(spec).filter((k) => !allowed.includes(k)), id(s)).toEqual([]);
+        expect(spec.automountServiceAccountToken, id(s)).toBe(false); // Knative accepts only false
+        for (const v of spec.volumes ?? []) expect(Object.keys(v).filter((k) => k !== 'name' && !VOLUME_SOURCES.includes(k)), `${id(s)} volume ${v.name}`).toEqual([]);
+        expect(spec.containers, id(s)).toHaveLength(1);
+        const c = spec.containers[0];
+        expect(Object.keys(c).filter((k) => !CONTAINER_FIELDS.includes(k)), id(s)).toEqual([]);
+        expect(Object.keys(c.securityContext).filter((k) => !SECURITY_FIELDS.includes(k)), id(s)).toEqual([]);
+        expect((c.env ?? []).map((e: Json) => e.name).filter((n: string) => RESERVED_ENV.includes(n)), id(s)).toEqual([]);
+        for (const p of c.ports ?? []) expect(RESERVED_PORTS, id(s)).not.toContain(p.containerPort);
+        for (const probe of [c.readinessProbe, c.livenessProbe]) {
+          const port = probe?.httpGet?.port ?? probe?.tcpSocket?.port;
+          if (typeof port === 'string') expect(port, `${id(s)}: a named probe port must be the container port's name`).toBe(c.ports[0].name);
+          else expect(port, id(s)).toBe(c.ports[0].containerPort);
+        }
+        for (const m of c.volumeMounts ?? []) expect(['/', '/dev', '/dev/log']).not.toContain(m.mountPath);
+      }
+    });
+  }
+
+  it('every Knative Service keeps a warm instance (min-scale >= 1), bounds its scale and its concurrency, and probes /healthz', () => {
+    for (const s of ksvcs(base)) {
+      const a = s.spec.template.metadata.annotations;
+      const min = Number(a['autoscaling.knative.dev/min-scale']);
+      const max = Number(a['autoscaling.knative.dev/max-scale']);
+      expect(min, id(s)).toBeGreaterThanOrEqual(1);
+      expect(max, id(s)).toBeGreaterThanOrEqual(min);
+      expect(Number(a['autoscaling.knative.dev/initial-scale']), id(s)).toBeGreaterThanOrEqual(1);
+      expect(a['autoscaling.knative.dev/target-burst-capacity'], id(s)).toBe('0');
+      expect(s.spec.template.spec.containerConcurrency, id(s)).toBeGreaterThan(0);
+      expect(s.spec.template.spec.timeoutSeconds, id(s)).toBeGreaterThan(0);
+      expect(s.spec.template.spec.containers[0].readinessProbe.httpGet.path, id(s)).toBe('/healthz');
+      for (const key of Object.keys(a)) expect(key, id(s)).toMatch(/^autoscaling\.knative\.dev\/(min-scale|max-scale|initial-scale|scale-down-delay|target-burst-capacity)$/);
+    }
+  });
+});
