@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { kmsOptions } from '../config.js';
 import { KmsError } from '../errors.js';
 import { loadOptions, option, parse } from '../options.js';
 import { LOCAL_HOSTNAMES, loadTls } from '../tls.js';
@@ -20,7 +21,7 @@ export const hostOptions = {
   certFile: option({ env: 'KMS_TLS_CERT_FILE', default: '', parse: parse.string, description: 'PEM certificate (chain) for KMS_TLS=files.' }),
   keyFile: option({ env: 'KMS_TLS_KEY_FILE', default: '', parse: parse.string, description: 'PEM private key for KMS_TLS=files.' }),
   functionTarget: option({ env: 'FUNCTION_TARGET', default: '', parse: parse.string, description: 'Serve only this function (one per Knative service); empty serves all.' }),
-  dataDir: option({ env: 'KMS_DATA_DIR', default: '.kms', parse: parse.string, description: 'Where the self-signed certificate is kept.' }),
+  dataDir: kmsOptions.dataDir,
 };
 
 export interface RunningHost {
