@@ -87,6 +87,8 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
     cwd: repoRoot,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', KMS_ACCESS_LOG: 'true', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: stop() reaches every process it started (npm → sh → node → sealer).
+    detached: true,
   });
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -104,7 +106,7 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
       break;
     } catch {
       if (Date.now() > deadline) {
-        child.kill('SIGKILL');
+        process.kill(-child.pid!, 'SIGKILL');
         throw new Error(`server did not answer within 60 s:\n${output}`);
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -116,19 +118,27 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
     output: () => output,
     request: call,
     async stop(signal = 'SIGTERM') {
+      const group = (sig: NodeJS.Signals) => {
+        try {
+          process.kill(-child.pid!, sig);
+        } catch {
+          // already gone
+        }
+      };
       if (child.exitCode === null && child.signalCode === null) {
-        child.kill(signal);
-        const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+        group(signal);
+        const timer = setTimeout(() => group('SIGKILL'), 5_000);
         await exited;
         clearTimeout(timer);
       }
+      group('SIGKILL'); // whatever the leader left behind
     },
   };
 }
 
 /** The lean host (`node dist/scripts/serve.js`), all functions or FUNCTION_TARGET's, over HTTPS. */
 export async function startLeanHost(env: Record<string, string>): Promise<ServerProcess> {
-  const port = await freePort();
+  const port = env.PORT !== undefined ? Number(env.PORT) : await freePort();
   const dataDir = env.KMS_DATA_DIR ?? '.kms';
   return startServer({
     command: process.execPath,
@@ -141,7 +151,7 @@ export async function startLeanHost(env: Record<string, string>): Promise<Server
 
 /** `npm start`, exactly as a user runs it. */
 export async function startNpmStart(env: Record<string, string>): Promise<ServerProcess> {
-  const port = await freePort();
+  const port = env.PORT !== undefined ? Number(env.PORT) : await freePort();
   return startServer({
     command: 'npm',
     args: ['start', '--silent'],

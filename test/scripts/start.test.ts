@@ -1,0 +1,65 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Share } from '../../shared/sealer/protocol.js';
+import { freePort, startNpmStart, type ServerProcess } from '../support/processes.js';
+import { findSecrets } from '../support/storage-snapshot.js';
+
+/** `npm start` in its default mode (Shamir shares), stopped and started again like a user would. */
+describe('npm start: the seed story on one machine', () => {
+  let dataDir: string;
+  let port: number;
+  let kms: ServerProcess | undefined;
+  const start = async () => (kms = await startNpmStart({ KMS_DATA_DIR: dataDir, PORT: String(port), KMS_ADMIN_TOKEN: 'local-admin-token' }));
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-'));
+    port = await freePort();
+  });
+  afterAll(async () => {
+    await kms?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('rotate first, create keys, restart (sealed), recover 3 shares one by one: every key unchanged', async () => {
+    let server = await start();
+    expect((await server.request('/')).body).toContain('state: uninitialized');
+    expect((await server.request('/primaryKey/pk?user=u&token=t')).status).toBe(405);
+
+    const rotated = await server.request('/rootKey/rotate');
+    expect(rotated.status).toBe(200);
+    const shares = JSON.parse(rotated.body) as Share[];
+    expect(shares).toHaveLength(5);
+
+    const keys = new Map<string, string>();
+    expect((await server.request('/user/alice?token=alices-token', { method: 'POST' })).status).toBe(201);
+    for (const pk of ['pk1', 'pk2']) {
+      expect((await server.request(`/primaryKey/${pk}?user=alice&&token=alices-token`, { method: 'POST' })).status).toBe(201);
+      for (const dk of ['dk1', 'dk2']) {
+        expect((await server.request(`/dataKey/${dk}?user=alice&&token=alices-token&&primaryKeyName=${pk}`, { method: 'POST' })).status).toBe(201);
+        keys.set(`${pk}/${dk}`, (await server.request(`/dataKey/${dk}?user=alice&&token=alices-token&&primaryKeyName=${pk}`)).body);
+      }
+    }
+
+    await server.stop();
+    server = await start();
+    const sealed = await server.request('/dataKey/dk1?user=alice&&token=alices-token&&primaryKeyName=pk1');
+    expect(sealed.status).toBe(503);
+    expect(sealed.body).toContain('sealed');
+    expect((await server.request('/')).body).toContain('state: sealed: send 3 shares with PUT /rootKey/recover (0 received)');
+
+    for (const [i, share] of [shares[3]!, shares[0]!, shares[2]!].entries()) {
+      const answer = await server.request('/rootKey/recover', { method: 'PUT', body: `{"index" : ${share.index},"content" : "${share.content}"}` });
+      expect(answer.status).toBe(200);
+      if (i < 2) expect(answer.body).toBe(`share accepted: ${i + 1} of 3 received\n`);
+      else expect(answer.body).toMatch(/^root key recovered: tee-kms is unsealed/);
+    }
+    for (const [name, value] of keys) {
+      const [pk, dk] = name.split('/');
+      expect((await server.request(`/dataKey/${dk}?user=alice&&token=alices-token&&primaryKeyName=${pk}`)).body, name).toBe(value);
+    }
+    const secrets = ['alices-token', 'local-admin-token', ...shares.map((s) => Buffer.from(s.content, 'base64')), ...[...keys.values()].map((k) => Buffer.from(k.trim(), 'base64'))];
+    expect(findSecrets(server.output(), secrets)).toEqual([]);
+  });
+});
