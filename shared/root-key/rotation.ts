@@ -128,12 +128,19 @@ export class RootKeyRotation {
         .finally(() => (renewing = undefined));
     }, Math.max(100, this.settings.leaseMs / 3));
     let next = 0;
+    const unreadable: string[] = [];
     const worker = async (): Promise<void> => {
       while (next < keys.length && leaseLost === undefined) {
         const key = keys[next++]!;
-        if (await this.#rewrapOne(key, target)) {
-          rewrapped++;
-          faultPoint(`rotate:rewrapped:${rewrapped}`);
+        try {
+          if (await this.#rewrapOne(key, target)) {
+            rewrapped++;
+            faultPoint(`rotate:rewrapped:${rewrapped}`);
+          }
+        } catch (error) {
+          // A tampered or corrupt record is unreadable under any root key: report it, rewrap the rest.
+          if (!(error instanceof KmsError) || error.code !== 'INTEGRITY') throw error;
+          unreadable.push(key);
         }
       }
     };
@@ -145,6 +152,9 @@ export class RootKeyRotation {
     }
     if (leaseLost !== undefined) throw leaseLost;
     log.info('root key rotation: primary keys rewrapped', { rootKeyId: target.id, rewrapped, total: keys.length });
+    if (unreadable.length > 0) {
+      log.warn('rotation', `${unreadable.length} primary key record(s) failed authentication and were left as they are: ${unreadable.slice(0, 20).join(', ')}`);
+    }
     return rewrapped;
   }
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ const json = { accept: 'application/json' };
 interface Cluster {
   readonly sealer: SealerProcess;
   readonly storeEnv: Record<string, string>;
+  readonly dataDir: string;
   /** Every stored object, read independently of the KMS. */
   snapshot(): Promise<Map<string, Buffer>>;
   kms(extraEnv?: Record<string, string>): Promise<ServerProcess>;
@@ -34,6 +35,7 @@ async function cluster(store: 'fs' | 's3'): Promise<Cluster> {
   return {
     sealer,
     storeEnv,
+    dataDir: dir,
     snapshot: () => (bucket ? bucket.readAll() : readFsObjects(dir)),
     async kms(extraEnv = {}) {
       const kms = await startLeanHost({
@@ -199,6 +201,30 @@ describe('root key lifecycle through the functions (mode 2: Shamir shares)', () 
     expect((await status(kms)).sealed).toBe(true);
     await recover(kms, newShares.slice(2, 5));
     await expectAllReadable(kms, 'rot', values);
+  });
+
+  it('rewraps around a tampered primary key record and reports it', async () => {
+    const values = await populate(kms, 'tamper', 5);
+    const bad = join(c.dataDir, 'objects', 'primary-keys', 'tamper', 'pk0.json');
+    const record = JSON.parse(await readFile(bad, 'utf8')) as { wrapped: { tag: string } };
+    record.wrapped.tag = Buffer.alloc(16).toString('base64url');
+    await writeFile(bad, JSON.stringify(record));
+    await rotate(kms);
+    await rewrapDone(kms);
+    const current = (await status(kms)).rootKeyId as string;
+    const ids = [...(await c.snapshot())].filter(([key]) => key.startsWith('primary-keys/tamper/'));
+    expect(ids).toHaveLength(5);
+    for (const [key, body] of ids) {
+      expect((JSON.parse(body.toString()) as { rootKeyId: string }).rootKeyId === current, key).toBe(!key.endsWith('/pk0.json'));
+    }
+    expect(kms.output()).toContain('failed authentication and were left as they are: primary-keys/tamper/pk0.json');
+    values.delete('pk0');
+    await expectAllReadable(kms, 'tamper', values);
+    // A fresh function (nothing cached) sees the tampering.
+    const fresh = await c.kms();
+    const tampered = await fresh.request('/dataKey/dk?user=tamper&token=tamper-token&primaryKeyName=pk0', { headers: json });
+    expect(tampered.status).toBe(500);
+    expect(JSON.parse(tampered.body)).toMatchObject({ error: { code: 'INTEGRITY' } });
   });
 
   it('keeps shares, root keys and tokens out of logs and storage', async () => {
