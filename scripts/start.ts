@@ -42,6 +42,7 @@ async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
     KMS_SEALER_DATA_DIR: sealerDataDir,
     KMS_SEALER_INSECURE_DEV_MODE: 'true',
     KMS_SEALER_PORT: process.env.KMS_SEALER_PORT ?? '0',
+    KMS_SEALER_STOP_WITH_PARENT: 'true',
   };
   // Mode 1: the configured secret goes to the sealing service only; the functions pull it over KBS.
   for (const name of ['KMS_ROOT_KEY', 'KMS_ROOT_KEY_FILE']) {
@@ -50,7 +51,7 @@ async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
     if (value !== undefined && value !== '') env[name.replace('KMS_', 'KMS_SEALER_')] = value;
   }
   const main = fileURLToPath(new URL('../sealer/main.js', import.meta.url));
-  const child = spawn(process.execPath, [main], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [main], { env, stdio: ['pipe', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve, reject) => {
     let buffered = '';
     child.stdout!.on('data', (chunk: Buffer) => {

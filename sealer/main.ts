@@ -3,6 +3,7 @@ import { loadKmsConfig } from '../shared/config.js';
 import { openObjectStore } from '../shared/store/from-config.js';
 import { startSealer } from './app.js';
 import { loadSealerOptions } from './options.js';
+import { configuredVerifiers } from './verifiers.js';
 
 /** The sealing service's entry point: `node dist/sealer/main.js`, configured by KMS_SEALER_*. */
 async function main(): Promise<void> {
@@ -11,7 +12,9 @@ async function main(): Promise<void> {
   // the sealer's data dir, or the same S3 bucket (KMS_STORE=s3 and KMS_S3_*, as for the functions).
   const storeConfig = loadKmsConfig();
   const store = openObjectStore({ ...storeConfig, dataDir: options.dataDir });
-  const sealer = await startSealer(options, store);
+  // Real TEE verifiers from KMS_SEALER_TDX_* (refuses to start on a policy it cannot apply).
+  const verifiers = await configuredVerifiers(options);
+  const sealer = await startSealer(options, store, { verifiers });
   const stop = (signal: string) => {
     process.stdout.write(`sealer: ${signal}: stopping (the root key leaves memory with the process)\n`);
     void sealer.close().finally(() => process.exit(0));
@@ -19,6 +22,12 @@ async function main(): Promise<void> {
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  if (options.stopWithParent) {
+    // The parent holds our stdin open; when it dies, however it dies, stdin ends.
+    process.stdout.on('error', () => process.exit(0)); // the parent's end of our stdout is gone too
+    process.stdin.once('end', () => stop('parent exited'));
+    process.stdin.resume();
+  }
 }
 
 main().catch((error: unknown) => {

@@ -59,6 +59,12 @@ export const sealerOptions = {
   tokenTtlSeconds: option({ env: 'KMS_SEALER_TOKEN_TTL_SECONDS', default: 300, parse: parse.integer(1, 86_400), description: 'Lifetime of attestation tokens (and of the attested session cookie).' }),
   nonceTtlSeconds: option({ env: 'KMS_SEALER_NONCE_TTL_SECONDS', default: 60, parse: parse.integer(1, 3_600), description: 'Time from /auth to /attest: the challenge nonce and its session expire after it.' }),
   recoveryTtlSeconds: option({ env: 'KMS_SEALER_RECOVERY_TTL_SECONDS', default: 600, parse: parse.integer(1, 86_400), description: 'Recovery progress (shares received so far) is discarded this long after the first share.' }),
+  stopWithParent: option({
+    env: 'KMS_SEALER_STOP_WITH_PARENT',
+    default: false,
+    parse: parse.boolean,
+    description: 'Stop when standard input closes: npm start sets it, so the sealer never outlives the process that started it.',
+  }),
   maxSessions: option({ env: 'KMS_SEALER_MAX_SESSIONS', default: 10_000, parse: parse.integer(1, 1_000_000), description: 'Bound on pending KBS sessions kept in memory.' }),
 };
 

@@ -125,7 +125,10 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
     try {
       claims = await verifier.verify(primaryEvidence, expected);
     } catch (error) {
-      throw kbsErrors.attestation(`verify TEE evidence failed: ${error instanceof KmsError ? error.message : 'evidence rejected'}`);
+      const reason = error instanceof KmsError ? error.message : 'evidence rejected';
+      // Operators see why a pod was refused (claim names and measurements, never secrets).
+      deps.log(`sealer: attestation refused (tee ${challenge.tee}): ${reason}`);
+      throw kbsErrors.attestation(`verify TEE evidence failed: ${reason}`);
     }
     const { token, expiresAt } = await deps.tokens.issue(challenge.tee, claims.claims, primaryRuntimeData(challenge.nonce, teePubKey, additionalEvidence));
     deps.sessions.attested(sessionId!, token, expiresAt);

@@ -1,5 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { SampleVerifier } from '../shared/attestation/sample.js';
 import {
   collateralExpiry,
@@ -74,7 +74,7 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
       ['KMS_SEALER_TDX_ROOT_CA_FILE', tdxRootCaFile],
     ].filter(([, value]) => value !== '');
     if (stray.length > 0) {
-      throw new KmsError('CONFIG', `${stray.map(([name]) => name).join(' and ')} has no effect without KMS_SEALER_TDX_POLICY_FILE (the TDX reference values)`);
+      throw new KmsError('CONFIG', `${stray.map(([name]) => name).join(' and ')} ${stray.length > 1 ? 'have' : 'has'} no effect without KMS_SEALER_TDX_POLICY_FILE (the TDX reference values)`);
     }
     return undefined;
   }
@@ -89,7 +89,7 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
   }
 
   const policy = await loadPolicyFile(tdxPolicyFile);
-  const collateral = await collateralSource(options, { warn, now });
+  const collateral = await collateralSource(options, { log, warn, now });
   let trustedRootCaPem: string | undefined;
   let anchor = 'the pinned Intel SGX Root CA';
   if (tdxRootCaFile !== '') {
@@ -135,7 +135,7 @@ async function loadPolicyFile(path: string): Promise<TdxPolicy> {
   }
 }
 
-async function collateralSource(options: TdxVerifierOptions, io: { warn: (text: string) => void; now: () => Date }): Promise<CollateralSource> {
+async function collateralSource(options: TdxVerifierOptions, io: CollateralIo): Promise<CollateralSource> {
   if (options.pccsUrl !== '') return new PccsCollateralSource({ baseUrl: options.pccsUrl });
   const path = options.tdxCollateralFile;
   let collateral: TdxCollateral;
@@ -154,13 +154,71 @@ async function collateralSource(options: TdxVerifierOptions, io: { warn: (text: 
   } catch (error) {
     throw new KmsError('CONFIG', `KMS_SEALER_TDX_COLLATERAL_FILE ${path}: ${error instanceof KmsError ? error.message : 'unreadable TCB info or QE identity'}`, { cause: error });
   }
+  warnIfNotCurrent(path, issued, expiry, io);
+  return new CollateralFile(path, collateral, await fileVersion(path), io);
+}
+
+interface CollateralIo {
+  readonly log: (line: string) => void;
+  readonly warn: (text: string) => void;
+  readonly now: () => Date;
+}
+
+function warnIfNotCurrent(path: string, issued: Date, expiry: Date, io: CollateralIo): void {
   const now = io.now();
   if (now > expiry) {
-    io.warn(`sealer: WARNING: the TDX collateral in ${path} expired at ${expiry.toISOString()}: every TD will be refused (claim collateral/crl) until it is refreshed`);
+    io.warn(`sealer: WARNING: the TDX collateral in ${path} expired at ${expiry.toISOString()}: every TD is refused (claim collateral or crl) until the file is refreshed`);
   } else if (now < issued) {
     io.warn(`sealer: WARNING: the TDX collateral in ${path} is not valid before ${issued.toISOString()}: TDs are refused until then`);
   }
-  return new StaticCollateralSource(collateral);
+}
+
+async function fileVersion(path: string): Promise<string> {
+  try {
+    const s = await stat(path);
+    return `${s.mtimeMs}/${s.size}/${s.ino}`;
+  } catch {
+    return 'missing';
+  }
+}
+
+/**
+ * Collateral from a file that operators refresh in place (e.g. a mounted ConfigMap), reloaded when
+ * the file changes: a restart would drop the root key from memory (mode 2: recovery from shares).
+ * A change that does not parse keeps the previous collateral and is reported on stderr.
+ */
+class CollateralFile implements CollateralSource {
+  #current: StaticCollateralSource;
+  #version: string;
+
+  constructor(
+    private readonly path: string,
+    collateral: TdxCollateral,
+    version: string,
+    private readonly io: CollateralIo,
+  ) {
+    this.#current = new StaticCollateralSource(collateral);
+    this.#version = version;
+  }
+
+  async collateralFor(quote: Parameters<CollateralSource['collateralFor']>[0]): Promise<TdxCollateral> {
+    const version = await fileVersion(this.path);
+    if (version !== this.#version) {
+      this.#version = version;
+      try {
+        const collateral = await loadCollateralFile(this.path);
+        const issued = collateralWindows(collateral).overall.issueDate;
+        const expiry = collateralExpiry(collateral);
+        this.#current = new StaticCollateralSource(collateral);
+        this.io.log(`sealer: TDX collateral reloaded from ${this.path} (valid ${issued.toISOString()} to ${expiry.toISOString()})`);
+        warnIfNotCurrent(this.path, issued, expiry, this.io);
+      } catch (error) {
+        const reason = error instanceof KmsError ? error.message : 'unreadable';
+        this.io.warn(`sealer: WARNING: the changed TDX collateral file ${this.path} was not loaded (${reason}); the previous collateral stays in use`);
+      }
+    }
+    return this.#current.collateralFor(quote);
+  }
 }
 
 function describePolicy(policy: TdxPolicy): string {

@@ -161,19 +161,27 @@ export interface PkiOptions {
   readonly pceSvn?: number;
   /** Validity of the PCK leaf (e.g. an expired one). */
   readonly pckLeafNotAfter?: Date;
+  /**
+   * Validity of every certificate (default 2029-01-01 to 2039-01-01, around TEST_TIME). Tests
+   * against a process that evaluates at the wall clock (the sealer) set a window around now.
+   */
+  readonly notBefore?: Date;
+  readonly notAfter?: Date;
 }
 
 export async function createTestPki(options: PkiOptions = {}): Promise<TestPki> {
   const label = options.label ?? 'Test';
   const fmspc = options.fmspc ?? TEST_FMSPC;
-  const root = issue(`CN=${label} SGX Root CA,O=tee-kms tests,C=US`, 'self', { ca: true });
-  const pckCa = issue(`CN=${label} SGX PCK Platform CA,O=tee-kms tests,C=US`, root, { ca: true });
+  const validity = { ...(options.notBefore ? { notBefore: options.notBefore } : {}), ...(options.notAfter ? { notAfter: options.notAfter } : {}) };
+  const root = issue(`CN=${label} SGX Root CA,O=tee-kms tests,C=US`, 'self', { ca: true, ...validity });
+  const pckCa = issue(`CN=${label} SGX PCK Platform CA,O=tee-kms tests,C=US`, root, { ca: true, ...validity });
   const pckLeaf = issue(`CN=${label} SGX PCK Certificate,O=tee-kms tests,C=US`, pckCa, {
     ca: false,
     extensions: [extension(SGX_EXT, false, intelSgxExtension(fmspc, options.cpuSvn ?? TEST_CPU_SVN, options.pceSvn ?? TEST_PCE_SVN))],
+    ...validity,
     ...(options.pckLeafNotAfter ? { notAfter: options.pckLeafNotAfter } : {}),
   });
-  const tcbSigner = issue(`CN=${label} SGX TCB Signing,O=tee-kms tests,C=US`, root, { ca: false });
+  const tcbSigner = issue(`CN=${label} SGX TCB Signing,O=tee-kms tests,C=US`, root, { ca: false, ...validity });
   return { root, pckCa, pckLeaf, tcbSigner, fmspc };
 }
 

@@ -1,0 +1,256 @@
+/**
+ * End to end over real HTTP(S) with TDX attestation: function processes (lean host) whose TDX
+ * attester (KMS_ATTESTER=tdx-aa) gets its quotes from a test quote provider imitating the CoCo
+ * attestation agent, and a sealing service process in production mode (not insecure dev mode)
+ * with a TDX reference-value policy, synthetic DCAP collateral and the synthetic test root CA.
+ * The configfs-tsm path is covered against a fake tree in test/shared/attestation/tdx/.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rootKeyId } from '../../shared/crypto/root-key-id.js';
+import { startFakePccs } from '../shared/attestation/tdx/fake-pccs.js';
+import { startLeanHost, type ServerProcess } from '../support/processes.js';
+import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { findSecrets, readFsObjects } from '../support/storage-snapshot.js';
+import { buildCollateral, createTestPki, DEFAULT_TD, type TestPki } from '../support/tdx-quote-builder.js';
+import { startTdxQuoteProvider, type TdProfile, type TdxQuoteProvider } from '../support/tdx-quote-provider.js';
+
+const DAY = 86_400_000;
+const ADMIN = `admin-${randomBytes(8).toString('hex')}`;
+const ROOT_KEY = randomBytes(32);
+const json = { accept: 'application/json' };
+const WRONG_MRTD = '7e'.repeat(48);
+
+/** The policy an operator would write for DEFAULT_TD (values as verify-quote prints them). */
+const POLICY = {
+  mrTd: [DEFAULT_TD.mrTd],
+  rtmr0: [DEFAULT_TD.rtmr[0]],
+  rtmr1: [DEFAULT_TD.rtmr[1]],
+  rtmr2: [DEFAULT_TD.rtmr[2]],
+  mrConfigId: [DEFAULT_TD.mrConfigId],
+  allowedTcbStatuses: ['UpToDate'],
+};
+
+interface Env {
+  readonly dir: string;
+  readonly pki: TestPki;
+  readonly files: { policy: string; collateral: string; rootCa: string; sealerCa: string };
+  readonly sealer: SealerProcess;
+  readonly started: ServerProcess[];
+  readonly providers: TdxQuoteProvider[];
+}
+
+let env: Env;
+
+/** A TDX sealer: production mode, the policy, collateral from a file, the synthetic root trusted. */
+async function startTdxSealer(dir: string, files: Env['files'], extra: Record<string, string> = {}): Promise<SealerProcess> {
+  return startSealerProcess({
+    env: {
+      KMS_SEALER_INSECURE_DEV_MODE: 'false',
+      KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'),
+      KMS_SEALER_TDX_POLICY_FILE: files.policy,
+      KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral,
+      KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa,
+      ...extra,
+    },
+  });
+}
+
+/** Collateral valid around the wall clock (the sealer evaluates at its own clock). */
+async function currentCollateral(pki: TestPki, shiftMs = 0): Promise<string> {
+  const now = Date.now() + shiftMs;
+  return JSON.stringify(await buildCollateral(pki, { issueDate: new Date(now - DAY), nextUpdate: new Date(now + 30 * DAY) }));
+}
+
+/** A function process (all routes) attesting with quotes from a provider for `profile`. */
+async function tdFunction(sealer: SealerProcess, profile: TdProfile | 'sample'): Promise<{ kms: ServerProcess; dataDir: string; provider?: TdxQuoteProvider }> {
+  const dataDir = await mkdtemp(join(env.dir, 'kms-'));
+  const provider = profile === 'sample' ? undefined : await startTdxQuoteProvider(env.pki, profile);
+  if (provider) env.providers.push(provider);
+  const caFile = join(dataDir, 'sealer-ca.pem');
+  await writeFile(caFile, await sealer.caPem());
+  const kms = await startLeanHost({
+    KMS_DATA_DIR: dataDir,
+    KMS_STORE: 'fs',
+    KMS_SEALER_URL: sealer.url,
+    KMS_SEALER_CA_FILE: caFile,
+    KMS_ADMIN_TOKEN: ADMIN,
+    ...(provider ? { KMS_ATTESTER: 'tdx-aa', KMS_AA_URL: provider.url, NODE_ENV: 'production' } : { KMS_ATTESTER: 'sample' }),
+  });
+  env.started.push(kms);
+  return { kms, dataDir, ...(provider ? { provider } : {}) };
+}
+
+/** Enrolls a user (no root key needed), then asks for a primary key (needs it). */
+async function createPrimaryKey(kms: ServerProcess, user: string, headers: Record<string, string> = json) {
+  expect((await kms.request(`/user/${user}?token=${user}-token`, { method: 'POST' })).status).toBe(201);
+  return kms.request(`/primaryKey/pk?user=${user}&token=${user}-token`, { method: 'POST', headers });
+}
+
+/** Waits until `predicate` holds for the process output (log lines trail responses). */
+async function eventually(read: () => string, pattern: RegExp): Promise<void> {
+  for (let i = 0; i < 50 && !pattern.test(read()); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+  expect(read()).toMatch(pattern);
+}
+
+beforeAll(async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tee-kms-tdx-e2e-'));
+  const now = Date.now();
+  const pki = await createTestPki({ label: 'E2E', notBefore: new Date(now - DAY), notAfter: new Date(now + 3650 * DAY) });
+  const files = {
+    policy: join(dir, 'tdx-policy.json'),
+    collateral: join(dir, 'tdx-collateral.json'),
+    rootCa: join(dir, 'test-root-ca.pem'),
+    sealerCa: join(dir, 'sealer-ca.pem'),
+  };
+  await writeFile(files.policy, JSON.stringify(POLICY, null, 2));
+  await writeFile(files.collateral, await currentCollateral(pki));
+  await writeFile(files.rootCa, pki.root.pem);
+  const sealer = await startTdxSealer(dir, files);
+  env = { dir, pki, files, sealer, started: [], providers: [] };
+});
+
+afterAll(async () => {
+  if (env === undefined) return;
+  await Promise.all(env.started.map((kms) => kms.stop('SIGKILL')));
+  await Promise.all(env.providers.map((provider) => provider.close()));
+  await env.sealer.cleanup();
+  await rm(env.dir, { recursive: true, force: true });
+});
+
+describe('TDX attestation end to end (tdx-aa attester → production sealer with a TDX policy)', () => {
+  it('announces the TDX verifier and, loudly, the non-Intel root CA; sample is not accepted', () => {
+    const logs = env.sealer.logs();
+    expect(logs).toContain('sealer: verifiers: tdx\n');
+    expect(logs).toContain(`sealer: TDX verifier: reference values from ${env.files.policy} (mrTd 1 allowed, rtmr0 1 allowed`);
+    expect(logs).toContain(`sealer: TDX verifier: collateral from file ${env.files.collateral}`);
+    const fingerprint = createHash('sha256').update(env.pki.root.cert.raw).digest('hex');
+    expect(env.sealer.stderr()).toContain('TDX QUOTES ARE VERIFIED AGAINST A NON-INTEL ROOT CA');
+    expect(env.sealer.stderr()).toContain(fingerprint);
+    expect(env.sealer.stderr()).not.toContain('INSECURE DEVELOPMENT MODE');
+  });
+
+  it('releases the root key to a TD running the expected image, and the KMS serves keys', async () => {
+    const { kms, dataDir, provider } = await tdFunction(env.sealer, {});
+    expect((await createPrimaryKey(kms, 'alice')).status).toBe(201);
+    const token = 'token=alice-token';
+    expect((await kms.request(`/dataKey/dk?user=alice&${token}&primaryKeyName=pk`, { method: 'POST' })).status).toBe(201);
+    const first = await kms.request(`/dataKey/dk?user=alice&${token}&primaryKeyName=pk`);
+    expect(first.status, first.body).toBe(200);
+    expect((await kms.request(`/dataKey/dk?user=alice&${token}&primaryKeyName=pk`)).body).toBe(first.body);
+
+    // The key wrapping the primary key is the sealer's root key, released over the KBS protocol.
+    const stored = await readFsObjects(dataDir);
+    const primary = [...stored].filter(([key]) => key.startsWith('primary-keys/'));
+    expect(primary).toHaveLength(1);
+    expect((JSON.parse(primary[0]![1].toString()) as { rootKeyId: string }).rootKeyId).toBe(rootKeyId(ROOT_KEY));
+
+    // The provider signed quotes over the KBS binding: SHA-384 of the runtime data, zero-padded.
+    expect(provider!.signed.length).toBeGreaterThanOrEqual(1);
+    for (const reportData of provider!.signed) {
+      expect(reportData.slice(96)).toBe('0'.repeat(32));
+      expect(reportData.slice(0, 96)).not.toBe('0'.repeat(96));
+    }
+    expect(provider!.requests.every((url) => /^\/aa\/evidence\?runtime_data=[A-Za-z0-9_-]{86}&encoding=base64$/.test(url))).toBe(true);
+    await env.sealer.settle();
+    const lines = env.sealer.requestLines();
+    expect(lines.some((line) => line.startsWith('sealer: POST /kbs/v0/attest 200 '))).toBe(true);
+    expect(lines.some((line) => /^sealer: GET \/kbs\/v0\/resource\/\S+ 200 /.test(line))).toBe(true);
+  });
+
+  it('refuses a TD with another MRTD: the function answers 503 and its log names mr_td', async () => {
+    const { kms, dataDir } = await tdFunction(env.sealer, { mrTd: WRONG_MRTD });
+    const answer = await createPrimaryKey(kms, 'mallory');
+    expect(answer.status, answer.body).toBe(503);
+    const error = (JSON.parse(answer.body) as { error: { code: string; message: string } }).error;
+    expect(error.code).toBe('ROOT_KEY_UNAVAILABLE');
+    expect(error.message).toContain(`refused this TEE's attestation`);
+    expect(error.message).toContain(`attestation refused: mr_td: ${WRONG_MRTD} is not an allowed value`);
+    // The plain-text answer says the same.
+    const text = await kms.request('/primaryKey/pk2?user=mallory&token=mallory-token', { method: 'POST' });
+    expect(text.status).toBe(503);
+    expect(text.body).toContain('attestation refused: mr_td: ');
+    await eventually(kms.output, /"level":"warn".*"code":"ROOT_KEY_UNAVAILABLE".*attestation refused: mr_td: /);
+    // Nothing was wrapped: no primary key exists.
+    expect([...(await readFsObjects(dataDir)).keys()].filter((key) => key.startsWith('primary-keys/'))).toEqual([]);
+    await env.sealer.settle();
+    expect(env.sealer.requestLines().some((line) => line.startsWith('sealer: POST /kbs/v0/attest 401 '))).toBe(true);
+  });
+
+  it('refuses a debuggable TD, naming debug', async () => {
+    const { kms } = await tdFunction(env.sealer, { debug: true });
+    const answer = await createPrimaryKey(kms, 'debugger');
+    expect(answer.status, answer.body).toBe(503);
+    const error = (JSON.parse(answer.body) as { error: { code: string; message: string } }).error;
+    expect(error.code).toBe('ROOT_KEY_UNAVAILABLE');
+    expect(error.message).toContain('attestation refused: debug: the TD is debuggable (TDATTRIBUTES.DEBUG is set)');
+    await eventually(kms.output, /"code":"ROOT_KEY_UNAVAILABLE".*attestation refused: debug: /);
+  });
+
+  it('refuses sample evidence: the sealer is not in insecure development mode', async () => {
+    const { kms } = await tdFunction(env.sealer, 'sample');
+    const answer = await createPrimaryKey(kms, 'sampler');
+    expect(answer.status, answer.body).toBe(503);
+    const error = (JSON.parse(answer.body) as { error: { code: string; message: string } }).error;
+    expect(error.code).toBe('ROOT_KEY_UNAVAILABLE');
+    expect(error.message).toContain('sample evidence proves nothing');
+    await env.sealer.settle();
+    expect(env.sealer.requestLines().some((line) => line.startsWith('sealer: POST /kbs/v0/auth 401 '))).toBe(true);
+  });
+
+  it('picks up collateral refreshed in place without a restart (the root key stays in memory)', async () => {
+    const dir = await mkdtemp(join(env.dir, 'refresh-'));
+    const files = { ...env.files, collateral: join(dir, 'tdx-collateral.json') };
+    // Collateral that expired ten days ago: the sealer starts, warns, and refuses every TD.
+    await writeFile(files.collateral, await currentCollateral(env.pki, -40 * DAY));
+    const sealer = await startTdxSealer(dir, files);
+    try {
+      expect(sealer.stderr()).toMatch(/WARNING: the TDX collateral in .* expired at /);
+      const { kms } = await tdFunction(sealer, {});
+      const stale = await createPrimaryKey(kms, 'carol');
+      expect(stale.status, stale.body).toBe(503);
+      expect(stale.body).toMatch(/attestation refused: (collateral|crl): /);
+
+      await writeFile(files.collateral, await currentCollateral(env.pki));
+      const fresh = await kms.request('/primaryKey/pk?user=carol&token=carol-token', { method: 'POST' });
+      expect(fresh.status, fresh.body).toBe(201);
+      expect(sealer.logs()).toContain(`sealer: TDX collateral reloaded from ${files.collateral}`);
+    } finally {
+      await sealer.cleanup();
+    }
+  });
+
+  it('with collateral from a PCCS (KMS_SEALER_PCCS_URL): fetched once per platform, then cached', async () => {
+    const pccs = await startFakePccs(JSON.parse(await currentCollateral(env.pki)) as Parameters<typeof startFakePccs>[0]);
+    const dir = await mkdtemp(join(env.dir, 'pccs-'));
+    const sealer = await startTdxSealer(dir, env.files, { KMS_SEALER_TDX_COLLATERAL_FILE: '', KMS_SEALER_PCCS_URL: pccs.url });
+    try {
+      expect(sealer.logs()).toContain(`sealer: TDX verifier: collateral from ${pccs.url} (cached per platform)`);
+      const first = await tdFunction(sealer, {});
+      expect((await createPrimaryKey(first.kms, 'dave')).status).toBe(201);
+      const fetched = pccs.requests.length;
+      expect(fetched).toBeGreaterThanOrEqual(3);
+      expect(pccs.requests.some((url) => url.startsWith(`/tdx/certification/v4/tcb?fmspc=${env.pki.fmspc}`))).toBe(true);
+      const second = await tdFunction(sealer, {});
+      expect((await createPrimaryKey(second.kms, 'erin')).status).toBe(201);
+      expect(pccs.requests.length).toBe(fetched);
+      // The policy applies whatever the collateral source.
+      const wrong = await tdFunction(sealer, { mrTd: WRONG_MRTD });
+      const refused = await createPrimaryKey(wrong.kms, 'frank');
+      expect(refused.status).toBe(503);
+      expect(refused.body).toContain('attestation refused: mr_td: ');
+    } finally {
+      await sealer.cleanup();
+      await pccs.close();
+    }
+  });
+
+  it('leaks the root key into no log', async () => {
+    await env.sealer.settle();
+    const logs = [env.sealer.logs(), ...env.started.map((kms) => kms.output())].join('\n');
+    expect(findSecrets(logs, [ROOT_KEY])).toEqual([]);
+  });
+});
