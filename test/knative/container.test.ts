@@ -10,14 +10,14 @@
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routes } from '../../functions/index.js';
-import { KNATIVE, REPO, dockerCmd, dockerEnv, loadResources, parseDockerfile, type Json } from './support.js';
+import { KNATIVE, REPO, dockerCmd, dockerEnv, loadResources, parseDockerfile, render, type Json } from './support.js';
 
 const dockerfile = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8'));
 const runtimeStage = dockerfile.stages.at(-1)!;
@@ -171,9 +171,17 @@ describe('the image CMD runs each function on the built output with production d
 describe('the sealer Deployment\'s command and settings run on the same output', () => {
   const openssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
 
-  it.skipIf(!openssl)('node dist/sealer/main.js starts with the Deployment\'s environment (mode 1) and answers its readiness probe', async () => {
-    const deployment = loadResources(join(KNATIVE, 'base', 'sealer-deployment.yaml'))[0]!;
-    const container = deployment.spec.template.spec.containers[0];
+  interface SealerRun {
+    readonly output: () => string;
+    readonly request: (method: string, path: string, body?: unknown) => Promise<{ status: number; body: string }>;
+  }
+
+  /**
+   * Starts node dist/sealer/main.js with a Deployment container's literal environment, its mounted
+   * paths and secret references made local (`files` maps *_FILE variables to local files), waits
+   * until it answers the readiness probe, runs `check`, and stops it (SIGTERM, exit 0).
+   */
+  async function withSealer(container: Json, files: Record<string, string>, check: (sealer: SealerRun) => Promise<void>): Promise<void> {
     const probe = container.readinessProbe.httpGet;
     const dir = mkdtempSync(join(tmpdir(), 'tee-kms-sealer-'));
     try {
@@ -184,6 +192,8 @@ describe('the sealer Deployment\'s command and settings run on the same output',
       // The Deployment's literal values, with its mounted paths and secret references made local.
       const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, ...IMAGE_ENV };
       for (const e of container.env as Json[]) if (typeof e.value === 'string') env[e.name] = e.value;
+      for (const name of Object.keys(env)) if (name.endsWith('_FILE')) delete env[name];
+      delete env.NODE_EXTRA_CA_CERTS;
       Object.assign(env, {
         KMS_SEALER_HOST: '127.0.0.1',
         KMS_SEALER_PORT: String(port),
@@ -191,9 +201,8 @@ describe('the sealer Deployment\'s command and settings run on the same output',
         KMS_SEALER_TLS_CERT_FILE: cert,
         KMS_SEALER_TLS_KEY_FILE: key,
         KMS_SEALER_ROOT_KEY: randomBytes(32).toString('base64'),
+        ...files,
       });
-      for (const name of Object.keys(env)) if (name.endsWith('_FILE') && !name.startsWith('KMS_SEALER_TLS')) delete env[name];
-      delete env.NODE_EXTRA_CA_CERTS;
       expect(env.NODE_ENV).toBe('production');
       const [command, ...args] = container.command as string[];
       const child = spawn(command === 'node' ? process.execPath : command!, args, { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -201,21 +210,23 @@ describe('the sealer Deployment\'s command and settings run on the same output',
       child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
       child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-      try {
-        const get = () =>
-          new Promise<{ status: number; body: string }>((resolve, reject) => {
-            const req = httpsRequest({ host: '127.0.0.1', port, path: probe.path, method: 'GET', ca: readFileSync(cert), servername: 'tee-kms-sealer' }, (res) => {
-              let body = '';
-              res.on('data', (c: Buffer) => (body += c.toString()));
-              res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-            });
-            req.on('error', reject);
-            req.end();
+      const request = (method: string, path: string, body?: unknown) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const payload = body === undefined ? undefined : JSON.stringify(body);
+          const headers = payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+          const req = httpsRequest({ host: '127.0.0.1', port, path, method, headers, ca: readFileSync(cert), servername: 'tee-kms-sealer' }, (res) => {
+            let text = '';
+            res.on('data', (c: Buffer) => (text += c.toString()));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
           });
+          req.on('error', reject);
+          req.end(payload);
+        });
+      try {
         let answer: { status: number; body: string } | undefined;
         for (const until = Date.now() + 20_000; answer === undefined; ) {
           if (child.exitCode !== null) throw new Error(`the sealer exited with ${child.exitCode}:\n${output}`);
-          answer = await get().catch(async () => {
+          answer = await request('GET', probe.path).catch(async () => {
             if (Date.now() > until) throw new Error(`the sealer does not answer:\n${output}`);
             await new Promise((resolve) => setTimeout(resolve, 100));
             return undefined;
@@ -224,10 +235,46 @@ describe('the sealer Deployment\'s command and settings run on the same output',
         expect(probe.scheme).toBe('HTTPS');
         expect(answer.status, answer.body).toBe(200);
         expect(JSON.parse(answer.body)).toMatchObject({ sealed: false, source: 'secret' });
+        await check({ output: () => output, request });
       } finally {
         child.kill('SIGTERM');
         expect(await exited).toBe(0);
       }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  const kbsAuth = { version: '0.4.0', tee: 'tdx', 'extra-params': '' };
+
+  it.skipIf(!openssl)('node dist/sealer/main.js starts with the Deployment\'s environment (mode 1) and answers its readiness probe', async () => {
+    const deployment = loadResources(join(KNATIVE, 'base', 'sealer-deployment.yaml'))[0]!;
+    await withSealer(deployment.spec.template.spec.containers[0], {}, async (sealer) => {
+      // The base configures no TDX verifier: a TD is refused at /kbs/v0/auth.
+      const auth = await sealer.request('POST', '/kbs/v0/auth', kbsAuth);
+      expect(auth.status).toBe(401);
+      expect(JSON.parse(auth.body).detail).toContain('no verifier for tee "tdx" is configured');
+    });
+  });
+
+  it.skipIf(!openssl)('with the tdx overlay\'s environment and a policy in its ConfigMap\'s place, the sealer registers the TDX verifier (collateral from PCCS)', async () => {
+    const sealerDeployment = render(join(KNATIVE, 'overlays', 'tdx')).find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
+    const container = sealerDeployment.spec.template.spec.containers[0];
+    const pccsUrl = (container.env as Json[]).find((e) => e.name === 'KMS_SEALER_PCCS_URL')?.value;
+    expect(pccsUrl).toMatch(/^https:\/\//);
+    const dir = mkdtempSync(join(tmpdir(), 'tee-kms-tdx-policy-'));
+    try {
+      const policy = join(dir, 'policy.json');
+      writeFileSync(policy, JSON.stringify({ mrTd: ['ab'.repeat(48), 'cd'.repeat(48)], rtmr1: [`0x${'EF'.repeat(48)}`] }));
+      // Collateral is fetched per platform at the first attestation, not at start: no network here.
+      await withSealer(container, { KMS_SEALER_TDX_POLICY_FILE: policy }, async (sealer) => {
+        expect(sealer.output()).toContain(`sealer: TDX verifier: reference values from ${policy} (mrTd 2 allowed`);
+        expect(sealer.output()).toContain(`collateral from ${pccsUrl} (cached per platform); trust anchor the pinned Intel SGX Root CA`);
+        expect(sealer.output()).toMatch(/sealer: verifiers: tdx\n/);
+        const auth = await sealer.request('POST', '/kbs/v0/auth', kbsAuth);
+        expect(auth.status, auth.body).toBe(200);
+        expect(JSON.parse(auth.body).nonce).toEqual(expect.any(String));
+      });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -313,7 +313,7 @@ describe('sealer, MinIO and their references', () => {
     }
   });
 
-  it('every referenced ConfigMap and Secret is in the base or documented as made by install.sh; mounts and *_FILE paths resolve', () => {
+  it('every referenced ConfigMap and Secret (base and overlays) is in the base or documented as made by install.sh; mounts and *_FILE paths resolve', () => {
     const header = readFileSync(join(BASE, 'kustomization.yaml'), 'utf8');
     const documented = new Set([...header.matchAll(/^#\s+(tee-kms-[a-z0-9-]+)\s/gm)].map((m) => m[1]!));
     const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
@@ -329,11 +329,13 @@ describe('sealer, MinIO and their references', () => {
         collect(value);
       }
     };
-    base.forEach(collect);
+    const everything = [...base, ...rendered.dev, ...rendered.tdx];
+    everything.forEach(collect);
     expect(refs.length).toBeGreaterThan(10);
+    expect(refs).toContain('tee-kms-tdx-policy'); // the tdx sealer's reference values
     for (const name of refs) expect(inBase.has(name) || documented.has(name), `${name} is neither in the base nor created by install.sh`).toBe(true);
 
-    for (const r of base) {
+    for (const r of everything) {
       for (const { spec, path } of podSpecsOf(r)) {
         const claims = r.kind === 'StatefulSet' ? r.spec.volumeClaimTemplates.map((t: Json) => t.metadata.name) : [];
         const volumes = new Set([...(spec.volumes ?? []).map((v: Json) => v.name), ...claims]);

@@ -6,6 +6,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { INTEL_PCS_URL } from '../../shared/attestation/tdx/pccs.js';
 import { KNATIVE, OVERLAYS, containersOf, id, loadResources, loadYaml, parseImage, podSpecsOf, readKustomization, rel, render, type Json, type Resource } from './support.js';
 
 const BASE = join(KNATIVE, 'base');
@@ -17,6 +18,9 @@ const PLACEHOLDER_DIGEST = `sha256:${'0'.repeat(64)}`;
 
 const ksvcs = (resources: readonly Resource[]) => resources.filter((r) => r.apiVersion === 'serving.knative.dev/v1' && r.kind === 'Service');
 const env = (c: Json, name: string) => (c.env ?? []).find((e: Json) => e.name === name);
+const sealerOf = (resources: readonly Resource[]) => resources.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
+/** The sealer's TDX verifier settings (sealer/options.ts). */
+const TDX_SEALER_ENV = ['KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_TDX_COLLATERAL_FILE', 'KMS_SEALER_PCCS_URL', 'KMS_SEALER_TDX_ROOT_CA_FILE'];
 
 function files(dir: string): string[] {
   return readdirSync(dir).flatMap((entry) => {
@@ -106,6 +110,45 @@ describe('production (tdx) overlay', () => {
     expect(sealer.spec.template.metadata.annotations?.['io.katacontainers.config.hypervisor.kernel_params']).toBeUndefined();
   });
 
+  describe('the sealer verifies TDX evidence (without a policy it would refuse every TD)', () => {
+    const sealer = sealerOf(tdx);
+    const pod = sealer.spec.template.spec;
+    const container = pod.containers[0];
+
+    it('KMS_SEALER_TDX_POLICY_FILE is a file in a read-only mount of the ConfigMap tee-kms-tdx-policy (key policy.json), which is not optional', () => {
+      const policyFile: string = env(container, 'KMS_SEALER_TDX_POLICY_FILE')?.value;
+      expect(policyFile).toMatch(/^\/.+\.json$/);
+      const mount = (container.volumeMounts as Json[]).find((m) => policyFile.startsWith(`${m.mountPath}/`));
+      expect(mount, `no mount holds ${policyFile}`).toBeDefined();
+      expect(mount.readOnly).toBe(true);
+      const volume = (pod.volumes as Json[]).find((v) => v.name === mount.name);
+      expect(volume.configMap?.name).toBe('tee-kms-tdx-policy');
+      expect(volume.configMap.optional).not.toBe(true); // a missing policy keeps the pod from starting
+      const fileName = policyFile.slice(mount.mountPath.length + 1);
+      expect(volume.configMap.items ?? [{ key: fileName, path: fileName }]).toContainEqual({ key: 'policy.json', path: fileName });
+      // Only the sealer reads it: no function gets the mount.
+      for (const r of tdx.filter((x) => x !== sealer)) expect(JSON.stringify(r), id(r)).not.toContain('tee-kms-tdx-policy');
+    });
+
+    it('exactly one DCAP collateral source: KMS_SEALER_PCCS_URL (Intel PCS base URL by default), no collateral file, and the pinned Intel root', () => {
+      const sources = ['KMS_SEALER_PCCS_URL', 'KMS_SEALER_TDX_COLLATERAL_FILE'].filter((name) => env(container, name) !== undefined);
+      expect(sources).toEqual(['KMS_SEALER_PCCS_URL']);
+      const pccs = env(container, 'KMS_SEALER_PCCS_URL');
+      expect(pccs.valueFrom).toBeUndefined();
+      expect(pccs.value).toBe(INTEL_PCS_URL);
+      // The base URL: the sealer appends /sgx|tdx/certification/v4/... itself.
+      expect(pccs.value).not.toMatch(/certification|\/$/);
+      expect(env(container, 'KMS_SEALER_TDX_ROOT_CA_FILE')).toBeUndefined(); // refused under NODE_ENV=production
+      for (const name of TDX_SEALER_ENV) expect((container.env as Json[]).filter((e) => e.name === name).length, name).toBeLessThanOrEqual(1);
+    });
+
+    it('install.sh sets the same default collateral source and creates the ConfigMap from --tdx-policy', () => {
+      const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
+      expect(install).toContain(`INTEL_PCS_URL=${INTEL_PCS_URL}\n`);
+      expect(install).toMatch(/kubectl create configmap tee-kms-tdx-policy -n "\$NS" --from-file="policy\.json=\$TDX_POLICY_FILE"/);
+    });
+  });
+
   it('NODE_ENV=production everywhere, and no insecure development switch', () => {
     for (const variant of PRODUCTION) {
       for (const r of rendered[variant]) {
@@ -130,6 +173,18 @@ describe('dev overlay', () => {
     for (const s of ksvcs(dev)) expect(env(s.spec.template.spec.containers[0], 'NODE_ENV').value).toBe('development');
     const sealer = dev.find((r) => r.kind === 'Deployment')!;
     expect(env(sealer.spec.template.spec.containers[0], 'KMS_SEALER_INSECURE_DEV_MODE').value).toBe('true');
+  });
+
+  it('the dev sealer is the base sealer in insecure development mode, and nothing else: no TDX verifier, policy or collateral', () => {
+    const dev = sealerOf(rendered.dev);
+    const container = dev.spec.template.spec.containers[0];
+    for (const name of TDX_SEALER_ENV) expect(env(container, name), name).toBeUndefined();
+    expect(JSON.stringify(dev)).not.toContain('tdx-policy');
+    const expected = structuredClone(sealerOf(base)) as Json;
+    const baseContainer = expected.spec.template.spec.containers[0];
+    env(baseContainer, 'NODE_ENV').value = 'development';
+    baseContainer.env.push({ name: 'KMS_SEALER_INSECURE_DEV_MODE', value: 'true' });
+    expect(dev).toEqual(expected);
   });
 });
 

@@ -4,11 +4,13 @@
  * and docs/deploy-knative.md. No cluster: nothing here talks to one.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { routes } from '../../functions/index.js';
+import { createTdxPolicy } from '../../shared/attestation/tdx/policy.js';
+import { INTEL_PCS_URL } from '../../shared/attestation/tdx/pccs.js';
 import { KNATIVE, REPO, containersOf, dockerCmd, dockerEnv, id, kubectl, parseDockerfile, readKustomization, type Json, type Resource } from './support.js';
 import { parseAllDocuments } from 'yaml';
 
@@ -24,6 +26,22 @@ function run(script: string, args: string[], env: Record<string, string> = {}) {
 
 const temps: string[] = [];
 afterAll(() => temps.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+const DIGEST_IMAGE = `registry.example/tee-kms@sha256:${'cd'.repeat(32)}`;
+const MEASUREMENT = 'ab'.repeat(48);
+const fixtures = mkdtempSync(join(tmpdir(), 'tee-kms-tdx-policy-'));
+temps.push(fixtures);
+/** A file under the fixtures folder with the given text; its path. */
+function fixture(name: string, text: string): string {
+  const path = join(fixtures, name);
+  writeFileSync(path, text);
+  return path;
+}
+/** A policy as docs/attestation.md shows it. */
+const POLICY = fixture('policy.json', `${JSON.stringify({ mrTd: [MEASUREMENT], rtmr0: [MEASUREMENT], mrConfigId: ['00'.repeat(48)], allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`);
+const sealerOf = (resources: Resource[]) => resources.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
+const sealerEnv = (resources: Resource[], name: string) => (sealerOf(resources).spec.template.spec.containers[0].env as Json[]).filter((e) => e.name === name);
+const manifests = (stdout: string) => parseAllDocuments(stdout).map((d) => d.toJS()).filter(Boolean) as Resource[];
 
 describe('install.sh and uninstall.sh', () => {
   it('are executable and parse (bash -n)', () => {
@@ -42,7 +60,7 @@ describe('install.sh and uninstall.sh', () => {
   it("--help names the seed's parameters as options", () => {
     const result = run(INSTALL, ['--help']);
     expect(result.status).toBe(0);
-    for (const option of ['--tee', '--image', '--storage-size', '--domain', '--root-key-file', '--generate-root-key', '--namespace', '--dry-run']) expect(result.stdout).toContain(option);
+    for (const option of ['--tee', '--image', '--storage-size', '--domain', '--root-key-file', '--generate-root-key', '--namespace', '--dry-run', '--tdx-policy', '--pccs-url']) expect(result.stdout).toContain(option);
     const header = readFileSync(INSTALL, 'utf8');
     for (const seed of ['imageName', 'dataStoragePath', 'serviceIP', 'rootKey', 'teeMode']) expect(header).toContain(seed);
     expect(run(UNINSTALL, ['--help']).status).toBe(0);
@@ -61,6 +79,13 @@ describe('install.sh and uninstall.sh', () => {
       [['--tee', 'dev', '--domain', 'kms.example.com'], {}, /--gateway-class/],
       [['--tee', 'dev', '--initdata', '/etc/hostname'], {}, /--initdata is for --tee tdx/],
       [['--tee', 'dev', '--bogus'], {}, /unknown option/],
+      // TDX: the sealer needs reference values, or it refuses every TD.
+      [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], {}, /--tee tdx needs --tdx-policy FILE.*verify-quote/],
+      [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', '/nonexistent/policy.json'], {}, /--tdx-policy: cannot read/],
+      [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--pccs-url', 'http://pccs.example:8081'], {}, /--pccs-url must be an https:\/\//],
+      [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--pccs-url', 'https://pccs.example/"; x: y'], {}, /--pccs-url must be/],
+      [['--dry-run', '--tee', 'dev', '--tdx-policy', POLICY], {}, /--tdx-policy is for --tee tdx/],
+      [['--dry-run', '--tee', 'dev', '--pccs-url', INTEL_PCS_URL], {}, /--pccs-url is for --tee tdx/],
     ];
     for (const [args, env, message] of refusals) {
       const result = run(INSTALL, args, env);
@@ -69,6 +94,58 @@ describe('install.sh and uninstall.sh', () => {
     }
     // The seed's variable names work as well.
     expect(run(INSTALL, [], { teeMode: 'sgx' }).stderr).toMatch(/TDX/);
+    expect(run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: '/nonexistent' }).stderr).toMatch(/--tdx-policy: cannot read/);
+  });
+
+  describe('--tdx-policy is checked before anything is applied, as the sealer checks it (createTdxPolicy)', () => {
+    const m = MEASUREMENT;
+    const cases: [string, string][] = [
+      ['docs/attestation.md example', readFileSync(POLICY, 'utf8')],
+      ['mrTd only, 0x prefix and upper case', JSON.stringify({ mrTd: [`0x${m.toUpperCase()}`] })],
+      ['two allowed MRTDs and more TCB statuses', JSON.stringify({ mrTd: [m, 'cd'.repeat(48)], allowedTcbStatuses: ['UpToDate', 'SWHardeningNeeded'] })],
+      ['not JSON', '{"mrTd": ['],
+      ['empty file', ''],
+      ['a list, not an object', JSON.stringify([m])],
+      ['no mrTd', JSON.stringify({ rtmr0: [m] })],
+      ['empty mrTd', JSON.stringify({ mrTd: [] })],
+      ['mrTd not a list', JSON.stringify({ mrTd: m })],
+      ['short measurement', JSON.stringify({ mrTd: [m.slice(2)] })],
+      ['not hex', JSON.stringify({ mrTd: [`${m.slice(1)}g`] })],
+      ['misspelt field', JSON.stringify({ mrTd: [m], rtmr_1: [m] })],
+      ['empty optional list', JSON.stringify({ mrTd: [m], mrConfigId: [] })],
+      ['Revoked allowed', JSON.stringify({ mrTd: [m], allowedTcbStatuses: ['UpToDate', 'Revoked'] })],
+      ['unknown TCB status', JSON.stringify({ mrTd: [m], allowedTcbStatuses: ['Fine'] })],
+      ['empty TCB statuses', JSON.stringify({ mrTd: [m], allowedTcbStatuses: [] })],
+    ];
+    cases.forEach(([name, text], i) => {
+      const sealerAccepts = (() => {
+        try {
+          createTdxPolicy(JSON.parse(text));
+          return true;
+        } catch {
+          return false;
+        }
+      })();
+      it.skipIf(sealerAccepts && kubectl === undefined)(`${name}: ${sealerAccepts ? 'accepted' : 'refused'}`, () => {
+        const file = fixture(`case-${i}.json`, text);
+        const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', file, '--work-dir', join(fixtures, `work-${i}`)]);
+        if (sealerAccepts) {
+          expect(result.stderr).toMatch(/TDX policy .*: mrTd \d+ allowed/);
+          expect(result.status, result.stderr).toBe(0);
+        } else {
+          expect(result.status).not.toBe(0);
+          expect(result.stderr).toMatch(new RegExp(`error: --tdx-policy ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `));
+          expect(result.stdout).toBe('');
+        }
+      });
+    });
+
+    it('a duplicated field is refused too (JSON.parse would keep only the last one)', () => {
+      const file = fixture('duplicate.json', `{"mrTd": ["${m}"], "mrTd": ["${'cd'.repeat(48)}"]}`);
+      const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', file]);
+      expect(result.status).not.toBe(0);
+      expect(result.stderr).toMatch(/duplicate field mrTd/);
+    });
   });
 
   it('keeps every secret out of the repository: the secrets directory must be outside it', () => {
@@ -93,9 +170,11 @@ describe('install.sh and uninstall.sh', () => {
       '--storage-size', '20Gi',
       '--storage-class', 'fast-ssd',
       '--bucket', 'kms-keys',
+      '--tdx-policy', POLICY,
+      '--pccs-url', 'https://pccs.example.org:8081/',
       '--work-dir', work,
     ]);
-    const resources = (result.status === 0 ? parseAllDocuments(result.stdout).map((d) => d.toJS()).filter(Boolean) : []) as Resource[];
+    const resources = result.status === 0 ? manifests(result.stdout) : [];
 
     it('succeeds without a cluster and writes nothing secret', () => {
       expect(result.stderr).not.toMatch(/error/);
@@ -103,6 +182,18 @@ describe('install.sh and uninstall.sh', () => {
       expect(resources.length).toBeGreaterThan(15);
       expect(resources.filter((r) => r.kind === 'Secret')).toEqual([]);
       expect(readKustomization(work).resources).toEqual([join(KNATIVE, 'overlays', 'tdx')]);
+    });
+
+    it('the sealer gets the policy file from the ConfigMap install.sh makes, and the given PCCS as its one collateral source', () => {
+      expect(result.stderr).toMatch(/TDX policy .*policy\.json: mrTd 1 allowed, rtmr0 1 allowed, mrConfigId 1 allowed, TCB status UpToDate; DCAP collateral from https:\/\/pccs\.example\.org:8081\n/);
+      expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: 'https://pccs.example.org:8081' }]);
+      expect(sealerEnv(resources, 'KMS_SEALER_TDX_COLLATERAL_FILE')).toEqual([]);
+      expect(sealerEnv(resources, 'KMS_SEALER_TDX_POLICY_FILE')).toHaveLength(1);
+      const volume = sealerOf(resources).spec.template.spec.volumes.find((v: Json) => v.configMap?.name === 'tee-kms-tdx-policy');
+      expect(volume).toBeDefined();
+      // Made with kubectl create configmap (like the Secrets), not part of the printed manifests.
+      expect(resources.filter((r) => r.metadata.name === 'tee-kms-tdx-policy')).toEqual([]);
+      expect(result.stderr).toContain('ConfigMap tee-kms-tdx-policy from');
     });
 
     it('puts everything in the chosen namespace, with the given image digest and parameters', () => {
@@ -138,7 +229,7 @@ describe('install.sh and uninstall.sh', () => {
     temps.push(work);
     const initdata = join(work, 'initdata.toml');
     execFileSync('bash', ['-c', `printf 'version = "0.1.0"\\nalgorithm = "sha384"\\n[data]\\n' > '${initdata}'`]);
-    const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', `r.example/tee-kms@sha256:${'cd'.repeat(32)}`, '--initdata', initdata, '--work-dir', join(work, 'k')]);
+    const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', `r.example/tee-kms@sha256:${'cd'.repeat(32)}`, '--tdx-policy', POLICY, '--initdata', initdata, '--work-dir', join(work, 'k')]);
     expect(result.status, result.stderr).toBe(0);
     const resources = parseAllDocuments(result.stdout).map((d) => d.toJS()).filter(Boolean) as Resource[];
     const pods = resources.filter((r) => r.kind === 'Deployment' || r.apiVersion === 'serving.knative.dev/v1');
@@ -147,6 +238,23 @@ describe('install.sh and uninstall.sh', () => {
       const value = r.spec.template.metadata.annotations['io.katacontainers.config.hypervisor.cc_init_data'];
       expect(execFileSync('bash', ['-c', 'base64 -d | gunzip'], { input: value, encoding: 'utf8' })).toContain('algorithm = "sha384"');
     }
+  });
+
+  it.skipIf(kubectl === undefined)('--tee tdx without --pccs-url: the sealer fetches collateral from Intel PCS (dry run)', () => {
+    const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: POLICY });
+    expect(result.status, result.stderr).toBe(0);
+    expect(sealerEnv(manifests(result.stdout), 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: INTEL_PCS_URL }]);
+  });
+
+  it.skipIf(kubectl === undefined)('--tee dev still installs the sample-evidence sealer: no TDX policy, no collateral source (dry run)', () => {
+    const result = run(INSTALL, ['--dry-run', '--tee', 'dev']);
+    expect(result.status, result.stderr).toBe(0);
+    const resources = manifests(result.stdout);
+    const env = sealerOf(resources).spec.template.spec.containers[0].env as Json[];
+    expect(env.filter((e) => /^KMS_SEALER_(TDX_|PCCS_)/.test(e.name))).toEqual([]);
+    expect(env).toContainEqual({ name: 'KMS_SEALER_INSECURE_DEV_MODE', value: 'true' });
+    expect(JSON.stringify(resources)).not.toContain('tdx-policy');
+    expect(result.stderr).not.toContain('TDX policy');
   });
 });
 
@@ -200,6 +308,17 @@ describe('docs/deploy-knative.md', () => {
     for (const heading of ['Prerequisites', 'Secrets', 'TLS', 'Install', 'Check', 'Uninstall']) expect(doc).toMatch(new RegExp(`^#+ .*${heading}`, 'm'));
     expect(doc).toContain('knative/install.sh');
     expect(doc).toContain('knative/uninstall.sh');
+  });
+
+  it('documents the TDX policy and collateral parameters, where reference values come from, and what happens without them', () => {
+    for (const text of ['--tdx-policy', '--pccs-url', INTEL_PCS_URL, 'tee-kms-tdx-policy', 'KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_PCCS_URL', 'npm run --silent verify-quote --', 'docs/attestation.md']) {
+      expect(doc, text).toContain(text);
+    }
+    expect(doc).toMatch(/refuses every (TD|pod)/);
+    // Every install example for production passes a policy.
+    const examples = doc.match(/knative\/install\.sh --tee tdx(?:[^\n]*\\\n)*[^\n]*/g) ?? [];
+    expect(examples.length).toBeGreaterThanOrEqual(2);
+    for (const example of examples) expect(example).toContain('--tdx-policy');
   });
 
   it('gives the kn service create command of every function', () => {

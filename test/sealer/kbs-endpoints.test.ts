@@ -90,7 +90,7 @@ describe('KBS round trip on the wire', () => {
     expect(payload.exp - payload.iat).toBe(2);
 
     // Bearer token alone (Trustee's token mode) and session cookie alone (Trustee's cookie mode).
-    for (const headers of [{ Authorization: `Bearer ${token}` }, { Cookie: cookie }]) {
+    for (const headers of [{ Authorization: `Bearer ${token}` }, { Cookie: cookie }] as Record<string, string>[]) {
       const resource = await kbs.request('GET', RESOURCE, undefined, headers);
       expect(resource.status).toBe(200);
       expect(Object.keys(resource.body as object).sort()).toEqual(['ciphertext', 'encrypted_key', 'iv', 'protected', 'tag']);

@@ -6,10 +6,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
-import { KmsError } from '../../shared/errors.js';
 import type { SealerClient } from '../../shared/sealer/client.js';
 import type { Share } from '../../shared/sealer/protocol.js';
 import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { kmsFailure } from '../support/failure.js';
 
 const secrets = new SecretRegistry();
 let sealer: SealerProcess;
@@ -21,16 +21,6 @@ async function newKey(t = 3, n = 5): Promise<{ key: Buffer; id: string; shares: 
   secrets.add(key);
   shares.forEach((share) => secrets.addShare(share));
   return { key, id: rootKeyId(key), shares };
-}
-
-async function failure(promise: Promise<unknown>): Promise<KmsError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof KmsError) return error;
-    throw error;
-  }
-  throw new Error('expected a KmsError');
 }
 
 async function recover(shares: readonly Share[]) {
@@ -66,17 +56,17 @@ describe('root key lifecycle (mode 2)', () => {
 
   it('starts uninitialized: no key, recovery and verification refused', async () => {
     expect(await client.sealStatus()).toEqual({ sealed: true, initialized: false, t: 0, n: 0, progress: 0, rootKeyId: null, verificationPending: false, source: 'shares' });
-    const sealed = await failure(client.rootKey());
+    const sealed = await kmsFailure(client.rootKey());
     expect(sealed.code).toBe('SEALED');
     expect(sealed.message).toContain('not initialized');
     expect(sealed.details).toMatchObject({ sealed: true, initialized: false });
     first = await newKey();
-    expect((await failure(client.submitShare(first.shares[0]!))).code).toBe('CONFLICT');
-    expect((await failure(client.verifyShares(first.shares))).code).toBe('SEALED');
+    expect((await kmsFailure(client.submitShare(first.shares[0]!))).code).toBe('CONFLICT');
+    expect((await kmsFailure(client.verifyShares(first.shares))).code).toBe('SEALED');
   });
 
   it('is initialized by the first install, only with expectedCurrentId null', async () => {
-    const wrong = await failure(client.installRootKey({ key: first.key, t: 3, n: 5, expectedCurrentId: '0'.repeat(32) }));
+    const wrong = await kmsFailure(client.installRootKey({ key: first.key, t: 3, n: 5, expectedCurrentId: '0'.repeat(32) }));
     expect(wrong.code).toBe('CONFLICT');
     expect(await client.installRootKey({ key: first.key, t: 3, n: 5, expectedCurrentId: null })).toEqual({ rootKeyId: first.id });
     expect(await client.sealStatus()).toMatchObject({ sealed: false, initialized: true, t: 3, n: 5, rootKeyId: first.id, verificationPending: false });
@@ -115,7 +105,7 @@ describe('root key lifecycle (mode 2)', () => {
   });
 
   it('refuses recovery while unsealed: a live key is never replaced', async () => {
-    const refused = await failure(client.submitShare(first.shares[0]!));
+    const refused = await kmsFailure(client.submitShare(first.shares[0]!));
     expect(refused.code).toBe('CONFLICT');
     expect(refused.message).toContain('not sealed');
     expect((await client.rootKey()).id).toBe(second.id);
@@ -124,10 +114,10 @@ describe('root key lifecycle (mode 2)', () => {
   it('after a restart (SIGTERM) is sealed, and the OLD verified shares recover the CURRENT key', async () => {
     await restart('SIGTERM');
     expect(await client.sealStatus()).toMatchObject({ sealed: true, initialized: true, t: 3, n: 5, progress: 0, rootKeyId: second.id, verificationPending: true });
-    const sealed = await failure(client.rootKey());
+    const sealed = await kmsFailure(client.rootKey());
     expect(sealed.code).toBe('SEALED');
     expect(sealed.details).toMatchObject({ sealed: true, initialized: true, t: 3 });
-    expect((await failure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: second.id }))).code).toBe('SEALED');
+    expect((await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: second.id }))).code).toBe('SEALED');
     expect(await client.submitShare(first.shares[4]!)).toEqual({ sealed: true, progress: 1, t: 3 });
     expect(await client.submitShare(first.shares[1]!)).toEqual({ sealed: true, progress: 2, t: 3 });
     expect(await client.submitShare(first.shares[2]!)).toEqual({ sealed: false, progress: 0, t: 3, rootKeyId: second.id });
@@ -143,13 +133,13 @@ describe('root key lifecycle (mode 2)', () => {
   });
 
   it('verification refuses wrong, too few and duplicated shares and changes nothing', async () => {
-    const stale = await failure(client.verifyShares(first.shares.slice(0, 3)));
+    const stale = await kmsFailure(client.verifyShares(first.shares.slice(0, 3)));
     expect(stale.code).toBe('BAD_REQUEST');
     expect(stale.message).toContain('do not rebuild the current root key');
-    const few = await failure(client.verifyShares(second.shares.slice(0, 2)));
+    const few = await kmsFailure(client.verifyShares(second.shares.slice(0, 2)));
     expect(few.code).toBe('BAD_REQUEST');
     expect(few.message).toContain('need at least 3 shares');
-    const twice = await failure(client.verifyShares([second.shares[0]!, second.shares[0]!, second.shares[1]!]));
+    const twice = await kmsFailure(client.verifyShares([second.shares[0]!, second.shares[0]!, second.shares[1]!]));
     expect(twice.code).toBe('BAD_REQUEST');
     expect(twice.message).toContain('appears twice');
     expect((await client.sealStatus()).verificationPending).toBe(true);
@@ -163,7 +153,7 @@ describe('root key lifecycle (mode 2)', () => {
     await restart('SIGKILL');
     await client.submitShare(first.shares[0]!);
     await client.submitShare(first.shares[1]!);
-    const stale = await failure(client.submitShare(first.shares[2]!));
+    const stale = await kmsFailure(client.submitShare(first.shares[2]!));
     expect(stale.code).toBe('BAD_REQUEST');
     expect(stale.message).toContain('progress was reset');
     expect(await client.sealStatus()).toMatchObject({ sealed: true, progress: 0 });

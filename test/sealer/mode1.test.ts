@@ -6,11 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
-import { KmsError } from '../../shared/errors.js';
 import { SampleAttester } from '../../shared/attestation/sample.js';
 import { SealerClient } from '../../shared/sealer/client.js';
 import { repoRoot } from '../support/processes.js';
 import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { kmsFailure } from '../support/failure.js';
 
 const ROOT_KEY = randomBytes(32);
 const secrets = new SecretRegistry();
@@ -18,16 +18,6 @@ secrets.add(ROOT_KEY);
 let dir: string;
 let sealer: SealerProcess;
 let client: SealerClient;
-
-async function failure(promise: Promise<unknown>): Promise<KmsError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof KmsError) return error;
-    throw error;
-  }
-  throw new Error('expected a KmsError');
-}
 
 /** Runs the sealer expecting it to refuse to start; returns exit code and output. */
 function startFails(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
@@ -68,14 +58,14 @@ describe('mode 1: root key from a secret file', () => {
   });
 
   it('refuses rotation (409: rotate the secret instead), verification, recovery and sealing', async () => {
-    const rotate = await failure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: rootKeyId(ROOT_KEY) }));
+    const rotate = await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: rootKeyId(ROOT_KEY) }));
     expect(rotate.code).toBe('CONFLICT');
     expect(rotate.message).toContain('rotate the secret instead');
     const shares = await makeShares(ROOT_KEY, 5, 3);
     shares.forEach((share) => secrets.addShare(share));
-    expect((await failure(client.verifyShares(shares.slice(0, 3)))).code).toBe('CONFLICT');
-    expect((await failure(client.submitShare(shares[0]!))).code).toBe('CONFLICT');
-    expect((await failure(client.seal())).code).toBe('CONFLICT');
+    expect((await kmsFailure(client.verifyShares(shares.slice(0, 3)))).code).toBe('CONFLICT');
+    expect((await kmsFailure(client.submitShare(shares[0]!))).code).toBe('CONFLICT');
+    expect((await kmsFailure(client.seal())).code).toBe('CONFLICT');
     expect((await client.rootKey()).key.equals(ROOT_KEY)).toBe(true);
   });
 

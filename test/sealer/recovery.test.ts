@@ -7,21 +7,12 @@ import { KmsError } from '../../shared/errors.js';
 import type { SealerClient } from '../../shared/sealer/client.js';
 import type { Share } from '../../shared/sealer/protocol.js';
 import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { kmsFailure } from '../support/failure.js';
 
 const secrets = new SecretRegistry();
 let sealer: SealerProcess;
 let client: SealerClient;
 let current: { key: Buffer; id: string; shares: Share[]; t: number; n: number };
-
-async function failure(promise: Promise<unknown>): Promise<KmsError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof KmsError) return error;
-    throw error;
-  }
-  throw new Error('expected a KmsError');
-}
 
 /** Rotates to a fresh key with t-of-n shares and verifies them (no fallback chain). */
 async function rotate(t: number, n: number): Promise<void> {
@@ -94,7 +85,7 @@ describe('recovery orders', () => {
   it('more shares than the threshold are never needed: the sealer unseals at t', async () => {
     await rotate(3, 5);
     await expectRecoversInOrder(current.shares.slice(0, 3));
-    const late = await failure(client.submitShare(current.shares[3]!));
+    const late = await kmsFailure(client.submitShare(current.shares[3]!));
     expect(late.code).toBe('CONFLICT');
   });
 });
@@ -123,7 +114,7 @@ describe('bad shares never install a key', () => {
   ])('refuses %s at once with 400, progress unchanged', async (_label, mutate, message) => {
     await client.resetRecovery();
     await client.submitShare(current.shares[0]!);
-    const error = await failure(client.submitShare(mutate(current.shares[1]!)));
+    const error = await kmsFailure(client.submitShare(mutate(current.shares[1]!)));
     expect(error.code).toBe('BAD_REQUEST');
     expect(error.message).toContain(message);
     await expectSealedWith(1);
@@ -133,11 +124,11 @@ describe('bad shares never install a key', () => {
     await client.resetRecovery();
     await client.submitShare(current.shares[0]!);
     await client.submitShare(current.shares[1]!);
-    const again = await failure(client.submitShare(current.shares[1]!));
+    const again = await kmsFailure(client.submitShare(current.shares[1]!));
     expect(again.code).toBe('BAD_REQUEST');
     expect(again.message).toContain('already submitted');
     await expectSealedWith(2);
-    const tampered = await failure(client.submitShare(corrupt(current.shares[0]!, 3)));
+    const tampered = await kmsFailure(client.submitShare(corrupt(current.shares[0]!, 3)));
     expect(tampered.message).toContain('already submitted');
     expect(await client.submitShare(current.shares[2]!)).toMatchObject({ sealed: false, rootKeyId: current.id });
     await client.seal();
@@ -150,11 +141,11 @@ describe('bad shares never install a key', () => {
     await client.resetRecovery();
     const list = shares();
     for (const share of list.slice(0, -1)) await client.submitShare(share);
-    const error = await failure(client.submitShare(list.at(-1)!));
+    const error = await kmsFailure(client.submitShare(list.at(-1)!));
     expect(error.code).toBe('BAD_REQUEST');
     expect(error.message).toContain('progress was reset');
     await expectSealedWith(0);
-    expect((await failure(client.rootKey())).code).toBe('SEALED');
+    expect((await kmsFailure(client.rootKey())).code).toBe('SEALED');
   });
 
   it('refuses stale shares (of the previous root key, after verification)', async () => {
@@ -165,7 +156,7 @@ describe('bad shares never install a key', () => {
     await rotate(3, 5);
     await client.seal();
     for (const share of previous.shares.slice(0, 2)) await client.submitShare(share);
-    const stale = await failure(client.submitShare(previous.shares[2]!));
+    const stale = await kmsFailure(client.submitShare(previous.shares[2]!));
     expect(stale.code).toBe('BAD_REQUEST');
     await expectSealedWith(0);
   });
@@ -174,7 +165,7 @@ describe('bad shares never install a key', () => {
     await client.submitShare(current.shares[3]!);
     await client.submitShare(current.shares[4]!);
     await expectSealedWith(2);
-    expect((await failure(client.rootKey())).details).toMatchObject({ sealed: true, progress: 2, t: 3 });
+    expect((await kmsFailure(client.rootKey())).details).toMatchObject({ sealed: true, progress: 2, t: 3 });
     expect(await client.resetRecovery()).toEqual({ sealed: true, progress: 0, t: 3 });
     await expectSealedWith(0);
     await expectRecoversInOrder([current.shares[4]!, current.shares[2]!, current.shares[0]!]);

@@ -15,8 +15,8 @@ export interface TestBucket {
   /** Environment for a KMS process using this bucket. */
   readonly env: Record<string, string>;
   store(prefix?: string): S3ObjectStore;
-  /** Every object under the bucket, with its body, read by the independent client. */
-  readAll(): Promise<Map<string, Buffer>>;
+  /** Every object in the bucket (or under `prefix`), with its body, read by the independent client. */
+  readAll(prefix?: string): Promise<Map<string, Buffer>>;
   remove(): Promise<void>;
 }
 
@@ -52,18 +52,22 @@ export async function createTestBucket(): Promise<TestBucket> {
       stores.push(store);
       return store;
     },
-    async readAll() {
+    async readAll(prefix = '') {
       const out = new Map<string, Buffer>();
       const names: string[] = [];
-      for await (const item of reader.listObjectsV2(bucket, '', true)) {
+      for await (const item of reader.listObjectsV2(bucket, prefix, true)) {
         if (item.name) names.push(item.name);
       }
-      for (const name of names) {
-        const chunks: Buffer[] = [];
-        for await (const chunk of await reader.getObject(bucket, name)) chunks.push(chunk as Buffer);
-        out.set(name, Buffer.concat(chunks));
+      for (let i = 0; i < names.length; i += 32) {
+        await Promise.all(
+          names.slice(i, i + 32).map(async (name) => {
+            const chunks: Buffer[] = [];
+            for await (const chunk of await reader.getObject(bucket, name)) chunks.push(chunk as Buffer);
+            out.set(name, Buffer.concat(chunks));
+          }),
+        );
       }
-      return out;
+      return new Map([...out].sort(([a], [b]) => (a < b ? -1 : 1)));
     },
     async remove() {
       await Promise.all(stores.map((s) => s.close()));

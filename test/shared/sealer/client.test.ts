@@ -5,16 +5,7 @@ import { SampleAttester } from '../../../shared/attestation/sample.js';
 import { KmsError } from '../../../shared/errors.js';
 import { SealerClient } from '../../../shared/sealer/client.js';
 import { freePort, startSealerProcess, type SealerProcess } from '../../support/sealer.js';
-
-async function failure(promise: Promise<unknown>): Promise<KmsError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof KmsError) return error;
-    throw error;
-  }
-  throw new Error('expected a KmsError');
-}
+import { kmsFailure } from '../../support/failure.js';
 
 function configError(fn: () => unknown): string | undefined {
   try {
@@ -52,10 +43,10 @@ describe('SealerClient error mapping', () => {
     const url = `https://127.0.0.1:${await freePort()}`;
     const client = new SealerClient({ url, ca, attester: new SampleAttester() });
     try {
-      const error = await failure(client.rootKey());
+      const error = await kmsFailure(client.rootKey());
       expect(error.code).toBe('ROOT_KEY_UNAVAILABLE');
       expect(error.message).toBe(`cannot reach the sealing service at ${url} (ECONNREFUSED)`);
-      expect((await failure(client.sealStatus())).code).toBe('ROOT_KEY_UNAVAILABLE');
+      expect((await kmsFailure(client.sealStatus())).code).toBe('ROOT_KEY_UNAVAILABLE');
     } finally {
       client.close();
     }
@@ -64,18 +55,18 @@ describe('SealerClient error mapping', () => {
   it('sealed/uninitialized → SEALED with the seal status in details; conflicts → CONFLICT; bad shares → BAD_REQUEST with the detail', async () => {
     const client = SealerClient.fromCaFile({ url: sealer.url, caFile: `${sealer.dataDir}/tls/cert.pem`, attester: new SampleAttester() });
     try {
-      const uninitialized = await failure(client.rootKey());
+      const uninitialized = await kmsFailure(client.rootKey());
       expect(uninitialized).toMatchObject({ code: 'SEALED', details: { sealed: true, initialized: false, t: 0, n: 0, progress: 0, rootKeyId: null } });
       const key = randomBytes(32);
       await client.installRootKey({ key, t: 3, n: 5, expectedCurrentId: null });
-      expect((await failure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: null }))).code).toBe('CONFLICT');
-      expect((await failure(client.installRootKey({ key: randomBytes(32), t: 1, n: 5, expectedCurrentId: null }))).message).toContain('2 <= t <= n <= 255');
-      expect((await failure(client.installRootKey({ key: randomBytes(16), t: 3, n: 5, expectedCurrentId: null }))).code).toBe('BAD_REQUEST');
+      expect((await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: null }))).code).toBe('CONFLICT');
+      expect((await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 1, n: 5, expectedCurrentId: null }))).message).toContain('2 <= t <= n <= 255');
+      expect((await kmsFailure(client.installRootKey({ key: randomBytes(16), t: 3, n: 5, expectedCurrentId: null }))).code).toBe('BAD_REQUEST');
       await client.seal();
-      const sealed = await failure(client.rootKey());
+      const sealed = await kmsFailure(client.rootKey());
       expect(sealed).toMatchObject({ code: 'SEALED', details: { sealed: true, initialized: true, t: 3, n: 5 } });
       expect(sealed.message).toContain('recover the root key with 3 shares');
-      const bad = await failure(client.submitShare({ index: 0, content: 'AAAA' }));
+      const bad = await kmsFailure(client.submitShare({ index: 0, content: 'AAAA' }));
       expect(bad).toMatchObject({ code: 'BAD_REQUEST' });
       expect(bad.message).toContain('index 0 is out of range');
       expect(await client.resetRecovery()).toEqual({ sealed: true, progress: 0, t: 3 });
