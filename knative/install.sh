@@ -14,6 +14,11 @@
 #                                                   the Shamir mode (rotate makes the key in the TD)
 #   teeMode            KMS_TEE_MODE / --tee         tdx (production) or dev (no TEE, insecure)
 #
+# Not in the seed: with --tee tdx the sealer verifies each function's TDX quote, so it needs the
+# reference values of your TDs, KMS_TDX_POLICY_FILE / --tdx-policy (required; see
+# docs/attestation.md), and where DCAP collateral comes from, KMS_PCCS_URL / --pccs-url (default
+# Intel PCS).
+#
 # Run knative/install.sh --help for every option. Secrets are created with kubectl from values
 # generated here (or files you give), and kept in KMS_SECRETS_DIR (outside this repository,
 # mode 0700); nothing secret is ever written into the work tree.
@@ -44,6 +49,12 @@ usage: knative/install.sh [options]     (every option also reads the environment
   --public-tls-cert FILE        KMS_PUBLIC_TLS_CERT_FILE  certificate chain for --domain
   --public-tls-key FILE         KMS_PUBLIC_TLS_KEY_FILE   its private key
   --public-tls-secret NAME      KMS_PUBLIC_TLS_SECRET     or: an existing kubernetes.io/tls Secret
+  --tdx-policy FILE             KMS_TDX_POLICY_FILE tdx (required): the sealer's TDX reference values, JSON
+                                                    {"mrTd": [...], "rtmr0": [...], ...} (docs/attestation.md);
+                                                    checked here, stored in ConfigMap tee-kms-tdx-policy
+  --pccs-url URL                KMS_PCCS_URL        tdx: DCAP collateral source, a PCCS or Intel PCS base URL
+                                                    (https://, without /sgx|tdx/certification/v4;
+                                                    default https://api.trustedservices.intel.com)
   --initdata FILE               KMS_INITDATA_FILE   tdx: CoCo init-data TOML for every TD pod
                                                     (io.katacontainers.config.hypervisor.cc_init_data)
   --internal-tls / --no-internal-tls  KMS_INTERNAL_TLS  Knative system-internal-tls (default: on for tdx)
@@ -87,6 +98,9 @@ PUBLIC_TLS_CERT=${KMS_PUBLIC_TLS_CERT_FILE:-}
 PUBLIC_TLS_KEY=${KMS_PUBLIC_TLS_KEY_FILE:-}
 PUBLIC_TLS_SECRET=${KMS_PUBLIC_TLS_SECRET:-}
 INITDATA_FILE=${KMS_INITDATA_FILE:-}
+TDX_POLICY_FILE=${KMS_TDX_POLICY_FILE:-}
+INTEL_PCS_URL=https://api.trustedservices.intel.com
+PCCS_URL=${KMS_PCCS_URL:-}
 INTERNAL_TLS=${KMS_INTERNAL_TLS:-}
 SKIP_KNATIVE_CONFIG=${KMS_SKIP_KNATIVE_CONFIG:-0}
 SECRETS_DIR=${KMS_SECRETS_DIR:-}
@@ -118,6 +132,8 @@ while [[ $# -gt 0 ]]; do
     --public-tls-key) need_value "$@"; PUBLIC_TLS_KEY=$2; shift 2 ;;
     --public-tls-secret) need_value "$@"; PUBLIC_TLS_SECRET=$2; shift 2 ;;
     --initdata) need_value "$@"; INITDATA_FILE=$2; shift 2 ;;
+    --tdx-policy) need_value "$@"; TDX_POLICY_FILE=$2; shift 2 ;;
+    --pccs-url) need_value "$@"; PCCS_URL=$2; shift 2 ;;
     --internal-tls) INTERNAL_TLS=1; shift ;;
     --no-internal-tls) INTERNAL_TLS=0; shift ;;
     --skip-knative-config) SKIP_KNATIVE_CONFIG=1; shift ;;
@@ -196,6 +212,93 @@ if [[ -n $INITDATA_FILE ]]; then
 fi
 if [[ -z $INTERNAL_TLS ]]; then
   if [[ $TEE_MODE == tdx ]]; then INTERNAL_TLS=1; else INTERNAL_TLS=0; fi
+fi
+
+# The TDX policy is the security policy: which TDs get the root key. The sealer checks it again at
+# start and refuses to start on a policy it cannot apply; checking it here means a bad file never
+# reaches the cluster (where it would stop the sealer, or in the Shamir mode seal it).
+# Mirrors createTdxPolicy (shared/attestation/tdx/policy.ts). Prints a one-line summary.
+check_tdx_policy() {
+  command -v python3 >/dev/null 2>&1 || die "python3 is needed to check --tdx-policy"
+  python3 - "$1" <<'PY'
+import json, re, sys
+
+path = sys.argv[1]
+
+
+def fail(message):
+    sys.stderr.write("tee-kms install: error: --tdx-policy %s: %s (see docs/attestation.md)\n" % (path, message))
+    sys.exit(1)
+
+
+def no_duplicates(pairs):
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ValueError("duplicate field " + ", ".join(duplicates))
+    return dict(pairs)
+
+
+try:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+except (OSError, UnicodeDecodeError) as error:
+    fail("cannot read it as UTF-8 text (%s)" % error.__class__.__name__)
+try:
+    policy = json.loads(text, object_pairs_hook=no_duplicates)
+except json.JSONDecodeError as error:
+    fail("not JSON: %s at line %d column %d" % (error.msg, error.lineno, error.colno))
+except ValueError as error:
+    fail(str(error))
+if not isinstance(policy, dict):
+    fail("must be a JSON object")
+KNOWN = ["mrTd", "rtmr0", "rtmr1", "rtmr2", "mrConfigId", "allowedTcbStatuses"]
+unknown = [key for key in policy if key not in KNOWN]
+if unknown:
+    fail("unknown field %s (known: %s)" % (", ".join(unknown), ", ".join(KNOWN)))
+if "mrTd" not in policy:
+    fail("mrTd is required: a non-empty list of allowed MRTD values")
+summary = []
+for field in ["mrTd", "rtmr0", "rtmr1", "rtmr2", "mrConfigId"]:
+    if field not in policy:
+        continue
+    values = policy[field]
+    if not isinstance(values, list) or len(values) == 0:
+        fail("%s must be a non-empty list of 48-byte hex measurements" % field)
+    for index, value in enumerate(values):
+        normalized = value.strip().lower() if isinstance(value, str) else ""
+        if normalized.startswith("0x"):
+            normalized = normalized[2:]
+        if not re.fullmatch(r"[0-9a-f]{96}", normalized):
+            fail("%s[%d] is not a 48-byte (96 hex digit) measurement" % (field, index))
+    summary.append("%s %d allowed" % (field, len(values)))
+statuses = policy.get("allowedTcbStatuses", ["UpToDate"])
+ACCEPTABLE = ["UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded", "OutOfDate", "OutOfDateConfigurationNeeded"]
+if not isinstance(statuses, list) or len(statuses) == 0:
+    fail("allowedTcbStatuses must be a non-empty list")
+for status in statuses:
+    if not isinstance(status, str) or status not in ACCEPTABLE:
+        fail("allowedTcbStatuses has an unknown or unacceptable status %s (Revoked is never accepted)" % json.dumps(status))
+summary.append("TCB status " + ", ".join(statuses))
+print(", ".join(summary))
+PY
+}
+
+TDX_POLICY_SUMMARY=""
+if [[ $TEE_MODE == tdx ]]; then
+  [[ -n $TDX_POLICY_FILE ]] \
+    || die "--tee tdx needs --tdx-policy FILE: the TDX reference values (mrTd, rtmr0-2, mrConfigId) the sealer accepts; without them it refuses every TD. Take them from a quote of your TD with: npm run --silent verify-quote -- <quote> (docs/attestation.md)"
+  [[ -f $TDX_POLICY_FILE && -r $TDX_POLICY_FILE ]] || die "--tdx-policy: cannot read $TDX_POLICY_FILE"
+  TDX_POLICY_SUMMARY=$(check_tdx_policy "$TDX_POLICY_FILE") || exit 1
+  PCCS_URL=${PCCS_URL:-$INTEL_PCS_URL}
+  # https only: the collateral is signed, but over plain HTTP an on-path attacker could replay an
+  # older, still-valid CRL and hide a recent revocation. Quoted into YAML below: no quotes, no spaces.
+  [[ $PCCS_URL =~ ^https://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$ ]] \
+    || die "--pccs-url must be an https:// base URL such as $INTEL_PCS_URL or https://pccs.example:8081, got '$PCCS_URL'"
+  while [[ $PCCS_URL == */ ]]; do PCCS_URL=${PCCS_URL%/}; done
+else
+  [[ -z $TDX_POLICY_FILE ]] || die "--tdx-policy is for --tee tdx (the dev sealer accepts only sample evidence)"
+  [[ -z $PCCS_URL ]] || die "--pccs-url is for --tee tdx"
 fi
 
 for tool in kubectl openssl; do
@@ -293,6 +396,13 @@ write_kustomization() {
       printf '      - op: add\n        path: /spec/template/metadata/annotations/io.katacontainers.config.hypervisor.cc_init_data\n'
       printf '        value: "%s"\n' "$INITDATA_B64"
     fi
+    if [[ $TEE_MODE == tdx ]]; then
+      # The sealer's collateral source (the overlay's KMS_SEALER_PCCS_URL, merged by name).
+      printf '  - patch: |-\n'
+      printf '      apiVersion: apps/v1\n      kind: Deployment\n      metadata:\n        name: tee-kms-sealer\n'
+      printf '      spec:\n        template:\n          spec:\n            containers:\n              - name: sealer\n'
+      printf '                env:\n                  - name: KMS_SEALER_PCCS_URL\n                    value: "%s"\n' "$PCCS_URL"
+    fi
   } >"$WORK_DIR/kustomization.yaml"
 
   rm -rf "$WORK_DIR/single-host"
@@ -317,9 +427,14 @@ if [[ -n $INITDATA_FILE ]]; then
   INITDATA_B64="$(gzip -9 -n -c "$INITDATA_FILE" | base64 | tr -d '\n')"
 fi
 
+if [[ $TEE_MODE == tdx ]]; then
+  log "TDX policy $TDX_POLICY_FILE: $TDX_POLICY_SUMMARY; DCAP collateral from $PCCS_URL"
+fi
+
 if [[ $DRY_RUN == 1 ]]; then
   write_kustomization dry-run dry-run
   log "generated kustomization: $WORK_DIR/kustomization.yaml"
+  [[ $TEE_MODE != tdx ]] || log "not shown (made with kubectl, like the Secrets): ConfigMap tee-kms-tdx-policy from $TDX_POLICY_FILE"
   kubectl kustomize "$WORK_DIR"
   exit 0
 fi
@@ -464,6 +579,15 @@ kubectl create configmap tee-kms-internal-ca -n "$NS" --from-file="ca.crt=$CA_CR
 if [[ $ROOT_KEY_MODE == secret ]]; then
   apply_generic_secret tee-kms-root-key "rootKey=$SECRETS_DIR/root-key"
 fi
+if [[ $TEE_MODE == tdx ]]; then
+  # Not secret, but the security policy: it decides which TDs get the root key. Whoever can write
+  # ConfigMaps in the namespace can change it (it takes effect when the sealer restarts).
+  installed_policy=$(kubectl get configmap tee-kms-tdx-policy -n "$NS" -o jsonpath='{.data.policy\.json}' 2>/dev/null || true)
+  if [[ -n $installed_policy && $installed_policy != "$(cat "$TDX_POLICY_FILE")" ]]; then
+    log "the TDX policy changed: the sealer restarts to read it$([[ $ROOT_KEY_MODE == shares ]] && echo " and comes back sealed (send 3 shares to recover-root-key)")"
+  fi
+  kubectl create configmap tee-kms-tdx-policy -n "$NS" --from-file="policy.json=$TDX_POLICY_FILE" --dry-run=client -o yaml | label_and_apply
+fi
 if [[ -n $DOMAIN && -z $PUBLIC_TLS_SECRET ]]; then
   apply_tls_secret tee-kms-public-tls "$PUBLIC_TLS_CERT" "$PUBLIC_TLS_KEY"
 fi
@@ -474,6 +598,8 @@ digest_of() { cat "$@" | openssl dgst -sha256 -r | cut -c1-16; }
 FUNCTION_REV=$(printf '%s' "$CONFIG_INPUTS" | cat - "$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/admin-token" "$CA_CRT" | openssl dgst -sha256 -r | cut -c1-16)
 SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT")
 [[ $ROOT_KEY_MODE == shares ]] || SEALER_INPUTS+=("$SECRETS_DIR/root-key")
+# The sealer reads its TDX policy once, at start: a changed policy must roll it.
+[[ $TEE_MODE != tdx ]] || SEALER_INPUTS+=("$TDX_POLICY_FILE")
 SEALER_REV=$(digest_of "${SEALER_INPUTS[@]}")
 write_kustomization "$FUNCTION_REV" "$SEALER_REV"
 
@@ -546,4 +672,6 @@ NEXT
 fi
 if [[ $TEE_MODE == dev ]]; then
   log "dev mode: no TEE, the sample attester proves nothing. Never store real keys in this deployment."
+else
+  log "the sealer accepts TDs that match $TDX_POLICY_FILE ($TDX_POLICY_SUMMARY); check: kubectl logs -n $NS deploy/tee-kms-sealer | grep 'TDX verifier'"
 fi
