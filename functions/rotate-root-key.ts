@@ -1,4 +1,5 @@
 import * as functions from '@google-cloud/functions-framework';
+import { KmsError } from '../shared/errors.js';
 import { requireAdmin } from '../shared/http/admin-auth.js';
 import { defineRoute } from '../shared/http/route.js';
 import { log } from '../shared/log.js';
@@ -22,7 +23,10 @@ export const rotateRootKey = defineRoute({
     const status = await sealer.sealStatus();
     if (status.initialized) requireAdmin(request, runtime.config.adminToken);
     const result = await rotation.rotate();
-    result.rewrap.catch((error: unknown) => log.warn('rotateRootKey', `rewrap interrupted; POST /rootKey/verify or the next rotate resumes it: ${(error as Error).message}`));
+    result.rewrap.catch((error: unknown) => {
+      const why = error instanceof KmsError ? error.message : 'unexpected error';
+      log.warn('rotateRootKey', `rewrap interrupted (${why}); POST /rootKey/verify or the next rotate resumes it`);
+    });
     const body = JSON.stringify(result.shares, null, 2);
     return {
       status: 200,
