@@ -41,6 +41,12 @@ export class KeyStore {
   readonly #credentials: BoundedCache<string, { mac: Buffer; principal: Principal }>;
   readonly #primaryKeys: BoundedCache<string, { keyId: string; key: Buffer }>;
   readonly #dataKeyRecords: BoundedCache<string, DataKeyRecord>;
+  /**
+   * A cached record's unwrapped (so verified) key, kept only while that very record object is in
+   * #dataKeyRecords and reused only with the very primary key entry that unwrapped it: a warm read
+   * then skips the AES-GCM unwrap and its canonical-JSON AAD (docs/performance.md).
+   */
+  readonly #unwrappedDataKeys = new WeakMap<DataKeyRecord, { wrappingKey: Buffer; key: Buffer }>();
 
   constructor(
     private readonly store: ObjectStore,
@@ -124,7 +130,14 @@ export class KeyStore {
     if (record.primaryKeyId !== primary.keyId) {
       throw new KmsError('INTEGRITY', `dataKey [${name}] does not belong to primaryKey [${primaryKeyName}]`);
     }
-    const key = unwrapKey(primary.key, record.wrapped, contexts.dataKey(record));
+    const unwrapped = this.#unwrappedDataKeys.get(record);
+    let key: Buffer;
+    if (unwrapped !== undefined && unwrapped.wrappingKey === primary.key) {
+      key = Buffer.from(unwrapped.key); // a copy: callers may wipe what they get
+    } else {
+      key = unwrapKey(primary.key, record.wrapped, contexts.dataKey(record));
+      this.#unwrappedDataKeys.set(record, { wrappingKey: primary.key, key: Buffer.from(key) });
+    }
     this.#dataKeyRecords.set(cacheKey, record);
     return key;
   }

@@ -1,0 +1,143 @@
+/**
+ * Before/after of a hot-path change on a shared, noisy machine: the warm `GET /dataKey` on the lean
+ * host, alternating between two builds (A, B, A, B, …) so that both see the same background load.
+ *
+ *   node dist/bench/ab.js DIST_A DIST_B [rounds=5] [seconds=5] [connections=16] [tls=self-signed|off]
+ *   node dist/bench/ab.js cold DIST_A DIST_B [rounds=5]
+ *       cold start instead: process start → first 200 of GET /dataKey (getDataKey, KMS_TLS=off)
+ *
+ * DIST_A/DIST_B are copies of dist/ placed inside this repository (so node_modules resolves), e.g.
+ * `cp -r dist bench/.ab/before` before the change and `cp -r dist bench/.ab/after` after it; they
+ * may be the same build with AB_ENV_A / AB_ENV_B set (space-separated K=V added to that server's
+ * environment), e.g. AB_ENV_B='KMS_ACCESS_LOG=false'.
+ * Embedded store, static root key: the warm path does not touch storage. Prints medians of req/s,
+ * p50, p99 and the server's CPU time per request.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { KeyStore } from '../shared/keys/keystore.js';
+import { RootKeyring } from '../shared/root-key/keyring.js';
+import { StaticRootKeySource } from '../shared/root-key/source.js';
+import { FsObjectStore } from '../shared/store/fs-store.js';
+import type { HttpCase, LoadResult } from './loadgen.js';
+import { cpuMs, fetchOnce, freePort, rssMb, sleep, startProc } from './proc.js';
+import { median } from './report.js';
+
+const argv = process.argv.slice(2);
+const cold = argv[0] === 'cold';
+if (cold) argv.shift();
+const [distA, distB, rounds = '5', seconds = '5', connections = '16', tls = 'self-signed'] = argv;
+if (distA === undefined || distB === undefined) {
+  process.stderr.write('usage: node dist/bench/ab.js DIST_A DIST_B [rounds] [seconds] [connections] [tls]\n');
+  process.exit(2);
+}
+const loadgenJs = new URL('./loadgen.js', import.meta.url).pathname;
+
+const work = await mkdtemp(join(tmpdir(), 'tee-kms-ab-'));
+try {
+  const rootKey = randomBytes(32);
+  const token = randomBytes(24).toString('hex');
+  const dataDir = join(work, 'kms');
+  const store = new FsObjectStore(dataDir);
+  const keys = new KeyStore(store, new RootKeyring(new StaticRootKeySource(rootKey), store), { cacheTtlMs: 60_000, cacheEntries: 10 });
+  await keys.enrollUser('bench', token);
+  const principal = await keys.authenticate('bench', token);
+  await keys.createPrimaryKey(principal, 'pk');
+  await keys.createDataKey(principal, 'pk', 'warm');
+  const env = {
+    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KMS_'))),
+    KMS_STORE: 'fs',
+    KMS_DATA_DIR: dataDir,
+    KMS_ROOT_KEY: rootKey.toString('base64'),
+    KMS_TLS: tls,
+    PORT: '0',
+    FUNCTION_TARGET: '',
+  };
+  const path = `/dataKey/warm?primaryKeyName=pk&user=bench&token=${token}`;
+  if (cold) {
+    await coldAb(env, path);
+    process.exit(0);
+  }
+  const runs: Record<'A' | 'B', { rps: number; p50: number; p99: number; cpu: number }[]> = { A: [], B: [] };
+
+  for (let round = 0; round < Number(rounds); round++) {
+    for (const [label, dist] of [['A', distA], ['B', distB]] as const) {
+      const server = startProc(label, process.execPath, [resolve(dist, 'scripts/serve.js')], { ...env, ...extraEnv(label) }, process.cwd());
+      try {
+        const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;
+        const first = await fetchOnce(`${url}${path}`);
+        if (first.status !== 200) throw new Error(`${label}: warm-up answered ${first.status}`);
+        const spec: HttpCase = { kind: 'http', url, method: 'GET', paths: { mode: 'fixed', path }, connections: Number(connections), durationSec: Number(seconds), warmupSec: 1 };
+        const file = join(work, 'spec.json');
+        writeFileSync(file, JSON.stringify(spec));
+        const before = cpuMs(server.pid)!;
+        const r = await new Promise<LoadResult>((res, rej) => {
+          const child = spawn(process.execPath, [loadgenJs, file], { stdio: ['ignore', 'pipe', 'inherit'] });
+          let out = '';
+          child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+          child.once('exit', (code) => (code === 0 ? res(JSON.parse(out.trim().split('\n').pop()!) as LoadResult) : rej(new Error(`loadgen exited ${code}`))));
+        });
+        const cpu = ((cpuMs(server.pid)! - before) * 1000) / (r.ok + r.failed + r.warmupAnswers);
+        runs[label].push({ rps: r.rps, p50: r.p50, p99: r.p99, cpu });
+        process.stderr.write(`round ${round + 1} ${label}: ${Math.round(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpu.toFixed(0)} µs/req\n`);
+      } finally {
+        await server.stop();
+      }
+    }
+  }
+  for (const label of ['A', 'B'] as const) {
+    const m = (f: (x: (typeof runs)['A'][number]) => number) => median(runs[label].map(f))!;
+    process.stdout.write(`${label} (${label === 'A' ? distA : distB}): median ${Math.round(m((x) => x.rps))} req/s, p50 ${m((x) => x.p50).toFixed(2)} ms, p99 ${m((x) => x.p99).toFixed(2)} ms, server CPU ${m((x) => x.cpu).toFixed(0)} µs/req\n`);
+  }
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
+
+async function coldAb(env: Record<string, string | undefined>, path: string): Promise<void> {
+  const runs: Record<'A' | 'B', { listen: number; firstOk: number; rss: number }[]> = { A: [], B: [] };
+  for (let round = 0; round < Number(rounds); round++) {
+    for (const [label, dist] of [['A', distA!], ['B', distB!]] as const) {
+      const port = await freePort();
+      const server = startProc(label, process.execPath, [resolve(dist, 'scripts/serve.js')], { ...env, ...extraEnv(label), PORT: String(port), KMS_TLS: 'off', FUNCTION_TARGET: 'getDataKey' }, process.cwd());
+      try {
+        let listen = 0;
+        void server.waitForLine(/tee-kms listening/, 30_000).then(() => (listen = performance.now() - server.startedAt), () => {});
+        let firstOk: number | undefined;
+        while (firstOk === undefined) {
+          try {
+            const answer = await fetchOnce(`http://127.0.0.1:${port}${path}`);
+            if (answer.status !== 200) throw new Error(`${label}: answered ${answer.status}`);
+            firstOk = performance.now() - server.startedAt;
+          } catch (error) {
+            if ((error as { code?: string }).code !== 'ECONNREFUSED' || server.exited()) throw error;
+            await sleep(2);
+          }
+        }
+        await sleep(500);
+        const rss = rssMb(server.pid) ?? 0;
+        runs[label].push({ listen, firstOk, rss });
+        process.stderr.write(`round ${round + 1} ${label}: listening ${listen.toFixed(0)} ms, first 200 ${firstOk.toFixed(0)} ms, RSS ${rss} MB\n`);
+      } finally {
+        await server.stop();
+      }
+    }
+  }
+  for (const label of ['A', 'B'] as const) {
+    const m = (f: (x: (typeof runs)['A'][number]) => number) => median(runs[label].map(f))!;
+    process.stdout.write(`${label} (${label === 'A' ? distA : distB}): median listening ${m((x) => x.listen).toFixed(0)} ms, first 200 ${m((x) => x.firstOk).toFixed(0)} ms, RSS ${m((x) => x.rss)} MB\n`);
+  }
+}
+
+function extraEnv(label: 'A' | 'B'): Record<string, string> {
+  const raw = process.env[`AB_ENV_${label}`] ?? '';
+  return Object.fromEntries(
+    raw
+      .split(/\s+/)
+      .filter((kv) => kv.includes('='))
+      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+  );
+}

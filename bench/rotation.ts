@@ -1,0 +1,110 @@
+/**
+ * ROTATION HOOK: root key rotation over 10,000 primary keys, timed through the KMS.
+ *
+ * Uses the `rotateRootKey` function as it stands (functions/rotate-root-key.ts): GET|POST
+ * /rootKey/rotate installs a new root key and answers with the shares, then the primary keys are
+ * rewrapped in the background; GET /rootKey/status shows `rotation` (phase, rewrapped) until done,
+ * then `rotation: null`. Rotation needs the sealing service in mode 2 (shares), so the caller runs
+ * a fresh, uninitialized dev-mode sealer and a lean host on its own key prefix for this.
+ *
+ *   1. probe with DELETE /rootKey/rotate (GET would rotate): 404 = the route is not in this build,
+ *      skipped with a note; 405 = it is;
+ *   2. the first POST initializes the sealer (no admin token needed then);
+ *   3. the caller creates ROTATION_KEYS primary keys under that root key;
+ *   4. timed: POST /rootKey/rotate (admin token) until GET /rootKey/status says `rotation: null`.
+ * If the API changes (path, status shape), adapt `rotationRunning` and the paths here.
+ */
+import { fetchOnce, sleep, type Answer } from './proc.js';
+
+/** The issue's figure; the bench scales it down only when storage is too slow for the time budget. */
+export const ROTATION_KEYS = 10_000;
+
+export type RotationResult =
+  | { readonly status: 'skipped' | 'refused' | 'failed'; readonly note: string }
+  | {
+      readonly status: 'measured';
+      readonly keys: number;
+      readonly seconds: number;
+      readonly keysPerSecond: number;
+      readonly rawPutRps: number | undefined;
+      readonly ratio: number | undefined;
+      readonly note: string;
+    };
+
+export interface RotationContext {
+  /** Base URL of a lean host serving all functions, its root key from an uninitialized sealer. */
+  readonly url: string;
+  readonly adminToken: string;
+  /** How many primary keys to rotate. */
+  readonly keys: number;
+  /** Creates `count` primary keys under the current root key (returns when written). */
+  createPrimaryKeys(count: number): Promise<void>;
+  /** Best raw `PUT If-None-Match: *` rate measured on the same storage. */
+  readonly rawPutRps: number | undefined;
+  readonly timeoutMs: number;
+  readonly log: (line: string) => void;
+}
+
+/** Is the route there? (DELETE is never a rotation: 405 when the route exists, 404 when not.) */
+export async function rotationRouteExists(url: string): Promise<boolean> {
+  const probe = await fetchOnce(`${url}/rootKey/rotate`, { method: 'DELETE', headers: { accept: 'application/json' } });
+  return probe.status !== 404;
+}
+
+export async function measureRotation(ctx: RotationContext): Promise<RotationResult> {
+  const auth = { authorization: `Bearer ${ctx.adminToken}`, accept: 'application/json' };
+  const rotate = () => fetchOnce(`${ctx.url}/rootKey/rotate`, { method: 'POST', headers: auth, timeoutMs: 120_000 });
+  const status = () => fetchOnce(`${ctx.url}/rootKey/status`, { headers: { accept: 'application/json' } });
+
+  const init = await rotate();
+  if (init.status !== 200) return { status: 'refused', note: `initializing POST /rootKey/rotate answered ${init.status}: ${firstLine(init.body)}` };
+  const settled = await waitUntilIdle(status, ctx.timeoutMs);
+  if (settled !== undefined) return { status: 'failed', note: `after initialization: ${settled}` };
+
+  ctx.log(`creating ${ctx.keys} primary keys for the rotation…`);
+  await ctx.createPrimaryKeys(ctx.keys);
+
+  ctx.log('rotating…');
+  const started = performance.now();
+  const answer = await rotate();
+  if (answer.status !== 200) return { status: 'refused', note: `POST /rootKey/rotate answered ${answer.status}: ${firstLine(answer.body)}` };
+  const installedMs = performance.now() - started;
+  const failure = await waitUntilIdle(status, ctx.timeoutMs);
+  if (failure !== undefined) return { status: 'failed', note: failure };
+  const seconds = (performance.now() - started) / 1000;
+  const keysPerSecond = ctx.keys / seconds;
+  return {
+    status: 'measured',
+    keys: ctx.keys,
+    seconds: Math.round(seconds * 100) / 100,
+    keysPerSecond: Math.round(keysPerSecond),
+    rawPutRps: ctx.rawPutRps,
+    ratio: ctx.rawPutRps === undefined ? undefined : Math.round((keysPerSecond / ctx.rawPutRps) * 100) / 100,
+    note: `new root key installed (answer with the shares) after ${Math.round(installedMs)} ms; the rest is the rewrap of every primary key (GET + conditional PUT each)`,
+  };
+}
+
+/** Polls the status until no rotation runs; returns why not, or undefined when idle. */
+async function waitUntilIdle(status: () => Promise<Answer>, timeoutMs: number): Promise<string | undefined> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const answer = await status();
+    if (answer.status !== 200) return `GET /rootKey/status answered ${answer.status}: ${firstLine(answer.body)}`;
+    if (!rotationRunning(answer.body)) return undefined;
+    if (performance.now() > deadline) return `rotation still running after ${timeoutMs / 1000} s: ${firstLine(answer.body)}`;
+    await sleep(50);
+  }
+}
+
+function rotationRunning(body: string): boolean {
+  try {
+    const json = JSON.parse(body) as { rotation?: unknown };
+    return json.rotation !== null && json.rotation !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+function firstLine(text: string): string {
+  return (text.split('\n').find((l) => l.trim() !== '') ?? '').slice(0, 300);
+}
