@@ -1,6 +1,6 @@
 import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
-import { kmsRuntime } from '../shared/runtime.js';
+import { authenticate, dataKeyNames } from '../shared/http/authenticate.js';
 
 /** POST /dataKey/{dataKeyName}?primaryKeyName=…&user=…&token=…: a new AES-256 data key under a primary key. */
 export const createDataKey = defineRoute({
@@ -8,15 +8,13 @@ export const createDataKey = defineRoute({
   methods: ['POST'],
   path: '/dataKey/',
   async handle(request) {
-    const name = request.pathName('/dataKey/', 'dataKeyName');
-    const primaryKeyName = request.name('primaryKeyName');
-    const { user, token } = request.credentials();
-    const { keys } = await kmsRuntime();
-    await keys.createDataKey(await keys.authenticate(user, token), primaryKeyName, name);
+    const { name, primaryKeyName } = dataKeyNames(request);
+    const { keys, principal } = await authenticate(request);
+    await keys.createDataKey(principal, primaryKeyName, name);
     return {
       status: 201,
       text: `dataKey [${name}] is generated successfully!\n`,
-      json: { user, primaryKey: primaryKeyName, dataKey: name, created: true },
+      json: { user: principal.user, primaryKey: primaryKeyName, dataKey: name, created: true },
     };
   },
 });

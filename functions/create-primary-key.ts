@@ -1,6 +1,6 @@
 import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
-import { kmsRuntime } from '../shared/runtime.js';
+import { authenticate } from '../shared/http/authenticate.js';
 
 /** POST /primaryKey/{primaryKeyName}?user=…&token=…: a new AES-256 primary key, wrapped by the root key. */
 export const createPrimaryKey = defineRoute({
@@ -9,13 +9,12 @@ export const createPrimaryKey = defineRoute({
   path: '/primaryKey/',
   async handle(request) {
     const name = request.pathName('/primaryKey/', 'primaryKeyName');
-    const { user, token } = request.credentials();
-    const { keys } = await kmsRuntime();
-    await keys.createPrimaryKey(await keys.authenticate(user, token), name);
+    const { keys, principal } = await authenticate(request);
+    await keys.createPrimaryKey(principal, name);
     return {
       status: 201,
       text: `primaryKey [${name}] is generated successfully!\n`,
-      json: { user, primaryKey: name, created: true },
+      json: { user: principal.user, primaryKey: name, created: true },
     };
   },
 });

@@ -1,6 +1,6 @@
 import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
-import { kmsRuntime } from '../shared/runtime.js';
+import { authenticate, dataKeyNames } from '../shared/http/authenticate.js';
 
 /** GET /dataKey/{dataKeyName}?primaryKeyName=…&user=…&token=…: the data key's plaintext, base64. */
 export const getDataKey = defineRoute({
@@ -8,12 +8,10 @@ export const getDataKey = defineRoute({
   methods: ['GET'],
   path: '/dataKey/',
   async handle(request) {
-    const name = request.pathName('/dataKey/', 'dataKeyName');
-    const primaryKeyName = request.name('primaryKeyName');
-    const { user, token } = request.credentials();
-    const { keys } = await kmsRuntime();
-    const key = (await keys.getDataKey(await keys.authenticate(user, token), primaryKeyName, name)).toString('base64');
-    return { status: 200, text: `${key}\n`, json: { user, primaryKey: primaryKeyName, dataKey: name, key } };
+    const { name, primaryKeyName } = dataKeyNames(request);
+    const { keys, principal } = await authenticate(request);
+    const key = (await keys.getDataKey(principal, primaryKeyName, name)).toString('base64');
+    return { status: 200, text: `${key}\n`, json: { user: principal.user, primaryKey: primaryKeyName, dataKey: name, key } };
   },
 });
 
