@@ -2,8 +2,9 @@
  * `npm run bench` (scripts/bench.sh → node dist/bench/run.js): the storage limits, the HTTP ceiling
  * and the KMS through both hosts, on one machine, in one run. See docs/performance.md.
  *
- * Environment: BENCH_DURATION (seconds per load case, default 5), BENCH_CONCURRENCY (default
- * 1,16,64), BENCH_ONLY (comma list of s3,bare,lean,leanhttp,ff,coldstart,rotation; default all),
+ * Environment: BENCH_DURATION (seconds per load case, default 5, split into BENCH_ROUNDS rounds,
+ * default 3), BENCH_CONCURRENCY (default 1,16,64), BENCH_ONLY (comma list of s3, bare, lean,
+ * leanhttp, ff, coldstart, rotation; default all), BENCH_COLD_START_RUNS (5), BENCH_ROTATION_KEYS,
  * BENCH_OUT (default bench/results), KMS_S3_ENDPOINT… (use a running S3 server instead of RGW).
  *
  * Every server and every load generator is its own process. A case that fails is recorded with its
