@@ -58,41 +58,8 @@ try {
     FUNCTION_TARGET: '',
   };
   const path = `/dataKey/warm?primaryKeyName=pk&user=bench&token=${token}`;
-  if (cold) {
-    await coldAb(env, path);
-    process.exit(0);
-  }
-  const runs: Record<'A' | 'B', { rps: number; p50: number; p99: number; cpu: number }[]> = { A: [], B: [] };
-
-  for (let round = 0; round < Number(rounds); round++) {
-    for (const [label, dist] of [['A', distA], ['B', distB]] as const) {
-      const server = startProc(label, process.execPath, [resolve(dist, 'scripts/serve.js')], { ...env, ...extraEnv(label) }, process.cwd());
-      try {
-        const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;
-        const first = await fetchOnce(`${url}${path}`);
-        if (first.status !== 200) throw new Error(`${label}: warm-up answered ${first.status}`);
-        const spec: HttpCase = { kind: 'http', url, method: 'GET', paths: { mode: 'fixed', path }, connections: Number(connections), durationSec: Number(seconds), warmupSec: 1 };
-        const file = join(work, 'spec.json');
-        writeFileSync(file, JSON.stringify(spec));
-        const before = cpuMs(server.pid)!;
-        const r = await new Promise<LoadResult>((res, rej) => {
-          const child = spawn(process.execPath, [loadgenJs, file], { stdio: ['ignore', 'pipe', 'inherit'] });
-          let out = '';
-          child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-          child.once('exit', (code) => (code === 0 ? res(JSON.parse(out.trim().split('\n').pop()!) as LoadResult) : rej(new Error(`loadgen exited ${code}`))));
-        });
-        const cpu = ((cpuMs(server.pid)! - before) * 1000) / (r.ok + r.failed + r.warmupAnswers);
-        runs[label].push({ rps: r.rps, p50: r.p50, p99: r.p99, cpu });
-        process.stderr.write(`round ${round + 1} ${label}: ${Math.round(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpu.toFixed(0)} µs/req\n`);
-      } finally {
-        await server.stop();
-      }
-    }
-  }
-  for (const label of ['A', 'B'] as const) {
-    const m = (f: (x: (typeof runs)['A'][number]) => number) => median(runs[label].map(f))!;
-    process.stdout.write(`${label} (${label === 'A' ? distA : distB}): median ${Math.round(m((x) => x.rps))} req/s, p50 ${m((x) => x.p50).toFixed(2)} ms, p99 ${m((x) => x.p99).toFixed(2)} ms, server CPU ${m((x) => x.cpu).toFixed(0)} µs/req\n`);
-  }
+  if (cold) await coldAb(env, path);
+  else await warmAb(env, path);
 } finally {
   await rm(work, { recursive: true, force: true });
 }
@@ -140,4 +107,38 @@ function extraEnv(label: 'A' | 'B'): Record<string, string> {
       .filter((kv) => kv.includes('='))
       .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
   );
+}
+
+async function warmAb(env: Record<string, string | undefined>, path: string): Promise<void> {
+  const runs: Record<'A' | 'B', { rps: number; p50: number; p99: number; cpu: number }[]> = { A: [], B: [] };
+
+  for (let round = 0; round < Number(rounds); round++) {
+    for (const [label, dist] of [['A', distA!], ['B', distB!]] as const) {
+      const server = startProc(label, process.execPath, [resolve(dist, 'scripts/serve.js')], { ...env, ...extraEnv(label) }, process.cwd());
+      try {
+        const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;
+        const first = await fetchOnce(`${url}${path}`);
+        if (first.status !== 200) throw new Error(`${label}: warm-up answered ${first.status}`);
+        const spec: HttpCase = { kind: 'http', url, method: 'GET', paths: { mode: 'fixed', path }, connections: Number(connections), durationSec: Number(seconds), warmupSec: 1 };
+        const file = join(work, 'spec.json');
+        writeFileSync(file, JSON.stringify(spec));
+        const before = cpuMs(server.pid)!;
+        const r = await new Promise<LoadResult>((res, rej) => {
+          const child = spawn(process.execPath, [loadgenJs, file], { stdio: ['ignore', 'pipe', 'inherit'] });
+          let out = '';
+          child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+          child.once('exit', (code) => (code === 0 ? res(JSON.parse(out.trim().split('\n').pop()!) as LoadResult) : rej(new Error(`loadgen exited ${code}`))));
+        });
+        const cpu = ((cpuMs(server.pid)! - before) * 1000) / (r.ok + r.failed + r.warmupAnswers);
+        runs[label].push({ rps: r.rps, p50: r.p50, p99: r.p99, cpu });
+        process.stderr.write(`round ${round + 1} ${label}: ${Math.round(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpu.toFixed(0)} µs/req\n`);
+      } finally {
+        await server.stop();
+      }
+    }
+  }
+  for (const label of ['A', 'B'] as const) {
+    const m = (f: (x: (typeof runs)['A'][number]) => number) => median(runs[label].map(f))!;
+    process.stdout.write(`${label} (${label === 'A' ? distA : distB}): median ${Math.round(m((x) => x.rps))} req/s, p50 ${m((x) => x.p50).toFixed(2)} ms, p99 ${m((x) => x.p99).toFixed(2)} ms, server CPU ${m((x) => x.cpu).toFixed(0)} µs/req\n`);
+  }
 }

@@ -50,12 +50,20 @@ let generator: ChildProcess | undefined;
 let rgw: (S3Settings & { stop(): Promise<void> }) | undefined;
 let fixtures: Fixtures | undefined;
 
+/** Stops everything this run started (each step on its own: one failure does not skip the rest). */
 async function cleanUp(): Promise<void> {
-  if (generator !== undefined && generator.exitCode === null) generator.kill('SIGTERM');
-  for (const p of procs.reverse()) await p.stop().catch(() => {});
-  fixtures?.close();
-  if (rgw !== undefined) await rgw.stop().catch((e: unknown) => log(`RGW stop: ${(e as Error).message}`));
-  await rm(work, { recursive: true, force: true });
+  const step = async (what: string, f: () => unknown) => {
+    try {
+      await f();
+    } catch (error) {
+      log(`clean-up, ${what}: ${(error as Error).message}`);
+    }
+  };
+  await step('load generator', () => generator !== undefined && generator.exitCode === null && generator.kill('SIGTERM'));
+  for (const p of [...procs].reverse()) await step(p.name, () => p.stop());
+  await step('S3 clients', () => fixtures?.close());
+  await step('RGW', () => rgw?.stop());
+  await step('work directory', () => rm(work, { recursive: true, force: true }));
 }
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
