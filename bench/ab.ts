@@ -19,10 +19,7 @@ import { writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { KeyStore } from '../shared/keys/keystore.js';
-import { RootKeyring } from '../shared/root-key/keyring.js';
-import { StaticRootKeySource } from '../shared/root-key/source.js';
-import { FsObjectStore } from '../shared/store/fs-store.js';
+import { seedWarmReadStore } from './fixtures.js';
 import type { HttpCase, LoadResult } from './loadgen.js';
 import { cpuMs, fetchOnce, freePort, rssMb, sleep, startProc } from './proc.js';
 import { median } from './report.js';
@@ -42,12 +39,7 @@ try {
   const rootKey = randomBytes(32);
   const token = randomBytes(24).toString('hex');
   const dataDir = join(work, 'kms');
-  const store = new FsObjectStore(dataDir);
-  const keys = new KeyStore(store, new RootKeyring(new StaticRootKeySource(rootKey), store), { cacheTtlMs: 60_000, cacheEntries: 10 });
-  await keys.enrollUser('bench', token);
-  const principal = await keys.authenticate('bench', token);
-  await keys.createPrimaryKey(principal, 'pk');
-  await keys.createDataKey(principal, 'pk', 'warm');
+  await seedWarmReadStore(dataDir, rootKey, token);
   const env = {
     ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KMS_'))),
     KMS_STORE: 'fs',

@@ -8,6 +8,7 @@ import { CreateBucketCommand, ListObjectsV2Command, PutObjectCommand, S3Client }
 import { KeyStore, type Principal } from '../shared/keys/keystore.js';
 import { RootKeyring } from '../shared/root-key/keyring.js';
 import { StaticRootKeySource } from '../shared/root-key/source.js';
+import { FsObjectStore } from '../shared/store/fs-store.js';
 import { S3ObjectStore } from '../shared/store/s3-store.js';
 
 export interface S3Settings {
@@ -109,4 +110,17 @@ export class Fixtures {
     void this.store.close();
     this.client.destroy();
   }
+}
+
+/**
+ * The warm-read fixture in an embedded store at `dataDir`: user `bench` with `token`, primary key
+ * `pk`, data key `warm`, wrapped under `rootKey` (for the A/B and profiling tools).
+ */
+export async function seedWarmReadStore(dataDir: string, rootKey: Buffer, token: string): Promise<void> {
+  const store = new FsObjectStore(dataDir);
+  const keys = new KeyStore(store, new RootKeyring(new StaticRootKeySource(rootKey), store), { cacheTtlMs: 60_000, cacheEntries: 10 });
+  await keys.enrollUser(USER, token);
+  const principal = await keys.authenticate(USER, token);
+  await keys.createPrimaryKey(principal, PRIMARY_KEY);
+  await keys.createDataKey(principal, PRIMARY_KEY, WARM_KEY);
 }

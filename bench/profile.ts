@@ -23,10 +23,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { KeyStore } from '../shared/keys/keystore.js';
-import { RootKeyring } from '../shared/root-key/keyring.js';
-import { StaticRootKeySource } from '../shared/root-key/source.js';
-import { FsObjectStore } from '../shared/store/fs-store.js';
+import { seedWarmReadStore } from './fixtures.js';
 import type { HttpCase, LoadResult } from './loadgen.js';
 import { Fixtures } from './fixtures.js';
 import { fetchOnce, freePort, sleep, startProc } from './proc.js';
@@ -83,12 +80,7 @@ try {
   } else {
     token = randomBytes(24).toString('hex');
     const dataDir = join(work, 'kms');
-    const store = new FsObjectStore(dataDir);
-    const keys = new KeyStore(store, new RootKeyring(new StaticRootKeySource(rootKey), store), { cacheTtlMs: 60_000, cacheEntries: 10 });
-    await keys.enrollUser('bench', token);
-    const principal = await keys.authenticate('bench', token);
-    await keys.createPrimaryKey(principal, 'pk');
-    await keys.createDataKey(principal, 'pk', 'warm');
+    await seedWarmReadStore(dataDir, rootKey, token);
     env = {
       ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KMS_'))),
       KMS_STORE: 'fs',
