@@ -7,8 +7,17 @@ const MAX_BODY_BYTES = 64 * 1024;
 /** Headers that carry credentials outside the URL (so tokens stay out of access logs). */
 export const USER_HEADER = 'x-kms-user';
 
+const parsed = new WeakMap<IncomingMessage, KmsRequest>();
+
 /** A parsed request, independent of the host (functions-framework's Express or bare node:http). */
 export class KmsRequest {
+  /** Parsed once per request, however many layers (router, route) look at it. */
+  static of(raw: IncomingMessage): KmsRequest {
+    let request = parsed.get(raw);
+    if (request === undefined) parsed.set(raw, (request = new KmsRequest(raw)));
+    return request;
+  }
+
   readonly method: string;
   readonly pathname: string;
   readonly query: URLSearchParams;

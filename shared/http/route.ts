@@ -39,7 +39,7 @@ export function defineRoute(spec: RouteSpec): Route {
     let request: KmsRequest | undefined;
     let result: RouteResult;
     try {
-      request = new KmsRequest(req);
+      request = KmsRequest.of(req);
       if (!matches(request.pathname)) throw new KmsError('NOT_FOUND', `no such route: ${spec.name} serves ${spec.path}${spec.path.endsWith('/') && spec.path !== '/' ? '{name}' : ''}`);
       if (!spec.methods.includes(request.method)) {
         throw new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${spec.methods.join(' or ')}`, {

@@ -10,7 +10,7 @@ export const HEALTH_PATH = '/healthz';
 
 export function routeRequests(routes: readonly Route[]): Handler {
   return async (req, res) => {
-    const request = new KmsRequest(req);
+    const request = KmsRequest.of(req);
     if (request.pathname === HEALTH_PATH) {
       // Liveness/readiness for probes: the process serves HTTP. Says nothing of storage or keys.
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': 3 });
