@@ -3,14 +3,12 @@
  * server under test. `node dist/bench/loadgen.js SPEC.json` prints one JSON LoadResult line.
  *
  * HTTP cases use autocannon (closed loop: each connection sends its next request when the previous
- * answer arrives); raw-S3 cases use @aws-sdk/client-s3 configured as the KMS's own S3 store, with
- * the same number of in-flight requests. Latencies are kept exactly (float ms) for p50/p99.
+ * answer arrives); raw-S3 cases use the KMS's own S3 client (shared/store/s3-store.ts: SigV4 over
+ * keep-alive node:http, nothing else), with the same number of in-flight requests. Latencies are kept exactly (float ms) for p50/p99.
  */
 import { readFileSync } from 'node:fs';
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
-import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import autocannon from 'autocannon';
+import { S3ObjectStore } from '../shared/store/s3-store.js';
 
 export type PathSpec =
   | { readonly mode: 'fixed'; readonly path: string }
@@ -65,7 +63,7 @@ export interface LoadResult {
   readonly max: number;
   /** Answers during the unmeasured warm-up (for CPU time per request). */
   readonly warmupAnswers: number;
-  /** The load generator's own CPU time per request (for raw S3: what the SDK costs a client). */
+  /** The load generator's own CPU time per request (for raw S3: what the S3 client costs). */
   readonly clientCpuUsPerReq?: number;
 }
 
@@ -162,17 +160,7 @@ async function runAutocannon(
 }
 
 async function runS3(spec: S3Case): Promise<LoadResult> {
-  const agentOptions = { keepAlive: true, maxSockets: Math.max(64, spec.connections) };
-  const client = new S3Client({
-    endpoint: spec.endpoint,
-    region: spec.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: spec.accessKeyId, secretAccessKey: spec.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    maxAttempts: 1,
-    requestHandler: { httpAgent: new HttpAgent(agentOptions), httpsAgent: new HttpsAgent(agentOptions), connectionTimeout: 3_000, requestTimeout: 10_000 },
-  });
+  const store = new S3ObjectStore({ ...spec, forcePathStyle: true, prefix: '', maxSockets: Math.max(64, spec.connections) });
   const body = Buffer.alloc(spec.bodyBytes ?? 256, 'x');
   const latencies: number[] = [];
   const failures: Record<string, number> = {};
@@ -186,18 +174,19 @@ async function runS3(spec: S3Case): Promise<LoadResult> {
     const index = n++;
     const t0 = process.hrtime.bigint();
     try {
-      if (spec.op === 'get') {
-        const out = await client.send(new GetObjectCommand({ Bucket: spec.bucket, Key: keys[index]! }));
-        await out.Body?.transformToByteArray();
+      const done =
+        spec.op === 'get'
+          ? (await store.get(keys[index]!)) !== undefined
+          : await store.create((spec.keyTemplate ?? 'raw/{n}').replace('{n}', String(index)), body);
+      if (done) {
+        latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        ok++;
       } else {
-        const key = (spec.keyTemplate ?? 'raw/{n}').replace('{n}', String(index));
-        await client.send(new PutObjectCommand({ Bucket: spec.bucket, Key: key, Body: body, ContentType: 'application/json', IfNoneMatch: '*' }));
+        const key = spec.op === 'get' ? 'absent' : 'exists';
+        failures[key] = (failures[key] ?? 0) + 1;
       }
-      latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      ok++;
     } catch (error) {
-      const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      const key = status !== undefined ? String(status) : `error:${(error as Error).name}`;
+      const key = `error:${(error as Error).message}`;
       failures[key] = (failures[key] ?? 0) + 1;
     }
   };
@@ -208,7 +197,7 @@ async function runS3(spec: S3Case): Promise<LoadResult> {
     }),
   );
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  client.destroy();
+  await store.close();
   return summarize(latencies, ok, failures, seconds);
 }
 

@@ -1,8 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { describe, expect, inject, it } from 'vitest';
 import { S3ObjectStore } from '../../../shared/store/s3-store.js';
+import { startLossyProxy } from '../../support/lossy-proxy.js';
 import { createTestBucket } from '../../support/s3.js';
 import { describeObjectStore } from './conformance.js';
-import { inject } from 'vitest';
 
 async function readWithMinio(bucket: Awaited<ReturnType<typeof createTestBucket>>, key: string): Promise<Buffer | undefined> {
   try {
@@ -56,5 +57,85 @@ describe('S3 store failures', () => {
     await expect(store.get('k.json')).rejects.toMatchObject({ code: 'STORAGE_UNAVAILABLE' });
     await expect(store.create('k.json', Buffer.from('x'))).rejects.toMatchObject({ code: 'STORAGE_UNAVAILABLE' });
     await store.close();
+  });
+});
+
+describe('S3 store when answers are lost on the way back', () => {
+  async function setUp() {
+    const bucket = await createTestBucket();
+    const proxy = await startLossyProxy(bucket.s3.endpoint);
+    const store = new S3ObjectStore({ ...bucket.s3, endpoint: proxy.endpoint, bucket: bucket.bucket, prefix: '', forcePathStyle: true });
+    const done = async () => {
+      await store.close();
+      await proxy.close();
+      await bucket.remove();
+    };
+    return { bucket, proxy, store, done };
+  }
+
+  it('reports a create whose answer was lost as created, when the stored object is its own', async () => {
+    const { bucket, proxy, store, done } = await setUp();
+    proxy.loseAnswers(1);
+    expect(await store.create('k.json', Buffer.from('mine'))).toBe(true);
+    expect(proxy.lost).toBe(1);
+    expect((await readWithMinio(bucket, 'k.json'))?.toString()).toBe('mine');
+    await done();
+  });
+
+  it('reports a create as refused when the object there is somebody else’s', async () => {
+    const { bucket, proxy, store, done } = await setUp();
+    expect(await bucket.store().create('k.json', Buffer.from('theirs'))).toBe(true);
+    proxy.loseAnswers(1);
+    expect(await store.create('k.json', Buffer.from('mine'))).toBe(false);
+    expect(proxy.lost).toBe(1);
+    expect((await readWithMinio(bucket, 'k.json'))?.toString()).toBe('theirs');
+    await done();
+  });
+
+  it('reports a replace whose answer was lost as applied', async () => {
+    const { bucket, proxy, store, done } = await setUp();
+    expect(await store.create('k.json', Buffer.from('v1'))).toBe(true);
+    const v1 = await store.get('k.json');
+    proxy.loseAnswers(1);
+    expect(await store.replace('k.json', Buffer.from('v2'), v1!.etag)).toBe(true);
+    expect(proxy.lost).toBe(1);
+    expect((await readWithMinio(bucket, 'k.json'))?.toString()).toBe('v2');
+    await done();
+  });
+
+  it('retries a read whose answer was lost, and gives up with a clear error when every answer is', async () => {
+    const { proxy, store, done } = await setUp();
+    expect(await store.create('k.json', Buffer.from('v1'))).toBe(true);
+    proxy.loseAnswers(1);
+    expect((await store.get('k.json'))?.body.toString()).toBe('v1');
+    proxy.loseAnswers(10);
+    await expect(store.get('k.json')).rejects.toMatchObject({ code: 'STORAGE_UNAVAILABLE', message: expect.stringContaining('cannot be reached') });
+    await done();
+  });
+});
+
+describe('S3 store interoperability with the AWS SDK', () => {
+  it('writes objects the SDK reads with the same ETag, and honours the SDK’s writes by that ETag', async () => {
+    const bucket = await createTestBucket();
+    const sdk = new S3Client({
+      endpoint: bucket.s3.endpoint,
+      region: bucket.s3.region,
+      forcePathStyle: true,
+      credentials: { accessKeyId: bucket.s3.accessKeyId, secretAccessKey: bucket.s3.secretAccessKey },
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
+    const store = bucket.store('ns/');
+    expect(await store.create('a/k.json', Buffer.from('{"v":1}'))).toBe(true);
+    const ours = await store.get('a/k.json');
+    const theirs = await sdk.send(new GetObjectCommand({ Bucket: bucket.bucket, Key: 'ns/a/k.json' }));
+    expect(Buffer.from(await theirs.Body!.transformToByteArray()).toString()).toBe('{"v":1}');
+    expect(theirs.ETag?.replace(/"/g, '')).toBe(ours!.etag);
+
+    await sdk.send(new PutObjectCommand({ Bucket: bucket.bucket, Key: 'ns/a/k.json', Body: '{"v":2}', IfMatch: ours!.etag }));
+    expect(await store.replace('a/k.json', Buffer.from('{"v":3}'), ours!.etag)).toBe(false);
+    expect((await store.get('a/k.json'))?.body.toString()).toBe('{"v":2}');
+    sdk.destroy();
+    await bucket.remove();
   });
 });
