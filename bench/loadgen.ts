@@ -32,7 +32,8 @@ export interface HttpCase {
 
 export interface S3Case {
   readonly kind: 's3';
-  readonly op: 'get' | 'put-if-none-match';
+  /** get-replace: a read-modify-write, as a rotation's rewrap (GET, then PUT If-Match its ETag). */
+  readonly op: 'get' | 'put-if-none-match' | 'get-replace';
   readonly endpoint: string;
   readonly region: string;
   readonly accessKeyId: string;
@@ -41,7 +42,7 @@ export interface S3Case {
   readonly connections: number;
   /** put: `{n}` replaced by 0, 1, 2…; get: ignored. */
   readonly keyTemplate?: string;
-  /** get: each key once (the case ends after `durationSec` or when they are used up). */
+  /** get, get-replace: each key once (the case ends after `durationSec` or when they are used up). */
   readonly keys?: readonly string[];
   readonly bodyBytes?: number;
   readonly durationSec: number;
@@ -168,7 +169,11 @@ async function runS3(spec: S3Case): Promise<LoadResult> {
   let n = 0;
   const keys = spec.keys ?? [];
   const deadline = Date.now() + spec.durationSec * 1000;
-  const more = () => Date.now() < deadline && (spec.op !== 'get' || n < keys.length);
+  const more = () => Date.now() < deadline && (spec.op === 'put-if-none-match' || n < keys.length);
+  const readModifyWrite = async (key: string) => {
+    const object = await store.get(key);
+    return object !== undefined && (await store.replace(key, object.body, object.etag));
+  };
 
   const once = async (): Promise<void> => {
     const index = n++;
@@ -177,12 +182,14 @@ async function runS3(spec: S3Case): Promise<LoadResult> {
       const done =
         spec.op === 'get'
           ? (await store.get(keys[index]!)) !== undefined
-          : await store.create((spec.keyTemplate ?? 'raw/{n}').replace('{n}', String(index)), body);
+          : spec.op === 'get-replace'
+            ? await readModifyWrite(keys[index]!)
+            : await store.create((spec.keyTemplate ?? 'raw/{n}').replace('{n}', String(index)), body);
       if (done) {
         latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
         ok++;
       } else {
-        const key = spec.op === 'get' ? 'absent' : 'exists';
+        const key = spec.op === 'put-if-none-match' ? 'exists' : 'absent or changed';
         failures[key] = (failures[key] ?? 0) + 1;
       }
     } catch (error) {

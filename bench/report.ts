@@ -126,7 +126,7 @@ function coldStartLines(results: BenchResults): string[] {
 
 function rotationLine(r: RotationResult): string {
   if (r.status !== 'measured') return `${r.status}: ${r.note}`;
-  return `${r.keys} primary keys in ${r.seconds} s = ${fmtInt(r.keysPerSecond)} keys/s; ${r.ratio === undefined ? '' : `${fmtRatio(r.ratio)} of raw conditional PUT (${fmtInt(r.rawPutRps)}/s)`}`;
+  return `${r.keys} primary keys in ${r.seconds} s = ${fmtInt(r.keysPerSecond)} keys/s; ${r.ratio === undefined ? '' : `${fmtRatio(r.ratio)} of raw conditional PUT (${fmtInt(r.rawPutRps)}/s)`}${r.ratioToReadModifyWrite === undefined ? '' : `; ${fmtRatio(r.ratioToReadModifyWrite)} of raw read-modify-write (GET + PUT If-Match: ${fmtInt(r.rawReadModifyWriteRps)}/s, this design's ceiling)`}`;
 }
 
 export function markdown(results: BenchResults): string {

@@ -28,6 +28,12 @@ export type RotationResult =
       readonly keysPerSecond: number;
       readonly rawPutRps: number | undefined;
       readonly ratio: number | undefined;
+      /**
+       * A rewrap is a read-modify-write: raw `GET` + `PUT If-Match` pairs per second on the same
+       * storage, with the rotation's concurrency, measured right after it: this design's ceiling.
+       */
+      readonly rawReadModifyWriteRps?: number;
+      readonly ratioToReadModifyWrite?: number;
       readonly note: string;
     };
 
