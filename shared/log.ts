@@ -13,17 +13,15 @@ function line(stream: NodeJS.WriteStream, fields: Record<string, unknown>): void
 }
 
 /**
- * stdout lines are batched, in order, and written every FLUSH_MS (or at QUEUE_LIMIT bytes): on a pipe
- * (a container's stdout) every write is a syscall that wakes the log collector, and one per request
- * was the largest cost of a warm read (see docs/performance.md). What is queued is written on exit;
- * a SIGKILL loses at most FLUSH_MS of access lines.
+ * stdout lines are written once per event-loop turn, in order: on a pipe (a container's stdout) every
+ * write is a blocking syscall, and one per request was the largest cost of a warm read (see
+ * docs/performance.md). What is queued is written on exit too.
  */
-const FLUSH_MS = 20;
 const QUEUE_LIMIT = 64 * 1024;
 let queued = '';
 
 function queue(text: string): void {
-  if (queued === '') setTimeout(flush, FLUSH_MS).unref();
+  if (queued === '') setImmediate(flush);
   queued += text;
   if (queued.length >= QUEUE_LIMIT) flush();
 }
