@@ -39,6 +39,8 @@ export class KeyStore {
   /** HMAC key for the credential cache: tokens are never kept in memory in the clear. */
   readonly #cacheKey = randomBytes(32);
   readonly #credentials: BoundedCache<string, { mac: Buffer; principal: Principal }>;
+  /** Credential checks under way, by the HMAC of the credentials they check. */
+  readonly #checksInFlight = new Map<string, Promise<Principal>>();
   readonly #primaryKeys: BoundedCache<string, { keyId: string; key: Buffer }>;
   readonly #dataKeyRecords: BoundedCache<string, DataKeyRecord>;
   /**
@@ -65,12 +67,24 @@ export class KeyStore {
     }
   }
 
-  /** One answer for an unknown user and a wrong token. A verified token is cached as an HMAC. */
+  /**
+   * One answer for an unknown user and a wrong token. A verified token is cached as an HMAC, and
+   * concurrent checks of the same credentials share one scrypt (a cold pod's first burst).
+   */
   async authenticate(user: string, token: string): Promise<Principal> {
     const mac = createHmac('sha256', this.#cacheKey).update(user).update('\0').update(token).digest();
     const cached = this.#credentials.get(user);
     if (cached !== undefined && timingSafeEqual(cached.mac, mac)) return cached.principal;
+    const flightKey = mac.toString('base64');
+    let check = this.#checksInFlight.get(flightKey);
+    if (check === undefined) {
+      check = this.#verify(user, token, mac).finally(() => this.#checksInFlight.delete(flightKey));
+      this.#checksInFlight.set(flightKey, check);
+    }
+    return check;
+  }
 
+  async #verify(user: string, token: string, mac: Buffer): Promise<Principal> {
     const object = await this.store.get(layout.user(user));
     if (object === undefined) {
       // Spend the same effort as for a wrong token, so timing does not reveal which users exist.

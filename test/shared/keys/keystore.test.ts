@@ -119,4 +119,30 @@ describe('KeyStore against untrusted storage', () => {
     const fresh = new KeyStore(store, new RootKeyring(source, store), options);
     await expect(fresh.getDataKey(await fresh.authenticate('u', 'u-token'), 'pk', 'dk')).rejects.toMatchObject({ code: 'INTEGRITY' });
   });
+
+  it('shares one credential check among concurrent requests with the same credentials, and only those', async () => {
+    /** The real store, counting reads of user records. */
+    class CountingStore extends FsObjectStore {
+      userReads = 0;
+      override async get(key: string) {
+        if (key === layout.user('alice')) this.userReads++;
+        return super.get(key);
+      }
+    }
+    const counting = new CountingStore(dir);
+    const keys = new KeyStore(counting, new RootKeyring(new StaticRootKeySource(randomBytes(32)), counting), options);
+    await keys.enrollUser('alice', 'alice-token');
+
+    const right = Array.from({ length: 20 }, () => keys.authenticate('alice', 'alice-token'));
+    const wrong = Array.from({ length: 5 }, () => keys.authenticate('alice', 'not-alice-token'));
+    const principals = await Promise.all(right);
+    expect(new Set(principals.map((p) => p.owner)).size).toBe(1);
+    expect(principals[0]!.user).toBe('alice');
+    for (const attempt of wrong) await expect(attempt).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    expect(counting.userReads).toBe(2); // one check for the right token, one for the wrong one
+
+    // A check that ended is not reused: with the cache off, the next request checks again.
+    await keys.authenticate('alice', 'alice-token');
+    expect(counting.userReads).toBe(3);
+  });
 });
