@@ -34,7 +34,7 @@ export function kmsRuntime(): Promise<KmsRuntime> {
 async function build(): Promise<KmsRuntime> {
   const config = loadKmsConfig();
   const store = openObjectStore(config);
-  const sealer = sealerClient(config);
+  const sealer = await sealerClient(config);
   const source: RootKeySource = sealer
     ? new SealerRootKeySource(sealer, config.rootKeyRefreshSeconds * 1000)
     : config.rootKey !== undefined
@@ -54,7 +54,7 @@ async function build(): Promise<KmsRuntime> {
   return { config, store, rootKeys, keys, sealer, rotation };
 }
 
-function sealerClient(config: KmsConfig): SealerClient | undefined {
+async function sealerClient(config: KmsConfig): Promise<SealerClient | undefined> {
   if (config.sealerUrl === '') return undefined;
   if (config.rootKey !== undefined) {
     throw new KmsError('CONFIG', 'set either KMS_ROOT_KEY (mode 1 without a sealing service) or KMS_SEALER_URL, not both');
@@ -62,5 +62,5 @@ function sealerClient(config: KmsConfig): SealerClient | undefined {
   if (config.sealerCaFile === '') {
     throw new KmsError('CONFIG', 'KMS_SEALER_URL needs KMS_SEALER_CA_FILE: the functions must authenticate the sealing service');
   }
-  return SealerClient.fromCaFile({ url: config.sealerUrl, caFile: config.sealerCaFile, attester: attesterFromConfig(config) });
+  return SealerClient.fromCaFile({ url: config.sealerUrl, caFile: config.sealerCaFile, attester: await attesterFromConfig(config) });
 }
