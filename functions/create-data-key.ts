@@ -1,9 +1,8 @@
-import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
 import { authenticate, dataKeyNames } from '../shared/http/authenticate.js';
 
 /** POST /dataKey/{dataKeyName}?primaryKeyName=…&user=…&token=…: a new AES-256 data key under a primary key. */
-export const createDataKey = defineRoute({
+export const createDataKeyRoute = defineRoute({
   name: 'createDataKey',
   methods: ['POST'],
   path: '/dataKey/',
@@ -19,4 +18,4 @@ export const createDataKey = defineRoute({
   },
 });
 
-functions.http(createDataKey.name, createDataKey.handler);
+export const createDataKey = createDataKeyRoute.handler; // functions-framework: --target=createDataKey

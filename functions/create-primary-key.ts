@@ -1,9 +1,8 @@
-import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
 import { authenticate } from '../shared/http/authenticate.js';
 
 /** POST /primaryKey/{primaryKeyName}?user=…&token=…: a new AES-256 primary key, wrapped by the root key. */
-export const createPrimaryKey = defineRoute({
+export const createPrimaryKeyRoute = defineRoute({
   name: 'createPrimaryKey',
   methods: ['POST'],
   path: '/primaryKey/',
@@ -19,4 +18,4 @@ export const createPrimaryKey = defineRoute({
   },
 });
 
-functions.http(createPrimaryKey.name, createPrimaryKey.handler);
+export const createPrimaryKey = createPrimaryKeyRoute.handler; // functions-framework: --target=createPrimaryKey

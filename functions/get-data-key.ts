@@ -1,9 +1,8 @@
-import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
 import { authenticate, dataKeyNames } from '../shared/http/authenticate.js';
 
 /** GET /dataKey/{dataKeyName}?primaryKeyName=…&user=…&token=…: the data key's plaintext, base64. */
-export const getDataKey = defineRoute({
+export const getDataKeyRoute = defineRoute({
   name: 'getDataKey',
   methods: ['GET'],
   path: '/dataKey/',
@@ -15,4 +14,4 @@ export const getDataKey = defineRoute({
   },
 });
 
-functions.http(getDataKey.name, getDataKey.handler);
+export const getDataKey = getDataKeyRoute.handler; // functions-framework: --target=getDataKey

@@ -216,7 +216,7 @@ describe('kustomizations', () => {
 describe('functions and Knative Services', () => {
   const registered = registeredFunctions();
 
-  it('functions/index.ts routes and the functions.http registrations in functions/*.ts agree', () => {
+  it('functions/index.ts routes and the functions-framework entry points in functions/*.ts agree', () => {
     expect(routes.length).toBeGreaterThan(0);
     expect([...registered.keys()].sort()).toEqual(routes.map((r) => r.name).sort());
   });
