@@ -1,11 +1,13 @@
 import { defineRoute } from '../shared/http/route.js';
 import { authenticate, dataKeyNames } from '../shared/http/authenticate.js';
+import { warmUpRootKey } from '../shared/runtime.js';
 
 /** POST /dataKey/{dataKeyName}?primaryKeyName=…&user=…&token=…: a new AES-256 data key under a primary key. */
 export const createDataKeyRoute = defineRoute({
   name: 'createDataKey',
   methods: ['POST'],
   path: '/dataKey/',
+  warmUp: warmUpRootKey,
   async handle(request) {
     const { name, primaryKeyName } = dataKeyNames(request);
     const { keys, principal } = await authenticate(request);

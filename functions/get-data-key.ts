@@ -1,11 +1,13 @@
 import { defineRoute } from '../shared/http/route.js';
 import { authenticate, dataKeyNames } from '../shared/http/authenticate.js';
+import { warmUpRootKey } from '../shared/runtime.js';
 
 /** GET /dataKey/{dataKeyName}?primaryKeyName=…&user=…&token=…: the data key's plaintext, base64. */
 export const getDataKeyRoute = defineRoute({
   name: 'getDataKey',
   methods: ['GET'],
   path: '/dataKey/',
+  warmUp: warmUpRootKey,
   async handle(request) {
     const { name, primaryKeyName } = dataKeyNames(request);
     const { keys, principal } = await authenticate(request);

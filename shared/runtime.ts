@@ -31,6 +31,19 @@ export function kmsRuntime(): Promise<KmsRuntime> {
   return runtime;
 }
 
+/**
+ * Starts, before any request, what the first request of a key route would otherwise wait for in
+ * turn: building the runtime and pulling the root key (a KBS exchange with the sealing service),
+ * so that they overlap the host's start-up and that request's own storage reads and token check.
+ * A failure is not reported here: neither the runtime nor the root key source keeps a failure, so
+ * each request that needs them tries again and answers with the error.
+ */
+export function warmUpRootKey(): void {
+  kmsRuntime()
+    .then((runtime) => runtime.rootKeys.current())
+    .catch(() => {});
+}
+
 async function build(): Promise<KmsRuntime> {
   const config = loadKmsConfig();
   const store = openObjectStore(config);
