@@ -1,4 +1,3 @@
-import { attesterFromConfig } from './attestation/from-config.js';
 import { loadKmsConfig, type KmsConfig } from './config.js';
 import { KmsError } from './errors.js';
 import { KeyStore } from './keys/keystore.js';
@@ -6,7 +5,7 @@ import { RootKeyring } from './root-key/keyring.js';
 import { RootKeyRotation } from './root-key/rotation.js';
 import { SealerRootKeySource } from './root-key/sealer-source.js';
 import { MissingRootKeySource, StaticRootKeySource, type RootKeySource } from './root-key/source.js';
-import { SealerClient } from './sealer/client.js';
+import type { SealerClient } from './sealer/client.js';
 import { openObjectStore } from './store/from-config.js';
 import type { ObjectStore } from './store/object-store.js';
 
@@ -75,5 +74,8 @@ async function sealerClient(config: KmsConfig): Promise<SealerClient | undefined
   if (config.sealerCaFile === '') {
     throw new KmsError('CONFIG', 'KMS_SEALER_URL needs KMS_SEALER_CA_FILE: the functions must authenticate the sealing service');
   }
-  return SealerClient.fromCaFile({ url: config.sealerUrl, caFile: config.sealerCaFile, attester: await attesterFromConfig(config) });
+  // Imported only here: the KBS client and jose cost start-up time that a function without a
+  // sealing service (KMS_ROOT_KEY) does not need to pay.
+  const [{ attesterFromConfig }, sealerModule] = await Promise.all([import('./attestation/from-config.js'), import('./sealer/client.js')]);
+  return sealerModule.SealerClient.fromCaFile({ url: config.sealerUrl, caFile: config.sealerCaFile, attester: await attesterFromConfig(config) });
 }
