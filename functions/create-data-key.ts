@@ -1,12 +1,13 @@
-import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
 import { authenticate, dataKeyNames } from '../shared/http/authenticate.js';
+import { warmUpRootKey } from '../shared/runtime.js';
 
 /** POST /dataKey/{dataKeyName}?primaryKeyName=…&user=…&token=…: a new AES-256 data key under a primary key. */
-export const createDataKey = defineRoute({
+export const createDataKeyRoute = defineRoute({
   name: 'createDataKey',
   methods: ['POST'],
   path: '/dataKey/',
+  warmUp: warmUpRootKey,
   async handle(request) {
     const { name, primaryKeyName } = dataKeyNames(request);
     const { keys, principal } = await authenticate(request);
@@ -19,4 +20,4 @@ export const createDataKey = defineRoute({
   },
 });
 
-functions.http(createDataKey.name, createDataKey.handler);
+export const createDataKey = createDataKeyRoute.handler; // functions-framework: --target=createDataKey

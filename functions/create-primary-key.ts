@@ -1,12 +1,13 @@
-import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
 import { authenticate } from '../shared/http/authenticate.js';
+import { warmUpRootKey } from '../shared/runtime.js';
 
 /** POST /primaryKey/{primaryKeyName}?user=…&token=…: a new AES-256 primary key, wrapped by the root key. */
-export const createPrimaryKey = defineRoute({
+export const createPrimaryKeyRoute = defineRoute({
   name: 'createPrimaryKey',
   methods: ['POST'],
   path: '/primaryKey/',
+  warmUp: warmUpRootKey,
   async handle(request) {
     const name = request.pathName('/primaryKey/', 'primaryKeyName');
     const { keys, principal } = await authenticate(request);
@@ -19,4 +20,4 @@ export const createPrimaryKey = defineRoute({
   },
 });
 
-functions.http(createPrimaryKey.name, createPrimaryKey.handler);
+export const createPrimaryKey = createPrimaryKeyRoute.handler; // functions-framework: --target=createPrimaryKey

@@ -1,9 +1,8 @@
-import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
 import { kmsRuntime } from '../shared/runtime.js';
 
 /** POST /user/{userName}?token=…: enroll a user. An existing user is 409; its token never changes. */
-export const enrollUser = defineRoute({
+export const enrollUserRoute = defineRoute({
   name: 'enrollUser',
   methods: ['POST'],
   path: '/user/',
@@ -16,4 +15,4 @@ export const enrollUser = defineRoute({
   },
 });
 
-functions.http(enrollUser.name, enrollUser.handler);
+export const enrollUser = enrollUserRoute.handler; // functions-framework: --target=enrollUser

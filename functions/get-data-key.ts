@@ -1,12 +1,13 @@
-import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
 import { authenticate, dataKeyNames } from '../shared/http/authenticate.js';
+import { warmUpRootKey } from '../shared/runtime.js';
 
 /** GET /dataKey/{dataKeyName}?primaryKeyName=…&user=…&token=…: the data key's plaintext, base64. */
-export const getDataKey = defineRoute({
+export const getDataKeyRoute = defineRoute({
   name: 'getDataKey',
   methods: ['GET'],
   path: '/dataKey/',
+  warmUp: warmUpRootKey,
   async handle(request) {
     const { name, primaryKeyName } = dataKeyNames(request);
     const { keys, principal } = await authenticate(request);
@@ -15,4 +16,4 @@ export const getDataKey = defineRoute({
   },
 });
 
-functions.http(getDataKey.name, getDataKey.handler);
+export const getDataKey = getDataKeyRoute.handler; // functions-framework: --target=getDataKey

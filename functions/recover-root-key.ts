@@ -1,4 +1,3 @@
-import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
 import { lifecycleOf } from '../shared/root-key/lifecycle.js';
 import { parseShare } from '../shared/root-key/shares.js';
@@ -8,7 +7,7 @@ import { kmsRuntime } from '../shared/runtime.js';
  * PUT /rootKey/recover with {"index": n, "content": "<base64>"}: one share per call (the seed's).
  * Only while sealed; a live root key is never replaced. DELETE /rootKey/recover resets progress.
  */
-export const recoverRootKey = defineRoute({
+export const recoverRootKeyRoute = defineRoute({
   name: 'recoverRootKey',
   methods: ['PUT', 'DELETE'],
   path: '/rootKey/recover',
@@ -26,4 +25,4 @@ export const recoverRootKey = defineRoute({
   },
 });
 
-functions.http(recoverRootKey.name, recoverRootKey.handler);
+export const recoverRootKey = recoverRootKeyRoute.handler; // functions-framework: --target=recoverRootKey

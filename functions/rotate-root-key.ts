@@ -1,4 +1,3 @@
-import * as functions from '@google-cloud/functions-framework';
 import { KmsError } from '../shared/errors.js';
 import { requireAdmin } from '../shared/http/admin-auth.js';
 import { defineRoute } from '../shared/http/route.js';
@@ -13,7 +12,7 @@ import { kmsRuntime } from '../shared/runtime.js';
  * the new key is installed; primary keys are rewrapped after it (GET /rootKey/status shows it).
  * Until the new shares are verified (POST /rootKey/verify), the previous shares still recover.
  */
-export const rotateRootKey = defineRoute({
+export const rotateRootKeyRoute = defineRoute({
   name: 'rotateRootKey',
   methods: ['GET', 'POST'],
   path: '/rootKey/rotate',
@@ -37,4 +36,4 @@ export const rotateRootKey = defineRoute({
   },
 });
 
-functions.http(rotateRootKey.name, rotateRootKey.handler);
+export const rotateRootKey = rotateRootKeyRoute.handler; // functions-framework: --target=rotateRootKey

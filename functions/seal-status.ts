@@ -1,6 +1,5 @@
-import * as functions from '@google-cloud/functions-framework';
 import { defineRoute } from '../shared/http/route.js';
-import { sealStatus } from '../shared/root-key/status.js';
+import { sealStatus as readSealStatus } from '../shared/root-key/status.js';
 import { kmsRuntime } from '../shared/runtime.js';
 
 /** GET /rootKey/status: like Vault's sys/seal-status, plus an unfinished rotation. Nothing secret. */
@@ -9,9 +8,9 @@ export const sealStatusRoute = defineRoute({
   methods: ['GET'],
   path: '/rootKey/status',
   async handle() {
-    const status = await sealStatus(await kmsRuntime());
+    const status = await readSealStatus(await kmsRuntime());
     return { status: 200, text: `${JSON.stringify(status, null, 2)}\n`, json: status };
   },
 });
 
-functions.http(sealStatusRoute.name, sealStatusRoute.handler);
+export const sealStatus = sealStatusRoute.handler; // functions-framework: --target=sealStatus

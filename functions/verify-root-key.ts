@@ -1,4 +1,3 @@
-import * as functions from '@google-cloud/functions-framework';
 import { requireAdmin } from '../shared/http/admin-auth.js';
 import { defineRoute } from '../shared/http/route.js';
 import { lifecycleOf } from '../shared/root-key/lifecycle.js';
@@ -10,7 +9,7 @@ import { kmsRuntime } from '../shared/runtime.js';
  * Vault's rekey verification: finishes rewrapping every primary key under the new root key, then
  * proves the shares rebuild it. Only then do the previous shares stop recovering.
  */
-export const verifyRootKey = defineRoute({
+export const verifyRootKeyRoute = defineRoute({
   name: 'verifyRootKey',
   methods: ['POST'],
   path: '/rootKey/verify',
@@ -29,4 +28,4 @@ export const verifyRootKey = defineRoute({
   },
 });
 
-functions.http(verifyRootKey.name, verifyRootKey.handler);
+export const verifyRootKey = verifyRootKeyRoute.handler; // functions-framework: --target=verifyRootKey

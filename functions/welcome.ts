@@ -1,4 +1,3 @@
-import * as functions from '@google-cloud/functions-framework';
 import { KmsError } from '../shared/errors.js';
 import { defineRoute } from '../shared/http/route.js';
 import { sealStatus, type KmsSealStatus } from '../shared/root-key/status.js';
@@ -31,7 +30,7 @@ const ROUTES = [
 ];
 
 /** GET /: readiness, the routes in the seed's words, and the root key's state. */
-export const welcome = defineRoute({
+export const welcomeRoute = defineRoute({
   name: 'welcome',
   methods: ['GET', 'HEAD'],
   path: '/',
@@ -54,4 +53,4 @@ function stateJson(state: KmsSealStatus | KmsError | undefined): unknown {
   return state ?? null;
 }
 
-functions.http(welcome.name, welcome.handler);
+export const welcome = welcomeRoute.handler; // functions-framework: --target=welcome

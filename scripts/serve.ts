@@ -2,13 +2,13 @@
  * The lean host: the functions on bare node:http(s), without functions-framework's Express stack.
  * The container image runs this with FUNCTION_TARGET (one function per Knative service).
  */
-import { routes } from '../functions/index.js';
+import { loadRoutes } from '../functions/catalog.js';
 import { startHost } from '../shared/http/host.js';
 import { log } from '../shared/log.js';
 import { KmsError } from '../shared/errors.js';
 
 try {
-  const host = await startHost(routes);
+  const host = await startHost(await loadRoutes(process.env.FUNCTION_TARGET), process.env, { warmUp: true });
   log.info('tee-kms listening', { url: host.url, functions: process.env.FUNCTION_TARGET || 'all' });
   const stop = () => void host.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);

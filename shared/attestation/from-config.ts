@@ -1,7 +1,5 @@
 import { KmsError } from '../errors.js';
 import { SampleAttester } from './sample.js';
-import { AaEvidenceAttester } from './tdx/aa-attester.js';
-import { ConfigfsTsmAttester } from './tdx/configfs-tsm.js';
 import type { Attester } from './types.js';
 
 export interface AttesterConfig {
@@ -10,13 +8,20 @@ export interface AttesterConfig {
   readonly aaUrl: string;
 }
 
-/** The attester this pod uses. A production build never offers sample evidence. */
-export function attesterFromConfig(config: AttesterConfig, env: NodeJS.ProcessEnv = process.env): Attester {
+/**
+ * The attester this pod uses. A production build never offers sample evidence. The TDX attesters
+ * (and their quote parsing) are imported only when configured, so they cost no start-up time elsewhere.
+ */
+export async function attesterFromConfig(config: AttesterConfig, env: NodeJS.ProcessEnv = process.env): Promise<Attester> {
   switch (config.attester) {
-    case 'tdx-configfs':
+    case 'tdx-configfs': {
+      const { ConfigfsTsmAttester } = await import('./tdx/configfs-tsm.js');
       return new ConfigfsTsmAttester({ root: config.tsmRoot });
-    case 'tdx-aa':
+    }
+    case 'tdx-aa': {
+      const { AaEvidenceAttester } = await import('./tdx/aa-attester.js');
       return new AaEvidenceAttester({ baseUrl: config.aaUrl });
+    }
     case 'sample':
       if (env.NODE_ENV === 'production') {
         throw new KmsError('CONFIG', 'KMS_ATTESTER=sample proves nothing and is refused when NODE_ENV=production: use tdx-configfs or tdx-aa');

@@ -31,12 +31,14 @@ export interface RunningHost {
   close(): Promise<void>;
 }
 
-export async function startHost(allRoutes: readonly Route[], env: NodeJS.ProcessEnv = process.env): Promise<RunningHost> {
+/** `warmUp`: start the served routes' warm-up work (Route.warmUp) before listening. */
+export async function startHost(allRoutes: readonly Route[], env: NodeJS.ProcessEnv = process.env, { warmUp = false } = {}): Promise<RunningHost> {
   const options = loadOptions(hostOptions, env);
   const routes = options.functionTarget === '' ? allRoutes : allRoutes.filter((r) => r.name === options.functionTarget);
   if (routes.length === 0) {
     throw new KmsError('CONFIG', `FUNCTION_TARGET=${options.functionTarget} names no function; known: ${allRoutes.map((r) => r.name).join(', ')}`);
   }
+  if (warmUp) for (const route of routes) route.warmUp?.();
   const handler = routeRequests(routes);
   const listener = (req: Parameters<typeof handler>[0], res: Parameters<typeof handler>[1]) => void handler(req, res);
 

@@ -22,6 +22,8 @@ export interface RouteSpec {
   /** `/dataKey/` matches `/dataKey/{name}`; `/` matches only `/`. */
   readonly path: string;
   readonly handle: (request: KmsRequest) => Promise<RouteResult>;
+  /** Starts what this route's first request would wait for; a host may call it at start-up. Never throws. */
+  readonly warmUp?: () => void;
 }
 
 export interface Route extends RouteSpec {

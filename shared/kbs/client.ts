@@ -1,5 +1,5 @@
 import { Agent, request as httpsRequest } from 'node:https';
-import { decodeJwt } from 'jose';
+import { decodeJwt } from 'jose/jwt/decode'; // a subpath: see tee-key.ts
 import type { Attester } from '../attestation/types.js';
 import { KmsError } from '../errors.js';
 import {

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { split } from 'shamir-secret-sharing';
 import { unwrapKey, wrapKey } from '../crypto/aead.js';
 import { rootKeyId } from '../crypto/root-key-id.js';
 import { KmsError } from '../errors.js';
@@ -82,6 +81,8 @@ export class RootKeyRotation {
       const previous = status.initialized ? await this.keyring.current({ refresh: true }) : undefined;
       const key = randomBytes(32);
       const next: RootKey = { id: rootKeyId(key), key };
+      // Imported here, not at start-up: only a rotation splits a key, and most functions never rotate.
+      const { split } = await import('shamir-secret-sharing');
       const shares = (await split(new Uint8Array(key), this.settings.shares, this.settings.threshold)).map((share) => ({
         // shamir-secret-sharing puts the x coordinate in the last byte: it is the seed's index.
         index: share[share.length - 1]!,

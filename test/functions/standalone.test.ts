@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadTls } from '../../shared/tls.js';
 import { freePort, startFunctionsFramework, startLeanHost, type ServerProcess } from '../support/processes.js';
 import { createTestBucket, type TestBucket } from '../support/s3.js';
 
@@ -62,6 +63,23 @@ describe('503 when the root key or storage is unavailable', () => {
       expect(answer.headers['retry-after']).toBe('5');
       expect(answer.body).toContain('set KMS_ROOT_KEY (base64 of 32 random bytes) or KMS_ROOT_KEY_FILE');
       expect((await kms.request('/primaryKey/pk?user=u&token=wrong', { method: 'POST' })).status).toBe(401);
+    } finally {
+      await kms.stop();
+    }
+  });
+
+  it('with the sealing service down: the start-up root key pull fails quietly, each request says why', async () => {
+    const closedPort = await freePort();
+    const ca = await loadTls({ dataDir: join(dataDir, 'sealer-ca'), certFile: '', keyFile: '', hostnames: ['127.0.0.1'], envPrefix: 'TEST', commonName: 'test CA' });
+    const kms = await startLeanHost({ KMS_DATA_DIR: dataDir, KMS_SEALER_URL: `https://127.0.0.1:${closedPort}`, KMS_SEALER_CA_FILE: ca.certFile, KMS_ATTESTER: 'sample' });
+    try {
+      expect((await kms.request('/user/s?token=tok-12345', { method: 'POST' })).status).toBe(201);
+      for (let i = 0; i < 2; i++) {
+        const answer = await kms.request('/primaryKey/pk?user=s&token=tok-12345', { method: 'POST', headers: { accept: 'application/json' } });
+        expect(answer.status).toBe(503);
+        expect(JSON.parse(answer.body)).toMatchObject({ error: { code: 'ROOT_KEY_UNAVAILABLE', message: `cannot reach the sealing service at https://127.0.0.1:${closedPort} (ECONNREFUSED)` } });
+      }
+      expect((await kms.request('/healthz')).status).toBe(200);
     } finally {
       await kms.stop();
     }

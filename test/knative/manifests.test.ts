@@ -7,6 +7,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { routeModules } from '../../functions/catalog.js';
 import { routes } from '../../functions/index.js';
 import {
   KNATIVE,
@@ -216,9 +217,14 @@ describe('kustomizations', () => {
 describe('functions and Knative Services', () => {
   const registered = registeredFunctions();
 
-  it('functions/index.ts routes and the functions.http registrations in functions/*.ts agree', () => {
+  it('functions/index.ts routes and the functions-framework entry points in functions/*.ts agree', () => {
     expect(routes.length).toBeGreaterThan(0);
     expect([...registered.keys()].sort()).toEqual(routes.map((r) => r.name).sort());
+  });
+
+  it('functions/catalog.ts loads each function under its own name (FUNCTION_TARGET)', async () => {
+    expect(Object.keys(routeModules)).toEqual(routes.map((r) => r.name));
+    for (const [name, load] of Object.entries(routeModules)) expect((await load()).name).toBe(name);
   });
 
   it('every function has exactly one Knative Service, and every Service names an existing function', () => {

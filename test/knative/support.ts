@@ -466,19 +466,18 @@ export function knownFields(model: string): Set<string> {
 // ---------------------------------------------------------------------------------------------
 // the code's functions
 
-/** `functions.http('<name>', …)` registrations in functions/*.ts (name literal or `<const>.name`). */
+/** The functions-framework entry points in functions/*.ts, by function name: the file that exports each. */
 export function registeredFunctions(): Map<string, string> {
   const dir = join(REPO, 'functions');
   const out = new Map<string, string>();
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
     const text = readFileSync(join(dir, file), 'utf8');
-    for (const m of text.matchAll(/functions\.http\(\s*(?:'([^']+)'|"([^"]+)"|(\w+)\.name)\s*,/g)) {
-      let name = m[1] ?? m[2];
-      if (name === undefined) {
-        const decl = new RegExp(`const\\s+${m[3]}\\s*=\\s*defineRoute\\(\\{\\s*name:\\s*'([^']+)'`).exec(text);
-        if (decl === null) throw new Error(`functions/${file}: cannot read the name of ${m[3]}`);
-        name = decl[1]!;
-      }
+    // functions-framework calls the module's export named by --target: `export const getDataKey = getDataKeyRoute.handler`.
+    for (const m of text.matchAll(/export const (\w+) = (\w+)\.handler\b/g)) {
+      const decl = new RegExp(`const\\s+${m[2]}\\s*=\\s*defineRoute\\(\\{\\s*name:\\s*'([^']+)'`).exec(text);
+      if (decl === null) throw new Error(`functions/${file}: cannot read the name of ${m[2]}`);
+      const name = decl[1]!;
+      if (name !== m[1]) throw new Error(`functions/${file}: ${m[2]} is named ${name} but its handler is exported as ${m[1]}`);
       out.set(name, `functions/${file}`);
     }
   }
