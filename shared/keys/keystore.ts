@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { unwrapKey, wrapKey } from '../crypto/aead.js';
 import { hashToken, verifyToken, type TokenVerifier } from '../crypto/token-hash.js';
 import { BoundedCache } from '../cache.js';
@@ -36,10 +36,14 @@ const UNAUTHORIZED = 'unknown user or wrong token';
  * stored record stays as it was. Caches hold only immutable or unwrapped-and-verified values.
  */
 export class KeyStore {
-  /** HMAC key for the credential cache: tokens are never kept in memory in the clear. */
-  readonly #cacheKey = randomBytes(32);
+  /**
+   * Salt of the credential cache's digests: tokens are never kept in memory in the clear, and a
+   * digest of one process is useless in another. (A one-shot salted SHA-256, not an HMAC: it is
+   * only ever compared for equality, never exposed, and costs less than half of an HMAC object per request: docs/performance.md.)
+   */
+  readonly #cacheSalt = randomBytes(32).toString('base64');
   readonly #credentials: BoundedCache<string, { mac: Buffer; principal: Principal }>;
-  /** Credential checks under way, by the HMAC of the credentials they check. */
+  /** Credential checks under way, by the salted digest of the credentials they check. */
   readonly #checksInFlight = new Map<string, Promise<Principal>>();
   readonly #primaryKeys: BoundedCache<string, { keyId: string; key: Buffer }>;
   readonly #dataKeyRecords: BoundedCache<string, DataKeyRecord>;
@@ -68,11 +72,11 @@ export class KeyStore {
   }
 
   /**
-   * One answer for an unknown user and a wrong token. A verified token is cached as an HMAC, and
+   * One answer for an unknown user and a wrong token. A verified token is cached as a salted digest, and
    * concurrent checks of the same credentials share one scrypt (a cold pod's first burst).
    */
   async authenticate(user: string, token: string): Promise<Principal> {
-    const mac = createHmac('sha256', this.#cacheKey).update(user).update('\0').update(token).digest();
+    const mac = hash('sha256', `${this.#cacheSalt}\0${user}\0${token}`, 'buffer');
     const cached = this.#credentials.get(user);
     if (cached !== undefined && timingSafeEqual(cached.mac, mac)) return cached.principal;
     const flightKey = mac.toString('base64');
