@@ -28,7 +28,7 @@ export const kmsOptions = {
   threshold: option({ env: 'KMS_THRESHOLD', default: 3, parse: parse.integer(2, 255), description: 'Shares needed to recover the root key.' }),
   rotationLeaseSeconds: option({ env: 'KMS_ROTATION_LEASE_SECONDS', default: 60, parse: parse.integer(1, 3_600), description: 'A crashed rotation is taken over after its lease lapses.' }),
   rotationConcurrency: option({ env: 'KMS_ROTATION_CONCURRENCY', default: 32, parse: parse.integer(1, 1_024), description: 'Primary keys rewrapped in parallel during rotation.' }),
-  keyCacheTtlSeconds: option({ env: 'KMS_KEY_CACHE_TTL_SECONDS', default: 300, parse: parse.integer(0, 86_400), description: 'How long unwrapped primary keys and verified credentials stay cached in memory.' }),
+  keyCacheTtlSeconds: option({ env: 'KMS_KEY_CACHE_TTL_SECONDS', default: 300, parse: parse.integer(0, 86_400), description: 'How long unwrapped primary and data keys and verified credentials stay cached in memory, from when they were read (reads do not extend it).' }),
   keyCacheEntries: option({ env: 'KMS_KEY_CACHE_ENTRIES', default: 10_000, parse: parse.integer(0, 10_000_000), description: 'Bound on each in-memory cache.' }),
 };
 

@@ -140,6 +140,7 @@ export class KeyStore {
     const primary = await this.#primaryKey(principal, primaryKeyName);
     const cacheKey = `${principal.user}/${primaryKeyName}/${name}`;
     let record = this.#dataKeyRecords.get(cacheKey);
+    const fetched = record === undefined;
     if (record === undefined) {
       const object = await this.store.get(layout.dataKey(principal.user, primaryKeyName, name));
       if (object === undefined) throw new KmsError('NOT_FOUND', `dataKey [${name}] not found under primaryKey [${primaryKeyName}]`);
@@ -156,7 +157,9 @@ export class KeyStore {
       key = unwrapKey(primary.key, record.wrapped, contexts.dataKey(record));
       this.#unwrappedDataKeys.set(record, { wrappingKey: primary.key, key: Buffer.from(key) });
     }
-    this.#dataKeyRecords.set(cacheKey, record);
+    // Cached when read and verified, not refreshed by later reads: the plaintext kept beside the
+    // record lives at most one cache lifetime (KMS_KEY_CACHE_TTL_SECONDS), however hot the key.
+    if (fetched) this.#dataKeyRecords.set(cacheKey, record);
     return key;
   }
 

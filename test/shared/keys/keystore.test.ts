@@ -145,4 +145,28 @@ describe('KeyStore against untrusted storage', () => {
     await keys.authenticate('alice', 'alice-token');
     expect(counting.userReads).toBe(3);
   });
+
+  it('keeps a data key cached for one lifetime from its read, however often it is read meanwhile', async () => {
+    class CountingStore extends FsObjectStore {
+      dataKeyReads = 0;
+      override async get(key: string) {
+        if (key === layout.dataKey('u', 'pk', 'dk')) this.dataKeyReads++;
+        return super.get(key);
+      }
+    }
+    const counting = new CountingStore(dir);
+    const keys = new KeyStore(counting, new RootKeyring(new StaticRootKeySource(randomBytes(32)), counting), { cacheTtlMs: 150, cacheEntries: 100 });
+    await keys.enrollUser('u', 'u-token');
+    const u = await keys.authenticate('u', 'u-token');
+    await keys.createPrimaryKey(u, 'pk');
+    await keys.createDataKey(u, 'pk', 'dk');
+    const first = await keys.getDataKey(u, 'pk', 'dk');
+    const until = Date.now() + 400;
+    while (Date.now() < until) {
+      expect((await keys.getDataKey(u, 'pk', 'dk')).equals(first)).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    // Created at t=0 (cached then), re-read after each 150 ms lifetime: at t≈150 and t≈300.
+    expect(counting.dataKeyReads).toBeGreaterThanOrEqual(2);
+  });
 });
