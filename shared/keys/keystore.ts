@@ -38,11 +38,11 @@ const UNAUTHORIZED = 'unknown user or wrong token';
 export class KeyStore {
   /**
    * Salt of the credential cache's digests: tokens are never kept in memory in the clear, and a
-   * digest of one process is useless in another. (A one-shot salted SHA-256, not an HMAC: it is
-   * only ever compared for equality, never exposed, and costs less than half of an HMAC object per request: docs/performance.md.)
+   * digest of one process is useless in another. A one-shot salted SHA-256, not an HMAC: it is only
+   * compared for equality, never exposed, and costs less than half as much (docs/performance.md).
    */
   readonly #cacheSalt = randomBytes(32).toString('base64');
-  readonly #credentials: BoundedCache<string, { mac: Buffer; principal: Principal }>;
+  readonly #credentials: BoundedCache<string, { digest: Buffer; principal: Principal }>;
   /** Credential checks under way, by the salted digest of the credentials they check. */
   readonly #checksInFlight = new Map<string, Promise<Principal>>();
   readonly #primaryKeys: BoundedCache<string, { keyId: string; key: Buffer }>;
@@ -72,23 +72,23 @@ export class KeyStore {
   }
 
   /**
-   * One answer for an unknown user and a wrong token. A verified token is cached as a salted digest, and
-   * concurrent checks of the same credentials share one scrypt (a cold pod's first burst).
+   * One answer for an unknown user and a wrong token. A verified token is cached as a salted
+   * digest, and concurrent checks of the same credentials share one scrypt (a cold pod's first burst).
    */
   async authenticate(user: string, token: string): Promise<Principal> {
-    const mac = hash('sha256', `${this.#cacheSalt}\0${user}\0${token}`, 'buffer');
+    const digest = hash('sha256', `${this.#cacheSalt}\0${user}\0${token}`, 'buffer');
     const cached = this.#credentials.get(user);
-    if (cached !== undefined && timingSafeEqual(cached.mac, mac)) return cached.principal;
-    const flightKey = mac.toString('base64');
+    if (cached !== undefined && timingSafeEqual(cached.digest, digest)) return cached.principal;
+    const flightKey = digest.toString('base64');
     let check = this.#checksInFlight.get(flightKey);
     if (check === undefined) {
-      check = this.#verify(user, token, mac).finally(() => this.#checksInFlight.delete(flightKey));
+      check = this.#verify(user, token, digest).finally(() => this.#checksInFlight.delete(flightKey));
       this.#checksInFlight.set(flightKey, check);
     }
     return check;
   }
 
-  async #verify(user: string, token: string, mac: Buffer): Promise<Principal> {
+  async #verify(user: string, token: string, digest: Buffer): Promise<Principal> {
     const object = await this.store.get(layout.user(user));
     if (object === undefined) {
       // Spend the same effort as for a wrong token, so timing does not reveal which users exist.
@@ -98,7 +98,7 @@ export class KeyStore {
     const record = decodeUser(object.body, user);
     if (!(await verifyToken(token, record.token))) throw new KmsError('UNAUTHORIZED', UNAUTHORIZED);
     const principal = { user, owner: ownerOf(record.token) };
-    this.#credentials.set(user, { mac, principal });
+    this.#credentials.set(user, { digest, principal });
     return principal;
   }
 
