@@ -127,29 +127,28 @@ export class S3ObjectStore implements ObjectStore {
 
   async #conditionalPut(key: string, body: Buffer, condition: Record<string, string>): Promise<boolean> {
     const headers = { 'Content-Type': 'application/json', ...condition };
-    let answerLost = false;
-    for (let attempt = 0, conflicts = 0; ; attempt++) {
+    let failures = 0; // transport failures and 5xx answers: the write may or may not have been applied
+    let conflicts = 0;
+    for (;;) {
       let response: S3Response;
       try {
         response = await this.#request('PUT', this.#objectPath(key), headers, body);
       } catch (error) {
-        if (!(error instanceof TransportError) || attempt + 1 >= ATTEMPTS) throw unreachable(error);
-        answerLost = true;
-        await backoff(attempt);
+        if (!(error instanceof TransportError) || ++failures >= ATTEMPTS) throw unreachable(error);
+        await backoff(failures);
         continue;
       }
       if (response.status === 200) return true;
       if (response.status === 412 || (response.status === 404 && 'If-Match' in condition && (await errorCode(response)) !== 'NoSuchBucket')) {
-        // A refusal after a lost answer may be our own earlier attempt, applied.
-        return answerLost ? (await this.get(key))?.body.equals(body) === true : false;
+        // A refusal after an unanswered attempt may be that attempt, applied: our own body is there.
+        return failures > 0 ? (await this.get(key))?.body.equals(body) === true : false;
       }
-      if (response.status === 409 && conflicts++ < CONDITIONAL_CONFLICT_RETRIES) {
+      if (response.status === 409 && ++conflicts <= CONDITIONAL_CONFLICT_RETRIES) {
         await backoff(conflicts);
         continue;
       }
-      if (RETRYABLE_STATUS.has(response.status) && attempt + 1 < ATTEMPTS) {
-        answerLost = true; // a 5xx does not prove the write was not applied
-        await backoff(attempt);
+      if (RETRYABLE_STATUS.has(response.status) && ++failures < ATTEMPTS) {
+        await backoff(failures);
         continue;
       }
       throw await unavailable(response);
