@@ -22,27 +22,27 @@ export async function startLossyProxy(upstream: string): Promise<LossyProxy> {
   let lost = 0;
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
-    const server = connect(Number(target.port), target.hostname);
-    for (const s of [client, server]) {
+    const upstreamSocket = connect(Number(target.port), target.hostname);
+    for (const s of [client, upstreamSocket]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
       s.on('error', () => {
         client.destroy();
-        server.destroy();
+        upstreamSocket.destroy();
       });
     }
-    client.pipe(server);
-    server.on('data', (chunk: Buffer) => {
+    client.pipe(upstreamSocket);
+    upstreamSocket.on('data', (chunk: Buffer) => {
       if (toLose > 0) {
         toLose--;
         lost++;
         client.resetAndDestroy();
-        server.destroy();
+        upstreamSocket.destroy();
         return;
       }
       client.write(chunk);
     });
-    server.on('end', () => client.end());
+    upstreamSocket.on('end', () => client.end());
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
