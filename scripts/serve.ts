@@ -8,7 +8,7 @@ import { log } from '../shared/log.js';
 import { KmsError } from '../shared/errors.js';
 
 try {
-  const host = await startHost(await loadRoutes(process.env.FUNCTION_TARGET), process.env, { warmUp: true });
+  const host = await startHost(loadRoutes, process.env, { warmUp: true });
   log.info('tee-kms listening', { url: host.url, functions: process.env.FUNCTION_TARGET || 'all' });
   const stop = () => void host.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);

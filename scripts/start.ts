@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { routes } from '../functions/index.js';
+import { loadRoutes } from '../functions/catalog.js';
 import { KmsError } from '../shared/errors.js';
 import { startHost } from '../shared/http/host.js';
 import { log } from '../shared/log.js';
@@ -18,7 +18,7 @@ const sealerDataDir = process.env.KMS_SEALER_DATA_DIR || join(dataDir, 'sealer')
 
 try {
   const sealer = await startSealer();
-  const host = await startHost(routes);
+  const host = await startHost(loadRoutes);
   log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.url });
   const stop = () => {
     sealer.child.kill('SIGTERM');

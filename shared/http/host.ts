@@ -31,9 +31,17 @@ export interface RunningHost {
   close(): Promise<void>;
 }
 
-/** `warmUp`: start the served routes' warm-up work (Route.warmUp) before listening. */
-export async function startHost(allRoutes: readonly Route[], env: NodeJS.ProcessEnv = process.env, { warmUp = false } = {}): Promise<RunningHost> {
+/**
+ * Serves the routes `loadRoutes` gives for FUNCTION_TARGET (functions/catalog.ts loadRoutes: only
+ * that function's module, or every one). `warmUp`: start their warm-up work (Route.warmUp) before listening.
+ */
+export async function startHost(
+  loadRoutes: (functionTarget: string) => Promise<readonly Route[]>,
+  env: NodeJS.ProcessEnv = process.env,
+  { warmUp = false } = {},
+): Promise<RunningHost> {
   const options = loadOptions(hostOptions, env);
+  const allRoutes = await loadRoutes(options.functionTarget);
   const routes = options.functionTarget === '' ? allRoutes : allRoutes.filter((r) => r.name === options.functionTarget);
   if (routes.length === 0) {
     throw new KmsError('CONFIG', `FUNCTION_TARGET=${options.functionTarget} names no function; known: ${allRoutes.map((r) => r.name).join(', ')}`);
