@@ -5,12 +5,14 @@
  *   node dist/bench/ab.js DIST_A DIST_B [rounds=5] [seconds=5] [connections=16] [tls=self-signed|off]
  *   node dist/bench/ab.js cold DIST_A DIST_B [rounds=5]
  *       cold start instead: process start → first 200 of GET /dataKey (getDataKey, KMS_TLS=off)
+ *   node dist/bench/ab.js cold-sealer DIST_A DIST_B [rounds=5]
+ *       the same with the root key pulled from the sealing service (dev mode, sample attester)
  *
  * DIST_A/DIST_B are copies of dist/ placed inside this repository (so node_modules resolves), e.g.
  * `cp -r dist bench/.ab/before` before the change and `cp -r dist bench/.ab/after` after it; they
  * may be the same build with AB_ENV_A / AB_ENV_B set (space-separated K=V added to that server's
  * environment), e.g. AB_ENV_B='KMS_ACCESS_LOG=false'.
- * Embedded store, static root key: the warm path does not touch storage. Prints medians of req/s,
+ * Embedded store, static root key (but see cold-sealer): the warm path does not touch storage. Prints medians of req/s,
  * p50, p99 and the server's CPU time per request.
  */
 import { spawn } from 'node:child_process';
@@ -21,12 +23,11 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { seedWarmReadStore } from './fixtures.js';
 import type { HttpCase, LoadResult } from './loadgen.js';
-import { cpuMs, fetchOnce, freePort, rssMb, sleep, startProc } from './proc.js';
+import { cpuMs, devSealerEnv, fetchOnce, freePort, rssMb, sealerFunctionEnv, sleep, startProc } from './proc.js';
 import { median } from './report.js';
 
 const argv = process.argv.slice(2);
-const cold = argv[0] === 'cold';
-if (cold) argv.shift();
+const mode = argv[0] === 'cold' || argv[0] === 'cold-sealer' ? argv.shift()! : 'warm';
 const [distA, distB, rounds = '5', seconds = '5', connections = '16', tls = 'self-signed'] = argv;
 if (distA === undefined || distB === undefined) {
   process.stderr.write('usage: node dist/bench/ab.js DIST_A DIST_B [rounds] [seconds] [connections] [tls]\n');
@@ -50,8 +51,17 @@ try {
     FUNCTION_TARGET: '',
   };
   const path = `/dataKey/warm?primaryKeyName=pk&user=bench&token=${token}`;
-  if (cold) await coldAb(env, path);
-  else await warmAb(env, path);
+  if (mode === 'warm') await warmAb(env, path);
+  else if (mode === 'cold') await coldAb(env, path);
+  else {
+    const sealer = startProc('sealer', process.execPath, [resolve(distA, 'sealer/main.js')], devSealerEnv(env, join(work, 'sealer'), rootKey), process.cwd());
+    try {
+      const { KMS_ROOT_KEY: _, ...withoutRootKey } = env;
+      await coldAb({ ...withoutRootKey, ...(await sealerFunctionEnv(sealer)) }, path);
+    } finally {
+      await sealer.stop();
+    }
+  }
 } finally {
   await rm(work, { recursive: true, force: true });
 }

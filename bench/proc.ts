@@ -176,3 +176,21 @@ export function fetchOnce(url: string, options: { method?: string; headers?: Rec
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** The environment of `node dist/sealer/main.js` in insecure development mode, holding `rootKey`. */
+export function devSealerEnv(baseEnv: NodeJS.ProcessEnv, dataDir: string, rootKey: Buffer): NodeJS.ProcessEnv {
+  return {
+    ...baseEnv,
+    KMS_SEALER_HOST: '127.0.0.1',
+    KMS_SEALER_PORT: '0',
+    KMS_SEALER_DATA_DIR: dataDir,
+    KMS_SEALER_ROOT_KEY: rootKey.toString('base64'),
+    KMS_SEALER_INSECURE_DEV_MODE: 'true',
+  };
+}
+
+/** Once the dev sealer listens: what a function needs to pull the root key from it (sample attester). */
+export async function sealerFunctionEnv(sealer: Proc, timeoutMs = 30_000): Promise<Record<string, string>> {
+  const [cert, listening] = await Promise.all([sealer.waitForLine(/sealer: TLS certificate (\S+)/, timeoutMs), sealer.waitForLine(/sealer: listening on (\S+)/, timeoutMs)]);
+  return { KMS_SEALER_URL: listening[1]!, KMS_SEALER_CA_FILE: cert[1]!, KMS_ATTESTER: 'sample' };
+}

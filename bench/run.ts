@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Fixtures, PRIMARY_KEY, USER, WARM_KEY, type S3Settings } from './fixtures.js';
 import type { HttpCase, LoadCase, LoadResult } from './loadgen.js';
-import { cpuMs, fetchOnce, freePort, rssMb, sampleRss, sleep, startProc, type Proc } from './proc.js';
+import { cpuMs, devSealerEnv, fetchOnce, freePort, rssMb, sampleRss, sealerFunctionEnv, sleep, startProc, type Proc } from './proc.js';
 import { markdown, median, svgChart, textTable, type BenchResults, type CaseRecord, type ColdStartRecord, type ColdStartRun, type Goal } from './report.js';
 import { measureRotation, rotationRouteExists, ROTATION_KEYS, type RotationResult } from './rotation.js';
 
@@ -643,18 +643,10 @@ async function chooseRootKeySource(baseEnv: NodeJS.ProcessEnv, rootKey: Buffer, 
     return staticEnv;
   }
   const sealerDir = join(work, 'sealer');
-  const sealer = spawnProc('sealer', process.execPath, [sealerMain], {
-    ...baseEnv,
-    KMS_SEALER_HOST: '127.0.0.1',
-    KMS_SEALER_PORT: '0',
-    KMS_SEALER_DATA_DIR: sealerDir,
-    KMS_SEALER_ROOT_KEY: rootKey.toString('base64'),
-    KMS_SEALER_INSECURE_DEV_MODE: 'true',
-  });
+  const sealer = spawnProc('sealer', process.execPath, [sealerMain], devSealerEnv(baseEnv, sealerDir, rootKey));
   let sealerEnv: NodeJS.ProcessEnv;
   try {
-    const [cert, listening] = await Promise.all([sealer.waitForLine(/sealer: TLS certificate (\S+)/, 30_000), sealer.waitForLine(/sealer: listening on (\S+)/, 30_000)]);
-    sealerEnv = { KMS_SEALER_URL: listening[1]!, KMS_SEALER_CA_FILE: cert[1]!, KMS_ATTESTER: 'sample' };
+    sealerEnv = await sealerFunctionEnv(sealer);
   } catch (error) {
     await stopProc(sealer);
     results.meta = { ...results.meta, rootKeyMode: 'static', rootKeyNote: `KMS_ROOT_KEY: the sealer did not start (${firstLine((error as Error).message)})` };

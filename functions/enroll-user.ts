@@ -1,5 +1,5 @@
 import { defineRoute } from '../shared/http/route.js';
-import { kmsRuntime } from '../shared/runtime.js';
+import { keyRuntime } from '../shared/runtime.js';
 
 /** POST /user/{userName}?token=…: enroll a user. An existing user is 409; its token never changes. */
 export const enrollUserRoute = defineRoute({
@@ -9,7 +9,7 @@ export const enrollUserRoute = defineRoute({
   async handle(request) {
     const user = request.pathName('/user/', 'user');
     const token = request.token();
-    const { keys } = await kmsRuntime();
+    const { keys } = await keyRuntime();
     await keys.enrollUser(user, token);
     return { status: 201, text: `user [${user}] is created successfully!\n`, json: { user, created: true } };
   },

@@ -1,6 +1,7 @@
 import { loadKmsConfig, type KmsConfig } from './config.js';
 import { KmsError } from './errors.js';
 import { KeyStore } from './keys/keystore.js';
+import { onceSucceeded } from './once.js';
 import { RootKeyring } from './root-key/keyring.js';
 import { RootKeyRotation } from './root-key/rotation.js';
 import { SealerRootKeySource } from './root-key/sealer-source.js';
@@ -9,52 +10,47 @@ import type { SealerClient } from './sealer/client.js';
 import { openObjectStore } from './store/from-config.js';
 import type { ObjectStore } from './store/object-store.js';
 
-/** What a function needs, built once per process from the environment, on first use. */
-export interface KmsRuntime {
+/** What the key routes need, built once per process from the environment, on first use. */
+export interface KeyRuntime {
   readonly config: KmsConfig;
   readonly store: ObjectStore;
   readonly rootKeys: RootKeyring;
   readonly keys: KeyStore;
+}
+
+/** Everything a function may need: the key routes' part, and the root key's lifecycle. */
+export interface KmsRuntime extends KeyRuntime {
   /** The sealing service, when the root key comes from one (not in mode 1 without a sealer). */
   readonly sealer: SealerClient | undefined;
   readonly rotation: RootKeyRotation | undefined;
 }
 
-let runtime: Promise<KmsRuntime> | undefined;
-
-export function kmsRuntime(): Promise<KmsRuntime> {
-  runtime ??= build().catch((error: unknown) => {
-    runtime = undefined; // a configuration error is reported on every request until fixed
-    throw error;
-  });
-  return runtime;
+interface Core extends KeyRuntime {
+  /** Loads the sealing service's client (its modules are imported on first use); undefined without one. */
+  readonly sealer: (() => Promise<SealerClient>) | undefined;
 }
+
+let core: Core | undefined;
 
 /**
- * Starts, before any request, what the first request of a key route would otherwise wait for in
- * turn: building the runtime and pulling the root key (a KBS exchange with the sealing service),
- * so that they overlap the host's start-up and that request's own storage reads and token check.
- * A failure is not reported here: neither the runtime nor the root key source keeps a failure, so
- * each request that needs them tries again and answers with the error.
+ * Configuration, storage and the key store. It does not wait for the sealing service's client to
+ * load: a cold function's first request checks its token (a storage read and scrypt) while that
+ * client loads and pulls the root key, instead of after (docs/performance.md).
  */
-export function warmUpRootKey(): void {
-  kmsRuntime()
-    .then((runtime) => runtime.rootKeys.current())
-    .catch(() => {});
+export async function keyRuntime(): Promise<KeyRuntime> {
+  return coreRuntime();
 }
 
-async function build(): Promise<KmsRuntime> {
-  const config = loadKmsConfig();
-  const store = openObjectStore(config);
-  const sealer = await sealerClient(config);
-  const source: RootKeySource = sealer
-    ? new SealerRootKeySource(sealer, config.rootKeyRefreshSeconds * 1000)
-    : config.rootKey !== undefined
-      ? new StaticRootKeySource(config.rootKey)
-      : new MissingRootKeySource();
-  const rootKeys = new RootKeyring(source, store);
-  const ttlMs = config.keyCacheTtlSeconds * 1000;
-  const keys = new KeyStore(store, rootKeys, { cacheTtlMs: ttlMs, cacheEntries: config.keyCacheEntries });
+/** Not kept when it throws: a configuration error is reported on every request until fixed. */
+function coreRuntime(): Core {
+  return (core ??= buildCore());
+}
+
+/** The key routes' runtime with the sealing service's client loaded, and rotation (when there is one). */
+export const kmsRuntime: () => Promise<KmsRuntime> = onceSucceeded(async () => {
+  const { sealer: loadSealer, ...runtime } = coreRuntime();
+  const sealer = await loadSealer?.();
+  const { config, store, rootKeys } = runtime;
   const rotation = sealer
     ? new RootKeyRotation(store, rootKeys, sealer, {
         shares: config.shares,
@@ -63,10 +59,37 @@ async function build(): Promise<KmsRuntime> {
         concurrency: config.rotationConcurrency,
       })
     : undefined;
-  return { config, store, rootKeys, keys, sealer, rotation };
+  return { ...runtime, sealer, rotation };
+});
+
+/**
+ * Starts, before any request, what the first request of a key route would otherwise wait for:
+ * building the runtime and pulling the root key (a KBS exchange with the sealing service), so that
+ * they overlap the host's start-up and that request's own storage reads and token check.
+ * A failure is not reported here: neither the runtime nor the root key source keeps a failure, so
+ * each request that needs them tries again and answers with the error.
+ */
+export function warmUpRootKey(): void {
+  keyRuntime()
+    .then((runtime) => runtime.rootKeys.current())
+    .catch(() => {});
 }
 
-async function sealerClient(config: KmsConfig): Promise<SealerClient | undefined> {
+function buildCore(): Core {
+  const config = loadKmsConfig();
+  const store = openObjectStore(config);
+  const sealer = sealerLoader(config);
+  const source: RootKeySource = sealer
+    ? new SealerRootKeySource(sealer, config.rootKeyRefreshSeconds * 1000)
+    : config.rootKey !== undefined
+      ? new StaticRootKeySource(config.rootKey)
+      : new MissingRootKeySource();
+  const rootKeys = new RootKeyring(source, store);
+  const keys = new KeyStore(store, rootKeys, { cacheTtlMs: config.keyCacheTtlSeconds * 1000, cacheEntries: config.keyCacheEntries });
+  return { config, store, rootKeys, keys, sealer };
+}
+
+function sealerLoader(config: KmsConfig): (() => Promise<SealerClient>) | undefined {
   if (config.sealerUrl === '') return undefined;
   if (config.rootKey !== undefined) {
     throw new KmsError('CONFIG', 'set either KMS_ROOT_KEY (mode 1 without a sealing service) or KMS_SEALER_URL, not both');
@@ -74,8 +97,10 @@ async function sealerClient(config: KmsConfig): Promise<SealerClient | undefined
   if (config.sealerCaFile === '') {
     throw new KmsError('CONFIG', 'KMS_SEALER_URL needs KMS_SEALER_CA_FILE: the functions must authenticate the sealing service');
   }
-  // Imported only here: the KBS client and jose cost start-up time that a function without a
-  // sealing service (KMS_ROOT_KEY) does not need to pay.
-  const [{ attesterFromConfig }, sealerModule] = await Promise.all([import('./attestation/from-config.js'), import('./sealer/client.js')]);
-  return sealerModule.SealerClient.fromCaFile({ url: config.sealerUrl, caFile: config.sealerCaFile, attester: await attesterFromConfig(config) });
+  return onceSucceeded(async () => {
+    // Imported only here: the KBS client and jose cost start-up time that a function without a
+    // sealing service (KMS_ROOT_KEY) does not need to pay.
+    const [{ attesterFromConfig }, { SealerClient }] = await Promise.all([import('./attestation/from-config.js'), import('./sealer/client.js')]);
+    return SealerClient.fromCaFile({ url: config.sealerUrl, caFile: config.sealerCaFile, attester: await attesterFromConfig(config) });
+  });
 }

@@ -1,11 +1,11 @@
 import type { KeyStore, Principal } from '../keys/keystore.js';
-import { kmsRuntime } from '../runtime.js';
+import { keyRuntime } from '../runtime.js';
 import type { KmsRequest } from './request.js';
 
 /** The caller's credentials (query or headers), checked against their enrollment. */
 export async function authenticate(request: KmsRequest): Promise<{ keys: KeyStore; principal: Principal }> {
   const { user, token } = request.credentials();
-  const { keys } = await kmsRuntime();
+  const { keys } = await keyRuntime();
   return { keys, principal: await keys.authenticate(user, token) };
 }
 

@@ -7,6 +7,7 @@ import { exportJWK } from 'jose/key/export';
 import { generateKeyPair } from 'jose/key/generate/keypair';
 import { importJWK } from 'jose/key/import';
 import { KmsError } from '../errors.js';
+import { onceSucceeded } from '../once.js';
 import { JWE_ENC, TEE_KEY_ALG, type FlattenedJwe, type TeePubKey } from './protocol.js';
 
 /**
@@ -26,16 +27,8 @@ export async function generateTeeKeyPair(): Promise<TeeKeyPair> {
   return { publicJwk: { kty: 'EC', crv: 'P-256', alg: TEE_KEY_ALG, x: jwk.x, y: jwk.y }, privateKey };
 }
 
-let processKeyPair: Promise<TeeKeyPair> | undefined;
-
 /** One ephemeral key pair per process, made on first use. */
-export function processTeeKeyPair(): Promise<TeeKeyPair> {
-  processKeyPair ??= generateTeeKeyPair().catch((error: unknown) => {
-    processKeyPair = undefined;
-    throw error;
-  });
-  return processKeyPair;
-}
+export const processTeeKeyPair: () => Promise<TeeKeyPair> = onceSucceeded(generateTeeKeyPair);
 
 /** Server side: imports a validated `tee-pubkey` (rejects points not on the curve). */
 export async function importTeePubKey(jwk: TeePubKey): Promise<CryptoKey> {

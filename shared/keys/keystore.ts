@@ -137,15 +137,14 @@ export class KeyStore {
 
   /** The data key's plaintext. */
   async getDataKey(principal: Principal, primaryKeyName: string, name: string): Promise<Buffer> {
-    const primary = await this.#primaryKey(principal, primaryKeyName);
     const cacheKey = `${principal.user}/${primaryKeyName}/${name}`;
-    let record = this.#dataKeyRecords.get(cacheKey);
-    const fetched = record === undefined;
-    if (record === undefined) {
-      const object = await this.store.get(layout.dataKey(principal.user, primaryKeyName, name));
-      if (object === undefined) throw new KmsError('NOT_FOUND', `dataKey [${name}] not found under primaryKey [${primaryKeyName}]`);
-      record = decodeDataKey(object.body, principal.user, primaryKeyName, name);
-    }
+    const cachedRecord = this.#dataKeyRecords.get(cacheKey);
+    // A record not cached is read beside the primary key (a cold function's first read of a key:
+    // one storage round trip instead of two); the primary key's error, if any, is the answer.
+    const [primary, record] =
+      cachedRecord === undefined
+        ? await firstErrorInOrder(this.#primaryKey(principal, primaryKeyName), this.#readDataKey(principal, primaryKeyName, name))
+        : [await this.#primaryKey(principal, primaryKeyName), cachedRecord];
     if (record.primaryKeyId !== primary.keyId) {
       throw new KmsError('INTEGRITY', `dataKey [${name}] does not belong to primaryKey [${primaryKeyName}]`);
     }
@@ -159,18 +158,28 @@ export class KeyStore {
     }
     // Cached when read and verified, not refreshed by later reads: the plaintext kept beside the
     // record lives at most one cache lifetime (KMS_KEY_CACHE_TTL_SECONDS), however hot the key.
-    if (fetched) this.#dataKeyRecords.set(cacheKey, record);
+    if (cachedRecord === undefined) this.#dataKeyRecords.set(cacheKey, record);
     return key;
+  }
+
+  async #readDataKey(principal: Principal, primaryKeyName: string, name: string): Promise<DataKeyRecord> {
+    const object = await this.store.get(layout.dataKey(principal.user, primaryKeyName, name));
+    if (object === undefined) throw new KmsError('NOT_FOUND', `dataKey [${name}] not found under primaryKey [${primaryKeyName}]`);
+    return decodeDataKey(object.body, principal.user, primaryKeyName, name);
   }
 
   async #primaryKey(principal: Principal, name: string): Promise<{ keyId: string; key: Buffer }> {
     // The root key gates every key operation, cached keys included: while the sealing service is
     // sealed (checked every KMS_ROOT_KEY_REFRESH_SECONDS; free in between) keys are not served.
-    await this.rootKeys.current();
     const cacheKey = `${principal.user}/${name}`;
     const cached = this.#primaryKeys.get(cacheKey);
-    if (cached !== undefined) return cached;
-    const object = await this.store.get(layout.primaryKey(principal.user, name));
+    if (cached !== undefined) {
+      await this.rootKeys.current();
+      return cached;
+    }
+    // The record is read while the root key is pulled (a cold function's first request); an
+    // unavailable root key is the answer before a missing record.
+    const [, object] = await firstErrorInOrder(this.rootKeys.current(), this.store.get(layout.primaryKey(principal.user, name)));
     if (object === undefined) throw new KmsError('NOT_FOUND', `primaryKey [${name}] not found`);
     const record = decodePrimaryKey(object.body, principal.user, name);
     if (record.owner !== principal.owner) {
@@ -181,6 +190,14 @@ export class KeyStore {
     this.#primaryKeys.set(cacheKey, value);
     return value;
   }
+}
+
+/** Both values; when both fail, the first one's error (Promise.all would answer whichever failed first). */
+async function firstErrorInOrder<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [resultA, resultB] = await Promise.allSettled([a, b]);
+  if (resultA.status === 'rejected') throw resultA.reason;
+  if (resultB.status === 'rejected') throw resultB.reason;
+  return [resultA.value, resultB.value];
 }
 
 /** Binds keys to one enrollment: the digest of the user's (salted) token verifier. */

@@ -10,7 +10,8 @@ export class SealerRootKeySource implements RootKeySource {
   #inflight: Promise<RootKey> | undefined;
 
   constructor(
-    readonly sealer: SealerClient,
+    /** The sealing service's client, loaded on first use (runtime.ts). */
+    private readonly sealer: () => Promise<SealerClient>,
     private readonly refreshMs: number,
   ) {}
 
@@ -18,8 +19,8 @@ export class SealerRootKeySource implements RootKeySource {
     const cached = this.#current;
     if (cached !== undefined && !options?.refresh && Date.now() - cached.fetchedAt < this.refreshMs) return cached.key;
     // One request at a time: a burst of cold requests shares one KBS round trip.
-    this.#inflight ??= this.sealer
-      .rootKey()
+    this.#inflight ??= this.sealer()
+      .then((sealer) => sealer.rootKey())
       .then((key) => {
         this.#current = { key, fetchedAt: Date.now() };
         return key;

@@ -146,6 +146,40 @@ describe('KeyStore against untrusted storage', () => {
     expect(counting.userReads).toBe(3);
   });
 
+  it("reads a data key beside its primary key, and answers the primary key's error first", async () => {
+    /** The real store, recording how many key record reads were under way at once. */
+    class OverlapStore extends FsObjectStore {
+      inFlight = 0;
+      mostInFlight = 0;
+      override async get(key: string) {
+        if (key.startsWith('users/')) return super.get(key);
+        this.mostInFlight = Math.max(this.mostInFlight, ++this.inFlight);
+        try {
+          return await super.get(key);
+        } finally {
+          this.inFlight--;
+        }
+      }
+    }
+    const rootKey = randomBytes(32);
+    const overlap = new OverlapStore(dir);
+    const writer = new KeyStore(overlap, new RootKeyring(new StaticRootKeySource(rootKey), overlap), options);
+    await writer.enrollUser('u', 'u-token');
+    const u = await writer.authenticate('u', 'u-token');
+    await writer.createPrimaryKey(u, 'pk');
+    await writer.createDataKey(u, 'pk', 'dk');
+
+    const reader = new KeyStore(overlap, new RootKeyring(new StaticRootKeySource(rootKey), overlap), options);
+    const principal = await reader.authenticate('u', 'u-token');
+    overlap.mostInFlight = 0;
+    expect(await reader.getDataKey(principal, 'pk', 'dk')).toEqual(await writer.getDataKey(u, 'pk', 'dk'));
+    expect(overlap.mostInFlight).toBe(2);
+
+    // Neither exists: the primary key is what is missing. Only the data key is missing: it says so.
+    await expect(reader.getDataKey(principal, 'nope', 'nada')).rejects.toMatchObject({ code: 'NOT_FOUND', message: 'primaryKey [nope] not found' });
+    await expect(reader.getDataKey(principal, 'pk', 'nada')).rejects.toMatchObject({ code: 'NOT_FOUND', message: 'dataKey [nada] not found under primaryKey [pk]' });
+  });
+
   it('keeps a data key cached for one lifetime from its read, however often it is read meanwhile', async () => {
     class CountingStore extends FsObjectStore {
       dataKeyReads = 0;
