@@ -5,7 +5,7 @@
 #   docker build --build-arg NODE_IMAGE=node:20-bookworm-slim@sha256:<digest> -t <registry>/tee-kms:<tag> .
 ARG NODE_IMAGE=node:20-bookworm-slim
 
-# ---- build: compile TypeScript to dist/ ------------------------------------------------------
+# ---- build: compile TypeScript to dist/ and bundle the lean host (scripts/build.mjs) ---------
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./

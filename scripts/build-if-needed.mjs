@@ -1,13 +1,11 @@
-// Builds dist/ with tsc when it is missing or older than a source file, so `npm start` works on a
-// fresh clone after `npm install`.
-import { execFileSync } from 'node:child_process';
-import { readdirSync, statSync, writeFileSync, existsSync } from 'node:fs';
-import { join, dirname } from 'node:path';
+// Builds dist/ (scripts/build.mjs: tsc, then the lean host's bundle) when it is missing or older than
+// a source file, so `npm start` works on a fresh clone after `npm install`.
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
+import { build, buildStamp } from './build.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const stamp = join(root, 'dist', '.build-stamp');
 
 function newest(dir) {
   let latest = 0;
@@ -20,14 +18,16 @@ function newest(dir) {
   return latest;
 }
 
-export function buildIfNeeded() {
-  const sources = Math.max(...['functions', 'shared', 'sealer', 'scripts', 'bench'].map((d) => newest(join(root, d))), statSync(join(root, 'tsconfig.json')).mtimeMs);
-  const built = existsSync(stamp) ? statSync(stamp).mtimeMs : 0;
+export async function buildIfNeeded() {
+  const sources = Math.max(
+    ...['functions', 'shared', 'sealer', 'scripts', 'bench'].map((d) => newest(join(root, d))),
+    statSync(join(root, 'tsconfig.json')).mtimeMs,
+    statSync(join(root, 'scripts/build.mjs')).mtimeMs,
+  );
+  const built = existsSync(buildStamp) ? statSync(buildStamp).mtimeMs : 0;
   if (built >= sources) return;
-  process.stderr.write('tee-kms: building dist/ (tsc)…\n');
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-  execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.json')], { stdio: 'inherit' });
-  writeFileSync(stamp, new Date().toISOString());
+  process.stderr.write('tee-kms: building dist/ (tsc, then the lean host bundle)…\n');
+  await build();
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) buildIfNeeded();
+if (import.meta.url === `file://${process.argv[1]}`) await buildIfNeeded();

@@ -4,7 +4,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { buildIfNeeded } from './build-if-needed.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-buildIfNeeded();
+await buildIfNeeded();
 const [, , target, ...rest] = process.argv;
 process.argv = [process.argv[0], resolve(root, target), ...rest];
 await import(pathToFileURL(resolve(root, target)).href);
