@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { seedWarmReadStore } from './fixtures.js';
 import type { HttpCase, LoadResult } from './loadgen.js';
-import { cpuMs, devSealerEnv, fetchOnce, freePort, rssMb, sealerFunctionEnv, sleep, startProc } from './proc.js';
+import { cpuMs, devSealerEnv, fetchOnce, freePort, rssMb, sealerFunctionEnv, serverEnv, sleep, startProc } from './proc.js';
 import { median } from './report.js';
 
 const argv = process.argv.slice(2);
@@ -42,7 +42,7 @@ try {
   const dataDir = join(work, 'kms');
   await seedWarmReadStore(dataDir, rootKey, token);
   const env = {
-    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KMS_'))),
+    ...serverEnv(),
     KMS_STORE: 'fs',
     KMS_DATA_DIR: dataDir,
     KMS_ROOT_KEY: rootKey.toString('base64'),

@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { seedWarmReadStore } from './fixtures.js';
 import type { HttpCase, LoadResult } from './loadgen.js';
 import { Fixtures } from './fixtures.js';
-import { fetchOnce, freePort, sleep, startProc } from './proc.js';
+import { fetchOnce, freePort, serverEnv, sleep, startProc } from './proc.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const args = process.argv.slice(2);
@@ -67,7 +67,7 @@ try {
     await fixtures.setUp();
     token = fixtures.token;
     env = {
-      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KMS_'))),
+      ...serverEnv(),
       KMS_STORE: 's3',
       KMS_S3_ENDPOINT: s3.endpoint,
       KMS_S3_REGION: s3.region,
@@ -82,7 +82,7 @@ try {
     const dataDir = join(work, 'kms');
     await seedWarmReadStore(dataDir, rootKey, token);
     env = {
-      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KMS_'))),
+      ...serverEnv(),
       KMS_STORE: 'fs',
       KMS_DATA_DIR: dataDir,
       KMS_ROOT_KEY: rootKey.toString('base64'),

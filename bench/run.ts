@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Fixtures, PRIMARY_KEY, USER, WARM_KEY, type S3Settings } from './fixtures.js';
 import type { HttpCase, LoadCase, LoadResult } from './loadgen.js';
-import { cpuMs, devSealerEnv, fetchOnce, freePort, rssMb, sampleRss, sealerFunctionEnv, sleep, startProc, type Proc } from './proc.js';
+import { cpuMs, devSealerEnv, fetchOnce, freePort, rssMb, sampleRss, sealerFunctionEnv, serverEnv, sleep, startProc, type Proc } from './proc.js';
 import { markdown, median, svgChart, textTable, type BenchResults, type CaseRecord, type ColdStartRecord, type ColdStartRun, type Goal } from './report.js';
 import { measureRotation, rotationRouteExists, ROTATION_KEYS, type RotationResult } from './rotation.js';
 
@@ -127,8 +127,7 @@ async function main(): Promise<void> {
   const warmPath = `/dataKey/${WARM_KEY}?primaryKeyName=${PRIMARY_KEY}&user=${USER}&token=${fx.token}`;
 
   const baseEnv: NodeJS.ProcessEnv = {
-    // Not NODE_ENV: production refuses the sample attester the dev-mode sealer needs.
-    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KMS_') && !['FUNCTION_TARGET', 'PORT', 'NODE_ENV'].includes(k))),
+    ...serverEnv(), // not the bench's own environment (nor NODE_ENV: production refuses the dev sealer's sample attester)
     KMS_STORE: 's3',
     KMS_S3_ENDPOINT: s3.endpoint,
     KMS_S3_REGION: s3.region,
@@ -529,7 +528,7 @@ async function startLean(name: string, env: NodeJS.ProcessEnv, tls: 'self-signed
 }
 
 async function startBare(protocol: 'http' | 'https'): Promise<{ proc: Proc; url: string }> {
-  const proc = spawnProc(`bare-${protocol}`, process.execPath, [join(DIST, 'bench/bare-server.js'), protocol, join(work, 'bare')], { PATH: process.env.PATH });
+  const proc = spawnProc(`bare-${protocol}`, process.execPath, [join(DIST, 'bench/bare-server.js'), protocol, join(work, 'bare')], serverEnv());
   return { proc, url: (await proc.waitForLine(/^listening (\S+)/, 15_000))[1]! };
 }
 
