@@ -1,7 +1,7 @@
 // `npm run build`: TypeScript to dist/ (tsc), then the lean host bundled in place: dist/scripts/serve.js
 // becomes one module plus chunks in dist/scripts/serve-chunks/ that it imports on demand (a function's
 // route, the sealing service's client, the S3 client's XML parser…). A cold start then loads a few
-// files instead of ~60 modules: 26–38 ms sooner to its first answer (docs/performance.md, change 8).
+// files instead of ~60 modules: 26–38 ms sooner to its first answer (docs/performance.md, change 9).
 // The rest of dist/ is tsc's output as it is: functions-framework loads dist/functions/*.js.
 import { execFileSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
