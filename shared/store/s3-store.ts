@@ -134,7 +134,8 @@ export class S3ObjectStore implements ObjectStore {
       try {
         response = await this.#request('PUT', this.#objectPath(key), headers, body);
       } catch (error) {
-        if (!(error instanceof TransportError) || ++failures >= ATTEMPTS) throw unreachable(error);
+        if (!(error instanceof TransportError)) throw error;
+        if (++failures >= ATTEMPTS) throw unreachable(error);
         await backoff(failures);
         continue;
       }
@@ -162,7 +163,8 @@ export class S3ObjectStore implements ObjectStore {
         const response = await this.#request(method, path, {});
         if (!RETRYABLE_STATUS.has(response.status) || attempt + 1 >= ATTEMPTS) return response;
       } catch (error) {
-        if (!(error instanceof TransportError) || attempt + 1 >= ATTEMPTS) throw unreachable(error);
+        if (!(error instanceof TransportError)) throw error;
+        if (attempt + 1 >= ATTEMPTS) throw unreachable(error);
       }
       await backoff(attempt);
     }
@@ -174,6 +176,7 @@ export class S3ObjectStore implements ObjectStore {
       this.#credentials,
     );
     return new Promise<S3Response>((resolve, reject) => {
+      let answered = false;
       const request = this.#send(
         {
           protocol: this.#endpoint.protocol,
@@ -186,6 +189,7 @@ export class S3ObjectStore implements ObjectStore {
           timeout: REQUEST_TIMEOUT_MS,
         },
         (response) => {
+          answered = true; // from here on, readBody reports what goes wrong
           readBody(response).then(
             (bytes) => resolve({ status: response.statusCode ?? 0, etag: stripQuotes(String(response.headers.etag ?? '')), body: bytes }),
             reject,
@@ -193,7 +197,9 @@ export class S3ObjectStore implements ObjectStore {
         },
       );
       request.on('timeout', () => request.destroy(new TransportError('timed out')));
-      request.on('error', (error) => reject(error instanceof TransportError ? error : new TransportError((error as NodeJS.ErrnoException).code ?? error.message, { cause: error })));
+      request.on('error', (error) => {
+        if (!answered) reject(error instanceof TransportError ? error : new TransportError((error as NodeJS.ErrnoException).code ?? error.message, { cause: error }));
+      });
       request.end(body);
     });
   }
@@ -205,8 +211,14 @@ function readBody(response: IncomingMessage): Promise<Buffer> {
     let size = 0;
     response.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size > MAX_RESPONSE_BYTES) response.destroy(new TransportError('answer too large'));
-      else chunks.push(chunk);
+      if (size <= MAX_RESPONSE_BYTES) {
+        chunks.push(chunk);
+        return;
+      }
+      // Not a transient failure to retry: the same object would be as large again. Settled before
+      // the destroy, whose 'aborted' would otherwise report a cut connection.
+      reject(new KmsError('STORAGE_UNAVAILABLE', 'object storage answered more than 16 MiB'));
+      response.destroy();
     });
     response.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
     response.on('error', (error) => reject(error instanceof TransportError ? error : new TransportError(error.message, { cause: error })));
@@ -258,7 +270,6 @@ async function unavailable(response: S3Response): Promise<KmsError> {
   return new KmsError('STORAGE_UNAVAILABLE', `object storage ${what}${code ? ` (${code})` : ''}`);
 }
 
-function unreachable(error: unknown): KmsError {
-  if (error instanceof KmsError) return error;
-  return new KmsError('STORAGE_UNAVAILABLE', `object storage cannot be reached (${error instanceof Error ? error.message : String(error)})`, { cause: error });
+function unreachable(error: TransportError): KmsError {
+  return new KmsError('STORAGE_UNAVAILABLE', `object storage cannot be reached (${error.message})`, { cause: error });
 }

@@ -13,6 +13,8 @@ export interface LossyProxy {
   loseAnswers(count: number): void;
   /** Answers lost so far. */
   readonly lost: number;
+  /** Requests with this method the client has sent so far (counted by their request line). */
+  requests(method: string): number;
   close(): Promise<void>;
 }
 
@@ -20,6 +22,7 @@ export async function startLossyProxy(upstream: string): Promise<LossyProxy> {
   const target = new URL(upstream);
   let toLose = 0;
   let lost = 0;
+  const requestLines: string[] = [];
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     const upstreamSocket = connect(Number(target.port), target.hostname);
@@ -31,6 +34,11 @@ export async function startLossyProxy(upstream: string): Promise<LossyProxy> {
         upstreamSocket.destroy();
       });
     }
+    client.on('data', (chunk: Buffer) => {
+      // A request line starts a chunk; a body (JSON or padding) never looks like one.
+      const line = /^([A-Z]+) \/\S* HTTP\/1\.1\r\n/.exec(chunk.subarray(0, 2048).toString('latin1'));
+      if (line !== null) requestLines.push(line[1]!);
+    });
     client.pipe(upstreamSocket);
     upstreamSocket.on('data', (chunk: Buffer) => {
       if (toLose > 0) {
@@ -52,6 +60,9 @@ export async function startLossyProxy(upstream: string): Promise<LossyProxy> {
     },
     get lost() {
       return lost;
+    },
+    requests(method) {
+      return requestLines.filter((m) => m === method).length;
     },
     async close() {
       for (const s of sockets) s.destroy();

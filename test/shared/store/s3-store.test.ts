@@ -114,6 +114,21 @@ describe('S3 store when answers are lost on the way back', () => {
   });
 });
 
+describe('S3 store answer bound', () => {
+  it('refuses an object larger than 16 MiB at once, as storage unavailable, without retrying it', async () => {
+    const bucket = await createTestBucket();
+    const s3 = inject('s3');
+    const proxy = await startLossyProxy(s3.endpoint);
+    const store = new S3ObjectStore({ ...s3, endpoint: proxy.endpoint, bucket: bucket.bucket, prefix: '', forcePathStyle: true });
+    expect(await store.create('big.json', Buffer.alloc(16 * 1024 * 1024 + 1, 0x20))).toBe(true);
+    await expect(store.get('big.json')).rejects.toMatchObject({ code: 'STORAGE_UNAVAILABLE', message: 'object storage answered more than 16 MiB' });
+    expect(proxy.requests('GET')).toBe(1); // the answer was cut off, and not asked for again
+    await store.close();
+    await proxy.close();
+    await bucket.remove();
+  });
+});
+
 describe('S3 store interoperability with the AWS SDK', () => {
   it('writes objects the SDK reads with the same ETag, and honours the SDK’s writes by that ETag', async () => {
     const bucket = await createTestBucket();
