@@ -38,6 +38,9 @@ usage: knative/install.sh [options]     (every option also reads the environment
   --storage-size SIZE           KMS_STORAGE_SIZE    MinIO volume claim (default 10Gi; dev 1Gi)
   --storage-class NAME          KMS_STORAGE_CLASS   default: the cluster's default class
   --bucket NAME                 KMS_BUCKET          default tee-kms
+  --noncurrent-version-days N   KMS_NONCURRENT_VERSION_DAYS  days MinIO keeps an object's previous
+                                                    versions (default 7): the undo window, and how
+                                                    long records wrapped under a rotated-away root key remain
   --root-key-file FILE          KMS_ROOT_KEY_FILE   mode 1: base64 of 32 random bytes (or KMS_ROOT_KEY)
   --generate-root-key                               mode 1 with a new random key (saved in the secrets dir)
                                                     (no root key at all: the Shamir mode)
@@ -87,6 +90,7 @@ NS=${KMS_NAMESPACE:-tee-kms}
 STORAGE_SIZE=${KMS_STORAGE_SIZE:-}
 STORAGE_CLASS=${KMS_STORAGE_CLASS:-}
 BUCKET=${KMS_BUCKET:-tee-kms}
+NONCURRENT_VERSION_DAYS=${KMS_NONCURRENT_VERSION_DAYS:-7}
 ROOT_KEY_VALUE=${KMS_ROOT_KEY:-${rootKey:-}}
 ROOT_KEY_FILE=${KMS_ROOT_KEY_FILE:-}
 GENERATE_ROOT_KEY=0
@@ -122,6 +126,7 @@ while [[ $# -gt 0 ]]; do
     --storage-size) need_value "$@"; STORAGE_SIZE=$2; shift 2 ;;
     --storage-class) need_value "$@"; STORAGE_CLASS=$2; shift 2 ;;
     --bucket) need_value "$@"; BUCKET=$2; shift 2 ;;
+    --noncurrent-version-days) need_value "$@"; NONCURRENT_VERSION_DAYS=$2; shift 2 ;;
     --root-key-file) need_value "$@"; ROOT_KEY_FILE=$2; shift 2 ;;
     --generate-root-key) GENERATE_ROOT_KEY=1; shift ;;
     --replace-root-key) REPLACE_ROOT_KEY=1; shift ;;
@@ -163,6 +168,7 @@ esac
 DNS_LABEL='[a-z0-9]([-a-z0-9]*[a-z0-9])?'
 [[ $NS =~ ^$DNS_LABEL$ && ${#NS} -le 63 ]] || die "--namespace must be a DNS label, got '$NS'"
 [[ $BUCKET =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || die "--bucket must be an S3 bucket name, got '$BUCKET'"
+[[ $NONCURRENT_VERSION_DAYS =~ ^[1-9][0-9]{0,4}$ ]] || die "--noncurrent-version-days must be a whole number of days from 1, got '$NONCURRENT_VERSION_DAYS'"
 [[ $CLUSTER_DOMAIN =~ ^$DNS_LABEL(\.$DNS_LABEL)*$ ]] || die "--cluster-domain is not a domain name: '$CLUSTER_DOMAIN'"
 [[ -z $STORAGE_SIZE || $STORAGE_SIZE =~ ^[0-9]+(Mi|Gi|Ti)$ ]] || die "--storage-size must look like 10Gi, got '$STORAGE_SIZE'"
 [[ -z $STORAGE_CLASS || $STORAGE_CLASS =~ ^$DNS_LABEL(\.$DNS_LABEL)*$ ]] || die "--storage-class is not a valid name: '$STORAGE_CLASS'"
@@ -371,6 +377,10 @@ write_kustomization() {
     printf '  - patch: |-\n'
     printf '      apiVersion: v1\n      kind: ConfigMap\n      metadata:\n        name: tee-kms-config\n'
     printf '      data:\n        KMS_S3_BUCKET: "%s"\n' "$BUCKET"
+    printf '  - patch: |-\n'
+    printf '      apiVersion: batch/v1\n      kind: Job\n      metadata:\n        name: tee-kms-minio-bucket\n'
+    printf '      spec:\n        template:\n          spec:\n            containers:\n              - name: mc\n'
+    printf '                env:\n                  - name: KMS_S3_NONCURRENT_VERSION_DAYS\n                    value: "%s"\n' "$NONCURRENT_VERSION_DAYS"
     if [[ -n $STORAGE_SIZE || -n $STORAGE_CLASS ]]; then
       printf '  - target:\n      group: apps\n      version: v1\n      kind: StatefulSet\n      name: tee-kms-minio\n'
       printf '    patch: |-\n'

@@ -4,7 +4,9 @@
  * resource; every function in the code has exactly one Knative Service and the single-host route.
  * No cluster needed. See support.ts for what the offline renderer models.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { routeModules } from '../../functions/catalog.js';
@@ -297,6 +299,60 @@ describe('sealer, MinIO and their references', () => {
     expect(script).toContain('mc version enable "kms/${KMS_S3_BUCKET}"');
     expect(script).toContain('mc mb --ignore-existing');
     expect(script).toContain('mc admin policy attach kms tee-kms-bucket');
+  });
+
+  describe("the bucket Job's script, run by /bin/sh with a recording `mc` on PATH (no MinIO here)", () => {
+    const job = find(base, 'Job', 'tee-kms-minio-bucket')!;
+    const container = job.spec.template.spec.containers[0];
+    const script: string = container.args.join('\n');
+
+    /** Runs the script; returns its exit status and each mc call (its arguments and what it read on stdin). */
+    function runScript(days: string) {
+      const dir = mkdtempSync(join(tmpdir(), 'tee-kms-bucket-job-'));
+      try {
+        const calls = join(dir, 'calls.jsonl');
+        // Records the call; `mc ready` and every other command succeed, as on a healthy MinIO.
+        writeFileSync(
+          join(dir, 'mc'),
+          `#!/usr/bin/env node\nconst fs = require('node:fs');\nconst stdin = process.stdin.isTTY ? '' : fs.readFileSync(0, 'utf8');\nfs.appendFileSync(${JSON.stringify(calls)}, JSON.stringify({ args: process.argv.slice(2), stdin }) + '\\n');\n`,
+          { mode: 0o755 },
+        );
+        const result = spawnSync('/bin/sh', ['-ec', script], {
+          env: { PATH: `${dir}:${process.env.PATH}`, KMS_S3_BUCKET: 'kms-keys', KMS_S3_NONCURRENT_VERSION_DAYS: days, MINIO_ROOT_USER: 'root', MINIO_ROOT_PASSWORD: 'pw', KMS_S3_ACCESS_KEY_ID: 'id', KMS_S3_SECRET_ACCESS_KEY: 'secret' },
+          input: '',
+          encoding: 'utf8',
+          timeout: 30_000,
+        });
+        const recorded = existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { args: string[]; stdin: string }) : [];
+        // The wrapper's --config-dir DIR --quiet come first.
+        return { status: result.status, stderr: result.stderr, calls: recorded.map((c) => ({ args: c.args.slice(3), stdin: c.stdin })) };
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+
+    it('the default keeps noncurrent versions 7 days: imports one lifecycle rule that expires them, after versioning is on', () => {
+      expect(envValue(container, 'KMS_S3_NONCURRENT_VERSION_DAYS')).toBe('7');
+      const { status, stderr, calls } = runScript('7');
+      expect(stderr).toBe('');
+      expect(status).toBe(0);
+      const commands = calls.map((c) => c.args.join(' '));
+      const ilm = commands.indexOf('ilm rule import kms/kms-keys');
+      expect(ilm).toBeGreaterThan(commands.indexOf('version enable kms/kms-keys'));
+      expect(commands.indexOf('version enable kms/kms-keys')).toBeGreaterThan(-1);
+      expect(JSON.parse(calls[ilm]!.stdin)).toEqual({
+        Rules: [{ ID: 'tee-kms-expire-noncurrent-versions', Status: 'Enabled', Filter: { Prefix: '' }, NoncurrentVersionExpiration: { NoncurrentDays: 7 } }],
+      });
+      // Nothing else touches the lifecycle configuration, and no current version ever expires.
+      expect(commands.filter((c) => c.startsWith('ilm ') && c !== 'ilm rule import kms/kms-keys' && c !== 'ilm rule ls kms/kms-keys')).toEqual([]);
+    });
+
+    it.each(['0', '', '-1', '7d', '1.5', '07'])('refuses KMS_S3_NONCURRENT_VERSION_DAYS=%j before changing the lifecycle', (days) => {
+      const { status, stderr, calls } = runScript(days);
+      expect(status).not.toBe(0);
+      expect(stderr).toContain('KMS_S3_NONCURRENT_VERSION_DAYS must be a whole number of days >= 1');
+      expect(calls.some((c) => c.args[0] === 'ilm')).toBe(false);
+    });
   });
 
   it('NetworkPolicies admit to MinIO and the sealer exactly the pods that use them', () => {

@@ -79,6 +79,8 @@ describe('install.sh and uninstall.sh', () => {
       [['--tee', 'dev', '--domain', 'kms.example.com'], {}, /--gateway-class/],
       [['--tee', 'dev', '--initdata', '/etc/hostname'], {}, /--initdata is for --tee tdx/],
       [['--tee', 'dev', '--bogus'], {}, /unknown option/],
+      [['--tee', 'dev', '--noncurrent-version-days', '0'], {}, /--noncurrent-version-days must be a whole number of days from 1, got '0'/],
+      [['--tee', 'dev', '--noncurrent-version-days', '7d'], {}, /--noncurrent-version-days must be/],
       // TDX: the sealer needs reference values, or it refuses every TD.
       [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], {}, /--tee tdx needs --tdx-policy FILE.*verify-quote/],
       [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', '/nonexistent/policy.json'], {}, /--tdx-policy: cannot read/],
@@ -170,6 +172,7 @@ describe('install.sh and uninstall.sh', () => {
       '--storage-size', '20Gi',
       '--storage-class', 'fast-ssd',
       '--bucket', 'kms-keys',
+      '--noncurrent-version-days', '30',
       '--tdx-policy', POLICY,
       '--pccs-url', 'https://pccs.example.org:8081/',
       '--work-dir', work,
@@ -203,6 +206,10 @@ describe('install.sh and uninstall.sh', () => {
       for (const image of images.filter((i) => i.includes('tee-kms'))) expect(image).toBe(`registry.example.com/tee-kms@${digest}`);
       const config = resources.find((r) => r.kind === 'ConfigMap')!;
       expect(config.data.KMS_S3_BUCKET).toBe('kms-keys');
+      const bucketJob = resources.find((r) => r.kind === 'Job' && r.metadata.name === 'tee-kms-minio-bucket')!;
+      const jobEnv = bucketJob.spec.template.spec.containers[0].env as Json[];
+      expect(jobEnv.filter((e) => e.name === 'KMS_S3_NONCURRENT_VERSION_DAYS')).toEqual([{ name: 'KMS_S3_NONCURRENT_VERSION_DAYS', value: '30' }]);
+      expect(jobEnv.find((e) => e.name === 'KMS_S3_BUCKET')).toBeDefined(); // the patch merges by name, it does not replace the list
       const minio = resources.find((r) => r.kind === 'StatefulSet')!;
       expect(minio.spec.volumeClaimTemplates[0].spec).toMatchObject({ storageClassName: 'fast-ssd', resources: { requests: { storage: '20Gi' } } });
       for (const s of resources.filter((r) => r.kind === 'Service' && r.apiVersion === 'serving.knative.dev/v1')) {
