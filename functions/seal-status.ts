@@ -9,7 +9,8 @@ export const sealStatusRoute = defineRoute({
   path: '/rootKey/status',
   async handle() {
     const status = await readSealStatus(await kmsRuntime());
-    return { status: 200, text: `${JSON.stringify(status, null, 2)}\n`, json: status };
+    // JSON either way (the text form is indented), so it is labelled JSON either way.
+    return { status: 200, text: `${JSON.stringify(status, null, 2)}\n`, json: status, headers: { 'content-type': 'application/json' } };
   },
 });
 

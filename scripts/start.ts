@@ -9,9 +9,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadRoutes } from '../functions/catalog.js';
+import { kmsOptions } from '../shared/config.js';
 import { KmsError } from '../shared/errors.js';
 import { startHost } from '../shared/http/host.js';
 import { log } from '../shared/log.js';
+import { loadOptions } from '../shared/options.js';
 
 const dataDir = process.env.KMS_DATA_DIR || '.kms';
 const sealerDataDir = process.env.KMS_SEALER_DATA_DIR || join(dataDir, 'sealer');
@@ -45,6 +47,8 @@ async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
     KMS_SEALER_STOP_WITH_PARENT: 'true',
   };
   // Mode 1: the configured secret goes to the sealing service only; the functions pull it over KBS.
+  // Checked here first, so that a bad value is reported under the name the user set.
+  loadOptions({ rootKey: kmsOptions.rootKey }, process.env);
   for (const name of ['KMS_ROOT_KEY', 'KMS_ROOT_KEY_FILE']) {
     const value = process.env[name];
     delete process.env[name];

@@ -285,7 +285,7 @@ export class SealerCore {
 
   #refuseInSecretMode(): void {
     if (this.#source === 'secret') {
-      throw new Problem(409, sealerProblems.keyFromSecret, 'the root key comes from a secret (KMS_SEALER_ROOT_KEY): rotate the secret instead; there are no shares');
+      throw new Problem(409, sealerProblems.keyFromSecret, 'the root key comes from a configured secret (mode 1): rotate the secret instead; there are no shares');
     }
   }
 

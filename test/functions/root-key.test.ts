@@ -80,7 +80,9 @@ async function recover(kms: ServerProcess, shares: readonly Share[]): Promise<vo
 }
 
 async function status(kms: ServerProcess): Promise<Record<string, unknown>> {
-  return JSON.parse((await kms.request('/rootKey/status')).body) as Record<string, unknown>;
+  const answer = await kms.request('/rootKey/status');
+  expect(answer.headers['content-type']).toBe('application/json'); // JSON without Accept too, and labelled so
+  return JSON.parse(answer.body) as Record<string, unknown>;
 }
 
 /** Until the rewrap that follows a rotation is done (no rotation journal left). */

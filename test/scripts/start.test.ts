@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,5 +62,28 @@ describe('npm start: the seed story on one machine', () => {
     }
     const secrets = ['alices-token', 'local-admin-token', ...shares.map((s) => Buffer.from(s.content, 'base64')), ...[...keys.values()].map((k) => Buffer.from(k.trim(), 'base64'))];
     expect(findSecrets(server.output(), secrets)).toEqual([]);
+  });
+});
+
+describe('npm start: configuration errors name what the user set', () => {
+  it.each([
+    ['KMS_ROOT_KEY', 'not-a-key', /^tee-kms: KMS_ROOT_KEY must be a base64-encoded 256-bit \(32-byte\) key\n$/],
+    ['KMS_ROOT_KEY_FILE', '/nonexistent/root-key', /^tee-kms: KMS_ROOT_KEY_FILE names a file that cannot be read: \/nonexistent\/root-key\n$/],
+  ])('a bad %s stops it before the sealing service starts, under that name, without echoing the value', async (name, value, message) => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-config-'));
+    try {
+      const result = spawnSync('npm', ['start', '--silent'], {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, KMS_DATA_DIR: dataDir, PORT: String(await freePort()), [name]: value },
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(result.status).toBe(1);
+      expect(result.stderr).toMatch(message);
+      expect(result.stderr).not.toContain('KMS_SEALER_');
+      if (name === 'KMS_ROOT_KEY') expect(result.stderr + result.stdout).not.toContain(value);
+      expect(result.stdout).not.toContain('sealer: listening');
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
