@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -62,6 +63,39 @@ describe('npm start: the seed story on one machine', () => {
     }
     const secrets = ['alices-token', 'local-admin-token', ...shares.map((s) => Buffer.from(s.content, 'base64')), ...[...keys.values()].map((k) => Buffer.from(k.trim(), 'base64'))];
     expect(findSecrets(server.output(), secrets)).toEqual([]);
+  });
+});
+
+describe('npm start: stopping', () => {
+  it('SIGTERM to the npm process alone (kill <pid>) stops the server and the sealing service: the port is free again', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-stop-'));
+    const server = await startNpmStart({ KMS_DATA_DIR: dataDir });
+    try {
+      process.kill(server.child.pid!, 'SIGTERM'); // npm only, not its process group
+      const port = Number(new URL(server.url).port);
+      const deadline = Date.now() + 15_000;
+      let listening = true;
+      while (listening && Date.now() < deadline) {
+        listening = await new Promise<boolean>((resolve) => {
+          const socket = connect(port, '127.0.0.1');
+          socket.once('connect', () => (socket.destroy(), resolve(true)));
+          socket.once('error', () => resolve(false));
+        });
+        if (listening) await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      expect(listening).toBe(false);
+      const sealerUrl = /"sealer":"(https:\/\/[^"]+)"/.exec(server.output())?.[1];
+      expect(sealerUrl).toBeDefined();
+      const sealerGone = await new Promise<boolean>((resolve) => {
+        const socket = connect(Number(new URL(sealerUrl!).port), '127.0.0.1');
+        socket.once('connect', () => (socket.destroy(), resolve(false)));
+        socket.once('error', () => resolve(true));
+      });
+      expect(sealerGone).toBe(true);
+    } finally {
+      await server.stop('SIGKILL');
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
 
