@@ -39,7 +39,7 @@ export const log = {
   info(message: string, fields: Record<string, unknown> = {}): void {
     line(process.stdout, { level: 'info', message, ...fields });
   },
-  /** The path has names only; the query string (with tokens) is never logged. */
+  /** `path` is a route's template or a path whose name passed validation (route.ts); never a query string. */
   access(fn: string, method: string, path: string, status: number, ms: number): void {
     if (accessLog) line(process.stdout, { level: 'info', fn, method, path, status, ms: Math.round(ms * 100) / 100 });
   },

@@ -20,8 +20,11 @@ export class KmsRequest {
 
   readonly method: string;
   readonly pathname: string;
-  readonly query: URLSearchParams;
   readonly wantsJson: boolean;
+  readonly #rawQuery: string;
+  #query: Map<string, string[]> | undefined;
+  #body: Promise<Buffer> | undefined;
+  #validatedPath: string | undefined;
 
   constructor(readonly raw: IncomingMessage) {
     this.method = raw.method ?? 'GET';
@@ -29,14 +32,15 @@ export class KmsRequest {
     const url = (raw as { originalUrl?: string }).originalUrl ?? raw.url ?? '/';
     const q = url.indexOf('?');
     this.pathname = q === -1 ? url : url.slice(0, q);
-    // The seed's clients send `&&` between parameters: empty pairs are simply skipped.
-    this.query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
+    this.#rawQuery = q === -1 ? '' : url.slice(q + 1);
     this.wantsJson = (raw.headers.accept ?? '').toLowerCase().includes('application/json');
   }
 
   /** A query parameter given at most once. */
   param(name: string): string | undefined {
-    const values = this.query.getAll(name);
+    // Parsed on first use, inside the route's error handling (a bad query is a 400 there).
+    this.#query ??= parseQuery(this.#rawQuery);
+    const values = this.#query.get(name) ?? [];
     if (values.length > 1) throw new KmsError('BAD_REQUEST', `parameter ${name} given more than once`);
     return values[0];
   }
@@ -49,7 +53,17 @@ export class KmsRequest {
     } catch {
       throw new KmsError('INVALID_NAME', `invalid ${kind}: bad percent-encoding`);
     }
-    return validateName(kind, decoded);
+    const name = validateName(kind, decoded);
+    this.#validatedPath = `${prefix}${name}`;
+    return name;
+  }
+
+  /**
+   * The path with its `{name}` once that name has passed validation, for the access log. Before
+   * then the path is whatever the client sent, which may hold a token (a `&` typed for `?`).
+   */
+  get validatedPath(): string | undefined {
+    return this.#validatedPath;
   }
 
   /** A named query parameter, validated as a name. */
@@ -72,8 +86,24 @@ export class KmsRequest {
     return validateToken(agree('token', header === undefined ? undefined : bearer(header), this.param('token')));
   }
 
-  /** The raw body, bounded. functions-framework has already read it into `rawBody`. */
-  async body(): Promise<Buffer> {
+  /**
+   * Undefined if the request has no body, else the promise of the whole body. A route acts only once
+   * the request has arrived whole: if its body is cut short or malformed, Node's HTTP layer has
+   * already answered 400, and a create done meanwhile would be a change behind a rejection.
+   */
+  received(): Promise<Buffer> | undefined {
+    const { headers } = this.raw;
+    const length = headers['content-length'];
+    if (headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return undefined;
+    return this.body();
+  }
+
+  /** The raw body, bounded, read once. functions-framework has already read it into `rawBody`. */
+  body(): Promise<Buffer> {
+    return (this.#body ??= this.#readBody());
+  }
+
+  async #readBody(): Promise<Buffer> {
     const preRead = (this.raw as { rawBody?: unknown }).rawBody;
     if (Buffer.isBuffer(preRead)) {
       if (preRead.length > MAX_BODY_BYTES) throw tooLarge();
@@ -81,10 +111,16 @@ export class KmsRequest {
     }
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const chunk of this.raw as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) throw tooLarge();
-      chunks.push(chunk);
+    try {
+      for await (const chunk of this.raw as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > MAX_BODY_BYTES) throw tooLarge();
+        chunks.push(chunk);
+      }
+    } catch (error) {
+      if (error instanceof KmsError) throw error;
+      // The client closed the connection mid-body, or the HTTP layer refused its framing.
+      throw new KmsError('BAD_REQUEST', 'the request body was cut short or malformed');
     }
     return Buffer.concat(chunks);
   }
@@ -106,6 +142,33 @@ export class KmsRequest {
       throw new KmsError('BAD_REQUEST', 'the body must be a JSON object');
     }
     return value as Record<string, unknown>;
+  }
+}
+
+/**
+ * A query string as application/x-www-form-urlencoded (`+` is a space), but strict: a `%` sequence
+ * that does not decode to UTF-8 is refused. URLSearchParams would replace it with U+FFFD, so the
+ * tokens `%FF` and `%FE` would both be the same string and unlock each other's user.
+ */
+function parseQuery(query: string): Map<string, string[]> {
+  const params = new Map<string, string[]>();
+  for (const pair of query.split('&')) {
+    if (pair === '') continue; // the seed's clients send `&&` between parameters
+    const eq = pair.indexOf('=');
+    const name = decodeQueryPart(eq === -1 ? pair : pair.slice(0, eq));
+    const value = eq === -1 ? '' : decodeQueryPart(pair.slice(eq + 1));
+    const values = params.get(name);
+    if (values === undefined) params.set(name, [value]);
+    else values.push(value);
+  }
+  return params;
+}
+
+function decodeQueryPart(part: string): string {
+  try {
+    return decodeURIComponent(part.replaceAll('+', ' '));
+  } catch {
+    throw new KmsError('BAD_REQUEST', 'bad percent-encoding in the query string: every %XX sequence must be hexadecimal and decode to UTF-8 (write a literal % as %25)');
   }
 }
 

@@ -33,8 +33,10 @@ export interface Route extends RouteSpec {
 
 /** Builds a function's handler: the entry point where every error becomes an HTTP answer. */
 export function defineRoute(spec: RouteSpec): Route {
-  const matches = (pathname: string) =>
-    spec.path.endsWith('/') && spec.path !== '/' ? pathname.startsWith(spec.path) && pathname.length > spec.path.length : pathname === spec.path;
+  const takesName = spec.path.endsWith('/') && spec.path !== '/';
+  const matches = (pathname: string) => (takesName ? pathname.startsWith(spec.path) && pathname.length > spec.path.length : pathname === spec.path);
+  /** What the access log shows for a path it cannot vouch for (no name validated, or no match). */
+  const template = takesName ? `${spec.path}{name}` : spec.path;
 
   const handler: Handler = async (req, res) => {
     const started = process.hrtime.bigint();
@@ -42,18 +44,20 @@ export function defineRoute(spec: RouteSpec): Route {
     let result: RouteResult;
     try {
       request = KmsRequest.of(req);
-      if (!matches(request.pathname)) throw new KmsError('NOT_FOUND', `no such route: ${spec.name} serves ${spec.path}${spec.path.endsWith('/') && spec.path !== '/' ? '{name}' : ''}`);
+      if (!matches(request.pathname)) throw new KmsError('NOT_FOUND', `no such route: ${spec.name} serves ${template}`);
       if (!spec.methods.includes(request.method)) {
         throw new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${spec.methods.join(' or ')}`, {
           details: { allow: spec.methods.join(', ') },
         });
       }
+      const body = request.received();
+      if (body !== undefined) await body;
       result = await spec.handle(request);
     } catch (error) {
       result = errorResult(error, spec.name);
     }
     sendResult(res, result, request?.wantsJson ?? false);
-    log.access(spec.name, req.method ?? '?', request?.pathname ?? '?', result.status, Number(process.hrtime.bigint() - started) / 1e6);
+    log.access(spec.name, req.method ?? '?', request?.validatedPath ?? template, result.status, Number(process.hrtime.bigint() - started) / 1e6);
   };
   return { ...spec, handler, matches };
 }

@@ -141,6 +141,56 @@ for (const [name, deploy] of Object.entries(deployments)) {
       expect((await kms.request('/dataKey/dk?user=st&token=another-token&primaryKeyName=pk')).status).toBe(401);
     });
 
+    it('decodes query strings strictly: a %-sequence that is not UTF-8 is a 400, never a lossy token that others would match', async () => {
+      // URLSearchParams would make both of these U+FFFD, one token unlocking the other's user.
+      for (const token of ['%FF', '%FE', '%ED%A0%80', 'a%zz', 'a%']) {
+        const answer = await kms.request(`/user/lossy?token=${token}`, { method: 'POST' });
+        expect(answer, token).toMatchObject({ status: 400, body: expect.stringContaining('bad percent-encoding in the query string') });
+      }
+      // Valid UTF-8 is a token like any other, and distinct from its neighbours; `+` is a space, as in forms.
+      expect((await kms.request('/user/lossy?token=caf%C3%A9+au+lait', { method: 'POST' })).status).toBe(201);
+      expect((await kms.request('/primaryKey/pk?user=lossy&token=caf%C3%A9%20au%20lait', { method: 'POST' })).status).toBe(201);
+      expect((await kms.request('/primaryKey/pk2?user=lossy&token=caf%C3%A8+au+lait', { method: 'POST' })).status).toBe(401);
+      const headerForm = { authorization: 'Bearer caf%C3%A9+au+lait', 'x-kms-user': 'lossy' }; // headers are not form-decoded
+      expect((await kms.request('/primaryKey/pk3', { method: 'POST', headers: headerForm })).status).toBe(401);
+    });
+
+    it('acts on no request that arrives broken: a malformed or cut-short body changes nothing, is logged as 400, never 500', async () => {
+      const t = 'broken-token';
+      const auth = `X-KMS-User: broken\r\nAuthorization: Bearer ${t}\r\n`;
+      await kms.request(`/user/broken?token=${t}`, { method: 'POST' });
+      await kms.request(`/primaryKey/pk?user=broken&token=${t}`, { method: 'POST' });
+      await kms.request(`/dataKey/dk?user=broken&token=${t}&primaryKeyName=pk`, { method: 'POST' });
+      const before = await d.snapshot();
+      const logFrom = kms.output().length;
+      // Chunked framing that Node's parser refuses ("zz" is no chunk size): Node answers 400 itself.
+      const badChunk = (line: string) => `${line} HTTP/1.1\r\nHost: localhost\r\n${auth}Transfer-Encoding: chunked\r\n\r\nzz\r\n\r\n`;
+      const broken = ['POST /user/late1?token=t', 'POST /primaryKey/late1', 'POST /dataKey/late1?primaryKeyName=pk', 'GET /dataKey/dk?primaryKeyName=pk'];
+      for (const line of broken) expect(await kms.raw(badChunk(line)), line).toMatch(/^HTTP\/1\.1 400 /);
+      // A body announced and never finished: the client gives up and closes.
+      const cut = (line: string) => `${line} HTTP/1.1\r\nHost: localhost\r\n${auth}Content-Length: 100\r\n\r\n{`;
+      const abandoned = ['POST /user/late2?token=t', 'POST /primaryKey/late2', 'PUT /rootKey/recover'];
+      for (const line of abandoned) expect(await kms.raw(cut(line), { closeAfterMs: 300 }), line).toBe('');
+
+      const logged = () =>
+        kms
+          .output()
+          .slice(logFrom)
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as { level: string; fn?: string; status?: number });
+      const deadline = Date.now() + 5_000;
+      while (logged().filter((l) => l.fn !== undefined).length < broken.length + abandoned.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const lines = logged();
+      expect(lines.filter((l) => l.fn !== undefined).map((l) => `${l.fn} ${l.status}`).sort()).toEqual(
+        ['createDataKey 400', 'createPrimaryKey 400', 'createPrimaryKey 400', 'enrollUser 400', 'enrollUser 400', 'getDataKey 400', 'recoverRootKey 400'].sort(),
+      );
+      expect(lines.filter((l) => l.level !== 'info')).toEqual([]);
+      expect(await d.snapshot()).toEqual(before);
+      // The names are free: nothing was created behind the 400s.
+      expect((await kms.request('/user/late1?token=t', { method: 'POST' })).status).toBe(201);
+    });
+
     it('lets exactly one of 16 concurrent creates of one name win; the rest are 409', async () => {
       const t = 'race-token';
       await kms.request(`/user/racer?token=${t}`, { method: 'POST' });
@@ -208,6 +258,11 @@ for (const [name, deploy] of Object.entries(deployments)) {
     it('keeps keys and tokens out of storage and logs', async () => {
       const token = `scan-token-${randomBytes(8).toString('hex')}`;
       await kms.request(`/user/scanner?token=${token}`, { method: 'POST' });
+      // `&` typed for `?`: the whole query lands in the path, which the name check refuses. The access
+      // log shows the route's template then, never the path the client sent.
+      const typo = await kms.request(`/dataKey/dk0&user=scanner&token=${token}&primaryKeyName=pk`);
+      expect(typo.status).toBe(400);
+      expect(typo.body).not.toContain(token);
       await kms.request('/primaryKey/pk', { method: 'POST', headers: { authorization: `Bearer ${token}`, 'x-kms-user': 'scanner' } });
       const keys: Buffer[] = [];
       for (let i = 0; i < 5; i++) {
@@ -220,6 +275,7 @@ for (const [name, deploy] of Object.entries(deployments)) {
       const secrets = [token, Buffer.from(rootKey, 'base64'), ...keys];
       expect(findSecrets(stored, secrets)).toEqual([]);
       expect(kms.output()).toContain('"path":"/dataKey/dk0"');
+      expect(kms.output()).toContain('"fn":"getDataKey","method":"GET","path":"/dataKey/{name}","status":400');
       expect(findSecrets(kms.output(), secrets)).toEqual([]);
     });
   });

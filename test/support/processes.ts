@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
-import { createServer } from 'node:net';
+import { connect as tcpConnect, createServer, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -26,6 +27,12 @@ export interface ServerProcess {
   /** Everything the process wrote to stdout and stderr so far. */
   output(): string;
   request(path: string, options?: RequestOptions): Promise<HttpAnswer>;
+  /**
+   * Bytes written as they are on one new connection (HTTP framing included), for what an HTTP client
+   * library will not send; resolves with what the server wrote until it closed the connection, or
+   * until `closeAfterMs` (then the client closes it: a request cut short).
+   */
+  raw(bytes: string, options?: { closeAfterMs?: number }): Promise<string>;
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -117,6 +124,18 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
     child,
     output: () => output,
     request: call,
+    raw: (bytes, { closeAfterMs = 10_000 } = {}) =>
+      new Promise<string>((resolve, reject) => {
+        const { hostname, port, protocol } = new URL(options.url);
+        const socket: Socket =
+          protocol === 'https:' ? tlsConnect({ host: hostname, port: Number(port), ca, servername: 'localhost' }) : tcpConnect(Number(port), hostname);
+        let answer = '';
+        const timer = setTimeout(() => socket.destroy(), closeAfterMs);
+        socket.once(protocol === 'https:' ? 'secureConnect' : 'connect', () => socket.write(bytes));
+        socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+        socket.once('close', () => (clearTimeout(timer), resolve(answer)));
+        socket.once('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? undefined : reject(error)));
+      }),
     async stop(signal = 'SIGTERM') {
       const group = (sig: NodeJS.Signals) => {
         try {
