@@ -1,4 +1,5 @@
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { KmsError } from '../errors.js';
 
 /** A token verifier as stored: scrypt with a random salt. The token itself is never stored. */
 export interface TokenVerifier {
@@ -33,9 +34,36 @@ export async function verifyToken(token: string, verifier: TokenVerifier): Promi
 }
 
 function scryptAsync(token: string, salt: Buffer, N: number, r: number, p: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scrypt(token, salt, HASH_BYTES, { N, r, p, maxmem: 256 * N * r + 1024 * 1024 }, (error, key) => (error ? reject(error) : resolve(key)));
-  });
+  return limited(
+    () =>
+      new Promise((resolve, reject) => {
+        scrypt(token, salt, HASH_BYTES, { N, r, p, maxmem: 256 * N * r + 1024 * 1024 }, (error, key) => (error ? reject(error) : resolve(key)));
+      }),
+  );
+}
+
+/**
+ * At most RUNNING_MAX scrypt runs at once, and a bounded queue. They run on libuv's thread pool (4
+ * threads), which the embedded store's file I/O shares, and anyone can ask for one (an unknown user
+ * costs a dummy check, enrolling is open): unbounded, a flood of them queued ahead of every other
+ * request's storage work and stalled it for tens of seconds. Past the queue: 503 BUSY at once.
+ */
+export const SCRYPT_RUNNING_MAX = 2;
+export const SCRYPT_WAITING_MAX = 64;
+let running = 0;
+const waiting: (() => void)[] = [];
+
+async function limited<T>(work: () => Promise<T>): Promise<T> {
+  if (running < SCRYPT_RUNNING_MAX) running++;
+  else if (waiting.length < SCRYPT_WAITING_MAX) await new Promise<void>((resolve) => waiting.push(resolve)); // a finishing run hands over its slot
+  else throw new KmsError('BUSY', 'too many token checks in progress; retry shortly');
+  try {
+    return await work();
+  } finally {
+    const next = waiting.shift();
+    if (next !== undefined) next();
+    else running--;
+  }
 }
 
 export function isTokenVerifier(value: unknown): value is TokenVerifier {

@@ -69,7 +69,8 @@ export function errorResult(error: unknown, where: string): RouteResult {
   }
   const e = error as KmsError;
   const status = STATUS_BY_CODE[e.code];
-  if (status >= 500 && e.code !== 'INTERNAL') log.warn(where, e);
+  // Unavailability is worth a warning; shed load (BUSY) is not, or a flood of requests would flood the log too.
+  if (status >= 500 && e.code !== 'INTERNAL' && e.code !== 'BUSY') log.warn(where, e);
   const headers: Record<string, string> = {};
   if (e.code === 'METHOD_NOT_ALLOWED' && typeof e.details?.allow === 'string') headers.allow = e.details.allow;
   if (status === 503) headers['retry-after'] = '5';

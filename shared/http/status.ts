@@ -18,4 +18,5 @@ export const STATUS_BY_CODE: Readonly<Record<KmsErrorCode, number>> = {
   SEALED: 503,
   ROOT_KEY_UNAVAILABLE: 503,
   STORAGE_UNAVAILABLE: 503,
+  BUSY: 503,
 };

@@ -191,6 +191,24 @@ for (const [name, deploy] of Object.entries(deployments)) {
       expect((await kms.request('/user/late1?token=t', { method: 'POST' })).status).toBe(201);
     });
 
+    it('bounds what a flood of unauthenticated token checks can queue: the excess is 503 BUSY at once, never 500; a known user is served meanwhile', async () => {
+      const t = 'flood-token';
+      await kms.request(`/user/flood?token=${t}`, { method: 'POST' });
+      await kms.request(`/primaryKey/pk?user=flood&token=${t}`, { method: 'POST' }); // its credentials are now cached
+      // Each unknown user costs a dummy scrypt (so timing does not reveal who exists).
+      const flood = Array.from({ length: 250 }, (_, i) =>
+        kms.request('/dataKey/dk?primaryKeyName=pk', { headers: { authorization: `Bearer wrong-${i}`, 'x-kms-user': `nobody${i}` } }),
+      );
+      const known = await kms.request(`/dataKey/dk?user=flood&token=${t}&primaryKeyName=pk`, { method: 'POST' });
+      const answers = await Promise.all(flood);
+      expect(known.status).toBe(201);
+      expect([...new Set(answers.map((a) => a.status))].sort()).toEqual([401, 503]);
+      const busy = answers.find((a) => a.status === 503)!;
+      expect(busy.body).toBe('too many token checks in progress; retry shortly\n');
+      expect(busy.headers['retry-after']).toBeDefined();
+      expect(kms.output()).not.toContain('"level":"error"');
+    });
+
     it('lets exactly one of 16 concurrent creates of one name win; the rest are 409', async () => {
       const t = 'race-token';
       await kms.request(`/user/racer?token=${t}`, { method: 'POST' });
