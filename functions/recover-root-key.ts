@@ -15,7 +15,8 @@ export const recoverRootKeyRoute = defineRoute({
     const { sealer } = lifecycleOf(await kmsRuntime());
     if (request.method === 'DELETE') {
       const progress = await sealer.resetRecovery();
-      return { status: 200, text: 'recovery progress reset: send the shares again\n', json: progress };
+      const text = progress.sealed ? 'recovery progress reset: send the shares again\n' : 'nothing to reset: tee-kms is not sealed\n';
+      return { status: 200, text, json: progress };
     }
     const progress = await sealer.submitShare(parseShare(await request.json()));
     const text = progress.sealed

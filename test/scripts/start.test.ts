@@ -51,6 +51,11 @@ describe('npm start: the seed story on one machine', () => {
     expect(sealed.body).toContain('sealed');
     expect((await server.request('/')).body).toContain('state: sealed: send 3 shares with PUT /rootKey/recover (0 received)');
 
+    // Progress can be reset (no credentials, as Vault's unseal reset): the share sent is forgotten.
+    const first = shares[1]!;
+    expect((await server.request('/rootKey/recover', { method: 'PUT', body: JSON.stringify(first) })).body).toBe('share accepted: 1 of 3 received\n');
+    expect((await server.request('/rootKey/recover', { method: 'DELETE' })).body).toBe('recovery progress reset: send the shares again\n');
+    expect((await server.request('/')).body).toContain('(0 received)');
     for (const [i, share] of [shares[3]!, shares[0]!, shares[2]!].entries()) {
       const answer = await server.request('/rootKey/recover', { method: 'PUT', body: `{"index" : ${share.index},"content" : "${share.content}"}` });
       expect(answer.status).toBe(200);
@@ -61,6 +66,7 @@ describe('npm start: the seed story on one machine', () => {
       const [pk, dk] = name.split('/');
       expect((await server.request(`/dataKey/${dk}?user=alice&&token=alices-token&&primaryKeyName=${pk}`)).body, name).toBe(value);
     }
+    expect(await server.request('/rootKey/recover', { method: 'DELETE' })).toMatchObject({ status: 200, body: 'nothing to reset: tee-kms is not sealed\n' });
     const secrets = ['alices-token', 'local-admin-token', ...shares.map((s) => Buffer.from(s.content, 'base64')), ...[...keys.values()].map((k) => Buffer.from(k.trim(), 'base64'))];
     expect(findSecrets(server.output(), secrets)).toEqual([]);
   });
