@@ -21,7 +21,7 @@ export const rotateRootKeyRoute = defineRoute({
     const { sealer, rotation } = lifecycleOf(runtime);
     const status = await sealer.sealStatus();
     if (status.initialized) requireAdmin(request, runtime.config.adminToken);
-    const result = await rotation.rotate();
+    const result = await rotation.rotate({ initialized: status.initialized });
     result.rewrap.catch((error: unknown) => {
       const why = error instanceof KmsError ? error.message : 'unexpected error';
       log.warn('rotateRootKey', `rewrap interrupted (${why}); POST /rootKey/verify or the next rotate resumes it`);

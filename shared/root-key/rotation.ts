@@ -67,12 +67,20 @@ export class RootKeyRotation {
     return object === undefined ? undefined : parseJournal(object.body);
   }
 
-  /** Steps 1-4; step 5 runs on in `rewrap` (the caller answers with the shares first). */
-  async rotate(): Promise<RotationResult> {
+  /**
+   * Steps 1-4; step 5 runs on in `rewrap` (the caller answers with the shares first). `authorizedFor`
+   * is the state the caller checked its credentials against (the first rotation needs none): a
+   * rotation never runs against another one, so a request let in to initialize cannot rotate a root
+   * key that another request initialized meanwhile (the install's compare-and-swap holds the rest).
+   */
+  async rotate(authorizedFor: { readonly initialized: boolean }): Promise<RotationResult> {
     if (this.settings.threshold > this.settings.shares) {
       throw new KmsError('CONFIG', `KMS_THRESHOLD (${this.settings.threshold}) exceeds KMS_SHARES (${this.settings.shares})`);
     }
     const status = await this.authority.sealStatus();
+    if (status.initialized && !authorizedFor.initialized) {
+      throw new KmsError('CONFLICT', 'the root key was initialized by another request meanwhile; rotating it now needs the admin token');
+    }
     if (status.sealed && status.initialized) {
       throw new KmsError('SEALED', 'the root key is sealed: recover it with PUT /rootKey/recover before rotating', { details: { ...status } });
     }

@@ -1,0 +1,61 @@
+/**
+ * RootKeyRotation against a real sealing-service process (its client over HTTPS and KBS) and the
+ * embedded store: what a rotation may do depends on the state the caller was authorized against.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { layout } from '../../../shared/keys/layout.js';
+import { RootKeyring } from '../../../shared/root-key/keyring.js';
+import { RootKeyRotation } from '../../../shared/root-key/rotation.js';
+import { SealerRootKeySource } from '../../../shared/root-key/sealer-source.js';
+import type { SealerClient } from '../../../shared/sealer/client.js';
+import { FsObjectStore } from '../../../shared/store/fs-store.js';
+import { startSealerProcess, type SealerProcess } from '../../support/sealer.js';
+
+describe('RootKeyRotation', () => {
+  let sealer: SealerProcess;
+  let client: SealerClient;
+  let dir: string;
+  let store: FsObjectStore;
+  let rotation: RootKeyRotation;
+
+  beforeAll(async () => {
+    sealer = await startSealerProcess();
+    client = await sealer.client();
+    dir = await mkdtemp(join(tmpdir(), 'tee-kms-rotation-'));
+    store = new FsObjectStore(dir);
+    const keyring = new RootKeyring(new SealerRootKeySource(async () => client, 60_000), store);
+    rotation = new RootKeyRotation(store, keyring, client, { shares: 5, threshold: 3, leaseMs: 60_000, concurrency: 4 });
+  });
+  afterAll(async () => {
+    await sealer?.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a request let in to initialize (no credentials) cannot rotate a root key that another request initialized meanwhile', async () => {
+    // Two callers both saw "uninitialized", so neither was asked for the admin token.
+    const first = await rotation.rotate({ initialized: false });
+    await first.rewrap;
+    const installed = await client.sealStatus();
+    expect(installed).toMatchObject({ initialized: true, sealed: false, rootKeyId: first.rootKeyId });
+
+    await expect(rotation.rotate({ initialized: false })).rejects.toMatchObject({
+      code: 'CONFLICT',
+      message: 'the root key was initialized by another request meanwhile; rotating it now needs the admin token',
+    });
+    // Nothing changed: the same root key, no rotation journal, no link to a successor.
+    expect(await client.sealStatus()).toEqual(installed);
+    expect(await store.get(layout.rotationJournal())).toBeUndefined();
+    const links: string[] = [];
+    for await (const key of store.list(layout.successorsOf(first.rootKeyId))) links.push(key);
+    expect(links).toEqual([]);
+
+    // With the credentials checked against the initialized state, it rotates.
+    const second = await rotation.rotate({ initialized: true });
+    await second.rewrap;
+    expect(second.rootKeyId).not.toBe(first.rootKeyId);
+    expect((await client.sealStatus()).rootKeyId).toBe(second.rootKeyId);
+  });
+});
