@@ -165,6 +165,7 @@ function parseQuery(query: string): Map<string, string[]> {
 }
 
 function decodeQueryPart(part: string): string {
+  if (!part.includes('%') && !part.includes('+')) return part; // the usual case, on every request
   try {
     return decodeURIComponent(part.replaceAll('+', ' '));
   } catch {
