@@ -131,6 +131,11 @@ for (const [name, deploy] of Object.entries(deployments)) {
       const put = await kms.request('/dataKey/dk', { method: 'PUT' });
       expect(put.status).toBe(405);
       expect(put.headers.allow).toBe('POST, GET');
+      // 413: a body over 64 KiB, on a route that reads it and on one that does not; nothing created.
+      const big = 'a'.repeat(64 * 1024 + 1);
+      expect(await kms.request('/rootKey/recover', { method: 'PUT', body: big })).toMatchObject({ status: 413, body: 'the body is larger than 65536 bytes\n' });
+      expect(await kms.request('/user/big?token=big-token', { method: 'POST', body: big })).toMatchObject({ status: 413 });
+      expect((await kms.request('/user/big?token=big-token', { method: 'POST' })).status).toBe(201);
       // 409: the existing record stays untouched.
       expect((await kms.request(`/dataKey/dk?user=st&token=${t}&primaryKeyName=pk`, { method: 'POST' })).status).toBe(201);
       const before = await kms.request(`/dataKey/dk?user=st&token=${t}&primaryKeyName=pk`);
