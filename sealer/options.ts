@@ -65,7 +65,7 @@ export const sealerOptions = {
     parse: parse.boolean,
     description: 'Stop when standard input closes: npm start sets it, so the sealer never outlives the process that started it.',
   }),
-  maxSessions: option({ env: 'KMS_SEALER_MAX_SESSIONS', default: 10_000, parse: parse.integer(1, 1_000_000), description: 'Bound on pending KBS sessions kept in memory.' }),
+  maxSessions: option({ env: 'KMS_SEALER_MAX_SESSIONS', default: 10_000, parse: parse.integer(1, 1_000_000), description: 'Bound on unanswered KBS challenges kept in memory (when full, the oldest gives way) and, apart, on attested sessions.' }),
 };
 
 export type SealerOptions = OptionValues<typeof sealerOptions>;

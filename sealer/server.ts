@@ -223,13 +223,17 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) {
-      for (const c of chunks) c.fill(0);
-      throw new Problem(413, sealerProblems.payloadTooLarge, `request body larger than ${MAX_BODY_BYTES} bytes`);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) throw new Problem(413, sealerProblems.payloadTooLarge, `request body larger than ${MAX_BODY_BYTES} bytes`);
+      chunks.push(chunk);
     }
-    chunks.push(chunk);
+  } catch (error) {
+    for (const c of chunks) c.fill(0);
+    if (error instanceof Problem) throw error;
+    // The client closed the connection mid-body, or Node's parser refused its framing (and answered 400).
+    throw new Problem(400, sealerProblems.badRequest, 'the request body was cut short or malformed');
   }
   return Buffer.concat(chunks);
 }
@@ -269,5 +273,6 @@ function sendError(res: ServerResponse, error: unknown, deps: SealerHandlerDeps)
     return;
   }
   if (problem.status === 413) res.setHeader('Connection', 'close');
+  if (problem.status === 503) res.setHeader('Retry-After', '5');
   sendJson(res, problem.status, problem.body(), 'application/problem+json');
 }

@@ -15,6 +15,7 @@ export interface SampleEvidence {
 }
 
 const REPORT_DATA_BYTES = 64;
+const SVN_MAX_LENGTH = 64;
 /** A SHA-384 digest: what Trustee's own KBS client hands its sample attester, unpadded. */
 const UNPADDED_DIGEST_BYTES = 48;
 
@@ -41,7 +42,8 @@ export class SampleVerifier implements Verifier {
       throw new KmsError('FORBIDDEN', 'sample evidence must be a JSON object');
     }
     const { svn, report_data: reportDataB64 } = evidence as Record<string, unknown>;
-    if (typeof svn !== 'string') throw new KmsError('FORBIDDEN', 'sample evidence: svn must be a string');
+    // Bounded: it is copied into the token, which the sealer keeps for the token's lifetime.
+    if (typeof svn !== 'string' || svn.length > SVN_MAX_LENGTH) throw new KmsError('FORBIDDEN', `sample evidence: svn must be a string of at most ${SVN_MAX_LENGTH} characters`);
     if (typeof reportDataB64 !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(reportDataB64)) {
       throw new KmsError('FORBIDDEN', 'sample evidence: report_data must be standard base64');
     }

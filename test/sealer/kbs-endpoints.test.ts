@@ -1,6 +1,7 @@
 // The sealer's KBS endpoints (Trustee protocol 0.4.0) against a real sealer process over HTTPS:
 // the happy path on the wire, and every refusal the issue lists.
 import { randomBytes } from 'node:crypto';
+import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleAttester } from '../../shared/attestation/sample.js';
 import { KbsClient, type KbsHttpResponse } from '../../shared/kbs/client.js';
@@ -239,5 +240,75 @@ describe('production mode (no insecure development mode)', () => {
     } finally {
       raw.close();
     }
+  });
+});
+
+describe('load and broken requests', () => {
+  const MAX_SESSIONS = 20;
+  let small: SealerProcess;
+  let client: KbsClient;
+
+  beforeAll(async () => {
+    small = await startSealerProcess({ env: { KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'), KMS_SEALER_MAX_SESSIONS: String(MAX_SESSIONS) } });
+    client = new KbsClient({ url: small.url, ca: await small.caPem(), attester: new SampleAttester(), teeKey });
+  });
+  afterAll(async () => {
+    client?.close();
+    await small?.cleanup();
+  });
+
+  it('a flood of /auth (no credentials needed) cannot lock clients out: the oldest unanswered challenges give way', async () => {
+    const flood = [];
+    for (let i = 0; i < 3 * MAX_SESSIONS; i++) flood.push(await client.request('POST', '/kbs/v0/auth', { version: '0.4.0', tee: 'sample', 'extra-params': '' }));
+    expect(flood.map((r) => r.status)).toEqual(flood.map(() => 200));
+    // A client that answers its challenge gets its token and the root key.
+    const token = await client.token();
+    secrets.addText(token);
+    const resource = await client.request('GET', RESOURCE, undefined, { Authorization: `Bearer ${token}` });
+    expect(resource.status).toBe(200);
+    expect((await decryptFromKbs(resource.body, teeKey.privateKey)).equals(ROOT_KEY)).toBe(true);
+    // The first challenge of the flood was given up; answering it now says so.
+    const first = flood[0]!;
+    const late = await client.request('POST', '/kbs/v0/attest', await attestation((first.body as { nonce: string }).nonce, teeKey.publicJwk), { Cookie: cookieOf(first) });
+    expect(late.status).toBe(401);
+    expect(problem(late).detail).toBe('session not found (expired, or given up under load); start again at /auth');
+  });
+
+  it('refuses sample evidence whose svn would swell the token (it is kept for the token lifetime)', async () => {
+    const big = new KbsClient({ url: small.url, ca: await small.caPem(), attester: new SampleAttester('x'.repeat(65)), teeKey });
+    try {
+      await expect(big.token()).rejects.toThrow();
+      const { nonce, cookie } = await (async () => {
+        const response = await big.request('POST', '/kbs/v0/auth', { version: '0.4.0', tee: 'sample', 'extra-params': '' });
+        return { nonce: (response.body as { nonce: string }).nonce, cookie: cookieOf(response) };
+      })();
+      const reportData = kbsReportData(nonce, teeKey.publicJwk);
+      const body = { 'runtime-data': { nonce, 'tee-pubkey': teeKey.publicJwk }, 'tee-evidence': { primary_evidence: await new SampleAttester('x'.repeat(65)).getEvidence(reportData), additional_evidence: '' } };
+      const refused = await big.request('POST', '/kbs/v0/attest', body, { Cookie: cookie });
+      expect(refused.status).toBe(401);
+      expect(problem(refused).detail).toContain('svn must be a string of at most 64 characters');
+    } finally {
+      big.close();
+    }
+  });
+
+  it("a body cut short or badly framed is the client's 400, never logged as an internal error", async () => {
+    const ca = await small.caPem();
+    const { hostname, port } = new URL(small.url);
+    const send = (bytes: string, closeAfterMs: number) =>
+      new Promise<string>((resolve) => {
+        const socket = tlsConnect({ host: hostname, port: Number(port), ca, servername: 'localhost' }, () => socket.write(bytes));
+        let answer = '';
+        const timer = setTimeout(() => socket.destroy(), closeAfterMs);
+        socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+        socket.on('error', () => {});
+        socket.once('close', () => (clearTimeout(timer), resolve(answer)));
+      });
+    const head = (path: string, framing: string) => `POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n${framing}\r\n\r\n`;
+    expect(await send(`${head('/kbs/v0/auth', 'Content-Length: 100')}{"version"`, 300)).toBe('');
+    expect(await send(`${head('/kbs/v0/auth', 'Transfer-Encoding: chunked')}zz\r\n\r\n`, 5_000)).toMatch(/^HTTP\/1\.1 400 /);
+    await small.settle();
+    expect(small.logs()).not.toContain('internal error');
+    expect((await client.request('POST', '/kbs/v0/auth', { version: '0.4.0', tee: 'sample', 'extra-params': '' })).status).toBe(200);
   });
 });
