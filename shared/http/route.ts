@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KmsError } from '../errors.js';
 import { log } from '../log.js';
+import { installFrameworkLogGuard } from './framework-log-guard.js';
 import { KmsRequest } from './request.js';
 import { STATUS_BY_CODE } from './status.js';
 
@@ -33,6 +34,7 @@ export interface Route extends RouteSpec {
 
 /** Builds a function's handler: the entry point where every error becomes an HTTP answer. */
 export function defineRoute(spec: RouteSpec): Route {
+  installFrameworkLogGuard();
   const takesName = spec.path.endsWith('/') && spec.path !== '/';
   const matches = (pathname: string) => (takesName ? pathname.startsWith(spec.path) && pathname.length > spec.path.length : pathname === spec.path);
   /** What the access log shows for a path it cannot vouch for (no name validated, or no match). */

@@ -38,6 +38,18 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
     expect(Buffer.from(get.body.trim(), 'base64')).toHaveLength(32);
   });
 
+  it("a malformed JSON body, refused by functions-framework's parser before the function runs, is a 400 and its content is not logged", async () => {
+    const secret = `share-${randomBytes(12).toString('hex')}`;
+    const answer = await fns.enrollUser!.request('/user/parsefail?token=t', { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"content": "${secret}",` });
+    expect(answer.status).toBe(400);
+    await new Promise((resolve) => setTimeout(resolve, 200)); // Express logs after answering
+    expect(fns.enrollUser!.output()).toContain('functions-framework refused a request body: entity.parse.failed (400); the body is not logged');
+    expect(fns.enrollUser!.output()).not.toContain(secret);
+    expect(fns.enrollUser!.output()).not.toContain(secret.slice(0, 10));
+    // Nothing was created behind the 400.
+    expect((await fns.enrollUser!.request('/user/parsefail?token=t', { method: 'POST' })).status).toBe(201);
+  });
+
   it('answers only its own route', async () => {
     expect((await fns.getDataKey!.request('/dataKey/dk?user=ff&token=ff-token&primaryKeyName=pk', { method: 'POST' })).status).toBe(405);
     expect((await fns.createPrimaryKey!.request('/user/x?token=t', { method: 'POST' })).status).toBe(404);

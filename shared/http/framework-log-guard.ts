@@ -1,0 +1,26 @@
+/**
+ * Under functions-framework, Express 5's body parsers run before a function does, and Express logs
+ * a parse failure with `console.error(err)`: the error carries the raw request body (`err.body`) and
+ * a piece of it in its message. A root key share sent as malformed JSON would land in the log. This
+ * prints such errors as their type and status only. Installed once, by route.ts (so by every
+ * function module); the lean host never writes through console.error, so there it changes nothing.
+ */
+const INSTALLED = Symbol.for('tee-kms.framework-log-guard');
+
+/** body-parser's error types (body-parser/README.md, "Errors"). */
+const BODY_PARSER_ERROR = /^(entity|request|charset|encoding|parameters|stream)\.[a-z.]+$/;
+
+export function installFrameworkLogGuard(): void {
+  const holder = console as Console & { [INSTALLED]?: true };
+  if (holder[INSTALLED]) return;
+  holder[INSTALLED] = true;
+  const print = console.error.bind(console);
+  console.error = (...args: unknown[]) => print(...args.map(withoutBody));
+}
+
+function withoutBody(value: unknown): unknown {
+  if (!(value instanceof Error)) return value;
+  const { type, status } = value as { type?: unknown; status?: unknown };
+  if (typeof type !== 'string' || !BODY_PARSER_ERROR.test(type)) return value;
+  return `functions-framework refused a request body: ${type} (${typeof status === 'number' ? status : '?'}); the body is not logged`;
+}
