@@ -52,14 +52,19 @@ export function defineRoute(spec: RouteSpec): Route {
           details: { allow: spec.methods.join(', ') },
         });
       }
-      const body = request.received();
-      if (body !== undefined) await body;
+      // Waits for the whole request, and for Node to parse what followed it in the same read: if Node
+      // refused that (it answers 400 and closes the connection), this request's answer could not be
+      // delivered, so nothing is done for it. A first rotate's shares, say, would be lost with it.
+      await request.received();
+      if (req.socket?.destroyed === true) throw new KmsError('BAD_REQUEST', 'the connection was closed before the request could be served');
       result = await spec.handle(request);
     } catch (error) {
       result = errorResult(error, spec.name);
     }
     sendResult(res, result, request?.wantsJson ?? false);
-    log.access(spec.name, req.method ?? '?', request?.validatedPath ?? template, result.status, Number(process.hrtime.bigint() - started) / 1e6);
+    // A 400 is a request the client got wrong: a "name" there may be a token in the wrong place.
+    const path = result.status === 400 ? template : (request?.validatedPath ?? template);
+    log.access(spec.name, req.method ?? '?', path, result.status, Number(process.hrtime.bigint() - started) / 1e6);
   };
   return { ...spec, handler, matches };
 }
