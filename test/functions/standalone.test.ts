@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadTls } from '../../shared/tls.js';
-import { freePort, startFunctionsFramework, startLeanHost, type ServerProcess } from '../support/processes.js';
+import { startFunctionsFramework, startLeanHost, type ServerProcess } from '../support/processes.js';
 import { createTestBucket, type TestBucket } from '../support/s3.js';
 
 describe('each function alone under functions-framework, sharing one S3 bucket', () => {
@@ -59,6 +59,12 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
   });
 });
 
+/**
+ * Nothing listens on port 1 (privileged; no test binds it), so a connection there is refused every
+ * time. A "free" port from freePort() is released at once and a parallel test's server can take it.
+ */
+const closedPort = 1;
+
 describe('503 when the root key or storage is unavailable', () => {
   let dataDir: string;
   beforeAll(async () => {
@@ -81,7 +87,6 @@ describe('503 when the root key or storage is unavailable', () => {
   });
 
   it('with the sealing service down: the start-up root key pull fails quietly, each request says why', async () => {
-    const closedPort = await freePort();
     const ca = await loadTls({ dataDir: join(dataDir, 'sealer-ca'), certFile: '', keyFile: '', hostnames: ['127.0.0.1'], envPrefix: 'TEST', commonName: 'test CA' });
     const kms = await startLeanHost({ KMS_DATA_DIR: dataDir, KMS_SEALER_URL: `https://127.0.0.1:${closedPort}`, KMS_SEALER_CA_FILE: ca.certFile, KMS_ATTESTER: 'sample' });
     try {
@@ -98,7 +103,6 @@ describe('503 when the root key or storage is unavailable', () => {
   });
 
   it('with storage down: 503 naming the storage, never a 500', async () => {
-    const closedPort = await freePort();
     const kms = await startLeanHost({
       KMS_DATA_DIR: dataDir,
       KMS_ROOT_KEY: randomBytes(32).toString('base64'),

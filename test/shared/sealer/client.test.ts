@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleAttester } from '../../../shared/attestation/sample.js';
 import { KmsError } from '../../../shared/errors.js';
 import { SealerClient } from '../../../shared/sealer/client.js';
-import { freePort, startSealerProcess, type SealerProcess } from '../../support/sealer.js';
+import { startSealerProcess, type SealerProcess } from '../../support/sealer.js';
 import { kmsFailure } from '../../support/failure.js';
 
 function configError(fn: () => unknown): string | undefined {
@@ -40,7 +40,7 @@ describe('SealerClient configuration', () => {
 
 describe('SealerClient error mapping', () => {
   it('unreachable → ROOT_KEY_UNAVAILABLE naming the URL', async () => {
-    const url = `https://127.0.0.1:${await freePort()}`;
+    const url = 'https://127.0.0.1:1'; // nothing listens on port 1: refused every time (a released free port may be taken meanwhile)
     const client = new SealerClient({ url, ca, attester: new SampleAttester() });
     try {
       const error = await kmsFailure(client.rootKey());
