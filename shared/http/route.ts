@@ -37,7 +37,7 @@ export function defineRoute(spec: RouteSpec): Route {
   installFrameworkLogGuard();
   const takesName = spec.path.endsWith('/') && spec.path !== '/';
   const matches = (pathname: string) => (takesName ? pathname.startsWith(spec.path) && pathname.length > spec.path.length : pathname === spec.path);
-  /** What the access log shows for a path it cannot vouch for (no name validated, or no match). */
+  /** What the access log shows for a path it cannot vouch for: no name validated, no match, or a 400. */
   const template = takesName ? `${spec.path}{name}` : spec.path;
 
   const handler: Handler = async (req, res) => {
