@@ -1,18 +1,18 @@
 /**
  * ROTATION HOOK: root key rotation over 10,000 primary keys, timed through the KMS.
  *
- * Uses the `rotateRootKey` function as it stands (functions/rotate-root-key.ts): GET|POST
- * /rootKey/rotate installs a new root key and answers with the shares, then the primary keys are
- * rewrapped in the background; GET /rootKey/status shows `rotation` (phase, rewrapped) until done,
- * then `rotation: null`. Rotation needs the sealing service in mode 2 (shares), so the caller runs
- * a fresh, uninitialized dev-mode sealer and a lean host on its own key prefix for this.
+ * A rotation is two calls (functions/rotate-root-key.ts, functions/verify-root-key.ts): POST
+ * /rootKey/rotate issues a pending key and its shares; POST /rootKey/verify with three of them makes
+ * it current and answers once every primary key is rewrapped under it. Rotation needs the sealing
+ * service in mode 2 (shares), so the caller runs a fresh, uninitialized dev-mode sealer and a lean
+ * host on its own key prefix for this.
  *
  *   1. probe with DELETE /rootKey/rotate (GET would rotate): 404 = the route is not in this build,
  *      skipped with a note; 405 = it is;
  *   2. the first POST initializes the sealer (no admin token needed then);
  *   3. the caller creates ROTATION_KEYS primary keys under that root key;
- *   4. timed: POST /rootKey/rotate (admin token) until GET /rootKey/status says `rotation: null`.
- * If the API changes (path, status shape), adapt `rotationRunning` and the paths here.
+ *   4. timed: POST /rootKey/rotate, then POST /rootKey/verify (admin token) until it answers.
+ * If the API changes (paths, answer shapes), adapt the calls here.
  */
 import { fetchOnce, sleep, type Answer } from './proc.js';
 
@@ -74,9 +74,15 @@ export async function measureRotation(ctx: RotationContext): Promise<RotationRes
   const started = performance.now();
   const answer = await rotate();
   if (answer.status !== 200) return { status: 'refused', note: `POST /rootKey/rotate answered ${answer.status}: ${firstLine(answer.body)}` };
-  const installedMs = performance.now() - started;
-  const failure = await waitUntilIdle(status, ctx.timeoutMs);
-  if (failure !== undefined) return { status: 'failed', note: failure };
+  const issuedMs = performance.now() - started;
+  const shares = (JSON.parse(answer.body) as unknown[]).slice(0, 3);
+  const verified = await fetchOnce(`${ctx.url}/rootKey/verify`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ shares }),
+    timeoutMs: ctx.timeoutMs,
+  });
+  if (verified.status !== 200) return { status: 'failed', note: `POST /rootKey/verify answered ${verified.status}: ${firstLine(verified.body)}` };
   const seconds = (performance.now() - started) / 1000;
   const keysPerSecond = ctx.keys / seconds;
   return {
@@ -86,7 +92,7 @@ export async function measureRotation(ctx: RotationContext): Promise<RotationRes
     keysPerSecond: Math.round(keysPerSecond),
     rawPutRps: ctx.rawPutRps,
     ratio: ctx.rawPutRps === undefined ? undefined : Math.round((keysPerSecond / ctx.rawPutRps) * 100) / 100,
-    note: `new root key installed (answer with the shares) after ${Math.round(installedMs)} ms; the rest is the rewrap of every primary key (GET + conditional PUT each)`,
+    note: `new shares issued after ${Math.round(issuedMs)} ms; the rest is the verification and the rewrap of every primary key (GET + conditional PUT each)`,
   };
 }
 

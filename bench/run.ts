@@ -570,6 +570,7 @@ async function rotationPhase(baseEnv: NodeJS.ProcessEnv, adminToken: string): Pr
     KMS_SEALER_PORT: '0',
     KMS_SEALER_DATA_DIR: join(work, 'sealer-rotation'),
     KMS_SEALER_INSECURE_DEV_MODE: 'true',
+    KMS_S3_PREFIX: 'rotation/', // the functions' storage: the sealer stores root key links there
   });
   try {
     const [cert, listening] = await Promise.all([sealer.waitForLine(/sealer: TLS certificate (\S+)/, 30_000), sealer.waitForLine(/sealer: listening on (\S+)/, 30_000)]);

@@ -6,8 +6,10 @@ import { kmsRuntime } from '../shared/runtime.js';
 
 /**
  * POST /rootKey/verify with {"shares": [...]} (at least the threshold of the NEW shares), like
- * Vault's rekey verification: finishes rewrapping every primary key under the new root key, then
- * proves the shares rebuild it. Only then do the previous shares stop recovering.
+ * Vault's rekey verification: the shares are proven inside the sealing service, the rotation's
+ * new root key becomes current, and every primary key is rewrapped under it before the answer.
+ * Only then are the previous shares retired. With the current key's shares (no rotation pending)
+ * it proves them and finishes any interrupted rewrap.
  */
 export const verifyRootKeyRoute = defineRoute({
   name: 'verifyRootKey',
@@ -17,14 +19,12 @@ export const verifyRootKeyRoute = defineRoute({
     const runtime = await kmsRuntime();
     requireAdmin(request, runtime.config.adminToken);
     const shares = parseShares(await request.jsonValue());
-    const { sealer, rotation } = lifecycleOf(runtime);
-    const rewrapped = await rotation.finishRewrap();
-    const { rootKeyId } = await sealer.verifyShares(shares);
-    return {
-      status: 200,
-      text: `root key shares verified: every primary key is under root key ${rootKeyId}; the previous shares no longer recover\n`,
-      json: { verified: true, rootKeyId, rewrapped },
-    };
+    const { rotation } = lifecycleOf(runtime);
+    const result = await rotation.verify(shares);
+    const text = result.promoted
+      ? `root key shares verified: root key ${result.rootKeyId} is current and every primary key is under it (${result.rewrapped} rewrapped); the previous shares are retired\n`
+      : `root key shares verified: they rebuild the current root key ${result.rootKeyId}; every primary key is under it (${result.rewrapped} rewrapped)\n`;
+    return { status: 200, text, json: result };
   },
 });
 

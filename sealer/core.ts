@@ -1,8 +1,9 @@
 import { timingSafeEqual } from 'node:crypto';
 import { combine } from 'shamir-secret-sharing';
-import { isWrappedKey, unwrapKey, wrapKey, type WrappedKey } from '../shared/crypto/aead.js';
 import { rootKeyId } from '../shared/crypto/root-key-id.js';
 import { KmsError } from '../shared/errors.js';
+import { openRootKeyLink, storeRootKeyLink } from '../shared/root-key/links.js';
+import { assertRootKeyOpensStorage, holdsAny, opensSomeStoredKey } from '../shared/root-key/storage-check.js';
 import {
   parseShare,
   ROOT_KEY_BYTES,
@@ -11,34 +12,15 @@ import {
   type InstallRootKeyRequest,
   type RecoveryProgress,
   type SealStatus,
+  type VerifyResult,
 } from '../shared/sealer/protocol.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { Problem, sealedProblem } from './problems.js';
+import { decodeState, encodeState, sealState, stateAuthentic, STATE_OBJECT_KEY, type KeyEntry, type StateBody, type StateRecord } from './state-record.js';
 
-/** The sealer's one record in the object store. Not secret; never holds a key in the clear. */
-export const STATE_OBJECT_KEY = 'sealer/state.json';
-const STATE_FORMAT = 'tee-kms/sealer-state/v1';
-/** Rotations that may pile up unverified (each adds one small link to the record). */
-export const MAX_UNVERIFIED_ROTATIONS = 64;
+export { STATE_OBJECT_KEY } from './state-record.js';
+
 const ID_PATTERN = /^[0-9a-f]{32}$/;
-
-interface KeyEntry {
-  readonly id: string;
-  readonly t: number;
-  readonly n: number;
-}
-
-/**
- * keys[0] is the last root key whose shares were verified, keys[last] the current one; wraps[i] is
- * keys[i+1] wrapped (AES-256-GCM) under keys[i]. So the shares of ANY key in the chain rebuild the
- * current key: combine, match the id (the key check value), unwrap forward. Verifying the current
- * shares drops the chain: older shares stop working.
- */
-interface StateRecord {
-  readonly format: typeof STATE_FORMAT;
-  readonly keys: readonly KeyEntry[];
-  readonly wraps: readonly WrappedKey[];
-}
 
 interface Progress {
   readonly shares: Map<number, Buffer>;
@@ -53,22 +35,25 @@ export interface SealerCoreOptions {
   readonly log?: (line: string) => void;
 }
 
-function successorContext(wrappingKeyId: string, keyId: string) {
-  return { purpose: 'tee-kms/sealer/successor-root-key', wrappingKeyId, keyId };
-}
-
 /**
- * The root key lifecycle: memory-only key, the state record, rotation (install), verification and
- * recovery from shares. Every change is serialized, and the record is durable before the key in
- * memory changes.
+ * The root key lifecycle: a memory-only key, the state record, rotation (a pending key), verification
+ * (which makes it current) and recovery from shares. Every change is serialized, and the record is
+ * durable before the key in memory changes.
+ *
+ * Storage is untrusted (it may be forged, rolled back or emptied), so it never decides the root key:
+ * the record is authenticated under the current key, a recovered key must also open the keys already
+ * stored, and initialization is refused while storage holds any key.
  */
 export class SealerCore {
   readonly #store: ObjectStore;
   readonly #source: 'secret' | 'shares';
   readonly #recoveryTtlMs: number;
   readonly #now: () => number;
+  readonly #log: (line: string) => void;
   #key: Buffer | undefined;
   #record: { state: StateRecord; etag: string } | undefined;
+  /** Why this service will not initialize or recover until an operator restores storage. */
+  #alarm: string | undefined;
   #progress: Progress | undefined;
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -77,17 +62,20 @@ export class SealerCore {
     this.#source = options.rootKey === undefined ? 'shares' : 'secret';
     this.#recoveryTtlMs = options.recoveryTtlMs;
     this.#now = options.now ?? Date.now;
+    this.#log = options.log ?? (() => {});
     if (options.rootKey !== undefined) this.#key = Buffer.from(options.rootKey);
   }
 
   static async open(store: ObjectStore, options: SealerCoreOptions): Promise<SealerCore> {
     const core = new SealerCore(store, options);
-    if (core.#source === 'shares') core.#record = await core.#load();
-    else {
+    if (core.#source === 'shares') {
+      core.#record = await core.#load();
+      if (core.#record === undefined && (await core.#storageHoldsKeys())) core.#missingRecordAlarm();
+    } else {
       const stored = await core.#load().catch(() => undefined);
       const id = rootKeyId(core.#key!);
-      if (stored !== undefined && stored.state.keys.at(-1)?.id !== id) {
-        options.log?.(`sealer: note: ignoring the state record (root key ${stored.state.keys.at(-1)?.id}); the configured secret's key ${id} is used`);
+      if (stored !== undefined && stored.state.current.id !== id) {
+        core.#log(`sealer: note: ignoring the state record (root key ${stored.state.current.id}); the configured secret's key ${id} is used`);
       }
     }
     return core;
@@ -100,18 +88,20 @@ export class SealerCore {
   status(): SealStatus {
     this.#expireProgress();
     if (this.#source === 'secret') {
-      return { sealed: false, initialized: true, t: 0, n: 0, progress: 0, rootKeyId: rootKeyId(this.#key!), verificationPending: false, source: 'secret' };
+      const rootKeyIdValue = rootKeyId(this.#key!);
+      return { sealed: false, initialized: true, t: 0, n: 0, progress: 0, rootKeyId: rootKeyIdValue, verificationPending: false, pendingRootKeyId: null, integrityAlarm: null, source: 'secret' };
     }
     const state = this.#record?.state;
-    const current = state?.keys.at(-1);
     return {
       sealed: this.#key === undefined,
-      initialized: current !== undefined,
-      t: current?.t ?? 0,
-      n: current?.n ?? 0,
+      initialized: state !== undefined,
+      t: state?.current.t ?? 0,
+      n: state?.current.n ?? 0,
       progress: this.#progress?.shares.size ?? 0,
-      rootKeyId: current?.id ?? null,
-      verificationPending: (state?.keys.length ?? 0) > 1,
+      rootKeyId: state?.current.id ?? null,
+      verificationPending: (state?.pending ?? null) !== null,
+      pendingRootKeyId: state?.pending?.id ?? null,
+      integrityAlarm: this.#alarm ?? null,
       source: 'shares',
     };
   }
@@ -122,13 +112,13 @@ export class SealerCore {
     return Buffer.from(this.#key);
   }
 
-  /** Rotation: installs a root key generated (and split) by the caller. */
-  install(request: unknown): Promise<{ rootKeyId: string }> {
+  /** Initialization (the key becomes current), or rotation (the key becomes pending until verified). */
+  install(request: unknown): Promise<{ rootKeyId: string; pending: boolean }> {
     return this.#serialized(() => this.#install(request));
   }
 
-  /** Proves the current shares; drops the fallback to the last verified key. */
-  verify(shares: unknown): Promise<{ rootKeyId: string; verified: true }> {
+  /** Proves shares: those of the pending key make it current; those of the current key change nothing. */
+  verify(shares: unknown): Promise<VerifyResult> {
     return this.#serialized(() => this.#verify(shares));
   }
 
@@ -156,89 +146,109 @@ export class SealerCore {
     });
   }
 
-  async #install(request: unknown): Promise<{ rootKeyId: string }> {
+  async #install(request: unknown): Promise<{ rootKeyId: string; pending: boolean }> {
     this.#refuseInSecretMode();
-    const { key, t, n, expectedCurrentId } = parseInstall(request);
+    const { key, t, n, expectedCurrentId, expectedPendingId } = parseInstall(request);
     try {
       const newId = rootKeyId(key);
       if (this.#record === undefined) {
+        this.#refuseOnAlarm();
         if (expectedCurrentId !== null) {
           throw new Problem(409, sealerProblems.conflict, 'the sealing service is not initialized: initialize it with expectedCurrentId null');
         }
-        const state: StateRecord = { format: STATE_FORMAT, keys: [{ id: newId, t, n }], wraps: [] };
-        if (!(await this.#store.create(STATE_OBJECT_KEY, encode(state)))) {
+        if (await this.#storageHoldsKeys()) throw this.#missingRecordAlarm();
+        const state = sealState({ generation: 1, current: { id: newId, t, n }, pending: null }, key);
+        if (!(await this.#store.create(STATE_OBJECT_KEY, encodeState(state)))) {
           this.#record = await this.#load();
           throw new Problem(409, sealerProblems.conflict, 'the sealing service was initialized meanwhile');
         }
         await this.#reloadAfterWrite(state);
         this.#setKey(key);
-        return { rootKeyId: newId };
+        this.#log(`sealer: initialized with root key ${newId} (storage held no keys)`);
+        return { rootKeyId: newId, pending: false };
       }
 
       if (this.#key === undefined) throw sealedProblem(this.status());
-      const state = this.#record.state;
-      const current = state.keys.at(-1)!;
-      if (newId === current.id) {
-        // A retry of the rotation that installed this very key: answer as then.
-        if (t === current.t && n === current.n) return { rootKeyId: newId };
-        throw new Problem(409, sealerProblems.conflict, 'this root key is already installed with other t/n');
+      const { current, pending, generation } = this.#record.state;
+      if (pending?.id === newId) {
+        // A retry of the rotation that issued this very key: answer as then.
+        if (t === pending.t && n === pending.n) return { rootKeyId: newId, pending: true };
+        throw new Problem(409, sealerProblems.conflict, 'this root key is already pending with other t/n');
       }
+      if (newId === current.id) throw new Problem(409, sealerProblems.conflict, 'this root key is already current; generate a new one');
       if (expectedCurrentId !== current.id) {
         throw new Problem(409, sealerProblems.conflict, 'the root key changed meanwhile (another rotation won): expectedCurrentId is not the current root key id');
       }
-      if (state.keys.some((entry) => entry.id === newId)) throw new Problem(409, sealerProblems.conflict, 'this root key was used before; generate a new one');
-      if (state.keys.length > MAX_UNVERIFIED_ROTATIONS) {
-        throw new Problem(409, sealerProblems.conflict, `${MAX_UNVERIFIED_ROTATIONS} rotations are unverified: verify the current shares before rotating again`);
+      if (expectedPendingId !== (pending?.id ?? null)) {
+        throw new Problem(409, sealerProblems.conflict, 'another rotation issued new shares meanwhile: expectedPendingId is not the pending root key id');
       }
-      const next: StateRecord = {
-        format: STATE_FORMAT,
-        keys: [...state.keys, { id: newId, t, n }],
-        wraps: [...state.wraps, wrapKey(this.#key, key, successorContext(current.id, newId))],
-      };
-      await this.#replace(next);
-      this.#setKey(key);
+      await this.#replace({ generation: generation + 1, current, pending: { id: newId, t, n } }, this.#key);
       this.#clearProgress();
-      return { rootKeyId: newId };
+      return { rootKeyId: newId, pending: true };
     } finally {
       key.fill(0);
     }
   }
 
-  async #verify(input: unknown): Promise<{ rootKeyId: string; verified: true }> {
+  async #verify(input: unknown): Promise<VerifyResult> {
     this.#refuseInSecretMode();
     if (this.#record === undefined || this.#key === undefined) throw sealedProblem(this.status());
     const list = (input as { shares?: unknown } | null)?.shares;
     if (!Array.isArray(list) || list.length === 0) throw new Problem(400, sealerProblems.badRequest, 'body must be {"shares": [{"index": n, "content": "<base64>"}, …]}');
-    const state = this.#record.state;
-    const current = state.keys.at(-1)!;
+    const { current, pending, generation } = this.#record.state;
     if (list.length > 255) throw new Problem(400, sealerProblems.badShare, 'too many shares');
+    const needed = Math.min(current.t, pending?.t ?? current.t);
     const shares = new Map<number, Buffer>();
+    let combined: Buffer | undefined;
     try {
       list.forEach((item, i) => {
         const { index, bytes } = asBadShare(() => parseShare(item, `shares[${i}]`));
         if (shares.has(index)) throw new Problem(400, sealerProblems.badShare, `shares[${i}]: index ${index} appears twice`);
         shares.set(index, bytes);
       });
-      if (shares.size < current.t) throw new Problem(400, sealerProblems.badShare, `need at least ${current.t} shares to verify, got ${shares.size}`);
-      const combined = await combineShares([...shares.values()]);
-      const ok = sameId(rootKeyId(combined), current.id);
-      combined.fill(0);
-      if (!ok) throw new Problem(400, sealerProblems.badShare, 'these shares do not rebuild the current root key (wrong, corrupted or stale shares); nothing changed');
+      if (shares.size < needed) throw new Problem(400, sealerProblems.badShare, `need at least ${needed} shares to verify, got ${shares.size}`);
+      combined = await combineShares([...shares.values()]);
+      const id = rootKeyId(combined);
+      if (pending !== null && sameId(id, pending.id)) {
+        await this.#promote({ id: current.id, key: this.#key }, { id, key: combined }, pending, generation);
+        return { rootKeyId: id, verified: true, promoted: true, previousRootKeyId: current.id };
+      }
+      if (sameId(id, current.id)) {
+        if (pending !== null) {
+          throw new Problem(400, sealerProblems.badShare, `these shares rebuild the current root key, not the new one (${pending.id}) that the last rotate issued; nothing changed`);
+        }
+        return { rootKeyId: current.id, verified: true, promoted: false };
+      }
+      throw new Problem(400, sealerProblems.badShare, 'these shares do not rebuild the new (or current) root key (wrong, corrupted or stale shares); nothing changed');
     } finally {
+      combined?.fill(0);
       for (const bytes of shares.values()) bytes.fill(0);
     }
-    if (state.keys.length > 1) await this.#replace({ format: STATE_FORMAT, keys: [current], wraps: [] });
-    return { rootKeyId: current.id, verified: true };
+  }
+
+  /**
+   * Makes the verified pending key current. The link (the current key wrapped under the new one)
+   * is stored first, so records still under the current key stay readable; a crash between the two
+   * writes is completed by the next verification or recovery.
+   */
+  async #promote(current: { id: string; key: Buffer }, next: { id: string; key: Buffer }, pending: KeyEntry, generation: number): Promise<void> {
+    await this.#storeLink(current, next);
+    await this.#replace({ generation: generation + 1, current: pending, pending: null }, next.key);
+    this.#setKey(next.key);
+    this.#clearProgress();
+    this.#log(`sealer: root key ${next.id} is current (its shares were verified); ${current.id} is retired`);
   }
 
   async #submitShare(input: unknown): Promise<RecoveryProgress> {
     this.#refuseInSecretMode();
-    if (this.#record === undefined) throw new Problem(409, sealerProblems.notInitialized, 'the sealing service is not initialized: there is nothing to recover; rotate initializes it');
+    if (this.#record === undefined) {
+      this.#refuseOnAlarm();
+      throw new Problem(409, sealerProblems.notInitialized, 'the sealing service is not initialized: there is nothing to recover; rotate initializes it');
+    }
     if (this.#key !== undefined) throw new Problem(409, sealerProblems.notSealed, 'the sealing service is not sealed: recovery never replaces a live root key');
     this.#expireProgress();
     const { index, bytes } = asBadShare(() => parseShare(input));
-    const state = this.#record.state;
-    const current = state.keys.at(-1)!;
+    const { current, pending } = this.#record.state;
     const progress = (this.#progress ??= { shares: new Map(), startedAt: this.#now() });
     if (progress.shares.has(index)) {
       bytes.fill(0);
@@ -246,7 +256,7 @@ export class SealerCore {
     }
     progress.shares.set(index, bytes);
     const count = progress.shares.size;
-    const thresholds = state.keys.map((entry) => entry.t);
+    const thresholds = [current.t, ...(pending === null ? [] : [pending.t])];
     if (count < Math.min(...thresholds)) return { sealed: true, progress: count, t: current.t };
 
     // combine() cannot tell a wrong share: the id (key check value) of the result decides.
@@ -258,29 +268,109 @@ export class SealerCore {
       throw new Problem(400, sealerProblems.badShare, 'the shares submitted cannot be combined; progress was reset');
     }
     const id = rootKeyId(combined);
-    const at = state.keys.findIndex((entry) => sameId(entry.id, id));
-    if (at === -1) {
-      combined.fill(0);
-      if (count < Math.max(...thresholds)) return { sealed: true, progress: count, t: current.t };
-      this.#clearProgress();
-      throw new Problem(400, sealerProblems.badShare, `the ${count} shares submitted do not rebuild the root key (wrong, corrupted or stale shares); progress was reset`);
-    }
-    let key: Buffer = combined;
     try {
-      for (let i = at; i < state.keys.length - 1; i++) {
-        const next = unwrapKey(key, state.wraps[i]!, successorContext(state.keys[i]!.id, state.keys[i + 1]!.id));
-        key.fill(0);
-        key = next;
-        if (!sameId(rootKeyId(key), state.keys[i + 1]!.id)) throw new KmsError('INTEGRITY', 'successor id mismatch');
+      if (sameId(id, current.id)) {
+        await this.#unsealWithCurrent(combined);
+      } else if (pending !== null && sameId(id, pending.id)) {
+        await this.#unsealWithPending({ id, key: combined });
+      } else {
+        if (count < Math.max(...thresholds)) return { sealed: true, progress: count, t: current.t };
+        if (await opensSomeStoredKey(this.#store, { id, key: combined })) {
+          throw this.#integrity(`these shares rebuild a root key (${id}) that opens the stored keys, but the state record names another: the record was replaced or rolled back`);
+        }
+        this.#clearProgress();
+        throw new Problem(400, sealerProblems.badShare, `the ${count} shares submitted do not rebuild the root key (wrong, corrupted or stale shares); progress was reset`);
       }
-    } catch {
-      key.fill(0);
-      this.#clearProgress();
-      throw new Problem(500, sealerProblems.internal, 'the state record failed authentication (tampered with or corrupted); progress was reset');
+    } finally {
+      combined.fill(0);
     }
-    this.#key = key;
     this.#clearProgress();
-    return { sealed: false, progress: 0, t: current.t, rootKeyId: current.id };
+    return { sealed: false, progress: 0, t: this.#record.state.current.t, rootKeyId: this.#record.state.current.id };
+  }
+
+  /** The current key's shares: the record must be authentic under it, and storage must open with it. */
+  async #unsealWithCurrent(key: Buffer): Promise<void> {
+    const { state } = this.#record!;
+    if (state.mac !== null && !stateAuthentic(state, key)) throw this.#integrity('the state record failed authentication under the recovered root key: it was edited');
+    await this.#assertOpensStorage({ id: state.current.id, key }, { legacy: state.mac === null });
+    // A record of the previous format is authenticated from now on.
+    if (state.mac === null) await this.#replace({ generation: state.generation + 1, current: state.current, pending: null }, key);
+    this.#setKey(key);
+  }
+
+  /**
+   * The pending key's shares open nothing by themselves: no record lets them reach the current key.
+   * Only a promotion that stored its link and crashed before the record (or a record rolled back to
+   * before it) can be completed here, by the link that only the holder of both keys could write.
+   */
+  async #unsealWithPending(next: { id: string; key: Buffer }): Promise<void> {
+    const { state } = this.#record!;
+    const previous = await openRootKeyLink(this.#store, state.current.id, next).catch((error: unknown) => {
+      throw error instanceof KmsError && error.code === 'INTEGRITY' ? this.#integrity('the link from the current root key to the pending one failed authentication') : error;
+    });
+    if (previous === undefined) {
+      this.#clearProgress();
+      throw new Problem(
+        400,
+        sealerProblems.badShare,
+        'these shares rebuild the new root key of a rotation that was never verified: recover with the current shares, then POST /rootKey/verify the new ones; progress was reset',
+      );
+    }
+    try {
+      if (!sameId(rootKeyId(previous), state.current.id) || !stateAuthentic(state, previous)) {
+        throw this.#integrity('the state record failed authentication: it was edited');
+      }
+      await this.#assertOpensStorage(next);
+      await this.#replace({ generation: state.generation + 1, current: state.pending!, pending: null }, next.key);
+      this.#setKey(next.key);
+      this.#log(`sealer: completed the promotion of root key ${next.id} (its link was stored before a restart)`);
+    } finally {
+      previous.fill(0);
+    }
+  }
+
+  async #assertOpensStorage(key: { id: string; key: Buffer }, options: { legacy?: boolean } = {}): Promise<void> {
+    try {
+      await assertRootKeyOpensStorage(this.#store, key, options);
+    } catch (error) {
+      if (error instanceof KmsError && error.code === 'INTEGRITY') throw this.#integrity(error.message);
+      throw error;
+    }
+  }
+
+  async #storeLink(previous: { id: string; key: Buffer }, successor: { id: string; key: Buffer }): Promise<void> {
+    try {
+      await storeRootKeyLink(this.#store, previous, successor);
+    } catch (error) {
+      if (error instanceof KmsError && error.code === 'INTEGRITY') throw this.#integrity(error.message);
+      throw error;
+    }
+  }
+
+  async #storageHoldsKeys(): Promise<boolean> {
+    for (const prefix of ['primary-keys/', 'data-keys/', 'root-keys/']) if (await holdsAny(this.#store, prefix)) return true;
+    return false;
+  }
+
+  /** A missing record is never "uninitialized" while keys are stored: it was deleted or lost. */
+  #missingRecordAlarm(): Problem {
+    this.#alarm =
+      `the state record ${STATE_OBJECT_KEY} is missing while storage holds keys: restore it (its previous version, or a backup); ` +
+      'initializing now would orphan every stored key, so it is refused';
+    this.#log(`sealer: INTEGRITY ALARM: ${this.#alarm}`);
+    return new Problem(500, sealerProblems.integrity, this.#alarm);
+  }
+
+  #refuseOnAlarm(): void {
+    if (this.#alarm !== undefined) throw new Problem(500, sealerProblems.integrity, this.#alarm);
+  }
+
+  /** Progress is dropped: shares that met a tampered record are not kept for another try. */
+  #integrity(why: string): Problem {
+    this.#clearProgress();
+    const detail = `${why}; restore ${STATE_OBJECT_KEY} and the key records from their previous versions or a backup. Nothing was unsealed or changed`;
+    this.#log(`sealer: INTEGRITY ALARM: ${why}`);
+    return new Problem(500, sealerProblems.integrity, detail);
   }
 
   #refuseInSecretMode(): void {
@@ -304,10 +394,14 @@ export class SealerCore {
     this.#progress = undefined;
   }
 
-  /** Compare-and-swap of the record; a lost race is a conflict and changes nothing. */
-  async #replace(next: StateRecord): Promise<void> {
-    if (!(await this.#store.replace(STATE_OBJECT_KEY, encode(next), this.#record!.etag))) {
-      this.#record = await this.#load();
+  /** Compare-and-swap of the record, authenticated under `currentKey`; a lost race changes nothing. */
+  async #replace(body: StateBody, currentKey: Buffer): Promise<void> {
+    const next = sealState(body, currentKey);
+    if (!(await this.#store.replace(STATE_OBJECT_KEY, encodeState(next), this.#record!.etag))) {
+      // Only this service writes the record: what is there now is adopted only if it is authentic.
+      const found = await this.#load();
+      if (found !== undefined && this.#key !== undefined && stateAuthentic(found.state, this.#key)) this.#record = found;
+      else throw this.#integrity(`the state record was changed or removed by someone other than this service`);
       throw new Problem(409, sealerProblems.conflict, 'the state record changed meanwhile; nothing was changed');
     }
     await this.#reloadAfterWrite(next);
@@ -315,7 +409,7 @@ export class SealerCore {
 
   async #reloadAfterWrite(written: StateRecord): Promise<void> {
     const loaded = await this.#load();
-    this.#record = loaded ?? { state: written, etag: '' };
+    this.#record = { state: written, etag: loaded?.etag ?? '' };
   }
 
   async #load(): Promise<{ state: StateRecord; etag: string } | undefined> {
@@ -326,7 +420,7 @@ export class SealerCore {
       throw storage(error);
     }
     if (object === undefined) return undefined;
-    return { state: decode(object.body), etag: object.etag };
+    return { state: decodeState(object.body), etag: object.etag };
   }
 
   #serialized<T>(task: () => Promise<T>): Promise<T> {
@@ -338,14 +432,24 @@ export class SealerCore {
   }
 }
 
-function parseInstall(request: unknown): { key: Buffer; t: number; n: number; expectedCurrentId: string | null } {
+interface InstallRequest {
+  readonly key: Buffer;
+  readonly t: number;
+  readonly n: number;
+  readonly expectedCurrentId: string | null;
+  readonly expectedPendingId: string | null;
+}
+
+function parseInstall(request: unknown): InstallRequest {
   if (typeof request !== 'object' || request === null || Array.isArray(request)) {
-    throw new Problem(400, sealerProblems.badRequest, 'body must be {"key": "<base64>", "t": n, "n": n, "expectedCurrentId": "<id>" | null}');
+    throw new Problem(400, sealerProblems.badRequest, 'body must be {"key": "<base64>", "t": n, "n": n, "expectedCurrentId": "<id>" | null, "expectedPendingId": "<id>" | null}');
   }
-  const { key, t, n, expectedCurrentId } = request as Partial<Record<keyof InstallRootKeyRequest, unknown>>;
+  const { key, t, n, expectedCurrentId, expectedPendingId = null } = request as Partial<Record<keyof InstallRootKeyRequest, unknown>>;
   if (typeof key !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(key)) throw new Problem(400, sealerProblems.badRequest, 'key must be base64');
-  if (expectedCurrentId !== null && (typeof expectedCurrentId !== 'string' || !ID_PATTERN.test(expectedCurrentId))) {
-    throw new Problem(400, sealerProblems.badRequest, 'expectedCurrentId must be a root key id or null');
+  for (const [name, value] of [['expectedCurrentId', expectedCurrentId], ['expectedPendingId', expectedPendingId]] as const) {
+    if (value !== null && (typeof value !== 'string' || !ID_PATTERN.test(value))) {
+      throw new Problem(400, sealerProblems.badRequest, `${name} must be a root key id or null`);
+    }
   }
   let threshold;
   try {
@@ -358,7 +462,7 @@ function parseInstall(request: unknown): { key: Buffer; t: number; n: number; ex
     bytes.fill(0);
     throw new Problem(400, sealerProblems.badRequest, 'key must be 32 bytes (256 bits)');
   }
-  return { key: bytes, ...threshold, expectedCurrentId };
+  return { key: bytes, ...threshold, expectedCurrentId: expectedCurrentId as string | null, expectedPendingId: expectedPendingId as string | null };
 }
 
 /** shamir-secret-sharing wants plain Uint8Arrays (not Buffers); every copy is wiped. */
@@ -385,37 +489,6 @@ function asBadShare<T>(parse: () => T): T {
 
 function sameId(a: string, b: string): boolean {
   return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
-}
-
-function encode(state: StateRecord): Buffer {
-  return Buffer.from(`${JSON.stringify(state, null, 2)}\n`);
-}
-
-function decode(body: Buffer): StateRecord {
-  let value: unknown;
-  try {
-    value = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw corrupt();
-  }
-  const state = value as Partial<StateRecord> | null;
-  if (state?.format !== STATE_FORMAT || !Array.isArray(state.keys) || !Array.isArray(state.wraps)) throw corrupt();
-  const { keys, wraps } = state;
-  if (keys.length === 0 || keys.length > MAX_UNVERIFIED_ROTATIONS + 1 || wraps.length !== keys.length - 1) throw corrupt();
-  for (const entry of keys) {
-    if (typeof entry?.id !== 'string' || !ID_PATTERN.test(entry.id)) throw corrupt();
-    try {
-      validateThreshold(entry.t, entry.n);
-    } catch {
-      throw corrupt();
-    }
-  }
-  if (!wraps.every(isWrappedKey)) throw corrupt();
-  return { format: STATE_FORMAT, keys: keys.map(({ id, t, n }) => ({ id, t, n })), wraps: wraps.map(({ iv, ciphertext, tag }) => ({ iv, ciphertext, tag })) };
-}
-
-function corrupt(): KmsError {
-  return new KmsError('INTEGRITY', `the sealer state record (${STATE_OBJECT_KEY}) is corrupted`);
 }
 
 function storage(error: unknown): unknown {

@@ -1,6 +1,9 @@
 import { KmsError } from '../shared/errors.js';
 import { loadKmsConfig } from '../shared/config.js';
 import { openObjectStore } from '../shared/store/from-config.js';
+import { FsObjectStore } from '../shared/store/fs-store.js';
+import type { ObjectStore } from '../shared/store/object-store.js';
+import { STATE_OBJECT_KEY } from './state-record.js';
 import { startSealer } from './app.js';
 import { loadSealerOptions } from './options.js';
 import { configuredVerifiers } from './verifiers.js';
@@ -8,10 +11,12 @@ import { configuredVerifiers } from './verifiers.js';
 /** The sealing service's entry point: `node dist/sealer/main.js`, configured by KMS_SEALER_*. */
 async function main(): Promise<void> {
   const options = loadSealerOptions();
-  // The state record is small and not secret. It lives where the keys live: the embedded store in
-  // the sealer's data dir, or the same S3 bucket (KMS_STORE=s3 and KMS_S3_*, as for the functions).
+  // The state record is small and not secret. It lives where the keys live, in the functions' own
+  // store (KMS_STORE, KMS_DATA_DIR, KMS_S3_*): the service checks a recovered or new root key
+  // against the keys stored there.
   const storeConfig = loadKmsConfig();
-  const store = openObjectStore({ ...storeConfig, dataDir: options.dataDir });
+  const store = openObjectStore(storeConfig);
+  if (storeConfig.store === 'fs') await adoptEarlierStateRecord(store, options.dataDir);
   // Real TEE verifiers from KMS_SEALER_TDX_* (refuses to start on a policy it cannot apply).
   const verifiers = await configuredVerifiers(options);
   const sealer = await startSealer(options, store, { verifiers });
@@ -28,6 +33,18 @@ async function main(): Promise<void> {
     process.stdin.once('end', () => stop('parent exited'));
     process.stdin.resume();
   }
+}
+
+/**
+ * Earlier versions kept the embedded store's state record in the sealer's own data dir, apart from
+ * the keys. It is moved (create-if-absent, never over a record already there) on first start.
+ */
+async function adoptEarlierStateRecord(store: ObjectStore, sealerDataDir: string): Promise<void> {
+  const earlier = new FsObjectStore(sealerDataDir);
+  const found = await earlier.get(STATE_OBJECT_KEY);
+  if (found === undefined || (await store.get(STATE_OBJECT_KEY)) !== undefined) return;
+  await store.create(STATE_OBJECT_KEY, found.body);
+  process.stdout.write(`sealer: moved the state record from ${sealerDataDir} to the key store\n`);
 }
 
 main().catch((error: unknown) => {

@@ -4,6 +4,7 @@ import { hashToken, verifyToken, type TokenVerifier } from '../crypto/token-hash
 import { BoundedCache } from '../cache.js';
 import { KmsError } from '../errors.js';
 import type { RootKeyring } from '../root-key/keyring.js';
+import { rewrapPrimaryKey } from '../root-key/rewrap.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { layout } from './layout.js';
 import {
@@ -103,7 +104,7 @@ export class KeyStore {
   }
 
   async createPrimaryKey(principal: Principal, name: string): Promise<void> {
-    const rootKey = await this.rootKeys.current();
+    const rootKey = await this.rootKeys.currentForWrapping();
     const key = randomBytes(32);
     const fields = { user: principal.user, name, keyId: randomBytes(16).toString('hex'), owner: principal.owner, rootKeyId: rootKey.id };
     const record: PrimaryKeyRecord = {
@@ -113,9 +114,13 @@ export class KeyStore {
       wrapped: wrapKey(rootKey.key, key, contexts.primaryKey(fields)),
       createdAt: now(),
     };
-    if (!(await this.store.create(layout.primaryKey(principal.user, name), encodeRecord(record)))) {
+    const objectKey = layout.primaryKey(principal.user, name);
+    if (!(await this.store.create(objectKey, encodeRecord(record)))) {
       throw new KmsError('CONFLICT', `primaryKey [${name}] already exists; it was not changed`);
     }
+    // A verification may have made another root key current while this one was written.
+    const successor = await this.rootKeys.replacedSince(rootKey.id);
+    if (successor !== undefined) await rewrapPrimaryKey(this.store, this.rootKeys, objectKey, successor);
     this.#primaryKeys.set(`${principal.user}/${name}`, { keyId: fields.keyId, key });
   }
 

@@ -1,6 +1,6 @@
-import { unwrapKey, wrapKey } from '../crypto/aead.js';
+import { unwrapKey } from '../crypto/aead.js';
 import { KmsError } from '../errors.js';
-import { contexts, decodePreviousRootKey, encodeRecord, type PreviousRootKeyRecord } from '../keys/records.js';
+import { contexts, decodePreviousRootKey } from '../keys/records.js';
 import { layout } from '../keys/layout.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKey, RootKeySource } from './source.js';
@@ -25,20 +25,26 @@ export class RootKeyring {
     return this.source.current(options);
   }
 
-  /** Stores `previous` wrapped under `successor`, before the successor becomes current. */
-  async linkPrevious(previous: RootKey, successor: RootKey): Promise<void> {
-    const fields = { id: previous.id, wrappedUnder: successor.id };
-    const record: PreviousRootKeyRecord = {
-      format: 1,
-      kind: 'previous-root-key',
-      ...fields,
-      wrapped: wrapKey(successor.key, previous.key, contexts.previousRootKey(fields)),
-      createdAt: new Date().toISOString(),
-    };
-    // The successor is fresh and random: an existing link under the same ids cannot be ours.
-    if (!(await this.store.create(layout.previousRootKey(previous.id, successor.id), encodeRecord(record)))) {
-      throw new KmsError('CONFLICT', 'a root key link with these ids already exists');
-    }
+  /**
+   * The root key to wrap a new key under. Asked of the authority, not taken from the cache: another
+   * function may have made a new root key current since this one last pulled it, and a key wrapped
+   * under the retired one would stay readable with the retired shares.
+   */
+  async currentForWrapping(): Promise<RootKey> {
+    const [authorityId, cached] = await Promise.all([this.source.currentId?.(), this.current()]);
+    if (authorityId === undefined || authorityId === null || authorityId === cached.id) return cached;
+    return this.current({ refresh: true });
+  }
+
+  /**
+   * After wrapping under `usedId`: the root key that replaced it meanwhile, or undefined. A key
+   * written in the moment a verification made another root key current may have been missed by its
+   * rewrap; its creator rewraps it (see KeyStore.createPrimaryKey).
+   */
+  async replacedSince(usedId: string): Promise<RootKey | undefined> {
+    const authorityId = await this.source.currentId?.();
+    if (authorityId === undefined || authorityId === null || authorityId === usedId) return undefined;
+    return this.current({ refresh: true });
   }
 
   /** The root key with this id: the current one, or a previous one through the stored links. */

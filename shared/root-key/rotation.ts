@@ -1,20 +1,26 @@
 import { randomBytes } from 'node:crypto';
-import { unwrapKey, wrapKey } from '../crypto/aead.js';
-import { rootKeyId } from '../crypto/root-key-id.js';
 import { KmsError } from '../errors.js';
 import { faultPoint } from '../fault.js';
 import { layout } from '../keys/layout.js';
-import { contexts, decodePrimaryKey, encodeRecord, type PrimaryKeyRecord } from '../keys/records.js';
+import { encodeRecord } from '../keys/records.js';
 import { log } from '../log.js';
-import type { SealStatus, Share } from '../sealer/protocol.js';
+import type { SealStatus, Share, VerifyResult } from '../sealer/protocol.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
+import { rewrapPrimaryKey } from './rewrap.js';
 import type { RootKey } from './source.js';
 
 /** What rotation needs of the sealing service (SealerClient provides it). */
 export interface RootKeyAuthority {
   sealStatus(): Promise<SealStatus>;
-  installRootKey(request: { key: Uint8Array; t: number; n: number; expectedCurrentId: string | null }): Promise<{ rootKeyId: string }>;
+  installRootKey(request: {
+    key: Uint8Array;
+    t: number;
+    n: number;
+    expectedCurrentId: string | null;
+    expectedPendingId: string | null;
+  }): Promise<{ rootKeyId: string; pending: boolean }>;
+  verifyShares(shares: readonly Share[]): Promise<VerifyResult>;
 }
 
 export interface RotationSettings {
@@ -24,35 +30,40 @@ export interface RotationSettings {
   readonly concurrency: number;
 }
 
-/** The rotation journal: a lease (one rotation at a time) and its progress, for status and resume. */
+/** The rotation journal: a lease (one verification and rewrap at a time) and its progress, for status and resume. */
 export interface RotationJournal {
   readonly format: 1;
   readonly kind: 'rotation';
   readonly holder: string;
   readonly leaseUntil: number;
-  readonly phase: 'installing' | 'rewrapping';
+  readonly phase: 'verifying' | 'rewrapping';
   readonly to: string | null;
   readonly rewrapped: number;
   readonly startedAt: string;
 }
 
 export interface RotationResult {
+  /** The new root key's id: current at once on initialization, else pending until verified. */
   readonly rootKeyId: string;
   readonly shares: Share[];
-  /** Rewraps every primary key under the new root key; resolves with how many it rewrapped. */
-  readonly rewrap: Promise<number>;
+  readonly pending: boolean;
+}
+
+export interface VerificationResult extends VerifyResult {
+  /** Primary keys rewrapped under the current root key by this call. */
+  readonly rewrapped: number;
 }
 
 /**
- * Root key rotation that never loses a key:
- * 1. take the rotation lease (a journal object created with If-None-Match, or taken over once lapsed);
- * 2. make the new key and its shares in memory;
- * 3. store the current root key wrapped under the new one (so every record stays readable);
- * 4. install the new key in the sealing service, which keeps the last verified shares able to
- *    recover until the new shares are verified;
- * 5. rewrap every primary key under the new key, compare-and-swap, renewing the lease.
- * A crash anywhere leaves every key readable through the stored links; the next rotation, or
- * `finishRewrap`, resumes step 5 for whatever is still under an older root key.
+ * Root key rotation in two steps, so that no stored record ever lets one set of shares reach a key
+ * that another set protects:
+ * 1. rotate: a new key and its shares, registered with the sealing service as pending. Nothing is
+ *    wrapped under it yet; the current key and its shares stay in use.
+ * 2. verify: the new shares, proven by rebuilding the pending key inside the sealing service, make
+ *    it current (the service stores the previous key wrapped under it first), and every primary key
+ *    is rewrapped under it, compare-and-swap, under a lease. The answer comes when the rewrap is done.
+ * A crash anywhere leaves every key readable through the stored links; the next verify resumes the
+ * rewrap for whatever is still under an older root key.
  */
 export class RootKeyRotation {
   constructor(
@@ -68,10 +79,9 @@ export class RootKeyRotation {
   }
 
   /**
-   * Steps 1-4; step 5 runs on in `rewrap` (the caller answers with the shares first). `authorizedFor`
-   * is the state the caller checked its credentials against (the first rotation needs none): a
-   * rotation never runs against another one, so a request let in to initialize cannot rotate a root
-   * key that another request initialized meanwhile (the install's compare-and-swap holds the rest).
+   * Step 1. `authorizedFor` is the state the caller checked its credentials against (the first
+   * rotation needs none): a request let in to initialize cannot rotate a root key that another
+   * request initialized meanwhile (the sealing service's compare-and-swap holds the rest).
    */
   async rotate(authorizedFor: { readonly initialized: boolean }): Promise<RotationResult> {
     if (this.settings.threshold > this.settings.shares) {
@@ -84,34 +94,49 @@ export class RootKeyRotation {
     if (status.sealed && status.initialized) {
       throw new KmsError('SEALED', 'the root key is sealed: recover it with PUT /rootKey/recover before rotating', { details: { ...status } });
     }
-    const lease = await this.#acquire();
+    const key = randomBytes(32);
     try {
-      const previous = status.initialized ? await this.keyring.current({ refresh: true }) : undefined;
-      const key = randomBytes(32);
-      const next: RootKey = { id: rootKeyId(key), key };
       // Imported here, not at start-up: only a rotation splits a key, and most functions never rotate.
       const { split } = await import('shamir-secret-sharing');
       const shares = (await split(new Uint8Array(key), this.settings.shares, this.settings.threshold)).map((share) => ({
-        // shamir-secret-sharing puts the x coordinate in the last byte: it is the seed's index.
+        // shamir-secret-sharing puts the x coordinate in the last byte: it is BigDL KMS's index.
         index: share[share.length - 1]!,
         content: Buffer.from(share).toString('base64'),
       }));
-      await lease.update({ phase: 'installing', to: next.id });
-      if (previous !== undefined) await this.keyring.linkPrevious(previous, next);
-      faultPoint('rotate:after-link');
-      await this.authority.installRootKey({ key, t: this.settings.threshold, n: this.settings.shares, expectedCurrentId: previous?.id ?? null });
+      const installed = await this.authority.installRootKey({
+        key,
+        t: this.settings.threshold,
+        n: this.settings.shares,
+        expectedCurrentId: status.initialized ? status.rootKeyId : null,
+        expectedPendingId: status.pendingRootKeyId ?? null,
+      });
       faultPoint('rotate:after-install');
-      await this.keyring.current({ refresh: true });
-      await lease.update({ phase: 'rewrapping' });
-      const rewrap = this.#rewrapAll(next, lease).finally(() => lease.release());
-      return { rootKeyId: next.id, shares, rewrap };
-    } catch (error) {
-      await lease.release();
-      throw error;
+      if (!installed.pending) await this.keyring.current({ refresh: true });
+      return { rootKeyId: installed.rootKeyId, shares, pending: installed.pending };
+    } finally {
+      key.fill(0);
     }
   }
 
-  /** Step 5 alone: finishes an interrupted rotation's rewrap. Resolves with the count. */
+  /**
+   * Step 2: proves `shares` in the sealing service (a rotation's new shares make its key current),
+   * then rewraps every primary key still under an older root key. Also resumes an interrupted rewrap.
+   */
+  async verify(shares: readonly Share[]): Promise<VerificationResult> {
+    const lease = await this.#acquire();
+    try {
+      const verified = await this.authority.verifyShares(shares);
+      faultPoint('verify:after-promote');
+      await lease.update({ phase: 'rewrapping', to: verified.rootKeyId });
+      const current = await this.keyring.current({ refresh: true });
+      if (current.id !== verified.rootKeyId) throw new KmsError('CONFLICT', 'the root key changed again meanwhile; verify again');
+      return { ...verified, rewrapped: await this.#rewrapAll(current, lease) };
+    } finally {
+      await lease.release();
+    }
+  }
+
+  /** Step 2's rewrap alone: finishes an interrupted one. Resolves with the count. */
   async finishRewrap(): Promise<number> {
     const lease = await this.#acquire();
     try {
@@ -142,9 +167,9 @@ export class RootKeyRotation {
       while (next < keys.length && leaseLost === undefined) {
         const key = keys[next++]!;
         try {
-          if (await this.#rewrapOne(key, target)) {
+          if (await rewrapPrimaryKey(this.store, this.keyring, key, target)) {
             rewrapped++;
-            faultPoint(`rotate:rewrapped:${rewrapped}`);
+            faultPoint(`rewrap:${rewrapped}`);
           }
         } catch (error) {
           // A tampered or corrupt record is unreadable under any root key: report it, rewrap the rest.
@@ -167,27 +192,6 @@ export class RootKeyRotation {
     return rewrapped;
   }
 
-  /** Rewraps one primary key (compare-and-swap, retried if it changed meanwhile). */
-  async #rewrapOne(key: string, target: RootKey): Promise<boolean> {
-    const match = /^primary-keys\/([^/]+)\/([^/]+)\.json$/.exec(key);
-    if (match === null) return false;
-    const [, user, name] = match as unknown as [string, string, string];
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const object = await this.store.get(key);
-      if (object === undefined) return false;
-      const record = decodePrimaryKey(object.body, user, name);
-      if (record.rootKeyId === target.id) return false;
-      const material = unwrapKey(await this.keyring.byId(record.rootKeyId), record.wrapped, contexts.primaryKey(record));
-      const rewrapped: PrimaryKeyRecord = {
-        ...record,
-        rootKeyId: target.id,
-        wrapped: wrapKey(target.key, material, contexts.primaryKey({ ...record, rootKeyId: target.id })),
-      };
-      if (await this.store.replace(key, encodeRecord(rewrapped), object.etag)) return true;
-    }
-    throw new KmsError('STORAGE_UNAVAILABLE', `could not rewrap ${key}: it kept changing`);
-  }
-
   async #acquire(): Promise<Lease> {
     const holder = randomBytes(8).toString('hex');
     const fresh = (state: Partial<RotationJournal> = {}): RotationJournal => ({
@@ -195,7 +199,7 @@ export class RootKeyRotation {
       kind: 'rotation',
       holder,
       leaseUntil: Date.now() + this.settings.leaseMs,
-      phase: 'installing',
+      phase: 'verifying',
       to: null,
       rewrapped: 0,
       startedAt: new Date().toISOString(),
@@ -209,12 +213,12 @@ export class RootKeyRotation {
       const existing = await this.store.get(key);
       const journal = existing === undefined ? undefined : parseJournal(existing.body);
       if (existing !== undefined && journal !== undefined && journal.leaseUntil > Date.now()) {
-        throw new KmsError('CONFLICT', `a root key rotation is in progress (${journal.phase}, since ${journal.startedAt}); retry after it finishes`);
+        throw new KmsError('CONFLICT', `a root key verification is in progress (${journal.phase}, since ${journal.startedAt}); retry after it finishes`);
       }
       // A lapsed lease: its holder crashed. Take over (compare-and-swap: one taker wins).
       const body = encodeRecord(fresh({ startedAt: journal?.startedAt }));
       if (existing === undefined || !(await this.store.replace(key, body, existing.etag))) {
-        throw new KmsError('CONFLICT', 'another rotation took over the lapsed rotation at the same time; retry');
+        throw new KmsError('CONFLICT', 'another verification took over the lapsed one at the same time; retry');
       }
       etag = (await this.store.get(key))!.etag;
       log.warn('rotation', `took over a rotation whose lease lapsed (${journal?.phase ?? 'unreadable journal'}); resuming`);
@@ -226,7 +230,7 @@ export class RootKeyRotation {
         state = { ...state, ...changes, leaseUntil: Date.now() + this.settings.leaseMs };
         const current = await this.store.get(key);
         if (current === undefined || current.etag !== etag || !(await this.store.replace(key, encodeRecord(state), etag))) {
-          throw new KmsError('CONFLICT', 'the rotation lease was lost to another rotation');
+          throw new KmsError('CONFLICT', 'the rotation lease was lost to another verification');
         }
         etag = (await this.store.get(key))!.etag;
       },

@@ -31,6 +31,11 @@ export class SealerRootKeySource implements RootKeySource {
     return this.#inflight;
   }
 
+  /** The sealing service's current root key id, from its (unauthenticated, TLS-pinned) status. */
+  async currentId(): Promise<string | null> {
+    return (await (await this.sealer()).sealStatus()).rootKeyId;
+  }
+
   /** Drops the cached key (after this function installed a new one). */
   forget(): void {
     this.#current = undefined;

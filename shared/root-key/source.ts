@@ -16,6 +16,11 @@ export interface RootKeySource {
   readonly rotationRefusal?: string;
   /** The current root key. `refresh` asks the source again, e.g. after a rotation elsewhere. */
   current(options?: { refresh?: boolean }): Promise<RootKey>;
+  /**
+   * The id of the root key the authority names current right now (asked afresh, cheaply), where
+   * the key can change under a running function; absent where it cannot (a configured secret).
+   */
+  currentId?(): Promise<string | null>;
 }
 
 /** Seed mode 1: the root key from a Kubernetes secret (environment variable or mounted file). */

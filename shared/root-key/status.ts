@@ -18,6 +18,8 @@ export async function sealStatus(runtime: KmsRuntime): Promise<KmsSealStatus> {
       progress: 0,
       rootKeyId: configured ? (await runtime.rootKeys.current()).id : null,
       verificationPending: false,
+      pendingRootKeyId: null,
+      integrityAlarm: null,
       source: 'secret',
       rotation: null,
     };

@@ -12,6 +12,7 @@ import {
   type RecoveryProgress,
   type SealStatus,
   type Share,
+  type VerifyResult,
 } from './protocol.js';
 
 export interface SealerClientOptions {
@@ -69,21 +70,32 @@ export class SealerClient {
     return response.body as SealStatus;
   }
 
-  /** Rotation / initialization. expectedCurrentId null initializes an uninitialized sealer. */
-  async installRootKey(request: { key: Uint8Array; t: number; n: number; expectedCurrentId: string | null }): Promise<{ rootKeyId: string }> {
+  /**
+   * Initialization (expectedCurrentId null: the key is current at once) or rotation (the key is
+   * pending until its shares are verified). expectedPendingId is the pending key id the caller saw.
+   */
+  async installRootKey(request: {
+    key: Uint8Array;
+    t: number;
+    n: number;
+    expectedCurrentId: string | null;
+    expectedPendingId?: string | null;
+  }): Promise<{ rootKeyId: string; pending: boolean }> {
     const body: InstallRootKeyRequest = {
       key: Buffer.from(request.key).toString('base64'),
       t: request.t,
       n: request.n,
       expectedCurrentId: request.expectedCurrentId,
+      expectedPendingId: request.expectedPendingId ?? null,
     };
-    const result = (await this.#admin('POST', sealerPaths.rootKey, body, 'install root key')) as { rootKeyId?: unknown };
+    const result = (await this.#admin('POST', sealerPaths.rootKey, body, 'install root key')) as { rootKeyId?: unknown; pending?: unknown };
     if (result.rootKeyId !== rootKeyId(request.key)) throw new KmsError('INTERNAL', 'the sealing service answered with another root key id');
-    return { rootKeyId: result.rootKeyId };
+    return { rootKeyId: result.rootKeyId, pending: result.pending === true };
   }
 
-  async verifyShares(shares: readonly Share[]): Promise<{ rootKeyId: string; verified: true }> {
-    return (await this.#admin('POST', sealerPaths.verify, { shares }, 'verify shares')) as { rootKeyId: string; verified: true };
+  /** Proves shares; a rotation's new shares make its key current (the previous key is retired). */
+  async verifyShares(shares: readonly Share[]): Promise<VerifyResult> {
+    return (await this.#admin('POST', sealerPaths.verify, { shares }, 'verify shares')) as VerifyResult;
   }
 
   async submitShare(share: Share): Promise<RecoveryProgress> {
@@ -152,6 +164,8 @@ function mapError(error: unknown, url: string): KmsError {
         return new KmsError('CONFLICT', detail || 'conflict', { cause: error });
       case sealerProblems.payloadTooLarge:
         return new KmsError('PAYLOAD_TOO_LARGE', detail, { cause: error });
+      case sealerProblems.integrity:
+        return new KmsError('INTEGRITY', detail || 'the sealing service found storage tampered with', { cause: error });
       case sealerProblems.storageUnavailable:
         return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} cannot reach its storage`, { cause: error });
       default:

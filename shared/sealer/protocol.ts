@@ -9,7 +9,7 @@ import { KmsError } from '../errors.js';
 export const SEALER_API_PREFIX = '/tee-kms/v1';
 export const sealerPaths = {
   sealStatus: `${SEALER_API_PREFIX}/seal-status`, // GET
-  rootKey: `${SEALER_API_PREFIX}/root-key`, // POST install {key, t, n, expectedCurrentId}
+  rootKey: `${SEALER_API_PREFIX}/root-key`, // POST install {key, t, n, expectedCurrentId, expectedPendingId}
   verify: `${SEALER_API_PREFIX}/root-key/verify`, // POST {shares}
   recoveryShares: `${SEALER_API_PREFIX}/recovery/shares`, // POST {index, content}
   recovery: `${SEALER_API_PREFIX}/recovery`, // DELETE: reset progress
@@ -30,8 +30,12 @@ export interface SealStatus {
   readonly progress: number;
   /** The current root key's id, null while uninitialized. */
   readonly rootKeyId: string | null;
-  /** New shares were issued and not yet verified: the last verified shares still recover. */
+  /** A rotation issued new shares that are not yet verified: the current key and its shares stay in use. */
   readonly verificationPending: boolean;
+  /** The id of that rotation's new root key (current once its shares are verified), or null. */
+  readonly pendingRootKeyId: string | null;
+  /** Why the service refuses to initialize or recover until storage is restored, or null. */
+  readonly integrityAlarm: string | null;
   /** 'secret': mode 1, the key comes from a configured secret; 'shares': mode 2. */
   readonly source: 'secret' | 'shares';
 }
@@ -56,6 +60,18 @@ export interface InstallRootKeyRequest {
   readonly n: number;
   /** The root key id the caller rotated from; null to initialize an uninitialized sealer. */
   readonly expectedCurrentId: string | null;
+  /** The pending root key id the caller saw (null: none), so a rotation never silently replaces another's. */
+  readonly expectedPendingId: string | null;
+}
+
+export interface VerifyResult {
+  /** The current root key id after verification. */
+  readonly rootKeyId: string;
+  readonly verified: true;
+  /** Whether these were a rotation's new shares, whose key is now current. */
+  readonly promoted: boolean;
+  /** When promoted: the root key it replaced (retired; still reachable through its stored link). */
+  readonly previousRootKeyId?: string;
 }
 
 /** Problem `type`s of the sealer's own errors (RFC 7807; KBS errors use Trustee's types). */
@@ -73,6 +89,7 @@ export const sealerProblems = {
   payloadTooLarge: 'urn:tee-kms:sealer:payload-too-large', // 413
   busy: 'urn:tee-kms:sealer:busy', // 503
   storageUnavailable: 'urn:tee-kms:sealer:storage-unavailable', // 503
+  integrity: 'urn:tee-kms:sealer:integrity', // 500: storage was tampered with; an operator must restore it
   internal: 'urn:tee-kms:sealer:internal', // 500
 } as const;
 

@@ -26,11 +26,12 @@ interface Cluster {
 
 async function cluster(store: 'fs' | 's3'): Promise<Cluster> {
   const dir = await mkdtemp(join(tmpdir(), 'tee-kms-rotate-'));
-  const sealer = await startSealerProcess();
-  const caFile = join(dir, 'sealer-ca.pem');
-  await writeFile(caFile, await sealer.caPem());
   let bucket: TestBucket | undefined;
   const storeEnv = store === 's3' ? (bucket = await createTestBucket()).env : { KMS_STORE: 'fs' };
+  // The sealing service sees the functions' storage: it checks root keys against the keys stored there.
+  const sealer = await startSealerProcess({ env: { ...storeEnv, KMS_DATA_DIR: dir } });
+  const caFile = join(dir, 'sealer-ca.pem');
+  await writeFile(caFile, await sealer.caPem());
   const started: ServerProcess[] = [];
   return {
     sealer,
@@ -85,13 +86,18 @@ async function status(kms: ServerProcess): Promise<Record<string, unknown>> {
   return JSON.parse(answer.body) as Record<string, unknown>;
 }
 
-/** Until the rewrap that follows a rotation is done (no rotation journal left). */
-async function rewrapDone(kms: ServerProcess): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    if ((await status(kms)).rotation === null) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error('rewrap did not finish');
+/** POST /rootKey/verify with these shares; answers when every primary key is rewrapped. */
+async function verify(kms: ServerProcess, shares: readonly Share[]): Promise<Record<string, unknown>> {
+  const answer = await kms.request('/rootKey/verify', { method: 'POST', body: JSON.stringify({ shares }), headers: { ...admin, ...json } });
+  expect(answer.status, answer.body).toBe(200);
+  return JSON.parse(answer.body) as Record<string, unknown>;
+}
+
+/** A rotation, verified: the new key is current and every primary key is under it. */
+async function rotateAndVerify(kms: ServerProcess): Promise<Share[]> {
+  const shares = await rotate(kms);
+  expect(await verify(kms, shares.slice(0, 3))).toMatchObject({ verified: true, promoted: true });
+  return shares;
 }
 
 /** Creates `count` primary keys for `user` (16 at a time) and one data key under each. */
@@ -174,27 +180,36 @@ describe('root key lifecycle through the functions (mode 2: Shamir shares)', () 
     expect((await kms.request('/rootKey/verify', { method: 'POST', body: '{"shares":[]}', headers: admin })).status).toBe(400);
   });
 
-  it('rotates without losing a key; old shares recover until the new ones are verified', async () => {
+  it('rotates without losing a key: the new key is used only once its shares are verified', async () => {
     const values = await populate(kms, 'rot', 40);
     const before = (await status(kms)).rootKeyId as string;
     const oldShares = await rotate(kms);
-    await rewrapDone(kms); // one rotation at a time: another would be 409 until this rewrap ends
-    const newShares = await rotate(kms);
-    await rewrapDone(kms);
-    const after = await status(kms);
-    expect(after).toMatchObject({ sealed: false, verificationPending: true, rotation: null });
-    expect(after.rootKeyId).not.toBe(before);
-    expect(rootKeyIdsOfPrimaryKeys(await c.snapshot('primary-keys/'))).toEqual(new Set([after.rootKeyId]));
-    await expectAllReadable(kms, 'rot', values);
+    const pending = await status(kms);
+    // Nothing is wrapped under the new key before its shares are proven; the old shares still recover.
+    expect(pending).toMatchObject({ sealed: false, rootKeyId: before, verificationPending: true });
+    expect(rootKeyIdsOfPrimaryKeys(await c.snapshot('primary-keys/'))).toEqual(new Set([before]));
+    const newShares = await rotate(kms); // a second rotate replaces the unverified one
+    const next = (await status(kms)).pendingRootKeyId as string;
+    expect(next).not.toBe(pending.pendingRootKeyId);
 
-    // Verification: a wrong set is refused and changes nothing; the right set drops the old shares.
+    // Verification: a wrong set is refused and changes nothing; the right set makes the new key current.
     const bad = await kms.request('/rootKey/verify', { method: 'POST', body: JSON.stringify({ shares: oldShares.slice(0, 3) }), headers: admin });
     expect(bad.status).toBe(400);
     expect((await status(kms)).verificationPending).toBe(true);
-    const ok = await kms.request('/rootKey/verify', { method: 'POST', body: JSON.stringify({ shares: newShares.slice(1, 4) }), headers: { ...admin, ...json } });
+    const ok = await kms.request('/rootKey/verify', { method: 'POST', body: JSON.stringify({ shares: newShares.slice(1, 4) }), headers: admin });
     expect(ok.status, ok.body).toBe(200);
-    expect(JSON.parse(ok.body)).toMatchObject({ verified: true, rootKeyId: after.rootKeyId });
-    expect((await status(kms)).verificationPending).toBe(false);
+    expect(ok.body).toContain(`root key ${next} is current`);
+    expect(await status(kms)).toMatchObject({ rootKeyId: next, verificationPending: false, pendingRootKeyId: null, rotation: null });
+    expect(rootKeyIdsOfPrimaryKeys(await c.snapshot('primary-keys/'))).toEqual(new Set([next]));
+    await expectAllReadable(kms, 'rot', values);
+
+    // No stored record lets the retired shares reach the current key: nothing is wrapped under the
+    // retired key, and the sealing service's record holds no key at all.
+    const stored = await c.snapshot();
+    for (const [key, body] of stored) {
+      if (key.startsWith('root-keys/')) expect((JSON.parse(body.toString()) as { wrappedUnder: string }).wrappedUnder, key).toBe(next);
+    }
+    expect(Object.keys(JSON.parse(stored.get('sealer/state.json')!.toString())).sort()).toEqual(['current', 'format', 'generation', 'mac', 'pending']);
 
     await c.sealer.restart('SIGKILL');
     const stale = oldShares.slice(0, 3);
@@ -206,14 +221,30 @@ describe('root key lifecycle through the functions (mode 2: Shamir shares)', () 
     await expectAllReadable(kms, 'rot', values);
   });
 
+  it('a function that has not seen a verified rotation yet never wraps a new key under the retired root key', async () => {
+    // Both cache the root key for an hour: the stale one would otherwise keep the retired key.
+    const a = await c.kms({ KMS_ROOT_KEY_REFRESH_SECONDS: '3600' });
+    const b = await c.kms({ KMS_ROOT_KEY_REFRESH_SECONDS: '3600' });
+    await populate(b, 'stale', 1); // b has pulled the current key
+    const retired = (await status(b)).rootKeyId;
+    await rotateAndVerify(a);
+    const current = (await status(a)).rootKeyId;
+    expect(current).not.toBe(retired);
+    expect((await b.request('/primaryKey/after?user=stale&token=stale-token', { method: 'POST' })).status).toBe(201);
+    const record = (await c.snapshot('primary-keys/stale/')).get('primary-keys/stale/after.json')!;
+    expect((JSON.parse(record.toString()) as { rootKeyId: string }).rootKeyId).toBe(current);
+    expect((await b.request('/dataKey/dk?user=stale&token=stale-token&primaryKeyName=after', { method: 'POST' })).status).toBe(201);
+    expect((await b.request('/dataKey/dk?user=stale&token=stale-token&primaryKeyName=after')).status).toBe(200);
+    await Promise.all([a.stop(), b.stop()]);
+  });
+
   it('rewraps around a tampered primary key record and reports it', async () => {
     const values = await populate(kms, 'tamper', 5);
     const bad = join(c.dataDir, 'objects', 'primary-keys', 'tamper', 'pk0.json');
     const record = JSON.parse(await readFile(bad, 'utf8')) as { wrapped: { tag: string } };
     record.wrapped.tag = Buffer.alloc(16).toString('base64url');
     await writeFile(bad, JSON.stringify(record));
-    await rotate(kms);
-    await rewrapDone(kms);
+    await rotateAndVerify(kms);
     const current = (await status(kms)).rootKeyId as string;
     const ids = [...(await c.snapshot())].filter(([key]) => key.startsWith('primary-keys/tamper/'));
     expect(ids).toHaveLength(5);
@@ -231,8 +262,7 @@ describe('root key lifecycle through the functions (mode 2: Shamir shares)', () 
   });
 
   it('keeps shares, root keys and tokens out of logs and storage', async () => {
-    const shares = await rotate(kms);
-    await rewrapDone(kms);
+    const shares = await rotateAndVerify(kms);
     const secrets: (string | Buffer)[] = [ADMIN, 'story-token', 'rot-token', ...shares.map((s) => Buffer.from(s.content, 'base64'))];
     const stored = [...(await c.snapshot()).values()].map((b) => b.toString('latin1')).join('\n');
     expect(findSecrets(stored, secrets)).toEqual([]);
@@ -253,32 +283,34 @@ describe('rotation with thousands of primary keys on S3 (Ceph RGW), killed at ev
   }, 600_000);
   afterAll(async () => c?.cleanup());
 
-  for (const point of ['rotate:after-link', 'rotate:after-install', 'rotate:rewrapped:500']) {
+  for (const point of ['rotate:after-install', 'verify:after-promote', 'rewrap:500']) {
     it(`survives kill -9 at ${point}: every key readable, rotation resumes`, async () => {
       const doomed = await c.kms({ KMS_FAULT_INJECTION: point, KMS_ROTATION_CONCURRENCY: '8' });
       const answer = await doomed.request('/rootKey/rotate', { headers: admin }).catch(() => undefined);
+      let shares: Share[] | undefined;
+      if (point !== 'rotate:after-install') {
+        expect(answer?.status).toBe(200);
+        shares = JSON.parse(answer!.body) as Share[];
+        await doomed.request('/rootKey/verify', { method: 'POST', body: JSON.stringify({ shares: shares.slice(0, 3) }), headers: admin }).catch(() => undefined);
+      }
       await new Promise<void>((resolve) => (doomed.child.exitCode !== null || doomed.child.signalCode !== null ? resolve() : doomed.child.once('exit', () => resolve())));
       expect(doomed.child.signalCode).toBe('SIGKILL');
 
       const kms = await c.kms();
       await expectAllReadable(kms, 'bulk', values);
-      let shares: Share[];
-      if (point === 'rotate:rewrapped:500') {
-        // The shares were answered before the rewrap; restart the sealer and recover with them.
-        expect(answer?.status).toBe(200);
-        shares = JSON.parse(answer!.body) as Share[];
-        await c.sealer.restart('SIGKILL');
-        await recover(kms, shares.slice(0, 3));
-        await expectAllReadable(kms, 'bulk', values);
-        await new Promise((resolve) => setTimeout(resolve, 1_100)); // the crashed rotation's lease lapses
-        const verified = await kms.request('/rootKey/verify', { method: 'POST', body: JSON.stringify(shares.slice(2, 5)), headers: { ...admin, ...json } });
-        expect(verified.status, verified.body).toBe(200);
-        expect(JSON.parse(verified.body).rewrapped).toBeGreaterThan(0);
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, 1_100));
+      if (shares === undefined) {
+        // The shares never reached the caller: rotating again replaces the pending key.
         shares = await rotate(kms);
-        await rewrapDone(kms);
+      } else {
+        // The new key was made current; restart the sealing service and recover with the new shares.
+        await c.sealer.restart('SIGKILL');
+        await recover(kms, shares.slice(1, 4));
+        await expectAllReadable(kms, 'bulk', values);
       }
+      await new Promise((resolve) => setTimeout(resolve, 1_100)); // the crashed verification's lease lapses
+      const verified = await verify(kms, shares.slice(2, 5));
+      if (point === 'rotate:after-install') expect(verified).toMatchObject({ promoted: true, rewrapped: 1200 });
+      else expect(verified.rewrapped).toBeGreaterThan(0);
       const current = (await status(kms)).rootKeyId;
       expect(rootKeyIdsOfPrimaryKeys(await c.snapshot('primary-keys/'))).toEqual(new Set([current]));
       await expectAllReadable(kms, 'bulk', values);

@@ -2,7 +2,7 @@
 // concurrency, the verified-key fallback across restarts (SIGTERM and SIGKILL), verification, and
 // recovery that never replaces a live key.
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
@@ -35,8 +35,10 @@ async function restart(signal: NodeJS.Signals) {
   client = await sealer.client();
 }
 
-async function stateRecord(): Promise<{ keys: Array<{ id: string; t: number; n: number }>; wraps: unknown[] }> {
-  return JSON.parse(await readFile(join(sealer.dataDir, 'objects', 'sealer', 'state.json'), 'utf8'));
+const statePath = () => join(sealer.dataDir, 'objects', 'sealer', 'state.json');
+
+async function stateRecord(): Promise<Record<string, unknown>> {
+  return JSON.parse(await readFile(statePath(), 'utf8'));
 }
 
 beforeAll(async () => {
@@ -53,9 +55,21 @@ afterAll(async () => {
 describe('root key lifecycle (mode 2)', () => {
   let first: Awaited<ReturnType<typeof newKey>>;
   let second: Awaited<ReturnType<typeof newKey>>;
+  let pendingRecord: string;
 
   it('starts uninitialized: no key, recovery and verification refused', async () => {
-    expect(await client.sealStatus()).toEqual({ sealed: true, initialized: false, t: 0, n: 0, progress: 0, rootKeyId: null, verificationPending: false, source: 'shares' });
+    expect(await client.sealStatus()).toEqual({
+      sealed: true,
+      initialized: false,
+      t: 0,
+      n: 0,
+      progress: 0,
+      rootKeyId: null,
+      verificationPending: false,
+      pendingRootKeyId: null,
+      integrityAlarm: null,
+      source: 'shares',
+    });
     const sealed = await kmsFailure(client.rootKey());
     expect(sealed.code).toBe('SEALED');
     expect(sealed.message).toContain('not initialized');
@@ -65,90 +79,85 @@ describe('root key lifecycle (mode 2)', () => {
     expect((await kmsFailure(client.verifyShares(first.shares))).code).toBe('SEALED');
   });
 
-  it('is initialized by the first install, only with expectedCurrentId null', async () => {
+  it('is initialized by the first install, only with expectedCurrentId null: that key is current at once', async () => {
     const wrong = await kmsFailure(client.installRootKey({ key: first.key, t: 3, n: 5, expectedCurrentId: '0'.repeat(32) }));
     expect(wrong.code).toBe('CONFLICT');
-    expect(await client.installRootKey({ key: first.key, t: 3, n: 5, expectedCurrentId: null })).toEqual({ rootKeyId: first.id });
+    expect(await client.installRootKey({ key: first.key, t: 3, n: 5, expectedCurrentId: null })).toEqual({ rootKeyId: first.id, pending: false });
     expect(await client.sealStatus()).toMatchObject({ sealed: false, initialized: true, t: 3, n: 5, rootKeyId: first.id, verificationPending: false });
     const released = await client.rootKey();
     expect(released.id).toBe(first.id);
     expect(released.key.equals(first.key)).toBe(true);
-    // The state record holds ids and thresholds, never a key in the clear.
+    // The state record holds ids, thresholds and a MAC, never a key, wrapped or not.
     const record = await stateRecord();
-    expect(record.keys).toEqual([{ id: first.id, t: 3, n: 5 }]);
-    expect(JSON.stringify(record)).not.toContain(first.key.toString('base64'));
+    expect(Object.keys(record).sort()).toEqual(['current', 'format', 'generation', 'mac', 'pending']);
+    expect(record).toMatchObject({ current: { id: first.id, t: 3, n: 5 }, pending: null });
   });
 
-  it('rotates only from the current id: of two concurrent rotations one wins, the other gets CONFLICT', async () => {
+  it('a rotation makes its key pending: the current key stays in use; of two concurrent rotations one wins', async () => {
     second = await newKey();
     const rival = await newKey();
     const results = await Promise.allSettled([
-      client.installRootKey({ key: second.key, t: 3, n: 5, expectedCurrentId: first.id }),
-      client.installRootKey({ key: rival.key, t: 3, n: 5, expectedCurrentId: first.id }),
+      client.installRootKey({ key: second.key, t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: null }),
+      client.installRootKey({ key: rival.key, t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: null }),
     ]);
     const won = results.filter((r) => r.status === 'fulfilled');
     const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     expect(won).toHaveLength(1);
-    expect(lost).toHaveLength(1);
     expect(lost[0]!.reason).toMatchObject({ code: 'CONFLICT' });
     const winner = (won[0] as PromiseFulfilledResult<{ rootKeyId: string }>).value.rootKeyId;
-    expect([second.id, rival.id]).toContain(winner);
     if (winner === rival.id) second = rival;
-    expect((await client.rootKey()).id).toBe(second.id);
-    expect(await client.sealStatus()).toMatchObject({ rootKeyId: second.id, verificationPending: true });
+    expect(winner).toBe(second.id);
+    // Still the first key: nothing is wrapped under the new one before its shares are proven.
+    expect((await client.rootKey()).id).toBe(first.id);
+    expect(await client.sealStatus()).toMatchObject({ rootKeyId: first.id, verificationPending: true, pendingRootKeyId: second.id });
     // A retry of the winning call answers as before (the function may not have seen the answer).
-    expect(await client.installRootKey({ key: second.key, t: 3, n: 5, expectedCurrentId: first.id })).toEqual({ rootKeyId: second.id });
-    // The record: the new key wrapped under the last verified one, both ids.
+    expect(await client.installRootKey({ key: second.key, t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: null })).toEqual({
+      rootKeyId: second.id,
+      pending: true,
+    });
     const record = await stateRecord();
-    expect(record.keys.map((k) => k.id)).toEqual([first.id, second.id]);
-    expect(record.wraps).toHaveLength(1);
+    expect(record).toMatchObject({ current: { id: first.id }, pending: { id: second.id, t: 3, n: 5 } });
+    pendingRecord = await readFile(statePath(), 'utf8');
   });
 
   it('refuses recovery while unsealed: a live key is never replaced', async () => {
     const refused = await kmsFailure(client.submitShare(first.shares[0]!));
     expect(refused.code).toBe('CONFLICT');
     expect(refused.message).toContain('not sealed');
-    expect((await client.rootKey()).id).toBe(second.id);
   });
 
-  it('after a restart (SIGTERM) is sealed, and the OLD verified shares recover the CURRENT key', async () => {
-    await restart('SIGTERM');
-    expect(await client.sealStatus()).toMatchObject({ sealed: true, initialized: true, t: 3, n: 5, progress: 0, rootKeyId: second.id, verificationPending: true });
-    const sealed = await kmsFailure(client.rootKey());
-    expect(sealed.code).toBe('SEALED');
-    expect(sealed.details).toMatchObject({ sealed: true, initialized: true, t: 3 });
-    expect((await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: second.id }))).code).toBe('SEALED');
-    expect(await client.submitShare(first.shares[4]!)).toEqual({ sealed: true, progress: 1, t: 3 });
-    expect(await client.submitShare(first.shares[1]!)).toEqual({ sealed: true, progress: 2, t: 3 });
-    expect(await client.submitShare(first.shares[2]!)).toEqual({ sealed: false, progress: 0, t: 3, rootKeyId: second.id });
-    expect((await client.rootKey()).key.equals(second.key)).toBe(true);
-  });
-
-  it('after SIGKILL the NEW shares recover it too, before verification', async () => {
+  it('after a restart the current shares recover the current key; the unverified new shares open nothing', async () => {
     await restart('SIGKILL');
-    expect((await client.sealStatus()).sealed).toBe(true);
-    const done = await recover(second.shares.slice(1, 4));
-    expect(done).toMatchObject({ sealed: false, rootKeyId: second.id });
-    expect((await client.rootKey()).key.equals(second.key)).toBe(true);
+    expect(await client.sealStatus()).toMatchObject({ sealed: true, initialized: true, t: 3, n: 5, rootKeyId: first.id, pendingRootKeyId: second.id });
+    expect((await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: first.id }))).code).toBe('SEALED');
+    await recover(second.shares.slice(0, 2));
+    const unverified = await kmsFailure(client.submitShare(second.shares[2]!));
+    expect(unverified.code).toBe('BAD_REQUEST');
+    expect(unverified.message).toContain('never verified');
+    expect(await recover([first.shares[4]!, first.shares[1]!, first.shares[2]!])).toEqual({ sealed: false, progress: 0, t: 3, rootKeyId: first.id });
+    expect((await client.rootKey()).key.equals(first.key)).toBe(true);
   });
 
-  it('verification refuses wrong, too few and duplicated shares and changes nothing', async () => {
-    const stale = await kmsFailure(client.verifyShares(first.shares.slice(0, 3)));
-    expect(stale.code).toBe('BAD_REQUEST');
-    expect(stale.message).toContain('do not rebuild the current root key');
+  it('verification refuses wrong, too few, duplicated and current shares and changes nothing', async () => {
+    const current = await kmsFailure(client.verifyShares(first.shares.slice(0, 3)));
+    expect(current.code).toBe('BAD_REQUEST');
+    expect(current.message).toContain('rebuild the current root key, not the new one');
+    const wrong = await kmsFailure(client.verifyShares((await newKey()).shares.slice(0, 3)));
+    expect(wrong.message).toContain('do not rebuild');
     const few = await kmsFailure(client.verifyShares(second.shares.slice(0, 2)));
-    expect(few.code).toBe('BAD_REQUEST');
     expect(few.message).toContain('need at least 3 shares');
     const twice = await kmsFailure(client.verifyShares([second.shares[0]!, second.shares[0]!, second.shares[1]!]));
-    expect(twice.code).toBe('BAD_REQUEST');
     expect(twice.message).toContain('appears twice');
-    expect((await client.sealStatus()).verificationPending).toBe(true);
+    expect(await client.sealStatus()).toMatchObject({ rootKeyId: first.id, pendingRootKeyId: second.id });
   });
 
-  it('verification with the new shares drops the fallback: afterwards only the new shares recover', async () => {
-    expect(await client.verifyShares(second.shares.slice(2, 5))).toEqual({ rootKeyId: second.id, verified: true });
-    expect(await client.sealStatus()).toMatchObject({ verificationPending: false, rootKeyId: second.id });
-    expect((await stateRecord()).keys).toEqual([{ id: second.id, t: 3, n: 5 }]);
+  it('verification of the new shares makes the new key current and retires the old shares', async () => {
+    expect(await client.verifyShares(second.shares.slice(2, 5))).toEqual({ rootKeyId: second.id, verified: true, promoted: true, previousRootKeyId: first.id });
+    expect(await client.sealStatus()).toMatchObject({ verificationPending: false, pendingRootKeyId: null, rootKeyId: second.id });
+    expect((await client.rootKey()).key.equals(second.key)).toBe(true);
+    // The old key, wrapped under the new one, so records under it stay readable.
+    const link = JSON.parse(await readFile(join(sealer.dataDir, 'objects', 'root-keys', first.id, `${second.id}.json`), 'utf8'));
+    expect(link).toMatchObject({ kind: 'previous-root-key', id: first.id, wrappedUnder: second.id });
 
     await restart('SIGKILL');
     await client.submitShare(first.shares[0]!);
@@ -156,34 +165,55 @@ describe('root key lifecycle (mode 2)', () => {
     const stale = await kmsFailure(client.submitShare(first.shares[2]!));
     expect(stale.code).toBe('BAD_REQUEST');
     expect(stale.message).toContain('progress was reset');
-    expect(await client.sealStatus()).toMatchObject({ sealed: true, progress: 0 });
     expect(await recover([second.shares[3]!, second.shares[0]!, second.shares[4]!])).toMatchObject({ sealed: false, rootKeyId: second.id });
     expect((await client.rootKey()).key.equals(second.key)).toBe(true);
   });
 
-  it('chains unverified rotations: the last verified shares still recover the newest key', async () => {
-    const third = await newKey(2, 3);
-    const fourth = await newKey(4, 6);
-    await client.installRootKey({ key: third.key, t: 2, n: 3, expectedCurrentId: second.id });
-    await client.installRootKey({ key: fourth.key, t: 4, n: 6, expectedCurrentId: third.id });
-    expect(await client.sealStatus()).toMatchObject({ rootKeyId: fourth.id, t: 4, n: 6, verificationPending: true });
-
-    for (const [shares, label] of [
-      [second.shares.slice(0, 3), 'verified 3-of-5'],
-      [third.shares.slice(0, 2), 'intermediate 2-of-3'],
-      [fourth.shares.slice(0, 4), 'newest 4-of-6'],
-    ] as const) {
-      await client.seal();
-      const done = await recover(shares);
-      expect(done, label).toMatchObject({ sealed: false, rootKeyId: fourth.id });
-      expect((await client.rootKey()).key.equals(fourth.key), label).toBe(true);
-    }
-    await client.verifyShares(fourth.shares.slice(2, 6));
-    expect((await client.sealStatus()).verificationPending).toBe(false);
+  it('as the storage writer: a record rolled back to before the verification gives the retired shares nothing', async () => {
+    await sealer.stop('SIGKILL');
+    await writeFile(statePath(), pendingRecord);
+    await restart('SIGKILL');
+    expect(await client.sealStatus()).toMatchObject({ sealed: true, rootKeyId: first.id, pendingRootKeyId: second.id });
+    await recover(first.shares.slice(0, 2));
+    const retired = await kmsFailure(client.submitShare(first.shares[2]!));
+    expect(retired.code).toBe('INTEGRITY');
+    expect(retired.message).toContain('retired');
+    expect((await client.sealStatus()).sealed).toBe(true);
+    // The verified shares complete what the rolled-back record shows as pending, through the stored link.
+    expect(await recover(second.shares.slice(0, 3))).toMatchObject({ sealed: false, rootKeyId: second.id });
+    expect((await client.rootKey()).key.equals(second.key)).toBe(true);
+    expect(await client.sealStatus()).toMatchObject({ rootKeyId: second.id, pendingRootKeyId: null });
   });
 
-  it('seal is idempotent', async () => {
-    expect(await client.seal()).toMatchObject({ sealed: true, initialized: true });
-    expect(await client.seal()).toMatchObject({ sealed: true });
+  it("as the storage writer: a record naming the attacker's key unseals nothing, and the real shares report it", async () => {
+    const attacker = await newKey();
+    const forged = JSON.parse(await readFile(statePath(), 'utf8')) as Record<string, unknown>;
+    const { sealState } = await import('../../sealer/state-record.js');
+    await sealer.stop('SIGKILL');
+    await writeFile(statePath(), JSON.stringify({ ...forged, ...sealState({ generation: 99, current: { id: attacker.id, t: 3, n: 5 }, pending: null }, attacker.key) }));
+    await restart('SIGKILL');
+    expect(await client.sealStatus()).toMatchObject({ sealed: true, rootKeyId: attacker.id });
+    await recover(attacker.shares.slice(0, 2));
+    const refused = await kmsFailure(client.submitShare(attacker.shares[2]!));
+    expect(refused.code).toBe('INTEGRITY');
+    expect(refused.message).toContain('opens nothing');
+    await recover(second.shares.slice(0, 2));
+    const real = await kmsFailure(client.submitShare(second.shares[2]!));
+    expect(real.code).toBe('INTEGRITY');
+    expect(real.message).toContain('the state record names another');
+    expect((await kmsFailure(client.rootKey())).code).toBe('SEALED');
+  });
+
+  it('as the storage writer: a deleted record is an alarm, never a fresh start', async () => {
+    await sealer.stop('SIGKILL');
+    await rm(statePath());
+    await restart('SIGKILL');
+    const status = await client.sealStatus();
+    expect(status).toMatchObject({ sealed: true, initialized: false });
+    expect(status.integrityAlarm).toContain('missing while storage holds keys');
+    const init = await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: null }));
+    expect(init.code).toBe('INTEGRITY');
+    expect((await kmsFailure(client.submitShare(second.shares[0]!))).code).toBe('INTEGRITY');
+    expect((await kmsFailure(client.rootKey())).code).toBe('SEALED');
   });
 });

@@ -53,7 +53,7 @@ afterAll(async () => {
 
 describe('mode 1: root key from a secret file', () => {
   it('is unsealed at once and releases the secret', async () => {
-    expect(await client.sealStatus()).toEqual({ sealed: false, initialized: true, t: 0, n: 0, progress: 0, rootKeyId: rootKeyId(ROOT_KEY), verificationPending: false, source: 'secret' });
+    expect(await client.sealStatus()).toEqual({ sealed: false, initialized: true, t: 0, n: 0, progress: 0, rootKeyId: rootKeyId(ROOT_KEY), verificationPending: false, pendingRootKeyId: null, integrityAlarm: null, source: 'secret' });
     expect((await client.rootKey()).key.equals(ROOT_KEY)).toBe(true);
   });
 

@@ -49,6 +49,7 @@ export async function startSealerProcess(options: { env?: Record<string, string>
     KMS_SEALER_HOST: '127.0.0.1',
     KMS_SEALER_PORT: String(port),
     KMS_SEALER_DATA_DIR: dataDir,
+    KMS_DATA_DIR: dataDir,
     KMS_SEALER_INSECURE_DEV_MODE: 'true',
     ...options.env,
   };
@@ -62,10 +63,11 @@ export async function startSealerProcess(options: { env?: Record<string, string>
       const proc = spawn(process.execPath, [MAIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
       child = proc;
       let ready = false;
+      const from = log.length; // the log spans restarts: only this process's lines say it listens
       const timer = setTimeout(() => reject(new Error(`sealer did not start in time:\n${log}`)), 20_000);
       proc.stdout!.on('data', (chunk: Buffer) => {
         log += chunk.toString();
-        if (!ready && /sealer: listening on https:\/\//.test(log)) {
+        if (!ready && /sealer: listening on https:\/\//.test(log.slice(from))) {
           ready = true;
           clearTimeout(timer);
           resolve();

@@ -7,6 +7,7 @@ import { rootKeyId } from '../../../shared/crypto/root-key-id.js';
 import { KeyStore } from '../../../shared/keys/keystore.js';
 import { layout } from '../../../shared/keys/layout.js';
 import { encodeRecord } from '../../../shared/keys/records.js';
+import { storeRootKeyLink } from '../../../shared/root-key/links.js';
 import { RootKeyring } from '../../../shared/root-key/keyring.js';
 import { StaticRootKeySource, type RootKey, type RootKeySource } from '../../../shared/root-key/source.js';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
@@ -106,8 +107,8 @@ describe('KeyStore against untrusted storage', () => {
     const id1 = rootKeyId(k1);
     const id2 = rootKeyId(k2);
     // An abandoned rotation's link (to a key never installed) must not get in the way.
-    await new RootKeyring(source, store).linkPrevious({ id: id1, key: k1 }, { id: rootKeyId(randomBytes(32)), key: randomBytes(32) });
-    await new RootKeyring(source, store).linkPrevious({ id: id1, key: k1 }, { id: id2, key: k2 });
+    await storeRootKeyLink(store, { id: id1, key: k1 }, { id: rootKeyId(randomBytes(32)), key: randomBytes(32) });
+    await storeRootKeyLink(store, { id: id1, key: k1 }, { id: id2, key: k2 });
     source.key = k2;
     expect(await keys.getDataKey(u, 'pk', 'dk')).toEqual(before);
     await keys.createPrimaryKey(u, 'pk-new');

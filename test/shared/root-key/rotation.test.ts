@@ -37,7 +37,7 @@ describe('RootKeyRotation', () => {
   it('a request let in to initialize (no credentials) cannot rotate a root key that another request initialized meanwhile', async () => {
     // Two callers both saw "uninitialized", so neither was asked for the admin token.
     const first = await rotation.rotate({ initialized: false });
-    await first.rewrap;
+    expect(first.pending).toBe(false);
     const installed = await client.sealStatus();
     expect(installed).toMatchObject({ initialized: true, sealed: false, rootKeyId: first.rootKeyId });
 
@@ -52,10 +52,25 @@ describe('RootKeyRotation', () => {
     for await (const key of store.list(layout.successorsOf(first.rootKeyId))) links.push(key);
     expect(links).toEqual([]);
 
-    // With the credentials checked against the initialized state, it rotates.
+    // With the credentials checked against the initialized state, it rotates: pending until verified.
     const second = await rotation.rotate({ initialized: true });
-    await second.rewrap;
+    expect(second).toMatchObject({ pending: true });
     expect(second.rootKeyId).not.toBe(first.rootKeyId);
+    expect(await client.sealStatus()).toMatchObject({ rootKeyId: first.rootKeyId, pendingRootKeyId: second.rootKeyId });
+    expect(await rotation.verify(second.shares.slice(1, 4))).toMatchObject({ promoted: true, rootKeyId: second.rootKeyId, previousRootKeyId: first.rootKeyId });
     expect((await client.sealStatus()).rootKeyId).toBe(second.rootKeyId);
+  });
+
+  it('a rotation never silently replaces another: the second of two concurrent ones is refused', async () => {
+    const results = await Promise.allSettled([rotation.rotate({ initialized: true }), rotation.rotate({ initialized: true })]);
+    const won = results.filter((r) => r.status === 'fulfilled');
+    const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    expect(won).toHaveLength(1);
+    expect(lost[0]!.reason).toMatchObject({ code: 'CONFLICT' });
+    const pending = (won[0] as PromiseFulfilledResult<{ rootKeyId: string }>).value.rootKeyId;
+    expect((await client.sealStatus()).pendingRootKeyId).toBe(pending);
+    // Asked again on purpose (an operator who lost the new shares), it replaces the pending key.
+    const again = await rotation.rotate({ initialized: true });
+    expect((await client.sealStatus()).pendingRootKeyId).toBe(again.rootKeyId);
   });
 });

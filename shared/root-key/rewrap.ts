@@ -1,0 +1,36 @@
+import { unwrapKey, wrapKey } from '../crypto/aead.js';
+import { KmsError } from '../errors.js';
+import { contexts, decodePrimaryKey, encodeRecord, type PrimaryKeyRecord } from '../keys/records.js';
+import type { ObjectStore } from '../store/object-store.js';
+import type { RootKeyring } from './keyring.js';
+import type { RootKey } from './source.js';
+
+const PRIMARY_KEY_OBJECT = /^primary-keys\/([^/]+)\/([^/]+)\.json$/;
+
+/**
+ * Rewraps one primary key record under `target` (compare-and-swap, retried if it changed
+ * meanwhile). Resolves true when it rewrote the record, false when there was nothing to do.
+ */
+export async function rewrapPrimaryKey(store: ObjectStore, keyring: RootKeyring, objectKey: string, target: RootKey): Promise<boolean> {
+  const match = PRIMARY_KEY_OBJECT.exec(objectKey);
+  if (match === null) return false;
+  const [, user, name] = match as unknown as [string, string, string];
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const object = await store.get(objectKey);
+    if (object === undefined) return false;
+    const record = decodePrimaryKey(object.body, user, name);
+    if (record.rootKeyId === target.id) return false;
+    const material = unwrapKey(await keyring.byId(record.rootKeyId), record.wrapped, contexts.primaryKey(record));
+    try {
+      const rewrapped: PrimaryKeyRecord = {
+        ...record,
+        rootKeyId: target.id,
+        wrapped: wrapKey(target.key, material, contexts.primaryKey({ ...record, rootKeyId: target.id })),
+      };
+      if (await store.replace(objectKey, encodeRecord(rewrapped), object.etag)) return true;
+    } finally {
+      material.fill(0);
+    }
+  }
+  throw new KmsError('STORAGE_UNAVAILABLE', `could not rewrap ${objectKey}: it kept changing`);
+}
