@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -82,3 +83,30 @@ export const attackedStorages: Record<string, () => Promise<AttackedStorage>> = 
     return { store: bucket.store(), adversary: s3Adversary(bucket), cleanup: () => bucket.remove() };
   },
 };
+
+/**
+ * Root-key links as storage holds them (`root-keys/<id>/<successor>.json`, a previous root key
+ * wrapped under its successor), planted in `layers` layers of `width` made-up ids, each id linked
+ * to every id of the next layer. None leads to a real key, and the paths from the top multiply:
+ * width^(layers-1) of them. Returns the top layer's first id and the objects to write.
+ */
+export function plantedLinkGraph(layers: number, width: number): { top: string; objects: Map<string, string> } {
+  const ids = Array.from({ length: layers }, () => Array.from({ length: width }, () => randomBytes(16).toString('hex')));
+  const objects = new Map<string, string>();
+  const b64u = (n: number) => randomBytes(n).toString('base64url');
+  for (let layer = 0; layer + 1 < layers; layer++) {
+    for (const id of ids[layer]!) {
+      for (const successor of ids[layer + 1]!) {
+        const link = { format: 1, kind: 'previous-root-key', id, wrappedUnder: successor, wrapped: { iv: b64u(12), ciphertext: b64u(32), tag: b64u(16) }, createdAt: new Date().toISOString() };
+        objects.set(`root-keys/${id}/${successor}.json`, JSON.stringify(link));
+      }
+    }
+  }
+  return { top: ids[0]![0]!, objects };
+}
+
+/** A stored primary key record, edited to name another root key id. */
+export async function renameRootKeyOf(adversary: StorageAdversary, key: string, rootKeyId: string): Promise<void> {
+  const record = JSON.parse((await adversary.read(key))!.toString()) as Record<string, unknown>;
+  await adversary.write(key, JSON.stringify({ ...record, rootKeyId }));
+}
