@@ -8,13 +8,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fsAdversary, s3Adversary, type StorageAdversary } from '../support/adversary.js';
+import { fsAdversary, plantedLinkGraph, renameRootKeyOf, s3Adversary, type StorageAdversary } from '../support/adversary.js';
 import { startLeanHost, type ServerProcess } from '../support/processes.js';
 import { createTestBucket } from '../support/s3.js';
 
 interface Deployment {
-  readonly kms: ServerProcess;
+  kms: ServerProcess;
   readonly adversary: StorageAdversary;
+  /** Stops the process and starts it again on the same storage: nothing cached. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -23,31 +25,33 @@ const rootKey = randomBytes(32).toString('base64');
 const deployments: Record<string, () => Promise<Deployment>> = {
   'lean host, embedded store': async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-untrusted-'));
-    const kms = await startLeanHost({ KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: rootKey });
-    return {
-      kms,
-      adversary: fsAdversary(dataDir),
-      stop: async () => {
-        await kms.stop();
-        await rm(dataDir, { recursive: true, force: true });
-      },
-    };
+    return deployment({ KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: rootKey }, fsAdversary(dataDir), () => rm(dataDir, { recursive: true, force: true }));
   },
   'lean host, S3 (Ceph RGW)': async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-untrusted-'));
     const bucket = await createTestBucket();
-    const kms = await startLeanHost({ ...bucket.env, KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: rootKey });
-    return {
-      kms,
-      adversary: s3Adversary(bucket),
-      stop: async () => {
-        await kms.stop();
-        await bucket.remove();
-        await rm(dataDir, { recursive: true, force: true });
-      },
-    };
+    return deployment({ ...bucket.env, KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: rootKey }, s3Adversary(bucket), async () => {
+      await bucket.remove();
+      await rm(dataDir, { recursive: true, force: true });
+    });
   },
 };
+
+async function deployment(env: Record<string, string>, adversary: StorageAdversary, cleanup: () => Promise<void>): Promise<Deployment> {
+  const d: Deployment = {
+    kms: await startLeanHost(env),
+    adversary,
+    restart: async () => {
+      await d.kms.stop();
+      d.kms = await startLeanHost(env);
+    },
+    stop: async () => {
+      await d.kms.stop();
+      await cleanup();
+    },
+  };
+  return d;
+}
 
 for (const [name, deploy] of Object.entries(deployments)) {
   describe(`a storage adversary against the REST API: ${name}`, () => {
@@ -79,6 +83,31 @@ for (const [name, deploy] of Object.entries(deployments)) {
       expect(create.status).toBe(500);
       expect(JSON.parse(create.body)).toMatchObject({ error: { code: 'INTEGRITY' } });
       expect(await adversary.read('data-keys/alice/pk1/dk2.json')).toBeUndefined();
+    });
+
+    it('a planted root-key link graph gets a cold read of the key naming it a 500 at once; other keys are served', async () => {
+      const { adversary } = d;
+      const t = 'graph-token';
+      expect((await d.kms.request(`/user/graph?token=${t}`, { method: 'POST' })).status).toBe(201);
+      for (const pk of ['edited', 'untouched']) {
+        expect((await d.kms.request(`/primaryKey/${pk}?user=graph&token=${t}`, { method: 'POST' })).status).toBe(201);
+        expect((await d.kms.request(`/dataKey/dk?user=graph&token=${t}&primaryKeyName=${pk}`, { method: 'POST' })).status).toBe(201);
+      }
+      const untouched = await d.kms.request(`/dataKey/dk?user=graph&token=${t}&primaryKeyName=untouched`);
+      expect(untouched.status).toBe(200);
+
+      // 7 successors per id over 8 layers: 7^7 paths from the top, followed one by one.
+      const graph = plantedLinkGraph(8, 7);
+      await adversary.writeAll(graph.objects);
+      await renameRootKeyOf(adversary, 'primary-keys/graph/edited.json', graph.top);
+      await d.restart();
+
+      const read = await d.kms.request(`/dataKey/dk?user=graph&token=${t}&primaryKeyName=edited`, { headers: { accept: 'application/json' } });
+      expect(read.status).toBe(500);
+      expect(JSON.parse(read.body)).toMatchObject({
+        error: { code: 'INTEGRITY', message: expect.stringContaining('storage holds a root-key link graph this KMS will not follow') },
+      });
+      expect(await d.kms.request(`/dataKey/dk?user=graph&token=${t}&primaryKeyName=untouched`)).toMatchObject({ status: 200, body: untouched.body });
     });
   });
 }
