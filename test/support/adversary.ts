@@ -36,16 +36,7 @@ export function fsAdversary(dataDir: string): StorageAdversary {
 
 export function s3Adversary(bucket: TestBucket): StorageAdversary {
   return withWriteAll({
-    async read(key) {
-      try {
-        const chunks: Buffer[] = [];
-        for await (const chunk of await bucket.reader.getObject(bucket.bucket, key)) chunks.push(chunk as Buffer);
-        return Buffer.concat(chunks);
-      } catch (error) {
-        if ((error as { code?: string }).code === 'NoSuchKey') return undefined;
-        throw error;
-      }
-    },
+    read: (key) => bucket.read(key),
     async write(key, body) {
       await bucket.reader.putObject(bucket.bucket, key, typeof body === 'string' ? Buffer.from(body) : body);
     },
