@@ -46,7 +46,8 @@ export class KeyStore {
   readonly #credentials: BoundedCache<string, { digest: Buffer; principal: Principal }>;
   /** Credential checks under way, by the salted digest of the credentials they check. */
   readonly #checksInFlight = new Map<string, Promise<Principal>>();
-  readonly #primaryKeys: BoundedCache<string, { keyId: string; key: Buffer }>;
+  /** Unwrapped primary keys, with the owner their record names: checked on every use, cached or not. */
+  readonly #primaryKeys: BoundedCache<string, UnwrappedPrimaryKey>;
   readonly #dataKeyRecords: BoundedCache<string, DataKeyRecord>;
   /**
    * A cached record's unwrapped (so verified) key, kept only while that very record object is in
@@ -121,7 +122,7 @@ export class KeyStore {
     // A verification may have made another root key current while this one was written.
     const successor = await this.rootKeys.replacedSince(rootKey.id);
     if (successor !== undefined) await rewrapPrimaryKey(this.store, this.rootKeys, objectKey, successor);
-    this.#primaryKeys.set(`${principal.user}/${name}`, { keyId: fields.keyId, key });
+    this.#primaryKeys.set(`${principal.user}/${name}`, { owner: fields.owner, keyId: fields.keyId, key });
   }
 
   async createDataKey(principal: Principal, primaryKeyName: string, name: string): Promise<void> {
@@ -173,13 +174,16 @@ export class KeyStore {
     return decodeDataKey(object.body, principal.user, primaryKeyName, name);
   }
 
-  async #primaryKey(principal: Principal, name: string): Promise<{ keyId: string; key: Buffer }> {
+  async #primaryKey(principal: Principal, name: string): Promise<UnwrappedPrimaryKey> {
     // The root key gates every key operation, cached keys included: while the sealing service is
     // sealed (checked every KMS_ROOT_KEY_REFRESH_SECONDS; free in between) keys are not served.
     const cacheKey = `${principal.user}/${name}`;
     const cached = this.#primaryKeys.get(cacheKey);
     if (cached !== undefined) {
       await this.rootKeys.current();
+      // A cached key is checked against the caller too: a user record forged in storage yields a
+      // principal with another owner, which must not be served the key the real owner left cached.
+      assertOwner(cached.owner, principal, name);
       return cached;
     }
     // The record is read while the root key is pulled (a cold function's first request); an
@@ -187,13 +191,28 @@ export class KeyStore {
     const [, object] = await firstErrorInOrder(this.rootKeys.current(), this.store.get(layout.primaryKey(principal.user, name)));
     if (object === undefined) throw new KmsError('NOT_FOUND', `primaryKey [${name}] not found`);
     const record = decodePrimaryKey(object.body, principal.user, name);
-    if (record.owner !== principal.owner) {
-      throw new KmsError('INTEGRITY', `primaryKey [${name}] was not created by this user's enrollment`);
-    }
+    assertOwner(record.owner, principal, name);
     const key = unwrapKey(await this.rootKeys.byId(record.rootKeyId), record.wrapped, contexts.primaryKey(record));
-    const value = { keyId: record.keyId, key };
+    const value = { owner: record.owner, keyId: record.keyId, key };
     this.#primaryKeys.set(cacheKey, value);
     return value;
+  }
+}
+
+interface UnwrappedPrimaryKey {
+  /** The owner digest of the record it was unwrapped from (bound into that record's AAD). */
+  readonly owner: string;
+  readonly keyId: string;
+  readonly key: Buffer;
+}
+
+/**
+ * Compared with plain equality, not in constant time: both sides are public digests (stored in the
+ * clear in records), not credentials, so timing reveals nothing that storage does not already show.
+ */
+function assertOwner(owner: string, principal: Principal, name: string): void {
+  if (owner !== principal.owner) {
+    throw new KmsError('INTEGRITY', `primaryKey [${name}] was not created by this user's enrollment`);
   }
 }
 

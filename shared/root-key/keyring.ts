@@ -1,12 +1,21 @@
 import { unwrapKey } from '../crypto/aead.js';
+import { BoundedCache } from '../cache.js';
 import { KmsError } from '../errors.js';
 import { contexts, decodePreviousRootKey } from '../keys/records.js';
 import { layout } from '../keys/layout.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKey, RootKeySource } from './source.js';
 
-/** Longest chain of previous root keys we follow (one link per rotation not yet rewrapped). */
-const MAX_CHAIN = 64;
+/**
+ * Bounds on the walk through stored links, which whoever writes storage can plant by the thousand:
+ * successors followed per root key (one per rotation, plus the few an abandoned rotation leaves), and
+ * link records read per resolution (a real walk reads one per rotation not yet rewrapped).
+ */
+const MAX_SUCCESSORS = 8;
+const MAX_LINK_READS = 256;
+/** Root key ids remembered as unreachable, per current root key (and for a while: storage may be cleaned up). */
+const MAX_DEAD_ENDS = 1024;
+const DEAD_END_TTL_MS = 5 * 60_000;
 
 /**
  * The root keys a function can use: the current one from its source, and previous ones that
@@ -15,6 +24,13 @@ const MAX_CHAIN = 64;
  */
 export class RootKeyring {
   readonly #previous = new Map<string, Buffer>();
+  /**
+   * Ids from which no link leads to the current root key `forCurrent`, or from which the walk
+   * exceeded a bound: asked again, they answer at once instead of walking again.
+   */
+  #deadEnds = { forCurrent: '', ids: new BoundedCache<string, DeadEnd>(MAX_DEAD_ENDS, DEAD_END_TTL_MS) };
+  /** Walks under way, so that concurrent reads (a rewrap's workers) of one id walk once. */
+  readonly #walks = new Map<string, Promise<Buffer | undefined>>();
 
   constructor(
     readonly source: RootKeySource,
@@ -53,34 +69,113 @@ export class RootKeyring {
     if (current.id === id) return current.key;
     const known = this.#previous.get(id);
     if (known !== undefined) return known;
-    const found = await this.#resolve(id, current, 0);
+    const found = await this.#resolve(id, current);
     if (found !== undefined) return found;
     // No link led to our current key: the root key may have been rotated elsewhere meanwhile.
     current = await this.current({ refresh: true });
     if (current.id === id) return current.key;
-    const retried = await this.#resolve(id, current, 0);
+    const retried = await this.#resolve(id, current);
     if (retried !== undefined) return retried;
     throw new KmsError('INTEGRITY', 'a stored key names a root key this KMS cannot reach');
   }
 
-  /** Follows id → successor links until a key we hold, then unwraps back down. */
-  async #resolve(id: string, current: RootKey, depth: number): Promise<Buffer | undefined> {
-    if (id === current.id) return current.key;
-    const known = this.#previous.get(id);
-    if (known !== undefined) return known;
-    if (depth >= MAX_CHAIN) return undefined;
-    // Usually one successor; more only where a rotation was abandoned before it installed its key.
-    for await (const key of this.store.list(layout.successorsOf(id))) {
-      const object = await this.store.get(key);
-      if (object === undefined) continue;
-      const record = decodePreviousRootKey(object.body, id);
-      if (key !== layout.previousRootKey(id, record.wrappedUnder)) continue;
-      const successorKey = await this.#resolve(record.wrappedUnder, current, depth + 1);
-      if (successorKey === undefined) continue;
-      const previousKey = unwrapKey(successorKey, record.wrapped, contexts.previousRootKey(record));
-      this.#previous.set(id, previousKey);
-      return previousKey;
+  /** One bounded walk from `id` to a key we hold (shared by concurrent callers), or undefined. */
+  #resolve(id: string, current: RootKey): Promise<Buffer | undefined> {
+    const walkKey = `${current.id}\0${id}`;
+    let walk = this.#walks.get(walkKey);
+    if (walk === undefined) {
+      walk = this.#walk(id, current).finally(() => this.#walks.delete(walkKey));
+      this.#walks.set(walkKey, walk);
+    }
+    return walk;
+  }
+
+  async #walk(id: string, current: RootKey): Promise<Buffer | undefined> {
+    if (this.#deadEnds.forCurrent !== current.id) this.#deadEnds = { forCurrent: current.id, ids: new BoundedCache(MAX_DEAD_ENDS, DEAD_END_TTL_MS) };
+    const deadEnds = this.#deadEnds.ids;
+    const deadEnd = deadEnds.get(id);
+    if (deadEnd?.refusal !== undefined) throw deadEnd.refusal;
+    if (deadEnd !== undefined) return undefined;
+    const walk: Walk = { current, visited: new Set([id]), reads: 0, deadEnds, refusal: undefined };
+    let path: Path | undefined;
+    try {
+      path = await this.#findPath(id, walk);
+    } catch (error) {
+      if (error === walk.refusal) deadEnds.set(id, { refusal: walk.refusal });
+      throw error;
+    }
+    if (path === undefined) {
+      // The walk was complete: no id it reached leads to the current key either.
+      for (const visited of walk.visited) deadEnds.set(visited, {});
+      return undefined;
+    }
+    // Unwrap back down: each link's key is its successor's, the last one's a key we held.
+    let key = path.heldKey;
+    for (const record of path.links.reverse()) {
+      key = unwrapKey(key, record.wrapped, contexts.previousRootKey(record));
+      this.#previous.set(record.id, key);
+    }
+    return key;
+  }
+
+  /**
+   * Depth-first through the successors of `id`, each id entered once per walk and known dead ends
+   * never, until a link wrapped under a key we hold. Undefined when there is none; a refusal
+   * (INTEGRITY) when the graph exceeds a bound.
+   */
+  async #findPath(id: string, walk: Walk): Promise<Path | undefined> {
+    const links = await this.#successorLinks(id, walk);
+    for (const record of links) {
+      const heldKey = record.wrappedUnder === walk.current.id ? walk.current.key : this.#previous.get(record.wrappedUnder);
+      if (heldKey !== undefined) return { links: [record], heldKey };
+    }
+    for (const record of links) {
+      const next = record.wrappedUnder;
+      if (walk.visited.has(next) || walk.deadEnds.get(next) !== undefined) continue;
+      walk.visited.add(next);
+      const rest = await this.#findPath(next, walk);
+      if (rest !== undefined) return { links: [record, ...rest.links], heldKey: rest.heldKey };
     }
     return undefined;
   }
+
+  /** The links storing `id` under a successor; usually one, more where a rotation was abandoned. */
+  async #successorLinks(id: string, walk: Walk): Promise<PreviousRootKeyRecord[]> {
+    const links: PreviousRootKeyRecord[] = [];
+    let listed = 0;
+    for await (const key of this.store.list(layout.successorsOf(id))) {
+      if (++listed > MAX_SUCCESSORS || ++walk.reads > MAX_LINK_READS) {
+        walk.refusal = new KmsError(
+          'INTEGRITY',
+          `storage holds a root-key link graph this KMS will not follow (more than ${MAX_SUCCESSORS} successors of one root key, or more than ${MAX_LINK_READS} links to read): it was tampered with`,
+        );
+        throw walk.refusal;
+      }
+      const object = await this.store.get(key);
+      if (object === undefined) continue;
+      const record = decodePreviousRootKey(object.body, id);
+      if (key === layout.previousRootKey(id, record.wrappedUnder)) links.push(record);
+    }
+    return links;
+  }
+}
+
+interface Walk {
+  readonly current: RootKey;
+  readonly visited: Set<string>;
+  reads: number;
+  readonly deadEnds: BoundedCache<string, DeadEnd>;
+  /** Set when a bound was exceeded: the error the walk ends with. */
+  refusal: KmsError | undefined;
+}
+
+/** No path to the current key from there; `refusal` when the graph from there exceeded a bound. */
+interface DeadEnd {
+  readonly refusal?: KmsError;
+}
+
+/** Links from the id asked for, in order, up to one wrapped under `heldKey`. */
+interface Path {
+  readonly links: PreviousRootKeyRecord[];
+  readonly heldKey: Buffer;
 }

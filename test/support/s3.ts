@@ -15,6 +15,8 @@ export interface TestBucket {
   /** Environment for a KMS process using this bucket. */
   readonly env: Record<string, string>;
   store(prefix?: string): S3ObjectStore;
+  /** One object's body (undefined when absent), read by the independent client. */
+  read(key: string): Promise<Buffer | undefined>;
   /** Every object in the bucket (or under `prefix`), with its body, read by the independent client. */
   readAll(prefix?: string): Promise<Map<string, Buffer>>;
   remove(): Promise<void>;
@@ -35,6 +37,16 @@ export async function createTestBucket(): Promise<TestBucket> {
   const bucket = `test-${randomBytes(6).toString('hex')}`;
   await reader.makeBucket(bucket, s3.region);
   const stores: S3ObjectStore[] = [];
+  const read = async (key: string): Promise<Buffer | undefined> => {
+    try {
+      const chunks: Buffer[] = [];
+      for await (const chunk of await reader.getObject(bucket, key)) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
+    } catch (error) {
+      if ((error as { code?: string }).code === 'NoSuchKey') return undefined;
+      throw error;
+    }
+  };
   return {
     s3,
     bucket,
@@ -52,6 +64,7 @@ export async function createTestBucket(): Promise<TestBucket> {
       stores.push(store);
       return store;
     },
+    read,
     async readAll(prefix = '') {
       const out = new Map<string, Buffer>();
       const names: string[] = [];
@@ -61,9 +74,8 @@ export async function createTestBucket(): Promise<TestBucket> {
       for (let i = 0; i < names.length; i += 32) {
         await Promise.all(
           names.slice(i, i + 32).map(async (name) => {
-            const chunks: Buffer[] = [];
-            for await (const chunk of await reader.getObject(bucket, name)) chunks.push(chunk as Buffer);
-            out.set(name, Buffer.concat(chunks));
+            const body = await read(name);
+            if (body !== undefined) out.set(name, body);
           }),
         );
       }

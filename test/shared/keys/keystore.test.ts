@@ -11,6 +11,7 @@ import { storeRootKeyLink } from '../../../shared/root-key/links.js';
 import { RootKeyring } from '../../../shared/root-key/keyring.js';
 import { StaticRootKeySource, type RootKey, type RootKeySource } from '../../../shared/root-key/source.js';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
+import { attackedStorages, type AttackedStorage } from '../../support/adversary.js';
 
 /** A root key source whose key an operator can switch, as a rotation elsewhere would. */
 class SwitchableSource implements RootKeySource {
@@ -205,3 +206,44 @@ describe('KeyStore against untrusted storage', () => {
     expect(counting.dataKeyReads).toBeGreaterThanOrEqual(2);
   });
 });
+
+for (const [backend, open] of Object.entries(attackedStorages)) {
+  describe(`KeyStore with its keys cached, against a storage adversary: ${backend}`, () => {
+    let storage: AttackedStorage;
+    beforeEach(async () => {
+      storage = await open();
+    });
+    afterEach(async () => storage?.cleanup());
+
+    it("a user record forged while the victim's keys are cached unlocks none of them, and nothing is created", async () => {
+      const { store, adversary } = storage;
+      const rootKey = randomBytes(32);
+      const cached = { cacheTtlMs: 600_000, cacheEntries: 100 };
+      const keys = new KeyStore(store, new RootKeyring(new StaticRootKeySource(rootKey), store), cached);
+      await keys.enrollUser('alice', 'alice-token');
+      await keys.enrollUser('mallory', 'mallory-token');
+      const alice = await keys.authenticate('alice', 'alice-token');
+      await keys.createPrimaryKey(alice, 'pk1');
+      await keys.createDataKey(alice, 'pk1', 'dk1');
+      const dk1 = await keys.getDataKey(alice, 'pk1', 'dk1'); // pk1 and dk1 are now cached
+
+      // The adversary gives alice's record mallory's token verifier.
+      const mallorys = JSON.parse((await adversary.read(layout.user('mallory')))!.toString()) as { token: unknown };
+      const alices = JSON.parse((await adversary.read(layout.user('alice')))!.toString()) as Record<string, unknown>;
+      await adversary.write(layout.user('alice'), JSON.stringify({ ...alices, token: mallorys.token }));
+      const impostor = await keys.authenticate('alice', 'mallory-token');
+
+      await expect(keys.getDataKey(impostor, 'pk1', 'dk1')).rejects.toMatchObject({ code: 'INTEGRITY' });
+      await expect(keys.createDataKey(impostor, 'pk1', 'dk2')).rejects.toMatchObject({ code: 'INTEGRITY' });
+      expect(await adversary.read(layout.dataKey('alice', 'pk1', 'dk2'))).toBeUndefined();
+      // The same answers as a restarted function gives, which has nothing cached.
+      const restarted = new KeyStore(store, new RootKeyring(new StaticRootKeySource(rootKey), store), cached);
+      const impostorAfterRestart = await restarted.authenticate('alice', 'mallory-token');
+      await expect(restarted.getDataKey(impostorAfterRestart, 'pk1', 'dk1')).rejects.toMatchObject({ code: 'INTEGRITY' });
+      await expect(restarted.createDataKey(impostorAfterRestart, 'pk1', 'dk2')).rejects.toMatchObject({ code: 'INTEGRITY' });
+      expect(await adversary.read(layout.dataKey('alice', 'pk1', 'dk2'))).toBeUndefined();
+      // Alice's own, earlier verified enrollment still reads her key.
+      expect(await keys.getDataKey(alice, 'pk1', 'dk1')).toEqual(dk1);
+    });
+  });
+}
