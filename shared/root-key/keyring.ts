@@ -1,7 +1,7 @@
 import { unwrapKey } from '../crypto/aead.js';
 import { BoundedCache } from '../cache.js';
 import { KmsError } from '../errors.js';
-import { contexts, decodePreviousRootKey } from '../keys/records.js';
+import { contexts, decodePreviousRootKey, type PreviousRootKeyRecord } from '../keys/records.js';
 import { layout } from '../keys/layout.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKey, RootKeySource } from './source.js';

@@ -59,6 +59,8 @@ function withWriteAll(one: Omit<StorageAdversary, 'writeAll'>): StorageAdversary
 export interface AttackedStorage {
   readonly store: ObjectStore;
   readonly adversary: StorageAdversary;
+  /** The environment that points a KMS process (function or sealing service) at this storage. */
+  readonly env: Record<string, string>;
   cleanup(): Promise<void>;
 }
 
@@ -67,11 +69,11 @@ export const attackedStorages: Record<string, () => Promise<AttackedStorage>> = 
   'embedded store': async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-attacked-'));
     const store = new FsObjectStore(dir);
-    return { store, adversary: fsAdversary(dir), cleanup: () => rm(dir, { recursive: true, force: true }) };
+    return { store, adversary: fsAdversary(dir), env: { KMS_STORE: 'fs', KMS_DATA_DIR: dir }, cleanup: () => rm(dir, { recursive: true, force: true }) };
   },
   'S3 (Ceph RGW)': async () => {
     const bucket = await createTestBucket();
-    return { store: bucket.store(), adversary: s3Adversary(bucket), cleanup: () => bucket.remove() };
+    return { store: bucket.store(), adversary: s3Adversary(bucket), env: bucket.env, cleanup: () => bucket.remove() };
   },
 };
 

@@ -22,9 +22,9 @@ describe('RootKeyRotation', () => {
   let rotation: RootKeyRotation;
 
   beforeAll(async () => {
-    sealer = await startSealerProcess();
-    client = await sealer.client();
     dir = await mkdtemp(join(tmpdir(), 'tee-kms-rotation-'));
+    sealer = await startSealerProcess({ env: { KMS_STORE: 'fs', KMS_DATA_DIR: dir } }); // the functions' storage
+    client = await sealer.client();
     store = new FsObjectStore(dir);
     const keyring = new RootKeyring(new SealerRootKeySource(async () => client, 60_000), store);
     rotation = new RootKeyRotation(store, keyring, client, { shares: 5, threshold: 3, leaseMs: 60_000, concurrency: 4 });
