@@ -77,6 +77,11 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
     // Nothing was created behind the 413s.
     expect((await enroll.request('/user/bigbody?token=t', { method: 'POST' })).status).toBe(201);
     expect((await create.request('/primaryKey/bigbody?user=streamer&token=streamer-token', { method: 'POST' })).status).toBe(201);
+    // A compressed body is refused before the parsers could inflate it.
+    const gzip = await create.request('/primaryKey/zipped?user=streamer&token=streamer-token', { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', accept: 'application/json' }, body: '{}' });
+    expect(gzip.status).toBe(415);
+    expect(JSON.parse(gzip.body)).toMatchObject({ error: { code: 'UNSUPPORTED_MEDIA_TYPE' } });
+    expect((await create.request('/primaryKey/zipped?user=streamer&token=streamer-token', { method: 'POST' })).status).toBe(201);
     // And a body within the limit still reaches the function (a create ignores it).
     const small = await create.request('/primaryKey/smallbody?user=streamer&token=streamer-token', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pad: 'x'.repeat(60_000) }) });
     expect(small.status).toBe(201);
