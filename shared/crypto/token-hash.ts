@@ -16,25 +16,30 @@ const PARAMS = { N: 16384, r: 8, p: 1 } as const;
 const HASH_BYTES = 32;
 const MAX_N = 1 << 20; // bounds the work a tampered record could make us do
 
+/** Hashes a new token (enrollment). */
 export async function hashToken(token: string): Promise<TokenVerifier> {
   const salt = randomBytes(16);
-  const hash = await scryptAsync(token, salt, PARAMS.N, PARAMS.r, PARAMS.p);
+  const hash = await scryptAsync('enroll', token, salt, PARAMS.N, PARAMS.r, PARAMS.p);
   return { alg: 'scrypt', ...PARAMS, salt: salt.toString('base64url'), hash: hash.toString('base64url') };
 }
 
-/** Constant-time comparison of the token's hash with the stored one. */
-export async function verifyToken(token: string, verifier: TokenVerifier): Promise<boolean> {
+/**
+ * Constant-time comparison of the token's hash with the stored one. `lane`: `known` for a user whose
+ * record was read, `unknown` for the dummy check of a user that does not exist (see ScryptScheduler).
+ */
+export async function verifyToken(token: string, verifier: TokenVerifier, lane: 'known' | 'unknown'): Promise<boolean> {
   if (verifier.alg !== 'scrypt' || !(verifier.N > 1 && verifier.N <= MAX_N) || verifier.r < 1 || verifier.r > 32 || verifier.p !== 1) {
     return false;
   }
   const expected = Buffer.from(verifier.hash, 'base64url');
   if (expected.length !== HASH_BYTES) return false;
-  const actual = await scryptAsync(token, Buffer.from(verifier.salt, 'base64url'), verifier.N, verifier.r, verifier.p);
+  const actual = await scryptAsync(lane, token, Buffer.from(verifier.salt, 'base64url'), verifier.N, verifier.r, verifier.p);
   return timingSafeEqual(actual, expected);
 }
 
-function scryptAsync(token: string, salt: Buffer, N: number, r: number, p: number): Promise<Buffer> {
-  return limited(
+function scryptAsync(lane: ScryptLane, token: string, salt: Buffer, N: number, r: number, p: number): Promise<Buffer> {
+  return scryptScheduler.run(
+    lane,
     () =>
       new Promise((resolve, reject) => {
         scrypt(token, salt, HASH_BYTES, { N, r, p, maxmem: 256 * N * r + 1024 * 1024 }, (error, key) => (error ? reject(error) : resolve(key)));
@@ -42,29 +47,79 @@ function scryptAsync(token: string, salt: Buffer, N: number, r: number, p: numbe
   );
 }
 
+/** Who asks for a scrypt run: a user whose record exists, a user that does not, or an enrollment. */
+export type ScryptLane = 'known' | 'unknown' | 'enroll';
+/** Served in this order, round-robin. */
+export const SCRYPT_LANES: readonly ScryptLane[] = ['known', 'unknown', 'enroll'];
+
 /**
- * At most RUNNING_MAX scrypt runs at once, and a bounded queue. They run on libuv's thread pool (4
- * threads), which the embedded store's file I/O shares, and anyone can ask for one (an unknown user
- * costs a dummy check, enrolling is open): unbounded, a flood of them queued ahead of every other
- * request's storage work and stalled it for tens of seconds. Past the queue: 503 BUSY at once.
+ * At most `running` jobs at once overall, and per lane a bounded queue; a finishing job hands its
+ * slot to the next non-empty lane after the last one served (round-robin). Past a lane's bound: BUSY
+ * at once.
+ */
+export class ScryptScheduler<Lane extends string> {
+  #running = 0;
+  #next = 0; // index in `lanes` where the round-robin looks first
+  readonly #queues = new Map<Lane, (() => void)[]>();
+
+  constructor(
+    private readonly lanes: readonly Lane[],
+    private readonly runningMax: number,
+    private readonly waitingMax: number,
+  ) {
+    for (const lane of lanes) this.#queues.set(lane, []);
+  }
+
+  async run<T>(lane: Lane, work: () => Promise<T>): Promise<T> {
+    const queue = this.#queues.get(lane)!;
+    // A free slot means no lane has anyone waiting: slots are handed over, never left idle.
+    if (this.#running < this.runningMax) this.#running++;
+    else if (queue.length < this.waitingMax) await new Promise<void>((resolve) => queue.push(resolve));
+    else throw new KmsError('BUSY', 'too many token checks in progress; retry shortly');
+    try {
+      return await work();
+    } finally {
+      const next = this.#dequeue();
+      if (next !== undefined) next(); // the slot passes on, still counted as running
+      else this.#running--;
+    }
+  }
+
+  /** How many wait in `lane`. */
+  waiting(lane: Lane): number {
+    return this.#queues.get(lane)!.length;
+  }
+
+  #dequeue(): (() => void) | undefined {
+    for (let i = 0; i < this.lanes.length; i++) {
+      const index = (this.#next + i) % this.lanes.length;
+      const next = this.#queues.get(this.lanes[index]!)!.shift();
+      if (next !== undefined) {
+        this.#next = (index + 1) % this.lanes.length;
+        return next;
+      }
+    }
+    return undefined;
+  }
+}
+
+/**
+ * scrypt runs on libuv's thread pool (4 threads), which the embedded store's file I/O shares, and
+ * anyone can ask for one (an unknown user costs a dummy check, enrolling is open): unbounded, a flood
+ * of them queued ahead of every other request's storage work and stalled it for tens of seconds. So
+ * at most SCRYPT_RUNNING_MAX run at once, and each lane queues at most SCRYPT_WAITING_MAX.
+ *
+ * One queue for all let a flood of requests for unknown users (each a dummy check) fill it and shed
+ * every real user's first login with BUSY. With a lane each, served round-robin, a full `unknown`
+ * lane delays a known user's check by at most one run per other lane, about one scrypt per slot.
+ * Under such a flood the answer's latency and status reveal whether a user exists (the dummy check
+ * is shed, the real one is not): acceptable, since existence is public already (enrolling an
+ * existing name answers 409). Without load the two cost the same. Callers with a user's name but
+ * not their token still share the `known` lane with that user.
  */
 export const SCRYPT_RUNNING_MAX = 2;
 export const SCRYPT_WAITING_MAX = 64;
-let running = 0;
-const waiting: (() => void)[] = [];
-
-async function limited<T>(work: () => Promise<T>): Promise<T> {
-  if (running < SCRYPT_RUNNING_MAX) running++;
-  else if (waiting.length < SCRYPT_WAITING_MAX) await new Promise<void>((resolve) => waiting.push(resolve)); // a finishing run hands over its slot
-  else throw new KmsError('BUSY', 'too many token checks in progress; retry shortly');
-  try {
-    return await work();
-  } finally {
-    const next = waiting.shift();
-    if (next !== undefined) next();
-    else running--;
-  }
-}
+export const scryptScheduler = new ScryptScheduler<ScryptLane>(SCRYPT_LANES, SCRYPT_RUNNING_MAX, SCRYPT_WAITING_MAX);
 
 export function isTokenVerifier(value: unknown): value is TokenVerifier {
   if (typeof value !== 'object' || value === null) return false;

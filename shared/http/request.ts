@@ -2,7 +2,19 @@ import type { IncomingMessage } from 'node:http';
 import { KmsError } from '../errors.js';
 import { validateName, validateToken, type NameKind } from '../names.js';
 
-const MAX_BODY_BYTES = 64 * 1024;
+/** The largest request body any route accepts, under every host. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+/** A body refused as it arrived (framework-body-limit.ts), with the error that is its answer. */
+const REFUSED = Symbol.for('tee-kms.body-refused');
+
+export function refuseBody(raw: IncomingMessage, error: KmsError): void {
+  (raw as { [REFUSED]?: KmsError })[REFUSED] = error;
+}
+
+export function refusedBody(raw: IncomingMessage): KmsError | undefined {
+  return (raw as { [REFUSED]?: KmsError })[REFUSED];
+}
 
 /** Headers that carry credentials outside the URL (so tokens stay out of access logs). */
 export const USER_HEADER = 'x-kms-user';
@@ -92,10 +104,7 @@ export class KmsRequest {
    * already answered 400, and a create done meanwhile would be a change behind a rejection.
    */
   received(): Promise<Buffer> | undefined {
-    const { headers } = this.raw;
-    const length = headers['content-length'];
-    if (headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return undefined;
-    return this.body();
+    return hasBody(this.raw) ? this.body() : undefined;
   }
 
   /** The raw body, bounded, read once. functions-framework has already read it into `rawBody`. */
@@ -104,6 +113,8 @@ export class KmsRequest {
   }
 
   async #readBody(): Promise<Buffer> {
+    const refused = refusedBody(this.raw);
+    if (refused !== undefined) throw refused;
     const preRead = (this.raw as { rawBody?: unknown }).rawBody;
     if (Buffer.isBuffer(preRead)) {
       if (preRead.length > MAX_BODY_BYTES) throw tooLarge();
@@ -119,6 +130,9 @@ export class KmsRequest {
       }
     } catch (error) {
       if (error instanceof KmsError) throw error;
+      // Refused while it arrived: the connection was closed after that answer.
+      const refusedMeanwhile = refusedBody(this.raw);
+      if (refusedMeanwhile !== undefined) throw refusedMeanwhile;
       // The client closed the connection mid-body, or the HTTP layer refused its framing.
       throw new KmsError('BAD_REQUEST', 'the request body was cut short or malformed');
     }
@@ -190,6 +204,12 @@ function agree(what: string, fromHeader: string | undefined, fromQuery: string |
   return fromHeader ?? fromQuery;
 }
 
-function tooLarge(): KmsError {
+/** Whether the request has a body: chunked, or a length other than 0. */
+export function hasBody(raw: IncomingMessage): boolean {
+  const { headers } = raw;
+  return headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0');
+}
+
+export function tooLarge(): KmsError {
   return new KmsError('PAYLOAD_TOO_LARGE', `the body is larger than ${MAX_BODY_BYTES} bytes`);
 }

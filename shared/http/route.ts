@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KmsError } from '../errors.js';
 import { log } from '../log.js';
+import { installFrameworkBodyLimit } from './framework-body-limit.js';
 import { installFrameworkLogGuard } from './framework-log-guard.js';
-import { KmsRequest } from './request.js';
+import { KmsRequest, refusedBody } from './request.js';
 import { STATUS_BY_CODE } from './status.js';
 
 /** A request handler on Node's own types: runs under functions-framework and bare node:http alike. */
@@ -35,6 +36,7 @@ export interface Route extends RouteSpec {
 /** Builds a function's handler: the entry point where every error becomes an HTTP answer. */
 export function defineRoute(spec: RouteSpec): Route {
   installFrameworkLogGuard();
+  installFrameworkBodyLimit(answerRefusedBody);
   const takesName = spec.path.endsWith('/') && spec.path !== '/';
   const matches = (pathname: string) => (takesName ? pathname.startsWith(spec.path) && pathname.length > spec.path.length : pathname === spec.path);
   /** What the access log shows for a path it cannot vouch for: no name validated, no match, or a 400. */
@@ -61,12 +63,24 @@ export function defineRoute(spec: RouteSpec): Route {
     } catch (error) {
       result = errorResult(error, spec.name);
     }
+    if (res.headersSent && refusedBody(req) !== undefined) return; // answered and logged as it arrived
     sendResult(res, result, request?.wantsJson ?? false);
     // A 400 is a request the client got wrong: a "name" there may be a token in the wrong place.
     const path = result.status === 400 ? template : (request?.validatedPath ?? template);
     log.access(spec.name, req.method ?? '?', path, result.status, Number(process.hrtime.bigint() - started) / 1e6);
   };
   return { ...spec, handler, matches };
+}
+
+/**
+ * The answer to a body refused as it arrived under functions-framework (framework-body-limit.ts),
+ * when Express's parser holds the request and the route never runs. Its path is not logged: no
+ * name in it was validated.
+ */
+function answerRefusedBody(req: IncomingMessage, res: ServerResponse, error: KmsError): void {
+  const result = errorResult(error, 'functions-framework');
+  sendResult(res, result, KmsRequest.of(req).wantsJson);
+  log.access('functions-framework', req.method ?? '?', '(body refused)', result.status, 0);
 }
 
 export function errorResult(error: unknown, where: string): RouteResult {

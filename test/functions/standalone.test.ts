@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -50,6 +51,42 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
     expect((await fns.enrollUser!.request('/user/parsefail?token=t', { method: 'POST' })).status).toBe(201);
   });
 
+  it('a body over 64 KiB is refused with 413 as it streams in, not buffered first; nothing is created', async () => {
+    // functions-framework's own body parsers would accept up to 1 GiB: the cap must stop them too.
+    const enroll = fns.enrollUser!;
+    const create = fns.createPrimaryKey!;
+    expect((await enroll.request('/user/streamer?token=streamer-token', { method: 'POST' })).status).toBe(201);
+    const peakBefore = await peakRss(create.child.pid!);
+    const cases = [
+      // chunked, with a content type that the raw parser takes
+      [enroll, '/user/bigbody?token=t', { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' }],
+      [create, '/primaryKey/bigbody?user=streamer&token=streamer-token', { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' }],
+      // the length declared up front, JSON
+      [create, '/primaryKey/bigbody?user=streamer&token=streamer-token', { 'content-type': 'application/json', 'content-length': String(BIG) }],
+      // no content type: functions-framework leaves the body to the function
+      [create, '/primaryKey/bigbody?user=streamer&token=streamer-token', { 'transfer-encoding': 'chunked' }],
+    ] as const;
+    for (const [fn, path, headers] of cases) {
+      const answer = await streamBody(fn.url, path, headers);
+      expect(answer.status, `${path} ${JSON.stringify(headers)}`).toBe(413);
+      expect(answer.body).toBe('the body is larger than 65536 bytes\n');
+      // The server stopped reading: far less than the body went out.
+      expect(answer.sent).toBeLessThan(BIG / 2);
+    }
+    expect(await peakRss(create.child.pid!)).toBeLessThan(peakBefore + 16 * 1024 * 1024);
+    // Nothing was created behind the 413s.
+    expect((await enroll.request('/user/bigbody?token=t', { method: 'POST' })).status).toBe(201);
+    expect((await create.request('/primaryKey/bigbody?user=streamer&token=streamer-token', { method: 'POST' })).status).toBe(201);
+    // A compressed body is refused before the parsers could inflate it.
+    const gzip = await create.request('/primaryKey/zipped?user=streamer&token=streamer-token', { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', accept: 'application/json' }, body: '{}' });
+    expect(gzip.status).toBe(415);
+    expect(JSON.parse(gzip.body)).toMatchObject({ error: { code: 'UNSUPPORTED_MEDIA_TYPE' } });
+    expect((await create.request('/primaryKey/zipped?user=streamer&token=streamer-token', { method: 'POST' })).status).toBe(201);
+    // And a body within the limit still reaches the function (a create ignores it).
+    const small = await create.request('/primaryKey/smallbody?user=streamer&token=streamer-token', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pad: 'x'.repeat(60_000) }) });
+    expect(small.status).toBe(201);
+  });
+
   it('answers only its own route', async () => {
     expect((await fns.getDataKey!.request('/dataKey/dk?user=ff&token=ff-token&primaryKeyName=pk', { method: 'POST' })).status).toBe(405);
     expect((await fns.createPrimaryKey!.request('/user/x?token=t', { method: 'POST' })).status).toBe(404);
@@ -58,6 +95,44 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
     expect(JSON.parse(json.body)).toMatchObject({ error: { code: 'INVALID_NAME' } });
   });
 });
+
+const BIG = 64 * 1024 * 1024;
+
+/** The process's peak resident set (VmHWM), in bytes. */
+async function peakRss(pid: number): Promise<number> {
+  const match = /^VmHWM:\s+(\d+) kB$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+  if (match === null) throw new Error(`no VmHWM for ${pid}`);
+  return Number(match[1]) * 1024;
+}
+
+/**
+ * POSTs up to BIG bytes in 64 KiB chunks, as fast as the server takes them, and stops at its answer
+ * or at an error (the server closing the connection). Resolves with the answer and how much was sent.
+ */
+function streamBody(url: string, path: string, headers: OutgoingHttpHeaders): Promise<{ status: number; body: string; sent: number }> {
+  const { hostname, port } = new URL(url);
+  const chunk = Buffer.alloc(64 * 1024, 'a');
+  return new Promise((resolve, reject) => {
+    let sent = 0;
+    let answered = false;
+    const req = httpRequest({ host: hostname, port, path, method: 'POST', headers, agent: false }, (res) => {
+      answered = true;
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), sent }));
+      res.on('error', reject);
+    });
+    req.on('error', (error) => (answered ? undefined : reject(error)));
+    const pump = () => {
+      while (!answered && !req.destroyed && sent < BIG) {
+        sent += chunk.length;
+        if (!req.write(chunk)) return void req.once('drain', pump);
+      }
+      if (sent >= BIG && !req.destroyed) req.end();
+    };
+    pump();
+  });
+}
 
 /**
  * Nothing listens on port 1 (privileged; no test binds it), so a connection there is refused every
