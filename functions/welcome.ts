@@ -43,9 +43,10 @@ export const welcomeRoute = defineRoute({
 function describe(state: KmsSealStatus | KmsError | undefined): string {
   if (state === undefined) return 'state: unknown';
   if (state instanceof KmsError) return `state: unavailable: ${state.message}`;
+  if (state.integrityAlarm) return `state: INTEGRITY ALARM: ${state.integrityAlarm}`;
   if (!state.initialized) return 'state: uninitialized: call GET /rootKey/rotate once to create the root key and its shares';
   if (state.sealed) return `state: sealed: send ${state.t} shares with PUT /rootKey/recover (${state.progress} received)`;
-  return `state: unsealed (root key ${state.rootKeyId ?? 'from a secret'})${state.verificationPending ? '; new shares not yet verified (POST /rootKey/verify)' : ''}`;
+  return `state: unsealed (root key ${state.rootKeyId ?? 'from a secret'})${state.pendingRootKeyId ? `; a rotation's new key ${state.pendingRootKeyId} waits for its shares to be verified (POST /rootKey/verify)` : ''}`;
 }
 
 function stateJson(state: KmsSealStatus | KmsError | undefined): unknown {

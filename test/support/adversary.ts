@@ -13,6 +13,7 @@ import { createTestBucket, type TestBucket } from './s3.js';
 export interface StorageAdversary {
   read(key: string): Promise<Buffer | undefined>;
   write(key: string, body: Buffer | string): Promise<void>;
+  remove(key: string): Promise<void>;
   /** Many writes, a few at a time (a planted graph of hundreds of objects). */
   writeAll(objects: ReadonlyMap<string, Buffer | string>): Promise<void>;
 }
@@ -31,6 +32,9 @@ export function fsAdversary(dataDir: string): StorageAdversary {
       await mkdir(dirname(path(key)), { recursive: true });
       await writeFile(path(key), body);
     },
+    async remove(key) {
+      await rm(path(key), { force: true });
+    },
   });
 }
 
@@ -39,6 +43,9 @@ export function s3Adversary(bucket: TestBucket): StorageAdversary {
     read: (key) => bucket.read(key),
     async write(key, body) {
       await bucket.reader.putObject(bucket.bucket, key, typeof body === 'string' ? Buffer.from(body) : body);
+    },
+    async remove(key) {
+      await bucket.reader.removeObject(bucket.bucket, key);
     },
   });
 }
