@@ -7,7 +7,6 @@ import { assertRootKeyOpensStorage, holdsAny, opensSomeStoredKey } from '../shar
 import {
   parseShare,
   ROOT_KEY_BYTES,
-  sealerProblems,
   validateThreshold,
   type InstallRootKeyRequest,
   type RecoveryProgress,
@@ -15,7 +14,8 @@ import {
   type VerifyResult,
 } from '../shared/sealer/protocol.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
-import { Problem, sealedProblem } from './problems.js';
+import { SealerError } from './errors.js';
+import { sealedError } from './problems.js';
 import { decodeState, encodeState, sealState, stateAuthentic, STATE_OBJECT_KEY, type KeyEntry, type StateBody, type StateRecord } from './state-record.js';
 
 export { STATE_OBJECT_KEY } from './state-record.js';
@@ -108,7 +108,7 @@ export class SealerCore {
 
   /** A copy of the current root key (the caller wipes it); 503 problems while sealed. */
   currentKey(): Buffer {
-    if (this.#key === undefined) throw sealedProblem(this.status());
+    if (this.#key === undefined) throw sealedError(this.status());
     return Buffer.from(this.#key);
   }
 
@@ -138,7 +138,7 @@ export class SealerCore {
   seal(): Promise<SealStatus> {
     return this.#serialized(async () => {
       this.#refuseInSecretMode();
-      if (this.#record === undefined) throw new Problem(409, sealerProblems.notInitialized, 'the sealing service is not initialized: there is nothing to seal');
+      if (this.#record === undefined) throw new SealerError('NOT_INITIALIZED', 'the sealing service is not initialized: there is nothing to seal');
       this.#key?.fill(0);
       this.#key = undefined;
       this.#clearProgress();
@@ -154,13 +154,13 @@ export class SealerCore {
       if (this.#record === undefined) {
         this.#refuseOnAlarm();
         if (expectedCurrentId !== null) {
-          throw new Problem(409, sealerProblems.conflict, 'the sealing service is not initialized: initialize it with expectedCurrentId null');
+          throw new SealerError('CONFLICT', 'the sealing service is not initialized: initialize it with expectedCurrentId null');
         }
         if (await this.#storageHoldsKeys()) throw this.#missingRecordAlarm();
         const state = sealState({ generation: 1, current: { id: newId, t, n }, pending: null }, key);
         if (!(await this.#store.create(STATE_OBJECT_KEY, encodeState(state)))) {
           this.#record = await this.#load();
-          throw new Problem(409, sealerProblems.conflict, 'the sealing service was initialized meanwhile');
+          throw new SealerError('CONFLICT', 'the sealing service was initialized meanwhile');
         }
         await this.#reloadAfterWrite(state);
         this.#setKey(key);
@@ -168,19 +168,19 @@ export class SealerCore {
         return { rootKeyId: newId, pending: false };
       }
 
-      if (this.#key === undefined) throw sealedProblem(this.status());
+      if (this.#key === undefined) throw sealedError(this.status());
       const { current, pending, generation } = this.#record.state;
       if (pending?.id === newId) {
         // A retry of the rotation that issued this very key: answer as then.
         if (t === pending.t && n === pending.n) return { rootKeyId: newId, pending: true };
-        throw new Problem(409, sealerProblems.conflict, 'this root key is already pending with other t/n');
+        throw new SealerError('CONFLICT', 'this root key is already pending with other t/n');
       }
-      if (newId === current.id) throw new Problem(409, sealerProblems.conflict, 'this root key is already current; generate a new one');
+      if (newId === current.id) throw new SealerError('CONFLICT', 'this root key is already current; generate a new one');
       if (expectedCurrentId !== current.id) {
-        throw new Problem(409, sealerProblems.conflict, 'the root key changed meanwhile (another rotation won): expectedCurrentId is not the current root key id');
+        throw new SealerError('CONFLICT', 'the root key changed meanwhile (another rotation won): expectedCurrentId is not the current root key id');
       }
       if (expectedPendingId !== (pending?.id ?? null)) {
-        throw new Problem(409, sealerProblems.conflict, 'another rotation issued new shares meanwhile: expectedPendingId is not the pending root key id');
+        throw new SealerError('CONFLICT', 'another rotation issued new shares meanwhile: expectedPendingId is not the pending root key id');
       }
       await this.#replace({ generation: generation + 1, current, pending: { id: newId, t, n } }, this.#key);
       this.#clearProgress();
@@ -192,21 +192,21 @@ export class SealerCore {
 
   async #verify(input: unknown): Promise<VerifyResult> {
     this.#refuseInSecretMode();
-    if (this.#record === undefined || this.#key === undefined) throw sealedProblem(this.status());
+    if (this.#record === undefined || this.#key === undefined) throw sealedError(this.status());
     const list = (input as { shares?: unknown } | null)?.shares;
-    if (!Array.isArray(list) || list.length === 0) throw new Problem(400, sealerProblems.badRequest, 'body must be {"shares": [{"index": n, "content": "<base64>"}, …]}');
+    if (!Array.isArray(list) || list.length === 0) throw new SealerError('BAD_REQUEST', 'body must be {"shares": [{"index": n, "content": "<base64>"}, …]}');
     const { current, pending, generation } = this.#record.state;
-    if (list.length > 255) throw new Problem(400, sealerProblems.badShare, 'too many shares');
+    if (list.length > 255) throw new SealerError('BAD_SHARE', 'too many shares');
     const needed = Math.min(current.t, pending?.t ?? current.t);
     const shares = new Map<number, Buffer>();
     let combined: Buffer | undefined;
     try {
       list.forEach((item, i) => {
         const { index, bytes } = asBadShare(() => parseShare(item, `shares[${i}]`));
-        if (shares.has(index)) throw new Problem(400, sealerProblems.badShare, `shares[${i}]: index ${index} appears twice`);
+        if (shares.has(index)) throw new SealerError('BAD_SHARE', `shares[${i}]: index ${index} appears twice`);
         shares.set(index, bytes);
       });
-      if (shares.size < needed) throw new Problem(400, sealerProblems.badShare, `need at least ${needed} shares to verify, got ${shares.size}`);
+      if (shares.size < needed) throw new SealerError('BAD_SHARE', `need at least ${needed} shares to verify, got ${shares.size}`);
       combined = await combineShares([...shares.values()]);
       const id = rootKeyId(combined);
       if (pending !== null && sameId(id, pending.id)) {
@@ -215,11 +215,11 @@ export class SealerCore {
       }
       if (sameId(id, current.id)) {
         if (pending !== null) {
-          throw new Problem(400, sealerProblems.badShare, `these shares rebuild the current root key, not the new one (${pending.id}) that the last rotate issued; nothing changed`);
+          throw new SealerError('BAD_SHARE', `these shares rebuild the current root key, not the new one (${pending.id}) that the last rotate issued; nothing changed`);
         }
         return { rootKeyId: current.id, verified: true, promoted: false };
       }
-      throw new Problem(400, sealerProblems.badShare, 'these shares do not rebuild the new (or current) root key (wrong, corrupted or stale shares); nothing changed');
+      throw new SealerError('BAD_SHARE', 'these shares do not rebuild the new (or current) root key (wrong, corrupted or stale shares); nothing changed');
     } finally {
       combined?.fill(0);
       for (const bytes of shares.values()) bytes.fill(0);
@@ -243,16 +243,16 @@ export class SealerCore {
     this.#refuseInSecretMode();
     if (this.#record === undefined) {
       this.#refuseOnAlarm();
-      throw new Problem(409, sealerProblems.notInitialized, 'the sealing service is not initialized: there is nothing to recover; rotate initializes it');
+      throw new SealerError('NOT_INITIALIZED', 'the sealing service is not initialized: there is nothing to recover; rotate initializes it');
     }
-    if (this.#key !== undefined) throw new Problem(409, sealerProblems.notSealed, 'the sealing service is not sealed: recovery never replaces a live root key');
+    if (this.#key !== undefined) throw new SealerError('NOT_SEALED', 'the sealing service is not sealed: recovery never replaces a live root key');
     this.#expireProgress();
     const { index, bytes } = asBadShare(() => parseShare(input));
     const { current, pending } = this.#record.state;
     const progress = (this.#progress ??= { shares: new Map(), startedAt: this.#now() });
     if (progress.shares.has(index)) {
       bytes.fill(0);
-      throw new Problem(400, sealerProblems.badShare, `a share with index ${index} was already submitted; progress unchanged (${progress.shares.size} of ${current.t})`);
+      throw new SealerError('BAD_SHARE', `a share with index ${index} was already submitted; progress unchanged (${progress.shares.size} of ${current.t})`);
     }
     progress.shares.set(index, bytes);
     const count = progress.shares.size;
@@ -265,7 +265,7 @@ export class SealerCore {
       combined = await combineShares([...progress.shares.values()]);
     } catch {
       this.#clearProgress();
-      throw new Problem(400, sealerProblems.badShare, 'the shares submitted cannot be combined; progress was reset');
+      throw new SealerError('BAD_SHARE', 'the shares submitted cannot be combined; progress was reset');
     }
     const id = rootKeyId(combined);
     try {
@@ -279,7 +279,7 @@ export class SealerCore {
           throw this.#integrity(`these shares rebuild a root key (${id}) that opens the stored keys, but the state record names another: the record was replaced or rolled back`);
         }
         this.#clearProgress();
-        throw new Problem(400, sealerProblems.badShare, `the ${count} shares submitted do not rebuild the root key (wrong, corrupted or stale shares); progress was reset`);
+        throw new SealerError('BAD_SHARE', `the ${count} shares submitted do not rebuild the root key (wrong, corrupted or stale shares); progress was reset`);
       }
     } finally {
       combined.fill(0);
@@ -310,10 +310,7 @@ export class SealerCore {
     });
     if (previous === undefined) {
       this.#clearProgress();
-      throw new Problem(
-        400,
-        sealerProblems.badShare,
-        'these shares rebuild the new root key of a rotation that was never verified: recover with the current shares, then POST /rootKey/verify the new ones; progress was reset',
+      throw new SealerError('BAD_SHARE', 'these shares rebuild the new root key of a rotation that was never verified: recover with the current shares, then POST /rootKey/verify the new ones; progress was reset',
       );
     }
     try {
@@ -353,29 +350,29 @@ export class SealerCore {
   }
 
   /** A missing record is never "uninitialized" while keys are stored: it was deleted or lost. */
-  #missingRecordAlarm(): Problem {
+  #missingRecordAlarm(): SealerError {
     this.#alarm =
       `the state record ${STATE_OBJECT_KEY} is missing while storage holds keys: restore it (its previous version, or a backup); ` +
       'initializing now would orphan every stored key, so it is refused';
     this.#log(`sealer: INTEGRITY ALARM: ${this.#alarm}`);
-    return new Problem(500, sealerProblems.integrity, this.#alarm);
+    return new SealerError('INTEGRITY', this.#alarm);
   }
 
   #refuseOnAlarm(): void {
-    if (this.#alarm !== undefined) throw new Problem(500, sealerProblems.integrity, this.#alarm);
+    if (this.#alarm !== undefined) throw new SealerError('INTEGRITY', this.#alarm);
   }
 
   /** Progress is dropped: shares that met a tampered record are not kept for another try. */
-  #integrity(why: string): Problem {
+  #integrity(why: string): SealerError {
     this.#clearProgress();
     const detail = `${why}; restore ${STATE_OBJECT_KEY} and the key records from their previous versions or a backup. Nothing was unsealed or changed`;
     this.#log(`sealer: INTEGRITY ALARM: ${why}`);
-    return new Problem(500, sealerProblems.integrity, detail);
+    return new SealerError('INTEGRITY', detail);
   }
 
   #refuseInSecretMode(): void {
     if (this.#source === 'secret') {
-      throw new Problem(409, sealerProblems.keyFromSecret, 'the root key comes from a configured secret (mode 1): rotate the secret instead; there are no shares');
+      throw new SealerError('KEY_FROM_SECRET', 'the root key comes from a configured secret (mode 1): rotate the secret instead; there are no shares');
     }
   }
 
@@ -402,7 +399,7 @@ export class SealerCore {
       const found = await this.#load();
       if (found !== undefined && this.#key !== undefined && stateAuthentic(found.state, this.#key)) this.#record = found;
       else throw this.#integrity(`the state record was changed or removed by someone other than this service`);
-      throw new Problem(409, sealerProblems.conflict, 'the state record changed meanwhile; nothing was changed');
+      throw new SealerError('CONFLICT', 'the state record changed meanwhile; nothing was changed');
     }
     await this.#reloadAfterWrite(next);
   }
@@ -413,12 +410,7 @@ export class SealerCore {
   }
 
   async #load(): Promise<{ state: StateRecord; etag: string } | undefined> {
-    let object;
-    try {
-      object = await this.#store.get(STATE_OBJECT_KEY);
-    } catch (error) {
-      throw storage(error);
-    }
+    const object = await this.#store.get(STATE_OBJECT_KEY);
     if (object === undefined) return undefined;
     return { state: decodeState(object.body), etag: object.etag };
   }
@@ -426,9 +418,7 @@ export class SealerCore {
   #serialized<T>(task: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(task, task);
     this.#queue = run.catch(() => undefined);
-    return run.then(undefined, (error: unknown) => {
-      throw storage(error);
-    });
+    return run;
   }
 }
 
@@ -442,25 +432,25 @@ interface InstallRequest {
 
 function parseInstall(request: unknown): InstallRequest {
   if (typeof request !== 'object' || request === null || Array.isArray(request)) {
-    throw new Problem(400, sealerProblems.badRequest, 'body must be {"key": "<base64>", "t": n, "n": n, "expectedCurrentId": "<id>" | null, "expectedPendingId": "<id>" | null}');
+    throw new SealerError('BAD_REQUEST', 'body must be {"key": "<base64>", "t": n, "n": n, "expectedCurrentId": "<id>" | null, "expectedPendingId": "<id>" | null}');
   }
   const { key, t, n, expectedCurrentId, expectedPendingId = null } = request as Partial<Record<keyof InstallRootKeyRequest, unknown>>;
-  if (typeof key !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(key)) throw new Problem(400, sealerProblems.badRequest, 'key must be base64');
+  if (typeof key !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(key)) throw new SealerError('BAD_REQUEST', 'key must be base64');
   for (const [name, value] of [['expectedCurrentId', expectedCurrentId], ['expectedPendingId', expectedPendingId]] as const) {
     if (value !== null && (typeof value !== 'string' || !ID_PATTERN.test(value))) {
-      throw new Problem(400, sealerProblems.badRequest, `${name} must be a root key id or null`);
+      throw new SealerError('BAD_REQUEST', `${name} must be a root key id or null`);
     }
   }
   let threshold;
   try {
     threshold = validateThreshold(t, n);
   } catch (error) {
-    throw new Problem(400, sealerProblems.badRequest, (error as Error).message);
+    throw new SealerError('BAD_REQUEST', (error as Error).message);
   }
   const bytes = Buffer.from(key, 'base64');
   if (bytes.length !== ROOT_KEY_BYTES) {
     bytes.fill(0);
-    throw new Problem(400, sealerProblems.badRequest, 'key must be 32 bytes (256 bits)');
+    throw new SealerError('BAD_REQUEST', 'key must be 32 bytes (256 bits)');
   }
   return { key: bytes, ...threshold, expectedCurrentId: expectedCurrentId as string | null, expectedPendingId: expectedPendingId as string | null };
 }
@@ -482,18 +472,11 @@ function asBadShare<T>(parse: () => T): T {
   try {
     return parse();
   } catch (error) {
-    if (error instanceof KmsError) throw new Problem(400, sealerProblems.badShare, error.message);
+    if (error instanceof KmsError) throw new SealerError('BAD_SHARE', error.message);
     throw error;
   }
 }
 
 function sameId(a: string, b: string): boolean {
   return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
-}
-
-function storage(error: unknown): unknown {
-  if (error instanceof KmsError && error.code === 'STORAGE_UNAVAILABLE') {
-    return new Problem(503, sealerProblems.storageUnavailable, 'the sealing service cannot reach its storage; nothing was changed');
-  }
-  return error;
 }

@@ -11,9 +11,10 @@ import {
   DEFAULT_RUNTIME_DATA_HASH,
 } from '../shared/kbs/protocol.js';
 import { encryptToTee, importTeePubKey } from '../shared/kbs/tee-key.js';
-import { ROOT_KEY_RESOURCE, sealerPaths, sealerProblems } from '../shared/sealer/protocol.js';
+import { ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer/protocol.js';
 import type { SealerCore } from './core.js';
-import { kbsErrors, Problem } from './problems.js';
+import { SealerError } from './errors.js';
+import { kbsError, problemOf } from './problems.js';
 import type { SessionStore } from './sessions.js';
 import type { TokenService, VerifiedToken } from './tokens.js';
 import type { VerifierRegistry } from './verifiers.js';
@@ -63,15 +64,15 @@ async function dispatch(req: IncomingMessage, res: ServerResponse, path: string,
     if (path.startsWith(`${KBS_PREFIX}/resource/`)) {
       // Trustee checks the token before it looks the resource up: so do we.
       await authenticate(req, deps, { cookie: true });
-      throw kbsErrors.invalidPath(path);
+      throw kbsError.invalidPath(path);
     }
-    if (path.startsWith(`${KBS_PREFIX}/`)) throw kbsErrors.invalidPath(path);
-    throw new Problem(404, sealerProblems.notFound, 'no such route');
+    if (path.startsWith(`${KBS_PREFIX}/`)) throw kbsError.invalidPath(path);
+    throw new SealerError('NOT_FOUND', 'no such route');
   }
   const handler = route[req.method ?? ''];
   if (handler === undefined) {
     res.setHeader('Allow', Object.keys(route).join(', '));
-    throw new Problem(405, sealerProblems.methodNotAllowed, `use ${Object.keys(route).join(' or ')}`);
+    throw new SealerError('METHOD_NOT_ALLOWED', `use ${Object.keys(route).join(' or ')}`);
   }
   await handler(req, res, deps);
 }
@@ -79,16 +80,16 @@ async function dispatch(req: IncomingMessage, res: ServerResponse, path: string,
 // ---- KBS (Trustee protocol 0.4.0) ----
 
 async function kbsAuth(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
-  const request = await readJson(req, (detail) => kbsErrors.attestation(`deserialize Request: ${detail}`));
+  const request = await readJson(req, (detail) => kbsError.attestation(`deserialize Request: ${detail}`));
   const { version, tee } = (request ?? {}) as Record<string, unknown>;
   if (typeof version !== 'string' || !isProtocolVersion(version)) {
-    throw kbsErrors.attestation(`KBS Client Protocol Version Mismatch: expect =${KBS_PROTOCOL_VERSION} while the request is ${typeof version === 'string' ? version.slice(0, 32) : 'missing'}`);
+    throw kbsError.attestation(`KBS Client Protocol Version Mismatch: expect =${KBS_PROTOCOL_VERSION} while the request is ${typeof version === 'string' ? version.slice(0, 32) : 'missing'}`);
   }
-  if (!isTeeType(tee)) throw kbsErrors.attestation('unsupported tee type');
+  if (!isTeeType(tee)) throw kbsError.attestation('unsupported tee type');
   if (tee === 'sample' && !deps.insecureDevMode) {
-    throw kbsErrors.attestation('sample evidence proves nothing: it is accepted only when the sealing service runs in insecure development mode');
+    throw kbsError.attestation('sample evidence proves nothing: it is accepted only when the sealing service runs in insecure development mode');
   }
-  if (!deps.verifiers.has(tee)) throw kbsErrors.attestation(`no verifier for tee "${tee}" is configured on this sealing service`);
+  if (!deps.verifiers.has(tee)) throw kbsError.attestation(`no verifier for tee "${tee}" is configured on this sealing service`);
   const session = deps.sessions.create(tee, DEFAULT_RUNTIME_DATA_HASH);
   setSessionCookie(res, session.id, session.expiresAt);
   // Trustee's challenge: extra-params is the empty string for every TEE but IBM SE.
@@ -99,28 +100,28 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
   const sessionId = cookieOf(req, KBS_SESSION_COOKIE);
   const challenge = deps.sessions.consumeChallenge(sessionId);
   try {
-    const attestation = await readJson(req, (detail) => kbsErrors.attestation(`deserialize Attestation: ${detail}`));
+    const attestation = await readJson(req, (detail) => kbsError.attestation(`deserialize Attestation: ${detail}`));
     const { 'runtime-data': runtimeData, 'tee-evidence': teeEvidence } = (attestation ?? {}) as Record<string, unknown>;
-    if (typeof runtimeData !== 'object' || runtimeData === null) throw kbsErrors.attestation('deserialize Attestation: runtime-data missing');
+    if (typeof runtimeData !== 'object' || runtimeData === null) throw kbsError.attestation('deserialize Attestation: runtime-data missing');
     const { nonce, 'tee-pubkey': rawPubKey } = runtimeData as Record<string, unknown>;
     if (nonce !== challenge.nonce) {
-      throw kbsErrors.attestation("the nonce in the handshake session is different from the client side in KBS protocol's Attestation message");
+      throw kbsError.attestation("the nonce in the handshake session is different from the client side in KBS protocol's Attestation message");
     }
     let teePubKey;
     try {
       teePubKey = parseTeePubKey(rawPubKey);
       await importTeePubKey(teePubKey);
     } catch (error) {
-      throw kbsErrors.attestation(error instanceof KmsError ? error.message : 'invalid tee-pubkey');
+      throw kbsError.attestation(error instanceof KmsError ? error.message : 'invalid tee-pubkey');
     }
-    if (typeof teeEvidence !== 'object' || teeEvidence === null) throw kbsErrors.attestation('deserialize Attestation: tee-evidence missing');
+    if (typeof teeEvidence !== 'object' || teeEvidence === null) throw kbsError.attestation('deserialize Attestation: tee-evidence missing');
     const { primary_evidence: primaryEvidence, additional_evidence: additionalEvidence } = teeEvidence as Record<string, unknown>;
-    if (typeof additionalEvidence !== 'string') throw kbsErrors.attestation('deserialize Attestation: tee-evidence.additional_evidence must be a string');
-    if (additionalEvidence !== '') throw kbsErrors.attestation('additional (device) evidence is not supported by this sealing service');
+    if (typeof additionalEvidence !== 'string') throw kbsError.attestation('deserialize Attestation: tee-evidence.additional_evidence must be a string');
+    if (additionalEvidence !== '') throw kbsError.attestation('additional (device) evidence is not supported by this sealing service');
 
     const expected = kbsReportData(challenge.nonce, teePubKey, challenge.hash, additionalEvidence);
     const verifier = deps.verifiers.get(challenge.tee);
-    if (verifier === undefined) throw kbsErrors.attestation(`no verifier for tee "${challenge.tee}"`);
+    if (verifier === undefined) throw kbsError.attestation(`no verifier for tee "${challenge.tee}"`);
     let claims;
     try {
       claims = await verifier.verify(primaryEvidence, expected);
@@ -128,7 +129,7 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
       const reason = error instanceof KmsError ? error.message : 'evidence rejected';
       // Operators see why a pod was refused (claim names and measurements, never secrets).
       deps.log(`sealer: attestation refused (tee ${challenge.tee}): ${reason}`);
-      throw kbsErrors.attestation(`verify TEE evidence failed: ${reason}`);
+      throw kbsError.attestation(`verify TEE evidence failed: ${reason}`);
     }
     const { token, expiresAt } = await deps.tokens.issue(challenge.tee, claims.claims, primaryRuntimeData(challenge.nonce, teePubKey, additionalEvidence));
     deps.sessions.attested(sessionId!, token, expiresAt);
@@ -160,7 +161,7 @@ async function sealStatus(_req: IncomingMessage, res: ServerResponse, deps: Seal
 function admin(action: (body: unknown, deps: SealerHandlerDeps) => Promise<unknown>, options: { body: boolean } = { body: true }): Handler {
   return async (req, res, deps) => {
     await authenticate(req, deps, { cookie: false });
-    const body = options.body ? await readJson(req, (detail) => new Problem(400, sealerProblems.badRequest, `body must be JSON: ${detail}`)) : await drain(req);
+    const body = options.body ? await readJson(req, (detail) => new SealerError('BAD_REQUEST', `body must be JSON: ${detail}`)) : await drain(req);
     sendJson(res, 200, await action(body, deps));
   };
 }
@@ -171,11 +172,11 @@ async function authenticate(req: IncomingMessage, deps: SealerHandlerDeps, optio
   const header = req.headers.authorization;
   const bearer = header !== undefined && /^Bearer [^\s]+$/i.test(header) ? header.slice(7) : undefined;
   const token = fromCookie ?? bearer;
-  if (token === undefined) throw kbsErrors.tokenNotFound();
+  if (token === undefined) throw kbsError.tokenNotFound();
   try {
     return await deps.tokens.verify(token);
   } catch (error) {
-    throw kbsErrors.tokenInvalid(error instanceof KmsError ? error.message : 'invalid token');
+    throw kbsError.tokenInvalid(error instanceof KmsError ? error.message : 'invalid token');
   }
 }
 
@@ -219,26 +220,26 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) {
     req.resume();
-    throw new Problem(413, sealerProblems.payloadTooLarge, `request body larger than ${MAX_BODY_BYTES} bytes`);
+    throw new SealerError('PAYLOAD_TOO_LARGE', `request body larger than ${MAX_BODY_BYTES} bytes`);
   }
   const chunks: Buffer[] = [];
   let size = 0;
   try {
     for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
-      if (size > MAX_BODY_BYTES) throw new Problem(413, sealerProblems.payloadTooLarge, `request body larger than ${MAX_BODY_BYTES} bytes`);
+      if (size > MAX_BODY_BYTES) throw new SealerError('PAYLOAD_TOO_LARGE', `request body larger than ${MAX_BODY_BYTES} bytes`);
       chunks.push(chunk);
     }
   } catch (error) {
     for (const c of chunks) c.fill(0);
-    if (error instanceof Problem) throw error;
+    if (error instanceof SealerError) throw error;
     // The client closed the connection mid-body, or Node's parser refused its framing (and answered 400).
-    throw new Problem(400, sealerProblems.badRequest, 'the request body was cut short or malformed');
+    throw new SealerError('BAD_REQUEST', 'the request body was cut short or malformed');
   }
   return Buffer.concat(chunks);
 }
 
-async function readJson(req: IncomingMessage, invalid: (detail: string) => Problem): Promise<unknown> {
+async function readJson(req: IncomingMessage, invalid: (detail: string) => SealerError): Promise<unknown> {
   const body = await readBody(req);
   try {
     return JSON.parse(body.toString('utf8'));
@@ -261,18 +262,12 @@ function sendJson(res: ServerResponse, status: number, body: unknown, contentTyp
 }
 
 function sendError(res: ServerResponse, error: unknown, deps: SealerHandlerDeps): void {
-  let problem: Problem;
-  if (error instanceof Problem) problem = error;
-  else {
-    const label = error instanceof KmsError ? `${error.code}: ${error.message}` : error instanceof Error ? error.name : 'unknown';
-    deps.log(`sealer: internal error (${label})`);
-    problem = new Problem(500, sealerProblems.internal, 'internal error');
-  }
+  const problem = problemOf(error, (label) => deps.log(`sealer: internal error (${label})`));
   if (res.headersSent) {
     res.destroy();
     return;
   }
   if (problem.status === 413) res.setHeader('Connection', 'close');
   if (problem.status === 503) res.setHeader('Retry-After', '5');
-  sendJson(res, problem.status, problem.body(), 'application/problem+json');
+  sendJson(res, problem.status, problem.body, 'application/problem+json');
 }

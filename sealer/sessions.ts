@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { TeeType } from '../shared/attestation/types.js';
 import { NONCE_BYTES, type RuntimeDataHash } from '../shared/kbs/protocol.js';
-import { kbsErrors, Problem } from './problems.js';
-import { sealerProblems } from '../shared/sealer/protocol.js';
+import { SealerError } from './errors.js';
+import { kbsError } from './problems.js';
 
 interface Session {
   readonly id: string;
@@ -47,7 +47,7 @@ export class SessionStore {
     }
     if (this.#pending.size >= this.maxSessions) {
       // Every slot holds evidence being verified: refusing is all that is left.
-      throw new Problem(503, sealerProblems.busy, 'too many attestations in progress; retry shortly');
+      throw new SealerError('BUSY', 'too many attestations in progress; retry shortly');
     }
     // Trustee: a uuid v4 "simple" id; the nonce is base64 of 32 random bytes.
     const id = randomBytes(16).toString('hex');
@@ -59,15 +59,15 @@ export class SessionStore {
 
   /** Takes the session's challenge for one /attest; any later use of it fails. */
   consumeChallenge(id: string | undefined): { tee: TeeType; nonce: string; hash: RuntimeDataHash } {
-    if (id === undefined) throw kbsErrors.attestation('cookie not found');
-    if (this.#attested.has(id)) throw kbsErrors.attestation('the nonce of this session was already used; start again at /auth');
+    if (id === undefined) throw kbsError.attestation('cookie not found');
+    if (this.#attested.has(id)) throw kbsError.attestation('the nonce of this session was already used; start again at /auth');
     const session = this.#pending.get(id);
-    if (session === undefined) throw kbsErrors.attestation('session not found (expired, or given up under load); start again at /auth');
+    if (session === undefined) throw kbsError.attestation('session not found (expired, or given up under load); start again at /auth');
     if (session.expiresAt <= this.now()) {
       this.#pending.delete(id);
-      throw kbsErrors.attestation('session expired: the nonce was not answered in time; start again at /auth');
+      throw kbsError.attestation('session expired: the nonce was not answered in time; start again at /auth');
     }
-    if (session.state !== 'authed') throw kbsErrors.attestation('the nonce of this session was already used; start again at /auth');
+    if (session.state !== 'authed') throw kbsError.attestation('the nonce of this session was already used; start again at /auth');
     session.state = 'attesting';
     return { tee: session.tee, nonce: session.nonce, hash: session.hash };
   }

@@ -1,0 +1,39 @@
+/**
+ * What the sealing service's core and server throw: a domain code, and a detail that is shown to
+ * the client and logged nowhere (it never contains a key, share or token). sealer/problems.ts maps
+ * each code to its HTTP status and problem type, in one table.
+ */
+export type SealerErrorCode =
+  | 'SEALED' // no root key in memory: recover it with shares
+  | 'UNINITIALIZED' // no root key yet: the first rotate makes one
+  | 'BAD_SHARE' // a share or set of shares that is malformed or does not rebuild the key
+  | 'BAD_REQUEST' // any other malformed request
+  | 'CONFLICT' // the state changed meanwhile, or the request contradicts it
+  | 'KEY_FROM_SECRET' // mode 1: there are no shares to rotate, verify or recover
+  | 'NOT_SEALED' // recovery while a key is live
+  | 'NOT_INITIALIZED' // recovery or seal with nothing to recover
+  | 'NOT_FOUND'
+  | 'METHOD_NOT_ALLOWED'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'BUSY' // too much attestation work in progress
+  | 'STORAGE_UNAVAILABLE'
+  | 'INTEGRITY' // storage was tampered with: an operator must restore it
+  | 'INTERNAL'
+  // The KBS protocol's own errors, answered with Trustee's problem types and statuses.
+  | 'KBS_ATTESTATION'
+  | 'KBS_TOKEN_NOT_FOUND'
+  | 'KBS_TOKEN_INVALID'
+  | 'KBS_INVALID_PATH';
+
+export class SealerError extends Error {
+  override readonly name = 'SealerError';
+
+  constructor(
+    readonly code: SealerErrorCode,
+    readonly detail: string,
+    /** Extra members of the problem JSON (e.g. `sealStatus`). */
+    readonly extensions: Record<string, unknown> = {},
+  ) {
+    super(detail);
+  }
+}
