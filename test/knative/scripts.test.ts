@@ -7,16 +7,17 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routes } from '../../functions/index.js';
 import { createTdxPolicy } from '../../shared/attestation/tdx/policy.js';
 import { INTEL_PCS_URL } from '../../shared/attestation/tdx/pccs.js';
-import { KNATIVE, REPO, containersOf, dockerCmd, dockerEnv, id, kubectl, parseDockerfile, readKustomization, type Json, type Resource } from './support.js';
+import { findTool, requireTool, skipWithout } from '../support/tools.js';
+import { KNATIVE, KUBECTL, REPO, containersOf, dockerCmd, dockerEnv, id, parseDockerfile, readKustomization, type Json, type Resource } from './support.js';
 import { parseAllDocuments } from 'yaml';
 
 const INSTALL = join(KNATIVE, 'install.sh');
 const UNINSTALL = join(KNATIVE, 'uninstall.sh');
-const shellcheck = spawnSync('shellcheck', ['--version'], { stdio: 'ignore' }).status === 0;
+const SHELLCHECK = findTool('shellcheck', ['--version'], 'apt-get install shellcheck');
 
 /** Runs a script with a clean environment (no KMS_* or seed variables from the caller). */
 function run(script: string, args: string[], env: Record<string, string> = {}) {
@@ -51,7 +52,8 @@ describe('install.sh and uninstall.sh', () => {
     }
   });
 
-  it.skipIf(!shellcheck)('are clean under shellcheck', () => {
+  it.skipIf(skipWithout(SHELLCHECK))('are clean under shellcheck', () => {
+    requireTool(SHELLCHECK);
     const result = spawnSync('shellcheck', ['-x', INSTALL, UNINSTALL], { encoding: 'utf8' });
     expect(result.stdout + result.stderr).toBe('');
     expect(result.status).toBe(0);
@@ -128,7 +130,8 @@ describe('install.sh and uninstall.sh', () => {
           return false;
         }
       })();
-      it.skipIf(sealerAccepts && kubectl === undefined)(`${name}: ${sealerAccepts ? 'accepted' : 'refused'}`, () => {
+      it.skipIf(sealerAccepts && skipWithout(KUBECTL))(`${name}: ${sealerAccepts ? 'accepted' : 'refused'}`, () => {
+        if (sealerAccepts) requireTool(KUBECTL);
         const file = fixture(`case-${i}.json`, text);
         const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', file, '--work-dir', join(fixtures, `work-${i}`)]);
         if (sealerAccepts) {
@@ -158,7 +161,8 @@ describe('install.sh and uninstall.sh', () => {
     expect(text).toMatch(/--from-file=/);
   });
 
-  describe.skipIf(kubectl === undefined)('--dry-run: the generated kustomization, rendered by kubectl kustomize', () => {
+  describe.skipIf(skipWithout(KUBECTL))('--dry-run: the generated kustomization, rendered by kubectl kustomize', () => {
+    beforeAll(() => requireTool(KUBECTL));
     const digest = `sha256:${'ab'.repeat(32)}`;
     const work = mkdtempSync(join(tmpdir(), 'tee-kms-dry-run-'));
     temps.push(work);
@@ -231,7 +235,8 @@ describe('install.sh and uninstall.sh', () => {
     });
   });
 
-  it.skipIf(kubectl === undefined)('--initdata is carried gzip+base64 in the cc_init_data annotation (dry run)', () => {
+  it.skipIf(skipWithout(KUBECTL))('--initdata is carried gzip+base64 in the cc_init_data annotation (dry run)', () => {
+    requireTool(KUBECTL);
     const work = mkdtempSync(join(tmpdir(), 'tee-kms-initdata-'));
     temps.push(work);
     const initdata = join(work, 'initdata.toml');
@@ -247,13 +252,15 @@ describe('install.sh and uninstall.sh', () => {
     }
   });
 
-  it.skipIf(kubectl === undefined)('--tee tdx without --pccs-url: the sealer fetches collateral from Intel PCS (dry run)', () => {
+  it.skipIf(skipWithout(KUBECTL))('--tee tdx without --pccs-url: the sealer fetches collateral from Intel PCS (dry run)', () => {
+    requireTool(KUBECTL);
     const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: POLICY });
     expect(result.status, result.stderr).toBe(0);
     expect(sealerEnv(manifests(result.stdout), 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: INTEL_PCS_URL }]);
   });
 
-  it.skipIf(kubectl === undefined)('--tee dev still installs the sample-evidence sealer: no TDX policy, no collateral source (dry run)', () => {
+  it.skipIf(skipWithout(KUBECTL))('--tee dev still installs the sample-evidence sealer: no TDX policy, no collateral source (dry run)', () => {
+    requireTool(KUBECTL);
     const result = run(INSTALL, ['--dry-run', '--tee', 'dev']);
     expect(result.status, result.stderr).toBe(0);
     const resources = manifests(result.stdout);
