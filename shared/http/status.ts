@@ -10,7 +10,6 @@ export const STATUS_BY_CODE: Readonly<Record<KmsErrorCode, number>> = {
   METHOD_NOT_ALLOWED: 405,
   CONFLICT: 409,
   PAYLOAD_TOO_LARGE: 413,
-  UNSUPPORTED_MEDIA_TYPE: 415,
   // Stored data failed authentication: the server's state is bad, not the request.
   INTEGRITY: 500,
   CONFIG: 500,
