@@ -6,7 +6,7 @@ import { lifecycleOf } from '../shared/root-key/lifecycle.js';
 import { kmsRuntime } from '../shared/runtime.js';
 
 /**
- * GET|POST /rootKey/rotate: a new root key, split into Shamir shares (the seed's JSON shape).
+ * GET|POST /rootKey/rotate: a new root key, split into Shamir shares (BigDL KMS's JSON shape).
  * The first call initializes an uninitialized sealing service (like `vault operator init`);
  * every later one needs `Authorization: Bearer <KMS_ADMIN_TOKEN>`. The answer comes as soon as
  * the new key is installed; primary keys are rewrapped after it (GET /rootKey/status shows it).

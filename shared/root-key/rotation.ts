@@ -92,7 +92,7 @@ export class RootKeyRotation {
       // Imported here, not at start-up: only a rotation splits a key, and most functions never rotate.
       const { split } = await import('shamir-secret-sharing');
       const shares = (await split(new Uint8Array(key), this.settings.shares, this.settings.threshold)).map((share) => ({
-        // shamir-secret-sharing puts the x coordinate in the last byte: it is the seed's index.
+        // shamir-secret-sharing puts the x coordinate in the last byte: it is BigDL KMS's index.
         index: share[share.length - 1]!,
         content: Buffer.from(share).toString('base64'),
       }));

@@ -19,7 +19,7 @@ const INSTALL = join(KNATIVE, 'install.sh');
 const UNINSTALL = join(KNATIVE, 'uninstall.sh');
 const SHELLCHECK = findTool('shellcheck', ['--version'], 'apt-get install shellcheck');
 
-/** Runs a script with a clean environment (no KMS_* or seed variables from the caller). */
+/** Runs a script with a clean environment (no KMS_* or BigDL KMS variables from the caller). */
 function run(script: string, args: string[], env: Record<string, string> = {}) {
   const base: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', TMPDIR: tmpdir() };
   return spawnSync('bash', [script, ...args], { env: { ...base, ...env }, encoding: 'utf8', timeout: 60_000 });
@@ -59,12 +59,12 @@ describe('install.sh and uninstall.sh', () => {
     expect(result.status).toBe(0);
   });
 
-  it("--help names the seed's parameters as options", () => {
+  it("--help names BigDL KMS's parameters as options", () => {
     const result = run(INSTALL, ['--help']);
     expect(result.status).toBe(0);
     for (const option of ['--tee', '--image', '--storage-size', '--domain', '--root-key-file', '--generate-root-key', '--namespace', '--dry-run', '--tdx-policy', '--pccs-url']) expect(result.stdout).toContain(option);
     const header = readFileSync(INSTALL, 'utf8');
-    for (const seed of ['imageName', 'dataStoragePath', 'serviceIP', 'rootKey', 'teeMode']) expect(header).toContain(seed);
+    for (const parameter of ['imageName', 'dataStoragePath', 'serviceIP', 'rootKey', 'teeMode']) expect(header).toContain(parameter);
     expect(run(UNINSTALL, ['--help']).status).toBe(0);
   });
 
@@ -96,7 +96,7 @@ describe('install.sh and uninstall.sh', () => {
       expect(result.status, args.join(' ')).not.toBe(0);
       expect(result.stderr, args.join(' ')).toMatch(message);
     }
-    // The seed's variable names work as well.
+    // BigDL KMS's variable names work as well.
     expect(run(INSTALL, [], { teeMode: 'sgx' }).stderr).toMatch(/TDX/);
     expect(run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: '/nonexistent' }).stderr).toMatch(/--tdx-policy: cannot read/);
   });
