@@ -16,7 +16,7 @@
  */
 import { fetchOnce, sleep, type Answer } from './proc.js';
 
-/** The figure; the bench scales it down only when storage is too slow for the time budget. */
+/** The goal's figure; the bench scales it down only when storage is too slow for the time budget. */
 export const ROTATION_KEYS = 10_000;
 
 export type RotationResult =

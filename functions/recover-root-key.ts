@@ -4,7 +4,7 @@ import { parseShare } from '../shared/root-key/shares.js';
 import { kmsRuntime } from '../shared/runtime.js';
 
 /**
- * PUT /rootKey/recover with {"index": n, "content": "<base64>"}: one share per call (the seed's).
+ * PUT /rootKey/recover with {"index": n, "content": "<base64>"}: one share per call (BigDL KMS's).
  * Only while sealed; a live root key is never replaced. DELETE /rootKey/recover resets progress.
  */
 export const recoverRootKeyRoute = defineRoute({

@@ -29,7 +29,7 @@ const ROUTES = [
   'GET /rootKey/status',
 ];
 
-/** GET /: readiness, the routes in the seed's words, and the root key's state. */
+/** GET /: readiness, the routes in BigDL KMS's words, and the root key's state. */
 export const welcomeRoute = defineRoute({
   name: 'welcome',
   methods: ['GET', 'HEAD'],

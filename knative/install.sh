@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs tee-kms on a Kubernetes cluster with Knative Serving: every function a Knative Service,
-# the sealing service, MinIO. Like the seed's install-bigdl-kms.sh, with its parameters:
+# the sealing service, MinIO. Like BigDL KMS's install-bigdl-kms.sh, with its parameters:
 #
-#   seed parameter     here (environment variable / flag)
+#   BigDL KMS          here (environment variable / flag)
 #   imageName          KMS_IMAGE / --image          <registry>/tee-kms@sha256:… (tdx: digest required)
 #   dataStoragePath    KMS_STORAGE_SIZE / --storage-size, KMS_STORAGE_CLASS / --storage-class
 #                                                   (a volume claim, not a host path)
@@ -14,7 +14,7 @@
 #                                                   the Shamir mode (rotate makes the key in the TD)
 #   teeMode            KMS_TEE_MODE / --tee         tdx (production) or dev (no TEE, insecure)
 #
-# Not in the seed: with --tee tdx the sealer verifies each function's TDX quote, so it needs the
+# Not in BigDL KMS: with --tee tdx the sealer verifies each function's TDX quote, so it needs the
 # reference values of your TDs, KMS_TDX_POLICY_FILE / --tdx-policy (required; see
 # docs/attestation.md), and where DCAP collateral comes from, KMS_PCCS_URL / --pccs-url (default
 # Intel PCS).
@@ -47,7 +47,7 @@ usage: knative/install.sh [options]     (every option also reads the environment
   --replace-root-key                                allow replacing an installed mode-1 key (orphans
                                                     every key wrapped under the old one)
   --admin-token-file FILE       KMS_ADMIN_TOKEN_FILE  operator token for rotate/verify (default: generated)
-  --domain HOST                 KMS_DOMAIN          single host with the seed's paths (Gateway API)
+  --domain HOST                 KMS_DOMAIN          single host with BigDL KMS's paths (Gateway API)
   --gateway-class NAME          KMS_GATEWAY_CLASS   GatewayClass for that host (required with --domain)
   --public-tls-cert FILE        KMS_PUBLIC_TLS_CERT_FILE  certificate chain for --domain
   --public-tls-key FILE         KMS_PUBLIC_TLS_KEY_FILE   its private key
@@ -202,7 +202,7 @@ fi
 [[ -z $ADMIN_TOKEN_FILE || -r $ADMIN_TOKEN_FILE ]] || die "--admin-token-file: cannot read $ADMIN_TOKEN_FILE"
 
 if [[ -n $DOMAIN ]]; then
-  [[ $DOMAIN =~ ^$DNS_LABEL(\.$DNS_LABEL)+$ ]] || die "--domain must be a host name (the seed's serviceIP is a Gateway address here: point DNS at it), got '$DOMAIN'"
+  [[ $DOMAIN =~ ^$DNS_LABEL(\.$DNS_LABEL)+$ ]] || die "--domain must be a host name (BigDL KMS's serviceIP is a Gateway address here: point DNS at it), got '$DOMAIN'"
   [[ -n $GATEWAY_CLASS ]] || die "--domain needs --gateway-class (the GatewayClass of your Gateway API implementation)"
   [[ $GATEWAY_CLASS =~ ^$DNS_LABEL(\.$DNS_LABEL)*$ ]] || die "--gateway-class is not a valid name: '$GATEWAY_CLASS'"
   if [[ -n $PUBLIC_TLS_SECRET ]]; then

@@ -8,7 +8,7 @@
 # are cluster-wide and left as they are.
 #
 #   knative/uninstall.sh [--namespace NS] [--purge] [--yes]
-#   environment: KMS_NAMESPACE, KMS_PURGE=1; teeMode (the seed's parameter) is accepted and ignored
+#   environment: KMS_NAMESPACE, KMS_PURGE=1; teeMode (BigDL KMS's parameter) is accepted and ignored
 set -euo pipefail
 
 NS=${KMS_NAMESPACE:-tee-kms}

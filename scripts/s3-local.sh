@@ -6,7 +6,7 @@
 #   scripts/s3-local.sh stop DIR    kill the recorded daemons (reverse order) and rm -rf DIR; idempotent
 #
 # Progress and diagnostics go to stderr; stdout carries only the env lines. Several instances
-# with different DIRs can run at the same time. See docs in /work/shared/notes/s3-test-server.md.
+# with different DIRs can run at the same time. Used by the tests (test/support/rgw.ts) and the bench.
 set -euo pipefail
 
 PACKAGES=(radosgw ceph-mon ceph-osd ceph-common)

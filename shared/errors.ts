@@ -1,7 +1,8 @@
 /**
- * The one error type of tee-kms. Its `code` says what went wrong; `httpStatus()` in shared/http
- * maps each code to an HTTP status in one place. Messages are shown to clients: they must never
- * contain a secret (key material, token, share) or a raw exception text from a dependency.
+ * The one error type of tee-kms. Its `code` says what went wrong; `STATUS_BY_CODE` in
+ * shared/http/status.ts maps each code to an HTTP status in one place. Messages are shown to
+ * clients: they must never contain a secret (key material, token, share) or a raw exception text
+ * from a dependency.
  */
 export type KmsErrorCode =
   | 'BAD_REQUEST' // malformed or missing input
@@ -12,7 +13,7 @@ export type KmsErrorCode =
   | 'CONFLICT' // a name that already exists; nothing was overwritten
   | 'METHOD_NOT_ALLOWED'
   | 'PAYLOAD_TOO_LARGE'
-  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'UNSUPPORTED_MEDIA_TYPE' // a body encoding the function does not take (compressed, under functions-framework)
   | 'SEALED' // the root key is not available yet: recover it from shares
   | 'ROOT_KEY_UNAVAILABLE' // no root key source configured, or it cannot be reached
   | 'STORAGE_UNAVAILABLE' // the object store cannot be reached or refused us

@@ -7,12 +7,28 @@ import { sealerOptions } from '../sealer/options.js';
 
 const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
 
+/**
+ * Whether `name` stands in the README as a whole name: not inside a longer one (a letter, digit or
+ * `_` on either side), so that KMS_S3_BUCKET does not pass for KMS_S3_BUCKET_PREFIX.
+ */
+function mentionsWholeName(text: string, name: string): boolean {
+  const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`(?<![A-Za-z0-9_])${escaped}(?![A-Za-z0-9_])`).test(text);
+}
+
 describe('README.md stays true', () => {
   it('documents every configuration option', () => {
     const missing = [kmsOptions, hostOptions, sealerOptions]
       .flatMap((specs) => Object.values(specs).map((spec) => spec.env))
-      .filter((env) => !readme.includes(`\`${env}\``) && !readme.includes(env));
+      .filter((env) => !mentionsWholeName(readme, env));
     expect(missing).toEqual([]);
+  });
+
+  it('matches option names whole, not inside longer names', () => {
+    expect(mentionsWholeName('set `KMS_S3_BUCKET_PREFIX` here', 'KMS_S3_BUCKET')).toBe(false);
+    expect(mentionsWholeName('set `XKMS_S3_BUCKET` here', 'KMS_S3_BUCKET')).toBe(false);
+    expect(mentionsWholeName('set `KMS_S3_BUCKET` here', 'KMS_S3_BUCKET')).toBe(true);
+    expect(mentionsWholeName('KMS_S3_BUCKET=kms (the bucket)', 'KMS_S3_BUCKET')).toBe(true);
   });
 
   it('documents every function by its target name', () => {

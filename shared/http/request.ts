@@ -85,7 +85,7 @@ export class KmsRequest {
 
   /**
    * The caller's credentials: `Authorization: Bearer <token>` with `X-KMS-User: <user>`, or the
-   * seed's `?user=…&token=…`. Both forms at once must agree.
+   * BigDL KMS's `?user=…&token=…`. Both forms at once must agree.
    */
   credentials(): { user: string; token: string } {
     const user = agree('user', single(this.raw.headers[USER_HEADER]), this.param('user'));
@@ -167,7 +167,7 @@ export class KmsRequest {
 function parseQuery(query: string): Map<string, string[]> {
   const params = new Map<string, string[]>();
   for (const pair of query.split('&')) {
-    if (pair === '') continue; // the seed's clients send `&&` between parameters
+    if (pair === '') continue; // BigDL KMS's clients send `&&` between parameters
     const eq = pair.indexOf('=');
     const name = decodeQueryPart(eq === -1 ? pair : pair.slice(0, eq));
     const value = eq === -1 ? '' : decodeQueryPart(pair.slice(eq + 1));

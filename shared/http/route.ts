@@ -9,7 +9,7 @@ import { STATUS_BY_CODE } from './status.js';
 /** A request handler on Node's own types: runs under functions-framework and bare node:http alike. */
 export type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 
-/** What a route answers: the seed's plain-text sentence, or JSON when the client accepts it. */
+/** What a route answers: BigDL KMS's plain-text sentence, or JSON when the client accepts it. */
 export interface RouteResult {
   readonly status: number;
   readonly text: string;

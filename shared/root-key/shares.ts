@@ -1,7 +1,7 @@
 import { KmsError } from '../errors.js';
 import type { Share } from '../sealer/protocol.js';
 
-/** A share as the seed sends it: `{"index": n, "content": "<base64>"}`. The sealer checks it fully. */
+/** A share as BigDL KMS sends it: `{"index": n, "content": "<base64>"}`. The sealer checks it fully. */
 export function parseShare(value: unknown): Share {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new KmsError('BAD_REQUEST', 'a share is a JSON object {"index": <1-255>, "content": "<base64>"}');

@@ -57,7 +57,7 @@ for (const [name, deploy] of Object.entries(deployments)) {
     });
     afterAll(async () => d?.stop());
 
-    it("runs the seed's curl flow verbatim (&& in query strings)", async () => {
+    it("runs BigDL KMS's curl flow verbatim (&& in query strings)", async () => {
       const welcome = await kms.request('/');
       expect(welcome.status).toBe(200);
       expect(welcome.body).toContain('create a user like: POST /user/{userName}?token=a_token_string_for_the_user');

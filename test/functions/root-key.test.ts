@@ -146,7 +146,7 @@ describe('root key lifecycle through the functions (mode 2: Shamir shares)', () 
   });
   afterAll(async () => c?.cleanup());
 
-  it("runs the seed's story: rotate first, keys, restart sealed, recover 3 shares, every key unchanged", async () => {
+  it("runs BigDL KMS's story: rotate first, keys, restart sealed, recover 3 shares, every key unchanged", async () => {
     expect((await kms.request('/')).body).toContain('state: uninitialized');
     expect((await kms.request('/primaryKey/x?user=u&token=t', { method: 'POST' })).status).toBe(401);
     // The first rotate initializes, without operator credentials (like `vault operator init`).

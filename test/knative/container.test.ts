@@ -8,7 +8,7 @@
  * Mode 1 without a sealer (KMS_ROOT_KEY) and the embedded store: enough to show each function runs.
  * The one `npm ci` uses the npm registry (or npm's cache).
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routes } from '../../functions/index.js';
+import { findTool, requireTool, skipWithout } from '../support/tools.js';
 import { KNATIVE, REPO, dockerCmd, dockerEnv, loadResources, parseDockerfile, render, type Json } from './support.js';
 
 const dockerfile = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8'));
@@ -169,7 +170,7 @@ describe('the image CMD runs each function on the built output with production d
 });
 
 describe('the sealer Deployment\'s command and settings run on the same output', () => {
-  const openssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
+  const OPENSSL = findTool('openssl', ['version'], 'apt-get install openssl');
 
   interface SealerRun {
     readonly output: () => string;
@@ -247,7 +248,8 @@ describe('the sealer Deployment\'s command and settings run on the same output',
 
   const kbsAuth = { version: '0.4.0', tee: 'tdx', 'extra-params': '' };
 
-  it.skipIf(!openssl)('node dist/sealer/main.js starts with the Deployment\'s environment (mode 1) and answers its readiness probe', async () => {
+  it.skipIf(skipWithout(OPENSSL))('node dist/sealer/main.js starts with the Deployment\'s environment (mode 1) and answers its readiness probe', async () => {
+    requireTool(OPENSSL);
     const deployment = loadResources(join(KNATIVE, 'base', 'sealer-deployment.yaml'))[0]!;
     await withSealer(deployment.spec.template.spec.containers[0], {}, async (sealer) => {
       // The base configures no TDX verifier: a TD is refused at /kbs/v0/auth.
@@ -257,7 +259,8 @@ describe('the sealer Deployment\'s command and settings run on the same output',
     });
   });
 
-  it.skipIf(!openssl)('with the tdx overlay\'s environment and a policy in its ConfigMap\'s place, the sealer registers the TDX verifier (collateral from PCCS)', async () => {
+  it.skipIf(skipWithout(OPENSSL))('with the tdx overlay\'s environment and a policy in its ConfigMap\'s place, the sealer registers the TDX verifier (collateral from PCCS)', async () => {
+    requireTool(OPENSSL);
     const sealerDeployment = render(join(KNATIVE, 'overlays', 'tdx')).find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
     const container = sealerDeployment.spec.template.spec.containers[0];
     const pccsUrl = (container.env as Json[]).find((e) => e.name === 'KMS_SEALER_PCCS_URL')?.value;

@@ -11,6 +11,7 @@ import { basename, dirname, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { routeModules } from '../../functions/catalog.js';
 import { routes } from '../../functions/index.js';
+import { skipWithout } from '../support/tools.js';
 import {
   KNATIVE,
   OPTIONAL_MODEL_PACKAGE,
@@ -20,7 +21,7 @@ import {
   hasModelPackage,
   id,
   knownFields,
-  kubectl,
+  KUBECTL,
   kustomize,
   loadResources,
   loadYaml,
@@ -192,7 +193,7 @@ describe('kustomizations', () => {
     });
   }
 
-  it.skipIf(kubectl === undefined)('kubectl kustomize (the real kustomize) renders the same as the offline renderer', () => {
+  it.skipIf(skipWithout(KUBECTL))('kubectl kustomize (the real kustomize) renders the same as the offline renderer', () => {
     for (const dir of [BASE, ...OVERLAYS.map((o) => join(KNATIVE, 'overlays', o))]) {
       const real = kustomize(dir);
       const ours = dir === BASE ? base : rendered[basename(dir) as (typeof OVERLAYS)[number]];

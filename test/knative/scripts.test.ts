@@ -7,18 +7,19 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routes } from '../../functions/index.js';
 import { createTdxPolicy } from '../../shared/attestation/tdx/policy.js';
 import { INTEL_PCS_URL } from '../../shared/attestation/tdx/pccs.js';
-import { KNATIVE, REPO, containersOf, dockerCmd, dockerEnv, id, kubectl, parseDockerfile, readKustomization, type Json, type Resource } from './support.js';
+import { findTool, requireTool, skipWithout } from '../support/tools.js';
+import { KNATIVE, KUBECTL, REPO, containersOf, dockerCmd, dockerEnv, id, parseDockerfile, readKustomization, type Json, type Resource } from './support.js';
 import { parseAllDocuments } from 'yaml';
 
 const INSTALL = join(KNATIVE, 'install.sh');
 const UNINSTALL = join(KNATIVE, 'uninstall.sh');
-const shellcheck = spawnSync('shellcheck', ['--version'], { stdio: 'ignore' }).status === 0;
+const SHELLCHECK = findTool('shellcheck', ['--version'], 'apt-get install shellcheck');
 
-/** Runs a script with a clean environment (no KMS_* or seed variables from the caller). */
+/** Runs a script with a clean environment (no KMS_* or BigDL KMS variables from the caller). */
 function run(script: string, args: string[], env: Record<string, string> = {}) {
   const base: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', TMPDIR: tmpdir() };
   return spawnSync('bash', [script, ...args], { env: { ...base, ...env }, encoding: 'utf8', timeout: 60_000 });
@@ -51,18 +52,19 @@ describe('install.sh and uninstall.sh', () => {
     }
   });
 
-  it.skipIf(!shellcheck)('are clean under shellcheck', () => {
+  it.skipIf(skipWithout(SHELLCHECK))('are clean under shellcheck', () => {
+    requireTool(SHELLCHECK);
     const result = spawnSync('shellcheck', ['-x', INSTALL, UNINSTALL], { encoding: 'utf8' });
     expect(result.stdout + result.stderr).toBe('');
     expect(result.status).toBe(0);
   });
 
-  it("--help names the seed's parameters as options", () => {
+  it("--help names BigDL KMS's parameters as options", () => {
     const result = run(INSTALL, ['--help']);
     expect(result.status).toBe(0);
     for (const option of ['--tee', '--image', '--storage-size', '--domain', '--root-key-file', '--generate-root-key', '--namespace', '--dry-run', '--tdx-policy', '--pccs-url']) expect(result.stdout).toContain(option);
     const header = readFileSync(INSTALL, 'utf8');
-    for (const seed of ['imageName', 'dataStoragePath', 'serviceIP', 'rootKey', 'teeMode']) expect(header).toContain(seed);
+    for (const parameter of ['imageName', 'dataStoragePath', 'serviceIP', 'rootKey', 'teeMode']) expect(header).toContain(parameter);
     expect(run(UNINSTALL, ['--help']).status).toBe(0);
   });
 
@@ -94,7 +96,7 @@ describe('install.sh and uninstall.sh', () => {
       expect(result.status, args.join(' ')).not.toBe(0);
       expect(result.stderr, args.join(' ')).toMatch(message);
     }
-    // The seed's variable names work as well.
+    // BigDL KMS's variable names work as well.
     expect(run(INSTALL, [], { teeMode: 'sgx' }).stderr).toMatch(/TDX/);
     expect(run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: '/nonexistent' }).stderr).toMatch(/--tdx-policy: cannot read/);
   });
@@ -128,7 +130,8 @@ describe('install.sh and uninstall.sh', () => {
           return false;
         }
       })();
-      it.skipIf(sealerAccepts && kubectl === undefined)(`${name}: ${sealerAccepts ? 'accepted' : 'refused'}`, () => {
+      it.skipIf(sealerAccepts && skipWithout(KUBECTL))(`${name}: ${sealerAccepts ? 'accepted' : 'refused'}`, () => {
+        if (sealerAccepts) requireTool(KUBECTL);
         const file = fixture(`case-${i}.json`, text);
         const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', file, '--work-dir', join(fixtures, `work-${i}`)]);
         if (sealerAccepts) {
@@ -158,7 +161,8 @@ describe('install.sh and uninstall.sh', () => {
     expect(text).toMatch(/--from-file=/);
   });
 
-  describe.skipIf(kubectl === undefined)('--dry-run: the generated kustomization, rendered by kubectl kustomize', () => {
+  describe.skipIf(skipWithout(KUBECTL))('--dry-run: the generated kustomization, rendered by kubectl kustomize', () => {
+    beforeAll(() => requireTool(KUBECTL));
     const digest = `sha256:${'ab'.repeat(32)}`;
     const work = mkdtempSync(join(tmpdir(), 'tee-kms-dry-run-'));
     temps.push(work);
@@ -231,7 +235,8 @@ describe('install.sh and uninstall.sh', () => {
     });
   });
 
-  it.skipIf(kubectl === undefined)('--initdata is carried gzip+base64 in the cc_init_data annotation (dry run)', () => {
+  it.skipIf(skipWithout(KUBECTL))('--initdata is carried gzip+base64 in the cc_init_data annotation (dry run)', () => {
+    requireTool(KUBECTL);
     const work = mkdtempSync(join(tmpdir(), 'tee-kms-initdata-'));
     temps.push(work);
     const initdata = join(work, 'initdata.toml');
@@ -247,13 +252,15 @@ describe('install.sh and uninstall.sh', () => {
     }
   });
 
-  it.skipIf(kubectl === undefined)('--tee tdx without --pccs-url: the sealer fetches collateral from Intel PCS (dry run)', () => {
+  it.skipIf(skipWithout(KUBECTL))('--tee tdx without --pccs-url: the sealer fetches collateral from Intel PCS (dry run)', () => {
+    requireTool(KUBECTL);
     const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: POLICY });
     expect(result.status, result.stderr).toBe(0);
     expect(sealerEnv(manifests(result.stdout), 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: INTEL_PCS_URL }]);
   });
 
-  it.skipIf(kubectl === undefined)('--tee dev still installs the sample-evidence sealer: no TDX policy, no collateral source (dry run)', () => {
+  it.skipIf(skipWithout(KUBECTL))('--tee dev still installs the sample-evidence sealer: no TDX policy, no collateral source (dry run)', () => {
+    requireTool(KUBECTL);
     const result = run(INSTALL, ['--dry-run', '--tee', 'dev']);
     expect(result.status, result.stderr).toBe(0);
     const resources = manifests(result.stdout);

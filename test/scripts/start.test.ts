@@ -9,7 +9,7 @@ import { freePort, startNpmStart, type ServerProcess } from '../support/processe
 import { findSecrets } from '../support/storage-snapshot.js';
 
 /** `npm start` in its default mode (Shamir shares), stopped and started again like a user would. */
-describe('npm start: the seed story on one machine', () => {
+describe('npm start: the BigDL KMS story on one machine', () => {
   let dataDir: string;
   let port: number;
   let kms: ServerProcess | undefined;

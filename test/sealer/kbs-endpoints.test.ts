@@ -1,5 +1,5 @@
 // The sealer's KBS endpoints (Trustee protocol 0.4.0) against a real sealer process over HTTPS:
-// the happy path on the wire, and every refusal the issue lists.
+// the happy path on the wire, and its refusals.
 import { randomBytes } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -12,7 +12,7 @@ export const FIXTURES_DIR = resolve(repoRoot, '../shared/tdx-fixtures');
 export const fixturesPresent = existsSync(join(FIXTURES_DIR, 'tdx_quote'));
 export const FIXTURES_SKIP_NOTE = fixturesPresent ? '' : ` (SKIPPED: real TDX fixtures not found at ${FIXTURES_DIR})`;
 if (!fixturesPresent) {
-  console.warn(`[tdx tests] real-quote tests skipped: ${FIXTURES_DIR} is absent (see issue 4: reference data is read in place)`);
+  console.warn(`[tdx tests] real-quote tests skipped: ${FIXTURES_DIR} is absent (reference data is read in place, never copied into the repository)`);
 }
 
 export const fixturePath = (name: string): string => join(FIXTURES_DIR, name);

@@ -1,6 +1,6 @@
 /**
  * DCAP verification (verify.ts) of synthetic quotes signed by a test PKI: one accepted case and
- * every failure the issue lists, each refused with the claim that failed.
+ * the failures it must refuse, each refused with the claim that failed.
  */
 import { describe, expect, it } from 'vitest';
 import { parseCollateral, type TdxCollateral } from '../../../../shared/attestation/tdx/collateral.js';

@@ -1,0 +1,134 @@
+/**
+ * The run's results: the record every phase adds to, what is derived from the cases at the end
+ * (ratios to their limits, goals, notes), and the files written to BENCH_OUT.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { markdown, svgChart, textTable, type BenchResults, type CaseRecord, type Goal } from './report.js';
+import { ROTATION_KEYS } from './rotation.js';
+import { CONCURRENCIES, DURATION, GOAL_C, goalConcurrency, OUT, ROOT, round2, ROUNDS } from './settings.js';
+
+/** An empty record, its metadata filled in (the root key source is chosen later). */
+export function newResults(): BenchResults {
+  return {
+    meta: {
+      date: new Date().toISOString(),
+      commit: gitCommit(),
+      node: process.version,
+      cpu: cpus()[0]?.model.trim() ?? 'unknown',
+      cpus: cpus().length,
+      memoryGb: Math.round(totalmem() / 2 ** 30),
+      os: `Linux ${release()}`,
+      durationSec: DURATION,
+      rounds: ROUNDS,
+      concurrencies: CONCURRENCIES,
+      storage: process.env.KMS_S3_ENDPOINT ? `S3 at ${process.env.KMS_S3_ENDPOINT}` : 'single-node Ceph RGW on loopback (scripts/s3-local.sh, memstore OSD)',
+      rootKeyMode: 'static',
+      rootKeyNote: '',
+    },
+    cases: [],
+    coldStarts: [],
+    memory: {},
+    rotation: { status: 'skipped', note: 'not run (BENCH_ONLY)' },
+    goals: [],
+    notes: [],
+  };
+}
+
+/** Ratios to the limits, goals, notes and the run's time and load, once every phase has run. */
+export function finishResults(results: BenchResults, wallStart: number, loadAtStart: number): void {
+  const byId = new Map(results.cases.map((c) => [c.id, c]));
+  for (const c of results.cases) {
+    const limitId = limitOf(c);
+    const limit = limitId === undefined ? undefined : byId.get(limitId);
+    if (limitId !== undefined && limit?.result !== undefined && c.result !== undefined && limit.result.rps > 0) {
+      c.limitId = limitId;
+      c.ratio = Math.round((c.result.rps / limit.result.rps) * 100) / 100;
+    }
+  }
+  results.goals = goals(results, byId);
+  results.notes.push(
+    'functions-framework runs as `node node_modules/@google-cloud/functions-framework/build/src/main.js --source=dist/functions/<fn>.js --target=<fn>`, which is what `npx functions-framework` execs (without npm\'s own start-up).',
+    'lean https = `node dist/scripts/serve.js` with all functions (as `npm start`); lean http = the same with KMS_TLS=off and FUNCTION_TARGET=getDataKey (as in Knative). functions-framework serves plain HTTP, so compare it with bare node:http.',
+    'Server stdout (the JSON access log) is a pipe drained by the bench process, as a container runtime drains it.',
+    'Cold reads: each data key is read once by a lean host that has never seen it (its credentials and primary key cached by one warm-up request, its code warmed up on other cold keys: one storage GET per request); raw GETs read each object once per round. Both draw from pools (what the create cases wrote, topped up to a minimum); a round ends after its time or when its share is used up (its rate is then over the time it ran).',
+  );
+  for (const c of results.cases) {
+    if (c.result !== undefined && c.result.seconds < DURATION * 0.9) results.notes.push(`${c.host} ${c.route} c=${c.concurrency} used up its share of the pool after ${c.result.seconds} s in all (${c.result.ok} answers).`);
+  }
+  results.meta = { ...results.meta, wallSeconds: (performance.now() - wallStart) / 1000, loadAverage: [loadAtStart, round2(loadavg()[0]!)] };
+}
+
+/** latest.json, latest.md and latest.svg in BENCH_OUT, and the table on stdout. */
+export function writeResults(results: BenchResults): void {
+  mkdirSync(OUT, { recursive: true });
+  writeFileSync(join(OUT, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(join(OUT, 'latest.md'), markdown(results));
+  writeFileSync(join(OUT, 'latest.svg'), svgChart(results, goalConcurrency()));
+  process.stdout.write(`\n${textTable(results)}\n\nwritten: ${join(OUT, 'latest.json')}, latest.md, latest.svg (${Math.round(results.meta.wallSeconds ?? 0)} s)\n`);
+}
+
+function limitOf(c: CaseRecord): string | undefined {
+  const k = c.concurrency;
+  if (c.id.startsWith('lean-warm-')) return `bare-https-c${k}`;
+  if (c.id.startsWith('leanhttp-warm-') || c.id.startsWith('ff-warm-')) return `bare-http-c${k}`;
+  if (c.id.includes('-cold-')) return `s3-get-c${k}`;
+  if (c.id.includes('-createdk-') || c.id.includes('-createpk-')) return `s3-put-c${k}`;
+  return undefined;
+}
+
+function goals(results: BenchResults, byId: Map<string, CaseRecord>): Goal[] {
+  const g: Goal[] = [];
+  const ratioGoal = (goal: string, id: string, min: number) => {
+    const c = byId.get(id);
+    g.push({
+      goal,
+      target: `≥ ${min} of ${c?.limitId ?? 'its limit'}`,
+      measured: c?.ratio === undefined ? 'not measured' : `${c.ratio} (${Math.round(c.result!.rps)} req/s)`,
+      met: c?.ratio === undefined ? undefined : c.ratio >= min,
+    });
+  };
+  ratioGoal('warm GET /dataKey, lean https, c=16', `lean-warm-c${GOAL_C}`, 0.5);
+  const warm = byId.get(`lean-warm-c${GOAL_C}`)?.result;
+  g.push({ goal: 'warm GET /dataKey p99, lean https, c=16', target: '< 5 ms', measured: warm === undefined ? 'not measured' : `${warm.p99} ms`, met: warm === undefined ? undefined : warm.p99 < 5 });
+  ratioGoal('cold GET /dataKey, lean https, c=16', `lean-cold-c${GOAL_C}`, 0.8);
+  ratioGoal('cold GET /dataKey, lean http (Knative: the gateway ends TLS), c=16', `leanhttp-cold-c${GOAL_C}`, 0.8);
+  ratioGoal('POST /dataKey, lean https, c=16', `lean-createdk-c${GOAL_C}`, 0.8);
+  const cs = results.coldStarts.find((c) => c.host === 'lean http');
+  g.push({
+    goal: 'cold start to first 200 (lean, one function)',
+    target: '≤ 300 ms',
+    measured: cs?.medianFirstOkMs === undefined ? 'not measured' : `${cs.medianFirstOkMs} ms (median)`,
+    met: cs?.medianFirstOkMs === undefined ? undefined : cs.medianFirstOkMs <= 300,
+  });
+  g.push({
+    goal: 'idle RSS per function (lean, after first 200)',
+    target: '≤ 80 MB',
+    measured: cs?.medianIdleRssMb === undefined ? 'not measured' : `${cs.medianIdleRssMb} MB`,
+    met: cs?.medianIdleRssMb === undefined ? undefined : cs.medianIdleRssMb <= 80,
+  });
+  const rot = results.rotation;
+  g.push({
+    goal: `rotation of ${(rot.status === 'measured' ? rot.keys : ROTATION_KEYS).toLocaleString('en-US')} primary keys`,
+    target: '≥ 0.8 of raw conditional PUT',
+    measured:
+      rot.status === 'measured'
+        ? `${rot.ratio ?? '?'} (${rot.keysPerSecond} keys/s, ${rot.seconds} s)${rot.ratioToReadModifyWrite === undefined ? '' : `; ${rot.ratioToReadModifyWrite} of raw read-modify-write`}`
+        : `${rot.status}`,
+    met: rot.status === 'measured' && rot.ratio !== undefined ? rot.ratio >= 0.8 : undefined,
+  });
+  return g;
+}
+
+function gitCommit(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    // The previous run's results are not a change to what is measured.
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':!bench/results'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${head} (+ uncommitted changes)` : head;
+  } catch {
+    return 'unknown';
+  }
+}
