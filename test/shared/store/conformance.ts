@@ -90,8 +90,18 @@ export function describeObjectStore(name: string, open: () => Promise<StoreUnder
       expect(await collect(store.list('nothing/'))).toEqual([]);
     });
 
+    it('lists every valid name, whatever it ends with (.lock, .tmp)', async () => {
+      // Names are 1-64 of A-Za-z0-9._- starting with a letter or digit (shared/names.ts): a user may be `alice.lock`.
+      const keys = ['names/alice.lock/k.json', 'names/alice.lock/k.lock', 'names/k.lock', 'names/tmp-1', 'names/x.tmp-1.lock', 'names/z_'].sort();
+      for (const key of keys) expect(await store.create(key, Buffer.from('x'))).toBe(true);
+      const v = await store.get('names/alice.lock/k.lock');
+      expect(await store.replace('names/alice.lock/k.lock', Buffer.from('y'), v!.etag)).toBe(true);
+      expect(await collect(store.list('names/'))).toEqual(keys);
+      expect(await collect(store.list('names/alice.lock/'))).toEqual(['names/alice.lock/k.json', 'names/alice.lock/k.lock']);
+    });
+
     it('refuses keys that could escape their folder', async () => {
-      for (const key of ['../x', 'a/../b', '/abs', 'a//b', 'a/./b', '', 'a/b/']) {
+      for (const key of ['../x', 'a/../b', '/abs', 'a//b', 'a/./b', '', 'a/b/', '.hidden', 'a/.lock-k.json', 'a/.tmp-1']) {
         await expect(store.get(key)).rejects.toBeInstanceOf(KmsError);
         await expect(store.create(key, Buffer.from('x'))).rejects.toMatchObject({ code: 'INTERNAL' });
       }
