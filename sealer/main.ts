@@ -1,5 +1,6 @@
 import { KmsError } from '../shared/errors.js';
 import { loadKmsConfig } from '../shared/config.js';
+import { exitIfStorageUnsafe } from '../shared/store/checked-store.js';
 import { openObjectStore } from '../shared/store/from-config.js';
 import { startSealer } from './app.js';
 import { loadSealerOptions } from './options.js';
@@ -12,6 +13,7 @@ async function main(): Promise<void> {
   // the sealer's data dir, or the same S3 bucket (KMS_STORE=s3 and KMS_S3_*, as for the functions).
   const storeConfig = loadKmsConfig();
   const store = openObjectStore({ ...storeConfig, dataDir: options.dataDir });
+  exitIfStorageUnsafe(Promise.resolve(store), 'sealer'); // beside the rest of the start
   // Real TEE verifiers from KMS_SEALER_TDX_* (refuses to start on a policy it cannot apply).
   const verifiers = await configuredVerifiers(options);
   const sealer = await startSealer(options, store, { verifiers });
