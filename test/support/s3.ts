@@ -77,7 +77,7 @@ export async function createTestBucket({ versioned = false } = {}): Promise<Test
       const names: string[] = [];
       for await (const item of reader.listObjectsV2(bucket, '', true)) if (item.name) names.push(item.name);
       if (names.length > 0) await reader.removeObjects(bucket, names);
-      if (versioned) await removeEveryVersion(s3, bucket); // or the bucket is never empty
+      await removeEveryVersion(s3, bucket); // a bucket versioned once is never empty otherwise
       await reader.removeBucket(bucket);
     },
   };
