@@ -4,7 +4,7 @@ import type { ObjectStore } from './object-store.js';
 
 /** What tee-kms runs on: checked against documentation and, for Ceph RGW 16.2.15, here (README: Storage). */
 export const SUPPORTED_STORAGE =
-  'Ceph RGW: unversioned buckets (16.2.15 ignores both conditions on versioned ones); MinIO: a build from late 2025 or later (older ones accept If-Match on a missing key); AWS S3';
+  'Ceph RGW: unversioned buckets (16.2.15 ignores both conditions on versioned ones); MinIO: a release after August 2025 (older ones accept If-Match on a missing key); AWS S3';
 
 /**
  * Checks that `store` honours the conditions every create (If-None-Match: *) and replace (If-Match)
