@@ -6,8 +6,11 @@ import { loadRoutes } from '../functions/catalog.js';
 import { startHost } from '../shared/http/host.js';
 import { log } from '../shared/log.js';
 import { KmsError } from '../shared/errors.js';
+import { exitIfStorageUnsafe } from '../shared/store/checked-store.js';
 
 try {
+  // Beside the host's start, not before it: a storage that ignores conditional writes stops us.
+  exitIfStorageUnsafe(import('../shared/runtime.js').then(async ({ keyRuntime }) => (await keyRuntime()).store), 'tee-kms');
   const host = await startHost(loadRoutes, process.env, { warmUp: true });
   log.info('tee-kms listening', { url: host.url, functions: process.env.FUNCTION_TARGET || 'all' });
   const stop = () => void host.close().then(() => process.exit(0));

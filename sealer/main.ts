@@ -1,5 +1,6 @@
 import { KmsError } from '../shared/errors.js';
 import { loadKmsConfig } from '../shared/config.js';
+import { exitIfStorageUnsafe } from '../shared/store/checked-store.js';
 import { openObjectStore } from '../shared/store/from-config.js';
 import { FsObjectStore } from '../shared/store/fs-store.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
@@ -16,6 +17,7 @@ async function main(): Promise<void> {
   // against the keys stored there.
   const storeConfig = loadKmsConfig();
   const store = openObjectStore(storeConfig);
+  exitIfStorageUnsafe(Promise.resolve(store), 'sealer'); // beside the rest of the start
   if (storeConfig.store === 'fs') await adoptEarlierStateRecord(store, options.dataDir);
   // Real TEE verifiers from KMS_SEALER_TDX_* (refuses to start on a policy it cannot apply).
   const verifiers = await configuredVerifiers(options);

@@ -7,13 +7,14 @@ import { RootKeyRotation } from './root-key/rotation.js';
 import { SealerRootKeySource } from './root-key/sealer-source.js';
 import { MissingRootKeySource, StaticRootKeySource, type RootKeySource } from './root-key/source.js';
 import type { SealerClient } from './sealer/client.js';
+import type { CheckedObjectStore } from './store/checked-store.js';
 import { openObjectStore } from './store/from-config.js';
-import type { ObjectStore } from './store/object-store.js';
 
 /** What the key routes need, built once per process from the environment, on first use. */
 export interface KeyRuntime {
   readonly config: KmsConfig;
-  readonly store: ObjectStore;
+  /** Writes wait for its check (shared/store/checked-store.ts); `ready()` starts that check. */
+  readonly store: CheckedObjectStore;
   readonly rootKeys: RootKeyring;
   readonly keys: KeyStore;
 }

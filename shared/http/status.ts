@@ -14,6 +14,8 @@ export const STATUS_BY_CODE: Readonly<Record<KmsErrorCode, number>> = {
   // Stored data failed authentication: the server's state is bad, not the request.
   INTEGRITY: 500,
   CONFIG: 500,
+  // Storage that ignores conditional writes is a deployment error; retrying cannot help.
+  STORAGE_UNSAFE: 500,
   INTERNAL: 500,
   SEALED: 503,
   ROOT_KEY_UNAVAILABLE: 503,

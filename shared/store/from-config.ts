@@ -1,6 +1,7 @@
 import { KmsError } from '../errors.js';
+import { CheckedObjectStore } from './checked-store.js';
+import { probeConditionalWrites } from './conditional-writes.js';
 import { FsObjectStore } from './fs-store.js';
-import type { ObjectStore } from './object-store.js';
 import { S3ObjectStore } from './s3-store.js';
 
 export interface StoreConfig {
@@ -15,8 +16,16 @@ export interface StoreConfig {
   readonly s3ForcePathStyle: boolean;
 }
 
-export function openObjectStore(config: StoreConfig): ObjectStore {
-  if (config.store === 'fs') return new FsObjectStore(config.dataDir);
+/**
+ * The configured store; its writes wait for a check that it is safe to write to (checked-store.ts).
+ * The embedded store implements the conditions itself, so its check is only removing what crashed
+ * writers left; an S3 server's check is a probe of its conditional writes.
+ */
+export function openObjectStore(config: StoreConfig): CheckedObjectStore {
+  if (config.store === 'fs') {
+    const fs = new FsObjectStore(config.dataDir);
+    return new CheckedObjectStore(fs, () => fs.removeLeftovers());
+  }
   for (const [value, env] of [
     [config.s3Endpoint, 'KMS_S3_ENDPOINT'],
     [config.s3AccessKeyId, 'KMS_S3_ACCESS_KEY_ID'],
@@ -24,7 +33,7 @@ export function openObjectStore(config: StoreConfig): ObjectStore {
   ] as const) {
     if (value === '') throw new KmsError('CONFIG', `KMS_STORE=s3 needs ${env}`);
   }
-  return new S3ObjectStore({
+  const s3 = new S3ObjectStore({
     endpoint: config.s3Endpoint,
     region: config.s3Region,
     bucket: config.s3Bucket,
@@ -33,4 +42,6 @@ export function openObjectStore(config: StoreConfig): ObjectStore {
     secretAccessKey: config.s3SecretAccessKey,
     forcePathStyle: config.s3ForcePathStyle,
   });
+  const where = `S3 bucket ${config.s3Bucket} at ${config.s3Endpoint}`;
+  return new CheckedObjectStore(s3, () => probeConditionalWrites(s3, where));
 }

@@ -1,15 +1,26 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { hostname } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { KmsError } from '../errors.js';
 import { assertObjectKey, assertPrefix } from './keys.js';
 import type { ObjectStore, StoredObject } from './object-store.js';
 
+// The store's own files start with `.`, which no object key segment can (keys.ts): listing skips
+// them and nothing else, and they never collide with an object, whatever its name ends with.
 const TEMP_PREFIX = '.tmp-';
-const LOCK_SUFFIX = '.lock';
-/** A replace lock older than this was left by a crashed writer. */
-const STALE_LOCK_MS = 30_000;
+const LOCK_PREFIX = '.lock-';
+/** A temporary or replace lock older than this was left by a crashed writer, whoever it names. */
+const STALE_MS = 30_000;
+/**
+ * Who writes a temporary or holds a lock: `<pid>@<host>`. A holder on this host whose process is
+ * gone crashed (kill -9): its files are stale at once. Another host's pids mean nothing here (a
+ * shared volume): only the age can tell.
+ */
+const HOLDER = `${process.pid}@${hostname()}`;
+/** `-` and 16 hex digits end a temporary's name, after its holder. */
+const TEMP_RANDOM_SUFFIX = 17;
 
 /**
  * The embedded store: one file per object under `<dir>/objects`. Crash-safe: every write goes to a
@@ -92,6 +103,15 @@ export class FsObjectStore implements ObjectStore {
 
   async close(): Promise<void> {}
 
+  /**
+   * Removes what crashed writers left behind (temporaries, replace locks), never a live writer's;
+   * called where the store is opened (from-config.ts). Best effort, never fails: a leftover it
+   * misses is never listed, and a replace that meets a stale lock breaks it.
+   */
+  async removeLeftovers(): Promise<void> {
+    await this.#sweep(this.#root);
+  }
+
   #path(key: string): string {
     return join(this.#root, key);
   }
@@ -105,15 +125,30 @@ export class FsObjectStore implements ObjectStore {
       throw unavailable(error);
     }
     for (const entry of entries) {
-      if (entry.name.startsWith(TEMP_PREFIX) || entry.name.endsWith(LOCK_SUFFIX)) continue;
       if (entry.isDirectory()) await this.#walk(join(dir, entry.name), `${prefix}${entry.name}/`, out);
-      else if (entry.isFile()) out.push(`${prefix}${entry.name}`);
+      else if (entry.isFile() && !entry.name.startsWith('.')) out.push(`${prefix}${entry.name}`);
     }
+  }
+
+  async #sweep(dir: string): Promise<void> {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    await Promise.all(
+      entries.map(async (entry) => {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) return this.#sweep(path);
+        const holder = entry.name.startsWith(TEMP_PREFIX)
+          ? Promise.resolve(entry.name.slice(TEMP_PREFIX.length, -TEMP_RANDOM_SUFFIX)) // `.tmp-<holder>-<16 hex>`
+          : entry.name.startsWith(LOCK_PREFIX)
+            ? readFile(path, 'utf8').catch(() => '')
+            : undefined;
+        if (holder !== undefined && (await isStale(path, holder))) await unlink(path).catch(() => undefined);
+      }),
+    );
   }
 
   async #writeTemp(path: string, body: Buffer): Promise<string> {
     const dir = dirname(path);
-    const temp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+    const temp = join(dir, `${TEMP_PREFIX}${HOLDER}-${randomBytes(8).toString('hex')}`);
     try {
       await mkdir(dir, { recursive: true });
       const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
@@ -130,25 +165,42 @@ export class FsObjectStore implements ObjectStore {
     return temp;
   }
 
-  /** An exclusive lock file beside the object, for compare-and-swap across processes. */
+  /** An exclusive lock file beside the object, for compare-and-swap across processes; it names its holder. */
   async #lock(path: string): Promise<() => Promise<void>> {
-    const lockPath = `${path}${LOCK_SUFFIX}`;
+    const lockPath = join(dirname(path), `${LOCK_PREFIX}${basename(path)}`);
     await mkdir(dirname(path), { recursive: true }).catch((error: unknown) => {
       throw unavailable(error);
     });
     for (let attempt = 0; ; attempt++) {
       try {
         const handle = await open(lockPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-        await handle.close();
+        try {
+          await handle.writeFile(HOLDER);
+        } finally {
+          await handle.close();
+        }
         return () => unlink(lockPath).catch(() => undefined);
       } catch (error) {
         if (!isCode(error, 'EEXIST')) throw unavailable(error);
       }
-      const age = await stat(lockPath).then((s) => Date.now() - s.mtimeMs, () => 0);
-      if (age > STALE_LOCK_MS) await unlink(lockPath).catch(() => undefined);
+      if (await isStale(lockPath, readFile(lockPath, 'utf8').catch(() => ''))) await unlink(lockPath).catch(() => undefined);
       if (attempt > 2000) throw new KmsError('STORAGE_UNAVAILABLE', 'storage is busy: a record stayed locked');
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
+  }
+}
+
+/** Whether a temporary or lock was left by a crashed writer (see HOLDER). */
+async function isStale(path: string, holder: Promise<string>): Promise<boolean> {
+  const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0);
+  if (age > STALE_MS) return true;
+  const [pid, host] = (await holder).split('@');
+  if (host !== hostname() || !/^\d+$/.test(pid ?? '')) return false; // being written, or not ours to judge
+  try {
+    process.kill(Number(pid), 0);
+    return false;
+  } catch (error) {
+    return isCode(error, 'ESRCH');
   }
 }
 

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { DeleteObjectCommand, ListObjectVersionsCommand, S3Client } from '@aws-sdk/client-s3';
 import { Client as MinioClient } from 'minio';
 import { inject } from 'vitest';
 import { S3ObjectStore } from '../../shared/store/s3-store.js';
@@ -22,7 +23,8 @@ export interface TestBucket {
   remove(): Promise<void>;
 }
 
-export async function createTestBucket(): Promise<TestBucket> {
+/** `versioned`: with versioning enabled, as an administrator may set it (and RGW 16.2 then ignores conditional writes). */
+export async function createTestBucket({ versioned = false } = {}): Promise<TestBucket> {
   const s3 = inject('s3');
   const url = new URL(s3.endpoint);
   const reader = new MinioClient({
@@ -36,6 +38,7 @@ export async function createTestBucket(): Promise<TestBucket> {
   });
   const bucket = `test-${randomBytes(6).toString('hex')}`;
   await reader.makeBucket(bucket, s3.region);
+  if (versioned) await reader.setBucketVersioning(bucket, { Status: 'Enabled' });
   const stores: S3ObjectStore[] = [];
   const read = async (key: string): Promise<Buffer | undefined> => {
     try {
@@ -86,7 +89,30 @@ export async function createTestBucket(): Promise<TestBucket> {
       const names: string[] = [];
       for await (const item of reader.listObjectsV2(bucket, '', true)) if (item.name) names.push(item.name);
       if (names.length > 0) await reader.removeObjects(bucket, names);
+      await removeEveryVersion(s3, bucket); // a bucket versioned once is never empty otherwise
       await reader.removeBucket(bucket);
     },
   };
+}
+
+/** Deletes every version and delete marker (the `minio` client's version listing fails RGW's signature check). */
+async function removeEveryVersion(s3: S3Env, bucket: string): Promise<void> {
+  const sdk = new S3Client({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+  });
+  try {
+    for (;;) {
+      const page = await sdk.send(new ListObjectVersionsCommand({ Bucket: bucket }));
+      const versions = [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])];
+      if (versions.length === 0) return;
+      for (let i = 0; i < versions.length; i += 32) {
+        await Promise.all(versions.slice(i, i + 32).map((v) => sdk.send(new DeleteObjectCommand({ Bucket: bucket, Key: v.Key, VersionId: v.VersionId }))));
+      }
+    }
+  } finally {
+    sdk.destroy();
+  }
 }

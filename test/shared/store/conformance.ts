@@ -1,5 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KmsError } from '../../../shared/errors.js';
+import { afterAll, beforeAll, describe, expect, it as itAlways, type TestContext } from 'vitest';
+import { isKmsError, KmsError } from '../../../shared/errors.js';
+import { CheckedObjectStore } from '../../../shared/store/checked-store.js';
+import { probeConditionalWrites } from '../../../shared/store/conditional-writes.js';
 import type { ObjectStore } from '../../../shared/store/object-store.js';
 
 export interface StoreUnderTest {
@@ -15,16 +17,75 @@ async function collect(iterable: AsyncIterable<string>): Promise<string[]> {
   return out;
 }
 
-/** One conformance suite that every ObjectStore implementation must pass. */
+/**
+ * One conformance suite that every ObjectStore implementation must pass. Storage that fails the
+ * conditional-writes probe (RGW 16.2 with a versioned bucket) cannot pass it: there the suite checks
+ * instead that the probe says so and that a checked store refuses every write.
+ */
 export function describeObjectStore(name: string, open: () => Promise<StoreUnderTest>): void {
   describe(`ObjectStore conformance: ${name}`, () => {
     let t: StoreUnderTest;
     let store: ObjectStore;
+    /** The probe's STORAGE_UNSAFE verdict, or undefined when the storage passed it. */
+    let unsafe: KmsError | undefined;
     beforeAll(async () => {
       t = await open();
       store = t.store;
+      unsafe = await probeConditionalWrites(store, name).then(
+        () => undefined,
+        (error: unknown) => {
+          if (isKmsError(error, 'STORAGE_UNSAFE')) return error;
+          throw error;
+        },
+      );
     });
     afterAll(async () => t.cleanup());
+    /** A test of the normal suite: skipped, visibly, where the probe failed. */
+    const it = (title: string, fn: () => Promise<void>) =>
+      itAlways(title, async (context: TestContext) => {
+        if (unsafe !== undefined) context.skip('the probe found this storage unsafe');
+        await fn();
+      });
+    const itWhereUnsafe = (title: string, fn: (unsafe: KmsError) => Promise<void>) =>
+      itAlways(title, async (context: TestContext) => {
+        if (unsafe === undefined) context.skip('the probe found this storage safe');
+        await fn(unsafe!);
+      });
+
+    itAlways('is probed for conditional writes, and the probe leaves no object behind', async () => {
+      if (unsafe !== undefined) {
+        expect(unsafe.message).toContain(`${name} does not honour conditional writes`);
+        expect(unsafe.message).toContain('Ceph RGW: unversioned buckets');
+      }
+      expect(await collect(store.list('probe/'))).toEqual([]);
+    });
+
+    itWhereUnsafe('refuses every create and replace through a checked store, and stored objects stay as they were', async (verdict) => {
+      expect(await store.create('refused/k.json', Buffer.from('original'))).toBe(true); // a new key: no condition at stake
+      const before = await store.get('refused/k.json');
+      let probes = 0;
+      const checked = new CheckedObjectStore(store, () => (probes++, probeConditionalWrites(store, name)));
+      for (let round = 0; round < 2; round++) {
+        const refusal = { code: 'STORAGE_UNSAFE', message: verdict.message };
+        await expect(checked.create('refused/k.json', Buffer.from('taken over'))).rejects.toMatchObject(refusal);
+        await expect(checked.create('refused/new.json', Buffer.from('new'))).rejects.toMatchObject(refusal);
+        await expect(checked.replace('refused/k.json', Buffer.from('replaced'), before!.etag)).rejects.toMatchObject(refusal);
+      }
+      expect(probes).toBe(1); // the verdict is kept
+      expect((await t.readRaw('refused/k.json'))?.toString()).toBe('original');
+      expect(await t.readRaw('refused/new.json')).toBeUndefined();
+      expect((await checked.get('refused/k.json'))?.body.toString()).toBe('original'); // reads are not gated
+    });
+
+    it('writes through a checked store once its probe passed, probing once', async () => {
+      let probes = 0;
+      const checked = new CheckedObjectStore(store, () => (probes++, probeConditionalWrites(store, name)));
+      expect(await Promise.all([checked.create('checked/a.json', Buffer.from('a')), checked.create('checked/b.json', Buffer.from('b'))])).toEqual([true, true]);
+      const a = await checked.get('checked/a.json');
+      expect(await checked.replace('checked/a.json', Buffer.from('a2'), a!.etag)).toBe(true);
+      expect(probes).toBe(1);
+      expect((await t.readRaw('checked/a.json'))?.toString()).toBe('a2');
+    });
 
     it('answers undefined for an absent key', async () => {
       expect(await store.get('absent/key.json')).toBeUndefined();
@@ -90,8 +151,18 @@ export function describeObjectStore(name: string, open: () => Promise<StoreUnder
       expect(await collect(store.list('nothing/'))).toEqual([]);
     });
 
+    it('lists every valid name, whatever it ends with (.lock, .tmp)', async () => {
+      // Names are 1-64 of A-Za-z0-9._- starting with a letter or digit (shared/names.ts): a user may be `alice.lock`.
+      const keys = ['names/alice.lock/k.json', 'names/alice.lock/k.lock', 'names/k.lock', 'names/tmp-1', 'names/x.tmp-1.lock', 'names/z_'].sort();
+      for (const key of keys) expect(await store.create(key, Buffer.from('x'))).toBe(true);
+      const v = await store.get('names/alice.lock/k.lock');
+      expect(await store.replace('names/alice.lock/k.lock', Buffer.from('y'), v!.etag)).toBe(true);
+      expect(await collect(store.list('names/'))).toEqual(keys);
+      expect(await collect(store.list('names/alice.lock/'))).toEqual(['names/alice.lock/k.json', 'names/alice.lock/k.lock']);
+    });
+
     it('refuses keys that could escape their folder', async () => {
-      for (const key of ['../x', 'a/../b', '/abs', 'a//b', 'a/./b', '', 'a/b/']) {
+      for (const key of ['../x', 'a/../b', '/abs', 'a//b', 'a/./b', '', 'a/b/', '.hidden', 'a/.lock-k.json', 'a/.tmp-1']) {
         await expect(store.get(key)).rejects.toBeInstanceOf(KmsError);
         await expect(store.create(key, Buffer.from('x'))).rejects.toMatchObject({ code: 'INTERNAL' });
       }

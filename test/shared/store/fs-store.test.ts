@@ -1,13 +1,26 @@
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile, mkdir, utimes } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, writeFile, mkdir, utimes } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
+import { openObjectStore } from '../../../shared/store/from-config.js';
 import { describeObjectStore } from './conformance.js';
 
 const run = promisify(execFile);
+const fsStoreModule = JSON.stringify(new URL('../../../dist/shared/store/fs-store.js', import.meta.url).href);
+
+/** The embedded store as a process builds it from configuration (leftovers removed before the first write). */
+function configuredFsStore(dataDir: string) {
+  const s3 = { s3Endpoint: '', s3Region: '', s3Bucket: '', s3Prefix: '', s3AccessKeyId: '', s3SecretAccessKey: '', s3ForcePathStyle: true };
+  return openObjectStore({ store: 'fs', dataDir, ...s3 });
+}
+
+/** The store's own files (temporaries, locks) in a folder of objects. */
+async function ownFiles(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((name) => name.startsWith('.')).sort();
+}
 
 describeObjectStore('embedded filesystem store', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
@@ -30,11 +43,11 @@ describe('embedded filesystem store: crash safety and processes', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('breaks a stale replace lock left by a crashed writer', async () => {
+  it('breaks a replace lock older than the stale age, whoever it names', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
     const store = new FsObjectStore(dir);
     await store.create('a/k.json', Buffer.from('v1'));
-    const lock = join(dir, 'objects', 'a', 'k.json.lock');
+    const lock = join(dir, 'objects', 'a', '.lock-k.json');
     await writeFile(lock, '');
     const old = new Date(Date.now() - 60_000);
     await utimes(lock, old, old);
@@ -44,11 +57,73 @@ describe('embedded filesystem store: crash safety and processes', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('replaces at once, and leaves nothing behind, after a writer was killed (SIGKILL) holding the lock mid-write', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
+    const objects = join(dir, 'objects', 'a');
+    await new FsObjectStore(dir).create('a/k.json', Buffer.from('v1'));
+    // A real writer: a large body keeps it between taking the lock and renaming its temporary long enough to be killed there.
+    const script = `
+      const { FsObjectStore } = await import(${fsStoreModule});
+      const store = new FsObjectStore(process.argv[1]);
+      const current = await store.get('a/k.json');
+      await store.replace('a/k.json', Buffer.alloc(128 * 1024 * 1024, 0x20), current.etag);
+      process.stdout.write('finished');`;
+    let leftovers: string[] = [];
+    let writerPid = 0;
+    for (let attempt = 0; attempt < 5 && leftovers.length < 2; attempt++) {
+      const writer = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: 'ignore' });
+      const exited = new Promise((resolve) => writer.once('exit', resolve));
+      let running = true;
+      void exited.then(() => (running = false));
+      while (running) {
+        const own = await ownFiles(objects).catch(() => []);
+        if (own.some((f) => f.startsWith('.lock-')) && own.some((f) => f.startsWith('.tmp-'))) {
+          writer.kill('SIGKILL');
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      await exited; // reaped: its pid is gone, not a zombie
+      writerPid = writer.pid!;
+      leftovers = await ownFiles(objects);
+      if (leftovers.length < 2) await writeFile(join(objects, 'k.json'), 'v1'); // it finished first: again
+    }
+    expect(leftovers).toEqual(['.lock-k.json', expect.stringMatching(new RegExp(`^\\.tmp-${writerPid}@`))]);
+    expect(await readFile(join(objects, '.lock-k.json'), 'utf8')).toBe(`${writerPid}@${hostname()}`);
+    expect(await readFile(join(objects, 'k.json'), 'utf8')).toBe('v1');
+
+    const store = configuredFsStore(dir);
+    const started = Date.now();
+    const current = await store.get('a/k.json');
+    expect(await store.replace('a/k.json', Buffer.from('v2'), current!.etag)).toBe(true);
+    expect(Date.now() - started).toBeLessThan(2_000); // not the 30 s a lock of unknown age waits
+    expect(await readFile(join(objects, 'k.json'), 'utf8')).toBe('v2');
+    expect(await ownFiles(objects)).toEqual([]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('removes a dead writer’s leftovers on opening, never a live one’s', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
+    const objects = join(dir, 'objects', 'a');
+    await new FsObjectStore(dir).create('a/k.json', Buffer.from('v1'));
+    // A process that has exited: its pid is free (until reused, which only the age then settles).
+    const dead = (await run(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])).stdout;
+    const live = `${process.pid}@${hostname()}`; // this very process: alive
+    await writeFile(join(objects, `.tmp-${dead}@${hostname()}-0123456789abcdef`), 'half');
+    await writeFile(join(objects, '.lock-dead.json'), `${dead}@${hostname()}`);
+    await writeFile(join(objects, `.tmp-${live}-0123456789abcdef`), 'being written');
+    await writeFile(join(objects, '.lock-live.json'), live);
+    await writeFile(join(objects, '.lock-remote.json'), `${dead}@another-host`); // another machine's pid: only age counts
+    await configuredFsStore(dir).ready();
+    expect(await ownFiles(objects)).toEqual(['.lock-live.json', '.lock-remote.json', `.tmp-${live}-0123456789abcdef`]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
   it('lets exactly one of several processes create a key', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
     await mkdir(join(dir, 'objects'), { recursive: true });
     const script = `
-      const { FsObjectStore } = await import(${JSON.stringify(new URL('../../../dist/shared/store/fs-store.js', import.meta.url).href)});
+      const { FsObjectStore } = await import(${fsStoreModule});
       const store = new FsObjectStore(process.argv[1]);
       const won = await store.create('race/k.json', Buffer.from('process-' + process.argv[2]));
       process.stdout.write(won ? 'won' : 'lost');`;

@@ -30,6 +30,11 @@ describeObjectStore('S3 (Ceph RGW) with a key prefix', async () => {
   };
 });
 
+describeObjectStore('S3 (Ceph RGW), versioned bucket', async () => {
+  const bucket = await createTestBucket({ versioned: true });
+  return { store: bucket.store(), readRaw: (key) => readWithMinio(bucket, key), cleanup: () => bucket.remove() };
+});
+
 describe('S3 store failures', () => {
   it('reports a wrong secret as storage unavailable, without the secret', async () => {
     const bucket = await createTestBucket();
