@@ -395,8 +395,8 @@ async function rotationPhase(b: Bench): Promise<RotationResult> {
           // This process becomes one more KMS instance: the same runtime, configured like the host.
           for (const [k, v] of Object.entries(env)) if (k.startsWith('KMS_')) process.env[k] = v;
           delete process.env.KMS_ROOT_KEY;
-          const { kmsRuntime } = await import('../shared/runtime.js');
-          const { keys } = await kmsRuntime();
+          const { environmentContext } = await import('../shared/runtime.js');
+          const { keys } = await environmentContext.runtime();
           const token = randomBytes(16).toString('hex');
           await keys.enrollUser('rotation', token);
           const principal = await keys.authenticate('rotation', token);

@@ -1,16 +1,15 @@
 import { defineRoute } from '../shared/http/route.js';
 import { authenticate } from '../shared/http/authenticate.js';
-import { warmUpRootKey } from '../shared/runtime.js';
 
 /** POST /primaryKey/{primaryKeyName}?user=…&token=…: a new AES-256 primary key, wrapped by the root key. */
 export const createPrimaryKeyRoute = defineRoute({
   name: 'createPrimaryKey',
   methods: ['POST'],
   path: '/primaryKey/',
-  warmUp: warmUpRootKey,
-  async handle(request) {
+  warmUp: (ctx) => ctx.warmUp(),
+  async handle(request, ctx) {
     const name = request.pathName('/primaryKey/', 'primaryKeyName');
-    const { keys, principal } = await authenticate(request);
+    const { keys, principal } = await authenticate(request, ctx);
     await keys.createPrimaryKey(principal, name);
     return {
       status: 201,

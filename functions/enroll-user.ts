@@ -1,15 +1,14 @@
 import { defineRoute } from '../shared/http/route.js';
-import { keyRuntime } from '../shared/runtime.js';
 
 /** POST /user/{userName}?token=…: enroll a user. An existing user is 409; its token never changes. */
 export const enrollUserRoute = defineRoute({
   name: 'enrollUser',
   methods: ['POST'],
   path: '/user/',
-  async handle(request) {
+  async handle(request, ctx) {
     const user = request.pathName('/user/', 'user');
     const token = request.token();
-    const { keys } = await keyRuntime();
+    const { keys } = await ctx.keys();
     await keys.enrollUser(user, token);
     return { status: 201, text: `user [${user}] is created successfully!\n`, json: { user, created: true } };
   },

@@ -1,7 +1,6 @@
 import { defineRoute } from '../shared/http/route.js';
 import { lifecycleOf } from '../shared/root-key/lifecycle.js';
 import { parseShare } from '../shared/root-key/shares.js';
-import { kmsRuntime } from '../shared/runtime.js';
 
 /**
  * PUT /rootKey/recover with {"index": n, "content": "<base64>"}: one share per call (BigDL KMS's).
@@ -11,8 +10,8 @@ export const recoverRootKeyRoute = defineRoute({
   name: 'recoverRootKey',
   methods: ['PUT', 'DELETE'],
   path: '/rootKey/recover',
-  async handle(request) {
-    const { sealer } = lifecycleOf(await kmsRuntime());
+  async handle(request, ctx) {
+    const { sealer } = lifecycleOf(await ctx.runtime());
     if (request.method === 'DELETE') {
       const progress = await sealer.resetRecovery();
       const text = progress.sealed ? 'recovery progress reset: send the shares again\n' : 'nothing to reset: tee-kms is not sealed\n';

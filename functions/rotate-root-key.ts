@@ -1,7 +1,6 @@
 import { requireAdmin } from '../shared/http/admin-auth.js';
 import { defineRoute } from '../shared/http/route.js';
 import { lifecycleOf } from '../shared/root-key/lifecycle.js';
-import { kmsRuntime } from '../shared/runtime.js';
 
 /**
  * GET|POST /rootKey/rotate: a new root key, split into Shamir shares (BigDL KMS's JSON shape).
@@ -14,8 +13,8 @@ export const rotateRootKeyRoute = defineRoute({
   name: 'rotateRootKey',
   methods: ['GET', 'POST'],
   path: '/rootKey/rotate',
-  async handle(request) {
-    const runtime = await kmsRuntime();
+  async handle(request, ctx) {
+    const runtime = await ctx.runtime();
     const { sealer, rotation } = lifecycleOf(runtime);
     const status = await sealer.sealStatus();
     if (status.initialized) requireAdmin(request, runtime.config.adminToken);

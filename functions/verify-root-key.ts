@@ -2,7 +2,6 @@ import { requireAdmin } from '../shared/http/admin-auth.js';
 import { defineRoute } from '../shared/http/route.js';
 import { lifecycleOf } from '../shared/root-key/lifecycle.js';
 import { parseShares } from '../shared/root-key/shares.js';
-import { kmsRuntime } from '../shared/runtime.js';
 
 /**
  * POST /rootKey/verify with {"shares": [...]} (at least the threshold of the NEW shares), like
@@ -15,8 +14,8 @@ export const verifyRootKeyRoute = defineRoute({
   name: 'verifyRootKey',
   methods: ['POST'],
   path: '/rootKey/verify',
-  async handle(request) {
-    const runtime = await kmsRuntime();
+  async handle(request, ctx) {
+    const runtime = await ctx.runtime();
     requireAdmin(request, runtime.config.adminToken);
     const shares = parseShares(await request.jsonValue());
     const { rotation } = lifecycleOf(runtime);

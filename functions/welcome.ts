@@ -1,7 +1,6 @@
 import { KmsError } from '../shared/errors.js';
 import { defineRoute } from '../shared/http/route.js';
 import { sealStatus, type KmsSealStatus } from '../shared/root-key/status.js';
-import { kmsRuntime } from '../shared/runtime.js';
 
 const WELCOME = `welcome to tee-kms, a BigDL-KMS-compatible key management service for confidential computing
 
@@ -34,8 +33,8 @@ export const welcomeRoute = defineRoute({
   name: 'welcome',
   methods: ['GET', 'HEAD'],
   path: '/',
-  async handle() {
-    const state = await sealStatus(await kmsRuntime()).catch((error: unknown) => (error instanceof KmsError ? error : undefined));
+  async handle(_request, ctx) {
+    const state = await sealStatus(await ctx.runtime()).catch((error: unknown) => (error instanceof KmsError ? error : undefined));
     return { status: 200, text: `${WELCOME}\n${describe(state)}\n`, json: { service: 'tee-kms', routes: ROUTES, state: stateJson(state) } };
   },
 });

@@ -10,7 +10,7 @@ import type { SealerClient } from './sealer/client.js';
 import type { CheckedObjectStore } from './store/checked-store.js';
 import { openObjectStore } from './store/from-config.js';
 
-/** What the key routes need, built once per process from the environment, on first use. */
+/** What the key routes need: configuration, storage, the root keys and the key store. */
 export interface KeyRuntime {
   readonly config: KmsConfig;
   /** Writes wait for its check (shared/store/checked-store.ts); `ready()` starts that check. */
@@ -31,60 +31,91 @@ interface Core extends KeyRuntime {
   readonly sealer: (() => Promise<SealerClient>) | undefined;
 }
 
-let core: Core | undefined;
+/**
+ * What a route reaches storage, keys and the sealing service through. Its host builds it (the lean
+ * host and functions-framework from the environment, tests from parts of their own), and every
+ * part is built on first use, so a route that never needs the sealing service never loads it.
+ */
+export interface RouteContext {
+  /**
+   * Configuration, storage and the key store. It does not wait for the sealing service's client to
+   * load: a cold function's first request checks its token (a storage read and scrypt) while that
+   * client loads and pulls the root key, instead of after (docs/performance.md). A configuration
+   * error is not kept: it is reported on every request until fixed.
+   */
+  keys(): Promise<KeyRuntime>;
+  /** The key runtime with the sealing service's client loaded, and rotation (when there is one). */
+  runtime(): Promise<KmsRuntime>;
+  /**
+   * Starts, before any request, what the first request of a key route would otherwise wait for:
+   * building the runtime and pulling the root key (a KBS exchange with the sealing service), so that
+   * they overlap the host's start-up and that request's own storage reads and token check. A
+   * failure is not reported here: nothing keeps it, so the request that needs it tries again.
+   */
+  warmUp(): void;
+}
+
+/** Parts a host (or a test) gives instead of what the environment configures. */
+export interface RuntimeParts {
+  /** Instead of the KMS_* environment. */
+  readonly config?: KmsConfig;
+  /** Instead of the store the configuration names. */
+  readonly store?: CheckedObjectStore;
+  /** Instead of the root key source the configuration names (no sealing service is then used). */
+  readonly rootKeySource?: RootKeySource;
+}
+
+export function createRouteContext(parts: RuntimeParts = {}): RouteContext {
+  let core: Core | undefined;
+  const coreRuntime = (): Core => (core ??= buildCore(parts));
+  const keys = async (): Promise<KeyRuntime> => coreRuntime();
+  return {
+    keys,
+    runtime: onceSucceeded(async () => {
+      const { sealer: loadSealer, ...runtime } = coreRuntime();
+      const sealer = await loadSealer?.();
+      const { config, store, rootKeys } = runtime;
+      const rotation = sealer
+        ? new RootKeyRotation(store, rootKeys, sealer, {
+            shares: config.shares,
+            threshold: config.threshold,
+            leaseMs: config.rotationLeaseSeconds * 1000,
+            concurrency: config.rotationConcurrency,
+          })
+        : undefined;
+      return { ...runtime, sealer, rotation };
+    }),
+    warmUp: () => {
+      keys()
+        .then((runtime) => runtime.rootKeys.current())
+        .catch(() => {});
+    },
+  };
+}
+
+let fromEnvironment: RouteContext | undefined;
 
 /**
- * Configuration, storage and the key store. It does not wait for the sealing service's client to
- * load: a cold function's first request checks its token (a storage read and scrypt) while that
- * client loads and pulls the root key, instead of after (docs/performance.md).
+ * The context built from the environment, once per process and on first use: what functions-
+ * framework's handlers and the lean host use.
  */
-export async function keyRuntime(): Promise<KeyRuntime> {
-  return coreRuntime();
-}
+export const environmentContext: RouteContext = {
+  keys: () => (fromEnvironment ??= createRouteContext()).keys(),
+  runtime: () => (fromEnvironment ??= createRouteContext()).runtime(),
+  warmUp: () => (fromEnvironment ??= createRouteContext()).warmUp(),
+};
 
-/** Not kept when it throws: a configuration error is reported on every request until fixed. */
-function coreRuntime(): Core {
-  return (core ??= buildCore());
-}
-
-/** The key routes' runtime with the sealing service's client loaded, and rotation (when there is one). */
-export const kmsRuntime: () => Promise<KmsRuntime> = onceSucceeded(async () => {
-  const { sealer: loadSealer, ...runtime } = coreRuntime();
-  const sealer = await loadSealer?.();
-  const { config, store, rootKeys } = runtime;
-  const rotation = sealer
-    ? new RootKeyRotation(store, rootKeys, sealer, {
-        shares: config.shares,
-        threshold: config.threshold,
-        leaseMs: config.rotationLeaseSeconds * 1000,
-        concurrency: config.rotationConcurrency,
-      })
-    : undefined;
-  return { ...runtime, sealer, rotation };
-});
-
-/**
- * Starts, before any request, what the first request of a key route would otherwise wait for:
- * building the runtime and pulling the root key (a KBS exchange with the sealing service), so that
- * they overlap the host's start-up and that request's own storage reads and token check.
- * A failure is not reported here: neither the runtime nor the root key source keeps a failure, so
- * each request that needs them tries again and answers with the error.
- */
-export function warmUpRootKey(): void {
-  keyRuntime()
-    .then((runtime) => runtime.rootKeys.current())
-    .catch(() => {});
-}
-
-function buildCore(): Core {
-  const config = loadKmsConfig();
-  const store = openObjectStore(config);
-  const sealer = sealerLoader(config);
-  const source: RootKeySource = sealer
-    ? new SealerRootKeySource(sealer, config.rootKeyRefreshSeconds * 1000)
-    : config.rootKey !== undefined
-      ? new StaticRootKeySource(config.rootKey)
-      : new MissingRootKeySource();
+function buildCore(parts: RuntimeParts): Core {
+  const config = parts.config ?? loadKmsConfig();
+  const store = parts.store ?? openObjectStore(config);
+  const sealer = parts.rootKeySource === undefined ? sealerLoader(config) : undefined;
+  const source: RootKeySource =
+    parts.rootKeySource ??
+    (sealer
+      ? new SealerRootKeySource(sealer, config.rootKeyRefreshSeconds * 1000)
+      : config.rootKey !== undefined
+        ? new StaticRootKeySource(config.rootKey)
+        : new MissingRootKeySource());
   const rootKeys = new RootKeyring(source, store);
   const keys = new KeyStore(store, rootKeys, { cacheTtlMs: config.keyCacheTtlSeconds * 1000, cacheEntries: config.keyCacheEntries });
   return { config, store, rootKeys, keys, sealer };

@@ -1,11 +1,11 @@
 import type { KeyStore, Principal } from '../keys/keystore.js';
-import { keyRuntime } from '../runtime.js';
+import type { RouteContext } from '../runtime.js';
 import type { KmsRequest } from './request.js';
 
 /** The caller's credentials (query or headers), checked against their enrollment. */
-export async function authenticate(request: KmsRequest): Promise<{ keys: KeyStore; principal: Principal }> {
+export async function authenticate(request: KmsRequest, ctx: RouteContext): Promise<{ keys: KeyStore; principal: Principal }> {
   const { user, token } = request.credentials();
-  const { keys } = await keyRuntime();
+  const { keys } = await ctx.keys();
   return { keys, principal: await keys.authenticate(user, token) };
 }
 

@@ -5,6 +5,7 @@ import { kmsOptions } from '../config.js';
 import { KmsError } from '../errors.js';
 import { loadOptions, option, parse } from '../options.js';
 import { LOCAL_HOSTNAMES, loadTls } from '../tls.js';
+import { environmentContext, type RouteContext } from '../runtime.js';
 import type { Route } from './route.js';
 import { routeRequests } from './router.js';
 
@@ -33,12 +34,13 @@ export interface RunningHost {
 
 /**
  * Serves the routes `loadRoutes` gives for FUNCTION_TARGET (functions/catalog.ts loadRoutes: only
- * that function's module, or every one). `warmUp`: start their warm-up work (Route.warmUp) before listening.
+ * that function's module, or every one), on `context` (by default the one the environment
+ * configures). `warmUp`: start their warm-up work (Route.warmUp) before listening.
  */
 export async function startHost(
   loadRoutes: (functionTarget: string) => Promise<readonly Route[]>,
   env: NodeJS.ProcessEnv = process.env,
-  { warmUp = false } = {},
+  { warmUp = false, context = environmentContext }: { warmUp?: boolean; context?: RouteContext } = {},
 ): Promise<RunningHost> {
   const options = loadOptions(hostOptions, env);
   const allRoutes = await loadRoutes(options.functionTarget);
@@ -46,8 +48,8 @@ export async function startHost(
   if (routes.length === 0) {
     throw new KmsError('CONFIG', `FUNCTION_TARGET=${options.functionTarget} names no function; known: ${allRoutes.map((r) => r.name).join(', ')}`);
   }
-  if (warmUp) for (const route of routes) route.warmUp?.();
-  const handler = routeRequests(routes);
+  if (warmUp) for (const route of routes) route.warmUp?.(context);
+  const handler = routeRequests(routes, context);
   const listener = (req: Parameters<typeof handler>[0], res: Parameters<typeof handler>[1]) => void handler(req, res);
 
   let server: Server;

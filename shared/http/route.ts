@@ -3,6 +3,7 @@ import { KmsError } from '../errors.js';
 import { log } from '../log.js';
 import { installFrameworkBodyLimit } from './framework-body-limit.js';
 import { installFrameworkLogGuard } from './framework-log-guard.js';
+import { environmentContext, type RouteContext } from '../runtime.js';
 import { KmsRequest, refusedBody } from './request.js';
 import { STATUS_BY_CODE } from './status.js';
 
@@ -23,13 +24,17 @@ export interface RouteSpec {
   readonly methods: readonly string[];
   /** `/dataKey/` matches `/dataKey/{name}`; `/` matches only `/`. */
   readonly path: string;
-  readonly handle: (request: KmsRequest) => Promise<RouteResult>;
+  /** Answers one request; everything beyond the request (storage, keys, the sealing service) comes from `ctx`. */
+  readonly handle: (request: KmsRequest, ctx: RouteContext) => Promise<RouteResult>;
   /** Starts what this route's first request would wait for; a host may call it at start-up. Never throws. */
-  readonly warmUp?: () => void;
+  readonly warmUp?: (ctx: RouteContext) => void;
 }
 
 export interface Route extends RouteSpec {
+  /** The handler on the context built from the environment: what functions-framework calls. */
   readonly handler: Handler;
+  /** The handler on a context its host built (the lean host, or a test). */
+  handlerFor(ctx: RouteContext): Handler;
   matches(pathname: string): boolean;
 }
 
@@ -42,7 +47,7 @@ export function defineRoute(spec: RouteSpec): Route {
   /** What the access log shows for a path it cannot vouch for: no name validated, no match, or a 400. */
   const template = takesName ? `${spec.path}{name}` : spec.path;
 
-  const handler: Handler = async (req, res) => {
+  const handlerFor = (ctx: RouteContext): Handler => async (req, res) => {
     const started = process.hrtime.bigint();
     let request: KmsRequest | undefined;
     let result: RouteResult;
@@ -59,7 +64,7 @@ export function defineRoute(spec: RouteSpec): Route {
       // delivered, so nothing is done for it. A first rotate's shares, say, would be lost with it.
       await request.received();
       if (req.socket?.destroyed === true) throw new KmsError('BAD_REQUEST', 'the connection was closed before the request could be served');
-      result = await spec.handle(request);
+      result = await spec.handle(request, ctx);
     } catch (error) {
       result = errorResult(error, spec.name);
     }
@@ -69,7 +74,7 @@ export function defineRoute(spec: RouteSpec): Route {
     const path = result.status === 400 ? template : (request?.validatedPath ?? template);
     log.access(spec.name, req.method ?? '?', path, result.status, Number(process.hrtime.bigint() - started) / 1e6);
   };
-  return { ...spec, handler, matches };
+  return { ...spec, handler: handlerFor(environmentContext), handlerFor, matches };
 }
 
 /**

@@ -1,5 +1,6 @@
 import { KmsError } from '../errors.js';
 import { KmsRequest } from './request.js';
+import type { RouteContext } from '../runtime.js';
 import { errorResult, sendResult, type Handler, type Route } from './route.js';
 
 /**
@@ -8,7 +9,8 @@ import { errorResult, sendResult, type Handler, type Route } from './route.js';
  */
 export const HEALTH_PATH = '/healthz';
 
-export function routeRequests(routes: readonly Route[]): Handler {
+export function routeRequests(routes: readonly Route[], ctx: RouteContext): Handler {
+  const handlers = new Map(routes.map((route) => [route, route.handlerFor(ctx)]));
   return async (req, res) => {
     const request = KmsRequest.of(req);
     if (request.pathname === HEALTH_PATH) {
@@ -19,7 +21,7 @@ export function routeRequests(routes: readonly Route[]): Handler {
     }
     const onPath = routes.filter((route) => route.matches(request.pathname));
     const route = onPath.find((r) => r.methods.includes(request.method));
-    if (route !== undefined) return route.handler(req, res);
+    if (route !== undefined) return handlers.get(route)!(req, res);
     const allow = [...new Set(onPath.flatMap((r) => r.methods))].join(', ');
     const error =
       onPath.length === 0

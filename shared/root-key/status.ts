@@ -1,3 +1,4 @@
+import { KmsError } from '../errors.js';
 import type { KmsRuntime } from '../runtime.js';
 import type { SealStatus } from '../sealer/protocol.js';
 import type { RotationJournal } from './rotation.js';
@@ -9,14 +10,18 @@ export interface KmsSealStatus extends SealStatus {
 
 export async function sealStatus(runtime: KmsRuntime): Promise<KmsSealStatus> {
   if (runtime.sealer === undefined || runtime.rotation === undefined) {
-    const configured = runtime.config.rootKey !== undefined;
+    // No sealing service: the root key comes from a secret, or from nowhere (not configured).
+    const key = await runtime.rootKeys.current().catch((error: unknown) => {
+      if (error instanceof KmsError && error.code === 'ROOT_KEY_UNAVAILABLE') return undefined;
+      throw error;
+    });
     return {
-      sealed: !configured,
-      initialized: configured,
+      sealed: key === undefined,
+      initialized: key !== undefined,
       t: 0,
       n: 0,
       progress: 0,
-      rootKeyId: configured ? (await runtime.rootKeys.current()).id : null,
+      rootKeyId: key?.id ?? null,
       verificationPending: false,
       pendingRootKeyId: null,
       integrityAlarm: null,

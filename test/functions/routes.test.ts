@@ -1,0 +1,132 @@
+/**
+ * Every route in this test's own process (test/support/in-process.ts): the lean host's router on
+ * loopback HTTP, over a context built from the embedded store in a fresh folder and a static root
+ * key. Fast, with no process, S3 server or build: part of `npm run test:unit`. The same routes in
+ * real processes, on RGW and under functions-framework, are test/functions/api.test.ts and
+ * standalone.test.ts.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFsObjects } from '../support/storage-snapshot.js';
+import { startInProcess, type InProcessKms } from '../support/in-process.js';
+
+const json = { accept: 'application/json' };
+let kms: InProcessKms;
+
+beforeAll(async () => {
+  kms = await startInProcess({ env: { KMS_ADMIN_TOKEN: 'operator-token' } });
+});
+afterAll(async () => kms?.close());
+
+/** Enrolls `user` with `token`, creates primary key `pk` and data key `dk` under it. */
+async function seed(user: string, token = `${user}-token`): Promise<void> {
+  expect((await kms.request(`/user/${user}?token=${token}`, { method: 'POST' })).status).toBe(201);
+  expect((await kms.request(`/primaryKey/pk?user=${user}&token=${token}`, { method: 'POST' })).status).toBe(201);
+  expect((await kms.request(`/dataKey/dk?user=${user}&token=${token}&primaryKeyName=pk`, { method: 'POST' })).status).toBe(201);
+}
+
+describe('welcome and status', () => {
+  it('GET / lists the routes and the state of a root key from a secret', async () => {
+    const text = await kms.request('/');
+    expect(text.status).toBe(200);
+    expect(text.body).toContain('get the data key like: GET /dataKey/{dataKeyName}');
+    expect(text.body).toContain(`state: unsealed (root key `);
+    const body = JSON.parse((await kms.request('/', { headers: json })).body) as { routes: string[]; state: { source: string } };
+    expect(body.routes).toContain('GET /dataKey/{dataKeyName}');
+    expect(body.state).toMatchObject({ sealed: false, source: 'secret' });
+  });
+
+  it('GET /rootKey/status is JSON either way and names the key in use', async () => {
+    const answer = await kms.request('/rootKey/status');
+    expect(answer.headers['content-type']).toBe('application/json');
+    expect(JSON.parse(answer.body)).toMatchObject({ sealed: false, initialized: true, verificationPending: false, pendingRootKeyId: null, rotation: null });
+  });
+});
+
+describe('keys', () => {
+  it('serves one stable key per name, in text and JSON, with credentials in the query or in headers', async () => {
+    await seed('kim');
+    const text = await kms.request('/dataKey/dk?user=kim&&token=kim-token&&primaryKeyName=pk');
+    expect(text.headers['cache-control']).toBe('no-store');
+    const key = text.body.trim();
+    expect(Buffer.from(key, 'base64')).toHaveLength(32);
+    const headers = { ...json, authorization: 'Bearer kim-token', 'x-kms-user': 'kim' };
+    expect(JSON.parse((await kms.request('/dataKey/dk?primaryKeyName=pk', { headers })).body)).toEqual({ user: 'kim', primaryKey: 'pk', dataKey: 'dk', key });
+  });
+
+  it('keeps what exists: a second create of any name is 409 and the key stays the same', async () => {
+    await seed('lee');
+    const before = (await kms.request('/dataKey/dk?user=lee&token=lee-token&primaryKeyName=pk')).body;
+    for (const path of ['/user/lee?token=other', '/primaryKey/pk?user=lee&token=lee-token', '/dataKey/dk?user=lee&token=lee-token&primaryKeyName=pk']) {
+      const answer = await kms.request(path, { method: 'POST', headers: json });
+      expect(answer.status, path).toBe(409);
+      expect(JSON.parse(answer.body).error.code).toBe('CONFLICT');
+    }
+    expect((await kms.request('/dataKey/dk?user=lee&token=lee-token&primaryKeyName=pk')).body).toBe(before);
+    expect((await kms.request('/dataKey/dk?user=lee&token=other&primaryKeyName=pk')).status).toBe(401);
+  });
+
+  it('of concurrent creates of one name exactly one wins', async () => {
+    await seed('max');
+    const answers = await Promise.all(Array.from({ length: 12 }, () => kms.request('/dataKey/same?user=max&token=max-token&primaryKeyName=pk', { method: 'POST' })));
+    expect(answers.map((a) => a.status).sort()).toEqual([201, ...Array<number>(11).fill(409)]);
+  });
+
+  it('keeps users apart: the same names under two users are two keys, and no token crosses', async () => {
+    await seed('ann');
+    await seed('bob');
+    const ann = (await kms.request('/dataKey/dk?user=ann&token=ann-token&primaryKeyName=pk')).body;
+    const bob = (await kms.request('/dataKey/dk?user=bob&token=bob-token&primaryKeyName=pk')).body;
+    expect(ann).not.toBe(bob);
+    expect((await kms.request('/dataKey/dk?user=bob&token=ann-token&primaryKeyName=pk')).status).toBe(401);
+  });
+});
+
+describe('refusals', () => {
+  it('answers each mistake with its status and a message, never a 500', async () => {
+    await seed('ray');
+    const cases: Array<[string, string, number, string?]> = [
+      ['POST', '/user/nobody', 400, 'missing token\n'],
+      ['POST', '/primaryKey/x?token=t', 400, 'missing user\n'],
+      ['POST', '/primaryKey/%2E%2E?user=ray&token=ray-token', 400],
+      ['GET', '/dataKey/dk?user=ray&token=ray-token&primaryKeyName=%FF', 400],
+      ['POST', '/primaryKey/x?user=ray&token=wrong', 401, 'unknown user or wrong token\n'],
+      ['POST', '/primaryKey/x?user=ghost&token=ray-token', 401, 'unknown user or wrong token\n'],
+      ['GET', '/dataKey/none?user=ray&token=ray-token&primaryKeyName=pk', 404, 'dataKey [none] not found under primaryKey [pk]\n'],
+      ['GET', '/dataKey/dk?user=ray&token=ray-token&primaryKeyName=none', 404, 'primaryKey [none] not found\n'],
+      ['GET', '/no/such/route', 404],
+      ['PUT', '/dataKey/dk', 405],
+    ];
+    for (const [method, path, status, body] of cases) {
+      const answer = await kms.request(path, { method });
+      expect(answer.status, `${method} ${path}`).toBe(status);
+      if (body !== undefined) expect(answer.body, `${method} ${path}`).toBe(body);
+    }
+    expect((await kms.request('/dataKey/dk', { method: 'PUT' })).headers.allow).toBe('POST, GET');
+  });
+
+  it('refuses root key operations without a sealing service (409, saying why), with or without the operator token', async () => {
+    expect((await kms.request('/rootKey/rotate')).status).toBe(409);
+    const rotate = await kms.request('/rootKey/rotate', { headers: { ...json, authorization: 'Bearer operator-token' } });
+    expect(rotate.status).toBe(409);
+    expect(JSON.parse(rotate.body).error.message).toContain('rotate it by replacing the secret');
+    expect((await kms.request('/rootKey/recover', { method: 'PUT', body: '{"index":1,"content":"AAAA"}' })).status).toBe(409);
+  });
+
+  it('writes nothing for a rejected request', async () => {
+    await seed('sam');
+    const before = await readFsObjects(kms.dataDir);
+    for (const [method, path] of [
+      ['POST', '/user/sam?token=again'],
+      ['POST', '/primaryKey/pk2?user=sam&token=wrong'],
+      ['POST', '/dataKey/dk2?user=sam&token=sam-token&primaryKeyName=missing'],
+      ['POST', '/dataKey/..?user=sam&token=sam-token&primaryKeyName=pk'],
+      ['POST', '/user/big?token=big'],
+    ] as const) {
+      const body = path.startsWith('/user/big') ? 'x'.repeat(64 * 1024 + 1) : undefined;
+      const answer = await kms.request(path, { method, body });
+      expect(answer.status, path).toBeGreaterThanOrEqual(400);
+      expect(answer.status, path).toBeLessThan(500);
+    }
+    expect(await readFsObjects(kms.dataDir)).toEqual(before);
+  });
+});
