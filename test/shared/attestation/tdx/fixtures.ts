@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { collateralWindows, parseCollateral, type TdxCollateral } from '../../../../shared/attestation/tdx/collateral.js';
+import { collateralWindows, parseCollateral, type TdxCollateral } from '../../../../sealer/attestation/tdx/collateral.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
 export const FIXTURES_DIR = resolve(repoRoot, '../shared/tdx-fixtures');

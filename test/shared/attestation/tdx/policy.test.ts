@@ -5,7 +5,7 @@ import {
   checkReportDataBinding,
   createTdxPolicy,
   type TdxAppraisalInput,
-} from '../../../../shared/attestation/tdx/policy.js';
+} from '../../../../sealer/attestation/tdx/policy.js';
 import { expectKmsError, expectRefusal } from './helpers.js';
 
 const m = (byte: string) => byte.repeat(48);
