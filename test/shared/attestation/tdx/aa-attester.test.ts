@@ -12,7 +12,7 @@ import { parseCollateral, StaticCollateralSource } from '../../../../sealer/atte
 import { createTdxPolicy } from '../../../../sealer/attestation/tdx/policy.js';
 import { TdxVerifier } from '../../../../sealer/attestation/tdx/verifier.js';
 import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, reportDataFrom, TEST_TIME } from '../../../support/tdx-quote-builder.js';
-import { expectKmsError } from './helpers.js';
+import { expectKmsError } from '../../../support/tdx-helpers.js';
 
 type Mode = 'current' | 'legacy' | 'not-tdx' | 'not-json' | 'hang';
 

@@ -15,7 +15,7 @@ import { createTdxPolicy } from '../../../../sealer/attestation/tdx/policy.js';
 import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';
 import { TdxVerifier } from '../../../../sealer/attestation/tdx/verifier.js';
 import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, reportDataFrom, TEST_TIME, type TestPki } from '../../../support/tdx-quote-builder.js';
-import { expectKmsError, syntheticCcel } from './helpers.js';
+import { expectKmsError, syntheticCcel } from '../../../support/tdx-helpers.js';
 
 class FakeTsmKernel implements TsmFileSystem {
   readonly created: string[] = [];

@@ -14,7 +14,7 @@ import {
   TEST_TIME,
   type QuoteOptions,
 } from '../../../support/tdx-quote-builder.js';
-import { expectKmsError, expectRefusal } from './helpers.js';
+import { expectKmsError, expectRefusal } from '../../../support/tdx-helpers.js';
 
 describe('TdxVerifier', async () => {
   const pki = await createTestPki();

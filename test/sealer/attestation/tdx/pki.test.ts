@@ -4,7 +4,7 @@ import { DerError, derTime, readDer, readDerExact } from '../../../../sealer/att
 import { parseCrl, parsePemBundle, PkiError, verifyChain, verifyCrl } from '../../../../sealer/attestation/tdx/pki.js';
 import { intelSgxRootCa } from '../../../../sealer/attestation/tdx/verify.js';
 import { buildCollateral, createTestPki, TEST_TIME } from '../../../support/tdx-quote-builder.js';
-import { FIXTURES_SKIP_NOTE, fixtureCollateral, fixturesPresent } from './fixtures.js';
+import { FIXTURES_SKIP_NOTE, fixtureCollateral, fixturesPresent } from '../../../support/tdx-fixtures.js';
 
 describe('DER reader', () => {
   it('reads short and long lengths and refuses overruns and BER forms', () => {

@@ -18,10 +18,10 @@ import {
   DEFAULT_TD,
   evidenceFor,
   TD_ATTRIBUTES_DEBUG,
-} from '../../../support/tdx-quote-builder.js';
-import { FIXTURES_SKIP_NOTE, TDX_QUOTE_REPORT, fixturePath, fixturesPresent } from './fixtures.js';
+} from '../support/tdx-quote-builder.js';
+import { FIXTURES_SKIP_NOTE, TDX_QUOTE_REPORT, fixturePath, fixturesPresent } from '../support/tdx-fixtures.js';
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const cli = join(repo, 'dist/scripts/verify-quote.js');
 
 function newestSource(): number {

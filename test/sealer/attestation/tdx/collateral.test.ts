@@ -16,8 +16,8 @@ import { crlToDer, fetchPccsCollateral, rawJsonMember } from '../../../../sealer
 import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';
 import { trustedRootFromPem, verifyTdxQuoteDcap } from '../../../../sealer/attestation/tdx/verify.js';
 import { buildCollateral, buildTdxQuote, createTestPki, TEST_FMSPC, TEST_TIME } from '../../../support/tdx-quote-builder.js';
-import { startFakePccs } from './fake-pccs.js';
-import { expectKmsError } from './helpers.js';
+import { startFakePccs } from '../../../support/fake-pccs.js';
+import { expectKmsError } from '../../../support/tdx-helpers.js';
 
 const pki = await createTestPki();
 const raw = await buildCollateral(pki);

@@ -6,7 +6,7 @@ import {
   createTdxPolicy,
   type TdxAppraisalInput,
 } from '../../../../sealer/attestation/tdx/policy.js';
-import { expectKmsError, expectRefusal } from './helpers.js';
+import { expectKmsError, expectRefusal } from '../../../support/tdx-helpers.js';
 
 const m = (byte: string) => byte.repeat(48);
 const expected = new Uint8Array(64).fill(7);

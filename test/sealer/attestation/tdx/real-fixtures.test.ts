@@ -8,9 +8,9 @@ import { createTdxPolicy, TCB_STATUSES } from '../../../../sealer/attestation/td
 import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';
 import { TdxVerifier, verifyTdxQuote } from '../../../../sealer/attestation/tdx/verifier.js';
 import { evidenceFor } from '../../../support/tdx-quote-builder.js';
-import { startFakePccs } from './fake-pccs.js';
-import { FIXTURES_SKIP_NOTE, fixtureBytes, fixtureCollateral, fixturePath, fixturesPresent, timeInsideCollateral } from './fixtures.js';
-import { expectRefusal } from './helpers.js';
+import { startFakePccs } from '../../../support/fake-pccs.js';
+import { FIXTURES_SKIP_NOTE, fixtureBytes, fixtureCollateral, fixturePath, fixturesPresent, timeInsideCollateral } from '../../../support/tdx-fixtures.js';
+import { expectRefusal } from '../../../support/tdx-helpers.js';
 
 const MRTD = '91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7';
 const REPORT_DATA =

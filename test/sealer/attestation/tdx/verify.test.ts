@@ -15,7 +15,7 @@ import {
   TEST_TIME,
   type QuoteOptions,
 } from '../../../support/tdx-quote-builder.js';
-import { expectKmsError, expectRefusal } from './helpers.js';
+import { expectKmsError, expectRefusal } from '../../../support/tdx-helpers.js';
 import { createHash } from 'node:crypto';
 
 describe('DCAP verification of synthetic quotes', async () => {
