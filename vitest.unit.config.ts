@@ -10,6 +10,7 @@ export default defineConfig({
     include: [
       'test/readme.test.ts',
       'test/functions/routes.test.ts',
+      'test/sealer/attestation/**/*.test.ts',
       'test/shared/attestation/**/*.test.ts',
       'test/shared/config.test.ts',
       'test/shared/crypto/*.test.ts',
@@ -17,7 +18,6 @@ export default defineConfig({
       'test/shared/names.test.ts',
       'test/shared/once.test.ts',
     ],
-    exclude: ['test/shared/attestation/tdx/verify-quote-cli.test.ts'],
     testTimeout: 60_000,
     pool: 'forks',
     maxWorkers: 2,

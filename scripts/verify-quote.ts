@@ -13,10 +13,10 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { isKmsError, KmsError } from '../shared/errors.js';
-import { loadCollateralFile } from '../shared/attestation/tdx/collateral.js';
-import { checkPlatform, DEFAULT_ALLOWED_TCB_STATUSES, TCB_STATUSES, type TcbStatus } from '../shared/attestation/tdx/policy.js';
+import { loadCollateralFile } from '../sealer/attestation/tdx/collateral.js';
+import { checkPlatform, DEFAULT_ALLOWED_TCB_STATUSES, TCB_STATUSES, type TcbStatus } from '../sealer/attestation/tdx/policy.js';
 import { parseQuoteHeader, parseTdxQuote, summarizeTdxQuote, teeTypeHex, teeTypeName, TEE_TYPE_TDX } from '../shared/attestation/tdx/quote.js';
-import { trustedRootFromPem, verifyTdxQuoteDcap, type DcapResult } from '../shared/attestation/tdx/verify.js';
+import { trustedRootFromPem, verifyTdxQuoteDcap, type DcapResult } from '../sealer/attestation/tdx/verify.js';
 
 const USAGE =
   'usage: verify-quote <quote file> [--collateral <file>] [--at <ISO time>] [--root-ca <PEM file>] [--allow-tcb-status <status>]...';

@@ -12,7 +12,7 @@ import {
   type RecoveryProgress,
   type SealStatus,
   type VerifyResult,
-} from '../shared/sealer/protocol.js';
+} from '../shared/sealer-client/protocol.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { SealerError } from './errors.js';
 import { sealedError } from './problems.js';

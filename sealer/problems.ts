@@ -1,6 +1,6 @@
 import { KmsError } from '../shared/errors.js';
 import { kbsProblemType } from '../shared/kbs/protocol.js';
-import { sealerProblems, type SealStatus } from '../shared/sealer/protocol.js';
+import { sealerProblems, type SealStatus } from '../shared/sealer-client/protocol.js';
 import { SealerError, type SealerErrorCode } from './errors.js';
 
 /** An RFC 7807 problem: what a SealerError becomes on the wire. */

@@ -11,7 +11,7 @@ import {
   DEFAULT_RUNTIME_DATA_HASH,
 } from '../shared/kbs/protocol.js';
 import { encryptToTee, importTeePubKey } from '../shared/kbs/tee-key.js';
-import { ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer/protocol.js';
+import { ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer-client/protocol.js';
 import type { SealerCore } from './core.js';
 import { SealerError } from './errors.js';
 import { kbsError, problemOf } from './problems.js';

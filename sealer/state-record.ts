@@ -1,7 +1,7 @@
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import { KmsError } from '../shared/errors.js';
-import { validateThreshold } from '../shared/sealer/protocol.js';
+import { validateThreshold } from '../shared/sealer-client/protocol.js';
 
 /** The sealer's one record in the object store. Not secret; never holds a key, wrapped or not. */
 export const STATE_OBJECT_KEY = 'sealer/state.json';

@@ -9,10 +9,10 @@ import {
   StaticCollateralSource,
   type CollateralSource,
   type TdxCollateral,
-} from '../shared/attestation/tdx/collateral.js';
-import { createTdxPolicy, type TdxPolicy } from '../shared/attestation/tdx/policy.js';
-import { TdxVerifier } from '../shared/attestation/tdx/verifier.js';
-import { trustedRootFromPem } from '../shared/attestation/tdx/verify.js';
+} from './attestation/tdx/collateral.js';
+import { createTdxPolicy, type TdxPolicy } from './attestation/tdx/policy.js';
+import { TdxVerifier } from './attestation/tdx/verifier.js';
+import { trustedRootFromPem } from './attestation/tdx/verify.js';
 import type { TeeType, Verifier } from '../shared/attestation/types.js';
 import { KmsError } from '../shared/errors.js';
 import type { SealerOptions } from './options.js';

@@ -6,7 +6,7 @@ import { RootKeyring } from './root-key/keyring.js';
 import { RootKeyRotation } from './root-key/rotation.js';
 import { SealerRootKeySource } from './root-key/sealer-source.js';
 import { MissingRootKeySource, StaticRootKeySource, type RootKeySource } from './root-key/source.js';
-import type { SealerClient } from './sealer/client.js';
+import type { SealerClient } from './sealer-client/client.js';
 import type { CheckedObjectStore } from './store/checked-store.js';
 import { openObjectStore } from './store/from-config.js';
 
@@ -132,7 +132,7 @@ function sealerLoader(config: KmsConfig): (() => Promise<SealerClient>) | undefi
   return onceSucceeded(async () => {
     // Imported only here: the KBS client and jose cost start-up time that a function without a
     // sealing service (KMS_ROOT_KEY) does not need to pay.
-    const [{ attesterFromConfig }, { SealerClient }] = await Promise.all([import('./attestation/from-config.js'), import('./sealer/client.js')]);
+    const [{ attesterFromConfig }, { SealerClient }] = await Promise.all([import('./attestation/from-config.js'), import('./sealer-client/client.js')]);
     return SealerClient.fromCaFile({ url: config.sealerUrl, caFile: config.sealerCaFile, attester: await attesterFromConfig(config) });
   });
 }

@@ -1,6 +1,6 @@
 import { KmsError } from '../errors.js';
 import type { KmsRuntime } from '../runtime.js';
-import type { SealerClient } from '../sealer/client.js';
+import type { SealerClient } from '../sealer-client/client.js';
 import type { RootKeyRotation } from './rotation.js';
 
 /** The sealing service and rotation, or a clear refusal where the root key comes from a secret. */

@@ -4,7 +4,7 @@ import { faultPoint } from '../fault.js';
 import { layout } from '../keys/layout.js';
 import { encodeRecord } from '../keys/records.js';
 import { log } from '../log.js';
-import type { SealStatus, Share, VerifyResult } from '../sealer/protocol.js';
+import type { SealStatus, Share, VerifyResult } from '../sealer-client/protocol.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
 import { rewrapPrimaryKey } from './rewrap.js';

@@ -1,4 +1,4 @@
-import type { SealerClient } from '../sealer/client.js';
+import type { SealerClient } from '../sealer-client/client.js';
 import type { RootKey, RootKeySource } from './source.js';
 
 /**

@@ -1,5 +1,5 @@
 import { KmsError } from '../errors.js';
-import type { Share } from '../sealer/protocol.js';
+import type { Share } from '../sealer-client/protocol.js';
 
 /** A share as BigDL KMS sends it: `{"index": n, "content": "<base64>"}`. The sealer checks it fully. */
 export function parseShare(value: unknown): Share {

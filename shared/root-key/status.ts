@@ -1,6 +1,6 @@
 import { KmsError } from '../errors.js';
 import type { KmsRuntime } from '../runtime.js';
-import type { SealStatus } from '../sealer/protocol.js';
+import type { SealStatus } from '../sealer-client/protocol.js';
 import type { RotationJournal } from './rotation.js';
 
 export interface KmsSealStatus extends SealStatus {

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Share } from '../../shared/sealer/protocol.js';
+import type { Share } from '../../shared/sealer-client/protocol.js';
 import { startLeanHost, type ServerProcess } from '../support/processes.js';
 import { createTestBucket, type TestBucket } from '../support/s3.js';
 import { startSealerProcess, type SealerProcess } from '../support/sealer.js';

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
-import { startFakePccs } from '../shared/attestation/tdx/fake-pccs.js';
+import { startFakePccs } from '../support/fake-pccs.js';
 import { startLeanHost, type ServerProcess } from '../support/processes.js';
 import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { findSecrets, readFsObjects } from '../support/storage-snapshot.js';

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
-import type { Share } from '../../shared/sealer/protocol.js';
+import type { Share } from '../../shared/sealer-client/protocol.js';
 import { sealState } from '../../sealer/state-record.js';
 import {
   attackedStorages,

@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { INTEL_PCS_URL } from '../../shared/attestation/tdx/pccs.js';
+import { INTEL_PCS_URL } from '../../sealer/attestation/tdx/pccs.js';
 import { KNATIVE, OVERLAYS, containersOf, id, loadResources, loadYaml, parseImage, podSpecsOf, readKustomization, rel, render, type Json, type Resource } from './support.js';
 
 const BASE = join(KNATIVE, 'base');

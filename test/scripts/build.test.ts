@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cp, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -42,6 +42,15 @@ describe('the lean host as scripts/build.mjs bundles it (dist/scripts/serve.js)'
     const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: dir, encoding: 'utf8' });
     expect(run.stderr).toBe('');
     expect(run.status).toBe(0);
+  });
+
+  it('holds no TDX verification: that is the sealing service\'s (sealer/attestation/tdx/)', async () => {
+    const files = ['serve.js', ...(await readdir(join(dir, 'serve-chunks'))).map((c) => join('serve-chunks', c))];
+    const bundle = (await Promise.all(files.map((f) => readFile(join(dir, f), 'utf8')))).join('\n');
+    // Names are kept (no minifying): an attester's own function is there, no verifier's is.
+    expect(bundle).toMatch(/\bfunction decodeTdxEvidence\b/);
+    expect(bundle).not.toMatch(/\b(verifyTdxQuoteDcap|appraiseTdx|TdxVerifier|fetchPccsCollateral|verifyChain|readDerExact)\b/);
+    expect(bundle).not.toMatch(/^\/\/ (dist\/sealer\/|node_modules\/@phala\/)/m);
   });
 
   it('serves the whole flow on S3 over self-signed TLS without node_modules', async () => {

@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Share } from '../../shared/sealer/protocol.js';
+import type { Share } from '../../shared/sealer-client/protocol.js';
 import { freePort, startNpmStart, type ServerProcess } from '../support/processes.js';
 import { findSecrets } from '../support/storage-snapshot.js';
 

@@ -6,8 +6,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
-import type { SealerClient } from '../../shared/sealer/client.js';
-import type { Share } from '../../shared/sealer/protocol.js';
+import type { SealerClient } from '../../shared/sealer-client/client.js';
+import type { Share } from '../../shared/sealer-client/protocol.js';
 import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { kmsFailure } from '../support/failure.js';
 

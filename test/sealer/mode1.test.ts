@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
 import { SampleAttester } from '../../shared/attestation/sample.js';
-import { SealerClient } from '../../shared/sealer/client.js';
+import { SealerClient } from '../../shared/sealer-client/client.js';
 import { repoRoot } from '../support/processes.js';
 import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { kmsFailure } from '../support/failure.js';

@@ -4,8 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
 import { KmsError } from '../../shared/errors.js';
-import type { SealerClient } from '../../shared/sealer/client.js';
-import type { Share } from '../../shared/sealer/protocol.js';
+import type { SealerClient } from '../../shared/sealer-client/client.js';
+import type { Share } from '../../shared/sealer-client/protocol.js';
 import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { kmsFailure } from '../support/failure.js';
 

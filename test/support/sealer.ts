@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { split } from 'shamir-secret-sharing';
 import { SampleAttester } from '../../shared/attestation/sample.js';
 import type { Attester } from '../../shared/attestation/types.js';
-import { SealerClient } from '../../shared/sealer/client.js';
-import type { Share } from '../../shared/sealer/protocol.js';
+import { SealerClient } from '../../shared/sealer-client/client.js';
+import type { Share } from '../../shared/sealer-client/protocol.js';
 import { freePort, repoRoot } from './processes.js';
 
 export interface SealerProcess {

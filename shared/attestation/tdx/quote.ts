@@ -1,8 +1,9 @@
 /**
  * TDX quote parsing (Intel TDX DCAP Quote Generation Library and Quote Verification Library,
- * appendix A: quote format v4 and v5). Pure structure, no cryptography: verify.ts checks the
- * signatures. Every read is bounds-checked, so hostile input yields KmsError('BAD_REQUEST'),
- * never a RangeError. Bytes after the signature data are tolerated (some quote providers pad).
+ * appendix A: quote format v4 and v5). Pure structure, no cryptography: the sealing service checks
+ * the signatures (sealer/attestation/tdx/verify.ts). Every read is bounds-checked, so hostile
+ * input yields KmsError('BAD_REQUEST'), never a RangeError. Bytes after the signature data are
+ * tolerated (some quote providers pad).
  */
 import { KmsError } from '../../errors.js';
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../../shared/crypto/root-key-id.js';
 import { KmsError } from '../../../shared/errors.js';
 import { KbsClient, KbsResponseError, KbsTransportError } from '../../../shared/kbs/client.js';
-import { SealerClient } from '../../../shared/sealer/client.js';
+import { SealerClient } from '../../../shared/sealer-client/client.js';
 import { allLogs, CountingAttester, SecretRegistry, startSealerProcess, type SealerProcess } from '../../support/sealer.js';
 
 const ROOT_KEY = randomBytes(32);

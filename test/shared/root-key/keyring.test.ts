@@ -11,7 +11,7 @@ import { RootKeyring } from '../../../shared/root-key/keyring.js';
 import { storeRootKeyLink } from '../../../shared/root-key/links.js';
 import { RootKeyRotation } from '../../../shared/root-key/rotation.js';
 import { SealerRootKeySource } from '../../../shared/root-key/sealer-source.js';
-import type { SealerClient } from '../../../shared/sealer/client.js';
+import type { SealerClient } from '../../../shared/sealer-client/client.js';
 import type { ObjectStore } from '../../../shared/store/object-store.js';
 import { attackedStorages, plantedLinkGraph, renameRootKeyOf, type AttackedStorage } from '../../support/adversary.js';
 import { startSealerProcess, type SealerProcess } from '../../support/sealer.js';

@@ -10,7 +10,7 @@ import { layout } from '../../../shared/keys/layout.js';
 import { RootKeyring } from '../../../shared/root-key/keyring.js';
 import { RootKeyRotation } from '../../../shared/root-key/rotation.js';
 import { SealerRootKeySource } from '../../../shared/root-key/sealer-source.js';
-import type { SealerClient } from '../../../shared/sealer/client.js';
+import type { SealerClient } from '../../../shared/sealer-client/client.js';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
 import { startSealerProcess, type SealerProcess } from '../../support/sealer.js';
 

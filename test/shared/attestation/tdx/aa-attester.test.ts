@@ -8,11 +8,11 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AaEvidenceAttester, DEFAULT_AA_BASE_URL } from '../../../../shared/attestation/tdx/aa-attester.js';
-import { parseCollateral, StaticCollateralSource } from '../../../../shared/attestation/tdx/collateral.js';
-import { createTdxPolicy } from '../../../../shared/attestation/tdx/policy.js';
-import { TdxVerifier } from '../../../../shared/attestation/tdx/verifier.js';
+import { parseCollateral, StaticCollateralSource } from '../../../../sealer/attestation/tdx/collateral.js';
+import { createTdxPolicy } from '../../../../sealer/attestation/tdx/policy.js';
+import { TdxVerifier } from '../../../../sealer/attestation/tdx/verifier.js';
 import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, reportDataFrom, TEST_TIME } from '../../../support/tdx-quote-builder.js';
-import { expectKmsError } from './helpers.js';
+import { expectKmsError } from '../../../support/tdx-helpers.js';
 
 type Mode = 'current' | 'legacy' | 'not-tdx' | 'not-json' | 'hang';
 

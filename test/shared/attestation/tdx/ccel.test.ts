@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { trimCcel } from '../../../../shared/attestation/tdx/ccel.js';
-import { syntheticCcel } from './helpers.js';
+import { syntheticCcel } from '../../../support/tdx-helpers.js';
 
 describe('trimCcel', () => {
   it('keeps the events, drops 0xFF or 0x00 padding and ends with the 8-byte 0xFF marker', () => {

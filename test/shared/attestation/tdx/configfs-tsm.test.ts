@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigfsTsmAttester, DEFAULT_CCEL_PATH, DEFAULT_TSM_ROOT, nodeTsmFileSystem, type TsmFileSystem } from '../../../../shared/attestation/tdx/configfs-tsm.js';
-import { parseCollateral, StaticCollateralSource } from '../../../../shared/attestation/tdx/collateral.js';
-import { createTdxPolicy } from '../../../../shared/attestation/tdx/policy.js';
+import { parseCollateral, StaticCollateralSource } from '../../../../sealer/attestation/tdx/collateral.js';
+import { createTdxPolicy } from '../../../../sealer/attestation/tdx/policy.js';
 import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';
-import { TdxVerifier } from '../../../../shared/attestation/tdx/verifier.js';
+import { TdxVerifier } from '../../../../sealer/attestation/tdx/verifier.js';
 import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, reportDataFrom, TEST_TIME, type TestPki } from '../../../support/tdx-quote-builder.js';
-import { expectKmsError, syntheticCcel } from './helpers.js';
+import { expectKmsError, syntheticCcel } from '../../../support/tdx-helpers.js';
 
 class FakeTsmKernel implements TsmFileSystem {
   readonly created: string[] = [];

@@ -9,7 +9,7 @@ import {
   TEE_TYPE_TDX,
 } from '../../../../shared/attestation/tdx/quote.js';
 import { buildTdxQuote, createTestPki, DEFAULT_TD, reportDataFrom, TD_ATTRIBUTES_DEBUG } from '../../../support/tdx-quote-builder.js';
-import { FIXTURES_SKIP_NOTE, TDX_QUOTE_REPORT, fixtureBytes, fixturesPresent } from './fixtures.js';
+import { FIXTURES_SKIP_NOTE, TDX_QUOTE_REPORT, fixtureBytes, fixturesPresent } from '../../../support/tdx-fixtures.js';
 
 /** Runs `fn` and returns the KmsError it throws (failing the test on anything else). */
 function kmsErrorOf(fn: () => unknown): KmsError {

@@ -1,8 +1,8 @@
 /** TdxVerifier end to end on Trustee-shaped evidence carrying synthetic quotes. */
 import { describe, expect, it } from 'vitest';
-import { parseCollateral, StaticCollateralSource } from '../../../../shared/attestation/tdx/collateral.js';
-import { createTdxPolicy } from '../../../../shared/attestation/tdx/policy.js';
-import { TdxVerifier } from '../../../../shared/attestation/tdx/verifier.js';
+import { parseCollateral, StaticCollateralSource } from '../../../../sealer/attestation/tdx/collateral.js';
+import { createTdxPolicy } from '../../../../sealer/attestation/tdx/policy.js';
+import { TdxVerifier } from '../../../../sealer/attestation/tdx/verifier.js';
 import {
   buildCollateral,
   buildTdxQuote,
@@ -14,7 +14,7 @@ import {
   TEST_TIME,
   type QuoteOptions,
 } from '../../../support/tdx-quote-builder.js';
-import { expectKmsError, expectRefusal } from './helpers.js';
+import { expectKmsError, expectRefusal } from '../../../support/tdx-helpers.js';
 
 describe('TdxVerifier', async () => {
   const pki = await createTestPki();

@@ -5,11 +5,11 @@
  * session?).
  */
 import type { X509Certificate } from 'node:crypto';
-import type { VerifiedClaims, Verifier } from '../types.js';
+import type { VerifiedClaims, Verifier } from '../../../shared/attestation/types.js';
 import type { CollateralSource } from './collateral.js';
-import { decodeTdxEvidence } from './evidence.js';
+import { decodeTdxEvidence } from '../../../shared/attestation/tdx/evidence.js';
 import { appraiseTdx, refuse, type TdxPolicy } from './policy.js';
-import { parseQuoteHeader, parseTdxQuote, summarizeTdxQuote, teeTypeHex, teeTypeName, TEE_TYPE_TDX, type TdxQuote, type TdxQuoteSummary } from './quote.js';
+import { parseQuoteHeader, parseTdxQuote, summarizeTdxQuote, teeTypeHex, teeTypeName, TEE_TYPE_TDX, type TdxQuote, type TdxQuoteSummary } from '../../../shared/attestation/tdx/quote.js';
 import { trustedRootFromPem, verifyTdxQuoteDcap, type DcapResult } from './verify.js';
 
 export interface TdxVerifierOptions {

@@ -1,10 +1,10 @@
 import { X509Certificate } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { DerError, derTime, readDer, readDerExact } from '../../../../shared/attestation/tdx/der.js';
-import { parseCrl, parsePemBundle, PkiError, verifyChain, verifyCrl } from '../../../../shared/attestation/tdx/pki.js';
-import { intelSgxRootCa } from '../../../../shared/attestation/tdx/verify.js';
+import { DerError, derTime, readDer, readDerExact } from '../../../../sealer/attestation/tdx/der.js';
+import { parseCrl, parsePemBundle, PkiError, verifyChain, verifyCrl } from '../../../../sealer/attestation/tdx/pki.js';
+import { intelSgxRootCa } from '../../../../sealer/attestation/tdx/verify.js';
 import { buildCollateral, createTestPki, TEST_TIME } from '../../../support/tdx-quote-builder.js';
-import { FIXTURES_SKIP_NOTE, fixtureCollateral, fixturesPresent } from './fixtures.js';
+import { FIXTURES_SKIP_NOTE, fixtureCollateral, fixturesPresent } from '../../../support/tdx-fixtures.js';
 
 describe('DER reader', () => {
   it('reads short and long lengths and refuses overruns and BER forms', () => {

@@ -5,9 +5,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { collateralWindows, parseCollateral, type TdxCollateral } from '../../../../shared/attestation/tdx/collateral.js';
+import { collateralWindows, parseCollateral, type TdxCollateral } from '../../sealer/attestation/tdx/collateral.js';
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const FIXTURES_DIR = resolve(repoRoot, '../shared/tdx-fixtures');
 export const fixturesPresent = existsSync(join(FIXTURES_DIR, 'tdx_quote'));
 export const FIXTURES_SKIP_NOTE = fixturesPresent ? '' : ` (SKIPPED: real TDX fixtures not found at ${FIXTURES_DIR})`;

@@ -17,11 +17,11 @@
  */
 import { X509Certificate, createHash } from 'node:crypto';
 import dcapQvl from '@phala/dcap-qvl';
-import { KmsError } from '../../errors.js';
+import { KmsError } from '../../../shared/errors.js';
 import { collateralWindows, type TdxCollateral } from './collateral.js';
 import { PkiError, parseCrl, parsePemBundle, verifyChain, verifyCrl, type Crl } from './pki.js';
 import { refuse, type TcbStatus, type TdxClaimName } from './policy.js';
-import { isDebugTd, type TdxQuote } from './quote.js';
+import { isDebugTd, type TdxQuote } from '../../../shared/attestation/tdx/quote.js';
 
 /** SHA-256 of the DER of Intel's "Intel SGX Root CA" (valid 2018-05-21 to 2049-12-31). */
 export const INTEL_SGX_ROOT_CA_SHA256 = '44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3';

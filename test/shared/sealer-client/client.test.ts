@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleAttester } from '../../../shared/attestation/sample.js';
 import { KmsError } from '../../../shared/errors.js';
-import { SealerClient } from '../../../shared/sealer/client.js';
+import { SealerClient } from '../../../shared/sealer-client/client.js';
 import { startSealerProcess, type SealerProcess } from '../../support/sealer.js';
 import { kmsFailure } from '../../support/failure.js';
 

@@ -18,15 +18,15 @@ import {
   DEFAULT_TD,
   evidenceFor,
   TD_ATTRIBUTES_DEBUG,
-} from '../../../support/tdx-quote-builder.js';
-import { FIXTURES_SKIP_NOTE, TDX_QUOTE_REPORT, fixturePath, fixturesPresent } from './fixtures.js';
+} from '../support/tdx-quote-builder.js';
+import { FIXTURES_SKIP_NOTE, TDX_QUOTE_REPORT, fixturePath, fixturesPresent } from '../support/tdx-fixtures.js';
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const cli = join(repo, 'dist/scripts/verify-quote.js');
 
 function newestSource(): number {
-  const dir = join(repo, 'shared/attestation/tdx');
-  const files = [join(repo, 'scripts/verify-quote.ts'), join(repo, 'shared/errors.ts'), ...readdirSync(dir).map((f) => join(dir, f))];
+  const dirs = ['shared/attestation/tdx', 'sealer/attestation/tdx'].map((d) => join(repo, d));
+  const files = [join(repo, 'scripts/verify-quote.ts'), join(repo, 'shared/errors.ts'), ...dirs.flatMap((dir) => readdirSync(dir).map((f) => join(dir, f)))];
   return Math.max(...files.map((f) => statSync(f).mtimeMs));
 }
 

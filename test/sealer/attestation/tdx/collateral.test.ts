@@ -11,13 +11,13 @@ import {
   platformIdOf,
   type CollateralFetcher,
   type TdxCollateral,
-} from '../../../../shared/attestation/tdx/collateral.js';
-import { crlToDer, fetchPccsCollateral, rawJsonMember } from '../../../../shared/attestation/tdx/pccs.js';
+} from '../../../../sealer/attestation/tdx/collateral.js';
+import { crlToDer, fetchPccsCollateral, rawJsonMember } from '../../../../sealer/attestation/tdx/pccs.js';
 import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';
-import { trustedRootFromPem, verifyTdxQuoteDcap } from '../../../../shared/attestation/tdx/verify.js';
+import { trustedRootFromPem, verifyTdxQuoteDcap } from '../../../../sealer/attestation/tdx/verify.js';
 import { buildCollateral, buildTdxQuote, createTestPki, TEST_FMSPC, TEST_TIME } from '../../../support/tdx-quote-builder.js';
-import { startFakePccs } from './fake-pccs.js';
-import { expectKmsError } from './helpers.js';
+import { startFakePccs } from '../../../support/fake-pccs.js';
+import { expectKmsError } from '../../../support/tdx-helpers.js';
 
 const pki = await createTestPki();
 const raw = await buildCollateral(pki);

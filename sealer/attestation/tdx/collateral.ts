@@ -7,11 +7,11 @@
  */
 import { readFile } from 'node:fs/promises';
 import dcapQvl from '@phala/dcap-qvl';
-import { KmsError } from '../../errors.js';
+import { KmsError } from '../../../shared/errors.js';
 import { parseCrl, parseCertificate } from './pki.js';
 import { fetchPccsCollateral, type PccsRequest } from './pccs.js';
 import { refuse } from './policy.js';
-import type { TdxQuote } from './quote.js';
+import type { TdxQuote } from '../../../shared/attestation/tdx/quote.js';
 
 /** Byte-valued fields are lowercase hex; JSON documents are kept verbatim (they are signed as text). */
 export interface TdxCollateral {

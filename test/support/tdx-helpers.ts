@@ -1,6 +1,6 @@
 /** Assertions shared by the TDX tests. */
 import { expect } from 'vitest';
-import { KmsError, type KmsErrorCode } from '../../../../shared/errors.js';
+import { KmsError, type KmsErrorCode } from '../../shared/errors.js';
 
 /** The KmsError that `action` throws or rejects with (fails the test on anything else). */
 export async function kmsError(action: () => unknown): Promise<KmsError> {

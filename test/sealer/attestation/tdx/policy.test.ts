@@ -5,8 +5,8 @@ import {
   checkReportDataBinding,
   createTdxPolicy,
   type TdxAppraisalInput,
-} from '../../../../shared/attestation/tdx/policy.js';
-import { expectKmsError, expectRefusal } from './helpers.js';
+} from '../../../../sealer/attestation/tdx/policy.js';
+import { expectKmsError, expectRefusal } from '../../../support/tdx-helpers.js';
 
 const m = (byte: string) => byte.repeat(48);
 const expected = new Uint8Array(64).fill(7);

@@ -3,14 +3,14 @@
  * evaluated at a time taken from the collateral, never at the wall clock.
  */
 import { describe, expect, it } from 'vitest';
-import { collateralWindows, PccsCollateralSource, StaticCollateralSource, TdxCollateral } from '../../../../shared/attestation/tdx/collateral.js';
-import { createTdxPolicy, TCB_STATUSES } from '../../../../shared/attestation/tdx/policy.js';
+import { collateralWindows, PccsCollateralSource, StaticCollateralSource, TdxCollateral } from '../../../../sealer/attestation/tdx/collateral.js';
+import { createTdxPolicy, TCB_STATUSES } from '../../../../sealer/attestation/tdx/policy.js';
 import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';
-import { TdxVerifier, verifyTdxQuote } from '../../../../shared/attestation/tdx/verifier.js';
+import { TdxVerifier, verifyTdxQuote } from '../../../../sealer/attestation/tdx/verifier.js';
 import { evidenceFor } from '../../../support/tdx-quote-builder.js';
-import { startFakePccs } from './fake-pccs.js';
-import { FIXTURES_SKIP_NOTE, fixtureBytes, fixtureCollateral, fixturePath, fixturesPresent, timeInsideCollateral } from './fixtures.js';
-import { expectRefusal } from './helpers.js';
+import { startFakePccs } from '../../../support/fake-pccs.js';
+import { FIXTURES_SKIP_NOTE, fixtureBytes, fixtureCollateral, fixturePath, fixturesPresent, timeInsideCollateral } from '../../../support/tdx-fixtures.js';
+import { expectRefusal } from '../../../support/tdx-helpers.js';
 
 const MRTD = '91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7';
 const REPORT_DATA =

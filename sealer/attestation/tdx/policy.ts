@@ -6,7 +6,7 @@
  * so operators can see why a pod was refused.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { KmsError } from '../../errors.js';
+import { KmsError } from '../../../shared/errors.js';
 
 export type TcbStatus =
   | 'UpToDate'

@@ -5,7 +5,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { TdxCollateral } from '../../../../shared/attestation/tdx/collateral.js';
+import type { TdxCollateral } from '../../sealer/attestation/tdx/collateral.js';
 
 export interface FakePccsOptions {
   /** No rootcacrl endpoint (like Intel PCS); the CRL is then only at /IntelSGXRootCA.der. */

@@ -3,9 +3,9 @@
  * the failures it must refuse, each refused with the claim that failed.
  */
 import { describe, expect, it } from 'vitest';
-import { parseCollateral, type TdxCollateral } from '../../../../shared/attestation/tdx/collateral.js';
+import { parseCollateral, type TdxCollateral } from '../../../../sealer/attestation/tdx/collateral.js';
 import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';
-import { intelSgxRootCa, INTEL_SGX_ROOT_CA_SHA256, trustedRootFromPem, verifyTdxQuoteDcap } from '../../../../shared/attestation/tdx/verify.js';
+import { intelSgxRootCa, INTEL_SGX_ROOT_CA_SHA256, trustedRootFromPem, verifyTdxQuoteDcap } from '../../../../sealer/attestation/tdx/verify.js';
 import {
   buildCollateral,
   buildTdxQuote,
@@ -15,7 +15,7 @@ import {
   TEST_TIME,
   type QuoteOptions,
 } from '../../../support/tdx-quote-builder.js';
-import { expectKmsError, expectRefusal } from './helpers.js';
+import { expectKmsError, expectRefusal } from '../../../support/tdx-helpers.js';
 import { createHash } from 'node:crypto';
 
 describe('DCAP verification of synthetic quotes', async () => {
