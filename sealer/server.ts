@@ -11,6 +11,7 @@ import {
   DEFAULT_RUNTIME_DATA_HASH,
 } from '../shared/kbs/protocol.js';
 import { encryptToTee, importTeePubKey } from '../shared/kbs/tee-key.js';
+import { bearerToken } from '../shared/http/bearer.js';
 import { ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer/protocol.js';
 import type { SealerCore } from './core.js';
 import { SealerError } from './errors.js';
@@ -169,9 +170,7 @@ function admin(action: (body: unknown, deps: SealerHandlerDeps) => Promise<unkno
 /** The caller's attestation token: Bearer (and, for KBS resources, the session cookie as Trustee). */
 async function authenticate(req: IncomingMessage, deps: SealerHandlerDeps, options: { cookie: boolean }): Promise<VerifiedToken> {
   const fromCookie = options.cookie ? deps.sessions.tokenOf(cookieOf(req, KBS_SESSION_COOKIE)) : undefined;
-  const header = req.headers.authorization;
-  const bearer = header !== undefined && /^Bearer [^\s]+$/i.test(header) ? header.slice(7) : undefined;
-  const token = fromCookie ?? bearer;
+  const token = fromCookie ?? bearerToken(req.headers.authorization) ?? undefined;
   if (token === undefined) throw kbsError.tokenNotFound();
   try {
     return await deps.tokens.verify(token);

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { KmsError } from '../errors.js';
 import { validateName, validateToken, type NameKind } from '../names.js';
+import { bearerToken } from './bearer.js';
 
 /** The largest request body any route accepts, under every host. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -188,9 +189,9 @@ function decodeQueryPart(part: string): string {
 }
 
 function bearer(header: string): string {
-  const match = /^Bearer[ ]+(\S+)$/i.exec(header.trim());
-  if (match === null) throw new KmsError('BAD_REQUEST', 'the Authorization header must be "Bearer <token>"');
-  return match[1]!;
+  const token = bearerToken(header);
+  if (token == null) throw new KmsError('BAD_REQUEST', 'the Authorization header must be "Bearer <token>"');
+  return token;
 }
 
 function single(value: string | string[] | undefined): string | undefined {

@@ -90,8 +90,8 @@ describe('KBS round trip on the wire', () => {
     expect(payload).toMatchObject({ iss: 'tee-kms-sealer', tee: 'sample', customized_claims: { runtime_data: { nonce, 'tee-pubkey': teeKey.publicJwk } } });
     expect(payload.exp - payload.iat).toBe(2);
 
-    // Bearer token alone (Trustee's token mode) and session cookie alone (Trustee's cookie mode).
-    for (const headers of [{ Authorization: `Bearer ${token}` }, { Cookie: cookie }] as Record<string, string>[]) {
+    // Bearer token alone (Trustee's token mode, any case, 1*SP as RFC 6750) and session cookie alone (Trustee's cookie mode).
+    for (const headers of [{ Authorization: `Bearer ${token}` }, { Authorization: `bearer   ${token}` }, { Cookie: cookie }] as Record<string, string>[]) {
       const resource = await kbs.request('GET', RESOURCE, undefined, headers);
       expect(resource.status).toBe(200);
       expect(Object.keys(resource.body as object).sort()).toEqual(['ciphertext', 'encrypted_key', 'iv', 'protected', 'tag']);
@@ -107,6 +107,11 @@ describe('KBS round trip on the wire', () => {
     const garbage = await kbs.request('GET', RESOURCE, undefined, { Authorization: 'Bearer not.a.token' });
     expect(garbage.status).toBe(401);
     expect(problem(garbage).type).toBe('https://github.com/confidential-containers/kbs/errors/TokenVerifierError');
+    // Not a Bearer credential (a tab after the scheme, another scheme): no token was sent.
+    for (const authorization of ['Bearer\tnot.a.token', 'Basic bm90OmE=']) {
+      const malformed = await kbs.request('GET', RESOURCE, undefined, { Authorization: authorization });
+      expect(problem(malformed)).toMatchObject({ type: 'https://github.com/confidential-containers/kbs/errors/TokenNotFound', status: 401 });
+    }
   });
 });
 
