@@ -12,6 +12,7 @@ import {
 } from '../shared/kbs/protocol.js';
 import { encryptToTee, importTeePubKey } from '../shared/kbs/tee-key.js';
 import { bearerToken } from '../shared/http/bearer.js';
+import { readBounded, type BodyError } from '../shared/http/body.js';
 import { ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer/protocol.js';
 import type { SealerCore } from './core.js';
 import { SealerError } from './errors.js';
@@ -216,26 +217,18 @@ function setSessionCookie(res: ServerResponse, id: string, expiresAt: number): v
 }
 
 async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) {
-    req.resume();
-    throw new SealerError('PAYLOAD_TOO_LARGE', `request body larger than ${MAX_BODY_BYTES} bytes`);
+  const tooLarge = () => new SealerError('PAYLOAD_TOO_LARGE', `request body larger than ${MAX_BODY_BYTES} bytes`);
+  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) {
+    req.resume(); // dropped as it arrives, so that the 413 reaches the client
+    throw tooLarge();
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
   try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) throw new SealerError('PAYLOAD_TOO_LARGE', `request body larger than ${MAX_BODY_BYTES} bytes`);
-      chunks.push(chunk);
-    }
+    return await readBounded(req, MAX_BODY_BYTES);
   } catch (error) {
-    for (const c of chunks) c.fill(0);
-    if (error instanceof SealerError) throw error;
+    if ((error as BodyError).kind === 'too-large') throw tooLarge();
     // The client closed the connection mid-body, or Node's parser refused its framing (and answered 400).
     throw new SealerError('BAD_REQUEST', 'the request body was cut short or malformed');
   }
-  return Buffer.concat(chunks);
 }
 
 async function readJson(req: IncomingMessage, invalid: (detail: string) => SealerError): Promise<unknown> {
