@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type { Verifier } from '../shared/attestation/types.js';
+import { closeServer, listen } from '../shared/http/listen.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { SealerCore } from './core.js';
 import type { SealerOptions } from './options.js';
@@ -58,14 +58,7 @@ export async function startSealer(options: SealerOptions, store: ObjectStore, ex
   const sweeper = setInterval(() => sessions.sweep(), 30_000);
   sweeper.unref();
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const { port } = await listen(server, options.port, options.host);
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   const url = `https://${host === '0.0.0.0' || host === '[::]' ? 'localhost' : host}:${port}`;
 
@@ -81,11 +74,9 @@ export async function startSealer(options: SealerOptions, store: ObjectStore, ex
     url,
     certFile: tls.certFile,
     core,
-    close: () =>
-      new Promise<void>((resolve) => {
-        clearInterval(sweeper);
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: () => {
+      clearInterval(sweeper);
+      return closeServer(server);
+    },
   };
 }
