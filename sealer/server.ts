@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KmsError } from '../shared/errors.js';
+import type { ComponentLog } from '../shared/log.js';
 import {
   isTeeType,
   KBS_PREFIX,
@@ -29,8 +30,8 @@ export interface SealerHandlerDeps {
   readonly tokens: TokenService;
   readonly verifiers: VerifierRegistry;
   readonly insecureDevMode: boolean;
-  /** One line per request: method, path, status, duration. Never headers, bodies or query. */
-  readonly log: (line: string) => void;
+  /** One line per request (method, path, status, ms; never headers, bodies or query), and messages. */
+  readonly log: ComponentLog;
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps) => Promise<void>;
@@ -53,8 +54,7 @@ export function sealerHandler(deps: SealerHandlerDeps): (req: IncomingMessage, r
     const started = process.hrtime.bigint();
     const path = pathOf(req.url);
     res.on('finish', () => {
-      const ms = Number((process.hrtime.bigint() - started) / 1_000_000n);
-      deps.log(`sealer: ${req.method ?? '?'} ${loggablePath(path)} ${res.statusCode} ${ms}ms`);
+      deps.log.request(req.method ?? '?', loggablePath(path), res.statusCode, Number(process.hrtime.bigint() - started) / 1e6);
     });
     void dispatch(req, res, path, deps).catch((error: unknown) => sendError(res, error, deps));
   };
@@ -130,7 +130,7 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
     } catch (error) {
       const reason = error instanceof KmsError ? error.message : 'evidence rejected';
       // Operators see why a pod was refused (claim names and measurements, never secrets).
-      deps.log(`sealer: attestation refused (tee ${challenge.tee}): ${reason}`);
+      deps.log.warn(`attestation refused (tee ${challenge.tee}): ${reason}`);
       throw kbsError.attestation(`verify TEE evidence failed: ${reason}`);
     }
     const { token, expiresAt } = await deps.tokens.issue(challenge.tee, claims.claims, primaryRuntimeData(challenge.nonce, teePubKey, additionalEvidence));
@@ -254,7 +254,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown, contentTyp
 }
 
 function sendError(res: ServerResponse, error: unknown, deps: SealerHandlerDeps): void {
-  const problem = problemOf(error, (label) => deps.log(`sealer: internal error (${label})`));
+  const problem = problemOf(error, (label) => deps.log.error(`internal error (${label})`));
   if (res.headersSent) {
     res.destroy();
     return;
