@@ -10,7 +10,7 @@ import { chooseRootKeySource, ffColdStart, leanColdStart, summarizeColdStarts } 
 import { Fixtures, PRIMARY_KEY, USER, WARM_KEY, type S3Settings } from './fixtures.js';
 import type { HttpCase, LoadCase } from './loadgen.js';
 import { item, measure, type LoadGenerator, type MeasureItem } from './measure.js';
-import { fetchOnce, rssMb, serverEnv } from './proc.js';
+import { fetchOnce, rssMb, sealerAddress, serverEnv } from './proc.js';
 import type { BenchResults, ColdStartRecord } from './report.js';
 import { measureRotation, rotationRouteExists, ROTATION_KEYS, type RotationResult } from './rotation.js';
 import { startRgw, warmUp, type Rgw, type Servers } from './servers.js';
@@ -361,12 +361,12 @@ async function rotationPhase(b: Bench): Promise<RotationResult> {
     KMS_S3_PREFIX: 'rotation/', // the functions' storage: the sealer stores root key links there
   });
   try {
-    const [cert, listening] = await Promise.all([sealer.waitForLine(/sealer: TLS certificate (\S+)/, 30_000), sealer.waitForLine(/sealer: listening on (\S+)/, 30_000)]);
+    const { url, certFile } = await sealerAddress(sealer);
     const env: NodeJS.ProcessEnv = {
       ...baseEnv,
       KMS_S3_PREFIX: 'rotation/',
-      KMS_SEALER_URL: listening[1]!,
-      KMS_SEALER_CA_FILE: cert[1]!,
+      KMS_SEALER_URL: url,
+      KMS_SEALER_CA_FILE: certFile,
       KMS_ATTESTER: 'sample',
     };
     const lean = await servers.lean('lean-rotation', env, 'self-signed', '');

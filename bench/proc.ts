@@ -196,8 +196,17 @@ export function devSealerEnv(baseEnv: NodeJS.ProcessEnv, dataDir: string, rootKe
  * a function pays for it in production, instead of at its first connection to the sealer.
  */
 export async function sealerFunctionEnv(sealer: Proc, timeoutMs = 30_000): Promise<Record<string, string>> {
-  const [cert, listening] = await Promise.all([sealer.waitForLine(/sealer: TLS certificate (\S+)/, timeoutMs), sealer.waitForLine(/sealer: listening on (\S+)/, timeoutMs)]);
-  return { KMS_SEALER_URL: listening[1]!, KMS_SEALER_CA_FILE: cert[1]!, NODE_EXTRA_CA_CERTS: cert[1]!, KMS_ATTESTER: 'sample' };
+  const { url, certFile } = await sealerAddress(sealer, timeoutMs);
+  return { KMS_SEALER_URL: url, KMS_SEALER_CA_FILE: certFile, NODE_EXTRA_CA_CERTS: certFile, KMS_ATTESTER: 'sample' };
+}
+
+/** The sealing service's URL and certificate, from its JSON log lines (sealer/app.ts). */
+export async function sealerAddress(sealer: Proc, timeoutMs = 30_000): Promise<{ url: string; certFile: string }> {
+  const [cert, listening] = await Promise.all([
+    sealer.waitForLine(/"component":"sealer","message":"TLS certificate[^"]*","certFile":"([^"]+)"/, timeoutMs),
+    sealer.waitForLine(/"component":"sealer","message":"listening","url":"([^"]+)"/, timeoutMs),
+  ]);
+  return { url: listening[1]!, certFile: cert[1]! };
 }
 
 /**

@@ -12,7 +12,7 @@ import { loadRoutes } from '../functions/catalog.js';
 import { kmsOptions } from '../shared/config.js';
 import { KmsError } from '../shared/errors.js';
 import { startHost } from '../shared/http/host.js';
-import { log } from '../shared/log.js';
+import { log, logFields } from '../shared/log.js';
 import { loadOptions } from '../shared/options.js';
 
 const dataDir = process.env.KMS_DATA_DIR || '.kms';
@@ -61,8 +61,11 @@ async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
     child.stdout!.on('data', (chunk: Buffer) => {
       process.stdout.write(chunk);
       buffered += chunk.toString();
-      const match = /sealer: listening on (\S+)/.exec(buffered);
-      if (match !== null) resolve(match[1]!);
+      for (let end = buffered.indexOf('\n'); end !== -1; end = buffered.indexOf('\n')) {
+        const fields = logFields(buffered.slice(0, end));
+        buffered = buffered.slice(end + 1);
+        if (fields?.component === 'sealer' && fields.message === 'listening' && typeof fields.url === 'string') resolve(fields.url);
+      }
     });
     child.once('exit', (code) => reject(new KmsError('CONFIG', `the sealing service did not start (exit ${code})`)));
   });

@@ -1,8 +1,9 @@
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type { Verifier } from '../shared/attestation/types.js';
+import { closeServer, listen } from '../shared/http/listen.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { SealerCore } from './core.js';
+import { sealerLog as log } from './log.js';
 import type { SealerOptions } from './options.js';
 import { sealerHandler } from './server.js';
 import { SessionStore } from './sessions.js';
@@ -34,7 +35,6 @@ const DEV_MODE_BANNER = [
  * KBS sessions and tokens, and the HTTPS server. `store` holds the one small state record.
  */
 export async function startSealer(options: SealerOptions, store: ObjectStore, extra: { verifiers?: readonly Verifier[] } = {}): Promise<RunningSealer> {
-  const log = (line: string) => process.stdout.write(`${line}\n`);
   if (options.insecureDevMode) process.stderr.write(`${DEV_MODE_BANNER}\n`);
 
   const tls = await loadTls({
@@ -58,34 +58,25 @@ export async function startSealer(options: SealerOptions, store: ObjectStore, ex
   const sweeper = setInterval(() => sessions.sweep(), 30_000);
   sweeper.unref();
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const { port } = await listen(server, options.port, options.host);
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   const url = `https://${host === '0.0.0.0' || host === '[::]' ? 'localhost' : host}:${port}`;
 
   const status = core.status();
   const state = status.source === 'secret' ? 'unsealed (root key from secret)' : !status.initialized ? 'uninitialized' : status.sealed ? 'sealed' : 'unsealed';
-  log(`sealer: TLS certificate ${tls.certFile}${tls.selfSigned ? ' (self-signed: point KMS_SEALER_CA_FILE at it)' : ''}`);
-  log(`sealer: verifiers: ${[...verifiers.keys()].join(', ') || 'none (no TEE can attest)'}`);
-  log(`sealer: ${state}; root key id ${status.rootKeyId ?? '-'}`);
-  log(`sealer: listening on ${url}`);
+  log.info(`TLS certificate${tls.selfSigned ? ' (self-signed: point KMS_SEALER_CA_FILE at it)' : ''}`, { certFile: tls.certFile });
+  log.info(`verifiers: ${[...verifiers.keys()].join(', ') || 'none (no TEE can attest)'}`);
+  log.info(`${state}; root key id ${status.rootKeyId ?? '-'}`);
+  log.info('listening', { url });
 
   return {
     server,
     url,
     certFile: tls.certFile,
     core,
-    close: () =>
-      new Promise<void>((resolve) => {
-        clearInterval(sweeper);
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: () => {
+      clearInterval(sweeper);
+      return closeServer(server);
+    },
   };
 }

@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { combine } from 'shamir-secret-sharing';
 import { rootKeyId } from '../shared/crypto/root-key-id.js';
 import { KmsError } from '../shared/errors.js';
+import type { ComponentLog } from '../shared/log.js';
 import { openRootKeyLink, storeRootKeyLink } from '../shared/root-key/links.js';
 import { assertRootKeyOpensStorage, holdsAny, opensSomeStoredKey } from '../shared/root-key/storage-check.js';
 import {
@@ -32,7 +33,8 @@ export interface SealerCoreOptions {
   readonly rootKey?: Buffer | undefined;
   readonly recoveryTtlMs: number;
   readonly now?: () => number;
-  readonly log?: (line: string) => void;
+  /** Default: nothing is logged. */
+  readonly log?: Pick<ComponentLog, 'info' | 'error'>;
 }
 
 /**
@@ -49,7 +51,7 @@ export class SealerCore {
   readonly #source: 'secret' | 'shares';
   readonly #recoveryTtlMs: number;
   readonly #now: () => number;
-  readonly #log: (line: string) => void;
+  readonly #log: Pick<ComponentLog, 'info' | 'error'>;
   #key: Buffer | undefined;
   #record: { state: StateRecord; etag: string } | undefined;
   /** Why this service will not initialize or recover until an operator restores storage. */
@@ -62,7 +64,7 @@ export class SealerCore {
     this.#source = options.rootKey === undefined ? 'shares' : 'secret';
     this.#recoveryTtlMs = options.recoveryTtlMs;
     this.#now = options.now ?? Date.now;
-    this.#log = options.log ?? (() => {});
+    this.#log = options.log ?? { info: () => {}, error: () => {} };
     if (options.rootKey !== undefined) this.#key = Buffer.from(options.rootKey);
   }
 
@@ -75,7 +77,7 @@ export class SealerCore {
       const stored = await core.#load().catch(() => undefined);
       const id = rootKeyId(core.#key!);
       if (stored !== undefined && stored.state.current.id !== id) {
-        core.#log(`sealer: note: ignoring the state record (root key ${stored.state.current.id}); the configured secret's key ${id} is used`);
+        core.#log.info(`note: ignoring the state record (root key ${stored.state.current.id}); the configured secret's key ${id} is used`);
       }
     }
     return core;
@@ -164,7 +166,7 @@ export class SealerCore {
         }
         await this.#reloadAfterWrite(state);
         this.#setKey(key);
-        this.#log(`sealer: initialized with root key ${newId} (storage held no keys)`);
+        this.#log.info(`initialized with root key ${newId} (storage held no keys)`);
         return { rootKeyId: newId, pending: false };
       }
 
@@ -236,7 +238,7 @@ export class SealerCore {
     await this.#replace({ generation: generation + 1, current: pending, pending: null }, next.key);
     this.#setKey(next.key);
     this.#clearProgress();
-    this.#log(`sealer: root key ${next.id} is current (its shares were verified); ${current.id} is retired`);
+    this.#log.info(`root key ${next.id} is current (its shares were verified); ${current.id} is retired`);
   }
 
   async #submitShare(input: unknown): Promise<RecoveryProgress> {
@@ -320,7 +322,7 @@ export class SealerCore {
       await this.#assertOpensStorage(next);
       await this.#replace({ generation: state.generation + 1, current: state.pending!, pending: null }, next.key);
       this.#setKey(next.key);
-      this.#log(`sealer: completed the promotion of root key ${next.id} (its link was stored before a restart)`);
+      this.#log.info(`completed the promotion of root key ${next.id} (its link was stored before a restart)`);
     } finally {
       previous.fill(0);
     }
@@ -354,7 +356,7 @@ export class SealerCore {
     this.#alarm =
       `the state record ${STATE_OBJECT_KEY} is missing while storage holds keys: restore it (its previous version, or a backup); ` +
       'initializing now would orphan every stored key, so it is refused';
-    this.#log(`sealer: INTEGRITY ALARM: ${this.#alarm}`);
+    this.#log.error(`INTEGRITY ALARM: ${this.#alarm}`);
     return new SealerError('INTEGRITY', this.#alarm);
   }
 
@@ -366,7 +368,7 @@ export class SealerCore {
   #integrity(why: string): SealerError {
     this.#clearProgress();
     const detail = `${why}; restore ${STATE_OBJECT_KEY} and the key records from their previous versions or a backup. Nothing was unsealed or changed`;
-    this.#log(`sealer: INTEGRITY ALARM: ${why}`);
+    this.#log.error(`INTEGRITY ALARM: ${why}`);
     return new SealerError('INTEGRITY', detail);
   }
 

@@ -6,6 +6,7 @@ import { FsObjectStore } from '../shared/store/fs-store.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { STATE_OBJECT_KEY } from './state-record.js';
 import { startSealer } from './app.js';
+import { sealerLog as log } from './log.js';
 import { loadSealerOptions } from './options.js';
 import { configuredVerifiers } from './verifiers.js';
 
@@ -23,7 +24,7 @@ async function main(): Promise<void> {
   const verifiers = await configuredVerifiers(options);
   const sealer = await startSealer(options, store, { verifiers });
   const stop = (signal: string) => {
-    process.stdout.write(`sealer: ${signal}: stopping (the root key leaves memory with the process)\n`);
+    log.info(`${signal}: stopping (the root key leaves memory with the process)`);
     void sealer.close().finally(() => process.exit(0));
     setTimeout(() => process.exit(0), 2_000).unref();
   };
@@ -46,11 +47,11 @@ async function adoptEarlierStateRecord(store: ObjectStore, sealerDataDir: string
   const found = await earlier.get(STATE_OBJECT_KEY);
   if (found === undefined || (await store.get(STATE_OBJECT_KEY)) !== undefined) return;
   await store.create(STATE_OBJECT_KEY, found.body);
-  process.stdout.write(`sealer: moved the state record from ${sealerDataDir} to the key store\n`);
+  log.info(`moved the state record from ${sealerDataDir} to the key store`);
 }
 
 main().catch((error: unknown) => {
   const message = error instanceof KmsError ? `${error.code}: ${error.message}` : error instanceof Error ? `${error.name}: ${error.message}` : 'unknown error';
-  process.stderr.write(`sealer: cannot start: ${message}\n`);
+  log.error(`cannot start: ${message}`);
   process.exit(1);
 });

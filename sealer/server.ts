@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KmsError } from '../shared/errors.js';
+import type { ComponentLog } from '../shared/log.js';
 import {
   isTeeType,
   KBS_PREFIX,
@@ -11,6 +12,8 @@ import {
   DEFAULT_RUNTIME_DATA_HASH,
 } from '../shared/kbs/protocol.js';
 import { encryptToTee, importTeePubKey } from '../shared/kbs/tee-key.js';
+import { bearerToken } from '../shared/http/bearer.js';
+import { readBounded, type BodyError } from '../shared/http/body.js';
 import { ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer-client/protocol.js';
 import type { SealerCore } from './core.js';
 import { SealerError } from './errors.js';
@@ -27,8 +30,8 @@ export interface SealerHandlerDeps {
   readonly tokens: TokenService;
   readonly verifiers: VerifierRegistry;
   readonly insecureDevMode: boolean;
-  /** One line per request: method, path, status, duration. Never headers, bodies or query. */
-  readonly log: (line: string) => void;
+  /** One line per request (method, path, status, ms; never headers, bodies or query), and messages. */
+  readonly log: ComponentLog;
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps) => Promise<void>;
@@ -51,8 +54,7 @@ export function sealerHandler(deps: SealerHandlerDeps): (req: IncomingMessage, r
     const started = process.hrtime.bigint();
     const path = pathOf(req.url);
     res.on('finish', () => {
-      const ms = Number((process.hrtime.bigint() - started) / 1_000_000n);
-      deps.log(`sealer: ${req.method ?? '?'} ${loggablePath(path)} ${res.statusCode} ${ms}ms`);
+      deps.log.request(req.method ?? '?', loggablePath(path), res.statusCode, Number(process.hrtime.bigint() - started) / 1e6);
     });
     void dispatch(req, res, path, deps).catch((error: unknown) => sendError(res, error, deps));
   };
@@ -128,7 +130,7 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
     } catch (error) {
       const reason = error instanceof KmsError ? error.message : 'evidence rejected';
       // Operators see why a pod was refused (claim names and measurements, never secrets).
-      deps.log(`sealer: attestation refused (tee ${challenge.tee}): ${reason}`);
+      deps.log.warn(`attestation refused (tee ${challenge.tee}): ${reason}`);
       throw kbsError.attestation(`verify TEE evidence failed: ${reason}`);
     }
     const { token, expiresAt } = await deps.tokens.issue(challenge.tee, claims.claims, primaryRuntimeData(challenge.nonce, teePubKey, additionalEvidence));
@@ -169,9 +171,7 @@ function admin(action: (body: unknown, deps: SealerHandlerDeps) => Promise<unkno
 /** The caller's attestation token: Bearer (and, for KBS resources, the session cookie as Trustee). */
 async function authenticate(req: IncomingMessage, deps: SealerHandlerDeps, options: { cookie: boolean }): Promise<VerifiedToken> {
   const fromCookie = options.cookie ? deps.sessions.tokenOf(cookieOf(req, KBS_SESSION_COOKIE)) : undefined;
-  const header = req.headers.authorization;
-  const bearer = header !== undefined && /^Bearer [^\s]+$/i.test(header) ? header.slice(7) : undefined;
-  const token = fromCookie ?? bearer;
+  const token = fromCookie ?? bearerToken(req.headers.authorization) ?? undefined;
   if (token === undefined) throw kbsError.tokenNotFound();
   try {
     return await deps.tokens.verify(token);
@@ -217,26 +217,18 @@ function setSessionCookie(res: ServerResponse, id: string, expiresAt: number): v
 }
 
 async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) {
-    req.resume();
-    throw new SealerError('PAYLOAD_TOO_LARGE', `request body larger than ${MAX_BODY_BYTES} bytes`);
+  const tooLarge = () => new SealerError('PAYLOAD_TOO_LARGE', `request body larger than ${MAX_BODY_BYTES} bytes`);
+  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) {
+    req.resume(); // dropped as it arrives, so that the 413 reaches the client
+    throw tooLarge();
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
   try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) throw new SealerError('PAYLOAD_TOO_LARGE', `request body larger than ${MAX_BODY_BYTES} bytes`);
-      chunks.push(chunk);
-    }
+    return await readBounded(req, MAX_BODY_BYTES);
   } catch (error) {
-    for (const c of chunks) c.fill(0);
-    if (error instanceof SealerError) throw error;
+    if ((error as BodyError).kind === 'too-large') throw tooLarge();
     // The client closed the connection mid-body, or Node's parser refused its framing (and answered 400).
     throw new SealerError('BAD_REQUEST', 'the request body was cut short or malformed');
   }
-  return Buffer.concat(chunks);
 }
 
 async function readJson(req: IncomingMessage, invalid: (detail: string) => SealerError): Promise<unknown> {
@@ -262,7 +254,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown, contentTyp
 }
 
 function sendError(res: ServerResponse, error: unknown, deps: SealerHandlerDeps): void {
-  const problem = problemOf(error, (label) => deps.log(`sealer: internal error (${label})`));
+  const problem = problemOf(error, (label) => deps.log.error(`internal error (${label})`));
   if (res.headersSent) {
     res.destroy();
     return;

@@ -16,6 +16,7 @@ import { trustedRootFromPem } from './attestation/tdx/verify.js';
 import type { TeeType, Verifier } from '../shared/attestation/types.js';
 import { KmsError } from '../shared/errors.js';
 import type { SealerOptions } from './options.js';
+import { sealerLog } from './log.js';
 
 /** The evidence verifiers the sealer accepts, keyed by KBS `tee` type. */
 export type VerifierRegistry = ReadonlyMap<TeeType, Verifier>;
@@ -40,10 +41,10 @@ export type TdxVerifierOptions = Pick<SealerOptions, 'tdxPolicyFile' | 'tdxColla
 
 export interface ConfiguredVerifiersIo {
   readonly env?: NodeJS.ProcessEnv;
-  /** Informational lines (stdout). */
-  readonly log?: (line: string) => void;
-  /** Warnings and the non-Intel root CA banner (stderr). */
-  readonly warn?: (text: string) => void;
+  /** Informational messages; default the sealer's log. */
+  readonly log?: (message: string) => void;
+  /** Warnings; default the sealer's log (the non-Intel root CA banner goes to stderr as it is). */
+  readonly warn?: (message: string) => void;
   /** Clock for the collateral currency warning; default the wall clock. */
   readonly now?: () => Date;
 }
@@ -62,8 +63,8 @@ export async function configuredVerifiers(options: TdxVerifierOptions, io: Confi
 
 export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: ConfiguredVerifiersIo = {}): Promise<TdxVerifier | undefined> {
   const env = io.env ?? process.env;
-  const log = io.log ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const warn = io.warn ?? ((text: string) => process.stderr.write(`${text}\n`));
+  const log = io.log ?? ((message: string) => sealerLog.info(message));
+  const warn = io.warn ?? ((message: string) => sealerLog.warn(message));
   const now = io.now ?? (() => new Date());
   const { tdxPolicyFile, tdxCollateralFile, pccsUrl, tdxRootCaFile } = options;
 
@@ -102,12 +103,12 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
     }
     const fingerprint = createHash('sha256').update(root.raw).digest('hex');
     anchor = `${oneLine(root.subject)} (sha256 ${fingerprint}) from KMS_SEALER_TDX_ROOT_CA_FILE`;
-    warn(rootCaBanner(tdxRootCaFile, oneLine(root.subject), fingerprint));
+    process.stderr.write(`${rootCaBanner(tdxRootCaFile, oneLine(root.subject), fingerprint)}\n`); // for humans, like the development mode banner
   }
 
   const verifier = new TdxVerifier({ policy, collateral, ...(trustedRootCaPem === undefined ? {} : { trustedRootCaPem }) });
-  log(`sealer: TDX verifier: reference values from ${tdxPolicyFile} (${describePolicy(policy)})`);
-  log(`sealer: TDX verifier: collateral ${tdxCollateralFile !== '' ? `from file ${tdxCollateralFile}` : `from ${pccsUrl} (cached per platform)`}; trust anchor ${anchor}`);
+  log(`TDX verifier: reference values from ${tdxPolicyFile} (${describePolicy(policy)})`);
+  log(`TDX verifier: collateral ${tdxCollateralFile !== '' ? `from file ${tdxCollateralFile}` : `from ${pccsUrl} (cached per platform)`}; trust anchor ${anchor}`);
   return verifier;
 }
 
@@ -167,9 +168,9 @@ interface CollateralIo {
 function warnIfNotCurrent(path: string, issued: Date, expiry: Date, io: CollateralIo): void {
   const now = io.now();
   if (now > expiry) {
-    io.warn(`sealer: WARNING: the TDX collateral in ${path} expired at ${expiry.toISOString()}: every TD is refused (claim collateral or crl) until the file is refreshed`);
+    io.warn(`the TDX collateral in ${path} expired at ${expiry.toISOString()}: every TD is refused (claim collateral or crl) until the file is refreshed`);
   } else if (now < issued) {
-    io.warn(`sealer: WARNING: the TDX collateral in ${path} is not valid before ${issued.toISOString()}: TDs are refused until then`);
+    io.warn(`the TDX collateral in ${path} is not valid before ${issued.toISOString()}: TDs are refused until then`);
   }
 }
 
@@ -210,11 +211,11 @@ class CollateralFile implements CollateralSource {
         const issued = collateralWindows(collateral).overall.issueDate;
         const expiry = collateralExpiry(collateral);
         this.#current = new StaticCollateralSource(collateral);
-        this.io.log(`sealer: TDX collateral reloaded from ${this.path} (valid ${issued.toISOString()} to ${expiry.toISOString()})`);
+        this.io.log(`TDX collateral reloaded from ${this.path} (valid ${issued.toISOString()} to ${expiry.toISOString()})`);
         warnIfNotCurrent(this.path, issued, expiry, this.io);
       } catch (error) {
         const reason = error instanceof KmsError ? error.message : 'unreadable';
-        this.io.warn(`sealer: WARNING: the changed TDX collateral file ${this.path} was not loaded (${reason}); the previous collateral stays in use`);
+        this.io.warn(`the changed TDX collateral file ${this.path} was not loaded (${reason}); the previous collateral stays in use`);
       }
     }
     return this.#current.collateralFor(quote);

@@ -52,3 +52,33 @@ export const log = {
     line(process.stderr, { level: 'error', where, name: e.name, stack: e.stack?.split('\n').slice(1, 6).join(' | ') });
   },
 };
+
+/**
+ * The lines of a service beside the functions (the sealing service), in the same JSON, each with
+ * `component`. Its request lines (method, path, status, ms) are written whatever KMS_ACCESS_LOG
+ * says: they are the record of who asked for the root key. Messages are the caller's own words.
+ */
+export function componentLog(component: string) {
+  const message = (stream: NodeJS.WriteStream, level: string) => (text: string, fields: Record<string, unknown> = {}) => line(stream, { level, component, message: text, ...fields });
+  return {
+    info: message(process.stdout, 'info'),
+    warn: message(process.stderr, 'warn'),
+    error: message(process.stderr, 'error'),
+    request(method: string, path: string, status: number, ms: number): void {
+      line(process.stdout, { level: 'info', component, method, path, status, ms: Math.round(ms * 100) / 100 });
+    },
+  };
+}
+
+export type ComponentLog = ReturnType<typeof componentLog>;
+
+/** A JSON log line's fields, or undefined for other text: for programs that read another's log. */
+export function logFields(text: string): Record<string, unknown> | undefined {
+  if (!text.startsWith('{')) return undefined;
+  try {
+    const fields = JSON.parse(text) as unknown;
+    return typeof fields === 'object' && fields !== null && !Array.isArray(fields) ? (fields as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { KmsError } from '../errors.js';
+import { bearerToken } from './bearer.js';
 import type { KmsRequest } from './request.js';
 
 /**
@@ -10,9 +11,8 @@ export function requireAdmin(request: KmsRequest, adminToken: string): void {
   if (adminToken === '') {
     throw new KmsError('FORBIDDEN', 'root key operations are disabled: configure KMS_ADMIN_TOKEN (or KMS_ADMIN_TOKEN_FILE)');
   }
-  const header = request.raw.headers.authorization;
-  const match = header === undefined ? null : /^Bearer[ ]+(\S+)$/i.exec(header.trim());
-  if (match === null) throw new KmsError('UNAUTHORIZED', 'operator credentials required: Authorization: Bearer <admin token>');
+  const token = bearerToken(request.raw.headers.authorization);
+  if (token == null) throw new KmsError('UNAUTHORIZED', 'operator credentials required: Authorization: Bearer <admin token>');
   const digest = (value: string) => createHash('sha256').update(value).digest();
-  if (!timingSafeEqual(digest(match[1]!), digest(adminToken))) throw new KmsError('UNAUTHORIZED', 'wrong admin token');
+  if (!timingSafeEqual(digest(token), digest(adminToken))) throw new KmsError('UNAUTHORIZED', 'wrong admin token');
 }

@@ -1,11 +1,11 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { kmsOptions } from '../config.js';
 import { KmsError } from '../errors.js';
 import { loadOptions, option, parse } from '../options.js';
 import { LOCAL_HOSTNAMES, loadTls } from '../tls.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
+import { closeServer, listen } from './listen.js';
 import type { Route } from './route.js';
 import { routeRequests } from './router.js';
 
@@ -72,19 +72,12 @@ export async function startHost(
     server = createHttpsServer({ cert: tls.cert, key: tls.key, keepAliveTimeout: 65_000 }, listener);
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.bind, () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
+  const { port } = await listen(server, options.port, options.bind);
   const host = options.bind.includes(':') ? `[${options.bind}]` : options.bind === '0.0.0.0' ? '127.0.0.1' : options.bind;
   return {
     server,
     url: `${options.tls === 'off' ? 'http' : 'https'}://${host}:${port}`,
     certFile,
-    close: () => new Promise((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
+    close: () => closeServer(server),
   };
 }

@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { KmsError } from '../errors.js';
 import { validateName, validateToken, type NameKind } from '../names.js';
+import { bearerToken } from './bearer.js';
+import { readBounded, type BodyError } from './body.js';
 
 /** The largest request body any route accepts, under every host. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -120,23 +122,16 @@ export class KmsRequest {
       if (preRead.length > MAX_BODY_BYTES) throw tooLarge();
       return preRead;
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
     try {
-      for await (const chunk of this.raw as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > MAX_BODY_BYTES) throw tooLarge();
-        chunks.push(chunk);
-      }
+      return await readBounded(this.raw, MAX_BODY_BYTES);
     } catch (error) {
-      if (error instanceof KmsError) throw error;
+      if ((error as BodyError).kind === 'too-large') throw tooLarge();
       // Refused while it arrived: the connection was closed after that answer.
       const refusedMeanwhile = refusedBody(this.raw);
       if (refusedMeanwhile !== undefined) throw refusedMeanwhile;
       // The client closed the connection mid-body, or the HTTP layer refused its framing.
       throw new KmsError('BAD_REQUEST', 'the request body was cut short or malformed');
     }
-    return Buffer.concat(chunks);
   }
 
   /** The body as JSON (any value). */
@@ -188,9 +183,9 @@ function decodeQueryPart(part: string): string {
 }
 
 function bearer(header: string): string {
-  const match = /^Bearer[ ]+(\S+)$/i.exec(header.trim());
-  if (match === null) throw new KmsError('BAD_REQUEST', 'the Authorization header must be "Bearer <token>"');
-  return match[1]!;
+  const token = bearerToken(header);
+  if (token == null) throw new KmsError('BAD_REQUEST', 'the Authorization header must be "Bearer <token>"');
+  return token;
 }
 
 function single(value: string | string[] | undefined): string | undefined {

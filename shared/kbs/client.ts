@@ -2,6 +2,7 @@ import { Agent, request as httpsRequest } from 'node:https';
 import { decodeJwt } from 'jose/jwt/decode'; // a subpath: see tee-key.ts
 import type { Attester } from '../attestation/types.js';
 import { KmsError } from '../errors.js';
+import { readBounded, type BodyError } from '../http/body.js';
 import {
   KBS_PREFIX,
   KBS_PROTOCOL_VERSION,
@@ -223,30 +224,21 @@ export class KbsClient {
           timeout: this.#timeoutMs,
         },
         (res) => {
-          const chunks: Buffer[] = [];
-          let size = 0;
-          res.on('data', (chunk: Buffer) => {
-            size += chunk.length;
-            if (size > MAX_RESPONSE_BYTES) {
-              res.destroy();
-              reject(new KmsError('ROOT_KEY_UNAVAILABLE', 'the KBS response is too large'));
-              return;
-            }
-            chunks.push(chunk);
-          });
-          res.on('error', reject);
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let body: unknown = undefined;
-            if (text !== '') {
-              try {
-                body = JSON.parse(text);
-              } catch {
-                body = text;
+          readBounded(res, MAX_RESPONSE_BYTES).then(
+            (bytes) => {
+              const text = bytes.toString('utf8');
+              let body: unknown = undefined;
+              if (text !== '') {
+                try {
+                  body = JSON.parse(text);
+                } catch {
+                  body = text;
+                }
               }
-            }
-            resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
-          });
+              resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
+            },
+            (error: BodyError) => reject(error.kind === 'too-large' ? new KmsError('ROOT_KEY_UNAVAILABLE', 'the KBS response is too large') : (error.cause ?? error)),
+          );
         },
       );
       req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT_KBS' })));

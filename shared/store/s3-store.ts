@@ -2,6 +2,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type 
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import aws4 from 'aws4';
 import { KmsError } from '../errors.js';
+import { readBounded, type BodyError } from '../http/body.js';
 import { assertObjectKey, assertPrefix } from './keys.js';
 import type { ObjectStore, StoredObject } from './object-store.js';
 
@@ -205,25 +206,15 @@ export class S3ObjectStore implements ObjectStore {
   }
 }
 
-function readBody(response: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    response.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= MAX_RESPONSE_BYTES) {
-        chunks.push(chunk);
-        return;
-      }
-      // Not a transient failure to retry: the same object would be as large again. Settled before
-      // the destroy, whose 'aborted' would otherwise report a cut connection.
-      reject(new KmsError('STORAGE_UNAVAILABLE', 'object storage answered more than 16 MiB'));
-      response.destroy();
-    });
-    response.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    response.on('error', (error) => reject(error instanceof TransportError ? error : new TransportError(error.message, { cause: error })));
-    response.on('aborted', () => reject(new TransportError('answer cut short')));
-  });
+async function readBody(response: IncomingMessage): Promise<Buffer> {
+  try {
+    return await readBounded(response, MAX_RESPONSE_BYTES);
+  } catch (error) {
+    const { kind, cause } = error as BodyError;
+    // Not a transient failure to retry: the same object would be as large again.
+    if (kind === 'too-large') throw new KmsError('STORAGE_UNAVAILABLE', 'object storage answered more than 16 MiB');
+    throw cause instanceof TransportError ? cause : new TransportError(cause instanceof Error ? cause.message : 'answer cut short', { cause });
+  }
 }
 
 function backoff(attempt: number): Promise<void> {

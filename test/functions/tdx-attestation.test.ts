@@ -123,10 +123,10 @@ afterAll(async () => {
 
 describe('TDX attestation end to end (tdx-aa attester → production sealer with a TDX policy)', () => {
   it('announces the TDX verifier and, loudly, the non-Intel root CA; sample is not accepted', () => {
-    const logs = env.sealer.logs();
-    expect(logs).toContain('sealer: verifiers: tdx\n');
-    expect(logs).toContain(`sealer: TDX verifier: reference values from ${env.files.policy} (mrTd 1 allowed, rtmr0 1 allowed`);
-    expect(logs).toContain(`sealer: TDX verifier: collateral from file ${env.files.collateral}`);
+    const messages = env.sealer.messages();
+    expect(messages).toContain('verifiers: tdx');
+    expect(messages.some((m) => m.startsWith(`TDX verifier: reference values from ${env.files.policy} (mrTd 1 allowed, rtmr0 1 allowed`))).toBe(true);
+    expect(messages.some((m) => m.startsWith(`TDX verifier: collateral from file ${env.files.collateral}`))).toBe(true);
     const fingerprint = createHash('sha256').update(env.pki.root.cert.raw).digest('hex');
     expect(env.sealer.stderr()).toContain('TDX QUOTES ARE VERIFIED AGAINST A NON-INTEL ROOT CA');
     expect(env.sealer.stderr()).toContain(fingerprint);
@@ -157,8 +157,8 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     expect(provider!.requests.every((url) => /^\/aa\/evidence\?runtime_data=[A-Za-z0-9_-]{86}&encoding=base64$/.test(url))).toBe(true);
     await env.sealer.settle();
     const lines = env.sealer.requestLines();
-    expect(lines.some((line) => line.startsWith('sealer: POST /kbs/v0/attest 200 '))).toBe(true);
-    expect(lines.some((line) => /^sealer: GET \/kbs\/v0\/resource\/\S+ 200 /.test(line))).toBe(true);
+    expect(lines.some((line) => line === 'POST /kbs/v0/attest 200')).toBe(true);
+    expect(lines.some((line) => /^GET \/kbs\/v0\/resource\/\S+ 200$/.test(line))).toBe(true);
   });
 
   it('refuses a TD with another MRTD: the function answers 503 and its log names mr_td', async () => {
@@ -177,7 +177,7 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     // Nothing was wrapped: no primary key exists.
     expect([...(await readFsObjects(dataDir)).keys()].filter((key) => key.startsWith('primary-keys/'))).toEqual([]);
     await env.sealer.settle();
-    expect(env.sealer.requestLines().some((line) => line.startsWith('sealer: POST /kbs/v0/attest 401 '))).toBe(true);
+    expect(env.sealer.requestLines().some((line) => line === 'POST /kbs/v0/attest 401')).toBe(true);
   });
 
   it('refuses a debuggable TD, naming debug', async () => {
@@ -198,7 +198,7 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     expect(error.code).toBe('ROOT_KEY_UNAVAILABLE');
     expect(error.message).toContain('sample evidence proves nothing');
     await env.sealer.settle();
-    expect(env.sealer.requestLines().some((line) => line.startsWith('sealer: POST /kbs/v0/auth 401 '))).toBe(true);
+    expect(env.sealer.requestLines().some((line) => line === 'POST /kbs/v0/auth 401')).toBe(true);
   });
 
   it('picks up collateral refreshed in place without a restart (the root key stays in memory)', async () => {
@@ -208,7 +208,7 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     await writeFile(files.collateral, await currentCollateral(env.pki, -40 * DAY));
     const sealer = await startTdxSealer(dir, files);
     try {
-      expect(sealer.stderr()).toMatch(/WARNING: the TDX collateral in .* expired at /);
+      expect(sealer.stderr()).toMatch(/"level":"warn","component":"sealer","message":"the TDX collateral in .* expired at /);
       const { kms } = await tdFunction(sealer, {});
       const stale = await createPrimaryKey(kms, 'carol');
       expect(stale.status, stale.body).toBe(503);
@@ -217,7 +217,7 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
       await writeFile(files.collateral, await currentCollateral(env.pki));
       const fresh = await kms.request('/primaryKey/pk?user=carol&token=carol-token', { method: 'POST' });
       expect(fresh.status, fresh.body).toBe(201);
-      expect(sealer.logs()).toContain(`sealer: TDX collateral reloaded from ${files.collateral}`);
+      expect(sealer.messages().some((m) => m.startsWith(`TDX collateral reloaded from ${files.collateral}`))).toBe(true);
     } finally {
       await sealer.cleanup();
     }
@@ -228,7 +228,7 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     const dir = await mkdtemp(join(env.dir, 'pccs-'));
     const sealer = await startTdxSealer(dir, env.files, { KMS_SEALER_TDX_COLLATERAL_FILE: '', KMS_SEALER_PCCS_URL: pccs.url });
     try {
-      expect(sealer.logs()).toContain(`sealer: TDX verifier: collateral from ${pccs.url} (cached per platform)`);
+      expect(sealer.messages().some((m) => m.startsWith(`TDX verifier: collateral from ${pccs.url} (cached per platform)`))).toBe(true);
       const first = await tdFunction(sealer, {});
       expect((await createPrimaryKey(first.kms, 'dave')).status).toBe(201);
       const fetched = pccs.requests.length;

@@ -121,7 +121,7 @@ describe('npm start: configuration errors name what the user set', () => {
       expect(result.stderr).toMatch(message);
       expect(result.stderr).not.toContain('KMS_SEALER_');
       if (name === 'KMS_ROOT_KEY') expect(result.stderr + result.stdout).not.toContain(value);
-      expect(result.stdout).not.toContain('sealer: listening');
+      expect(result.stdout).not.toContain('"component":"sealer","message":"listening"');
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }

@@ -67,9 +67,9 @@ function problem(response: KbsHttpResponse): { type: string; detail: string } {
 describe('the log scan', () => {
   it('would find a leaked key in any of its encodings', () => {
     for (const encoding of ['base64', 'base64url', 'hex'] as const) {
-      expect(secrets.leaksIn(`sealer: x ${ROOT_KEY.toString(encoding)} y`)).toHaveLength(1);
+      expect(secrets.leaksIn(`{"message":"x ${ROOT_KEY.toString(encoding)} y"}`)).toHaveLength(1);
     }
-    expect(secrets.leaksIn('sealer: POST /kbs/v0/auth 200 1ms')).toEqual([]);
+    expect(secrets.leaksIn('{"level":"info","component":"sealer","method":"POST","path":"/kbs/v0/auth","status":200,"ms":1.23}')).toEqual([]);
   });
 });
 
@@ -90,8 +90,8 @@ describe('KBS round trip on the wire', () => {
     expect(payload).toMatchObject({ iss: 'tee-kms-sealer', tee: 'sample', customized_claims: { runtime_data: { nonce, 'tee-pubkey': teeKey.publicJwk } } });
     expect(payload.exp - payload.iat).toBe(2);
 
-    // Bearer token alone (Trustee's token mode) and session cookie alone (Trustee's cookie mode).
-    for (const headers of [{ Authorization: `Bearer ${token}` }, { Cookie: cookie }] as Record<string, string>[]) {
+    // Bearer token alone (Trustee's token mode, any case, 1*SP as RFC 6750) and session cookie alone (Trustee's cookie mode).
+    for (const headers of [{ Authorization: `Bearer ${token}` }, { Authorization: `bearer   ${token}` }, { Cookie: cookie }] as Record<string, string>[]) {
       const resource = await kbs.request('GET', RESOURCE, undefined, headers);
       expect(resource.status).toBe(200);
       expect(Object.keys(resource.body as object).sort()).toEqual(['ciphertext', 'encrypted_key', 'iv', 'protected', 'tag']);
@@ -107,6 +107,11 @@ describe('KBS round trip on the wire', () => {
     const garbage = await kbs.request('GET', RESOURCE, undefined, { Authorization: 'Bearer not.a.token' });
     expect(garbage.status).toBe(401);
     expect(problem(garbage).type).toBe('https://github.com/confidential-containers/kbs/errors/TokenVerifierError');
+    // Not a Bearer credential (a tab after the scheme, another scheme): no token was sent.
+    for (const authorization of ['Bearer\tnot.a.token', 'Basic bm90OmE=']) {
+      const malformed = await kbs.request('GET', RESOURCE, undefined, { Authorization: authorization });
+      expect(problem(malformed)).toMatchObject({ type: 'https://github.com/confidential-containers/kbs/errors/TokenNotFound', status: 401 });
+    }
   });
 });
 
@@ -211,8 +216,12 @@ describe('KBS refusals', () => {
   it('logs one line per request: method, path, status; announces development mode on stderr', async () => {
     await sealer.settle();
     const lines = sealer.requestLines();
-    expect(lines).toContain(lines.find((line) => /^sealer: POST \/kbs\/v0\/auth 200 \d+ms$/.test(line)));
-    expect(lines.some((line) => /^sealer: GET \/kbs\/v0\/resource\/tee-kms\/root-key\/current 401 \d+ms$/.test(line))).toBe(true);
+    expect(lines).toContain('POST /kbs/v0/auth 200');
+    expect(lines).toContain('GET /kbs/v0/resource/tee-kms/root-key/current 401');
+    // The functions' JSON lines, with the component, and only these fields (never headers, bodies or query).
+    const request = sealer.lines().find((line) => line.method === 'POST' && line.path === '/kbs/v0/auth');
+    expect(Object.keys(request ?? {}).sort()).toEqual(['component', 'level', 'method', 'ms', 'path', 'status', 'time']);
+    expect(request).toMatchObject({ level: 'info', component: 'sealer', status: 200, ms: expect.any(Number) });
     expect(sealer.stderr()).toContain('INSECURE DEVELOPMENT MODE');
   });
 });
@@ -221,7 +230,8 @@ describe('production mode (no insecure development mode)', () => {
   let production: SealerProcess;
 
   beforeAll(async () => {
-    production = await startSealerProcess({ env: { KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'), KMS_SEALER_INSECURE_DEV_MODE: 'false' } });
+    // KMS_ACCESS_LOG is the functions' switch: the sealer logs its requests regardless.
+    production = await startSealerProcess({ env: { KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'), KMS_SEALER_INSECURE_DEV_MODE: 'false', KMS_ACCESS_LOG: 'false' } });
   });
 
   afterAll(async () => {
@@ -236,7 +246,9 @@ describe('production mode (no insecure development mode)', () => {
       expect(problem(response).detail).toContain('insecure development mode');
       expect(response.headers['set-cookie']).toBeUndefined();
       expect(production.stderr()).not.toContain('INSECURE');
-      expect(production.logs()).toContain('verifiers: none');
+      expect(production.messages()).toContain('verifiers: none (no TEE can attest)');
+      await production.settle();
+      expect(production.requestLines()).toContain('POST /kbs/v0/auth 401');
     } finally {
       raw.close();
     }

@@ -98,7 +98,7 @@ describe('start-up configuration', () => {
       env: { KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'), KMS_SEALER_TLS_CERT_FILE: join(sealer.dataDir, 'tls', 'cert.pem'), KMS_SEALER_TLS_KEY_FILE: join(sealer.dataDir, 'tls', 'key.pem') },
     });
     try {
-      expect(own.logs()).toContain(`TLS certificate ${join(sealer.dataDir, 'tls', 'cert.pem')}\n`);
+      expect(own.lines()).toContainEqual(expect.objectContaining({ message: 'TLS certificate', certFile: join(sealer.dataDir, 'tls', 'cert.pem') }));
       const viaOwn = new SealerClient({ url: own.url, ca: await sealer.caPem(), attester: new SampleAttester() });
       try {
         expect((await viaOwn.rootKey()).key.equals(ROOT_KEY)).toBe(true);

@@ -51,16 +51,16 @@ afterAll(async () => {
 });
 
 /** Starts a production-mode sealer with `env`; returns its logs, or the start failure's text. */
-async function start(env: Record<string, string>): Promise<{ started: boolean; logs: string; stderr: string }> {
+async function start(env: Record<string, string>): Promise<{ started: boolean; logs: string; stderr: string; messages: string[] }> {
   const dataDir = await mkdtemp(join(dir, 'sealer-'));
   try {
     const sealer = await startSealerProcess({ dataDir, env: { KMS_SEALER_INSECURE_DEV_MODE: 'false', ...env } });
     await sealer.settle();
-    const result = { started: true, logs: sealer.logs(), stderr: sealer.stderr() };
+    const result = { started: true, logs: sealer.logs(), stderr: sealer.stderr(), messages: sealer.messages() };
     await sealer.cleanup();
     return result;
   } catch (error) {
-    return { started: false, logs: error instanceof Error ? error.message : String(error), stderr: '' };
+    return { started: false, logs: error instanceof Error ? error.message : String(error), stderr: '', messages: [] };
   }
 }
 
@@ -69,7 +69,7 @@ describe('sealer TDX configuration', () => {
     const dataDir = await mkdtemp(join(dir, 'sealer-'));
     const sealer = await startSealerProcess({ dataDir, env: { KMS_SEALER_INSECURE_DEV_MODE: 'false' } });
     try {
-      expect(sealer.logs()).toContain('sealer: verifiers: none (no TEE can attest)');
+      expect(sealer.messages()).toContain('verifiers: none (no TEE can attest)');
       const client = await sealer.client();
       const error = await client.rootKey().then(
         () => undefined,
@@ -86,7 +86,7 @@ describe('sealer TDX configuration', () => {
   it('with a PCCS URL and NODE_ENV=production: the TDX verifier trusts the pinned Intel root', async () => {
     const result = await start({ NODE_ENV: 'production', KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_PCCS_URL: 'https://pccs.invalid:8081/' });
     expect(result.started, result.logs).toBe(true);
-    expect(result.logs).toContain('sealer: verifiers: tdx\n');
+    expect(result.messages).toContain('verifiers: tdx');
     expect(result.logs).toContain('(mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId any, TCB status UpToDate, DEBUG refused)');
     expect(result.logs).toContain('collateral from https://pccs.invalid:8081 (cached per platform); trust anchor the pinned Intel SGX Root CA');
     expect(result.stderr).not.toContain('NON-INTEL ROOT CA');
@@ -95,11 +95,11 @@ describe('sealer TDX configuration', () => {
   it('with a collateral file that is not current: starts, and warns on stderr', async () => {
     const expired = await start({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_TDX_COLLATERAL_FILE: files.expired, KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa });
     expect(expired.started, expired.logs).toBe(true);
-    expect(expired.stderr).toContain(`sealer: WARNING: the TDX collateral in ${files.expired} expired at 2020-02-01T00:00:00.000Z`);
+    expect(expired.stderr).toContain(`"level":"warn","component":"sealer","message":"the TDX collateral in ${files.expired} expired at 2020-02-01T00:00:00.000Z`);
     expect(expired.stderr).toContain('TDX QUOTES ARE VERIFIED AGAINST A NON-INTEL ROOT CA');
     const future = await start({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral, KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa });
     expect(future.started, future.logs).toBe(true);
-    expect(future.stderr).toContain(`sealer: WARNING: the TDX collateral in ${files.collateral} is not valid before 2030-01-01T00:00:00.000Z`);
+    expect(future.stderr).toContain(`"level":"warn","component":"sealer","message":"the TDX collateral in ${files.collateral} is not valid before 2030-01-01T00:00:00.000Z`);
   });
 
   const refusals: Array<[string, () => Record<string, string>, RegExp]> = [
@@ -155,7 +155,7 @@ describe('sealer TDX configuration', () => {
   it.each(refusals)('refuses to start with %s', async (_name, env, message) => {
     const result = await start(env());
     expect(result.started, result.logs).toBe(false);
-    expect(result.logs).toMatch(/sealer: cannot start: /);
+    expect(result.logs).toMatch(/"level":"error","component":"sealer","message":"cannot start: /);
     expect(result.logs).toMatch(message);
   });
 });

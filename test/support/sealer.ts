@@ -7,6 +7,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { split } from 'shamir-secret-sharing';
+import { logFields } from '../../shared/log.js';
 import { SampleAttester } from '../../shared/attestation/sample.js';
 import type { Attester } from '../../shared/attestation/types.js';
 import { SealerClient } from '../../shared/sealer-client/client.js';
@@ -23,7 +24,11 @@ export interface SealerProcess {
   /** Everything the process printed so far, stdout and stderr, across restarts. */
   logs(): string;
   stderr(): string;
-  /** Request lines (`sealer: METHOD /path STATUS`) printed so far. */
+  /** The JSON log lines printed so far (the sealer's and any other), parsed. */
+  lines(): Record<string, unknown>[];
+  /** The `message` of each sealer log line so far (startup, warnings, errors). */
+  messages(): string[];
+  /** Request lines printed so far: `METHOD /path STATUS`, from the JSON fields. */
   requestLines(): string[];
   /** Waits until the process has printed nothing new for a moment (log lines trail responses). */
   settle(): Promise<void>;
@@ -67,7 +72,7 @@ export async function startSealerProcess(options: { env?: Record<string, string>
       const timer = setTimeout(() => reject(new Error(`sealer did not start in time:\n${log}`)), 20_000);
       proc.stdout!.on('data', (chunk: Buffer) => {
         log += chunk.toString();
-        if (!ready && /sealer: listening on https:\/\//.test(log.slice(from))) {
+        if (!ready && parsedLines(log.slice(from)).some((line) => line.message === 'listening' && String(line.url).startsWith('https://'))) {
           ready = true;
           clearTimeout(timer);
           resolve();
@@ -105,7 +110,9 @@ export async function startSealerProcess(options: { env?: Record<string, string>
     caPem: () => readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8'),
     logs: () => log,
     stderr: () => errLog,
-    requestLines: () => log.split('\n').filter((line) => /^sealer: [A-Z]+ \//.test(line)),
+    lines: () => parsedLines(log),
+    messages: () => parsedLines(log).flatMap((line) => (line.component === 'sealer' && typeof line.message === 'string' ? [line.message] : [])),
+    requestLines: () => parsedLines(log).flatMap((line) => (line.component === 'sealer' && typeof line.method === 'string' ? [`${line.method} ${String(line.path)} ${String(line.status)}`] : [])),
     settle: async () => {
       for (let seen = -1; seen !== log.length; ) {
         seen = log.length;
@@ -128,6 +135,13 @@ export async function startSealerProcess(options: { env?: Record<string, string>
       if (options.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+function parsedLines(text: string): Record<string, unknown>[] {
+  return text.split('\n').flatMap((line) => {
+    const fields = logFields(line);
+    return fields === undefined ? [] : [fields];
+  });
 }
 
 /** An attester that counts how often it was asked for evidence. */

@@ -1,0 +1,20 @@
+/**
+ * The token of an `Authorization: Bearer <token>` header, by one rule for every caller: RFC 6750
+ * section 2.1's `"Bearer" 1*SP b64token`, with the scheme case-insensitive (RFC 9110 section 11.1)
+ * and one or more spaces, as the grammar says (a tab is not a space there). The token is any run of
+ * non-whitespace characters, wider than b64token, because BigDL KMS's tokens are free text.
+ * Whitespace around the whole value is ignored (HTTP's optional whitespace; Node strips it already).
+ *
+ * Answers undefined when there is no header, null when there is one that is not a single Bearer
+ * credential: another scheme, no token, a space inside the token, or the header given twice (Node
+ * keeps only the first Authorization header in `headers`; `headersDistinct` shows them all).
+ */
+export function bearerToken(header: string | readonly string[] | undefined): string | null | undefined {
+  if (header === undefined) return undefined;
+  if (typeof header !== 'string') return header.length === 1 ? bearerToken(header[0]) : null;
+  const match = BEARER.exec(header);
+  return match === null ? null : match[1]!;
+}
+
+// Anchored, and the two runs cannot both match the same character: linear on any header length.
+const BEARER = /^[ \t]*bearer +(\S+)[ \t]*$/i;
