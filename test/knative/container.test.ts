@@ -138,7 +138,7 @@ describe('the image CMD runs each function on the built output with production d
   });
 
   for (const route of routes) {
-    it(`${route.name}: answers ${route.methods.join('|')} ${route.path}, the /healthz probe, and no other route`, async () => {
+    it(`${route.name}: answers ${route.methods.join('|')} ${route.path}, the /healthz and /readyz probes, and no other route`, async () => {
       const s = started.find((x) => x.name === route.name)!;
       const { method, path, body } = requestFor(route);
       const res = await fetch(`http://127.0.0.1:${s.port}${path}`, { method, body, headers: body ? { 'content-type': 'application/json' } : {} });
@@ -153,6 +153,9 @@ describe('the image CMD runs each function on the built output with production d
 
       const health = await fetch(`http://127.0.0.1:${s.port}/healthz`);
       expect(health.status).toBe(200);
+      // Mode 1: the root key is there, so the readiness probe passes.
+      const ready = await fetch(`http://127.0.0.1:${s.port}/readyz`);
+      expect(ready.status, await ready.text()).toBe(200);
 
       // Another function's path is not served here: FUNCTION_TARGET selects exactly one.
       const other = route.path === '/' ? routes.find((r) => r.path !== '/')! : routes.find((r) => r.path === '/')!;

@@ -258,7 +258,7 @@ describe('what Knative accepts (serving field masks, reserved names, autoscaling
     });
   }
 
-  it('every Knative Service keeps a warm instance (min-scale >= 1), bounds its scale and its concurrency, and probes /healthz', () => {
+  it('every Knative Service keeps a warm instance (min-scale >= 1), bounds its scale and its concurrency, probes readiness on /readyz and liveness on /healthz', () => {
     for (const s of ksvcs(base)) {
       const a = s.spec.template.metadata.annotations;
       const min = Number(a['autoscaling.knative.dev/min-scale']);
@@ -269,7 +269,8 @@ describe('what Knative accepts (serving field masks, reserved names, autoscaling
       expect(a['autoscaling.knative.dev/target-burst-capacity'], id(s)).toBe('0');
       expect(s.spec.template.spec.containerConcurrency, id(s)).toBeGreaterThan(0);
       expect(s.spec.template.spec.timeoutSeconds, id(s)).toBeGreaterThan(0);
-      expect(s.spec.template.spec.containers[0].readinessProbe.httpGet.path, id(s)).toBe('/healthz');
+      expect(s.spec.template.spec.containers[0].readinessProbe.httpGet.path, id(s)).toBe('/readyz');
+      expect(s.spec.template.spec.containers[0].livenessProbe.httpGet.path, id(s)).toBe('/healthz');
       for (const key of Object.keys(a)) expect(key, id(s)).toMatch(/^autoscaling\.knative\.dev\/(min-scale|max-scale|initial-scale|scale-down-delay|target-burst-capacity)$/);
     }
   });
