@@ -14,7 +14,8 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routes } from '../../functions/index.js';
 import { findTool, requireTool, skipWithout } from '../support/tools.js';
@@ -284,5 +285,42 @@ describe('the sealer Deployment\'s command and settings run on the same output',
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("functions-framework the standard way, from the runtime tree: package.json's main exports every function", () => {
+  /** Starts functions-framework's own bin in the runtime tree (no --source: it loads `main`). */
+  async function startFramework(args: string[], env: Record<string, string>): Promise<Started> {
+    const [port] = await freePorts(1);
+    const child = spawn(join(app, 'node_modules', '.bin', 'functions-framework'), [...args, `--port=${port}`], {
+      cwd: app,
+      env: { PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`, HOME: app, NODE_ENV: 'production', KMS_ROOT_KEY: randomBytes(32).toString('base64'), KMS_DATA_DIR: dataDir, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const s: Started = { name: args.join(' '), port: port!, child, output: '', exit: new Promise((resolve) => child.once('exit', (code) => resolve(code))) };
+    child.stdout!.on('data', (chunk: Buffer) => (s.output += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => (s.output += chunk.toString()));
+    started.push(s);
+    await waitForHttp(s, 30_000);
+    return s;
+  }
+
+  it('main names the built entry, and it exports a handler under every function name', async () => {
+    const pkg = JSON.parse(readFileSync(join(app, 'package.json'), 'utf8'));
+    expect(pkg.main).toBe('dist/functions/index.js');
+    const entry = await import(pathToFileURL(join(REPO, pkg.main)).href);
+    for (const route of routes) expect(typeof entry[route.name], route.name).toBe('function');
+  });
+
+  it('`functions-framework --target=welcome` and FUNCTION_TARGET=getDataKey (what buildpacks set from GOOGLE_FUNCTION_TARGET) serve their function', async () => {
+    const welcome = await startFramework(['--target=welcome'], {});
+    const res = await fetch(`http://127.0.0.1:${welcome.port}/`);
+    expect(res.status, welcome.output).toBe(200);
+    expect(await res.text()).toContain('welcome');
+
+    const getDataKey = await startFramework([], { FUNCTION_TARGET: 'getDataKey' });
+    const answer = await fetch(`http://127.0.0.1:${getDataKey.port}/dataKey/dk?user=nobody&token=t&primaryKeyName=pk`);
+    expect(answer.status, getDataKey.output).toBe(401);
+    for (const s of [welcome, getDataKey]) s.child.kill('SIGTERM');
   });
 });
