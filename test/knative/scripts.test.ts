@@ -188,7 +188,8 @@ describe('install.sh and uninstall.sh', () => {
       expect(result.status).toBe(0);
       expect(resources.length).toBeGreaterThan(15);
       expect(resources.filter((r) => r.kind === 'Secret')).toEqual([]);
-      expect(readKustomization(work).resources).toEqual([join(KNATIVE, 'overlays', 'tdx')]);
+      expect(readKustomization(work).resources).toEqual([join(KNATIVE, 'base'), join(KNATIVE, 'functions', 'per-function')]);
+      expect(readKustomization(work).components).toEqual([join(KNATIVE, 'components', 'tdx'), join(work, 'single-host')]);
     });
 
     it('the sealer gets the policy file from the ConfigMap install.sh makes, and the given PCCS as its one collateral source', () => {
@@ -296,7 +297,7 @@ describe('Dockerfile and .dockerignore', () => {
     expect(dockerEnv(runtime!)).toMatchObject({ NODE_ENV: 'production', KMS_BIND: '0.0.0.0', KMS_TLS: 'off' });
     expect(dockerCmd(runtime!)).toEqual(['node', 'dist/scripts/serve.js']);
     // The manifests' runAsUser is the image's user.
-    expect(readFileSync(join(KNATIVE, 'base', 'functions', 'welcome.yaml'), 'utf8')).toContain('runAsUser: 1000');
+    expect(readFileSync(join(KNATIVE, 'functions', 'per-function', 'welcome.yaml'), 'utf8')).toContain('runAsUser: 1000');
   });
 
   it('copies only sources that exist, and .dockerignore lets exactly those in', () => {
