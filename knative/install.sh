@@ -23,6 +23,8 @@
 # generated here (or files you give), and kept in KMS_SECRETS_DIR (outside this repository,
 # mode 0700); nothing secret is ever written into the work tree.
 set -euo pipefail
+# A failing command inside $(…) fails the script too: no refusal goes unnoticed.
+shopt -s inherit_errexit
 
 SCRIPT_DIR="$(cd -P "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd -P "$SCRIPT_DIR/.." && pwd)"
@@ -222,73 +224,15 @@ if [[ -z $INTERNAL_TLS ]]; then
 fi
 
 # The TDX policy is the security policy: which TDs get the root key. The sealer checks it again at
-# start and refuses to start on a policy it cannot apply; checking it here means a bad file never
-# reaches the cluster (where it would stop the sealer, or in the Shamir mode seal it).
-# Mirrors createTdxPolicy (shared/attestation/tdx/policy.ts). Prints a one-line summary.
+# start and refuses to start on a policy it cannot apply; checking it here, with the sealer's own
+# loader (scripts/check-policy.ts), means a bad file never reaches the cluster (where it would stop
+# the sealer, or in the Shamir mode seal it). Prints a one-line summary.
 check_tdx_policy() {
-  command -v python3 >/dev/null 2>&1 || die "python3 is needed to check --tdx-policy"
-  python3 - "$1" <<'PY'
-import json, re, sys
-
-path = sys.argv[1]
-
-
-def fail(message):
-    sys.stderr.write("tee-kms install: error: --tdx-policy %s: %s (see docs/attestation.md)\n" % (path, message))
-    sys.exit(1)
-
-
-def no_duplicates(pairs):
-    keys = [key for key, _ in pairs]
-    duplicates = sorted({key for key in keys if keys.count(key) > 1})
-    if duplicates:
-        raise ValueError("duplicate field " + ", ".join(duplicates))
-    return dict(pairs)
-
-
-try:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-except (OSError, UnicodeDecodeError) as error:
-    fail("cannot read it as UTF-8 text (%s)" % error.__class__.__name__)
-try:
-    policy = json.loads(text, object_pairs_hook=no_duplicates)
-except json.JSONDecodeError as error:
-    fail("not JSON: %s at line %d column %d" % (error.msg, error.lineno, error.colno))
-except ValueError as error:
-    fail(str(error))
-if not isinstance(policy, dict):
-    fail("must be a JSON object")
-KNOWN = ["mrTd", "rtmr0", "rtmr1", "rtmr2", "mrConfigId", "allowedTcbStatuses"]
-unknown = [key for key in policy if key not in KNOWN]
-if unknown:
-    fail("unknown field %s (known: %s)" % (", ".join(unknown), ", ".join(KNOWN)))
-if "mrTd" not in policy:
-    fail("mrTd is required: a non-empty list of allowed MRTD values")
-summary = []
-for field in ["mrTd", "rtmr0", "rtmr1", "rtmr2", "mrConfigId"]:
-    if field not in policy:
-        continue
-    values = policy[field]
-    if not isinstance(values, list) or len(values) == 0:
-        fail("%s must be a non-empty list of 48-byte hex measurements" % field)
-    for index, value in enumerate(values):
-        normalized = value.strip().lower() if isinstance(value, str) else ""
-        if normalized.startswith("0x"):
-            normalized = normalized[2:]
-        if not re.fullmatch(r"[0-9a-f]{96}", normalized):
-            fail("%s[%d] is not a 48-byte (96 hex digit) measurement" % (field, index))
-    summary.append("%s %d allowed" % (field, len(values)))
-statuses = policy.get("allowedTcbStatuses", ["UpToDate"])
-ACCEPTABLE = ["UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded", "OutOfDate", "OutOfDateConfigurationNeeded"]
-if not isinstance(statuses, list) or len(statuses) == 0:
-    fail("allowedTcbStatuses must be a non-empty list")
-for status in statuses:
-    if not isinstance(status, str) or status not in ACCEPTABLE:
-        fail("allowedTcbStatuses has an unknown or unacceptable status %s (Revoked is never accepted)" % json.dumps(status))
-summary.append("TCB status " + ", ".join(statuses))
-print(", ".join(summary))
-PY
+  command -v node >/dev/null 2>&1 || die "node (>= 20.19) is needed to check --tdx-policy with the sealer's own checks"
+  local summary
+  summary=$(node "$REPO_ROOT/scripts/run-built.mjs" dist/scripts/check-policy.js "$1" 2>&1) \
+    || die "--tdx-policy ${summary##*$'\n'} (see docs/attestation.md)"
+  printf '%s\n' "${summary##*$'\n'}" # the last line: run-built.mjs may say it builds dist/ first
 }
 
 TDX_POLICY_SUMMARY=""

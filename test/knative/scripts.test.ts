@@ -101,7 +101,7 @@ describe('install.sh and uninstall.sh', () => {
     expect(run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: '/nonexistent' }).stderr).toMatch(/--tdx-policy: cannot read/);
   });
 
-  describe('--tdx-policy is checked before anything is applied, as the sealer checks it (createTdxPolicy)', () => {
+  describe('--tdx-policy is checked before anything is applied, by the sealer\'s own loader (scripts/check-policy.ts)', () => {
     const m = MEASUREMENT;
     const cases: [string, string][] = [
       ['docs/attestation.md example', readFileSync(POLICY, 'utf8')],
@@ -193,7 +193,8 @@ describe('install.sh and uninstall.sh', () => {
     });
 
     it('the sealer gets the policy file from the ConfigMap install.sh makes, and the given PCCS as its one collateral source', () => {
-      expect(result.stderr).toMatch(/TDX policy .*policy\.json: mrTd 1 allowed, rtmr0 1 allowed, mrConfigId 1 allowed, TCB status UpToDate; DCAP collateral from https:\/\/pccs\.example\.org:8081\n/);
+      // The sealer's own summary (sealer/verifiers.ts describePolicy, through scripts/check-policy.ts).
+      expect(result.stderr).toMatch(/TDX policy .*policy\.json: mrTd 1 allowed, rtmr0 1 allowed, rtmr1 any, rtmr2 any, mrConfigId 1 allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https:\/\/pccs\.example\.org:8081\n/);
       expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: 'https://pccs.example.org:8081' }]);
       expect(sealerEnv(resources, 'KMS_SEALER_TDX_COLLATERAL_FILE')).toEqual([]);
       expect(sealerEnv(resources, 'KMS_SEALER_TDX_POLICY_FILE')).toHaveLength(1);
