@@ -292,6 +292,20 @@ describe('Dockerfile and .dockerignore', () => {
     expect(build!.from).toBe(runtime!.from);
   });
 
+  it('the base image is a Node.js LTS line package.json\'s engines names, as is the Node running these tests', () => {
+    const from = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8')).args.find((a) => a.args.startsWith('NODE_IMAGE='))!.args;
+    const major = /^NODE_IMAGE=node:(\d+)-bookworm-slim(@sha256:[0-9a-f]{64})?$/.exec(from)?.[1];
+    expect(major, from).toBeDefined();
+    expect(Number(major) % 2, 'an even (LTS) line').toBe(0);
+    expect(Number(major)).toBeGreaterThanOrEqual(22); // Node 20 left support in April 2026
+    const engines = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).engines.node as string;
+    const ranges = engines.split('||').map((r) => /^\^(\d+)\.(\d+)\.\d+$/.exec(r.trim()));
+    expect(ranges.every(Boolean), engines).toBe(true);
+    const majors = ranges.map((r) => Number(r![1]));
+    expect(majors).toContain(Number(major));
+    expect(majors).toContain(Number(process.versions.node.split('.')[0]));
+  });
+
   it('runs as a non-root user with NODE_ENV=production, on 0.0.0.0 without TLS (Knative terminates it), CMD the lean host', () => {
     const user = runtime!.instructions.filter((i) => i.op === 'USER').at(-1)?.args;
     expect(user).toMatch(/^(node|1000)(:(node|1000))?$/);
