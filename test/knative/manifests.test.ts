@@ -47,7 +47,9 @@ const isKustomization = (file: string) => basename(file) === 'kustomization.yaml
 const isPatchFile = (file: string) => basename(dirname(file)) === 'patches';
 /** Merge patches for Knative's own ConfigMaps, applied by install.sh with kubectl patch. */
 const isKnativeConfigPatch = (file: string) => basename(dirname(file)) === 'knative-serving';
-const RESOURCE_FILES = ALL_YAML.filter((f) => !isKustomization(f) && !isPatchFile(f));
+/** knative/kind/: a kind cluster configuration for the quickstart, not a Kubernetes object. */
+const isKindConfig = (file: string) => basename(dirname(file)) === 'kind';
+const RESOURCE_FILES = ALL_YAML.filter((f) => !isKustomization(f) && !isPatchFile(f) && !isKindConfig(f));
 
 const BASE = join(KNATIVE, 'base');
 const PER_FUNCTION = join(KNATIVE, 'functions', 'per-function');
@@ -491,6 +493,20 @@ renders('routing', () => {
     const target = byName.get(mapping!.spec.ref.name);
     expect(target).toBeDefined();
     expect(clusterLocal(target!)).toBe(false);
+  });
+});
+
+describe('the kind quickstart cluster (knative/kind/cluster.yaml)', () => {
+  it('is named knative, like kn quickstart kind, and publishes Kourier\'s NodePorts as 80 and 443 on loopback', () => {
+    const [cluster] = loadYaml(join(KNATIVE, 'kind', 'cluster.yaml'));
+    expect(cluster).toMatchObject({ kind: 'Cluster', apiVersion: 'kind.x-k8s.io/v1alpha4', name: 'knative' });
+    expect(cluster.nodes[0].extraPortMappings).toEqual([
+      { containerPort: 31080, hostPort: 80, listenAddress: '127.0.0.1' },
+      { containerPort: 31443, hostPort: 443, listenAddress: '127.0.0.1' },
+    ]);
+    const doc = readFileSync(join(KNATIVE, '..', 'docs', 'deploy-knative.md'), 'utf8');
+    expect(doc).toContain('"nodePort":31080},{"port":443,"nodePort":31443}');
+    expect(doc).toContain('kind load docker-image --name knative kind.local/tee-kms:dev');
   });
 });
 

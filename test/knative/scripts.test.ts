@@ -351,6 +351,24 @@ describe('docs/deploy-knative.md', () => {
     for (const example of examples) expect(example).toContain('--tdx-policy');
   });
 
+  it('kn service create carries what a TDX pod needs, kn service apply -f takes a generated Service', () => {
+    const tdxComponent = readFileSync(join(KNATIVE, 'components', 'tdx', 'patches', 'functions-tdx.yaml'), 'utf8');
+    const annotation = /path: \/spec\/template\/metadata\/annotations\/(\S+)\n\s*value: (\S+)/.exec(tdxComponent)!;
+    expect(doc).toContain(`--annotation-revision ${annotation[1]!.replaceAll('~1', '/')}=${annotation[2]}`);
+    expect(doc).toContain('"runtimeClassName":"kata-qemu-tdx"');
+    expect(doc).toContain('--probe-readiness http::8080:/readyz');
+    expect(doc).toMatch(/kn service apply [a-z-]+ -n tee-kms -f [a-z-]+\.yaml/);
+    for (const route of routes) expect(doc, route.name).toMatch(new RegExp(`kn service create [a-z-]+ [^\\n]*"\\$\\{TDX\\[@\\]\\}"[^\\n]*FUNCTION_TARGET=${route.name}\\b`));
+  });
+
+  it('sends no token or key to an http:// URL, except through a local kubectl port-forward', () => {
+    for (const text of [doc, readFileSync(join(REPO, 'README.md'), 'utf8')]) {
+      for (const line of text.split('\n').filter((l) => /\bcurl\b/.test(l) && /http:\/\//.test(l))) {
+        expect(line).toMatch(/http:\/\/127\.0\.0\.1:8081\//);
+      }
+    }
+  });
+
   it('gives the kn service create command of every function', () => {
     for (const route of routes) expect(doc, route.name).toMatch(new RegExp(`kn service create [a-z-]+[^\\n]*(\\\\\\n[^\\n]*)*FUNCTION_TARGET=${route.name}\\b`));
   });
