@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KNATIVE, REPO, loadResources, type Json } from './support.js';
 
-const service = loadResources(join(KNATIVE, 'base/functions/get-data-key.yaml'))[0]!;
+const service = loadResources(join(KNATIVE, 'functions/per-function/get-data-key.yaml'))[0]!;
 const container: Json = service.spec.template.spec.containers[0];
 const READY = container.readinessProbe.httpGet.path as string;
 const LIVE = container.livenessProbe.httpGet.path as string;
@@ -97,5 +97,32 @@ describe('readiness probe (the manifests\' readinessProbe path) against a real l
     expect(answer.status, host.output()).toBe(503);
     expect(answer.body.ready).toBe(false);
     expect(answer.body.detail).toMatch(/sealing service|still obtaining/);
+  });
+});
+
+describe('readiness reports the sealed state as such', () => {
+  it('200 with rootKey "sealed" when the sealing service answers that it is sealed; 503 when it hangs', async () => {
+    const { createServer: createHttpServer } = await import('node:http');
+    const { routeRequests } = await import('../../shared/http/router.js');
+    const { KmsError } = await import('../../shared/errors.js');
+    let current: () => Promise<unknown> = () => Promise.reject(new KmsError('SEALED', 'the sealing service is sealed: send 3 shares'));
+    const ctx = { keys: async () => ({ rootKeys: { current: () => current() } }), runtime: async () => ({}), warmUp: () => {} } as never;
+    const handler = routeRequests([], ctx);
+    const server = createHttpServer((req, res) => void handler(req, res));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      const sealed = await probe(url);
+      expect(sealed.status).toBe(200);
+      expect(sealed.body).toEqual({ ready: true, rootKey: 'sealed', detail: 'the sealing service is sealed: send 3 shares' });
+      current = () => new Promise(() => {}); // a KBS exchange that never ends
+      const started = Date.now();
+      const hanging = await probe(url);
+      expect(hanging.status).toBe(503);
+      expect(hanging.body).toMatchObject({ ready: false, rootKey: 'unavailable', detail: 'still obtaining the root key' });
+      expect(Date.now() - started).toBeLessThan(2_000); // within the probes' timeoutSeconds
+    } finally {
+      server.close();
+    }
   });
 });
