@@ -740,17 +740,18 @@ knative_patch() {
 # The ClusterIssuer of the function URLs' certificates (not for --tls cluster: the cluster's own).
 # self-signed: a CA made by cert-manager (its certificate is saved for clients as public-ca.crt);
 # acme: Let's Encrypt (or --acme-server) with HTTP-01, answered through Knative's own ingress.
+# A ClusterIssuer named $1 whose spec (indented two spaces) comes on stdin.
+cluster_issuer() {
+  printf 'apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata:\n  name: %s\n' "$1"
+  printf '  labels: { app.kubernetes.io/part-of: tee-kms }\nspec:\n'
+  cat
+}
 apply_public_issuer() {
   case $TLS_ISSUER in
     self-signed)
-      kubectl apply -f - >/dev/null <<YAML
-apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata:
-  name: tee-kms-selfsigned
-  labels: { app.kubernetes.io/part-of: tee-kms }
-spec:
-  selfSigned: {}
+      {
+        cluster_issuer tee-kms-selfsigned <<<'  selfSigned: {}'
+        cat <<YAML
 ---
 apiVersion: cert-manager.io/v1
 kind: Certificate
@@ -766,26 +767,15 @@ spec:
   privateKey: { algorithm: ECDSA, size: 256 }
   issuerRef: { group: cert-manager.io, kind: ClusterIssuer, name: tee-kms-selfsigned }
 ---
-apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata:
-  name: tee-kms-ca
-  labels: { app.kubernetes.io/part-of: tee-kms }
-spec:
-  ca: { secretName: tee-kms-ca }
 YAML
+        cluster_issuer tee-kms-ca <<<'  ca: { secretName: tee-kms-ca }'
+      } | kubectl apply -f - >/dev/null
       kubectl wait --for=condition=Ready certificate/tee-kms-ca -n "$CERT_MANAGER_NS" --timeout=2m >/dev/null
       (umask 077 && kubectl get secret tee-kms-ca -n "$CERT_MANAGER_NS" -o jsonpath='{.data.ca\.crt}' | base64 -d >"$SECRETS_DIR/public-ca.crt")
       log "HTTPS: ClusterIssuer tee-kms-ca; clients trust $SECRETS_DIR/public-ca.crt (curl --cacert)"
       ;;
     acme)
-      kubectl apply -f - >/dev/null <<YAML
-apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata:
-  name: tee-kms-acme
-  labels: { app.kubernetes.io/part-of: tee-kms }
-spec:
+      cluster_issuer tee-kms-acme <<YAML | kubectl apply -f - >/dev/null
   acme:
     server: "$ACME_SERVER"
     email: "$ACME_EMAIL"

@@ -6,10 +6,11 @@
  * configuration, the issuer, `apply -k` (rendered by the real kubectl where it is installed).
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 import { KNATIVE, KUBECTL } from './support.js';
 
 const INSTALL = join(KNATIVE, 'install.sh');
@@ -30,6 +31,7 @@ function isWrite(call: string): boolean {
 }
 
 interface Run {
+  readonly log: string;
   readonly status: number | null;
   readonly stderr: string;
   readonly calls: string[];
@@ -55,7 +57,7 @@ function install(args: string[], fake: Record<string, string> = {}): Run {
     encoding: 'utf8',
     timeout: 120_000,
   });
-  return { status: result.status, stderr: result.stderr, calls: readFileSync(log, 'utf8').split('\n').filter(Boolean), secrets };
+  return { log, status: result.status, stderr: result.stderr, calls: readFileSync(log, 'utf8').split('\n').filter(Boolean), secrets };
 }
 
 describe('install.sh against a recording kubectl', () => {
@@ -137,6 +139,21 @@ describe('install.sh against a recording kubectl', () => {
       const generated = readFileSync(join(writes.at(-1)!.split(' ')[2]!, 'kustomization.yaml'), 'utf8');
       expect(generated).toContain(layout.split('/').at(-1));
       expect(generated).toContain('components/dev');
+    });
+
+    it('the issuers it applies: a self-signed issuer, the CA certificate in cert-manager\'s namespace, the CA issuer', () => {
+      const dir = dirname(run.log);
+      const applied = readdirSync(dir)
+        .filter((f) => f.startsWith('kubectl.log.apply.'))
+        .flatMap((f) => parseAllDocuments(readFileSync(join(dir, f), 'utf8')).map((d) => d.toJS()))
+        .filter((d) => d?.apiVersion === 'cert-manager.io/v1');
+      expect(applied.map((d) => `${d.kind}/${d.metadata.namespace ?? ''}/${d.metadata.name}`)).toEqual([
+        'ClusterIssuer//tee-kms-selfsigned',
+        'Certificate/cert-manager/tee-kms-ca',
+        'ClusterIssuer//tee-kms-ca',
+      ]);
+      expect(applied[1].spec).toMatchObject({ isCA: true, secretName: 'tee-kms-ca', issuerRef: { kind: 'ClusterIssuer', name: 'tee-kms-selfsigned' } });
+      expect(applied[2].spec).toEqual({ ca: { secretName: 'tee-kms-ca' } });
     });
 
     it('prints the reachable HTTPS URL with the CA to trust, never a cluster-local one as reachable', () => {

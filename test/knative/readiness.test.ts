@@ -7,10 +7,10 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../support/processes.js';
 import { KNATIVE, REPO, loadResources, type Json } from './support.js';
 
 const service = loadResources(join(KNATIVE, 'functions/per-function/get-data-key.yaml'))[0]!;
@@ -20,17 +20,6 @@ const LIVE = container.livenessProbe.httpGet.path as string;
 
 const children: ChildProcess[] = [];
 let dir: string;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function startHost(env: Record<string, string>): Promise<{ url: string; output: () => string }> {
   const port = await freePort();
