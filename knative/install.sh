@@ -726,8 +726,9 @@ write_kustomization "$FUNCTION_REV" "$SEALER_REV"
 # ---------------------------------------------------------------------------------------------
 # Knative's own configuration (cluster-wide: changed only where tee-kms needs it)
 
-# Merges a patch into a knative-serving ConfigMap; prints "changed" or "unchanged". A refusal
-# (RBAC, admission) fails the script: it is never mistaken for "unchanged".
+# Merges a patch into a knative-serving ConfigMap; prints "changed" or "unchanged". Always call it
+# as an assignment, `outcome=$(knative_patch …)`: then a refusal (RBAC, admission) fails the script
+# (set -e with inherit_errexit), where inside [[ … ]] or an `if` it would be mistaken for an answer.
 knative_patch() {
   local configmap=$1 before after
   shift
@@ -795,14 +796,14 @@ else
   if [[ $TLS_ISSUER != cluster ]]; then
     apply_public_issuer
     printf -v issuer_patch '{"data":{"issuerRef":"kind: ClusterIssuer\\nname: %s\\n"}}' "$PUBLIC_ISSUER"
-    [[ $(knative_patch config-certmanager -p "$issuer_patch") == unchanged ]] \
-      || log "knative-serving/config-certmanager: issuerRef is ClusterIssuer $PUBLIC_ISSUER"
+    outcome=$(knative_patch config-certmanager -p "$issuer_patch")
+    [[ $outcome == unchanged ]] || log "knative-serving/config-certmanager: issuerRef is ClusterIssuer $PUBLIC_ISSUER"
   fi
-  [[ $(knative_patch config-network -p '{"data":{"external-domain-tls":"Enabled"}}') == unchanged ]] \
-    || log "knative-serving/config-network: external-domain-tls enabled (the function URLs are https://)"
+  outcome=$(knative_patch config-network -p '{"data":{"external-domain-tls":"Enabled"}}')
+  [[ $outcome == unchanged ]] || log "knative-serving/config-network: external-domain-tls enabled (the function URLs are https://)"
   if [[ $TEE_MODE == tdx ]]; then
-    [[ $(knative_patch config-features --patch-file "$SCRIPT_DIR/components/tdx/knative-serving/config-features.yaml") == unchanged ]] \
-      || log "knative-serving/config-features: kubernetes.podspec-runtimeclassname enabled"
+    outcome=$(knative_patch config-features --patch-file "$SCRIPT_DIR/components/tdx/knative-serving/config-features.yaml")
+    [[ $outcome == unchanged ]] || log "knative-serving/config-features: kubernetes.podspec-runtimeclassname enabled"
   fi
   if [[ $INTERNAL_TLS == 1 ]]; then
     ingress_class=$(kubectl get configmap config-network -n knative-serving -o jsonpath='{.data.ingress-class}' 2>/dev/null || true)
@@ -810,7 +811,8 @@ else
       || log "warning: Knative's system-internal-tls works with Kourier only; ingress-class is '${ingress_class:-unset}'"
     kubectl get configmap config-certmanager -n knative-serving -o jsonpath='{.data.systemInternalIssuerRef}' 2>/dev/null | grep -q . \
       || log "warning: config-certmanager has no systemInternalIssuerRef: install cert-manager and Knative's cert-manager integration first"
-    if [[ $(knative_patch config-network --patch-file "$SCRIPT_DIR/components/tdx/knative-serving/config-network.yaml") == changed ]]; then
+    outcome=$(knative_patch config-network --patch-file "$SCRIPT_DIR/components/tdx/knative-serving/config-network.yaml")
+    if [[ $outcome == changed ]]; then
       log "knative-serving/config-network: system-internal-tls enabled; restarting activator and controller"
       kubectl rollout restart deployment/activator deployment/controller -n knative-serving >/dev/null
     fi

@@ -165,9 +165,14 @@ describe('install.sh against a recording kubectl', () => {
     });
   });
 
-  it('a refused patch stops the script (set -e is never suspended around it)', () => {
+  it('a patch refused after the checks passed (an admission webhook) stops the script before apply -k', () => {
+    const run = install(['--tee', 'dev', '--no-wait'], { FAKE_PATCH_REFUSED: 'config-network' });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toMatch(/configmaps "config-network" is forbidden/);
+    expect(run.calls.filter((c) => c.startsWith('apply -k'))).toEqual([]);
+    expect(run.stderr).not.toMatch(/external-domain-tls enabled/);
     const text = readFileSync(INSTALL, 'utf8');
-    expect(text).not.toMatch(/if knative_patch/);
+    expect(text).not.toMatch(/if knative_patch|\[\[ \$\(knative_patch/);
     expect(text).toMatch(/shopt -s inherit_errexit/);
   });
 
