@@ -557,6 +557,11 @@ if [[ $TLS_ISSUER == self-signed ]]; then
   can get secrets/tee-kms-ca "$CERT_MANAGER_NS"
 fi
 
+# The manifests this run will apply, rendered now by this kubectl (revision stamps come later).
+write_kustomization preflight preflight
+render_error=$(kubectl kustomize "$WORK_DIR" 2>&1 >/dev/null) \
+  || refuse "kubectl 1.$kubectl_minor cannot render the manifests: ${render_error##*$'\n'}"
+
 if ((${#PREFLIGHT[@]} > 0)); then
   printf 'tee-kms install: error: %s\n' "${PREFLIGHT[@]}" >&2
   die "nothing was changed: fix the above and run again"

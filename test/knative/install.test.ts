@@ -68,6 +68,7 @@ describe('install.sh against a recording kubectl', () => {
 
   const refusals: [string, string[], Record<string, string>, RegExp][] = [
     ['kubectl too old to render the overlays', ['--tee', 'dev'], { FAKE_CLIENT_MINOR: '20' }, /kubectl 1\.20 is too old .*install kubectl 1\.27 or later/],
+    ['kubectl cannot render the manifests', ['--tee', 'dev'], { FAKE_RENDER_FAILS: '1' }, /kubectl 1\.35 cannot render the manifests: error: invalid Kustomization/],
     ['cluster unreachable', ['--tee', 'dev'], { FAKE_UNREACHABLE: '1' }, /cannot reach the cluster/],
     ['no Knative Serving', ['--tee', 'dev'], { FAKE_MISSING: 'services.serving.knative.dev' }, /Knative Serving is not installed/],
     ['no cert-manager', ['--tee', 'dev'], { FAKE_MISSING: 'certificates.cert-manager.io' }, /cert-manager is not installed .*HTTPS/],
