@@ -1,9 +1,16 @@
 # syntax=docker/dockerfile:1
 # tee-kms: one image for every function (FUNCTION_TARGET selects it) and the sealing service.
-#   docker build -t tee-kms:dev .
-# Pin the base image by digest for production builds:
-#   docker build --build-arg NODE_IMAGE=node:20-bookworm-slim@sha256:<digest> -t <registry>/tee-kms:<tag> .
-ARG NODE_IMAGE=node:20-bookworm-slim
+#   docker build -t kind.local/tee-kms:dev .       (the kind quickstart: docs/deploy-knative.md)
+#
+# Base image: Node.js 24, an LTS line supported until April 2028 (Node 20 left support in April
+# 2026; Node 22 leaves it in April 2027).
+# >>> BASE IMAGE DIGEST: NOT RESOLVED IN THIS REPOSITORY <<<
+# No digest is claimed here: resolve it where Docker Hub is reachable, check it, and pin it, e.g.
+#   docker buildx imagetools inspect node:24-bookworm-slim --format '{{json .Manifest.Digest}}'
+#   docker build --build-arg NODE_IMAGE=node:24-bookworm-slim@sha256:<that digest> -t <registry>/tee-kms:<tag> .
+# (or replace the default below with that pinned reference). The tee-kms image itself is pinned by
+# digest at deploy time: install.sh --tee tdx requires --image <registry>/tee-kms@sha256:<digest>.
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---- build: compile TypeScript to dist/ and bundle the lean host (scripts/build.mjs) ---------
 FROM ${NODE_IMAGE} AS build

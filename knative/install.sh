@@ -3,7 +3,8 @@
 # the sealing service, MinIO. Like BigDL KMS's install-bigdl-kms.sh, with its parameters:
 #
 #   BigDL KMS          here (environment variable / flag)
-#   imageName          KMS_IMAGE / --image          <registry>/tee-kms@sha256:… (tdx: digest required)
+#   imageName          KMS_IMAGE / --image          <registry>/tee-kms@sha256:… (tdx: digest required;
+#                                                   dev: kind.local/tee-kms:dev, loaded with kind load)
 #   dataStoragePath    KMS_STORAGE_SIZE / --storage-size, KMS_STORAGE_CLASS / --storage-class
 #                                                   (a volume claim, not a host path)
 #   serviceIP          KMS_DOMAIN / --domain        optional single host (https://<domain>/user/…)
@@ -14,15 +15,21 @@
 #                                                   the Shamir mode (rotate makes the key in the TD)
 #   teeMode            KMS_TEE_MODE / --tee         tdx (production) or dev (no TEE, insecure)
 #
-# Not in BigDL KMS: with --tee tdx the sealer verifies each function's TDX quote, so it needs the
+# Not in BigDL KMS: every function is a Knative Service reached over HTTPS (Knative's
+# external-domain-tls with cert-manager: --tls), or all of them one Service (--single-service).
+# With --tee tdx the sealer verifies each function's TDX quote, so it needs the
 # reference values of your TDs, KMS_TDX_POLICY_FILE / --tdx-policy (required; see
 # docs/attestation.md), and where DCAP collateral comes from, KMS_PCCS_URL / --pccs-url (default
 # Intel PCS).
 #
-# Run knative/install.sh --help for every option. Secrets are created with kubectl from values
+# Everything that can be checked before the cluster changes is checked first (tools, kubectl's
+# version, Knative and cert-manager, the RuntimeClass, RBAC with kubectl auth can-i); any refusal
+# stops the script with what to do. Run knative/install.sh --help for every option. Secrets are created with kubectl from values
 # generated here (or files you give), and kept in KMS_SECRETS_DIR (outside this repository,
 # mode 0700); nothing secret is ever written into the work tree.
 set -euo pipefail
+# A failing command inside $(…) fails the script too: no refusal goes unnoticed.
+shopt -s inherit_errexit
 
 SCRIPT_DIR="$(cd -P "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd -P "$SCRIPT_DIR/.." && pwd)"
@@ -33,7 +40,17 @@ usage: knative/install.sh [options]     (every option also reads the environment
 
   --tee dev|tdx                 KMS_TEE_MODE        dev: kind/minikube, no TEE, INSECURE; tdx: production
   --image REF                   KMS_IMAGE           tee-kms image; tdx requires REF@sha256:<digest>
-                                                    (default for dev: tee-kms:dev)
+                                                    (default for dev: kind.local/tee-kms:dev; Knative resolves
+                                                    no kind.local/ or dev.local/ tag, so a kind-loaded image runs)
+  --single-service              KMS_SINGLE_SERVICE=1  one Knative Service serving every route (small clusters,
+                                                    one base URL); needs a root key Secret (mode 1)
+  --tls self-signed|acme|cluster KMS_TLS_ISSUER     HTTPS for the function URLs (Knative external-domain-tls
+                                                    with cert-manager): a CA made in the cluster (default;
+                                                    clients trust <secrets dir>/public-ca.crt), Let's Encrypt
+                                                    (HTTP-01; needs --acme-email and a real Knative domain), or
+                                                    what the cluster already has configured
+  --acme-email EMAIL            KMS_ACME_EMAIL      --tls acme: the ACME account's contact
+  --acme-server URL             KMS_ACME_SERVER     --tls acme: default Let's Encrypt production
   --namespace NS                KMS_NAMESPACE       default tee-kms
   --storage-size SIZE           KMS_STORAGE_SIZE    MinIO volume claim (default 10Gi; dev 1Gi)
   --storage-class NAME          KMS_STORAGE_CLASS   default: the cluster's default class
@@ -61,7 +78,8 @@ usage: knative/install.sh [options]     (every option also reads the environment
   --initdata FILE               KMS_INITDATA_FILE   tdx: CoCo init-data TOML for every TD pod
                                                     (io.katacontainers.config.hypervisor.cc_init_data)
   --internal-tls / --no-internal-tls  KMS_INTERNAL_TLS  Knative system-internal-tls (default: on for tdx)
-  --skip-knative-config         KMS_SKIP_KNATIVE_CONFIG=1  do not patch knative-serving's ConfigMaps
+  --skip-knative-config         KMS_SKIP_KNATIVE_CONFIG=1  do not patch knative-serving's ConfigMaps (then they
+                                                    must already have what tee-kms needs: checked)
   --secrets-dir DIR             KMS_SECRETS_DIR     default ${XDG_CONFIG_HOME:-~/.config}/tee-kms/<namespace>
   --cluster-domain NAME         KMS_CLUSTER_DOMAIN  default cluster.local
   --minio-image REF             KMS_MINIO_IMAGE     override the MinIO image
@@ -112,6 +130,11 @@ CLUSTER_DOMAIN=${KMS_CLUSTER_DOMAIN:-cluster.local}
 MINIO_IMAGE=${KMS_MINIO_IMAGE:-}
 MC_IMAGE=${KMS_MC_IMAGE:-}
 WAIT_TIMEOUT=${KMS_WAIT_TIMEOUT:-10m}
+SINGLE_SERVICE=${KMS_SINGLE_SERVICE:-0}
+TLS_ISSUER=${KMS_TLS_ISSUER:-}
+ACME_EMAIL=${KMS_ACME_EMAIL:-}
+ACME_SERVER=${KMS_ACME_SERVER:-https://acme-v02.api.letsencrypt.org/directory}
+LAYOUT=per-function
 WAIT=1
 DRY_RUN=0
 WORK_DIR=${KMS_WORK_DIR:-}
@@ -147,6 +170,10 @@ while [[ $# -gt 0 ]]; do
     --minio-image) need_value "$@"; MINIO_IMAGE=$2; shift 2 ;;
     --mc-image) need_value "$@"; MC_IMAGE=$2; shift 2 ;;
     --timeout) need_value "$@"; WAIT_TIMEOUT=$2; shift 2 ;;
+    --single-service) SINGLE_SERVICE=1; shift ;;
+    --tls) need_value "$@"; TLS_ISSUER=$2; shift 2 ;;
+    --acme-email) need_value "$@"; ACME_EMAIL=$2; shift 2 ;;
+    --acme-server) need_value "$@"; ACME_SERVER=$2; shift 2 ;;
     --no-wait) WAIT=0; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     --work-dir) need_value "$@"; WORK_DIR=$2; shift 2 ;;
@@ -177,7 +204,7 @@ DNS_LABEL='[a-z0-9]([-a-z0-9]*[a-z0-9])?'
 IMAGE_REF_RE='^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*(:[A-Za-z0-9._-]{1,128})?(@sha256:[0-9a-f]{64})?$'
 if [[ -z $IMAGE ]]; then
   [[ $TEE_MODE == dev ]] || die "--tee tdx needs --image <registry>/tee-kms@sha256:<digest> (build it from the Dockerfile, push it, pin it)"
-  IMAGE=tee-kms:dev
+  IMAGE=kind.local/tee-kms:dev
 fi
 for ref in "$IMAGE" "$MINIO_IMAGE" "$MC_IMAGE"; do
   [[ -z $ref || $ref =~ $IMAGE_REF_RE ]] || die "not an image reference: '$ref'"
@@ -220,74 +247,38 @@ if [[ -z $INTERNAL_TLS ]]; then
   if [[ $TEE_MODE == tdx ]]; then INTERNAL_TLS=1; else INTERNAL_TLS=0; fi
 fi
 
+case $SINGLE_SERVICE in
+  0) LAYOUT=per-function ;;
+  1) LAYOUT=single-service ;;
+  *) die "KMS_SINGLE_SERVICE must be 0 or 1, got '$SINGLE_SERVICE'" ;;
+esac
+if [[ $SINGLE_SERVICE == 1 ]]; then
+  # The one Service is public, and the first rotate initializes an uninitialized sealer without a
+  # token: in the Shamir mode anyone who reaches it first would receive the shares.
+  [[ $ROOT_KEY_MODE == secret ]] \
+    || die "--single-service serves rotate-root-key publicly, and the first rotate of the Shamir mode needs no token: give the root key as a Secret (--generate-root-key or --root-key-file), or keep the per-function layout (rotate is cluster-local there)"
+  [[ -z $DOMAIN ]] || die "--domain maps BigDL KMS's paths onto the per-function Services; --single-service already has one base URL (map a domain to it with a DomainMapping: knative/base/routing/domain-mapping.example.yaml)"
+fi
+case $TLS_ISSUER in
+  '' | self-signed | cluster) ;;
+  acme)
+    [[ $ACME_EMAIL =~ ^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$ ]] || die "--tls acme needs --acme-email (the ACME account's contact address)"
+    [[ $ACME_SERVER =~ ^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/-]*)?$ ]] || die "--acme-server must be an https:// URL, got '$ACME_SERVER'"
+    ;;
+  *) die "--tls must be self-signed, acme or cluster, got '$TLS_ISSUER'" ;;
+esac
+[[ $TLS_ISSUER == acme || -z $ACME_EMAIL ]] || die "--acme-email is for --tls acme"
+
 # The TDX policy is the security policy: which TDs get the root key. The sealer checks it again at
-# start and refuses to start on a policy it cannot apply; checking it here means a bad file never
-# reaches the cluster (where it would stop the sealer, or in the Shamir mode seal it).
-# Mirrors createTdxPolicy (shared/attestation/tdx/policy.ts). Prints a one-line summary.
+# start and refuses to start on a policy it cannot apply; checking it here, with the sealer's own
+# loader (scripts/check-policy.ts), means a bad file never reaches the cluster (where it would stop
+# the sealer, or in the Shamir mode seal it). Prints a one-line summary.
 check_tdx_policy() {
-  command -v python3 >/dev/null 2>&1 || die "python3 is needed to check --tdx-policy"
-  python3 - "$1" <<'PY'
-import json, re, sys
-
-path = sys.argv[1]
-
-
-def fail(message):
-    sys.stderr.write("tee-kms install: error: --tdx-policy %s: %s (see docs/attestation.md)\n" % (path, message))
-    sys.exit(1)
-
-
-def no_duplicates(pairs):
-    keys = [key for key, _ in pairs]
-    duplicates = sorted({key for key in keys if keys.count(key) > 1})
-    if duplicates:
-        raise ValueError("duplicate field " + ", ".join(duplicates))
-    return dict(pairs)
-
-
-try:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-except (OSError, UnicodeDecodeError) as error:
-    fail("cannot read it as UTF-8 text (%s)" % error.__class__.__name__)
-try:
-    policy = json.loads(text, object_pairs_hook=no_duplicates)
-except json.JSONDecodeError as error:
-    fail("not JSON: %s at line %d column %d" % (error.msg, error.lineno, error.colno))
-except ValueError as error:
-    fail(str(error))
-if not isinstance(policy, dict):
-    fail("must be a JSON object")
-KNOWN = ["mrTd", "rtmr0", "rtmr1", "rtmr2", "mrConfigId", "allowedTcbStatuses"]
-unknown = [key for key in policy if key not in KNOWN]
-if unknown:
-    fail("unknown field %s (known: %s)" % (", ".join(unknown), ", ".join(KNOWN)))
-if "mrTd" not in policy:
-    fail("mrTd is required: a non-empty list of allowed MRTD values")
-summary = []
-for field in ["mrTd", "rtmr0", "rtmr1", "rtmr2", "mrConfigId"]:
-    if field not in policy:
-        continue
-    values = policy[field]
-    if not isinstance(values, list) or len(values) == 0:
-        fail("%s must be a non-empty list of 48-byte hex measurements" % field)
-    for index, value in enumerate(values):
-        normalized = value.strip().lower() if isinstance(value, str) else ""
-        if normalized.startswith("0x"):
-            normalized = normalized[2:]
-        if not re.fullmatch(r"[0-9a-f]{96}", normalized):
-            fail("%s[%d] is not a 48-byte (96 hex digit) measurement" % (field, index))
-    summary.append("%s %d allowed" % (field, len(values)))
-statuses = policy.get("allowedTcbStatuses", ["UpToDate"])
-ACCEPTABLE = ["UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded", "OutOfDate", "OutOfDateConfigurationNeeded"]
-if not isinstance(statuses, list) or len(statuses) == 0:
-    fail("allowedTcbStatuses must be a non-empty list")
-for status in statuses:
-    if not isinstance(status, str) or status not in ACCEPTABLE:
-        fail("allowedTcbStatuses has an unknown or unacceptable status %s (Revoked is never accepted)" % json.dumps(status))
-summary.append("TCB status " + ", ".join(statuses))
-print(", ".join(summary))
-PY
+  command -v node >/dev/null 2>&1 || die "node (>= 20.19) is needed to check --tdx-policy with the sealer's own checks"
+  local summary
+  summary=$(node "$REPO_ROOT/scripts/run-built.mjs" dist/scripts/check-policy.js "$1" 2>&1) \
+    || die "--tdx-policy ${summary##*$'\n'} (see docs/attestation.md)"
+  printf '%s\n' "${summary##*$'\n'}" # the last line: run-built.mjs may say it builds dist/ first
 }
 
 TDX_POLICY_SUMMARY=""
@@ -311,6 +302,13 @@ for tool in kubectl openssl; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 
+# kubectl's own kustomize renders the manifests: components and label-selected patches need
+# kustomize v5 (kubectl 1.27 or later). Debian 12's kubectl 1.20 cannot read them.
+KUBECTL_MIN_MINOR=27
+kubectl_minor=$(kubectl version --client -o json 2>/dev/null | sed -n 's/^ *"minor": *"\([0-9]*\).*/\1/p' | head -n 1 || true)
+[[ $kubectl_minor =~ ^[0-9]+$ && $kubectl_minor -ge $KUBECTL_MIN_MINOR ]] \
+  || die "kubectl 1.${kubectl_minor:-?} is too old to render knative/ (kustomize components): install kubectl 1.$KUBECTL_MIN_MINOR or later (https://kubernetes.io/docs/tasks/tools/)"
+
 # ---------------------------------------------------------------------------------------------
 # the generated kustomization (references the overlay; adds namespace, images, parameters)
 
@@ -331,7 +329,11 @@ trap cleanup EXIT
 
 # Relative paths: kustomize loads resources from outside the kustomization root, files only inside.
 relpath() { python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$1" "$2" 2>/dev/null || realpath --relative-to="$2" "$1"; }
-OVERLAY_REL="$(relpath "$SCRIPT_DIR/overlays/$TEE_MODE" "$WORK_DIR")"
+# The base, a function layout (generated from functions/catalog.ts) and the TEE component: what
+# overlays/<tee> holds, with the layout this run chose.
+BASE_REL="$(relpath "$SCRIPT_DIR/base" "$WORK_DIR")"
+LAYOUT_REL="$(relpath "$SCRIPT_DIR/functions/$LAYOUT" "$WORK_DIR")"
+COMPONENT_REL="$(relpath "$SCRIPT_DIR/components/$TEE_MODE" "$WORK_DIR")"
 
 # image reference -> kustomize images entry (name, newName, newTag | digest)
 image_entry() {
@@ -347,16 +349,6 @@ image_entry() {
   fi
 }
 
-# The volume claim template of a StatefulSet cannot change: keep what is installed.
-if [[ $DRY_RUN == 0 ]] && kubectl get statefulset tee-kms-minio -n "$NS" >/dev/null 2>&1; then
-  installed_size=$(kubectl get statefulset tee-kms-minio -n "$NS" -o jsonpath='{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}')
-  installed_class=$(kubectl get statefulset tee-kms-minio -n "$NS" -o jsonpath='{.spec.volumeClaimTemplates[0].spec.storageClassName}')
-  if [[ -n $STORAGE_SIZE && $STORAGE_SIZE != "$installed_size" ]]; then
-    log "MinIO's volume claim template is immutable: keeping $installed_size (resize the PVC itself if your storage class allows)"
-  fi
-  STORAGE_SIZE=$installed_size
-  STORAGE_CLASS=$installed_class
-fi
 
 # What the functions and the sealer read at start: a change rolls them (a new revision / rollout).
 CONFIG_INPUTS="bucket=$BUCKET"
@@ -367,8 +359,9 @@ write_kustomization() {
     printf '# Generated by knative/install.sh; do not edit (re-run the script instead).\n'
     printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n'
     printf 'namespace: %s\n' "$NS"
-    printf 'resources:\n  - %s\n' "$OVERLAY_REL"
-    if [[ -n $DOMAIN ]]; then printf 'components:\n  - single-host\n'; fi
+    printf 'resources:\n  - %s\n  - %s\n' "$BASE_REL" "$LAYOUT_REL"
+    printf 'components:\n  - %s\n' "$COMPONENT_REL"
+    if [[ -n $DOMAIN ]]; then printf '  - single-host\n'; fi
     printf 'images:\n'
     image_entry tee-kms "$IMAGE"
     [[ -z $MINIO_IMAGE ]] || image_entry quay.io/minio/minio "$MINIO_IMAGE"
@@ -450,18 +443,140 @@ if [[ $DRY_RUN == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# cluster checks
+# cluster checks: everything that can be known before the cluster changes. Nothing below this
+# block runs unless every check passes; each refusal says what to do.
+
+CERT_MANAGER_NS=${KMS_CERT_MANAGER_NAMESPACE:-cert-manager}
+KNATIVE_MIN_MINOR=15
+PREFLIGHT=()
+refuse() { PREFLIGHT+=("$*"); }
 
 kubectl version --request-timeout=10s >/dev/null 2>&1 || die "kubectl cannot reach the cluster (check your kubeconfig context)"
-kubectl get crd services.serving.knative.dev >/dev/null 2>&1 || die "Knative Serving is not installed (CRD services.serving.knative.dev is missing)"
+
+has_crd() { kubectl get crd "$1" >/dev/null 2>&1; }
+has_crd services.serving.knative.dev \
+  || refuse "Knative Serving is not installed (CRD services.serving.knative.dev is missing): https://knative.dev/docs/install/"
+for crd in certificates.cert-manager.io clusterissuers.cert-manager.io; do
+  has_crd "$crd" || refuse "cert-manager is not installed (CRD $crd is missing): HTTPS for the function URLs needs it (https://cert-manager.io/docs/installation/)"
+done
+knative_version=$(kubectl get namespace knative-serving -o jsonpath='{.metadata.labels.app\.kubernetes\.io/version}' 2>/dev/null || true)
+if [[ $knative_version =~ ^v?1\.([0-9]+) ]] && ((BASH_REMATCH[1] < KNATIVE_MIN_MINOR)); then
+  refuse "Knative Serving $knative_version has no built-in cert-manager integration for external-domain-tls: upgrade to 1.$KNATIVE_MIN_MINOR or later"
+fi
+for configmap in config-network config-certmanager config-domain config-features; do
+  kubectl get configmap "$configmap" -n knative-serving >/dev/null 2>&1 || refuse "knative-serving/$configmap is missing: is Knative Serving installed in namespace knative-serving?"
+done
 if [[ $TEE_MODE == tdx ]]; then
   kubectl get runtimeclass kata-qemu-tdx >/dev/null 2>&1 \
-    || log "warning: RuntimeClass kata-qemu-tdx is missing: install Confidential Containers (Kata with QEMU-TDX) on your TDX nodes"
+    || refuse "RuntimeClass kata-qemu-tdx is missing: install Confidential Containers (Kata with QEMU-TDX) on your TDX nodes (docs/deploy-knative.md, Prerequisites)"
 fi
 if [[ -n $DOMAIN ]]; then
-  kubectl get crd httproutes.gateway.networking.k8s.io >/dev/null 2>&1 || die "--domain needs the Gateway API CRDs and an implementation (GatewayClass $GATEWAY_CLASS)"
+  has_crd httproutes.gateway.networking.k8s.io || refuse "--domain needs the Gateway API CRDs and an implementation (GatewayClass $GATEWAY_CLASS)"
   kubectl get service kourier-internal -n kourier-system >/dev/null 2>&1 \
-    || die "--domain routes through Kourier's internal gateway (kourier-system/kourier-internal), which is missing: use Kourier as Knative's networking layer"
+    || refuse "--domain routes through Kourier's internal gateway (kourier-system/kourier-internal), which is missing: use Kourier as Knative's networking layer"
+fi
+
+# The Knative domain of the function URLs: example.com (Knative's default) resolves nowhere.
+# shellcheck disable=SC2016 # a Go template, not a shell expansion
+knative_domains=$(kubectl get configmap config-domain -n knative-serving -o go-template='{{range $k, $v := .data}}{{$k}}{{"\n"}}{{end}}' 2>/dev/null | grep -v '^_' || true)
+if [[ -z $knative_domains || $knative_domains == example.com ]]; then
+  refuse "Knative has no real domain (config-domain): set one, e.g. on kind: kubectl patch configmap config-domain -n knative-serving --type merge -p '{\"data\":{\"127.0.0.1.sslip.io\":\"\"}}' (docs/deploy-knative.md)"
+fi
+
+# HTTPS for the function URLs: Knative's external-domain-tls, certificates from a cert-manager
+# ClusterIssuer named in config-certmanager. Both are cluster-wide: an issuer someone else set is kept.
+external_tls=$(kubectl get configmap config-network -n knative-serving -o jsonpath='{.data.external-domain-tls}' 2>/dev/null || true)
+issuer_ref=$(kubectl get configmap config-certmanager -n knative-serving -o jsonpath='{.data.issuerRef}' 2>/dev/null || true)
+issuer_name=$(printf '%s\n' "$issuer_ref" | sed -n 's/^ *name: *//p' | head -n 1)
+if [[ -z $TLS_ISSUER ]]; then
+  if [[ $external_tls == Enabled && -n $issuer_name ]]; then TLS_ISSUER=cluster; else TLS_ISSUER=self-signed; fi
+fi
+case $TLS_ISSUER in
+  self-signed) PUBLIC_ISSUER=tee-kms-ca ;;
+  acme) PUBLIC_ISSUER=tee-kms-acme ;;
+  cluster) PUBLIC_ISSUER=$issuer_name ;;
+esac
+if [[ $TLS_ISSUER == cluster ]]; then
+  [[ $external_tls == Enabled && -n $issuer_name ]] \
+    || refuse "--tls cluster: knative-serving/config-network has no external-domain-tls: Enabled, or config-certmanager no issuerRef; use --tls self-signed or --tls acme"
+elif [[ -n $issuer_name && $issuer_name != "$PUBLIC_ISSUER" ]]; then
+  refuse "knative-serving/config-certmanager already names the issuer $issuer_name for every Knative Service in the cluster: keep it with --tls cluster"
+fi
+if [[ $SKIP_KNATIVE_CONFIG == 1 ]]; then
+  [[ $external_tls == Enabled && $issuer_name == "$PUBLIC_ISSUER" ]] \
+    || refuse "--skip-knative-config: Knative's external-domain-tls is not set up with issuer $PUBLIC_ISSUER; configure it (docs/deploy-knative.md, HTTPS) or drop --skip-knative-config"
+  if [[ $TEE_MODE == tdx ]]; then
+    [[ $(kubectl get configmap config-features -n knative-serving -o jsonpath='{.data.kubernetes\.podspec-runtimeclassname}' 2>/dev/null || true) == enabled ]] \
+      || refuse "--skip-knative-config: config-features must have kubernetes.podspec-runtimeclassname: enabled for --tee tdx"
+  fi
+fi
+if [[ $TLS_ISSUER != cluster ]]; then
+  kubectl get namespace "$CERT_MANAGER_NS" >/dev/null 2>&1 \
+    || refuse "cert-manager's namespace $CERT_MANAGER_NS is missing (its cluster resource namespace, where a ClusterIssuer's secrets live): set KMS_CERT_MANAGER_NAMESPACE"
+fi
+
+# RBAC: every write this run will make, asked of the API server before any is made.
+can() {
+  local verb=$1 resource=$2 namespace=${3:-}
+  if [[ -n $namespace ]]; then
+    kubectl auth can-i "$verb" "$resource" -n "$namespace" --quiet >/dev/null 2>&1 || refuse "RBAC: you cannot $verb $resource in namespace $namespace"
+  else
+    kubectl auth can-i "$verb" "$resource" --quiet >/dev/null 2>&1 || refuse "RBAC: you cannot $verb $resource (cluster-wide)"
+  fi
+}
+kubectl get namespace "$NS" >/dev/null 2>&1 || can create namespaces
+for resource in secrets configmaps services services.serving.knative.dev deployments.apps statefulsets.apps jobs.batch networkpolicies.networking.k8s.io; do
+  can create "$resource" "$NS"
+  can patch "$resource" "$NS"
+done
+can delete jobs.batch "$NS"
+if [[ -n $DOMAIN ]]; then
+  for resource in gateways.gateway.networking.k8s.io httproutes.gateway.networking.k8s.io; do
+    can create "$resource" "$NS"
+    can patch "$resource" "$NS"
+  done
+  can create referencegrants.gateway.networking.k8s.io kourier-system
+  can patch referencegrants.gateway.networking.k8s.io kourier-system
+fi
+if [[ $SKIP_KNATIVE_CONFIG == 0 ]]; then
+  [[ $TLS_ISSUER == cluster ]] || can patch configmaps/config-certmanager knative-serving
+  can patch configmaps/config-network knative-serving
+  [[ $TEE_MODE != tdx ]] || can patch configmaps/config-features knative-serving
+  if [[ $INTERNAL_TLS == 1 ]]; then
+    can patch deployments.apps/activator knative-serving
+    can patch deployments.apps/controller knative-serving
+  fi
+fi
+if [[ $TLS_ISSUER != cluster ]]; then
+  can create clusterissuers.cert-manager.io
+  can patch clusterissuers.cert-manager.io
+fi
+if [[ $TLS_ISSUER == self-signed ]]; then
+  can create certificates.cert-manager.io "$CERT_MANAGER_NS"
+  can patch certificates.cert-manager.io "$CERT_MANAGER_NS"
+  can get secrets/tee-kms-ca "$CERT_MANAGER_NS"
+fi
+
+# The manifests this run will apply, rendered now by this kubectl (revision stamps come later).
+write_kustomization preflight preflight
+render_error=$(kubectl kustomize "$WORK_DIR" 2>&1 >/dev/null) \
+  || refuse "kubectl 1.$kubectl_minor cannot render the manifests: ${render_error##*$'\n'}"
+
+if ((${#PREFLIGHT[@]} > 0)); then
+  printf 'tee-kms install: error: %s\n' "${PREFLIGHT[@]}" >&2
+  die "nothing was changed: fix the above and run again"
+fi
+log "checks passed: kubectl 1.$kubectl_minor, Knative Serving ${knative_version:-(version unknown)}, cert-manager, HTTPS via ClusterIssuer $PUBLIC_ISSUER ($TLS_ISSUER)$([[ $TEE_MODE == tdx ]] && echo ", RuntimeClass kata-qemu-tdx"), RBAC"
+
+# The volume claim template of a StatefulSet cannot change: keep what is installed.
+if kubectl get statefulset tee-kms-minio -n "$NS" >/dev/null 2>&1; then
+  installed_size=$(kubectl get statefulset tee-kms-minio -n "$NS" -o jsonpath='{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}')
+  installed_class=$(kubectl get statefulset tee-kms-minio -n "$NS" -o jsonpath='{.spec.volumeClaimTemplates[0].spec.storageClassName}')
+  if [[ -n $STORAGE_SIZE && $STORAGE_SIZE != "$installed_size" ]]; then
+    log "MinIO's volume claim template is immutable: keeping $installed_size (resize the PVC itself if your storage class allows)"
+  fi
+  STORAGE_SIZE=$installed_size
+  STORAGE_CLASS=$installed_class
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -616,20 +731,84 @@ write_kustomization "$FUNCTION_REV" "$SEALER_REV"
 # ---------------------------------------------------------------------------------------------
 # Knative's own configuration (cluster-wide: changed only where tee-kms needs it)
 
+# Merges a patch into a knative-serving ConfigMap; prints "changed" or "unchanged". Always call it
+# as an assignment, `outcome=$(knative_patch …)`: then a refusal (RBAC, admission) fails the script
+# (set -e with inherit_errexit), where inside [[ … ]] or an `if` it would be mistaken for an answer.
 knative_patch() {
-  local configmap=$1 file=$2 before after
+  local configmap=$1 before after
+  shift
   before=$(kubectl get configmap "$configmap" -n knative-serving -o jsonpath='{.data}')
-  kubectl patch configmap "$configmap" -n knative-serving --type merge --patch-file "$file" >/dev/null
+  kubectl patch configmap "$configmap" -n knative-serving --type merge "$@" >/dev/null
   after=$(kubectl get configmap "$configmap" -n knative-serving -o jsonpath='{.data}')
-  [[ $before != "$after" ]]
+  if [[ $before == "$after" ]]; then echo unchanged; else echo changed; fi
 }
+
+# The ClusterIssuer of the function URLs' certificates (not for --tls cluster: the cluster's own).
+# self-signed: a CA made by cert-manager (its certificate is saved for clients as public-ca.crt);
+# acme: Let's Encrypt (or --acme-server) with HTTP-01, answered through Knative's own ingress.
+# A ClusterIssuer named $1 whose spec (indented two spaces) comes on stdin.
+cluster_issuer() {
+  printf 'apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata:\n  name: %s\n' "$1"
+  printf '  labels: { app.kubernetes.io/part-of: tee-kms }\nspec:\n'
+  cat
+}
+apply_public_issuer() {
+  case $TLS_ISSUER in
+    self-signed)
+      {
+        cluster_issuer tee-kms-selfsigned <<<'  selfSigned: {}'
+        cat <<YAML
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: tee-kms-ca
+  namespace: $CERT_MANAGER_NS
+  labels: { app.kubernetes.io/part-of: tee-kms }
+spec:
+  isCA: true
+  commonName: tee-kms public CA
+  secretName: tee-kms-ca
+  duration: 87600h
+  privateKey: { algorithm: ECDSA, size: 256 }
+  issuerRef: { group: cert-manager.io, kind: ClusterIssuer, name: tee-kms-selfsigned }
+---
+YAML
+        cluster_issuer tee-kms-ca <<<'  ca: { secretName: tee-kms-ca }'
+      } | kubectl apply -f - >/dev/null
+      kubectl wait --for=condition=Ready certificate/tee-kms-ca -n "$CERT_MANAGER_NS" --timeout=2m >/dev/null
+      (umask 077 && kubectl get secret tee-kms-ca -n "$CERT_MANAGER_NS" -o jsonpath='{.data.ca\.crt}' | base64 -d >"$SECRETS_DIR/public-ca.crt")
+      log "HTTPS: ClusterIssuer tee-kms-ca; clients trust $SECRETS_DIR/public-ca.crt (curl --cacert)"
+      ;;
+    acme)
+      cluster_issuer tee-kms-acme <<YAML | kubectl apply -f - >/dev/null
+  acme:
+    server: "$ACME_SERVER"
+    email: "$ACME_EMAIL"
+    privateKeySecretRef: { name: tee-kms-acme-account }
+    solvers:
+      - http01:
+          ingress: {}
+YAML
+      log "HTTPS: ClusterIssuer tee-kms-acme ($ACME_SERVER, HTTP-01): the Knative domain must resolve to your ingress"
+      ;;
+  esac
+}
+
 if [[ $SKIP_KNATIVE_CONFIG == 1 ]]; then
-  log "not touching knative-serving's ConfigMaps (--skip-knative-config): see docs/deploy-knative.md"
+  log "not touching knative-serving's ConfigMaps (--skip-knative-config; checked above): see docs/deploy-knative.md"
 else
+  if [[ $TLS_ISSUER != cluster ]]; then
+    apply_public_issuer
+    printf -v issuer_patch '{"data":{"issuerRef":"kind: ClusterIssuer\\nname: %s\\n"}}' "$PUBLIC_ISSUER"
+    outcome=$(knative_patch config-certmanager -p "$issuer_patch")
+    [[ $outcome == unchanged ]] || log "knative-serving/config-certmanager: issuerRef is ClusterIssuer $PUBLIC_ISSUER"
+  fi
+  outcome=$(knative_patch config-network -p '{"data":{"external-domain-tls":"Enabled"}}')
+  [[ $outcome == unchanged ]] || log "knative-serving/config-network: external-domain-tls enabled (the function URLs are https://)"
   if [[ $TEE_MODE == tdx ]]; then
-    if knative_patch config-features "$SCRIPT_DIR/overlays/tdx/knative-serving/config-features.yaml"; then
-      log "knative-serving/config-features: kubernetes.podspec-runtimeclassname enabled"
-    fi
+    outcome=$(knative_patch config-features --patch-file "$SCRIPT_DIR/components/tdx/knative-serving/config-features.yaml")
+    [[ $outcome == unchanged ]] || log "knative-serving/config-features: kubernetes.podspec-runtimeclassname enabled"
   fi
   if [[ $INTERNAL_TLS == 1 ]]; then
     ingress_class=$(kubectl get configmap config-network -n knative-serving -o jsonpath='{.data.ingress-class}' 2>/dev/null || true)
@@ -637,7 +816,8 @@ else
       || log "warning: Knative's system-internal-tls works with Kourier only; ingress-class is '${ingress_class:-unset}'"
     kubectl get configmap config-certmanager -n knative-serving -o jsonpath='{.data.systemInternalIssuerRef}' 2>/dev/null | grep -q . \
       || log "warning: config-certmanager has no systemInternalIssuerRef: install cert-manager and Knative's cert-manager integration first"
-    if knative_patch config-network "$SCRIPT_DIR/overlays/tdx/knative-serving/config-network.yaml"; then
+    outcome=$(knative_patch config-network --patch-file "$SCRIPT_DIR/components/tdx/knative-serving/config-network.yaml")
+    if [[ $outcome == changed ]]; then
       log "knative-serving/config-network: system-internal-tls enabled; restarting activator and controller"
       kubectl rollout restart deployment/activator deployment/controller -n knative-serving >/dev/null
     fi
@@ -666,18 +846,40 @@ if [[ $WAIT == 1 ]]; then
   kubectl wait --for=condition=Ready ksvc -l app.kubernetes.io/part-of=tee-kms -n "$NS" --timeout="$WAIT_TIMEOUT"
 fi
 
-kubectl get ksvc -n "$NS" -l app.kubernetes.io/part-of=tee-kms
+# The URLs Knative gives: https:// for public Services once their certificate is issued;
+# cluster-local ones (rotate, verify) are reachable inside the cluster only.
+CURL_CA=""
+[[ $TLS_ISSUER != self-signed ]] || CURL_CA="--cacert $SECRETS_DIR/public-ca.crt "
+PUBLIC_URL=""
+printf '\n%-20s %s\n' SERVICE URL >&2
+while read -r name url; do
+  [[ -n $name ]] || continue
+  case $url in
+    https://*)
+      printf '%-20s %s\n' "$name" "$url" >&2
+      [[ $name != welcome && $name != tee-kms ]] || PUBLIC_URL=$url
+      ;;
+    http://*.svc.*) printf '%-20s %s\n' "$name" "inside the cluster only ($url)" >&2 ;;
+    *) printf '%-20s %s\n' "$name" "${url:-no URL yet}: not HTTPS yet (kubectl get ksvc $name -n $NS; kubectl get certificates -n $NS)" >&2 ;;
+  esac
+done < <(kubectl get ksvc -n "$NS" -l app.kubernetes.io/part-of=tee-kms -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.url}{"\n"}{end}')
 cat >&2 <<DONE
 
-tee-kms is installed in namespace $NS ($TEE_MODE, root key: $([[ $ROOT_KEY_MODE == secret ]] && echo "mode 1, Secret tee-kms-root-key" || echo "Shamir shares")).
+tee-kms is installed in namespace $NS ($TEE_MODE, $([[ $SINGLE_SERVICE == 1 ]] && echo "one Service" || echo "one Service per function"), root key: $([[ $ROOT_KEY_MODE == secret ]] && echo "mode 1, Secret tee-kms-root-key" || echo "Shamir shares")).
 Secrets generated for it are in $SECRETS_DIR (keep them; the admin token is admin-token).
-Each function answers at its URL above$([[ -n $DOMAIN ]] && echo ", and at https://$DOMAIN/ once DNS points at the Gateway tee-kms").
 DONE
+if [[ -n $PUBLIC_URL ]]; then
+  printf 'Try it (BigDL KMS flow: docs/deploy-knative.md, Quickstart):\n  curl %s%s/\n' "$CURL_CA" "$PUBLIC_URL" >&2
+fi
+[[ -z $DOMAIN ]] || printf 'BigDL KMS paths also answer at https://%s/ once DNS points at the Gateway tee-kms.\n' "$DOMAIN" >&2
 if [[ $ROOT_KEY_MODE == shares ]]; then
-  cat >&2 <<'NEXT'
-The sealer starts uninitialized. Create the root key inside the TD and receive its shares once:
-  curl -X POST -H "Authorization: Bearer $(cat <secrets dir>/admin-token)" <rotate-root-key URL>/rootKey/rotate
-After any sealer restart, send 3 of the shares to the recover-root-key function (PUT /rootKey/recover).
+  cat >&2 <<NEXT
+The sealer starts uninitialized (the functions report it: GET <seal-status URL>/rootKey/status).
+rotate-root-key is cluster-local; create the root key inside the TD and receive its shares once,
+through a kubectl port-forward (the tunnel runs inside your API server connection):
+  kubectl port-forward -n kourier-system svc/kourier-internal 8081:80 &
+  curl -X POST -H "Host: rotate-root-key.$NS.svc.$CLUSTER_DOMAIN" http://127.0.0.1:8081/rootKey/rotate
+After any sealer restart, send 3 of the shares to recover-root-key (PUT /rootKey/recover).
 NEXT
 fi
 if [[ $TEE_MODE == dev ]]; then

@@ -83,4 +83,4 @@ if [[ $PURGE == 1 ]]; then
 else
   log "kept: MinIO's volume claim and the Secrets (re-run install.sh to come back; --purge removes them)"
 fi
-log "left as they are: knative-serving's ConfigMaps (cluster-wide) and the secrets directory install.sh wrote"
+log "left as they are: knative-serving's ConfigMaps (cluster-wide, with external-domain-tls), the ClusterIssuers tee-kms-ca / tee-kms-acme and their CA (other namespaces may use them; kubectl get clusterissuers -l app.kubernetes.io/part-of=tee-kms), and the secrets directory install.sh wrote"

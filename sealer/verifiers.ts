@@ -120,7 +120,7 @@ async function readConfigFile(path: string, variable: string): Promise<string> {
   }
 }
 
-async function loadPolicyFile(path: string): Promise<TdxPolicy> {
+export async function loadPolicyFile(path: string): Promise<TdxPolicy> {
   const text = await readConfigFile(path, 'KMS_SEALER_TDX_POLICY_FILE');
   let json: unknown;
   try {
@@ -222,7 +222,7 @@ class CollateralFile implements CollateralSource {
   }
 }
 
-function describePolicy(policy: TdxPolicy): string {
+export function describePolicy(policy: TdxPolicy): string {
   const count = (name: string, list: readonly string[] | undefined) => `${name} ${list === undefined ? 'any' : `${list.length} allowed`}`;
   return [
     count('mrTd', policy.mrTd),

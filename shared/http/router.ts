@@ -2,21 +2,31 @@ import { KmsError } from '../errors.js';
 import { KmsRequest } from './request.js';
 import type { RouteContext } from '../runtime.js';
 import { errorResult, sendResult, type Handler, type Route } from './route.js';
+import { rootKeyReadiness } from '../root-key/readiness.js';
 
 /**
  * Routes each request to the function that serves its path and method: the same handlers that run
  * alone under functions-framework, so no route has a second implementation.
  */
 export const HEALTH_PATH = '/healthz';
+/** Readiness: 200 once the root key can be obtained (or the sealing service answers that it is sealed), else 503. */
+export const READY_PATH = '/readyz';
 
 export function routeRequests(routes: readonly Route[], ctx: RouteContext): Handler {
   const handlers = new Map(routes.map((route) => [route, route.handlerFor(ctx)]));
   return async (req, res) => {
     const request = KmsRequest.of(req);
     if (request.pathname === HEALTH_PATH) {
-      // Liveness/readiness for probes: the process serves HTTP. Says nothing of storage or keys.
+      // Liveness: the process serves HTTP. Cheap; says nothing of storage or keys.
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': 3 });
       res.end('ok\n');
+      return;
+    }
+    if (request.pathname === READY_PATH) {
+      const readiness = await rootKeyReadiness(ctx);
+      const body = JSON.stringify(readiness);
+      res.writeHead(readiness.ready ? 200 : 503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      res.end(body);
       return;
     }
     const onPath = routes.filter((route) => route.matches(request.pathname));

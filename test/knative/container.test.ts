@@ -8,16 +8,18 @@
  * Mode 1 without a sealer (KMS_ROOT_KEY) and the embedded store: enough to show each function runs.
  * The one `npm ci` uses the npm registry (or npm's cache).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routes } from '../../functions/index.js';
-import { findTool, requireTool, skipWithout } from '../support/tools.js';
+import { createTestBucket } from '../support/s3.js';
+import { findTool, inCi, requireTool, skipWithout } from '../support/tools.js';
 import { KNATIVE, REPO, dockerCmd, dockerEnv, loadResources, parseDockerfile, render, type Json } from './support.js';
 
 const dockerfile = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8'));
@@ -138,7 +140,7 @@ describe('the image CMD runs each function on the built output with production d
   });
 
   for (const route of routes) {
-    it(`${route.name}: answers ${route.methods.join('|')} ${route.path}, the /healthz probe, and no other route`, async () => {
+    it(`${route.name}: answers ${route.methods.join('|')} ${route.path}, the /healthz and /readyz probes, and no other route`, async () => {
       const s = started.find((x) => x.name === route.name)!;
       const { method, path, body } = requestFor(route);
       const res = await fetch(`http://127.0.0.1:${s.port}${path}`, { method, body, headers: body ? { 'content-type': 'application/json' } : {} });
@@ -153,6 +155,9 @@ describe('the image CMD runs each function on the built output with production d
 
       const health = await fetch(`http://127.0.0.1:${s.port}/healthz`);
       expect(health.status).toBe(200);
+      // Mode 1: the root key is there, so the readiness probe passes.
+      const ready = await fetch(`http://127.0.0.1:${s.port}/readyz`);
+      expect(ready.status, await ready.text()).toBe(200);
 
       // Another function's path is not served here: FUNCTION_TARGET selects exactly one.
       const other = route.path === '/' ? routes.find((r) => r.path !== '/')! : routes.find((r) => r.path === '/')!;
@@ -280,6 +285,124 @@ describe('the sealer Deployment\'s command and settings run on the same output',
       });
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("functions-framework the standard way, from the runtime tree: package.json's main exports every function", () => {
+  /** Starts functions-framework's own bin in the runtime tree (no --source: it loads `main`). */
+  async function startFramework(args: string[], env: Record<string, string>): Promise<Started> {
+    const [port] = await freePorts(1);
+    const child = spawn(join(app, 'node_modules', '.bin', 'functions-framework'), [...args, `--port=${port}`], {
+      cwd: app,
+      env: { PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`, HOME: app, NODE_ENV: 'production', KMS_ROOT_KEY: randomBytes(32).toString('base64'), KMS_DATA_DIR: dataDir, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const s: Started = { name: args.join(' '), port: port!, child, output: '', exit: new Promise((resolve) => child.once('exit', (code) => resolve(code))) };
+    child.stdout!.on('data', (chunk: Buffer) => (s.output += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => (s.output += chunk.toString()));
+    started.push(s);
+    await waitForHttp(s, 30_000);
+    return s;
+  }
+
+  it('main names the built entry, and it exports a handler under every function name', async () => {
+    const pkg = JSON.parse(readFileSync(join(app, 'package.json'), 'utf8'));
+    expect(pkg.main).toBe('dist/functions/index.js');
+    const entry = await import(pathToFileURL(join(REPO, pkg.main)).href);
+    for (const route of routes) expect(typeof entry[route.name], route.name).toBe('function');
+  });
+
+  it('`functions-framework --target=welcome` and FUNCTION_TARGET=getDataKey (what buildpacks set from GOOGLE_FUNCTION_TARGET) serve their function', async () => {
+    const welcome = await startFramework(['--target=welcome'], {});
+    const res = await fetch(`http://127.0.0.1:${welcome.port}/`);
+    expect(res.status, welcome.output).toBe(200);
+    expect(await res.text()).toContain('welcome');
+
+    const getDataKey = await startFramework([], { FUNCTION_TARGET: 'getDataKey' });
+    const answer = await fetch(`http://127.0.0.1:${getDataKey.port}/dataKey/dk?user=nobody&token=t&primaryKeyName=pk`);
+    expect(answer.status, getDataKey.output).toBe(401);
+    for (const s of [welcome, getDataKey]) s.child.kill('SIGTERM');
+  });
+});
+
+/**
+ * The single-service Knative Service's container as Kubernetes runs it: its literal environment
+ * and tee-kms-config's values (envFrom), its mounted Secret files, the user of its securityContext
+ * (uid/gid 1000) and a read-only root filesystem (a private mount namespace with / remounted
+ * read-only). Mode 1 (the root key from a file) stands in for the sealer, and this run's S3 for
+ * MinIO. Then BigDL KMS's flow over real HTTP. Needs root (to switch user and remount), as CI is.
+ */
+describe('the single-service container with the manifests\' environment, uid 1000, read-only root', () => {
+  const isRoot = process.getuid?.() === 0;
+  const canUnshare = isRoot && spawnSync('unshare', ['-m', '--propagation', 'private', 'true']).status === 0;
+
+  it.skipIf(!canUnshare && !inCi)('serves every route, ready once the root key is readable, on a read-only root as uid 1000', async () => {
+    expect(isRoot && canUnshare, 'CI runs as root, where unshare -m works').toBe(true);
+    const service = loadResources(join(KNATIVE, 'functions', 'single-service', 'tee-kms.yaml'))[0]!;
+    const [config] = loadResources(join(KNATIVE, 'base', 'config.yaml'));
+    const container = service.spec.template.spec.containers[0];
+    expect(container.securityContext).toMatchObject({ runAsUser: 1000, runAsGroup: 1000, readOnlyRootFilesystem: true });
+    const bucket = await createTestBucket();
+    const files = mkdtempSync(join(tmpdir(), 'tee-kms-mounts-'));
+    chmodSync(files, 0o755);
+    chmodSync(join(app, '..'), 0o755);
+    try {
+      const env: Record<string, string> = { PATH: '/usr/local/bin:/usr/bin:/bin', ...config!.data };
+      for (const e of container.env as Json[]) env[e.name] = e.value;
+      // The mounted Secret files and the internal CA, where the pod would have them.
+      const mount = (name: string, value: string) => {
+        writeFileSync(join(files, name), value, { mode: 0o644 });
+        return join(files, name);
+      };
+      Object.assign(env, {
+        KMS_S3_ENDPOINT: bucket.env.KMS_S3_ENDPOINT!,
+        KMS_S3_REGION: bucket.env.KMS_S3_REGION!,
+        KMS_S3_BUCKET: bucket.bucket,
+        KMS_S3_FORCE_PATH_STYLE: 'true',
+        KMS_S3_ACCESS_KEY_ID_FILE: mount('accessKeyId', bucket.env.KMS_S3_ACCESS_KEY_ID!),
+        KMS_S3_SECRET_ACCESS_KEY_FILE: mount('secretAccessKey', bucket.env.KMS_S3_SECRET_ACCESS_KEY!),
+        KMS_ADMIN_TOKEN_FILE: mount('token', randomBytes(24).toString('hex')),
+        KMS_ROOT_KEY_FILE: join(files, 'rootKey'), // not there yet
+        KMS_BIND: '127.0.0.1',
+      });
+      delete env.KMS_SEALER_URL; // mode 1 stands in for the sealer here
+      delete env.KMS_SEALER_CA_FILE;
+      delete env.NODE_EXTRA_CA_CERTS;
+      const [port] = await freePorts(1);
+      env.PORT = String(port);
+      const script = 'mount -o remount,bind,ro / && exec setpriv --reuid=1000 --regid=1000 --clear-groups -- "$@"';
+      const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', process.execPath, ...CMD.slice(1)], { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const s: Started = { name: 'single-service', port: port!, child, output: '', exit: new Promise((resolve) => child.once('exit', (code) => resolve(code))) };
+      child.stdout!.on('data', (chunk: Buffer) => (s.output += chunk.toString()));
+      child.stderr!.on('data', (chunk: Buffer) => (s.output += chunk.toString()));
+      started.push(s);
+      await waitForHttp(s, 30_000);
+      const url = `http://127.0.0.1:${port}`;
+      // unshare, sh and setpriv each exec the next: the process is node itself, as uid 1000.
+      expect(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0')).toEqual([process.execPath, ...CMD.slice(1), '']);
+      expect(readFileSync(`/proc/${child.pid}/status`, 'utf8')).toMatch(/^Uid:\s+1000\s/m);
+
+      expect((await fetch(`${url}${container.readinessProbe.httpGet.path}`)).status, s.output).toBe(503);
+      writeFileSync(join(files, 'rootKey'), randomBytes(32).toString('base64'), { mode: 0o644 });
+      expect((await fetch(`${url}${container.readinessProbe.httpGet.path}`)).status, s.output).toBe(200);
+      expect((await fetch(`${url}${container.livenessProbe.httpGet.path}`)).status).toBe(200);
+
+      // BigDL KMS's flow, every route on the one Service.
+      const token = randomBytes(12).toString('hex');
+      expect((await fetch(`${url}/`)).status).toBe(200);
+      expect((await fetch(`${url}/user/alice?token=${token}`, { method: 'POST' })).status, s.output).toBe(201);
+      expect((await fetch(`${url}/primaryKey/pk?user=alice&token=${token}`, { method: 'POST' })).status).toBe(201);
+      expect((await fetch(`${url}/dataKey/dk?user=alice&token=${token}&primaryKeyName=pk`, { method: 'POST' })).status).toBe(201);
+      const get = await fetch(`${url}/dataKey/dk?user=alice&token=${token}&primaryKeyName=pk`);
+      expect(get.status).toBe(200);
+      expect(Buffer.from((await get.text()).trim(), 'base64')).toHaveLength(32);
+      expect(s.output).not.toMatch(/EROFS|read-only file system/i);
+      child.kill('SIGTERM');
+      expect(await s.exit).toBe(0);
+    } finally {
+      await bucket.remove();
+      rmSync(files, { recursive: true, force: true });
     }
   });
 });

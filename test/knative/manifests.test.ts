@@ -11,22 +11,19 @@ import { basename, dirname, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { routeModules } from '../../functions/catalog.js';
 import { routes } from '../../functions/index.js';
+import { generateManifests, serviceName, staleManifests } from '../../scripts/generate-manifests.js';
 import { skipWithout } from '../support/tools.js';
 import {
   KNATIVE,
   OPTIONAL_MODEL_PACKAGE,
   OVERLAYS,
-  applyPatch,
   containersOf,
   hasModelPackage,
   id,
   knownFields,
   KUBECTL,
-  kustomize,
   loadResources,
   loadYaml,
-  patchBody,
-  patchTargets,
   podSpecsOf,
   readKustomization,
   registeredFunctions,
@@ -50,12 +47,20 @@ const isKustomization = (file: string) => basename(file) === 'kustomization.yaml
 const isPatchFile = (file: string) => basename(dirname(file)) === 'patches';
 /** Merge patches for Knative's own ConfigMaps, applied by install.sh with kubectl patch. */
 const isKnativeConfigPatch = (file: string) => basename(dirname(file)) === 'knative-serving';
-const RESOURCE_FILES = ALL_YAML.filter((f) => !isKustomization(f) && !isPatchFile(f));
+/** knative/kind/: a kind cluster configuration for the quickstart, not a Kubernetes object. */
+const isKindConfig = (file: string) => basename(dirname(file)) === 'kind';
+const RESOURCE_FILES = ALL_YAML.filter((f) => !isKustomization(f) && !isPatchFile(f) && !isKindConfig(f));
 
 const BASE = join(KNATIVE, 'base');
+const PER_FUNCTION = join(KNATIVE, 'functions', 'per-function');
+const SINGLE_SERVICE = join(KNATIVE, 'functions', 'single-service');
 const SINGLE_HOST = join(BASE, 'routing', 'single-host');
-const base = render(BASE);
-const rendered = Object.fromEntries(OVERLAYS.map((o) => [o, render(join(KNATIVE, 'overlays', o))])) as Record<(typeof OVERLAYS)[number], Resource[]>;
+/** Rendering is the real kustomize: outside CI, the tests that need it skip where kubectl is missing. */
+const RENDER = !skipWithout(KUBECTL);
+const renders = describe.skipIf(!RENDER);
+/** The base with the default function layout, before any component: what the overlays start from. */
+const base = RENDER ? [...render(BASE), ...render(PER_FUNCTION)] : [];
+const rendered = Object.fromEntries(OVERLAYS.map((o) => [o, RENDER ? render(join(KNATIVE, 'overlays', o)) : []])) as Record<(typeof OVERLAYS)[number], Resource[]>;
 const singleHost = readKustomization(SINGLE_HOST).resources.flatMap(loadResources);
 const referenceGrant = loadResources(join(BASE, 'routing', 'kourier-system', 'reference-grant.yaml'))[0]!;
 
@@ -129,7 +134,7 @@ describe('knative/ manifests parse and validate', () => {
   });
 });
 
-describe('kustomizations', () => {
+renders('kustomizations', () => {
   it('the base lists every manifest in knative/base except the optional routing ones', () => {
     const k = readKustomization(BASE);
     const listed = k.resources.map((r) => relative(BASE, r)).sort();
@@ -157,50 +162,64 @@ describe('kustomizations', () => {
     describe(`overlay ${overlay}`, () => {
       const dir = join(KNATIVE, 'overlays', overlay);
       const k = readKustomization(dir);
+      const component = readKustomization(join(KNATIVE, 'components', overlay));
 
-      it('builds on the base and on nothing else', () => {
-        expect(k.resources).toEqual([BASE]);
-        expect(k.namespace).toBeUndefined();
-        expect(k.components).toEqual([]);
+      it('is the base, the per-function layout and its component, and nothing else', () => {
+        expect(k.resources).toEqual([BASE, PER_FUNCTION]);
+        expect(k.components).toEqual([component.dir]);
+        expect(k.patches).toEqual([]);
+        expect(component.kind).toBe('Component');
+        expect(component.resources).toEqual([]);
       });
 
-      it('every patch targets existing base resources, applies, and the result validates', async () => {
-        expect(k.patches.length).toBeGreaterThan(0);
-        for (const entry of k.patches) {
-          const where = `${rel(k.file)}: ${entry.path ? rel(entry.path) : '(inline)'}`;
-          const targets = patchTargets(base, entry);
-          expect(targets.length, `${where} matches no base resource`).toBeGreaterThan(0);
-          const body = patchBody(entry);
-          if (!Array.isArray(body)) {
-            // A strategic-merge patch names its target; that target must be in the base.
-            expect(find(base, body.kind, body.metadata?.name), where).toBeDefined();
-          }
-          const patched = applyPatch(base, entry, where).filter((r) => targets.some((t) => id(t) === id(r)));
-          for (const r of patched) await expect(validateResource(r), `${where} -> ${id(r)}`).resolves.toBe(true);
+      it('every patch of its component targets resources of the base or a function layout', () => {
+        expect(component.patches.length).toBeGreaterThan(0);
+        for (const entry of component.patches) {
+          const target = entry.target ?? loadYaml(entry.path!)[0];
+          const selector = (target.labelSelector as string | undefined)?.split('=');
+          const name = target.name ?? target.metadata?.name;
+          const matches = base.filter(
+            (r) => r.kind === target.kind && (name === undefined || r.metadata.name === name) && (selector === undefined || r.metadata.labels?.[selector[0]!] === selector[1]),
+          );
+          expect(matches.length, `${rel(component.file)}: ${entry.path ? rel(entry.path) : '(inline)'} matches nothing`).toBeGreaterThan(0);
         }
       });
 
       it('every image entry names an image the base uses', () => {
         const images = new Set(base.flatMap((r) => containersOf(r).map(({ container }) => container.image.replace(/[:@].*$/, ''))));
-        for (const image of k.images) expect(images, image.name).toContain(image.name);
+        for (const image of component.images) expect(images, image.name).toContain(image.name);
       });
 
-      it('renders, and every rendered object validates', async () => {
-        const resources = rendered[overlay];
-        expect(resources.map(id).sort()).toEqual(base.map(id).sort());
-        for (const r of resources) await expect(validateResource(r), id(r)).resolves.toBe(true);
+      renders('rendered by kubectl kustomize', () => {
+        it('renders the same objects as the base, each validating', async () => {
+          const resources = rendered[overlay];
+          expect(resources.map(id).sort()).toEqual(base.map(id).sort());
+          for (const r of resources) await expect(validateResource(r), id(r)).resolves.toBe(true);
+        });
+
+        it('with --single-service instead: one Knative Service, every route, the same component applied', async () => {
+          const dirWith = mkdtempSync(join(tmpdir(), 'tee-kms-single-'));
+          try {
+            writeFileSync(
+              join(dirWith, 'kustomization.yaml'),
+              `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ${relative(dirWith, BASE)}\n  - ${relative(dirWith, SINGLE_SERVICE)}\ncomponents:\n  - ${relative(dirWith, component.dir)}\n`,
+            );
+            const resources = render(dirWith);
+            const services = ksvcs(resources);
+            expect(services.map((r) => r.metadata.name)).toEqual(['tee-kms']);
+            const fromOverlay = ksvcs(rendered[overlay]).find((r) => r.metadata.name === 'welcome')!;
+            // The component patched it like every function: same runtime class, annotations, attester mode.
+            expect(services[0]!.spec.template.spec.runtimeClassName).toEqual(fromOverlay.spec.template.spec.runtimeClassName);
+            expect(services[0]!.spec.template.spec.containers[0].env[0]).toEqual(fromOverlay.spec.template.spec.containers[0].env[0]);
+            expect(services[0]!.spec.template.metadata.annotations).toEqual(fromOverlay.spec.template.metadata.annotations);
+            for (const r of resources) await expect(validateResource(r), id(r)).resolves.toBe(true);
+          } finally {
+            rmSync(dirWith, { recursive: true, force: true });
+          }
+        });
       });
     });
   }
-
-  it.skipIf(skipWithout(KUBECTL))('kubectl kustomize (the real kustomize) renders the same as the offline renderer', () => {
-    for (const dir of [BASE, ...OVERLAYS.map((o) => join(KNATIVE, 'overlays', o))]) {
-      const real = kustomize(dir);
-      const ours = dir === BASE ? base : rendered[basename(dir) as (typeof OVERLAYS)[number]];
-      const byId = (list: Resource[]) => Object.fromEntries(list.map((r) => [id(r), r]));
-      expect(byId(JSON.parse(JSON.stringify(ours))), rel(dir)).toEqual(byId(real));
-    }
-  });
 
   it("the Knative config patches (applied by install.sh) are ConfigMaps in knative-serving with the flags tee-kms needs", async () => {
     const files = ALL_YAML.filter(isKnativeConfigPatch);
@@ -213,11 +232,11 @@ describe('kustomizations', () => {
     expect(patches['config-features']?.data).toEqual({ 'kubernetes.podspec-runtimeclassname': 'enabled' });
     expect(patches['config-network']?.data).toEqual({ 'system-internal-tls': 'Enabled' });
     const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
-    for (const file of files) expect(install, rel(file)).toContain(`overlays/tdx/knative-serving/${basename(file)}`);
+    for (const file of files) expect(install, rel(file)).toContain(`components/tdx/knative-serving/${basename(file)}`);
   });
 });
 
-describe('functions and Knative Services', () => {
+renders('functions and Knative Services', () => {
   const registered = registeredFunctions();
 
   it('functions/index.ts routes and the functions-framework entry points in functions/*.ts agree', () => {
@@ -256,7 +275,7 @@ describe('functions and Knative Services', () => {
     for (const s of ksvcs(base)) {
       const [container, ...others] = s.spec.template.spec.containers;
       expect(others).toEqual([]);
-      expect(container.image).toBe('tee-kms:dev');
+      expect(container.image).toBe('tee-kms');
       expect(container.command).toBeUndefined();
       expect(container.args).toBeUndefined();
       expect(container.ports).toEqual([{ name: 'http1', containerPort: 8080 }]);
@@ -266,14 +285,14 @@ describe('functions and Knative Services', () => {
   });
 });
 
-describe('sealer, MinIO and their references', () => {
+renders('sealer, MinIO and their references', () => {
   it('the sealer: one replica, Recreate, node dist/sealer/main.js, HTTPS with the internal CA, its Service', () => {
     const sealer = find(base, 'Deployment', 'tee-kms-sealer')!;
     expect(sealer.spec.replicas).toBe(1);
     expect(sealer.spec.strategy).toEqual({ type: 'Recreate' });
     const c = sealer.spec.template.spec.containers[0];
     expect(c.command).toEqual(['node', 'dist/sealer/main.js']);
-    expect(c.image).toBe('tee-kms:dev');
+    expect(c.image).toBe('tee-kms');
     expect(envValue(c, 'KMS_SEALER_HOST')).toBe('0.0.0.0');
     const rootKey = c.env.find((e: Json) => e.name === 'KMS_SEALER_ROOT_KEY');
     expect(rootKey.valueFrom.secretKeyRef).toMatchObject({ name: 'tee-kms-root-key', optional: true });
@@ -415,7 +434,7 @@ describe('sealer, MinIO and their references', () => {
   });
 });
 
-describe('routing', () => {
+renders('routing', () => {
   const route = singleHost.find((r) => r.kind === 'HTTPRoute')!;
   const gateway = singleHost.find((r) => r.kind === 'Gateway')!;
   const byName = new Map(ksvcs(base).map((s) => [s.metadata.name, s]));
@@ -474,5 +493,34 @@ describe('routing', () => {
     const target = byName.get(mapping!.spec.ref.name);
     expect(target).toBeDefined();
     expect(clusterLocal(target!)).toBe(false);
+  });
+});
+
+describe('the kind quickstart cluster (knative/kind/cluster.yaml)', () => {
+  it('is named knative, like kn quickstart kind, and publishes Kourier\'s NodePorts as 80 and 443 on loopback', () => {
+    const [cluster] = loadYaml(join(KNATIVE, 'kind', 'cluster.yaml'));
+    expect(cluster).toMatchObject({ kind: 'Cluster', apiVersion: 'kind.x-k8s.io/v1alpha4', name: 'knative' });
+    expect(cluster.nodes[0].extraPortMappings).toEqual([
+      { containerPort: 31080, hostPort: 80, listenAddress: '127.0.0.1' },
+      { containerPort: 31443, hostPort: 443, listenAddress: '127.0.0.1' },
+    ]);
+    const doc = readFileSync(join(KNATIVE, '..', 'docs', 'deploy-knative.md'), 'utf8');
+    expect(doc).toContain('"nodePort":31080},{"port":443,"nodePort":31443}');
+    expect(doc).toContain('kind load docker-image --name knative kind.local/tee-kms:dev');
+  });
+});
+
+describe('function manifests are generated from functions/catalog.ts (npm run generate:manifests)', () => {
+  it('the committed YAML is what the generator writes now', async () => {
+    expect(await staleManifests(), 'run npm run generate:manifests and commit the result').toEqual([]);
+  });
+
+  it('one Service per catalog function, named after its module, and one single-service Service serving all', async () => {
+    const files = await generateManifests();
+    const perFunction = [...files.keys()].filter((f) => f.startsWith('knative/functions/per-function/') && !f.endsWith('/kustomization.yaml'));
+    expect(perFunction.sort()).toEqual(Object.keys(routeModules).map((name) => `knative/functions/per-function/${serviceName(name)}.yaml`).sort());
+    const [single] = loadResources(join(SINGLE_SERVICE, 'tee-kms.yaml'));
+    expect(targetOf(single!)).toBe('');
+    expect(envValue(single!.spec.template.spec.containers[0], 'KMS_ADMIN_TOKEN_FILE')).toBe('/var/run/secrets/tee-kms/admin/token');
   });
 });

@@ -101,7 +101,7 @@ describe('install.sh and uninstall.sh', () => {
     expect(run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: '/nonexistent' }).stderr).toMatch(/--tdx-policy: cannot read/);
   });
 
-  describe('--tdx-policy is checked before anything is applied, as the sealer checks it (createTdxPolicy)', () => {
+  describe('--tdx-policy is checked before anything is applied, by the sealer\'s own loader (scripts/check-policy.ts)', () => {
     const m = MEASUREMENT;
     const cases: [string, string][] = [
       ['docs/attestation.md example', readFileSync(POLICY, 'utf8')],
@@ -188,11 +188,13 @@ describe('install.sh and uninstall.sh', () => {
       expect(result.status).toBe(0);
       expect(resources.length).toBeGreaterThan(15);
       expect(resources.filter((r) => r.kind === 'Secret')).toEqual([]);
-      expect(readKustomization(work).resources).toEqual([join(KNATIVE, 'overlays', 'tdx')]);
+      expect(readKustomization(work).resources).toEqual([join(KNATIVE, 'base'), join(KNATIVE, 'functions', 'per-function')]);
+      expect(readKustomization(work).components).toEqual([join(KNATIVE, 'components', 'tdx'), join(work, 'single-host')]);
     });
 
     it('the sealer gets the policy file from the ConfigMap install.sh makes, and the given PCCS as its one collateral source', () => {
-      expect(result.stderr).toMatch(/TDX policy .*policy\.json: mrTd 1 allowed, rtmr0 1 allowed, mrConfigId 1 allowed, TCB status UpToDate; DCAP collateral from https:\/\/pccs\.example\.org:8081\n/);
+      // The sealer's own summary (sealer/verifiers.ts describePolicy, through scripts/check-policy.ts).
+      expect(result.stderr).toMatch(/TDX policy .*policy\.json: mrTd 1 allowed, rtmr0 1 allowed, rtmr1 any, rtmr2 any, mrConfigId 1 allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https:\/\/pccs\.example\.org:8081\n/);
       expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: 'https://pccs.example.org:8081' }]);
       expect(sealerEnv(resources, 'KMS_SEALER_TDX_COLLATERAL_FILE')).toEqual([]);
       expect(sealerEnv(resources, 'KMS_SEALER_TDX_POLICY_FILE')).toHaveLength(1);
@@ -290,13 +292,27 @@ describe('Dockerfile and .dockerignore', () => {
     expect(build!.from).toBe(runtime!.from);
   });
 
+  it('the base image is a Node.js LTS line package.json\'s engines names, as is the Node running these tests', () => {
+    const from = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8')).args.find((a) => a.args.startsWith('NODE_IMAGE='))!.args;
+    const major = /^NODE_IMAGE=node:(\d+)-bookworm-slim(@sha256:[0-9a-f]{64})?$/.exec(from)?.[1];
+    expect(major, from).toBeDefined();
+    expect(Number(major) % 2, 'an even (LTS) line').toBe(0);
+    expect(Number(major)).toBeGreaterThanOrEqual(22); // Node 20 left support in April 2026
+    const engines = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).engines.node as string;
+    const ranges = engines.split('||').map((r) => /^\^(\d+)\.(\d+)\.\d+$/.exec(r.trim()));
+    expect(ranges.every(Boolean), engines).toBe(true);
+    const majors = ranges.map((r) => Number(r![1]));
+    expect(majors).toContain(Number(major));
+    expect(majors).toContain(Number(process.versions.node.split('.')[0]));
+  });
+
   it('runs as a non-root user with NODE_ENV=production, on 0.0.0.0 without TLS (Knative terminates it), CMD the lean host', () => {
     const user = runtime!.instructions.filter((i) => i.op === 'USER').at(-1)?.args;
     expect(user).toMatch(/^(node|1000)(:(node|1000))?$/);
     expect(dockerEnv(runtime!)).toMatchObject({ NODE_ENV: 'production', KMS_BIND: '0.0.0.0', KMS_TLS: 'off' });
     expect(dockerCmd(runtime!)).toEqual(['node', 'dist/scripts/serve.js']);
     // The manifests' runAsUser is the image's user.
-    expect(readFileSync(join(KNATIVE, 'base', 'functions', 'welcome.yaml'), 'utf8')).toContain('runAsUser: 1000');
+    expect(readFileSync(join(KNATIVE, 'functions', 'per-function', 'welcome.yaml'), 'utf8')).toContain('runAsUser: 1000');
   });
 
   it('copies only sources that exist, and .dockerignore lets exactly those in', () => {
@@ -333,6 +349,24 @@ describe('docs/deploy-knative.md', () => {
     const examples = doc.match(/knative\/install\.sh --tee tdx(?:[^\n]*\\\n)*[^\n]*/g) ?? [];
     expect(examples.length).toBeGreaterThanOrEqual(2);
     for (const example of examples) expect(example).toContain('--tdx-policy');
+  });
+
+  it('kn service create carries what a TDX pod needs, kn service apply -f takes a generated Service', () => {
+    const tdxComponent = readFileSync(join(KNATIVE, 'components', 'tdx', 'patches', 'functions-tdx.yaml'), 'utf8');
+    const annotation = /path: \/spec\/template\/metadata\/annotations\/(\S+)\n\s*value: (\S+)/.exec(tdxComponent)!;
+    expect(doc).toContain(`--annotation-revision ${annotation[1]!.replaceAll('~1', '/')}=${annotation[2]}`);
+    expect(doc).toContain('"runtimeClassName":"kata-qemu-tdx"');
+    expect(doc).toContain('--probe-readiness http::8080:/readyz');
+    expect(doc).toMatch(/kn service apply [a-z-]+ -n tee-kms -f [a-z-]+\.yaml/);
+    for (const route of routes) expect(doc, route.name).toMatch(new RegExp(`kn service create [a-z-]+ [^\\n]*"\\$\\{TDX\\[@\\]\\}"[^\\n]*FUNCTION_TARGET=${route.name}\\b`));
+  });
+
+  it('sends no token or key to an http:// URL, except through a local kubectl port-forward', () => {
+    for (const text of [doc, readFileSync(join(REPO, 'README.md'), 'utf8')]) {
+      for (const line of text.split('\n').filter((l) => /\bcurl\b/.test(l) && /http:\/\//.test(l))) {
+        expect(line).toMatch(/http:\/\/127\.0\.0\.1:8081\//);
+      }
+    }
   });
 
   it('gives the kn service create command of every function', () => {

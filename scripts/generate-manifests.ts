@@ -1,0 +1,215 @@
+/**
+ * `npm run generate:manifests`: the Knative Services of the functions, generated from the function
+ * catalog (functions/catalog.ts) with the typed models of kubernetes-models and
+ * @kubernetes-models/knative (each object is validated against its schema before it is written).
+ * Adding a function to the catalog adds its Service here; kustomize stays the overlay mechanism.
+ *
+ *   knative/functions/per-function/    one Knative Service per function (the default layout)
+ *   knative/functions/single-service/  one Knative Service, tee-kms, serving every route
+ *                                      (FUNCTION_TARGET empty): for small clusters, one base URL
+ *
+ * `--check` writes nothing and exits 1 when a committed file differs from what it would write.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Service } from '@kubernetes-models/knative/serving.knative.dev/v1/Service';
+import { Document } from 'yaml';
+import { routeModules } from '../functions/catalog.js';
+import type { Route } from '../shared/http/route.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+/** The repository: scripts/.. from the source (tests), dist/scripts/../.. from the build (npm run). */
+const ROOT = basename(dirname(HERE)) === 'dist' ? join(HERE, '..', '..') : join(HERE, '..');
+export const OUTPUT_DIRS = ['knative/functions/per-function', 'knative/functions/single-service'] as const;
+
+/** How a function is deployed beyond its name: the defaults fit a key route; root-key operations differ. */
+interface Traits {
+  /** Operator-only, and the first rotate initializes an uninitialized sealer without a token: cluster-local. */
+  readonly clusterLocal: boolean;
+  /** Reads KMS_ADMIN_TOKEN_FILE (the tee-kms-admin-token Secret). */
+  readonly adminToken: boolean;
+  readonly maxScale: number;
+  readonly containerConcurrency: number;
+  readonly timeoutSeconds: number;
+}
+
+const KEY_ROUTE: Traits = { clusterLocal: false, adminToken: false, maxScale: 10, containerConcurrency: 50, timeoutSeconds: 30 };
+/** Root-key operations: few, slow (a rotation rewraps every key), never many at once. */
+const ROOT_KEY_OPERATION: Traits = { ...KEY_ROUTE, maxScale: 2, containerConcurrency: 4, timeoutSeconds: 300 };
+const TRAITS: Readonly<Record<string, Traits>> = {
+  rotateRootKey: { ...ROOT_KEY_OPERATION, clusterLocal: true, adminToken: true },
+  verifyRootKey: { ...ROOT_KEY_OPERATION, clusterLocal: true, adminToken: true },
+  recoverRootKey: ROOT_KEY_OPERATION,
+  sealStatus: ROOT_KEY_OPERATION,
+};
+/** The one Service of --single-service: every route, so the root-key operations' timeout and the admin token. */
+const SINGLE_SERVICE: Traits = { clusterLocal: false, adminToken: true, maxScale: 10, containerConcurrency: 50, timeoutSeconds: 300 };
+
+/** getDataKey -> get-data-key: the Service name (and functions/<name>.ts, its module). */
+export const serviceName = (functionName: string) => functionName.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+const PART_OF = { 'app.kubernetes.io/name': 'tee-kms', 'app.kubernetes.io/component': 'function', 'app.kubernetes.io/part-of': 'tee-kms' };
+const ADMIN_TOKEN_DIR = '/var/run/secrets/tee-kms/admin';
+
+function knativeService(name: string, functionTarget: string, traits: Traits): Service {
+  const functionLabel = { 'tee-kms/function': functionTarget === '' ? 'all' : functionTarget };
+  const env = [
+    // Keep NODE_ENV first: the dev component replaces env/0 (guarded by a JSON-patch test op).
+    { name: 'NODE_ENV', value: 'production' },
+    { name: 'FUNCTION_TARGET', value: functionTarget },
+    { name: 'KMS_BIND', value: '0.0.0.0' },
+    // Knative's queue-proxy (in the same pod, so inside the TD) terminates TLS.
+    { name: 'KMS_TLS', value: 'off' },
+    { name: 'KMS_S3_ACCESS_KEY_ID_FILE', value: '/var/run/secrets/tee-kms/s3/accessKeyId' },
+    { name: 'KMS_S3_SECRET_ACCESS_KEY_FILE', value: '/var/run/secrets/tee-kms/s3/secretAccessKey' },
+    { name: 'KMS_SEALER_CA_FILE', value: '/var/run/tee-kms/ca/ca.crt' },
+    // MinIO's certificate is issued by the same internal CA.
+    { name: 'NODE_EXTRA_CA_CERTS', value: '/var/run/tee-kms/ca/ca.crt' },
+    ...(traits.adminToken ? [{ name: 'KMS_ADMIN_TOKEN_FILE', value: `${ADMIN_TOKEN_DIR}/token` }] : []),
+  ];
+  const service = new Service({
+    metadata: {
+      name,
+      labels: { ...PART_OF, ...functionLabel, ...(traits.clusterLocal ? { 'networking.knative.dev/visibility': 'cluster-local' } : {}) },
+    },
+    spec: {
+      template: {
+        metadata: {
+          // NetworkPolicies admit only pods carrying the client labels to MinIO and the sealer.
+          labels: { ...PART_OF, ...functionLabel, 'tee-kms/s3-client': 'true', 'tee-kms/sealer-client': 'true' },
+          annotations: {
+            // A TD boots in seconds, not milliseconds: keep one warm instance.
+            'autoscaling.knative.dev/min-scale': '1',
+            'autoscaling.knative.dev/initial-scale': '1',
+            'autoscaling.knative.dev/max-scale': String(traits.maxScale),
+            'autoscaling.knative.dev/scale-down-delay': '5m',
+            // Keep the activator (outside the TD) out of the request path whenever instances are up.
+            'autoscaling.knative.dev/target-burst-capacity': '0',
+          },
+        },
+        spec: {
+          containerConcurrency: traits.containerConcurrency,
+          timeoutSeconds: traits.timeoutSeconds,
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          containers: [
+            {
+              name: 'function',
+              image: 'tee-kms',
+              ports: [{ name: 'http1', containerPort: 8080 }],
+              env,
+              envFrom: [{ configMapRef: { name: 'tee-kms-config' } }],
+              // Ready once the root key can be obtained, or the sealer answers that it is sealed.
+              readinessProbe: { httpGet: { path: '/readyz', port: 8080 }, periodSeconds: 5, timeoutSeconds: 2 },
+              // Liveness stays cheap: the process serves HTTP.
+              livenessProbe: { httpGet: { path: '/healthz', port: 8080 }, initialDelaySeconds: 10, periodSeconds: 15 },
+              resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '1', memory: '512Mi' } },
+              securityContext: {
+                runAsNonRoot: true,
+                runAsUser: 1000,
+                runAsGroup: 1000,
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                capabilities: { drop: ['ALL'] },
+                seccompProfile: { type: 'RuntimeDefault' },
+              },
+              volumeMounts: [
+                { name: 's3-credentials', mountPath: '/var/run/secrets/tee-kms/s3', readOnly: true },
+                { name: 'internal-ca', mountPath: '/var/run/tee-kms/ca', readOnly: true },
+                ...(traits.adminToken ? [{ name: 'admin-token', mountPath: ADMIN_TOKEN_DIR, readOnly: true }] : []),
+              ],
+            },
+          ],
+          volumes: [
+            { name: 's3-credentials', secret: { secretName: 'tee-kms-s3-credentials' } },
+            { name: 'internal-ca', configMap: { name: 'tee-kms-internal-ca' } },
+            ...(traits.adminToken ? [{ name: 'admin-token', secret: { secretName: 'tee-kms-admin-token' } }] : []),
+          ],
+        },
+      },
+    },
+  });
+  service.validate();
+  return service;
+}
+
+const GENERATED = 'Generated by scripts/generate-manifests.ts from functions/catalog.ts: do not edit, run npm run generate:manifests.';
+
+function yamlFile(comment: string[], value: unknown): string {
+  // YAML 1.1 quoting: Kubernetes reads `off`, `yes`, `on` unquoted as booleans.
+  const doc = new Document(value, { version: '1.1' });
+  doc.commentBefore = [...comment, GENERATED].map((line) => ` ${line}`).join('\n');
+  return doc.toString({ lineWidth: 0 });
+}
+
+function kustomization(comment: string[], resources: string[]): string {
+  return yamlFile(comment, { apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', namespace: 'tee-kms', resources });
+}
+
+const describe = (route: Route) => `${route.methods.join('|')} ${route.path}${route.path.endsWith('/') && route.path !== '/' ? '{name}' : ''}`;
+
+/** Every file the generator writes, by path relative to the repository. */
+export async function generateManifests(): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  const routes = await Promise.all(Object.entries(routeModules).map(async ([name, load]) => ({ name, route: await load() })));
+  const perFunction = OUTPUT_DIRS[0];
+  for (const { name, route } of routes) {
+    if (route.name !== name) throw new Error(`functions/catalog.ts: ${name} loads the route ${route.name}`);
+    const file = `${serviceName(name)}.yaml`;
+    const comment = [
+      `${name}: ${describe(route)} (functions/${serviceName(name)}.ts), one Knative Service per function.`,
+      'Same image as every function; FUNCTION_TARGET selects it. TLS ends before the pod (docs/deploy-knative.md).',
+    ];
+    files.set(`${perFunction}/${file}`, yamlFile(comment, knativeService(serviceName(name), name, TRAITS[name] ?? KEY_ROUTE).toJSON()));
+  }
+  files.set(
+    `${perFunction}/kustomization.yaml`,
+    kustomization(['The default layout: one Knative Service per function (install.sh without --single-service).'], routes.map(({ name }) => `${serviceName(name)}.yaml`)),
+  );
+  const single = OUTPUT_DIRS[1];
+  files.set(
+    `${single}/tee-kms.yaml`,
+    yamlFile(
+      [
+        'Every route in one Knative Service (FUNCTION_TARGET empty): install.sh --single-service.',
+        `Serves ${routes.map(({ route }) => describe(route)).join(', ')}.`,
+        'One TD instead of one per function: for small clusters, and for a single base URL.',
+      ],
+      knativeService('tee-kms', '', SINGLE_SERVICE).toJSON(),
+    ),
+  );
+  files.set(`${single}/kustomization.yaml`, kustomization(['One Knative Service serving every route (install.sh --single-service).'], ['tee-kms.yaml']));
+  return files;
+}
+
+/** Files that differ from what the generator writes (changed, missing or left over), relative to the repository. */
+export async function staleManifests(root = ROOT): Promise<string[]> {
+  const files = await generateManifests();
+  const stale = [...files].filter(([path, text]) => !existsSync(join(root, path)) || readFileSync(join(root, path), 'utf8') !== text).map(([path]) => path);
+  for (const dir of OUTPUT_DIRS) {
+    if (!existsSync(join(root, dir))) continue;
+    for (const f of readdirSync(join(root, dir))) if (!files.has(`${dir}/${f}`)) stale.push(`${dir}/${f}`);
+  }
+  return stale.sort();
+}
+
+async function main(check: boolean): Promise<void> {
+  if (check) {
+    const stale = await staleManifests();
+    if (stale.length > 0) {
+      process.stderr.write(`generate-manifests: out of date (run npm run generate:manifests): ${stale.join(', ')}\n`);
+      process.exit(1);
+    }
+    return;
+  }
+  const files = await generateManifests();
+  for (const dir of OUTPUT_DIRS) rmSync(join(ROOT, dir), { recursive: true, force: true });
+  for (const [path, text] of files) {
+    mkdirSync(dirname(join(ROOT, path)), { recursive: true });
+    writeFileSync(join(ROOT, path), text);
+  }
+  process.stderr.write(`generate-manifests: wrote ${[...files.keys()].map((p) => relative(ROOT, join(ROOT, p))).join(', ')}\n`);
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) await main(process.argv.includes('--check'));

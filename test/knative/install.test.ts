@@ -1,0 +1,186 @@
+/**
+ * knative/install.sh end to end against a recording kubectl (test/knative/fake/kubectl): it answers
+ * what the script asks (versions, CRDs, RuntimeClasses, Knative's ConfigMaps, `auth can-i`) and
+ * records every call. A refusal must stop the script before its first write; a cluster that has
+ * everything gets the writes in order: all checks first, then namespace, Secrets, Knative's
+ * configuration, the issuer, `apply -k` (rendered by the real kubectl where it is installed).
+ */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { KNATIVE, KUBECTL } from './support.js';
+
+const INSTALL = join(KNATIVE, 'install.sh');
+const FAKE_BIN = join(dirname(new URL(import.meta.url).pathname), 'fake');
+const REAL_KUBECTL = KUBECTL.present ? spawnSync('bash', ['-c', 'command -v kubectl'], { encoding: 'utf8' }).stdout.trim() : '';
+const POLICY_MEASUREMENT = 'ab'.repeat(48);
+const DIGEST_IMAGE = `registry.example/tee-kms@sha256:${'cd'.repeat(32)}`;
+
+const temps: string[] = [];
+afterAll(() => temps.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+/** Writes: what changes a cluster. Everything else the script runs only reads. */
+function isWrite(call: string): boolean {
+  const [verb] = call.split(' ');
+  if (verb === 'create' || verb === 'label') return !call.includes('--dry-run=client') && !call.includes('--local');
+  if (verb === 'rollout') return call.startsWith('rollout restart');
+  return ['apply', 'patch', 'delete', 'annotate', 'replace', 'scale', 'edit'].includes(verb!);
+}
+
+interface Run {
+  readonly log: string;
+  readonly status: number | null;
+  readonly stderr: string;
+  readonly calls: string[];
+  readonly secrets: string;
+}
+
+function install(args: string[], fake: Record<string, string> = {}): Run {
+  const dir = mkdtempSync(join(tmpdir(), 'tee-kms-install-'));
+  temps.push(dir);
+  const log = join(dir, 'kubectl.log');
+  writeFileSync(log, '');
+  const secrets = join(dir, 'secrets');
+  const result = spawnSync('bash', [INSTALL, ...args], {
+    env: {
+      PATH: `${FAKE_BIN}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+      HOME: dir,
+      TMPDIR: dir,
+      KMS_SECRETS_DIR: secrets,
+      FAKE_KUBECTL_LOG: log,
+      REAL_KUBECTL,
+      ...fake,
+    },
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  return { log, status: result.status, stderr: result.stderr, calls: readFileSync(log, 'utf8').split('\n').filter(Boolean), secrets };
+}
+
+describe('install.sh against a recording kubectl', () => {
+  it('the stand-in is executable', () => {
+    chmodSync(join(FAKE_BIN, 'kubectl'), 0o755);
+    expect(spawnSync(join(FAKE_BIN, 'kubectl'), ['version', '--client', '-o', 'json'], { env: { FAKE_KUBECTL_LOG: '/dev/null' }, encoding: 'utf8' }).stdout).toContain('"minor": "35"');
+  });
+
+  const refusals: [string, string[], Record<string, string>, RegExp][] = [
+    ['kubectl too old to render the overlays', ['--tee', 'dev'], { FAKE_CLIENT_MINOR: '20' }, /kubectl 1\.20 is too old .*install kubectl 1\.27 or later/],
+    ['kubectl cannot render the manifests', ['--tee', 'dev'], { FAKE_RENDER_FAILS: '1' }, /kubectl 1\.35 cannot render the manifests: error: invalid Kustomization/],
+    ['cluster unreachable', ['--tee', 'dev'], { FAKE_UNREACHABLE: '1' }, /cannot reach the cluster/],
+    ['no Knative Serving', ['--tee', 'dev'], { FAKE_MISSING: 'services.serving.knative.dev' }, /Knative Serving is not installed/],
+    ['no cert-manager', ['--tee', 'dev'], { FAKE_MISSING: 'certificates.cert-manager.io' }, /cert-manager is not installed .*HTTPS/],
+    ['Knative too old for its cert-manager integration', ['--tee', 'dev'], { FAKE_KNATIVE_VERSION: '1.12.3' }, /Knative Serving 1\.12\.3 .*upgrade to 1\.15/],
+    ['no real Knative domain', ['--tee', 'dev'], { FAKE_DOMAIN: 'example.com' }, /Knative has no real domain .*config-domain/],
+    ['another issuer already configured', ['--tee', 'dev'], { FAKE_EXTERNAL_TLS: 'Enabled', FAKE_ISSUER_REF: 'kind: ClusterIssuer\nname: corp-ca\n', KMS_TLS_ISSUER: 'self-signed' }, /already names the issuer corp-ca .*--tls cluster/],
+    ['--tls cluster without TLS configured', ['--tee', 'dev', '--tls', 'cluster'], {}, /--tls cluster: .*external-domain-tls/],
+    ['RBAC: cannot patch Knative\'s config-network', ['--tee', 'dev'], { FAKE_DENY: 'patch:configmaps/config-network' }, /RBAC: you cannot patch configmaps\/config-network in namespace knative-serving/],
+    ['RBAC: cannot create Knative Services', ['--tee', 'dev'], { FAKE_DENY: 'create:services.serving.knative.dev' }, /RBAC: you cannot create services\.serving\.knative\.dev in namespace tee-kms/],
+    ['RBAC: cannot create ClusterIssuers', ['--tee', 'dev'], { FAKE_DENY: 'create:clusterissuers.cert-manager.io' }, /RBAC: you cannot create clusterissuers\.cert-manager\.io \(cluster-wide\)/],
+    ['RBAC: cannot create the namespace', ['--tee', 'dev'], { FAKE_DENY: 'create:namespaces' }, /RBAC: you cannot create namespaces/],
+    ['--skip-knative-config on a Knative without HTTPS', ['--tee', 'dev', '--skip-knative-config'], {}, /--skip-knative-config: Knative's external-domain-tls is not set up/],
+  ];
+  for (const [name, args, fake, message] of refusals) {
+    it(`${name}: stops with what to do, before any write`, () => {
+      const run = install(args, fake);
+      expect(run.status, run.stderr).not.toBe(0);
+      expect(run.stderr).toMatch(message);
+      expect(run.calls.filter(isWrite)).toEqual([]);
+      expect(existsSync(join(run.secrets, 'admin-token')), 'no secret generated').toBe(false);
+    });
+  }
+
+  it('--tee tdx without the kata-qemu-tdx RuntimeClass stops (not a warning), before any write', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tee-kms-policy-'));
+    temps.push(dir);
+    const policy = join(dir, 'policy.json');
+    writeFileSync(policy, JSON.stringify({ mrTd: [POLICY_MEASUREMENT] }));
+    const run = install(['--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', policy], { FAKE_MISSING: 'kata-qemu-tdx' });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toMatch(/RuntimeClass kata-qemu-tdx is missing: install Confidential Containers/);
+    expect(run.stderr).toMatch(/nothing was changed/);
+    expect(run.calls.filter(isWrite)).toEqual([]);
+  });
+
+  it('every refusal is reported at once, not one per run', () => {
+    const run = install(['--tee', 'dev'], { FAKE_MISSING: 'certificates.cert-manager.io', FAKE_DENY: 'patch:configmaps/config-network create:secrets' });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toMatch(/cert-manager is not installed/);
+    expect(run.stderr).toMatch(/cannot patch configmaps\/config-network/);
+    expect(run.stderr).toMatch(/cannot create secrets in namespace tee-kms/);
+  });
+
+  describe.each([
+    ['per function (default)', [] as string[], 'knative/functions/per-function'],
+    ['--single-service', ['--single-service', '--generate-root-key'], 'knative/functions/single-service'],
+  ])('a cluster with everything, %s', (_name, extra, layout) => {
+    const run = install(['--tee', 'dev', '--no-wait', '--work-dir', join(mkdtempSync(join(tmpdir(), 'tee-kms-work-')), 'k'), ...extra]);
+
+    it('succeeds', () => {
+      expect(run.status, run.stderr).toBe(0);
+    });
+
+    it('asks every question before its first write', () => {
+      const firstWrite = run.calls.findIndex(isWrite);
+      expect(firstWrite).toBeGreaterThan(0);
+      const lastCheck = run.calls.findLastIndex((c) => c.startsWith('auth can-i') || c.startsWith('get crd') || c.startsWith('version'));
+      expect(lastCheck).toBeLessThan(firstWrite);
+    });
+
+    it('turns on HTTPS with its own CA issuer, with no hidden refusal, then applies the chosen layout', () => {
+      const writes = run.calls.filter(isWrite);
+      const index = (prefix: string) => writes.findIndex((c) => c.startsWith(prefix));
+      expect(index('create namespace tee-kms')).toBe(0);
+      expect(index('apply -f -')).toBeGreaterThan(0); // Secrets, then the ClusterIssuers
+      expect(writes).toContain(`patch configmap config-certmanager -n knative-serving --type merge -p {"data":{"issuerRef":"kind: ClusterIssuer\\nname: tee-kms-ca\\n"}}`);
+      expect(writes).toContain('patch configmap config-network -n knative-serving --type merge -p {"data":{"external-domain-tls":"Enabled"}}');
+      expect(index('apply -k')).toBe(writes.length - 1);
+      const generated = readFileSync(join(writes.at(-1)!.split(' ')[2]!, 'kustomization.yaml'), 'utf8');
+      expect(generated).toContain(layout.split('/').at(-1));
+      expect(generated).toContain('components/dev');
+    });
+
+    it('the issuers it applies: a self-signed issuer, the CA certificate in cert-manager\'s namespace, the CA issuer', () => {
+      const dir = dirname(run.log);
+      const applied = readdirSync(dir)
+        .filter((f) => f.startsWith('kubectl.log.apply.'))
+        .flatMap((f) => parseAllDocuments(readFileSync(join(dir, f), 'utf8')).map((d) => d.toJS()))
+        .filter((d) => d?.apiVersion === 'cert-manager.io/v1');
+      expect(applied.map((d) => `${d.kind}/${d.metadata.namespace ?? ''}/${d.metadata.name}`)).toEqual([
+        'ClusterIssuer//tee-kms-selfsigned',
+        'Certificate/cert-manager/tee-kms-ca',
+        'ClusterIssuer//tee-kms-ca',
+      ]);
+      expect(applied[1].spec).toMatchObject({ isCA: true, secretName: 'tee-kms-ca', issuerRef: { kind: 'ClusterIssuer', name: 'tee-kms-selfsigned' } });
+      expect(applied[2].spec).toEqual({ ca: { secretName: 'tee-kms-ca' } });
+    });
+
+    it('prints the reachable HTTPS URL with the CA to trust, never a cluster-local one as reachable', () => {
+      expect(run.stderr).toMatch(/welcome +https:\/\/welcome\.tee-kms\.127\.0\.0\.1\.sslip\.io/);
+      expect(run.stderr).toMatch(/rotate-root-key +inside the cluster only/);
+      expect(run.stderr).toContain(`curl --cacert ${run.secrets}/public-ca.crt https://welcome.tee-kms.127.0.0.1.sslip.io/`);
+      expect(readFileSync(join(run.secrets, 'public-ca.crt'), 'utf8')).toContain('BEGIN CERTIFICATE');
+      expect(run.stderr).not.toMatch(/curl [^\n]*http:\/\/(?!127\.0\.0\.1)/);
+    });
+  });
+
+  it('a patch refused after the checks passed (an admission webhook) stops the script before apply -k', () => {
+    const run = install(['--tee', 'dev', '--no-wait'], { FAKE_PATCH_REFUSED: 'config-network' });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toMatch(/configmaps "config-network" is forbidden/);
+    expect(run.calls.filter((c) => c.startsWith('apply -k'))).toEqual([]);
+    expect(run.stderr).not.toMatch(/external-domain-tls enabled/);
+    const text = readFileSync(INSTALL, 'utf8');
+    expect(text).not.toMatch(/if knative_patch|\[\[ \$\(knative_patch/);
+    expect(text).toMatch(/shopt -s inherit_errexit/);
+  });
+
+  it('--single-service needs a root key Secret: its public rotate would initialize the Shamir mode for anyone', () => {
+    const run = install(['--tee', 'dev', '--single-service']);
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toMatch(/--single-service serves rotate-root-key publicly/);
+    expect(run.calls).toEqual([]);
+  });
+});
