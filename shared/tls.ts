@@ -90,7 +90,7 @@ async function readPem(file: string, env: string): Promise<string> {
 }
 
 function assertPair(cert: string, key: string, message: string): void {
-  let ok = false;
+  let ok: boolean;
   try {
     ok = new X509Certificate(cert).checkPrivateKey(createPrivateKey(key));
   } catch {

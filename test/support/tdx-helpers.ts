@@ -8,7 +8,7 @@ export async function kmsError(action: () => unknown): Promise<KmsError> {
     await action();
   } catch (error) {
     if (error instanceof KmsError) return error;
-    throw new Error(`expected a KmsError, got: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`);
+    throw new Error(`expected a KmsError, got: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`, { cause: error });
   }
   throw new Error('expected a KmsError, but the action succeeded');
 }

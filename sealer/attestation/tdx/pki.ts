@@ -126,7 +126,7 @@ export function verifyCrl(crl: Crl, issuer: X509Certificate, at: Date, what: str
     throw new PkiError(`${what} is not issued by ${issuer.subject.replace(/\n/g, ', ')}`);
   }
   if (crl.hash === undefined) throw new PkiError(`${what} uses an unsupported signature algorithm`);
-  let valid = false;
+  let valid: boolean;
   try {
     valid = verifySignature(crl.hash, crl.tbs, issuer.publicKey, crl.signature);
   } catch {
@@ -188,7 +188,7 @@ export function verifyChain(
     if (!sameBytes(certificateNames(cert).issuer, certificateNames(issuer).subject)) {
       throw new PkiError(`${label(index)} is not issued by the next certificate (does the chain end at the trusted root?)`);
     }
-    let signed = false;
+    let signed: boolean;
     try {
       signed = cert.verify(issuer.publicKey);
     } catch {

@@ -17,7 +17,7 @@ function kmsErrorOf(fn: () => unknown): KmsError {
     fn();
   } catch (error) {
     if (error instanceof KmsError) return error;
-    throw new Error(`expected a KmsError, got ${String(error)}`);
+    throw new Error(`expected a KmsError, got ${String(error)}`, { cause: error });
   }
   throw new Error('expected a KmsError, nothing was thrown');
 }
