@@ -13,7 +13,7 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
       // A floating promise that rejects is an unhandled rejection: handle it or mark it with `void`.
       'no-void': 'off',
-      eqeqeq: ['error', 'always'],
+      eqeqeq: ['error', 'always', { null: 'ignore' }], // `== null` means null or undefined, on purpose
       'no-console': 'error',
     },
   },

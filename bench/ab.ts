@@ -69,12 +69,24 @@ try {
 async function coldAb(env: Record<string, string | undefined>, path: string): Promise<void> {
   const runs: Record<'A' | 'B', { listen: number; firstOk: number; rss: number }[]> = { A: [], B: [] };
   for (let round = 0; round < Number(rounds); round++) {
-    for (const [label, dist] of [['A', distA!], ['B', distB!]] as const) {
+    for (const [label, dist] of [
+      ['A', distA!],
+      ['B', distB!],
+    ] as const) {
       const port = await freePort();
-      const server = startProc(label, process.execPath, [resolve(dist, 'scripts/serve.js')], { ...env, ...extraEnv(label), PORT: String(port), KMS_TLS: 'off', FUNCTION_TARGET: 'getDataKey' }, process.cwd());
+      const server = startProc(
+        label,
+        process.execPath,
+        [resolve(dist, 'scripts/serve.js')],
+        { ...env, ...extraEnv(label), PORT: String(port), KMS_TLS: 'off', FUNCTION_TARGET: 'getDataKey' },
+        process.cwd(),
+      );
       try {
         let listen = 0;
-        void server.waitForLine(/tee-kms listening/, 30_000).then(() => (listen = performance.now() - server.startedAt), () => {});
+        void server.waitForLine(/tee-kms listening/, 30_000).then(
+          () => (listen = performance.now() - server.startedAt),
+          () => {},
+        );
         let firstOk: number | undefined;
         while (firstOk === undefined) {
           try {
@@ -97,7 +109,9 @@ async function coldAb(env: Record<string, string | undefined>, path: string): Pr
   }
   for (const label of ['A', 'B'] as const) {
     const m = (f: (x: (typeof runs)['A'][number]) => number) => median(runs[label].map(f))!;
-    process.stdout.write(`${label} (${label === 'A' ? distA : distB}): median listening ${m((x) => x.listen).toFixed(0)} ms, first 200 ${m((x) => x.firstOk).toFixed(0)} ms, RSS ${m((x) => x.rss)} MB\n`);
+    process.stdout.write(
+      `${label} (${label === 'A' ? distA : distB}): median listening ${m((x) => x.listen).toFixed(0)} ms, first 200 ${m((x) => x.firstOk).toFixed(0)} ms, RSS ${m((x) => x.rss)} MB\n`,
+    );
   }
 }
 
@@ -115,13 +129,24 @@ async function warmAb(env: Record<string, string | undefined>, path: string): Pr
   const runs: Record<'A' | 'B', { rps: number; p50: number; p99: number; cpu: number }[]> = { A: [], B: [] };
 
   for (let round = 0; round < Number(rounds); round++) {
-    for (const [label, dist] of [['A', distA!], ['B', distB!]] as const) {
+    for (const [label, dist] of [
+      ['A', distA!],
+      ['B', distB!],
+    ] as const) {
       const server = startProc(label, process.execPath, [resolve(dist, 'scripts/serve.js')], { ...env, ...extraEnv(label) }, process.cwd());
       try {
         const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;
         const first = await fetchOnce(`${url}${path}`);
         if (first.status !== 200) throw new Error(`${label}: warm-up answered ${first.status}`);
-        const spec: HttpCase = { kind: 'http', url, method: 'GET', paths: { mode: 'fixed', path }, connections: Number(connections), durationSec: Number(seconds), warmupSec: 1 };
+        const spec: HttpCase = {
+          kind: 'http',
+          url,
+          method: 'GET',
+          paths: { mode: 'fixed', path },
+          connections: Number(connections),
+          durationSec: Number(seconds),
+          warmupSec: 1,
+        };
         const file = join(work, 'spec.json');
         writeFileSync(file, JSON.stringify(spec));
         const before = cpuMs(server.pid)!;
@@ -133,7 +158,9 @@ async function warmAb(env: Record<string, string | undefined>, path: string): Pr
         });
         const cpu = ((cpuMs(server.pid)! - before) * 1000) / (r.ok + r.failed + r.warmupAnswers);
         runs[label].push({ rps: r.rps, p50: r.p50, p99: r.p99, cpu });
-        process.stderr.write(`round ${round + 1} ${label}: ${Math.round(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpu.toFixed(0)} µs/req\n`);
+        process.stderr.write(
+          `round ${round + 1} ${label}: ${Math.round(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpu.toFixed(0)} µs/req\n`,
+        );
       } finally {
         await server.stop();
       }
@@ -141,6 +168,8 @@ async function warmAb(env: Record<string, string | undefined>, path: string): Pr
   }
   for (const label of ['A', 'B'] as const) {
     const m = (f: (x: (typeof runs)['A'][number]) => number) => median(runs[label].map(f))!;
-    process.stdout.write(`${label} (${label === 'A' ? distA : distB}): median ${Math.round(m((x) => x.rps))} req/s, p50 ${m((x) => x.p50).toFixed(2)} ms, p99 ${m((x) => x.p99).toFixed(2)} ms, server CPU ${m((x) => x.cpu).toFixed(0)} µs/req\n`);
+    process.stdout.write(
+      `${label} (${label === 'A' ? distA : distB}): median ${Math.round(m((x) => x.rps))} req/s, p50 ${m((x) => x.p50).toFixed(2)} ms, p99 ${m((x) => x.p99).toFixed(2)} ms, server CPU ${m((x) => x.cpu).toFixed(0)} µs/req\n`,
+    );
   }
 }

@@ -14,7 +14,21 @@ import { fetchOnce, rssMb, sealerAddress, serverEnv } from './proc.js';
 import type { BenchResults, ColdStartRecord } from './report.js';
 import { measureRotation, rotationRouteExists, ROTATION_KEYS, type RotationResult } from './rotation.js';
 import { startRgw, warmUp, type Rgw, type Servers } from './servers.js';
-import { COLD_START_RUNS, CONCURRENCIES, DIST, DURATION, enabled, firstLine, goalConcurrency, log, ROUND_SEC, ROUNDS, shuffle, shuffled, WARMUP } from './settings.js';
+import {
+  COLD_START_RUNS,
+  CONCURRENCIES,
+  DIST,
+  DURATION,
+  enabled,
+  firstLine,
+  goalConcurrency,
+  log,
+  ROUND_SEC,
+  ROUNDS,
+  shuffle,
+  shuffled,
+  WARMUP,
+} from './settings.js';
 
 export interface BenchContext {
   readonly results: BenchResults;
@@ -115,7 +129,15 @@ async function setUp(ctx: BenchContext): Promise<Bench> {
     baseEnv,
     fnEnv,
     goalC: goalConcurrency(),
-    s3Base: { kind: 's3', endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, bucket: fx.bucket, durationSec: ROUND_SEC },
+    s3Base: {
+      kind: 's3',
+      endpoint: s3.endpoint,
+      region: s3.region,
+      accessKeyId: s3.accessKeyId,
+      secretAccessKey: s3.secretAccessKey,
+      bucket: fx.bucket,
+      durationSec: ROUND_SEC,
+    },
     fixed: { mode: 'fixed', path: warmPath },
     measure: (items) => measure(results, generator, items),
     http: (url, method, paths, connections, warm) => ({
@@ -159,13 +181,39 @@ async function writesAndWarmReads(b: Bench): Promise<void> {
       );
     }
     if (lean !== undefined) {
-      writes.push(item({ id: `lean-createdk-c${c}`, group: 'kms', host: 'lean https', route: 'POST /dataKey', concurrency: c }, (r) => http(lean.url, 'POST', b.createDk(`lean-c${c}-r${r}`), c, false), lean.proc.pid));
-      writes.push(item({ id: `lean-createpk-c${c}`, group: 'kms', host: 'lean https', route: 'POST /primaryKey', concurrency: c }, (r) => http(lean.url, 'POST', b.createPk(`lean-c${c}-r${r}`), c, false), lean.proc.pid));
+      writes.push(
+        item(
+          { id: `lean-createdk-c${c}`, group: 'kms', host: 'lean https', route: 'POST /dataKey', concurrency: c },
+          (r) => http(lean.url, 'POST', b.createDk(`lean-c${c}-r${r}`), c, false),
+          lean.proc.pid,
+        ),
+      );
+      writes.push(
+        item(
+          { id: `lean-createpk-c${c}`, group: 'kms', host: 'lean https', route: 'POST /primaryKey', concurrency: c },
+          (r) => http(lean.url, 'POST', b.createPk(`lean-c${c}-r${r}`), c, false),
+          lean.proc.pid,
+        ),
+      );
     }
     await b.measure(writes);
     const reads: MeasureItem[] = [];
-    if (bare !== undefined) reads.push(item({ id: `bare-https-c${c}`, group: 'bare', host: 'bare node:https', route: 'same bytes as warm GET', concurrency: c }, () => http(bare.url, 'GET', fixed, c, true), bare.proc.pid));
-    if (lean !== undefined) reads.push(item({ id: `lean-warm-c${c}`, group: 'kms', host: 'lean https', route: 'GET /dataKey warm', concurrency: c }, () => http(lean.url, 'GET', fixed, c, true), lean.proc.pid));
+    if (bare !== undefined)
+      reads.push(
+        item(
+          { id: `bare-https-c${c}`, group: 'bare', host: 'bare node:https', route: 'same bytes as warm GET', concurrency: c },
+          () => http(bare.url, 'GET', fixed, c, true),
+          bare.proc.pid,
+        ),
+      );
+    if (lean !== undefined)
+      reads.push(
+        item(
+          { id: `lean-warm-c${c}`, group: 'kms', host: 'lean https', route: 'GET /dataKey warm', concurrency: c },
+          () => http(lean.url, 'GET', fixed, c, true),
+          lean.proc.pid,
+        ),
+      );
     await b.measure(reads);
   }
   if (bare !== undefined) await servers.stop(bare.proc);
@@ -234,16 +282,31 @@ async function coldReads(b: Bench): Promise<ColdPaths> {
     for (const [i, c] of CONCURRENCIES.entries()) {
       const items: MeasureItem[] = [];
       if (enabled('s3')) {
-        items.push(item({ id: `s3-get-c${c}`, group: 'raw-s3', host: 'raw S3 (RGW)', route: 'GET (each object once)', concurrency: c }, (): LoadCase => ({ ...b.s3Base, op: 'get', connections: c, keys: shuffled(rawPool) })));
+        items.push(
+          item({ id: `s3-get-c${c}`, group: 'raw-s3', host: 'raw S3 (RGW)', route: 'GET (each object once)', concurrency: c }, (): LoadCase => ({
+            ...b.s3Base,
+            op: 'get',
+            connections: c,
+            keys: shuffled(rawPool),
+          })),
+        );
       }
       if (lean !== undefined) {
         items.push(
-          item({ id: `lean-cold-c${c}`, group: 'kms', host: 'lean https', route: 'GET /dataKey cold (each key once)', concurrency: c }, (r) => http(lean.url, 'GET', { mode: 'list', paths: cold[i]![r]! }, c, false), lean.proc.pid),
+          item(
+            { id: `lean-cold-c${c}`, group: 'kms', host: 'lean https', route: 'GET /dataKey cold (each key once)', concurrency: c },
+            (r) => http(lean.url, 'GET', { mode: 'list', paths: cold[i]![r]! }, c, false),
+            lean.proc.pid,
+          ),
         );
       }
       if (leanHttp !== undefined && c === goalC) {
         items.push(
-          item({ id: `leanhttp-cold-c${c}`, group: 'kms', host: 'lean http', route: 'GET /dataKey cold (each key once)', concurrency: c }, (r) => http(leanHttp.url, 'GET', { mode: 'list', paths: leanHttpColdPaths[r]! }, c, false), leanHttp.proc.pid),
+          item(
+            { id: `leanhttp-cold-c${c}`, group: 'kms', host: 'lean http', route: 'GET /dataKey cold (each key once)', concurrency: c },
+            (r) => http(leanHttp.url, 'GET', { mode: 'list', paths: leanHttpColdPaths[r]! }, c, false),
+            leanHttp.proc.pid,
+          ),
         );
       }
       await b.measure(items);
@@ -274,24 +337,55 @@ async function plainHttp(b: Bench, cold: ColdPaths): Promise<void> {
   }
   for (const c of CONCURRENCIES) {
     const items: MeasureItem[] = [];
-    if (bare !== undefined) items.push(item({ id: `bare-http-c${c}`, group: 'bare', host: 'bare node:http', route: 'same bytes as warm GET', concurrency: c }, () => http(bare.url, 'GET', fixed, c, true), bare.proc.pid));
-    if (lean !== undefined) items.push(item({ id: `leanhttp-warm-c${c}`, group: 'kms', host: 'lean http', route: 'GET /dataKey warm', concurrency: c }, () => http(lean.url, 'GET', fixed, c, true), lean.proc.pid));
-    if (ff !== undefined) items.push(item({ id: `ff-warm-c${c}`, group: 'kms', host: 'functions-framework', route: 'GET /dataKey warm', concurrency: c }, () => http(ff.url, 'GET', fixed, c, true), ff.proc.pid));
+    if (bare !== undefined)
+      items.push(
+        item(
+          { id: `bare-http-c${c}`, group: 'bare', host: 'bare node:http', route: 'same bytes as warm GET', concurrency: c },
+          () => http(bare.url, 'GET', fixed, c, true),
+          bare.proc.pid,
+        ),
+      );
+    if (lean !== undefined)
+      items.push(
+        item(
+          { id: `leanhttp-warm-c${c}`, group: 'kms', host: 'lean http', route: 'GET /dataKey warm', concurrency: c },
+          () => http(lean.url, 'GET', fixed, c, true),
+          lean.proc.pid,
+        ),
+      );
+    if (ff !== undefined)
+      items.push(
+        item(
+          { id: `ff-warm-c${c}`, group: 'kms', host: 'functions-framework', route: 'GET /dataKey warm', concurrency: c },
+          () => http(ff.url, 'GET', fixed, c, true),
+          ff.proc.pid,
+        ),
+      );
     await b.measure(items);
   }
   if (ff !== undefined) {
     for (const c of ffCold) {
       await b.measure([
-        item({ id: `ff-cold-c${c}`, group: 'kms', host: 'functions-framework', route: 'GET /dataKey cold (each key once)', concurrency: c }, (r) => http(ff.url, 'GET', { mode: 'list', paths: cold.ff[r]! }, c, false), ff.proc.pid),
+        item(
+          { id: `ff-cold-c${c}`, group: 'kms', host: 'functions-framework', route: 'GET /dataKey cold (each key once)', concurrency: c },
+          (r) => http(ff.url, 'GET', { mode: 'list', paths: cold.ff[r]! }, c, false),
+          ff.proc.pid,
+        ),
       ]);
     }
-    results.memory['functions-framework getDataKey, max under load (MB)'] = Math.max(...results.cases.filter((r) => r.host === 'functions-framework').map((r) => r.rssMaxMb ?? 0));
+    results.memory['functions-framework getDataKey, max under load (MB)'] = Math.max(
+      ...results.cases.filter((r) => r.host === 'functions-framework').map((r) => r.rssMaxMb ?? 0),
+    );
     await servers.stop(ff.proc);
     const ffCreate = await servers.ff('ff-create', b.fnEnv, 'create-data-key.js', 'createDataKey');
     // The first request checks the token (scrypt); do it before the clock starts, as for the others.
     await fetchOnce(`${ffCreate.url}/dataKey/ff-warmup?primaryKeyName=${PRIMARY_KEY}&user=${USER}&token=${b.fx.token}`, { method: 'POST' });
     await b.measure([
-      item({ id: `ff-createdk-c${goalC}`, group: 'kms', host: 'functions-framework', route: 'POST /dataKey', concurrency: goalC }, (r) => http(ffCreate.url, 'POST', b.createDk(`ff-c${goalC}-r${r}`), goalC, false), ffCreate.proc.pid),
+      item(
+        { id: `ff-createdk-c${goalC}`, group: 'kms', host: 'functions-framework', route: 'POST /dataKey', concurrency: goalC },
+        (r) => http(ffCreate.url, 'POST', b.createDk(`ff-c${goalC}-r${r}`), goalC, false),
+        ffCreate.proc.pid,
+      ),
     ]);
     await servers.stop(ffCreate.proc);
   }
@@ -316,7 +410,11 @@ async function coldStarts(b: Bench): Promise<void> {
   if (results.meta.rootKeyMode === 'sealer') {
     // What the root key pull costs: the same function with the key from KMS_ROOT_KEY.
     const staticEnv = { ...b.baseEnv, KMS_ROOT_KEY: b.rootKey.toString('base64') };
-    const lean2: ColdStartRecord = { host: 'lean http', config: 'FUNCTION_TARGET=getDataKey KMS_TLS=off, root key: static KMS_ROOT_KEY (for comparison)', runs: [] };
+    const lean2: ColdStartRecord = {
+      host: 'lean http',
+      config: 'FUNCTION_TARGET=getDataKey KMS_TLS=off, root key: static KMS_ROOT_KEY (for comparison)',
+      runs: [],
+    };
     for (let i = 0; i < Math.ceil(COLD_START_RUNS / 2); i++) lean2.runs.push(await leanColdStart(servers, staticEnv, b.warmPath));
     results.coldStarts.push(summarizeColdStarts(lean2));
   }
@@ -334,11 +432,18 @@ async function rotation(b: Bench): Promise<void> {
       await fx.addRawObjects('raw/', MIN_POOL - pool.length, b.recordBytes);
       pool = await fx.rawKeys('raw/');
     }
-    const rmwCase = item({ id: 's3-rmw-c32', group: 'raw-s3', host: 'raw S3 (RGW)', route: 'GET + PUT If-Match (read-modify-write)', concurrency: 32 }, (): LoadCase => ({ ...b.s3Base, op: 'get-replace', connections: 32, keys: shuffled(pool) }));
+    const rmwCase = item(
+      { id: 's3-rmw-c32', group: 'raw-s3', host: 'raw S3 (RGW)', route: 'GET + PUT If-Match (read-modify-write)', concurrency: 32 },
+      (): LoadCase => ({ ...b.s3Base, op: 'get-replace', connections: 32, keys: shuffled(pool) }),
+    );
     await b.measure([rmwCase]);
     const rmw = rmwCase.record.result?.rps;
     if (rmw !== undefined && rmw > 0) {
-      results.rotation = { ...results.rotation, rawReadModifyWriteRps: Math.round(rmw), ratioToReadModifyWrite: Math.round((results.rotation.keysPerSecond / rmw) * 100) / 100 };
+      results.rotation = {
+        ...results.rotation,
+        rawReadModifyWriteRps: Math.round(rmw),
+        ratioToReadModifyWrite: Math.round((results.rotation.keysPerSecond / rmw) * 100) / 100,
+      };
     }
   }
 }
@@ -382,7 +487,9 @@ async function rotationPhase(b: Bench): Promise<RotationResult> {
       if (process.env.BENCH_ROTATION_KEYS) keys = Number(process.env.BENCH_ROTATION_KEYS);
       else if (rawPut > 0 && (4 * keys) / rawPut > 80) {
         keys = Math.max(1_000, Math.floor((80 * rawPut) / 4 / 1_000) * 1_000);
-        results.notes.push(`Rotation over ${keys} primary keys instead of ${ROTATION_KEYS}: at ${Math.round(rawPut)} conditional PUTs/s the full run would not fit the bench's time budget (set BENCH_ROTATION_KEYS to force).`);
+        results.notes.push(
+          `Rotation over ${keys} primary keys instead of ${ROTATION_KEYS}: at ${Math.round(rawPut)} conditional PUTs/s the full run would not fit the bench's time budget (set BENCH_ROTATION_KEYS to force).`,
+        );
       }
       const result = await measureRotation({
         url: lean.url,

@@ -11,7 +11,13 @@ import type { Servers } from './servers.js';
 import { DIST, FF_MAIN, firstLine, log, round1 } from './settings.js';
 
 /** The environment a function gets its root key from; records the choice in `results.meta`. */
-export async function chooseRootKeySource(servers: Servers, results: BenchResults, baseEnv: NodeJS.ProcessEnv, rootKey: Buffer, warmPath: string): Promise<NodeJS.ProcessEnv> {
+export async function chooseRootKeySource(
+  servers: Servers,
+  results: BenchResults,
+  baseEnv: NodeJS.ProcessEnv,
+  rootKey: Buffer,
+  warmPath: string,
+): Promise<NodeJS.ProcessEnv> {
   const staticEnv = { KMS_ROOT_KEY: rootKey.toString('base64') };
   const sealerMain = join(DIST, 'sealer/main.js');
   if (!existsSync(sealerMain)) {
@@ -31,7 +37,11 @@ export async function chooseRootKeySource(servers: Servers, results: BenchResult
   // Does a function pull the root key from it? One cold start tells (and is a sample of the real thing).
   const probe = await leanColdStart(servers, { ...baseEnv, ...sealerEnv }, warmPath, 5_000);
   if (probe.firstOkMs !== undefined) {
-    results.meta = { ...results.meta, rootKeyMode: 'sealer', rootKeyNote: 'pulled over KBS from `node dist/sealer/main.js` (insecure dev mode, sample attester; root key from KMS_SEALER_ROOT_KEY)' };
+    results.meta = {
+      ...results.meta,
+      rootKeyMode: 'sealer',
+      rootKeyNote: 'pulled over KBS from `node dist/sealer/main.js` (insecure dev mode, sample attester; root key from KMS_SEALER_ROOT_KEY)',
+    };
     return sealerEnv;
   }
   await servers.stop(sealer);
@@ -56,7 +66,12 @@ export async function leanColdStart(servers: Servers, env: NodeJS.ProcessEnv, wa
   const port = await freePort();
   return firstAnswer(
     servers,
-    servers.spawn('cold-lean', process.execPath, [join(DIST, 'scripts/serve.js')], { ...env, PORT: String(port), KMS_TLS: 'off', FUNCTION_TARGET: 'getDataKey' }),
+    servers.spawn('cold-lean', process.execPath, [join(DIST, 'scripts/serve.js')], {
+      ...env,
+      PORT: String(port),
+      KMS_TLS: 'off',
+      FUNCTION_TARGET: 'getDataKey',
+    }),
     `http://127.0.0.1:${port}${warmPath}`,
     deadlineMs,
     /tee-kms listening/,

@@ -103,18 +103,23 @@ async function runHttp(spec: HttpCase): Promise<LoadResult> {
   let ok = 0;
   const started = process.hrtime.bigint();
   let last = started;
-  await runAutocannon(spec, spec.durationSec, (status, ms) => {
-    last = process.hrtime.bigint();
-    if (status >= 200 && status < 300) {
-      ok++;
-      latencies.push(ms);
-    } else {
-      failures[String(status)] = (failures[String(status)] ?? 0) + 1;
-    }
-  }, (error) => {
-    const key = `error:${error}`;
-    failures[key] = (failures[key] ?? 0) + 1;
-  });
+  await runAutocannon(
+    spec,
+    spec.durationSec,
+    (status, ms) => {
+      last = process.hrtime.bigint();
+      if (status >= 200 && status < 300) {
+        ok++;
+        latencies.push(ms);
+      } else {
+        failures[String(status)] = (failures[String(status)] ?? 0) + 1;
+      }
+    },
+    (error) => {
+      const key = `error:${error}`;
+      failures[key] = (failures[key] ?? 0) + 1;
+    },
+  );
   // Up to the last answer: autocannon notices the end only at its next sample tick, and a `list`
   // case may run out of paths before its time is up; neither idle tail is part of the rate.
   const seconds = Number((last > started ? last : process.hrtime.bigint()) - started) / 1e9;

@@ -28,10 +28,13 @@ export class LoadGenerator {
     }
     const child = this.child;
     return new Promise<LoadResult>((resolve, reject) => {
-      const timeout = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error('load generator: case timed out'));
-      }, (spec.durationSec + 120) * 1000);
+      const timeout = setTimeout(
+        () => {
+          child.kill('SIGKILL');
+          reject(new Error('load generator: case timed out'));
+        },
+        (spec.durationSec + 120) * 1000,
+      );
       const onExit = () => {
         clearTimeout(timeout);
         reject(new Error('load generator exited during a case'));
@@ -60,7 +63,11 @@ export interface MeasureItem {
   readonly pid?: number;
 }
 
-export const item = (record: CaseRecord, spec: (round: number) => LoadCase, pid?: number): MeasureItem => ({ record, spec, ...(pid === undefined ? {} : { pid }) });
+export const item = (record: CaseRecord, spec: (round: number) => LoadCase, pid?: number): MeasureItem => ({
+  record,
+  spec,
+  ...(pid === undefined ? {} : { pid }),
+});
 
 /** Runs the items in ROUNDS alternating rounds and records the medians in `results` (see combine()). */
 export async function measure(results: BenchResults, generator: LoadGenerator, items: readonly MeasureItem[]): Promise<void> {

@@ -155,7 +155,10 @@ export interface Answer {
 }
 
 /** One request on a fresh connection (no pooling); self-signed certificates are accepted. */
-export function fetchOnce(url: string, options: { method?: string; headers?: Record<string, string>; body?: string; timeoutMs?: number } = {}): Promise<Answer> {
+export function fetchOnce(
+  url: string,
+  options: { method?: string; headers?: Record<string, string>; body?: string; timeoutMs?: number } = {},
+): Promise<Answer> {
   const u = new URL(url);
   const request = u.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {

@@ -56,7 +56,8 @@ try {
   let env: Record<string, string | undefined>;
   let fixtures: Fixtures | undefined;
   if (mode === 'storage') {
-    if (!process.env.KMS_S3_ENDPOINT) throw new Error('--profile storage needs KMS_S3_ENDPOINT (and KMS_S3_ACCESS_KEY_ID, KMS_S3_SECRET_ACCESS_KEY): see scripts/s3-local.sh');
+    if (!process.env.KMS_S3_ENDPOINT)
+      throw new Error('--profile storage needs KMS_S3_ENDPOINT (and KMS_S3_ACCESS_KEY_ID, KMS_S3_SECRET_ACCESS_KEY): see scripts/s3-local.sh');
     const s3 = {
       endpoint: process.env.KMS_S3_ENDPOINT,
       region: process.env.KMS_S3_REGION || 'us-east-1',
@@ -93,9 +94,18 @@ try {
   let requests: number;
   if (mode === 'cold') {
     const port = await freePort();
-    const server = startProc('server', process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, SERVE_JS], { ...env, PORT: String(port), KMS_TLS: 'off', FUNCTION_TARGET: 'getDataKey' }, ROOT);
+    const server = startProc(
+      'server',
+      process.execPath,
+      ['--cpu-prof', `--cpu-prof-dir=${profDir}`, SERVE_JS],
+      { ...env, PORT: String(port), KMS_TLS: 'off', FUNCTION_TARGET: 'getDataKey' },
+      ROOT,
+    );
     let listening: number | undefined;
-    void server.waitForLine(/tee-kms listening/, 30_000).then(() => (listening = performance.now() - server.startedAt), () => {});
+    void server.waitForLine(/tee-kms listening/, 30_000).then(
+      () => (listening = performance.now() - server.startedAt),
+      () => {},
+    );
     let firstOk: number | undefined;
     while (firstOk === undefined) {
       try {
@@ -115,18 +125,44 @@ try {
     log(`creating ${seconds * 300} data keys to read cold…`);
     await fx.addDataKeys(seconds * 300);
     const names = await fx.dataKeyNames();
-    const server = startProc('server', process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, SERVE_JS], { ...env, PORT: '0', FUNCTION_TARGET: '' }, ROOT);
+    const server = startProc(
+      'server',
+      process.execPath,
+      ['--cpu-prof', `--cpu-prof-dir=${profDir}`, SERVE_JS],
+      { ...env, PORT: '0', FUNCTION_TARGET: '' },
+      ROOT,
+    );
     const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;
     const first = await fetchOnce(`${url}${path}`);
     if (first.status !== 200) throw new Error(`warm-up answered ${first.status}: ${first.body}`);
-    const get = await runLoad({ kind: 'http', url, method: 'GET', paths: { mode: 'list', paths: names.map((n) => `/dataKey/${n}?primaryKeyName=pk&user=bench&token=${token}`) }, connections, durationSec: seconds });
-    const post = await runLoad({ kind: 'http', url, method: 'POST', paths: { mode: 'counter', template: `/dataKey/p-{n}?primaryKeyName=pk&user=bench&token=${token}` }, connections, durationSec: seconds });
+    const get = await runLoad({
+      kind: 'http',
+      url,
+      method: 'GET',
+      paths: { mode: 'list', paths: names.map((n) => `/dataKey/${n}?primaryKeyName=pk&user=bench&token=${token}`) },
+      connections,
+      durationSec: seconds,
+    });
+    const post = await runLoad({
+      kind: 'http',
+      url,
+      method: 'POST',
+      paths: { mode: 'counter', template: `/dataKey/p-{n}?primaryKeyName=pk&user=bench&token=${token}` },
+      connections,
+      durationSec: seconds,
+    });
     await server.stop();
     fx.close();
     header = `storage-bound routes, lean https, S3, c=${connections}: cold GET /dataKey ${Math.round(get.rps)} req/s (p50 ${get.p50} ms, p99 ${get.p99} ms), then POST /dataKey ${Math.round(post.rps)} req/s (p50 ${post.p50} ms, p99 ${post.p99} ms)`;
     requests = get.ok + get.failed + post.ok + post.failed + 1;
   } else {
-    const server = startProc('server', process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, SERVE_JS], { ...env, PORT: '0', FUNCTION_TARGET: '' }, ROOT);
+    const server = startProc(
+      'server',
+      process.execPath,
+      ['--cpu-prof', `--cpu-prof-dir=${profDir}`, SERVE_JS],
+      { ...env, PORT: '0', FUNCTION_TARGET: '' },
+      ROOT,
+    );
     const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;
     const first = await fetchOnce(`${url}${path}`);
     if (first.status !== 200) throw new Error(`warm-up answered ${first.status}: ${first.body}`);
@@ -187,8 +223,13 @@ function summarize(profile: Profile, requests: number): string {
     byArea.set(area(frame), (byArea.get(area(frame)) ?? 0) + us);
   }
   const busy = total / 1000;
-  const lines = [`server busy ${busy.toFixed(0)} ms, idle ${(idle / 1000).toFixed(0)} ms; ${(total / requests).toFixed(1)} µs of CPU per request`, '', 'by area (self time):'];
-  for (const [k, us] of [...byArea].sort((a, b) => b[1] - a[1]).slice(0, 40)) lines.push(`  ${((us / total) * 100).toFixed(1).padStart(5)}%  ${(us / requests).toFixed(1).padStart(6)} µs/req  ${k}`);
+  const lines = [
+    `server busy ${busy.toFixed(0)} ms, idle ${(idle / 1000).toFixed(0)} ms; ${(total / requests).toFixed(1)} µs of CPU per request`,
+    '',
+    'by area (self time):',
+  ];
+  for (const [k, us] of [...byArea].sort((a, b) => b[1] - a[1]).slice(0, 40))
+    lines.push(`  ${((us / total) * 100).toFixed(1).padStart(5)}%  ${(us / requests).toFixed(1).padStart(6)} µs/req  ${k}`);
   lines.push('', 'top functions (self time):');
   for (const [k, us] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, 30)) lines.push(`  ${((us / total) * 100).toFixed(1).padStart(5)}%  ${k}`);
   return `${lines.join('\n')}\n`;

@@ -97,7 +97,11 @@ function caseRows(results: BenchResults): string[][] {
     fmtMs(c.result?.p50),
     fmtMs(c.result?.p99),
     c.limitId === undefined ? '' : `${fmtRatio(c.ratio)} of ${c.limitId}`,
-    c.serverCpuUsPerReq === undefined ? (c.group === 'raw-s3' && c.result?.clientCpuUsPerReq !== undefined ? `(client ${c.result.clientCpuUsPerReq})` : '') : String(Math.round(c.serverCpuUsPerReq)),
+    c.serverCpuUsPerReq === undefined
+      ? c.group === 'raw-s3' && c.result?.clientCpuUsPerReq !== undefined
+        ? `(client ${c.result.clientCpuUsPerReq})`
+        : ''
+      : String(Math.round(c.serverCpuUsPerReq)),
     c.rssMaxMb === undefined ? '' : String(Math.round(c.rssMaxMb)),
     failures(c),
   ]);
@@ -109,7 +113,11 @@ const NUMERIC = new Set([2, 3, 4, 5, 7, 8]);
 export function textTable(results: BenchResults): string {
   const rows = [CASE_HEADER, ...caseRows(results)];
   const widths = CASE_HEADER.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((cell, i) => (NUMERIC.has(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((cell, i) => (NUMERIC.has(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   const out = [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)];
   out.push('', ...coldStartLines(results), '', `rotation: ${rotationLine(results.rotation)}`, '', 'goals:');
   for (const g of results.goals) out.push(`  [${g.met === undefined ? ' ? ' : g.met ? 'met' : 'NOT'}] ${g.goal}: target ${g.target}; measured ${g.measured}`);
@@ -166,12 +174,14 @@ export function svgChart(results: BenchResults, concurrency = 16): string {
   const height = top + rows.length * rowH + 50;
   const max = Math.max(10, ...rows.map((r) => r.result!.rps));
   const lo = 10;
-  const x = (v: number) => (Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(max * 1.1) - Math.log10(lo)) * barArea;
+  const x = (v: number) => ((Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(max * 1.1) - Math.log10(lo))) * barArea;
   const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
   const parts: string[] = [];
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`);
   parts.push(`<rect width="100%" height="100%" fill="white"/>`);
-  parts.push(`<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">req/s at concurrency ${concurrency} (log scale): ${esc(results.meta.date.slice(0, 10))}, ${results.meta.cpus} cores</text>`);
+  parts.push(
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">req/s at concurrency ${concurrency} (log scale): ${esc(results.meta.date.slice(0, 10))}, ${results.meta.cpus} cores</text>`,
+  );
   for (let decade = lo; decade <= max * 1.1; decade *= 10) {
     const gx = (left + x(decade)).toFixed(1);
     parts.push(`<line x1="${gx}" y1="${top - 6}" x2="${gx}" y2="${top + rows.length * rowH}" stroke="#ddd"/>`);
@@ -187,7 +197,11 @@ export function svgChart(results: BenchResults, concurrency = 16): string {
   });
   const ly = top + rows.length * rowH + 34;
   let lx = left;
-  for (const [group, label] of [['raw-s3', 'raw S3 (RGW)'], ['bare', 'bare node:http(s)'], ['kms', 'tee-kms']] as const) {
+  for (const [group, label] of [
+    ['raw-s3', 'raw S3 (RGW)'],
+    ['bare', 'bare node:http(s)'],
+    ['kms', 'tee-kms'],
+  ] as const) {
     parts.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${colors[group]}"/><text x="${lx + 16}" y="${ly}">${label}</text>`);
     lx += 150;
   }

@@ -50,13 +50,14 @@ export function finishResults(results: BenchResults, wallStart: number, loadAtSt
   }
   results.goals = goals(results, byId);
   results.notes.push(
-    'functions-framework runs as `node node_modules/@google-cloud/functions-framework/build/src/main.js --source=dist/functions/<fn>.js --target=<fn>`, which is what `npx functions-framework` execs (without npm\'s own start-up).',
+    "functions-framework runs as `node node_modules/@google-cloud/functions-framework/build/src/main.js --source=dist/functions/<fn>.js --target=<fn>`, which is what `npx functions-framework` execs (without npm's own start-up).",
     'lean https = `node dist/scripts/serve.js` with all functions (as `npm start`); lean http = the same with KMS_TLS=off and FUNCTION_TARGET=getDataKey (as in Knative). functions-framework serves plain HTTP, so compare it with bare node:http.',
     'Server stdout (the JSON access log) is a pipe drained by the bench process, as a container runtime drains it.',
     'Cold reads: each data key is read once by a lean host that has never seen it (its credentials and primary key cached by one warm-up request, its code warmed up on other cold keys: one storage GET per request); raw GETs read each object once per round. Both draw from pools (what the create cases wrote, topped up to a minimum); a round ends after its time or when its share is used up (its rate is then over the time it ran).',
   );
   for (const c of results.cases) {
-    if (c.result !== undefined && c.result.seconds < DURATION * 0.9) results.notes.push(`${c.host} ${c.route} c=${c.concurrency} used up its share of the pool after ${c.result.seconds} s in all (${c.result.ok} answers).`);
+    if (c.result !== undefined && c.result.seconds < DURATION * 0.9)
+      results.notes.push(`${c.host} ${c.route} c=${c.concurrency} used up its share of the pool after ${c.result.seconds} s in all (${c.result.ok} answers).`);
   }
   results.meta = { ...results.meta, wallSeconds: (performance.now() - wallStart) / 1000, loadAverage: [loadAtStart, round2(loadavg()[0]!)] };
 }
@@ -67,7 +68,9 @@ export function writeResults(results: BenchResults): void {
   writeFileSync(join(OUT, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(OUT, 'latest.md'), markdown(results));
   writeFileSync(join(OUT, 'latest.svg'), svgChart(results, goalConcurrency()));
-  process.stdout.write(`\n${textTable(results)}\n\nwritten: ${join(OUT, 'latest.json')}, latest.md, latest.svg (${Math.round(results.meta.wallSeconds ?? 0)} s)\n`);
+  process.stdout.write(
+    `\n${textTable(results)}\n\nwritten: ${join(OUT, 'latest.json')}, latest.md, latest.svg (${Math.round(results.meta.wallSeconds ?? 0)} s)\n`,
+  );
 }
 
 function limitOf(c: CaseRecord): string | undefined {
@@ -92,7 +95,12 @@ function goals(results: BenchResults, byId: Map<string, CaseRecord>): Goal[] {
   };
   ratioGoal('warm GET /dataKey, lean https, c=16', `lean-warm-c${GOAL_C}`, 0.5);
   const warm = byId.get(`lean-warm-c${GOAL_C}`)?.result;
-  g.push({ goal: 'warm GET /dataKey p99, lean https, c=16', target: '< 5 ms', measured: warm === undefined ? 'not measured' : `${warm.p99} ms`, met: warm === undefined ? undefined : warm.p99 < 5 });
+  g.push({
+    goal: 'warm GET /dataKey p99, lean https, c=16',
+    target: '< 5 ms',
+    measured: warm === undefined ? 'not measured' : `${warm.p99} ms`,
+    met: warm === undefined ? undefined : warm.p99 < 5,
+  });
   ratioGoal('cold GET /dataKey, lean https, c=16', `lean-cold-c${GOAL_C}`, 0.8);
   ratioGoal('cold GET /dataKey, lean http (Knative: the gateway ends TLS), c=16', `leanhttp-cold-c${GOAL_C}`, 0.8);
   ratioGoal('POST /dataKey, lean https, c=16', `lean-createdk-c${GOAL_C}`, 0.8);
@@ -126,7 +134,8 @@ function gitCommit(): string {
   try {
     const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
     // The previous run's results are not a change to what is measured.
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':!bench/results'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+    const dirty =
+      execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':!bench/results'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
     return dirty ? `${head} (+ uncommitted changes)` : head;
   } catch {
     return 'unknown';

@@ -60,7 +60,8 @@ export class Servers {
         await fetchOnce(`${url}/`, { timeoutMs: 5_000 });
         return { proc, url };
       } catch (error) {
-        if (proc.exited() || performance.now() > deadline) throw new Error(`${name} did not start: ${(error as Error).message}\n${proc.tail()}`, { cause: error });
+        if (proc.exited() || performance.now() > deadline)
+          throw new Error(`${name} did not start: ${(error as Error).message}\n${proc.tail()}`, { cause: error });
         await sleep(20);
       }
     }

@@ -13,8 +13,16 @@ export const DURATION = Number(process.env.BENCH_DURATION || 5);
 export const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS || 3));
 export const ROUND_SEC = DURATION / ROUNDS;
 export const WARMUP = Math.min(0.3, ROUND_SEC / 4);
-export const CONCURRENCIES = (process.env.BENCH_CONCURRENCY || '1,16,64').split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
-const ONLY = new Set((process.env.BENCH_ONLY || '').split(',').map((s) => s.trim()).filter(Boolean));
+export const CONCURRENCIES = (process.env.BENCH_CONCURRENCY || '1,16,64')
+  .split(',')
+  .map((s) => Number(s.trim()))
+  .filter((n) => n > 0);
+const ONLY = new Set(
+  (process.env.BENCH_ONLY || '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
 export const OUT = process.env.BENCH_OUT || join(ROOT, 'bench/results');
 export const COLD_START_RUNS = Number(process.env.BENCH_COLD_START_RUNS || 5);
 export const enabled = (group: string) => ONLY.size === 0 || ONLY.has(group);

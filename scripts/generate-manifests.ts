@@ -165,7 +165,10 @@ export async function generateManifests(): Promise<Map<string, string>> {
   }
   files.set(
     `${perFunction}/kustomization.yaml`,
-    kustomization(['The default layout: one Knative Service per function (install.sh without --single-service).'], routes.map(({ name }) => `${serviceName(name)}.yaml`)),
+    kustomization(
+      ['The default layout: one Knative Service per function (install.sh without --single-service).'],
+      routes.map(({ name }) => `${serviceName(name)}.yaml`),
+    ),
   );
   const single = OUTPUT_DIRS[1];
   files.set(

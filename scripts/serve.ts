@@ -10,7 +10,10 @@ import { exitIfStorageUnsafe } from '../shared/store/checked-store.js';
 
 try {
   // Beside the host's start, not before it: a storage that ignores conditional writes stops us.
-  exitIfStorageUnsafe(import('../shared/runtime.js').then(async ({ environmentContext }) => (await environmentContext.keys()).store), 'tee-kms');
+  exitIfStorageUnsafe(
+    import('../shared/runtime.js').then(async ({ environmentContext }) => (await environmentContext.keys()).store),
+    'tee-kms',
+  );
   const host = await startHost(loadRoutes, process.env, { warmUp: true });
   log.info('tee-kms listening', { url: host.url, functions: process.env.FUNCTION_TARGET || 'all' });
   const stop = () => void host.close().then(() => process.exit(0));

@@ -18,8 +18,7 @@ import { checkPlatform, DEFAULT_ALLOWED_TCB_STATUSES, TCB_STATUSES, type TcbStat
 import { parseQuoteHeader, parseTdxQuote, summarizeTdxQuote, teeTypeHex, teeTypeName, TEE_TYPE_TDX } from '../shared/attestation/tdx/quote.js';
 import { trustedRootFromPem, verifyTdxQuoteDcap, type DcapResult } from '../sealer/attestation/tdx/verify.js';
 
-const USAGE =
-  'usage: verify-quote <quote file> [--collateral <file>] [--at <ISO time>] [--root-ca <PEM file>] [--allow-tcb-status <status>]...';
+const USAGE = 'usage: verify-quote <quote file> [--collateral <file>] [--at <ISO time>] [--root-ca <PEM file>] [--allow-tcb-status <status>]...';
 
 class UsageError extends Error {}
 

@@ -50,7 +50,10 @@ export async function startSealer(options: SealerOptions, store: ObjectStore, ex
   const sessions = new SessionStore(options.nonceTtlSeconds * 1000, options.maxSessions);
   const verifiers = defaultVerifiers({ insecureDevMode: options.insecureDevMode, extra: extra.verifiers ?? [] });
 
-  const server = createServer({ key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' }, sealerHandler({ core, sessions, tokens, verifiers, insecureDevMode: options.insecureDevMode, log }));
+  const server = createServer(
+    { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' },
+    sealerHandler({ core, sessions, tokens, verifiers, insecureDevMode: options.insecureDevMode, log }),
+  );
   // Longer than clients' idle keep-alive sockets live, so a reused socket is not closed under them.
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 70_000;

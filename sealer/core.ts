@@ -91,7 +91,18 @@ export class SealerCore {
     this.#expireProgress();
     if (this.#source === 'secret') {
       const rootKeyIdValue = rootKeyId(this.#key!);
-      return { sealed: false, initialized: true, t: 0, n: 0, progress: 0, rootKeyId: rootKeyIdValue, verificationPending: false, pendingRootKeyId: null, integrityAlarm: null, source: 'secret' };
+      return {
+        sealed: false,
+        initialized: true,
+        t: 0,
+        n: 0,
+        progress: 0,
+        rootKeyId: rootKeyIdValue,
+        verificationPending: false,
+        pendingRootKeyId: null,
+        integrityAlarm: null,
+        source: 'secret',
+      };
     }
     const state = this.#record?.state;
     return {
@@ -217,7 +228,10 @@ export class SealerCore {
       }
       if (sameId(id, current.id)) {
         if (pending !== null) {
-          throw new SealerError('BAD_SHARE', `these shares rebuild the current root key, not the new one (${pending.id}) that the last rotate issued; nothing changed`);
+          throw new SealerError(
+            'BAD_SHARE',
+            `these shares rebuild the current root key, not the new one (${pending.id}) that the last rotate issued; nothing changed`,
+          );
         }
         return { rootKeyId: current.id, verified: true, promoted: false };
       }
@@ -278,7 +292,9 @@ export class SealerCore {
       } else {
         if (count < Math.max(...thresholds)) return { sealed: true, progress: count, t: current.t };
         if (await opensSomeStoredKey(this.#store, { id, key: combined })) {
-          throw this.#integrity(`these shares rebuild a root key (${id}) that opens the stored keys, but the state record names another: the record was replaced or rolled back`);
+          throw this.#integrity(
+            `these shares rebuild a root key (${id}) that opens the stored keys, but the state record names another: the record was replaced or rolled back`,
+          );
         }
         this.#clearProgress();
         throw new SealerError('BAD_SHARE', `the ${count} shares submitted do not rebuild the root key (wrong, corrupted or stale shares); progress was reset`);
@@ -293,7 +309,8 @@ export class SealerCore {
   /** The current key's shares: the record must be authentic under it, and storage must open with it. */
   async #unsealWithCurrent(key: Buffer): Promise<void> {
     const { state } = this.#record!;
-    if (state.mac !== null && !stateAuthentic(state, key)) throw this.#integrity('the state record failed authentication under the recovered root key: it was edited');
+    if (state.mac !== null && !stateAuthentic(state, key))
+      throw this.#integrity('the state record failed authentication under the recovered root key: it was edited');
     await this.#assertOpensStorage({ id: state.current.id, key }, { legacy: state.mac === null });
     // A record of the previous format is authenticated from now on.
     if (state.mac === null) await this.#replace({ generation: state.generation + 1, current: state.current, pending: null }, key);
@@ -308,11 +325,15 @@ export class SealerCore {
   async #unsealWithPending(next: { id: string; key: Buffer }): Promise<void> {
     const { state } = this.#record!;
     const previous = await openRootKeyLink(this.#store, state.current.id, next).catch((error: unknown) => {
-      throw error instanceof KmsError && error.code === 'INTEGRITY' ? this.#integrity('the link from the current root key to the pending one failed authentication') : error;
+      throw error instanceof KmsError && error.code === 'INTEGRITY'
+        ? this.#integrity('the link from the current root key to the pending one failed authentication')
+        : error;
     });
     if (previous === undefined) {
       this.#clearProgress();
-      throw new SealerError('BAD_SHARE', 'these shares rebuild the new root key of a rotation that was never verified: recover with the current shares, then POST /rootKey/verify the new ones; progress was reset',
+      throw new SealerError(
+        'BAD_SHARE',
+        'these shares rebuild the new root key of a rotation that was never verified: recover with the current shares, then POST /rootKey/verify the new ones; progress was reset',
       );
     }
     try {
@@ -434,11 +455,17 @@ interface InstallRequest {
 
 function parseInstall(request: unknown): InstallRequest {
   if (typeof request !== 'object' || request === null || Array.isArray(request)) {
-    throw new SealerError('BAD_REQUEST', 'body must be {"key": "<base64>", "t": n, "n": n, "expectedCurrentId": "<id>" | null, "expectedPendingId": "<id>" | null}');
+    throw new SealerError(
+      'BAD_REQUEST',
+      'body must be {"key": "<base64>", "t": n, "n": n, "expectedCurrentId": "<id>" | null, "expectedPendingId": "<id>" | null}',
+    );
   }
   const { key, t, n, expectedCurrentId, expectedPendingId = null } = request as Partial<Record<keyof InstallRootKeyRequest, unknown>>;
   if (typeof key !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(key)) throw new SealerError('BAD_REQUEST', 'key must be base64');
-  for (const [name, value] of [['expectedCurrentId', expectedCurrentId], ['expectedPendingId', expectedPendingId]] as const) {
+  for (const [name, value] of [
+    ['expectedCurrentId', expectedCurrentId],
+    ['expectedPendingId', expectedPendingId],
+  ] as const) {
     if (value !== null && (typeof value !== 'string' || !ID_PATTERN.test(value))) {
       throw new SealerError('BAD_REQUEST', `${name} must be a root key id or null`);
     }

@@ -34,38 +34,70 @@ export const sealerOptions = {
     env: 'KMS_SEALER_TDX_COLLATERAL_FILE',
     default: '',
     parse: parse.string,
-    description: 'DCAP collateral from a file (JSON: TCB info, QE identity, CRLs and their issuer chains, as `verify-quote --collateral` reads); refresh it before its nextUpdate. Excludes KMS_SEALER_PCCS_URL.',
+    description:
+      'DCAP collateral from a file (JSON: TCB info, QE identity, CRLs and their issuer chains, as `verify-quote --collateral` reads); refresh it before its nextUpdate. Excludes KMS_SEALER_PCCS_URL.',
   }),
   pccsUrl: option({
     env: 'KMS_SEALER_PCCS_URL',
     default: '',
     parse: parse.url,
-    description: 'DCAP collateral from a PCCS or Intel PCS (https://api.trustedservices.intel.com), fetched per platform (FMSPC) and cached until its nextUpdate, at most 1 h. Excludes KMS_SEALER_TDX_COLLATERAL_FILE.',
+    description:
+      'DCAP collateral from a PCCS or Intel PCS (https://api.trustedservices.intel.com), fetched per platform (FMSPC) and cached until its nextUpdate, at most 1 h. Excludes KMS_SEALER_TDX_COLLATERAL_FILE.',
   }),
   tdxRootCaFile: option({
     env: 'KMS_SEALER_TDX_ROOT_CA_FILE',
     default: '',
     parse: parse.string,
-    description: 'PEM root CA trusted instead of the pinned Intel SGX Root CA: tests and private DCAP PKIs only. Announced on stderr; refused when NODE_ENV=production.',
+    description:
+      'PEM root CA trusted instead of the pinned Intel SGX Root CA: tests and private DCAP PKIs only. Announced on stderr; refused when NODE_ENV=production.',
   }),
-  tlsCertFile: option({ env: 'KMS_SEALER_TLS_CERT_FILE', default: '', parse: parse.string, description: 'PEM certificate (chain) to serve; with KMS_SEALER_TLS_KEY_FILE.' }),
+  tlsCertFile: option({
+    env: 'KMS_SEALER_TLS_CERT_FILE',
+    default: '',
+    parse: parse.string,
+    description: 'PEM certificate (chain) to serve; with KMS_SEALER_TLS_KEY_FILE.',
+  }),
   tlsKeyFile: option({ env: 'KMS_SEALER_TLS_KEY_FILE', default: '', parse: parse.string, description: 'PEM private key of that certificate.' }),
   tlsHostnames: option({
     env: 'KMS_SEALER_TLS_HOSTNAMES',
     default: ['localhost', '127.0.0.1', '::1'] as readonly string[],
-    parse: (raw: string) => raw.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+    parse: (raw: string) =>
+      raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== ''),
     description: 'Names and addresses in the self-signed certificate made when no certificate is configured.',
   }),
-  tokenTtlSeconds: option({ env: 'KMS_SEALER_TOKEN_TTL_SECONDS', default: 300, parse: parse.integer(1, 86_400), description: 'Lifetime of attestation tokens (and of the attested session cookie).' }),
-  nonceTtlSeconds: option({ env: 'KMS_SEALER_NONCE_TTL_SECONDS', default: 60, parse: parse.integer(1, 3_600), description: 'Time from /auth to /attest: the challenge nonce and its session expire after it.' }),
-  recoveryTtlSeconds: option({ env: 'KMS_SEALER_RECOVERY_TTL_SECONDS', default: 600, parse: parse.integer(1, 86_400), description: 'Recovery progress (shares received so far) is discarded this long after the first share.' }),
+  tokenTtlSeconds: option({
+    env: 'KMS_SEALER_TOKEN_TTL_SECONDS',
+    default: 300,
+    parse: parse.integer(1, 86_400),
+    description: 'Lifetime of attestation tokens (and of the attested session cookie).',
+  }),
+  nonceTtlSeconds: option({
+    env: 'KMS_SEALER_NONCE_TTL_SECONDS',
+    default: 60,
+    parse: parse.integer(1, 3_600),
+    description: 'Time from /auth to /attest: the challenge nonce and its session expire after it.',
+  }),
+  recoveryTtlSeconds: option({
+    env: 'KMS_SEALER_RECOVERY_TTL_SECONDS',
+    default: 600,
+    parse: parse.integer(1, 86_400),
+    description: 'Recovery progress (shares received so far) is discarded this long after the first share.',
+  }),
   stopWithParent: option({
     env: 'KMS_SEALER_STOP_WITH_PARENT',
     default: false,
     parse: parse.boolean,
     description: 'Stop when standard input closes: npm start sets it, so the sealer never outlives the process that started it.',
   }),
-  maxSessions: option({ env: 'KMS_SEALER_MAX_SESSIONS', default: 10_000, parse: parse.integer(1, 1_000_000), description: 'Bound on unanswered KBS challenges kept in memory (when full, the oldest gives way) and, apart, on attested sessions.' }),
+  maxSessions: option({
+    env: 'KMS_SEALER_MAX_SESSIONS',
+    default: 10_000,
+    parse: parse.integer(1, 1_000_000),
+    description: 'Bound on unanswered KBS challenges kept in memory (when full, the oldest gives way) and, apart, on attested sessions.',
+  }),
 };
 
 export type SealerOptions = OptionValues<typeof sealerOptions>;

@@ -85,7 +85,9 @@ async function kbsAuth(req: IncomingMessage, res: ServerResponse, deps: SealerHa
   const request = await readJson(req, (detail) => kbsError.attestation(`deserialize Request: ${detail}`));
   const { version, tee } = (request ?? {}) as Record<string, unknown>;
   if (typeof version !== 'string' || !isProtocolVersion(version)) {
-    throw kbsError.attestation(`KBS Client Protocol Version Mismatch: expect =${KBS_PROTOCOL_VERSION} while the request is ${typeof version === 'string' ? version.slice(0, 32) : 'missing'}`);
+    throw kbsError.attestation(
+      `KBS Client Protocol Version Mismatch: expect =${KBS_PROTOCOL_VERSION} while the request is ${typeof version === 'string' ? version.slice(0, 32) : 'missing'}`,
+    );
   }
   if (!isTeeType(tee)) throw kbsError.attestation('unsupported tee type');
   if (tee === 'sample' && !deps.insecureDevMode) {
@@ -213,7 +215,10 @@ function cookieOf(req: IncomingMessage, name: string): string | undefined {
 }
 
 function setSessionCookie(res: ServerResponse, id: string, expiresAt: number): void {
-  res.setHeader('Set-Cookie', `${KBS_SESSION_COOKIE}=${id}; Expires=${new Date(expiresAt).toUTCString()}; Path=${KBS_PREFIX}; Secure; HttpOnly; SameSite=Strict`);
+  res.setHeader(
+    'Set-Cookie',
+    `${KBS_SESSION_COOKIE}=${id}; Expires=${new Date(expiresAt).toUTCString()}; Path=${KBS_PREFIX}; Secure; HttpOnly; SameSite=Strict`,
+  );
 }
 
 async function readBody(req: IncomingMessage): Promise<Buffer> {

@@ -75,7 +75,10 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
       ['KMS_SEALER_TDX_ROOT_CA_FILE', tdxRootCaFile],
     ].filter(([, value]) => value !== '');
     if (stray.length > 0) {
-      throw new KmsError('CONFIG', `${stray.map(([name]) => name).join(' and ')} ${stray.length > 1 ? 'have' : 'has'} no effect without KMS_SEALER_TDX_POLICY_FILE (the TDX reference values)`);
+      throw new KmsError(
+        'CONFIG',
+        `${stray.map(([name]) => name).join(' and ')} ${stray.length > 1 ? 'have' : 'has'} no effect without KMS_SEALER_TDX_POLICY_FILE (the TDX reference values)`,
+      );
     }
     return undefined;
   }
@@ -99,7 +102,9 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
     try {
       root = trustedRootFromPem(trustedRootCaPem);
     } catch (error) {
-      throw new KmsError('CONFIG', `KMS_SEALER_TDX_ROOT_CA_FILE ${tdxRootCaFile}: ${error instanceof KmsError ? error.message : 'not a CA certificate'}`, { cause: error });
+      throw new KmsError('CONFIG', `KMS_SEALER_TDX_ROOT_CA_FILE ${tdxRootCaFile}: ${error instanceof KmsError ? error.message : 'not a CA certificate'}`, {
+        cause: error,
+      });
     }
     const fingerprint = createHash('sha256').update(root.raw).digest('hex');
     anchor = `${oneLine(root.subject)} (sha256 ${fingerprint}) from KMS_SEALER_TDX_ROOT_CA_FILE`;
@@ -108,7 +113,9 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
 
   const verifier = new TdxVerifier({ policy, collateral, ...(trustedRootCaPem === undefined ? {} : { trustedRootCaPem }) });
   log(`TDX verifier: reference values from ${tdxPolicyFile} (${describePolicy(policy)})`);
-  log(`TDX verifier: collateral ${tdxCollateralFile !== '' ? `from file ${tdxCollateralFile}` : `from ${pccsUrl} (cached per platform)`}; trust anchor ${anchor}`);
+  log(
+    `TDX verifier: collateral ${tdxCollateralFile !== '' ? `from file ${tdxCollateralFile}` : `from ${pccsUrl} (cached per platform)`}; trust anchor ${anchor}`,
+  );
   return verifier;
 }
 
@@ -153,7 +160,11 @@ async function collateralSource(options: TdxVerifierOptions, io: CollateralIo): 
     issued = collateralWindows(collateral).overall.issueDate;
     expiry = collateralExpiry(collateral);
   } catch (error) {
-    throw new KmsError('CONFIG', `KMS_SEALER_TDX_COLLATERAL_FILE ${path}: ${error instanceof KmsError ? error.message : 'unreadable TCB info or QE identity'}`, { cause: error });
+    throw new KmsError(
+      'CONFIG',
+      `KMS_SEALER_TDX_COLLATERAL_FILE ${path}: ${error instanceof KmsError ? error.message : 'unreadable TCB info or QE identity'}`,
+      { cause: error },
+    );
   }
   warnIfNotCurrent(path, issued, expiry, io);
   return new CollateralFile(path, collateral, await fileVersion(path), io);

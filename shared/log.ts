@@ -44,7 +44,10 @@ export const log = {
     if (accessLog) line(process.stdout, { level: 'info', fn, method, path, status, ms: Math.round(ms * 100) / 100 });
   },
   warn(where: string, error: KmsError | string): void {
-    line(process.stderr, typeof error === 'string' ? { level: 'warn', where, message: error } : { level: 'warn', where, code: error.code, message: error.message });
+    line(
+      process.stderr,
+      typeof error === 'string' ? { level: 'warn', where, message: error } : { level: 'warn', where, code: error.code, message: error.message },
+    );
   },
   /** Unexpected errors: the name and stack locate the bug; messages of foreign errors are not trusted to be secret-free. */
   error(where: string, error: unknown): void {
@@ -59,7 +62,10 @@ export const log = {
  * says: they are the record of who asked for the root key. Messages are the caller's own words.
  */
 export function componentLog(component: string) {
-  const message = (stream: NodeJS.WriteStream, level: string) => (text: string, fields: Record<string, unknown> = {}) => line(stream, { level, component, message: text, ...fields });
+  const message =
+    (stream: NodeJS.WriteStream, level: string) =>
+    (text: string, fields: Record<string, unknown> = {}) =>
+      line(stream, { level, component, message: text, ...fields });
   return {
     info: message(process.stdout, 'info'),
     warn: message(process.stderr, 'warn'),

@@ -107,7 +107,14 @@ async function writeAtomic(file: string, text: string, mode: number): Promise<vo
 
 /** A self-signed certificate for local tools (benchmarks), kept in `<dir>/<name>/tls/`. */
 export async function selfSignedTls(dir: string, name: string): Promise<TlsMaterial> {
-  return loadTls({ dataDir: join(dir, name), certFile: '', keyFile: '', hostnames: LOCAL_HOSTNAMES, envPrefix: 'KMS_TLS', commonName: `tee-kms ${name} (self-signed)` });
+  return loadTls({
+    dataDir: join(dir, name),
+    certFile: '',
+    keyFile: '',
+    hostnames: LOCAL_HOSTNAMES,
+    envPrefix: 'KMS_TLS',
+    commonName: `tee-kms ${name} (self-signed)`,
+  });
 }
 
 export const LOCAL_HOSTNAMES: readonly string[] = ['localhost', '127.0.0.1', '::1'];

@@ -43,7 +43,8 @@ export class SampleVerifier implements Verifier {
     }
     const { svn, report_data: reportDataB64 } = evidence as Record<string, unknown>;
     // Bounded: it is copied into the token, which the sealer keeps for the token's lifetime.
-    if (typeof svn !== 'string' || svn.length > SVN_MAX_LENGTH) throw new KmsError('FORBIDDEN', `sample evidence: svn must be a string of at most ${SVN_MAX_LENGTH} characters`);
+    if (typeof svn !== 'string' || svn.length > SVN_MAX_LENGTH)
+      throw new KmsError('FORBIDDEN', `sample evidence: svn must be a string of at most ${SVN_MAX_LENGTH} characters`);
     if (typeof reportDataB64 !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(reportDataB64)) {
       throw new KmsError('FORBIDDEN', 'sample evidence: report_data must be standard base64');
     }

@@ -80,7 +80,8 @@ export class ScryptScheduler<Lane extends string> {
       return await work();
     } finally {
       const next = this.#dequeue();
-      if (next !== undefined) next(); // the slot passes on, still counted as running
+      if (next !== undefined)
+        next(); // the slot passes on, still counted as running
       else this.#running--;
     }
   }
@@ -124,5 +125,12 @@ export const scryptScheduler = new ScryptScheduler<ScryptLane>(SCRYPT_LANES, SCR
 export function isTokenVerifier(value: unknown): value is TokenVerifier {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>;
-  return v.alg === 'scrypt' && typeof v.N === 'number' && typeof v.r === 'number' && typeof v.p === 'number' && typeof v.salt === 'string' && typeof v.hash === 'string';
+  return (
+    v.alg === 'scrypt' &&
+    typeof v.N === 'number' &&
+    typeof v.r === 'number' &&
+    typeof v.p === 'number' &&
+    typeof v.salt === 'string' &&
+    typeof v.hash === 'string'
+  );
 }

@@ -41,7 +41,9 @@ const expressServers = new WeakMap<Server, boolean>();
 function parsesBodiesFirst(server: Server): boolean {
   let known = expressServers.get(server);
   if (known === undefined) {
-    known = server.listeners('request').some((l) => typeof (l as { handle?: unknown }).handle === 'function' && typeof (l as { use?: unknown }).use === 'function');
+    known = server
+      .listeners('request')
+      .some((l) => typeof (l as { handle?: unknown }).handle === 'function' && typeof (l as { use?: unknown }).use === 'function');
     expressServers.set(server, known);
   }
   return known;

@@ -17,11 +17,17 @@ export const hostOptions = {
     env: 'KMS_TLS',
     default: 'self-signed' as 'self-signed' | 'files' | 'off',
     parse: parse.oneOf('self-signed', 'files', 'off'),
-    description: '`self-signed`: a local certificate kept in KMS_DATA_DIR/tls; `files`: KMS_TLS_CERT_FILE and KMS_TLS_KEY_FILE; `off`: plain HTTP behind a TLS-terminating proxy (Knative).',
+    description:
+      '`self-signed`: a local certificate kept in KMS_DATA_DIR/tls; `files`: KMS_TLS_CERT_FILE and KMS_TLS_KEY_FILE; `off`: plain HTTP behind a TLS-terminating proxy (Knative).',
   }),
   certFile: option({ env: 'KMS_TLS_CERT_FILE', default: '', parse: parse.string, description: 'PEM certificate (chain) for KMS_TLS=files.' }),
   keyFile: option({ env: 'KMS_TLS_KEY_FILE', default: '', parse: parse.string, description: 'PEM private key for KMS_TLS=files.' }),
-  functionTarget: option({ env: 'FUNCTION_TARGET', default: '', parse: parse.string, description: 'Serve only this function (one per Knative service); empty serves all.' }),
+  functionTarget: option({
+    env: 'FUNCTION_TARGET',
+    default: '',
+    parse: parse.string,
+    description: 'Serve only this function (one per Knative service); empty serves all.',
+  }),
   dataDir: kmsOptions.dataDir,
 };
 

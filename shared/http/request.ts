@@ -178,7 +178,10 @@ function decodeQueryPart(part: string): string {
   try {
     return decodeURIComponent(part.replaceAll('+', ' '));
   } catch {
-    throw new KmsError('BAD_REQUEST', 'bad percent-encoding in the query string: every %XX sequence must be hexadecimal and decode to UTF-8 (write a literal % as %25)');
+    throw new KmsError(
+      'BAD_REQUEST',
+      'bad percent-encoding in the query string: every %XX sequence must be hexadecimal and decode to UTF-8 (write a literal % as %25)',
+    );
   }
 }
 

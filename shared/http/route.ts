@@ -47,33 +47,35 @@ export function defineRoute(spec: RouteSpec): Route {
   /** What the access log shows for a path it cannot vouch for: no name validated, no match, or a 400. */
   const template = takesName ? `${spec.path}{name}` : spec.path;
 
-  const handlerFor = (ctx: RouteContext): Handler => async (req, res) => {
-    const started = process.hrtime.bigint();
-    let request: KmsRequest | undefined;
-    let result: RouteResult;
-    try {
-      request = KmsRequest.of(req);
-      if (!matches(request.pathname)) throw new KmsError('NOT_FOUND', `no such route: ${spec.name} serves ${template}`);
-      if (!spec.methods.includes(request.method)) {
-        throw new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${spec.methods.join(' or ')}`, {
-          details: { allow: spec.methods.join(', ') },
-        });
+  const handlerFor =
+    (ctx: RouteContext): Handler =>
+    async (req, res) => {
+      const started = process.hrtime.bigint();
+      let request: KmsRequest | undefined;
+      let result: RouteResult;
+      try {
+        request = KmsRequest.of(req);
+        if (!matches(request.pathname)) throw new KmsError('NOT_FOUND', `no such route: ${spec.name} serves ${template}`);
+        if (!spec.methods.includes(request.method)) {
+          throw new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${spec.methods.join(' or ')}`, {
+            details: { allow: spec.methods.join(', ') },
+          });
+        }
+        // Waits for the whole request, and for Node to parse what followed it in the same read: if Node
+        // refused that (it answers 400 and closes the connection), this request's answer could not be
+        // delivered, so nothing is done for it. A first rotate's shares, say, would be lost with it.
+        await request.received();
+        if (req.socket?.destroyed === true) throw new KmsError('BAD_REQUEST', 'the connection was closed before the request could be served');
+        result = await spec.handle(request, ctx);
+      } catch (error) {
+        result = errorResult(error, spec.name);
       }
-      // Waits for the whole request, and for Node to parse what followed it in the same read: if Node
-      // refused that (it answers 400 and closes the connection), this request's answer could not be
-      // delivered, so nothing is done for it. A first rotate's shares, say, would be lost with it.
-      await request.received();
-      if (req.socket?.destroyed === true) throw new KmsError('BAD_REQUEST', 'the connection was closed before the request could be served');
-      result = await spec.handle(request, ctx);
-    } catch (error) {
-      result = errorResult(error, spec.name);
-    }
-    if (res.headersSent && refusedBody(req) !== undefined) return; // answered and logged as it arrived
-    sendResult(res, result, request?.wantsJson ?? false);
-    // A 400 is a request the client got wrong: a "name" there may be a token in the wrong place.
-    const path = result.status === 400 ? template : (request?.validatedPath ?? template);
-    log.access(spec.name, req.method ?? '?', path, result.status, Number(process.hrtime.bigint() - started) / 1e6);
-  };
+      if (res.headersSent && refusedBody(req) !== undefined) return; // answered and logged as it arrived
+      sendResult(res, result, request?.wantsJson ?? false);
+      // A 400 is a request the client got wrong: a "name" there may be a token in the wrong place.
+      const path = result.status === 400 ? template : (request?.validatedPath ?? template);
+      log.access(spec.name, req.method ?? '?', path, result.status, Number(process.hrtime.bigint() - started) / 1e6);
+    };
   return { ...spec, handler: handlerFor(environmentContext), handlerFor, matches };
 }
 

@@ -25,7 +25,11 @@ export function routeRequests(routes: readonly Route[], ctx: RouteContext): Hand
     if (request.pathname === READY_PATH) {
       const readiness = await rootKeyReadiness(ctx);
       const body = JSON.stringify(readiness);
-      res.writeHead(readiness.ready ? 200 : 503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      res.writeHead(readiness.ready ? 200 : 503, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
+      });
       res.end(body);
       return;
     }

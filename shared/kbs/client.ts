@@ -155,15 +155,18 @@ export class KbsClient {
   request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<KbsHttpResponse> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const idempotent = method === 'GET' || method === 'DELETE' || path === `${KBS_PREFIX}/auth`;
-    return this.#send(method, path, payload, headers).catch((error: unknown) => {
-      // A kept-alive socket the server closed just as we reused it: safe to send again when idempotent.
-      if (idempotent && (error as { reusedSocket?: boolean }).reusedSocket && (error as { code?: string }).code === 'ECONNRESET') {
-        return this.#send(method, path, payload, headers);
-      }
-      throw error;
-    }).catch((error: unknown) => {
-      throw this.#transportError(error);
-    }).finally(() => payload?.fill(0));
+    return this.#send(method, path, payload, headers)
+      .catch((error: unknown) => {
+        // A kept-alive socket the server closed just as we reused it: safe to send again when idempotent.
+        if (idempotent && (error as { reusedSocket?: boolean }).reusedSocket && (error as { code?: string }).code === 'ECONNRESET') {
+          return this.#send(method, path, payload, headers);
+        }
+        throw error;
+      })
+      .catch((error: unknown) => {
+        throw this.#transportError(error);
+      })
+      .finally(() => payload?.fill(0));
   }
 
   /** Releases the kept-alive connections. */
@@ -237,7 +240,8 @@ export class KbsClient {
               }
               resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
             },
-            (error: BodyError) => reject(error.kind === 'too-large' ? new KmsError('ROOT_KEY_UNAVAILABLE', 'the KBS response is too large') : (error.cause ?? error)),
+            (error: BodyError) =>
+              reject(error.kind === 'too-large' ? new KmsError('ROOT_KEY_UNAVAILABLE', 'the KBS response is too large') : (error.cause ?? error)),
           );
         },
       );

@@ -7,16 +7,7 @@ import type { RootKeyring } from '../root-key/keyring.js';
 import { rewrapPrimaryKey } from '../root-key/rewrap.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { layout } from './layout.js';
-import {
-  contexts,
-  decodeDataKey,
-  decodePrimaryKey,
-  decodeUser,
-  encodeRecord,
-  type DataKeyRecord,
-  type PrimaryKeyRecord,
-  type UserRecord,
-} from './records.js';
+import { contexts, decodeDataKey, decodePrimaryKey, decodeUser, encodeRecord, type DataKeyRecord, type PrimaryKeyRecord, type UserRecord } from './records.js';
 
 export interface KeyStoreOptions {
   readonly cacheTtlMs: number;

@@ -101,12 +101,7 @@ export function decodeUser(body: Buffer, user: string): UserRecord {
 }
 
 export function decodePrimaryKey(body: Buffer, user: string, name: string): PrimaryKeyRecord {
-  return decode<PrimaryKeyRecord>(
-    body,
-    'primary-key',
-    { keyId: str, owner: str, rootKeyId: str, wrapped: isWrappedKey, createdAt: str },
-    { user, name },
-  );
+  return decode<PrimaryKeyRecord>(body, 'primary-key', { keyId: str, owner: str, rootKeyId: str, wrapped: isWrappedKey, createdAt: str }, { user, name });
 }
 
 export function decodeDataKey(body: Buffer, user: string, primaryKey: string, name: string): DataKeyRecord {
@@ -123,7 +118,15 @@ export function decodePreviousRootKey(body: Buffer, id: string): PreviousRootKey
     throw corrupt('previous-root-key');
   }
   const r = value as Partial<PreviousRootKeyRecord> | null;
-  if (r === null || typeof r !== 'object' || r.format !== 1 || r.kind !== 'previous-root-key' || r.id !== id || !str(r.wrappedUnder) || !isWrappedKey(r.wrapped)) {
+  if (
+    r === null ||
+    typeof r !== 'object' ||
+    r.format !== 1 ||
+    r.kind !== 'previous-root-key' ||
+    r.id !== id ||
+    !str(r.wrappedUnder) ||
+    !isWrappedKey(r.wrapped)
+  ) {
     throw corrupt('previous-root-key');
   }
   return r as PreviousRootKeyRecord;

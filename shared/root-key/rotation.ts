@@ -155,12 +155,15 @@ export class RootKeyRotation {
     // Renew the lease on a timer, one renewal at a time; losing it stops the workers.
     let leaseLost: unknown;
     let renewing: Promise<void> | undefined;
-    const renewal = setInterval(() => {
-      renewing ??= lease
-        .update({ rewrapped })
-        .catch((error: unknown) => void (leaseLost = error))
-        .finally(() => (renewing = undefined));
-    }, Math.max(100, this.settings.leaseMs / 3));
+    const renewal = setInterval(
+      () => {
+        renewing ??= lease
+          .update({ rewrapped })
+          .catch((error: unknown) => void (leaseLost = error))
+          .finally(() => (renewing = undefined));
+      },
+      Math.max(100, this.settings.leaseMs / 3),
+    );
     let next = 0;
     const unreadable: string[] = [];
     const worker = async (): Promise<void> => {

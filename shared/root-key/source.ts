@@ -25,8 +25,7 @@ export interface RootKeySource {
 
 /** BigDL KMS's mode 1: the root key from a Kubernetes secret (environment variable or mounted file). */
 export class StaticRootKeySource implements RootKeySource {
-  readonly rotationRefusal =
-    'the root key comes from a secret (KMS_ROOT_KEY): rotate it by replacing the secret, or run with the sealing service';
+  readonly rotationRefusal = 'the root key comes from a secret (KMS_ROOT_KEY): rotate it by replacing the secret, or run with the sealing service';
   readonly #rootKey: RootKey;
 
   constructor(key: Buffer) {

@@ -24,7 +24,10 @@ export async function assertRootKeyOpensStorage(store: ObjectStore, key: RootKey
   // Links are written only when a successor's shares were verified: a key with one is retired,
   // whatever a (rolled back) state record says. Records of the previous format predate that rule.
   if (!options.legacy && (await holdsAny(store, layout.successorsOf(key.id)))) {
-    throw new KmsError('INTEGRITY', `the recovered root key ${key.id} was retired (storage links it to a successor): the state record was rolled back; nothing was unsealed`);
+    throw new KmsError(
+      'INTEGRITY',
+      `the recovered root key ${key.id} was retired (storage links it to a successor): the state record was rolled back; nothing was unsealed`,
+    );
   }
   const keyring = new RootKeyring(new StaticRootKeySource(key.key), store);
   const byRootKey = new Map<string, PrimaryKeyRecord[]>();

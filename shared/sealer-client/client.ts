@@ -172,10 +172,14 @@ function mapError(error: unknown, url: string): KmsError {
         break;
     }
     if (error.status === 401 || error.status === 403) {
-      return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} refused this TEE's attestation${detail ? `: ${detail}` : ''}`, { cause: error });
+      return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} refused this TEE's attestation${detail ? `: ${detail}` : ''}`, {
+        cause: error,
+      });
     }
     if (error.status === 404) {
-      return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} has no such resource or route${detail ? `: ${detail}` : ''}`, { cause: error });
+      return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} has no such resource or route${detail ? `: ${detail}` : ''}`, {
+        cause: error,
+      });
     }
     return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} failed (HTTP ${error.status})${detail ? `: ${detail}` : ''}`, { cause: error });
   }

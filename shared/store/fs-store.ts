@@ -183,7 +183,13 @@ export class FsObjectStore implements ObjectStore {
       } catch (error) {
         if (!isCode(error, 'EEXIST')) throw unavailable(error);
       }
-      if (await isStale(lockPath, readFile(lockPath, 'utf8').catch(() => ''))) await unlink(lockPath).catch(() => undefined);
+      if (
+        await isStale(
+          lockPath,
+          readFile(lockPath, 'utf8').catch(() => ''),
+        )
+      )
+        await unlink(lockPath).catch(() => undefined);
       if (attempt > 2000) throw new KmsError('STORAGE_UNAVAILABLE', 'storage is busy: a record stayed locked');
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
@@ -192,7 +198,10 @@ export class FsObjectStore implements ObjectStore {
 
 /** Whether a temporary or lock was left by a crashed writer (see HOLDER). */
 async function isStale(path: string, holder: Promise<string>): Promise<boolean> {
-  const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0);
+  const age = await stat(path).then(
+    (s) => Date.now() - s.mtimeMs,
+    () => 0,
+  );
   if (age > STALE_MS) return true;
   const [pid, host] = (await holder).split('@');
   if (host !== hostname() || !/^\d+$/.test(pid ?? '')) return false; // being written, or not ours to judge

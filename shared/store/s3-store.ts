@@ -199,7 +199,8 @@ export class S3ObjectStore implements ObjectStore {
       );
       request.on('timeout', () => request.destroy(new TransportError('timed out')));
       request.on('error', (error) => {
-        if (!answered) reject(error instanceof TransportError ? error : new TransportError((error as NodeJS.ErrnoException).code ?? error.message, { cause: error }));
+        if (!answered)
+          reject(error instanceof TransportError ? error : new TransportError((error as NodeJS.ErrnoException).code ?? error.message, { cause: error }));
       });
       request.end(body);
     });
@@ -232,9 +233,7 @@ async function xml(body: Buffer): Promise<Record<string, unknown>> {
 }
 
 async function parseListPage(body: Buffer): Promise<{ keys: string[]; nextToken: string | undefined }> {
-  const result = (await xml(body)).ListBucketResult as
-    | { Contents?: { Key?: unknown }[]; IsTruncated?: unknown; NextContinuationToken?: unknown }
-    | undefined;
+  const result = (await xml(body)).ListBucketResult as { Contents?: { Key?: unknown }[]; IsTruncated?: unknown; NextContinuationToken?: unknown } | undefined;
   if (result === undefined) throw new KmsError('STORAGE_UNAVAILABLE', 'object storage answered a listing we cannot read');
   const keys = (result.Contents ?? []).map((c) => String(c.Key ?? ''));
   const truncated = String(result.IsTruncated) === 'true';

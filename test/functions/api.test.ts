@@ -84,9 +84,16 @@ for (const [name, deploy] of Object.entries(deployments)) {
       const enroll = await kms.request('/user/jsonuser', { method: 'POST', headers });
       expect(enroll.status).toBe(201);
       expect(JSON.parse(enroll.body)).toEqual({ user: 'jsonuser', created: true });
-      expect(JSON.parse((await kms.request('/primaryKey/pk', { method: 'POST', headers })).body)).toEqual({ user: 'jsonuser', primaryKey: 'pk', created: true });
+      expect(JSON.parse((await kms.request('/primaryKey/pk', { method: 'POST', headers })).body)).toEqual({
+        user: 'jsonuser',
+        primaryKey: 'pk',
+        created: true,
+      });
       expect(JSON.parse((await kms.request('/dataKey/dk?primaryKeyName=pk', { method: 'POST', headers })).body)).toEqual({
-        user: 'jsonuser', primaryKey: 'pk', dataKey: 'dk', created: true,
+        user: 'jsonuser',
+        primaryKey: 'pk',
+        dataKey: 'dk',
+        created: true,
       });
       const get = await kms.request('/dataKey/dk?primaryKeyName=pk', { headers });
       expect(get.headers['content-type']).toBe('application/json');
@@ -123,7 +130,10 @@ for (const [name, deploy] of Object.entries(deployments)) {
       expect((await kms.request('/dataKey/dk?user=st&token=wrong&primaryKeyName=pk')).status).toBe(401);
       expect((await kms.request('/primaryKey/pk', { method: 'POST', headers: { authorization: 'Basic abc', 'x-kms-user': 'st' } })).status).toBe(400);
       // 404: missing keys and routes.
-      expect(await kms.request(`/dataKey/nope?user=st&token=${t}&primaryKeyName=pk`)).toMatchObject({ status: 404, body: 'dataKey [nope] not found under primaryKey [pk]\n' });
+      expect(await kms.request(`/dataKey/nope?user=st&token=${t}&primaryKeyName=pk`)).toMatchObject({
+        status: 404,
+        body: 'dataKey [nope] not found under primaryKey [pk]\n',
+      });
       expect(await kms.request(`/dataKey/nope?user=st&token=${t}&primaryKeyName=nopk`)).toMatchObject({ status: 404, body: 'primaryKey [nopk] not found\n' });
       expect((await kms.request(`/dataKey/dk?user=st&token=${t}&primaryKeyName=nopk`, { method: 'POST' })).status).toBe(404);
       expect((await kms.request('/no/such/route')).status).toBe(404);
@@ -185,10 +195,24 @@ for (const [name, deploy] of Object.entries(deployments)) {
           .filter((l) => l.startsWith('{'))
           .map((l) => JSON.parse(l) as { level: string; fn?: string; status?: number });
       const deadline = Date.now() + 5_000;
-      while (logged().filter((l) => l.fn !== undefined).length < broken.length + abandoned.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      while (logged().filter((l) => l.fn !== undefined).length < broken.length + abandoned.length && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
       const lines = logged();
-      expect(lines.filter((l) => l.fn !== undefined).map((l) => `${l.fn} ${l.status}`).sort()).toEqual(
-        ['createDataKey 400', 'createPrimaryKey 400', 'createPrimaryKey 400', 'enrollUser 400', 'enrollUser 400', 'getDataKey 400', 'recoverRootKey 400'].sort(),
+      expect(
+        lines
+          .filter((l) => l.fn !== undefined)
+          .map((l) => `${l.fn} ${l.status}`)
+          .sort(),
+      ).toEqual(
+        [
+          'createDataKey 400',
+          'createPrimaryKey 400',
+          'createPrimaryKey 400',
+          'enrollUser 400',
+          'enrollUser 400',
+          'getDataKey 400',
+          'recoverRootKey 400',
+        ].sort(),
       );
       expect(lines.filter((l) => l.level !== 'info')).toEqual([]);
       expect(await d.snapshot()).toEqual(before);
@@ -228,9 +252,7 @@ for (const [name, deploy] of Object.entries(deployments)) {
       );
       expect(answers.filter((a) => a.status === 201)).toHaveLength(1);
       expect(answers.filter((a) => a.status === 409)).toHaveLength(15);
-      const primaries = await Promise.all(
-        Array.from({ length: 8 }, () => kms.request(`/primaryKey/racedpk?user=racer&token=${t}`, { method: 'POST' })),
-      );
+      const primaries = await Promise.all(Array.from({ length: 8 }, () => kms.request(`/primaryKey/racedpk?user=racer&token=${t}`, { method: 'POST' })));
       expect(primaries.map((a) => a.status).sort()).toEqual([201, 409, 409, 409, 409, 409, 409, 409]);
       const users = await Promise.all(Array.from({ length: 8 }, (_, i) => kms.request(`/user/raceduser?token=tok-${i}`, { method: 'POST' })));
       const winner = users.findIndex((a) => a.status === 201);

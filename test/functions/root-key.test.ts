@@ -37,8 +37,7 @@ async function cluster(store: 'fs' | 's3'): Promise<Cluster> {
     sealer,
     storeEnv,
     dataDir: dir,
-    snapshot: async (prefix = '') =>
-      bucket ? bucket.readAll(prefix) : new Map([...(await readFsObjects(dir))].filter(([key]) => key.startsWith(prefix))),
+    snapshot: async (prefix = '') => (bucket ? bucket.readAll(prefix) : new Map([...(await readFsObjects(dir))].filter(([key]) => key.startsWith(prefix)))),
     async kms(extraEnv = {}) {
       const kms = await startLeanHost({
         ...storeEnv,
@@ -291,9 +290,13 @@ describe('rotation with thousands of primary keys on S3 (Ceph RGW), killed at ev
       if (point !== 'rotate:after-install') {
         expect(answer?.status).toBe(200);
         shares = JSON.parse(answer!.body) as Share[];
-        await doomed.request('/rootKey/verify', { method: 'POST', body: JSON.stringify({ shares: shares.slice(0, 3) }), headers: admin }).catch(() => undefined);
+        await doomed
+          .request('/rootKey/verify', { method: 'POST', body: JSON.stringify({ shares: shares.slice(0, 3) }), headers: admin })
+          .catch(() => undefined);
       }
-      await new Promise<void>((resolve) => (doomed.child.exitCode !== null || doomed.child.signalCode !== null ? resolve() : doomed.child.once('exit', () => resolve())));
+      await new Promise<void>((resolve) =>
+        doomed.child.exitCode !== null || doomed.child.signalCode !== null ? resolve() : doomed.child.once('exit', () => resolve()),
+      );
       expect(doomed.child.signalCode).toBe('SIGKILL');
 
       const kms = await c.kms();

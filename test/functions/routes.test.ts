@@ -67,7 +67,9 @@ describe('keys', () => {
 
   it('of concurrent creates of one name exactly one wins', async () => {
     await seed('max');
-    const answers = await Promise.all(Array.from({ length: 12 }, () => kms.request('/dataKey/same?user=max&token=max-token&primaryKeyName=pk', { method: 'POST' })));
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, () => kms.request('/dataKey/same?user=max&token=max-token&primaryKeyName=pk', { method: 'POST' })),
+    );
     expect(answers.map((a) => a.status).sort()).toEqual([201, ...Array<number>(11).fill(409)]);
   });
 

@@ -31,7 +31,10 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
 
   it('serves the whole flow across independent, stateless processes', async () => {
     expect((await fns.welcome!.request('/')).status).toBe(200);
-    expect(await fns.enrollUser!.request('/user/ff?token=ff-token', { method: 'POST' })).toMatchObject({ status: 201, body: 'user [ff] is created successfully!\n' });
+    expect(await fns.enrollUser!.request('/user/ff?token=ff-token', { method: 'POST' })).toMatchObject({
+      status: 201,
+      body: 'user [ff] is created successfully!\n',
+    });
     expect((await fns.createPrimaryKey!.request('/primaryKey/pk?user=ff&&token=ff-token', { method: 'POST' })).status).toBe(201);
     expect((await fns.createDataKey!.request('/dataKey/dk?user=ff&&token=ff-token&&primaryKeyName=pk', { method: 'POST' })).status).toBe(201);
     const get = await fns.getDataKey!.request('/dataKey/dk?user=ff&&token=ff-token&&primaryKeyName=pk');
@@ -41,7 +44,11 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
 
   it("a malformed JSON body, refused by functions-framework's parser before the function runs, is a 400 and its content is not logged", async () => {
     const secret = `share-${randomBytes(12).toString('hex')}`;
-    const answer = await fns.enrollUser!.request('/user/parsefail?token=t', { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"content": "${secret}",` });
+    const answer = await fns.enrollUser!.request('/user/parsefail?token=t', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: `{"content": "${secret}",`,
+    });
     expect(answer.status).toBe(400);
     await new Promise((resolve) => setTimeout(resolve, 200)); // Express logs after answering
     expect(fns.enrollUser!.output()).toContain('functions-framework refused a request body: entity.parse.failed (400); the body is not logged');
@@ -78,12 +85,20 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
     expect((await enroll.request('/user/bigbody?token=t', { method: 'POST' })).status).toBe(201);
     expect((await create.request('/primaryKey/bigbody?user=streamer&token=streamer-token', { method: 'POST' })).status).toBe(201);
     // A compressed body is refused before the parsers could inflate it.
-    const gzip = await create.request('/primaryKey/zipped?user=streamer&token=streamer-token', { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', accept: 'application/json' }, body: '{}' });
+    const gzip = await create.request('/primaryKey/zipped?user=streamer&token=streamer-token', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', accept: 'application/json' },
+      body: '{}',
+    });
     expect(gzip.status).toBe(415);
     expect(JSON.parse(gzip.body)).toMatchObject({ error: { code: 'UNSUPPORTED_MEDIA_TYPE' } });
     expect((await create.request('/primaryKey/zipped?user=streamer&token=streamer-token', { method: 'POST' })).status).toBe(201);
     // And a body within the limit still reaches the function (a create ignores it).
-    const small = await create.request('/primaryKey/smallbody?user=streamer&token=streamer-token', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pad: 'x'.repeat(60_000) }) });
+    const small = await create.request('/primaryKey/smallbody?user=streamer&token=streamer-token', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ pad: 'x'.repeat(60_000) }),
+    });
     expect(small.status).toBe(201);
   });
 
@@ -162,14 +177,28 @@ describe('503 when the root key or storage is unavailable', () => {
   });
 
   it('with the sealing service down: the start-up root key pull fails quietly, each request says why', async () => {
-    const ca = await loadTls({ dataDir: join(dataDir, 'sealer-ca'), certFile: '', keyFile: '', hostnames: ['127.0.0.1'], envPrefix: 'TEST', commonName: 'test CA' });
-    const kms = await startLeanHost({ KMS_DATA_DIR: dataDir, KMS_SEALER_URL: `https://127.0.0.1:${closedPort}`, KMS_SEALER_CA_FILE: ca.certFile, KMS_ATTESTER: 'sample' });
+    const ca = await loadTls({
+      dataDir: join(dataDir, 'sealer-ca'),
+      certFile: '',
+      keyFile: '',
+      hostnames: ['127.0.0.1'],
+      envPrefix: 'TEST',
+      commonName: 'test CA',
+    });
+    const kms = await startLeanHost({
+      KMS_DATA_DIR: dataDir,
+      KMS_SEALER_URL: `https://127.0.0.1:${closedPort}`,
+      KMS_SEALER_CA_FILE: ca.certFile,
+      KMS_ATTESTER: 'sample',
+    });
     try {
       expect((await kms.request('/user/s?token=tok-12345', { method: 'POST' })).status).toBe(201);
       for (let i = 0; i < 2; i++) {
         const answer = await kms.request('/primaryKey/pk?user=s&token=tok-12345', { method: 'POST', headers: { accept: 'application/json' } });
         expect(answer.status).toBe(503);
-        expect(JSON.parse(answer.body)).toMatchObject({ error: { code: 'ROOT_KEY_UNAVAILABLE', message: `cannot reach the sealing service at https://127.0.0.1:${closedPort} (ECONNREFUSED)` } });
+        expect(JSON.parse(answer.body)).toMatchObject({
+          error: { code: 'ROOT_KEY_UNAVAILABLE', message: `cannot reach the sealing service at https://127.0.0.1:${closedPort} (ECONNREFUSED)` },
+        });
       }
       expect((await kms.request('/healthz')).status).toBe(200);
     } finally {

@@ -54,7 +54,9 @@ describe('storage that ignores conditional writes (Ceph RGW 16.2 with a versione
     for (const attempt of [1, 2]) {
       const takeover = await after.request(`/user/alice?token=mallory-${attempt}`, { method: 'POST', headers: { accept: 'application/json' } });
       expect(takeover.status).toBe(500);
-      expect(JSON.parse(takeover.body)).toMatchObject({ error: { code: 'STORAGE_UNSAFE', message: expect.stringContaining('does not honour conditional writes') } });
+      expect(JSON.parse(takeover.body)).toMatchObject({
+        error: { code: 'STORAGE_UNSAFE', message: expect.stringContaining('does not honour conditional writes') },
+      });
     }
     const fresh = await after.request('/user/bob?token=bob-token', { method: 'POST' });
     expect(fresh.status).toBe(500); // no write at all on such storage, not only overwrites

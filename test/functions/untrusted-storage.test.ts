@@ -91,7 +91,10 @@ for (const [name, deploy] of Object.entries(deployments)) {
       expect(read.status).toBe(500);
       expect(JSON.parse(read.body)).toMatchObject({ error: { code: 'INTEGRITY' } });
       expect(read.body).not.toContain(dk1.body.trim());
-      const create = await kms.request('/dataKey/dk2?user=alice&token=mallory-token&primaryKeyName=pk1', { method: 'POST', headers: { accept: 'application/json' } });
+      const create = await kms.request('/dataKey/dk2?user=alice&token=mallory-token&primaryKeyName=pk1', {
+        method: 'POST',
+        headers: { accept: 'application/json' },
+      });
       expect(create.status).toBe(500);
       expect(JSON.parse(create.body)).toMatchObject({ error: { code: 'INTEGRITY' } });
       expect(await adversary.read('data-keys/alice/pk1/dk2.json')).toBeUndefined();

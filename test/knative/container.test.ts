@@ -55,11 +55,15 @@ const started: Started[] = [];
 
 async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-      const server = createServer();
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve(server));
-    })),
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const server = createServer();
+          server.once('error', reject);
+          server.listen(0, '127.0.0.1', () => resolve(server));
+        }),
+    ),
   );
   const ports = servers.map((s) => (s.address() as { port: number }).port);
   await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
@@ -129,7 +133,8 @@ afterAll(async () => {
 function requestFor(route: (typeof routes)[number]): { method: string; path: string; body?: string } {
   const method = route.methods[0]!;
   const path = route.path.endsWith('/') && route.path !== '/' ? `${route.path}probe${route.name.toLowerCase()}` : route.path;
-  const query = route.name === 'enrollUser' ? `?token=${randomBytes(12).toString('hex')}` : `?user=nobody&token=${randomBytes(12).toString('hex')}&primaryKeyName=pk`;
+  const query =
+    route.name === 'enrollUser' ? `?token=${randomBytes(12).toString('hex')}` : `?user=nobody&token=${randomBytes(12).toString('hex')}&primaryKeyName=pk`;
   return { method, path: `${path}${query}`, body: method === 'PUT' || method === 'POST' ? '{}' : undefined };
 }
 
@@ -174,7 +179,7 @@ describe('the image CMD runs each function on the built output with production d
   });
 });
 
-describe('the sealer Deployment\'s command and settings run on the same output', () => {
+describe("the sealer Deployment's command and settings run on the same output", () => {
   const OPENSSL = findTool('openssl', ['version'], 'apt-get install openssl');
 
   interface SealerRun {
@@ -193,7 +198,29 @@ describe('the sealer Deployment\'s command and settings run on the same output',
     try {
       const cert = join(dir, 'tls.crt');
       const key = join(dir, 'tls.key');
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=tee-kms-sealer', '-addext', 'subjectAltName=DNS:tee-kms-sealer,IP:127.0.0.1'], { stdio: 'ignore' });
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-keyout',
+          key,
+          '-out',
+          cert,
+          '-days',
+          '1',
+          '-subj',
+          '/CN=tee-kms-sealer',
+          '-addext',
+          'subjectAltName=DNS:tee-kms-sealer,IP:127.0.0.1',
+        ],
+        { stdio: 'ignore' },
+      );
       const [port] = await freePorts(1);
       // The Deployment's literal values, with its mounted paths and secret references made local.
       const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, ...IMAGE_ENV };
@@ -230,7 +257,7 @@ describe('the sealer Deployment\'s command and settings run on the same output',
         });
       try {
         let answer: { status: number; body: string } | undefined;
-        for (const until = Date.now() + 20_000; answer === undefined; ) {
+        for (const until = Date.now() + 20_000; answer === undefined;) {
           if (child.exitCode !== null) throw new Error(`the sealer exited with ${child.exitCode}:\n${output}`);
           answer = await request('GET', probe.path).catch(async () => {
             if (Date.now() > until) throw new Error(`the sealer does not answer:\n${output}`);
@@ -253,7 +280,7 @@ describe('the sealer Deployment\'s command and settings run on the same output',
 
   const kbsAuth = { version: '0.4.0', tee: 'tdx', 'extra-params': '' };
 
-  it.skipIf(skipWithout(OPENSSL))('node dist/sealer/main.js starts with the Deployment\'s environment (mode 1) and answers its readiness probe', async () => {
+  it.skipIf(skipWithout(OPENSSL))("node dist/sealer/main.js starts with the Deployment's environment (mode 1) and answers its readiness probe", async () => {
     requireTool(OPENSSL);
     const deployment = loadResources(join(KNATIVE, 'base', 'sealer-deployment.yaml'))[0]!;
     await withSealer(deployment.spec.template.spec.containers[0], {}, async (sealer) => {
@@ -264,29 +291,32 @@ describe('the sealer Deployment\'s command and settings run on the same output',
     });
   });
 
-  it.skipIf(skipWithout(OPENSSL))('with the tdx overlay\'s environment and a policy in its ConfigMap\'s place, the sealer registers the TDX verifier (collateral from PCCS)', async () => {
-    requireTool(OPENSSL);
-    const sealerDeployment = render(join(KNATIVE, 'overlays', 'tdx')).find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
-    const container = sealerDeployment.spec.template.spec.containers[0];
-    const pccsUrl = (container.env as Json[]).find((e) => e.name === 'KMS_SEALER_PCCS_URL')?.value;
-    expect(pccsUrl).toMatch(/^https:\/\//);
-    const dir = mkdtempSync(join(tmpdir(), 'tee-kms-tdx-policy-'));
-    try {
-      const policy = join(dir, 'policy.json');
-      writeFileSync(policy, JSON.stringify({ mrTd: ['ab'.repeat(48), 'cd'.repeat(48)], rtmr1: [`0x${'EF'.repeat(48)}`] }));
-      // Collateral is fetched per platform at the first attestation, not at start: no network here.
-      await withSealer(container, { KMS_SEALER_TDX_POLICY_FILE: policy }, async (sealer) => {
-        expect(sealer.output()).toContain(`"component":"sealer","message":"TDX verifier: reference values from ${policy} (mrTd 2 allowed`);
-        expect(sealer.output()).toContain(`collateral from ${pccsUrl} (cached per platform); trust anchor the pinned Intel SGX Root CA`);
-        expect(sealer.output()).toContain('"component":"sealer","message":"verifiers: tdx"');
-        const auth = await sealer.request('POST', '/kbs/v0/auth', kbsAuth);
-        expect(auth.status, auth.body).toBe(200);
-        expect(JSON.parse(auth.body).nonce).toEqual(expect.any(String));
-      });
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+  it.skipIf(skipWithout(OPENSSL))(
+    "with the tdx overlay's environment and a policy in its ConfigMap's place, the sealer registers the TDX verifier (collateral from PCCS)",
+    async () => {
+      requireTool(OPENSSL);
+      const sealerDeployment = render(join(KNATIVE, 'overlays', 'tdx')).find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
+      const container = sealerDeployment.spec.template.spec.containers[0];
+      const pccsUrl = (container.env as Json[]).find((e) => e.name === 'KMS_SEALER_PCCS_URL')?.value;
+      expect(pccsUrl).toMatch(/^https:\/\//);
+      const dir = mkdtempSync(join(tmpdir(), 'tee-kms-tdx-policy-'));
+      try {
+        const policy = join(dir, 'policy.json');
+        writeFileSync(policy, JSON.stringify({ mrTd: ['ab'.repeat(48), 'cd'.repeat(48)], rtmr1: [`0x${'EF'.repeat(48)}`] }));
+        // Collateral is fetched per platform at the first attestation, not at start: no network here.
+        await withSealer(container, { KMS_SEALER_TDX_POLICY_FILE: policy }, async (sealer) => {
+          expect(sealer.output()).toContain(`"component":"sealer","message":"TDX verifier: reference values from ${policy} (mrTd 2 allowed`);
+          expect(sealer.output()).toContain(`collateral from ${pccsUrl} (cached per platform); trust anchor the pinned Intel SGX Root CA`);
+          expect(sealer.output()).toContain('"component":"sealer","message":"verifiers: tdx"');
+          const auth = await sealer.request('POST', '/kbs/v0/auth', kbsAuth);
+          expect(auth.status, auth.body).toBe(200);
+          expect(JSON.parse(auth.body).nonce).toEqual(expect.any(String));
+        });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe("functions-framework the standard way, from the runtime tree: package.json's main exports every function", () => {
@@ -295,7 +325,14 @@ describe("functions-framework the standard way, from the runtime tree: package.j
     const [port] = await freePorts(1);
     const child = spawn(join(app, 'node_modules', '.bin', 'functions-framework'), [...args, `--port=${port}`], {
       cwd: app,
-      env: { PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`, HOME: app, NODE_ENV: 'production', KMS_ROOT_KEY: randomBytes(32).toString('base64'), KMS_DATA_DIR: dataDir, ...env },
+      env: {
+        PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+        HOME: app,
+        NODE_ENV: 'production',
+        KMS_ROOT_KEY: randomBytes(32).toString('base64'),
+        KMS_DATA_DIR: dataDir,
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const s: Started = { name: args.join(' '), port: port!, child, output: '', exit: new Promise((resolve) => child.once('exit', (code) => resolve(code))) };
@@ -333,7 +370,7 @@ describe("functions-framework the standard way, from the runtime tree: package.j
  * read-only). Mode 1 (the root key from a file) stands in for the sealer, and this run's S3 for
  * MinIO. Then BigDL KMS's flow over real HTTP. Needs root (to switch user and remount), as CI is.
  */
-describe('the single-service container with the manifests\' environment, uid 1000, read-only root', () => {
+describe("the single-service container with the manifests' environment, uid 1000, read-only root", () => {
   const isRoot = process.getuid?.() === 0;
   const canUnshare = isRoot && spawnSync('unshare', ['-m', '--propagation', 'private', 'true']).status === 0;
 
@@ -372,8 +409,18 @@ describe('the single-service container with the manifests\' environment, uid 100
       const [port] = await freePorts(1);
       env.PORT = String(port);
       const script = 'mount -o remount,bind,ro / && exec setpriv --reuid=1000 --regid=1000 --clear-groups -- "$@"';
-      const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', process.execPath, ...CMD.slice(1)], { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
-      const s: Started = { name: 'single-service', port: port!, child, output: '', exit: new Promise((resolve) => child.once('exit', (code) => resolve(code))) };
+      const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', process.execPath, ...CMD.slice(1)], {
+        cwd: app,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const s: Started = {
+        name: 'single-service',
+        port: port!,
+        child,
+        output: '',
+        exit: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
+      };
       child.stdout!.on('data', (chunk: Buffer) => (s.output += chunk.toString()));
       child.stderr!.on('data', (chunk: Buffer) => (s.output += chunk.toString()));
       started.push(s);

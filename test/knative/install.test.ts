@@ -63,24 +63,56 @@ function install(args: string[], fake: Record<string, string> = {}): Run {
 describe('install.sh against a recording kubectl', () => {
   it('the stand-in is executable', () => {
     chmodSync(join(FAKE_BIN, 'kubectl'), 0o755);
-    expect(spawnSync(join(FAKE_BIN, 'kubectl'), ['version', '--client', '-o', 'json'], { env: { FAKE_KUBECTL_LOG: '/dev/null' }, encoding: 'utf8' }).stdout).toContain('"minor": "35"');
+    expect(
+      spawnSync(join(FAKE_BIN, 'kubectl'), ['version', '--client', '-o', 'json'], { env: { FAKE_KUBECTL_LOG: '/dev/null' }, encoding: 'utf8' }).stdout,
+    ).toContain('"minor": "35"');
   });
 
   const refusals: [string, string[], Record<string, string>, RegExp][] = [
     ['kubectl too old to render the overlays', ['--tee', 'dev'], { FAKE_CLIENT_MINOR: '20' }, /kubectl 1\.20 is too old .*install kubectl 1\.27 or later/],
-    ['kubectl cannot render the manifests', ['--tee', 'dev'], { FAKE_RENDER_FAILS: '1' }, /kubectl 1\.35 cannot render the manifests: error: invalid Kustomization/],
+    [
+      'kubectl cannot render the manifests',
+      ['--tee', 'dev'],
+      { FAKE_RENDER_FAILS: '1' },
+      /kubectl 1\.35 cannot render the manifests: error: invalid Kustomization/,
+    ],
     ['cluster unreachable', ['--tee', 'dev'], { FAKE_UNREACHABLE: '1' }, /cannot reach the cluster/],
     ['no Knative Serving', ['--tee', 'dev'], { FAKE_MISSING: 'services.serving.knative.dev' }, /Knative Serving is not installed/],
     ['no cert-manager', ['--tee', 'dev'], { FAKE_MISSING: 'certificates.cert-manager.io' }, /cert-manager is not installed .*HTTPS/],
     ['Knative too old for its cert-manager integration', ['--tee', 'dev'], { FAKE_KNATIVE_VERSION: '1.12.3' }, /Knative Serving 1\.12\.3 .*upgrade to 1\.15/],
     ['no real Knative domain', ['--tee', 'dev'], { FAKE_DOMAIN: 'example.com' }, /Knative has no real domain .*config-domain/],
-    ['another issuer already configured', ['--tee', 'dev'], { FAKE_EXTERNAL_TLS: 'Enabled', FAKE_ISSUER_REF: 'kind: ClusterIssuer\nname: corp-ca\n', KMS_TLS_ISSUER: 'self-signed' }, /already names the issuer corp-ca .*--tls cluster/],
+    [
+      'another issuer already configured',
+      ['--tee', 'dev'],
+      { FAKE_EXTERNAL_TLS: 'Enabled', FAKE_ISSUER_REF: 'kind: ClusterIssuer\nname: corp-ca\n', KMS_TLS_ISSUER: 'self-signed' },
+      /already names the issuer corp-ca .*--tls cluster/,
+    ],
     ['--tls cluster without TLS configured', ['--tee', 'dev', '--tls', 'cluster'], {}, /--tls cluster: .*external-domain-tls/],
-    ['RBAC: cannot patch Knative\'s config-network', ['--tee', 'dev'], { FAKE_DENY: 'patch:configmaps/config-network' }, /RBAC: you cannot patch configmaps\/config-network in namespace knative-serving/],
-    ['RBAC: cannot create Knative Services', ['--tee', 'dev'], { FAKE_DENY: 'create:services.serving.knative.dev' }, /RBAC: you cannot create services\.serving\.knative\.dev in namespace tee-kms/],
-    ['RBAC: cannot create ClusterIssuers', ['--tee', 'dev'], { FAKE_DENY: 'create:clusterissuers.cert-manager.io' }, /RBAC: you cannot create clusterissuers\.cert-manager\.io \(cluster-wide\)/],
+    [
+      "RBAC: cannot patch Knative's config-network",
+      ['--tee', 'dev'],
+      { FAKE_DENY: 'patch:configmaps/config-network' },
+      /RBAC: you cannot patch configmaps\/config-network in namespace knative-serving/,
+    ],
+    [
+      'RBAC: cannot create Knative Services',
+      ['--tee', 'dev'],
+      { FAKE_DENY: 'create:services.serving.knative.dev' },
+      /RBAC: you cannot create services\.serving\.knative\.dev in namespace tee-kms/,
+    ],
+    [
+      'RBAC: cannot create ClusterIssuers',
+      ['--tee', 'dev'],
+      { FAKE_DENY: 'create:clusterissuers.cert-manager.io' },
+      /RBAC: you cannot create clusterissuers\.cert-manager\.io \(cluster-wide\)/,
+    ],
     ['RBAC: cannot create the namespace', ['--tee', 'dev'], { FAKE_DENY: 'create:namespaces' }, /RBAC: you cannot create namespaces/],
-    ['--skip-knative-config on a Knative without HTTPS', ['--tee', 'dev', '--skip-knative-config'], {}, /--skip-knative-config: Knative's external-domain-tls is not set up/],
+    [
+      '--skip-knative-config on a Knative without HTTPS',
+      ['--tee', 'dev', '--skip-knative-config'],
+      {},
+      /--skip-knative-config: Knative's external-domain-tls is not set up/,
+    ],
   ];
   for (const [name, args, fake, message] of refusals) {
     it(`${name}: stops with what to do, before any write`, () => {
@@ -134,7 +166,9 @@ describe('install.sh against a recording kubectl', () => {
       const index = (prefix: string) => writes.findIndex((c) => c.startsWith(prefix));
       expect(index('create namespace tee-kms')).toBe(0);
       expect(index('apply -f -')).toBeGreaterThan(0); // Secrets, then the ClusterIssuers
-      expect(writes).toContain(`patch configmap config-certmanager -n knative-serving --type merge -p {"data":{"issuerRef":"kind: ClusterIssuer\\nname: tee-kms-ca\\n"}}`);
+      expect(writes).toContain(
+        `patch configmap config-certmanager -n knative-serving --type merge -p {"data":{"issuerRef":"kind: ClusterIssuer\\nname: tee-kms-ca\\n"}}`,
+      );
       expect(writes).toContain('patch configmap config-network -n knative-serving --type merge -p {"data":{"external-domain-tls":"Enabled"}}');
       expect(index('apply -k')).toBe(writes.length - 1);
       const generated = readFileSync(join(writes.at(-1)!.split(' ')[2]!, 'kustomization.yaml'), 'utf8');
@@ -142,7 +176,7 @@ describe('install.sh against a recording kubectl', () => {
       expect(generated).toContain('components/dev');
     });
 
-    it('the issuers it applies: a self-signed issuer, the CA certificate in cert-manager\'s namespace, the CA issuer', () => {
+    it("the issuers it applies: a self-signed issuer, the CA certificate in cert-manager's namespace, the CA issuer", () => {
       const dir = dirname(run.log);
       const applied = readdirSync(dir)
         .filter((f) => f.startsWith('kubectl.log.apply.'))

@@ -60,7 +60,10 @@ const RENDER = !skipWithout(KUBECTL);
 const renders = describe.skipIf(!RENDER);
 /** The base with the default function layout, before any component: what the overlays start from. */
 const base = RENDER ? [...render(BASE), ...render(PER_FUNCTION)] : [];
-const rendered = Object.fromEntries(OVERLAYS.map((o) => [o, RENDER ? render(join(KNATIVE, 'overlays', o)) : []])) as Record<(typeof OVERLAYS)[number], Resource[]>;
+const rendered = Object.fromEntries(OVERLAYS.map((o) => [o, RENDER ? render(join(KNATIVE, 'overlays', o)) : []])) as Record<
+  (typeof OVERLAYS)[number],
+  Resource[]
+>;
 const singleHost = readKustomization(SINGLE_HOST).resources.flatMap(loadResources);
 const referenceGrant = loadResources(join(BASE, 'routing', 'kourier-system', 'reference-grant.yaml'))[0]!;
 
@@ -147,7 +150,15 @@ renders('kustomizations', () => {
   it('the base renders to the functions, the sealer, MinIO, its bucket Job, config and policies', () => {
     const kinds = base.map((r) => `${r.apiVersion} ${r.kind}`);
     expect(new Set(kinds)).toEqual(
-      new Set(['v1 ConfigMap', 'serving.knative.dev/v1 Service', 'apps/v1 Deployment', 'v1 Service', 'apps/v1 StatefulSet', 'batch/v1 Job', 'networking.k8s.io/v1 NetworkPolicy']),
+      new Set([
+        'v1 ConfigMap',
+        'serving.knative.dev/v1 Service',
+        'apps/v1 Deployment',
+        'v1 Service',
+        'apps/v1 StatefulSet',
+        'batch/v1 Job',
+        'networking.k8s.io/v1 NetworkPolicy',
+      ]),
     );
     for (const r of base) expect(r.metadata.namespace, id(r)).toBe('tee-kms');
   });
@@ -179,7 +190,10 @@ renders('kustomizations', () => {
           const selector = (target.labelSelector as string | undefined)?.split('=');
           const name = target.name ?? target.metadata?.name;
           const matches = base.filter(
-            (r) => r.kind === target.kind && (name === undefined || r.metadata.name === name) && (selector === undefined || r.metadata.labels?.[selector[0]!] === selector[1]),
+            (r) =>
+              r.kind === target.kind &&
+              (name === undefined || r.metadata.name === name) &&
+              (selector === undefined || r.metadata.labels?.[selector[0]!] === selector[1]),
           );
           expect(matches.length, `${rel(component.file)}: ${entry.path ? rel(entry.path) : '(inline)'} matches nothing`).toBeGreaterThan(0);
         }
@@ -221,7 +235,7 @@ renders('kustomizations', () => {
     });
   }
 
-  it("the Knative config patches (applied by install.sh) are ConfigMaps in knative-serving with the flags tee-kms needs", async () => {
+  it('the Knative config patches (applied by install.sh) are ConfigMaps in knative-serving with the flags tee-kms needs', async () => {
     const files = ALL_YAML.filter(isKnativeConfigPatch);
     const patches = Object.fromEntries(files.flatMap(loadResources).map((r) => [r.metadata.name, r]));
     for (const r of Object.values(patches)) {
@@ -338,12 +352,25 @@ renders('sealer, MinIO and their references', () => {
           { mode: 0o755 },
         );
         const result = spawnSync('/bin/sh', ['-ec', script], {
-          env: { PATH: `${dir}:${process.env.PATH}`, KMS_S3_BUCKET: 'kms-keys', KMS_S3_NONCURRENT_VERSION_DAYS: days, MINIO_ROOT_USER: 'root', MINIO_ROOT_PASSWORD: 'pw', KMS_S3_ACCESS_KEY_ID: 'id', KMS_S3_SECRET_ACCESS_KEY: 'secret' },
+          env: {
+            PATH: `${dir}:${process.env.PATH}`,
+            KMS_S3_BUCKET: 'kms-keys',
+            KMS_S3_NONCURRENT_VERSION_DAYS: days,
+            MINIO_ROOT_USER: 'root',
+            MINIO_ROOT_PASSWORD: 'pw',
+            KMS_S3_ACCESS_KEY_ID: 'id',
+            KMS_S3_SECRET_ACCESS_KEY: 'secret',
+          },
           input: '',
           encoding: 'utf8',
           timeout: 30_000,
         });
-        const recorded = existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { args: string[]; stdin: string }) : [];
+        const recorded = existsSync(calls)
+          ? readFileSync(calls, 'utf8')
+              .trim()
+              .split('\n')
+              .map((l) => JSON.parse(l) as { args: string[]; stdin: string })
+          : [];
         // The wrapper's --config-dir DIR --quiet come first.
         return { status: result.status, stderr: result.stderr, calls: recorded.map((c) => ({ args: c.args.slice(3), stdin: c.stdin })) };
       } finally {
@@ -378,7 +405,9 @@ renders('sealer, MinIO and their references', () => {
   it('NetworkPolicies admit to MinIO and the sealer exactly the pods that use them', () => {
     const policies = base.filter((r) => r.kind === 'NetworkPolicy');
     const podsOf = (selector: Record<string, string>) =>
-      base.flatMap((r) => podSpecsOf(r).map((p) => ({ r, labels: (p.metadata?.labels ?? {}) as Record<string, string> }))).filter(({ labels }) => Object.entries(selector).every(([k, v]) => labels[k] === v));
+      base
+        .flatMap((r) => podSpecsOf(r).map((p) => ({ r, labels: (p.metadata?.labels ?? {}) as Record<string, string> })))
+        .filter(({ labels }) => Object.entries(selector).every(([k, v]) => labels[k] === v));
     const guarded = { 'tee-kms-minio': 'StatefulSet', 'tee-kms-sealer': 'Deployment' } as const;
     for (const [name, kind] of Object.entries(guarded)) {
       const policy = policies.find((p) => p.metadata.name === name)!;
@@ -390,8 +419,13 @@ renders('sealer, MinIO and their references', () => {
       const workload = find(base, kind, name)!;
       expect(workload.spec.template.spec.containers[0].ports[0].containerPort).toBe(port);
       // Every pod configured to talk to it is admitted.
-      const users = base.filter((r) => JSON.stringify(r).includes(`https://${name}:`) || containersOf(r).some(({ container }) => (container.envFrom ?? []).some((e: Json) => e.configMapRef?.name === 'tee-kms-config')));
-      for (const u of users.filter((r) => r.kind !== 'ConfigMap' && id(r) !== id(workload))) expect(admitted, `${name} must admit ${u.metadata.name}`).toContain(u.metadata.name);
+      const users = base.filter(
+        (r) =>
+          JSON.stringify(r).includes(`https://${name}:`) ||
+          containersOf(r).some(({ container }) => (container.envFrom ?? []).some((e: Json) => e.configMapRef?.name === 'tee-kms-config')),
+      );
+      for (const u of users.filter((r) => r.kind !== 'ConfigMap' && id(r) !== id(workload)))
+        expect(admitted, `${name} must admit ${u.metadata.name}`).toContain(u.metadata.name);
     }
   });
 
@@ -399,13 +433,15 @@ renders('sealer, MinIO and their references', () => {
     const header = readFileSync(join(BASE, 'kustomization.yaml'), 'utf8');
     const documented = new Set([...header.matchAll(/^#\s+(tee-kms-[a-z0-9-]+)\s/gm)].map((m) => m[1]!));
     const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
-    for (const name of documented) expect(install, `install.sh creates ${name}`).toMatch(new RegExp(`(secret|configmap) (generic |tls )?${name}\\b|apply_(generic|tls)_secret ${name}\\b`));
+    for (const name of documented)
+      expect(install, `install.sh creates ${name}`).toMatch(new RegExp(`(secret|configmap) (generic |tls )?${name}\\b|apply_(generic|tls)_secret ${name}\\b`));
     const inBase = new Set(base.map((r) => r.metadata.name));
     const refs: string[] = [];
     const collect = (node: Json) => {
       if (node === null || typeof node !== 'object') return;
       for (const [key, value] of Object.entries(node)) {
-        if (['configMapRef', 'secretRef', 'configMapKeyRef', 'secretKeyRef', 'configMap'].includes(key) && typeof (value as Json)?.name === 'string') refs.push((value as Json).name);
+        if (['configMapRef', 'secretRef', 'configMapKeyRef', 'secretKeyRef', 'configMap'].includes(key) && typeof (value as Json)?.name === 'string')
+          refs.push((value as Json).name);
         else if (key === 'secret' && typeof (value as Json)?.secretName === 'string') refs.push((value as Json).secretName);
         else if (key === 'secret' && typeof (value as Json)?.name === 'string') refs.push((value as Json).name);
         collect(value);
@@ -426,7 +462,10 @@ renders('sealer, MinIO and their references', () => {
           for (const m of mounts) expect(volumes.has(m.name), `${id(r)}${path}: mount ${m.name} has no volume`).toBe(true);
           for (const e of c.env ?? []) {
             if (!e.name.endsWith('_FILE') && e.name !== 'NODE_EXTRA_CA_CERTS') continue;
-            expect(mounts.some((m) => e.value.startsWith(`${m.mountPath}/`)), `${id(r)}: ${e.name}=${e.value} is not under a mounted volume`).toBe(true);
+            expect(
+              mounts.some((m) => e.value.startsWith(`${m.mountPath}/`)),
+              `${id(r)}: ${e.name}=${e.value} is not under a mounted volume`,
+            ).toBe(true);
           }
         }
       }
@@ -497,7 +536,7 @@ renders('routing', () => {
 });
 
 describe('the kind quickstart cluster (knative/kind/cluster.yaml)', () => {
-  it('is named knative, like kn quickstart kind, and publishes Kourier\'s NodePorts as 80 and 443 on loopback', () => {
+  it("is named knative, like kn quickstart kind, and publishes Kourier's NodePorts as 80 and 443 on loopback", () => {
     const [cluster] = loadYaml(join(KNATIVE, 'kind', 'cluster.yaml'));
     expect(cluster).toMatchObject({ kind: 'Cluster', apiVersion: 'kind.x-k8s.io/v1alpha4', name: 'knative' });
     expect(cluster.nodes[0].extraPortMappings).toEqual([
@@ -518,7 +557,11 @@ describe('function manifests are generated from functions/catalog.ts (npm run ge
   it('one Service per catalog function, named after its module, and one single-service Service serving all', async () => {
     const files = await generateManifests();
     const perFunction = [...files.keys()].filter((f) => f.startsWith('knative/functions/per-function/') && !f.endsWith('/kustomization.yaml'));
-    expect(perFunction.sort()).toEqual(Object.keys(routeModules).map((name) => `knative/functions/per-function/${serviceName(name)}.yaml`).sort());
+    expect(perFunction.sort()).toEqual(
+      Object.keys(routeModules)
+        .map((name) => `knative/functions/per-function/${serviceName(name)}.yaml`)
+        .sort(),
+    );
     const [single] = loadResources(join(SINGLE_SERVICE, 'tee-kms.yaml'));
     expect(targetOf(single!)).toBe('');
     expect(envValue(single!.spec.template.spec.containers[0], 'KMS_ADMIN_TOKEN_FILE')).toBe('/var/run/secrets/tee-kms/admin/token');

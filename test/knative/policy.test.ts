@@ -8,7 +8,22 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { INTEL_PCS_URL } from '../../sealer/attestation/tdx/pccs.js';
 import { skipWithout } from '../support/tools.js';
-import { KNATIVE, KUBECTL, OVERLAYS, containersOf, id, loadResources, loadYaml, parseImage, podSpecsOf, readKustomization, rel, render, type Json, type Resource } from './support.js';
+import {
+  KNATIVE,
+  KUBECTL,
+  OVERLAYS,
+  containersOf,
+  id,
+  loadResources,
+  loadYaml,
+  parseImage,
+  podSpecsOf,
+  readKustomization,
+  rel,
+  render,
+  type Json,
+  type Resource,
+} from './support.js';
 
 const BASE = join(KNATIVE, 'base');
 /** Rendering is the real kustomize (kubectl): outside CI, these checks skip where it is missing. */
@@ -16,7 +31,10 @@ const RENDER = !skipWithout(KUBECTL);
 const renders = describe.skipIf(!RENDER);
 /** The base with both function layouts, before any component. */
 const base = RENDER ? [BASE, join(KNATIVE, 'functions', 'per-function'), join(KNATIVE, 'functions', 'single-service')].flatMap(render) : [];
-const rendered = { base, ...Object.fromEntries(OVERLAYS.map((o) => [o, RENDER ? render(join(KNATIVE, 'overlays', o)) : []])) } as Record<'base' | (typeof OVERLAYS)[number], Resource[]>;
+const rendered = { base, ...Object.fromEntries(OVERLAYS.map((o) => [o, RENDER ? render(join(KNATIVE, 'overlays', o)) : []])) } as Record<
+  'base' | (typeof OVERLAYS)[number],
+  Resource[]
+>;
 const PRODUCTION = ['base', 'tdx'] as const;
 const ALL = ['base', ...OVERLAYS] as const;
 const PLACEHOLDER_DIGEST = `sha256:${'0'.repeat(64)}`;
@@ -66,7 +84,8 @@ renders('no literal secrets', () => {
               if (e.valueFrom?.secretKeyRef === undefined) problems.push(`${where} must come from a secretKeyRef`);
             }
           }
-          for (const from of container.envFrom ?? []) if (from.configMapRef === undefined && from.secretRef === undefined) problems.push(`${id(r)}: envFrom ${JSON.stringify(from)}`);
+          for (const from of container.envFrom ?? [])
+            if (from.configMapRef === undefined && from.secretRef === undefined) problems.push(`${id(r)}: envFrom ${JSON.stringify(from)}`);
         }
       }
       expect(problems).toEqual([]);
@@ -220,7 +239,8 @@ renders('hardened pods everywhere', () => {
             if (!(sc.capabilities?.drop ?? []).includes('ALL')) problems.push(`${cw}: capabilities.drop ALL`);
             if ((sc.capabilities?.add ?? []).length > 0) problems.push(`${cw}: capabilities.add`);
             if ((sc.seccompProfile ?? pod.seccompProfile)?.type !== 'RuntimeDefault') problems.push(`${cw}: seccompProfile RuntimeDefault`);
-            for (const kind of ['requests', 'limits']) for (const res of ['cpu', 'memory']) if (c.resources?.[kind]?.[res] === undefined) problems.push(`${cw}: resources.${kind}.${res}`);
+            for (const kind of ['requests', 'limits'])
+              for (const res of ['cpu', 'memory']) if (c.resources?.[kind]?.[res] === undefined) problems.push(`${cw}: resources.${kind}.${res}`);
             if (c.readinessProbe === undefined && r.kind !== 'Job') problems.push(`${cw}: readinessProbe`);
           }
         }
@@ -235,8 +255,35 @@ renders('what Knative accepts (serving field masks, reserved names, autoscaling)
   // knative.dev/serving pkg/apis/serving/fieldmask.go and k8s_validation.go.
   const POD_FIELDS = ['serviceAccountName', 'containers', 'volumes', 'imagePullSecrets', 'enableServiceLinks', 'automountServiceAccountToken'];
   const REVISION_FIELDS = ['containerConcurrency', 'timeoutSeconds', 'responseStartTimeoutSeconds', 'idleTimeoutSeconds'];
-  const CONTAINER_FIELDS = ['name', 'args', 'command', 'env', 'workingDir', 'envFrom', 'image', 'imagePullPolicy', 'livenessProbe', 'ports', 'readinessProbe', 'resources', 'securityContext', 'startupProbe', 'terminationMessagePath', 'terminationMessagePolicy', 'volumeMounts'];
-  const SECURITY_FIELDS = ['capabilities', 'readOnlyRootFilesystem', 'runAsUser', 'runAsGroup', 'runAsNonRoot', 'allowPrivilegeEscalation', 'seccompProfile', 'privileged'];
+  const CONTAINER_FIELDS = [
+    'name',
+    'args',
+    'command',
+    'env',
+    'workingDir',
+    'envFrom',
+    'image',
+    'imagePullPolicy',
+    'livenessProbe',
+    'ports',
+    'readinessProbe',
+    'resources',
+    'securityContext',
+    'startupProbe',
+    'terminationMessagePath',
+    'terminationMessagePolicy',
+    'volumeMounts',
+  ];
+  const SECURITY_FIELDS = [
+    'capabilities',
+    'readOnlyRootFilesystem',
+    'runAsUser',
+    'runAsGroup',
+    'runAsNonRoot',
+    'allowPrivilegeEscalation',
+    'seccompProfile',
+    'privileged',
+  ];
   const VOLUME_SOURCES = ['secret', 'configMap', 'projected', 'emptyDir']; // emptyDir: on by default
   const RESERVED_ENV = ['PORT', 'K_SERVICE', 'K_CONFIGURATION', 'K_REVISION'];
   const RESERVED_PORTS = [8012, 8013, 8022, 9090, 9091, 8008];
@@ -246,14 +293,30 @@ renders('what Knative accepts (serving field masks, reserved names, autoscaling)
       const allowed = [...POD_FIELDS, ...REVISION_FIELDS, ...(variant === 'tdx' ? ['runtimeClassName'] : [])];
       for (const s of ksvcs(rendered[variant])) {
         const spec = s.spec.template.spec;
-        expect(Object.keys(spec).filter((k) => !allowed.includes(k)), id(s)).toEqual([]);
+        expect(
+          Object.keys(spec).filter((k) => !allowed.includes(k)),
+          id(s),
+        ).toEqual([]);
         expect(spec.automountServiceAccountToken, id(s)).toBe(false); // Knative accepts only false
-        for (const v of spec.volumes ?? []) expect(Object.keys(v).filter((k) => k !== 'name' && !VOLUME_SOURCES.includes(k)), `${id(s)} volume ${v.name}`).toEqual([]);
+        for (const v of spec.volumes ?? [])
+          expect(
+            Object.keys(v).filter((k) => k !== 'name' && !VOLUME_SOURCES.includes(k)),
+            `${id(s)} volume ${v.name}`,
+          ).toEqual([]);
         expect(spec.containers, id(s)).toHaveLength(1);
         const c = spec.containers[0];
-        expect(Object.keys(c).filter((k) => !CONTAINER_FIELDS.includes(k)), id(s)).toEqual([]);
-        expect(Object.keys(c.securityContext).filter((k) => !SECURITY_FIELDS.includes(k)), id(s)).toEqual([]);
-        expect((c.env ?? []).map((e: Json) => e.name).filter((n: string) => RESERVED_ENV.includes(n)), id(s)).toEqual([]);
+        expect(
+          Object.keys(c).filter((k) => !CONTAINER_FIELDS.includes(k)),
+          id(s),
+        ).toEqual([]);
+        expect(
+          Object.keys(c.securityContext).filter((k) => !SECURITY_FIELDS.includes(k)),
+          id(s),
+        ).toEqual([]);
+        expect(
+          (c.env ?? []).map((e: Json) => e.name).filter((n: string) => RESERVED_ENV.includes(n)),
+          id(s),
+        ).toEqual([]);
         for (const p of c.ports ?? []) expect(RESERVED_PORTS, id(s)).not.toContain(p.containerPort);
         for (const probe of [c.readinessProbe, c.livenessProbe]) {
           const port = probe?.httpGet?.port ?? probe?.tcpSocket?.port;
@@ -278,7 +341,8 @@ renders('what Knative accepts (serving field masks, reserved names, autoscaling)
       expect(s.spec.template.spec.timeoutSeconds, id(s)).toBeGreaterThan(0);
       expect(s.spec.template.spec.containers[0].readinessProbe.httpGet.path, id(s)).toBe('/readyz');
       expect(s.spec.template.spec.containers[0].livenessProbe.httpGet.path, id(s)).toBe('/healthz');
-      for (const key of Object.keys(a)) expect(key, id(s)).toMatch(/^autoscaling\.knative\.dev\/(min-scale|max-scale|initial-scale|scale-down-delay|target-burst-capacity)$/);
+      for (const key of Object.keys(a))
+        expect(key, id(s)).toMatch(/^autoscaling\.knative\.dev\/(min-scale|max-scale|initial-scale|scale-down-delay|target-burst-capacity)$/);
     }
   });
 });

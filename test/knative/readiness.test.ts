@@ -25,7 +25,16 @@ async function startHost(env: Record<string, string>): Promise<{ url: string; ou
   const port = await freePort();
   const child = spawn(process.execPath, ['dist/scripts/serve.js'], {
     cwd: REPO,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, NODE_ENV: 'production', KMS_BIND: '127.0.0.1', KMS_TLS: 'off', PORT: String(port), FUNCTION_TARGET: 'getDataKey', ...env },
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: dir,
+      NODE_ENV: 'production',
+      KMS_BIND: '127.0.0.1',
+      KMS_TLS: 'off',
+      PORT: String(port),
+      FUNCTION_TARGET: 'getDataKey',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);
@@ -33,9 +42,12 @@ async function startHost(env: Record<string, string>): Promise<{ url: string; ou
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
   const url = `http://127.0.0.1:${port}`;
-  for (const until = Date.now() + 20_000; ; ) {
+  for (const until = Date.now() + 20_000; ;) {
     if (child.exitCode !== null) throw new Error(`the host exited with ${child.exitCode}:\n${output}`);
-    const up = await fetch(`${url}${LIVE}`).then((r) => r.ok, () => false);
+    const up = await fetch(`${url}${LIVE}`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (up) return { url, output: () => output };
     if (Date.now() > until) throw new Error(`the host does not answer:\n${output}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -57,7 +69,7 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe('readiness probe (the manifests\' readinessProbe path) against a real lean-host process', () => {
+describe("readiness probe (the manifests' readinessProbe path) against a real lean-host process", () => {
   it('the Services probe readiness and liveness on different paths; liveness is the cheap one', () => {
     expect(READY).toBe('/readyz');
     expect(LIVE).toBe('/healthz');
@@ -79,9 +91,22 @@ describe('readiness probe (the manifests\' readinessProbe path) against a real l
 
   it('not ready while the sealing service does not answer', async () => {
     const ca = join(dir, 'ca.crt');
-    writeFileSync(ca, execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', '/dev/null', '-days', '1', '-subj', '/CN=ca'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+    writeFileSync(
+      ca,
+      execFileSync(
+        'openssl',
+        ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', '/dev/null', '-days', '1', '-subj', '/CN=ca'],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+      ),
+    );
     const closed = await freePort();
-    const host = await startHost({ KMS_SEALER_URL: `https://127.0.0.1:${closed}`, KMS_SEALER_CA_FILE: ca, KMS_ATTESTER: 'sample', NODE_ENV: 'development', KMS_DATA_DIR: join(dir, 'data2') });
+    const host = await startHost({
+      KMS_SEALER_URL: `https://127.0.0.1:${closed}`,
+      KMS_SEALER_CA_FILE: ca,
+      KMS_ATTESTER: 'sample',
+      NODE_ENV: 'development',
+      KMS_DATA_DIR: join(dir, 'data2'),
+    });
     const answer = await probe(host.url);
     expect(answer.status, host.output()).toBe(503);
     expect(answer.body.ready).toBe(false);

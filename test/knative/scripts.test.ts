@@ -39,10 +39,16 @@ function fixture(name: string, text: string): string {
   return path;
 }
 /** A policy as docs/attestation.md shows it. */
-const POLICY = fixture('policy.json', `${JSON.stringify({ mrTd: [MEASUREMENT], rtmr0: [MEASUREMENT], mrConfigId: ['00'.repeat(48)], allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`);
+const POLICY = fixture(
+  'policy.json',
+  `${JSON.stringify({ mrTd: [MEASUREMENT], rtmr0: [MEASUREMENT], mrConfigId: ['00'.repeat(48)], allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`,
+);
 const sealerOf = (resources: Resource[]) => resources.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
 const sealerEnv = (resources: Resource[], name: string) => (sealerOf(resources).spec.template.spec.containers[0].env as Json[]).filter((e) => e.name === name);
-const manifests = (stdout: string) => parseAllDocuments(stdout).map((d) => d.toJS()).filter(Boolean) as Resource[];
+const manifests = (stdout: string) =>
+  parseAllDocuments(stdout)
+    .map((d) => d.toJS())
+    .filter(Boolean) as Resource[];
 
 describe('install.sh and uninstall.sh', () => {
   it('are executable and parse (bash -n)', () => {
@@ -62,7 +68,19 @@ describe('install.sh and uninstall.sh', () => {
   it("--help names BigDL KMS's parameters as options", () => {
     const result = run(INSTALL, ['--help']);
     expect(result.status).toBe(0);
-    for (const option of ['--tee', '--image', '--storage-size', '--domain', '--root-key-file', '--generate-root-key', '--namespace', '--dry-run', '--tdx-policy', '--pccs-url']) expect(result.stdout).toContain(option);
+    for (const option of [
+      '--tee',
+      '--image',
+      '--storage-size',
+      '--domain',
+      '--root-key-file',
+      '--generate-root-key',
+      '--namespace',
+      '--dry-run',
+      '--tdx-policy',
+      '--pccs-url',
+    ])
+      expect(result.stdout).toContain(option);
     const header = readFileSync(INSTALL, 'utf8');
     for (const parameter of ['imageName', 'dataStoragePath', 'serviceIP', 'rootKey', 'teeMode']) expect(header).toContain(parameter);
     expect(run(UNINSTALL, ['--help']).status).toBe(0);
@@ -86,7 +104,11 @@ describe('install.sh and uninstall.sh', () => {
       // TDX: the sealer needs reference values, or it refuses every TD.
       [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], {}, /--tee tdx needs --tdx-policy FILE.*verify-quote/],
       [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', '/nonexistent/policy.json'], {}, /--tdx-policy: cannot read/],
-      [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--pccs-url', 'http://pccs.example:8081'], {}, /--pccs-url must be an https:\/\//],
+      [
+        ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--pccs-url', 'http://pccs.example:8081'],
+        {},
+        /--pccs-url must be an https:\/\//,
+      ],
       [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--pccs-url', 'https://pccs.example/"; x: y'], {}, /--pccs-url must be/],
       [['--dry-run', '--tee', 'dev', '--tdx-policy', POLICY], {}, /--tdx-policy is for --tee tdx/],
       [['--dry-run', '--tee', 'dev', '--pccs-url', INTEL_PCS_URL], {}, /--pccs-url is for --tee tdx/],
@@ -98,10 +120,12 @@ describe('install.sh and uninstall.sh', () => {
     }
     // BigDL KMS's variable names work as well.
     expect(run(INSTALL, [], { teeMode: 'sgx' }).stderr).toMatch(/TDX/);
-    expect(run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: '/nonexistent' }).stderr).toMatch(/--tdx-policy: cannot read/);
+    expect(run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: '/nonexistent' }).stderr).toMatch(
+      /--tdx-policy: cannot read/,
+    );
   });
 
-  describe('--tdx-policy is checked before anything is applied, by the sealer\'s own loader (scripts/check-policy.ts)', () => {
+  describe("--tdx-policy is checked before anything is applied, by the sealer's own loader (scripts/check-policy.ts)", () => {
     const m = MEASUREMENT;
     const cases: [string, string][] = [
       ['docs/attestation.md example', readFileSync(POLICY, 'utf8')],
@@ -168,18 +192,30 @@ describe('install.sh and uninstall.sh', () => {
     temps.push(work);
     const result = run(INSTALL, [
       '--dry-run',
-      '--tee', 'tdx',
-      '--image', `registry.example.com/tee-kms:1.2.3@${digest}`,
-      '--namespace', 'kms-prod',
-      '--domain', 'kms.example.org',
-      '--gateway-class', 'example-gateway-class',
-      '--storage-size', '20Gi',
-      '--storage-class', 'fast-ssd',
-      '--bucket', 'kms-keys',
-      '--noncurrent-version-days', '30',
-      '--tdx-policy', POLICY,
-      '--pccs-url', 'https://pccs.example.org:8081/',
-      '--work-dir', work,
+      '--tee',
+      'tdx',
+      '--image',
+      `registry.example.com/tee-kms:1.2.3@${digest}`,
+      '--namespace',
+      'kms-prod',
+      '--domain',
+      'kms.example.org',
+      '--gateway-class',
+      'example-gateway-class',
+      '--storage-size',
+      '20Gi',
+      '--storage-class',
+      'fast-ssd',
+      '--bucket',
+      'kms-keys',
+      '--noncurrent-version-days',
+      '30',
+      '--tdx-policy',
+      POLICY,
+      '--pccs-url',
+      'https://pccs.example.org:8081/',
+      '--work-dir',
+      work,
     ]);
     const resources = result.status === 0 ? manifests(result.stdout) : [];
 
@@ -194,7 +230,9 @@ describe('install.sh and uninstall.sh', () => {
 
     it('the sealer gets the policy file from the ConfigMap install.sh makes, and the given PCCS as its one collateral source', () => {
       // The sealer's own summary (sealer/verifiers.ts describePolicy, through scripts/check-policy.ts).
-      expect(result.stderr).toMatch(/TDX policy .*policy\.json: mrTd 1 allowed, rtmr0 1 allowed, rtmr1 any, rtmr2 any, mrConfigId 1 allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https:\/\/pccs\.example\.org:8081\n/);
+      expect(result.stderr).toMatch(
+        /TDX policy .*policy\.json: mrTd 1 allowed, rtmr0 1 allowed, rtmr1 any, rtmr2 any, mrConfigId 1 allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https:\/\/pccs\.example\.org:8081\n/,
+      );
       expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: 'https://pccs.example.org:8081' }]);
       expect(sealerEnv(resources, 'KMS_SEALER_TDX_COLLATERAL_FILE')).toEqual([]);
       expect(sealerEnv(resources, 'KMS_SEALER_TDX_POLICY_FILE')).toHaveLength(1);
@@ -243,9 +281,23 @@ describe('install.sh and uninstall.sh', () => {
     temps.push(work);
     const initdata = join(work, 'initdata.toml');
     execFileSync('bash', ['-c', `printf 'version = "0.1.0"\\nalgorithm = "sha384"\\n[data]\\n' > '${initdata}'`]);
-    const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', `r.example/tee-kms@sha256:${'cd'.repeat(32)}`, '--tdx-policy', POLICY, '--initdata', initdata, '--work-dir', join(work, 'k')]);
+    const result = run(INSTALL, [
+      '--dry-run',
+      '--tee',
+      'tdx',
+      '--image',
+      `r.example/tee-kms@sha256:${'cd'.repeat(32)}`,
+      '--tdx-policy',
+      POLICY,
+      '--initdata',
+      initdata,
+      '--work-dir',
+      join(work, 'k'),
+    ]);
     expect(result.status, result.stderr).toBe(0);
-    const resources = parseAllDocuments(result.stdout).map((d) => d.toJS()).filter(Boolean) as Resource[];
+    const resources = parseAllDocuments(result.stdout)
+      .map((d) => d.toJS())
+      .filter(Boolean) as Resource[];
     const pods = resources.filter((r) => r.kind === 'Deployment' || r.apiVersion === 'serving.knative.dev/v1');
     expect(pods.length).toBe(routes.length + 1);
     for (const r of pods) {
@@ -292,7 +344,7 @@ describe('Dockerfile and .dockerignore', () => {
     expect(build!.from).toBe(runtime!.from);
   });
 
-  it('the base image is a Node.js LTS line package.json\'s engines names, as is the Node running these tests', () => {
+  it("the base image is a Node.js LTS line package.json's engines names, as is the Node running these tests", () => {
     const from = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8')).args.find((a) => a.args.startsWith('NODE_IMAGE='))!.args;
     const major = /^NODE_IMAGE=node:(\d+)-bookworm-slim(@sha256:[0-9a-f]{64})?$/.exec(from)?.[1];
     expect(major, from).toBeDefined();
@@ -316,7 +368,10 @@ describe('Dockerfile and .dockerignore', () => {
   });
 
   it('copies only sources that exist, and .dockerignore lets exactly those in', () => {
-    const ignore = readFileSync(join(REPO, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+    const ignore = readFileSync(join(REPO, '.dockerignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !l.startsWith('#'));
     expect(ignore[0]).toBe('*');
     const allowed = ignore.filter((l) => l.startsWith('!')).map((l) => l.slice(1).replace(/\/$/, ''));
     for (const copy of build!.instructions.filter((i) => i.op === 'COPY').map((i) => i.args.split(/\s+/))) {
@@ -341,7 +396,16 @@ describe('docs/deploy-knative.md', () => {
   });
 
   it('documents the TDX policy and collateral parameters, where reference values come from, and what happens without them', () => {
-    for (const text of ['--tdx-policy', '--pccs-url', INTEL_PCS_URL, 'tee-kms-tdx-policy', 'KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_PCCS_URL', 'npm run --silent verify-quote --', 'docs/attestation.md']) {
+    for (const text of [
+      '--tdx-policy',
+      '--pccs-url',
+      INTEL_PCS_URL,
+      'tee-kms-tdx-policy',
+      'KMS_SEALER_TDX_POLICY_FILE',
+      'KMS_SEALER_PCCS_URL',
+      'npm run --silent verify-quote --',
+      'docs/attestation.md',
+    ]) {
       expect(doc, text).toContain(text);
     }
     expect(doc).toMatch(/refuses every (TD|pod)/);
@@ -358,7 +422,8 @@ describe('docs/deploy-knative.md', () => {
     expect(doc).toContain('"runtimeClassName":"kata-qemu-tdx"');
     expect(doc).toContain('--probe-readiness http::8080:/readyz');
     expect(doc).toMatch(/kn service apply [a-z-]+ -n tee-kms -f [a-z-]+\.yaml/);
-    for (const route of routes) expect(doc, route.name).toMatch(new RegExp(`kn service create [a-z-]+ [^\\n]*"\\$\\{TDX\\[@\\]\\}"[^\\n]*FUNCTION_TARGET=${route.name}\\b`));
+    for (const route of routes)
+      expect(doc, route.name).toMatch(new RegExp(`kn service create [a-z-]+ [^\\n]*"\\$\\{TDX\\[@\\]\\}"[^\\n]*FUNCTION_TARGET=${route.name}\\b`));
   });
 
   it('sends no token or key to an http:// URL, except through a local kubectl port-forward', () => {
@@ -370,6 +435,7 @@ describe('docs/deploy-knative.md', () => {
   });
 
   it('gives the kn service create command of every function', () => {
-    for (const route of routes) expect(doc, route.name).toMatch(new RegExp(`kn service create [a-z-]+[^\\n]*(\\\\\\n[^\\n]*)*FUNCTION_TARGET=${route.name}\\b`));
+    for (const route of routes)
+      expect(doc, route.name).toMatch(new RegExp(`kn service create [a-z-]+[^\\n]*(\\\\\\n[^\\n]*)*FUNCTION_TARGET=${route.name}\\b`));
   });
 });

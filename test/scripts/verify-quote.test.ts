@@ -11,14 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  buildCollateral,
-  buildTdxQuote,
-  createTestPki,
-  DEFAULT_TD,
-  evidenceFor,
-  TD_ATTRIBUTES_DEBUG,
-} from '../support/tdx-quote-builder.js';
+import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, evidenceFor, TD_ATTRIBUTES_DEBUG } from '../support/tdx-quote-builder.js';
 import { FIXTURES_SKIP_NOTE, TDX_QUOTE_REPORT, fixturePath, fixturesPresent } from '../support/tdx-fixtures.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -83,7 +76,14 @@ describe.skipIf(!fixturesPresent)(`verify-quote on real quotes${FIXTURES_SKIP_NO
   it('accepts tdx_quote with its collateral inside the validity window', () => {
     const { status, json } = run(fixturePath('tdx_quote'), '--collateral', fixturePath('tdx_quote_collateral.json'), '--at', '2025-07-01T00:00:00Z');
     expect(status).toBe(0);
-    expect(json).toMatchObject({ mrTd: MRTD, tcbStatus: 'UpToDate', advisoryIds: [], evaluatedAt: '2025-07-01T00:00:00.000Z', verdict: 'accepted', reason: null });
+    expect(json).toMatchObject({
+      mrTd: MRTD,
+      tcbStatus: 'UpToDate',
+      advisoryIds: [],
+      evaluatedAt: '2025-07-01T00:00:00.000Z',
+      verdict: 'accepted',
+      reason: null,
+    });
   });
 
   it('rejects tdx_quote after its collateral expired', () => {
@@ -97,7 +97,13 @@ describe.skipIf(!fixturesPresent)(`verify-quote on real quotes${FIXTURES_SKIP_NO
   });
 
   it('never accepts tdx_quote_outdated as UpToDate', () => {
-    const { status, json } = run(fixturePath('tdx_quote_outdated'), '--collateral', fixturePath('tdx_quote_outdated_collateral.json'), '--at', '2026-03-01T00:00:00Z');
+    const { status, json } = run(
+      fixturePath('tdx_quote_outdated'),
+      '--collateral',
+      fixturePath('tdx_quote_outdated_collateral.json'),
+      '--at',
+      '2026-03-01T00:00:00Z',
+    );
     expect(status).toBe(1);
     expect(json).toMatchObject({
       quoteVersion: 5,

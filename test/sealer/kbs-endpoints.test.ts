@@ -39,7 +39,9 @@ function cookieOf(response: KbsHttpResponse): string {
   return line.split(';')[0]!;
 }
 
-async function auth(body: unknown = { version: '0.4.0', tee: 'sample', 'extra-params': '' }): Promise<{ response: KbsHttpResponse; nonce: string; cookie: string }> {
+async function auth(
+  body: unknown = { version: '0.4.0', tee: 'sample', 'extra-params': '' },
+): Promise<{ response: KbsHttpResponse; nonce: string; cookie: string }> {
   const response = await kbs.request('POST', '/kbs/v0/auth', body);
   const nonce = (response.body as { nonce?: string } | undefined)?.nonce ?? '';
   const cookie = cookieOf(response);
@@ -85,7 +87,10 @@ describe('KBS round trip on the wire', () => {
     expect(attested.status).toBe(200);
     const token = (attested.body as { token: string }).token;
     secrets.addText(token);
-    const [header, payload] = token.split('.').slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url').toString()));
+    const [header, payload] = token
+      .split('.')
+      .slice(0, 2)
+      .map((part) => JSON.parse(Buffer.from(part, 'base64url').toString()));
     expect(header).toMatchObject({ alg: 'ES256', typ: 'JWT', jwk: { kty: 'EC', crv: 'P-256' } });
     expect(payload).toMatchObject({ iss: 'tee-kms-sealer', tee: 'sample', customized_claims: { runtime_data: { nonce, 'tee-pubkey': teeKey.publicJwk } } });
     expect(payload.exp - payload.iat).toBe(2);
@@ -231,7 +236,9 @@ describe('production mode (no insecure development mode)', () => {
 
   beforeAll(async () => {
     // KMS_ACCESS_LOG is the functions' switch: the sealer logs its requests regardless.
-    production = await startSealerProcess({ env: { KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'), KMS_SEALER_INSECURE_DEV_MODE: 'false', KMS_ACCESS_LOG: 'false' } });
+    production = await startSealerProcess({
+      env: { KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'), KMS_SEALER_INSECURE_DEV_MODE: 'false', KMS_ACCESS_LOG: 'false' },
+    });
   });
 
   afterAll(async () => {
@@ -271,7 +278,8 @@ describe('load and broken requests', () => {
 
   it('a flood of /auth (no credentials needed) cannot lock clients out: the oldest unanswered challenges give way', async () => {
     const flood = [];
-    for (let i = 0; i < 3 * MAX_SESSIONS; i++) flood.push(await client.request('POST', '/kbs/v0/auth', { version: '0.4.0', tee: 'sample', 'extra-params': '' }));
+    for (let i = 0; i < 3 * MAX_SESSIONS; i++)
+      flood.push(await client.request('POST', '/kbs/v0/auth', { version: '0.4.0', tee: 'sample', 'extra-params': '' }));
     expect(flood.map((r) => r.status)).toEqual(flood.map(() => 200));
     // A client that answers its challenge gets its token and the root key.
     const token = await client.token();
@@ -281,7 +289,9 @@ describe('load and broken requests', () => {
     expect((await decryptFromKbs(resource.body, teeKey.privateKey)).equals(ROOT_KEY)).toBe(true);
     // The first challenge of the flood was given up; answering it now says so.
     const first = flood[0]!;
-    const late = await client.request('POST', '/kbs/v0/attest', await attestation((first.body as { nonce: string }).nonce, teeKey.publicJwk), { Cookie: cookieOf(first) });
+    const late = await client.request('POST', '/kbs/v0/attest', await attestation((first.body as { nonce: string }).nonce, teeKey.publicJwk), {
+      Cookie: cookieOf(first),
+    });
     expect(late.status).toBe(401);
     expect(problem(late).detail).toBe('session not found (expired, or given up under load); start again at /auth');
   });
@@ -295,7 +305,10 @@ describe('load and broken requests', () => {
         return { nonce: (response.body as { nonce: string }).nonce, cookie: cookieOf(response) };
       })();
       const reportData = kbsReportData(nonce, teeKey.publicJwk);
-      const body = { 'runtime-data': { nonce, 'tee-pubkey': teeKey.publicJwk }, 'tee-evidence': { primary_evidence: await new SampleAttester('x'.repeat(65)).getEvidence(reportData), additional_evidence: '' } };
+      const body = {
+        'runtime-data': { nonce, 'tee-pubkey': teeKey.publicJwk },
+        'tee-evidence': { primary_evidence: await new SampleAttester('x'.repeat(65)).getEvidence(reportData), additional_evidence: '' },
+      };
       const refused = await big.request('POST', '/kbs/v0/attest', body, { Cookie: cookie });
       expect(refused.status).toBe(401);
       expect(problem(refused).detail).toContain('svn must be a string of at most 64 characters');

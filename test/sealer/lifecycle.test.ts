@@ -190,7 +190,10 @@ describe('root key lifecycle (mode 2)', () => {
     const forged = JSON.parse(await readFile(statePath(), 'utf8')) as Record<string, unknown>;
     const { sealState } = await import('../../sealer/state-record.js');
     await sealer.stop('SIGKILL');
-    await writeFile(statePath(), JSON.stringify({ ...forged, ...sealState({ generation: 99, current: { id: attacker.id, t: 3, n: 5 }, pending: null }, attacker.key) }));
+    await writeFile(
+      statePath(),
+      JSON.stringify({ ...forged, ...sealState({ generation: 99, current: { id: attacker.id, t: 3, n: 5 }, pending: null }, attacker.key) }),
+    );
     await restart('SIGKILL');
     expect(await client.sealStatus()).toMatchObject({ sealed: true, rootKeyId: attacker.id });
     await recover(attacker.shares.slice(0, 2));

@@ -53,7 +53,18 @@ afterAll(async () => {
 
 describe('mode 1: root key from a secret file', () => {
   it('is unsealed at once and releases the secret', async () => {
-    expect(await client.sealStatus()).toEqual({ sealed: false, initialized: true, t: 0, n: 0, progress: 0, rootKeyId: rootKeyId(ROOT_KEY), verificationPending: false, pendingRootKeyId: null, integrityAlarm: null, source: 'secret' });
+    expect(await client.sealStatus()).toEqual({
+      sealed: false,
+      initialized: true,
+      t: 0,
+      n: 0,
+      progress: 0,
+      rootKeyId: rootKeyId(ROOT_KEY),
+      verificationPending: false,
+      pendingRootKeyId: null,
+      integrityAlarm: null,
+      source: 'secret',
+    });
     expect((await client.rootKey()).key.equals(ROOT_KEY)).toBe(true);
   });
 
@@ -95,7 +106,11 @@ describe('start-up configuration', () => {
 
   it('serves a configured certificate and key', async () => {
     const own = await startSealerProcess({
-      env: { KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'), KMS_SEALER_TLS_CERT_FILE: join(sealer.dataDir, 'tls', 'cert.pem'), KMS_SEALER_TLS_KEY_FILE: join(sealer.dataDir, 'tls', 'key.pem') },
+      env: {
+        KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'),
+        KMS_SEALER_TLS_CERT_FILE: join(sealer.dataDir, 'tls', 'cert.pem'),
+        KMS_SEALER_TLS_KEY_FILE: join(sealer.dataDir, 'tls', 'key.pem'),
+      },
     });
     try {
       expect(own.lines()).toContainEqual(expect.objectContaining({ message: 'TLS certificate', certFile: join(sealer.dataDir, 'tls', 'cert.pem') }));

@@ -105,8 +105,12 @@ describe('bad shares never install a key', () => {
     ['index -1', (s: Share) => ({ index: -1, content: s.content }), 'out of range'],
     ['a fractional index', (s: Share) => ({ index: 1.5, content: s.content }), 'whole number'],
     ['a string index', (s: Share) => ({ index: String(s.index), content: s.content }) as unknown as Share, 'whole number'],
-    ['an index that is not the share\'s x', (s: Share) => ({ index: (s.index % 255) + 1, content: s.content }), 'does not match'],
-    ['a share whose x byte is 0', (s: Share) => ({ index: s.index, content: Buffer.concat([Buffer.from(s.content, 'base64').subarray(0, 32), Buffer.of(0)]).toString('base64') }), 'does not match'],
+    ["an index that is not the share's x", (s: Share) => ({ index: (s.index % 255) + 1, content: s.content }), 'does not match'],
+    [
+      'a share whose x byte is 0',
+      (s: Share) => ({ index: s.index, content: Buffer.concat([Buffer.from(s.content, 'base64').subarray(0, 32), Buffer.of(0)]).toString('base64') }),
+      'does not match',
+    ],
     ['32 bytes', (s: Share) => ({ index: s.index, content: Buffer.from(s.content, 'base64').subarray(1).toString('base64') }), '33 bytes'],
     ['34 bytes', (s: Share) => ({ index: s.index, content: Buffer.concat([Buffer.of(1), Buffer.from(s.content, 'base64')]).toString('base64') }), '33 bytes'],
     ['not base64', (s: Share) => ({ index: s.index, content: `${s.content.slice(0, -4)}!!!!` }), 'not valid base64'],
@@ -177,7 +181,12 @@ describe('bad shares never install a key', () => {
     const ok = results.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<{ sealed: boolean; progress: number }>).value);
     const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as KmsError);
     expect(ok.filter((r) => !r.sealed)).toHaveLength(1);
-    expect(ok.filter((r) => r.sealed).map((r) => r.progress).sort()).toEqual([1, 2]);
+    expect(
+      ok
+        .filter((r) => r.sealed)
+        .map((r) => r.progress)
+        .sort(),
+    ).toEqual([1, 2]);
     expect(refused.map((e) => e.code)).toEqual(['CONFLICT', 'CONFLICT']);
     expect((await client.rootKey()).key.equals(current.key)).toBe(true);
   });

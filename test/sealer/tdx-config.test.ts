@@ -93,19 +93,36 @@ describe('sealer TDX configuration', () => {
   });
 
   it('with a collateral file that is not current: starts, and warns on stderr', async () => {
-    const expired = await start({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_TDX_COLLATERAL_FILE: files.expired, KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa });
+    const expired = await start({
+      KMS_SEALER_TDX_POLICY_FILE: files.policy,
+      KMS_SEALER_TDX_COLLATERAL_FILE: files.expired,
+      KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa,
+    });
     expect(expired.started, expired.logs).toBe(true);
-    expect(expired.stderr).toContain(`"level":"warn","component":"sealer","message":"the TDX collateral in ${files.expired} expired at 2020-02-01T00:00:00.000Z`);
+    expect(expired.stderr).toContain(
+      `"level":"warn","component":"sealer","message":"the TDX collateral in ${files.expired} expired at 2020-02-01T00:00:00.000Z`,
+    );
     expect(expired.stderr).toContain('TDX QUOTES ARE VERIFIED AGAINST A NON-INTEL ROOT CA');
-    const future = await start({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral, KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa });
+    const future = await start({
+      KMS_SEALER_TDX_POLICY_FILE: files.policy,
+      KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral,
+      KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa,
+    });
     expect(future.started, future.logs).toBe(true);
-    expect(future.stderr).toContain(`"level":"warn","component":"sealer","message":"the TDX collateral in ${files.collateral} is not valid before 2030-01-01T00:00:00.000Z`);
+    expect(future.stderr).toContain(
+      `"level":"warn","component":"sealer","message":"the TDX collateral in ${files.collateral} is not valid before 2030-01-01T00:00:00.000Z`,
+    );
   });
 
   const refusals: Array<[string, () => Record<string, string>, RegExp]> = [
     [
       'a non-Intel root CA with NODE_ENV=production',
-      () => ({ NODE_ENV: 'production', KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral, KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa }),
+      () => ({
+        NODE_ENV: 'production',
+        KMS_SEALER_TDX_POLICY_FILE: files.policy,
+        KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral,
+        KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa,
+      }),
       /CONFIG: KMS_SEALER_TDX_ROOT_CA_FILE replaces the Intel SGX Root CA and is refused when NODE_ENV=production/,
     ],
     [
@@ -133,7 +150,11 @@ describe('sealer TDX configuration', () => {
       () => ({ KMS_SEALER_TDX_POLICY_FILE: files.empty, KMS_SEALER_PCCS_URL: 'https://pccs.invalid' }),
       /CONFIG: KMS_SEALER_TDX_POLICY_FILE .*: TDX policy: mrTd must be a non-empty list/,
     ],
-    ['a policy that is not JSON', () => ({ KMS_SEALER_TDX_POLICY_FILE: files.notJson, KMS_SEALER_PCCS_URL: 'https://pccs.invalid' }), /CONFIG: KMS_SEALER_TDX_POLICY_FILE .*not-json\.json is not JSON/],
+    [
+      'a policy that is not JSON',
+      () => ({ KMS_SEALER_TDX_POLICY_FILE: files.notJson, KMS_SEALER_PCCS_URL: 'https://pccs.invalid' }),
+      /CONFIG: KMS_SEALER_TDX_POLICY_FILE .*not-json\.json is not JSON/,
+    ],
     [
       'a missing policy file',
       () => ({ KMS_SEALER_TDX_POLICY_FILE: join(dir, 'missing.json'), KMS_SEALER_PCCS_URL: 'https://pccs.invalid' }),
@@ -149,7 +170,11 @@ describe('sealer TDX configuration', () => {
       () => ({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral, KMS_SEALER_TDX_ROOT_CA_FILE: files.leafCert }),
       /CONFIG: KMS_SEALER_TDX_ROOT_CA_FILE .*leaf\.pem: the trusted root CA must be a self-signed CA certificate in PEM/,
     ],
-    ['a PCCS URL that is not http(s)', () => ({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_PCCS_URL: 'ftp://pccs' }), /CONFIG: KMS_SEALER_PCCS_URL must be an http\(s\) URL/],
+    [
+      'a PCCS URL that is not http(s)',
+      () => ({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_PCCS_URL: 'ftp://pccs' }),
+      /CONFIG: KMS_SEALER_PCCS_URL must be an http\(s\) URL/,
+    ],
   ];
 
   it.each(refusals)('refuses to start with %s', async (_name, env, message) => {

@@ -23,7 +23,9 @@ describe('configuration', () => {
     expect(() => loadKmsConfig({ KMS_ROOT_KEY: bad })).toThrow(
       expect.objectContaining({ code: 'CONFIG', message: 'KMS_ROOT_KEY must be a base64-encoded 256-bit (32-byte) key' }),
     );
-    expect(() => loadKmsConfig({ KMS_ROOT_KEY_FILE: '/nonexistent/root-key' })).toThrow(expect.objectContaining({ code: 'CONFIG', message: expect.stringContaining('KMS_ROOT_KEY_FILE') }));
+    expect(() => loadKmsConfig({ KMS_ROOT_KEY_FILE: '/nonexistent/root-key' })).toThrow(
+      expect.objectContaining({ code: 'CONFIG', message: expect.stringContaining('KMS_ROOT_KEY_FILE') }),
+    );
   });
 
   it('validates enumerations, integers, booleans and URLs', () => {

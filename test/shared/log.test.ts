@@ -30,7 +30,7 @@ describe('access log', () => {
 });
 
 describe('componentLog', () => {
-  it('writes the functions\' JSON lines with its component: requests on stdout, warnings and errors on stderr', async () => {
+  it("writes the functions' JSON lines with its component: requests on stdout, warnings and errors on stderr", async () => {
     const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
@@ -40,7 +40,12 @@ describe('componentLog', () => {
       log.warn('attestation refused');
       log.error('cannot start: CONFIG: x');
       await new Promise((resolve) => setImmediate(resolve)); // stdout lines are written once per turn
-      const lines = (spy: typeof out) => spy.mock.calls.map(([text]) => String(text)).join('').split('\n').flatMap((l) => logFields(l) ?? []);
+      const lines = (spy: typeof out) =>
+        spy.mock.calls
+          .map(([text]) => String(text))
+          .join('')
+          .split('\n')
+          .flatMap((l) => logFields(l) ?? []);
       expect(lines(out)).toEqual([
         { time: expect.any(String), level: 'info', component: 'sealer', method: 'POST', path: '/kbs/v0/auth', status: 200, ms: 1.23 },
         { time: expect.any(String), level: 'info', component: 'sealer', message: 'listening', url: 'https://127.0.0.1:1' },

@@ -97,7 +97,14 @@ export function plantedLinkGraph(layers: number, width: number): { top: string; 
   for (let layer = 0; layer + 1 < layers; layer++) {
     for (const id of ids[layer]!) {
       for (const successor of ids[layer + 1]!) {
-        const link = { format: 1, kind: 'previous-root-key', id, wrappedUnder: successor, wrapped: { iv: b64u(12), ciphertext: b64u(32), tag: b64u(16) }, createdAt: new Date().toISOString() };
+        const link = {
+          format: 1,
+          kind: 'previous-root-key',
+          id,
+          wrappedUnder: successor,
+          wrapped: { iv: b64u(12), ciphertext: b64u(32), tag: b64u(16) },
+          createdAt: new Date().toISOString(),
+        };
         objects.set(`root-keys/${id}/${successor}.json`, JSON.stringify(link));
       }
     }

@@ -185,12 +185,7 @@ export async function startFunctionsFramework(module: string, target: string, en
   const port = await freePort();
   return startServer({
     command: process.execPath,
-    args: [
-      'node_modules/@google-cloud/functions-framework/build/src/main.js',
-      `--source=dist/functions/${module}.js`,
-      `--target=${target}`,
-      `--port=${port}`,
-    ],
+    args: ['node_modules/@google-cloud/functions-framework/build/src/main.js', `--source=dist/functions/${module}.js`, `--target=${target}`, `--port=${port}`],
     env,
     url: `http://127.0.0.1:${port}`,
     readyPath: '/',

@@ -112,9 +112,12 @@ export async function startSealerProcess(options: { env?: Record<string, string>
     stderr: () => errLog,
     lines: () => parsedLines(log),
     messages: () => parsedLines(log).flatMap((line) => (line.component === 'sealer' && typeof line.message === 'string' ? [line.message] : [])),
-    requestLines: () => parsedLines(log).flatMap((line) => (line.component === 'sealer' && typeof line.method === 'string' ? [`${line.method} ${String(line.path)} ${String(line.status)}`] : [])),
+    requestLines: () =>
+      parsedLines(log).flatMap((line) =>
+        line.component === 'sealer' && typeof line.method === 'string' ? [`${line.method} ${String(line.path)} ${String(line.status)}`] : [],
+      ),
     settle: async () => {
-      for (let seen = -1; seen !== log.length; ) {
+      for (let seen = -1; seen !== log.length;) {
         seen = log.length;
         await new Promise((resolve) => setTimeout(resolve, 150));
       }
@@ -125,7 +128,12 @@ export async function startSealerProcess(options: { env?: Record<string, string>
       await spawnOnce();
     },
     client: async (clientOptions = {}) => {
-      const client = new SealerClient({ url, ca: await readFile(join(dataDir, 'tls', 'cert.pem')), attester: clientOptions.attester ?? new SampleAttester(), timeoutMs: clientOptions.timeoutMs ?? 10_000 });
+      const client = new SealerClient({
+        url,
+        ca: await readFile(join(dataDir, 'tls', 'cert.pem')),
+        attester: clientOptions.attester ?? new SampleAttester(),
+        timeoutMs: clientOptions.timeoutMs ?? 10_000,
+      });
       clients.push(client);
       return client;
     },

@@ -51,4 +51,3 @@ export function syntheticCcel(padding: number): { log: Buffer; trimmed: Buffer }
     trimmed: Buffer.concat([events, Buffer.alloc(8, 0xff)]),
   };
 }
-

@@ -60,7 +60,10 @@ function oid(dotted: string): Buffer {
 }
 function time(date: Date): Buffer {
   // RFC 5280: UTCTime through 2049, GeneralizedTime after.
-  const iso = date.toISOString().replace(/[-:T]/g, '').replace(/\.\d{3}Z$/, 'Z');
+  const iso = date
+    .toISOString()
+    .replace(/[-:T]/g, '')
+    .replace(/\.\d{3}Z$/, 'Z');
   return date.getUTCFullYear() < 2050 ? tlv(0x17, Buffer.from(iso.slice(2), 'latin1')) : tlv(0x18, Buffer.from(iso, 'latin1'));
 }
 
@@ -85,10 +88,7 @@ function intelSgxExtension(fmspc: string, cpuSvn: number[], pceSvn: number): Buf
   const tcbComponents = cpuSvn.map((svn, i) => seq(oid(`${SGX_EXT}.2.${i + 1}`), integer(svn)));
   return seq(
     seq(oid(`${SGX_EXT}.1`), octets(randomBytes(16))), // PPID
-    seq(
-      oid(`${SGX_EXT}.2`),
-      seq(...tcbComponents, seq(oid(`${SGX_EXT}.2.17`), integer(pceSvn)), seq(oid(`${SGX_EXT}.2.18`), octets(Buffer.from(cpuSvn)))),
-    ),
+    seq(oid(`${SGX_EXT}.2`), seq(...tcbComponents, seq(oid(`${SGX_EXT}.2.17`), integer(pceSvn)), seq(oid(`${SGX_EXT}.2.18`), octets(Buffer.from(cpuSvn))))),
     seq(oid(`${SGX_EXT}.3`), octets(Buffer.from([0, 0]))), // PCEID
     seq(oid(`${SGX_EXT}.4`), octets(Buffer.from(fmspc, 'hex'))),
     seq(oid(`${SGX_EXT}.5`), enumerated(0)), // SGX type: Standard
@@ -453,7 +453,9 @@ export function flipBit(bytes: Uint8Array, offset: number, bit = 0): Buffer {
 
 /** Trustee-shaped evidence for a quote. */
 export function evidenceFor(quote: Uint8Array, ccEventlog?: Uint8Array): { quote: string; cc_eventlog?: string } {
-  return ccEventlog ? { quote: Buffer.from(quote).toString('base64'), cc_eventlog: Buffer.from(ccEventlog).toString('base64') } : { quote: Buffer.from(quote).toString('base64') };
+  return ccEventlog
+    ? { quote: Buffer.from(quote).toString('base64'), cc_eventlog: Buffer.from(ccEventlog).toString('base64') }
+    : { quote: Buffer.from(quote).toString('base64') };
 }
 
 /** 64-byte report_data: `seed` hashed and zero-padded, like the KBS binding. */

@@ -149,9 +149,7 @@ export async function fetchPccsCollateral(request: PccsRequest): Promise<TdxColl
   })();
   const rootCrl = (async () => {
     // A PCCS serves the root CA CRL itself (hex); Intel PCS does not, so fall back to the CDP.
-    const fromService = base.startsWith(INTEL_PCS_URL)
-      ? undefined
-      : await get(`${base}/sgx/certification/v4/rootcacrl`, 'root CA CRL').catch(() => undefined);
+    const fromService = base.startsWith(INTEL_PCS_URL) ? undefined : await get(`${base}/sgx/certification/v4/rootcacrl`, 'root CA CRL').catch(() => undefined);
     const response = fromService ?? (await get(request.rootCaCrlUrl ?? INTEL_ROOT_CA_CRL_URL, 'root CA CRL'));
     return crlToDer(new Uint8Array(await response.arrayBuffer()));
   })();

@@ -6,17 +6,7 @@
  * own, which verify.ts turns into a refusal naming the claim.
  */
 import { X509Certificate, verify as verifySignature } from 'node:crypto';
-import {
-  DER_TAG,
-  DerError,
-  derChildren,
-  derIntegerHex,
-  derOid,
-  derTime,
-  normalizeSerialHex,
-  readDerExact,
-  type DerNode,
-} from './der.js';
+import { DER_TAG, DerError, derChildren, derIntegerHex, derOid, derTime, normalizeSerialHex, readDerExact, type DerNode } from './der.js';
 
 export class PkiError extends Error {
   override readonly name = 'PkiError';
@@ -78,8 +68,7 @@ export interface Crl {
   readonly signature: Uint8Array;
 }
 
-const isTime = (node: DerNode | undefined): boolean =>
-  node !== undefined && (node.tag === DER_TAG.UTC_TIME || node.tag === DER_TAG.GENERALIZED_TIME);
+const isTime = (node: DerNode | undefined): boolean => node !== undefined && (node.tag === DER_TAG.UTC_TIME || node.tag === DER_TAG.GENERALIZED_TIME);
 
 /** Parses a DER CRL (RFC 5280 §5.1) without trusting it; verifyCrl establishes trust. */
 export function parseCrl(der: Uint8Array, what: string): Crl {
@@ -140,7 +129,9 @@ export function verifyCrl(crl: Crl, issuer: X509Certificate, at: Date, what: str
 
 function checkValidity(cert: X509Certificate, at: Date, what: string): void {
   if (at < new Date(cert.validFrom) || at > new Date(cert.validTo)) {
-    throw new PkiError(`${what} is not valid at ${at.toISOString()} (valid ${new Date(cert.validFrom).toISOString()} to ${new Date(cert.validTo).toISOString()})`);
+    throw new PkiError(
+      `${what} is not valid at ${at.toISOString()} (valid ${new Date(cert.validFrom).toISOString()} to ${new Date(cert.validTo).toISOString()})`,
+    );
   }
 }
 

@@ -9,13 +9,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { KmsError } from '../../../shared/errors.js';
 
 export type TcbStatus =
-  | 'UpToDate'
-  | 'SWHardeningNeeded'
-  | 'ConfigurationNeeded'
-  | 'ConfigurationAndSWHardeningNeeded'
-  | 'OutOfDate'
-  | 'OutOfDateConfigurationNeeded'
-  | 'Revoked';
+  'UpToDate' | 'SWHardeningNeeded' | 'ConfigurationNeeded' | 'ConfigurationAndSWHardeningNeeded' | 'OutOfDate' | 'OutOfDateConfigurationNeeded' | 'Revoked';
 
 export const TCB_STATUSES: readonly TcbStatus[] = [
   'UpToDate',

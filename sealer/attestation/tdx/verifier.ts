@@ -9,7 +9,16 @@ import type { VerifiedClaims, Verifier } from '../../../shared/attestation/types
 import type { CollateralSource } from './collateral.js';
 import { decodeTdxEvidence } from '../../../shared/attestation/tdx/evidence.js';
 import { appraiseTdx, refuse, type TdxPolicy } from './policy.js';
-import { parseQuoteHeader, parseTdxQuote, summarizeTdxQuote, teeTypeHex, teeTypeName, TEE_TYPE_TDX, type TdxQuote, type TdxQuoteSummary } from '../../../shared/attestation/tdx/quote.js';
+import {
+  parseQuoteHeader,
+  parseTdxQuote,
+  summarizeTdxQuote,
+  teeTypeHex,
+  teeTypeName,
+  TEE_TYPE_TDX,
+  type TdxQuote,
+  type TdxQuoteSummary,
+} from '../../../shared/attestation/tdx/quote.js';
 import { trustedRootFromPem, verifyTdxQuoteDcap, type DcapResult } from './verify.js';
 
 export interface TdxVerifierOptions {

@@ -74,7 +74,10 @@ function pki<T>(claim: TdxClaimName, check: () => T): T {
 /** TCB info and QE identity must be issued and not past their nextUpdate at `at`. */
 export function checkCollateralCurrency(collateral: TdxCollateral, at: Date): void {
   const windows = collateralWindows(collateral);
-  for (const [name, window] of [['TCB info', windows.tcbInfo], ['QE identity', windows.qeIdentity]] as const) {
+  for (const [name, window] of [
+    ['TCB info', windows.tcbInfo],
+    ['QE identity', windows.qeIdentity],
+  ] as const) {
     if (at < window.issueDate) refuse('collateral', `${name} is not yet valid at ${at.toISOString()} (issued ${window.issueDate.toISOString()})`);
     if (at > window.nextUpdate) refuse('collateral', `${name} expired at ${window.nextUpdate.toISOString()} (evaluated at ${at.toISOString()})`);
   }
@@ -116,8 +119,8 @@ const LIBRARY_ERRORS: ReadonlyArray<readonly [RegExp, TdxClaimName, string]> = [
   [/^Signature is invalid for qe_report/, 'qe_report_signature', 'the QE report is not signed by the PCK key'],
   [/^QE report hash mismatch/, 'qe_report_binding', 'the QE report does not bind the attestation key'],
   [/^ISV enclave report signature is invalid/, 'quote_signature', 'the quote signature does not verify under the attestation key'],
-  [/^QE (MRSIGNER|ISVPRODID|MISCSELECT|ATTRIBUTES) mismatch/, 'qe_identity', 'the quoting enclave does not match Intel\'s QE identity'],
-  [/^QE ISVSVN .* below minimum|^No TCB levels found in QE Identity/, 'qe_identity', 'the quoting enclave\'s SVN is below every QE identity TCB level'],
+  [/^QE (MRSIGNER|ISVPRODID|MISCSELECT|ATTRIBUTES) mismatch/, 'qe_identity', "the quoting enclave does not match Intel's QE identity"],
+  [/^QE ISVSVN .* below minimum|^No TCB levels found in QE Identity/, 'qe_identity', "the quoting enclave's SVN is below every QE identity TCB level"],
   [/^No matching TCB level found/, 'tcb_status', 'the platform TCB is below every level of the TCB info (not UpToDate)'],
   [/^TCB status is invalid/, 'tcb_status', 'the platform TCB is revoked'],
   [/^Reserved bits in TD attributes are set/, 'td_attributes', 'reserved TDATTRIBUTES bits are set'],

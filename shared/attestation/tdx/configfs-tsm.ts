@@ -48,11 +48,14 @@ export interface ConfigfsTsmAttesterOptions {
   readonly entryName?: () => string;
 }
 
-const errno = (error: unknown): string | undefined =>
-  typeof error === 'object' && error !== null ? (error as { code?: string }).code : undefined;
+const errno = (error: unknown): string | undefined => (typeof error === 'object' && error !== null ? (error as { code?: string }).code : undefined);
 
 /** Printable, bounded rendering of a file we read, for error messages. */
-const shown = (bytes: Uint8Array): string => Buffer.from(bytes.subarray(0, 32)).toString('latin1').trim().replace(/[^\x20-\x7e]/g, '?');
+const shown = (bytes: Uint8Array): string =>
+  Buffer.from(bytes.subarray(0, 32))
+    .toString('latin1')
+    .trim()
+    .replace(/[^\x20-\x7e]/g, '?');
 
 export class ConfigfsTsmAttester implements Attester {
   readonly tee = 'tdx' as const;
@@ -85,10 +88,7 @@ export class ConfigfsTsmAttester implements Attester {
       const quote = await this.attempt(reportData);
       if (quote !== undefined) return quote;
     }
-    throw new KmsError(
-      'INTERNAL',
-      `configfs-tsm: another writer changed our report entry in each of ${this.maxAttempts} attempts (generation ≠ 1)`,
-    );
+    throw new KmsError('INTERNAL', `configfs-tsm: another writer changed our report entry in each of ${this.maxAttempts} attempts (generation ≠ 1)`);
   }
 
   /** One report entry's life; undefined when the generation check shows a race. */
@@ -99,11 +99,9 @@ export class ConfigfsTsmAttester implements Attester {
       await this.fs.mkdir(entry);
     } catch (error) {
       if (errno(error) === 'ENOENT') {
-        throw new KmsError(
-          'CONFIG',
-          `configfs-tsm: ${reports} does not exist (needs Linux 6.7+ with configfs mounted at ${this.root}, inside a TDX guest)`,
-          { cause: error },
-        );
+        throw new KmsError('CONFIG', `configfs-tsm: ${reports} does not exist (needs Linux 6.7+ with configfs mounted at ${this.root}, inside a TDX guest)`, {
+          cause: error,
+        });
       }
       throw new KmsError('INTERNAL', `configfs-tsm: cannot create a report entry under ${reports}`, { cause: error });
     }
@@ -114,7 +112,9 @@ export class ConfigfsTsmAttester implements Attester {
       }
       await this.write(entry, 'inblob', reportData);
       const outblob = await this.read(entry, 'outblob');
-      const generation = Buffer.from(await this.read(entry, 'generation')).toString('latin1').trim();
+      const generation = Buffer.from(await this.read(entry, 'generation'))
+        .toString('latin1')
+        .trim();
       if (!/^\d+$/.test(generation)) {
         throw new KmsError('INTERNAL', `configfs-tsm: generation reads "${shown(Buffer.from(generation))}", not a number`);
       }

@@ -176,8 +176,18 @@ function readTdReport(r: Reader, withV15Fields: boolean): { report: TdReport; re
   const rtmr = [f(48, 'rtmr0'), f(48, 'rtmr1'), f(48, 'rtmr2'), f(48, 'rtmr3')] as const;
   const reportData = Uint8Array.from(r.bytes(64, 'td_report.report_data'));
   const base = {
-    teeTcbSvn, mrSeam, mrSignerSeam, seamAttributes, tdAttributes, xfam,
-    mrTd, mrConfigId, mrOwner, mrOwnerConfig, rtmr, reportData: hex(reportData),
+    teeTcbSvn,
+    mrSeam,
+    mrSignerSeam,
+    seamAttributes,
+    tdAttributes,
+    xfam,
+    mrTd,
+    mrConfigId,
+    mrOwner,
+    mrOwnerConfig,
+    rtmr,
+    reportData: hex(reportData),
   };
   if (!withV15Fields) return { report: base, reportData };
   return {
@@ -214,10 +224,7 @@ function readSignatureData(r: Reader): QuoteSignatureData {
   const certificationDataType = r.u16('signature.certification_data_type');
   const certificationDataSize = r.u32('signature.certification_data_size');
   if (certificationDataType !== CERT_DATA_QE_REPORT) {
-    throw new KmsError(
-      'BAD_REQUEST',
-      `unsupported quote: certification data type ${certificationDataType} (expected ${CERT_DATA_QE_REPORT}, QE report)`,
-    );
+    throw new KmsError('BAD_REQUEST', `unsupported quote: certification data type ${certificationDataType} (expected ${CERT_DATA_QE_REPORT}, QE report)`);
   }
   const c = new Reader(r.bytes(certificationDataSize, 'signature.certification_data'), 'quote certification data');
   const qeReportRaw = Uint8Array.from(c.bytes(ENCLAVE_REPORT_LENGTH, 'qe_report'));
@@ -225,8 +232,7 @@ function readSignatureData(r: Reader): QuoteSignatureData {
   const qeAuthData = Uint8Array.from(c.bytes(c.u16('qe_auth_data_size'), 'qe_auth_data'));
   const pckCertDataType = c.u16('pck_cert_data_type');
   const pckCertData = c.bytes(c.u32('pck_cert_data_size'), 'pck_cert_data');
-  const pckCertChainPem =
-    pckCertDataType === CERT_DATA_PCK_CERT_CHAIN ? splitPemChain(Buffer.from(pckCertData).toString('latin1')) : [];
+  const pckCertChainPem = pckCertDataType === CERT_DATA_PCK_CERT_CHAIN ? splitPemChain(Buffer.from(pckCertData).toString('latin1')) : [];
   return {
     quoteSignature,
     attestationKey,
@@ -249,20 +255,14 @@ export function parseTdxQuote(quote: Uint8Array): TdxQuote {
   const r = new Reader(quote, 'quote');
   const header = readHeader(r);
   if (header.teeType !== TEE_TYPE_TDX) {
-    throw new KmsError(
-      'BAD_REQUEST',
-      `not a TDX quote: tee_type ${teeTypeHex(header.teeType)} (${teeTypeName(header.teeType)})`,
-    );
+    throw new KmsError('BAD_REQUEST', `not a TDX quote: tee_type ${teeTypeHex(header.teeType)} (${teeTypeName(header.teeType)})`);
   }
   let body: { type: number; size: number };
   if (header.version === 4) {
     body = { type: BODY_TYPE_TD_REPORT10, size: TD_REPORT10_LENGTH };
   } else if (header.version === 5) {
     body = { type: r.u16('body.type'), size: r.u32('body.size') };
-    const expected =
-      body.type === BODY_TYPE_TD_REPORT10 ? TD_REPORT10_LENGTH
-      : body.type === BODY_TYPE_TD_REPORT15 ? TD_REPORT15_LENGTH
-      : undefined;
+    const expected = body.type === BODY_TYPE_TD_REPORT10 ? TD_REPORT10_LENGTH : body.type === BODY_TYPE_TD_REPORT15 ? TD_REPORT15_LENGTH : undefined;
     if (expected === undefined) {
       throw new KmsError('BAD_REQUEST', `unsupported quote: v5 body type ${body.type} is not a TD report`);
     }

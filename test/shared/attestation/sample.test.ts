@@ -11,11 +11,13 @@ describe('sample attester and verifier', () => {
     expect(evidence).toEqual({ svn: '1', report_data: reportData.toString('base64') });
   });
 
-  it('verifies the report data binding, padded or as the 48-byte digest Trustee\'s client sends', async () => {
+  it("verifies the report data binding, padded or as the 48-byte digest Trustee's client sends", async () => {
     const verifier = new SampleVerifier();
     const claims = await verifier.verify(await new SampleAttester().getEvidence(reportData), reportData);
     expect(claims).toMatchObject({ tee: 'sample', claims: { svn: '1' } });
-    await expect(verifier.verify({ svn: '1', report_data: reportData.subarray(0, 48).toString('base64') }, reportData)).resolves.toMatchObject({ tee: 'sample' });
+    await expect(verifier.verify({ svn: '1', report_data: reportData.subarray(0, 48).toString('base64') }, reportData)).resolves.toMatchObject({
+      tee: 'sample',
+    });
   });
 
   it.each([

@@ -29,13 +29,16 @@ describe('token verifiers (scrypt)', () => {
   it("bounds the work anyone can queue: past the running slots and a lane's waiting slots a check fails at once with BUSY; the rest finish correctly", async () => {
     const verifier = await hashToken('queued');
     const extra = 5;
-    const checks = Array.from({ length: SCRYPT_RUNNING_MAX + SCRYPT_WAITING_MAX + extra }, (_, i) => verifyToken(i % 2 === 0 ? 'queued' : 'wrong', verifier, 'unknown'));
+    const checks = Array.from({ length: SCRYPT_RUNNING_MAX + SCRYPT_WAITING_MAX + extra }, (_, i) =>
+      verifyToken(i % 2 === 0 ? 'queued' : 'wrong', verifier, 'unknown'),
+    );
     // Another lane still has room while the `unknown` lane is full.
     const known = verifyToken('queued', verifier, 'known');
     const results = await Promise.allSettled(checks);
     const refused = results.filter((r) => r.status === 'rejected');
     expect(refused).toHaveLength(extra);
-    for (const r of refused) expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'BUSY', message: 'too many token checks in progress; retry shortly' });
+    for (const r of refused)
+      expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'BUSY', message: 'too many token checks in progress; retry shortly' });
     expect(refused.every((r) => (r as PromiseRejectedResult).reason instanceof KmsError)).toBe(true);
     // The first ones took the slots; each finished with the right answer.
     results.slice(0, SCRYPT_RUNNING_MAX + SCRYPT_WAITING_MAX).forEach((r, i) => expect(r).toEqual({ status: 'fulfilled', value: i % 2 === 0 }));
@@ -45,7 +48,7 @@ describe('token verifiers (scrypt)', () => {
     expect(scryptScheduler.waiting('unknown')).toBe(0);
   });
 
-  it('a known user\'s check does not wait behind a full unknown lane', async () => {
+  it("a known user's check does not wait behind a full unknown lane", async () => {
     const verifier = await hashToken('mine');
     const settled: string[] = [];
     const unknown = Array.from({ length: SCRYPT_RUNNING_MAX + SCRYPT_WAITING_MAX }, (_, i) =>
@@ -82,7 +85,15 @@ describe('ScryptScheduler: lanes served round-robin, each bounded', () => {
 
   it('hands each freed slot to the next lane with work, in turn', async () => {
     const { scheduler, started, submit, finish } = harness(1, 10);
-    const jobs = [submit('unknown', 'u0'), submit('unknown', 'u1'), submit('unknown', 'u2'), submit('unknown', 'u3'), submit('enroll', 'e1'), submit('known', 'k1'), submit('known', 'k2')];
+    const jobs = [
+      submit('unknown', 'u0'),
+      submit('unknown', 'u1'),
+      submit('unknown', 'u2'),
+      submit('unknown', 'u3'),
+      submit('enroll', 'e1'),
+      submit('known', 'k1'),
+      submit('known', 'k2'),
+    ];
     expect(started).toEqual(['u0']);
     expect([scheduler.waiting('unknown'), scheduler.waiting('known'), scheduler.waiting('enroll')]).toEqual([3, 2, 1]);
     for (const id of ['u0', 'k1', 'u1', 'e1', 'k2', 'u2', 'u3']) await finish(id);

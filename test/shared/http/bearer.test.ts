@@ -14,7 +14,23 @@ describe('bearerToken', () => {
 
   it('answers undefined without a header, null for a header that is not one Bearer credential', () => {
     expect(bearerToken(undefined)).toBeUndefined();
-    for (const header of ['', ' ', 'Bearer', 'Bearer ', 'Bearer  ', 'Bearerabc', 'Bearer\tabc', 'Bearer a b', 'Bearer a\tb', 'Basic YTpi', 'Token abc', 'Bearer: abc', 'xBearer abc', 'Bearer abc\n', 'Bearer ab\u00a0c']) {
+    for (const header of [
+      '',
+      ' ',
+      'Bearer',
+      'Bearer ',
+      'Bearer  ',
+      'Bearerabc',
+      'Bearer\tabc',
+      'Bearer a b',
+      'Bearer a\tb',
+      'Basic YTpi',
+      'Token abc',
+      'Bearer: abc',
+      'xBearer abc',
+      'Bearer abc\n',
+      'Bearer ab\u00a0c',
+    ]) {
       expect(bearerToken(header), JSON.stringify(header)).toBeNull();
     }
   });

@@ -14,7 +14,10 @@ function stream(chunks: Buffer[], fail?: Error): Readable {
 }
 
 async function refusal(promise: Promise<unknown>): Promise<BodyError> {
-  const error = await promise.then(() => undefined, (e: unknown) => e);
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(error).toBeInstanceOf(BodyError);
   return error as BodyError;
 }

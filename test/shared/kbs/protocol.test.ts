@@ -1,14 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { KmsError } from '../../../shared/errors.js';
-import {
-  kbsReportData,
-  parseTeePubKey,
-  primaryRuntimeData,
-  runtimeDataDigest,
-  selectedHash,
-  type TeePubKey,
-} from '../../../shared/kbs/protocol.js';
+import { kbsReportData, parseTeePubKey, primaryRuntimeData, runtimeDataDigest, selectedHash, type TeePubKey } from '../../../shared/kbs/protocol.js';
 import { decryptFromKbs, encryptToTee, generateTeeKeyPair, importTeePubKey, processTeeKeyPair } from '../../../shared/kbs/tee-key.js';
 
 function codeOf(fn: () => unknown): string | undefined {
@@ -98,7 +91,9 @@ describe('JWE resource response', () => {
 
     const other = await generateTeeKeyPair();
     await expect(decryptFromKbs(jwe, other.privateKey)).rejects.toMatchObject({ code: 'ROOT_KEY_UNAVAILABLE' });
-    await expect(decryptFromKbs({ ...jwe, tag: Buffer.alloc(16).toString('base64url') }, pair.privateKey)).rejects.toMatchObject({ code: 'ROOT_KEY_UNAVAILABLE' });
+    await expect(decryptFromKbs({ ...jwe, tag: Buffer.alloc(16).toString('base64url') }, pair.privateKey)).rejects.toMatchObject({
+      code: 'ROOT_KEY_UNAVAILABLE',
+    });
     await expect(decryptFromKbs('not a jwe', pair.privateKey)).rejects.toMatchObject({ code: 'ROOT_KEY_UNAVAILABLE' });
   });
 });

@@ -179,7 +179,10 @@ describe('KeyStore against untrusted storage', () => {
 
     // Neither exists: the primary key is what is missing. Only the data key is missing: it says so.
     await expect(reader.getDataKey(principal, 'nope', 'nada')).rejects.toMatchObject({ code: 'NOT_FOUND', message: 'primaryKey [nope] not found' });
-    await expect(reader.getDataKey(principal, 'pk', 'nada')).rejects.toMatchObject({ code: 'NOT_FOUND', message: 'dataKey [nada] not found under primaryKey [pk]' });
+    await expect(reader.getDataKey(principal, 'pk', 'nada')).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+      message: 'dataKey [nada] not found under primaryKey [pk]',
+    });
   });
 
   it('keeps a data key cached for one lifetime from its read, however often it is read meanwhile', async () => {

@@ -124,9 +124,7 @@ export function describeObjectStore(name: string, open: () => Promise<StoreUnder
     it('lets exactly one of concurrent replaces with the same etag win', async () => {
       await store.create('cas/race.json', Buffer.from('base'));
       const base = await store.get('cas/race.json');
-      const results = await Promise.all(
-        Array.from({ length: 8 }, (_, i) => store.replace('cas/race.json', Buffer.from(`r-${i}`), base!.etag)),
-      );
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => store.replace('cas/race.json', Buffer.from(`r-${i}`), base!.etag)));
       expect(results.filter(Boolean)).toHaveLength(1);
       expect((await t.readRaw('cas/race.json'))?.toString()).toBe(`r-${results.indexOf(true)}`);
     });

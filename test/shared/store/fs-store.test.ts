@@ -127,9 +127,7 @@ describe('embedded filesystem store: crash safety and processes', () => {
       const store = new FsObjectStore(process.argv[1]);
       const won = await store.create('race/k.json', Buffer.from('process-' + process.argv[2]));
       process.stdout.write(won ? 'won' : 'lost');`;
-    const results = await Promise.all(
-      Array.from({ length: 6 }, (_, i) => run(process.execPath, ['--input-type=module', '-e', script, dir, String(i)])),
-    );
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => run(process.execPath, ['--input-type=module', '-e', script, dir, String(i)])));
     const outcomes = results.map((r) => r.stdout);
     expect(outcomes.filter((o) => o === 'won')).toHaveLength(1);
     const winner = outcomes.indexOf('won');

@@ -35,7 +35,11 @@ describe('collateral files and shape', () => {
   it('names the missing or malformed field', async () => {
     const { tcb_info: _omitted, ...missing } = raw;
     await expectKmsError(() => parseCollateral(missing, 'c.json'), 'CONFIG', 'TDX collateral from c.json: tcb_info is missing');
-    await expectKmsError(() => parseCollateral({ ...raw, pck_crl: 'xyz' }, 'c.json'), 'CONFIG', 'TDX collateral from c.json: pck_crl must be hex or a byte array');
+    await expectKmsError(
+      () => parseCollateral({ ...raw, pck_crl: 'xyz' }, 'c.json'),
+      'CONFIG',
+      'TDX collateral from c.json: pck_crl must be hex or a byte array',
+    );
     await expectKmsError(() => parseCollateral([], 'c.json'), 'CONFIG', 'TDX collateral from c.json must be a JSON object');
   });
 

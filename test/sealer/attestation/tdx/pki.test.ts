@@ -37,8 +37,12 @@ describe.skipIf(!fixturesPresent)(`Intel CRLs${FIXTURES_SKIP_NOTE}`, () => {
     const [platformCa] = parsePemBundle(collateral.pck_crl_issuer_chain, 'PCK CRL issuer chain');
     expect(platformCa!.subject).toContain('CN=Intel SGX PCK Platform CA');
     expect(() => verifyCrl(pckCrl, platformCa!, at, 'PCK CRL')).not.toThrow();
-    expect(() => verifyCrl(pckCrl, intelSgxRootCa(), at, 'PCK CRL')).toThrow(new PkiError('PCK CRL is not issued by CN=Intel SGX Root CA, O=Intel Corporation, L=Santa Clara, ST=CA, C=US'));
-    expect(() => verifyCrl(pckCrl, platformCa!, new Date('2025-07-20T00:00:00Z'), 'PCK CRL')).toThrow(new PkiError('PCK CRL expired at 2025-07-19T10:00:35.000Z'));
+    expect(() => verifyCrl(pckCrl, intelSgxRootCa(), at, 'PCK CRL')).toThrow(
+      new PkiError('PCK CRL is not issued by CN=Intel SGX Root CA, O=Intel Corporation, L=Santa Clara, ST=CA, C=US'),
+    );
+    expect(() => verifyCrl(pckCrl, platformCa!, new Date('2025-07-20T00:00:00Z'), 'PCK CRL')).toThrow(
+      new PkiError('PCK CRL expired at 2025-07-19T10:00:35.000Z'),
+    );
 
     const rootCrl = parseCrl(Buffer.from(collateral.root_ca_crl, 'hex'), 'root CA CRL');
     expect(rootCrl.nextUpdate).toEqual(new Date('2026-04-03T11:21:57Z'));
@@ -63,24 +67,34 @@ describe('chains and CRLs of a test PKI', async () => {
     expect(() => verifyChain([pki.tcbSigner.cert, pki.root.cert], pki.root.cert, TEST_TIME, [rootCrl], 'TCB chain')).not.toThrow();
     expect(() => verifyChain([pki.tcbSigner.cert], pki.root.cert, TEST_TIME, [rootCrl], 'TCB chain')).not.toThrow();
     expect(() => verifyChain(chain, pki.root.cert, TEST_TIME, [rootCrl, pckCrl], 'PCK chain')).toThrow(new PkiError('PCK chain: leaf certificate is revoked'));
-    expect(() => verifyChain(chain, pki.root.cert, TEST_TIME, [rootCrl], 'PCK chain')).toThrow(new PkiError('no CRL from the issuer of PCK chain: leaf certificate'));
+    expect(() => verifyChain(chain, pki.root.cert, TEST_TIME, [rootCrl], 'PCK chain')).toThrow(
+      new PkiError('no CRL from the issuer of PCK chain: leaf certificate'),
+    );
   });
 
   it('refuses a CA as end entity, an end entity as issuer, and out-of-order chains', () => {
-    expect(() => verifyChain([pki.pckCa.cert], pki.root.cert, TEST_TIME, [rootCrl], 'X')).toThrow(new PkiError('X: leaf certificate must not be a CA certificate'));
-    expect(() => verifyChain([pki.pckLeaf.cert, pki.tcbSigner.cert], pki.root.cert, TEST_TIME, [rootCrl], 'X')).toThrow(new PkiError('X: intermediate certificate 1 is not a CA certificate'));
+    expect(() => verifyChain([pki.pckCa.cert], pki.root.cert, TEST_TIME, [rootCrl], 'X')).toThrow(
+      new PkiError('X: leaf certificate must not be a CA certificate'),
+    );
+    expect(() => verifyChain([pki.pckLeaf.cert, pki.tcbSigner.cert], pki.root.cert, TEST_TIME, [rootCrl], 'X')).toThrow(
+      new PkiError('X: intermediate certificate 1 is not a CA certificate'),
+    );
     expect(() => verifyChain([pki.pckLeaf.cert], pki.root.cert, TEST_TIME, [rootCrl], 'X')).toThrow(/leaf certificate is not issued by the next certificate/);
     expect(() => verifyChain([pki.root.cert], pki.root.cert, TEST_TIME, [], 'X')).toThrow(new PkiError('X holds no certificate below the root'));
   });
 
   it('refuses certificates outside their validity at the evaluation time', () => {
-    expect(() => verifyChain([pki.tcbSigner.cert], pki.root.cert, new Date('2028-01-01T00:00:00Z'), [rootCrl], 'X')).toThrow(/X: root CA is not valid at 2028-01-01/);
+    expect(() => verifyChain([pki.tcbSigner.cert], pki.root.cert, new Date('2028-01-01T00:00:00Z'), [rootCrl], 'X')).toThrow(
+      /X: root CA is not valid at 2028-01-01/,
+    );
   });
 
   it('refuses malformed CRLs and certificates with our own message', () => {
     expect(() => parseCrl(Buffer.from('3003020100', 'hex'), 'PCK CRL')).toThrow(new PkiError('PCK CRL is not a well-formed DER CRL'));
     expect(() => parsePemBundle('garbage', 'PCK chain')).toThrow(new PkiError('PCK chain holds no certificate'));
-    expect(() => parsePemBundle('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----', 'PCK chain')).toThrow(new PkiError('PCK chain certificate 0 is not a valid X.509 certificate'));
+    expect(() => parsePemBundle('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----', 'PCK chain')).toThrow(
+      new PkiError('PCK chain certificate 0 is not a valid X.509 certificate'),
+    );
   });
 
   it('the test PKI is understood by node:crypto as issued', () => {

@@ -1,11 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  appraiseTdx,
-  checkPlatform,
-  checkReportDataBinding,
-  createTdxPolicy,
-  type TdxAppraisalInput,
-} from '../../../../sealer/attestation/tdx/policy.js';
+import { appraiseTdx, checkPlatform, checkReportDataBinding, createTdxPolicy, type TdxAppraisalInput } from '../../../../sealer/attestation/tdx/policy.js';
 import { expectKmsError, expectRefusal } from '../../../support/tdx-helpers.js';
 
 const m = (byte: string) => byte.repeat(48);
@@ -25,20 +19,31 @@ describe('createTdxPolicy', () => {
   it('normalizes measurements to lowercase hex and defaults the TCB statuses to UpToDate', () => {
     const parsed = createTdxPolicy({ mrTd: [`0x${'AB'.repeat(48)}`, ` ${'cd'.repeat(48)} `] });
     expect(parsed).toEqual({ mrTd: ['ab'.repeat(48), 'cd'.repeat(48)], allowedTcbStatuses: ['UpToDate'] });
-    expect(createTdxPolicy({ mrTd: [m('aa')], allowedTcbStatuses: ['UpToDate', 'SWHardeningNeeded'] }).allowedTcbStatuses).toEqual(['UpToDate', 'SWHardeningNeeded']);
+    expect(createTdxPolicy({ mrTd: [m('aa')], allowedTcbStatuses: ['UpToDate', 'SWHardeningNeeded'] }).allowedTcbStatuses).toEqual([
+      'UpToDate',
+      'SWHardeningNeeded',
+    ]);
   });
 
   it('refuses configurations that would accept any image or nothing at all', async () => {
     await expectKmsError(() => createTdxPolicy(null), 'CONFIG', 'TDX policy must be an object');
     await expectKmsError(() => createTdxPolicy({}), 'CONFIG', 'TDX policy: mrTd must be a non-empty list of 48-byte hex measurements');
     await expectKmsError(() => createTdxPolicy({ mrTd: [] }), 'CONFIG', 'TDX policy: mrTd must be a non-empty list of 48-byte hex measurements');
-    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], rtmr1: [] }), 'CONFIG', 'TDX policy: rtmr1 must be a non-empty list of 48-byte hex measurements');
+    await expectKmsError(
+      () => createTdxPolicy({ mrTd: [m('aa')], rtmr1: [] }),
+      'CONFIG',
+      'TDX policy: rtmr1 must be a non-empty list of 48-byte hex measurements',
+    );
     await expectKmsError(() => createTdxPolicy({ mrTd: ['abc'] }), 'CONFIG', 'TDX policy: mrTd[0] is not a 48-byte (96 hex digit) measurement');
     await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa'), 5] }), 'CONFIG', 'TDX policy: mrTd[1] is not a 48-byte (96 hex digit) measurement');
     await expectKmsError(() => createTdxPolicy({ mrtd: [m('aa')] }), 'CONFIG', 'TDX policy: unknown field mrtd');
     await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], allowedTcbStatuses: ['Fine'] }), 'CONFIG', /unknown or unacceptable status Fine/);
     await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], allowedTcbStatuses: ['Revoked'] }), 'CONFIG', /unknown or unacceptable status Revoked/);
-    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], allowedTcbStatuses: [] }), 'CONFIG', 'TDX policy: allowedTcbStatuses must be a non-empty list');
+    await expectKmsError(
+      () => createTdxPolicy({ mrTd: [m('aa')], allowedTcbStatuses: [] }),
+      'CONFIG',
+      'TDX policy: allowedTcbStatuses must be a non-empty list',
+    );
   });
 });
 
@@ -55,11 +60,19 @@ describe('appraiseTdx', () => {
 
   it('names each failing claim', async () => {
     await expectRefusal(() => appraiseTdx({ ...good, mrTd: m('ac') }, policy, expected), 'mr_td', `${m('ac')} is not an allowed value`);
-    await expectRefusal(() => appraiseTdx({ ...good, rtmr: [m('00'), m('11'), m('12'), m('13')] }, policy, expected), 'rtmr_0', `${m('00')} is not an allowed value`);
+    await expectRefusal(
+      () => appraiseTdx({ ...good, rtmr: [m('00'), m('11'), m('12'), m('13')] }, policy, expected),
+      'rtmr_0',
+      `${m('00')} is not an allowed value`,
+    );
     await expectRefusal(() => appraiseTdx({ ...good, rtmr: [m('10'), m('00'), m('12'), m('13')] }, policy, expected), 'rtmr_1');
     await expectRefusal(() => appraiseTdx({ ...good, rtmr: [m('10'), m('11'), m('00'), m('13')] }, policy, expected), 'rtmr_2');
     await expectRefusal(() => appraiseTdx({ ...good, mrConfigId: m('00') }, policy, expected), 'mr_config_id', `${m('00')} is not an allowed value`);
-    await expectRefusal(() => appraiseTdx({ ...good, debug: true }, policy, expected), 'debug', 'the TD is debuggable (TDATTRIBUTES.DEBUG is set): the host can read its memory');
+    await expectRefusal(
+      () => appraiseTdx({ ...good, debug: true }, policy, expected),
+      'debug',
+      'the TD is debuggable (TDATTRIBUTES.DEBUG is set): the host can read its memory',
+    );
     await expectRefusal(
       () => appraiseTdx({ ...good, tcbStatus: 'OutOfDate', advisoryIds: ['INTEL-SA-00837'] }, policy, expected),
       'tcb_status',

@@ -104,7 +104,11 @@ describe('TdxVerifier', async () => {
   it('evaluates collateral at the injected clock', async () => {
     clock = new Date('2030-02-02T00:00:00Z');
     try {
-      await expectRefusal(() => verifier.verify(evidence(), nonce), 'collateral', /^attestation refused: collateral: TCB info expired at 2030-02-01T00:00:00.000Z/);
+      await expectRefusal(
+        () => verifier.verify(evidence(), nonce),
+        'collateral',
+        /^attestation refused: collateral: TCB info expired at 2030-02-01T00:00:00.000Z/,
+      );
     } finally {
       clock = TEST_TIME;
     }
@@ -127,7 +131,11 @@ describe('TdxVerifier', async () => {
     await expectKmsError(() => verifier.verify([evidence()], nonce), 'BAD_REQUEST', shape);
     await expectKmsError(() => verifier.verify({}, nonce), 'BAD_REQUEST', 'TDX evidence: quote must be non-empty standard base64');
     await expectKmsError(() => verifier.verify({ quote: 'not base64!' }, nonce), 'BAD_REQUEST', 'TDX evidence: quote must be non-empty standard base64');
-    await expectKmsError(() => verifier.verify({ ...evidence(), cc_eventlog: 42 }, nonce), 'BAD_REQUEST', 'TDX evidence: cc_eventlog must be non-empty standard base64');
+    await expectKmsError(
+      () => verifier.verify({ ...evidence(), cc_eventlog: 42 }, nonce),
+      'BAD_REQUEST',
+      'TDX evidence: cc_eventlog must be non-empty standard base64',
+    );
     const truncated = Buffer.from(evidence().quote, 'base64').subarray(0, 300).toString('base64');
     await expectKmsError(() => verifier.verify({ quote: truncated }, nonce), 'BAD_REQUEST', 'malformed quote: truncated at td_report.mr_owner');
   });

@@ -140,10 +140,7 @@ describe('DCAP verification of synthetic quotes', async () => {
 
   it('refuses a TD without SEPT_VE_DISABLE and a TD 1.5 service TD binding', async () => {
     await expectRefusal(() => dcap(quote({ report: { tdAttributes: '0000000000000000' } }).quote), 'td_attributes', 'TDATTRIBUTES.SEPT_VE_DISABLE is not set');
-    await expectRefusal(
-      () => dcap(quote({ version: 5, bodyType: 3, report: { mrServiceTd: '11'.repeat(48) } }).quote),
-      'mr_service_td',
-    );
+    await expectRefusal(() => dcap(quote({ version: 5, bodyType: 3, report: { mrServiceTd: '11'.repeat(48) } }).quote), 'mr_service_td');
   });
 
   it('refuses expired collateral and collateral not yet valid', async () => {
@@ -181,7 +178,11 @@ describe('DCAP verification of synthetic quotes', async () => {
     expect(createHash('sha256').update(intelSgxRootCa().raw).digest('hex')).toBe(INTEL_SGX_ROOT_CA_SHA256);
     expect(intelSgxRootCa().subject).toContain('CN=Intel SGX Root CA');
     const raw = quote().quote;
-    await expectRefusal(() => verifyTdxQuoteDcap(raw, parseTdxQuote(raw), collateral, { at: TEST_TIME }), 'crl', /^attestation refused: crl: root CA CRL is not issued by/);
+    await expectRefusal(
+      () => verifyTdxQuoteDcap(raw, parseTdxQuote(raw), collateral, { at: TEST_TIME }),
+      'crl',
+      /^attestation refused: crl: root CA CRL is not issued by/,
+    );
   });
 
   it('rejects a trusted root that is not a self-signed CA', async () => {

@@ -54,9 +54,11 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   const reportData = Buffer.concat([runtimeData, Buffer.alloc(64 - runtimeData.length)]);
   const quote = buildTdxQuote(pki, { report: { reportData } }).quote.toString('base64');
   const body =
-    mode === 'not-tdx' ? JSON.stringify({ svn: '1', report_data: runtimeData.toString('base64') })
-    : mode === 'not-json' ? 'evidence?'
-    : JSON.stringify({ cc_eventlog: Buffer.from('log').toString('base64'), quote });
+    mode === 'not-tdx'
+      ? JSON.stringify({ svn: '1', report_data: runtimeData.toString('base64') })
+      : mode === 'not-json'
+        ? 'evidence?'
+        : JSON.stringify({ cc_eventlog: Buffer.from('log').toString('base64'), quote });
   res.writeHead(200, { 'Content-Type': 'application/octet-stream' }).end(body);
 }
 
@@ -107,7 +109,11 @@ describe('AaEvidenceAttester', () => {
   it('fails closed against a legacy server that ignores encoding=base64', async () => {
     mode = 'legacy';
     // 86 characters of base64url are more than the 64 bytes the TDX attester takes.
-    await expectKmsError(() => new AaEvidenceAttester({ baseUrl }).getEvidence(nonce), 'INTERNAL', 'the attestation agent answered HTTP 500 to the evidence request');
+    await expectKmsError(
+      () => new AaEvidenceAttester({ baseUrl }).getEvidence(nonce),
+      'INTERNAL',
+      'the attestation agent answered HTTP 500 to the evidence request',
+    );
   });
 
   it('refuses a quote that does not bind the requested report_data', async () => {
@@ -123,7 +129,11 @@ describe('AaEvidenceAttester', () => {
 
   it('reports non-TDX and non-JSON evidence', async () => {
     mode = 'not-tdx';
-    await expectKmsError(() => new AaEvidenceAttester({ baseUrl }).getEvidence(nonce), 'CONFIG', 'the attestation agent returned no TDX evidence (is this pod a TDX guest?)');
+    await expectKmsError(
+      () => new AaEvidenceAttester({ baseUrl }).getEvidence(nonce),
+      'CONFIG',
+      'the attestation agent returned no TDX evidence (is this pod a TDX guest?)',
+    );
     mode = 'not-json';
     await expectKmsError(() => new AaEvidenceAttester({ baseUrl }).getEvidence(nonce), 'INTERNAL', 'the attestation agent returned evidence that is not JSON');
   });
@@ -136,7 +146,11 @@ describe('AaEvidenceAttester', () => {
       `the attestation agent at ${baseUrl} cannot be reached`,
     );
     const closedUrl = 'http://127.0.0.1:1'; // nothing listens on port 1 (a released free port may be taken meanwhile)
-    await expectKmsError(() => new AaEvidenceAttester({ baseUrl: closedUrl }).getEvidence(nonce), 'INTERNAL', `the attestation agent at ${closedUrl} cannot be reached`);
+    await expectKmsError(
+      () => new AaEvidenceAttester({ baseUrl: closedUrl }).getEvidence(nonce),
+      'INTERNAL',
+      `the attestation agent at ${closedUrl} cannot be reached`,
+    );
   });
 
   it('validates its configuration and input', async () => {

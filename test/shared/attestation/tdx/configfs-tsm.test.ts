@@ -9,7 +9,13 @@ import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigfsTsmAttester, DEFAULT_CCEL_PATH, DEFAULT_TSM_ROOT, nodeTsmFileSystem, type TsmFileSystem } from '../../../../shared/attestation/tdx/configfs-tsm.js';
+import {
+  ConfigfsTsmAttester,
+  DEFAULT_CCEL_PATH,
+  DEFAULT_TSM_ROOT,
+  nodeTsmFileSystem,
+  type TsmFileSystem,
+} from '../../../../shared/attestation/tdx/configfs-tsm.js';
 import { parseCollateral, StaticCollateralSource } from '../../../../sealer/attestation/tdx/collateral.js';
 import { createTdxPolicy } from '../../../../sealer/attestation/tdx/policy.js';
 import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';

@@ -1,13 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isKmsError, KmsError } from '../../../../shared/errors.js';
-import {
-  isDebugTd,
-  parseQuoteHeader,
-  parseTdxQuote,
-  summarizeTdxQuote,
-  TEE_TYPE_SGX,
-  TEE_TYPE_TDX,
-} from '../../../../shared/attestation/tdx/quote.js';
+import { isDebugTd, parseQuoteHeader, parseTdxQuote, summarizeTdxQuote, TEE_TYPE_SGX, TEE_TYPE_TDX } from '../../../../shared/attestation/tdx/quote.js';
 import { buildTdxQuote, createTestPki, DEFAULT_TD, reportDataFrom, TD_ATTRIBUTES_DEBUG } from '../../../support/tdx-quote-builder.js';
 import { FIXTURES_SKIP_NOTE, TDX_QUOTE_REPORT, fixtureBytes, fixturesPresent } from '../../../support/tdx-fixtures.js';
 
@@ -72,7 +65,13 @@ describe('synthetic quotes', async () => {
     const { quote: raw } = buildTdxQuote(pki, { report: { reportData } });
     const quote = parseTdxQuote(raw);
     expect(quote.header.version).toBe(4);
-    expect(quote.report).toEqual({ ...DEFAULT_TD, reportData: Buffer.from(reportData).toString('hex'), teeTcbSvn2: undefined, mrServiceTd: undefined, rtmr: DEFAULT_TD.rtmr });
+    expect(quote.report).toEqual({
+      ...DEFAULT_TD,
+      reportData: Buffer.from(reportData).toString('hex'),
+      teeTcbSvn2: undefined,
+      mrServiceTd: undefined,
+      rtmr: DEFAULT_TD.rtmr,
+    });
     expect(quote.report.teeTcbSvn2).toBeUndefined();
     expect(quote.reportData).toEqual(reportData);
     expect(quote.trailingBytes).toBe(0);
