@@ -1,5 +1,5 @@
-import { timingSafeEqual } from 'node:crypto';
-import { combine } from 'shamir-secret-sharing';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { combine, split } from 'shamir-secret-sharing';
 import { rootKeyId } from '../shared/crypto/root-key-id.js';
 import { KmsError } from '../shared/errors.js';
 import type { ComponentLog } from '../shared/log.js';
@@ -10,6 +10,8 @@ import {
   ROOT_KEY_BYTES,
   validateThreshold,
   type InstallRootKeyRequest,
+  type InstallRootKeyResult,
+  type Share,
   type RecoveryProgress,
   type SealStatus,
   type VerifyResult,
@@ -126,7 +128,7 @@ export class SealerCore {
   }
 
   /** Initialization (the key becomes current), or rotation (the key becomes pending until verified). */
-  install(request: unknown): Promise<{ rootKeyId: string; pending: boolean }> {
+  install(request: unknown): Promise<InstallRootKeyResult> {
     return this.#serialized(() => this.#install(request));
   }
 
@@ -159,9 +161,11 @@ export class SealerCore {
     });
   }
 
-  async #install(request: unknown): Promise<{ rootKeyId: string; pending: boolean }> {
+  async #install(request: unknown): Promise<InstallRootKeyResult> {
     this.#refuseInSecretMode();
-    const { key, t, n, expectedCurrentId, expectedPendingId } = parseInstall(request);
+    const { t, n, expectedCurrentId, expectedPendingId } = parseInstall(request);
+    // Made here, in the trust anchor: no caller, attested or not, chooses a root key.
+    const { key, shares } = await newRootKey(t, n);
     try {
       const newId = rootKeyId(key);
       if (this.#record === undefined) {
@@ -178,17 +182,11 @@ export class SealerCore {
         await this.#reloadAfterWrite(state);
         this.#setKey(key);
         this.#log.info(`initialized with root key ${newId} (storage held no keys)`);
-        return { rootKeyId: newId, pending: false };
+        return { rootKeyId: newId, pending: false, shares };
       }
 
       if (this.#key === undefined) throw sealedError(this.status());
       const { current, pending, generation } = this.#record.state;
-      if (pending?.id === newId) {
-        // A retry of the rotation that issued this very key: answer as then.
-        if (t === pending.t && n === pending.n) return { rootKeyId: newId, pending: true };
-        throw new SealerError('CONFLICT', 'this root key is already pending with other t/n');
-      }
-      if (newId === current.id) throw new SealerError('CONFLICT', 'this root key is already current; generate a new one');
       if (expectedCurrentId !== current.id) {
         throw new SealerError('CONFLICT', 'the root key changed meanwhile (another rotation won): expectedCurrentId is not the current root key id');
       }
@@ -197,7 +195,7 @@ export class SealerCore {
       }
       await this.#replace({ generation: generation + 1, current, pending: { id: newId, t, n } }, this.#key);
       this.#clearProgress();
-      return { rootKeyId: newId, pending: true };
+      return { rootKeyId: newId, pending: true, shares };
     } finally {
       key.fill(0);
     }
@@ -446,7 +444,6 @@ export class SealerCore {
 }
 
 interface InstallRequest {
-  readonly key: Buffer;
   readonly t: number;
   readonly n: number;
   readonly expectedCurrentId: string | null;
@@ -455,13 +452,13 @@ interface InstallRequest {
 
 function parseInstall(request: unknown): InstallRequest {
   if (typeof request !== 'object' || request === null || Array.isArray(request)) {
-    throw new SealerError(
-      'BAD_REQUEST',
-      'body must be {"key": "<base64>", "t": n, "n": n, "expectedCurrentId": "<id>" | null, "expectedPendingId": "<id>" | null}',
-    );
+    throw new SealerError('BAD_REQUEST', 'body must be {"t": n, "n": n, "expectedCurrentId": "<id>" | null, "expectedPendingId": "<id>" | null}');
   }
-  const { key, t, n, expectedCurrentId, expectedPendingId = null } = request as Partial<Record<keyof InstallRootKeyRequest, unknown>>;
-  if (typeof key !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(key)) throw new SealerError('BAD_REQUEST', 'key must be base64');
+  const fields = request as Partial<Record<keyof InstallRootKeyRequest | 'key', unknown>>;
+  if (fields.key !== undefined) {
+    throw new SealerError('BAD_REQUEST', 'the sealing service makes root keys itself: a rotation request carries no key material');
+  }
+  const { t, n, expectedCurrentId, expectedPendingId = null } = fields;
   for (const [name, value] of [
     ['expectedCurrentId', expectedCurrentId],
     ['expectedPendingId', expectedPendingId],
@@ -476,12 +473,16 @@ function parseInstall(request: unknown): InstallRequest {
   } catch (error) {
     throw new SealerError('BAD_REQUEST', (error as Error).message);
   }
-  const bytes = Buffer.from(key, 'base64');
-  if (bytes.length !== ROOT_KEY_BYTES) {
-    bytes.fill(0);
-    throw new SealerError('BAD_REQUEST', 'key must be 32 bytes (256 bits)');
-  }
-  return { key: bytes, ...threshold, expectedCurrentId: expectedCurrentId as string | null, expectedPendingId: expectedPendingId as string | null };
+  return { ...threshold, expectedCurrentId: expectedCurrentId as string | null, expectedPendingId: expectedPendingId as string | null };
+}
+
+/** A new root key and its shares (shamir-secret-sharing puts the x coordinate in a share's last byte). */
+async function newRootKey(t: number, n: number): Promise<{ key: Buffer; shares: Share[] }> {
+  const key = randomBytes(ROOT_KEY_BYTES);
+  const parts = await split(new Uint8Array(key), n, t);
+  const shares = parts.map((share) => ({ index: share[share.length - 1]!, content: Buffer.from(share).toString('base64') }));
+  for (const part of parts) part.fill(0);
+  return { key, shares };
 }
 
 /** shamir-secret-sharing wants plain Uint8Arrays (not Buffers); every copy is wiped. */

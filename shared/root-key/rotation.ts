@@ -4,7 +4,7 @@ import { faultPoint } from '../fault.js';
 import { layout } from '../keys/layout.js';
 import { encodeRecord } from '../keys/records.js';
 import { log } from '../log.js';
-import type { SealStatus, Share, VerifyResult } from '../sealer-client/protocol.js';
+import type { InstallRootKeyResult, SealStatus, Share, VerifyResult } from '../sealer-client/protocol.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
 import { rewrapPrimaryKey } from './rewrap.js';
@@ -13,13 +13,7 @@ import type { RootKey } from './source.js';
 /** What rotation needs of the sealing service (SealerClient provides it). */
 export interface RootKeyAuthority {
   sealStatus(): Promise<SealStatus>;
-  installRootKey(request: {
-    key: Uint8Array;
-    t: number;
-    n: number;
-    expectedCurrentId: string | null;
-    expectedPendingId: string | null;
-  }): Promise<{ rootKeyId: string; pending: boolean }>;
+  installRootKey(request: { t: number; n: number; expectedCurrentId: string | null; expectedPendingId: string | null }): Promise<InstallRootKeyResult>;
   verifyShares(shares: readonly Share[]): Promise<VerifyResult>;
 }
 
@@ -57,8 +51,8 @@ export interface VerificationResult extends VerifyResult {
 /**
  * Root key rotation in two steps, so that no stored record ever lets one set of shares reach a key
  * that another set protects:
- * 1. rotate: a new key and its shares, registered with the sealing service as pending. Nothing is
- *    wrapped under it yet; the current key and its shares stay in use.
+ * 1. rotate: the sealing service makes a new key, keeps it as pending (its id only) and answers its
+ *    shares. Nothing is wrapped under it yet; the current key and its shares stay in use.
  * 2. verify: the new shares, proven by rebuilding the pending key inside the sealing service, make
  *    it current (the service stores the previous key wrapped under it first), and every primary key
  *    is rewrapped under it, compare-and-swap, under a lease. The answer comes when the rewrap is done.
@@ -94,28 +88,15 @@ export class RootKeyRotation {
     if (status.sealed && status.initialized) {
       throw new KmsError('SEALED', 'the root key is sealed: recover it with PUT /rootKey/recover before rotating', { details: { ...status } });
     }
-    const key = randomBytes(32);
-    try {
-      // Imported here, not at start-up: only a rotation splits a key, and most functions never rotate.
-      const { split } = await import('shamir-secret-sharing');
-      const shares = (await split(new Uint8Array(key), this.settings.shares, this.settings.threshold)).map((share) => ({
-        // shamir-secret-sharing puts the x coordinate in the last byte: it is BigDL KMS's index.
-        index: share[share.length - 1]!,
-        content: Buffer.from(share).toString('base64'),
-      }));
-      const installed = await this.authority.installRootKey({
-        key,
-        t: this.settings.threshold,
-        n: this.settings.shares,
-        expectedCurrentId: status.initialized ? status.rootKeyId : null,
-        expectedPendingId: status.pendingRootKeyId ?? null,
-      });
-      faultPoint('rotate:after-install');
-      if (!installed.pending) await this.keyring.current({ refresh: true });
-      return { rootKeyId: installed.rootKeyId, shares, pending: installed.pending };
-    } finally {
-      key.fill(0);
-    }
+    const installed = await this.authority.installRootKey({
+      t: this.settings.threshold,
+      n: this.settings.shares,
+      expectedCurrentId: status.initialized ? status.rootKeyId : null,
+      expectedPendingId: status.pendingRootKeyId ?? null,
+    });
+    faultPoint('rotate:after-install');
+    if (!installed.pending) await this.keyring.current({ refresh: true });
+    return installed;
   }
 
   /**

@@ -5,10 +5,12 @@ import { KmsError } from '../errors.js';
 import { KbsClient, KbsResponseError, KbsTransportError } from '../kbs/client.js';
 import {
   ROOT_KEY_BYTES,
+  parseShare,
   ROOT_KEY_RESOURCE,
   sealerPaths,
   sealerProblems,
   type InstallRootKeyRequest,
+  type InstallRootKeyResult,
   type RecoveryProgress,
   type SealStatus,
   type Share,
@@ -72,25 +74,33 @@ export class SealerClient {
 
   /**
    * Initialization (expectedCurrentId null: the key is current at once) or rotation (the key is
-   * pending until its shares are verified). expectedPendingId is the pending key id the caller saw.
+   * pending until its shares are verified). The sealing service makes the key and answers its
+   * shares; expectedPendingId is the pending key id the caller saw.
    */
-  async installRootKey(request: {
-    key: Uint8Array;
-    t: number;
-    n: number;
-    expectedCurrentId: string | null;
-    expectedPendingId?: string | null;
-  }): Promise<{ rootKeyId: string; pending: boolean }> {
+  async installRootKey(request: { t: number; n: number; expectedCurrentId: string | null; expectedPendingId?: string | null }): Promise<InstallRootKeyResult> {
     const body: InstallRootKeyRequest = {
-      key: Buffer.from(request.key).toString('base64'),
       t: request.t,
       n: request.n,
       expectedCurrentId: request.expectedCurrentId,
       expectedPendingId: request.expectedPendingId ?? null,
     };
-    const result = (await this.#admin('POST', sealerPaths.rootKey, body, 'install root key')) as { rootKeyId?: unknown; pending?: unknown };
-    if (result.rootKeyId !== rootKeyId(request.key)) throw new KmsError('INTERNAL', 'the sealing service answered with another root key id');
-    return { rootKeyId: result.rootKeyId, pending: result.pending === true };
+    const result = (await this.#admin('POST', sealerPaths.rootKey, body, 'install root key')) as Partial<Record<keyof InstallRootKeyResult, unknown>>;
+    const { rootKeyId, pending, shares } = result;
+    const valid =
+      typeof rootKeyId === 'string' &&
+      typeof pending === 'boolean' &&
+      Array.isArray(shares) &&
+      shares.length === request.n &&
+      shares.every((share: unknown) => {
+        try {
+          parseShare(share).bytes.fill(0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    if (!valid) throw new KmsError('INTERNAL', 'the sealing service answered a rotation with something other than a root key id and its shares');
+    return { rootKeyId, pending, shares: (shares as Share[]).map(({ index, content }) => ({ index, content })) };
   }
 
   /** Proves shares; a rotation's new shares make its key current (the previous key is retired). */

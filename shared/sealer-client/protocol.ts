@@ -9,7 +9,7 @@ import { KmsError } from '../errors.js';
 export const SEALER_API_PREFIX = '/tee-kms/v1';
 export const sealerPaths = {
   sealStatus: `${SEALER_API_PREFIX}/seal-status`, // GET
-  rootKey: `${SEALER_API_PREFIX}/root-key`, // POST install {key, t, n, expectedCurrentId, expectedPendingId}
+  rootKey: `${SEALER_API_PREFIX}/root-key`, // POST {t, n, expectedCurrentId, expectedPendingId}: a new key, its shares
   verify: `${SEALER_API_PREFIX}/root-key/verify`, // POST {shares}
   recoveryShares: `${SEALER_API_PREFIX}/recovery/shares`, // POST {index, content}
   recovery: `${SEALER_API_PREFIX}/recovery`, // DELETE: reset progress
@@ -53,15 +53,25 @@ export interface Share {
   readonly content: string;
 }
 
+/**
+ * A rotation (or the initialization). It carries no key material: the sealing service makes the
+ * new root key itself and answers its shares, so no caller can choose a root key.
+ */
 export interface InstallRootKeyRequest {
-  /** base64 of the new 32-byte root key. */
-  readonly key: string;
   readonly t: number;
   readonly n: number;
   /** The root key id the caller rotated from; null to initialize an uninitialized sealer. */
   readonly expectedCurrentId: string | null;
   /** The pending root key id the caller saw (null: none), so a rotation never silently replaces another's. */
   readonly expectedPendingId: string | null;
+}
+
+export interface InstallRootKeyResult {
+  /** The new key's id: current at once on initialization, else pending until its shares are verified. */
+  readonly rootKeyId: string;
+  readonly pending: boolean;
+  /** Its n Shamir shares, `index` = the share's x coordinate. */
+  readonly shares: Share[];
 }
 
 export interface VerifyResult {

@@ -4,10 +4,13 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { combine } from 'shamir-secret-sharing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SampleAttester } from '../../shared/attestation/sample.js';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
+import { KbsClient } from '../../shared/kbs/client.js';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
-import type { Share } from '../../shared/sealer-client/protocol.js';
+import { sealerPaths, type Share } from '../../shared/sealer-client/protocol.js';
 import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { kmsFailure } from '../support/failure.js';
 
@@ -21,6 +24,16 @@ async function newKey(t = 3, n = 5): Promise<{ key: Buffer; id: string; shares: 
   secrets.add(key);
   shares.forEach((share) => secrets.addShare(share));
   return { key, id: rootKeyId(key), shares };
+}
+
+/** What the sealing service made: its id, the key itself (rebuilt from the shares it answered) and the shares. */
+async function install(request: Parameters<SealerClient['installRootKey']>[0]): Promise<{ key: Buffer; id: string; shares: Share[]; pending: boolean }> {
+  const { rootKeyId: id, pending, shares } = await client.installRootKey(request);
+  shares.forEach((share) => secrets.addShare(share));
+  const key = Buffer.from(await combine(shares.slice(0, request.t).map((share) => new Uint8Array(Buffer.from(share.content, 'base64')))));
+  secrets.add(key);
+  expect(rootKeyId(key)).toBe(id); // its own shares rebuild the key it names
+  return { key, id, shares, pending };
 }
 
 async function recover(shares: readonly Share[]) {
@@ -53,8 +66,8 @@ afterAll(async () => {
 });
 
 describe('root key lifecycle (mode 2)', () => {
-  let first: Awaited<ReturnType<typeof newKey>>;
-  let second: Awaited<ReturnType<typeof newKey>>;
+  let first: { key: Buffer; id: string; shares: Share[] };
+  let second: { key: Buffer; id: string; shares: Share[] };
   let pendingRecord: string;
 
   it('starts uninitialized: no key, recovery and verification refused', async () => {
@@ -80,9 +93,12 @@ describe('root key lifecycle (mode 2)', () => {
   });
 
   it('is initialized by the first install, only with expectedCurrentId null: that key is current at once', async () => {
-    const wrong = await kmsFailure(client.installRootKey({ key: first.key, t: 3, n: 5, expectedCurrentId: '0'.repeat(32) }));
+    const wrong = await kmsFailure(client.installRootKey({ t: 3, n: 5, expectedCurrentId: '0'.repeat(32) }));
     expect(wrong.code).toBe('CONFLICT');
-    expect(await client.installRootKey({ key: first.key, t: 3, n: 5, expectedCurrentId: null })).toEqual({ rootKeyId: first.id, pending: false });
+    const initialized = await install({ t: 3, n: 5, expectedCurrentId: null });
+    expect(initialized.pending).toBe(false);
+    first = initialized;
+    expect(new Set(first.shares.map((share) => share.index)).size).toBe(5); // distinct x coordinates
     expect(await client.sealStatus()).toMatchObject({ sealed: false, initialized: true, t: 3, n: 5, rootKeyId: first.id, verificationPending: false });
     const released = await client.rootKey();
     expect(released.id).toBe(first.id);
@@ -94,30 +110,44 @@ describe('root key lifecycle (mode 2)', () => {
   });
 
   it('a rotation makes its key pending: the current key stays in use; of two concurrent rotations one wins', async () => {
-    second = await newKey();
-    const rival = await newKey();
     const results = await Promise.allSettled([
-      client.installRootKey({ key: second.key, t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: null }),
-      client.installRootKey({ key: rival.key, t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: null }),
+      install({ t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: null }),
+      install({ t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: null }),
     ]);
     const won = results.filter((r) => r.status === 'fulfilled');
     const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     expect(won).toHaveLength(1);
     expect(lost[0]!.reason).toMatchObject({ code: 'CONFLICT' });
-    const winner = (won[0] as PromiseFulfilledResult<{ rootKeyId: string }>).value.rootKeyId;
-    if (winner === rival.id) second = rival;
-    expect(winner).toBe(second.id);
+    const issued = (won[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof install>>>).value;
+    expect(issued.pending).toBe(true);
+    second = issued;
     // Still the first key: nothing is wrapped under the new one before its shares are proven.
     expect((await client.rootKey()).id).toBe(first.id);
     expect(await client.sealStatus()).toMatchObject({ rootKeyId: first.id, verificationPending: true, pendingRootKeyId: second.id });
-    // A retry of the winning call answers as before (the function may not have seen the answer).
-    expect(await client.installRootKey({ key: second.key, t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: null })).toEqual({
-      rootKeyId: second.id,
-      pending: true,
-    });
+    // A retry that saw no pending key is refused: it never silently replaces the shares just issued.
+    expect((await kmsFailure(client.installRootKey({ t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: null }))).code).toBe('CONFLICT');
     const record = await stateRecord();
     expect(record).toMatchObject({ current: { id: first.id }, pending: { id: second.id, t: 3, n: 5 } });
     pendingRecord = await readFile(statePath(), 'utf8');
+  });
+
+  it('makes every root key itself: a request that carries one is refused, whoever sends it', async () => {
+    const kbs = new KbsClient({ url: sealer.url, ca: await sealer.caPem(), attester: new SampleAttester() });
+    try {
+      const answer = await kbs.request(
+        'POST',
+        sealerPaths.rootKey,
+        { key: randomBytes(32).toString('base64'), t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: second.id },
+        {
+          authorization: `Bearer ${await kbs.token()}`,
+        },
+      );
+      expect(answer.status).toBe(400);
+      expect(JSON.stringify(answer.body)).toContain('carries no key material');
+    } finally {
+      kbs.close();
+    }
+    expect(await client.sealStatus()).toMatchObject({ rootKeyId: first.id, pendingRootKeyId: second.id });
   });
 
   it('refuses recovery while unsealed: a live key is never replaced', async () => {
@@ -129,7 +159,7 @@ describe('root key lifecycle (mode 2)', () => {
   it('after a restart the current shares recover the current key; the unverified new shares open nothing', async () => {
     await restart('SIGKILL');
     expect(await client.sealStatus()).toMatchObject({ sealed: true, initialized: true, t: 3, n: 5, rootKeyId: first.id, pendingRootKeyId: second.id });
-    expect((await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: first.id }))).code).toBe('SEALED');
+    expect((await kmsFailure(client.installRootKey({ t: 3, n: 5, expectedCurrentId: first.id }))).code).toBe('SEALED');
     await recover(second.shares.slice(0, 2));
     const unverified = await kmsFailure(client.submitShare(second.shares[2]!));
     expect(unverified.code).toBe('BAD_REQUEST');
@@ -214,7 +244,7 @@ describe('root key lifecycle (mode 2)', () => {
     const status = await client.sealStatus();
     expect(status).toMatchObject({ sealed: true, initialized: false });
     expect(status.integrityAlarm).toContain('missing while storage holds keys');
-    const init = await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: null }));
+    const init = await kmsFailure(client.installRootKey({ t: 3, n: 5, expectedCurrentId: null }));
     expect(init.code).toBe('INTEGRITY');
     expect((await kmsFailure(client.submitShare(second.shares[0]!))).code).toBe('INTEGRITY');
     expect((await kmsFailure(client.rootKey())).code).toBe('SEALED');

@@ -1,5 +1,4 @@
 // SealerClient's configuration checks and error mapping to KmsError codes.
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleAttester } from '../../../shared/attestation/sample.js';
 import { KmsError } from '../../../shared/errors.js';
@@ -57,11 +56,11 @@ describe('SealerClient error mapping', () => {
     try {
       const uninitialized = await kmsFailure(client.rootKey());
       expect(uninitialized).toMatchObject({ code: 'SEALED', details: { sealed: true, initialized: false, t: 0, n: 0, progress: 0, rootKeyId: null } });
-      const key = randomBytes(32);
-      await client.installRootKey({ key, t: 3, n: 5, expectedCurrentId: null });
-      expect((await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 3, n: 5, expectedCurrentId: null }))).code).toBe('CONFLICT');
-      expect((await kmsFailure(client.installRootKey({ key: randomBytes(32), t: 1, n: 5, expectedCurrentId: null }))).message).toContain('2 <= t <= n <= 255');
-      expect((await kmsFailure(client.installRootKey({ key: randomBytes(16), t: 3, n: 5, expectedCurrentId: null }))).code).toBe('BAD_REQUEST');
+      const { shares } = await client.installRootKey({ t: 3, n: 5, expectedCurrentId: null });
+      expect(shares).toHaveLength(5);
+      expect((await kmsFailure(client.installRootKey({ t: 3, n: 5, expectedCurrentId: null }))).code).toBe('CONFLICT');
+      expect((await kmsFailure(client.installRootKey({ t: 1, n: 5, expectedCurrentId: null }))).message).toContain('2 <= t <= n <= 255');
+      expect((await kmsFailure(client.installRootKey({ t: 3, n: 256, expectedCurrentId: null }))).code).toBe('BAD_REQUEST');
       await client.seal();
       const sealed = await kmsFailure(client.rootKey());
       expect(sealed).toMatchObject({ code: 'SEALED', details: { sealed: true, initialized: true, t: 3, n: 5 } });
