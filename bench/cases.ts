@@ -13,7 +13,7 @@ import { item, measure, type LoadGenerator, type MeasureItem } from './measure.j
 import { fetchOnce, rssMb, sealerAddress, serverEnv } from './proc.js';
 import type { BenchResults, ColdStartRecord } from './report.js';
 import { measureRotation, rotationRouteExists, ROTATION_KEYS, type RotationResult } from './rotation.js';
-import { startRgw, warmUp, type Rgw, type Servers } from './servers.js';
+import { startRgw, warmUp, type Rgw, type Server, type Servers } from './servers.js';
 import {
   COLD_START_RUNS,
   CONCURRENCIES,
@@ -160,7 +160,7 @@ async function setUp(ctx: BenchContext): Promise<Bench> {
  */
 async function writesAndWarmReads(b: Bench): Promise<void> {
   if (!(enabled('s3') || enabled('lean') || enabled('bare'))) return;
-  const { results, servers, http, fixed } = b;
+  const { results, servers, http } = b;
   const lean = enabled('lean') ? await servers.lean('lean-https', b.fnEnv, 'self-signed', '') : undefined;
   const bare = enabled('bare') ? await servers.bare('https') : undefined;
   if (lean !== undefined) {
@@ -197,24 +197,7 @@ async function writesAndWarmReads(b: Bench): Promise<void> {
       );
     }
     await b.measure(writes);
-    const reads: MeasureItem[] = [];
-    if (bare !== undefined)
-      reads.push(
-        item(
-          { id: `bare-https-c${c}`, group: 'bare', host: 'bare node:https', route: 'same bytes as warm GET', concurrency: c },
-          () => http(bare.url, 'GET', fixed, c, true),
-          bare.proc.pid,
-        ),
-      );
-    if (lean !== undefined)
-      reads.push(
-        item(
-          { id: `lean-warm-c${c}`, group: 'kms', host: 'lean https', route: 'GET /dataKey warm', concurrency: c },
-          () => http(lean.url, 'GET', fixed, c, true),
-          lean.proc.pid,
-        ),
-      );
-    await b.measure(reads);
+    await b.measure([...warmRead(b, bare, `bare-https-c${c}`, 'bare node:https', c), ...warmRead(b, lean, `lean-warm-c${c}`, 'lean https', c)]);
   }
   if (bare !== undefined) await servers.stop(bare.proc);
   if (lean !== undefined) await servers.stop(lean.proc);
@@ -227,6 +210,14 @@ async function writesAndWarmReads(b: Bench): Promise<void> {
  *    first on other cold keys, so each key is read once: the pool is split between the rounds.
  *    Returns the shares of the pool set aside for phase 3's cold cases.
  */
+/** The warm `GET /dataKey` on `server` at concurrency c (on a bare server, the same bytes), if it runs. */
+function warmRead(b: Bench, server: Server | undefined, id: string, host: string, c: number): MeasureItem[] {
+  if (server === undefined) return [];
+  const bare = host.startsWith('bare');
+  const record = { id, group: bare ? 'bare' : 'kms', host, route: bare ? 'same bytes as warm GET' : 'GET /dataKey warm', concurrency: c } as const;
+  return [item(record, () => b.http(server.url, 'GET', b.fixed, c, true), server.proc.pid)];
+}
+
 async function coldReads(b: Bench): Promise<ColdPaths> {
   const { results, servers, fx, http, goalC } = b;
   const ffCold = enabled('ff') ? [goalC] : [];
@@ -325,7 +316,7 @@ async function coldReads(b: Bench): Promise<ColdPaths> {
  */
 async function plainHttp(b: Bench, cold: ColdPaths): Promise<void> {
   if (!(enabled('bare') || enabled('leanhttp') || enabled('ff'))) return;
-  const { results, servers, http, fixed, goalC } = b;
+  const { results, servers, http, goalC } = b;
   const ffCold = enabled('ff') ? [goalC] : [];
   const bare = enabled('bare') ? await servers.bare('http') : undefined;
   const lean = enabled('leanhttp') ? await servers.lean('lean-http', b.fnEnv, 'off', 'getDataKey') : undefined;
@@ -337,30 +328,11 @@ async function plainHttp(b: Bench, cold: ColdPaths): Promise<void> {
   }
   for (const c of CONCURRENCIES) {
     const items: MeasureItem[] = [];
-    if (bare !== undefined)
-      items.push(
-        item(
-          { id: `bare-http-c${c}`, group: 'bare', host: 'bare node:http', route: 'same bytes as warm GET', concurrency: c },
-          () => http(bare.url, 'GET', fixed, c, true),
-          bare.proc.pid,
-        ),
-      );
-    if (lean !== undefined)
-      items.push(
-        item(
-          { id: `leanhttp-warm-c${c}`, group: 'kms', host: 'lean http', route: 'GET /dataKey warm', concurrency: c },
-          () => http(lean.url, 'GET', fixed, c, true),
-          lean.proc.pid,
-        ),
-      );
-    if (ff !== undefined)
-      items.push(
-        item(
-          { id: `ff-warm-c${c}`, group: 'kms', host: 'functions-framework', route: 'GET /dataKey warm', concurrency: c },
-          () => http(ff.url, 'GET', fixed, c, true),
-          ff.proc.pid,
-        ),
-      );
+    items.push(
+      ...warmRead(b, bare, `bare-http-c${c}`, 'bare node:http', c),
+      ...warmRead(b, lean, `leanhttp-warm-c${c}`, 'lean http', c),
+      ...warmRead(b, ff, `ff-warm-c${c}`, 'functions-framework', c),
+    );
     await b.measure(items);
   }
   if (ff !== undefined) {

@@ -92,6 +92,20 @@ try {
   const path = `/dataKey/warm?primaryKeyName=pk&user=bench&token=${token}`;
   let header: string;
   let requests: number;
+  /** The lean host serving every function under --cpu-prof, warmed by one read of the warm key. */
+  const startWarmProfiled = async () => {
+    const server = startProc(
+      'server',
+      process.execPath,
+      ['--cpu-prof', `--cpu-prof-dir=${profDir}`, SERVE_JS],
+      { ...env, PORT: '0', FUNCTION_TARGET: '' },
+      ROOT,
+    );
+    const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;
+    const first = await fetchOnce(`${url}${path}`);
+    if (first.status !== 200) throw new Error(`warm-up answered ${first.status}: ${first.body}`);
+    return { server, url };
+  };
   if (mode === 'cold') {
     const port = await freePort();
     const server = startProc(
@@ -125,16 +139,7 @@ try {
     log(`creating ${seconds * 300} data keys to read cold…`);
     await fx.addDataKeys(seconds * 300);
     const names = await fx.dataKeyNames();
-    const server = startProc(
-      'server',
-      process.execPath,
-      ['--cpu-prof', `--cpu-prof-dir=${profDir}`, SERVE_JS],
-      { ...env, PORT: '0', FUNCTION_TARGET: '' },
-      ROOT,
-    );
-    const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;
-    const first = await fetchOnce(`${url}${path}`);
-    if (first.status !== 200) throw new Error(`warm-up answered ${first.status}: ${first.body}`);
+    const { server, url } = await startWarmProfiled();
     const get = await runLoad({
       kind: 'http',
       url,
@@ -156,17 +161,7 @@ try {
     header = `storage-bound routes, lean https, S3, c=${connections}: cold GET /dataKey ${Math.round(get.rps)} req/s (p50 ${get.p50} ms, p99 ${get.p99} ms), then POST /dataKey ${Math.round(post.rps)} req/s (p50 ${post.p50} ms, p99 ${post.p99} ms)`;
     requests = get.ok + get.failed + post.ok + post.failed + 1;
   } else {
-    const server = startProc(
-      'server',
-      process.execPath,
-      ['--cpu-prof', `--cpu-prof-dir=${profDir}`, SERVE_JS],
-      { ...env, PORT: '0', FUNCTION_TARGET: '' },
-      ROOT,
-    );
-    const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;
-    const first = await fetchOnce(`${url}${path}`);
-    if (first.status !== 200) throw new Error(`warm-up answered ${first.status}: ${first.body}`);
-
+    const { server, url } = await startWarmProfiled();
     const result = await runLoad({ kind: 'http', url, method: 'GET', paths: { mode: 'fixed', path }, connections, durationSec: seconds, warmupSec: 1 });
     await server.stop();
     header = `warm GET /dataKey, lean https, c=${connections}, ${seconds} s: ${Math.round(result.rps)} req/s, p50 ${result.p50} ms, p99 ${result.p99} ms`;
