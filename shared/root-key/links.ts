@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import { unwrapKey, wrapKey } from '../crypto/aead.js';
 import { KmsError } from '../errors.js';
 import { layout } from '../keys/layout.js';
@@ -23,7 +24,8 @@ export async function storeRootKeyLink(store: ObjectStore, previous: RootKey, su
   };
   if (await store.create(layout.previousRootKey(previous.id, successor.id), encodeRecord(record))) return;
   const existing = await openRootKeyLink(store, previous.id, successor);
-  const matches = existing?.equals(previous.key) ?? false;
+  // Compared in constant time; a key of another length is simply not the one.
+  const matches = existing !== undefined && existing.length === previous.key.length && timingSafeEqual(existing, previous.key);
   existing?.fill(0);
   if (!matches) throw new KmsError('INTEGRITY', `storage holds a root key link ${previous.id} -> ${successor.id} that does not open to the previous root key`);
 }
