@@ -14,7 +14,16 @@ export interface TokenVerifier {
 // N=2^14, r=8: ~16 MiB and tens of ms per hash; per-request cost is avoided by a verified cache.
 const PARAMS = { N: 16384, r: 8, p: 1 } as const;
 const HASH_BYTES = 32;
-const MAX_N = 1 << 20; // bounds the work a tampered record could make us do
+/**
+ * A stored verifier comes from untrusted storage: its parameters must be ones scrypt accepts (N a
+ * power of two), and the memory they take (128·N·r bytes) at most twice ours, or a forged record
+ * could make a function allocate gigabytes (or throw, an internal error) for one request.
+ */
+const MAX_SCRYPT_BYTES = 2 * 128 * PARAMS.N * PARAMS.r;
+function acceptableParams({ N, r, p }: Pick<TokenVerifier, 'N' | 'r' | 'p'>): boolean {
+  const powerOfTwo = Number.isInteger(N) && N >= 2 && (N & (N - 1)) === 0;
+  return powerOfTwo && Number.isInteger(r) && r >= 1 && p === 1 && 128 * N * r <= MAX_SCRYPT_BYTES;
+}
 
 /** Hashes a new token (enrollment). */
 export async function hashToken(token: string): Promise<TokenVerifier> {
@@ -28,9 +37,7 @@ export async function hashToken(token: string): Promise<TokenVerifier> {
  * record was read, `unknown` for the dummy check of a user that does not exist (see ScryptScheduler).
  */
 export async function verifyToken(token: string, verifier: TokenVerifier, lane: 'known' | 'unknown'): Promise<boolean> {
-  if (verifier.alg !== 'scrypt' || !(verifier.N > 1 && verifier.N <= MAX_N) || verifier.r < 1 || verifier.r > 32 || verifier.p !== 1) {
-    return false;
-  }
+  if (verifier.alg !== 'scrypt' || !acceptableParams(verifier)) return false;
   const expected = Buffer.from(verifier.hash, 'base64url');
   if (expected.length !== HASH_BYTES) return false;
   const actual = await scryptAsync(lane, token, Buffer.from(verifier.salt, 'base64url'), verifier.N, verifier.r, verifier.p);

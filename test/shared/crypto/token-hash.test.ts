@@ -24,6 +24,9 @@ describe('token verifiers (scrypt)', () => {
     expect(await verifyToken('t', { ...verifier, N: 1 << 24 }, 'known')).toBe(false);
     expect(await verifyToken('t', { ...verifier, hash: 'c2hvcnQ' }, 'known')).toBe(false);
     expect(await verifyToken('t', { ...verifier, p: 2 }, 'known')).toBe(false);
+    // N not a power of two (scrypt would throw), and 2^20 with r=32 (4 GiB): refused, never run.
+    expect(await verifyToken('t', { ...verifier, N: 3 * 4096 }, 'known')).toBe(false);
+    expect(await verifyToken('t', { ...verifier, N: 1 << 20, r: 32 }, 'known')).toBe(false);
   });
 
   it("bounds the work anyone can queue: past the running slots and a lane's waiting slots a check fails at once with BUSY; the rest finish correctly", async () => {
