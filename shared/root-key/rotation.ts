@@ -30,7 +30,8 @@ export interface RotationJournal {
   readonly kind: 'rotation';
   readonly holder: string;
   readonly leaseUntil: number;
-  readonly phase: 'verifying' | 'rewrapping';
+  /** Always `rewrapping` (the lease is taken once the sealing service has verified): kept for status readers. */
+  readonly phase: 'rewrapping';
   readonly to: string | null;
   readonly rewrapped: number;
   readonly startedAt: string;
@@ -104,24 +105,22 @@ export class RootKeyRotation {
    * then rewraps every primary key still under an older root key. Also resumes an interrupted rewrap.
    */
   async verify(shares: readonly Share[]): Promise<VerificationResult> {
-    const lease = await this.#acquire();
-    try {
-      const verified = await this.authority.verifyShares(shares);
-      faultPoint('verify:after-promote');
-      await lease.update({ phase: 'rewrapping', to: verified.rootKeyId });
-      const current = await this.keyring.current({ refresh: true });
-      if (current.id !== verified.rootKeyId) throw new KmsError('CONFLICT', 'the root key changed again meanwhile; verify again');
-      return { ...verified, rewrapped: await this.#rewrapAll(current, lease) };
-    } finally {
-      await lease.release();
-    }
+    // The sealing service decides first: wrong shares are refused before anything is written (the
+    // lease included). A promotion it makes is complete on its own; the rewrap then runs under the lease.
+    const verified = await this.authority.verifyShares(shares);
+    faultPoint('verify:after-promote');
+    return { ...verified, rewrapped: await this.finishRewrap(verified.rootKeyId) };
   }
 
-  /** Step 2's rewrap alone: finishes an interrupted one. Resolves with the count. */
-  async finishRewrap(): Promise<number> {
+  /**
+   * Step 2's rewrap alone (also what finishes an interrupted one): every primary key under the
+   * current root key, which must be `expectedId` when given. Resolves with the count.
+   */
+  async finishRewrap(expectedId?: string): Promise<number> {
     const lease = await this.#acquire();
     try {
       const current = await this.keyring.current({ refresh: true });
+      if (expectedId !== undefined && current.id !== expectedId) throw new KmsError('CONFLICT', 'the root key changed again meanwhile; verify again');
       await lease.update({ phase: 'rewrapping', to: current.id });
       return await this.#rewrapAll(current, lease);
     } finally {
@@ -183,7 +182,7 @@ export class RootKeyRotation {
       kind: 'rotation',
       holder,
       leaseUntil: Date.now() + this.settings.leaseMs,
-      phase: 'verifying',
+      phase: 'rewrapping',
       to: null,
       rewrapped: 0,
       startedAt: new Date().toISOString(),
