@@ -99,10 +99,11 @@ let fromEnvironment: RouteContext | undefined;
  * The context built from the environment, once per process and on first use: what functions-
  * framework's handlers and the lean host use.
  */
+const environment = (): RouteContext => (fromEnvironment ??= createRouteContext());
 export const environmentContext: RouteContext = {
-  keys: () => (fromEnvironment ??= createRouteContext()).keys(),
-  runtime: () => (fromEnvironment ??= createRouteContext()).runtime(),
-  warmUp: () => (fromEnvironment ??= createRouteContext()).warmUp(),
+  keys: () => environment().keys(),
+  runtime: () => environment().runtime(),
+  warmUp: () => environment().warmUp(),
 };
 
 function buildCore(parts: RuntimeParts): Core {
