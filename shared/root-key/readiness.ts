@@ -1,4 +1,4 @@
-import { isKmsError } from '../errors.js';
+import { isKmsError, KmsError } from '../errors.js';
 import type { RouteContext } from '../runtime.js';
 
 /**
@@ -31,7 +31,8 @@ export async function rootKeyReadiness(ctx: RouteContext, timeoutMs = 900): Prom
       (error: unknown): RootKeyReadiness =>
         isKmsError(error, 'SEALED')
           ? { ready: true, rootKey: 'sealed', detail: error.message }
-          : { ready: false, rootKey: 'unavailable', detail: error instanceof Error ? error.message : String(error) },
+          : // Only a KmsError's message is written to be shown (never a secret); anything else is a bug.
+            { ready: false, rootKey: 'unavailable', detail: error instanceof KmsError ? error.message : 'internal error' },
     );
   try {
     return await Promise.race([probe, timeout]);
