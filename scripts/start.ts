@@ -1,11 +1,13 @@
 /**
  * `npm start`: the whole API on one port for development and evaluation. It runs the sealing
  * service beside the functions (a child process, insecure development mode with the "sample"
- * attester): in mode 2 (Shamir shares: rotate first, recover after a restart) unless a root key
+ * attester, its admin policy granting the functions' development identity every operation): in mode 2 (Shamir shares: rotate first, recover after a restart) unless a root key
  * secret is configured (KMS_ROOT_KEY or KMS_ROOT_KEY_FILE: mode 1). Storage: the embedded store
  * in KMS_DATA_DIR (default .kms), or S3 with KMS_STORE=s3.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadRoutes } from '../functions/catalog.js';
@@ -17,6 +19,13 @@ import { loadOptions } from '../shared/options.js';
 
 const dataDir = process.env.KMS_DATA_DIR || '.kms';
 const sealerDataDir = process.env.KMS_SEALER_DATA_DIR || join(dataDir, 'sealer');
+/**
+ * The identity the functions claim with sample evidence, and which the sealing service's admin
+ * policy grants every operation here: one process serves rotate, verify and recover. (Sample
+ * evidence proves nothing, so in development anyone can claim it; in a TD the identity is the
+ * pod's MRCONFIGID.)
+ */
+const DEVELOPMENT_IDENTITY = createHash('sha384').update('tee-kms/development/functions').digest('hex');
 
 try {
   const sealer = await startSealer();
@@ -54,6 +63,13 @@ async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
     delete process.env[name];
     if (value !== undefined && value !== '') env[name.replace('KMS_', 'KMS_SEALER_')] = value;
   }
+  if (env.KMS_SEALER_ADMIN_POLICY_FILE === undefined || env.KMS_SEALER_ADMIN_POLICY_FILE === '') {
+    await mkdir(sealerDataDir, { recursive: true, mode: 0o700 });
+    const file = join(sealerDataDir, 'admin-policy.json');
+    const grant = [process.env.KMS_SAMPLE_INIT_DATA || DEVELOPMENT_IDENTITY];
+    await writeFile(file, `${JSON.stringify({ rotate: grant, verify: grant, recover: grant, seal: grant }, null, 2)}\n`);
+    env.KMS_SEALER_ADMIN_POLICY_FILE = file;
+  }
   const main = fileURLToPath(new URL('../sealer/main.js', import.meta.url));
   const child = spawn(process.execPath, [main], { env, stdio: ['pipe', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve, reject) => {
@@ -72,5 +88,6 @@ async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
   process.env.KMS_SEALER_URL = url;
   process.env.KMS_SEALER_CA_FILE ??= join(sealerDataDir, 'tls', 'cert.pem');
   process.env.KMS_ATTESTER ??= 'sample';
+  process.env.KMS_SAMPLE_INIT_DATA ||= DEVELOPMENT_IDENTITY;
   return { url, child };
 }

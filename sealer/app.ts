@@ -9,6 +9,8 @@ import { sealerHandler } from './server.js';
 import { SessionStore } from './sessions.js';
 import { loadTls } from '../shared/tls.js';
 import { TokenService } from './tokens.js';
+import { AdminPolicy } from './admin-policy.js';
+import { ProofVerifier } from './proofs.js';
 import { defaultVerifiers } from './verifiers.js';
 
 export interface RunningSealer {
@@ -49,10 +51,11 @@ export async function startSealer(options: SealerOptions, store: ObjectStore, ex
   const tokens = await TokenService.create(options.tokenTtlSeconds);
   const sessions = new SessionStore(options.nonceTtlSeconds * 1000, options.maxSessions);
   const verifiers = defaultVerifiers({ insecureDevMode: options.insecureDevMode, extra: extra.verifiers ?? [] });
+  const adminPolicy = await AdminPolicy.load(options.adminPolicyFile);
 
   const server = createServer(
     { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' },
-    sealerHandler({ core, sessions, tokens, verifiers, insecureDevMode: options.insecureDevMode, log }),
+    sealerHandler({ core, sessions, tokens, verifiers, adminPolicy, proofs: new ProofVerifier(), insecureDevMode: options.insecureDevMode, log }),
   );
   // Longer than clients' idle keep-alive sockets live, so a reused socket is not closed under them.
   server.keepAliveTimeout = 65_000;
@@ -69,6 +72,11 @@ export async function startSealer(options: SealerOptions, store: ObjectStore, ex
   const state = status.source === 'secret' ? 'unsealed (root key from secret)' : !status.initialized ? 'uninitialized' : status.sealed ? 'sealed' : 'unsealed';
   log.info(`TLS certificate${tls.selfSigned ? ' (self-signed: point KMS_SEALER_CA_FILE at it)' : ''}`, { certFile: tls.certFile });
   log.info(`verifiers: ${[...verifiers.keys()].join(', ') || 'none (no TEE can attest)'}`);
+  log.info(
+    options.adminPolicyFile === ''
+      ? 'admin policy: none (KMS_SEALER_ADMIN_POLICY_FILE unset): no workload may rotate, verify, recover or seal'
+      : `admin policy from ${options.adminPolicyFile}: identities granted ${adminPolicy.describe()}`,
+  );
   log.info(`${state}; root key id ${status.rootKeyId ?? '-'}`);
   log.info('listening', { url });
 

@@ -12,6 +12,8 @@ export type SealerErrorCode =
   | 'KEY_FROM_SECRET' // mode 1: there are no shares to rotate, verify or recover
   | 'NOT_SEALED' // recovery while a key is live
   | 'NOT_INITIALIZED' // recovery or seal with nothing to recover
+  | 'PROOF_INVALID' // an admin call without a valid, fresh, unused proof of possession of the token's TEE key
+  | 'FORBIDDEN' // the admin policy does not grant the caller's identity this operation
   | 'NOT_FOUND'
   | 'METHOD_NOT_ALLOWED'
   | 'PAYLOAD_TOO_LARGE'

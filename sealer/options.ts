@@ -23,6 +23,39 @@ export const sealerOptions = {
     parse: parse.boolean,
     description: 'Accept "sample" evidence, which proves nothing. Development only; announced on stderr.',
   }),
+  adminPolicyFile: option({
+    env: 'KMS_SEALER_ADMIN_POLICY_FILE',
+    default: '',
+    parse: parse.string,
+    description:
+      'JSON {"rotate": [id…], "verify": […], "recover": […], "seal": […]}: the workload identities (init-data digests, a TD\'s MRCONFIGID; 96 hex digits) granted each admin operation. Without it no workload may call an admin route.',
+  }),
+  attester: option({
+    env: 'KMS_SEALER_ATTESTER',
+    default: 'sample' as 'sample' | 'tdx-configfs' | 'tdx-aa',
+    parse: parse.oneOf('sample', 'tdx-configfs', 'tdx-aa'),
+    description:
+      'How the sealing service proves itself to functions and custodians: `tdx-configfs`, `tdx-aa`, or `sample` (no TEE; development only, refused when NODE_ENV=production).',
+  }),
+  tsmRoot: option({
+    env: 'KMS_SEALER_TSM_ROOT',
+    default: '/sys/kernel/config/tsm',
+    parse: parse.string,
+    description: 'configfs-tsm mount point (tdx-configfs).',
+  }),
+  aaUrl: option({
+    env: 'KMS_SEALER_AA_URL',
+    default: 'http://127.0.0.1:8006',
+    parse: parse.url,
+    description: "The CoCo attestation agent's local endpoint (tdx-aa).",
+  }),
+  plaintextShares: option({
+    env: 'KMS_SEALER_PLAINTEXT_SHARES',
+    default: undefined as 'allow' | 'refuse' | undefined,
+    parse: parse.oneOf('allow', 'refuse'),
+    description:
+      '`allow` or `refuse` shares in plaintext, out of a rotation and into recovery and verification (else they travel encrypted to custodians and to the recovery key). Default: `refuse` when NODE_ENV=production, else `allow`; an explicit `allow` in production is announced at start.',
+  }),
   tdxPolicyFile: option({
     env: 'KMS_SEALER_TDX_POLICY_FILE',
     default: '',

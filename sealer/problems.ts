@@ -23,6 +23,8 @@ const PROBLEMS: Record<SealerErrorCode, { readonly status: number; readonly type
   KEY_FROM_SECRET: { status: 409, type: sealerProblems.keyFromSecret },
   NOT_SEALED: { status: 409, type: sealerProblems.notSealed },
   NOT_INITIALIZED: { status: 409, type: sealerProblems.notInitialized },
+  PROOF_INVALID: { status: 401, type: sealerProblems.proofInvalid },
+  FORBIDDEN: { status: 403, type: sealerProblems.forbidden },
   NOT_FOUND: { status: 404, type: sealerProblems.notFound },
   METHOD_NOT_ALLOWED: { status: 405, type: sealerProblems.methodNotAllowed },
   PAYLOAD_TOO_LARGE: { status: 413, type: sealerProblems.payloadTooLarge },
@@ -39,6 +41,7 @@ const PROBLEMS: Record<SealerErrorCode, { readonly status: number; readonly type
 const TITLES: Record<number, string> = {
   400: 'Bad Request',
   401: 'Unauthorized',
+  403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
   409: 'Conflict',

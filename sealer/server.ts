@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { workloadIdentity } from '../shared/attestation/types.js';
 import { KmsError } from '../shared/errors.js';
 import type { ComponentLog } from '../shared/log.js';
 import {
@@ -18,6 +19,8 @@ import { ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer-client/protocol
 import type { SealerCore } from './core.js';
 import { SealerError } from './errors.js';
 import { kbsError, problemOf } from './problems.js';
+import type { AdminOperation, AdminPolicy } from './admin-policy.js';
+import type { ProofVerifier } from './proofs.js';
 import type { SessionStore } from './sessions.js';
 import type { TokenService, VerifiedToken } from './tokens.js';
 import type { VerifierRegistry } from './verifiers.js';
@@ -29,6 +32,9 @@ export interface SealerHandlerDeps {
   readonly sessions: SessionStore;
   readonly tokens: TokenService;
   readonly verifiers: VerifierRegistry;
+  /** Which workload identities may call which admin operation. */
+  readonly adminPolicy: AdminPolicy;
+  readonly proofs: ProofVerifier;
   readonly insecureDevMode: boolean;
   /** One line per request (method, path, status, ms; never headers, bodies or query), and messages. */
   readonly log: ComponentLog;
@@ -41,11 +47,11 @@ const routes: Record<string, Partial<Record<string, Handler>>> = {
   [`${KBS_PREFIX}/attest`]: { POST: kbsAttest },
   [`${KBS_PREFIX}/resource/${ROOT_KEY_RESOURCE}`]: { GET: kbsRootKey },
   [sealerPaths.sealStatus]: { GET: sealStatus },
-  [sealerPaths.rootKey]: { POST: admin(async (body, deps) => deps.core.install(body)) },
-  [sealerPaths.verify]: { POST: admin(async (body, deps) => deps.core.verify(body)) },
-  [sealerPaths.recoveryShares]: { POST: admin(async (body, deps) => deps.core.submitShare(body)) },
-  [sealerPaths.recovery]: { DELETE: admin(async (_body, deps) => deps.core.resetRecovery(), { body: false }) },
-  [sealerPaths.seal]: { POST: admin(async (_body, deps) => deps.core.seal(), { body: false }) },
+  [sealerPaths.rootKey]: { POST: admin('rotate', async (body, deps) => deps.core.install(body)) },
+  [sealerPaths.verify]: { POST: admin('verify', async (body, deps) => deps.core.verify(body)) },
+  [sealerPaths.recoveryShares]: { POST: admin('recover', async (body, deps) => deps.core.submitShare(body)) },
+  [sealerPaths.recovery]: { DELETE: admin('recover', async (_body, deps) => deps.core.resetRecovery(), { body: false }) },
+  [sealerPaths.seal]: { POST: admin('seal', async (_body, deps) => deps.core.seal(), { body: false }) },
   '/healthz': { GET: async (_req, res) => sendJson(res, 200, { ok: true }) },
 };
 
@@ -135,7 +141,12 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
       deps.log.warn(`attestation refused (tee ${challenge.tee}): ${reason}`);
       throw kbsError.attestation(`verify TEE evidence failed: ${reason}`);
     }
-    const { token, expiresAt } = await deps.tokens.issue(challenge.tee, claims.claims, primaryRuntimeData(challenge.nonce, teePubKey, additionalEvidence));
+    const { token, expiresAt } = await deps.tokens.issue(
+      challenge.tee,
+      claims.claims,
+      primaryRuntimeData(challenge.nonce, teePubKey, additionalEvidence),
+      workloadIdentity(claims),
+    );
     deps.sessions.attested(sessionId!, token, expiresAt);
     setSessionCookie(res, sessionId!, expiresAt);
     sendJson(res, 200, { token });
@@ -146,10 +157,10 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
 }
 
 async function kbsRootKey(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
-  const token = await authenticate(req, deps, { cookie: true });
+  const { verified } = await authenticate(req, deps, { cookie: true });
   const key = deps.core.currentKey();
   try {
-    const jwe = await encryptToTee(key, await importTeePubKey(token.teePubKey));
+    const jwe = await encryptToTee(key, await importTeePubKey(verified.teePubKey));
     sendJson(res, 200, jwe);
   } finally {
     key.fill(0);
@@ -162,24 +173,54 @@ async function sealStatus(_req: IncomingMessage, res: ServerResponse, deps: Seal
   sendJson(res, 200, deps.core.status());
 }
 
-function admin(action: (body: unknown, deps: SealerHandlerDeps) => Promise<unknown>, options: { body: boolean } = { body: true }): Handler {
+type AdminAction = (body: unknown, deps: SealerHandlerDeps, req: IncomingMessage) => Promise<unknown>;
+
+/**
+ * An admin route: the caller's attestation token (Bearer only: a cookie would be sent by anyone
+ * who holds it), a proof of possession of its TEE key for this very request, then the admin
+ * policy's grant of `operation` to the identity the token names.
+ */
+function admin(operation: AdminOperation, action: AdminAction, options: { body: boolean } = { body: true }): Handler {
   return async (req, res, deps) => {
-    await authenticate(req, deps, { cookie: false });
-    const body = options.body ? await readJson(req, (detail) => new SealerError('BAD_REQUEST', `body must be JSON: ${detail}`)) : await drain(req);
-    sendJson(res, 200, await action(body, deps));
+    const { token, verified } = await authenticate(req, deps, { cookie: false });
+    const raw = await readBody(req);
+    try {
+      await deps.proofs.verify(singleHeader(req.headers.dpop), {
+        method: req.method ?? '',
+        target: req.url ?? '',
+        token,
+        body: raw,
+        teePubKey: verified.teePubKey,
+      });
+      if (!deps.adminPolicy.allows(operation, verified.identity)) {
+        deps.log.warn(`admin call refused: "${operation}" is not granted to identity ${verified.identity} (tee ${verified.tee})`);
+        throw new SealerError(
+          'FORBIDDEN',
+          `the admin policy (KMS_SEALER_ADMIN_POLICY_FILE) does not grant "${operation}" to this workload (identity ${verified.identity})`,
+        );
+      }
+      const body = options.body ? parseJson(raw, (detail) => new SealerError('BAD_REQUEST', `body must be JSON: ${detail}`)) : undefined;
+      sendJson(res, 200, await action(body, deps, req));
+    } finally {
+      raw.fill(0);
+    }
   };
 }
 
 /** The caller's attestation token: Bearer (and, for KBS resources, the session cookie as Trustee). */
-async function authenticate(req: IncomingMessage, deps: SealerHandlerDeps, options: { cookie: boolean }): Promise<VerifiedToken> {
+async function authenticate(req: IncomingMessage, deps: SealerHandlerDeps, options: { cookie: boolean }): Promise<{ token: string; verified: VerifiedToken }> {
   const fromCookie = options.cookie ? deps.sessions.tokenOf(cookieOf(req, KBS_SESSION_COOKIE)) : undefined;
   const token = fromCookie ?? bearerToken(req.headers.authorization) ?? undefined;
   if (token === undefined) throw kbsError.tokenNotFound();
   try {
-    return await deps.tokens.verify(token);
+    return { token, verified: await deps.tokens.verify(token) };
   } catch (error) {
     throw kbsError.tokenInvalid(error instanceof KmsError ? error.message : 'invalid token');
   }
+}
+
+function singleHeader(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? undefined : value;
 }
 
 // ---- HTTP plumbing ----
@@ -239,17 +280,18 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
 async function readJson(req: IncomingMessage, invalid: (detail: string) => SealerError): Promise<unknown> {
   const body = await readBody(req);
   try {
-    return JSON.parse(body.toString('utf8'));
-  } catch {
-    throw invalid('not valid JSON');
+    return parseJson(body, invalid);
   } finally {
     body.fill(0);
   }
 }
 
-async function drain(req: IncomingMessage): Promise<undefined> {
-  (await readBody(req)).fill(0);
-  return undefined;
+function parseJson(body: Buffer, invalid: (detail: string) => SealerError): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    throw invalid('not valid JSON');
+  }
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {

@@ -10,13 +10,15 @@ const TOKEN_MAX_LENGTH = 16 * 1024;
 export interface VerifiedToken {
   readonly tee: TeeType;
   readonly teePubKey: TeePubKey;
+  /** The workload identity (init-data digest) the attestation established. */
+  readonly identity: string;
 }
 
 /**
  * Attestation results tokens: JWTs the sealer signs with its own ES256 key, made at start (tokens
  * die with the process; clients re-attest on 401). The claims follow Trustee's CoCo AS "simple"
  * token (attestation-service/src/token/simple.rs): iss, iat, nbf, exp, jti, tee, tcb-status,
- * evaluation-reports, customized_claims {init_data, runtime_data}; the header carries the signing
+ * evaluation-reports, customized_claims {init_data (the workload identity), runtime_data}; the header carries the signing
  * `jwk`. The tee-pubkey sits at /customized_claims/runtime_data/tee-pubkey, where Trustee's
  * TokenVerifier looks for it (kbs/src/token/mod.rs TOKEN_TEE_PUBKEY_PATH_COCO).
  */
@@ -34,14 +36,19 @@ export class TokenService {
     return new TokenService(privateKey, publicKey, { ...publicJwk, alg: 'ES256' }, ttlSeconds);
   }
 
-  async issue(tee: TeeType, claims: Record<string, unknown>, runtimeData: Record<string, unknown>): Promise<{ token: string; expiresAt: number }> {
+  async issue(
+    tee: TeeType,
+    claims: Record<string, unknown>,
+    runtimeData: Record<string, unknown>,
+    identity: string,
+  ): Promise<{ token: string; expiresAt: number }> {
     const iat = Math.floor(Date.now() / 1000);
     const exp = iat + this.ttlSeconds;
     const token = await new SignJWT({
       tee,
       'tcb-status': claims,
       'evaluation-reports': [],
-      customized_claims: { init_data: null, runtime_data: runtimeData },
+      customized_claims: { init_data: identity, runtime_data: runtimeData },
     })
       .setProtectedHeader({ alg: 'ES256', typ: 'JWT', jwk: this.publicJwk })
       .setIssuer(TOKEN_ISSUER)
@@ -64,11 +71,12 @@ export class TokenService {
       if (code === 'ERR_JWT_EXPIRED') throw new KmsError('UNAUTHORIZED', 'the token expired; attest again');
       throw new KmsError('UNAUTHORIZED', 'the token is not one this sealing service issued (or it restarted since); attest again');
     }
-    const runtimeData = (payload.customized_claims as { runtime_data?: Record<string, unknown> } | undefined)?.runtime_data;
+    const custom = payload.customized_claims as { runtime_data?: Record<string, unknown>; init_data?: unknown } | undefined;
     const tee = payload.tee;
     if (tee !== 'sample' && tee !== 'tdx') throw new KmsError('UNAUTHORIZED', 'the token names no TEE');
+    if (typeof custom?.init_data !== 'string') throw new KmsError('UNAUTHORIZED', 'the token names no workload identity');
     try {
-      return { tee, teePubKey: parseTeePubKey(runtimeData?.['tee-pubkey']) };
+      return { tee, teePubKey: parseTeePubKey(custom.runtime_data?.['tee-pubkey']), identity: custom.init_data };
     } catch {
       throw new KmsError('UNAUTHORIZED', 'the token carries no valid tee-pubkey');
     }

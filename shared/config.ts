@@ -52,6 +52,13 @@ export const kmsOptions = {
     description:
       'How this pod proves itself to the sealing service: `tdx-configfs` (Linux configfs-tsm), `tdx-aa` (CoCo attestation agent), `sample` (no TEE; development only, refused when NODE_ENV=production).',
   }),
+  sampleInitData: option({
+    env: 'KMS_SAMPLE_INIT_DATA',
+    default: '',
+    parse: parse.identity,
+    description:
+      "The workload identity (init-data digest, 96 hex digits) that `sample` evidence claims, which the sealing service's admin policy grants operations to. Development only.",
+  }),
   tsmRoot: option({ env: 'KMS_TSM_ROOT', default: '/sys/kernel/config/tsm', parse: parse.string, description: 'configfs-tsm mount point (tdx-configfs).' }),
   aaUrl: option({
     env: 'KMS_AA_URL',

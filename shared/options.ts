@@ -88,6 +88,12 @@ export const parse = {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new KmsError('CONFIG', `${env} must be an http(s) URL`);
     return raw.replace(/\/+$/, '');
   },
+  /** A workload identity (init-data digest): 96 hex digits, lowercased. */
+  identity: (raw: string, env: string): string => {
+    const value = raw.trim().toLowerCase();
+    if (!/^[0-9a-f]{96}$/.test(value)) throw new KmsError('CONFIG', `${env} must be 96 hex digits (a 48-byte init-data digest)`);
+    return value;
+  },
   /** A base64 256-bit key; the message never echoes the value. */
   key256: (raw: string, env: string): Buffer => {
     const trimmed = raw.trim();

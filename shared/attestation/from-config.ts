@@ -6,6 +6,8 @@ export interface AttesterConfig {
   readonly attester: 'sample' | 'tdx-configfs' | 'tdx-aa';
   readonly tsmRoot: string;
   readonly aaUrl: string;
+  /** The identity sample evidence claims (KMS_SAMPLE_INIT_DATA); '' for none. */
+  readonly sampleInitData?: string;
 }
 
 /**
@@ -26,6 +28,6 @@ export async function attesterFromConfig(config: AttesterConfig, env: NodeJS.Pro
       if (env.NODE_ENV === 'production') {
         throw new KmsError('CONFIG', 'KMS_ATTESTER=sample proves nothing and is refused when NODE_ENV=production: use tdx-configfs or tdx-aa');
       }
-      return new SampleAttester();
+      return new SampleAttester('1', config.sampleInitData || undefined);
   }
 }

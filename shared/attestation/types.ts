@@ -21,6 +21,15 @@ export interface VerifiedClaims {
   readonly claims: Record<string, unknown>;
 }
 
+/**
+ * The workload identity in verified claims: its init-data digest (TDX: MRCONFIGID, which
+ * Confidential Containers sets from the pod's init-data; sample: the evidence's init_data).
+ */
+export function workloadIdentity(verified: VerifiedClaims): string {
+  const value = verified.tee === 'tdx' ? verified.claims.mrConfigId : verified.claims.initData;
+  return typeof value === 'string' ? value.toLowerCase() : '0'.repeat(96);
+}
+
 export interface Verifier {
   readonly tee: TeeType;
   /**

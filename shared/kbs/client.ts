@@ -13,6 +13,7 @@ import {
   type KbsProblem,
   type KbsRequest,
 } from './protocol.js';
+import { signProof } from './proof.js';
 import { decryptFromKbs, processTeeKeyPair, type TeeKeyPair } from './tee-key.js';
 
 export interface KbsClientOptions {
@@ -133,15 +134,20 @@ export class KbsClient {
   }
 
   /**
-   * A request carrying the attestation token (Bearer, and the session cookie as Trustee accepts);
-   * on 401 it attests again once and retries. Non-2xx answers throw KbsResponseError.
+   * A request carrying the attestation token (Bearer, and the session cookie as Trustee accepts)
+   * and a proof of possession of this TEE's key for it (`DPoP`, which a Trustee KBS ignores); on
+   * 401 it attests again once and retries. Non-2xx answers throw KbsResponseError.
    */
   async authorized(method: string, path: string, body: unknown, operation: string): Promise<KbsHttpResponse> {
     for (let attempt = 0; ; attempt++) {
       const token = await this.token();
-      const headers: Record<string, string> = { Authorization: `Bearer ${token}` };
+      const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const headers: Record<string, string> = {
+        Authorization: `Bearer ${token}`,
+        DPoP: await signProof(await this.#teeKey, { method, target: path, token, body: payload }),
+      };
       if (this.#cookie !== undefined) headers.Cookie = this.#cookie;
-      const response = await this.request(method, path, body, headers);
+      const response = await this.request(method, path, payload ?? body, headers);
       if (response.status === 401 && attempt === 0) {
         this.#forget(token);
         continue;
@@ -153,7 +159,8 @@ export class KbsClient {
 
   /** One HTTPS request over the authenticated, kept-alive connection; no token. */
   request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<KbsHttpResponse> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    // Bytes are sent as they are (a proof may cover them); anything else as JSON.
+    const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
     const idempotent = method === 'GET' || method === 'DELETE' || path === `${KBS_PREFIX}/auth`;
     return this.#send(method, path, payload, headers)
       .catch((error: unknown) => {

@@ -176,6 +176,10 @@ function mapError(error: unknown, url: string): KmsError {
         return new KmsError('PAYLOAD_TOO_LARGE', detail, { cause: error });
       case sealerProblems.integrity:
         return new KmsError('INTEGRITY', detail || 'the sealing service found storage tampered with', { cause: error });
+      case sealerProblems.forbidden:
+        return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} does not let this function do that: ${detail}`, { cause: error });
+      case sealerProblems.proofInvalid:
+        return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} refused this function's proof of possession: ${detail}`, { cause: error });
       case sealerProblems.storageUnavailable:
         return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} cannot reach its storage`, { cause: error });
       default:

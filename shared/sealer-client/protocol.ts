@@ -94,6 +94,8 @@ export const sealerProblems = {
   keyFromSecret: 'urn:tee-kms:sealer:key-from-secret', // 409: mode 1
   notSealed: 'urn:tee-kms:sealer:not-sealed', // 409: recovery while unsealed
   notInitialized: 'urn:tee-kms:sealer:not-initialized', // 409: recovery while uninitialized
+  proofInvalid: 'urn:tee-kms:sealer:proof-invalid', // 401: no valid, fresh, unused proof of possession
+  forbidden: 'urn:tee-kms:sealer:forbidden', // 403: the admin policy does not grant this identity the operation
   notFound: 'urn:tee-kms:sealer:not-found', // 404
   methodNotAllowed: 'urn:tee-kms:sealer:method-not-allowed', // 405
   payloadTooLarge: 'urn:tee-kms:sealer:payload-too-large', // 413

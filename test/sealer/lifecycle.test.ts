@@ -6,12 +6,11 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { combine } from 'shamir-secret-sharing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SampleAttester } from '../../shared/attestation/sample.js';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
-import { KbsClient } from '../../shared/kbs/client.js';
+import { KbsClient, type KbsResponseError } from '../../shared/kbs/client.js';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
 import { sealerPaths, type Share } from '../../shared/sealer-client/protocol.js';
-import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { adminAttester, allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { kmsFailure } from '../support/failure.js';
 
 const secrets = new SecretRegistry();
@@ -132,18 +131,15 @@ describe('root key lifecycle (mode 2)', () => {
   });
 
   it('makes every root key itself: a request that carries one is refused, whoever sends it', async () => {
-    const kbs = new KbsClient({ url: sealer.url, ca: await sealer.caPem(), attester: new SampleAttester() });
+    const kbs = new KbsClient({ url: sealer.url, ca: await sealer.caPem(), attester: adminAttester() });
     try {
-      const answer = await kbs.request(
-        'POST',
-        sealerPaths.rootKey,
-        { key: randomBytes(32).toString('base64'), t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: second.id },
-        {
-          authorization: `Bearer ${await kbs.token()}`,
-        },
+      const body = { key: randomBytes(32).toString('base64'), t: 3, n: 5, expectedCurrentId: first.id, expectedPendingId: second.id };
+      const refused = await kbs.authorized('POST', sealerPaths.rootKey, body, 'install').then(
+        () => undefined,
+        (error: unknown) => error as KbsResponseError,
       );
-      expect(answer.status).toBe(400);
-      expect(JSON.stringify(answer.body)).toContain('carries no key material');
+      expect(refused?.status).toBe(400);
+      expect(refused?.problem?.detail).toContain('carries no key material');
     } finally {
       kbs.close();
     }

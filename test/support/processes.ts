@@ -156,13 +156,19 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
 }
 
 /** The lean host (`node dist/scripts/serve.js`), all functions or FUNCTION_TARGET's, over HTTPS. */
+/**
+ * The workload identity (init-data digest) that test sealers grant every admin operation, unless a
+ * test sets KMS_SEALER_ADMIN_POLICY_FILE (test/support/sealer.ts), and that test lean hosts claim.
+ */
+export const TEST_ADMIN_IDENTITY = 'ad'.repeat(48);
+
 export async function startLeanHost(env: Record<string, string>): Promise<ServerProcess> {
   const port = env.PORT !== undefined ? Number(env.PORT) : await freePort();
   const dataDir = env.KMS_DATA_DIR ?? '.kms';
   return startServer({
     command: process.execPath,
     args: ['dist/scripts/serve.js'],
-    env: { PORT: String(port), ...env },
+    env: { PORT: String(port), KMS_SAMPLE_INIT_DATA: TEST_ADMIN_IDENTITY, ...env },
     url: `https://127.0.0.1:${port}`,
     caFile: `${dataDir}/tls/cert.pem`,
   });

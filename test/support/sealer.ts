@@ -3,7 +3,7 @@
 export { freePort };
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { split } from 'shamir-secret-sharing';
@@ -12,7 +12,7 @@ import { SampleAttester } from '../../shared/attestation/sample.js';
 import type { Attester } from '../../shared/attestation/types.js';
 import { SealerClient } from '../../shared/sealer-client/client.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
-import { freePort, repoRoot } from './processes.js';
+import { freePort, repoRoot, TEST_ADMIN_IDENTITY } from './processes.js';
 
 export interface SealerProcess {
   readonly url: string;
@@ -40,6 +40,13 @@ export interface SealerProcess {
 
 const MAIN = join(repoRoot, 'dist/sealer/main.js');
 
+export { TEST_ADMIN_IDENTITY };
+
+/** A sample attester claiming the test admin identity. */
+export function adminAttester(): SampleAttester {
+  return new SampleAttester('1', TEST_ADMIN_IDENTITY);
+}
+
 /** Every log of every sealer started in this worker, for the final secret scan. */
 export const allLogs: Array<() => string> = [];
 
@@ -58,6 +65,11 @@ export async function startSealerProcess(options: { env?: Record<string, string>
     KMS_SEALER_INSECURE_DEV_MODE: 'true',
     ...options.env,
   };
+  if (env.KMS_SEALER_ADMIN_POLICY_FILE === undefined) {
+    const grant = [TEST_ADMIN_IDENTITY];
+    env.KMS_SEALER_ADMIN_POLICY_FILE = join(dataDir, 'admin-policy.json');
+    await writeFile(env.KMS_SEALER_ADMIN_POLICY_FILE, JSON.stringify({ rotate: grant, verify: grant, recover: grant, seal: grant }));
+  }
   let log = '';
   let errLog = '';
   let child: ChildProcess | undefined;
@@ -131,7 +143,7 @@ export async function startSealerProcess(options: { env?: Record<string, string>
       const client = new SealerClient({
         url,
         ca: await readFile(join(dataDir, 'tls', 'cert.pem')),
-        attester: clientOptions.attester ?? new SampleAttester(),
+        attester: clientOptions.attester ?? adminAttester(),
         timeoutMs: clientOptions.timeoutMs ?? 10_000,
       });
       clients.push(client);

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleAttester } from '../../../shared/attestation/sample.js';
 import { KmsError } from '../../../shared/errors.js';
 import { SealerClient } from '../../../shared/sealer-client/client.js';
-import { startSealerProcess, type SealerProcess } from '../../support/sealer.js';
+import { adminAttester, startSealerProcess, type SealerProcess } from '../../support/sealer.js';
 import { kmsFailure } from '../../support/failure.js';
 
 function configError(fn: () => unknown): string | undefined {
@@ -52,7 +52,7 @@ describe('SealerClient error mapping', () => {
   });
 
   it('sealed/uninitialized → SEALED with the seal status in details; conflicts → CONFLICT; bad shares → BAD_REQUEST with the detail', async () => {
-    const client = SealerClient.fromCaFile({ url: sealer.url, caFile: `${sealer.dataDir}/tls/cert.pem`, attester: new SampleAttester() });
+    const client = SealerClient.fromCaFile({ url: sealer.url, caFile: `${sealer.dataDir}/tls/cert.pem`, attester: adminAttester() });
     try {
       const uninitialized = await kmsFailure(client.rootKey());
       expect(uninitialized).toMatchObject({ code: 'SEALED', details: { sealed: true, initialized: false, t: 0, n: 0, progress: 0, rootKeyId: null } });

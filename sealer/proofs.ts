@@ -1,0 +1,81 @@
+import { createHash } from 'node:crypto';
+import { importJWK } from 'jose/key/import';
+import { jwtVerify } from 'jose/jwt/verify';
+import type { TeePubKey } from '../shared/kbs/protocol.js';
+import { SealerError } from './errors.js';
+
+/** What a proof of possession must name: this request, and the token it accompanies. */
+export interface ProofExpectation {
+  readonly method: string;
+  /** The request target as received: path and query. */
+  readonly target: string;
+  readonly token: string;
+  readonly body: Buffer;
+  readonly teePubKey: TeePubKey;
+}
+
+const PROOF_TYPE = 'dpop+jwt';
+const JTI = /^[A-Za-z0-9_-]{16,64}$/;
+const MAX_PROOF_LENGTH = 4096;
+
+/**
+ * Proofs of possession for admin calls (docs/sealer-protocol.md): a JWS by the TEE key that the
+ * attestation token binds, over the method, target, token and body digest, fresh (iat within
+ * maxSkew) and used once (jti). A token is a bearer credential for its lifetime; the proof makes
+ * it useless to anyone without the TEE's private key, and a recorded request useless to replay.
+ */
+export class ProofVerifier {
+  /** jti → when it may be forgotten (its proof is stale by then). Insertion order is expiry order. */
+  readonly #seen = new Map<string, number>();
+
+  constructor(
+    private readonly maxSkewSeconds = 60,
+    private readonly maxRemembered = 100_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async verify(proof: string | undefined, expected: ProofExpectation): Promise<void> {
+    if (proof === undefined || proof === '') throw invalid('admin calls need a DPoP proof signed with the TEE key of the token');
+    if (proof.length > MAX_PROOF_LENGTH) throw invalid('the proof is too long');
+    if (expected.teePubKey.crv !== 'P-256') throw invalid('admin calls need a P-256 tee-pubkey (ES256 proofs)');
+    const key = await importJWK({ kty: 'EC', crv: 'P-256', x: expected.teePubKey.x, y: expected.teePubKey.y }, 'ES256');
+    let payload: Record<string, unknown>;
+    let header: Record<string, unknown>;
+    try {
+      ({ payload, protectedHeader: header } = await jwtVerify(proof, key, { algorithms: ['ES256'], typ: PROOF_TYPE }));
+    } catch {
+      throw invalid('the proof does not verify under the TEE key of the token');
+    }
+    const jwk = header.jwk as Record<string, unknown> | undefined;
+    if (jwk?.kty !== 'EC' || jwk.crv !== 'P-256' || jwk.x !== expected.teePubKey.x || jwk.y !== expected.teePubKey.y) {
+      throw invalid('the proof header must carry the token\'s tee-pubkey as "jwk"');
+    }
+    if (payload.htm !== expected.method || payload.htu !== expected.target) throw invalid('the proof was made for another method or path');
+    if (payload.ath !== digest(Buffer.from(expected.token, 'ascii'))) throw invalid('the proof was made for another token');
+    if (payload.bdy !== digest(expected.body)) throw invalid('the proof was made for another body');
+    const now = this.now();
+    if (typeof payload.iat !== 'number' || Math.abs(now / 1000 - payload.iat) > this.maxSkewSeconds) {
+      throw invalid(`the proof is not fresh (iat must be within ${this.maxSkewSeconds} s of the sealing service's clock)`);
+    }
+    if (typeof payload.jti !== 'string' || !JTI.test(payload.jti)) throw invalid('the proof needs a jti of 16 to 64 base64url characters');
+    this.#forgetStale(now);
+    if (this.#seen.has(payload.jti)) throw invalid('this proof was used before (replay)');
+    if (this.#seen.size >= this.maxRemembered) throw new SealerError('BUSY', 'too many admin calls in the last minutes; retry shortly');
+    this.#seen.set(payload.jti, now + 2 * this.maxSkewSeconds * 1000);
+  }
+
+  #forgetStale(now: number): void {
+    for (const [jti, until] of this.#seen) {
+      if (until > now) break;
+      this.#seen.delete(jti);
+    }
+  }
+}
+
+export function digest(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('base64url');
+}
+
+function invalid(detail: string): SealerError {
+  return new SealerError('PROOF_INVALID', detail);
+}
