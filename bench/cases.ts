@@ -4,7 +4,7 @@
  * BENCH_ONLY chooses the groups; see bench/run.ts.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chooseRootKeySource, ffColdStart, leanColdStart, summarizeColdStarts } from './cold-start.js';
 import { Fixtures, PRIMARY_KEY, USER, WARM_KEY, type S3Settings } from './fixtures.js';
@@ -429,8 +429,14 @@ async function rotationPhase(b: Bench): Promise<RotationResult> {
   const { results, servers, baseEnv, adminToken } = b;
   const sealerMain = join(DIST, 'sealer/main.js');
   if (!existsSync(sealerMain)) return { status: 'skipped', note: 'dist/sealer/main.js is not built: rotation needs the sealing service' };
+  // The admin policy grants the bench functions' (sample) identity rotate and verify.
+  const identity = 'be'.repeat(48);
+  const policyFile = join(servers.work, 'bench-admin-policy.json');
+  mkdirSync(servers.work, { recursive: true });
+  writeFileSync(policyFile, JSON.stringify({ rotate: [identity], verify: [identity], recover: [identity], seal: [identity] }));
   const sealer = servers.spawn('sealer-rotation', process.execPath, [sealerMain], {
     ...baseEnv,
+    KMS_SEALER_ADMIN_POLICY_FILE: policyFile,
     KMS_SEALER_HOST: '127.0.0.1',
     KMS_SEALER_PORT: '0',
     KMS_SEALER_DATA_DIR: join(servers.work, 'sealer-rotation'),
@@ -445,6 +451,7 @@ async function rotationPhase(b: Bench): Promise<RotationResult> {
       KMS_SEALER_URL: url,
       KMS_SEALER_CA_FILE: certFile,
       KMS_ATTESTER: 'sample',
+      KMS_SAMPLE_INIT_DATA: identity,
     };
     const lean = await servers.lean('lean-rotation', env, 'self-signed', '');
     try {

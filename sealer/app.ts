@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:https';
-import type { Verifier } from '../shared/attestation/types.js';
+import type { Attester, Verifier } from '../shared/attestation/types.js';
 import { closeServer, listen } from '../shared/http/listen.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { SealerCore } from './core.js';
@@ -11,6 +11,8 @@ import { loadTls } from '../shared/tls.js';
 import { TokenService } from './tokens.js';
 import { AdminPolicy } from './admin-policy.js';
 import { ProofVerifier } from './proofs.js';
+import { SealerIdentity } from './identity.js';
+import { attesterFromConfig } from '../shared/attestation/from-config.js';
 import { defaultVerifiers } from './verifiers.js';
 
 export interface RunningSealer {
@@ -36,7 +38,11 @@ const DEV_MODE_BANNER = [
  * Starts the sealing service: TLS, the root key state (mode 1 from a secret, mode 2 from the store),
  * KBS sessions and tokens, and the HTTPS server. `store` holds the one small state record.
  */
-export async function startSealer(options: SealerOptions, store: ObjectStore, extra: { verifiers?: readonly Verifier[] } = {}): Promise<RunningSealer> {
+export async function startSealer(
+  options: SealerOptions,
+  store: ObjectStore,
+  extra: { verifiers?: readonly Verifier[]; attester?: Attester } = {},
+): Promise<RunningSealer> {
   if (options.insecureDevMode) process.stderr.write(`${DEV_MODE_BANNER}\n`);
 
   const tls = await loadTls({
@@ -52,10 +58,14 @@ export async function startSealer(options: SealerOptions, store: ObjectStore, ex
   const sessions = new SessionStore(options.nonceTtlSeconds * 1000, options.maxSessions);
   const verifiers = defaultVerifiers({ insecureDevMode: options.insecureDevMode, extra: extra.verifiers ?? [] });
   const adminPolicy = await AdminPolicy.load(options.adminPolicyFile);
+  const identity = await SealerIdentity.create(
+    extra.attester ??
+      (await attesterFromConfig({ attester: options.attester, tsmRoot: options.tsmRoot, aaUrl: options.aaUrl }, process.env, 'KMS_SEALER_ATTESTER')),
+  );
 
   const server = createServer(
     { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' },
-    sealerHandler({ core, sessions, tokens, verifiers, adminPolicy, proofs: new ProofVerifier(), insecureDevMode: options.insecureDevMode, log }),
+    sealerHandler({ core, sessions, tokens, verifiers, adminPolicy, proofs: new ProofVerifier(), identity, insecureDevMode: options.insecureDevMode, log }),
   );
   // Longer than clients' idle keep-alive sockets live, so a reused socket is not closed under them.
   server.keepAliveTimeout = 65_000;
@@ -72,6 +82,7 @@ export async function startSealer(options: SealerOptions, store: ObjectStore, ex
   const state = status.source === 'secret' ? 'unsealed (root key from secret)' : !status.initialized ? 'uninitialized' : status.sealed ? 'sealed' : 'unsealed';
   log.info(`TLS certificate${tls.selfSigned ? ' (self-signed: point KMS_SEALER_CA_FILE at it)' : ''}`, { certFile: tls.certFile });
   log.info(`verifiers: ${[...verifiers.keys()].join(', ') || 'none (no TEE can attest)'}`);
+  log.info(`proves itself with ${identity.tee} evidence (KMS_SEALER_ATTESTER)${identity.tee === 'sample' ? ': it proves nothing, development only' : ''}`);
   log.info(
     options.adminPolicyFile === ''
       ? 'admin policy: none (KMS_SEALER_ADMIN_POLICY_FILE unset): no workload may rotate, verify, recover or seal'

@@ -8,6 +8,7 @@ import {
   KBS_PROTOCOL_VERSION,
   KBS_SESSION_COOKIE,
   kbsReportData,
+  parseEvidenceNonce,
   parseTeePubKey,
   primaryRuntimeData,
   DEFAULT_RUNTIME_DATA_HASH,
@@ -15,7 +16,9 @@ import {
 import { encryptToTee, importTeePubKey } from '../shared/kbs/tee-key.js';
 import { bearerToken } from '../shared/http/bearer.js';
 import { readBounded, type BodyError } from '../shared/http/body.js';
-import { ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer-client/protocol.js';
+import { ANSWER_SIGNATURE_HEADER, REQUEST_NONCE_HEADER, ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer-client/protocol.js';
+import type { SealerIdentity } from './identity.js';
+import { digest } from './proofs.js';
 import type { SealerCore } from './core.js';
 import { SealerError } from './errors.js';
 import { kbsError, problemOf } from './problems.js';
@@ -35,6 +38,8 @@ export interface SealerHandlerDeps {
   /** Which workload identities may call which admin operation. */
   readonly adminPolicy: AdminPolicy;
   readonly proofs: ProofVerifier;
+  /** This service's own attested keys: the signing key of its answers, the recovery key. */
+  readonly identity: SealerIdentity;
   readonly insecureDevMode: boolean;
   /** One line per request (method, path, status, ms; never headers, bodies or query), and messages. */
   readonly log: ComponentLog;
@@ -52,6 +57,17 @@ const routes: Record<string, Partial<Record<string, Handler>>> = {
   [sealerPaths.recoveryShares]: { POST: admin('recover', async (body, deps) => deps.core.submitShare(body)) },
   [sealerPaths.recovery]: { DELETE: admin('recover', async (_body, deps) => deps.core.resetRecovery(), { body: false }) },
   [sealerPaths.seal]: { POST: admin('seal', async (_body, deps) => deps.core.seal(), { body: false }) },
+  [sealerPaths.attestation]: { GET: sealerAttestation },
+  [sealerPaths.recoveryKey]: {
+    GET: admin(
+      'recover',
+      async (_body, deps, req) => {
+        const { tee, evidence } = await deps.identity.evidenceFor(deps.identity.recoveryJwk, nonceOf(req));
+        return { recoveryKey: deps.identity.recoveryJwk, tee, evidence };
+      },
+      { body: false },
+    ),
+  },
   '/healthz': { GET: async (_req, res) => sendJson(res, 200, { ok: true }) },
 };
 
@@ -67,6 +83,13 @@ export function sealerHandler(deps: SealerHandlerDeps): (req: IncomingMessage, r
 }
 
 async function dispatch(req: IncomingMessage, res: ServerResponse, path: string, deps: SealerHandlerDeps): Promise<void> {
+  const nonce = req.headers[REQUEST_NONCE_HEADER];
+  if (nonce !== undefined) {
+    // A malformed nonce is answered unsigned, with 400.
+    if (Array.isArray(nonce)) throw new SealerError('BAD_REQUEST', `one ${REQUEST_NONCE_HEADER} header at most`);
+    asBadRequest(() => parseEvidenceNonce(nonce));
+    answerSigning.set(res, { identity: deps.identity, method: req.method ?? '', target: req.url ?? '', nonce });
+  }
   const route = routes[path];
   if (route === undefined) {
     if (path.startsWith(`${KBS_PREFIX}/resource/`)) {
@@ -168,6 +191,28 @@ async function kbsRootKey(req: IncomingMessage, res: ServerResponse, deps: Seale
 }
 
 // ---- the sealer's own API ----
+
+/** Unauthenticated: the key this service signs its answers with, and evidence binding it to the caller's nonce. */
+async function sealerAttestation(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+  const nonce = nonceOf(req);
+  await drainBody(req);
+  const { tee, evidence } = await deps.identity.evidenceFor(deps.identity.signingJwk, nonce);
+  sendJson(res, 200, { key: deps.identity.signingJwk, tee, evidence });
+}
+
+function nonceOf(req: IncomingMessage): string {
+  const nonce = new URL(req.url ?? '/', 'https://sealer.invalid').searchParams.get('nonce');
+  return asBadRequest(() => parseEvidenceNonce(nonce ?? undefined));
+}
+
+function asBadRequest<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof KmsError) throw new SealerError('BAD_REQUEST', error.message);
+    throw error;
+  }
+}
 
 async function sealStatus(_req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
   sendJson(res, 200, deps.core.status());
@@ -294,9 +339,22 @@ function parseJson(body: Buffer, invalid: (detail: string) => SealerError): unkn
   }
 }
 
+async function drainBody(req: IncomingMessage): Promise<void> {
+  (await readBody(req)).fill(0);
+}
+
+/** Answers to requests that carried a nonce are signed (docs/sealer-protocol.md, "Functions attest the sealing service"). */
+const answerSigning = new WeakMap<ServerResponse, { identity: SealerIdentity; method: string; target: string; nonce: string }>();
+
 function sendJson(res: ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
+  const headers: Record<string, string | number> = { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' };
+  const signing = answerSigning.get(res);
+  if (signing !== undefined) {
+    const { identity, method, target, nonce } = signing;
+    headers[ANSWER_SIGNATURE_HEADER] = identity.signAnswer({ htm: method, htu: target, status, nonce, bdy: digest(Buffer.from(text)) });
+  }
+  res.writeHead(status, headers);
   res.end(text);
 }
 

@@ -47,6 +47,8 @@ export interface ConfiguredVerifiersIo {
   readonly warn?: (message: string) => void;
   /** Clock for the collateral currency warning; default the wall clock. */
   readonly now?: () => Date;
+  /** The options' variable names start with this (the functions' check of the sealer uses KMS_TRUSTED_SEALER_); default KMS_SEALER_. */
+  readonly prefix?: string;
 }
 
 /**
@@ -66,49 +68,50 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
   const log = io.log ?? ((message: string) => sealerLog.info(message));
   const warn = io.warn ?? ((message: string) => sealerLog.warn(message));
   const now = io.now ?? (() => new Date());
+  const p = io.prefix ?? 'KMS_SEALER_';
   const { tdxPolicyFile, tdxCollateralFile, pccsUrl, tdxRootCaFile } = options;
 
   if (tdxPolicyFile === '') {
     const stray = [
-      ['KMS_SEALER_TDX_COLLATERAL_FILE', tdxCollateralFile],
-      ['KMS_SEALER_PCCS_URL', pccsUrl],
-      ['KMS_SEALER_TDX_ROOT_CA_FILE', tdxRootCaFile],
+      [`${p}TDX_COLLATERAL_FILE`, tdxCollateralFile],
+      [`${p}PCCS_URL`, pccsUrl],
+      [`${p}TDX_ROOT_CA_FILE`, tdxRootCaFile],
     ].filter(([, value]) => value !== '');
     if (stray.length > 0) {
       throw new KmsError(
         'CONFIG',
-        `${stray.map(([name]) => name).join(' and ')} ${stray.length > 1 ? 'have' : 'has'} no effect without KMS_SEALER_TDX_POLICY_FILE (the TDX reference values)`,
+        `${stray.map(([name]) => name).join(' and ')} ${stray.length > 1 ? 'have' : 'has'} no effect without ${p}TDX_POLICY_FILE (the TDX reference values)`,
       );
     }
     return undefined;
   }
   if (tdxCollateralFile !== '' && pccsUrl !== '') {
-    throw new KmsError('CONFIG', 'set either KMS_SEALER_TDX_COLLATERAL_FILE or KMS_SEALER_PCCS_URL, not both');
+    throw new KmsError('CONFIG', `set either ${p}TDX_COLLATERAL_FILE or ${p}PCCS_URL, not both`);
   }
   if (tdxCollateralFile === '' && pccsUrl === '') {
-    throw new KmsError('CONFIG', 'KMS_SEALER_TDX_POLICY_FILE needs DCAP collateral: set KMS_SEALER_TDX_COLLATERAL_FILE or KMS_SEALER_PCCS_URL');
+    throw new KmsError('CONFIG', `${p}TDX_POLICY_FILE needs DCAP collateral: set ${p}TDX_COLLATERAL_FILE or ${p}PCCS_URL`);
   }
   if (tdxRootCaFile !== '' && env.NODE_ENV === 'production') {
-    throw new KmsError('CONFIG', 'KMS_SEALER_TDX_ROOT_CA_FILE replaces the Intel SGX Root CA and is refused when NODE_ENV=production');
+    throw new KmsError('CONFIG', `${p}TDX_ROOT_CA_FILE replaces the Intel SGX Root CA and is refused when NODE_ENV=production`);
   }
 
-  const policy = await loadPolicyFile(tdxPolicyFile);
-  const collateral = await collateralSource(options, { log, warn, now });
+  const policy = await loadPolicyFile(tdxPolicyFile, `${p}TDX_POLICY_FILE`);
+  const collateral = await collateralSource(options, { log, warn, now }, `${p}TDX_COLLATERAL_FILE`);
   let trustedRootCaPem: string | undefined;
   let anchor = 'the pinned Intel SGX Root CA';
   if (tdxRootCaFile !== '') {
-    trustedRootCaPem = await readConfigFile(tdxRootCaFile, 'KMS_SEALER_TDX_ROOT_CA_FILE');
+    trustedRootCaPem = await readConfigFile(tdxRootCaFile, `${p}TDX_ROOT_CA_FILE`);
     let root: X509Certificate;
     try {
       root = trustedRootFromPem(trustedRootCaPem);
     } catch (error) {
-      throw new KmsError('CONFIG', `KMS_SEALER_TDX_ROOT_CA_FILE ${tdxRootCaFile}: ${error instanceof KmsError ? error.message : 'not a CA certificate'}`, {
+      throw new KmsError('CONFIG', `${p}TDX_ROOT_CA_FILE ${tdxRootCaFile}: ${error instanceof KmsError ? error.message : 'not a CA certificate'}`, {
         cause: error,
       });
     }
     const fingerprint = createHash('sha256').update(root.raw).digest('hex');
-    anchor = `${oneLine(root.subject)} (sha256 ${fingerprint}) from KMS_SEALER_TDX_ROOT_CA_FILE`;
-    process.stderr.write(`${rootCaBanner(tdxRootCaFile, oneLine(root.subject), fingerprint)}\n`); // for humans, like the development mode banner
+    anchor = `${oneLine(root.subject)} (sha256 ${fingerprint}) from ${p}TDX_ROOT_CA_FILE`;
+    process.stderr.write(`${rootCaBanner(`${p}TDX_ROOT_CA_FILE`, tdxRootCaFile, oneLine(root.subject), fingerprint)}\n`); // for humans, like the development mode banner
   }
 
   const verifier = new TdxVerifier({ policy, collateral, ...(trustedRootCaPem === undefined ? {} : { trustedRootCaPem }) });
@@ -127,30 +130,30 @@ async function readConfigFile(path: string, variable: string): Promise<string> {
   }
 }
 
-export async function loadPolicyFile(path: string): Promise<TdxPolicy> {
-  const text = await readConfigFile(path, 'KMS_SEALER_TDX_POLICY_FILE');
+export async function loadPolicyFile(path: string, variable = 'KMS_SEALER_TDX_POLICY_FILE'): Promise<TdxPolicy> {
+  const text = await readConfigFile(path, variable);
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (error) {
-    throw new KmsError('CONFIG', `KMS_SEALER_TDX_POLICY_FILE ${path} is not JSON`, { cause: error });
+    throw new KmsError('CONFIG', `${variable} ${path} is not JSON`, { cause: error });
   }
   try {
     return createTdxPolicy(json);
   } catch (error) {
-    if (error instanceof KmsError) throw new KmsError('CONFIG', `KMS_SEALER_TDX_POLICY_FILE ${path}: ${error.message}`, { cause: error });
+    if (error instanceof KmsError) throw new KmsError('CONFIG', `${variable} ${path}: ${error.message}`, { cause: error });
     throw error;
   }
 }
 
-async function collateralSource(options: TdxVerifierOptions, io: CollateralIo): Promise<CollateralSource> {
+async function collateralSource(options: TdxVerifierOptions, io: CollateralIo, variable: string): Promise<CollateralSource> {
   if (options.pccsUrl !== '') return new PccsCollateralSource({ baseUrl: options.pccsUrl });
   const path = options.tdxCollateralFile;
   let collateral: TdxCollateral;
   try {
     collateral = await loadCollateralFile(path);
   } catch (error) {
-    if (error instanceof KmsError) throw new KmsError('CONFIG', `KMS_SEALER_TDX_COLLATERAL_FILE: ${error.message}`, { cause: error });
+    if (error instanceof KmsError) throw new KmsError('CONFIG', `${variable}: ${error.message}`, { cause: error });
     throw error;
   }
   // Static collateral goes stale: say so at start rather than let every TD be refused silently.
@@ -160,11 +163,7 @@ async function collateralSource(options: TdxVerifierOptions, io: CollateralIo): 
     issued = collateralWindows(collateral).overall.issueDate;
     expiry = collateralExpiry(collateral);
   } catch (error) {
-    throw new KmsError(
-      'CONFIG',
-      `KMS_SEALER_TDX_COLLATERAL_FILE ${path}: ${error instanceof KmsError ? error.message : 'unreadable TCB info or QE identity'}`,
-      { cause: error },
-    );
+    throw new KmsError('CONFIG', `${variable} ${path}: ${error instanceof KmsError ? error.message : 'unreadable TCB info or QE identity'}`, { cause: error });
   }
   warnIfNotCurrent(path, issued, expiry, io);
   return new CollateralFile(path, collateral, await fileVersion(path), io);
@@ -248,16 +247,17 @@ export function describePolicy(policy: TdxPolicy): string {
 
 const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, ', ');
 
-function rootCaBanner(file: string, subject: string, fingerprint: string): string {
+function rootCaBanner(variable: string, file: string, subject: string, fingerprint: string): string {
   return [
     '',
     '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!',
-    '!!  sealer: TDX QUOTES ARE VERIFIED AGAINST A NON-INTEL ROOT CA',
-    `!!  (KMS_SEALER_TDX_ROOT_CA_FILE=${file})`,
+    `!!  ${variable.startsWith('KMS_SEALER_') ? 'sealer' : 'functions'}: TDX QUOTES ARE VERIFIED AGAINST A NON-INTEL ROOT CA`,
+    `!!  (${variable}=${file})`,
     `!!  ${subject}`,
     `!!  sha256 ${fingerprint}`,
-    '!!  Whoever holds this CA\'s key can forge "genuine TDX" quotes and obtain the',
-    '!!  root key. For tests and private DCAP PKIs only; refused when NODE_ENV=production.',
+    '!!  Whoever holds this CA\'s key can forge "genuine TDX" quotes (and so obtain',
+    '!!  the root key, or pass for the sealing service). For tests and private DCAP',
+    '!!  PKIs only; refused when NODE_ENV=production.',
     '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!',
     '',
   ].join('\n');

@@ -45,6 +45,31 @@ export const kmsOptions = {
     parse: parse.string,
     description: "PEM of the CA (or self-signed certificate) the sealing service's TLS certificate must chain to; nothing else is trusted.",
   }),
+  trustedSealerTdxPolicyFile: option({
+    env: 'KMS_TRUSTED_SEALER_TDX_POLICY_FILE',
+    default: '',
+    parse: parse.string,
+    description:
+      "Reference values the sealing service's own TDX evidence must meet (the format of KMS_SEALER_TDX_POLICY_FILE): functions attest it before they trust a root key from it. Without it only sample evidence is accepted from it, and only when NODE_ENV is not production.",
+  }),
+  trustedSealerTdxCollateralFile: option({
+    env: 'KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE',
+    default: '',
+    parse: parse.string,
+    description: "DCAP collateral (a file) for checking the sealing service's quotes. Excludes KMS_TRUSTED_SEALER_PCCS_URL.",
+  }),
+  trustedSealerPccsUrl: option({
+    env: 'KMS_TRUSTED_SEALER_PCCS_URL',
+    default: '',
+    parse: parse.url,
+    description: "DCAP collateral from a PCCS or Intel PCS for checking the sealing service's quotes. Excludes KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE.",
+  }),
+  trustedSealerTdxRootCaFile: option({
+    env: 'KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE',
+    default: '',
+    parse: parse.string,
+    description: "A PEM root CA trusted instead of Intel's for those quotes: tests and private DCAP PKIs only; refused when NODE_ENV=production.",
+  }),
   attester: option({
     env: 'KMS_ATTESTER',
     default: 'sample' as 'sample' | 'tdx-configfs' | 'tdx-aa',

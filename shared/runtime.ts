@@ -133,7 +133,16 @@ function sealerLoader(config: KmsConfig): (() => Promise<SealerClient>) | undefi
   return onceSucceeded(async () => {
     // Imported only here: the KBS client and jose cost start-up time that a function without a
     // sealing service (KMS_ROOT_KEY) does not need to pay.
-    const [{ attesterFromConfig }, { SealerClient }] = await Promise.all([import('./attestation/from-config.js'), import('./sealer-client/client.js')]);
-    return SealerClient.fromCaFile({ url: config.sealerUrl, caFile: config.sealerCaFile, attester: await attesterFromConfig(config) });
+    const [{ attesterFromConfig }, { SealerClient }, { trustedSealerVerifier }] = await Promise.all([
+      import('./attestation/from-config.js'),
+      import('./sealer-client/client.js'),
+      import('./sealer-client/trusted-sealer.js'),
+    ]);
+    return SealerClient.fromCaFile({
+      url: config.sealerUrl,
+      caFile: config.sealerCaFile,
+      attester: await attesterFromConfig(config),
+      sealerVerifier: await trustedSealerVerifier(config),
+    });
   });
 }

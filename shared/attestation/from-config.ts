@@ -14,7 +14,7 @@ export interface AttesterConfig {
  * The attester this pod uses. A production build never offers sample evidence. The TDX attesters
  * (and their quote parsing) are imported only when configured, so they cost no start-up time elsewhere.
  */
-export async function attesterFromConfig(config: AttesterConfig, env: NodeJS.ProcessEnv = process.env): Promise<Attester> {
+export async function attesterFromConfig(config: AttesterConfig, env: NodeJS.ProcessEnv = process.env, variable = 'KMS_ATTESTER'): Promise<Attester> {
   switch (config.attester) {
     case 'tdx-configfs': {
       const { ConfigfsTsmAttester } = await import('./tdx/configfs-tsm.js');
@@ -26,7 +26,7 @@ export async function attesterFromConfig(config: AttesterConfig, env: NodeJS.Pro
     }
     case 'sample':
       if (env.NODE_ENV === 'production') {
-        throw new KmsError('CONFIG', 'KMS_ATTESTER=sample proves nothing and is refused when NODE_ENV=production: use tdx-configfs or tdx-aa');
+        throw new KmsError('CONFIG', `${variable}=sample proves nothing and is refused when NODE_ENV=production: use tdx-configfs or tdx-aa`);
       }
       return new SampleAttester('1', config.sampleInitData || undefined);
   }

@@ -1,4 +1,6 @@
+import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { Agent, request as httpsRequest } from 'node:https';
+import type { CryptoKey } from 'jose';
 import { decodeJwt } from 'jose/jwt/decode'; // a subpath: see tee-key.ts
 import type { Attester } from '../attestation/types.js';
 import { KmsError } from '../errors.js';
@@ -13,6 +15,8 @@ import {
   type KbsProblem,
   type KbsRequest,
 } from './protocol.js';
+import { answerSigned, type ServerAttestation } from '../sealer-client/attest-sealer.js';
+import { ANSWER_SIGNATURE_HEADER, REQUEST_NONCE_HEADER } from '../sealer-client/protocol.js';
 import { signProof } from './proof.js';
 import { decryptFromKbs, processTeeKeyPair, type TeeKeyPair } from './tee-key.js';
 
@@ -27,6 +31,11 @@ export interface KbsClientOptions {
   readonly timeoutMs?: number;
   /** Default: one ephemeral key pair per process (processTeeKeyPair). */
   readonly teeKey?: TeeKeyPair | Promise<TeeKeyPair>;
+  /**
+   * The sealing service's extension (docs/sealer-protocol.md): attest the server first, and accept
+   * an answer only with its attested key's signature over it and this request's nonce.
+   */
+  readonly server?: ServerAttestation;
 }
 
 export interface KbsHttpResponse {
@@ -92,6 +101,8 @@ export class KbsClient {
   #cookie: string | undefined;
   #token: { value: string; refreshAt: number } | undefined;
   #handshake: Promise<string> | undefined;
+  readonly #server: ServerAttestation | undefined;
+  #serverKey: Promise<CryptoKey | KeyObject> | undefined;
 
   constructor(options: KbsClientOptions) {
     let url: URL;
@@ -110,6 +121,7 @@ export class KbsClient {
     this.#attester = options.attester;
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#teeKey = Promise.resolve(options.teeKey ?? processTeeKeyPair());
+    this.#server = options.server;
   }
 
   /** The current attestation token, attesting first when there is none or it is about to expire. */
@@ -157,10 +169,27 @@ export class KbsClient {
     }
   }
 
-  /** One HTTPS request over the authenticated, kept-alive connection; no token. */
-  request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<KbsHttpResponse> {
+  /**
+   * One HTTPS request over the authenticated, kept-alive connection; no token. With `server`, the
+   * answer must carry the attested server's signature over it and this request's fresh nonce.
+   */
+  async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<KbsHttpResponse> {
     // Bytes are sent as they are (a proof may cover them); anything else as JSON.
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
+    try {
+      if (this.#server === undefined) return stripRaw(await this.#exchange(method, path, payload, headers));
+      // Attested before anything is sent to it, not just before its answer is believed.
+      if (this.#serverKey === undefined) await this.#attestServer();
+      const nonce = randomBytes(32).toString('base64url');
+      const response = await this.#exchange(method, path, payload, { ...headers, [REQUEST_NONCE_HEADER]: nonce });
+      await this.#checkSigned(method, path, nonce, response);
+      return stripRaw(response);
+    } finally {
+      payload?.fill(0);
+    }
+  }
+
+  #exchange(method: string, path: string, payload: Buffer | undefined, headers: Record<string, string>): Promise<RawResponse> {
     const idempotent = method === 'GET' || method === 'DELETE' || path === `${KBS_PREFIX}/auth`;
     return this.#send(method, path, payload, headers)
       .catch((error: unknown) => {
@@ -172,8 +201,36 @@ export class KbsClient {
       })
       .catch((error: unknown) => {
         throw this.#transportError(error);
-      })
-      .finally(() => payload?.fill(0));
+      });
+  }
+
+  /** An answer counts only if the attested server signed it; a restarted server (new key) is attested again, once. */
+  async #checkSigned(method: string, path: string, nonce: string, response: RawResponse): Promise<void> {
+    const header = response.headers[ANSWER_SIGNATURE_HEADER];
+    const signature = typeof header === 'string' ? header : undefined;
+    const expected = { method, target: path, status: response.status, nonce, bodyDigest: createHash('sha256').update(response.raw).digest('base64url') };
+    const pinned = this.#serverKey;
+    if (pinned !== undefined && (await answerSigned(signature, await pinned.catch(() => undefined as never), expected).catch(() => false))) return;
+    if (this.#serverKey === pinned) this.#serverKey = undefined;
+    const attested = await this.#attestServer();
+    if (await answerSigned(signature, attested, expected)) return;
+    throw new KmsError('ROOT_KEY_UNAVAILABLE', `the answer from ${this.url} is not signed by the attested sealing service; it was not used`);
+  }
+
+  /** The server's attested signing key (one attestation shared by concurrent callers; a failed one is not kept). */
+  #attestServer(): Promise<CryptoKey | KeyObject> {
+    const server = this.#server!;
+    this.#serverKey ??= (async () => {
+      const nonce = randomBytes(32).toString('base64url');
+      const response = await this.#exchange('GET', `${server.path}?nonce=${nonce}`, undefined, {});
+      if (response.status !== 200) throw new KbsResponseError(response.status, problemOf(response.body), 'attest the sealing service');
+      return server.verify(response.body, nonce);
+    })();
+    const attempt = this.#serverKey;
+    attempt.catch(() => {
+      if (this.#serverKey === attempt) this.#serverKey = undefined;
+    });
+    return attempt;
   }
 
   /** Releases the kept-alive connections. */
@@ -217,7 +274,7 @@ export class KbsClient {
     this.#cookie = undefined;
   }
 
-  #send(method: string, path: string, payload: Buffer | undefined, headers: Record<string, string>): Promise<KbsHttpResponse> {
+  #send(method: string, path: string, payload: Buffer | undefined, headers: Record<string, string>): Promise<RawResponse> {
     return new Promise((resolve, reject) => {
       const req = httpsRequest(
         {
@@ -245,7 +302,7 @@ export class KbsClient {
                   body = text;
                 }
               }
-              resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
+              resolve({ status: res.statusCode ?? 0, headers: res.headers, body, raw: bytes });
             },
             (error: BodyError) =>
               reject(error.kind === 'too-large' ? new KmsError('ROOT_KEY_UNAVAILABLE', 'the KBS response is too large') : (error.cause ?? error)),
@@ -265,6 +322,15 @@ export class KbsClient {
     if (TLS_CODES.test(code)) return new KbsTransportError('tls', code, this.url);
     return new KbsTransportError('unreachable', code, this.url);
   }
+}
+
+/** An answer with the bytes its signature covers. */
+interface RawResponse extends KbsHttpResponse {
+  readonly raw: Buffer;
+}
+
+function stripRaw({ status, headers, body }: RawResponse): KbsHttpResponse {
+  return { status, headers, body };
 }
 
 function problemOf(body: unknown): KbsProblem | undefined {

@@ -135,6 +135,24 @@ export function kbsReportData(nonce: string, teePubKey: TeePubKey, hash: Runtime
   return padReportData(runtimeDataDigest(primaryRuntimeData(nonce, teePubKey, additionalEvidence), hash));
 }
 
+/**
+ * The same binding for any public JWK (the sealing service's signing and recovery keys,
+ * docs/sealer-protocol.md): SHA-384 of the canonical {"additional-evidence": "", nonce, "tee-pubkey": jwk}.
+ */
+export function keyBindingReportData(nonce: string, jwk: Readonly<Record<string, string>>): Buffer {
+  return padReportData(runtimeDataDigest({ 'additional-evidence': '', nonce, 'tee-pubkey': jwk }));
+}
+
+/** A verifier's nonce for evidence about a key: base64url (no padding) of 16 to 64 bytes. Throws KmsError('BAD_REQUEST'). */
+export function parseEvidenceNonce(value: unknown): string {
+  if (typeof value !== 'string' || !/^[A-Za-z0-9_-]+$/.test(value)) throw new KmsError('BAD_REQUEST', 'nonce must be base64url (no padding) of 16 to 64 bytes');
+  const bytes = Buffer.from(value, 'base64url');
+  if (bytes.length < 16 || bytes.length > 64 || bytes.toString('base64url') !== value) {
+    throw new KmsError('BAD_REQUEST', 'nonce must be base64url (no padding) of 16 to 64 bytes');
+  }
+  return value;
+}
+
 const TEE_PUBKEY_MEMBERS = ['alg', 'crv', 'kty', 'x', 'y'];
 const COORDINATE_BYTES: Record<TeeCurve, number> = { 'P-256': 32, 'P-521': 66 };
 const B64URL = /^[A-Za-z0-9_-]+$/;

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import type { Attester } from '../attestation/types.js';
+import type { Attester, Verifier } from '../attestation/types.js';
+import { sealerAttestation } from './attest-sealer.js';
 import { rootKeyId } from '../crypto/root-key-id.js';
 import { KmsError } from '../errors.js';
 import { KbsClient, KbsResponseError, KbsTransportError } from '../kbs/client.js';
@@ -23,6 +24,8 @@ export interface SealerClientOptions {
   /** PEM of the CA (or the self-signed certificate) the sealer's TLS certificate must chain to. */
   readonly ca: string | Buffer;
   readonly attester: Attester;
+  /** Checks the sealing service's own evidence (trusted-sealer.ts); every answer must then carry its attested signature. */
+  readonly sealerVerifier: Verifier;
   readonly timeoutMs?: number;
 }
 
@@ -37,18 +40,19 @@ export class SealerClient {
   readonly #kbs: KbsClient;
 
   constructor(options: SealerClientOptions | { kbs: KbsClient }) {
-    this.#kbs = 'kbs' in options ? options.kbs : new KbsClient(options);
+    this.#kbs =
+      'kbs' in options ? options.kbs : new KbsClient({ ...options, server: sealerAttestation(sealerPaths.attestation, options.sealerVerifier, options.url) });
   }
 
   /** Reads the CA file (KMS_SEALER_CA_FILE) once. */
-  static fromCaFile(options: { url: string; caFile: string; attester: Attester; timeoutMs?: number }): SealerClient {
+  static fromCaFile(options: { url: string; caFile: string; attester: Attester; sealerVerifier: Verifier; timeoutMs?: number }): SealerClient {
     let ca: Buffer;
     try {
       ca = readFileSync(options.caFile);
     } catch {
       throw new KmsError('CONFIG', `KMS_SEALER_CA_FILE names a file that cannot be read: ${options.caFile}`);
     }
-    return new SealerClient({ url: options.url, ca, attester: options.attester, timeoutMs: options.timeoutMs });
+    return new SealerClient({ url: options.url, ca, attester: options.attester, sealerVerifier: options.sealerVerifier, timeoutMs: options.timeoutMs });
   }
 
   get url(): string {

@@ -14,7 +14,27 @@ export const sealerPaths = {
   recoveryShares: `${SEALER_API_PREFIX}/recovery/shares`, // POST {index, content}
   recovery: `${SEALER_API_PREFIX}/recovery`, // DELETE: reset progress
   seal: `${SEALER_API_PREFIX}/seal`, // POST: drop the key from memory (mode 2 only)
+  attestation: `${SEALER_API_PREFIX}/attestation`, // GET ?nonce=: the service's signing key and evidence binding it
+  recoveryKey: `${SEALER_API_PREFIX}/recovery/key`, // GET ?nonce=: the recovery key and evidence binding it
 } as const;
+
+/** Headers of signed answers (docs/sealer-protocol.md). */
+export const REQUEST_NONCE_HEADER = 'kms-request-nonce';
+export const ANSWER_SIGNATURE_HEADER = 'kms-sealer-signature';
+
+/** GET /tee-kms/v1/attestation: the sealing service's signing key, and evidence binding it to the caller's nonce. */
+export interface SealerAttestation {
+  readonly key: { readonly kty: 'EC'; readonly crv: 'P-256'; readonly alg: 'ES256'; readonly x: string; readonly y: string };
+  readonly tee: string;
+  readonly evidence: unknown;
+}
+
+/** GET /tee-kms/v1/recovery/key (and GET /rootKey/recover): the key shares travel encrypted to. */
+export interface RecoveryKeyAnswer {
+  readonly recoveryKey: { readonly kty: 'EC'; readonly crv: 'P-256'; readonly alg: 'ECDH-ES+A256KW'; readonly x: string; readonly y: string };
+  readonly tee: string;
+  readonly evidence: unknown;
+}
 
 /** The KBS resource holding the raw 32-byte root key (`<repository>/<type>/<tag>`). */
 export const ROOT_KEY_RESOURCE = 'tee-kms/root-key/current';

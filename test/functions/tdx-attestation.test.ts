@@ -37,7 +37,8 @@ const POLICY = {
 interface Env {
   readonly dir: string;
   readonly pki: TestPki;
-  readonly files: { policy: string; collateral: string; rootCa: string; sealerCa: string };
+  /** sealerQuotes: the URL of the quote provider the sealing service proves itself with (a TD like the functions'). */
+  readonly files: { policy: string; collateral: string; rootCa: string; sealerCa: string; sealerQuotes: string };
   readonly sealer: SealerProcess;
   readonly started: ServerProcess[];
   readonly providers: TdxQuoteProvider[];
@@ -49,6 +50,9 @@ let env: Env;
 async function startTdxSealer(dir: string, files: Env['files'], extra: Record<string, string> = {}): Promise<SealerProcess> {
   return startSealerProcess({
     env: {
+      // Not NODE_ENV=production: that refuses the test PKI's root CA, on both sides.
+      KMS_SEALER_ATTESTER: 'tdx-aa',
+      KMS_SEALER_AA_URL: files.sealerQuotes,
       KMS_SEALER_INSECURE_DEV_MODE: 'false',
       KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'),
       KMS_SEALER_TDX_POLICY_FILE: files.policy,
@@ -78,7 +82,11 @@ async function tdFunction(sealer: SealerProcess, profile: TdProfile | 'sample'):
     KMS_SEALER_URL: sealer.url,
     KMS_SEALER_CA_FILE: caFile,
     KMS_ADMIN_TOKEN: ADMIN,
-    ...(provider ? { KMS_ATTESTER: 'tdx-aa', KMS_AA_URL: provider.url, NODE_ENV: 'production' } : { KMS_ATTESTER: 'sample' }),
+    // The sealing service runs the same image here: the functions hold it to the same reference values.
+    KMS_TRUSTED_SEALER_TDX_POLICY_FILE: env.files.policy,
+    KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE: env.files.collateral,
+    KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE: env.files.rootCa,
+    ...(provider ? { KMS_ATTESTER: 'tdx-aa', KMS_AA_URL: provider.url } : { KMS_ATTESTER: 'sample' }),
   });
   env.started.push(kms);
   return { kms, dataDir, ...(provider ? { provider } : {}) };
@@ -100,17 +108,19 @@ beforeAll(async () => {
   const dir = await mkdtemp(join(tmpdir(), 'tee-kms-tdx-e2e-'));
   const now = Date.now();
   const pki = await createTestPki({ label: 'E2E', notBefore: new Date(now - DAY), notAfter: new Date(now + 3650 * DAY) });
+  const sealerQuotes = await startTdxQuoteProvider(pki, {});
   const files = {
     policy: join(dir, 'tdx-policy.json'),
     collateral: join(dir, 'tdx-collateral.json'),
     rootCa: join(dir, 'test-root-ca.pem'),
     sealerCa: join(dir, 'sealer-ca.pem'),
+    sealerQuotes: sealerQuotes.url,
   };
   await writeFile(files.policy, JSON.stringify(POLICY, null, 2));
   await writeFile(files.collateral, await currentCollateral(pki));
   await writeFile(files.rootCa, pki.root.pem);
   const sealer = await startTdxSealer(dir, files);
-  env = { dir, pki, files, sealer, started: [], providers: [] };
+  env = { dir, pki, files, sealer, started: [], providers: [sealerQuotes] };
 });
 
 afterAll(async () => {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
-import { SampleAttester } from '../../shared/attestation/sample.js';
+import { SampleAttester, SampleVerifier } from '../../shared/attestation/sample.js';
 import { SealerClient } from '../../shared/sealer-client/client.js';
 import { repoRoot } from '../support/processes.js';
 import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
@@ -114,7 +114,7 @@ describe('start-up configuration', () => {
     });
     try {
       expect(own.lines()).toContainEqual(expect.objectContaining({ message: 'TLS certificate', certFile: join(sealer.dataDir, 'tls', 'cert.pem') }));
-      const viaOwn = new SealerClient({ url: own.url, ca: await sealer.caPem(), attester: new SampleAttester() });
+      const viaOwn = new SealerClient({ url: own.url, ca: await sealer.caPem(), attester: new SampleAttester(), sealerVerifier: new SampleVerifier() });
       try {
         expect((await viaOwn.rootKey()).key.equals(ROOT_KEY)).toBe(true);
       } finally {

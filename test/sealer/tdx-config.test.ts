@@ -84,12 +84,24 @@ describe('sealer TDX configuration', () => {
   });
 
   it('with a PCCS URL and NODE_ENV=production: the TDX verifier trusts the pinned Intel root', async () => {
-    const result = await start({ NODE_ENV: 'production', KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_PCCS_URL: 'https://pccs.invalid:8081/' });
+    const result = await start({
+      NODE_ENV: 'production',
+      KMS_SEALER_ATTESTER: 'tdx-configfs',
+      KMS_SEALER_TDX_POLICY_FILE: files.policy,
+      KMS_SEALER_PCCS_URL: 'https://pccs.invalid:8081/',
+    });
     expect(result.started, result.logs).toBe(true);
     expect(result.messages).toContain('verifiers: tdx');
     expect(result.logs).toContain('(mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId any, TCB status UpToDate, DEBUG refused)');
     expect(result.logs).toContain('collateral from https://pccs.invalid:8081 (cached per platform); trust anchor the pinned Intel SGX Root CA');
     expect(result.stderr).not.toContain('NON-INTEL ROOT CA');
+    expect(result.messages).toContain('proves itself with tdx evidence (KMS_SEALER_ATTESTER)');
+  });
+
+  it('with NODE_ENV=production it will not prove itself with sample evidence', async () => {
+    const result = await start({ NODE_ENV: 'production', KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_PCCS_URL: 'https://pccs.invalid:8081/' });
+    expect(result.started).toBe(false);
+    expect(result.logs).toMatch(/cannot start: CONFIG: KMS_SEALER_ATTESTER=sample proves nothing and is refused when NODE_ENV=production/);
   });
 
   it('with a collateral file that is not current: starts, and warns on stderr', async () => {

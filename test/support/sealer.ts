@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { split } from 'shamir-secret-sharing';
 import { logFields } from '../../shared/log.js';
-import { SampleAttester } from '../../shared/attestation/sample.js';
+import { SampleAttester, SampleVerifier } from '../../shared/attestation/sample.js';
 import type { Attester } from '../../shared/attestation/types.js';
 import { SealerClient } from '../../shared/sealer-client/client.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
@@ -144,6 +144,7 @@ export async function startSealerProcess(options: { env?: Record<string, string>
         url,
         ca: await readFile(join(dataDir, 'tls', 'cert.pem')),
         attester: clientOptions.attester ?? adminAttester(),
+        sealerVerifier: new SampleVerifier(),
         timeoutMs: clientOptions.timeoutMs ?? 10_000,
       });
       clients.push(client);

@@ -1,5 +1,6 @@
 // KbsClient (this process, the "function") ↔ a real sealer process over HTTPS: the round trip,
 // token reuse and renewal, re-attestation on 401, and refusal of a server it does not trust.
+import { SampleVerifier } from '../../../shared/attestation/sample.js';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../../shared/crypto/root-key-id.js';
@@ -39,7 +40,7 @@ async function failure(promise: Promise<unknown>): Promise<unknown> {
 describe('KbsClient ↔ sealer process', () => {
   it('auth → attest → resource: releases the root key to this TEE key, attesting once for many reads', async () => {
     const attester = new CountingAttester();
-    const client = new SealerClient({ url: sealer.url, ca: await sealer.caPem(), attester });
+    const client = new SealerClient({ url: sealer.url, ca: await sealer.caPem(), attester, sealerVerifier: new SampleVerifier() });
     try {
       const first = await client.rootKey();
       expect(first.key.equals(ROOT_KEY)).toBe(true);
@@ -96,7 +97,7 @@ describe('KbsClient ↔ sealer process', () => {
     await sealer.settle();
     const requestsBefore = sealer.requestLines().length;
     // The other sealer's certificate as CA, pointed at this sealer.
-    const client = new SealerClient({ url: sealer.url, ca: await other.caPem(), attester });
+    const client = new SealerClient({ url: sealer.url, ca: await other.caPem(), attester, sealerVerifier: new SampleVerifier() });
     try {
       const error = (await failure(client.rootKey())) as KmsError;
       expect(error).toBeInstanceOf(KmsError);
@@ -118,7 +119,7 @@ describe('KbsClient ↔ sealer process', () => {
   it('refuses a certificate that does not name the host it connects to', async () => {
     const misnamed = await startSealerProcess({ env: { KMS_SEALER_ROOT_KEY: ROOT_KEY.toString('base64'), KMS_SEALER_TLS_HOSTNAMES: 'sealer.example' } });
     const attester = new CountingAttester();
-    const client = new SealerClient({ url: misnamed.url, ca: await misnamed.caPem(), attester });
+    const client = new SealerClient({ url: misnamed.url, ca: await misnamed.caPem(), attester, sealerVerifier: new SampleVerifier() });
     try {
       const error = (await failure(client.rootKey())) as KmsError;
       expect(error.code).toBe('ROOT_KEY_UNAVAILABLE');

@@ -1,6 +1,6 @@
 // SealerClient's configuration checks and error mapping to KmsError codes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SampleAttester } from '../../../shared/attestation/sample.js';
+import { SampleAttester, SampleVerifier } from '../../../shared/attestation/sample.js';
 import { KmsError } from '../../../shared/errors.js';
 import { SealerClient } from '../../../shared/sealer-client/client.js';
 import { adminAttester, startSealerProcess, type SealerProcess } from '../../support/sealer.js';
@@ -30,17 +30,23 @@ afterAll(async () => {
 describe('SealerClient configuration', () => {
   it('needs an https URL and a PEM CA', () => {
     const attester = new SampleAttester();
-    expect(configError(() => new SealerClient({ url: sealer.url.replace('https:', 'http:'), ca, attester }))).toMatch(/^CONFIG: .*https/);
-    expect(configError(() => new SealerClient({ url: 'not a url', ca, attester }))).toMatch(/^CONFIG/);
-    expect(configError(() => new SealerClient({ url: sealer.url, ca: 'not a certificate', attester }))).toMatch(/^CONFIG: .*PEM/);
-    expect(configError(() => SealerClient.fromCaFile({ url: sealer.url, caFile: '/nonexistent/ca.pem', attester }))).toMatch(/^CONFIG: KMS_SEALER_CA_FILE/);
+    expect(configError(() => new SealerClient({ url: sealer.url.replace('https:', 'http:'), ca, attester, sealerVerifier: new SampleVerifier() }))).toMatch(
+      /^CONFIG: .*https/,
+    );
+    expect(configError(() => new SealerClient({ url: 'not a url', ca, attester, sealerVerifier: new SampleVerifier() }))).toMatch(/^CONFIG/);
+    expect(configError(() => new SealerClient({ url: sealer.url, ca: 'not a certificate', attester, sealerVerifier: new SampleVerifier() }))).toMatch(
+      /^CONFIG: .*PEM/,
+    );
+    expect(
+      configError(() => SealerClient.fromCaFile({ url: sealer.url, caFile: '/nonexistent/ca.pem', attester, sealerVerifier: new SampleVerifier() })),
+    ).toMatch(/^CONFIG: KMS_SEALER_CA_FILE/);
   });
 });
 
 describe('SealerClient error mapping', () => {
   it('unreachable → ROOT_KEY_UNAVAILABLE naming the URL', async () => {
     const url = 'https://127.0.0.1:1'; // nothing listens on port 1: refused every time (a released free port may be taken meanwhile)
-    const client = new SealerClient({ url, ca, attester: new SampleAttester() });
+    const client = new SealerClient({ url, ca, attester: new SampleAttester(), sealerVerifier: new SampleVerifier() });
     try {
       const error = await kmsFailure(client.rootKey());
       expect(error.code).toBe('ROOT_KEY_UNAVAILABLE');
@@ -52,7 +58,12 @@ describe('SealerClient error mapping', () => {
   });
 
   it('sealed/uninitialized → SEALED with the seal status in details; conflicts → CONFLICT; bad shares → BAD_REQUEST with the detail', async () => {
-    const client = SealerClient.fromCaFile({ url: sealer.url, caFile: `${sealer.dataDir}/tls/cert.pem`, attester: adminAttester() });
+    const client = SealerClient.fromCaFile({
+      url: sealer.url,
+      caFile: `${sealer.dataDir}/tls/cert.pem`,
+      attester: adminAttester(),
+      sealerVerifier: new SampleVerifier(),
+    });
     try {
       const uninitialized = await kmsFailure(client.rootKey());
       expect(uninitialized).toMatchObject({ code: 'SEALED', details: { sealed: true, initialized: false, t: 0, n: 0, progress: 0, rootKeyId: null } });
