@@ -11,8 +11,10 @@
 #                                                   on a Gateway API Gateway; without it each
 #                                                   function keeps its own Knative URL
 #   rootKey            KMS_ROOT_KEY, KMS_ROOT_KEY_FILE / --root-key-file, --generate-root-key:
-#                                                   mode 1 (root key from a Secret). None of them:
-#                                                   the Shamir mode (rotate makes the key in the TD)
+#                                                   mode 1 (root key from a Secret, mounted into the
+#                                                   sealer as a file: components/root-key-secret).
+#                                                   None of them: the Shamir mode (rotate makes the
+#                                                   key in the TD)
 #   teeMode            KMS_TEE_MODE / --tee         tdx (production) or dev (no TEE, insecure)
 #
 # Not in BigDL KMS: every function is a Knative Service reached over HTTPS (Knative's
@@ -334,6 +336,10 @@ relpath() { python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.a
 BASE_REL="$(relpath "$SCRIPT_DIR/base" "$WORK_DIR")"
 LAYOUT_REL="$(relpath "$SCRIPT_DIR/functions/$LAYOUT" "$WORK_DIR")"
 COMPONENT_REL="$(relpath "$SCRIPT_DIR/components/$TEE_MODE" "$WORK_DIR")"
+# Mode 1 only: mounts the Secret tee-kms-root-key into the sealer as a file (never an environment
+# variable). Its volume is not optional, so it is added only when this run creates that Secret: a
+# missing Secret then stops the sealer's pod instead of starting it in the Shamir mode.
+ROOT_KEY_COMPONENT_REL="$(relpath "$SCRIPT_DIR/components/root-key-secret" "$WORK_DIR")"
 
 # image reference -> kustomize images entry (name, newName, newTag | digest)
 image_entry() {
@@ -362,6 +368,7 @@ write_kustomization() {
     printf 'resources:\n  - %s\n  - %s\n' "$BASE_REL" "$LAYOUT_REL"
     printf 'components:\n  - %s\n' "$COMPONENT_REL"
     if [[ -n $DOMAIN ]]; then printf '  - single-host\n'; fi
+    if [[ $ROOT_KEY_MODE == secret ]]; then printf '  - %s\n' "$ROOT_KEY_COMPONENT_REL"; fi
     printf 'images:\n'
     image_entry tee-kms "$IMAGE"
     [[ -z $MINIO_IMAGE ]] || image_entry quay.io/minio/minio "$MINIO_IMAGE"

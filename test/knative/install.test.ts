@@ -3,15 +3,18 @@
  * what the script asks (versions, CRDs, RuntimeClasses, Knative's ConfigMaps, `auth can-i`) and
  * records every call. A refusal must stop the script before its first write; a cluster that has
  * everything gets the writes in order: all checks first, then namespace, Secrets, Knative's
- * configuration, the issuer, `apply -k` (rendered by the real kubectl where it is installed).
+ * configuration, the issuer, `apply -k` (rendered by the real kubectl where it is installed; what it
+ * would apply is kept, so the tests read the manifests of each root key mode).
  */
+import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { KNATIVE, KUBECTL } from './support.js';
+import { requireTool, skipWithout } from '../support/tools.js';
+import { KNATIVE, KUBECTL, ROOT_KEY_FILE, ROOT_KEY_MOUNT, type Json, type Resource } from './support.js';
 
 const INSTALL = join(KNATIVE, 'install.sh');
 const FAKE_BIN = join(dirname(new URL(import.meta.url).pathname), 'fake');
@@ -21,6 +24,12 @@ const DIGEST_IMAGE = `registry.example/tee-kms@sha256:${'cd'.repeat(32)}`;
 
 const temps: string[] = [];
 afterAll(() => temps.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+/** A mode-1 root key file, as --root-key-file takes it (base64 of 32 bytes, with a newline). */
+const keyDir = mkdtempSync(join(tmpdir(), 'tee-kms-root-key-'));
+temps.push(keyDir);
+const GIVEN_ROOT_KEY = join(keyDir, 'root.key');
+writeFileSync(GIVEN_ROOT_KEY, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
 
 /** Writes: what changes a cluster. Everything else the script runs only reads. */
 function isWrite(call: string): boolean {
@@ -145,9 +154,10 @@ describe('install.sh against a recording kubectl', () => {
   });
 
   describe.each([
-    ['per function (default)', [] as string[], 'knative/functions/per-function'],
-    ['--single-service', ['--single-service', '--generate-root-key'], 'knative/functions/single-service'],
-  ])('a cluster with everything, %s', (_name, extra, layout) => {
+    ['per function (default), the Shamir mode', [] as string[], 'knative/functions/per-function', 'shares'],
+    ['--single-service, mode 1 with --generate-root-key', ['--single-service', '--generate-root-key'], 'knative/functions/single-service', 'secret'],
+    ['per function, mode 1 with --root-key-file', ['--root-key-file', GIVEN_ROOT_KEY], 'knative/functions/per-function', 'secret'],
+  ] as const)('a cluster with everything, %s', (_name, extra, layout, rootKeyMode) => {
     const run = install(['--tee', 'dev', '--no-wait', '--work-dir', join(mkdtempSync(join(tmpdir(), 'tee-kms-work-')), 'k'), ...extra]);
 
     it('succeeds', () => {
@@ -175,6 +185,58 @@ describe('install.sh against a recording kubectl', () => {
       expect(generated).toContain(layout.split('/').at(-1));
       expect(generated).toContain('components/dev');
     });
+
+    const applyK = () => run.calls.findIndex((c) => c.startsWith('apply -k '));
+    const generated = () => readFileSync(join(run.calls[applyK()]!.split(' ')[2]!, 'kustomization.yaml'), 'utf8');
+    const createRootKeySecret = () => run.calls.findIndex((c) => c.startsWith('create secret generic tee-kms-root-key '));
+
+    if (rootKeyMode === 'secret') {
+      it('mode 1: creates the Secret tee-kms-root-key from a file, then applies the kustomization with components/root-key-secret', () => {
+        expect(createRootKeySecret()).toBeGreaterThan(-1);
+        expect(run.calls[createRootKeySecret()]).toContain(`--from-file=rootKey=${run.secrets}/root-key`);
+        expect(createRootKeySecret()).toBeLessThan(applyK());
+        expect(generated()).toMatch(/^ {2}- \S*\/knative\/components\/root-key-secret$/m);
+        expect(run.stderr).toContain('root key: mode 1, Secret tee-kms-root-key');
+        if ((extra as readonly string[]).includes('--root-key-file'))
+          expect(readFileSync(join(run.secrets, 'root-key'), 'utf8')).toBe(readFileSync(GIVEN_ROOT_KEY, 'utf8').trim());
+      });
+    } else {
+      it('the Shamir mode: no root key Secret, and the kustomization has no root-key-secret component', () => {
+        expect(createRootKeySecret()).toBe(-1);
+        expect(generated()).not.toContain('root-key');
+        expect(existsSync(join(run.secrets, 'root-key'))).toBe(false);
+        expect(run.stderr).toContain('root key: Shamir shares');
+      });
+    }
+
+    it.skipIf(skipWithout(KUBECTL))(
+      `what apply -k applies: the sealer ${rootKeyMode === 'secret' ? 'reads the root key from the mounted Secret, never from a variable' : 'has no trace of a root key Secret'}`,
+      () => {
+        requireTool(KUBECTL);
+        const applied = parseAllDocuments(readFileSync(`${run.log}.apply-k.yaml`, 'utf8'))
+          .map((d) => d.toJS())
+          .filter(Boolean) as Resource[];
+        const sealer = applied.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
+        const pod = sealer.spec.template.spec;
+        const container = pod.containers[0];
+        const rootKeyEnv = (container.env as Json[]).filter((e) => e.name.includes('ROOT_KEY'));
+        if (rootKeyMode === 'secret') {
+          expect(rootKeyEnv).toEqual([{ name: 'KMS_SEALER_ROOT_KEY_FILE', value: ROOT_KEY_FILE }]);
+          expect(container.volumeMounts).toContainEqual({ name: 'root-key', mountPath: ROOT_KEY_MOUNT, readOnly: true });
+          const volume = (pod.volumes as Json[]).find((v) => v.name === 'root-key');
+          expect(volume.secret).toMatchObject({ secretName: 'tee-kms-root-key', optional: false, defaultMode: 0o400 });
+          // The key itself is in no manifest and in no kubectl argument.
+          const key = readFileSync(join(run.secrets, 'root-key'), 'utf8');
+          expect(key).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+          expect(readFileSync(`${run.log}.apply-k.yaml`, 'utf8')).not.toContain(key);
+          expect(run.calls.join('\n')).not.toContain(key);
+          expect(run.stderr).not.toContain(key);
+        } else {
+          expect(rootKeyEnv).toEqual([]);
+          expect(JSON.stringify(applied)).not.toContain('tee-kms-root-key');
+        }
+      },
+    );
 
     it("the issuers it applies: a self-signed issuer, the CA certificate in cert-manager's namespace, the CA issuer", () => {
       const dir = dirname(run.log);

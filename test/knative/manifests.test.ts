@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { routeModules } from '../../functions/catalog.js';
 import { routes } from '../../functions/index.js';
 import { generateManifests, serviceName, staleManifests } from '../../scripts/generate-manifests.js';
+import { sealerOptions } from '../../sealer/options.js';
 import { skipWithout } from '../support/tools.js';
 import {
   KNATIVE,
@@ -29,6 +30,10 @@ import {
   registeredFunctions,
   rel,
   render,
+  renderComposed,
+  ROOT_KEY_COMPONENT,
+  ROOT_KEY_FILE,
+  ROOT_KEY_MOUNT,
   validateResource,
   type Json,
   type Resource,
@@ -64,6 +69,10 @@ const rendered = Object.fromEntries(OVERLAYS.map((o) => [o, RENDER ? render(join
   (typeof OVERLAYS)[number],
   Resource[]
 >;
+/** Mode 1: each overlay with components/root-key-secret added, as install.sh composes it for a root key. */
+const mode1 = Object.fromEntries(
+  OVERLAYS.map((o) => [o, RENDER ? renderComposed([BASE, PER_FUNCTION], [join(KNATIVE, 'components', o), ROOT_KEY_COMPONENT]) : []]),
+) as Record<(typeof OVERLAYS)[number], Resource[]>;
 const singleHost = readKustomization(SINGLE_HOST).resources.flatMap(loadResources);
 const referenceGrant = loadResources(join(BASE, 'routing', 'kourier-system', 'reference-grant.yaml'))[0]!;
 
@@ -116,7 +125,7 @@ describe('knative/ manifests parse and validate', () => {
         .filter((key) => !fields.has(key) && !extra.includes(key))
         .map((key) => `${where}.${key}`);
     const problems: string[] = [];
-    for (const r of [...base, ...rendered.dev, ...rendered.tdx]) {
+    for (const r of [...base, ...rendered.dev, ...rendered.tdx, ...mode1.dev, ...mode1.tdx]) {
       for (const { path, spec } of podSpecsOf(r)) {
         const where = `${id(r)}${path}`;
         problems.push(...unknown(spec, known.PodSpec, where, r.apiVersion === 'serving.knative.dev/v1' ? revisionFields : []));
@@ -308,8 +317,8 @@ renders('sealer, MinIO and their references', () => {
     expect(c.command).toEqual(['node', 'dist/sealer/main.js']);
     expect(c.image).toBe('tee-kms');
     expect(envValue(c, 'KMS_SEALER_HOST')).toBe('0.0.0.0');
-    const rootKey = c.env.find((e: Json) => e.name === 'KMS_SEALER_ROOT_KEY');
-    expect(rootKey.valueFrom.secretKeyRef).toMatchObject({ name: 'tee-kms-root-key', optional: true });
+    // No root key in the base: the Shamir mode, unless components/root-key-secret is added (mode 1).
+    expect((c.env as Json[]).filter((e) => e.name.includes('ROOT_KEY'))).toEqual([]);
     const service = find(base, 'Service', 'tee-kms-sealer')!;
     expect(service.spec.type).toBe('ClusterIP');
     expect(service.spec.selector).toEqual(sealer.spec.selector.matchLabels);
@@ -447,10 +456,11 @@ renders('sealer, MinIO and their references', () => {
         collect(value);
       }
     };
-    const everything = [...base, ...rendered.dev, ...rendered.tdx];
+    const everything = [...base, ...rendered.dev, ...rendered.tdx, ...mode1.dev, ...mode1.tdx];
     everything.forEach(collect);
     expect(refs.length).toBeGreaterThan(10);
     expect(refs).toContain('tee-kms-tdx-policy'); // the tdx sealer's reference values
+    expect(refs).toContain('tee-kms-root-key'); // mode 1 only
     for (const name of refs) expect(inBase.has(name) || documented.has(name), `${name} is neither in the base nor created by install.sh`).toBe(true);
 
     for (const r of everything) {
@@ -469,6 +479,112 @@ renders('sealer, MinIO and their references', () => {
           }
         }
       }
+    }
+  });
+});
+
+renders('the root key: in mode 1 only a mounted file (components/root-key-secret), in mode 2 absent', () => {
+  const component = readKustomization(ROOT_KEY_COMPONENT);
+  const SECRET = 'tee-kms-root-key';
+  const sealerOf = (resources: readonly Resource[]) => find(resources, 'Deployment', 'tee-kms-sealer')!;
+  const mentionsSecret = (r: Resource) => JSON.stringify(r).includes(SECRET);
+  const layouts = { 'per-function': PER_FUNCTION, 'single-service': SINGLE_SERVICE } as const;
+  /** An overlay with a function layout, as install.sh composes it; with the component: mode 1. */
+  const compose = (overlay: (typeof OVERLAYS)[number], layout: keyof typeof layouts, withRootKey: boolean) =>
+    renderComposed([BASE, layouts[layout]], [join(KNATIVE, 'components', overlay), ...(withRootKey ? [ROOT_KEY_COMPONENT] : [])]);
+
+  it('the sealer reads its root key from KMS_SEALER_ROOT_KEY_FILE (a secret option: <ENV>_FILE)', () => {
+    expect(sealerOptions.rootKey.env).toBe('KMS_SEALER_ROOT_KEY');
+    expect(sealerOptions.rootKey.secret).toBe(true);
+    expect(ROOT_KEY_FILE).toBe(`${ROOT_KEY_MOUNT}/rootKey`);
+  });
+
+  it('is a Component with one patch, for the base sealer only; install.sh adds it in mode 1', () => {
+    expect(component.kind).toBe('Component');
+    expect(component.resources).toEqual([]);
+    expect(component.components).toEqual([]);
+    expect(component.images).toEqual([]);
+    expect(component.patches).toHaveLength(1);
+    const target = component.patches[0]!.target;
+    expect(target).toEqual({ group: 'apps', version: 'v1', kind: 'Deployment', name: 'tee-kms-sealer' });
+    expect(base.filter((r) => r.kind === target.kind && r.metadata.name === target.name)).toHaveLength(1);
+    const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
+    expect(install).toContain('components/root-key-secret');
+    expect(install).toContain(`if [[ $ROOT_KEY_MODE == secret ]]; then printf '  - %s\\n' "$ROOT_KEY_COMPONENT_REL"; fi`);
+  });
+
+  for (const overlay of OVERLAYS) {
+    for (const layout of Object.keys(layouts) as (keyof typeof layouts)[]) {
+      describe(`${overlay}, ${layout}`, () => {
+        const mode2 = compose(overlay, layout, false);
+        const withKey = compose(overlay, layout, true);
+
+        it('mode 2 (no component): nothing refers to the root key Secret, no root key variable, mount or volume', () => {
+          expect(mode2.filter(mentionsSecret).map(id)).toEqual([]);
+          const pod = sealerOf(mode2).spec.template.spec;
+          expect((pod.containers[0].env as Json[]).filter((e) => e.name.includes('ROOT_KEY'))).toEqual([]);
+          expect((pod.volumes as Json[]).filter((v) => v.name === 'root-key')).toEqual([]);
+          expect((pod.containers[0].volumeMounts as Json[]).filter((m) => m.mountPath === ROOT_KEY_MOUNT)).toEqual([]);
+          expect(pod.securityContext.fsGroup).toBeUndefined();
+        });
+
+        it('mode 1: the file variable, a read-only mount of the Secret, a volume that is not optional, no root key variable', async () => {
+          const sealer = sealerOf(withKey);
+          const pod = sealer.spec.template.spec;
+          const [container, ...others] = pod.containers;
+          expect(others).toEqual([]);
+          expect(container.name).toBe('sealer');
+          const env = container.env as Json[];
+          // The one root key variable is the file's path; no KMS_SEALER_ROOT_KEY, no secretKeyRef to the key.
+          expect(env.filter((e) => e.name.includes('ROOT_KEY'))).toEqual([{ name: 'KMS_SEALER_ROOT_KEY_FILE', value: ROOT_KEY_FILE }]);
+          expect(env.find((e) => e.name === 'KMS_SEALER_ROOT_KEY')).toBeUndefined();
+          expect(JSON.stringify(env)).not.toContain(SECRET);
+          expect(JSON.stringify(container.envFrom ?? [])).not.toContain(SECRET);
+          expect(env[0].name).toBe('NODE_ENV'); // appended: the dev component's test op still holds
+          expect((container.volumeMounts as Json[]).filter((m) => ROOT_KEY_FILE.startsWith(`${m.mountPath}/`))).toEqual([
+            { name: 'root-key', mountPath: ROOT_KEY_MOUNT, readOnly: true },
+          ]);
+          expect((pod.volumes as Json[]).filter((v) => v.name === 'root-key' || v.secret?.secretName === SECRET)).toEqual([
+            {
+              name: 'root-key',
+              // Not optional: a missing Secret (or key) stops the pod, never starts the Shamir mode.
+              secret: { secretName: SECRET, optional: false, defaultMode: 0o400, items: [{ key: 'rootKey', path: 'rootKey' }] },
+            },
+          ]);
+          // Secret files are root's: fsGroup gives them the sealer's group (0400 + group read), or it could not read its key.
+          expect(pod.securityContext.fsGroup).toBe(1000);
+          expect(container.securityContext.runAsGroup ?? pod.securityContext.runAsGroup).toBe(pod.securityContext.fsGroup);
+          // Only the sealer refers to the Secret.
+          expect(withKey.filter(mentionsSecret).map(id)).toEqual([id(sealer)]);
+          for (const r of withKey) await expect(validateResource(r), id(r)).resolves.toBe(true);
+        });
+
+        it('mode 1 differs from mode 2 in exactly those fields of the sealer', () => {
+          const stripped = structuredClone(withKey);
+          const pod = sealerOf(stripped).spec.template.spec;
+          const container = pod.containers[0];
+          container.env = (container.env as Json[]).filter((e) => e.name !== 'KMS_SEALER_ROOT_KEY_FILE');
+          container.volumeMounts = (container.volumeMounts as Json[]).filter((m) => m.name !== 'root-key');
+          pod.volumes = (pod.volumes as Json[]).filter((v) => v.name !== 'root-key');
+          delete pod.securityContext.fsGroup;
+          expect(stripped).toEqual(mode2);
+        });
+      });
+    }
+  }
+
+  it('the order of the components does not matter (but for the order of lists)', () => {
+    const byName = (list: Json[]) => list.toSorted((a, b) => a.name.localeCompare(b.name));
+    const sorted = (resources: Resource[]) => {
+      const pod = sealerOf(resources).spec.template.spec;
+      pod.volumes = byName(pod.volumes);
+      pod.containers[0].env = byName(pod.containers[0].env);
+      pod.containers[0].volumeMounts = byName(pod.containers[0].volumeMounts);
+      return resources;
+    };
+    for (const overlay of OVERLAYS) {
+      const first = renderComposed([BASE, PER_FUNCTION], [ROOT_KEY_COMPONENT, join(KNATIVE, 'components', overlay)]);
+      expect(sorted(first), overlay).toEqual(sorted(mode1[overlay]));
     }
   });
 });

@@ -1,11 +1,14 @@
 /**
- * Policy checks on knative/, on the base and on what each overlay renders: no literal secret, the
- * TDX runtime class and digests in the production (tdx) overlay, a hardened securityContext on
- * every pod, and what Knative itself accepts (its field masks, reserved names and ports).
+ * Policy checks on knative/, on the base and on what each overlay renders (alone: the Shamir mode;
+ * with components/root-key-secret: mode 1): no literal secret, the root key never in an
+ * environment variable, the TDX runtime class and digests in the production (tdx) overlay, a
+ * hardened securityContext on every pod, and what Knative itself accepts (its field masks,
+ * reserved names and ports).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 import { INTEL_PCS_URL } from '../../sealer/attestation/tdx/pccs.js';
 import { skipWithout } from '../support/tools.js';
 import {
@@ -21,6 +24,8 @@ import {
   readKustomization,
   rel,
   render,
+  renderComposed,
+  ROOT_KEY_COMPONENT,
   type Json,
   type Resource,
 } from './support.js';
@@ -31,12 +36,17 @@ const RENDER = !skipWithout(KUBECTL);
 const renders = describe.skipIf(!RENDER);
 /** The base with both function layouts, before any component. */
 const base = RENDER ? [BASE, join(KNATIVE, 'functions', 'per-function'), join(KNATIVE, 'functions', 'single-service')].flatMap(render) : [];
-const rendered = { base, ...Object.fromEntries(OVERLAYS.map((o) => [o, RENDER ? render(join(KNATIVE, 'overlays', o)) : []])) } as Record<
-  'base' | (typeof OVERLAYS)[number],
-  Resource[]
->;
-const PRODUCTION = ['base', 'tdx'] as const;
-const ALL = ['base', ...OVERLAYS] as const;
+/** Mode 1: an overlay with components/root-key-secret, as install.sh composes it for a root key. */
+const withRootKey = (o: (typeof OVERLAYS)[number]) =>
+  RENDER ? renderComposed([BASE, join(KNATIVE, 'functions', 'per-function')], [join(KNATIVE, 'components', o), ROOT_KEY_COMPONENT]) : [];
+const rendered = {
+  base,
+  ...Object.fromEntries(OVERLAYS.map((o) => [o, RENDER ? render(join(KNATIVE, 'overlays', o)) : []])),
+  'dev+root-key': withRootKey('dev'),
+  'tdx+root-key': withRootKey('tdx'),
+} as Record<'base' | (typeof OVERLAYS)[number] | 'dev+root-key' | 'tdx+root-key', Resource[]>;
+const PRODUCTION = ['base', 'tdx', 'tdx+root-key'] as const;
+const ALL = ['base', ...OVERLAYS, 'dev+root-key', 'tdx+root-key'] as const;
 const PLACEHOLDER_DIGEST = `sha256:${'0'.repeat(64)}`;
 
 const ksvcs = (resources: readonly Resource[]) => resources.filter((r) => r.apiVersion === 'serving.knative.dev/v1' && r.kind === 'Service');
@@ -93,13 +103,116 @@ renders('no literal secrets', () => {
   }
 
   it('the overlay patches put no credential in the clear', () => {
-    for (const overlay of OVERLAYS) {
+    for (const overlay of [...OVERLAYS, 'root-key-secret']) {
       for (const entry of readKustomization(join(KNATIVE, 'components', overlay)).patches) {
         const text = entry.path ? readFileSync(entry.path, 'utf8') : entry.patch!;
         for (const m of text.matchAll(/name:\s*(\S+)\s*\n\s*value:/g)) expect(isSecretName(m[1]!), `${overlay}: ${m[1]}`).toBe(false);
       }
     }
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The root key reaches the sealer only as a mounted file (components/root-key-secret), never as an
+// environment variable: not in the base, a component, a patch, a generated function, a ConfigMap
+// that envFrom would turn into variables, nor the patches install.sh writes.
+
+/** Names that tune how the root key is fetched, and carry no key. */
+const NOT_THE_ROOT_KEY = new Set(['KMS_ROOT_KEY_REFRESH_SECONDS']);
+/** ROOT_KEY, rootKey, root-key… in a variable's name, other than a *_FILE path. */
+const carriesRootKey = (name: string) => {
+  const squashed = name.toUpperCase().replace(/[^A-Z0-9]/g, '');
+  return squashed.includes('ROOTKEY') && !squashed.endsWith('FILE') && !NOT_THE_ROOT_KEY.has(name);
+};
+const ROOT_KEY_SECRET = 'tee-kms-root-key';
+
+/**
+ * Every environment variable name a manifest (or a patch, or a kustomization) can set: env entries
+ * ({name, value|valueFrom}, wherever they sit: containers, JSON-patch values, strategic merge
+ * patches, inline patch strings), JSON-patch ops that set an env entry's name, ConfigMap data keys
+ * and generator literals (envFrom makes them variables). Also every secretKeyRef / secretRef to the
+ * root key Secret, which may only be a volume's secretName.
+ */
+function envSettings(node: Json, where: string, out: { names: { name: string; where: string }[]; secretRefs: string[] }) {
+  if (node === null || typeof node !== 'object') return out;
+  if (Array.isArray(node)) {
+    node.forEach((n, i) => envSettings(n, `${where}/${i}`, out));
+    return out;
+  }
+  if (typeof node.name === 'string' && ('value' in node || 'valueFrom' in node)) out.names.push({ name: node.name, where });
+  if (typeof node.op === 'string' && typeof node.path === 'string' && /\/env\/[^/]+\/name$/.test(node.path) && typeof node.value === 'string')
+    out.names.push({ name: node.value, where });
+  if (node.kind === 'ConfigMap') for (const key of Object.keys(node.data ?? {})) out.names.push({ name: key, where: `${where}/data` });
+  for (const generator of [...(node.configMapGenerator ?? []), ...(node.secretGenerator ?? [])])
+    for (const literal of generator.literals ?? []) out.names.push({ name: String(literal).split('=')[0]!, where: `${where}/generator` });
+  for (const [key, value] of Object.entries(node)) {
+    if ((key === 'secretKeyRef' || key === 'secretRef') && (value as Json)?.name === ROOT_KEY_SECRET) out.secretRefs.push(`${where}/${key}`);
+    // kustomize's inline patches are YAML in a string.
+    if (key === 'patch' && typeof value === 'string') parseAllDocuments(value).forEach((doc, i) => envSettings(doc.toJS(), `${where}/patch[${i}]`, out));
+    else envSettings(value, `${where}/${key}`, out);
+  }
+  return out;
+}
+const rootKeyProblems = (settings: ReturnType<typeof envSettings>) => [
+  ...settings.names.filter(({ name }) => carriesRootKey(name)).map(({ name, where }) => `${where}: ${name}`),
+  ...settings.secretRefs.map((where) => `${where}: ${ROOT_KEY_SECRET} outside a volume`),
+];
+const noSettings = () => ({ names: [] as { name: string; where: string }[], secretRefs: [] as string[] });
+
+describe('the root key is never an environment variable', () => {
+  it('the guard finds variables in every shape a manifest sets them, and flags a root key in each', () => {
+    const settings = envSettings(
+      [
+        { spec: { containers: [{ env: [{ name: 'KMS_SEALER_ROOT_KEY', valueFrom: { secretKeyRef: { name: ROOT_KEY_SECRET, key: 'rootKey' } } }] }] } },
+        { op: 'add', path: '/spec/template/spec/containers/0/env/-', value: { name: 'KMS_ROOT_KEY', value: 'x' } },
+        { op: 'replace', path: '/spec/template/spec/containers/0/env/3/name', value: 'rootKey' },
+        { kind: 'ConfigMap', data: { KMS_SEALER_ROOT_KEY: 'x', KMS_ROOT_KEY_REFRESH_SECONDS: '30' } },
+        { patches: [{ patch: 'env:\n  - name: BIGDL_ROOT_KEY\n    value: x\n' }] },
+        { envFrom: [{ secretRef: { name: ROOT_KEY_SECRET } }] },
+        { env: [{ name: 'KMS_SEALER_ROOT_KEY_FILE', value: '/var/run/secrets/tee-kms/root-key/rootKey' }] },
+        { volumes: [{ name: 'root-key', secret: { secretName: ROOT_KEY_SECRET } }] },
+      ],
+      'sample',
+      noSettings(),
+    );
+    expect(rootKeyProblems(settings)).toEqual([
+      'sample/0/spec/containers/0/env/0: KMS_SEALER_ROOT_KEY',
+      'sample/1/value: KMS_ROOT_KEY',
+      'sample/2: rootKey',
+      'sample/3/data: KMS_SEALER_ROOT_KEY',
+      'sample/4/patches/0/patch[0]/env/0: BIGDL_ROOT_KEY',
+      'sample/0/spec/containers/0/env/0/valueFrom/secretKeyRef: tee-kms-root-key outside a volume',
+      'sample/5/envFrom/0/secretRef: tee-kms-root-key outside a volume',
+    ]);
+  });
+
+  it('no manifest, patch or kustomization anywhere under knative/ sets a variable named like the root key (other than *_FILE)', () => {
+    const settings = noSettings();
+    for (const file of files(KNATIVE).filter((f) => /\.ya?ml$/.test(f))) loadYaml(file).forEach((doc, i) => envSettings(doc, `${rel(file)}[${i}]`, settings));
+    // Not vacuous: it sees the variables of the base, the components and the generated functions.
+    const seen = new Set(settings.names.map(({ name }) => name));
+    for (const name of ['NODE_ENV', 'FUNCTION_TARGET', 'KMS_SEALER_INSECURE_DEV_MODE', 'KMS_SEALER_PCCS_URL', 'KMS_ROOT_KEY_REFRESH_SECONDS'])
+      expect(seen, name).toContain(name);
+    expect(seen).toContain('KMS_SEALER_ROOT_KEY_FILE'); // mode 1: the file's path only
+    expect(rootKeyProblems(settings)).toEqual([]);
+  });
+
+  it('nor do the patches install.sh writes into its kustomization', () => {
+    const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
+    const names = [...install.matchAll(/- name: ([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]!);
+    expect(names).toContain('KMS_SEALER_PCCS_URL');
+    expect(names.filter(carriesRootKey)).toEqual([]);
+    expect(install).not.toMatch(/secretKeyRef|secretRef/);
+  });
+
+  for (const variant of ALL) {
+    it.skipIf(!RENDER)(`${variant}: no rendered container gets a root key variable; the Secret is only ever a volume`, () => {
+      const settings = noSettings();
+      for (const r of rendered[variant]) envSettings(r, id(r), settings);
+      expect(settings.names.length).toBeGreaterThan(50);
+      expect(rootKeyProblems(settings)).toEqual([]);
+    });
+  }
 });
 
 renders('production (tdx) overlay', () => {
@@ -289,8 +402,8 @@ renders('what Knative accepts (serving field masks, reserved names, autoscaling)
   const RESERVED_PORTS = [8012, 8013, 8022, 9090, 9091, 8008];
 
   for (const variant of ALL) {
-    it(`${variant}: every Knative Service uses only fields Knative allows${variant === 'tdx' ? ' (runtimeClassName behind its flag)' : ''}`, () => {
-      const allowed = [...POD_FIELDS, ...REVISION_FIELDS, ...(variant === 'tdx' ? ['runtimeClassName'] : [])];
+    it(`${variant}: every Knative Service uses only fields Knative allows${variant.startsWith('tdx') ? ' (runtimeClassName behind its flag)' : ''}`, () => {
+      const allowed = [...POD_FIELDS, ...REVISION_FIELDS, ...(variant.startsWith('tdx') ? ['runtimeClassName'] : [])];
       for (const s of ksvcs(rendered[variant])) {
         const spec = s.spec.template.spec;
         expect(

@@ -4,6 +4,7 @@
  * and docs/deploy-knative.md. No cluster: nothing here talks to one.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,22 @@ import { routes } from '../../functions/index.js';
 import { createTdxPolicy } from '../../sealer/attestation/tdx/policy.js';
 import { INTEL_PCS_URL } from '../../sealer/attestation/tdx/pccs.js';
 import { findTool, requireTool, skipWithout } from '../support/tools.js';
-import { KNATIVE, KUBECTL, REPO, containersOf, dockerCmd, dockerEnv, id, parseDockerfile, readKustomization, type Json, type Resource } from './support.js';
+import {
+  KNATIVE,
+  KUBECTL,
+  REPO,
+  ROOT_KEY_COMPONENT,
+  ROOT_KEY_FILE,
+  ROOT_KEY_MOUNT,
+  containersOf,
+  dockerCmd,
+  dockerEnv,
+  id,
+  parseDockerfile,
+  readKustomization,
+  type Json,
+  type Resource,
+} from './support.js';
 import { parseAllDocuments } from 'yaml';
 
 const INSTALL = join(KNATIVE, 'install.sh');
@@ -272,6 +288,47 @@ describe('install.sh and uninstall.sh', () => {
         const host: string = rule.filters.find((f: Json) => f.type === 'URLRewrite').urlRewrite.hostname;
         expect(host).toMatch(/^[a-z-]+\.kms-prod\.svc\.cluster\.local$/);
       }
+    });
+  });
+
+  describe.skipIf(skipWithout(KUBECTL))('--dry-run: the root key mode decides whether the root key Secret is mounted into the sealer', () => {
+    beforeAll(() => requireTool(KUBECTL));
+    const key = randomBytes(32).toString('base64');
+    const keyFile = fixture('root.key', `${key}\n`);
+    const cases: [string, string[], Record<string, string>, boolean][] = [
+      ['no root key: the Shamir mode', [], {}, false],
+      ['--generate-root-key', ['--generate-root-key'], {}, true],
+      ['--root-key-file', ['--root-key-file', keyFile], {}, true],
+      ['KMS_ROOT_KEY', [], { KMS_ROOT_KEY: key }, true],
+      ["BigDL KMS's rootKey", [], { rootKey: key }, true],
+      ['--tee tdx with --generate-root-key', ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--generate-root-key'], {}, true],
+    ];
+    cases.forEach(([name, args, variables, mode1], i) => {
+      it(`${name}: ${mode1 ? 'mode 1, components/root-key-secret' : 'no root key Secret anywhere'}`, () => {
+        const work = join(fixtures, `root-key-${i}`);
+        const tee = args.includes('--tee') ? [] : ['--tee', 'dev'];
+        const result = run(INSTALL, ['--dry-run', ...tee, ...args, '--work-dir', work], variables);
+        expect(result.status, result.stderr).toBe(0);
+        const tdx = args.includes('tdx');
+        expect(readKustomization(work).components).toEqual([join(KNATIVE, 'components', tdx ? 'tdx' : 'dev'), ...(mode1 ? [ROOT_KEY_COMPONENT] : [])]);
+        const resources = manifests(result.stdout);
+        const sealer = sealerOf(resources);
+        const pod = sealer.spec.template.spec;
+        const env = pod.containers[0].env as Json[];
+        if (mode1) {
+          expect(env.filter((e) => e.name.includes('ROOT_KEY'))).toEqual([{ name: 'KMS_SEALER_ROOT_KEY_FILE', value: ROOT_KEY_FILE }]);
+          expect(pod.containers[0].volumeMounts).toContainEqual({ name: 'root-key', mountPath: ROOT_KEY_MOUNT, readOnly: true });
+          expect((pod.volumes as Json[]).find((v) => v.name === 'root-key').secret).toMatchObject({ secretName: 'tee-kms-root-key', optional: false });
+          expect(resources.filter((r) => JSON.stringify(r).includes('tee-kms-root-key')).map(id)).toEqual([id(sealer)]);
+          if (tdx) expect(env.map((e) => e.name)).toContain('KMS_SEALER_TDX_POLICY_FILE'); // both components applied
+        } else {
+          expect(env.filter((e) => e.name.includes('ROOT_KEY'))).toEqual([]);
+          expect(result.stdout).not.toContain('tee-kms-root-key');
+        }
+        // A dry run makes no Secret and shows no key.
+        expect(resources.filter((r) => r.kind === 'Secret')).toEqual([]);
+        expect(result.stdout + result.stderr).not.toContain(key);
+      });
     });
   });
 

@@ -5,7 +5,8 @@
  * where kubectl is missing, in CI they fail).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
@@ -176,6 +177,40 @@ export function render(dir: string): Resource[] {
     rendered.set(dir, resources);
   }
   return structuredClone(resources);
+}
+
+/**
+ * Mode 1: the component that mounts the Secret tee-kms-root-key into the sealer as a file
+ * (knative/install.sh adds it when given a root key); without it the sealer runs in the Shamir mode.
+ */
+export const ROOT_KEY_COMPONENT = join(KNATIVE, 'components', 'root-key-secret');
+/** Where it mounts the Secret, and the file KMS_SEALER_ROOT_KEY_FILE names. */
+export const ROOT_KEY_MOUNT = '/var/run/secrets/tee-kms/root-key';
+export const ROOT_KEY_FILE = `${ROOT_KEY_MOUNT}/rootKey`;
+
+/**
+ * `kubectl kustomize` of a kustomization made of these resources and components (absolute paths,
+ * written relative to a temporary directory, as install.sh does); each combination once per run.
+ */
+export function renderComposed(resources: readonly string[], components: readonly string[]): Resource[] {
+  const key = JSON.stringify([resources, components]);
+  let out = rendered.get(key);
+  if (out === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), 'tee-kms-composed-'));
+    try {
+      const list = (field: string, paths: readonly string[]) =>
+        paths.length === 0 ? '' : `${field}:\n${paths.map((p) => `  - ${relative(dir, p)}\n`).join('')}`;
+      writeFileSync(
+        join(dir, 'kustomization.yaml'),
+        `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n${list('resources', resources)}${list('components', components)}`,
+      );
+      out = render(dir);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    rendered.set(key, out);
+  }
+  return structuredClone(out);
 }
 
 // ---------------------------------------------------------------------------------------------
