@@ -8,9 +8,15 @@
  * provider, KMS_SEALER_ATTESTER=tdx-aa); impostors are other sealer processes with the SAME TLS
  * certificate and key but another root key, proving themselves with other quotes (another
  * MRCONFIGID, another MRTD, sample evidence), relaying the real service's attestation, or taking
- * over the real service's address. A function configured for S (NODE_ENV=production, TDX
- * attester) must serve no key through any of them, and wrap nothing under an impostor's root key;
- * the same configuration against the real service works.
+ * over the real service's address. A function configured for S (TDX attester) must serve no key
+ * through any of them, and wrap nothing under an impostor's root key; the same configuration
+ * against the real service works.
+ *
+ * NODE_ENV: the functions run outside production here, because under NODE_ENV=production they
+ * refuse a non-Intel DCAP root CA (KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE), as the sealing service
+ * does; outside production they would accept sample evidence from a sealing service only without
+ * a TDX policy for it, so the sample impostor below is refused by the policy alone. What
+ * NODE_ENV=production itself refuses is tested at the end.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -104,7 +110,6 @@ async function tdFunction(sealerUrl: string, extra: Record<string, string> = {})
   const provider = await startTdxQuoteProvider(env.pki, {});
   env.providers.push(provider);
   const kms = await startLeanHost({
-    NODE_ENV: 'production',
     KMS_DATA_DIR: dataDir,
     KMS_STORE: 'fs',
     KMS_SEALER_URL: sealerUrl,
@@ -141,10 +146,10 @@ async function expectNothingUnder(dataDir: string, impostor: { key: Buffer; id: 
   expect(findSecrets(everything, [impostor.key])).toEqual([]);
 }
 
-/** The function's refusal: a 5xx, ROOT_KEY_UNAVAILABLE, never a key. */
-function expectUnavailable(answer: { status: number; body: string }): void {
+/** The function's refusal: a 5xx with `code` (ROOT_KEY_UNAVAILABLE unless said), never a key. */
+function expectUnavailable(answer: { status: number; body: string }, code = 'ROOT_KEY_UNAVAILABLE'): void {
   expect(answer.status, answer.body).toBeGreaterThanOrEqual(500);
-  expect((JSON.parse(answer.body) as { error: { code: string } }).error.code).toBe('ROOT_KEY_UNAVAILABLE');
+  expect((JSON.parse(answer.body) as { error: { code: string } }).error.code, answer.body).toBe(code);
 }
 
 /** The impostor handed out its root key (a KBS resource) with status 200. */
@@ -293,6 +298,27 @@ describe('a function that trusts the sealing service with MRCONFIGID S', () => {
     if (answer.status !== 201) expectUnavailable(answer);
     expect(new Set(await wrappingIds(dataDir))).toEqual(new Set([REAL_ID]));
     await expectNothingUnder(dataDir, impostor);
+    expect(await releasedRootKey(impostor.sealer)).toBe(false);
+  });
+
+  it('under NODE_ENV=production, refuses the test DCAP root CA, even for the real service: nothing is served or stored', async () => {
+    const { kms, dataDir } = await tdFunction(env.real.url, { NODE_ENV: 'production' });
+    const answer = await createPrimaryKey(kms, 'grace');
+    expectUnavailable(answer, 'CONFIG');
+    expect(answer.body).toContain('KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE');
+    expect(await wrappingIds(dataDir)).toEqual([]);
+  });
+
+  it('under NODE_ENV=production without a TDX policy for the service, accepts no sealing service, sample or not', async () => {
+    const impostor = await startImpostor('sample', { KMS_SEALER_INSECURE_DEV_MODE: 'true' });
+    const none = { KMS_TRUSTED_SEALER_TDX_POLICY_FILE: '', KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE: '', KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE: '' };
+    for (const url of [impostor.sealer.url, env.real.url]) {
+      const { kms, dataDir } = await tdFunction(url, { NODE_ENV: 'production', ...none });
+      const answer = await createPrimaryKey(kms, 'heidi');
+      expect(answer.status, answer.body).toBeGreaterThanOrEqual(500);
+      expect(await wrappingIds(dataDir)).toEqual([]);
+      await expectNothingUnder(dataDir, impostor);
+    }
     expect(await releasedRootKey(impostor.sealer)).toBe(false);
   });
 

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { combine } from 'shamir-secret-sharing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adminRoutes, FORBIDDEN, PROOF_INVALID, ProtocolClient, rootKeyIdOf, type Answer } from '../support/protocol-client.js';
+import { adminRoutes, FORBIDDEN, PROOF_INVALID, ProtocolClient, rootKeyIdOf, sampleEvidenceBinds, type Answer } from '../support/protocol-client.js';
 import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 
 const A = randomBytes(48).toString('hex');
@@ -102,6 +102,16 @@ describe('a sealing service whose admin policy grants identity A every operation
 
   it('refuses B the recovery key (a "recover" route) with 403', async () => {
     expectRefused(await b.admin(adminRoutes.recoveryKey.method, `${adminRoutes.recoveryKey.path}?nonce=${randomBytes(32).toString('base64url')}`), 403);
+  });
+
+  it('answers A (granted "recover") the recovery key, bound by its evidence to the nonce', async () => {
+    const nonce = randomBytes(32).toString('base64url');
+    const answer = await a.admin(adminRoutes.recoveryKey.method, `${adminRoutes.recoveryKey.path}?nonce=${nonce}`);
+    expect(answer.status, answer.text).toBe(200);
+    const { recoveryKey, tee, evidence } = answer.json<{ recoveryKey: Record<string, string>; tee: string; evidence: unknown }>();
+    expect(recoveryKey).toEqual({ kty: 'EC', crv: 'P-256', alg: 'ECDH-ES+A256KW', x: expect.any(String), y: expect.any(String) });
+    expect(tee).toBe('sample');
+    expect(sampleEvidenceBinds(evidence, nonce, recoveryKey)).toBe(true);
   });
 
   it('checks the proof before the grant: B without a proof is 401, not 403', async () => {
