@@ -1,0 +1,41 @@
+/** `custodian decrypt <private key file> <share>`: a custodian opens their share of a rotation's answer. */
+import { decodeProtectedHeader } from 'jose/decode/protected_header';
+import { openShare } from '../../shared/custody/share-jwe.js';
+import { isKmsError } from '../../shared/errors.js';
+import type { Share } from '../../shared/sealer-client/protocol.js';
+import { Refused } from './errors.js';
+import { checkedShare, indexOfShare, readPrivateKey, sealedShareFrom, textOrFile } from './inputs.js';
+
+/** A thumbprint as the sealing service writes it (SHA-256, base64url); anything else is not worth printing. */
+const KID = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * The plaintext share, always as `{"index", "content"}`: the index is the share object's, when
+ * given, else the share's own x coordinate (its last byte), which is its index by construction.
+ */
+export async function decrypt(keyFile: string, shareArg: string): Promise<Share> {
+  const key = await readPrivateKey(keyFile);
+  const sealed = sealedShareFrom(await textOrFile(shareArg, 'share file'));
+  const kid = kidOf(sealed.jwe);
+  // Said plainly, rather than as a failed decryption: the operator handed out the wrong share.
+  if (kid !== undefined && kid !== key.thumbprint) {
+    throw new Refused(`this share is encrypted to another custodian key (kid ${kid}); the key in ${keyFile} has kid ${key.thumbprint}`);
+  }
+  let content: string;
+  try {
+    content = await openShare(sealed.jwe, key.privateKey);
+  } catch (error) {
+    if (isKmsError(error)) throw new Refused(error.message);
+    throw error;
+  }
+  return checkedShare(content, sealed.index ?? indexOfShare(content), 'the decrypted share');
+}
+
+function kidOf(jwe: string): string | undefined {
+  try {
+    const { kid } = decodeProtectedHeader(jwe);
+    return typeof kid === 'string' && KID.test(kid) ? kid : undefined;
+  } catch {
+    return undefined;
+  }
+}

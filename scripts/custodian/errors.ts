@@ -1,0 +1,5 @@
+/** Wrong arguments: exit status 2, with the usage. */
+export class UsageError extends Error {}
+
+/** The command ran and said no (evidence refused, key does not open the share, file exists): exit status 1. */
+export class Refused extends Error {}

@@ -1,0 +1,139 @@
+/**
+ * `custodian seal-share`: a custodian encrypts their share to the sealing service's recovery key,
+ * after checking that the evidence binds that key to the nonce the custodian chose. Without that
+ * check, whoever answers GET /rootKey/recover (an impostor, or a proxy on the way) could hand out
+ * its own key and collect the shares.
+ */
+import { readFile } from 'node:fs/promises';
+import { SampleVerifier } from '../../shared/attestation/sample.js';
+import type { TeeType, VerifiedClaims, Verifier } from '../../shared/attestation/types.js';
+import { parseCustodianKeys, sealShare, type CustodianKey } from '../../shared/custody/share-jwe.js';
+import { isKmsError, KmsError } from '../../shared/errors.js';
+import { isTeeType, kbsReportData, parseTeePubKey, type TeePubKey } from '../../shared/kbs/protocol.js';
+import type { Share } from '../../shared/sealer-client/protocol.js';
+import { loadCollateralFile, StaticCollateralSource } from '../../sealer/attestation/tdx/collateral.js';
+import { createTdxPolicy, type TdxPolicy } from '../../sealer/attestation/tdx/policy.js';
+import { TdxVerifier } from '../../sealer/attestation/tdx/verifier.js';
+import { Refused, UsageError } from './errors.js';
+import { plainShareFrom, readJsonFile, readTextFile, textOrFile } from './inputs.js';
+
+export interface SealShareOptions {
+  /** The answer of GET /rootKey/recover?nonce=…, saved to a file. */
+  readonly recoveryFile: string;
+  readonly index: number;
+  /** The plaintext share: its base64 text, or a file holding it or the JSON share object. */
+  readonly share: string;
+  readonly nonce: string;
+  /** The sealing service's TDX reference values and DCAP collateral (both, or neither). */
+  readonly tdx?: { readonly policyFile: string; readonly collateralFile: string; readonly rootCaFile?: string; readonly at: Date };
+  readonly allowSample: boolean;
+  readonly warn: (message: string) => void;
+}
+
+export interface SealedToRecoveryKey {
+  /** The body of PUT /rootKey/recover: the share, its content a JWE to the recovery key. */
+  readonly body: Share;
+  readonly tee: TeeType;
+  readonly claims: VerifiedClaims['claims'];
+  readonly recoveryKeyId: string;
+}
+
+/** The sealing service accepts nonces of 16 to 64 bytes, base64url without padding (docs/sealer-protocol.md). */
+export function parseNonce(value: string): string {
+  const bytes = Buffer.from(value, 'base64url');
+  if (!/^[A-Za-z0-9_-]+$/.test(value) || bytes.length < 16 || bytes.length > 64 || bytes.toString('base64url') !== value) {
+    throw new UsageError('--nonce must be base64url (no padding) of 16 to 64 random bytes, the one sent to GET /rootKey/recover');
+  }
+  return value;
+}
+
+export async function sealShareToRecoveryKey(options: SealShareOptions): Promise<SealedToRecoveryKey> {
+  const answer = parseRecoveryAnswer(await readJsonFile(options.recoveryFile, 'recovery key file'), options.recoveryFile);
+  const share = plainShareFrom(await textOrFile(options.share, 'share file'), options.index);
+  const verifier = await verifierFor(answer.tee, options);
+
+  let verified: VerifiedClaims;
+  try {
+    verified = await verifier.verify(answer.evidence, kbsReportData(options.nonce, answer.teePubKey));
+  } catch (error) {
+    // FORBIDDEN names the claim that failed; BAD_REQUEST is evidence that does not even parse.
+    if (isKmsError(error, 'FORBIDDEN') || isKmsError(error, 'BAD_REQUEST')) throw new Refused(`the recovery key's evidence is refused: ${error.message}`);
+    throw error;
+  }
+  const jwe = await sealShare(share.content, answer.key);
+  return { body: { index: share.index, content: jwe }, tee: answer.tee, claims: verified.claims, recoveryKeyId: answer.key.thumbprint };
+}
+
+interface RecoveryAnswer {
+  /** Exactly as served: these members are hashed into the evidence's report data. */
+  readonly teePubKey: TeePubKey;
+  readonly key: CustodianKey;
+  readonly tee: TeeType;
+  readonly evidence: unknown;
+}
+
+function parseRecoveryAnswer(json: unknown, file: string): RecoveryAnswer {
+  if (typeof json !== 'object' || json === null || Array.isArray(json) || !('recoveryKey' in json) || !('evidence' in json)) {
+    throw new KmsError('BAD_REQUEST', `${file} is not an answer of GET /rootKey/recover ({"recoveryKey", "tee", "evidence"})`);
+  }
+  const { recoveryKey, tee, evidence } = json as Record<string, unknown>;
+  const notAKey = (cause?: unknown) =>
+    new KmsError('BAD_REQUEST', `${file}: recoveryKey is not a P-256 public JWK with exactly kty, crv, alg "ECDH-ES+A256KW", x, y`, { cause });
+  let teePubKey: TeePubKey;
+  let key: CustodianKey;
+  try {
+    teePubKey = parseTeePubKey(recoveryKey);
+    if (teePubKey.crv !== 'P-256') throw notAKey();
+    [key] = parseCustodianKeys([teePubKey], 1) as [CustodianKey];
+  } catch (error) {
+    throw notAKey(error);
+  }
+  if (!isTeeType(tee)) throw new KmsError('BAD_REQUEST', `${file}: tee must be "tdx" or "sample"`);
+  return { teePubKey, key, tee, evidence };
+}
+
+async function verifierFor(tee: TeeType, options: SealShareOptions): Promise<Verifier> {
+  if (options.tdx !== undefined) {
+    if (tee !== 'tdx') throw new Refused(`the recovery key comes with ${tee} evidence, not the TDX evidence that --tdx-policy asks for`);
+    return tdxVerifier(options.tdx, options.warn);
+  }
+  if (tee === 'tdx') throw new UsageError("TDX evidence needs --tdx-policy and --collateral (the sealing service's reference values and DCAP collateral)");
+  if (!options.allowSample) {
+    throw new Refused('the recovery key comes with sample evidence, which proves nothing (no TEE made it): refused without --allow-sample (development only)');
+  }
+  options.warn('WARNING: sample evidence proves nothing: no TEE vouches for this recovery key, anyone could have made it. Development only.');
+  return new SampleVerifier();
+}
+
+async function tdxVerifier(tdx: NonNullable<SealShareOptions['tdx']>, warn: (message: string) => void): Promise<Verifier> {
+  const policy = await readPolicy(tdx.policyFile);
+  const collateral = new StaticCollateralSource(await loadCollateralFile(tdx.collateralFile));
+  let trustedRootCaPem: string | undefined;
+  if (tdx.rootCaFile !== undefined) {
+    trustedRootCaPem = await readTextFile(tdx.rootCaFile, 'root CA file');
+    warn(`WARNING: TDX quotes are verified against the root CA in ${tdx.rootCaFile}, not Intel's: for tests and private DCAP PKIs only`);
+  }
+  return new TdxVerifier({ policy, collateral, ...(trustedRootCaPem === undefined ? {} : { trustedRootCaPem }), now: () => tdx.at });
+}
+
+/** The policy file's format is KMS_SEALER_TDX_POLICY_FILE's; errors name --tdx-policy and the file. */
+async function readPolicy(path: string): Promise<TdxPolicy> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    throw new KmsError('BAD_REQUEST', `--tdx-policy ${path} cannot be read`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new KmsError('BAD_REQUEST', `--tdx-policy ${path} is not JSON`);
+  }
+  try {
+    return createTdxPolicy(json);
+  } catch (error) {
+    if (error instanceof KmsError) throw new KmsError('BAD_REQUEST', `--tdx-policy ${path}: ${error.message}`, { cause: error });
+    throw error;
+  }
+}

@@ -1,0 +1,142 @@
+// jose's subpath modules, not its index, to keep cold start small (as shared/kbs/tee-key.ts).
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { CryptoKey } from 'jose';
+import { compactDecrypt } from 'jose/jwe/compact/decrypt';
+import { CompactEncrypt } from 'jose/jwe/compact/encrypt';
+import { importJWK } from 'jose/key/import';
+import { KmsError } from '../errors.js';
+
+/**
+ * Shares encrypted to custodians and to the sealing service's recovery key
+ * (docs/sealer-protocol.md): a compact JWE, ECDH-ES+A256KW with A256GCM, whose plaintext is the
+ * share's base64 text, and whose `kid` is the recipient key's RFC 7638 thumbprint.
+ */
+export const SHARE_ALG = 'ECDH-ES+A256KW';
+export const SHARE_ENC = 'A256GCM';
+
+/** A custodian's public key, normalized to the members that define it, with its RFC 7638 thumbprint. */
+export interface CustodianKey {
+  readonly kty: 'EC';
+  readonly crv: 'P-256';
+  readonly x: string;
+  readonly y: string;
+  readonly thumbprint: string;
+}
+
+/** Shamir shares are numbered 1 to 255, so there are never more custodians than that. */
+const MAX_CUSTODIANS = 255;
+/** Members that hold private or symmetric key material, in any JWK key type (RFC 7518 §6). */
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+const COORDINATE = /^[A-Za-z0-9_-]{43}$/;
+/** Far above a share's JWE (about 400 characters): bounds the work an odd input can cause. */
+const MAX_JWE_LENGTH = 8192;
+const COMPACT_JWE = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
+
+/**
+ * Validates the custodians' public keys: a JSON array of EC P-256 JWKs, `alg` ECDH-ES+A256KW or
+ * absent, no private members, coordinates of a point on the curve, no key twice, and exactly
+ * `expectedCount` of them when given (one per share, in share order). Throws
+ * KmsError('BAD_REQUEST') naming the index, never the key.
+ */
+export function parseCustodianKeys(value: unknown, expectedCount?: number): CustodianKey[] {
+  if (!Array.isArray(value) || value.length === 0) throw new KmsError('BAD_REQUEST', 'custodians must be a non-empty JSON array of public JWKs');
+  if (value.length > MAX_CUSTODIANS) throw new KmsError('BAD_REQUEST', `custodians: at most ${MAX_CUSTODIANS} keys`);
+  if (expectedCount !== undefined && value.length !== expectedCount) {
+    throw new KmsError('BAD_REQUEST', `custodians: ${value.length} keys for ${expectedCount} shares (one key per share, in share order)`);
+  }
+  const seen = new Map<string, number>();
+  return value.map((item, i) => {
+    const key = parseCustodianKey(item, `custodians[${i}]`);
+    const first = seen.get(key.thumbprint);
+    if (first !== undefined) throw new KmsError('BAD_REQUEST', `custodians[${i}] is the same key as custodians[${first}]`);
+    seen.set(key.thumbprint, i);
+    return key;
+  });
+}
+
+function parseCustodianKey(value: unknown, label: string): CustodianKey {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new KmsError('BAD_REQUEST', `${label} must be a JWK object`);
+  const jwk = value as Record<string, unknown>;
+  // Checked first: a private key sent by mistake must be named as such, whatever else is wrong.
+  if (PRIVATE_MEMBERS.some((member) => member in jwk)) {
+    throw new KmsError('BAD_REQUEST', `${label} holds private key material: send the public key only (never the "d" member)`);
+  }
+  if (jwk.kty !== 'EC' || jwk.crv !== 'P-256') throw new KmsError('BAD_REQUEST', `${label} must be an EC P-256 key (kty "EC", crv "P-256")`);
+  if (jwk.alg !== undefined && jwk.alg !== SHARE_ALG) throw new KmsError('BAD_REQUEST', `${label}: alg must be "${SHARE_ALG}" or absent`);
+  if (jwk.use !== undefined && jwk.use !== 'enc') throw new KmsError('BAD_REQUEST', `${label}: use must be "enc" or absent`);
+  for (const c of ['x', 'y'] as const) {
+    const coordinate = jwk[c];
+    // 43 characters of base64url are 32 bytes; the round trip refuses non-canonical trailing bits.
+    if (typeof coordinate !== 'string' || !COORDINATE.test(coordinate) || Buffer.from(coordinate, 'base64url').toString('base64url') !== coordinate) {
+      throw new KmsError('BAD_REQUEST', `${label}: ${c} must be a base64url P-256 coordinate (32 bytes)`);
+    }
+  }
+  const normalized = { kty: 'EC', crv: 'P-256', x: jwk.x as string, y: jwk.y as string } as const;
+  try {
+    createPublicKey({ key: normalized, format: 'jwk' }); // refuses a point not on the curve
+  } catch {
+    throw new KmsError('BAD_REQUEST', `${label} is not a point on the P-256 curve`);
+  }
+  return { ...normalized, thumbprint: jwkThumbprint(normalized) };
+}
+
+/**
+ * RFC 7638 thumbprint (SHA-256) of an EC key: what jose's calculateJwkThumbprint computes, here
+ * synchronously so that keys can be checked where a request is parsed.
+ */
+export function jwkThumbprint(jwk: { readonly crv: string; readonly x: string; readonly y: string }): string {
+  const canonical = JSON.stringify({ crv: jwk.crv, kty: 'EC', x: jwk.x, y: jwk.y });
+  return createHash('sha256').update(canonical, 'utf8').digest('base64url');
+}
+
+/** The custodian keys of KMS_CUSTODIAN_KEYS_FILE (a JSON array, in share order). Throws KmsError('CONFIG') naming the file. */
+export async function readCustodianKeysFile(path: string, expectedCount?: number): Promise<CustodianKey[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new KmsError('CONFIG', `the custodian keys file ${path} cannot be read`, { cause: error });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // Not the parser's message: it quotes the text.
+    throw new KmsError('CONFIG', `the custodian keys file ${path} is not JSON`);
+  }
+  try {
+    return parseCustodianKeys(json, expectedCount);
+  } catch (error) {
+    if (error instanceof KmsError) throw new KmsError('CONFIG', `the custodian keys file ${path}: ${error.message}`, { cause: error });
+    throw error;
+  }
+}
+
+/** Encrypts a share's base64 text to a custodian (or the recovery key): a compact JWE. */
+export async function sealShare(content: string, custodian: CustodianKey): Promise<string> {
+  const publicKey = await importJWK({ kty: custodian.kty, crv: custodian.crv, x: custodian.x, y: custodian.y }, SHARE_ALG);
+  return new CompactEncrypt(new TextEncoder().encode(content))
+    .setProtectedHeader({ alg: SHARE_ALG, enc: SHARE_ENC, kid: custodian.thumbprint })
+    .encrypt(publicKey);
+}
+
+/**
+ * Opens a share's JWE with the recipient's private key and returns its text. Only ECDH-ES+A256KW
+ * with A256GCM is accepted. Any failure is one KmsError('BAD_REQUEST'), without jose's detail.
+ */
+export async function openShare(jwe: string, privateKey: CryptoKey | KeyObject): Promise<string> {
+  const failed = () => new KmsError('BAD_REQUEST', 'the share could not be decrypted with this key (not a share encrypted to it, or altered)');
+  if (typeof jwe !== 'string' || jwe.length > MAX_JWE_LENGTH || !isCompactJwe(jwe)) throw failed();
+  try {
+    const { plaintext } = await compactDecrypt(jwe, privateKey, { keyManagementAlgorithms: [SHARE_ALG], contentEncryptionAlgorithms: [SHARE_ENC] });
+    return new TextDecoder('utf-8', { fatal: true }).decode(plaintext);
+  } catch {
+    throw failed();
+  }
+}
+
+/** Five base64url segments separated by dots (the protected header never empty): a plaintext share, base64, is never one. */
+export function isCompactJwe(text: string): boolean {
+  return COMPACT_JWE.test(text);
+}

@@ -1,0 +1,358 @@
+/**
+ * The custodians' command (scripts/custodian.ts) run as a real child process from its build,
+ * dist/scripts/custodian.js. The build is refreshed with tsc when missing or older than the
+ * sources it depends on (the global test setup normally builds dist/ already).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { decodeProtectedHeader } from 'jose/decode/protected_header';
+import { calculateJwkThumbprint } from 'jose/jwk/thumbprint';
+import { split } from 'shamir-secret-sharing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SampleAttester } from '../../shared/attestation/sample.js';
+import { openShare, parseCustodianKeys, sealShare } from '../../shared/custody/share-jwe.js';
+import { kbsReportData, type TeePubKey } from '../../shared/kbs/protocol.js';
+import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, evidenceFor, TEST_TIME } from '../support/tdx-quote-builder.js';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const cli = join(repo, 'dist/scripts/custodian.js');
+
+function newestSource(): number {
+  const dirs = ['scripts/custodian', 'shared/custody', 'shared/kbs', 'shared/attestation', 'sealer/attestation/tdx'].map((d) => join(repo, d));
+  const files = [join(repo, 'scripts/custodian.ts'), join(repo, 'shared/errors.ts'), ...dirs.flatMap((dir) => readdirSync(dir).map((f) => join(dir, f)))];
+  return Math.max(...files.map((f) => statSync(f).mtimeMs));
+}
+
+beforeAll(() => {
+  if (existsSync(cli) && statSync(cli).mtimeMs >= newestSource()) return;
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  let output = '';
+  try {
+    execFileSync(process.execPath, [tsc, '-p', join(repo, 'tsconfig.json')], { cwd: repo, encoding: 'utf8', stdio: 'pipe' });
+  } catch (error) {
+    // tsc still emits when other files of the project have type errors; judge by the output file.
+    output = String((error as { stdout?: string }).stdout ?? error);
+  }
+  if (!existsSync(cli) || statSync(cli).mtimeMs < newestSource()) throw new Error(`could not build ${cli}:\n${output}`);
+}, 180_000);
+
+interface Run {
+  status: number | null;
+  json: Record<string, unknown> | undefined;
+  stdout: string;
+  stderr: string;
+}
+
+function run(...args: string[]): Run {
+  return runWithInput('', ...args);
+}
+
+function runWithInput(input: string, ...args: string[]): Run {
+  const result = spawnSync(process.execPath, [cli, ...args], { cwd: tmp, encoding: 'utf8', timeout: 60_000, input });
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = JSON.parse(result.stdout) as Record<string, unknown>;
+  } catch {
+    json = undefined;
+  }
+  return { status: result.status, json, stdout: result.stdout, stderr: result.stderr };
+}
+
+const tmp = await mkdtemp(join(tmpdir(), 'custodian-'));
+afterAll(() => rm(tmp, { recursive: true, force: true }));
+
+let files = 0;
+async function file(content: string | object): Promise<string> {
+  const path = join(tmp, `input-${files++}`);
+  await writeFile(path, typeof content === 'string' ? content : JSON.stringify(content));
+  return path;
+}
+
+/** Real shares of a random 256-bit key, as the sealing service makes them: base64 of 33 bytes, the last one the index. */
+async function shares(): Promise<Array<{ index: number; content: string }>> {
+  const parts = await split(new Uint8Array(randomBytes(32)), 3, 2);
+  return parts.map((share) => ({ index: share[share.length - 1]!, content: Buffer.from(share).toString('base64') }));
+}
+
+/** The sealing service's recovery key: exactly kty, crv, alg, x, y. */
+function recoveryKeyPair(): { jwk: TeePubKey; privateKey: KeyObject } {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const { x, y } = publicKey.export({ format: 'jwk' });
+  return { jwk: { kty: 'EC', crv: 'P-256', alg: 'ECDH-ES+A256KW', x: x!, y: y! }, privateKey };
+}
+
+const newNonce = () => randomBytes(32).toString('base64url');
+
+describe('custodian keygen', () => {
+  it('writes the private key (0600) in a new 0700 directory and the public key, and prints the public key', async () => {
+    const dir = join(tmp, 'alice', 'keys');
+    const { status, json, stderr } = run('keygen', dir);
+    expect(status).toBe(0);
+    expect((await stat(dir)).mode & 0o777).toBe(0o700);
+    expect((await stat(join(tmp, 'alice'))).mode & 0o777).toBe(0o700);
+    expect((await stat(join(dir, 'custodian-key.json'))).mode & 0o777).toBe(0o600);
+    const publicJwk = JSON.parse(await readFile(join(dir, 'custodian-key.pub.json'), 'utf8')) as Record<string, string>;
+    expect(json).toEqual(publicJwk);
+    expect(Object.keys(publicJwk).sort()).toEqual(['alg', 'crv', 'kid', 'kty', 'x', 'y']);
+    expect(publicJwk).toMatchObject({ kty: 'EC', crv: 'P-256', alg: 'ECDH-ES+A256KW' });
+    expect(publicJwk['kid']).toBe(await calculateJwkThumbprint({ kty: 'EC', crv: 'P-256', x: publicJwk['x']!, y: publicJwk['y']! }));
+    // The operator's side accepts it as it is.
+    expect(parseCustodianKeys([publicJwk], 1)[0]!.thumbprint).toBe(publicJwk['kid']);
+
+    const privateJwk = JSON.parse(await readFile(join(dir, 'custodian-key.json'), 'utf8')) as Record<string, string>;
+    expect(privateJwk).toEqual({ ...publicJwk, d: expect.any(String) });
+    const derived = createPrivateKey({ key: privateJwk, format: 'jwk' }).export({ format: 'jwk' });
+    expect([derived.x, derived.y]).toEqual([publicJwk['x'], publicJwk['y']]);
+    expect(stderr).not.toContain(privateJwk['d']);
+  });
+
+  it('run as `npm run custodian` from another directory, takes relative paths from there', async () => {
+    const cwd = join(tmp, 'npm-cwd');
+    await mkdir(cwd);
+    const result = spawnSync('npm', ['--prefix', repo, 'run', '--silent', 'custodian', '--', 'keygen', 'keys'], { cwd, encoding: 'utf8', timeout: 120_000 });
+    expect(result.status).toBe(0);
+    expect(existsSync(join(cwd, 'keys', 'custodian-key.json'))).toBe(true);
+    expect(existsSync(join(repo, 'keys'))).toBe(false);
+  });
+
+  it('refuses to overwrite either file, and changes neither', async () => {
+    const dir = join(tmp, 'bob');
+    expect(run('keygen', dir).status).toBe(0);
+    const before = await readFile(join(dir, 'custodian-key.json'), 'utf8');
+    const again = run('keygen', dir);
+    expect({ status: again.status, stdout: again.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(again.stderr).toMatch(/^custodian: refused: .*custodian-key\.json exists: nothing was overwritten/);
+    expect(await readFile(join(dir, 'custodian-key.json'), 'utf8')).toBe(before);
+
+    const other = join(tmp, 'carol');
+    await mkdir(other, { mode: 0o700 });
+    await writeFile(join(other, 'custodian-key.pub.json'), '{}');
+    const refused = run('keygen', other);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/custodian-key\.pub\.json exists/);
+    expect(existsSync(join(other, 'custodian-key.json'))).toBe(false);
+  });
+});
+
+describe('custodian decrypt', async () => {
+  const dir = join(tmp, 'dave');
+  const otherDir = join(tmp, 'erin');
+  let custodian: ReturnType<typeof parseCustodianKeys>[number];
+
+  beforeAll(async () => {
+    expect(run('keygen', dir).status).toBe(0);
+    expect(run('keygen', otherDir).status).toBe(0);
+    custodian = parseCustodianKeys([JSON.parse(await readFile(join(dir, 'custodian-key.pub.json'), 'utf8'))], 1)[0]!;
+  });
+
+  it('opens a share sealed to its key: the JWE as text or in a file, or the share object', async () => {
+    const [share] = await shares();
+    const jwe = await sealShare(share!.content, custodian);
+    for (const input of [
+      jwe,
+      await file(`${jwe}\n`),
+      JSON.stringify({ index: share!.index, content: jwe }),
+      await file({ index: share!.index, content: jwe }),
+    ]) {
+      const { status, stdout, stderr } = run('decrypt', join(dir, 'custodian-key.json'), input);
+      expect({ status, stderr }).toEqual({ status: 0, stderr: '' });
+      // The index comes from the share itself when only the JWE is given.
+      expect(stdout).toBe(`${JSON.stringify(share)}\n`);
+    }
+  });
+
+  it('refuses a share sealed to another custodian, or altered', async () => {
+    const [share] = await shares();
+    const jwe = await sealShare(share!.content, custodian);
+    const other = run('decrypt', join(otherDir, 'custodian-key.json'), jwe);
+    expect({ status: other.status, stdout: other.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(other.stderr).toMatch(new RegExp(`^custodian: refused: this share is encrypted to another custodian key \\(kid ${custodian.thumbprint}\\)`));
+
+    const parts = jwe.split('.');
+    const ciphertext = Buffer.from(parts[3]!, 'base64url');
+    ciphertext[0] = ciphertext[0]! ^ 1;
+    parts[3] = ciphertext.toString('base64url');
+    const altered = run('decrypt', join(dir, 'custodian-key.json'), parts.join('.'));
+    expect(altered.status).toBe(1);
+    expect(altered.stderr).toBe('custodian: refused: the share could not be decrypted with this key (not a share encrypted to it, or altered)\n');
+  });
+
+  it('answers bad input with exit code 2 and never repeats the share', async () => {
+    const [share, second] = await shares();
+    const jwe = await sealShare(share!.content, custodian);
+    const key = join(dir, 'custodian-key.json');
+    const cases: Array<[string[], RegExp]> = [
+      [[key], /^custodian: expected 2 arguments\nusage: custodian keygen/],
+      [[key, share!.content], /^custodian: the share must be a compact JWE or a JSON share/],
+      [[key, JSON.stringify(share)], /^custodian: the share is not encrypted \(its content is not a JWE\)/],
+      [[key, JSON.stringify({ index: second!.index, content: jwe })], /^custodian: the decrypted share: index \d+ does not match the share/],
+      [[join(tmp, 'missing.json'), jwe], /^custodian: cannot read private key file .*missing\.json\n$/],
+      [[join(dir, 'custodian-key.pub.json'), jwe], /^custodian: the private key file .* is not a P-256 private JWK/],
+    ];
+    for (const [args, message] of cases) {
+      const { status, stdout, stderr } = run('decrypt', ...args);
+      expect({ args, status, stdout }).toEqual({ args, status: 2, stdout: '' });
+      expect(stderr).toMatch(message);
+      expect(stderr).not.toContain(share!.content);
+    }
+  });
+});
+
+describe('custodian seal-share with sample evidence', async () => {
+  const recovery = recoveryKeyPair();
+  const nonce = newNonce();
+  const evidence = await new SampleAttester().getEvidence(kbsReportData(nonce, recovery.jwk));
+  const recoveryFile = await file({ recoveryKey: recovery.jwk, tee: 'sample', evidence });
+
+  it('is refused without --allow-sample', async () => {
+    const [share] = await shares();
+    const { status, stdout, stderr } = run('seal-share', recoveryFile, String(share!.index), share!.content, `--nonce=${nonce}`);
+    expect({ status, stdout }).toEqual({ status: 1, stdout: '' });
+    expect(stderr).toMatch(/^custodian: refused: the recovery key comes with sample evidence, which proves nothing .* without --allow-sample/);
+  });
+
+  it('with --allow-sample, seals the share to the recovery key, which alone opens it to the exact share text', async () => {
+    const [share] = await shares();
+    for (const input of [share!.content, await file(`${share!.content}\n`), await file(share!)]) {
+      const { status, json, stdout, stderr } = run('seal-share', recoveryFile, String(share!.index), input, `--nonce=${nonce}`, '--allow-sample');
+      expect(status).toBe(0);
+      expect(stderr).toMatch(/^custodian: WARNING: sample evidence proves nothing/);
+      expect(stderr).toMatch(/custodian: sample evidence binds the recovery key \(kid [\w-]{43}\) to the nonce; share \d+ is sealed to it\n$/);
+      expect(stderr).not.toContain(share!.content);
+      expect(stdout.endsWith('}\n') && !stdout.slice(0, -1).includes('\n')).toBe(true); // one line, for curl -d @file
+      expect(Object.keys(json!).sort()).toEqual(['content', 'index']);
+      expect(json!['index']).toBe(share!.index);
+      const jwe = json!['content'] as string;
+      expect(decodeProtectedHeader(jwe)).toMatchObject({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', kid: await calculateJwkThumbprint(recovery.jwk) });
+      expect(await openShare(jwe, recovery.privateKey)).toBe(share!.content);
+      await expect(openShare(jwe, recoveryKeyPair().privateKey)).rejects.toThrow(/could not be decrypted/);
+    }
+  });
+
+  it("takes the share from a pipe: decrypt's output straight into seal-share", async () => {
+    const dir = join(tmp, 'frank');
+    expect(run('keygen', dir).status).toBe(0);
+    const custodian = parseCustodianKeys([JSON.parse(await readFile(join(dir, 'custodian-key.pub.json'), 'utf8'))], 1)[0]!;
+    const [share] = await shares();
+    const opened = run('decrypt', join(dir, 'custodian-key.json'), await sealShare(share!.content, custodian));
+    expect(opened.status).toBe(0);
+    const { status, json } = runWithInput(opened.stdout, 'seal-share', recoveryFile, String(share!.index), '-', `--nonce=${nonce}`, '--allow-sample');
+    expect(status).toBe(0);
+    expect(json!['index']).toBe(share!.index);
+    expect(await openShare(json!['content'] as string, recovery.privateKey)).toBe(share!.content);
+  });
+
+  it('refuses evidence for another nonce, or for another key', async () => {
+    const [share] = await shares();
+    const wrongNonce = run('seal-share', recoveryFile, String(share!.index), share!.content, `--nonce=${newNonce()}`, '--allow-sample');
+    expect({ status: wrongNonce.status, stdout: wrongNonce.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(wrongNonce.stderr).toMatch(/custodian: refused: the recovery key's evidence is refused: sample evidence: report_data does not bind this nonce/);
+
+    // Someone on the way swaps in their own key and keeps the genuine evidence.
+    const swapped = await file({ recoveryKey: recoveryKeyPair().jwk, tee: 'sample', evidence });
+    const otherKey = run('seal-share', swapped, String(share!.index), share!.content, `--nonce=${nonce}`, '--allow-sample');
+    expect({ status: otherKey.status, stdout: otherKey.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(otherKey.stderr).toMatch(/refused: the recovery key's evidence is refused/);
+  });
+
+  it('answers bad input with exit code 2 and never repeats the share', async () => {
+    const [share, second] = await shares();
+    const index = String(share!.index);
+    const jwe = await sealShare(share!.content, parseCustodianKeys([recovery.jwk], 1)[0]!);
+    const cases: Array<[string[], RegExp]> = [
+      [[recoveryFile, index, share!.content], /^custodian: --nonce is required/],
+      [[recoveryFile, index, share!.content, '--nonce=short'], /^custodian: --nonce must be base64url \(no padding\) of 16 to 64 random bytes/],
+      [[recoveryFile, index, share!.content, `--nonce=${nonce}=`], /^custodian: --nonce must be base64url/],
+      [[recoveryFile, '0', share!.content, `--nonce=${nonce}`], /^custodian: <index> must be a whole number from 1 to 255/],
+      [[recoveryFile, String(second!.index), share!.content, `--nonce=${nonce}`], /^custodian: the share: index \d+ does not match the share/],
+      [[recoveryFile, String(second!.index), JSON.stringify(share), `--nonce=${nonce}`], /^custodian: the share object's index \d+ is not the <index> given/],
+      [[recoveryFile, index, jwe, `--nonce=${nonce}`], /^custodian: the share is still encrypted \(a JWE\): decrypt it first/],
+      [[recoveryFile, index, share!.content.slice(4), `--nonce=${nonce}`], /^custodian: the share: content must decode to 33 bytes/],
+      [[recoveryFile, index, share!.content, `--nonce=${nonce}`, '--collateral', recoveryFile], /^custodian: --tdx-policy and --collateral go together/],
+      [[recoveryFile, index, share!.content, `--nonce=${nonce}`, '--at', '2030-01-01T00:00:00Z'], /^custodian: --root-ca and --at need --tdx-policy/],
+      [[await file('{"recoveryKey": 1'), index, share!.content, `--nonce=${nonce}`], /^custodian: recovery key file .* is not JSON\n$/],
+      [[await file({ tee: 'sample', evidence }), index, share!.content, `--nonce=${nonce}`], /is not an answer of GET \/rootKey\/recover/],
+      [
+        [await file({ recoveryKey: { ...recovery.jwk, kid: 'k' }, tee: 'sample', evidence }), index, share!.content, `--nonce=${nonce}`],
+        /: recoveryKey is not a P-256 public JWK with exactly kty, crv, alg "ECDH-ES\+A256KW", x, y\n$/,
+      ],
+      [[await file({ recoveryKey: recovery.jwk, tee: 'sev', evidence }), index, share!.content, `--nonce=${nonce}`], /: tee must be "tdx" or "sample"\n$/],
+    ];
+    for (const [args, message] of cases) {
+      const { status, stdout, stderr } = run('seal-share', ...args);
+      expect({ args, status, stdout }).toEqual({ args, status: 2, stdout: '' });
+      expect(stderr).toMatch(message);
+      expect(stderr).not.toContain(share!.content);
+    }
+  });
+});
+
+describe('custodian seal-share with TDX evidence', async () => {
+  const pki = await createTestPki();
+  const rootCa = await file(pki.root.pem);
+  const collateral = await file(await buildCollateral(pki));
+  const policy = {
+    mrTd: [DEFAULT_TD.mrTd],
+    rtmr0: [DEFAULT_TD.rtmr[0]],
+    rtmr1: [DEFAULT_TD.rtmr[1]],
+    rtmr2: [DEFAULT_TD.rtmr[2]],
+    mrConfigId: [DEFAULT_TD.mrConfigId],
+    allowedTcbStatuses: ['UpToDate'],
+  };
+  const matching = await file(policy);
+  const otherTd = await file({ ...policy, mrTd: ['7e'.repeat(48)] });
+  const recovery = recoveryKeyPair();
+  const nonce = newNonce();
+  const { quote } = buildTdxQuote(pki, { report: { reportData: kbsReportData(nonce, recovery.jwk) } });
+  const recoveryFile = await file({ recoveryKey: recovery.jwk, tee: 'tdx', evidence: evidenceFor(quote) });
+  const tdx = (policyFile: string) => ['--tdx-policy', policyFile, '--collateral', collateral, '--root-ca', rootCa, '--at', TEST_TIME.toISOString()];
+
+  it('accepts evidence that meets the sealing service reference values, and seals the share', async () => {
+    const [share] = await shares();
+    const { status, json, stderr } = run('seal-share', recoveryFile, String(share!.index), share!.content, `--nonce=${nonce}`, ...tdx(matching));
+    expect(status).toBe(0);
+    expect(stderr).toMatch(/^custodian: WARNING: TDX quotes are verified against the root CA in .*, not Intel's/);
+    expect(stderr).toContain(`custodian: tdx evidence (mrTd ${DEFAULT_TD.mrTd}, TCB UpToDate) binds the recovery key`);
+    expect(json!['index']).toBe(share!.index);
+    expect(await openShare(json!['content'] as string, recovery.privateKey)).toBe(share!.content);
+  });
+
+  it('refuses evidence of another TD, for another nonce, or without the reference values', async () => {
+    const [share] = await shares();
+    const args = [recoveryFile, String(share!.index), share!.content];
+    const otherMrTd = run('seal-share', ...args, `--nonce=${nonce}`, ...tdx(otherTd));
+    expect({ status: otherMrTd.status, stdout: otherMrTd.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(otherMrTd.stderr).toMatch(
+      /\ncustodian: refused: the recovery key's evidence is refused: attestation refused: mr_td: [0-9a-f]{96} is not an allowed value\n$/,
+    );
+    expect(otherMrTd.stderr).toContain(DEFAULT_TD.mrTd);
+
+    const otherNonce = run('seal-share', ...args, `--nonce=${newNonce()}`, ...tdx(matching));
+    expect({ status: otherNonce.status, stdout: otherNonce.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(otherNonce.stderr).toMatch(/custodian: refused: the recovery key's evidence is refused: attestation refused: report_data/);
+
+    const noPolicy = run('seal-share', ...args, `--nonce=${nonce}`, '--allow-sample');
+    expect({ status: noPolicy.status, stdout: noPolicy.stdout }).toEqual({ status: 2, stdout: '' });
+    expect(noPolicy.stderr).toMatch(/^custodian: TDX evidence needs --tdx-policy and --collateral/);
+
+    // Sample evidence where TDX is expected is refused, --allow-sample or not.
+    const sample = await file({
+      recoveryKey: recovery.jwk,
+      tee: 'sample',
+      evidence: await new SampleAttester().getEvidence(kbsReportData(nonce, recovery.jwk)),
+    });
+    const downgraded = run('seal-share', sample, String(share!.index), share!.content, `--nonce=${nonce}`, '--allow-sample', ...tdx(matching));
+    expect(downgraded.status).toBe(1);
+    expect(downgraded.stderr).toMatch(/refused: the recovery key comes with sample evidence, not the TDX evidence that --tdx-policy asks for/);
+
+    const badPolicy = run('seal-share', ...args, `--nonce=${nonce}`, ...tdx(await file({ ...policy, mrtd: [] })));
+    expect(badPolicy.status).toBe(2);
+    expect(badPolicy.stderr).toMatch(/^custodian: --tdx-policy .*: TDX policy: unknown field mrtd\n$/);
+  });
+});
