@@ -1,6 +1,11 @@
+import { readCustodianKeysFile } from '../shared/custody/share-jwe.js';
+import { KmsError } from '../shared/errors.js';
 import { requireAdmin } from '../shared/http/admin-auth.js';
+import type { KmsRequest } from '../shared/http/request.js';
 import { defineRoute } from '../shared/http/route.js';
 import { lifecycleOf } from '../shared/root-key/lifecycle.js';
+import { parseShares } from '../shared/root-key/shares.js';
+import type { Share } from '../shared/sealer-client/protocol.js';
 
 /**
  * GET|POST /rootKey/rotate: a new root key, split into Shamir shares (BigDL KMS's JSON shape).
@@ -8,6 +13,10 @@ import { lifecycleOf } from '../shared/root-key/lifecycle.js';
  * key is current at once. Every later one needs `Authorization: Bearer <KMS_ADMIN_TOKEN>`, and its
  * key stays pending until POST /rootKey/verify proves the new shares; until then the current key
  * and its shares stay in use (GET /rootKey/status shows the pending key's id).
+ *
+ * Shares leave the sealing service encrypted to their custodians (docs/custodians.md): POST
+ * {"custodians": [JWK, …]}, one public key per share, else KMS_CUSTODIAN_KEYS_FILE, else the keys
+ * stored with the current root key; each share's content is then a compact JWE to its custodian.
  */
 export const rotateRootKeyRoute = defineRoute({
   name: 'rotateRootKey',
@@ -18,13 +27,14 @@ export const rotateRootKeyRoute = defineRoute({
     const { sealer, rotation } = lifecycleOf(runtime);
     const status = await sealer.sealStatus();
     if (status.initialized) requireAdmin(request, runtime.config.adminToken);
-    const result = await rotation.rotate({ initialized: status.initialized });
+    const result = await rotation.rotate({ initialized: status.initialized }, await custodyOf(request, runtime.config));
     const body = JSON.stringify(result.shares, null, 2);
     return {
       status: 200,
       text: `${body}\n`,
       json: result.shares,
       headers: {
+        'x-kms-shares-encrypted': result.shares.some((share) => share.content.includes('.')) ? 'custodians' : 'no',
         'x-kms-root-key-id': result.rootKeyId,
         'x-kms-root-key-state': result.pending ? 'pending-verification' : 'current',
         'content-type': 'application/json',
@@ -32,5 +42,26 @@ export const rotateRootKeyRoute = defineRoute({
     };
   },
 });
+
+/**
+ * The custodians' public keys for this rotation (the sealing service validates them fully) and,
+ * to name others than the stored ones, the threshold of the current shares.
+ */
+async function custodyOf(
+  request: KmsRequest,
+  config: { custodianKeysFile: string; shares: number },
+): Promise<{ custodians?: readonly unknown[]; currentShares?: readonly Share[] }> {
+  const body = request.received();
+  if (body !== undefined && (await body).length > 0) {
+    const value = await request.jsonValue();
+    const { custodians, shares } = (value ?? {}) as { custodians?: unknown; shares?: unknown };
+    if (typeof value !== 'object' || value === null || Array.isArray(value) || !Array.isArray(custodians)) {
+      throw new KmsError('BAD_REQUEST', 'the body, when given, must be {"custodians": [<public JWK>, …], "shares"?: [current shares]}: one key per share');
+    }
+    return { custodians, ...(shares === undefined ? {} : { currentShares: parseShares(shares) }) };
+  }
+  if (config.custodianKeysFile === '') return {};
+  return { custodians: (await readCustodianKeysFile(config.custodianKeysFile, config.shares)).map(({ kty, crv, x, y }) => ({ kty, crv, x, y })) };
+}
 
 export const rotateRootKey = rotateRootKeyRoute.handler; // functions-framework: --target=rotateRootKey

@@ -12,6 +12,7 @@ import { TokenService } from './tokens.js';
 import { AdminPolicy } from './admin-policy.js';
 import { ProofVerifier } from './proofs.js';
 import { SealerIdentity } from './identity.js';
+import { openShare } from '../shared/custody/share-jwe.js';
 import { attesterFromConfig } from '../shared/attestation/from-config.js';
 import { defaultVerifiers } from './verifiers.js';
 
@@ -53,7 +54,6 @@ export async function startSealer(
     envPrefix: 'KMS_SEALER_TLS',
     commonName: 'tee-kms sealing service (self-signed)',
   });
-  const core = await SealerCore.open(store, { rootKey: options.rootKey, recoveryTtlMs: options.recoveryTtlSeconds * 1000, log });
   const tokens = await TokenService.create(options.tokenTtlSeconds);
   const sessions = new SessionStore(options.nonceTtlSeconds * 1000, options.maxSessions);
   const verifiers = defaultVerifiers({ insecureDevMode: options.insecureDevMode, extra: extra.verifiers ?? [] });
@@ -62,6 +62,15 @@ export async function startSealer(
     extra.attester ??
       (await attesterFromConfig({ attester: options.attester, tsmRoot: options.tsmRoot, aaUrl: options.aaUrl }, process.env, 'KMS_SEALER_ATTESTER')),
   );
+  // Plaintext shares cross every hop between a TD and a custodian: refused in production unless opted in.
+  const plaintextShares = (options.plaintextShares ?? (process.env.NODE_ENV === 'production' ? 'refuse' : 'allow')) === 'allow';
+  const core = await SealerCore.open(store, {
+    rootKey: options.rootKey,
+    recoveryTtlMs: options.recoveryTtlSeconds * 1000,
+    log,
+    plaintextShares,
+    openShare: (jwe) => openShare(jwe, identity.recoveryPrivateKey),
+  });
 
   const server = createServer(
     { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' },
@@ -82,6 +91,10 @@ export async function startSealer(
   const state = status.source === 'secret' ? 'unsealed (root key from secret)' : !status.initialized ? 'uninitialized' : status.sealed ? 'sealed' : 'unsealed';
   log.info(`TLS certificate${tls.selfSigned ? ' (self-signed: point KMS_SEALER_CA_FILE at it)' : ''}`, { certFile: tls.certFile });
   log.info(`verifiers: ${[...verifiers.keys()].join(', ') || 'none (no TEE can attest)'}`);
+  if (plaintextShares && process.env.NODE_ENV === 'production') {
+    log.warn('KMS_SEALER_PLAINTEXT_SHARES=allow in production: shares may leave and enter this service unencrypted, readable by every hop on the way');
+  }
+  log.info(`shares: ${plaintextShares ? 'plaintext allowed (development)' : 'only encrypted to custodians and to the recovery key'}`);
   log.info(`proves itself with ${identity.tee} evidence (KMS_SEALER_ATTESTER)${identity.tee === 'sample' ? ': it proves nothing, development only' : ''}`);
   log.info(
     options.adminPolicyFile === ''

@@ -16,6 +16,7 @@ import {
   type SealStatus,
   type VerifyResult,
 } from '../shared/sealer-client/protocol.js';
+import { isCompactJwe, parseCustodianKeys, sealShare, type CustodianKey } from '../shared/custody/share-jwe.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { SealerError } from './errors.js';
 import { sealedError } from './problems.js';
@@ -37,6 +38,13 @@ export interface SealerCoreOptions {
   readonly now?: () => number;
   /** Default: nothing is logged. */
   readonly log?: Pick<ComponentLog, 'info' | 'error'>;
+  /** Whether shares may leave or enter in plaintext (KMS_SEALER_PLAINTEXT_SHARES); default true. */
+  readonly plaintextShares?: boolean;
+  /**
+   * Opens a share given as a compact JWE to the recovery key (its plaintext is the base64 content).
+   * Default: such shares are refused.
+   */
+  readonly openShare?: (jwe: string) => Promise<string>;
 }
 
 /**
@@ -54,6 +62,8 @@ export class SealerCore {
   readonly #recoveryTtlMs: number;
   readonly #now: () => number;
   readonly #log: Pick<ComponentLog, 'info' | 'error'>;
+  readonly #plaintextShares: boolean;
+  readonly #openShare: ((jwe: string) => Promise<string>) | undefined;
   #key: Buffer | undefined;
   #record: { state: StateRecord; etag: string } | undefined;
   /** Why this service will not initialize or recover until an operator restores storage. */
@@ -67,6 +77,8 @@ export class SealerCore {
     this.#recoveryTtlMs = options.recoveryTtlMs;
     this.#now = options.now ?? Date.now;
     this.#log = options.log ?? { info: () => {}, error: () => {} };
+    this.#plaintextShares = options.plaintextShares ?? true;
+    this.#openShare = options.openShare;
     if (options.rootKey !== undefined) this.#key = Buffer.from(options.rootKey);
   }
 
@@ -163,18 +175,22 @@ export class SealerCore {
 
   async #install(request: unknown): Promise<InstallRootKeyResult> {
     this.#refuseInSecretMode();
-    const { t, n, expectedCurrentId, expectedPendingId } = parseInstall(request);
+    const { t, n, expectedCurrentId, expectedPendingId, custodians: given, currentShares } = parseInstall(request);
+    const custodians = this.#custodiansFor(n, given);
+    await this.#authorizeCustodianChange(given, currentShares);
     // Made here, in the trust anchor: no caller, attested or not, chooses a root key.
-    const { key, shares } = await newRootKey(t, n);
+    const { key, shares: plain } = await newRootKey(t, n);
     try {
       const newId = rootKeyId(key);
+      const shares = custodians === undefined ? plain : await Promise.all(plain.map((share, i) => sealedShare(share, custodians[i]!)));
+      const keep = custodians === undefined ? {} : { custodians };
       if (this.#record === undefined) {
         this.#refuseOnAlarm();
         if (expectedCurrentId !== null) {
           throw new SealerError('CONFLICT', 'the sealing service is not initialized: initialize it with expectedCurrentId null');
         }
         if (await this.#storageHoldsKeys()) throw this.#missingRecordAlarm();
-        const state = sealState({ generation: 1, current: { id: newId, t, n }, pending: null }, key);
+        const state = sealState({ generation: 1, current: { id: newId, t, n, ...keep }, pending: null }, key);
         if (!(await this.#store.create(STATE_OBJECT_KEY, encodeState(state)))) {
           this.#record = await this.#load();
           throw new SealerError('CONFLICT', 'the sealing service was initialized meanwhile');
@@ -193,7 +209,7 @@ export class SealerCore {
       if (expectedPendingId !== (pending?.id ?? null)) {
         throw new SealerError('CONFLICT', 'another rotation issued new shares meanwhile: expectedPendingId is not the pending root key id');
       }
-      await this.#replace({ generation: generation + 1, current, pending: { id: newId, t, n } }, this.#key);
+      await this.#replace({ generation: generation + 1, current, pending: { id: newId, t, n, ...keep } }, this.#key);
       this.#clearProgress();
       return { rootKeyId: newId, pending: true, shares };
     } finally {
@@ -204,10 +220,11 @@ export class SealerCore {
   async #verify(input: unknown): Promise<VerifyResult> {
     this.#refuseInSecretMode();
     if (this.#record === undefined || this.#key === undefined) throw sealedError(this.status());
-    const list = (input as { shares?: unknown } | null)?.shares;
-    if (!Array.isArray(list) || list.length === 0) throw new SealerError('BAD_REQUEST', 'body must be {"shares": [{"index": n, "content": "<base64>"}, …]}');
+    const given = (input as { shares?: unknown } | null)?.shares;
+    if (!Array.isArray(given) || given.length === 0) throw new SealerError('BAD_REQUEST', 'body must be {"shares": [{"index": n, "content": "<base64>"}, …]}');
+    if (given.length > 255) throw new SealerError('BAD_SHARE', 'too many shares');
+    const list = await Promise.all(given.map((item: unknown, i) => this.#opened(item, `shares[${i}]`)));
     const { current, pending, generation } = this.#record.state;
-    if (list.length > 255) throw new SealerError('BAD_SHARE', 'too many shares');
     const needed = Math.min(current.t, pending?.t ?? current.t);
     const shares = new Map<number, Buffer>();
     let combined: Buffer | undefined;
@@ -253,7 +270,7 @@ export class SealerCore {
     this.#log.info(`root key ${next.id} is current (its shares were verified); ${current.id} is retired`);
   }
 
-  async #submitShare(input: unknown): Promise<RecoveryProgress> {
+  async #submitShare(given: unknown): Promise<RecoveryProgress> {
     this.#refuseInSecretMode();
     if (this.#record === undefined) {
       this.#refuseOnAlarm();
@@ -261,6 +278,7 @@ export class SealerCore {
     }
     if (this.#key !== undefined) throw new SealerError('NOT_SEALED', 'the sealing service is not sealed: recovery never replaces a live root key');
     this.#expireProgress();
+    const input = await this.#opened(given, 'share');
     const { index, bytes } = asBadShare(() => parseShare(input));
     const { current, pending } = this.#record.state;
     const progress = (this.#progress ??= { shares: new Map(), startedAt: this.#now() });
@@ -391,6 +409,80 @@ export class SealerCore {
     return new SealerError('INTEGRITY', detail);
   }
 
+  /**
+   * The custodian keys a rotation's shares are encrypted to: the request's, else those stored with
+   * the current key (one per share); none only where plaintext shares are allowed.
+   */
+  #custodiansFor(n: number, given: readonly CustodianKey[] | undefined): readonly CustodianKey[] | undefined {
+    if (given !== undefined) return given;
+    const stored = this.#record?.state.current.custodians;
+    if (stored !== undefined && stored.length === n) return stored;
+    if (this.#plaintextShares) return undefined;
+    throw new SealerError(
+      'BAD_REQUEST',
+      stored === undefined
+        ? 'shares leave this sealing service only encrypted to their custodians: give one public key per share ({"custodians": [JWK, …]} or KMS_CUSTODIAN_KEYS_FILE)'
+        : `the stored custodian keys are ${stored.length}, for ${n} shares: give ${n} custodian keys`,
+    );
+  }
+
+  /**
+   * Naming other custodians is as good as holding the next shares, so once initialized it takes the
+   * threshold of the current key's shares, as Vault's rekey takes unseal keys: an admin token or an
+   * admin function alone cannot redirect the shares to keys of its own.
+   */
+  async #authorizeCustodianChange(given: readonly CustodianKey[] | undefined, currentShares: unknown): Promise<void> {
+    const state = this.#record?.state;
+    if (state === undefined || given === undefined) return;
+    const stored = state.current.custodians?.map((key) => key.thumbprint) ?? [];
+    if (stored.length === given.length && given.every((key, i) => key.thumbprint === stored[i])) return;
+    if (!Array.isArray(currentShares) || currentShares.length === 0 || currentShares.length > 255) {
+      throw new SealerError(
+        'BAD_REQUEST',
+        `naming new custodians needs ${state.current.t} shares of the current root key ("shares": [...], encrypted to the recovery key), as rekeying does`,
+      );
+    }
+    const opened = await Promise.all(currentShares.map((item: unknown, i) => this.#opened(item, `shares[${i}]`)));
+    const shares = new Map<number, Buffer>();
+    let combined: Buffer | undefined;
+    try {
+      for (const [i, item] of opened.entries()) {
+        const { index, bytes } = asBadShare(() => parseShare(item, `shares[${i}]`));
+        shares.set(index, bytes);
+      }
+      if (shares.size < state.current.t) throw new SealerError('BAD_SHARE', `need ${state.current.t} distinct shares of the current root key`);
+      combined = await combineShares([...shares.values()]);
+      if (!sameId(rootKeyId(combined), state.current.id)) {
+        throw new SealerError('BAD_SHARE', 'these shares do not rebuild the current root key: the custodians were not changed, and nothing was rotated');
+      }
+    } finally {
+      combined?.fill(0);
+      for (const bytes of shares.values()) bytes.fill(0);
+    }
+  }
+
+  /** A share as given: a JWE to the recovery key is opened; plaintext only where allowed. */
+  async #opened(item: unknown, label: string): Promise<unknown> {
+    const content = (item as { content?: unknown } | null)?.content;
+    if (typeof content === 'string' && isCompactJwe(content)) {
+      if (this.#openShare === undefined) throw new SealerError('BAD_SHARE', `${label}: encrypted shares are not accepted here`);
+      let opened: string;
+      try {
+        opened = await this.#openShare(content);
+      } catch {
+        throw new SealerError(
+          'BAD_SHARE',
+          `${label}: the share could not be decrypted with this sealing service's recovery key (it changes when the service restarts: seal the share again)`,
+        );
+      }
+      return { ...(item as object), content: opened };
+    }
+    if (!this.#plaintextShares && typeof content === 'string') {
+      throw new SealerError('BAD_SHARE', `${label}: plaintext shares are refused here: encrypt each share to the recovery key (GET /rootKey/recover?nonce=…)`);
+    }
+    return item;
+  }
+
   #refuseInSecretMode(): void {
     if (this.#source === 'secret') {
       throw new SealerError('KEY_FROM_SECRET', 'the root key comes from a configured secret (mode 1): rotate the secret instead; there are no shares');
@@ -448,6 +540,8 @@ interface InstallRequest {
   readonly n: number;
   readonly expectedCurrentId: string | null;
   readonly expectedPendingId: string | null;
+  readonly custodians: readonly CustodianKey[] | undefined;
+  readonly currentShares: unknown;
 }
 
 function parseInstall(request: unknown): InstallRequest {
@@ -458,7 +552,17 @@ function parseInstall(request: unknown): InstallRequest {
   if (fields.key !== undefined) {
     throw new SealerError('BAD_REQUEST', 'the sealing service makes root keys itself: a rotation request carries no key material');
   }
-  const { t, n, expectedCurrentId, expectedPendingId = null } = fields;
+  const {
+    t,
+    n,
+    expectedCurrentId,
+    expectedPendingId = null,
+    custodians,
+    currentShares,
+  } = fields as typeof fields & {
+    custodians?: unknown;
+    currentShares?: unknown;
+  };
   for (const [name, value] of [
     ['expectedCurrentId', expectedCurrentId],
     ['expectedPendingId', expectedPendingId],
@@ -473,7 +577,24 @@ function parseInstall(request: unknown): InstallRequest {
   } catch (error) {
     throw new SealerError('BAD_REQUEST', (error as Error).message);
   }
-  return { ...threshold, expectedCurrentId: expectedCurrentId as string | null, expectedPendingId: expectedPendingId as string | null };
+  let keys: CustodianKey[] | undefined;
+  try {
+    keys = custodians === undefined ? undefined : parseCustodianKeys(custodians, threshold.n);
+  } catch (error) {
+    throw new SealerError('BAD_REQUEST', (error as Error).message);
+  }
+  return {
+    ...threshold,
+    expectedCurrentId: expectedCurrentId as string | null,
+    expectedPendingId: expectedPendingId as string | null,
+    custodians: keys,
+    currentShares,
+  };
+}
+
+/** A share encrypted to its custodian: the plaintext is exactly the base64 content. */
+async function sealedShare(share: Share, custodian: CustodianKey): Promise<Share> {
+  return { index: share.index, content: await sealShare(share.content, custodian) };
 }
 
 /** A new root key and its shares (shamir-secret-sharing puts the x coordinate in a share's last byte). */

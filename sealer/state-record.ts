@@ -1,6 +1,7 @@
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import { KmsError } from '../shared/errors.js';
+import { parseCustodianKeys, type CustodianKey } from '../shared/custody/share-jwe.js';
 import { validateThreshold } from '../shared/sealer-client/protocol.js';
 
 /** The sealer's one record in the object store. Not secret; never holds a key, wrapped or not. */
@@ -13,6 +14,11 @@ export interface KeyEntry {
   readonly id: string;
   readonly t: number;
   readonly n: number;
+  /**
+   * The public keys its shares were encrypted to, one per share: a later rotation reuses them.
+   * Authenticated with the rest of the record, so storage cannot swap in keys of its own.
+   */
+  readonly custodians?: readonly CustodianKey[];
 }
 
 /**
@@ -96,15 +102,26 @@ function macOf(unsigned: Omit<StateRecord, 'mac'>, currentKey: Buffer): string {
   }
 }
 
-function entry({ id, t, n }: KeyEntry): KeyEntry {
-  return { id, t, n };
+function entry({ id, t, n, custodians }: KeyEntry): KeyEntry {
+  return custodians === undefined
+    ? { id, t, n }
+    : { id, t, n, custodians: custodians.map(({ kty, crv, x, y, thumbprint }) => ({ kty, crv, x, y, thumbprint })) };
 }
 
 function parseEntry(value: unknown): KeyEntry {
-  const { id, t, n } = (value ?? {}) as Record<string, unknown>;
+  const { id, t, n, custodians } = (value ?? {}) as Record<string, unknown>;
   if (typeof id !== 'string' || !ID_PATTERN.test(id)) throw corrupt();
   try {
-    return { id, ...validateThreshold(t, n) };
+    const threshold = validateThreshold(t, n);
+    if (custodians === undefined) return { id, ...threshold };
+    const keys = parseCustodianKeys(
+      (custodians as unknown[]).map((key) => {
+        const { kty, crv, x, y } = (key ?? {}) as Record<string, unknown>;
+        return { kty, crv, x, y };
+      }),
+      threshold.n,
+    );
+    return { id, ...threshold, custodians: keys };
   } catch {
     throw corrupt();
   }

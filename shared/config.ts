@@ -104,6 +104,13 @@ export const kmsOptions = {
     secret: true,
     description: 'Operator token for rotate and verify (`Authorization: Bearer …`); rotation is refused without it once initialized.',
   }),
+  custodianKeysFile: option({
+    env: 'KMS_CUSTODIAN_KEYS_FILE',
+    default: '',
+    parse: parse.string,
+    description:
+      'A JSON array of the custodians\' public JWKs (EC P-256, ECDH-ES+A256KW), one per share in share order: rotate encrypts share i to key i. A rotate body {"custodians": […]} overrides it; without either, the keys stored with the current root key are used.',
+  }),
   shares: option({ env: 'KMS_SHARES', default: 5, parse: parse.integer(2, 255), description: 'Shamir shares made by rotate.' }),
   threshold: option({ env: 'KMS_THRESHOLD', default: 3, parse: parse.integer(2, 255), description: 'Shares needed to recover the root key.' }),
   rotationLeaseSeconds: option({

@@ -178,8 +178,9 @@ export class KbsClient {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
     try {
       if (this.#server === undefined) return stripRaw(await this.#exchange(method, path, payload, headers));
-      // Attested before anything is sent to it, not just before its answer is believed.
-      if (this.#serverKey === undefined) await this.#attestServer();
+      // Attested before anything is sent to it, not just before its answer is believed
+      // (or joins an attestation in flight, so no request overtakes it).
+      await this.#attestServer();
       const nonce = randomBytes(32).toString('base64url');
       const response = await this.#exchange(method, path, payload, { ...headers, [REQUEST_NONCE_HEADER]: nonce });
       await this.#checkSigned(method, path, nonce, response);

@@ -13,7 +13,14 @@ import type { RootKey } from './source.js';
 /** What rotation needs of the sealing service (SealerClient provides it). */
 export interface RootKeyAuthority {
   sealStatus(): Promise<SealStatus>;
-  installRootKey(request: { t: number; n: number; expectedCurrentId: string | null; expectedPendingId: string | null }): Promise<InstallRootKeyResult>;
+  installRootKey(request: {
+    t: number;
+    n: number;
+    expectedCurrentId: string | null;
+    expectedPendingId: string | null;
+    custodians?: readonly unknown[] | undefined;
+    currentShares?: readonly Share[] | undefined;
+  }): Promise<InstallRootKeyResult>;
   verifyShares(shares: readonly Share[]): Promise<VerifyResult>;
 }
 
@@ -78,7 +85,10 @@ export class RootKeyRotation {
    * rotation needs none): a request let in to initialize cannot rotate a root key that another
    * request initialized meanwhile (the sealing service's compare-and-swap holds the rest).
    */
-  async rotate(authorizedFor: { readonly initialized: boolean }): Promise<RotationResult> {
+  async rotate(
+    authorizedFor: { readonly initialized: boolean },
+    custody: { readonly custodians?: readonly unknown[] | undefined; readonly currentShares?: readonly Share[] | undefined } = {},
+  ): Promise<RotationResult> {
     if (this.settings.threshold > this.settings.shares) {
       throw new KmsError('CONFIG', `KMS_THRESHOLD (${this.settings.threshold}) exceeds KMS_SHARES (${this.settings.shares})`);
     }
@@ -94,6 +104,8 @@ export class RootKeyRotation {
       n: this.settings.shares,
       expectedCurrentId: status.initialized ? status.rootKeyId : null,
       expectedPendingId: status.pendingRootKeyId ?? null,
+      custodians: custody.custodians,
+      currentShares: custody.currentShares,
     });
     faultPoint('rotate:after-install');
     if (!installed.pending) await this.keyring.current({ refresh: true });

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Attester, Verifier } from '../attestation/types.js';
 import { sealerAttestation } from './attest-sealer.js';
+import { isCompactJwe } from '../custody/share-jwe.js';
 import { rootKeyId } from '../crypto/root-key-id.js';
 import { KmsError } from '../errors.js';
 import { KbsClient, KbsResponseError, KbsTransportError } from '../kbs/client.js';
@@ -12,6 +13,7 @@ import {
   sealerProblems,
   type InstallRootKeyRequest,
   type InstallRootKeyResult,
+  type RecoveryKeyAnswer,
   type RecoveryProgress,
   type SealStatus,
   type Share,
@@ -81,12 +83,21 @@ export class SealerClient {
    * pending until its shares are verified). The sealing service makes the key and answers its
    * shares; expectedPendingId is the pending key id the caller saw.
    */
-  async installRootKey(request: { t: number; n: number; expectedCurrentId: string | null; expectedPendingId?: string | null }): Promise<InstallRootKeyResult> {
+  async installRootKey(request: {
+    t: number;
+    n: number;
+    expectedCurrentId: string | null;
+    expectedPendingId?: string | null;
+    custodians?: readonly unknown[] | undefined;
+    currentShares?: readonly Share[] | undefined;
+  }): Promise<InstallRootKeyResult> {
     const body: InstallRootKeyRequest = {
       t: request.t,
       n: request.n,
       expectedCurrentId: request.expectedCurrentId,
       expectedPendingId: request.expectedPendingId ?? null,
+      ...(request.custodians === undefined ? {} : { custodians: request.custodians }),
+      ...(request.currentShares === undefined ? {} : { currentShares: request.currentShares }),
     };
     const result = (await this.#admin('POST', sealerPaths.rootKey, body, 'install root key')) as Partial<Record<keyof InstallRootKeyResult, unknown>>;
     const { rootKeyId, pending, shares } = result;
@@ -96,6 +107,8 @@ export class SealerClient {
       Array.isArray(shares) &&
       shares.length === request.n &&
       shares.every((share: unknown) => {
+        const content = (share as { content?: unknown } | null)?.content;
+        if (typeof content === 'string' && isCompactJwe(content)) return Number.isInteger((share as { index?: unknown }).index);
         try {
           parseShare(share).bytes.fill(0);
           return true;
@@ -110,6 +123,11 @@ export class SealerClient {
   /** Proves shares; a rotation's new shares make its key current (the previous key is retired). */
   async verifyShares(shares: readonly Share[]): Promise<VerifyResult> {
     return (await this.#admin('POST', sealerPaths.verify, { shares }, 'verify shares')) as VerifyResult;
+  }
+
+  /** The recovery key shares travel encrypted to, with evidence binding it to `nonce` (base64url, 16-64 bytes). */
+  async recoveryKey(nonce: string): Promise<RecoveryKeyAnswer> {
+    return (await this.#admin('GET', `${sealerPaths.recoveryKey}?nonce=${encodeURIComponent(nonce)}`, undefined, 'recovery key')) as RecoveryKeyAnswer;
   }
 
   async submitShare(share: Share): Promise<RecoveryProgress> {

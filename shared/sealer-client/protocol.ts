@@ -84,6 +84,10 @@ export interface InstallRootKeyRequest {
   readonly expectedCurrentId: string | null;
   /** The pending root key id the caller saw (null: none), so a rotation never silently replaces another's. */
   readonly expectedPendingId: string | null;
+  /** Public JWKs, one per share in share order, that the shares are encrypted to; absent: those stored with the current key. */
+  readonly custodians?: readonly unknown[];
+  /** Naming custodians other than the stored ones: the threshold of the current key's shares. */
+  readonly currentShares?: readonly Share[];
 }
 
 export interface InstallRootKeyResult {
