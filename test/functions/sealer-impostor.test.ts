@@ -30,7 +30,7 @@ import { startLeanHost, type ServerProcess } from '../support/processes.js';
 import { bindingReportData, ProtocolClient, rootKeyIdOf, tdxQuoteFields } from '../support/protocol-client.js';
 import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { findSecrets, readFsObjects } from '../support/storage-snapshot.js';
-import { buildCollateral, createTestPki, DEFAULT_TD, type TestPki } from '../support/tdx-quote-builder.js';
+import { buildCollateral, createTestPki, DEFAULT_TD, DEFAULT_TD_POLICY, type TestPki } from '../support/tdx-quote-builder.js';
 import { startTdxQuoteProvider, type TdProfile, type TdxQuoteProvider } from '../support/tdx-quote-provider.js';
 import { writeTlsFiles } from '../support/tls-files.js';
 
@@ -45,14 +45,7 @@ const REAL_ROOT_KEY = randomBytes(32);
 const REAL_ID = rootKeyIdOf(REAL_ROOT_KEY);
 
 /** The functions' TDs (DEFAULT_TD): what the sealing services' own TDX verifier admits. */
-const FUNCTIONS_POLICY = {
-  mrTd: [DEFAULT_TD.mrTd],
-  rtmr0: [DEFAULT_TD.rtmr[0]],
-  rtmr1: [DEFAULT_TD.rtmr[1]],
-  rtmr2: [DEFAULT_TD.rtmr[2]],
-  mrConfigId: [DEFAULT_TD.mrConfigId],
-  allowedTcbStatuses: ['UpToDate'],
-};
+const FUNCTIONS_POLICY = DEFAULT_TD_POLICY;
 /** The functions' policy for the sealing service: the same image, with init-data S. */
 const SEALER_POLICY = { ...FUNCTIONS_POLICY, mrConfigId: [S] };
 /** The real service's TD. */

@@ -15,7 +15,7 @@ import { startFakePccs } from '../support/fake-pccs.js';
 import { startLeanHost, type ServerProcess } from '../support/processes.js';
 import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { findSecrets, readFsObjects } from '../support/storage-snapshot.js';
-import { buildCollateral, createTestPki, DEFAULT_TD, type TestPki } from '../support/tdx-quote-builder.js';
+import { buildCollateral, createTestPki, DEFAULT_TD_POLICY, type TestPki } from '../support/tdx-quote-builder.js';
 import { startTdxQuoteProvider, type TdProfile, type TdxQuoteProvider } from '../support/tdx-quote-provider.js';
 
 const DAY = 86_400_000;
@@ -25,14 +25,7 @@ const json = { accept: 'application/json' };
 const WRONG_MRTD = '7e'.repeat(48);
 
 /** The policy an operator would write for DEFAULT_TD (values as verify-quote prints them). */
-const POLICY = {
-  mrTd: [DEFAULT_TD.mrTd],
-  rtmr0: [DEFAULT_TD.rtmr[0]],
-  rtmr1: [DEFAULT_TD.rtmr[1]],
-  rtmr2: [DEFAULT_TD.rtmr[2]],
-  mrConfigId: [DEFAULT_TD.mrConfigId],
-  allowedTcbStatuses: ['UpToDate'],
-};
+const POLICY = DEFAULT_TD_POLICY;
 
 interface Env {
   readonly dir: string;

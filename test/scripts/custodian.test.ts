@@ -3,11 +3,10 @@
  * dist/scripts/custodian.js. The build is refreshed with tsc when missing or older than the
  * sources it depends on (the global test setup normally builds dist/ already).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,29 +17,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleAttester } from '../../shared/attestation/sample.js';
 import { openShare, parseCustodianKeys, sealShare } from '../../shared/custody/share-jwe.js';
 import { kbsReportData, type TeePubKey } from '../../shared/kbs/protocol.js';
-import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, evidenceFor, TEST_TIME } from '../support/tdx-quote-builder.js';
+import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, DEFAULT_TD_POLICY, evidenceFor, TEST_TIME } from '../support/tdx-quote-builder.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const cli = join(repo, 'dist/scripts/custodian.js');
 
-function newestSource(): number {
-  const dirs = ['scripts/custodian', 'shared/custody', 'shared/kbs', 'shared/attestation', 'sealer/attestation/tdx'].map((d) => join(repo, d));
-  const files = [join(repo, 'scripts/custodian.ts'), join(repo, 'shared/errors.ts'), ...dirs.flatMap((dir) => readdirSync(dir).map((f) => join(dir, f)))];
-  return Math.max(...files.map((f) => statSync(f).mtimeMs));
-}
-
-beforeAll(() => {
-  if (existsSync(cli) && statSync(cli).mtimeMs >= newestSource()) return;
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-  let output = '';
-  try {
-    execFileSync(process.execPath, [tsc, '-p', join(repo, 'tsconfig.json')], { cwd: repo, encoding: 'utf8', stdio: 'pipe' });
-  } catch (error) {
-    // tsc still emits when other files of the project have type errors; judge by the output file.
-    output = String((error as { stdout?: string }).stdout ?? error);
-  }
-  if (!existsSync(cli) || statSync(cli).mtimeMs < newestSource()) throw new Error(`could not build ${cli}:\n${output}`);
-}, 180_000);
+// dist/ is built once per run by test/global-setup.ts.
 
 interface Run {
   status: number | null;
@@ -297,14 +279,7 @@ describe('custodian seal-share with TDX evidence', async () => {
   const pki = await createTestPki();
   const rootCa = await file(pki.root.pem);
   const collateral = await file(await buildCollateral(pki));
-  const policy = {
-    mrTd: [DEFAULT_TD.mrTd],
-    rtmr0: [DEFAULT_TD.rtmr[0]],
-    rtmr1: [DEFAULT_TD.rtmr[1]],
-    rtmr2: [DEFAULT_TD.rtmr[2]],
-    mrConfigId: [DEFAULT_TD.mrConfigId],
-    allowedTcbStatuses: ['UpToDate'],
-  };
+  const policy = DEFAULT_TD_POLICY;
   const matching = await file(policy);
   const otherTd = await file({ ...policy, mrTd: ['7e'.repeat(48)] });
   const recovery = recoveryKeyPair();

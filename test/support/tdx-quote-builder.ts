@@ -312,6 +312,16 @@ export const DEFAULT_TD: Readonly<TdReportFields> = {
   mrServiceTd: filled(0x00),
 };
 
+/** The reference values an operator would write for DEFAULT_TD (values as verify-quote prints them). */
+export const DEFAULT_TD_POLICY = {
+  mrTd: [DEFAULT_TD.mrTd],
+  rtmr0: [DEFAULT_TD.rtmr[0]],
+  rtmr1: [DEFAULT_TD.rtmr[1]],
+  rtmr2: [DEFAULT_TD.rtmr[2]],
+  mrConfigId: [DEFAULT_TD.mrConfigId],
+  allowedTcbStatuses: ['UpToDate'],
+};
+
 export interface QuoteOptions {
   readonly version?: 4 | 5;
   /** v5 body type: 2 = TD report 1.0, 3 = TD report 1.5 (default 3 for v5). */
