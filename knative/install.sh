@@ -22,7 +22,10 @@
 # With --tee tdx the sealer verifies each function's TDX quote, so it needs the
 # reference values of your TDs, KMS_TDX_POLICY_FILE / --tdx-policy (required; see
 # docs/attestation.md), and where DCAP collateral comes from, KMS_PCCS_URL / --pccs-url (default
-# Intel PCS).
+# Intel PCS); the functions in turn verify the sealer's quote, against KMS_TRUSTED_SEALER_TDX_POLICY_FILE
+# / --sealer-tdx-policy (required), and the sealer grants its admin operations (rotate, verify,
+# recover, seal) to the TD identities in KMS_ADMIN_POLICY_FILE / --admin-policy (required;
+# docs/sealer-protocol.md).
 #
 # Everything that can be checked before the cluster changes is checked first (tools, kubectl's
 # version, Knative and cert-manager, the RuntimeClass, RBAC with kubectl auth can-i); any refusal
@@ -74,6 +77,13 @@ usage: knative/install.sh [options]     (every option also reads the environment
   --tdx-policy FILE             KMS_TDX_POLICY_FILE tdx (required): the sealer's TDX reference values, JSON
                                                     {"mrTd": [...], "rtmr0": [...], ...} (docs/attestation.md);
                                                     checked here, stored in ConfigMap tee-kms-tdx-policy
+  --sealer-tdx-policy FILE      KMS_TRUSTED_SEALER_TDX_POLICY_FILE  tdx (required): the reference values the
+                                                    functions require of the sealer's own TD (same format
+                                                    as --tdx-policy); stored in ConfigMap tee-kms-sealer-tdx-policy
+  --admin-policy FILE           KMS_ADMIN_POLICY_FILE  tdx (required): who may rotate, verify, recover, seal:
+                                                    JSON {"rotate": [id...], "verify": [...], "recover": [...],
+                                                    "seal": [...]}, each id a TD's MRCONFIGID (96 hex digits);
+                                                    stored in ConfigMap tee-kms-admin-policy
   --pccs-url URL                KMS_PCCS_URL        tdx: DCAP collateral source, a PCCS or Intel PCS base URL
                                                     (https://, without /sgx|tdx/certification/v4;
                                                     default https://api.trustedservices.intel.com)
@@ -123,6 +133,8 @@ PUBLIC_TLS_KEY=${KMS_PUBLIC_TLS_KEY_FILE:-}
 PUBLIC_TLS_SECRET=${KMS_PUBLIC_TLS_SECRET:-}
 INITDATA_FILE=${KMS_INITDATA_FILE:-}
 TDX_POLICY_FILE=${KMS_TDX_POLICY_FILE:-}
+SEALER_TDX_POLICY_FILE=${KMS_TRUSTED_SEALER_TDX_POLICY_FILE:-}
+ADMIN_POLICY_FILE=${KMS_ADMIN_POLICY_FILE:-}
 INTEL_PCS_URL=https://api.trustedservices.intel.com
 PCCS_URL=${KMS_PCCS_URL:-}
 INTERNAL_TLS=${KMS_INTERNAL_TLS:-}
@@ -163,6 +175,8 @@ while [[ $# -gt 0 ]]; do
     --public-tls-secret) need_value "$@"; PUBLIC_TLS_SECRET=$2; shift 2 ;;
     --initdata) need_value "$@"; INITDATA_FILE=$2; shift 2 ;;
     --tdx-policy) need_value "$@"; TDX_POLICY_FILE=$2; shift 2 ;;
+    --sealer-tdx-policy) need_value "$@"; SEALER_TDX_POLICY_FILE=$2; shift 2 ;;
+    --admin-policy) need_value "$@"; ADMIN_POLICY_FILE=$2; shift 2 ;;
     --pccs-url) need_value "$@"; PCCS_URL=$2; shift 2 ;;
     --internal-tls) INTERNAL_TLS=1; shift ;;
     --no-internal-tls) INTERNAL_TLS=0; shift ;;
@@ -275,20 +289,55 @@ esac
 # start and refuses to start on a policy it cannot apply; checking it here, with the sealer's own
 # loader (scripts/check-policy.ts), means a bad file never reaches the cluster (where it would stop
 # the sealer, or in the Shamir mode seal it). Prints a one-line summary.
+# $1: the file, $2: the option that named it.
 check_tdx_policy() {
-  command -v node >/dev/null 2>&1 || die "node (>= 20.19) is needed to check --tdx-policy with the sealer's own checks"
+  command -v node >/dev/null 2>&1 || die "node (>= 20.19) is needed to check $2 with the sealer's own checks"
   local summary
   summary=$(node "$REPO_ROOT/scripts/run-built.mjs" dist/scripts/check-policy.js "$1" 2>&1) \
-    || die "--tdx-policy ${summary##*$'\n'} (see docs/attestation.md)"
+    || die "$2 ${summary##*$'\n'} (see docs/attestation.md)"
   printf '%s\n' "${summary##*$'\n'}" # the last line: run-built.mjs may say it builds dist/ first
 }
 
+# The admin policy decides which TDs may rotate, verify, recover and seal. The sealer refuses to
+# start on one it cannot read (sealer/admin-policy.ts): the same rules here, so a bad file never
+# reaches the cluster. Prints how many identities each operation is granted to.
+check_admin_policy() {
+  local summary
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  summary=$(node -e '
+    const ops = ["rotate", "verify", "recover", "seal"];
+    const fail = (m) => { console.log(m); process.exit(1); };
+    let json;
+    try { json = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); } catch (e) { fail(`not JSON: ${String(e.message).replace(/\s+/g, " ")}`); }
+    if (typeof json !== "object" || json === null || Array.isArray(json)) fail("must be a JSON object {\"rotate\": [id, ...], \"verify\": [...], \"recover\": [...], \"seal\": [...]}");
+    for (const [op, ids] of Object.entries(json)) {
+      if (!ops.includes(op)) fail(`unknown operation "${op.slice(0, 32)}" (known: ${ops.join(", ")})`);
+      if (!Array.isArray(ids)) fail(`"${op}" must be a list of identities`);
+      ids.forEach((id, i) => {
+        if (typeof id !== "string" || !/^[0-9a-f]{96}$/.test(id.toLowerCase().replace(/^0x/, ""))) fail(`${op}[${i}] must be 96 hex digits (a TD MRCONFIGID)`);
+      });
+    }
+    console.log(ops.map((op) => `${op} ${new Set((json[op] ?? []).map((id) => id.toLowerCase().replace(/^0x/, ""))).size}`).join(", "));
+  ' "$1" 2>&1) || die "--admin-policy $1: ${summary##*$'\n'} (see docs/sealer-protocol.md)"
+  printf '%s\n' "$summary"
+}
+
 TDX_POLICY_SUMMARY=""
+SEALER_TDX_POLICY_SUMMARY=""
+ADMIN_POLICY_SUMMARY=""
 if [[ $TEE_MODE == tdx ]]; then
   [[ -n $TDX_POLICY_FILE ]] \
     || die "--tee tdx needs --tdx-policy FILE: the TDX reference values (mrTd, rtmr0-2, mrConfigId) the sealer accepts; without them it refuses every TD. Take them from a quote of your TD with: npm run --silent verify-quote -- <quote> (docs/attestation.md)"
   [[ -f $TDX_POLICY_FILE && -r $TDX_POLICY_FILE ]] || die "--tdx-policy: cannot read $TDX_POLICY_FILE"
-  TDX_POLICY_SUMMARY=$(check_tdx_policy "$TDX_POLICY_FILE") || exit 1
+  TDX_POLICY_SUMMARY=$(check_tdx_policy "$TDX_POLICY_FILE" --tdx-policy) || exit 1
+  [[ -n $SEALER_TDX_POLICY_FILE ]] \
+    || die "--tee tdx needs --sealer-tdx-policy FILE: the TDX reference values (mrTd, rtmr0-2, mrConfigId) of the sealer's own TD, which the functions check before they trust it; without them every function refuses the sealer. Take them from a quote of the sealer's TD with: npm run --silent verify-quote -- <quote> (docs/attestation.md)"
+  [[ -f $SEALER_TDX_POLICY_FILE && -r $SEALER_TDX_POLICY_FILE ]] || die "--sealer-tdx-policy: cannot read $SEALER_TDX_POLICY_FILE"
+  SEALER_TDX_POLICY_SUMMARY=$(check_tdx_policy "$SEALER_TDX_POLICY_FILE" --sealer-tdx-policy) || exit 1
+  [[ -n $ADMIN_POLICY_FILE ]] \
+    || die "--tee tdx needs --admin-policy FILE: which TDs (MRCONFIGIDs) may rotate, verify, recover and seal, JSON {\"rotate\": [id, ...], \"verify\": [...], \"recover\": [...], \"seal\": [...]}; without it nobody can (docs/sealer-protocol.md, docs/attestation.md)"
+  [[ -f $ADMIN_POLICY_FILE && -r $ADMIN_POLICY_FILE ]] || die "--admin-policy: cannot read $ADMIN_POLICY_FILE"
+  ADMIN_POLICY_SUMMARY=$(check_admin_policy "$ADMIN_POLICY_FILE") || exit 1
   PCCS_URL=${PCCS_URL:-$INTEL_PCS_URL}
   # https only: the collateral is signed, but over plain HTTP an on-path attacker could replay an
   # older, still-valid CRL and hide a recent revocation. Quoted into YAML below: no quotes, no spaces.
@@ -298,6 +347,8 @@ if [[ $TEE_MODE == tdx ]]; then
 else
   [[ -z $TDX_POLICY_FILE ]] || die "--tdx-policy is for --tee tdx (the dev sealer accepts only sample evidence)"
   [[ -z $PCCS_URL ]] || die "--pccs-url is for --tee tdx"
+  [[ -z $SEALER_TDX_POLICY_FILE ]] || die "--sealer-tdx-policy is for --tee tdx (the dev functions accept the sealer's sample evidence)"
+  [[ -z $ADMIN_POLICY_FILE ]] || die "--admin-policy is for --tee tdx (the dev component grants its development identity every operation)"
 fi
 
 for tool in kubectl openssl; do
@@ -357,7 +408,7 @@ image_entry() {
 
 
 # What the functions and the sealer read at start: a change rolls them (a new revision / rollout).
-CONFIG_INPUTS="bucket=$BUCKET"
+CONFIG_INPUTS="bucket=$BUCKET pccs=$PCCS_URL"
 
 write_kustomization() {
   local function_rev=$1 sealer_rev=$2
@@ -377,6 +428,8 @@ write_kustomization() {
     printf '  - patch: |-\n'
     printf '      apiVersion: v1\n      kind: ConfigMap\n      metadata:\n        name: tee-kms-config\n'
     printf '      data:\n        KMS_S3_BUCKET: "%s"\n' "$BUCKET"
+    # The functions fetch collateral for the sealer's quotes where the sealer does for theirs.
+    [[ $TEE_MODE != tdx ]] || printf '        KMS_TRUSTED_SEALER_PCCS_URL: "%s"\n' "$PCCS_URL"
     printf '  - patch: |-\n'
     printf '      apiVersion: batch/v1\n      kind: Job\n      metadata:\n        name: tee-kms-minio-bucket\n'
     printf '      spec:\n        template:\n          spec:\n            containers:\n              - name: mc\n'
@@ -439,12 +492,14 @@ fi
 
 if [[ $TEE_MODE == tdx ]]; then
   log "TDX policy $TDX_POLICY_FILE: $TDX_POLICY_SUMMARY; DCAP collateral from $PCCS_URL"
+  log "the functions' policy for the sealer's TD $SEALER_TDX_POLICY_FILE: $SEALER_TDX_POLICY_SUMMARY"
+  log "admin policy $ADMIN_POLICY_FILE: identities granted $ADMIN_POLICY_SUMMARY"
 fi
 
 if [[ $DRY_RUN == 1 ]]; then
   write_kustomization dry-run dry-run
   log "generated kustomization: $WORK_DIR/kustomization.yaml"
-  [[ $TEE_MODE != tdx ]] || log "not shown (made with kubectl, like the Secrets): ConfigMap tee-kms-tdx-policy from $TDX_POLICY_FILE"
+  [[ $TEE_MODE != tdx ]] || log "not shown (made with kubectl, like the Secrets): ConfigMap tee-kms-tdx-policy from $TDX_POLICY_FILE, tee-kms-sealer-tdx-policy from $SEALER_TDX_POLICY_FILE, tee-kms-admin-policy from $ADMIN_POLICY_FILE"
   kubectl kustomize "$WORK_DIR"
   exit 0
 fi
@@ -719,6 +774,10 @@ if [[ $TEE_MODE == tdx ]]; then
     log "the TDX policy changed: the sealer restarts to read it$([[ $ROOT_KEY_MODE == shares ]] && echo " and comes back sealed (send 3 shares to recover-root-key)")"
   fi
   kubectl create configmap tee-kms-tdx-policy -n "$NS" --from-file="policy.json=$TDX_POLICY_FILE" --dry-run=client -o yaml | label_and_apply
+  # The functions' reference values for the sealer's TD, and who may call the sealer's admin
+  # routes: security policy too, read at start (the revision stamps below roll what reads them).
+  kubectl create configmap tee-kms-sealer-tdx-policy -n "$NS" --from-file="policy.json=$SEALER_TDX_POLICY_FILE" --dry-run=client -o yaml | label_and_apply
+  kubectl create configmap tee-kms-admin-policy -n "$NS" --from-file="admin-policy.json=$ADMIN_POLICY_FILE" --dry-run=client -o yaml | label_and_apply
 fi
 if [[ -n $DOMAIN && -z $PUBLIC_TLS_SECRET ]]; then
   apply_tls_secret tee-kms-public-tls "$PUBLIC_TLS_CERT" "$PUBLIC_TLS_KEY"
@@ -727,11 +786,13 @@ fi
 # Revision stamps: a pod reads its Secrets at start, so a changed input must roll it. The sealer
 # only rolls when its own inputs change: in the Shamir mode a restarted sealer is sealed again.
 digest_of() { cat "$@" | openssl dgst -sha256 -r | cut -c1-16; }
-FUNCTION_REV=$(printf '%s' "$CONFIG_INPUTS" | cat - "$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/admin-token" "$CA_CRT" | openssl dgst -sha256 -r | cut -c1-16)
+FUNCTION_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/admin-token" "$CA_CRT")
+[[ $TEE_MODE != tdx ]] || FUNCTION_INPUTS+=("$SEALER_TDX_POLICY_FILE")
+FUNCTION_REV=$(printf '%s' "$CONFIG_INPUTS" | cat - "${FUNCTION_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
 SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT")
 [[ $ROOT_KEY_MODE == shares ]] || SEALER_INPUTS+=("$SECRETS_DIR/root-key")
 # The sealer reads its TDX policy once, at start: a changed policy must roll it.
-[[ $TEE_MODE != tdx ]] || SEALER_INPUTS+=("$TDX_POLICY_FILE")
+[[ $TEE_MODE != tdx ]] || SEALER_INPUTS+=("$TDX_POLICY_FILE" "$ADMIN_POLICY_FILE")
 SEALER_REV=$(digest_of "${SEALER_INPUTS[@]}")
 write_kustomization "$FUNCTION_REV" "$SEALER_REV"
 

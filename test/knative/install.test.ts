@@ -133,16 +133,81 @@ describe('install.sh against a recording kubectl', () => {
     });
   }
 
-  it('--tee tdx without the kata-qemu-tdx RuntimeClass stops (not a warning), before any write', () => {
+  /** --tee tdx's policy files: the sealer's TDX policy, the functions' one for the sealer, the admin policy. */
+  const tdxFiles = () => {
     const dir = mkdtempSync(join(tmpdir(), 'tee-kms-policy-'));
     temps.push(dir);
     const policy = join(dir, 'policy.json');
     writeFileSync(policy, JSON.stringify({ mrTd: [POLICY_MEASUREMENT] }));
-    const run = install(['--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', policy], { FAKE_MISSING: 'kata-qemu-tdx' });
+    const admin = join(dir, 'admin-policy.json');
+    writeFileSync(admin, JSON.stringify({ rotate: [POLICY_MEASUREMENT], verify: [], recover: [POLICY_MEASUREMENT], seal: [] }));
+    const notJson = join(dir, 'not-json.json');
+    writeFileSync(notJson, '{"rotate": [');
+    return { policy, admin, notJson };
+  };
+
+  it('--tee tdx without the kata-qemu-tdx RuntimeClass stops (not a warning), before any write', () => {
+    const { policy, admin } = tdxFiles();
+    const run = install(['--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', policy, '--sealer-tdx-policy', policy, '--admin-policy', admin], {
+      FAKE_MISSING: 'kata-qemu-tdx',
+    });
     expect(run.status).not.toBe(0);
     expect(run.stderr).toMatch(/RuntimeClass kata-qemu-tdx is missing: install Confidential Containers/);
     expect(run.stderr).toMatch(/nothing was changed/);
     expect(run.calls.filter(isWrite)).toEqual([]);
+  });
+
+  describe('--tee tdx refuses to install a sealer nobody may administer, or functions that cannot attest it', () => {
+    const cases: [string, (f: ReturnType<typeof tdxFiles>) => string[], RegExp][] = [
+      ['no --sealer-tdx-policy', (f) => ['--admin-policy', f.admin], /--tee tdx needs --sealer-tdx-policy FILE/],
+      ['no --admin-policy', (f) => ['--sealer-tdx-policy', f.policy], /--tee tdx needs --admin-policy FILE/],
+      ['an unreadable --admin-policy', (f) => ['--sealer-tdx-policy', f.policy, '--admin-policy', `${f.admin}.missing`], /--admin-policy: cannot read/],
+      [
+        'an --admin-policy that is not JSON',
+        (f) => ['--sealer-tdx-policy', f.policy, '--admin-policy', f.notJson],
+        /--admin-policy \S+not-json\.json: not JSON/,
+      ],
+    ];
+    for (const [name, extra, message] of cases) {
+      it(`${name}: stops before asking the cluster anything`, () => {
+        const files = tdxFiles();
+        const run = install(['--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', files.policy, ...extra(files)]);
+        expect(run.status, run.stderr).not.toBe(0);
+        expect(run.stderr).toMatch(message);
+        expect(run.calls).toEqual([]);
+        expect(existsSync(join(run.secrets, 'admin-token')), 'no secret generated').toBe(false);
+      });
+    }
+
+    it('given both, it creates their ConfigMaps before apply -k, and the kustomization mounts them', () => {
+      const { policy, admin } = tdxFiles();
+      const work = join(mkdtempSync(join(tmpdir(), 'tee-kms-work-')), 'k');
+      const run = install([
+        '--tee',
+        'tdx',
+        '--image',
+        DIGEST_IMAGE,
+        '--tdx-policy',
+        policy,
+        '--sealer-tdx-policy',
+        policy,
+        '--admin-policy',
+        admin,
+        '--no-wait',
+        '--work-dir',
+        work,
+      ]);
+      expect(run.status, run.stderr).toBe(0);
+      const applyK = run.calls.findIndex((c) => c.startsWith('apply -k '));
+      const created = (name: string) => run.calls.findIndex((c) => c.startsWith(`create configmap ${name} `));
+      expect(run.calls[created('tee-kms-admin-policy')]).toContain(`--from-file=admin-policy.json=${admin}`);
+      expect(run.calls[created('tee-kms-sealer-tdx-policy')]).toContain(`--from-file=policy.json=${policy}`);
+      for (const name of ['tee-kms-tdx-policy', 'tee-kms-sealer-tdx-policy', 'tee-kms-admin-policy']) {
+        expect(created(name), name).toBeGreaterThan(-1);
+        expect(created(name), name).toBeLessThan(applyK);
+      }
+      expect(run.stderr).toMatch(/identities granted rotate 1, verify 0, recover 1, seal 0/);
+    });
   });
 
   it('every refusal is reported at once, not one per run', () => {

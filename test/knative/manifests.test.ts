@@ -189,7 +189,8 @@ renders('kustomizations', () => {
         expect(k.components).toEqual([component.dir]);
         expect(k.patches).toEqual([]);
         expect(component.kind).toBe('Component');
-        expect(component.resources).toEqual([]);
+        // Only dev brings an object of its own: its development admin policy (tdx's comes from install.sh).
+        expect(component.resources).toEqual(overlay === 'dev' ? [join(component.dir, 'admin-policy.yaml')] : []);
       });
 
       it('every patch of its component targets resources of the base or a function layout', () => {
@@ -216,7 +217,8 @@ renders('kustomizations', () => {
       renders('rendered by kubectl kustomize', () => {
         it('renders the same objects as the base, each validating', async () => {
           const resources = rendered[overlay];
-          expect(resources.map(id).sort()).toEqual(base.map(id).sort());
+          const own = overlay === 'dev' ? ['ConfigMap/tee-kms/tee-kms-admin-policy'] : [];
+          expect(resources.map(id).sort()).toEqual([...base.map(id), ...own].sort());
           for (const r of resources) await expect(validateResource(r), id(r)).resolves.toBe(true);
         });
 

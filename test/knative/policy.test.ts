@@ -5,6 +5,7 @@
  * hardened securityContext on every pod, and what Knative itself accepts (its field masks,
  * reserved names and ports).
  */
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -48,6 +49,9 @@ const rendered = {
 const PRODUCTION = ['base', 'tdx', 'tdx+root-key'] as const;
 const ALL = ['base', ...OVERLAYS, 'dev+root-key', 'tdx+root-key'] as const;
 const PLACEHOLDER_DIGEST = `sha256:${'0'.repeat(64)}`;
+/** The dev component's fixed identity: what its functions' sample evidence claims (it proves nothing). */
+const DEV_IDENTITY = createHash('sha384').update('tee-kms/development/functions').digest('hex');
+const DEV_ADMIN_POLICY_DIR = '/var/run/tee-kms/admin-policy';
 
 const ksvcs = (resources: readonly Resource[]) => resources.filter((r) => r.apiVersion === 'serving.knative.dev/v1' && r.kind === 'Service');
 const env = (c: Json, name: string) => (c.env ?? []).find((e: Json) => e.name === name);
@@ -237,14 +241,60 @@ renders('production (tdx) overlay', () => {
     expect(install).toContain(PLACEHOLDER_DIGEST.slice('sha256:'.length)); // install.sh refuses the placeholder
   });
 
-  it('functions attest with the CoCo attestation agent, whose REST API the TD exposes to them only', () => {
+  it('functions and the sealer attest with the CoCo attestation agent, whose REST API their TDs expose (MinIO gets none)', () => {
     const config = tdx.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
     expect(config.data.KMS_ATTESTER).toBe('tdx-aa');
-    for (const s of ksvcs(tdx)) {
+    const sealer = sealerOf(tdx);
+    for (const s of [...ksvcs(tdx), sealer]) {
       expect(s.spec.template.metadata.annotations['io.katacontainers.config.hypervisor.kernel_params'], id(s)).toBe('agent.guest_components_rest_api=all');
     }
-    const sealer = tdx.find((r) => r.kind === 'Deployment')!;
-    expect(sealer.spec.template.metadata.annotations?.['io.katacontainers.config.hypervisor.kernel_params']).toBeUndefined();
+    expect(env(sealer.spec.template.spec.containers[0], 'KMS_SEALER_ATTESTER')).toEqual({ name: 'KMS_SEALER_ATTESTER', value: 'tdx-aa' });
+    for (const r of tdx.filter((x) => x.kind === 'StatefulSet' || x.kind === 'Job'))
+      expect(r.spec.template.metadata?.annotations?.['io.katacontainers.config.hypervisor.kernel_params'], id(r)).toBeUndefined();
+  });
+
+  /** The file an env entry names, its read-only mount and the ConfigMap volume behind it. */
+  const mountedConfigMap = (pod: Json, file: string) => {
+    expect(file).toMatch(/^\/.+\.json$/);
+    const mount = (pod.containers[0].volumeMounts as Json[]).find((m) => file.startsWith(`${m.mountPath}/`));
+    expect(mount, `no mount holds ${file}`).toBeDefined();
+    expect(mount.readOnly).toBe(true);
+    const volume = (pod.volumes as Json[]).find((v) => v.name === mount.name);
+    expect(volume.configMap.optional).not.toBe(true);
+    const fileName = file.slice(mount.mountPath.length + 1);
+    return { name: volume.configMap.name as string, items: (volume.configMap.items ?? []) as Json[], fileName };
+  };
+
+  it("the sealer's admin policy is KMS_SEALER_ADMIN_POLICY_FILE, from the ConfigMap tee-kms-admin-policy (install.sh --admin-policy)", () => {
+    const pod = sealerOf(tdx).spec.template.spec;
+    const { name, items, fileName } = mountedConfigMap(pod, env(pod.containers[0], 'KMS_SEALER_ADMIN_POLICY_FILE').value);
+    expect(name).toBe('tee-kms-admin-policy');
+    expect(items).toContainEqual({ key: 'admin-policy.json', path: fileName });
+    // Made by install.sh from the operator's file, never kept in the repository.
+    expect(tdx.filter((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-admin-policy')).toEqual([]);
+    const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
+    expect(install).toMatch(/kubectl create configmap tee-kms-admin-policy -n "\$NS" --from-file="admin-policy\.json=\$ADMIN_POLICY_FILE"/);
+  });
+
+  it("every function attests the sealer: KMS_TRUSTED_SEALER_TDX_POLICY_FILE from tee-kms-sealer-tdx-policy, collateral from the sealer's PCCS", () => {
+    const config = tdx.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
+    const sealerPccs = env(sealerOf(tdx).spec.template.spec.containers[0], 'KMS_SEALER_PCCS_URL').value;
+    expect(config.data.KMS_TRUSTED_SEALER_PCCS_URL).toBe(sealerPccs);
+    expect(config.data.KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE).toBeUndefined(); // exactly one source
+    expect(ksvcs(tdx).length).toBeGreaterThan(5);
+    for (const s of ksvcs(tdx)) {
+      const pod = s.spec.template.spec;
+      expect(pod.containers[0].envFrom).toContainEqual({ configMapRef: { name: 'tee-kms-config' } });
+      const { name, items, fileName } = mountedConfigMap(pod, env(pod.containers[0], 'KMS_TRUSTED_SEALER_TDX_POLICY_FILE').value);
+      expect(name, id(s)).toBe('tee-kms-sealer-tdx-policy');
+      expect(items).toContainEqual({ key: 'policy.json', path: fileName });
+      expect(env(pod.containers[0], 'KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE'), id(s)).toBeUndefined(); // refused in production
+      expect(env(pod.containers[0], 'KMS_SAMPLE_INIT_DATA'), id(s)).toBeUndefined();
+    }
+    expect(config.data.KMS_SAMPLE_INIT_DATA).toBeUndefined();
+    const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
+    expect(install).toMatch(/kubectl create configmap tee-kms-sealer-tdx-policy -n "\$NS" --from-file="policy\.json=\$SEALER_TDX_POLICY_FILE"/);
+    expect(install).toMatch(/KMS_TRUSTED_SEALER_PCCS_URL: "%s"\\n' "\$PCCS_URL"/);
   });
 
   describe('the sealer verifies TDX evidence (without a policy it would refuse every TD)', () => {
@@ -323,7 +373,42 @@ renders('dev overlay', () => {
     // Named under kind.local/: Knative does not resolve its tag to a digest (no registry needed).
     baseContainer.image = 'kind.local/tee-kms:dev';
     baseContainer.env.push({ name: 'KMS_SEALER_INSECURE_DEV_MODE', value: 'true' });
+    // ...and the development admin policy (components/dev/admin-policy.yaml).
+    baseContainer.env.push({ name: 'KMS_SEALER_ADMIN_POLICY_FILE', value: `${DEV_ADMIN_POLICY_DIR}/admin-policy.json` });
+    baseContainer.volumeMounts.push({ name: 'admin-policy', mountPath: DEV_ADMIN_POLICY_DIR, readOnly: true });
+    expected.spec.template.spec.volumes.push({
+      name: 'admin-policy',
+      configMap: { name: 'tee-kms-admin-policy', items: [{ key: 'admin-policy.json', path: 'admin-policy.json' }] },
+    });
     expect(dev).toEqual(expected);
+  });
+
+  it('the sealer grants every admin operation to one development identity, which every function claims with sample evidence', () => {
+    const dev = rendered.dev;
+    const policy = dev.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-admin-policy')!;
+    expect(policy.metadata.labels?.['app.kubernetes.io/part-of']).toBe('tee-kms');
+    expect(JSON.parse(policy.data['admin-policy.json'])).toEqual({
+      rotate: [DEV_IDENTITY],
+      verify: [DEV_IDENTITY],
+      recover: [DEV_IDENTITY],
+      seal: [DEV_IDENTITY],
+    });
+    const sealer = sealerOf(dev).spec.template.spec;
+    expect(env(sealer.containers[0], 'KMS_SEALER_ADMIN_POLICY_FILE').value).toBe(`${DEV_ADMIN_POLICY_DIR}/admin-policy.json`);
+    expect((sealer.volumes as Json[]).find((v) => v.name === 'admin-policy').configMap.name).toBe('tee-kms-admin-policy');
+    const config = dev.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
+    expect(config.data.KMS_SAMPLE_INIT_DATA).toBe(DEV_IDENTITY);
+    // Every function reads tee-kms-config (envFrom) and sets no other identity of its own.
+    expect(ksvcs(dev).length).toBeGreaterThan(5);
+    for (const s of ksvcs(dev)) {
+      const container = s.spec.template.spec.containers[0];
+      expect(container.envFrom, id(s)).toContainEqual({ configMapRef: { name: 'tee-kms-config' } });
+      expect(env(container, 'KMS_SAMPLE_INIT_DATA'), id(s)).toBeUndefined();
+    }
+    // The single-service layout too, as install.sh --single-service composes it.
+    const single = renderComposed([BASE, join(KNATIVE, 'functions', 'single-service')], [join(KNATIVE, 'components', 'dev')]);
+    expect(single.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!.data.KMS_SAMPLE_INIT_DATA).toBe(DEV_IDENTITY);
+    expect(ksvcs(single)[0]!.spec.template.spec.containers[0].envFrom).toContainEqual({ configMapRef: { name: 'tee-kms-config' } });
   });
 });
 

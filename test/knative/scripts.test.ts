@@ -59,6 +59,11 @@ const POLICY = fixture(
   'policy.json',
   `${JSON.stringify({ mrTd: [MEASUREMENT], rtmr0: [MEASUREMENT], mrConfigId: ['00'.repeat(48)], allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`,
 );
+/** Who may call the sealer's admin routes (docs/sealer-protocol.md): one TD identity, every operation. */
+const ADMIN_ID = 'ef'.repeat(48);
+const ADMIN_POLICY = fixture('admin-policy.json', JSON.stringify({ rotate: [ADMIN_ID], verify: [ADMIN_ID], recover: [ADMIN_ID], seal: [ADMIN_ID] }));
+/** What --tee tdx needs besides --tdx-policy: the functions' policy for the sealer's TD, and the admin policy. */
+const CUSTODY = ['--sealer-tdx-policy', POLICY, '--admin-policy', ADMIN_POLICY];
 const sealerOf = (resources: Resource[]) => resources.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
 const sealerEnv = (resources: Resource[], name: string) => (sealerOf(resources).spec.template.spec.containers[0].env as Json[]).filter((e) => e.name === name);
 const manifests = (stdout: string) =>
@@ -94,6 +99,8 @@ describe('install.sh and uninstall.sh', () => {
       '--namespace',
       '--dry-run',
       '--tdx-policy',
+      '--sealer-tdx-policy',
+      '--admin-policy',
       '--pccs-url',
     ])
       expect(result.stdout).toContain(option);
@@ -121,11 +128,102 @@ describe('install.sh and uninstall.sh', () => {
       [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], {}, /--tee tdx needs --tdx-policy FILE.*verify-quote/],
       [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', '/nonexistent/policy.json'], {}, /--tdx-policy: cannot read/],
       [
-        ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--pccs-url', 'http://pccs.example:8081'],
+        ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, ...CUSTODY, '--pccs-url', 'http://pccs.example:8081'],
         {},
         /--pccs-url must be an https:\/\//,
       ],
-      [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--pccs-url', 'https://pccs.example/"; x: y'], {}, /--pccs-url must be/],
+      [
+        ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, ...CUSTODY, '--pccs-url', 'https://pccs.example/"; x: y'],
+        {},
+        /--pccs-url must be/,
+      ],
+      // The functions must be able to attest the sealer, and someone must be allowed to administer it.
+      [['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY], {}, /--tee tdx needs --sealer-tdx-policy FILE.*verify-quote/],
+      [
+        ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--sealer-tdx-policy', '/nonexistent/policy.json'],
+        {},
+        /--sealer-tdx-policy: cannot read/,
+      ],
+      [
+        ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--sealer-tdx-policy', fixture('no-mrtd.json', '{"rtmr0": []}')],
+        {},
+        /error: --sealer-tdx-policy .*no-mrtd\.json/,
+      ],
+      [
+        ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--sealer-tdx-policy', POLICY],
+        {},
+        /--tee tdx needs --admin-policy FILE/,
+      ],
+      [
+        [
+          '--dry-run',
+          '--tee',
+          'tdx',
+          '--image',
+          DIGEST_IMAGE,
+          '--tdx-policy',
+          POLICY,
+          '--sealer-tdx-policy',
+          POLICY,
+          '--admin-policy',
+          '/nonexistent/admin.json',
+        ],
+        {},
+        /--admin-policy: cannot read/,
+      ],
+      [
+        [
+          '--dry-run',
+          '--tee',
+          'tdx',
+          '--image',
+          DIGEST_IMAGE,
+          '--tdx-policy',
+          POLICY,
+          '--sealer-tdx-policy',
+          POLICY,
+          '--admin-policy',
+          fixture('admin-not-json.json', '{"rotate": ['),
+        ],
+        {},
+        /--admin-policy .*admin-not-json\.json: not JSON/,
+      ],
+      [
+        [
+          '--dry-run',
+          '--tee',
+          'tdx',
+          '--image',
+          DIGEST_IMAGE,
+          '--tdx-policy',
+          POLICY,
+          '--sealer-tdx-policy',
+          POLICY,
+          '--admin-policy',
+          fixture('admin-op.json', '{"rotat": []}'),
+        ],
+        {},
+        /--admin-policy .*: unknown operation "rotat"/,
+      ],
+      [
+        [
+          '--dry-run',
+          '--tee',
+          'tdx',
+          '--image',
+          DIGEST_IMAGE,
+          '--tdx-policy',
+          POLICY,
+          '--sealer-tdx-policy',
+          POLICY,
+          '--admin-policy',
+          fixture('admin-id.json', '{"seal": ["abc"]}'),
+        ],
+        {},
+        /--admin-policy .*: seal\[0\] must be 96 hex digits/,
+      ],
+      [['--dry-run', '--tee', 'dev', '--admin-policy', ADMIN_POLICY], {}, /--admin-policy is for --tee tdx/],
+      [['--dry-run', '--tee', 'dev', '--sealer-tdx-policy', POLICY], {}, /--sealer-tdx-policy is for --tee tdx/],
       [['--dry-run', '--tee', 'dev', '--tdx-policy', POLICY], {}, /--tdx-policy is for --tee tdx/],
       [['--dry-run', '--tee', 'dev', '--pccs-url', INTEL_PCS_URL], {}, /--pccs-url is for --tee tdx/],
     ];
@@ -173,7 +271,18 @@ describe('install.sh and uninstall.sh', () => {
       it.skipIf(sealerAccepts && skipWithout(KUBECTL))(`${name}: ${sealerAccepts ? 'accepted' : 'refused'}`, () => {
         if (sealerAccepts) requireTool(KUBECTL);
         const file = fixture(`case-${i}.json`, text);
-        const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', file, '--work-dir', join(fixtures, `work-${i}`)]);
+        const result = run(INSTALL, [
+          '--dry-run',
+          '--tee',
+          'tdx',
+          '--image',
+          DIGEST_IMAGE,
+          '--tdx-policy',
+          file,
+          ...CUSTODY,
+          '--work-dir',
+          join(fixtures, `work-${i}`),
+        ]);
         if (sealerAccepts) {
           expect(result.stderr).toMatch(/TDX policy .*: mrTd \d+ allowed/);
           expect(result.status, result.stderr).toBe(0);
@@ -187,7 +296,7 @@ describe('install.sh and uninstall.sh', () => {
 
     it('a duplicated field is refused too (JSON.parse would keep only the last one)', () => {
       const file = fixture('duplicate.json', `{"mrTd": ["${m}"], "mrTd": ["${'cd'.repeat(48)}"]}`);
-      const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', file]);
+      const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', file, ...CUSTODY]);
       expect(result.status).not.toBe(0);
       expect(result.stderr).toMatch(/duplicate field mrTd/);
     });
@@ -228,6 +337,7 @@ describe('install.sh and uninstall.sh', () => {
       '30',
       '--tdx-policy',
       POLICY,
+      ...CUSTODY,
       '--pccs-url',
       'https://pccs.example.org:8081/',
       '--work-dir',
@@ -257,6 +367,30 @@ describe('install.sh and uninstall.sh', () => {
       // Made with kubectl create configmap (like the Secrets), not part of the printed manifests.
       expect(resources.filter((r) => r.metadata.name === 'tee-kms-tdx-policy')).toEqual([]);
       expect(result.stderr).toContain('ConfigMap tee-kms-tdx-policy from');
+    });
+
+    it("the sealer's admin policy and the functions' policy for the sealer come from ConfigMaps install.sh makes; the functions use the sealer's PCCS", () => {
+      expect(result.stderr).toMatch(/admin policy .*admin-policy\.json: identities granted rotate 1, verify 1, recover 1, seal 1\n/);
+      expect(result.stderr).toMatch(/tee-kms-sealer-tdx-policy from .*policy\.json, tee-kms-admin-policy from .*admin-policy\.json/);
+      expect(sealerEnv(resources, 'KMS_SEALER_ATTESTER')).toEqual([{ name: 'KMS_SEALER_ATTESTER', value: 'tdx-aa' }]);
+      expect(sealerEnv(resources, 'KMS_SEALER_ADMIN_POLICY_FILE')).toHaveLength(1);
+      expect(sealerOf(resources).spec.template.spec.volumes.find((v: Json) => v.configMap?.name === 'tee-kms-admin-policy')).toBeDefined();
+      const config = resources.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
+      expect(config.data.KMS_TRUSTED_SEALER_PCCS_URL).toBe('https://pccs.example.org:8081');
+      const functions = resources.filter((r) => r.apiVersion === 'serving.knative.dev/v1');
+      expect(functions).toHaveLength(routes.length);
+      for (const f of functions) {
+        const pod = f.spec.template.spec;
+        expect(
+          pod.containers[0].env.filter((e: Json) => e.name === 'KMS_TRUSTED_SEALER_TDX_POLICY_FILE'),
+          id(f),
+        ).toHaveLength(1);
+        expect(
+          pod.volumes.find((v: Json) => v.configMap?.name === 'tee-kms-sealer-tdx-policy'),
+          id(f),
+        ).toBeDefined();
+      }
+      for (const name of ['tee-kms-admin-policy', 'tee-kms-sealer-tdx-policy']) expect(resources.filter((r) => r.metadata.name === name)).toEqual([]);
     });
 
     it('puts everything in the chosen namespace, with the given image digest and parameters', () => {
@@ -301,7 +435,7 @@ describe('install.sh and uninstall.sh', () => {
       ['--root-key-file', ['--root-key-file', keyFile], {}, true],
       ['KMS_ROOT_KEY', [], { KMS_ROOT_KEY: key }, true],
       ["BigDL KMS's rootKey", [], { rootKey: key }, true],
-      ['--tee tdx with --generate-root-key', ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--generate-root-key'], {}, true],
+      ['--tee tdx with --generate-root-key', ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, ...CUSTODY, '--generate-root-key'], {}, true],
     ];
     cases.forEach(([name, args, variables, mode1], i) => {
       it(`${name}: ${mode1 ? 'mode 1, components/root-key-secret' : 'no root key Secret anywhere'}`, () => {
@@ -346,6 +480,7 @@ describe('install.sh and uninstall.sh', () => {
       `r.example/tee-kms@sha256:${'cd'.repeat(32)}`,
       '--tdx-policy',
       POLICY,
+      ...CUSTODY,
       '--initdata',
       initdata,
       '--work-dir',
@@ -365,9 +500,16 @@ describe('install.sh and uninstall.sh', () => {
 
   it.skipIf(skipWithout(KUBECTL))('--tee tdx without --pccs-url: the sealer fetches collateral from Intel PCS (dry run)', () => {
     requireTool(KUBECTL);
-    const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], { KMS_TDX_POLICY_FILE: POLICY });
+    const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], {
+      KMS_TDX_POLICY_FILE: POLICY,
+      KMS_TRUSTED_SEALER_TDX_POLICY_FILE: POLICY,
+      KMS_ADMIN_POLICY_FILE: ADMIN_POLICY,
+    });
     expect(result.status, result.stderr).toBe(0);
-    expect(sealerEnv(manifests(result.stdout), 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: INTEL_PCS_URL }]);
+    const resources = manifests(result.stdout);
+    expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: INTEL_PCS_URL }]);
+    // The functions check the sealer's quotes with collateral from the same place.
+    expect(resources.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!.data.KMS_TRUSTED_SEALER_PCCS_URL).toBe(INTEL_PCS_URL);
   });
 
   it.skipIf(skipWithout(KUBECTL))('--tee dev still installs the sample-evidence sealer: no TDX policy, no collateral source (dry run)', () => {
@@ -469,7 +611,7 @@ describe('docs/deploy-knative.md', () => {
     // Every install example for production passes a policy.
     const examples = doc.match(/knative\/install\.sh --tee tdx(?:[^\n]*\\\n)*[^\n]*/g) ?? [];
     expect(examples.length).toBeGreaterThanOrEqual(2);
-    for (const example of examples) expect(example).toContain('--tdx-policy');
+    for (const example of examples) for (const option of ['--tdx-policy', '--sealer-tdx-policy', '--admin-policy']) expect(example).toContain(option);
   });
 
   it('kn service create carries what a TDX pod needs, kn service apply -f takes a generated Service', () => {
