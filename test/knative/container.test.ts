@@ -271,7 +271,7 @@ describe("the sealer Deployment's command and settings run on the same output", 
         await check({ output: () => output, request });
       } finally {
         child.kill('SIGTERM');
-        expect(await exited).toBe(0);
+        expect(await exited, output).toBe(0);
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -283,7 +283,9 @@ describe("the sealer Deployment's command and settings run on the same output", 
   it.skipIf(skipWithout(OPENSSL))("node dist/sealer/main.js starts with the Deployment's environment (mode 1) and answers its readiness probe", async () => {
     requireTool(OPENSSL);
     const deployment = loadResources(join(KNATIVE, 'base', 'sealer-deployment.yaml'))[0]!;
-    await withSealer(deployment.spec.template.spec.containers[0], {}, async (sealer) => {
+    // The base leaves how the sealer proves itself to the overlays (tdx: tdx-aa; dev: sample, outside
+    // production); the base alone runs with NODE_ENV=production, where sample is refused.
+    await withSealer(deployment.spec.template.spec.containers[0], { KMS_SEALER_ATTESTER: 'tdx-aa' }, async (sealer) => {
       // The base configures no TDX verifier: a TD is refused at /kbs/v0/auth.
       const auth = await sealer.request('POST', '/kbs/v0/auth', kbsAuth);
       expect(auth.status).toBe(401);
