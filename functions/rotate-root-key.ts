@@ -1,4 +1,4 @@
-import { readCustodianKeysFile } from '../shared/custody/share-jwe.js';
+import { isCompactJwe, readCustodianKeysFile } from '../shared/custody/share-jwe.js';
 import { KmsError } from '../shared/errors.js';
 import { requireAdmin } from '../shared/http/admin-auth.js';
 import type { KmsRequest } from '../shared/http/request.js';
@@ -34,7 +34,7 @@ export const rotateRootKeyRoute = defineRoute({
       text: `${body}\n`,
       json: result.shares,
       headers: {
-        'x-kms-shares-encrypted': result.shares.some((share) => share.content.includes('.')) ? 'custodians' : 'no',
+        'x-kms-shares-encrypted': result.shares.every((share) => isCompactJwe(share.content)) ? 'custodians' : 'no',
         'x-kms-root-key-id': result.rootKeyId,
         'x-kms-root-key-state': result.pending ? 'pending-verification' : 'current',
         'content-type': 'application/json',

@@ -18,7 +18,7 @@ import {
 } from '../shared/sealer-client/protocol.js';
 import { isCompactJwe, parseCustodianKeys, sealShare, type CustodianKey } from '../shared/custody/share-jwe.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
-import { SealerError } from './errors.js';
+import { asSealerError, SealerError } from './errors.js';
 import { sealedError } from './problems.js';
 import { decodeState, encodeState, sealState, stateAuthentic, STATE_OBJECT_KEY, type KeyEntry, type StateBody, type StateRecord } from './state-record.js';
 
@@ -222,20 +222,9 @@ export class SealerCore {
     if (this.#record === undefined || this.#key === undefined) throw sealedError(this.status());
     const given = (input as { shares?: unknown } | null)?.shares;
     if (!Array.isArray(given) || given.length === 0) throw new SealerError('BAD_REQUEST', 'body must be {"shares": [{"index": n, "content": "<base64>"}, …]}');
-    if (given.length > 255) throw new SealerError('BAD_SHARE', 'too many shares');
-    const list = await Promise.all(given.map((item: unknown, i) => this.#opened(item, `shares[${i}]`)));
     const { current, pending, generation } = this.#record.state;
-    const needed = Math.min(current.t, pending?.t ?? current.t);
-    const shares = new Map<number, Buffer>();
-    let combined: Buffer | undefined;
+    const combined = await this.#rebuild(given, Math.min(current.t, pending?.t ?? current.t));
     try {
-      list.forEach((item, i) => {
-        const { index, bytes } = asBadShare(() => parseShare(item, `shares[${i}]`));
-        if (shares.has(index)) throw new SealerError('BAD_SHARE', `shares[${i}]: index ${index} appears twice`);
-        shares.set(index, bytes);
-      });
-      if (shares.size < needed) throw new SealerError('BAD_SHARE', `need at least ${needed} shares to verify, got ${shares.size}`);
-      combined = await combineShares([...shares.values()]);
       const id = rootKeyId(combined);
       if (pending !== null && sameId(id, pending.id)) {
         await this.#promote({ id: current.id, key: this.#key }, { id, key: combined }, pending, generation);
@@ -252,7 +241,31 @@ export class SealerCore {
       }
       throw new SealerError('BAD_SHARE', 'these shares do not rebuild the new (or current) root key (wrong, corrupted or stale shares); nothing changed');
     } finally {
-      combined?.fill(0);
+      combined.fill(0);
+    }
+  }
+
+  /**
+   * The key that `given` shares rebuild (the caller wipes it): each opened if sealed to the
+   * recovery key, validated, no index twice, at least `needed` of them. combine() cannot tell a
+   * wrong share: the caller compares the result's id.
+   */
+  async #rebuild(given: readonly unknown[], needed: number): Promise<Buffer> {
+    if (given.length > 255) throw new SealerError('BAD_SHARE', 'too many shares');
+    const list = await Promise.all(given.map((item, i) => this.#opened(item, `shares[${i}]`)));
+    const shares = new Map<number, Buffer>();
+    try {
+      list.forEach((item, i) => {
+        const { index, bytes } = asSealerError('BAD_SHARE', () => parseShare(item, `shares[${i}]`));
+        if (shares.has(index)) {
+          bytes.fill(0);
+          throw new SealerError('BAD_SHARE', `shares[${i}]: index ${index} appears twice`);
+        }
+        shares.set(index, bytes);
+      });
+      if (shares.size < needed) throw new SealerError('BAD_SHARE', `need at least ${needed} shares, got ${shares.size}`);
+      return await combineShares([...shares.values()]);
+    } finally {
       for (const bytes of shares.values()) bytes.fill(0);
     }
   }
@@ -279,7 +292,7 @@ export class SealerCore {
     if (this.#key !== undefined) throw new SealerError('NOT_SEALED', 'the sealing service is not sealed: recovery never replaces a live root key');
     this.#expireProgress();
     const input = await this.#opened(given, 'share');
-    const { index, bytes } = asBadShare(() => parseShare(input));
+    const { index, bytes } = asSealerError('BAD_SHARE', () => parseShare(input));
     const { current, pending } = this.#record.state;
     const progress = (this.#progress ??= { shares: new Map(), startedAt: this.#now() });
     if (progress.shares.has(index)) {
@@ -436,28 +449,19 @@ export class SealerCore {
     if (state === undefined || given === undefined) return;
     const stored = state.current.custodians?.map((key) => key.thumbprint) ?? [];
     if (stored.length === given.length && given.every((key, i) => key.thumbprint === stored[i])) return;
-    if (!Array.isArray(currentShares) || currentShares.length === 0 || currentShares.length > 255) {
+    if (!Array.isArray(currentShares) || currentShares.length === 0) {
       throw new SealerError(
         'BAD_REQUEST',
         `naming new custodians needs ${state.current.t} shares of the current root key ("shares": [...], encrypted to the recovery key), as rekeying does`,
       );
     }
-    const opened = await Promise.all(currentShares.map((item: unknown, i) => this.#opened(item, `shares[${i}]`)));
-    const shares = new Map<number, Buffer>();
-    let combined: Buffer | undefined;
+    const combined = await this.#rebuild(currentShares, state.current.t);
     try {
-      for (const [i, item] of opened.entries()) {
-        const { index, bytes } = asBadShare(() => parseShare(item, `shares[${i}]`));
-        shares.set(index, bytes);
-      }
-      if (shares.size < state.current.t) throw new SealerError('BAD_SHARE', `need ${state.current.t} distinct shares of the current root key`);
-      combined = await combineShares([...shares.values()]);
       if (!sameId(rootKeyId(combined), state.current.id)) {
         throw new SealerError('BAD_SHARE', 'these shares do not rebuild the current root key: the custodians were not changed, and nothing was rotated');
       }
     } finally {
-      combined?.fill(0);
-      for (const bytes of shares.values()) bytes.fill(0);
+      combined.fill(0);
     }
   }
 
@@ -571,18 +575,8 @@ function parseInstall(request: unknown): InstallRequest {
       throw new SealerError('BAD_REQUEST', `${name} must be a root key id or null`);
     }
   }
-  let threshold;
-  try {
-    threshold = validateThreshold(t, n);
-  } catch (error) {
-    throw new SealerError('BAD_REQUEST', (error as Error).message);
-  }
-  let keys: CustodianKey[] | undefined;
-  try {
-    keys = custodians === undefined ? undefined : parseCustodianKeys(custodians, threshold.n);
-  } catch (error) {
-    throw new SealerError('BAD_REQUEST', (error as Error).message);
-  }
+  const threshold = asSealerError('BAD_REQUEST', () => validateThreshold(t, n));
+  const keys = custodians === undefined ? undefined : asSealerError('BAD_REQUEST', () => parseCustodianKeys(custodians, threshold.n));
   return {
     ...threshold,
     expectedCurrentId: expectedCurrentId as string | null,
@@ -616,15 +610,6 @@ async function combineShares(shares: readonly Buffer[]): Promise<Buffer> {
     return result;
   } finally {
     for (const copy of copies) copy.fill(0);
-  }
-}
-
-function asBadShare<T>(parse: () => T): T {
-  try {
-    return parse();
-  } catch (error) {
-    if (error instanceof KmsError) throw new SealerError('BAD_SHARE', error.message);
-    throw error;
   }
 }
 

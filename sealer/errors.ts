@@ -1,3 +1,5 @@
+import { KmsError } from '../shared/errors.js';
+
 /**
  * What the sealing service's core and server throw: a domain code, and a detail that is shown to
  * the client and logged nowhere (it never contains a key, share or token). sealer/problems.ts maps
@@ -37,5 +39,15 @@ export class SealerError extends Error {
     readonly extensions: Record<string, unknown> = {},
   ) {
     super(detail);
+  }
+}
+
+/** Runs a validator from shared/ and reports its KmsError (a message safe to show) as `code`. */
+export function asSealerError<T>(code: SealerErrorCode, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof KmsError) throw new SealerError(code, error.message);
+    throw error;
   }
 }

@@ -20,7 +20,7 @@ import { ANSWER_SIGNATURE_HEADER, REQUEST_NONCE_HEADER, ROOT_KEY_RESOURCE, seale
 import type { SealerIdentity } from './identity.js';
 import { digest } from './proofs.js';
 import type { SealerCore } from './core.js';
-import { SealerError } from './errors.js';
+import { asSealerError, SealerError } from './errors.js';
 import { kbsError, problemOf } from './problems.js';
 import type { AdminOperation, AdminPolicy } from './admin-policy.js';
 import type { ProofVerifier } from './proofs.js';
@@ -87,7 +87,7 @@ async function dispatch(req: IncomingMessage, res: ServerResponse, path: string,
   if (nonce !== undefined) {
     // A malformed nonce is answered unsigned, with 400.
     if (Array.isArray(nonce)) throw new SealerError('BAD_REQUEST', `one ${REQUEST_NONCE_HEADER} header at most`);
-    asBadRequest(() => parseEvidenceNonce(nonce));
+    asSealerError('BAD_REQUEST', () => parseEvidenceNonce(nonce));
     answerSigning.set(res, { identity: deps.identity, method: req.method ?? '', target: req.url ?? '', nonce });
   }
   const route = routes[path];
@@ -202,16 +202,7 @@ async function sealerAttestation(req: IncomingMessage, res: ServerResponse, deps
 
 function nonceOf(req: IncomingMessage): string {
   const nonce = new URL(req.url ?? '/', 'https://sealer.invalid').searchParams.get('nonce');
-  return asBadRequest(() => parseEvidenceNonce(nonce ?? undefined));
-}
-
-function asBadRequest<T>(parse: () => T): T {
-  try {
-    return parse();
-  } catch (error) {
-    if (error instanceof KmsError) throw new SealerError('BAD_REQUEST', error.message);
-    throw error;
-  }
+  return asSealerError('BAD_REQUEST', () => parseEvidenceNonce(nonce ?? undefined));
 }
 
 async function sealStatus(_req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {

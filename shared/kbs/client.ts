@@ -159,7 +159,7 @@ export class KbsClient {
         DPoP: await signProof(await this.#teeKey, { method, target: path, token, body: payload }),
       };
       if (this.#cookie !== undefined) headers.Cookie = this.#cookie;
-      const response = await this.request(method, path, payload ?? body, headers);
+      const response = await this.request(method, path, payload, headers);
       if (response.status === 401 && attempt === 0) {
         this.#forget(token);
         continue;
@@ -178,12 +178,13 @@ export class KbsClient {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
     try {
       if (this.#server === undefined) return stripRaw(await this.#exchange(method, path, payload, headers));
-      // Attested before anything is sent to it, not just before its answer is believed
-      // (or joins an attestation in flight, so no request overtakes it).
-      await this.#attestServer();
+      // Attested before anything is sent to it, not just before its answer is believed (joining an
+      // attestation in flight, so no request overtakes it).
+      const attested = this.#attestServer();
+      const key = await attested;
       const nonce = randomBytes(32).toString('base64url');
       const response = await this.#exchange(method, path, payload, { ...headers, [REQUEST_NONCE_HEADER]: nonce });
-      await this.#checkSigned(method, path, nonce, response);
+      await this.#checkSigned({ method, target: path, nonce, response }, key, attested);
       return stripRaw(response);
     } finally {
       payload?.fill(0);
@@ -206,15 +207,18 @@ export class KbsClient {
   }
 
   /** An answer counts only if the attested server signed it; a restarted server (new key) is attested again, once. */
-  async #checkSigned(method: string, path: string, nonce: string, response: RawResponse): Promise<void> {
+  async #checkSigned(
+    request: { method: string; target: string; nonce: string; response: RawResponse },
+    key: CryptoKey | KeyObject,
+    attested: Promise<CryptoKey | KeyObject>,
+  ): Promise<void> {
+    const { method, target, nonce, response } = request;
     const header = response.headers[ANSWER_SIGNATURE_HEADER];
     const signature = typeof header === 'string' ? header : undefined;
-    const expected = { method, target: path, status: response.status, nonce, bodyDigest: createHash('sha256').update(response.raw).digest('base64url') };
-    const pinned = this.#serverKey;
-    if (pinned !== undefined && (await answerSigned(signature, await pinned.catch(() => undefined as never), expected).catch(() => false))) return;
-    if (this.#serverKey === pinned) this.#serverKey = undefined;
-    const attested = await this.#attestServer();
-    if (await answerSigned(signature, attested, expected)) return;
+    const expected = { method, target, status: response.status, nonce, bodyDigest: createHash('sha256').update(response.raw).digest('base64url') };
+    if (await answerSigned(signature, key, expected)) return;
+    if (this.#serverKey === attested) this.#serverKey = undefined;
+    if (await answerSigned(signature, await this.#attestServer(), expected)) return;
     throw new KmsError('ROOT_KEY_UNAVAILABLE', `the answer from ${this.url} is not signed by the attested sealing service; it was not used`);
   }
 

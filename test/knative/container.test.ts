@@ -19,6 +19,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routes } from '../../functions/index.js';
 import { createTestBucket } from '../support/s3.js';
+import { writeTlsFiles } from '../support/tls-files.js';
 import { findTool, inCi, requireTool, skipWithout } from '../support/tools.js';
 import { KNATIVE, REPO, dockerCmd, dockerEnv, loadResources, parseDockerfile, render, type Json } from './support.js';
 
@@ -196,31 +197,7 @@ describe("the sealer Deployment's command and settings run on the same output", 
     const probe = container.readinessProbe.httpGet;
     const dir = mkdtempSync(join(tmpdir(), 'tee-kms-sealer-'));
     try {
-      const cert = join(dir, 'tls.crt');
-      const key = join(dir, 'tls.key');
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:prime256v1',
-          '-nodes',
-          '-keyout',
-          key,
-          '-out',
-          cert,
-          '-days',
-          '1',
-          '-subj',
-          '/CN=tee-kms-sealer',
-          '-addext',
-          'subjectAltName=DNS:tee-kms-sealer,IP:127.0.0.1',
-        ],
-        { stdio: 'ignore' },
-      );
+      const { certFile: cert, keyFile: key } = writeTlsFiles(dir, 'tls', 'tee-kms-sealer');
       const [port] = await freePorts(1);
       // The Deployment's literal values, with its mounted paths and secret references made local.
       const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, ...IMAGE_ENV };
