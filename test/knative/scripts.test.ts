@@ -64,6 +64,8 @@ const ADMIN_ID = 'ef'.repeat(48);
 const ADMIN_POLICY = fixture('admin-policy.json', JSON.stringify({ rotate: [ADMIN_ID], verify: [ADMIN_ID], recover: [ADMIN_ID], seal: [ADMIN_ID] }));
 /** What --tee tdx needs besides --tdx-policy: the functions' policy for the sealer's TD, and the admin policy. */
 const CUSTODY = ['--sealer-tdx-policy', POLICY, '--admin-policy', ADMIN_POLICY];
+/** A tdx dry run up to the admin policy, which the refusal cases below vary. */
+const TDX_DRY_RUN = ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--sealer-tdx-policy', POLICY];
 const sealerOf = (resources: Resource[]) => resources.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
 const sealerEnv = (resources: Resource[], name: string) => (sealerOf(resources).spec.template.spec.containers[0].env as Json[]).filter((e) => e.name === name);
 const manifests = (stdout: string) =>
@@ -154,74 +156,10 @@ describe('install.sh and uninstall.sh', () => {
         {},
         /--tee tdx needs --admin-policy FILE/,
       ],
-      [
-        [
-          '--dry-run',
-          '--tee',
-          'tdx',
-          '--image',
-          DIGEST_IMAGE,
-          '--tdx-policy',
-          POLICY,
-          '--sealer-tdx-policy',
-          POLICY,
-          '--admin-policy',
-          '/nonexistent/admin.json',
-        ],
-        {},
-        /--admin-policy: cannot read/,
-      ],
-      [
-        [
-          '--dry-run',
-          '--tee',
-          'tdx',
-          '--image',
-          DIGEST_IMAGE,
-          '--tdx-policy',
-          POLICY,
-          '--sealer-tdx-policy',
-          POLICY,
-          '--admin-policy',
-          fixture('admin-not-json.json', '{"rotate": ['),
-        ],
-        {},
-        /--admin-policy .*admin-not-json\.json: not JSON/,
-      ],
-      [
-        [
-          '--dry-run',
-          '--tee',
-          'tdx',
-          '--image',
-          DIGEST_IMAGE,
-          '--tdx-policy',
-          POLICY,
-          '--sealer-tdx-policy',
-          POLICY,
-          '--admin-policy',
-          fixture('admin-op.json', '{"rotat": []}'),
-        ],
-        {},
-        /--admin-policy .*: unknown operation "rotat"/,
-      ],
-      [
-        [
-          '--dry-run',
-          '--tee',
-          'tdx',
-          '--image',
-          DIGEST_IMAGE,
-          '--tdx-policy',
-          POLICY,
-          '--sealer-tdx-policy',
-          POLICY,
-          '--admin-policy',
-          fixture('admin-id.json', '{"seal": ["abc"]}'),
-        ],
-        {},
-        /--admin-policy .*: seal\[0\] must be 96 hex digits/,
-      ],
+      [[...TDX_DRY_RUN, '--admin-policy', '/nonexistent/admin.json'], {}, /--admin-policy: cannot read/],
+      [[...TDX_DRY_RUN, '--admin-policy', fixture('admin-not-json.json', '{"rotate": [')], {}, /--admin-policy .*admin-not-json\.json: not JSON/],
+      [[...TDX_DRY_RUN, '--admin-policy', fixture('admin-op.json', '{"rotat": []}')], {}, /--admin-policy .*: unknown operation "rotat"/],
+      [[...TDX_DRY_RUN, '--admin-policy', fixture('admin-id.json', '{"seal": ["abc"]}')], {}, /--admin-policy .*: seal\[0\] must be 96 hex digits/],
       [['--dry-run', '--tee', 'dev', '--admin-policy', ADMIN_POLICY], {}, /--admin-policy is for --tee tdx/],
       [['--dry-run', '--tee', 'dev', '--sealer-tdx-policy', POLICY], {}, /--sealer-tdx-policy is for --tee tdx/],
       [['--dry-run', '--tee', 'dev', '--tdx-policy', POLICY], {}, /--tdx-policy is for --tee tdx/],
