@@ -84,12 +84,12 @@ const extension = (id: string, critical: boolean, value: Buffer): Buffer => seq(
 
 const SGX_EXT = '1.2.840.113741.1.13.1';
 
-function intelSgxExtension(fmspc: string, cpuSvn: number[], pceSvn: number): Buffer {
+function intelSgxExtension(fmspc: string, cpuSvn: number[], pceSvn: number, pceId: string): Buffer {
   const tcbComponents = cpuSvn.map((svn, i) => seq(oid(`${SGX_EXT}.2.${i + 1}`), integer(svn)));
   return seq(
     seq(oid(`${SGX_EXT}.1`), octets(randomBytes(16))), // PPID
     seq(oid(`${SGX_EXT}.2`), seq(...tcbComponents, seq(oid(`${SGX_EXT}.2.17`), integer(pceSvn)), seq(oid(`${SGX_EXT}.2.18`), octets(Buffer.from(cpuSvn))))),
-    seq(oid(`${SGX_EXT}.3`), octets(Buffer.from([0, 0]))), // PCEID
+    seq(oid(`${SGX_EXT}.3`), octets(Buffer.from(pceId, 'hex'))), // PCEID
     seq(oid(`${SGX_EXT}.4`), octets(Buffer.from(fmspc, 'hex'))),
     seq(oid(`${SGX_EXT}.5`), enumerated(0)), // SGX type: Standard
   );
@@ -159,6 +159,8 @@ export interface PkiOptions {
   readonly fmspc?: string;
   readonly cpuSvn?: number[];
   readonly pceSvn?: number;
+  /** PCEID in the PCK certificate (hex, 2 bytes; default 0000 as Intel's). */
+  readonly pceId?: string;
   /** Validity of the PCK leaf (e.g. an expired one). */
   readonly pckLeafNotAfter?: Date;
   /**
@@ -177,7 +179,7 @@ export async function createTestPki(options: PkiOptions = {}): Promise<TestPki> 
   const pckCa = issue(`CN=${label} SGX PCK Platform CA,O=tee-kms tests,C=US`, root, { ca: true, ...validity });
   const pckLeaf = issue(`CN=${label} SGX PCK Certificate,O=tee-kms tests,C=US`, pckCa, {
     ca: false,
-    extensions: [extension(SGX_EXT, false, intelSgxExtension(fmspc, options.cpuSvn ?? TEST_CPU_SVN, options.pceSvn ?? TEST_PCE_SVN))],
+    extensions: [extension(SGX_EXT, false, intelSgxExtension(fmspc, options.cpuSvn ?? TEST_CPU_SVN, options.pceSvn ?? TEST_PCE_SVN, options.pceId ?? '0000'))],
     ...validity,
     ...(options.pckLeafNotAfter ? { notAfter: options.pckLeafNotAfter } : {}),
   });
@@ -197,7 +199,60 @@ export interface CollateralOptions {
   readonly revokedCaSerials?: readonly string[];
   /** Sign the PCK CRL with this key instead of the PCK CA's (a forged CRL). */
   readonly pckCrlSigner?: TestCert;
+  /** TCB info `tdxModule` (default: zero MRSIGNER, attributes 0 under a full mask, as Intel's). */
+  readonly tdxModule?: TestTdxModule;
+  /** TCB info `tdxModuleIdentities` (default DEFAULT_TDX_MODULE_IDENTITIES). */
+  readonly tdxModuleIdentities?: readonly TestTdxModuleIdentity[];
+  /** TCB info `tcbLevels` (default DEFAULT_TCB_LEVELS). */
+  readonly tcbLevels?: readonly TestTcbLevel[];
+  /** tcbEvaluationDataNumber of the TCB info and the QE identity (default 17). */
+  readonly tcbEvaluationDataNumber?: number;
+  readonly qeTcbEvaluationDataNumber?: number;
+  /** TCB info `pceId` (default 0000). */
+  readonly pceId?: string;
+  /** QE identity `tcbLevels` (default: isvsvn 4 UpToDate, the synthetic QE's SVN). */
+  readonly qeTcbLevels?: readonly { isvsvn: number; tcbStatus: string; advisoryIDs?: string[] }[];
 }
+
+export interface TestTdxModule {
+  readonly mrsigner: string;
+  readonly attributes: string;
+  readonly attributesMask: string;
+}
+
+export interface TestTdxModuleIdentity extends TestTdxModule {
+  readonly id: string;
+  readonly tcbLevels: readonly { isvsvn: number; tcbStatus: string; advisoryIDs?: string[] }[];
+}
+
+export interface TestTcbLevel {
+  readonly sgx: number[];
+  readonly pceSvn: number;
+  /** tdxtcbcomponents (padded with zeros to 16). */
+  readonly tdx: number[];
+  readonly tcbStatus: string;
+  readonly advisoryIDs?: string[];
+}
+
+export const DEFAULT_TDX_MODULE: TestTdxModule = { mrsigner: '00'.repeat(48), attributes: '0000000000000000', attributesMask: 'FFFFFFFFFFFFFFFF' };
+
+/** Like Intel's: TDX module major version 1 (TEE_TCB_SVN[1] = 1), SVN 4 and up UpToDate. */
+export const DEFAULT_TDX_MODULE_IDENTITIES: readonly TestTdxModuleIdentity[] = [
+  { id: 'TDX_03', ...DEFAULT_TDX_MODULE, tcbLevels: [{ isvsvn: 3, tcbStatus: 'UpToDate' }] },
+  {
+    id: 'TDX_01',
+    ...DEFAULT_TDX_MODULE,
+    tcbLevels: [
+      { isvsvn: 4, tcbStatus: 'UpToDate' },
+      { isvsvn: 2, tcbStatus: 'OutOfDate', advisoryIDs: ['INTEL-SA-01036', 'INTEL-SA-01099'] },
+    ],
+  },
+];
+
+export const DEFAULT_TCB_LEVELS: readonly TestTcbLevel[] = [
+  { sgx: TEST_CPU_SVN, pceSvn: TEST_PCE_SVN, tdx: [5, 0, 3], tcbStatus: 'UpToDate' },
+  { sgx: [2, 2, 2, 2, 3, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0], pceSvn: 5, tdx: [5, 0, 2], tcbStatus: 'OutOfDate', advisoryIDs: ['INTEL-SA-00837', 'INTEL-SA-01036'] },
+];
 
 const isoSeconds = (date: Date): string => date.toISOString().replace(/\.\d{3}Z$/, 'Z');
 const svnList = (svns: number[]) => svns.map((svn) => ({ svn }));
@@ -221,37 +276,44 @@ export async function buildCollateral(pki: TestPki, options: CollateralOptions =
     issueDate: isoSeconds(issueDate),
     nextUpdate: isoSeconds(nextUpdate),
     fmspc: pki.fmspc,
-    pceId: '0000',
+    pceId: options.pceId ?? '0000',
     tcbType: 0,
-    tcbEvaluationDataNumber: 17,
-    tdxModule: { mrsigner: '00'.repeat(48), attributes: '0000000000000000', attributesMask: 'FFFFFFFFFFFFFFFF' },
-    tcbLevels: [
-      {
-        tcb: { sgxtcbcomponents: svnList(TEST_CPU_SVN), pcesvn: TEST_PCE_SVN, tdxtcbcomponents: tdxComponents([5, 0, 3]) },
+    tcbEvaluationDataNumber: options.tcbEvaluationDataNumber ?? 17,
+    tdxModule: options.tdxModule ?? DEFAULT_TDX_MODULE,
+    tdxModuleIdentities: (options.tdxModuleIdentities ?? DEFAULT_TDX_MODULE_IDENTITIES).map((identity) => ({
+      ...identity,
+      tcbLevels: identity.tcbLevels.map(({ isvsvn, tcbStatus, advisoryIDs }) => ({
+        tcb: { isvsvn },
         tcbDate: '2029-11-13T00:00:00Z',
-        tcbStatus: 'UpToDate',
-      },
-      {
-        tcb: { sgxtcbcomponents: svnList([2, 2, 2, 2, 3, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0]), pcesvn: 5, tdxtcbcomponents: tdxComponents([5, 0, 2]) },
-        tcbDate: '2029-01-01T00:00:00Z',
-        tcbStatus: 'OutOfDate',
-        advisoryIDs: ['INTEL-SA-00837', 'INTEL-SA-01036'],
-      },
-    ],
+        tcbStatus,
+        ...(advisoryIDs ? { advisoryIDs } : {}),
+      })),
+    })),
+    tcbLevels: (options.tcbLevels ?? DEFAULT_TCB_LEVELS).map((level) => ({
+      tcb: { sgxtcbcomponents: svnList(level.sgx), pcesvn: level.pceSvn, tdxtcbcomponents: tdxComponents(level.tdx) },
+      tcbDate: '2029-11-13T00:00:00Z',
+      tcbStatus: level.tcbStatus,
+      ...(level.advisoryIDs ? { advisoryIDs: level.advisoryIDs } : {}),
+    })),
   });
   const qeIdentity = JSON.stringify({
     id: 'TD_QE',
     version: 2,
     issueDate: isoSeconds(issueDate),
     nextUpdate: isoSeconds(nextUpdate),
-    tcbEvaluationDataNumber: 17,
+    tcbEvaluationDataNumber: options.qeTcbEvaluationDataNumber ?? options.tcbEvaluationDataNumber ?? 17,
     miscselect: '00000000',
     miscselectMask: 'FFFFFFFF',
     attributes: '11000000000000000000000000000000',
     attributesMask: 'FBFFFFFFFFFFFFFF0000000000000000',
     mrsigner: TEST_QE_MRSIGNER.toUpperCase(),
     isvprodid: 2,
-    tcbLevels: [{ tcb: { isvsvn: 4 }, tcbDate: '2029-11-13T00:00:00Z', tcbStatus: 'UpToDate' }],
+    tcbLevels: (options.qeTcbLevels ?? [{ isvsvn: 4, tcbStatus: 'UpToDate' }]).map(({ isvsvn, tcbStatus, advisoryIDs }) => ({
+      tcb: { isvsvn },
+      tcbDate: '2029-11-13T00:00:00Z',
+      tcbStatus,
+      ...(advisoryIDs ? { advisoryIDs } : {}),
+    })),
   });
   const pckCrlSigner = options.pckCrlSigner ?? pki.pckCa;
   return {

@@ -8,8 +8,17 @@
 import { timingSafeEqual } from 'node:crypto';
 import { KmsError } from '../../../shared/errors.js';
 
+/** Intel's TCB statuses; the two TDRelaunchAdvised ones come from TD report 1.5 (tcb.ts). */
 export type TcbStatus =
-  'UpToDate' | 'SWHardeningNeeded' | 'ConfigurationNeeded' | 'ConfigurationAndSWHardeningNeeded' | 'OutOfDate' | 'OutOfDateConfigurationNeeded' | 'Revoked';
+  | 'UpToDate'
+  | 'SWHardeningNeeded'
+  | 'ConfigurationNeeded'
+  | 'ConfigurationAndSWHardeningNeeded'
+  | 'OutOfDate'
+  | 'OutOfDateConfigurationNeeded'
+  | 'TDRelaunchAdvised'
+  | 'TDRelaunchAdvisedConfigurationNeeded'
+  | 'Revoked';
 
 export const TCB_STATUSES: readonly TcbStatus[] = [
   'UpToDate',
@@ -18,6 +27,8 @@ export const TCB_STATUSES: readonly TcbStatus[] = [
   'ConfigurationAndSWHardeningNeeded',
   'OutOfDate',
   'OutOfDateConfigurationNeeded',
+  'TDRelaunchAdvised',
+  'TDRelaunchAdvisedConfigurationNeeded',
   'Revoked',
 ];
 
@@ -35,6 +46,9 @@ export type TdxClaimName =
   | 'qe_identity'
   | 'quote_signature'
   | 'tcb_status'
+  | 'tdx_module'
+  | 'advisory_ids'
+  | 'tcb_evaluation_data_number'
   | 'debug'
   | 'td_attributes'
   | 'mr_service_td'
@@ -68,6 +82,10 @@ export interface TdxPolicy {
   /** Allowed MRCONFIGID values (CoCo: the init-data digest, zero-padded to 48 bytes). */
   readonly mrConfigId?: readonly string[];
   readonly allowedTcbStatuses: readonly TcbStatus[];
+  /** Advisory IDs (e.g. INTEL-SA-01036) that refuse a TD whatever its status; default none. */
+  readonly deniedAdvisoryIds: readonly string[];
+  /** Lowest acceptable tcbEvaluationDataNumber of the TCB info and QE identity; default 0. */
+  readonly minTcbEvaluationDataNumber: number;
 }
 
 export interface TdxPolicyConfig {
@@ -78,9 +96,34 @@ export interface TdxPolicyConfig {
   mrConfigId?: string[];
   /** Default ['UpToDate']. */
   allowedTcbStatuses?: string[];
+  /** Default []. */
+  deniedAdvisoryIds?: string[];
+  /** Default 0 (any). */
+  minTcbEvaluationDataNumber?: number;
 }
 
 const MEASUREMENT = /^[0-9a-f]{96}$/;
+const ADVISORY_ID = /^INTEL-[A-Z]+-\d+$/;
+
+function advisoryList(value: unknown): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw new KmsError('CONFIG', 'TDX policy: deniedAdvisoryIds must be a list of advisory IDs');
+  return value.map((item, index) => {
+    // Intel's IDs are uppercase; a typo must not silently deny nothing.
+    if (typeof item !== 'string' || !ADVISORY_ID.test(item)) {
+      throw new KmsError('CONFIG', `TDX policy: deniedAdvisoryIds[${index}] is not an advisory ID such as INTEL-SA-01036`);
+    }
+    return item;
+  });
+}
+
+function evaluationDataNumber(value: unknown): number {
+  if (value === undefined) return 0;
+  if (!Number.isSafeInteger(value) || (value as number) < 0) {
+    throw new KmsError('CONFIG', 'TDX policy: minTcbEvaluationDataNumber must be a non-negative integer');
+  }
+  return value as number;
+}
 
 function measurementList(value: unknown, field: string, required: boolean): string[] | undefined {
   if (value === undefined && !required) return undefined;
@@ -103,7 +146,7 @@ export function createTdxPolicy(config: unknown): TdxPolicy {
     throw new KmsError('CONFIG', 'TDX policy must be an object');
   }
   const c = config as Record<string, unknown>;
-  const known = new Set(['mrTd', 'rtmr0', 'rtmr1', 'rtmr2', 'mrConfigId', 'allowedTcbStatuses']);
+  const known = new Set(['mrTd', 'rtmr0', 'rtmr1', 'rtmr2', 'mrConfigId', 'allowedTcbStatuses', 'deniedAdvisoryIds', 'minTcbEvaluationDataNumber']);
   for (const key of Object.keys(c)) {
     // A typo such as "mrtd" must not silently drop a constraint.
     if (!known.has(key)) throw new KmsError('CONFIG', `TDX policy: unknown field ${key}`);
@@ -122,6 +165,8 @@ export function createTdxPolicy(config: unknown): TdxPolicy {
   } = {
     mrTd: measurementList(c['mrTd'], 'mrTd', true)!,
     allowedTcbStatuses: statuses as TcbStatus[],
+    deniedAdvisoryIds: advisoryList(c['deniedAdvisoryIds']),
+    minTcbEvaluationDataNumber: evaluationDataNumber(c['minTcbEvaluationDataNumber']),
   };
   for (const field of ['rtmr0', 'rtmr1', 'rtmr2', 'mrConfigId'] as const) {
     const list = measurementList(c[field], field, false);
@@ -139,6 +184,8 @@ export interface TdxAppraisalInput {
   readonly reportData: Uint8Array;
   readonly tcbStatus: TcbStatus;
   readonly advisoryIds: readonly string[];
+  /** tcbEvaluationDataNumber of the TCB info and of the QE identity. */
+  readonly tcbEvaluationDataNumber: { readonly tcbInfo: number; readonly qeIdentity: number };
 }
 
 export function checkReportDataBinding(actual: Uint8Array, expected: Uint8Array): void {
@@ -163,6 +210,23 @@ export function checkPlatform(
   }
 }
 
+/** Operator's TCB recency rules: no denied advisory, collateral at least as recent as required. */
+export function checkTcbRecency(
+  input: Pick<TdxAppraisalInput, 'advisoryIds' | 'tcbEvaluationDataNumber'>,
+  policy: Pick<TdxPolicy, 'deniedAdvisoryIds' | 'minTcbEvaluationDataNumber'>,
+): void {
+  const denied = input.advisoryIds.filter((id) => policy.deniedAdvisoryIds.includes(id));
+  if (denied.length > 0) refuse('advisory_ids', `the platform is affected by denied advisories: ${denied.join(', ')}`);
+  const { tcbInfo, qeIdentity } = input.tcbEvaluationDataNumber;
+  const oldest = Math.min(tcbInfo, qeIdentity);
+  if (oldest < policy.minTcbEvaluationDataNumber) {
+    refuse(
+      'tcb_evaluation_data_number',
+      `the collateral's tcbEvaluationDataNumber (TCB info ${tcbInfo}, QE identity ${qeIdentity}) is below the required ${policy.minTcbEvaluationDataNumber}`,
+    );
+  }
+}
+
 function checkAllowed(claim: TdxClaimName, value: string, allowed: readonly string[] | undefined): void {
   if (allowed !== undefined && !allowed.includes(value)) refuse(claim, `${value} is not an allowed value`);
 }
@@ -180,5 +244,6 @@ export function checkReferenceValues(input: Pick<TdxAppraisalInput, 'mrTd' | 'rt
 export function appraiseTdx(input: TdxAppraisalInput, policy: TdxPolicy, expectedReportData: Uint8Array): void {
   checkReportDataBinding(input.reportData, expectedReportData);
   checkPlatform(input, policy.allowedTcbStatuses);
+  checkTcbRecency(input, policy);
   checkReferenceValues(input, policy);
 }

@@ -91,6 +91,7 @@ export class TdxVerifier implements Verifier {
         reportData: quote.reportData,
         tcbStatus: dcap.tcbStatus,
         advisoryIds: dcap.advisoryIds,
+        tcbEvaluationDataNumber: dcap.tcbEvaluationDataNumber,
       },
       policy,
       expectedReportData,
@@ -102,6 +103,8 @@ export class TdxVerifier implements Verifier {
         ...summary,
         tcbStatus: dcap.tcbStatus,
         advisoryIds: [...dcap.advisoryIds],
+        tdxModule: { ...dcap.tdxModule },
+        tcbEvaluationDataNumber: { ...dcap.tcbEvaluationDataNumber },
         // RTMRs are signed in the quote, so the policy needs no event log; the CCEL is only
         // carried along (it is not replayed against the RTMRs here).
         ccEventlogPresent: decoded.ccEventlog !== undefined,

@@ -5,8 +5,9 @@
  * - @phala/dcap-qvl 0.3.9 runs the DCAP algorithm: TCB info and QE identity signatures, QE report
  *   signature by the PCK key, the QE report's binding of the attestation key
  *   (SHA-256(attestation key || QE auth data)), QE identity (MRSIGNER, ISVPRODID, masked
- *   MISCSELECT/ATTRIBUTES, ISVSVN level), the quote signature, TCB level matching → status and
- *   advisory IDs, and TD attribute sanity. Its QuoteVerifier takes the trusted root CA as DER
+ *   MISCSELECT/ATTRIBUTES, ISVSVN level), the quote signature, FMSPC equality, and TD attribute
+ *   sanity. Its own TCB level matching (16 TEE_TCB_SVN bytes, no TDX module identities) is not
+ *   the verdict: tcb.ts evaluates the TCB as Intel's QVL does, and that verdict is returned. Its QuoteVerifier takes the trusted root CA as DER
  *   (newWithRootCa), so synthetic test quotes go through the very same code as real ones.
  * - Before calling it we check with node:crypto (pki.ts) what the library leaves out or reports
  *   too coarsely: CRL signatures and currency (the library only matches serial numbers), the PCK
@@ -21,7 +22,8 @@ import { KmsError } from '../../../shared/errors.js';
 import { collateralWindows, type TdxCollateral } from './collateral.js';
 import { PkiError, parseCrl, parsePemBundle, verifyChain, verifyCrl, type Crl } from './pki.js';
 import { refuse, type TcbStatus, type TdxClaimName } from './policy.js';
-import { isDebugTd, type TdxQuote } from '../../../shared/attestation/tdx/quote.js';
+import { isDebugTd, type TdReport, type TdxQuote } from '../../../shared/attestation/tdx/quote.js';
+import { evaluateTdxTcb, parsePckPlatformTcb, parseQeIdentityTcb, parseTdxTcbInfo, type TdxModuleVerdict } from './tcb.js';
 
 /** SHA-256 of the DER of Intel's "Intel SGX Root CA" (valid 2018-05-21 to 2049-12-31). */
 export const INTEL_SGX_ROOT_CA_SHA256 = '44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3';
@@ -60,6 +62,8 @@ export interface DcapOptions {
 export interface DcapResult {
   readonly tcbStatus: TcbStatus;
   readonly advisoryIds: readonly string[];
+  readonly tdxModule: TdxModuleVerdict;
+  readonly tcbEvaluationDataNumber: { readonly tcbInfo: number; readonly qeIdentity: number };
 }
 
 function pki<T>(claim: TdxClaimName, check: () => T): T {
@@ -160,11 +164,38 @@ export function verifyTdxQuoteDcap(rawQuote: Uint8Array, quote: TdxQuote, collat
   verifyCollateralSigners(collateral, root, at, crls);
   verifyPckChain(quote, root, at, crls);
 
-  let report: { status: string; advisory_ids: string[] };
   try {
-    report = dcapQvl.QuoteVerifier.newWithRootCa(Buffer.from(root.raw)).verify(Buffer.from(rawQuote), { ...collateral }, at.getTime() / 1000);
+    dcapQvl.QuoteVerifier.newWithRootCa(Buffer.from(root.raw)).verify(Buffer.from(rawQuote), { ...collateral }, at.getTime() / 1000);
   } catch (error) {
-    mapLibraryError(error, quote);
+    if (!isLibraryTcbMismatch(error)) mapLibraryError(error, quote);
+    // Thrown only after every signature, chain and FMSPC check passed: what the library would
+    // have checked next (TD attributes, MRSERVICETD) we check here; tcb.ts judges the TCB.
+    checkTdAttributes(quote.report);
   }
-  return { tcbStatus: report.status as TcbStatus, advisoryIds: [...report.advisory_ids] };
+  const verdict = evaluateTdxTcb({
+    tcbInfo: parseTdxTcbInfo(collateral.tcb_info),
+    qeIdentity: parseQeIdentityTcb(collateral.qe_identity),
+    pck: parsePckPlatformTcb(new X509Certificate(quote.signature.pckCertChainPem[0]!)),
+    report: quote.report,
+    qeIsvSvn: quote.signature.qeReport.isvSvn,
+  });
+  return { ...verdict, advisoryIds: [...verdict.advisoryIds] };
+}
+
+/** dcap-qvl 0.3.9's own TCB matching failed (its last step before the TD attribute checks). */
+function isLibraryTcbMismatch(error: unknown): boolean {
+  return error instanceof Error && error.message === 'No matching TCB level found';
+}
+
+const hasBits = (bytes: Buffer, index: number, mask: number): boolean => (bytes[index]! & mask) !== 0;
+
+/** TDATTRIBUTES (TDX module ABI): DEBUG off, reserved bits clear, SEPT_VE_DISABLE set; no service TD. */
+export function checkTdAttributes(report: TdReport): void {
+  if (isDebugTd(report)) refuse('debug', 'the TD is debuggable (TDATTRIBUTES.DEBUG is set): the host can read its memory');
+  const a = Buffer.from(report.tdAttributes, 'hex');
+  // TUD bits 1-7, SEC bits 8-27 and 29, OTHER bits 32-62 are reserved.
+  const reserved = hasBits(a, 0, 0xfe) || hasBits(a, 1, 0xff) || hasBits(a, 2, 0xff) || hasBits(a, 3, 0x2f) || [4, 5, 6].some((i) => hasBits(a, i, 0xff)) || hasBits(a, 7, 0x7f);
+  if (reserved) refuse('td_attributes', 'reserved TDATTRIBUTES bits are set');
+  if (!hasBits(a, 3, 0x10)) refuse('td_attributes', 'TDATTRIBUTES.SEPT_VE_DISABLE is not set');
+  if (report.mrServiceTd !== undefined && /[^0]/.test(report.mrServiceTd)) refuse('mr_service_td', 'MRSERVICETD is not zero (service TDs are not accepted)');
 }

@@ -12,13 +12,19 @@ const good: TdxAppraisalInput = {
   reportData: expected,
   tcbStatus: 'UpToDate',
   advisoryIds: [],
+  tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 },
 };
 const policy = createTdxPolicy({ mrTd: [m('aa'), m('ab')], rtmr0: [m('10')], rtmr1: [m('11')], rtmr2: [m('12')], mrConfigId: [m('cc')] });
 
 describe('createTdxPolicy', () => {
   it('normalizes measurements to lowercase hex and defaults the TCB statuses to UpToDate', () => {
     const parsed = createTdxPolicy({ mrTd: [`0x${'AB'.repeat(48)}`, ` ${'cd'.repeat(48)} `] });
-    expect(parsed).toEqual({ mrTd: ['ab'.repeat(48), 'cd'.repeat(48)], allowedTcbStatuses: ['UpToDate'] });
+    expect(parsed).toEqual({
+      mrTd: ['ab'.repeat(48), 'cd'.repeat(48)],
+      allowedTcbStatuses: ['UpToDate'],
+      deniedAdvisoryIds: [],
+      minTcbEvaluationDataNumber: 0,
+    });
     expect(createTdxPolicy({ mrTd: [m('aa')], allowedTcbStatuses: ['UpToDate', 'SWHardeningNeeded'] }).allowedTcbStatuses).toEqual([
       'UpToDate',
       'SWHardeningNeeded',

@@ -57,6 +57,8 @@ describe('TdxVerifier', async () => {
       reportData: Buffer.from(nonce).toString('hex'),
       tcbStatus: 'UpToDate',
       advisoryIds: [],
+      tdxModule: { identityId: 'TDX_01', svn: 6, tcbStatus: 'UpToDate' },
+      tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 },
       ccEventlogPresent: false,
     });
   });

@@ -28,7 +28,7 @@ describe('DCAP verification of synthetic quotes', async () => {
   const quote = (options: QuoteOptions = {}) => buildTdxQuote(pki, options);
 
   it('accepts a valid v4 quote: UpToDate, no advisories', () => {
-    expect(dcap(quote().quote)).toEqual({ tcbStatus: 'UpToDate', advisoryIds: [] });
+    expect(dcap(quote().quote)).toEqual({ tcbStatus: 'UpToDate', advisoryIds: [], tdxModule: { identityId: 'TDX_01', svn: 6, tcbStatus: 'UpToDate' }, tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 } });
   });
 
   it('accepts v5 quotes (TD report 1.0 and 1.5 bodies) and trailing bytes', () => {
@@ -39,7 +39,7 @@ describe('DCAP verification of synthetic quotes', async () => {
 
   it('reports OutOfDate with its advisories for a TDX module SVN below the UpToDate level', () => {
     const outdated = quote({ report: { teeTcbSvn: '06010200000000000000000000000000' } }).quote;
-    expect(dcap(outdated)).toEqual({ tcbStatus: 'OutOfDate', advisoryIds: ['INTEL-SA-00837', 'INTEL-SA-01036'] });
+    expect(dcap(outdated)).toEqual({ tcbStatus: 'OutOfDate', advisoryIds: ['INTEL-SA-00837', 'INTEL-SA-01036'], tdxModule: { identityId: 'TDX_01', svn: 6, tcbStatus: 'UpToDate' }, tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 } });
   });
 
   it('refuses a TCB below every level', async () => {
