@@ -13,8 +13,10 @@ import {
   flipBit,
   TD_ATTRIBUTES_DEBUG,
   TEST_TIME,
+  type CollateralOptions,
   type QuoteOptions,
 } from '../../../support/tdx-quote-builder.js';
+import dcapQvl from '@phala/dcap-qvl';
 import { expectKmsError, expectRefusal } from '../../../support/tdx-helpers.js';
 import { createHash } from 'node:crypto';
 
@@ -188,5 +190,107 @@ describe('DCAP verification of synthetic quotes', async () => {
   it('rejects a trusted root that is not a self-signed CA', async () => {
     await expectKmsError(() => trustedRootFromPem(pki.pckLeaf.pem), 'CONFIG', 'the trusted root CA must be a self-signed CA certificate in PEM');
     await expectKmsError(() => trustedRootFromPem('not a pem'), 'CONFIG');
+  });
+});
+
+describe('DCAP verification with the TCB judged as Intel publishes it (tcb.ts)', async () => {
+  const pki = await createTestPki();
+  const root = trustedRootFromPem(pki.root.pem);
+  const collateral = parseCollateral(await buildCollateral(pki), 'test');
+  const collateralWith = async (options: CollateralOptions) => parseCollateral(await buildCollateral(pki, options), 'test');
+  const dcap = (raw: Uint8Array, withCollateral: TdxCollateral = collateral) =>
+    verifyTdxQuoteDcap(raw, parseTdxQuote(raw), withCollateral, { at: TEST_TIME, trustedRootCa: root });
+  const svn = (moduleSvn: number, major: number, third = 3): string => Buffer.from([moduleSvn, major, third, ...Array(13).fill(0)]).toString('hex');
+  const quote = (teeTcbSvn: string, options: QuoteOptions = {}) => buildTdxQuote(pki, { ...options, report: { teeTcbSvn, ...options.report } });
+
+  /** Module SVN 4 is below tdxtcbcomponents[0] = 5 of every level; TEE_TCB_SVN[1] = 1 takes it out of the comparison. */
+  const newModule = svn(4, 1);
+
+  it('the library alone refuses the quote our module rule accepts (its TCB matching is not the gatekeeper)', () => {
+    const raw = quote(newModule).quote;
+    expect(() => dcapQvl.QuoteVerifier.newWithRootCa(Buffer.from(root.raw)).verify(Buffer.from(raw), { ...collateral }, TEST_TIME.getTime() / 1000)).toThrow(
+      /^No matching TCB level found$/,
+    );
+    expect(dcap(raw)).toEqual({
+      tcbStatus: 'UpToDate',
+      advisoryIds: [],
+      tdxModule: { identityId: 'TDX_01', svn: 4, tcbStatus: 'UpToDate' },
+      tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 },
+    });
+  });
+
+  it('still refuses a bad signature anywhere when the library stops at its TCB matching', async () => {
+    const { quote: raw, layout } = quote(newModule);
+    await expectRefusal(() => dcap(flipBit(raw, layout.mrTd, 3)), 'quote_signature');
+    await expectRefusal(() => dcap(flipBit(raw, layout.reportData + 1)), 'quote_signature');
+    await expectRefusal(() => dcap(flipBit(raw, layout.quoteSignature + 9)), 'quote_signature');
+    await expectRefusal(() => dcap(flipBit(raw, layout.qeReport + 100)), 'qe_report_signature');
+    await expectRefusal(() => dcap(flipBit(raw, layout.qeReportSignature + 3)), 'qe_report_signature');
+    await expectRefusal(() => dcap(flipBit(raw, layout.attestationKey + 10)), 'qe_report_binding');
+    // TEE_TCB_SVN itself is signed: lowering the module major version to dodge the rule breaks the signature.
+    await expectRefusal(() => dcap(flipBit(raw, layout.mrTd - 16 - 48 - 48 - 8 - 8 - 8 + 1, 0)), 'quote_signature');
+    const tamperedTcb = parseCollateral({ ...collateral, tcb_info: collateral.tcb_info.replace('"isvsvn":4', '"isvsvn":1') }, 'test');
+    await expectRefusal(() => dcap(raw, tamperedTcb), 'collateral', 'a collateral document signature does not verify');
+    const tamperedQe = parseCollateral({ ...collateral, qe_identity: collateral.qe_identity.replace('"isvsvn":4', '"isvsvn":1') }, 'test');
+    await expectRefusal(() => dcap(raw, tamperedQe), 'collateral', 'a collateral document signature does not verify');
+    const impostor = await createTestPki({ label: 'Impostor' });
+    await expectRefusal(() => dcap(buildTdxQuote(impostor, { report: { teeTcbSvn: newModule } }).quote), 'pck_chain');
+    const forgedCollateral = parseCollateral(await buildCollateral(impostor), 'test');
+    await expectRefusal(() => dcap(raw, forgedCollateral), 'crl');
+  });
+
+  it('performs the TD checks the library would have run after its TCB matching', async () => {
+    await expectRefusal(() => dcap(quote(newModule, { report: { tdAttributes: TD_ATTRIBUTES_DEBUG } }).quote), 'debug');
+    await expectRefusal(() => dcap(quote(newModule, { report: { tdAttributes: '0000000000000000' } }).quote), 'td_attributes', 'TDATTRIBUTES.SEPT_VE_DISABLE is not set');
+    await expectRefusal(() => dcap(quote(newModule, { report: { tdAttributes: '0000001000000100' } }).quote), 'td_attributes', 'reserved TDATTRIBUTES bits are set');
+    await expectRefusal(() => dcap(quote(newModule, { report: { tdAttributes: '0000003000000000' } }).quote), 'td_attributes', 'reserved TDATTRIBUTES bits are set');
+    await expectRefusal(() => dcap(quote(newModule, { version: 5, bodyType: 3, report: { mrServiceTd: '11'.repeat(48) } }).quote), 'mr_service_td');
+    await expectRefusal(() => dcap(quote(newModule, { debugQe: true }).quote), 'qe_identity', 'the quoting enclave runs in debug mode');
+    // PKS (bit 30) and PERFMON (bit 63) are not reserved.
+    expect(dcap(quote(newModule, { report: { tdAttributes: '0000005000000080' } }).quote).tcbStatus).toBe('UpToDate');
+  });
+
+  it('reports a module whose identity level says OutOfDate as OutOfDate, with its advisories', () => {
+    expect(dcap(quote(svn(3, 1)).quote)).toEqual({
+      tcbStatus: 'OutOfDate',
+      advisoryIds: ['INTEL-SA-01036', 'INTEL-SA-01099'],
+      tdxModule: { identityId: 'TDX_01', svn: 3, tcbStatus: 'OutOfDate' },
+      tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 },
+    });
+  });
+
+  it('refuses a non-zero MRSIGNERSEAM and SEAMATTRIBUTES outside the expected ones (major version 0)', async () => {
+    expect(dcap(quote(svn(5, 0)).quote).tdxModule).toEqual({ identityId: null, svn: 5, tcbStatus: 'UpToDate' });
+    await expectRefusal(() => dcap(quote(svn(5, 0), { report: { mrSignerSeam: '5a'.repeat(48) } }).quote), 'tdx_module', /MRSIGNERSEAM/);
+    await expectRefusal(() => dcap(quote(svn(5, 0), { report: { seamAttributes: '0000000000000001' } }).quote), 'tdx_module', /SEAMATTRIBUTES/);
+    const lenientMask = await collateralWith({ tdxModule: { mrsigner: '00'.repeat(48), attributes: '0000000000000000', attributesMask: 'FFFFFFFFFFFFFFFE' } });
+    expect(dcap(quote(svn(5, 0), { report: { seamAttributes: '0000000000000001' } }).quote, lenientMask).tcbStatus).toBe('UpToDate');
+  });
+
+  it('refuses a module of major version 2 when the TCB info has no TDX_02 identity', async () => {
+    await expectRefusal(() => dcap(quote(svn(6, 2)).quote), 'tdx_module', 'the TCB info has no identity TDX_02 for TDX module major version 2');
+    const withTdx02 = await collateralWith({
+      tdxModuleIdentities: [{ id: 'TDX_02', mrsigner: '00'.repeat(48), attributes: '0000000000000000', attributesMask: 'FFFFFFFFFFFFFFFF', tcbLevels: [{ isvsvn: 1, tcbStatus: 'UpToDate' }] }],
+    });
+    expect(dcap(quote(svn(6, 2)).quote, withTdx02).tdxModule).toEqual({ identityId: 'TDX_02', svn: 6, tcbStatus: 'UpToDate' });
+  });
+
+  it('compares the module SVN with tdxtcbcomponents only when TEE_TCB_SVN[1] is 0 (the skip rule)', async () => {
+    await expectRefusal(() => dcap(quote(svn(4, 0)).quote), 'tcb_status', 'the platform TCB is below every level of the TCB info (not UpToDate)');
+    expect(dcap(quote(svn(4, 1)).quote).tcbStatus).toBe('UpToDate');
+    // Components after index 1 still count.
+    expect(dcap(quote(svn(4, 1, 2)).quote).tcbStatus).toBe('OutOfDate');
+  });
+
+  it('evaluates TEE_TCB_SVN2 of a TD report 1.5 (quote v5): TD relaunch advised', () => {
+    const relaunch = quote(svn(3, 1), { version: 5, bodyType: 3, report: { teeTcbSvn2: svn(4, 1) } }).quote;
+    expect(dcap(relaunch)).toMatchObject({ tcbStatus: 'TDRelaunchAdvised', tdxModule: { identityId: 'TDX_01', svn: 3, tcbStatus: 'OutOfDate' } });
+    const stale = quote(svn(3, 1), { version: 5, bodyType: 3, report: { teeTcbSvn2: svn(3, 1) } }).quote;
+    expect(dcap(stale).tcbStatus).toBe('OutOfDate');
+  });
+
+  it('refuses a PCK certificate of another PCE than the TCB info', async () => {
+    const otherPce = await collateralWith({ pceId: '0001' });
+    await expectRefusal(() => dcap(quote(svn(6, 1)).quote, otherPce), 'collateral', /PCEID 0001, the PCK certificate for PCEID 0000/);
   });
 });
