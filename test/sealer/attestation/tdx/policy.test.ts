@@ -53,6 +53,34 @@ describe('createTdxPolicy', () => {
   });
 });
 
+describe('TCB recency fields of the policy', () => {
+  it('validates deniedAdvisoryIds and minTcbEvaluationDataNumber like the other fields', async () => {
+    const parsed = createTdxPolicy({ mrTd: [m('aa')], deniedAdvisoryIds: ['INTEL-SA-01036'], minTcbEvaluationDataNumber: 18 });
+    expect(parsed).toMatchObject({ deniedAdvisoryIds: ['INTEL-SA-01036'], minTcbEvaluationDataNumber: 18 });
+    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], deniedAdvisoryIds: 'INTEL-SA-01036' }), 'CONFIG', /deniedAdvisoryIds must be a list/);
+    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], deniedAdvisoryIds: ['intel-sa-01036'] }), 'CONFIG', /deniedAdvisoryIds\[0\] is not an advisory ID/);
+    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], minTcbEvaluationDataNumber: -1 }), 'CONFIG', /minTcbEvaluationDataNumber must be a non-negative integer/);
+    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], minTcbEvaluationDataNumber: '17' }), 'CONFIG', /minTcbEvaluationDataNumber/);
+    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], minTcbEvaluationDataNumber: 17.5 }), 'CONFIG', /minTcbEvaluationDataNumber/);
+  });
+
+  it('refuses a denied advisory, naming it, and collateral older than the minimum evaluation data number', async () => {
+    const strict = createTdxPolicy({ mrTd: [m('aa')], deniedAdvisoryIds: ['INTEL-SA-01036', 'INTEL-SA-00999'], minTcbEvaluationDataNumber: 18 });
+    const recent = { ...good, tcbEvaluationDataNumber: { tcbInfo: 18, qeIdentity: 19 } };
+    expect(appraiseTdx({ ...recent, advisoryIds: ['INTEL-SA-00837'] }, strict, expected)).toBeUndefined();
+    await expectRefusal(
+      () => appraiseTdx({ ...recent, advisoryIds: ['INTEL-SA-00837', 'INTEL-SA-01036'] }, strict, expected),
+      'advisory_ids',
+      'the platform is affected by denied advisories: INTEL-SA-01036',
+    );
+    await expectRefusal(
+      () => appraiseTdx({ ...good, tcbEvaluationDataNumber: { tcbInfo: 18, qeIdentity: 17 } }, strict, expected),
+      'tcb_evaluation_data_number',
+      "the collateral's tcbEvaluationDataNumber (TCB info 18, QE identity 17) is below the required 18",
+    );
+  });
+});
+
 describe('appraiseTdx', () => {
   it('accepts claims that match every reference value', () => {
     expect(appraiseTdx(good, policy, expected)).toBeUndefined();

@@ -42,6 +42,11 @@ describe.skipIf(!fixturesPresent)(`real Intel quotes and collateral${FIXTURES_SK
     const at = timeInsideCollateral(collateral);
     const verified = await verifierFor(collateral, at).verify(evidenceFor(fixtureBytes('tdx_quote')), expected());
     expect(verified.claims).toMatchObject({ tee: 'tdx', quoteVersion: 4, mrTd: MRTD, rtmr: RTMR, debug: false, tcbStatus: 'UpToDate', advisoryIds: [] });
+    // Intel's TCB info for this FMSPC: TDX_01 identity, module SVN 6 at or above its UpToDate level (isvsvn 4).
+    expect(verified.claims).toMatchObject({
+      tdxModule: { identityId: 'TDX_01', svn: 6, tcbStatus: 'UpToDate' },
+      tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 },
+    });
     expect(Buffer.from(verified.reportData).toString('hex')).toBe(REPORT_DATA);
   });
 

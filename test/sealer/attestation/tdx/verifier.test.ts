@@ -103,6 +103,31 @@ describe('TdxVerifier', async () => {
     expect(verified.claims).toMatchObject({ tcbStatus: 'OutOfDate', advisoryIds: ['INTEL-SA-00837', 'INTEL-SA-01036'] });
   });
 
+  it('carries the TDX module verdict and refuses a denied advisory or too old collateral by per-secret policy', async () => {
+    const oldModule = evidence({ report: { teeTcbSvn: '03010300000000000000000000000000' } });
+    const allowOutOfDate = { mrTd: [DEFAULT_TD.mrTd], allowedTcbStatuses: ['UpToDate', 'OutOfDate'] };
+    const verified = await verifier.verifyWithPolicy(oldModule, nonce, createTdxPolicy(allowOutOfDate));
+    expect(verified.claims).toMatchObject({
+      tcbStatus: 'OutOfDate',
+      advisoryIds: ['INTEL-SA-01036', 'INTEL-SA-01099'],
+      tdxModule: { identityId: 'TDX_01', svn: 3, tcbStatus: 'OutOfDate' },
+      tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 },
+    });
+    await expectRefusal(
+      () => verifier.verifyWithPolicy(oldModule, nonce, createTdxPolicy({ ...allowOutOfDate, deniedAdvisoryIds: ['INTEL-SA-01099'] })),
+      'advisory_ids',
+      'the platform is affected by denied advisories: INTEL-SA-01099',
+    );
+    await expectRefusal(
+      () => verifier.verifyWithPolicy(evidence(), nonce, createTdxPolicy({ mrTd: [DEFAULT_TD.mrTd], minTcbEvaluationDataNumber: 18 })),
+      'tcb_evaluation_data_number',
+      /TCB info 17, QE identity 17\) is below the required 18/,
+    );
+    expect((await verifier.verifyWithPolicy(evidence(), nonce, createTdxPolicy({ mrTd: [DEFAULT_TD.mrTd], minTcbEvaluationDataNumber: 17 }))).claims['tcbStatus']).toBe(
+      'UpToDate',
+    );
+  });
+
   it('evaluates collateral at the injected clock', async () => {
     clock = new Date('2030-02-02T00:00:00Z');
     try {
