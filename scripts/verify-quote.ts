@@ -9,6 +9,9 @@
  * The quote file may hold the raw quote, its base64, or Trustee-shaped evidence JSON
  * ({"quote": base64, ...}). Exit status: 0 parsed (and accepted, with --collateral);
  * 1 rejected (including "not a TDX quote"); 2 bad input or usage (message on stderr).
+ * With --collateral the output adds the TCB verdict (sealer/attestation/tdx/tcb.ts): tcbStatus,
+ * advisoryIds, tdxModule {identityId, svn, tcbStatus} and tcbEvaluationDataNumber.
+ * --root-ca is refused when NODE_ENV=production, as the sealer refuses KMS_SEALER_TDX_ROOT_CA_FILE.
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -89,6 +92,11 @@ async function run(argv: string[]): Promise<{ output: Record<string, unknown>; s
     throw new UsageError('--at, --root-ca and --allow-tcb-status need --collateral');
   }
 
+  if (values['root-ca'] !== undefined && process.env['NODE_ENV'] === 'production') {
+    // A replaced trust anchor makes any self-made quote "genuine": never in production.
+    throw new UsageError('--root-ca replaces the Intel SGX Root CA and is refused when NODE_ENV=production');
+  }
+
   const raw = quoteBytes(await readInput(positionals[0]!, 'quote file'));
   const header = parseQuoteHeader(raw);
   if (header.teeType !== TEE_TYPE_TDX) {
@@ -114,19 +122,28 @@ async function run(argv: string[]): Promise<{ output: Record<string, unknown>; s
   try {
     dcap = verifyTdxQuoteDcap(raw, quote, collateral, { at, ...(trustedRootCa ? { trustedRootCa } : {}) });
     checkPlatform({ debug: isDebug(output), tcbStatus: dcap.tcbStatus, advisoryIds: dcap.advisoryIds }, allowed);
-    Object.assign(output, { tcbStatus: dcap.tcbStatus, advisoryIds: [...dcap.advisoryIds], evaluatedAt: at.toISOString(), verdict: 'accepted', reason: null });
+    Object.assign(output, { ...tcbFields(dcap), evaluatedAt: at.toISOString(), verdict: 'accepted', reason: null });
     return { output, status: 0 };
   } catch (error) {
     if (!isKmsError(error, 'FORBIDDEN')) throw error;
     Object.assign(output, {
-      tcbStatus: dcap?.tcbStatus ?? null,
-      advisoryIds: dcap ? [...dcap.advisoryIds] : [],
+      ...tcbFields(dcap),
       evaluatedAt: at.toISOString(),
       verdict: 'rejected',
       reason: error.message,
     });
     return { output, status: 1 };
   }
+}
+
+/** The TCB verdict's fields; null (advisories empty) when verification stopped before it. */
+function tcbFields(dcap: DcapResult | undefined): Record<string, unknown> {
+  return {
+    tcbStatus: dcap?.tcbStatus ?? null,
+    advisoryIds: dcap ? [...dcap.advisoryIds] : [],
+    tdxModule: dcap ? { ...dcap.tdxModule } : null,
+    tcbEvaluationDataNumber: dcap ? { ...dcap.tcbEvaluationDataNumber } : null,
+  };
 }
 
 const isDebug = (output: Record<string, unknown>): boolean => output['debug'] === true;

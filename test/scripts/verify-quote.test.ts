@@ -44,7 +44,11 @@ interface Run {
 }
 
 function run(...args: string[]): Run {
-  const result = spawnSync(process.execPath, [cli, ...args], { cwd: repo, encoding: 'utf8', timeout: 60_000 });
+  return runWithEnv({}, ...args);
+}
+
+function runWithEnv(env: Record<string, string>, ...args: string[]): Run {
+  const result = spawnSync(process.execPath, [cli, ...args], { cwd: repo, encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...env } });
   let json: Record<string, unknown> | undefined;
   try {
     json = JSON.parse(result.stdout) as Record<string, unknown>; // the whole stdout is one JSON object
@@ -84,6 +88,10 @@ describe.skipIf(!fixturesPresent)(`verify-quote on real quotes${FIXTURES_SKIP_NO
       verdict: 'accepted',
       reason: null,
     });
+    expect(json).toMatchObject({
+      tdxModule: { identityId: 'TDX_01', svn: 6, tcbStatus: 'UpToDate' },
+      tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 },
+    });
   });
 
   it('rejects tdx_quote after its collateral expired', () => {
@@ -111,6 +119,8 @@ describe.skipIf(!fixturesPresent)(`verify-quote on real quotes${FIXTURES_SKIP_NO
       teeTcbSvn2: '0d010300000000000000000000000000',
       verdict: 'rejected',
       tcbStatus: null,
+      tdxModule: null,
+      tcbEvaluationDataNumber: null,
       reason: 'attestation refused: tcb_status: the platform TCB is below every level of the TCB info (not UpToDate)',
     });
   });
@@ -179,6 +189,35 @@ describe('verify-quote on synthetic quotes', async () => {
     const allowed = run(file, '--collateral', collateral, '--root-ca', rootCa, ...at, '--allow-tcb-status', 'UpToDate', '--allow-tcb-status', 'OutOfDate');
     expect(allowed.status).toBe(0);
     expect(allowed.json).toMatchObject({ tcbStatus: 'OutOfDate', verdict: 'accepted' });
+  });
+
+  it('prints the TDX module verdict, the advisories of both levels and TEE_TCB_SVN2', async () => {
+    const oldModule = { teeTcbSvn: '03010200000000000000000000000000' };
+    const v4 = await quoteFile('old-module.bin', buildTdxQuote(pki, { report: oldModule }).quote);
+    const { status, json } = run(v4, '--collateral', collateral, '--root-ca', rootCa, ...at, '--allow-tcb-status', 'OutOfDate');
+    expect(status).toBe(0);
+    expect(json).toMatchObject({
+      teeTcbSvn: oldModule.teeTcbSvn,
+      tcbStatus: 'OutOfDate',
+      advisoryIds: ['INTEL-SA-00837', 'INTEL-SA-01036', 'INTEL-SA-01099'],
+      tdxModule: { identityId: 'TDX_01', svn: 3, tcbStatus: 'OutOfDate' },
+      tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 },
+      verdict: 'accepted',
+    });
+    const relaunch = { teeTcbSvn: '03010300000000000000000000000000', teeTcbSvn2: '04010300000000000000000000000000' };
+    const v5 = await quoteFile('relaunch.bin', buildTdxQuote(pki, { version: 5, bodyType: 3, report: relaunch }).quote);
+    const advised = run(v5, '--collateral', collateral, '--root-ca', rootCa, ...at);
+    expect(advised.status).toBe(1);
+    expect(advised.json).toMatchObject({ quoteVersion: 5, teeTcbSvn2: relaunch.teeTcbSvn2, tcbStatus: 'TDRelaunchAdvised', verdict: 'rejected' });
+  });
+
+  it('refuses --root-ca when NODE_ENV=production', async () => {
+    const file = await quoteFile('prod.bin', buildTdxQuote(pki).quote);
+    const { status, stdout, stderr } = runWithEnv({ NODE_ENV: 'production' }, file, '--collateral', collateral, '--root-ca', rootCa, ...at);
+    expect({ status, stdout }).toEqual({ status: 2, stdout: '' });
+    expect(stderr).toMatch(/^verify-quote: --root-ca replaces the Intel SGX Root CA and is refused when NODE_ENV=production\n/);
+    // Without --root-ca the command still runs in production (Intel's root).
+    expect(runWithEnv({ NODE_ENV: 'production' }, file).status).toBe(0);
   });
 
   it('rejects a synthetic quote under the default Intel root', async () => {
