@@ -251,7 +251,13 @@ export const DEFAULT_TDX_MODULE_IDENTITIES: readonly TestTdxModuleIdentity[] = [
 
 export const DEFAULT_TCB_LEVELS: readonly TestTcbLevel[] = [
   { sgx: TEST_CPU_SVN, pceSvn: TEST_PCE_SVN, tdx: [5, 0, 3], tcbStatus: 'UpToDate' },
-  { sgx: [2, 2, 2, 2, 3, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0], pceSvn: 5, tdx: [5, 0, 2], tcbStatus: 'OutOfDate', advisoryIDs: ['INTEL-SA-00837', 'INTEL-SA-01036'] },
+  {
+    sgx: [2, 2, 2, 2, 3, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0],
+    pceSvn: 5,
+    tdx: [5, 0, 2],
+    tcbStatus: 'OutOfDate',
+    advisoryIDs: ['INTEL-SA-00837', 'INTEL-SA-01036'],
+  },
 ];
 
 const isoSeconds = (date: Date): string => date.toISOString().replace(/\.\d{3}Z$/, 'Z');

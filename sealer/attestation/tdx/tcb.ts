@@ -274,7 +274,7 @@ function sgxLevelMeets(pck: PckPlatformTcb, level: TdxTcbInfo['tcbLevels'][numbe
   return pck.pceSvn >= level.tcb.pceSvn && level.tcb.sgx.every((svn, i) => pck.sgxComponents[i]! >= svn);
 }
 
-/** MRSIGNERSEAM equal and SEAMATTRIBUTES under the mask equal to the expected attributes. */
+/** go-tdx-guest verifyTdQuoteBody / QVL: MRSIGNERSEAM equal, SEAMATTRIBUTES under the mask equal to the expected attributes. */
 function checkModuleSigner(report: TdReport, expected: TdxTcbInfo['tdxModule'], what: string): void {
   if (report.mrSignerSeam.toUpperCase() !== expected.mrsigner) {
     refuse('tdx_module', `MRSIGNERSEAM ${report.mrSignerSeam} is not the ${what} signer ${expected.mrsigner.toLowerCase()}`);
@@ -377,7 +377,7 @@ function union(...lists: ReadonlyArray<readonly string[]>): string[] {
 /** The whole TCB verdict; refuses with the claim that fails. */
 export function evaluateTdxTcb(input: TcbEvaluationInput): TcbVerdict {
   const { tcbInfo, pck, report } = input;
-  // Intel's PCK-to-TCB-info binding: same FMSPC (dcap-qvl checks it) and same PCE.
+  // go-tdx-guest verifyTdQuoteBody: the TCB info is for the PCK's FMSPC (dcap-qvl checks it) and PCEID.
   if (pck.pceId !== tcbInfo.pceId) refuse('collateral', `the TCB info is for PCEID ${tcbInfo.pceId}, the PCK certificate for PCEID ${pck.pceId}`);
 
   const teeTcbSvn = bytesOf(report.teeTcbSvn);

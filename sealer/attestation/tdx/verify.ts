@@ -194,7 +194,13 @@ export function checkTdAttributes(report: TdReport): void {
   if (isDebugTd(report)) refuse('debug', 'the TD is debuggable (TDATTRIBUTES.DEBUG is set): the host can read its memory');
   const a = Buffer.from(report.tdAttributes, 'hex');
   // TUD bits 1-7, SEC bits 8-27 and 29, OTHER bits 32-62 are reserved.
-  const reserved = hasBits(a, 0, 0xfe) || hasBits(a, 1, 0xff) || hasBits(a, 2, 0xff) || hasBits(a, 3, 0x2f) || [4, 5, 6].some((i) => hasBits(a, i, 0xff)) || hasBits(a, 7, 0x7f);
+  const reserved =
+    hasBits(a, 0, 0xfe) ||
+    hasBits(a, 1, 0xff) ||
+    hasBits(a, 2, 0xff) ||
+    hasBits(a, 3, 0x2f) ||
+    [4, 5, 6].some((i) => hasBits(a, i, 0xff)) ||
+    hasBits(a, 7, 0x7f);
   if (reserved) refuse('td_attributes', 'reserved TDATTRIBUTES bits are set');
   if (!hasBits(a, 3, 0x10)) refuse('td_attributes', 'TDATTRIBUTES.SEPT_VE_DISABLE is not set');
   if (report.mrServiceTd !== undefined && /[^0]/.test(report.mrServiceTd)) refuse('mr_service_td', 'MRSERVICETD is not zero (service TDs are not accepted)');

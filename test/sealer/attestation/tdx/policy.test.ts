@@ -58,8 +58,16 @@ describe('TCB recency fields of the policy', () => {
     const parsed = createTdxPolicy({ mrTd: [m('aa')], deniedAdvisoryIds: ['INTEL-SA-01036'], minTcbEvaluationDataNumber: 18 });
     expect(parsed).toMatchObject({ deniedAdvisoryIds: ['INTEL-SA-01036'], minTcbEvaluationDataNumber: 18 });
     await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], deniedAdvisoryIds: 'INTEL-SA-01036' }), 'CONFIG', /deniedAdvisoryIds must be a list/);
-    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], deniedAdvisoryIds: ['intel-sa-01036'] }), 'CONFIG', /deniedAdvisoryIds\[0\] is not an advisory ID/);
-    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], minTcbEvaluationDataNumber: -1 }), 'CONFIG', /minTcbEvaluationDataNumber must be a non-negative integer/);
+    await expectKmsError(
+      () => createTdxPolicy({ mrTd: [m('aa')], deniedAdvisoryIds: ['intel-sa-01036'] }),
+      'CONFIG',
+      /deniedAdvisoryIds\[0\] is not an advisory ID/,
+    );
+    await expectKmsError(
+      () => createTdxPolicy({ mrTd: [m('aa')], minTcbEvaluationDataNumber: -1 }),
+      'CONFIG',
+      /minTcbEvaluationDataNumber must be a non-negative integer/,
+    );
     await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], minTcbEvaluationDataNumber: '17' }), 'CONFIG', /minTcbEvaluationDataNumber/);
     await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], minTcbEvaluationDataNumber: 17.5 }), 'CONFIG', /minTcbEvaluationDataNumber/);
   });

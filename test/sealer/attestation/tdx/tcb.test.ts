@@ -4,13 +4,7 @@
  * reports parsed from synthetic quotes.
  */
 import { describe, expect, it } from 'vitest';
-import {
-  evaluateTdxTcb,
-  parsePckPlatformTcb,
-  parseQeIdentityTcb,
-  parseTdxTcbInfo,
-  type TcbEvaluationInput,
-} from '../../../../sealer/attestation/tdx/tcb.js';
+import { evaluateTdxTcb, parsePckPlatformTcb, parseQeIdentityTcb, parseTdxTcbInfo, type TcbEvaluationInput } from '../../../../sealer/attestation/tdx/tcb.js';
 import { parseTdxQuote, type TdReport } from '../../../../shared/attestation/tdx/quote.js';
 import {
   buildCollateral,
@@ -96,11 +90,19 @@ describe('TDX TCB evaluation (tcb.ts)', async () => {
 
   describe('rule 2: TDX module', () => {
     it('major version 0: MRSIGNERSEAM must equal tdxModule.mrsigner', async () => {
-      await expectRefusal(() => evaluate({ quote: withSvn(svn(5, 0), { mrSignerSeam: '01'.repeat(48) }) }), 'tdx_module', /MRSIGNERSEAM 0101.* is not the tdxModule signer/);
+      await expectRefusal(
+        () => evaluate({ quote: withSvn(svn(5, 0), { mrSignerSeam: '01'.repeat(48) }) }),
+        'tdx_module',
+        /MRSIGNERSEAM 0101.* is not the tdxModule signer/,
+      );
     });
 
     it('major version 0: SEAMATTRIBUTES under attributesMask must equal tdxModule.attributes', async () => {
-      await expectRefusal(() => evaluate({ quote: withSvn(svn(5, 0), { seamAttributes: '0000000000000080' }) }), 'tdx_module', /SEAMATTRIBUTES 0000000000000080/);
+      await expectRefusal(
+        () => evaluate({ quote: withSvn(svn(5, 0), { seamAttributes: '0000000000000080' }) }),
+        'tdx_module',
+        /SEAMATTRIBUTES 0000000000000080/,
+      );
       // A bit outside the mask does not count.
       const masked = await evaluate({
         collateral: { tdxModule: { ...DEFAULT_TDX_MODULE, attributesMask: 'FFFFFFFFFFFFFF7F' } },

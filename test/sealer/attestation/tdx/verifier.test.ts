@@ -123,9 +123,9 @@ describe('TdxVerifier', async () => {
       'tcb_evaluation_data_number',
       /TCB info 17, QE identity 17\) is below the required 18/,
     );
-    expect((await verifier.verifyWithPolicy(evidence(), nonce, createTdxPolicy({ mrTd: [DEFAULT_TD.mrTd], minTcbEvaluationDataNumber: 17 }))).claims['tcbStatus']).toBe(
-      'UpToDate',
-    );
+    expect(
+      (await verifier.verifyWithPolicy(evidence(), nonce, createTdxPolicy({ mrTd: [DEFAULT_TD.mrTd], minTcbEvaluationDataNumber: 17 }))).claims['tcbStatus'],
+    ).toBe('UpToDate');
   });
 
   it('evaluates collateral at the injected clock', async () => {

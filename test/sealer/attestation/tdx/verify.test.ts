@@ -30,7 +30,12 @@ describe('DCAP verification of synthetic quotes', async () => {
   const quote = (options: QuoteOptions = {}) => buildTdxQuote(pki, options);
 
   it('accepts a valid v4 quote: UpToDate, no advisories', () => {
-    expect(dcap(quote().quote)).toEqual({ tcbStatus: 'UpToDate', advisoryIds: [], tdxModule: { identityId: 'TDX_01', svn: 6, tcbStatus: 'UpToDate' }, tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 } });
+    expect(dcap(quote().quote)).toEqual({
+      tcbStatus: 'UpToDate',
+      advisoryIds: [],
+      tdxModule: { identityId: 'TDX_01', svn: 6, tcbStatus: 'UpToDate' },
+      tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 },
+    });
   });
 
   it('accepts v5 quotes (TD report 1.0 and 1.5 bodies) and trailing bytes', () => {
@@ -41,7 +46,12 @@ describe('DCAP verification of synthetic quotes', async () => {
 
   it('reports OutOfDate with its advisories for a TDX module SVN below the UpToDate level', () => {
     const outdated = quote({ report: { teeTcbSvn: '06010200000000000000000000000000' } }).quote;
-    expect(dcap(outdated)).toEqual({ tcbStatus: 'OutOfDate', advisoryIds: ['INTEL-SA-00837', 'INTEL-SA-01036'], tdxModule: { identityId: 'TDX_01', svn: 6, tcbStatus: 'UpToDate' }, tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 } });
+    expect(dcap(outdated)).toEqual({
+      tcbStatus: 'OutOfDate',
+      advisoryIds: ['INTEL-SA-00837', 'INTEL-SA-01036'],
+      tdxModule: { identityId: 'TDX_01', svn: 6, tcbStatus: 'UpToDate' },
+      tcbEvaluationDataNumber: { tcbInfo: 17, qeIdentity: 17 },
+    });
   });
 
   it('refuses a TCB below every level', async () => {
@@ -241,9 +251,21 @@ describe('DCAP verification with the TCB judged as Intel publishes it (tcb.ts)',
 
   it('performs the TD checks the library would have run after its TCB matching', async () => {
     await expectRefusal(() => dcap(quote(newModule, { report: { tdAttributes: TD_ATTRIBUTES_DEBUG } }).quote), 'debug');
-    await expectRefusal(() => dcap(quote(newModule, { report: { tdAttributes: '0000000000000000' } }).quote), 'td_attributes', 'TDATTRIBUTES.SEPT_VE_DISABLE is not set');
-    await expectRefusal(() => dcap(quote(newModule, { report: { tdAttributes: '0000001000000100' } }).quote), 'td_attributes', 'reserved TDATTRIBUTES bits are set');
-    await expectRefusal(() => dcap(quote(newModule, { report: { tdAttributes: '0000003000000000' } }).quote), 'td_attributes', 'reserved TDATTRIBUTES bits are set');
+    await expectRefusal(
+      () => dcap(quote(newModule, { report: { tdAttributes: '0000000000000000' } }).quote),
+      'td_attributes',
+      'TDATTRIBUTES.SEPT_VE_DISABLE is not set',
+    );
+    await expectRefusal(
+      () => dcap(quote(newModule, { report: { tdAttributes: '0000001000000100' } }).quote),
+      'td_attributes',
+      'reserved TDATTRIBUTES bits are set',
+    );
+    await expectRefusal(
+      () => dcap(quote(newModule, { report: { tdAttributes: '0000003000000000' } }).quote),
+      'td_attributes',
+      'reserved TDATTRIBUTES bits are set',
+    );
     await expectRefusal(() => dcap(quote(newModule, { version: 5, bodyType: 3, report: { mrServiceTd: '11'.repeat(48) } }).quote), 'mr_service_td');
     await expectRefusal(() => dcap(quote(newModule, { debugQe: true }).quote), 'qe_identity', 'the quoting enclave runs in debug mode');
     // PKS (bit 30) and PERFMON (bit 63) are not reserved.
@@ -270,7 +292,15 @@ describe('DCAP verification with the TCB judged as Intel publishes it (tcb.ts)',
   it('refuses a module of major version 2 when the TCB info has no TDX_02 identity', async () => {
     await expectRefusal(() => dcap(quote(svn(6, 2)).quote), 'tdx_module', 'the TCB info has no identity TDX_02 for TDX module major version 2');
     const withTdx02 = await collateralWith({
-      tdxModuleIdentities: [{ id: 'TDX_02', mrsigner: '00'.repeat(48), attributes: '0000000000000000', attributesMask: 'FFFFFFFFFFFFFFFF', tcbLevels: [{ isvsvn: 1, tcbStatus: 'UpToDate' }] }],
+      tdxModuleIdentities: [
+        {
+          id: 'TDX_02',
+          mrsigner: '00'.repeat(48),
+          attributes: '0000000000000000',
+          attributesMask: 'FFFFFFFFFFFFFFFF',
+          tcbLevels: [{ isvsvn: 1, tcbStatus: 'UpToDate' }],
+        },
+      ],
     });
     expect(dcap(quote(svn(6, 2)).quote, withTdx02).tdxModule).toEqual({ identityId: 'TDX_02', svn: 6, tcbStatus: 'UpToDate' });
   });
