@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { KmsError } from '../../../shared/errors.js';
 import { kbsReportData, parseTeePubKey, primaryRuntimeData, runtimeDataDigest, selectedHash, type TeePubKey } from '../../../shared/kbs/protocol.js';
-import { decryptFromKbs, encryptToTee, generateTeeKeyPair, importTeePubKey, processTeeKeyPair } from '../../../shared/kbs/tee-key.js';
+import { encryptToTee } from '../../../shared/kbs/resource-jwe.js';
+import { decryptFromKbs, generateTeeKeyPair, importTeePubKey, processTeeKeyPair } from '../../../shared/kbs/tee-key.js';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -83,7 +84,7 @@ describe('JWE resource response', () => {
   it('is a flattened JWE (ECDH-ES+A256KW, A256GCM, epk in the protected header) only this TEE key opens', async () => {
     const pair = await generateTeeKeyPair();
     const secret = Buffer.alloc(32, 0xab);
-    const jwe = await encryptToTee(secret, await importTeePubKey(pair.publicJwk));
+    const jwe = await encryptToTee(secret, pair.publicJwk);
     expect(Object.keys(jwe).sort()).toEqual(['ciphertext', 'encrypted_key', 'iv', 'protected', 'tag']);
     const header = JSON.parse(Buffer.from(jwe.protected, 'base64url').toString());
     expect(header).toMatchObject({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', epk: { kty: 'EC', crv: 'P-256' } });
