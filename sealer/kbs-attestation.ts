@@ -40,7 +40,11 @@ export function attestationAdditionalEvidence(teeEvidence: Record<string, unknow
     const named = additional.deviceTees.slice(0, MAX_NAMED).map(printable);
     const list = `${named.map((tee) => `"${tee}"`).join(', ')}${additional.deviceTees.length > MAX_NAMED ? ', …' : ''}`;
     asKbsRefusal(
-      () => refuse('additional_evidence', `this sealing service verifies no device evidence, and this attestation carries evidence from device TEE ${list}; attest without it`),
+      () =>
+        refuse(
+          'additional_evidence',
+          `this sealing service verifies no device evidence, and this attestation carries evidence from device TEE ${list}; attest without it`,
+        ),
       { deviceTees: named },
     );
   }

@@ -37,7 +37,9 @@ export class ProofVerifier {
   async verify(proof: string | undefined, expected: ProofExpectation): Promise<void> {
     // Proofs are ES256: a token for an RSA or P-521 tee-pubkey (fine for KBS resources) cannot make one.
     if (expected.teePubKey.kty !== 'EC' || expected.teePubKey.crv !== 'P-256') {
-      throw invalid(`admin calls need a token for an EC P-256 tee-pubkey (proofs are ES256); this token binds ${expected.teePubKey.kty === 'EC' ? `a ${expected.teePubKey.crv}` : 'an RSA'} key: attest with a P-256 key`);
+      throw invalid(
+        `admin calls need a token for an EC P-256 tee-pubkey (proofs are ES256); this token binds ${expected.teePubKey.kty === 'EC' ? `a ${expected.teePubKey.crv}` : 'an RSA'} key: attest with a P-256 key`,
+      );
     }
     if (proof === undefined || proof === '') throw invalid('admin calls need a DPoP proof signed with the TEE key of the token');
     if (proof.length > MAX_PROOF_LENGTH) throw invalid('the proof is too long');

@@ -1,72 +1,11 @@
 // The resource JWE as a Trustee client (guest-components kbs_protocol) opens it: the AES-GCM AAD is
 // not the `protected` string received but kbs-types' ProtectedHeader re-serialized by serde_json.
 import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { flattenedDecrypt, FlattenedEncrypt, type FlattenedJWE } from 'jose';
+import { flattenedDecrypt, FlattenedEncrypt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import type { KbsTeePubKey } from '../../../shared/kbs/protocol.js';
 import { encryptToTee } from '../../../shared/kbs/resource-jwe.js';
-
-// ---- serde_json, written from the struct definitions (kbs-types ProtectedHeader) ----
-//
-// #[derive(Serialize)] struct ProtectedHeader { alg: String, enc: String,
-//   #[serde(skip_serializing_if = "Map::is_empty", flatten)] other_fields: Map<String, Value> }
-// serialized by serde_json::to_string: struct fields in declaration order, then the flattened map's
-// entries; a Map is a BTreeMap (sorted by key bytes) without the `preserve_order` feature and an
-// IndexMap (order as parsed) with it. Strings escape '"', '\\' and control characters only.
-
-function serdeString(value: string): string {
-  let out = '"';
-  for (const char of value) {
-    const code = char.codePointAt(0)!;
-    if (char === '"') out += '\\"';
-    else if (char === '\\') out += '\\\\';
-    else if (char === '\n') out += '\\n';
-    else if (char === '\r') out += '\\r';
-    else if (char === '\t') out += '\\t';
-    else if (char === '\b') out += '\\b';
-    else if (char === '\f') out += '\\f';
-    else if (code < 0x20) out += `\\u00${code.toString(16).padStart(2, '0')}`;
-    else out += char;
-  }
-  return `${out}"`;
-}
-
-function byteOrder(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
-}
-
-function serdeValue(value: unknown, preserveOrder: boolean): string {
-  if (value === null) return 'null';
-  if (typeof value === 'string') return serdeString(value);
-  if (typeof value === 'boolean') return String(value);
-  if (typeof value === 'number' && Number.isInteger(value)) return String(value);
-  if (Array.isArray(value)) return `[${value.map((item) => serdeValue(item, preserveOrder)).join(',')}]`;
-  if (typeof value === 'object') return `{${serdeEntries(Object.entries(value), preserveOrder)}}`;
-  throw new Error(`no serde form written for ${typeof value}`);
-}
-
-function serdeEntries(entries: [string, unknown][], preserveOrder: boolean): string {
-  const ordered = preserveOrder ? entries : [...entries].sort(([a], [b]) => byteOrder(a, b));
-  return ordered.map(([key, member]) => `${serdeString(key)}:${serdeValue(member, preserveOrder)}`).join(',');
-}
-
-/** serde_json::to_string(&ProtectedHeader) for a header parsed from `protectedB64u` (generate_aad without the base64). */
-function serdeProtectedHeader(protectedB64u: string, preserveOrder = false): string {
-  const { alg, enc, ...otherFields } = JSON.parse(Buffer.from(protectedB64u, 'base64url').toString('utf8')) as Record<string, unknown>;
-  if (typeof alg !== 'string' || typeof enc !== 'string') throw new Error('ProtectedHeader needs alg and enc');
-  const flattened = serdeEntries(Object.entries(otherFields), preserveOrder);
-  return `{${serdeString('alg')}:${serdeString(alg)},${serdeString('enc')}:${serdeString(enc)}${flattened === '' ? '' : `,${flattened}`}}`;
-}
-
-/** What kbs_protocol decrypts: AES-GCM with the AAD rebuilt from the header, here by swapping it in for the bytes received. */
-async function openAsTrusteeClient(jwe: FlattenedJWE, key: KeyObject, preserveOrder = false): Promise<Buffer> {
-  const rebuilt = Buffer.from(serdeProtectedHeader(jwe.protected!, preserveOrder), 'utf8').toString('base64url');
-  const { plaintext } = await flattenedDecrypt({ ...jwe, protected: rebuilt }, key, {
-    keyManagementAlgorithms: ['ECDH-ES+A256KW', 'RSA-OAEP-256'],
-    contentEncryptionAlgorithms: ['A256GCM'],
-  });
-  return Buffer.from(plaintext);
-}
+import { openAsTrusteeClient, serdeProtectedHeader } from '../../support/trustee-serde.js';
 
 function ecKey(curve: 'P-256' | 'P-521'): { privateKey: KeyObject; jwk: KbsTeePubKey } {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: curve === 'P-256' ? 'prime256v1' : 'secp521r1' });
@@ -83,7 +22,7 @@ function rsaKey(): { privateKey: KeyObject; jwk: KbsTeePubKey } {
 
 const SECRET = Buffer.alloc(32, 0x5a);
 
-describe('the test\'s serde_json re-serialization', () => {
+describe("the test's serde_json re-serialization", () => {
   it('reproduces the kbs-types generate_aad vector', () => {
     // kbs-types src/lib.rs, test protected_header_generate_aad.
     const rebuilt = serdeProtectedHeader(Buffer.from('{"alg":"fakealg","enc":"fakeenc"}').toString('base64url'));
@@ -92,7 +31,8 @@ describe('the test\'s serde_json re-serialization', () => {
 
   it('sorts the flattened members and nested objects without preserve_order: a header sent in another order gets another AAD', () => {
     // kbs-types src/lib.rs, test parse_response_nested_protected_header: epk sent as {kty, crv, x}.
-    const sent = 'eyJhbGciOiJmYWtlYWxnIiwiZW5jIjoiZmFrZWVuYyIsImVwayI6eyJrdHkiOiJPS1AiLCJjcnYiOiJYMjU1MTkiLCJ4IjoiaFNEd0NZa3dwMVIwaTMzY3RENzNXZzJfT2cwbU9CcjA2NlNwanFxYlRtbyJ9fQo';
+    const sent =
+      'eyJhbGciOiJmYWtlYWxnIiwiZW5jIjoiZmFrZWVuYyIsImVwayI6eyJrdHkiOiJPS1AiLCJjcnYiOiJYMjU1MTkiLCJ4IjoiaFNEd0NZa3dwMVIwaTMzY3RENzNXZzJfT2cwbU9CcjA2NlNwanFxYlRtbyJ9fQo';
     expect(serdeProtectedHeader(sent)).toBe(
       '{"alg":"fakealg","enc":"fakeenc","epk":{"crv":"X25519","kty":"OKP","x":"hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"}}',
     );
@@ -112,7 +52,7 @@ describe('the test\'s serde_json re-serialization', () => {
 });
 
 describe('encryptToTee: the resource a Trustee client opens', () => {
-  it.each([['P-256'], ['P-521']] as const)('EC %s: header bytes are exactly serde_json\'s, and both client builds open it', async (curve) => {
+  it.each([['P-256'], ['P-521']] as const)("EC %s: header bytes are exactly serde_json's, and both client builds open it", async (curve) => {
     const { privateKey, jwk } = ecKey(curve);
     const jwe = await encryptToTee(SECRET, jwk);
     const header = Buffer.from(jwe.protected, 'base64url').toString('utf8');
