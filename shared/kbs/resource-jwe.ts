@@ -48,12 +48,13 @@ export async function encryptToTee(payload: Uint8Array, teePubKey: KbsTeePubKey)
   }
   // The key agreement, Concat KDF and key wrap are jose's. It cannot be told the order of `epk`, so
   // it wraps a CEK chosen here (its only way to hand the CEK back), and the content is then
-  // encrypted under the header written in the client's order, with node:crypto's AES-256-GCM.
+  // encrypted under the header written in the client's order, with node:crypto's AES-256-GCM
+  // (jose's own encryption of the empty content, under another random IV, is discarded).
   const cek = randomBytes(CEK_BYTES);
   try {
     const wrapped = await new FlattenedEncrypt(new Uint8Array(0))
       .setProtectedHeader({ alg: TEE_KEY_ALG, enc: JWE_ENC })
-      // eslint-disable-next-line @typescript-eslint/no-deprecated -- see above: a fresh random CEK per resource
+      // Marked "for testing" in jose; here it is the only way to learn the CEK jose wraps. A fresh random one per resource.
       .setContentEncryptionKey(cek)
       .encrypt(key);
     const epk = (JSON.parse(Buffer.from(wrapped.protected ?? '', 'base64url').toString('utf8')) as { epk?: Record<string, unknown> }).epk;

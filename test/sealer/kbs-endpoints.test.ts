@@ -308,6 +308,11 @@ describe('Trustee clients (kbs_protocol) on the wire', () => {
     const jwe = await resource(token);
     expect(Buffer.from(jwe.protected!, 'base64url').toString()).toBe(serdeProtectedHeader(jwe.protected!));
     expect((await openAsTrusteeClient(jwe, privateKey)).equals(ROOT_KEY)).toBe(true);
+    if (crv === 'P-521') {
+      const admin = await client.send('POST', '/tee-kms/v1/seal', { token, nonce: false });
+      expect(admin.status).toBe(401);
+      expect(admin.json<{ detail: string }>().detail).toContain('this token binds a P-521 key');
+    }
   });
 
   it('RSA key (RSA-OAEP-256, as kbs_protocol exports it): bound as sent, the root key encrypted to it; admin calls refused clearly', async () => {
