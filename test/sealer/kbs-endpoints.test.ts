@@ -271,7 +271,9 @@ describe('Trustee clients (kbs_protocol) on the wire', () => {
     const { nonce, cookie } = await trusteeAuth();
     const report = reportDataOf(nonce, teePubKey, boundEvidence);
     const answer = await client.send('POST', '/kbs/v0/attest', {
+      // kbs-types' Attestation: `init-data` is an Option, serialized as null when the pod has none.
       body: {
+        'init-data': null,
         'runtime-data': { nonce, 'tee-pubkey': teePubKey },
         'tee-evidence': { primary_evidence: { svn: '1', report_data: report.toString('base64') }, additional_evidence: sentEvidence },
       },
