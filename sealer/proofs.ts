@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { importJWK } from 'jose/key/import';
 import { jwtVerify } from 'jose/jwt/verify';
-import type { TeePubKey } from '../shared/kbs/protocol.js';
+import type { KbsTeePubKey } from '../shared/kbs/protocol.js';
 import { SealerError } from './errors.js';
 
 /** What a proof of possession must name: this request, and the token it accompanies. */
@@ -11,7 +11,7 @@ export interface ProofExpectation {
   readonly target: string;
   readonly token: string;
   readonly body: Buffer;
-  readonly teePubKey: TeePubKey;
+  readonly teePubKey: KbsTeePubKey;
 }
 
 const PROOF_TYPE = 'dpop+jwt';
@@ -35,9 +35,14 @@ export class ProofVerifier {
   ) {}
 
   async verify(proof: string | undefined, expected: ProofExpectation): Promise<void> {
+    // Proofs are ES256: a token for an RSA or P-521 tee-pubkey (fine for KBS resources) cannot make one.
+    if (expected.teePubKey.kty !== 'EC' || expected.teePubKey.crv !== 'P-256') {
+      throw invalid(
+        `admin calls need a token for an EC P-256 tee-pubkey (proofs are ES256); this token binds ${expected.teePubKey.kty === 'EC' ? `a ${expected.teePubKey.crv}` : 'an RSA'} key: attest with a P-256 key`,
+      );
+    }
     if (proof === undefined || proof === '') throw invalid('admin calls need a DPoP proof signed with the TEE key of the token');
     if (proof.length > MAX_PROOF_LENGTH) throw invalid('the proof is too long');
-    if (expected.teePubKey.crv !== 'P-256') throw invalid('admin calls need a P-256 tee-pubkey (ES256 proofs)');
     const key = await importJWK({ kty: 'EC', crv: 'P-256', x: expected.teePubKey.x, y: expected.teePubKey.y }, 'ES256');
     let payload: Record<string, unknown>;
     let header: Record<string, unknown>;

@@ -9,11 +9,10 @@ import {
   KBS_SESSION_COOKIE,
   kbsReportData,
   parseEvidenceNonce,
-  parseTeePubKey,
   primaryRuntimeData,
   DEFAULT_RUNTIME_DATA_HASH,
 } from '../shared/kbs/protocol.js';
-import { encryptToTee, importTeePubKey } from '../shared/kbs/tee-key.js';
+import { encryptToTee } from '../shared/kbs/resource-jwe.js';
 import { bearerToken } from '../shared/http/bearer.js';
 import { readBounded, type BodyError } from '../shared/http/body.js';
 import { ANSWER_SIGNATURE_HEADER, REQUEST_NONCE_HEADER, ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer-client/protocol.js';
@@ -22,6 +21,7 @@ import { digest } from './proofs.js';
 import type { SealerCore } from './core.js';
 import { asSealerError, SealerError } from './errors.js';
 import { kbsError, problemOf } from './problems.js';
+import { attestationAdditionalEvidence, attestationTeePubKey } from './kbs-attestation.js';
 import type { AdminOperation, AdminPolicy } from './admin-policy.js';
 import type { ProofVerifier } from './proofs.js';
 import type { SessionStore } from './sessions.js';
@@ -140,17 +140,10 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
     if (nonce !== challenge.nonce) {
       throw kbsError.attestation("the nonce in the handshake session is different from the client side in KBS protocol's Attestation message");
     }
-    let teePubKey;
-    try {
-      teePubKey = parseTeePubKey(rawPubKey);
-      await importTeePubKey(teePubKey);
-    } catch (error) {
-      throw kbsError.attestation(error instanceof KmsError ? error.message : 'invalid tee-pubkey');
-    }
+    const teePubKey = await attestationTeePubKey(rawPubKey);
     if (typeof teeEvidence !== 'object' || teeEvidence === null) throw kbsError.attestation('deserialize Attestation: tee-evidence missing');
-    const { primary_evidence: primaryEvidence, additional_evidence: additionalEvidence } = teeEvidence as Record<string, unknown>;
-    if (typeof additionalEvidence !== 'string') throw kbsError.attestation('deserialize Attestation: tee-evidence.additional_evidence must be a string');
-    if (additionalEvidence !== '') throw kbsError.attestation('additional (device) evidence is not supported by this sealing service');
+    const primaryEvidence = (teeEvidence as Record<string, unknown>).primary_evidence;
+    const additionalEvidence = attestationAdditionalEvidence(teeEvidence as Record<string, unknown>);
 
     const expected = kbsReportData(challenge.nonce, teePubKey, challenge.hash, additionalEvidence);
     const verifier = deps.verifiers.get(challenge.tee);
@@ -183,7 +176,7 @@ async function kbsRootKey(req: IncomingMessage, res: ServerResponse, deps: Seale
   const { verified } = await authenticate(req, deps, { cookie: true });
   const key = deps.core.currentKey();
   try {
-    const jwe = await encryptToTee(key, await importTeePubKey(verified.teePubKey));
+    const jwe = await encryptToTee(key, verified.teePubKey);
     sendJson(res, 200, jwe);
   } finally {
     key.fill(0);

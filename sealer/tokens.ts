@@ -2,14 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { exportJWK, generateKeyPair, jwtVerify, SignJWT, type CryptoKey, type JWK } from 'jose';
 import type { TeeType } from '../shared/attestation/types.js';
 import { KmsError } from '../shared/errors.js';
-import { parseTeePubKey, type TeePubKey } from '../shared/kbs/protocol.js';
+import { parseKbsTeePubKey, type KbsTeePubKey } from '../shared/kbs/protocol.js';
 
 export const TOKEN_ISSUER = 'tee-kms-sealer';
 const TOKEN_MAX_LENGTH = 16 * 1024;
 
 export interface VerifiedToken {
   readonly tee: TeeType;
-  readonly teePubKey: TeePubKey;
+  readonly teePubKey: KbsTeePubKey;
   /** The workload identity (init-data digest) the attestation established. */
   readonly identity: string;
 }
@@ -76,7 +76,7 @@ export class TokenService {
     if (tee !== 'sample' && tee !== 'tdx') throw new KmsError('UNAUTHORIZED', 'the token names no TEE');
     if (typeof custom?.init_data !== 'string') throw new KmsError('UNAUTHORIZED', 'the token names no workload identity');
     try {
-      return { tee, teePubKey: parseTeePubKey(custom.runtime_data?.['tee-pubkey']), identity: custom.init_data };
+      return { tee, teePubKey: parseKbsTeePubKey(custom.runtime_data?.['tee-pubkey']), identity: custom.init_data };
     } catch {
       throw new KmsError('UNAUTHORIZED', 'the token carries no valid tee-pubkey');
     }

@@ -25,15 +25,22 @@ import type { TeeType } from '../attestation/types.js';
  *   every other TEE extra-params is the empty string).
  * - The TEE puts that digest in its 64-byte REPORT_DATA zero-padded (TDX attester pads; the TDX
  *   verifier `regularize_data`s the expected value the same way).
- * - kbs-types `TeePubKey::EC {crv, alg, x, y}` tagged by `kty`; guest-components' default TEE key is
- *   P-256 with alg "ECDH-ES+A256KW"; kbs/src/jwe/mod.rs encrypts to P-256 or P-521 with
- *   ECDH-ES+A256KW (Concat KDF as RFC 7518) and A256GCM, `epk` in the protected header, no `aad`.
+ * - kbs-types `TeePubKey::EC {crv, alg, x, y}` or `TeePubKey::RSA {alg, n, e}`, tagged by `kty`;
+ *   guest-components' default TEE key is P-256 with alg "ECDH-ES+A256KW" (keypair.rs also makes
+ *   P-521 and RSA-2048 keys, the latter with alg "RSA-OAEP-256"); kbs/src/jwe/mod.rs encrypts to
+ *   P-256 or P-521 with ECDH-ES+A256KW (Concat KDF as RFC 7518), or to RSA with RSA-OAEP-256 (or
+ *   the deprecated RSA1_5), and A256GCM, `epk` in the protected header, no `aad`.
+ * - `additional_evidence` is "" or serde_json's string of a map {<kbs-types Tee name>: evidence}
+ *   (guest-components evidence_provider/native.rs; kbs/src/attestation/backend.rs parses it as
+ *   HashMap<Tee, TeeEvidence>, so "{}" is the empty map); the string itself is hashed as sent.
  */
 export const KBS_PROTOCOL_VERSION = '0.4.0';
 export const KBS_PREFIX = '/kbs/v0';
 export const KBS_SESSION_COOKIE = 'kbs-session-id';
 export const KBS_ERROR_TYPE_PREFIX = 'https://github.com/confidential-containers/kbs/errors/';
 export const TEE_KEY_ALG = 'ECDH-ES+A256KW';
+/** The one RSA `tee-pubkey` alg accepted (guest-components' RSA key; RSA1_5 is refused). */
+export const RSA_TEE_KEY_ALG = 'RSA-OAEP-256';
 export const JWE_ENC = 'A256GCM';
 export const REPORT_DATA_BYTES = 64;
 /** Raw bytes in a Trustee nonce (backend.rs NONCE_SIZE_BYTES). */
@@ -50,6 +57,17 @@ export interface TeePubKey {
   readonly y: string;
 }
 
+/** An RSA `tee-pubkey` (kbs-types `TeePubKey::RSA`): exactly kty, alg, n, e, as sent. */
+export interface RsaTeePubKey {
+  readonly kty: 'RSA';
+  readonly alg: typeof RSA_TEE_KEY_ALG;
+  readonly n: string;
+  readonly e: string;
+}
+
+/** Any `tee-pubkey` a KBS client may present: resources can be encrypted to it. */
+export type KbsTeePubKey = TeePubKey | RsaTeePubKey;
+
 export interface KbsRequest {
   readonly version: string;
   readonly tee: string;
@@ -63,7 +81,7 @@ export interface KbsChallenge {
 
 export interface KbsRuntimeData {
   readonly nonce: string;
-  readonly 'tee-pubkey': TeePubKey;
+  readonly 'tee-pubkey': KbsTeePubKey;
 }
 
 export interface KbsCompositeEvidence {
@@ -111,7 +129,7 @@ export function selectedHash(extraParams: unknown): RuntimeDataHash {
 }
 
 /** The object whose canonical JSON is hashed into the primary evidence's report data. */
-export function primaryRuntimeData(nonce: string, teePubKey: TeePubKey, additionalEvidence = ''): Record<string, unknown> {
+export function primaryRuntimeData(nonce: string, teePubKey: KbsTeePubKey, additionalEvidence = ''): Record<string, unknown> {
   return { 'additional-evidence': additionalEvidence, nonce, 'tee-pubkey': teePubKey };
 }
 
@@ -131,7 +149,7 @@ export function padReportData(digest: Uint8Array): Buffer {
 }
 
 /** The 64-byte report data binding a KBS challenge nonce and the TEE public key. */
-export function kbsReportData(nonce: string, teePubKey: TeePubKey, hash: RuntimeDataHash = DEFAULT_RUNTIME_DATA_HASH, additionalEvidence = ''): Buffer {
+export function kbsReportData(nonce: string, teePubKey: KbsTeePubKey, hash: RuntimeDataHash = DEFAULT_RUNTIME_DATA_HASH, additionalEvidence = ''): Buffer {
   return padReportData(runtimeDataDigest(primaryRuntimeData(nonce, teePubKey, additionalEvidence), hash));
 }
 
@@ -183,6 +201,75 @@ export function parseTeePubKey(value: unknown): TeePubKey {
     }
   }
   return { kty: 'EC', crv: jwk.crv, alg: TEE_KEY_ALG, x: jwk.x as string, y: jwk.y as string };
+}
+
+/** Validates a `tee-pubkey` from the wire: an EC key as parseTeePubKey, or an RSA key as parseRsaTeePubKey. */
+export function parseKbsTeePubKey(value: unknown): KbsTeePubKey {
+  return typeof value === 'object' && value !== null && (value as { kty?: unknown }).kty === 'RSA' ? parseRsaTeePubKey(value) : parseTeePubKey(value);
+}
+
+const RSA_TEE_PUBKEY_MEMBERS = ['alg', 'e', 'kty', 'n'];
+const RSA_MIN_BITS = 2048;
+const RSA_MAX_BITS = 8192;
+
+/**
+ * Validates an RSA `tee-pubkey`: exactly kty, alg, n, e (their JCS is hashed into the evidence, so
+ * the values are kept as sent), alg RSA-OAEP-256 (RSA1_5, which Trustee still takes, is open to
+ * padding-oracle attacks), n of 2048 to 8192 bits and e odd, both minimal big-endian base64url
+ * (RFC 7518 §6.3.1). Throws KmsError('BAD_REQUEST').
+ */
+export function parseRsaTeePubKey(value: unknown): RsaTeePubKey {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new KmsError('BAD_REQUEST', 'tee-pubkey must be a JWK object');
+  const jwk = value as Record<string, unknown>;
+  const members = Object.keys(jwk).sort();
+  if (members.length !== RSA_TEE_PUBKEY_MEMBERS.length || members.some((m, i) => m !== RSA_TEE_PUBKEY_MEMBERS[i])) {
+    throw new KmsError('BAD_REQUEST', 'an RSA tee-pubkey must have exactly the members kty, alg, n, e');
+  }
+  if (jwk.kty !== 'RSA') throw new KmsError('BAD_REQUEST', 'tee-pubkey kty must be "RSA" or "EC"');
+  if (jwk.alg !== RSA_TEE_KEY_ALG) throw new KmsError('BAD_REQUEST', `an RSA tee-pubkey alg must be "${RSA_TEE_KEY_ALG}" (RSA1_5 is not accepted)`);
+  const n = unsignedOf(jwk.n);
+  const bits = n === undefined ? 0 : (n.length - 1) * 8 + n[0]!.toString(2).length;
+  if (n === undefined || bits < RSA_MIN_BITS || bits > RSA_MAX_BITS) {
+    throw new KmsError('BAD_REQUEST', `an RSA tee-pubkey n must be a minimal base64url modulus of ${RSA_MIN_BITS} to ${RSA_MAX_BITS} bits`);
+  }
+  const e = unsignedOf(jwk.e);
+  if (e === undefined || e.length > 8 || (e[e.length - 1]! & 1) === 0 || (e.length === 1 && e[0]! < 3)) {
+    throw new KmsError('BAD_REQUEST', 'an RSA tee-pubkey e must be a minimal base64url odd exponent of at most 64 bits');
+  }
+  return { kty: 'RSA', alg: RSA_TEE_KEY_ALG, n: jwk.n as string, e: jwk.e as string };
+}
+
+/** The bytes of a minimal (no leading zero octet) unsigned big-endian base64url integer, or undefined. */
+function unsignedOf(value: unknown): Buffer | undefined {
+  if (typeof value !== 'string' || !B64URL.test(value)) return undefined;
+  const bytes = Buffer.from(value, 'base64url');
+  return bytes.length > 0 && bytes[0] !== 0 && bytes.toString('base64url') === value ? bytes : undefined;
+}
+
+/** A composite evidence's `additional_evidence`: the string as sent (it is hashed so), and the device TEEs it names. */
+export interface AdditionalEvidence {
+  readonly text: string;
+  readonly deviceTees: readonly string[];
+}
+
+/**
+ * Parses `additional_evidence` as Trustee does (backend.rs: "" means none, else a JSON object
+ * mapping device TEE names to their evidence). "{}", in any JSON spelling, names no device.
+ * Throws KmsError('BAD_REQUEST') for anything else than a string holding such an object.
+ */
+export function parseAdditionalEvidence(value: unknown): AdditionalEvidence {
+  if (typeof value !== 'string') throw new KmsError('BAD_REQUEST', 'tee-evidence.additional_evidence must be a string');
+  if (value === '') return { text: value, deviceTees: [] };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    throw new KmsError('BAD_REQUEST', 'tee-evidence.additional_evidence must be "" or a JSON object (device TEE → evidence)');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new KmsError('BAD_REQUEST', 'tee-evidence.additional_evidence must be "" or a JSON object (device TEE → evidence)');
+  }
+  return { text: value, deviceTees: Object.keys(parsed) };
 }
 
 export const TEE_TYPES: readonly TeeType[] = ['sample', 'tdx'];

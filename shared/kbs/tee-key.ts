@@ -4,11 +4,10 @@ import { generateKeyPair as generateNodeKeyPair, type KeyObject } from 'node:cry
 import { promisify } from 'node:util';
 import type { CryptoKey } from 'jose';
 import { flattenedDecrypt } from 'jose/jwe/flattened/decrypt';
-import { FlattenedEncrypt } from 'jose/jwe/flattened/encrypt';
 import { importJWK } from 'jose/key/import';
 import { KmsError } from '../errors.js';
 import { onceSucceeded } from '../once.js';
-import { JWE_ENC, TEE_KEY_ALG, type FlattenedJwe, type TeePubKey } from './protocol.js';
+import { JWE_ENC, TEE_KEY_ALG, type KbsTeePubKey, type TeePubKey } from './protocol.js';
 
 /**
  * The TEE's ephemeral key pair (the KBS `tee-pubkey`). Its private half never leaves this process's
@@ -34,24 +33,15 @@ export async function generateTeeKeyPair(): Promise<TeeKeyPair> {
 /** One ephemeral key pair per process, made on first use. */
 export const processTeeKeyPair: () => Promise<TeeKeyPair> = onceSucceeded(generateTeeKeyPair);
 
-/** Server side: imports a validated `tee-pubkey` (rejects points not on the curve). */
-export async function importTeePubKey(jwk: TeePubKey): Promise<CryptoKey> {
+/** Server side: imports a validated `tee-pubkey`, EC or RSA (rejects points not on the curve, RSA keys jose refuses). */
+export async function importTeePubKey(jwk: KbsTeePubKey): Promise<CryptoKey> {
   try {
-    const key = await importJWK({ ...jwk }, TEE_KEY_ALG);
+    const key = await importJWK({ ...jwk }, jwk.alg);
     if (key instanceof Uint8Array) throw new Error('symmetric');
     return key;
   } catch {
-    throw new KmsError('BAD_REQUEST', 'tee-pubkey is not a valid public key on its curve');
+    throw new KmsError('BAD_REQUEST', jwk.kty === 'RSA' ? 'tee-pubkey is not a valid RSA public key' : 'tee-pubkey is not a valid public key on its curve');
   }
-}
-
-/** Server side: the resource as flattened JWE (ECDH-ES+A256KW, A256GCM), as Trustee's jwe.rs. */
-export async function encryptToTee(payload: Uint8Array, teePubKey: CryptoKey): Promise<FlattenedJwe> {
-  const jwe = await new FlattenedEncrypt(payload).setProtectedHeader({ alg: TEE_KEY_ALG, enc: JWE_ENC }).encrypt(teePubKey);
-  if (jwe.protected === undefined || jwe.encrypted_key === undefined || jwe.iv === undefined || jwe.tag === undefined) {
-    throw new KmsError('INTERNAL', 'JWE serialization is incomplete');
-  }
-  return { protected: jwe.protected, encrypted_key: jwe.encrypted_key, iv: jwe.iv, ciphertext: jwe.ciphertext, tag: jwe.tag };
 }
 
 /** Client side: decrypts a flattened JWE response; only ECDH-ES+A256KW / A256GCM are accepted. */

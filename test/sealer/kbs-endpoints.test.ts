@@ -1,16 +1,21 @@
 // The sealer's KBS endpoints (Trustee protocol 0.4.0) against a real sealer process over HTTPS:
 // the happy path on the wire, and its refusals.
-import { randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleAttester } from '../../shared/attestation/sample.js';
 import { KbsClient, type KbsHttpResponse } from '../../shared/kbs/client.js';
 import { kbsReportData, type TeePubKey } from '../../shared/kbs/protocol.js';
 import { decryptFromKbs, generateTeeKeyPair, type TeeKeyPair } from '../../shared/kbs/tee-key.js';
+import canonicalize from 'canonicalize';
+import type { FlattenedJWE } from 'jose';
+import { ProtocolClient, type Answer } from '../support/protocol-client.js';
 import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { openAsTrusteeClient, serdeProtectedHeader } from '../support/trustee-serde.js';
 
 const ROOT_KEY = randomBytes(32);
 const RESOURCE = '/kbs/v0/resource/tee-kms/root-key/current';
+const KBS = 'https://github.com/confidential-containers/kbs/errors/';
 const secrets = new SecretRegistry();
 secrets.add(ROOT_KEY);
 
@@ -186,7 +191,7 @@ describe('KBS refusals', () => {
     const body = await attestation(nonce, teeKey.publicJwk);
     expect(problem(await kbs.request('POST', '/kbs/v0/attest', body)).detail).toBe('cookie not found');
     const withDevices = { ...body, 'tee-evidence': { ...body['tee-evidence'], additional_evidence: '{"nvidia":{}}' } };
-    expect(problem(await attest(cookie, withDevices)).detail).toContain('additional (device) evidence');
+    expect(problem(await attest(cookie, withDevices)).detail).toContain('additional_evidence');
   });
 
   it('expires the session when the nonce is not answered in time', async () => {
@@ -228,6 +233,170 @@ describe('KBS refusals', () => {
     expect(Object.keys(request ?? {}).sort()).toEqual(['component', 'level', 'method', 'ms', 'path', 'status', 'time']);
     expect(request).toMatchObject({ level: 'info', component: 'sealer', status: 200, ms: expect.any(Number) });
     expect(sealer.stderr()).toContain('INSECURE DEVELOPMENT MODE');
+  });
+});
+
+// A Trustee client (guest-components' kbs_protocol) as its messages look on the wire, built from
+// Trustee's published shapes (kbs/docs/kbs_attestation_protocol.md, kbs-types) with the test's own
+// client and hashing, never the project's KBS modules.
+describe('Trustee clients (kbs_protocol) on the wire', () => {
+  let client: ProtocolClient;
+
+  beforeAll(async () => {
+    client = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem() });
+  });
+
+  /** RCAR Request as rcar_client.rs sends it (extra-params lists the hash algorithms it supports). */
+  async function trusteeAuth(): Promise<{ nonce: string; cookie: string }> {
+    const answer = await client.send('POST', '/kbs/v0/auth', {
+      body: { version: '0.4.0', tee: 'sample', 'extra-params': { 'supported-hash-algorithms': ['sha256', 'sha384', 'sha512'] } },
+      token: null,
+      nonce: false,
+    });
+    expect(answer.status).toBe(200);
+    const setCookie = answer.headers['set-cookie'];
+    const cookie = (Array.isArray(setCookie) ? setCookie : [setCookie ?? ''])[0]!.split(';')[0]!;
+    secrets.addText(cookie.slice(cookie.indexOf('=') + 1));
+    return { nonce: answer.json<{ nonce: string }>().nonce, cookie };
+  }
+
+  /** SHA-384(JCS({tee-pubkey, nonce, additional-evidence})) ‖ zeros: what kbs_protocol puts in the report data. */
+  function reportDataOf(nonce: string, teePubKey: object, additionalEvidence: string): Buffer {
+    const json = canonicalize({ 'tee-pubkey': teePubKey, nonce, 'additional-evidence': additionalEvidence })!;
+    return Buffer.concat([createHash('sha384').update(json, 'utf8').digest(), Buffer.alloc(16)]);
+  }
+
+  /** auth → attest with `teePubKey`; the sample evidence binds `boundEvidence`, the message carries `sentEvidence`. */
+  async function trusteeAttest(teePubKey: object, sentEvidence: string, boundEvidence = sentEvidence): Promise<Answer> {
+    const { nonce, cookie } = await trusteeAuth();
+    const report = reportDataOf(nonce, teePubKey, boundEvidence);
+    const answer = await client.send('POST', '/kbs/v0/attest', {
+      // kbs-types' Attestation: `init-data` is an Option, serialized as null when the pod has none.
+      body: {
+        'init-data': null,
+        'runtime-data': { nonce, 'tee-pubkey': teePubKey },
+        'tee-evidence': { primary_evidence: { svn: '1', report_data: report.toString('base64') }, additional_evidence: sentEvidence },
+      },
+      token: null,
+      nonce: false,
+      headers: { Cookie: cookie },
+    });
+    if (answer.status === 200) secrets.addText(answer.json<{ token: string }>().token);
+    return answer;
+  }
+
+  async function resource(token: string): Promise<FlattenedJWE> {
+    const answer = await client.send('GET', RESOURCE, { token, nonce: false });
+    expect(answer.status).toBe(200);
+    return answer.json<FlattenedJWE>();
+  }
+
+  function ecKey(namedCurve: 'prime256v1' | 'secp521r1', crv: string): { privateKey: KeyObject; jwk: Record<string, string> } {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve });
+    const { x, y } = publicKey.export({ format: 'jwk' });
+    return { privateKey, jwk: { kty: 'EC', crv, alg: 'ECDH-ES+A256KW', x: x!, y: y! } };
+  }
+
+  it.each([
+    ['P-256', 'prime256v1'],
+    ['P-521', 'secp521r1'],
+  ] as const)('EC %s key, additional_evidence "{}" (the published example): the root key opens with the AAD serde_json rebuilds', async (crv, curve) => {
+    const { privateKey, jwk } = ecKey(curve, crv);
+    const attested = await trusteeAttest(jwk, '{}');
+    expect(attested.status).toBe(200);
+    const token = attested.json<{ token: string }>().token;
+    const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { customized_claims: { runtime_data: unknown } };
+    expect(claims.customized_claims.runtime_data).toEqual({ 'additional-evidence': '{}', nonce: expect.any(String), 'tee-pubkey': jwk });
+    const jwe = await resource(token);
+    expect(Buffer.from(jwe.protected!, 'base64url').toString()).toBe(serdeProtectedHeader(jwe.protected!));
+    expect((await openAsTrusteeClient(jwe, privateKey)).equals(ROOT_KEY)).toBe(true);
+    if (crv === 'P-521') {
+      const admin = await client.send('POST', '/tee-kms/v1/seal', { token, nonce: false });
+      expect(admin.status).toBe(401);
+      expect(admin.json<{ detail: string }>().detail).toContain('this token binds a P-521 key');
+    }
+  });
+
+  it('RSA key (RSA-OAEP-256, as kbs_protocol exports it): bound as sent, the root key encrypted to it; admin calls refused clearly', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const { n, e } = publicKey.export({ format: 'jwk' });
+    const jwk = { kty: 'RSA', alg: 'RSA-OAEP-256', n: n!, e: e! };
+    // Bound to another RSA key's JWK: refused.
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' });
+    const { nonce, cookie } = await trusteeAuth();
+    const mismatch = await client.send('POST', '/kbs/v0/attest', {
+      body: {
+        'runtime-data': { nonce, 'tee-pubkey': jwk },
+        'tee-evidence': {
+          primary_evidence: { svn: '1', report_data: reportDataOf(nonce, { ...jwk, n: other.n }, '').toString('base64') },
+          additional_evidence: '',
+        },
+      },
+      token: null,
+      nonce: false,
+      headers: { Cookie: cookie },
+    });
+    expect(mismatch.status).toBe(401);
+    expect(mismatch.json<{ detail: string }>().detail).toContain('report_data does not bind');
+
+    const attested = await trusteeAttest(jwk, '');
+    expect(attested.status).toBe(200);
+    const token = attested.json<{ token: string }>().token;
+    const jwe = await resource(token);
+    expect(Buffer.from(jwe.protected!, 'base64url').toString()).toBe('{"alg":"RSA-OAEP-256","enc":"A256GCM"}');
+    expect((await openAsTrusteeClient(jwe, privateKey)).equals(ROOT_KEY)).toBe(true);
+
+    // Proofs of possession are ES256: whatever proof comes with it, an RSA token is told why, with a 401 problem.
+    for (const dpop of [undefined, await client.proof({ method: 'POST', target: '/tee-kms/v1/seal', body: Buffer.alloc(0), token })]) {
+      const answer = await client.send('POST', '/tee-kms/v1/seal', { token, nonce: false, ...(dpop === undefined ? {} : { headers: { DPoP: dpop } }) });
+      expect(answer.status).toBe(401);
+      expect(answer.problemType).toBe('urn:tee-kms:sealer:proof-invalid');
+      expect(answer.json<{ detail: string }>().detail).toContain('EC P-256 tee-pubkey');
+    }
+  });
+
+  it('refuses RSA1_5 and short RSA keys at attest, naming the rule', async () => {
+    const { n, e } = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' });
+    const rsa15 = await trusteeAttest({ kty: 'RSA', alg: 'RSA1_5', n, e }, '');
+    expect(rsa15.status).toBe(401);
+    expect(rsa15.problemType).toBe(`${KBS}AttestationError`);
+    expect(rsa15.json<{ detail: string }>().detail).toContain('RSA1_5 is not accepted');
+    const short = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ format: 'jwk' });
+    const weak = await trusteeAttest({ kty: 'RSA', alg: 'RSA-OAEP-256', n: short.n, e: short.e }, '');
+    expect(weak.status).toBe(401);
+    expect(weak.json<{ detail: string }>().detail).toContain('2048 to 8192 bits');
+  });
+
+  it('binds additional_evidence as sent: evidence made for one string does not verify with another', async () => {
+    const { jwk } = ecKey('prime256v1', 'P-256');
+    for (const [sent, bound] of [
+      ['', '{}'],
+      ['{}', ''],
+      [' {}', '{}'],
+    ] as const) {
+      const answer = await trusteeAttest(jwk, sent, bound);
+      expect(answer.status).toBe(401);
+      expect(answer.json<{ detail: string }>().detail).toContain('report_data does not bind');
+    }
+    expect((await trusteeAttest(jwk, ' {}')).status).toBe(200);
+  });
+
+  it('refuses device evidence it cannot verify with a problem naming the device TEE', async () => {
+    const { jwk } = ecKey('prime256v1', 'P-256');
+    // guest-components evidence_provider: serde_json::to_string(HashMap<Tee, evidence>), bound into the report data.
+    const devices = JSON.stringify({ nvidia: { evidence_list: [{ certificate: 'MIIB', evidence: 'AAAA' }], arch: 'HOPPER' } });
+    const answer = await trusteeAttest(jwk, devices);
+    expect(answer.status).toBe(401);
+    expect(answer.problemType).toBe(`${KBS}AttestationError`);
+    const body = answer.json<{ detail: string; claim: string; deviceTees: string[] }>();
+    expect(body.detail).toContain('attestation refused: additional_evidence');
+    expect(body.detail).toContain('"nvidia"');
+    expect(body).toMatchObject({ claim: 'additional_evidence', deviceTees: ['nvidia'] });
+    const two = await trusteeAttest(jwk, JSON.stringify({ sampledevice: { svn: '1', report_data: 'AA==' }, hygondcu: {} }));
+    expect(two.json<{ deviceTees: string[] }>().deviceTees).toEqual(['sampledevice', 'hygondcu']);
+    const malformed = await trusteeAttest(jwk, '[]');
+    expect(malformed.status).toBe(401);
+    expect(malformed.json<{ detail: string }>().detail).toContain('additional_evidence must be "" or a JSON object');
   });
 });
 

@@ -58,6 +58,7 @@ export type TdxClaimName =
   | 'rtmr_2'
   | 'mr_config_id'
   | 'report_data'
+  | 'additional_evidence'
   | 'dcap';
 
 /**
