@@ -7,9 +7,11 @@ import {
   loadCollateralFile,
   PccsCollateralSource,
   StaticCollateralSource,
+  type ChainTrust,
   type CollateralSource,
   type TdxCollateral,
 } from './attestation/tdx/collateral.js';
+import type { TdxQuote } from '../shared/attestation/tdx/quote.js';
 import { createTdxPolicy, type TdxPolicy } from './attestation/tdx/policy.js';
 import { TdxVerifier } from './attestation/tdx/verifier.js';
 import { trustedRootFromPem } from './attestation/tdx/verify.js';
@@ -212,7 +214,7 @@ class CollateralFile implements CollateralSource {
     this.#version = version;
   }
 
-  async collateralFor(quote: Parameters<CollateralSource['collateralFor']>[0]): Promise<TdxCollateral> {
+  async collateralFor(quote: TdxQuote, trust: ChainTrust): Promise<TdxCollateral> {
     const version = await fileVersion(this.path);
     if (version !== this.#version) {
       this.#version = version;
@@ -228,7 +230,7 @@ class CollateralFile implements CollateralSource {
         this.io.warn(`the changed TDX collateral file ${this.path} was not loaded (${reason}); the previous collateral stays in use`);
       }
     }
-    return this.#current.collateralFor(quote);
+    return this.#current.collateralFor(quote, trust);
   }
 }
 

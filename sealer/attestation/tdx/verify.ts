@@ -21,6 +21,7 @@ import { KmsError } from '../../../shared/errors.js';
 import { collateralWindows, type TdxCollateral } from './collateral.js';
 import { PkiError, parseCrl, parsePemBundle, verifyChain, verifyCrl, type Crl } from './pki.js';
 import { refuse, type TcbStatus, type TdxClaimName } from './policy.js';
+import { checkQuotingEnclave } from './qe-checks.js';
 import { isDebugTd, type TdxQuote } from '../../../shared/attestation/tdx/quote.js';
 
 /** SHA-256 of the DER of Intel's "Intel SGX Root CA" (valid 2018-05-21 to 2049-12-31). */
@@ -159,6 +160,7 @@ export function verifyTdxQuoteDcap(rawQuote: Uint8Array, quote: TdxQuote, collat
   const crls = verifyCollateralCrls(collateral, root, at);
   verifyCollateralSigners(collateral, root, at, crls);
   verifyPckChain(quote, root, at, crls);
+  checkQuotingEnclave(quote);
 
   let report: { status: string; advisory_ids: string[] };
   try {
