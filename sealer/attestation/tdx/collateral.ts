@@ -209,7 +209,7 @@ export interface PccsCollateralSourceOptions {
    * revocation). Default false.
    */
   readonly allowHttp?: boolean;
-  /** PEM CA certificate(s) trusted for the PCCS's TLS certificate instead of the system's (private PCCS, tests). */
+  /** PEM CA certificate(s) trusted for the PCCS's TLS certificate instead of the system's (tests; processes use NODE_EXTRA_CA_CERTS). */
   readonly tlsCa?: string;
   /** Clock for cache expiry; default the wall clock. */
   readonly now?: () => Date;
