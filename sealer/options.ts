@@ -75,7 +75,14 @@ export const sealerOptions = {
     default: '',
     parse: parse.url,
     description:
-      'DCAP collateral from a PCCS or Intel PCS (https://api.trustedservices.intel.com), fetched per platform (FMSPC) and cached until its nextUpdate, at most 1 h. Excludes KMS_SEALER_TDX_COLLATERAL_FILE.',
+      'DCAP collateral from a PCCS or Intel PCS (https://api.trustedservices.intel.com), https only, fetched per platform (FMSPC, read from a PCK certificate whose chain verifies) and cached until its nextUpdate, at most 1 h; a failed fetch is remembered for 30 s. Excludes KMS_SEALER_TDX_COLLATERAL_FILE.',
+  }),
+  pccsAllowHttp: option({
+    env: 'KMS_SEALER_PCCS_ALLOW_HTTP',
+    default: false,
+    parse: parse.boolean,
+    description:
+      'Accept an http:// KMS_SEALER_PCCS_URL: tests only. Whoever controls an http PCCS connection can serve older collateral that is still valid (a TCB level from before an advisory, a CRL from before a revocation). Refused when NODE_ENV=production.',
   }),
   tdxRootCaFile: option({
     env: 'KMS_SEALER_TDX_ROOT_CA_FILE',

@@ -7,9 +7,11 @@ import {
   loadCollateralFile,
   PccsCollateralSource,
   StaticCollateralSource,
+  type ChainTrust,
   type CollateralSource,
   type TdxCollateral,
 } from './attestation/tdx/collateral.js';
+import type { TdxQuote } from '../shared/attestation/tdx/quote.js';
 import { createTdxPolicy, type TdxPolicy } from './attestation/tdx/policy.js';
 import { TdxVerifier } from './attestation/tdx/verifier.js';
 import { trustedRootFromPem } from './attestation/tdx/verify.js';
@@ -37,7 +39,7 @@ export function defaultVerifiers(options: { insecureDevMode: boolean; extra?: re
   return verifierRegistry(verifiers);
 }
 
-export type TdxVerifierOptions = Pick<SealerOptions, 'tdxPolicyFile' | 'tdxCollateralFile' | 'pccsUrl' | 'tdxRootCaFile'>;
+export type TdxVerifierOptions = Pick<SealerOptions, 'tdxPolicyFile' | 'tdxCollateralFile' | 'pccsUrl' | 'pccsAllowHttp' | 'tdxRootCaFile'>;
 
 export interface ConfiguredVerifiersIo {
   readonly env?: NodeJS.ProcessEnv;
@@ -54,8 +56,9 @@ export interface ConfiguredVerifiersIo {
 /**
  * The real TEE verifiers the configuration asks for: the TDX verifier when
  * KMS_SEALER_TDX_POLICY_FILE is set, with collateral from KMS_SEALER_TDX_COLLATERAL_FILE or
- * KMS_SEALER_PCCS_URL, trusting the pinned Intel SGX Root CA unless KMS_SEALER_TDX_ROOT_CA_FILE
- * names another root (never with NODE_ENV=production). Misconfiguration is KmsError('CONFIG')
+ * KMS_SEALER_PCCS_URL (https, unless KMS_SEALER_PCCS_ALLOW_HTTP outside production), trusting the
+ * pinned Intel SGX Root CA unless KMS_SEALER_TDX_ROOT_CA_FILE names another root (never with
+ * NODE_ENV=production). Misconfiguration is KmsError('CONFIG')
  * naming the variable: the sealer refuses to start rather than run with a constraint dropped.
  */
 export async function configuredVerifiers(options: TdxVerifierOptions, io: ConfiguredVerifiersIo = {}): Promise<Verifier[]> {
@@ -69,12 +72,13 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
   const warn = io.warn ?? ((message: string) => sealerLog.warn(message));
   const now = io.now ?? (() => new Date());
   const p = io.prefix ?? 'KMS_SEALER_';
-  const { tdxPolicyFile, tdxCollateralFile, pccsUrl, tdxRootCaFile } = options;
+  const { tdxPolicyFile, tdxCollateralFile, pccsUrl, pccsAllowHttp, tdxRootCaFile } = options;
 
   if (tdxPolicyFile === '') {
     const stray = [
       [`${p}TDX_COLLATERAL_FILE`, tdxCollateralFile],
       [`${p}PCCS_URL`, pccsUrl],
+      [`${p}PCCS_ALLOW_HTTP`, pccsAllowHttp ? 'true' : ''],
       [`${p}TDX_ROOT_CA_FILE`, tdxRootCaFile],
     ].filter(([, value]) => value !== '');
     if (stray.length > 0) {
@@ -91,12 +95,16 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
   if (tdxCollateralFile === '' && pccsUrl === '') {
     throw new KmsError('CONFIG', `${p}TDX_POLICY_FILE needs DCAP collateral: set ${p}TDX_COLLATERAL_FILE or ${p}PCCS_URL`);
   }
+  checkPccsTransport(pccsUrl, pccsAllowHttp, env, p);
   if (tdxRootCaFile !== '' && env.NODE_ENV === 'production') {
     throw new KmsError('CONFIG', `${p}TDX_ROOT_CA_FILE replaces the Intel SGX Root CA and is refused when NODE_ENV=production`);
   }
 
   const policy = await loadPolicyFile(tdxPolicyFile, `${p}TDX_POLICY_FILE`);
   const collateral = await collateralSource(options, { log, warn, now }, `${p}TDX_COLLATERAL_FILE`);
+  if (pccsAllowHttp && isHttpUrl(pccsUrl)) {
+    warn(`${p}PCCS_ALLOW_HTTP: DCAP collateral comes from ${pccsUrl} over http; whoever controls that connection can serve older, still valid collateral`);
+  }
   let trustedRootCaPem: string | undefined;
   let anchor = 'the pinned Intel SGX Root CA';
   if (tdxRootCaFile !== '') {
@@ -120,6 +128,27 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
     `TDX verifier: collateral ${tdxCollateralFile !== '' ? `from file ${tdxCollateralFile}` : `from ${pccsUrl} (cached per platform)`}; trust anchor ${anchor}`,
   );
   return verifier;
+}
+
+const isHttpUrl = (url: string): boolean => URL.canParse(url) && new URL(url).protocol === 'http:';
+
+/**
+ * An http PCCS lets whoever sits on the path serve older collateral that is still within its
+ * validity window (a TCB level from before an advisory, a CRL from before a revocation): https
+ * only, unless explicitly allowed outside production.
+ */
+function checkPccsTransport(pccsUrl: string, allowHttp: boolean, env: NodeJS.ProcessEnv, p: string): void {
+  if (!allowHttp) {
+    if (isHttpUrl(pccsUrl)) {
+      throw new KmsError(
+        'CONFIG',
+        `${p}PCCS_URL must be https (an http PCCS can be made to serve older collateral); ${p}PCCS_ALLOW_HTTP=true permits http in tests`,
+      );
+    }
+    return;
+  }
+  if (env.NODE_ENV === 'production') throw new KmsError('CONFIG', `${p}PCCS_ALLOW_HTTP permits an http PCCS and is refused when NODE_ENV=production`);
+  if (pccsUrl === '') throw new KmsError('CONFIG', `${p}PCCS_ALLOW_HTTP has no effect without ${p}PCCS_URL`);
 }
 
 async function readConfigFile(path: string, variable: string): Promise<string> {
@@ -147,7 +176,7 @@ export async function loadPolicyFile(path: string, variable = 'KMS_SEALER_TDX_PO
 }
 
 async function collateralSource(options: TdxVerifierOptions, io: CollateralIo, variable: string): Promise<CollateralSource> {
-  if (options.pccsUrl !== '') return new PccsCollateralSource({ baseUrl: options.pccsUrl });
+  if (options.pccsUrl !== '') return new PccsCollateralSource({ baseUrl: options.pccsUrl, allowHttp: options.pccsAllowHttp });
   const path = options.tdxCollateralFile;
   let collateral: TdxCollateral;
   try {
@@ -212,7 +241,7 @@ class CollateralFile implements CollateralSource {
     this.#version = version;
   }
 
-  async collateralFor(quote: Parameters<CollateralSource['collateralFor']>[0]): Promise<TdxCollateral> {
+  async collateralFor(quote: TdxQuote, trust: ChainTrust): Promise<TdxCollateral> {
     const version = await fileVersion(this.path);
     if (version !== this.#version) {
       this.#version = version;
@@ -228,7 +257,7 @@ class CollateralFile implements CollateralSource {
         this.io.warn(`the changed TDX collateral file ${this.path} was not loaded (${reason}); the previous collateral stays in use`);
       }
     }
-    return this.#current.collateralFor(quote);
+    return this.#current.collateralFor(quote, trust);
   }
 }
 

@@ -62,7 +62,15 @@ export const kmsOptions = {
     env: 'KMS_TRUSTED_SEALER_PCCS_URL',
     default: '',
     parse: parse.url,
-    description: "DCAP collateral from a PCCS or Intel PCS for checking the sealing service's quotes. Excludes KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE.",
+    description:
+      "DCAP collateral from a PCCS or Intel PCS (https only) for checking the sealing service's quotes. Excludes KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE.",
+  }),
+  trustedSealerPccsAllowHttp: option({
+    env: 'KMS_TRUSTED_SEALER_PCCS_ALLOW_HTTP',
+    default: false,
+    parse: parse.boolean,
+    description:
+      'Accept an http:// KMS_TRUSTED_SEALER_PCCS_URL: tests only. Whoever controls an http PCCS connection can serve older collateral that is still valid. Refused when NODE_ENV=production.',
   }),
   trustedSealerTdxRootCaFile: option({
     env: 'KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE',

@@ -6,7 +6,7 @@ import { log } from '../log.js';
 
 type TrustedSealerOptions = Pick<
   KmsConfig,
-  'trustedSealerTdxPolicyFile' | 'trustedSealerTdxCollateralFile' | 'trustedSealerPccsUrl' | 'trustedSealerTdxRootCaFile'
+  'trustedSealerTdxPolicyFile' | 'trustedSealerTdxCollateralFile' | 'trustedSealerPccsUrl' | 'trustedSealerPccsAllowHttp' | 'trustedSealerTdxRootCaFile'
 >;
 
 /**
@@ -20,9 +20,10 @@ export async function trustedSealerVerifier(config: TrustedSealerOptions, env: N
     tdxPolicyFile: config.trustedSealerTdxPolicyFile,
     tdxCollateralFile: config.trustedSealerTdxCollateralFile,
     pccsUrl: config.trustedSealerPccsUrl,
+    pccsAllowHttp: config.trustedSealerPccsAllowHttp,
     tdxRootCaFile: config.trustedSealerTdxRootCaFile,
   };
-  if (Object.values(options).some((value) => value !== '')) {
+  if (Object.values(options).some((value) => value !== '' && value !== false)) {
     // The TDX verifier and its DCAP code (a megabyte) are loaded only when configured.
     const { tdxVerifierFromOptions } = await import('../../sealer/verifiers.js');
     const tdx = await tdxVerifierFromOptions(options, {

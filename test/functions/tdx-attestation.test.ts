@@ -226,10 +226,13 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     }
   });
 
-  it('with collateral from a PCCS (KMS_SEALER_PCCS_URL): fetched once per platform, then cached', async () => {
-    const pccs = await startFakePccs(JSON.parse(await currentCollateral(env.pki)) as Parameters<typeof startFakePccs>[0]);
+  it('with collateral from an https PCCS (KMS_SEALER_PCCS_URL): fetched once per platform, then cached', async () => {
+    const pccs = await startFakePccs(JSON.parse(await currentCollateral(env.pki)) as Parameters<typeof startFakePccs>[0], { https: true });
     const dir = await mkdtemp(join(env.dir, 'pccs-'));
-    const sealer = await startTdxSealer(dir, env.files, { KMS_SEALER_TDX_COLLATERAL_FILE: '', KMS_SEALER_PCCS_URL: pccs.url });
+    // A private PCCS's CA reaches the sealer as any Node program's extra CA would.
+    const pccsCa = join(dir, 'pccs-ca.pem');
+    await writeFile(pccsCa, pccs.tlsCa!);
+    const sealer = await startTdxSealer(dir, env.files, { KMS_SEALER_TDX_COLLATERAL_FILE: '', KMS_SEALER_PCCS_URL: pccs.url, NODE_EXTRA_CA_CERTS: pccsCa });
     try {
       expect(sealer.messages().some((m) => m.startsWith(`TDX verifier: collateral from ${pccs.url} (cached per platform)`))).toBe(true);
       const first = await tdFunction(sealer, {});

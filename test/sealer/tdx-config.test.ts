@@ -98,6 +98,19 @@ describe('sealer TDX configuration', () => {
     expect(result.messages).toContain('proves itself with tdx evidence (KMS_SEALER_ATTESTER)');
   });
 
+  it('with KMS_SEALER_PCCS_ALLOW_HTTP outside production: starts with an http PCCS, and warns on stderr', async () => {
+    const result = await start({
+      KMS_SEALER_TDX_POLICY_FILE: files.policy,
+      KMS_SEALER_PCCS_URL: 'http://pccs.invalid:8081',
+      KMS_SEALER_PCCS_ALLOW_HTTP: 'true',
+    });
+    expect(result.started, result.logs).toBe(true);
+    expect(result.logs).toContain('collateral from http://pccs.invalid:8081 (cached per platform)');
+    expect(result.stderr).toContain(
+      '"level":"warn","component":"sealer","message":"KMS_SEALER_PCCS_ALLOW_HTTP: DCAP collateral comes from http://pccs.invalid:8081 over http; whoever controls that connection can serve older, still valid collateral"',
+    );
+  });
+
   it('with NODE_ENV=production it will not prove itself with sample evidence', async () => {
     const result = await start({ NODE_ENV: 'production', KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_PCCS_URL: 'https://pccs.invalid:8081/' });
     expect(result.started).toBe(false);
@@ -186,6 +199,32 @@ describe('sealer TDX configuration', () => {
       'a PCCS URL that is not http(s)',
       () => ({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_PCCS_URL: 'ftp://pccs' }),
       /CONFIG: KMS_SEALER_PCCS_URL must be an http\(s\) URL/,
+    ],
+    [
+      'an http PCCS URL without KMS_SEALER_PCCS_ALLOW_HTTP',
+      () => ({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_PCCS_URL: 'http://pccs.invalid:8081' }),
+      /CONFIG: KMS_SEALER_PCCS_URL must be https \(an http PCCS can be made to serve older collateral\); KMS_SEALER_PCCS_ALLOW_HTTP=true permits http in tests/,
+    ],
+    [
+      'KMS_SEALER_PCCS_ALLOW_HTTP under NODE_ENV=production',
+      () => ({
+        NODE_ENV: 'production',
+        KMS_SEALER_ATTESTER: 'tdx-configfs',
+        KMS_SEALER_TDX_POLICY_FILE: files.policy,
+        KMS_SEALER_PCCS_URL: 'http://pccs.invalid:8081',
+        KMS_SEALER_PCCS_ALLOW_HTTP: 'true',
+      }),
+      /CONFIG: KMS_SEALER_PCCS_ALLOW_HTTP permits an http PCCS and is refused when NODE_ENV=production/,
+    ],
+    [
+      'KMS_SEALER_PCCS_ALLOW_HTTP without a PCCS URL',
+      () => ({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral, KMS_SEALER_PCCS_ALLOW_HTTP: 'true' }),
+      /CONFIG: KMS_SEALER_PCCS_ALLOW_HTTP has no effect without KMS_SEALER_PCCS_URL/,
+    ],
+    [
+      'KMS_SEALER_PCCS_ALLOW_HTTP without a policy',
+      () => ({ KMS_SEALER_PCCS_ALLOW_HTTP: 'true' }),
+      /CONFIG: KMS_SEALER_PCCS_ALLOW_HTTP has no effect without KMS_SEALER_TDX_POLICY_FILE/,
     ],
   ];
 

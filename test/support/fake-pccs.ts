@@ -1,11 +1,16 @@
 /**
- * A PCCS stand-in over real HTTP on loopback, serving given collateral on the standard v4
- * endpoints the way a PCCS does (issuer chains URL-encoded in headers, signed documents wrapped
- * with their signature, root CA CRL as hex text).
+ * A PCCS stand-in over real HTTP (or HTTPS with a self-signed test certificate) on loopback,
+ * serving given collateral on the standard v4 endpoints the way a PCCS does (issuer chains
+ * URL-encoded in headers, signed documents wrapped with their signature, root CA CRL as hex text).
  */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { TdxCollateral } from '../../sealer/attestation/tdx/collateral.js';
+import { writeTlsFiles } from './tls-files.js';
 
 export interface FakePccsOptions {
   /** No rootcacrl endpoint (like Intel PCS); the CRL is then only at /IntelSGXRootCA.der. */
@@ -16,10 +21,15 @@ export interface FakePccsOptions {
   readonly hang?: boolean;
   /** Pretty-print the signed wrappers (the signed member text must survive verbatim). */
   readonly spacedJson?: boolean;
+  /** Serve HTTPS with a fresh self-signed certificate for 127.0.0.1 (its PEM is `tlsCa`). */
+  readonly https?: boolean;
 }
 
 export interface FakePccs {
   readonly url: string;
+  /** The certificate to trust when serving HTTPS. */
+  readonly tlsCa: string | undefined;
+  /** Request paths in arrival order: what the server saw, whoever the client was. */
   readonly requests: string[];
   setCollateral(collateral: TdxCollateral): void;
   close(): Promise<void>;
@@ -62,11 +72,25 @@ export async function startFakePccs(initial: TdxCollateral, options: FakePccsOpt
     res.writeHead(404).end();
   };
 
-  const server = createServer(handle);
+  let tlsCa: string | undefined;
+  let server;
+  if (options.https) {
+    const dir = mkdtempSync(join(tmpdir(), 'fake-pccs-'));
+    try {
+      const files = writeTlsFiles(dir, 'pccs');
+      tlsCa = files.certPem;
+      server = createHttpsServer({ cert: files.certPem, key: readFileSync(files.keyFile) }, handle);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  } else {
+    server = createServer(handle);
+  }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${options.https ? 'https' : 'http'}://127.0.0.1:${port}`,
+    tlsCa,
     requests,
     setCollateral: (next) => {
       collateral = next;

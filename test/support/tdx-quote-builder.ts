@@ -402,6 +402,10 @@ export interface QuoteOptions {
   readonly debugQe?: boolean;
   /** Leave the PCK chain out (certification data type 5 with an empty chain). */
   readonly omitPckChain?: boolean;
+  /** The header's QE vendor ID (32 hex digits; default Intel's), signed like any header field. */
+  readonly qeVendorId?: string;
+  /** The QE report data's upper 32 bytes (default zero), signed by the PCK key like the rest. */
+  readonly qeReportDataUpperHalf?: Uint8Array;
 }
 
 /** Offsets of interesting regions, for tests that corrupt them. */
@@ -487,7 +491,7 @@ export function buildTdxQuote(pki: TestPki, options: QuoteOptions = {}): BuiltQu
     u32(0x81), // TDX
     u16(0),
     u16(0),
-    Buffer.from('939a7233f79c4ca9940a0db3957f0607', 'hex'), // Intel QE vendor ID
+    hexBytes(options.qeVendorId ?? '939a7233f79c4ca9940a0db3957f0607', 16), // Intel QE vendor ID
     Buffer.alloc(20),
   ]);
   const descriptor = version === 5 ? Buffer.concat([u16(bodyType), u32(body.length)]) : Buffer.alloc(0);
@@ -500,7 +504,9 @@ export function buildTdxQuote(pki: TestPki, options: QuoteOptions = {}): BuiltQu
 
   const qeAuthData = Buffer.from(options.qeAuthData ?? randomBytes(32));
   const binding = createHash('sha256').update(attestationKey).update(qeAuthData).digest();
-  const qe = qeReport(Buffer.concat([binding, Buffer.alloc(32)]), options.debugQe === true);
+  const upper = Buffer.from(options.qeReportDataUpperHalf ?? Buffer.alloc(32));
+  if (upper.length !== 32) throw new Error('builder: qeReportDataUpperHalf must be 32 bytes');
+  const qe = qeReport(Buffer.concat([binding, upper]), options.debugQe === true);
   const qeSignature = sign('sha256', qe, { key: pki.pckLeaf.key, dsaEncoding: 'ieee-p1363' });
   const chain = options.omitPckChain ? Buffer.alloc(0) : Buffer.from(`${pki.pckLeaf.pem}\n${pki.pckCa.pem}\n${pki.root.pem}\n\0`, 'latin1');
   const certificationData = Buffer.concat([qe, qeSignature, u16(qeAuthData.length), qeAuthData, u16(5), u32(chain.length), chain]);

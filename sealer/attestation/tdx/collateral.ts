@@ -3,12 +3,15 @@
  * that say which platforms are genuine and up to date. It comes from a file (the JSON shape of
  * dcap-qvl's `Collateral`, as in ../shared/tdx-fixtures) or from a PCCS / Intel PCS URL (pccs.ts),
  * cached in memory per FMSPC and CA until its earliest nextUpdate. Nothing here is trusted yet:
- * verify.ts checks every signature.
+ * verify.ts checks every signature. The FMSPC that selects what to fetch comes only from a PCK
+ * certificate whose chain verifies up to the trusted root, so a forged certificate cannot make the
+ * verifier fetch anything.
  */
+import type { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import dcapQvl from '@phala/dcap-qvl';
 import { KmsError } from '../../../shared/errors.js';
-import { parseCrl, parseCertificate } from './pki.js';
+import { parseCrl, parsePemBundle, PkiError, verifyChain } from './pki.js';
 import { fetchPccsCollateral, type PccsRequest } from './pccs.js';
 import { refuse } from './policy.js';
 import type { TdxQuote } from '../../../shared/attestation/tdx/quote.js';
@@ -138,12 +141,33 @@ export interface PlatformId {
   readonly ca: PckCa;
 }
 
-/** FMSPC (from the PCK certificate's Intel SGX extension) and issuing CA of the quote's PCK leaf. */
-export function platformIdOf(quote: TdxQuote): PlatformId {
-  const leafPem = quote.signature.pckCertChainPem[0];
-  if (leafPem === undefined) refuse('pck_chain', 'the quote carries no PCK certificate chain');
+/** What a PCK chain is checked against: the trust anchor and the evaluation time. */
+export interface ChainTrust {
+  readonly trustedRootCa: X509Certificate;
+  readonly at: Date;
+}
+
+/**
+ * The quote's PCK leaf, once its chain verifies up to the trusted root at `trust.at` (signatures,
+ * names, validity, CA flags). Revocation needs the CRLs, which come with the collateral: verify.ts
+ * checks the whole chain again with them.
+ */
+function verifiedPckLeaf(quote: TdxQuote, trust: ChainTrust): X509Certificate {
+  if (quote.signature.pckCertChainPem.length === 0) refuse('pck_chain', 'the quote carries no PCK certificate chain');
   try {
-    const leaf = parseCertificate(leafPem, 'PCK leaf certificate');
+    const chain = parsePemBundle(quote.signature.pckCertChainPem.join('\n'), 'PCK chain');
+    verifyChain(chain, trust.trustedRootCa, trust.at, [], 'PCK chain', { checkRevocation: false });
+    return chain[0]!;
+  } catch (error) {
+    if (error instanceof PkiError) refuse('pck_chain', error.message, error);
+    throw error;
+  }
+}
+
+/** FMSPC (from the Intel SGX extension of the verified PCK certificate) and its issuing CA. */
+export function platformIdOf(quote: TdxQuote, trust: ChainTrust): PlatformId {
+  const leaf = verifiedPckLeaf(quote, trust);
+  try {
     const extension = dcapQvl.utils.getIntelExtension(Buffer.from(leaf.raw));
     const fmspc = Buffer.from(dcapQvl.utils.getFmspc(extension)).toString('hex').toUpperCase();
     // Intel names the two PCK issuers "Intel SGX PCK Platform CA" and "… Processor CA".
@@ -156,7 +180,8 @@ export function platformIdOf(quote: TdxQuote): PlatformId {
 
 /** Where the verifier gets collateral for a quote. */
 export interface CollateralSource {
-  collateralFor(quote: TdxQuote): Promise<TdxCollateral>;
+  /** `trust`: what the quote's PCK chain must verify against before it selects any collateral. */
+  collateralFor(quote: TdxQuote, trust: ChainTrust): Promise<TdxCollateral>;
 }
 
 /** The same collateral for every quote (a file, or tests). */
@@ -167,7 +192,7 @@ export class StaticCollateralSource implements CollateralSource {
     return new StaticCollateralSource(await loadCollateralFile(path));
   }
 
-  async collateralFor(_quote: TdxQuote): Promise<TdxCollateral> {
+  async collateralFor(_quote: TdxQuote, _trust: ChainTrust): Promise<TdxCollateral> {
     return this.collateral;
   }
 }
@@ -178,10 +203,22 @@ export type CollateralFetcher = (request: PccsRequest) => Promise<TdxCollateral>
 export interface PccsCollateralSourceOptions {
   /** PCCS base URL (e.g. https://pccs.example:8081) or Intel PCS (https://api.trustedservices.intel.com). */
   readonly baseUrl: string;
+  /**
+   * Accept an http base URL (tests only). Whoever controls an http PCCS connection can serve
+   * older collateral that is still valid (a TCB level before a new advisory, a CRL before a
+   * revocation). Default false.
+   */
+  readonly allowHttp?: boolean;
+  /** PEM CA certificate(s) trusted for the PCCS's TLS certificate instead of the system's (tests; processes use NODE_EXTRA_CA_CERTS). */
+  readonly tlsCa?: string;
   /** Clock for cache expiry; default the wall clock. */
   readonly now?: () => Date;
   /** Refetch at the latest after this long even if nextUpdate is later (new revocations); default 1 h. */
   readonly maxAgeMs?: number;
+  /** A failed fetch is remembered this long per (FMSPC, CA), so a flood of quotes is not a flood of PCCS requests; default 30 s. */
+  readonly failureTtlMs?: number;
+  /** Bound on cached platforms (successes and failures); when full, expired entries go first, then the oldest. Default 1024. */
+  readonly maxEntries?: number;
   readonly timeoutMs?: number;
   /** Root CA CRL location when the service has no rootcacrl endpoint; default Intel's. */
   readonly rootCaCrlUrl?: string;
@@ -195,16 +232,22 @@ interface CacheEntry {
 
 /**
  * Collateral from a PCCS or Intel PCS, cached per (FMSPC, CA): every TD on one platform type
- * shares it. Concurrent requests for one key share one fetch; a failed fetch is not cached.
+ * shares it. Concurrent requests for one key share one fetch; a failed fetch is remembered for
+ * failureTtlMs. Keys come only from PCK chains that verify up to the trusted root, so the cache
+ * holds real platform types, which are few.
  */
 export class PccsCollateralSource implements CollateralSource {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly now: () => Date;
   private readonly maxAgeMs: number;
+  private readonly failureTtlMs: number;
+  private readonly maxEntries: number;
   private readonly timeoutMs: number;
   private readonly fetcher: CollateralFetcher;
   private readonly baseUrl: string;
   private readonly rootCaCrlUrl: string | undefined;
+  private readonly allowHttp: boolean;
+  private readonly tlsCa: string | undefined;
 
   constructor(options: PccsCollateralSourceOptions) {
     let url: URL;
@@ -213,24 +256,30 @@ export class PccsCollateralSource implements CollateralSource {
     } catch (error) {
       throw new KmsError('CONFIG', 'TDX collateral: PCCS base URL is not a URL', { cause: error });
     }
-    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-      throw new KmsError('CONFIG', 'TDX collateral: PCCS base URL must be http(s)');
+    this.allowHttp = options.allowHttp === true;
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && this.allowHttp)) {
+      throw new KmsError('CONFIG', `TDX collateral: PCCS base URL must be https${this.allowHttp ? ' or http' : ''}`);
     }
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.now = options.now ?? (() => new Date());
     this.maxAgeMs = options.maxAgeMs ?? 60 * 60 * 1000;
+    this.failureTtlMs = options.failureTtlMs ?? 30_000;
+    this.maxEntries = Math.max(1, options.maxEntries ?? 1024);
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.rootCaCrlUrl = options.rootCaCrlUrl;
+    this.tlsCa = options.tlsCa;
     this.fetcher = options.fetcher ?? fetchPccsCollateral;
   }
 
-  async collateralFor(quote: TdxQuote): Promise<TdxCollateral> {
-    const platform = platformIdOf(quote);
+  async collateralFor(quote: TdxQuote, trust: ChainTrust): Promise<TdxCollateral> {
+    const platform = platformIdOf(quote, trust);
     const key = `${platform.fmspc}/${platform.ca}`;
     const nowMs = this.now().getTime();
     const cached = this.cache.get(key);
     if (cached && nowMs < cached.expiresAt) return cached.promise;
 
+    if (cached) this.cache.delete(key);
+    this.makeRoom(nowMs);
     const entry: CacheEntry = { promise: this.fetch(platform, key), expiresAt: Number.POSITIVE_INFINITY };
     this.cache.set(key, entry);
     try {
@@ -238,8 +287,18 @@ export class PccsCollateralSource implements CollateralSource {
       entry.expiresAt = Math.min(collateralExpiry(collateral).getTime(), nowMs + this.maxAgeMs);
       return collateral;
     } catch (error) {
-      if (this.cache.get(key) === entry) this.cache.delete(key);
+      entry.expiresAt = this.now().getTime() + this.failureTtlMs;
       throw error;
+    }
+  }
+
+  /** Keeps the cache within maxEntries: expired entries go first, then the oldest. */
+  private makeRoom(nowMs: number): void {
+    if (this.cache.size < this.maxEntries) return;
+    for (const [key, entry] of this.cache) if (nowMs >= entry.expiresAt) this.cache.delete(key);
+    for (const key of this.cache.keys()) {
+      if (this.cache.size < this.maxEntries) break;
+      this.cache.delete(key);
     }
   }
 
@@ -251,7 +310,9 @@ export class PccsCollateralSource implements CollateralSource {
         fmspc: platform.fmspc,
         ca: platform.ca,
         timeoutMs: this.timeoutMs,
+        allowHttp: this.allowHttp,
         ...(this.rootCaCrlUrl === undefined ? {} : { rootCaCrlUrl: this.rootCaCrlUrl }),
+        ...(this.tlsCa === undefined ? {} : { tlsCa: this.tlsCa }),
       });
     } catch (error) {
       // The URL and FMSPC are configuration, not secrets; the dependency's text stays in `cause`.

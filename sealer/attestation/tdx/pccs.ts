@@ -6,12 +6,21 @@
  * (common) platform-CA TDX hosts; with CRLs checked properly every such TD would be refused. It
  * also has no timeout. The endpoints are simple, so we call them ourselves with the CA taken
  * from the PCK certificate, and keep the library for verification.
+ *
+ * Why node:http(s) rather than fetch: https only (a redirect is not followed, so it cannot lead
+ * to http), a CA of our choosing for a private PCCS or tests (fetch takes none without another
+ * package), and a bound on every response body.
  */
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { readBounded } from '../../../shared/http/body.js';
 import type { PckCa, TdxCollateral } from './collateral.js';
 
 export const INTEL_PCS_URL = 'https://api.trustedservices.intel.com';
 /** The Intel SGX Root CA's CRL distribution point (Intel PCS has no rootcacrl endpoint). */
 export const INTEL_ROOT_CA_CRL_URL = 'https://certificates.trustedservices.intel.com/IntelSGXRootCA.der';
+/** Intel's largest answer (a PCK CRL) is tens of kilobytes; a PCCS sending more is refused. */
+export const MAX_PCCS_RESPONSE_BYTES = 4 * 1024 * 1024;
 
 export class PccsError extends Error {
   override readonly name = 'PccsError';
@@ -26,7 +35,47 @@ export interface PccsRequest {
   readonly timeoutMs?: number;
   /** Where to get the root CA CRL when the service has no rootcacrl endpoint (Intel PCS). */
   readonly rootCaCrlUrl?: string;
-  readonly fetch?: typeof fetch;
+  /**
+   * Permit http URLs (tests only): whoever controls an http PCCS connection can serve older
+   * collateral that is still within its validity window. Default false: every URL must be https.
+   */
+  readonly allowHttp?: boolean;
+  /** PEM CA certificate(s) trusted for the service's TLS certificate instead of the system's. */
+  readonly tlsCa?: string;
+}
+
+interface PccsResponse {
+  readonly headers: IncomingMessage['headers'];
+  readonly body: Buffer;
+}
+
+/** One GET: https unless allowHttp, no redirects, a deadline for the whole answer, a bounded body. */
+async function httpGet(url: string, what: string, request: PccsRequest): Promise<PccsResponse> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (error) {
+    throw new PccsError(`${what} URL is not a URL`, { cause: error });
+  }
+  if (parsed.protocol !== 'https:' && !(parsed.protocol === 'http:' && request.allowHttp === true)) {
+    throw new PccsError(`${what} URL must be https`);
+  }
+  const signal = AbortSignal.timeout(request.timeoutMs ?? 30_000);
+  const response = await new Promise<IncomingMessage>((resolve, reject) => {
+    const options = { method: 'GET', signal, ...(request.tlsCa === undefined ? {} : { ca: request.tlsCa }) };
+    const req = parsed.protocol === 'https:' ? httpsRequest(parsed, options, resolve) : httpRequest(parsed, options, resolve);
+    req.on('error', (error) => reject(new PccsError(`${what} request failed`, { cause: error })));
+    req.end();
+  });
+  if (response.statusCode !== 200) {
+    response.destroy();
+    throw new PccsError(`${what} request answered HTTP ${response.statusCode}`);
+  }
+  try {
+    return { headers: response.headers, body: await readBounded(response, MAX_PCCS_RESPONSE_BYTES) };
+  } catch (error) {
+    throw new PccsError(`${what} response could not be read`, { cause: error });
+  }
 }
 
 function skipString(s: string, i: number): number {
@@ -99,26 +148,16 @@ export function crlToDer(body: Uint8Array): Buffer {
 
 export async function fetchPccsCollateral(request: PccsRequest): Promise<TdxCollateral> {
   const base = request.baseUrl.replace(/\/+$/, '').replace(/\/(sgx|tdx)\/certification\/v4$/, '');
-  const fetchImpl = request.fetch ?? fetch;
-  const timeoutMs = request.timeoutMs ?? 30_000;
-
-  const get = async (url: string, what: string): Promise<Response> => {
-    const response = await fetchImpl(url, { signal: AbortSignal.timeout(timeoutMs) });
-    if (!response.ok) {
-      await response.body?.cancel().catch(() => undefined);
-      throw new PccsError(`${what} request answered HTTP ${response.status}`);
-    }
-    return response;
-  };
-  const header = (response: Response, names: string[], what: string): string => {
+  const get = (url: string, what: string) => httpGet(url, what, request);
+  const header = (response: PccsResponse, names: string[], what: string): string => {
     for (const name of names) {
-      const value = response.headers.get(name);
-      if (value) return decodeURIComponent(value);
+      const value = response.headers[name.toLowerCase()];
+      if (typeof value === 'string' && value !== '') return decodeURIComponent(value);
     }
     throw new PccsError(`${what} response lacks the ${names[0]} header`);
   };
-  const signedDocument = async (response: Response, member: string, what: string) => {
-    const body = await response.text();
+  const signedDocument = (response: PccsResponse, member: string, what: string) => {
+    const body = response.body.toString('utf8');
     let parsed: { signature?: unknown };
     try {
       parsed = JSON.parse(body) as { signature?: unknown };
@@ -132,26 +171,23 @@ export async function fetchPccsCollateral(request: PccsRequest): Promise<TdxColl
 
   const pckCrl = (async () => {
     const response = await get(`${base}/sgx/certification/v4/pckcrl?ca=${request.ca}&encoding=der`, 'PCK CRL');
-    return {
-      chain: header(response, ['SGX-PCK-CRL-Issuer-Chain'], 'PCK CRL'),
-      crl: crlToDer(new Uint8Array(await response.arrayBuffer())),
-    };
+    return { chain: header(response, ['SGX-PCK-CRL-Issuer-Chain'], 'PCK CRL'), crl: crlToDer(response.body) };
   })();
   const tcbInfo = (async () => {
     const response = await get(`${base}/tdx/certification/v4/tcb?fmspc=${request.fmspc}`, 'TCB info');
     const chain = header(response, ['TCB-Info-Issuer-Chain', 'SGX-TCB-Info-Issuer-Chain'], 'TCB info');
-    return { chain, ...(await signedDocument(response, 'tcbInfo', 'TCB info')) };
+    return { chain, ...signedDocument(response, 'tcbInfo', 'TCB info') };
   })();
   const qeIdentity = (async () => {
     const response = await get(`${base}/tdx/certification/v4/qe/identity?update=standard`, 'QE identity');
     const chain = header(response, ['SGX-Enclave-Identity-Issuer-Chain'], 'QE identity');
-    return { chain, ...(await signedDocument(response, 'enclaveIdentity', 'QE identity')) };
+    return { chain, ...signedDocument(response, 'enclaveIdentity', 'QE identity') };
   })();
   const rootCrl = (async () => {
     // A PCCS serves the root CA CRL itself (hex); Intel PCS does not, so fall back to the CDP.
     const fromService = base.startsWith(INTEL_PCS_URL) ? undefined : await get(`${base}/sgx/certification/v4/rootcacrl`, 'root CA CRL').catch(() => undefined);
     const response = fromService ?? (await get(request.rootCaCrlUrl ?? INTEL_ROOT_CA_CRL_URL, 'root CA CRL'));
-    return crlToDer(new Uint8Array(await response.arrayBuffer()));
+    return crlToDer(response.body);
   })();
 
   const [pck, tcb, qe, root] = await Promise.all([pckCrl, tcbInfo, qeIdentity, rootCrl]);

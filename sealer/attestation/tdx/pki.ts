@@ -147,7 +147,9 @@ function checkNotRevoked(cert: X509Certificate, crls: readonly Crl[], what: stri
 /**
  * Verifies `chain` (leaf first, optionally ending with the root itself) up to `root` at time
  * `at`: every signature, name linkage, validity period, CA flag on issuers, and revocation of
- * every non-root certificate against `crls` (which the caller has verified).
+ * every non-root certificate against `crls` (which the caller has verified). `checkRevocation:
+ * false` skips only the last step, for a check made before the CRLs are at hand (collateral.ts
+ * verifies the PCK chain before it fetches anything); the full check follows with the collateral.
  */
 export function verifyChain(
   chain: readonly X509Certificate[],
@@ -155,7 +157,7 @@ export function verifyChain(
   at: Date,
   crls: readonly Crl[],
   what: string,
-  options: { readonly leafIsCa?: boolean } = {},
+  options: { readonly leafIsCa?: boolean; readonly checkRevocation?: boolean } = {},
 ): void {
   const certs = [...chain];
   const last = certs[certs.length - 1];
@@ -188,6 +190,6 @@ export function verifyChain(
     if (!signed) throw new PkiError(`${label(index)} signature does not verify under its issuer (untrusted chain)`);
     checkValidity(cert, at, label(index));
   });
-  certs.forEach((cert, index) => checkNotRevoked(cert, crls, label(index)));
+  if (options.checkRevocation !== false) certs.forEach((cert, index) => checkNotRevoked(cert, crls, label(index)));
   if (!root.verify(root.publicKey)) throw new PkiError(`${what}: trusted root is not self-signed`);
 }

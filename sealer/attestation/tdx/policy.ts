@@ -43,6 +43,7 @@ export type TdxClaimName =
   | 'pck_chain'
   | 'qe_report_signature'
   | 'qe_report_binding'
+  | 'qe_vendor_id'
   | 'qe_identity'
   | 'quote_signature'
   | 'tcb_status'

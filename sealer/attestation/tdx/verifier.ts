@@ -19,7 +19,7 @@ import {
   type TdxQuote,
   type TdxQuoteSummary,
 } from '../../../shared/attestation/tdx/quote.js';
-import { trustedRootFromPem, verifyTdxQuoteDcap, type DcapResult } from './verify.js';
+import { intelSgxRootCa, trustedRootFromPem, verifyTdxQuoteDcap, type DcapResult } from './verify.js';
 
 export interface TdxVerifierOptions {
   /** Default policy, used by verify(); verifyWithPolicy() takes one per released secret. */
@@ -53,7 +53,8 @@ export async function verifyTdxQuote(
   options: { readonly at: Date; readonly trustedRootCa?: X509Certificate },
 ): Promise<TdxQuoteVerification> {
   const quote = parseTdxQuoteOrRefuse(rawQuote);
-  const collateral = await source.collateralFor(quote);
+  // The PCK chain must verify before its FMSPC selects (and perhaps fetches) collateral.
+  const collateral = await source.collateralFor(quote, { trustedRootCa: options.trustedRootCa ?? intelSgxRootCa(), at: options.at });
   const dcap = verifyTdxQuoteDcap(rawQuote, quote, collateral, options);
   return { quote, summary: summarizeTdxQuote(quote), dcap };
 }

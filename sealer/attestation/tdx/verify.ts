@@ -22,6 +22,7 @@ import { KmsError } from '../../../shared/errors.js';
 import { collateralWindows, type TdxCollateral } from './collateral.js';
 import { PkiError, parseCrl, parsePemBundle, verifyChain, verifyCrl, type Crl } from './pki.js';
 import { refuse, type TcbStatus, type TdxClaimName } from './policy.js';
+import { checkQuotingEnclave } from './qe-checks.js';
 import { isDebugTd, type TdReport, type TdxQuote } from '../../../shared/attestation/tdx/quote.js';
 import { evaluateTdxTcb, parsePckPlatformTcb, parseQeIdentityTcb, parseTdxTcbInfo, type TdxModuleVerdict } from './tcb.js';
 
@@ -163,6 +164,7 @@ export function verifyTdxQuoteDcap(rawQuote: Uint8Array, quote: TdxQuote, collat
   const crls = verifyCollateralCrls(collateral, root, at);
   verifyCollateralSigners(collateral, root, at, crls);
   verifyPckChain(quote, root, at, crls);
+  checkQuotingEnclave(quote);
 
   try {
     dcapQvl.QuoteVerifier.newWithRootCa(Buffer.from(root.raw)).verify(Buffer.from(rawQuote), { ...collateral }, at.getTime() / 1000);

@@ -7,6 +7,7 @@ import { collateralWindows, PccsCollateralSource, StaticCollateralSource, TdxCol
 import { createTdxPolicy, TCB_STATUSES } from '../../../../sealer/attestation/tdx/policy.js';
 import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';
 import { TdxVerifier, verifyTdxQuote } from '../../../../sealer/attestation/tdx/verifier.js';
+import { intelSgxRootCa } from '../../../../sealer/attestation/tdx/verify.js';
 import { evidenceFor } from '../../../support/tdx-quote-builder.js';
 import { startFakePccs } from '../../../support/fake-pccs.js';
 import { FIXTURES_SKIP_NOTE, fixtureBytes, fixtureCollateral, fixturePath, fixturesPresent, timeInsideCollateral } from '../../../support/tdx-fixtures.js';
@@ -92,15 +93,16 @@ describe.skipIf(!fixturesPresent)(`real Intel quotes and collateral${FIXTURES_SK
   it('loads fixture collateral from its file', async () => {
     const source = await StaticCollateralSource.fromFile(fixturePath('tdx_quote_collateral.json'));
     const quote = parseTdxQuote(fixtureBytes('tdx_quote'));
-    expect(await source.collateralFor(quote)).toEqual(fixtureCollateral('tdx_quote_collateral.json'));
+    const at = timeInsideCollateral(fixtureCollateral('tdx_quote_collateral.json'));
+    expect(await source.collateralFor(quote, { trustedRootCa: intelSgxRootCa(), at })).toEqual(fixtureCollateral('tdx_quote_collateral.json'));
   });
 
   it('verifies with collateral fetched from a PCCS, asking for the platform CA of the quote', async () => {
     const collateral = fixtureCollateral('tdx_quote_collateral.json');
-    const pccs = await startFakePccs(collateral);
+    const pccs = await startFakePccs(collateral, { https: true });
     try {
       const at = timeInsideCollateral(collateral);
-      const source = new PccsCollateralSource({ baseUrl: pccs.url, now: () => at });
+      const source = new PccsCollateralSource({ baseUrl: pccs.url, tlsCa: pccs.tlsCa!, now: () => at });
       const verified = await verifierFor(source, at).verify(evidenceFor(fixtureBytes('tdx_quote')), expected());
       expect(verified.claims['tcbStatus']).toBe('UpToDate');
       expect(pccs.requests).toContain('/sgx/certification/v4/pckcrl?ca=platform&encoding=der');
