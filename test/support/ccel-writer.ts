@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 
 export const ALG_SHA256 = 0x000b;
 export const ALG_SHA384 = 0x000c;
+export const ALG_SM3_256 = 0x0012;
 export const EV_NO_ACTION = 0x3;
 export const EV_EFI_BOOT_SERVICES_APPLICATION = 0x80000003;
 export const EV_EVENT_TAG = 0x6;
@@ -43,11 +44,13 @@ export interface LogOptions {
   readonly algorithms?: readonly (readonly [number, number])[];
   /** After the events: the 0xFF end marker (default), firmware-style padding, or nothing. */
   readonly end?: 'marker' | 'pad-ff' | 'pad-00' | 'none';
+  /** The Spec ID event's 16-byte signature (default "Spec ID Event03\0", as firmware writes it). */
+  readonly signature?: Buffer;
 }
 
-export function specIdEvent(algorithms: readonly (readonly [number, number])[]): Buffer {
+export function specIdEvent(algorithms: readonly (readonly [number, number])[], signature: Buffer = Buffer.from('Spec ID Event03\0', 'latin1')): Buffer {
   return Buffer.concat([
-    Buffer.from('Spec ID Event03\0', 'latin1'),
+    signature,
     u32(0), // platformClass: client
     u8(0), // specVersionMinor
     u8(2), // specVersionMajor
@@ -60,8 +63,8 @@ export function specIdEvent(algorithms: readonly (readonly [number, number])[]):
 }
 
 /** The first record: TCG_PCR_EVENT, SHA-1 format, carrying the Spec ID event. */
-export function headerRecord(algorithms: readonly (readonly [number, number])[] = [[ALG_SHA384, 48]]): Buffer {
-  const spec = specIdEvent(algorithms);
+export function headerRecord(algorithms: readonly (readonly [number, number])[] = [[ALG_SHA384, 48]], signature?: Buffer): Buffer {
+  const spec = specIdEvent(algorithms, signature);
   return Buffer.concat([u32(0), u32(EV_NO_ACTION), Buffer.alloc(20), u32(spec.length), spec]);
 }
 
@@ -76,7 +79,7 @@ export function eventRecord(event: LogEvent): Buffer {
 }
 
 export function writeCcel(events: readonly LogEvent[], options: LogOptions = {}): Buffer {
-  const body = Buffer.concat([headerRecord(options.algorithms), ...events.map(eventRecord)]);
+  const body = Buffer.concat([headerRecord(options.algorithms, options.signature), ...events.map(eventRecord)]);
   switch (options.end ?? 'marker') {
     case 'marker':
       return Buffer.concat([body, Buffer.alloc(8, 0xff)]);

@@ -71,8 +71,10 @@ export interface VerifiedEventLog {
 /**
  * Replays the CCEL and refuses ('event_log') unless its events produce the quote's RTMRs, so every
  * event it lists is one the TD measured. RTMR0-2 must always match. RTMR3 must match when the log
- * has RTMR3 events; with none it is not compared, because the attestation agent extends RTMR3 at
- * run time without writing to the firmware's log (Trustee, too, compares the log with RTMR0-2).
+ * has RTMR3 events (the attestation agent appends those it extends at run time). A log without
+ * any says nothing about RTMR3, so RTMR3 is then not compared: the firmware's CCEL alone (as the
+ * configfs-tsm attester sends it) stays valid when something extended RTMR3 without logging it.
+ * Trustee compares all four and refuses that case; either way no unverified event is believed.
  */
 export function checkEventLog(ccel: Uint8Array, quoteRtmr: readonly string[]): VerifiedEventLog {
   const parsed = parseCcelEventLog(ccel);

@@ -23,7 +23,6 @@ export const EV_NO_ACTION = 0x00000003;
 export const CC_MR_INDEX_MRTD = 0;
 export const RTMR_COUNT = 4;
 
-const SPEC_ID_SIGNATURE = Buffer.from('Spec ID Event03\0', 'latin1');
 /** Sizes of the algorithms we know; the Spec ID event must agree with them (TCG algorithm registry). */
 const KNOWN_DIGEST_SIZES: Readonly<Record<number, number>> = { 0x0004: 20, 0x000b: 32, 0x000c: 48, 0x000d: 64, 0x0012: 32 };
 /** No TCG algorithm has a larger digest; a larger size in the Spec ID event is not a real log. */
@@ -99,12 +98,15 @@ class Reader {
   }
 }
 
-/** The Spec ID event: which digest algorithms the records carry and how long each digest is. */
+/**
+ * The Spec ID event: which digest algorithms the records carry and how long each digest is. Its
+ * 16-byte signature is not checked: firmware writes "Spec ID Event03", but the CoCo attestation
+ * agent's own header (a log of its run-time events when the TD has no CCEL) leaves it zero. The
+ * structure must still add up exactly, and the replay, not the header, is what is trusted.
+ */
 function parseSpecIdEvent(data: Uint8Array): Map<number, number> {
   const r = new Reader(data);
-  if (!Buffer.from(r.bytesOf(16, 'Spec ID signature')).equals(SPEC_ID_SIGNATURE)) {
-    throw new Malformed('the first record is not a "Spec ID Event03" (not a crypto-agile log)');
-  }
+  r.bytesOf(16, 'Spec ID signature');
   r.u32('platformClass');
   r.u8('specVersionMinor');
   r.u8('specVersionMajor');
