@@ -139,8 +139,9 @@ function parseEvent(r: Reader, digestSizes: ReadonlyMap<number, number>): CcelEv
   const eventType = r.u32('eventType');
   const count = r.u32('digest count');
   // One digest per algorithm of the Spec ID event, at most: an absurd count is refused at once.
-  if (count === 0 || count > digestSizes.size)
+  if (count === 0 || count > digestSizes.size) {
     throw new Malformed(`record at byte ${offset} has ${count} digests (the log declares ${digestSizes.size} algorithms)`);
+  }
   let sha384: Uint8Array | undefined;
   const seen = new Set<number>();
   for (let i = 0; i < count; i++) {
