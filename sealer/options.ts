@@ -61,7 +61,7 @@ export const sealerOptions = {
     default: '',
     parse: parse.string,
     description:
-      'JSON reference values for TDX evidence: mrTd (required), rtmr0, rtmr1, rtmr2, mrConfigId, allowedTcbStatuses, deniedAdvisoryIds, minTcbEvaluationDataNumber (see docs/attestation.md). Setting it enables the TDX verifier; it then needs KMS_SEALER_TDX_COLLATERAL_FILE or KMS_SEALER_PCCS_URL.',
+      'JSON reference values for TDX evidence: mrTd (required), rtmr0, rtmr1, rtmr2, rtmr3, eventDigests, mrConfigId, allowedTcbStatuses, deniedAdvisoryIds, minTcbEvaluationDataNumber (see docs/attestation.md). Setting it enables the TDX verifier; it then needs KMS_SEALER_TDX_COLLATERAL_FILE or KMS_SEALER_PCCS_URL.',
   }),
   tdxCollateralFile: option({
     env: 'KMS_SEALER_TDX_COLLATERAL_FILE',

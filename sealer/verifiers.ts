@@ -268,7 +268,10 @@ export function describePolicy(policy: TdxPolicy): string {
     count('rtmr0', policy.rtmr0),
     count('rtmr1', policy.rtmr1),
     count('rtmr2', policy.rtmr2),
+    // Newer constraints are named only when set, so existing summaries read as before.
+    ...(policy.rtmr3 === undefined ? [] : [count('rtmr3', policy.rtmr3)]),
     count('mrConfigId', policy.mrConfigId),
+    ...(policy.eventDigests === undefined ? [] : [`eventDigests ${policy.eventDigests.length} required`]),
     `TCB status ${policy.allowedTcbStatuses.join('|')}`,
     'DEBUG refused',
   ].join(', ');

@@ -15,7 +15,8 @@ import { startFakePccs } from '../support/fake-pccs.js';
 import { startLeanHost, type ServerProcess } from '../support/processes.js';
 import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { findSecrets, readFsObjects } from '../support/storage-snapshot.js';
-import { buildCollateral, createTestPki, DEFAULT_TD_POLICY, type TestPki } from '../support/tdx-quote-builder.js';
+import { buildCollateral, createTestPki, DEFAULT_TD, DEFAULT_TD_POLICY, type TestPki } from '../support/tdx-quote-builder.js';
+import { BOOT_EVENTS, rtmrsOf, writeCcel } from '../support/ccel-writer.js';
 import { startTdxQuoteProvider, type TdProfile, type TdxQuoteProvider } from '../support/tdx-quote-provider.js';
 
 const DAY = 86_400_000;
@@ -181,6 +182,27 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     expect([...(await readFsObjects(dataDir)).keys()].filter((key) => key.startsWith('primary-keys/'))).toEqual([]);
     await env.sealer.settle();
     expect(env.sealer.requestLines().some((line) => line === 'POST /kbs/v0/attest 401')).toBe(true);
+  });
+
+  it('refuses a TD whose event log does not produce its RTMRs, naming event_log and the register', async () => {
+    // The quote carries the approved RTMRs; the log claims a boot that would give other values.
+    const { kms } = await tdFunction(env.sealer, { ccel: writeCcel(BOOT_EVENTS) });
+    const answer = await createPrimaryKey(kms, 'forger');
+    expect(answer.status, answer.body).toBe(503);
+    const error = (JSON.parse(answer.body) as { error: { code: string; message: string } }).error;
+    expect(error.code).toBe('ROOT_KEY_UNAVAILABLE');
+    expect(error.message).toContain(
+      `attestation refused: event_log: rtmr0: the event log replays to ${rtmrsOf(BOOT_EVENTS)[0]}, the quote has ${DEFAULT_TD.rtmr[0]}`,
+    );
+    await env.sealer.settle();
+    expect(env.sealer.requestLines().some((line) => line === 'POST /kbs/v0/attest 401')).toBe(true);
+    // A malformed log is a refusal too (4xx), never a server error.
+    const garbage = await tdFunction(env.sealer, { ccel: Buffer.from('synthetic CCEL') });
+    const refused = await createPrimaryKey(garbage.kms, 'garbage');
+    expect(refused.status, refused.body).toBe(503);
+    expect(refused.body).toContain('attestation refused: event_log: malformed event log: ');
+    await env.sealer.settle();
+    expect(env.sealer.requestLines().some((line) => line.startsWith('POST /kbs/v0/attest 5'))).toBe(false);
   });
 
   it('refuses a debuggable TD, naming debug', async () => {

@@ -6,8 +6,10 @@
  *
  * as the agent does for a TDX guest: the runtime data (at most 64 bytes) zero-padded to 64 bytes
  * becomes the quote's REPORTDATA, and the answer is the evidence JSON {"quote": base64,
- * "cc_eventlog": base64}. The quotes are synthetic, signed by the test PKI (tdx-quote-builder.ts),
- * with the TD's MRTD and DEBUG bit as configured.
+ * "cc_eventlog"?: base64}. The quotes are synthetic, signed by the test PKI (tdx-quote-builder.ts),
+ * with the TD's MRTD and DEBUG bit as configured. The CCEL is sent when the profile has one (like
+ * an agent that can read /sys/firmware/acpi/tables/data/CCEL); the sealer replays it against the
+ * quote's RTMRs, so its events must produce them (or not, to play an attacker).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -20,6 +22,8 @@ export interface TdProfile {
   readonly debug?: boolean;
   /** Any other TD report field (RTMRs, MRCONFIGID…). */
   readonly report?: Partial<Omit<TdReportFields, 'reportData' | 'mrTd' | 'tdAttributes'>>;
+  /** The CCEL to send as cc_eventlog (test/support/ccel-writer.ts); default none. */
+  readonly ccel?: Uint8Array;
 }
 
 export interface TdxQuoteProvider {
@@ -69,7 +73,10 @@ export async function startTdxQuoteProvider(pki: TestPki, profile: TdProfile = {
     const reportData = Buffer.concat([runtimeData, Buffer.alloc(64 - runtimeData.length)]);
     const { quote } = buildTdxQuote(pki, { report: { ...report, reportData } });
     signed.push(reportData.toString('hex'));
-    const body = JSON.stringify({ cc_eventlog: Buffer.from('synthetic CCEL').toString('base64'), quote: quote.toString('base64') });
+    const body = JSON.stringify({
+      ...(profile.ccel === undefined ? {} : { cc_eventlog: Buffer.from(profile.ccel).toString('base64') }),
+      quote: quote.toString('base64'),
+    });
     res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': Buffer.byteLength(body) }).end(body);
   };
 

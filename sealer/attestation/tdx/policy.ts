@@ -1,9 +1,9 @@
 /**
  * Reference-value policy for TDX evidence, applied after DCAP verification established the quote
- * is genuine: which images (MRTD, RTMR0-2, MRCONFIGID = the CoCo init-data hash) may receive a
- * secret, that the TD is not debuggable, which TCB statuses are acceptable, and the KBS
- * report_data binding. Every refusal is KmsError('FORBIDDEN') whose message names the claim,
- * so operators can see why a pod was refused.
+ * is genuine: which images (MRTD, RTMR0-3, MRCONFIGID = the CoCo init-data hash, events of the
+ * replayed CCEL) may receive a secret, that the TD is not debuggable, which TCB statuses are
+ * acceptable, and the KBS report_data binding. Every refusal is KmsError('FORBIDDEN') whose
+ * message names the claim, so operators can see why a pod was refused.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { KmsError } from '../../../shared/errors.js';
@@ -57,6 +57,8 @@ export type TdxClaimName =
   | 'rtmr_0'
   | 'rtmr_1'
   | 'rtmr_2'
+  | 'rtmr_3'
+  | 'event_log'
   | 'mr_config_id'
   | 'report_data'
   | 'additional_evidence'
@@ -77,10 +79,13 @@ export function refuse(claim: TdxClaimName, detail: string, cause?: unknown): ne
 export interface TdxPolicy {
   /** Allowed MRTD values (the TD's initial memory: firmware). Required: never "any image". */
   readonly mrTd: readonly string[];
-  /** Allowed RTMR0/1/2 values; an absent list leaves that register unconstrained. */
+  /** Allowed RTMR0/1/2/3 values; an absent list leaves that register unconstrained. */
   readonly rtmr0?: readonly string[];
   readonly rtmr1?: readonly string[];
   readonly rtmr2?: readonly string[];
+  readonly rtmr3?: readonly string[];
+  /** Events that must be in the replayed CCEL of that RTMR (e.g. one kernel among several allowed). */
+  readonly eventDigests?: readonly EventDigest[];
   /** Allowed MRCONFIGID values (CoCo: the init-data digest, zero-padded to 48 bytes). */
   readonly mrConfigId?: readonly string[];
   readonly allowedTcbStatuses: readonly TcbStatus[];
@@ -90,11 +95,19 @@ export interface TdxPolicy {
   readonly minTcbEvaluationDataNumber: number;
 }
 
+/** One required event: its SHA-384 digest (lowercase hex) in RTMR `rtmr` (0-3). */
+export interface EventDigest {
+  readonly rtmr: 0 | 1 | 2 | 3;
+  readonly digest: string;
+}
+
 export interface TdxPolicyConfig {
   mrTd: string[];
   rtmr0?: string[];
   rtmr1?: string[];
   rtmr2?: string[];
+  rtmr3?: string[];
+  eventDigests?: { rtmr: number; digest: string }[];
   mrConfigId?: string[];
   /** Default ['UpToDate']. */
   allowedTcbStatuses?: string[];
@@ -127,6 +140,8 @@ function evaluationDataNumber(value: unknown): number {
   return value as number;
 }
 
+const normalizeMeasurement = (item: unknown): string => (typeof item === 'string' ? item.trim().toLowerCase().replace(/^0x/, '') : '');
+
 function measurementList(value: unknown, field: string, required: boolean): string[] | undefined {
   if (value === undefined && !required) return undefined;
   if (!Array.isArray(value) || value.length === 0) {
@@ -134,11 +149,33 @@ function measurementList(value: unknown, field: string, required: boolean): stri
     throw new KmsError('CONFIG', `TDX policy: ${field} must be a non-empty list of 48-byte hex measurements`);
   }
   return value.map((item, index) => {
-    const normalized = typeof item === 'string' ? item.trim().toLowerCase().replace(/^0x/, '') : '';
+    const normalized = normalizeMeasurement(item);
     if (!MEASUREMENT.test(normalized)) {
       throw new KmsError('CONFIG', `TDX policy: ${field}[${index}] is not a 48-byte (96 hex digit) measurement`);
     }
     return normalized;
+  });
+}
+
+function eventDigestList(value: unknown): EventDigest[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new KmsError('CONFIG', 'TDX policy: eventDigests must be a non-empty list of {"rtmr": 0-3, "digest": 48-byte hex}');
+  }
+  return value.map((item: unknown, index) => {
+    const at = `TDX policy: eventDigests[${index}]`;
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) {
+      throw new KmsError('CONFIG', `${at} must be an object {"rtmr": 0-3, "digest": 48-byte hex}`);
+    }
+    const entry = item as Record<string, unknown>;
+    // As for the policy itself: a misspelt key must not drop a constraint.
+    const unknown = Object.keys(entry).find((key) => key !== 'rtmr' && key !== 'digest');
+    if (unknown !== undefined) throw new KmsError('CONFIG', `${at}: unknown field ${unknown}`);
+    const rtmr = entry['rtmr'];
+    if (rtmr !== 0 && rtmr !== 1 && rtmr !== 2 && rtmr !== 3) throw new KmsError('CONFIG', `${at}.rtmr must be 0, 1, 2 or 3`);
+    const digest = normalizeMeasurement(entry['digest']);
+    if (!MEASUREMENT.test(digest)) throw new KmsError('CONFIG', `${at}.digest is not a 48-byte (96 hex digit) SHA-384 digest`);
+    return { rtmr, digest };
   });
 }
 
@@ -148,7 +185,18 @@ export function createTdxPolicy(config: unknown): TdxPolicy {
     throw new KmsError('CONFIG', 'TDX policy must be an object');
   }
   const c = config as Record<string, unknown>;
-  const known = new Set(['mrTd', 'rtmr0', 'rtmr1', 'rtmr2', 'mrConfigId', 'allowedTcbStatuses', 'deniedAdvisoryIds', 'minTcbEvaluationDataNumber']);
+  const known = new Set([
+    'mrTd',
+    'rtmr0',
+    'rtmr1',
+    'rtmr2',
+    'rtmr3',
+    'eventDigests',
+    'mrConfigId',
+    'allowedTcbStatuses',
+    'deniedAdvisoryIds',
+    'minTcbEvaluationDataNumber',
+  ]);
   for (const key of Object.keys(c)) {
     // A typo such as "mrtd" must not silently drop a constraint.
     if (!known.has(key)) throw new KmsError('CONFIG', `TDX policy: unknown field ${key}`);
@@ -170,10 +218,12 @@ export function createTdxPolicy(config: unknown): TdxPolicy {
     deniedAdvisoryIds: advisoryList(c['deniedAdvisoryIds']),
     minTcbEvaluationDataNumber: evaluationDataNumber(c['minTcbEvaluationDataNumber']),
   };
-  for (const field of ['rtmr0', 'rtmr1', 'rtmr2', 'mrConfigId'] as const) {
+  for (const field of ['rtmr0', 'rtmr1', 'rtmr2', 'rtmr3', 'mrConfigId'] as const) {
     const list = measurementList(c[field], field, false);
     if (list !== undefined) policy[field] = list;
   }
+  const eventDigests = eventDigestList(c['eventDigests']);
+  if (eventDigests !== undefined) policy.eventDigests = eventDigests;
   return policy;
 }
 
@@ -188,6 +238,11 @@ export interface TdxAppraisalInput {
   readonly advisoryIds: readonly string[];
   /** tcbEvaluationDataNumber of the TCB info and of the QE identity. */
   readonly tcbEvaluationDataNumber: { readonly tcbInfo: number; readonly qeIdentity: number };
+  /**
+   * The digests of the CCEL events that the verifier replayed and found to match the quote's
+   * RTMRs, per RTMR; absent when the evidence has no event log.
+   */
+  readonly eventLog?: { readonly digests: readonly (readonly string[])[] };
 }
 
 export function checkReportDataBinding(actual: Uint8Array, expected: Uint8Array): void {
@@ -240,6 +295,16 @@ export function checkReferenceValues(input: Pick<TdxAppraisalInput, 'mrTd' | 'rt
   checkAllowed('rtmr_0', input.rtmr[0] ?? '', policy.rtmr0);
   checkAllowed('rtmr_1', input.rtmr[1] ?? '', policy.rtmr1);
   checkAllowed('rtmr_2', input.rtmr[2] ?? '', policy.rtmr2);
+  checkAllowed('rtmr_3', input.rtmr[3] ?? '', policy.rtmr3);
+}
+
+/** Each required event must be among the verified events of its RTMR. */
+export function checkEventDigests(eventLog: TdxAppraisalInput['eventLog'], policy: TdxPolicy): void {
+  if (policy.eventDigests === undefined) return;
+  if (eventLog === undefined) refuse('event_log', 'the policy requires event digests, but the evidence carries no event log');
+  for (const { rtmr, digest } of policy.eventDigests) {
+    if (!(eventLog.digests[rtmr] ?? []).includes(digest)) refuse('event_log', `rtmr${rtmr}: the required event ${digest} is not in the event log`);
+  }
 }
 
 /** The whole appraisal; returns only when every claim is acceptable. */
@@ -248,4 +313,5 @@ export function appraiseTdx(input: TdxAppraisalInput, policy: TdxPolicy, expecte
   checkPlatform(input, policy.allowedTcbStatuses);
   checkTcbRecency(input, policy);
   checkReferenceValues(input, policy);
+  checkEventDigests(input.eventLog, policy);
 }

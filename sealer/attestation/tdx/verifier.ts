@@ -1,13 +1,14 @@
 /**
  * The TDX Verifier the sealing service plugs in: Trustee-shaped evidence in, verified claims out,
  * or a FORBIDDEN refusal naming the claim that failed. Order: quote structure, DCAP (is this a
- * genuine, current TD?), then the policy (is it the right TD for this secret, bound to this
- * session?).
+ * genuine, current TD?), the event log if any (do its events account for the signed RTMRs?), then
+ * the policy (is it the right TD for this secret, bound to this session?).
  */
 import type { X509Certificate } from 'node:crypto';
 import type { VerifiedClaims, Verifier } from '../../../shared/attestation/types.js';
 import type { CollateralSource } from './collateral.js';
 import { decodeTdxEvidence } from '../../../shared/attestation/tdx/evidence.js';
+import { parseCcelEventLog, replayRtmrs, RTMR_COUNT } from '../../../shared/attestation/tdx/event-log.js';
 import { appraiseTdx, refuse, type TdxPolicy } from './policy.js';
 import {
   parseQuoteHeader,
@@ -59,6 +60,39 @@ export async function verifyTdxQuote(
   return { quote, summary: summarizeTdxQuote(quote), dcap };
 }
 
+/** What replaying the CCEL established: the events, and the RTMRs they were checked against. */
+export interface VerifiedEventLog {
+  readonly events: number;
+  /** RTMR indexes (0-3) whose replay equals the quote's value. */
+  readonly rtmrs: readonly number[];
+  /** SHA-384 digests extended into each RTMR, per RTMR; empty for an RTMR that was not compared. */
+  readonly digests: readonly (readonly string[])[];
+}
+
+/**
+ * Replays the CCEL and refuses ('event_log') unless its events produce the quote's RTMRs, so every
+ * event it lists is one the TD measured. RTMR0-2 must always match. RTMR3 must match when the log
+ * has RTMR3 events (the attestation agent appends those it extends at run time). A log without
+ * any says nothing about RTMR3, so RTMR3 is then not compared: the firmware's CCEL alone (as the
+ * configfs-tsm attester sends it) stays valid when something extended RTMR3 without logging it.
+ * Trustee compares all four and refuses that case; either way no unverified event is believed.
+ */
+export function checkEventLog(ccel: Uint8Array, quoteRtmr: readonly string[]): VerifiedEventLog {
+  const parsed = parseCcelEventLog(ccel);
+  if (!parsed.ok) refuse('event_log', `malformed event log: ${parsed.reason}`);
+  const replay = replayRtmrs(parsed.log);
+  const rtmrs: number[] = [];
+  for (let i = 0; i < RTMR_COUNT; i++) {
+    if (i === 3 && replay.digests[3].length === 0) continue;
+    if (replay.rtmr[i] !== quoteRtmr[i]) {
+      // Not secret: both values are in the evidence; showing them helps find the odd event.
+      refuse('event_log', `rtmr${i}: the event log replays to ${replay.rtmr[i]}, the quote has ${quoteRtmr[i] ?? 'none'}`);
+    }
+    rtmrs.push(i);
+  }
+  return { events: parsed.log.events.length, rtmrs, digests: replay.digests.map((list, i) => (rtmrs.includes(i) ? list : [])) };
+}
+
 export class TdxVerifier implements Verifier {
   readonly tee = 'tdx' as const;
   private readonly policy: TdxPolicy;
@@ -83,6 +117,7 @@ export class TdxVerifier implements Verifier {
       at: this.now(),
       ...(this.trustedRootCa ? { trustedRootCa: this.trustedRootCa } : {}),
     });
+    const eventLog = decoded.ccEventlog === undefined ? undefined : checkEventLog(decoded.ccEventlog, summary.rtmr);
     appraiseTdx(
       {
         mrTd: summary.mrTd,
@@ -93,6 +128,7 @@ export class TdxVerifier implements Verifier {
         tcbStatus: dcap.tcbStatus,
         advisoryIds: dcap.advisoryIds,
         tcbEvaluationDataNumber: dcap.tcbEvaluationDataNumber,
+        ...(eventLog === undefined ? {} : { eventLog }),
       },
       policy,
       expectedReportData,
@@ -106,9 +142,9 @@ export class TdxVerifier implements Verifier {
         advisoryIds: [...dcap.advisoryIds],
         tdxModule: { ...dcap.tdxModule },
         tcbEvaluationDataNumber: { ...dcap.tcbEvaluationDataNumber },
-        // RTMRs are signed in the quote, so the policy needs no event log; the CCEL is only
-        // carried along (it is not replayed against the RTMRs here).
         ccEventlogPresent: decoded.ccEventlog !== undefined,
+        // The CCEL was replayed against the quote's RTMRs (checkEventLog) when present.
+        eventLog: eventLog === undefined ? { replayed: false } : { replayed: true, events: eventLog.events, rtmrs: [...eventLog.rtmrs] },
       },
     };
   }

@@ -89,6 +89,49 @@ describe('TCB recency fields of the policy', () => {
   });
 });
 
+describe('createTdxPolicy: rtmr3 and eventDigests', () => {
+  it('takes rtmr3 like rtmr0-2 and normalizes event digests', () => {
+    const parsed = createTdxPolicy({
+      mrTd: [m('aa')],
+      rtmr3: [m('13')],
+      eventDigests: [
+        { rtmr: 1, digest: `0x${'AB'.repeat(48)}` },
+        { rtmr: 3, digest: m('cd') },
+      ],
+    });
+    expect(parsed.rtmr3).toEqual([m('13')]);
+    expect(parsed.eventDigests).toEqual([
+      { rtmr: 1, digest: m('ab') },
+      { rtmr: 3, digest: m('cd') },
+    ]);
+  });
+
+  it('refuses event digests it cannot apply as written', async () => {
+    const withDigests = (eventDigests: unknown) => () => createTdxPolicy({ mrTd: [m('aa')], eventDigests });
+    const shape = 'TDX policy: eventDigests must be a non-empty list of {"rtmr": 0-3, "digest": 48-byte hex}';
+    await expectKmsError(withDigests([]), 'CONFIG', shape);
+    await expectKmsError(withDigests({ rtmr: 1, digest: m('ab') }), 'CONFIG', shape);
+    await expectKmsError(withDigests([m('ab')]), 'CONFIG', 'TDX policy: eventDigests[0] must be an object {"rtmr": 0-3, "digest": 48-byte hex}');
+    await expectKmsError(withDigests([{ rtmr: 4, digest: m('ab') }]), 'CONFIG', 'TDX policy: eventDigests[0].rtmr must be 0, 1, 2 or 3');
+    await expectKmsError(withDigests([{ rtmr: '1', digest: m('ab') }]), 'CONFIG', 'TDX policy: eventDigests[0].rtmr must be 0, 1, 2 or 3');
+    await expectKmsError(withDigests([{ digest: m('ab') }]), 'CONFIG', 'TDX policy: eventDigests[0].rtmr must be 0, 1, 2 or 3');
+    await expectKmsError(
+      withDigests([
+        { rtmr: 1, digest: m('ab') },
+        { rtmr: 2, digest: 'ab'.repeat(32) },
+      ]),
+      'CONFIG',
+      'TDX policy: eventDigests[1].digest is not a 48-byte (96 hex digit) SHA-384 digest',
+    );
+    await expectKmsError(withDigests([{ rtmr: 1, digset: m('ab') }]), 'CONFIG', 'TDX policy: eventDigests[0]: unknown field digset');
+    await expectKmsError(
+      () => createTdxPolicy({ mrTd: [m('aa')], rtmr3: [] }),
+      'CONFIG',
+      'TDX policy: rtmr3 must be a non-empty list of 48-byte hex measurements',
+    );
+  });
+});
+
 describe('appraiseTdx', () => {
   it('accepts claims that match every reference value', () => {
     expect(appraiseTdx(good, policy, expected)).toBeUndefined();
@@ -121,6 +164,30 @@ describe('appraiseTdx', () => {
       'OutOfDate is not allowed (allowed: UpToDate) (advisories: INTEL-SA-00837)',
     );
     await expectRefusal(() => appraiseTdx({ ...good, reportData: new Uint8Array(64) }, policy, expected), 'report_data', /does not bind this session/);
+  });
+
+  it('pins RTMR3 when the policy lists it', async () => {
+    const pinned = createTdxPolicy({ mrTd: [m('aa')], rtmr3: [m('13')] });
+    expect(appraiseTdx(good, pinned, expected)).toBeUndefined();
+    await expectRefusal(
+      () => appraiseTdx({ ...good, rtmr: [m('10'), m('11'), m('12'), m('00')] }, pinned, expected),
+      'rtmr_3',
+      `${m('00')} is not an allowed value`,
+    );
+  });
+
+  it('requires each pinned event among the verified events of its RTMR, and a log at all', async () => {
+    const pinned = createTdxPolicy({ mrTd: [m('aa')], eventDigests: [{ rtmr: 2, digest: m('e2') }] });
+    const eventLog = { digests: [[m('e0')], [m('e1')], [m('e9'), m('e2')], []] };
+    expect(appraiseTdx({ ...good, eventLog }, pinned, expected)).toBeUndefined();
+    await expectRefusal(() => appraiseTdx(good, pinned, expected), 'event_log', 'the policy requires event digests, but the evidence carries no event log');
+    await expectRefusal(
+      () => appraiseTdx({ ...good, eventLog: { digests: [[m('e2')], [m('e1')], [m('e9')], []] } }, pinned, expected),
+      'event_log',
+      `rtmr2: the required event ${m('e2')} is not in the event log`,
+    );
+    // A policy without eventDigests does not look at the log.
+    expect(appraiseTdx({ ...good, eventLog: { digests: [[], [], [], []] } }, policy, expected)).toBeUndefined();
   });
 
   it('checks the session binding before anything else', async () => {

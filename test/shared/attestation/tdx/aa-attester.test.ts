@@ -13,6 +13,7 @@ import { createTdxPolicy } from '../../../../sealer/attestation/tdx/policy.js';
 import { TdxVerifier } from '../../../../sealer/attestation/tdx/verifier.js';
 import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, reportDataFrom, TEST_TIME } from '../../../support/tdx-quote-builder.js';
 import { expectKmsError } from '../../../support/tdx-helpers.js';
+import { BOOT_EVENTS, rtmrsOf, writeCcel } from '../../../support/ccel-writer.js';
 
 type Mode = 'current' | 'legacy' | 'not-tdx' | 'not-json' | 'hang';
 
@@ -52,13 +53,14 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     return;
   }
   const reportData = Buffer.concat([runtimeData, Buffer.alloc(64 - runtimeData.length)]);
-  const quote = buildTdxQuote(pki, { report: { reportData } }).quote.toString('base64');
+  // Like a TD's agent: the firmware's event log, and a quote whose RTMRs it accounts for.
+  const quote = buildTdxQuote(pki, { report: { reportData, rtmr: rtmrsOf(BOOT_EVENTS) } }).quote.toString('base64');
   const body =
     mode === 'not-tdx'
       ? JSON.stringify({ svn: '1', report_data: runtimeData.toString('base64') })
       : mode === 'not-json'
         ? 'evidence?'
-        : JSON.stringify({ cc_eventlog: Buffer.from('log').toString('base64'), quote });
+        : JSON.stringify({ cc_eventlog: writeCcel(BOOT_EVENTS).toString('base64'), quote });
   res.writeHead(200, { 'Content-Type': 'application/octet-stream' }).end(body);
 }
 
@@ -89,7 +91,7 @@ describe('AaEvidenceAttester', () => {
     const evidence = await new AaEvidenceAttester({ baseUrl: `${baseUrl}/` }).getEvidence(nonce);
     expect(requests).toEqual([`/aa/evidence?runtime_data=${Buffer.from(nonce).toString('base64url')}&encoding=base64`]);
     expect(requests[0]).not.toContain('=&');
-    expect(evidence.cc_eventlog).toBe(Buffer.from('log').toString('base64'));
+    expect(evidence.cc_eventlog).toBe(writeCcel(BOOT_EVENTS).toString('base64'));
     const verifier = new TdxVerifier({
       policy: createTdxPolicy({ mrTd: [DEFAULT_TD.mrTd] }),
       collateral: new StaticCollateralSource(parseCollateral(await buildCollateral(pki), 'test')),
@@ -97,7 +99,12 @@ describe('AaEvidenceAttester', () => {
       now: () => TEST_TIME,
     });
     const verified = await verifier.verify(evidence, nonce);
-    expect(verified.claims).toMatchObject({ mrTd: DEFAULT_TD.mrTd, ccEventlogPresent: true, tcbStatus: 'UpToDate' });
+    expect(verified.claims).toMatchObject({
+      mrTd: DEFAULT_TD.mrTd,
+      ccEventlogPresent: true,
+      eventLog: { replayed: true, events: BOOT_EVENTS.length },
+      tcbStatus: 'UpToDate',
+    });
   });
 
   it('works behind a path prefix', async () => {
