@@ -139,7 +139,7 @@ export async function loadPolicyFile(path: string, variable = 'KMS_SEALER_TDX_PO
     throw new KmsError('CONFIG', `${variable} ${path} is not JSON`, { cause: error });
   }
   try {
-    return createTdxPolicy(json);
+    return createTdxPolicy(json, { initData: variable === 'KMS_SEALER_TDX_POLICY_FILE' });
   } catch (error) {
     if (error instanceof KmsError) throw new KmsError('CONFIG', `${variable} ${path}: ${error.message}`, { cause: error });
     throw error;
@@ -242,6 +242,7 @@ export function describePolicy(policy: TdxPolicy): string {
     count('mrConfigId', policy.mrConfigId),
     `TCB status ${policy.allowedTcbStatuses.join('|')}`,
     'DEBUG refused',
+    ...(policy.initData?.required ? [`init-data required (${Object.keys(policy.initData.data).length} entries pinned)`] : []),
   ].join(', ');
 }
 

@@ -6,6 +6,7 @@
  * so operators can see why a pod was refused.
  */
 import { timingSafeEqual } from 'node:crypto';
+import { entryDigest, type InitDataRequirement } from '../../../shared/attestation/init-data.js';
 import { KmsError } from '../../../shared/errors.js';
 
 export type TcbStatus =
@@ -44,6 +45,7 @@ export type TdxClaimName =
   | 'rtmr_2'
   | 'mr_config_id'
   | 'report_data'
+  | 'init_data'
   | 'dcap';
 
 /**
@@ -68,6 +70,8 @@ export interface TdxPolicy {
   /** Allowed MRCONFIGID values (CoCo: the init-data digest, zero-padded to 48 bytes). */
   readonly mrConfigId?: readonly string[];
   readonly allowedTcbStatuses: readonly TcbStatus[];
+  /** What the workload's init-data must hold (checked in kbsAttest, sealer/init-data.ts); absent: nothing. */
+  readonly initData?: InitDataRequirement;
 }
 
 export interface TdxPolicyConfig {
@@ -78,6 +82,8 @@ export interface TdxPolicyConfig {
   mrConfigId?: string[];
   /** Default ['UpToDate']. */
   allowedTcbStatuses?: string[];
+  /** {"required": true, "data"?: {"<entry name>": "<SHA-384 hex of its text>" or a list of them}} */
+  initData?: { required: boolean; data?: Record<string, string | string[]> };
 }
 
 const MEASUREMENT = /^[0-9a-f]{96}$/;
@@ -97,13 +103,44 @@ function measurementList(value: unknown, field: string, required: boolean): stri
   });
 }
 
-/** Validates a policy from configuration (KmsError('CONFIG') naming the bad field). */
-export function createTdxPolicy(config: unknown): TdxPolicy {
+/**
+ * `initData` of a policy: only the sealing service's policy for workloads may have it (their KBS
+ * attestation carries init-data); elsewhere (the functions' or custodians' check of the sealing
+ * service, whose own evidence carries none) it would be a constraint silently not applied.
+ */
+function initDataRequirement(value: unknown): InitDataRequirement {
+  const shape = 'TDX policy: initData must be {"required": true, "data"?: {"<entry name>": "<SHA-384 hex of its text>" or a list of them}}';
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new KmsError('CONFIG', shape);
+  const { required, data = {}, ...rest } = value as Record<string, unknown>;
+  if (Object.keys(rest).length > 0 || typeof required !== 'boolean' || typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new KmsError('CONFIG', shape);
+  }
+  const entries = Object.entries(data as Record<string, unknown>);
+  // Entries to match are moot if evidence without init-data passes.
+  if (!required && entries.length > 0) throw new KmsError('CONFIG', 'TDX policy: initData.data needs "required": true');
+  const pinned = Object.create(null) as Record<string, string[]>; // a name such as __proto__ stays a name
+  for (const [name, digests] of entries) {
+    const list = Array.isArray(digests) ? digests : [digests];
+    if (list.length === 0) throw new KmsError('CONFIG', `TDX policy: initData.data[${JSON.stringify(name)}] must not be an empty list`);
+    pinned[name] = list.map((digest: unknown) => {
+      const normalized = typeof digest === 'string' ? digest.trim().toLowerCase() : '';
+      if (!MEASUREMENT.test(normalized)) throw new KmsError('CONFIG', `TDX policy: initData.data[${JSON.stringify(name)}] must be SHA-384 digests (96 hex digits)`);
+      return normalized;
+    });
+  }
+  return { required, data: pinned };
+}
+
+/**
+ * Validates a policy from configuration (KmsError('CONFIG') naming the bad field). `initData` is
+ * accepted only with `options.initData` (the sealing service's KMS_SEALER_TDX_POLICY_FILE).
+ */
+export function createTdxPolicy(config: unknown, options: { initData?: boolean } = {}): TdxPolicy {
   if (typeof config !== 'object' || config === null || Array.isArray(config)) {
     throw new KmsError('CONFIG', 'TDX policy must be an object');
   }
   const c = config as Record<string, unknown>;
-  const known = new Set(['mrTd', 'rtmr0', 'rtmr1', 'rtmr2', 'mrConfigId', 'allowedTcbStatuses']);
+  const known = new Set(['mrTd', 'rtmr0', 'rtmr1', 'rtmr2', 'mrConfigId', 'allowedTcbStatuses', 'initData']);
   for (const key of Object.keys(c)) {
     // A typo such as "mrtd" must not silently drop a constraint.
     if (!known.has(key)) throw new KmsError('CONFIG', `TDX policy: unknown field ${key}`);
@@ -126,6 +163,12 @@ export function createTdxPolicy(config: unknown): TdxPolicy {
   for (const field of ['rtmr0', 'rtmr1', 'rtmr2', 'mrConfigId'] as const) {
     const list = measurementList(c[field], field, false);
     if (list !== undefined) policy[field] = list;
+  }
+  if (c['initData'] !== undefined) {
+    if (options.initData !== true) {
+      throw new KmsError('CONFIG', "TDX policy: initData applies only to the sealing service's policy for workloads (KMS_SEALER_TDX_POLICY_FILE)");
+    }
+    policy.initData = initDataRequirement(c['initData']);
   }
   return policy;
 }
@@ -181,4 +224,19 @@ export function appraiseTdx(input: TdxAppraisalInput, policy: TdxPolicy, expecte
   checkReportDataBinding(input.reportData, expectedReportData);
   checkPlatform(input, policy.allowedTcbStatuses);
   checkReferenceValues(input, policy);
+}
+
+/**
+ * The policy's demands on init-data whose digest was already found equal to the evidence's
+ * identity (or none was sent): required at all, and each pinned entry present with an allowed text.
+ */
+export function checkInitData(initData: { readonly data: Readonly<Record<string, string>> } | undefined, requirement: InitDataRequirement | undefined): void {
+  if (requirement === undefined || !requirement.required) return;
+  if (initData === undefined) refuse('init_data', 'the policy requires init-data, and the attestation carried none (KBS Attestation "init-data")');
+  for (const [name, allowed] of Object.entries(requirement.data)) {
+    const text = Object.hasOwn(initData.data, name) ? initData.data[name] : undefined;
+    if (text === undefined) refuse('init_data', `entry ${JSON.stringify(name)} is missing from the init-data`);
+    const actual = entryDigest(text);
+    if (!allowed.includes(actual)) refuse('init_data', `entry ${JSON.stringify(name)} has SHA-384 ${actual}, which is not an allowed value`);
+  }
 }
