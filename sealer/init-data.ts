@@ -31,7 +31,11 @@ export function attestedInitData(attestation: unknown): InitData | undefined {
  * must meet the verifier's policy. Throws refuse('init_data', …); returns the token's
  * init_data_claims, or undefined when there was no init-data.
  */
-export function appraiseInitData(initData: InitData | undefined, verified: VerifiedClaims, verifier: Pick<Verifier, 'initData'>): Record<string, unknown> | undefined {
+export function appraiseInitData(
+  initData: InitData | undefined,
+  verified: VerifiedClaims,
+  verifier: Pick<Verifier, 'initData'>,
+): Record<string, unknown> | undefined {
   if (initData !== undefined) {
     const identity = workloadIdentity(verified);
     if (!timingSafeEqual(Buffer.from(identity), Buffer.from(initData.digest))) {

@@ -66,8 +66,7 @@ export function entryDigest(text: string): string {
   return createHash('sha384').update(text, 'utf8').digest('hex');
 }
 
-const invalid = (detail: string, cause?: unknown): KmsError =>
-  new KmsError('BAD_REQUEST', `init-data: ${detail}`, cause === undefined ? undefined : { cause });
+const invalid = (detail: string, cause?: unknown): KmsError => new KmsError('BAD_REQUEST', `init-data: ${detail}`, cause === undefined ? undefined : { cause });
 
 const quoted = (name: string): string => JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name);
 

@@ -49,7 +49,14 @@ export class SealerClient {
   }
 
   /** Reads the CA file (KMS_SEALER_CA_FILE) once. */
-  static fromCaFile(options: { url: string; caFile: string; attester: Attester; sealerVerifier: Verifier; timeoutMs?: number; initData?: string }): SealerClient {
+  static fromCaFile(options: {
+    url: string;
+    caFile: string;
+    attester: Attester;
+    sealerVerifier: Verifier;
+    timeoutMs?: number;
+    initData?: string;
+  }): SealerClient {
     let ca: Buffer;
     try {
       ca = readFileSync(options.caFile);

@@ -42,7 +42,10 @@ function initDataToml(algorithm: string, rego = POLICY_REGO): string {
 
 const sha = (algorithm: string, text: string): Buffer => createHash(algorithm).update(Buffer.from(text, 'utf8')).digest();
 /** MRCONFIGID for a document: the declared hash of its bytes, fitted to 48 bytes. */
-const identityOf = (toml: string, algorithm: string): string => Buffer.concat([sha(algorithm, toml), Buffer.alloc(48)]).subarray(0, 48).toString('hex');
+const identityOf = (toml: string, algorithm: string): string =>
+  Buffer.concat([sha(algorithm, toml), Buffer.alloc(48)])
+    .subarray(0, 48)
+    .toString('hex');
 const sha384hex = (text: string): string => sha('sha384', text).toString('hex');
 const kbsMember = (toml: string) => ({ format: 'toml', body: toml });
 
@@ -119,7 +122,9 @@ describe('sample evidence (development sealer)', () => {
       const { answer, cookie } = await refusedAttest(liar);
       const problem = problemOf(answer);
       expect(problem.type).toBe(ATTESTATION_ERROR);
-      expect(problem.detail).toMatch(/^verify TEE evidence failed: attestation refused: init_data: the init-data digest [0-9a-f]{96} \(sha(256|384)\) is not the evidence's init_data [0-9a-f]{96}$/);
+      expect(problem.detail).toMatch(
+        /^verify TEE evidence failed: attestation refused: init_data: the init-data digest [0-9a-f]{96} \(sha(256|384)\) is not the evidence's init_data [0-9a-f]{96}$/,
+      );
       await expectNoResource(liar, cookie);
     }
     await sealer.settle();
@@ -148,7 +153,7 @@ describe('sample evidence (development sealer)', () => {
   });
 });
 
-describe('TDX: MRCONFIGID and the policy\'s initData', () => {
+describe("TDX: MRCONFIGID and the policy's initData", () => {
   const dirs: string[] = [];
   const started: ServerProcess[] = [];
   const providers: TdxQuoteProvider[] = [];

@@ -124,7 +124,8 @@ function initDataRequirement(value: unknown): InitDataRequirement {
     if (list.length === 0) throw new KmsError('CONFIG', `TDX policy: initData.data[${JSON.stringify(name)}] must not be an empty list`);
     pinned[name] = list.map((digest: unknown) => {
       const normalized = typeof digest === 'string' ? digest.trim().toLowerCase().replace(/^0x/, '') : '';
-      if (!MEASUREMENT.test(normalized)) throw new KmsError('CONFIG', `TDX policy: initData.data[${JSON.stringify(name)}] must be SHA-384 digests (96 hex digits)`);
+      if (!MEASUREMENT.test(normalized))
+        throw new KmsError('CONFIG', `TDX policy: initData.data[${JSON.stringify(name)}] must be SHA-384 digests (96 hex digits)`);
       return normalized;
     });
   }

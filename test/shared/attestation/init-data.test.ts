@@ -93,7 +93,11 @@ describe('malformed or unsupported init-data is refused with a clear message', (
     ['a date in data', document('sha384', 'when = 2030-01-01'), /data entry "when" must be a string/],
     ['a table in data', document('sha384', '[data.nested]\nx = "y"'), /data entry "nested" must be a string/],
     ['an array in data', document('sha384', 'list = ["a"]'), /data entry "list" must be a string/],
-    ['too many entries', `version = "0.1.0"\nalgorithm = "sha384"\n[data]\n${Array.from({ length: 17 }, (_, i) => `e${i} = "x"`).join('\n')}\n`, /more than 16/],
+    [
+      'too many entries',
+      `version = "0.1.0"\nalgorithm = "sha384"\n[data]\n${Array.from({ length: 17 }, (_, i) => `e${i} = "x"`).join('\n')}\n`,
+      /more than 16/,
+    ],
     ['a very long entry name', document('sha384', `"${'n'.repeat(129)}" = "x"`), /entry name must have 1 to 128 characters/],
     ['a huge body', document('sha384', `big = "${'x'.repeat(256 * 1024)}"`), /longer than 262144 characters/],
   ];
@@ -121,7 +125,11 @@ describe('the KBS Attestation member', () => {
     const toml = document('sha384');
     await expectKmsError(() => initDataFromKbs({ format: 'json', body: '{}' }), 'BAD_REQUEST', 'init-data: unsupported format (supported: "toml")');
     await expectKmsError(() => initDataFromKbs({ body: toml }), 'BAD_REQUEST', /unsupported format/);
-    await expectKmsError(() => initDataFromKbs({ format: 'toml', body: { version: '0.1.0' } }), 'BAD_REQUEST', 'init-data: body must be a string (the TOML text)');
+    await expectKmsError(
+      () => initDataFromKbs({ format: 'toml', body: { version: '0.1.0' } }),
+      'BAD_REQUEST',
+      'init-data: body must be a string (the TOML text)',
+    );
     await expectKmsError(() => initDataFromKbs(toml), 'BAD_REQUEST', /must be an object/);
     await expectKmsError(() => initDataFromKbs([toml]), 'BAD_REQUEST', /must be an object/);
   });
@@ -162,6 +170,10 @@ describe('KMS_INIT_DATA_FILE', () => {
     expect(evidence.init_data).toBe(hex('sha384', document('sha384')));
     // Agreeing is fine; disagreeing is a configuration error, not a silent choice.
     await expect(attesterFromConfig({ ...base, sampleInitData: initData.digest, initData }, {})).resolves.toBeDefined();
-    await expectKmsError(() => attesterFromConfig({ ...base, sampleInitData: 'ab'.repeat(48), initData }, {}), 'CONFIG', /is not the digest of KMS_INIT_DATA_FILE/);
+    await expectKmsError(
+      () => attesterFromConfig({ ...base, sampleInitData: 'ab'.repeat(48), initData }, {}),
+      'CONFIG',
+      /is not the digest of KMS_INIT_DATA_FILE/,
+    );
   });
 });

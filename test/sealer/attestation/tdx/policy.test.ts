@@ -103,7 +103,7 @@ describe('appraiseTdx', () => {
   });
 });
 
-describe('initData in the policy (what a workload\'s init-data must hold)', () => {
+describe("initData in the policy (what a workload's init-data must hold)", () => {
   const rego = 'package agent_policy\ndefault ExecProcessRequest := false\n';
   const regoDigest = createHash('sha384').update(rego, 'utf8').digest('hex');
   const requiring = (initData: unknown) => createTdxPolicy({ mrTd: [m('aa')], initData }, { initData: true });
@@ -115,8 +115,12 @@ describe('initData in the policy (what a workload\'s init-data must hold)', () =
     expect(createTdxPolicy({ mrTd: [m('aa')] }, { initData: true }).initData).toBeUndefined();
   });
 
-  it('is refused outside the sealing service\'s policy for workloads, where nothing could apply it', async () => {
-    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], initData: { required: true } }), 'CONFIG', /initData applies only to .*KMS_SEALER_TDX_POLICY_FILE/);
+  it("is refused outside the sealing service's policy for workloads, where nothing could apply it", async () => {
+    await expectKmsError(
+      () => createTdxPolicy({ mrTd: [m('aa')], initData: { required: true } }),
+      'CONFIG',
+      /initData applies only to .*KMS_SEALER_TDX_POLICY_FILE/,
+    );
   });
 
   it('refuses shapes that would drop or garble a constraint', async () => {
@@ -141,7 +145,11 @@ describe('initData in the policy (what a workload\'s init-data must hold)', () =
     await expectRefusal(() => checkInitData({ data: { 'aa.toml': 'x' } }, pinned), 'init_data', 'entry "policy.rego" is missing from the init-data');
     const other = `${rego}default ReadStreamRequest := true\n`;
     const otherDigest = createHash('sha384').update(other, 'utf8').digest('hex');
-    await expectRefusal(() => checkInitData({ data: { 'policy.rego': other } }, pinned), 'init_data', `entry "policy.rego" has SHA-384 ${otherDigest}, which is not an allowed value`);
+    await expectRefusal(
+      () => checkInitData({ data: { 'policy.rego': other } }, pinned),
+      'init_data',
+      `entry "policy.rego" has SHA-384 ${otherDigest}, which is not an allowed value`,
+    );
     // Not required, or no requirement: nothing is demanded.
     expect(() => checkInitData(undefined, requiring({ required: false }).initData)).not.toThrow();
     expect(() => checkInitData(undefined, undefined)).not.toThrow();
