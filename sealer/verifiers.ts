@@ -242,7 +242,7 @@ export function describePolicy(policy: TdxPolicy): string {
     count('mrConfigId', policy.mrConfigId),
     `TCB status ${policy.allowedTcbStatuses.join('|')}`,
     'DEBUG refused',
-    ...(policy.initData?.required ? [`init-data required (${Object.keys(policy.initData.data).length} entries pinned)`] : []),
+    ...(policy.initData?.required ? [`init-data required, pinned entries: ${Object.keys(policy.initData.data).join(', ') || 'none'}`] : []),
   ].join(', ');
 }
 

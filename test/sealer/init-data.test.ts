@@ -201,7 +201,7 @@ describe("TDX: MRCONFIGID and the policy's initData", () => {
     });
 
   it('announces the init-data requirement at start', () => {
-    expect(sealer.messages().some((m) => m.includes('init-data required (1 entries pinned)'))).toBe(true);
+    expect(sealer.messages().some((m) => m.includes('init-data required, pinned entries: policy.rego'))).toBe(true);
   });
 
   it('accepts a TD whose MRCONFIGID is the digest of the init-data it sends, with the pinned policy', async () => {
