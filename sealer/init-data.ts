@@ -38,7 +38,8 @@ export function appraiseInitData(
 ): Record<string, unknown> | undefined {
   if (initData !== undefined) {
     const identity = workloadIdentity(verified);
-    if (!timingSafeEqual(Buffer.from(identity), Buffer.from(initData.digest))) {
+    const same = identity.length === initData.digest.length && timingSafeEqual(Buffer.from(identity), Buffer.from(initData.digest));
+    if (!same) {
       const field = verified.tee === 'tdx' ? 'MRCONFIGID' : 'init_data';
       refuse('init_data', `the init-data digest ${initData.digest} (${initData.algorithm}) is not the evidence's ${field} ${identity}`);
     }

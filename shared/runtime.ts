@@ -133,13 +133,13 @@ function sealerLoader(config: KmsConfig): (() => Promise<SealerClient>) | undefi
   return onceSucceeded(async () => {
     // Imported only here: the KBS client and jose cost start-up time that a function without a
     // sealing service (KMS_ROOT_KEY) does not need to pay.
-    const [{ attesterFromConfig }, { SealerClient }, { trustedSealerVerifier }, { loadInitDataFile }] = await Promise.all([
+    const [{ attesterFromConfig }, { SealerClient }, { trustedSealerVerifier }] = await Promise.all([
       import('./attestation/from-config.js'),
       import('./sealer-client/client.js'),
       import('./sealer-client/trusted-sealer.js'),
-      import('./attestation/init-data.js'),
     ]);
-    const initData = config.initDataFile === '' ? undefined : await loadInitDataFile(config.initDataFile);
+    // The TOML parser is loaded only for a pod that has init-data.
+    const initData = config.initDataFile === '' ? undefined : await (await import('./attestation/init-data.js')).loadInitDataFile(config.initDataFile);
     return SealerClient.fromCaFile({
       url: config.sealerUrl,
       caFile: config.sealerCaFile,
