@@ -46,8 +46,17 @@ try {
   process.exit(1);
 }
 
+/** The development identity, or (KMS_INIT_DATA_FILE) the digest of the init-data sample evidence then claims. */
+async function developmentIdentity(): Promise<string> {
+  const file = process.env.KMS_INIT_DATA_FILE;
+  if (file === undefined || file === '') return DEVELOPMENT_IDENTITY;
+  const { loadInitDataFile } = await import('../shared/attestation/init-data.js');
+  return (await loadInitDataFile(file)).digest;
+}
+
 /** Starts the sealing service and points the functions at it (URL, pinned certificate, attester). */
 async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
+  const identity = process.env.KMS_SAMPLE_INIT_DATA || (await developmentIdentity());
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     KMS_SEALER_DATA_DIR: sealerDataDir,
@@ -66,7 +75,7 @@ async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
   if (env.KMS_SEALER_ADMIN_POLICY_FILE === undefined || env.KMS_SEALER_ADMIN_POLICY_FILE === '') {
     await mkdir(sealerDataDir, { recursive: true, mode: 0o700 });
     const file = join(sealerDataDir, 'admin-policy.json');
-    const grant = [process.env.KMS_SAMPLE_INIT_DATA || DEVELOPMENT_IDENTITY];
+    const grant = [identity];
     await writeFile(file, `${JSON.stringify({ rotate: grant, verify: grant, recover: grant, seal: grant }, null, 2)}\n`);
     env.KMS_SEALER_ADMIN_POLICY_FILE = file;
   }
@@ -88,6 +97,6 @@ async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
   process.env.KMS_SEALER_URL = url;
   process.env.KMS_SEALER_CA_FILE ??= join(sealerDataDir, 'tls', 'cert.pem');
   process.env.KMS_ATTESTER ??= 'sample';
-  process.env.KMS_SAMPLE_INIT_DATA ||= DEVELOPMENT_IDENTITY;
+  process.env.KMS_SAMPLE_INIT_DATA ||= identity;
   return { url, child };
 }

@@ -17,6 +17,7 @@ import { bearerToken } from '../shared/http/bearer.js';
 import { readBounded, type BodyError } from '../shared/http/body.js';
 import { ANSWER_SIGNATURE_HEADER, REQUEST_NONCE_HEADER, ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer-client/protocol.js';
 import type { SealerIdentity } from './identity.js';
+import { appraiseInitData, attestedInitData } from './init-data.js';
 import { digest } from './proofs.js';
 import type { SealerCore } from './core.js';
 import { asSealerError, SealerError } from './errors.js';
@@ -135,6 +136,7 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
   try {
     const attestation = await readJson(req, (detail) => kbsError.attestation(`deserialize Attestation: ${detail}`));
     const { 'runtime-data': runtimeData, 'tee-evidence': teeEvidence } = (attestation ?? {}) as Record<string, unknown>;
+    const initData = attestedInitData(attestation);
     if (typeof runtimeData !== 'object' || runtimeData === null) throw kbsError.attestation('deserialize Attestation: runtime-data missing');
     const { nonce, 'tee-pubkey': rawPubKey } = runtimeData as Record<string, unknown>;
     if (nonce !== challenge.nonce) {
@@ -149,8 +151,10 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
     const verifier = deps.verifiers.get(challenge.tee);
     if (verifier === undefined) throw kbsError.attestation(`no verifier for tee "${challenge.tee}"`);
     let claims;
+    let initDataClaims;
     try {
       claims = await verifier.verify(primaryEvidence, expected);
+      initDataClaims = appraiseInitData(initData, claims, verifier);
     } catch (error) {
       const reason = error instanceof KmsError ? error.message : 'evidence rejected';
       // Operators see why a pod was refused (claim names and measurements, never secrets).
@@ -162,6 +166,7 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
       claims.claims,
       primaryRuntimeData(challenge.nonce, teePubKey, additionalEvidence),
       workloadIdentity(claims),
+      initDataClaims,
     );
     deps.sessions.attested(sessionId!, token, expiresAt);
     setSessionCookie(res, sessionId!, expiresAt);

@@ -18,7 +18,8 @@ export interface VerifiedToken {
  * Attestation results tokens: JWTs the sealer signs with its own ES256 key, made at start (tokens
  * die with the process; clients re-attest on 401). The claims follow Trustee's CoCo AS "simple"
  * token (attestation-service/src/token/simple.rs): iss, iat, nbf, exp, jti, tee, tcb-status,
- * evaluation-reports, customized_claims {init_data (the workload identity), runtime_data}; the header carries the signing
+ * evaluation-reports, customized_claims {init_data (the workload identity), init_data_claims (what verified
+ * init-data held, when the attestation carried it: sealer/init-data.ts), runtime_data}; the header carries the signing
  * `jwk`. The tee-pubkey sits at /customized_claims/runtime_data/tee-pubkey, where Trustee's
  * TokenVerifier looks for it (kbs/src/token/mod.rs TOKEN_TEE_PUBKEY_PATH_COCO).
  */
@@ -41,6 +42,7 @@ export class TokenService {
     claims: Record<string, unknown>,
     runtimeData: Record<string, unknown>,
     identity: string,
+    initDataClaims?: Record<string, unknown>,
   ): Promise<{ token: string; expiresAt: number }> {
     const iat = Math.floor(Date.now() / 1000);
     const exp = iat + this.ttlSeconds;
@@ -48,7 +50,7 @@ export class TokenService {
       tee,
       'tcb-status': claims,
       'evaluation-reports': [],
-      customized_claims: { init_data: identity, runtime_data: runtimeData },
+      customized_claims: { init_data: identity, ...(initDataClaims === undefined ? {} : { init_data_claims: initDataClaims }), runtime_data: runtimeData },
     })
       .setProtectedHeader({ alg: 'ES256', typ: 'JWT', jwk: this.publicJwk })
       .setIssuer(TOKEN_ISSUER)

@@ -168,7 +168,7 @@ export async function loadPolicyFile(path: string, variable = 'KMS_SEALER_TDX_PO
     throw new KmsError('CONFIG', `${variable} ${path} is not JSON`, { cause: error });
   }
   try {
-    return createTdxPolicy(json);
+    return createTdxPolicy(json, { initData: variable === 'KMS_SEALER_TDX_POLICY_FILE' });
   } catch (error) {
     if (error instanceof KmsError) throw new KmsError('CONFIG', `${variable} ${path}: ${error.message}`, { cause: error });
     throw error;
@@ -274,6 +274,7 @@ export function describePolicy(policy: TdxPolicy): string {
     ...(policy.eventDigests === undefined ? [] : [`eventDigests ${policy.eventDigests.length} required`]),
     `TCB status ${policy.allowedTcbStatuses.join('|')}`,
     'DEBUG refused',
+    ...(policy.initData?.required ? [`init-data required, pinned entries: ${Object.keys(policy.initData.data).join(', ') || 'none'}`] : []),
   ].join(', ');
 }
 

@@ -92,6 +92,13 @@ export const kmsOptions = {
     description:
       "The workload identity (init-data digest, 96 hex digits) that `sample` evidence claims, which the sealing service's admin policy grants operations to. Development only.",
   }),
+  initDataFile: option({
+    env: 'KMS_INIT_DATA_FILE',
+    default: '',
+    parse: parse.string,
+    description:
+      "This pod's CoCo init-data: the TOML file, byte for byte, whose digest the host put in its MRCONFIGID. Sent as `init-data` with every attestation to the sealing service, which refuses it unless its digest is the evidence's identity, and whose TDX policy may require entries of it. With KMS_ATTESTER=sample its digest is the identity claimed.",
+  }),
   tsmRoot: option({ env: 'KMS_TSM_ROOT', default: '/sys/kernel/config/tsm', parse: parse.string, description: 'configfs-tsm mount point (tdx-configfs).' }),
   aaUrl: option({
     env: 'KMS_AA_URL',

@@ -138,11 +138,14 @@ function sealerLoader(config: KmsConfig): (() => Promise<SealerClient>) | undefi
       import('./sealer-client/client.js'),
       import('./sealer-client/trusted-sealer.js'),
     ]);
+    // The TOML parser is loaded only for a pod that has init-data.
+    const initData = config.initDataFile === '' ? undefined : await (await import('./attestation/init-data.js')).loadInitDataFile(config.initDataFile);
     return SealerClient.fromCaFile({
       url: config.sealerUrl,
       caFile: config.sealerCaFile,
-      attester: await attesterFromConfig(config),
+      attester: await attesterFromConfig({ ...config, ...(initData === undefined ? {} : { initData }) }),
       sealerVerifier: await trustedSealerVerifier(config),
+      ...(initData === undefined ? {} : { initData: initData.toml }),
     });
   });
 }

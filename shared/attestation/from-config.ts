@@ -8,6 +8,8 @@ export interface AttesterConfig {
   readonly aaUrl: string;
   /** The identity sample evidence claims (KMS_SAMPLE_INIT_DATA); '' for none. */
   readonly sampleInitData?: string;
+  /** This pod's init-data (KMS_INIT_DATA_FILE): sample evidence then claims its digest. */
+  readonly initData?: { readonly digest: string };
 }
 
 /**
@@ -28,6 +30,17 @@ export async function attesterFromConfig(config: AttesterConfig, env: NodeJS.Pro
       if (env.NODE_ENV === 'production') {
         throw new KmsError('CONFIG', `${variable}=sample proves nothing and is refused when NODE_ENV=production: use tdx-configfs or tdx-aa`);
       }
-      return new SampleAttester('1', config.sampleInitData || undefined);
+      return new SampleAttester('1', sampleIdentity(config));
   }
+}
+
+/** With init-data, sample evidence claims its digest: a KMS_SAMPLE_INIT_DATA that says otherwise is a mistake. */
+function sampleIdentity(config: AttesterConfig): string | undefined {
+  const claimed = config.sampleInitData || undefined;
+  const digest = config.initData?.digest;
+  if (digest === undefined) return claimed;
+  if (claimed !== undefined && claimed !== digest) {
+    throw new KmsError('CONFIG', `KMS_SAMPLE_INIT_DATA ${claimed} is not the digest of KMS_INIT_DATA_FILE (${digest}): set one or make them agree`);
+  }
+  return digest;
 }

@@ -4,6 +4,8 @@
  * evidence. `reportData` is always the 64-byte KBS binding:
  * SHA-384(JCS({"additional-evidence":"", "nonce": n, "tee-pubkey": jwk})) zero-padded to 64 bytes.
  */
+import type { InitDataRequirement } from './init-data.js';
+
 export type TeeType = 'sample' | 'tdx';
 
 export interface Attester {
@@ -32,6 +34,8 @@ export function workloadIdentity(verified: VerifiedClaims): string {
 
 export interface Verifier {
   readonly tee: TeeType;
+  /** What this verifier's policy demands of the workload's init-data (checked once it is bound to the evidence). */
+  readonly initData?: InitDataRequirement;
   /**
    * Verifies `evidence` and that it binds `expectedReportData`. Throws KmsError('FORBIDDEN', …)
    * naming the claim that failed; never returns for evidence it does not accept.

@@ -36,6 +36,11 @@ export interface KbsClientOptions {
    * an answer only with its attested key's signature over it and this request's nonce.
    */
   readonly server?: ServerAttestation;
+  /**
+   * This TEE's init-data TOML (KMS_INIT_DATA_FILE), sent as the `init-data` of every attest request:
+   * the KBS checks its digest against the evidence's MRCONFIGID and may look at its content.
+   */
+  readonly initData?: string;
 }
 
 export interface KbsHttpResponse {
@@ -102,6 +107,7 @@ export class KbsClient {
   #token: { value: string; refreshAt: number } | undefined;
   #handshake: Promise<string> | undefined;
   readonly #server: ServerAttestation | undefined;
+  readonly #initData: string | undefined;
   #serverKey: Promise<CryptoKey | KeyObject> | undefined;
 
   constructor(options: KbsClientOptions) {
@@ -122,6 +128,7 @@ export class KbsClient {
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#teeKey = Promise.resolve(options.teeKey ?? processTeeKeyPair());
     this.#server = options.server;
+    this.#initData = options.initData;
   }
 
   /** The current attestation token, attesting first when there is none or it is about to expire. */
@@ -262,6 +269,7 @@ export class KbsClient {
     const reportData = kbsReportData(challenge.nonce, teeKey.publicJwk, hash);
     const evidence = await this.#attester.getEvidence(reportData);
     const attestation: KbsAttestation = {
+      ...(this.#initData === undefined ? {} : { 'init-data': { format: 'toml', body: this.#initData } }),
       'runtime-data': { nonce: challenge.nonce, 'tee-pubkey': teeKey.publicJwk },
       'tee-evidence': { primary_evidence: evidence, additional_evidence: '' },
     };

@@ -29,6 +29,8 @@ export interface SealerClientOptions {
   /** Checks the sealing service's own evidence (trusted-sealer.ts); every answer must then carry its attested signature. */
   readonly sealerVerifier: Verifier;
   readonly timeoutMs?: number;
+  /** This TEE's init-data TOML (KMS_INIT_DATA_FILE), sent with every attestation. */
+  readonly initData?: string;
 }
 
 /**
@@ -47,14 +49,28 @@ export class SealerClient {
   }
 
   /** Reads the CA file (KMS_SEALER_CA_FILE) once. */
-  static fromCaFile(options: { url: string; caFile: string; attester: Attester; sealerVerifier: Verifier; timeoutMs?: number }): SealerClient {
+  static fromCaFile(options: {
+    url: string;
+    caFile: string;
+    attester: Attester;
+    sealerVerifier: Verifier;
+    timeoutMs?: number;
+    initData?: string;
+  }): SealerClient {
     let ca: Buffer;
     try {
       ca = readFileSync(options.caFile);
     } catch {
       throw new KmsError('CONFIG', `KMS_SEALER_CA_FILE names a file that cannot be read: ${options.caFile}`);
     }
-    return new SealerClient({ url: options.url, ca, attester: options.attester, sealerVerifier: options.sealerVerifier, timeoutMs: options.timeoutMs });
+    return new SealerClient({
+      url: options.url,
+      ca,
+      attester: options.attester,
+      sealerVerifier: options.sealerVerifier,
+      timeoutMs: options.timeoutMs,
+      ...(options.initData === undefined ? {} : { initData: options.initData }),
+    });
   }
 
   get url(): string {

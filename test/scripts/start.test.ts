@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -114,6 +115,7 @@ describe('npm start: configuration errors name what the user set', () => {
   it.each([
     ['KMS_ROOT_KEY', 'not-a-key', /^tee-kms: KMS_ROOT_KEY must be a base64-encoded 256-bit \(32-byte\) key\n$/],
     ['KMS_ROOT_KEY_FILE', '/nonexistent/root-key', /^tee-kms: KMS_ROOT_KEY_FILE names a file that cannot be read: \/nonexistent\/root-key\n$/],
+    ['KMS_INIT_DATA_FILE', '/nonexistent/initdata.toml', /^tee-kms: KMS_INIT_DATA_FILE names a file that cannot be read: \/nonexistent\/initdata.toml\n$/],
   ])('a bad %s stops it before the sealing service starts, under that name, without echoing the value', async (name, value, message) => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-config-'));
     try {
@@ -128,6 +130,29 @@ describe('npm start: configuration errors name what the user set', () => {
       if (name === 'KMS_ROOT_KEY') expect(result.stderr + result.stdout).not.toContain(value);
       expect(result.stdout).not.toContain('"component":"sealer","message":"listening"');
     } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('npm start with KMS_INIT_DATA_FILE', () => {
+  it("claims the file's digest as the functions' identity, sends the init-data, and grants that identity the admin operations", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-initdata-'));
+    let kms: ServerProcess | undefined;
+    try {
+      const toml = 'algorithm = "sha256"\nversion = "0.1.0"\n\n[data]\n"policy.rego" = "package agent_policy"\n';
+      const file = join(dataDir, 'initdata.toml');
+      await writeFile(file, toml);
+      const identity = createHash('sha256').update(toml).digest('hex') + '00'.repeat(16);
+      kms = await startNpmStart({ KMS_DATA_DIR: dataDir, KMS_INIT_DATA_FILE: file });
+      // Rotation is an admin call: it passes only if the sealer grants the identity the functions
+      // attested with, and refuses init-data that is not that identity's.
+      const rotated = await kms.request('/rootKey/rotate');
+      expect(rotated.status, rotated.body).toBe(200);
+      const policy = JSON.parse(await readFile(join(dataDir, 'sealer', 'admin-policy.json'), 'utf8')) as Record<string, string[]>;
+      expect(policy.rotate).toEqual([identity]);
+    } finally {
+      await kms?.stop();
       await rm(dataDir, { recursive: true, force: true });
     }
   });

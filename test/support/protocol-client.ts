@@ -135,6 +135,8 @@ export interface ProtocolClientOptions {
   readonly evidence?: (reportData: Buffer) => Promise<unknown> | unknown;
   /** The KBS `tee` (default 'sample'). */
   readonly tee?: string;
+  /** The Attestation's `init-data` member exactly as sent, e.g. {"format": "toml", "body": "<TOML>"}; absent: none. */
+  readonly kbsInitData?: unknown;
   /** The key to hold (default: a new P-256 key). */
   readonly privateKey?: KeyObject;
 }
@@ -195,7 +197,11 @@ export class ProtocolClient {
           ...(this.#options.initData === undefined ? {} : { init_data: this.#options.initData }),
         };
     const attested = await this.send('POST', '/kbs/v0/attest', {
-      body: { 'runtime-data': { nonce, 'tee-pubkey': this.teePubKey }, 'tee-evidence': { primary_evidence: evidence, additional_evidence: '' } },
+      body: {
+        ...(this.#options.kbsInitData === undefined ? {} : { 'init-data': this.#options.kbsInitData }),
+        'runtime-data': { nonce, 'tee-pubkey': this.teePubKey },
+        'tee-evidence': { primary_evidence: evidence, additional_evidence: '' },
+      },
       token: null,
       headers: { Cookie: cookie },
     });

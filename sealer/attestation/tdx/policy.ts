@@ -5,7 +5,8 @@
  * acceptable, and the KBS report_data binding. Every refusal is KmsError('FORBIDDEN') whose
  * message names the claim, so operators can see why a pod was refused.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { InitDataRequirement } from '../../../shared/attestation/init-data.js';
 import { KmsError } from '../../../shared/errors.js';
 
 /** Intel's TCB statuses; the two TDRelaunchAdvised ones come from TD report 1.5 (tcb.ts). */
@@ -62,6 +63,7 @@ export type TdxClaimName =
   | 'mr_config_id'
   | 'report_data'
   | 'additional_evidence'
+  | 'init_data'
   | 'dcap';
 
 /**
@@ -93,6 +95,8 @@ export interface TdxPolicy {
   readonly deniedAdvisoryIds: readonly string[];
   /** Lowest acceptable tcbEvaluationDataNumber of the TCB info and QE identity; default 0. */
   readonly minTcbEvaluationDataNumber: number;
+  /** What the workload's init-data must hold (checked in kbsAttest, sealer/init-data.ts); absent: nothing. */
+  readonly initData?: InitDataRequirement;
 }
 
 /** One required event: its SHA-384 digest (lowercase hex) in RTMR `rtmr` (0-3). */
@@ -115,6 +119,8 @@ export interface TdxPolicyConfig {
   deniedAdvisoryIds?: string[];
   /** Default 0 (any). */
   minTcbEvaluationDataNumber?: number;
+  /** {"required": true, "data"?: {"<entry name>": "<SHA-384 hex of its text>" or a list of them}} */
+  initData?: { required: boolean; data?: Record<string, string | string[]> };
 }
 
 const MEASUREMENT = /^[0-9a-f]{96}$/;
@@ -179,8 +185,40 @@ function eventDigestList(value: unknown): EventDigest[] | undefined {
   });
 }
 
-/** Validates a policy from configuration (KmsError('CONFIG') naming the bad field). */
-export function createTdxPolicy(config: unknown): TdxPolicy {
+/**
+ * `initData` of a policy: only the sealing service's policy for workloads may have it (their KBS
+ * attestation carries init-data); elsewhere (the functions' or custodians' check of the sealing
+ * service, whose own evidence carries none) it would be a constraint silently not applied.
+ */
+function initDataRequirement(value: unknown): InitDataRequirement {
+  const shape = 'TDX policy: initData must be {"required": true, "data"?: {"<entry name>": "<SHA-384 hex of its text>" or a list of them}}';
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new KmsError('CONFIG', shape);
+  const { required, data = {}, ...rest } = value as Record<string, unknown>;
+  if (Object.keys(rest).length > 0 || typeof required !== 'boolean' || typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new KmsError('CONFIG', shape);
+  }
+  const entries = Object.entries(data as Record<string, unknown>);
+  // Entries to match are moot if evidence without init-data passes.
+  if (!required && entries.length > 0) throw new KmsError('CONFIG', 'TDX policy: initData.data needs "required": true');
+  const pinned = Object.create(null) as Record<string, string[]>; // a name such as __proto__ stays a name
+  for (const [name, digests] of entries) {
+    const list = Array.isArray(digests) ? digests : [digests];
+    if (list.length === 0) throw new KmsError('CONFIG', `TDX policy: initData.data[${JSON.stringify(name)}] must not be an empty list`);
+    pinned[name] = list.map((digest: unknown) => {
+      const normalized = typeof digest === 'string' ? digest.trim().toLowerCase().replace(/^0x/, '') : '';
+      if (!MEASUREMENT.test(normalized))
+        throw new KmsError('CONFIG', `TDX policy: initData.data[${JSON.stringify(name)}] must be SHA-384 digests (96 hex digits)`);
+      return normalized;
+    });
+  }
+  return { required, data: pinned };
+}
+
+/**
+ * Validates a policy from configuration (KmsError('CONFIG') naming the bad field). `initData` is
+ * accepted only with `options.initData` (the sealing service's KMS_SEALER_TDX_POLICY_FILE).
+ */
+export function createTdxPolicy(config: unknown, options: { initData?: boolean } = {}): TdxPolicy {
   if (typeof config !== 'object' || config === null || Array.isArray(config)) {
     throw new KmsError('CONFIG', 'TDX policy must be an object');
   }
@@ -196,6 +234,7 @@ export function createTdxPolicy(config: unknown): TdxPolicy {
     'allowedTcbStatuses',
     'deniedAdvisoryIds',
     'minTcbEvaluationDataNumber',
+    'initData',
   ]);
   for (const key of Object.keys(c)) {
     // A typo such as "mrtd" must not silently drop a constraint.
@@ -224,6 +263,12 @@ export function createTdxPolicy(config: unknown): TdxPolicy {
   }
   const eventDigests = eventDigestList(c['eventDigests']);
   if (eventDigests !== undefined) policy.eventDigests = eventDigests;
+  if (c['initData'] !== undefined) {
+    if (options.initData !== true) {
+      throw new KmsError('CONFIG', "TDX policy: initData applies only to the sealing service's policy for workloads (KMS_SEALER_TDX_POLICY_FILE)");
+    }
+    policy.initData = initDataRequirement(c['initData']);
+  }
   return policy;
 }
 
@@ -314,4 +359,19 @@ export function appraiseTdx(input: TdxAppraisalInput, policy: TdxPolicy, expecte
   checkTcbRecency(input, policy);
   checkReferenceValues(input, policy);
   checkEventDigests(input.eventLog, policy);
+}
+
+/**
+ * The policy's demands on init-data whose digest was already found equal to the evidence's
+ * identity (or none was sent): required at all, and each pinned entry present with an allowed text.
+ */
+export function checkInitData(initData: { readonly data: Readonly<Record<string, string>> } | undefined, requirement: InitDataRequirement | undefined): void {
+  if (requirement === undefined || !requirement.required) return;
+  if (initData === undefined) refuse('init_data', 'the policy requires init-data, and the attestation carried none (KBS Attestation "init-data")');
+  for (const [name, allowed] of Object.entries(requirement.data)) {
+    const text = Object.hasOwn(initData.data, name) ? initData.data[name] : undefined;
+    if (text === undefined) refuse('init_data', `entry ${JSON.stringify(name)} is missing from the init-data`);
+    const actual = createHash('sha384').update(text, 'utf8').digest('hex'); // as init-data.ts entryDigest, without loading the TOML parser
+    if (!allowed.includes(actual)) refuse('init_data', `entry ${JSON.stringify(name)} has SHA-384 ${actual}, which is not an allowed value`);
+  }
 }

@@ -5,6 +5,7 @@
  * the policy (is it the right TD for this secret, bound to this session?).
  */
 import type { X509Certificate } from 'node:crypto';
+import type { InitDataRequirement } from '../../../shared/attestation/init-data.js';
 import type { VerifiedClaims, Verifier } from '../../../shared/attestation/types.js';
 import type { CollateralSource } from './collateral.js';
 import { decodeTdxEvidence } from '../../../shared/attestation/tdx/evidence.js';
@@ -95,6 +96,8 @@ export function checkEventLog(ccel: Uint8Array, quoteRtmr: readonly string[]): V
 
 export class TdxVerifier implements Verifier {
   readonly tee = 'tdx' as const;
+  /** The default policy's init-data demands: applied in kbsAttest, where the init-data is (sealer/init-data.ts). */
+  readonly initData: InitDataRequirement | undefined;
   private readonly policy: TdxPolicy;
   private readonly collateral: CollateralSource;
   private readonly trustedRootCa: X509Certificate | undefined;
@@ -102,6 +105,7 @@ export class TdxVerifier implements Verifier {
 
   constructor(options: TdxVerifierOptions) {
     this.policy = options.policy;
+    this.initData = options.policy.initData;
     this.collateral = options.collateral;
     this.trustedRootCa = options.trustedRootCaPem === undefined ? undefined : trustedRootFromPem(options.trustedRootCaPem);
     this.now = options.now ?? (() => new Date());

@@ -1,5 +1,13 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { appraiseTdx, checkPlatform, checkReportDataBinding, createTdxPolicy, type TdxAppraisalInput } from '../../../../sealer/attestation/tdx/policy.js';
+import {
+  appraiseTdx,
+  checkInitData,
+  checkPlatform,
+  checkReportDataBinding,
+  createTdxPolicy,
+  type TdxAppraisalInput,
+} from '../../../../sealer/attestation/tdx/policy.js';
 import { expectKmsError, expectRefusal } from '../../../support/tdx-helpers.js';
 
 const m = (byte: string) => byte.repeat(48);
@@ -201,5 +209,58 @@ describe('appraiseTdx', () => {
   it('treats a wrong-sized expected report_data as a caller bug', async () => {
     await expectKmsError(() => checkReportDataBinding(new Uint8Array(64), new Uint8Array(32)), 'INTERNAL', 'expected report_data must be 64 bytes');
     await expectRefusal(() => checkReportDataBinding(new Uint8Array(32), new Uint8Array(64)), 'report_data');
+  });
+});
+
+describe("initData in the policy (what a workload's init-data must hold)", () => {
+  const rego = 'package agent_policy\ndefault ExecProcessRequest := false\n';
+  const regoDigest = createHash('sha384').update(rego, 'utf8').digest('hex');
+  const requiring = (initData: unknown) => createTdxPolicy({ mrTd: [m('aa')], initData }, { initData: true });
+
+  it('parses {"required", "data"}: digests normalized, one or a list per entry', () => {
+    const parsed = requiring({ required: true, data: { 'policy.rego': `0x${regoDigest.toUpperCase()}`, 'aa.toml': [m('01'), m('02')] } });
+    expect(parsed.initData).toEqual({ required: true, data: { 'policy.rego': [regoDigest], 'aa.toml': [m('01'), m('02')] } });
+    expect(requiring({ required: true }).initData).toEqual({ required: true, data: {} });
+    expect(createTdxPolicy({ mrTd: [m('aa')] }, { initData: true }).initData).toBeUndefined();
+  });
+
+  it("is refused outside the sealing service's policy for workloads, where nothing could apply it", async () => {
+    await expectKmsError(
+      () => createTdxPolicy({ mrTd: [m('aa')], initData: { required: true } }),
+      'CONFIG',
+      /initData applies only to .*KMS_SEALER_TDX_POLICY_FILE/,
+    );
+  });
+
+  it('refuses shapes that would drop or garble a constraint', async () => {
+    for (const bad of [true, [], { required: 'yes' }, { data: {} }, { required: true, data: [] }, { required: true, extra: 1 }]) {
+      await expectKmsError(() => requiring(bad), 'CONFIG', /initData must be/);
+    }
+    await expectKmsError(() => requiring({ required: false, data: { 'policy.rego': regoDigest } }), 'CONFIG', /initData.data needs "required": true/);
+    await expectKmsError(() => requiring({ required: true, data: { 'policy.rego': [] } }), 'CONFIG', /must not be an empty list/);
+    await expectKmsError(() => requiring({ required: true, data: { 'policy.rego': 'ab'.repeat(32) } }), 'CONFIG', /SHA-384 digests/);
+  });
+
+  it('keeps an entry named __proto__ an entry', () => {
+    const parsed = requiring(JSON.parse(`{"required": true, "data": {"__proto__": "${regoDigest}"}}`));
+    expect(Object.keys(parsed.initData!.data)).toEqual(['__proto__']);
+    expect(() => checkInitData({ data: {} }, parsed.initData)).toThrow(/entry "__proto__" is missing/);
+  });
+
+  it('checkInitData: required means present; each pinned entry must have an allowed text', async () => {
+    const pinned = requiring({ required: true, data: { 'policy.rego': regoDigest } }).initData;
+    expect(() => checkInitData({ data: { 'policy.rego': rego, 'aa.toml': 'x' } }, pinned)).not.toThrow();
+    await expectRefusal(() => checkInitData(undefined, pinned), 'init_data', /requires init-data/);
+    await expectRefusal(() => checkInitData({ data: { 'aa.toml': 'x' } }, pinned), 'init_data', 'entry "policy.rego" is missing from the init-data');
+    const other = `${rego}default ReadStreamRequest := true\n`;
+    const otherDigest = createHash('sha384').update(other, 'utf8').digest('hex');
+    await expectRefusal(
+      () => checkInitData({ data: { 'policy.rego': other } }, pinned),
+      'init_data',
+      `entry "policy.rego" has SHA-384 ${otherDigest}, which is not an allowed value`,
+    );
+    // Not required, or no requirement: nothing is demanded.
+    expect(() => checkInitData(undefined, requiring({ required: false }).initData)).not.toThrow();
+    expect(() => checkInitData(undefined, undefined)).not.toThrow();
   });
 });

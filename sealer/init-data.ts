@@ -1,0 +1,49 @@
+/**
+ * Workload binding by init-data in the KBS attest step (docs/sealer-protocol.md, "Workload binding
+ * by init-data"). The host picks the init-data a request carries, so it counts only once its digest
+ * equals the identity of evidence the verifier accepted (TDX: MRCONFIGID, which only the host could
+ * have set at TD creation and which the quote signs); then the policy may look at its content, and
+ * the token records it, as Trustee's init_data_claims.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import { initDataClaims, initDataFromKbs, type InitData } from '../shared/attestation/init-data.js';
+import { workloadIdentity, type VerifiedClaims, type Verifier } from '../shared/attestation/types.js';
+import { KmsError } from '../shared/errors.js';
+import { checkInitData, refuse } from './attestation/tdx/policy.js';
+import { kbsError } from './problems.js';
+
+/**
+ * The `init-data` member of a KBS Attestation message, parsed before any evidence is looked at: a
+ * malformed or unsupported one is a KBS AttestationError naming init-data, and no token is issued.
+ */
+export function attestedInitData(attestation: unknown): InitData | undefined {
+  const member = typeof attestation === 'object' && attestation !== null ? (attestation as Record<string, unknown>)['init-data'] : undefined;
+  try {
+    return initDataFromKbs(member);
+  } catch (error) {
+    if (error instanceof KmsError) throw kbsError.attestation(error.message);
+    throw error;
+  }
+}
+
+/**
+ * After the evidence is verified: the init-data (if any) must be the one the evidence names, and
+ * must meet the verifier's policy. Throws refuse('init_data', …); returns the token's
+ * init_data_claims, or undefined when there was no init-data.
+ */
+export function appraiseInitData(
+  initData: InitData | undefined,
+  verified: VerifiedClaims,
+  verifier: Pick<Verifier, 'initData'>,
+): Record<string, unknown> | undefined {
+  if (initData !== undefined) {
+    const identity = workloadIdentity(verified);
+    const same = identity.length === initData.digest.length && timingSafeEqual(Buffer.from(identity), Buffer.from(initData.digest));
+    if (!same) {
+      const field = verified.tee === 'tdx' ? 'MRCONFIGID' : 'init_data';
+      refuse('init_data', `the init-data digest ${initData.digest} (${initData.algorithm}) is not the evidence's ${field} ${identity}`);
+    }
+  }
+  checkInitData(initData, verifier.initData);
+  return initData === undefined ? undefined : initDataClaims(initData);
+}
