@@ -228,8 +228,6 @@ for ref in "$IMAGE" "$MINIO_IMAGE" "$MC_IMAGE" "$QUEUE_PROXY_IMAGE"; do
   [[ -z $ref || $ref =~ $IMAGE_REF_RE ]] || die "not an image reference: '$ref'"
 done
 if [[ $TEE_MODE == tdx ]]; then
-  [[ -n $QUEUE_PROXY_IMAGE ]] \
-    || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, and their agent policy admits it by digest. Take it from: kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}'"
   for ref in "$IMAGE" "$MINIO_IMAGE" "$MC_IMAGE" "$QUEUE_PROXY_IMAGE"; do
     [[ -z $ref || $ref == *@sha256:* ]] || die "--tee tdx pins images by digest: '$ref' has no @sha256:<digest>"
   done
@@ -386,18 +384,9 @@ check_mr_config_ids() {
   done
 }
 
-declare -A MR_CONFIG_ID=()
-if [[ $TEE_MODE == tdx ]]; then
-  command -v openssl >/dev/null 2>&1 || die "openssl is required"
-  TEE_KMS_POD_IMAGE=$(pod_image_ref "$IMAGE")
-  for pod in "${TD_PODS[@]}"; do
-    [[ -f $INIT_DATA_DIR/$pod.toml ]] || die "no init-data for $pod: $INIT_DATA_DIR/$pod.toml is missing (npm run generate:manifests)"
-    MR_CONFIG_ID[$pod]=$(init_data_digest "$pod")
-    log "MRCONFIGID $pod: ${MR_CONFIG_ID[$pod]}"
-  done
-fi
-FUNCTION_PODS=("${TD_PODS[@]:0:${#TD_PODS[@]}-1}")
 
+declare -A MR_CONFIG_ID=()
+FUNCTION_PODS=("${TD_PODS[@]:0:${#TD_PODS[@]}-1}")
 TDX_POLICY_SUMMARY=""
 SEALER_TDX_POLICY_SUMMARY=""
 ADMIN_POLICY_SUMMARY=""
@@ -414,6 +403,16 @@ if [[ $TEE_MODE == tdx ]]; then
     || die "--tee tdx needs --admin-policy FILE: which TDs (MRCONFIGIDs) may rotate, verify, recover and seal, JSON {\"rotate\": [id, ...], \"verify\": [...], \"recover\": [...], \"seal\": [...]}; without it nobody can (docs/sealer-protocol.md, docs/attestation.md)"
   [[ -f $ADMIN_POLICY_FILE && -r $ADMIN_POLICY_FILE ]] || die "--admin-policy: cannot read $ADMIN_POLICY_FILE"
   ADMIN_POLICY_SUMMARY=$(check_admin_policy "$ADMIN_POLICY_FILE") || exit 1
+  # Each TD pod's MRCONFIGID, from its init-data with this run's images.
+  [[ -n $QUEUE_PROXY_IMAGE ]] \
+    || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, and their agent policy admits it by digest. Take it from: kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}'"
+  command -v openssl >/dev/null 2>&1 || die "openssl is required"
+  TEE_KMS_POD_IMAGE=$(pod_image_ref "$IMAGE")
+  for pod in "${TD_PODS[@]}"; do
+    [[ -f $INIT_DATA_DIR/$pod.toml ]] || die "no init-data for $pod: $INIT_DATA_DIR/$pod.toml is missing (npm run generate:manifests)"
+    MR_CONFIG_ID[$pod]=$(init_data_digest "$pod")
+    log "MRCONFIGID $pod: ${MR_CONFIG_ID[$pod]}"
+  done
   # The init-data binds each policy to the TDs this install runs: the sealer admits the functions,
   # the functions admit the sealer, and admin operations go to functions only.
   check_mr_config_ids --tdx-policy "$TDX_POLICY_FILE" "${FUNCTION_PODS[@]}"
@@ -496,10 +495,11 @@ image_entry() {
 
 # Each TD pod's init-data (tdx): the document Kata hands the TD, in the pod annotation
 # io.katacontainers.config.hypervisor.cc_init_data as base64 of its gzip, which makes the TD's
-# MRCONFIGID its SHA-384; and the same bytes as a file (ConfigMap tee-kms-init-data, mounted by
-# the tdx component), named by KMS_INIT_DATA_FILE (the sealer: KMS_SEALER_INIT_DATA_FILE), which
-# the pod sends with its evidence. Writes the documents to $WORK_DIR/init-data and, to stdout, the
-# kustomization's patches and generator for them.
+# MRCONFIGID its SHA-384; and the same bytes as a file, mounted by the tdx component from the
+# configmap tee-kms-init-data (made by this kustomization's configMapGenerator) and named by
+# KMS_INIT_DATA_FILE (the sealer: KMS_SEALER_INIT_DATA_FILE), which the pod sends with its
+# evidence. Writes the documents to $WORK_DIR/init-data and, to stdout, the kustomization's
+# patches and generator for them.
 write_init_data() {
   local pod kind group version env_name
   rm -rf "$WORK_DIR/init-data"
@@ -636,6 +636,11 @@ done
 if [[ $TEE_MODE == tdx ]]; then
   kubectl get runtimeclass kata-qemu-tdx >/dev/null 2>&1 \
     || refuse "RuntimeClass kata-qemu-tdx is missing: install Confidential Containers (Kata with QEMU-TDX) on your TDX nodes (docs/deploy-knative.md, Prerequisites)"
+  # The functions' agent policy admits the queue-proxy image of --queue-proxy-image only: the one
+  # Knative runs must be that one, or no function's TD would start.
+  queue_sidecar_image=$(kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}' 2>/dev/null || true)
+  [[ $queue_sidecar_image == "$QUEUE_PROXY_IMAGE" ]] \
+    || refuse "knative-serving/config-deployment runs queue-proxy ${queue_sidecar_image:-(unset)}, not --queue-proxy-image $QUEUE_PROXY_IMAGE: the functions' agent policy would refuse it. Pass the digest-pinned image config-deployment names"
 fi
 if [[ -n $DOMAIN ]]; then
   has_crd httproutes.gateway.networking.k8s.io || refuse "--domain needs the Gateway API CRDs and an implementation (GatewayClass $GATEWAY_CLASS)"
@@ -1058,5 +1063,5 @@ fi
 if [[ $TEE_MODE == dev ]]; then
   log "dev mode: no TEE, the sample attester proves nothing. Never store real keys in this deployment."
 else
-  log "the sealer accepts TDs that match $TDX_POLICY_FILE ($TDX_POLICY_SUMMARY); check: kubectl logs -n $NS deploy/tee-kms-sealer | grep 'TDX verifier'"
+  log "the sealer accepts TDs that match $TDX_POLICY_FILE ($TDX_POLICY_SUMMARY). The TDs' agent policy denies exec and log streaming: kubectl exec and kubectl logs get nothing out of them"
 fi
