@@ -347,30 +347,27 @@ render_init_data() {
 }
 # MRCONFIGID: SHA-384 of the document, 48 bytes (the TDX field's whole width), 96 hex digits.
 init_data_digest() { render_init_data "$1" | openssl dgst -sha384 -r | cut -c1-96; }
-# The mrConfigId list of a policy file (already checked by check-policy.js), normalized.
+# The identities the three policy files name (each already checked above), normalized, one a
+# line: "tdx <id>" and "sealer <id>" for the mrConfigId lists, "admin <operation> <id>".
 # shellcheck disable=SC2016 # JavaScript, not shell
-policy_mr_config_ids() {
+policy_identities() {
   node -e '
-    const p = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    for (const id of p.mrConfigId ?? []) console.log(String(id).toLowerCase().replace(/^0x/, ""));
-  ' "$1"
-}
-# The ids of an admin policy file (already checked by check_admin_policy), one "operation id" a line.
-# shellcheck disable=SC2016 # JavaScript, not shell
-admin_policy_ids() {
-  node -e '
-    const p = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    for (const [op, ids] of Object.entries(p)) for (const id of ids) console.log(`${op} ${id.toLowerCase().replace(/^0x/, "")}`);
-  ' "$1"
+    const read = (f) => JSON.parse(require("fs").readFileSync(f, "utf8"));
+    const norm = (id) => String(id).toLowerCase().replace(/^0x/, "");
+    const [tdx, sealer, admin] = process.argv.slice(1).map(read);
+    for (const id of tdx.mrConfigId ?? []) console.log(`tdx ${norm(id)}`);
+    for (const id of sealer.mrConfigId ?? []) console.log(`sealer ${norm(id)}`);
+    for (const [op, ids] of Object.entries(admin)) for (const id of ids) console.log(`admin ${op} ${norm(id)}`);
+  ' "$TDX_POLICY_FILE" "$SEALER_TDX_POLICY_FILE" "$ADMIN_POLICY_FILE"
 }
 # Refuses a policy whose mrConfigId is not exactly the MRCONFIGIDs of the given pods: missing ones
 # would refuse those TDs; any other (the all-zero one of a TD without init-data, whose Kata agent
-# allows kubectl exec) would admit a TD this install does not run. $1: option, $2: file, $3...: pods.
+# allows kubectl exec) would admit a TD this install does not run.
+# $1: option, $2: file, $3: its ids (one a line), $4...: pods.
 check_mr_config_ids() {
-  local option=$1 file=$2 listed pod id zero
-  shift 2
+  local option=$1 file=$2 listed=$3 pod id zero
+  shift 3
   zero=$(printf '0%.0s' {1..96})
-  listed=$(policy_mr_config_ids "$file") || die "$option $file: cannot read its mrConfigId"
   [[ -n $listed ]] \
     || die "$option $file has no mrConfigId: it would admit a TD with any init-data, or none (then Kata's agent allows kubectl exec into it). Set \"mrConfigId\" to the MRCONFIGIDs printed above: $(for pod in "$@"; do printf '%s ' "${MR_CONFIG_ID[$pod]}"; done)(docs/attestation.md)"
   while read -r id; do
@@ -383,7 +380,6 @@ check_mr_config_ids() {
       || die "$option $file: mrConfigId does not list ${MR_CONFIG_ID[$pod]}, the MRCONFIGID of $pod's init-data with these images: that TD would be refused. Use the MRCONFIGIDs printed above"
   done
 }
-
 
 declare -A MR_CONFIG_ID=()
 FUNCTION_PODS=("${TD_PODS[@]:0:${#TD_PODS[@]}-1}")
@@ -403,6 +399,12 @@ if [[ $TEE_MODE == tdx ]]; then
     || die "--tee tdx needs --admin-policy FILE: which TDs (MRCONFIGIDs) may rotate, verify, recover and seal, JSON {\"rotate\": [id, ...], \"verify\": [...], \"recover\": [...], \"seal\": [...]}; without it nobody can (docs/sealer-protocol.md, docs/attestation.md)"
   [[ -f $ADMIN_POLICY_FILE && -r $ADMIN_POLICY_FILE ]] || die "--admin-policy: cannot read $ADMIN_POLICY_FILE"
   ADMIN_POLICY_SUMMARY=$(check_admin_policy "$ADMIN_POLICY_FILE") || exit 1
+  PCCS_URL=${PCCS_URL:-$INTEL_PCS_URL}
+  # https only: the collateral is signed, but over plain HTTP an on-path attacker could replay an
+  # older, still-valid CRL and hide a recent revocation. Quoted into YAML below: no quotes, no spaces.
+  [[ $PCCS_URL =~ ^https://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$ ]] \
+    || die "--pccs-url must be an https:// base URL such as $INTEL_PCS_URL or https://pccs.example:8081, got '$PCCS_URL'"
+  while [[ $PCCS_URL == */ ]]; do PCCS_URL=${PCCS_URL%/}; done
   # Each TD pod's MRCONFIGID, from its init-data with this run's images.
   [[ -n $QUEUE_PROXY_IMAGE ]] \
     || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, and their agent policy admits it by digest. Take it from: kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}'"
@@ -415,20 +417,14 @@ if [[ $TEE_MODE == tdx ]]; then
   done
   # The init-data binds each policy to the TDs this install runs: the sealer admits the functions,
   # the functions admit the sealer, and admin operations go to functions only.
-  check_mr_config_ids --tdx-policy "$TDX_POLICY_FILE" "${FUNCTION_PODS[@]}"
-  check_mr_config_ids --sealer-tdx-policy "$SEALER_TDX_POLICY_FILE" tee-kms-sealer
-  admin_ids=$(admin_policy_ids "$ADMIN_POLICY_FILE") || die "--admin-policy $ADMIN_POLICY_FILE: cannot read its identities"
+  identities=$(policy_identities) || die "cannot read the identities of the policy files"
+  check_mr_config_ids --tdx-policy "$TDX_POLICY_FILE" "$(sed -n 's/^tdx //p' <<<"$identities")" "${FUNCTION_PODS[@]}"
+  check_mr_config_ids --sealer-tdx-policy "$SEALER_TDX_POLICY_FILE" "$(sed -n 's/^sealer //p' <<<"$identities")" tee-kms-sealer
   while read -r op id; do
     [[ -n $op ]] || continue
     for pod in "${FUNCTION_PODS[@]}"; do [[ $id != "${MR_CONFIG_ID[$pod]}" ]] || continue 2; done
     die "--admin-policy $ADMIN_POLICY_FILE: $op grants $id, which is not the MRCONFIGID of any function this install runs; use those printed above (docs/sealer-protocol.md)"
-  done <<<"$admin_ids"
-  PCCS_URL=${PCCS_URL:-$INTEL_PCS_URL}
-  # https only: the collateral is signed, but over plain HTTP an on-path attacker could replay an
-  # older, still-valid CRL and hide a recent revocation. Quoted into YAML below: no quotes, no spaces.
-  [[ $PCCS_URL =~ ^https://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$ ]] \
-    || die "--pccs-url must be an https:// base URL such as $INTEL_PCS_URL or https://pccs.example:8081, got '$PCCS_URL'"
-  while [[ $PCCS_URL == */ ]]; do PCCS_URL=${PCCS_URL%/}; done
+  done < <(sed -n 's/^admin //p' <<<"$identities")
 else
   [[ -z $TDX_POLICY_FILE ]] || die "--tdx-policy is for --tee tdx (the dev sealer accepts only sample evidence)"
   [[ -z $PCCS_URL ]] || die "--pccs-url is for --tee tdx"
@@ -593,7 +589,6 @@ write_kustomization() {
     done
   fi
 }
-
 
 if [[ $TEE_MODE == tdx ]]; then
   log "TDX policy $TDX_POLICY_FILE: $TDX_POLICY_SUMMARY; DCAP collateral from $PCCS_URL"

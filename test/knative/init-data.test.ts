@@ -210,7 +210,7 @@ function dryRun(args: string[], work: string) {
     {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', TMPDIR: tmpdir() },
       encoding: 'utf8',
-      timeout: 60_000,
+      timeout: 180_000, // kubectl kustomize and node per policy: slow on a loaded machine
     },
   );
 }
