@@ -87,8 +87,9 @@ usage: knative/install.sh [options]     (every option also reads the environment
   --pccs-url URL                KMS_PCCS_URL        tdx: DCAP collateral source, a PCCS or Intel PCS base URL
                                                     (https://, without /sgx|tdx/certification/v4;
                                                     default https://api.trustedservices.intel.com)
-  --initdata FILE               KMS_INITDATA_FILE   tdx: CoCo init-data TOML for every TD pod
-                                                    (io.katacontainers.config.hypervisor.cc_init_data)
+  --queue-proxy-image REF       KMS_QUEUE_PROXY_IMAGE  tdx (required): Knative Serving's queue-proxy image,
+                                                    REF@sha256:<digest> as config-deployment's queue-sidecar-image
+                                                    names it; the functions' agent policy admits only it
   --internal-tls / --no-internal-tls  KMS_INTERNAL_TLS  Knative system-internal-tls (default: on for tdx)
   --skip-knative-config         KMS_SKIP_KNATIVE_CONFIG=1  do not patch knative-serving's ConfigMaps (then they
                                                     must already have what tee-kms needs: checked)
@@ -131,7 +132,7 @@ GATEWAY_CLASS=${KMS_GATEWAY_CLASS:-}
 PUBLIC_TLS_CERT=${KMS_PUBLIC_TLS_CERT_FILE:-}
 PUBLIC_TLS_KEY=${KMS_PUBLIC_TLS_KEY_FILE:-}
 PUBLIC_TLS_SECRET=${KMS_PUBLIC_TLS_SECRET:-}
-INITDATA_FILE=${KMS_INITDATA_FILE:-}
+QUEUE_PROXY_IMAGE=${KMS_QUEUE_PROXY_IMAGE:-}
 TDX_POLICY_FILE=${KMS_TDX_POLICY_FILE:-}
 SEALER_TDX_POLICY_FILE=${KMS_TRUSTED_SEALER_TDX_POLICY_FILE:-}
 ADMIN_POLICY_FILE=${KMS_ADMIN_POLICY_FILE:-}
@@ -173,7 +174,8 @@ while [[ $# -gt 0 ]]; do
     --public-tls-cert) need_value "$@"; PUBLIC_TLS_CERT=$2; shift 2 ;;
     --public-tls-key) need_value "$@"; PUBLIC_TLS_KEY=$2; shift 2 ;;
     --public-tls-secret) need_value "$@"; PUBLIC_TLS_SECRET=$2; shift 2 ;;
-    --initdata) need_value "$@"; INITDATA_FILE=$2; shift 2 ;;
+    --queue-proxy-image) need_value "$@"; QUEUE_PROXY_IMAGE=$2; shift 2 ;;
+    --initdata) die "--initdata is gone: each TD pod's init-data is knative/components/tdx/init-data/<name>.toml (npm run generate:manifests), with the image digests filled in here" ;;
     --tdx-policy) need_value "$@"; TDX_POLICY_FILE=$2; shift 2 ;;
     --sealer-tdx-policy) need_value "$@"; SEALER_TDX_POLICY_FILE=$2; shift 2 ;;
     --admin-policy) need_value "$@"; ADMIN_POLICY_FILE=$2; shift 2 ;;
@@ -222,11 +224,11 @@ if [[ -z $IMAGE ]]; then
   [[ $TEE_MODE == dev ]] || die "--tee tdx needs --image <registry>/tee-kms@sha256:<digest> (build it from the Dockerfile, push it, pin it)"
   IMAGE=kind.local/tee-kms:dev
 fi
-for ref in "$IMAGE" "$MINIO_IMAGE" "$MC_IMAGE"; do
+for ref in "$IMAGE" "$MINIO_IMAGE" "$MC_IMAGE" "$QUEUE_PROXY_IMAGE"; do
   [[ -z $ref || $ref =~ $IMAGE_REF_RE ]] || die "not an image reference: '$ref'"
 done
 if [[ $TEE_MODE == tdx ]]; then
-  for ref in "$IMAGE" "$MINIO_IMAGE" "$MC_IMAGE"; do
+  for ref in "$IMAGE" "$MINIO_IMAGE" "$MC_IMAGE" "$QUEUE_PROXY_IMAGE"; do
     [[ -z $ref || $ref == *@sha256:* ]] || die "--tee tdx pins images by digest: '$ref' has no @sha256:<digest>"
   done
   [[ $IMAGE != *@sha256:0000000000000000000000000000000000000000000000000000000000000000 ]] || die "--image: that is the overlay's placeholder digest"
@@ -254,10 +256,6 @@ if [[ -n $DOMAIN ]]; then
   elif [[ $DRY_RUN == 0 ]]; then
     [[ -r $PUBLIC_TLS_CERT && -r $PUBLIC_TLS_KEY ]] || die "--domain needs its certificate: --public-tls-cert and --public-tls-key, or --public-tls-secret"
   fi
-fi
-if [[ -n $INITDATA_FILE ]]; then
-  [[ $TEE_MODE == tdx ]] || die "--initdata is for --tee tdx"
-  [[ -r $INITDATA_FILE ]] || die "--initdata: cannot read $INITDATA_FILE"
 fi
 if [[ -z $INTERNAL_TLS ]]; then
   if [[ $TEE_MODE == tdx ]]; then INTERNAL_TLS=1; else INTERNAL_TLS=0; fi
@@ -322,6 +320,69 @@ check_admin_policy() {
   printf '%s\n' "$summary"
 }
 
+# ---------------------------------------------------------------------------------------------
+# init-data: each TD pod's identity (knative/components/tdx/init-data, scripts/init-data.ts)
+
+# The Services of this layout and the sealer: every pod that runs in a TD.
+TD_PODS=()
+for manifest in "$SCRIPT_DIR/functions/$LAYOUT"/*.yaml; do
+  pod=${manifest##*/}
+  pod=${pod%.yaml}
+  [[ $pod == kustomization ]] || TD_PODS+=("$pod")
+done
+TD_PODS+=(tee-kms-sealer)
+INIT_DATA_DIR=$SCRIPT_DIR/components/tdx/init-data
+PLACEHOLDER_DIGEST=sha256:0000000000000000000000000000000000000000000000000000000000000000
+# The tee-kms image as the pods will name it: the kustomize images entry keeps name@digest only.
+pod_image_ref() {
+  local name=${1%%@*}
+  [[ ${name##*/} != *:* ]] || name=${name%:*}
+  printf '%s@%s\n' "$name" "${1#*@}"
+}
+# A pod's init-data: the shipped document with this run's digests in place of its placeholders.
+# Its exact bytes matter (their SHA-384 is the TD's MRCONFIGID): sed changes those lines only.
+render_init_data() {
+  sed -e "s|\"tee-kms@$PLACEHOLDER_DIGEST\"|\"$TEE_KMS_POD_IMAGE\"|" \
+    -e "s|\"queue-proxy@$PLACEHOLDER_DIGEST\"|\"$QUEUE_PROXY_IMAGE\"|" "$INIT_DATA_DIR/$1.toml"
+}
+# MRCONFIGID: SHA-384 of the document, 48 bytes (the TDX field's whole width), 96 hex digits.
+init_data_digest() { render_init_data "$1" | openssl dgst -sha384 -r | cut -c1-96; }
+# The identities the three policy files name (each already checked above), normalized, one a
+# line: "tdx <id>" and "sealer <id>" for the mrConfigId lists, "admin <operation> <id>".
+# shellcheck disable=SC2016 # JavaScript, not shell
+policy_identities() {
+  node -e '
+    const read = (f) => JSON.parse(require("fs").readFileSync(f, "utf8"));
+    const norm = (id) => String(id).toLowerCase().replace(/^0x/, "");
+    const [tdx, sealer, admin] = process.argv.slice(1).map(read);
+    for (const id of tdx.mrConfigId ?? []) console.log(`tdx ${norm(id)}`);
+    for (const id of sealer.mrConfigId ?? []) console.log(`sealer ${norm(id)}`);
+    for (const [op, ids] of Object.entries(admin)) for (const id of ids) console.log(`admin ${op} ${norm(id)}`);
+  ' "$TDX_POLICY_FILE" "$SEALER_TDX_POLICY_FILE" "$ADMIN_POLICY_FILE"
+}
+# Refuses a policy whose mrConfigId is not exactly the MRCONFIGIDs of the given pods: missing ones
+# would refuse those TDs; any other (the all-zero one of a TD without init-data, whose Kata agent
+# allows kubectl exec) would admit a TD this install does not run.
+# $1: option, $2: file, $3: its ids (one a line), $4...: pods.
+check_mr_config_ids() {
+  local option=$1 file=$2 listed=$3 pod id zero
+  shift 3
+  zero=$(printf '0%.0s' {1..96})
+  [[ -n $listed ]] \
+    || die "$option $file has no mrConfigId: it would admit a TD with any init-data, or none (then Kata's agent allows kubectl exec into it). Set \"mrConfigId\" to the MRCONFIGIDs printed above: $(for pod in "$@"; do printf '%s ' "${MR_CONFIG_ID[$pod]}"; done)(docs/attestation.md)"
+  while read -r id; do
+    [[ $id != "$zero" ]] || die "$option $file: mrConfigId lists the all-zero MRCONFIGID, a TD without init-data (no agent policy: kubectl exec reads it); list the MRCONFIGIDs printed above instead"
+    for pod in "$@"; do [[ $id != "${MR_CONFIG_ID[$pod]}" ]] || continue 2; done
+    die "$option $file: mrConfigId $id is not the init-data digest of any pod this install runs there ($*): it would admit a TD with other init-data. Use the MRCONFIGIDs printed above"
+  done <<<"$listed"
+  for pod in "$@"; do
+    grep -qx "${MR_CONFIG_ID[$pod]}" <<<"$listed" \
+      || die "$option $file: mrConfigId does not list ${MR_CONFIG_ID[$pod]}, the MRCONFIGID of $pod's init-data with these images: that TD would be refused. Use the MRCONFIGIDs printed above"
+  done
+}
+
+declare -A MR_CONFIG_ID=()
+FUNCTION_PODS=("${TD_PODS[@]:0:${#TD_PODS[@]}-1}")
 TDX_POLICY_SUMMARY=""
 SEALER_TDX_POLICY_SUMMARY=""
 ADMIN_POLICY_SUMMARY=""
@@ -344,11 +405,32 @@ if [[ $TEE_MODE == tdx ]]; then
   [[ $PCCS_URL =~ ^https://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$ ]] \
     || die "--pccs-url must be an https:// base URL such as $INTEL_PCS_URL or https://pccs.example:8081, got '$PCCS_URL'"
   while [[ $PCCS_URL == */ ]]; do PCCS_URL=${PCCS_URL%/}; done
+  # Each TD pod's MRCONFIGID, from its init-data with this run's images.
+  [[ -n $QUEUE_PROXY_IMAGE ]] \
+    || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, and their agent policy admits it by digest. Take it from: kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}'"
+  command -v openssl >/dev/null 2>&1 || die "openssl is required"
+  TEE_KMS_POD_IMAGE=$(pod_image_ref "$IMAGE")
+  for pod in "${TD_PODS[@]}"; do
+    [[ -f $INIT_DATA_DIR/$pod.toml ]] || die "no init-data for $pod: $INIT_DATA_DIR/$pod.toml is missing (npm run generate:manifests)"
+    MR_CONFIG_ID[$pod]=$(init_data_digest "$pod")
+    log "MRCONFIGID $pod: ${MR_CONFIG_ID[$pod]}"
+  done
+  # The init-data binds each policy to the TDs this install runs: the sealer admits the functions,
+  # the functions admit the sealer, and admin operations go to functions only.
+  identities=$(policy_identities) || die "cannot read the identities of the policy files"
+  check_mr_config_ids --tdx-policy "$TDX_POLICY_FILE" "$(sed -n 's/^tdx //p' <<<"$identities")" "${FUNCTION_PODS[@]}"
+  check_mr_config_ids --sealer-tdx-policy "$SEALER_TDX_POLICY_FILE" "$(sed -n 's/^sealer //p' <<<"$identities")" tee-kms-sealer
+  while read -r op id; do
+    [[ -n $op ]] || continue
+    for pod in "${FUNCTION_PODS[@]}"; do [[ $id != "${MR_CONFIG_ID[$pod]}" ]] || continue 2; done
+    die "--admin-policy $ADMIN_POLICY_FILE: $op grants $id, which is not the MRCONFIGID of any function this install runs; use those printed above (docs/sealer-protocol.md)"
+  done < <(sed -n 's/^admin //p' <<<"$identities")
 else
   [[ -z $TDX_POLICY_FILE ]] || die "--tdx-policy is for --tee tdx (the dev sealer accepts only sample evidence)"
   [[ -z $PCCS_URL ]] || die "--pccs-url is for --tee tdx"
   [[ -z $SEALER_TDX_POLICY_FILE ]] || die "--sealer-tdx-policy is for --tee tdx (the dev functions accept the sealer's sample evidence)"
   [[ -z $ADMIN_POLICY_FILE ]] || die "--admin-policy is for --tee tdx (the dev component grants its development identity every operation)"
+  [[ -z $QUEUE_PROXY_IMAGE ]] || die "--queue-proxy-image is for --tee tdx (it pins queue-proxy in the functions' agent policy)"
 fi
 
 for tool in kubectl openssl; do
@@ -407,6 +489,36 @@ image_entry() {
 }
 
 
+# Each TD pod's init-data (tdx): the document Kata hands the TD, in the pod annotation
+# io.katacontainers.config.hypervisor.cc_init_data as base64 of its gzip, which makes the TD's
+# MRCONFIGID its SHA-384; and the same bytes as a file, mounted by the tdx component from the
+# configmap tee-kms-init-data (made by this kustomization's configMapGenerator) and named by
+# KMS_INIT_DATA_FILE (the sealer: KMS_SEALER_INIT_DATA_FILE), which the pod sends with its
+# evidence. Writes the documents to $WORK_DIR/init-data and, to stdout, the kustomization's
+# patches and generator for them.
+write_init_data() {
+  local pod kind group version env_name
+  rm -rf "$WORK_DIR/init-data"
+  mkdir -p "$WORK_DIR/init-data"
+  for pod in "${TD_PODS[@]}"; do
+    render_init_data "$pod" >"$WORK_DIR/init-data/$pod.toml"
+    if [[ $pod == tee-kms-sealer ]]; then
+      group=apps version=v1 kind=Deployment env_name=KMS_SEALER_INIT_DATA_FILE
+    else
+      group=serving.knative.dev version=v1 kind=Service env_name=KMS_INIT_DATA_FILE
+    fi
+    printf '  - target:\n      group: %s\n      version: %s\n      kind: %s\n      name: %s\n' "$group" "$version" "$kind" "$pod"
+    printf '    patch: |-\n'
+    printf '      - op: add\n        path: /spec/template/metadata/annotations/io.katacontainers.config.hypervisor.cc_init_data\n'
+    printf '        value: "%s"\n' "$(gzip -9 -n -c "$WORK_DIR/init-data/$pod.toml" | base64 | tr -d '\n')"
+    printf '      - op: add\n        path: /spec/template/spec/containers/0/env/-\n'
+    printf '        value: { name: %s, value: /var/run/tee-kms/init-data/%s.toml }\n' "$env_name" "$pod"
+  done
+  printf 'configMapGenerator:\n  - name: tee-kms-init-data\n    options:\n      disableNameSuffixHash: true\n'
+  printf '      labels: { app.kubernetes.io/part-of: tee-kms }\n    files:\n'
+  for pod in "${TD_PODS[@]}"; do printf '      - init-data/%s.toml\n' "$pod"; done
+}
+
 # What the functions and the sealer read at start: a change rolls them (a new revision / rollout).
 CONFIG_INPUTS="bucket=$BUCKET pccs=$PCCS_URL"
 
@@ -448,23 +560,16 @@ write_kustomization() {
     printf '      labelSelector: app.kubernetes.io/component=function\n'
     printf '    patch: |-\n'
     printf '      - op: add\n        path: /spec/template/metadata/annotations/tee-kms~1config-revision\n        value: "%s"\n' "$function_rev"
-    if [[ -n $INITDATA_FILE ]]; then
-      printf '      - op: add\n        path: /spec/template/metadata/annotations/io.katacontainers.config.hypervisor.cc_init_data\n'
-      printf '        value: "%s"\n' "$INITDATA_B64"
-    fi
     printf '  - target:\n      group: apps\n      version: v1\n      kind: Deployment\n      name: tee-kms-sealer\n'
     printf '    patch: |-\n'
     printf '      - op: add\n        path: /spec/template/metadata/annotations/tee-kms~1config-revision\n        value: "%s"\n' "$sealer_rev"
-    if [[ -n $INITDATA_FILE ]]; then
-      printf '      - op: add\n        path: /spec/template/metadata/annotations/io.katacontainers.config.hypervisor.cc_init_data\n'
-      printf '        value: "%s"\n' "$INITDATA_B64"
-    fi
     if [[ $TEE_MODE == tdx ]]; then
       # The sealer's collateral source (the overlay's KMS_SEALER_PCCS_URL, merged by name).
       printf '  - patch: |-\n'
       printf '      apiVersion: apps/v1\n      kind: Deployment\n      metadata:\n        name: tee-kms-sealer\n'
       printf '      spec:\n        template:\n          spec:\n            containers:\n              - name: sealer\n'
       printf '                env:\n                  - name: KMS_SEALER_PCCS_URL\n                    value: "%s"\n' "$PCCS_URL"
+      write_init_data
     fi
   } >"$WORK_DIR/kustomization.yaml"
 
@@ -484,11 +589,6 @@ write_kustomization() {
     done
   fi
 }
-
-INITDATA_B64=""
-if [[ -n $INITDATA_FILE ]]; then
-  INITDATA_B64="$(gzip -9 -n -c "$INITDATA_FILE" | base64 | tr -d '\n')"
-fi
 
 if [[ $TEE_MODE == tdx ]]; then
   log "TDX policy $TDX_POLICY_FILE: $TDX_POLICY_SUMMARY; DCAP collateral from $PCCS_URL"
@@ -531,6 +631,11 @@ done
 if [[ $TEE_MODE == tdx ]]; then
   kubectl get runtimeclass kata-qemu-tdx >/dev/null 2>&1 \
     || refuse "RuntimeClass kata-qemu-tdx is missing: install Confidential Containers (Kata with QEMU-TDX) on your TDX nodes (docs/deploy-knative.md, Prerequisites)"
+  # The functions' agent policy admits the queue-proxy image of --queue-proxy-image only: the one
+  # Knative runs must be that one, or no function's TD would start.
+  queue_sidecar_image=$(kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}' 2>/dev/null || true)
+  [[ $queue_sidecar_image == "$QUEUE_PROXY_IMAGE" ]] \
+    || refuse "knative-serving/config-deployment runs queue-proxy ${queue_sidecar_image:-(unset)}, not --queue-proxy-image $QUEUE_PROXY_IMAGE: the functions' agent policy would refuse it. Pass the digest-pinned image config-deployment names"
 fi
 if [[ -n $DOMAIN ]]; then
   has_crd httproutes.gateway.networking.k8s.io || refuse "--domain needs the Gateway API CRDs and an implementation (GatewayClass $GATEWAY_CLASS)"
@@ -953,5 +1058,5 @@ fi
 if [[ $TEE_MODE == dev ]]; then
   log "dev mode: no TEE, the sample attester proves nothing. Never store real keys in this deployment."
 else
-  log "the sealer accepts TDs that match $TDX_POLICY_FILE ($TDX_POLICY_SUMMARY); check: kubectl logs -n $NS deploy/tee-kms-sealer | grep 'TDX verifier'"
+  log "the sealer accepts TDs that match $TDX_POLICY_FILE ($TDX_POLICY_SUMMARY). The TDs' agent policy denies exec and log streaming: kubectl exec and kubectl logs get nothing out of them"
 fi

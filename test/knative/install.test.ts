@@ -15,12 +15,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { requireTool, skipWithout } from '../support/tools.js';
 import { KNATIVE, KUBECTL, ROOT_KEY_FILE, ROOT_KEY_MOUNT, type Json, type Resource } from './support.js';
+import { DIGEST_IMAGE, QUEUE_PROXY_IMAGE, writeTdxPolicies } from './tdx-fixtures.js';
 
 const INSTALL = join(KNATIVE, 'install.sh');
 const FAKE_BIN = join(dirname(new URL(import.meta.url).pathname), 'fake');
 const REAL_KUBECTL = KUBECTL.present ? spawnSync('bash', ['-c', 'command -v kubectl'], { encoding: 'utf8' }).stdout.trim() : '';
-const POLICY_MEASUREMENT = 'ab'.repeat(48);
-const DIGEST_IMAGE = `registry.example/tee-kms@sha256:${'cd'.repeat(32)}`;
 
 const temps: string[] = [];
 afterAll(() => temps.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
@@ -133,22 +132,23 @@ describe('install.sh against a recording kubectl', () => {
     });
   }
 
-  /** --tee tdx's policy files: the sealer's TDX policy, the functions' one for the sealer, the admin policy. */
+  /**
+   * --tee tdx's policy files, naming the init-data digests of the pods (tdx-fixtures.ts): the
+   * sealer's TDX policy, the functions' one for the sealer, the admin policy.
+   */
   const tdxFiles = () => {
     const dir = mkdtempSync(join(tmpdir(), 'tee-kms-policy-'));
     temps.push(dir);
-    const policy = join(dir, 'policy.json');
-    writeFileSync(policy, JSON.stringify({ mrTd: [POLICY_MEASUREMENT] }));
-    const admin = join(dir, 'admin-policy.json');
-    writeFileSync(admin, JSON.stringify({ rotate: [POLICY_MEASUREMENT], verify: [], recover: [POLICY_MEASUREMENT], seal: [] }));
+    const { policy, sealerPolicy, admin } = writeTdxPolicies(dir);
     const notJson = join(dir, 'not-json.json');
     writeFileSync(notJson, '{"rotate": [');
-    return { policy, admin, notJson };
+    return { policy, sealerPolicy, admin, notJson };
   };
+  const TDX = ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
 
   it('--tee tdx without the kata-qemu-tdx RuntimeClass stops (not a warning), before any write', () => {
-    const { policy, admin } = tdxFiles();
-    const run = install(['--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', policy, '--sealer-tdx-policy', policy, '--admin-policy', admin], {
+    const { policy, sealerPolicy, admin } = tdxFiles();
+    const run = install([...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin], {
       FAKE_MISSING: 'kata-qemu-tdx',
     });
     expect(run.status).not.toBe(0);
@@ -160,18 +160,23 @@ describe('install.sh against a recording kubectl', () => {
   describe('--tee tdx refuses to install a sealer nobody may administer, or functions that cannot attest it', () => {
     const cases: [string, (f: ReturnType<typeof tdxFiles>) => string[], RegExp][] = [
       ['no --sealer-tdx-policy', (f) => ['--admin-policy', f.admin], /--tee tdx needs --sealer-tdx-policy FILE/],
-      ['no --admin-policy', (f) => ['--sealer-tdx-policy', f.policy], /--tee tdx needs --admin-policy FILE/],
-      ['an unreadable --admin-policy', (f) => ['--sealer-tdx-policy', f.policy, '--admin-policy', `${f.admin}.missing`], /--admin-policy: cannot read/],
+      ['no --admin-policy', (f) => ['--sealer-tdx-policy', f.sealerPolicy], /--tee tdx needs --admin-policy FILE/],
+      ['an unreadable --admin-policy', (f) => ['--sealer-tdx-policy', f.sealerPolicy, '--admin-policy', `${f.admin}.missing`], /--admin-policy: cannot read/],
+      [
+        'a --sealer-tdx-policy that names no init-data digest',
+        (f) => ['--sealer-tdx-policy', f.policy, '--admin-policy', f.admin],
+        /--sealer-tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms-sealer\)/,
+      ],
       [
         'an --admin-policy that is not JSON',
-        (f) => ['--sealer-tdx-policy', f.policy, '--admin-policy', f.notJson],
+        (f) => ['--sealer-tdx-policy', f.sealerPolicy, '--admin-policy', f.notJson],
         /--admin-policy \S+not-json\.json: not JSON/,
       ],
     ];
     for (const [name, extra, message] of cases) {
       it(`${name}: stops before asking the cluster anything`, () => {
         const files = tdxFiles();
-        const run = install(['--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', files.policy, ...extra(files)]);
+        const run = install([...TDX, '--tdx-policy', files.policy, ...extra(files)]);
         expect(run.status, run.stderr).not.toBe(0);
         expect(run.stderr).toMatch(message);
         expect(run.calls).toEqual([]);
@@ -180,33 +185,31 @@ describe('install.sh against a recording kubectl', () => {
     }
 
     it('given both, it creates their ConfigMaps before apply -k, and the kustomization mounts them', () => {
-      const { policy, admin } = tdxFiles();
+      const { policy, sealerPolicy, admin } = tdxFiles();
       const work = join(mkdtempSync(join(tmpdir(), 'tee-kms-work-')), 'k');
-      const run = install([
-        '--tee',
-        'tdx',
-        '--image',
-        DIGEST_IMAGE,
-        '--tdx-policy',
-        policy,
-        '--sealer-tdx-policy',
-        policy,
-        '--admin-policy',
-        admin,
-        '--no-wait',
-        '--work-dir',
-        work,
-      ]);
+      const run = install([...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait', '--work-dir', work]);
       expect(run.status, run.stderr).toBe(0);
       const applyK = run.calls.findIndex((c) => c.startsWith('apply -k '));
       const created = (name: string) => run.calls.findIndex((c) => c.startsWith(`create configmap ${name} `));
       expect(run.calls[created('tee-kms-admin-policy')]).toContain(`--from-file=admin-policy.json=${admin}`);
-      expect(run.calls[created('tee-kms-sealer-tdx-policy')]).toContain(`--from-file=policy.json=${policy}`);
+      expect(run.calls[created('tee-kms-sealer-tdx-policy')]).toContain(`--from-file=policy.json=${sealerPolicy}`);
       for (const name of ['tee-kms-tdx-policy', 'tee-kms-sealer-tdx-policy', 'tee-kms-admin-policy']) {
         expect(created(name), name).toBeGreaterThan(-1);
         expect(created(name), name).toBeLessThan(applyK);
       }
-      expect(run.stderr).toMatch(/identities granted rotate 1, verify 0, recover 1, seal 0/);
+      expect(run.stderr).toMatch(/identities granted rotate 1, verify 1, recover 1, seal 1/);
+    });
+
+    it("a queue-proxy other than the one Knative runs stops it before any write: the functions' agent policy would refuse Knative's", () => {
+      const { policy, sealerPolicy, admin } = tdxFiles();
+      const running = `gcr.io/knative-releases/knative.dev/serving/cmd/queue@sha256:${'12'.repeat(32)}`;
+      const run = install([...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin], {
+        FAKE_QUEUE_SIDECAR_IMAGE: running,
+      });
+      expect(run.status).not.toBe(0);
+      expect(run.stderr).toContain(`config-deployment runs queue-proxy ${running}, not --queue-proxy-image ${QUEUE_PROXY_IMAGE}`);
+      expect(run.stderr).toMatch(/nothing was changed/);
+      expect(run.calls.filter(isWrite)).toEqual([]);
     });
   });
 

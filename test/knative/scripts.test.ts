@@ -30,6 +30,7 @@ import {
   type Resource,
 } from './support.js';
 import { parseAllDocuments } from 'yaml';
+import { DIGEST_IMAGE, QUEUE_PROXY_IMAGE, deployedInitData, functionPods, mrConfigIdOf, writeTdxPolicies } from './tdx-fixtures.js';
 
 const INSTALL = join(KNATIVE, 'install.sh');
 const UNINSTALL = join(KNATIVE, 'uninstall.sh');
@@ -44,7 +45,6 @@ function run(script: string, args: string[], env: Record<string, string> = {}) {
 const temps: string[] = [];
 afterAll(() => temps.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
-const DIGEST_IMAGE = `registry.example/tee-kms@sha256:${'cd'.repeat(32)}`;
 const MEASUREMENT = 'ab'.repeat(48);
 const fixtures = mkdtempSync(join(tmpdir(), 'tee-kms-tdx-policy-'));
 temps.push(fixtures);
@@ -54,18 +54,31 @@ function fixture(name: string, text: string): string {
   writeFileSync(path, text);
   return path;
 }
-/** A policy as docs/attestation.md shows it. */
+/** The functions' MRCONFIGIDs (per-function layout, DIGEST_IMAGE): their init-data digests. */
+const FUNCTION_IDS = functionPods().map((pod) => mrConfigIdOf(deployedInitData(pod)));
+/** A policy as docs/attestation.md shows it: the functions' TDs, by their init-data digests. */
 const POLICY = fixture(
   'policy.json',
-  `${JSON.stringify({ mrTd: [MEASUREMENT], rtmr0: [MEASUREMENT], mrConfigId: ['00'.repeat(48)], allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`,
+  `${JSON.stringify({ mrTd: [MEASUREMENT], rtmr0: [MEASUREMENT], mrConfigId: FUNCTION_IDS, allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`,
 );
-/** Who may call the sealer's admin routes (docs/sealer-protocol.md): one TD identity, every operation. */
-const ADMIN_ID = 'ef'.repeat(48);
-const ADMIN_POLICY = fixture('admin-policy.json', JSON.stringify({ rotate: [ADMIN_ID], verify: [ADMIN_ID], recover: [ADMIN_ID], seal: [ADMIN_ID] }));
-/** What --tee tdx needs besides --tdx-policy: the functions' policy for the sealer's TD, and the admin policy. */
-const CUSTODY = ['--sealer-tdx-policy', POLICY, '--admin-policy', ADMIN_POLICY];
+/** The functions' policy for the sealer's TD, and who may call its admin routes (docs/sealer-protocol.md). */
+const { sealerPolicy: SEALER_POLICY, admin: ADMIN_POLICY } = writeTdxPolicies(fixtures);
+/** What --tee tdx needs besides --tdx-policy: the functions' policy for the sealer's TD, the admin policy, queue-proxy. */
+const CUSTODY = ['--sealer-tdx-policy', SEALER_POLICY, '--admin-policy', ADMIN_POLICY, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
 /** A tdx dry run up to the admin policy, which the refusal cases below vary. */
-const TDX_DRY_RUN = ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, '--sealer-tdx-policy', POLICY];
+const TDX_DRY_RUN = [
+  '--dry-run',
+  '--tee',
+  'tdx',
+  '--image',
+  DIGEST_IMAGE,
+  '--tdx-policy',
+  POLICY,
+  '--sealer-tdx-policy',
+  SEALER_POLICY,
+  '--queue-proxy-image',
+  QUEUE_PROXY_IMAGE,
+];
 const sealerOf = (resources: Resource[]) => resources.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
 const sealerEnv = (resources: Resource[], name: string) => (sealerOf(resources).spec.template.spec.containers[0].env as Json[]).filter((e) => e.name === name);
 const manifests = (stdout: string) =>
@@ -122,7 +135,9 @@ describe('install.sh and uninstall.sh', () => {
       [['--tee', 'dev', '--root-key-file', '/nonexistent'], {}, /cannot read/],
       [['--tee', 'dev', '--generate-root-key'], { KMS_ROOT_KEY: 'x' }, /one way/],
       [['--tee', 'dev', '--domain', 'kms.example.com'], {}, /--gateway-class/],
-      [['--tee', 'dev', '--initdata', '/etc/hostname'], {}, /--initdata is for --tee tdx/],
+      [['--tee', 'dev', '--initdata', '/etc/hostname'], {}, /--initdata is gone: each TD pod's init-data is knative\/components\/tdx\/init-data/],
+      [['--tee', 'dev', '--queue-proxy-image', QUEUE_PROXY_IMAGE], {}, /--queue-proxy-image is for --tee tdx/],
+      [['--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', 'gcr.io/knative-releases/queue:v1.16'], {}, /pins images by digest: 'gcr\.io/],
       [['--tee', 'dev', '--bogus'], {}, /unknown option/],
       [['--tee', 'dev', '--noncurrent-version-days', '0'], {}, /--noncurrent-version-days must be a whole number of days from 1, got '0'/],
       [['--tee', 'dev', '--noncurrent-version-days', '7d'], {}, /--noncurrent-version-days must be/],
@@ -208,7 +223,11 @@ describe('install.sh and uninstall.sh', () => {
       })();
       it.skipIf(sealerAccepts && skipWithout(KUBECTL))(`${name}: ${sealerAccepts ? 'accepted' : 'refused'}`, () => {
         if (sealerAccepts) requireTool(KUBECTL);
-        const file = fixture(`case-${i}.json`, text);
+        // The init-data check comes after the loader's: an accepted policy names the functions' TDs.
+        const file = fixture(
+          `case-${i}.json`,
+          sealerAccepts && !('mrConfigId' in JSON.parse(text)) ? JSON.stringify({ ...JSON.parse(text), mrConfigId: FUNCTION_IDS }) : text,
+        );
         const result = run(INSTALL, [
           '--dry-run',
           '--tee',
@@ -253,6 +272,8 @@ describe('install.sh and uninstall.sh', () => {
     const digest = `sha256:${'ab'.repeat(32)}`;
     const work = mkdtempSync(join(tmpdir(), 'tee-kms-dry-run-'));
     temps.push(work);
+    // The pods name the image name@digest (kustomize drops the tag): so do their init-data.
+    const policies = writeTdxPolicies(work, 'per-function', `registry.example.com/tee-kms@${digest}`);
     const result = run(INSTALL, [
       '--dry-run',
       '--tee',
@@ -274,12 +295,17 @@ describe('install.sh and uninstall.sh', () => {
       '--noncurrent-version-days',
       '30',
       '--tdx-policy',
-      POLICY,
-      ...CUSTODY,
+      policies.policy,
+      '--sealer-tdx-policy',
+      policies.sealerPolicy,
+      '--admin-policy',
+      policies.admin,
+      '--queue-proxy-image',
+      QUEUE_PROXY_IMAGE,
       '--pccs-url',
       'https://pccs.example.org:8081/',
       '--work-dir',
-      work,
+      join(work, 'k'),
     ]);
     const resources = result.status === 0 ? manifests(result.stdout) : [];
 
@@ -288,14 +314,16 @@ describe('install.sh and uninstall.sh', () => {
       expect(result.status).toBe(0);
       expect(resources.length).toBeGreaterThan(15);
       expect(resources.filter((r) => r.kind === 'Secret')).toEqual([]);
-      expect(readKustomization(work).resources).toEqual([join(KNATIVE, 'base'), join(KNATIVE, 'functions', 'per-function')]);
-      expect(readKustomization(work).components).toEqual([join(KNATIVE, 'components', 'tdx'), join(work, 'single-host')]);
+      expect(readKustomization(join(work, 'k')).resources).toEqual([join(KNATIVE, 'base'), join(KNATIVE, 'functions', 'per-function')]);
+      expect(readKustomization(join(work, 'k')).components).toEqual([join(KNATIVE, 'components', 'tdx'), join(work, 'k', 'single-host')]);
     });
 
     it('the sealer gets the policy file from the ConfigMap install.sh makes, and the given PCCS as its one collateral source', () => {
       // The sealer's own summary (sealer/verifiers.ts describePolicy, through scripts/check-policy.ts).
       expect(result.stderr).toMatch(
-        /TDX policy .*policy\.json: mrTd 1 allowed, rtmr0 1 allowed, rtmr1 any, rtmr2 any, mrConfigId 1 allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https:\/\/pccs\.example\.org:8081\n/,
+        new RegExp(
+          `TDX policy .*policy\\.json: mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId ${routes.length} allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https://pccs\\.example\\.org:8081\n`,
+        ),
       );
       expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: 'https://pccs.example.org:8081' }]);
       expect(sealerEnv(resources, 'KMS_SEALER_TDX_COLLATERAL_FILE')).toEqual([]);
@@ -404,44 +432,13 @@ describe('install.sh and uninstall.sh', () => {
     });
   });
 
-  it.skipIf(skipWithout(KUBECTL))('--initdata is carried gzip+base64 in the cc_init_data annotation (dry run)', () => {
-    requireTool(KUBECTL);
-    const work = mkdtempSync(join(tmpdir(), 'tee-kms-initdata-'));
-    temps.push(work);
-    const initdata = join(work, 'initdata.toml');
-    execFileSync('bash', ['-c', `printf 'version = "0.1.0"\\nalgorithm = "sha384"\\n[data]\\n' > '${initdata}'`]);
-    const result = run(INSTALL, [
-      '--dry-run',
-      '--tee',
-      'tdx',
-      '--image',
-      `r.example/tee-kms@sha256:${'cd'.repeat(32)}`,
-      '--tdx-policy',
-      POLICY,
-      ...CUSTODY,
-      '--initdata',
-      initdata,
-      '--work-dir',
-      join(work, 'k'),
-    ]);
-    expect(result.status, result.stderr).toBe(0);
-    const resources = parseAllDocuments(result.stdout)
-      .map((d) => d.toJS())
-      .filter(Boolean) as Resource[];
-    const pods = resources.filter((r) => r.kind === 'Deployment' || r.apiVersion === 'serving.knative.dev/v1');
-    expect(pods.length).toBe(routes.length + 1);
-    for (const r of pods) {
-      const value = r.spec.template.metadata.annotations['io.katacontainers.config.hypervisor.cc_init_data'];
-      expect(execFileSync('bash', ['-c', 'base64 -d | gunzip'], { input: value, encoding: 'utf8' })).toContain('algorithm = "sha384"');
-    }
-  });
-
   it.skipIf(skipWithout(KUBECTL))('--tee tdx without --pccs-url: the sealer fetches collateral from Intel PCS (dry run)', () => {
     requireTool(KUBECTL);
     const result = run(INSTALL, ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE], {
       KMS_TDX_POLICY_FILE: POLICY,
-      KMS_TRUSTED_SEALER_TDX_POLICY_FILE: POLICY,
+      KMS_TRUSTED_SEALER_TDX_POLICY_FILE: SEALER_POLICY,
       KMS_ADMIN_POLICY_FILE: ADMIN_POLICY,
+      KMS_QUEUE_PROXY_IMAGE: QUEUE_PROXY_IMAGE,
     });
     expect(result.status, result.stderr).toBe(0);
     const resources = manifests(result.stdout);

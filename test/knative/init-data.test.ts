@@ -1,0 +1,401 @@
+/**
+ * Every TD pod is bound to its init-data (knative/components/tdx/init-data, scripts/init-data.ts):
+ * the documents parse as initdata 0.1.0 TOML, their Kata agent policy denies the host's ways in and
+ * admits only the pod's containers by digest, and knative/install.sh --tee tdx (dry run, no
+ * cluster) carries each document unchanged but for the digests in the pod's cc_init_data
+ * annotation, prints SHA-384 of exactly those bytes as the pod's MRCONFIGID, and refuses policies
+ * that do not name exactly those MRCONFIGIDs. Digests are computed here with node:crypto.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { routeModules } from '../../functions/catalog.js';
+import { serviceName } from '../../scripts/generate-manifests.js';
+import { QUEUE_PROXY_IMAGE_PLACEHOLDER, TEE_KMS_IMAGE_PLACEHOLDER } from '../../scripts/init-data.js';
+import { findTool, requireTool, skipWithout } from '../support/tools.js';
+import { KNATIVE, KUBECTL, REPO, dockerCmd, parseDockerfile, type Json, type Resource } from './support.js';
+import {
+  DIGEST_IMAGE,
+  INIT_DATA_ANNOTATION,
+  INIT_DATA_DIR,
+  QUEUE_PROXY_IMAGE,
+  SEALER_POD,
+  deployedInitData,
+  functionPods,
+  mrConfigIdOf,
+  writeTdxPolicies,
+  type Layout,
+} from './tdx-fixtures.js';
+
+const INSTALL = join(KNATIVE, 'install.sh');
+/** Python's tomllib: a TOML 1.0 parser (no TOML parser among the project's packages). */
+const TOMLLIB = findTool('python3', ['-c', 'import tomllib'], 'apt-get install python3 (3.11 or later, for tomllib)');
+
+const temps: string[] = [];
+afterAll(() => temps.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+const tempDir = (prefix: string) => {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  temps.push(dir);
+  return dir;
+};
+
+/** Every request of the Kata agent API that its allow-all default policy names (src/kata-opa/allow-all.rego). */
+const AGENT_REQUESTS = [
+  'AddARPNeighborsRequest',
+  'AddSwapRequest',
+  'CloseStdinRequest',
+  'CopyFileRequest',
+  'CreateContainerRequest',
+  'CreateSandboxRequest',
+  'DestroySandboxRequest',
+  'ExecProcessRequest',
+  'GetMetricsRequest',
+  'GetOOMEventRequest',
+  'GuestDetailsRequest',
+  'ListInterfacesRequest',
+  'ListRoutesRequest',
+  'MemHotplugByProbeRequest',
+  'OnlineCPUMemRequest',
+  'PauseContainerRequest',
+  'PullImageRequest',
+  'ReadContainerTerminationMessage',
+  'ReadStreamRequest',
+  'RemoveContainerRequest',
+  'RemoveStaleVirtiofsShareMountsRequest',
+  'ReseedRandomDevRequest',
+  'ResumeContainerRequest',
+  'SetGuestDateTimeRequest',
+  'SetPolicyRequest',
+  'SignalProcessRequest',
+  'StartContainerRequest',
+  'StartTracingRequest',
+  'StatsContainerRequest',
+  'StopTracingRequest',
+  'TtyWinResizeRequest',
+  'UpdateContainerRequest',
+  'UpdateEphemeralMountsRequest',
+  'UpdateInterfaceRequest',
+  'UpdateRoutesRequest',
+  'WaitProcessRequest',
+  'WriteStreamRequest',
+];
+
+/** Parses TOML with Python's tomllib; the document as JSON. */
+function parseToml(text: string): Json {
+  requireTool(TOMLLIB);
+  const result = spawnSync('python3', ['-c', 'import json, sys, tomllib; json.dump(tomllib.loads(sys.stdin.read()), sys.stdout)'], {
+    input: text,
+    encoding: 'utf8',
+  });
+  if (result.status !== 0) throw new Error(`not TOML: ${result.stderr}`);
+  return JSON.parse(result.stdout);
+}
+
+/** The value each `default NAME := VALUE` sets, and the names that have rule bodies (`NAME if {`). */
+function regoRules(policy: string): { defaults: Map<string, string>; bodies: Set<string> } {
+  const defaults = new Map<string, string>();
+  const bodies = new Set<string>();
+  for (const line of policy.split('\n')) {
+    const d = /^default (\w+) := (\w+)$/.exec(line);
+    if (d) {
+      expect(defaults.has(d[1]!), `two defaults for ${d[1]}`).toBe(false);
+      defaults.set(d[1]!, d[2]!);
+    }
+    const b = /^(\w+)(\([^)]*\))? if\b/.exec(line);
+    if (b) bodies.add(b[1]!);
+  }
+  return { defaults, bodies };
+}
+
+const ALL_PODS = [...functionPods('per-function'), 'tee-kms', SEALER_POD].sort();
+
+describe('the shipped init-data (knative/components/tdx/init-data)', () => {
+  it('one document per function Service of each layout and one for the sealer, generated from the catalog', () => {
+    const files = readdirSync(INIT_DATA_DIR).sort();
+    expect(files).toEqual(ALL_PODS.map((pod) => `${pod}.toml`).sort());
+    expect(functionPods('per-function')).toEqual(Object.keys(routeModules).map(serviceName).sort());
+    expect(functionPods('single-service')).toEqual(['tee-kms']);
+  });
+
+  describe.skipIf(skipWithout(TOMLLIB))('each parses as initdata 0.1.0 (sha384) whose one entry is the agent policy', () => {
+    for (const pod of ALL_PODS) {
+      it(pod, () => {
+        const doc = parseToml(readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8'));
+        expect(Object.keys(doc).sort()).toEqual(['algorithm', 'data', 'version']);
+        expect(doc.version).toBe('0.1.0');
+        expect(doc.algorithm).toBe('sha384');
+        expect(Object.keys(doc.data)).toEqual(['policy.rego']);
+        expect(doc.data['policy.rego']).toMatch(/^(#.*\n)+package agent_policy\n/);
+      });
+    }
+  });
+
+  describe.skipIf(skipWithout(TOMLLIB))('the agent policy denies the host its ways into the TD', () => {
+    for (const pod of ALL_PODS) {
+      it(`${pod}: exec, logs, stdin and policy replacement denied outright; every request decided`, () => {
+        const policy: string = parseToml(readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8')).data['policy.rego'];
+        const { defaults, bodies } = regoRules(policy);
+        // No rule body can turn these true: kubectl exec / cp, kubectl logs / attach, stdin, SetPolicy.
+        for (const denied of ['ExecProcessRequest', 'ReadStreamRequest', 'WriteStreamRequest', 'CloseStdinRequest', 'SetPolicyRequest']) {
+          expect(defaults.get(denied), denied).toBe('false');
+          expect(bodies.has(denied), `${denied} has a rule that could allow it`).toBe(false);
+        }
+        // Allowed only by the rules below: the pod's containers, host files into the staging directory.
+        for (const gated of ['CreateContainerRequest', 'CopyFileRequest']) {
+          expect(defaults.get(gated), gated).toBe('false');
+          expect(bodies.has(gated), gated).toBe(true);
+        }
+        expect(defaults.get('AllowRequestsFailingPolicy')).toBe('false');
+        expect([...defaults.keys()].filter((k) => k !== 'AllowRequestsFailingPolicy').sort()).toEqual([...AGENT_REQUESTS].sort());
+        // Rego blocks balance (a crude parse check: no Rego engine among the project's tools).
+        expect(policy.split('{').length).toBe(policy.split('}').length);
+      });
+    }
+  });
+
+  it('CopyFile goes only to the volume staging directory: its path pattern admits volumes, not the guest', () => {
+    const policy = readFileSync(join(INIT_DATA_DIR, 'welcome.toml'), 'utf8');
+    const pattern = /regex\.match\("([^"]+)", input\.path\)/.exec(policy)![1]!.replace(/\\\\/g, '\\');
+    const allowed = new RegExp(pattern);
+    const id = 'a1'.repeat(32);
+    expect(allowed.test(`/run/kata-containers/shared/containers/${id}-0123456789abcdef-config/token`)).toBe(true);
+    expect(allowed.test(`/run/kata-containers/shared/containers/watchable/${id}-0123456789abcdef-config/..data`)).toBe(true);
+    for (const path of [
+      `/run/kata-containers/shared/containers/${id}/rootfs/app/dist/scripts/serve.js`,
+      `/run/kata-containers/${id}/rootfs/usr/bin/node`,
+      '/run/confidential-containers/initdata/policy.rego',
+      '/etc/kata-opa/default-policy.rego',
+    ])
+      expect(allowed.test(path), path).toBe(false);
+    expect(policy).toContain('no_parent(input.path)');
+  });
+
+  it('each function is pinned to its own FUNCTION_TARGET, command and images; the sealer to its command', () => {
+    for (const [name] of Object.entries(routeModules)) {
+      const policy = readFileSync(join(INIT_DATA_DIR, `${serviceName(name)}.toml`), 'utf8');
+      expect(policy).toContain(`env_pinned("FUNCTION_TARGET", "${name}")`);
+      expect(policy.match(/env_pinned\("FUNCTION_TARGET"/g)).toHaveLength(1);
+    }
+    expect(readFileSync(join(INIT_DATA_DIR, 'tee-kms.toml'), 'utf8')).toContain('env_pinned("FUNCTION_TARGET", "")');
+    const runtime = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8')).stages.at(-1)!;
+    for (const pod of ALL_PODS) {
+      const policy = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
+      expect(policy, pod).toContain('env_pinned("NODE_ENV", "production")');
+      expect(policy, pod).toContain('pulled_in_guest(tee_kms_image)');
+      const args = pod === SEALER_POD ? ['node', 'dist/sealer/main.js'] : dockerCmd(runtime);
+      expect(policy, pod).toContain(`input.OCI.Process.Args == [${args.map((a) => JSON.stringify(a)).join(', ')}]`);
+      expect(policy.includes('pulled_in_guest(queue_proxy_image)'), pod).toBe(pod !== SEALER_POD);
+    }
+  });
+
+  it('names the images by the placeholders install.sh replaces, each once', () => {
+    for (const pod of ALL_PODS) {
+      const text = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
+      expect(text.split(`tee_kms_image := "${TEE_KMS_IMAGE_PLACEHOLDER}"`)).toHaveLength(2);
+      expect(text.split(`queue_proxy_image := "${QUEUE_PROXY_IMAGE_PLACEHOLDER}"`)).toHaveLength(2);
+      expect(text.split('@sha256:')).toHaveLength(3);
+    }
+  });
+});
+
+function dryRun(args: string[], work: string) {
+  return spawnSync(
+    'bash',
+    [INSTALL, '--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', QUEUE_PROXY_IMAGE, ...args, '--work-dir', work],
+    {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', TMPDIR: tmpdir() },
+      encoding: 'utf8',
+      timeout: 180_000, // kubectl kustomize and node per policy: slow on a loaded machine
+    },
+  );
+}
+const policyArgs = (f: { policy: string; sealerPolicy: string; admin: string }) => [
+  '--tdx-policy',
+  f.policy,
+  '--sealer-tdx-policy',
+  f.sealerPolicy,
+  '--admin-policy',
+  f.admin,
+];
+
+for (const layout of ['per-function', 'single-service'] as Layout[]) {
+  describe.skipIf(skipWithout(KUBECTL))(`install.sh --tee tdx --dry-run (${layout}): every TD pod carries its init-data`, () => {
+    beforeAll(() => requireTool(KUBECTL));
+    const dir = tempDir('tee-kms-init-data-');
+    const files = writeTdxPolicies(dir, layout);
+    const result = dryRun([...policyArgs(files), ...(layout === 'single-service' ? ['--single-service', '--generate-root-key'] : [])], join(dir, 'work'));
+    const resources = result.status === 0 ? (parseAllDocuments(result.stdout).map((d) => d.toJS()) as Resource[]) : [];
+    const pods = resources.filter((r) => (r.kind === 'Deployment' && r.metadata.name === SEALER_POD) || r.apiVersion === 'serving.knative.dev/v1');
+    const expected = [...functionPods(layout), SEALER_POD].sort();
+
+    it('succeeds, and renders the sealer and every function Service', () => {
+      expect(result.status, result.stderr).toBe(0);
+      expect(pods.map((r) => r.metadata.name).sort()).toEqual(expected);
+    });
+
+    it('the cc_init_data annotation decodes (base64, gzip) to exactly the shipped document with the digests filled in', () => {
+      for (const r of pods) {
+        const value: string = r.spec.template.metadata.annotations[INIT_DATA_ANNOTATION];
+        const document = gunzipSync(Buffer.from(value, 'base64'));
+        expect(document.equals(Buffer.from(deployedInitData(r.metadata.name))), r.metadata.name).toBe(true);
+        expect(document.toString()).toContain(`tee_kms_image := "${DIGEST_IMAGE}"`);
+        expect(document.toString()).not.toContain('sha256:0000000000000000');
+      }
+    });
+
+    it('prints each MRCONFIGID as SHA-384 of those bytes (48 bytes, 96 hex digits), all distinct', () => {
+      const printed = new Map([...result.stderr.matchAll(/MRCONFIGID ([a-z-]+): ([0-9a-f]+)\n/g)].map((m) => [m[1]!, m[2]!]));
+      expect([...printed.keys()].sort()).toEqual(expected);
+      for (const pod of expected) {
+        const digest = createHash('sha384').update(deployedInitData(pod)).digest();
+        expect(digest).toHaveLength(48);
+        expect(printed.get(pod), pod).toBe(digest.toString('hex'));
+      }
+      expect(new Set(printed.values()).size).toBe(expected.length);
+    });
+
+    it('each pod mounts the same bytes from ConfigMap tee-kms-init-data and names its file in KMS_INIT_DATA_FILE', () => {
+      const configMap = resources.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-init-data')!;
+      expect(Object.keys(configMap.data).sort()).toEqual(expected.map((pod) => `${pod}.toml`).sort());
+      for (const r of pods) {
+        const name = r.metadata.name;
+        expect(configMap.data[`${name}.toml`], name).toBe(deployedInitData(name));
+        const spec = r.spec.template.spec;
+        const container = spec.containers[0];
+        const variable = name === SEALER_POD ? 'KMS_SEALER_INIT_DATA_FILE' : 'KMS_INIT_DATA_FILE';
+        expect(
+          container.env.filter((e: Json) => e.name === variable),
+          name,
+        ).toEqual([{ name: variable, value: `/var/run/tee-kms/init-data/${name}.toml` }]);
+        expect(container.volumeMounts).toContainEqual({ name: 'init-data', mountPath: '/var/run/tee-kms/init-data', readOnly: true });
+        expect(spec.volumes).toContainEqual({ name: 'init-data', configMap: { name: 'tee-kms-init-data' } });
+        // The process the policy admits: the function's command is the image's CMD, set explicitly.
+        if (name !== SEALER_POD) expect(container.command).toEqual(['node', 'dist/scripts/serve.js']);
+      }
+    });
+  });
+}
+
+describe('install.sh --tee tdx refuses policies that do not name exactly the init-data digests, before rendering anything', () => {
+  const dir = tempDir('tee-kms-init-data-refusals-');
+  const good = writeTdxPolicies(dir);
+  const functionIds: string[] = JSON.parse(readFileSync(good.policy, 'utf8')).mrConfigId;
+  const sealerId = mrConfigIdOf(deployedInitData(SEALER_POD));
+  const rotateId = mrConfigIdOf(deployedInitData('rotate-root-key'));
+  /** A TD running the same image under Kata's allow-all agent policy: an init-data the attacker chose. */
+  const allowAll = mrConfigIdOf(
+    `version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n"policy.rego" = '''\npackage agent_policy\n\ndefault ExecProcessRequest := true\n'''\n`,
+  );
+  /** The documents as a different tee-kms image would make them: stale digests. */
+  const otherImage = `registry.example/tee-kms@sha256:${'ef'.repeat(32)}`;
+  const write = (name: string, value: unknown) => {
+    const path = join(dir, name);
+    writeFileSync(path, JSON.stringify(value));
+    return path;
+  };
+  const mrTd = ['ab'.repeat(48)];
+  const cases: [string, string[], RegExp][] = [
+    ['--tdx-policy without mrConfigId', ['--tdx-policy', write('no-ids.json', { mrTd })], /--tdx-policy \S+no-ids\.json has no mrConfigId: .*kubectl exec/],
+    [
+      '--tdx-policy with the all-zero MRCONFIGID (a TD without init-data)',
+      ['--tdx-policy', write('zero.json', { mrTd, mrConfigId: [...functionIds, '00'.repeat(48)] })],
+      /--tdx-policy \S+zero\.json: mrConfigId lists the all-zero MRCONFIGID/,
+    ],
+    [
+      '--tdx-policy that also admits an allow-all init-data',
+      ['--tdx-policy', write('extra.json', { mrTd, mrConfigId: [...functionIds, allowAll] })],
+      new RegExp(`mrConfigId ${allowAll} is not the init-data digest of any pod this install runs`),
+    ],
+    [
+      '--tdx-policy missing one function',
+      ['--tdx-policy', write('missing.json', { mrTd, mrConfigId: functionIds.filter((id) => id !== rotateId) })],
+      new RegExp(`mrConfigId does not list ${rotateId}, the MRCONFIGID of rotate-root-key's init-data`),
+    ],
+    [
+      '--tdx-policy made for another tee-kms image',
+      ['--tdx-policy', write('stale.json', { mrTd, mrConfigId: functionPods().map((pod) => mrConfigIdOf(deployedInitData(pod, otherImage))) })],
+      /--tdx-policy \S+stale\.json: mrConfigId [0-9a-f]{96} is not the init-data digest/,
+    ],
+    [
+      '--tdx-policy admitting the sealer as a function',
+      ['--tdx-policy', write('sealer-as-function.json', { mrTd, mrConfigId: [...functionIds, sealerId] })],
+      new RegExp(`mrConfigId ${sealerId} is not the init-data digest`),
+    ],
+    [
+      '--sealer-tdx-policy without mrConfigId',
+      ['--sealer-tdx-policy', write('sealer-no-ids.json', { mrTd })],
+      /--sealer-tdx-policy \S+sealer-no-ids\.json has no mrConfigId/,
+    ],
+    [
+      "--sealer-tdx-policy naming a function's TD as the sealer",
+      ['--sealer-tdx-policy', write('sealer-function.json', { mrTd, mrConfigId: [rotateId] })],
+      new RegExp(`--sealer-tdx-policy \\S+: mrConfigId ${rotateId} is not the init-data digest of any pod this install runs there \\(tee-kms-sealer\\)`),
+    ],
+    [
+      '--admin-policy granting a TD no function runs in',
+      ['--admin-policy', write('admin-foreign.json', { rotate: [allowAll] })],
+      new RegExp(`--admin-policy \\S+: rotate grants ${allowAll}, which is not the MRCONFIGID of any function`),
+    ],
+    [
+      "--admin-policy granting the sealer's own TD",
+      ['--admin-policy', write('admin-sealer.json', { seal: [sealerId] })],
+      new RegExp(`seal grants ${sealerId}, which is not the MRCONFIGID of any function`),
+    ],
+    [
+      '--single-service with the per-function policy',
+      ['--single-service', '--generate-root-key'],
+      /mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms\)/,
+    ],
+  ];
+  for (const [name, override, message] of cases) {
+    it(name, () => {
+      const options = new Map<string, string>([
+        ['--tdx-policy', good.policy],
+        ['--sealer-tdx-policy', good.sealerPolicy],
+        ['--admin-policy', good.admin],
+      ]);
+      const flags: string[] = [];
+      for (let i = 0; i < override.length; i++) {
+        if (options.has(override[i]!)) options.set(override[i]!, override[++i]!);
+        else flags.push(override[i]!);
+      }
+      const result = dryRun([...[...options].flat(), ...flags], join(dir, `work-${name.replace(/\W+/g, '-')}`));
+      expect(result.status, result.stderr).not.toBe(0);
+      expect(result.stderr).toMatch(message);
+      expect(result.stdout).toBe('');
+    });
+  }
+
+  it("and without --queue-proxy-image, which the functions' policy pins", () => {
+    const result = spawnSync('bash', [INSTALL, '--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, ...policyArgs(good)], { encoding: 'utf8' });
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toMatch(/--tee tdx needs --queue-proxy-image REF@sha256:<digest>.*config-deployment/);
+  });
+});
+
+describe('the docs show computed MRCONFIGIDs, never the all-zero one', () => {
+  const docs = ['attestation.md', 'deploy-knative.md'].map((f) => readFileSync(join(REPO, 'docs', f), 'utf8'));
+
+  it('no all-zero MRCONFIGID (a TD without init-data) appears as an example', () => {
+    for (const text of docs) {
+      expect(text).not.toMatch(/"mrConfigId": \[?"0{8}/);
+      expect(text).not.toContain('0'.repeat(96));
+    }
+  });
+
+  it("attestation.md's examples are the MRCONFIGIDs of the shipped init-data for the images it names", () => {
+    const image = `registry.example.com/tee-kms@sha256:${'cd'.repeat(32)}`;
+    const [attestation] = docs;
+    expect(attestation).toContain('registry.example.com/tee-kms@sha256:cdcd…cd');
+    expect(attestation).toContain(`${QUEUE_PROXY_IMAGE.split('@')[0]}@sha256:abab…ab`);
+    const welcome = mrConfigIdOf(deployedInitData('welcome', image));
+    expect(attestation).toContain(`"mrConfigId": "${welcome}"`);
+    expect(attestation).toContain(`"mrConfigId": ["${welcome}", "${mrConfigIdOf(deployedInitData('rotate-root-key', image))}"]`);
+    expect(attestation).toContain(`welcome's MRCONFIGID is \`${welcome.slice(0, 8)}…${welcome.slice(-4)}\``);
+  });
+});

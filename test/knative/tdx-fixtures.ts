@@ -1,0 +1,62 @@
+/**
+ * What a --tee tdx install needs, computed here independently of knative/install.sh: each pod's
+ * init-data as deployed (the shipped document with the digests in place of its placeholders), its
+ * MRCONFIGID (SHA-384 of those bytes, node:crypto), and policy files that name them.
+ */
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { QUEUE_PROXY_IMAGE_PLACEHOLDER, TEE_KMS_IMAGE_PLACEHOLDER } from '../../scripts/init-data.js';
+import { KNATIVE } from './support.js';
+
+export const DIGEST_IMAGE = `registry.example/tee-kms@sha256:${'cd'.repeat(32)}`;
+/** Knative's queue-proxy as a release's config-deployment names it (the fake kubectl's default). */
+export const QUEUE_PROXY_IMAGE = `gcr.io/knative-releases/knative.dev/serving/cmd/queue@sha256:${'ab'.repeat(32)}`;
+export const INIT_DATA_DIR = join(KNATIVE, 'components', 'tdx', 'init-data');
+export const SEALER_POD = 'tee-kms-sealer';
+export const INIT_DATA_ANNOTATION = 'io.katacontainers.config.hypervisor.cc_init_data';
+export type Layout = 'per-function' | 'single-service';
+
+/** The function Services of a layout: knative/functions/<layout>/<service>.yaml. */
+export function functionPods(layout: Layout = 'per-function'): string[] {
+  return readdirSync(join(KNATIVE, 'functions', layout))
+    .filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
+    .map((f) => f.slice(0, -'.yaml'.length))
+    .sort();
+}
+
+/** A pod's init-data as it must reach the TD: the shipped bytes, both placeholders replaced. */
+export function deployedInitData(pod: string, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE): string {
+  const shipped = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
+  const replaced = shipped.split(`"${TEE_KMS_IMAGE_PLACEHOLDER}"`).join(`"${image}"`).split(`"${QUEUE_PROXY_IMAGE_PLACEHOLDER}"`).join(`"${queueProxyImage}"`);
+  if (replaced === shipped) throw new Error(`${pod}.toml: no placeholder replaced`);
+  return replaced;
+}
+
+/** MRCONFIGID of a TD given this init-data: SHA-384 of its exact bytes, 96 hex digits. */
+export const mrConfigIdOf = (document: string | Buffer) => createHash('sha384').update(document).digest('hex');
+
+export interface TdxPolicyFiles {
+  /** --tdx-policy: the functions' TDs. */
+  readonly policy: string;
+  /** --sealer-tdx-policy: the sealer's TD. */
+  readonly sealerPolicy: string;
+  /** --admin-policy: each admin operation to its function. */
+  readonly admin: string;
+}
+
+/** Policy files that match the init-data of a layout and tee-kms image (name@digest, as pods name it), written into dir. */
+export function writeTdxPolicies(dir: string, layout: Layout = 'per-function', image = DIGEST_IMAGE, mrTd = 'ab'.repeat(48)): TdxPolicyFiles {
+  const functions = functionPods(layout).map((pod) => mrConfigIdOf(deployedInitData(pod, image)));
+  const policy = join(dir, 'policy.json');
+  writeFileSync(policy, `${JSON.stringify({ mrTd: [mrTd], mrConfigId: functions, allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`);
+  const sealerPolicy = join(dir, 'sealer-policy.json');
+  writeFileSync(sealerPolicy, `${JSON.stringify({ mrTd: [mrTd], mrConfigId: [mrConfigIdOf(deployedInitData(SEALER_POD, image))] }, null, 2)}\n`);
+  const of = (pod: string) => mrConfigIdOf(deployedInitData(layout === 'single-service' ? 'tee-kms' : pod, image));
+  const admin = join(dir, 'admin-policy.json');
+  writeFileSync(
+    admin,
+    JSON.stringify({ rotate: [of('rotate-root-key')], verify: [of('verify-root-key')], recover: [of('recover-root-key')], seal: [of('rotate-root-key')] }),
+  );
+  return { policy, sealerPolicy, admin };
+}
