@@ -493,8 +493,8 @@ image_entry() {
 # io.katacontainers.config.hypervisor.cc_init_data as base64 of its gzip, which makes the TD's
 # MRCONFIGID its SHA-384; and the same bytes as a file, mounted by the tdx component from the
 # configmap tee-kms-init-data (made by this kustomization's configMapGenerator) and named by
-# KMS_INIT_DATA_FILE (the sealer: KMS_SEALER_INIT_DATA_FILE), which the pod sends with its
-# evidence. Writes the documents to $WORK_DIR/init-data and, to stdout, the kustomization's
+# KMS_INIT_DATA_FILE, which a function sends with its evidence (the sealer needs only the
+# annotation: its evidence carries the quote alone). Writes the documents to $WORK_DIR/init-data and, to stdout, the kustomization's
 # patches and generator for them.
 write_init_data() {
   local pod kind group version env_name
@@ -503,7 +503,7 @@ write_init_data() {
   for pod in "${TD_PODS[@]}"; do
     render_init_data "$pod" >"$WORK_DIR/init-data/$pod.toml"
     if [[ $pod == tee-kms-sealer ]]; then
-      group=apps version=v1 kind=Deployment env_name=KMS_SEALER_INIT_DATA_FILE
+      group=apps version=v1 kind=Deployment env_name=
     else
       group=serving.knative.dev version=v1 kind=Service env_name=KMS_INIT_DATA_FILE
     fi
@@ -511,8 +511,10 @@ write_init_data() {
     printf '    patch: |-\n'
     printf '      - op: add\n        path: /spec/template/metadata/annotations/io.katacontainers.config.hypervisor.cc_init_data\n'
     printf '        value: "%s"\n' "$(gzip -9 -n -c "$WORK_DIR/init-data/$pod.toml" | base64 | tr -d '\n')"
-    printf '      - op: add\n        path: /spec/template/spec/containers/0/env/-\n'
-    printf '        value: { name: %s, value: /var/run/tee-kms/init-data/%s.toml }\n' "$env_name" "$pod"
+    if [[ -n $env_name ]]; then
+      printf '      - op: add\n        path: /spec/template/spec/containers/0/env/-\n'
+      printf '        value: { name: %s, value: /var/run/tee-kms/init-data/%s.toml }\n' "$env_name" "$pod"
+    fi
   done
   printf 'configMapGenerator:\n  - name: tee-kms-init-data\n    options:\n      disableNameSuffixHash: true\n'
   printf '      labels: { app.kubernetes.io/part-of: tee-kms }\n    files:\n'

@@ -259,7 +259,7 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
       expect(new Set(printed.values()).size).toBe(expected.length);
     });
 
-    it('each pod mounts the same bytes from ConfigMap tee-kms-init-data and names its file in KMS_INIT_DATA_FILE', () => {
+    it('each function mounts the same bytes from ConfigMap tee-kms-init-data and names its file in KMS_INIT_DATA_FILE', () => {
       const configMap = resources.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-init-data')!;
       expect(Object.keys(configMap.data).sort()).toEqual(expected.map((pod) => `${pod}.toml`).sort());
       for (const r of pods) {
@@ -267,7 +267,15 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
         expect(configMap.data[`${name}.toml`], name).toBe(deployedInitData(name));
         const spec = r.spec.template.spec;
         const container = spec.containers[0];
-        const variable = name === SEALER_POD ? 'KMS_SEALER_INIT_DATA_FILE' : 'KMS_INIT_DATA_FILE';
+        if (name === SEALER_POD) {
+          // The sealer's evidence carries no init-data: the annotation alone binds its MRCONFIGID.
+          expect(
+            container.env.filter((e: Json) => /INIT_DATA/.test(e.name)),
+            name,
+          ).toEqual([]);
+          continue;
+        }
+        const variable = 'KMS_INIT_DATA_FILE';
         expect(
           container.env.filter((e: Json) => e.name === variable),
           name,
@@ -275,7 +283,7 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
         expect(container.volumeMounts).toContainEqual({ name: 'init-data', mountPath: '/var/run/tee-kms/init-data', readOnly: true });
         expect(spec.volumes).toContainEqual({ name: 'init-data', configMap: { name: 'tee-kms-init-data' } });
         // The process the policy admits: the function's command is the image's CMD, set explicitly.
-        if (name !== SEALER_POD) expect(container.command).toEqual(['node', 'dist/scripts/serve.js']);
+        expect(container.command).toEqual(['node', 'dist/scripts/serve.js']);
       }
     });
   });

@@ -25,7 +25,7 @@ describe('quoting enclave checks', async () => {
   });
 
   it("accepts a quote from Intel's QE whose report data ends in 32 zero bytes", () => {
-    expect(dcap()).toEqual({ tcbStatus: 'UpToDate', advisoryIds: [] });
+    expect(dcap()).toMatchObject({ tcbStatus: 'UpToDate', advisoryIds: [] });
   });
 
   it('refuses a correctly signed quote naming another QE vendor', async () => {
