@@ -8,7 +8,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { DER_TAG, DerError, derChildren, derOid, readDer, readDerExact, type DerNode } from './der.js';
-import { refuse, type TcbStatus } from './policy.js';
+import { refuse, TCB_STATUSES, type TcbStatus } from './policy.js';
 import type { TdReport } from '../../../shared/attestation/tdx/quote.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -111,16 +111,20 @@ function moduleFields(value: Json, what: string, field: string) {
   };
 }
 
-/** Parses the signed TCB info text (call only after its signature verified). */
-export function parseTdxTcbInfo(json: string): TdxTcbInfo {
-  const what = 'TCB info';
-  let doc: Json;
+/** The signed JSON document as an object (refusal 'collateral' otherwise). */
+function parseDocument(json: string, what: string): Json {
   try {
-    doc = obj(JSON.parse(json), what, 'document');
+    return obj(JSON.parse(json), what, 'document');
   } catch (error) {
     if (error instanceof SyntaxError) malformed(what, 'not JSON');
     throw error;
   }
+}
+
+/** Parses the signed TCB info text (call only after its signature verified). */
+export function parseTdxTcbInfo(json: string): TdxTcbInfo {
+  const what = 'TCB info';
+  const doc = parseDocument(json, what);
   const tdxModule = moduleFields(obj(doc['tdxModule'], what, 'tdxModule'), what, 'tdxModule');
   const identities = doc['tdxModuleIdentities'] === undefined ? [] : arr(doc['tdxModuleIdentities'], what, 'tdxModuleIdentities');
   return {
@@ -154,13 +158,7 @@ export function parseTdxTcbInfo(json: string): TdxTcbInfo {
 /** Parses the signed QE identity text (call only after its signature verified). */
 export function parseQeIdentityTcb(json: string): QeIdentityTcb {
   const what = 'QE identity';
-  let doc: Json;
-  try {
-    doc = obj(JSON.parse(json), what, 'document');
-  } catch (error) {
-    if (error instanceof SyntaxError) malformed(what, 'not JSON');
-    throw error;
-  }
+  const doc = parseDocument(json, what);
   return {
     tcbEvaluationDataNumber: uint(doc['tcbEvaluationDataNumber'], what, 'tcbEvaluationDataNumber'),
     tcbLevels: isvLevels(doc['tcbLevels'], what, 'tcbLevels'),
@@ -243,15 +241,8 @@ export interface TcbEvaluationInput {
   readonly qeIsvSvn: number;
 }
 
-const PLATFORM_STATUSES: readonly string[] = [
-  'UpToDate',
-  'SWHardeningNeeded',
-  'ConfigurationNeeded',
-  'ConfigurationAndSWHardeningNeeded',
-  'OutOfDate',
-  'OutOfDateConfigurationNeeded',
-  'Revoked',
-];
+/** Statuses a TCB info level may carry: the relaunch ones are derived (TD report 1.5), never listed. */
+const PLATFORM_STATUSES: readonly string[] = TCB_STATUSES.filter((status) => !status.startsWith('TDRelaunch'));
 const MODULE_STATUSES: readonly string[] = ['UpToDate', 'OutOfDate', 'Revoked'];
 
 const bytesOf = (hex: string): Buffer => Buffer.from(hex, 'hex');
