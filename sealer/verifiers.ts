@@ -51,6 +51,11 @@ export interface ConfiguredVerifiersIo {
   readonly now?: () => Date;
   /** The options' variable names start with this (the functions' check of the sealer uses KMS_TRUSTED_SEALER_); default KMS_SEALER_. */
   readonly prefix?: string;
+  /**
+   * Whether the policy may demand init-data: only a policy for workloads, whose KBS attestations
+   * carry it (the sealing service's own evidence carries none); default true.
+   */
+  readonly initData?: boolean;
 }
 
 /**
@@ -100,7 +105,7 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
     throw new KmsError('CONFIG', `${p}TDX_ROOT_CA_FILE replaces the Intel SGX Root CA and is refused when NODE_ENV=production`);
   }
 
-  const policy = await loadPolicyFile(tdxPolicyFile, `${p}TDX_POLICY_FILE`);
+  const policy = await loadPolicyFile(tdxPolicyFile, `${p}TDX_POLICY_FILE`, { initData: io.initData ?? true });
   const collateral = await collateralSource(options, { log, warn, now }, `${p}TDX_COLLATERAL_FILE`);
   if (pccsAllowHttp && isHttpUrl(pccsUrl)) {
     warn(`${p}PCCS_ALLOW_HTTP: DCAP collateral comes from ${pccsUrl} over http; whoever controls that connection can serve older, still valid collateral`);
@@ -159,7 +164,11 @@ async function readConfigFile(path: string, variable: string): Promise<string> {
   }
 }
 
-export async function loadPolicyFile(path: string, variable = 'KMS_SEALER_TDX_POLICY_FILE'): Promise<TdxPolicy> {
+export async function loadPolicyFile(
+  path: string,
+  variable = 'KMS_SEALER_TDX_POLICY_FILE',
+  options: { readonly initData: boolean } = { initData: true },
+): Promise<TdxPolicy> {
   const text = await readConfigFile(path, variable);
   let json: unknown;
   try {
@@ -168,7 +177,7 @@ export async function loadPolicyFile(path: string, variable = 'KMS_SEALER_TDX_PO
     throw new KmsError('CONFIG', `${variable} ${path} is not JSON`, { cause: error });
   }
   try {
-    return createTdxPolicy(json, { initData: variable === 'KMS_SEALER_TDX_POLICY_FILE' });
+    return createTdxPolicy(json, options);
   } catch (error) {
     if (error instanceof KmsError) throw new KmsError('CONFIG', `${variable} ${path}: ${error.message}`, { cause: error });
     throw error;

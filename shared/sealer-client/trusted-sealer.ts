@@ -29,6 +29,7 @@ export async function trustedSealerVerifier(config: TrustedSealerOptions, env: N
     const tdx = await tdxVerifierFromOptions(options, {
       env,
       prefix: 'KMS_TRUSTED_SEALER_',
+      initData: false,
       log: (message) => log.info(`sealing service check: ${message}`),
       warn: (message) => log.warn('sealer-attestation', message),
     });

@@ -56,3 +56,15 @@ describe('KMS_TRUSTED_SEALER_PCCS_URL transport', () => {
     expect((await verifierFor({ KMS_TRUSTED_SEALER_PCCS_ALLOW_HTTP: 'false' })).tee).toBe('sample');
   });
 });
+
+describe('KMS_TRUSTED_SEALER_TDX_POLICY_FILE', () => {
+  it('refuses initData: the sealing service sends no init-data, so the demand would never apply', async () => {
+    const withInitData = join(dir, 'sealer-policy-init-data.json');
+    await writeFile(withInitData, JSON.stringify({ mrTd: [DEFAULT_TD.mrTd], initData: { required: true } }));
+    await expectKmsError(
+      () => verifierFor({ KMS_TRUSTED_SEALER_TDX_POLICY_FILE: withInitData, KMS_TRUSTED_SEALER_PCCS_URL: 'https://pccs.invalid:8081' }),
+      'CONFIG',
+      /KMS_TRUSTED_SEALER_TDX_POLICY_FILE .*initData applies only to the sealing service's policy for workloads/,
+    );
+  });
+});
