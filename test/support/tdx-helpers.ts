@@ -41,7 +41,9 @@ const u32 = (n: number) => {
 
 /** A minimal TCG2 event log: the SHA-1-format header event, two SHA-384 events, then padding. */
 export function syntheticCcel(padding: number): { log: Buffer; trimmed: Buffer } {
-  const specId = Buffer.from('Spec ID Event03\0 and the rest of the header', 'latin1');
+  // TCG_EfiSpecIDEvent: signature, platformClass, spec version 2.0 errata 0, uintnSize 2,
+  // one algorithm (SHA-384, 48 bytes), no vendor info.
+  const specId = Buffer.concat([Buffer.from('Spec ID Event03\0', 'latin1'), u32(0), Buffer.from([0, 2, 0, 2]), u32(1), u16(0x0c), u16(48), Buffer.from([0])]);
   const header = Buffer.concat([u32(0), u32(3), Buffer.alloc(20), u32(specId.length), specId]);
   const event = (pcr: number, data: string) =>
     Buffer.concat([u32(pcr), u32(0x80000001), u32(1), u16(0x0c), Buffer.alloc(48, pcr), u32(data.length), Buffer.from(data)]);

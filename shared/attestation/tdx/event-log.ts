@@ -44,6 +44,8 @@ export interface CcelEventLog {
   readonly digestSizes: ReadonlyMap<number, number>;
   /** The TCG_PCR_EVENT2 records, in log order (the Spec ID header is not one of them). */
   readonly events: readonly CcelEvent[];
+  /** Byte offset just past the last record: where the end marker or padding starts, if any. */
+  readonly end: number;
 }
 
 export type CcelParseResult = { readonly ok: true; readonly log: CcelEventLog } | { readonly ok: false; readonly reason: string };
@@ -173,7 +175,7 @@ export function parseCcelEventLog(bytes: Uint8Array): CcelParseResult {
     const digestSizes = parseSpecIdEvent(specId);
     const events: CcelEvent[] = [];
     while (!r.atEnd()) events.push(parseEvent(r, digestSizes));
-    return { ok: true, log: { digestSizes, events } };
+    return { ok: true, log: { digestSizes, events, end: r.offset } };
   } catch (error) {
     if (error instanceof Malformed) return { ok: false, reason: error.message };
     throw error;
