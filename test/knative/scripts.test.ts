@@ -65,20 +65,22 @@ const POLICY = fixture(
 const { sealerPolicy: SEALER_POLICY, admin: ADMIN_POLICY } = writeTdxPolicies(fixtures);
 /** What --tee tdx needs besides --tdx-policy: the functions' policy for the sealer's TD, the admin policy, queue-proxy. */
 const CUSTODY = ['--sealer-tdx-policy', SEALER_POLICY, '--admin-policy', ADMIN_POLICY, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
-/** A tdx dry run up to the admin policy, which the refusal cases below vary. */
-const TDX_DRY_RUN = [
+/** A tdx dry run with this --tdx-policy, up to the admin policy. */
+const tdxDryRun = (policy: string) => [
   '--dry-run',
   '--tee',
   'tdx',
   '--image',
   DIGEST_IMAGE,
   '--tdx-policy',
-  POLICY,
+  policy,
   '--sealer-tdx-policy',
   SEALER_POLICY,
   '--queue-proxy-image',
   QUEUE_PROXY_IMAGE,
 ];
+/** The tdx dry run the admin-policy refusal cases below vary. */
+const TDX_DRY_RUN = tdxDryRun(POLICY);
 const sealerOf = (resources: Resource[]) => resources.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
 const sealerEnv = (resources: Resource[], name: string) => (sealerOf(resources).spec.template.spec.containers[0].env as Json[]).filter((e) => e.name === name);
 const manifests = (stdout: string) =>
@@ -228,18 +230,7 @@ describe('install.sh and uninstall.sh', () => {
           `case-${i}.json`,
           sealerAccepts && !('mrConfigId' in JSON.parse(text)) ? JSON.stringify({ ...JSON.parse(text), mrConfigId: FUNCTION_IDS }) : text,
         );
-        const result = run(INSTALL, [
-          '--dry-run',
-          '--tee',
-          'tdx',
-          '--image',
-          DIGEST_IMAGE,
-          '--tdx-policy',
-          file,
-          ...CUSTODY,
-          '--work-dir',
-          join(fixtures, `work-${i}`),
-        ]);
+        const result = run(INSTALL, [...tdxDryRun(file), '--admin-policy', ADMIN_POLICY, '--work-dir', join(fixtures, `work-${i}`)]);
         if (sealerAccepts) {
           expect(result.stderr).toMatch(/TDX policy .*: mrTd \d+ allowed/);
           expect(result.status, result.stderr).toBe(0);
