@@ -17,6 +17,7 @@ export const routeModules: Readonly<Record<string, () => Promise<Route>>> = {
   verifyRootKey: async () => (await import('./verify-root-key.js')).verifyRootKeyRoute,
   recoverRootKey: async () => (await import('./recover-root-key.js')).recoverRootKeyRoute,
   sealStatus: async () => (await import('./seal-status.js')).sealStatusRoute,
+  attestation: async () => (await import('./attestation.js')).attestationRoute,
 };
 
 /** The routes a host serves: the one FUNCTION_TARGET names, else every one (startHost rejects an unknown name). */

@@ -16,3 +16,4 @@ export { rotateRootKey } from './rotate-root-key.js';
 export { verifyRootKey } from './verify-root-key.js';
 export { recoverRootKey } from './recover-root-key.js';
 export { sealStatus } from './seal-status.js';
+export { attestation } from './attestation.js';

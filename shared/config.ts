@@ -112,6 +112,13 @@ export const kmsOptions = {
     parse: parse.integer(1, 86_400),
     description: 'How often a function asks the sealing service again for the current root key (to follow rotations).',
   }),
+  requireSealed: option({
+    env: 'KMS_REQUIRE_SEALED',
+    default: false,
+    parse: parse.boolean,
+    description:
+      'Take credentials only sealed to the attested service key (`Authorization: Sealed`, docs/sealed-channel.md): a token in the query or a Bearer header is refused with 401. The tdx overlay sets it.',
+  }),
   adminToken: option({
     env: 'KMS_ADMIN_TOKEN',
     default: '',

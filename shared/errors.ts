@@ -8,6 +8,7 @@ export type KmsErrorCode =
   | 'BAD_REQUEST' // malformed or missing input
   | 'INVALID_NAME' // a user or key name outside the safe charset/length
   | 'UNAUTHORIZED' // unknown user or wrong token (one answer for both)
+  | 'SERVICE_KEY_CHANGED' // a sealed credential to a service key of a retired root key: attest again
   | 'FORBIDDEN' // authenticated, but not allowed (e.g. attestation refused by policy)
   | 'NOT_FOUND' // no such key
   | 'CONFLICT' // a name that already exists; nothing was overwritten

@@ -1,3 +1,4 @@
+import type { Attester } from './attestation/types.js';
 import { loadKmsConfig, type KmsConfig } from './config.js';
 import { KmsError } from './errors.js';
 import { KeyStore } from './keys/keystore.js';
@@ -53,6 +54,11 @@ export interface RouteContext {
    * failure is not reported here: nothing keeps it, so the request that needs it tries again.
    */
   warmUp(): void;
+  /**
+   * How this pod proves itself (KMS_ATTESTER, with its init-data): to the sealing service, and to
+   * clients at GET /attestation. Loaded on first use.
+   */
+  attester(): Promise<Attester>;
 }
 
 /** Parts a host (or a test) gives instead of what the environment configures. */
@@ -63,11 +69,14 @@ export interface RuntimeParts {
   readonly store?: CheckedObjectStore;
   /** Instead of the root key source the configuration names (no sealing service is then used). */
   readonly rootKeySource?: RootKeySource;
+  /** Instead of the attester the configuration names. */
+  readonly attester?: Attester;
 }
 
 export function createRouteContext(parts: RuntimeParts = {}): RouteContext {
   let core: Core | undefined;
-  const coreRuntime = (): Core => (core ??= buildCore(parts));
+  const attester = onceSucceeded(async () => parts.attester ?? (await attesterOf(coreRuntime().config)));
+  const coreRuntime = (): Core => (core ??= buildCore(parts, attester));
   const keys = async (): Promise<KeyRuntime> => coreRuntime();
   return {
     keys,
@@ -90,6 +99,7 @@ export function createRouteContext(parts: RuntimeParts = {}): RouteContext {
         .then((runtime) => runtime.rootKeys.current())
         .catch(() => {});
     },
+    attester,
   };
 }
 
@@ -104,12 +114,13 @@ export const environmentContext: RouteContext = {
   keys: () => environment().keys(),
   runtime: () => environment().runtime(),
   warmUp: () => environment().warmUp(),
+  attester: () => environment().attester(),
 };
 
-function buildCore(parts: RuntimeParts): Core {
+function buildCore(parts: RuntimeParts, attester: () => Promise<Attester>): Core {
   const config = parts.config ?? loadKmsConfig();
   const store = parts.store ?? openObjectStore(config);
-  const sealer = parts.rootKeySource === undefined ? sealerLoader(config) : undefined;
+  const sealer = parts.rootKeySource === undefined ? sealerLoader(config, attester) : undefined;
   const source: RootKeySource =
     parts.rootKeySource ??
     (sealer
@@ -122,7 +133,7 @@ function buildCore(parts: RuntimeParts): Core {
   return { config, store, rootKeys, keys, sealer };
 }
 
-function sealerLoader(config: KmsConfig): (() => Promise<SealerClient>) | undefined {
+function sealerLoader(config: KmsConfig, attester: () => Promise<Attester>): (() => Promise<SealerClient>) | undefined {
   if (config.sealerUrl === '') return undefined;
   if (config.rootKey !== undefined) {
     throw new KmsError('CONFIG', 'set either KMS_ROOT_KEY (mode 1 without a sealing service) or KMS_SEALER_URL, not both');
@@ -133,19 +144,24 @@ function sealerLoader(config: KmsConfig): (() => Promise<SealerClient>) | undefi
   return onceSucceeded(async () => {
     // Imported only here: the KBS client and jose cost start-up time that a function without a
     // sealing service (KMS_ROOT_KEY) does not need to pay.
-    const [{ attesterFromConfig }, { SealerClient }, { trustedSealerVerifier }] = await Promise.all([
-      import('./attestation/from-config.js'),
-      import('./sealer-client/client.js'),
-      import('./sealer-client/trusted-sealer.js'),
-    ]);
-    // The TOML parser is loaded only for a pod that has init-data.
-    const initData = config.initDataFile === '' ? undefined : await (await import('./attestation/init-data.js')).loadInitDataFile(config.initDataFile);
+    const [{ SealerClient }, { trustedSealerVerifier }] = await Promise.all([import('./sealer-client/client.js'), import('./sealer-client/trusted-sealer.js')]);
+    const initData = await initDataOf(config);
     return SealerClient.fromCaFile({
       url: config.sealerUrl,
       caFile: config.sealerCaFile,
-      attester: await attesterFromConfig({ ...config, ...(initData === undefined ? {} : { initData }) }),
+      attester: await attester(),
       sealerVerifier: await trustedSealerVerifier(config),
       ...(initData === undefined ? {} : { initData: initData.toml }),
     });
   });
+}
+
+/** This pod's init-data (KMS_INIT_DATA_FILE); the TOML parser is loaded only for a pod that has one. */
+async function initDataOf(config: KmsConfig) {
+  return config.initDataFile === '' ? undefined : (await import('./attestation/init-data.js')).loadInitDataFile(config.initDataFile);
+}
+
+async function attesterOf(config: KmsConfig): Promise<Attester> {
+  const [{ attesterFromConfig }, initData] = await Promise.all([import('./attestation/from-config.js'), initDataOf(config)]);
+  return attesterFromConfig({ ...config, ...(initData === undefined ? {} : { initData }) });
 }

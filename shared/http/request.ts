@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { KmsError } from '../errors.js';
 import { validateName, validateToken, type NameKind } from '../names.js';
+import type { SealedCredential } from '../sealed/credential.js';
 import { bearerToken } from './bearer.js';
 import { readBounded, type BodyError } from './body.js';
 
@@ -33,17 +34,21 @@ export class KmsRequest {
   }
 
   readonly method: string;
+  /** The path and query exactly as the client sent them (a sealed credential's `htu`). */
+  readonly target: string;
   readonly pathname: string;
   readonly wantsJson: boolean;
   readonly #rawQuery: string;
   #query: Map<string, string[]> | undefined;
   #body: Promise<Buffer> | undefined;
   #validatedPath: string | undefined;
+  #sealed: SealedCredential | undefined;
 
   constructor(readonly raw: IncomingMessage) {
     this.method = raw.method ?? 'GET';
     // functions-framework may rewrite req.url; originalUrl keeps what the client sent.
     const url = (raw as { originalUrl?: string }).originalUrl ?? raw.url ?? '/';
+    this.target = url;
     const q = url.indexOf('?');
     this.pathname = q === -1 ? url : url.slice(0, q);
     this.#rawQuery = q === -1 ? '' : url.slice(q + 1);
@@ -85,19 +90,43 @@ export class KmsRequest {
     return validateName(kind, this.param(param));
   }
 
+  /** The opened `Authorization: Sealed` credential (shared/http/sealed.ts), when the request carried one. */
+  get sealed(): SealedCredential | undefined {
+    return this.#sealed;
+  }
+
+  useSealed(credential: SealedCredential): void {
+    this.#sealed = credential;
+  }
+
+  /** Whether a secret travels in the clear: an Authorization header other than Sealed, or a token in the query. */
+  hasClearCredentials(): boolean {
+    return (this.#sealed === undefined && this.raw.headers.authorization !== undefined) || this.param('token') !== undefined;
+  }
+
   /**
-   * The caller's credentials: `Authorization: Bearer <token>` with `X-KMS-User: <user>`, or the
-   * BigDL KMS's `?user=…&token=…`. Both forms at once must agree.
+   * The caller's credentials: sealed (`Authorization: Sealed`), or `Authorization: Bearer <token>`
+   * with `X-KMS-User: <user>`, or the BigDL KMS's `?user=…&token=…`. Forms given together must agree.
    */
   credentials(): { user: string; token: string } {
     const user = agree('user', single(this.raw.headers[USER_HEADER]), this.param('user'));
-    return { user: validateName('user', user), token: this.token() };
+    return { user: validateName('user', agree('user', this.#sealed?.user, user)), token: this.token() };
   }
 
-  /** The token: `Authorization: Bearer <token>` or `?token=…`. */
+  /** The token: sealed, `Authorization: Bearer <token>` or `?token=…`. */
   token(): string {
+    if (this.#sealed !== undefined) {
+      if (this.param('token') !== undefined) throw new KmsError('BAD_REQUEST', 'a sealed request carries its token sealed, never also in the query');
+      return this.#sealed.token;
+    }
     const header = this.raw.headers.authorization;
     return validateToken(agree('token', header === undefined ? undefined : bearer(header), this.param('token')));
+  }
+
+  /** The operator's token: sealed, or `Authorization: Bearer`; null when neither is given. */
+  adminToken(): string | null {
+    if (this.#sealed !== undefined) return this.#sealed.token;
+    return bearerToken(this.raw.headers.authorization) ?? null;
   }
 
   /**

@@ -5,6 +5,8 @@ import { installFrameworkBodyLimit } from './framework-body-limit.js';
 import { installFrameworkLogGuard } from './framework-log-guard.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
 import { KmsRequest, refusedBody } from './request.js';
+import { openSealedRequest } from './sealed.js';
+import { sealAnswer } from '../sealed/answer.js';
 import { STATUS_BY_CODE } from './status.js';
 
 /** A request handler on Node's own types: runs under functions-framework and bare node:http alike. */
@@ -66,12 +68,15 @@ export function defineRoute(spec: RouteSpec): Route {
         // delivered, so nothing is done for it. A first rotate's shares, say, would be lost with it.
         await request.received();
         if (req.socket?.destroyed === true) throw new KmsError('BAD_REQUEST', 'the connection was closed before the request could be served');
+        await openSealedRequest(request, ctx);
         result = await spec.handle(request, ctx);
       } catch (error) {
         result = errorResult(error, spec.name);
       }
       if (res.headersSent && refusedBody(req) !== undefined) return; // answered and logged as it arrived
-      sendResult(res, result, request?.wantsJson ?? false);
+      const sealedTo = request?.sealed?.responseKey;
+      if (sealedTo === undefined) sendResult(res, result, request?.wantsJson ?? false);
+      else await sendSealed(res, result, sealedTo);
       // A 400 is a request the client got wrong: a "name" there may be a token in the wrong place.
       const path = result.status === 400 ? template : (request?.validatedPath ?? template);
       log.access(spec.name, req.method ?? '?', path, result.status, Number(process.hrtime.bigint() - started) / 1e6);
@@ -111,10 +116,25 @@ export function errorResult(error: unknown, where: string): RouteResult {
 }
 
 export function sendResult(res: ServerResponse, result: RouteResult, json: boolean): void {
+  send(res, result, json ? JSON.stringify(result.json) : result.text, json ? 'application/json' : 'text/plain; charset=utf-8');
+}
+
+/** The answer to a sealed request: its JSON answer, status kept, as a JWE only the client opens. */
+async function sendSealed(res: ServerResponse, result: RouteResult, responseKey: Parameters<typeof sealAnswer>[1]): Promise<void> {
+  let body: string;
+  try {
+    body = await sealAnswer(result.json, responseKey);
+  } catch (error) {
+    sendResult(res, errorResult(error, 'sealed answer'), true); // the key was imported already: cannot happen
+    return;
+  }
+  send(res, { ...result, headers: { ...result.headers, 'content-type': 'application/jose' } }, body, 'application/jose');
+}
+
+function send(res: ServerResponse, result: RouteResult, body: string, contentType: string): void {
   if (res.headersSent) return;
-  const body = json ? JSON.stringify(result.json) : result.text;
   res.writeHead(result.status, {
-    'content-type': json ? 'application/json' : 'text/plain; charset=utf-8',
+    'content-type': contentType,
     'content-length': Buffer.byteLength(body),
     // Answers may carry key material: never cache them.
     'cache-control': 'no-store',

@@ -1,0 +1,42 @@
+import { KmsError } from '../errors.js';
+import type { RouteContext } from '../runtime.js';
+import { openSealedCredential, sealedJwe, sealedKeyId } from '../sealed/credential.js';
+import { ReplayGuard } from '../sealed/replay.js';
+import { serviceKeyOf } from '../sealed/service-key.js';
+import type { KmsRequest } from './request.js';
+
+/** This process's memory of sealed credentials already used. */
+const replay = new ReplayGuard();
+
+/**
+ * Opens an `Authorization: Sealed` credential before the route runs (docs/sealed-channel.md), or,
+ * under KMS_REQUIRE_SEALED, refuses credentials sent in the clear. A refusal here answers in plain
+ * JSON: the client's response key is not trusted until its credential is.
+ */
+export async function openSealedRequest(request: KmsRequest, ctx: RouteContext): Promise<void> {
+  const header = request.raw.headers.authorization;
+  const jwe = sealedJwe(header);
+  const { config, rootKeys } = await ctx.keys();
+  if (jwe === undefined) {
+    if (config.requireSealed && request.hasClearCredentials()) {
+      throw new KmsError(
+        'UNAUTHORIZED',
+        'this KMS takes credentials only sealed (KMS_REQUIRE_SEALED): send them as Authorization: Sealed <JWE to the service key of GET /attestation>, never in the query or a Bearer header',
+      );
+    }
+    return;
+  }
+  if ((request.raw.headersDistinct.authorization?.length ?? 1) > 1) throw new KmsError('BAD_REQUEST', 'give the Authorization header once');
+  const kid = sealedKeyId(jwe);
+  const current = await rootKeys.current();
+  if (kid !== current.id) {
+    throw new KmsError(
+      'SERVICE_KEY_CHANGED',
+      'the credential is sealed to a service key this KMS no longer uses (the root key was rotated): attest again (GET /attestation) and seal to the new key',
+      {
+        details: { rootKeyId: current.id },
+      },
+    );
+  }
+  request.useSealed(await openSealedCredential(jwe, serviceKeyOf(current).privateKey, request, replay));
+}

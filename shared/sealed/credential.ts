@@ -1,0 +1,119 @@
+import type { KeyObject } from 'node:crypto';
+import { compactDecrypt } from 'jose/jwe/compact/decrypt';
+import { importJWK } from 'jose/key/import';
+import { decodeProtectedHeader } from 'jose/decode/protected_header';
+import type { CryptoKey } from 'jose';
+import { KmsError } from '../errors.js';
+import { validateToken } from '../names.js';
+import type { ReplayGuard } from './replay.js';
+
+/** What a sealed credential carries, once opened and checked against its request. */
+export interface SealedCredential {
+  readonly user: string | undefined;
+  readonly token: string;
+  /** The client's public key (a JWK it sent, imported): the answer is sealed to it. */
+  readonly responseKey: CryptoKey | KeyObject;
+}
+
+export type ResponseJwk =
+  { readonly kty: 'OKP'; readonly crv: 'X25519'; readonly x: string } | { readonly kty: 'EC'; readonly crv: 'P-256'; readonly x: string; readonly y: string };
+
+/** How far a credential's `iat` may be from this server's clock. */
+export const SEALED_CREDENTIAL_SKEW_SECONDS = 60;
+/** A compact JWE larger than this is refused unread: a credential is a few hundred bytes. */
+const MAX_JWE_LENGTH = 8192;
+const KEY_ALGORITHMS = ['ECDH-ES+A256KW', 'ECDH-ES'];
+const SEALED = /^[ \t]*sealed +(\S+)[ \t]*$/i;
+
+/**
+ * The compact JWE of an `Authorization: Sealed <jwe>` header ('' when the scheme is Sealed but no
+ * single token follows); undefined for any other scheme.
+ */
+export function sealedJwe(header: string | undefined): string | undefined {
+  if (header === undefined || !/^[ \t]*sealed(?:[ \t]|$)/i.test(header)) return undefined;
+  return SEALED.exec(header)?.[1] ?? '';
+}
+
+/** The root key id a sealed credential is sealed to (its `kid`), read before anything is decrypted. */
+export function sealedKeyId(jwe: string): string {
+  if (jwe === '' || jwe.length > MAX_JWE_LENGTH || jwe.split('.').length !== 5) throw unreadable();
+  let header: Record<string, unknown>;
+  try {
+    header = decodeProtectedHeader(jwe);
+  } catch {
+    throw unreadable();
+  }
+  if (typeof header.kid !== 'string' || !KEY_ALGORITHMS.includes(String(header.alg)) || header.enc !== 'A256GCM' || header.zip !== undefined) {
+    throw new KmsError('BAD_REQUEST', "a sealed credential must be a compact JWE with alg ECDH-ES+A256KW or ECDH-ES, enc A256GCM, and the service key's kid");
+  }
+  return header.kid;
+}
+
+/**
+ * Opens a sealed credential with the service key and checks it belongs to this request: the method
+ * and the path and query as sent, an `iat` within the allowed skew, and a `jti` not seen before.
+ * Every refusal is a 4xx that reveals nothing of the plaintext.
+ */
+export async function openSealedCredential(
+  jwe: string,
+  serviceKey: KeyObject,
+  request: { readonly method: string; readonly target: string },
+  replay: ReplayGuard,
+  now = Date.now(),
+): Promise<SealedCredential> {
+  let plaintext: Uint8Array;
+  try {
+    ({ plaintext } = await compactDecrypt(jwe, serviceKey, { keyManagementAlgorithms: KEY_ALGORITHMS, contentEncryptionAlgorithms: ['A256GCM'] }));
+  } catch {
+    throw unreadable();
+  }
+  let claims: unknown;
+  try {
+    claims = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(plaintext));
+  } catch {
+    throw malformed('its plaintext must be a JSON object');
+  }
+  if (typeof claims !== 'object' || claims === null || Array.isArray(claims)) throw malformed('its plaintext must be a JSON object');
+  const { user, token, htm, htu, iat, jti, responseKey } = claims as Record<string, unknown>;
+  if (user !== undefined && typeof user !== 'string') throw malformed('"user" must be a string');
+  if (typeof token !== 'string') throw malformed('"token" must be a string');
+  if (typeof htm !== 'string' || typeof htu !== 'string') throw malformed('"htm" and "htu" must be strings');
+  if (typeof iat !== 'number' || !Number.isSafeInteger(iat)) throw malformed('"iat" must be an integer (unix seconds)');
+  if (typeof jti !== 'string' || !/^[A-Za-z0-9_-]{16,128}$/.test(jti)) throw malformed('"jti" must be 16 to 128 base64url characters');
+  const key = await importResponseKey(responseJwk(responseKey));
+  if (htm !== request.method || htu !== request.target) {
+    throw new KmsError('UNAUTHORIZED', 'this sealed credential was made for another request (its htm and htu must be this method, path and query)');
+  }
+  if (Math.abs(now / 1000 - iat) > SEALED_CREDENTIAL_SKEW_SECONDS) {
+    throw new KmsError('UNAUTHORIZED', `this sealed credential is stale: its iat must be within ${SEALED_CREDENTIAL_SKEW_SECONDS} s of the server's clock`);
+  }
+  replay.admit(jti, (iat + SEALED_CREDENTIAL_SKEW_SECONDS) * 1000 + 1000, now);
+  return { user, token: validateToken(token), responseKey: key };
+}
+
+function responseJwk(value: unknown): ResponseJwk {
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+    const { kty, crv, x, y, d } = value as Record<string, unknown>;
+    const b64u = (v: unknown, bytes: number) => typeof v === 'string' && /^[A-Za-z0-9_-]+$/.test(v) && Buffer.from(v, 'base64url').length === bytes;
+    if (d === undefined && kty === 'OKP' && crv === 'X25519' && b64u(x, 32)) return { kty, crv, x: x as string };
+    if (d === undefined && kty === 'EC' && crv === 'P-256' && b64u(x, 32) && b64u(y, 32)) return { kty, crv, x: x as string, y: y as string };
+  }
+  throw malformed('"responseKey" must be a public JWK: OKP X25519 or EC P-256');
+}
+
+/** Imported now, so that a key that is not a point on its curve is refused before the route runs. */
+async function importResponseKey(jwk: ResponseJwk): Promise<CryptoKey | KeyObject> {
+  try {
+    return (await importJWK({ ...jwk }, 'ECDH-ES+A256KW')) as CryptoKey | KeyObject;
+  } catch {
+    throw malformed('"responseKey" is not a valid public key');
+  }
+}
+
+function unreadable(): KmsError {
+  return new KmsError('BAD_REQUEST', 'the sealed credential could not be opened: it must be a compact JWE to the service key that GET /attestation answers');
+}
+
+function malformed(why: string): KmsError {
+  return new KmsError('BAD_REQUEST', `malformed sealed credential: ${why}`);
+}

@@ -1,0 +1,195 @@
+// The sealed channel through real HTTP on the in-process lean host, attacked from the protocol with
+// the test's own client (test/support/sealed-client.ts).
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startInProcess, type InProcessKms } from '../../support/in-process.js';
+import { attest, seal, type Attested } from '../../support/sealed-client.js';
+
+const USER = 'sealed-user';
+const TOKEN = `tok-${randomBytes(12).toString('hex')}`;
+
+describe('sealed requests and answers', () => {
+  let kms: InProcessKms;
+  let attested: Attested;
+  const sealedCall = async (method: string, target: string, options: { token?: string; user?: string } = {}) => {
+    const request = await seal(attested, { method, target, token: options.token ?? TOKEN, user: options.user ?? USER });
+    const answer = await kms.request(target, { method, headers: { authorization: request.authorization } });
+    return { answer, request };
+  };
+
+  beforeAll(async () => {
+    kms = await startInProcess();
+    attested = await attest((path) => kms.request(path));
+    // Set up in the clear: BigDL KMS's flow keeps working beside the sealed one.
+    expect((await kms.request(`/user/${USER}?token=${TOKEN}`, { method: 'POST' })).status).toBe(201);
+    expect((await kms.request(`/primaryKey/pk?user=${USER}&token=${TOKEN}`, { method: 'POST' })).status).toBe(201);
+  });
+  afterAll(() => kms?.close());
+
+  it('attestation needs a base64url nonce of 16 to 64 bytes, and binds it with the service key', async () => {
+    for (const query of ['', '?nonce=', `?nonce=${randomBytes(15).toString('base64url')}`, `?nonce=${randomBytes(65).toString('base64url')}`, '?nonce=a+b/c']) {
+      const answer = await kms.request(`/attestation${query}`, { headers: { accept: 'application/json' } });
+      expect(answer.status, query).toBe(400);
+      expect(JSON.parse(answer.body).error.code).toBe('BAD_REQUEST');
+    }
+    const again = await attest((path) => kms.request(path));
+    expect(again.serviceKey).toEqual(attested.serviceKey); // one key per root key, whatever the nonce
+    expect(attested.serviceKey).toMatchObject({ kty: 'OKP', crv: 'X25519', kid: attested.rootKeyId });
+  });
+
+  it('a sealed data key round trip: the answer keeps its status and is a JWE only the client opens', async () => {
+    const create = await sealedCall('POST', '/dataKey/dk1?primaryKeyName=pk');
+    expect(create.answer.status).toBe(201);
+    expect(create.answer.headers['content-type']).toBe('application/jose');
+    expect(await create.request.open(create.answer.body)).toEqual({ user: USER, primaryKey: 'pk', dataKey: 'dk1', created: true });
+
+    const get = await sealedCall('GET', '/dataKey/dk1?primaryKeyName=pk');
+    expect(get.answer.status).toBe(200);
+    const { key } = (await get.request.open(get.answer.body)) as { key: string };
+    expect(get.answer.body).not.toContain(key);
+    const plain = await kms.request(`/dataKey/dk1?primaryKeyName=pk&user=${USER}&token=${TOKEN}`);
+    expect(plain.body.trim()).toBe(key);
+  });
+
+  it('errors after the credential is opened are sealed too; an enrollment sealed works', async () => {
+    const wrong = await sealedCall('GET', '/dataKey/dk1?primaryKeyName=pk', { token: 'not-the-token' });
+    expect(wrong.answer.status).toBe(401);
+    expect(wrong.answer.headers['content-type']).toBe('application/jose');
+    expect(await wrong.request.open(wrong.answer.body)).toMatchObject({ error: { code: 'UNAUTHORIZED' } });
+
+    const token = `new-${randomBytes(8).toString('hex')}`;
+    const enroll = await seal(attested, { method: 'POST', target: '/user/sealed-enrollee', token });
+    const answer = await kms.request('/user/sealed-enrollee', { method: 'POST', headers: { authorization: enroll.authorization } });
+    expect(answer.status).toBe(201);
+    expect((await kms.request(`/primaryKey/x?user=sealed-enrollee&token=${token}`, { method: 'POST' })).status).toBe(201);
+  });
+
+  it('a replayed credential is refused and changes nothing', async () => {
+    const request = await seal(attested, { method: 'POST', target: '/dataKey/replayed?primaryKeyName=pk', token: TOKEN, user: USER });
+    const call = () =>
+      kms.request('/dataKey/replayed?primaryKeyName=pk', { method: 'POST', headers: { authorization: request.authorization, accept: 'application/json' } });
+    expect((await call()).status).toBe(201);
+    const replay = await call();
+    expect(replay.status).toBe(401); // not 409: the replay never reached the route
+    expect(replay.headers['content-type']).toBe('application/json');
+    expect(JSON.parse(replay.body).error.message).toContain('used already');
+  });
+
+  it('a credential moved to another route, key, method or query is refused, and nothing is created', async () => {
+    const made = await seal(attested, { method: 'GET', target: '/dataKey/dk1?primaryKeyName=pk', token: TOKEN, user: USER });
+    const moves: [string, string][] = [
+      ['GET', '/dataKey/dk2?primaryKeyName=pk'],
+      ['POST', '/dataKey/dk1?primaryKeyName=pk'],
+      ['GET', '/dataKey/dk1?primaryKeyName=pk&x=1'],
+      ['POST', '/primaryKey/moved'],
+    ];
+    for (const [method, target] of moves) {
+      const answer = await kms.request(target, { method, headers: { authorization: made.authorization, accept: 'application/json' } });
+      expect(answer.status, `${method} ${target}`).toBe(401);
+      expect(JSON.parse(answer.body).error.message).toContain('another request');
+    }
+    expect((await kms.request(`/primaryKey/moved?user=${USER}&token=${TOKEN}`, { method: 'POST' })).status).toBe(201);
+  });
+
+  it('a stale or future iat is refused in plain JSON', async () => {
+    for (const skew of [-90, 90]) {
+      const request = await seal(attested, {
+        method: 'GET',
+        target: '/dataKey/dk1?primaryKeyName=pk',
+        token: TOKEN,
+        user: USER,
+        iat: Math.floor(Date.now() / 1000) + skew,
+      });
+      const answer = await kms.request('/dataKey/dk1?primaryKeyName=pk', { headers: { authorization: request.authorization, accept: 'application/json' } });
+      expect(answer.status).toBe(401);
+      expect(answer.headers['content-type']).toBe('application/json');
+      expect(JSON.parse(answer.body).error.message).toContain('stale');
+    }
+  });
+
+  it('tampered, truncated, foreign and malformed credentials are 400s that reveal nothing', async () => {
+    const request = await seal(attested, { method: 'GET', target: '/dataKey/dk1?primaryKeyName=pk', token: TOKEN, user: USER });
+    const jwe = request.authorization.slice('Sealed '.length);
+    const parts = jwe.split('.');
+    const flip = (part: string) => {
+      const bytes = Buffer.from(part, 'base64url');
+      bytes[bytes.length - 1]! ^= 1;
+      return bytes.toString('base64url');
+    };
+    const tampered = [
+      [parts[0], parts[1], parts[2], flip(parts[3]!), parts[4]].join('.'), // ciphertext
+      [parts[0], parts[1], parts[2], parts[3], flip(parts[4]!)].join('.'), // tag
+      [parts[0], flip(parts[1]!), parts[2], parts[3], parts[4]].join('.'), // wrapped key
+      parts.slice(0, 4).join('.'),
+      'not-a-jwe',
+      '',
+    ];
+    for (const value of tampered) {
+      const answer = await kms.request('/dataKey/dk1?primaryKeyName=pk', { headers: { authorization: `Sealed ${value}`, accept: 'application/json' } });
+      expect(answer.status, value.slice(0, 40)).toBe(400);
+      expect(answer.headers['content-type']).toBe('application/json');
+      expect(answer.body).not.toContain(TOKEN);
+    }
+    // Sealed to a key of this service's making, but with claims that are not a credential.
+    for (const claims of [
+      { token: TOKEN },
+      { ...{ token: TOKEN, htm: 'GET', htu: '/dataKey/dk1?primaryKeyName=pk', iat: Math.floor(Date.now() / 1000), jti: 'short' } },
+    ]) {
+      const bad = await seal(attested, { method: 'GET', target: '', token: '', claims });
+      const answer = await kms.request('/dataKey/dk1?primaryKeyName=pk', { headers: { authorization: bad.authorization, accept: 'application/json' } });
+      expect(answer.status).toBe(400);
+      expect(JSON.parse(answer.body).error.message).toContain('malformed sealed credential');
+    }
+  });
+
+  it('a credential sealed to another root key is SERVICE_KEY_CHANGED, naming the current one', async () => {
+    const request = await seal(attested, { method: 'GET', target: '/dataKey/dk1?primaryKeyName=pk', token: TOKEN, user: USER, kid: 'ab'.repeat(16) });
+    const answer = await kms.request('/dataKey/dk1?primaryKeyName=pk', { headers: { authorization: request.authorization, accept: 'application/json' } });
+    expect(answer.status).toBe(401);
+    expect(JSON.parse(answer.body).error).toMatchObject({ code: 'SERVICE_KEY_CHANGED', rootKeyId: attested.rootKeyId });
+  });
+
+  it('takes ECDH-ES direct and P-256 response keys; refuses a token also given in the clear', async () => {
+    const direct = await seal(attested, {
+      method: 'GET',
+      target: '/dataKey/dk1?primaryKeyName=pk',
+      token: TOKEN,
+      user: USER,
+      alg: 'ECDH-ES',
+      responseCurve: 'P-256',
+    });
+    const answer = await kms.request('/dataKey/dk1?primaryKeyName=pk', { headers: { authorization: direct.authorization } });
+    expect(answer.status).toBe(200);
+    expect(await direct.open(answer.body)).toMatchObject({ dataKey: 'dk1' });
+
+    const target = `/dataKey/dk1?primaryKeyName=pk&token=${TOKEN}`;
+    const both = await seal(attested, { method: 'GET', target, token: TOKEN, user: USER });
+    const refused = await kms.request(target, { headers: { authorization: both.authorization } });
+    expect(refused.status).toBe(400);
+    expect(await both.open(refused.body)).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+  });
+});
+
+describe('KMS_REQUIRE_SEALED', () => {
+  let kms: InProcessKms;
+  beforeAll(async () => {
+    kms = await startInProcess({ env: { KMS_REQUIRE_SEALED: 'true' } });
+  });
+  afterAll(() => kms?.close());
+
+  it('refuses credentials in the clear with 401 saying to seal them, and changes nothing', async () => {
+    for (const [path, headers] of [
+      ['/user/clear?token=clear-token', {}],
+      ['/user/clear', { authorization: 'Bearer clear-token' }],
+    ] as const) {
+      const answer = await kms.request(path, { method: 'POST', headers: { ...headers, accept: 'application/json' } });
+      expect(answer.status).toBe(401);
+      expect(JSON.parse(answer.body).error.message).toContain('Authorization: Sealed');
+    }
+    // Public routes need no credentials.
+    expect((await kms.request('/')).status).toBe(200);
+    const attested = await attest((path) => kms.request(path));
+    const enroll = await seal(attested, { method: 'POST', target: '/user/clear', token: 'clear-token' });
+    expect((await kms.request('/user/clear', { method: 'POST', headers: { authorization: enroll.authorization } })).status).toBe(201); // not 409: nothing was enrolled before
+  });
+});
