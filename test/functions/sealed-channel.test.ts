@@ -1,0 +1,169 @@
+// The sealed channel end to end through real processes: `npm start` behind a recording proxy that
+// plays the ingress, and single functions under functions-framework. The test's own client
+// (test/support/sealed-client.ts) speaks the protocol.
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, connect, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Share } from '../../shared/sealer-client/protocol.js';
+import { freePort, httpCall, startFunctionsFramework, startLeanHost, startServer, type ServerProcess } from '../support/processes.js';
+import { attest, seal, type Attested } from '../support/sealed-client.js';
+
+const ADMIN_TOKEN = `admin-${randomBytes(12).toString('hex')}`;
+const USER_TOKEN = `user-${randomBytes(12).toString('hex')}`;
+
+/** A TCP proxy that records every byte both ways: what an ingress terminating TLS sees. */
+async function recordingProxy(targetPort: number): Promise<{ port: number; capture: () => Buffer; close: () => Promise<void> }> {
+  const chunks: Buffer[] = [];
+  const server: Server = createServer((client) => {
+    const upstream = connect(targetPort, '127.0.0.1');
+    client.on('data', (chunk: Buffer) => chunks.push(chunk));
+    upstream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    client.pipe(upstream).on('error', () => client.destroy());
+    upstream.pipe(client).on('error', () => upstream.destroy());
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    capture: () => Buffer.concat(chunks),
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** Every way a key or token could show up in captured bytes. */
+function encodings(secret: string | Buffer): string[] {
+  const bytes = typeof secret === 'string' ? Buffer.from(secret) : secret;
+  return [
+    bytes.toString('base64'),
+    bytes.toString('base64url'),
+    bytes.toString('hex'),
+    ...(typeof secret === 'string' ? [secret, encodeURIComponent(secret)] : []),
+  ];
+}
+
+describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
+  let dataDir: string;
+  let kms: ServerProcess;
+  let proxy: Awaited<ReturnType<typeof recordingProxy>>;
+  const viaProxy = (path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}) =>
+    httpCall(`http://127.0.0.1:${proxy.port}${path}`, options);
+  const sealedCall = async (attested: Attested, method: string, target: string, token: string, user?: string, body?: string) => {
+    const request = await seal(attested, { method, target, token, ...(user === undefined ? {} : { user }) });
+    const answer = await viaProxy(target, {
+      method,
+      headers: { authorization: request.authorization, accept: 'application/json', ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body } : {}),
+    });
+    return { answer, json: answer.headers['content-type'] === 'application/jose' ? await request.open(answer.body) : JSON.parse(answer.body) };
+  };
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-sealed-'));
+    const port = await freePort();
+    kms = await startServer({
+      command: 'npm',
+      args: ['start', '--silent'],
+      env: { PORT: String(port), KMS_DATA_DIR: dataDir, KMS_TLS: 'off', KMS_ADMIN_TOKEN: ADMIN_TOKEN },
+      url: `http://127.0.0.1:${port}`,
+    });
+    proxy = await recordingProxy(port);
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await kms?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('the proxy sees neither the token, the admin token nor any data key; the keys equal the plaintext flow', async () => {
+    // The first rotate initializes (no credentials), directly: its shares are not this channel's business.
+    expect((await kms.request('/rootKey/rotate')).status).toBe(200);
+
+    let attested = await attest((path) => viaProxy(path));
+    expect((await sealedCall(attested, 'POST', '/user/alice', USER_TOKEN)).answer.status).toBe(201);
+    expect((await sealedCall(attested, 'POST', '/primaryKey/pk1', USER_TOKEN, 'alice')).answer.status).toBe(201);
+    expect((await sealedCall(attested, 'POST', '/dataKey/dk1?primaryKeyName=pk1', USER_TOKEN, 'alice')).answer.status).toBe(201);
+    const got = await sealedCall(attested, 'GET', '/dataKey/dk1?primaryKeyName=pk1', USER_TOKEN, 'alice');
+    expect(got.answer.status).toBe(200);
+    const dataKey = (got.json as { key: string }).key;
+
+    // A rotation, sealed with the admin token: its answer (the new shares) is sealed too.
+    const rotated = await sealedCall(attested, 'GET', '/rootKey/rotate', ADMIN_TOKEN);
+    expect(rotated.answer.status).toBe(200);
+    expect(rotated.answer.headers['x-kms-root-key-state']).toBe('pending-verification');
+    const shares = rotated.json as Share[];
+    const verified = await sealedCall(attested, 'POST', '/rootKey/verify', ADMIN_TOKEN, undefined, JSON.stringify({ shares: shares.slice(0, 3) }));
+    expect(verified.answer.status).toBe(200);
+
+    // The old service key is retired with its root key: attest again, same data key under the new one.
+    const stale = await sealedCall(attested, 'GET', '/dataKey/dk1?primaryKeyName=pk1', USER_TOKEN, 'alice');
+    expect(stale.answer.status).toBe(401);
+    expect(stale.json).toMatchObject({ error: { code: 'SERVICE_KEY_CHANGED' } });
+    const previous = attested.serviceKey.x;
+    attested = await attest((path) => viaProxy(path));
+    expect(attested.serviceKey.x).not.toBe(previous);
+    const again = await sealedCall(attested, 'GET', '/dataKey/dk1?primaryKeyName=pk1', USER_TOKEN, 'alice');
+    expect((again.json as { key: string }).key).toBe(dataKey);
+
+    // BigDL KMS's plaintext flow, directly: the same key.
+    const plain = await kms.request(`/dataKey/dk1?primaryKeyName=pk1&user=alice&token=${USER_TOKEN}`);
+    expect(plain.body.trim()).toBe(dataKey);
+
+    const capture = proxy.capture().toString('latin1');
+    expect(capture).toContain('POST /user/alice'); // the proxy did see the traffic
+    for (const secret of [USER_TOKEN, ADMIN_TOKEN, Buffer.from(dataKey, 'base64')]) {
+      for (const encoded of encodings(secret)) expect(capture.includes(encoded), 'a secret crossed the proxy').toBe(false);
+    }
+  });
+
+  it('a captured sealed request replayed through the proxy is refused and changes nothing', async () => {
+    const attested = await attest((path) => viaProxy(path));
+    const request = await seal(attested, { method: 'POST', target: '/primaryKey/once', token: USER_TOKEN, user: 'alice' });
+    const send = () => viaProxy('/primaryKey/once', { method: 'POST', headers: { authorization: request.authorization, accept: 'application/json' } });
+    expect((await send()).status).toBe(201);
+    const replay = await send();
+    expect(replay.status).toBe(401);
+    expect(JSON.parse(replay.body).error.code).toBe('UNAUTHORIZED');
+  });
+});
+
+describe('single functions under functions-framework share the service key', () => {
+  let dataDir: string;
+  let host: ServerProcess;
+  let attestation: ServerProcess;
+  let getDataKey: ServerProcess;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-sealed-ff-'));
+    const env = { KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: randomBytes(32).toString('base64') };
+    [host, attestation, getDataKey] = await Promise.all([
+      startLeanHost(env),
+      startFunctionsFramework('attestation', 'attestation', env),
+      startFunctionsFramework('get-data-key', 'getDataKey', env),
+    ]);
+  });
+  afterAll(async () => {
+    await Promise.all([host, attestation, getDataKey].map((p) => p?.stop()));
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('a key attested by one function opens requests at another; the sealed data key equals the plaintext one', async () => {
+    expect((await host.request(`/user/bob?token=${USER_TOKEN}`, { method: 'POST' })).status).toBe(201);
+    expect((await host.request(`/primaryKey/pk?user=bob&token=${USER_TOKEN}`, { method: 'POST' })).status).toBe(201);
+    expect((await host.request(`/dataKey/dk?primaryKeyName=pk&user=bob&token=${USER_TOKEN}`, { method: 'POST' })).status).toBe(201);
+    const plain = (await host.request(`/dataKey/dk?primaryKeyName=pk&user=bob&token=${USER_TOKEN}`)).body.trim();
+
+    const attested = await attest((path) => attestation.request(path));
+    const request = await seal(attested, { method: 'GET', target: '/dataKey/dk?primaryKeyName=pk', token: USER_TOKEN, user: 'bob' });
+    const answer = await getDataKey.request('/dataKey/dk?primaryKeyName=pk', { headers: { authorization: request.authorization } });
+    expect(answer.status).toBe(200);
+    expect(answer.headers['content-type']).toBe('application/jose');
+    expect(await request.open(answer.body)).toMatchObject({ key: plain });
+    // Moved to another key name, under functions-framework too: refused.
+    const moved = await getDataKey.request('/dataKey/other?primaryKeyName=pk', { headers: { authorization: request.authorization } });
+    expect(moved.status).toBe(401);
+  });
+});
