@@ -197,7 +197,11 @@ async function writesAndWarmReads(b: Bench): Promise<void> {
       );
     }
     await b.measure(writes);
-    await b.measure([...warmRead(b, bare, `bare-https-c${c}`, 'bare node:https', c), ...warmRead(b, lean, `lean-warm-c${c}`, 'lean https', c)]);
+    await b.measure([
+      ...warmRead(b, bare, `bare-https-c${c}`, 'bare node:https', c),
+      ...warmRead(b, lean, `lean-warm-c${c}`, 'lean https', c),
+      ...(c === b.goalC ? await sealedWarmRead(b, lean, c) : []),
+    ]);
   }
   if (bare !== undefined) await servers.stop(bare.proc);
   if (lean !== undefined) await servers.stop(lean.proc);
@@ -216,6 +220,32 @@ function warmRead(b: Bench, server: Server | undefined, id: string, host: string
   const bare = host.startsWith('bare');
   const record = { id, group: bare ? 'bare' : 'kms', host, route: bare ? 'same bytes as warm GET' : 'GET /dataKey warm', concurrency: c } as const;
   return [item(record, () => b.http(server.url, 'GET', b.fixed, c, true), server.proc.pid)];
+}
+
+/** The same warm read with a sealed credential per request and a sealed answer (docs/sealed-channel.md). */
+async function sealedWarmRead(b: Bench, server: Server | undefined, c: number): Promise<MeasureItem[]> {
+  if (server === undefined) return [];
+  const attestation = await fetchOnce(`${server.url}/attestation?nonce=${randomBytes(32).toString('base64url')}`);
+  if (attestation.status !== 200) {
+    b.results.notes.push(`sealed warm read not measured: GET /attestation answered ${attestation.status}`);
+    return [];
+  }
+  const { serviceKey } = JSON.parse(attestation.body) as { serviceKey: Record<string, string> };
+  const path = `/dataKey/${WARM_KEY}?primaryKeyName=${PRIMARY_KEY}`;
+  // Enough credentials for a round at 6,000 sealed reads/s, each used once (a reuse is refused with
+  // 401 and shows in the case's failures).
+  const count = Math.ceil(ROUND_SEC * 6_000) + 1_000;
+  const record = { id: `lean-sealed-warm-c${c}`, group: 'kms', host: 'lean https', route: 'GET /dataKey warm, sealed', concurrency: c } as const;
+  return [
+    item(
+      record,
+      () => ({
+        ...b.http(server.url, 'GET', { mode: 'sealed', path, serviceKey, user: USER, token: b.fx.token, count }, c, true),
+        headers: { accept: 'application/json' },
+      }),
+      server.proc.pid,
+    ),
+  ];
 }
 
 async function coldReads(b: Bench): Promise<ColdPaths> {

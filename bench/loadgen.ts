@@ -6,8 +6,10 @@
  * answer arrives); raw-S3 cases use the KMS's own S3 client (shared/store/s3-store.ts: SigV4 over
  * keep-alive node:http, nothing else), with the same number of in-flight requests. Latencies are kept exactly (float ms) for p50/p99.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
+import { CompactEncrypt, exportJWK, generateKeyPair, importJWK } from 'jose';
 import { S3ObjectStore } from '../shared/store/s3-store.js';
 
 export type PathSpec =
@@ -15,7 +17,19 @@ export type PathSpec =
   /** Each path once, in order (cold reads); the case ends after `durationSec` or when they are used up. */
   | { readonly mode: 'list'; readonly paths: readonly string[] }
   /** `{n}` replaced by 0, 1, 2…: a fresh name per request (creates). */
-  | { readonly mode: 'counter'; readonly template: string };
+  | { readonly mode: 'counter'; readonly template: string }
+  /**
+   * One path, each request with its own sealed credential (docs/sealed-channel.md), all made before
+   * the clock starts, so the figure is the server's work. `count` bounds the requests of one run.
+   */
+  | {
+      readonly mode: 'sealed';
+      readonly path: string;
+      readonly serviceKey: Readonly<Record<string, string>>;
+      readonly user: string;
+      readonly token: string;
+      readonly count: number;
+    };
 
 export interface HttpCase {
   readonly kind: 'http';
@@ -88,6 +102,24 @@ function summarize(latencies: number[], ok: number, failures: Record<string, num
   };
 }
 
+/** Sealed credentials for one run, each used once (a replay would be refused). */
+async function sealedCredentials(spec: Extract<PathSpec, { mode: 'sealed' }>): Promise<string[]> {
+  const { kid, ...jwk } = spec.serviceKey;
+  const serviceKey = await importJWK(jwk, 'ECDH-ES+A256KW');
+  // One response key for the run: the server's work per answer (an ECDH and a seal) is the same.
+  const responseKey = await exportJWK((await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519' })).publicKey);
+  const iat = Math.floor(Date.now() / 1000);
+  const out: string[] = [];
+  for (let n = 0; n < spec.count; n++) {
+    const claims = { user: spec.user, token: spec.token, htm: 'GET', htu: spec.path, iat, jti: randomBytes(16).toString('base64url'), responseKey };
+    const jwe = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify(claims)))
+      .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', kid })
+      .encrypt(serviceKey);
+    out.push(`Sealed ${jwe}`);
+  }
+  return out;
+}
+
 function round(value: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(value * f) / f;
@@ -95,7 +127,7 @@ function round(value: number, digits: number): number {
 
 async function runHttp(spec: HttpCase): Promise<LoadResult> {
   let warmupAnswers = 0;
-  if (spec.warmupSec !== undefined && spec.warmupSec > 0 && spec.paths.mode === 'fixed') {
+  if (spec.warmupSec !== undefined && spec.warmupSec > 0 && (spec.paths.mode === 'fixed' || spec.paths.mode === 'sealed')) {
     await runAutocannon(spec, spec.warmupSec, () => warmupAnswers++);
   }
   const latencies: number[] = [];
@@ -138,6 +170,12 @@ async function runAutocannon(
   const paths = spec.paths;
   if (paths.mode === 'fixed') {
     request = [{ ...base, path: paths.path }];
+  } else if (paths.mode === 'sealed') {
+    const credentials = await sealedCredentials(paths);
+    let i = 0;
+    request = [
+      { ...base, path: paths.path, setupRequest: (r) => ({ ...r, headers: { ...r.headers, authorization: credentials[i++ % credentials.length]! } }) },
+    ];
   } else if (paths.mode === 'counter') {
     let n = 0;
     request = [{ ...base, setupRequest: (r) => ({ ...r, path: paths.template.replace('{n}', String(n++)) }) }];

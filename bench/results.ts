@@ -76,6 +76,7 @@ export function writeResults(results: BenchResults): void {
 function limitOf(c: CaseRecord): string | undefined {
   const k = c.concurrency;
   if (c.id.startsWith('lean-warm-')) return `bare-https-c${k}`;
+  if (c.id.startsWith('lean-sealed-warm-')) return `lean-warm-c${k}`;
   if (c.id.startsWith('leanhttp-warm-') || c.id.startsWith('ff-warm-')) return `bare-http-c${k}`;
   if (c.id.includes('-cold-')) return `s3-get-c${k}`;
   if (c.id.includes('-createdk-') || c.id.includes('-createpk-')) return `s3-put-c${k}`;
@@ -100,6 +101,18 @@ function goals(results: BenchResults, byId: Map<string, CaseRecord>): Goal[] {
     target: '< 5 ms',
     measured: warm === undefined ? 'not measured' : `${warm.p99} ms`,
     met: warm === undefined ? undefined : warm.p99 < 5,
+  });
+  const sealed = byId.get(`lean-sealed-warm-c${GOAL_C}`);
+  const plainCpu = byId.get(`lean-warm-c${GOAL_C}`)?.serverCpuUsPerReq;
+  const sealedCpu = sealed?.serverCpuUsPerReq;
+  g.push({
+    goal: 'sealed warm GET /dataKey: server CPU per request, lean https, c=16',
+    target: '≤ 2× the plaintext warm read',
+    measured:
+      sealedCpu === undefined || plainCpu === undefined
+        ? 'not measured'
+        : `${Math.round((sealedCpu / plainCpu) * 100) / 100}× (${sealedCpu} µs against ${plainCpu} µs; ${Math.round(sealed?.result?.rps ?? 0)} req/s)`,
+    met: sealedCpu === undefined || plainCpu === undefined ? undefined : sealedCpu <= 2 * plainCpu,
   });
   ratioGoal('cold GET /dataKey, lean https, c=16', `lean-cold-c${GOAL_C}`, 0.8);
   ratioGoal('cold GET /dataKey, lean http (Knative: the gateway ends TLS), c=16', `leanhttp-cold-c${GOAL_C}`, 0.8);
