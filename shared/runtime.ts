@@ -1,3 +1,4 @@
+import type { InitData } from './attestation/init-data.js';
 import type { Attester } from './attestation/types.js';
 import { loadKmsConfig, type KmsConfig } from './config.js';
 import { KmsError } from './errors.js';
@@ -75,8 +76,10 @@ export interface RuntimeParts {
 
 export function createRouteContext(parts: RuntimeParts = {}): RouteContext {
   let core: Core | undefined;
-  const attester = onceSucceeded(async () => parts.attester ?? (await attesterOf(coreRuntime().config)));
-  const coreRuntime = (): Core => (core ??= buildCore(parts, attester));
+  // Read once: both the attester (its digest) and the sealing service's client (its text) need it.
+  const initData = onceSucceeded(async () => initDataOf(coreRuntime().config));
+  const attester = onceSucceeded(async () => parts.attester ?? (await attesterOf(coreRuntime().config, await initData())));
+  const coreRuntime = (): Core => (core ??= buildCore(parts, { attester, initData }));
   const keys = async (): Promise<KeyRuntime> => coreRuntime();
   return {
     keys,
@@ -117,10 +120,16 @@ export const environmentContext: RouteContext = {
   attester: () => environment().attester(),
 };
 
-function buildCore(parts: RuntimeParts, attester: () => Promise<Attester>): Core {
+/** What the sealing service's client shares with GET /attestation: this pod's attester and init-data. */
+interface PodIdentity {
+  readonly attester: () => Promise<Attester>;
+  readonly initData: () => Promise<InitData | undefined>;
+}
+
+function buildCore(parts: RuntimeParts, pod: PodIdentity): Core {
   const config = parts.config ?? loadKmsConfig();
   const store = parts.store ?? openObjectStore(config);
-  const sealer = parts.rootKeySource === undefined ? sealerLoader(config, attester) : undefined;
+  const sealer = parts.rootKeySource === undefined ? sealerLoader(config, pod) : undefined;
   const source: RootKeySource =
     parts.rootKeySource ??
     (sealer
@@ -133,7 +142,7 @@ function buildCore(parts: RuntimeParts, attester: () => Promise<Attester>): Core
   return { config, store, rootKeys, keys, sealer };
 }
 
-function sealerLoader(config: KmsConfig, attester: () => Promise<Attester>): (() => Promise<SealerClient>) | undefined {
+function sealerLoader(config: KmsConfig, pod: PodIdentity): (() => Promise<SealerClient>) | undefined {
   if (config.sealerUrl === '') return undefined;
   if (config.rootKey !== undefined) {
     throw new KmsError('CONFIG', 'set either KMS_ROOT_KEY (mode 1 without a sealing service) or KMS_SEALER_URL, not both');
@@ -145,11 +154,11 @@ function sealerLoader(config: KmsConfig, attester: () => Promise<Attester>): (()
     // Imported only here: the KBS client and jose cost start-up time that a function without a
     // sealing service (KMS_ROOT_KEY) does not need to pay.
     const [{ SealerClient }, { trustedSealerVerifier }] = await Promise.all([import('./sealer-client/client.js'), import('./sealer-client/trusted-sealer.js')]);
-    const initData = await initDataOf(config);
+    const initData = await pod.initData();
     return SealerClient.fromCaFile({
       url: config.sealerUrl,
       caFile: config.sealerCaFile,
-      attester: await attester(),
+      attester: await pod.attester(),
       sealerVerifier: await trustedSealerVerifier(config),
       ...(initData === undefined ? {} : { initData: initData.toml }),
     });
@@ -157,11 +166,11 @@ function sealerLoader(config: KmsConfig, attester: () => Promise<Attester>): (()
 }
 
 /** This pod's init-data (KMS_INIT_DATA_FILE); the TOML parser is loaded only for a pod that has one. */
-async function initDataOf(config: KmsConfig) {
+async function initDataOf(config: KmsConfig): Promise<InitData | undefined> {
   return config.initDataFile === '' ? undefined : (await import('./attestation/init-data.js')).loadInitDataFile(config.initDataFile);
 }
 
-async function attesterOf(config: KmsConfig): Promise<Attester> {
-  const [{ attesterFromConfig }, initData] = await Promise.all([import('./attestation/from-config.js'), initDataOf(config)]);
+async function attesterOf(config: KmsConfig, initData: InitData | undefined): Promise<Attester> {
+  const { attesterFromConfig } = await import('./attestation/from-config.js');
   return attesterFromConfig({ ...config, ...(initData === undefined ? {} : { initData }) });
 }

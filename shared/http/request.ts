@@ -99,9 +99,9 @@ export class KmsRequest {
     this.#sealed = credential;
   }
 
-  /** Whether a secret travels in the clear: an Authorization header other than Sealed, or a token in the query. */
+  /** Whether a secret travels in the clear: an Authorization header (asked of requests not sealed), or a token in the query. */
   hasClearCredentials(): boolean {
-    return (this.#sealed === undefined && this.raw.headers.authorization !== undefined) || this.param('token') !== undefined;
+    return this.raw.headers.authorization !== undefined || this.param('token') !== undefined;
   }
 
   /**

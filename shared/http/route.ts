@@ -6,7 +6,7 @@ import { installFrameworkLogGuard } from './framework-log-guard.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
 import { KmsRequest, refusedBody } from './request.js';
 import { openSealedRequest } from './sealed.js';
-import { sealAnswer } from '../sealed/answer.js';
+import type { SealedCredential } from '../sealed/credential.js';
 import { STATUS_BY_CODE } from './status.js';
 
 /** A request handler on Node's own types: runs under functions-framework and bare node:http alike. */
@@ -120,12 +120,14 @@ export function sendResult(res: ServerResponse, result: RouteResult, json: boole
 }
 
 /** The answer to a sealed request: its JSON answer, status kept, as a JWE only the client opens. */
-async function sendSealed(res: ServerResponse, result: RouteResult, responseKey: Parameters<typeof sealAnswer>[1]): Promise<void> {
+async function sendSealed(res: ServerResponse, result: RouteResult, responseKey: SealedCredential['responseKey']): Promise<void> {
   let body: string;
   try {
+    // Loaded with the first sealed answer: the credential's opening has loaded jose already.
+    const { sealAnswer } = await import('../sealed/answer.js');
     body = await sealAnswer(result.json, responseKey);
   } catch (error) {
-    sendResult(res, errorResult(error, 'sealed answer'), true); // the key was imported already: cannot happen
+    sendResult(res, errorResult(error, 'sealed answer'), true); // the key was imported when the credential was opened
     return;
   }
   send(res, { ...result, headers: { ...result.headers, 'content-type': 'application/jose' } }, body, 'application/jose');

@@ -1,21 +1,19 @@
 import { KmsError } from '../errors.js';
 import type { RouteContext } from '../runtime.js';
-import { openSealedCredential, sealedJwe, sealedKeyId } from '../sealed/credential.js';
-import { ReplayGuard } from '../sealed/replay.js';
-import { serviceKeyOf } from '../sealed/service-key.js';
+import type { ReplayGuard } from '../sealed/replay.js';
 import type { KmsRequest } from './request.js';
 
-/** This process's memory of sealed credentials already used. */
-const replay = new ReplayGuard();
+/** This process's memory of sealed credentials already used; made with the first sealed request. */
+let replay: ReplayGuard | undefined;
 
 /**
  * Opens an `Authorization: Sealed` credential before the route runs (docs/sealed-channel.md), or,
  * under KMS_REQUIRE_SEALED, refuses credentials sent in the clear. A refusal here answers in plain
- * JSON: the client's response key is not trusted until its credential is.
+ * JSON: the client's response key is not trusted until its credential is. The JWE code is loaded
+ * only for a sealed request, so plaintext requests and cold starts do not pay for it.
  */
 export async function openSealedRequest(request: KmsRequest, ctx: RouteContext): Promise<void> {
-  const header = request.raw.headers.authorization;
-  const jwe = sealedJwe(header);
+  const jwe = sealedJwe(request.raw.headers.authorization);
   const { config, rootKeys } = await ctx.keys();
   if (jwe === undefined) {
     if (config.requireSealed && request.hasClearCredentials()) {
@@ -27,16 +25,30 @@ export async function openSealedRequest(request: KmsRequest, ctx: RouteContext):
     return;
   }
   if ((request.raw.headersDistinct.authorization?.length ?? 1) > 1) throw new KmsError('BAD_REQUEST', 'give the Authorization header once');
+  const [{ openSealedCredential, sealedKeyId }, { ReplayGuard }, { serviceKeyOf }] = await Promise.all([
+    import('../sealed/credential.js'),
+    import('../sealed/replay.js'),
+    import('../sealed/service-key.js'),
+  ]);
   const kid = sealedKeyId(jwe);
   const current = await rootKeys.current();
   if (kid !== current.id) {
     throw new KmsError(
       'SERVICE_KEY_CHANGED',
       'the credential is sealed to a service key this KMS no longer uses (the root key was rotated): attest again (GET /attestation) and seal to the new key',
-      {
-        details: { rootKeyId: current.id },
-      },
+      { details: { rootKeyId: current.id } },
     );
   }
-  request.useSealed(await openSealedCredential(jwe, serviceKeyOf(current).privateKey, request, replay));
+  request.useSealed(await openSealedCredential(jwe, serviceKeyOf(current).privateKey, request, (replay ??= new ReplayGuard())));
 }
+
+/**
+ * The compact JWE of an `Authorization: Sealed <jwe>` header ('' when the scheme is Sealed but no
+ * single token follows); undefined for any other scheme.
+ */
+export function sealedJwe(header: string | undefined): string | undefined {
+  if (header === undefined || !/^[ \t]*sealed(?:[ \t]|$)/i.test(header)) return undefined;
+  return SEALED.exec(header)?.[1] ?? '';
+}
+
+const SEALED = /^[ \t]*sealed +(\S+)[ \t]*$/i;

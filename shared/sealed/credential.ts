@@ -23,16 +23,6 @@ export const SEALED_CREDENTIAL_SKEW_SECONDS = 60;
 /** A compact JWE larger than this is refused unread: a credential is a few hundred bytes. */
 const MAX_JWE_LENGTH = 8192;
 const KEY_ALGORITHMS = ['ECDH-ES+A256KW', 'ECDH-ES'];
-const SEALED = /^[ \t]*sealed +(\S+)[ \t]*$/i;
-
-/**
- * The compact JWE of an `Authorization: Sealed <jwe>` header ('' when the scheme is Sealed but no
- * single token follows); undefined for any other scheme.
- */
-export function sealedJwe(header: string | undefined): string | undefined {
-  if (header === undefined || !/^[ \t]*sealed(?:[ \t]|$)/i.test(header)) return undefined;
-  return SEALED.exec(header)?.[1] ?? '';
-}
 
 /** The root key id a sealed credential is sealed to (its `kid`), read before anything is decrypted. */
 export function sealedKeyId(jwe: string): string {

@@ -28,9 +28,15 @@ export class ReplayGuard {
     return this.#expiries.size;
   }
 
+  /**
+   * Drops expired entries from the oldest on, stopping at the first live one: entries are inserted
+   * in nearly expiry order, so a flood at capacity costs no scan of the whole map per request.
+   * An expired entry behind a live one waits for a later purge.
+   */
   #purge(now: number): void {
     for (const [jti, expiresAt] of this.#expiries) {
-      if (expiresAt <= now) this.#expiries.delete(jti);
+      if (expiresAt > now) return;
+      this.#expiries.delete(jti);
     }
   }
 }

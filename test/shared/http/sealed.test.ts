@@ -62,6 +62,13 @@ describe('sealed requests and answers', () => {
     const answer = await kms.request('/user/sealed-enrollee', { method: 'POST', headers: { authorization: enroll.authorization } });
     expect(answer.status).toBe(201);
     expect((await kms.request(`/primaryKey/x?user=sealed-enrollee&token=${token}`, { method: 'POST' })).status).toBe(201);
+
+    // A credential naming another user than the path's is refused, and enrolls nobody.
+    const other = await seal(attested, { method: 'POST', target: '/user/sealed-other', token, user: 'someone-else' });
+    const refused = await kms.request('/user/sealed-other', { method: 'POST', headers: { authorization: other.authorization } });
+    expect(refused.status).toBe(400);
+    expect(await other.open(refused.body)).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+    expect((await kms.request(`/user/sealed-other?token=${token}`, { method: 'POST' })).status).toBe(201);
   });
 
   it('a replayed credential is refused and changes nothing', async () => {
