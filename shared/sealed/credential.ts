@@ -1,4 +1,4 @@
-import type { KeyObject } from 'node:crypto';
+import { createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { compactDecrypt } from 'jose/jwe/compact/decrypt';
 import { importJWK } from 'jose/key/import';
 import { decodeProtectedHeader } from 'jose/decode/protected_header';
@@ -91,14 +91,23 @@ function responseJwk(value: unknown): ResponseJwk {
   throw malformed('"responseKey" must be a public JWK: OKP X25519 or EC P-256');
 }
 
-/** Imported now, so that a key that is not a point on its curve is refused before the route runs. */
+/**
+ * Imported and tried now, so that a key the answer could not be sealed to is refused before the
+ * route runs (and changes anything): not a point on its curve, or an X25519 point of small order,
+ * with which every key agreement fails (RFC 7748, section 6.1).
+ */
 async function importResponseKey(jwk: ResponseJwk): Promise<CryptoKey | KeyObject> {
   try {
+    if (jwk.crv === 'X25519')
+      diffieHellman({ privateKey: (x25519Probe ??= generateKeyPairSync('x25519').privateKey), publicKey: createPublicKey({ key: jwk, format: 'jwk' }) });
     return (await importJWK({ ...jwk }, 'ECDH-ES+A256KW')) as CryptoKey | KeyObject;
   } catch {
     throw malformed('"responseKey" is not a valid public key');
   }
 }
+
+/** Any X25519 private key finds a small-order point: every scalar is a multiple of the cofactor. */
+let x25519Probe: KeyObject | undefined;
 
 function unreadable(): KmsError {
   return new KmsError('BAD_REQUEST', 'the sealed credential could not be opened: it must be a compact JWE to the service key that GET /attestation answers');

@@ -149,6 +149,34 @@ describe('sealed requests and answers', () => {
     }
   });
 
+  it('a response key the answer cannot be sealed to is a 400 before the route runs, and creates nothing', async () => {
+    // Small-order X25519 points (RFC 7748, section 6.1): every key agreement with them fails, so the
+    // answer could never be sealed; a non-point P-256 key and a private JWK are refused alike.
+    const smallOrder = ['00'.repeat(32), '01' + '00'.repeat(31), 'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800'];
+    const responseKeys = [
+      ...smallOrder.map((hex) => ({ kty: 'OKP', crv: 'X25519', x: Buffer.from(hex, 'hex').toString('base64url') })),
+      { kty: 'EC', crv: 'P-256', x: Buffer.alloc(32).toString('base64url'), y: Buffer.alloc(32).toString('base64url') },
+    ];
+    for (const [i, responseKey] of responseKeys.entries()) {
+      const target = `/dataKey/unsealable-${i}?primaryKeyName=pk`;
+      const claims = {
+        user: USER,
+        token: TOKEN,
+        htm: 'POST',
+        htu: target,
+        iat: Math.floor(Date.now() / 1000),
+        jti: randomBytes(16).toString('base64url'),
+        responseKey,
+      };
+      const bad = await seal(attested, { method: 'POST', target, token: TOKEN, claims });
+      const answer = await kms.request(target, { method: 'POST', headers: { authorization: bad.authorization, accept: 'application/json' } });
+      expect(answer.status, JSON.stringify(responseKey)).toBe(400);
+      expect(JSON.parse(answer.body).error.message).toContain('"responseKey"');
+      const plain = await kms.request(`/dataKey/unsealable-${i}?primaryKeyName=pk&user=${USER}&token=${TOKEN}`);
+      expect(plain.status).toBe(404); // the route never ran
+    }
+  });
+
   it('a credential sealed to another root key is SERVICE_KEY_CHANGED, naming the current one', async () => {
     const request = await seal(attested, { method: 'GET', target: '/dataKey/dk1?primaryKeyName=pk', token: TOKEN, user: USER, kid: 'ab'.repeat(16) });
     const answer = await kms.request('/dataKey/dk1?primaryKeyName=pk', { headers: { authorization: request.authorization, accept: 'application/json' } });
