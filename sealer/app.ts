@@ -15,6 +15,7 @@ import { SealerIdentity } from './identity.js';
 import { openShare } from '../shared/custody/share-jwe.js';
 import { attesterFromConfig } from '../shared/attestation/from-config.js';
 import { defaultVerifiers } from './verifiers.js';
+import { configuredAutoUnseal } from './auto-unseal.js';
 
 export interface RunningSealer {
   readonly server: Server;
@@ -58,10 +59,11 @@ export async function startSealer(
   const sessions = new SessionStore(options.nonceTtlSeconds * 1000, options.maxSessions);
   const verifiers = defaultVerifiers({ insecureDevMode: options.insecureDevMode, extra: extra.verifiers ?? [] });
   const adminPolicy = await AdminPolicy.load(options.adminPolicyFile);
-  const identity = await SealerIdentity.create(
+  const attester =
     extra.attester ??
-      (await attesterFromConfig({ attester: options.attester, tsmRoot: options.tsmRoot, aaUrl: options.aaUrl }, process.env, 'KMS_SEALER_ATTESTER')),
-  );
+    (await attesterFromConfig({ attester: options.attester, tsmRoot: options.tsmRoot, aaUrl: options.aaUrl }, process.env, 'KMS_SEALER_ATTESTER'));
+  const identity = await SealerIdentity.create(attester);
+  const auto = await configuredAutoUnseal(options, store, attester, log);
   // Plaintext shares cross every hop between a TD and a custodian: refused in production unless opted in.
   const plaintextShares = (options.plaintextShares ?? (process.env.NODE_ENV === 'production' ? 'refuse' : 'allow')) === 'allow';
   const core = await SealerCore.open(store, {
@@ -70,6 +72,7 @@ export async function startSealer(
     log,
     plaintextShares,
     openShare: (jwe) => openShare(jwe, identity.recoveryPrivateKey),
+    ...(auto === undefined ? {} : { onKeyChange: auto.autoUnseal.onKeyChange }),
   });
 
   const server = createServer(
@@ -102,7 +105,10 @@ export async function startSealer(
       : `admin policy from ${options.adminPolicyFile}: identities granted ${adminPolicy.describe()}`,
   );
   log.info(`${state}; root key id ${status.rootKeyId ?? '-'}`);
+  if (auto !== undefined) log.info(`auto-unseal: from ${options.unsealKbsUrl} (resource ${options.unsealResource}); shares still unseal`);
   log.info('listening', { url });
+  // After `listening`: the KBS may be slow or gone, and the service answers (sealed) meanwhile.
+  auto?.autoUnseal.start(core);
 
   return {
     server,
@@ -111,6 +117,7 @@ export async function startSealer(
     core,
     close: () => {
       clearInterval(sweeper);
+      auto?.close();
       return closeServer(server);
     },
   };
