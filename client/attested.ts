@@ -58,13 +58,14 @@ export async function verifyAttestation(answer: unknown, nonce: string, options:
 }
 
 /**
- * Seals a share to the sealing service's recovery key, from an answer of GET /rootKey/recover?nonce=
- * whose evidence this client verified (as `custodian seal-share` does).
+ * Seals shares to the sealing service's recovery key, from an answer of GET /rootKey/recover?nonce=
+ * whose evidence this client verified (as `custodian seal-share` does). A share already a compact
+ * JWE (to a recovery key, by its custodian) is kept as it is.
  */
-export async function sealShareToRecoveryKey(answer: unknown, nonce: string, share: Share, options: AttestOptions): Promise<Share> {
+export async function sealSharesToRecoveryKey(answer: unknown, nonce: string, shares: readonly Share[], options: AttestOptions): Promise<Share[]> {
   const { recoveryKey, tee, evidence } = (isObject(answer) ? answer : {}) as Record<string, unknown>;
   if (tee !== 'sample' && tee !== 'tdx') throw new KmsError('PROTOCOL', 'GET /rootKey/recover answered something else than {recoveryKey, tee, evidence}');
-  const [{ parseCustodianKeys, sealShare }] = await Promise.all([import('../shared/custody/share-jwe.js')]);
+  const { isCompactJwe, parseCustodianKeys, sealShare } = await import('../shared/custody/share-jwe.js');
   let key;
   try {
     const teePubKey = parseTeePubKey(recoveryKey);
@@ -76,7 +77,7 @@ export async function sealShareToRecoveryKey(answer: unknown, nonce: string, sha
     if (error instanceof KmsError) throw error;
     throw new KmsError('ATTESTATION', 'the recovery key is not a P-256 ECDH-ES+A256KW public JWK');
   }
-  return { index: share.index, content: await sealShare(share.content, key!) };
+  return Promise.all(shares.map(async ({ index, content }) => ({ index, content: isCompactJwe(content) ? content : await sealShare(content, key!) })));
 }
 
 async function verifierFor(tee: 'sample' | 'tdx', options: AttestOptions, policy: unknown): Promise<Verifier> {

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { freshNonce, seal, sealShareToRecoveryKey, verifyAttestation, type AttestOptions, type Sealed } from './attested.js';
+import { freshNonce, seal, sealSharesToRecoveryKey, verifyAttestation, type AttestOptions, type Sealed } from './attested.js';
 import { KmsError, type KmsErrorCode } from './errors.js';
 import { Transport, type HttpResponse } from './transport.js';
 import type {
@@ -172,10 +172,16 @@ export class KmsClient {
     return { shares: answer.json as Share[], rootKeyId, state, sharesEncrypted: answer.headers['x-kms-shares-encrypted'] === 'custodians' };
   }
 
-  /** POST /rootKey/verify with the new shares (at least the threshold): the pending root key becomes current. */
+  /**
+   * POST /rootKey/verify with the new shares (at least the threshold): the pending root key becomes
+   * current. In attested mode plaintext shares are first sealed to the sealing service's recovery
+   * key (as `recover` does), so they do not cross the ingress in the clear.
+   */
   async verify(shares: readonly Share[]): Promise<Verification> {
-    if (!Array.isArray(shares) || shares.length === 0) throw new KmsError('INVALID_ARGUMENT', 'verify needs the new shares');
-    return (await this.#call({ method: 'POST', path: '/rootKey/verify', credential: 'admin', body: { shares } })).json as Verification;
+    if (!Array.isArray(shares) || shares.length === 0 || !shares.every(isShare))
+      throw new KmsError('INVALID_ARGUMENT', 'verify needs the new shares [{index, content}]');
+    const body = { shares: await this.#sealShares(shares) };
+    return (await this.#call({ method: 'POST', path: '/rootKey/verify', credential: 'admin', body })).json as Verification;
   }
 
   /**
@@ -184,16 +190,8 @@ export class KmsClient {
    * `attest.sealerPolicy` (default `attest.policy`); a share already a JWE is sent as it is.
    */
   async recover(share: Share): Promise<RecoveryProgress> {
-    if (typeof share !== 'object' || share === null || !Number.isSafeInteger(share.index) || typeof share.content !== 'string') {
-      throw new KmsError('INVALID_ARGUMENT', 'recover needs a share {index, content}');
-    }
-    let body = share;
-    const attest = this.#options.attest;
-    if (attest !== undefined && !/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/.test(share.content)) {
-      const nonce = freshNonce();
-      const answer = await this.#call({ method: 'GET', path: '/rootKey/recover', query: { nonce }, credential: 'none' });
-      body = await sealShareToRecoveryKey(answer.json, nonce, share, attest);
-    }
+    if (!isShare(share)) throw new KmsError('INVALID_ARGUMENT', 'recover needs a share {index, content}');
+    const [body] = await this.#sealShares([share]);
     return (await this.#call({ method: 'PUT', path: '/rootKey/recover', credential: 'none', body })).json as RecoveryProgress;
   }
 
@@ -215,6 +213,15 @@ export class KmsClient {
   /** Closes idle keep-alive connections (of every client made by withCredentials too). */
   close(): void {
     this.#shared.transport.close();
+  }
+
+  /** In attested mode, shares sealed to the attested recovery key of the sealing service; else as they are. */
+  async #sealShares(shares: readonly Share[]): Promise<readonly Share[]> {
+    const attest = this.#options.attest;
+    if (attest === undefined) return shares;
+    const nonce = freshNonce();
+    const answer = await this.#call({ method: 'GET', path: '/rootKey/recover', query: { nonce }, credential: 'none' });
+    return sealSharesToRecoveryKey(answer.json, nonce, shares, attest);
   }
 
   async #attest(): Promise<Attestation> {
@@ -358,6 +365,11 @@ function retryDelay(retryAfter: number | undefined, attempt: number): number {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function isShare(share: unknown): share is Share {
+  const { index, content } = (typeof share === 'object' && share !== null ? share : {}) as Record<string, unknown>;
+  return Number.isSafeInteger(index) && typeof content === 'string';
 }
 
 function required(value: string | undefined, name: string): string {
