@@ -16,6 +16,8 @@ import { openShare } from '../shared/custody/share-jwe.js';
 import { attesterFromConfig } from '../shared/attestation/from-config.js';
 import { defaultVerifiers } from './verifiers.js';
 import { configuredAutoUnseal } from './auto-unseal.js';
+import { PeerUnsealer } from './peers.js';
+import { readFile } from 'node:fs/promises';
 
 export interface RunningSealer {
   readonly server: Server;
@@ -61,7 +63,11 @@ export async function startSealer(
   const adminPolicy = await AdminPolicy.load(options.adminPolicyFile);
   const attester =
     extra.attester ??
-    (await attesterFromConfig({ attester: options.attester, tsmRoot: options.tsmRoot, aaUrl: options.aaUrl }, process.env, 'KMS_SEALER_ATTESTER'));
+    (await attesterFromConfig(
+      { attester: options.attester, tsmRoot: options.tsmRoot, aaUrl: options.aaUrl, sampleInitData: options.sampleInitData },
+      process.env,
+      'KMS_SEALER_ATTESTER',
+    ));
   const identity = await SealerIdentity.create(attester);
   const auto = await configuredAutoUnseal(options, store, attester, log);
   // Plaintext shares cross every hop between a TD and a custodian: refused in production unless opted in.
@@ -73,6 +79,7 @@ export async function startSealer(
     plaintextShares,
     openShare: (jwe) => openShare(jwe, identity.recoveryPrivateKey),
     ...(auto === undefined ? {} : { onKeyChange: auto.autoUnseal.onKeyChange }),
+    followRecord: options.peers.length > 0,
   });
 
   const server = createServer(
@@ -109,15 +116,32 @@ export async function startSealer(
   log.info('listening', { url });
   // After `listening`: the KBS may be slow or gone, and the service answers (sealed) meanwhile.
   auto?.autoUnseal.start(core);
+  const peers =
+    options.peers.length === 0 || status.source === 'secret'
+      ? undefined
+      : new PeerUnsealer({
+          core,
+          peers: options.peers,
+          ca: await readFile(options.peerCaFile === '' ? tls.certFile : options.peerCaFile, 'utf8'),
+          attester,
+          verifiers,
+          policy: adminPolicy,
+          syncMs: options.syncSeconds * 1000,
+          log,
+        });
+  if (peers !== undefined) log.info(`replica of ${options.peers.length} peer(s); the shared record is re-read every ${options.syncSeconds} s`);
+  log.info('listening', { url });
+  peers?.start();
 
   return {
     server,
     url,
     certFile: tls.certFile,
     core,
-    close: () => {
+    close: async () => {
       clearInterval(sweeper);
       auto?.close();
+      await peers?.stop();
       return closeServer(server);
     },
   };

@@ -170,6 +170,41 @@ export const sealerOptions = {
     parse: parse.boolean,
     description: 'Stop when standard input closes: npm start sets it, so the sealer never outlives the process that started it.',
   }),
+  peers: option({
+    env: 'KMS_SEALER_PEERS',
+    default: [] as readonly string[],
+    parse: (raw: string, env: string) => {
+      const urls = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
+      for (const url of urls)
+        if (!/^https:\/\/[^/?#\s]+$/.test(url)) {
+          throw new KmsError('CONFIG', `${env}: each peer must be https://host:port, with nothing after it`);
+        }
+      return urls;
+    },
+    description:
+      'Comma list of the other replicas (https://host:port). A replica that is sealed asks them for the root key over KBS, attesting as a sealer (identity granted "sealer-peer" in the admin policy), and follows the state record they share (docs/replicas.md).',
+  }),
+  peerCaFile: option({
+    env: 'KMS_SEALER_PEER_CA_FILE',
+    default: '',
+    parse: parse.string,
+    description: "PEM certificate(s) trusted for the peers' TLS; default: this replica's own certificate (replicas share one).",
+  }),
+  syncSeconds: option({
+    env: 'KMS_SEALER_SYNC_SECONDS',
+    default: 5,
+    parse: parse.integer(1, 3_600),
+    description: 'With peers: how often a replica re-reads the shared state record and, while sealed, asks its peers for the root key.',
+  }),
+  sampleInitData: option({
+    env: 'KMS_SEALER_SAMPLE_INIT_DATA',
+    default: '',
+    parse: parse.identity,
+    description: "The identity (96 hex) that this service's `sample` evidence claims, as a peer of other replicas (development only).",
+  }),
   maxSessions: option({
     env: 'KMS_SEALER_MAX_SESSIONS',
     default: 10_000,
