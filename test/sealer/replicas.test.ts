@@ -157,6 +157,7 @@ describe('replicas unseal each other', () => {
       process.stdout.write(
         `replica ${i}: kill -9 -> restarted and listening ${(listening - killedAt).toFixed(0)} ms; listening -> unsealed by a peer ${afterStart.toFixed(0)} ms\n`,
       );
+      await sealers[i]!.settle();
       expect(sealers[i]!.messages()).toContain(`unsealed by a peer replica: root key ${id}`);
     }
     expect(await readDataKey()).toBe(dataKey);
@@ -181,6 +182,7 @@ describe('replicas unseal each other', () => {
     await until(1, unsealedOn(next), 'following the rotation');
     await sealers[2]!.restart();
     await until(2, unsealedOn(next), 'unsealed on the new key after the rotation');
+    await sealers[2]!.settle();
     expect(sealers[2]!.messages()).toContain(`unsealed by a peer replica: root key ${next}`);
     expect(await readDataKey()).toBe(dataKey);
   });
@@ -198,5 +200,64 @@ describe('replicas unseal each other', () => {
     await until(1, unsealedOn(id), 'unsealed by the recovered peer');
     await until(2, unsealedOn(id), 'unsealed by the recovered peer');
     expect(await readDataKey()).toBe(dataKey);
+  });
+});
+
+describe('a sealed replica takes the key from no one else', () => {
+  it('refuses a peer whose identity is not granted sealer-peer, and a granted one whose key does not authenticate the record', async () => {
+    const id = await currentId();
+    const policyFile = join(dir, 'admin-policy.json');
+    /** Another deployment's sealing service: its own bucket, initialized with its own key. */
+    const stranger = async (identity: string) => {
+      const own = await createTestBucket();
+      const sealer = await startSealerProcess({
+        env: {
+          ...own.env,
+          KMS_SEALER_TLS_CERT_FILE: join(dir, 'sealer-tls-cert.pem'),
+          KMS_SEALER_TLS_KEY_FILE: join(dir, 'sealer-tls-key.pem'),
+          KMS_SEALER_ADMIN_POLICY_FILE: policyFile,
+          KMS_SEALER_SAMPLE_INIT_DATA: identity,
+        },
+      });
+      const client = await sealer.client();
+      const { shares: strangerShares } = await client.installRootKey({ t: 2, n: 3, expectedCurrentId: null });
+      strangerShares.forEach((share) => secrets.addShare(share));
+      await sealer.settle();
+      return { sealer, bucket: own, attestsBefore: sealer.requestLines().filter((line) => line.startsWith('POST /kbs/v0/attest')).length };
+    };
+    const impostor = await stranger(TEST_ADMIN_IDENTITY); // a function's identity, claiming to be a sealer
+    const rogue = await stranger(SEALER_IDENTITY); // a real sealer identity, of another deployment
+    const replica = await startSealerProcess({
+      env: {
+        ...bucket.env,
+        KMS_SEALER_TLS_CERT_FILE: join(dir, 'sealer-tls-cert.pem'),
+        KMS_SEALER_TLS_KEY_FILE: join(dir, 'sealer-tls-key.pem'),
+        KMS_SEALER_ADMIN_POLICY_FILE: policyFile,
+        KMS_SEALER_PEERS: `${impostor.sealer.url},${rogue.sealer.url}`,
+        KMS_SEALER_SAMPLE_INIT_DATA: SEALER_IDENTITY,
+        KMS_SEALER_SYNC_SECONDS: '1',
+      },
+    });
+    try {
+      const refusals = () => replica.messages().filter((m) => m.startsWith(`peer ${impostor.sealer.url} `) || m.startsWith('a peer'));
+      for (let i = 0; refusals().length < 2; i++) {
+        if (i > 300) throw new Error(`no refusals logged:\n${replica.logs()}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(refusals().join('\n')).toContain(`attested as identity ${TEST_ADMIN_IDENTITY}, which is not granted "sealer-peer": not a replica`);
+      expect(refusals().join('\n')).toContain(`a peer's root key is not the current key of an authentic state record (${id}): not used`);
+      const client = await replica.client();
+      expect(await client.sealStatus()).toMatchObject({ sealed: true, rootKeyId: id });
+      // The impostor saw neither the replica's evidence nor a request for the key: it was attested first.
+      await impostor.sealer.settle();
+      expect(impostor.sealer.requestLines().filter((line) => line.startsWith('GET /tee-kms/v1/peer/root-key'))).toEqual([]);
+      expect(impostor.sealer.requestLines().filter((line) => line.startsWith('POST /kbs/v0/attest'))).toHaveLength(impostor.attestsBefore);
+    } finally {
+      await replica.cleanup();
+      for (const { sealer, bucket: own } of [impostor, rogue]) {
+        await sealer.cleanup();
+        await own.remove();
+      }
+    }
   });
 });
