@@ -11,7 +11,7 @@ import { KbsClient, KbsResponseError } from '../../shared/kbs/client.js';
 import { decryptFromKbs, generateTeeKeyPair } from '../../shared/kbs/tee-key.js';
 import { sealerPaths, type SealStatus, type Share } from '../../shared/sealer-client/protocol.js';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
-import { freePort, startLeanHost, TEST_ADMIN_IDENTITY, type ServerProcess } from '../support/processes.js';
+import { freePort, httpCall, startLeanHost, TEST_ADMIN_IDENTITY, type ServerProcess } from '../support/processes.js';
 import { createTestBucket, type TestBucket } from '../support/s3.js';
 import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { writeTlsFiles } from '../support/tls-files.js';
@@ -44,6 +44,11 @@ async function until(i: number, done: (s: SealStatus) => boolean, what: string):
     if (performance.now() - started > 30_000) throw new Error(`replica ${i}: ${what} did not happen: ${JSON.stringify(current)}\n${sealers[i]!.logs()}`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
+}
+
+/** GET /readyz of a replica: its status code. */
+async function readyz(sealer: SealerProcess): Promise<number> {
+  return (await httpCall(`${sealer.url}/readyz`, { ca: await sealer.caPem() })).status;
 }
 
 const unsealedOn = (id: string) => (s: SealStatus) => !s.sealed && s.rootKeyId === id;
@@ -192,6 +197,13 @@ describe('replicas unseal each other', () => {
     for (const sealer of sealers) await sealer.stop('SIGKILL');
     for (const sealer of sealers) await sealer.restart();
     for (const i of [0, 1, 2]) expect(await status(i)).toMatchObject({ sealed: true, initialized: true, rootKeyId: id });
+    // Ready once each has found every peer sealed: their shares are needed, so they must be reachable.
+    for (const sealer of sealers) {
+      for (let tries = 0; (await readyz(sealer)) !== 200; tries++) {
+        if (tries > 200) throw new Error(`never ready while every peer is sealed:\n${sealer.logs()}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
     for (const share of shares.slice(1, 4)) {
       const answer = await host.request('/rootKey/recover', { method: 'PUT', body: JSON.stringify(share), headers: json });
       expect(answer.status, answer.body).toBe(200);
@@ -248,6 +260,8 @@ describe('a sealed replica takes the key from no one else', () => {
       expect(refusals().join('\n')).toContain(`a peer's root key is not the current key of an authentic state record (${id}): not used`);
       const client = await replica.client();
       expect(await client.sealStatus()).toMatchObject({ sealed: true, rootKeyId: id });
+      // Not ready: a peer it cannot trust might still hold the key, so it does not count as up.
+      expect(await readyz(replica)).toBe(503);
       // The impostor saw neither the replica's evidence nor a request for the key: it was attested first.
       await impostor.sealer.settle();
       expect(impostor.sealer.requestLines().filter((line) => line.startsWith('GET /tee-kms/v1/peer/root-key'))).toEqual([]);
