@@ -88,7 +88,7 @@ export class PeerUnsealer {
       return;
     }
     const status = core.status();
-    if (!status.sealed || !status.initialized) return;
+    if (!status.sealed || !status.initialized || core.sealedByOperator) return;
     let noneHolds = true;
     for (const peer of this.#options.peers) {
       if (this.#stopped) return;

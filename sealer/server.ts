@@ -218,13 +218,13 @@ function nonceOf(req: IncomingMessage): string {
 }
 
 /**
- * 200 when this replica can serve: unsealed, uninitialized, a single instance, or sealed while no
- * peer holds the key (its shares are needed, so it must be reachable). 503 while a peer may still
+ * 200 when this replica can serve: unsealed, uninitialized, a single instance, sealed by an
+ * operator, or sealed while no peer holds the key (its shares are needed, so it must be reachable). 503 while a peer may still
  * hand it the key: a rolling restart then waits before it restarts the next replica.
  */
 async function readiness(_req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
   const status = deps.core.status();
-  const ready = !status.sealed || !status.initialized || (deps.noPeerHoldsKey?.() ?? true);
+  const ready = !status.sealed || !status.initialized || deps.core.sealedByOperator || (deps.noPeerHoldsKey?.() ?? true);
   sendJson(res, ready ? 200 : 503, { ready, sealed: status.sealed });
 }
 

@@ -192,6 +192,18 @@ describe('replicas unseal each other', () => {
     expect(await readDataKey()).toBe(dataKey);
   });
 
+  it('seal on one replica: peers do not unseal it again, it stays ready for shares, which recover it', async () => {
+    const id = await currentId();
+    expect(await clients[1]!.seal()).toMatchObject({ sealed: true, rootKeyId: id });
+    // Several sync rounds (1 s each) pass: a peer would have handed the key back by now.
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
+    expect(await status(1)).toMatchObject({ sealed: true, rootKeyId: id });
+    expect(await readyz(sealers[1]!)).toBe(200);
+    expect(await status(0)).toMatchObject({ sealed: false, rootKeyId: id });
+    for (const share of shares.slice(0, 3)) await clients[1]!.submitShare(share);
+    expect(await status(1)).toMatchObject({ sealed: false, rootKeyId: id });
+  });
+
   it('all three killed: sealed; shares recover one, which unseals the rest; same data keys', async () => {
     const id = await currentId();
     for (const sealer of sealers) await sealer.stop('SIGKILL');
