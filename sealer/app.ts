@@ -15,6 +15,7 @@ import { SealerIdentity } from './identity.js';
 import { openShare } from '../shared/custody/share-jwe.js';
 import { attesterFromConfig } from '../shared/attestation/from-config.js';
 import { defaultVerifiers } from './verifiers.js';
+import { configuredAutoUnseal } from './auto-unseal.js';
 import { PeerUnsealer } from './peers.js';
 import { readFile } from 'node:fs/promises';
 
@@ -68,6 +69,7 @@ export async function startSealer(
       'KMS_SEALER_ATTESTER',
     ));
   const identity = await SealerIdentity.create(attester);
+  const auto = await configuredAutoUnseal(options, store, attester, log);
   // Plaintext shares cross every hop between a TD and a custodian: refused in production unless opted in.
   const plaintextShares = (options.plaintextShares ?? (process.env.NODE_ENV === 'production' ? 'refuse' : 'allow')) === 'allow';
   const core = await SealerCore.open(store, {
@@ -76,6 +78,7 @@ export async function startSealer(
     log,
     plaintextShares,
     openShare: (jwe) => openShare(jwe, identity.recoveryPrivateKey),
+    ...(auto === undefined ? {} : { onKeyChange: auto.autoUnseal.onKeyChange }),
     followRecord: options.peers.length > 0,
   });
 
@@ -133,8 +136,11 @@ export async function startSealer(
       : `admin policy from ${options.adminPolicyFile}: identities granted ${adminPolicy.describe()}`,
   );
   log.info(`${state}; root key id ${status.rootKeyId ?? '-'}`);
+  if (auto !== undefined) log.info(`auto-unseal: from ${options.unsealKbsUrl} (resource ${options.unsealResource}); shares still unseal`);
   if (peers !== undefined) log.info(`replica of ${options.peers.length} peer(s); the shared record is re-read every ${options.syncSeconds} s`);
   log.info('listening', { url });
+  // After `listening`: the KBS or the peers may be slow or gone, and the service answers (sealed) meanwhile.
+  auto?.autoUnseal.start(core);
   peers?.start();
 
   return {
@@ -144,6 +150,7 @@ export async function startSealer(
     core,
     close: async () => {
       clearInterval(sweeper);
+      auto?.close();
       await peers?.stop();
       return closeServer(server);
     },

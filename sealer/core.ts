@@ -46,6 +46,13 @@ export interface SealerCoreOptions {
    */
   readonly openShare?: (jwe: string) => Promise<string>;
   /**
+   * Told of every new current root key (initialization, promotion, recovery), inside the serialized
+   * section; for a promotion, before the record names it, so a crash in between leaves a key that
+   * the stored link completes. Auto-unseal re-wraps here (sealer/auto-unseal.ts). A failure is
+   * logged and changes nothing else.
+   */
+  readonly onKeyChange?: (key: { readonly id: string; readonly key: Buffer }) => Promise<void>;
+  /**
    * Replicas (KMS_SEALER_PEERS): the record is shared with other replicas, so it is re-read before
    * each change and on a lost compare-and-swap, and a record naming another current key (a
    * promotion on a peer) drops this replica's key until a peer hands over the new one.
@@ -70,6 +77,7 @@ export class SealerCore {
   readonly #log: Pick<ComponentLog, 'info' | 'error'>;
   readonly #plaintextShares: boolean;
   readonly #openShare: ((jwe: string) => Promise<string>) | undefined;
+  readonly #onKeyChange: SealerCoreOptions['onKeyChange'];
   readonly #followRecord: boolean;
   #key: Buffer | undefined;
   #record: { state: StateRecord; etag: string } | undefined;
@@ -88,6 +96,7 @@ export class SealerCore {
     this.#log = options.log ?? { info: () => {}, error: () => {} };
     this.#plaintextShares = options.plaintextShares ?? true;
     this.#openShare = options.openShare;
+    this.#onKeyChange = options.onKeyChange;
     this.#followRecord = options.followRecord ?? false;
     if (options.rootKey !== undefined) this.#key = Buffer.from(options.rootKey);
   }
@@ -216,6 +225,26 @@ export class SealerCore {
     });
   }
 
+  /**
+   * Unseals with a root key from elsewhere than shares (auto-unseal): it is held to what shares
+   * are, the current key (the record authenticates under it, storage opens with it) or the pending
+   * one whose promotion's link is stored. Anything else changes nothing.
+   */
+  unsealWithKey(key: Buffer): Promise<SealStatus> {
+    return this.#serialized(async () => {
+      this.#refuseInSecretMode();
+      if (this.#record === undefined) throw new SealerError('NOT_INITIALIZED', 'the sealing service is not initialized: there is no root key to unseal');
+      if (this.#key !== undefined) return this.status();
+      const id = rootKeyId(key);
+      const { current, pending } = this.#record.state;
+      if (sameId(id, current.id)) await this.#unsealWithCurrent(key);
+      else if (pending !== null && sameId(id, pending.id)) await this.#unsealWithPending({ id, key });
+      else throw new SealerError('CONFLICT', `the key given is root key ${id}, not the current one (${current.id}); nothing was unsealed`);
+      this.#clearProgress();
+      return this.status();
+    });
+  }
+
   async #install(request: unknown): Promise<InstallRootKeyResult> {
     this.#refuseInSecretMode();
     const { t, n, expectedCurrentId, expectedPendingId, custodians: given, currentShares } = parseInstall(request);
@@ -242,6 +271,7 @@ export class SealerCore {
         await this.#reloadAfterWrite(state);
         this.#setKey(key);
         this.#log.info(`initialized with root key ${newId} (storage held no keys)`);
+        await this.#keyChanged({ id: newId, key });
         return { rootKeyId: newId, pending: false, shares };
       }
 
@@ -322,6 +352,7 @@ export class SealerCore {
    */
   async #promote(current: { id: string; key: Buffer }, next: { id: string; key: Buffer }, pending: KeyEntry, generation: number): Promise<void> {
     await this.#storeLink(current, next);
+    await this.#keyChanged(next);
     await this.#replace({ generation: generation + 1, current: pending, pending: null }, next.key);
     this.#setKey(next.key);
     this.#clearProgress();
@@ -390,6 +421,7 @@ export class SealerCore {
     // A record of the previous format is authenticated from now on.
     if (state.mac === null) await this.#replace({ generation: state.generation + 1, current: state.current, pending: null }, key);
     this.#setKey(key);
+    await this.#keyChanged({ id: state.current.id, key });
   }
 
   /**
@@ -418,6 +450,7 @@ export class SealerCore {
       await this.#assertOpensStorage(next);
       await this.#replace({ generation: state.generation + 1, current: state.pending!, pending: null }, next.key);
       this.#setKey(next.key);
+      await this.#keyChanged(next);
       this.#log.info(`completed the promotion of root key ${next.id} (its link was stored before a restart)`);
     } finally {
       previous.fill(0);
@@ -536,6 +569,14 @@ export class SealerCore {
   #refuseInSecretMode(): void {
     if (this.#source === 'secret') {
       throw new SealerError('KEY_FROM_SECRET', 'the root key comes from a configured secret (mode 1): rotate the secret instead; there are no shares');
+    }
+  }
+
+  async #keyChanged(key: { id: string; key: Buffer }): Promise<void> {
+    try {
+      await this.#onKeyChange?.(key);
+    } catch (error) {
+      this.#log.error(`after the change to root key ${key.id}: ${error instanceof Error ? error.message : 'unknown error'}`);
     }
   }
 
