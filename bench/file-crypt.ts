@@ -16,7 +16,7 @@ import { decryptBigdl, encryptBigdl } from '../cli/formats/bigdl.js';
 import { writeOutput } from '../cli/formats/output.js';
 import { decryptStream, encryptStream } from '../cli/formats/stream.js';
 
-const READ_CHUNK = 1024 * 1024;
+const READ_CHUNK = Number(process.env.FILE_CRYPT_READ ?? 256 * 1024);
 const names = { user: 'bench', primaryKey: 'pk', dataKey: 'dk' };
 
 async function readKey(): Promise<Buffer> {
