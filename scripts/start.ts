@@ -30,7 +30,7 @@ const DEVELOPMENT_IDENTITY = createHash('sha384').update('tee-kms/development/fu
 try {
   const sealer = await startSealer();
   const host = await startHost(loadRoutes);
-  log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.url });
+  log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.url, metrics: host.metricsUrl ?? 'off' });
   const stop = () => {
     sealer.child.kill('SIGTERM');
     void host.close().then(() => process.exit(0));
