@@ -6,7 +6,7 @@ import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Share } from '../../shared/sealer-client/protocol.js';
-import { freePort, httpCall, startNpmStart, type ServerProcess } from '../support/processes.js';
+import { freePort, httpCall, startFunctionsFramework, startNpmStart, type ServerProcess } from '../support/processes.js';
 import { scrape } from '../support/prometheus.js';
 import { findSecrets } from '../support/storage-snapshot.js';
 
@@ -91,5 +91,20 @@ describe('npm start with metrics', () => {
     const texts = [(await httpCall(host)).body, (await httpCall(sealer)).body, kms.output()];
     const secrets = [ADMIN, 'alices-token', ...[...firstShares, ...shares].map((s) => Buffer.from(s.content, 'base64'))];
     for (const text of texts) expect(findSecrets(text, secrets)).toEqual([]);
+  });
+});
+
+describe('a function under functions-framework', () => {
+  it('serves its function and no metrics: metrics are a feature of the hosts', async () => {
+    const port = await freePort();
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-metrics-ff-'));
+    const ff = await startFunctionsFramework('welcome', 'welcome', { KMS_DATA_DIR: dir, KMS_METRICS_PORT: String(port) });
+    try {
+      expect((await ff.request('/')).status).toBe(200);
+      expect(await accepts('127.0.0.1', port)).toBe(false);
+    } finally {
+      await ff.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -2,7 +2,9 @@
 // its protocol (KBS and the admin API), its metrics port scraped and parsed strictly.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
-import { httpCall } from '../support/processes.js';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { httpCall, repoRoot } from '../support/processes.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { scrape } from '../support/prometheus.js';
 import { allLogs, freePort, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
@@ -91,6 +93,22 @@ describe("the sealing service's metrics", () => {
     expect(m.value('kms_sealer_integrity_alarm')).toBe(0);
     // Its own storage calls (the state record) are counted too.
     expect(m.sum('kms_storage_operations_total', { operation: 'replace', outcome: 'ok' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('stops at start, naming the variable, when its metrics port is taken', async () => {
+    const port = new URL(metricsUrl).port;
+    const env = { ...sealer.env, KMS_SEALER_PORT: String(await freePort()), KMS_SEALER_METRICS_PORT: port };
+    const child = spawn(process.execPath, [join(repoRoot, 'dist/sealer/main.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    clearTimeout(timer);
+    expect(code).toBe(1);
+    expect(output).toContain(`cannot serve metrics on 127.0.0.1:${port} (KMS_SEALER_METRICS_PORT): EADDRINUSE`);
+    // The running sealer still serves its own.
+    expect((await scrape(metricsUrl)).value('kms_sealer_sealed')).toBe(0);
   });
 
   it('serves metrics apart from its HTTPS API, which does not know /metrics', async () => {
