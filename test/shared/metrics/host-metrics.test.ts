@@ -2,7 +2,7 @@
 // its public port, and scrapes of its metrics port parsed strictly (test/support/prometheus.ts).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,6 +83,20 @@ describe('GET /metrics on the lean host', () => {
     // A second enrollment of the same user is a conditional create storage refuses.
     expect((await host.request(`/user/alice?token=alices-token`, { method: 'POST' })).status).toBe(409);
     expect((await scrape(metricsUrl)).sum('kms_storage_operations_total', { operation: 'create', outcome: 'conflict' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('counts a storage call that fails as an error, and the 503 it causes', async () => {
+    // A record that cannot be read (a folder where the file should be): storage fails, not the client.
+    await mkdir(join(dataDir, 'objects', layout.user('mallory')), { recursive: true });
+    const before = await scrape(metricsUrl);
+    const answer = await host.request('/dataKey/dk?user=mallory&&token=mallorys-token&&primaryKeyName=pk');
+    expect(answer.status).toBe(503);
+    const after = await scrape(metricsUrl);
+    expect(after.value('kms_storage_operations_total', { operation: 'get', outcome: 'error' })).toBe(
+      before.sum('kms_storage_operations_total', { operation: 'get', outcome: 'error' }) + 1,
+    );
+    expect(after.value('kms_requests_total', { function: 'getDataKey', status: '503' })).toBe(1);
+    expect((await httpCall(metricsUrl)).body).not.toContain('mallory');
   });
 
   it('shows a rotation whose holder died as in progress with a lapsed lease', async () => {
