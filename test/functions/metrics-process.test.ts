@@ -94,6 +94,21 @@ describe('npm start with metrics', () => {
   });
 });
 
+describe('npm start with sealing-service replicas', () => {
+  it('gives each replica its own metrics port, from KMS_SEALER_METRICS_PORT up', async () => {
+    let base = await freePort();
+    for (let tries = 0; tries < 20 && (await accepts('127.0.0.1', base + 1)); tries++) base = await freePort();
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-metrics-replicas-'));
+    const replicas = await startNpmStart({ KMS_DATA_DIR: dir, KMS_SEALER_REPLICAS: '2', KMS_METRICS_PORT: 'off', KMS_SEALER_METRICS_PORT: String(base) });
+    try {
+      for (const port of [base, base + 1]) expect((await scrape(`http://127.0.0.1:${port}/metrics`)).value('kms_sealer_sealed'), String(port)).toBe(1);
+    } finally {
+      await replicas.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('a function under functions-framework', () => {
   it('serves its function and no metrics: metrics are a feature of the hosts', async () => {
     const port = await freePort();
