@@ -122,6 +122,7 @@ export class SealerRootKeySource implements RootKeySource {
     // A fetch already under way left before this news: its key is not kept.
     this.#applied = this.#started;
     this.#inGrace = false;
-    log.warn('root-key', `the root key was dropped from memory: ${why}`);
+    // Not wiped: requests under way may still be unwrapping with it. No request starts with it again.
+    log.warn('root-key', `the root key was dropped: ${why}; key operations answer 503 until a sealing service releases it again`);
   }
 }
