@@ -21,6 +21,7 @@ COPY tsconfig.json ./
 COPY functions ./functions
 COPY shared ./shared
 COPY sealer ./sealer
+COPY cli ./cli
 COPY scripts ./scripts
 RUN npm run build
 

@@ -91,13 +91,18 @@ export class KmsClient {
     return (await this.call('GET', path, { auth: 'user' })) as { user: string; primaryKey: string; dataKey: string; key: string };
   }
 
-  /** With custodians' public JWKs the shares come back encrypted to them, one each. */
-  async rotate(options: { custodians?: readonly unknown[] } = {}): Promise<Rotation> {
+  /**
+   * With custodians' public JWKs the shares come back encrypted to them, one each; naming custodians
+   * other than the stored ones takes the threshold of the current shares.
+   */
+  async rotate(options: { custodians?: readonly unknown[]; shares?: readonly Share[] } = {}): Promise<Rotation> {
+    const body =
+      options.custodians === undefined ? undefined : { custodians: options.custodians, ...(options.shares === undefined ? {} : { shares: options.shares }) };
     const answer = await this.send(
-      options.custodians === undefined ? 'GET' : 'POST',
+      body === undefined ? 'GET' : 'POST',
       '/rootKey/rotate',
       { auth: this.options.adminToken === undefined ? 'none' : 'admin' },
-      options.custodians === undefined ? undefined : { custodians: options.custodians },
+      body,
     );
     const state = answer.headers['x-kms-root-key-state'];
     return { shares: answer.json as Share[], state: typeof state === 'string' ? state : 'current' };

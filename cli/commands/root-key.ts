@@ -24,18 +24,21 @@ export function addRootKeyCommands(program: Command): void {
     .command('rotate')
     .description('make a new root key and its shares (the first rotate initializes; later ones need the admin token)')
     .option('--custodians <file>', "JSON array of the custodians' public JWKs, in share order: each share is encrypted to one")
+    .option('--shares <files...>', "with --custodians: the threshold of the current root key's share files, to name new custodians")
     .option('--out-dir <dir>', 'write each share to <dir>/share-<index>.json (0600), never overwriting')
     .option('--print-shares', 'print the shares even when standard output is a terminal')
-    .action(async (options: { custodians?: string; outDir?: string; printShares?: boolean }, command: Command) => {
+    .action(async (options: { custodians?: string; shares?: string[]; outDir?: string; printShares?: boolean }, command: Command) => {
       const client = clientFor(command);
       const json = globals(command).json === true;
       // The answer is the shares' only copy: every check that could lose it happens before the call.
       if (options.outDir === undefined && process.stdout.isTTY === true && options.printShares !== true) {
         throw new UsageError('the shares would be printed to the terminal: give --out-dir <dir>, redirect standard output, or ask --print-shares');
       }
+      if (options.shares !== undefined && options.custodians === undefined) throw new UsageError('--shares goes with --custodians');
       const custodians = options.custodians === undefined ? undefined : await readCustodians(options.custodians);
+      const shares = options.shares === undefined ? undefined : await Promise.all(options.shares.map(readShareFile));
       if (options.outDir !== undefined) await secretDirectory(options.outDir);
-      const rotation = await client.rotate(custodians === undefined ? {} : { custodians });
+      const rotation = await client.rotate({ ...(custodians === undefined ? {} : { custodians }), ...(shares === undefined ? {} : { shares }) });
       const next = rotation.state === 'pending-verification' ? 'pending: prove the new shares with `tee-kms verify`' : 'current';
       if (options.outDir === undefined) {
         return print(json, rotation.shares, rotation.shares.map((share) => JSON.stringify(share)).join('\n'));
