@@ -47,6 +47,13 @@ function secret(variable: string, file: string | undefined, fileFlag: string): s
   return env(variable);
 }
 
+/** The user whose keys a file is under. */
+export function userOf(command: Command): string {
+  const user = globals(command).user ?? env('TEE_KMS_USER');
+  if (user === undefined) throw new UsageError('no user: give --user or set TEE_KMS_USER');
+  return user;
+}
+
 export function clientFor(command: Command): KmsClient {
   const options = globals(command);
   const url = options.url ?? env('TEE_KMS_URL');

@@ -7,6 +7,7 @@
 import { Command, CommanderError } from 'commander';
 import { KmsError as LocalError } from '../shared/errors.js';
 import { addCustodianCommands } from './commands/custodian.js';
+import { addFileCommands } from './commands/files.js';
 import { addKeyCommands } from './commands/keys.js';
 import { addRootKeyCommands } from './commands/root-key.js';
 import { EXIT, Refused, UsageError } from './errors.js';
@@ -18,7 +19,7 @@ const UNREACHABLE = new Set(['UNREACHABLE', 'TLS', 'TIMEOUT']);
 
 export function program(): Command {
   const root = new Command('tee-kms')
-    .description('the tee-kms command line: keys, the root key, custodians')
+    .description('the tee-kms command line: keys, files, the root key, custodians')
     .option('--url <url>', 'the KMS (default TEE_KMS_URL)')
     .option('--ca <file>', 'PEM certificate(s) to trust for it (default TEE_KMS_CA)')
     .option('--user <name>', 'the user (default TEE_KMS_USER)')
@@ -29,6 +30,7 @@ export function program(): Command {
     .exitOverride();
   addRootKeyCommands(root);
   addKeyCommands(root);
+  addFileCommands(root);
   addCustodianCommands(root);
   // Every subcommand: usage errors become exit 2 here rather than commander's process.exit.
   const override = (command: Command) => {
@@ -61,8 +63,10 @@ function failure(error: unknown): number {
     return error.status === 0 && (error.code === 'CONFIG' || error.code === 'INVALID_ARGUMENT') ? EXIT.usage : EXIT.refused;
   }
   if (error instanceof LocalError) {
-    say(error.message); // malformed input read here (a share file, a key file)
-    return EXIT.usage;
+    // Raised here: malformed input (a share file, a key file), or a file that does not authenticate.
+    const usage = error.code === 'BAD_REQUEST' || error.code === 'INVALID_NAME';
+    say(usage ? error.message : `${error.code}: ${error.message}`);
+    return usage ? EXIT.usage : EXIT.refused;
   }
   // Not a dependency's message: it might quote an input.
   say(`unexpected error${error instanceof Error ? ` (${error.name})` : ''}`);

@@ -3,6 +3,7 @@
  * its `--json` output parsed, its exit status, and no token or share where it must not be.
  */
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,19 +31,17 @@ let kms: ServerProcess | undefined;
 /** Every run, for the scan of argv and output at the end. */
 const runs: Run[] = [];
 
+function cliEnv(): Record<string, string> {
+  return { PATH: process.env.PATH ?? '', TEE_KMS_URL: `https://127.0.0.1:${port}`, TEE_KMS_CA: join(dataDir, 'tls/cert.pem'), TEE_KMS_USER: 'alice' };
+}
+
 function run(args: readonly string[], options: { env?: Record<string, string>; input?: string } = {}): Run {
   const result = spawnSync(process.execPath, [cli, ...args], {
     cwd: tmp,
     encoding: 'utf8',
     timeout: 60_000,
     input: options.input ?? '',
-    env: {
-      PATH: process.env.PATH ?? '',
-      TEE_KMS_URL: `https://127.0.0.1:${port}`,
-      TEE_KMS_CA: join(dataDir, 'tls/cert.pem'),
-      TEE_KMS_USER: 'alice',
-      ...options.env,
-    },
+    env: { ...cliEnv(), ...options.env },
   });
   const answer: Run = {
     args,
@@ -56,6 +55,13 @@ function run(args: readonly string[], options: { env?: Record<string, string>; i
 }
 
 const withToken = { TEE_KMS_TOKEN: TOKEN };
+
+/** Bytes in, bytes out, with the user's token. */
+function runBytes(args: readonly string[], input: Buffer): { status: number | null; stdout: Buffer; stderr: string } {
+  const result = spawnSync(process.execPath, [cli, ...args], { cwd: tmp, timeout: 60_000, input, env: { ...cliEnv(), ...withToken } });
+  runs.push({ args, status: result.status, stdout: '', stderr: result.stderr.toString(), json: () => ({}) as never });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr.toString() };
+}
 const withAdmin = { TEE_KMS_ADMIN_TOKEN: ADMIN_TOKEN };
 const hasScript = spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
 
@@ -120,6 +126,72 @@ describe('tee-kms against npm start', () => {
     expect(again.status).toBe(1);
     expect(again.stderr).toMatch(/exists: it is never overwritten/);
     expect(await readFile(out, 'utf8')).toBe('kept');
+  });
+
+  it('encrypt and decrypt a file: tee-kms format by default, all or nothing, no progress bar off a terminal', async () => {
+    const plain = join(tmp, 'big.bin');
+    const data = randomBytes(5 * 1024 * 1024 + 123);
+    await writeFile(plain, data);
+    const encrypted = join(tmp, 'big.bin.kms');
+    const enc = run(['encrypt', '--primary-key', 'pk1', '--data-key', 'dk1', plain, '-o', encrypted, '--json'], { env: withToken });
+    expect(enc.status, enc.stderr).toBe(0);
+    expect(enc.json()).toEqual({ encrypted: true, format: 'tee-kms', file: encrypted });
+    expect(enc.stderr).toBe('');
+    const sealed = await readFile(encrypted);
+    expect(sealed.subarray(0, 8).toString('latin1')).toBe('tee-kms\0');
+    expect(sealed.includes(data.subarray(0, 64))).toBe(false);
+
+    const decrypted = join(tmp, 'big.out');
+    const dec = run(['decrypt', encrypted, '-o', decrypted], { env: withToken });
+    expect(dec.status, dec.stderr).toBe(0);
+    expect((await readFile(decrypted)).equals(data)).toBe(true);
+    expect((await stat(decrypted)).mode & 0o777).toBe(0o600);
+    expect(run(['decrypt', encrypted, '-o', decrypted], { env: withToken })).toMatchObject({ status: 1 });
+
+    // One byte changed in the middle: refused, and no output file at all.
+    sealed[sealed.length >> 1]! ^= 1;
+    const tampered = join(tmp, 'tampered.kms');
+    await writeFile(tampered, sealed);
+    const refused = run(['decrypt', tampered, '-o', join(tmp, 'tampered.out')], { env: withToken });
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/^tee-kms: INTEGRITY: /);
+    expect(await readdir(tmp)).not.toContain('tampered.out');
+
+    // Another user's credentials do not open it.
+    const other = run(['decrypt', encrypted, '-o', join(tmp, 'other.out')], { env: { ...withToken, TEE_KMS_USER: 'bob' } });
+    expect(other.status).toBe(1);
+    expect(other.stderr).toMatch(/under a key of user alice, not bob/);
+  });
+
+  it('encrypt and decrypt through standard input and output, and in BigDL format', async () => {
+    const data = randomBytes(100_000);
+    const enc = runBytes(['encrypt', '--primary-key', 'pk1', '--data-key', 'dk1', '-', '-o', '-'], data);
+    expect(enc.status, enc.stderr).toBe(0);
+    const dec = runBytes(['decrypt', '-', '-o', '-'], enc.stdout);
+    expect(dec.status, dec.stderr).toBe(0);
+    expect(dec.stdout.equals(data)).toBe(true);
+
+    const plain = join(tmp, 'bigdl.in');
+    await writeFile(plain, data);
+    const bigdl = join(tmp, 'bigdl.enc');
+    expect(run(['encrypt', '--format', 'bigdl', '--primary-key', 'pk1', '--data-key', 'dk1', plain, '-o', bigdl], { env: withToken }).status).toBe(0);
+    const back = join(tmp, 'bigdl.out');
+    // BigDL 2.3+ files carry the data key's name: --primary-key is enough.
+    const opened = run(['decrypt', '--format', 'bigdl', '--primary-key', 'pk1', bigdl, '-o', back], { env: withToken });
+    expect(opened.status, opened.stderr).toBe(0);
+    expect((await readFile(back)).equals(data)).toBe(true);
+    expect(run(['decrypt', '--format', 'bigdl', bigdl, '-o', join(tmp, 'x')], { env: withToken }).status).toBe(2);
+    const asStream = run(['decrypt', bigdl, '-o', join(tmp, 'y')], { env: withToken });
+    expect(asStream.status).toBe(2);
+    expect(await readdir(tmp)).not.toContain('y');
+  });
+
+  it.skipIf(!hasScript)('a progress bar on a terminal for a large input', () => {
+    const out = join(tmp, 'big.tty.kms');
+    const command = `${process.execPath} ${cli} encrypt --primary-key pk1 --data-key dk1 ${join(tmp, 'big.bin')} -o ${out}`;
+    const onTerminal = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', env: { ...cliEnv(), ...withToken } });
+    expect(onTerminal.status, onTerminal.stdout).toBe(0);
+    expect(onTerminal.stdout).toMatch(/encrypting \[.*\] 100% \| 5\/5 MiB/);
   });
 
   it('the server refusing: exit 1 with its code and message, nothing printed on stdout', () => {
@@ -221,10 +293,7 @@ describe('tee-kms against npm start', () => {
     const before = run(['status', '--json']).json<{ rootKeyId: string }>().rootKeyId;
     // script(1) gives the command a terminal as its standard output.
     const command = `${process.execPath} ${cli} rotate`;
-    const onTerminal = spawnSync('script', ['-qec', command, '/dev/null'], {
-      encoding: 'utf8',
-      env: { PATH: process.env.PATH ?? '', TEE_KMS_URL: `https://127.0.0.1:${port}`, TEE_KMS_CA: join(dataDir, 'tls/cert.pem'), ...withAdmin },
-    });
+    const onTerminal = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', env: { ...cliEnv(), ...withAdmin } });
     expect(onTerminal.status).toBe(2);
     expect(onTerminal.stdout).toMatch(/--out-dir <dir>, redirect standard output, or ask --print-shares/);
     expect(run(['status', '--json']).json()).toMatchObject({ rootKeyId: before, verificationPending: false });
@@ -250,7 +319,7 @@ describe('tee-kms against npm start', () => {
 describe('tee-kms: usage and transport failures', () => {
   it('--help on every command exits 0 and shows its usage', () => {
     const commands = [[], ['status'], ['enroll'], ['primary-key'], ['primary-key', 'create'], ['data-key'], ['data-key', 'create'], ['data-key', 'get']];
-    commands.push(['rotate'], ['verify'], ['recover'], ['custodian'], ['custodian', 'keygen'], ['custodian', 'decrypt']);
+    commands.push(['rotate'], ['verify'], ['recover'], ['encrypt'], ['decrypt'], ['custodian'], ['custodian', 'keygen'], ['custodian', 'decrypt']);
     for (const command of commands) {
       const help = run([...command, '--help']);
       expect(help.status, command.join(' ')).toBe(0);
