@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { indexOfShare, readJsonFile } from '../custodian/inputs.js';
+import { indexOfShare, readJsonFile, textOrFile } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
 import { Refused, UsageError } from '../errors.js';
 import { print, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
@@ -25,7 +25,7 @@ export function addRootKeyCommands(program: Command): void {
     .description('make a new root key and its shares (the first rotate initializes; later ones need the admin token)')
     .option('--custodians <file>', "JSON array of the custodians' public JWKs, in share order: each share is encrypted to one")
     .option('--shares <files...>', "with --custodians: the threshold of the current root key's share files, to name new custodians")
-    .option('--out-dir <dir>', 'write each share to <dir>/share-<index>.json (0600), never overwriting')
+    .option('--out-dir <dir>', 'write the shares to <dir>/share-1.json… (0600, in custodian order), never overwriting')
     .option('--print-shares', 'print the shares even when standard output is a terminal')
     .action(async (options: { custodians?: string; shares?: string[]; outDir?: string; printShares?: boolean }, command: Command) => {
       const client = clientFor(command);
@@ -44,8 +44,9 @@ export function addRootKeyCommands(program: Command): void {
         return print(json, rotation.shares, rotation.shares.map((share) => JSON.stringify(share)).join('\n'));
       }
       const files: string[] = [];
-      for (const share of rotation.shares) {
-        const file = join(options.outDir, `share-${share.index}.json`);
+      // Numbered in answer order, which is the custodians' order: share-1.json is the first custodian's.
+      for (const [i, share] of rotation.shares.entries()) {
+        const file = join(options.outDir, `share-${i + 1}.json`);
         await writeSecretFile(file, `${JSON.stringify(share)}\n`);
         files.push(file);
       }
@@ -64,7 +65,7 @@ export function addRootKeyCommands(program: Command): void {
 
   program
     .command('recover [shareFile]')
-    .description('send one share to unseal the root key after a restart, or all of them with --interactive')
+    .description('send one share (a file, or - for standard input) to unseal the root key after a restart, or all of them with --interactive')
     .option('--interactive', 'prompt for shares (not echoed) until the root key is recovered')
     .action(async (shareFile: string | undefined, options: { interactive?: boolean }, command: Command) => {
       if ((shareFile === undefined) === (options.interactive !== true)) throw new UsageError('give one share file, or --interactive');
@@ -144,7 +145,9 @@ function shareOf(value: unknown, what: string): Share {
   return { index, content };
 }
 
+/** A share object from a file, or from standard input for `-` (a share decrypted on the fly stays off disk). */
 async function readShareFile(path: string): Promise<Share> {
+  if (path === '-') return shareFromText((await textOrFile('-', 'share')).trim());
   return shareOf(await readJsonFile(path, 'share file'), `the share file ${path}`);
 }
 
