@@ -59,6 +59,8 @@ const routes: Record<string, Partial<Record<string, Handler>>> = {
   [sealerPaths.recovery]: { DELETE: admin('recover', async (_body, deps) => deps.core.resetRecovery(), { body: false }) },
   [sealerPaths.seal]: { POST: admin('seal', async (_body, deps) => deps.core.seal(), { body: false }) },
   [sealerPaths.attestation]: { GET: sealerAttestation },
+  // Another replica of this service, attested as one (role sealer-peer): the key, only as a JWE to its TEE key.
+  [sealerPaths.peerRootKey]: { GET: admin('sealer-peer', async (_body, deps, _req, verified) => peerRootKey(deps, verified), { body: false }) },
   [sealerPaths.recoveryKey]: {
     GET: admin(
       'recover',
@@ -190,6 +192,15 @@ async function kbsRootKey(req: IncomingMessage, res: ServerResponse, deps: Seale
 
 // ---- the sealer's own API ----
 
+async function peerRootKey(deps: SealerHandlerDeps, verified: VerifiedToken): Promise<unknown> {
+  const key = deps.core.currentKey();
+  try {
+    return await encryptToTee(key, verified.teePubKey);
+  } finally {
+    key.fill(0);
+  }
+}
+
 /** Unauthenticated: the key this service signs its answers with, and evidence binding it to the caller's nonce. */
 async function sealerAttestation(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
   const nonce = nonceOf(req);
@@ -207,7 +218,7 @@ async function sealStatus(_req: IncomingMessage, res: ServerResponse, deps: Seal
   sendJson(res, 200, deps.core.status());
 }
 
-type AdminAction = (body: unknown, deps: SealerHandlerDeps, req: IncomingMessage) => Promise<unknown>;
+type AdminAction = (body: unknown, deps: SealerHandlerDeps, req: IncomingMessage, verified: VerifiedToken) => Promise<unknown>;
 
 /**
  * An admin route: the caller's attestation token (Bearer only: a cookie would be sent by anyone
@@ -234,7 +245,7 @@ function admin(operation: AdminOperation, action: AdminAction, options: { body: 
         );
       }
       const body = options.body ? parseJson(raw, (detail) => new SealerError('BAD_REQUEST', `body must be JSON: ${detail}`)) : undefined;
-      sendJson(res, 200, await action(body, deps, req));
+      sendJson(res, 200, await action(body, deps, req, verified));
     } finally {
       raw.fill(0);
     }
