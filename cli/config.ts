@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { UsageError } from './errors.js';
-import { KmsClient } from './kms.js';
+import { KmsClient, type AttestOptions } from './kms.js';
 
 export interface GlobalOptions {
   readonly url?: string;
@@ -59,11 +59,47 @@ export function clientFor(command: Command): KmsClient {
   const url = options.url ?? env('TEE_KMS_URL');
   if (url === undefined) throw new UsageError('no server: give --url or set TEE_KMS_URL');
   const caFile = options.ca ?? env('TEE_KMS_CA');
+  const user = options.user ?? env('TEE_KMS_USER');
+  const token = secret('TEE_KMS_TOKEN', options.tokenFile, '--token-file');
+  const adminToken = secret('TEE_KMS_ADMIN_TOKEN', options.adminTokenFile, '--admin-token-file');
   return new KmsClient({
     url,
     ...(caFile === undefined ? {} : { ca: readFileNamed(caFile, '--ca') }),
-    user: options.user ?? env('TEE_KMS_USER'),
-    token: secret('TEE_KMS_TOKEN', options.tokenFile, '--token-file'),
-    adminToken: secret('TEE_KMS_ADMIN_TOKEN', options.adminTokenFile, '--admin-token-file'),
+    ...(user === undefined ? {} : { user }),
+    ...(token === undefined ? {} : { token }),
+    ...(adminToken === undefined ? {} : { adminToken }),
+    ...(options.attest === undefined ? {} : { attest: attestOptions(options.attest) }),
+    // A person waits at the other end: a refusal (SEALED, BUSY) is said at once, not retried; a
+    // verify rewraps every primary key before it answers, so the wait for an answer is long.
+    retries: 0,
+    timeoutMs: 300_000,
   });
+}
+
+/** The user's token, for the commands that need one before any request (enroll). */
+export function tokenOf(command: Command): string {
+  const token = secret('TEE_KMS_TOKEN', globals(command).tokenFile, '--token-file');
+  if (token === undefined) throw new UsageError('no token: set TEE_KMS_TOKEN or give --token-file');
+  return token;
+}
+
+const ATTEST_MEMBERS = new Set(['policy', 'sealerPolicy', 'collateral', 'pccsUrl', 'trustedRootCaPem', 'allowDevelopment']);
+
+/**
+ * `--attest <file>`: a JSON object of the client's attested-mode options (README, "Command line"):
+ * `policy` (the TD's TDX reference values), `sealerPolicy`, `collateral` or `pccsUrl`,
+ * `trustedRootCaPem`, `allowDevelopment`.
+ */
+function attestOptions(path: string): AttestOptions {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileNamed(path, '--attest'));
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    throw new UsageError(`--attest ${path} is not JSON`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`--attest ${path} must hold a JSON object`);
+  const unknown = Object.keys(value).filter((name) => !ATTEST_MEMBERS.has(name));
+  if (unknown.length > 0) throw new UsageError(`--attest ${path}: unknown member ${unknown.join(', ')}`);
+  return value as AttestOptions;
 }

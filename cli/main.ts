@@ -6,6 +6,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { KmsError as LocalError } from '../shared/errors.js';
+import { addAttestCommand } from './commands/attest.js';
 import { addCustodianCommands } from './commands/custodian.js';
 import { addFileCommands } from './commands/files.js';
 import { addKeyCommands } from './commands/keys.js';
@@ -25,12 +26,14 @@ export function program(): Command {
     .option('--user <name>', 'the user (default TEE_KMS_USER)')
     .option('--token-file <file>', "file holding the user's token (default TEE_KMS_TOKEN_FILE, or the token in TEE_KMS_TOKEN)")
     .option('--admin-token-file <file>', 'file holding the admin token (default TEE_KMS_ADMIN_TOKEN_FILE, or TEE_KMS_ADMIN_TOKEN)')
+    .option('--attest <file>', "attested mode: verify the service's evidence with these options (JSON) and seal credentials and shares to it")
     .option('--json', 'print results as JSON')
     .showHelpAfterError('(add --help for usage)')
     .exitOverride();
   addRootKeyCommands(root);
   addKeyCommands(root);
   addFileCommands(root);
+  addAttestCommand(root);
   addCustodianCommands(root);
   // Every subcommand: usage errors become exit 2 here rather than commander's process.exit.
   const override = (command: Command) => {

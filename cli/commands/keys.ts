@@ -1,6 +1,6 @@
 /** `enroll`, `primary-key create`, `data-key create|get`: a user's keys. */
 import type { Command } from 'commander';
-import { clientFor, globals } from '../config.js';
+import { clientFor, globals, tokenOf } from '../config.js';
 import { print, writeSecretFile } from '../io.js';
 
 export function addKeyCommands(program: Command): void {
@@ -10,6 +10,7 @@ export function addKeyCommands(program: Command): void {
     .action(async (_options, command: Command) => {
       const client = clientFor(command);
       const { json } = globals(command);
+      tokenOf(command); // never one made up here: it would have to be printed
       const { user } = await client.enroll();
       print(json === true, { user, created: true }, `user ${user} enrolled`);
     });

@@ -194,6 +194,36 @@ describe('tee-kms against npm start', () => {
     expect(onTerminal.stdout).toMatch(/encrypting \[.*\] 100% \| 5\/5 MiB/);
   });
 
+  it('attest verifies the evidence against --attest and prints what it establishes; --attest seals credentials', async () => {
+    const development = join(tmp, 'attest-dev.json');
+    await writeFile(development, JSON.stringify({ allowDevelopment: true }));
+    const strict = join(tmp, 'attest-strict.json');
+    await writeFile(strict, '{}');
+    const { rootKeyId } = run(['status', '--json']).json<{ rootKeyId: string }>();
+
+    const attested = run(['--attest', development, 'attest', '--json']);
+    expect(attested.status, attested.stderr).toBe(0);
+    expect(attested.json()).toMatchObject({ tee: 'sample', rootKeyId, serviceKey: { kty: 'OKP', crv: 'X25519', kid: rootKeyId } });
+    expect(run(['--attest', development, 'attest']).stdout).toMatch(new RegExp(`^tee: sample\nrootKeyId: ${rootKeyId}\n`));
+
+    // Sample evidence proves nothing: refused unless the options allow development.
+    const refused = run(['--attest', strict, 'attest']);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/^tee-kms: ATTESTATION: /);
+    expect(run(['attest']).status).toBe(2);
+    await writeFile(join(tmp, 'attest-bad.json'), JSON.stringify({ allowDevelopmnt: true }));
+    expect(run(['--attest', join(tmp, 'attest-bad.json'), 'attest'])).toMatchObject({
+      status: 2,
+      stderr: expect.stringMatching(/unknown member allowDevelopmnt/),
+    });
+
+    // Credentials sealed to the attested service key: the same key comes back.
+    const sealed = run(['--attest', development, '--json', 'data-key', 'get', 'pk1', 'dk1'], { env: withToken });
+    expect(sealed.status, sealed.stderr).toBe(0);
+    expect(sealed.json()).toMatchObject({ key });
+    expect(run(['--attest', strict, 'data-key', 'get', 'pk1', 'dk1'], { env: withToken }).status).toBe(1);
+  });
+
   it('the server refusing: exit 1 with its code and message, nothing printed on stdout', () => {
     const conflict = run(['enroll'], { env: withToken });
     expect(conflict).toMatchObject({ status: 1, stdout: '' });
@@ -283,7 +313,9 @@ describe('tee-kms against npm start', () => {
     const short = run(['recover', '--interactive'], { input: `${JSON.stringify(shares[0])}\n` });
     expect(short.status).toBe(1);
     expect(short.stderr).toMatch(/still sealed \(1 of 3 received\)/);
-    const rest = run(['recover', '--interactive'], { input: `${JSON.stringify(shares[1])}\n${JSON.stringify(shares[3])}\n` });
+    // Attested mode: each share is sealed to the sealing service's attested recovery key first.
+    const development = join(tmp, 'attest-dev.json');
+    const rest = run(['--attest', development, 'recover', '--interactive'], { input: `${JSON.stringify(shares[1])}\n${JSON.stringify(shares[3])}\n` });
     expect(rest.status, rest.stderr).toBe(0);
     expect(rest.stdout).toBe('tee-kms is unsealed\n');
   });
@@ -318,7 +350,7 @@ describe('tee-kms against npm start', () => {
 describe('tee-kms: usage and transport failures', () => {
   it('--help on every command exits 0 and shows its usage', () => {
     const commands = [[], ['status'], ['enroll'], ['primary-key'], ['primary-key', 'create'], ['data-key'], ['data-key', 'create'], ['data-key', 'get']];
-    commands.push(['rotate'], ['verify'], ['recover'], ['encrypt'], ['decrypt'], ['custodian'], ['custodian', 'keygen'], ['custodian', 'decrypt']);
+    commands.push(['rotate'], ['verify'], ['recover'], ['encrypt'], ['decrypt'], ['attest'], ['custodian'], ['custodian', 'keygen'], ['custodian', 'decrypt']);
     for (const command of commands) {
       const help = run([...command, '--help']);
       expect(help.status, command.join(' ')).toBe(0);
