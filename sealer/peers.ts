@@ -5,7 +5,7 @@ import type { Attester } from '../shared/attestation/types.js';
 import { workloadIdentity } from '../shared/attestation/types.js';
 import { KmsError } from '../shared/errors.js';
 import { KbsClient, KbsResponseError } from '../shared/kbs/client.js';
-import { keyBindingReportData } from '../shared/kbs/protocol.js';
+import { isTeeType, keyBindingReportData } from '../shared/kbs/protocol.js';
 import { decryptFromKbs, generateTeeKeyPair, type TeeKeyPair } from '../shared/kbs/tee-key.js';
 import type { ComponentLog } from '../shared/log.js';
 import { signingJwk, type ServerAttestation } from '../shared/sealer-client/attest-sealer.js';
@@ -88,6 +88,7 @@ export class PeerUnsealer {
       return;
     }
     const status = core.status();
+    if (!status.sealed) this.#noPeerHoldsKey = false; // a later drop of the key starts from "unknown"
     if (!status.sealed || !status.initialized || core.sealedByOperator) return;
     let noneHolds = true;
     for (const peer of this.#options.peers) {
@@ -140,7 +141,7 @@ export class PeerUnsealer {
       async verify(answer, nonce): Promise<CryptoKey | KeyObject> {
         const { key, tee, evidence } = (answer ?? {}) as Record<string, unknown>;
         const jwk = signingJwk(key);
-        const verifier = typeof tee === 'string' ? verifiers.get(tee as never) : undefined;
+        const verifier = isTeeType(tee) ? verifiers.get(tee) : undefined;
         if (jwk === undefined || verifier === undefined)
           throw new KmsError('ROOT_KEY_UNAVAILABLE', `${peer}: no signing key, or evidence no verifier here accepts`);
         const claims = await verifier.verify(evidence, keyBindingReportData(nonce, jwk));
