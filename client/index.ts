@@ -78,14 +78,18 @@ interface Shared {
   attestation: Promise<Attestation> | undefined;
 }
 
+/** Set by withCredentials for the one constructor call it makes: sharing stays out of the public constructor. */
+let adopting: Shared | undefined;
+
 export class KmsClient {
   readonly #options: KmsClientOptions;
   readonly #shared: Shared;
 
-  constructor(options: KmsClientOptions, shared?: Shared) {
+  constructor(options: KmsClientOptions) {
     this.#options = options;
-    if (shared !== undefined) {
-      this.#shared = shared;
+    if (adopting !== undefined) {
+      this.#shared = adopting;
+      adopting = undefined;
       return;
     }
     let url: URL;
@@ -117,7 +121,12 @@ export class KmsClient {
 
   /** A client acting as another user, sharing this one's connections and attested service key. */
   withCredentials(credentials: { readonly user: string; readonly token: string }): KmsClient {
-    return new KmsClient({ ...this.#options, ...credentials }, this.#shared);
+    adopting = this.#shared;
+    try {
+      return new KmsClient({ ...this.#options, ...credentials });
+    } finally {
+      adopting = undefined;
+    }
   }
 
   /**

@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { KmsClient, KmsError } from '../../client/index.js';
+import { KmsClient, KmsError, type Share } from '../../client/index.js';
 import { freePort, httpCall, startFunctionsFramework, startLeanHost, startServer, type ServerProcess } from '../support/processes.js';
 import { leaked, recordingProxy, routingProxy, type RecordingProxy } from '../support/recording-proxy.js';
 
@@ -34,17 +34,22 @@ describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
   let kms: ServerProcess;
   let proxy: RecordingProxy;
   let plain: KmsClient;
+  let start: () => Promise<ServerProcess>;
   const secrets: (string | Buffer)[] = [ADMIN_TOKEN];
+  /** The current root key's shares, once the attested test has rotated; and bob's data key. */
+  let current: { shares: readonly Share[]; key: string; bob: { user: string; token: string } } | undefined;
 
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-client-'));
     const port = await freePort();
-    kms = await startServer({
-      command: 'npm',
-      args: ['start', '--silent'],
-      env: { PORT: String(port), KMS_DATA_DIR: dataDir, KMS_TLS: 'off', KMS_ADMIN_TOKEN: ADMIN_TOKEN },
-      url: `http://127.0.0.1:${port}`,
-    });
+    start = () =>
+      startServer({
+        command: 'npm',
+        args: ['start', '--silent'],
+        env: { PORT: String(port), KMS_DATA_DIR: dataDir, KMS_TLS: 'off', KMS_ADMIN_TOKEN: ADMIN_TOKEN },
+        url: `http://127.0.0.1:${port}`,
+      });
+    kms = await start();
     proxy = await recordingProxy(port);
     plain = new KmsClient({ url: kms.url }); // directly: BigDL KMS's flow in the clear, not through the proxy
   });
@@ -121,6 +126,7 @@ describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
     expect(attestations()).toBe(2);
     expect((await admin.attestation()).rootKeyId).toBe(rotation.rootKeyId);
     admin.close();
+    current = { shares: rotation.shares, key: clear.key, bob };
 
     expect(proxy.capture().toString('latin1')).toContain('POST /primaryKey/pk1');
     expect(leaked(proxy.capture(), secrets)).toEqual([]);
@@ -166,6 +172,28 @@ describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
     const clear = plain.withCredentials(dave);
     for (const name of ['moved', 'tampered', 'stale']) expect(await clear.createPrimaryKey(name)).toMatchObject({ created: true });
     sealedDave.close();
+  });
+
+  it('recovers after a restart with the shares sealed to the attested recovery key; keys read again', async () => {
+    expect(current).toBeDefined();
+    const { shares, key, bob } = current!;
+    await kms.stop();
+    kms = await start();
+    const operator = new KmsClient({ url: proxy.url, attest: DEVELOPMENT, retries: 0 });
+    expect(await operator.sealStatus()).toMatchObject({ sealed: true });
+    const mark = proxy.capture().length;
+    const progress = [];
+    for (const share of shares.slice(0, 3)) progress.push(await operator.recover(share));
+    expect(progress.map((p) => p.sealed)).toEqual([true, true, false]);
+    expect(
+      leaked(
+        proxy.capture().subarray(mark),
+        shares.map((share) => share.content),
+      ),
+    ).toEqual([]);
+    expect(proxy.capture().subarray(mark).toString('latin1')).toContain('PUT /rootKey/recover');
+    expect((await plain.withCredentials(bob).getDataKey('pk1', 'dk1')).key).toBe(key);
+    operator.close();
   });
 
   it('refuses a success answered in the clear to a sealed request', async () => {

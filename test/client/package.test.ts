@@ -36,5 +36,5 @@ describe('tee-kms/client for a TypeScript consumer', () => {
     const args = [tsc, '--noEmit', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--strict', '--types', 'node', file];
     const run = await promisify(execFile)(process.execPath, args, { cwd: repoRoot }).catch((error: { stdout: string }) => error);
     expect(run.stdout).toBe('');
-  });
+  }, 180_000); // a whole tsc run, on 2 cores shared with other tests
 });

@@ -33,7 +33,7 @@ describe('the README client example', () => {
   });
   afterAll(async () => {
     await kms?.stop();
-    await rm(script, { force: true });
+    if (script !== undefined) await rm(script, { force: true });
     await rm(dataDir, { recursive: true, force: true });
   });
 
