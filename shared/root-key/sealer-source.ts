@@ -55,6 +55,9 @@ export class SealerRootKeySource implements RootKeySource {
    * newest this function can know of); a sealed service drops the key, as in current().
    */
   async currentId(): Promise<string | null> {
+    // In grace, between attempts: a create must not wait for a sealing service that just did not answer.
+    const cached = this.#current;
+    if (cached?.retryAt !== undefined && Date.now() < cached.retryAt) return cached.key.id;
     const generation = this.#started;
     try {
       return await (await this.sealer()).currentRootKeyId();

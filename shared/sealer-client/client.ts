@@ -227,13 +227,11 @@ export class SealerClient {
       }
     }
     const authoritative = failures.find((failure) => !isSealerOutage(failure));
-    if (authoritative !== undefined) return Promise.reject(authoritative);
-    if (failures.length === 1) return Promise.reject(failures[0]!);
-    return Promise.reject(
-      new KmsError('ROOT_KEY_UNAVAILABLE', `no sealing service answered: ${failures.map((failure) => failure.message).join('; ')}`, {
-        cause: new AggregateError(failures),
-      }),
-    );
+    if (authoritative !== undefined) throw authoritative;
+    if (failures.length === 1) throw failures[0]!;
+    throw new KmsError('ROOT_KEY_UNAVAILABLE', `no sealing service answered: ${failures.map((failure) => failure.message).join('; ')}`, {
+      cause: new AggregateError(failures),
+    });
   }
 }
 
