@@ -43,6 +43,23 @@ export interface Goal {
   readonly met: boolean | undefined;
 }
 
+/** One file operation of the `files` group (bench/files.ts): medians over the rounds. */
+export interface FileOpRecord {
+  readonly op: string;
+  readonly mibPerSecond: number;
+  /** The highest peak RSS of the operation's processes over the rounds. */
+  readonly maxRssMb: number;
+  /** Each round's seconds. */
+  readonly rounds: number[];
+  /** Throughput over raw-gcm's in the same run. */
+  ratio?: number;
+}
+
+export interface FilesResult {
+  readonly fileMb: number;
+  readonly ops: FileOpRecord[];
+}
+
 export interface BenchResults {
   meta: {
     readonly date: string;
@@ -66,6 +83,7 @@ export interface BenchResults {
   readonly coldStarts: ColdStartRecord[];
   readonly memory: Record<string, number | undefined>;
   rotation: RotationResult;
+  files?: FilesResult;
   goals: Goal[];
   readonly notes: string[];
 }
@@ -119,7 +137,7 @@ export function textTable(results: BenchResults): string {
       .join('  ')
       .trimEnd();
   const out = [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)];
-  out.push('', ...coldStartLines(results), '', `rotation: ${rotationLine(results.rotation)}`, '', 'goals:');
+  out.push('', ...coldStartLines(results), '', `rotation: ${rotationLine(results.rotation)}`, ...fileLines(results).map((l) => `files: ${l}`), '', 'goals:');
   for (const g of results.goals) out.push(`  [${g.met === undefined ? ' ? ' : g.met ? 'met' : 'NOT'}] ${g.goal}: target ${g.target}; measured ${g.measured}`);
   return out.join('\n');
 }
@@ -129,6 +147,15 @@ function coldStartLines(results: BenchResults): string[] {
     (c) =>
       `cold start, ${c.host} (${c.config}): first 200 after ${fmtMs(c.medianFirstOkMs)} ms (median of ${c.runs.filter((r) => r.firstOkMs !== undefined).length}/${c.runs.length}; listening after ${fmtMs(c.medianListenMs)} ms); idle RSS ${fmtMs(c.medianIdleRssMb)} MB` +
       (c.runs.some((r) => r.error !== undefined) ? `; errors: ${c.runs.find((r) => r.error !== undefined)!.error}` : ''),
+  );
+}
+
+function fileLines(results: BenchResults): string[] {
+  const f = results.files;
+  if (f === undefined) return [];
+  return f.ops.map(
+    (o) =>
+      `${o.op}, ${f.fileMb} MiB: ${fmtInt(o.mibPerSecond)} MiB/s${o.ratio === undefined ? '' : ` (${fmtRatio(o.ratio)} of raw-gcm)`}; peak RSS ${o.maxRssMb} MB; rounds ${o.rounds.join(', ')} s`,
   );
 }
 
@@ -157,6 +184,7 @@ export function markdown(results: BenchResults): string {
   for (const l of coldStartLines(results)) md.push(`- ${l}`);
   for (const [k, v] of Object.entries(results.memory)) md.push(`- ${k}: ${v === undefined ? '–' : `${v} MB`}`);
   md.push('', '## Rotation', '', rotationLine(results.rotation), '');
+  if (results.files !== undefined) md.push('## Files', '', ...fileLines(results).map((l) => `- ${l}`), '');
   if (results.notes.length > 0) md.push('## Notes', '', ...results.notes.map((n) => `- ${n}`), '');
   md.push('![req/s at concurrency 16](latest.svg)', '');
   return md.join('\n');

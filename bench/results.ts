@@ -140,6 +140,23 @@ function goals(results: BenchResults, byId: Map<string, CaseRecord>): Goal[] {
         : `${rot.status}`,
     met: rot.status === 'measured' && rot.ratio !== undefined ? rot.ratio >= 0.8 : undefined,
   });
+  const files = results.files;
+  for (const op of ['tee-kms-encrypt', 'tee-kms-decrypt']) {
+    const o = files?.ops.find((r) => r.op === op);
+    g.push({
+      goal: `${op}, ${files?.fileMb ?? 1024} MiB file`,
+      target: '≥ 0.7 of one raw aes-256-gcm pass',
+      measured: o?.ratio === undefined ? 'not measured' : `${o.ratio} (${o.mibPerSecond} MiB/s)`,
+      met: o?.ratio === undefined ? undefined : o.ratio >= 0.7,
+    });
+  }
+  const rss = files === undefined ? undefined : Math.max(...files.ops.filter((o) => o.op.startsWith('tee-kms')).map((o) => o.maxRssMb));
+  g.push({
+    goal: 'peak RSS encrypting or decrypting a file (tee-kms format)',
+    target: '≤ 100 MB',
+    measured: rss === undefined ? 'not measured' : `${rss} MB`,
+    met: rss === undefined ? undefined : rss <= 100,
+  });
   return g;
 }
 

@@ -4,7 +4,8 @@
  *
  * Environment: BENCH_DURATION (seconds per load case, default 5, split into BENCH_ROUNDS rounds,
  * default 3), BENCH_CONCURRENCY (default 1,16,64), BENCH_ONLY (comma list of s3, bare, lean,
- * leanhttp, ff, coldstart, rotation; default all), BENCH_COLD_START_RUNS (5), BENCH_ROTATION_KEYS,
+ * leanhttp, ff, coldstart, rotation, files; default all), BENCH_FILE_MB (the files group's file,
+ * 1024), BENCH_FILES_DIR (where it goes), BENCH_COLD_START_RUNS (5), BENCH_ROTATION_KEYS,
  * BENCH_OUT (default bench/results), KMS_S3_ENDPOINT… (use a running S3 server instead of RGW).
  *
  * Every server and every load generator is its own process. A case that fails is recorded with its
@@ -18,10 +19,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCases, type BenchContext } from './cases.js';
+import { measureFiles } from './files.js';
 import { LoadGenerator } from './measure.js';
 import { finishResults, newResults, writeResults } from './results.js';
 import { Servers } from './servers.js';
-import { log, round2 } from './settings.js';
+import { enabled, log, onlyFiles, round2 } from './settings.js';
 
 const wallStart = performance.now();
 const loadAtStart = round2(loadavg()[0]!);
@@ -53,7 +55,15 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 const results = newResults();
 
 try {
-  await runCases({ results, servers, generator, storage });
+  if (!onlyFiles()) await runCases({ results, servers, generator, storage });
+  if (enabled('files')) {
+    try {
+      results.files = await measureFiles(work);
+    } catch (error) {
+      // A failing case is recorded and the run goes on (its goals then say "not measured").
+      results.notes.push(`files: ${(error as Error).message.split('\n')[0]}`);
+    }
+  }
   finishResults(results, wallStart, loadAtStart);
   writeResults(results);
 } catch (error) {

@@ -26,6 +26,8 @@ const ONLY = new Set(
 export const OUT = process.env.BENCH_OUT || join(ROOT, 'bench/results');
 export const COLD_START_RUNS = Number(process.env.BENCH_COLD_START_RUNS || 5);
 export const enabled = (group: string) => ONLY.size === 0 || ONLY.has(group);
+/** BENCH_ONLY=files: no server, no storage, only the file formats (bench/files.ts). */
+export const onlyFiles = () => ONLY.size === 1 && ONLY.has('files');
 /** The goals are stated at concurrency 16. */
 export const GOAL_C = 16;
 /** The concurrency of the goal cases: GOAL_C when it is measured, else the first one measured. */

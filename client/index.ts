@@ -308,24 +308,36 @@ export class KmsClient {
   }
 }
 
-/** Parses an answer; a sealed request's success must come sealed (an ingress could forge a plain one). */
+/**
+ * Parses an answer. A sealed request's answer must come sealed when it succeeds (an ingress could
+ * forge a plain one), and whether it is an error is read from the sealed JSON, not from the
+ * status, which travels outside the seal.
+ */
 async function answerOf(response: HttpResponse, sealed: Sealed | undefined): Promise<Answer> {
   const { status, headers } = response;
   const text = response.body.toString('utf8');
-  let json: unknown;
-  if (sealed !== undefined && headers['content-type'] === 'application/jose') {
-    json = await sealed.open(text);
-  } else if (sealed !== undefined && status < 400) {
+  const mediaType = (headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (sealed !== undefined && mediaType === 'application/jose') {
+    const json = await sealed.open(text);
+    if (isErrorAnswer(json)) throw errorOf(status, headers, json);
+    if (status >= 400) throw new KmsError('PROTOCOL', `the KMS answered ${status} with a sealed success: refused`, { status });
+    return { status, headers, json };
+  }
+  if (sealed !== undefined && status < 400) {
     throw new KmsError('PROTOCOL', `a sealed request was answered ${status} in the clear: refused (only the attested service answers sealed)`, { status });
-  } else {
-    try {
-      json = JSON.parse(text);
-    } catch {
-      throw new KmsError(status >= 400 ? serverCodeOf(status) : 'PROTOCOL', `the KMS answered ${status} without JSON`, { status, ...retryAfterOf(headers) });
-    }
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new KmsError(status >= 400 ? serverCodeOf(status) : 'PROTOCOL', `the KMS answered ${status} without JSON`, { status, ...retryAfterOf(headers) });
   }
   if (status >= 400) throw errorOf(status, headers, json);
   return { status, headers, json };
+}
+
+function isErrorAnswer(json: unknown): boolean {
+  return typeof json === 'object' && json !== null && !Array.isArray(json) && typeof (json as { error?: unknown }).error === 'object';
 }
 
 function errorOf(status: number, headers: IncomingHttpHeaders, json: unknown): KmsError {

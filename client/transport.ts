@@ -65,13 +65,29 @@ export class Transport {
     };
   }
 
+  /**
+   * One request. A keep-alive connection the server closed while idle fails as the request is
+   * written (reset): that request is sent once more, on a new connection. Node's documented remedy.
+   */
   async send(request: HttpRequest): Promise<HttpResponse> {
+    try {
+      return await this.#send(request);
+    } catch (error) {
+      if (!(error instanceof StaleConnection)) throw error;
+      return this.#send(request).catch((again: unknown) => {
+        throw again instanceof StaleConnection ? again.error : again;
+      });
+    }
+  }
+
+  #send(request: HttpRequest): Promise<HttpResponse> {
     const { url, timeoutMs } = this.#options;
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     const base = url.pathname.replace(/\/$/, '');
     return new Promise((resolve, reject) => {
       let settled = false;
-      const fail = (error: KmsError) => {
+      let answered = false;
+      const fail = (error: KmsError | StaleConnection) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
@@ -107,13 +123,24 @@ export class Transport {
         },
       );
       const timer = setTimeout(() => fail(new KmsError('TIMEOUT', `no complete answer from ${url.host} within ${timeoutMs} ms`)), timeoutMs);
-      req.on('error', (error) => fail(transportError(error)));
+      req.on('error', (error: Error & { code?: string }) => {
+        const reset = error.code === 'ECONNRESET' || error.code === 'EPIPE';
+        fail(reset && req.reusedSocket && !answered ? new StaleConnection(transportError(error)) : transportError(error));
+      });
+      req.once('response', () => (answered = true));
       req.end(request.body);
     });
   }
 
   close(): void {
     this.#agent.destroy();
+  }
+}
+
+/** A reused connection reset before any answer: the server had closed it. */
+class StaleConnection extends Error {
+  constructor(readonly error: KmsError) {
+    super(error.message);
   }
 }
 

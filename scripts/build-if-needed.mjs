@@ -20,7 +20,7 @@ function newest(dir) {
 
 export async function buildIfNeeded() {
   const sources = Math.max(
-    ...['client', 'functions', 'shared', 'sealer', 'scripts', 'bench'].map((d) => newest(join(root, d))),
+    ...['client', 'functions', 'shared', 'sealer', 'cli', 'scripts', 'bench'].map((d) => newest(join(root, d))),
     statSync(join(root, 'tsconfig.json')).mtimeMs,
     statSync(join(root, 'tsconfig.client.json')).mtimeMs,
     statSync(join(root, 'scripts/build.mjs')).mtimeMs,

@@ -82,9 +82,33 @@ export async function startSealer(
     followRecord: options.peers.length > 0,
   });
 
+  const peers =
+    options.peers.length === 0 || core.source === 'secret'
+      ? undefined
+      : new PeerUnsealer({
+          core,
+          peers: options.peers,
+          ca: await readFile(options.peerCaFile === '' ? tls.certFile : options.peerCaFile, 'utf8'),
+          attester,
+          verifiers,
+          policy: adminPolicy,
+          syncMs: options.syncSeconds * 1000,
+          log,
+        });
   const server = createServer(
     { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' },
-    sealerHandler({ core, sessions, tokens, verifiers, adminPolicy, proofs: new ProofVerifier(), identity, insecureDevMode: options.insecureDevMode, log }),
+    sealerHandler({
+      core,
+      sessions,
+      tokens,
+      verifiers,
+      adminPolicy,
+      proofs: new ProofVerifier(),
+      identity,
+      insecureDevMode: options.insecureDevMode,
+      log,
+      ...(peers === undefined ? {} : { noPeerHoldsKey: () => peers.noPeerHoldsKey }),
+    }),
   );
   // Longer than clients' idle keep-alive sockets live, so a reused socket is not closed under them.
   server.keepAliveTimeout = 65_000;
@@ -113,24 +137,10 @@ export async function startSealer(
   );
   log.info(`${state}; root key id ${status.rootKeyId ?? '-'}`);
   if (auto !== undefined) log.info(`auto-unseal: from ${options.unsealKbsUrl} (resource ${options.unsealResource}); shares still unseal`);
-  log.info('listening', { url });
-  // After `listening`: the KBS may be slow or gone, and the service answers (sealed) meanwhile.
-  auto?.autoUnseal.start(core);
-  const peers =
-    options.peers.length === 0 || status.source === 'secret'
-      ? undefined
-      : new PeerUnsealer({
-          core,
-          peers: options.peers,
-          ca: await readFile(options.peerCaFile === '' ? tls.certFile : options.peerCaFile, 'utf8'),
-          attester,
-          verifiers,
-          policy: adminPolicy,
-          syncMs: options.syncSeconds * 1000,
-          log,
-        });
   if (peers !== undefined) log.info(`replica of ${options.peers.length} peer(s); the shared record is re-read every ${options.syncSeconds} s`);
   log.info('listening', { url });
+  // After `listening`: the KBS or the peers may be slow or gone, and the service answers (sealed) meanwhile.
+  auto?.autoUnseal.start(core);
   peers?.start();
 
   return {

@@ -118,21 +118,21 @@ export class AutoUnseal {
       }
     }
     this.#kek = kek;
+    const wrappedId = stored?.record?.rootKeyId;
     try {
       const status = core.status();
       if (key !== undefined && status.sealed && status.initialized) {
         await core.unsealWithKey(key);
-        this.#log.info(`auto-unseal: unsealed with root key ${stored!.record.rootKeyId}, wrapped under the key-encryption key from ${this.#source}`);
+        this.#log.info(`auto-unseal: unsealed with root key ${wrappedId}, wrapped under the key-encryption key from ${this.#source}`);
       }
     } catch (error) {
-      this.#log.error(`auto-unseal: the stored root key (${stored!.record.rootKeyId}) did not unseal: ${messageOf(error)}; shares still unseal`);
+      this.#log.error(`auto-unseal: the stored root key (${wrappedId}) did not unseal: ${messageOf(error)}; shares still unseal`);
     } finally {
       key?.fill(0);
     }
     // Enrol the current key when the wrap is missing or stale (e.g. shares unsealed before the KBS
     // answered). A wrap of the pending key is a promotion in progress: its hook wrote it.
     const status = core.status();
-    const wrappedId = stored?.record.rootKeyId;
     if (status.sealed || wrappedId === status.rootKeyId || (wrappedId !== undefined && wrappedId === status.pendingRootKeyId)) return;
     const current = core.currentKey();
     try {
@@ -142,9 +142,10 @@ export class AutoUnseal {
     }
   }
 
-  /** The root key in the record, or undefined (and refused from now on) when the KEK does not open it. */
-  #open(kek: Buffer, record: AutoUnsealRecord): Buffer | undefined {
+  /** The root key in the record, or undefined (and refused from now on) when the KEK does not open it, or it is no record. */
+  #open(kek: Buffer, record: AutoUnsealRecord | undefined): Buffer | undefined {
     try {
+      if (record === undefined) throw new KmsError('INTEGRITY', 'not an auto-unseal record');
       const key = unwrapKey(kek, record.wrapped, contextOf(record.rootKeyId));
       if (rootKeyId(key) === record.rootKeyId) return key;
       key.fill(0);
@@ -196,7 +197,8 @@ export class AutoUnseal {
     return run;
   }
 
-  async #read(): Promise<{ record: AutoUnsealRecord; etag: string } | undefined> {
+  /** The stored wrap; `record` is undefined when the object is not one (it then opens under no KEK). */
+  async #read(): Promise<{ record: AutoUnsealRecord | undefined; etag: string } | undefined> {
     const object = await this.#store.get(AUTO_UNSEAL_OBJECT_KEY);
     if (object === undefined) return undefined;
     return { record: decodeRecord(object.body), etag: object.etag };
@@ -254,12 +256,12 @@ function contextOf(id: string): { kind: string; rootKeyId: string } {
   return { kind: 'auto-unseal', rootKeyId: id };
 }
 
-function decodeRecord(body: Buffer): AutoUnsealRecord {
+function decodeRecord(body: Buffer): AutoUnsealRecord | undefined {
   let value: unknown;
   try {
     value = JSON.parse(body.toString('utf8'));
   } catch {
-    throw new KmsError('INTEGRITY', `${AUTO_UNSEAL_OBJECT_KEY} is not JSON`);
+    return undefined;
   }
   const record = value as Partial<AutoUnsealRecord> | null;
   if (
@@ -269,7 +271,7 @@ function decodeRecord(body: Buffer): AutoUnsealRecord {
     !/^[0-9a-f]{32}$/.test(record.rootKeyId) ||
     !isWrappedKey(record.wrapped)
   ) {
-    throw new KmsError('INTEGRITY', `${AUTO_UNSEAL_OBJECT_KEY} is not an auto-unseal record`);
+    return undefined;
   }
   return record as AutoUnsealRecord;
 }

@@ -84,6 +84,8 @@ export class SealerCore {
   /** Why this service will not initialize or recover until an operator restores storage. */
   #alarm: string | undefined;
   #progress: Progress | undefined;
+  /** Sealed by `seal`: peers do not unseal it again; only shares do. */
+  #sealedByOperator = false;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(store: ObjectStore, options: SealerCoreOptions) {
@@ -178,6 +180,11 @@ export class SealerCore {
     });
   }
 
+  /** Whether an operator sealed this service (`seal`): a peer's key is then refused until shares recover it. */
+  get sealedByOperator(): boolean {
+    return this.#sealedByOperator;
+  }
+
   /** Re-reads the shared record (replicas): see `followRecord`. */
   follow(): Promise<void> {
     return this.#serialized(() => this.#follow());
@@ -189,7 +196,7 @@ export class SealerCore {
    */
   adoptPeerKey(key: Buffer): Promise<boolean> {
     return this.#serialized(async () => {
-      if (this.#source === 'secret' || this.#key !== undefined) return false;
+      if (this.#source === 'secret' || this.#key !== undefined || this.#sealedByOperator) return false;
       await this.#follow();
       const state = this.#record?.state;
       if (state === undefined) return false;
@@ -212,6 +219,7 @@ export class SealerCore {
       if (this.#record === undefined) throw new SealerError('NOT_INITIALIZED', 'the sealing service is not initialized: there is nothing to seal');
       this.#key?.fill(0);
       this.#key = undefined;
+      this.#sealedByOperator = true;
       this.#clearProgress();
       return this.status();
     });
@@ -573,6 +581,7 @@ export class SealerCore {
   }
 
   #setKey(key: Buffer): void {
+    this.#sealedByOperator = false;
     this.#key?.fill(0);
     this.#key = Buffer.from(key);
   }

@@ -4,12 +4,12 @@ import { importJWK } from 'jose/key/import';
 import type { Attester } from '../shared/attestation/types.js';
 import { workloadIdentity } from '../shared/attestation/types.js';
 import { KmsError } from '../shared/errors.js';
-import { KbsClient } from '../shared/kbs/client.js';
+import { KbsClient, KbsResponseError } from '../shared/kbs/client.js';
 import { keyBindingReportData } from '../shared/kbs/protocol.js';
 import { decryptFromKbs, generateTeeKeyPair, type TeeKeyPair } from '../shared/kbs/tee-key.js';
 import type { ComponentLog } from '../shared/log.js';
 import { signingJwk, type ServerAttestation } from '../shared/sealer-client/attest-sealer.js';
-import { sealerPaths } from '../shared/sealer-client/protocol.js';
+import { sealerPaths, sealerProblems } from '../shared/sealer-client/protocol.js';
 import type { AdminPolicy } from './admin-policy.js';
 import type { SealerCore } from './core.js';
 import type { VerifierRegistry } from './verifiers.js';
@@ -43,6 +43,8 @@ export class PeerUnsealer {
   readonly #clients = new Map<string, KbsClient>();
   /** Peers whose last answer was the same failure: logged once until it changes. */
   readonly #lastFailure = new Map<string, string>();
+  /** The last round found that no peer holds the key (each sealed, or its key not the current one). */
+  #noPeerHoldsKey = false;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #running: Promise<void> | undefined;
@@ -68,6 +70,14 @@ export class PeerUnsealer {
     for (const client of this.#clients.values()) client.close();
   }
 
+  /**
+   * Whether a sealed replica should be counted ready: only once it is known that no peer can hand
+   * it the key, so that its shares are needed (a rolling restart waits for a peer to unseal it).
+   */
+  get noPeerHoldsKey(): boolean {
+    return this.#noPeerHoldsKey;
+  }
+
   /** One round: follow the record; while sealed (and initialized), ask the peers in turn. */
   async sync(): Promise<void> {
     const { core, log } = this.#options;
@@ -78,7 +88,8 @@ export class PeerUnsealer {
       return;
     }
     const status = core.status();
-    if (!status.sealed || !status.initialized) return;
+    if (!status.sealed || !status.initialized || core.sealedByOperator) return;
+    let noneHolds = true;
     for (const peer of this.#options.peers) {
       if (this.#stopped) return;
       try {
@@ -86,17 +97,22 @@ export class PeerUnsealer {
         try {
           if (await core.adoptPeerKey(key)) {
             this.#lastFailure.clear();
+            this.#noPeerHoldsKey = false;
             return;
           }
         } finally {
           key.fill(0);
         }
       } catch (error) {
+        // Unreachable, or refused: it may hold the key. Only a peer that says it is sealed does not.
+        const type = error instanceof KbsResponseError ? error.problem?.type : undefined;
+        if (type !== sealerProblems.sealed && type !== sealerProblems.uninitialized) noneHolds = false;
         const why = describe(error);
         if (this.#lastFailure.get(peer) !== why) log.info(`peer ${peer} did not hand over the root key: ${why}`);
         this.#lastFailure.set(peer, why);
       }
     }
+    this.#noPeerHoldsKey = noneHolds;
   }
 
   async #keyFrom(peer: string): Promise<Buffer> {

@@ -43,6 +43,8 @@ export interface SealerHandlerDeps {
   /** This service's own attested keys: the signing key of its answers, the recovery key. */
   readonly identity: SealerIdentity;
   readonly insecureDevMode: boolean;
+  /** Replicas: whether the last round found that no peer holds the key (see readiness). */
+  readonly noPeerHoldsKey?: () => boolean;
   /** One line per request (method, path, status, ms; never headers, bodies or query), and messages. */
   readonly log: ComponentLog;
 }
@@ -73,6 +75,7 @@ const routes: Record<string, Partial<Record<string, Handler>>> = {
     ),
   },
   '/healthz': { GET: async (_req, res) => sendJson(res, 200, { ok: true }) },
+  '/readyz': { GET: readiness },
 };
 
 export function sealerHandler(deps: SealerHandlerDeps): (req: IncomingMessage, res: ServerResponse) => void {
@@ -230,6 +233,17 @@ async function sealerAttestation(req: IncomingMessage, res: ServerResponse, deps
 function nonceOf(req: IncomingMessage): string {
   const nonce = new URL(req.url ?? '/', 'https://sealer.invalid').searchParams.get('nonce');
   return asSealerError('BAD_REQUEST', () => parseEvidenceNonce(nonce ?? undefined));
+}
+
+/**
+ * 200 when this replica can serve: unsealed, uninitialized, a single instance, sealed by an
+ * operator, or sealed while no peer holds the key (its shares are needed, so it must be reachable). 503 while a peer may still
+ * hand it the key: a rolling restart then waits before it restarts the next replica.
+ */
+async function readiness(_req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+  const status = deps.core.status();
+  const ready = !status.sealed || !status.initialized || deps.core.sealedByOperator || (deps.noPeerHoldsKey?.() ?? true);
+  sendJson(res, ready ? 200 : 503, { ready, sealed: status.sealed });
 }
 
 async function sealStatus(_req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {

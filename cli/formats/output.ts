@@ -32,13 +32,8 @@ export async function writeOutput(target: string, source: Readable, transforms: 
   const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
   let published = false;
   try {
-    const handle = await open(temp, 'wx', 0o600);
-    try {
-      await pipeline([source, ...transforms, createWriteStream('', { fd: handle, autoClose: false })]);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await pipeline([source, ...transforms, createWriteStream(temp, { flags: 'wx', mode: 0o600 })]);
+    await syncFile(temp);
     await publish(temp, target, options.overwrite === true);
     published = true;
     await syncDirectory(dirname(target));
@@ -59,6 +54,16 @@ async function publish(temp: string, target: string, overwrite: boolean): Promis
     throw error;
   }
   await unlink(temp);
+}
+
+/** Flushes the file's data to disk (fsync applies to the file, whichever descriptor asks). */
+async function syncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Makes the rename itself durable: a crash after we return keeps the file under its name. */

@@ -123,7 +123,8 @@ export function decryptStream(getKey: (names: KeyNames) => Promise<Uint8Array>):
             if (ready) {
               const sealed = header!.chunkSize + TAG_BYTES;
               // Strictly more than a sealed chunk: whatever remains at the end is the last chunk.
-              while (queue.length > sealed) for (const part of opener!.open(queue.take(sealed), false)) this.push(part);
+              while (queue.length > sealed)
+                for (const part of opener!.open(queue.take(sealed - TAG_BYTES), queue.takeBuffer(TAG_BYTES), false)) this.push(part);
             }
             callback();
           } catch (error) {
@@ -139,7 +140,7 @@ export function decryptStream(getKey: (names: KeyNames) => Promise<Uint8Array>):
           try {
             if (!ready) throw integrityError('the file ends inside its header');
             if (queue.length < TAG_BYTES) throw integrityError('the file was cut short');
-            for (const part of opener!.open(queue.take(queue.length), true)) this.push(part);
+            for (const part of opener!.open(queue.take(queue.length - TAG_BYTES), queue.takeBuffer(TAG_BYTES), true)) this.push(part);
             callback();
           } catch (error) {
             callback(error as Error);
@@ -181,15 +182,14 @@ class ChunkOpener {
     private readonly header: Header,
   ) {}
 
-  /** The plaintext of one sealed chunk, only once its tag verified. */
-  open(sealed: Buffer[], last: boolean): Buffer[] {
+  /** The plaintext of one sealed chunk (its ciphertext parts, then its tag), only once its tag verified. */
+  open(ciphertext: Buffer[], tag: Buffer, last: boolean): Buffer[] {
     if (this.#counter >= MAX_CHUNKS) throw integrityError('the file has more chunks than the format allows');
-    const all = sealed.length === 1 ? sealed[0]! : Buffer.concat(sealed);
     const decipher = createDecipheriv('aes-256-gcm', this.key, nonceOf(this.header.prefix, this.#counter++, last), { authTagLength: TAG_BYTES });
     decipher.setAAD(this.header.bytes);
-    decipher.setAuthTag(all.subarray(all.length - TAG_BYTES));
+    decipher.setAuthTag(tag);
     // Held back until final() verified the tag: unauthenticated plaintext never leaves.
-    const out = [decipher.update(all.subarray(0, all.length - TAG_BYTES))];
+    const out = ciphertext.map((part) => decipher.update(part));
     try {
       out.push(decipher.final());
     } catch {

@@ -4,6 +4,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -150,6 +151,30 @@ describe('HTTP behaviour', () => {
     for (let i = 0; i < 3; i++) await client.sealStatus();
     client.close();
     expect(server.seen).toMatchObject({ requests: 3, connections: 1 });
+  });
+
+  it('sends a request once more on a new connection when the server had closed the kept-alive one', async () => {
+    // Raw TCP: the first connection answers one request and then drops the next one unanswered, as a
+    // server whose idle timeout fired just as the client reused the connection.
+    let connections = 0;
+    const server = createNetServer((socket) => {
+      const connection = ++connections;
+      let requests = 0;
+      socket.on('data', (chunk: Buffer) => {
+        for (let i = chunk.toString('latin1').split('\r\n\r\n').length - 1; i > 0; i--) {
+          if (connection === 1 && ++requests > 1) return void socket.destroy();
+          const body = JSON.stringify(statusJson);
+          socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: keep-alive\r\n\r\n${body}`);
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    servers.push({ close: () => new Promise<void>((resolve) => server.close(() => resolve())) });
+    const client = new KmsClient({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, retries: 0 });
+    expect(await client.sealStatus()).toMatchObject({ rootKeyId: 'r1' });
+    expect(await client.sealStatus()).toMatchObject({ rootKeyId: 'r1' });
+    client.close();
+    expect(connections).toBe(2);
   });
 
   it('refuses a missing argument or credential before sending anything', async () => {

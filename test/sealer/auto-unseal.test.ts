@@ -2,7 +2,7 @@
 // (KEK) that the sealer gets, after attesting, from a KBS: a Trustee KBS double written from the
 // protocol, and another sealing service acting as that KBS.
 import { createDecipheriv, randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import canonicalize from 'canonicalize';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -44,8 +44,10 @@ interface Wrap {
   wrapped: { iv: string; ciphertext: string; tag: string };
 }
 
+const wrapPath = (sealer: SealerProcess) => join(sealer.dataDir, 'objects', 'sealer', 'auto-unseal.json');
+
 async function storedWrap(sealer: SealerProcess): Promise<{ raw: Buffer; wrap: Wrap } | undefined> {
-  const raw = await readFile(join(sealer.dataDir, 'objects', 'sealer', 'auto-unseal.json')).catch(() => undefined);
+  const raw = await readFile(wrapPath(sealer)).catch(() => undefined);
   return raw === undefined ? undefined : { raw, wrap: JSON.parse(raw.toString('utf8')) as Wrap };
 }
 
@@ -122,7 +124,7 @@ describe('auto-unseal from a Trustee KBS', () => {
     await unsealedAs(client, id);
     // It attested to the KBS before it got the KEK: auth, attest, then the resource.
     expect(kbs.requests).toEqual(['POST /kbs/v0/auth 200', 'POST /kbs/v0/attest 200', `GET /kbs/v0/resource/${RESOURCE} 200`]);
-    expect(sealer.messages().some((m) => m.startsWith(`auto-unseal: unsealed with root key ${id}`))).toBe(true);
+    await until('the log line', async () => (sealer.messages().some((m) => m.startsWith(`auto-unseal: unsealed with root key ${id}`)) ? true : undefined));
   });
 
   it('re-wraps the new root key when a rotation is verified, and a restart unseals with it', async () => {
@@ -158,6 +160,17 @@ describe('auto-unseal from a Trustee KBS', () => {
     await unsealedAs(client, current.id);
   });
 
+  it("a KBS whose policy refuses this sealer's evidence: stays sealed, and a retry unseals once it releases", async () => {
+    kbs.release = () => false;
+    const mark = sealer.stderr().length;
+    await restart();
+    await until('a refused attempt', async () => (sealer.stderr().slice(mark).includes('get resource: the KBS answered 403') ? true : undefined));
+    expect(kbs.requests).toContain(`GET /kbs/v0/resource/${RESOURCE} 403`);
+    expect((await client.sealStatus()).sealed).toBe(true);
+    kbs.release = () => true;
+    await unsealedAs(client, current.id);
+  });
+
   it('a KBS that now serves another KEK: stays sealed, and nothing is re-wrapped under it', async () => {
     const before = (await storedWrap(sealer))!.raw;
     kbs.resources.set(RESOURCE, remember(randomBytes(32)));
@@ -178,14 +191,40 @@ describe('auto-unseal from a Trustee KBS', () => {
   it('a wrap that was edited in storage unseals nothing', async () => {
     kbs.resources.set(RESOURCE, kek);
     const { raw, wrap } = (await storedWrap(sealer))!;
-    const path = join(sealer.dataDir, 'objects', 'sealer', 'auto-unseal.json');
-    // Moved to the current key's id: the AAD no longer matches.
-    await writeFile(path, JSON.stringify({ ...wrap, rootKeyId: current.id }));
+    // Moved to the current key's id (the AAD no longer matches), or not a record at all.
+    for (const edited of [JSON.stringify({ ...wrap, rootKeyId: current.id }), '{"format": 1', '']) {
+      await writeFile(wrapPath(sealer), edited);
+      const mark = sealer.stderr().length;
+      await restart();
+      await until('the refusal', async () => (sealer.stderr().slice(mark).includes('does not open sealer/auto-unseal.json') ? true : undefined));
+      expect((await client.sealStatus()).sealed).toBe(true);
+      expect((await readFile(wrapPath(sealer), 'utf8')) === edited).toBe(true);
+    }
+    await writeFile(wrapPath(sealer), raw);
+  });
+
+  it('a stale wrap (of a retired key) unseals nothing; shares then wrap the current key again', async () => {
+    expect((await storedWrap(sealer))!.wrap.rootKeyId).not.toBe(current.id); // left by the refused KEK above
     const mark = sealer.stderr().length;
     await restart();
-    await until('the refusal', async () => (sealer.stderr().slice(mark).includes('does not open sealer/auto-unseal.json') ? true : undefined));
+    await until('the failed unseal', async () => (sealer.stderr().slice(mark).includes('did not unseal') ? true : undefined));
     expect((await client.sealStatus()).sealed).toBe(true);
-    await writeFile(path, raw);
+    for (const share of current.shares.slice(0, 2)) await client.submitShare(share);
+    await until('the new wrap', async () => ((await storedWrap(sealer))?.wrap.rootKeyId === current.id ? true : undefined));
+    await restart();
+    await unsealedAs(client, current.id);
+  });
+
+  it('a deleted wrap: shares once, then it is wrapped again and restarts need none', async () => {
+    await rm(wrapPath(sealer));
+    const seen = kbs.requests.length;
+    await restart();
+    await until('the KEK', async () => (kbs.requests.slice(seen).includes(`GET /kbs/v0/resource/${RESOURCE} 200`) ? true : undefined));
+    expect((await client.sealStatus()).sealed).toBe(true);
+    for (const share of current.shares.slice(0, 2)) await client.submitShare(share);
+    await until('the new wrap', async () => ((await storedWrap(sealer))?.wrap.rootKeyId === current.id ? true : undefined));
+    await restart();
+    await unsealedAs(client, current.id);
   });
 
   it('keeps nothing in plaintext in storage: no root key, no KEK', async () => {

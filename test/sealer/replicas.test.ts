@@ -11,7 +11,7 @@ import { KbsClient, KbsResponseError } from '../../shared/kbs/client.js';
 import { decryptFromKbs, generateTeeKeyPair } from '../../shared/kbs/tee-key.js';
 import { sealerPaths, type SealStatus, type Share } from '../../shared/sealer-client/protocol.js';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
-import { freePort, startLeanHost, TEST_ADMIN_IDENTITY, type ServerProcess } from '../support/processes.js';
+import { freePort, httpCall, startLeanHost, TEST_ADMIN_IDENTITY, type ServerProcess } from '../support/processes.js';
 import { createTestBucket, type TestBucket } from '../support/s3.js';
 import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { writeTlsFiles } from '../support/tls-files.js';
@@ -44,6 +44,11 @@ async function until(i: number, done: (s: SealStatus) => boolean, what: string):
     if (performance.now() - started > 30_000) throw new Error(`replica ${i}: ${what} did not happen: ${JSON.stringify(current)}\n${sealers[i]!.logs()}`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
+}
+
+/** GET /readyz of a replica: its status code. */
+async function readyz(sealer: SealerProcess): Promise<number> {
+  return (await httpCall(`${sealer.url}/readyz`, { ca: await sealer.caPem() })).status;
 }
 
 const unsealedOn = (id: string) => (s: SealStatus) => !s.sealed && s.rootKeyId === id;
@@ -157,6 +162,7 @@ describe('replicas unseal each other', () => {
       process.stdout.write(
         `replica ${i}: kill -9 -> restarted and listening ${(listening - killedAt).toFixed(0)} ms; listening -> unsealed by a peer ${afterStart.toFixed(0)} ms\n`,
       );
+      await sealers[i]!.settle();
       expect(sealers[i]!.messages()).toContain(`unsealed by a peer replica: root key ${id}`);
     }
     expect(await readDataKey()).toBe(dataKey);
@@ -181,8 +187,21 @@ describe('replicas unseal each other', () => {
     await until(1, unsealedOn(next), 'following the rotation');
     await sealers[2]!.restart();
     await until(2, unsealedOn(next), 'unsealed on the new key after the rotation');
+    await sealers[2]!.settle();
     expect(sealers[2]!.messages()).toContain(`unsealed by a peer replica: root key ${next}`);
     expect(await readDataKey()).toBe(dataKey);
+  });
+
+  it('seal on one replica: peers do not unseal it again, it stays ready for shares, which recover it', async () => {
+    const id = await currentId();
+    expect(await clients[1]!.seal()).toMatchObject({ sealed: true, rootKeyId: id });
+    // Several sync rounds (1 s each) pass: a peer would have handed the key back by now.
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
+    expect(await status(1)).toMatchObject({ sealed: true, rootKeyId: id });
+    expect(await readyz(sealers[1]!)).toBe(200);
+    expect(await status(0)).toMatchObject({ sealed: false, rootKeyId: id });
+    for (const share of shares.slice(0, 3)) await clients[1]!.submitShare(share);
+    expect(await status(1)).toMatchObject({ sealed: false, rootKeyId: id });
   });
 
   it('all three killed: sealed; shares recover one, which unseals the rest; same data keys', async () => {
@@ -190,6 +209,13 @@ describe('replicas unseal each other', () => {
     for (const sealer of sealers) await sealer.stop('SIGKILL');
     for (const sealer of sealers) await sealer.restart();
     for (const i of [0, 1, 2]) expect(await status(i)).toMatchObject({ sealed: true, initialized: true, rootKeyId: id });
+    // Ready once each has found every peer sealed: their shares are needed, so they must be reachable.
+    for (const sealer of sealers) {
+      for (let tries = 0; (await readyz(sealer)) !== 200; tries++) {
+        if (tries > 200) throw new Error(`never ready while every peer is sealed:\n${sealer.logs()}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
     for (const share of shares.slice(1, 4)) {
       const answer = await host.request('/rootKey/recover', { method: 'PUT', body: JSON.stringify(share), headers: json });
       expect(answer.status, answer.body).toBe(200);
@@ -198,5 +224,66 @@ describe('replicas unseal each other', () => {
     await until(1, unsealedOn(id), 'unsealed by the recovered peer');
     await until(2, unsealedOn(id), 'unsealed by the recovered peer');
     expect(await readDataKey()).toBe(dataKey);
+  });
+});
+
+describe('a sealed replica takes the key from no one else', () => {
+  it('refuses a peer whose identity is not granted sealer-peer, and a granted one whose key does not authenticate the record', async () => {
+    const id = await currentId();
+    const policyFile = join(dir, 'admin-policy.json');
+    /** Another deployment's sealing service: its own bucket, initialized with its own key. */
+    const stranger = async (identity: string) => {
+      const own = await createTestBucket();
+      const sealer = await startSealerProcess({
+        env: {
+          ...own.env,
+          KMS_SEALER_TLS_CERT_FILE: join(dir, 'sealer-tls-cert.pem'),
+          KMS_SEALER_TLS_KEY_FILE: join(dir, 'sealer-tls-key.pem'),
+          KMS_SEALER_ADMIN_POLICY_FILE: policyFile,
+          KMS_SEALER_SAMPLE_INIT_DATA: identity,
+        },
+      });
+      const client = await sealer.client();
+      const { shares: strangerShares } = await client.installRootKey({ t: 2, n: 3, expectedCurrentId: null });
+      strangerShares.forEach((share) => secrets.addShare(share));
+      await sealer.settle();
+      return { sealer, bucket: own, attestsBefore: sealer.requestLines().filter((line) => line.startsWith('POST /kbs/v0/attest')).length };
+    };
+    const impostor = await stranger(TEST_ADMIN_IDENTITY); // a function's identity, claiming to be a sealer
+    const rogue = await stranger(SEALER_IDENTITY); // a real sealer identity, of another deployment
+    const replica = await startSealerProcess({
+      env: {
+        ...bucket.env,
+        KMS_SEALER_TLS_CERT_FILE: join(dir, 'sealer-tls-cert.pem'),
+        KMS_SEALER_TLS_KEY_FILE: join(dir, 'sealer-tls-key.pem'),
+        KMS_SEALER_ADMIN_POLICY_FILE: policyFile,
+        KMS_SEALER_PEERS: `${impostor.sealer.url},${rogue.sealer.url}`,
+        KMS_SEALER_SAMPLE_INIT_DATA: SEALER_IDENTITY,
+        KMS_SEALER_SYNC_SECONDS: '1',
+      },
+    });
+    try {
+      const refusals = () => replica.messages().filter((m) => m.startsWith(`peer ${impostor.sealer.url} `) || m.startsWith('a peer'));
+      for (let i = 0; refusals().length < 2; i++) {
+        if (i > 300) throw new Error(`no refusals logged:\n${replica.logs()}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(refusals().join('\n')).toContain(`attested as identity ${TEST_ADMIN_IDENTITY}, which is not granted "sealer-peer": not a replica`);
+      expect(refusals().join('\n')).toContain(`a peer's root key is not the current key of an authentic state record (${id}): not used`);
+      const client = await replica.client();
+      expect(await client.sealStatus()).toMatchObject({ sealed: true, rootKeyId: id });
+      // Not ready: a peer it cannot trust might still hold the key, so it does not count as up.
+      expect(await readyz(replica)).toBe(503);
+      // The impostor saw neither the replica's evidence nor a request for the key: it was attested first.
+      await impostor.sealer.settle();
+      expect(impostor.sealer.requestLines().filter((line) => line.startsWith('GET /tee-kms/v1/peer/root-key'))).toEqual([]);
+      expect(impostor.sealer.requestLines().filter((line) => line.startsWith('POST /kbs/v0/attest'))).toHaveLength(impostor.attestsBefore);
+    } finally {
+      await replica.cleanup();
+      for (const { sealer, bucket: own } of [impostor, rogue]) {
+        await sealer.cleanup();
+        await own.remove();
+      }
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { Readable, Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
@@ -100,6 +100,38 @@ describe('tee-kms stream format', () => {
     const first = open(body.subarray(0, CHUNK + 16), 0, 0);
     const second = open(body.subarray(CHUNK + 16), 1, 1);
     expect(Buffer.concat([first, second]).equals(plaintext)).toBe(true);
+  });
+
+  it('decrypts the test vector of docs/file-format.md (computed there with Python cryptography)', async () => {
+    // The vector's inputs, sealed here with node:crypto directly, not through the module.
+    const dataKey = Buffer.from(Array.from({ length: 32 }, (_, i) => i));
+    const salt = Buffer.from(Array.from({ length: 32 }, (_, i) => 0x40 + i));
+    const prefix = Buffer.from('a0a1a2a3a4a5a6', 'hex');
+    const plaintext = Buffer.from(Array.from({ length: 1500 }, (_, i) => i % 251));
+    const header = Buffer.from(
+      '7465652d6b6d73000100000400404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5fa0a1a2a3a4a5a60005616c6963650003706b310003646b31',
+      'hex',
+    );
+    const fileKey = Buffer.from(hkdfSync('sha256', dataKey, salt, 'tee-kms file v1 AES-256-GCM chunk key', 32));
+    expect(fileKey.toString('hex')).toBe('c88152404bcbf10c75bd6aefa6f5d625208e3724ac416eebce87a9242d9a832e');
+    const seal = (part: Buffer, counter: number, last: number) => {
+      const c = createCipheriv('aes-256-gcm', fileKey, Buffer.concat([prefix, Buffer.from([0, 0, 0, counter, last])]));
+      c.setAAD(header);
+      return Buffer.concat([c.update(part), c.final(), c.getAuthTag()]);
+    };
+    const file = Buffer.concat([header, seal(plaintext.subarray(0, 1024), 0, 0), seal(plaintext.subarray(1024), 1, 1)]);
+    expect(file.subarray(69 + 1024, 69 + 1040).toString('hex')).toBe('845add6aa19d6d6e951818393882ea33');
+    expect(file.subarray(file.length - 16).toString('hex')).toBe('b59d604507587dd571c6c1588d0d9ff2');
+    expect(createHash('sha256').update(file).digest('hex')).toBe('6b8b897dc9ce1ec7aad0dd60fbbb802ea4bdbcefb44b8e2586b96abfc6bfe267');
+    expect(readKeyNames(file)).toEqual(names);
+    expect(
+      (
+        await run(
+          file,
+          decryptStream(async () => dataKey),
+        )
+      ).equals(plaintext),
+    ).toBe(true);
   });
 
   describe('refuses every tampering', () => {
