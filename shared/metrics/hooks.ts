@@ -22,9 +22,6 @@ export const metricsHooks = {
   install(next: MetricsSink | undefined): void {
     sink = next;
   },
-  get active(): boolean {
-    return sink !== undefined;
-  },
   request(fn: string, status: number, seconds: number): void {
     sink?.request(fn, status, seconds);
   },

@@ -5,6 +5,7 @@ import { compactVerify } from 'jose/jws/compact/verify';
 import type { Verifier } from '../attestation/types.js';
 import { KmsError } from '../errors.js';
 import { keyBindingReportData } from '../kbs/protocol.js';
+import { metricsHooks } from '../metrics/hooks.js';
 
 /** What a client needs to hold the sealing service to its attested key (docs/sealer-protocol.md). */
 export interface ServerAttestation {
@@ -21,12 +22,14 @@ export function sealerAttestation(path: string, verifier: Verifier, url: string)
     async verify(answer, nonce) {
       const { key, tee, evidence } = (answer ?? {}) as Record<string, unknown>;
       const jwk = signingJwk(key);
-      if (jwk === undefined) throw unproven(url, 'its attestation names no P-256 signing key');
-      if (tee !== verifier.tee) throw unproven(url, `it offers "${String(tee).slice(0, 16)}" evidence and this function accepts only "${verifier.tee}"`);
+      if (jwk === undefined) throw unproven(url, 'its attestation names no P-256 signing key', 'sealer_no_key');
+      if (tee !== verifier.tee) {
+        throw unproven(url, `it offers "${String(tee).slice(0, 16)}" evidence and this function accepts only "${verifier.tee}"`, 'sealer_tee');
+      }
       try {
         await verifier.verify(evidence, keyBindingReportData(nonce, jwk));
       } catch (error) {
-        throw unproven(url, error instanceof KmsError ? error.message : 'its evidence was refused');
+        throw unproven(url, error instanceof KmsError ? error.message : 'its evidence was refused', 'sealer_evidence');
       }
       return importJWK({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y }, 'ES256') as Promise<CryptoKey>;
     },
@@ -63,6 +66,10 @@ export function signingJwk(value: unknown): { kty: 'EC'; crv: 'P-256'; alg: 'ES2
   return { kty, crv, alg, x, y };
 }
 
-function unproven(url: string, why: string): KmsError {
+/** Counted as kms_attestation_failures_total{reason}: the sealing service this function refused, and why. */
+type SealerRefusal = 'sealer_no_key' | 'sealer_tee' | 'sealer_evidence';
+
+function unproven(url: string, why: string, reason: SealerRefusal): KmsError {
+  metricsHooks.attestationFailure(reason);
   return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} could not prove that it runs in an attested TEE: ${why}; nothing it says is used`);
 }

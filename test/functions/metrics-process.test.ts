@@ -85,6 +85,9 @@ describe('npm start with metrics', () => {
     const after = await scrape(host);
     expect(after.value('kms_rotation_rewrapped_keys_total')).toBe(3);
     expect(after.value('kms_rotation_in_progress')).toBe(0);
+    // The rewrap listed the primary keys, took and released its lease (create, replace, delete).
+    expect(after.value('kms_storage_operations_total', { operation: 'list', outcome: 'ok' })).toBeGreaterThanOrEqual(1);
+    expect(after.value('kms_storage_operations_total', { operation: 'delete', outcome: 'ok' })).toBeGreaterThanOrEqual(1);
     expect(after.value('kms_requests_total', { function: 'verifyRootKey', status: '200' })).toBe(1);
     expect((await scrape(sealer)).value('kms_sealer_verification_pending')).toBe(0);
 

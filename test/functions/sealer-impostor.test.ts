@@ -26,7 +26,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLeanHost, type ServerProcess } from '../support/processes.js';
+import { freePort, startLeanHost, type ServerProcess } from '../support/processes.js';
+import { scrape } from '../support/prometheus.js';
 import { bindingReportData, ProtocolClient, rootKeyIdOf, tdxQuoteFields } from '../support/protocol-client.js';
 import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { findSecrets, readFsObjects } from '../support/storage-snapshot.js';
@@ -244,11 +245,15 @@ describe('a function that trusts the sealing service with MRCONFIGID S', () => {
 
   it('serves no key through an impostor with the same TLS key and another MRCONFIGID', async () => {
     const impostor = await startImpostor({ report: { mrConfigId: OTHER_CONFIG_ID } });
-    const { kms, dataDir } = await tdFunction(impostor.sealer.url);
+    const metricsPort = await freePort();
+    const { kms, dataDir } = await tdFunction(impostor.sealer.url, { KMS_METRICS_PORT: String(metricsPort) });
     expectUnavailable(await createPrimaryKey(kms, 'bob'));
     expectUnavailable(await createPrimaryKey(kms, 'bob', 'pk2')); // and not on a second try either
     await expectNothingUnder(dataDir, impostor);
     expect(await releasedRootKey(impostor.sealer)).toBe(false);
+    // Its operators see why: the sealing service's evidence was refused.
+    const metrics = await scrape(`http://127.0.0.1:${metricsPort}/metrics`);
+    expect(metrics.value('kms_attestation_failures_total', { reason: 'sealer_evidence' })).toBeGreaterThanOrEqual(1);
   });
 
   it('serves no key through an impostor with init-data S but another MRTD', async () => {
@@ -261,8 +266,11 @@ describe('a function that trusts the sealing service with MRCONFIGID S', () => {
 
   it('serves no key through an impostor that proves itself with sample evidence', async () => {
     const impostor = await startImpostor('sample', { KMS_SEALER_INSECURE_DEV_MODE: 'true' });
-    const { kms, dataDir } = await tdFunction(impostor.sealer.url);
+    const metricsPort = await freePort();
+    const { kms, dataDir } = await tdFunction(impostor.sealer.url, { KMS_METRICS_PORT: String(metricsPort) });
     expectUnavailable(await createPrimaryKey(kms, 'dave'));
+    const metrics = await scrape(`http://127.0.0.1:${metricsPort}/metrics`);
+    expect(metrics.value('kms_attestation_failures_total', { reason: 'sealer_tee' })).toBeGreaterThanOrEqual(1);
     await expectNothingUnder(dataDir, impostor);
     expect(await releasedRootKey(impostor.sealer)).toBe(false);
   });
