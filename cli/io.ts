@@ -57,6 +57,8 @@ export function secretLines(): { next(prompt: string): Promise<string | undefine
   const waiting: Array<(line: string | undefined) => void> = [];
   let ended = false;
   rl.on('line', (line) => (waiting.length > 0 ? waiting.shift()!(line) : lines.push(line)));
+  // Ctrl-C at the prompt ends the input (readline would otherwise only pause): nothing more is sent.
+  rl.on('SIGINT', () => rl.close());
   rl.on('close', () => {
     ended = true;
     for (const resolve of waiting.splice(0)) resolve(undefined);

@@ -71,6 +71,12 @@ function failure(error: unknown): number {
     say(usage ? error.message : `${error.code}: ${error.message}`);
     return usage ? EXIT.usage : EXIT.refused;
   }
+  const { code, syscall, path } = error as NodeJS.ErrnoException;
+  if (typeof code === 'string' && typeof syscall === 'string') {
+    // A file system error on the user's own files: its code and path, never file contents.
+    say(`cannot ${syscall}${path === undefined ? '' : ` ${path}`} (${code})`);
+    return EXIT.refused;
+  }
   // Not a dependency's message: it might quote an input.
   say(`unexpected error${error instanceof Error ? ` (${error.name})` : ''}`);
   return EXIT.refused;

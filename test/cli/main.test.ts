@@ -224,6 +224,22 @@ describe('tee-kms against npm start', () => {
     expect(run(['--attest', strict, 'data-key', 'get', 'pk1', 'dk1'], { env: withToken }).status).toBe(1);
   });
 
+  it('`npm run --silent kms --` runs the same command, paths taken from where npm was run; the bin is the built entry', async () => {
+    const result = spawnSync('npm', ['--prefix', repoRoot, 'run', '--silent', 'kms', '--', 'data-key', 'get', 'pk1', 'dk1', '--out', 'npm.key', '--json'], {
+      cwd: tmp,
+      encoding: 'utf8',
+      timeout: 120_000,
+      env: { ...cliEnv(), ...withToken, HOME: process.env.HOME ?? '/root' },
+    });
+    runs.push({ args: ['npm', 'run', 'kms'], status: result.status, stdout: result.stdout, stderr: result.stderr, json: () => ({}) as never });
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ file: 'npm.key' });
+    expect(await readFile(join(tmp, 'npm.key'), 'utf8')).toBe(`${key}\n`);
+    const { bin } = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    expect(bin).toEqual({ 'tee-kms': 'dist/cli/main.js' });
+    expect((await readFile(join(repoRoot, bin['tee-kms']!), 'utf8')).startsWith('#!/usr/bin/env node\n')).toBe(true);
+  });
+
   it('the server refusing: exit 1 with its code and message, nothing printed on stdout', () => {
     const conflict = run(['enroll'], { env: withToken });
     expect(conflict).toMatchObject({ status: 1, stdout: '' });
