@@ -114,18 +114,29 @@ export function decryptStream(getKey: (names: KeyNames) => Promise<Uint8Array>):
     return true;
   };
 
+  // Opens every chunk known not to be the last: strictly more than a sealed chunk must follow it.
+  const openReady = (t: Transform) => {
+    const sealed = header!.chunkSize + TAG_BYTES;
+    while (queue.length > sealed) for (const part of opener!.open(queue.take(sealed - TAG_BYTES), queue.takeBuffer(TAG_BYTES), false)) t.push(part);
+  };
+
   return new Transform({
     transform(chunk: Buffer, _encoding, callback: TransformCallback) {
       queue.push(chunk);
+      if (opener !== undefined) {
+        // After the header, no promise per input buffer.
+        try {
+          openReady(this);
+          callback();
+        } catch (error) {
+          callback(error as Error);
+        }
+        return;
+      }
       start().then(
         (ready) => {
           try {
-            if (ready) {
-              const sealed = header!.chunkSize + TAG_BYTES;
-              // Strictly more than a sealed chunk: whatever remains at the end is the last chunk.
-              while (queue.length > sealed)
-                for (const part of opener!.open(queue.take(sealed - TAG_BYTES), queue.takeBuffer(TAG_BYTES), false)) this.push(part);
-            }
+            if (ready) openReady(this);
             callback();
           } catch (error) {
             callback(error as Error);
