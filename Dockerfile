@@ -17,7 +17,8 @@ FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.client.json ./
+COPY client ./client
 COPY functions ./functions
 COPY shared ./shared
 COPY sealer ./sealer

@@ -20,8 +20,9 @@ function newest(dir) {
 
 export async function buildIfNeeded() {
   const sources = Math.max(
-    ...['functions', 'shared', 'sealer', 'cli', 'scripts', 'bench'].map((d) => newest(join(root, d))),
+    ...['client', 'functions', 'shared', 'sealer', 'cli', 'scripts', 'bench'].map((d) => newest(join(root, d))),
     statSync(join(root, 'tsconfig.json')).mtimeMs,
+    statSync(join(root, 'tsconfig.client.json')).mtimeMs,
     statSync(join(root, 'scripts/build.mjs')).mtimeMs,
   );
   const built = existsSync(buildStamp) ? statSync(buildStamp).mtimeMs : 0;

@@ -2,7 +2,8 @@
 // becomes one module plus chunks in dist/scripts/serve-chunks/ that it imports on demand (a function's
 // route, the sealing service's client, the S3 client's XML parser…). A cold start then loads a few
 // files instead of ~60 modules: 26–38 ms sooner to its first answer (docs/performance.md, change 9).
-// The rest of dist/ is tsc's output as it is: functions-framework loads dist/functions/*.js.
+// The rest of dist/ is tsc's output as it is: functions-framework loads dist/functions/*.js, and
+// dist/client/ (with declarations, tsconfig.client.json) is the package's `tee-kms/client`.
 import { execFileSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -16,6 +17,8 @@ export const buildStamp = join(dist, '.build-stamp');
 export async function build() {
   const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
   execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.json')], { stdio: 'inherit' });
+  // The declarations of `tee-kms/client` (package.json "exports"), beside the JavaScript tsc just emitted.
+  execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.client.json')], { stdio: 'inherit' });
   await bundleLeanHost();
   writeFileSync(buildStamp, new Date().toISOString());
 }

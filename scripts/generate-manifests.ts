@@ -211,7 +211,23 @@ export async function generateManifests(): Promise<Map<string, string>> {
     initDataToml({
       name: SEALER,
       summary: 'the sealing service, which holds the root key.',
-      containers: [{ name: 'sealer', image: 'tee_kms_image', args: SEALER_COMMAND, env: { NODE_ENV: 'production' } }],
+      containers: [
+        {
+          name: 'sealer',
+          image: 'tee_kms_image',
+          args: SEALER_COMMAND,
+          env: { NODE_ENV: 'production' },
+          closedEnv: {
+            prefix: 'KMS_SEALER_UNSEAL_',
+            allowed: 'auto_unseal_env',
+            why: [
+              'Auto-unseal (KMS_SEALER_UNSEAL_*, docs/root-key.md) lets whoever controls its KBS unseal: it is on only as listed',
+              'here, NAME=VALUE exactly, e.g. ["KMS_SEALER_UNSEAL_KBS_URL=https://kbs.example:8080", "KMS_SEALER_UNSEAL_CA=<PEM>"],',
+              'which changes MRCONFIGID. None listed: a sealer with any of them set is not created.',
+            ],
+          },
+        },
+      ],
     }),
   );
   return files;

@@ -30,6 +30,12 @@ export interface AllowedContainer {
   readonly args?: readonly string[];
   /** Environment variables that must be present, each exactly once or with one value only. */
   readonly env?: Readonly<Record<string, string>>;
+  /**
+   * Variables that may appear only as the policy lists them, by name prefix and the Rego variable
+   * holding the allowed `NAME=VALUE` entries (none as generated). The environment is the host's (a
+   * ConfigMap), so what they switch on is then decided by the measured init-data, not by the host.
+   */
+  readonly closedEnv?: { readonly prefix: string; readonly allowed: string; readonly why: readonly string[] };
 }
 
 /** Which pod a document is for. */
@@ -53,9 +59,26 @@ function containerRule(container: AllowedContainer): string {
   ];
   if (container.args !== undefined) lines.push(`\tinput.OCI.Process.Args == [${container.args.map(rego).join(', ')}]`);
   for (const [name, value] of Object.entries(container.env ?? {})) lines.push(`\tenv_pinned(${rego(name)}, ${rego(value)})`);
+  if (container.closedEnv !== undefined) lines.push(`\tenv_closed(${rego(container.closedEnv.prefix)}, ${container.closedEnv.allowed})`);
   lines.push('}');
-  return lines.join('\n');
+  const closed = container.closedEnv;
+  if (closed === undefined) return lines.join('\n');
+  return [...closed.why.map((line) => `# ${line}`), `${closed.allowed} := []`, '', ...lines].join('\n');
 }
+
+/** The Rego helper of AllowedContainer.closedEnv, written only into documents that use it (it is part of their digest). */
+const CLOSED_ENV_RULES = `
+# Every variable whose name starts with PREFIX is one of ALLOWED (NAME=VALUE, exactly).
+env_closed(prefix, allowed) if {
+	every entry in input.OCI.Process.Env {
+		unprefixed_or_allowed(entry, prefix, allowed)
+	}
+}
+
+unprefixed_or_allowed(entry, prefix, _) if not startswith(entry, prefix)
+
+unprefixed_or_allowed(entry, _, allowed) if entry in allowed
+`;
 
 /** The Kata agent policy of one pod: Rego, package agent_policy. */
 export function agentPolicy(pod: InitDataPod): string {
@@ -154,7 +177,7 @@ env_pinned(name, value) if {
 other_or_equal(entry, name, _) if not startswith(entry, concat("", [name, "="]))
 
 other_or_equal(entry, name, value) if entry == concat("=", [name, value])
-
+${pod.containers.some((container) => container.closedEnv !== undefined) ? CLOSED_ENV_RULES : ''}
 # Everything else the runtime needs to run and stop the pod.
 default AddARPNeighborsRequest := true
 default AddSwapRequest := true

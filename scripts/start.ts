@@ -3,9 +3,12 @@
  * service beside the functions (a child process, insecure development mode with the "sample"
  * attester, its admin policy granting the functions' development identity every operation): in mode 2 (Shamir shares: rotate first, recover after a restart) unless a root key
  * secret is configured (KMS_ROOT_KEY or KMS_ROOT_KEY_FILE: mode 1). Storage: the embedded store
- * in KMS_DATA_DIR (default .kms), or S3 with KMS_STORE=s3.
+ * in KMS_DATA_DIR (default .kms), or S3 with KMS_STORE=s3. With KMS_SEALER_REPLICAS=n (default 1) it
+ * runs n sealing-service replicas that unseal each other, behind a local failover forwarder; a
+ * replica that dies is started again, and the functions keep serving meanwhile.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,7 +18,7 @@ import { kmsOptions } from '../shared/config.js';
 import { KmsError } from '../shared/errors.js';
 import { startHost } from '../shared/http/host.js';
 import { log, logFields } from '../shared/log.js';
-import { loadOptions } from '../shared/options.js';
+import { loadOptions, option, parse } from '../shared/options.js';
 
 const dataDir = process.env.KMS_DATA_DIR || '.kms';
 const sealerDataDir = process.env.KMS_SEALER_DATA_DIR || join(dataDir, 'sealer');
@@ -26,21 +29,31 @@ const sealerDataDir = process.env.KMS_SEALER_DATA_DIR || join(dataDir, 'sealer')
  * pod's MRCONFIGID.)
  */
 const DEVELOPMENT_IDENTITY = createHash('sha384').update('tee-kms/development/functions').digest('hex');
+/** The identity the replicas' sample evidence claims, granted `sealer-peer` (and only that) here. */
+const SEALER_DEVELOPMENT_IDENTITY = createHash('sha384').update('tee-kms/development/sealer').digest('hex');
+/** A replica that exits is started again after this pause. */
+const RESTART_DELAY_MS = 500;
+
+export const startOptions = {
+  sealerReplicas: option({
+    env: 'KMS_SEALER_REPLICAS',
+    default: 1,
+    parse: parse.integer(1, 9),
+    description: 'npm start: how many sealing-service replicas to run; they unseal each other, and one that dies is started again.',
+  }),
+};
 
 try {
-  const sealer = await startSealer();
+  const { sealerReplicas } = loadOptions(startOptions, process.env);
+  const sealer = await startSealers(sealerReplicas);
   const host = await startHost(loadRoutes);
   log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.url });
   const stop = () => {
-    sealer.child.kill('SIGTERM');
+    sealer.stop();
     void host.close().then(() => process.exit(0));
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
-  sealer.child.once('exit', (code) => {
-    process.stderr.write(`tee-kms: the sealing service exited (${code}); stopping\n`);
-    process.exit(1);
-  });
 } catch (error) {
   process.stderr.write(`tee-kms: ${error instanceof KmsError ? error.message : String(error)}\n`);
   process.exit(1);
@@ -54,8 +67,13 @@ async function developmentIdentity(): Promise<string> {
   return (await loadInitDataFile(file)).digest;
 }
 
-/** Starts the sealing service and points the functions at it (URL, pinned certificate, attester). */
-async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
+/**
+ * Starts the sealing service's replicas (the first alone, so that the others find its TLS
+ * certificate and share it), restarts any that exits, and points the functions at them (URL,
+ * pinned certificate, attester): directly with one replica, else through a forwarder that sends
+ * each connection to the first replica that accepts it.
+ */
+async function startSealers(replicas: number): Promise<{ url: string; stop(): void }> {
   const identity = process.env.KMS_SAMPLE_INIT_DATA || (await developmentIdentity());
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -76,12 +94,65 @@ async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
     await mkdir(sealerDataDir, { recursive: true, mode: 0o700 });
     const file = join(sealerDataDir, 'admin-policy.json');
     const grant = [identity];
-    await writeFile(file, `${JSON.stringify({ rotate: grant, verify: grant, recover: grant, seal: grant }, null, 2)}\n`);
+    const policy = { rotate: grant, verify: grant, recover: grant, seal: grant, ...(replicas > 1 ? { 'sealer-peer': [SEALER_DEVELOPMENT_IDENTITY] } : {}) };
+    await writeFile(file, `${JSON.stringify(policy, null, 2)}\n`);
     env.KMS_SEALER_ADMIN_POLICY_FILE = file;
   }
+  const ports: string[] = [];
+  if (replicas > 1) {
+    const base = Number(env.KMS_SEALER_PORT);
+    for (let i = 0; i < replicas; i++) ports.push(String(base === 0 ? await freePort() : base + i));
+    env.KMS_SEALER_SAMPLE_INIT_DATA ||= SEALER_DEVELOPMENT_IDENTITY;
+  } else {
+    ports.push(env.KMS_SEALER_PORT!);
+  }
+  const peersOf = (i: number) => ports.flatMap((port, j) => (j === i ? [] : [`https://127.0.0.1:${port}`])).join(',');
+  const children: Array<ChildProcess | undefined> = [];
+  let stopping = false;
+  const run = async (i: number): Promise<string> => {
+    const replicaEnv = { ...env, KMS_SEALER_PORT: ports[i], ...(replicas > 1 ? { KMS_SEALER_PEERS: peersOf(i) } : {}) };
+    const child = spawnSealer(replicaEnv);
+    children[i] = child;
+    const listening = sealerUrl(child);
+    child.once('exit', (code, signal) => {
+      if (stopping) return;
+      process.stderr.write(`tee-kms: sealing service replica ${i} exited (${code ?? signal}); starting it again\n`);
+      setTimeout(() => void run(i).catch(() => undefined), RESTART_DELAY_MS);
+    });
+    const url = await listening;
+    if (replicas === 1) ports[0] = new URL(url).port; // a restart keeps the port the first start chose
+    return url;
+  };
+  let url = '';
+  for (let i = 0; i < replicas; i++) url = await run(i);
+  let forwarder: Server | undefined;
+  if (replicas > 1) {
+    forwarder = await failoverForwarder(ports.map(Number));
+    url = `https://127.0.0.1:${(forwarder.address() as { port: number }).port}`;
+    log.info('sealing service replicas', { replicas, ports: ports.join(','), forwarder: url });
+  }
+  process.env.KMS_SEALER_URL = url;
+  process.env.KMS_SEALER_CA_FILE ??= join(sealerDataDir, 'tls', 'cert.pem');
+  process.env.KMS_ATTESTER ??= 'sample';
+  process.env.KMS_SAMPLE_INIT_DATA ||= identity;
+  return {
+    url,
+    stop() {
+      stopping = true;
+      forwarder?.close();
+      for (const child of children) child?.kill('SIGTERM');
+    },
+  };
+}
+
+function spawnSealer(env: NodeJS.ProcessEnv): ChildProcess {
   const main = fileURLToPath(new URL('../sealer/main.js', import.meta.url));
-  const child = spawn(process.execPath, [main], { env, stdio: ['pipe', 'pipe', 'inherit'] });
-  const url = await new Promise<string>((resolve, reject) => {
+  return spawn(process.execPath, [main], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+}
+
+/** The URL a sealer child prints once it listens; its output is passed on. */
+function sealerUrl(child: ChildProcess): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
     let buffered = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       process.stdout.write(chunk);
@@ -94,9 +165,47 @@ async function startSealer(): Promise<{ url: string; child: ChildProcess }> {
     });
     child.once('exit', (code) => reject(new KmsError('CONFIG', `the sealing service did not start (exit ${code})`)));
   });
-  process.env.KMS_SEALER_URL = url;
-  process.env.KMS_SEALER_CA_FILE ??= join(sealerDataDir, 'tls', 'cert.pem');
-  process.env.KMS_ATTESTER ??= 'sample';
-  process.env.KMS_SAMPLE_INIT_DATA ||= identity;
-  return { url, child };
+}
+
+/**
+ * What a Kubernetes Service does in front of the replicas, on loopback: each connection goes, TLS
+ * untouched, to the first replica that accepts it. Functions then attest that replica again (its
+ * signing key and tokens are its own), as after any restart.
+ */
+async function failoverForwarder(ports: readonly number[]): Promise<Server> {
+  const server = createServer((client) => {
+    client.pause();
+    client.on('error', () => undefined);
+    const attempt = (i: number) => {
+      if (i >= ports.length) return void client.destroy();
+      const upstream: Socket = connect(ports[i]!, '127.0.0.1');
+      upstream.once('error', () => attempt(i + 1));
+      upstream.once('connect', () => {
+        upstream.removeAllListeners('error');
+        upstream.on('error', () => client.destroy());
+        client.on('close', () => upstream.destroy());
+        upstream.on('close', () => client.destroy());
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.resume();
+      });
+    };
+    attempt(0);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  return server;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
 }

@@ -2,8 +2,11 @@ import { readFile } from 'node:fs/promises';
 import { IDENTITY_PATTERN } from '../shared/attestation/sample.js';
 import { KmsError } from '../shared/errors.js';
 
-/** What the sealing service's admin routes do, each granted apart (docs/sealer-protocol.md). */
-export const ADMIN_OPERATIONS = ['rotate', 'verify', 'recover', 'seal'] as const;
+/**
+ * What the sealing service's admin routes do, each granted apart (docs/sealer-protocol.md).
+ * `sealer-peer` is the role of the other replicas of the sealing service: the root key itself.
+ */
+export const ADMIN_OPERATIONS = ['rotate', 'verify', 'recover', 'seal', 'sealer-peer'] as const;
 export type AdminOperation = (typeof ADMIN_OPERATIONS)[number];
 
 /**
@@ -65,6 +68,8 @@ export class AdminPolicy {
 
   /** For the start-up log: how many identities each operation is granted to. */
   describe(): string {
-    return ADMIN_OPERATIONS.map((operation) => `${operation} ${this.grants.get(operation)?.size ?? 0}`).join(', ');
+    return ADMIN_OPERATIONS.filter((operation) => operation !== 'sealer-peer' || this.grants.has(operation))
+      .map((operation) => `${operation} ${this.grants.get(operation)?.size ?? 0}`)
+      .join(', ');
   }
 }

@@ -15,6 +15,9 @@ import { SealerIdentity } from './identity.js';
 import { openShare } from '../shared/custody/share-jwe.js';
 import { attesterFromConfig } from '../shared/attestation/from-config.js';
 import { defaultVerifiers } from './verifiers.js';
+import { configuredAutoUnseal } from './auto-unseal.js';
+import { PeerUnsealer } from './peers.js';
+import { readFile } from 'node:fs/promises';
 
 export interface RunningSealer {
   readonly server: Server;
@@ -58,10 +61,15 @@ export async function startSealer(
   const sessions = new SessionStore(options.nonceTtlSeconds * 1000, options.maxSessions);
   const verifiers = defaultVerifiers({ insecureDevMode: options.insecureDevMode, extra: extra.verifiers ?? [] });
   const adminPolicy = await AdminPolicy.load(options.adminPolicyFile);
-  const identity = await SealerIdentity.create(
+  const attester =
     extra.attester ??
-      (await attesterFromConfig({ attester: options.attester, tsmRoot: options.tsmRoot, aaUrl: options.aaUrl }, process.env, 'KMS_SEALER_ATTESTER')),
-  );
+    (await attesterFromConfig(
+      { attester: options.attester, tsmRoot: options.tsmRoot, aaUrl: options.aaUrl, sampleInitData: options.sampleInitData },
+      process.env,
+      'KMS_SEALER_ATTESTER',
+    ));
+  const identity = await SealerIdentity.create(attester);
+  const auto = await configuredAutoUnseal(options, store, attester, log);
   // Plaintext shares cross every hop between a TD and a custodian: refused in production unless opted in.
   const plaintextShares = (options.plaintextShares ?? (process.env.NODE_ENV === 'production' ? 'refuse' : 'allow')) === 'allow';
   const core = await SealerCore.open(store, {
@@ -70,11 +78,37 @@ export async function startSealer(
     log,
     plaintextShares,
     openShare: (jwe) => openShare(jwe, identity.recoveryPrivateKey),
+    ...(auto === undefined ? {} : { onKeyChange: auto.autoUnseal.onKeyChange }),
+    followRecord: options.peers.length > 0,
   });
 
+  const peers =
+    options.peers.length === 0 || core.source === 'secret'
+      ? undefined
+      : new PeerUnsealer({
+          core,
+          peers: options.peers,
+          ca: await readFile(options.peerCaFile === '' ? tls.certFile : options.peerCaFile, 'utf8'),
+          attester,
+          verifiers,
+          policy: adminPolicy,
+          syncMs: options.syncSeconds * 1000,
+          log,
+        });
   const server = createServer(
     { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' },
-    sealerHandler({ core, sessions, tokens, verifiers, adminPolicy, proofs: new ProofVerifier(), identity, insecureDevMode: options.insecureDevMode, log }),
+    sealerHandler({
+      core,
+      sessions,
+      tokens,
+      verifiers,
+      adminPolicy,
+      proofs: new ProofVerifier(),
+      identity,
+      insecureDevMode: options.insecureDevMode,
+      log,
+      ...(peers === undefined ? {} : { noPeerHoldsKey: () => peers.noPeerHoldsKey }),
+    }),
   );
   // Longer than clients' idle keep-alive sockets live, so a reused socket is not closed under them.
   server.keepAliveTimeout = 65_000;
@@ -102,15 +136,22 @@ export async function startSealer(
       : `admin policy from ${options.adminPolicyFile}: identities granted ${adminPolicy.describe()}`,
   );
   log.info(`${state}; root key id ${status.rootKeyId ?? '-'}`);
+  if (auto !== undefined) log.info(`auto-unseal: from ${options.unsealKbsUrl} (resource ${options.unsealResource}); shares still unseal`);
+  if (peers !== undefined) log.info(`replica of ${options.peers.length} peer(s); the shared record is re-read every ${options.syncSeconds} s`);
   log.info('listening', { url });
+  // After `listening`: the KBS or the peers may be slow or gone, and the service answers (sealed) meanwhile.
+  auto?.autoUnseal.start(core);
+  peers?.start();
 
   return {
     server,
     url,
     certFile: tls.certFile,
     core,
-    close: () => {
+    close: async () => {
       clearInterval(sweeper);
+      auto?.close();
+      await peers?.stop();
       return closeServer(server);
     },
   };

@@ -45,6 +45,19 @@ export interface SealerCoreOptions {
    * Default: such shares are refused.
    */
   readonly openShare?: (jwe: string) => Promise<string>;
+  /**
+   * Told of every new current root key (initialization, promotion, recovery), inside the serialized
+   * section; for a promotion, before the record names it, so a crash in between leaves a key that
+   * the stored link completes. Auto-unseal re-wraps here (sealer/auto-unseal.ts). A failure is
+   * logged and changes nothing else.
+   */
+  readonly onKeyChange?: (key: { readonly id: string; readonly key: Buffer }) => Promise<void>;
+  /**
+   * Replicas (KMS_SEALER_PEERS): the record is shared with other replicas, so it is re-read before
+   * each change and on a lost compare-and-swap, and a record naming another current key (a
+   * promotion on a peer) drops this replica's key until a peer hands over the new one.
+   */
+  readonly followRecord?: boolean;
 }
 
 /**
@@ -64,11 +77,15 @@ export class SealerCore {
   readonly #log: Pick<ComponentLog, 'info' | 'error'>;
   readonly #plaintextShares: boolean;
   readonly #openShare: ((jwe: string) => Promise<string>) | undefined;
+  readonly #onKeyChange: SealerCoreOptions['onKeyChange'];
+  readonly #followRecord: boolean;
   #key: Buffer | undefined;
   #record: { state: StateRecord; etag: string } | undefined;
   /** Why this service will not initialize or recover until an operator restores storage. */
   #alarm: string | undefined;
   #progress: Progress | undefined;
+  /** Sealed by `seal`: peers do not unseal it again; only shares do. */
+  #sealedByOperator = false;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(store: ObjectStore, options: SealerCoreOptions) {
@@ -79,6 +96,8 @@ export class SealerCore {
     this.#log = options.log ?? { info: () => {}, error: () => {} };
     this.#plaintextShares = options.plaintextShares ?? true;
     this.#openShare = options.openShare;
+    this.#onKeyChange = options.onKeyChange;
+    this.#followRecord = options.followRecord ?? false;
     if (options.rootKey !== undefined) this.#key = Buffer.from(options.rootKey);
   }
 
@@ -161,13 +180,66 @@ export class SealerCore {
     });
   }
 
+  /** Whether an operator sealed this service (`seal`): a peer's key is then refused until shares recover it. */
+  get sealedByOperator(): boolean {
+    return this.#sealedByOperator;
+  }
+
+  /** Re-reads the shared record (replicas): see `followRecord`. */
+  follow(): Promise<void> {
+    return this.#serialized(() => this.#follow());
+  }
+
+  /**
+   * A key a peer replica handed over, installed only while sealed and only if it is the current key
+   * of the shared record and that record is authentic under it: a peer cannot choose the key either.
+   */
+  adoptPeerKey(key: Buffer): Promise<boolean> {
+    return this.#serialized(async () => {
+      if (this.#source === 'secret' || this.#key !== undefined || this.#sealedByOperator) return false;
+      await this.#follow();
+      const state = this.#record?.state;
+      if (state === undefined) return false;
+      if (!sameId(rootKeyId(key), state.current.id) || state.mac === null || !stateAuthentic(state, key)) {
+        this.#log.error(`a peer's root key is not the current key of an authentic state record (${state.current.id}): not used`);
+        return false;
+      }
+      this.#setKey(key);
+      this.#clearProgress();
+      this.#log.info(`unsealed by a peer replica: root key ${state.current.id}`);
+      return true;
+    });
+  }
+
   /** Drops the key from memory (like `vault operator seal`); shares recover it. Mode 2 only. */
   seal(): Promise<SealStatus> {
     return this.#serialized(async () => {
       this.#refuseInSecretMode();
+      await this.#follow();
       if (this.#record === undefined) throw new SealerError('NOT_INITIALIZED', 'the sealing service is not initialized: there is nothing to seal');
       this.#key?.fill(0);
       this.#key = undefined;
+      this.#sealedByOperator = true;
+      this.#clearProgress();
+      return this.status();
+    });
+  }
+
+  /**
+   * Unseals with a root key from elsewhere than shares (auto-unseal): it is held to what shares
+   * are, the current key (the record authenticates under it, storage opens with it) or the pending
+   * one whose promotion's link is stored. Anything else changes nothing.
+   */
+  unsealWithKey(key: Buffer): Promise<SealStatus> {
+    return this.#serialized(async () => {
+      this.#refuseInSecretMode();
+      if (this.#record === undefined) throw new SealerError('NOT_INITIALIZED', 'the sealing service is not initialized: there is no root key to unseal');
+      if (this.#key !== undefined) return this.status();
+      const id = rootKeyId(key);
+      const { current, pending } = this.#record.state;
+      if (sameId(id, current.id)) await this.#unsealWithCurrent(key);
+      else if (pending !== null && sameId(id, pending.id)) await this.#unsealWithPending({ id, key });
+      else throw new SealerError('CONFLICT', `the key given is root key ${id}, not the current one (${current.id}); nothing was unsealed`);
       this.#clearProgress();
       return this.status();
     });
@@ -176,6 +248,7 @@ export class SealerCore {
   async #install(request: unknown): Promise<InstallRootKeyResult> {
     this.#refuseInSecretMode();
     const { t, n, expectedCurrentId, expectedPendingId, custodians: given, currentShares } = parseInstall(request);
+    await this.#follow();
     const custodians = this.#custodiansFor(n, given);
     await this.#authorizeCustodianChange(given, currentShares);
     // Made here, in the trust anchor: no caller, attested or not, chooses a root key.
@@ -198,6 +271,7 @@ export class SealerCore {
         await this.#reloadAfterWrite(state);
         this.#setKey(key);
         this.#log.info(`initialized with root key ${newId} (storage held no keys)`);
+        await this.#keyChanged({ id: newId, key });
         return { rootKeyId: newId, pending: false, shares };
       }
 
@@ -219,6 +293,7 @@ export class SealerCore {
 
   async #verify(input: unknown): Promise<VerifyResult> {
     this.#refuseInSecretMode();
+    await this.#follow();
     if (this.#record === undefined || this.#key === undefined) throw sealedError(this.status());
     const given = (input as { shares?: unknown } | null)?.shares;
     if (!Array.isArray(given) || given.length === 0) throw new SealerError('BAD_REQUEST', 'body must be {"shares": [{"index": n, "content": "<base64>"}, …]}');
@@ -277,6 +352,7 @@ export class SealerCore {
    */
   async #promote(current: { id: string; key: Buffer }, next: { id: string; key: Buffer }, pending: KeyEntry, generation: number): Promise<void> {
     await this.#storeLink(current, next);
+    await this.#keyChanged(next);
     await this.#replace({ generation: generation + 1, current: pending, pending: null }, next.key);
     this.#setKey(next.key);
     this.#clearProgress();
@@ -285,6 +361,7 @@ export class SealerCore {
 
   async #submitShare(given: unknown): Promise<RecoveryProgress> {
     this.#refuseInSecretMode();
+    await this.#follow();
     if (this.#record === undefined) {
       this.#refuseOnAlarm();
       throw new SealerError('NOT_INITIALIZED', 'the sealing service is not initialized: there is nothing to recover; rotate initializes it');
@@ -344,6 +421,7 @@ export class SealerCore {
     // A record of the previous format is authenticated from now on.
     if (state.mac === null) await this.#replace({ generation: state.generation + 1, current: state.current, pending: null }, key);
     this.#setKey(key);
+    await this.#keyChanged({ id: state.current.id, key });
   }
 
   /**
@@ -372,6 +450,7 @@ export class SealerCore {
       await this.#assertOpensStorage(next);
       await this.#replace({ generation: state.generation + 1, current: state.pending!, pending: null }, next.key);
       this.#setKey(next.key);
+      await this.#keyChanged(next);
       this.#log.info(`completed the promotion of root key ${next.id} (its link was stored before a restart)`);
     } finally {
       previous.fill(0);
@@ -493,7 +572,16 @@ export class SealerCore {
     }
   }
 
+  async #keyChanged(key: { id: string; key: Buffer }): Promise<void> {
+    try {
+      await this.#onKeyChange?.(key);
+    } catch (error) {
+      this.#log.error(`after the change to root key ${key.id}: ${error instanceof Error ? error.message : 'unknown error'}`);
+    }
+  }
+
   #setKey(key: Buffer): void {
+    this.#sealedByOperator = false;
     this.#key?.fill(0);
     this.#key = Buffer.from(key);
   }
@@ -512,6 +600,10 @@ export class SealerCore {
   async #replace(body: StateBody, currentKey: Buffer): Promise<void> {
     const next = sealState(body, currentKey);
     if (!(await this.#store.replace(STATE_OBJECT_KEY, encodeState(next), this.#record!.etag))) {
+      if (this.#followRecord) {
+        await this.#follow();
+        throw new SealerError('CONFLICT', 'another replica changed the state record meanwhile; nothing was changed: try again');
+      }
       // Only this service writes the record: what is there now is adopted only if it is authentic.
       const found = await this.#load();
       if (found !== undefined && this.#key !== undefined && stateAuthentic(found.state, this.#key)) this.#record = found;
@@ -519,6 +611,37 @@ export class SealerCore {
       throw new SealerError('CONFLICT', 'the state record changed meanwhile; nothing was changed');
     }
     await this.#reloadAfterWrite(next);
+  }
+
+  /**
+   * Replicas only: adopts what another replica wrote. Under the key held, a record naming the same
+   * current key must be authentic (else it is left alone, with an alarm); a record naming another
+   * current key means a peer promoted or recovered it: this replica drops its key (so it never
+   * serves a retired one) and asks its peers. Without a key, the record is adopted as at start; any
+   * key later installed must authenticate it.
+   */
+  async #follow(): Promise<void> {
+    if (!this.#followRecord || this.#source === 'secret') return;
+    const found = await this.#load();
+    if (found === undefined || found.etag === this.#record?.etag) return;
+    const held = this.#record?.state.current.id;
+    if (this.#key === undefined || held === undefined) {
+      this.#record = found;
+      this.#alarm = undefined;
+      return;
+    }
+    if (sameId(found.state.current.id, held)) {
+      if (stateAuthentic(found.state, this.#key)) this.#record = found;
+      else this.#log.error(`INTEGRITY ALARM: the shared state record names root key ${held} but is not authentic under it: ignored`);
+      return;
+    }
+    this.#key.fill(0);
+    this.#key = undefined;
+    this.#clearProgress();
+    this.#record = found;
+    this.#log.info(
+      `the shared state record names root key ${found.state.current.id} (made current on a peer): ${held} dropped; sealed until a peer hands the new key over`,
+    );
   }
 
   async #reloadAfterWrite(written: StateRecord): Promise<void> {

@@ -1,3 +1,4 @@
+import { KmsError } from '../shared/errors.js';
 import { loadOptions, option, parse, type OptionValues } from '../shared/options.js';
 
 /** Every option of the sealing service, declared once. */
@@ -91,6 +92,43 @@ export const sealerOptions = {
     description:
       'PEM root CA trusted instead of the pinned Intel SGX Root CA: tests and private DCAP PKIs only. Announced on stderr; refused when NODE_ENV=production.',
   }),
+  unsealKbsUrl: option({
+    env: 'KMS_SEALER_UNSEAL_KBS_URL',
+    default: '',
+    parse: parse.url,
+    description:
+      "Auto-unseal: the https URL of a Trustee KBS (or another sealing service) that releases the key-encryption key to this sealer after attesting it; the root key is then stored wrapped under that key and a restart needs no shares (docs/root-key.md). Mode 2 only. Under TDX, the sealer's init-data must allow it (docs/attestation.md).",
+  }),
+  unsealResource: option({
+    env: 'KMS_SEALER_UNSEAL_RESOURCE',
+    default: 'tee-kms/unseal/kek',
+    parse: (raw: string, env: string) => {
+      if (!/^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/.test(raw) || raw.split('/').some((part) => part === '.' || part === '..')) {
+        throw new KmsError('CONFIG', `${env} must be <repository>/<type>/<tag>`);
+      }
+      return raw;
+    },
+    description: 'Auto-unseal: the KBS resource holding the key-encryption key (32 raw bytes), `<repository>/<type>/<tag>`.',
+  }),
+  unsealCa: option({
+    env: 'KMS_SEALER_UNSEAL_CA',
+    default: '',
+    parse: parse.string,
+    description:
+      "Auto-unseal: PEM of the CA the KBS's TLS certificate must chain to (nothing else is trusted). Given inline so that the agent policy can pin it; excludes KMS_SEALER_UNSEAL_CA_FILE.",
+  }),
+  unsealCaFile: option({
+    env: 'KMS_SEALER_UNSEAL_CA_FILE',
+    default: '',
+    parse: parse.string,
+    description: 'Auto-unseal: that CA from a file. A file is not measured: refused when NODE_ENV=production (use KMS_SEALER_UNSEAL_CA there).',
+  }),
+  unsealRetrySeconds: option({
+    env: 'KMS_SEALER_UNSEAL_RETRY_SECONDS',
+    default: 30,
+    parse: parse.integer(1, 3_600),
+    description: 'Auto-unseal: the wait before asking an unreachable or refusing KBS again; it is asked until it answers.',
+  }),
   tlsCertFile: option({
     env: 'KMS_SEALER_TLS_CERT_FILE',
     default: '',
@@ -131,6 +169,41 @@ export const sealerOptions = {
     default: false,
     parse: parse.boolean,
     description: 'Stop when standard input closes: npm start sets it, so the sealer never outlives the process that started it.',
+  }),
+  peers: option({
+    env: 'KMS_SEALER_PEERS',
+    default: [] as readonly string[],
+    parse: (raw: string, env: string) => {
+      const urls = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
+      for (const url of urls)
+        if (!/^https:\/\/[^/?#\s]+$/.test(url)) {
+          throw new KmsError('CONFIG', `${env}: each peer must be https://host:port, with nothing after it`);
+        }
+      return urls;
+    },
+    description:
+      'Comma list of the other replicas (https://host:port). A replica that is sealed asks them for the root key over KBS, attesting as a sealer (identity granted "sealer-peer" in the admin policy), and follows the state record they share (docs/replicas.md).',
+  }),
+  peerCaFile: option({
+    env: 'KMS_SEALER_PEER_CA_FILE',
+    default: '',
+    parse: parse.string,
+    description: "PEM certificate(s) trusted for the peers' TLS; default: this replica's own certificate (replicas share one).",
+  }),
+  syncSeconds: option({
+    env: 'KMS_SEALER_SYNC_SECONDS',
+    default: 5,
+    parse: parse.integer(1, 3_600),
+    description: 'With peers: how often a replica re-reads the shared state record and, while sealed, asks its peers for the root key.',
+  }),
+  sampleInitData: option({
+    env: 'KMS_SEALER_SAMPLE_INIT_DATA',
+    default: '',
+    parse: parse.identity,
+    description: "The identity (96 hex) that this service's `sample` evidence claims, as a peer of other replicas (development only).",
   }),
   maxSessions: option({
     env: 'KMS_SEALER_MAX_SESSIONS',

@@ -42,6 +42,8 @@ export interface SealerHandlerDeps {
   /** This service's own attested keys: the signing key of its answers, the recovery key. */
   readonly identity: SealerIdentity;
   readonly insecureDevMode: boolean;
+  /** Replicas: whether the last round found that no peer holds the key (see readiness). */
+  readonly noPeerHoldsKey?: () => boolean;
   /** One line per request (method, path, status, ms; never headers, bodies or query), and messages. */
   readonly log: ComponentLog;
 }
@@ -59,6 +61,8 @@ const routes: Record<string, Partial<Record<string, Handler>>> = {
   [sealerPaths.recovery]: { DELETE: admin('recover', async (_body, deps) => deps.core.resetRecovery(), { body: false }) },
   [sealerPaths.seal]: { POST: admin('seal', async (_body, deps) => deps.core.seal(), { body: false }) },
   [sealerPaths.attestation]: { GET: sealerAttestation },
+  // Another replica of this service, attested as one (role sealer-peer): the key, only as a JWE to its TEE key.
+  [sealerPaths.peerRootKey]: { GET: admin('sealer-peer', async (_body, deps, _req, verified) => peerRootKey(deps, verified), { body: false }) },
   [sealerPaths.recoveryKey]: {
     GET: admin(
       'recover',
@@ -70,6 +74,7 @@ const routes: Record<string, Partial<Record<string, Handler>>> = {
     ),
   },
   '/healthz': { GET: async (_req, res) => sendJson(res, 200, { ok: true }) },
+  '/readyz': { GET: readiness },
 };
 
 export function sealerHandler(deps: SealerHandlerDeps): (req: IncomingMessage, res: ServerResponse) => void {
@@ -190,6 +195,15 @@ async function kbsRootKey(req: IncomingMessage, res: ServerResponse, deps: Seale
 
 // ---- the sealer's own API ----
 
+async function peerRootKey(deps: SealerHandlerDeps, verified: VerifiedToken): Promise<unknown> {
+  const key = deps.core.currentKey();
+  try {
+    return await encryptToTee(key, verified.teePubKey);
+  } finally {
+    key.fill(0);
+  }
+}
+
 /** Unauthenticated: the key this service signs its answers with, and evidence binding it to the caller's nonce. */
 async function sealerAttestation(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
   const nonce = nonceOf(req);
@@ -203,11 +217,22 @@ function nonceOf(req: IncomingMessage): string {
   return asSealerError('BAD_REQUEST', () => parseEvidenceNonce(nonce ?? undefined));
 }
 
+/**
+ * 200 when this replica can serve: unsealed, uninitialized, a single instance, sealed by an
+ * operator, or sealed while no peer holds the key (its shares are needed, so it must be reachable). 503 while a peer may still
+ * hand it the key: a rolling restart then waits before it restarts the next replica.
+ */
+async function readiness(_req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+  const status = deps.core.status();
+  const ready = !status.sealed || !status.initialized || deps.core.sealedByOperator || (deps.noPeerHoldsKey?.() ?? true);
+  sendJson(res, ready ? 200 : 503, { ready, sealed: status.sealed });
+}
+
 async function sealStatus(_req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
   sendJson(res, 200, deps.core.status());
 }
 
-type AdminAction = (body: unknown, deps: SealerHandlerDeps, req: IncomingMessage) => Promise<unknown>;
+type AdminAction = (body: unknown, deps: SealerHandlerDeps, req: IncomingMessage, verified: VerifiedToken) => Promise<unknown>;
 
 /**
  * An admin route: the caller's attestation token (Bearer only: a cookie would be sent by anyone
@@ -234,7 +259,7 @@ function admin(operation: AdminOperation, action: AdminAction, options: { body: 
         );
       }
       const body = options.body ? parseJson(raw, (detail) => new SealerError('BAD_REQUEST', `body must be JSON: ${detail}`)) : undefined;
-      sendJson(res, 200, await action(body, deps, req));
+      sendJson(res, 200, await action(body, deps, req, verified));
     } finally {
       raw.fill(0);
     }

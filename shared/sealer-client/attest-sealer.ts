@@ -56,7 +56,7 @@ export async function answerSigned(
   }
 }
 
-function signingJwk(value: unknown): { kty: 'EC'; crv: 'P-256'; alg: 'ES256'; x: string; y: string } | undefined {
+export function signingJwk(value: unknown): { kty: 'EC'; crv: 'P-256'; alg: 'ES256'; x: string; y: string } | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const { kty, crv, alg, x, y, ...rest } = value as Record<string, unknown>;
   if (kty !== 'EC' || crv !== 'P-256' || alg !== 'ES256' || typeof x !== 'string' || typeof y !== 'string' || Object.keys(rest).length > 0) return undefined;

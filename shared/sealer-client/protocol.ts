@@ -16,6 +16,7 @@ export const sealerPaths = {
   seal: `${SEALER_API_PREFIX}/seal`, // POST: drop the key from memory (mode 2 only)
   attestation: `${SEALER_API_PREFIX}/attestation`, // GET ?nonce=: the service's signing key and evidence binding it
   recoveryKey: `${SEALER_API_PREFIX}/recovery/key`, // GET ?nonce=: the recovery key and evidence binding it
+  peerRootKey: `${SEALER_API_PREFIX}/peer/root-key`, // GET: the root key as a JWE to the caller's TEE key (role sealer-peer)
 } as const;
 
 /** Headers of signed answers (docs/sealer-protocol.md). */

@@ -3,52 +3,21 @@
 // (test/support/sealed-client.ts) speaks the protocol.
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, connect, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { freePort, httpCall, startFunctionsFramework, startLeanHost, startServer, type ServerProcess } from '../support/processes.js';
+import { encodings, recordingProxy, type RecordingProxy } from '../support/recording-proxy.js';
 import { attest, seal, type Attested } from '../support/sealed-client.js';
 
 const ADMIN_TOKEN = `admin-${randomBytes(12).toString('hex')}`;
 const USER_TOKEN = `user-${randomBytes(12).toString('hex')}`;
 
-/** A TCP proxy that records every byte both ways: what an ingress terminating TLS sees. */
-async function recordingProxy(targetPort: number): Promise<{ port: number; capture: () => Buffer; close: () => Promise<void> }> {
-  const chunks: Buffer[] = [];
-  const server: Server = createServer((client) => {
-    const upstream = connect(targetPort, '127.0.0.1');
-    client.on('data', (chunk: Buffer) => chunks.push(chunk));
-    upstream.on('data', (chunk: Buffer) => chunks.push(chunk));
-    client.pipe(upstream).on('error', () => client.destroy());
-    upstream.pipe(client).on('error', () => upstream.destroy());
-    client.on('error', () => upstream.destroy());
-    upstream.on('error', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as { port: number }).port,
-    capture: () => Buffer.concat(chunks),
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
-}
-
-/** Every way a key or token could show up in captured bytes. */
-function encodings(secret: string | Buffer): string[] {
-  const bytes = typeof secret === 'string' ? Buffer.from(secret) : secret;
-  return [
-    bytes.toString('base64'),
-    bytes.toString('base64url'),
-    bytes.toString('hex'),
-    ...(typeof secret === 'string' ? [secret, encodeURIComponent(secret)] : []),
-  ];
-}
-
 describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
   let dataDir: string;
   let kms: ServerProcess;
-  let proxy: Awaited<ReturnType<typeof recordingProxy>>;
+  let proxy: RecordingProxy;
   const viaProxy = (path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}) =>
     httpCall(`http://127.0.0.1:${proxy.port}${path}`, options);
   const sealedCall = async (attested: Attested, method: string, target: string, token: string, user?: string, body?: string) => {

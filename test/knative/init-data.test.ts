@@ -193,6 +193,20 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     }
   });
 
+  it('lets no KMS_SEALER_UNSEAL_* variable reach the sealer unless its init-data lists it', () => {
+    const sealer = readFileSync(join(INIT_DATA_DIR, `${SEALER_POD}.toml`), 'utf8');
+    // None listed: auto-unseal cannot be switched on from the (unmeasured) environment.
+    expect(sealer.split('\nauto_unseal_env := []\n')).toHaveLength(2);
+    const rule = sealer.slice(sealer.indexOf('# sealer: the tee-kms image.'));
+    expect(rule.slice(0, rule.indexOf('\n}\n'))).toContain('\tenv_closed("KMS_SEALER_UNSEAL_", auto_unseal_env)');
+    expect(sealer).toContain('env_closed(prefix, allowed) if {\n\tevery entry in input.OCI.Process.Env {\n\t\tunprefixed_or_allowed(entry, prefix, allowed)');
+    expect(sealer).toContain('unprefixed_or_allowed(entry, prefix, _) if not startswith(entry, prefix)');
+    expect(sealer).toContain('unprefixed_or_allowed(entry, _, allowed) if entry in allowed');
+    // The functions' documents (and so their MRCONFIGIDs) do not carry the rule.
+    for (const pod of ALL_PODS.filter((name) => name !== SEALER_POD))
+      expect(readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8'), pod).not.toContain('env_closed');
+  });
+
   it('names the images by the placeholders install.sh replaces, each once', () => {
     for (const pod of ALL_PODS) {
       const text = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');

@@ -157,3 +157,66 @@ describe('npm start with KMS_INIT_DATA_FILE', () => {
     }
   });
 });
+
+describe('npm start with KMS_SEALER_REPLICAS=3', () => {
+  /** The sealing-service processes npm start runs now (descendants of `root` running sealer/main.js). */
+  function sealerPids(root: number): number[] {
+    const rows = spawnSync('ps', ['-eo', 'pid=,ppid=,args='], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .flatMap((line) => {
+        const match = /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(line);
+        return match === null ? [] : [{ pid: Number(match[1]), ppid: Number(match[2]), args: match[3]! }];
+      });
+    const tree = new Set([root]);
+    for (let grew = true; grew;) {
+      grew = false;
+      for (const row of rows) {
+        if (tree.has(row.ppid) && !tree.has(row.pid)) {
+          tree.add(row.pid);
+          grew = true;
+        }
+      }
+    }
+    return rows.filter((row) => tree.has(row.pid) && row.args.includes('dist/sealer/main.js')).map((row) => row.pid);
+  }
+
+  it('runs three replicas; kill -9 of one: the host keeps serving, the replica is started again and a peer unseals it', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-replicas-'));
+    let kms: ServerProcess | undefined;
+    try {
+      kms = await startNpmStart({ KMS_DATA_DIR: dataDir, KMS_SEALER_REPLICAS: '3', KMS_ADMIN_TOKEN: 'local-admin-token' });
+      const server = kms;
+      expect((await server.request('/rootKey/rotate')).status).toBe(200);
+      const read = () => server.request('/dataKey/dk?user=alice&token=alices-token&primaryKeyName=pk');
+      expect((await server.request('/user/alice?token=alices-token', { method: 'POST' })).status).toBe(201);
+      expect((await server.request('/primaryKey/pk?user=alice&token=alices-token', { method: 'POST' })).status).toBe(201);
+      expect((await server.request('/dataKey/dk?user=alice&token=alices-token&primaryKeyName=pk', { method: 'POST' })).status).toBe(201);
+      const value = (await read()).body;
+      const waitFor = async (what: string, done: () => boolean) => {
+        for (let i = 0; !done(); i++) {
+          if (i > 600) throw new Error(`${what} did not happen:\n${server.output()}`);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      };
+      const peerUnseals = () => server.output().split('unsealed by a peer replica').length - 1;
+      // Replicas 1 and 2 started before the first rotate: a peer hands them the new key.
+      await waitFor('two replicas unsealed by a peer', () => peerUnseals() >= 2);
+      const before = sealerPids(server.child.pid!);
+      expect(before).toHaveLength(3);
+
+      // The first replica: the one the functions' connections go to.
+      process.kill(before[0]!, 'SIGKILL');
+      expect(await read()).toMatchObject({ status: 200, body: value });
+      // Creating a primary key asks the sealing service which key is current: another replica answers.
+      expect((await server.request('/primaryKey/pk2?user=alice&token=alices-token', { method: 'POST' })).status).toBe(201);
+      await waitFor('the replica started again', () => sealerPids(server.child.pid!).filter((pid) => !before.includes(pid)).length === 1);
+      await waitFor('the restarted replica unsealed by a peer', () => peerUnseals() >= 3);
+      expect(server.output()).toContain('sealing service replica 0 exited (SIGKILL); starting it again');
+      expect(await read()).toMatchObject({ status: 200, body: value });
+      expect(findSecrets(server.output(), ['alices-token', 'local-admin-token', Buffer.from(value.trim(), 'base64')])).toEqual([]);
+    } finally {
+      await kms?.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -50,11 +50,11 @@ export function adminAttester(): SampleAttester {
 /** Every log of every sealer started in this worker, for the final secret scan. */
 export const allLogs: Array<() => string> = [];
 
-export async function startSealerProcess(options: { env?: Record<string, string>; dataDir?: string } = {}): Promise<SealerProcess> {
+export async function startSealerProcess(options: { env?: Record<string, string>; dataDir?: string; port?: number } = {}): Promise<SealerProcess> {
   // test/global-setup.ts builds dist/ once per run.
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build with npx tsc -p tsconfig.json`);
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'tee-kms-sealer-')));
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: process.env.HOME ?? '/tmp',
@@ -114,12 +114,13 @@ export async function startSealerProcess(options: { env?: Record<string, string>
   await spawnOnce();
   allLogs.push(() => log);
   const url = `https://127.0.0.1:${port}`;
+  const caFile = env.KMS_SEALER_TLS_CERT_FILE || join(dataDir, 'tls', 'cert.pem');
   return {
     url,
     port,
     dataDir,
     env,
-    caPem: () => readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8'),
+    caPem: () => readFile(caFile, 'utf8'),
     logs: () => log,
     stderr: () => errLog,
     lines: () => parsedLines(log),
@@ -142,7 +143,7 @@ export async function startSealerProcess(options: { env?: Record<string, string>
     client: async (clientOptions = {}) => {
       const client = new SealerClient({
         url,
-        ca: await readFile(join(dataDir, 'tls', 'cert.pem')),
+        ca: await readFile(caFile),
         attester: clientOptions.attester ?? adminAttester(),
         sealerVerifier: new SampleVerifier(),
         timeoutMs: clientOptions.timeoutMs ?? 10_000,

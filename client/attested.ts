@@ -1,0 +1,181 @@
+// Attested mode: the service key is taken only from evidence that this client verified with the
+// project's own verifiers (the sealing service's, so the same reference values apply), and every
+// credential is sealed to it (docs/sealed-channel.md). The TDX verifier is loaded only when used.
+import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { compactDecrypt } from 'jose/jwe/compact/decrypt';
+import { CompactEncrypt } from 'jose/jwe/compact/encrypt';
+import { importJWK } from 'jose/key/import';
+import type { Verifier } from '../shared/attestation/types.js';
+import { KmsError as ServerSideError } from '../shared/errors.js';
+import { kbsReportData, parseTeePubKey } from '../shared/kbs/protocol.js';
+import { serviceKeyReportData } from '../shared/sealed/binding.js';
+import { KmsError } from './errors.js';
+import type { Attestation, Share } from './types.js';
+
+export interface AttestOptions {
+  /**
+   * The TD's TDX reference values, in the format of the sealing service's KMS_SEALER_TDX_POLICY_FILE
+   * (docs/attestation.md): the parsed JSON. Needed for TDX evidence.
+   */
+  readonly policy?: unknown;
+  /** The sealing service's reference values, for `recover`; default `policy`. */
+  readonly sealerPolicy?: unknown;
+  /** DCAP collateral (the JSON of `npm run verify-quote`'s collateral file, parsed); or `pccsUrl`. */
+  readonly collateral?: unknown;
+  /** A PCCS or Intel PCS base URL (https) to fetch collateral from, when `collateral` is not given. */
+  readonly pccsUrl?: string;
+  /** Trust this root CA instead of Intel's SGX Root CA (private DCAP PKIs, tests). */
+  readonly trustedRootCaPem?: string;
+  /** Accept `sample` evidence, which proves nothing: development only. */
+  readonly allowDevelopment?: boolean;
+  /** Evaluation time for collateral and certificates; default the wall clock. */
+  readonly now?: () => Date;
+}
+
+const NONCE_BYTES = 32;
+const KEY_ALGORITHMS = ['ECDH-ES+A256KW'];
+const B64URL_32 = /^[A-Za-z0-9_-]{43}$/;
+
+/** A fresh nonce for GET /attestation or GET /rootKey/recover. */
+export function freshNonce(): string {
+  return randomBytes(NONCE_BYTES).toString('base64url');
+}
+
+/** Checks an answer of GET /attestation?nonce=`nonce` and returns its service key, or throws ATTESTATION. */
+export async function verifyAttestation(answer: unknown, nonce: string, options: AttestOptions): Promise<Attestation> {
+  const { serviceKey, rootKeyId, tee, evidence } = (isObject(answer) ? answer : {}) as Record<string, unknown>;
+  if (!isObject(serviceKey) || typeof rootKeyId !== 'string' || (tee !== 'sample' && tee !== 'tdx')) {
+    throw new KmsError('PROTOCOL', 'GET /attestation answered something else than {serviceKey, rootKeyId, tee, evidence}');
+  }
+  const { kty, crv, x, kid, ...others } = serviceKey;
+  if (kty !== 'OKP' || crv !== 'X25519' || typeof x !== 'string' || !B64URL_32.test(x) || kid !== rootKeyId || Object.keys(others).length > 0) {
+    throw new KmsError('ATTESTATION', 'the service key is not an X25519 public JWK whose kid is the rootKeyId answered');
+  }
+  const verifier = await verifierFor(tee, options, options.policy);
+  // The report data is recomputed from the key exactly as answered (canonical JSON of it and the nonce).
+  const claims = await verified(() => verifier.verify(evidence, serviceKeyReportData(nonce, serviceKey)), 'service key');
+  return { serviceKey: { kty, crv, x, kid }, rootKeyId, tee, claims };
+}
+
+/**
+ * Seals shares to the sealing service's recovery key, from an answer of GET /rootKey/recover?nonce=
+ * whose evidence this client verified (as `custodian seal-share` does). A share already a compact
+ * JWE (to a recovery key, by its custodian) is kept as it is.
+ */
+export async function sealSharesToRecoveryKey(answer: unknown, nonce: string, shares: readonly Share[], options: AttestOptions): Promise<Share[]> {
+  const { recoveryKey, tee, evidence } = (isObject(answer) ? answer : {}) as Record<string, unknown>;
+  if (tee !== 'sample' && tee !== 'tdx') throw new KmsError('PROTOCOL', 'GET /rootKey/recover answered something else than {recoveryKey, tee, evidence}');
+  const { isCompactJwe, parseCustodianKeys, sealShare } = await import('../shared/custody/share-jwe.js');
+  let key;
+  try {
+    const teePubKey = parseTeePubKey(recoveryKey);
+    if (teePubKey.crv !== 'P-256') throw new Error('not P-256');
+    [key] = parseCustodianKeys([teePubKey], 1);
+    const verifier = await verifierFor(tee, options, options.sealerPolicy ?? options.policy);
+    await verified(() => verifier.verify(evidence, kbsReportData(nonce, teePubKey)), 'recovery key');
+  } catch (error) {
+    if (error instanceof KmsError) throw error;
+    throw new KmsError('ATTESTATION', 'the recovery key is not a P-256 ECDH-ES+A256KW public JWK');
+  }
+  return Promise.all(shares.map(async ({ index, content }) => ({ index, content: isCompactJwe(content) ? content : await sealShare(content, key!) })));
+}
+
+async function verifierFor(tee: 'sample' | 'tdx', options: AttestOptions, policy: unknown): Promise<Verifier> {
+  if (tee === 'sample') {
+    if (options.allowDevelopment !== true) {
+      throw new KmsError(
+        'ATTESTATION',
+        'the KMS answered sample evidence, which proves nothing (no TEE made it): refused unless attest.allowDevelopment is set',
+      );
+    }
+    const { SampleVerifier } = await import('../shared/attestation/sample.js');
+    return new SampleVerifier();
+  }
+  if (policy === undefined) throw new KmsError('CONFIG', 'TDX evidence needs attest.policy (the TD reference values)');
+  const [{ createTdxPolicy }, { TdxVerifier }, collateralModule] = await Promise.all([
+    import('../sealer/attestation/tdx/policy.js'),
+    import('../sealer/attestation/tdx/verifier.js'),
+    import('../sealer/attestation/tdx/collateral.js'),
+  ]);
+  let collateral;
+  if (options.collateral !== undefined) {
+    collateral = new collateralModule.StaticCollateralSource(configured(() => collateralModule.parseCollateral(options.collateral, 'attest.collateral')));
+  } else if (options.pccsUrl !== undefined) {
+    collateral = new collateralModule.PccsCollateralSource({ baseUrl: options.pccsUrl });
+  } else {
+    throw new KmsError('CONFIG', 'TDX evidence needs attest.collateral or attest.pccsUrl (DCAP collateral)');
+  }
+  return new TdxVerifier({
+    policy: configured(() => createTdxPolicy(policy)),
+    collateral,
+    ...(options.trustedRootCaPem === undefined ? {} : { trustedRootCaPem: options.trustedRootCaPem }),
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+}
+
+function configured<T>(make: () => T): T {
+  try {
+    return make();
+  } catch (error) {
+    throw new KmsError('CONFIG', `attest: ${error instanceof Error ? error.message : 'invalid'}`);
+  }
+}
+
+async function verified(verify: () => Promise<{ claims: Record<string, unknown> }>, what: string): Promise<Record<string, unknown>> {
+  try {
+    return (await verify()).claims;
+  } catch (error) {
+    // The verifiers refuse with FORBIDDEN (a claim failed) or BAD_REQUEST (evidence that does not parse).
+    if (error instanceof ServerSideError && error.code !== 'INTERNAL') {
+      throw new KmsError('ATTESTATION', `the ${what}'s evidence is refused: ${error.message}`, { cause: error });
+    }
+    throw new KmsError('ATTESTATION', `the ${what}'s evidence could not be verified`, { cause: error });
+  }
+}
+
+/** One sealed request: the Authorization header, and the key its answer is opened with. */
+export interface Sealed {
+  readonly authorization: string;
+  open(jwe: string): Promise<unknown>;
+}
+
+export interface Claims {
+  readonly user?: string;
+  readonly token: string;
+  readonly method: string;
+  readonly target: string;
+}
+
+/** Seals a credential to the attested service key, bound to this method and target, with a fresh response key. */
+export async function seal(attestation: Attestation, claims: Claims): Promise<Sealed> {
+  const response = generateKeyPairSync('x25519');
+  const { x } = response.publicKey.export({ format: 'jwk' });
+  const payload = {
+    ...(claims.user === undefined ? {} : { user: claims.user }),
+    token: claims.token,
+    htm: claims.method,
+    htu: claims.target,
+    iat: Math.floor(Date.now() / 1000),
+    jti: randomBytes(16).toString('base64url'),
+    responseKey: { kty: 'OKP', crv: 'X25519', x },
+  };
+  const { kid, ...jwk } = attestation.serviceKey;
+  const serviceKey = await importJWK(jwk, 'ECDH-ES+A256KW');
+  const jwe = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify(payload)))
+    .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', kid })
+    .encrypt(serviceKey);
+  return { authorization: `Sealed ${jwe}`, open: (body) => openAnswer(body, response.privateKey) };
+}
+
+async function openAnswer(jwe: string, privateKey: KeyObject): Promise<unknown> {
+  try {
+    const { plaintext } = await compactDecrypt(jwe.trim(), privateKey, { keyManagementAlgorithms: KEY_ALGORITHMS, contentEncryptionAlgorithms: ['A256GCM'] });
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(plaintext));
+  } catch {
+    throw new KmsError('PROTOCOL', "the sealed answer could not be opened with this request's response key");
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,395 @@
+/**
+ * `tee-kms/client`: a typed client of tee-kms's REST API, one method per route. Credentials go in
+ * headers (never the URL) unless asked otherwise. In attested mode (`attest`) it verifies the
+ * service's evidence against a policy and seals every credential to the attested service key
+ * (docs/sealed-channel.md), so a TLS-terminating ingress sees neither tokens nor keys.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import { freshNonce, seal, sealSharesToRecoveryKey, verifyAttestation, type AttestOptions, type Sealed } from './attested.js';
+import { KmsError, type KmsErrorCode } from './errors.js';
+import { Transport, type HttpResponse } from './transport.js';
+import type {
+  Attestation,
+  CreatedDataKey,
+  CreatedPrimaryKey,
+  DataKey,
+  Enrollment,
+  RecoveryProgress,
+  Rotation,
+  SealStatus,
+  Share,
+  Verification,
+} from './types.js';
+
+export { KmsError, isKmsError, type KmsErrorCode, type ClientErrorCode, type ServerErrorCode } from './errors.js';
+export { spkiPin, MAX_ANSWER_BYTES } from './transport.js';
+export type { AttestOptions } from './attested.js';
+export type * from './types.js';
+
+export interface KmsClientOptions {
+  /** The KMS's base URL, e.g. https://kms.example or http://127.0.0.1:9876 (no credentials in it). */
+  readonly url: string;
+  /** The user the key methods act as, and its token. */
+  readonly user?: string;
+  readonly token?: string;
+  /** The operator's token (KMS_ADMIN_TOKEN), for rotate and verify. */
+  readonly adminToken?: string;
+  /** PEM CA certificate(s) to trust instead of Node's default roots. */
+  readonly ca?: string | readonly string[];
+  /** `spkiPin` of the server's certificate (or several): with no `ca`, the pin alone is trusted. */
+  readonly pin?: string | readonly string[];
+  /** Per attempt, connection to last byte; default 10 000. */
+  readonly timeoutMs?: number;
+  /** Retries of an answer 503 (sealed, busy, storage down), after `Retry-After` or a backoff; default 2. */
+  readonly retries?: number;
+  /** Where plaintext credentials go: headers (default; kept out of URLs and access logs) or BigDL KMS's query. */
+  readonly credentials?: 'headers' | 'query';
+  /** Attested mode: verify the service's evidence and seal every credential (docs/sealed-channel.md). */
+  readonly attest?: AttestOptions;
+}
+
+type Credential = 'user' | 'admin' | 'none' | { readonly user: string; readonly token: string };
+
+interface Call {
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  readonly path: string;
+  readonly query?: Readonly<Record<string, string>>;
+  readonly credential: Credential;
+  readonly body?: unknown;
+}
+
+interface Answer {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly json: unknown;
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const DEFAULT_RETRIES = 2;
+/** The longest wait between retries, whatever Retry-After asks. */
+const MAX_RETRY_DELAY_MS = 30_000;
+const BACKOFF_BASE_MS = 250;
+
+/** What clients made by `withCredentials` share: one connection pool, one attested service key. */
+interface Shared {
+  readonly transport: Transport;
+  readonly base: string;
+  attestation: Promise<Attestation> | undefined;
+}
+
+export class KmsClient {
+  readonly #options: KmsClientOptions;
+  readonly #shared: Shared;
+
+  constructor(options: KmsClientOptions, shared?: Shared) {
+    this.#options = options;
+    if (shared !== undefined) {
+      this.#shared = shared;
+      return;
+    }
+    let url: URL;
+    try {
+      url = new URL(options.url);
+    } catch {
+      throw new KmsError('CONFIG', 'url must be an absolute http: or https: URL');
+    }
+    if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
+      throw new KmsError('CONFIG', 'url must hold no credentials, query or fragment: give user and token as options');
+    }
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const retries = options.retries ?? DEFAULT_RETRIES;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) throw new KmsError('CONFIG', 'timeoutMs must be a positive integer');
+    if (!Number.isSafeInteger(retries) || retries < 0) throw new KmsError('CONFIG', 'retries must be a non-negative integer');
+    if (options.attest !== undefined && options.credentials === 'query')
+      throw new KmsError('CONFIG', 'attested mode seals credentials: credentials "query" does not apply');
+    this.#shared = {
+      transport: new Transport({
+        url,
+        timeoutMs,
+        ...(options.ca === undefined ? {} : { ca: options.ca }),
+        ...(options.pin === undefined ? {} : { pin: options.pin }),
+      }),
+      base: url.pathname.replace(/\/$/, ''),
+      attestation: undefined,
+    };
+  }
+
+  /** A client acting as another user, sharing this one's connections and attested service key. */
+  withCredentials(credentials: { readonly user: string; readonly token: string }): KmsClient {
+    return new KmsClient({ ...this.#options, ...credentials }, this.#shared);
+  }
+
+  /**
+   * POST /user/{user}: enrolls `user` (default: the client's) with `token`, generated (32 random
+   * bytes, base64url) when neither it nor the client's own token is given. Keep the token answered.
+   */
+  async enroll(user?: string, token?: string): Promise<Enrollment> {
+    const name = required(user ?? this.#options.user, 'user');
+    const secret = token ?? (user === undefined ? this.#options.token : undefined) ?? randomBytes(32).toString('base64url');
+    await this.#call({ method: 'POST', path: `/user/${segment(name)}`, credential: { user: name, token: secret } });
+    return { user: name, token: secret };
+  }
+
+  /** POST /primaryKey/{name}. */
+  async createPrimaryKey(name: string): Promise<CreatedPrimaryKey> {
+    return (await this.#call({ method: 'POST', path: `/primaryKey/${segment(name)}`, credential: 'user' })).json as CreatedPrimaryKey;
+  }
+
+  /** POST /dataKey/{name}?primaryKeyName=…: a data key under `primaryKeyName`. */
+  async createDataKey(primaryKeyName: string, name: string): Promise<CreatedDataKey> {
+    const call = { method: 'POST', path: `/dataKey/${segment(name)}`, query: { primaryKeyName: required(primaryKeyName, 'primaryKeyName') } } as const;
+    return (await this.#call({ ...call, credential: 'user' })).json as CreatedDataKey;
+  }
+
+  /** GET /dataKey/{name}?primaryKeyName=…: the data key's plaintext (base64) in `key`. */
+  async getDataKey(primaryKeyName: string, name: string): Promise<DataKey> {
+    const call = { method: 'GET', path: `/dataKey/${segment(name)}`, query: { primaryKeyName: required(primaryKeyName, 'primaryKeyName') } } as const;
+    return (await this.#call({ ...call, credential: 'user' })).json as DataKey;
+  }
+
+  /**
+   * GET /rootKey/rotate, or POST with `{custodians}` to encrypt the shares to them. With the
+   * adminToken (every rotate after the first); without it, the first one, which initializes the
+   * root key and needs no credentials: in attested mode it goes in the clear, as no service key
+   * exists before a root key does. The answer is the shares' only copy.
+   */
+  async rotate(options: { readonly custodians?: readonly unknown[]; readonly shares?: readonly Share[] } = {}): Promise<Rotation> {
+    const body =
+      options.custodians === undefined ? undefined : { custodians: options.custodians, ...(options.shares === undefined ? {} : { shares: options.shares }) };
+    const credential = this.#options.adminToken === undefined ? 'none' : 'admin';
+    const answer = await this.#call({
+      method: body === undefined ? 'GET' : 'POST',
+      path: '/rootKey/rotate',
+      credential,
+      ...(body === undefined ? {} : { body }),
+    });
+    const rootKeyId = answer.headers['x-kms-root-key-id'];
+    const state = answer.headers['x-kms-root-key-state'];
+    if (!Array.isArray(answer.json) || typeof rootKeyId !== 'string' || (state !== 'current' && state !== 'pending-verification')) {
+      throw new KmsError('PROTOCOL', 'the rotate answer is not a share list with X-KMS-Root-Key-Id and X-KMS-Root-Key-State', { status: answer.status });
+    }
+    return { shares: answer.json as Share[], rootKeyId, state, sharesEncrypted: answer.headers['x-kms-shares-encrypted'] === 'custodians' };
+  }
+
+  /**
+   * POST /rootKey/verify with the new shares (at least the threshold): the pending root key becomes
+   * current. In attested mode plaintext shares are first sealed to the sealing service's recovery
+   * key (as `recover` does), so they do not cross the ingress in the clear.
+   */
+  async verify(shares: readonly Share[]): Promise<Verification> {
+    if (!Array.isArray(shares) || shares.length === 0 || !shares.every(isShare))
+      throw new KmsError('INVALID_ARGUMENT', 'verify needs the new shares [{index, content}]');
+    const body = { shares: await this.#sealShares(shares) };
+    return (await this.#call({ method: 'POST', path: '/rootKey/verify', credential: 'admin', body })).json as Verification;
+  }
+
+  /**
+   * PUT /rootKey/recover with one share (no credentials). In attested mode a plaintext share is
+   * first sealed to the sealing service's recovery key, whose evidence is verified against
+   * `attest.sealerPolicy` (default `attest.policy`); a share already a JWE is sent as it is.
+   */
+  async recover(share: Share): Promise<RecoveryProgress> {
+    if (!isShare(share)) throw new KmsError('INVALID_ARGUMENT', 'recover needs a share {index, content}');
+    const [body] = await this.#sealShares([share]);
+    return (await this.#call({ method: 'PUT', path: '/rootKey/recover', credential: 'none', body })).json as RecoveryProgress;
+  }
+
+  /** GET /rootKey/status. */
+  async sealStatus(): Promise<SealStatus> {
+    return (await this.#call({ method: 'GET', path: '/rootKey/status', credential: 'none' })).json as SealStatus;
+  }
+
+  /**
+   * GET /attestation with a fresh nonce, verified against `attest`; in attested mode the key it
+   * answers is pinned for the requests that follow.
+   */
+  async attestation(): Promise<Attestation> {
+    const attestation = this.#attest();
+    if (this.#options.attest !== undefined) this.#shared.attestation = attestation;
+    return attestation;
+  }
+
+  /** Closes idle keep-alive connections (of every client made by withCredentials too). */
+  close(): void {
+    this.#shared.transport.close();
+  }
+
+  /** In attested mode, shares sealed to the attested recovery key of the sealing service; else as they are. */
+  async #sealShares(shares: readonly Share[]): Promise<readonly Share[]> {
+    const attest = this.#options.attest;
+    if (attest === undefined) return shares;
+    const nonce = freshNonce();
+    const answer = await this.#call({ method: 'GET', path: '/rootKey/recover', query: { nonce }, credential: 'none' });
+    return sealSharesToRecoveryKey(answer.json, nonce, shares, attest);
+  }
+
+  async #attest(): Promise<Attestation> {
+    const nonce = freshNonce();
+    const answer = await this.#call({ method: 'GET', path: '/attestation', query: { nonce }, credential: 'none' });
+    return verifyAttestation(answer.json, nonce, this.#options.attest ?? {});
+  }
+
+  /** The pinned service key, attested once for all concurrent callers; forgotten if attesting failed. */
+  #pinned(): Promise<Attestation> {
+    const shared = this.#shared;
+    if (shared.attestation === undefined) {
+      const attempt = this.#attest();
+      shared.attestation = attempt;
+      attempt.catch(() => {
+        if (shared.attestation === attempt) shared.attestation = undefined;
+      });
+    }
+    return shared.attestation;
+  }
+
+  /** One route: retried on 503 after Retry-After or a backoff, re-attested once on SERVICE_KEY_CHANGED. */
+  async #call(call: Call): Promise<Answer> {
+    const retries = this.#options.retries ?? DEFAULT_RETRIES;
+    let reattested = false;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#once(call);
+      } catch (error) {
+        if (!(error instanceof KmsError)) throw error;
+        if (error.code === 'SERVICE_KEY_CHANGED' && !reattested && this.#sealing(call)) {
+          reattested = true;
+          this.#shared.attestation = undefined;
+          attempt--;
+          continue;
+        }
+        if (error.status !== 503 || attempt >= retries) throw error;
+        await sleep(retryDelay(error.retryAfter, attempt));
+      }
+    }
+  }
+
+  #sealing(call: Call): boolean {
+    return this.#options.attest !== undefined && call.credential !== 'none';
+  }
+
+  async #once(call: Call): Promise<Answer> {
+    const { user, token } = this.#credentialOf(call.credential);
+    const query = new URLSearchParams(call.query);
+    const headers: Record<string, string> = { accept: 'application/json' };
+    let sealed: Sealed | undefined;
+    if (token !== undefined && !this.#sealing(call) && this.#options.credentials === 'query') {
+      if (user !== undefined) query.set('user', user);
+      query.set('token', token);
+    }
+    const search = query.size === 0 ? '' : `?${query.toString()}`;
+    const target = `${call.path}${search}`;
+    if (token !== undefined && this.#sealing(call)) {
+      sealed = await seal(await this.#pinned(), {
+        ...(user === undefined ? {} : { user }),
+        token,
+        method: call.method,
+        target: `${this.#shared.base}${target}`,
+      });
+      headers.authorization = sealed.authorization;
+    } else if (token !== undefined && this.#options.credentials !== 'query') {
+      headers.authorization = `Bearer ${token}`;
+      if (user !== undefined) headers['x-kms-user'] = user;
+    }
+    let body: string | undefined;
+    if (call.body !== undefined) {
+      body = JSON.stringify(call.body);
+      headers['content-type'] = 'application/json';
+    }
+    const response = await this.#shared.transport.send({ method: call.method, target, headers, ...(body === undefined ? {} : { body }) });
+    return answerOf(response, sealed);
+  }
+
+  #credentialOf(credential: Credential): { user?: string; token?: string } {
+    if (credential === 'none') return {};
+    if (credential === 'admin') return { token: required(this.#options.adminToken, 'adminToken') };
+    if (credential === 'user') return { user: required(this.#options.user, 'user'), token: required(this.#options.token, 'token') };
+    return credential;
+  }
+}
+
+/**
+ * Parses an answer. A sealed request's answer must come sealed when it succeeds (an ingress could
+ * forge a plain one), and whether it is an error is read from the sealed JSON, not from the
+ * status, which travels outside the seal.
+ */
+async function answerOf(response: HttpResponse, sealed: Sealed | undefined): Promise<Answer> {
+  const { status, headers } = response;
+  const text = response.body.toString('utf8');
+  const mediaType = (headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (sealed !== undefined && mediaType === 'application/jose') {
+    const json = await sealed.open(text);
+    if (isErrorAnswer(json)) throw errorOf(status, headers, json);
+    if (status >= 400) throw new KmsError('PROTOCOL', `the KMS answered ${status} with a sealed success: refused`, { status });
+    return { status, headers, json };
+  }
+  if (sealed !== undefined && status < 400) {
+    throw new KmsError('PROTOCOL', `a sealed request was answered ${status} in the clear: refused (only the attested service answers sealed)`, { status });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new KmsError(status >= 400 ? serverCodeOf(status) : 'PROTOCOL', `the KMS answered ${status} without JSON`, { status, ...retryAfterOf(headers) });
+  }
+  if (status >= 400) throw errorOf(status, headers, json);
+  return { status, headers, json };
+}
+
+function isErrorAnswer(json: unknown): boolean {
+  return typeof json === 'object' && json !== null && !Array.isArray(json) && typeof (json as { error?: unknown }).error === 'object';
+}
+
+function errorOf(status: number, headers: IncomingHttpHeaders, json: unknown): KmsError {
+  const error = typeof json === 'object' && json !== null ? (json as { error?: unknown }).error : undefined;
+  const { code, message, ...details } = (typeof error === 'object' && error !== null ? error : {}) as Record<string, unknown>;
+  const known = typeof code === 'string' && /^[A-Z_]{2,40}$/.test(code) ? (code as KmsErrorCode) : serverCodeOf(status);
+  return new KmsError(known, typeof message === 'string' ? message : `the KMS answered ${status}`, { status, details, ...retryAfterOf(headers) });
+}
+
+/** For an error answer without a code (a proxy's page, say): the nearest code by status. */
+function serverCodeOf(status: number): KmsErrorCode {
+  const byStatus: Record<number, KmsErrorCode> = {
+    400: 'BAD_REQUEST',
+    401: 'UNAUTHORIZED',
+    403: 'FORBIDDEN',
+    404: 'NOT_FOUND',
+    405: 'METHOD_NOT_ALLOWED',
+    409: 'CONFLICT',
+    413: 'PAYLOAD_TOO_LARGE',
+    503: 'BUSY',
+  };
+  return byStatus[status] ?? (status >= 500 ? 'INTERNAL' : 'PROTOCOL');
+}
+
+function retryAfterOf(headers: IncomingHttpHeaders): { retryAfter?: number } {
+  const value = headers['retry-after'];
+  if (value === undefined) return {};
+  if (/^\d+$/.test(value)) return { retryAfter: Number(value) };
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? {} : { retryAfter: Math.max(0, Math.ceil((date - Date.now()) / 1000)) };
+}
+
+function retryDelay(retryAfter: number | undefined, attempt: number): number {
+  const backoff = BACKOFF_BASE_MS * 2 ** attempt * (0.5 + Math.random());
+  return Math.min(MAX_RETRY_DELAY_MS, retryAfter === undefined ? backoff : retryAfter * 1000);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function isShare(share: unknown): share is Share {
+  const { index, content } = (typeof share === 'object' && share !== null ? share : {}) as Record<string, unknown>;
+  return Number.isSafeInteger(index) && typeof content === 'string';
+}
+
+function required(value: string | undefined, name: string): string {
+  if (typeof value !== 'string' || value === '') throw new KmsError('INVALID_ARGUMENT', `${name} is needed: give it in the options or as an argument`);
+  return value;
+}
+
+/** A name as one path segment: the server refuses unsafe names with 400; this only keeps the path whole. */
+function segment(name: string): string {
+  return encodeURIComponent(required(name, 'a name'));
+}

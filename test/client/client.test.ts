@@ -1,0 +1,232 @@
+// The client end to end through real processes: `npm start` (KMS_TLS=off) with the client in
+// attested mode behind a recording proxy that plays the ingress, and single functions under
+// functions-framework behind a routing proxy. Sealed requests the real client made are captured,
+// then replayed, moved, made stale and tampered with, as an ingress could.
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { KmsClient, KmsError } from '../../client/index.js';
+import { freePort, httpCall, startFunctionsFramework, startLeanHost, startServer, type ServerProcess } from '../support/processes.js';
+import { leaked, recordingProxy, routingProxy, type RecordingProxy } from '../support/recording-proxy.js';
+
+const ADMIN_TOKEN = `admin-${randomBytes(12).toString('hex')}`;
+const DEVELOPMENT = { allowDevelopment: true } as const;
+
+async function failure(promise: Promise<unknown>): Promise<KmsError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(KmsError);
+  return error as KmsError;
+}
+
+/** The sealed credentials in a capture, in the order they crossed. */
+function sealedCredentials(capture: Buffer): string[] {
+  return [...capture.toString('latin1').matchAll(/authorization: (Sealed [A-Za-z0-9_.-]+)/gi)].map((m) => m[1]!);
+}
+
+describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
+  let dataDir: string;
+  let kms: ServerProcess;
+  let proxy: RecordingProxy;
+  let plain: KmsClient;
+  const secrets: (string | Buffer)[] = [ADMIN_TOKEN];
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-client-'));
+    const port = await freePort();
+    kms = await startServer({
+      command: 'npm',
+      args: ['start', '--silent'],
+      env: { PORT: String(port), KMS_DATA_DIR: dataDir, KMS_TLS: 'off', KMS_ADMIN_TOKEN: ADMIN_TOKEN },
+      url: `http://127.0.0.1:${port}`,
+    });
+    proxy = await recordingProxy(port);
+    plain = new KmsClient({ url: kms.url }); // directly: BigDL KMS's flow in the clear, not through the proxy
+  });
+  afterAll(async () => {
+    plain?.close();
+    await proxy?.close();
+    await kms?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('the plaintext flow: first rotate, enroll, keys, typed errors with the server code', async () => {
+    const first = await plain.rotate();
+    expect(first).toMatchObject({ state: 'current', sharesEncrypted: false });
+    expect(first.shares).toHaveLength(5);
+    expect(await plain.sealStatus()).toMatchObject({ sealed: false, initialized: true, rootKeyId: first.rootKeyId });
+
+    const alice = plain.withCredentials(await plain.enroll('alice'));
+    expect(await alice.createPrimaryKey('pk1')).toEqual({ user: 'alice', primaryKey: 'pk1', created: true });
+    expect(await alice.createDataKey('pk1', 'dk1')).toEqual({ user: 'alice', primaryKey: 'pk1', dataKey: 'dk1', created: true });
+    const { key } = await alice.getDataKey('pk1', 'dk1');
+    expect(Buffer.from(key, 'base64')).toHaveLength(32);
+
+    expect(await failure(alice.createPrimaryKey('pk1'))).toMatchObject({ code: 'CONFLICT', status: 409 });
+    expect(await failure(plain.withCredentials({ user: 'alice', token: 'wrong-token-0123456789' }).getDataKey('pk1', 'dk1'))).toMatchObject({
+      code: 'UNAUTHORIZED',
+      status: 401,
+    });
+    expect(await failure(alice.getDataKey('pk1', 'nope'))).toMatchObject({ code: 'NOT_FOUND', status: 404 });
+    expect(await failure(alice.createPrimaryKey('../x'))).toMatchObject({ code: 'INVALID_NAME', status: 400 });
+    expect(await failure(plain.enroll('alice'))).toMatchObject({ code: 'CONFLICT' });
+  });
+
+  it('attested: the same data key as the plaintext flow; rotation re-attests once; the proxy sees no secret', async () => {
+    const bob = await plain.enroll('bob'); // enrolled in the clear, directly
+    const admin = new KmsClient({ url: proxy.url, adminToken: ADMIN_TOKEN, attest: DEVELOPMENT });
+    const sealedBob = admin.withCredentials(bob);
+    secrets.push(bob.token);
+
+    // Enrollment sealed too: carol's token never crosses the proxy.
+    const carol = await admin.enroll('carol');
+    secrets.push(carol.token);
+    const sealedCarol = admin.withCredentials(carol);
+    expect(await sealedCarol.createPrimaryKey('pk')).toMatchObject({ created: true });
+
+    expect(await sealedBob.createPrimaryKey('pk1')).toEqual({ user: 'bob', primaryKey: 'pk1', created: true });
+    expect(await sealedBob.createDataKey('pk1', 'dk1')).toMatchObject({ created: true });
+    const sealed = await sealedBob.getDataKey('pk1', 'dk1');
+    const clear = await plain.withCredentials(bob).getDataKey('pk1', 'dk1');
+    expect(sealed.key).toBe(clear.key);
+    secrets.push(Buffer.from(sealed.key, 'base64'));
+    // Server errors come through the seal with their code.
+    expect(await failure(sealedBob.createPrimaryKey('pk1'))).toMatchObject({ code: 'CONFLICT', status: 409 });
+
+    const attestations = () =>
+      (
+        proxy
+          .capture()
+          .toString('latin1')
+          .match(/GET \/attestation\?nonce=/g) ?? []
+      ).length;
+    expect(attestations()).toBe(1); // one attestation, shared by every client withCredentials made
+
+    // A sealed rotation and verification: the new shares come back sealed.
+    const rotation = await admin.rotate();
+    expect(rotation.state).toBe('pending-verification');
+    // The rotate answer came sealed; verify seals the shares it sends to the sealing service's
+    // attested recovery key: no share crosses the proxy in the clear.
+    for (const share of rotation.shares) secrets.push(share.content);
+    const verified = await admin.verify(rotation.shares.slice(0, 3));
+    expect(verified).toMatchObject({ promoted: true, rootKeyId: rotation.rootKeyId });
+
+    // The service key changed with the root key: the client attests again, once, and retries.
+    expect((await sealedBob.getDataKey('pk1', 'dk1')).key).toBe(clear.key);
+    expect(attestations()).toBe(2);
+    expect((await admin.attestation()).rootKeyId).toBe(rotation.rootKeyId);
+    admin.close();
+
+    expect(proxy.capture().toString('latin1')).toContain('POST /primaryKey/pk1');
+    expect(leaked(proxy.capture(), secrets)).toEqual([]);
+  });
+
+  it('refuses sample evidence unless development is allowed, before sending any credential', async () => {
+    const before = sealedCredentials(proxy.capture()).length;
+    const strict = new KmsClient({ url: proxy.url, user: 'bob', token: 'never-sent-0123456789', attest: {} });
+    expect(await failure(strict.getDataKey('pk1', 'dk1'))).toMatchObject({ code: 'ATTESTATION', status: 0 });
+    expect(await failure(strict.attestation())).toMatchObject({ code: 'ATTESTATION' });
+    expect(sealedCredentials(proxy.capture())).toHaveLength(before);
+    expect(leaked(proxy.capture(), ['never-sent-0123456789'])).toEqual([]);
+  });
+
+  it("the real client's sealed requests replayed, moved, stale or tampered are refused and change nothing", async () => {
+    const dave = await plain.enroll('dave');
+    const sealedDave = new KmsClient({ url: proxy.url, ...dave, attest: DEVELOPMENT });
+    expect(await sealedDave.createPrimaryKey('once')).toMatchObject({ created: true });
+    const captured = sealedCredentials(proxy.capture()).at(-1)!;
+    const send = (method: string, path: string, authorization: string) =>
+      httpCall(`${proxy.url}${path}`, { method, headers: { authorization, accept: 'application/json' } });
+
+    const replayed = await send('POST', '/primaryKey/once', captured);
+    expect(replayed.status).toBe(401);
+    const moved = await send('POST', '/primaryKey/moved', captured);
+    expect(moved.status).toBe(401);
+    const [header, key, iv, ciphertext, tag] = captured.slice('Sealed '.length).split('.') as [string, string, string, string, string];
+    const flipped = `${ciphertext.slice(0, -2)}${ciphertext.at(-2) === 'A' ? 'B' : 'A'}${ciphertext.at(-1)}`;
+    const tampered = await send('POST', '/primaryKey/tampered', `Sealed ${[header, key, iv, flipped, tag].join('.')}`);
+    expect(tampered.status).toBe(400);
+    for (const answer of [replayed, moved, tampered]) expect(answer.headers['content-type']).not.toBe('application/jose');
+
+    // Sealed two minutes in the past (the client's clock, not the server's): refused as stale.
+    const now = Date.now();
+    const clock = vi.spyOn(Date, 'now').mockReturnValue(now - 120_000);
+    try {
+      expect(await failure(sealedDave.createPrimaryKey('stale'))).toMatchObject({ code: 'UNAUTHORIZED', status: 401 });
+    } finally {
+      clock.mockRestore();
+    }
+
+    // Nothing was created by any refused request: each name is still free.
+    const clear = plain.withCredentials(dave);
+    for (const name of ['moved', 'tampered', 'stale']) expect(await clear.createPrimaryKey(name)).toMatchObject({ created: true });
+    sealedDave.close();
+  });
+
+  it('refuses a success answered in the clear to a sealed request', async () => {
+    // An impostor on the way: it relays the real attestation but answers key requests itself.
+    const impostor: Server = createServer((req, res) => {
+      if (req.url?.startsWith('/attestation')) {
+        void kms.request(req.url).then((answer) => res.writeHead(answer.status, { 'content-type': 'application/json' }).end(answer.body));
+      } else
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ user: 'bob', primaryKey: 'pk1', dataKey: 'dk1', key: 'Zm9yZ2Vk' }));
+    });
+    await new Promise<void>((resolve) => impostor.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = impostor.address() as { port: number };
+      const client = new KmsClient({ url: `http://127.0.0.1:${port}`, user: 'bob', token: 'any-token-0123456789', attest: DEVELOPMENT });
+      expect(await failure(client.getDataKey('pk1', 'dk1'))).toMatchObject({ code: 'PROTOCOL', status: 200 });
+      client.close();
+    } finally {
+      impostor.closeAllConnections();
+      await new Promise((resolve) => impostor.close(resolve));
+    }
+  });
+});
+
+describe('single functions under functions-framework, the client behind a routing proxy', () => {
+  let dataDir: string;
+  let host: ServerProcess;
+  let attestation: ServerProcess;
+  let getDataKey: ServerProcess;
+  let proxy: RecordingProxy;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-client-ff-'));
+    const env = { KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: randomBytes(32).toString('base64') };
+    [host, attestation, getDataKey] = await Promise.all([
+      startLeanHost(env),
+      startFunctionsFramework('attestation', 'attestation', env),
+      startFunctionsFramework('get-data-key', 'getDataKey', env),
+    ]);
+    const port = (server: ServerProcess) => Number(new URL(server.url).port);
+    proxy = await routingProxy((path) => (path === '/attestation' ? port(attestation) : port(getDataKey)));
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await Promise.all([host, attestation, getDataKey].map((p) => p?.stop()));
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('the data key read sealed through getDataKey alone equals the plaintext one', async () => {
+    // Set up over HTTPS against the lean host, trusting its certificate as a CA.
+    const direct = new KmsClient({ url: host.url, ca: await readFile(join(dataDir, 'tls/cert.pem'), 'utf8') });
+    const credentials = await direct.enroll('erin');
+    const erin = direct.withCredentials(credentials);
+    await erin.createPrimaryKey('pk');
+    await erin.createDataKey('pk', 'dk');
+    const { key } = await erin.getDataKey('pk', 'dk');
+    direct.close();
+
+    const sealed = new KmsClient({ url: proxy.url, ...credentials, attest: DEVELOPMENT });
+    expect((await sealed.getDataKey('pk', 'dk')).key).toBe(key);
+    sealed.close();
+    expect(proxy.capture().toString('latin1')).toContain('GET /dataKey/dk?primaryKeyName=pk');
+    expect(leaked(proxy.capture(), [Buffer.from(key, 'base64'), credentials.token])).toEqual([]);
+  });
+});
