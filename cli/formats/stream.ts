@@ -3,7 +3,8 @@
  *
  *   encryptStream(dataKey, { user, primaryKey, dataKey }, { chunkSize? }) -> Transform
  *   decryptStream(getKey: (names) => Promise<Buffer>) -> Transform
- *   readKeyNames(firstBytes) -> { user, primaryKey, dataKey } | undefined (need more bytes)
+ *   readKeyNames(firstBytes) -> { user, primaryKey, dataKey } | undefined (need more bytes); throws
+ *     KmsError: BAD_REQUEST for bytes that are not a tee-kms file, INTEGRITY for a header no writer makes
  *
  * `dataKey` is the 32 raw bytes of a tee-kms data key (the base64 that GET /dataKey answers, decoded).
  * The header names the user, primary key and data key, so decryption needs only credentials: the
