@@ -28,8 +28,8 @@ describe('writeOutput', () => {
 
   it('writes nothing when the input fails late: a truncated file that authenticated up to its cut', async () => {
     const sealed = join(dir, 'sealed-cut');
-    await writeOutput(sealed, Readable.from([randomBytes(5 * 65536)]), [encryptStream(key, names)]);
-    const cut = readFileSync(sealed).subarray(0, 69 + 3 * (65536 + 16)); // three whole chunks: each authenticates, the last-chunk flag is missing
+    await writeOutput(sealed, Readable.from([randomBytes(5 * 262144)]), [encryptStream(key, names)]);
+    const cut = readFileSync(sealed).subarray(0, 69 + 3 * (262144 + 16)); // three whole chunks: each authenticates, the last-chunk flag is missing
     const target = join(dir, 'cut-out');
     await expect(writeOutput(target, Readable.from([cut]), [decryptStream(async () => key)])).rejects.toMatchObject({ code: 'INTEGRITY' });
     expect(readdirSync(dir).filter((n) => n.includes('cut-out'))).toEqual([]);
