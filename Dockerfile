@@ -22,6 +22,7 @@ COPY client ./client
 COPY functions ./functions
 COPY shared ./shared
 COPY sealer ./sealer
+COPY cli ./cli
 COPY scripts ./scripts
 RUN npm run build
 

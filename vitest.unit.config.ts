@@ -18,6 +18,7 @@ export default defineConfig({
       'test/shared/http/*.test.ts',
       'test/shared/kbs/protocol.test.ts',
       'test/shared/names.test.ts',
+      'test/shared/root-key/sealer-source.test.ts',
       'test/shared/sealed/*.test.ts',
       'test/shared/once.test.ts',
     ],

@@ -71,6 +71,7 @@ export async function leanColdStart(servers: Servers, env: NodeJS.ProcessEnv, wa
       PORT: String(port),
       KMS_TLS: 'off',
       FUNCTION_TARGET: 'getDataKey',
+      KMS_METRICS_PORT: String(await freePort()), // as deployed: metrics on
     }),
     `http://127.0.0.1:${port}${warmPath}`,
     deadlineMs,

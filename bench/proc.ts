@@ -219,5 +219,11 @@ export async function sealerAddress(sealer: Proc, timeoutMs = 30_000): Promise<{
  * at start (measured); a function's container names only the internal CA there (sealerFunctionEnv).
  */
 export function serverEnv(): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', HOME: process.env.HOME ?? '/' };
+  // Metrics ports are fixed by default, one per machine: the lean hosts measured get their own (servers.ts).
+  return {
+    PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/',
+    KMS_METRICS_PORT: 'off',
+    KMS_SEALER_METRICS_PORT: 'off',
+  };
 }

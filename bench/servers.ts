@@ -38,7 +38,15 @@ export class Servers {
 
   /** The lean host, `node dist/scripts/serve.js`, on a port of its choosing. */
   async lean(name: string, env: NodeJS.ProcessEnv, tls: 'self-signed' | 'off', target: string): Promise<Server> {
-    const proc = this.spawn(name, process.execPath, [join(DIST, 'scripts/serve.js')], { ...env, PORT: '0', KMS_TLS: tls, FUNCTION_TARGET: target });
+    // With metrics, as deployed: their cost shows in the idle RSS and the cold start measured.
+    const metrics = String(await freePort());
+    const proc = this.spawn(name, process.execPath, [join(DIST, 'scripts/serve.js')], {
+      ...env,
+      PORT: '0',
+      KMS_TLS: tls,
+      FUNCTION_TARGET: target,
+      KMS_METRICS_PORT: metrics,
+    });
     const m = await proc.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000);
     return { proc, url: m[1]! };
   }

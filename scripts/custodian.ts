@@ -15,10 +15,10 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KmsError } from '../shared/errors.js';
-import { decrypt } from './custodian/decrypt.js';
-import { Refused, UsageError } from './custodian/errors.js';
-import { keygen, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE } from './custodian/keygen.js';
-import { parseNonce, sealShareToRecoveryKey } from './custodian/seal-share.js';
+import { decrypt } from '../cli/custodian/decrypt.js';
+import { Refused, UsageError } from '../cli/errors.js';
+import { keygen, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE } from '../cli/custodian/keygen.js';
+import { parseNonce, sealShareToRecoveryKey } from '../cli/custodian/seal-share.js';
 
 const USAGE = [
   'usage: custodian keygen <dir>',

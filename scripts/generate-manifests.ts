@@ -54,6 +54,9 @@ export const serviceName = (functionName: string) => functionName.replace(/[A-Z]
 
 const PART_OF = { 'app.kubernetes.io/name': 'tee-kms', 'app.kubernetes.io/component': 'function', 'app.kubernetes.io/part-of': 'tee-kms' };
 const ADMIN_TOKEN_DIR = '/var/run/secrets/tee-kms/admin';
+/** KMS_METRICS_PORT's default: the port the functions' pods are scraped on. */
+export const METRICS_PORT = 9464;
+const PROMETHEUS_SCRAPE = { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(METRICS_PORT), 'prometheus.io/path': '/metrics' };
 
 function knativeService(name: string, functionTarget: string, traits: Traits): Service {
   const functionLabel = { 'tee-kms/function': functionTarget === '' ? 'all' : functionTarget };
@@ -70,6 +73,10 @@ function knativeService(name: string, functionTarget: string, traits: Traits): S
     // MinIO's certificate is issued by the same internal CA.
     { name: 'NODE_EXTRA_CA_CERTS', value: '/var/run/tee-kms/ca/ca.crt' },
     ...(traits.adminToken ? [{ name: 'KMS_ADMIN_TOKEN_FILE', value: `${ADMIN_TOKEN_DIR}/token` }] : []),
+    // GET /metrics on its own port, for Prometheus in the cluster (the pod annotations below); plain
+    // HTTP, never routed by Knative: a Knative container declares one port only, the serving one.
+    { name: 'KMS_METRICS_PORT', value: String(METRICS_PORT) },
+    { name: 'KMS_METRICS_BIND', value: '0.0.0.0' },
   ];
   const service = new Service({
     metadata: {
@@ -89,6 +96,8 @@ function knativeService(name: string, functionTarget: string, traits: Traits): S
             'autoscaling.knative.dev/scale-down-delay': '5m',
             // Keep the activator (outside the TD) out of the request path whenever instances are up.
             'autoscaling.knative.dev/target-burst-capacity': '0',
+            // Prometheus's kubernetes pod discovery scrapes annotated pods (docs/metrics.md).
+            ...PROMETHEUS_SCRAPE,
           },
         },
         spec: {

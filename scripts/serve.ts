@@ -15,7 +15,7 @@ try {
     'tee-kms',
   );
   const host = await startHost(loadRoutes, process.env, { warmUp: true });
-  log.info('tee-kms listening', { url: host.url, functions: process.env.FUNCTION_TARGET || 'all' });
+  log.info('tee-kms listening', { url: host.url, functions: process.env.FUNCTION_TARGET || 'all', metrics: host.metricsUrl ?? 'off' });
   const stop = () => void host.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

@@ -19,6 +19,7 @@ import { KmsError } from '../shared/errors.js';
 import { startHost } from '../shared/http/host.js';
 import { log, logFields } from '../shared/log.js';
 import { loadOptions, option, parse } from '../shared/options.js';
+import { sealerOptions } from '../sealer/options.js';
 
 const dataDir = process.env.KMS_DATA_DIR || '.kms';
 const sealerDataDir = process.env.KMS_SEALER_DATA_DIR || join(dataDir, 'sealer');
@@ -47,7 +48,7 @@ try {
   const { sealerReplicas } = loadOptions(startOptions, process.env);
   const sealer = await startSealers(sealerReplicas);
   const host = await startHost(loadRoutes);
-  log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.url });
+  log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.url, metrics: host.metricsUrl ?? 'off' });
   const stop = () => {
     sealer.stop();
     void host.close().then(() => process.exit(0));
@@ -106,11 +107,14 @@ async function startSealers(replicas: number): Promise<{ url: string; stop(): vo
   } else {
     ports.push(env.KMS_SEALER_PORT!);
   }
+  // Each replica's metrics on a port of its own, from KMS_SEALER_METRICS_PORT up (as KMS_SEALER_PORT).
+  const { metricsPort } = loadOptions({ metricsPort: sealerOptions.metricsPort }, env);
+  const metricsOf = (i: number) => (replicas > 1 && metricsPort !== undefined ? { KMS_SEALER_METRICS_PORT: String(metricsPort + i) } : {});
   const peersOf = (i: number) => ports.flatMap((port, j) => (j === i ? [] : [`https://127.0.0.1:${port}`])).join(',');
   const children: Array<ChildProcess | undefined> = [];
   let stopping = false;
   const run = async (i: number): Promise<string> => {
-    const replicaEnv = { ...env, KMS_SEALER_PORT: ports[i], ...(replicas > 1 ? { KMS_SEALER_PEERS: peersOf(i) } : {}) };
+    const replicaEnv = { ...env, KMS_SEALER_PORT: ports[i], ...metricsOf(i), ...(replicas > 1 ? { KMS_SEALER_PEERS: peersOf(i) } : {}) };
     const child = spawnSealer(replicaEnv);
     children[i] = child;
     const listening = sealerUrl(child);

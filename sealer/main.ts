@@ -23,6 +23,12 @@ async function main(): Promise<void> {
   // Real TEE verifiers from KMS_SEALER_TDX_* (refuses to start on a policy it cannot apply).
   const verifiers = await configuredVerifiers(options);
   const sealer = await startSealer(options, store, { verifiers });
+  if (options.metricsPort !== undefined) {
+    // After the HTTPS port listens: prom-client is not on the start's path.
+    const { serveSealerMetrics } = await import('./metrics.js');
+    const metrics = await serveSealerMetrics(sealer.core, options.metricsPort, options.metricsHost);
+    log.info('metrics listening', { url: metrics.url });
+  }
   const stop = (signal: string) => {
     log.info(`${signal}: stopping (the root key leaves memory with the process)`);
     void sealer.close().finally(() => process.exit(0));

@@ -1,10 +1,23 @@
 import { KmsError } from '../shared/errors.js';
+import { parseMetricsPort } from '../shared/metrics/port.js';
 import { loadOptions, option, parse, type OptionValues } from '../shared/options.js';
 
 /** Every option of the sealing service, declared once. */
 export const sealerOptions = {
   host: option({ env: 'KMS_SEALER_HOST', default: '127.0.0.1', parse: parse.string, description: 'Address to listen on (0.0.0.0 in a pod).' }),
   port: option({ env: 'KMS_SEALER_PORT', default: 9877, parse: parse.integer(0, 65_535), description: 'HTTPS port; 0 picks a free one (printed at start).' }),
+  metricsPort: option({
+    env: 'KMS_SEALER_METRICS_PORT',
+    default: 9465 as number | undefined,
+    parse: parseMetricsPort,
+    description: 'Port of GET /metrics (Prometheus, plain HTTP), apart from the HTTPS API; 0 or off disables it.',
+  }),
+  metricsHost: option({
+    env: 'KMS_SEALER_METRICS_HOST',
+    default: '127.0.0.1',
+    parse: parse.string,
+    description: 'Address the metrics port listens on; the Knative manifests set 0.0.0.0 for in-cluster scraping.',
+  }),
   dataDir: option({
     env: 'KMS_SEALER_DATA_DIR',
     default: '.kms/sealer',

@@ -23,6 +23,7 @@ import type { SealerCore } from './core.js';
 import { asSealerError, SealerError } from './errors.js';
 import { kbsError, problemOf } from './problems.js';
 import { attestationAdditionalEvidence, attestationTeePubKey } from './kbs-attestation.js';
+import { AttestationStage } from './attestation-metrics.js';
 import type { AdminOperation, AdminPolicy } from './admin-policy.js';
 import type { ProofVerifier } from './proofs.js';
 import type { SessionStore } from './sessions.js';
@@ -116,9 +117,14 @@ async function dispatch(req: IncomingMessage, res: ServerResponse, path: string,
 
 // ---- KBS (Trustee protocol 0.4.0) ----
 
-async function kbsAuth(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+function kbsAuth(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+  return AttestationStage.counted('malformed', (stage) => auth(req, res, deps, stage));
+}
+
+async function auth(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps, stage: AttestationStage): Promise<void> {
   const request = await readJson(req, (detail) => kbsError.attestation(`deserialize Request: ${detail}`));
   const { version, tee } = (request ?? {}) as Record<string, unknown>;
+  stage.reason = 'protocol';
   if (typeof version !== 'string' || !isProtocolVersion(version)) {
     throw kbsError.attestation(
       `KBS Client Protocol Version Mismatch: expect =${KBS_PROTOCOL_VERSION} while the request is ${typeof version === 'string' ? version.slice(0, 32) : 'missing'}`,
@@ -126,18 +132,26 @@ async function kbsAuth(req: IncomingMessage, res: ServerResponse, deps: SealerHa
   }
   if (!isTeeType(tee)) throw kbsError.attestation('unsupported tee type');
   if (tee === 'sample' && !deps.insecureDevMode) {
+    stage.reason = 'sample_refused';
     throw kbsError.attestation('sample evidence proves nothing: it is accepted only when the sealing service runs in insecure development mode');
   }
+  stage.reason = 'no_verifier';
   if (!deps.verifiers.has(tee)) throw kbsError.attestation(`no verifier for tee "${tee}" is configured on this sealing service`);
+  stage.reason = 'internal';
   const session = deps.sessions.create(tee, DEFAULT_RUNTIME_DATA_HASH);
   setSessionCookie(res, session.id, session.expiresAt);
   // Trustee's challenge: extra-params is the empty string for every TEE but IBM SE.
   sendJson(res, 200, { nonce: session.nonce, 'extra-params': '' });
 }
 
-async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+  return AttestationStage.counted('session', (stage) => attest(req, res, deps, stage));
+}
+
+async function attest(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps, stage: AttestationStage): Promise<void> {
   const sessionId = cookieOf(req, KBS_SESSION_COOKIE);
   const challenge = deps.sessions.consumeChallenge(sessionId);
+  stage.reason = 'malformed';
   try {
     const attestation = await readJson(req, (detail) => kbsError.attestation(`deserialize Attestation: ${detail}`));
     const { 'runtime-data': runtimeData, 'tee-evidence': teeEvidence } = (attestation ?? {}) as Record<string, unknown>;
@@ -145,6 +159,7 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
     if (typeof runtimeData !== 'object' || runtimeData === null) throw kbsError.attestation('deserialize Attestation: runtime-data missing');
     const { nonce, 'tee-pubkey': rawPubKey } = runtimeData as Record<string, unknown>;
     if (nonce !== challenge.nonce) {
+      stage.reason = 'nonce_mismatch';
       throw kbsError.attestation("the nonce in the handshake session is different from the client side in KBS protocol's Attestation message");
     }
     const teePubKey = await attestationTeePubKey(rawPubKey);
@@ -154,7 +169,9 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
 
     const expected = kbsReportData(challenge.nonce, teePubKey, challenge.hash, additionalEvidence);
     const verifier = deps.verifiers.get(challenge.tee);
+    stage.reason = 'no_verifier';
     if (verifier === undefined) throw kbsError.attestation(`no verifier for tee "${challenge.tee}"`);
+    stage.reason = 'evidence';
     let claims;
     let initDataClaims;
     try {
@@ -166,6 +183,7 @@ async function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: Sealer
       deps.log.warn(`attestation refused (tee ${challenge.tee}): ${reason}`);
       throw kbsError.attestation(`verify TEE evidence failed: ${reason}`);
     }
+    stage.reason = 'internal';
     const { token, expiresAt } = await deps.tokens.issue(
       challenge.tee,
       claims.claims,

@@ -1,3 +1,5 @@
+import { metricsHooks } from './metrics/hooks.js';
+
 /**
  * A small bounded, expiring map (least recently inserted evicted first). Holds unwrapped keys and
  * verified credentials in memory only; `ttlMs` 0 or `maxEntries` 0 disables it.
@@ -5,12 +7,20 @@
 export class BoundedCache<K, V> {
   readonly #entries = new Map<K, { value: V; expires: number }>();
 
+  /** `name`: counted as hits and misses under that name (shared/metrics/hooks.ts); unnamed caches are not. */
   constructor(
     private readonly maxEntries: number,
     private readonly ttlMs: number,
+    private readonly name?: string,
   ) {}
 
   get(key: K): V | undefined {
+    const value = this.#lookup(key);
+    if (this.name !== undefined) metricsHooks.cache(this.name, value !== undefined);
+    return value;
+  }
+
+  #lookup(key: K): V | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
     if (entry.expires <= Date.now()) {

@@ -33,11 +33,12 @@ export const kmsOptions = {
     secret: true,
     description: 'Mode 1: the root key, base64 of 32 bytes (or KMS_ROOT_KEY_FILE).',
   }),
-  sealerUrl: option({
+  sealerUrls: option({
     env: 'KMS_SEALER_URL',
-    default: '',
-    parse: parse.url,
-    description: 'The attested sealing service (KBS protocol) the root key comes from, e.g. https://tee-kms-sealer:9877.',
+    default: [] as readonly string[],
+    parse: parse.urlList(16),
+    description:
+      'The attested sealing service (KBS protocol) the root key comes from, e.g. https://tee-kms-sealer:9877; or a comma-separated list of its replicas, tried in order, the last one that answered first.',
   }),
   sealerCaFile: option({
     env: 'KMS_SEALER_CA_FILE',
@@ -111,6 +112,13 @@ export const kmsOptions = {
     default: 30,
     parse: parse.integer(1, 86_400),
     description: 'How often a function asks the sealing service again for the current root key (to follow rotations).',
+  }),
+  rootKeyGraceSeconds: option({
+    env: 'KMS_ROOT_KEY_GRACE_SECONDS',
+    default: 600,
+    parse: parse.integer(0, 86_400),
+    description:
+      'While no sealing service answers at all, a function keeps using the root key it holds for this long after one last released it; a signed answer that the service is sealed drops it at once. 0: no grace.',
   }),
   requireSealed: option({
     env: 'KMS_REQUIRE_SEALED',

@@ -88,6 +88,17 @@ export const parse = {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new KmsError('CONFIG', `${env} must be an http(s) URL`);
     return raw.replace(/\/+$/, '');
   },
+  /** Comma-separated URLs (at most `max`, none twice), each as `url` reads it. */
+  urlList:
+    (max: number) =>
+    (raw: string, env: string): readonly string[] => {
+      const urls = raw.split(',').map((item) => item.trim());
+      if (urls.some((url) => url === '')) throw new KmsError('CONFIG', `${env} must be URLs separated by commas, with none empty`);
+      if (urls.length > max) throw new KmsError('CONFIG', `${env} names more than ${max} URLs`);
+      const parsed = urls.map((url) => parse.url(url, env));
+      if (new Set(parsed).size !== parsed.length) throw new KmsError('CONFIG', `${env} names a URL twice`);
+      return parsed;
+    },
   /** A workload identity (init-data digest): 96 hex digits, lowercased. */
   identity: (raw: string, env: string): string => {
     const value = raw.trim().toLowerCase();

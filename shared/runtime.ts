@@ -133,7 +133,7 @@ function buildCore(parts: RuntimeParts, pod: PodIdentity): Core {
   const source: RootKeySource =
     parts.rootKeySource ??
     (sealer
-      ? new SealerRootKeySource(sealer, config.rootKeyRefreshSeconds * 1000)
+      ? new SealerRootKeySource(sealer, { refreshMs: config.rootKeyRefreshSeconds * 1000, graceMs: config.rootKeyGraceSeconds * 1000 })
       : config.rootKey !== undefined
         ? new StaticRootKeySource(config.rootKey)
         : new MissingRootKeySource());
@@ -143,7 +143,7 @@ function buildCore(parts: RuntimeParts, pod: PodIdentity): Core {
 }
 
 function sealerLoader(config: KmsConfig, pod: PodIdentity): (() => Promise<SealerClient>) | undefined {
-  if (config.sealerUrl === '') return undefined;
+  if (config.sealerUrls.length === 0) return undefined;
   if (config.rootKey !== undefined) {
     throw new KmsError('CONFIG', 'set either KMS_ROOT_KEY (mode 1 without a sealing service) or KMS_SEALER_URL, not both');
   }
@@ -156,7 +156,7 @@ function sealerLoader(config: KmsConfig, pod: PodIdentity): (() => Promise<Seale
     const [{ SealerClient }, { trustedSealerVerifier }] = await Promise.all([import('./sealer-client/client.js'), import('./sealer-client/trusted-sealer.js')]);
     const initData = await pod.initData();
     return SealerClient.fromCaFile({
-      url: config.sealerUrl,
+      url: config.sealerUrls,
       caFile: config.sealerCaFile,
       attester: await pod.attester(),
       sealerVerifier: await trustedSealerVerifier(config),

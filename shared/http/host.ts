@@ -2,6 +2,8 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { kmsOptions } from '../config.js';
 import { KmsError } from '../errors.js';
+import type { MetricsServer } from '../metrics/server.js';
+import { parseMetricsPort } from '../metrics/port.js';
 import { loadOptions, option, parse } from '../options.js';
 import { LOCAL_HOSTNAMES, loadTls } from '../tls.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
@@ -28,6 +30,18 @@ export const hostOptions = {
     parse: parse.string,
     description: 'Serve only this function (one per Knative service); empty serves all.',
   }),
+  metricsPort: option({
+    env: 'KMS_METRICS_PORT',
+    default: 9464 as number | undefined,
+    parse: parseMetricsPort,
+    description: 'Port of GET /metrics (Prometheus), apart from the public routes; 0 or off disables it.',
+  }),
+  metricsBind: option({
+    env: 'KMS_METRICS_BIND',
+    default: '127.0.0.1',
+    parse: parse.string,
+    description: 'Address the metrics port listens on; the Knative manifests set 0.0.0.0 for in-cluster scraping.',
+  }),
   dataDir: kmsOptions.dataDir,
 };
 
@@ -35,6 +49,8 @@ export interface RunningHost {
   readonly server: Server;
   readonly url: string;
   readonly certFile: string | undefined;
+  /** `http://host:port/metrics`, unless KMS_METRICS_PORT disables it. */
+  readonly metricsUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -79,11 +95,32 @@ export async function startHost(
   }
 
   const { port } = await listen(server, options.port, options.bind);
+  let metrics: MetricsServer | undefined;
+  try {
+    metrics = options.metricsPort === undefined ? undefined : await startMetrics(options.metricsPort, options.metricsBind, context);
+  } catch (error) {
+    await closeServer(server);
+    throw error;
+  }
   const host = options.bind.includes(':') ? `[${options.bind}]` : options.bind === '0.0.0.0' ? '127.0.0.1' : options.bind;
   return {
     server,
     url: `${options.tls === 'off' ? 'http' : 'https'}://${host}:${port}`,
     certFile,
-    close: () => closeServer(server),
+    metricsUrl: metrics?.url,
+    close: async () => {
+      await Promise.all([closeServer(server), metrics?.close()]);
+    },
   };
+}
+
+/** Loaded after the public port listens: prom-client is not on the cold start's path. */
+async function startMetrics(port: number, bind: string, context: RouteContext): Promise<MetricsServer> {
+  const [{ serveMetrics }, { rotationCollector }, { readRotationJournal }] = await Promise.all([
+    import('../metrics/server.js'),
+    import('../metrics/rotation.js'),
+    import('../root-key/rotation.js'),
+  ]);
+  const journal = async () => readRotationJournal((await context.keys()).store);
+  return serveMetrics({ port, bind, portEnv: 'KMS_METRICS_PORT', collectors: [rotationCollector(journal)] });
 }

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KmsError } from '../errors.js';
 import { log } from '../log.js';
+import { metricsHooks } from '../metrics/hooks.js';
 import { installFrameworkBodyLimit } from './framework-body-limit.js';
 import { installFrameworkLogGuard } from './framework-log-guard.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
@@ -79,7 +80,9 @@ export function defineRoute(spec: RouteSpec): Route {
       else await sendSealed(res, result, sealedTo);
       // A 400 is a request the client got wrong: a "name" there may be a token in the wrong place.
       const path = result.status === 400 ? template : (request?.validatedPath ?? template);
-      log.access(spec.name, req.method ?? '?', path, result.status, Number(process.hrtime.bigint() - started) / 1e6);
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      log.access(spec.name, req.method ?? '?', path, result.status, ms);
+      metricsHooks.request(spec.name, result.status, ms / 1000);
     };
   return { ...spec, handler: handlerFor(environmentContext), handlerFor, matches };
 }

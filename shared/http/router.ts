@@ -1,4 +1,5 @@
 import { KmsError } from '../errors.js';
+import { metricsHooks } from '../metrics/hooks.js';
 import { KmsRequest } from './request.js';
 import type { RouteContext } from '../runtime.js';
 import { errorResult, sendResult, type Handler, type Route } from './route.js';
@@ -15,6 +16,7 @@ export const READY_PATH = '/readyz';
 export function routeRequests(routes: readonly Route[], ctx: RouteContext): Handler {
   const handlers = new Map(routes.map((route) => [route, route.handlerFor(ctx)]));
   return async (req, res) => {
+    const started = process.hrtime.bigint();
     const request = KmsRequest.of(req);
     if (request.pathname === HEALTH_PATH) {
       // Liveness: the process serves HTTP. Cheap; says nothing of storage or keys.
@@ -41,6 +43,8 @@ export function routeRequests(routes: readonly Route[], ctx: RouteContext): Hand
       onPath.length === 0
         ? new KmsError('NOT_FOUND', 'no such route; GET / lists the routes')
         : new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${allow}`, { details: { allow } });
-    sendResult(res, errorResult(error, 'router'), request.wantsJson);
+    const result = errorResult(error, 'router');
+    sendResult(res, result, request.wantsJson);
+    metricsHooks.request('router', result.status, Number(process.hrtime.bigint() - started) / 1e9);
   };
 }

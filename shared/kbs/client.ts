@@ -17,8 +17,11 @@ import {
 } from './protocol.js';
 import { answerSigned, type ServerAttestation } from '../sealer-client/attest-sealer.js';
 import { ANSWER_SIGNATURE_HEADER, REQUEST_NONCE_HEADER } from '../sealer-client/protocol.js';
+import { KbsResponseError, KbsTransportError } from './errors.js';
 import { signProof } from './proof.js';
 import { decryptFromKbs, processTeeKeyPair, type TeeKeyPair } from './tee-key.js';
+
+export { KbsResponseError, KbsTransportError };
 
 export interface KbsClientOptions {
   /** https://host:port of the KBS (the sealing service, or a Trustee KBS). */
@@ -48,38 +51,6 @@ export interface KbsHttpResponse {
   readonly headers: Record<string, string | string[] | undefined>;
   /** Parsed JSON, or the text when the body is not JSON; undefined when empty. */
   readonly body: unknown;
-}
-
-/** The KBS answered with an error status (RFC 7807 problem in `problem` when it sent one). */
-export class KbsResponseError extends Error {
-  override readonly name = 'KbsResponseError';
-
-  constructor(
-    readonly status: number,
-    readonly problem: KbsProblem | undefined,
-    readonly operation: string,
-  ) {
-    super(`${operation}: the KBS answered ${status}${problem?.detail ? `: ${String(problem.detail).slice(0, 300)}` : ''}`);
-  }
-}
-
-/** The KBS could not be reached, or could not be authenticated (TLS), or did not answer in time. */
-export class KbsTransportError extends Error {
-  override readonly name = 'KbsTransportError';
-
-  constructor(
-    readonly kind: 'tls' | 'unreachable' | 'timeout',
-    readonly code: string,
-    readonly url: string,
-  ) {
-    super(
-      kind === 'tls'
-        ? `the KBS at ${url} could not be authenticated: its TLS certificate is not trusted by the configured CA (${code}); nothing was sent`
-        : kind === 'timeout'
-          ? `the KBS at ${url} did not answer in time`
-          : `cannot reach the KBS at ${url} (${code})`,
-    );
-  }
 }
 
 const MAX_RESPONSE_BYTES = 1024 * 1024;
@@ -131,6 +102,11 @@ export class KbsClient {
     this.#initData = options.initData;
   }
 
+  /** Whether every answer `request` returns was checked against the attested server's signature. */
+  get signsAnswers(): boolean {
+    return this.#server !== undefined;
+  }
+
   /** The current attestation token, attesting first when there is none or it is about to expire. */
   async token(): Promise<string> {
     const cached = this.#token;
@@ -171,7 +147,9 @@ export class KbsClient {
         this.#forget(token);
         continue;
       }
-      if (response.status < 200 || response.status > 299) throw new KbsResponseError(response.status, problemOf(response.body), operation);
+      if (response.status < 200 || response.status > 299) {
+        throw new KbsResponseError(response.status, problemOf(response.body), operation, this.signsAnswers);
+      }
       return response;
     }
   }
@@ -259,7 +237,7 @@ export class KbsClient {
       'extra-params': { 'supported-hash-algorithms': ['sha256', 'sha384', 'sha512'] },
     };
     const auth = await this.request('POST', `${KBS_PREFIX}/auth`, request);
-    if (auth.status !== 200) throw new KbsResponseError(auth.status, problemOf(auth.body), 'auth');
+    if (auth.status !== 200) throw new KbsResponseError(auth.status, problemOf(auth.body), 'auth', this.signsAnswers);
     const challenge = auth.body as { nonce?: unknown; 'extra-params'?: unknown } | undefined;
     if (typeof challenge?.nonce !== 'string') throw new KmsError('ROOT_KEY_UNAVAILABLE', 'the KBS challenge has no nonce');
     const cookie = sessionCookie(auth.headers['set-cookie']);
@@ -274,7 +252,7 @@ export class KbsClient {
       'tee-evidence': { primary_evidence: evidence, additional_evidence: '' },
     };
     const attest = await this.request('POST', `${KBS_PREFIX}/attest`, attestation, { Cookie: cookie });
-    if (attest.status !== 200) throw new KbsResponseError(attest.status, problemOf(attest.body), 'attest');
+    if (attest.status !== 200) throw new KbsResponseError(attest.status, problemOf(attest.body), 'attest', this.signsAnswers);
     const token = (attest.body as { token?: unknown } | undefined)?.token;
     if (typeof token !== 'string' || token === '') throw new KmsError('ROOT_KEY_UNAVAILABLE', 'the KBS attest response has no token');
     this.#cookie = sessionCookie(attest.headers['set-cookie']) ?? cookie;
@@ -346,7 +324,7 @@ function stripRaw({ status, headers, body }: RawResponse): KbsHttpResponse {
   return { status, headers, body };
 }
 
-function problemOf(body: unknown): KbsProblem | undefined {
+export function problemOf(body: unknown): KbsProblem | undefined {
   if (typeof body !== 'object' || body === null) return undefined;
   const { type, detail } = body as Record<string, unknown>;
   if (typeof type !== 'string') return undefined;

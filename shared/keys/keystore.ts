@@ -52,9 +52,9 @@ export class KeyStore {
     private readonly rootKeys: RootKeyring,
     options: KeyStoreOptions,
   ) {
-    this.#credentials = new BoundedCache(options.cacheEntries, options.cacheTtlMs);
-    this.#primaryKeys = new BoundedCache(options.cacheEntries, options.cacheTtlMs);
-    this.#dataKeyRecords = new BoundedCache(options.cacheEntries, options.cacheTtlMs);
+    this.#credentials = new BoundedCache(options.cacheEntries, options.cacheTtlMs, 'credentials');
+    this.#primaryKeys = new BoundedCache(options.cacheEntries, options.cacheTtlMs, 'primary_keys');
+    this.#dataKeyRecords = new BoundedCache(options.cacheEntries, options.cacheTtlMs, 'data_keys');
   }
 
   async enrollUser(user: string, token: string): Promise<void> {

@@ -4,6 +4,7 @@ import { faultPoint } from '../fault.js';
 import { layout } from '../keys/layout.js';
 import { encodeRecord } from '../keys/records.js';
 import { log } from '../log.js';
+import { metricsHooks } from '../metrics/hooks.js';
 import type { InstallRootKeyResult, SealStatus, Share, VerifyResult } from '../sealer-client/protocol.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
@@ -75,9 +76,8 @@ export class RootKeyRotation {
     private readonly settings: RotationSettings,
   ) {}
 
-  async journal(): Promise<RotationJournal | undefined> {
-    const object = await this.store.get(layout.rotationJournal());
-    return object === undefined ? undefined : parseJournal(object.body);
+  journal(): Promise<RotationJournal | undefined> {
+    return readRotationJournal(this.store);
   }
 
   /**
@@ -164,6 +164,7 @@ export class RootKeyRotation {
         try {
           if (await rewrapPrimaryKey(this.store, this.keyring, key, target)) {
             rewrapped++;
+            metricsHooks.rewrapped();
             faultPoint(`rewrap:${rewrapped}`);
           }
         } catch (error) {
@@ -242,6 +243,12 @@ export class RootKeyRotation {
 interface Lease {
   update(changes: Partial<Pick<RotationJournal, 'phase' | 'to' | 'rewrapped'>>): Promise<void>;
   release(): Promise<void>;
+}
+
+/** The rotation journal in `store`, when a verification holds (or held, and crashed with) its lease. */
+export async function readRotationJournal(store: ObjectStore): Promise<RotationJournal | undefined> {
+  const object = await store.get(layout.rotationJournal());
+  return object === undefined ? undefined : parseJournal(object.body);
 }
 
 function parseJournal(body: Buffer): RotationJournal | undefined {

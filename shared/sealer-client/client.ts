@@ -4,7 +4,8 @@ import { sealerAttestation } from './attest-sealer.js';
 import { isCompactJwe } from '../custody/share-jwe.js';
 import { rootKeyId } from '../crypto/root-key-id.js';
 import { KmsError } from '../errors.js';
-import { KbsClient, KbsResponseError, KbsTransportError } from '../kbs/client.js';
+import { KbsClient, KbsResponseError, KbsTransportError, problemOf } from '../kbs/client.js';
+import { isSealerOutage } from './outage.js';
 import {
   ROOT_KEY_BYTES,
   parseShare,
@@ -21,8 +22,11 @@ import {
 } from './protocol.js';
 
 export interface SealerClientOptions {
-  /** KMS_SEALER_URL, e.g. https://127.0.0.1:9877 */
-  readonly url: string;
+  /**
+   * KMS_SEALER_URL, e.g. https://127.0.0.1:9877: one sealing service, or a list of its replicas
+   * tried in order, the last one that answered first (docs/root-key.md, "Sealer outages").
+   */
+  readonly url: string | readonly string[];
   /** PEM of the CA (or the self-signed certificate) the sealer's TLS certificate must chain to. */
   readonly ca: string | Buffer;
   readonly attester: Attester;
@@ -39,18 +43,24 @@ export interface SealerClientOptions {
  * this TEE's attestation token. Errors are KmsErrors: SEALED (details: the seal status),
  * BAD_REQUEST (the sealer's detail, safe to show), CONFLICT, ROOT_KEY_UNAVAILABLE (unreachable,
  * untrusted TLS certificate, attestation refused). No message ever contains a secret.
+ *
+ * With several URLs each is attested on its own: an answer counts only when the endpoint that gave
+ * it proved itself, so an endpoint that cannot is as good as down (isSealerOutage).
  */
 export class SealerClient {
-  readonly #kbs: KbsClient;
+  readonly #endpoints: readonly KbsClient[];
+  /** The endpoint that answered last: asked first next time. */
+  #preferred = 0;
 
-  constructor(options: SealerClientOptions | { kbs: KbsClient }) {
-    this.#kbs =
-      'kbs' in options ? options.kbs : new KbsClient({ ...options, server: sealerAttestation(sealerPaths.attestation, options.sealerVerifier, options.url) });
+  constructor(options: SealerClientOptions) {
+    const urls = typeof options.url === 'string' ? [options.url] : options.url;
+    if (urls.length === 0) throw new KmsError('CONFIG', 'the sealing service needs at least one URL');
+    this.#endpoints = urls.map((url) => new KbsClient({ ...options, url, server: sealerAttestation(sealerPaths.attestation, options.sealerVerifier, url) }));
   }
 
   /** Reads the CA file (KMS_SEALER_CA_FILE) once. */
   static fromCaFile(options: {
-    url: string;
+    url: string | readonly string[];
     caFile: string;
     attester: Attester;
     sealerVerifier: Verifier;
@@ -73,24 +83,50 @@ export class SealerClient {
     });
   }
 
+  /** The endpoint asked first (the one that answered last). */
   get url(): string {
-    return this.#kbs.url;
+    return this.#endpoints[this.#preferred]!.url;
+  }
+
+  get urls(): readonly string[] {
+    return this.#endpoints.map((kbs) => kbs.url);
   }
 
   /** The current root key, released to this attested TEE (JWE to its ephemeral key). */
   async rootKey(): Promise<{ id: string; key: Buffer }> {
-    const key = await this.#call(() => this.#kbs.getResource(ROOT_KEY_RESOURCE));
-    if (key.length !== ROOT_KEY_BYTES) {
-      key.fill(0);
-      throw new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service released a resource that is not a 256-bit key (${this.url})`);
-    }
-    return { id: rootKeyId(key), key };
+    return this.#failover(everyFailure, async (kbs) => {
+      const key = await kbs.getResource(ROOT_KEY_RESOURCE);
+      if (key.length !== ROOT_KEY_BYTES) {
+        key.fill(0);
+        throw new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service released a resource that is not a 256-bit key (${kbs.url})`);
+      }
+      return { id: rootKeyId(key), key };
+    });
   }
 
-  /** Unauthenticated (but the server is still authenticated by TLS). */
+  /** Needs no attestation token; the answer is still signed by the attested service. */
   async sealStatus(): Promise<SealStatus> {
-    const response = await this.#call(() => this.#kbs.request('GET', sealerPaths.sealStatus));
-    if (response.status !== 200) throw mapError(new KbsResponseError(response.status, undefined, 'seal status'), this.url);
+    return this.#failover(isSealerOutage, (kbs) => this.#sealStatusOf(kbs));
+  }
+
+  /**
+   * The id of the root key the sealing service holds now. A status saying it is sealed (or not
+   * initialized) is a SEALED error, as a refused root key would be: both are the service's own
+   * signed word. Like rootKey, another replica is asked when one says so.
+   */
+  async currentRootKeyId(): Promise<string> {
+    return this.#failover(everyFailure, async (kbs) => {
+      const status = await this.#sealStatusOf(kbs);
+      if (status.sealed || status.rootKeyId === null) {
+        throw new KmsError('SEALED', 'the sealing service is sealed', { details: status as unknown as Record<string, unknown> });
+      }
+      return status.rootKeyId;
+    });
+  }
+
+  async #sealStatusOf(kbs: KbsClient): Promise<SealStatus> {
+    const response = await kbs.request('GET', sealerPaths.sealStatus);
+    if (response.status !== 200) throw new KbsResponseError(response.status, problemOf(response.body), 'seal status', kbs.signsAnswers);
     return response.body as SealStatus;
   }
 
@@ -160,21 +196,53 @@ export class SealerClient {
   }
 
   close(): void {
-    this.#kbs.close();
+    for (const kbs of this.#endpoints) kbs.close();
   }
 
+  /** Another replica is asked only where this one was never reached: an admin call is not repeated. */
   async #admin(method: string, path: string, body: unknown, operation: string): Promise<unknown> {
-    const response = await this.#call(() => this.#kbs.authorized(method, path, body, operation));
+    const response = await this.#failover(nothingSent, (kbs) => kbs.authorized(method, path, body, operation));
     return response.body;
   }
 
-  async #call<T>(action: () => Promise<T>): Promise<T> {
-    try {
-      return await action();
-    } catch (error) {
-      throw mapError(error, this.url);
+  /**
+   * `action` on each endpoint in turn, the last one that answered first, until one succeeds or a
+   * failure is not `tryNext`'s. When none succeeds, an authoritative answer (isSealerOutage false)
+   * outranks the silence of the others: the caller must hear "sealed" even when a replica is down.
+   */
+  async #failover<T>(tryNext: (error: KmsError) => boolean, action: (kbs: KbsClient) => Promise<T>): Promise<T> {
+    const first = this.#preferred;
+    const order = [first, ...this.#endpoints.keys()].filter((index, position) => position === 0 || index !== first);
+    const failures: KmsError[] = [];
+    for (const index of order) {
+      const kbs = this.#endpoints[index]!;
+      try {
+        const result = await action(kbs);
+        this.#preferred = index;
+        return result;
+      } catch (error) {
+        const failure = mapError(error, kbs.url);
+        failures.push(failure);
+        if (!tryNext(failure)) throw failure;
+      }
     }
+    const authoritative = failures.find((failure) => !isSealerOutage(failure));
+    if (authoritative !== undefined) return Promise.reject(authoritative);
+    if (failures.length === 1) return Promise.reject(failures[0]!);
+    return Promise.reject(
+      new KmsError('ROOT_KEY_UNAVAILABLE', `no sealing service answered: ${failures.map((failure) => failure.message).join('; ')}`, {
+        cause: new AggregateError(failures),
+      }),
+    );
   }
+}
+
+const everyFailure = (): boolean => true;
+
+/** Connection refused, no route, no such name, or a certificate refused: nothing reached the server. */
+function nothingSent(error: KmsError): boolean {
+  const cause = error.cause;
+  return cause instanceof KbsTransportError && (cause.kind === 'tls' || /^(ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN)$/.test(cause.code));
 }
 
 function mapError(error: unknown, url: string): KmsError {
@@ -189,6 +257,12 @@ function mapError(error: unknown, url: string): KmsError {
     }
     if (error.kind === 'timeout') return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} did not answer in time`, { cause: error });
     return new KmsError('ROOT_KEY_UNAVAILABLE', `cannot reach the sealing service at ${url} (${error.code})`, { cause: error });
+  }
+  if (error instanceof KbsResponseError && !error.authenticated) {
+    // Not signed by the attested service: its status and problem say nothing (an impostor's "sealed").
+    return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} answered HTTP ${error.status} without its attested signature; it was not used`, {
+      cause: error,
+    });
   }
   if (error instanceof KbsResponseError) {
     const type = error.problem?.type;

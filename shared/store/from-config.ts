@@ -2,6 +2,7 @@ import { KmsError } from '../errors.js';
 import { CheckedObjectStore } from './checked-store.js';
 import { probeConditionalWrites } from './conditional-writes.js';
 import { FsObjectStore } from './fs-store.js';
+import { MeteredObjectStore } from './metered-store.js';
 import { S3ObjectStore } from './s3-store.js';
 
 export interface StoreConfig {
@@ -17,14 +18,14 @@ export interface StoreConfig {
 }
 
 /**
- * The configured store; its writes wait for a check that it is safe to write to (checked-store.ts).
+ * The configured store, metered (metered-store.ts); its writes wait for a check that it is safe to write to (checked-store.ts).
  * The embedded store implements the conditions itself, so its check is only removing what crashed
  * writers left; an S3 server's check is a probe of its conditional writes.
  */
 export function openObjectStore(config: StoreConfig): CheckedObjectStore {
   if (config.store === 'fs') {
     const fs = new FsObjectStore(config.dataDir);
-    return new CheckedObjectStore(fs, () => fs.removeLeftovers());
+    return new CheckedObjectStore(new MeteredObjectStore(fs), () => fs.removeLeftovers());
   }
   for (const [value, env] of [
     [config.s3Endpoint, 'KMS_S3_ENDPOINT'],
@@ -43,5 +44,5 @@ export function openObjectStore(config: StoreConfig): CheckedObjectStore {
     forcePathStyle: config.s3ForcePathStyle,
   });
   const where = `S3 bucket ${config.s3Bucket} at ${config.s3Endpoint}`;
-  return new CheckedObjectStore(s3, () => probeConditionalWrites(s3, where));
+  return new CheckedObjectStore(new MeteredObjectStore(s3), () => probeConditionalWrites(s3, where));
 }

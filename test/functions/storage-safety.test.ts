@@ -4,14 +4,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { freePort, repoRoot, startFunctionsFramework } from '../support/processes.js';
+import { freePort, NO_METRICS, repoRoot, startFunctionsFramework } from '../support/processes.js';
 import { createTestBucket } from '../support/s3.js';
 
 /** Runs the lean host to its exit (it must not keep serving); its exit code and everything it wrote. */
 async function runLeanHostToExit(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
   const child = spawn(process.execPath, ['dist/scripts/serve.js'], {
     cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', PORT: String(await freePort()), ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', PORT: String(await freePort()), ...NO_METRICS, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

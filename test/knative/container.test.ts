@@ -18,6 +18,7 @@ import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routes } from '../../functions/index.js';
+import { NO_METRICS } from '../support/processes.js';
 import { createTestBucket } from '../support/s3.js';
 import { writeTlsFiles } from '../support/tls-files.js';
 import { findTool, inCi, requireTool, skipWithout } from '../support/tools.js';
@@ -115,6 +116,7 @@ beforeAll(async () => {
       FUNCTION_TARGET: route.name,
       KMS_ROOT_KEY: rootKey,
       KMS_DATA_DIR: dataDir,
+      ...NO_METRICS,
     };
     const child = spawn(CMD[0] === 'node' ? process.execPath : CMD[0]!, CMD.slice(1), { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const s: Started = { name: route.name, port: ports[i]!, child, output: '', exit: new Promise((resolve) => child.once('exit', (code) => resolve(code))) };
@@ -211,6 +213,7 @@ describe("the sealer Deployment's command and settings run on the same output", 
         KMS_SEALER_TLS_CERT_FILE: cert,
         KMS_SEALER_TLS_KEY_FILE: key,
         KMS_SEALER_ROOT_KEY: randomBytes(32).toString('base64'),
+        ...NO_METRICS,
         ...files,
       });
       expect(env.NODE_ENV).toBe('production');
@@ -381,6 +384,7 @@ describe("the single-service container with the manifests' environment, uid 1000
         KMS_ADMIN_TOKEN_FILE: mount('token', randomBytes(24).toString('hex')),
         KMS_ROOT_KEY_FILE: join(files, 'rootKey'), // not there yet
         KMS_BIND: '127.0.0.1',
+        ...NO_METRICS,
       });
       delete env.KMS_SEALER_URL; // mode 1 stands in for the sealer here
       delete env.KMS_SEALER_CA_FILE;

@@ -539,8 +539,11 @@ renders('what Knative accepts (serving field masks, reserved names, autoscaling)
       expect(s.spec.template.spec.timeoutSeconds, id(s)).toBeGreaterThan(0);
       expect(s.spec.template.spec.containers[0].readinessProbe.httpGet.path, id(s)).toBe('/readyz');
       expect(s.spec.template.spec.containers[0].livenessProbe.httpGet.path, id(s)).toBe('/healthz');
+      // Knative's own annotations it validates, and Prometheus's pod discovery ones (passed to the pod).
       for (const key of Object.keys(a))
-        expect(key, id(s)).toMatch(/^autoscaling\.knative\.dev\/(min-scale|max-scale|initial-scale|scale-down-delay|target-burst-capacity)$/);
+        expect(key, id(s)).toMatch(
+          /^(autoscaling\.knative\.dev\/(min-scale|max-scale|initial-scale|scale-down-delay|target-burst-capacity)|prometheus\.io\/(scrape|port|path))$/,
+        );
     }
   });
 });

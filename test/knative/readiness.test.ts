@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../support/processes.js';
+import { freePort, NO_METRICS } from '../support/processes.js';
 import { KNATIVE, REPO, loadResources, type Json } from './support.js';
 
 const service = loadResources(join(KNATIVE, 'functions/per-function/get-data-key.yaml'))[0]!;
@@ -33,6 +33,7 @@ async function startHost(env: Record<string, string>): Promise<{ url: string; ou
       KMS_TLS: 'off',
       PORT: String(port),
       FUNCTION_TARGET: 'getDataKey',
+      ...NO_METRICS,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

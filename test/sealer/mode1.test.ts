@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
 import { SampleAttester, SampleVerifier } from '../../shared/attestation/sample.js';
 import { SealerClient } from '../../shared/sealer-client/client.js';
-import { repoRoot } from '../support/processes.js';
+import { NO_METRICS, repoRoot } from '../support/processes.js';
 import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { kmsFailure } from '../support/failure.js';
 
@@ -23,7 +23,7 @@ let client: SealerClient;
 function startFails(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [join(repoRoot, 'dist/sealer/main.js')], {
-      env: { PATH: process.env.PATH ?? '', KMS_SEALER_PORT: '0', KMS_SEALER_DATA_DIR: dir, ...env },
+      env: { PATH: process.env.PATH ?? '', KMS_SEALER_PORT: '0', KMS_SEALER_DATA_DIR: dir, ...NO_METRICS, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';

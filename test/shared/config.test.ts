@@ -35,4 +35,22 @@ describe('configuration', () => {
     expect(() => loadKmsConfig({ KMS_S3_ENDPOINT: 'not a url' })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
     expect(loadKmsConfig({ KMS_S3_ENDPOINT: 'http://127.0.0.1:9000/' }).s3Endpoint).toBe('http://127.0.0.1:9000');
   });
+
+  it('reads KMS_SEALER_URL as one URL or a comma-separated list, and the grace period', () => {
+    expect(loadKmsConfig({})).toMatchObject({ sealerUrls: [], rootKeyGraceSeconds: 600 });
+    expect(loadKmsConfig({ KMS_SEALER_URL: 'https://a:9877/' }).sealerUrls).toEqual(['https://a:9877']);
+    expect(loadKmsConfig({ KMS_SEALER_URL: 'https://a:9877, https://b:9877' }).sealerUrls).toEqual(['https://a:9877', 'https://b:9877']);
+    for (const bad of [
+      'https://a:9877,',
+      'https://a:9877,https://a:9877',
+      'https://a,not a url',
+      Array.from({ length: 17 }, (_, i) => `https://s${i}`).join(','),
+    ]) {
+      expect(() => loadKmsConfig({ KMS_SEALER_URL: bad }), bad).toThrow(
+        expect.objectContaining({ code: 'CONFIG', message: expect.stringContaining('KMS_SEALER_URL') }),
+      );
+    }
+    expect(loadKmsConfig({ KMS_ROOT_KEY_GRACE_SECONDS: '0' }).rootKeyGraceSeconds).toBe(0);
+    expect(() => loadKmsConfig({ KMS_ROOT_KEY_GRACE_SECONDS: '-5' })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
+  });
 });

@@ -13,7 +13,7 @@ import { StaticRootKeySource } from '../../shared/root-key/source.js';
 import { createRouteContext } from '../../shared/runtime.js';
 import { CheckedObjectStore } from '../../shared/store/checked-store.js';
 import { FsObjectStore } from '../../shared/store/fs-store.js';
-import { httpCall, type HttpAnswer, type RequestOptions } from './processes.js';
+import { httpCall, NO_METRICS, type HttpAnswer, type RequestOptions } from './processes.js';
 
 export interface InProcessKms {
   readonly url: string;
@@ -35,7 +35,11 @@ export async function startInProcess(options: { env?: Record<string, string>; fu
     store: new CheckedObjectStore(store, () => store.removeLeftovers()),
     rootKeySource: new StaticRootKeySource(rootKey),
   });
-  const host = await startHost(loadRoutes, { PORT: '0', KMS_TLS: 'off', KMS_DATA_DIR: dataDir, FUNCTION_TARGET: options.functionTarget ?? '' }, { context });
+  const host = await startHost(
+    loadRoutes,
+    { PORT: '0', KMS_TLS: 'off', KMS_DATA_DIR: dataDir, FUNCTION_TARGET: options.functionTarget ?? '', ...NO_METRICS },
+    { context },
+  );
   return {
     url: host.url,
     dataDir,

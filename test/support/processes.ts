@@ -36,6 +36,12 @@ export interface ServerProcess {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/**
+ * Test processes serve no metrics unless a test asks: the default ports (9464, 9465) are one per
+ * machine, and tests run many processes at once.
+ */
+export const NO_METRICS = { KMS_METRICS_PORT: 'off', KMS_SEALER_METRICS_PORT: 'off' } as const;
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -92,7 +98,7 @@ interface StartOptions {
 export async function startServer(options: StartOptions): Promise<ServerProcess> {
   const child = spawn(options.command, [...options.args], {
     cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', KMS_ACCESS_LOG: 'true', ...options.env },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', KMS_ACCESS_LOG: 'true', ...NO_METRICS, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group: stop() reaches every process it started (npm → sh → node → sealer).
     detached: true,

@@ -12,7 +12,7 @@ import { SampleAttester, SampleVerifier } from '../../shared/attestation/sample.
 import type { Attester } from '../../shared/attestation/types.js';
 import { SealerClient } from '../../shared/sealer-client/client.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
-import { freePort, repoRoot, TEST_ADMIN_IDENTITY } from './processes.js';
+import { freePort, NO_METRICS, repoRoot, TEST_ADMIN_IDENTITY } from './processes.js';
 
 export interface SealerProcess {
   readonly url: string;
@@ -63,6 +63,7 @@ export async function startSealerProcess(options: { env?: Record<string, string>
     KMS_SEALER_DATA_DIR: dataDir,
     KMS_DATA_DIR: dataDir,
     KMS_SEALER_INSECURE_DEV_MODE: 'true',
+    ...NO_METRICS,
     ...options.env,
   };
   if (env.KMS_SEALER_ADMIN_POLICY_FILE === undefined) {

@@ -50,7 +50,8 @@ for (const [backend, open] of Object.entries(attackedStorages)) {
     let client: SealerClient;
     let rotation: RootKeyRotation;
     /** A function started now: nothing of the root keys in memory yet. */
-    const coldKeyring = (store: ObjectStore = storage.store) => new RootKeyring(new SealerRootKeySource(async () => client, 60_000), store);
+    const coldKeyring = (store: ObjectStore = storage.store) =>
+      new RootKeyring(new SealerRootKeySource(async () => client, { refreshMs: 60_000, graceMs: 0 }), store);
 
     beforeAll(async () => {
       storage = await open();

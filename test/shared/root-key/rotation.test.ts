@@ -26,7 +26,7 @@ describe('RootKeyRotation', () => {
     sealer = await startSealerProcess({ env: { KMS_STORE: 'fs', KMS_DATA_DIR: dir } }); // the functions' storage
     client = await sealer.client();
     store = new FsObjectStore(dir);
-    const keyring = new RootKeyring(new SealerRootKeySource(async () => client, 60_000), store);
+    const keyring = new RootKeyring(new SealerRootKeySource(async () => client, { refreshMs: 60_000, graceMs: 0 }), store);
     rotation = new RootKeyRotation(store, keyring, client, { shares: 5, threshold: 3, leaseMs: 60_000, concurrency: 4 });
   });
   afterAll(async () => {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { jwkThumbprint, SHARE_ALG } from '../../shared/custody/share-jwe.js';
 import { KmsError } from '../../shared/errors.js';
-import { Refused } from './errors.js';
+import { Refused } from '../errors.js';
 
 export const PRIVATE_KEY_FILE = 'custodian-key.json';
 export const PUBLIC_KEY_FILE = 'custodian-key.pub.json';

@@ -14,7 +14,7 @@ import type { Share } from '../../shared/sealer-client/protocol.js';
 import { loadCollateralFile, StaticCollateralSource } from '../../sealer/attestation/tdx/collateral.js';
 import { createTdxPolicy, type TdxPolicy } from '../../sealer/attestation/tdx/policy.js';
 import { TdxVerifier } from '../../sealer/attestation/tdx/verifier.js';
-import { Refused, UsageError } from './errors.js';
+import { Refused, UsageError } from '../errors.js';
 import { plainShareFrom, readJsonFile, readTextFile, textOrFile } from './inputs.js';
 
 export interface SealShareOptions {

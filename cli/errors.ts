@@ -3,3 +3,6 @@ export class UsageError extends Error {}
 
 /** The command ran and said no (evidence refused, key does not open the share, file exists): exit status 1. */
 export class Refused extends Error {}
+
+/** The `tee-kms` exit statuses (README, "Command line"). */
+export const EXIT = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;

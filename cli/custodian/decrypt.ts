@@ -3,7 +3,7 @@ import { decodeProtectedHeader } from 'jose/decode/protected_header';
 import { openShare } from '../../shared/custody/share-jwe.js';
 import { isKmsError } from '../../shared/errors.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
-import { Refused } from './errors.js';
+import { Refused } from '../errors.js';
 import { checkedShare, indexOfShare, readPrivateKey, sealedShareFrom, textOrFile } from './inputs.js';
 
 /** A thumbprint as the sealing service writes it (SHA-256, base64url); anything else is not worth printing. */

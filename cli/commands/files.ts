@@ -1,0 +1,106 @@
+/**
+ * `encrypt` and `decrypt`: files under a data key, in the tee-kms format (cli/formats/stream.ts) or
+ * BigDL's (cli/formats/bigdl.ts). Output is all or nothing (cli/formats/output.ts): a file that
+ * fails to authenticate leaves no output file.
+ */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import type { Command } from 'commander';
+import { clientFor, globals, userOf } from '../config.js';
+import { Refused, UsageError } from '../errors.js';
+import { decryptBigdl, encryptBigdl } from '../formats/bigdl.js';
+import { writeOutput } from '../formats/output.js';
+import { decryptStream, encryptStream } from '../formats/stream.js';
+import { print } from '../io.js';
+import { progressFor } from '../progress.js';
+
+type Format = 'tee-kms' | 'bigdl';
+
+interface FileOptions {
+  readonly primaryKey?: string;
+  readonly dataKey?: string;
+  readonly out: string;
+  readonly format: string;
+}
+
+function formatOf(value: string): Format {
+  if (value !== 'tee-kms' && value !== 'bigdl') throw new UsageError(`--format must be tee-kms or bigdl, not ${value}`);
+  return value;
+}
+
+/** The input and its size (undefined for standard input: no progress bar). */
+async function input(path: string): Promise<{ source: Readable; size: number | undefined }> {
+  if (path === '-') return { source: process.stdin, size: undefined };
+  let size: number;
+  try {
+    const info = await stat(path);
+    if (!info.isFile()) throw new Error();
+    size = info.size;
+  } catch {
+    throw new UsageError(`cannot read ${path}`);
+  }
+  return { source: createReadStream(path), size };
+}
+
+function done(command: Command, action: string, options: FileOptions, format: Format): void {
+  if (options.out === '-') return;
+  print(globals(command).json === true, { [action]: true, format, file: options.out }, `${action} (${format}) to ${options.out}`);
+}
+
+export function addFileCommands(program: Command): void {
+  program
+    .command('encrypt <in>')
+    .description('encrypt a file (- for standard input) under a data key')
+    .requiredOption('--primary-key <pk>', 'the primary key of the data key')
+    .requiredOption('--data-key <dk>', 'the data key to encrypt under')
+    .requiredOption('-o, --out <out>', 'the encrypted file (new; - for standard output)')
+    .option('--format <format>', 'tee-kms (authenticated stream, the default) or bigdl (BigDL PPML files)', 'tee-kms')
+    .action(async (path: string, options: FileOptions & { primaryKey: string; dataKey: string }, command: Command) => {
+      const format = formatOf(options.format);
+      const client = clientFor(command);
+      const user = userOf(command);
+      const { source, size } = await input(path);
+      const { key } = await client.getDataKey(options.primaryKey, options.dataKey);
+      const cipher =
+        format === 'bigdl'
+          ? encryptBigdl(key, options.dataKey)
+          : encryptStream(Buffer.from(key, 'base64'), { user, primaryKey: options.primaryKey, dataKey: options.dataKey });
+      await writeOutput(options.out, source, [...progressFor(size, 'encrypting'), cipher]);
+      done(command, 'encrypted', options, format);
+    });
+
+  program
+    .command('decrypt <in>')
+    .description('decrypt a file (- for standard input); a tee-kms file names its keys, a BigDL file needs --primary-key')
+    .requiredOption('-o, --out <out>', 'the decrypted file (new; - for standard output)')
+    .option('--format <format>', 'tee-kms (the default) or bigdl', 'tee-kms')
+    .option('--primary-key <pk>', 'bigdl: the primary key of the data key')
+    .option('--data-key <dk>', 'bigdl: the data key (default: the name in the file, BigDL 2.3+)')
+    .action(async (path: string, options: FileOptions, command: Command) => {
+      const format = formatOf(options.format);
+      const client = clientFor(command);
+      const { source, size } = await input(path);
+      if (format === 'tee-kms') {
+        if (options.primaryKey !== undefined || options.dataKey !== undefined)
+          throw new UsageError('a tee-kms file names its keys: --primary-key and --data-key are for --format bigdl');
+        const user = userOf(command);
+        const plain = decryptStream(async (names) => {
+          if (names.user !== user) throw new Refused(`the file is under a key of user ${names.user}, not ${user}`);
+          return Buffer.from((await client.getDataKey(names.primaryKey, names.dataKey)).key, 'base64');
+        });
+        await writeOutput(options.out, source, [...progressFor(size, 'decrypting'), plain]);
+        return done(command, 'decrypted', options, format);
+      }
+      const primaryKey = options.primaryKey;
+      if (primaryKey === undefined) throw new UsageError('--format bigdl needs --primary-key');
+      // The file is authenticated whole before any plaintext comes out: the bar follows the output.
+      const plain = await decryptBigdl(path === '-' ? source : path, async (header) => {
+        const dataKey = options.dataKey ?? header.dataKeyName;
+        if (dataKey === undefined) throw new UsageError('this BigDL file does not name its data key: give --data-key');
+        return (await client.getDataKey(primaryKey, dataKey)).key;
+      });
+      await writeOutput(options.out, plain, progressFor(size, 'decrypting'));
+      done(command, 'decrypted', options, format);
+    });
+}

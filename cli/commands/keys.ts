@@ -1,0 +1,46 @@
+/** `enroll`, `primary-key create`, `data-key create|get`: a user's keys. */
+import type { Command } from 'commander';
+import { clientFor, globals, tokenOf } from '../config.js';
+import { print, writeSecretFile } from '../io.js';
+
+export function addKeyCommands(program: Command): void {
+  program
+    .command('enroll')
+    .description('enroll --user with the token of TEE_KMS_TOKEN or --token-file')
+    .action(async (_options, command: Command) => {
+      const client = clientFor(command);
+      const { json } = globals(command);
+      tokenOf(command); // never one made up here: it would have to be printed
+      const { user } = await client.enroll();
+      print(json === true, { user, created: true }, `user ${user} enrolled`);
+    });
+
+  const primary = program.command('primary-key').description("the user's primary keys");
+  primary
+    .command('create <pk>')
+    .description('create the primary key <pk>')
+    .action(async (pk: string, _options, command: Command) => {
+      await clientFor(command).createPrimaryKey(pk);
+      print(globals(command).json === true, { primaryKey: pk, created: true }, `primary key ${pk} created`);
+    });
+
+  const data = program.command('data-key').description('data keys under a primary key');
+  data
+    .command('create <pk> <dk>')
+    .description('create the data key <dk> under the primary key <pk>')
+    .action(async (pk: string, dk: string, _options, command: Command) => {
+      await clientFor(command).createDataKey(pk, dk);
+      print(globals(command).json === true, { primaryKey: pk, dataKey: dk, created: true }, `data key ${dk} created under ${pk}`);
+    });
+  data
+    .command('get <pk> <dk>')
+    .description('print the data key <dk> (base64), or write it to a new file')
+    .option('--out <file>', 'write the key (base64) to this new file, mode 0600; never overwrites')
+    .action(async (pk: string, dk: string, options: { out?: string }, command: Command) => {
+      const { key } = await clientFor(command).getDataKey(pk, dk);
+      const json = globals(command).json === true;
+      if (options.out === undefined) return print(json, { primaryKey: pk, dataKey: dk, key }, key);
+      await writeSecretFile(options.out, `${key}\n`);
+      print(json, { primaryKey: pk, dataKey: dk, file: options.out }, `data key ${dk} written to ${options.out}`);
+    });
+}

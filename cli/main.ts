@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+/**
+ * `tee-kms`: the command line of the KMS (README, "Command line"). Exit status: 0 done; 1 the
+ * server (or a check here) refused, with its code and message; 2 usage or malformed input; 3 the
+ * server cannot be reached or its TLS certificate is not trusted.
+ */
+import { Command, CommanderError } from 'commander';
+import { KmsError as LocalError } from '../shared/errors.js';
+import { addAttestCommand } from './commands/attest.js';
+import { addCustodianCommands } from './commands/custodian.js';
+import { addFileCommands } from './commands/files.js';
+import { addKeyCommands } from './commands/keys.js';
+import { addRootKeyCommands } from './commands/root-key.js';
+import { EXIT, Refused, UsageError } from './errors.js';
+import { say } from './io.js';
+import { KmsError } from './kms.js';
+
+/** Transport codes of the client: the server gave no answer. */
+const UNREACHABLE = new Set(['UNREACHABLE', 'TLS', 'TIMEOUT']);
+
+export function program(): Command {
+  const root = new Command('tee-kms')
+    .description('the tee-kms command line: keys, files, the root key, custodians')
+    .option('--url <url>', 'the KMS (default TEE_KMS_URL)')
+    .option('--ca <file>', 'PEM certificate(s) to trust for it (default TEE_KMS_CA)')
+    .option('--user <name>', 'the user (default TEE_KMS_USER)')
+    .option('--token-file <file>', "file holding the user's token (default TEE_KMS_TOKEN_FILE, or the token in TEE_KMS_TOKEN)")
+    .option('--admin-token-file <file>', 'file holding the admin token (default TEE_KMS_ADMIN_TOKEN_FILE, or TEE_KMS_ADMIN_TOKEN)')
+    .option('--attest <file>', "attested mode: verify the service's evidence with these options (JSON) and seal credentials and shares to it")
+    .option('--json', 'print results as JSON')
+    .showHelpAfterError('(add --help for usage)')
+    .exitOverride();
+  addRootKeyCommands(root);
+  addKeyCommands(root);
+  addFileCommands(root);
+  addAttestCommand(root);
+  addCustodianCommands(root);
+  // Every subcommand: usage errors become exit 2 here rather than commander's process.exit.
+  const override = (command: Command) => {
+    command.exitOverride();
+    command.commands.forEach(override);
+  };
+  override(root);
+  return root;
+}
+
+/** The exit status for a failure, with its message said on stderr (never a secret: see kms.ts). */
+function failure(error: unknown): number {
+  if (error instanceof CommanderError) {
+    return error.exitCode === 0 ? EXIT.ok : EXIT.usage; // commander printed the message or the help
+  }
+  if (error instanceof UsageError) {
+    say(error.message);
+    return EXIT.usage;
+  }
+  if (error instanceof Refused) {
+    say(`refused: ${error.message}`);
+    return EXIT.refused;
+  }
+  if (error instanceof KmsError) {
+    if (error.status === 0 && UNREACHABLE.has(error.code)) {
+      say(`${error.code}: ${error.message}`);
+      return EXIT.unreachable;
+    }
+    say(`${error.code}: ${error.message}`);
+    return error.status === 0 && (error.code === 'CONFIG' || error.code === 'INVALID_ARGUMENT') ? EXIT.usage : EXIT.refused;
+  }
+  if (error instanceof LocalError) {
+    // Raised here: malformed input (a share file, a key file), or a file that does not authenticate.
+    const usage = error.code === 'BAD_REQUEST' || error.code === 'INVALID_NAME';
+    say(usage ? error.message : `${error.code}: ${error.message}`);
+    return usage ? EXIT.usage : EXIT.refused;
+  }
+  // Not a dependency's message: it might quote an input.
+  say(`unexpected error${error instanceof Error ? ` (${error.name})` : ''}`);
+  return EXIT.refused;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await program().parseAsync([...argv], { from: 'user' });
+    return EXIT.ok;
+  } catch (error) {
+    return failure(error);
+  }
+}
+
+// `npm run kms` starts in the package's directory: paths are meant from where npm was run.
+if (process.env.npm_lifecycle_event === 'kms' && process.env.INIT_CWD) process.chdir(process.env.INIT_CWD);
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,52 @@
+import type { Collector } from '../shared/metrics/registry.js';
+import { serveMetrics, type MetricsServer } from '../shared/metrics/server.js';
+import type { SealStatus } from '../shared/sealer-client/protocol.js';
+
+/** What the gauges read at each scrape (SealerCore provides it). */
+export interface SealStatusSource {
+  status(): SealStatus;
+}
+
+/**
+ * The sealing service's state as gauges, read from its status at each scrape. The root key's age
+ * is a lower bound: the state record keeps no creation time, so it counts from when this process
+ * first served that key (its start, an unseal, a rotation's verification).
+ */
+export function sealerCollector(core: SealStatusSource, now: () => number = Date.now): Collector {
+  return (prom, registry) => {
+    let seen: { id: string; since: number } | undefined;
+    const gauge = (name: string, help: string, value: (status: SealStatus) => number) =>
+      new prom.Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.set(value(core.status()));
+        },
+      });
+    gauge('kms_sealer_sealed', '1 while the root key is not in memory (sealed, or not initialized), else 0.', (s) => (s.sealed ? 1 : 0));
+    gauge('kms_sealer_initialized', '1 once a root key exists (its state record is stored), else 0.', (s) => (s.initialized ? 1 : 0));
+    gauge('kms_sealer_verification_pending', "1 while a rotation's new key waits for its shares to be verified, else 0.", (s) =>
+      s.verificationPending ? 1 : 0,
+    );
+    gauge('kms_sealer_integrity_alarm', '1 while storage failed an integrity check and the service refuses to initialize or recover, else 0.', (s) =>
+      s.integrityAlarm === null ? 0 : 1,
+    );
+    gauge('kms_sealer_recovery_shares', 'Shares received so far by a recovery under way (0 without one).', (s) => s.progress);
+    gauge('kms_sealer_recovery_threshold', 'Shares a recovery needs (t; 0 before initialization or with a root key from a secret).', (s) => s.t);
+    gauge(
+      'kms_sealer_root_key_age_seconds',
+      'Seconds since this process first served the current root key (a lower bound of its age); 0 while sealed.',
+      (s) => {
+        if (s.sealed || s.rootKeyId === null) return 0;
+        if (seen?.id !== s.rootKeyId) seen = { id: s.rootKeyId, since: now() };
+        return (now() - seen.since) / 1000;
+      },
+    );
+  };
+}
+
+/** The sealer's metrics port (KMS_SEALER_METRICS_PORT), started once its HTTPS port listens. */
+export function serveSealerMetrics(core: SealStatusSource, port: number, bind: string): Promise<MetricsServer> {
+  return serveMetrics({ port, bind, portEnv: 'KMS_SEALER_METRICS_PORT', collectors: [sealerCollector(core)] });
+}

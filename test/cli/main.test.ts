@@ -1,0 +1,391 @@
+/**
+ * `tee-kms` (cli/main.ts) run as a real process, from its build, against `npm start`: every command,
+ * its `--json` output parsed, its exit status, and no token or share where it must not be.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, repoRoot, startNpmStart, type ServerProcess } from '../support/processes.js';
+import { findSecrets } from '../support/storage-snapshot.js';
+
+// dist/ is built once per run by test/global-setup.ts.
+const cli = join(repoRoot, 'dist/cli/main.js');
+const TOKEN = 'alices-token-Zq8v';
+const ADMIN_TOKEN = 'local-admin-token-Xk3';
+
+interface Run {
+  readonly args: readonly string[];
+  readonly status: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  json<T = Record<string, unknown>>(): T;
+}
+
+let tmp: string;
+let dataDir: string;
+let port: number;
+let kms: ServerProcess | undefined;
+/** Every run, for the scan of argv and output at the end. */
+const runs: Run[] = [];
+
+function cliEnv(): Record<string, string> {
+  return { PATH: process.env.PATH ?? '', TEE_KMS_URL: `https://127.0.0.1:${port}`, TEE_KMS_CA: join(dataDir, 'tls/cert.pem'), TEE_KMS_USER: 'alice' };
+}
+
+function run(args: readonly string[], options: { env?: Record<string, string>; input?: string } = {}): Run {
+  const result = spawnSync(process.execPath, [cli, ...args], {
+    cwd: tmp,
+    encoding: 'utf8',
+    timeout: 60_000,
+    input: options.input ?? '',
+    env: { ...cliEnv(), ...options.env },
+  });
+  const answer: Run = {
+    args,
+    status: result.status,
+    stdout: result.stdout,
+    stderr: result.stderr,
+    json: <T>() => JSON.parse(result.stdout) as T,
+  };
+  runs.push(answer);
+  return answer;
+}
+
+const withToken = { TEE_KMS_TOKEN: TOKEN };
+
+/** Bytes in, bytes out, with the user's token. */
+function runBytes(args: readonly string[], input: Buffer): { status: number | null; stdout: Buffer; stderr: string } {
+  const result = spawnSync(process.execPath, [cli, ...args], { cwd: tmp, timeout: 60_000, input, env: { ...cliEnv(), ...withToken } });
+  runs.push({ args, status: result.status, stdout: '', stderr: result.stderr.toString(), json: () => ({}) as never });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr.toString() };
+}
+const withAdmin = { TEE_KMS_ADMIN_TOKEN: ADMIN_TOKEN };
+const hasScript = spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
+
+beforeAll(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'tee-kms-cli-'));
+  dataDir = join(tmp, 'kms');
+  port = await freePort();
+  kms = await startNpmStart({ KMS_DATA_DIR: dataDir, PORT: String(port), KMS_ADMIN_TOKEN: ADMIN_TOKEN });
+});
+afterAll(async () => {
+  await kms?.stop();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+describe('tee-kms against npm start', () => {
+  const shares: Array<{ index: number; content: string }> = [];
+  let key: string;
+
+  it('status, then the first rotate writes one 0600 file per share and prints none', async () => {
+    const status = run(['status', '--json']);
+    expect(status.status).toBe(0);
+    expect(status.json()).toMatchObject({ sealed: true, initialized: false });
+
+    const outDir = join(tmp, 'shares');
+    const rotated = run(['--json', 'rotate', '--out-dir', outDir]);
+    expect(rotated.status, rotated.stderr).toBe(0);
+    const { state, files } = rotated.json<{ state: string; files: string[] }>();
+    expect(state).toBe('current');
+    expect(files).toHaveLength(5);
+    expect((await stat(outDir)).mode & 0o777).toBe(0o700);
+    for (const file of files) {
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      shares.push(JSON.parse(await readFile(file, 'utf8')) as { index: number; content: string });
+    }
+    for (const share of shares) expect(rotated.stdout + rotated.stderr).not.toContain(share.content);
+    expect(run(['status', '--json']).json()).toMatchObject({ sealed: false, initialized: true, t: 3, n: 5 });
+  });
+
+  it('enroll, primary-key create, data-key create and get: --json parsed, the token from the environment or a file', async () => {
+    expect(run(['enroll', '--json'], { env: withToken }).json()).toEqual({ user: 'alice', created: true });
+    const tokenFile = join(tmp, 'token');
+    await writeFile(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+    const created = run(['primary-key', 'create', 'pk1', '--json', '--token-file', tokenFile]);
+    expect(created.status, created.stderr).toBe(0);
+    expect(created.json()).toEqual({ primaryKey: 'pk1', created: true });
+    expect(run(['data-key', 'create', 'pk1', 'dk1'], { env: { TEE_KMS_TOKEN_FILE: tokenFile } }).stdout).toBe('data key dk1 created under pk1\n');
+    const got = run(['--json', 'data-key', 'get', 'pk1', 'dk1'], { env: withToken });
+    key = got.json<{ key: string }>().key;
+    expect(Buffer.from(key, 'base64')).toHaveLength(32);
+    expect(run(['data-key', 'get', 'pk1', 'dk1'], { env: withToken }).stdout).toBe(`${key}\n`);
+  });
+
+  it('data-key get --out writes a new 0600 file and never overwrites one', async () => {
+    const out = join(tmp, 'dk1.key');
+    const written = run(['data-key', 'get', 'pk1', 'dk1', '--out', out], { env: withToken });
+    expect(written.status).toBe(0);
+    expect(written.stdout).not.toContain(key);
+    expect(await readFile(out, 'utf8')).toBe(`${key}\n`);
+    expect((await stat(out)).mode & 0o777).toBe(0o600);
+    await writeFile(out, 'kept');
+    const again = run(['data-key', 'get', 'pk1', 'dk1', '--out', out], { env: withToken });
+    expect(again.status).toBe(1);
+    expect(again.stderr).toMatch(/exists: it is never overwritten/);
+    expect(await readFile(out, 'utf8')).toBe('kept');
+  });
+
+  it('encrypt and decrypt a file: tee-kms format by default, all or nothing, no progress bar off a terminal', async () => {
+    const plain = join(tmp, 'big.bin');
+    const data = randomBytes(5 * 1024 * 1024 + 123);
+    await writeFile(plain, data);
+    const encrypted = join(tmp, 'big.bin.kms');
+    const enc = run(['encrypt', '--primary-key', 'pk1', '--data-key', 'dk1', plain, '-o', encrypted, '--json'], { env: withToken });
+    expect(enc.status, enc.stderr).toBe(0);
+    expect(enc.json()).toEqual({ encrypted: true, format: 'tee-kms', file: encrypted });
+    expect(enc.stderr).toBe('');
+    const sealed = await readFile(encrypted);
+    expect(sealed.subarray(0, 8).toString('latin1')).toBe('tee-kms\0');
+    expect(sealed.includes(data.subarray(0, 64))).toBe(false);
+
+    const decrypted = join(tmp, 'big.out');
+    const dec = run(['decrypt', encrypted, '-o', decrypted], { env: withToken });
+    expect(dec.status, dec.stderr).toBe(0);
+    expect((await readFile(decrypted)).equals(data)).toBe(true);
+    expect((await stat(decrypted)).mode & 0o777).toBe(0o600);
+    expect(run(['decrypt', encrypted, '-o', decrypted], { env: withToken })).toMatchObject({ status: 1 });
+
+    // One byte changed in the middle: refused, and no output file at all.
+    sealed[sealed.length >> 1]! ^= 1;
+    const tampered = join(tmp, 'tampered.kms');
+    await writeFile(tampered, sealed);
+    const refused = run(['decrypt', tampered, '-o', join(tmp, 'tampered.out')], { env: withToken });
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/^tee-kms: INTEGRITY: /);
+    expect(await readdir(tmp)).not.toContain('tampered.out');
+
+    // Another user's credentials do not open it.
+    const other = run(['decrypt', encrypted, '-o', join(tmp, 'other.out')], { env: { ...withToken, TEE_KMS_USER: 'bob' } });
+    expect(other.status).toBe(1);
+    expect(other.stderr).toMatch(/under a key of user alice, not bob/);
+  });
+
+  it('encrypt and decrypt through standard input and output, and in BigDL format', async () => {
+    const data = randomBytes(100_000);
+    const enc = runBytes(['encrypt', '--primary-key', 'pk1', '--data-key', 'dk1', '-', '-o', '-'], data);
+    expect(enc.status, enc.stderr).toBe(0);
+    const dec = runBytes(['decrypt', '-', '-o', '-'], enc.stdout);
+    expect(dec.status, dec.stderr).toBe(0);
+    expect(dec.stdout.equals(data)).toBe(true);
+
+    const plain = join(tmp, 'bigdl.in');
+    await writeFile(plain, data);
+    const bigdl = join(tmp, 'bigdl.enc');
+    expect(run(['encrypt', '--format', 'bigdl', '--primary-key', 'pk1', '--data-key', 'dk1', plain, '-o', bigdl], { env: withToken }).status).toBe(0);
+    const back = join(tmp, 'bigdl.out');
+    // BigDL 2.3+ files carry the data key's name: --primary-key is enough.
+    const opened = run(['decrypt', '--format', 'bigdl', '--primary-key', 'pk1', bigdl, '-o', back], { env: withToken });
+    expect(opened.status, opened.stderr).toBe(0);
+    expect((await readFile(back)).equals(data)).toBe(true);
+    expect(run(['decrypt', '--format', 'bigdl', bigdl, '-o', join(tmp, 'x')], { env: withToken }).status).toBe(2);
+    const asStream = run(['decrypt', bigdl, '-o', join(tmp, 'y')], { env: withToken });
+    expect(asStream.status).toBe(2);
+    expect(await readdir(tmp)).not.toContain('y');
+  });
+
+  it.skipIf(!hasScript)('a progress bar on a terminal for a large input', () => {
+    const out = join(tmp, 'big.tty.kms');
+    const command = `${process.execPath} ${cli} encrypt --primary-key pk1 --data-key dk1 ${join(tmp, 'big.bin')} -o ${out}`;
+    const onTerminal = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', env: { ...cliEnv(), ...withToken } });
+    expect(onTerminal.status, onTerminal.stdout).toBe(0);
+    expect(onTerminal.stdout).toMatch(/encrypting \[.*\] 100% \| 5\/5 MiB/);
+  });
+
+  it('attest verifies the evidence against --attest and prints what it establishes; --attest seals credentials', async () => {
+    const development = join(tmp, 'attest-dev.json');
+    await writeFile(development, JSON.stringify({ allowDevelopment: true }));
+    const strict = join(tmp, 'attest-strict.json');
+    await writeFile(strict, '{}');
+    const { rootKeyId } = run(['status', '--json']).json<{ rootKeyId: string }>();
+
+    const attested = run(['--attest', development, 'attest', '--json']);
+    expect(attested.status, attested.stderr).toBe(0);
+    expect(attested.json()).toMatchObject({ tee: 'sample', rootKeyId, serviceKey: { kty: 'OKP', crv: 'X25519', kid: rootKeyId } });
+    expect(run(['--attest', development, 'attest']).stdout).toMatch(new RegExp(`^tee: sample\nrootKeyId: ${rootKeyId}\n`));
+
+    // Sample evidence proves nothing: refused unless the options allow development.
+    const refused = run(['--attest', strict, 'attest']);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/^tee-kms: ATTESTATION: /);
+    expect(run(['attest']).status).toBe(2);
+    await writeFile(join(tmp, 'attest-bad.json'), JSON.stringify({ allowDevelopmnt: true }));
+    expect(run(['--attest', join(tmp, 'attest-bad.json'), 'attest'])).toMatchObject({
+      status: 2,
+      stderr: expect.stringMatching(/unknown member allowDevelopmnt/),
+    });
+
+    // Credentials sealed to the attested service key: the same key comes back.
+    const sealed = run(['--attest', development, '--json', 'data-key', 'get', 'pk1', 'dk1'], { env: withToken });
+    expect(sealed.status, sealed.stderr).toBe(0);
+    expect(sealed.json()).toMatchObject({ key });
+    expect(run(['--attest', strict, 'data-key', 'get', 'pk1', 'dk1'], { env: withToken }).status).toBe(1);
+  });
+
+  it('the server refusing: exit 1 with its code and message, nothing printed on stdout', () => {
+    const conflict = run(['enroll'], { env: withToken });
+    expect(conflict).toMatchObject({ status: 1, stdout: '' });
+    expect(conflict.stderr).toMatch(/^tee-kms: CONFLICT: user \[alice\] already exists/);
+    const wrong = run(['data-key', 'get', 'pk1', 'dk1'], { env: { TEE_KMS_TOKEN: 'not-the-token' } });
+    expect(wrong).toMatchObject({ status: 1, stdout: '' });
+    expect(wrong.stderr).toMatch(/^tee-kms: UNAUTHORIZED: /);
+    expect(run(['data-key', 'get', 'pk1', 'nope'], { env: withToken }).stderr).toMatch(/^tee-kms: NOT_FOUND: /);
+    expect(run(['primary-key', 'create', '../x'], { env: withToken }).status).toBe(1);
+  });
+
+  it('rotate with custodians: custodian keygen and decrypt, verify with the admin token from a file', async () => {
+    const publicKeys = [];
+    for (let i = 0; i < 5; i++) {
+      const keygen = run(['custodian', 'keygen', join(tmp, `custodian-${i}`)]);
+      expect(keygen.status, keygen.stderr).toBe(0);
+      publicKeys.push(keygen.json());
+      expect((await stat(join(tmp, `custodian-${i}/custodian-key.json`))).mode & 0o777).toBe(0o600);
+    }
+    const custodians = join(tmp, 'custodians.json');
+    await writeFile(custodians, JSON.stringify(publicKeys));
+    const adminTokenFile = join(tmp, 'admin-token');
+    await writeFile(adminTokenFile, ADMIN_TOKEN, { mode: 0o600 });
+
+    const outDir = join(tmp, 'sealed-shares');
+    const current = [1, 2, 3].map((n) => join(tmp, 'shares', `share-${n}.json`));
+    const refused = run(['rotate', '--custodians', custodians, '--shares', ...current, '--out-dir', outDir]);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/^tee-kms: UNAUTHORIZED: /);
+    const rotated = run(['--admin-token-file', adminTokenFile, '--json', 'rotate', '--custodians', custodians, '--out-dir', outDir, '--shares', ...current]);
+    expect(rotated.status, rotated.stderr).toBe(0);
+    expect(rotated.json()).toMatchObject({ state: 'pending-verification' });
+    const files = rotated.json<{ files: string[] }>().files;
+    expect(files).toHaveLength(5);
+
+    const opened = [];
+    for (const [i, file] of files.entries()) {
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      const decrypted = run(['custodian', 'decrypt', join(tmp, `custodian-${i}/custodian-key.json`), file]);
+      expect(decrypted.status, decrypted.stderr).toBe(0);
+      const share = decrypted.json<{ index: number; content: string }>();
+      const plain = join(tmp, `plain-share-${i}.json`);
+      await writeFile(plain, JSON.stringify(share), { mode: 0o600 });
+      opened.push({ share, plain });
+    }
+    // The current root key stays until the new shares are proven.
+    expect(run(['status', '--json']).json()).toMatchObject({ verificationPending: true });
+    const verified = run(['verify', ...opened.slice(1, 4).map((o) => o.plain), '--json'], { env: { TEE_KMS_ADMIN_TOKEN_FILE: adminTokenFile } });
+    expect(verified.status, verified.stderr).toBe(0);
+    expect(verified.json()).toMatchObject({ promoted: true });
+    expect(run(['status', '--json']).json()).toMatchObject({ verificationPending: false });
+    shares.splice(0, shares.length, ...opened.map((o) => o.share));
+    expect(run(['data-key', 'get', 'pk1', 'dk1'], { env: withToken }).stdout).toBe(`${key}\n`);
+  });
+
+  it('after a restart: sealed (exit 1, SEALED), recover one share file, then --interactive reads the rest', async () => {
+    await kms?.stop();
+    kms = await startNpmStart({ KMS_DATA_DIR: dataDir, PORT: String(port), KMS_ADMIN_TOKEN: ADMIN_TOKEN });
+    const sealed = run(['data-key', 'get', 'pk1', 'dk1'], { env: withToken });
+    expect(sealed.status).toBe(1);
+    expect(sealed.stderr).toMatch(/^tee-kms: SEALED: /);
+
+    // From standard input: a share decrypted on the fly never touches the disk.
+    const one = run(['recover', '-', '--json'], { input: JSON.stringify(shares[4]) });
+    expect(one.status, one.stderr).toBe(0);
+    expect(one.json()).toMatchObject({ sealed: true, progress: 1, t: 3 });
+
+    // A line that is no share, a duplicate, then two good ones: the bad ones are said and skipped.
+    const input = ['not a share', JSON.stringify(shares[4]), shares[0]!.content, JSON.stringify(shares[2]), ''].join('\n');
+    const interactive = run(['recover', '--interactive', '--json'], { input });
+    expect(interactive.status, interactive.stderr).toBe(0);
+    expect(interactive.json()).toMatchObject({ sealed: false });
+    expect(interactive.stderr).toContain('share 2 of 3: ');
+    expect(interactive.stderr).toContain('share accepted: 2 of 3 received');
+    expect(interactive.stderr).toMatch(/share refused: \w+: /);
+    for (const share of shares) expect(interactive.stdout + interactive.stderr).not.toContain(share.content);
+    expect(run(['data-key', 'get', 'pk1', 'dk1'], { env: withToken }).stdout).toBe(`${key}\n`);
+
+    const notSealed = run(['recover', '--interactive'], { input: `${shares[1]!.content}\n` });
+    expect(notSealed.status).toBe(1);
+    expect(notSealed.stderr).toMatch(/not sealed/);
+  });
+
+  it('recover --interactive ending before the threshold: exit 1, still sealed', async () => {
+    await kms?.stop();
+    kms = await startNpmStart({ KMS_DATA_DIR: dataDir, PORT: String(port), KMS_ADMIN_TOKEN: ADMIN_TOKEN });
+    const short = run(['recover', '--interactive'], { input: `${JSON.stringify(shares[0])}\n` });
+    expect(short.status).toBe(1);
+    expect(short.stderr).toMatch(/still sealed \(1 of 3 received\)/);
+    // Attested mode: each share is sealed to the sealing service's attested recovery key first.
+    const development = join(tmp, 'attest-dev.json');
+    const rest = run(['--attest', development, 'recover', '--interactive'], { input: `${JSON.stringify(shares[1])}\n${JSON.stringify(shares[3])}\n` });
+    expect(rest.status, rest.stderr).toBe(0);
+    expect(rest.stdout).toBe('tee-kms is unsealed\n');
+  });
+
+  it.skipIf(!hasScript)('rotate refuses, before rotating, to print the shares to a terminal unless --print-shares', () => {
+    const before = run(['status', '--json']).json<{ rootKeyId: string }>().rootKeyId;
+    // script(1) gives the command a terminal as its standard output.
+    const command = `${process.execPath} ${cli} rotate`;
+    const onTerminal = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', env: { ...cliEnv(), ...withAdmin } });
+    expect(onTerminal.status).toBe(2);
+    expect(onTerminal.stdout).toMatch(/--out-dir <dir>, redirect standard output, or ask --print-shares/);
+    expect(run(['status', '--json']).json()).toMatchObject({ rootKeyId: before, verificationPending: false });
+  });
+
+  it('rotate prints the shares to a pipe, one JSON object a line', async () => {
+    const rotated = run(['rotate'], { env: withAdmin });
+    expect(rotated.status, rotated.stderr).toBe(0);
+    const lines = rotated.stdout.trim().split('\n');
+    expect(lines).toHaveLength(5);
+    for (const line of lines) expect(JSON.parse(line)).toMatchObject({ index: expect.any(Number), content: expect.any(String) });
+  });
+
+  it('no run ever had a token in its arguments, and none printed one', () => {
+    expect(runs.length).toBeGreaterThan(20);
+    for (const { args, stdout, stderr } of runs) {
+      expect(findSecrets([...args, stdout, stderr].join('\n'), [TOKEN, ADMIN_TOKEN])).toEqual([]);
+    }
+    expect(findSecrets(kms!.output(), [TOKEN, ADMIN_TOKEN])).toEqual([]);
+  });
+});
+
+describe('tee-kms: usage and transport failures', () => {
+  it('--help on every command exits 0 and shows its usage', () => {
+    const commands = [[], ['status'], ['enroll'], ['primary-key'], ['primary-key', 'create'], ['data-key'], ['data-key', 'create'], ['data-key', 'get']];
+    commands.push(['rotate'], ['verify'], ['recover'], ['encrypt'], ['decrypt'], ['attest'], ['custodian'], ['custodian', 'keygen'], ['custodian', 'decrypt']);
+    for (const command of commands) {
+      const help = run([...command, '--help']);
+      expect(help.status, command.join(' ')).toBe(0);
+      expect(help.stdout).toMatch(new RegExp(`^Usage: tee-kms ${command.join(' ')}`.trimEnd()));
+    }
+  });
+
+  it('usage errors exit 2: an unknown command, a missing argument, no URL, --interactive with a file', () => {
+    expect(run(['bogus']).status).toBe(2);
+    expect(run(['data-key', 'get', 'pk1']).status).toBe(2);
+    expect(run(['recover']).status).toBe(2);
+    expect(run(['recover', 'file', '--interactive']).status).toBe(2);
+    const noUrl = run(['status'], { env: { TEE_KMS_URL: '' } });
+    expect(noUrl.status).toBe(2);
+    expect(noUrl.stderr).toMatch(/--url/);
+    expect(run(['enroll']).stderr).toMatch(/no token/);
+    expect(run(['verify', join(tmp, 'missing.json')], { env: withAdmin }).status).toBe(2);
+  });
+
+  it('a token is taken from the environment or a file only: --token is no option', () => {
+    const flag = run(['enroll', '--token', 'x']);
+    expect(flag.status).toBe(2);
+    expect(flag.stderr).toMatch(/unknown option '--token'/);
+  });
+
+  it('exit 3 when nothing listens, or the certificate is not trusted', async () => {
+    const closed = run(['status'], { env: { TEE_KMS_URL: `https://127.0.0.1:${await freePort()}` } });
+    expect(closed.status).toBe(3);
+    expect(closed.stderr).toMatch(/^tee-kms: UNREACHABLE: /);
+    const untrusted = run(['status'], { env: { TEE_KMS_CA: '' } });
+    expect(untrusted.status).toBe(3);
+    expect(untrusted.stderr).toMatch(/^tee-kms: TLS: /);
+  });
+});
+
+it('rotate --out-dir names the share files in custodian order and writes nothing else', async () => {
+  expect((await readdir(join(tmp, 'shares'))).sort()).toEqual(['share-1.json', 'share-2.json', 'share-3.json', 'share-4.json', 'share-5.json']);
+});
