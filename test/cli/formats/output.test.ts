@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -5,6 +6,7 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeOutput } from '../../../cli/formats/output.js';
+import { repoRoot } from '../../support/processes.js';
 import { decryptStream, encryptStream } from '../../../cli/formats/stream.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tee-kms-output-test-'));
@@ -26,8 +28,8 @@ describe('writeOutput', () => {
 
   it('writes nothing when the input fails late: a truncated file that authenticated up to its cut', async () => {
     const sealed = join(dir, 'sealed-cut');
-    await writeOutput(sealed, Readable.from([randomBytes(5 * 65536)]), [encryptStream(key, names)]);
-    const cut = readFileSync(sealed).subarray(0, 69 + 3 * (65536 + 16)); // three whole chunks: each authenticates, the last-chunk flag is missing
+    await writeOutput(sealed, Readable.from([randomBytes(5 * 262144)]), [encryptStream(key, names)]);
+    const cut = readFileSync(sealed).subarray(0, 69 + 3 * (262144 + 16)); // three whole chunks: each authenticates, the last-chunk flag is missing
     const target = join(dir, 'cut-out');
     await expect(writeOutput(target, Readable.from([cut]), [decryptStream(async () => key)])).rejects.toMatchObject({ code: 'INTEGRITY' });
     expect(readdirSync(dir).filter((n) => n.includes('cut-out'))).toEqual([]);
@@ -52,5 +54,15 @@ describe('writeOutput', () => {
     expect(readdirSync(dir).filter((n) => n.includes('existing'))).toEqual(['existing']);
     await writeOutput(target, Readable.from([Buffer.from('new')]), [], { overwrite: true });
     expect(readFileSync(target, 'utf8')).toBe('new');
+  });
+
+  it("writes to standard output for '-', in a real process", () => {
+    const script = `
+      import { Readable } from 'node:stream';
+      import { writeOutput } from ${JSON.stringify(join(repoRoot, 'dist/cli/formats/output.js'))};
+      await writeOutput('-', Readable.from([Buffer.from('hello, '), Buffer.from('stdout')]));
+      process.stdout.write(' and after');
+    `;
+    expect(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })).toBe('hello, stdout and after');
   });
 });

@@ -17,7 +17,7 @@ function sink(out: Buffer[]): Writable {
 
 const names: KeyNames = { user: 'alice', primaryKey: 'pk1', dataKey: 'dk1' };
 const key = randomBytes(32);
-const CHUNK = 64 * 1024;
+const CHUNK = 256 * 1024;
 
 async function run(input: Buffer, transform: Transform, pieceSize = 10_000): Promise<Buffer> {
   const pieces: Buffer[] = [];
