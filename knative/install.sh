@@ -84,6 +84,11 @@ usage: knative/install.sh [options]     (every option also reads the environment
                                                     JSON {"rotate": [id...], "verify": [...], "recover": [...],
                                                     "seal": [...]}, each id a TD's MRCONFIGID (96 hex digits);
                                                     stored in ConfigMap tee-kms-admin-policy
+  --auto-unseal-kbs-url URL     KMS_AUTO_UNSEAL_KBS_URL  tdx: auto-unseal the sealer from this https:// KBS
+                                                    (docs/root-key.md: whoever controls that KBS can unseal);
+                                                    listed in the sealer's init-data, so its MRCONFIGID changes
+  --auto-unseal-ca FILE         KMS_AUTO_UNSEAL_CA  tdx, with the URL: PEM CA of that KBS's TLS certificate
+  --auto-unseal-resource PATH   KMS_AUTO_UNSEAL_RESOURCE  tdx: its resource (default tee-kms/unseal/kek)
   --pccs-url URL                KMS_PCCS_URL        tdx: DCAP collateral source, a PCCS or Intel PCS base URL
                                                     (https://, without /sgx|tdx/certification/v4;
                                                     default https://api.trustedservices.intel.com)
@@ -138,6 +143,9 @@ SEALER_TDX_POLICY_FILE=${KMS_TRUSTED_SEALER_TDX_POLICY_FILE:-}
 ADMIN_POLICY_FILE=${KMS_ADMIN_POLICY_FILE:-}
 INTEL_PCS_URL=https://api.trustedservices.intel.com
 PCCS_URL=${KMS_PCCS_URL:-}
+AUTO_UNSEAL_KBS_URL=${KMS_AUTO_UNSEAL_KBS_URL:-}
+AUTO_UNSEAL_CA=${KMS_AUTO_UNSEAL_CA:-}
+AUTO_UNSEAL_RESOURCE=${KMS_AUTO_UNSEAL_RESOURCE:-}
 INTERNAL_TLS=${KMS_INTERNAL_TLS:-}
 SKIP_KNATIVE_CONFIG=${KMS_SKIP_KNATIVE_CONFIG:-0}
 SECRETS_DIR=${KMS_SECRETS_DIR:-}
@@ -180,6 +188,9 @@ while [[ $# -gt 0 ]]; do
     --sealer-tdx-policy) need_value "$@"; SEALER_TDX_POLICY_FILE=$2; shift 2 ;;
     --admin-policy) need_value "$@"; ADMIN_POLICY_FILE=$2; shift 2 ;;
     --pccs-url) need_value "$@"; PCCS_URL=$2; shift 2 ;;
+    --auto-unseal-kbs-url) need_value "$@"; AUTO_UNSEAL_KBS_URL=$2; shift 2 ;;
+    --auto-unseal-ca) need_value "$@"; AUTO_UNSEAL_CA=$2; shift 2 ;;
+    --auto-unseal-resource) need_value "$@"; AUTO_UNSEAL_RESOURCE=$2; shift 2 ;;
     --internal-tls) INTERNAL_TLS=1; shift ;;
     --no-internal-tls) INTERNAL_TLS=0; shift ;;
     --skip-knative-config) SKIP_KNATIVE_CONFIG=1; shift ;;
@@ -209,6 +220,8 @@ case $TEE_MODE in
   '') die "choose the TEE mode: --tee tdx (production) or --tee dev (no TEE, insecure)" ;;
   *) die "--tee must be dev or tdx, got '$TEE_MODE'" ;;
 esac
+[[ $TEE_MODE == tdx || -z $AUTO_UNSEAL_KBS_URL$AUTO_UNSEAL_CA$AUTO_UNSEAL_RESOURCE ]] \
+  || die "--auto-unseal-* is for --tee tdx, where the sealer's init-data lists it; under --tee dev set KMS_SEALER_UNSEAL_* on the sealer yourself (docs/root-key.md)"
 
 DNS_LABEL='[a-z0-9]([-a-z0-9]*[a-z0-9])?'
 [[ $NS =~ ^$DNS_LABEL$ && ${#NS} -le 63 ]] || die "--namespace must be a DNS label, got '$NS'"
@@ -339,9 +352,45 @@ pod_image_ref() {
   [[ ${name##*/} != *:* ]] || name=${name%:*}
   printf '%s@%s\n' "$name" "${1#*@}"
 }
-# A pod's init-data: the shipped document with this run's digests in place of its placeholders.
-# Its exact bytes matter (their SHA-384 is the TD's MRCONFIGID): sed changes those lines only.
+# Auto-unseal (docs/root-key.md): its variables reach the sealer only as its init-data lists them
+# (auto_unseal_env), so they go into both, from one JSON array of [NAME, VALUE] pairs made here.
+AUTO_UNSEAL_ENV_JSON=
+check_auto_unseal() {
+  [[ -n $AUTO_UNSEAL_KBS_URL$AUTO_UNSEAL_CA$AUTO_UNSEAL_RESOURCE ]] || return 0
+  [[ $AUTO_UNSEAL_KBS_URL =~ ^https://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?/?$ ]] \
+    || die "--auto-unseal-kbs-url must be an https:// KBS address such as https://kbs.example:8080, got '$AUTO_UNSEAL_KBS_URL'"
+  if [[ -z $AUTO_UNSEAL_CA || ! -f $AUTO_UNSEAL_CA || ! -r $AUTO_UNSEAL_CA ]] || ! grep -q -- '-----BEGIN CERTIFICATE-----' "$AUTO_UNSEAL_CA"; then
+    die "--auto-unseal-kbs-url needs --auto-unseal-ca FILE, the PEM CA of the KBS's TLS certificate (it is pinned in the sealer's init-data)"
+  fi
+  [[ -z $AUTO_UNSEAL_RESOURCE || $AUTO_UNSEAL_RESOURCE =~ ^[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*$ ]] \
+    || die "--auto-unseal-resource must be <repository>/<type>/<tag>, got '$AUTO_UNSEAL_RESOURCE'"
+  AUTO_UNSEAL_ENV_JSON=$(node -e '
+    const [url, caFile, resource] = process.argv.slice(1);
+    const ca = require("node:fs").readFileSync(caFile, "utf8").replace(/\s+$/, "");
+    const env = [["KMS_SEALER_UNSEAL_KBS_URL", url.replace(/\/$/, "")], ["KMS_SEALER_UNSEAL_CA", ca]];
+    if (resource !== "") env.push(["KMS_SEALER_UNSEAL_RESOURCE", resource]);
+    process.stdout.write(JSON.stringify(env));
+  ' "$AUTO_UNSEAL_KBS_URL" "$AUTO_UNSEAL_CA" "$AUTO_UNSEAL_RESOURCE") || die "node is needed for --auto-unseal-*"
+}
+
+# A pod's init-data: the shipped document with this run's digests in place of its placeholders
+# (and, for the sealer with auto-unseal, its variables in place of the empty auto_unseal_env).
+# Its exact bytes matter (their SHA-384 is the TD's MRCONFIGID): only those lines change.
 render_init_data() {
+  if [[ $1 == tee-kms-sealer && -n $AUTO_UNSEAL_ENV_JSON ]]; then
+    # shellcheck disable=SC2016 # JavaScript, not shell
+    render_placeholders "$1" | node -e '
+      const pairs = JSON.parse(process.argv[1]);
+      const text = require("node:fs").readFileSync(0, "utf8");
+      const empty = "\nauto_unseal_env := []\n";
+      if (text.split(empty).length !== 2) { console.error("the sealer init-data has no empty auto_unseal_env"); process.exit(1); }
+      process.stdout.write(text.replace(empty, `\nauto_unseal_env := ${JSON.stringify(pairs.map(([n, v]) => `${n}=${v}`))}\n`));
+    ' "$AUTO_UNSEAL_ENV_JSON"
+  else
+    render_placeholders "$1"
+  fi
+}
+render_placeholders() {
   sed -e "s|\"tee-kms@$PLACEHOLDER_DIGEST\"|\"$TEE_KMS_POD_IMAGE\"|" \
     -e "s|\"queue-proxy@$PLACEHOLDER_DIGEST\"|\"$QUEUE_PROXY_IMAGE\"|" "$INIT_DATA_DIR/$1.toml"
 }
@@ -405,6 +454,7 @@ if [[ $TEE_MODE == tdx ]]; then
   [[ $PCCS_URL =~ ^https://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$ ]] \
     || die "--pccs-url must be an https:// base URL such as $INTEL_PCS_URL or https://pccs.example:8081, got '$PCCS_URL'"
   while [[ $PCCS_URL == */ ]]; do PCCS_URL=${PCCS_URL%/}; done
+  check_auto_unseal
   # Each TD pod's MRCONFIGID, from its init-data with this run's images.
   [[ -n $QUEUE_PROXY_IMAGE ]] \
     || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, and their agent policy admits it by digest. Take it from: kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}'"
@@ -514,6 +564,16 @@ write_init_data() {
     if [[ -n $env_name ]]; then
       printf '      - op: add\n        path: /spec/template/spec/containers/0/env/-\n'
       printf '        value: { name: %s, value: /var/run/tee-kms/init-data/%s.toml }\n' "$env_name" "$pod"
+    fi
+    if [[ $pod == tee-kms-sealer && -n $AUTO_UNSEAL_ENV_JSON ]]; then
+      # Exactly the values its init-data lists (JSON strings are YAML).
+      # shellcheck disable=SC2016 # JavaScript, not shell
+      node -e '
+        for (const [name, value] of JSON.parse(process.argv[1])) {
+          console.log("      - op: add\n        path: /spec/template/spec/containers/0/env/-");
+          console.log(`        value: ${JSON.stringify({ name, value })}`);
+        }
+      ' "$AUTO_UNSEAL_ENV_JSON"
     fi
   done
   printf 'configMapGenerator:\n  - name: tee-kms-init-data\n    options:\n      disableNameSuffixHash: true\n'

@@ -232,7 +232,7 @@ export async function generateManifests(): Promise<Map<string, string>> {
             why: [
               'Auto-unseal (KMS_SEALER_UNSEAL_*, docs/root-key.md) lets whoever controls its KBS unseal: it is on only as listed',
               'here, NAME=VALUE exactly, e.g. ["KMS_SEALER_UNSEAL_KBS_URL=https://kbs.example:8080", "KMS_SEALER_UNSEAL_CA=<PEM>"],',
-              'which changes MRCONFIGID. None listed: a sealer with any of them set is not created.',
+              'which changes MRCONFIGID (knative/install.sh --auto-unseal-* writes it). None listed: a sealer with any set is not created.',
             ],
           },
         },

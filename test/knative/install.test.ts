@@ -15,7 +15,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { requireTool, skipWithout } from '../support/tools.js';
 import { KNATIVE, KUBECTL, ROOT_KEY_FILE, ROOT_KEY_MOUNT, type Json, type Resource } from './support.js';
-import { DIGEST_IMAGE, QUEUE_PROXY_IMAGE, writeTdxPolicies } from './tdx-fixtures.js';
+import { writeTlsFiles } from '../support/tls-files.js';
+import { deployedInitData, DIGEST_IMAGE, mrConfigIdOf, QUEUE_PROXY_IMAGE, SEALER_POD, writeTdxPolicies } from './tdx-fixtures.js';
 
 const INSTALL = join(KNATIVE, 'install.sh');
 const FAKE_BIN = join(dirname(new URL(import.meta.url).pathname), 'fake');
@@ -198,6 +199,70 @@ describe('install.sh against a recording kubectl', () => {
         expect(created(name), name).toBeLessThan(applyK);
       }
       expect(run.stderr).toMatch(/identities granted rotate 1, verify 1, recover 1, seal 1/);
+    });
+
+    it('--auto-unseal-*: the sealer gets exactly the variables its init-data lists, and its MRCONFIGID changes', () => {
+      const { policy, sealerPolicy, admin } = tdxFiles();
+      const dir = mkdtempSync(join(tmpdir(), 'tee-kms-kbs-ca-'));
+      temps.push(dir);
+      const { certFile, certPem } = writeTlsFiles(dir, 'kbs');
+      const url = 'https://kbs.example:8080';
+      const pins = [`KMS_SEALER_UNSEAL_KBS_URL=${url}`, `KMS_SEALER_UNSEAL_CA=${certPem.trimEnd()}`];
+      const shipped = deployedInitData(SEALER_POD);
+      const expected = shipped.replace('\nauto_unseal_env := []\n', `\nauto_unseal_env := ${JSON.stringify(pins)}\n`);
+      expect(expected).not.toBe(shipped);
+      const flags = ['--auto-unseal-kbs-url', url, '--auto-unseal-ca', certFile];
+      const args = [...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait'];
+
+      // The functions' policy for the sealer still names the old MRCONFIGID: refused, nothing written.
+      const stale = install([...args, ...flags]);
+      expect(stale.status).not.toBe(0);
+      expect(stale.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
+      expect(stale.stderr).toMatch(
+        /--sealer-tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms-sealer\)/,
+      );
+      expect(stale.calls.filter(isWrite)).toEqual([]);
+
+      const sealerId = JSON.parse(readFileSync(sealerPolicy, 'utf8')) as Record<string, unknown>;
+      writeFileSync(sealerPolicy, JSON.stringify({ ...sealerId, mrConfigId: [mrConfigIdOf(expected)] }));
+      const work = join(mkdtempSync(join(tmpdir(), 'tee-kms-work-')), 'k');
+      const run = install([...args, ...flags, '--work-dir', work]);
+      expect(run.status, run.stderr).toBe(0);
+      expect(readFileSync(join(work, 'init-data', `${SEALER_POD}.toml`), 'utf8')).toBe(expected);
+      const applyK = run.calls.find((c) => c.startsWith('apply -k '))!;
+      const kustomization = parseAllDocuments(readFileSync(join(applyK.split(' ')[2]!, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as {
+        patches: { target?: { name: string }; patch: string }[];
+      };
+      const ops = kustomization.patches
+        .filter((p) => p.target?.name === SEALER_POD)
+        .flatMap((p) => parseAllDocuments(p.patch)[0]!.toJS() as { op: string; path: string; value: unknown }[]);
+      const env = ops.filter((op) => op.path === '/spec/template/spec/containers/0/env/-').map((op) => op.value as { name: string; value: string });
+      expect(env.filter((e) => e.name.startsWith('KMS_SEALER_UNSEAL_')).map((e) => `${e.name}=${e.value}`)).toEqual(pins);
+    });
+
+    it('--auto-unseal-* refuses a bad URL, a missing CA, a bad resource, and --tee dev', () => {
+      const { policy, sealerPolicy, admin } = tdxFiles();
+      const args = [...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin];
+      const dir = mkdtempSync(join(tmpdir(), 'tee-kms-kbs-ca-'));
+      temps.push(dir);
+      const { certFile } = writeTlsFiles(dir, 'kbs');
+      for (const [extra, message] of [
+        [['--auto-unseal-kbs-url', 'http://kbs.example'], /--auto-unseal-kbs-url must be an https:\/\/ KBS address/],
+        [['--auto-unseal-kbs-url', 'https://kbs.example'], /needs --auto-unseal-ca FILE/],
+        [['--auto-unseal-kbs-url', 'https://kbs.example', '--auto-unseal-ca', policy], /needs --auto-unseal-ca FILE/],
+        [
+          ['--auto-unseal-kbs-url', 'https://kbs.example', '--auto-unseal-ca', certFile, '--auto-unseal-resource', 'a/../b'],
+          /must be <repository>\/<type>\/<tag>/,
+        ],
+      ] as const) {
+        const run = install([...args, ...extra]);
+        expect(run.status, extra.join(' ')).not.toBe(0);
+        expect(run.stderr).toMatch(message);
+        expect(run.calls.filter(isWrite)).toEqual([]);
+      }
+      const dev = install(['--tee', 'dev', '--auto-unseal-kbs-url', 'https://kbs.example']);
+      expect(dev.status).not.toBe(0);
+      expect(dev.stderr).toMatch(/--auto-unseal-\* is for --tee tdx/);
     });
 
     it("a queue-proxy other than the one Knative runs stops it before any write: the functions' agent policy would refuse Knative's", () => {
