@@ -204,7 +204,7 @@ describe('npm start with KMS_SEALER_REPLICAS=3', () => {
       const before = sealerPids(server.child.pid!);
       expect(before).toHaveLength(3);
 
-      // The first replica: the one the functions' connections go to.
+      // The first replica: the one the functions ask first (the first URL of their KMS_SEALER_URL list).
       process.kill(before[0]!, 'SIGKILL');
       expect(await read()).toMatchObject({ status: 200, body: value });
       // Creating a primary key asks the sealing service which key is current: another replica answers.
