@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KmsClient, KmsError } from '../../client/index.js';
-import type { SealStatus, Share } from '../../shared/sealer-client/protocol.js';
+import { ROOT_KEY_RESOURCE, type SealStatus, type Share } from '../../shared/sealer-client/protocol.js';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
 import { logFields } from '../../shared/log.js';
 import { freePort, startLeanHost, TEST_ADMIN_IDENTITY, type ServerProcess } from '../support/processes.js';
@@ -48,6 +48,11 @@ async function until(i: number, done: (s: SealStatus) => boolean, what: string):
       throw new Error(`replica ${i}: ${what} did not happen: ${JSON.stringify(current)}\n${sealers[i]!.logs()}`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
+}
+
+/** How many times each replica released the root key over KBS so far (its request log, across restarts). */
+function releases(): number[] {
+  return sealers.map((sealer) => sealer.requestLines().filter((line) => line === `GET /kbs/v0/resource/${ROOT_KEY_RESOURCE} 200`).length);
 }
 
 const unsealedOn = (id: string) => (s: SealStatus) => !s.sealed && s.rootKeyId === id;
@@ -137,14 +142,25 @@ describe('steady load on two hosts while each replica is killed with kill -9', (
     let running = true;
     let calls = 0;
     const failures: unknown[] = [];
+    /** Each call's time, retries included (what a caller waited), in ms. */
+    const waited: number[] = [];
+    const timed = async <T>(call: () => Promise<T>): Promise<T> => {
+      const started = performance.now();
+      calls++;
+      try {
+        return await call();
+      } finally {
+        waited.push(performance.now() - started);
+      }
+    };
+    for (const sealer of sealers) await sealer.settle();
+    const releasedBefore = releases();
     const loop = async (client: KmsClient, name: string) => {
       for (let n = 0; running; n++) {
         const dk = `${name}-${n}`;
         try {
-          calls++;
-          await client.createDataKey('pk', dk);
-          calls++;
-          const { key } = await client.getDataKey('pk', dk);
+          await timed(() => client.createDataKey('pk', dk));
+          const { key } = await timed(() => client.getDataKey('pk', dk));
           created.set(dk, key);
           secrets.add(Buffer.from(key, 'base64'));
         } catch (error) {
@@ -174,18 +190,26 @@ describe('steady load on two hosts while each replica is killed with kill -9', (
     }
     running = false;
     await Promise.all(loops);
+    for (const sealer of sealers) await sealer.settle();
+    const released = releases().map((count, i) => count - releasedBefore[i]!);
     const answered = hosts.map(statuses);
+    waited.sort((a, b) => a - b);
+    const quantile = (q: number) => waited[Math.min(waited.length - 1, Math.floor(q * waited.length))]!.toFixed(0);
     const retries = answered.reduce((sum, counts) => sum + (counts.get(503) ?? 0), 0);
     process.stdout.write(
       [
         ...measured,
         `load: ${calls} calls, ${created.size} data keys created and read, ${failures.length} failed; ${retries} answers 503 retried by the client`,
+        `each call, retries included: median ${quantile(0.5)} ms, p99 ${quantile(0.99)} ms, max ${quantile(1)} ms`,
+        `root key released to the hosts during the load, by replica: ${released.join(', ')}`,
         ...answered.map((counts, h) => `host ${h} answered: ${JSON.stringify(Object.fromEntries(counts))}`),
         '',
       ].join('\n'),
     );
     expect(failures).toEqual([]);
     expect(created.size).toBeGreaterThan(0);
+    // The hosts moved: the first replica, which they asked first, was killed and another released the key.
+    expect(released.filter((count) => count > 0).length).toBeGreaterThanOrEqual(2);
     // Every answer was a success or a 503 the client retried: nothing else reached the client.
     for (const counts of answered) expect([...counts.keys()].filter((status) => status !== 200 && status !== 201 && status !== 503)).toEqual([]);
     for (const [dk, key] of created) expect((await clients[1]!.getDataKey('pk', dk)).key, dk).toBe(key);
