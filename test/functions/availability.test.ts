@@ -68,6 +68,8 @@ function statuses(host: ServerProcess): Map<number, number> {
 }
 
 beforeAll(async () => {
+  secrets.addText(ADMIN);
+  secrets.addText(TOKEN);
   dir = await mkdtemp(join(tmpdir(), 'tee-kms-availability-'));
   bucket = await createTestBucket();
   const tls = writeTlsFiles(dir);
