@@ -264,7 +264,12 @@ export class RootKeyRotation {
       if (journal?.to === to && typeof journal.ranges === 'number' && journal.ranges >= 1 && journal.ranges <= MAX_RANGES)
         return { ...journal, ranges: journal.ranges };
       if (journal !== undefined) log.warn('rotation', `replacing the journal of an earlier rotation (to ${journal.to ?? 'unknown'}); rewrapping under ${to}`);
-      if (await this.store.replace(key, encodeRecord(fresh), existing.etag)) return fresh;
+      if (await this.store.replace(key, encodeRecord(fresh), existing.etag)) {
+        // The earlier rotation's range leases are garbage now (its keys are rewrapped to `to` anyway).
+        // Storage is untrusted: only a root key id (hex) may name a folder to delete.
+        if (typeof journal?.to === 'string' && /^[0-9a-f]{32}$/.test(journal.to)) await new RotationRanges(this.store, journal.to, holder, 0).remove();
+        return fresh;
+      }
     }
     throw new KmsError('CONFLICT', 'the rotation journal kept changing; retry');
   }
