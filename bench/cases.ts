@@ -12,7 +12,7 @@ import type { HttpCase, LoadCase } from './loadgen.js';
 import { item, measure, type LoadGenerator, type MeasureItem } from './measure.js';
 import { fetchOnce, rssMb, sealerAddress, serverEnv } from './proc.js';
 import type { BenchResults, ColdStartRecord } from './report.js';
-import { measureRotation, rotationRouteExists, ROTATION_KEYS, type RotationResult } from './rotation.js';
+import { measureRewrapScaleOut, measureRotation, rotationRouteExists, ROTATION_KEYS, type RotationResult, type ScaleOutPoint } from './rotation.js';
 import { startRgw, warmUp, type Rgw, type Server, type Servers } from './servers.js';
 import {
   COLD_START_RUNS,
@@ -445,9 +445,31 @@ async function rotation(b: Bench): Promise<void> {
         ...results.rotation,
         rawReadModifyWriteRps: Math.round(rmw),
         ratioToReadModifyWrite: Math.round((results.rotation.keysPerSecond / rmw) * 100) / 100,
+        scaleOut: results.rotation.scaleOut?.map((p) => ({ ...p, ratioToReadModifyWrite: Math.round((p.keysPerSecond / rmw) * 100) / 100 })),
       };
     }
   }
+}
+
+/**
+ * The rewrap shared by 1, 2 and 4 lean hosts (BENCH_ROTATION_SCALE_OUT, e.g. `1,2,4`; `0` skips):
+ * one more rotation of the same keys per point.
+ */
+async function rotationScaleOut(servers: Servers, env: NodeJS.ProcessEnv, url: string, adminToken: string, keys: number): Promise<ScaleOutPoint[]> {
+  const counts = (process.env.BENCH_ROTATION_SCALE_OUT ?? '1,2,4').split(',').map(Number);
+  const extra: Server[] = [];
+  const points: ScaleOutPoint[] = [];
+  try {
+    for (const n of counts) {
+      while (extra.length < n - 1) extra.push(await servers.lean(`lean-rotation-${extra.length + 2}`, env, 'self-signed', ''));
+      const point = await measureRewrapScaleOut({ urls: [url, ...extra.slice(0, n - 1).map((s) => s.url)], adminToken, keys, timeoutMs: 240_000 });
+      log(`rotation scale-out, ${n} process(es): ${typeof point === 'string' ? point : `${point.seconds} s, ${point.keysPerSecond} keys/s`}`);
+      if (typeof point !== 'string') points.push(point);
+    }
+  } finally {
+    for (const s of extra) await servers.stop(s.proc);
+  }
+  return points;
 }
 
 /**
@@ -525,6 +547,9 @@ async function rotationPhase(b: Bench): Promise<RotationResult> {
         },
       });
       log(`rotation: ${result.status}: ${result.status === 'measured' ? `${result.seconds} s, ${result.keysPerSecond} keys/s` : result.note}`);
+      if (result.status === 'measured' && !process.env.BENCH_ROTATION_SCALE_OUT?.startsWith('0')) {
+        return { ...result, scaleOut: await rotationScaleOut(servers, env, lean.url, adminToken, keys) };
+      }
       if (result.status === 'failed') log(`sealer output:\n${sealer.tail()}\nlean host output:\n${lean.proc.tail()}`);
       return result;
     } finally {

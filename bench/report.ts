@@ -161,7 +161,11 @@ function fileLines(results: BenchResults): string[] {
 
 function rotationLine(r: RotationResult): string {
   if (r.status !== 'measured') return `${r.status}: ${r.note}`;
-  return `${r.keys} primary keys in ${r.seconds} s = ${fmtInt(r.keysPerSecond)} keys/s; ${r.ratio === undefined ? '' : `${fmtRatio(r.ratio)} of raw conditional PUT (${fmtInt(r.rawPutRps)}/s)`}${r.ratioToReadModifyWrite === undefined ? '' : `; ${fmtRatio(r.ratioToReadModifyWrite)} of raw read-modify-write (GET + PUT If-Match: ${fmtInt(r.rawReadModifyWriteRps)}/s, this design's ceiling)`}`;
+  return `${r.keys} primary keys in ${r.seconds} s = ${fmtInt(r.keysPerSecond)} keys/s; ${r.ratio === undefined ? '' : `${fmtRatio(r.ratio)} of raw conditional PUT (${fmtInt(r.rawPutRps)}/s)`}${r.ratioToReadModifyWrite === undefined ? '' : `; ${fmtRatio(r.ratioToReadModifyWrite)} of raw read-modify-write (GET + PUT If-Match: ${fmtInt(r.rawReadModifyWriteRps)}/s, this design's ceiling)`}${
+    r.scaleOut === undefined || r.scaleOut.length === 0
+      ? ''
+      : `; shared by ${r.scaleOut.map((p) => `${p.processes}: ${fmtInt(p.keysPerSecond)} keys/s${p.ratioToReadModifyWrite === undefined ? '' : ` (${fmtRatio(p.ratioToReadModifyWrite)})`}`).join(', ')} processes`
+  }`;
 }
 
 export function markdown(results: BenchResults): string {

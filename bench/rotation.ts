@@ -34,8 +34,17 @@ export type RotationResult =
        */
       readonly rawReadModifyWriteRps?: number;
       readonly ratioToReadModifyWrite?: number;
+      /** The same rewrap shared by 1, 2 and 4 processes (each a lean host that verifies and joins). */
+      readonly scaleOut?: readonly ScaleOutPoint[];
       readonly note: string;
     };
+
+export interface ScaleOutPoint {
+  readonly processes: number;
+  readonly seconds: number;
+  readonly keysPerSecond: number;
+  readonly ratioToReadModifyWrite?: number;
+}
 
 export interface RotationContext {
   /** Base URL of a lean host serving all functions, its root key from an uninitialized sealer. */
@@ -94,6 +103,40 @@ export async function measureRotation(ctx: RotationContext): Promise<RotationRes
     ratio: ctx.rawPutRps === undefined ? undefined : Math.round((keysPerSecond / ctx.rawPutRps) * 100) / 100,
     note: `new shares issued after ${Math.round(issuedMs)} ms; the rest is the verification and the rewrap of every primary key (GET + conditional PUT each)`,
   };
+}
+
+/**
+ * One rotation of the existing primary keys, its rewrap shared by every host in `urls`: the first
+ * rotates and verifies; as soon as its rewrap has started (the journal exists), every other host
+ * verifies with the same shares, which joins the rewrap (leased ranges of the key space). Timed
+ * from the verification to the last answer.
+ */
+export async function measureRewrapScaleOut(ctx: {
+  readonly urls: readonly string[];
+  readonly adminToken: string;
+  readonly keys: number;
+  readonly timeoutMs: number;
+}): Promise<ScaleOutPoint | string> {
+  const auth = { authorization: `Bearer ${ctx.adminToken}`, accept: 'application/json' };
+  const [first, ...others] = ctx.urls as [string, ...string[]];
+  const answer = await fetchOnce(`${first}/rootKey/rotate`, { method: 'POST', headers: auth, timeoutMs: 120_000 });
+  if (answer.status !== 200) return `POST /rootKey/rotate answered ${answer.status}: ${firstLine(answer.body)}`;
+  const body = JSON.stringify({ shares: (JSON.parse(answer.body) as unknown[]).slice(0, 3) });
+  const verify = (url: string) =>
+    fetchOnce(`${url}/rootKey/verify`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body, timeoutMs: ctx.timeoutMs });
+  const started = performance.now();
+  const leader = verify(first);
+  const deadline = started + ctx.timeoutMs;
+  while (others.length > 0 && performance.now() < deadline) {
+    const status = await fetchOnce(`${first}/rootKey/status`, { headers: { accept: 'application/json' } });
+    if (status.status === 200 && rotationRunning(status.body)) break;
+    await sleep(10);
+  }
+  const answers = await Promise.all([leader, ...others.map(verify)]);
+  const seconds = (performance.now() - started) / 1000;
+  const failed = answers.find((a) => a.status !== 200);
+  if (failed !== undefined) return `POST /rootKey/verify answered ${failed.status}: ${firstLine(failed.body)}`;
+  return { processes: ctx.urls.length, seconds: Math.round(seconds * 100) / 100, keysPerSecond: Math.round(ctx.keys / seconds) };
 }
 
 /** Polls the status until no rotation runs; returns why not, or undefined when idle. */

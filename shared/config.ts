@@ -147,13 +147,13 @@ export const kmsOptions = {
     env: 'KMS_ROTATION_LEASE_SECONDS',
     default: 60,
     parse: parse.integer(1, 3_600),
-    description: 'A crashed rotation is taken over after its lease lapses.',
+    description: "A range of a rotation's rewrap whose holder crashed is taken over after its lease lapses.",
   }),
   rotationConcurrency: option({
     env: 'KMS_ROTATION_CONCURRENCY',
     default: 32,
     parse: parse.integer(1, 1_024),
-    description: 'Primary keys rewrapped in parallel during rotation.',
+    description: 'Primary keys rewrapped in parallel during rotation, per instance taking part.',
   }),
   keyCacheTtlSeconds: option({
     env: 'KMS_KEY_CACHE_TTL_SECONDS',

@@ -14,4 +14,7 @@ export const layout = {
   previousRootKey: (id: string, successorId: string) => `root-keys/${id}/${successorId}.json`,
   successorsOf: (id: string) => `root-keys/${id}/`,
   rotationJournal: () => 'rotation/journal.json',
+  /** One range of a rotation's rewrap (a lease any instance may take), per target root key. */
+  rotationRange: (to: string, index: number) => `rotation/ranges/${to}/${index}.json`,
+  rotationRanges: (to: string) => `rotation/ranges/${to}/`,
 } as const;

@@ -30,7 +30,7 @@ export function rotationCollector(journal: () => Promise<RotationJournal | undef
     gauge('kms_rotation_journal_rewrapped_keys', "Primary keys the running rotation's journal says are rewrapped (0 without one).", (j) => j?.rewrapped ?? 0);
     gauge(
       'kms_rotation_lease_expiry_timestamp_seconds',
-      "When the running rotation's lease lapses unless renewed (0 without one): in the past, its holder stopped.",
+      "When the running rotation's journal lapses unless an instance in its rewrap reports progress (0 without one): in the past, all stopped.",
       (j) => (j === undefined ? 0 : j.leaseUntil / 1000),
     );
     gauge('kms_rotation_started_timestamp_seconds', 'When the running rotation started (0 without one).', (j) =>

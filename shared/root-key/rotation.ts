@@ -8,6 +8,7 @@ import { metricsHooks } from '../metrics/hooks.js';
 import type { InstallRootKeyResult, SealStatus, Share, VerifyResult } from '../sealer-client/protocol.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
+import { MAX_RANGES, rangeCount, rangeOf, RotationRanges, type RangeLease } from './ranges.js';
 import { rewrapPrimaryKey } from './rewrap.js';
 import type { RootKey } from './source.js';
 
@@ -42,6 +43,8 @@ export interface RotationJournal {
   readonly phase: 'rewrapping';
   readonly to: string | null;
   readonly rewrapped: number;
+  /** How many ranges the rewrap is split into (fixed by whoever created the journal). */
+  readonly ranges?: number;
   readonly startedAt: string;
 }
 
@@ -126,123 +129,163 @@ export class RootKeyRotation {
 
   /**
    * Step 2's rewrap alone (also what finishes an interrupted one): every primary key under the
-   * current root key, which must be `expectedId` when given. Resolves with the count.
+   * current root key, which must be `expectedId` when given. Every instance that calls it while a
+   * rewrap runs joins it (ranges of the key space, leased: see ranges.ts) and it resolves, with
+   * the count this instance rewrapped, once every range is done.
    */
   async finishRewrap(expectedId?: string): Promise<number> {
-    const lease = await this.#acquire();
-    try {
-      const current = await this.keyring.current({ refresh: true });
-      if (expectedId !== undefined && current.id !== expectedId) throw new KmsError('CONFLICT', 'the root key changed again meanwhile; verify again');
-      await lease.update({ phase: 'rewrapping', to: current.id });
-      return await this.#rewrapAll(current, lease);
-    } finally {
-      await lease.release();
-    }
-  }
-
-  async #rewrapAll(target: RootKey, lease: Lease): Promise<number> {
-    let rewrapped = 0;
+    const current = await this.keyring.current({ refresh: true });
+    if (expectedId !== undefined && current.id !== expectedId) throw new KmsError('CONFLICT', 'the root key changed again meanwhile; verify again');
     const keys: string[] = [];
     for await (const key of this.store.list(layout.primaryKeys())) keys.push(key);
-    // Renew the lease on a timer, one renewal at a time; losing it stops the workers.
-    let leaseLost: unknown;
+    const holder = randomBytes(8).toString('hex');
+    const journal = await this.#openJournal(current.id, holder, rangeCount(keys.length));
+    const byRange: string[][] = Array.from({ length: journal.ranges }, () => []);
+    for (const key of keys) byRange[rangeOf(key, journal.ranges)]!.push(key);
+    const ranges = new RotationRanges(this.store, current.id, holder, this.settings.leaseMs);
+    const rewrapped = await this.#rewrapRanges(current, ranges, byRange);
+    // Every range done: the rotation is complete. Whoever sees that first removes its records.
+    await ranges.remove();
+    await this.store.delete(layout.rotationJournal());
+    log.info('root key rotation: primary keys rewrapped', { rootKeyId: current.id, rewrapped, total: keys.length });
+    return rewrapped;
+  }
+
+  /** Takes free or lapsed ranges and rewraps them until every non-empty range is done. */
+  async #rewrapRanges(target: RootKey, ranges: RotationRanges, byRange: readonly string[][]): Promise<number> {
+    const open = new Set(byRange.flatMap((keys, i) => (keys.length > 0 ? [i] : [])));
+    const held = new Set<RangeLease>();
+    let rewrapped = 0;
+    let reported = 0;
+    const unreadable: string[] = [];
+    // Renew held ranges and report progress on a timer, one round at a time.
     let renewing: Promise<void> | undefined;
+    const lost = new Set<number>();
     const renewal = setInterval(
       () => {
-        renewing ??= lease
-          .update({ rewrapped })
-          .catch((error: unknown) => void (leaseLost = error))
+        renewing ??= (async () => {
+          for (const lease of held) if (!(await lease.renew())) lost.add(lease.index);
+          reported += await this.#progress(rewrapped - reported);
+        })()
+          .catch(() => undefined)
           .finally(() => (renewing = undefined));
       },
       Math.max(100, this.settings.leaseMs / 3),
     );
-    let next = 0;
-    const unreadable: string[] = [];
-    const worker = async (): Promise<void> => {
-      while (next < keys.length && leaseLost === undefined) {
-        const key = keys[next++]!;
-        try {
-          if (await rewrapPrimaryKey(this.store, this.keyring, key, target)) {
-            rewrapped++;
-            metricsHooks.rewrapped();
-            faultPoint(`rewrap:${rewrapped}`);
-          }
-        } catch (error) {
-          // A tampered or corrupt record is unreadable under any root key: report it, rewrap the rest.
-          if (!(error instanceof KmsError) || error.code !== 'INTEGRITY') throw error;
-          unreadable.push(key);
-        }
-      }
-    };
     try {
-      await Promise.all(Array.from({ length: Math.min(this.settings.concurrency, keys.length) }, worker));
+      while (open.size > 0) {
+        const order = [...open];
+        const start = Math.floor(Math.random() * order.length); // instances spread over the ranges
+        let cursor = 0;
+        const queue: { key: string; lease: RangeLease; count: { left: number; rewrapped: number } }[] = [];
+        let taking: Promise<boolean> | undefined;
+        // Takes the next free range into the queue; false when none is left to take in this pass.
+        const takeNext = async (): Promise<boolean> => {
+          while (cursor < order.length) {
+            const index = order[(start + cursor++) % order.length]!;
+            const taken = await ranges.take(index);
+            if (taken === 'done') open.delete(index);
+            if (typeof taken === 'string') continue;
+            held.add(taken);
+            const count = { left: byRange[index]!.length, rewrapped: 0 };
+            for (const key of byRange[index]!) queue.push({ key, lease: taken, count });
+            return true;
+          }
+          return false;
+        };
+        const worker = async (): Promise<void> => {
+          for (;;) {
+            const item = queue.shift();
+            if (item === undefined) {
+              if (!(await (taking ??= takeNext().finally(() => (taking = undefined))))) return;
+              continue;
+            }
+            if (!lost.has(item.lease.index)) {
+              try {
+                if (await rewrapPrimaryKey(this.store, this.keyring, item.key, target)) {
+                  rewrapped++;
+                  item.count.rewrapped++;
+                  metricsHooks.rewrapped();
+                  faultPoint(`rewrap:${rewrapped}`);
+                }
+              } catch (error) {
+                // A tampered or corrupt record is unreadable under any root key: report it, rewrap the rest.
+                if (!(error instanceof KmsError) || error.code !== 'INTEGRITY') throw error;
+                unreadable.push(item.key);
+              }
+            }
+            if (--item.count.left === 0) {
+              held.delete(item.lease);
+              // A range lost to another instance is finished by its new holder (its keys re-read and skipped).
+              if (!lost.has(item.lease.index) && (await item.lease.finish(item.count.rewrapped))) open.delete(item.lease.index);
+            }
+          }
+        };
+        await Promise.all(Array.from({ length: this.settings.concurrency }, worker));
+        // Ranges other instances hold: wait for them to finish, or for their leases to lapse.
+        for (const index of [...open]) if (await ranges.isDone(index)) open.delete(index);
+        if (open.size > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(1_000, Math.max(100, this.settings.leaseMs / 3))));
+      }
     } finally {
       clearInterval(renewal);
-      await renewing; // a renewal in flight would otherwise race the release
+      await renewing;
     }
-    if (leaseLost !== undefined) throw leaseLost;
-    log.info('root key rotation: primary keys rewrapped', { rootKeyId: target.id, rewrapped, total: keys.length });
+    await this.#progress(rewrapped - reported).catch(() => 0);
     if (unreadable.length > 0) {
       log.warn('rotation', `${unreadable.length} primary key record(s) failed authentication and were left as they are: ${unreadable.slice(0, 20).join(', ')}`);
     }
     return rewrapped;
   }
 
-  async #acquire(): Promise<Lease> {
-    const holder = randomBytes(8).toString('hex');
-    const fresh = (state: Partial<RotationJournal> = {}): RotationJournal => ({
-      format: 1,
-      kind: 'rotation',
-      holder,
-      leaseUntil: Date.now() + this.settings.leaseMs,
-      phase: 'rewrapping',
-      to: null,
-      rewrapped: 0,
-      startedAt: new Date().toISOString(),
-      ...state,
-    });
+  /**
+   * The journal of the rotation to `to`: created, or joined when another instance created it. A
+   * journal of an earlier rotation (its target no longer current) is replaced.
+   */
+  async #openJournal(to: string, holder: string, ranges: number): Promise<RotationJournal & { readonly ranges: number }> {
     const key = layout.rotationJournal();
-    let etag: string;
-    if (await this.store.create(key, encodeRecord(fresh()))) {
-      etag = (await this.store.get(key))!.etag;
-    } else {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const fresh = {
+        format: 1,
+        kind: 'rotation',
+        holder,
+        leaseUntil: Date.now() + this.settings.leaseMs,
+        phase: 'rewrapping',
+        to,
+        rewrapped: 0,
+        ranges,
+        startedAt: new Date().toISOString(),
+      } satisfies RotationJournal;
+      const existing = await this.store.get(key);
+      if (existing === undefined) {
+        if (await this.store.create(key, encodeRecord(fresh))) return fresh;
+        continue;
+      }
+      const journal = parseJournal(existing.body);
+      if (journal?.to === to && typeof journal.ranges === 'number' && journal.ranges >= 1 && journal.ranges <= MAX_RANGES)
+        return { ...journal, ranges: journal.ranges };
+      if (journal !== undefined) log.warn('rotation', `replacing the journal of an earlier rotation (to ${journal.to ?? 'unknown'}); rewrapping under ${to}`);
+      if (await this.store.replace(key, encodeRecord(fresh), existing.etag)) {
+        // The earlier rotation's range leases are garbage now (its keys are rewrapped to `to` anyway).
+        // Storage is untrusted: only a root key id (hex) may name a folder to delete.
+        if (typeof journal?.to === 'string' && /^[0-9a-f]{32}$/.test(journal.to)) await new RotationRanges(this.store, journal.to, holder, 0).remove();
+        return fresh;
+      }
+    }
+    throw new KmsError('CONFLICT', 'the rotation journal kept changing; retry');
+  }
+
+  /** Adds `delta` to the journal's count and extends its lease (compare-and-swap); resolves with what it added. */
+  async #progress(delta: number): Promise<number> {
+    const key = layout.rotationJournal();
+    for (let attempt = 0; attempt < 3; attempt++) {
       const existing = await this.store.get(key);
       const journal = existing === undefined ? undefined : parseJournal(existing.body);
-      if (existing !== undefined && journal !== undefined && journal.leaseUntil > Date.now()) {
-        throw new KmsError('CONFLICT', `a root key verification is in progress (${journal.phase}, since ${journal.startedAt}); retry after it finishes`);
-      }
-      // A lapsed lease: its holder crashed. Take over (compare-and-swap: one taker wins).
-      const body = encodeRecord(fresh({ startedAt: journal?.startedAt }));
-      if (existing === undefined || !(await this.store.replace(key, body, existing.etag))) {
-        throw new KmsError('CONFLICT', 'another verification took over the lapsed one at the same time; retry');
-      }
-      etag = (await this.store.get(key))!.etag;
-      log.warn('rotation', `took over a rotation whose lease lapsed (${journal?.phase ?? 'unreadable journal'}); resuming`);
+      if (existing === undefined || journal === undefined) return 0;
+      const next = { ...journal, rewrapped: journal.rewrapped + delta, leaseUntil: Date.now() + this.settings.leaseMs };
+      if (await this.store.replace(key, encodeRecord(next), existing.etag)) return delta;
     }
-    let state = fresh();
-    let released = false;
-    return {
-      update: async (changes) => {
-        state = { ...state, ...changes, leaseUntil: Date.now() + this.settings.leaseMs };
-        const current = await this.store.get(key);
-        if (current === undefined || current.etag !== etag || !(await this.store.replace(key, encodeRecord(state), etag))) {
-          throw new KmsError('CONFLICT', 'the rotation lease was lost to another verification');
-        }
-        etag = (await this.store.get(key))!.etag;
-      },
-      release: async () => {
-        if (released) return;
-        released = true;
-        const current = await this.store.get(key).catch(() => undefined);
-        if (current?.etag === etag) await this.store.delete(key).catch(() => undefined);
-      },
-    };
+    return 0;
   }
-}
-
-interface Lease {
-  update(changes: Partial<Pick<RotationJournal, 'phase' | 'to' | 'rewrapped'>>): Promise<void>;
-  release(): Promise<void>;
 }
 
 /** The rotation journal in `store`, when a verification holds (or held, and crashed with) its lease. */

@@ -321,3 +321,67 @@ describe('rotation with thousands of primary keys on S3 (Ceph RGW), killed at ev
     }, 600_000);
   }
 });
+
+describe('rotation scaled out over function processes on S3 (Ceph RGW)', () => {
+  const KEYS = 800; // four ranges of the key space
+  let c: Cluster;
+  let values: Map<string, string>;
+  beforeAll(async () => {
+    c = await cluster('s3');
+    const kms = await c.kms();
+    await rotate(kms, {});
+    values = await populate(kms, 'spread', KEYS);
+    await kms.stop();
+  }, 600_000);
+  afterAll(async () => c?.cleanup());
+
+  /** Waits until a rotation journal exists (the first verification has started its rewrap). */
+  async function rewrapStarted(kms: ServerProcess): Promise<void> {
+    while ((await status(kms)).rotation === null) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+
+  async function expectRotationComplete(kms: ServerProcess): Promise<void> {
+    const current = (await status(kms)).rootKeyId;
+    expect(rootKeyIdsOfPrimaryKeys(await c.snapshot('primary-keys/'))).toEqual(new Set([current]));
+    expect([...(await c.snapshot('rotation/')).keys()]).toEqual([]); // journal and range leases removed
+    expect((await status(kms)).rotation).toBeNull();
+    await expectAllReadable(kms, 'spread', values);
+  }
+
+  it('two processes share one rewrap: each rewraps a part, every key exactly once', async () => {
+    const [a, b] = await Promise.all([c.kms({ KMS_ROTATION_CONCURRENCY: '2' }), c.kms({ KMS_ROTATION_CONCURRENCY: '2' })]);
+    const shares = await rotate(a);
+    const first = verify(a, shares.slice(0, 3));
+    await rewrapStarted(b);
+    // The same shares at another process: proven (the key is already current), and it joins the rewrap.
+    const second = await verify(b, shares.slice(1, 4));
+    const [byA, byB] = [(await first).rewrapped as number, second.rewrapped as number];
+    expect(byA).toBeGreaterThan(0);
+    expect(byB).toBeGreaterThan(0);
+    expect(byA + byB).toBe(KEYS);
+    await expectRotationComplete(a);
+    await Promise.all([a.stop(), b.stop()]);
+  }, 600_000);
+
+  it('kill -9 of one process mid-rewrap: the other takes its ranges over once their leases lapse and finishes', async () => {
+    const doomed = await c.kms({ KMS_ROTATION_CONCURRENCY: '2', KMS_FAULT_INJECTION: 'rewrap:150' });
+    const survivor = await c.kms({ KMS_ROTATION_CONCURRENCY: '2' });
+    const shares = await rotate(doomed);
+    const crashed = doomed
+      .request('/rootKey/verify', { method: 'POST', body: JSON.stringify({ shares: shares.slice(0, 3) }), headers: admin })
+      .catch(() => undefined);
+    await rewrapStarted(survivor);
+    const finished = verify(survivor, shares.slice(2, 5));
+    expect(await crashed).toBeUndefined(); // killed before it could answer
+    await new Promise<void>((resolve) =>
+      doomed.child.exitCode !== null || doomed.child.signalCode !== null ? resolve() : doomed.child.once('exit', () => resolve()),
+    );
+    expect(doomed.child.signalCode).toBe('SIGKILL');
+    const rewrapped = (await finished).rewrapped as number;
+    // Everything the dead process had not rewritten (its second worker may have had one more in flight).
+    expect(rewrapped).toBeGreaterThanOrEqual(KEYS - 151);
+    expect(rewrapped).toBeLessThan(KEYS);
+    await expectRotationComplete(survivor);
+    await survivor.stop();
+  }, 600_000);
+});

@@ -1,0 +1,113 @@
+import { createHash } from 'node:crypto';
+import { layout } from '../keys/layout.js';
+import { encodeRecord } from '../keys/records.js';
+import type { ObjectStore } from '../store/object-store.js';
+
+/**
+ * A rotation's rewrap split into ranges of the primary-key listing, so that every instance that
+ * joins shares it. Each range is a lease object (`rotation/ranges/<to>/<i>.json`) written only with
+ * compare-and-swap: free or lapsed, an instance takes it, rewraps its keys, marks it done. A holder
+ * that dies leaves a lease that lapses, and the next instance takes the range over; rewrapping a key
+ * twice is harmless (the rewrap re-reads and skips a key already under the new root key).
+ */
+export interface RangeRecord {
+  readonly format: 1;
+  readonly kind: 'rotation-range';
+  readonly holder: string;
+  readonly leaseUntil: number;
+  readonly done: boolean;
+  readonly rewrapped: number;
+}
+
+/** Keys per range aimed at: small enough that a lapsed range costs little, large enough that leases are rare writes. */
+export const RANGE_KEYS = 200;
+export const MAX_RANGES = 4_096;
+
+export function rangeCount(keys: number): number {
+  return Math.min(MAX_RANGES, Math.max(1, Math.ceil(keys / RANGE_KEYS)));
+}
+
+/** The range of a primary key's object name: a hash, so every lister agrees without coordination. */
+export function rangeOf(objectKey: string, ranges: number): number {
+  return createHash('sha256').update(objectKey).digest().readUInt32BE(0) % ranges;
+}
+
+export interface RangeLease {
+  readonly index: number;
+  /** Extends the lease (compare-and-swap); false once another instance took the range over. */
+  renew(): Promise<boolean>;
+  /** Marks the range done; false when the lease was lost meanwhile (its new holder will finish it). */
+  finish(rewrapped: number): Promise<boolean>;
+}
+
+export type TakeResult = RangeLease | 'done' | 'held';
+
+export class RotationRanges {
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly to: string,
+    private readonly holder: string,
+    private readonly leaseMs: number,
+  ) {}
+
+  /** Takes range `index` when it is free or its lease lapsed. */
+  async take(index: number): Promise<TakeResult> {
+    const key = layout.rotationRange(this.to, index);
+    const existing = await this.store.get(key);
+    const held = (): Buffer => encodeRecord(this.#record({ done: false, rewrapped: 0 }));
+    if (existing === undefined) {
+      if (!(await this.store.create(key, held()))) return 'held';
+    } else {
+      const range = parseRange(existing.body);
+      if (range?.done === true) return 'done';
+      if (range !== undefined && range.leaseUntil > Date.now()) return 'held';
+      // Lapsed (its holder died or stalled) or unreadable: take it over; of two takers one wins.
+      if (!(await this.store.replace(key, held(), existing.etag))) return 'held';
+    }
+    const written = await this.store.get(key);
+    if (written === undefined) return 'held';
+    return this.#lease(index, key, written.etag);
+  }
+
+  /** Is range `index` done (by whichever instance)? */
+  async isDone(index: number): Promise<boolean> {
+    const existing = await this.store.get(layout.rotationRange(this.to, index));
+    return existing !== undefined && parseRange(existing.body)?.done === true;
+  }
+
+  /** Deletes the range objects once the rotation is complete. */
+  async remove(): Promise<void> {
+    for await (const key of this.store.list(layout.rotationRanges(this.to))) await this.store.delete(key);
+  }
+
+  #record(state: Pick<RangeRecord, 'done' | 'rewrapped'>): RangeRecord {
+    return { format: 1, kind: 'rotation-range', holder: this.holder, leaseUntil: Date.now() + this.leaseMs, ...state };
+  }
+
+  #lease(index: number, key: string, initialEtag: string): RangeLease {
+    let etag: string | undefined = initialEtag;
+    const write = async (state: Pick<RangeRecord, 'done' | 'rewrapped'>): Promise<boolean> => {
+      if (etag === undefined) return false;
+      if (!(await this.store.replace(key, encodeRecord(this.#record(state)), etag))) {
+        etag = undefined;
+        return false;
+      }
+      etag = (await this.store.get(key))?.etag;
+      return etag !== undefined;
+    };
+    return {
+      index,
+      renew: () => write({ done: false, rewrapped: 0 }),
+      finish: (rewrapped) => write({ done: true, rewrapped }),
+    };
+  }
+}
+
+function parseRange(body: Buffer): RangeRecord | undefined {
+  try {
+    const value = JSON.parse(body.toString('utf8')) as RangeRecord;
+    return value.kind === 'rotation-range' && typeof value.leaseUntil === 'number' ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}

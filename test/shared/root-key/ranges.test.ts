@@ -1,0 +1,98 @@
+/**
+ * The rewrap's range leases against the embedded store and Ceph RGW: of two takers one wins, a
+ * lapsed lease is taken over and its old holder can no longer write, done is final.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { layout } from '../../../shared/keys/layout.js';
+import { MAX_RANGES, rangeCount, rangeOf, RotationRanges, type RangeLease } from '../../../shared/root-key/ranges.js';
+import { FsObjectStore } from '../../../shared/store/fs-store.js';
+import type { ObjectStore } from '../../../shared/store/object-store.js';
+import { createTestBucket, type TestBucket } from '../../support/s3.js';
+
+const TO = 'ab'.repeat(16);
+const lapse = () => new Promise((resolve) => setTimeout(resolve, 250)); // past the 150 ms leases below
+
+function lease(taken: unknown): RangeLease {
+  expect(typeof taken).toBe('object');
+  return taken as RangeLease;
+}
+
+describe('rotation ranges', () => {
+  it('splits the key space the same way for every lister, about 200 keys per range, bounded', () => {
+    expect(rangeCount(0)).toBe(1);
+    expect(rangeCount(1_200)).toBe(6);
+    expect(rangeCount(1_000_000)).toBe(MAX_RANGES);
+    const keys = Array.from({ length: 2_000 }, (_, i) => `primary-keys/u${i % 7}/pk${i}.json`);
+    const counts = new Array<number>(10).fill(0);
+    for (const key of keys) counts[rangeOf(key, 10)]!++;
+    expect(keys.map((k) => rangeOf(k, 10))).toEqual(keys.map((k) => rangeOf(k, 10)));
+    for (const n of counts) expect(n).toBeGreaterThan(100); // spread, not all in one range
+  });
+});
+
+for (const kind of ['fs', 's3'] as const) {
+  describe(`rotation range leases (${kind === 'fs' ? 'embedded store' : 'Ceph RGW'})`, () => {
+    let store: ObjectStore;
+    let dir: string | undefined;
+    let bucket: TestBucket | undefined;
+    beforeAll(async () => {
+      if (kind === 'fs') store = new FsObjectStore((dir = await mkdtemp(join(tmpdir(), 'tee-kms-ranges-'))));
+      else store = (bucket = await createTestBucket()).store();
+    });
+    afterAll(async () => {
+      await store?.close();
+      await bucket?.remove();
+      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    });
+
+    it('of two instances taking one range at once, exactly one holds it', async () => {
+      const a = new RotationRanges(store, TO, 'a', 60_000);
+      const b = new RotationRanges(store, TO, 'b', 60_000);
+      const results = await Promise.all([a.take(0), b.take(0)]);
+      expect(results.filter((r) => typeof r === 'object')).toHaveLength(1);
+      expect(results.filter((r) => r === 'held')).toHaveLength(1);
+      expect(await a.take(0)).toBe('held'); // still held, whoever asks
+    });
+
+    it('a lapsed lease is taken over, and its old holder can neither renew nor finish it', async () => {
+      const dead = new RotationRanges(store, TO, 'dead', 150);
+      const taker = new RotationRanges(store, TO, 'taker', 60_000);
+      const old = lease(await dead.take(1));
+      expect(await old.renew()).toBe(true);
+      await lapse(); // (while live it is 'held' to others: the test above)
+      const now = lease(await taker.take(1));
+      expect(await old.renew()).toBe(false);
+      expect(await old.finish(5)).toBe(false);
+      expect(await taker.isDone(1)).toBe(false);
+      expect(await now.finish(3)).toBe(true);
+      expect(JSON.parse((await store.get(layout.rotationRange(TO, 1)))!.body.toString())).toMatchObject({ holder: 'taker', done: true, rewrapped: 3 });
+    });
+
+    it('a done range stays done: nobody takes it again, even after its lease time', async () => {
+      const a = new RotationRanges(store, TO, 'a', 150);
+      expect(await lease(await a.take(2)).finish(0)).toBe(true);
+      await lapse();
+      expect(await new RotationRanges(store, TO, 'b', 60_000).take(2)).toBe('done');
+      expect(await a.isDone(2)).toBe(true);
+    });
+
+    it('an unreadable range object (planted or torn) is taken over, not trusted', async () => {
+      expect(await store.create(layout.rotationRange(TO, 3), Buffer.from('{"kind":"rotation-range","done":true'))).toBe(true);
+      const b = new RotationRanges(store, TO, 'b', 60_000);
+      expect(await b.isDone(3)).toBe(false);
+      expect(await lease(await b.take(3)).finish(1)).toBe(true);
+    });
+
+    it("removes the rotation's range objects, and only that rotation's", async () => {
+      const other = new RotationRanges(store, 'cd'.repeat(16), 'c', 60_000);
+      lease(await other.take(0));
+      await new RotationRanges(store, TO, 'a', 60_000).remove();
+      const left: string[] = [];
+      for await (const key of store.list('rotation/')) left.push(key);
+      expect(left).toEqual([layout.rotationRange('cd'.repeat(16), 0)]);
+    });
+  });
+}
