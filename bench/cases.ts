@@ -10,6 +10,7 @@ import { chooseRootKeySource, ffColdStart, leanColdStart, summarizeColdStarts } 
 import { Fixtures, PRIMARY_KEY, USER, WARM_KEY, type S3Settings } from './fixtures.js';
 import type { HttpCase, LoadCase } from './loadgen.js';
 import { item, measure, type LoadGenerator, type MeasureItem } from './measure.js';
+import { canPin, pinned } from './pinning.js';
 import { fetchOnce, rssMb, sealerAddress, serverEnv } from './proc.js';
 import type { BenchResults, ColdStartRecord } from './report.js';
 import { measureRewrapScaleOut, measureRotation, rotationRouteExists, ROTATION_KEYS, type RotationResult, type ScaleOutPoint } from './rotation.js';
@@ -54,6 +55,8 @@ interface Bench extends BenchContext {
   readonly s3Base: { kind: 's3'; endpoint: string; region: string; accessKeyId: string; secretAccessKey: string; bucket: string; durationSec: number };
   readonly fixed: { mode: 'fixed'; path: string };
   measure(items: readonly MeasureItem[]): Promise<void>;
+  /** Runs f with RGW on core 0 and the given servers, the load generator and the bench on core 1 (undefined: cannot pin here). */
+  readonly pin: (<T>(servers: readonly number[], f: () => Promise<T>) => Promise<T>) | undefined;
   http(url: string, method: HttpCase['method'], paths: HttpCase['paths'], connections: number, warm: boolean): HttpCase;
   createDk(prefix: string): { mode: 'counter'; template: string };
   createPk(prefix: string): { mode: 'counter'; template: string };
@@ -80,6 +83,7 @@ async function setUp(ctx: BenchContext): Promise<Bench> {
   const { results, servers, generator } = ctx;
   // Storage: the same RGW for the raw limits and for the KMS.
   let s3: S3Settings;
+  let rgwPids: (() => number[]) | undefined;
   if (process.env.KMS_S3_ENDPOINT) {
     s3 = {
       endpoint: process.env.KMS_S3_ENDPOINT,
@@ -92,6 +96,7 @@ async function setUp(ctx: BenchContext): Promise<Bench> {
     const rgw = await startRgw();
     ctx.storage.rgw = rgw;
     s3 = rgw;
+    rgwPids = () => rgw.pids();
   }
   const rootKey = randomBytes(32);
   const adminToken = randomBytes(24).toString('hex');
@@ -140,6 +145,13 @@ async function setUp(ctx: BenchContext): Promise<Bench> {
     },
     fixed: { mode: 'fixed', path: warmPath },
     measure: (items) => measure(results, generator, items),
+    pin:
+      rgwPids === undefined || !canPin()
+        ? undefined
+        : (pids, f) => {
+            const generatorPid = generator.pid();
+            return pinned(rgwPids(), () => [...pids, ...(generatorPid === undefined ? [] : [generatorPid])], f);
+          },
     http: (url, method, paths, connections, warm) => ({
       kind: 'http',
       url,
@@ -197,6 +209,7 @@ async function writesAndWarmReads(b: Bench): Promise<void> {
       );
     }
     await b.measure(writes);
+    if (c === b.goalC && lean !== undefined) await pinnedWrites(b, lean, c);
     await b.measure([
       ...warmRead(b, bare, `bare-https-c${c}`, 'bare node:https', c),
       ...warmRead(b, lean, `lean-warm-c${c}`, 'lean https', c),
@@ -205,6 +218,26 @@ async function writesAndWarmReads(b: Bench): Promise<void> {
   }
   if (bare !== undefined) await servers.stop(bare.proc);
   if (lean !== undefined) await servers.stop(lean.proc);
+}
+
+/** The storage-bound writes again, pinned (bench/pinning.ts): raw conditional PUT and POST /dataKey. */
+async function pinnedWrites(b: Bench, lean: Server, c: number): Promise<void> {
+  if (b.pin === undefined || !enabled('s3')) return;
+  const items = [
+    item({ id: `s3-put-c${c}-pinned`, group: 'raw-s3', host: 'raw S3 (RGW), pinned', route: 'PUT If-None-Match:*', concurrency: c }, (r) => ({
+      ...b.s3Base,
+      op: 'put-if-none-match',
+      connections: c,
+      keyTemplate: `raw/c${c}-pinned-r${r}-{n}`,
+      bodyBytes: b.recordBytes,
+    })),
+    item(
+      { id: `lean-createdk-c${c}-pinned`, group: 'kms', host: 'lean https, pinned', route: 'POST /dataKey', concurrency: c },
+      (r) => b.http(lean.url, 'POST', b.createDk(`lean-c${c}-pinned-r${r}`), c, false),
+      lean.proc.pid,
+    ),
+  ];
+  await b.pin([lean.proc.pid], () => b.measure(items));
 }
 
 /**
@@ -255,6 +288,9 @@ async function coldReads(b: Bench): Promise<ColdPaths> {
   // The production shape (Knative: the gateway ends TLS): one function, plain HTTP, at c=goalC.
   const leanHttpCold = enabled('leanhttp') ? [goalC] : [];
   let leanHttpColdPaths: string[][] = [];
+  // The same cold read pinned (bench/pinning.ts), against raw GETs pinned, at c=goalC.
+  const pinnedCold = b.pin !== undefined && enabled('lean') && enabled('s3') ? [goalC] : [];
+  let pinnedColdPaths: string[][] = [];
   if (enabled('s3') || enabled('lean') || enabled('ff') || enabled('leanhttp')) {
     let rawPool: string[] = [];
     if (enabled('s3')) {
@@ -281,7 +317,7 @@ async function coldReads(b: Bench): Promise<ColdPaths> {
       const paths = names.map((n) => `/dataKey/${n}?primaryKeyName=${PRIMARY_KEY}&user=${USER}&token=${fx.token}`);
       jitWarmUp = paths.splice(0, Math.min(300, Math.floor(paths.length / 10)));
       // Shares in proportion to the expected rates (c=1 about half of the others), then by round.
-      const cs = [...(enabled('lean') ? CONCURRENCIES : []), ...leanHttpCold, ...ffCold];
+      const cs = [...(enabled('lean') ? CONCURRENCIES : []), ...pinnedCold, ...leanHttpCold, ...ffCold];
       const weights = cs.map((c) => (c === 1 ? 1 : 2));
       const total = weights.reduce((x, y) => x + y, 0);
       let at = 0;
@@ -291,6 +327,7 @@ async function coldReads(b: Bench): Promise<ColdPaths> {
       });
       if (ffCold.length > 0) ffColdPaths = cold.pop()!;
       if (leanHttpCold.length > 0) leanHttpColdPaths = cold.pop()!;
+      if (pinnedCold.length > 0) pinnedColdPaths = cold.pop()!;
     }
     const lean = enabled('lean') ? await servers.lean('lean-https-cold', b.fnEnv, 'self-signed', '') : undefined;
     const leanHttp = leanHttpCold.length > 0 ? await servers.lean('lean-http-cold', b.fnEnv, 'off', 'getDataKey') : undefined;
@@ -331,6 +368,22 @@ async function coldReads(b: Bench): Promise<ColdPaths> {
         );
       }
       await b.measure(items);
+      if (c === goalC && lean !== undefined && pinnedCold.length > 0) {
+        const pinnedItems = [
+          item({ id: `s3-get-c${c}-pinned`, group: 'raw-s3', host: 'raw S3 (RGW), pinned', route: 'GET (each object once)', concurrency: c }, (): LoadCase => ({
+            ...b.s3Base,
+            op: 'get',
+            connections: c,
+            keys: shuffled(rawPool),
+          })),
+          item(
+            { id: `lean-cold-c${c}-pinned`, group: 'kms', host: 'lean https, pinned', route: 'GET /dataKey cold (each key once)', concurrency: c },
+            (r) => http(lean.url, 'GET', { mode: 'list', paths: pinnedColdPaths[r]! }, c, false),
+            lean.proc.pid,
+          ),
+        ] as const;
+        await b.pin!([lean.proc.pid], () => b.measure(pinnedItems));
+      }
     }
     if (lean !== undefined) await servers.stop(lean.proc);
     if (leanHttp !== undefined) await servers.stop(leanHttp.proc);

@@ -50,6 +50,11 @@ export class LoadGenerator {
     });
   }
 
+  /** The running process's pid (undefined before the first case or after it died). */
+  pid(): number | undefined {
+    return this.child !== undefined && this.child.exitCode === null ? this.child.pid : undefined;
+  }
+
   /** Ends the process if it still runs. */
   stop(): void {
     if (this.child !== undefined && this.child.exitCode === null) this.child.kill('SIGTERM');

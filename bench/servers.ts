@@ -82,7 +82,8 @@ export async function warmUp(url: string, path: string): Promise<void> {
   if (answer.status !== 200) throw new Error(`warm-up GET ${url}/dataKey/${WARM_KEY} answered ${answer.status}: ${answer.body.slice(0, 200)}`);
 }
 
-export type Rgw = S3Settings & { stop(): Promise<void> };
+/** `pids()`: its daemons (mon, OSD, radosgw), as scripts/s3-local.sh records them. */
+export type Rgw = S3Settings & { stop(): Promise<void>; pids(): number[] };
 
 /** A fresh Ceph RGW via scripts/s3-local.sh (as test/support/rgw.ts, which resolves paths from test/). */
 export async function startRgw(): Promise<Rgw> {
@@ -119,5 +120,10 @@ export async function startRgw(): Promise<Rgw> {
     accessKeyId: env.KMS_S3_ACCESS_KEY_ID!,
     secretAccessKey: env.KMS_S3_SECRET_ACCESS_KEY!,
     stop: () => (stopped ??= run('stop')),
+    pids: () =>
+      readFileSync(join(dir, 'pids'), 'utf8')
+        .split('\n')
+        .filter((l) => /^\d+$/.test(l.trim()))
+        .map(Number),
   };
 }

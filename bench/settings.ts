@@ -33,6 +33,9 @@ export const GOAL_C = 16;
 /** The concurrency of the goal cases: GOAL_C when it is measured, else the first one measured. */
 export const goalConcurrency = () => (CONCURRENCIES.includes(GOAL_C) ? GOAL_C : CONCURRENCIES[0]!);
 
+/** How the pinned storage cases run (bench/pinning.ts). */
+export const PINNED = 'pinned (RGW on one core, KMS + load generator on the other)';
+
 export const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 
 export function shuffled<T>(items: readonly T[]): T[] {
