@@ -247,7 +247,10 @@ describe("the sealer StatefulSet's command and settings run on the same output",
         }
         expect(probe.scheme).toBe('HTTPS');
         expect(answer.status, answer.body).toBe(200);
-        expect(JSON.parse(answer.body)).toMatchObject({ sealed: false, source: 'secret' });
+        // /readyz: ready, unsealed (mode 1: each replica reads the key from the Secret itself).
+        expect(JSON.parse(answer.body)).toEqual({ ready: true, sealed: false });
+        const status = await request('GET', '/tee-kms/v1/seal-status');
+        expect(status.body).toContain('"source":"secret"');
         await check({ output: () => output, request });
       } finally {
         child.kill('SIGTERM');
