@@ -82,8 +82,9 @@ usage: knative/install.sh [options]     (every option also reads the environment
                                                     as --tdx-policy); stored in ConfigMap tee-kms-sealer-tdx-policy
   --admin-policy FILE           KMS_ADMIN_POLICY_FILE  tdx (required): who may rotate, verify, recover, seal:
                                                     JSON {"rotate": [id...], "verify": [...], "recover": [...],
-                                                    "seal": [...]}, each id a TD's MRCONFIGID (96 hex digits);
-                                                    stored in ConfigMap tee-kms-admin-policy
+                                                    "seal": [...], "sealer-peer": [id]}, each id a TD's MRCONFIGID
+                                                    (96 hex digits); sealer-peer: the sealer's own, only it
+                                                    (its replicas unseal each other); ConfigMap tee-kms-admin-policy
   --auto-unseal-kbs-url URL     KMS_AUTO_UNSEAL_KBS_URL  tdx: auto-unseal the sealer from this https:// KBS
                                                     (docs/root-key.md: whoever controls that KBS can unseal);
                                                     listed in the sealer's init-data, so its MRCONFIGID changes
