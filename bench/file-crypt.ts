@@ -14,6 +14,7 @@ import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { decryptBigdl, encryptBigdl } from '../cli/formats/bigdl.js';
 import { writeOutput } from '../cli/formats/output.js';
+import { boundStreamGarbage } from '../cli/formats/memory.js';
 import { decryptStream, encryptStream } from '../cli/formats/stream.js';
 
 const READ_CHUNK = Number(process.env.FILE_CRYPT_READ ?? 256 * 1024);
@@ -58,6 +59,8 @@ if (op === undefined || input === undefined || output === undefined) {
   process.exit(2);
 }
 const key = await readKey();
+// As the CLI does before it streams a file; FILE_CRYPT_SWEEP=concurrent leaves V8's default (A/B).
+if (process.env.FILE_CRYPT_SWEEP !== 'concurrent') boundStreamGarbage();
 const started = performance.now();
 await run(op, input, output, key);
 const seconds = (performance.now() - started) / 1000;

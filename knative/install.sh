@@ -363,7 +363,7 @@ check_auto_unseal() {
   [[ -n $AUTO_UNSEAL_KBS_URL$AUTO_UNSEAL_CA$AUTO_UNSEAL_RESOURCE ]] || return 0
   [[ $AUTO_UNSEAL_KBS_URL =~ ^https://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?/?$ ]] \
     || die "--auto-unseal-kbs-url must be an https:// KBS address such as https://kbs.example:8080, got '$AUTO_UNSEAL_KBS_URL'"
-  if [[ -z $AUTO_UNSEAL_CA || ! -f $AUTO_UNSEAL_CA || ! -r $AUTO_UNSEAL_CA ]] || ! grep -qE -- '-{5}BEGIN CERTIFICATE-{5}' "$AUTO_UNSEAL_CA"; then
+  if [[ -z $AUTO_UNSEAL_CA || ! -f $AUTO_UNSEAL_CA || ! -r $AUTO_UNSEAL_CA ]] || ! grep -q -- '^-----BEGIN CERTIFICATE' "$AUTO_UNSEAL_CA"; then
     die "--auto-unseal-kbs-url needs --auto-unseal-ca FILE, the PEM CA of the KBS's TLS certificate (it is pinned in the sealer's init-data)"
   fi
   [[ -z $AUTO_UNSEAL_RESOURCE || $AUTO_UNSEAL_RESOURCE =~ ^[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*$ ]] \

@@ -4,11 +4,12 @@
  * attester, its admin policy granting the functions' development identity every operation): in mode 2 (Shamir shares: rotate first, recover after a restart) unless a root key
  * secret is configured (KMS_ROOT_KEY or KMS_ROOT_KEY_FILE: mode 1). Storage: the embedded store
  * in KMS_DATA_DIR (default .kms), or S3 with KMS_STORE=s3. With KMS_SEALER_REPLICAS=n (default 1) it
- * runs n sealing-service replicas that unseal each other, behind a local failover forwarder; a
- * replica that dies is started again, and the functions keep serving meanwhile.
+ * runs n sealing-service replicas that unseal each other, and the functions get their URLs as the
+ * KMS_SEALER_URL list (failover in the functions); a replica that dies is started again, and the
+ * functions keep serving meanwhile.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -48,7 +49,7 @@ try {
   const { sealerReplicas } = loadOptions(startOptions, process.env);
   const sealer = await startSealers(sealerReplicas);
   const host = await startHost(loadRoutes);
-  log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.url, metrics: host.metricsUrl ?? 'off' });
+  log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.urls.join(','), metrics: host.metricsUrl ?? 'off' });
   const stop = () => {
     sealer.stop();
     void host.close().then(() => process.exit(0));
@@ -70,11 +71,12 @@ async function developmentIdentity(): Promise<string> {
 
 /**
  * Starts the sealing service's replicas (the first alone, so that the others find its TLS
- * certificate and share it), restarts any that exits, and points the functions at them (URL,
- * pinned certificate, attester): directly with one replica, else through a forwarder that sends
- * each connection to the first replica that accepts it.
+ * certificate and share it), restarts any that exits, and points the functions at them (URLs,
+ * pinned certificate, attester). Each replica keeps its port across restarts, so the functions get
+ * the replicas' own URLs and fail over themselves, attesting each replica on its own: no forwarder
+ * is needed for one stable URL, and none stands in the path as a single point of failure.
  */
-async function startSealers(replicas: number): Promise<{ url: string; stop(): void }> {
+async function startSealers(replicas: number): Promise<{ urls: readonly string[]; stop(): void }> {
   const identity = process.env.KMS_SAMPLE_INIT_DATA || (await developmentIdentity());
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -127,23 +129,17 @@ async function startSealers(replicas: number): Promise<{ url: string; stop(): vo
     if (replicas === 1) ports[0] = new URL(url).port; // a restart keeps the port the first start chose
     return url;
   };
-  let url = '';
-  for (let i = 0; i < replicas; i++) url = await run(i);
-  let forwarder: Server | undefined;
-  if (replicas > 1) {
-    forwarder = await failoverForwarder(ports.map(Number));
-    url = `https://127.0.0.1:${(forwarder.address() as { port: number }).port}`;
-    log.info('sealing service replicas', { replicas, ports: ports.join(','), forwarder: url });
-  }
-  process.env.KMS_SEALER_URL = url;
+  const urls: string[] = [];
+  for (let i = 0; i < replicas; i++) urls.push(await run(i));
+  if (replicas > 1) log.info('sealing service replicas', { replicas, ports: ports.join(',') });
+  process.env.KMS_SEALER_URL = urls.join(',');
   process.env.KMS_SEALER_CA_FILE ??= join(sealerDataDir, 'tls', 'cert.pem');
   process.env.KMS_ATTESTER ??= 'sample';
   process.env.KMS_SAMPLE_INIT_DATA ||= identity;
   return {
-    url,
+    urls,
     stop() {
       stopping = true;
-      forwarder?.close();
       for (const child of children) child?.kill('SIGTERM');
     },
   };
@@ -169,38 +165,6 @@ function sealerUrl(child: ChildProcess): Promise<string> {
     });
     child.once('exit', (code) => reject(new KmsError('CONFIG', `the sealing service did not start (exit ${code})`)));
   });
-}
-
-/**
- * What a Kubernetes Service does in front of the replicas, on loopback: each connection goes, TLS
- * untouched, to the first replica that accepts it. Functions then attest that replica again (its
- * signing key and tokens are its own), as after any restart.
- */
-async function failoverForwarder(ports: readonly number[]): Promise<Server> {
-  const server = createServer((client) => {
-    client.pause();
-    client.on('error', () => undefined);
-    const attempt = (i: number) => {
-      if (i >= ports.length) return void client.destroy();
-      const upstream: Socket = connect(ports[i]!, '127.0.0.1');
-      upstream.once('error', () => attempt(i + 1));
-      upstream.once('connect', () => {
-        upstream.removeAllListeners('error');
-        upstream.on('error', () => client.destroy());
-        client.on('close', () => upstream.destroy());
-        upstream.on('close', () => client.destroy());
-        client.pipe(upstream);
-        upstream.pipe(client);
-        client.resume();
-      });
-    };
-    attempt(0);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  return server;
 }
 
 function freePort(): Promise<number> {

@@ -203,8 +203,10 @@ describe('npm start with KMS_SEALER_REPLICAS=3', () => {
       await waitFor('two replicas unsealed by a peer', () => peerUnseals() >= 2);
       const before = sealerPids(server.child.pid!);
       expect(before).toHaveLength(3);
+      // The functions get the three replicas' own URLs (their KMS_SEALER_URL list), not one forwarder.
+      expect(server.output()).toMatch(/"message":"tee-kms listening".*"sealer":"https:\/\/[^",]+:\d+,https:\/\/[^",]+:\d+,https:\/\/[^",]+:\d+"/);
 
-      // The first replica: the one the functions' connections go to.
+      // The first replica: the one the functions ask first (the first URL of their KMS_SEALER_URL list).
       process.kill(before[0]!, 'SIGKILL');
       expect(await read()).toMatchObject({ status: 200, body: value });
       // Creating a primary key asks the sealing service which key is current: another replica answers.
