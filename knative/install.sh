@@ -82,8 +82,9 @@ usage: knative/install.sh [options]     (every option also reads the environment
                                                     as --tdx-policy); stored in ConfigMap tee-kms-sealer-tdx-policy
   --admin-policy FILE           KMS_ADMIN_POLICY_FILE  tdx (required): who may rotate, verify, recover, seal:
                                                     JSON {"rotate": [id...], "verify": [...], "recover": [...],
-                                                    "seal": [...]}, each id a TD's MRCONFIGID (96 hex digits);
-                                                    stored in ConfigMap tee-kms-admin-policy
+                                                    "seal": [...], "sealer-peer": [id]}, each id a TD's MRCONFIGID
+                                                    (96 hex digits); sealer-peer: the sealer's own, only it
+                                                    (its replicas unseal each other); ConfigMap tee-kms-admin-policy
   --auto-unseal-kbs-url URL     KMS_AUTO_UNSEAL_KBS_URL  tdx: auto-unseal the sealer from this https:// KBS
                                                     (docs/root-key.md: whoever controls that KBS can unseal);
                                                     listed in the sealer's init-data, so its MRCONFIGID changes
@@ -153,6 +154,9 @@ CLUSTER_DOMAIN=${KMS_CLUSTER_DOMAIN:-cluster.local}
 MINIO_IMAGE=${KMS_MINIO_IMAGE:-}
 MC_IMAGE=${KMS_MC_IMAGE:-}
 WAIT_TIMEOUT=${KMS_WAIT_TIMEOUT:-10m}
+# The sealer's replicas: knative/base/sealer-statefulset.yaml (replicas, KMS_SEALER_PEERS) and
+# base/config.yaml (KMS_SEALER_URL) name as many; their names go into the sealer certificate.
+SEALER_REPLICAS=3
 SINGLE_SERVICE=${KMS_SINGLE_SERVICE:-0}
 TLS_ISSUER=${KMS_TLS_ISSUER:-}
 ACME_EMAIL=${KMS_ACME_EMAIL:-}
@@ -316,7 +320,7 @@ check_admin_policy() {
   local summary
   # shellcheck disable=SC2016 # JavaScript, not shell
   summary=$(node -e '
-    const ops = ["rotate", "verify", "recover", "seal"];
+    const ops = ["rotate", "verify", "recover", "seal", "sealer-peer"];
     const fail = (m) => { console.log(m); process.exit(1); };
     let json;
     try { json = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); } catch (e) { fail(`not JSON: ${String(e.message).replace(/\s+/g, " ")}`); }
@@ -468,13 +472,26 @@ if [[ $TEE_MODE == tdx ]]; then
   # The init-data binds each policy to the TDs this install runs: the sealer admits the functions,
   # the functions admit the sealer, and admin operations go to functions only.
   identities=$(policy_identities) || die "cannot read the identities of the policy files"
-  check_mr_config_ids --tdx-policy "$TDX_POLICY_FILE" "$(sed -n 's/^tdx //p' <<<"$identities")" "${FUNCTION_PODS[@]}"
+  # The sealer admits the functions and its own replicas (they attest to each other as peers).
+  check_mr_config_ids --tdx-policy "$TDX_POLICY_FILE" "$(sed -n 's/^tdx //p' <<<"$identities")" "${FUNCTION_PODS[@]}" tee-kms-sealer
   check_mr_config_ids --sealer-tdx-policy "$SEALER_TDX_POLICY_FILE" "$(sed -n 's/^sealer //p' <<<"$identities")" tee-kms-sealer
+  # sealer-peer is the root key itself: the sealer's own identity, and nothing else, holds it;
+  # the sealer's identity holds nothing else (a sealer TD calls no admin operation).
+  sealer_id=${MR_CONFIG_ID[tee-kms-sealer]}
   while read -r op id; do
     [[ -n $op ]] || continue
+    if [[ $op == sealer-peer ]]; then
+      [[ $id == "$sealer_id" ]] \
+        || die "--admin-policy $ADMIN_POLICY_FILE: sealer-peer grants $id, which is not the sealer's MRCONFIGID $sealer_id: that role hands over the root key, to the sealer's replicas only (docs/replicas.md)"
+      continue
+    fi
+    [[ $id != "$sealer_id" ]] \
+      || die "--admin-policy $ADMIN_POLICY_FILE: $op grants $id, the sealer's own MRCONFIGID: grant it sealer-peer only (docs/replicas.md)"
     for pod in "${FUNCTION_PODS[@]}"; do [[ $id != "${MR_CONFIG_ID[$pod]}" ]] || continue 2; done
     die "--admin-policy $ADMIN_POLICY_FILE: $op grants $id, which is not the MRCONFIGID of any function this install runs; use those printed above (docs/sealer-protocol.md)"
   done < <(sed -n 's/^admin //p' <<<"$identities")
+  grep -qx "admin sealer-peer $sealer_id" <<<"$identities" \
+    || die "--admin-policy $ADMIN_POLICY_FILE: grant \"sealer-peer\" to the sealer's MRCONFIGID, \"sealer-peer\": [\"$sealer_id\"]: the $SEALER_REPLICAS replicas attest each other with it, and without it a restarted replica waits for shares (docs/replicas.md)"
 else
   [[ -z $TDX_POLICY_FILE ]] || die "--tdx-policy is for --tee tdx (the dev sealer accepts only sample evidence)"
   [[ -z $PCCS_URL ]] || die "--pccs-url is for --tee tdx"
@@ -553,7 +570,7 @@ write_init_data() {
   for pod in "${TD_PODS[@]}"; do
     render_init_data "$pod" >"$WORK_DIR/init-data/$pod.toml"
     if [[ $pod == tee-kms-sealer ]]; then
-      group=apps version=v1 kind=Deployment env_name=
+      group=apps version=v1 kind=StatefulSet env_name=
     else
       group=serving.knative.dev version=v1 kind=Service env_name=KMS_INIT_DATA_FILE
     fi
@@ -622,13 +639,13 @@ write_kustomization() {
     printf '      labelSelector: app.kubernetes.io/component=function\n'
     printf '    patch: |-\n'
     printf '      - op: add\n        path: /spec/template/metadata/annotations/tee-kms~1config-revision\n        value: "%s"\n' "$function_rev"
-    printf '  - target:\n      group: apps\n      version: v1\n      kind: Deployment\n      name: tee-kms-sealer\n'
+    printf '  - target:\n      group: apps\n      version: v1\n      kind: StatefulSet\n      name: tee-kms-sealer\n'
     printf '    patch: |-\n'
     printf '      - op: add\n        path: /spec/template/metadata/annotations/tee-kms~1config-revision\n        value: "%s"\n' "$sealer_rev"
     if [[ $TEE_MODE == tdx ]]; then
       # The sealer's collateral source (the overlay's KMS_SEALER_PCCS_URL, merged by name).
       printf '  - patch: |-\n'
-      printf '      apiVersion: apps/v1\n      kind: Deployment\n      metadata:\n        name: tee-kms-sealer\n'
+      printf '      apiVersion: apps/v1\n      kind: StatefulSet\n      metadata:\n        name: tee-kms-sealer\n'
       printf '      spec:\n        template:\n          spec:\n            containers:\n              - name: sealer\n'
       printf '                env:\n                  - name: KMS_SEALER_PCCS_URL\n                    value: "%s"\n' "$PCCS_URL"
       write_init_data
@@ -754,11 +771,15 @@ can() {
   fi
 }
 kubectl get namespace "$NS" >/dev/null 2>&1 || can create namespaces
-for resource in secrets configmaps services services.serving.knative.dev deployments.apps statefulsets.apps jobs.batch networkpolicies.networking.k8s.io; do
+for resource in secrets configmaps services services.serving.knative.dev statefulsets.apps jobs.batch networkpolicies.networking.k8s.io poddisruptionbudgets.policy; do
   can create "$resource" "$NS"
   can patch "$resource" "$NS"
 done
 can delete jobs.batch "$NS"
+# An install from before the replicas ran the sealer as a Deployment: this run replaces it.
+if kubectl get deployment tee-kms-sealer -n "$NS" >/dev/null 2>&1; then
+  can delete deployments.apps "$NS"
+fi
 if [[ -n $DOMAIN ]]; then
   for resource in gateways.gateway.networking.k8s.io httproutes.gateway.networking.k8s.io; do
     can create "$resource" "$NS"
@@ -866,7 +887,7 @@ if [[ -n $installed_root_key ]]; then
   if [[ "$(printf '%s' "$installed_root_key" | base64 -d)" != "$(cat "$SECRETS_DIR/root-key")" && $REPLACE_ROOT_KEY != 1 ]]; then
     die "a different root key is installed; every stored key is wrapped under it. Pass the installed key, or --replace-root-key if you really mean to orphan them"
   fi
-elif [[ $ROOT_KEY_MODE == secret ]] && kubectl get deployment tee-kms-sealer -n "$NS" >/dev/null 2>&1; then
+elif [[ $ROOT_KEY_MODE == secret ]] && { kubectl get statefulset tee-kms-sealer -n "$NS" >/dev/null 2>&1 || kubectl get deployment tee-kms-sealer -n "$NS" >/dev/null 2>&1; }; then
   die "this namespace runs in the Shamir mode (no tee-kms-root-key Secret): it cannot switch to mode 1 in place"
 fi
 
@@ -880,13 +901,20 @@ if [[ ! -s $CA_KEY || ! -s $CA_CRT ]] || ! openssl x509 -checkend 2592000 -noout
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null)
   rm -f "$SECRETS_DIR"/sealer.crt "$SECRETS_DIR"/minio.crt
 fi
+# $1: file name, $2: Service, $3...: further names (DNS SANs). A certificate without one of the
+# names (an install from an older version) is issued again.
 issue_cert() {
-  local name=$1 service=$2 sans
+  local name=$1 service=$2 sans present san missing wanted
+  shift 2
   sans="DNS:$service,DNS:$service.$NS,DNS:$service.$NS.svc,DNS:$service.$NS.svc.$CLUSTER_DOMAIN,DNS:*.$service.$NS.svc.$CLUSTER_DOMAIN"
+  for san in "$@"; do sans+=",DNS:$san"; done
   if [[ -s $SECRETS_DIR/$name.crt && -s $SECRETS_DIR/$name.key ]] \
-    && openssl x509 -checkend 2592000 -noout -in "$SECRETS_DIR/$name.crt" >/dev/null 2>&1 \
-    && openssl x509 -noout -ext subjectAltName -in "$SECRETS_DIR/$name.crt" 2>/dev/null | grep -q "DNS:$service.$NS.svc.$CLUSTER_DOMAIN"; then
-    return 0
+    && openssl x509 -checkend 2592000 -noout -in "$SECRETS_DIR/$name.crt" >/dev/null 2>&1; then
+    present=$(openssl x509 -noout -ext subjectAltName -in "$SECRETS_DIR/$name.crt" 2>/dev/null | tr ',' '\n' | sed 's/^ *//')
+    missing=0
+    IFS=, read -r -a wanted <<<"$sans"
+    for san in "${wanted[@]}"; do grep -qxF "$san" <<<"$present" || missing=1; done
+    [[ $missing == 1 ]] || return 0
   fi
   log "issuing the $name certificate"
   (
@@ -900,7 +928,15 @@ issue_cert() {
     rm -f "$SECRETS_DIR/$name.csr" "$SECRETS_DIR/$name.ext"
   )
 }
-issue_cert sealer tee-kms-sealer
+# The replicas' stable names (the StatefulSet's headless Service tee-kms-sealer-peers): the
+# functions and the peers name each replica; all share this one certificate.
+SEALER_PEER_NAMES=()
+for ((i = 0; i < SEALER_REPLICAS; i++)); do
+  for suffix in "" ".$NS" ".$NS.svc" ".$NS.svc.$CLUSTER_DOMAIN"; do
+    SEALER_PEER_NAMES+=("tee-kms-sealer-$i.tee-kms-sealer-peers$suffix")
+  done
+done
+issue_cert sealer tee-kms-sealer "${SEALER_PEER_NAMES[@]}"
 issue_cert minio tee-kms-minio
 
 if ! kubectl get namespace "$NS" >/dev/null 2>&1; then
@@ -938,7 +974,7 @@ if [[ $TEE_MODE == tdx ]]; then
   # ConfigMaps in the namespace can change it (it takes effect when the sealer restarts).
   installed_policy=$(kubectl get configmap tee-kms-tdx-policy -n "$NS" -o jsonpath='{.data.policy\.json}' 2>/dev/null || true)
   if [[ -n $installed_policy && $installed_policy != "$(cat "$TDX_POLICY_FILE")" ]]; then
-    log "the TDX policy changed: the sealer restarts to read it$([[ $ROOT_KEY_MODE == shares ]] && echo " and comes back sealed (send 3 shares to recover-root-key)")"
+    log "the TDX policy changed: the sealer's replicas restart one at a time to read it$([[ $ROOT_KEY_MODE == shares ]] && echo ", each unsealed by a peer")"
   fi
   kubectl create configmap tee-kms-tdx-policy -n "$NS" --from-file="policy.json=$TDX_POLICY_FILE" --dry-run=client -o yaml | label_and_apply
   # The functions' reference values for the sealer's TD, and who may call the sealer's admin
@@ -950,18 +986,42 @@ if [[ -n $DOMAIN && -z $PUBLIC_TLS_SECRET ]]; then
   apply_tls_secret tee-kms-public-tls "$PUBLIC_TLS_CERT" "$PUBLIC_TLS_KEY"
 fi
 
-# Revision stamps: a pod reads its Secrets at start, so a changed input must roll it. The sealer
-# only rolls when its own inputs change: in the Shamir mode a restarted sealer is sealed again.
-digest_of() { cat "$@" | openssl dgst -sha256 -r | cut -c1-16; }
-FUNCTION_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/admin-token" "$CA_CRT")
+# Revision stamps: a pod reads its Secrets and ConfigMaps at start, so a changed input must roll
+# it. Each stamp covers everything its pods read (the image and the TD's init-data too), so that
+# comparing it with the installed one says what this run restarts. The sealer's replicas roll one
+# at a time (StatefulSet RollingUpdate), each Ready on /readyz before the next: a peer unseals it.
+FUNCTION_INPUT_NAMES="the image, the S3 credentials, the admin token, the internal CA, the bucket, tee-kms-config$([[ $TEE_MODE != tdx ]] || echo ", --sealer-tdx-policy, --pccs-url, --queue-proxy-image")"
+FUNCTION_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/admin-token" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
 [[ $TEE_MODE != tdx ]] || FUNCTION_INPUTS+=("$SEALER_TDX_POLICY_FILE")
-FUNCTION_REV=$(printf '%s' "$CONFIG_INPUTS" | cat - "${FUNCTION_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
-SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT")
+FUNCTION_REV=$(printf '%s image=%s queue-proxy=%s' "$CONFIG_INPUTS" "$IMAGE" "$QUEUE_PROXY_IMAGE" | cat - "${FUNCTION_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
+SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --auto-unseal-*")"
+SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
 [[ $ROOT_KEY_MODE == shares ]] || SEALER_INPUTS+=("$SECRETS_DIR/root-key")
-# The sealer reads its TDX policy once, at start: a changed policy must roll it.
+# The sealer reads its TDX and admin policies once, at start: a changed policy must roll it.
 [[ $TEE_MODE != tdx ]] || SEALER_INPUTS+=("$TDX_POLICY_FILE" "$ADMIN_POLICY_FILE")
-SEALER_REV=$(digest_of "${SEALER_INPUTS[@]}")
+SEALER_REV=$(printf '%s image=%s init-data=%s' "$CONFIG_INPUTS" "$IMAGE" "${MR_CONFIG_ID[tee-kms-sealer]:-}" | cat - "${SEALER_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
 write_kustomization "$FUNCTION_REV" "$SEALER_REV"
+
+# What this run restarts, said before anything is applied.
+revision_of() {
+  kubectl get "$1" -n "$NS" -o jsonpath='{.spec.template.metadata.annotations.tee-kms/config-revision}' 2>/dev/null || true
+}
+installed_sealer_rev=$(revision_of statefulset/tee-kms-sealer)
+if [[ -z $installed_sealer_rev ]]; then
+  log "the sealer: $SEALER_REPLICAS replicas are created"
+elif [[ $installed_sealer_rev == "$SEALER_REV" ]]; then
+  log "the sealer: not restarted (unchanged: $SEALER_INPUT_NAMES)"
+else
+  log "the sealer: a rolling restart, one replica at a time, each ready (unsealed by a peer) before the next, because one of these changed: $SEALER_INPUT_NAMES"
+fi
+installed_function_rev=$(kubectl get ksvc -n "$NS" -l app.kubernetes.io/component=function -o jsonpath='{.items[0].spec.template.metadata.annotations.tee-kms/config-revision}' 2>/dev/null || true)
+if [[ -z $installed_function_rev ]]; then
+  log "the functions: created"
+elif [[ $installed_function_rev == "$FUNCTION_REV" ]]; then
+  log "the functions: no new revision (unchanged: $FUNCTION_INPUT_NAMES)"
+else
+  log "the functions: a new Knative revision each (traffic moves once it is ready), because one of these changed: $FUNCTION_INPUT_NAMES"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Knative's own configuration (cluster-wide: changed only where tee-kms needs it)
@@ -1069,6 +1129,11 @@ fi
 # apply
 
 # Jobs are immutable: the bucket Job runs again on every install (it is idempotent).
+# An install from before the replicas ran one sealer as a Deployment: the StatefulSet replaces it.
+if kubectl get deployment tee-kms-sealer -n "$NS" >/dev/null 2>&1; then
+  log "the sealer Deployment (one replica) is replaced by the StatefulSet of $SEALER_REPLICAS$([[ $ROOT_KEY_MODE == shares ]] && echo ": they start sealed; send 3 shares to recover-root-key once, and they unseal each other from then on")"
+  kubectl delete deployment tee-kms-sealer -n "$NS" --ignore-not-found >/dev/null
+fi
 kubectl delete job tee-kms-minio-bucket -n "$NS" --ignore-not-found >/dev/null
 log "applying the $TEE_MODE overlay to namespace $NS"
 kubectl apply -k "$WORK_DIR"
@@ -1077,7 +1142,8 @@ if [[ $WAIT == 1 ]]; then
   log "waiting for MinIO, the bucket, the sealer and the functions (up to $WAIT_TIMEOUT each)"
   kubectl rollout status statefulset/tee-kms-minio -n "$NS" --timeout="$WAIT_TIMEOUT"
   kubectl wait --for=condition=complete job/tee-kms-minio-bucket -n "$NS" --timeout="$WAIT_TIMEOUT"
-  kubectl rollout status deployment/tee-kms-sealer -n "$NS" --timeout="$WAIT_TIMEOUT"
+  # One replica at a time, each Ready (/readyz: unsealed by a peer, or its shares needed) first.
+  kubectl rollout status statefulset/tee-kms-sealer -n "$NS" --timeout="$WAIT_TIMEOUT"
   kubectl wait --for=condition=Ready ksvc -l app.kubernetes.io/part-of=tee-kms -n "$NS" --timeout="$WAIT_TIMEOUT"
 fi
 

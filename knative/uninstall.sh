@@ -67,6 +67,7 @@ delete_kind domainmappings.serving.knative.dev
 delete_kind deployments.apps
 delete_kind jobs.batch
 delete_kind statefulsets.apps
+delete_kind poddisruptionbudgets.policy
 delete_kind services
 delete_kind networkpolicies.networking.k8s.io
 delete_kind configmaps

@@ -16,7 +16,8 @@ import { openShare } from '../shared/custody/share-jwe.js';
 import { attesterFromConfig } from '../shared/attestation/from-config.js';
 import { defaultVerifiers } from './verifiers.js';
 import { configuredAutoUnseal } from './auto-unseal.js';
-import { PeerUnsealer } from './peers.js';
+import { otherReplicas, PeerUnsealer } from './peers.js';
+import { hostname } from 'node:os';
 import { readFile } from 'node:fs/promises';
 
 export interface RunningSealer {
@@ -72,6 +73,8 @@ export async function startSealer(
   const auto = await configuredAutoUnseal(options, store, attester, log);
   // Plaintext shares cross every hop between a TD and a custodian: refused in production unless opted in.
   const plaintextShares = (options.plaintextShares ?? (process.env.NODE_ENV === 'production' ? 'refuse' : 'allow')) === 'allow';
+  // The same list in every replica of a StatefulSet: this replica's own entry is dropped.
+  const peerUrls = otherReplicas(options.peers, hostname());
   const core = await SealerCore.open(store, {
     rootKey: options.rootKey,
     recoveryTtlMs: options.recoveryTtlSeconds * 1000,
@@ -79,15 +82,15 @@ export async function startSealer(
     plaintextShares,
     openShare: (jwe) => openShare(jwe, identity.recoveryPrivateKey),
     ...(auto === undefined ? {} : { onKeyChange: auto.autoUnseal.onKeyChange }),
-    followRecord: options.peers.length > 0,
+    followRecord: peerUrls.length > 0,
   });
 
   const peers =
-    options.peers.length === 0 || core.source === 'secret'
+    peerUrls.length === 0 || core.source === 'secret'
       ? undefined
       : new PeerUnsealer({
           core,
-          peers: options.peers,
+          peers: peerUrls,
           ca: await readFile(options.peerCaFile === '' ? tls.certFile : options.peerCaFile, 'utf8'),
           attester,
           verifiers,
@@ -137,7 +140,7 @@ export async function startSealer(
   );
   log.info(`${state}; root key id ${status.rootKeyId ?? '-'}`);
   if (auto !== undefined) log.info(`auto-unseal: from ${options.unsealKbsUrl} (resource ${options.unsealResource}); shares still unseal`);
-  if (peers !== undefined) log.info(`replica of ${options.peers.length} peer(s); the shared record is re-read every ${options.syncSeconds} s`);
+  if (peers !== undefined) log.info(`replica of ${peerUrls.length} peer(s); the shared record is re-read every ${options.syncSeconds} s`);
   log.info('listening', { url });
   // After `listening`: the KBS or the peers may be slow or gone, and the service answers (sealed) meanwhile.
   auto?.autoUnseal.start(core);

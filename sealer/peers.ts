@@ -1,4 +1,5 @@
 import type { KeyObject } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { CryptoKey } from 'jose';
 import { importJWK } from 'jose/key/import';
 import type { Attester } from '../shared/attestation/types.js';
@@ -28,6 +29,19 @@ export interface PeerOptions {
   readonly policy: AdminPolicy;
   readonly syncMs: number;
   readonly log: Pick<ComponentLog, 'info' | 'warn'>;
+}
+
+/**
+ * The peers without this replica: a Kubernetes StatefulSet gives every pod the same list, and a
+ * pod's host name is the first label of its stable name (tee-kms-sealer-0 in
+ * https://tee-kms-sealer-0.tee-kms-sealer-peers:9877), so that entry is this replica itself.
+ */
+export function otherReplicas(peers: readonly string[], hostname: string): readonly string[] {
+  const self = hostname.toLowerCase().split('.')[0];
+  return peers.filter((peer) => {
+    const host = new URL(peer).hostname.toLowerCase();
+    return isIP(host.replace(/^\[|\]$/g, '')) !== 0 || host.split('.')[0] !== self;
+  });
 }
 
 /**

@@ -182,7 +182,7 @@ describe('the image CMD runs each function on the built output with production d
   });
 });
 
-describe("the sealer Deployment's command and settings run on the same output", () => {
+describe("the sealer StatefulSet's command and settings run on the same output", () => {
   const OPENSSL = findTool('openssl', ['version'], 'apt-get install openssl');
 
   interface SealerRun {
@@ -191,7 +191,7 @@ describe("the sealer Deployment's command and settings run on the same output", 
   }
 
   /**
-   * Starts node dist/sealer/main.js with a Deployment container's literal environment, its mounted
+   * Starts node dist/sealer/main.js with a StatefulSet container's literal environment, its mounted
    * paths and secret references made local (`files` maps *_FILE variables to local files), waits
    * until it answers the readiness probe, runs `check`, and stops it (SIGTERM, exit 0).
    */
@@ -201,7 +201,7 @@ describe("the sealer Deployment's command and settings run on the same output", 
     try {
       const { certFile: cert, keyFile: key } = writeTlsFiles(dir, 'tls', 'tee-kms-sealer');
       const [port] = await freePorts(1);
-      // The Deployment's literal values, with its mounted paths and secret references made local.
+      // The StatefulSet's literal values, with its mounted paths and secret references made local.
       const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, ...IMAGE_ENV };
       for (const e of container.env as Json[]) if (typeof e.value === 'string') env[e.name] = e.value;
       for (const name of Object.keys(env)) if (name.endsWith('_FILE')) delete env[name];
@@ -247,7 +247,10 @@ describe("the sealer Deployment's command and settings run on the same output", 
         }
         expect(probe.scheme).toBe('HTTPS');
         expect(answer.status, answer.body).toBe(200);
-        expect(JSON.parse(answer.body)).toMatchObject({ sealed: false, source: 'secret' });
+        // /readyz: ready, unsealed (mode 1: each replica reads the key from the Secret itself).
+        expect(JSON.parse(answer.body)).toEqual({ ready: true, sealed: false });
+        const status = await request('GET', '/tee-kms/v1/seal-status');
+        expect(status.body).toContain('"source":"secret"');
         await check({ output: () => output, request });
       } finally {
         child.kill('SIGTERM');
@@ -260,9 +263,9 @@ describe("the sealer Deployment's command and settings run on the same output", 
 
   const kbsAuth = { version: '0.4.0', tee: 'tdx', 'extra-params': '' };
 
-  it.skipIf(skipWithout(OPENSSL))("node dist/sealer/main.js starts with the Deployment's environment (mode 1) and answers its readiness probe", async () => {
+  it.skipIf(skipWithout(OPENSSL))("node dist/sealer/main.js starts with the StatefulSet's environment (mode 1) and answers its readiness probe", async () => {
     requireTool(OPENSSL);
-    const deployment = loadResources(join(KNATIVE, 'base', 'sealer-deployment.yaml'))[0]!;
+    const deployment = loadResources(join(KNATIVE, 'base', 'sealer-statefulset.yaml'))[0]!;
     // The base leaves how the sealer proves itself to the overlays (tdx: tdx-aa; dev: sample, outside
     // production); the base alone runs with NODE_ENV=production, where sample is refused.
     await withSealer(deployment.spec.template.spec.containers[0], { KMS_SEALER_ATTESTER: 'tdx-aa' }, async (sealer) => {
@@ -277,8 +280,8 @@ describe("the sealer Deployment's command and settings run on the same output", 
     "with the tdx overlay's environment and a policy in its ConfigMap's place, the sealer registers the TDX verifier (collateral from PCCS)",
     async () => {
       requireTool(OPENSSL);
-      const sealerDeployment = render(join(KNATIVE, 'overlays', 'tdx')).find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
-      const container = sealerDeployment.spec.template.spec.containers[0];
+      const sealerStatefulSet = render(join(KNATIVE, 'overlays', 'tdx')).find((r) => r.kind === 'StatefulSet' && r.metadata.name === 'tee-kms-sealer')!;
+      const container = sealerStatefulSet.spec.template.spec.containers[0];
       const pccsUrl = (container.env as Json[]).find((e) => e.name === 'KMS_SEALER_PCCS_URL')?.value;
       expect(pccsUrl).toMatch(/^https:\/\//);
       const dir = mkdtempSync(join(tmpdir(), 'tee-kms-tdx-policy-'));

@@ -244,7 +244,7 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
     const files = writeTdxPolicies(dir, layout);
     const result = dryRun([...policyArgs(files), ...(layout === 'single-service' ? ['--single-service', '--generate-root-key'] : [])], join(dir, 'work'));
     const resources = result.status === 0 ? (parseAllDocuments(result.stdout).map((d) => d.toJS()) as Resource[]) : [];
-    const pods = resources.filter((r) => (r.kind === 'Deployment' && r.metadata.name === SEALER_POD) || r.apiVersion === 'serving.knative.dev/v1');
+    const pods = resources.filter((r) => (r.kind === 'StatefulSet' && r.metadata.name === SEALER_POD) || r.apiVersion === 'serving.knative.dev/v1');
     const expected = [...functionPods(layout), SEALER_POD].sort();
 
     it('succeeds, and renders the sealer and every function Service', () => {
@@ -306,8 +306,10 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
 describe('install.sh --tee tdx refuses policies that do not name exactly the init-data digests, before rendering anything', () => {
   const dir = tempDir('tee-kms-init-data-refusals-');
   const good = writeTdxPolicies(dir);
-  const functionIds: string[] = JSON.parse(readFileSync(good.policy, 'utf8')).mrConfigId;
   const sealerId = mrConfigIdOf(deployedInitData(SEALER_POD));
+  /** What --tdx-policy lists: every function's MRCONFIGID and the sealer's. */
+  const admitted: string[] = JSON.parse(readFileSync(good.policy, 'utf8')).mrConfigId;
+  const functionIds = admitted.filter((id) => id !== sealerId);
   const rotateId = mrConfigIdOf(deployedInitData('rotate-root-key'));
   /** A TD running the same image under Kata's allow-all agent policy: an init-data the attacker chose. */
   const allowAll = mrConfigIdOf(
@@ -325,17 +327,17 @@ describe('install.sh --tee tdx refuses policies that do not name exactly the ini
     ['--tdx-policy without mrConfigId', ['--tdx-policy', write('no-ids.json', { mrTd })], /--tdx-policy \S+no-ids\.json has no mrConfigId: .*kubectl exec/],
     [
       '--tdx-policy with the all-zero MRCONFIGID (a TD without init-data)',
-      ['--tdx-policy', write('zero.json', { mrTd, mrConfigId: [...functionIds, '00'.repeat(48)] })],
+      ['--tdx-policy', write('zero.json', { mrTd, mrConfigId: [...admitted, '00'.repeat(48)] })],
       /--tdx-policy \S+zero\.json: mrConfigId lists the all-zero MRCONFIGID/,
     ],
     [
       '--tdx-policy that also admits an allow-all init-data',
-      ['--tdx-policy', write('extra.json', { mrTd, mrConfigId: [...functionIds, allowAll] })],
+      ['--tdx-policy', write('extra.json', { mrTd, mrConfigId: [...admitted, allowAll] })],
       new RegExp(`mrConfigId ${allowAll} is not the init-data digest of any pod this install runs`),
     ],
     [
       '--tdx-policy missing one function',
-      ['--tdx-policy', write('missing.json', { mrTd, mrConfigId: functionIds.filter((id) => id !== rotateId) })],
+      ['--tdx-policy', write('missing.json', { mrTd, mrConfigId: admitted.filter((id) => id !== rotateId) })],
       new RegExp(`mrConfigId does not list ${rotateId}, the MRCONFIGID of rotate-root-key's init-data`),
     ],
     [
@@ -344,9 +346,9 @@ describe('install.sh --tee tdx refuses policies that do not name exactly the ini
       /--tdx-policy \S+stale\.json: mrConfigId [0-9a-f]{96} is not the init-data digest/,
     ],
     [
-      '--tdx-policy admitting the sealer as a function',
-      ['--tdx-policy', write('sealer-as-function.json', { mrTd, mrConfigId: [...functionIds, sealerId] })],
-      new RegExp(`mrConfigId ${sealerId} is not the init-data digest`),
+      "--tdx-policy without the sealer's TD: its replicas could not attest each other",
+      ['--tdx-policy', write('no-sealer.json', { mrTd, mrConfigId: functionIds })],
+      new RegExp(`mrConfigId does not list ${sealerId}, the MRCONFIGID of tee-kms-sealer's init-data`),
     ],
     [
       '--sealer-tdx-policy without mrConfigId',
@@ -364,14 +366,29 @@ describe('install.sh --tee tdx refuses policies that do not name exactly the ini
       new RegExp(`--admin-policy \\S+: rotate grants ${allowAll}, which is not the MRCONFIGID of any function`),
     ],
     [
-      "--admin-policy granting the sealer's own TD",
-      ['--admin-policy', write('admin-sealer.json', { seal: [sealerId] })],
-      new RegExp(`seal grants ${sealerId}, which is not the MRCONFIGID of any function`),
+      "--admin-policy granting the sealer's own TD an admin operation",
+      ['--admin-policy', write('admin-sealer.json', { seal: [sealerId], 'sealer-peer': [sealerId] })],
+      new RegExp(`seal grants ${sealerId}, the sealer's own MRCONFIGID: grant it sealer-peer only`),
+    ],
+    [
+      '--admin-policy granting sealer-peer (the root key) to a function',
+      ['--admin-policy', write('admin-peer-function.json', { rotate: [rotateId], 'sealer-peer': [sealerId, rotateId] })],
+      new RegExp(`sealer-peer grants ${rotateId}, which is not the sealer's MRCONFIGID ${sealerId}`),
+    ],
+    [
+      '--admin-policy granting sealer-peer to a TD no pod runs in',
+      ['--admin-policy', write('admin-peer-foreign.json', { 'sealer-peer': [allowAll] })],
+      new RegExp(`sealer-peer grants ${allowAll}, which is not the sealer's MRCONFIGID`),
+    ],
+    [
+      "--admin-policy without sealer-peer for the sealer's TD: a restarted replica would wait for shares",
+      ['--admin-policy', write('admin-no-peer.json', { rotate: [rotateId] })],
+      new RegExp(`grant "sealer-peer" to the sealer's MRCONFIGID, "sealer-peer": \\["${sealerId}"\\]`),
     ],
     [
       '--single-service with the per-function policy',
       ['--single-service', '--generate-root-key'],
-      /mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms\)/,
+      /mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms tee-kms-sealer\)/,
     ],
   ];
   for (const [name, override, message] of cases) {

@@ -214,17 +214,17 @@ describe('install.sh against a recording kubectl', () => {
       const flags = ['--auto-unseal-kbs-url', url, '--auto-unseal-ca', certFile];
       const args = [...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait'];
 
-      // The functions' policy for the sealer still names the old MRCONFIGID: refused, nothing written.
+      // The policies still name the old MRCONFIGID: refused, nothing written.
       const stale = install([...args, ...flags]);
       expect(stale.status).not.toBe(0);
       expect(stale.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
-      expect(stale.stderr).toMatch(
-        /--sealer-tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms-sealer\)/,
-      );
+      expect(stale.stderr).toMatch(/--tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there/);
       expect(stale.calls.filter(isWrite)).toEqual([]);
 
-      const sealerId = JSON.parse(readFileSync(sealerPolicy, 'utf8')) as Record<string, unknown>;
-      writeFileSync(sealerPolicy, JSON.stringify({ ...sealerId, mrConfigId: [mrConfigIdOf(expected)] }));
+      // The sealer's new identity: the functions' policy for it, the sealer's own (its replicas), sealer-peer.
+      const old = mrConfigIdOf(shipped);
+      const renamed = (file: string) => writeFileSync(file, readFileSync(file, 'utf8').split(old).join(mrConfigIdOf(expected)));
+      for (const file of [policy, sealerPolicy, admin]) renamed(file);
       const work = join(mkdtempSync(join(tmpdir(), 'tee-kms-work-')), 'k');
       const run = install([...args, ...flags, '--work-dir', work]);
       expect(run.status, run.stderr).toBe(0);
@@ -349,7 +349,7 @@ describe('install.sh against a recording kubectl', () => {
         const applied = parseAllDocuments(readFileSync(`${run.log}.apply-k.yaml`, 'utf8'))
           .map((d) => d.toJS())
           .filter(Boolean) as Resource[];
-        const sealer = applied.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
+        const sealer = applied.find((r) => r.kind === 'StatefulSet' && r.metadata.name === 'tee-kms-sealer')!;
         const pod = sealer.spec.template.spec;
         const container = pod.containers[0];
         const rootKeyEnv = (container.env as Json[]).filter((e) => e.name.includes('ROOT_KEY'));

@@ -162,11 +162,11 @@ renders('kustomizations', () => {
       new Set([
         'v1 ConfigMap',
         'serving.knative.dev/v1 Service',
-        'apps/v1 Deployment',
         'v1 Service',
         'apps/v1 StatefulSet',
         'batch/v1 Job',
         'networking.k8s.io/v1 NetworkPolicy',
+        'policy/v1 PodDisruptionBudget',
       ]),
     );
     for (const r of base) expect(r.metadata.namespace, id(r)).toBe('tee-kms');
@@ -311,10 +311,8 @@ renders('functions and Knative Services', () => {
 });
 
 renders('sealer, MinIO and their references', () => {
-  it('the sealer: one replica, Recreate, node dist/sealer/main.js, HTTPS with the internal CA, its Service', () => {
-    const sealer = find(base, 'Deployment', 'tee-kms-sealer')!;
-    expect(sealer.spec.replicas).toBe(1);
-    expect(sealer.spec.strategy).toEqual({ type: 'Recreate' });
+  it('the sealer: node dist/sealer/main.js, HTTPS with the internal CA, its Services (replicas: replicas.test.ts)', () => {
+    const sealer = find(base, 'StatefulSet', 'tee-kms-sealer')!;
     const c = sealer.spec.template.spec.containers[0];
     expect(c.command).toEqual(['node', 'dist/sealer/main.js']);
     expect(c.image).toBe('tee-kms');
@@ -324,9 +322,9 @@ renders('sealer, MinIO and their references', () => {
     const service = find(base, 'Service', 'tee-kms-sealer')!;
     expect(service.spec.type).toBe('ClusterIP');
     expect(service.spec.selector).toEqual(sealer.spec.selector.matchLabels);
-    const config = find(base, 'ConfigMap', 'tee-kms-config')!;
-    expect(config.data.KMS_SEALER_URL).toBe(`https://tee-kms-sealer:${service.spec.ports[0].port}`);
-    expect(envValue(c, 'KMS_SEALER_PORT')).toBe(String(service.spec.ports[0].port));
+    const peers = find(base, 'Service', sealer.spec.serviceName)!;
+    expect(peers.spec.selector).toEqual(sealer.spec.selector.matchLabels);
+    for (const s of [service, peers]) expect(envValue(c, 'KMS_SEALER_PORT')).toBe(String(s.spec.ports[0].port));
   });
 
   it('MinIO: a StatefulSet with a volume claim kept on delete, its Service, a bucket Job that turns versioning on', () => {
@@ -419,7 +417,7 @@ renders('sealer, MinIO and their references', () => {
       base
         .flatMap((r) => podSpecsOf(r).map((p) => ({ r, labels: (p.metadata?.labels ?? {}) as Record<string, string> })))
         .filter(({ labels }) => Object.entries(selector).every(([k, v]) => labels[k] === v));
-    const guarded = { 'tee-kms-minio': 'StatefulSet', 'tee-kms-sealer': 'Deployment' } as const;
+    const guarded = { 'tee-kms-minio': 'StatefulSet', 'tee-kms-sealer': 'StatefulSet' } as const;
     for (const [name, kind] of Object.entries(guarded)) {
       const policy = policies.find((p) => p.metadata.name === name)!;
       expect(policy, name).toBeDefined();
@@ -467,7 +465,7 @@ renders('sealer, MinIO and their references', () => {
 
     for (const r of everything) {
       for (const { spec, path } of podSpecsOf(r)) {
-        const claims = r.kind === 'StatefulSet' ? r.spec.volumeClaimTemplates.map((t: Json) => t.metadata.name) : [];
+        const claims = r.kind === 'StatefulSet' ? (r.spec.volumeClaimTemplates ?? []).map((t: Json) => t.metadata.name) : [];
         const volumes = new Set([...(spec.volumes ?? []).map((v: Json) => v.name), ...claims]);
         for (const c of spec.containers) {
           const mounts = (c.volumeMounts ?? []) as Json[];
@@ -488,7 +486,7 @@ renders('sealer, MinIO and their references', () => {
 renders('the root key: in mode 1 only a mounted file (components/root-key-secret), in mode 2 absent', () => {
   const component = readKustomization(ROOT_KEY_COMPONENT);
   const SECRET = 'tee-kms-root-key';
-  const sealerOf = (resources: readonly Resource[]) => find(resources, 'Deployment', 'tee-kms-sealer')!;
+  const sealerOf = (resources: readonly Resource[]) => find(resources, 'StatefulSet', 'tee-kms-sealer')!;
   const mentionsSecret = (r: Resource) => JSON.stringify(r).includes(SECRET);
   const layouts = { 'per-function': PER_FUNCTION, 'single-service': SINGLE_SERVICE } as const;
   /** An overlay with a function layout, as install.sh composes it; with the component: mode 1. */
@@ -508,7 +506,7 @@ renders('the root key: in mode 1 only a mounted file (components/root-key-secret
     expect(component.images).toEqual([]);
     expect(component.patches).toHaveLength(1);
     const target = component.patches[0]!.target;
-    expect(target).toEqual({ group: 'apps', version: 'v1', kind: 'Deployment', name: 'tee-kms-sealer' });
+    expect(target).toEqual({ group: 'apps', version: 'v1', kind: 'StatefulSet', name: 'tee-kms-sealer' });
     expect(base.filter((r) => r.kind === target.kind && r.metadata.name === target.name)).toHaveLength(1);
     const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
     expect(install).toContain('components/root-key-secret');

@@ -47,14 +47,14 @@ const functionFiles = [
 
 describe('metrics in the Knative manifests', () => {
   it('annotates every function Service and the sealer for scraping, on the port they serve metrics on', () => {
-    for (const file of [...functionFiles, join(KNATIVE, 'base', 'sealer-deployment.yaml')]) {
+    for (const file of [...functionFiles, join(KNATIVE, 'base', 'sealer-statefulset.yaml')]) {
       for (const resource of loadResources(file)) expectScraped(resource, file);
     }
   });
 
   it("admits the scrape of the sealer's metrics port, and only that port, from the monitoring namespace", () => {
     const policy = loadResources(join(KNATIVE, 'base', 'network-policies.yaml')).find((r) => r.metadata.name === 'tee-kms-sealer') as Json;
-    const port = Number(envOf(loadResources(join(KNATIVE, 'base', 'sealer-deployment.yaml'))[0]!.spec.template.spec.containers[0]).KMS_SEALER_METRICS_PORT);
+    const port = Number(envOf(loadResources(join(KNATIVE, 'base', 'sealer-statefulset.yaml'))[0]!.spec.template.spec.containers[0]).KMS_SEALER_METRICS_PORT);
     const scrape = (policy.spec.ingress as Json[]).find((rule) => rule.from.some((f: Json) => f.namespaceSelector !== undefined));
     expect(scrape.ports).toEqual([{ protocol: 'TCP', port }]);
     // The API port stays open to sealer clients only.
@@ -66,7 +66,7 @@ describe('metrics in the Knative manifests', () => {
     it.each(OVERLAYS)('%s keeps every pod scraped', (overlay) => {
       const resources = render(join(KNATIVE, 'overlays', overlay));
       const scraped = resources.filter(
-        (r) => (r.kind === 'Service' && r.apiVersion.startsWith('serving.knative.dev')) || (r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer'),
+        (r) => (r.kind === 'Service' && r.apiVersion.startsWith('serving.knative.dev')) || (r.kind === 'StatefulSet' && r.metadata.name === 'tee-kms-sealer'),
       );
       expect(scraped.length).toBeGreaterThan(1);
       for (const resource of scraped) expectScraped(resource, `${overlay}: ${resource.kind}/${resource.metadata.name}`);

@@ -51,11 +51,12 @@ const ALL = ['base', ...OVERLAYS, 'dev+root-key', 'tdx+root-key'] as const;
 const PLACEHOLDER_DIGEST = `sha256:${'0'.repeat(64)}`;
 /** The dev component's fixed identity: what its functions' sample evidence claims (it proves nothing). */
 const DEV_IDENTITY = createHash('sha384').update('tee-kms/development/functions').digest('hex');
+const DEV_SEALER_IDENTITY = createHash('sha384').update('tee-kms/development/sealer').digest('hex');
 const DEV_ADMIN_POLICY_DIR = '/var/run/tee-kms/admin-policy';
 
 const ksvcs = (resources: readonly Resource[]) => resources.filter((r) => r.apiVersion === 'serving.knative.dev/v1' && r.kind === 'Service');
 const env = (c: Json, name: string) => (c.env ?? []).find((e: Json) => e.name === name);
-const sealerOf = (resources: readonly Resource[]) => resources.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
+const sealerOf = (resources: readonly Resource[]) => resources.find((r) => r.kind === 'StatefulSet' && r.metadata.name === 'tee-kms-sealer')!;
 /** The sealer's TDX verifier settings (sealer/options.ts). */
 const TDX_SEALER_ENV = ['KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_TDX_COLLATERAL_FILE', 'KMS_SEALER_PCCS_URL', 'KMS_SEALER_TDX_ROOT_CA_FILE'];
 
@@ -224,7 +225,7 @@ renders('production (tdx) overlay', () => {
   const features = loadResources(join(KNATIVE, 'components', 'tdx', 'knative-serving', 'config-features.yaml'))[0]!;
 
   it('every function and the sealer run in a TD: runtimeClassName kata-qemu-tdx (with the Knative feature flag)', () => {
-    const tdPods = [...ksvcs(tdx), tdx.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!];
+    const tdPods = [...ksvcs(tdx), tdx.find((r) => r.kind === 'StatefulSet' && r.metadata.name === 'tee-kms-sealer')!];
     expect(tdPods.length).toBeGreaterThan(5);
     for (const r of tdPods) expect(r.spec.template.spec.runtimeClassName, id(r)).toBe('kata-qemu-tdx');
     expect(features.data['kubernetes.podspec-runtimeclassname']).toBe('enabled');
@@ -249,7 +250,7 @@ renders('production (tdx) overlay', () => {
       expect(s.spec.template.metadata.annotations['io.katacontainers.config.hypervisor.kernel_params'], id(s)).toBe('agent.guest_components_rest_api=all');
     }
     expect(env(sealer.spec.template.spec.containers[0], 'KMS_SEALER_ATTESTER')).toEqual({ name: 'KMS_SEALER_ATTESTER', value: 'tdx-aa' });
-    for (const r of tdx.filter((x) => x.kind === 'StatefulSet' || x.kind === 'Job'))
+    for (const r of tdx.filter((x) => (x.kind === 'StatefulSet' && x !== sealer) || x.kind === 'Job'))
       expect(r.spec.template.metadata?.annotations?.['io.katacontainers.config.hypervisor.kernel_params'], id(r)).toBeUndefined();
   });
 
@@ -358,7 +359,7 @@ renders('dev overlay', () => {
     const config = dev.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
     expect(config.data.KMS_ATTESTER).toBe('sample');
     for (const s of ksvcs(dev)) expect(env(s.spec.template.spec.containers[0], 'NODE_ENV').value).toBe('development');
-    const sealer = dev.find((r) => r.kind === 'Deployment')!;
+    const sealer = dev.find((r) => r.kind === 'StatefulSet' && r.metadata.name === 'tee-kms-sealer')!;
     expect(env(sealer.spec.template.spec.containers[0], 'KMS_SEALER_INSECURE_DEV_MODE').value).toBe('true');
   });
 
@@ -380,6 +381,12 @@ renders('dev overlay', () => {
       name: 'admin-policy',
       configMap: { name: 'tee-kms-admin-policy', items: [{ key: 'admin-policy.json', path: 'admin-policy.json' }] },
     });
+    // ...the identity its replicas claim to each other, and a preference for distinct nodes (kind has one).
+    baseContainer.env.push({ name: 'KMS_SEALER_SAMPLE_INIT_DATA', value: DEV_SEALER_IDENTITY });
+    const required = expected.spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution;
+    expected.spec.template.spec.affinity = {
+      podAntiAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 100, podAffinityTerm: required[0] }] },
+    };
     expect(dev).toEqual(expected);
   });
 
@@ -392,8 +399,11 @@ renders('dev overlay', () => {
       verify: [DEV_IDENTITY],
       recover: [DEV_IDENTITY],
       seal: [DEV_IDENTITY],
+      // The replicas' own identity, and only for that role: the root key itself.
+      'sealer-peer': [DEV_SEALER_IDENTITY],
     });
     const sealer = sealerOf(dev).spec.template.spec;
+    expect(env(sealer.containers[0], 'KMS_SEALER_SAMPLE_INIT_DATA').value).toBe(DEV_SEALER_IDENTITY);
     expect(env(sealer.containers[0], 'KMS_SEALER_ADMIN_POLICY_FILE').value).toBe(`${DEV_ADMIN_POLICY_DIR}/admin-policy.json`);
     expect((sealer.volumes as Json[]).find((v) => v.name === 'admin-policy').configMap.name).toBe('tee-kms-admin-policy');
     const config = dev.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;

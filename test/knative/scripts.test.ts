@@ -54,9 +54,9 @@ function fixture(name: string, text: string): string {
   writeFileSync(path, text);
   return path;
 }
-/** The functions' MRCONFIGIDs (per-function layout, DIGEST_IMAGE): their init-data digests. */
-const FUNCTION_IDS = functionPods().map((pod) => mrConfigIdOf(deployedInitData(pod)));
-/** A policy as docs/attestation.md shows it: the functions' TDs, by their init-data digests. */
+/** The functions' MRCONFIGIDs (per-function layout, DIGEST_IMAGE) and the sealer's: their init-data digests. */
+const FUNCTION_IDS = [...functionPods(), 'tee-kms-sealer'].map((pod) => mrConfigIdOf(deployedInitData(pod)));
+/** A policy as docs/attestation.md shows it: the functions' TDs and the sealer's, by their init-data digests. */
 const POLICY = fixture(
   'policy.json',
   `${JSON.stringify({ mrTd: [MEASUREMENT], rtmr0: [MEASUREMENT], mrConfigId: FUNCTION_IDS, allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`,
@@ -81,7 +81,7 @@ const tdxDryRun = (policy: string) => [
 ];
 /** The tdx dry run the admin-policy refusal cases below vary. */
 const TDX_DRY_RUN = tdxDryRun(POLICY);
-const sealerOf = (resources: Resource[]) => resources.find((r) => r.kind === 'Deployment' && r.metadata.name === 'tee-kms-sealer')!;
+const sealerOf = (resources: Resource[]) => resources.find((r) => r.kind === 'StatefulSet' && r.metadata.name === 'tee-kms-sealer')!;
 const sealerEnv = (resources: Resource[], name: string) => (sealerOf(resources).spec.template.spec.containers[0].env as Json[]).filter((e) => e.name === name);
 const manifests = (stdout: string) =>
   parseAllDocuments(stdout)
@@ -225,7 +225,7 @@ describe('install.sh and uninstall.sh', () => {
       })();
       it.skipIf(sealerAccepts && skipWithout(KUBECTL))(`${name}: ${sealerAccepts ? 'accepted' : 'refused'}`, () => {
         if (sealerAccepts) requireTool(KUBECTL);
-        // The init-data check comes after the loader's: an accepted policy names the functions' TDs.
+        // The init-data check comes after the loader's: an accepted policy names the functions' and the sealer's TDs.
         const file = fixture(
           `case-${i}.json`,
           sealerAccepts && !('mrConfigId' in JSON.parse(text)) ? JSON.stringify({ ...JSON.parse(text), mrConfigId: FUNCTION_IDS }) : text,
@@ -313,7 +313,7 @@ describe('install.sh and uninstall.sh', () => {
       // The sealer's own summary (sealer/verifiers.ts describePolicy, through scripts/check-policy.ts).
       expect(result.stderr).toMatch(
         new RegExp(
-          `TDX policy .*policy\\.json: mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId ${routes.length} allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https://pccs\\.example\\.org:8081\n`,
+          `TDX policy .*policy\\.json: mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId ${routes.length + 1} allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https://pccs\\.example\\.org:8081\n`,
         ),
       );
       expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: 'https://pccs.example.org:8081' }]);
@@ -327,7 +327,7 @@ describe('install.sh and uninstall.sh', () => {
     });
 
     it("the sealer's admin policy and the functions' policy for the sealer come from ConfigMaps install.sh makes; the functions use the sealer's PCCS", () => {
-      expect(result.stderr).toMatch(/admin policy .*admin-policy\.json: identities granted rotate 1, verify 1, recover 1, seal 1\n/);
+      expect(result.stderr).toMatch(/admin policy .*admin-policy\.json: identities granted rotate 1, verify 1, recover 1, seal 1, sealer-peer 1\n/);
       expect(result.stderr).toMatch(/tee-kms-sealer-tdx-policy from .*policy\.json, tee-kms-admin-policy from .*admin-policy\.json/);
       expect(sealerEnv(resources, 'KMS_SEALER_ATTESTER')).toEqual([{ name: 'KMS_SEALER_ATTESTER', value: 'tdx-aa' }]);
       expect(sealerEnv(resources, 'KMS_SEALER_ADMIN_POLICY_FILE')).toHaveLength(1);

@@ -226,6 +226,7 @@ const MODELS: Record<string, string> = {
   'apps/v1/StatefulSet': 'kubernetes-models/apps/v1/StatefulSet',
   'batch/v1/Job': 'kubernetes-models/batch/v1/Job',
   'networking.k8s.io/v1/NetworkPolicy': 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy',
+  'policy/v1/PodDisruptionBudget': 'kubernetes-models/policy/v1/PodDisruptionBudget',
   'serving.knative.dev/v1/Service': '@kubernetes-models/knative/serving.knative.dev/v1/Service',
   'serving.knative.dev/v1beta1/DomainMapping': '@kubernetes-models/knative/serving.knative.dev/v1beta1/DomainMapping',
   'gateway.networking.k8s.io/v1/Gateway': '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/Gateway',

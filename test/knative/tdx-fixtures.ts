@@ -37,26 +37,33 @@ export function deployedInitData(pod: string, image = DIGEST_IMAGE, queueProxyIm
 export const mrConfigIdOf = (document: string | Buffer) => createHash('sha384').update(document).digest('hex');
 
 export interface TdxPolicyFiles {
-  /** --tdx-policy: the functions' TDs. */
+  /** --tdx-policy: the functions' TDs and the sealer's (its replicas attest each other). */
   readonly policy: string;
   /** --sealer-tdx-policy: the sealer's TD. */
   readonly sealerPolicy: string;
-  /** --admin-policy: each admin operation to its function. */
+  /** --admin-policy: each admin operation to its function, sealer-peer to the sealer. */
   readonly admin: string;
 }
 
 /** Policy files that match the init-data of a layout and tee-kms image (name@digest, as pods name it), written into dir. */
 export function writeTdxPolicies(dir: string, layout: Layout = 'per-function', image = DIGEST_IMAGE, mrTd = 'ab'.repeat(48)): TdxPolicyFiles {
   const functions = functionPods(layout).map((pod) => mrConfigIdOf(deployedInitData(pod, image)));
+  const sealer = mrConfigIdOf(deployedInitData(SEALER_POD, image));
   const policy = join(dir, 'policy.json');
-  writeFileSync(policy, `${JSON.stringify({ mrTd: [mrTd], mrConfigId: functions, allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`);
+  writeFileSync(policy, `${JSON.stringify({ mrTd: [mrTd], mrConfigId: [...functions, sealer], allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`);
   const sealerPolicy = join(dir, 'sealer-policy.json');
-  writeFileSync(sealerPolicy, `${JSON.stringify({ mrTd: [mrTd], mrConfigId: [mrConfigIdOf(deployedInitData(SEALER_POD, image))] }, null, 2)}\n`);
+  writeFileSync(sealerPolicy, `${JSON.stringify({ mrTd: [mrTd], mrConfigId: [sealer] }, null, 2)}\n`);
   const of = (pod: string) => mrConfigIdOf(deployedInitData(layout === 'single-service' ? 'tee-kms' : pod, image));
   const admin = join(dir, 'admin-policy.json');
   writeFileSync(
     admin,
-    JSON.stringify({ rotate: [of('rotate-root-key')], verify: [of('verify-root-key')], recover: [of('recover-root-key')], seal: [of('rotate-root-key')] }),
+    JSON.stringify({
+      rotate: [of('rotate-root-key')],
+      verify: [of('verify-root-key')],
+      recover: [of('recover-root-key')],
+      seal: [of('rotate-root-key')],
+      'sealer-peer': [sealer],
+    }),
   );
   return { policy, sealerPolicy, admin };
 }
