@@ -3,6 +3,9 @@
  * host, alternating between two builds (A, B, A, B, …) so that both see the same background load.
  *
  *   node dist/bench/ab.js DIST_A DIST_B [rounds=5] [seconds=5] [connections=16] [tls=self-signed|off]
+ *   node dist/bench/ab.js sealed DIST_A DIST_B [rounds=5] [seconds=5] [connections=16] [tls=self-signed|off]
+ *       the warm read sealed instead: a sealed credential per request, a sealed answer
+ *       (docs/sealed-channel.md), the credentials made by the load generator before the clock starts
  *   node dist/bench/ab.js cold DIST_A DIST_B [rounds=5]
  *       cold start instead: process start → first 200 of GET /dataKey (getDataKey, KMS_TLS=off)
  *   node dist/bench/ab.js cold-sealer DIST_A DIST_B [rounds=5]
@@ -27,7 +30,7 @@ import { cpuMs, devSealerEnv, fetchOnce, freePort, rssMb, sealerFunctionEnv, ser
 import { median } from './report.js';
 
 const argv = process.argv.slice(2);
-const mode = argv[0] === 'cold' || argv[0] === 'cold-sealer' ? argv.shift()! : 'warm';
+const mode = argv[0] === 'cold' || argv[0] === 'cold-sealer' || argv[0] === 'sealed' ? argv.shift()! : 'warm';
 const [distA, distB, rounds = '5', seconds = '5', connections = '16', tls = 'self-signed'] = argv;
 if (distA === undefined || distB === undefined) {
   process.stderr.write('usage: node dist/bench/ab.js DIST_A DIST_B [rounds] [seconds] [connections] [tls]\n');
@@ -51,7 +54,7 @@ try {
     FUNCTION_TARGET: '',
   };
   const path = `/dataKey/warm?primaryKeyName=pk&user=bench&token=${token}`;
-  if (mode === 'warm') await warmAb(env, path);
+  if (mode === 'warm' || mode === 'sealed') await warmAb(env, path, mode === 'sealed' ? token : undefined);
   else if (mode === 'cold') await coldAb(env, path);
   else {
     const sealer = startProc('sealer', process.execPath, [resolve(distA, 'sealer/main.js')], devSealerEnv(env, join(work, 'sealer'), rootKey), process.cwd());
@@ -125,7 +128,8 @@ function extraEnv(label: 'A' | 'B'): Record<string, string> {
   );
 }
 
-async function warmAb(env: Record<string, string | undefined>, path: string): Promise<void> {
+/** The warm read, in the clear or (with `sealedToken`) sealed as `tee-kms/client` seals it. */
+async function warmAb(env: Record<string, string | undefined>, path: string, sealedToken?: string): Promise<void> {
   const runs: Record<'A' | 'B', { rps: number; p50: number; p99: number; cpu: number }[]> = { A: [], B: [] };
 
   for (let round = 0; round < Number(rounds); round++) {
@@ -138,11 +142,26 @@ async function warmAb(env: Record<string, string | undefined>, path: string): Pr
         const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;
         const first = await fetchOnce(`${url}${path}`);
         if (first.status !== 200) throw new Error(`${label}: warm-up answered ${first.status}`);
+        let paths: HttpCase['paths'] = { mode: 'fixed', path };
+        if (sealedToken !== undefined) {
+          const attestation = await fetchOnce(`${url}/attestation?nonce=${randomBytes(32).toString('base64url')}`);
+          if (attestation.status !== 200) throw new Error(`${label}: GET /attestation answered ${attestation.status}`);
+          const { serviceKey } = JSON.parse(attestation.body) as { serviceKey: Record<string, string> };
+          paths = {
+            mode: 'sealed',
+            path: '/dataKey/warm?primaryKeyName=pk',
+            serviceKey,
+            user: 'bench',
+            token: sealedToken,
+            count: Number(seconds) * 6_000 + 1_000,
+          };
+        }
         const spec: HttpCase = {
           kind: 'http',
           url,
           method: 'GET',
-          paths: { mode: 'fixed', path },
+          paths,
+          ...(sealedToken === undefined ? {} : { headers: { accept: 'application/json' } }),
           connections: Number(connections),
           durationSec: Number(seconds),
           warmupSec: 1,
@@ -157,6 +176,7 @@ async function warmAb(env: Record<string, string | undefined>, path: string): Pr
           child.once('exit', (code) => (code === 0 ? res(JSON.parse(out.trim().split('\n').pop()!) as LoadResult) : rej(new Error(`loadgen exited ${code}`))));
         });
         const cpu = ((cpuMs(server.pid)! - before) * 1000) / (r.ok + r.failed + r.warmupAnswers);
+        if (r.failed > 0) process.stderr.write(`round ${round + 1} ${label}: failures ${JSON.stringify(r.failures)}\n`);
         runs[label].push({ rps: r.rps, p50: r.p50, p99: r.p99, cpu });
         process.stderr.write(
           `round ${round + 1} ${label}: ${Math.round(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${cpu.toFixed(0)} µs/req\n`,

@@ -126,9 +126,11 @@ function round(value: number, digits: number): number {
 }
 
 async function runHttp(spec: HttpCase): Promise<LoadResult> {
+  // Made before any clock starts (warm-up included): the case measures the server, not the sealing.
+  const credentials = spec.paths.mode === 'sealed' ? { all: await sealedCredentials(spec.paths), next: 0 } : undefined;
   let warmupAnswers = 0;
   if (spec.warmupSec !== undefined && spec.warmupSec > 0 && (spec.paths.mode === 'fixed' || spec.paths.mode === 'sealed')) {
-    await runAutocannon(spec, spec.warmupSec, () => warmupAnswers++);
+    await runAutocannon(spec, spec.warmupSec, () => warmupAnswers++, undefined, credentials);
   }
   const latencies: number[] = [];
   const failures: Record<string, number> = {};
@@ -151,6 +153,7 @@ async function runHttp(spec: HttpCase): Promise<LoadResult> {
       const key = `error:${error}`;
       failures[key] = (failures[key] ?? 0) + 1;
     },
+    credentials,
   );
   // Up to the last answer: autocannon notices the end only at its next sample tick, and a `list`
   // case may run out of paths before its time is up; neither idle tail is part of the rate.
@@ -163,6 +166,8 @@ async function runAutocannon(
   durationSec: number,
   onResponse: (status: number, ms: number) => void,
   onError: (error: string) => void = () => {},
+  /** The sealed credentials of the case, each used once across warm-up and measured load. */
+  credentials?: { readonly all: readonly string[]; next: number },
 ): Promise<void> {
   const base = { method: spec.method, headers: { ...(spec.headers ?? {}) } };
   let request: Parameters<typeof autocannon>[0]['requests'];
@@ -171,10 +176,9 @@ async function runAutocannon(
   if (paths.mode === 'fixed') {
     request = [{ ...base, path: paths.path }];
   } else if (paths.mode === 'sealed') {
-    const credentials = await sealedCredentials(paths);
-    let i = 0;
+    const pool = credentials!;
     request = [
-      { ...base, path: paths.path, setupRequest: (r) => ({ ...r, headers: { ...r.headers, authorization: credentials[i++ % credentials.length]! } }) },
+      { ...base, path: paths.path, setupRequest: (r) => ({ ...r, headers: { ...r.headers, authorization: pool.all[pool.next++ % pool.all.length]! } }) },
     ];
   } else if (paths.mode === 'counter') {
     let n = 0;

@@ -5,6 +5,9 @@
  *   npm run bench -- --profile [warm] [seconds] [concurrency]
  *       the warm `GET /dataKey` path under load (HTTPS, all functions), the load generator in its
  *       own process. The warm path touches no storage, so the store does not matter.
+ *   npm run bench -- --profile sealed [seconds] [concurrency]
+ *       the same warm read with a sealed credential per request and a sealed answer
+ *       (docs/sealed-channel.md), the credentials made by the load generator before the clock starts.
  *   npm run bench -- --profile cold
  *       one cold start: process start → first 200 of `GET /dataKey` (FUNCTION_TARGET=getDataKey,
  *       KMS_TLS=off), i.e. module loading, listening, the first credential check and unwraps.
@@ -30,7 +33,7 @@ import { fetchOnce, freePort, serverEnv, sleep, startProc } from './proc.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const args = process.argv.slice(2);
-const mode = args[0] === 'cold' || args[0] === 'warm' || args[0] === 'storage' ? args.shift()! : 'warm';
+const mode = args[0] === 'cold' || args[0] === 'warm' || args[0] === 'sealed' || args[0] === 'storage' ? args.shift()! : 'warm';
 const seconds = Number(args[0] ?? 10);
 const connections = Number(args[1] ?? 16);
 const OUT = process.env.BENCH_OUT || join(ROOT, 'bench/results');
@@ -160,6 +163,26 @@ try {
     fx.close();
     header = `storage-bound routes, lean https, S3, c=${connections}: cold GET /dataKey ${Math.round(get.rps)} req/s (p50 ${get.p50} ms, p99 ${get.p99} ms), then POST /dataKey ${Math.round(post.rps)} req/s (p50 ${post.p50} ms, p99 ${post.p99} ms)`;
     requests = get.ok + get.failed + post.ok + post.failed + 1;
+  } else if (mode === 'sealed') {
+    const { server, url } = await startWarmProfiled();
+    const attestation = await fetchOnce(`${url}/attestation?nonce=${randomBytes(32).toString('base64url')}`);
+    if (attestation.status !== 200) throw new Error(`GET /attestation answered ${attestation.status}: ${attestation.body}`);
+    const { serviceKey } = JSON.parse(attestation.body) as { serviceKey: Record<string, string> };
+    const sealed = { mode: 'sealed', path: '/dataKey/warm?primaryKeyName=pk', serviceKey, user: 'bench', token, count: seconds * 6_000 + 1_000 } as const;
+    const result = await runLoad({
+      kind: 'http',
+      url,
+      method: 'GET',
+      paths: sealed,
+      headers: { accept: 'application/json' },
+      connections,
+      durationSec: seconds,
+      warmupSec: 1,
+    });
+    await server.stop();
+    if (result.failed > 0) throw new Error(`sealed reads failed: ${JSON.stringify(result.failures)}`);
+    header = `sealed warm GET /dataKey, lean https, c=${connections}, ${seconds} s: ${Math.round(result.rps)} req/s, p50 ${result.p50} ms, p99 ${result.p99} ms`;
+    requests = result.ok + result.warmupAnswers + 1;
   } else {
     const { server, url } = await startWarmProfiled();
     const result = await runLoad({ kind: 'http', url, method: 'GET', paths: { mode: 'fixed', path }, connections, durationSec: seconds, warmupSec: 1 });
@@ -171,7 +194,7 @@ try {
   const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
   if (file === undefined) throw new Error('no .cpuprofile written');
   mkdirSync(OUT, { recursive: true });
-  const kept = join(OUT, `${mode === 'cold' ? 'cold-start' : mode === 'storage' ? 'storage' : 'warm-get'}.cpuprofile`);
+  const kept = join(OUT, `${mode === 'cold' ? 'cold-start' : mode === 'storage' ? 'storage' : mode === 'sealed' ? 'sealed-warm-get' : 'warm-get'}.cpuprofile`);
   copyFileSync(join(profDir, file), kept);
   const profile = JSON.parse(readFileSync(kept, 'utf8')) as Profile;
   process.stdout.write(`${header}\n\n`);

@@ -3,7 +3,7 @@
 #
 #   npm run bench                            the whole bench (~5 minutes on 2 cores)
 #   BENCH_ONLY=bare,lean BENCH_DURATION=3 npm run bench    a quicker, partial run (see bench/run.ts)
-#   npm run bench -- --profile [warm|cold|storage] …     instead: a CPU profile (bench/profile.ts)
+#   npm run bench -- --profile [warm|sealed|cold|storage] …   instead: a CPU profile (bench/profile.ts)
 #   node dist/bench/ab.js [cold] DIST_A DIST_B …           before/after of a change (bench/ab.ts)
 #
 # See docs/performance.md for the method and the results.

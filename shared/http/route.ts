@@ -126,9 +126,9 @@ export function sendResult(res: ServerResponse, result: RouteResult, json: boole
 async function sendSealed(res: ServerResponse, result: RouteResult, responseKey: SealedCredential['responseKey']): Promise<void> {
   let body: string;
   try {
-    // Loaded with the first sealed answer: the credential's opening has loaded jose already.
+    // Loaded with the first sealed answer: the credential's opening has loaded its JWE code already.
     const { sealAnswer } = await import('../sealed/answer.js');
-    body = await sealAnswer(result.json, responseKey);
+    body = sealAnswer(result.json, responseKey);
   } catch (error) {
     sendResult(res, errorResult(error, 'sealed answer'), true); // the key was imported when the credential was opened
     return;

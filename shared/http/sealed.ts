@@ -39,7 +39,7 @@ export async function openSealedRequest(request: KmsRequest, ctx: RouteContext):
       { details: { rootKeyId: current.id } },
     );
   }
-  request.useSealed(await openSealedCredential(jwe, serviceKeyOf(current).privateKey, request, (replay ??= new ReplayGuard())));
+  request.useSealed(openSealedCredential(jwe, serviceKeyOf(current).privateKey, request, (replay ??= new ReplayGuard())));
 }
 
 /**

@@ -1,13 +1,10 @@
-import { CompactEncrypt } from 'jose/jwe/compact/encrypt';
-import type { KeyObject } from 'node:crypto';
-import type { CryptoKey } from 'jose';
+import { sealWith, type RecipientAgreement } from './jwe.js';
 
 /**
  * The answer to a sealed request: its JSON as a compact JWE to the client's response key
- * (ECDH-ES+A256KW, A256GCM), so that only the client that sealed the request reads it.
+ * (ECDH-ES+A256KW, A256GCM), so that only the client that sealed the request reads it. The key
+ * agreement was made when the credential was opened (which also proved the key usable).
  */
-export function sealAnswer(json: unknown, responseKey: CryptoKey | KeyObject): Promise<string> {
-  return new CompactEncrypt(new TextEncoder().encode(JSON.stringify(json)))
-    .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', cty: 'json' })
-    .encrypt(responseKey);
+export function sealAnswer(json: unknown, responseKey: RecipientAgreement): string {
+  return sealWith(responseKey, Buffer.from(JSON.stringify(json)), { cty: 'json' });
 }

@@ -1,18 +1,15 @@
-import { createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { compactDecrypt } from 'jose/jwe/compact/decrypt';
-import { importJWK } from 'jose/key/import';
-import { decodeProtectedHeader } from 'jose/decode/protected_header';
-import type { CryptoKey } from 'jose';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { KmsError } from '../errors.js';
 import { validateToken } from '../names.js';
+import { agreeWith, openCompact, protectedHeader, type JweAlgorithm, type RecipientAgreement } from './jwe.js';
 import type { ReplayGuard } from './replay.js';
 
 /** What a sealed credential carries, once opened and checked against its request. */
 export interface SealedCredential {
   readonly user: string | undefined;
   readonly token: string;
-  /** The client's public key (a JWK it sent, imported): the answer is sealed to it. */
-  readonly responseKey: CryptoKey | KeyObject;
+  /** The client's public key (a JWK it sent), agreed with already: the answer is sealed to it. */
+  readonly responseKey: RecipientAgreement;
 }
 
 export type ResponseJwk =
@@ -22,18 +19,18 @@ export type ResponseJwk =
 export const SEALED_CREDENTIAL_SKEW_SECONDS = 60;
 /** A compact JWE larger than this is refused unread: a credential is a few hundred bytes. */
 const MAX_JWE_LENGTH = 8192;
-const KEY_ALGORITHMS = ['ECDH-ES+A256KW', 'ECDH-ES'];
+const KEY_ALGORITHMS: readonly JweAlgorithm[] = ['ECDH-ES+A256KW', 'ECDH-ES'];
 
 /** The root key id a sealed credential is sealed to (its `kid`), read before anything is decrypted. */
 export function sealedKeyId(jwe: string): string {
   if (jwe === '' || jwe.length > MAX_JWE_LENGTH || jwe.split('.').length !== 5) throw unreadable();
   let header: Record<string, unknown>;
   try {
-    header = decodeProtectedHeader(jwe);
+    header = protectedHeader(jwe);
   } catch {
     throw unreadable();
   }
-  if (typeof header.kid !== 'string' || !KEY_ALGORITHMS.includes(String(header.alg)) || header.enc !== 'A256GCM' || header.zip !== undefined) {
+  if (typeof header.kid !== 'string' || !KEY_ALGORITHMS.includes(header.alg as JweAlgorithm) || header.enc !== 'A256GCM' || header.zip !== undefined) {
     throw new KmsError('BAD_REQUEST', "a sealed credential must be a compact JWE with alg ECDH-ES+A256KW or ECDH-ES, enc A256GCM, and the service key's kid");
   }
   return header.kid;
@@ -44,16 +41,16 @@ export function sealedKeyId(jwe: string): string {
  * and the path and query as sent, an `iat` within the allowed skew, and a `jti` not seen before.
  * Every refusal is a 4xx that reveals nothing of the plaintext.
  */
-export async function openSealedCredential(
+export function openSealedCredential(
   jwe: string,
   serviceKey: KeyObject,
   request: { readonly method: string; readonly target: string },
   replay: ReplayGuard,
   now = Date.now(),
-): Promise<SealedCredential> {
+): SealedCredential {
   let plaintext: Uint8Array;
   try {
-    ({ plaintext } = await compactDecrypt(jwe, serviceKey, { keyManagementAlgorithms: KEY_ALGORITHMS, contentEncryptionAlgorithms: ['A256GCM'] }));
+    plaintext = openCompact(jwe, serviceKey, KEY_ALGORITHMS);
   } catch {
     throw unreadable();
   }
@@ -70,7 +67,7 @@ export async function openSealedCredential(
   if (typeof htm !== 'string' || typeof htu !== 'string') throw malformed('"htm" and "htu" must be strings');
   if (typeof iat !== 'number' || !Number.isSafeInteger(iat)) throw malformed('"iat" must be an integer (unix seconds)');
   if (typeof jti !== 'string' || !/^[A-Za-z0-9_-]{16,128}$/.test(jti)) throw malformed('"jti" must be 16 to 128 base64url characters');
-  const key = await importResponseKey(responseJwk(responseKey));
+  const key = agreeWithResponseKey(responseJwk(responseKey));
   if (htm !== request.method || htu !== request.target) {
     throw new KmsError('UNAUTHORIZED', 'this sealed credential was made for another request (its htm and htu must be this method, path and query)');
   }
@@ -92,22 +89,19 @@ function responseJwk(value: unknown): ResponseJwk {
 }
 
 /**
- * Imported and tried now, so that a key the answer could not be sealed to is refused before the
- * route runs (and changes anything): not a point on its curve, or an X25519 point of small order,
- * with which every key agreement fails (RFC 7748, section 6.1).
+ * Agreed with now (the answer's key agreement, made once), so that a key the answer could not be
+ * sealed to is refused before the route runs (and changes anything): not a point on its curve, or
+ * an X25519 point of small order, with which every key agreement fails (RFC 7748, section 6.1).
  */
-async function importResponseKey(jwk: ResponseJwk): Promise<CryptoKey | KeyObject> {
+function agreeWithResponseKey(jwk: ResponseJwk): RecipientAgreement {
+  let key: KeyObject;
   try {
-    if (jwk.crv === 'X25519')
-      diffieHellman({ privateKey: (x25519Probe ??= generateKeyPairSync('x25519').privateKey), publicKey: createPublicKey({ key: jwk, format: 'jwk' }) });
-    return (await importJWK({ ...jwk }, 'ECDH-ES+A256KW')) as CryptoKey | KeyObject;
+    key = createPublicKey({ key: { ...jwk }, format: 'jwk' });
+    return agreeWith(key);
   } catch {
     throw malformed('"responseKey" is not a valid public key');
   }
 }
-
-/** Any X25519 private key finds a small-order point: every scalar is a multiple of the cofactor. */
-let x25519Probe: KeyObject | undefined;
 
 function unreadable(): KmsError {
   return new KmsError('BAD_REQUEST', 'the sealed credential could not be opened: it must be a compact JWE to the service key that GET /attestation answers');

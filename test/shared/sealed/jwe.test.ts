@@ -1,0 +1,98 @@
+import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { CompactEncrypt, compactDecrypt, decodeProtectedHeader } from 'jose';
+import { describe, expect, it } from 'vitest';
+import { agreeWith, concatKdf, openCompact, protectedHeader, sealWith, type JweAlgorithm } from '../../../shared/sealed/jwe.js';
+
+const BOTH: JweAlgorithm[] = ['ECDH-ES+A256KW', 'ECDH-ES'];
+const pairs = { X25519: () => generateKeyPairSync('x25519'), 'P-256': () => generateKeyPairSync('ec', { namedCurve: 'P-256' }) };
+
+function joseSeal(plaintext: string, to: KeyObject, header: Record<string, unknown>): Promise<string> {
+  return new CompactEncrypt(new TextEncoder().encode(plaintext)).setProtectedHeader({ enc: 'A256GCM', ...header } as never).encrypt(to);
+}
+
+/** Replaces one part (0..4) of a compact JWE. */
+function withPart(jwe: string, index: number, part: string): string {
+  const parts = jwe.split('.');
+  parts[index] = part;
+  return parts.join('.');
+}
+
+describe('the sealed channel JWEs, with node:crypto directly', () => {
+  for (const [curve, pair] of Object.entries(pairs)) {
+    for (const alg of BOTH) {
+      it(`opens what jose seals (${alg}, ${curve}, with apu/apv and a kid)`, async () => {
+        const { publicKey, privateKey } = pair();
+        const plain = JSON.stringify({ token: 'é'.repeat(40) });
+        const jwe = await joseSeal(plain, publicKey, { alg, kid: 'k1', apu: 'QWxpY2U', apv: 'Qm9i' });
+        expect(openCompact(jwe, privateKey, [alg]).toString('utf8')).toBe(plain);
+      });
+    }
+
+    it(`seals what jose opens (ECDH-ES+A256KW, ${curve}), with a fresh content key and IV per message`, async () => {
+      const { publicKey, privateKey } = pair();
+      const agreement = agreeWith(publicKey);
+      const a = sealWith(agreement, Buffer.from('{"a":1}'), { cty: 'json' });
+      const b = sealWith(agreement, Buffer.from('{"a":1}'), { cty: 'json' });
+      for (const jwe of [a, b]) {
+        const { plaintext, protectedHeader: header } = await compactDecrypt(jwe, privateKey, {
+          keyManagementAlgorithms: ['ECDH-ES+A256KW'],
+          contentEncryptionAlgorithms: ['A256GCM'],
+        });
+        expect(new TextDecoder().decode(plaintext)).toBe('{"a":1}');
+        expect(header).toMatchObject({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', cty: 'json', epk: agreement.epk });
+      }
+      expect(a.split('.')[1]).not.toBe(b.split('.')[1]);
+      expect(a.split('.')[2]).not.toBe(b.split('.')[2]);
+      expect(openCompact(a, privateKey, ['ECDH-ES+A256KW']).toString()).toBe('{"a":1}');
+    });
+  }
+
+  it('derives the key of RFC 7518 Appendix C (Concat KDF, ECDH-ES, P-256, "Alice" and "Bob")', () => {
+    const alice = { kty: 'EC', crv: 'P-256', x: 'gI0GAILBdu7T53akrFmMyGcsF3n5dO7MmwNBHKW5SV0', y: 'SLW_xSffzlPWrHEVI30DHM_4egVwt3NQqeUD7nMFpps' };
+    const bob = { kty: 'EC', crv: 'P-256', x: 'weNJy2HscCSM6AEDTDg04biOvhFhyyWvOHQfeF_PxMQ', y: 'e8lnCO-AlStT-NJVX-crhB7QRYhiix03illJOVAOyck' };
+    const z = diffieHellman({
+      privateKey: createPrivateKey({ key: { ...alice, d: '0_NxaRPUMQoAJt50Gz8YiTr8gRTwyEaCumd-MToTmIo' }, format: 'jwk' }),
+      publicKey: createPublicKey({ key: bob, format: 'jwk' }),
+    });
+    expect(concatKdf(z, 'A128GCM', Buffer.from('Alice'), Buffer.from('Bob'), 128).toString('base64url')).toBe('VqqN6vgjbSBcIijNcacQGg');
+  });
+
+  it('refuses anything else, tampered or truncated, without saying which', async () => {
+    const { publicKey, privateKey } = pairs.X25519();
+    const good = await joseSeal('{}', publicKey, { alg: 'ECDH-ES+A256KW' });
+    const direct = await joseSeal('{}', publicKey, { alg: 'ECDH-ES' });
+    const header = (h: Record<string, unknown>) => Buffer.from(JSON.stringify({ ...decodeProtectedHeader(good), ...h })).toString('base64url');
+    const flip = (part: string) => `${part.slice(0, -2)}${part.at(-2) === 'A' ? 'B' : 'A'}${part.at(-1)}`;
+    const parts = good.split('.');
+    const bad = [
+      '',
+      'a.b.c.d',
+      `${good}.x`,
+      withPart(good, 1, flip(parts[1]!)), // wrapped key
+      withPart(good, 2, flip(parts[2]!)), // iv
+      withPart(good, 3, flip(parts[3]!)), // ciphertext
+      withPart(good, 4, flip(parts[4]!)), // tag
+      withPart(good, 4, parts[4]!.slice(0, 10)), // short tag
+      withPart(good, 3, `${parts[3]}*`), // not base64url
+      withPart(good, 0, header({ kid: 'x' })), // the header is the AAD
+      withPart(good, 0, header({ enc: 'A128GCM' })),
+      withPart(good, 0, header({ zip: 'DEF' })),
+      withPart(good, 0, header({ crit: ['exp'] })),
+      withPart(good, 0, header({ epk: { kty: 'OKP', crv: 'X25519', x: 'A'.repeat(43) } })), // small order
+      withPart(good, 0, header({ epk: { kty: 'EC', crv: 'P-256', x: 'A'.repeat(43), y: 'A'.repeat(43) } })),
+      withPart(good, 0, Buffer.from('[1]').toString('base64url')),
+      withPart(direct, 1, parts[1]!), // direct agreement with a wrapped key
+      withPart(good, 1, ''), // key wrapping without one
+    ];
+    for (const jwe of bad) expect(() => openCompact(jwe, privateKey, BOTH), jwe).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    expect(() => openCompact(direct, privateKey, ['ECDH-ES+A256KW'])).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    expect(() => openCompact(good, pairs.X25519().privateKey, BOTH)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    expect(() => openCompact(good, pairs['P-256']().privateKey, BOTH)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    expect(() => protectedHeader('!!.a.b.c.d')).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+  });
+
+  it('refuses to agree with an X25519 point of small order (RFC 7748, section 6.1)', () => {
+    const zero = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: 'A'.repeat(43) }, format: 'jwk' });
+    expect(() => agreeWith(zero)).toThrow();
+  });
+});
