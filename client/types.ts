@@ -1,6 +1,8 @@
 // What the client's methods answer: the JSON the server answers with `Accept: application/json`
 // (README "The API"), typed. Kept here, apart from the code, so that tools can build against them.
 
+import type { SealStatus as SealerStatus } from '../shared/sealer-client/protocol.js';
+
 /** A Shamir share of the root key: `content` is base64, or a compact JWE to a custodian. */
 export interface Share {
   readonly index: number;
@@ -61,18 +63,11 @@ export interface RecoveryProgress {
   readonly rootKeyId?: string;
 }
 
-/** `sealStatus`: GET /rootKey/status (README "The API"). */
-export interface SealStatus {
-  readonly sealed: boolean;
-  readonly initialized: boolean;
-  readonly t: number;
-  readonly n: number;
-  readonly progress: number;
-  readonly rootKeyId: string | null;
-  readonly verificationPending: boolean;
-  readonly pendingRootKeyId: string | null;
-  readonly integrityAlarm: string | null;
-  readonly source: 'secret' | 'shares';
+/**
+ * `sealStatus`: GET /rootKey/status (README "The API"): the sealing service's status, as functions
+ * relay it, and whatever the route adds (`rotation`).
+ */
+export interface SealStatus extends SealerStatus {
   readonly [member: string]: unknown;
 }
 

@@ -7,22 +7,14 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KmsClient, KmsError, spkiPin, type AttestOptions } from '../../client/index.js';
+import { KmsClient, spkiPin, type AttestOptions } from '../../client/index.js';
 import { startLeanHost, type ServerProcess } from '../support/processes.js';
 import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { buildCollateral, createTestPki, DEFAULT_TD_POLICY, type TestPki } from '../support/tdx-quote-builder.js';
 import { startTdxQuoteProvider, type TdxQuoteProvider } from '../support/tdx-quote-provider.js';
+import { failure } from '../support/kms-error.js';
 
 const DAY = 86_400_000;
-
-async function failure(promise: Promise<unknown>): Promise<KmsError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(KmsError);
-  return error as KmsError;
-}
 
 describe('attested mode with TDX evidence', () => {
   let dir: string;

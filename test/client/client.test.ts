@@ -8,21 +8,13 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { KmsClient, KmsError, type Share } from '../../client/index.js';
+import { KmsClient, type Share } from '../../client/index.js';
 import { freePort, httpCall, startFunctionsFramework, startLeanHost, startServer, type ServerProcess } from '../support/processes.js';
 import { leaked, recordingProxy, routingProxy, type RecordingProxy } from '../support/recording-proxy.js';
+import { failure } from '../support/kms-error.js';
 
 const ADMIN_TOKEN = `admin-${randomBytes(12).toString('hex')}`;
 const DEVELOPMENT = { allowDevelopment: true } as const;
-
-async function failure(promise: Promise<unknown>): Promise<KmsError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(KmsError);
-  return error as KmsError;
-}
 
 /** The sealed credentials in a capture, in the order they crossed. */
 function sealedCredentials(capture: Buffer): string[] {

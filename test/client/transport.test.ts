@@ -8,9 +8,10 @@ import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KmsClient, KmsError, spkiPin } from '../../client/index.js';
+import { KmsClient, spkiPin } from '../../client/index.js';
 import { freePort } from '../support/processes.js';
 import { writeTlsFiles } from '../support/tls-files.js';
+import { failure } from '../support/kms-error.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -36,15 +37,6 @@ async function serve(handler: Handler, tls?: { cert: string; key: string }) {
 const statusJson = { sealed: false, initialized: true, t: 3, n: 5, progress: 0, rootKeyId: 'r1', verificationPending: false, pendingRootKeyId: null };
 const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) =>
   res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
-
-async function failure(promise: Promise<unknown>): Promise<KmsError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(KmsError);
-  return error as KmsError;
-}
 
 describe('TLS trust', () => {
   let dir: string;
