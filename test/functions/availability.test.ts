@@ -3,7 +3,7 @@
 // a steady load on both hosts while each replica in turn is killed with kill -9. The hosts hold the
 // root key without grace (KMS_ROOT_KEY_GRACE_SECONDS=0) and refresh it every second, so what keeps
 // them serving is the failover between replicas, not a key held past its confirmation.
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,10 +11,10 @@ import { KmsClient, KmsError } from '../../client/index.js';
 import { ROOT_KEY_RESOURCE, type SealStatus, type Share } from '../../shared/sealer-client/protocol.js';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
 import { logFields } from '../../shared/log.js';
-import { freePort, startLeanHost, TEST_ADMIN_IDENTITY, type ServerProcess } from '../support/processes.js';
+import { startLeanHost, type ServerProcess } from '../support/processes.js';
 import { createTestBucket, type TestBucket } from '../support/s3.js';
-import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
-import { writeTlsFiles } from '../support/tls-files.js';
+import { allLogs, SecretRegistry, type SealerProcess } from '../support/sealer.js';
+import { startReplicas, unsealedOn, untilStatus } from '../support/replicas.js';
 
 const SEALER_IDENTITY = '5f'.repeat(48);
 const ADMIN = 'availability-admin-token';
@@ -38,24 +38,14 @@ const clients: KmsClient[] = [];
 const hostCas: string[] = [];
 let shares: Share[];
 
-/** Polls replica i until `done` holds; the time it took, in ms (printed, not asserted beyond the bound). */
-async function until(i: number, done: (s: SealStatus) => boolean, what: string): Promise<number> {
-  const started = performance.now();
-  for (;;) {
-    const current = await sealerClients[i]!.sealStatus().catch(() => undefined);
-    if (current !== undefined && done(current)) return performance.now() - started;
-    if (performance.now() - started > UNSEAL_BOUND_MS)
-      throw new Error(`replica ${i}: ${what} did not happen: ${JSON.stringify(current)}\n${sealers[i]!.logs()}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
+/** Polls replica i until `done` holds; the time it took, in ms. */
+const until = (i: number, done: (s: SealStatus) => boolean, what: string): Promise<number> =>
+  untilStatus(sealerClients[i]!, done, `replica ${i}: ${what}`, () => sealers[i]!.logs(), UNSEAL_BOUND_MS);
 
 /** How many times each replica released the root key over KBS so far (its request log, across restarts). */
 function releases(): number[] {
   return sealers.map((sealer) => sealer.requestLines().filter((line) => line === `GET /kbs/v0/resource/${ROOT_KEY_RESOURCE} 200`).length);
 }
-
-const unsealedOn = (id: string) => (s: SealStatus) => !s.sealed && s.rootKeyId === id;
 
 /** The statuses a host answered (its access log lines), counted. */
 function statuses(host: ServerProcess): Map<number, number> {
@@ -72,32 +62,10 @@ beforeAll(async () => {
   secrets.addText(TOKEN);
   dir = await mkdtemp(join(tmpdir(), 'tee-kms-availability-'));
   bucket = await createTestBucket();
-  const tls = writeTlsFiles(dir);
-  const ports = [await freePort(), await freePort(), await freePort()];
-  const policyFile = join(dir, 'admin-policy.json');
-  const grant = [TEST_ADMIN_IDENTITY];
-  await writeFile(policyFile, JSON.stringify({ rotate: grant, verify: grant, recover: grant, seal: grant, 'sealer-peer': [SEALER_IDENTITY] }));
-  for (const [i, port] of ports.entries()) {
-    const sealer = await startSealerProcess({
-      port,
-      env: {
-        ...bucket.env,
-        KMS_SEALER_TLS_CERT_FILE: tls.certFile,
-        KMS_SEALER_TLS_KEY_FILE: tls.keyFile,
-        KMS_SEALER_ADMIN_POLICY_FILE: policyFile,
-        KMS_SEALER_PEERS: ports
-          .filter((_, j) => j !== i)
-          .map((p) => `https://127.0.0.1:${p}`)
-          .join(','),
-        KMS_SEALER_SAMPLE_INIT_DATA: SEALER_IDENTITY,
-        KMS_SEALER_SYNC_SECONDS: '1',
-      },
-    });
-    sealers.push(sealer);
-    sealerClients.push(await sealer.client());
-  }
-  const caFile = join(dir, 'sealer-ca.pem');
-  await writeFile(caFile, tls.certPem);
+  const replicas = await startReplicas(dir, bucket.env, SEALER_IDENTITY);
+  sealers.push(...replicas.sealers);
+  sealerClients.push(...replicas.clients);
+  const caFile = replicas.caFile;
   for (const name of ['a', 'b']) {
     const dataDir = join(dir, `host-${name}`);
     const host = await startLeanHost({

@@ -1,7 +1,7 @@
 // Three sealing-service replicas on loopback sharing a real S3 bucket (Ceph RGW): they unseal each
 // other over KBS, follow rotations through the shared record, and only the sealer-peer role gets
 // the key from a peer.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,10 +11,10 @@ import { KbsClient, KbsResponseError } from '../../shared/kbs/client.js';
 import { decryptFromKbs, generateTeeKeyPair } from '../../shared/kbs/tee-key.js';
 import { sealerPaths, type SealStatus, type Share } from '../../shared/sealer-client/protocol.js';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
-import { freePort, httpCall, startLeanHost, TEST_ADMIN_IDENTITY, type ServerProcess } from '../support/processes.js';
+import { httpCall, startLeanHost, TEST_ADMIN_IDENTITY, type ServerProcess } from '../support/processes.js';
 import { createTestBucket, type TestBucket } from '../support/s3.js';
 import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
-import { writeTlsFiles } from '../support/tls-files.js';
+import { startReplicas, unsealedOn, untilStatus } from '../support/replicas.js';
 
 const SEALER_IDENTITY = '5e'.repeat(48);
 const ADMIN = 'replicas-admin-token';
@@ -35,23 +35,14 @@ async function status(i: number): Promise<SealStatus> {
   return clients[i]!.sealStatus();
 }
 
-/** Polls replica i until `done` holds; the time it took, in ms (a measurement, not an assertion). */
-async function until(i: number, done: (s: SealStatus) => boolean, what: string): Promise<number> {
-  const started = performance.now();
-  for (;;) {
-    const current = await status(i).catch(() => undefined);
-    if (current !== undefined && done(current)) return performance.now() - started;
-    if (performance.now() - started > 30_000) throw new Error(`replica ${i}: ${what} did not happen: ${JSON.stringify(current)}\n${sealers[i]!.logs()}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
+/** Polls replica i until `done` holds; the time it took, in ms. */
+const until = (i: number, done: (s: SealStatus) => boolean, what: string): Promise<number> =>
+  untilStatus(clients[i]!, done, `replica ${i}: ${what}`, () => sealers[i]!.logs(), 30_000);
 
 /** GET /readyz of a replica: its status code. */
 async function readyz(sealer: SealerProcess): Promise<number> {
   return (await httpCall(`${sealer.url}/readyz`, { ca: await sealer.caPem() })).status;
 }
-
-const unsealedOn = (id: string) => (s: SealStatus) => !s.sealed && s.rootKeyId === id;
 
 async function readDataKey(): Promise<string> {
   const answer = await host.request(`/dataKey/dk?user=${USER}&token=${USER}-token&primaryKeyName=pk`);
@@ -66,30 +57,10 @@ async function currentId(): Promise<string> {
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'tee-kms-replicas-'));
   bucket = await createTestBucket();
-  const tls = writeTlsFiles(dir);
-  const ports = [await freePort(), await freePort(), await freePort()];
-  const policyFile = join(dir, 'admin-policy.json');
-  const grant = [TEST_ADMIN_IDENTITY];
-  await writeFile(policyFile, JSON.stringify({ rotate: grant, verify: grant, recover: grant, seal: grant, 'sealer-peer': [SEALER_IDENTITY] }));
-  for (const [i, port] of ports.entries()) {
-    const peers = ports.filter((_, j) => j !== i).map((p) => `https://127.0.0.1:${p}`);
-    const sealer = await startSealerProcess({
-      port,
-      env: {
-        ...bucket.env,
-        KMS_SEALER_TLS_CERT_FILE: tls.certFile,
-        KMS_SEALER_TLS_KEY_FILE: tls.keyFile,
-        KMS_SEALER_ADMIN_POLICY_FILE: policyFile,
-        KMS_SEALER_PEERS: peers.join(','),
-        KMS_SEALER_SAMPLE_INIT_DATA: SEALER_IDENTITY,
-        KMS_SEALER_SYNC_SECONDS: '1',
-      },
-    });
-    sealers.push(sealer);
-    clients.push(await sealer.client());
-  }
-  const caFile = join(dir, 'sealer-ca.pem');
-  await writeFile(caFile, tls.certPem);
+  const replicas = await startReplicas(dir, bucket.env, SEALER_IDENTITY);
+  sealers.push(...replicas.sealers);
+  clients.push(...replicas.clients);
+  const caFile = replicas.caFile;
   host = await startLeanHost({
     ...bucket.env,
     KMS_DATA_DIR: dir,
