@@ -267,7 +267,9 @@ export class KmsClient {
           attempt--;
           continue;
         }
-        if (error.status !== 503 || attempt >= retries) throw error;
+        // A PROTOCOL error carries the status it came with, which travels outside the seal: an
+        // ingress that turns a sealed success into a 503 must not make the client send it again.
+        if (error.code === 'PROTOCOL' || error.status !== 503 || attempt >= retries) throw error;
         await sleep(retryDelay(error.retryAfter, attempt));
       }
     }

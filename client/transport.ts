@@ -19,6 +19,8 @@ export interface TransportOptions {
   readonly timeoutMs: number;
 }
 
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'DELETE']);
+
 export interface HttpRequest {
   readonly method: string;
   /** Path and query, as sent. */
@@ -67,13 +69,15 @@ export class Transport {
 
   /**
    * One request. A keep-alive connection the server closed while idle fails as the request is
-   * written (reset): that request is sent once more, on a new connection. Node's documented remedy.
+   * written (reset): that request is sent once more, on a new connection, Node's documented remedy,
+   * but only if idempotent: the server may have acted on a POST or PUT before the reset.
    */
   async send(request: HttpRequest): Promise<HttpResponse> {
     try {
       return await this.#send(request);
     } catch (error) {
       if (!(error instanceof StaleConnection)) throw error;
+      if (!IDEMPOTENT.has(request.method)) throw error.error;
       return this.#send(request).catch((again: unknown) => {
         throw again instanceof StaleConnection ? again.error : again;
       });
