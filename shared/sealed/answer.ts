@@ -6,5 +6,10 @@ import { sealWith, type RecipientAgreement } from './jwe.js';
  * agreement was made when the credential was opened (which also proved the key usable).
  */
 export function sealAnswer(json: unknown, responseKey: RecipientAgreement): string {
-  return sealWith(responseKey, Buffer.from(JSON.stringify(json)), { cty: 'json' });
+  try {
+    return sealWith(responseKey, Buffer.from(JSON.stringify(json)), { cty: 'json' });
+  } finally {
+    // One answer per request: its key encryption key is not needed again.
+    responseKey.kek.fill(0);
+  }
 }

@@ -67,13 +67,16 @@ export function openSealedCredential(
   if (typeof htm !== 'string' || typeof htu !== 'string') throw malformed('"htm" and "htu" must be strings');
   if (typeof iat !== 'number' || !Number.isSafeInteger(iat)) throw malformed('"iat" must be an integer (unix seconds)');
   if (typeof jti !== 'string' || !/^[A-Za-z0-9_-]{16,128}$/.test(jti)) throw malformed('"jti" must be 16 to 128 base64url characters');
-  const key = agreeWithResponseKey(responseJwk(responseKey));
+  const jwk = responseJwk(responseKey);
   if (htm !== request.method || htu !== request.target) {
     throw new KmsError('UNAUTHORIZED', 'this sealed credential was made for another request (its htm and htu must be this method, path and query)');
   }
   if (Math.abs(now / 1000 - iat) > SEALED_CREDENTIAL_SKEW_SECONDS) {
     throw new KmsError('UNAUTHORIZED', `this sealed credential is stale: its iat must be within ${SEALED_CREDENTIAL_SKEW_SECONDS} s of the server's clock`);
   }
+  // The key agreement after the cheap checks, still before the one-time id is spent and before
+  // the route runs: a response key no answer can be sealed to is refused first.
+  const key = agreeWithResponseKey(jwk);
   replay.admit(jti, (iat + SEALED_CREDENTIAL_SKEW_SECONDS) * 1000 + 1000, now);
   return { user, token: validateToken(token), responseKey: key };
 }
