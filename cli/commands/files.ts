@@ -105,8 +105,11 @@ export function addFileCommands(program: Command): void {
       const primaryKey = options.primaryKey;
       if (primaryKey === undefined) throw new UsageError('--format bigdl needs --primary-key');
       // The file is authenticated whole before any plaintext comes out: the bar follows the output.
-      // A path is opened by decryptBigdl itself: it reads the file twice, by position.
-      const plain = await decryptBigdl(path === '-' ? process.stdin : path, async (header) => {
+      // A path is opened by decryptBigdl itself: it reads the file twice, by position. To standard
+      // output, where nothing can be taken back, the file is spooled to a private copy first, so a
+      // change between the two passes cannot reach the output before the last check refuses it.
+      const input = path === '-' ? process.stdin : options.out === '-' ? createReadStream(path) : path;
+      const plain = await decryptBigdl(input, async (header) => {
         const dataKey = options.dataKey ?? header.dataKeyName;
         if (dataKey === undefined) throw new UsageError('this BigDL file does not name its data key: give --data-key');
         return (await client.getDataKey(primaryKey, dataKey)).key;
