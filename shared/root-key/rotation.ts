@@ -261,8 +261,10 @@ export class RootKeyRotation {
         continue;
       }
       const journal = parseJournal(existing.body);
-      if (journal?.to === to && typeof journal.ranges === 'number' && journal.ranges >= 1 && journal.ranges <= MAX_RANGES)
-        return { ...journal, ranges: journal.ranges };
+      // From storage: a range count that is not a whole number in bounds is an earlier rotation's or
+      // garbage, replaced below, never used to index ranges.
+      const count = journal?.ranges;
+      if (journal?.to === to && typeof count === 'number' && Number.isInteger(count) && count >= 1 && count <= MAX_RANGES) return { ...journal, ranges: count };
       if (journal !== undefined) log.warn('rotation', `replacing the journal of an earlier rotation (to ${journal.to ?? 'unknown'}); rewrapping under ${to}`);
       if (await this.store.replace(key, encodeRecord(fresh), existing.etag)) {
         // The earlier rotation's range leases are garbage now (its keys are rewrapped to `to` anyway).
