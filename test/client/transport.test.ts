@@ -169,6 +169,34 @@ describe('HTTP behaviour', () => {
     expect(connections).toBe(2);
   });
 
+  it('never sends a POST again after a reset: the server may already have acted on it', async () => {
+    // As above, but the request the reused connection drops is a POST: it may have reached the
+    // server, so the client reports the failure instead of creating the key a second time.
+    let connections = 0;
+    let posts = 0;
+    const server = createNetServer((socket) => {
+      const connection = ++connections;
+      let requests = 0;
+      socket.on('data', (chunk: Buffer) => {
+        const text = chunk.toString('latin1');
+        posts += text.split('\r\n').filter((line) => line.startsWith('POST ')).length;
+        for (let i = text.split('\r\n\r\n').length - 1; i > 0; i--) {
+          if (connection === 1 && ++requests > 1) return void socket.destroy();
+          const body = JSON.stringify(statusJson);
+          socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: keep-alive\r\n\r\n${body}`);
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    servers.push({ close: () => new Promise<void>((resolve) => server.close(() => resolve())) });
+    const client = new KmsClient({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, user: 'alice', token: 'a-token', retries: 0 });
+    expect(await client.sealStatus()).toMatchObject({ rootKeyId: 'r1' });
+    expect((await failure(client.createDataKey('pk', 'dk'))).code).toBe('UNREACHABLE');
+    client.close();
+    expect(posts).toBe(1);
+    expect(connections).toBe(1);
+  });
+
   it('refuses a missing argument or credential before sending anything', async () => {
     const server = await start((_req, res) => json(res, 200, {}));
     const client = new KmsClient({ url: server.url, user: 'alice' });
