@@ -10,13 +10,12 @@ import type { Command } from 'commander';
 import { clientFor, globals, userOf } from '../config.js';
 import { Refused, UsageError } from '../errors.js';
 import { decryptBigdl, encryptBigdl } from '../formats/bigdl.js';
+import { peekFile, peekStream, type FileFormat } from '../formats/detect.js';
 import { boundStreamGarbage } from '../formats/memory.js';
 import { writeOutput } from '../formats/output.js';
 import { DEFAULT_CHUNK_SIZE, decryptStream, encryptStream } from '../formats/stream.js';
 import { print } from '../io.js';
 import { progressFor } from '../progress.js';
-
-type Format = 'tee-kms' | 'bigdl';
 
 interface FileOptions {
   readonly primaryKey?: string;
@@ -25,7 +24,7 @@ interface FileOptions {
   readonly format: string;
 }
 
-function formatOf(value: string): Format {
+function formatOf(value: string): FileFormat {
   if (value !== 'tee-kms' && value !== 'bigdl') throw new UsageError(`--format must be tee-kms or bigdl, not ${value}`);
   return value;
 }
@@ -51,9 +50,9 @@ function streamOf(path: string): Readable {
   return path === '-' ? process.stdin : createReadStream(path, { highWaterMark: READ_BYTES });
 }
 
-function done(command: Command, action: string, options: FileOptions, format: Format): void {
-  if (options.out === '-') return;
-  print(globals(command).json === true, { [action]: true, format, file: options.out }, `${action} (${format}) to ${options.out}`);
+function printDone(command: Command, action: string, out: string, format: FileFormat): void {
+  if (out === '-') return;
+  print(globals(command).json === true, { [action]: true, format, file: out }, `${action} (${format}) to ${out}`);
 }
 
 export function addFileCommands(program: Command): void {
@@ -76,45 +75,56 @@ export function addFileCommands(program: Command): void {
           ? encryptBigdl(key, options.dataKey)
           : encryptStream(Buffer.from(key, 'base64'), { user, primaryKey: options.primaryKey, dataKey: options.dataKey });
       await writeOutput(options.out, streamOf(path), [...progressFor(size, 'encrypting'), cipher]);
-      done(command, 'encrypted', options, format);
+      printDone(command, 'encrypted', options.out, format);
     });
 
   program
     .command('decrypt <in>')
-    .description('decrypt a file (- for standard input); a tee-kms file names its keys, a BigDL file needs --primary-key')
+    .description('decrypt a file (- for standard input) in the format it is in; a tee-kms file names its keys, a BigDL file needs --primary-key')
     .requiredOption('-o, --out <out>', 'the decrypted file (new; - for standard output)')
-    .option('--format <format>', 'tee-kms (the default) or bigdl', 'tee-kms')
+    .option('--format <format>', 'tee-kms or bigdl: refuse a file in the other format (default: the one the file is in, from its first bytes)')
     .option('--primary-key <pk>', 'bigdl: the primary key of the data key')
     .option('--data-key <dk>', 'bigdl: the data key (default: the name in the file, BigDL 2.3+)')
-    .action(async (path: string, options: FileOptions, command: Command) => {
-      const format = formatOf(options.format);
+    .action(async (path: string, options: Omit<FileOptions, 'format'> & { format?: string }, command: Command) => {
+      const asked = options.format === undefined ? undefined : formatOf(options.format);
       const client = clientFor(command);
       const size = await sizeOf(path);
+      const { format: found, stream: stdin } = path === '-' ? await peekStream(process.stdin) : { format: await peekFile(path), stream: process.stdin };
+      const format = checkedFormat(path, found, asked);
+      const done = () => printDone(command, 'decrypted', options.out, format);
       boundStreamGarbage();
       if (format === 'tee-kms') {
         if (options.primaryKey !== undefined || options.dataKey !== undefined)
-          throw new UsageError('a tee-kms file names its keys: --primary-key and --data-key are for --format bigdl');
+          throw new UsageError('a tee-kms file names its keys: --primary-key and --data-key are for BigDL files');
         const user = userOf(command);
         const plain = decryptStream(async (names) => {
           if (names.user !== user) throw new Refused(`the file is under a key of user ${names.user}, not ${user}`);
           return Buffer.from((await client.getDataKey(names.primaryKey, names.dataKey)).key, 'base64');
         });
-        await writeOutput(options.out, streamOf(path), [...progressFor(size, 'decrypting'), plain]);
-        return done(command, 'decrypted', options, format);
+        await writeOutput(options.out, path === '-' ? stdin : streamOf(path), [...progressFor(size, 'decrypting'), plain]);
+        return done();
       }
       const primaryKey = options.primaryKey;
-      if (primaryKey === undefined) throw new UsageError('--format bigdl needs --primary-key');
+      if (primaryKey === undefined) throw new UsageError('a BigDL file needs --primary-key');
       // The file is authenticated whole before any plaintext comes out: the bar follows the output.
       // A path is opened by decryptBigdl itself: it reads the file twice, by position. To standard
       // output, where nothing can be taken back, the file is spooled to a private copy first, so a
       // change between the two passes cannot reach the output before the last check refuses it.
-      const input = path === '-' ? process.stdin : options.out === '-' ? createReadStream(path) : path;
+      const input = path === '-' ? stdin : options.out === '-' ? createReadStream(path) : path;
       const plain = await decryptBigdl(input, async (header) => {
         const dataKey = options.dataKey ?? header.dataKeyName;
         if (dataKey === undefined) throw new UsageError('this BigDL file does not name its data key: give --data-key');
         return (await client.getDataKey(primaryKey, dataKey)).key;
       });
       await writeOutput(options.out, plain, progressFor(size, 'decrypting'));
-      done(command, 'decrypted', options, format);
+      done();
     });
+}
+
+/** The format found in the input, which must be the one asked for, if any. */
+function checkedFormat(path: string, found: FileFormat | undefined, asked: FileFormat | undefined): FileFormat {
+  const input = path === '-' ? 'standard input' : path;
+  if (found === undefined) throw new UsageError(`${input} is neither a tee-kms nor a BigDL encrypted file`);
+  if (asked !== undefined && asked !== found) throw new UsageError(`${input} is a ${found} file, not ${asked}: nothing was decrypted`);
+  return found;
 }

@@ -181,9 +181,45 @@ describe('tee-kms against npm start', () => {
     expect(opened.status, opened.stderr).toBe(0);
     expect((await readFile(back)).equals(data)).toBe(true);
     expect(run(['decrypt', '--format', 'bigdl', bigdl, '-o', join(tmp, 'x')], { env: withToken }).status).toBe(2);
-    const asStream = run(['decrypt', bigdl, '-o', join(tmp, 'y')], { env: withToken });
-    expect(asStream.status).toBe(2);
-    expect(await readdir(tmp)).not.toContain('y');
+  });
+
+  it('decrypt without --format reads the format from the file, from a path or standard input, and refuses any other file', async () => {
+    const data = randomBytes(70_000);
+    const plain = join(tmp, 'detect.in');
+    await writeFile(plain, data);
+    const [teeKms, bigdl] = [join(tmp, 'detect.kms'), join(tmp, 'detect.bigdl')];
+    expect(run(['encrypt', '--primary-key', 'pk1', '--data-key', 'dk1', plain, '-o', teeKms], { env: withToken }).status).toBe(0);
+    expect(run(['encrypt', '--format', 'bigdl', '--primary-key', 'pk1', '--data-key', 'dk1', plain, '-o', bigdl], { env: withToken }).status).toBe(0);
+
+    const fromPath = run(['--json', 'decrypt', '--primary-key', 'pk1', bigdl, '-o', join(tmp, 'detect.bigdl.out')], { env: withToken });
+    expect(fromPath.status, fromPath.stderr).toBe(0);
+    expect(fromPath.json()).toMatchObject({ decrypted: true, format: 'bigdl' });
+    expect((await readFile(join(tmp, 'detect.bigdl.out'))).equals(data)).toBe(true);
+    const fromStdin = runBytes(['decrypt', '--primary-key', 'pk1', '-', '-o', '-'], await readFile(bigdl));
+    expect(fromStdin.status, fromStdin.stderr).toBe(0);
+    expect(fromStdin.stdout.equals(data)).toBe(true);
+    const teeKmsFromStdin = runBytes(['decrypt', '-', '-o', '-'], await readFile(teeKms));
+    expect(teeKmsFromStdin.status, teeKmsFromStdin.stderr).toBe(0);
+    expect(teeKmsFromStdin.stdout.equals(data)).toBe(true);
+
+    // Exit 2 and no output file: a BigDL file without its primary key, either format where the
+    // other is asked for, keys named for a tee-kms file, and a file in neither format.
+    const refusals: Array<[string[], RegExp]> = [
+      [['decrypt', bigdl], /^tee-kms: a BigDL file needs --primary-key\n$/],
+      [['decrypt', '--format', 'tee-kms', bigdl], /^tee-kms: .*detect\.bigdl is a bigdl file, not tee-kms: nothing was decrypted\n$/],
+      [['decrypt', '--format', 'bigdl', '--primary-key', 'pk1', teeKms], /^tee-kms: .*detect\.kms is a tee-kms file, not bigdl: nothing was decrypted\n$/],
+      [['decrypt', '--primary-key', 'pk1', teeKms], /^tee-kms: a tee-kms file names its keys: --primary-key and --data-key are for BigDL files\n$/],
+      [['decrypt', plain], /^tee-kms: .*detect\.in is neither a tee-kms nor a BigDL encrypted file\n$/],
+    ];
+    for (const [args, message] of refusals) {
+      const refused = run([...args, '-o', join(tmp, 'detect.refused')], { env: withToken });
+      expect({ args, status: refused.status, stdout: refused.stdout }).toEqual({ args, status: 2, stdout: '' });
+      expect(refused.stderr).toMatch(message);
+      expect(await readdir(tmp)).not.toContain('detect.refused');
+    }
+    const plainFromStdin = runBytes(['decrypt', '-', '-o', '-'], data);
+    expect({ status: plainFromStdin.status, stdout: plainFromStdin.stdout.length }).toEqual({ status: 2, stdout: 0 });
+    expect(plainFromStdin.stderr).toBe('tee-kms: standard input is neither a tee-kms nor a BigDL encrypted file\n');
   });
 
   it.skipIf(!hasScript)('a progress bar on a terminal for a large input', () => {
