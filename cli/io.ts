@@ -32,16 +32,16 @@ export async function writeSecretFile(path: string, content: string, mode = 0o60
  * one that other users can enter is said (`warn`), as what is written there is then theirs to list.
  */
 export async function secretDirectory(path: string, warn: (message: string) => void = say): Promise<void> {
-  let mode: number;
+  let open: boolean;
   try {
     const made = await mkdir(path, { recursive: true, mode: 0o700 });
     const info = await stat(path);
     if (!info.isDirectory()) throw new Error();
-    mode = made === undefined ? info.mode : 0o700;
+    open = made === undefined && (info.mode & 0o077) !== 0;
   } catch {
     throw new Refused(`cannot use ${path} as a directory`);
   }
-  if ((mode & 0o077) !== 0) warn(`${path} is open to other users: keep secret files in a directory only you can read`);
+  if (open) warn(`${path} is open to other users: keep secret files in a directory only you can read`);
 }
 
 /**

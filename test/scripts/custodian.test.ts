@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -102,6 +102,21 @@ describe('custodian keygen', () => {
     expect(result.status).toBe(0);
     expect(existsSync(join(cwd, 'keys', 'custodian-key.json'))).toBe(true);
     expect(existsSync(join(repo, 'keys'))).toBe(false);
+  });
+
+  it('warns of an existing directory other users can enter, and refuses a path that is no directory', async () => {
+    const open = join(tmp, 'open-dir');
+    await mkdir(open, { mode: 0o755 });
+    await chmod(open, 0o755);
+    const warned = run('keygen', open);
+    expect(warned.status).toBe(0);
+    expect(warned.stderr).toMatch(/^custodian: .*open-dir is open to other users: keep secret files in a directory only you can read\n/);
+    expect((await stat(join(open, 'custodian-key.json'))).mode & 0o777).toBe(0o600);
+
+    const notDir = await file('a file');
+    const refused = run('keygen', notDir);
+    expect({ status: refused.status, stdout: refused.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(refused.stderr).toBe(`custodian: refused: cannot use ${notDir} as a directory\n`);
   });
 
   it('refuses to overwrite either file, and changes neither', async () => {
