@@ -15,6 +15,7 @@ export default defineConfig({
       'test/shared/config.test.ts',
       'test/shared/crypto/*.test.ts',
       'test/shared/fs/*.test.ts',
+      'test/cli/formats/detect.test.ts',
       'test/shared/custody/*.test.ts',
       'test/shared/http/*.test.ts',
       'test/shared/kbs/protocol.test.ts',
