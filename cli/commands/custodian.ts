@@ -1,9 +1,8 @@
 /** `custodian keygen|decrypt`: the custodians' side of rotate with --custodians (docs/custodians.md). */
 import type { Command } from 'commander';
-import { globals } from '../config.js';
 import { decryptTo, type DecryptOutput } from '../custodian/decrypt.js';
 import { keygen } from '../custodian/keygen.js';
-import { print, say } from '../io.js';
+import { say } from '../io.js';
 
 export function addCustodianCommands(program: Command): void {
   const custodian = program.command('custodian').description("a custodian's key pair, and opening a share encrypted to it");
@@ -18,9 +17,8 @@ export function addCustodianCommands(program: Command): void {
     .description('open a share encrypted to your key (a JWE or {"index","content"}, a file holding it, or - for stdin)')
     .option('-o, --out <file>', 'write the share to this new file (0600, never overwritten) instead of standard output')
     .option('--print-shares', 'print the share even when standard output is a terminal')
-    .action(async (keyFile: string, share: string, options: DecryptOutput, command: Command) => {
-      const opened = await decryptTo(keyFile, share, options);
-      if (!('file' in opened)) return void process.stdout.write(`${JSON.stringify(opened)}\n`);
-      print(globals(command).json === true, opened, `share ${opened.index} written to ${opened.file}`);
+    .action(async (keyFile: string, share: string, options: DecryptOutput) => {
+      // JSON whatever --json says, as keygen's: the result is the share object, or where it went.
+      process.stdout.write(`${JSON.stringify(await decryptTo(keyFile, share, options))}\n`);
     });
 }

@@ -22,12 +22,12 @@ export interface DecryptOutput {
 
 /** The share for standard output, or, with `out`, its index and the file it was written to. */
 export async function decryptTo(keyFile: string, shareArg: string, output: DecryptOutput): Promise<Share | { index: number; file: string }> {
-  const toStdout = output.out === undefined || output.out === '-';
-  if (toStdout) refuseTerminal('the share', '-o <file>', output.printShares);
+  const file = output.out === '-' ? undefined : output.out;
+  if (file === undefined) refuseTerminal('the share', '-o <file>', output.printShares);
   const share = await decrypt(keyFile, shareArg);
-  if (toStdout) return share;
-  await writeSecretFile(output.out!, `${JSON.stringify(share)}\n`);
-  return { index: share.index, file: output.out! };
+  if (file === undefined) return share;
+  await writeSecretFile(file, `${JSON.stringify(share)}\n`);
+  return { index: share.index, file };
 }
 
 /**

@@ -323,7 +323,7 @@ describe('tee-kms against npm start', () => {
     }
     // -o: a new 0600 file instead of standard output, never over an existing one.
     const viaFile = join(tmp, 'share-via-o.json');
-    const written = run(['--json', 'custodian', 'decrypt', join(tmp, 'custodian-0/custodian-key.json'), files[0]!, '-o', viaFile]);
+    const written = run(['custodian', 'decrypt', join(tmp, 'custodian-0/custodian-key.json'), files[0]!, '-o', viaFile]);
     expect(written.status, written.stderr).toBe(0);
     expect(written.json()).toEqual({ index: opened[0]!.share.index, file: viaFile });
     expect(await readFile(viaFile, 'utf8')).toBe(`${JSON.stringify(opened[0]!.share)}\n`);
