@@ -52,3 +52,19 @@ export function sealedJwe(header: string | undefined): string | undefined {
 }
 
 const SEALED = /^[ \t]*sealed +(\S+)[ \t]*$/i;
+
+/**
+ * The values of a route's sealed headers that its answer carries, as the protected header
+ * parameters of a sealed answer: `x-kms-root-key-id: …` becomes `"kms-root-key-id": "…"`.
+ */
+export function authenticatedHeaders(
+  headers: Readonly<Record<string, string>> | undefined,
+  names: readonly `x-kms-${string}`[],
+): Record<`kms-${string}`, string> {
+  const parameters: Record<`kms-${string}`, string> = {};
+  for (const name of names) {
+    const value = headers?.[name];
+    if (value !== undefined) parameters[name.slice('x-'.length) as `kms-${string}`] = value;
+  }
+  return parameters;
+}

@@ -88,6 +88,39 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     }
   });
 
+  it('a sealed rotate answer carries its X-KMS-* values in the protected header, which the ingress cannot change', async () => {
+    const attested = await attest((path) => viaProxy(path));
+    const request = await seal(attested, { method: 'GET', target: '/rootKey/rotate', token: ADMIN_TOKEN });
+    const answer = await viaProxy('/rootKey/rotate', { headers: { authorization: request.authorization, accept: 'application/json' } });
+    expect(answer.status).toBe(200);
+    const { json, protectedHeader } = await request.openWithHeader(answer.body);
+    expect(json).toHaveLength(5);
+    const status = JSON.parse((await viaProxy('/rootKey/status')).body) as { pendingRootKeyId: string };
+    expect(protectedHeader).toMatchObject({
+      'kms-root-key-id': status.pendingRootKeyId,
+      'kms-root-key-state': 'pending-verification',
+      'kms-shares-encrypted': 'no',
+    });
+    // The headers outside say the same, for plain clients.
+    for (const name of ['kms-root-key-id', 'kms-root-key-state', 'kms-shares-encrypted']) expect(answer.headers[`x-${name}`]).toBe(protectedHeader[name]);
+
+    // An ingress that turns "pending-verification" into "current" in the protected header breaks the
+    // answer: AES-GCM authenticates the header as it was sealed.
+    const [header, ...rest] = answer.body.split('.');
+    const forged = Buffer.from(
+      JSON.stringify({ ...(JSON.parse(Buffer.from(header!, 'base64url').toString()) as object), 'kms-root-key-state': 'current' }),
+    ).toString('base64url');
+    await expect(request.open([forged, ...rest].join('.'))).rejects.toThrow();
+
+    // An error answer (a wrong admin token) carries no such values.
+    const wrong = await seal(attested, { method: 'GET', target: '/rootKey/rotate', token: 'not-the-admin-token' });
+    const refused = await viaProxy('/rootKey/rotate', { headers: { authorization: wrong.authorization, accept: 'application/json' } });
+    expect(refused.status).toBe(401);
+    const opened = await wrong.openWithHeader(refused.body);
+    expect(opened.json).toMatchObject({ error: { code: 'UNAUTHORIZED' } });
+    expect(Object.keys(opened.protectedHeader).filter((name) => name.startsWith('kms-'))).toEqual([]);
+  });
+
   it('a captured sealed request replayed through the proxy is refused and changes nothing', async () => {
     const attested = await attest((path) => viaProxy(path));
     const request = await seal(attested, { method: 'POST', target: '/primaryKey/once', token: USER_TOKEN, user: 'alice' });

@@ -38,6 +38,8 @@ export interface SealedRequest {
   readonly authorization: string;
   /** Opens the answer (a compact JWE to this request's response key). */
   open(body: string): Promise<unknown>;
+  /** Opens the answer, and gives its protected header too (authenticated with it). */
+  openWithHeader(body: string): Promise<{ json: unknown; protectedHeader: Record<string, unknown> }>;
 }
 
 export interface SealOptions {
@@ -76,8 +78,13 @@ export async function seal(attested: Attested, options: SealOptions): Promise<Se
   return {
     authorization: `Sealed ${jwe}`,
     async open(body) {
-      const { plaintext } = await compactDecrypt(body, response.privateKey);
-      return JSON.parse(new TextDecoder().decode(plaintext)) as unknown;
+      return (await openWithHeader(body)).json;
     },
+    openWithHeader,
   };
+
+  async function openWithHeader(body: string): Promise<{ json: unknown; protectedHeader: Record<string, unknown> }> {
+    const { plaintext, protectedHeader } = await compactDecrypt(body, response.privateKey);
+    return { json: JSON.parse(new TextDecoder().decode(plaintext)) as unknown, protectedHeader: { ...protectedHeader } };
+  }
 }
