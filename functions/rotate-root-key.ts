@@ -22,6 +22,8 @@ export const rotateRootKeyRoute = defineRoute({
   name: 'rotateRootKey',
   methods: ['GET', 'POST'],
   path: '/rootKey/rotate',
+  // What an operator acts on (a pending key must be verified): authenticated in a sealed answer.
+  sealedHeaders: ['x-kms-root-key-id', 'x-kms-root-key-state', 'x-kms-shares-encrypted'],
   async handle(request, ctx) {
     const runtime = await ctx.runtime();
     const { sealer, rotation } = lifecycleOf(runtime);
