@@ -136,7 +136,13 @@ async function verified(verify: () => Promise<{ claims: Record<string, unknown> 
 /** One sealed request: the Authorization header, and the key its answer is opened with. */
 export interface Sealed {
   readonly authorization: string;
-  open(jwe: string): Promise<unknown>;
+  open(jwe: string): Promise<OpenedAnswer>;
+}
+
+/** A sealed answer opened: its JSON, and the `kms-…` values of its protected header (authenticated with it). */
+export interface OpenedAnswer {
+  readonly json: unknown;
+  readonly authenticated: Readonly<Record<string, string>>;
 }
 
 export interface Claims {
@@ -167,13 +173,24 @@ export async function seal(attestation: Attestation, claims: Claims): Promise<Se
   return { authorization: `Sealed ${jwe}`, open: (body) => openAnswer(body, response.privateKey) };
 }
 
-async function openAnswer(jwe: string, privateKey: KeyObject): Promise<unknown> {
+async function openAnswer(jwe: string, privateKey: KeyObject): Promise<OpenedAnswer> {
+  let opened;
   try {
-    const { plaintext } = await compactDecrypt(jwe.trim(), privateKey, { keyManagementAlgorithms: KEY_ALGORITHMS, contentEncryptionAlgorithms: ['A256GCM'] });
-    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(plaintext));
+    const { plaintext, protectedHeader } = await compactDecrypt(jwe.trim(), privateKey, {
+      keyManagementAlgorithms: KEY_ALGORITHMS,
+      contentEncryptionAlgorithms: ['A256GCM'],
+    });
+    opened = { json: JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(plaintext)) as unknown, protectedHeader };
   } catch {
     throw new KmsError('PROTOCOL', "the sealed answer could not be opened with this request's response key");
   }
+  const authenticated: Record<string, string> = {};
+  for (const [name, value] of Object.entries(opened.protectedHeader)) {
+    if (!name.startsWith('kms-')) continue;
+    if (typeof value !== 'string') throw new KmsError('PROTOCOL', `the sealed answer's ${name} is not a string`);
+    authenticated[name] = value;
+  }
+  return { json: opened.json, authenticated };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -5,10 +5,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { compactDecrypt, exportJWK, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KmsClient } from '../../client/index.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { freePort, httpCall, startFunctionsFramework, startLeanHost, startServer, type ServerProcess } from '../support/processes.js';
-import { encodings, recordingProxy, type RecordingProxy } from '../support/recording-proxy.js';
+import { encodings, leaked, recordingProxy, type RecordingProxy } from '../support/recording-proxy.js';
+import { failure } from '../support/kms-error.js';
 import { attest, seal, type Attested } from '../support/sealed-client.js';
 
 const ADMIN_TOKEN = `admin-${randomBytes(12).toString('hex')}`;
@@ -129,6 +132,57 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     const replay = await send();
     expect(replay.status).toBe(401);
     expect(JSON.parse(replay.body).error.code).toBe('UNAUTHORIZED');
+  });
+});
+
+describe('KMS_REQUIRE_SEALED: the first rotate, which cannot be sealed, must name custodians', () => {
+  let dataDir: string;
+  let kms: ServerProcess;
+  let proxy: RecordingProxy;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-sealed-init-'));
+    const port = await freePort();
+    kms = await startServer({
+      command: 'npm',
+      args: ['start', '--silent'],
+      env: { PORT: String(port), KMS_DATA_DIR: dataDir, KMS_TLS: 'off', KMS_ADMIN_TOKEN: ADMIN_TOKEN, KMS_REQUIRE_SEALED: 'true' },
+      url: `http://127.0.0.1:${port}`,
+    });
+    proxy = await recordingProxy(port);
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await kms?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('a rotate in the clear without custodians is refused with 400 and leaves the KMS uninitialized', async () => {
+    const status = () => httpCall(`${proxy.url}/rootKey/status`).then((answer) => JSON.parse(answer.body) as { initialized: boolean; sealed: boolean });
+    for (const options of [{}, { method: 'POST' }, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '' }]) {
+      const answer = await httpCall(`${proxy.url}/rootKey/rotate`, { ...options, headers: { ...options.headers, accept: 'application/json' } });
+      expect(answer.status).toBe(400);
+      const { error } = JSON.parse(answer.body) as { error: { code: string; message: string } };
+      expect(error.code).toBe('BAD_REQUEST');
+      expect(error.message).toContain('KMS_REQUIRE_SEALED');
+      expect(error.message).toContain('{"custodians": [JWK, …]} or KMS_CUSTODIAN_KEYS_FILE');
+      expect(await status()).toMatchObject({ initialized: false, sealed: true });
+    }
+    // The project's client, told to let plaintext shares through, is refused by the server all the same.
+    const client = new KmsClient({ url: proxy.url, attest: { allowDevelopment: true }, retries: 0 });
+    expect(await failure(client.rotate({ allowPlaintextShares: true }))).toMatchObject({ code: 'BAD_REQUEST', status: 400 });
+    expect(await status()).toMatchObject({ initialized: false });
+
+    // With the custodians' keys it initializes; no share crosses the proxy in plaintext.
+    const custodians = await Promise.all(Array.from({ length: 5 }, () => generateKeyPair('ECDH-ES+A256KW', { crv: 'P-256' })));
+    const rotation = await client.rotate({ custodians: await Promise.all(custodians.map(({ publicKey }) => exportJWK(publicKey))) });
+    expect(rotation).toMatchObject({ state: 'current', sharesEncrypted: true });
+    expect(await status()).toMatchObject({ initialized: true, sealed: false });
+    const plaintext = await Promise.all(
+      rotation.shares.map(async ({ content }, i) => Buffer.from((await compactDecrypt(content, custodians[i]!.privateKey)).plaintext)),
+    );
+    expect(leaked(proxy.capture(), plaintext)).toEqual([]);
+    client.close();
   });
 });
 
