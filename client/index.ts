@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { freshNonce, seal, sealSharesToRecoveryKey, verifyAttestation, type AttestOptions, type Sealed } from './attested.js';
+import { freshNonce, keyReuseSeconds, seal, sealSharesToRecoveryKey, verifyAttestation, type AttestOptions, type Sealed } from './attested.js';
 import { KmsError, type KmsErrorCode } from './errors.js';
 import { Transport, type HttpResponse } from './transport.js';
 import type {
@@ -109,6 +109,7 @@ export class KmsClient {
     if (!Number.isSafeInteger(retries) || retries < 0) throw new KmsError('CONFIG', 'retries must be a non-negative integer');
     if (options.attest !== undefined && options.credentials === 'query')
       throw new KmsError('CONFIG', 'attested mode seals credentials: credentials "query" does not apply');
+    if (options.attest !== undefined) keyReuseSeconds(options.attest);
     this.#shared = {
       transport: new Transport({
         url,
@@ -317,12 +318,16 @@ export class KmsClient {
     const search = query.size === 0 ? '' : `?${query.toString()}`;
     const target = `${call.path}${search}`;
     if (token !== undefined && this.#sealing(call)) {
-      sealed = await seal(await this.#pinned(), {
-        ...(user === undefined ? {} : { user }),
-        token,
-        method: call.method,
-        target: `${this.#shared.base}${target}`,
-      });
+      sealed = await seal(
+        await this.#pinned(),
+        {
+          ...(user === undefined ? {} : { user }),
+          token,
+          method: call.method,
+          target: `${this.#shared.base}${target}`,
+        },
+        keyReuseSeconds(this.#options.attest!),
+      );
       headers.authorization = sealed.authorization;
     } else if (token !== undefined && this.#options.credentials !== 'query') {
       headers.authorization = `Bearer ${token}`;

@@ -12,7 +12,7 @@ import type { Share } from '../../shared/sealer-client/protocol.js';
 import { freePort, httpCall, startFunctionsFramework, startLeanHost, startServer, type ServerProcess } from '../support/processes.js';
 import { encodings, leaked, recordingProxy, type RecordingProxy } from '../support/recording-proxy.js';
 import { failure } from '../support/kms-error.js';
-import { attest, seal, type Attested } from '../support/sealed-client.js';
+import { attest, seal, type Attested, type SealedRequest } from '../support/sealed-client.js';
 
 const ADMIN_TOKEN = `admin-${randomBytes(12).toString('hex')}`;
 const USER_TOKEN = `user-${randomBytes(12).toString('hex')}`;
@@ -89,6 +89,38 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     for (const secret of [USER_TOKEN, ADMIN_TOKEN, Buffer.from(dataKey, 'base64')]) {
       for (const encoded of encodings(secret)) expect(capture.includes(encoded), 'a secret crossed the proxy').toBe(false);
     }
+  });
+
+  it('keys agreed under one service key are never used under the next: a rotation drops them', async () => {
+    const epk = (await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519', extractable: true })).privateKey;
+    const reusing = (attested: Attested, method: string, target: string, token: string, kid?: string) =>
+      seal(attested, { method, target, token, ...(target.startsWith('/rootKey') ? {} : { user: 'alice' }), epk, ...(kid === undefined ? {} : { kid }) });
+    const call = async (request: SealedRequest, method: string, target: string, body?: string) => {
+      const answer = await viaProxy(target, {
+        method,
+        headers: { authorization: request.authorization, accept: 'application/json', ...(body ? { 'content-type': 'application/json' } : {}) },
+        ...(body ? { body } : {}),
+      });
+      return { answer, json: answer.headers['content-type'] === 'application/jose' ? await request.open(answer.body) : JSON.parse(answer.body) };
+    };
+    const read = '/dataKey/dk1?primaryKeyName=pk1';
+    const old = await attest((path) => viaProxy(path));
+    expect((await call(await reusing(old, 'GET', read, USER_TOKEN), 'GET', read)).answer.status).toBe(200); // epk agreed and cached
+
+    const rotated = await call(await reusing(old, 'GET', '/rootKey/rotate', ADMIN_TOKEN), 'GET', '/rootKey/rotate');
+    expect(rotated.answer.status).toBe(200);
+    const body = JSON.stringify({ shares: (rotated.json as Share[]).slice(0, 3) });
+    expect((await call(await reusing(old, 'POST', '/rootKey/verify', ADMIN_TOKEN), 'POST', '/rootKey/verify', body)).answer.status).toBe(200);
+    const current = await attest((path) => viaProxy(path));
+    expect(current.rootKeyId).not.toBe(old.rootKeyId);
+
+    // Sealed to the old key with the cached epk, but naming the new key: were the old key's cache
+    // consulted, it would open. It must not.
+    const forged = await call(await reusing(old, 'GET', read, USER_TOKEN, current.rootKeyId), 'GET', read);
+    expect(forged.answer.status).toBe(400);
+    expect(forged.json).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+    // The same epk sealed to the new key is agreed with anew, and works.
+    expect((await call(await reusing(current, 'GET', read, USER_TOKEN), 'GET', read)).answer.status).toBe(200);
   });
 
   it('a sealed rotate answer carries its X-KMS-* values in the protected header, which the ingress cannot change', async () => {
