@@ -1,11 +1,10 @@
 /** `status`, `rotate`, `verify`, `recover`: the root key's life (README, "The root key's life"). */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { indexOfShare, readJsonFile, textOrFile } from '../custodian/inputs.js';
+import { readJsonFile, readShareToSend, shareToSend } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
 import { Refused, UsageError } from '../errors.js';
-import { print, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
+import { print, refuseTerminal, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
 import { KmsError, type KmsClient, type RecoveryProgress, type Share } from '../kms.js';
 
 export function addRootKeyCommands(program: Command): void {
@@ -32,12 +31,10 @@ export function addRootKeyCommands(program: Command): void {
       const client = clientFor(command);
       const json = globals(command).json === true;
       // The answer is the shares' only copy: every check that could lose it happens before the call.
-      if (options.outDir === undefined && process.stdout.isTTY === true && options.printShares !== true) {
-        throw new UsageError('the shares would be printed to the terminal: give --out-dir <dir>, redirect standard output, or ask --print-shares');
-      }
+      if (options.outDir === undefined) refuseTerminal('the shares', '--out-dir <dir>', options.printShares);
       if (options.shares !== undefined && options.custodians === undefined) throw new UsageError('--shares goes with --custodians');
       const custodians = options.custodians === undefined ? undefined : await readCustodians(options.custodians);
-      const shares = options.shares === undefined ? undefined : await Promise.all(options.shares.map(readShareFile));
+      const shares = options.shares === undefined ? undefined : await Promise.all(options.shares.map(readShareToSend));
       if (options.outDir !== undefined) await secretDirectory(options.outDir);
       const rotation = await client
         .rotate({
@@ -73,7 +70,7 @@ export function addRootKeyCommands(program: Command): void {
     .description('prove the shares of a pending rotation (admin token): the new root key becomes current')
     .action(async (shareFiles: string[], _options, command: Command) => {
       const client = clientFor(command);
-      const shares = await Promise.all(shareFiles.map(readShareFile));
+      const shares = await Promise.all(shareFiles.map(readShareToSend));
       const result = await client.verify(shares);
       print(globals(command).json === true, result, `shares verified: root key ${String(result['rootKeyId'])} is current`);
     });
@@ -87,7 +84,7 @@ export function addRootKeyCommands(program: Command): void {
       const client = clientFor(command);
       const json = globals(command).json === true;
       if (shareFile !== undefined) {
-        const progress = await client.recover(await readShareFile(shareFile));
+        const progress = await client.recover(await readShareToSend(shareFile));
         return print(json, progress, progressText(progress));
       }
       print(json, await recoverInteractively(client), 'tee-kms is unsealed');
@@ -122,7 +119,7 @@ async function recoverInteractively(client: KmsClient): Promise<RecoveryProgress
       if (line.trim() === '') continue;
       let share: Share;
       try {
-        share = shareFromText(line.trim());
+        share = shareToSend(line.trim(), 'that line');
       } catch (error) {
         say(`${(error as Error).message}; try again`);
         continue;
@@ -144,43 +141,8 @@ async function recoverInteractively(client: KmsClient): Promise<RecoveryProgress
   }
 }
 
-/** A share typed or pasted: `{"index", "content"}`, or its base64 content alone (its index is its last byte). */
-function shareFromText(text: string): Share {
-  if (text.startsWith('{')) {
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch {
-      throw new UsageError('that is not a share object {"index", "content"}');
-    }
-    return shareOf(value, 'the share');
-  }
-  const index = indexOfShare(text);
-  if (index === 0) throw new UsageError('that is not a share: paste {"index", "content"} or the base64 content');
-  return { index, content: text };
-}
-
-function shareOf(value: unknown, what: string): Share {
-  const { index, content } = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
-  if (typeof index !== 'number' || !Number.isInteger(index) || typeof content !== 'string') {
-    throw new UsageError(`${what} is not a share object {"index": n, "content": "…"}`);
-  }
-  return { index, content };
-}
-
-/** A share object from a file, or from standard input for `-` (a share decrypted on the fly stays off disk). */
-async function readShareFile(path: string): Promise<Share> {
-  if (path === '-') return shareFromText((await textOrFile('-', 'share')).trim());
-  return shareOf(await readJsonFile(path, 'share file'), `the share file ${path}`);
-}
-
 async function readCustodians(path: string): Promise<unknown[]> {
-  let value: unknown;
-  try {
-    value = JSON.parse(await readFile(path, 'utf8'));
-  } catch {
-    throw new UsageError(`--custodians ${path} cannot be read as JSON`);
-  }
+  const value = await readJsonFile(path, '--custodians file');
   if (!Array.isArray(value)) throw new UsageError(`--custodians ${path} must hold a JSON array of public JWKs`);
   return value;
 }
