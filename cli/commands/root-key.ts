@@ -5,7 +5,7 @@ import { readJsonFile, readShareToSend, shareToSend } from '../custodian/inputs.
 import { clientFor, globals } from '../config.js';
 import { Refused, UsageError } from '../errors.js';
 import { print, refuseTerminal, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
-import type { KmsClient, RecoveryProgress, Share } from '../kms.js';
+import { KmsError, type KmsClient, type RecoveryProgress, type Share } from '../kms.js';
 
 export function addRootKeyCommands(program: Command): void {
   program
@@ -26,7 +26,8 @@ export function addRootKeyCommands(program: Command): void {
     .option('--shares <files...>', "with --custodians: the threshold of the current root key's share files, to name new custodians")
     .option('--out-dir <dir>', 'write the shares to <dir>/share-1.json… (0600, in custodian order), never overwriting')
     .option('--print-shares', 'print the shares even when standard output is a terminal')
-    .action(async (options: { custodians?: string; shares?: string[]; outDir?: string; printShares?: boolean }, command: Command) => {
+    .option('--allow-plaintext-shares', 'with --attest, let the first rotate (no admin token, in the clear) answer plaintext shares without --custodians')
+    .action(async (options: RotateOptions, command: Command) => {
       const client = clientFor(command);
       const json = globals(command).json === true;
       // The answer is the shares' only copy: every check that could lose it happens before the call.
@@ -35,7 +36,21 @@ export function addRootKeyCommands(program: Command): void {
       const custodians = options.custodians === undefined ? undefined : await readCustodians(options.custodians);
       const shares = options.shares === undefined ? undefined : await Promise.all(options.shares.map(readShareToSend));
       if (options.outDir !== undefined) await secretDirectory(options.outDir);
-      const rotation = await client.rotate({ ...(custodians === undefined ? {} : { custodians }), ...(shares === undefined ? {} : { shares }) });
+      const rotation = await client
+        .rotate({
+          ...(custodians === undefined ? {} : { custodians }),
+          ...(shares === undefined ? {} : { shares }),
+          ...(options.allowPlaintextShares === true ? { allowPlaintextShares: true } : {}),
+        })
+        .catch((error: unknown) => {
+          // The client's refusal, before anything was sent, said in the command line's words.
+          if (error instanceof KmsError && error.code === 'INVALID_ARGUMENT' && error.status === 0 && custodians === undefined) {
+            throw new UsageError(
+              'with --attest and no admin token, rotate initializes the KMS in the clear (no service key exists yet): without --custodians the shares would cross the way in plaintext; give --custodians <file>, or --allow-plaintext-shares where the way is trusted',
+            );
+          }
+          throw error;
+        });
       const next = rotation.state === 'pending-verification' ? 'pending: prove the new shares with `tee-kms verify`' : 'current';
       if (options.outDir === undefined) {
         return print(json, rotation.shares, rotation.shares.map((share) => JSON.stringify(share)).join('\n'));
@@ -74,6 +89,14 @@ export function addRootKeyCommands(program: Command): void {
       }
       print(json, await recoverInteractively(client), 'tee-kms is unsealed');
     });
+}
+
+interface RotateOptions {
+  readonly custodians?: string;
+  readonly shares?: string[];
+  readonly outDir?: string;
+  readonly printShares?: boolean;
+  readonly allowPlaintextShares?: boolean;
 }
 
 function progressText(progress: RecoveryProgress): string {

@@ -80,13 +80,22 @@ describe('tee-kms against npm start', () => {
   const shares: Array<{ index: number; content: string }> = [];
   let key: string;
 
-  it('status, then the first rotate writes one 0600 file per share and prints none', async () => {
+  it('status, then the first rotate writes one 0600 file per share and prints none (attested: on request)', async () => {
     const status = run(['status', '--json']);
     expect(status.status).toBe(0);
     expect(status.json()).toMatchObject({ sealed: true, initialized: false });
 
+    // With --attest the first rotate goes in the clear: without custodians, only on request.
+    const development = join(tmp, 'attest-first-rotate.json');
+    await writeFile(development, JSON.stringify({ allowDevelopment: true }));
+    const refused = run(['--attest', development, 'rotate', '--print-shares']);
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain('--allow-plaintext-shares');
+    expect(refused.stdout).toBe('');
+    expect(run(['status', '--json']).json()).toMatchObject({ initialized: false });
+
     const outDir = join(tmp, 'shares');
-    const rotated = run(['--json', 'rotate', '--out-dir', outDir]);
+    const rotated = run(['--attest', development, '--json', 'rotate', '--allow-plaintext-shares', '--out-dir', outDir]);
     expect(rotated.status, rotated.stderr).toBe(0);
     const { state, files } = rotated.json<{ state: string; files: string[] }>();
     expect(state).toBe('current');
