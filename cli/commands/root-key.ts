@@ -1,7 +1,7 @@
 /** `status`, `rotate`, `verify`, `recover`: the root key's life (README, "The root key's life"). */
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { readJsonFile, readShareToSend, shareToSend } from '../custodian/inputs.js';
+import { readJsonFile, readSharesToSend, readShareToSend, shareToSend } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
 import { Refused, UsageError } from '../errors.js';
 import { print, refuseTerminal, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
@@ -34,7 +34,7 @@ export function addRootKeyCommands(program: Command): void {
       if (options.outDir === undefined) refuseTerminal('the shares', '--out-dir <dir>', options.printShares);
       if (options.shares !== undefined && options.custodians === undefined) throw new UsageError('--shares goes with --custodians');
       const custodians = options.custodians === undefined ? undefined : await readCustodians(options.custodians);
-      const shares = options.shares === undefined ? undefined : await Promise.all(options.shares.map(readShareToSend));
+      const shares = options.shares === undefined ? undefined : await readSharesToSend(options.shares);
       if (options.outDir !== undefined) await secretDirectory(options.outDir);
       const rotation = await client
         .rotate({
@@ -70,7 +70,7 @@ export function addRootKeyCommands(program: Command): void {
     .description('prove the shares of a pending rotation (admin token): the new root key becomes current')
     .action(async (shareFiles: string[], _options, command: Command) => {
       const client = clientFor(command);
-      const shares = await Promise.all(shareFiles.map(readShareToSend));
+      const shares = await readSharesToSend(shareFiles);
       const result = await client.verify(shares);
       print(globals(command).json === true, result, `shares verified: root key ${String(result['rootKeyId'])} is current`);
     });

@@ -167,6 +167,14 @@ export async function readShareToSend(arg: string): Promise<Share> {
   return shareToSend(await readSecretInput(arg, 'share file'), what);
 }
 
+/** Shares to send, each from a file or standard input; standard input holds one share, so `-` once at most. */
+export async function readSharesToSend(args: readonly string[]): Promise<Share[]> {
+  if (args.filter((arg) => arg === '-').length > 1) throw new UsageError('standard input (-) holds one share: give the others as files');
+  const shares: Share[] = [];
+  for (const arg of args) shares.push(await readShareToSend(arg));
+  return shares;
+}
+
 /** A share's x coordinate (its last byte), which is its index; 0 when it is not a share at all. */
 export function indexOfShare(content: string): number {
   const bytes = Buffer.from(content, 'base64');

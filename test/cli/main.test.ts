@@ -457,6 +457,8 @@ describe('tee-kms: usage and transport failures', () => {
     expect(inArgv).toMatchObject({ status: 2, stdout: '' });
     expect(inArgv.stderr).toMatch(/^tee-kms: the share argument names no file and looks like a share: .* or - and the share on standard input\n$/);
     expect(inArgv.stderr).not.toContain(content);
+    const twice = run(['verify', '-', '-'], { env: withAdmin, input: `${content}\n${content}\n` });
+    expect(twice).toMatchObject({ status: 2, stdout: '', stderr: 'tee-kms: standard input (-) holds one share: give the others as files\n' });
   });
 
   it('a token is taken from the environment or a file only: --token is no option', () => {
