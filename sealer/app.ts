@@ -98,6 +98,8 @@ export async function startSealer(
           syncMs: options.syncSeconds * 1000,
           log,
         });
+  // A restarted replica says `starting` (functions ride it out) only while something but shares may unseal it.
+  core.keyMayArrive(() => (peers !== undefined && !peers.noPeerHoldsKey) || auto?.autoUnseal.pending === true);
   const server = createServer(
     { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' },
     sealerHandler({

@@ -69,6 +69,11 @@ export class AutoUnseal {
     await this.#write(key);
   };
 
+  /** Whether it may still unseal: until a KEK is held (then it has tried) or refused. */
+  get pending(): boolean {
+    return !this.#closed && !this.#refused && this.#kek === undefined;
+  }
+
   /** Starts the first attempt; a failed one is retried every retryMs until the KEK is held. */
   start(core: SealerCore): void {
     this.#core = core;

@@ -86,6 +86,8 @@ export class SealerCore {
   #progress: Progress | undefined;
   /** Why the key last held was dropped; undefined: none was held since start (SealStatus.sealedReason). */
   #dropped: 'operator' | 'rotated' | undefined;
+  /** Whether a peer or auto-unseal may still hand it a key (set by app.ts); else only shares can. */
+  #keyMayArrive: () => boolean = () => false;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(store: ObjectStore, options: SealerCoreOptions) {
@@ -150,7 +152,8 @@ export class SealerCore {
       pendingRootKeyId: state?.pending?.id ?? null,
       integrityAlarm: this.#alarm ?? null,
       source: 'shares',
-      sealedReason: this.#key !== undefined ? null : state === undefined ? 'uninitialized' : (this.#dropped ?? 'starting'),
+      sealedReason:
+        this.#key !== undefined ? null : state === undefined ? 'uninitialized' : (this.#dropped ?? (this.#keyMayArrive() ? 'starting' : 'restarted')),
     };
   }
 
@@ -185,6 +188,11 @@ export class SealerCore {
   /** Whether an operator sealed this service (`seal`): a peer's key is then refused until shares recover it. */
   get sealedByOperator(): boolean {
     return this.#key === undefined && this.#dropped === 'operator';
+  }
+
+  /** Tells it what may still unseal it without shares (peers, auto-unseal): its status says `starting` while `check` holds. */
+  keyMayArrive(check: () => boolean): void {
+    this.#keyMayArrive = check;
   }
 
   /** Re-reads the shared record (replicas): see `followRecord`. */

@@ -1,15 +1,11 @@
-import type { KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
-import type { CryptoKey } from 'jose';
-import { importJWK } from 'jose/key/import';
 import type { Attester } from '../shared/attestation/types.js';
 import { workloadIdentity } from '../shared/attestation/types.js';
-import { KmsError } from '../shared/errors.js';
 import { KbsClient, KbsResponseError } from '../shared/kbs/client.js';
-import { isTeeType, keyBindingReportData } from '../shared/kbs/protocol.js';
+import { isTeeType } from '../shared/kbs/protocol.js';
 import { decryptFromKbs, generateTeeKeyPair, type TeeKeyPair } from '../shared/kbs/tee-key.js';
 import type { ComponentLog } from '../shared/log.js';
-import { signingJwk, type ServerAttestation } from '../shared/sealer-client/attest-sealer.js';
+import { attestedSealer, type ServerAttestation } from '../shared/sealer-client/attest-sealer.js';
 import { sealerPaths, sealerProblems } from '../shared/sealer-client/protocol.js';
 import type { AdminPolicy } from './admin-policy.js';
 import type { SealerCore } from './core.js';
@@ -150,22 +146,14 @@ export class PeerUnsealer {
   /** A peer proves it runs attested, with an identity granted `sealer-peer`, before anything is sent to it. */
   #peerAttestation(peer: string): ServerAttestation {
     const { verifiers, policy } = this.#options;
-    return {
-      path: sealerPaths.attestation,
-      async verify(answer, nonce): Promise<CryptoKey | KeyObject> {
-        const { key, tee, evidence } = (answer ?? {}) as Record<string, unknown>;
-        const jwk = signingJwk(key);
-        const verifier = isTeeType(tee) ? verifiers.get(tee) : undefined;
-        if (jwk === undefined || verifier === undefined)
-          throw new KmsError('ROOT_KEY_UNAVAILABLE', `${peer}: no signing key, or evidence no verifier here accepts`);
-        const claims = await verifier.verify(evidence, keyBindingReportData(nonce, jwk));
+    return attestedSealer(sealerPaths.attestation, peer, {
+      verifierFor: (tee) => (isTeeType(tee) ? verifiers.get(tee) : undefined),
+      accepts: 'no verifier of this sealing service takes it',
+      refusal(claims) {
         const identity = workloadIdentity(claims);
-        if (!policy.allows('sealer-peer', identity)) {
-          throw new KmsError('ROOT_KEY_UNAVAILABLE', `${peer} attested as identity ${identity}, which is not granted "sealer-peer": not a replica`);
-        }
-        return importJWK({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y }, 'ES256') as Promise<CryptoKey>;
+        return policy.allows('sealer-peer', identity) ? undefined : `attested as identity ${identity}, which is not granted "sealer-peer": not a replica`;
       },
-    };
+    });
   }
 }
 

@@ -54,19 +54,14 @@ export class RotationRanges {
   async take(index: number): Promise<TakeResult> {
     const key = layout.rotationRange(this.to, index);
     const existing = await this.store.get(key);
-    const held = (): Buffer => encodeRecord(this.#record({ done: false, rewrapped: 0 }));
-    if (existing === undefined) {
-      if (!(await this.store.create(key, held()))) return 'held';
-    } else {
+    if (existing !== undefined) {
       const range = parseRange(existing.body);
       if (range?.done === true) return 'done';
       if (range !== undefined && range.leaseUntil > Date.now()) return 'held';
-      // Lapsed (its holder died or stalled) or unreadable: take it over; of two takers one wins.
-      if (!(await this.store.replace(key, held(), existing.etag))) return 'held';
     }
-    const written = await this.store.get(key);
-    if (written === undefined) return 'held';
-    return this.#lease(index, key, written.etag);
+    // Free, or lapsed (its holder died or stalled) or unreadable: take it; of two takers one wins.
+    const etag = await this.#write(key, { done: false, rewrapped: 0 }, existing?.etag ?? null);
+    return etag === undefined ? 'held' : this.#lease(index, key, etag);
   }
 
   /** Is range `index` done (by whichever instance)? */
@@ -84,15 +79,26 @@ export class RotationRanges {
     return { format: 1, kind: 'rotation-range', holder: this.holder, leaseUntil: Date.now() + this.leaseMs, ...state };
   }
 
+  /**
+   * Writes this holder's record (compare-and-swap on `expected`, null: create); its etag, or
+   * undefined when the write lost. The etag is the PUT's answer: a read after the write could see
+   * the record of whoever took the range over meanwhile. Only a store that names no etag is read
+   * back, and then the record must still be exactly ours.
+   */
+  async #write(key: string, state: Pick<RangeRecord, 'done' | 'rewrapped'>, expected: string | null): Promise<string | undefined> {
+    const body = encodeRecord(this.#record(state));
+    const written = await this.store.write(key, body, expected);
+    if (written === undefined) return undefined;
+    if (written.etag !== undefined) return written.etag;
+    const stored = await this.store.get(key);
+    return stored?.body.equals(body) === true ? stored.etag : undefined;
+  }
+
   #lease(index: number, key: string, initialEtag: string): RangeLease {
     let etag: string | undefined = initialEtag;
     const write = async (state: Pick<RangeRecord, 'done' | 'rewrapped'>): Promise<boolean> => {
       if (etag === undefined) return false;
-      if (!(await this.store.replace(key, encodeRecord(this.#record(state)), etag))) {
-        etag = undefined;
-        return false;
-      }
-      etag = (await this.store.get(key))?.etag;
+      etag = await this.#write(key, state, etag);
       return etag !== undefined;
     };
     return {

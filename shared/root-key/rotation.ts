@@ -146,7 +146,7 @@ export class RootKeyRotation {
     const rewrapped = await this.#rewrapRanges(current, ranges, byRange);
     // Every range done: the rotation is complete. Whoever sees that first removes its records.
     await ranges.remove();
-    await this.store.delete(layout.rotationJournal());
+    await this.#closeJournal(current.id);
     log.info('root key rotation: primary keys rewrapped', { rootKeyId: current.id, rewrapped, total: keys.length });
     return rewrapped;
   }
@@ -274,6 +274,28 @@ export class RootKeyRotation {
       }
     }
     throw new KmsError('CONFLICT', 'the rotation journal kept changing; retry');
+  }
+
+  /**
+   * Deletes the journal only while it is this rotation's (to `to`): a finisher that comes late must
+   * not remove the journal of a newer rotation that replaced it. Storage has no conditional DELETE
+   * here (Ceph RGW 16.2 ignores If-Match on it), so the journal is read and compared: a newer
+   * journal written in the one round trip between that read and the delete is still removed (its
+   * rewrap goes on, each range being its own object; its joiners then make a new journal).
+   */
+  async #closeJournal(to: string): Promise<void> {
+    const key = layout.rotationJournal();
+    const existing = await this.store.get(key);
+    if (existing === undefined) return;
+    const journal = parseJournal(existing.body);
+    if (journal?.to !== to) {
+      log.info('root key rotation: the journal now names another rotation (a newer one replaced it): left in place', {
+        rootKeyId: to,
+        journalTo: String(journal?.to ?? 'unreadable'),
+      });
+      return;
+    }
+    await this.store.delete(key);
   }
 
   /** Adds `delta` to the journal's count and extends its lease (compare-and-swap); resolves with what it added. */

@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import type { CryptoKey } from 'jose';
 import { importJWK } from 'jose/key/import';
 import { compactVerify } from 'jose/jws/compact/verify';
-import type { Verifier } from '../attestation/types.js';
+import type { VerifiedClaims, Verifier } from '../attestation/types.js';
 import { KmsError } from '../errors.js';
 import { keyBindingReportData } from '../kbs/protocol.js';
 import { metricsHooks } from '../metrics/hooks.js';
@@ -17,20 +17,45 @@ export interface ServerAttestation {
 
 /** The sealing service's attestation, checked with `verifier` (TDX reference values, or sample in development). */
 export function sealerAttestation(path: string, verifier: Verifier, url: string): ServerAttestation {
+  return attestedSealer(path, url, {
+    verifierFor: (tee) => (tee === verifier.tee ? verifier : undefined),
+    accepts: `this function accepts only "${verifier.tee}"`,
+  });
+}
+
+/** Whom a sealing service's attestation must satisfy: a function (one verifier), or a peer replica (its verifiers and admin policy). */
+export interface SealerTrust {
+  /** The verifier for evidence of `tee`, or undefined when none here takes it. */
+  verifierFor(tee: unknown): Verifier | undefined;
+  /** What evidence is taken, for the refusal's message. */
+  readonly accepts: string;
+  /** Once the evidence is verified: why its claims are refused (counted as `sealer_identity`), or undefined. */
+  refusal?(claims: VerifiedClaims): string | undefined;
+}
+
+/**
+ * The steps every client of a sealing service takes with its attestation, each refusal counted as
+ * kms_attestation_failures_total{reason}: a P-256 signing key, evidence of a type `trust` verifies,
+ * that evidence binding the key to the caller's nonce, then `trust`'s own check of the claims.
+ * Resolves with the attested signing key.
+ */
+export function attestedSealer(path: string, url: string, trust: SealerTrust): ServerAttestation {
   return {
     path,
     async verify(answer, nonce) {
       const { key, tee, evidence } = (answer ?? {}) as Record<string, unknown>;
       const jwk = signingJwk(key);
       if (jwk === undefined) throw unproven(url, 'its attestation names no P-256 signing key', 'sealer_no_key');
-      if (tee !== verifier.tee) {
-        throw unproven(url, `it offers "${String(tee).slice(0, 16)}" evidence and this function accepts only "${verifier.tee}"`, 'sealer_tee');
-      }
+      const verifier = trust.verifierFor(tee);
+      if (verifier === undefined) throw unproven(url, `it offers "${String(tee).slice(0, 16)}" evidence and ${trust.accepts}`, 'sealer_tee');
+      let claims: VerifiedClaims;
       try {
-        await verifier.verify(evidence, keyBindingReportData(nonce, jwk));
+        claims = await verifier.verify(evidence, keyBindingReportData(nonce, jwk));
       } catch (error) {
         throw unproven(url, error instanceof KmsError ? error.message : 'its evidence was refused', 'sealer_evidence');
       }
+      const refusal = trust.refusal?.(claims);
+      if (refusal !== undefined) throw refused(url, refusal);
       return importJWK({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y }, 'ES256') as Promise<CryptoKey>;
     },
   };
@@ -66,10 +91,16 @@ export function signingJwk(value: unknown): { kty: 'EC'; crv: 'P-256'; alg: 'ES2
   return { kty, crv, alg, x, y };
 }
 
-/** Counted as kms_attestation_failures_total{reason}: the sealing service this function refused, and why. */
-type SealerRefusal = 'sealer_no_key' | 'sealer_tee' | 'sealer_evidence';
+/** Counted as kms_attestation_failures_total{reason}: the sealing service refused, and why. */
+type SealerRefusal = 'sealer_no_key' | 'sealer_tee' | 'sealer_evidence' | 'sealer_identity';
 
 function unproven(url: string, why: string, reason: SealerRefusal): KmsError {
   metricsHooks.attestationFailure(reason);
   return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} could not prove that it runs in an attested TEE: ${why}; nothing it says is used`);
+}
+
+/** Attested, but not as a service this caller trusts (a peer's identity not granted `sealer-peer`). */
+function refused(url: string, why: string): KmsError {
+  metricsHooks.attestationFailure('sealer_identity');
+  return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} ${why}; nothing it says is used`);
 }

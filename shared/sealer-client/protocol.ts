@@ -64,13 +64,15 @@ export interface SealStatus {
 }
 
 /**
- * - `starting`: it has held no key since it started; a peer replica or auto-unseal may still hand
- *   it one (else shares). It knows no more than a stopped service: functions ride it out in grace.
+ * - `starting`: it has held no key since it started, and a peer replica or auto-unseal may still
+ *   hand it one. It knows no more than a stopped service: functions ride it out in grace.
+ * - `restarted`: it has held no key since it started, and only shares can unseal it (no peers, or
+ *   none holds the key, and no auto-unseal under way).
  * - `operator`: sealed by `seal`; only shares unseal it.
  * - `rotated`: a peer made another key current; it dropped the one it held, and waits for a peer.
  * - `uninitialized`: there is no root key yet.
  */
-export type SealedReason = 'starting' | 'operator' | 'rotated' | 'uninitialized';
+export type SealedReason = 'starting' | 'restarted' | 'operator' | 'rotated' | 'uninitialized';
 
 export interface RecoveryProgress {
   readonly sealed: boolean;

@@ -1,5 +1,5 @@
 import { isKmsError } from '../errors.js';
-import type { ObjectStore, StoredObject } from './object-store.js';
+import type { ObjectStore, StoredObject, Written } from './object-store.js';
 
 /**
  * A store whose creates and replaces wait for a check of the storage (conditional-writes.ts), run
@@ -37,6 +37,11 @@ export class CheckedObjectStore implements ObjectStore {
   async replace(key: string, body: Buffer, etag: string): Promise<boolean> {
     await this.ready();
     return this.#inner.replace(key, body, etag);
+  }
+
+  async write(key: string, body: Buffer, expected: string | null): Promise<Written | undefined> {
+    await this.ready();
+    return this.#inner.write(key, body, expected);
   }
 
   delete(key: string): Promise<void> {

@@ -6,7 +6,7 @@ import { basename, dirname, join } from 'node:path';
 import { KmsError } from '../errors.js';
 import { publish, writeSynced } from '../fs/durable.js';
 import { assertObjectKey, assertPrefix } from './keys.js';
-import type { ObjectStore, StoredObject } from './object-store.js';
+import type { ObjectStore, StoredObject, Written } from './object-store.js';
 
 // The store's own files start with `.`, which no object key segment can (keys.ts): listing skips
 // them and nothing else, and they never collide with an object, whatever its name ends with.
@@ -48,7 +48,20 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async create(key: string, body: Buffer): Promise<boolean> {
+    return (await this.write(key, body, null)) !== undefined;
+  }
+
+  async replace(key: string, body: Buffer, etag: string): Promise<boolean> {
+    return (await this.write(key, body, etag)) !== undefined;
+  }
+
+  /** The etag is the body's digest: what the next get() answers for it. */
+  async write(key: string, body: Buffer, expected: string | null): Promise<Written | undefined> {
     assertObjectKey(key);
+    return (await (expected === null ? this.#create(key, body) : this.#replace(key, body, expected))) ? { etag: etagOf(body) } : undefined;
+  }
+
+  async #create(key: string, body: Buffer): Promise<boolean> {
     const path = this.#path(key);
     const temp = await this.#writeTemp(path, body);
     try {
@@ -58,8 +71,7 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async replace(key: string, body: Buffer, etag: string): Promise<boolean> {
-    assertObjectKey(key);
+  async #replace(key: string, body: Buffer, etag: string): Promise<boolean> {
     const path = this.#path(key);
     const release = await this.#lock(path);
     try {

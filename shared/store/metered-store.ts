@@ -1,5 +1,5 @@
 import { metricsHooks, type StorageOperation, type StorageOutcome } from '../metrics/hooks.js';
-import type { ObjectStore, StoredObject } from './object-store.js';
+import type { ObjectStore, StoredObject, Written } from './object-store.js';
 
 /** Counts and times every storage call (shared/metrics/hooks.ts); a no-op hook when metrics are off. */
 export class MeteredObjectStore implements ObjectStore {
@@ -19,6 +19,14 @@ export class MeteredObjectStore implements ObjectStore {
 
   replace(key: string, body: Buffer, etag: string): Promise<boolean> {
     return metered('replace', () => this.inner.replace(key, body, etag), conflictUnless);
+  }
+
+  write(key: string, body: Buffer, expected: string | null): Promise<Written | undefined> {
+    return metered(
+      expected === null ? 'create' : 'replace',
+      () => this.inner.write(key, body, expected),
+      (written) => (written === undefined ? 'conflict' : 'ok'),
+    );
   }
 
   delete(key: string): Promise<void> {

@@ -9,6 +9,10 @@ export interface StoredObject {
   readonly etag: string;
 }
 
+export interface Written {
+  readonly etag: string | undefined;
+}
+
 export interface ObjectStore {
   /** The object, or undefined when absent. */
   get(key: string): Promise<StoredObject | undefined>;
@@ -22,6 +26,13 @@ export interface ObjectStore {
    * changes nothing, when the object changed or vanished meanwhile.
    */
   replace(key: string, body: Buffer, etag: string): Promise<boolean>;
+  /**
+   * create (`expected` null) or replace (`expected` the etag), answering the written object's etag
+   * as the server gave it, so that a writer that keeps a record (a lease) need not read it back,
+   * where another writer may already have replaced it. undefined when the condition failed and
+   * nothing changed; `etag` undefined when the write won but the server named no etag.
+   */
+  write(key: string, body: Buffer, expected: string | null): Promise<Written | undefined>;
   /** Deletes the object; deleting an absent object is not an error. */
   delete(key: string): Promise<void>;
   /** Every key under `prefix` (a `/`-terminated folder or ''), in lexicographic order. */

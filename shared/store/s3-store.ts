@@ -4,7 +4,7 @@ import aws4 from 'aws4';
 import { KmsError } from '../errors.js';
 import { readBounded, type BodyError } from '../http/body.js';
 import { assertObjectKey, assertPrefix } from './keys.js';
-import type { ObjectStore, StoredObject } from './object-store.js';
+import type { ObjectStore, StoredObject, Written } from './object-store.js';
 
 export interface S3StoreOptions {
   readonly endpoint: string;
@@ -85,14 +85,17 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async create(key: string, body: Buffer): Promise<boolean> {
-    assertObjectKey(key);
-    return this.#conditionalPut(key, body, { 'If-None-Match': '*' });
+    return (await this.write(key, body, null)) !== undefined;
   }
 
   async replace(key: string, body: Buffer, etag: string): Promise<boolean> {
+    return (await this.write(key, body, etag)) !== undefined;
+  }
+
+  write(key: string, body: Buffer, expected: string | null): Promise<Written | undefined> {
     assertObjectKey(key);
     // RGW answers 412 to If-Match when the ETag is quoted: send it bare.
-    return this.#conditionalPut(key, body, { 'If-Match': stripQuotes(etag) });
+    return this.#conditionalPut(key, body, expected === null ? { 'If-None-Match': '*' } : { 'If-Match': stripQuotes(expected) });
   }
 
   async delete(key: string): Promise<void> {
@@ -126,7 +129,8 @@ export class S3ObjectStore implements ObjectStore {
     return this.#basePath + this.#prefix + key;
   }
 
-  async #conditionalPut(key: string, body: Buffer, condition: Record<string, string>): Promise<boolean> {
+  /** The PUT answer's ETag (S3, MinIO and RGW send one); after a lost answer, that of our own body found stored. */
+  async #conditionalPut(key: string, body: Buffer, condition: Record<string, string>): Promise<Written | undefined> {
     const headers = { 'Content-Type': 'application/json', ...condition };
     let failures = 0; // transport failures and 5xx answers: the write may or may not have been applied
     let conflicts = 0;
@@ -140,10 +144,12 @@ export class S3ObjectStore implements ObjectStore {
         await backoff(failures);
         continue;
       }
-      if (response.status === 200) return true;
+      if (response.status === 200) return { etag: response.etag === '' ? undefined : response.etag };
       if (response.status === 412 || (response.status === 404 && 'If-Match' in condition && (await errorCode(response)) !== 'NoSuchBucket')) {
         // A refusal after an unanswered attempt may be that attempt, applied: our own body is there.
-        return failures > 0 ? (await this.get(key))?.body.equals(body) === true : false;
+        if (failures === 0) return undefined;
+        const stored = await this.get(key);
+        return stored?.body.equals(body) === true ? { etag: stored.etag } : undefined;
       }
       if (response.status === 409 && ++conflicts <= CONDITIONAL_CONFLICT_RETRIES) {
         await backoff(conflicts);

@@ -163,13 +163,13 @@ describe('root key lifecycle (mode 2)', () => {
       n: 5,
       rootKeyId: first.id,
       pendingRootKeyId: second.id,
-      sealedReason: 'starting',
+      sealedReason: 'restarted',
     });
-    // Signed, so a function may ride it out (isStartingSeal); an older service's answer lacks the field.
-    const starting = await kmsFailure(client.rootKey());
-    expect(starting.code).toBe('SEALED');
-    expect(starting.details).toMatchObject({ sealedReason: 'starting' });
-    expect(isStartingSeal(starting)).toBe(true);
+    // No peer, no auto-unseal: only shares unseal it, so functions drop their key (not isStartingSeal).
+    const restarted = await kmsFailure(client.rootKey());
+    expect(restarted.code).toBe('SEALED');
+    expect(restarted.details).toMatchObject({ sealedReason: 'restarted' });
+    expect(isStartingSeal(restarted)).toBe(false);
     expect((await kmsFailure(client.installRootKey({ t: 3, n: 5, expectedCurrentId: first.id }))).code).toBe('SEALED');
     await recover(second.shares.slice(0, 2));
     const unverified = await kmsFailure(client.submitShare(second.shares[2]!));

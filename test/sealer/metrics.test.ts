@@ -1,13 +1,16 @@
 // The sealing service's metrics, from outside: a real sealer process, attacked and driven through
 // its protocol (KBS and the admin API), its metrics port scraped and parsed strictly.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { httpCall, repoRoot } from '../support/processes.js';
+import { httpCall, repoRoot, TEST_ADMIN_IDENTITY } from '../support/processes.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { scrape } from '../support/prometheus.js';
 import { allLogs, freePort, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { writeTlsFiles } from '../support/tls-files.js';
 
 const secrets = new SecretRegistry();
 let sealer: SealerProcess;
@@ -115,5 +118,41 @@ describe("the sealing service's metrics", () => {
     expect((await new ProtocolClient({ url: sealer.url, ca: await sealer.caPem() }).send('GET', '/metrics', { nonce: false })).status).toBe(404);
     expect((await httpCall(metricsUrl.replace('/metrics', '/other'))).status).toBe(404);
     expect(sealer.messages()).toContain('metrics listening');
+  });
+});
+
+describe("a replica's metrics", () => {
+  it('counts a peer it refused: one attested as an identity not granted sealer-peer', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-peer-metrics-'));
+    const tls = writeTlsFiles(dir); // one certificate: the impostor passes TLS, so only its attestation can refuse it
+    const shared = { KMS_SEALER_TLS_CERT_FILE: tls.certFile, KMS_SEALER_TLS_KEY_FILE: tls.keyFile };
+    const impostor = await startSealerProcess({ env: { ...shared, KMS_SEALER_SAMPLE_INIT_DATA: TEST_ADMIN_IDENTITY } }); // a function's identity
+    const policyFile = join(dir, 'admin-policy.json');
+    const grant = [TEST_ADMIN_IDENTITY];
+    await writeFile(policyFile, JSON.stringify({ rotate: grant, verify: grant, recover: grant, seal: grant, 'sealer-peer': ['5e'.repeat(48)] }));
+    const port = await freePort();
+    const replica = await startSealerProcess({
+      env: {
+        ...shared,
+        KMS_SEALER_ADMIN_POLICY_FILE: policyFile,
+        KMS_SEALER_PEERS: impostor.url,
+        KMS_SEALER_SAMPLE_INIT_DATA: '5e'.repeat(48),
+        KMS_SEALER_SYNC_SECONDS: '1',
+        KMS_SEALER_METRICS_PORT: String(port),
+      },
+    });
+    try {
+      const initialized = await (await replica.client()).installRootKey({ t: 2, n: 3, expectedCurrentId: null });
+      initialized.shares.forEach((share) => secrets.addShare(share));
+      await replica.restart('SIGKILL'); // sealed: it asks its peer for the key, and refuses it first
+      const refusals = async () => (await scrape(`http://127.0.0.1:${port}/metrics`)).sum('kms_attestation_failures_total', { reason: 'sealer_identity' });
+      await vi.waitFor(async () => expect(await refusals()).toBeGreaterThanOrEqual(1), { timeout: 20_000, interval: 200 });
+      await replica.settle();
+      expect(replica.messages().join('\n')).toContain(`attested as identity ${TEST_ADMIN_IDENTITY}, which is not granted "sealer-peer": not a replica`);
+    } finally {
+      await replica.cleanup();
+      await impostor.cleanup();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

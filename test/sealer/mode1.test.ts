@@ -64,6 +64,7 @@ describe('mode 1: root key from a secret file', () => {
       pendingRootKeyId: null,
       integrityAlarm: null,
       source: 'secret',
+      sealedReason: null,
     });
     expect((await client.rootKey()).key.equals(ROOT_KEY)).toBe(true);
   });

@@ -29,6 +29,9 @@ class LinkListingCounter implements ObjectStore {
   replace(key: string, body: Buffer, etag: string) {
     return this.inner.replace(key, body, etag);
   }
+  write(key: string, body: Buffer, expected: string | null) {
+    return this.inner.write(key, body, expected);
+  }
   delete(key: string) {
     return this.inner.delete(key);
   }

@@ -1,6 +1,7 @@
 /**
  * The rewrap's range leases against the embedded store and Ceph RGW: of two takers one wins, a
- * lapsed lease is taken over and its old holder can no longer write, done is final.
+ * lapsed lease is taken over and its old holder can no longer write (even right after its own
+ * write), done is final.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,47 @@ import type { ObjectStore } from '../../../shared/store/object-store.js';
 import { createTestBucket, type TestBucket } from '../../support/s3.js';
 
 const TO = 'ab'.repeat(16);
+
+/**
+ * The store, with `after` run once right after its first conditional write (another instance's
+ * turn); `namesEtag` false: its writes answer no etag, as a server may.
+ */
+class AfterFirstWrite implements ObjectStore {
+  constructor(
+    private readonly inner: ObjectStore,
+    private after: (() => Promise<void>) | undefined,
+    private readonly namesEtag = true,
+  ) {}
+  get(key: string) {
+    return this.inner.get(key);
+  }
+  create(key: string, body: Buffer) {
+    return this.#then(this.inner.create(key, body));
+  }
+  replace(key: string, body: Buffer, etag: string) {
+    return this.#then(this.inner.replace(key, body, etag));
+  }
+  async write(key: string, body: Buffer, expected: string | null) {
+    const written = await this.#then(this.inner.write(key, body, expected));
+    return written === undefined || this.namesEtag ? written : { etag: undefined };
+  }
+  async #then<T>(write: Promise<T>): Promise<T> {
+    const written = await write;
+    const after = this.after;
+    this.after = undefined;
+    await after?.();
+    return written;
+  }
+  delete(key: string) {
+    return this.inner.delete(key);
+  }
+  list(prefix: string) {
+    return this.inner.list(prefix);
+  }
+  close() {
+    return this.inner.close();
+  }
+}
 const lapse = () => new Promise((resolve) => setTimeout(resolve, 250)); // past the 150 ms leases below
 
 function lease(taken: unknown): RangeLease {
@@ -84,6 +126,32 @@ for (const kind of ['fs', 's3'] as const) {
       const b = new RotationRanges(store, TO, 'b', 60_000);
       expect(await b.isDone(3)).toBe(false);
       expect(await lease(await b.take(3)).finish(1)).toBe(true);
+    });
+
+    it('a lease is the write that won it: a takeover right after that write is not mistaken for it', async () => {
+      // The first holder's lease lapses at once (0 ms); another instance takes the range over right
+      // after the first one's write, before it could read anything back.
+      const first = new RotationRanges(
+        new AfterFirstWrite(store, async () => expect(typeof (await new RotationRanges(store, TO, 'second', 60_000).take(4))).toBe('object')),
+        TO,
+        'first',
+        0,
+      );
+      const stale = lease(await first.take(4));
+      expect(await stale.renew()).toBe(false);
+      expect(await stale.finish(1)).toBe(false);
+      expect(JSON.parse((await store.get(layout.rotationRange(TO, 4)))!.body.toString())).toMatchObject({ holder: 'second', done: false });
+    });
+
+    it('where writes answer no etag, the record is read back and must be exactly the one written', async () => {
+      const taker = () => new RotationRanges(store, TO, 'second', 60_000);
+      const overtaken = new RotationRanges(new AfterFirstWrite(store, async () => void (await taker().take(5)), false), TO, 'first', 0);
+      expect(await overtaken.take(5)).toBe('held');
+      const alone = new RotationRanges(new AfterFirstWrite(store, undefined, false), TO, 'third', 60_000);
+      const held = lease(await alone.take(6));
+      expect(await held.renew()).toBe(true);
+      expect(await held.finish(2)).toBe(true);
+      expect(await alone.isDone(6)).toBe(true);
     });
 
     it("removes the rotation's range objects, and only that rotation's", async () => {

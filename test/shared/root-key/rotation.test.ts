@@ -1,17 +1,23 @@
 /**
  * RootKeyRotation against a real sealing-service process (its client over HTTPS and KBS) and the
  * embedded store: what a rotation may do depends on the state the caller was authorized against.
+ * Its journal against the embedded store and Ceph RGW: a finisher removes only its own rotation's.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rootKeyId } from '../../../shared/crypto/root-key-id.js';
 import { layout } from '../../../shared/keys/layout.js';
 import { RootKeyring } from '../../../shared/root-key/keyring.js';
 import { RootKeyRotation } from '../../../shared/root-key/rotation.js';
 import { SealerRootKeySource } from '../../../shared/root-key/sealer-source.js';
+import { StaticRootKeySource } from '../../../shared/root-key/source.js';
 import type { SealerClient } from '../../../shared/sealer-client/client.js';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
+import type { ObjectStore } from '../../../shared/store/object-store.js';
+import { createTestBucket, type TestBucket } from '../../support/s3.js';
 import { startSealerProcess, type SealerProcess } from '../../support/sealer.js';
 
 describe('RootKeyRotation', () => {
@@ -74,3 +80,81 @@ describe('RootKeyRotation', () => {
     expect((await client.sealStatus()).pendingRootKeyId).toBe(again.rootKeyId);
   });
 });
+
+/** The store, with `before` run once ahead of the first listing under `prefix` (another instance's write, interleaved there). */
+class ListingHook implements ObjectStore {
+  constructor(
+    private readonly inner: ObjectStore,
+    private readonly prefix: string,
+    private before: (() => Promise<void>) | undefined,
+  ) {}
+  get(key: string) {
+    return this.inner.get(key);
+  }
+  create(key: string, body: Buffer) {
+    return this.inner.create(key, body);
+  }
+  replace(key: string, body: Buffer, etag: string) {
+    return this.inner.replace(key, body, etag);
+  }
+  write(key: string, body: Buffer, expected: string | null) {
+    return this.inner.write(key, body, expected);
+  }
+  delete(key: string) {
+    return this.inner.delete(key);
+  }
+  async *list(prefix: string) {
+    const before = this.before;
+    if (prefix === this.prefix && before !== undefined) {
+      this.before = undefined;
+      await before();
+    }
+    yield* this.inner.list(prefix);
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+const noAuthority = {
+  sealStatus: () => Promise.reject(new Error('not used')),
+  installRootKey: () => Promise.reject(new Error('not used')),
+  verifyShares: () => Promise.reject(new Error('not used')),
+};
+
+for (const kind of ['fs', 's3'] as const) {
+  describe(`the rotation journal (${kind === 'fs' ? 'embedded store' : 'Ceph RGW'})`, () => {
+    let store: ObjectStore;
+    let dir: string | undefined;
+    let bucket: TestBucket | undefined;
+    beforeAll(async () => {
+      if (kind === 'fs') store = new FsObjectStore((dir = await mkdtemp(join(tmpdir(), 'tee-kms-journal-'))));
+      else store = (bucket = await createTestBucket()).store();
+    });
+    afterAll(async () => {
+      await store?.close();
+      await bucket?.remove();
+      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    });
+
+    const rotationUnder = (key: Buffer, on: ObjectStore) =>
+      new RootKeyRotation(on, new RootKeyring(new StaticRootKeySource(key), on), noAuthority, { shares: 5, threshold: 3, leaseMs: 60_000, concurrency: 2 });
+
+    it("a late finisher leaves a newer rotation's journal in place; that rotation's finisher removes it", async () => {
+      const older = randomBytes(32);
+      const newer = randomBytes(32);
+      const journalOf = async () => JSON.parse((await store.get(layout.rotationJournal()))!.body.toString()) as { to: string };
+      // While the older rotation's finisher removes its ranges, a newer rotation's first verification replaces the journal.
+      const late = new ListingHook(store, layout.rotationRanges(rootKeyId(older)), async () => {
+        const existing = await store.get(layout.rotationJournal());
+        expect(existing).toBeDefined();
+        const newerJournal = { ...(JSON.parse(existing!.body.toString()) as object), holder: 'newer', to: rootKeyId(newer), rewrapped: 0 };
+        expect(await store.replace(layout.rotationJournal(), Buffer.from(JSON.stringify(newerJournal)), existing!.etag)).toBe(true);
+      });
+      expect(await rotationUnder(older, late).finishRewrap(rootKeyId(older))).toBe(0);
+      expect((await journalOf()).to).toBe(rootKeyId(newer));
+      expect(await rotationUnder(newer, store).finishRewrap(rootKeyId(newer))).toBe(0);
+      expect(await store.get(layout.rotationJournal())).toBeUndefined();
+    });
+  });
+}

@@ -77,7 +77,13 @@ describe('isSealerOutage', () => {
 
   it('counts "sealed because it is starting" as an outage; an operator\'s seal, a rotation, and an answer without the reason are not', () => {
     expect(isSealerOutage(sealedAs('starting'))).toBe(true);
-    expect(['operator', 'rotated', 'uninitialized', 'Starting'].map((reason) => isSealerOutage(sealedAs(reason)))).toEqual([false, false, false, false]);
+    expect(['restarted', 'operator', 'rotated', 'uninitialized', 'Starting'].map((reason) => isSealerOutage(sealedAs(reason)))).toEqual([
+      false,
+      false,
+      false,
+      false,
+      false,
+    ]);
     expect(isSealerOutage(sealed())).toBe(false); // an older sealing service: no sealedReason
   });
 });

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleAttester, SampleVerifier } from '../../../shared/attestation/sample.js';
 import { KmsError } from '../../../shared/errors.js';
 import { SealerClient } from '../../../shared/sealer-client/client.js';
+import { isSealerOutage } from '../../../shared/sealer-client/outage.js';
 import { adminAttester, startSealerProcess, type SealerProcess } from '../../support/sealer.js';
 import { kmsFailure } from '../../support/failure.js';
 
@@ -80,6 +81,20 @@ describe('SealerClient error mapping', () => {
       expect(bad).toMatchObject({ code: 'BAD_REQUEST' });
       expect(bad.message).toContain('index 0 is out of range');
       expect(await client.resetRecovery()).toEqual({ sealed: true, progress: 0, t: 3 });
+      expect(isSealerOutage(sealed)).toBe(false); // sealed by an operator: the service's own word
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a restarted sealer that only shares can unseal (no peers): SEALED, its own word, preferred to the silence of another', async () => {
+    await sealer.restart('SIGKILL'); // initialized above: it restarts sealed, with no peer to unseal it
+    const client = new SealerClient({ url: ['https://127.0.0.1:1', sealer.url], ca, attester: adminAttester(), sealerVerifier: new SampleVerifier() });
+    try {
+      for (const failure of [await kmsFailure(client.rootKey()), await kmsFailure(client.currentRootKeyId())]) {
+        expect(failure).toMatchObject({ code: 'SEALED', details: { sealed: true, initialized: true, sealedReason: 'restarted' } });
+        expect(isSealerOutage(failure)).toBe(false);
+      }
     } finally {
       client.close();
     }

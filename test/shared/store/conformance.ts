@@ -129,6 +129,19 @@ export function describeObjectStore(name: string, open: () => Promise<StoreUnder
       expect((await t.readRaw('cas/race.json'))?.toString()).toBe(`r-${results.indexOf(true)}`);
     });
 
+    it("answers a won write's etag, the one the next get answers and a replace takes; a lost write changes nothing", async () => {
+      const created = await store.write('w/k.json', Buffer.from('w1'), null);
+      expect(created?.etag).toBe((await store.get('w/k.json'))?.etag);
+      expect(await store.write('w/k.json', Buffer.from('again'), null)).toBeUndefined();
+      const replaced = await store.write('w/k.json', Buffer.from('w2'), created!.etag!);
+      expect(replaced?.etag).toBe((await store.get('w/k.json'))?.etag);
+      expect(replaced?.etag).not.toBe(created?.etag);
+      expect(await store.write('w/k.json', Buffer.from('w3'), created!.etag!)).toBeUndefined();
+      expect(await store.write('w/absent.json', Buffer.from('x'), replaced!.etag!)).toBeUndefined();
+      expect((await t.readRaw('w/k.json'))?.toString()).toBe('w2');
+      expect(await t.readRaw('w/absent.json')).toBeUndefined();
+    });
+
     it('deletes, and deleting an absent key is not an error', async () => {
       await store.create('d/k.json', Buffer.from('x'));
       await store.delete('d/k.json');
