@@ -16,7 +16,8 @@
  * DIST_A/DIST_B are copies of dist/ placed inside this repository (so node_modules resolves), e.g.
  * `cp -r dist bench/.ab/before` before the change and `cp -r dist bench/.ab/after` after it; they
  * may be the same build with AB_ENV_A / AB_ENV_B set (space-separated K=V added to that server's
- * environment), e.g. AB_ENV_B='KMS_ACCESS_LOG=false'.
+ * environment), e.g. AB_ENV_B='KMS_ACCESS_LOG=false'. AB_RATE=<req/s> sends at that rate (autocannon's
+ * overallRate) instead of as fast as answers come, so that both builds are measured at one rate.
  * Embedded store, static root key (but see cold-sealer): the warm path does not touch storage. Prints medians of req/s,
  * p50, p99 and the server's CPU time per request.
  */
@@ -168,6 +169,8 @@ async function warmAb(env: Record<string, string | undefined>, path: string, sea
           connections: Number(connections),
           durationSec: Number(seconds),
           warmupSec: 1,
+          // CPU per request depends on the rate: AB_RATE holds both builds to the same one.
+          ...(process.env.AB_RATE === undefined ? {} : { rate: Number(process.env.AB_RATE) }),
         };
         const file = join(work, 'spec.json');
         writeFileSync(file, JSON.stringify(spec));

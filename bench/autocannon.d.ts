@@ -16,6 +16,8 @@ declare module 'autocannon' {
     duration?: number;
     amount?: number;
     pipelining?: number;
+    /** Requests per second across all connections (default: as fast as answers come). */
+    overallRate?: number;
     sampleInt?: number;
     timeout?: number;
     method?: string;

@@ -47,6 +47,11 @@ export interface HttpCase {
   readonly durationSec: number;
   /** Seconds of unmeasured load first, on the same path spec (warm cases only). */
   readonly warmupSec?: number;
+  /**
+   * autocannon's overallRate: this many requests per second across all connections, warm-up
+   * included, instead of each connection sending its next request as soon as it has an answer.
+   */
+  readonly rate?: number;
 }
 
 export interface S3Case {
@@ -214,6 +219,7 @@ async function runAutocannon(
     sampleInt: 100,
     timeout: 30,
     requests: request,
+    ...(spec.rate === undefined ? {} : { overallRate: spec.rate }),
   });
   // With `amount`, autocannon ignores the duration: stop it at the deadline ourselves.
   const deadline = amount === undefined ? undefined : setTimeout(() => instance.stop(), durationSec * 1000);

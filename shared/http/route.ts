@@ -130,6 +130,9 @@ export function sendResult(res: ServerResponse, result: RouteResult, json: boole
 }
 
 /** The answer to a sealed request: its JSON answer, status kept, as a JWE only the client opens. */
+/** The answer sealing code, loaded with the first sealed answer (then no module lookup per answer). */
+let answerModule: Promise<typeof import('../sealed/answer.js')> | undefined;
+
 async function sendSealed(
   res: ServerResponse,
   result: RouteResult,
@@ -139,7 +142,7 @@ async function sendSealed(
   let body: string;
   try {
     // Loaded with the first sealed answer: the credential's opening has loaded its JWE code already.
-    const { sealAnswer } = await import('../sealed/answer.js');
+    const { sealAnswer } = await (answerModule ??= import('../sealed/answer.js'));
     body = sealAnswer(result.json, responseKey, authenticatedHeaders(result.headers, sealedHeaders));
   } catch (error) {
     sendResult(res, errorResult(error, 'sealed answer'), true); // the key was imported when the credential was opened

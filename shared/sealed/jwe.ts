@@ -86,15 +86,14 @@ export function openCompact(
     if (encryptedKey.length !== 40) throw new JweError('bad encrypted key');
     // The same epk (and apu, apv) gives the same key encryption key: agreed once while cached.
     const cacheKey = keks === undefined ? '' : `${epk.x}.${epk.y ?? ''}.${header.apu ?? ''}.${header.apv ?? ''}`;
-    let kek = keks?.get(cacheKey)?.kek;
-    if (kek === undefined) {
-      kek = concatKdf(agree(privateKey, epk), 'ECDH-ES+A256KW', apu, apv);
-      keks?.set(cacheKey, { kek });
-    }
+    const cached = keks?.get(cacheKey)?.kek;
+    const kek = cached ?? concatKdf(agree(privateKey, epk), 'ECDH-ES+A256KW', apu, apv);
     // id-aes256-wrap checks the RFC 3394 integrity value itself, and throws when it does not match.
     const kw = createDecipheriv('id-aes256-wrap', kek, KW_IV);
     try {
       cek = Buffer.concat([kw.update(encryptedKey), kw.final()]);
+      // Kept only once a key was unwrapped with it: a message that fails leaves nothing behind.
+      if (cached === undefined) keks?.set(cacheKey, { kek });
     } catch {
       throw new JweError('unwrap failed');
     } finally {

@@ -113,6 +113,11 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
     for (const i of [1, 2, 3, 4]) {
       expect(() => openCompact(withPart(b, i, flip(parts[i]!)), privateKey, BOTH, keks)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
     }
+    // One with an epk not seen yet whose wrapped key fails to unwrap leaves nothing cached.
+    const fresh = (await joseSeal('{"n":3}', publicKey, { alg: 'ECDH-ES+A256KW' })).split('.');
+    fresh[1] = flip(fresh[1]!);
+    expect(() => openCompact(fresh.join('.'), privateKey, BOTH, keks)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    expect(keks.size).toBe(1);
     // A fresh epk per message (any standard client) opens as before, one entry each.
     expect(openCompact(await joseSeal('{"n":4}', publicKey, { alg: 'ECDH-ES+A256KW' }), privateKey, BOTH, keks).toString()).toBe('{"n":4}');
     expect(keks.size).toBe(2);
