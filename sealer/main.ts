@@ -7,6 +7,7 @@ import type { ObjectStore } from '../shared/store/object-store.js';
 import { STATE_OBJECT_KEY } from './state-record.js';
 import { startSealer } from './app.js';
 import { sealerLog as log } from './log.js';
+import { onStdoutError } from '../shared/log.js';
 import { loadSealerOptions } from './options.js';
 import { configuredVerifiers } from './verifiers.js';
 
@@ -38,7 +39,7 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => stop('SIGINT'));
   if (options.stopWithParent) {
     // The parent holds our stdin open; when it dies, however it dies, stdin ends.
-    process.stdout.on('error', () => process.exit(0)); // the parent's end of our stdout is gone too
+    onStdoutError(() => process.exit(0)); // the parent's end of our stdout is gone too
     process.stdin.once('end', () => stop('parent exited'));
     process.stdin.resume();
   }
