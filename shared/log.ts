@@ -9,9 +9,21 @@ const accessLog = !/^(0|false|no|off)$/i.test(process.env.KMS_ACCESS_LOG ?? 'tru
 
 /** `out`: stdout (info lines, the access log) or stderr (warnings, errors: written synchronously). */
 function line(out: 'stdout' | 'stderr', fields: Record<string, unknown>): void {
-  const text = `${JSON.stringify({ time: new Date().toISOString(), ...fields })}\n`;
+  const text = `${JSON.stringify({ time: isoNow(), ...fields })}\n`;
   if (out === 'stdout') stdout.write(text);
   else process.stderr.write(text);
+}
+
+/** The time as `Date.prototype.toISOString` gives it, formatted once per millisecond. */
+let isoMs = 0;
+let iso = new Date(0).toISOString();
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    iso = new Date(ms).toISOString();
+  }
+  return iso;
 }
 
 /**
@@ -53,7 +65,10 @@ export const log = {
   },
   /** `path` is a route's template or a path whose name passed validation (route.ts); never a query string. */
   access(fn: string, method: string, path: string, status: number, ms: number): void {
-    if (accessLog) line('stdout', { level: 'info', fn, method, path, status, ms: Math.round(ms * 100) / 100 });
+    // The bytes line() would write, built without its two objects and JSON.stringify of them: one per request.
+    if (!accessLog) return;
+    const text = `{"time":"${isoNow()}","level":"info","fn":${JSON.stringify(fn)},"method":${JSON.stringify(method)},"path":${JSON.stringify(path)},"status":${status},"ms":${Math.round(ms * 100) / 100}}\n`;
+    stdout.write(text);
   },
   warn(where: string, error: KmsError | string): void {
     line('stderr', typeof error === 'string' ? { level: 'warn', where, message: error } : { level: 'warn', where, code: error.code, message: error.message });

@@ -23,7 +23,13 @@ describe('access log', () => {
       .output()
       .split('\n')
       .filter((l) => l.includes('"fn"'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+      .map((l) => {
+        const fields = JSON.parse(l) as Record<string, unknown>;
+        expect(l).toBe(JSON.stringify(fields)); // the bytes JSON.stringify writes, fields in this order:
+        expect(Object.keys(fields)).toEqual(['time', 'level', 'fn', 'method', 'path', 'status', 'ms']);
+        expect(new Date(fields.time as string).toISOString()).toBe(fields.time);
+        return fields;
+      });
     expect(lines).toHaveLength(requests);
     expect(lines[0]).toMatchObject({ fn: 'enrollUser', method: 'POST', path: '/user/alice', status: 201 });
     expect(lines.filter((l) => l.fn === 'getDataKey' && l.status === 404)).toHaveLength(requests - 1);
