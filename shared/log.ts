@@ -10,7 +10,7 @@ const accessLog = !/^(0|false|no|off)$/i.test(process.env.KMS_ACCESS_LOG ?? 'tru
 /** `out`: stdout (info lines, the access log) or stderr (warnings, errors: written synchronously). */
 function line(out: 'stdout' | 'stderr', fields: Record<string, unknown>): void {
   const text = `${JSON.stringify({ time: isoNow(), ...fields })}\n`;
-  if (out === 'stdout') stdout.write(text);
+  if (out === 'stdout') queue(text);
   else process.stderr.write(text);
 }
 
@@ -51,8 +51,27 @@ export function onStdoutError(handler: (error: Error) => void): void {
   stdoutError = handler;
 }
 
+/**
+ * Lines are handed to sonic-boom once per event-loop turn: each write it starts wakes a libuv thread,
+ * one per line was a measurable cost of its own (docs/performance.md).
+ */
+let queued = '';
+
+function queue(text: string): void {
+  if (queued === '') setImmediate(flush);
+  queued += text;
+}
+
+function flush(): void {
+  if (queued === '') return;
+  const text = queued;
+  queued = '';
+  stdout.write(text);
+}
+
 process.on('exit', () => {
   try {
+    flush();
     stdout.flushSync();
   } catch {
     // stdout is gone: nothing more can be written there
@@ -68,7 +87,7 @@ export const log = {
     // The bytes line() would write, built without its two objects and JSON.stringify of them: one per request.
     if (!accessLog) return;
     const text = `{"time":"${isoNow()}","level":"info","fn":${JSON.stringify(fn)},"method":${JSON.stringify(method)},"path":${JSON.stringify(path)},"status":${status},"ms":${Math.round(ms * 100) / 100}}\n`;
-    stdout.write(text);
+    queue(text);
   },
   warn(where: string, error: KmsError | string): void {
     line('stderr', typeof error === 'string' ? { level: 'warn', where, message: error } : { level: 'warn', where, code: error.code, message: error.message });
