@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import sonicBoom from 'sonic-boom';
 import { KmsError } from './errors.js';
 
@@ -32,8 +33,8 @@ function isoNow(): string {
  * with the next write, in order (at exit, lines still buffered may be written before a write under
  * way finishes). The synchronous write to a pipe (a container's stdout) it replaces held the event
  * loop for every batch (docs/performance.md). What is buffered is written synchronously when the
- * process exits (process.exit, the end of its event loop, an uncaught exception); a SIGKILL loses
- * the lines not yet written. The buffer is bounded: past STDOUT_LIMIT (stdout not read) lines go
+ * process exits (process.exit, the end of its event loop, an uncaught exception), except a write
+ * already under way, which drainLog() waits for; a SIGKILL loses the lines not yet written. The buffer is bounded: past STDOUT_LIMIT (stdout not read) lines go
  * to stderr instead, synchronously, so none is dropped.
  */
 const STDOUT_LIMIT = 16 * 1024 * 1024;
@@ -52,14 +53,16 @@ export function onStdoutError(handler: (error: Error) => void): void {
 }
 
 /**
- * Lines are handed to sonic-boom once per event-loop turn: each write it starts wakes a libuv thread,
- * one per line was a measurable cost of its own (docs/performance.md).
+ * Lines are handed to sonic-boom once per event-loop turn (or per 64 KB), not once per line: each
+ * write it starts wakes a libuv thread (docs/performance.md, change 13).
  */
+const QUEUE_LIMIT = 64 * 1024;
 let queued = '';
 
 function queue(text: string): void {
   if (queued === '') setImmediate(flush);
   queued += text;
+  if (queued.length >= QUEUE_LIMIT) flush();
 }
 
 function flush(): void {
@@ -69,10 +72,19 @@ function flush(): void {
   stdout.write(text);
 }
 
+/**
+ * Resolves once every line logged so far has been written: a graceful stop awaits it before
+ * process.exit, since a write still under way on a libuv thread is not waited for at exit.
+ */
+export function drainLog(): Promise<void> {
+  flush();
+  return new Promise((resolve) => stdout.flush(() => resolve()));
+}
+
 process.on('exit', () => {
   try {
-    flush();
-    stdout.flushSync();
+    stdout.flushSync(); // what sonic-boom holds, then this turn's lines (write() would start an asynchronous write)
+    if (queued !== '') writeSync(1, queued);
   } catch {
     // stdout is gone: nothing more can be written there
   }
