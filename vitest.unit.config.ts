@@ -14,6 +14,7 @@ export default defineConfig({
       'test/shared/attestation/**/*.test.ts',
       'test/shared/config.test.ts',
       'test/shared/crypto/*.test.ts',
+      'test/shared/fs/*.test.ts',
       'test/shared/custody/*.test.ts',
       'test/shared/http/*.test.ts',
       'test/shared/kbs/protocol.test.ts',

@@ -5,7 +5,9 @@
  *   node dist/bench/ab.js DIST_A DIST_B [rounds=5] [seconds=5] [connections=16] [tls=self-signed|off]
  *   node dist/bench/ab.js sealed DIST_A DIST_B [rounds=5] [seconds=5] [connections=16] [tls=self-signed|off]
  *       the warm read sealed instead: a sealed credential per request, a sealed answer
- *       (docs/sealed-channel.md), the credentials made by the load generator before the clock starts
+ *       (docs/sealed-channel.md), the credentials made by the load generator before the clock starts,
+ *       its ephemeral and response keys reused as tee-kms/client reuses them (AB_SEALED_KEYS=fresh:
+ *       new ones per request, as a standard client)
  *   node dist/bench/ab.js cold DIST_A DIST_B [rounds=5]
  *       cold start instead: process start → first 200 of GET /dataKey (getDataKey, KMS_TLS=off)
  *   node dist/bench/ab.js cold-sealer DIST_A DIST_B [rounds=5]
@@ -154,6 +156,7 @@ async function warmAb(env: Record<string, string | undefined>, path: string, sea
             user: 'bench',
             token: sealedToken,
             count: Number(seconds) * 6_000 + 1_000,
+            keys: process.env.AB_SEALED_KEYS === 'fresh' ? 'fresh' : 'reused',
           };
         }
         const spec: HttpCase = {

@@ -29,6 +29,11 @@ export type PathSpec =
       readonly user: string;
       readonly token: string;
       readonly count: number;
+      /**
+       * `reused` (default): one ephemeral key and one response key for the run, as tee-kms/client
+       * seals within its key reuse time; `fresh`: new ones per credential, as a standard client.
+       */
+      readonly keys?: 'reused' | 'fresh';
     };
 
 export interface HttpCase {
@@ -106,15 +111,26 @@ function summarize(latencies: number[], ok: number, failures: Record<string, num
 async function sealedCredentials(spec: Extract<PathSpec, { mode: 'sealed' }>): Promise<string[]> {
   const { kid, ...jwk } = spec.serviceKey;
   const serviceKey = await importJWK(jwk, 'ECDH-ES+A256KW');
-  // One response key for the run: the server's work per answer (an ECDH and a seal) is the same.
-  const responseKey = await exportJWK((await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519' })).publicKey);
+  const fresh = spec.keys === 'fresh';
+  const newResponseKey = async () => exportJWK((await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519' })).publicKey);
+  const responseKey = await newResponseKey();
+  const epk = (await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519', extractable: true })).privateKey;
   const iat = Math.floor(Date.now() / 1000);
   const out: string[] = [];
   for (let n = 0; n < spec.count; n++) {
-    const claims = { user: spec.user, token: spec.token, htm: 'GET', htu: spec.path, iat, jti: randomBytes(16).toString('base64url'), responseKey };
-    const jwe = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify(claims)))
-      .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', kid })
-      .encrypt(serviceKey);
+    const claims = {
+      user: spec.user,
+      token: spec.token,
+      htm: 'GET',
+      htu: spec.path,
+      iat,
+      jti: randomBytes(16).toString('base64url'),
+      responseKey: fresh ? await newResponseKey() : responseKey,
+    };
+    const encrypt = new CompactEncrypt(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', kid });
+    // jose makes a fresh epk per message unless given one.
+    if (!fresh) encrypt.setKeyManagementParameters({ epk });
+    const jwe = await encrypt.encrypt(serviceKey);
     out.push(`Sealed ${jwe}`);
   }
   return out;

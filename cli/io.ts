@@ -1,8 +1,9 @@
 /** What commands print and write: results on stdout (JSON with --json), messages on stderr. */
-import { mkdir, open, stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { createInterface } from 'node:readline';
-import { Refused } from './errors.js';
+import { createFile } from '../shared/fs/durable.js';
+import { Refused, UsageError } from './errors.js';
 
 /** A message for the person at the terminal; stdout stays the result alone. */
 export const say = (message: string): void => void process.stderr.write(`tee-kms: ${message}\n`);
@@ -12,30 +13,44 @@ export function print(json: boolean, value: unknown, text: string): void {
   process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${text}\n`);
 }
 
-/** A new file only its owner reads; an existing one is never overwritten. */
-export async function writeSecretFile(path: string, content: string): Promise<void> {
-  let file;
+/**
+ * A new file holding `content`, all or nothing (shared/fs/durable.ts), created with `mode` (only its
+ * owner reads it by default); an existing one is never overwritten.
+ */
+export async function writeSecretFile(path: string, content: string, mode = 0o600): Promise<void> {
+  let created;
   try {
-    file = await open(path, 'wx', 0o600);
+    created = await createFile(path, content, mode);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new Refused(code === 'EEXIST' ? `${path} exists: it is never overwritten` : `cannot create ${path} (${code ?? 'error'})`);
+    throw new Refused(`cannot create ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  try {
-    await file.writeFile(content);
-    await file.sync();
-  } finally {
-    await file.close();
-  }
+  if (!created) throw new Refused(`${path} exists: it is never overwritten`);
 }
 
-/** A directory for secret files: made 0700 when missing; an existing one must be a directory. */
-export async function secretDirectory(path: string): Promise<void> {
+/**
+ * A directory for secret files: made 0700 when missing; an existing one must be a directory, and
+ * one that other users can enter is said (`warn`), as what is written there is then theirs to list.
+ */
+export async function secretDirectory(path: string, warn: (message: string) => void = say): Promise<void> {
+  let mode: number;
   try {
-    await mkdir(path, { recursive: true, mode: 0o700 });
-    if (!(await stat(path)).isDirectory()) throw new Error();
+    const made = await mkdir(path, { recursive: true, mode: 0o700 });
+    const info = await stat(path);
+    if (!info.isDirectory()) throw new Error();
+    mode = made === undefined ? info.mode : 0o700;
   } catch {
     throw new Refused(`cannot use ${path} as a directory`);
+  }
+  if ((mode & 0o077) !== 0) warn(`${path} is open to other users: keep secret files in a directory only you can read`);
+}
+
+/**
+ * Secrets (shares) printed where anyone passing by reads them, and where the terminal's scrollback
+ * keeps them: refused unless asked for with --print-shares. Checked before anything is done.
+ */
+export function refuseTerminal(what: string, instead: string, printShares: boolean | undefined): void {
+  if (process.stdout.isTTY === true && printShares !== true) {
+    throw new UsageError(`${what} would be printed to the terminal: give ${instead}, redirect standard output, or ask --print-shares`);
   }
 }
 

@@ -4,7 +4,9 @@
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { compactDecrypt } from 'jose/jwe/compact/decrypt';
 import { CompactEncrypt } from 'jose/jwe/compact/encrypt';
+import { generateKeyPair } from 'jose/key/generate/keypair';
 import { importJWK } from 'jose/key/import';
+import type { CryptoKey } from 'jose';
 import type { Verifier } from '../shared/attestation/types.js';
 import { KmsError as ServerSideError } from '../shared/errors.js';
 import { kbsReportData, parseTeePubKey } from '../shared/kbs/protocol.js';
@@ -30,7 +32,17 @@ export interface AttestOptions {
   readonly allowDevelopment?: boolean;
   /** Evaluation time for collateral and certificates; default the wall clock. */
   readonly now?: () => Date;
+  /**
+   * How long (seconds, at most 3600) one ephemeral key and one response key serve every sealed
+   * request to the attested key, which spares the server a key agreement per request; default
+   * 300. 0: fresh keys per request (forward secrecy per message, docs/sealed-channel.md).
+   */
+  readonly keyReuseSeconds?: number;
 }
+
+/** The default and the longest reuse of a client's keys (`keyReuseSeconds`). */
+export const KEY_REUSE_SECONDS = 300;
+export const MAX_KEY_REUSE_SECONDS = 3600;
 
 const NONCE_BYTES = 32;
 const KEY_ALGORITHMS = ['ECDH-ES+A256KW'];
@@ -136,7 +148,13 @@ async function verified(verify: () => Promise<{ claims: Record<string, unknown> 
 /** One sealed request: the Authorization header, and the key its answer is opened with. */
 export interface Sealed {
   readonly authorization: string;
-  open(jwe: string): Promise<unknown>;
+  open(jwe: string): Promise<OpenedAnswer>;
+}
+
+/** A sealed answer opened: its JSON, and the `kms-…` values of its protected header (authenticated with it). */
+export interface OpenedAnswer {
+  readonly json: unknown;
+  readonly authenticated: Readonly<Record<string, string>>;
 }
 
 export interface Claims {
@@ -146,10 +164,53 @@ export interface Claims {
   readonly target: string;
 }
 
-/** Seals a credential to the attested service key, bound to this method and target, with a fresh response key. */
-export async function seal(attestation: Attestation, claims: Claims): Promise<Sealed> {
+/** The keys sealing to one attested service key, and until when (ms) they may be used. */
+interface SealingKeys {
+  readonly serviceKey: Awaited<ReturnType<typeof importJWK>>;
+  readonly kid: string;
+  readonly ephemeral: CryptoKey | undefined;
+  readonly response: { readonly privateKey: KeyObject; readonly x: string };
+  readonly until: number;
+}
+
+/** Per attestation, so keys never outlive the service key they were made for (a new attestation, new keys). */
+const sealingKeys = new WeakMap<Attestation, SealingKeys>();
+
+async function keysFor(attestation: Attestation, reuseSeconds: number, now: number): Promise<SealingKeys> {
+  const known = sealingKeys.get(attestation);
+  if (known !== undefined && now < known.until) return known;
+  const { kid, ...jwk } = attestation.serviceKey;
   const response = generateKeyPairSync('x25519');
-  const { x } = response.publicKey.export({ format: 'jwk' });
+  const keys: SealingKeys = {
+    // Imported once per attestation, not per request.
+    serviceKey: known?.serviceKey ?? (await importJWK(jwk, 'ECDH-ES+A256KW')),
+    kid,
+    // jose takes an epk only as an extractable CryptoKey (it exports the public half into the header).
+    ephemeral: reuseSeconds > 0 ? (await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519', extractable: true })).privateKey : undefined,
+    response: { privateKey: response.privateKey, x: response.publicKey.export({ format: 'jwk' }).x! },
+    until: now + reuseSeconds * 1000,
+  };
+  if (reuseSeconds > 0) sealingKeys.set(attestation, keys);
+  return keys;
+}
+
+/** Checks `keyReuseSeconds` (CONFIG if out of range) and gives its value or the default. */
+export function keyReuseSeconds(options: AttestOptions): number {
+  const seconds = options.keyReuseSeconds ?? KEY_REUSE_SECONDS;
+  if (!Number.isSafeInteger(seconds) || seconds < 0 || seconds > MAX_KEY_REUSE_SECONDS) {
+    throw new KmsError('CONFIG', `attest.keyReuseSeconds must be a whole number of seconds from 0 to ${MAX_KEY_REUSE_SECONDS}`);
+  }
+  return seconds;
+}
+
+/**
+ * Seals a credential to the attested service key, bound to this method and target. The ephemeral
+ * key and the response key are those of the last `reuseSeconds` (fresh ones when 0); each message
+ * still has its own content key, IV and jti.
+ */
+export async function seal(attestation: Attestation, claims: Claims, reuseSeconds = KEY_REUSE_SECONDS, now = Date.now()): Promise<Sealed> {
+  const keys = await keysFor(attestation, reuseSeconds, now);
+  const { x } = keys.response;
   const payload = {
     ...(claims.user === undefined ? {} : { user: claims.user }),
     token: claims.token,
@@ -159,21 +220,34 @@ export async function seal(attestation: Attestation, claims: Claims): Promise<Se
     jti: randomBytes(16).toString('base64url'),
     responseKey: { kty: 'OKP', crv: 'X25519', x },
   };
-  const { kid, ...jwk } = attestation.serviceKey;
-  const serviceKey = await importJWK(jwk, 'ECDH-ES+A256KW');
-  const jwe = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify(payload)))
-    .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', kid })
-    .encrypt(serviceKey);
-  return { authorization: `Sealed ${jwe}`, open: (body) => openAnswer(body, response.privateKey) };
+  const encrypt = new CompactEncrypt(new TextEncoder().encode(JSON.stringify(payload))).setProtectedHeader({
+    alg: 'ECDH-ES+A256KW',
+    enc: 'A256GCM',
+    kid: keys.kid,
+  });
+  if (keys.ephemeral !== undefined) encrypt.setKeyManagementParameters({ epk: keys.ephemeral });
+  const jwe = await encrypt.encrypt(keys.serviceKey);
+  return { authorization: `Sealed ${jwe}`, open: (body) => openAnswer(body, keys.response.privateKey) };
 }
 
-async function openAnswer(jwe: string, privateKey: KeyObject): Promise<unknown> {
+async function openAnswer(jwe: string, privateKey: KeyObject): Promise<OpenedAnswer> {
+  let opened;
   try {
-    const { plaintext } = await compactDecrypt(jwe.trim(), privateKey, { keyManagementAlgorithms: KEY_ALGORITHMS, contentEncryptionAlgorithms: ['A256GCM'] });
-    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(plaintext));
+    const { plaintext, protectedHeader } = await compactDecrypt(jwe.trim(), privateKey, {
+      keyManagementAlgorithms: KEY_ALGORITHMS,
+      contentEncryptionAlgorithms: ['A256GCM'],
+    });
+    opened = { json: JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(plaintext)) as unknown, protectedHeader };
   } catch {
     throw new KmsError('PROTOCOL', "the sealed answer could not be opened with this request's response key");
   }
+  const authenticated: Record<string, string> = {};
+  for (const [name, value] of Object.entries(opened.protectedHeader)) {
+    if (!name.startsWith('kms-')) continue;
+    if (typeof value !== 'string') throw new KmsError('PROTOCOL', `the sealed answer's ${name} is not a string`);
+    authenticated[name] = value;
+  }
+  return { json: opened.json, authenticated };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { freshNonce, seal, sealSharesToRecoveryKey, verifyAttestation, type AttestOptions, type Sealed } from './attested.js';
+import { freshNonce, keyReuseSeconds, seal, sealSharesToRecoveryKey, verifyAttestation, type AttestOptions, type Sealed } from './attested.js';
 import { KmsError, type KmsErrorCode } from './errors.js';
 import { Transport, type HttpResponse } from './transport.js';
 import type {
@@ -63,6 +63,8 @@ interface Answer {
   readonly status: number;
   readonly headers: IncomingHttpHeaders;
   readonly json: unknown;
+  /** A sealed answer's `kms-…` protected header values (authenticated); undefined for an answer in the clear. */
+  readonly authenticated?: Readonly<Record<string, string>>;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -107,6 +109,7 @@ export class KmsClient {
     if (!Number.isSafeInteger(retries) || retries < 0) throw new KmsError('CONFIG', 'retries must be a non-negative integer');
     if (options.attest !== undefined && options.credentials === 'query')
       throw new KmsError('CONFIG', 'attested mode seals credentials: credentials "query" does not apply');
+    if (options.attest !== undefined) keyReuseSeconds(options.attest);
     this.#shared = {
       transport: new Transport({
         url,
@@ -161,24 +164,48 @@ export class KmsClient {
    * GET /rootKey/rotate, or POST with `{custodians}` to encrypt the shares to them. With the
    * adminToken (every rotate after the first); without it, the first one, which initializes the
    * root key and needs no credentials: in attested mode it goes in the clear, as no service key
-   * exists before a root key does. The answer is the shares' only copy.
+   * exists before a root key does, so there it needs `custodians`, or `allowPlaintextShares: true`
+   * to let the shares cross the way in plaintext. The answer is the shares' only copy.
    */
-  async rotate(options: { readonly custodians?: readonly unknown[]; readonly shares?: readonly Share[] } = {}): Promise<Rotation> {
+  async rotate(
+    options: { readonly custodians?: readonly unknown[]; readonly shares?: readonly Share[]; readonly allowPlaintextShares?: boolean } = {},
+  ): Promise<Rotation> {
     const body =
       options.custodians === undefined ? undefined : { custodians: options.custodians, ...(options.shares === undefined ? {} : { shares: options.shares }) };
     const credential = this.#options.adminToken === undefined ? 'none' : 'admin';
+    if (this.#options.attest !== undefined && credential === 'none' && body === undefined && options.allowPlaintextShares !== true) {
+      throw new KmsError(
+        'INVALID_ARGUMENT',
+        'a rotate without adminToken initializes the KMS, and goes in the clear (no service key exists yet to seal it to): ' +
+          'without custodians its shares would cross every proxy on the way in plaintext. Give custodians (their public keys, one per share), ' +
+          'or allowPlaintextShares: true where that way is trusted (or the KMS encrypts them to KMS_CUSTODIAN_KEYS_FILE)',
+      );
+    }
     const answer = await this.#call({
       method: body === undefined ? 'GET' : 'POST',
       path: '/rootKey/rotate',
       credential,
       ...(body === undefined ? {} : { body }),
     });
-    const rootKeyId = answer.headers['x-kms-root-key-id'];
-    const state = answer.headers['x-kms-root-key-state'];
-    if (!Array.isArray(answer.json) || typeof rootKeyId !== 'string' || (state !== 'current' && state !== 'pending-verification')) {
-      throw new KmsError('PROTOCOL', 'the rotate answer is not a share list with X-KMS-Root-Key-Id and X-KMS-Root-Key-State', { status: answer.status });
+    // Sealed, these come from the answer's protected header (answerOf checked that the headers say
+    // the same); the first rotate's answer is in the clear, where nothing authenticates them.
+    const value = (name: string) => (answer.authenticated === undefined ? answer.headers[`x-${name}`] : answer.authenticated[name]);
+    const rootKeyId = value('kms-root-key-id');
+    const state = value('kms-root-key-state');
+    const encrypted = value('kms-shares-encrypted');
+    if (
+      !Array.isArray(answer.json) ||
+      typeof rootKeyId !== 'string' ||
+      (state !== 'current' && state !== 'pending-verification') ||
+      (answer.authenticated !== undefined && encrypted !== 'custodians' && encrypted !== 'no')
+    ) {
+      const where =
+        answer.authenticated === undefined
+          ? 'X-KMS-Root-Key-Id and X-KMS-Root-Key-State'
+          : 'kms-root-key-id, kms-root-key-state and kms-shares-encrypted in its protected header';
+      throw new KmsError('PROTOCOL', `the rotate answer is not a share list with ${where}`, { status: answer.status });
     }
-    return { shares: answer.json as Share[], rootKeyId, state, sharesEncrypted: answer.headers['x-kms-shares-encrypted'] === 'custodians' };
+    return { shares: answer.json as Share[], rootKeyId, state, sharesEncrypted: encrypted === 'custodians' };
   }
 
   /**
@@ -291,12 +318,16 @@ export class KmsClient {
     const search = query.size === 0 ? '' : `?${query.toString()}`;
     const target = `${call.path}${search}`;
     if (token !== undefined && this.#sealing(call)) {
-      sealed = await seal(await this.#pinned(), {
-        ...(user === undefined ? {} : { user }),
-        token,
-        method: call.method,
-        target: `${this.#shared.base}${target}`,
-      });
+      sealed = await seal(
+        await this.#pinned(),
+        {
+          ...(user === undefined ? {} : { user }),
+          token,
+          method: call.method,
+          target: `${this.#shared.base}${target}`,
+        },
+        keyReuseSeconds(this.#options.attest!),
+      );
       headers.authorization = sealed.authorization;
     } else if (token !== undefined && this.#options.credentials !== 'query') {
       headers.authorization = `Bearer ${token}`;
@@ -329,10 +360,16 @@ async function answerOf(response: HttpResponse, sealed: Sealed | undefined): Pro
   const text = response.body.toString('utf8');
   const mediaType = (headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (sealed !== undefined && mediaType === 'application/jose') {
-    const json = await sealed.open(text);
+    const { json, authenticated } = await sealed.open(text);
+    // The headers travel outside the seal: each value sealed with the answer must be answered as it is.
+    for (const [name, value] of Object.entries(authenticated)) {
+      if (headers[`x-${name}`] !== value) {
+        throw new KmsError('PROTOCOL', `the answer's X-${name} header is missing or differs from the value sealed with it: refused`, { status });
+      }
+    }
     if (isErrorAnswer(json)) throw errorOf(status, headers, json);
     if (status >= 400) throw new KmsError('PROTOCOL', `the KMS answered ${status} with a sealed success: refused`, { status });
-    return { status, headers, json };
+    return { status, headers, json, authenticated };
   }
   if (sealed !== undefined && status < 400) {
     throw new KmsError('PROTOCOL', `a sealed request was answered ${status} in the clear: refused (only the attested service answers sealed)`, { status });

@@ -17,17 +17,30 @@ import type { Share } from '../shared/sealer-client/protocol.js';
  * Shares leave the sealing service encrypted to their custodians (docs/custodians.md): POST
  * {"custodians": [JWK, …]}, one public key per share, else KMS_CUSTODIAN_KEYS_FILE, else the keys
  * stored with the current root key; each share's content is then a compact JWE to its custodian.
+ * Under KMS_REQUIRE_SEALED a rotate that is not sealed must name custodians. A sealed answer carries
+ * the X-KMS-* headers authenticated too (docs/sealed-channel.md).
  */
 export const rotateRootKeyRoute = defineRoute({
   name: 'rotateRootKey',
   methods: ['GET', 'POST'],
   path: '/rootKey/rotate',
+  // What an operator acts on (a pending key must be verified): authenticated in a sealed answer.
+  sealedHeaders: ['x-kms-root-key-id', 'x-kms-root-key-state', 'x-kms-shares-encrypted'],
   async handle(request, ctx) {
     const runtime = await ctx.runtime();
     const { sealer, rotation } = lifecycleOf(runtime);
     const status = await sealer.sealStatus();
     if (status.initialized) requireAdmin(request, runtime.config.adminToken);
-    const result = await rotation.rotate({ initialized: status.initialized }, await custodyOf(request, runtime.config));
+    const custody = await custodyOf(request, runtime.config);
+    // Only the first rotate can come unsealed (no service key exists before a root key does): under
+    // KMS_REQUIRE_SEALED its shares must not cross the ingress in plaintext.
+    if (runtime.config.requireSealed && request.sealed === undefined && custody.custodians === undefined) {
+      throw new KmsError(
+        'BAD_REQUEST',
+        'this KMS takes credentials only sealed (KMS_REQUIRE_SEALED), and a rotate that is not sealed would answer the shares in plaintext to whoever relays it: give the custodians\' public keys, one per share (POST {"custodians": [JWK, …]} or KMS_CUSTODIAN_KEYS_FILE); nothing was changed',
+      );
+    }
+    const result = await rotation.rotate({ initialized: status.initialized }, custody);
     const body = JSON.stringify(result.shares, null, 2);
     return {
       status: 200,

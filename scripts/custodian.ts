@@ -3,27 +3,29 @@
  * encrypt a share to the sealing service's recovery key once its evidence is verified.
  *
  *   npm run --silent custodian -- keygen <dir>
- *   npm run --silent custodian -- decrypt <private key file> <share>
- *   npm run --silent custodian -- seal-share <recovery key file> <index> <share> --nonce=<nonce>
+ *   npm run --silent custodian -- decrypt <private key file> <share> [-o <file>] [--print-shares]
+ *   npm run --silent custodian -- seal-share <recovery key file> <index> <share file | -> --nonce=<nonce>
  *        [--tdx-policy <file> --collateral <file> [--root-ca <PEM file>] [--at <ISO time>]] [--allow-sample]
  *
- * A share argument may be its text, a file, or `-` (stdin). `--nonce=` with the `=`: a base64url
- * nonce may start with a dash. Results go to stdout as one line of JSON, ready for curl's -d @file.
- * Relative paths are taken from where npm was run. Exit status: 0 done;
+ * decrypt's share (encrypted) may be its text, a file, or `-` (stdin); its plaintext goes to a
+ * pipe, a new 0600 file (-o), or a terminal only with --print-shares. seal-share's plaintext share
+ * comes only from a file or `-`, never the command line, which other local users can read.
+ * `--nonce=` with the `=`: a base64url nonce may start with a dash. Results go to stdout as one line
+ * of JSON, ready for curl's -d @file. Relative paths are taken from where npm was run. Exit status: 0 done;
  * 1 refused (evidence not accepted, a key that does not open the share, a file that exists);
  * 2 usage or malformed input. Messages on stderr never hold a share or a private key.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KmsError } from '../shared/errors.js';
-import { decrypt } from '../cli/custodian/decrypt.js';
+import { decryptTo } from '../cli/custodian/decrypt.js';
 import { Refused, UsageError } from '../cli/errors.js';
-import { keygen, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE } from '../cli/custodian/keygen.js';
+import { keygen } from '../cli/custodian/keygen.js';
 import { parseNonce, sealShareToRecoveryKey } from '../cli/custodian/seal-share.js';
 
 const USAGE = [
   'usage: custodian keygen <dir>',
-  '       custodian decrypt <private key file> <share: JWE or {"index","content"}, a file holding it, or - (stdin)>',
-  '       custodian seal-share <recovery key file> <index> <share: base64 or {"index","content"}, a file holding it, or - (stdin)> --nonce=<nonce>',
+  '       custodian decrypt <private key file> <share: JWE or {"index","content"}, a file holding it, or - (stdin)> [-o <file>] [--print-shares]',
+  '       custodian seal-share <recovery key file> <index> <share: a file holding its base64 or {"index","content"}, or - (stdin)> --nonce=<nonce>',
   '                [--tdx-policy <file> --collateral <file> [--root-ca <PEM file>] [--at <ISO time>]] [--allow-sample]',
 ].join('\n');
 
@@ -65,13 +67,12 @@ async function run(argv: string[]): Promise<unknown> {
   switch (command) {
     case 'keygen': {
       const [dir] = parse(rest, 1).positionals as [string];
-      const publicJwk = await keygen(dir, say);
-      say(`wrote ${dir}/${PRIVATE_KEY_FILE} (your private key: keep it, and keep it secret) and ${dir}/${PUBLIC_KEY_FILE}; give the operator the public key`);
-      return publicJwk;
+      return keygen(dir, say);
     }
     case 'decrypt': {
-      const [keyFile, share] = parse(rest, 2).positionals as [string, string];
-      return decrypt(keyFile, share);
+      const { values, positionals } = parse(rest, 2, { out: { type: 'string', short: 'o' }, 'print-shares': { type: 'boolean' } });
+      const [keyFile, share] = positionals as [string, string];
+      return decryptTo(keyFile, share, { out: values['out'] as string | undefined, printShares: values['print-shares'] === true });
     }
     case 'seal-share': {
       const { values, positionals } = parse(rest, 3, {

@@ -84,8 +84,8 @@ export class SealerCore {
   /** Why this service will not initialize or recover until an operator restores storage. */
   #alarm: string | undefined;
   #progress: Progress | undefined;
-  /** Sealed by `seal`: peers do not unseal it again; only shares do. */
-  #sealedByOperator = false;
+  /** Why the key last held was dropped; undefined: none was held since start (SealStatus.sealedReason). */
+  #dropped: 'operator' | 'rotated' | undefined;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(store: ObjectStore, options: SealerCoreOptions) {
@@ -135,6 +135,7 @@ export class SealerCore {
         pendingRootKeyId: null,
         integrityAlarm: null,
         source: 'secret',
+        sealedReason: null,
       };
     }
     const state = this.#record?.state;
@@ -149,6 +150,7 @@ export class SealerCore {
       pendingRootKeyId: state?.pending?.id ?? null,
       integrityAlarm: this.#alarm ?? null,
       source: 'shares',
+      sealedReason: this.#key !== undefined ? null : state === undefined ? 'uninitialized' : (this.#dropped ?? 'starting'),
     };
   }
 
@@ -182,7 +184,7 @@ export class SealerCore {
 
   /** Whether an operator sealed this service (`seal`): a peer's key is then refused until shares recover it. */
   get sealedByOperator(): boolean {
-    return this.#sealedByOperator;
+    return this.#key === undefined && this.#dropped === 'operator';
   }
 
   /** Re-reads the shared record (replicas): see `followRecord`. */
@@ -196,7 +198,7 @@ export class SealerCore {
    */
   adoptPeerKey(key: Buffer): Promise<boolean> {
     return this.#serialized(async () => {
-      if (this.#source === 'secret' || this.#key !== undefined || this.#sealedByOperator) return false;
+      if (this.#source === 'secret' || this.#key !== undefined || this.sealedByOperator) return false;
       await this.#follow();
       const state = this.#record?.state;
       if (state === undefined) return false;
@@ -219,7 +221,7 @@ export class SealerCore {
       if (this.#record === undefined) throw new SealerError('NOT_INITIALIZED', 'the sealing service is not initialized: there is nothing to seal');
       this.#key?.fill(0);
       this.#key = undefined;
-      this.#sealedByOperator = true;
+      this.#dropped = 'operator';
       this.#clearProgress();
       return this.status();
     });
@@ -581,7 +583,6 @@ export class SealerCore {
   }
 
   #setKey(key: Buffer): void {
-    this.#sealedByOperator = false;
     this.#key?.fill(0);
     this.#key = Buffer.from(key);
   }
@@ -637,6 +638,7 @@ export class SealerCore {
     }
     this.#key.fill(0);
     this.#key = undefined;
+    this.#dropped = 'rotated';
     this.#clearProgress();
     this.#record = found;
     this.#log.info(

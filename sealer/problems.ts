@@ -81,7 +81,11 @@ export function sealedError(status: SealStatus): SealerError {
   if (!status.initialized) {
     return new SealerError('UNINITIALIZED', 'the sealing service is not initialized: the first rotate initializes it', { sealStatus: status });
   }
-  return new SealerError('SEALED', `the sealing service is sealed: recover the root key with ${status.t} shares (${status.progress} received)`, {
+  const why =
+    status.sealedReason === 'starting'
+      ? 'it started without the root key: a peer replica or auto-unseal may hand it over, else recover it'
+      : 'recover the root key';
+  return new SealerError('SEALED', `the sealing service is sealed: ${why} with ${status.t} shares (${status.progress} received)`, {
     sealStatus: status,
   });
 }

@@ -127,6 +127,13 @@ export const kmsOptions = {
     description:
       'Take credentials only sealed to the attested service key (`Authorization: Sealed`, docs/sealed-channel.md): a token in the query or a Bearer header is refused with 401. The tdx overlay sets it.',
   }),
+  sealedKeyReuseSeconds: option({
+    env: 'KMS_SEALED_KEY_REUSE_SECONDS',
+    default: 300,
+    parse: parse.integer(0, 3600),
+    description:
+      "How long a function keeps the keys it agreed with a sealing client (its ephemeral `epk`, its response key), so a client reusing them costs no new key agreement; an answer's own ephemeral key is reused for at most as long. 0: a key agreement per message.",
+  }),
   adminToken: option({
     env: 'KMS_ADMIN_TOKEN',
     default: '',

@@ -1,8 +1,9 @@
 /** `custodian keygen|decrypt`: the custodians' side of rotate with --custodians (docs/custodians.md). */
 import type { Command } from 'commander';
-import { decrypt } from '../custodian/decrypt.js';
-import { keygen, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE } from '../custodian/keygen.js';
-import { say } from '../io.js';
+import { globals } from '../config.js';
+import { decryptTo, type DecryptOutput } from '../custodian/decrypt.js';
+import { keygen } from '../custodian/keygen.js';
+import { print, say } from '../io.js';
 
 export function addCustodianCommands(program: Command): void {
   const custodian = program.command('custodian').description("a custodian's key pair, and opening a share encrypted to it");
@@ -10,14 +11,16 @@ export function addCustodianCommands(program: Command): void {
     .command('keygen <dir>')
     .description('make a key pair in <dir> (private key 0600) and print the public key for the operator')
     .action(async (dir: string) => {
-      const publicJwk = await keygen(dir, say);
-      say(`wrote ${dir}/${PRIVATE_KEY_FILE} (your private key: keep it, and keep it secret) and ${dir}/${PUBLIC_KEY_FILE}; give the operator the public key`);
-      process.stdout.write(`${JSON.stringify(publicJwk)}\n`);
+      process.stdout.write(`${JSON.stringify(await keygen(dir, say))}\n`);
     });
   custodian
     .command('decrypt <privateKeyFile> <share>')
     .description('open a share encrypted to your key (a JWE or {"index","content"}, a file holding it, or - for stdin)')
-    .action(async (keyFile: string, share: string) => {
-      process.stdout.write(`${JSON.stringify(await decrypt(keyFile, share))}\n`);
+    .option('-o, --out <file>', 'write the share to this new file (0600, never overwritten) instead of standard output')
+    .option('--print-shares', 'print the share even when standard output is a terminal')
+    .action(async (keyFile: string, share: string, options: DecryptOutput, command: Command) => {
+      const opened = await decryptTo(keyFile, share, options);
+      if (!('file' in opened)) return void process.stdout.write(`${JSON.stringify(opened)}\n`);
+      print(globals(command).json === true, opened, `share ${opened.index} written to ${opened.file}`);
     });
 }

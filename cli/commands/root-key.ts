@@ -1,12 +1,11 @@
 /** `status`, `rotate`, `verify`, `recover`: the root key's life (README, "The root key's life"). */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { indexOfShare, readJsonFile, textOrFile } from '../custodian/inputs.js';
+import { readJsonFile, readShareToSend, shareToSend } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
 import { Refused, UsageError } from '../errors.js';
-import { print, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
-import type { KmsClient, RecoveryProgress, Share } from '../kms.js';
+import { print, refuseTerminal, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
+import { KmsError, type KmsClient, type RecoveryProgress, type Share } from '../kms.js';
 
 export function addRootKeyCommands(program: Command): void {
   program
@@ -27,18 +26,31 @@ export function addRootKeyCommands(program: Command): void {
     .option('--shares <files...>', "with --custodians: the threshold of the current root key's share files, to name new custodians")
     .option('--out-dir <dir>', 'write the shares to <dir>/share-1.json… (0600, in custodian order), never overwriting')
     .option('--print-shares', 'print the shares even when standard output is a terminal')
-    .action(async (options: { custodians?: string; shares?: string[]; outDir?: string; printShares?: boolean }, command: Command) => {
+    .option('--allow-plaintext-shares', 'with --attest, let the first rotate (no admin token, in the clear) answer plaintext shares without --custodians')
+    .action(async (options: RotateOptions, command: Command) => {
       const client = clientFor(command);
       const json = globals(command).json === true;
       // The answer is the shares' only copy: every check that could lose it happens before the call.
-      if (options.outDir === undefined && process.stdout.isTTY === true && options.printShares !== true) {
-        throw new UsageError('the shares would be printed to the terminal: give --out-dir <dir>, redirect standard output, or ask --print-shares');
-      }
+      if (options.outDir === undefined) refuseTerminal('the shares', '--out-dir <dir>', options.printShares);
       if (options.shares !== undefined && options.custodians === undefined) throw new UsageError('--shares goes with --custodians');
       const custodians = options.custodians === undefined ? undefined : await readCustodians(options.custodians);
-      const shares = options.shares === undefined ? undefined : await Promise.all(options.shares.map(readShareFile));
+      const shares = options.shares === undefined ? undefined : await Promise.all(options.shares.map(readShareToSend));
       if (options.outDir !== undefined) await secretDirectory(options.outDir);
-      const rotation = await client.rotate({ ...(custodians === undefined ? {} : { custodians }), ...(shares === undefined ? {} : { shares }) });
+      const rotation = await client
+        .rotate({
+          ...(custodians === undefined ? {} : { custodians }),
+          ...(shares === undefined ? {} : { shares }),
+          ...(options.allowPlaintextShares === true ? { allowPlaintextShares: true } : {}),
+        })
+        .catch((error: unknown) => {
+          // The client's refusal, before anything was sent, said in the command line's words.
+          if (error instanceof KmsError && error.code === 'INVALID_ARGUMENT' && error.status === 0 && custodians === undefined) {
+            throw new UsageError(
+              'with --attest and no admin token, rotate initializes the KMS in the clear (no service key exists yet): without --custodians the shares would cross the way in plaintext; give --custodians <file>, or --allow-plaintext-shares where the way is trusted',
+            );
+          }
+          throw error;
+        });
       const next = rotation.state === 'pending-verification' ? 'pending: prove the new shares with `tee-kms verify`' : 'current';
       if (options.outDir === undefined) {
         return print(json, rotation.shares, rotation.shares.map((share) => JSON.stringify(share)).join('\n'));
@@ -58,7 +70,7 @@ export function addRootKeyCommands(program: Command): void {
     .description('prove the shares of a pending rotation (admin token): the new root key becomes current')
     .action(async (shareFiles: string[], _options, command: Command) => {
       const client = clientFor(command);
-      const shares = await Promise.all(shareFiles.map(readShareFile));
+      const shares = await Promise.all(shareFiles.map(readShareToSend));
       const result = await client.verify(shares);
       print(globals(command).json === true, result, `shares verified: root key ${String(result['rootKeyId'])} is current`);
     });
@@ -72,11 +84,19 @@ export function addRootKeyCommands(program: Command): void {
       const client = clientFor(command);
       const json = globals(command).json === true;
       if (shareFile !== undefined) {
-        const progress = await client.recover(await readShareFile(shareFile));
+        const progress = await client.recover(await readShareToSend(shareFile));
         return print(json, progress, progressText(progress));
       }
       print(json, await recoverInteractively(client), 'tee-kms is unsealed');
     });
+}
+
+interface RotateOptions {
+  readonly custodians?: string;
+  readonly shares?: string[];
+  readonly outDir?: string;
+  readonly printShares?: boolean;
+  readonly allowPlaintextShares?: boolean;
 }
 
 function progressText(progress: RecoveryProgress): string {
@@ -99,7 +119,7 @@ async function recoverInteractively(client: KmsClient): Promise<RecoveryProgress
       if (line.trim() === '') continue;
       let share: Share;
       try {
-        share = shareFromText(line.trim());
+        share = shareToSend(line.trim(), 'that line');
       } catch (error) {
         say(`${(error as Error).message}; try again`);
         continue;
@@ -121,43 +141,8 @@ async function recoverInteractively(client: KmsClient): Promise<RecoveryProgress
   }
 }
 
-/** A share typed or pasted: `{"index", "content"}`, or its base64 content alone (its index is its last byte). */
-function shareFromText(text: string): Share {
-  if (text.startsWith('{')) {
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch {
-      throw new UsageError('that is not a share object {"index", "content"}');
-    }
-    return shareOf(value, 'the share');
-  }
-  const index = indexOfShare(text);
-  if (index === 0) throw new UsageError('that is not a share: paste {"index", "content"} or the base64 content');
-  return { index, content: text };
-}
-
-function shareOf(value: unknown, what: string): Share {
-  const { index, content } = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
-  if (typeof index !== 'number' || !Number.isInteger(index) || typeof content !== 'string') {
-    throw new UsageError(`${what} is not a share object {"index": n, "content": "…"}`);
-  }
-  return { index, content };
-}
-
-/** A share object from a file, or from standard input for `-` (a share decrypted on the fly stays off disk). */
-async function readShareFile(path: string): Promise<Share> {
-  if (path === '-') return shareFromText((await textOrFile('-', 'share')).trim());
-  return shareOf(await readJsonFile(path, 'share file'), `the share file ${path}`);
-}
-
 async function readCustodians(path: string): Promise<unknown[]> {
-  let value: unknown;
-  try {
-    value = JSON.parse(await readFile(path, 'utf8'));
-  } catch {
-    throw new UsageError(`--custodians ${path} cannot be read as JSON`);
-  }
+  const value = await readJsonFile(path, '--custodians file');
   if (!Array.isArray(value)) throw new UsageError(`--custodians ${path} must hold a JSON array of public JWKs`);
   return value;
 }

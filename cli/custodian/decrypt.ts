@@ -1,13 +1,34 @@
-/** `custodian decrypt <private key file> <share>`: a custodian opens their share of a rotation's answer. */
+/**
+ * `custodian decrypt <private key file> <share> [-o <file>] [--print-shares]`: a custodian opens
+ * their share of a rotation's answer. The plaintext goes to standard output (a pipe, or a terminal
+ * only with --print-shares) or to a new 0600 file.
+ */
 import { decodeProtectedHeader } from 'jose/decode/protected_header';
 import { openShare } from '../../shared/custody/share-jwe.js';
 import { isKmsError } from '../../shared/errors.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { Refused } from '../errors.js';
+import { refuseTerminal, writeSecretFile } from '../io.js';
 import { checkedShare, indexOfShare, readPrivateKey, sealedShareFrom, textOrFile } from './inputs.js';
 
 /** A thumbprint as the sealing service writes it (SHA-256, base64url); anything else is not worth printing. */
 const KID = /^[A-Za-z0-9_-]{43}$/;
+
+export interface DecryptOutput {
+  /** A new file for the share (0600, all or nothing, never overwritten); `-` or none: standard output. */
+  readonly out?: string | undefined;
+  readonly printShares?: boolean | undefined;
+}
+
+/** The share for standard output, or, with `out`, its index and the file it was written to. */
+export async function decryptTo(keyFile: string, shareArg: string, output: DecryptOutput): Promise<Share | { index: number; file: string }> {
+  const toStdout = output.out === undefined || output.out === '-';
+  if (toStdout) refuseTerminal('the share', '-o <file>', output.printShares);
+  const share = await decrypt(keyFile, shareArg);
+  if (toStdout) return share;
+  await writeSecretFile(output.out!, `${JSON.stringify(share)}\n`);
+  return { index: share.index, file: output.out! };
+}
 
 /**
  * The plaintext share, always as `{"index", "content"}`: the index is the share object's, when

@@ -7,6 +7,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { isCompactJwe, jwkThumbprint } from '../../shared/custody/share-jwe.js';
 import { KmsError } from '../../shared/errors.js';
 import { MAX_SHARES, parseShare, SHARE_BYTES, type Share } from '../../shared/sealer-client/protocol.js';
+import { UsageError } from '../errors.js';
 
 /** Far above any share, JWE, key or recovery answer: a larger file is not one. */
 const MAX_FILE_BYTES = 1024 * 1024;
@@ -43,16 +44,42 @@ export async function readJsonFile(path: string, what: string): Promise<unknown>
 /**
  * An argument that is the text itself, `-` for standard input, or the path of a file holding it,
  * trimmed. A file of that name wins (a share's text or a JWE never names one); a named pipe counts.
+ * Only for what is no secret (a share encrypted to a custodian): a secret's is readSecretInput.
  */
 export async function textOrFile(arg: string, what: string): Promise<string> {
   if (arg === '-') return (await readStdin()).trim();
-  let isFile = false;
-  try {
-    isFile = !(await stat(arg)).isDirectory();
-  } catch {
-    // Not a path (or too long to be one): the text itself.
+  return (await isReadable(arg)) ? (await readTextFile(arg, what)).trim() : arg.trim();
+}
+
+/**
+ * A secret's text (a plaintext share), trimmed: from the file named, or from standard input for
+ * `-` (a named pipe or `<(…)` counts as a file). Never the argument itself, which every user of
+ * the machine can read (ps, /proc/<pid>/cmdline) and the shell keeps in its history: an argument
+ * that looks like a share is refused, without repeating it.
+ */
+export async function readSecretInput(arg: string, what: string): Promise<string> {
+  if (arg === '-') return (await readStdin()).trim();
+  if (!(await isReadable(arg)) && looksLikeShare(arg)) {
+    throw new UsageError(
+      'the share argument names no file and looks like a share: a share is never taken from the command line, where every user of this machine can read it; give a file holding it, or - and the share on standard input',
+    );
   }
-  return (isFile ? await readTextFile(arg, what) : arg).trim();
+  return (await readTextFile(arg, what)).trim();
+}
+
+/** Whether `arg` names something to read (not a directory); a share's text is too long or names nothing. */
+async function isReadable(arg: string): Promise<boolean> {
+  try {
+    return !(await stat(arg)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** A share object, a JWE, or base64 text of a share's length or more (a path has a dot or is shorter). */
+function looksLikeShare(arg: string): boolean {
+  const text = arg.trim();
+  return text.startsWith('{') || isCompactJwe(text) || /^[A-Za-z0-9+/_-]{24,}={0,2}$/.test(text);
 }
 
 /** Read from the stream, not /dev/stdin: a child process's stdin may be a socket, which cannot be opened by name. */
@@ -116,6 +143,28 @@ export function plainShareFrom(text: string, index: number): Share {
   }
   if (isCompactJwe(content)) throw badInput('the share is still encrypted (a JWE): decrypt it first with `custodian decrypt`');
   return checkedShare(content, index, 'the share');
+}
+
+/**
+ * A share to send to the KMS (recover, verify, rotate --shares): a share object {"index", "content"},
+ * its content the plaintext base64 or a JWE sealed to the recovery key, or the plaintext base64
+ * alone, whose index is its last byte. The server checks the content itself.
+ */
+export function shareToSend(text: string, what: string): Share {
+  if (!text.startsWith('{')) {
+    const index = indexOfShare(text);
+    if (index === 0) throw badInput(`${what} is not a share: {"index", "content"}, or the base64 content alone`);
+    return { index, content: text };
+  }
+  const { index, content } = shareObject(parseJsonText(text, what), what);
+  if (index === undefined) throw badInput(`${what} has no index: give {"index": n, "content": "…"}`);
+  return { index, content };
+}
+
+/** A share to send, from a file or standard input (`-`): see shareToSend. */
+export async function readShareToSend(arg: string): Promise<Share> {
+  const what = arg === '-' ? 'the share on standard input' : `the share file ${arg}`;
+  return shareToSend(await readSecretInput(arg, 'share file'), what);
 }
 
 /** A share's x coordinate (its last byte), which is its index; 0 when it is not a share at all. */

@@ -15,13 +15,13 @@ import { loadCollateralFile, StaticCollateralSource } from '../../sealer/attesta
 import { createTdxPolicy, type TdxPolicy } from '../../sealer/attestation/tdx/policy.js';
 import { TdxVerifier } from '../../sealer/attestation/tdx/verifier.js';
 import { Refused, UsageError } from '../errors.js';
-import { plainShareFrom, readJsonFile, readTextFile, textOrFile } from './inputs.js';
+import { plainShareFrom, readJsonFile, readSecretInput, readTextFile } from './inputs.js';
 
 export interface SealShareOptions {
   /** The answer of GET /rootKey/recover?nonce=…, saved to a file. */
   readonly recoveryFile: string;
   readonly index: number;
-  /** The plaintext share: its base64 text, or a file holding it or the JSON share object. */
+  /** Where the plaintext share is: a file holding its base64 or the JSON share object, or `-` for standard input. */
   readonly share: string;
   readonly nonce: string;
   /** The sealing service's TDX reference values and DCAP collateral (both, or neither). */
@@ -49,7 +49,7 @@ export function parseNonce(value: string): string {
 
 export async function sealShareToRecoveryKey(options: SealShareOptions): Promise<SealedToRecoveryKey> {
   const answer = parseRecoveryAnswer(await readJsonFile(options.recoveryFile, 'recovery key file'), options.recoveryFile);
-  const share = plainShareFrom(await textOrFile(options.share, 'share file'), options.index);
+  const share = plainShareFrom(await readSecretInput(options.share, 'share file'), options.index);
   const verifier = await verifierFor(answer.tee, options);
 
   let verified: VerifiedClaims;

@@ -11,12 +11,11 @@
  * exists). Standard output cannot be taken back: what the transforms released is already written
  * when an error comes, so a caller must treat a failure as "discard what was printed".
  */
-import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { link, open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { unlink } from 'node:fs/promises';
 import type { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { publish, syncPath, tempBeside } from '../../shared/fs/durable.js';
 import { KmsError } from '../../shared/errors.js';
 
 export interface OutputOptions {
@@ -29,49 +28,14 @@ export async function writeOutput(target: string, source: Readable, transforms: 
     await pipeline([source, ...transforms, process.stdout], { end: false });
     return;
   }
-  const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
-  let published = false;
+  const temp = tempBeside(target);
   try {
     await pipeline([source, ...transforms, createWriteStream(temp, { flags: 'wx', mode: 0o600 })]);
-    await syncFile(temp);
-    await publish(temp, target, options.overwrite === true);
-    published = true;
-    await syncDirectory(dirname(target));
-  } finally {
-    if (!published) await unlink(temp).catch(() => undefined);
-  }
-}
-
-async function publish(temp: string, target: string, overwrite: boolean): Promise<void> {
-  if (overwrite) {
-    await rename(temp, target);
-    return;
-  }
-  try {
-    await link(temp, target);
+    await syncPath(temp);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new KmsError('CONFLICT', `${target} exists; nothing was written`);
+    await unlink(temp).catch(() => undefined);
     throw error;
   }
-  await unlink(temp);
-}
-
-/** Flushes the file's data to disk (fsync applies to the file, whichever descriptor asks). */
-async function syncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Makes the rename itself durable: a crash after we return keeps the file under its name. */
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  // publish removes the temporary file whatever happens.
+  if (!(await publish(temp, target, { replace: options.overwrite === true }))) throw new KmsError('CONFLICT', `${target} exists; nothing was written`);
 }

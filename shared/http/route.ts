@@ -6,7 +6,7 @@ import { installFrameworkBodyLimit } from './framework-body-limit.js';
 import { installFrameworkLogGuard } from './framework-log-guard.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
 import { KmsRequest, refusedBody } from './request.js';
-import { openSealedRequest } from './sealed.js';
+import { authenticatedHeaders, openSealedRequest } from './sealed.js';
 import type { SealedCredential } from '../sealed/credential.js';
 import { STATUS_BY_CODE } from './status.js';
 
@@ -29,6 +29,11 @@ export interface RouteSpec {
   readonly path: string;
   /** Answers one request; everything beyond the request (storage, keys, the sealing service) comes from `ctx`. */
   readonly handle: (request: KmsRequest, ctx: RouteContext) => Promise<RouteResult>;
+  /**
+   * Answer headers (`x-kms-…`) that a sealed answer also carries authenticated, in its JWE protected
+   * header as `kms-…` (docs/sealed-channel.md): values a client acts on, which an ingress could change.
+   */
+  readonly sealedHeaders?: readonly `x-kms-${string}`[];
   /** Starts what this route's first request would wait for; a host may call it at start-up. Never throws. */
   readonly warmUp?: (ctx: RouteContext) => void;
 }
@@ -49,6 +54,8 @@ export function defineRoute(spec: RouteSpec): Route {
   const matches = (pathname: string) => (takesName ? pathname.startsWith(spec.path) && pathname.length > spec.path.length : pathname === spec.path);
   /** What the access log shows for a path it cannot vouch for: no name validated, no match, or a 400. */
   const template = takesName ? `${spec.path}{name}` : spec.path;
+  const sealedHeaders = spec.sealedHeaders ?? [];
+  for (const name of sealedHeaders) if (!SEALED_HEADER.test(name)) throw new Error(`${spec.name}: a sealed header is named x-kms-<lowercase>, not ${name}`);
 
   const handlerFor =
     (ctx: RouteContext): Handler =>
@@ -77,7 +84,7 @@ export function defineRoute(spec: RouteSpec): Route {
       if (res.headersSent && refusedBody(req) !== undefined) return; // answered and logged as it arrived
       const sealedTo = request?.sealed?.responseKey;
       if (sealedTo === undefined) sendResult(res, result, request?.wantsJson ?? false);
-      else await sendSealed(res, result, sealedTo);
+      else await sendSealed(res, result, sealedTo, sealedHeaders);
       // A 400 is a request the client got wrong: a "name" there may be a token in the wrong place.
       const path = result.status === 400 ? template : (request?.validatedPath ?? template);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
@@ -123,18 +130,25 @@ export function sendResult(res: ServerResponse, result: RouteResult, json: boole
 }
 
 /** The answer to a sealed request: its JSON answer, status kept, as a JWE only the client opens. */
-async function sendSealed(res: ServerResponse, result: RouteResult, responseKey: SealedCredential['responseKey']): Promise<void> {
+async function sendSealed(
+  res: ServerResponse,
+  result: RouteResult,
+  responseKey: SealedCredential['responseKey'],
+  sealedHeaders: readonly `x-kms-${string}`[],
+): Promise<void> {
   let body: string;
   try {
     // Loaded with the first sealed answer: the credential's opening has loaded its JWE code already.
     const { sealAnswer } = await import('../sealed/answer.js');
-    body = sealAnswer(result.json, responseKey);
+    body = sealAnswer(result.json, responseKey, authenticatedHeaders(result.headers, sealedHeaders));
   } catch (error) {
     sendResult(res, errorResult(error, 'sealed answer'), true); // the key was imported when the credential was opened
     return;
   }
   send(res, { ...result, headers: { ...result.headers, 'content-type': 'application/jose' } }, body, 'application/jose');
 }
+
+const SEALED_HEADER = /^x-kms-[a-z0-9]+(?:-[a-z0-9]+)*$/;
 
 function send(res: ServerResponse, result: RouteResult, body: string, contentType: string): void {
   if (res.headersSent) return;

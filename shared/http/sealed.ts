@@ -1,10 +1,19 @@
 import { KmsError } from '../errors.js';
 import type { RouteContext } from '../runtime.js';
+import type { SealedKeyCaches } from '../sealed/key-cache.js';
 import type { ReplayGuard } from '../sealed/replay.js';
 import type { KmsRequest } from './request.js';
 
 /** This process's memory of sealed credentials already used; made with the first sealed request. */
 let replay: ReplayGuard | undefined;
+/** Keys agreed with sealing clients, for the current service key only. */
+let caches: SealedKeyCaches | undefined;
+/** The JWE code, loaded with the first sealed request (a dynamic import per request costs a module lookup). */
+let modules: Promise<Awaited<ReturnType<typeof loadModules>>> | undefined;
+
+function loadModules() {
+  return Promise.all([import('../sealed/credential.js'), import('../sealed/replay.js'), import('../sealed/service-key.js'), import('../sealed/key-cache.js')]);
+}
 
 /**
  * Opens an `Authorization: Sealed` credential before the route runs (docs/sealed-channel.md), or,
@@ -25,11 +34,7 @@ export async function openSealedRequest(request: KmsRequest, ctx: RouteContext):
     return;
   }
   if ((request.raw.headersDistinct.authorization?.length ?? 1) > 1) throw new KmsError('BAD_REQUEST', 'give the Authorization header once');
-  const [{ openSealedCredential, sealedKeyId }, { ReplayGuard }, { serviceKeyOf }] = await Promise.all([
-    import('../sealed/credential.js'),
-    import('../sealed/replay.js'),
-    import('../sealed/service-key.js'),
-  ]);
+  const [{ openSealedCredential, sealedKeyId }, { ReplayGuard }, { serviceKeyOf }, { sealedKeyCaches }] = await (modules ??= loadModules());
   const kid = sealedKeyId(jwe);
   const current = await rootKeys.current();
   if (kid !== current.id) {
@@ -39,7 +44,13 @@ export async function openSealedRequest(request: KmsRequest, ctx: RouteContext):
       { details: { rootKeyId: current.id } },
     );
   }
-  request.useSealed(openSealedCredential(jwe, serviceKeyOf(current).privateKey, request, (replay ??= new ReplayGuard())));
+  if (caches?.rootKeyId !== current.id) {
+    // Never shared across service keys: a rotation zeroes what was agreed under the old one.
+    caches?.requests.clear();
+    caches?.answers.clear();
+    caches = sealedKeyCaches(current.id, config.sealedKeyReuseSeconds);
+  }
+  request.useSealed(openSealedCredential(jwe, serviceKeyOf(current).privateKey, request, (replay ??= new ReplayGuard()), Date.now(), caches));
 }
 
 /**
@@ -52,3 +63,19 @@ export function sealedJwe(header: string | undefined): string | undefined {
 }
 
 const SEALED = /^[ \t]*sealed +(\S+)[ \t]*$/i;
+
+/**
+ * The values of a route's sealed headers that its answer carries, as the protected header
+ * parameters of a sealed answer: `x-kms-root-key-id: …` becomes `"kms-root-key-id": "…"`.
+ */
+export function authenticatedHeaders(
+  headers: Readonly<Record<string, string>> | undefined,
+  names: readonly `x-kms-${string}`[],
+): Record<`kms-${string}`, string> {
+  const parameters: Record<`kms-${string}`, string> = {};
+  for (const name of names) {
+    const value = headers?.[name];
+    if (value !== undefined) parameters[name.slice('x-'.length) as `kms-${string}`] = value;
+  }
+  return parameters;
+}

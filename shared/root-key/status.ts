@@ -26,6 +26,7 @@ export async function sealStatus(runtime: KmsRuntime): Promise<KmsSealStatus> {
       pendingRootKeyId: null,
       integrityAlarm: null,
       source: 'secret',
+      sealedReason: key === undefined ? 'uninitialized' : null,
       rotation: null,
     };
   }

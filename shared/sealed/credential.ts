@@ -2,6 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { KmsError } from '../errors.js';
 import { validateToken } from '../names.js';
 import { agreeWith, openCompact, protectedHeader, type JweAlgorithm, type RecipientAgreement } from './jwe.js';
+import type { SealedKeyCaches } from './key-cache.js';
 import type { ReplayGuard } from './replay.js';
 
 /** What a sealed credential carries, once opened and checked against its request. */
@@ -47,10 +48,12 @@ export function openSealedCredential(
   request: { readonly method: string; readonly target: string },
   replay: ReplayGuard,
   now = Date.now(),
+  /** Keys agreed with already, of `serviceKey` only (none: every agreement made anew). */
+  caches?: SealedKeyCaches,
 ): SealedCredential {
   let plaintext: Uint8Array;
   try {
-    plaintext = openCompact(jwe, serviceKey, KEY_ALGORITHMS);
+    plaintext = openCompact(jwe, serviceKey, KEY_ALGORITHMS, caches?.requests);
   } catch {
     throw unreadable();
   }
@@ -76,7 +79,7 @@ export function openSealedCredential(
   }
   // The key agreement after the cheap checks, still before the one-time id is spent and before
   // the route runs: a response key no answer can be sealed to is refused first.
-  const key = agreeWithResponseKey(jwk);
+  const key = agreeWithResponseKey(jwk, caches?.answers);
   replay.admit(jti, (iat + SEALED_CREDENTIAL_SKEW_SECONDS) * 1000 + 1000, now);
   return { user, token: validateToken(token), responseKey: key };
 }
@@ -96,14 +99,19 @@ function responseJwk(value: unknown): ResponseJwk {
  * sealed to is refused before the route runs (and changes anything): not a point on its curve, or
  * an X25519 point of small order, with which every key agreement fails (RFC 7748, section 6.1).
  */
-function agreeWithResponseKey(jwk: ResponseJwk): RecipientAgreement {
-  let key: KeyObject;
+function agreeWithResponseKey(jwk: ResponseJwk, answers: SealedKeyCaches['answers'] | undefined): RecipientAgreement {
+  // A response key reused by its client gets answers under one ephemeral key of ours while cached.
+  const cacheKey = `${jwk.kty}.${jwk.x}.${'y' in jwk ? jwk.y : ''}`;
+  const cached = answers?.get(cacheKey);
+  if (cached !== undefined) return cached;
+  let agreement: RecipientAgreement;
   try {
-    key = createPublicKey({ key: { ...jwk }, format: 'jwk' });
-    return agreeWith(key);
+    agreement = agreeWith(createPublicKey({ key: { ...jwk }, format: 'jwk' }));
   } catch {
     throw malformed('"responseKey" is not a valid public key');
   }
+  answers?.set(cacheKey, agreement);
+  return agreement;
 }
 
 function unreadable(): KmsError {

@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import type { KeyCache } from './key-cache.js';
 
 /**
  * The compact JWEs of the sealed channel (docs/sealed-channel.md), made and opened with node:crypto
@@ -60,7 +61,13 @@ export function sealWith(agreement: RecipientAgreement, plaintext: Uint8Array, h
  * anything else (another algorithm, `zip`, `crit`, a malformed part, a failed unwrap or tag) throws
  * JweError without saying which.
  */
-export function openCompact(jwe: string, privateKey: KeyObject, algorithms: readonly JweAlgorithm[]): Buffer {
+export function openCompact(
+  jwe: string,
+  privateKey: KeyObject,
+  algorithms: readonly JweAlgorithm[],
+  /** Key encryption keys of ECDH-ES+A256KW by `epk` (and apu, apv), for `privateKey` only. */
+  keks?: KeyCache<{ readonly kek: Buffer }>,
+): Buffer {
   const parts = jwe.split('.');
   if (parts.length !== 5 || !parts.every((p) => B64URL.test(p))) throw new JweError('not a compact JWE');
   const [encodedHeader, encryptedKey, iv, ciphertext, tag] = parts.map((p) => Buffer.from(p, 'base64url')) as [Buffer, Buffer, Buffer, Buffer, Buffer];
@@ -68,22 +75,22 @@ export function openCompact(jwe: string, privateKey: KeyObject, algorithms: read
   const alg = header.alg as JweAlgorithm;
   if (!algorithms.includes(alg) || header.enc !== 'A256GCM' || header.zip !== undefined || header.crit !== undefined) throw new JweError('unsupported');
   if (iv.length !== 12 || tag.length !== 16) throw new JweError('bad iv or tag');
-  let z: Buffer;
-  try {
-    z = diffieHellman({ privateKey, publicKey: epkOf(header.epk, privateKey) });
-  } catch (error) {
-    if (error instanceof JweError) throw error;
-    throw new JweError('no key agreement with epk');
-  }
+  const epk = epkJwk(header.epk, privateKey);
   const apu = octets(header.apu);
   const apv = octets(header.apv);
   let cek: Buffer;
   if (alg === 'ECDH-ES') {
     if (encryptedKey.length !== 0) throw new JweError('direct agreement with an encrypted key');
-    cek = concatKdf(z, 'A256GCM', apu, apv);
+    cek = concatKdf(agree(privateKey, epk), 'A256GCM', apu, apv);
   } else {
     if (encryptedKey.length !== 40) throw new JweError('bad encrypted key');
-    const kek = concatKdf(z, 'ECDH-ES+A256KW', apu, apv);
+    // The same epk (and apu, apv) gives the same key encryption key: agreed once while cached.
+    const cacheKey = keks === undefined ? '' : `${epk.x}.${epk.y ?? ''}.${header.apu ?? ''}.${header.apv ?? ''}`;
+    let kek = keks?.get(cacheKey)?.kek;
+    if (kek === undefined) {
+      kek = concatKdf(agree(privateKey, epk), 'ECDH-ES+A256KW', apu, apv);
+      keks?.set(cacheKey, { kek });
+    }
     // id-aes256-wrap checks the RFC 3394 integrity value itself, and throws when it does not match.
     const kw = createDecipheriv('id-aes256-wrap', kek, KW_IV);
     try {
@@ -122,18 +129,36 @@ function parseHeader(bytes: Buffer): Record<string, unknown> {
   return header as Record<string, unknown>;
 }
 
-/** The sender's ephemeral public key, on the curve of `privateKey`. */
-function epkOf(epk: unknown, privateKey: KeyObject): KeyObject {
+interface EpkJwk {
+  readonly kty: string;
+  readonly crv: string;
+  readonly x: string;
+  readonly y?: string;
+}
+
+/** The sender's ephemeral public key as a JWK of the curve of `privateKey` (not yet a point). */
+function epkJwk(epk: unknown, privateKey: KeyObject): EpkJwk {
   if (typeof epk !== 'object' || epk === null || Array.isArray(epk)) throw new JweError('no epk');
   const { kty, crv, x, y } = epk as Record<string, unknown>;
-  const b64u = (v: unknown) => typeof v === 'string' && v.length === 43 && B64URL.test(v);
-  const x25519 = privateKey.asymmetricKeyType === 'x25519';
-  const ok = x25519 ? kty === 'OKP' && crv === 'X25519' && b64u(x) && y === undefined : kty === 'EC' && crv === 'P-256' && b64u(x) && b64u(y);
-  if (!ok) throw new JweError('epk is not on the key');
+  const b64u = (v: unknown): v is string => typeof v === 'string' && v.length === 43 && B64URL.test(v);
+  if (privateKey.asymmetricKeyType === 'x25519') {
+    if (kty === 'OKP' && crv === 'X25519' && b64u(x) && y === undefined) return { kty, crv, x };
+  } else if (kty === 'EC' && crv === 'P-256' && b64u(x) && b64u(y)) return { kty, crv, x, y };
+  throw new JweError('epk is not on the key');
+}
+
+/** The ECDH shared secret of `privateKey` and the sender's ephemeral key. */
+function agree(privateKey: KeyObject, epk: EpkJwk): Buffer {
+  let publicKey: KeyObject;
   try {
-    return createPublicKey({ key: x25519 ? { kty, crv, x } : { kty, crv, x, y }, format: 'jwk' } as Parameters<typeof createPublicKey>[0]);
+    publicKey = createPublicKey({ key: { ...epk }, format: 'jwk' });
   } catch {
     throw new JweError('epk is not a point');
+  }
+  try {
+    return diffieHellman({ privateKey, publicKey });
+  } catch {
+    throw new JweError('no key agreement with epk');
   }
 }
 

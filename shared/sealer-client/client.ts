@@ -5,7 +5,7 @@ import { isCompactJwe } from '../custody/share-jwe.js';
 import { rootKeyId } from '../crypto/root-key-id.js';
 import { KmsError } from '../errors.js';
 import { KbsClient, KbsResponseError, KbsTransportError, problemOf } from '../kbs/client.js';
-import { isSealerOutage } from './outage.js';
+import { isSealerOutage, isStartingSeal } from './outage.js';
 import {
   ROOT_KEY_BYTES,
   parseShare,
@@ -208,7 +208,8 @@ export class SealerClient {
   /**
    * `action` on each endpoint in turn, the last one that answered first, until one succeeds or a
    * failure is not `tryNext`'s. When none succeeds, an authoritative answer (isSealerOutage false)
-   * outranks the silence of the others: the caller must hear "sealed" even when a replica is down.
+   * outranks the silence of the others: the caller must hear "sealed" even when a replica is down;
+   * a replica sealed only because it is starting outranks silence but not an authoritative answer.
    */
   async #failover<T>(tryNext: (error: KmsError) => boolean, action: (kbs: KbsClient) => Promise<T>): Promise<T> {
     const first = this.#preferred;
@@ -228,6 +229,9 @@ export class SealerClient {
     }
     const authoritative = failures.find((failure) => !isSealerOutage(failure));
     if (authoritative !== undefined) throw authoritative;
+    // "Sealed while starting" tells a function without a key more than silence does (recover it).
+    const starting = failures.find(isStartingSeal);
+    if (starting !== undefined) throw starting;
     if (failures.length === 1) throw failures[0]!;
     throw new KmsError('ROOT_KEY_UNAVAILABLE', `no sealing service answered: ${failures.map((failure) => failure.message).join('; ')}`, {
       cause: new AggregateError(failures),

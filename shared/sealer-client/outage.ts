@@ -4,12 +4,24 @@ import { KbsResponseError } from '../kbs/errors.js';
 /**
  * Whether `error` (from SealerClient) says only that no attested sealing service answered: it was
  * unreachable, too slow, refused by TLS, could not prove itself, sent an answer without its attested
- * signature, or said (signed) that it fails for now (5xx other than sealed). Whoever can reach the
- * network or holds the TLS key can cause any of these. Anything else is the attested service's own
- * word: sealed or uninitialized, this TEE refused (401, 403), no such resource, storage tampered with.
+ * signature, said (signed) that it fails for now (5xx other than sealed), or said (signed) that it
+ * is sealed because it is starting (isStartingSeal). Whoever can reach the network or holds the TLS
+ * key can cause the first ones; whoever can restart the service, the last. Anything else is the
+ * attested service's own word: sealed by an operator, rotated or uninitialized, this TEE refused
+ * (401, 403), no such resource, storage tampered with.
  */
 export function isSealerOutage(error: unknown): boolean {
+  if (isStartingSeal(error)) return true;
   if (!(error instanceof KmsError) || error.code !== 'ROOT_KEY_UNAVAILABLE') return false;
   const cause = error.cause;
   return !(cause instanceof KbsResponseError && cause.authenticated && cause.status < 500);
+}
+
+/**
+ * A SEALED error whose signed seal status says the service has held no key since it started
+ * (`sealedReason: 'starting'`, a restarted replica waiting for a peer or auto-unseal): it knows no
+ * more than a stopped one. A status without the field (an older service) is a seal, as before.
+ */
+export function isStartingSeal(error: unknown): boolean {
+  return error instanceof KmsError && error.code === 'SEALED' && error.details?.sealedReason === 'starting';
 }

@@ -59,7 +59,18 @@ export interface SealStatus {
   readonly integrityAlarm: string | null;
   /** 'secret': mode 1, the key comes from a configured secret; 'shares': mode 2. */
   readonly source: 'secret' | 'shares';
+  /** Why it is sealed, null while it is not; absent from sealing services that predate it (read as a seal). */
+  readonly sealedReason?: SealedReason | null;
 }
+
+/**
+ * - `starting`: it has held no key since it started; a peer replica or auto-unseal may still hand
+ *   it one (else shares). It knows no more than a stopped service: functions ride it out in grace.
+ * - `operator`: sealed by `seal`; only shares unseal it.
+ * - `rotated`: a peer made another key current; it dropped the one it held, and waits for a peer.
+ * - `uninitialized`: there is no root key yet.
+ */
+export type SealedReason = 'starting' | 'operator' | 'rotated' | 'uninitialized';
 
 export interface RecoveryProgress {
   readonly sealed: boolean;

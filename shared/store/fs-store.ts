@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { KmsError } from '../errors.js';
+import { publish, writeSynced } from '../fs/durable.js';
 import { assertObjectKey, assertPrefix } from './keys.js';
 import type { ObjectStore, StoredObject } from './object-store.js';
 
@@ -51,15 +52,10 @@ export class FsObjectStore implements ObjectStore {
     const path = this.#path(key);
     const temp = await this.#writeTemp(path, body);
     try {
-      await link(temp, path);
+      return await publish(temp, path, { replace: false });
     } catch (error) {
-      if (isCode(error, 'EEXIST')) return false;
       throw unavailable(error);
-    } finally {
-      await unlink(temp).catch(() => undefined);
     }
-    await fsyncDir(dirname(path));
-    return true;
   }
 
   async replace(key: string, body: Buffer, etag: string): Promise<boolean> {
@@ -71,13 +67,10 @@ export class FsObjectStore implements ObjectStore {
       if (current === undefined || current.etag !== etag) return false;
       const temp = await this.#writeTemp(path, body);
       try {
-        await rename(temp, path);
+        return await publish(temp, path, { replace: true });
       } catch (error) {
-        await unlink(temp).catch(() => undefined);
         throw unavailable(error);
       }
-      await fsyncDir(dirname(path));
-      return true;
     } finally {
       await release();
     }
@@ -151,13 +144,7 @@ export class FsObjectStore implements ObjectStore {
     const temp = join(dir, `${TEMP_PREFIX}${HOLDER}-${randomBytes(8).toString('hex')}`);
     try {
       await mkdir(dir, { recursive: true });
-      const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-      try {
-        await handle.writeFile(body);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      await writeSynced(temp, body);
     } catch (error) {
       await unlink(temp).catch(() => undefined);
       throw unavailable(error);
@@ -215,19 +202,6 @@ async function isStale(path: string, holder: Promise<string>): Promise<boolean> 
 
 function etagOf(body: Buffer): string {
   return createHash('sha256').update(body).digest('hex');
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  try {
-    const handle = await open(dir, constants.O_RDONLY);
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  } catch (error) {
-    throw unavailable(error);
-  }
 }
 
 function isCode(error: unknown, code: string): boolean {

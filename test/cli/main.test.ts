@@ -80,13 +80,22 @@ describe('tee-kms against npm start', () => {
   const shares: Array<{ index: number; content: string }> = [];
   let key: string;
 
-  it('status, then the first rotate writes one 0600 file per share and prints none', async () => {
+  it('status, then the first rotate writes one 0600 file per share and prints none (attested: on request)', async () => {
     const status = run(['status', '--json']);
     expect(status.status).toBe(0);
     expect(status.json()).toMatchObject({ sealed: true, initialized: false });
 
+    // With --attest the first rotate goes in the clear: without custodians, only on request.
+    const development = join(tmp, 'attest-first-rotate.json');
+    await writeFile(development, JSON.stringify({ allowDevelopment: true }));
+    const refused = run(['--attest', development, 'rotate', '--print-shares']);
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain('--allow-plaintext-shares');
+    expect(refused.stdout).toBe('');
+    expect(run(['status', '--json']).json()).toMatchObject({ initialized: false });
+
     const outDir = join(tmp, 'shares');
-    const rotated = run(['--json', 'rotate', '--out-dir', outDir]);
+    const rotated = run(['--attest', development, '--json', 'rotate', '--allow-plaintext-shares', '--out-dir', outDir]);
     expect(rotated.status, rotated.stderr).toBe(0);
     const { state, files } = rotated.json<{ state: string; files: string[] }>();
     expect(state).toBe('current');
@@ -285,6 +294,14 @@ describe('tee-kms against npm start', () => {
       await writeFile(plain, JSON.stringify(share), { mode: 0o600 });
       opened.push({ share, plain });
     }
+    // -o: a new 0600 file instead of standard output, never over an existing one.
+    const viaFile = join(tmp, 'share-via-o.json');
+    const written = run(['--json', 'custodian', 'decrypt', join(tmp, 'custodian-0/custodian-key.json'), files[0]!, '-o', viaFile]);
+    expect(written.status, written.stderr).toBe(0);
+    expect(written.json()).toEqual({ index: opened[0]!.share.index, file: viaFile });
+    expect(await readFile(viaFile, 'utf8')).toBe(`${JSON.stringify(opened[0]!.share)}\n`);
+    expect((await stat(viaFile)).mode & 0o777).toBe(0o600);
+    expect(run(['custodian', 'decrypt', join(tmp, 'custodian-0/custodian-key.json'), files[0]!, '-o', viaFile])).toMatchObject({ status: 1, stdout: '' });
     // The current root key stays until the new shares are proven.
     expect(run(['status', '--json']).json()).toMatchObject({ verificationPending: true });
     const verified = run(['verify', ...opened.slice(1, 4).map((o) => o.plain), '--json'], { env: { TEE_KMS_ADMIN_TOKEN_FILE: adminTokenFile } });
@@ -346,6 +363,20 @@ describe('tee-kms against npm start', () => {
     expect(run(['status', '--json']).json()).toMatchObject({ rootKeyId: before, verificationPending: false });
   });
 
+  it.skipIf(!hasScript)('custodian decrypt refuses to print the share to a terminal unless --print-shares', async () => {
+    const share = JSON.parse(await readFile(join(tmp, 'plain-share-0.json'), 'utf8')) as { content: string };
+    const command = (...flags: string[]) =>
+      [process.execPath, cli, 'custodian', 'decrypt', join(tmp, 'custodian-0/custodian-key.json'), join(tmp, 'sealed-shares/share-1.json'), ...flags].join(' ');
+    const onTerminal = spawnSync('script', ['-qec', command(), '/dev/null'], { encoding: 'utf8', env: cliEnv() });
+    expect(onTerminal.status).toBe(2);
+    expect(onTerminal.stdout).toMatch(
+      /^tee-kms: the share would be printed to the terminal: give -o <file>, redirect standard output, or ask --print-shares\r?\n$/,
+    );
+    const asked = spawnSync('script', ['-qec', command('--print-shares'), '/dev/null'], { encoding: 'utf8', env: cliEnv() });
+    expect(asked.status).toBe(0);
+    expect(asked.stdout).toContain(share.content);
+  });
+
   it('rotate prints the shares to a pipe, one JSON object a line', async () => {
     const rotated = run(['rotate'], { env: withAdmin });
     expect(rotated.status, rotated.stderr).toBe(0);
@@ -384,6 +415,12 @@ describe('tee-kms: usage and transport failures', () => {
     expect(noUrl.stderr).toMatch(/--url/);
     expect(run(['enroll']).stderr).toMatch(/no token/);
     expect(run(['verify', join(tmp, 'missing.json')], { env: withAdmin }).status).toBe(2);
+    // A share itself where its file is expected: refused, and not repeated.
+    const content = randomBytes(33).toString('base64');
+    const inArgv = run(['recover', content]);
+    expect(inArgv).toMatchObject({ status: 2, stdout: '' });
+    expect(inArgv.stderr).toMatch(/^tee-kms: the share argument names no file and looks like a share: .* or - and the share on standard input\n$/);
+    expect(inArgv.stderr).not.toContain(content);
   });
 
   it('a token is taken from the environment or a file only: --token is no option', () => {

@@ -4,7 +4,7 @@
 // then replayed, moved, made stale and tampered with, as an ingress could.
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -53,6 +53,16 @@ describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
   });
 
   it('the plaintext flow: first rotate, enroll, keys, typed errors with the server code', async () => {
+    // In attested mode the first rotate (no admin token, so in the clear) needs custodians or an
+    // explicit opt-in: refused before anything is sent.
+    const attested = new KmsClient({ url: proxy.url, attest: DEVELOPMENT });
+    const refused = await failure(attested.rotate());
+    expect(refused).toMatchObject({ code: 'INVALID_ARGUMENT', status: 0 });
+    expect(refused.message).toContain('allowPlaintextShares');
+    expect(proxy.capture().toString('latin1')).not.toContain('/rootKey/rotate');
+    expect(await plain.sealStatus()).toMatchObject({ initialized: false });
+    attested.close();
+
     const first = await plain.rotate();
     expect(first).toMatchObject({ state: 'current', sharesEncrypted: false });
     expect(first.shares).toHaveLength(5);
@@ -186,6 +196,43 @@ describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
     expect(proxy.capture().subarray(mark).toString('latin1')).toContain('PUT /rootKey/recover');
     expect((await plain.withCredentials(bob).getDataKey('pk1', 'dk1')).key).toBe(key);
     operator.close();
+  });
+
+  it("an ingress that rewrites the sealed rotate answer's X-KMS-* headers is caught; nothing becomes current", async () => {
+    const before = await plain.sealStatus();
+    let rewrite = (headers: IncomingHttpHeaders): IncomingHttpHeaders => headers;
+    const ingress = await routingProxy(() => Number(new URL(kms.url).port), {
+      rewriteAnswerHeaders: (path, headers) => (path.startsWith('/rootKey/rotate') ? rewrite(headers) : headers),
+    });
+    const admin = new KmsClient({ url: ingress.url, adminToken: ADMIN_TOKEN, attest: DEVELOPMENT, retries: 0 });
+    try {
+      // Passed on as they are, the values sealed and outside agree.
+      const honest = await admin.rotate();
+      expect(honest).toMatchObject({ state: 'pending-verification', sharesEncrypted: false });
+      expect((await plain.sealStatus()).pendingRootKeyId).toBe(honest.rootKeyId);
+
+      const forgeries: Array<[string, (headers: IncomingHttpHeaders) => IncomingHttpHeaders]> = [
+        ['pending turned current', (headers) => ({ ...headers, 'x-kms-root-key-state': 'current' })],
+        ['another root key id', (headers) => ({ ...headers, 'x-kms-root-key-id': before.rootKeyId ?? '0'.repeat(32) })],
+        ['plaintext shares said encrypted', (headers) => ({ ...headers, 'x-kms-shares-encrypted': 'custodians' })],
+        ['the headers removed', ({ 'x-kms-root-key-id': _id, 'x-kms-root-key-state': _state, 'x-kms-shares-encrypted': _encrypted, ...headers }) => headers],
+      ];
+      for (const [label, forge] of forgeries) {
+        rewrite = forge;
+        const refused = await failure(admin.rotate());
+        expect(refused, label).toMatchObject({ code: 'PROTOCOL', status: 200 });
+        expect(refused.message, label).toMatch(/X-kms-root-key-\w+|X-kms-shares-encrypted/);
+      }
+      // The ingress did pass a forged state on; the KMS still holds the key it had, the last rotation pending.
+      expect(ingress.capture().toString('latin1')).toContain('"x-kms-root-key-state":"pending-verification"');
+      const after = await plain.sealStatus();
+      expect(after.rootKeyId).toBe(before.rootKeyId);
+      expect(after.pendingRootKeyId).not.toBeNull();
+      expect(after.pendingRootKeyId).not.toBe(before.rootKeyId);
+    } finally {
+      admin.close();
+      await ingress.close();
+    }
   });
 
   it('refuses a success answered in the clear to a sealed request', async () => {

@@ -5,11 +5,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { compactDecrypt, exportJWK, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KmsClient } from '../../client/index.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { freePort, httpCall, startFunctionsFramework, startLeanHost, startServer, type ServerProcess } from '../support/processes.js';
-import { encodings, recordingProxy, type RecordingProxy } from '../support/recording-proxy.js';
-import { attest, seal, type Attested } from '../support/sealed-client.js';
+import { encodings, leaked, recordingProxy, type RecordingProxy } from '../support/recording-proxy.js';
+import { failure } from '../support/kms-error.js';
+import { attest, seal, type Attested, type SealedRequest } from '../support/sealed-client.js';
 
 const ADMIN_TOKEN = `admin-${randomBytes(12).toString('hex')}`;
 const USER_TOKEN = `user-${randomBytes(12).toString('hex')}`;
@@ -88,6 +91,71 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     }
   });
 
+  it('keys agreed under one service key are never used under the next: a rotation drops them', async () => {
+    const epk = (await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519', extractable: true })).privateKey;
+    const reusing = (attested: Attested, method: string, target: string, token: string, kid?: string) =>
+      seal(attested, { method, target, token, ...(target.startsWith('/rootKey') ? {} : { user: 'alice' }), epk, ...(kid === undefined ? {} : { kid }) });
+    const call = async (request: SealedRequest, method: string, target: string, body?: string) => {
+      const answer = await viaProxy(target, {
+        method,
+        headers: { authorization: request.authorization, accept: 'application/json', ...(body ? { 'content-type': 'application/json' } : {}) },
+        ...(body ? { body } : {}),
+      });
+      return { answer, json: answer.headers['content-type'] === 'application/jose' ? await request.open(answer.body) : JSON.parse(answer.body) };
+    };
+    const read = '/dataKey/dk1?primaryKeyName=pk1';
+    const old = await attest((path) => viaProxy(path));
+    expect((await call(await reusing(old, 'GET', read, USER_TOKEN), 'GET', read)).answer.status).toBe(200); // epk agreed and cached
+
+    const rotated = await call(await reusing(old, 'GET', '/rootKey/rotate', ADMIN_TOKEN), 'GET', '/rootKey/rotate');
+    expect(rotated.answer.status).toBe(200);
+    const body = JSON.stringify({ shares: (rotated.json as Share[]).slice(0, 3) });
+    expect((await call(await reusing(old, 'POST', '/rootKey/verify', ADMIN_TOKEN), 'POST', '/rootKey/verify', body)).answer.status).toBe(200);
+    const current = await attest((path) => viaProxy(path));
+    expect(current.rootKeyId).not.toBe(old.rootKeyId);
+
+    // Sealed to the old key with the cached epk, but naming the new key: were the old key's cache
+    // consulted, it would open. It must not.
+    const forged = await call(await reusing(old, 'GET', read, USER_TOKEN, current.rootKeyId), 'GET', read);
+    expect(forged.answer.status).toBe(400);
+    expect(forged.json).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+    // The same epk sealed to the new key is agreed with anew, and works.
+    expect((await call(await reusing(current, 'GET', read, USER_TOKEN), 'GET', read)).answer.status).toBe(200);
+  });
+
+  it('a sealed rotate answer carries its X-KMS-* values in the protected header, which the ingress cannot change', async () => {
+    const attested = await attest((path) => viaProxy(path));
+    const request = await seal(attested, { method: 'GET', target: '/rootKey/rotate', token: ADMIN_TOKEN });
+    const answer = await viaProxy('/rootKey/rotate', { headers: { authorization: request.authorization, accept: 'application/json' } });
+    expect(answer.status).toBe(200);
+    const { json, protectedHeader } = await request.openWithHeader(answer.body);
+    expect(json).toHaveLength(5);
+    const status = JSON.parse((await viaProxy('/rootKey/status')).body) as { pendingRootKeyId: string };
+    expect(protectedHeader).toMatchObject({
+      'kms-root-key-id': status.pendingRootKeyId,
+      'kms-root-key-state': 'pending-verification',
+      'kms-shares-encrypted': 'no',
+    });
+    // The headers outside say the same, for plain clients.
+    for (const name of ['kms-root-key-id', 'kms-root-key-state', 'kms-shares-encrypted']) expect(answer.headers[`x-${name}`]).toBe(protectedHeader[name]);
+
+    // An ingress that turns "pending-verification" into "current" in the protected header breaks the
+    // answer: AES-GCM authenticates the header as it was sealed.
+    const [header, ...rest] = answer.body.split('.');
+    const forged = Buffer.from(
+      JSON.stringify({ ...(JSON.parse(Buffer.from(header!, 'base64url').toString()) as object), 'kms-root-key-state': 'current' }),
+    ).toString('base64url');
+    await expect(request.open([forged, ...rest].join('.'))).rejects.toThrow();
+
+    // An error answer (a wrong admin token) carries no such values.
+    const wrong = await seal(attested, { method: 'GET', target: '/rootKey/rotate', token: 'not-the-admin-token' });
+    const refused = await viaProxy('/rootKey/rotate', { headers: { authorization: wrong.authorization, accept: 'application/json' } });
+    expect(refused.status).toBe(401);
+    const opened = await wrong.openWithHeader(refused.body);
+    expect(opened.json).toMatchObject({ error: { code: 'UNAUTHORIZED' } });
+    expect(Object.keys(opened.protectedHeader).filter((name) => name.startsWith('kms-'))).toEqual([]);
+  });
+
   it('a captured sealed request replayed through the proxy is refused and changes nothing', async () => {
     const attested = await attest((path) => viaProxy(path));
     const request = await seal(attested, { method: 'POST', target: '/primaryKey/once', token: USER_TOKEN, user: 'alice' });
@@ -96,6 +164,57 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     const replay = await send();
     expect(replay.status).toBe(401);
     expect(JSON.parse(replay.body).error.code).toBe('UNAUTHORIZED');
+  });
+});
+
+describe('KMS_REQUIRE_SEALED: the first rotate, which cannot be sealed, must name custodians', () => {
+  let dataDir: string;
+  let kms: ServerProcess;
+  let proxy: RecordingProxy;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-sealed-init-'));
+    const port = await freePort();
+    kms = await startServer({
+      command: 'npm',
+      args: ['start', '--silent'],
+      env: { PORT: String(port), KMS_DATA_DIR: dataDir, KMS_TLS: 'off', KMS_ADMIN_TOKEN: ADMIN_TOKEN, KMS_REQUIRE_SEALED: 'true' },
+      url: `http://127.0.0.1:${port}`,
+    });
+    proxy = await recordingProxy(port);
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await kms?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('a rotate in the clear without custodians is refused with 400 and leaves the KMS uninitialized', async () => {
+    const status = () => httpCall(`${proxy.url}/rootKey/status`).then((answer) => JSON.parse(answer.body) as { initialized: boolean; sealed: boolean });
+    for (const options of [{}, { method: 'POST' }, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '' }]) {
+      const answer = await httpCall(`${proxy.url}/rootKey/rotate`, { ...options, headers: { ...options.headers, accept: 'application/json' } });
+      expect(answer.status).toBe(400);
+      const { error } = JSON.parse(answer.body) as { error: { code: string; message: string } };
+      expect(error.code).toBe('BAD_REQUEST');
+      expect(error.message).toContain('KMS_REQUIRE_SEALED');
+      expect(error.message).toContain('{"custodians": [JWK, …]} or KMS_CUSTODIAN_KEYS_FILE');
+      expect(await status()).toMatchObject({ initialized: false, sealed: true });
+    }
+    // The project's client, told to let plaintext shares through, is refused by the server all the same.
+    const client = new KmsClient({ url: proxy.url, attest: { allowDevelopment: true }, retries: 0 });
+    expect(await failure(client.rotate({ allowPlaintextShares: true }))).toMatchObject({ code: 'BAD_REQUEST', status: 400 });
+    expect(await status()).toMatchObject({ initialized: false });
+
+    // With the custodians' keys it initializes; no share crosses the proxy in plaintext.
+    const custodians = await Promise.all(Array.from({ length: 5 }, () => generateKeyPair('ECDH-ES+A256KW', { crv: 'P-256' })));
+    const rotation = await client.rotate({ custodians: await Promise.all(custodians.map(({ publicKey }) => exportJWK(publicKey))) });
+    expect(rotation).toMatchObject({ state: 'current', sharesEncrypted: true });
+    expect(await status()).toMatchObject({ initialized: true, sealed: false });
+    const plaintext = await Promise.all(
+      rotation.shares.map(async ({ content }, i) => Buffer.from((await compactDecrypt(content, custodians[i]!.privateKey)).plaintext)),
+    );
+    expect(leaked(proxy.capture(), plaintext)).toEqual([]);
+    client.close();
   });
 });
 

@@ -21,6 +21,7 @@ import { SealerClient } from '../../shared/sealer-client/client.js';
 import { sealerPaths, sealerProblems, type Share } from '../../shared/sealer-client/protocol.js';
 import { startLeanHost, type HttpAnswer, type ServerProcess } from '../support/processes.js';
 import { rootKeyIdOf } from '../support/protocol-client.js';
+import { startReplicas, unsealedOn, untilStatus } from '../support/replicas.js';
 import { adminAttester, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { findSecrets, readFsObjects } from '../support/storage-snapshot.js';
 import { writeTlsFiles } from '../support/tls-files.js';
@@ -296,5 +297,49 @@ describe('a sealing service that answers "sealed", and rotations (mode 2, shares
       expect(answer.status, answer.body).toBe(200);
     }
     expect(await readDataKey(kms, 'frank', 'dk')).toBe(value);
+  });
+});
+
+describe('a rolling restart: one replica sealed because it is starting, the other silent (mode 2, two replicas)', () => {
+  it('functions ride it out in grace; a seal by an operator still drops the key at once', async () => {
+    const dataDir = await mkdtemp(join(dir, 'replicas-'));
+    const replicas = await startReplicas(dataDir, { KMS_STORE: 'fs', KMS_DATA_DIR: dataDir }, '5e'.repeat(48), 2);
+    sealers.push(...replicas.sealers);
+    const [healthy, restarted] = replicas.sealers as [SealerProcess, SealerProcess];
+    const [healthyClient, restartedClient] = replicas.clients as [SealerClient, SealerClient];
+    const kms = await startFunction(dataDir, [healthy.url, restarted.url], { KMS_SEALER_CA_FILE: replicas.caFile }); // grace: 600 s
+    const initialized = await kms.request('/rootKey/rotate');
+    expect(initialized.status, initialized.body).toBe(200);
+    const id = (await healthyClient.sealStatus()).rootKeyId!;
+    await untilStatus(restartedClient, unsealedOn(id), 'unsealed by its peer', () => restarted.logs());
+    const value = await populate(kms, 'grace');
+
+    // The healthy replica stops answering (its requests time out); the other restarts and cannot reach it.
+    healthy.signal('SIGSTOP');
+    try {
+      await restarted.restart('SIGKILL');
+      expect(await restartedClient.sealStatus()).toMatchObject({ sealed: true, initialized: true, rootKeyId: id, sealedReason: 'starting' });
+      await sleep(1_100); // past the refresh
+      expect(await readDataKey(kms, 'grace', 'dk')).toBe(value);
+      await expectLogged(kms, 'serving the root key released');
+      expect(kms.output()).not.toContain('dropped');
+    } finally {
+      healthy.signal('SIGCONT');
+    }
+    await untilStatus(restartedClient, unsealedOn(id), 'unsealed by its peer once it answers', () => restarted.logs());
+    await sleep(1_100); // the next attempt reaches the healthy replica: the grace period is over
+    expect(await readDataKey(kms, 'grace', 'dk')).toBe(value);
+    await expectLogged(kms, 'the grace period is over');
+
+    // An operator seals the replica that answers; the other one is silent: the key is dropped, grace or not.
+    expect(await restartedClient.seal()).toMatchObject({ sealed: true, sealedReason: 'operator' });
+    healthy.signal('SIGSTOP');
+    try {
+      await sleep(1_100);
+      expectRefused(await getDataKey(kms, 'grace'), 'SEALED');
+      await expectLogged(kms, 'the root key was dropped: the sealing service answered');
+    } finally {
+      healthy.signal('SIGCONT');
+    }
   });
 });

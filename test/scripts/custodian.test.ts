@@ -70,6 +70,7 @@ function recoveryKeyPair(): { jwk: TeePubKey; privateKey: KeyObject } {
 }
 
 const newNonce = () => randomBytes(32).toString('base64url');
+const hasScript = spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
 
 describe('custodian keygen', () => {
   it('writes the private key (0600) in a new 0700 directory and the public key, and prints the public key', async () => {
@@ -149,6 +150,46 @@ describe('custodian decrypt', async () => {
     }
   });
 
+  it('-o writes the share to a new 0600 file, all or nothing, never over an existing one', async () => {
+    const [share] = await shares();
+    const jwe = await file(await sealShare(share!.content, custodian));
+    const out = join(tmp, 'dave-share.json');
+    const written = run('decrypt', join(dir, 'custodian-key.json'), jwe, '-o', out);
+    expect({ status: written.status, stderr: written.stderr }).toEqual({ status: 0, stderr: '' });
+    expect(JSON.parse(written.stdout)).toEqual({ index: share!.index, file: out });
+    expect(await readFile(out, 'utf8')).toBe(`${JSON.stringify(share)}\n`);
+    expect((await stat(out)).mode & 0o777).toBe(0o600);
+
+    const again = run('decrypt', join(dir, 'custodian-key.json'), jwe, '--out', out);
+    expect({ status: again.status, stdout: again.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(again.stderr).toMatch(/^custodian: refused: .*dave-share\.json exists: it is never overwritten\n$/);
+    // A share that does not open leaves no file behind.
+    const refused = run('decrypt', join(otherDir, 'custodian-key.json'), jwe, '-o', join(tmp, 'erin-share.json'));
+    expect(refused.status).toBe(1);
+    expect(existsSync(join(tmp, 'erin-share.json'))).toBe(false);
+  });
+
+  it.skipIf(!hasScript)('refuses to print the share to a terminal unless --print-shares', async () => {
+    const [share] = await shares();
+    const jwe = await file(await sealShare(share!.content, custodian));
+    // script(1) gives the command a terminal as its standard output.
+    const onTerminal = (...flags: string[]) =>
+      spawnSync('script', ['-qec', [process.execPath, cli, 'decrypt', join(dir, 'custodian-key.json'), jwe, ...flags].join(' '), '/dev/null'], {
+        cwd: tmp,
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+    const refused = onTerminal();
+    expect(refused.status).toBe(2);
+    expect(refused.stdout).toMatch(
+      /^custodian: the share would be printed to the terminal: give -o <file>, redirect standard output, or ask --print-shares\r?\n/,
+    );
+    expect(refused.stdout).not.toContain(share!.content);
+    const asked = onTerminal('--print-shares');
+    expect(asked.status).toBe(0);
+    expect(asked.stdout).toContain(JSON.stringify(share));
+  });
+
   it('refuses a share sealed to another custodian, or altered', async () => {
     const [share] = await shares();
     const jwe = await sealShare(share!.content, custodian);
@@ -194,15 +235,21 @@ describe('custodian seal-share with sample evidence', async () => {
 
   it('is refused without --allow-sample', async () => {
     const [share] = await shares();
-    const { status, stdout, stderr } = run('seal-share', recoveryFile, String(share!.index), share!.content, `--nonce=${nonce}`);
+    const { status, stdout, stderr } = run('seal-share', recoveryFile, String(share!.index), await file(share!), `--nonce=${nonce}`);
     expect({ status, stdout }).toEqual({ status: 1, stdout: '' });
     expect(stderr).toMatch(/^custodian: refused: the recovery key comes with sample evidence, which proves nothing .* without --allow-sample/);
   });
 
   it('with --allow-sample, seals the share to the recovery key, which alone opens it to the exact share text', async () => {
     const [share] = await shares();
-    for (const input of [share!.content, await file(`${share!.content}\n`), await file(share!)]) {
-      const { status, json, stdout, stderr } = run('seal-share', recoveryFile, String(share!.index), input, `--nonce=${nonce}`, '--allow-sample');
+    const inputs: Array<[string, string]> = [
+      ['-', share!.content],
+      ['-', JSON.stringify(share)],
+      [await file(`${share!.content}\n`), ''],
+      [await file(share!), ''],
+    ];
+    for (const [arg, stdin] of inputs) {
+      const { status, json, stdout, stderr } = runWithInput(stdin, 'seal-share', recoveryFile, String(share!.index), arg, `--nonce=${nonce}`, '--allow-sample');
       expect(status).toBe(0);
       expect(stderr).toMatch(/^custodian: WARNING: sample evidence proves nothing/);
       expect(stderr).toMatch(/custodian: sample evidence binds the recovery key \(kid [\w-]{43}\) to the nonce; share \d+ is sealed to it\n$/);
@@ -215,6 +262,23 @@ describe('custodian seal-share with sample evidence', async () => {
       expect(await openShare(jwe, recovery.privateKey)).toBe(share!.content);
       await expect(openShare(jwe, recoveryKeyPair().privateKey)).rejects.toThrow(/could not be decrypted/);
     }
+  });
+
+  it('refuses a share given on the command line, where other users can read it: exit 2, nothing sealed, the share not repeated', async () => {
+    const [share] = await shares();
+    const jwe = await sealShare(share!.content, parseCustodianKeys([recovery.jwk], 1)[0]!);
+    for (const arg of [share!.content, JSON.stringify(share), ` ${share!.content.slice(4)}`, share!.content.replace(/=+$/, ''), jwe]) {
+      const { status, stdout, stderr } = run('seal-share', recoveryFile, String(share!.index), arg, `--nonce=${nonce}`, '--allow-sample');
+      expect({ status, stdout }).toEqual({ status: 2, stdout: '' });
+      expect(stderr).toMatch(
+        /^custodian: the share argument names no file and looks like a share: a share is never taken from the command line.*; give a file holding it, or - and the share on standard input\nusage: /,
+      );
+      expect(stderr).not.toContain(share!.content.slice(4, 40));
+    }
+    // A path that names nothing is said as such.
+    const missing = run('seal-share', recoveryFile, String(share!.index), join(tmp, 'no-such-share.json'), `--nonce=${nonce}`, '--allow-sample');
+    expect({ status: missing.status, stdout: missing.stdout }).toEqual({ status: 2, stdout: '' });
+    expect(missing.stderr).toMatch(/^custodian: cannot read share file .*no-such-share\.json\n$/);
   });
 
   it("takes the share from a pipe: decrypt's output straight into seal-share", async () => {
@@ -232,13 +296,14 @@ describe('custodian seal-share with sample evidence', async () => {
 
   it('refuses evidence for another nonce, or for another key', async () => {
     const [share] = await shares();
-    const wrongNonce = run('seal-share', recoveryFile, String(share!.index), share!.content, `--nonce=${newNonce()}`, '--allow-sample');
+    const shareFile = await file(share!);
+    const wrongNonce = run('seal-share', recoveryFile, String(share!.index), shareFile, `--nonce=${newNonce()}`, '--allow-sample');
     expect({ status: wrongNonce.status, stdout: wrongNonce.stdout }).toEqual({ status: 1, stdout: '' });
     expect(wrongNonce.stderr).toMatch(/custodian: refused: the recovery key's evidence is refused: sample evidence: report_data does not bind this nonce/);
 
     // Someone on the way swaps in their own key and keeps the genuine evidence.
     const swapped = await file({ recoveryKey: recoveryKeyPair().jwk, tee: 'sample', evidence });
-    const otherKey = run('seal-share', swapped, String(share!.index), share!.content, `--nonce=${nonce}`, '--allow-sample');
+    const otherKey = run('seal-share', swapped, String(share!.index), shareFile, `--nonce=${nonce}`, '--allow-sample');
     expect({ status: otherKey.status, stdout: otherKey.stdout }).toEqual({ status: 1, stdout: '' });
     expect(otherKey.stderr).toMatch(/refused: the recovery key's evidence is refused/);
   });
@@ -247,24 +312,25 @@ describe('custodian seal-share with sample evidence', async () => {
     const [share, second] = await shares();
     const index = String(share!.index);
     const jwe = await sealShare(share!.content, parseCustodianKeys([recovery.jwk], 1)[0]!);
+    const [shareFile, objectFile, jweFile, cutFile] = [await file(share!.content), await file(share!), await file(jwe), await file(share!.content.slice(4))];
     const cases: Array<[string[], RegExp]> = [
-      [[recoveryFile, index, share!.content], /^custodian: --nonce is required/],
-      [[recoveryFile, index, share!.content, '--nonce=short'], /^custodian: --nonce must be base64url \(no padding\) of 16 to 64 random bytes/],
-      [[recoveryFile, index, share!.content, `--nonce=${nonce}=`], /^custodian: --nonce must be base64url/],
-      [[recoveryFile, '0', share!.content, `--nonce=${nonce}`], /^custodian: <index> must be a whole number from 1 to 255/],
-      [[recoveryFile, String(second!.index), share!.content, `--nonce=${nonce}`], /^custodian: the share: index \d+ does not match the share/],
-      [[recoveryFile, String(second!.index), JSON.stringify(share), `--nonce=${nonce}`], /^custodian: the share object's index \d+ is not the <index> given/],
-      [[recoveryFile, index, jwe, `--nonce=${nonce}`], /^custodian: the share is still encrypted \(a JWE\): decrypt it first/],
-      [[recoveryFile, index, share!.content.slice(4), `--nonce=${nonce}`], /^custodian: the share: content must decode to 33 bytes/],
-      [[recoveryFile, index, share!.content, `--nonce=${nonce}`, '--collateral', recoveryFile], /^custodian: --tdx-policy and --collateral go together/],
-      [[recoveryFile, index, share!.content, `--nonce=${nonce}`, '--at', '2030-01-01T00:00:00Z'], /^custodian: --root-ca and --at need --tdx-policy/],
-      [[await file('{"recoveryKey": 1'), index, share!.content, `--nonce=${nonce}`], /^custodian: recovery key file .* is not JSON\n$/],
-      [[await file({ tee: 'sample', evidence }), index, share!.content, `--nonce=${nonce}`], /is not an answer of GET \/rootKey\/recover/],
+      [[recoveryFile, index, shareFile], /^custodian: --nonce is required/],
+      [[recoveryFile, index, shareFile, '--nonce=short'], /^custodian: --nonce must be base64url \(no padding\) of 16 to 64 random bytes/],
+      [[recoveryFile, index, shareFile, `--nonce=${nonce}=`], /^custodian: --nonce must be base64url/],
+      [[recoveryFile, '0', shareFile, `--nonce=${nonce}`], /^custodian: <index> must be a whole number from 1 to 255/],
+      [[recoveryFile, String(second!.index), shareFile, `--nonce=${nonce}`], /^custodian: the share: index \d+ does not match the share/],
+      [[recoveryFile, String(second!.index), objectFile, `--nonce=${nonce}`], /^custodian: the share object's index \d+ is not the <index> given/],
+      [[recoveryFile, index, jweFile, `--nonce=${nonce}`], /^custodian: the share is still encrypted \(a JWE\): decrypt it first/],
+      [[recoveryFile, index, cutFile, `--nonce=${nonce}`], /^custodian: the share: content must decode to 33 bytes/],
+      [[recoveryFile, index, shareFile, `--nonce=${nonce}`, '--collateral', recoveryFile], /^custodian: --tdx-policy and --collateral go together/],
+      [[recoveryFile, index, shareFile, `--nonce=${nonce}`, '--at', '2030-01-01T00:00:00Z'], /^custodian: --root-ca and --at need --tdx-policy/],
+      [[await file('{"recoveryKey": 1'), index, shareFile, `--nonce=${nonce}`], /^custodian: recovery key file .* is not JSON\n$/],
+      [[await file({ tee: 'sample', evidence }), index, shareFile, `--nonce=${nonce}`], /is not an answer of GET \/rootKey\/recover/],
       [
-        [await file({ recoveryKey: { ...recovery.jwk, kid: 'k' }, tee: 'sample', evidence }), index, share!.content, `--nonce=${nonce}`],
+        [await file({ recoveryKey: { ...recovery.jwk, kid: 'k' }, tee: 'sample', evidence }), index, shareFile, `--nonce=${nonce}`],
         /: recoveryKey is not a P-256 public JWK with exactly kty, crv, alg "ECDH-ES\+A256KW", x, y\n$/,
       ],
-      [[await file({ recoveryKey: recovery.jwk, tee: 'sev', evidence }), index, share!.content, `--nonce=${nonce}`], /: tee must be "tdx" or "sample"\n$/],
+      [[await file({ recoveryKey: recovery.jwk, tee: 'sev', evidence }), index, shareFile, `--nonce=${nonce}`], /: tee must be "tdx" or "sample"\n$/],
     ];
     for (const [args, message] of cases) {
       const { status, stdout, stderr } = run('seal-share', ...args);
@@ -290,7 +356,7 @@ describe('custodian seal-share with TDX evidence', async () => {
 
   it('accepts evidence that meets the sealing service reference values, and seals the share', async () => {
     const [share] = await shares();
-    const { status, json, stderr } = run('seal-share', recoveryFile, String(share!.index), share!.content, `--nonce=${nonce}`, ...tdx(matching));
+    const { status, json, stderr } = run('seal-share', recoveryFile, String(share!.index), await file(share!), `--nonce=${nonce}`, ...tdx(matching));
     expect(status).toBe(0);
     expect(stderr).toMatch(/^custodian: WARNING: TDX quotes are verified against the root CA in .*, not Intel's/);
     expect(stderr).toContain(`custodian: tdx evidence (mrTd ${DEFAULT_TD.mrTd}, TCB UpToDate) binds the recovery key`);
@@ -300,7 +366,8 @@ describe('custodian seal-share with TDX evidence', async () => {
 
   it('refuses evidence of another TD, for another nonce, or without the reference values', async () => {
     const [share] = await shares();
-    const args = [recoveryFile, String(share!.index), share!.content];
+    const shareFile = await file(share!);
+    const args = [recoveryFile, String(share!.index), shareFile];
     const otherMrTd = run('seal-share', ...args, `--nonce=${nonce}`, ...tdx(otherTd));
     expect({ status: otherMrTd.status, stdout: otherMrTd.stdout }).toEqual({ status: 1, stdout: '' });
     expect(otherMrTd.stderr).toMatch(
@@ -322,7 +389,7 @@ describe('custodian seal-share with TDX evidence', async () => {
       tee: 'sample',
       evidence: await new SampleAttester().getEvidence(kbsReportData(nonce, recovery.jwk)),
     });
-    const downgraded = run('seal-share', sample, String(share!.index), share!.content, `--nonce=${nonce}`, '--allow-sample', ...tdx(matching));
+    const downgraded = run('seal-share', sample, String(share!.index), shareFile, `--nonce=${nonce}`, '--allow-sample', ...tdx(matching));
     expect(downgraded.status).toBe(1);
     expect(downgraded.stderr).toMatch(/refused: the recovery key comes with sample evidence, not the TDX evidence that --tdx-policy asks for/);
 

@@ -16,7 +16,11 @@ const USER = 'user=carol&token=carols-token';
 const cli = join(repoRoot, 'dist/scripts/custodian.js');
 
 function custodian(...args: string[]): string {
-  const run = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return custodianWithInput('', ...args);
+}
+
+function custodianWithInput(input: string, ...args: string[]): string {
+  const run = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000, input });
   expect(run.status, run.stderr).toBe(0);
   return run.stdout.trim();
 }
@@ -44,7 +48,7 @@ describe('custodian ceremony through npm start (plaintext shares refused)', () =
     expect(answer.status, answer.body).toBe(200);
     const file = join(dir, `recovery-${nonce.slice(0, 8)}.json`);
     await writeFile(file, answer.body);
-    return shares.map((share) => custodian('seal-share', file, String(share.index), share.content, `--nonce=${nonce}`, '--allow-sample'));
+    return shares.map((share) => custodianWithInput(JSON.stringify(share), 'seal-share', file, String(share.index), '-', `--nonce=${nonce}`, '--allow-sample'));
   }
 
   it('rotate to custodians, restart, recover with shares sealed to the recovery key: same keys; the next rotation reuses the custodians', async () => {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
 import { KbsClient, type KbsResponseError } from '../../shared/kbs/client.js';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
+import { isStartingSeal } from '../../shared/sealer-client/outage.js';
 import { sealerPaths, type Share } from '../../shared/sealer-client/protocol.js';
 import { adminAttester, allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { kmsFailure } from '../support/failure.js';
@@ -81,6 +82,7 @@ describe('root key lifecycle (mode 2)', () => {
       pendingRootKeyId: null,
       integrityAlarm: null,
       source: 'shares',
+      sealedReason: 'uninitialized',
     });
     const sealed = await kmsFailure(client.rootKey());
     expect(sealed.code).toBe('SEALED');
@@ -154,7 +156,20 @@ describe('root key lifecycle (mode 2)', () => {
 
   it('after a restart the current shares recover the current key; the unverified new shares open nothing', async () => {
     await restart('SIGKILL');
-    expect(await client.sealStatus()).toMatchObject({ sealed: true, initialized: true, t: 3, n: 5, rootKeyId: first.id, pendingRootKeyId: second.id });
+    expect(await client.sealStatus()).toMatchObject({
+      sealed: true,
+      initialized: true,
+      t: 3,
+      n: 5,
+      rootKeyId: first.id,
+      pendingRootKeyId: second.id,
+      sealedReason: 'starting',
+    });
+    // Signed, so a function may ride it out (isStartingSeal); an older service's answer lacks the field.
+    const starting = await kmsFailure(client.rootKey());
+    expect(starting.code).toBe('SEALED');
+    expect(starting.details).toMatchObject({ sealedReason: 'starting' });
+    expect(isStartingSeal(starting)).toBe(true);
     expect((await kmsFailure(client.installRootKey({ t: 3, n: 5, expectedCurrentId: first.id }))).code).toBe('SEALED');
     await recover(second.shares.slice(0, 2));
     const unverified = await kmsFailure(client.submitShare(second.shares[2]!));

@@ -165,7 +165,7 @@ describe('replicas unseal each other', () => {
 
   it('seal on one replica: peers do not unseal it again, it stays ready for shares, which recover it', async () => {
     const id = await currentId();
-    expect(await clients[1]!.seal()).toMatchObject({ sealed: true, rootKeyId: id });
+    expect(await clients[1]!.seal()).toMatchObject({ sealed: true, rootKeyId: id, sealedReason: 'operator' });
     // Several sync rounds (1 s each) pass: a peer would have handed the key back by now.
     await new Promise((resolve) => setTimeout(resolve, 3_500));
     expect(await status(1)).toMatchObject({ sealed: true, rootKeyId: id });
@@ -179,7 +179,7 @@ describe('replicas unseal each other', () => {
     const id = await currentId();
     for (const sealer of sealers) await sealer.stop('SIGKILL');
     for (const sealer of sealers) await sealer.restart();
-    for (const i of [0, 1, 2]) expect(await status(i)).toMatchObject({ sealed: true, initialized: true, rootKeyId: id });
+    for (const i of [0, 1, 2]) expect(await status(i)).toMatchObject({ sealed: true, initialized: true, rootKeyId: id, sealedReason: 'starting' });
     // Ready once each has found every peer sealed: their shares are needed, so they must be reachable.
     for (const sealer of sealers) {
       for (let tries = 0; (await readyz(sealer)) !== 200; tries++) {

@@ -1,6 +1,6 @@
 // Proxies that play the ingress between a client and the KMS: what a TLS-terminating ingress,
 // an activator or a proxy on the way sees.
-import { createServer as createHttpServer, request as httpRequest } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { createServer, connect, type Server } from 'node:net';
 
 export interface RecordingProxy {
@@ -29,8 +29,12 @@ export async function recordingProxy(targetPort: number): Promise<RecordingProxy
 /**
  * An HTTP proxy that routes each request by its path to a port on 127.0.0.1 (as Knative's ingress
  * routes each route to its function) and records requests and answers, headers and bodies.
+ * `rewriteAnswerHeaders` changes the headers of the answers it passes on, as an ingress can.
  */
-export async function routingProxy(portFor: (path: string) => number): Promise<RecordingProxy> {
+export async function routingProxy(
+  portFor: (path: string) => number,
+  options: { readonly rewriteAnswerHeaders?: (path: string, headers: IncomingHttpHeaders) => IncomingHttpHeaders } = {},
+): Promise<RecordingProxy> {
   const chunks: Buffer[] = [];
   const server = createHttpServer((req, res) => {
     const head = `${req.method} ${req.url} HTTP/1.1\r\n${Object.entries(req.headers)
@@ -41,7 +45,8 @@ export async function routingProxy(portFor: (path: string) => number): Promise<R
       { host: '127.0.0.1', port: portFor(new URL(req.url ?? '/', 'http://x').pathname), method: req.method, path: req.url, headers: req.headers },
       (answer) => {
         chunks.push(Buffer.from(`HTTP/1.1 ${answer.statusCode}\r\n${JSON.stringify(answer.headers)}\r\n\r\n`, 'latin1'));
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        const rewrite = options.rewriteAnswerHeaders;
+        res.writeHead(answer.statusCode ?? 502, rewrite === undefined ? answer.headers : rewrite(req.url ?? '/', { ...answer.headers }));
         answer.on('data', (chunk: Buffer) => chunks.push(chunk));
         answer.pipe(res);
       },

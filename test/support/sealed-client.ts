@@ -2,7 +2,7 @@
 // with jose and node:crypto, not with the server's modules: what an independent client would do.
 import { createHash, randomBytes } from 'node:crypto';
 import canonicalize from 'canonicalize';
-import { CompactEncrypt, compactDecrypt, exportJWK, generateKeyPair, importJWK, type CryptoKey } from 'jose';
+import { CompactEncrypt, compactDecrypt, exportJWK, generateKeyPair, importJWK, type CryptoKey, type GenerateKeyPairResult } from 'jose';
 import type { HttpAnswer } from './processes.js';
 
 export interface Attested {
@@ -38,6 +38,8 @@ export interface SealedRequest {
   readonly authorization: string;
   /** Opens the answer (a compact JWE to this request's response key). */
   open(body: string): Promise<unknown>;
+  /** Opens the answer, and gives its protected header too (authenticated with it). */
+  openWithHeader(body: string): Promise<{ json: unknown; protectedHeader: Record<string, unknown> }>;
 }
 
 export interface SealOptions {
@@ -52,12 +54,19 @@ export interface SealOptions {
   readonly responseCurve?: 'X25519' | 'P-256';
   /** Replaces the plaintext claims entirely. */
   readonly claims?: Record<string, unknown>;
+  /** An ephemeral private key to reuse (a fresh one per message otherwise, as jose does). */
+  readonly epk?: CryptoKey;
+  /** A response key pair to reuse (a fresh one per message otherwise). */
+  readonly response?: GenerateKeyPairResult;
 }
 
 export async function seal(attested: Attested, options: SealOptions): Promise<SealedRequest> {
   const alg = options.alg ?? 'ECDH-ES+A256KW';
   const response =
-    options.responseCurve === 'P-256' ? await generateKeyPair('ECDH-ES+A256KW', { crv: 'P-256' }) : await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519' });
+    options.response ??
+    (options.responseCurve === 'P-256'
+      ? await generateKeyPair('ECDH-ES+A256KW', { crv: 'P-256' })
+      : await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519' }));
   const responseKey = await exportJWK(response.publicKey);
   const claims = options.claims ?? {
     ...(options.user === undefined ? {} : { user: options.user }),
@@ -70,14 +79,23 @@ export async function seal(attested: Attested, options: SealOptions): Promise<Se
   };
   const { kid: _kid, ...publicJwk } = attested.serviceKey;
   const serviceKey = (await importJWK(publicJwk, alg)) as CryptoKey;
-  const jwe = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify(claims)))
-    .setProtectedHeader({ alg, enc: 'A256GCM', kid: options.kid ?? attested.serviceKey.kid })
-    .encrypt(serviceKey);
+  const encrypt = new CompactEncrypt(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({
+    alg,
+    enc: 'A256GCM',
+    kid: options.kid ?? attested.serviceKey.kid,
+  });
+  if (options.epk !== undefined) encrypt.setKeyManagementParameters({ epk: options.epk });
+  const jwe = await encrypt.encrypt(serviceKey);
   return {
     authorization: `Sealed ${jwe}`,
     async open(body) {
-      const { plaintext } = await compactDecrypt(body, response.privateKey);
-      return JSON.parse(new TextDecoder().decode(plaintext)) as unknown;
+      return (await openWithHeader(body)).json;
     },
+    openWithHeader,
   };
+
+  async function openWithHeader(body: string): Promise<{ json: unknown; protectedHeader: Record<string, unknown> }> {
+    const { plaintext, protectedHeader } = await compactDecrypt(body, response.privateKey);
+    return { json: JSON.parse(new TextDecoder().decode(plaintext)) as unknown, protectedHeader: { ...protectedHeader } };
+  }
 }

@@ -33,6 +33,8 @@ export interface SealerProcess {
   /** Waits until the process has printed nothing new for a moment (log lines trail responses). */
   settle(): Promise<void>;
   stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Sends `signal` to the running process and returns (SIGSTOP: it stops answering, its connections stay open). */
+  signal(signal: NodeJS.Signals): void;
   restart(signal?: NodeJS.Signals): Promise<void>;
   client(options?: { attester?: Attester; timeoutMs?: number }): Promise<SealerClient>;
   cleanup(): Promise<void>;
@@ -137,6 +139,9 @@ export async function startSealerProcess(options: { env?: Record<string, string>
       }
     },
     stop,
+    signal: (signal) => {
+      child?.kill(signal);
+    },
     restart: async (signal: NodeJS.Signals = 'SIGTERM') => {
       await stop(signal);
       await spawnOnce();

@@ -1,6 +1,7 @@
 // The sealed channel through real HTTP on the in-process lean host, attacked from the protocol with
 // the test's own client (test/support/sealed-client.ts).
 import { randomBytes } from 'node:crypto';
+import { decodeProtectedHeader, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInProcess, type InProcessKms } from '../../support/in-process.js';
 import { attest, seal, type Attested } from '../../support/sealed-client.js';
@@ -202,6 +203,43 @@ describe('sealed requests and answers', () => {
     const refused = await kms.request(target, { headers: { authorization: both.authorization } });
     expect(refused.status).toBe(400);
     expect(await both.open(refused.body)).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+  });
+
+  it('a client reusing its epk and response key gets answers under one ephemeral key; tampering still fails', async () => {
+    const epk = (await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519', extractable: true })).privateKey;
+    const response = await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519' });
+    const target = '/dataKey/dk1?primaryKeyName=pk';
+    const reusing = () => seal(attested, { method: 'GET', target, token: TOKEN, user: USER, epk, response });
+    const keys: string[] = [];
+    const answerEpks: unknown[] = [];
+    for (let i = 0; i < 3; i++) {
+      const request = await reusing();
+      const answer = await kms.request(target, { headers: { authorization: request.authorization } });
+      expect(answer.status).toBe(200);
+      keys.push(((await request.open(answer.body)) as { key: string }).key);
+      answerEpks.push(decodeProtectedHeader(answer.body).epk);
+    }
+    expect(new Set(keys).size).toBe(1);
+    expect(answerEpks[1]).toEqual(answerEpks[0]); // the server's ephemeral key for this response key, reused
+    expect(answerEpks[2]).toEqual(answerEpks[0]);
+
+    // Every part of a message under the cached epk still counts: each tampered copy is refused unread.
+    const good = (await reusing()).authorization.slice('Sealed '.length);
+    const parts = good.split('.');
+    const flip = (part: string) => `${part.slice(0, -2)}${part.at(-2) === 'A' ? 'B' : 'A'}${part.at(-1)}`;
+    for (const i of [1, 2, 3, 4]) {
+      const tampered = parts.map((p, j) => (j === i ? flip(p) : p)).join('.');
+      const answer = await kms.request(target, { headers: { authorization: `Sealed ${tampered}`, accept: 'application/json' } });
+      expect(answer.status, `part ${i}`).toBe(400);
+      expect(JSON.parse(answer.body).error.code).toBe('BAD_REQUEST');
+    }
+    const intact = await kms.request(target, { headers: { authorization: `Sealed ${good}` } });
+    expect(intact.status).toBe(200);
+    // A fresh response key (a standard client) gets a fresh ephemeral key of the server's.
+    const standard = await seal(attested, { method: 'GET', target, token: TOKEN, user: USER });
+    const answer = await kms.request(target, { headers: { authorization: standard.authorization } });
+    expect(answer.status).toBe(200);
+    expect(decodeProtectedHeader(answer.body).epk).not.toEqual(answerEpks[0]);
   });
 });
 

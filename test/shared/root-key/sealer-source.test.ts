@@ -30,6 +30,7 @@ const signedRefusal = () =>
     cause: new KbsResponseError(403, { type: sealerProblems.forbidden, detail: '' }, 'get resource', true),
   });
 const sealed = () => new KmsError('SEALED', 'the sealing service is sealed');
+const sealedAs = (sealedReason: string) => new KmsError('SEALED', 'the sealing service is sealed', { details: { sealed: true, sealedReason } });
 
 type Answer = Buffer | KmsError | Promise<Buffer>;
 
@@ -73,6 +74,12 @@ describe('isSealerOutage', () => {
     expect([refused(), unsigned(), signedBusy()].map(isSealerOutage)).toEqual([true, true, true]);
     expect([sealed(), signedRefusal(), new KmsError('INTEGRITY', 'tampered'), new Error('bug')].map(isSealerOutage)).toEqual([false, false, false, false]);
   });
+
+  it('counts "sealed because it is starting" as an outage; an operator\'s seal, a rotation, and an answer without the reason are not', () => {
+    expect(isSealerOutage(sealedAs('starting'))).toBe(true);
+    expect(['operator', 'rotated', 'uninitialized', 'Starting'].map((reason) => isSealerOutage(sealedAs(reason)))).toEqual([false, false, false, false]);
+    expect(isSealerOutage(sealed())).toBe(false); // an older sealing service: no sealedReason
+  });
 });
 
 describe('SealerRootKeySource in a sealer outage', () => {
@@ -90,6 +97,19 @@ describe('SealerRootKeySource in a sealer outage', () => {
     expect(await kmsFailure(keys.current())).toMatchObject({ code: 'ROOT_KEY_UNAVAILABLE' });
     sealer.answer = key; // back: served again, the grace period counted from this release
     expect((await keys.current()).id).toBe(idOf(key));
+  });
+
+  it("rides out a replica sealed because it is starting, and drops the key at an operator's seal", async () => {
+    const keys = source(60_000);
+    const key = sealer.answer;
+    await keys.current();
+    sealer.answer = sealedAs('starting');
+    vi.advanceTimersByTime(1_500);
+    expect((await keys.current()).id).toBe(idOf(key));
+    expect(await keys.currentId()).toBe(idOf(key));
+    sealer.answer = sealedAs('operator');
+    vi.advanceTimersByTime(1_500);
+    expect(await kmsFailure(keys.current())).toMatchObject({ code: 'SEALED' });
   });
 
   it('asks the sealing service again at most every few seconds in grace, not on every request (nor on every create)', async () => {

@@ -1,7 +1,8 @@
 import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { CompactEncrypt, compactDecrypt, decodeProtectedHeader } from 'jose';
+import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, generateKeyPair } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { agreeWith, concatKdf, openCompact, protectedHeader, sealWith, type JweAlgorithm } from '../../../shared/sealed/jwe.js';
+import { KeyCache } from '../../../shared/sealed/key-cache.js';
 
 const BOTH: JweAlgorithm[] = ['ECDH-ES+A256KW', 'ECDH-ES'];
 const pairs = { X25519: () => generateKeyPairSync('x25519'), 'P-256': () => generateKeyPairSync('ec', { namedCurve: 'P-256' }) };
@@ -89,6 +90,32 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
     expect(() => openCompact(good, pairs.X25519().privateKey, BOTH)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
     expect(() => openCompact(good, pairs['P-256']().privateKey, BOTH)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
     expect(() => protectedHeader('!!.a.b.c.d')).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+  });
+
+  it('a reused epk is agreed with once while cached; every message still opens only if intact', async () => {
+    const { publicKey, privateKey } = pairs.X25519();
+    const epk = (await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519', extractable: true })).privateKey;
+    const reusing = (plaintext: string) =>
+      new CompactEncrypt(new TextEncoder().encode(plaintext))
+        .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM' })
+        .setKeyManagementParameters({ epk })
+        .encrypt(publicKey);
+    const keks = new KeyCache<{ readonly kek: Buffer }>(10, 60_000);
+    const [a, b] = [await reusing('{"n":1}'), await reusing('{"n":2}')];
+    expect(decodeProtectedHeader(a).epk).toEqual(decodeProtectedHeader(b).epk);
+    expect(openCompact(a, privateKey, BOTH, keks).toString()).toBe('{"n":1}');
+    expect(keks.size).toBe(1);
+    expect(openCompact(b, privateKey, BOTH, keks).toString()).toBe('{"n":2}');
+    expect(keks.size).toBe(1);
+    // Tampered messages under the cached epk: its key encryption key is no help without the rest.
+    const flip = (part: string) => `${part.slice(0, -2)}${part.at(-2) === 'A' ? 'B' : 'A'}${part.at(-1)}`;
+    const parts = b.split('.');
+    for (const i of [1, 2, 3, 4]) {
+      expect(() => openCompact(withPart(b, i, flip(parts[i]!)), privateKey, BOTH, keks)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    }
+    // A fresh epk per message (any standard client) opens as before, one entry each.
+    expect(openCompact(await joseSeal('{"n":4}', publicKey, { alg: 'ECDH-ES+A256KW' }), privateKey, BOTH, keks).toString()).toBe('{"n":4}');
+    expect(keks.size).toBe(2);
   });
 
   it('refuses to agree with an X25519 point of small order (RFC 7748, section 6.1)', () => {

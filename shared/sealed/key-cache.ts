@@ -1,0 +1,69 @@
+/**
+ * Key encryption keys kept for a bounded time, so that a client reusing one ephemeral key (`epk`)
+ * or one response key for a while costs one X25519 agreement per key instead of one per message
+ * (docs/sealed-channel.md). Bounded in count (least recently used dropped first) and in lifetime:
+ * an entry expires `lifetimeMs` after it was made, however often it is used. Entries handed out
+ * are copies, and every entry is zeroed when dropped, so callers may wipe what they get.
+ */
+export class KeyCache<V extends { readonly kek: Buffer }> {
+  readonly #entries = new Map<string, { readonly value: V; readonly expiresAt: number }>();
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly lifetimeMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** A copy of the entry for `key` (its `kek` a fresh buffer), or undefined if none or expired. */
+  get(key: string): V | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    this.#entries.delete(key);
+    if (entry.expiresAt <= this.now()) {
+      entry.value.kek.fill(0);
+      return undefined;
+    }
+    this.#entries.set(key, entry); // most recently used last
+    return { ...entry.value, kek: Buffer.from(entry.value.kek) };
+  }
+
+  /** Keeps a copy of `value` for `key` for the lifetime; nothing when the lifetime is 0. */
+  set(key: string, value: V): void {
+    if (this.lifetimeMs <= 0 || this.maxEntries <= 0) return;
+    this.#entries.get(key)?.value.kek.fill(0);
+    this.#entries.delete(key);
+    while (this.#entries.size >= this.maxEntries) {
+      const [oldest, entry] = this.#entries.entries().next().value!;
+      entry.value.kek.fill(0);
+      this.#entries.delete(oldest);
+    }
+    this.#entries.set(key, { value: { ...value, kek: Buffer.from(value.kek) }, expiresAt: this.now() + this.lifetimeMs });
+  }
+
+  /** Zeroes and drops every entry (the service key changed). */
+  clear(): void {
+    for (const { value } of this.#entries.values()) value.kek.fill(0);
+    this.#entries.clear();
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+}
+
+/** The caches of one service key: request KEKs by `epk`, answer agreements by response key. */
+export interface SealedKeyCaches {
+  readonly rootKeyId: string;
+  readonly requests: KeyCache<{ readonly kek: Buffer }>;
+  readonly answers: KeyCache<{ readonly kek: Buffer; readonly epk: Readonly<Record<string, string>> }>;
+}
+
+/** At most this many keys of each kind: a few MB, far more clients than one instance serves at once. */
+const MAX_CACHED_KEYS = 10_000;
+/** The longest a client may reuse a key, and the server an answer's ephemeral key: one hour. */
+export const MAX_KEY_REUSE_SECONDS = 3600;
+
+export function sealedKeyCaches(rootKeyId: string, reuseSeconds: number, now: () => number = Date.now): SealedKeyCaches {
+  const lifetimeMs = Math.min(reuseSeconds, MAX_KEY_REUSE_SECONDS) * 1000;
+  return { rootKeyId, requests: new KeyCache(MAX_CACHED_KEYS, lifetimeMs, now), answers: new KeyCache(MAX_CACHED_KEYS, lifetimeMs, now) };
+}

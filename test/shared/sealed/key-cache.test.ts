@@ -1,0 +1,72 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { KeyCache, MAX_KEY_REUSE_SECONDS, sealedKeyCaches } from '../../../shared/sealed/key-cache.js';
+
+/** A clock the test moves by hand. */
+function clock(start = 1_000_000) {
+  let now = start;
+  return { now: () => now, advance: (ms: number) => (now += ms) };
+}
+
+describe('KeyCache: key encryption keys kept for a bounded time', () => {
+  it('an entry expires at its lifetime after it was made, however often it is used, and is zeroed then', () => {
+    const time = clock();
+    const cache = new KeyCache(10, 300_000, time.now);
+    const kek = randomBytes(32);
+    cache.set('epk', { kek });
+    for (let i = 0; i < 5; i++) {
+      time.advance(59_000);
+      expect(cache.get('epk')?.kek.equals(kek)).toBe(true); // 295 s: used often, still within the bound
+    }
+    time.advance(5_000); // 300 s after it was made
+    expect(cache.get('epk')).toBeUndefined();
+    expect(cache.size).toBe(0);
+  });
+
+  it('hands out copies: a caller wiping its key leaves the cached one intact', () => {
+    const cache = new KeyCache(10, 60_000);
+    const kek = randomBytes(32);
+    cache.set('k', { kek });
+    kek.fill(0); // the caller wipes what it derived: the cache kept its own copy
+    const first = cache.get('k')!;
+    expect(first.kek.equals(Buffer.alloc(32))).toBe(false);
+    first.kek.fill(0);
+    expect(cache.get('k')!.kek.equals(first.kek)).toBe(false);
+  });
+
+  it('is bounded: the least recently used entry goes first', () => {
+    const cache = new KeyCache(2, 60_000);
+    cache.set('a', { kek: randomBytes(32) });
+    cache.set('b', { kek: randomBytes(32) });
+    expect(cache.get('a')).toBeDefined(); // a is now the most recently used
+    cache.set('c', { kek: randomBytes(32) });
+    expect(cache.size).toBe(2);
+    expect(cache.get('b')).toBeUndefined();
+    expect(cache.get('a')).toBeDefined();
+    expect(cache.get('c')).toBeDefined();
+  });
+
+  it('a lifetime of 0 keeps nothing; clear drops everything', () => {
+    const none = new KeyCache(10, 0);
+    none.set('k', { kek: randomBytes(32) });
+    expect(none.get('k')).toBeUndefined();
+    const cache = new KeyCache(10, 60_000);
+    cache.set('k', { kek: randomBytes(32) });
+    cache.clear();
+    expect(cache.size).toBe(0);
+    expect(cache.get('k')).toBeUndefined();
+  });
+
+  it('the caches of a service key never keep a key longer than an hour', () => {
+    const time = clock();
+    const caches = sealedKeyCaches('rk1', 10 * MAX_KEY_REUSE_SECONDS, time.now);
+    caches.answers.set('r', { kek: randomBytes(32), epk: { kty: 'OKP', crv: 'X25519', x: 'x' } });
+    caches.requests.set('e', { kek: randomBytes(32) });
+    time.advance(MAX_KEY_REUSE_SECONDS * 1000 - 1);
+    expect(caches.answers.get('r')).toBeDefined();
+    expect(caches.requests.get('e')).toBeDefined();
+    time.advance(1);
+    expect(caches.answers.get('r')).toBeUndefined();
+    expect(caches.requests.get('e')).toBeUndefined();
+  });
+});
