@@ -97,11 +97,13 @@ try {
   let requests: number;
   /** The lean host serving every function under --cpu-prof, warmed by one read of the warm key. */
   const startWarmProfiled = async () => {
+    // With metrics, as the bench's lean hosts serve them (bench/servers.ts): their cost is per request.
+    const metrics = String(await freePort());
     const server = startProc(
       'server',
       process.execPath,
       ['--cpu-prof', `--cpu-prof-dir=${profDir}`, SERVE_JS],
-      { ...env, PORT: '0', FUNCTION_TARGET: '' },
+      { ...env, PORT: '0', FUNCTION_TARGET: '', KMS_METRICS_PORT: metrics },
       ROOT,
     );
     const url = (await server.waitForLine(/tee-kms listening.*"url":"([^"]+)"/, 30_000))[1]!;

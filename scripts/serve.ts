@@ -4,7 +4,7 @@
  */
 import { loadRoutes } from '../functions/catalog.js';
 import { startHost } from '../shared/http/host.js';
-import { log } from '../shared/log.js';
+import { drainLog, log } from '../shared/log.js';
 import { KmsError } from '../shared/errors.js';
 import { exitIfStorageUnsafe } from '../shared/store/checked-store.js';
 
@@ -16,7 +16,11 @@ try {
   );
   const host = await startHost(loadRoutes, process.env, { warmUp: true });
   log.info('tee-kms listening', { url: host.url, functions: process.env.FUNCTION_TARGET || 'all', metrics: host.metricsUrl ?? 'off' });
-  const stop = () => void host.close().then(() => process.exit(0));
+  const stop = () =>
+    void host
+      .close()
+      .then(drainLog)
+      .then(() => process.exit(0));
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
 } catch (error) {

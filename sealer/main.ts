@@ -7,6 +7,7 @@ import type { ObjectStore } from '../shared/store/object-store.js';
 import { STATE_OBJECT_KEY } from './state-record.js';
 import { startSealer } from './app.js';
 import { sealerLog as log } from './log.js';
+import { drainLog, onStdoutError } from '../shared/log.js';
 import { loadSealerOptions } from './options.js';
 import { configuredVerifiers } from './verifiers.js';
 
@@ -31,14 +32,17 @@ async function main(): Promise<void> {
   }
   const stop = (signal: string) => {
     log.info(`${signal}: stopping (the root key leaves memory with the process)`);
-    void sealer.close().finally(() => process.exit(0));
+    void sealer
+      .close()
+      .finally(drainLog)
+      .finally(() => process.exit(0));
     setTimeout(() => process.exit(0), 2_000).unref();
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
   if (options.stopWithParent) {
     // The parent holds our stdin open; when it dies, however it dies, stdin ends.
-    process.stdout.on('error', () => process.exit(0)); // the parent's end of our stdout is gone too
+    onStdoutError(() => process.exit(0)); // the parent's end of our stdout is gone too
     process.stdin.once('end', () => stop('parent exited'));
     process.stdin.resume();
   }

@@ -1,3 +1,5 @@
+import { writeSync } from 'node:fs';
+import sonicBoom from 'sonic-boom';
 import { KmsError } from './errors.js';
 
 /**
@@ -6,16 +8,53 @@ import { KmsError } from './errors.js';
  */
 const accessLog = !/^(0|false|no|off)$/i.test(process.env.KMS_ACCESS_LOG ?? 'true');
 
-function line(stream: NodeJS.WriteStream, fields: Record<string, unknown>): void {
-  const text = `${JSON.stringify({ time: new Date().toISOString(), ...fields })}\n`;
-  if (stream === process.stdout) queue(text);
-  else stream.write(text);
+/** `out`: stdout (info lines, the access log) or stderr (warnings, errors: written synchronously). */
+function line(out: 'stdout' | 'stderr', fields: Record<string, unknown>): void {
+  const text = `${JSON.stringify({ time: isoNow(), ...fields })}\n`;
+  if (out === 'stdout') queue(text);
+  else process.stderr.write(text);
+}
+
+/** The time as `Date.prototype.toISOString` gives it, formatted once per millisecond. */
+let isoMs = 0;
+let iso = new Date(0).toISOString();
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    iso = new Date(ms).toISOString();
+  }
+  return iso;
 }
 
 /**
- * stdout lines are written once per event-loop turn, in order: on a pipe (a container's stdout) every
- * write is a blocking syscall, and one per request was the largest cost of a warm read (see
- * docs/performance.md). What is queued is written on exit too.
+ * stdout lines go to sonic-boom (pino's destination) in its asynchronous mode: a line is appended to
+ * a buffer that a libuv thread writes while the event loop goes on, and lines that come meanwhile go
+ * with the next write, in order (at exit, lines still buffered may be written before a write under
+ * way finishes). The synchronous write to a pipe (a container's stdout) it replaces held the event
+ * loop for every batch (docs/performance.md). What is buffered is written synchronously when the
+ * process exits (process.exit, the end of its event loop, an uncaught exception), except a write
+ * already under way, which drainLog() waits for; a SIGKILL loses the lines not yet written. The buffer is bounded: past STDOUT_LIMIT (stdout not read) lines go
+ * to stderr instead, synchronously, so none is dropped.
+ */
+const STDOUT_LIMIT = 16 * 1024 * 1024;
+const stdout = new sonicBoom.SonicBoom({ fd: 1, sync: false, maxLength: STDOUT_LIMIT });
+stdout.on('drop', (text: string) => process.stderr.write(text));
+// An error (EPIPE: nobody reads stdout any more) ends the process, as on a process.stdout without a
+// listener; a process that can go on without stdout says so with onStdoutError.
+let stdoutError = (error: Error): void => {
+  throw error;
+};
+stdout.on('error', (error: Error) => stdoutError(error));
+
+/** What to do when stdout cannot be written (the reader is gone) instead of throwing. */
+export function onStdoutError(handler: (error: Error) => void): void {
+  stdoutError = handler;
+}
+
+/**
+ * Lines are handed to sonic-boom once per event-loop turn (or per 64 KB), not once per line: each
+ * write it starts wakes a libuv thread (docs/performance.md, change 13).
  */
 const QUEUE_LIMIT = 64 * 1024;
 let queued = '';
@@ -30,29 +69,45 @@ function flush(): void {
   if (queued === '') return;
   const text = queued;
   queued = '';
-  process.stdout.write(text);
+  stdout.write(text);
 }
 
-process.on('exit', flush);
+/**
+ * Resolves once every line logged so far has been written: a graceful stop awaits it before
+ * process.exit, since a write still under way on a libuv thread is not waited for at exit.
+ */
+export function drainLog(): Promise<void> {
+  flush();
+  return new Promise((resolve) => stdout.flush(() => resolve()));
+}
+
+process.on('exit', () => {
+  try {
+    stdout.flushSync(); // what sonic-boom holds, then this turn's lines (write() would start an asynchronous write)
+    if (queued !== '') writeSync(1, queued);
+  } catch {
+    // stdout is gone: nothing more can be written there
+  }
+});
 
 export const log = {
   info(message: string, fields: Record<string, unknown> = {}): void {
-    line(process.stdout, { level: 'info', message, ...fields });
+    line('stdout', { level: 'info', message, ...fields });
   },
   /** `path` is a route's template or a path whose name passed validation (route.ts); never a query string. */
   access(fn: string, method: string, path: string, status: number, ms: number): void {
-    if (accessLog) line(process.stdout, { level: 'info', fn, method, path, status, ms: Math.round(ms * 100) / 100 });
+    // The bytes line() would write, built without its two objects and JSON.stringify of them: one per request.
+    if (!accessLog) return;
+    const text = `{"time":"${isoNow()}","level":"info","fn":${JSON.stringify(fn)},"method":${JSON.stringify(method)},"path":${JSON.stringify(path)},"status":${status},"ms":${Math.round(ms * 100) / 100}}\n`;
+    queue(text);
   },
   warn(where: string, error: KmsError | string): void {
-    line(
-      process.stderr,
-      typeof error === 'string' ? { level: 'warn', where, message: error } : { level: 'warn', where, code: error.code, message: error.message },
-    );
+    line('stderr', typeof error === 'string' ? { level: 'warn', where, message: error } : { level: 'warn', where, code: error.code, message: error.message });
   },
   /** Unexpected errors: the name and stack locate the bug; messages of foreign errors are not trusted to be secret-free. */
   error(where: string, error: unknown): void {
     const e = error instanceof Error ? error : new Error(String(typeof error));
-    line(process.stderr, { level: 'error', where, name: e.name, stack: e.stack?.split('\n').slice(1, 6).join(' | ') });
+    line('stderr', { level: 'error', where, name: e.name, stack: e.stack?.split('\n').slice(1, 6).join(' | ') });
   },
 };
 
@@ -63,15 +118,15 @@ export const log = {
  */
 export function componentLog(component: string) {
   const message =
-    (stream: NodeJS.WriteStream, level: string) =>
+    (out: 'stdout' | 'stderr', level: string) =>
     (text: string, fields: Record<string, unknown> = {}) =>
-      line(stream, { level, component, message: text, ...fields });
+      line(out, { level, component, message: text, ...fields });
   return {
-    info: message(process.stdout, 'info'),
-    warn: message(process.stderr, 'warn'),
-    error: message(process.stderr, 'error'),
+    info: message('stdout', 'info'),
+    warn: message('stderr', 'warn'),
+    error: message('stderr', 'error'),
     request(method: string, path: string, status: number, ms: number): void {
-      line(process.stdout, { level: 'info', component, method, path, status, ms: Math.round(ms * 100) / 100 });
+      line('stdout', { level: 'info', component, method, path, status, ms: Math.round(ms * 100) / 100 });
     },
   };
 }

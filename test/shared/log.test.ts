@@ -1,10 +1,13 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it, vi } from 'vitest';
-import { componentLog, logFields } from '../../shared/log.js';
-import { startLeanHost } from '../support/processes.js';
+import { describe, expect, it } from 'vitest';
+import { logFields } from '../../shared/log.js';
+import { repoRoot, startLeanHost } from '../support/processes.js';
 
 describe('access log', () => {
   it('writes one line per request, batched, all of them by a SIGTERM exit, and never the query', async () => {
@@ -20,44 +23,70 @@ describe('access log', () => {
       .output()
       .split('\n')
       .filter((l) => l.includes('"fn"'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+      .map((l) => {
+        const fields = JSON.parse(l) as Record<string, unknown>;
+        expect(l).toBe(JSON.stringify(fields)); // the bytes JSON.stringify writes, fields in this order:
+        expect(Object.keys(fields)).toEqual(['time', 'level', 'fn', 'method', 'path', 'status', 'ms']);
+        expect(new Date(fields.time as string).toISOString()).toBe(fields.time);
+        return fields;
+      });
     expect(lines).toHaveLength(requests);
     expect(lines[0]).toMatchObject({ fn: 'enrollUser', method: 'POST', path: '/user/alice', status: 201 });
     expect(lines.filter((l) => l.fn === 'getDataKey' && l.status === 404)).toHaveLength(requests - 1);
     expect(kms.output()).not.toContain(token);
     await rm(dataDir, { recursive: true, force: true });
   });
+  it('writes lines as it serves, not only at exit; a SIGKILL loses at most the lines not yet written, and tears none', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-log-'));
+    const kms = await startLeanHost({ KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: randomBytes(32).toString('base64') });
+    const token = `tok-${randomBytes(12).toString('hex')}`;
+    const accessLines = () =>
+      kms
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"fn"'));
+    const burst = (from: number) =>
+      Promise.all(Array.from({ length: 50 }, (_, i) => kms.request(`/dataKey/dk${from + i}?user=alice&token=${token}&primaryKeyName=absent`)));
+    await kms.request(`/user/alice?token=${token}`, { method: 'POST' });
+    await burst(0);
+    // The process runs on: its lines reach the pipe without an exit.
+    for (let waited = 0; accessLines().length < 51; waited += 20) {
+      if (waited > 10_000) throw new Error(`only ${accessLines().length} of 51 lines written while serving`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await burst(50);
+    await kms.stop('SIGKILL');
+    if (!kms.child.stdout!.readableEnded) await once(kms.child.stdout!, 'end');
+
+    const lines = accessLines();
+    expect(lines.length).toBeGreaterThanOrEqual(51); // what was written stays
+    expect(lines.length).toBeLessThanOrEqual(101); // nothing twice
+    for (const l of lines) expect(logFields(l)).toMatchObject({ fn: expect.any(String), status: expect.any(Number) }); // each whole
+    await rm(dataDir, { recursive: true, force: true });
+  });
 });
 
 describe('componentLog', () => {
   it("writes the functions' JSON lines with its component: requests on stdout, warnings and errors on stderr", async () => {
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    try {
+    // A real process: stdout lines are written by sonic-boom straight to file descriptor 1.
+    const script = `
+      const { componentLog } = await import(${JSON.stringify(pathToFileURL(join(repoRoot, 'dist/shared/log.js')).href)});
       const log = componentLog('sealer');
       log.request('POST', '/kbs/v0/auth', 200, 1.23456);
       log.info('listening', { url: 'https://127.0.0.1:1' });
       log.warn('attestation refused');
       log.error('cannot start: CONFIG: x');
-      await new Promise((resolve) => setImmediate(resolve)); // stdout lines are written once per turn
-      const lines = (spy: typeof out) =>
-        spy.mock.calls
-          .map(([text]) => String(text))
-          .join('')
-          .split('\n')
-          .flatMap((l) => logFields(l) ?? []);
-      expect(lines(out)).toEqual([
-        { time: expect.any(String), level: 'info', component: 'sealer', method: 'POST', path: '/kbs/v0/auth', status: 200, ms: 1.23 },
-        { time: expect.any(String), level: 'info', component: 'sealer', message: 'listening', url: 'https://127.0.0.1:1' },
-      ]);
-      expect(lines(err)).toEqual([
-        { time: expect.any(String), level: 'warn', component: 'sealer', message: 'attestation refused' },
-        { time: expect.any(String), level: 'error', component: 'sealer', message: 'cannot start: CONFIG: x' },
-      ]);
-    } finally {
-      out.mockRestore();
-      err.mockRestore();
-    }
+    `;
+    const { stdout, stderr } = await run(process.execPath, ['--input-type=module', '-e', script]);
+    const lines = (text: string) => text.split('\n').flatMap((l) => logFields(l) ?? []);
+    expect(lines(stdout)).toEqual([
+      { time: expect.any(String), level: 'info', component: 'sealer', method: 'POST', path: '/kbs/v0/auth', status: 200, ms: 1.23 },
+      { time: expect.any(String), level: 'info', component: 'sealer', message: 'listening', url: 'https://127.0.0.1:1' },
+    ]);
+    expect(lines(stderr)).toEqual([
+      { time: expect.any(String), level: 'warn', component: 'sealer', message: 'attestation refused' },
+      { time: expect.any(String), level: 'error', component: 'sealer', message: 'cannot start: CONFIG: x' },
+    ]);
   });
 
   it('logFields reads JSON object lines and nothing else', () => {
@@ -65,3 +94,15 @@ describe('componentLog', () => {
     for (const text of ['', 'sealer: listening on x', '{not json', '[1]', 'null', ' {"a":1}']) expect(logFields(text)).toBeUndefined();
   });
 });
+
+/** A process run to its end: what it wrote on stdout and on stderr, apart. */
+async function run(command: string, args: string[]): Promise<{ stdout: string; stderr: string }> {
+  const child = spawn(command, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const [code] = (await once(child, 'close')) as [number | null];
+  if (code !== 0) throw new Error(`${command} exited ${code}: ${stderr}`);
+  return { stdout, stderr };
+}
