@@ -166,15 +166,17 @@ function goals(results: BenchResults, byId: Map<string, CaseRecord>): Goal[] {
     met: cs?.medianIdleRssMb === undefined ? undefined : cs.medianIdleRssMb <= 80,
   });
   const rot = results.rotation;
+  // A rewrap is a read-modify-write (GET, then PUT If-Match): that is the rotation's real limit.
+  const rmw = rot.status === 'measured' ? rot.ratioToReadModifyWrite : undefined;
   g.push({
     goal: `rotation of ${(rot.status === 'measured' ? rot.keys : ROTATION_KEYS).toLocaleString('en-US')} primary keys`,
-    target: '≥ 0.8 of raw conditional PUT',
+    target: '≥ 0.9 of raw read-modify-writes (GET + conditional PUT)',
     measured:
       rot.status === 'measured'
-        ? `${rot.ratio ?? '?'} (${rot.keysPerSecond} keys/s, ${rot.seconds} s)${rot.ratioToReadModifyWrite === undefined ? '' : `; ${rot.ratioToReadModifyWrite} of raw read-modify-write`}`
+        ? `${rmw ?? '?'} (${rot.keysPerSecond} keys/s, ${rot.seconds} s)${rot.ratio === undefined ? '' : `; ${rot.ratio} of raw conditional PUT`}`
         : `${rot.status}`,
-    limit: rot.status === 'measured' && rot.rawPutRps !== undefined ? `raw conditional PUT: ${rot.rawPutRps} req/s` : 'not measured',
-    met: rot.status === 'measured' && rot.ratio !== undefined ? rot.ratio >= 0.8 : undefined,
+    limit: rot.status === 'measured' && rot.rawReadModifyWriteRps !== undefined ? `raw read-modify-write: ${rot.rawReadModifyWriteRps} per s` : 'not measured',
+    met: rmw === undefined ? undefined : rmw >= 0.9,
   });
   const files = results.files;
   const rawGcm = files?.ops.find((r) => r.op === 'raw-gcm');
