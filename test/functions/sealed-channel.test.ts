@@ -17,12 +17,37 @@ import { attest, seal, type Attested, type SealedRequest } from '../support/seal
 const ADMIN_TOKEN = `admin-${randomBytes(12).toString('hex')}`;
 const USER_TOKEN = `user-${randomBytes(12).toString('hex')}`;
 
+/**
+ * `npm start` (plaintext HTTP, an admin token, `env` added) on a fresh data directory, behind a
+ * recording proxy, for one describe block: `kms()` and `proxy()` once its beforeAll has run.
+ */
+function npmStartBehindProxy(tmpPrefix: string, env: Record<string, string> = {}): { kms: () => ServerProcess; proxy: () => RecordingProxy } {
+  let dataDir: string | undefined;
+  let kms: ServerProcess | undefined;
+  let proxy: RecordingProxy | undefined;
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), tmpPrefix));
+    const port = await freePort();
+    kms = await startServer({
+      command: 'npm',
+      args: ['start', '--silent'],
+      env: { PORT: String(port), KMS_DATA_DIR: dataDir, KMS_TLS: 'off', KMS_ADMIN_TOKEN: ADMIN_TOKEN, ...env },
+      url: `http://127.0.0.1:${port}`,
+    });
+    proxy = await recordingProxy(port);
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await kms?.stop();
+    if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true });
+  });
+  return { kms: () => kms!, proxy: () => proxy! };
+}
+
 describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
-  let dataDir: string;
-  let kms: ServerProcess;
-  let proxy: RecordingProxy;
+  const { kms, proxy } = npmStartBehindProxy('tee-kms-sealed-');
   const viaProxy = (path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}) =>
-    httpCall(`http://127.0.0.1:${proxy.port}${path}`, options);
+    httpCall(`http://127.0.0.1:${proxy().port}${path}`, options);
   const sealedCall = async (attested: Attested, method: string, target: string, token: string, user?: string, body?: string) => {
     const request = await seal(attested, { method, target, token, ...(user === undefined ? {} : { user }) });
     const answer = await viaProxy(target, {
@@ -33,26 +58,9 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     return { answer, json: answer.headers['content-type'] === 'application/jose' ? await request.open(answer.body) : JSON.parse(answer.body) };
   };
 
-  beforeAll(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-sealed-'));
-    const port = await freePort();
-    kms = await startServer({
-      command: 'npm',
-      args: ['start', '--silent'],
-      env: { PORT: String(port), KMS_DATA_DIR: dataDir, KMS_TLS: 'off', KMS_ADMIN_TOKEN: ADMIN_TOKEN },
-      url: `http://127.0.0.1:${port}`,
-    });
-    proxy = await recordingProxy(port);
-  });
-  afterAll(async () => {
-    await proxy?.close();
-    await kms?.stop();
-    await rm(dataDir, { recursive: true, force: true });
-  });
-
   it('the proxy sees neither the token, the admin token nor any data key; the keys equal the plaintext flow', async () => {
     // The first rotate initializes (no credentials), directly: its shares are not this channel's business.
-    expect((await kms.request('/rootKey/rotate')).status).toBe(200);
+    expect((await kms().request('/rootKey/rotate')).status).toBe(200);
 
     let attested = await attest((path) => viaProxy(path));
     expect((await sealedCall(attested, 'POST', '/user/alice', USER_TOKEN)).answer.status).toBe(201);
@@ -81,10 +89,10 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     expect((again.json as { key: string }).key).toBe(dataKey);
 
     // BigDL KMS's plaintext flow, directly: the same key.
-    const plain = await kms.request(`/dataKey/dk1?primaryKeyName=pk1&user=alice&token=${USER_TOKEN}`);
+    const plain = await kms().request(`/dataKey/dk1?primaryKeyName=pk1&user=alice&token=${USER_TOKEN}`);
     expect(plain.body.trim()).toBe(dataKey);
 
-    const capture = proxy.capture().toString('latin1');
+    const capture = proxy().capture().toString('latin1');
     expect(capture).toContain('POST /user/alice'); // the proxy did see the traffic
     for (const secret of [USER_TOKEN, ADMIN_TOKEN, Buffer.from(dataKey, 'base64')]) {
       for (const encoded of encodings(secret)) expect(capture.includes(encoded), 'a secret crossed the proxy').toBe(false);
@@ -168,31 +176,12 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
 });
 
 describe('KMS_REQUIRE_SEALED: the first rotate, which cannot be sealed, must name custodians', () => {
-  let dataDir: string;
-  let kms: ServerProcess;
-  let proxy: RecordingProxy;
-
-  beforeAll(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-sealed-init-'));
-    const port = await freePort();
-    kms = await startServer({
-      command: 'npm',
-      args: ['start', '--silent'],
-      env: { PORT: String(port), KMS_DATA_DIR: dataDir, KMS_TLS: 'off', KMS_ADMIN_TOKEN: ADMIN_TOKEN, KMS_REQUIRE_SEALED: 'true' },
-      url: `http://127.0.0.1:${port}`,
-    });
-    proxy = await recordingProxy(port);
-  });
-  afterAll(async () => {
-    await proxy?.close();
-    await kms?.stop();
-    await rm(dataDir, { recursive: true, force: true });
-  });
+  const { proxy } = npmStartBehindProxy('tee-kms-sealed-init-', { KMS_REQUIRE_SEALED: 'true' });
 
   it('a rotate in the clear without custodians is refused with 400 and leaves the KMS uninitialized', async () => {
-    const status = () => httpCall(`${proxy.url}/rootKey/status`).then((answer) => JSON.parse(answer.body) as { initialized: boolean; sealed: boolean });
+    const status = () => httpCall(`${proxy().url}/rootKey/status`).then((answer) => JSON.parse(answer.body) as { initialized: boolean; sealed: boolean });
     for (const options of [{}, { method: 'POST' }, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '' }]) {
-      const answer = await httpCall(`${proxy.url}/rootKey/rotate`, { ...options, headers: { ...options.headers, accept: 'application/json' } });
+      const answer = await httpCall(`${proxy().url}/rootKey/rotate`, { ...options, headers: { ...options.headers, accept: 'application/json' } });
       expect(answer.status).toBe(400);
       const { error } = JSON.parse(answer.body) as { error: { code: string; message: string } };
       expect(error.code).toBe('BAD_REQUEST');
@@ -201,7 +190,7 @@ describe('KMS_REQUIRE_SEALED: the first rotate, which cannot be sealed, must nam
       expect(await status()).toMatchObject({ initialized: false, sealed: true });
     }
     // The project's client, told to let plaintext shares through, is refused by the server all the same.
-    const client = new KmsClient({ url: proxy.url, attest: { allowDevelopment: true }, retries: 0 });
+    const client = new KmsClient({ url: proxy().url, attest: { allowDevelopment: true }, retries: 0 });
     expect(await failure(client.rotate({ allowPlaintextShares: true }))).toMatchObject({ code: 'BAD_REQUEST', status: 400 });
     expect(await status()).toMatchObject({ initialized: false });
 
@@ -213,7 +202,7 @@ describe('KMS_REQUIRE_SEALED: the first rotate, which cannot be sealed, must nam
     const plaintext = await Promise.all(
       rotation.shares.map(async ({ content }, i) => Buffer.from((await compactDecrypt(content, custodians[i]!.privateKey)).plaintext)),
     );
-    expect(leaked(proxy.capture(), plaintext)).toEqual([]);
+    expect(leaked(proxy().capture(), plaintext)).toEqual([]);
     client.close();
   });
 });

@@ -15,32 +15,14 @@ import type { SealerClient } from '../../../shared/sealer-client/client.js';
 import type { ObjectStore } from '../../../shared/store/object-store.js';
 import { attackedStorages, plantedLinkGraph, renameRootKeyOf, type AttackedStorage } from '../../support/adversary.js';
 import { startSealerProcess, type SealerProcess } from '../../support/sealer.js';
+import { ForwardingStore } from '../../support/forwarding-store.js';
 
 /** The real store, counting how often root-key links are listed (one listing per id a walk enters). */
-class LinkListingCounter implements ObjectStore {
+class LinkListingCounter extends ForwardingStore {
   listings = 0;
-  constructor(private readonly inner: ObjectStore) {}
-  get(key: string) {
-    return this.inner.get(key);
-  }
-  create(key: string, body: Buffer) {
-    return this.inner.create(key, body);
-  }
-  replace(key: string, body: Buffer, etag: string) {
-    return this.inner.replace(key, body, etag);
-  }
-  write(key: string, body: Buffer, expected: string | null) {
-    return this.inner.write(key, body, expected);
-  }
-  delete(key: string) {
-    return this.inner.delete(key);
-  }
-  list(prefix: string) {
+  override list(prefix: string) {
     if (prefix.startsWith('root-keys/')) this.listings++;
     return this.inner.list(prefix);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 

@@ -12,6 +12,7 @@ import { MAX_RANGES, rangeCount, rangeOf, RotationRanges, type RangeLease } from
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
 import type { ObjectStore } from '../../../shared/store/object-store.js';
 import { createTestBucket, type TestBucket } from '../../support/s3.js';
+import { ForwardingStore } from '../../support/forwarding-store.js';
 
 const TO = 'ab'.repeat(16);
 
@@ -19,22 +20,21 @@ const TO = 'ab'.repeat(16);
  * The store, with `after` run once right after its first conditional write (another instance's
  * turn); `namesEtag` false: its writes answer no etag, as a server may.
  */
-class AfterFirstWrite implements ObjectStore {
+class AfterFirstWrite extends ForwardingStore {
   constructor(
-    private readonly inner: ObjectStore,
+    inner: ObjectStore,
     private after: (() => Promise<void>) | undefined,
     private readonly namesEtag = true,
-  ) {}
-  get(key: string) {
-    return this.inner.get(key);
+  ) {
+    super(inner);
   }
-  create(key: string, body: Buffer) {
+  override create(key: string, body: Buffer) {
     return this.#then(this.inner.create(key, body));
   }
-  replace(key: string, body: Buffer, etag: string) {
+  override replace(key: string, body: Buffer, etag: string) {
     return this.#then(this.inner.replace(key, body, etag));
   }
-  async write(key: string, body: Buffer, expected: string | null) {
+  override async write(key: string, body: Buffer, expected: string | null) {
     const written = await this.#then(this.inner.write(key, body, expected));
     return written === undefined || this.namesEtag ? written : { etag: undefined };
   }
@@ -44,15 +44,6 @@ class AfterFirstWrite implements ObjectStore {
     this.after = undefined;
     await after?.();
     return written;
-  }
-  delete(key: string) {
-    return this.inner.delete(key);
-  }
-  list(prefix: string) {
-    return this.inner.list(prefix);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 const lapse = () => new Promise((resolve) => setTimeout(resolve, 250)); // past the 150 ms leases below

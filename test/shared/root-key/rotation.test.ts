@@ -19,6 +19,7 @@ import { FsObjectStore } from '../../../shared/store/fs-store.js';
 import type { ObjectStore } from '../../../shared/store/object-store.js';
 import { createTestBucket, type TestBucket } from '../../support/s3.js';
 import { startSealerProcess, type SealerProcess } from '../../support/sealer.js';
+import { ForwardingStore } from '../../support/forwarding-store.js';
 
 describe('RootKeyRotation', () => {
   let sealer: SealerProcess;
@@ -82,37 +83,21 @@ describe('RootKeyRotation', () => {
 });
 
 /** The store, with `before` run once ahead of the first listing under `prefix` (another instance's write, interleaved there). */
-class ListingHook implements ObjectStore {
+class ListingHook extends ForwardingStore {
   constructor(
-    private readonly inner: ObjectStore,
+    inner: ObjectStore,
     private readonly prefix: string,
     private before: (() => Promise<void>) | undefined,
-  ) {}
-  get(key: string) {
-    return this.inner.get(key);
+  ) {
+    super(inner);
   }
-  create(key: string, body: Buffer) {
-    return this.inner.create(key, body);
-  }
-  replace(key: string, body: Buffer, etag: string) {
-    return this.inner.replace(key, body, etag);
-  }
-  write(key: string, body: Buffer, expected: string | null) {
-    return this.inner.write(key, body, expected);
-  }
-  delete(key: string) {
-    return this.inner.delete(key);
-  }
-  async *list(prefix: string) {
+  override async *list(prefix: string) {
     const before = this.before;
     if (prefix === this.prefix && before !== undefined) {
       this.before = undefined;
       await before();
     }
     yield* this.inner.list(prefix);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 
