@@ -21,6 +21,8 @@ export const SEALED_CREDENTIAL_SKEW_SECONDS = 60;
 /** A compact JWE larger than this is refused unread: a credential is a few hundred bytes. */
 const MAX_JWE_LENGTH = 8192;
 const KEY_ALGORITHMS: readonly JweAlgorithm[] = ['ECDH-ES+A256KW', 'ECDH-ES'];
+/** Stateless between calls (no `stream` option), so one serves every decode. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /** The root key id a sealed credential is sealed to (its `kid`), read before anything is decrypted. */
 export function sealedKeyId(jwe: string): string {
@@ -59,7 +61,7 @@ export function openSealedCredential(
   }
   let claims: unknown;
   try {
-    claims = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(plaintext));
+    claims = JSON.parse(UTF8.decode(plaintext));
   } catch {
     throw malformed('its plaintext must be a JSON object');
   }

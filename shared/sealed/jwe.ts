@@ -70,8 +70,8 @@ export function openCompact(
 ): Buffer {
   const parts = jwe.split('.');
   if (parts.length !== 5 || !parts.every((p) => B64URL.test(p))) throw new JweError('not a compact JWE');
-  const [encodedHeader, encryptedKey, iv, ciphertext, tag] = parts.map((p) => Buffer.from(p, 'base64url')) as [Buffer, Buffer, Buffer, Buffer, Buffer];
-  const header = parseHeader(encodedHeader);
+  const [encryptedKey, iv, ciphertext, tag] = parts.slice(1).map((p) => Buffer.from(p, 'base64url')) as [Buffer, Buffer, Buffer, Buffer];
+  const header = parseHeader(parts[0]!);
   const alg = header.alg as JweAlgorithm;
   if (!algorithms.includes(alg) || header.enc !== 'A256GCM' || header.zip !== undefined || header.crit !== undefined) throw new JweError('unsupported');
   if (iv.length !== 12 || tag.length !== 16) throw new JweError('bad iv or tag');
@@ -114,18 +114,30 @@ export function openCompact(
 export function protectedHeader(jwe: string): Record<string, unknown> {
   const encoded = jwe.slice(0, jwe.indexOf('.'));
   if (!B64URL.test(encoded)) throw new JweError('not a compact JWE');
-  return parseHeader(Buffer.from(encoded, 'base64url'));
+  return parseHeader(encoded);
 }
 
-function parseHeader(bytes: Buffer): Record<string, unknown> {
+/** Stateless between calls (no `stream` option), so one serves every decode. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The last protected header parsed, by its exact base64url segment: a client reusing its ephemeral
+ * key sends the same segment with every request, and a request's header is read twice (for its
+ * `kid`, then to open it). Public data, frozen (shallowly: its `epk` is only ever read), one entry.
+ */
+let lastHeader: { readonly segment: string; readonly header: Readonly<Record<string, unknown>> } | undefined;
+
+function parseHeader(segment: string): Record<string, unknown> {
+  if (lastHeader?.segment === segment) return lastHeader.header;
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    header = JSON.parse(UTF8.decode(Buffer.from(segment, 'base64url')));
   } catch {
     throw new JweError('header is not JSON');
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new JweError('header is not an object');
-  return header as Record<string, unknown>;
+  lastHeader = { segment, header: Object.freeze(header as Record<string, unknown>) };
+  return lastHeader.header;
 }
 
 interface EpkJwk {

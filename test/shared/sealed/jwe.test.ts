@@ -123,6 +123,21 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
     expect(keks.size).toBe(2);
   });
 
+  it('reads each protected header as sent, however recently another was read', async () => {
+    const { publicKey, privateKey } = generateKeyPairSync('x25519');
+    const a = await joseSeal('{"a":1}', publicKey, { alg: 'ECDH-ES+A256KW', kid: 'k1' });
+    const b = await joseSeal('{"b":2}', publicKey, { alg: 'ECDH-ES+A256KW', kid: 'k2' });
+    expect(protectedHeader(a).kid).toBe('k1');
+    expect(protectedHeader(b).kid).toBe('k2');
+    expect(openCompact(a, privateKey, ['ECDH-ES+A256KW']).toString()).toBe('{"a":1}');
+    // The header just read, sent with another message's parts: its tag (AAD) no longer matches.
+    expect(() => openCompact(withPart(b, 0, a.split('.')[0]!), privateKey, ['ECDH-ES+A256KW'])).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    // A header edited after being read is read anew, and refused as what it now says.
+    const edited = Buffer.from(JSON.stringify({ ...protectedHeader(a), enc: 'A128GCM' })).toString('base64url');
+    expect(() => openCompact(withPart(a, 0, edited), privateKey, ['ECDH-ES+A256KW'])).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    expect(protectedHeader(b).kid).toBe('k2');
+  });
+
   it('refuses to agree with an X25519 point of small order (RFC 7748, section 6.1)', () => {
     const zero = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: 'A'.repeat(43) }, format: 'jwk' });
     expect(() => agreeWith(zero)).toThrow();
