@@ -170,7 +170,7 @@ try {
     const attestation = await fetchOnce(`${url}/attestation?nonce=${randomBytes(32).toString('base64url')}`);
     if (attestation.status !== 200) throw new Error(`GET /attestation answered ${attestation.status}: ${attestation.body}`);
     const { serviceKey } = JSON.parse(attestation.body) as { serviceKey: Record<string, string> };
-    const sealed = { mode: 'sealed', path: '/dataKey/warm?primaryKeyName=pk', serviceKey, user: 'bench', token, count: seconds * 6_000 + 1_000 } as const;
+    const sealed = { mode: 'sealed', path: '/dataKey/warm?primaryKeyName=pk', serviceKey, user: 'bench', token, count: (seconds + 1) * 10_000 } as const;
     const result = await runLoad({
       kind: 'http',
       url,
