@@ -83,12 +83,12 @@ export function tokenOf(command: Command): string {
   return token;
 }
 
-const ATTEST_MEMBERS = new Set(['policy', 'sealerPolicy', 'collateral', 'pccsUrl', 'trustedRootCaPem', 'allowDevelopment']);
+const ATTEST_MEMBERS = new Set(['policy', 'sealerPolicy', 'collateral', 'pccsUrl', 'trustedRootCaPem', 'allowDevelopment', 'keyReuseSeconds']);
 
 /**
  * `--attest <file>`: a JSON object of the client's attested-mode options (README, "Command line"):
  * `policy` (the TD's TDX reference values), `sealerPolicy`, `collateral` or `pccsUrl`,
- * `trustedRootCaPem`, `allowDevelopment`.
+ * `trustedRootCaPem`, `allowDevelopment`, `keyReuseSeconds`.
  */
 function attestOptions(path: string): AttestOptions {
   let value: unknown;

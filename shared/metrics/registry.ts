@@ -66,7 +66,7 @@ export function createRegistry(collectors: readonly Collector[] = []): client.Re
   });
   const attestationFailures = new client.Counter({
     name: 'kms_attestation_failures_total',
-    help: 'KBS attestations refused, by reason.',
+    help: 'Attestations refused (KBS clients, and sealer peers on the sealing service), by reason.',
     labelNames: ['reason'] as const,
     registers,
   });

@@ -267,6 +267,18 @@ describe('tee-kms against npm start', () => {
     expect(sealed.status, sealed.stderr).toBe(0);
     expect(sealed.json()).toMatchObject({ key });
     expect(run(['--attest', strict, 'data-key', 'get', 'pk1', 'dk1'], { env: withToken }).status).toBe(1);
+
+    // keyReuseSeconds as the client takes it: 0 (fresh keys per request) works, out of range is a usage error.
+    const fresh = join(tmp, 'attest-fresh.json');
+    await writeFile(fresh, JSON.stringify({ allowDevelopment: true, keyReuseSeconds: 0 }));
+    const freshGet = run(['--attest', fresh, '--json', 'data-key', 'get', 'pk1', 'dk1'], { env: withToken });
+    expect(freshGet.status, freshGet.stderr).toBe(0);
+    expect(freshGet.json()).toMatchObject({ key });
+    await writeFile(join(tmp, 'attest-long.json'), JSON.stringify({ allowDevelopment: true, keyReuseSeconds: 7200 }));
+    expect(run(['--attest', join(tmp, 'attest-long.json'), 'data-key', 'get', 'pk1', 'dk1'], { env: withToken })).toMatchObject({
+      status: 2,
+      stderr: expect.stringMatching(/keyReuseSeconds must be a whole number of seconds from 0 to 3600/),
+    });
   });
 
   it('`npm run --silent kms --` runs the same command, paths taken from where npm was run; the bin is the built entry', async () => {
