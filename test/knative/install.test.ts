@@ -14,13 +14,10 @@ import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { requireTool, skipWithout } from '../support/tools.js';
-import { KNATIVE, KUBECTL, ROOT_KEY_FILE, ROOT_KEY_MOUNT, type Json, type Resource } from './support.js';
+import { KUBECTL, ROOT_KEY_FILE, ROOT_KEY_MOUNT, type Json, type Resource } from './support.js';
 import { writeTlsFiles } from '../support/tls-files.js';
+import { FAKE_BIN, INSTALL, runInstall } from './install-run.js';
 import { deployedInitData, DIGEST_IMAGE, mrConfigIdOf, QUEUE_PROXY_IMAGE, SEALER_POD, writeTdxPolicies } from './tdx-fixtures.js';
-
-const INSTALL = join(KNATIVE, 'install.sh');
-const FAKE_BIN = join(dirname(new URL(import.meta.url).pathname), 'fake');
-const REAL_KUBECTL = KUBECTL.present ? spawnSync('bash', ['-c', 'command -v kubectl'], { encoding: 'utf8' }).stdout.trim() : '';
 
 const temps: string[] = [];
 afterAll(() => temps.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
@@ -50,23 +47,8 @@ interface Run {
 function install(args: string[], fake: Record<string, string> = {}): Run {
   const dir = mkdtempSync(join(tmpdir(), 'tee-kms-install-'));
   temps.push(dir);
-  const log = join(dir, 'kubectl.log');
-  writeFileSync(log, '');
   const secrets = join(dir, 'secrets');
-  const result = spawnSync('bash', [INSTALL, ...args], {
-    env: {
-      PATH: `${FAKE_BIN}:${process.env.PATH ?? '/usr/bin:/bin'}`,
-      HOME: dir,
-      TMPDIR: dir,
-      KMS_SECRETS_DIR: secrets,
-      FAKE_KUBECTL_LOG: log,
-      REAL_KUBECTL,
-      ...fake,
-    },
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  return { log, status: result.status, stderr: result.stderr, calls: readFileSync(log, 'utf8').split('\n').filter(Boolean), secrets };
+  return { ...runInstall(dir, secrets, args, fake), secrets };
 }
 
 describe('install.sh against a recording kubectl', () => {

@@ -5,12 +5,13 @@
  * them one at a time, and each run says what it restarts.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { requireTool, skipWithout } from '../support/tools.js';
+import { INSTALL, runInstall } from './install-run.js';
 import { KNATIVE, KUBECTL, ROOT_KEY_COMPONENT, id, render, renderComposed, type Json, type Resource } from './support.js';
 
 const temps: string[] = [];
@@ -21,7 +22,6 @@ const tempDir = (prefix: string) => {
   return dir;
 };
 
-const INSTALL = join(KNATIVE, 'install.sh');
 const SEALER_REPLICAS = Number(/^SEALER_REPLICAS=(\d+)$/m.exec(readFileSync(INSTALL, 'utf8'))![1]);
 const env = (container: Json, name: string) => (container.env as Json[]).find((e) => e.name === name)?.value as string | undefined;
 const sealerOf = (resources: readonly Resource[]) => resources.find((r) => r.kind === 'StatefulSet' && r.metadata.name === 'tee-kms-sealer')!;
@@ -119,27 +119,8 @@ describe.skipIf(skipWithout(KUBECTL))('the sealer replicas, as each overlay rend
   });
 });
 
-const FAKE_BIN = join(dirname(new URL(import.meta.url).pathname), 'fake');
-const REAL_KUBECTL = KUBECTL.present ? spawnSync('bash', ['-c', 'command -v kubectl'], { encoding: 'utf8' }).stdout.trim() : '';
-
 function install(secrets: string, fake: Record<string, string> = {}) {
-  const dir = tempDir('tee-kms-replicas-install-');
-  const log = join(dir, 'kubectl.log');
-  writeFileSync(log, '');
-  const result = spawnSync('bash', [INSTALL, '--tee', 'dev'], {
-    env: {
-      PATH: `${FAKE_BIN}:${process.env.PATH ?? '/usr/bin:/bin'}`,
-      HOME: dir,
-      TMPDIR: dir,
-      KMS_SECRETS_DIR: secrets,
-      FAKE_KUBECTL_LOG: log,
-      REAL_KUBECTL,
-      ...fake,
-    },
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  return { status: result.status, stderr: result.stderr, calls: readFileSync(log, 'utf8').split('\n').filter(Boolean), log };
+  return runInstall(tempDir('tee-kms-replicas-install-'), secrets, ['--tee', 'dev'], fake);
 }
 
 describe.skipIf(skipWithout(KUBECTL))('install.sh and the replicas (recording kubectl)', () => {
