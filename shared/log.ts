@@ -34,8 +34,9 @@ function isoNow(): string {
  * way finishes). The synchronous write to a pipe (a container's stdout) it replaces held the event
  * loop for every batch (docs/performance.md). What is buffered is written synchronously when the
  * process exits (process.exit, the end of its event loop, an uncaught exception), except a write
- * already under way, which drainLog() waits for; a SIGKILL loses the lines not yet written. The buffer is bounded: past STDOUT_LIMIT (stdout not read) lines go
- * to stderr instead, synchronously, so none is dropped.
+ * already under way, which drainLog() waits for; a SIGKILL loses the lines not yet written. The
+ * buffer is bounded: past STDOUT_LIMIT (stdout not read) lines go to stderr instead,
+ * synchronously, so none is dropped.
  */
 const STDOUT_LIMIT = 16 * 1024 * 1024;
 const stdout = new sonicBoom.SonicBoom({ fd: 1, sync: false, maxLength: STDOUT_LIMIT });
@@ -54,7 +55,7 @@ export function onStdoutError(handler: (error: Error) => void): void {
 
 /**
  * Lines are handed to sonic-boom once per event-loop turn (or per 64 KB), not once per line: each
- * write it starts wakes a libuv thread (docs/performance.md, change 13).
+ * write it starts wakes a libuv thread (docs/performance.md, change 14).
  */
 const QUEUE_LIMIT = 64 * 1024;
 let queued = '';
