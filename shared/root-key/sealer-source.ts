@@ -24,7 +24,8 @@ const GRACE_RETRY_MS = 5_000;
  */
 export class SealerRootKeySource implements RootKeySource {
   #current: { key: RootKey; releasedAt: number; retryAt: number | undefined } | undefined;
-  #inflight: Promise<RootKey> | undefined;
+  /** The fetch callers share, with its generation: a caller that joined it judges its failure by it. */
+  #inflight: { fetch: Promise<RootKey>; generation: number } | undefined;
   /** Fetches started, and the newest whose outcome (a key, or its drop) is applied: an older one never overrides it. */
   #started = 0;
   #applied = 0;
@@ -40,13 +41,12 @@ export class SealerRootKeySource implements RootKeySource {
     const cached = this.#current;
     const forced = options?.refresh === true;
     if (cached !== undefined && !forced && Date.now() < (cached.retryAt ?? cached.releasedAt + this.options.refreshMs)) return cached.key;
-    const generation = forced || this.#inflight === undefined ? this.#fetch() : undefined;
-    const fetch = this.#inflight!;
+    const { fetch, generation } = forced || this.#inflight === undefined ? this.#fetch() : this.#inflight;
     try {
       return await fetch;
     } catch (error) {
       // A forced refresh asks because the key held may not be current: it gets no grace.
-      return this.#afterFailure(error, generation ?? this.#started, !forced);
+      return this.#afterFailure(error, generation, !forced);
     }
   }
 
@@ -72,7 +72,7 @@ export class SealerRootKeySource implements RootKeySource {
   }
 
   /** Starts a fetch (one at a time is shared; a forced refresh starts its own: one in flight may predate the change it must see). */
-  #fetch(): number {
+  #fetch(): { fetch: Promise<RootKey>; generation: number } {
     const generation = ++this.#started;
     const fetch: Promise<RootKey> = this.sealer()
       .then((sealer) => sealer.rootKey())
@@ -86,10 +86,10 @@ export class SealerRootKeySource implements RootKeySource {
         return key;
       })
       .finally(() => {
-        if (this.#inflight === fetch) this.#inflight = undefined;
+        if (this.#inflight?.fetch === fetch) this.#inflight = undefined;
       });
-    this.#inflight = fetch;
-    return generation;
+    this.#inflight = { fetch, generation };
+    return this.#inflight;
   }
 
   /** The held key while in grace, or `error` again, dropping the key when the service said so or grace is over. */

@@ -196,6 +196,23 @@ describe('SealerRootKeySource refreshes', () => {
     expect(await keys.currentId()).toBe(rootKeyId(newKey));
   });
 
+  it('a caller that joined a fetch started before a newer key was applied does not drop that key when the older fetch fails', async () => {
+    const keys = source(600_000, 1);
+    let failOld!: (error: KmsError) => void;
+    const newKey = randomBytes(32);
+    sealer.answer = new Promise<Buffer>((_, reject) => (failOld = reject));
+    const starter = kmsFailure(keys.current()); // a warm-up, before the sealing service is initialized
+    const joiner = kmsFailure(keys.current()); // a request arriving meanwhile shares that fetch
+    await vi.waitFor(() => expect(sealer.rootKeyCalls).toBe(1));
+    sealer.answer = newKey; // the first rotate initializes the service and refreshes
+    expect((await keys.current({ refresh: true })).id).toBe(rootKeyId(newKey));
+    failOld(sealedAs('uninitialized')); // the older fetch heard "not initialized" before that
+    expect((await starter).code).toBe('SEALED');
+    expect((await joiner).code).toBe('SEALED');
+    sealer.answer = refused();
+    expect(await keys.currentId()).toBe(rootKeyId(newKey)); // still held, in grace
+  });
+
   it('concurrent unforced callers share one fetch', async () => {
     const keys = source(0);
     await Promise.all(Array.from({ length: 5 }, () => keys.current()));
