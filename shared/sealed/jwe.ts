@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createPublicKey, diffieHellman, generateKeyPairSync, randomFillSync, type KeyObject } from 'node:crypto';
 import type { KeyCache } from './key-cache.js';
 
 /**
@@ -42,17 +42,41 @@ export function agreeWith(recipient: KeyObject): RecipientAgreement {
   return { epk, kek: concatKdf(z, 'ECDH-ES+A256KW', Buffer.alloc(0), Buffer.alloc(0)) };
 }
 
+/**
+ * A content key and an IV per answer, from a pool of random bytes filled by one randomFillSync per
+ * 128 answers: under load a call per answer cost more CPU than the rest of the answer's
+ * encryption (docs/performance.md). What is taken is zeroed in the pool once used, never copied.
+ */
+const RANDOM_PER_ANSWER = 32 + 12;
+const randomPool = Buffer.alloc(RANDOM_PER_ANSWER * 128);
+let randomTaken = randomPool.length;
+
+function freshRandom(): Buffer {
+  if (randomTaken === randomPool.length) {
+    randomFillSync(randomPool);
+    randomTaken = 0;
+  }
+  randomTaken += RANDOM_PER_ANSWER;
+  return randomPool.subarray(randomTaken - RANDOM_PER_ANSWER, randomTaken);
+}
+
 /** Seals `plaintext` with a fresh content key and IV, wrapped with `agreement`'s key encryption key. */
 export function sealWith(agreement: RecipientAgreement, plaintext: Uint8Array, header: Readonly<Record<string, string>> = {}): string {
-  const cek = randomBytes(32);
+  const fresh = freshRandom();
+  try {
+    return sealWithRandom(agreement, plaintext, header, fresh.subarray(0, 32), fresh.subarray(32));
+  } finally {
+    fresh.fill(0);
+  }
+}
+
+function sealWithRandom(agreement: RecipientAgreement, plaintext: Uint8Array, header: Readonly<Record<string, string>>, cek: Buffer, iv: Buffer): string {
   const kw = createCipheriv('id-aes256-wrap', agreement.kek, KW_IV);
   const wrapped = Buffer.concat([kw.update(cek), kw.final()]);
   const protectedHeader = Buffer.from(JSON.stringify({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', ...header, epk: agreement.epk })).toString('base64url');
-  const iv = randomBytes(12);
   const gcm = createCipheriv('aes-256-gcm', cek, iv, { authTagLength: 16 }).setAAD(Buffer.from(protectedHeader, 'ascii'));
   const ciphertext = Buffer.concat([gcm.update(plaintext), gcm.final()]);
   const tag = gcm.getAuthTag();
-  cek.fill(0);
   return `${protectedHeader}.${wrapped.toString('base64url')}.${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${tag.toString('base64url')}`;
 }
 

@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, generateKeyPair } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { agreeWith, concatKdf, openCompact, protectedHeader, sealWith, type JweAlgorithm } from '../../../shared/sealed/jwe.js';
@@ -47,6 +47,25 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
       expect(openCompact(a, privateKey, ['ECDH-ES+A256KW']).toString()).toBe('{"a":1}');
     });
   }
+
+  it('draws a distinct content key and IV for every message, across refills of its random pool', () => {
+    const { publicKey, privateKey } = pairs.X25519();
+    const agreement = agreeWith(publicKey);
+    const keys = new Set<string>();
+    const ivs = new Set<string>();
+    for (let i = 0; i < 300; i++) {
+      const jwe = sealWith(agreement, Buffer.from(`{"n":${i}}`));
+      const [, wrapped, iv] = jwe.split('.') as [string, string, string];
+      const kw = createDecipheriv('id-aes256-wrap', agreement.kek, Buffer.from('a6a6a6a6a6a6a6a6', 'hex'));
+      const cek = Buffer.concat([kw.update(Buffer.from(wrapped, 'base64url')), kw.final()]);
+      expect(cek.equals(Buffer.alloc(32))).toBe(false);
+      keys.add(cek.toString('hex'));
+      ivs.add(iv);
+      expect(openCompact(jwe, privateKey, ['ECDH-ES+A256KW']).toString()).toBe(`{"n":${i}}`);
+    }
+    expect(keys.size).toBe(300);
+    expect(ivs.size).toBe(300);
+  });
 
   it('derives the key of RFC 7518 Appendix C (Concat KDF, ECDH-ES, P-256, "Alice" and "Bob")', () => {
     const alice = { kty: 'EC', crv: 'P-256', x: 'gI0GAILBdu7T53akrFmMyGcsF3n5dO7MmwNBHKW5SV0', y: 'SLW_xSffzlPWrHEVI30DHM_4egVwt3NQqeUD7nMFpps' };
