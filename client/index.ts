@@ -364,7 +364,7 @@ async function answerOf(response: HttpResponse, sealed: Sealed | undefined): Pro
     // The headers travel outside the seal: each value sealed with the answer must be answered as it is.
     for (const [name, value] of Object.entries(authenticated)) {
       if (headers[`x-${name}`] !== value) {
-        throw new KmsError('PROTOCOL', `the answer's X-${name} header is missing or differs from the value sealed with it: refused`, { status });
+        throw new KmsError('PROTOCOL', `the answer's x-${name} header is missing or differs from the value sealed with it: refused`, { status });
       }
     }
     if (isErrorAnswer(json)) throw errorOf(status, headers, json);

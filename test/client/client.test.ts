@@ -221,7 +221,7 @@ describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
         rewrite = forge;
         const refused = await failure(admin.rotate());
         expect(refused, label).toMatchObject({ code: 'PROTOCOL', status: 200 });
-        expect(refused.message, label).toMatch(/X-kms-root-key-\w+|X-kms-shares-encrypted/);
+        expect(refused.message, label).toMatch(/x-kms-root-key-\w+|x-kms-shares-encrypted/);
       }
       // The ingress did pass a forged state on; the KMS still holds the key it had, the last rotation pending.
       expect(ingress.capture().toString('latin1')).toContain('"x-kms-root-key-state":"pending-verification"');
