@@ -268,10 +268,20 @@ async function equalRateReads(b: Bench, lean: Server, c: number): Promise<void> 
   const rate = Math.round(sealedRps * 0.8);
   const plain = item(
     { id: `lean-warm-c${c}-equal-rate`, group: 'kms', host: 'lean https', route: `GET /dataKey warm, at ${rate} req/s`, concurrency: c },
-    () => ({ ...b.http(lean.url, 'GET', b.fixed, c, true), rate }),
+    () => paced(b.http(lean.url, 'GET', b.fixed, c, true), rate),
     lean.proc.pid,
   );
   await b.measure([plain, ...(await sealedWarmRead(b, lean, c, rate))]);
+}
+
+/**
+ * `spec` at `rate` requests per second. autocannon paces each connection by whole seconds (its
+ * share of a second sent at once, then a wait for the next second), so a paced case runs whole
+ * seconds, without a warm-up of its own (its server is warm from the closed-loop cases): over them
+ * the rate is the one asked for, the bursts within each second alike for every case at that rate.
+ */
+function paced(spec: HttpCase, rate: number): HttpCase {
+  return { ...spec, rate, durationSec: Math.max(1, Math.round(spec.durationSec)), warmupSec: 0 };
 }
 
 /**
@@ -300,11 +310,13 @@ async function sealedWarmRead(b: Bench, server: Server | undefined, c: number, r
   return [
     item(
       record,
-      () => ({
-        ...b.http(server.url, 'GET', { mode: 'sealed', path, serviceKey, user: USER, token: b.fx.token, count }, c, true),
-        headers: { accept: 'application/json' },
-        ...(rate === undefined ? {} : { rate }),
-      }),
+      () => {
+        const sealed = {
+          ...b.http(server.url, 'GET', { mode: 'sealed', path, serviceKey, user: USER, token: b.fx.token, count }, c, true),
+          headers: { accept: 'application/json' },
+        };
+        return rate === undefined ? sealed : paced(sealed, rate);
+      },
       server.proc.pid,
     ),
   ];

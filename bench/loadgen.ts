@@ -50,6 +50,7 @@ export interface HttpCase {
   /**
    * autocannon's overallRate: this many requests per second across all connections, warm-up
    * included, instead of each connection sending its next request as soon as it has an answer.
+   * autocannon paces per connection and per whole second (cases.ts: `paced`).
    */
   readonly rate?: number;
 }
@@ -177,8 +178,10 @@ async function runHttp(spec: HttpCase): Promise<LoadResult> {
     credentials,
   );
   // Up to the last answer: autocannon notices the end only at its next sample tick, and a `list`
-  // case may run out of paths before its time is up; neither idle tail is part of the rate.
-  const seconds = Number((last > started ? last : process.hrtime.bigint()) - started) / 1e9;
+  // case may run out of paths before its time is up; neither idle tail is part of the rate. A paced
+  // case is over its whole duration: autocannon lets each connection send its share of a second at
+  // once, then wait for the next second, so its last answer comes early in the last second.
+  const seconds = spec.rate !== undefined ? spec.durationSec : Number((last > started ? last : process.hrtime.bigint()) - started) / 1e9;
   return summarize(latencies, ok, failures, seconds, warmupAnswers);
 }
 
