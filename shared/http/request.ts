@@ -22,15 +22,18 @@ export function refusedBody(raw: IncomingMessage): KmsError | undefined {
 /** Headers that carry credentials outside the URL (so tokens stay out of access logs). */
 export const USER_HEADER = 'x-kms-user';
 
-const parsed = new WeakMap<IncomingMessage, KmsRequest>();
+/**
+ * The parsed request, kept on the request itself: a WeakMap entry per request cost the young
+ * generation's garbage collector more than the parse it saves (docs/performance.md).
+ */
+const PARSED = Symbol('tee-kms.parsed');
 
 /** A parsed request, independent of the host (functions-framework's Express or bare node:http). */
 export class KmsRequest {
   /** Parsed once per request, however many layers (router, route) look at it. */
   static of(raw: IncomingMessage): KmsRequest {
-    let request = parsed.get(raw);
-    if (request === undefined) parsed.set(raw, (request = new KmsRequest(raw)));
-    return request;
+    const holder = raw as IncomingMessage & { [PARSED]?: KmsRequest };
+    return (holder[PARSED] ??= new KmsRequest(raw));
   }
 
   readonly method: string;
