@@ -44,8 +44,9 @@ export function agreeWith(recipient: KeyObject): RecipientAgreement {
 
 /**
  * A content key and an IV per answer, from a pool of random bytes filled by one randomFillSync per
- * 128 answers: under load a call per answer cost more CPU than the rest of the answer's
- * encryption (docs/performance.md). What is taken is zeroed in the pool once used, never copied.
+ * 128 answers: under load, two calls per answer cost about as much CPU as the rest of the
+ * answer's encryption (docs/performance.md, change 16). What is taken is zeroed in the pool once
+ * used, never copied.
  */
 const RANDOM_PER_ANSWER = 32 + 12;
 const randomPool = Buffer.alloc(RANDOM_PER_ANSWER * 128);
