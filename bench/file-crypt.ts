@@ -2,18 +2,19 @@
  * One file operation in its own process, for the `files` bench group and the memory test
  * (test/cli/formats/memory.test.ts): `node dist/bench/file-crypt.js <op> <in> <out>`, the key as hex on
  * stdin (never in argv). Prints one JSON line: { op, bytes, seconds, maxRssMb }; maxRssMb is this
- * process's peak resident set (getrusage), so a format that held the file in memory shows it.
+ * process's own peak resident set (bench/peak-rss.ts), so a format that held the file in memory shows it.
  *
  * Ops: tee-kms-encrypt, tee-kms-decrypt, bigdl-encrypt, bigdl-decrypt (the cli/formats code, output
  * through writeOutput as the CLI writes it), and raw-gcm: one AES-256-GCM pass over the same bytes
  * through the same file streams, fsynced likewise: the limit the formats are compared with.
  */
 import { createCipheriv, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, readFileSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { decryptBigdl, encryptBigdl } from '../cli/formats/bigdl.js';
 import { writeOutput } from '../cli/formats/output.js';
+import { peakRssKb } from './peak-rss.js';
 import { boundStreamGarbage } from '../cli/formats/memory.js';
 import { decryptStream, encryptStream } from '../cli/formats/stream.js';
 
@@ -66,8 +67,3 @@ await run(op, input, output, key);
 const seconds = (performance.now() - started) / 1000;
 const bytes = statSync(input).size;
 console.log(JSON.stringify({ op, bytes, seconds, maxRssMb: Math.round((peakRssKb() / 1024) * 10) / 10 }));
-
-/** VmHWM, not getrusage's maxRSS: Linux keeps maxRSS across execve (the bench's own peak when it forked this process). */
-function peakRssKb(): number {
-  return Number(/VmHWM:\s*(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0);
-}

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { freePort, serverEnv, startProc, type Proc } from './proc.js';
@@ -37,10 +38,8 @@ const OPS: readonly (readonly [string, string, string])[] = [
   ['cli-decrypt', 'plain.cli', 'cli.out'],
 ];
 
-// Reports a process's peak RSS as it exits; the CLI's own code runs unchanged. VmHWM, not
-// getrusage's maxRSS: Linux keeps maxRSS across execve, so a child would report at least the
-// bench's own peak at the time it was forked.
-const PEAK_HOOK = `data:text/javascript,import{readFileSync}from'node:fs';process.on('exit',()=>process.stderr.write('peak-rss-kb='+/VmHWM:\\s*(\\d+)/.exec(readFileSync('/proc/self/status','utf8'))[1]+'\\n'))`;
+// Reports a process's peak RSS as it exits; the CLI's own code runs unchanged.
+const PEAK_HOOK = pathToFileURL(join(DIST, 'bench/peak-rss-hook.js')).href;
 
 export async function measureFiles(workDir: string): Promise<FilesResult> {
   const dir = await mkdtemp(join(process.env.BENCH_FILES_DIR || workDir, 'files-'));
