@@ -1,4 +1,4 @@
-import { writeSync } from 'node:fs';
+import { fstatSync, writeSync } from 'node:fs';
 import sonicBoom from 'sonic-boom';
 import { KmsError } from './errors.js';
 
@@ -28,19 +28,26 @@ function isoNow(): string {
 }
 
 /**
- * stdout lines go to sonic-boom (pino's destination) in its asynchronous mode: a line is appended to
- * a buffer that a libuv thread writes while the event loop goes on, and lines that come meanwhile go
- * with the next write, in order (at exit, lines still buffered may be written before a write under
- * way finishes). The synchronous write to a pipe (a container's stdout) it replaces held the event
- * loop for every batch (docs/performance.md). What is buffered is written synchronously when the
- * process exits (process.exit, the end of its event loop, an uncaught exception), except a write
- * already under way, which drainLog() waits for; a SIGKILL loses the lines not yet written. The
- * buffer is bounded: past STDOUT_LIMIT (stdout not read) lines go to stderr instead,
- * synchronously, so none is dropped.
+ * stdout lines are written once per event-loop turn (or per 64 KB), by the event loop's own thread,
+ * with one non-blocking write: no thread is woken for them, and a turn's lines are in the pipe (a
+ * container's stdout) when the turn ends, so a SIGKILL loses none already logged by an earlier
+ * turn. When the reader is slow and the pipe is full, what does not fit goes to sonic-boom (pino's
+ * destination), which writes it from a libuv thread, retrying, while the event loop goes on; later
+ * lines follow it there until it has written everything, so lines stay in order. What sonic-boom
+ * holds is written synchronously when the process exits (process.exit, the end of its event loop,
+ * an uncaught exception), except a write already under way, which drainLog() waits for. Past
+ * STDOUT_LIMIT waiting (stdout not read) lines go to stderr instead, synchronously, so none is
+ * dropped.
  */
 const STDOUT_LIMIT = 16 * 1024 * 1024;
-const stdout = new sonicBoom.SonicBoom({ fd: 1, sync: false, maxLength: STDOUT_LIMIT });
-stdout.on('drop', (text: string) => process.stderr.write(text));
+// Node's own stdout stream for a pipe or socket puts the descriptor in non-blocking mode (libuv),
+// which the write below relies on: a full pipe then answers EAGAIN instead of stalling the server.
+// Files do not block; a terminal stays blocking, as Node keeps it.
+if (!stdoutIsFile()) void process.stdout;
+const stdout = new sonicBoom.SonicBoom({ fd: 1, sync: false, contentMode: 'buffer' });
+/** Bytes handed to sonic-boom and not yet written by it: while any, new lines go there too. */
+let handedOff = 0;
+stdout.on('write', (n: number) => (handedOff -= n));
 // An error (EPIPE: nobody reads stdout any more) ends the process, as on a process.stdout without a
 // listener; a process that can go on without stdout says so with onStdoutError.
 let stdoutError = (error: Error): void => {
@@ -53,10 +60,7 @@ export function onStdoutError(handler: (error: Error) => void): void {
   stdoutError = handler;
 }
 
-/**
- * Lines are handed to sonic-boom once per event-loop turn (or per 64 KB), not once per line: each
- * write it starts wakes a libuv thread (docs/performance.md, change 14).
- */
+/** One turn's lines: one write per turn, not one per line (docs/performance.md, changes 14 and 18). */
 const QUEUE_LIMIT = 64 * 1024;
 let queued = '';
 
@@ -68,9 +72,30 @@ function queue(text: string): void {
 
 function flush(): void {
   if (queued === '') return;
-  const text = queued;
+  let bytes = Buffer.from(queued);
   queued = '';
-  stdout.write(text);
+  if (handedOff === 0) {
+    try {
+      bytes = bytes.subarray(writeSync(1, bytes));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') return stdoutError(error as Error);
+    }
+    if (bytes.length === 0) return;
+  }
+  if (handedOff + bytes.length > STDOUT_LIMIT) {
+    process.stderr.write(bytes);
+    return;
+  }
+  handedOff += bytes.length;
+  stdout.write(bytes as unknown as string); // contentMode 'buffer': its types say string
+}
+
+function stdoutIsFile(): boolean {
+  try {
+    return fstatSync(1).isFile();
+  } catch {
+    return false; // closed: Node's stdout stands in
+  }
 }
 
 /**
@@ -79,13 +104,14 @@ function flush(): void {
  */
 export function drainLog(): Promise<void> {
   flush();
+  if (handedOff === 0) return Promise.resolve();
   return new Promise((resolve) => stdout.flush(() => resolve()));
 }
 
 process.on('exit', () => {
   try {
-    stdout.flushSync(); // what sonic-boom holds, then this turn's lines (write() would start an asynchronous write)
-    if (queued !== '') writeSync(1, queued);
+    flush(); // this turn's lines, after what sonic-boom holds if it holds any
+    stdout.flushSync(); // what sonic-boom holds, waiting out a full pipe
   } catch {
     // stdout is gone: nothing more can be written there
   }

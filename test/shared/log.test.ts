@@ -66,6 +66,63 @@ describe('access log', () => {
   });
 });
 
+describe('stdout lines', () => {
+  const logJs = JSON.stringify(pathToFileURL(join(repoRoot, 'dist/shared/log.js')).href);
+
+  it('are in the pipe when their event-loop turn ends: a SIGKILL in the next turn loses none', async () => {
+    // Each turn logs 100 lines; the process kills itself from a timer, i.e. after the turn's flush.
+    const script = `
+      const { log } = await import(${logJs});
+      let turn = 0;
+      const step = () => {
+        for (let i = 0; i < 100; i++) log.access('getDataKey', 'GET', '/dataKey/t' + turn + '-' + i, 200, 1);
+        if (++turn < 20) setImmediate(step);
+        else setTimeout(() => process.kill(process.pid, 'SIGKILL'), 0);
+      };
+      step();
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    const [, signal] = (await once(child, 'close')) as [number | null, string | null];
+    expect(signal).toBe('SIGKILL');
+    const paths = stdout.split('\n').flatMap((l) => (l === '' ? [] : [logFields(l)!.path]));
+    expect(paths).toEqual(Array.from({ length: 2000 }, (_, n) => `/dataKey/t${Math.floor(n / 100)}-${n % 100}`));
+  });
+
+  it('wait in memory while the pipe is full, the event loop serving on, and are all written in order', async () => {
+    // 4 MB of lines while nobody reads: the pipe holds 64 KB. The timer must fire meanwhile.
+    const script = `
+      const { log } = await import(${logJs});
+      const started = Date.now();
+      setTimeout(() => process.stderr.write('timer after ' + (Date.now() - started) + ' ms\\n'), 50);
+      let n = 0;
+      const step = () => {
+        for (let i = 0; i < 1000; i++) log.access('getDataKey', 'GET', '/dataKey/k' + n++, 200, 1);
+        if (n < 30000) setImmediate(step);
+      };
+      step();
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.pause();
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    for (let waited = 0; !stderr.includes('timer after'); waited += 10) {
+      if (waited > 10_000) throw new Error('the event loop stalled on a full pipe');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stdout.resume();
+    const [code] = (await once(child, 'close')) as [number | null];
+    expect(code).toBe(0);
+    const paths = stdout.split('\n').flatMap((l) => (l === '' ? [] : [logFields(l)!.path]));
+    expect(paths).toHaveLength(30000);
+    expect(paths.every((p, n) => p === `/dataKey/k${n}`)).toBe(true);
+    expect(stderr).not.toContain('"fn"'); // nothing overflowed to stderr: 4 MB is far below the limit
+  });
+});
+
 describe('componentLog', () => {
   it("writes the functions' JSON lines with its component: requests on stdout, warnings and errors on stderr", async () => {
     // A real process: stdout lines are written by sonic-boom straight to file descriptor 1.
