@@ -1,5 +1,4 @@
 import { fstatSync, writeSync } from 'node:fs';
-import sonicBoom from 'sonic-boom';
 import { KmsError } from './errors.js';
 
 /**
@@ -28,32 +27,29 @@ function isoNow(): string {
 }
 
 /**
- * stdout lines are written once per event-loop turn (or per 64 KB), by the event loop's own thread,
- * with one non-blocking write: no thread is woken for them, and a turn's lines are in the pipe (a
- * container's stdout) when the turn ends, so a SIGKILL loses none already logged by an earlier
- * turn. When the reader is slow and the pipe is full, what does not fit goes to sonic-boom (pino's
- * destination), which writes it from a libuv thread, retrying, while the event loop goes on; later
- * lines follow it there until it has written everything, so lines stay in order. What sonic-boom
- * holds is written synchronously when the process exits (process.exit, the end of its event loop,
- * an uncaught exception), except a write already under way, which drainLog() waits for. Past
- * STDOUT_LIMIT waiting (stdout not read) lines go to stderr instead, synchronously, so none is
- * dropped.
+ * stdout lines are written once per event-loop turn (or per 64 KB), as the turn ends, by the event
+ * loop itself with non-blocking writes: a turn's lines are in the pipe (a container's stdout) when
+ * the turn ends, so a SIGKILL loses none logged by an earlier turn unless the pipe was full. When the
+ * reader is slow and the pipe is full, what it did not take waits here, in order, and is retried every RETRY_MS while the
+ * event loop serves on; newer lines wait behind it. Every write is made and counted here, so what
+ * waits is known exactly: a graceful stop waits for it (drainLog()), and an exit (process.exit,
+ * the end of the event loop, an uncaught exception) writes it synchronously, waiting up to
+ * EXIT_WAIT_MS for the reader. Past STDOUT_LIMIT waiting (stdout not read) lines go to stderr
+ * instead, synchronously, so none is dropped.
  */
 const STDOUT_LIMIT = 16 * 1024 * 1024;
+const RETRY_MS = 10;
+const EXIT_WAIT_MS = 10_000;
 // Node's own stdout stream for a pipe or socket puts the descriptor in non-blocking mode (libuv),
-// which the write below relies on: a full pipe then answers EAGAIN instead of stalling the server.
-// Files do not block; a terminal stays blocking, as Node keeps it.
+// which the writes below rely on: a full pipe answers EAGAIN instead of stalling the server. Files
+// do not block; a terminal stays blocking, as Node keeps it.
 if (!stdoutIsFile()) void process.stdout;
-const stdout = new sonicBoom.SonicBoom({ fd: 1, sync: false, contentMode: 'buffer' });
-/** Bytes handed to sonic-boom and not yet written by it: while any, new lines go there too. */
-let handedOff = 0;
-stdout.on('write', (n: number) => (handedOff -= n));
+
 // An error (EPIPE: nobody reads stdout any more) ends the process, as on a process.stdout without a
 // listener; a process that can go on without stdout says so with onStdoutError.
 let stdoutError = (error: Error): void => {
   throw error;
 };
-stdout.on('error', (error: Error) => stdoutError(error));
 
 /** What to do when stdout cannot be written (the reader is gone) instead of throwing. */
 export function onStdoutError(handler: (error: Error) => void): void {
@@ -70,25 +66,88 @@ function queue(text: string): void {
   if (queued.length >= QUEUE_LIMIT) flush();
 }
 
+/** Bytes the pipe has not taken yet, oldest first. */
+const waiting: Buffer[] = [];
+let waitingBytes = 0;
+let retry: NodeJS.Timeout | undefined;
+let drained: (() => void)[] = [];
+
 function flush(): void {
   if (queued === '') return;
-  let bytes = Buffer.from(queued);
+  const bytes = Buffer.from(queued);
   queued = '';
-  if (handedOff === 0) {
-    try {
-      bytes = bytes.subarray(writeSync(1, bytes));
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') return stdoutError(error as Error);
-    }
-    if (bytes.length === 0) return;
-  }
-  if (handedOff + bytes.length > STDOUT_LIMIT) {
+  if (waitingBytes + bytes.length > STDOUT_LIMIT) {
     process.stderr.write(bytes);
     return;
   }
-  handedOff += bytes.length;
-  stdout.write(bytes as unknown as string); // contentMode 'buffer': its types say string
+  waiting.push(bytes);
+  waitingBytes += bytes.length;
+  if (retry === undefined) writeWaiting();
 }
+
+/** Writes what waits as far as the pipe takes it now; tries again in RETRY_MS while anything is left. */
+function writeWaiting(): void {
+  retry = undefined;
+  try {
+    writeAvailable();
+  } catch (error) {
+    waiting.length = 0;
+    waitingBytes = 0;
+    stdoutError(error as Error);
+  }
+  if (waiting.length > 0) {
+    // Unreferenced: a process that is otherwise done exits, and its exit writes what waits.
+    retry = setTimeout(writeWaiting, RETRY_MS).unref();
+    return;
+  }
+  const resolved = drained;
+  drained = [];
+  for (const resolve of resolved) resolve();
+}
+
+/** Writes waiting bytes until all are written or the pipe is full (EAGAIN); throws other errors. */
+function writeAvailable(): void {
+  while (waiting.length > 0) {
+    const head = waiting[0]!;
+    let written: number;
+    try {
+      written = writeSync(1, head);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EAGAIN') return;
+      throw error;
+    }
+    waitingBytes -= written;
+    if (written < head.length) {
+      waiting[0] = head.subarray(written);
+      return;
+    }
+    waiting.shift();
+  }
+}
+
+/** Resolves once every line logged so far is written: a graceful stop awaits it before process.exit. */
+export function drainLog(): Promise<void> {
+  flush();
+  if (waiting.length === 0) return Promise.resolve();
+  return new Promise((resolve) => drained.push(resolve));
+}
+
+process.on('exit', () => {
+  if (queued !== '') {
+    waiting.push(Buffer.from(queued)); // this turn's lines, behind what waits
+    queued = '';
+  }
+  const exitSleep = new Int32Array(new SharedArrayBuffer(4));
+  try {
+    // No event loop any more: wait out a full pipe here, for a while.
+    for (let waited = 0; waiting.length > 0 && waited <= EXIT_WAIT_MS; waited += RETRY_MS) {
+      writeAvailable();
+      if (waiting.length > 0) Atomics.wait(exitSleep, 0, 0, RETRY_MS);
+    }
+  } catch {
+    // stdout is gone: nothing more can be written there
+  }
+});
 
 function stdoutIsFile(): boolean {
   try {
@@ -97,25 +156,6 @@ function stdoutIsFile(): boolean {
     return false; // closed: Node's stdout stands in
   }
 }
-
-/**
- * Resolves once every line logged so far has been written: a graceful stop awaits it before
- * process.exit, since a write still under way on a libuv thread is not waited for at exit.
- */
-export function drainLog(): Promise<void> {
-  flush();
-  if (handedOff === 0) return Promise.resolve();
-  return new Promise((resolve) => stdout.flush(() => resolve()));
-}
-
-process.on('exit', () => {
-  try {
-    flush(); // this turn's lines, after what sonic-boom holds if it holds any
-    stdout.flushSync(); // what sonic-boom holds, waiting out a full pipe
-  } catch {
-    // stdout is gone: nothing more can be written there
-  }
-});
 
 export const log = {
   info(message: string, fields: Record<string, unknown> = {}): void {

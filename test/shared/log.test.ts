@@ -70,14 +70,16 @@ describe('stdout lines', () => {
   const logJs = JSON.stringify(pathToFileURL(join(repoRoot, 'dist/shared/log.js')).href);
 
   it('are in the pipe when their event-loop turn ends: a SIGKILL in the next turn loses none', async () => {
-    // Each turn logs 100 lines; the process kills itself from a timer, i.e. after the turn's flush.
+    // Each turn logs 20 lines; the last one then asks for a SIGKILL, which runs after the turn's flush
+    // (both are setImmediate callbacks, run in the order they were asked for). 51 KB in all: less
+    // than a pipe holds, so no line waits for the reader.
     const script = `
       const { log } = await import(${logJs});
       let turn = 0;
       const step = () => {
-        for (let i = 0; i < 100; i++) log.access('getDataKey', 'GET', '/dataKey/t' + turn + '-' + i, 200, 1);
+        for (let i = 0; i < 20; i++) log.access('getDataKey', 'GET', '/dataKey/t' + turn + '-' + i, 200, 1);
         if (++turn < 20) setImmediate(step);
-        else setTimeout(() => process.kill(process.pid, 'SIGKILL'), 0);
+        else setImmediate(() => process.kill(process.pid, 'SIGKILL'));
       };
       step();
     `;
@@ -87,7 +89,7 @@ describe('stdout lines', () => {
     const [, signal] = (await once(child, 'close')) as [number | null, string | null];
     expect(signal).toBe('SIGKILL');
     const paths = stdout.split('\n').flatMap((l) => (l === '' ? [] : [logFields(l)!.path]));
-    expect(paths).toEqual(Array.from({ length: 2000 }, (_, n) => `/dataKey/t${Math.floor(n / 100)}-${n % 100}`));
+    expect(paths).toEqual(Array.from({ length: 400 }, (_, n) => `/dataKey/t${Math.floor(n / 20)}-${n % 20}`));
   });
 
   it('wait in memory while the pipe is full, the event loop serving on, and are all written in order', async () => {
@@ -121,11 +123,64 @@ describe('stdout lines', () => {
     expect(paths.every((p, n) => p === `/dataKey/k${n}`)).toBe(true);
     expect(stderr).not.toContain('"fn"'); // nothing overflowed to stderr: 4 MB is far below the limit
   });
+
+  it('go to stderr past 16 MiB waiting for a full pipe, none dropped', async () => {
+    // About 17.6 MB of lines while nobody reads stdout: what does not fit under the limit goes to stderr.
+    const script = `
+      const { log } = await import(${logJs});
+      let n = 0;
+      const step = () => {
+        for (let i = 0; i < 10000; i++) log.access('getDataKey', 'GET', '/dataKey/k' + String(n++).padStart(6, '0'), 200, 1);
+        if (n < 160000) setImmediate(step);
+        else process.stderr.write('done\\n');
+      };
+      step();
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.pause();
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    for (let waited = 0; !stderr.includes('done'); waited += 10) {
+      if (waited > 20_000) throw new Error('the child did not finish logging');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stdout.resume();
+    const [code] = (await once(child, 'close')) as [number | null];
+    expect(code).toBe(0);
+    const paths = (text: string) => text.split('\n').flatMap((l) => logFields(l)?.path ?? []);
+    const overflow = paths(stderr);
+    expect(overflow.length).toBeGreaterThan(0);
+    expect([...paths(stdout), ...overflow].sort()).toEqual(Array.from({ length: 160000 }, (_, n) => `/dataKey/k${String(n).padStart(6, '0')}`));
+  });
+
+  it('are all written, in order, by a process.exit while the pipe is full', async () => {
+    // Turn 1 fills the pipe and leaves lines waiting; turn 2 logs more and exits in the same turn.
+    const script = `
+      const { log } = await import(${logJs});
+      for (let n = 0; n < 3000; n++) log.access('getDataKey', 'GET', '/dataKey/k' + n, 200, 1);
+      setImmediate(() => {
+        for (let n = 3000; n < 3100; n++) log.access('getDataKey', 'GET', '/dataKey/k' + n, 200, 1);
+        process.exit(0);
+      });
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+    child.stdout.pause();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stdout.resume();
+    const [code] = (await once(child, 'close')) as [number | null];
+    expect(code).toBe(0);
+    const paths = stdout.split('\n').flatMap((l) => (l === '' ? [] : [logFields(l)!.path]));
+    expect(paths).toEqual(Array.from({ length: 3100 }, (_, n) => `/dataKey/k${n}`));
+  });
 });
 
 describe('componentLog', () => {
   it("writes the functions' JSON lines with its component: requests on stdout, warnings and errors on stderr", async () => {
-    // A real process: stdout lines are written by sonic-boom straight to file descriptor 1.
+    // A real process: stdout lines are written straight to file descriptor 1.
     const script = `
       const { componentLog } = await import(${JSON.stringify(pathToFileURL(join(repoRoot, 'dist/shared/log.js')).href)});
       const log = componentLog('sealer');
