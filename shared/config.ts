@@ -134,6 +134,13 @@ export const kmsOptions = {
     description:
       "How long a function keeps the keys it agreed with a sealing client (its ephemeral `epk`, its response key), so a client reusing them costs no new key agreement; an answer's own ephemeral key is reused for at most as long. 0: a key agreement per message.",
   }),
+  sealedReplayEntries: option({
+    env: 'KMS_SEALED_REPLAY_ENTRIES',
+    default: 200_000,
+    parse: parse.integer(100, 5_000_000),
+    description:
+      'How many sealed credentials (their `jti`) a function remembers, each until it expires (about 61 s for one sealed just before it was sent), so that none is accepted twice; when all are live, new sealed requests are shed with 503 rather than one forgotten early. About 80 bytes each: the default (about 15 MB) sustains about 3,300 sealed requests per second per instance.',
+  }),
   adminToken: option({
     env: 'KMS_ADMIN_TOKEN',
     default: '',

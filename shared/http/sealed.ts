@@ -50,7 +50,9 @@ export async function openSealedRequest(request: KmsRequest, ctx: RouteContext):
     caches?.answers.clear();
     caches = sealedKeyCaches(current.id, config.sealedKeyReuseSeconds);
   }
-  request.useSealed(openSealedCredential(jwe, serviceKeyOf(current).privateKey, request, (replay ??= new ReplayGuard()), Date.now(), caches));
+  request.useSealed(
+    openSealedCredential(jwe, serviceKeyOf(current).privateKey, request, (replay ??= new ReplayGuard(config.sealedReplayEntries)), Date.now(), caches),
+  );
 }
 
 /**

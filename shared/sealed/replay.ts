@@ -10,7 +10,7 @@ import { KmsError } from '../errors.js';
 export class ReplayGuard {
   readonly #expiries = new Map<string, number>();
 
-  constructor(private readonly maxEntries = 200_000) {}
+  constructor(private readonly maxEntries: number) {}
 
   /** Records `jti` until `expiresAt` (ms); throws UNAUTHORIZED if it is already recorded, BUSY if full. */
   admit(jti: string, expiresAt: number, now = Date.now()): void {

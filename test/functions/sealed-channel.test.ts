@@ -207,6 +207,43 @@ describe('KMS_REQUIRE_SEALED: the first rotate, which cannot be sealed, must nam
   });
 });
 
+describe('KMS_SEALED_REPLAY_ENTRIES: a full replay memory sheds, it never forgets', () => {
+  let dataDir: string;
+  let host: ServerProcess;
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-sealed-replay-'));
+    host = await startLeanHost({ KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: randomBytes(32).toString('base64'), KMS_SEALED_REPLAY_ENTRIES: '100' });
+  });
+  afterAll(async () => {
+    await host?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('past 100 live credentials a sealed create answers 503 BUSY and creates nothing; a replay is still 401', async () => {
+    expect((await host.request(`/user/carol?token=${USER_TOKEN}`, { method: 'POST' })).status).toBe(201);
+    const attested = await attest((path) => host.request(path));
+    const create = async (name: string) => {
+      const request = await seal(attested, { method: 'POST', target: `/primaryKey/${name}`, token: USER_TOKEN, user: 'carol' });
+      const send = () => host.request(`/primaryKey/${name}`, { method: 'POST', headers: { authorization: request.authorization, accept: 'application/json' } });
+      return { send, answer: await send() };
+    };
+    const first = await create('pk-0');
+    expect(first.answer.status).toBe(201);
+    for (let i = 1; i < 100; i++) expect((await create(`pk-${i}`)).answer.status).toBe(201);
+
+    const shed = (await create('pk-100')).answer;
+    expect(shed.status).toBe(503);
+    expect(shed.headers['retry-after']).toBe('5');
+    expect(JSON.parse(shed.body).error.code).toBe('BUSY');
+    // Nothing was created: in the clear, the name is free.
+    expect((await host.request(`/primaryKey/pk-100?user=carol&token=${USER_TOKEN}`, { method: 'POST' })).status).toBe(201);
+    // The first credential is still remembered: played again it is refused as a replay, not shed.
+    const replayed = await first.send();
+    expect(replayed.status).toBe(401);
+    expect(JSON.parse(replayed.body).error.code).toBe('UNAUTHORIZED');
+  });
+});
+
 describe('single functions under functions-framework share the service key', () => {
   let dataDir: string;
   let host: ServerProcess;

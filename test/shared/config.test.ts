@@ -34,6 +34,10 @@ describe('configuration', () => {
     expect(() => loadKmsConfig({ KMS_S3_FORCE_PATH_STYLE: 'maybe' })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
     expect(() => loadKmsConfig({ KMS_S3_ENDPOINT: 'not a url' })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
     expect(loadKmsConfig({ KMS_S3_ENDPOINT: 'http://127.0.0.1:9000/' }).s3Endpoint).toBe('http://127.0.0.1:9000');
+    expect(loadKmsConfig({}).sealedReplayEntries).toBe(200_000);
+    for (const entries of ['99', '5000001', '1e5']) {
+      expect(() => loadKmsConfig({ KMS_SEALED_REPLAY_ENTRIES: entries })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
+    }
   });
 
   it('reads KMS_SEALER_URL as one URL or a comma-separated list, and the grace period', () => {
