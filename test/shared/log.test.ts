@@ -67,14 +67,11 @@ describe('access log', () => {
 });
 
 describe('stdout lines', () => {
-  const logJs = JSON.stringify(pathToFileURL(join(repoRoot, 'dist/shared/log.js')).href);
-
   it('are in the pipe when their event-loop turn ends: a SIGKILL in the next turn loses none', async () => {
     // Each turn logs 20 lines; the last one then asks for a SIGKILL, which runs after the turn's flush
     // (both are setImmediate callbacks, run in the order they were asked for). 51 KB in all: less
     // than a pipe holds, so no line waits for the reader.
-    const script = `
-      const { log } = await import(${logJs});
+    const child = logChild(`
       let turn = 0;
       const step = () => {
         for (let i = 0; i < 20; i++) log.access('getDataKey', 'GET', '/dataKey/t' + turn + '-' + i, 200, 1);
@@ -82,52 +79,35 @@ describe('stdout lines', () => {
         else setImmediate(() => process.kill(process.pid, 'SIGKILL'));
       };
       step();
-    `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    const [, signal] = (await once(child, 'close')) as [number | null, string | null];
+    `);
+    const { signal, stdout } = await child.drain();
     expect(signal).toBe('SIGKILL');
-    const paths = stdout.split('\n').flatMap((l) => (l === '' ? [] : [logFields(l)!.path]));
-    expect(paths).toEqual(Array.from({ length: 400 }, (_, n) => `/dataKey/t${Math.floor(n / 20)}-${n % 20}`));
+    expect(accessPaths(stdout)).toEqual(Array.from({ length: 400 }, (_, n) => `/dataKey/t${Math.floor(n / 20)}-${n % 20}`));
   });
 
   it('wait in memory while the pipe is full, the event loop serving on, and are all written in order', async () => {
     // 4 MB of lines while nobody reads: the pipe holds 64 KB. The timer must fire meanwhile.
-    const script = `
-      const { log } = await import(${logJs});
-      const started = Date.now();
-      setTimeout(() => process.stderr.write('timer after ' + (Date.now() - started) + ' ms\\n'), 50);
+    const child = logChild(`
+      setTimeout(() => process.stderr.write('timer fired\\n'), 50);
       let n = 0;
       const step = () => {
         for (let i = 0; i < 1000; i++) log.access('getDataKey', 'GET', '/dataKey/k' + n++, 200, 1);
         if (n < 30000) setImmediate(step);
       };
       step();
-    `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.pause();
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    for (let waited = 0; !stderr.includes('timer after'); waited += 10) {
-      if (waited > 10_000) throw new Error('the event loop stalled on a full pipe');
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    let stdout = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stdout.resume();
-    const [code] = (await once(child, 'close')) as [number | null];
+    `);
+    await child.stderrIncludes('timer fired'); // the event loop did not stall on the full pipe
+    const { code, stdout, stderr } = await child.drain();
     expect(code).toBe(0);
-    const paths = stdout.split('\n').flatMap((l) => (l === '' ? [] : [logFields(l)!.path]));
+    const paths = accessPaths(stdout);
     expect(paths).toHaveLength(30000);
     expect(paths.every((p, n) => p === `/dataKey/k${n}`)).toBe(true);
-    expect(stderr).not.toContain('"fn"'); // nothing overflowed to stderr: 4 MB is far below the limit
+    expect(accessPaths(stderr)).toEqual([]); // nothing overflowed to stderr: 4 MB is far below the limit
   });
 
   it('go to stderr past 16 MiB waiting for a full pipe, none dropped', async () => {
     // About 17.6 MB of lines while nobody reads stdout: what does not fit under the limit goes to stderr.
-    const script = `
-      const { log } = await import(${logJs});
+    const child = logChild(`
       let n = 0;
       const step = () => {
         for (let i = 0; i < 10000; i++) log.access('getDataKey', 'GET', '/dataKey/k' + String(n++).padStart(6, '0'), 200, 1);
@@ -135,46 +115,28 @@ describe('stdout lines', () => {
         else process.stderr.write('done\\n');
       };
       step();
-    `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.pause();
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    for (let waited = 0; !stderr.includes('done'); waited += 10) {
-      if (waited > 20_000) throw new Error('the child did not finish logging');
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    let stdout = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stdout.resume();
-    const [code] = (await once(child, 'close')) as [number | null];
+    `);
+    await child.stderrIncludes('done');
+    const { code, stdout, stderr } = await child.drain();
     expect(code).toBe(0);
-    const paths = (text: string) => text.split('\n').flatMap((l) => logFields(l)?.path ?? []);
-    const overflow = paths(stderr);
+    const overflow = accessPaths(stderr);
     expect(overflow.length).toBeGreaterThan(0);
-    expect([...paths(stdout), ...overflow].sort()).toEqual(Array.from({ length: 160000 }, (_, n) => `/dataKey/k${String(n).padStart(6, '0')}`));
+    expect([...accessPaths(stdout), ...overflow].sort()).toEqual(Array.from({ length: 160000 }, (_, n) => `/dataKey/k${String(n).padStart(6, '0')}`));
   });
 
   it('are all written, in order, by a process.exit while the pipe is full', async () => {
     // Turn 1 fills the pipe and leaves lines waiting; turn 2 logs more and exits in the same turn.
-    const script = `
-      const { log } = await import(${logJs});
+    const child = logChild(`
       for (let n = 0; n < 3000; n++) log.access('getDataKey', 'GET', '/dataKey/k' + n, 200, 1);
       setImmediate(() => {
         for (let n = 3000; n < 3100; n++) log.access('getDataKey', 'GET', '/dataKey/k' + n, 200, 1);
         process.exit(0);
       });
-    `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
-    child.stdout.pause();
+    `);
     await new Promise((resolve) => setTimeout(resolve, 500));
-    let stdout = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stdout.resume();
-    const [code] = (await once(child, 'close')) as [number | null];
+    const { code, stdout } = await child.drain();
     expect(code).toBe(0);
-    const paths = stdout.split('\n').flatMap((l) => (l === '' ? [] : [logFields(l)!.path]));
-    expect(paths).toEqual(Array.from({ length: 3100 }, (_, n) => `/dataKey/k${n}`));
+    expect(accessPaths(stdout)).toEqual(Array.from({ length: 3100 }, (_, n) => `/dataKey/k${n}`));
   });
 });
 
@@ -217,4 +179,37 @@ async function run(command: string, args: string[]): Promise<{ stdout: string; s
   const [code] = (await once(child, 'close')) as [number | null];
   if (code !== 0) throw new Error(`${command} exited ${code}: ${stderr}`);
   return { stdout, stderr };
+}
+
+/** The access lines' paths in `text`, in order. */
+function accessPaths(text: string): string[] {
+  return text.split('\n').flatMap((l) => {
+    const path = logFields(l)?.path;
+    return typeof path === 'string' ? [path] : [];
+  });
+}
+
+/** A process running `body` with `log` imported from the build; its stdout is not read until drain(). */
+function logChild(body: string) {
+  const script = `const { log } = await import(${JSON.stringify(pathToFileURL(join(repoRoot, 'dist/shared/log.js')).href)});\n${body}`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.pause();
+  let stdout = '';
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return {
+    async stderrIncludes(text: string): Promise<void> {
+      for (let waited = 0; !stderr.includes(text); waited += 10) {
+        if (waited > 20_000) throw new Error(`the child never wrote ${JSON.stringify(text)} on stderr`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    },
+    /** Reads stdout from now on, to the child's end. */
+    async drain(): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stdout.resume();
+      const [code, signal] = (await once(child, 'close')) as [number | null, string | null];
+      return { code, signal, stdout, stderr };
+    },
+  };
 }
