@@ -29,13 +29,13 @@ function isoNow(): string {
 /**
  * stdout lines are written once per event-loop turn (or per 64 KB), as the turn ends, by the event
  * loop itself with non-blocking writes: a turn's lines are in the pipe (a container's stdout) when
- * the turn ends, so a SIGKILL loses none logged by an earlier turn unless the pipe was full. When the
- * reader is slow and the pipe is full, what it did not take waits here, in order, and is retried every RETRY_MS while the
- * event loop serves on; newer lines wait behind it. Every write is made and counted here, so what
- * waits is known exactly: a graceful stop waits for it (drainLog()), and an exit (process.exit,
- * the end of the event loop, an uncaught exception) writes it synchronously, waiting up to
- * EXIT_WAIT_MS for the reader. Past STDOUT_LIMIT waiting (stdout not read) lines go to stderr
- * instead, synchronously, so none is dropped.
+ * the turn ends, so a SIGKILL loses none logged by an earlier turn unless the pipe was full. When
+ * the reader is slow and the pipe is full, what it did not take waits here, in order, and is
+ * retried every RETRY_MS while the event loop serves on; newer lines wait behind it. Every write is
+ * made and counted here, so what waits is known exactly: a graceful stop waits for it
+ * (drainLog()), and an exit (process.exit, the end of the event loop, an uncaught exception) writes
+ * it synchronously, waiting up to EXIT_WAIT_MS for the reader. Past STDOUT_LIMIT waiting (stdout
+ * not read) lines go to stderr instead, synchronously, so none is dropped.
  */
 const STDOUT_LIMIT = 16 * 1024 * 1024;
 const RETRY_MS = 10;
@@ -93,7 +93,8 @@ function writeWaiting(): void {
   } catch (error) {
     waiting.length = 0;
     waitingBytes = 0;
-    stdoutError(error as Error);
+    // Reported on its own tick, as a stream's 'error' event is: never thrown into whoever logged.
+    process.nextTick(stdoutError, error as Error);
   }
   if (waiting.length > 0) {
     // Unreferenced: a process that is otherwise done exits, and its exit writes what waits.

@@ -124,6 +124,28 @@ describe('stdout lines', () => {
     expect([...accessPaths(stdout), ...overflow].sort()).toEqual(Array.from({ length: 160000 }, (_, n) => `/dataKey/k${String(n).padStart(6, '0')}`));
   });
 
+  it('end the process when nobody reads stdout any more (EPIPE), unless onStdoutError says what to do', async () => {
+    const logging = `
+      let n = 0;
+      const step = () => {
+        log.access('getDataKey', 'GET', '/dataKey/k' + n++, 200, 1);
+        if (n === 10) process.stderr.write('logging\\n');
+        setTimeout(step, 1);
+      };
+      step();
+    `;
+    for (const [handler, expected] of [
+      ['', { code: 1, stderr: 'EPIPE' }],
+      ["onStdoutError(() => { process.stderr.write('stdout gone\\n'); process.exit(0); });", { code: 0, stderr: 'stdout gone' }],
+    ] as const) {
+      const child = logChild(`${handler}\n${logging}`);
+      await child.stderrIncludes('logging');
+      const { code, stderr } = await child.closeStdout();
+      expect(code).toBe(expected.code);
+      expect(stderr).toContain(expected.stderr);
+    }
+  });
+
   it('are all written, in order, by a process.exit while the pipe is full', async () => {
     // Turn 1 fills the pipe and leaves lines waiting; turn 2 logs more and exits in the same turn.
     const child = logChild(`
@@ -189,9 +211,9 @@ function accessPaths(text: string): string[] {
   });
 }
 
-/** A process running `body` with `log` imported from the build; its stdout is not read until drain(). */
+/** A process running `body` with `log` and `onStdoutError` imported from the build; its stdout is not read until drain(). */
 function logChild(body: string) {
-  const script = `const { log } = await import(${JSON.stringify(pathToFileURL(join(repoRoot, 'dist/shared/log.js')).href)});\n${body}`;
+  const script = `const { log, onStdoutError } = await import(${JSON.stringify(pathToFileURL(join(repoRoot, 'dist/shared/log.js')).href)});\n${body}`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout.pause();
   let stdout = '';
@@ -203,6 +225,12 @@ function logChild(body: string) {
         if (waited > 20_000) throw new Error(`the child never wrote ${JSON.stringify(text)} on stderr`);
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
+    },
+    /** Closes the reading end of the child's stdout, and waits for the child's end. */
+    async closeStdout(): Promise<{ code: number | null; stderr: string }> {
+      child.stdout.destroy();
+      const [code] = (await once(child, 'close')) as [number | null];
+      return { code, stderr };
     },
     /** Reads stdout from now on, to the child's end. */
     async drain(): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
