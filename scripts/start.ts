@@ -18,7 +18,7 @@ import { loadRoutes } from '../functions/catalog.js';
 import { kmsOptions } from '../shared/config.js';
 import { KmsError } from '../shared/errors.js';
 import { startHost } from '../shared/http/host.js';
-import { log, logFields } from '../shared/log.js';
+import { log, logFields, passOn } from '../shared/log.js';
 import { loadOptions, option, parse } from '../shared/options.js';
 import { sealerOptions } from '../sealer/options.js';
 
@@ -150,18 +150,22 @@ function spawnSealer(env: NodeJS.ProcessEnv): ChildProcess {
   return spawn(process.execPath, [main], { env, stdio: ['pipe', 'pipe', 'inherit'] });
 }
 
-/** The URL a sealer child prints once it listens; its output is passed on. */
+/** The URL a sealer child prints once it listens; its output is passed on, line by line. */
 function sealerUrl(child: ChildProcess): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     let buffered = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      process.stdout.write(chunk);
-      buffered += chunk.toString();
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      buffered += chunk;
       for (let end = buffered.indexOf('\n'); end !== -1; end = buffered.indexOf('\n')) {
-        const fields = logFields(buffered.slice(0, end));
+        const line = buffered.slice(0, end);
         buffered = buffered.slice(end + 1);
+        passOn(line);
+        const fields = logFields(line);
         if (fields?.component === 'sealer' && fields.message === 'listening' && typeof fields.url === 'string') resolve(fields.url);
       }
+    });
+    child.stdout!.once('end', () => {
+      if (buffered !== '') passOn(buffered); // a last line without its newline
     });
     child.once('exit', (code) => reject(new KmsError('CONFIG', `the sealing service did not start (exit ${code})`)));
   });

@@ -180,6 +180,14 @@ export const log = {
 };
 
 /**
+ * Passes on a line of another process's stdout (a child's), in order with this process's own lines:
+ * one writer for the descriptor, so a full pipe cannot tear a line between two of them.
+ */
+export function passOn(line: string): void {
+  queue(`${line}\n`);
+}
+
+/**
  * The lines of a service beside the functions (the sealing service), in the same JSON, each with
  * `component`. Its request lines (method, path, status, ms) are written whatever KMS_ACCESS_LOG
  * says: they are the record of who asked for the root key. Messages are the caller's own words.

@@ -124,6 +124,22 @@ describe('stdout lines', () => {
     expect([...accessPaths(stdout), ...overflow].sort()).toEqual(Array.from({ length: 160000 }, (_, n) => `/dataKey/k${String(n).padStart(6, '0')}`));
   });
 
+  it("take a child's lines passed on in order with their own, each whole, through a full pipe", async () => {
+    const child = logChild(`
+      for (let n = 0; n < 3000; n++) {
+        log.access('getDataKey', 'GET', '/dataKey/k' + n, 200, 1);
+        passOn(JSON.stringify({ component: 'sealer', message: 'm' + n }));
+      }
+    `);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const { code, stdout } = await child.drain();
+    expect(code).toBe(0);
+    const lines = stdout.split('\n').filter((l) => l !== '');
+    expect(lines.map((l) => logFields(l)?.path ?? logFields(l)?.message)).toEqual(
+      Array.from({ length: 6000 }, (_, i) => (i % 2 === 0 ? `/dataKey/k${i / 2}` : `m${(i - 1) / 2}`)),
+    );
+  });
+
   it('end the process when nobody reads stdout any more (EPIPE), unless onStdoutError says what to do', async () => {
     const logging = `
       let n = 0;
@@ -211,9 +227,9 @@ function accessPaths(text: string): string[] {
   });
 }
 
-/** A process running `body` with `log` and `onStdoutError` imported from the build; its stdout is not read until drain(). */
+/** A process running `body` with `log`, `onStdoutError` and `passOn` imported from the build; its stdout is not read until drain(). */
 function logChild(body: string) {
-  const script = `const { log, onStdoutError } = await import(${JSON.stringify(pathToFileURL(join(repoRoot, 'dist/shared/log.js')).href)});\n${body}`;
+  const script = `const { log, onStdoutError, passOn } = await import(${JSON.stringify(pathToFileURL(join(repoRoot, 'dist/shared/log.js')).href)});\n${body}`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout.pause();
   let stdout = '';
