@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
@@ -42,7 +43,45 @@ export interface ServerProcess {
  */
 export const NO_METRICS = { KMS_METRICS_PORT: 'off', KMS_SEALER_METRICS_PORT: 'off' } as const;
 
+/**
+ * A free port for a test server, which keeps it across restarts. Taken below the kernel's ephemeral
+ * range: an outgoing connection of any process takes its local port from that range, and could
+ * take a server's port between a stop and a restart (a restart then fails with EADDRINUSE). Each
+ * vitest worker takes from a block of its own, each port once.
+ */
 export async function freePort(): Promise<number> {
+  const worker = Number(process.env.VITEST_POOL_ID ?? 1);
+  const start = FIRST_PORT + ((worker - 1) % 16) * PORT_BLOCK;
+  if (start + PORT_BLOCK > ephemeralLow()) return kernelPort();
+  nextPort = Math.max(nextPort ?? start, start);
+  while (nextPort < start + PORT_BLOCK) {
+    const port = nextPort++;
+    if (await canListen(port)) return port;
+  }
+  return kernelPort(); // this worker's block is used up
+}
+
+const FIRST_PORT = 15_000;
+const PORT_BLOCK = 1_000;
+let nextPort: number | undefined;
+
+function ephemeralLow(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+function kernelPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
