@@ -47,15 +47,17 @@ export const NO_METRICS = { KMS_METRICS_PORT: 'off', KMS_SEALER_METRICS_PORT: 'o
  * A free port for a test server, which keeps it across restarts. Taken below the kernel's ephemeral
  * range: an outgoing connection of any process takes its local port from that range, and could
  * take a server's port between a stop and a restart (a restart then fails with EADDRINUSE). Each
- * vitest worker takes from a block of its own, each port once.
+ * vitest worker takes from a block of its own, each port once, PORT_STRIDE apart: `npm start`
+ * gives its sealing-service replicas the ports (and metrics ports) after the one it is given.
  */
 export async function freePort(): Promise<number> {
   const worker = Number(process.env.VITEST_POOL_ID ?? 1);
   const start = FIRST_PORT + ((worker - 1) % 16) * PORT_BLOCK;
   if (start + PORT_BLOCK > ephemeralLow()) return kernelPort();
   nextPort = Math.max(nextPort ?? start, start);
-  while (nextPort < start + PORT_BLOCK) {
-    const port = nextPort++;
+  while (nextPort + PORT_STRIDE <= start + PORT_BLOCK) {
+    const port = nextPort;
+    nextPort += PORT_STRIDE;
     if (await canListen(port)) return port;
   }
   return kernelPort(); // this worker's block is used up
@@ -63,6 +65,7 @@ export async function freePort(): Promise<number> {
 
 const FIRST_PORT = 15_000;
 const PORT_BLOCK = 1_000;
+const PORT_STRIDE = 8;
 let nextPort: number | undefined;
 
 function ephemeralLow(): number {
