@@ -52,7 +52,7 @@ export const NO_METRICS = { KMS_METRICS_PORT: 'off', KMS_SEALER_METRICS_PORT: 'o
  */
 export async function freePort(): Promise<number> {
   const worker = Number(process.env.VITEST_POOL_ID ?? 1);
-  const start = FIRST_PORT + ((worker - 1) % 16) * PORT_BLOCK;
+  const start = FIRST_PORT + ((worker - 1) % 4) * PORT_BLOCK;
   if (start + PORT_BLOCK > ephemeralLow()) return kernelPort();
   nextPort = Math.max(nextPort ?? start, start);
   while (nextPort + PORT_STRIDE <= start + PORT_BLOCK) {
@@ -64,7 +64,7 @@ export async function freePort(): Promise<number> {
 }
 
 const FIRST_PORT = 15_000;
-const PORT_BLOCK = 1_000;
+const PORT_BLOCK = 4_000; // 4 workers' blocks below 32768 (vitest.config.ts runs 2)
 const PORT_STRIDE = 8;
 let nextPort: number | undefined;
 
