@@ -1,6 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { KmsError } from '../errors.js';
-import { validateToken } from '../names.js';
+import { validateName, validateToken } from '../names.js';
 import { agreeWith, openCompact, protectedHeader, type JweAlgorithm, type RecipientAgreement } from './jwe.js';
 import type { SealedKeyCaches } from './key-cache.js';
 import type { ReplayGuard } from './replay.js';
@@ -73,6 +73,10 @@ export function openSealedCredential(
   if (typeof iat !== 'number' || !Number.isSafeInteger(iat)) throw malformed('"iat" must be an integer (unix seconds)');
   if (typeof jti !== 'string' || !/^[A-Za-z0-9_-]{16,128}$/.test(jti)) throw malformed('"jti" must be 16 to 128 base64url characters');
   const jwk = responseJwk(responseKey);
+  // The names and the token are checked here, before the one-time id is spent: a credential
+  // refused as malformed changes nothing, and the same id may come again, well formed.
+  if (user !== undefined) validateName('user', user);
+  validateToken(token);
   if (htm !== request.method || htu !== request.target) {
     throw new KmsError('UNAUTHORIZED', 'this sealed credential was made for another request (its htm and htu must be this method, path and query)');
   }
@@ -83,7 +87,7 @@ export function openSealedCredential(
   // the route runs: a response key no answer can be sealed to is refused first.
   const key = agreeWithResponseKey(jwk, caches?.answers);
   replay.admit(jti, (iat + SEALED_CREDENTIAL_SKEW_SECONDS) * 1000 + 1000, now);
-  return { user, token: validateToken(token), responseKey: key };
+  return { user, token, responseKey: key };
 }
 
 function responseJwk(value: unknown): ResponseJwk {

@@ -173,6 +173,25 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     expect(replay.status).toBe(401);
     expect(JSON.parse(replay.body).error.code).toBe('UNAUTHORIZED');
   });
+
+  it('a sealed credential refused as malformed (its token or its user) does not spend its jti', async () => {
+    const attested = await attest((path) => viaProxy(path));
+    const jti = randomBytes(16).toString('base64url');
+    const send = async (token: string, user: string) => {
+      const request = await seal(attested, { method: 'POST', target: '/primaryKey/jti-kept', token, user, jti });
+      return viaProxy('/primaryKey/jti-kept', { method: 'POST', headers: { authorization: request.authorization, accept: 'application/json' } });
+    };
+    for (const [token, user, code] of [
+      [`${USER_TOKEN}\u0007`, 'alice', 'BAD_REQUEST'],
+      [USER_TOKEN, 'not a name!', 'INVALID_NAME'],
+    ] as const) {
+      const refused = await send(token, user);
+      expect(refused.status).toBe(400);
+      expect(JSON.parse(refused.body).error.code).toBe(code);
+    }
+    expect((await send(USER_TOKEN, 'alice')).status).toBe(201);
+    expect((await send(USER_TOKEN, 'alice')).status).toBe(401); // spent now
+  });
 });
 
 describe('KMS_REQUIRE_SEALED: the first rotate, which cannot be sealed, must name custodians', () => {
