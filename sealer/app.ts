@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:https';
 import type { Attester, Verifier } from '../shared/attestation/types.js';
 import { closeServer, listen } from '../shared/http/listen.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
+import { KmsError } from '../shared/errors.js';
 import { SealerCore } from './core.js';
 import { sealerLog as log } from './log.js';
 import type { SealerOptions } from './options.js';
@@ -48,6 +49,9 @@ export async function startSealer(
   store: ObjectStore,
   extra: { verifiers?: readonly Verifier[]; attester?: Attester } = {},
 ): Promise<RunningSealer> {
+  if (options.insecureDevMode && process.env.NODE_ENV === 'production') {
+    throw new KmsError('CONFIG', 'KMS_SEALER_INSECURE_DEV_MODE=true accepts sample evidence, which proves nothing, and is refused when NODE_ENV=production');
+  }
   if (options.insecureDevMode) process.stderr.write(`${DEV_MODE_BANNER}\n`);
 
   const tls = await loadTls({

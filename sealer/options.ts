@@ -35,7 +35,7 @@ export const sealerOptions = {
     env: 'KMS_SEALER_INSECURE_DEV_MODE',
     default: false,
     parse: parse.boolean,
-    description: 'Accept "sample" evidence, which proves nothing. Development only; announced on stderr.',
+    description: 'Accept "sample" evidence, which proves nothing. Development only; announced on stderr, refused when NODE_ENV=production.',
   }),
   adminPolicyFile: option({
     env: 'KMS_SEALER_ADMIN_POLICY_FILE',

@@ -117,6 +117,22 @@ describe('sealer TDX configuration', () => {
     expect(result.logs).toMatch(/cannot start: CONFIG: KMS_SEALER_ATTESTER=sample proves nothing and is refused when NODE_ENV=production/);
   });
 
+  // The cluster administrator sets the sealer's environment from a ConfigMap that its agent policy
+  // does not pin, beyond NODE_ENV: development mode must not be reachable from there.
+  it('with NODE_ENV=production it will not accept sample evidence either (KMS_SEALER_INSECURE_DEV_MODE)', async () => {
+    const result = await start({
+      NODE_ENV: 'production',
+      KMS_SEALER_INSECURE_DEV_MODE: 'true',
+      KMS_SEALER_ATTESTER: 'tdx-configfs',
+      KMS_SEALER_TDX_POLICY_FILE: files.policy,
+      KMS_SEALER_PCCS_URL: 'https://pccs.invalid:8081/',
+    });
+    expect(result.started, result.logs).toBe(false);
+    expect(result.logs).toMatch(
+      /cannot start: CONFIG: KMS_SEALER_INSECURE_DEV_MODE=true accepts sample evidence, which proves nothing, and is refused when NODE_ENV=production/,
+    );
+  });
+
   it('with a collateral file that is not current: starts, and warns on stderr', async () => {
     const expired = await start({
       KMS_SEALER_TDX_POLICY_FILE: files.policy,
