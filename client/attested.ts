@@ -1,7 +1,7 @@
 // Attested mode: the service key is taken only from evidence that this client verified with the
 // project's own verifiers (the sealing service's, so the same reference values apply), and every
 // credential is sealed to it (docs/sealed-channel.md). The TDX verifier is loaded only when used.
-import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { compactDecrypt } from 'jose/jwe/compact/decrypt';
 import { CompactEncrypt } from 'jose/jwe/compact/encrypt';
 import { generateKeyPair } from 'jose/key/generate/keypair';
@@ -151,7 +151,11 @@ export interface Sealed {
   open(jwe: string): Promise<OpenedAnswer>;
 }
 
-/** A sealed answer opened: its JSON, and the `kms-…` values of its protected header (authenticated with it). */
+/**
+ * A sealed answer opened: its JSON, and the `kms-…` values of its protected header (authenticated
+ * with it) that the route also answers as `X-KMS-…` headers; `kms-jti`, which binds the answer to
+ * its request, has been checked and is not among them.
+ */
 export interface OpenedAnswer {
   readonly json: unknown;
   readonly authenticated: Readonly<Record<string, string>>;
@@ -162,6 +166,8 @@ export interface Claims {
   readonly token: string;
   readonly method: string;
   readonly target: string;
+  /** The body exactly as it is sent, bound by its SHA-256 (`htb`); none: an empty one. */
+  readonly body?: string;
 }
 
 /** The keys sealing to one attested service key, and until when (ms) they may be used. */
@@ -216,6 +222,11 @@ export async function seal(attestation: Attestation, claims: Claims, reuseSecond
     token: claims.token,
     htm: claims.method,
     htu: claims.target,
+    // The body too, so that an ingress cannot give a sealed credential another body (say, other
+    // custodians' keys for a rotate's shares).
+    htb: createHash('sha256')
+      .update(claims.body ?? '')
+      .digest('base64url'),
     iat: Math.floor(Date.now() / 1000),
     jti: randomBytes(16).toString('base64url'),
     responseKey: { kty: 'OKP', crv: 'X25519', x },
@@ -227,10 +238,10 @@ export async function seal(attestation: Attestation, claims: Claims, reuseSecond
   });
   if (keys.ephemeral !== undefined) encrypt.setKeyManagementParameters({ epk: keys.ephemeral });
   const jwe = await encrypt.encrypt(keys.serviceKey);
-  return { authorization: `Sealed ${jwe}`, open: (body) => openAnswer(body, keys.response.privateKey) };
+  return { authorization: `Sealed ${jwe}`, open: (body) => openAnswer(body, keys.response.privateKey, payload.jti) };
 }
 
-async function openAnswer(jwe: string, privateKey: KeyObject): Promise<OpenedAnswer> {
+async function openAnswer(jwe: string, privateKey: KeyObject, jti: string): Promise<OpenedAnswer> {
   let opened;
   try {
     const { plaintext, protectedHeader } = await compactDecrypt(jwe.trim(), privateKey, {
@@ -241,9 +252,12 @@ async function openAnswer(jwe: string, privateKey: KeyObject): Promise<OpenedAns
   } catch {
     throw new KmsError('PROTOCOL', "the sealed answer could not be opened with this request's response key");
   }
+  // While keys are reused, every answer to this client opens with the same key: only kms-jti tells
+  // this request's answer from the sealed answer of another one, which an ingress could hand back.
+  if (opened.protectedHeader['kms-jti'] !== jti) throw new KmsError('PROTOCOL', 'the sealed answer was made for another request (its kms-jti): refused');
   const authenticated: Record<string, string> = {};
   for (const [name, value] of Object.entries(opened.protectedHeader)) {
-    if (!name.startsWith('kms-')) continue;
+    if (!name.startsWith('kms-') || name === 'kms-jti') continue;
     if (typeof value !== 'string') throw new KmsError('PROTOCOL', `the sealed answer's ${name} is not a string`);
     authenticated[name] = value;
   }

@@ -170,8 +170,12 @@ export class KmsClient {
   async rotate(
     options: { readonly custodians?: readonly unknown[]; readonly shares?: readonly Share[]; readonly allowPlaintextShares?: boolean } = {},
   ): Promise<Rotation> {
-    const body =
-      options.custodians === undefined ? undefined : { custodians: options.custodians, ...(options.shares === undefined ? {} : { shares: options.shares }) };
+    if (options.shares !== undefined && (!Array.isArray(options.shares) || !options.shares.every(isShare))) {
+      throw new KmsError('INVALID_ARGUMENT', 'rotate: shares must be the current shares [{index, content}]');
+    }
+    // The current shares authorize new custodians: in attested mode sealed to the recovery key first, as verify's are.
+    const shares = options.shares === undefined || options.custodians === undefined ? undefined : await this.#sealShares(options.shares);
+    const body = options.custodians === undefined ? undefined : { custodians: options.custodians, ...(shares === undefined ? {} : { shares }) };
     const credential = this.#options.adminToken === undefined ? 'none' : 'admin';
     if (this.#options.attest !== undefined && credential === 'none' && body === undefined && options.allowPlaintextShares !== true) {
       throw new KmsError(
@@ -242,7 +246,7 @@ export class KmsClient {
    */
   async attestation(): Promise<Attestation> {
     const attestation = this.#attest();
-    if (this.#options.attest !== undefined) this.#shared.attestation = attestation;
+    if (this.#options.attest !== undefined) this.#pin(attestation);
     return attestation;
   }
 
@@ -268,15 +272,17 @@ export class KmsClient {
 
   /** The pinned service key, attested once for all concurrent callers; forgotten if attesting failed. */
   #pinned(): Promise<Attestation> {
+    return this.#shared.attestation ?? this.#pin(this.#attest());
+  }
+
+  /** Pins an attestation under way for every caller; forgotten if it fails, so the next call attests again. */
+  #pin(attempt: Promise<Attestation>): Promise<Attestation> {
     const shared = this.#shared;
-    if (shared.attestation === undefined) {
-      const attempt = this.#attest();
-      shared.attestation = attempt;
-      attempt.catch(() => {
-        if (shared.attestation === attempt) shared.attestation = undefined;
-      });
-    }
-    return shared.attestation;
+    shared.attestation = attempt;
+    attempt.catch(() => {
+      if (shared.attestation === attempt) shared.attestation = undefined;
+    });
+    return attempt;
   }
 
   /** One route: retried on 503 after Retry-After or a backoff, re-attested once on SERVICE_KEY_CHANGED. */
@@ -317,6 +323,8 @@ export class KmsClient {
     }
     const search = query.size === 0 ? '' : `?${query.toString()}`;
     const target = `${call.path}${search}`;
+    const body = call.body === undefined ? undefined : JSON.stringify(call.body);
+    if (body !== undefined) headers['content-type'] = 'application/json';
     if (token !== undefined && this.#sealing(call)) {
       sealed = await seal(
         await this.#pinned(),
@@ -325,6 +333,7 @@ export class KmsClient {
           token,
           method: call.method,
           target: `${this.#shared.base}${target}`,
+          ...(body === undefined ? {} : { body }),
         },
         keyReuseSeconds(this.#options.attest!),
       );
@@ -332,11 +341,6 @@ export class KmsClient {
     } else if (token !== undefined && this.#options.credentials !== 'query') {
       headers.authorization = `Bearer ${token}`;
       if (user !== undefined) headers['x-kms-user'] = user;
-    }
-    let body: string | undefined;
-    if (call.body !== undefined) {
-      body = JSON.stringify(call.body);
-      headers['content-type'] = 'application/json';
     }
     const response = await this.#shared.transport.send({ method: call.method, target, headers, ...(body === undefined ? {} : { body }) });
     return answerOf(response, sealed);

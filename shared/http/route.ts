@@ -82,9 +82,9 @@ export function defineRoute(spec: RouteSpec): Route {
         result = errorResult(error, spec.name);
       }
       if (res.headersSent && refusedBody(req) !== undefined) return; // answered and logged as it arrived
-      const sealedTo = request?.sealed?.responseKey;
-      if (sealedTo === undefined) sendResult(res, result, request?.wantsJson ?? false);
-      else await sendSealed(res, result, sealedTo, sealedHeaders);
+      const sealed = request?.sealed;
+      if (sealed === undefined) sendResult(res, result, request?.wantsJson ?? false);
+      else await sendSealed(res, result, sealed, sealedHeaders);
       // A 400 is a request the client got wrong: a "name" there may be a token in the wrong place.
       const path = result.status === 400 ? template : (request?.validatedPath ?? template);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
@@ -133,17 +133,14 @@ export function sendResult(res: ServerResponse, result: RouteResult, json: boole
 /** The answer sealing code, loaded with the first sealed answer (then no module lookup per answer). */
 let answerModule: Promise<typeof import('../sealed/answer.js')> | undefined;
 
-async function sendSealed(
-  res: ServerResponse,
-  result: RouteResult,
-  responseKey: SealedCredential['responseKey'],
-  sealedHeaders: readonly `x-kms-${string}`[],
-): Promise<void> {
+async function sendSealed(res: ServerResponse, result: RouteResult, credential: SealedCredential, sealedHeaders: readonly `x-kms-${string}`[]): Promise<void> {
   let body: string;
   try {
     // Loaded with the first sealed answer: the credential's opening has loaded its JWE code already.
     const { sealAnswer } = await (answerModule ??= import('../sealed/answer.js'));
-    body = sealAnswer(result.json, responseKey, authenticatedHeaders(result.headers, sealedHeaders));
+    // kms-jti: the answer to this credential and no other, so an ingress cannot hand a client
+    // the sealed answer of another of its requests (same response key while keys are reused).
+    body = sealAnswer(result.json, credential.responseKey, { ...authenticatedHeaders(result.headers, sealedHeaders), 'kms-jti': credential.jti });
   } catch (error) {
     sendResult(res, errorResult(error, 'sealed answer'), true); // the key was imported when the credential was opened
     return;

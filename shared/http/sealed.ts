@@ -50,8 +50,11 @@ export async function openSealedRequest(request: KmsRequest, ctx: RouteContext):
     caches?.answers.clear();
     caches = sealedKeyCaches(current.id, config.sealedKeyReuseSeconds);
   }
+  // The body has arrived whole already (the route awaited it); a credential may bind it (htb).
+  const body = await request.received();
+  const bound = { method: request.method, target: request.target, body };
   request.useSealed(
-    openSealedCredential(jwe, serviceKeyOf(current).privateKey, request, (replay ??= new ReplayGuard(config.sealedReplayEntries)), Date.now(), caches),
+    openSealedCredential(jwe, serviceKeyOf(current).privateKey, bound, (replay ??= new ReplayGuard(config.sealedReplayEntries)), Date.now(), caches),
   );
 }
 

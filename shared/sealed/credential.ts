@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { KmsError } from '../errors.js';
 import { validateName, validateToken } from '../names.js';
 import { agreeWith, openCompact, protectedHeader, type JweAlgorithm, type RecipientAgreement } from './jwe.js';
@@ -9,6 +9,8 @@ import type { ReplayGuard } from './replay.js';
 export interface SealedCredential {
   readonly user: string | undefined;
   readonly token: string;
+  /** Its one-time id, which the sealed answer carries back (`kms-jti`), binding the answer to it. */
+  readonly jti: string;
   /** The client's public key (a JWK it sent), agreed with already: the answer is sealed to it. */
   readonly responseKey: RecipientAgreement;
 }
@@ -41,13 +43,15 @@ export function sealedKeyId(jwe: string): string {
 
 /**
  * Opens a sealed credential with the service key and checks it belongs to this request: the method
- * and the path and query as sent, an `iat` within the allowed skew, and a `jti` not seen before.
- * Every refusal is a 4xx that reveals nothing of the plaintext.
+ * and the path and query as sent, the body when the credential names one (`htb`), an `iat` within
+ * the allowed skew, and a `jti` not seen before. Every refusal is a 4xx that reveals nothing of
+ * the plaintext.
  */
 export function openSealedCredential(
   jwe: string,
   serviceKey: KeyObject,
-  request: { readonly method: string; readonly target: string },
+  /** `body`: its bytes as received, undefined when the request has none. */
+  request: { readonly method: string; readonly target: string; readonly body?: Buffer | undefined },
   replay: ReplayGuard,
   now = Date.now(),
   /** Keys agreed with already, of `serviceKey` only (none: every agreement made anew). */
@@ -66,10 +70,13 @@ export function openSealedCredential(
     throw malformed('its plaintext must be a JSON object');
   }
   if (typeof claims !== 'object' || claims === null || Array.isArray(claims)) throw malformed('its plaintext must be a JSON object');
-  const { user, token, htm, htu, iat, jti, responseKey } = claims as Record<string, unknown>;
+  const { user, token, htm, htu, htb, iat, jti, responseKey } = claims as Record<string, unknown>;
   if (user !== undefined && typeof user !== 'string') throw malformed('"user" must be a string');
   if (typeof token !== 'string') throw malformed('"token" must be a string');
   if (typeof htm !== 'string' || typeof htu !== 'string') throw malformed('"htm" and "htu" must be strings');
+  if (htb !== undefined && (typeof htb !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(htb))) {
+    throw malformed('"htb", when given, must be the base64url SHA-256 of the body (43 characters)');
+  }
   if (typeof iat !== 'number' || !Number.isSafeInteger(iat)) throw malformed('"iat" must be an integer (unix seconds)');
   if (typeof jti !== 'string' || !/^[A-Za-z0-9_-]{16,128}$/.test(jti)) throw malformed('"jti" must be 16 to 128 base64url characters');
   const jwk = responseJwk(responseKey);
@@ -80,6 +87,9 @@ export function openSealedCredential(
   if (htm !== request.method || htu !== request.target) {
     throw new KmsError('UNAUTHORIZED', 'this sealed credential was made for another request (its htm and htu must be this method, path and query)');
   }
+  if (htb !== undefined && !sameDigest(htb, request.body)) {
+    throw new KmsError('UNAUTHORIZED', 'this sealed credential was made for another body (its htb must be the SHA-256 of the body as sent)');
+  }
   if (Math.abs(now / 1000 - iat) > SEALED_CREDENTIAL_SKEW_SECONDS) {
     throw new KmsError('UNAUTHORIZED', `this sealed credential is stale: its iat must be within ${SEALED_CREDENTIAL_SKEW_SECONDS} s of the server's clock`);
   }
@@ -87,7 +97,7 @@ export function openSealedCredential(
   // the route runs: a response key no answer can be sealed to is refused first.
   const key = agreeWithResponseKey(jwk, caches?.answers);
   replay.admit(jti, (iat + SEALED_CREDENTIAL_SKEW_SECONDS) * 1000 + 1000, now);
-  return { user, token, responseKey: key };
+  return { user, token, jti, responseKey: key };
 }
 
 function responseJwk(value: unknown): ResponseJwk {
@@ -118,6 +128,14 @@ function agreeWithResponseKey(jwk: ResponseJwk, answers: SealedKeyCaches['answer
   }
   answers?.set(cacheKey, agreement);
   return agreement;
+}
+
+/** Whether `htb` is the SHA-256 of `body` (no body: of no bytes). */
+function sameDigest(htb: string, body: Buffer | undefined): boolean {
+  const digest = createHash('sha256')
+    .update(body ?? Buffer.alloc(0))
+    .digest();
+  return timingSafeEqual(digest, Buffer.from(htb, 'base64url'));
 }
 
 function unreadable(): KmsError {

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { KmsClient, type Share } from '../../client/index.js';
 import { freePort, httpCall, startFunctionsFramework, startLeanHost, startServer, type ServerProcess } from '../support/processes.js';
-import { leaked, recordingProxy, routingProxy, type RecordingProxy } from '../support/recording-proxy.js';
+import { exportJWK, generateKeyPair } from 'jose';
+import { leaked, recordingProxy, routingProxy, tamperingProxy, type Exchange, type RecordingProxy } from '../support/recording-proxy.js';
 import { failure } from '../support/kms-error.js';
 
 const ADMIN_TOKEN = `admin-${randomBytes(12).toString('hex')}`;
@@ -231,6 +232,90 @@ describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
       expect(after.pendingRootKeyId).not.toBe(before.rootKeyId);
     } finally {
       admin.close();
+      await ingress.close();
+    }
+  });
+
+  it('an ingress that hands a client the sealed answer of another of its requests is caught (kms-jti)', async () => {
+    expect(current).toBeDefined();
+    const { bob, key } = current!;
+    await plain.withCredentials(bob).createDataKey('pk1', 'dk-other');
+    // It keeps the sealed answer to dk1 and gives it back for dk-other: while keys are reused
+    // (the default), both answers are sealed to the same response key.
+    let kept: Exchange | undefined;
+    const ingress = await tamperingProxy(Number(new URL(kms.url).port), {
+      answer: (request, answer) => {
+        if (request.path.startsWith('/dataKey/dk1')) kept = answer;
+        return request.path.startsWith('/dataKey/dk-other') && kept !== undefined ? kept : answer;
+      },
+    });
+    const client = new KmsClient({ url: ingress.url, attest: DEVELOPMENT, retries: 0 }).withCredentials(bob);
+    try {
+      expect((await client.getDataKey('pk1', 'dk1')).key).toBe(key);
+      const refused = await failure(client.getDataKey('pk1', 'dk-other'));
+      expect(refused.code).toBe('PROTOCOL');
+      expect(refused.message).toContain('kms-jti');
+    } finally {
+      client.close();
+      await ingress.close();
+    }
+  });
+
+  it('an ingress that gives a sealed rotate other custodians is refused (htb); the current shares never cross in the clear', async () => {
+    expect(current).toBeDefined();
+    const { shares } = current!;
+    const custodians = async () =>
+      Promise.all(Array.from({ length: 5 }, async () => exportJWK((await generateKeyPair('ECDH-ES+A256KW', { crv: 'P-256' })).publicKey)));
+    const [operators, attackers] = [await custodians(), await custodians()];
+    let tamper = true;
+    const ingress = await tamperingProxy(Number(new URL(kms.url).port), {
+      request: (request) => {
+        if (!tamper || !request.path.startsWith('/rootKey/rotate')) return request;
+        const body = JSON.parse(request.body.toString()) as { custodians: unknown[] };
+        return { ...request, body: Buffer.from(JSON.stringify({ ...body, custodians: attackers })) };
+      },
+    });
+    const admin = new KmsClient({ url: ingress.url, adminToken: ADMIN_TOKEN, attest: DEVELOPMENT, retries: 0 });
+    try {
+      const before = await plain.sealStatus();
+      const refused = await failure(admin.rotate({ custodians: operators, shares: shares.slice(0, 3) }));
+      expect(refused).toMatchObject({ code: 'UNAUTHORIZED', status: 401 });
+      expect(refused.message).toContain('another body');
+      expect(await plain.sealStatus()).toEqual(before);
+
+      tamper = false;
+      const rotation = await admin.rotate({ custodians: operators, shares: shares.slice(0, 3) });
+      expect(rotation).toMatchObject({ state: 'pending-verification', sharesEncrypted: true });
+      // The current shares that authorized the new custodians went sealed to the recovery key.
+      expect(
+        leaked(
+          ingress.capture(),
+          shares.map((share) => share.content),
+        ),
+      ).toEqual([]);
+      expect(ingress.capture().toString('latin1')).toContain('POST /rootKey/rotate');
+    } finally {
+      admin.close();
+      await ingress.close();
+    }
+  });
+
+  it('an attestation that failed is attested again by the next call', async () => {
+    let refuse = 1;
+    const ingress = await tamperingProxy(Number(new URL(kms.url).port), {
+      answer: (request, answer) =>
+        request.path.startsWith('/attestation') && refuse-- > 0
+          ? { ...answer, status: 503, headers: { 'content-type': 'application/json' }, body: Buffer.from('{"error":{"code":"BUSY","message":"busy"}}') }
+          : answer,
+    });
+    const client = new KmsClient({ url: ingress.url, attest: DEVELOPMENT, retries: 0 });
+    try {
+      expect(await failure(client.attestation())).toMatchObject({ code: 'BUSY', status: 503 });
+      expect(await client.sealStatus()).toMatchObject({ sealed: false });
+      expect(current).toBeDefined();
+      expect((await client.withCredentials(current!.bob).getDataKey('pk1', 'dk1')).key).toBe(current!.key);
+    } finally {
+      client.close();
       await ingress.close();
     }
   });

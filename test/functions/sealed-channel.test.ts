@@ -143,6 +143,7 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
       'kms-root-key-id': status.pendingRootKeyId,
       'kms-root-key-state': 'pending-verification',
       'kms-shares-encrypted': 'no',
+      'kms-jti': request.jti, // the answer to this credential, and no other
     });
     // The headers outside say the same, for plain clients.
     for (const name of ['kms-root-key-id', 'kms-root-key-state', 'kms-shares-encrypted']) expect(answer.headers[`x-${name}`]).toBe(protectedHeader[name]);
@@ -155,13 +156,44 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     ).toString('base64url');
     await expect(request.open([forged, ...rest].join('.'))).rejects.toThrow();
 
-    // An error answer (a wrong admin token) carries no such values.
+    // An error answer (a wrong admin token) carries no such values, only the request it answers.
     const wrong = await seal(attested, { method: 'GET', target: '/rootKey/rotate', token: 'not-the-admin-token' });
     const refused = await viaProxy('/rootKey/rotate', { headers: { authorization: wrong.authorization, accept: 'application/json' } });
     expect(refused.status).toBe(401);
     const opened = await wrong.openWithHeader(refused.body);
     expect(opened.json).toMatchObject({ error: { code: 'UNAUTHORIZED' } });
-    expect(Object.keys(opened.protectedHeader).filter((name) => name.startsWith('kms-'))).toEqual([]);
+    expect(Object.keys(opened.protectedHeader).filter((name) => name.startsWith('kms-'))).toEqual(['kms-jti']);
+    expect(opened.protectedHeader['kms-jti']).toBe(wrong.jti);
+  });
+
+  it('a credential that binds its body (htb) is refused with another body or none, and its jti stays unspent', async () => {
+    const attested = await attest((path) => viaProxy(path));
+    const target = '/primaryKey/body-bound';
+    const body = JSON.stringify({ custodians: ["the operator's"] });
+    const request = await seal(attested, { method: 'POST', target, token: USER_TOKEN, user: 'alice', body });
+    const send = (sent?: string) =>
+      viaProxy(target, {
+        method: 'POST',
+        headers: { authorization: request.authorization, accept: 'application/json', ...(sent === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(sent === undefined ? {} : { body: sent }),
+      });
+    for (const other of [JSON.stringify({ custodians: ["the ingress's"] }), `${body} `, undefined]) {
+      const refused = await send(other);
+      expect(refused.status, String(other)).toBe(401);
+      expect(refused.headers['content-type']).toContain('application/json'); // refused before the answer key is trusted
+      expect(JSON.parse(refused.body).error).toMatchObject({ code: 'UNAUTHORIZED', message: expect.stringContaining('another body') });
+    }
+    expect((await send(body)).status).toBe(201);
+    expect((await send(body)).status).toBe(401); // now spent
+
+    // A credential without htb (the claim is optional: other clients of the protocol may not send it) covers no body.
+    const unbound = await seal(attested, { method: 'POST', target: '/primaryKey/body-unbound', token: USER_TOKEN, user: 'alice' });
+    const accepted = await viaProxy('/primaryKey/body-unbound', {
+      method: 'POST',
+      headers: { authorization: unbound.authorization, accept: 'application/json', 'content-type': 'application/json' },
+      body: '{}',
+    });
+    expect(accepted.status).toBe(201);
   });
 
   it('a captured sealed request replayed through the proxy is refused and changes nothing', async () => {

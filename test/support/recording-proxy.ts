@@ -58,6 +58,57 @@ export async function routingProxy(
   return listening(server, () => Buffer.concat(chunks));
 }
 
+/** A request or an answer as an ingress holds it, whole. */
+export interface Exchange {
+  readonly method: string;
+  readonly path: string;
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: Buffer;
+}
+
+/**
+ * An HTTP proxy to 127.0.0.1:`targetPort` that holds each request and each answer whole and lets
+ * the test change them before passing them on, as an ingress that terminates TLS can: each hook
+ * gets what arrived and returns what to pass on. It records every byte it passes on.
+ */
+export async function tamperingProxy(
+  targetPort: number,
+  hooks: {
+    readonly request?: (request: Exchange) => Exchange;
+    readonly answer?: (request: Exchange, answer: Exchange) => Exchange;
+  },
+): Promise<RecordingProxy> {
+  const chunks: Buffer[] = [];
+  const server = createHttpServer((req, res) => {
+    const parts: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => parts.push(chunk));
+    req.on('end', () => {
+      const received: Exchange = { method: req.method ?? 'GET', path: req.url ?? '/', status: 0, headers: req.headers, body: Buffer.concat(parts) };
+      const sent = hooks.request?.(received) ?? received;
+      chunks.push(Buffer.from(`${sent.method} ${sent.path} HTTP/1.1\r\n${JSON.stringify(sent.headers)}\r\n\r\n`, 'latin1'), sent.body);
+      const headers = { ...sent.headers };
+      delete headers['transfer-encoding'];
+      if (sent.body.length > 0 || headers['content-length'] !== undefined) headers['content-length'] = String(sent.body.length);
+      const upstream = httpRequest({ host: '127.0.0.1', port: targetPort, method: sent.method, path: sent.path, headers }, (answer) => {
+        const body: Buffer[] = [];
+        answer.on('data', (chunk: Buffer) => body.push(chunk));
+        answer.on('end', () => {
+          const honest: Exchange = { ...sent, status: answer.statusCode ?? 502, headers: answer.headers, body: Buffer.concat(body) };
+          const passed = hooks.answer?.(sent, honest) ?? honest;
+          chunks.push(Buffer.from(`HTTP/1.1 ${passed.status}\r\n${JSON.stringify(passed.headers)}\r\n\r\n`, 'latin1'), passed.body);
+          const out = { ...passed.headers, 'content-length': String(passed.body.length) };
+          delete out['transfer-encoding'];
+          res.writeHead(passed.status, out).end(passed.body);
+        });
+      });
+      upstream.on('error', () => res.writeHead(502).end());
+      upstream.end(sent.body);
+    });
+  });
+  return listening(server, () => Buffer.concat(chunks));
+}
+
 async function listening(server: Server | ReturnType<typeof createHttpServer>, capture: () => Buffer): Promise<RecordingProxy> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };

@@ -36,6 +36,8 @@ export async function attest(get: (path: string) => Promise<HttpAnswer>): Promis
 export interface SealedRequest {
   /** The Authorization header value. */
   readonly authorization: string;
+  /** Its one-time id, which the answer carries back as `kms-jti`. */
+  readonly jti: string;
   /** Opens the answer (a compact JWE to this request's response key). */
   open(body: string): Promise<unknown>;
   /** Opens the answer, and gives its protected header too (authenticated with it). */
@@ -49,6 +51,8 @@ export interface SealOptions {
   readonly user?: string;
   readonly iat?: number;
   readonly jti?: string;
+  /** The body to bind (`htb`: base64url of its SHA-256); none: no `htb` claim. */
+  readonly body?: string;
   readonly kid?: string;
   readonly alg?: 'ECDH-ES+A256KW' | 'ECDH-ES';
   readonly responseCurve?: 'X25519' | 'P-256';
@@ -73,6 +77,7 @@ export async function seal(attested: Attested, options: SealOptions): Promise<Se
     token: options.token,
     htm: options.method,
     htu: options.target,
+    ...(options.body === undefined ? {} : { htb: createHash('sha256').update(options.body).digest('base64url') }),
     iat: options.iat ?? Math.floor(Date.now() / 1000),
     jti: options.jti ?? randomBytes(16).toString('base64url'),
     responseKey,
@@ -88,6 +93,7 @@ export async function seal(attested: Attested, options: SealOptions): Promise<Se
   const jwe = await encrypt.encrypt(serviceKey);
   return {
     authorization: `Sealed ${jwe}`,
+    jti: String(claims.jti),
     async open(body) {
       return (await openWithHeader(body)).json;
     },

@@ -62,8 +62,9 @@ describe('a route that declares sealed headers', () => {
     expect(answer.headers['content-type']).toBe('application/jose');
     const { json, protectedHeader } = await request.openWithHeader(answer.body);
     expect(json).toEqual({ ok: true });
-    expect(Object.keys(protectedHeader).filter((name) => name.startsWith('kms-'))).toEqual(['kms-probe-state']);
+    expect(Object.keys(protectedHeader).filter((name) => name.startsWith('kms-'))).toEqual(['kms-probe-state', 'kms-jti']);
     expect(protectedHeader['kms-probe-state']).toBe('pending');
+    expect(protectedHeader['kms-jti']).toBe(request.jti);
     expect(answer.headers['x-kms-probe-state']).toBe('pending');
     expect(answer.headers['x-kms-undeclared']).toBe('outside only');
 
