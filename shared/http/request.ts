@@ -122,14 +122,15 @@ export class KmsRequest {
       if (this.param('token') !== undefined) throw new KmsError('BAD_REQUEST', 'a sealed request carries its token sealed, never also in the query');
       return this.#sealed.token;
     }
-    const header = this.raw.headers.authorization;
+    // headersDistinct: Node keeps only the first of two Authorization headers in `headers`.
+    const header = this.raw.headersDistinct.authorization;
     return validateToken(agree('token', header === undefined ? undefined : bearer(header), this.param('token')));
   }
 
   /** The operator's token: sealed, or `Authorization: Bearer`; null when neither is given. */
   adminToken(): string | null {
     if (this.#sealed !== undefined) return this.#sealed.token;
-    return bearerToken(this.raw.headers.authorization) ?? null;
+    return bearerToken(this.raw.headersDistinct.authorization) ?? null;
   }
 
   /**
@@ -217,9 +218,9 @@ function decodeQueryPart(part: string): string {
   }
 }
 
-function bearer(header: string): string {
+function bearer(header: readonly string[]): string {
   const token = bearerToken(header);
-  if (token == null) throw new KmsError('BAD_REQUEST', 'the Authorization header must be "Bearer <token>"');
+  if (token == null) throw new KmsError('BAD_REQUEST', 'the Authorization header must be "Bearer <token>", given once');
   return token;
 }
 

@@ -60,38 +60,70 @@ export function defineRoute(spec: RouteSpec): Route {
   const handlerFor =
     (ctx: RouteContext): Handler =>
     async (req, res) => {
-      const started = process.hrtime.bigint();
-      let request: KmsRequest | undefined;
-      let result: RouteResult;
+      if (!admitOnConnection(req)) return;
       try {
-        request = KmsRequest.of(req);
-        if (!matches(request.pathname)) throw new KmsError('NOT_FOUND', `no such route: ${spec.name} serves ${template}`);
-        if (!spec.methods.includes(request.method)) {
-          throw new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${spec.methods.join(' or ')}`, {
-            details: { allow: spec.methods.join(', ') },
-          });
+        const started = process.hrtime.bigint();
+        let request: KmsRequest | undefined;
+        let result: RouteResult;
+        try {
+          request = KmsRequest.of(req);
+          if (!matches(request.pathname)) throw new KmsError('NOT_FOUND', `no such route: ${spec.name} serves ${template}`);
+          if (!spec.methods.includes(request.method)) {
+            throw new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${spec.methods.join(' or ')}`, {
+              details: { allow: spec.methods.join(', ') },
+            });
+          }
+          // Waits for the whole request, and for Node to parse what followed it in the same read: if Node
+          // refused that (it answers 400 and closes the connection), this request's answer could not be
+          // delivered, so nothing is done for it. A first rotate's shares, say, would be lost with it.
+          await request.received();
+          if (req.socket?.destroyed === true) throw new KmsError('BAD_REQUEST', 'the connection was closed before the request could be served');
+          await openSealedRequest(request, ctx);
+          result = await spec.handle(request, ctx);
+        } catch (error) {
+          result = errorResult(error, spec.name);
         }
-        // Waits for the whole request, and for Node to parse what followed it in the same read: if Node
-        // refused that (it answers 400 and closes the connection), this request's answer could not be
-        // delivered, so nothing is done for it. A first rotate's shares, say, would be lost with it.
-        await request.received();
-        if (req.socket?.destroyed === true) throw new KmsError('BAD_REQUEST', 'the connection was closed before the request could be served');
-        await openSealedRequest(request, ctx);
-        result = await spec.handle(request, ctx);
-      } catch (error) {
-        result = errorResult(error, spec.name);
+        if (res.headersSent && refusedBody(req) !== undefined) return; // answered and logged as it arrived
+        const sealed = request?.sealed;
+        if (sealed === undefined) sendResult(res, result, request?.wantsJson ?? false);
+        else await sendSealed(res, result, sealed, sealedHeaders);
+        // A 400 is a request the client got wrong: a "name" there may be a token in the wrong place.
+        const path = result.status === 400 ? template : (request?.validatedPath ?? template);
+        const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        log.access(spec.name, req.method ?? '?', path, result.status, ms);
+        metricsHooks.request(spec.name, result.status, ms / 1000);
+      } finally {
+        leaveConnection(req);
       }
-      if (res.headersSent && refusedBody(req) !== undefined) return; // answered and logged as it arrived
-      const sealed = request?.sealed;
-      if (sealed === undefined) sendResult(res, result, request?.wantsJson ?? false);
-      else await sendSealed(res, result, sealed, sealedHeaders);
-      // A 400 is a request the client got wrong: a "name" there may be a token in the wrong place.
-      const path = result.status === 400 ? template : (request?.validatedPath ?? template);
-      const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      log.access(spec.name, req.method ?? '?', path, result.status, ms);
-      metricsHooks.request(spec.name, result.status, ms / 1000);
     };
   return { ...spec, handler: handlerFor(environmentContext), handlerFor, matches };
+}
+
+/**
+ * How many requests one connection may have in the routes at once. Node parses pipelined requests
+ * as they arrive and holds back only once written answers back up, so a client that pipelines
+ * without reading, to a route that waits (storage, the sealing service), would otherwise have any
+ * number in flight, each holding memory. Past this the connection is closed; a real client
+ * pipelines a few at most.
+ */
+export const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION = 32;
+const IN_FLIGHT = Symbol('tee-kms.in-flight');
+type Counted = { [IN_FLIGHT]?: number };
+
+function admitOnConnection(req: IncomingMessage): boolean {
+  const socket = req.socket as (typeof req.socket & Counted) | null;
+  if (socket == null) return true;
+  const inFlight = (socket[IN_FLIGHT] ?? 0) + 1;
+  socket[IN_FLIGHT] = inFlight;
+  if (inFlight <= MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION) return true;
+  socket[IN_FLIGHT] = inFlight - 1;
+  socket.destroy();
+  return false;
+}
+
+function leaveConnection(req: IncomingMessage): void {
+  const socket = req.socket as (typeof req.socket & Counted) | null;
+  if (socket != null) socket[IN_FLIGHT] = (socket[IN_FLIGHT] ?? 1) - 1;
 }
 
 /**

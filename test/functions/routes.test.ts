@@ -5,6 +5,7 @@
  * real processes, on RGW and under functions-framework, are test/functions/api.test.ts and
  * standalone.test.ts.
  */
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFsObjects } from '../support/storage-snapshot.js';
 import { startInProcess, type InProcessKms } from '../support/in-process.js';
@@ -112,6 +113,58 @@ describe('refusals', () => {
     expect(rotate.status).toBe(409);
     expect(JSON.parse(rotate.body).error.message).toContain('rotate it by replacing the secret');
     expect((await kms.request('/rootKey/recover', { method: 'PUT', body: '{"index":1,"content":"AAAA"}' })).status).toBe(409);
+  });
+
+  it('refuses an Authorization header given twice (400), whichever of the two is right, and creates nothing', async () => {
+    await seed('twice');
+    // Node keeps the first of two in `headers`; a proxy on the way may read the last.
+    for (const [first, second] of [
+      ['Bearer twice-token', 'Bearer wrong-token'],
+      ['Bearer wrong-token', 'Bearer twice-token'],
+    ]) {
+      // Raw bytes: Node's HTTP client does not send one header twice.
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const { hostname, port } = new URL(kms.url);
+        const socket = connect(Number(port), hostname, () =>
+          socket.end(
+            `POST /primaryKey/pk-twice HTTP/1.1\r\nHost: kms\r\nX-KMS-User: twice\r\nAuthorization: ${first}\r\nAuthorization: ${second}\r\n` +
+              'Accept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
+          ),
+        );
+        const chunks: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        socket.on('error', reject);
+        socket.on('end', () => {
+          const [head, body] = Buffer.concat(chunks).toString().split('\r\n\r\n') as [string, string];
+          resolve({ status: Number(head.split(' ')[1]), body });
+        });
+      });
+      expect(answer.status, answer.body).toBe(400);
+      expect(JSON.parse(answer.body).error.message).toContain('given once');
+    }
+    expect((await kms.request('/primaryKey/pk-twice?user=twice&token=twice-token', { method: 'POST' })).status).toBe(201);
+  });
+
+  it('closes a connection with more than 32 requests in the routes at once; another connection is served', async () => {
+    /** Writes `count` pipelined requests at once on one connection; counts the answers until the server closes it. */
+    const pipeline = (count: number) =>
+      new Promise<number>((resolve) => {
+        const { hostname, port } = new URL(kms.url);
+        const socket = connect(Number(port), hostname, () =>
+          socket.write(
+            'GET /rootKey/status HTTP/1.1\r\nHost: kms\r\n\r\n'.repeat(count - 1) + 'GET /rootKey/status HTTP/1.1\r\nHost: kms\r\nConnection: close\r\n\r\n',
+          ),
+        );
+        const chunks: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        // The server closes with requests unread: the client may see a reset, then the close.
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1').split('HTTP/1.1 200').length - 1));
+      });
+    expect(await pipeline(8)).toBe(8); // a few pipelined requests are answered, each
+    const answered = await pipeline(2_000);
+    expect(answered).toBeLessThan(2_000);
+    expect((await kms.request('/rootKey/status')).status).toBe(200);
   });
 
   it('writes nothing for a rejected request', async () => {

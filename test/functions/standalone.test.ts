@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadTls } from '../../shared/tls.js';
 import { startFunctionsFramework, startLeanHost, type ServerProcess } from '../support/processes.js';
 import { createTestBucket, type TestBucket } from '../support/s3.js';
@@ -56,6 +56,18 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
     expect(fns.enrollUser!.output()).not.toContain(secret.slice(0, 10));
     // Nothing was created behind the 400.
     expect((await fns.enrollUser!.request('/user/parsefail?token=t', { method: 'POST' })).status).toBe(201);
+  });
+
+  it("a path that is not valid percent-encoding, refused by functions-framework's router, is a 400 and is not logged", async () => {
+    // A client that typed `&` for `?`: the token is in the path.
+    const secret = `S3cret${randomBytes(12).toString('hex')}`;
+    const answer = await fns.enrollUser!.request(`/user/carol&token=${secret}%zz`, { method: 'POST' });
+    expect(answer.status).toBe(400);
+    await vi.waitFor(() =>
+      expect(fns.enrollUser!.output()).toContain('functions-framework refused a request path: bad percent-encoding (400); the path is not logged'),
+    );
+    expect(fns.enrollUser!.output()).not.toContain(secret);
+    expect(fns.enrollUser!.output()).not.toContain(secret.slice(0, 10));
   });
 
   it('a body over 64 KiB is refused with 413 as it streams in, not buffered first; nothing is created', async () => {
