@@ -513,18 +513,27 @@ export class SealerCore {
 
   /**
    * The custodian keys a rotation's shares are encrypted to: the request's, else those stored with
-   * the current key (one per share); none only where plaintext shares are allowed.
+   * the current key (one per share); none only where no custodian keys are stored and plaintext
+   * shares are allowed. Another number of shares than the stored keys is a change of custodians:
+   * it names the new ones (and `#authorizeCustodianChange` asks for the current shares), so the
+   * stored keys are never dropped for plaintext.
    */
   #custodiansFor(n: number, given: readonly CustodianKey[] | undefined): readonly CustodianKey[] | undefined {
     if (given !== undefined) return given;
-    const stored = this.#record?.state.current.custodians;
+    const current = this.#record?.state.current;
+    const stored = current?.custodians;
     if (stored !== undefined && stored.length === n) return stored;
+    if (stored !== undefined) {
+      throw new SealerError(
+        'BAD_REQUEST',
+        `the stored custodian keys are ${stored.length}, for ${n} shares: changing the number of shares changes the custodians, so name ${n} custodian keys ` +
+          `({"custodians": [JWK, …]}) with ${current!.t} shares of the current root key, as for any change of custodians; nothing was changed`,
+      );
+    }
     if (this.#plaintextShares) return undefined;
     throw new SealerError(
       'BAD_REQUEST',
-      stored === undefined
-        ? 'shares leave this sealing service only encrypted to their custodians: give one public key per share ({"custodians": [JWK, …]} or KMS_CUSTODIAN_KEYS_FILE)'
-        : `the stored custodian keys are ${stored.length}, for ${n} shares: give ${n} custodian keys`,
+      'shares leave this sealing service only encrypted to their custodians: give one public key per share ({"custodians": [JWK, …]} or KMS_CUSTODIAN_KEYS_FILE)',
     );
   }
 
