@@ -18,11 +18,19 @@ const PROOF_TYPE = 'dpop+jwt';
 const JTI = /^[A-Za-z0-9_-]{16,64}$/;
 const MAX_PROOF_LENGTH = 4096;
 
+/** A proof that verified, its jti not yet spent (`ProofVerifier.spend`). */
+export interface VerifiedProof {
+  readonly jti: string;
+}
+
 /**
  * Proofs of possession for admin calls (docs/sealer-protocol.md): a JWS by the TEE key that the
  * attestation token binds, over the method, target, token and body digest, fresh (iat within
  * maxSkew) and used once (jti). A token is a bearer credential for its lifetime; the proof makes
  * it useless to anyone without the TEE's private key, and a recorded request useless to replay.
+ *
+ * `verify` checks a proof and remembers nothing; `spend` remembers its jti, once the caller is
+ * known to be granted the call, so that refused calls cannot fill the bounded memory of jtis.
  */
 export class ProofVerifier {
   /** jti → when it may be forgotten (its proof is stale by then). Insertion order is expiry order. */
@@ -34,7 +42,8 @@ export class ProofVerifier {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async verify(proof: string | undefined, expected: ProofExpectation): Promise<void> {
+  /** Checks everything but spends nothing: a jti already spent is refused, a new one is not recorded. */
+  async verify(proof: string | undefined, expected: ProofExpectation): Promise<VerifiedProof> {
     // Proofs are ES256: a token for an RSA or P-521 tee-pubkey (fine for KBS resources) cannot make one.
     if (expected.teePubKey.kty !== 'EC' || expected.teePubKey.crv !== 'P-256') {
       throw invalid(
@@ -65,8 +74,19 @@ export class ProofVerifier {
     if (typeof payload.jti !== 'string' || !JTI.test(payload.jti)) throw invalid('the proof needs a jti of 16 to 64 base64url characters');
     this.#forgetStale(now);
     if (this.#seen.has(payload.jti)) throw invalid('this proof was used before (replay)');
+    return { jti: payload.jti };
+  }
+
+  /**
+   * Uses a verified proof up: its jti is refused from now on. Checked again here, without a wait
+   * in between, as two requests with one proof may both have verified.
+   */
+  spend(proof: VerifiedProof): void {
+    const now = this.now();
+    this.#forgetStale(now);
+    if (this.#seen.has(proof.jti)) throw invalid('this proof was used before (replay)');
     if (this.#seen.size >= this.maxRemembered) throw new SealerError('BUSY', 'too many admin calls in the last minutes; retry shortly');
-    this.#seen.set(payload.jti, now + 2 * this.maxSkewSeconds * 1000);
+    this.#seen.set(proof.jti, now + 2 * this.maxSkewSeconds * 1000);
   }
 
   #forgetStale(now: number): void {

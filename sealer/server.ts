@@ -255,14 +255,15 @@ type AdminAction = (body: unknown, deps: SealerHandlerDeps, req: IncomingMessage
 /**
  * An admin route: the caller's attestation token (Bearer only: a cookie would be sent by anyone
  * who holds it), a proof of possession of its TEE key for this very request, then the admin
- * policy's grant of `operation` to the identity the token names.
+ * policy's grant of `operation` to the identity the token names. Only a granted call spends its
+ * proof's jti: the memory of jtis is bounded, and a forbidden caller must not fill it.
  */
 function admin(operation: AdminOperation, action: AdminAction, options: { body: boolean } = { body: true }): Handler {
   return async (req, res, deps) => {
     const { token, verified } = await authenticate(req, deps, { cookie: false });
     const raw = await readBody(req);
     try {
-      await deps.proofs.verify(singleHeader(req.headers.dpop), {
+      const proof = await deps.proofs.verify(singleHeader(req.headers.dpop), {
         method: req.method ?? '',
         target: req.url ?? '',
         token,
@@ -276,6 +277,7 @@ function admin(operation: AdminOperation, action: AdminAction, options: { body: 
           `the admin policy (KMS_SEALER_ADMIN_POLICY_FILE) does not grant "${operation}" to this workload (identity ${verified.identity})`,
         );
       }
+      deps.proofs.spend(proof);
       const body = options.body ? parseJson(raw, (detail) => new SealerError('BAD_REQUEST', `body must be JSON: ${detail}`)) : undefined;
       sendJson(res, 200, await action(body, deps, req, verified));
     } finally {

@@ -5,7 +5,8 @@
  * test's own protocol client (test/support/protocol-client.ts), never the project's.
  *
  * - An attested workload whose identity is not granted (B) is refused 403 on every admin route,
- *   and nothing changes.
+ *   and nothing changes; its refused proofs spend no room in the replay memory (the same proof is
+ *   refused 403 again, not as a replay, and its jti is still free for a granted call).
  * - A's token without a valid proof is refused 401: no proof, a replayed jti, a proof for another
  *   path, method, body or token, a stale or future iat, the wrong signing key, a token stolen by
  *   another client, a request replayed verbatim.
@@ -112,6 +113,19 @@ describe('a sealing service whose admin policy grants identity A every operation
     expect(recoveryKey).toEqual({ kty: 'EC', crv: 'P-256', alg: 'ECDH-ES+A256KW', x: expect.any(String), y: expect.any(String) });
     expect(tee).toBe('sample');
     expect(sampleEvidenceBinds(evidence, nonce, recoveryKey)).toBe(true);
+  });
+
+  it("spends nothing on B's forbidden calls: the same proof is 403 again, not a replay, and its jti is still free", async () => {
+    const refused = await b.admin(recoveryReset.method, recoveryReset.path);
+    expectRefused(refused, 403);
+    expectRefused(await b.replay(refused.sent), 403);
+    // The memory of jtis is one for all callers: a jti B was refused with is still A's to use once.
+    const jti = ProtocolClient.jtiOf(refused.sent.headers.DPoP!);
+    const granted = await a.admin(recoveryReset.method, recoveryReset.path, { proof: { jti } });
+    expect(granted.status, granted.text).toBe(200);
+    expectRefused(await a.admin(recoveryReset.method, recoveryReset.path, { proof: { jti } }), 401);
+    expectRefused(await b.replay(refused.sent), 401);
+    expect(await sealStatus(b)).toEqual(uninitialized);
   });
 
   it('checks the proof before the grant: B without a proof is 401, not 403', async () => {
