@@ -109,11 +109,7 @@ export class SealerCore {
       core.#record = await core.#load();
       if (core.#record === undefined && (await core.#storageHoldsKeys())) core.#missingRecordAlarm();
     } else {
-      const stored = await core.#load().catch(() => undefined);
-      const id = rootKeyId(core.#key!);
-      if (stored !== undefined && stored.state.current.id !== id) {
-        core.#log.info(`note: ignoring the state record (root key ${stored.state.current.id}); the configured secret's key ${id} is used`);
-      }
+      core.#refuseModeSwitch(await core.#load());
     }
     return core;
   }
@@ -483,6 +479,25 @@ export class SealerCore {
       if (error instanceof KmsError && error.code === 'INTEGRITY') throw this.#integrity(error.message);
       throw error;
     }
+  }
+
+  /**
+   * Mode 1 writes no state record: one in storage was written in mode 2, and every stored key is
+   * wrapped under its current root key. Serving another key from the secret would orphan them and
+   * let whoever set the secret (the cluster administrator) choose the root key the functions wrap
+   * new keys under, so the start is refused. The record's own key, configured as the secret, is
+   * served. A record that cannot be read refuses the start too (the error propagates): a check
+   * skipped while storage is unreachable could be skipped by whoever cuts storage off.
+   */
+  #refuseModeSwitch(stored: { state: StateRecord } | undefined): void {
+    const id = rootKeyId(this.#key!);
+    if (stored === undefined || sameId(stored.state.current.id, id)) return;
+    throw new KmsError(
+      'CONFIG',
+      `KMS_SEALER_ROOT_KEY (mode 1) is root key ${id}, but storage holds the state record ${STATE_OBJECT_KEY} of the Shamir mode (mode 2) ` +
+        `with current root key ${stored.state.current.id}: switching an installed mode-2 store to mode 1 would orphan every key wrapped under it, ` +
+        'so the sealing service does not start. Unset KMS_SEALER_ROOT_KEY and KMS_SEALER_ROOT_KEY_FILE to keep the Shamir mode',
+    );
   }
 
   async #storageHoldsKeys(): Promise<boolean> {

@@ -1,4 +1,5 @@
-// Mode 1 (root key from a secret) and start-up configuration, on real sealer processes.
+// Mode 1 (root key from a secret) and start-up configuration, on real sealer processes; and the
+// cluster administrator who sets a root key secret on a sealer whose store was installed in mode 2.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -7,9 +8,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
 import { SampleAttester, SampleVerifier } from '../../shared/attestation/sample.js';
+import { combine } from 'shamir-secret-sharing';
 import { SealerClient } from '../../shared/sealer-client/client.js';
-import { NO_METRICS, repoRoot } from '../support/processes.js';
+import { NO_METRICS, repoRoot, TEST_ADMIN_IDENTITY } from '../support/processes.js';
+import { adminRoutes, ProtocolClient, rootKeyIdOf } from '../support/protocol-client.js';
 import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { fsAdversary } from '../support/adversary.js';
+import { readFsObjects } from '../support/storage-snapshot.js';
 import { kmsFailure } from '../support/failure.js';
 
 const ROOT_KEY = randomBytes(32);
@@ -124,5 +129,81 @@ describe('start-up configuration', () => {
     } finally {
       await own.cleanup();
     }
+  });
+});
+
+describe('a store installed in mode 2 (Shamir shares), restarted with a root key secret', () => {
+  let installed: SealerProcess;
+  let storeDir: string;
+  let modeTwoKey: Buffer;
+  let modeTwoId: string;
+
+  beforeAll(async () => {
+    storeDir = await mkdtemp(join(tmpdir(), 'tee-kms-mode2-store-'));
+    installed = await startSealerProcess({ dataDir: storeDir });
+    const admin = new ProtocolClient({ url: installed.url, ca: await installed.caPem(), initData: TEST_ADMIN_IDENTITY });
+    secrets.addText(await admin.attest());
+    const answer = await admin.admin(adminRoutes.rotate.method, adminRoutes.rotate.path, {
+      body: { t: 2, n: 3, expectedCurrentId: null, expectedPendingId: null },
+    });
+    expect(answer.status, answer.text).toBe(200);
+    const { rootKeyId: id, shares } = answer.json<{ rootKeyId: string; shares: Array<{ content: string }> }>();
+    shares.forEach((share) => secrets.addText(share.content));
+    modeTwoKey = Buffer.from(await combine(shares.slice(0, 2).map((share) => new Uint8Array(Buffer.from(share.content, 'base64')))));
+    secrets.add(modeTwoKey);
+    modeTwoId = id;
+    expect(rootKeyIdOf(modeTwoKey)).toBe(modeTwoId);
+    await installed.stop();
+  });
+
+  afterAll(async () => {
+    await installed?.cleanup();
+    await rm(storeDir, { recursive: true, force: true });
+  });
+
+  it('refuses to start with another root key (exit 1, naming both ids), and storage is unchanged', async () => {
+    const chosen = randomBytes(32);
+    secrets.add(chosen);
+    const secretFile = join(dir, 'chosen-root-key');
+    await writeFile(secretFile, chosen.toString('base64'), { mode: 0o600 });
+    const before = await readFsObjects(storeDir);
+    expect([...before.keys()]).toContain('sealer/state.json');
+    const configured: Array<Record<string, string>> = [{ KMS_SEALER_ROOT_KEY_FILE: secretFile }, { KMS_SEALER_ROOT_KEY: chosen.toString('base64') }];
+    for (const env of configured) {
+      const { code, output } = await startFails({ ...env, KMS_SEALER_DATA_DIR: storeDir, KMS_DATA_DIR: storeDir });
+      allLogs.push(() => output);
+      expect(code).toBe(1);
+      expect(output).toContain('CONFIG');
+      expect(output).toContain(`is root key ${rootKeyId(chosen)}`);
+      expect(output).toContain(`current root key ${modeTwoId}`);
+      expect(output).toContain('switching an installed mode-2 store to mode 1 would orphan every key');
+      expect(output).not.toContain('listening');
+    }
+    expect(await readFsObjects(storeDir)).toEqual(before);
+  });
+
+  it("starts with the state record's own root key, and serves it", async () => {
+    const own = await startSealerProcess({ dataDir: storeDir, env: { KMS_SEALER_ROOT_KEY: modeTwoKey.toString('base64') } });
+    try {
+      const function_ = new ProtocolClient({ url: own.url, ca: await own.caPem() });
+      secrets.addText(await function_.attest());
+      const answer = await function_.send('GET', '/kbs/v0/resource/tee-kms/root-key/current', { token: function_.token! });
+      expect(answer.status, answer.text).toBe(200);
+      expect((await function_.open(answer.json())).equals(modeTwoKey)).toBe(true);
+    } finally {
+      await own.cleanup();
+    }
+  });
+
+  it('refuses to start while the state record cannot be read: no check is skipped', async () => {
+    await fsAdversary(storeDir).write('sealer/state.json', 'not a state record');
+    const { code, output } = await startFails({
+      KMS_SEALER_ROOT_KEY: randomBytes(32).toString('base64'),
+      KMS_SEALER_DATA_DIR: storeDir,
+      KMS_DATA_DIR: storeDir,
+    });
+    allLogs.push(() => output);
+    expect(code).toBe(1);
+    expect(output).toContain('INTEGRITY: the sealer state record (sealer/state.json) is corrupted');
   });
 });
