@@ -8,3 +8,6 @@ import { createHmac } from 'node:crypto';
 export function rootKeyId(key: Uint8Array): string {
   return createHmac('sha256', key).update('tee-kms/root-key-id/v1').digest().subarray(0, 16).toString('hex');
 }
+
+/** What every root key id is (rootKeyId's output): a stored id of any other form was not written by the KMS. */
+export const ROOT_KEY_ID_PATTERN = /^[0-9a-f]{32}$/;

@@ -1,4 +1,5 @@
 import { isWrappedKey, type WrapContext, type WrappedKey } from '../crypto/aead.js';
+import { ROOT_KEY_ID_PATTERN } from '../crypto/root-key-id.js';
 import { isTokenVerifier, type TokenVerifier } from '../crypto/token-hash.js';
 import { KmsError } from '../errors.js';
 
@@ -77,6 +78,8 @@ export function encodeRecord(record: object): Buffer {
 
 type Checks<T> = { [K in keyof T]?: (value: unknown) => boolean };
 const str = (v: unknown) => typeof v === 'string';
+/** A root key id as rootKeyId() makes it: it names storage folders (root-keys/<id>/), so nothing else is taken. */
+const rootKeyIdField = (v: unknown) => typeof v === 'string' && ROOT_KEY_ID_PATTERN.test(v);
 
 function decode<T>(body: Buffer, kind: string, checks: Checks<T>, where: { user: string; name?: string }): T {
   let value: unknown;
@@ -101,7 +104,12 @@ export function decodeUser(body: Buffer, user: string): UserRecord {
 }
 
 export function decodePrimaryKey(body: Buffer, user: string, name: string): PrimaryKeyRecord {
-  return decode<PrimaryKeyRecord>(body, 'primary-key', { keyId: str, owner: str, rootKeyId: str, wrapped: isWrappedKey, createdAt: str }, { user, name });
+  return decode<PrimaryKeyRecord>(
+    body,
+    'primary-key',
+    { keyId: str, owner: str, rootKeyId: rootKeyIdField, wrapped: isWrappedKey, createdAt: str },
+    { user, name },
+  );
 }
 
 export function decodeDataKey(body: Buffer, user: string, primaryKey: string, name: string): DataKeyRecord {
@@ -124,7 +132,7 @@ export function decodePreviousRootKey(body: Buffer, id: string): PreviousRootKey
     r.format !== 1 ||
     r.kind !== 'previous-root-key' ||
     r.id !== id ||
-    !str(r.wrappedUnder) ||
+    !rootKeyIdField(r.wrappedUnder) ||
     !isWrappedKey(r.wrapped)
   ) {
     throw corrupt('previous-root-key');

@@ -1,8 +1,10 @@
 import { unwrapKey } from '../crypto/aead.js';
+import { ROOT_KEY_ID_PATTERN } from '../crypto/root-key-id.js';
 import { BoundedCache } from '../cache.js';
 import { KmsError } from '../errors.js';
 import { contexts, decodePreviousRootKey, type PreviousRootKeyRecord } from '../keys/records.js';
-import { layout } from '../keys/layout.js';
+import { layout, listedName } from '../keys/layout.js';
+import { log } from '../log.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKey, RootKeySource } from './source.js';
 
@@ -67,6 +69,8 @@ export class RootKeyring {
   async byId(id: string): Promise<Buffer> {
     let current = await this.current();
     if (current.id === id) return current.key;
+    // Ids come from stored records: one that is no root key id never names a folder to list.
+    if (!ROOT_KEY_ID_PATTERN.test(id)) throw new KmsError('INTEGRITY', 'a stored key names a root key id of another form: storage was tampered with');
     const known = this.#previous.get(id);
     if (known !== undefined) return known;
     const found = await this.#resolve(id, current);
@@ -150,6 +154,11 @@ export class RootKeyring {
           `storage holds a root-key link graph this KMS will not follow (more than ${MAX_SUCCESSORS} successors of one root key, or more than ${MAX_LINK_READS} links to read): it was tampered with`,
         );
         throw walk.refusal;
+      }
+      if (listedName.previousRootKey(key)?.id !== id) {
+        // No KMS writes such a name: planted. Reported, never read (walks are bounded and remembered).
+        log.warn('root key links', new KmsError('INTEGRITY', `storage holds an object the KMS never writes, ignored: ${JSON.stringify(key)}`));
+        continue;
       }
       const object = await this.store.get(key);
       if (object === undefined) continue;

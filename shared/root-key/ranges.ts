@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
-import { layout } from '../keys/layout.js';
+import { KmsError } from '../errors.js';
+import { layout, listedName } from '../keys/layout.js';
 import { encodeRecord } from '../keys/records.js';
+import { log } from '../log.js';
 import type { ObjectStore } from '../store/object-store.js';
 
 /**
@@ -70,9 +72,20 @@ export class RotationRanges {
     return existing !== undefined && parseRange(existing.body)?.done === true;
   }
 
-  /** Deletes the range objects once the rotation is complete. */
+  /** Deletes the range objects once the rotation is complete; any other object listed there was planted: reported, left. */
   async remove(): Promise<void> {
-    for await (const key of this.store.list(layout.rotationRanges(this.to))) await this.store.delete(key);
+    const foreign: string[] = [];
+    for await (const key of this.store.list(layout.rotationRanges(this.to))) {
+      if (listedName.rotationRange(this.to, key) === undefined) foreign.push(key);
+      else await this.store.delete(key);
+    }
+    if (foreign.length > 0) {
+      const named = foreign.slice(0, 20).map((key) => JSON.stringify(key));
+      log.warn(
+        'rotation',
+        new KmsError('INTEGRITY', `${foreign.length} object(s) among the rotation's ranges are no range the KMS wrote, left as they are: ${named.join(', ')}`),
+      );
+    }
   }
 
   #record(state: Pick<RangeRecord, 'done' | 'rewrapped'>): RangeRecord {

@@ -1,20 +1,19 @@
 import { unwrapKey, wrapKey } from '../crypto/aead.js';
 import { KmsError } from '../errors.js';
+import { listedName } from '../keys/layout.js';
 import { contexts, decodePrimaryKey, encodeRecord, type PrimaryKeyRecord } from '../keys/records.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
 import type { RootKey } from './source.js';
-
-const PRIMARY_KEY_OBJECT = /^primary-keys\/([^/]+)\/([^/]+)\.json$/;
 
 /**
  * Rewraps one primary key record under `target` (compare-and-swap, retried if it changed
  * meanwhile). Resolves true when it rewrote the record, false when there was nothing to do.
  */
 export async function rewrapPrimaryKey(store: ObjectStore, keyring: RootKeyring, objectKey: string, target: RootKey): Promise<boolean> {
-  const match = PRIMARY_KEY_OBJECT.exec(objectKey);
-  if (match === null) return false;
-  const [, user, name] = match as unknown as [string, string, string];
+  const place = listedName.primaryKey(objectKey);
+  if (place === undefined) return false; // no record the KMS wrote (the rotation reports it)
+  const { user, name } = place;
   for (let attempt = 0; attempt < 5; attempt++) {
     const object = await store.get(objectKey);
     if (object === undefined) return false;

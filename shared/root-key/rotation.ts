@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { ROOT_KEY_ID_PATTERN } from '../crypto/root-key-id.js';
 import { KmsError } from '../errors.js';
 import { faultPoint } from '../fault.js';
-import { layout } from '../keys/layout.js';
+import { layout, listedName } from '../keys/layout.js';
 import { encodeRecord } from '../keys/records.js';
 import { log } from '../log.js';
 import { metricsHooks } from '../metrics/hooks.js';
@@ -137,7 +138,16 @@ export class RootKeyRotation {
     const current = await this.keyring.current({ refresh: true });
     if (expectedId !== undefined && current.id !== expectedId) throw new KmsError('CONFLICT', 'the root key changed again meanwhile; verify again');
     const keys: string[] = [];
-    for await (const key of this.store.list(layout.primaryKeys())) keys.push(key);
+    const foreign: string[] = [];
+    for await (const key of this.store.list(layout.primaryKeys())) (listedName.primaryKey(key) === undefined ? foreign : keys).push(key);
+    if (foreign.length > 0) {
+      // Named as the KMS never names a record: planted. Never read, never rewrapped; the rest is.
+      const named = foreign.slice(0, 20).map((key) => JSON.stringify(key));
+      log.warn(
+        'rotation',
+        new KmsError('INTEGRITY', `${foreign.length} object(s) under primary-keys/ are no record the KMS wrote, left as they are: ${named.join(', ')}`),
+      );
+    }
     const holder = randomBytes(8).toString('hex');
     const journal = await this.#openJournal(current.id, holder, rangeCount(keys.length));
     const byRange: string[][] = Array.from({ length: journal.ranges }, () => []);
@@ -269,7 +279,7 @@ export class RootKeyRotation {
       if (await this.store.replace(key, encodeRecord(fresh), existing.etag)) {
         // The earlier rotation's range leases are garbage now (its keys are rewrapped to `to` anyway).
         // Storage is untrusted: only a root key id (hex) may name a folder to delete.
-        if (typeof journal?.to === 'string' && /^[0-9a-f]{32}$/.test(journal.to)) await new RotationRanges(this.store, journal.to, holder, 0).remove();
+        if (typeof journal?.to === 'string' && ROOT_KEY_ID_PATTERN.test(journal.to)) await new RotationRanges(this.store, journal.to, holder, 0).remove();
         return fresh;
       }
     }

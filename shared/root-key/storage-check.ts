@@ -1,13 +1,13 @@
 import { unwrapKey } from '../crypto/aead.js';
 import { KmsError } from '../errors.js';
-import { layout } from '../keys/layout.js';
+import { layout, listedName } from '../keys/layout.js';
 import { contexts, decodePrimaryKey, type PrimaryKeyRecord } from '../keys/records.js';
+import { log } from '../log.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { RootKeyring } from './keyring.js';
 import { openRootKeyLink } from './links.js';
 import { StaticRootKeySource, type RootKey } from './source.js';
 
-const PRIMARY_KEY_OBJECT = /^primary-keys\/([^/]+)\/([^/]+)\.json$/;
 const READERS = 8;
 
 /**
@@ -32,27 +32,35 @@ export async function assertRootKeyOpensStorage(store: ObjectStore, key: RootKey
   const keyring = new RootKeyring(new StaticRootKeySource(key.key), store);
   const byRootKey = new Map<string, PrimaryKeyRecord[]>();
   let undecodable = 0;
-  const objectKeys: string[] = [];
-  for await (const objectKey of store.list(layout.primaryKeys())) objectKeys.push(objectKey);
+  const places: { objectKey: string; user: string; name: string }[] = [];
+  // Objects under primary-keys/ that are no record the KMS wrote: named as it never names one, or
+  // failing to decode (a root key id of another form included). They prove nothing either way.
+  const foreign: string[] = [];
+  for await (const objectKey of store.list(layout.primaryKeys())) {
+    const place = listedName.primaryKey(objectKey);
+    if (place === undefined) foreign.push(objectKey);
+    else places.push({ objectKey, ...place });
+  }
   let next = 0;
   const reader = async (): Promise<void> => {
-    while (next < objectKeys.length) {
-      const objectKey = objectKeys[next++]!;
-      const match = PRIMARY_KEY_OBJECT.exec(objectKey);
-      const object = match === null ? undefined : await store.get(objectKey);
-      if (match === null || object === undefined) continue;
+    while (next < places.length) {
+      const { objectKey, user, name } = places[next++]!;
+      const object = await store.get(objectKey);
+      if (object === undefined) continue;
       try {
-        const record = decodePrimaryKey(object.body, match[1]!, match[2]!);
+        const record = decodePrimaryKey(object.body, user, name);
         const list = byRootKey.get(record.rootKeyId) ?? [];
         if (list.length < 4) list.push(record); // a few candidates per root key for the unwrap proof
         byRootKey.set(record.rootKeyId, list);
       } catch (error) {
         if (!(error instanceof KmsError) || error.code !== 'INTEGRITY') throw error;
-        undecodable++; // a corrupted record proves nothing either way
+        undecodable++;
+        foreign.push(objectKey);
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(READERS, objectKeys.length) }, reader));
+  await Promise.all(Array.from({ length: Math.min(READERS, places.length) }, reader));
+  reportForeign(foreign);
 
   if (byRootKey.size === 0) {
     if (undecodable > 0 || (await holdsAny(store, 'data-keys/'))) {
@@ -106,13 +114,18 @@ export async function holdsAny(store: ObjectStore, prefix: string): Promise<bool
 export async function opensSomeStoredKey(store: ObjectStore, key: RootKey): Promise<boolean> {
   if (await holdsAny(store, layout.successorsOf(key.id))) return false; // retired: stale shares, not a replaced record
   let tried = 0;
+  const foreign: string[] = [];
   for await (const objectKey of store.list(layout.primaryKeys())) {
     if (++tried > 4) break;
-    const match = PRIMARY_KEY_OBJECT.exec(objectKey);
-    const object = match === null ? undefined : await store.get(objectKey);
-    if (match === null || object === undefined) continue;
+    const place = listedName.primaryKey(objectKey);
+    if (place === undefined) {
+      foreign.push(objectKey);
+      continue;
+    }
+    const object = await store.get(objectKey);
+    if (object === undefined) continue;
     try {
-      const record = decodePrimaryKey(object.body, match[1]!, match[2]!);
+      const record = decodePrimaryKey(object.body, place.user, place.name);
       if (record.rootKeyId !== key.id) continue;
       unwrapKey(key.key, record.wrapped, contexts.primaryKey(record)).fill(0);
       return true;
@@ -120,18 +133,35 @@ export async function opensSomeStoredKey(store: ObjectStore, key: RootKey): Prom
       // not this one
     }
   }
+  reportForeign(foreign);
   return opensALink(store, key).catch(() => false);
 }
 
 /** Whether a link stored under `key` opens with it; a link under it that does not open is tampering. */
 async function opensALink(store: ObjectStore, key: RootKey): Promise<boolean> {
   let opened = false;
+  const foreign: string[] = [];
   for await (const objectKey of store.list('root-keys/')) {
-    const [, previousId, successorId] = /^root-keys\/([^/]+)\/([^/]+)\.json$/.exec(objectKey) ?? [];
-    if (previousId === undefined || successorId !== key.id) continue;
-    const previous = await openRootKeyLink(store, previousId, key);
+    const link = listedName.previousRootKey(objectKey);
+    if (link === undefined) foreign.push(objectKey);
+    if (link === undefined || link.successorId !== key.id) continue;
+    const previous = await openRootKeyLink(store, link.id, key);
     if (previous !== undefined) opened = true;
     previous?.fill(0);
   }
+  reportForeign(foreign);
   return opened;
+}
+
+/** Reports objects that are no record the KMS wrote (tampering), which the check then left out. */
+function reportForeign(objectKeys: readonly string[]): void {
+  if (objectKeys.length === 0) return;
+  const named = objectKeys.slice(0, 20).map((objectKey) => JSON.stringify(objectKey));
+  log.warn(
+    'root key check',
+    new KmsError(
+      'INTEGRITY',
+      `${objectKeys.length} stored object(s) are no record the KMS wrote (planted or corrupted), left out of the check: ${named.join(', ')}`,
+    ),
+  );
 }
