@@ -14,15 +14,31 @@ export interface TokenVerifier {
 // N=2^14, r=8: ~16 MiB and tens of ms per hash; per-request cost is avoided by a verified cache.
 const PARAMS = { N: 16384, r: 8, p: 1 } as const;
 const HASH_BYTES = 32;
+type ScryptParams = Pick<TokenVerifier, 'N' | 'r' | 'p'>;
+
 /**
- * A stored verifier comes from untrusted storage: its parameters must be ones scrypt accepts (N a
- * power of two), and the memory they take (128·N·r bytes) at most twice ours, or a forged record
- * could make a function allocate gigabytes (or throw, an internal error) for one request.
+ * The bytes OpenSSL allocates for one scrypt run, which it checks against `maxmem` (and refuses,
+ * so that Node throws, past it): B, 128·r·p, then V, X and T together, 128·r·(N+2).
  */
-const MAX_SCRYPT_BYTES = 2 * 128 * PARAMS.N * PARAMS.r;
-function acceptableParams({ N, r, p }: Pick<TokenVerifier, 'N' | 'r' | 'p'>): boolean {
-  const powerOfTwo = Number.isInteger(N) && N >= 2 && (N & (N - 1)) === 0;
-  return powerOfTwo && Number.isInteger(r) && r >= 1 && p === 1 && 128 * N * r <= MAX_SCRYPT_BYTES;
+export function scryptMemory({ N, r, p }: ScryptParams): number {
+  return 128 * r * p + 128 * r * (N + 2);
+}
+
+/** The `maxmem` of every run: twice what ours need, and what any acceptable parameters need at most. */
+export const SCRYPT_MAXMEM = 2 * scryptMemory(PARAMS);
+/** N and r up to twice ours. N stays below 2^16, where OpenSSL refuses r = 1 (it wants N < 2^(16·r)). */
+const MAX_N = 2 * PARAMS.N;
+const MAX_R = 2 * PARAMS.r;
+
+/**
+ * A stored verifier comes from untrusted storage: its parameters must be ones scrypt runs within
+ * SCRYPT_MAXMEM (N a power of two, each parameter bounded, OpenSSL's own memory need at most
+ * SCRYPT_MAXMEM), or a forged record could make a function allocate gigabytes, or make scrypt
+ * throw (an internal error), for one request. Refused parameters are a failed check, never run.
+ */
+export function acceptableParams({ N, r, p }: ScryptParams): boolean {
+  const powerOfTwo = Number.isInteger(N) && N >= 2 && N <= MAX_N && (N & (N - 1)) === 0;
+  return powerOfTwo && Number.isInteger(r) && r >= 1 && r <= MAX_R && p === 1 && scryptMemory({ N, r, p }) <= SCRYPT_MAXMEM;
 }
 
 /** Hashes a new token (enrollment). */
@@ -49,7 +65,7 @@ function scryptAsync(lane: ScryptLane, token: string, salt: Buffer, N: number, r
     lane,
     () =>
       new Promise((resolve, reject) => {
-        scrypt(token, salt, HASH_BYTES, { N, r, p, maxmem: 256 * N * r + 1024 * 1024 }, (error, key) => (error ? reject(error) : resolve(key)));
+        scrypt(token, salt, HASH_BYTES, { N, r, p, maxmem: SCRYPT_MAXMEM }, (error, key) => (error ? reject(error) : resolve(key)));
       }),
   );
 }

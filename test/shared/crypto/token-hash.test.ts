@@ -1,6 +1,17 @@
+import { scryptSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { KmsError } from '../../../shared/errors.js';
-import { SCRYPT_RUNNING_MAX, SCRYPT_WAITING_MAX, ScryptScheduler, hashToken, scryptScheduler, verifyToken } from '../../../shared/crypto/token-hash.js';
+import {
+  SCRYPT_MAXMEM,
+  SCRYPT_RUNNING_MAX,
+  SCRYPT_WAITING_MAX,
+  ScryptScheduler,
+  acceptableParams,
+  hashToken,
+  scryptMemory,
+  scryptScheduler,
+  verifyToken,
+} from '../../../shared/crypto/token-hash.js';
 
 describe('token verifiers (scrypt)', () => {
   it('verifies the right token and refuses others', async () => {
@@ -27,6 +38,59 @@ describe('token verifiers (scrypt)', () => {
     // N not a power of two (scrypt would throw), and 2^20 with r=32 (4 GiB): refused, never run.
     expect(await verifyToken('t', { ...verifier, N: 3 * 4096 }, 'known')).toBe(false);
     expect(await verifyToken('t', { ...verifier, N: 1 << 20, r: 32 }, 'known')).toBe(false);
+  });
+
+  it('knows what OpenSSL allocates: a run with maxmem one byte below it is refused, at it runs', () => {
+    for (const params of [
+      { N: 1024, r: 8, p: 1 },
+      { N: 2, r: 64, p: 1 },
+      { N: 4, r: 2, p: 3 },
+    ]) {
+      expect(scryptSync('t', 's', 32, { ...params, maxmem: scryptMemory(params) })).toHaveLength(32);
+      expect(() => scryptSync('t', 's', 32, { ...params, maxmem: scryptMemory(params) - 1 })).toThrow('memory limit exceeded');
+    }
+    expect(scryptMemory({ N: 16384, r: 8, p: 1 })).toBe(16_780_288);
+    expect(SCRYPT_MAXMEM).toBe(33_560_576);
+  });
+
+  // Parameters a forged verifier may carry: accepted ones run within SCRYPT_MAXMEM, the rest are refused.
+  const boundary: [{ N: number; r: number; p: number }, boolean, string][] = [
+    [{ N: 16384, r: 8, p: 1 }, true, 'what the KMS writes'],
+    [{ N: 16384, r: 16, p: 1 }, true, 'exactly SCRYPT_MAXMEM'],
+    [{ N: 32768, r: 8, p: 1 }, true, 'N at its bound, 3 KiB below SCRYPT_MAXMEM'],
+    [{ N: 2, r: 16, p: 1 }, true, 'r at its bound'],
+    [{ N: 2, r: 1, p: 1 }, true, 'the least scrypt takes'],
+    [{ N: 32768, r: 16, p: 1 }, false, 'both at their bounds: twice SCRYPT_MAXMEM'],
+    [{ N: 2, r: 131072, p: 1 }, false, '128·N·r is 32 MiB, but OpenSSL needs 80 MiB'],
+    [{ N: 2, r: 17, p: 1 }, false, 'r past its bound'],
+    [{ N: 65536, r: 1, p: 1 }, false, '8 MiB, but OpenSSL refuses N ≥ 2^16 with r = 1'],
+    [{ N: 65536, r: 2, p: 1 }, false, 'N past its bound'],
+    [{ N: 16384, r: 8, p: 2 }, false, 'p other than 1'],
+    [{ N: 3 * 4096, r: 8, p: 1 }, false, 'N not a power of two'],
+    [{ N: 1, r: 8, p: 1 }, false, 'N below 2'],
+    [{ N: 16384, r: 0, p: 1 }, false, 'r below 1'],
+    [{ N: 16384, r: 1.5, p: 1 }, false, 'r not a whole number'],
+    [{ N: Number.NaN, r: 8, p: 1 }, false, 'N not a number'],
+  ];
+  it.each(boundary)('verifier parameters %o: accepted %s (%s)', (params, accepted) => {
+    expect(acceptableParams(params)).toBe(accepted);
+    if (accepted) {
+      expect(scryptMemory(params)).toBeLessThanOrEqual(SCRYPT_MAXMEM);
+      expect(scryptSync('t', 's', 32, { ...params, maxmem: SCRYPT_MAXMEM })).toHaveLength(32);
+    }
+  });
+
+  it('a forged verifier with parameters OpenSSL would refuse is a failed check, never a throw', async () => {
+    const verifier = await hashToken('t');
+    // 128·N·r is 32 MiB (what the bound used to count), but OpenSSL needs 128·r·(N+2) + 128·r·p: 80 MiB.
+    await expect(verifyToken('t', { ...verifier, N: 2, r: 131072, p: 1 }, 'known')).resolves.toBe(false);
+    // 8 MiB, but OpenSSL takes N below 2^(16·r) only.
+    await expect(verifyToken('t', { ...verifier, N: 65536, r: 1, p: 1 }, 'unknown')).resolves.toBe(false);
+    // Accepted parameters at the bound run, and answer as the token decides.
+    const atBound = { ...verifier, N: 16384, r: 16, p: 1 };
+    const hash = scryptSync('t', Buffer.from(verifier.salt, 'base64url'), 32, { ...atBound, maxmem: SCRYPT_MAXMEM }).toString('base64url');
+    await expect(verifyToken('t', { ...atBound, hash }, 'known')).resolves.toBe(true);
+    await expect(verifyToken('u', { ...atBound, hash }, 'known')).resolves.toBe(false);
   });
 
   it("bounds the work anyone can queue: past the running slots and a lane's waiting slots a check fails at once with BUSY; the rest finish correctly", async () => {

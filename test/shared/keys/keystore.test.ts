@@ -93,6 +93,21 @@ describe('KeyStore against untrusted storage', () => {
     await expect(keys.authenticate('broken', 'x')).rejects.toMatchObject({ code: 'INTEGRITY' });
   });
 
+  it('a user record whose verifier parameters scrypt would refuse answers UNAUTHORIZED, never an internal error', async () => {
+    const keys = keyStore();
+    await keys.enrollUser('u', 'u-token');
+    const record = JSON.parse((await store.get(layout.user('u')))!.body.toString()) as { token: Record<string, unknown> };
+    // 128·N·r is 32 MiB, but OpenSSL needs 80 MiB for these; and it takes N below 2^(16·r) only.
+    for (const params of [
+      { N: 2, r: 131072, p: 1 },
+      { N: 65536, r: 1, p: 1 },
+    ]) {
+      const current = await store.get(layout.user('u'));
+      expect(await store.replace(layout.user('u'), encodeRecord({ ...record, token: { ...record.token, ...params } }), current!.etag)).toBe(true);
+      await expect(keys.authenticate('u', 'u-token')).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    }
+  });
+
   it('unwraps keys under a previous root key through the stored chain, and follows a rotation', async () => {
     const k1 = randomBytes(32);
     const k2 = randomBytes(32);
