@@ -34,7 +34,10 @@ export interface RotationSettings {
   readonly concurrency: number;
 }
 
-/** The rotation journal: a lease (one verification and rewrap at a time) and its progress, for status and resume. */
+/**
+ * The rotation journal: the running rewrap's target, range count and progress, shared by every
+ * instance that joins it (its ranges are the leases: ranges.ts); status and metrics read it.
+ */
 export interface RotationJournal {
   readonly format: 1;
   readonly kind: 'rotation';
