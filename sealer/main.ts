@@ -50,14 +50,15 @@ async function main(): Promise<void> {
 
 /**
  * Earlier versions kept the embedded store's state record in the sealer's own data dir, apart from
- * the keys. It is moved (create-if-absent, never over a record already there) on first start.
+ * the keys. It is copied (create-if-absent, never over a record already there) on first start; the
+ * old file is left where it was.
  */
 async function adoptEarlierStateRecord(store: ObjectStore, sealerDataDir: string): Promise<void> {
   const earlier = new FsObjectStore(sealerDataDir);
   const found = await earlier.get(STATE_OBJECT_KEY);
   if (found === undefined || (await store.get(STATE_OBJECT_KEY)) !== undefined) return;
   await store.create(STATE_OBJECT_KEY, found.body);
-  log.info(`moved the state record from ${sealerDataDir} to the key store`);
+  log.info(`copied the state record from ${sealerDataDir} to the key store`);
 }
 
 main().catch((error: unknown) => {

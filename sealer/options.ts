@@ -22,7 +22,8 @@ export const sealerOptions = {
     env: 'KMS_SEALER_DATA_DIR',
     default: '.kms/sealer',
     parse: parse.string,
-    description: 'Folder for the state record (embedded store) and the generated TLS certificate.',
+    description:
+      'Folder for the generated TLS certificate. The state record lives in the key store (KMS_STORE); one that earlier versions kept here (KMS_STORE=fs) is copied there at start if the key store has none.',
   }),
   rootKey: option({
     env: 'KMS_SEALER_ROOT_KEY',

@@ -4,7 +4,10 @@ import { KmsError } from '../shared/errors.js';
 import { parseCustodianKeys, type CustodianKey } from '../shared/custody/share-jwe.js';
 import { validateThreshold } from '../shared/sealer-client/protocol.js';
 
-/** The sealer's one record in the object store. Not secret; never holds a key, wrapped or not. */
+/**
+ * The sealer's one record in the object store. Not secret: it holds the custodians' public keys when
+ * given, never a secret key, wrapped or not.
+ */
 export const STATE_OBJECT_KEY = 'sealer/state.json';
 const FORMAT = 'tee-kms/sealer-state/v2' as const;
 const LEGACY_FORMAT = 'tee-kms/sealer-state/v1';
