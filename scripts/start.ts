@@ -17,10 +17,11 @@ import { fileURLToPath } from 'node:url';
 import { loadRoutes } from '../functions/catalog.js';
 import { kmsOptions } from '../shared/config.js';
 import { KmsError } from '../shared/errors.js';
-import { startHost } from '../shared/http/host.js';
+import { hostOptions, startHost } from '../shared/http/host.js';
 import { log, logFields, passOn } from '../shared/log.js';
-import { loadOptions, option, parse } from '../shared/options.js';
+import { loadOptions } from '../shared/options.js';
 import { sealerOptions } from '../sealer/options.js';
+import { startOptions } from './start-options.js';
 
 const dataDir = process.env.KMS_DATA_DIR || '.kms';
 const sealerDataDir = process.env.KMS_SEALER_DATA_DIR || join(dataDir, 'sealer');
@@ -36,17 +37,11 @@ const SEALER_DEVELOPMENT_IDENTITY = createHash('sha384').update('tee-kms/develop
 /** A replica that exits is started again after this pause. */
 const RESTART_DELAY_MS = 500;
 
-export const startOptions = {
-  sealerReplicas: option({
-    env: 'KMS_SEALER_REPLICAS',
-    default: 1,
-    parse: parse.integer(1, 9),
-    description: 'npm start: how many sealing-service replicas to run; they unseal each other, and one that dies is started again.',
-  }),
-};
-
 try {
   const { sealerReplicas } = loadOptions(startOptions, process.env);
+  // The host's options too (KMS_ACCESS_LOG among them), before the sealing service starts: a bad
+  // value stops npm start at once, reported under its name.
+  loadOptions(hostOptions, process.env);
   const sealer = await startSealers(sealerReplicas);
   const host = await startHost(loadRoutes);
   log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.urls.join(','), metrics: host.metricsUrl ?? 'off' });

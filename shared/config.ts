@@ -181,6 +181,13 @@ export const kmsOptions = {
     parse: parse.integer(0, 10_000_000),
     description: 'Bound on each in-memory cache.',
   }),
+  accessLog: option({
+    env: 'KMS_ACCESS_LOG',
+    default: true,
+    parse: parse.boolean,
+    description:
+      'One JSON line per request on stdout (function, method, path, status, ms; never the query). Read by shared/log.ts when it is imported; the hosts refuse a bad value at start. The sealing service logs its own requests regardless.',
+  }),
 };
 
 export type KmsConfig = OptionValues<typeof kmsOptions>;

@@ -1,11 +1,28 @@
 import { fstatSync, writeSync } from 'node:fs';
+import { kmsOptions } from './config.js';
 import { KmsError } from './errors.js';
+import { loadOptions } from './options.js';
 
 /**
  * Logging that cannot leak: callers pass names, statuses and error codes, never request URLs,
  * bodies or headers (they may carry tokens and shares). One JSON line per event on stdout/stderr.
  */
-const accessLog = !/^(0|false|no|off)$/i.test(process.env.KMS_ACCESS_LOG ?? 'true');
+const accessLog = accessLogOption();
+
+/**
+ * KMS_ACCESS_LOG (shared/config.ts), read once, when this module is imported, which every program
+ * does before it could report an error (the sealing service too, whose request lines do not depend
+ * on it). A value the option refuses is therefore not thrown here: it leaves the log on, and is
+ * refused where the options are loaded, by the hosts at start (shared/http/host.ts) and by
+ * loadKmsConfig.
+ */
+function accessLogOption(): boolean {
+  try {
+    return loadOptions({ accessLog: kmsOptions.accessLog }).accessLog;
+  } catch {
+    return true;
+  }
+}
 
 /** `out`: stdout (info lines, the access log) or stderr (warnings, errors: written synchronously). */
 function line(out: 'stdout' | 'stderr', fields: Record<string, unknown>): void {

@@ -4,6 +4,7 @@ import { routes } from '../functions/index.js';
 import { kmsOptions } from '../shared/config.js';
 import { hostOptions } from '../shared/http/host.js';
 import { sealerOptions } from '../sealer/options.js';
+import { startOptions } from '../scripts/start-options.js';
 
 const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
 
@@ -18,7 +19,7 @@ function mentionsWholeName(text: string, name: string): boolean {
 
 describe('README.md stays true', () => {
   it('documents every configuration option', () => {
-    const missing = [kmsOptions, hostOptions, sealerOptions]
+    const missing = [kmsOptions, hostOptions, sealerOptions, startOptions]
       .flatMap((specs) => Object.values(specs).map((spec) => spec.env))
       .filter((env) => !mentionsWholeName(readme, env));
     expect(missing).toEqual([]);

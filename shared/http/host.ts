@@ -43,6 +43,8 @@ export const hostOptions = {
     description: 'Address the metrics port listens on; the Knative manifests set 0.0.0.0 for in-cluster scraping.',
   }),
   dataDir: kmsOptions.dataDir,
+  // Read by shared/log.ts when it is imported, which cannot report a bad value: checked here, at start.
+  accessLog: kmsOptions.accessLog,
 };
 
 export interface RunningHost {

@@ -116,7 +116,8 @@ describe('npm start: configuration errors name what the user set', () => {
     ['KMS_ROOT_KEY', 'not-a-key', /^tee-kms: KMS_ROOT_KEY must be a base64-encoded 256-bit \(32-byte\) key\n$/],
     ['KMS_ROOT_KEY_FILE', '/nonexistent/root-key', /^tee-kms: KMS_ROOT_KEY_FILE names a file that cannot be read: \/nonexistent\/root-key\n$/],
     ['KMS_INIT_DATA_FILE', '/nonexistent/initdata.toml', /^tee-kms: KMS_INIT_DATA_FILE names a file that cannot be read: \/nonexistent\/initdata.toml\n$/],
-  ])('a bad %s stops it before the sealing service starts, under that name, without echoing the value', async (name, value, message) => {
+    ['KMS_ACCESS_LOG', 'flase', /^tee-kms: KMS_ACCESS_LOG must be true or false, got "flase"\n$/],
+  ])('a bad %s stops it before the sealing service starts, under that name, never echoing a secret', async (name, value, message) => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-config-'));
     try {
       const result = spawnSync('npm', ['start', '--silent'], {

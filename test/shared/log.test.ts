@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { logFields } from '../../shared/log.js';
-import { repoRoot, startLeanHost } from '../support/processes.js';
+import { freePort, NO_METRICS, repoRoot, startLeanHost } from '../support/processes.js';
 
 describe('access log', () => {
   it('writes one line per request, batched, all of them by a SIGTERM exit, and never the query', async () => {
@@ -63,6 +63,49 @@ describe('access log', () => {
     expect(lines.length).toBeLessThanOrEqual(101); // nothing twice
     for (const l of lines) expect(logFields(l)).toMatchObject({ fn: expect.any(String), status: expect.any(Number) }); // each whole
     await rm(dataDir, { recursive: true, force: true });
+  });
+});
+
+describe('KMS_ACCESS_LOG', () => {
+  it('off (one of the values a boolean option takes) writes no access line; the host serves on', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-log-'));
+    const kms = await startLeanHost({ KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: randomBytes(32).toString('base64'), KMS_ACCESS_LOG: 'off' });
+    try {
+      expect((await kms.request('/user/alice?token=t0ken-of-alice', { method: 'POST' })).status).toBe(201);
+      expect((await kms.request('/dataKey/dk?user=alice&token=t0ken-of-alice&primaryKeyName=absent')).status).toBe(404);
+    } finally {
+      await kms.stop('SIGTERM');
+      await rm(dataDir, { recursive: true, force: true });
+    }
+    expect(kms.output()).toContain('"message":"tee-kms listening"');
+    expect(kms.output()).not.toContain('"fn"'); // no access line
+  });
+
+  it('a value a boolean option refuses (flase) stops the lean host at start, naming the variable', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-log-'));
+    const child = spawn(process.execPath, ['dist/scripts/serve.js'], {
+      cwd: repoRoot,
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '/root',
+        PORT: String(await freePort()),
+        KMS_DATA_DIR: dataDir,
+        ...NO_METRICS,
+        KMS_ACCESS_LOG: 'flase',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000); // a host that serves on fails the test
+    const [code] = (await once(child, 'close')) as [number | null];
+    clearTimeout(timer);
+    await rm(dataDir, { recursive: true, force: true });
+    expect(code).toBe(1);
+    expect(stderr).toBe('tee-kms: KMS_ACCESS_LOG must be true or false, got "flase"\n');
+    expect(stdout).not.toContain('listening');
   });
 });
 
