@@ -9,6 +9,7 @@ export const startOptions = {
     env: 'KMS_SEALER_REPLICAS',
     default: 1,
     parse: parse.integer(1, 9),
-    description: 'npm start: how many sealing-service replicas to run; they unseal each other, and one that dies is started again.',
+    description:
+      'npm start: how many sealing-service replicas to run; they unseal each other. One that exits after it started is started again; one that fails at its first start stops npm start.',
   }),
 };

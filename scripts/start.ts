@@ -5,8 +5,9 @@
  * secret is configured (KMS_ROOT_KEY or KMS_ROOT_KEY_FILE: mode 1). Storage: the embedded store
  * in KMS_DATA_DIR (default .kms), or S3 with KMS_STORE=s3. With KMS_SEALER_REPLICAS=n (default 1) it
  * runs n sealing-service replicas that unseal each other, and the functions get their URLs as the
- * KMS_SEALER_URL list (failover in the functions); a replica that dies is started again, and the
- * functions keep serving meanwhile.
+ * KMS_SEALER_URL list (failover in the functions); a replica that dies after it started is started
+ * again, and the functions keep serving meanwhile. A replica that fails at its first start stops npm
+ * start.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -110,22 +111,42 @@ async function startSealers(replicas: number): Promise<{ urls: readonly string[]
   const peersOf = (i: number) => ports.flatMap((port, j) => (j === i ? [] : [`https://127.0.0.1:${port}`])).join(',');
   const children: Array<ChildProcess | undefined> = [];
   let stopping = false;
-  const run = async (i: number): Promise<string> => {
+  const stopAll = () => {
+    stopping = true;
+    for (const child of children) child?.kill('SIGTERM');
+  };
+  /**
+   * Starts replica i and resolves with its URL once it started (HTTPS and metrics ports bound). One
+   * that exits before that at its first start is not started again: what failed (a port taken, a bad
+   * setting) would fail every restart alike while the functions served on without it, so the start
+   * fails instead, after the replica's own message on stderr. One that exits after it ran is started
+   * again.
+   */
+  const run = async (i: number, first: boolean): Promise<string> => {
     const replicaEnv = { ...env, KMS_SEALER_PORT: ports[i], ...metricsOf(i), ...(replicas > 1 ? { KMS_SEALER_PEERS: peersOf(i) } : {}) };
     const child = spawnSealer(replicaEnv);
     children[i] = child;
-    const listening = sealerUrl(child);
-    child.once('exit', (code, signal) => {
-      if (stopping) return;
-      process.stderr.write(`tee-kms: sealing service replica ${i} exited (${code ?? signal}); starting it again\n`);
-      setTimeout(() => void run(i).catch(() => undefined), RESTART_DELAY_MS);
+    let ran = false;
+    const started = sealerStarted(child, replicas > 1 ? `sealing service replica ${i}` : 'the sealing service').then((url) => {
+      ran = true;
+      return url;
     });
-    const url = await listening;
+    child.once('exit', (code, signal) => {
+      if (stopping || (first && !ran)) return;
+      process.stderr.write(`tee-kms: sealing service replica ${i} exited (${code ?? signal}); starting it again\n`);
+      setTimeout(() => void run(i, false).catch(() => undefined), RESTART_DELAY_MS);
+    });
+    const url = await started;
     if (replicas === 1) ports[0] = new URL(url).port; // a restart keeps the port the first start chose
     return url;
   };
   const urls: string[] = [];
-  for (let i = 0; i < replicas; i++) urls.push(await run(i));
+  try {
+    for (let i = 0; i < replicas; i++) urls.push(await run(i, true));
+  } catch (error) {
+    stopAll(); // the replicas that did start
+    throw error;
+  }
   if (replicas > 1) log.info('sealing service replicas', { replicas, ports: ports.join(',') });
   process.env.KMS_SEALER_URL = urls.join(',');
   process.env.KMS_SEALER_CA_FILE ??= join(sealerDataDir, 'tls', 'cert.pem');
@@ -133,10 +154,7 @@ async function startSealers(replicas: number): Promise<{ urls: readonly string[]
   process.env.KMS_SAMPLE_INIT_DATA ||= identity;
   return {
     urls,
-    stop() {
-      stopping = true;
-      for (const child of children) child?.kill('SIGTERM');
-    },
+    stop: stopAll,
   };
 }
 
@@ -145,8 +163,11 @@ function spawnSealer(env: NodeJS.ProcessEnv): ChildProcess {
   return spawn(process.execPath, [main], { env, stdio: ['pipe', 'pipe', 'inherit'] });
 }
 
-/** The URL a sealer child prints once it listens; its output is passed on, line by line. */
-function sealerUrl(child: ChildProcess): Promise<string> {
+/**
+ * The URL a sealer child prints once it started (sealer/main.ts's `started` line, after its HTTPS
+ * and metrics ports are bound); its output is passed on, line by line. Rejects if it exits first.
+ */
+function sealerStarted(child: ChildProcess, name: string): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     let buffered = '';
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -156,13 +177,13 @@ function sealerUrl(child: ChildProcess): Promise<string> {
         buffered = buffered.slice(end + 1);
         passOn(line);
         const fields = logFields(line);
-        if (fields?.component === 'sealer' && fields.message === 'listening' && typeof fields.url === 'string') resolve(fields.url);
+        if (fields?.component === 'sealer' && fields.message === 'started' && typeof fields.url === 'string') resolve(fields.url);
       }
     });
     child.stdout!.once('end', () => {
       if (buffered !== '') passOn(buffered); // a last line without its newline
     });
-    child.once('exit', (code) => reject(new KmsError('CONFIG', `the sealing service did not start (exit ${code})`)));
+    child.once('exit', (code, signal) => reject(new KmsError('CONFIG', `${name} did not start (exit ${code ?? signal})`)));
   });
 }
 

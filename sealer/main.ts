@@ -46,6 +46,8 @@ async function main(): Promise<void> {
     process.stdin.once('end', () => stop('parent exited'));
     process.stdin.resume();
   }
+  // Every port bound: npm start (scripts/start.ts) counts a replica as started from this line.
+  log.info('started', { url: sealer.url });
 }
 
 /**

@@ -1,7 +1,8 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { once } from 'node:events';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -131,6 +132,61 @@ describe('npm start: configuration errors name what the user set', () => {
       if (name === 'KMS_ROOT_KEY') expect(result.stderr + result.stdout).not.toContain(value);
       expect(result.stdout).not.toContain('"component":"sealer","message":"listening"');
     } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('npm start: a replica that fails at its first start', () => {
+  /** Whether something accepts connections on 127.0.0.1:`port`. */
+  const listening = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => (socket.destroy(), resolve(true)));
+      socket.once('error', () => resolve(false));
+    });
+
+  it("stops npm start with the replica's message (its metrics port taken), and the replica that started with it", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-busy-'));
+    // Replica i serves metrics on KMS_SEALER_METRICS_PORT + i: replica 1's port is taken here.
+    const metricsPort = await freePort();
+    const busy = createServer();
+    busy.listen(metricsPort + 1, '127.0.0.1');
+    await once(busy, 'listening');
+    try {
+      const child = spawn('npm', ['start', '--silent'], {
+        env: {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+          KMS_DATA_DIR: dataDir,
+          PORT: String(await freePort()),
+          KMS_METRICS_PORT: 'off',
+          KMS_SEALER_REPLICAS: '2',
+          KMS_SEALER_METRICS_PORT: String(metricsPort),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true, // its own process group: a start that never ends is killed whole
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      const timer = setTimeout(() => process.kill(-child.pid!, 'SIGKILL'), 60_000);
+      const [code] = (await once(child, 'close')) as [number | null];
+      clearTimeout(timer);
+
+      expect(code, stderr).toBe(1);
+      expect(stderr).toContain(`cannot serve metrics on 127.0.0.1:${metricsPort + 1} (KMS_SEALER_METRICS_PORT): EADDRINUSE`);
+      expect(stderr).toMatch(/tee-kms: sealing service replica 1 did not start \(exit 1\)\n$/);
+      expect(stderr).not.toContain('starting it again');
+      expect(stdout).not.toContain('tee-kms listening'); // the functions never served
+      // Replica 0 had started (its metrics port bound): it is stopped too.
+      expect(stdout).toContain(`"message":"metrics listening","url":"http://127.0.0.1:${metricsPort}/metrics"`);
+      const deadline = Date.now() + 10_000;
+      while ((await listening(metricsPort)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(await listening(metricsPort)).toBe(false);
+    } finally {
+      busy.close();
       await rm(dataDir, { recursive: true, force: true });
     }
   });
