@@ -9,6 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { freePort, startNpmStart, type ServerProcess } from '../support/processes.js';
 import { findSecrets } from '../support/storage-snapshot.js';
+import { findTool, requireTool, skipWithout } from '../support/tools.js';
+
+/** `ps`, which lists the sealing-service processes npm start runs. */
+const PS = findTool('ps', ['-p', String(process.pid), '-o', 'pid='], 'apt-get install procps');
 
 /** `npm start` in its default mode (Shamir shares), stopped and started again like a user would. */
 describe('npm start: the BigDL KMS story on one machine', () => {
@@ -237,7 +241,8 @@ describe('npm start with KMS_SEALER_REPLICAS=3', () => {
     return rows.filter((row) => tree.has(row.pid) && row.args.includes('dist/sealer/main.js')).map((row) => row.pid);
   }
 
-  it('runs three replicas; kill -9 of one: the host keeps serving, the replica is started again and a peer unseals it', async () => {
+  it.skipIf(skipWithout(PS))('runs three replicas; kill -9 of one: the host keeps serving, the replica is started again and a peer unseals it', async () => {
+    requireTool(PS);
     const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-replicas-'));
     let kms: ServerProcess | undefined;
     try {

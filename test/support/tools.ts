@@ -1,7 +1,7 @@
 /**
- * Programs some tests need from the machine (kubectl, shellcheck, openssl). Outside CI a missing
- * one skips the tests that need it. Where CI is set (`.ci/run` runs with CI=true and installs them
- * all), a missing one fails those tests instead, saying what to install: CI never skips them.
+ * Programs some tests need from the machine (kubectl, shellcheck, openssl, python3, ps). Outside CI
+ * a missing one skips the tests that need it. Where CI is set (`.ci/run` sets CI=true and installs
+ * them all), a missing one fails those tests instead, saying what to install: CI never skips them.
  */
 import { spawnSync } from 'node:child_process';
 
