@@ -11,7 +11,7 @@ import { addCustodianCommands } from './commands/custodian.js';
 import { addFileCommands } from './commands/files.js';
 import { addKeyCommands } from './commands/keys.js';
 import { addRootKeyCommands } from './commands/root-key.js';
-import { EXIT, Refused, UsageError } from './errors.js';
+import { EXIT, Incomplete, Refused, UsageError } from './errors.js';
 import { say } from './io.js';
 import { KmsError } from './kms.js';
 
@@ -52,6 +52,10 @@ function failure(error: unknown): number {
   if (error instanceof UsageError) {
     say(error.message);
     return EXIT.usage;
+  }
+  if (error instanceof Incomplete) {
+    say(error.message); // what was done and what was not is said already
+    return EXIT.refused;
   }
   if (error instanceof Refused) {
     say(`refused: ${error.message}`);

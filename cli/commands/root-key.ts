@@ -1,11 +1,12 @@
 /** `status`, `rotate`, `verify`, `recover`: the root key's life (README, "The root key's life"). */
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { readJsonFile, readSharesToSend, readShareToSend, shareToSend } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
-import { Refused, UsageError } from '../errors.js';
+import { Incomplete, Refused, UsageError } from '../errors.js';
 import { print, refuseTerminal, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
-import { KmsError, type KmsClient, type RecoveryProgress, type Share } from '../kms.js';
+import { KmsError, type KmsClient, type RecoveryProgress, type Rotation, type Share } from '../kms.js';
 
 export function addRootKeyCommands(program: Command): void {
   program
@@ -24,7 +25,7 @@ export function addRootKeyCommands(program: Command): void {
     .description('make a new root key and its shares (the first rotate initializes; later ones need the admin token)')
     .option('--custodians <file>', "JSON array of the custodians' public JWKs, in share order: each share is encrypted to one")
     .option('--shares <files...>', "with --custodians: the threshold of the current root key's share files, to name new custodians")
-    .option('--out-dir <dir>', 'write the shares to <dir>/share-1.json… (0600, in custodian order), never overwriting')
+    .option('--out-dir <dir>', 'write the shares to <dir>/share-1.json… (0600, in custodian order); a <dir> holding share-*.json files is refused')
     .option('--print-shares', 'print the shares even when standard output is a terminal')
     .option('--allow-plaintext-shares', 'with --attest, let the first rotate (no admin token, in the clear) answer plaintext shares without --custodians')
     .action(async (options: RotateOptions, command: Command) => {
@@ -35,7 +36,10 @@ export function addRootKeyCommands(program: Command): void {
       if (options.shares !== undefined && options.custodians === undefined) throw new UsageError('--shares goes with --custodians');
       const custodians = options.custodians === undefined ? undefined : await readCustodians(options.custodians);
       const shares = options.shares === undefined ? undefined : await readSharesToSend(options.shares);
-      if (options.outDir !== undefined) await secretDirectory(options.outDir);
+      if (options.outDir !== undefined) {
+        await secretDirectory(options.outDir);
+        await refuseShareFiles(options.outDir);
+      }
       const rotation = await client
         .rotate({
           ...(custodians === undefined ? {} : { custodians }),
@@ -56,12 +60,19 @@ export function addRootKeyCommands(program: Command): void {
         return print(json, rotation.shares, rotation.shares.map((share) => JSON.stringify(share)).join('\n'));
       }
       const files: string[] = [];
+      const unwritten: Unwritten[] = [];
       // Numbered in answer order, which is the custodians' order: share-1.json is the first custodian's.
+      // Every share is tried: one that cannot be written must not cost the ones after it.
       for (const [i, share] of rotation.shares.entries()) {
         const file = join(options.outDir, `share-${i + 1}.json`);
-        await writeSecretFile(file, `${JSON.stringify(share)}\n`);
-        files.push(file);
+        try {
+          await writeSecretFile(file, `${JSON.stringify(share)}\n`);
+          files.push(file);
+        } catch (error) {
+          unwritten.push({ file, share, reason: (error as Error).message });
+        }
       }
+      if (unwritten.length > 0) sharesNotWritten(json, rotation, files, unwritten);
       print(json, { state: rotation.state, files }, `${files.length} shares written (${files.join(', ')}); the new root key is ${next}`);
     });
 
@@ -97,6 +108,65 @@ interface RotateOptions {
   readonly outDir?: string;
   readonly printShares?: boolean;
   readonly allowPlaintextShares?: boolean;
+}
+
+/** A share file named `share-….json`: rotate --out-dir writes share-1.json to share-<n>.json. */
+const SHARE_FILE = /^share-.*\.json$/;
+
+/**
+ * Before anything is sent: a directory that already holds share files (an earlier rotation's)
+ * is refused. The answer would be written beside them, and every file that exists is a share
+ * that cannot be written; the number of shares is the server's to say, so any share-*.json counts.
+ */
+async function refuseShareFiles(dir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = (await readdir(dir)).filter((name) => SHARE_FILE.test(name)).sort();
+  } catch (error) {
+    throw new Refused(`cannot list ${dir} (${(error as NodeJS.ErrnoException).code ?? 'error'}): nothing was sent`);
+  }
+  if (names.length === 0) return;
+  const listed = names.length > 3 ? `${names.slice(0, 3).join(', ')} and ${names.length - 3} more` : names.join(', ');
+  throw new UsageError(
+    `--out-dir ${dir} already holds share files (${listed}): rotate writes share-1.json, share-2.json… there and never overwrites one; move them away or give another directory (nothing was sent)`,
+  );
+}
+
+interface Unwritten {
+  readonly file: string;
+  readonly share: Share;
+  readonly reason: string;
+}
+
+/**
+ * The KMS rotated, and some of the answer's shares could not be written (a file made in the
+ * meantime, a full disk): those are printed on standard output, their only copy, and stderr says
+ * loudly what happened, which shares went where and why. Exit status 1.
+ */
+function sharesNotWritten(json: boolean, rotation: Rotation, files: readonly string[], unwritten: readonly Unwritten[]): never {
+  const total = rotation.shares.length;
+  const happened =
+    rotation.state === 'current'
+      ? `the KMS was initialized: its new root key ${rotation.rootKeyId} is current`
+      : `the KMS was rotated: its new root key ${rotation.rootKeyId} is pending verification (the current one stays until \`tee-kms verify\`)`;
+  const stake =
+    rotation.state === 'current'
+      ? 'without enough of them (the threshold) the KMS can never be unsealed after a restart'
+      : 'without enough of them (the threshold) the new root key cannot be verified';
+  const named = unwritten.map((u) => u.file).join(', ');
+  print(
+    json,
+    { state: rotation.state, files, unwritten: unwritten.map(({ file, share }) => ({ file, share })) },
+    unwritten.map((u) => JSON.stringify(u.share)).join('\n'),
+  );
+  say(`WARNING: ${happened}, but ${unwritten.length} of its ${total} shares could not be written:`);
+  for (const u of unwritten) say(`  ${u.reason}`);
+  say(files.length === 0 ? 'no share was written' : `written: ${files.join(', ')}`);
+  say(
+    `printed on standard output instead${json ? ' (in "unwritten")' : ', one JSON object a line, in this order'}: the shares meant for ${named}. ` +
+      `That is their only copy: save each now where only you can read it (as the file it was meant for); ${stake}.`,
+  );
+  throw new Incomplete(`rotate: ${unwritten.length} of ${total} shares not written to files, only printed on standard output`);
 }
 
 function progressText(progress: RecoveryProgress): string {
