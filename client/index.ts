@@ -139,25 +139,47 @@ export class KmsClient {
   async enroll(user?: string, token?: string): Promise<Enrollment> {
     const name = required(user ?? this.#options.user, 'user');
     const secret = token ?? (user === undefined ? this.#options.token : undefined) ?? randomBytes(32).toString('base64url');
-    await this.#call({ method: 'POST', path: `/user/${segment(name)}`, credential: { user: name, token: secret } });
+    const answer = await this.#call({ method: 'POST', path: `/user/${segment(name)}`, credential: { user: name, token: secret } });
+    answered(answer, 'enrollment', '{user, created: true}', (json) => typeof json.user === 'string' && json.created === true);
     return { user: name, token: secret };
   }
 
   /** POST /primaryKey/{name}. */
   async createPrimaryKey(name: string): Promise<CreatedPrimaryKey> {
-    return (await this.#call({ method: 'POST', path: `/primaryKey/${segment(name)}`, credential: 'user' })).json as CreatedPrimaryKey;
+    const answer = await this.#call({ method: 'POST', path: `/primaryKey/${segment(name)}`, credential: 'user' });
+    return answered(
+      answer,
+      'primary key creation',
+      '{user, primaryKey, created: true}',
+      (json) => strings(json, 'user', 'primaryKey') && json.created === true,
+    );
   }
 
   /** POST /dataKey/{name}?primaryKeyName=…: a data key under `primaryKeyName`. */
   async createDataKey(primaryKeyName: string, name: string): Promise<CreatedDataKey> {
     const call = { method: 'POST', path: `/dataKey/${segment(name)}`, query: { primaryKeyName: required(primaryKeyName, 'primaryKeyName') } } as const;
-    return (await this.#call({ ...call, credential: 'user' })).json as CreatedDataKey;
+    const answer = await this.#call({ ...call, credential: 'user' });
+    return answered(
+      answer,
+      'data key creation',
+      '{user, primaryKey, dataKey, created: true}',
+      (json) => strings(json, 'user', 'primaryKey', 'dataKey') && json.created === true,
+    );
   }
 
-  /** GET /dataKey/{name}?primaryKeyName=…: the data key's plaintext (base64) in `key`. */
+  /**
+   * GET /dataKey/{name}?primaryKeyName=…: the data key's plaintext (base64) in `key`. An answer
+   * without a key of 32 bytes is refused (PROTOCOL), rather than handed on as one.
+   */
   async getDataKey(primaryKeyName: string, name: string): Promise<DataKey> {
     const call = { method: 'GET', path: `/dataKey/${segment(name)}`, query: { primaryKeyName: required(primaryKeyName, 'primaryKeyName') } } as const;
-    return (await this.#call({ ...call, credential: 'user' })).json as DataKey;
+    const answer = await this.#call({ ...call, credential: 'user' });
+    return answered(
+      answer,
+      'data key',
+      '{user, primaryKey, dataKey, key} with key the base64 of 32 bytes',
+      (json) => strings(json, 'user', 'primaryKey', 'dataKey') && isKey(json.key),
+    );
   }
 
   /**
@@ -429,6 +451,33 @@ function retryDelay(retryAfter: number | undefined, attempt: number): number {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A data key: 32 bytes, in canonical (padded) base64, as the KMS answers it. */
+const DATA_KEY_BYTES = 32;
+
+/**
+ * An answer's JSON, once `valid` says it has the shape `shape`; else PROTOCOL with its status. The
+ * message names the shape, never the answer, which may hold a key.
+ */
+function answered<T>(answer: Answer, what: string, shape: string, valid: (json: Readonly<Record<string, unknown>>) => boolean): T {
+  const { json, status } = answer;
+  if (typeof json !== 'object' || json === null || Array.isArray(json) || !valid(json as Record<string, unknown>)) {
+    throw new KmsError('PROTOCOL', `the ${what} answer is not ${shape}: refused`, { status });
+  }
+  return json as T;
+}
+
+function strings(json: Readonly<Record<string, unknown>>, ...names: readonly string[]): boolean {
+  return names.every((name) => typeof json[name] === 'string');
+}
+
+function isKey(key: unknown): boolean {
+  if (typeof key !== 'string') return false;
+  const bytes = Buffer.from(key, 'base64');
+  const canonical = bytes.length === DATA_KEY_BYTES && bytes.toString('base64') === key;
+  bytes.fill(0);
+  return canonical;
 }
 
 function isShare(share: unknown): share is Share {

@@ -91,7 +91,7 @@ describe('HTTP behaviour', () => {
   afterAll(async () => Promise.all(servers.map((s) => s.close())));
 
   it('sends credentials in headers by default, in the query when asked', async () => {
-    const server = await start((_req, res) => json(res, 200, { key: 'k' }));
+    const server = await start((_req, res) => json(res, 200, { user: 'alice', primaryKey: 'pk1', dataKey: 'dk1', key: Buffer.alloc(32).toString('base64') }));
     await new KmsClient({ url: server.url, user: 'alice', token: 'alices token+/' }).getDataKey('pk1', 'dk1');
     await new KmsClient({ url: server.url, user: 'alice', token: 'alices token+/', credentials: 'query' }).getDataKey('pk1', 'dk1');
     const [inHeaders, inQuery] = server.seen.received;
