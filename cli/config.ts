@@ -36,32 +36,67 @@ function readFileNamed(path: string, what: string): string {
   }
 }
 
-/** A token: the variable's value, else the named file's first line. Errors never quote it. */
+/**
+ * What a token or a user name can be, wherever it comes from: one line of printable Latin-1
+ * characters. They travel in HTTP headers, which carry nothing else (a character above U+00FF
+ * cannot be sent at all), and the KMS refuses control characters in a token.
+ */
+// eslint-disable-next-line no-control-regex
+const HEADER_SAFE = /^[^\u0000-\u001f\u007f\u0100-\u{10ffff}]+$/u;
+const HEADER_RULE = 'on one line, printable characters of ISO-8859-1 (Latin-1) only';
+
+/**
+ * A token: the named file's first line, else the variable's value; checked the same way from
+ * either (HEADER_SAFE). Errors name where it came from, never the token.
+ */
 function secret(variable: string, file: string | undefined, fileFlag: string): string | undefined {
   const path = file ?? env(`${variable}_FILE`);
   if (path !== undefined) {
     const token = readFileNamed(path, `${fileFlag} file`).replace(/\r?\n$/, '');
-    if (token === '' || /[\r\n]/.test(token)) throw new UsageError(`the ${fileFlag} file ${path} must hold the token on one line`);
+    if (!HEADER_SAFE.test(token)) throw new UsageError(`the ${fileFlag} file ${path} must hold the token ${HEADER_RULE}`);
     return token;
   }
-  return env(variable);
+  const token = env(variable);
+  if (token !== undefined && !HEADER_SAFE.test(token)) throw new UsageError(`${variable} must hold the token ${HEADER_RULE}`);
+  return token;
 }
 
-/** The user whose keys a file is under. */
-export function userOf(command: Command): string {
-  const user = globals(command).user ?? env('TEE_KMS_USER');
-  if (user === undefined) throw new UsageError('no user: give --user or set TEE_KMS_USER');
+/** The user: --user, else TEE_KMS_USER; undefined when neither is given. Errors never quote it. */
+function userNamed(options: GlobalOptions): string | undefined {
+  const user = options.user ?? env('TEE_KMS_USER');
+  if (user !== undefined && !HEADER_SAFE.test(user)) {
+    throw new UsageError(`the user (${options.user === undefined ? 'TEE_KMS_USER' : '--user'}) must be a name ${HEADER_RULE}`);
+  }
   return user;
 }
 
-export function clientFor(command: Command): KmsClient {
+const NO_USER = 'no user: give --user or set TEE_KMS_USER';
+const NO_TOKEN = "no token: set TEE_KMS_TOKEN to the user's token, or name a file holding it with --token-file or TEE_KMS_TOKEN_FILE";
+const NO_ADMIN_TOKEN = 'no admin token: set TEE_KMS_ADMIN_TOKEN, or name a file holding it with --admin-token-file or TEE_KMS_ADMIN_TOKEN_FILE';
+
+/** The user whose keys a file is under. */
+export function userOf(command: Command): string {
+  const user = userNamed(globals(command));
+  if (user === undefined) throw new UsageError(NO_USER);
+  return user;
+}
+
+/**
+ * The client for a command, which needs `credentials`: the user and its token ('user'), the admin
+ * token ('admin'), or none given here (the server says whether it needs them).
+ */
+export function clientFor(command: Command, credentials: 'user' | 'admin' | 'any' = 'any'): KmsClient {
   const options = globals(command);
   const url = options.url ?? env('TEE_KMS_URL');
   if (url === undefined) throw new UsageError('no server: give --url or set TEE_KMS_URL');
   const caFile = options.ca ?? env('TEE_KMS_CA');
-  const user = options.user ?? env('TEE_KMS_USER');
+  const user = userNamed(options);
   const token = secret('TEE_KMS_TOKEN', options.tokenFile, '--token-file');
   const adminToken = secret('TEE_KMS_ADMIN_TOKEN', options.adminTokenFile, '--admin-token-file');
+  // Said here, in the command line's terms, before the client says it in its own (options, arguments).
+  if (credentials === 'user' && user === undefined) throw new UsageError(NO_USER);
+  if (credentials === 'user' && token === undefined) throw new UsageError(NO_TOKEN);
+  if (credentials === 'admin' && adminToken === undefined) throw new UsageError(NO_ADMIN_TOKEN);
   return new KmsClient({
     url,
     ...(caFile === undefined ? {} : { ca: readFileNamed(caFile, '--ca') }),
@@ -74,13 +109,6 @@ export function clientFor(command: Command): KmsClient {
     retries: 0,
     timeoutMs: 300_000,
   });
-}
-
-/** The user's token, for the commands that need one before any request (enroll). */
-export function tokenOf(command: Command): string {
-  const token = secret('TEE_KMS_TOKEN', globals(command).tokenFile, '--token-file');
-  if (token === undefined) throw new UsageError('no token: set TEE_KMS_TOKEN or give --token-file');
-  return token;
 }
 
 const ATTEST_MEMBERS = new Set(['policy', 'sealerPolicy', 'collateral', 'pccsUrl', 'trustedRootCaPem', 'allowDevelopment', 'keyReuseSeconds']);

@@ -5,12 +5,65 @@ import { createInterface } from 'node:readline';
 import { createFile } from '../shared/fs/durable.js';
 import { Refused, UsageError } from './errors.js';
 
-/** A message for the person at the terminal; stdout stays the result alone. */
-export const say = (message: string): void => void process.stderr.write(`tee-kms: ${message}\n`);
+// eslint-disable-next-line no-control-regex
+const CONTROLS = /[\u0000-\u001f\u007f-\u009f]/g;
 
-/** The result: `json` with --json, else `text` (one or more lines). */
-export function print(json: boolean, value: unknown, text: string): void {
-  process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${text}\n`);
+/**
+ * Text for a terminal: every control character (C0 including newline, DEL, C1) written as `\xHH`,
+ * so that nothing said or printed, a server's message included, can move the cursor, rewrite or
+ * forge a line, or start an escape sequence.
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROLS, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/** A message for the person at the terminal, on one line; stdout stays the result alone. */
+export const say = (message: string): void => void process.stderr.write(`tee-kms: ${printable(message)}\n`);
+
+/**
+ * The result: `json` with --json (DEL and C1 written as \u escapes: the same JSON value, plain
+ * ASCII controls none), else `text`, one line or several, each printable().
+ */
+export function print(json: boolean, value: unknown, text: string | readonly string[]): void {
+  if (json) {
+    const escaped = JSON.stringify(value).replace(/[\u007f-\u009f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    process.stdout.write(`${escaped}\n`);
+    return;
+  }
+  const lines = typeof text === 'string' ? [text] : text;
+  process.stdout.write(lines.map((line) => `${printable(line)}\n`).join(''));
+}
+
+/** The exit status of a command whose standard output was closed under it: 128 + SIGPIPE, as the shell says. */
+export const EXIT_CLOSED_PIPE = 141;
+
+let lostIfClosed: string | undefined;
+
+/**
+ * What `print` writes from now on is a secret's only copy (shares): if standard output turns out
+ * to be closed, `message` says on stderr what was lost. The error comes after the write returned,
+ * so this holds until the command ends.
+ */
+export function onlyCopyOnStdout(message: string | undefined): void {
+  lostIfClosed = message;
+}
+
+/**
+ * Standard output closed by its reader (`tee-kms … | head -c0`, `| true`): the command stops at
+ * once with EXIT_CLOSED_PIPE and no stack trace, as a command killed by SIGPIPE does; what was
+ * lost is said when it was a secret's only copy. Any other error writing it is said by its code.
+ * Standard error failing is ignored: there is nowhere left to say anything.
+ */
+export function guardStandardStreams(): void {
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') {
+      if (lostIfClosed !== undefined) say(lostIfClosed);
+      process.exit(EXIT_CLOSED_PIPE);
+    }
+    say(`cannot write standard output (${error.code ?? 'error'})${lostIfClosed === undefined ? '' : `: ${lostIfClosed}`}`);
+    process.exit(1);
+  });
+  process.stderr.on('error', () => undefined);
 }
 
 /**

@@ -2,7 +2,8 @@
 /**
  * `tee-kms`: the command line of the KMS (README, "Command line"). Exit status: 0 done; 1 the
  * server (or a check here) refused, with its code and message; 2 usage or malformed input; 3 the
- * server cannot be reached or its TLS certificate is not trusted.
+ * server cannot be reached or its TLS certificate is not trusted; 141 standard output was closed
+ * under it (io.ts, guardStandardStreams).
  */
 import { Command, CommanderError } from 'commander';
 import { KmsError as LocalError } from '../shared/errors.js';
@@ -12,7 +13,7 @@ import { addFileCommands } from './commands/files.js';
 import { addKeyCommands } from './commands/keys.js';
 import { addRootKeyCommands } from './commands/root-key.js';
 import { EXIT, Incomplete, Refused, UsageError } from './errors.js';
-import { say } from './io.js';
+import { guardStandardStreams, printable, say } from './io.js';
 import { KmsError } from './kms.js';
 
 /** Transport codes of the client: the server gave no answer. */
@@ -29,6 +30,7 @@ export function program(): Command {
     .option('--attest <file>', "attested mode: verify the service's evidence with these options (JSON) and seal credentials and shares to it")
     .option('--json', 'print results as JSON')
     .showHelpAfterError('(add --help for usage)')
+    .configureOutput({ outputError: (message, write) => write(errorText(message)) })
     .exitOverride();
   addRootKeyCommands(root);
   addKeyCommands(root);
@@ -44,7 +46,28 @@ export function program(): Command {
   return root;
 }
 
-/** The exit status for a failure, with its message said on stderr (never a secret: see kms.ts). */
+const UNKNOWN_OPTION = /^error: unknown option '([\s\S]*)'((?:\n\(Did you mean [^'\n]*\?\))?)\n$/;
+
+/**
+ * Commander's error messages, as they go to stderr: control characters escaped, and an unknown
+ * option named without its value. `--token=SECRET` (an option that does not exist: tokens never
+ * come as arguments) would otherwise be repeated whole; `-tSECRET` likewise is named `-t`.
+ */
+function errorText(message: string): string {
+  const unknown = UNKNOWN_OPTION.exec(message);
+  if (unknown !== null) {
+    const flag = unknown[1]!;
+    const name = flag.startsWith('--') ? flag.split('=')[0]! : flag.slice(0, 2);
+    return `error: unknown option '${printable(name)}'${unknown[2]!}\n`;
+  }
+  return `${message.replace(/\n$/, '').split('\n').map(printable).join('\n')}\n`;
+}
+
+/**
+ * The exit status for a failure, with its message said on stderr (never a secret: see kms.ts); a
+ * message may come from the server, or from whoever answers in its place: say() escapes its
+ * control characters.
+ */
 function failure(error: unknown): number {
   if (error instanceof CommanderError) {
     return error.exitCode === 0 ? EXIT.ok : EXIT.usage; // commander printed the message or the help
@@ -97,4 +120,5 @@ export async function main(argv: readonly string[]): Promise<number> {
 
 // `npm run kms` starts in the package's directory: paths are meant from where npm was run.
 if (process.env.npm_lifecycle_event === 'kms' && process.env.INIT_CWD) process.chdir(process.env.INIT_CWD);
+guardStandardStreams();
 process.exitCode = await main(process.argv.slice(2));

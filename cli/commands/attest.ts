@@ -12,7 +12,7 @@ export function addAttestCommand(program: Command): void {
       if (globals(command).attest === undefined) throw new UsageError('attest needs --attest <file>: the policy to verify the evidence against');
       const attestation = await clientFor(command).attestation();
       const claims = Object.entries(attestation.claims).map(([name, value]) => `${name}: ${typeof value === 'string' ? value : JSON.stringify(value)}`);
-      const text = [`tee: ${attestation.tee}`, `rootKeyId: ${attestation.rootKeyId}`, `serviceKey: ${attestation.serviceKey.x}`, ...claims].join('\n');
+      const text = [`tee: ${attestation.tee}`, `rootKeyId: ${attestation.rootKeyId}`, `serviceKey: ${attestation.serviceKey.x}`, ...claims];
       print(globals(command).json === true, attestation, text);
     });
 }

@@ -65,7 +65,7 @@ export function addFileCommands(program: Command): void {
     .option('--format <format>', 'tee-kms (authenticated stream, the default) or bigdl (BigDL PPML files)', 'tee-kms')
     .action(async (path: string, options: FileOptions & { primaryKey: string; dataKey: string }, command: Command) => {
       const format = formatOf(options.format);
-      const client = clientFor(command);
+      const client = clientFor(command, 'user');
       const user = userOf(command);
       const size = await sizeOf(path);
       boundStreamGarbage();
@@ -87,7 +87,7 @@ export function addFileCommands(program: Command): void {
     .option('--data-key <dk>', 'bigdl: the data key (default: the name in the file, BigDL 2.3+)')
     .action(async (path: string, options: Omit<FileOptions, 'format'> & { format?: string }, command: Command) => {
       const asked = options.format === undefined ? undefined : formatOf(options.format);
-      const client = clientFor(command);
+      const client = clientFor(command, 'user');
       const size = await sizeOf(path);
       const { format: found, stream: stdin } = path === '-' ? await peekStream(process.stdin) : { format: await peekFile(path), stream: process.stdin };
       const format = checkedFormat(path, found, asked);

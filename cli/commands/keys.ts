@@ -1,6 +1,6 @@
 /** `enroll`, `primary-key create`, `data-key create|get`: a user's keys. */
 import type { Command } from 'commander';
-import { clientFor, globals, tokenOf } from '../config.js';
+import { clientFor, globals } from '../config.js';
 import { print, writeSecretFile } from '../io.js';
 
 export function addKeyCommands(program: Command): void {
@@ -8,9 +8,9 @@ export function addKeyCommands(program: Command): void {
     .command('enroll')
     .description('enroll --user with the token of TEE_KMS_TOKEN or --token-file')
     .action(async (_options, command: Command) => {
-      const client = clientFor(command);
+      // The user's token is needed: never one made up here, as it would have to be printed.
+      const client = clientFor(command, 'user');
       const { json } = globals(command);
-      tokenOf(command); // never one made up here: it would have to be printed
       const { user } = await client.enroll();
       print(json === true, { user, created: true }, `user ${user} enrolled`);
     });
@@ -20,7 +20,7 @@ export function addKeyCommands(program: Command): void {
     .command('create <pk>')
     .description('create the primary key <pk>')
     .action(async (pk: string, _options, command: Command) => {
-      await clientFor(command).createPrimaryKey(pk);
+      await clientFor(command, 'user').createPrimaryKey(pk);
       print(globals(command).json === true, { primaryKey: pk, created: true }, `primary key ${pk} created`);
     });
 
@@ -29,7 +29,7 @@ export function addKeyCommands(program: Command): void {
     .command('create <pk> <dk>')
     .description('create the data key <dk> under the primary key <pk>')
     .action(async (pk: string, dk: string, _options, command: Command) => {
-      await clientFor(command).createDataKey(pk, dk);
+      await clientFor(command, 'user').createDataKey(pk, dk);
       print(globals(command).json === true, { primaryKey: pk, dataKey: dk, created: true }, `data key ${dk} created under ${pk}`);
     });
   data
@@ -37,7 +37,7 @@ export function addKeyCommands(program: Command): void {
     .description('print the data key <dk> (base64), or write it to a new file')
     .option('--out <file>', 'write the key (base64) to this new file, mode 0600; never overwrites')
     .action(async (pk: string, dk: string, options: { out?: string }, command: Command) => {
-      const { key } = await clientFor(command).getDataKey(pk, dk);
+      const { key } = await clientFor(command, 'user').getDataKey(pk, dk);
       const json = globals(command).json === true;
       if (options.out === undefined) return print(json, { primaryKey: pk, dataKey: dk, key }, key);
       await writeSecretFile(options.out, `${key}\n`);

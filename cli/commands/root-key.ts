@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { readJsonFile, readSharesToSend, readShareToSend, shareToSend } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
 import { Incomplete, Refused, UsageError } from '../errors.js';
-import { print, refuseTerminal, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
+import { onlyCopyOnStdout, print, refuseTerminal, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
 import { KmsError, type KmsClient, type RecoveryProgress, type Rotation, type Share } from '../kms.js';
 
 export function addRootKeyCommands(program: Command): void {
@@ -14,9 +14,9 @@ export function addRootKeyCommands(program: Command): void {
     .description("the root key's state: sealed, initialized, threshold, recovery progress, rotation")
     .action(async (_options, command: Command) => {
       const status = await clientFor(command).sealStatus();
-      const text = Object.entries(status)
-        .map(([name, value]) => `${name}: ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)}`)
-        .join('\n');
+      const text = Object.entries(status).map(
+        ([name, value]) => `${name}: ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)}`,
+      );
       print(globals(command).json === true, status, text);
     });
 
@@ -57,7 +57,12 @@ export function addRootKeyCommands(program: Command): void {
         });
       const next = rotation.state === 'pending-verification' ? 'pending: prove the new shares with `tee-kms verify`' : 'current';
       if (options.outDir === undefined) {
-        return print(json, rotation.shares, rotation.shares.map((share) => JSON.stringify(share)).join('\n'));
+        onlyCopyOnStdout(`standard output was closed before it took the shares: ${happened(rotation)}, and its shares are lost; ${remedy(rotation)}`);
+        return print(
+          json,
+          rotation.shares,
+          rotation.shares.map((share) => JSON.stringify(share)),
+        );
       }
       const files: string[] = [];
       const unwritten: Unwritten[] = [];
@@ -80,7 +85,7 @@ export function addRootKeyCommands(program: Command): void {
     .command('verify <shareFiles...>')
     .description('prove the shares of a pending rotation (admin token): the new root key becomes current')
     .action(async (shareFiles: string[], _options, command: Command) => {
-      const client = clientFor(command);
+      const client = clientFor(command, 'admin');
       const shares = await readSharesToSend(shareFiles);
       const result = await client.verify(shares);
       print(globals(command).json === true, result, `shares verified: root key ${String(result['rootKeyId'])} is current`);
@@ -108,6 +113,20 @@ interface RotateOptions {
   readonly outDir?: string;
   readonly printShares?: boolean;
   readonly allowPlaintextShares?: boolean;
+}
+
+/** What a rotate that answered did to the KMS. */
+function happened(rotation: Rotation): string {
+  return rotation.state === 'current'
+    ? `the KMS was initialized: its new root key ${rotation.rootKeyId} is current`
+    : `the KMS was rotated: its new root key ${rotation.rootKeyId} is pending verification (the current one stays until \`tee-kms verify\`)`;
+}
+
+/** What to do when a rotate's shares are lost. */
+function remedy(rotation: Rotation): string {
+  return rotation.state === 'current'
+    ? 'while the KMS is still unsealed, rotate again with the admin token and verify the new shares, or it can never be unsealed after a restart'
+    : 'rotate again for new shares (the current root key stays)';
 }
 
 /** A share file named `share-….json`: rotate --out-dir writes share-1.json to share-<n>.json. */
@@ -145,21 +164,18 @@ interface Unwritten {
  */
 function sharesNotWritten(json: boolean, rotation: Rotation, files: readonly string[], unwritten: readonly Unwritten[]): never {
   const total = rotation.shares.length;
-  const happened =
-    rotation.state === 'current'
-      ? `the KMS was initialized: its new root key ${rotation.rootKeyId} is current`
-      : `the KMS was rotated: its new root key ${rotation.rootKeyId} is pending verification (the current one stays until \`tee-kms verify\`)`;
   const stake =
     rotation.state === 'current'
       ? 'without enough of them (the threshold) the KMS can never be unsealed after a restart'
       : 'without enough of them (the threshold) the new root key cannot be verified';
   const named = unwritten.map((u) => u.file).join(', ');
+  onlyCopyOnStdout(`standard output was closed: the shares meant for ${named} are lost; ${remedy(rotation)}`);
   print(
     json,
     { state: rotation.state, files, unwritten: unwritten.map(({ file, share }) => ({ file, share })) },
-    unwritten.map((u) => JSON.stringify(u.share)).join('\n'),
+    unwritten.map((u) => JSON.stringify(u.share)),
   );
-  say(`WARNING: ${happened}, but ${unwritten.length} of its ${total} shares could not be written:`);
+  say(`WARNING: ${happened(rotation)}, but ${unwritten.length} of its ${total} shares could not be written:`);
   for (const u of unwritten) say(`  ${u.reason}`);
   say(files.length === 0 ? 'no share was written' : `written: ${files.join(', ')}`);
   say(

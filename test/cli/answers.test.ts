@@ -1,7 +1,9 @@
 /**
  * `tee-kms` run as a real process against a server that answers what the test says: a KMS gone
  * wrong, or an impostor on the way. Answers of the wrong shape are refused (exit 1, PROTOCOL),
- * and nothing is printed or written from them.
+ * and nothing is printed or written from them; the server's words reach the terminal with their
+ * control characters escaped. Then the command line's own edges: a standard output closed under
+ * it, tokens and users that cannot be sent, and options that do not exist, none repeated.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -25,14 +27,18 @@ let server: Server;
 let url: string;
 /** What the server answers next, to every request. */
 let answer: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => res.writeHead(500).end();
+let requests = 0;
 
 const json =
   (status: number, body: unknown, headers: Record<string, string> = {}) =>
   (_req: IncomingMessage, res: ServerResponse) =>
     void res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
 
-/** The CLI as a child process, waited for without blocking: the server runs in this process. */
-function run(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
+/**
+ * The CLI as a child process, waited for without blocking: the server runs in this process. With
+ * `closeStdout`, the reading end of its standard output is closed at once, as `| true` does.
+ */
+function run(args: readonly string[], env: Record<string, string> = {}, options: { closeStdout?: boolean } = {}): Promise<Run> {
   const child = spawn(process.execPath, [cli, ...args], {
     cwd: tmp,
     env: { PATH: process.env.PATH ?? '', TEE_KMS_URL: url, TEE_KMS_USER: 'alice', TEE_KMS_TOKEN: 'alices-token', ...env },
@@ -40,7 +46,8 @@ function run(args: readonly string[], env: Record<string, string> = {}): Promise
   });
   let stdout = '';
   let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  if (options.closeStdout === true) child.stdout.destroy();
+  else child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   return new Promise((resolve) => child.on('close', (status) => resolve({ status, stdout, stderr })));
 }
@@ -48,6 +55,7 @@ function run(args: readonly string[], env: Record<string, string> = {}): Promise
 beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'tee-kms-answers-'));
   server = createServer((req, res) => {
+    requests++;
     req.resume().on('end', () => answer(req, res));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -129,5 +137,112 @@ describe('answers of the wrong shape', () => {
     }
     answer = json(201, { ...names, created: true });
     for (const [args] of cases) expect((await run(args)).status, args.join(' ')).toBe(0);
+  });
+});
+
+describe("the server's words on the terminal", () => {
+  // Clear the screen, set the window title, a carriage return and a forged line, CSI as C1, DEL.
+  const hostile = 'bad\u001b[2J\u001b]0;owned\u0007\r\ntee-kms: all is well\u009b31m\u007f';
+  const shown = 'bad\\x1b[2J\\x1b]0;owned\\x07\\x0d\\x0atee-kms: all is well\\x9b31m\\x7f';
+
+  it('an error message: its control characters escaped, on one line', async () => {
+    answer = json(409, { error: { code: 'CONFLICT', message: hostile } });
+    const refused = await run(['primary-key', 'create', 'pk1']);
+    expect(refused).toEqual({ status: 1, stdout: '', stderr: `tee-kms: CONFLICT: ${shown}\n` });
+    answer = json(503, { error: { code: 'SEALED', message: hostile } });
+    expect((await run(['data-key', 'get', 'pk1', 'dk1'])).stderr).toBe(`tee-kms: SEALED: ${shown}\n`);
+  });
+
+  it('what status prints: escaped in text; with --json, C1 and DEL as \\u escapes of the same JSON', async () => {
+    answer = json(200, { sealed: false, initialized: true, rootKeyId: hostile });
+    const text = await run(['status']);
+    expect(text).toEqual({ status: 0, stdout: `sealed: false\ninitialized: true\nrootKeyId: ${shown}\n`, stderr: '' });
+    const asJson = await run(['status', '--json']);
+    expect(asJson.status).toBe(0);
+    // eslint-disable-next-line no-control-regex
+    expect(asJson.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(JSON.parse(asJson.stdout)).toEqual({ sealed: false, initialized: true, rootKeyId: hostile });
+  });
+});
+
+describe('the command line', () => {
+  const KEY_ANSWER = { user: 'alice', primaryKey: 'pk1', dataKey: 'dk1', key: Buffer.alloc(32, 7).toString('base64') };
+
+  it('standard output closed by its reader (`| true`): exit 141, as for SIGPIPE, and no stack trace', async () => {
+    answer = json(200, KEY_ANSWER);
+    for (const args of [['data-key', 'get', 'pk1', 'dk1'], ['--json', 'data-key', 'get', 'pk1', 'dk1'], ['status']]) {
+      if (args[0] === 'status') answer = json(200, { sealed: false });
+      expect(await run(args, {}, { closeStdout: true })).toEqual({ status: 141, stdout: '', stderr: '' });
+    }
+  });
+
+  it('a token that cannot be sent, from the environment or a file: exit 2, nothing sent, the token never repeated', async () => {
+    answer = json(200, KEY_ANSWER);
+    const before = requests;
+    const rule = 'must hold the token on one line, printable characters of ISO-8859-1 (Latin-1) only';
+    for (const token of ['secret-\u20ac-token', 'secret\ntoken', 'secret\ttoken', 'secret\u007ftoken']) {
+      const fromEnv = await run(['data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN: token });
+      expect({ token, ...fromEnv }).toEqual({ token, status: 2, stdout: '', stderr: `tee-kms: TEE_KMS_TOKEN ${rule}\n` });
+      const admin = await run(['verify', 'share.json'], { TEE_KMS_ADMIN_TOKEN: token });
+      expect({ token, ...admin }).toEqual({ token, status: 2, stdout: '', stderr: `tee-kms: TEE_KMS_ADMIN_TOKEN ${rule}\n` });
+      const file = join(tmp, 'token');
+      await writeFile(file, `${token}\n`);
+      const fromFile = await run(['data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN_FILE: file });
+      expect({ token, ...fromFile }).toEqual({ token, status: 2, stdout: '', stderr: `tee-kms: the --token-file file ${file} ${rule}\n` });
+      await rm(file);
+    }
+    const user = await run(['data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_USER: 'alice\nbob' });
+    expect(user).toEqual({
+      status: 2,
+      stdout: '',
+      stderr: 'tee-kms: the user (TEE_KMS_USER) must be a name on one line, printable characters of ISO-8859-1 (Latin-1) only\n',
+    });
+    expect(requests).toBe(before);
+    // Latin-1 goes through.
+    expect((await run(['data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN: 'caf\u00e9-token' })).status).toBe(0);
+  });
+
+  it('no token, no admin token, no user: exit 2, said in the command line\'s terms (never "as an argument")', async () => {
+    const before = requests;
+    const noToken = await run(['data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN: '' });
+    expect(noToken).toEqual({
+      status: 2,
+      stdout: '',
+      stderr: "tee-kms: no token: set TEE_KMS_TOKEN to the user's token, or name a file holding it with --token-file or TEE_KMS_TOKEN_FILE\n",
+    });
+    for (const args of [
+      ['enroll'],
+      ['primary-key', 'create', 'pk1'],
+      ['data-key', 'create', 'pk1', 'dk1'],
+      ['encrypt', '--primary-key', 'p', '--data-key', 'd', '-', '-o', '-'],
+    ]) {
+      expect(await run(args, { TEE_KMS_TOKEN: '' })).toEqual({ ...noToken });
+    }
+    expect(await run(['verify', 'share.json'])).toEqual({
+      status: 2,
+      stdout: '',
+      stderr: 'tee-kms: no admin token: set TEE_KMS_ADMIN_TOKEN, or name a file holding it with --admin-token-file or TEE_KMS_ADMIN_TOKEN_FILE\n',
+    });
+    expect(await run(['primary-key', 'create', 'pk1'], { TEE_KMS_USER: '' })).toEqual({
+      status: 2,
+      stdout: '',
+      stderr: 'tee-kms: no user: give --user or set TEE_KMS_USER\n',
+    });
+    expect(requests).toBe(before);
+  });
+
+  it('an option that does not exist is named without its value', async () => {
+    const cases: Array<[string[], string]> = [
+      [['--token=SECRET-TOKEN', 'enroll'], "error: unknown option '--token'\n"],
+      [['enroll', '--admin-token=SECRET-TOKEN'], "error: unknown option '--admin-token'\n"],
+      [['enroll', '-tSECRET-TOKEN'], "error: unknown option '-t'\n"],
+      [['enroll', '--tok=SECRET\u001b[2J'], "error: unknown option '--tok'\n"],
+    ];
+    for (const [args, said] of cases) {
+      const refused = await run(args);
+      expect({ args, status: refused.status, stdout: refused.stdout }).toEqual({ args, status: 2, stdout: '' });
+      expect(refused.stderr.startsWith(said), refused.stderr).toBe(true);
+      expect(refused.stderr).not.toContain('SECRET');
+    }
   });
 });

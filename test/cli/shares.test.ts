@@ -38,8 +38,11 @@ let onConnection: () => void = () => undefined;
 let connections = 0;
 let closeProxy: () => Promise<void> = async () => undefined;
 
-/** The CLI as a child process, waited for without blocking: the proxy runs in this process. */
-function run(args: readonly string[], options: { env?: Record<string, string>; input?: string; direct?: boolean } = {}): Promise<Run> {
+/**
+ * The CLI as a child process, waited for without blocking: the proxy runs in this process. With
+ * `closeStdout`, the reading end of its standard output is closed at once, as `| true` does.
+ */
+function run(args: readonly string[], options: { env?: Record<string, string>; input?: string; direct?: boolean; closeStdout?: boolean } = {}): Promise<Run> {
   const url = `https://127.0.0.1:${options.direct === true ? port : proxyPort}`;
   const child = spawn(process.execPath, [cli, ...args], {
     cwd: tmp,
@@ -48,7 +51,8 @@ function run(args: readonly string[], options: { env?: Record<string, string>; i
   });
   let stdout = '';
   let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  if (options.closeStdout === true) child.stdout.destroy();
+  else child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   child.stdin.end(options.input ?? '');
   return new Promise((resolve) => child.on('close', (status) => resolve({ status, stdout, stderr })));
@@ -198,5 +202,14 @@ describe('rotate --out-dir and the share files in its way', () => {
     const verified = await run(['--json', 'verify', ...opened], { env: withAdmin });
     expect(verified.status, verified.stderr).toBe(0);
     expect(JSON.parse(verified.stdout)).toMatchObject({ promoted: true });
+  });
+
+  it('rotate to a standard output closed by its reader: exit 141, and stderr says the shares are lost and what to do', async () => {
+    const rotated = await run(['rotate'], { env: withAdmin, direct: true, closeStdout: true });
+    expect(rotated.status).toBe(141);
+    expect(rotated.stderr).toMatch(
+      /^tee-kms: standard output was closed before it took the shares: the KMS was rotated: its new root key \S+ is pending verification .*, and its shares are lost; rotate again for new shares \(the current root key stays\)\n$/,
+    );
+    expect(await status()).toMatchObject({ verificationPending: true });
   });
 });
