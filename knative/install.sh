@@ -65,7 +65,9 @@ usage: knative/install.sh [options]     (every option also reads the environment
                                                     long records wrapped under a rotated-away root key remain
   --root-key-file FILE          KMS_ROOT_KEY_FILE   mode 1: base64 of 32 random bytes (or KMS_ROOT_KEY)
   --generate-root-key                               mode 1 with a new random key (saved in the secrets dir)
-                                                    (no root key at all: the Shamir mode)
+                                                    (no root key at all: the Shamir mode; with --tee tdx
+                                                    mode 1 is listed in the sealer's init-data, so the
+                                                    sealer's MRCONFIGID differs between the two modes)
   --replace-root-key                                allow replacing an installed mode-1 key (orphans
                                                     every key wrapped under the old one)
   --admin-token-file FILE       KMS_ADMIN_TOKEN_FILE  operator token for rotate/verify (default: generated)
@@ -377,22 +379,43 @@ check_auto_unseal() {
   ' "$AUTO_UNSEAL_KBS_URL" "$AUTO_UNSEAL_CA" "$AUTO_UNSEAL_RESOURCE") || die "node is needed for --auto-unseal-*"
 }
 
+# The root key mode (docs/root-key.md): the sealer's agent policy admits KMS_SEALER_ROOT_KEY and
+# KMS_SEALER_ROOT_KEY_FILE only as its init-data lists them (root_key_env), so mode 1 is measured.
+# In mode 1 components/root-key-secret sets KMS_SEALER_ROOT_KEY_FILE on the sealer; the entry listed
+# is read from that component's patch, so the two cannot differ. [[NAME, VALUE]] as JSON, or [].
+ROOT_KEY_PATCH=$SCRIPT_DIR/components/root-key-secret/patches/sealer-root-key-file.yaml
+ROOT_KEY_ENV_JSON='[]'
+check_root_key_env() {
+  [[ $ROOT_KEY_MODE == secret ]] || return 0
+  local file
+  file=$(sed -n '/^    name: KMS_SEALER_ROOT_KEY_FILE$/{n;s|^    value: \(/[A-Za-z0-9/._-]*\)$|\1|p;}' "$ROOT_KEY_PATCH")
+  [[ $file =~ ^/[A-Za-z0-9/._-]+$ ]] \
+    || die "cannot read the KMS_SEALER_ROOT_KEY_FILE that $ROOT_KEY_PATCH sets (name: line, then value: /path): the sealer's init-data must list it"
+  ROOT_KEY_ENV_JSON=$(printf '[["KMS_SEALER_ROOT_KEY_FILE", "%s"]]' "$file")
+}
+
 # A pod's init-data: the shipped document with this run's digests in place of its placeholders
-# (and, for the sealer with auto-unseal, its variables in place of the empty auto_unseal_env).
+# (and, for the sealer, the variables of auto-unseal and of mode 1 in place of the empty
+# auto_unseal_env and root_key_env, as far as this run sets them; each list must be there, once).
 # Its exact bytes matter (their SHA-384 is the TD's MRCONFIGID): only those lines change.
 render_init_data() {
-  if [[ $1 == tee-kms-sealer && -n $AUTO_UNSEAL_ENV_JSON ]]; then
-    # shellcheck disable=SC2016 # JavaScript, not shell
-    render_placeholders "$1" | node -e '
-      const pairs = JSON.parse(process.argv[1]);
-      const text = require("node:fs").readFileSync(0, "utf8");
-      const empty = "\nauto_unseal_env := []\n";
-      if (text.split(empty).length !== 2) { console.error("the sealer init-data has no empty auto_unseal_env"); process.exit(1); }
-      process.stdout.write(text.replace(empty, `\nauto_unseal_env := ${JSON.stringify(pairs.map(([n, v]) => `${n}=${v}`))}\n`));
-    ' "$AUTO_UNSEAL_ENV_JSON"
-  else
+  if [[ $1 != tee-kms-sealer ]]; then
     render_placeholders "$1"
+    return
   fi
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  render_placeholders "$1" | node -e '
+    let text = require("node:fs").readFileSync(0, "utf8");
+    const lists = [["auto_unseal_env", process.argv[1]], ["root_key_env", process.argv[2]]];
+    for (const [list, json] of lists) {
+      const empty = `\n${list} := []\n`;
+      const parts = text.split(empty);
+      if (parts.length !== 2) { console.error(`the sealer init-data has no empty ${list}`); process.exit(1); }
+      const pairs = JSON.parse(json);
+      if (pairs.length > 0) text = parts.join(`\n${list} := ${JSON.stringify(pairs.map(([n, v]) => `${n}=${v}`))}\n`);
+    }
+    process.stdout.write(text);
+  ' "${AUTO_UNSEAL_ENV_JSON:-[]}" "$ROOT_KEY_ENV_JSON"
 }
 render_placeholders() {
   sed -e "s|\"tee-kms@$PLACEHOLDER_DIGEST\"|\"$TEE_KMS_POD_IMAGE\"|" \
@@ -459,6 +482,7 @@ if [[ $TEE_MODE == tdx ]]; then
     || die "--pccs-url must be an https:// base URL such as $INTEL_PCS_URL or https://pccs.example:8081, got '$PCCS_URL'"
   while [[ $PCCS_URL == */ ]]; do PCCS_URL=${PCCS_URL%/}; done
   check_auto_unseal
+  check_root_key_env
   # Each TD pod's MRCONFIGID, from its init-data with this run's images.
   [[ -n $QUEUE_PROXY_IMAGE ]] \
     || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, and their agent policy admits it by digest. Take it from: kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}'"

@@ -226,15 +226,28 @@ export async function generateManifests(): Promise<Map<string, string>> {
           image: 'tee_kms_image',
           args: SEALER_COMMAND,
           env: { NODE_ENV: 'production' },
-          closedEnv: {
-            prefix: 'KMS_SEALER_UNSEAL_',
-            allowed: 'auto_unseal_env',
-            why: [
-              'Auto-unseal (KMS_SEALER_UNSEAL_*, docs/root-key.md) lets whoever controls its KBS unseal: it is on only as listed',
-              'here, NAME=VALUE exactly, e.g. ["KMS_SEALER_UNSEAL_KBS_URL=https://kbs.example:8080", "KMS_SEALER_UNSEAL_CA=<PEM>"],',
-              'which changes MRCONFIGID (knative/install.sh --auto-unseal-* writes it). None listed: a sealer with any set is not created.',
-            ],
-          },
+          closedEnv: [
+            {
+              prefix: 'KMS_SEALER_UNSEAL_',
+              allowed: 'auto_unseal_env',
+              why: [
+                'Auto-unseal (KMS_SEALER_UNSEAL_*, docs/root-key.md) lets whoever controls its KBS unseal: it is on only as listed',
+                'here, NAME=VALUE exactly, e.g. ["KMS_SEALER_UNSEAL_KBS_URL=https://kbs.example:8080", "KMS_SEALER_UNSEAL_CA=<PEM>"],',
+                'which changes MRCONFIGID (knative/install.sh --auto-unseal-* writes it). None listed: a sealer with any set is not created.',
+              ],
+            },
+            {
+              // The prefix covers KMS_SEALER_ROOT_KEY_FILE too.
+              prefix: 'KMS_SEALER_ROOT_KEY',
+              allowed: 'root_key_env',
+              why: [
+                'Mode 1 (KMS_SEALER_ROOT_KEY or KMS_SEALER_ROOT_KEY_FILE, docs/root-key.md) takes the root key from a Secret that the',
+                'cluster administrator can read and replace: it is on only as listed here, NAME=VALUE exactly, which changes MRCONFIGID',
+                '(knative/install.sh writes the KMS_SEALER_ROOT_KEY_FILE of components/root-key-secret when given a root key).',
+                'None listed: the Shamir mode (mode 2), and a sealer with either set is not created.',
+              ],
+            },
+          ],
         },
       ],
     }),

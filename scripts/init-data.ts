@@ -8,8 +8,8 @@
  * Its one entry, policy.rego, is the Kata agent policy: the host talks to the TD only through the
  * agent's API, and without a policy (Kata's default allows every request) `kubectl exec` and
  * `kubectl logs` read the TD from outside. Each document pins its pod's containers (image by digest,
- * command, FUNCTION_TARGET, NODE_ENV), so no two tee-kms pods share an identity and no other
- * workload can claim one.
+ * command, FUNCTION_TARGET, NODE_ENV; for the sealer, the variables of auto-unseal and of the root key
+ * mode), so no two tee-kms pods share an identity and no other workload can claim one.
  *
  * The image digests are install-time inputs: the documents hold the placeholders below, which
  * knative/install.sh replaces (--image, --queue-proxy-image) before it hashes them.
@@ -31,11 +31,20 @@ export interface AllowedContainer {
   /** Environment variables that must be present, each exactly once or with one value only. */
   readonly env?: Readonly<Record<string, string>>;
   /**
-   * Variables that may appear only as the policy lists them, by name prefix and the Rego variable
-   * holding the allowed `NAME=VALUE` entries (none as generated). The environment is the host's (a
-   * ConfigMap), so what they switch on is then decided by the measured init-data, not by the host.
+   * Variables that may appear only as the policy lists them, each group by name prefix and the Rego
+   * variable holding its allowed `NAME=VALUE` entries (none as generated). The environment is the
+   * host's (a ConfigMap, the pod spec), so what they switch on is then decided by the measured
+   * init-data, not by the host.
    */
-  readonly closedEnv?: { readonly prefix: string; readonly allowed: string; readonly why: readonly string[] };
+  readonly closedEnv?: readonly ClosedEnv[];
+}
+
+/** One group of AllowedContainer.closedEnv: install.sh fills in `<allowed> := []` (knative/install.sh render_init_data). */
+export interface ClosedEnv {
+  readonly prefix: string;
+  readonly allowed: string;
+  /** The comment above `<allowed> := []`: what the variables switch on, and who writes the list. */
+  readonly why: readonly string[];
 }
 
 /** Which pod a document is for. */
@@ -59,11 +68,10 @@ function containerRule(container: AllowedContainer): string {
   ];
   if (container.args !== undefined) lines.push(`\tinput.OCI.Process.Args == [${container.args.map(rego).join(', ')}]`);
   for (const [name, value] of Object.entries(container.env ?? {})) lines.push(`\tenv_pinned(${rego(name)}, ${rego(value)})`);
-  if (container.closedEnv !== undefined) lines.push(`\tenv_closed(${rego(container.closedEnv.prefix)}, ${container.closedEnv.allowed})`);
+  const closed = container.closedEnv ?? [];
+  for (const { prefix, allowed } of closed) lines.push(`\tenv_closed(${rego(prefix)}, ${allowed})`);
   lines.push('}');
-  const closed = container.closedEnv;
-  if (closed === undefined) return lines.join('\n');
-  return [...closed.why.map((line) => `# ${line}`), `${closed.allowed} := []`, '', ...lines].join('\n');
+  return [...closed.flatMap(({ allowed, why }) => [...why.map((line) => `# ${line}`), `${allowed} := []`, '']), ...lines].join('\n');
 }
 
 /** The Rego helper of AllowedContainer.closedEnv, written only into documents that use it (it is part of their digest). */
@@ -177,7 +185,7 @@ env_pinned(name, value) if {
 other_or_equal(entry, name, _) if not startswith(entry, concat("", [name, "="]))
 
 other_or_equal(entry, name, value) if entry == concat("=", [name, value])
-${pod.containers.some((container) => container.closedEnv !== undefined) ? CLOSED_ENV_RULES : ''}
+${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}
 # Everything else the runtime needs to run and stop the pod.
 default AddARPNeighborsRequest := true
 default AddSwapRequest := true

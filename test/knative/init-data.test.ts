@@ -17,6 +17,7 @@ import { parseAllDocuments } from 'yaml';
 import { routeModules } from '../../functions/catalog.js';
 import { serviceName } from '../../scripts/generate-manifests.js';
 import { QUEUE_PROXY_IMAGE_PLACEHOLDER, TEE_KMS_IMAGE_PLACEHOLDER } from '../../scripts/init-data.js';
+import { sealerOptions } from '../../sealer/options.js';
 import { findTool, requireTool, skipWithout } from '../support/tools.js';
 import { KNATIVE, KUBECTL, REPO, dockerCmd, parseDockerfile, type Json, type Resource } from './support.js';
 import {
@@ -28,8 +29,10 @@ import {
   deployedInitData,
   functionPods,
   mrConfigIdOf,
+  ROOT_KEY_PINS,
   writeTdxPolicies,
   type Layout,
+  type RootKeyMode,
 } from './tdx-fixtures.js';
 
 const INSTALL = join(KNATIVE, 'install.sh');
@@ -207,6 +210,65 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       expect(readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8'), pod).not.toContain('env_closed');
   });
 
+  it('lets neither KMS_SEALER_ROOT_KEY nor KMS_SEALER_ROOT_KEY_FILE reach the sealer unless its init-data lists it: the mode is measured', () => {
+    const sealer = readFileSync(join(INIT_DATA_DIR, `${SEALER_POD}.toml`), 'utf8');
+    // None listed: the administrator, who can read and write the Secret, cannot switch the Shamir mode to mode 1.
+    expect(sealer.split('\nroot_key_env := []\n')).toHaveLength(2);
+    expect(sealer.match(/^root_key_env :=/gm)).toHaveLength(1);
+    const rule = sealer.slice(sealer.indexOf('# sealer: the tee-kms image.'));
+    const body = rule.slice(0, rule.indexOf('\n}\n'));
+    expect(body).toContain('\tenv_closed("KMS_SEALER_ROOT_KEY", root_key_env)');
+    expect(body).toContain('\tenv_closed("KMS_SEALER_UNSEAL_", auto_unseal_env)');
+    // The prefix covers both ways the sealer reads the key (a secret option also reads <ENV>_FILE), and
+    // closes no other sealer option.
+    const prefix = /\tenv_closed\("(KMS_SEALER_ROOT_KEY)", root_key_env\)/.exec(body)![1]!;
+    expect(sealerOptions.rootKey.env).toBe(prefix);
+    expect(sealerOptions.rootKey.secret).toBe(true);
+    expect(Object.values(sealerOptions).filter((o) => o.env.startsWith(prefix) || `${o.env}_FILE`.startsWith(prefix))).toEqual([sealerOptions.rootKey]);
+    for (const variable of ['KMS_SEALER_ROOT_KEY', 'KMS_SEALER_ROOT_KEY_FILE']) expect(`${variable}=x`.startsWith(prefix), variable).toBe(true);
+    // What install.sh lists in mode 1 is a variable that prefix closes.
+    for (const pin of ROOT_KEY_PINS) expect(pin.startsWith(`${prefix}_FILE=/`), pin).toBe(true);
+  });
+
+  describe("the sealer's env_closed rules, applied to the environments an administrator could give it", () => {
+    /**
+     * Whether every env_closed(PREFIX, LIST) of the sealer's rule holds for this environment, with the
+     * meaning of the helper the test above pins verbatim (a variable starting with PREFIX must be an
+     * entry of LIST), and LIST as the document assigns it. No Rego engine here: the rest of the
+     * rule (image, command, NODE_ENV) is not evaluated.
+     */
+    function closedEnvAdmits(document: string, env: readonly string[]): boolean {
+      const rule = document.slice(document.indexOf('# sealer: the tee-kms image.'));
+      const closed = [...rule.slice(0, rule.indexOf('\n}\n')).matchAll(/\tenv_closed\(("[^"]+"), (\w+)\)/g)];
+      expect(closed.map((m) => m[2])).toEqual(['auto_unseal_env', 'root_key_env']);
+      return closed.every(([, prefix, list]) => {
+        const assigned = [...document.matchAll(new RegExp(`^${list!} := (.*)$`, 'gm'))];
+        expect(assigned, list).toHaveLength(1);
+        const allowed = JSON.parse(assigned[0]![1]!) as string[];
+        return env.every((entry) => !entry.startsWith(JSON.parse(prefix!) as string) || allowed.includes(entry));
+      });
+    }
+    const base = ['NODE_ENV=production', 'KMS_SEALER_ATTESTER=tdx-aa', 'KMS_ROOT_KEY_REFRESH_SECONDS=30'];
+    const theirKey = `KMS_SEALER_ROOT_KEY=${'A'.repeat(43)}=`;
+    const shares = deployedInitData(SEALER_POD);
+    const secret = deployedInitData(SEALER_POD, undefined, undefined, 'secret');
+
+    it('the Shamir mode: no root key variable, by either name, with any value', () => {
+      expect(closedEnvAdmits(shares, base)).toBe(true);
+      for (const entry of [...ROOT_KEY_PINS, theirKey, 'KMS_SEALER_ROOT_KEY_FILE=/var/run/tee-kms/config/key', 'KMS_SEALER_ROOT_KEY_FILE='])
+        expect(closedEnvAdmits(shares, [...base, entry]), entry).toBe(false);
+    });
+
+    it('mode 1: the mounted file install.sh lists, and nothing else', () => {
+      expect(closedEnvAdmits(secret, [...base, ...ROOT_KEY_PINS])).toBe(true);
+      expect(closedEnvAdmits(secret, [...base, ...ROOT_KEY_PINS, theirKey])).toBe(false);
+      expect(closedEnvAdmits(secret, [...base, theirKey])).toBe(false);
+      expect(closedEnvAdmits(secret, [...base, 'KMS_SEALER_ROOT_KEY_FILE=/var/run/tee-kms/config/key'])).toBe(false);
+      // Auto-unseal stays closed in mode 1.
+      expect(closedEnvAdmits(secret, [...base, ...ROOT_KEY_PINS, 'KMS_SEALER_UNSEAL_KBS_URL=https://kbs.example'])).toBe(false);
+    });
+  });
+
   it('names the images by the placeholders install.sh replaces, each once', () => {
     for (const pod of ALL_PODS) {
       const text = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
@@ -241,7 +303,10 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
   describe.skipIf(skipWithout(KUBECTL))(`install.sh --tee tdx --dry-run (${layout}): every TD pod carries its init-data`, () => {
     beforeAll(() => requireTool(KUBECTL));
     const dir = tempDir('tee-kms-init-data-');
-    const files = writeTdxPolicies(dir, layout);
+    // --single-service needs mode 1, whose sealer init-data lists the root key file (root_key_env).
+    const mode: RootKeyMode = layout === 'single-service' ? 'secret' : 'shares';
+    const deployed = (pod: string) => deployedInitData(pod, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, mode);
+    const files = writeTdxPolicies(dir, layout, DIGEST_IMAGE, undefined, mode);
     const result = dryRun([...policyArgs(files), ...(layout === 'single-service' ? ['--single-service', '--generate-root-key'] : [])], join(dir, 'work'));
     const resources = result.status === 0 ? (parseAllDocuments(result.stdout).map((d) => d.toJS()) as Resource[]) : [];
     const pods = resources.filter((r) => (r.kind === 'StatefulSet' && r.metadata.name === SEALER_POD) || r.apiVersion === 'serving.knative.dev/v1');
@@ -252,13 +317,15 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
       expect(pods.map((r) => r.metadata.name).sort()).toEqual(expected);
     });
 
-    it('the cc_init_data annotation decodes (base64, gzip) to exactly the shipped document with the digests filled in', () => {
+    it(`the cc_init_data annotation decodes (base64, gzip) to exactly the shipped document with the digests filled in${mode === 'secret' ? ', and the mode-1 root key file for the sealer' : ''}`, () => {
       for (const r of pods) {
         const value: string = r.spec.template.metadata.annotations[INIT_DATA_ANNOTATION];
         const document = gunzipSync(Buffer.from(value, 'base64'));
-        expect(document.equals(Buffer.from(deployedInitData(r.metadata.name))), r.metadata.name).toBe(true);
+        expect(document.equals(Buffer.from(deployed(r.metadata.name))), r.metadata.name).toBe(true);
         expect(document.toString()).toContain(`tee_kms_image := "${DIGEST_IMAGE}"`);
         expect(document.toString()).not.toContain('sha256:0000000000000000');
+        if (r.metadata.name === SEALER_POD)
+          expect(document.toString()).toContain(`\nroot_key_env := ${mode === 'secret' ? JSON.stringify(ROOT_KEY_PINS) : '[]'}\n`);
       }
     });
 
@@ -266,7 +333,7 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
       const printed = new Map([...result.stderr.matchAll(/MRCONFIGID ([a-z-]+): ([0-9a-f]+)\n/g)].map((m) => [m[1]!, m[2]!]));
       expect([...printed.keys()].sort()).toEqual(expected);
       for (const pod of expected) {
-        const digest = createHash('sha384').update(deployedInitData(pod)).digest();
+        const digest = createHash('sha384').update(deployed(pod)).digest();
         expect(digest).toHaveLength(48);
         expect(printed.get(pod), pod).toBe(digest.toString('hex'));
       }
@@ -278,7 +345,7 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
       expect(Object.keys(configMap.data).sort()).toEqual(expected.map((pod) => `${pod}.toml`).sort());
       for (const r of pods) {
         const name = r.metadata.name;
-        expect(configMap.data[`${name}.toml`], name).toBe(deployedInitData(name));
+        expect(configMap.data[`${name}.toml`], name).toBe(deployed(name));
         const spec = r.spec.template.spec;
         const container = spec.containers[0];
         if (name === SEALER_POD) {

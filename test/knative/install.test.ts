@@ -11,13 +11,14 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { requireTool, skipWithout } from '../support/tools.js';
 import { KUBECTL, ROOT_KEY_FILE, ROOT_KEY_MOUNT, type Json, type Resource } from './support.js';
 import { writeTlsFiles } from '../support/tls-files.js';
 import { FAKE_BIN, INSTALL, runInstall } from './install-run.js';
-import { deployedInitData, DIGEST_IMAGE, mrConfigIdOf, QUEUE_PROXY_IMAGE, SEALER_POD, writeTdxPolicies } from './tdx-fixtures.js';
+import { deployedInitData, DIGEST_IMAGE, mrConfigIdOf, QUEUE_PROXY_IMAGE, ROOT_KEY_PINS, SEALER_POD, writeTdxPolicies } from './tdx-fixtures.js';
 
 const temps: string[] = [];
 afterAll(() => temps.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
@@ -181,6 +182,10 @@ describe('install.sh against a recording kubectl', () => {
         expect(created(name), name).toBeLessThan(applyK);
       }
       expect(run.stderr).toMatch(/identities granted rotate 1, verify 1, recover 1, seal 1/);
+      // The Shamir mode: the sealer's init-data lists no root key variable, so none is admitted.
+      const sealerInitData = readFileSync(join(work, 'init-data', `${SEALER_POD}.toml`), 'utf8');
+      expect(sealerInitData).toBe(deployedInitData(SEALER_POD));
+      expect(sealerInitData.split('\nroot_key_env := []\n')).toHaveLength(2);
     });
 
     it('--auto-unseal-*: the sealer gets exactly the variables its init-data lists, and its MRCONFIGID changes', () => {
@@ -245,6 +250,83 @@ describe('install.sh against a recording kubectl', () => {
       const dev = install(['--tee', 'dev', '--auto-unseal-kbs-url', 'https://kbs.example']);
       expect(dev.status).not.toBe(0);
       expect(dev.stderr).toMatch(/--auto-unseal-\* is for --tee tdx/);
+    });
+
+    describe("mode 1 (a root key Secret): the mode is part of the sealer's init-data, so of its MRCONFIGID", () => {
+      const shipped = deployedInitData(SEALER_POD);
+      const expected = deployedInitData(SEALER_POD, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, 'secret');
+      const policies = tdxFiles();
+      const args = [...TDX, '--tdx-policy', policies.policy, '--sealer-tdx-policy', policies.sealerPolicy, '--admin-policy', policies.admin, '--no-wait'];
+      // The policies name the Shamir mode's sealer (what an administrator switching modes would face).
+      const stale = install([...args, '--generate-root-key']);
+      const renamed = (file: string) => writeFileSync(file, readFileSync(file, 'utf8').split(mrConfigIdOf(shipped)).join(mrConfigIdOf(expected)));
+      for (const file of [policies.policy, policies.sealerPolicy, policies.admin]) renamed(file);
+      const workParent = mkdtempSync(join(tmpdir(), 'tee-kms-work-'));
+      temps.push(workParent);
+      const work = join(workParent, 'k');
+      const run = install([...args, '--generate-root-key', '--work-dir', work]);
+
+      it("lists exactly the root-key-secret component's KMS_SEALER_ROOT_KEY_FILE in root_key_env, nothing else changed", () => {
+        expect(run.status, run.stderr).toBe(0);
+        expect(ROOT_KEY_PINS).toEqual([`KMS_SEALER_ROOT_KEY_FILE=${ROOT_KEY_FILE}`]);
+        expect(expected).toBe(shipped.replace('\nroot_key_env := []\n', `\nroot_key_env := ${JSON.stringify(ROOT_KEY_PINS)}\n`));
+        expect(readFileSync(join(work, 'init-data', `${SEALER_POD}.toml`), 'utf8')).toBe(expected);
+        expect(run.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
+        expect(mrConfigIdOf(expected)).not.toBe(mrConfigIdOf(shipped));
+        expect(run.stderr).toContain('root key: mode 1, Secret tee-kms-root-key');
+      });
+
+      it("refuses policies that name the Shamir mode's sealer, before any write or key", () => {
+        expect(stale.status).not.toBe(0);
+        expect(stale.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
+        expect(stale.stderr).toMatch(/--tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there/);
+        expect(stale.calls.filter(isWrite)).toEqual([]);
+        expect(existsSync(join(stale.secrets, 'root-key')), 'no root key generated').toBe(false);
+      });
+
+      it('sets the variable once, through the component: its own patches of the sealer add no root key variable', () => {
+        const applyK = run.calls.find((c) => c.startsWith('apply -k '))!;
+        const kustomization = parseAllDocuments(readFileSync(join(applyK.split(' ')[2]!, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as {
+          components: string[];
+          patches: { target?: { name: string }; patch: string }[];
+        };
+        expect(kustomization.components.filter((c) => c.endsWith('/knative/components/root-key-secret'))).toHaveLength(1);
+        // (The init-data annotations are base64, which has no "_".)
+        const patches = kustomization.patches.map((p) => p.patch).join('\n');
+        expect(patches).not.toContain('ROOT_KEY');
+      });
+
+      it.skipIf(skipWithout(KUBECTL))('what apply -k applies: the sealer has exactly the root key variables its init-data lists', () => {
+        requireTool(KUBECTL);
+        const applied = parseAllDocuments(readFileSync(`${run.log}.apply-k.yaml`, 'utf8'))
+          .map((d) => d.toJS())
+          .filter(Boolean) as Resource[];
+        const sealer = applied.find((r) => r.kind === 'StatefulSet' && r.metadata.name === SEALER_POD)!;
+        const env = sealer.spec.template.spec.containers[0].env as { name: string; value?: string }[];
+        // The agent policy's prefix: every variable it closes, as the pod would carry it.
+        expect(env.filter((e) => e.name.startsWith('KMS_SEALER_ROOT_KEY')).map((e) => `${e.name}=${e.value}`)).toEqual([...ROOT_KEY_PINS]);
+        const annotation = sealer.spec.template.metadata.annotations['io.katacontainers.config.hypervisor.cc_init_data'] as string;
+        expect(gunzipSync(Buffer.from(annotation, 'base64')).toString()).toBe(expected);
+      });
+
+      // Rendering only: the sealer itself refuses auto-unseal in mode 1 at start (sealer/auto-unseal.ts).
+      it('with --auto-unseal-* as well, both lists are filled in the one document', () => {
+        const both = tdxFiles();
+        const dir = mkdtempSync(join(tmpdir(), 'tee-kms-kbs-ca-'));
+        temps.push(dir);
+        const { certFile, certPem } = writeTlsFiles(dir, 'kbs');
+        const unseal = ['KMS_SEALER_UNSEAL_KBS_URL=https://kbs.example:8080', `KMS_SEALER_UNSEAL_CA=${certPem.trimEnd()}`];
+        const document = expected.replace('\nauto_unseal_env := []\n', `\nauto_unseal_env := ${JSON.stringify(unseal)}\n`);
+        expect(document).not.toBe(expected);
+        for (const file of [both.policy, both.sealerPolicy, both.admin])
+          writeFileSync(file, readFileSync(file, 'utf8').split(mrConfigIdOf(shipped)).join(mrConfigIdOf(document)));
+        const bothWork = join(dir, 'k');
+        const policyFlags = ['--tdx-policy', both.policy, '--sealer-tdx-policy', both.sealerPolicy, '--admin-policy', both.admin];
+        const unsealFlags = ['--auto-unseal-kbs-url', 'https://kbs.example:8080', '--auto-unseal-ca', certFile];
+        const result = install([...TDX, ...policyFlags, ...unsealFlags, '--generate-root-key', '--no-wait', '--work-dir', bothWork]);
+        expect(result.status, result.stderr).toBe(0);
+        expect(readFileSync(join(bothWork, 'init-data', `${SEALER_POD}.toml`), 'utf8')).toBe(document);
+      });
     });
 
     it("a queue-proxy other than the one Knative runs stops it before any write: the functions' agent policy would refuse Knative's", () => {

@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,7 +30,7 @@ import {
   type Resource,
 } from './support.js';
 import { parseAllDocuments } from 'yaml';
-import { DIGEST_IMAGE, QUEUE_PROXY_IMAGE, deployedInitData, functionPods, mrConfigIdOf, writeTdxPolicies } from './tdx-fixtures.js';
+import { DIGEST_IMAGE, QUEUE_PROXY_IMAGE, ROOT_KEY_PINS, deployedInitData, functionPods, mrConfigIdOf, writeTdxPolicies } from './tdx-fixtures.js';
 
 const INSTALL = join(KNATIVE, 'install.sh');
 const UNINSTALL = join(KNATIVE, 'uninstall.sh');
@@ -65,6 +65,13 @@ const POLICY = fixture(
 const { sealerPolicy: SEALER_POLICY, admin: ADMIN_POLICY } = writeTdxPolicies(fixtures);
 /** What --tee tdx needs besides --tdx-policy: the functions' policy for the sealer's TD, the admin policy, queue-proxy. */
 const CUSTODY = ['--sealer-tdx-policy', SEALER_POLICY, '--admin-policy', ADMIN_POLICY, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
+/** The three policy files of --tee tdx in mode 1, whose sealer init-data (and so MRCONFIGID) lists the root key file. */
+const MODE_1_POLICIES = (() => {
+  const dir = join(fixtures, 'mode-1');
+  mkdirSync(dir);
+  const { policy, sealerPolicy, admin } = writeTdxPolicies(dir, 'per-function', DIGEST_IMAGE, MEASUREMENT, 'secret');
+  return ['--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
+})();
 /** A tdx dry run with this --tdx-policy, up to the admin policy. */
 const tdxDryRun = (policy: string) => [
   '--dry-run',
@@ -392,7 +399,7 @@ describe('install.sh and uninstall.sh', () => {
       ['--root-key-file', ['--root-key-file', keyFile], {}, true],
       ['KMS_ROOT_KEY', [], { KMS_ROOT_KEY: key }, true],
       ["BigDL KMS's rootKey", [], { rootKey: key }, true],
-      ['--tee tdx with --generate-root-key', ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, ...CUSTODY, '--generate-root-key'], {}, true],
+      ['--tee tdx with --generate-root-key', ['--tee', 'tdx', '--image', DIGEST_IMAGE, ...MODE_1_POLICIES, '--generate-root-key'], {}, true],
     ];
     cases.forEach(([name, args, variables, mode1], i) => {
       it(`${name}: ${mode1 ? 'mode 1, components/root-key-secret' : 'no root key Secret anywhere'}`, () => {
@@ -411,7 +418,13 @@ describe('install.sh and uninstall.sh', () => {
           expect(pod.containers[0].volumeMounts).toContainEqual({ name: 'root-key', mountPath: ROOT_KEY_MOUNT, readOnly: true });
           expect((pod.volumes as Json[]).find((v) => v.name === 'root-key').secret).toMatchObject({ secretName: 'tee-kms-root-key', optional: false });
           expect(resources.filter((r) => JSON.stringify(r).includes('tee-kms-root-key')).map(id)).toEqual([id(sealer)]);
-          if (tdx) expect(env.map((e) => e.name)).toContain('KMS_SEALER_TDX_POLICY_FILE'); // both components applied
+          if (tdx) {
+            expect(env.map((e) => e.name)).toContain('KMS_SEALER_TDX_POLICY_FILE'); // both components applied
+            // Mode 1 is measured: the sealer's agent policy admits exactly that variable.
+            const initData = readFileSync(join(work, 'init-data', 'tee-kms-sealer.toml'), 'utf8');
+            expect(initData).toContain(`\nroot_key_env := ${JSON.stringify(ROOT_KEY_PINS)}\n`);
+            expect(env.filter((e) => e.name.startsWith('KMS_SEALER_ROOT_KEY')).map((e) => `${e.name}=${e.value}`)).toEqual([...ROOT_KEY_PINS]);
+          }
         } else {
           expect(env.filter((e) => e.name.includes('ROOT_KEY'))).toEqual([]);
           expect(result.stdout).not.toContain('tee-kms-root-key');
