@@ -9,7 +9,9 @@
  * agent's API, and without a policy (Kata's default allows every request) `kubectl exec` and
  * `kubectl logs` read the TD from outside. Each document pins its pod's containers (image by digest,
  * command, FUNCTION_TARGET, NODE_ENV; for the sealer, the variables of auto-unseal and of the root key
- * mode), so no two tee-kms pods share an identity and no other workload can claim one.
+ * mode), so no two tee-kms pods share an identity and no other workload can claim one, and refuses
+ * environment variables that would make the C library, OpenSSL or Node.js run code of the host's
+ * choosing in the TD (DENIED_ENV).
  *
  * The image digests are install-time inputs: the documents hold the placeholders below, which
  * knative/install.sh replaces (--image, --queue-proxy-image) before it hashes them.
@@ -19,6 +21,83 @@
 export const TEE_KMS_IMAGE_PLACEHOLDER = `tee-kms@sha256:${'0'.repeat(64)}`;
 /** Replaced with Knative Serving's queue-proxy image, config-deployment queue-sidecar-image (--queue-proxy-image). */
 export const QUEUE_PROXY_IMAGE_PLACEHOLDER = `queue-proxy@sha256:${'0'.repeat(64)}`;
+
+/**
+ * Environment variables that no workload container of a TD may have (the Rego lists denied_env and
+ * denied_env_prefixes, checked by env_denied_none): each makes the C library, OpenSSL or Node.js load
+ * code or data from a path the environment names, or lowers what they trust. The environment is the
+ * host's (the pod spec, and tee-kms-config through envFrom), so without this the cluster
+ * administrator could run code of their choosing inside a genuine TD, e.g.
+ * NODE_OPTIONS=--require /a/mounted/configmap.js or LD_PRELOAD. A deny list, from vetted sources
+ * rather than invented: every other variable is still admitted. Nothing the manifests or install.sh
+ * set may be on it (NODE_EXTRA_CA_CERTS, which they set, is not).
+ */
+export const DENIED_ENV = {
+  /**
+   * glibc's unsecure variables, which it removes from the environment of set-user-ID programs
+   * (sysdeps/generic/unsecvars.h: those of glibc 2.36, Debian 12's and so the node image's, and
+   * GLIBC_TUNABLES, which later releases add), without those starting with LD_:
+   * DENIED_ENV_PREFIXES denies the dynamic loader's variables (LD_PRELOAD, LD_LIBRARY_PATH,
+   * LD_AUDIT, …) all together.
+   */
+  glibc: [
+    'GCONV_PATH',
+    'GETCONF_DIR',
+    'GLIBC_TUNABLES',
+    'HOSTALIASES',
+    'LOCALDOMAIN',
+    'LOCPATH',
+    'MALLOC_TRACE',
+    'NIS_PATH',
+    'NLSPATH',
+    'RESOLV_HOST_CONF',
+    'RES_OPTIONS',
+    'TMPDIR',
+    'TZDIR',
+  ],
+  /**
+   * OpenSSL's (openssl-env(7); Node.js links its own OpenSSL): the configuration file and its
+   * includes (which load providers and engines), the provider and engine directories, certificate
+   * transparency logs, the TLS key log, and the CPU capability mask (which can turn off the
+   * constant-time hardware AES). SSL_CERT_FILE and SSL_CERT_DIR are DENIED_CA_ENV.
+   */
+  openssl: ['CTLOG_FILE', 'OPENSSL_CONF', 'OPENSSL_CONF_INCLUDE', 'OPENSSL_ENGINES', 'OPENSSL_MODULES', 'OPENSSL_ia32cap', 'SSLKEYLOGFILE'],
+  /**
+   * Node.js's (doc/api/cli.md, "Environment variables", Node.js 20 and 24) that load code or data
+   * (NODE_OPTIONS: --require, --import, --experimental-loader, --openssl-config, --inspect, …; the
+   * module path, the REPL module, ICU data, the compile cache, how symbolic links resolve), write
+   * where the environment says (coverage, warnings, debug output), or lower trust (certificate
+   * checks off, the system CA store, requests through an environment proxy, io_uring, off by
+   * default for security reasons). NODE_ENV is pinned instead, NODE_EXTRA_CA_CERTS admitted.
+   */
+  node: [
+    'NODE_COMPILE_CACHE',
+    'NODE_COMPILE_CACHE_PORTABLE',
+    'NODE_DEBUG',
+    'NODE_DEBUG_NATIVE',
+    'NODE_ICU_DATA',
+    'NODE_OPTIONS',
+    'NODE_PATH',
+    'NODE_PRESERVE_SYMLINKS',
+    'NODE_REDIRECT_WARNINGS',
+    'NODE_REPL_EXTERNAL_MODULE',
+    'NODE_TLS_REJECT_UNAUTHORIZED',
+    'NODE_USE_ENV_PROXY',
+    'NODE_USE_SYSTEM_CA',
+    'NODE_V8_COVERAGE',
+    'UV_USE_IO_URING',
+  ],
+} as const;
+
+/** Name prefixes denied like DENIED_ENV: the dynamic loader's variables, those of glibc's unsecure list and any other. */
+export const DENIED_ENV_PREFIXES = ['LD_'] as const;
+
+/**
+ * OpenSSL's CA certificate file and directory (Node.js reads them with --use-openssl-ca or
+ * --use-system-ca), denied in the tee-kms image's containers only. In Knative's queue-proxy, a Go
+ * program, they are the system roots, which its image's own environment may set.
+ */
+export const DENIED_CA_ENV = ['SSL_CERT_DIR', 'SSL_CERT_FILE'] as const;
 
 /** A container the agent may create in the TD. */
 export interface AllowedContainer {
@@ -70,9 +149,47 @@ function containerRule(container: AllowedContainer): string {
   for (const [name, value] of Object.entries(container.env ?? {})) lines.push(`\tenv_pinned(${rego(name)}, ${rego(value)})`);
   const closed = container.closedEnv ?? [];
   for (const { prefix, allowed } of closed) lines.push(`\tenv_closed(${rego(prefix)}, ${allowed})`);
+  lines.push('\tenv_denied_none(denied_env, denied_env_prefixes)');
+  if (container.image === 'tee_kms_image') lines.push('\tenv_denied_none(denied_ca_env, [])');
   lines.push('}');
   return [...closed.flatMap(({ allowed, why }) => [...why.map((line) => `# ${line}`), `${allowed} := []`, '']), ...lines].join('\n');
 }
+
+/** A Rego array of strings, one line per group: also JSON, so tests read it back as the document has it. */
+const regoList = (lines: readonly (readonly string[])[]) => `[\n${lines.map((names) => `\t${names.map(rego).join(', ')}`).join(',\n')}\n]`;
+
+/** DENIED_ENV and the helper that applies it: in every document, every workload container's rule calls it. */
+const DENIED_ENV_RULES = `
+# Refused in the environment of every container above (env_denied_none): variables that make the C
+# library, OpenSSL or Node.js load code or data from a path the environment names, or lower what
+# they trust. One line per source: glibc's unsecure variables (sysdeps/generic/unsecvars.h), less
+# LD_*, which denied_env_prefixes denies whole; OpenSSL's (openssl-env(7)); Node.js's
+# (doc/api/cli.md). A container with any of them is not created. Every other variable is admitted.
+denied_env := ${regoList([DENIED_ENV.glibc, DENIED_ENV.openssl, DENIED_ENV.node])}
+
+denied_env_prefixes := ${JSON.stringify(DENIED_ENV_PREFIXES).replace(/,/g, ', ')}
+
+# OpenSSL's CA locations, refused for the tee-kms image (Node.js reads them with --use-openssl-ca or
+# --use-system-ca); Knative's queue-proxy, a Go program, takes its system roots from them.
+denied_ca_env := ${JSON.stringify(DENIED_CA_ENV).replace(/,/g, ', ')}
+
+# No variable in the environment is one of NAMES or starts with one of PREFIXES.
+env_denied_none(names, prefixes) if {
+	every entry in input.OCI.Process.Env {
+		not denied_entry(entry, names, prefixes)
+	}
+}
+
+denied_entry(entry, names, _) if {
+	parts := split(entry, "=")
+	parts[0] in names
+}
+
+denied_entry(entry, _, prefixes) if {
+	some prefix in prefixes
+	startswith(entry, prefix)
+}
+`;
 
 /** The Rego helper of AllowedContainer.closedEnv, written only into documents that use it (it is part of their digest). */
 const CLOSED_ENV_RULES = `
@@ -185,7 +302,7 @@ env_pinned(name, value) if {
 other_or_equal(entry, name, _) if not startswith(entry, concat("", [name, "="]))
 
 other_or_equal(entry, name, value) if entry == concat("=", [name, value])
-${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}
+${DENIED_ENV_RULES}${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}
 # Everything else the runtime needs to run and stop the pod.
 default AddARPNeighborsRequest := true
 default AddSwapRequest := true

@@ -26,10 +26,14 @@ import {
   INIT_DATA_DIR,
   QUEUE_PROXY_IMAGE,
   SEALER_POD,
+  containerRuleOf,
+  deniedEntries,
   deployedInitData,
   functionPods,
   mrConfigIdOf,
   ROOT_KEY_PINS,
+  regoArray,
+  tdContainerEnv,
   writeTdxPolicies,
   type Layout,
   type RootKeyMode,
@@ -269,6 +273,201 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     });
   });
 
+  describe('every workload container refuses variables that load code into the TD or lower its trust (env_denied_none)', () => {
+    /**
+     * The vetted sources, written here independently of scripts/init-data.ts. glibc's unsecure
+     * variables, which it removes for set-user-ID programs (sysdeps/generic/unsecvars.h): those of
+     * glibc 2.36 (Debian 12, the node image's base), with GLIBC_TUNABLES and LD_USE_LOAD_BIAS, which
+     * other releases list.
+     */
+    const GLIBC_UNSECURE = [
+      'GCONV_PATH',
+      'GETCONF_DIR',
+      'GLIBC_TUNABLES',
+      'HOSTALIASES',
+      'LD_AUDIT',
+      'LD_DEBUG',
+      'LD_DEBUG_OUTPUT',
+      'LD_DYNAMIC_WEAK',
+      'LD_HWCAP_MASK',
+      'LD_LIBRARY_PATH',
+      'LD_ORIGIN_PATH',
+      'LD_PRELOAD',
+      'LD_PROFILE',
+      'LD_SHOW_AUXV',
+      'LD_USE_LOAD_BIAS',
+      'LOCALDOMAIN',
+      'LOCPATH',
+      'MALLOC_TRACE',
+      'NIS_PATH',
+      'NLSPATH',
+      'RESOLV_HOST_CONF',
+      'RES_OPTIONS',
+      'TMPDIR',
+      'TZDIR',
+    ];
+    /** OpenSSL's that load configuration, providers or engines (openssl-env(7)). */
+    const OPENSSL_LOADERS = ['OPENSSL_CONF', 'OPENSSL_CONF_INCLUDE', 'OPENSSL_MODULES', 'OPENSSL_ENGINES'];
+    /** Node.js's that load code or data, write where they are told, or turn certificate checks off (doc/api/cli.md). */
+    const NODE_LOADERS = [
+      'NODE_OPTIONS',
+      'NODE_PATH',
+      'NODE_REPL_EXTERNAL_MODULE',
+      'NODE_TLS_REJECT_UNAUTHORIZED',
+      'NODE_V8_COVERAGE',
+      'NODE_ICU_DATA',
+      'NODE_PRESERVE_SYMLINKS',
+      'NODE_REDIRECT_WARNINGS',
+      'NODE_DEBUG_NATIVE',
+      'NODE_COMPILE_CACHE',
+    ];
+    const CA_LOCATIONS = ['SSL_CERT_FILE', 'SSL_CERT_DIR'];
+    const documents = ALL_PODS.map((pod) => ({ pod, text: readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8') }));
+    /** The container of a pod that runs the tee-kms image. */
+    const teeKmsContainer = (pod: string) => (pod === SEALER_POD ? 'sealer' : 'function');
+
+    it("is in each container's CreateContainerRequest rule: the lists for all, the CA locations for the tee-kms image only", () => {
+      for (const { pod, text } of documents) {
+        const rules = [...text.matchAll(/\n# ([\w-]+): [^\n]*\nCreateContainerRequest if \{\n\tworkload_container\n/g)].map((m) => m[1]!);
+        expect(rules, pod).toEqual(pod === SEALER_POD ? ['sealer'] : ['function', 'queue-proxy']);
+        for (const container of rules) {
+          const body = containerRuleOf(text, container);
+          const calls = [...body.matchAll(/\tenv_denied_none\(.*\)/g)].map((m) => m[0].trim());
+          expect(calls, `${pod} ${container}`).toEqual(
+            container === 'queue-proxy'
+              ? ['env_denied_none(denied_env, denied_env_prefixes)']
+              : ['env_denied_none(denied_env, denied_env_prefixes)', 'env_denied_none(denied_ca_env, [])'],
+          );
+        }
+      }
+    });
+
+    it('the helper, word for word: an entry is refused by its name (before the first "=") or by a prefix', () => {
+      const helper = [
+        'env_denied_none(names, prefixes) if {',
+        '\tevery entry in input.OCI.Process.Env {',
+        '\t\tnot denied_entry(entry, names, prefixes)',
+        '\t}',
+        '}',
+        '',
+        'denied_entry(entry, names, _) if {',
+        '\tparts := split(entry, "=")',
+        '\tparts[0] in names',
+        '}',
+        '',
+        'denied_entry(entry, _, prefixes) if {',
+        '\tsome prefix in prefixes',
+        '\tstartswith(entry, prefix)',
+        '}',
+      ].join('\n');
+      for (const { pod, text } of documents) {
+        expect(text.split(`\n${helper}\n`), pod).toHaveLength(2);
+        // No other rule defines either name: the model in tdx-fixtures.ts (deniedEntries) is the whole meaning.
+        expect(text.match(/^(env_denied_none|denied_entry)\(/gm), pod).toHaveLength(3);
+      }
+    });
+
+    it('the lists are the same in every document, and cover glibc, OpenSSL and Node.js as their documentation lists them', () => {
+      const [first] = documents;
+      const lists = ['denied_env', 'denied_env_prefixes', 'denied_ca_env'];
+      for (const { pod, text } of documents) for (const list of lists) expect(regoArray(text, list), `${pod} ${list}`).toEqual(regoArray(first!.text, list));
+      const names = regoArray(first!.text, 'denied_env');
+      expect(new Set(names).size).toBe(names.length);
+      expect(regoArray(first!.text, 'denied_env_prefixes')).toEqual(['LD_']);
+      expect(regoArray(first!.text, 'denied_ca_env').sort()).toEqual([...CA_LOCATIONS].sort());
+      for (const { pod, text } of documents)
+        for (const name of [...GLIBC_UNSECURE, ...OPENSSL_LOADERS, ...NODE_LOADERS])
+          for (const container of pod === SEALER_POD ? ['sealer'] : ['function', 'queue-proxy'])
+            expect(deniedEntries(text, container, [`${name}=x`]), `${pod} ${container} ${name}`).toEqual([`${name}=x`]);
+      // Every LD_ name of glibc's list falls under the prefix; the others are listed by name.
+      expect(GLIBC_UNSECURE.filter((name) => !name.startsWith('LD_')).every((name) => names.includes(name))).toBe(true);
+    });
+
+    describe("applied to environments the cluster administrator could give (pod spec, tee-kms-config): the model of the helper, the document's lists", () => {
+      const welcome = deployedInitData('welcome');
+      const sealer = deployedInitData(SEALER_POD);
+      const functionEnv = [
+        'NODE_ENV=production',
+        'FUNCTION_TARGET=welcome',
+        'KMS_BIND=0.0.0.0',
+        'NODE_EXTRA_CA_CERTS=/var/run/tee-kms/ca/ca.crt',
+        'KMS_SEALER_CA_FILE=/var/run/tee-kms/ca/ca.crt',
+        'KMS_ATTESTER=tdx-aa',
+        'PATH=/usr/local/bin:/usr/bin:/bin',
+        'NODE_VERSION=24.11.0',
+      ];
+      const sealerEnv = [
+        'NODE_ENV=production',
+        'KMS_SEALER_ATTESTER=tdx-aa',
+        'NODE_EXTRA_CA_CERTS=/var/run/tee-kms/ca/ca.crt',
+        'KMS_SEALER_PEERS=https://a:9877',
+      ];
+      /** Ways to run the administrator's code (a file in a ConfigMap they mount) or to weaken TLS, in the TD. */
+      const attacks = [
+        'NODE_OPTIONS=--require /var/run/tee-kms/ca/evil.js',
+        'NODE_OPTIONS=--import=data:text/javascript,process.exit()',
+        'NODE_OPTIONS=--openssl-config=/var/run/tee-kms/ca/openssl.cnf',
+        'NODE_OPTIONS=',
+        'NODE_OPTIONS',
+        'NODE_PATH=/var/run/tee-kms/ca',
+        'LD_PRELOAD=/var/run/tee-kms/ca/evil.so',
+        'LD_LIBRARY_PATH=/var/run/tee-kms/ca',
+        'LD_ANYTHING_ELSE=1',
+        'OPENSSL_CONF=/var/run/tee-kms/ca/openssl.cnf',
+        'OPENSSL_MODULES=/var/run/tee-kms/ca',
+        'GCONV_PATH=/var/run/tee-kms/ca',
+        'GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2',
+        'NODE_TLS_REJECT_UNAUTHORIZED=0',
+        'SSL_CERT_FILE=/var/run/tee-kms/ca/theirs.crt',
+        'SSL_CERT_DIR=/var/run/tee-kms/ca',
+      ];
+
+      it('the environments the manifests give are admitted', () => {
+        expect(deniedEntries(welcome, 'function', functionEnv)).toEqual([]);
+        expect(deniedEntries(sealer, 'sealer', sealerEnv)).toEqual([]);
+      });
+
+      it('any one of these refuses the function and the sealer, whatever its value and wherever it stands', () => {
+        for (const attack of attacks) {
+          expect(deniedEntries(welcome, 'function', [...functionEnv, attack]), attack).toEqual([attack]);
+          expect(deniedEntries(welcome, 'function', [attack, ...functionEnv]), attack).toEqual([attack]);
+          expect(deniedEntries(sealer, 'sealer', [...sealerEnv, attack]), attack).toEqual([attack]);
+        }
+      });
+
+      it('names are matched exactly (the runtime reads exact names), LD_ only at the start', () => {
+        const lookalikes = ['NODE_OPTIONSX=1', 'XNODE_OPTIONS=1', 'MY_LD_PRELOAD=1', 'KMS_NODE_PATH=1', 'NODE_ENV_OPTIONS=1', 'TZ=UTC', 'UV_THREADPOOL_SIZE=8'];
+        expect(deniedEntries(welcome, 'function', [...functionEnv, ...lookalikes])).toEqual([]);
+        // A value that names a denied variable is only a value.
+        expect(deniedEntries(welcome, 'function', ['KMS_S3_BUCKET=NODE_OPTIONS=--require /x', 'KMS_STORE=LD_PRELOAD'])).toEqual([]);
+      });
+
+      it("queue-proxy: Knative's variables and the CA locations its image may set are admitted, the rest of the list is not", () => {
+        const knative = [
+          'SERVING_NAMESPACE=tee-kms',
+          'SERVING_REVISION=welcome-00001',
+          'QUEUE_SERVING_PORT=8012',
+          'USER_PORT=8080',
+          'SYSTEM_NAMESPACE=knative-serving',
+        ];
+        const roots = ['SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt', 'SSL_CERT_DIR=/etc/ssl/certs'];
+        expect(deniedEntries(welcome, 'queue-proxy', [...knative, ...roots])).toEqual([]);
+        for (const attack of attacks.filter((a) => !a.startsWith('SSL_CERT_')))
+          expect(deniedEntries(welcome, 'queue-proxy', [...knative, attack]), attack).toEqual([attack]);
+      });
+    });
+
+    it('denies no variable tee-kms reads as an option (nor its _FILE form), nor NODE_ENV, FUNCTION_TARGET and NODE_EXTRA_CA_CERTS', () => {
+      const sources = ['shared', 'sealer', 'functions', 'scripts'].flatMap((dir) =>
+        (readdirSync(join(REPO, dir), { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).map((f) => join(REPO, dir, f)),
+      );
+      const options = [...new Set(sources.flatMap((file) => [...readFileSync(file, 'utf8').matchAll(/\benv: '([A-Z][A-Z0-9_]*)'/g)].map((m) => m[1]!)))];
+      expect(options).toEqual(expect.arrayContaining(['KMS_SEALER_ROOT_KEY', 'KMS_S3_BUCKET', 'PORT', 'KMS_SEALER_UNSEAL_KBS_URL']));
+      const env = [...options, ...options.map((name) => `${name}_FILE`), 'NODE_ENV', 'NODE_EXTRA_CA_CERTS', 'FUNCTION_TARGET'].map((name) => `${name}=x`);
+      for (const { pod, text } of documents) expect(deniedEntries(text, teeKmsContainer(pod), env), pod).toEqual([]);
+    });
+  });
+
   it('names the images by the placeholders install.sh replaces, each once', () => {
     for (const pod of ALL_PODS) {
       const text = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
@@ -365,6 +564,20 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
         expect(spec.volumes).toContainEqual({ name: 'init-data', configMap: { name: 'tee-kms-init-data' } });
         // The process the policy admits: the function's command is the image's CMD, set explicitly.
         expect(container.command).toEqual(['node', 'dist/scripts/serve.js']);
+      }
+    });
+
+    it("no TD container's environment (its spec, tee-kms-config, the image, Knative, Kubernetes) has a variable its agent policy denies", () => {
+      expect(pods.map((r) => r.metadata.name).sort()).toEqual(expected);
+      for (const r of pods) {
+        const name = r.metadata.name;
+        const { container, env } = tdContainerEnv(r, resources);
+        expect(container, name).toBe(name === SEALER_POD ? 'sealer' : 'function');
+        // What the manifests set that is closest to the list: Node's CA file, and the pinned NODE_ENV.
+        expect(env, name).toContain('NODE_EXTRA_CA_CERTS=/var/run/tee-kms/ca/ca.crt');
+        expect(env, name).toContain('NODE_ENV=production');
+        expect(env.filter((e) => e.startsWith('KMS_ATTESTER=') || e.startsWith('KMS_SEALER_ATTESTER=')).length, name).toBeGreaterThan(0);
+        expect(deniedEntries(deployed(name), container, env), name).toEqual([]);
       }
     });
   });

@@ -18,7 +18,17 @@ import { requireTool, skipWithout } from '../support/tools.js';
 import { KUBECTL, ROOT_KEY_FILE, ROOT_KEY_MOUNT, type Json, type Resource } from './support.js';
 import { writeTlsFiles } from '../support/tls-files.js';
 import { FAKE_BIN, INSTALL, runInstall } from './install-run.js';
-import { deployedInitData, DIGEST_IMAGE, mrConfigIdOf, QUEUE_PROXY_IMAGE, ROOT_KEY_PINS, SEALER_POD, writeTdxPolicies } from './tdx-fixtures.js';
+import {
+  deniedEntries,
+  deployedInitData,
+  DIGEST_IMAGE,
+  mrConfigIdOf,
+  QUEUE_PROXY_IMAGE,
+  ROOT_KEY_PINS,
+  SEALER_POD,
+  tdContainerEnv,
+  writeTdxPolicies,
+} from './tdx-fixtures.js';
 
 const temps: string[] = [];
 afterAll(() => temps.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
@@ -310,22 +320,43 @@ describe('install.sh against a recording kubectl', () => {
       });
 
       // Rendering only: the sealer itself refuses auto-unseal in mode 1 at start (sealer/auto-unseal.ts).
-      it('with --auto-unseal-* as well, both lists are filled in the one document', () => {
+      describe('with --auto-unseal-* as well', () => {
         const both = tdxFiles();
         const dir = mkdtempSync(join(tmpdir(), 'tee-kms-kbs-ca-'));
         temps.push(dir);
         const { certFile, certPem } = writeTlsFiles(dir, 'kbs');
         const unseal = ['KMS_SEALER_UNSEAL_KBS_URL=https://kbs.example:8080', `KMS_SEALER_UNSEAL_CA=${certPem.trimEnd()}`];
         const document = expected.replace('\nauto_unseal_env := []\n', `\nauto_unseal_env := ${JSON.stringify(unseal)}\n`);
-        expect(document).not.toBe(expected);
         for (const file of [both.policy, both.sealerPolicy, both.admin])
           writeFileSync(file, readFileSync(file, 'utf8').split(mrConfigIdOf(shipped)).join(mrConfigIdOf(document)));
         const bothWork = join(dir, 'k');
         const policyFlags = ['--tdx-policy', both.policy, '--sealer-tdx-policy', both.sealerPolicy, '--admin-policy', both.admin];
         const unsealFlags = ['--auto-unseal-kbs-url', 'https://kbs.example:8080', '--auto-unseal-ca', certFile];
         const result = install([...TDX, ...policyFlags, ...unsealFlags, '--generate-root-key', '--no-wait', '--work-dir', bothWork]);
-        expect(result.status, result.stderr).toBe(0);
-        expect(readFileSync(join(bothWork, 'init-data', `${SEALER_POD}.toml`), 'utf8')).toBe(document);
+
+        it('both lists are filled in the one document', () => {
+          expect(document).not.toBe(expected);
+          expect(result.status, result.stderr).toBe(0);
+          expect(readFileSync(join(bothWork, 'init-data', `${SEALER_POD}.toml`), 'utf8')).toBe(document);
+        });
+
+        it.skipIf(skipWithout(KUBECTL))("what apply -k applies gives no TD container a variable its init-data's agent policy denies", () => {
+          requireTool(KUBECTL);
+          expect(result.status, result.stderr).toBe(0);
+          const applied = parseAllDocuments(readFileSync(`${result.log}.apply-k.yaml`, 'utf8'))
+            .map((d) => d.toJS())
+            .filter(Boolean) as Resource[];
+          const pods = applied.filter((r) => (r.kind === 'StatefulSet' && r.metadata.name === SEALER_POD) || r.apiVersion === 'serving.knative.dev/v1');
+          expect(pods.length).toBeGreaterThan(1);
+          for (const pod of pods) {
+            const { container, env } = tdContainerEnv(pod, applied);
+            const initData = readFileSync(join(bothWork, 'init-data', `${pod.metadata.name}.toml`), 'utf8');
+            // install.sh's own variables are there: the auto-unseal ones, the root key file, the init-data file.
+            if (pod.metadata.name === SEALER_POD) expect(env).toEqual(expect.arrayContaining([...unseal, ...ROOT_KEY_PINS]));
+            else expect(env).toContain(`KMS_INIT_DATA_FILE=/var/run/tee-kms/init-data/${pod.metadata.name}.toml`);
+            expect(deniedEntries(initData, container, env), pod.metadata.name).toEqual([]);
+          }
+        });
       });
     });
 

@@ -38,6 +38,16 @@ import {
   type Json,
   type Resource,
 } from './support.js';
+import {
+  DIGEST_IMAGE,
+  QUEUE_PROXY_IMAGE,
+  SEALER_POD,
+  deniedEntries,
+  deployedInitData,
+  functionPods,
+  tdContainerEnv,
+  type RootKeyMode,
+} from './tdx-fixtures.js';
 
 function yamlFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((entry) => {
@@ -587,6 +597,24 @@ renders('the root key: in mode 1 only a mounted file (components/root-key-secret
       expect(sorted(first), overlay).toEqual(sorted(mode1[overlay]));
     }
   });
+});
+
+renders('the tdx component: no TD container is given a variable its agent policy denies (env_denied_none)', () => {
+  const layouts = { 'per-function': PER_FUNCTION, 'single-service': SINGLE_SERVICE } as const;
+  for (const layout of Object.keys(layouts) as (keyof typeof layouts)[]) {
+    for (const mode of ['shares', 'secret'] as RootKeyMode[]) {
+      it(`${layout}, ${mode === 'secret' ? 'mode 1 (components/root-key-secret)' : 'the Shamir mode'}: the sealer and every function`, () => {
+        const resources = renderComposed([BASE, layouts[layout]], [join(KNATIVE, 'components', 'tdx'), ...(mode === 'secret' ? [ROOT_KEY_COMPONENT] : [])]);
+        const pods = resources.filter((r) => (r.kind === 'StatefulSet' && r.metadata.name === SEALER_POD) || r.apiVersion === 'serving.knative.dev/v1');
+        expect(pods.map((r) => r.metadata.name).sort()).toEqual([...functionPods(layout), SEALER_POD].sort());
+        for (const pod of pods) {
+          const { container, env } = tdContainerEnv(pod, resources);
+          const document = deployedInitData(pod.metadata.name, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, mode);
+          expect(deniedEntries(document, container, env), pod.metadata.name).toEqual([]);
+        }
+      });
+    }
+  }
 });
 
 renders('routing', () => {

@@ -30,7 +30,16 @@ import {
   type Resource,
 } from './support.js';
 import { parseAllDocuments } from 'yaml';
-import { DIGEST_IMAGE, QUEUE_PROXY_IMAGE, ROOT_KEY_PINS, deployedInitData, functionPods, mrConfigIdOf, writeTdxPolicies } from './tdx-fixtures.js';
+import {
+  DIGEST_IMAGE,
+  QUEUE_PROXY_IMAGE,
+  ROOT_KEY_PINS,
+  deniedEntries,
+  deployedInitData,
+  functionPods,
+  mrConfigIdOf,
+  writeTdxPolicies,
+} from './tdx-fixtures.js';
 
 const INSTALL = join(KNATIVE, 'install.sh');
 const UNINSTALL = join(KNATIVE, 'uninstall.sh');
@@ -571,6 +580,12 @@ describe('docs/deploy-knative.md', () => {
         expect(line).toMatch(/http:\/\/127\.0\.0\.1:(8081\/|946[45]\/metrics )/);
       }
     }
+  });
+
+  it("kn service create sets no variable the functions' agent policy denies (env_denied_none)", () => {
+    const env = [...doc.matchAll(/--env ([A-Z_][A-Z0-9_]*=\S*)/g)].map((m) => m[1]!);
+    expect(env).toEqual(expect.arrayContaining(['NODE_ENV=production', 'NODE_EXTRA_CA_CERTS=/var/run/tee-kms/ca/ca.crt', 'FUNCTION_TARGET=welcome']));
+    for (const pod of functionPods()) expect(deniedEntries(deployedInitData(pod), 'function', env), pod).toEqual([]);
   });
 
   it('gives the kn service create command of every function', () => {
