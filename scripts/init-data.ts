@@ -98,6 +98,13 @@ export const DENIED_ENV_PREFIXES = ['LD_'] as const;
  * program, they are the system roots, which its image's own environment may set.
  */
 export const DENIED_CA_ENV = ['SSL_CERT_DIR', 'SSL_CERT_FILE'] as const;
+/**
+ * tee-kms's own mode 1 without a sealing service (shared/config.ts): a function given a root key in
+ * its environment would serve keys wrapped under it, and derive the sealed channel's service key
+ * from it, all behind genuine evidence. In a TD the root key comes from the attested sealing service
+ * only (the sealer's own KMS_SEALER_ROOT_KEY is closed apart, by root_key_env).
+ */
+export const DENIED_KMS_ENV = ['KMS_ROOT_KEY', 'KMS_ROOT_KEY_FILE'] as const;
 
 /** A container the agent may create in the TD. */
 export interface AllowedContainer {
@@ -150,7 +157,7 @@ function containerRule(container: AllowedContainer): string {
   const closed = container.closedEnv ?? [];
   for (const { prefix, allowed } of closed) lines.push(`\tenv_closed(${rego(prefix)}, ${allowed})`);
   lines.push('\tenv_denied_none(denied_env, denied_env_prefixes)');
-  if (container.image === 'tee_kms_image') lines.push('\tenv_denied_none(denied_ca_env, [])');
+  if (container.image === 'tee_kms_image') lines.push('\tenv_denied_none(denied_ca_env, [])', '\tenv_denied_none(denied_kms_env, [])');
   lines.push('}');
   return [...closed.flatMap(({ allowed, why }) => [...why.map((line) => `# ${line}`), `${allowed} := []`, '']), ...lines].join('\n');
 }
@@ -172,6 +179,10 @@ denied_env_prefixes := ${JSON.stringify(DENIED_ENV_PREFIXES).replace(/,/g, ', ')
 # OpenSSL's CA locations, refused for the tee-kms image (Node.js reads them with --use-openssl-ca or
 # --use-system-ca); Knative's queue-proxy, a Go program, takes its system roots from them.
 denied_ca_env := ${JSON.stringify(DENIED_CA_ENV).replace(/,/g, ', ')}
+
+# tee-kms's root key from the environment (mode 1 without a sealing service), refused for the
+# tee-kms image: in a TD the root key comes only from the attested sealing service.
+denied_kms_env := ${JSON.stringify(DENIED_KMS_ENV).replace(/,/g, ', ')}
 
 # No variable in the environment is one of NAMES or starts with one of PREFIXES.
 env_denied_none(names, prefixes) if {

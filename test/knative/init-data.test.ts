@@ -336,7 +336,7 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
           expect(calls, `${pod} ${container}`).toEqual(
             container === 'queue-proxy'
               ? ['env_denied_none(denied_env, denied_env_prefixes)']
-              : ['env_denied_none(denied_env, denied_env_prefixes)', 'env_denied_none(denied_ca_env, [])'],
+              : ['env_denied_none(denied_env, denied_env_prefixes)', 'env_denied_none(denied_ca_env, [])', 'env_denied_none(denied_kms_env, [])'],
           );
         }
       }
@@ -369,12 +369,13 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
 
     it('the lists are the same in every document, and cover glibc, OpenSSL and Node.js as their documentation lists them', () => {
       const [first] = documents;
-      const lists = ['denied_env', 'denied_env_prefixes', 'denied_ca_env'];
+      const lists = ['denied_env', 'denied_env_prefixes', 'denied_ca_env', 'denied_kms_env'];
       for (const { pod, text } of documents) for (const list of lists) expect(regoArray(text, list), `${pod} ${list}`).toEqual(regoArray(first!.text, list));
       const names = regoArray(first!.text, 'denied_env');
       expect(new Set(names).size).toBe(names.length);
       expect(regoArray(first!.text, 'denied_env_prefixes')).toEqual(['LD_']);
       expect(regoArray(first!.text, 'denied_ca_env').sort()).toEqual([...CA_LOCATIONS].sort());
+      expect(regoArray(first!.text, 'denied_kms_env')).toEqual(['KMS_ROOT_KEY', 'KMS_ROOT_KEY_FILE']);
       for (const { pod, text } of documents)
         for (const name of [...GLIBC_UNSECURE, ...OPENSSL_LOADERS, ...NODE_LOADERS])
           for (const container of pod === SEALER_POD ? ['sealer'] : ['function', 'queue-proxy'])
@@ -420,6 +421,9 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         'NODE_TLS_REJECT_UNAUTHORIZED=0',
         'SSL_CERT_FILE=/var/run/tee-kms/ca/theirs.crt',
         'SSL_CERT_DIR=/var/run/tee-kms/ca',
+        // A root key of theirs: the function would serve keys under it, behind genuine evidence.
+        'KMS_ROOT_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=',
+        'KMS_ROOT_KEY_FILE=/var/run/tee-kms/ca/theirs.key',
       ];
 
       it('the environments the manifests give are admitted', () => {
@@ -452,19 +456,19 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         ];
         const roots = ['SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt', 'SSL_CERT_DIR=/etc/ssl/certs'];
         expect(deniedEntries(welcome, 'queue-proxy', [...knative, ...roots])).toEqual([]);
-        for (const attack of attacks.filter((a) => !a.startsWith('SSL_CERT_')))
+        for (const attack of attacks.filter((a) => !a.startsWith('SSL_CERT_') && !a.startsWith('KMS_ROOT_KEY')))
           expect(deniedEntries(welcome, 'queue-proxy', [...knative, attack]), attack).toEqual([attack]);
       });
     });
 
-    it('denies no variable tee-kms reads as an option (nor its _FILE form), nor NODE_ENV, FUNCTION_TARGET and NODE_EXTRA_CA_CERTS', () => {
+    it("denies no variable tee-kms reads as an option (nor its _FILE form) but the functions' root key, nor NODE_ENV, FUNCTION_TARGET and NODE_EXTRA_CA_CERTS", () => {
       const sources = ['shared', 'sealer', 'functions', 'scripts'].flatMap((dir) =>
         (readdirSync(join(REPO, dir), { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).map((f) => join(REPO, dir, f)),
       );
       const options = [...new Set(sources.flatMap((file) => [...readFileSync(file, 'utf8').matchAll(/\benv: '([A-Z][A-Z0-9_]*)'/g)].map((m) => m[1]!)))];
       expect(options).toEqual(expect.arrayContaining(['KMS_SEALER_ROOT_KEY', 'KMS_S3_BUCKET', 'PORT', 'KMS_SEALER_UNSEAL_KBS_URL']));
       const env = [...options, ...options.map((name) => `${name}_FILE`), 'NODE_ENV', 'NODE_EXTRA_CA_CERTS', 'FUNCTION_TARGET'].map((name) => `${name}=x`);
-      for (const { pod, text } of documents) expect(deniedEntries(text, teeKmsContainer(pod), env), pod).toEqual([]);
+      for (const { pod, text } of documents) expect(deniedEntries(text, teeKmsContainer(pod), env), pod).toEqual(['KMS_ROOT_KEY=x', 'KMS_ROOT_KEY_FILE=x']);
     });
   });
 
