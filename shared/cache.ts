@@ -20,6 +20,18 @@ export class BoundedCache<K, V> {
     return value;
   }
 
+  /**
+   * The value if there is one and `answers` it; counted as a hit only then. A cached credential
+   * that a wrong token does not match is a miss, or the hit counter would tell whoever can scrape
+   * the metrics which users logged in lately, which one answer for both mistakes hides.
+   */
+  getIf(key: K, answers: (value: V) => boolean): V | undefined {
+    const found = this.#lookup(key);
+    const value = found !== undefined && answers(found) ? found : undefined;
+    if (this.name !== undefined) metricsHooks.cache(this.name, value !== undefined);
+    return value;
+  }
+
   #lookup(key: K): V | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;

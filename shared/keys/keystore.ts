@@ -70,8 +70,8 @@ export class KeyStore {
    */
   async authenticate(user: string, token: string): Promise<Principal> {
     const digest = hash('sha256', `${this.#cacheSalt}\0${user}\0${token}`, 'buffer');
-    const cached = this.#credentials.get(user);
-    if (cached !== undefined && timingSafeEqual(cached.digest, digest)) return cached.principal;
+    const cached = this.#credentials.getIf(user, (entry) => timingSafeEqual(entry.digest, digest));
+    if (cached !== undefined) return cached.principal;
     const flightKey = digest.toString('base64');
     let check = this.#checksInFlight.get(flightKey);
     if (check === undefined) {

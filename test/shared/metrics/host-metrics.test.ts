@@ -85,6 +85,18 @@ describe('GET /metrics on the lean host', () => {
     expect((await scrape(metricsUrl)).sum('kms_storage_operations_total', { operation: 'create', outcome: 'conflict' })).toBeGreaterThanOrEqual(1);
   });
 
+  it("a wrong token counts as a credentials miss, whether or not the user's token is cached: the counter tells no one who logged in", async () => {
+    const misses = async () => (await scrape(metricsUrl)).sum('kms_cache_lookups_total', { cache: 'credentials', result: 'miss' });
+    const hits = async () => (await scrape(metricsUrl)).sum('kms_cache_lookups_total', { cache: 'credentials', result: 'hit' });
+    expect((await host.request('/user/carol?token=carols-token', { method: 'POST' })).status).toBe(201);
+    expect((await host.request('/primaryKey/pk?user=carol&&token=carols-token', { method: 'POST' })).status).toBe(201); // carol's token now cached
+    for (const probed of ['carol', 'nobody-like-carol']) {
+      const [hitsBefore, missesBefore] = [await hits(), await misses()];
+      expect((await host.request(`/primaryKey/probe?user=${probed}&&token=a-guess`, { method: 'POST' })).status).toBe(401);
+      expect([(await hits()) - hitsBefore, (await misses()) - missesBefore], probed).toEqual([0, 1]);
+    }
+  });
+
   it('counts a storage call that fails as an error, and the 503 it causes', async () => {
     // A record that cannot be read (a folder where the file should be): storage fails, not the client.
     await mkdir(join(dataDir, 'objects', layout.user('mallory')), { recursive: true });
