@@ -44,20 +44,25 @@ function readFileNamed(path: string, what: string): string {
 // eslint-disable-next-line no-control-regex
 const HEADER_SAFE = /^[^\u0000-\u001f\u007f\u0100-\u{10ffff}]+$/u;
 const HEADER_RULE = 'on one line, printable characters of ISO-8859-1 (Latin-1) only';
+/** With --attest a token travels sealed, in JSON, not in a header: only what the KMS refuses is refused. */
+// eslint-disable-next-line no-control-regex
+const SEALED_SAFE = /^[^\u0000-\u001f\u007f]+$/u;
+const SEALED_RULE = 'on one line, without control characters';
 
 /**
  * A token: the named file's first line, else the variable's value; checked the same way from
  * either (HEADER_SAFE). Errors name where it came from, never the token.
  */
-function secret(variable: string, file: string | undefined, fileFlag: string): string | undefined {
+function secret(variable: string, file: string | undefined, fileFlag: string, sealed: boolean): string | undefined {
+  const [safe, rule] = sealed ? [SEALED_SAFE, SEALED_RULE] : [HEADER_SAFE, HEADER_RULE];
   const path = file ?? env(`${variable}_FILE`);
   if (path !== undefined) {
     const token = readFileNamed(path, `${fileFlag} file`).replace(/\r?\n$/, '');
-    if (!HEADER_SAFE.test(token)) throw new UsageError(`the ${fileFlag} file ${path} must hold the token ${HEADER_RULE}`);
+    if (!safe.test(token)) throw new UsageError(`the ${fileFlag} file ${path} must hold the token ${rule}`);
     return token;
   }
   const token = env(variable);
-  if (token !== undefined && !HEADER_SAFE.test(token)) throw new UsageError(`${variable} must hold the token ${HEADER_RULE}`);
+  if (token !== undefined && !safe.test(token)) throw new UsageError(`${variable} must hold the token ${rule}`);
   return token;
 }
 
@@ -91,8 +96,9 @@ export function clientFor(command: Command, credentials: 'user' | 'admin' | 'any
   if (url === undefined) throw new UsageError('no server: give --url or set TEE_KMS_URL');
   const caFile = options.ca ?? env('TEE_KMS_CA');
   const user = userNamed(options);
-  const token = secret('TEE_KMS_TOKEN', options.tokenFile, '--token-file');
-  const adminToken = secret('TEE_KMS_ADMIN_TOKEN', options.adminTokenFile, '--admin-token-file');
+  const sealed = options.attest !== undefined;
+  const token = secret('TEE_KMS_TOKEN', options.tokenFile, '--token-file', sealed);
+  const adminToken = secret('TEE_KMS_ADMIN_TOKEN', options.adminTokenFile, '--admin-token-file', sealed);
   // Said here, in the command line's terms, before the client says it in its own (options, arguments).
   if (credentials === 'user' && user === undefined) throw new UsageError(NO_USER);
   if (credentials === 'user' && token === undefined) throw new UsageError(NO_TOKEN);

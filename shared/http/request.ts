@@ -130,7 +130,8 @@ export class KmsRequest {
   adminToken(): string | null {
     if (this.#sealed !== undefined) return this.#sealed.token;
     const header = authorization(this.raw);
-    return header === null ? null : (bearerToken(header) ?? null);
+    if (header === null) throw new KmsError('BAD_REQUEST', 'the Authorization header must be "Bearer <token>", given once');
+    return bearerToken(header) ?? null;
   }
 
   /**

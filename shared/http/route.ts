@@ -60,7 +60,7 @@ export function defineRoute(spec: RouteSpec): Route {
   const handlerFor =
     (ctx: RouteContext): Handler =>
     async (req, res) => {
-      if (!admitOnConnection(req)) return;
+      if (!admitOnConnection(req)) return answerBusyConnection(req, res, spec.name);
       try {
         const started = process.hrtime.bigint();
         let request: KmsRequest | undefined;
@@ -101,10 +101,11 @@ export function defineRoute(spec: RouteSpec): Route {
 
 /**
  * How many requests one connection may have in the routes at once. Node parses pipelined requests
- * as they arrive and holds back only once written answers back up, so a client that pipelines
- * without reading, to a route that waits (storage, the sealing service), would otherwise have any
- * number in flight, each holding memory. Past this the connection is closed; a real client
- * pipelines a few at most.
+ * as they arrive and holds back only once answers waiting to be written back up, so a client that
+ * pipelines without reading, to a route that waits (storage, the sealing service), would otherwise
+ * have any number in flight, each holding memory. Past this a request is answered 503 at once and
+ * nothing is done for it: those small answers queue behind the ones in flight, in order, until Node
+ * stops reading the connection. Every request gets its answer; a real client pipelines a few.
  */
 export const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION = 32;
 const IN_FLIGHT = Symbol('tee-kms.in-flight');
@@ -117,8 +118,18 @@ function admitOnConnection(req: IncomingMessage): boolean {
   socket[IN_FLIGHT] = inFlight;
   if (inFlight <= MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION) return true;
   socket[IN_FLIGHT] = inFlight - 1;
-  socket.destroy();
   return false;
+}
+
+function answerBusyConnection(req: IncomingMessage, res: ServerResponse, fn: string): void {
+  const error = new KmsError(
+    'BUSY',
+    `more than ${MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION} requests are in flight on this connection: nothing was done for this one; send it again once answers have come`,
+  );
+  const result = errorResult(error, fn);
+  sendResult(res, result, KmsRequest.of(req).wantsJson);
+  log.access(fn, req.method ?? '?', '(busy connection)', result.status, 0);
+  metricsHooks.request(fn, result.status, 0);
 }
 
 function leaveConnection(req: IncomingMessage): void {
@@ -177,7 +188,8 @@ async function sendSealed(res: ServerResponse, result: RouteResult, credential: 
     sendResult(res, errorResult(error, 'sealed answer'), true); // the key was imported when the credential was opened
     return;
   }
-  send(res, { ...result, headers: { ...result.headers, 'content-type': 'application/jose' } }, body, 'application/jose');
+  // X-KMS-Jti outside too, as for every sealed value: a client may check each against its header.
+  send(res, { ...result, headers: { ...result.headers, 'x-kms-jti': credential.jti, 'content-type': 'application/jose' } }, body, 'application/jose');
 }
 
 const SEALED_HEADER = /^x-kms-[a-z0-9]+(?:-[a-z0-9]+)*$/;

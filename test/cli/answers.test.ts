@@ -200,6 +200,18 @@ describe('the command line', () => {
     expect(requests).toBe(before);
     // Latin-1 goes through.
     expect((await run(['data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN: 'caf\u00e9-token' })).status).toBe(0);
+
+    // With --attest the token travels sealed, in JSON: only what the KMS refuses (control characters) is refused.
+    const attest = join(tmp, 'attest.json');
+    await writeFile(attest, '{"allowDevelopment": true}');
+    const sealedRule = 'must hold the token on one line, without control characters';
+    const refused = await run(['--attest', attest, 'data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN: 'secret\ttoken' });
+    expect(refused).toEqual({ status: 2, stdout: '', stderr: `tee-kms: TEE_KMS_TOKEN ${sealedRule}\n` });
+    expect(requests).toBe(before + 1);
+    const euro = await run(['--attest', attest, 'data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN: 'secret-\u20ac-token' });
+    expect(euro.stderr).not.toContain('must hold the token');
+    expect(requests).toBeGreaterThan(before + 1); // it went on to attest (this fake server cannot)
+    await rm(attest);
   });
 
   it('no token, no admin token, no user: exit 2, said in the command line\'s terms (never "as an argument")', async () => {

@@ -118,16 +118,17 @@ describe('refusals', () => {
   it('refuses an Authorization header given twice (400), whichever of the two is right, and creates nothing', async () => {
     await seed('twice');
     // Node keeps the first of two in `headers`; a proxy on the way may read the last.
-    for (const [first, second] of [
-      ['Bearer twice-token', 'Bearer wrong-token'],
-      ['Bearer wrong-token', 'Bearer twice-token'],
+    for (const [line, first, second] of [
+      ['POST /primaryKey/pk-twice', 'Bearer twice-token', 'Bearer wrong-token'],
+      ['POST /primaryKey/pk-twice', 'Bearer wrong-token', 'Bearer twice-token'],
+      ['POST /rootKey/verify', 'Bearer operator-token', 'Bearer operator-token'], // the operator's, too
     ]) {
       // Raw bytes: Node's HTTP client does not send one header twice.
       const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
         const { hostname, port } = new URL(kms.url);
         const socket = connect(Number(port), hostname, () =>
           socket.end(
-            `POST /primaryKey/pk-twice HTTP/1.1\r\nHost: kms\r\nX-KMS-User: twice\r\nAuthorization: ${first}\r\nAuthorization: ${second}\r\n` +
+            `${line} HTTP/1.1\r\nHost: kms\r\nX-KMS-User: twice\r\nAuthorization: ${first}\r\nAuthorization: ${second}\r\n` +
               'Accept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
           ),
         );
@@ -145,25 +146,48 @@ describe('refusals', () => {
     expect((await kms.request('/primaryKey/pk-twice?user=twice&token=twice-token', { method: 'POST' })).status).toBe(201);
   });
 
-  it('closes a connection with more than 32 requests in the routes at once; another connection is served', async () => {
-    /** Writes `count` pipelined requests at once on one connection; counts the answers until the server closes it. */
-    const pipeline = (count: number) =>
-      new Promise<number>((resolve) => {
+  it('answers 503 at once, doing nothing, past 32 requests in the routes on one connection; each request gets its answer', async () => {
+    /** Writes the requests at once on one connection; the status of each answer, in order, until the server is done. */
+    const pipeline = (requests: string[]) =>
+      new Promise<number[]>((resolve, reject) => {
         const { hostname, port } = new URL(kms.url);
+        const last = requests.length - 1;
         const socket = connect(Number(port), hostname, () =>
           socket.write(
-            'GET /rootKey/status HTTP/1.1\r\nHost: kms\r\n\r\n'.repeat(count - 1) + 'GET /rootKey/status HTTP/1.1\r\nHost: kms\r\nConnection: close\r\n\r\n',
+            requests.map((line, i) => `${line} HTTP/1.1\r\nHost: kms\r\nContent-Length: 0\r\n${i === last ? 'Connection: close\r\n' : ''}\r\n`).join(''),
           ),
         );
         const chunks: Buffer[] = [];
         socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-        // The server closes with requests unread: the client may see a reset, then the close.
-        socket.on('error', () => undefined);
-        socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1').split('HTTP/1.1 200').length - 1));
+        socket.on('error', reject);
+        socket.on('close', () =>
+          resolve(
+            [
+              ...Buffer.concat(chunks)
+                .toString('latin1')
+                .matchAll(/HTTP\/1\.1 (\d{3}) /g),
+            ].map((m) => Number(m[1])),
+          ),
+        );
       });
-    expect(await pipeline(8)).toBe(8); // a few pipelined requests are answered, each
-    const answered = await pipeline(2_000);
-    expect(answered).toBeLessThan(2_000);
+    // A few pipelined requests are answered, each.
+    expect(await pipeline(Array.from({ length: 8 }, () => 'GET /rootKey/status'))).toEqual(Array.from({ length: 8 }, () => 200));
+
+    // 2,000 at once: 32 are served, the rest answered 503, every one of them answered.
+    const statuses = await pipeline(Array.from({ length: 2_000 }, () => 'GET /rootKey/status'));
+    expect(statuses).toHaveLength(2_000);
+    expect(statuses.filter((status) => status === 503).length).toBeGreaterThan(0);
+    expect(statuses.filter((status) => status !== 200 && status !== 503)).toEqual([]);
+
+    // Enrollments: each one answered 201 was made, each one answered 503 was not, none answered neither.
+    const users = Array.from({ length: 40 }, (_, i) => `piped${i}`);
+    const enrolled = await pipeline(users.map((user) => `POST /user/${user}?token=${user}-token`));
+    expect(enrolled).toHaveLength(users.length);
+    expect(enrolled.filter((status) => status === 503).length).toBeGreaterThan(0);
+    for (const [i, user] of users.entries()) {
+      const again = (await kms.request(`/user/${user}?token=${user}-token`, { method: 'POST' })).status;
+      expect([user, enrolled[i], again]).toEqual([user, enrolled[i], enrolled[i] === 201 ? 409 : 201]);
+    }
     expect((await kms.request('/rootKey/status')).status).toBe(200);
   });
 

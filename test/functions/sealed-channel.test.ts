@@ -164,6 +164,7 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     expect(opened.json).toMatchObject({ error: { code: 'UNAUTHORIZED' } });
     expect(Object.keys(opened.protectedHeader).filter((name) => name.startsWith('kms-'))).toEqual(['kms-jti']);
     expect(opened.protectedHeader['kms-jti']).toBe(wrong.jti);
+    expect(refused.headers['x-kms-jti']).toBe(wrong.jti); // outside too, as every sealed value
   });
 
   it('a credential that binds its body (htb) is refused with another body or none, and its jti stays unspent', async () => {
