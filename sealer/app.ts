@@ -87,6 +87,7 @@ export async function startSealer(
     openShare: (jwe) => openShare(jwe, identity.recoveryPrivateKey),
     ...(auto === undefined ? {} : { onKeyChange: auto.autoUnseal.onKeyChange }),
     followRecord: peerUrls.length > 0,
+    pinnedCustodians: options.custodians,
   });
 
   const peers =
@@ -136,6 +137,11 @@ export async function startSealer(
   log.info(`verifiers: ${[...verifiers.keys()].join(', ') || 'none (no TEE can attest)'}`);
   if (plaintextShares && process.env.NODE_ENV === 'production') {
     log.warn('KMS_SEALER_PLAINTEXT_SHARES=allow in production: shares may leave and enter this service unencrypted, readable by every hop on the way');
+  }
+  if (options.custodians !== undefined) {
+    log.info(`custodians pinned (KMS_SEALER_CUSTODIANS): shares go only to the keys with these RFC 7638 thumbprints, in share order`, {
+      thumbprints: options.custodians.join(','),
+    });
   }
   log.info(`shares: ${plaintextShares ? 'plaintext allowed (development)' : 'only encrypted to custodians and to the recovery key'}`);
   log.info(`proves itself with ${identity.tee} evidence (KMS_SEALER_ATTESTER)${identity.tee === 'sample' ? ': it proves nothing, development only' : ''}`);

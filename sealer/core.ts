@@ -58,6 +58,12 @@ export interface SealerCoreOptions {
    * promotion on a peer) drops this replica's key until a peer hands over the new one.
    */
   readonly followRecord?: boolean;
+  /**
+   * KMS_SEALER_CUSTODIANS: the RFC 7638 thumbprints of the only custodian keys, in share order, that
+   * a rotation's shares may be encrypted to (the first rotation included, which nothing else can
+   * protect from its relay); no share then leaves in plaintext. Default: none pinned.
+   */
+  readonly pinnedCustodians?: readonly string[] | undefined;
 }
 
 /**
@@ -79,6 +85,7 @@ export class SealerCore {
   readonly #openShare: ((jwe: string) => Promise<string>) | undefined;
   readonly #onKeyChange: SealerCoreOptions['onKeyChange'];
   readonly #followRecord: boolean;
+  readonly #pinned: readonly string[] | undefined;
   #key: Buffer | undefined;
   #record: { state: StateRecord; etag: string } | undefined;
   /** Why this service will not initialize or recover until an operator restores storage. */
@@ -100,6 +107,7 @@ export class SealerCore {
     this.#openShare = options.openShare;
     this.#onKeyChange = options.onKeyChange;
     this.#followRecord = options.followRecord ?? false;
+    this.#pinned = options.pinnedCustodians;
     if (options.rootKey !== undefined) this.#key = Buffer.from(options.rootKey);
   }
 
@@ -534,6 +542,7 @@ export class SealerCore {
    * stored keys are never dropped for plaintext.
    */
   #custodiansFor(n: number, given: readonly CustodianKey[] | undefined): readonly CustodianKey[] | undefined {
+    if (this.#pinned !== undefined) return this.#pinnedCustodians(this.#pinned, n, given);
     if (given !== undefined) return given;
     const current = this.#record?.state.current;
     const stored = current?.custodians;
@@ -549,6 +558,33 @@ export class SealerCore {
     throw new SealerError(
       'BAD_REQUEST',
       'shares leave this sealing service only encrypted to their custodians: give one public key per share ({"custodians": [JWK, …]} or KMS_CUSTODIAN_KEYS_FILE)',
+    );
+  }
+
+  /**
+   * With KMS_SEALER_CUSTODIANS, the keys (given, else stored) must be exactly the pinned ones, in
+   * order, one per share: whoever relays a rotation (the first one too, which cannot be sealed) and
+   * whoever holds the admin token can no longer name keys of their own. Never plaintext shares.
+   */
+  #pinnedCustodians(pinned: readonly string[], n: number, given: readonly CustodianKey[] | undefined): readonly CustodianKey[] {
+    const refuse = (why: string) => new SealerError('BAD_REQUEST', `${why}; nothing was changed`);
+    if (n !== pinned.length) {
+      throw refuse(`KMS_SEALER_CUSTODIANS pins ${pinned.length} custodian keys, one per share: n must be ${pinned.length}, not ${n}`);
+    }
+    const keys = given ?? this.#record?.state.current.custodians;
+    if (keys === undefined) {
+      throw refuse(`KMS_SEALER_CUSTODIANS pins the custodian keys and no share leaves in plaintext: name them ({"custodians": [JWK, …]}, in the pinned order)`);
+    }
+    const label = given === undefined ? 'the stored custodian keys' : 'custodians';
+    if (keys.length !== pinned.length) {
+      throw refuse(`${label} are ${keys.length} keys, but KMS_SEALER_CUSTODIANS pins ${pinned.length}: name the pinned keys ({"custodians": [JWK, …]})`);
+    }
+    const wrong = keys.findIndex((key, i) => key.thumbprint !== pinned[i]);
+    if (wrong === -1) return keys;
+    throw refuse(
+      given === undefined
+        ? `the stored custodian key ${wrong} is not the one KMS_SEALER_CUSTODIANS pins at index ${wrong}: name the pinned keys ({"custodians": [JWK, …]}), with the current shares as for any change of custodians`
+        : `custodians[${wrong}] is not the key KMS_SEALER_CUSTODIANS pins at index ${wrong} (its RFC 7638 thumbprint differs): give exactly the pinned keys, in the pinned order`,
     );
   }
 

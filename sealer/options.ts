@@ -1,4 +1,5 @@
 import { KmsError } from '../shared/errors.js';
+import { MAX_SHARES } from '../shared/sealer-client/protocol.js';
 import { parseMetricsPort } from '../shared/metrics/port.js';
 import { loadOptions, option, parse, type OptionValues } from '../shared/options.js';
 
@@ -70,6 +71,13 @@ export const sealerOptions = {
     parse: parse.oneOf('allow', 'refuse'),
     description:
       '`allow` or `refuse` shares in plaintext, out of a rotation and into recovery and verification (else they travel encrypted to custodians and to the recovery key). Default: `refuse` when NODE_ENV=production, else `allow`; an explicit `allow` in production is announced at start.',
+  }),
+  custodians: option({
+    env: 'KMS_SEALER_CUSTODIANS',
+    default: undefined as readonly string[] | undefined,
+    parse: parseThumbprints,
+    description:
+      "Pins the custodians: a comma list of their public keys' RFC 7638 SHA-256 thumbprints (base64url, 43 characters each), in share order, 2 to 255. Every rotation, the first included, must then encrypt its n shares (n = their number) to exactly those keys, and no share leaves in plaintext. Under TDX, measured in the sealer's init-data (docs/custodians.md).",
   }),
   tdxPolicyFile: option({
     env: 'KMS_SEALER_TDX_POLICY_FILE',
@@ -226,6 +234,26 @@ export const sealerOptions = {
     description: 'Bound on unanswered KBS challenges kept in memory (when full, the oldest gives way) and, apart, on attested sessions.',
   }),
 };
+
+/** A thumbprint as jwkThumbprint writes it: 32 bytes of SHA-256, base64url without padding. */
+const THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
+
+/** KMS_SEALER_CUSTODIANS: 2 to MAX_SHARES canonical thumbprints, none twice; the message names the item by index. */
+function parseThumbprints(raw: string, env: string): readonly string[] {
+  const items = raw.split(',').map((item) => item.trim());
+  if (items.length < 2 || items.length > MAX_SHARES) {
+    throw new KmsError('CONFIG', `${env} must list 2 to ${MAX_SHARES} custodian key thumbprints (one per share), got ${items.length}`);
+  }
+  items.forEach((item, i) => {
+    // 43 characters are 32 bytes; the round trip refuses non-canonical trailing bits.
+    if (!THUMBPRINT.test(item) || Buffer.from(item, 'base64url').toString('base64url') !== item) {
+      throw new KmsError('CONFIG', `${env}: item ${i} is not an RFC 7638 SHA-256 thumbprint (43 characters of base64url)`);
+    }
+    const first = items.indexOf(item);
+    if (first !== i) throw new KmsError('CONFIG', `${env}: item ${i} is the same thumbprint as item ${first}`);
+  });
+  return items;
+}
 
 export type SealerOptions = OptionValues<typeof sealerOptions>;
 

@@ -1,0 +1,165 @@
+/**
+ * Pinned custodians (KMS_SEALER_CUSTODIANS; docs/custodians.md, "Pinning the custodians"), as their
+ * adversaries would act: a real sealing-service process that allows plaintext shares
+ * (KMS_SEALER_PLAINTEXT_SHARES=allow, so that nothing but the pin keeps shares encrypted), driven
+ * by this test's own protocol client (test/support/protocol-client.ts) attested as an identity
+ * granted "rotate". Thumbprints are computed here with jose, not with the project's code.
+ *
+ * The relay of the first rotate (the ingress, a port-forward's node) cannot seal it, so it can
+ * rewrite its `custodians`: with the pin, a first rotate naming other keys is refused and the
+ * service stays uninitialized. The admin token alone, even with the current shares, cannot name
+ * other keys later either. The pinned keys work, and their shares open only with them.
+ */
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { calculateJwkThumbprint, compactDecrypt } from 'jose';
+import { combine } from 'shamir-secret-sharing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { adminRoutes, ProtocolClient, rootKeyIdOf, type Answer } from '../support/protocol-client.js';
+import { allLogs, SecretRegistry, startSealerProcess, TEST_ADMIN_IDENTITY, type SealerProcess } from '../support/sealer.js';
+
+interface Share {
+  readonly index: number;
+  readonly content: string;
+}
+
+const { rotate } = adminRoutes;
+const secrets = new SecretRegistry();
+let sealer: SealerProcess;
+let admin: ProtocolClient;
+
+interface Custodian {
+  readonly privateKey: KeyObject;
+  readonly jwk: Record<string, string>;
+  readonly thumbprint: string;
+}
+
+/** A custodian's key pair; the public half as rotate takes it, and its RFC 7638 thumbprint. */
+async function custodian(): Promise<Custodian> {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const { kty, crv, x, y } = publicKey.export({ format: 'jwk' });
+  const jwk = { kty: kty!, crv: crv!, x: x!, y: y! };
+  return { privateKey, jwk, thumbprint: await calculateJwkThumbprint(jwk, 'sha256') };
+}
+
+const isJwe = (content: string) => content.split('.').length === 5;
+
+async function sealStatus(): Promise<Record<string, unknown>> {
+  const answer = await admin.send('GET', '/tee-kms/v1/seal-status');
+  expect(answer.status, answer.text).toBe(200);
+  return answer.json();
+}
+
+function refused(answer: Answer, detail: string): void {
+  expect(answer.status, answer.text).toBe(400);
+  expect(answer.json<{ shares?: unknown }>().shares).toBeUndefined();
+  expect(answer.json<{ detail: string }>().detail).toContain(detail);
+  expect(answer.json<{ detail: string }>().detail).toContain('nothing was changed');
+}
+
+let pinned: Custodian[];
+let relay: Custodian[];
+
+beforeAll(async () => {
+  pinned = await Promise.all([1, 2, 3].map(() => custodian()));
+  relay = await Promise.all([1, 2, 3].map(() => custodian()));
+  sealer = await startSealerProcess({
+    env: { KMS_SEALER_PLAINTEXT_SHARES: 'allow', KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(',') },
+  });
+  admin = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem(), initData: TEST_ADMIN_IDENTITY });
+  secrets.addText(await admin.attest());
+  secrets.add(admin.privateScalar);
+});
+
+afterAll(async () => {
+  await sealer?.cleanup();
+});
+
+describe('KMS_SEALER_CUSTODIANS', () => {
+  let currentId: string;
+  let currentShares: Share[];
+
+  it('refuses a first rotate whose custodians a relay replaced: the service stays uninitialized, no share leaves', async () => {
+    const first = { t: 2, n: 3, expectedCurrentId: null, expectedPendingId: null };
+    // Every key replaced, as a relay that wants every share would.
+    refused(await admin.admin(rotate.method, rotate.path, { body: { ...first, custodians: relay.map((each) => each.jwk) } }), 'custodians[0] is not the key');
+    // One key replaced: the index names it.
+    const one = [pinned[0]!, relay[1]!, pinned[2]!];
+    refused(await admin.admin(rotate.method, rotate.path, { body: { ...first, custodians: one.map((each) => each.jwk) } }), 'custodians[1] is not the key');
+    // The pinned keys in another order: share order is pinned too.
+    const swapped = [pinned[1]!, pinned[0]!, pinned[2]!];
+    refused(await admin.admin(rotate.method, rotate.path, { body: { ...first, custodians: swapped.map((each) => each.jwk) } }), 'custodians[0] is not the key');
+    // Custodians removed: shares would leave in plaintext (allowed here but for the pin).
+    refused(await admin.admin(rotate.method, rotate.path, { body: first }), 'no share leaves in plaintext');
+    // A fourth share to a key of the relay's, beside the pinned three.
+    const four = [...pinned, relay[0]!].map((each) => each.jwk);
+    refused(await admin.admin(rotate.method, rotate.path, { body: { ...first, n: 4, custodians: four } }), 'n must be 3, not 4');
+    expect(await sealStatus()).toMatchObject({ initialized: false, rootKeyId: null });
+  });
+
+  it('initializes with the pinned keys, logged at start: each share opens with its custodian only', async () => {
+    const thumbprints = pinned.map((each) => each.thumbprint).join(',');
+    expect(sealer.lines().some((line) => line.thumbprints === thumbprints)).toBe(true);
+    const answer = await admin.admin(rotate.method, rotate.path, {
+      body: { t: 2, n: 3, expectedCurrentId: null, expectedPendingId: null, custodians: pinned.map((each) => each.jwk) },
+    });
+    expect(answer.status, answer.text).toBe(200);
+    const { shares, rootKeyId } = answer.json<{ shares: Share[]; rootKeyId: string }>();
+    for (const share of shares) secrets.addText(share.content);
+    expect(shares.map((share) => isJwe(share.content))).toEqual([true, true, true]);
+    currentShares = await Promise.all(
+      shares.map(async (share, i) => {
+        for (const other of [...relay, ...pinned.filter((_, j) => j !== i)]) await expect(compactDecrypt(share.content, other.privateKey)).rejects.toThrow();
+        const { plaintext } = await compactDecrypt(share.content, pinned[i]!.privateKey);
+        const opened = { index: share.index, content: Buffer.from(plaintext).toString('utf8') };
+        secrets.add(Buffer.from(opened.content, 'base64'));
+        return opened;
+      }),
+    );
+    currentId = rootKeyIdOf(await combine(currentShares.slice(0, 2).map((share) => new Uint8Array(Buffer.from(share.content, 'base64')))));
+    expect(rootKeyId).toBe(currentId);
+    expect(await sealStatus()).toMatchObject({ initialized: true, rootKeyId: currentId, t: 2, n: 3 });
+  });
+
+  it('later: other keys are refused even with the current shares; a rotate naming none uses the stored (pinned) keys', async () => {
+    const next = { t: 2, n: 3, expectedCurrentId: currentId, expectedPendingId: null };
+    const withShares = await admin.admin(rotate.method, rotate.path, {
+      body: { ...next, custodians: relay.map((each) => each.jwk), currentShares: currentShares.slice(0, 2) },
+    });
+    refused(withShares, 'custodians[0] is not the key');
+    expect(await sealStatus()).toMatchObject({ rootKeyId: currentId, pendingRootKeyId: null });
+    const answer = await admin.admin(rotate.method, rotate.path, { body: next });
+    expect(answer.status, answer.text).toBe(200);
+    const { shares } = answer.json<{ shares: Share[] }>();
+    for (const share of shares) secrets.addText(share.content);
+    expect(shares.map((share) => isJwe(share.content))).toEqual([true, true, true]);
+    await expect(compactDecrypt(shares[2]!.content, pinned[2]!.privateKey)).resolves.toBeDefined();
+  });
+
+  it('refuses the stored keys once the pin names others, and a start with a bad pin names the variable', async () => {
+    sealer.env.KMS_SEALER_CUSTODIANS = relay.map((each) => each.thumbprint).join(',');
+    await sealer.restart();
+    admin = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem(), initData: TEST_ADMIN_IDENTITY });
+    secrets.addText(await admin.attest());
+    secrets.add(admin.privateScalar);
+    const status = await sealStatus();
+    const answer = await admin.admin(rotate.method, rotate.path, {
+      body: { t: 2, n: 3, expectedCurrentId: currentId, expectedPendingId: status.pendingRootKeyId },
+    });
+    refused(answer, 'the stored custodian key 0 is not the one KMS_SEALER_CUSTODIANS pins');
+    expect(await sealStatus()).toEqual(status);
+
+    for (const value of [
+      pinned[0]!.thumbprint,
+      `${pinned[0]!.thumbprint},${pinned[0]!.thumbprint}`,
+      `${pinned[0]!.thumbprint},abc`,
+      `${pinned[0]!.thumbprint},`,
+    ]) {
+      await expect(startSealerProcess({ env: { KMS_SEALER_CUSTODIANS: value } })).rejects.toThrow(/cannot start: CONFIG: KMS_SEALER_CUSTODIANS/);
+    }
+  });
+
+  it('logs no share, token or key', async () => {
+    await sealer.settle();
+    for (const logs of allLogs) expect(secrets.leaksIn(logs())).toEqual([]);
+  });
+});
