@@ -92,6 +92,9 @@ usage: knative/install.sh [options]     (every option also reads the environment
                                                     listed in the sealer's init-data, so its MRCONFIGID changes
   --auto-unseal-ca FILE         KMS_AUTO_UNSEAL_CA  tdx, with the URL: PEM CA of that KBS's TLS certificate
   --auto-unseal-resource PATH   KMS_AUTO_UNSEAL_RESOURCE  tdx: its resource (default tee-kms/unseal/kek)
+  --custodian-keys FILE         KMS_CUSTODIAN_KEYS_FILE  tdx: pin the custodians (KMS_SEALER_CUSTODIANS, docs/custodians.md):
+                                                    FILE as for tee-kms rotate --custodians, their public JWKs in
+                                                    share order; listed in the sealer's init-data, so its MRCONFIGID changes
   --pccs-url URL                KMS_PCCS_URL        tdx: DCAP collateral source, a PCCS or Intel PCS base URL
                                                     (https://, without /sgx|tdx/certification/v4;
                                                     default https://api.trustedservices.intel.com)
@@ -149,6 +152,7 @@ PCCS_URL=${KMS_PCCS_URL:-}
 AUTO_UNSEAL_KBS_URL=${KMS_AUTO_UNSEAL_KBS_URL:-}
 AUTO_UNSEAL_CA=${KMS_AUTO_UNSEAL_CA:-}
 AUTO_UNSEAL_RESOURCE=${KMS_AUTO_UNSEAL_RESOURCE:-}
+CUSTODIAN_KEYS=${KMS_CUSTODIAN_KEYS_FILE:-}
 INTERNAL_TLS=${KMS_INTERNAL_TLS:-}
 SKIP_KNATIVE_CONFIG=${KMS_SKIP_KNATIVE_CONFIG:-0}
 SECRETS_DIR=${KMS_SECRETS_DIR:-}
@@ -197,6 +201,7 @@ while [[ $# -gt 0 ]]; do
     --auto-unseal-kbs-url) need_value "$@"; AUTO_UNSEAL_KBS_URL=$2; shift 2 ;;
     --auto-unseal-ca) need_value "$@"; AUTO_UNSEAL_CA=$2; shift 2 ;;
     --auto-unseal-resource) need_value "$@"; AUTO_UNSEAL_RESOURCE=$2; shift 2 ;;
+    --custodian-keys) need_value "$@"; CUSTODIAN_KEYS=$2; shift 2 ;;
     --internal-tls) INTERNAL_TLS=1; shift ;;
     --no-internal-tls) INTERNAL_TLS=0; shift ;;
     --skip-knative-config) SKIP_KNATIVE_CONFIG=1; shift ;;
@@ -228,6 +233,8 @@ case $TEE_MODE in
 esac
 [[ $TEE_MODE == tdx || -z $AUTO_UNSEAL_KBS_URL$AUTO_UNSEAL_CA$AUTO_UNSEAL_RESOURCE ]] \
   || die "--auto-unseal-* is for --tee tdx, where the sealer's init-data lists it; under --tee dev set KMS_SEALER_UNSEAL_* on the sealer yourself (docs/root-key.md)"
+[[ $TEE_MODE == tdx || -z $CUSTODIAN_KEYS ]] \
+  || die "--custodian-keys is for --tee tdx, where the sealer's init-data lists it; under --tee dev set KMS_SEALER_CUSTODIANS on the sealer yourself (docs/custodians.md)"
 
 DNS_LABEL='[a-z0-9]([-a-z0-9]*[a-z0-9])?'
 [[ $NS =~ ^$DNS_LABEL$ && ${#NS} -le 63 ]] || die "--namespace must be a DNS label, got '$NS'"
@@ -394,9 +401,42 @@ check_root_key_env() {
   ROOT_KEY_ENV_JSON=$(printf '[["KMS_SEALER_ROOT_KEY_FILE", "%s"]]' "$file")
 }
 
+# Pinned custodians (docs/custodians.md): KMS_SEALER_CUSTODIANS reaches the sealer only as its
+# init-data lists it (custodians_env), so it goes into both. The value is the RFC 7638 SHA-256
+# thumbprint of each key of --custodian-keys (the JSON array of public JWKs that tee-kms rotate
+# --custodians reads), in its order, checked as the sealer checks a rotation's custodians.
+# [[NAME, VALUE]] as JSON, or [].
+CUSTODIANS_ENV_JSON='[]'
+check_custodian_keys() {
+  [[ -n $CUSTODIAN_KEYS ]] || return 0
+  [[ -f $CUSTODIAN_KEYS && -r $CUSTODIAN_KEYS ]] || die "--custodian-keys $CUSTODIAN_KEYS: no such readable file"
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  CUSTODIANS_ENV_JSON=$(node -e '
+    const { createHash, createPublicKey } = require("node:crypto");
+    const file = process.argv[1];
+    const fail = (why) => { console.error(`--custodian-keys ${file}: ${why}`); process.exit(1); };
+    let keys;
+    try { keys = JSON.parse(require("node:fs").readFileSync(file, "utf8")); } catch { fail("not JSON"); }
+    if (!Array.isArray(keys) || keys.length < 2 || keys.length > 255) fail("must hold a JSON array of 2 to 255 public JWKs, one per share, in share order");
+    const thumbprints = keys.map((jwk, i) => {
+      if (typeof jwk !== "object" || jwk === null || Array.isArray(jwk)) fail(`[${i}] is not a JWK object`);
+      if (["d", "p", "q", "dp", "dq", "qi", "k"].some((m) => m in jwk)) fail(`[${i}] holds private key material: give the public keys only`);
+      if (jwk.kty !== "EC" || jwk.crv !== "P-256") fail(`[${i}] is not an EC P-256 key`);
+      for (const c of ["x", "y"])
+        if (typeof jwk[c] !== "string" || !/^[A-Za-z0-9_-]{43}$/.test(jwk[c]) || Buffer.from(jwk[c], "base64url").toString("base64url") !== jwk[c]) fail(`[${i}]: ${c} is not a base64url P-256 coordinate`);
+      try { createPublicKey({ key: { kty: "EC", crv: "P-256", x: jwk.x, y: jwk.y }, format: "jwk" }); } catch { fail(`[${i}] is not a point on the P-256 curve`); }
+      // RFC 7638: the required members of an EC key, in lexicographic order, no whitespace.
+      return createHash("sha256").update(JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y })).digest("base64url");
+    });
+    thumbprints.forEach((t, i) => { if (thumbprints.indexOf(t) !== i) fail(`[${i}] is the same key as [${thumbprints.indexOf(t)}]`); });
+    process.stdout.write(JSON.stringify([["KMS_SEALER_CUSTODIANS", thumbprints.join(",")]]));
+  ' "$CUSTODIAN_KEYS") || die "--custodian-keys: see above (node is needed for it)"
+}
+
 # A pod's init-data: the shipped document with this run's digests in place of its placeholders
-# (and, for the sealer, the variables of auto-unseal and of mode 1 in place of the empty
-# auto_unseal_env and root_key_env, as far as this run sets them; each list must be there, once).
+# (and, for the sealer, the variables of auto-unseal, of mode 1 and of pinned custodians in place
+# of the empty auto_unseal_env, root_key_env and custodians_env, as far as this run sets them; each
+# list must be there, once).
 # Its exact bytes matter (their SHA-384 is the TD's MRCONFIGID): only those lines change.
 render_init_data() {
   if [[ $1 != tee-kms-sealer ]]; then
@@ -406,7 +446,7 @@ render_init_data() {
   # shellcheck disable=SC2016 # JavaScript, not shell
   render_placeholders "$1" | node -e '
     let text = require("node:fs").readFileSync(0, "utf8");
-    const lists = [["auto_unseal_env", process.argv[1]], ["root_key_env", process.argv[2]]];
+    const lists = [["auto_unseal_env", process.argv[1]], ["root_key_env", process.argv[2]], ["custodians_env", process.argv[3]]];
     for (const [list, json] of lists) {
       const empty = `\n${list} := []\n`;
       const parts = text.split(empty);
@@ -415,7 +455,7 @@ render_init_data() {
       if (pairs.length > 0) text = parts.join(`\n${list} := ${JSON.stringify(pairs.map(([n, v]) => `${n}=${v}`))}\n`);
     }
     process.stdout.write(text);
-  ' "${AUTO_UNSEAL_ENV_JSON:-[]}" "$ROOT_KEY_ENV_JSON"
+  ' "${AUTO_UNSEAL_ENV_JSON:-[]}" "$ROOT_KEY_ENV_JSON" "$CUSTODIANS_ENV_JSON"
 }
 render_placeholders() {
   sed -e "s|\"tee-kms@$PLACEHOLDER_DIGEST\"|\"$TEE_KMS_POD_IMAGE\"|" \
@@ -483,6 +523,7 @@ if [[ $TEE_MODE == tdx ]]; then
   while [[ $PCCS_URL == */ ]]; do PCCS_URL=${PCCS_URL%/}; done
   check_auto_unseal
   check_root_key_env
+  check_custodian_keys
   # Each TD pod's MRCONFIGID, from its init-data with this run's images.
   [[ -n $QUEUE_PROXY_IMAGE ]] \
     || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, and their agent policy admits it by digest. Take it from: kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}'"
@@ -606,15 +647,15 @@ write_init_data() {
       printf '      - op: add\n        path: /spec/template/spec/containers/0/env/-\n'
       printf '        value: { name: %s, value: /var/run/tee-kms/init-data/%s.toml }\n' "$env_name" "$pod"
     fi
-    if [[ $pod == tee-kms-sealer && -n $AUTO_UNSEAL_ENV_JSON ]]; then
-      # Exactly the values its init-data lists (JSON strings are YAML).
+    if [[ $pod == tee-kms-sealer && ( -n $AUTO_UNSEAL_ENV_JSON || $CUSTODIANS_ENV_JSON != '[]' ) ]]; then
+      # Exactly the values its init-data lists (JSON strings are YAML): auto-unseal's, the pinned custodians.
       # shellcheck disable=SC2016 # JavaScript, not shell
       node -e '
-        for (const [name, value] of JSON.parse(process.argv[1])) {
+        for (const [name, value] of process.argv.slice(1).flatMap((json) => JSON.parse(json))) {
           console.log("      - op: add\n        path: /spec/template/spec/containers/0/env/-");
           console.log(`        value: ${JSON.stringify({ name, value })}`);
         }
-      ' "$AUTO_UNSEAL_ENV_JSON"
+      ' "${AUTO_UNSEAL_ENV_JSON:-[]}" "$CUSTODIANS_ENV_JSON"
     fi
   done
   printf 'configMapGenerator:\n  - name: tee-kms-init-data\n    options:\n      disableNameSuffixHash: true\n'
@@ -1018,7 +1059,7 @@ FUNCTION_INPUT_NAMES="the image, the S3 credentials, the admin token, the intern
 FUNCTION_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/admin-token" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
 [[ $TEE_MODE != tdx ]] || FUNCTION_INPUTS+=("$SEALER_TDX_POLICY_FILE")
 FUNCTION_REV=$(printf '%s image=%s queue-proxy=%s' "$CONFIG_INPUTS" "$IMAGE" "$QUEUE_PROXY_IMAGE" | cat - "${FUNCTION_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
-SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --auto-unseal-*")"
+SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --auto-unseal-*, --custodian-keys")"
 SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
 [[ $ROOT_KEY_MODE == shares ]] || SEALER_INPUTS+=("$SECRETS_DIR/root-key")
 # The sealer reads its TDX and admin policies once, at start: a changed policy must roll it.

@@ -247,6 +247,17 @@ export async function generateManifests(): Promise<Map<string, string>> {
                 'None listed: the Shamir mode (mode 2), and a sealer with either set is not created.',
               ],
             },
+            {
+              prefix: 'KMS_SEALER_CUSTODIANS',
+              allowed: 'custodians_env',
+              why: [
+                "KMS_SEALER_CUSTODIANS (docs/custodians.md) pins the custodians' keys, which every rotation (the first included) must",
+                'encrypt its shares to: it is on only as listed here, NAME=VALUE exactly, e.g. ["KMS_SEALER_CUSTODIANS=<t1>,<t2>,<t3>"],',
+                'which changes MRCONFIGID (knative/install.sh --custodian-keys writes it). None listed: not pinned, and a sealer',
+                'with it set is not created. Listed, it must also be set: leaving it out would unpin the custodians.',
+              ],
+              required: true,
+            },
           ],
         },
       ],

@@ -131,6 +131,11 @@ export interface ClosedEnv {
   readonly allowed: string;
   /** The comment above `<allowed> := []`: what the variables switch on, and who writes the list. */
   readonly why: readonly string[];
+  /**
+   * Whether every listed entry must also be set (env_present): for a variable whose absence switches
+   * a protection off, so that a measured list cannot be undone by leaving the variable out.
+   */
+  readonly required?: boolean;
 }
 
 /** Which pod a document is for. */
@@ -155,7 +160,10 @@ function containerRule(container: AllowedContainer): string {
   if (container.args !== undefined) lines.push(`\tinput.OCI.Process.Args == [${container.args.map(rego).join(', ')}]`);
   for (const [name, value] of Object.entries(container.env ?? {})) lines.push(`\tenv_pinned(${rego(name)}, ${rego(value)})`);
   const closed = container.closedEnv ?? [];
-  for (const { prefix, allowed } of closed) lines.push(`\tenv_closed(${rego(prefix)}, ${allowed})`);
+  for (const { prefix, allowed, required } of closed) {
+    lines.push(`\tenv_closed(${rego(prefix)}, ${allowed})`);
+    if (required === true) lines.push(`\tenv_present(${allowed})`);
+  }
   lines.push('\tenv_denied_none(denied_env, denied_env_prefixes)');
   if (container.image === 'tee_kms_image') lines.push('\tenv_denied_none(denied_ca_env, [])', '\tenv_denied_none(denied_kms_env, [])');
   lines.push('}');
@@ -214,6 +222,16 @@ env_closed(prefix, allowed) if {
 unprefixed_or_allowed(entry, prefix, _) if not startswith(entry, prefix)
 
 unprefixed_or_allowed(entry, _, allowed) if entry in allowed
+`;
+
+/** The Rego helper of ClosedEnv.required, written only into documents that use it. */
+const PRESENT_ENV_RULES = `
+# Every entry of LISTED (NAME=VALUE) is in the environment: what the list switches on stays on.
+env_present(listed) if {
+	every entry in listed {
+		entry in input.OCI.Process.Env
+	}
+}
 `;
 
 /** The Kata agent policy of one pod: Rego, package agent_policy. */
@@ -313,7 +331,7 @@ env_pinned(name, value) if {
 other_or_equal(entry, name, _) if not startswith(entry, concat("", [name, "="]))
 
 other_or_equal(entry, name, value) if entry == concat("=", [name, value])
-${DENIED_ENV_RULES}${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}
+${DENIED_ENV_RULES}${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}${pod.containers.some((container) => (container.closedEnv ?? []).some((group) => group.required === true)) ? PRESENT_ENV_RULES : ''}
 # Everything else the runtime needs to run and stop the pod.
 default AddARPNeighborsRequest := true
 default AddSwapRequest := true

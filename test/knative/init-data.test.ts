@@ -234,6 +234,23 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     for (const pin of ROOT_KEY_PINS) expect(pin.startsWith(`${prefix}_FILE=/`), pin).toBe(true);
   });
 
+  it('lets KMS_SEALER_CUSTODIANS reach the sealer only as its init-data lists it: the pinned custodians are measured', () => {
+    const sealer = readFileSync(join(INIT_DATA_DIR, `${SEALER_POD}.toml`), 'utf8');
+    // None listed: not pinned, and the administrator cannot pin keys of their own from the environment.
+    expect(sealer.split('\ncustodians_env := []\n')).toHaveLength(2);
+    expect(sealer.match(/^custodians_env :=/gm)).toHaveLength(1);
+    const rule = sealer.slice(sealer.indexOf('# sealer: the tee-kms image.'));
+    const body = rule.slice(0, rule.indexOf('\n}\n'));
+    expect(body).toContain('\tenv_closed("KMS_SEALER_CUSTODIANS", custodians_env)');
+    // Once listed it must also be set: absent, the sealer would run unpinned under the same MRCONFIGID.
+    expect(body).toContain('\tenv_present(custodians_env)');
+    expect(sealer).toContain('env_present(listed) if {\n\tevery entry in listed {\n\t\tentry in input.OCI.Process.Env\n\t}\n}');
+    // The prefix is the sealer's custodians option (not a secret one: no _FILE), and closes no other.
+    const prefix = /\tenv_closed\("(KMS_SEALER_CUSTODIANS)", custodians_env\)/.exec(body)![1]!;
+    expect(sealerOptions.custodians.env).toBe(prefix);
+    expect(Object.values(sealerOptions).filter((o) => o.env.startsWith(prefix) || `${o.env}_FILE`.startsWith(prefix))).toEqual([sealerOptions.custodians]);
+  });
+
   describe("the sealer's env_closed rules, applied to the environments an administrator could give it", () => {
     /**
      * Whether every env_closed(PREFIX, LIST) of the sealer's rule holds for this environment, with the
@@ -244,13 +261,19 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     function closedEnvAdmits(document: string, env: readonly string[]): boolean {
       const rule = document.slice(document.indexOf('# sealer: the tee-kms image.'));
       const closed = [...rule.slice(0, rule.indexOf('\n}\n')).matchAll(/\tenv_closed\(("[^"]+"), (\w+)\)/g)];
-      expect(closed.map((m) => m[2])).toEqual(['auto_unseal_env', 'root_key_env']);
-      return closed.every(([, prefix, list]) => {
-        const assigned = [...document.matchAll(new RegExp(`^${list!} := (.*)$`, 'gm'))];
+      expect(closed.map((m) => m[2])).toEqual(['auto_unseal_env', 'root_key_env', 'custodians_env']);
+      // env_present(LIST): every entry of LIST is in the environment (the helper is pinned below).
+      const present = [...rule.slice(0, rule.indexOf('\n}\n')).matchAll(/\tenv_present\((\w+)\)/g)].map((m) => m[1]!);
+      expect(present).toEqual(['custodians_env']);
+      const listed = (list: string) => {
+        const assigned = [...document.matchAll(new RegExp(`^${list} := (.*)$`, 'gm'))];
         expect(assigned, list).toHaveLength(1);
-        const allowed = JSON.parse(assigned[0]![1]!) as string[];
-        return env.every((entry) => !entry.startsWith(JSON.parse(prefix!) as string) || allowed.includes(entry));
-      });
+        return JSON.parse(assigned[0]![1]!) as string[];
+      };
+      return (
+        closed.every(([, prefix, list]) => env.every((entry) => !entry.startsWith(JSON.parse(prefix!) as string) || listed(list!).includes(entry))) &&
+        present.every((list) => listed(list).every((entry) => env.includes(entry)))
+      );
     }
     const base = ['NODE_ENV=production', 'KMS_SEALER_ATTESTER=tdx-aa', 'KMS_ROOT_KEY_REFRESH_SECONDS=30'];
     const theirKey = `KMS_SEALER_ROOT_KEY=${'A'.repeat(43)}=`;
@@ -270,6 +293,22 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       expect(closedEnvAdmits(secret, [...base, 'KMS_SEALER_ROOT_KEY_FILE=/var/run/tee-kms/config/key'])).toBe(false);
       // Auto-unseal stays closed in mode 1.
       expect(closedEnvAdmits(secret, [...base, ...ROOT_KEY_PINS, 'KMS_SEALER_UNSEAL_KBS_URL=https://kbs.example'])).toBe(false);
+    });
+
+    it('pinned custodians: none as shipped; with a list, exactly the listed value', () => {
+      const thumbprints = ['a', 'b', 'c'].map((c) => c.repeat(43));
+      const theirs = `KMS_SEALER_CUSTODIANS=${['d', 'e', 'f'].map((c) => c.repeat(43)).join(',')}`;
+      for (const entry of [`KMS_SEALER_CUSTODIANS=${thumbprints.join(',')}`, theirs, 'KMS_SEALER_CUSTODIANS=', 'KMS_SEALER_CUSTODIANS_FILE=/tmp/x'])
+        expect(closedEnvAdmits(shares, [...base, entry]), entry).toBe(false);
+      const pin = `KMS_SEALER_CUSTODIANS=${thumbprints.join(',')}`;
+      const pinned = shares.replace('\ncustodians_env := []\n', `\ncustodians_env := ${JSON.stringify([pin])}\n`);
+      expect(pinned).not.toBe(shares);
+      expect(closedEnvAdmits(pinned, [...base, pin])).toBe(true);
+      // Listed, it must be set: an administrator cannot unpin the custodians by leaving it out.
+      expect(closedEnvAdmits(pinned, base)).toBe(false);
+      expect(closedEnvAdmits(pinned, [...base, theirs])).toBe(false);
+      expect(closedEnvAdmits(pinned, [...base, `KMS_SEALER_CUSTODIANS=${thumbprints.reverse().join(',')}`])).toBe(false);
+      expect(closedEnvAdmits(pinned, [...base, pin, theirs])).toBe(false);
     });
   });
 

@@ -12,6 +12,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { requireTool, skipWithout } from '../support/tools.js';
@@ -196,6 +197,8 @@ describe('install.sh against a recording kubectl', () => {
       const sealerInitData = readFileSync(join(work, 'init-data', `${SEALER_POD}.toml`), 'utf8');
       expect(sealerInitData).toBe(deployedInitData(SEALER_POD));
       expect(sealerInitData.split('\nroot_key_env := []\n')).toHaveLength(2);
+      // No --custodian-keys: no custodians pinned, so KMS_SEALER_CUSTODIANS is not admitted.
+      expect(sealerInitData.split('\ncustodians_env := []\n')).toHaveLength(2);
     });
 
     it('--auto-unseal-*: the sealer gets exactly the variables its init-data lists, and its MRCONFIGID changes', () => {
@@ -260,6 +263,90 @@ describe('install.sh against a recording kubectl', () => {
       const dev = install(['--tee', 'dev', '--auto-unseal-kbs-url', 'https://kbs.example']);
       expect(dev.status).not.toBe(0);
       expect(dev.stderr).toMatch(/--auto-unseal-\* is for --tee tdx/);
+    });
+
+    describe("--custodian-keys: the pinned custodians are part of the sealer's init-data, so of its MRCONFIGID", async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'tee-kms-custodians-'));
+      temps.push(dir);
+      // What tee-kms custodian keygen writes and tee-kms rotate --custodians reads: public JWKs, in share order.
+      const jwks = await Promise.all(
+        [0, 1, 2].map(async () => ({
+          ...(await exportJWK((await generateKeyPair('ECDH-ES', { crv: 'P-256', extractable: true })).publicKey)),
+          alg: 'ECDH-ES',
+          use: 'enc',
+        })),
+      );
+      const keysFile = join(dir, 'custodians.json');
+      writeFileSync(keysFile, `${JSON.stringify(jwks, null, 2)}\n`);
+      const thumbprints = await Promise.all(jwks.map((jwk) => calculateJwkThumbprint(jwk, 'sha256')));
+      const pin = `KMS_SEALER_CUSTODIANS=${thumbprints.join(',')}`;
+      const shipped = deployedInitData(SEALER_POD);
+      const expected = shipped.replace('\ncustodians_env := []\n', `\ncustodians_env := ${JSON.stringify([pin])}\n`);
+      const { policy, sealerPolicy, admin } = tdxFiles();
+      const args = [...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait', '--custodian-keys', keysFile];
+      // The policies still name the unpinned sealer.
+      const stale = install(args);
+      for (const file of [policy, sealerPolicy, admin])
+        writeFileSync(file, readFileSync(file, 'utf8').split(mrConfigIdOf(shipped)).join(mrConfigIdOf(expected)));
+      const work = join(dir, 'k');
+      const run = install([...args, '--work-dir', work]);
+
+      it("lists exactly KMS_SEALER_CUSTODIANS=<the keys' RFC 7638 thumbprints, in order> in custodians_env, nothing else changed", () => {
+        expect(run.status, run.stderr).toBe(0);
+        expect(thumbprints.every((t) => /^[A-Za-z0-9_-]{43}$/.test(t))).toBe(true);
+        expect(expected).not.toBe(shipped);
+        expect(readFileSync(join(work, 'init-data', `${SEALER_POD}.toml`), 'utf8')).toBe(expected);
+        expect(run.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
+        expect(mrConfigIdOf(expected)).not.toBe(mrConfigIdOf(shipped));
+      });
+
+      it('refuses policies that name the unpinned sealer, before any write', () => {
+        expect(stale.status).not.toBe(0);
+        expect(stale.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
+        expect(stale.stderr).toMatch(/--tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there/);
+        expect(stale.calls.filter(isWrite)).toEqual([]);
+      });
+
+      it('sets KMS_SEALER_CUSTODIANS on the sealer to exactly the listed value, once', () => {
+        const applyK = run.calls.find((c) => c.startsWith('apply -k '))!;
+        const kustomization = parseAllDocuments(readFileSync(join(applyK.split(' ')[2]!, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as {
+          patches: { target?: { name: string }; patch: string }[];
+        };
+        const ops = kustomization.patches
+          .filter((p) => p.target?.name === SEALER_POD)
+          .flatMap((p) => parseAllDocuments(p.patch)[0]!.toJS() as { op: string; path: string; value: unknown }[]);
+        const env = ops.filter((op) => op.path === '/spec/template/spec/containers/0/env/-').map((op) => op.value as { name: string; value: string });
+        expect(env.filter((e) => e.name.startsWith('KMS_SEALER_CUSTODIANS')).map((e) => `${e.name}=${e.value}`)).toEqual([pin]);
+        // Only there: the functions get no such variable.
+        expect(kustomization.patches.filter((p) => p.target?.name !== SEALER_POD && p.patch.includes('KMS_SEALER_CUSTODIANS'))).toEqual([]);
+      });
+
+      it('refuses a file that is not 2 or more distinct public P-256 JWKs, and --tee dev', async () => {
+        const { d } = await exportJWK((await generateKeyPair('ECDH-ES', { crv: 'P-256', extractable: true })).privateKey);
+        const bad = (name: string, value: unknown) => {
+          const file = join(dir, `${name}.json`);
+          writeFileSync(file, typeof value === 'string' ? value : JSON.stringify(value));
+          return file;
+        };
+        for (const [file, message] of [
+          [join(dir, 'missing.json'), /no such readable file/],
+          [bad('not-json', '{'), /: not JSON/],
+          [bad('one', [jwks[0]]), /2 to 255 public JWKs/],
+          [bad('object', { keys: jwks }), /2 to 255 public JWKs/],
+          [bad('twice', [jwks[0], jwks[1], jwks[0]]), /\[2\] is the same key as \[0\]/],
+          [bad('private', [jwks[0], { ...jwks[1], d }]), /\[1\] holds private key material/],
+          [bad('rsa', [jwks[0], { kty: 'RSA', n: 'AQAB', e: 'AQAB' }]), /\[1\] is not an EC P-256 key/],
+          [bad('off-curve', [jwks[0], { ...jwks[1], y: jwks[0]!.x }]), /\[1\] is not a point on the P-256 curve/],
+        ] as const) {
+          const refused = install([...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--custodian-keys', file]);
+          expect(refused.status, file).not.toBe(0);
+          expect(refused.stderr, file).toMatch(message);
+          expect(refused.calls.filter(isWrite)).toEqual([]);
+        }
+        const dev = install(['--tee', 'dev', '--custodian-keys', keysFile]);
+        expect(dev.status).not.toBe(0);
+        expect(dev.stderr).toMatch(/--custodian-keys is for --tee tdx/);
+      });
     });
 
     describe("mode 1 (a root key Secret): the mode is part of the sealer's init-data, so of its MRCONFIGID", () => {
