@@ -10,47 +10,17 @@
  * into plaintext, even with the current shares beside it. Naming the new custodians with the
  * threshold of the current shares is the way, and its shares go to the new keys.
  */
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { compactDecrypt } from 'jose';
-import { combine } from 'shamir-secret-sharing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Share } from '../../shared/sealer-client/protocol.js';
+import { custodians, isJwe, openShares, rebuild, type Custodian } from '../support/custodians.js';
 import { adminRoutes, ProtocolClient, rootKeyIdOf, type Answer } from '../support/protocol-client.js';
 import { allLogs, SecretRegistry, startSealerProcess, TEST_ADMIN_IDENTITY, type SealerProcess } from '../support/sealer.js';
-
-interface Share {
-  readonly index: number;
-  readonly content: string;
-}
 
 const { rotate } = adminRoutes;
 const secrets = new SecretRegistry();
 let sealer: SealerProcess;
 let admin: ProtocolClient;
-
-/** A custodian's key pair; the public half as rotate takes it. */
-function custodian(): { privateKey: KeyObject; jwk: Record<string, string> } {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const { kty, crv, x, y } = publicKey.export({ format: 'jwk' });
-  return { privateKey, jwk: { kty: kty!, crv: crv!, x: x!, y: y! } };
-}
-
-const isJwe = (content: string) => content.split('.').length === 5;
-
-/** Share i opened by custodian i's private key: the plaintext is the share's base64. */
-async function opened(shares: readonly Share[], keys: readonly KeyObject[]): Promise<Share[]> {
-  return Promise.all(
-    shares.map(async (share, i) => {
-      const { plaintext } = await compactDecrypt(share.content, keys[i]!);
-      const opened = { index: share.index, content: Buffer.from(plaintext).toString('utf8') };
-      secrets.add(Buffer.from(opened.content, 'base64'));
-      return opened;
-    }),
-  );
-}
-
-function rebuild(shares: readonly Share[]): Promise<Uint8Array> {
-  return combine(shares.map((share) => new Uint8Array(Buffer.from(share.content, 'base64'))));
-}
 
 async function sealStatus(): Promise<Record<string, unknown>> {
   const answer = await admin.send('GET', '/tee-kms/v1/seal-status');
@@ -77,20 +47,22 @@ afterAll(async () => {
 });
 
 describe('custodian keys stored with the current root key', () => {
-  const five = [1, 2, 3, 4, 5].map(() => custodian());
+  let five: Custodian[];
   let currentId: string;
   let currentShares: Share[];
   let pendingId: string;
 
   it('initializes with five custodians (t=3): every share a JWE that only its custodian opens', async () => {
+    five = await custodians(5);
     const answer = await admin.admin(rotate.method, rotate.path, {
       body: { t: 3, n: 5, expectedCurrentId: null, expectedPendingId: null, custodians: five.map((each) => each.jwk) },
     });
     const shares = sharesOf(answer);
     expect(shares.map((share) => isJwe(share.content))).toEqual([true, true, true, true, true]);
-    currentShares = await opened(
+    currentShares = await openShares(
       shares,
       five.map((each) => each.privateKey),
+      secrets,
     );
     currentId = rootKeyIdOf(await rebuild(currentShares.slice(0, 3)));
     expect(answer.json<{ rootKeyId: string }>().rootKeyId).toBe(currentId);
@@ -127,7 +99,7 @@ describe('custodian keys stored with the current root key', () => {
   });
 
   it('rotates to four new custodians (t=2) named with three current shares: their shares go to the new keys only', async () => {
-    const four = [1, 2, 3, 4].map(() => custodian());
+    const four = await custodians(4);
     const answer = await admin.admin(rotate.method, rotate.path, {
       body: {
         t: 2,
@@ -140,9 +112,10 @@ describe('custodian keys stored with the current root key', () => {
     });
     const shares = sharesOf(answer);
     expect(shares.map((share) => isJwe(share.content))).toEqual([true, true, true, true]);
-    const next = await opened(
+    const next = await openShares(
       shares,
       four.map((each) => each.privateKey),
+      secrets,
     );
     const nextId = answer.json<{ rootKeyId: string }>().rootKeyId;
     expect(rootKeyIdOf(await rebuild(next.slice(2, 4)))).toBe(nextId);

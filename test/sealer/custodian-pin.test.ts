@@ -10,38 +10,17 @@
  * service stays uninitialized. The admin token alone, even with the current shares, cannot name
  * other keys later either. The pinned keys work, and their shares open only with them.
  */
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { calculateJwkThumbprint, compactDecrypt } from 'jose';
-import { combine } from 'shamir-secret-sharing';
+import { compactDecrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Share } from '../../shared/sealer-client/protocol.js';
+import { custodians, isJwe, openShares, rebuild, type Custodian } from '../support/custodians.js';
 import { adminRoutes, ProtocolClient, rootKeyIdOf, type Answer } from '../support/protocol-client.js';
 import { allLogs, SecretRegistry, startSealerProcess, TEST_ADMIN_IDENTITY, type SealerProcess } from '../support/sealer.js';
-
-interface Share {
-  readonly index: number;
-  readonly content: string;
-}
 
 const { rotate } = adminRoutes;
 const secrets = new SecretRegistry();
 let sealer: SealerProcess;
 let admin: ProtocolClient;
-
-interface Custodian {
-  readonly privateKey: KeyObject;
-  readonly jwk: Record<string, string>;
-  readonly thumbprint: string;
-}
-
-/** A custodian's key pair; the public half as rotate takes it, and its RFC 7638 thumbprint. */
-async function custodian(): Promise<Custodian> {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const { kty, crv, x, y } = publicKey.export({ format: 'jwk' });
-  const jwk = { kty: kty!, crv: crv!, x: x!, y: y! };
-  return { privateKey, jwk, thumbprint: await calculateJwkThumbprint(jwk, 'sha256') };
-}
-
-const isJwe = (content: string) => content.split('.').length === 5;
 
 async function sealStatus(): Promise<Record<string, unknown>> {
   const answer = await admin.send('GET', '/tee-kms/v1/seal-status');
@@ -60,8 +39,8 @@ let pinned: Custodian[];
 let relay: Custodian[];
 
 beforeAll(async () => {
-  pinned = await Promise.all([1, 2, 3].map(() => custodian()));
-  relay = await Promise.all([1, 2, 3].map(() => custodian()));
+  pinned = await custodians(3);
+  relay = await custodians(3);
   sealer = await startSealerProcess({
     env: { KMS_SEALER_PLAINTEXT_SHARES: 'allow', KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(',') },
   });
@@ -106,16 +85,14 @@ describe('KMS_SEALER_CUSTODIANS', () => {
     const { shares, rootKeyId } = answer.json<{ shares: Share[]; rootKeyId: string }>();
     for (const share of shares) secrets.addText(share.content);
     expect(shares.map((share) => isJwe(share.content))).toEqual([true, true, true]);
-    currentShares = await Promise.all(
-      shares.map(async (share, i) => {
-        for (const other of [...relay, ...pinned.filter((_, j) => j !== i)]) await expect(compactDecrypt(share.content, other.privateKey)).rejects.toThrow();
-        const { plaintext } = await compactDecrypt(share.content, pinned[i]!.privateKey);
-        const opened = { index: share.index, content: Buffer.from(plaintext).toString('utf8') };
-        secrets.add(Buffer.from(opened.content, 'base64'));
-        return opened;
-      }),
+    for (const [i, share] of shares.entries())
+      for (const other of [...relay, ...pinned.filter((_, j) => j !== i)]) await expect(compactDecrypt(share.content, other.privateKey)).rejects.toThrow();
+    currentShares = await openShares(
+      shares,
+      pinned.map((each) => each.privateKey),
+      secrets,
     );
-    currentId = rootKeyIdOf(await combine(currentShares.slice(0, 2).map((share) => new Uint8Array(Buffer.from(share.content, 'base64')))));
+    currentId = rootKeyIdOf(await rebuild(currentShares.slice(0, 2)));
     expect(rootKeyId).toBe(currentId);
     expect(await sealStatus()).toMatchObject({ initialized: true, rootKeyId: currentId, t: 2, n: 3 });
   });
