@@ -13,7 +13,7 @@ import {
   DEFAULT_RUNTIME_DATA_HASH,
 } from '../shared/kbs/protocol.js';
 import { encryptToTee } from '../shared/kbs/resource-jwe.js';
-import { bearerToken } from '../shared/http/bearer.js';
+import { authorizationHeader, bearerToken } from '../shared/http/bearer.js';
 import { readBounded, type BodyError } from '../shared/http/body.js';
 import { ANSWER_SIGNATURE_HEADER, REQUEST_NONCE_HEADER, ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer-client/protocol.js';
 import type { SealerIdentity } from './identity.js';
@@ -289,7 +289,7 @@ function admin(operation: AdminOperation, action: AdminAction, options: { body: 
 /** The caller's attestation token: Bearer (and, for KBS resources, the session cookie as Trustee). */
 async function authenticate(req: IncomingMessage, deps: SealerHandlerDeps, options: { cookie: boolean }): Promise<{ token: string; verified: VerifiedToken }> {
   const fromCookie = options.cookie ? deps.sessions.tokenOf(cookieOf(req, KBS_SESSION_COOKIE)) : undefined;
-  const token = fromCookie ?? bearerToken(req.headers.authorization) ?? undefined;
+  const token = fromCookie ?? bearerToken(authorizationHeader(req)) ?? undefined;
   if (token === undefined) throw kbsError.tokenNotFound();
   try {
     return { token, verified: await deps.tokens.verify(token) };

@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http';
+
 /**
  * The token of an `Authorization: Bearer <token>` header, by one rule for every caller: RFC 6750
  * section 2.1's `"Bearer" 1*SP b64token`, with the scheme case-insensitive (RFC 9110 section 11.1)
@@ -7,7 +9,7 @@
  *
  * Answers undefined when there is no header, null when there is one that is not a single Bearer
  * credential: another scheme, no token, a space inside the token, or the header given twice (Node
- * keeps only the first Authorization header in `headers`; `headersDistinct` shows them all).
+ * keeps only the first Authorization header in `headers`; authorizationHeader gives them all).
  */
 export function bearerToken(header: string | readonly string[] | undefined): string | null | undefined {
   if (header === undefined) return undefined;
@@ -18,3 +20,17 @@ export function bearerToken(header: string | readonly string[] | undefined): str
 
 // Anchored, and the two runs cannot both match the same character: linear on any header length.
 const BEARER = /^[ \t]*bearer +(\S+)[ \t]*$/i;
+
+/**
+ * The Authorization header as bearerToken takes it: its value, or every value when it is given more
+ * than once (Node keeps only the first in `headers`, where a proxy on the way may read the last).
+ * Counted in `rawHeaders`: `headersDistinct` builds an object of every header on first use.
+ */
+export function authorizationHeader(req: IncomingMessage): string | readonly string[] | undefined {
+  const first = req.headers.authorization;
+  if (first === undefined) return undefined;
+  const values: string[] = [];
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 13 && raw[i]!.toLowerCase() === 'authorization') values.push(raw[i + 1]!);
+  return values.length > 1 ? values : first;
+}

@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { KmsError } from '../errors.js';
 import { validateName, validateToken, type NameKind } from '../names.js';
 import type { SealedCredential } from '../sealed/credential.js';
-import { bearerToken } from './bearer.js';
+import { authorizationHeader, bearerToken } from './bearer.js';
 import { readBounded, type BodyError } from './body.js';
 
 /** The largest request body any route accepts, under every host. */
@@ -122,15 +122,15 @@ export class KmsRequest {
       if (this.param('token') !== undefined) throw new KmsError('BAD_REQUEST', 'a sealed request carries its token sealed, never also in the query');
       return this.#sealed.token;
     }
-    const header = authorization(this.raw);
+    const header = authorizationHeader(this.raw);
     return validateToken(agree('token', header === undefined ? undefined : bearer(header), this.param('token')));
   }
 
   /** The operator's token: sealed, or `Authorization: Bearer`; null when neither is given. */
   adminToken(): string | null {
     if (this.#sealed !== undefined) return this.#sealed.token;
-    const header = authorization(this.raw);
-    if (header === null) throw new KmsError('BAD_REQUEST', 'the Authorization header must be "Bearer <token>", given once');
+    const header = authorizationHeader(this.raw);
+    if (typeof header === 'object') throw new KmsError('BAD_REQUEST', ONCE);
     return bearerToken(header) ?? null;
   }
 
@@ -219,23 +219,11 @@ function decodeQueryPart(part: string): string {
   }
 }
 
-/**
- * The Authorization header; null when it is given more than once (Node keeps only the first in
- * `headers`, and a proxy on the way may read the last). Counted in `rawHeaders`: `headersDistinct`
- * builds an object of every header on first use, a cost on every request.
- */
-function authorization(raw: IncomingMessage): string | null | undefined {
-  const value = raw.headers.authorization;
-  if (value === undefined) return undefined;
-  const names = raw.rawHeaders;
-  let count = 0;
-  for (let i = 0; i < names.length; i += 2) if (names[i]!.length === 13 && names[i]!.toLowerCase() === 'authorization') count++;
-  return count > 1 ? null : value;
-}
+const ONCE = 'the Authorization header must be "Bearer <token>", given once';
 
-function bearer(header: string | null): string {
-  const token = header === null ? null : bearerToken(header);
-  if (token == null) throw new KmsError('BAD_REQUEST', 'the Authorization header must be "Bearer <token>", given once');
+function bearer(header: string | readonly string[]): string {
+  const token = bearerToken(header);
+  if (token == null) throw new KmsError('BAD_REQUEST', ONCE);
   return token;
 }
 

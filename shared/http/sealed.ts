@@ -2,6 +2,7 @@ import { KmsError } from '../errors.js';
 import type { RouteContext } from '../runtime.js';
 import type { SealedKeyCaches } from '../sealed/key-cache.js';
 import type { ReplayGuard } from '../sealed/replay.js';
+import { authorizationHeader } from './bearer.js';
 import type { KmsRequest } from './request.js';
 
 /** This process's memory of sealed credentials already used; made with the first sealed request. */
@@ -33,7 +34,7 @@ export async function openSealedRequest(request: KmsRequest, ctx: RouteContext):
     }
     return;
   }
-  if ((request.raw.headersDistinct.authorization?.length ?? 1) > 1) throw new KmsError('BAD_REQUEST', 'give the Authorization header once');
+  if (typeof authorizationHeader(request.raw) === 'object') throw new KmsError('BAD_REQUEST', 'give the Authorization header once');
   const [{ openSealedCredential, sealedKeyId }, { ReplayGuard }, { serviceKeyOf }, { sealedKeyCaches }] = await (modules ??= loadModules());
   const kid = sealedKeyId(jwe);
   const current = await rootKeys.current();

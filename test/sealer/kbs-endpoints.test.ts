@@ -107,6 +107,9 @@ describe('KBS round trip on the wire', () => {
       expect(Object.keys(resource.body as object).sort()).toEqual(['ciphertext', 'encrypted_key', 'iv', 'protected', 'tag']);
       expect((await decryptFromKbs(resource.body, teeKey.privateKey)).equals(ROOT_KEY)).toBe(true);
     }
+    // The token given twice: Node keeps the first in `headers`, a proxy on the way may read the last; refused.
+    const twice = await kbs.request('GET', RESOURCE, undefined, { Authorization: [`Bearer ${token}`, `Bearer ${token}`] } as unknown as Record<string, string>);
+    expect(problem(twice)).toMatchObject({ type: 'https://github.com/confidential-containers/kbs/errors/TokenNotFound', status: 401 });
   });
 
   it('answers errors as RFC 7807 problems with Trustee types', async () => {
