@@ -62,6 +62,11 @@ export class AdminPolicy {
     return AdminPolicy.parse(json, `KMS_SEALER_ADMIN_POLICY_FILE ${path}`);
   }
 
+  /** This policy with `identity` as the one holder of `sealer-peer` (a measured policy cannot name its own TD). */
+  withPeer(identity: string): AdminPolicy {
+    return new AdminPolicy(new Map([...this.grants, ['sealer-peer', new Set([identity])]]));
+  }
+
   allows(operation: AdminOperation, identity: string): boolean {
     return this.grants.get(operation)?.has(identity) ?? false;
   }

@@ -16,6 +16,8 @@ import { SealerIdentity } from './identity.js';
 import { openShare } from '../shared/custody/share-jwe.js';
 import { attesterFromConfig } from '../shared/attestation/from-config.js';
 import { defaultVerifiers } from './verifiers.js';
+import type { MeasuredPolicies } from './measured-policies.js';
+import { loadInitDataFile } from '../shared/attestation/init-data.js';
 import { configuredAutoUnseal } from './auto-unseal.js';
 import { otherReplicas, PeerUnsealer } from './peers.js';
 import { hostname } from 'node:os';
@@ -41,13 +43,29 @@ const DEV_MODE_BANNER = [
 ].join('\n');
 
 /**
+ * How this service proves itself (KMS_SEALER_ATTESTER). Sample evidence claims
+ * KMS_SEALER_SAMPLE_INIT_DATA or, when that is unset, the digest of KMS_SEALER_INIT_DATA_FILE.
+ */
+export async function sealerAttester(options: SealerOptions): Promise<Attester> {
+  const initData =
+    options.attester === 'sample' && options.sampleInitData === '' && options.initDataFile !== ''
+      ? await loadInitDataFile(options.initDataFile, 'KMS_SEALER_INIT_DATA_FILE')
+      : undefined;
+  return attesterFromConfig(
+    { attester: options.attester, tsmRoot: options.tsmRoot, aaUrl: options.aaUrl, sampleInitData: options.sampleInitData, ...(initData && { initData }) },
+    process.env,
+    'KMS_SEALER_ATTESTER',
+  );
+}
+
+/**
  * Starts the sealing service: TLS, the root key state (mode 1 from a secret, mode 2 from the store),
  * KBS sessions and tokens, and the HTTPS server. `store` holds the one small state record.
  */
 export async function startSealer(
   options: SealerOptions,
   store: ObjectStore,
-  extra: { verifiers?: readonly Verifier[]; attester?: Attester } = {},
+  extra: { verifiers?: readonly Verifier[]; attester?: Attester; measured?: MeasuredPolicies } = {},
 ): Promise<RunningSealer> {
   if (options.insecureDevMode && process.env.NODE_ENV === 'production') {
     throw new KmsError('CONFIG', 'KMS_SEALER_INSECURE_DEV_MODE=true accepts sample evidence, which proves nothing, and is refused when NODE_ENV=production');
@@ -65,14 +83,12 @@ export async function startSealer(
   const tokens = await TokenService.create(options.tokenTtlSeconds);
   const sessions = new SessionStore(options.nonceTtlSeconds * 1000, options.maxSessions);
   const verifiers = defaultVerifiers({ insecureDevMode: options.insecureDevMode, extra: extra.verifiers ?? [] });
-  const adminPolicy = await AdminPolicy.load(options.adminPolicyFile);
-  const attester =
-    extra.attester ??
-    (await attesterFromConfig(
-      { attester: options.attester, tsmRoot: options.tsmRoot, aaUrl: options.aaUrl, sampleInitData: options.sampleInitData },
-      process.env,
-      'KMS_SEALER_ATTESTER',
-    ));
+  const attester = extra.attester ?? (await sealerAttester(options));
+  if (options.initDataFile !== '' && extra.measured === undefined) {
+    throw new KmsError('INTERNAL', 'KMS_SEALER_INIT_DATA_FILE is set: start the service with its measured policies (loadMeasuredPolicies)');
+  }
+  const measuredAdmin = extra.measured?.adminPolicy;
+  const adminPolicy = measuredAdmin?.policy ?? (await AdminPolicy.load(options.adminPolicyFile));
   const identity = await SealerIdentity.create(attester);
   const auto = await configuredAutoUnseal(options, store, attester, log);
   // Plaintext shares cross every hop between a TD and a custodian: refused in production unless opted in.
@@ -145,10 +161,12 @@ export async function startSealer(
   }
   log.info(`shares: ${plaintextShares ? 'plaintext allowed (development)' : 'only encrypted to custodians and to the recovery key'}`);
   log.info(`proves itself with ${identity.tee} evidence (KMS_SEALER_ATTESTER)${identity.tee === 'sample' ? ': it proves nothing, development only' : ''}`);
+  if (extra.measured !== undefined) log.info(`init-data: this TD's own (KMS_SEALER_INIT_DATA_FILE), identity ${extra.measured.identity}`);
+  const adminSource = measuredAdmin?.source ?? (options.adminPolicyFile === '' ? undefined : options.adminPolicyFile);
   log.info(
-    options.adminPolicyFile === ''
+    adminSource === undefined
       ? 'admin policy: none (KMS_SEALER_ADMIN_POLICY_FILE unset): no workload may rotate, verify, recover or seal'
-      : `admin policy from ${options.adminPolicyFile}: identities granted ${adminPolicy.describe()}`,
+      : `admin policy from ${adminSource}: identities granted ${adminPolicy.describe()}`,
   );
   log.info(`${state}; root key id ${status.rootKeyId ?? '-'}`);
   if (auto !== undefined) log.info(`auto-unseal: from ${options.unsealKbsUrl} (resource ${options.unsealResource}); shares still unseal`);

@@ -5,7 +5,8 @@ import { openObjectStore } from '../shared/store/from-config.js';
 import { FsObjectStore } from '../shared/store/fs-store.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { STATE_OBJECT_KEY } from './state-record.js';
-import { startSealer } from './app.js';
+import { sealerAttester, startSealer } from './app.js';
+import { loadMeasuredPolicies } from './measured-policies.js';
 import { sealerLog as log } from './log.js';
 import { drainLog, onStdoutError } from '../shared/log.js';
 import { loadSealerOptions } from './options.js';
@@ -21,9 +22,12 @@ async function main(): Promise<void> {
   const store = openObjectStore(storeConfig);
   exitIfStorageUnsafe(Promise.resolve(store), 'sealer'); // beside the rest of the start
   if (storeConfig.store === 'fs') await adoptEarlierStateRecord(store, options.dataDir);
+  // The policies measured in this TD's init-data, once its own evidence confirms the document.
+  const attester = options.initDataFile === '' ? undefined : await sealerAttester(options);
+  const measured = attester && (await loadMeasuredPolicies(options, attester));
   // Real TEE verifiers from KMS_SEALER_TDX_* (refuses to start on a policy it cannot apply).
-  const verifiers = await configuredVerifiers(options);
-  const sealer = await startSealer(options, store, { verifiers });
+  const verifiers = await configuredVerifiers(options, measured?.tdxPolicy === undefined ? {} : { policy: measured.tdxPolicy });
+  const sealer = await startSealer(options, store, { verifiers, ...(attester && { attester }), ...(measured && { measured }) });
   if (options.metricsPort !== undefined) {
     // After the HTTPS port listens: prom-client is not on the start's path.
     const { serveSealerMetrics } = await import('./metrics.js');

@@ -39,6 +39,13 @@ export const sealerOptions = {
     parse: parse.boolean,
     description: 'Accept "sample" evidence, which proves nothing. Development only; announced on stderr, refused when NODE_ENV=production.',
   }),
+  initDataFile: option({
+    env: 'KMS_SEALER_INIT_DATA_FILE',
+    default: '',
+    parse: parse.string,
+    description:
+      "This TD's own init-data (TOML). Its digest must be this TD's identity (TDX: its MRCONFIGID), checked against the service's own evidence at start. Its data entries `tdx-policy.json` and `admin-policy.json`, when present, are the TDX reference values and the admin policy, measured with the TD (docs/attestation.md).",
+  }),
   adminPolicyFile: option({
     env: 'KMS_SEALER_ADMIN_POLICY_FILE',
     default: '',

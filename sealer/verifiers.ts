@@ -56,6 +56,8 @@ export interface ConfiguredVerifiersIo {
    * carry it (the sealing service's own evidence carries none); default true.
    */
   readonly initData?: boolean;
+  /** The TDX policy measured in the TD's init-data (sealer/measured-policies.ts), in place of the file. */
+  readonly policy?: { readonly json: unknown; readonly source: string };
 }
 
 /**
@@ -79,7 +81,8 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
   const p = io.prefix ?? 'KMS_SEALER_';
   const { tdxPolicyFile, tdxCollateralFile, pccsUrl, pccsAllowHttp, tdxRootCaFile } = options;
 
-  if (tdxPolicyFile === '') {
+  const measured = io.policy;
+  if (tdxPolicyFile === '' && measured === undefined) {
     const stray = [
       [`${p}TDX_COLLATERAL_FILE`, tdxCollateralFile],
       [`${p}PCCS_URL`, pccsUrl],
@@ -98,14 +101,18 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
     throw new KmsError('CONFIG', `set either ${p}TDX_COLLATERAL_FILE or ${p}PCCS_URL, not both`);
   }
   if (tdxCollateralFile === '' && pccsUrl === '') {
-    throw new KmsError('CONFIG', `${p}TDX_POLICY_FILE needs DCAP collateral: set ${p}TDX_COLLATERAL_FILE or ${p}PCCS_URL`);
+    const what = measured === undefined ? `${p}TDX_POLICY_FILE` : `the TDX policy in ${measured.source}`;
+    throw new KmsError('CONFIG', `${what} needs DCAP collateral: set ${p}TDX_COLLATERAL_FILE or ${p}PCCS_URL`);
   }
   checkPccsTransport(pccsUrl, pccsAllowHttp, env, p);
   if (tdxRootCaFile !== '' && env.NODE_ENV === 'production') {
     throw new KmsError('CONFIG', `${p}TDX_ROOT_CA_FILE replaces the Intel SGX Root CA and is refused when NODE_ENV=production`);
   }
 
-  const policy = await loadPolicyFile(tdxPolicyFile, `${p}TDX_POLICY_FILE`, { initData: io.initData ?? true });
+  const initData = { initData: io.initData ?? true };
+  const policy =
+    measured === undefined ? await loadPolicyFile(tdxPolicyFile, `${p}TDX_POLICY_FILE`, initData) : policyFrom(measured.json, measured.source, initData);
+  const policySource = measured === undefined ? tdxPolicyFile : measured.source;
   const collateral = await collateralSource(options, { log, warn, now }, `${p}TDX_COLLATERAL_FILE`);
   if (pccsAllowHttp && isHttpUrl(pccsUrl)) {
     warn(`${p}PCCS_ALLOW_HTTP: DCAP collateral comes from ${pccsUrl} over http; whoever controls that connection can serve older, still valid collateral`);
@@ -128,7 +135,7 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
   }
 
   const verifier = new TdxVerifier({ policy, collateral, ...(trustedRootCaPem === undefined ? {} : { trustedRootCaPem }) });
-  log(`TDX verifier: reference values from ${tdxPolicyFile} (${describePolicy(policy)})`);
+  log(`TDX verifier: reference values from ${policySource} (${describePolicy(policy)})`);
   log(
     `TDX verifier: collateral ${tdxCollateralFile !== '' ? `from file ${tdxCollateralFile}` : `from ${pccsUrl} (cached per platform)`}; trust anchor ${anchor}`,
   );
@@ -176,10 +183,14 @@ export async function loadPolicyFile(
   } catch (error) {
     throw new KmsError('CONFIG', `${variable} ${path} is not JSON`, { cause: error });
   }
+  return policyFrom(json, `${variable} ${path}`, options);
+}
+
+function policyFrom(json: unknown, source: string, options: { readonly initData: boolean }): TdxPolicy {
   try {
     return createTdxPolicy(json, options);
   } catch (error) {
-    if (error instanceof KmsError) throw new KmsError('CONFIG', `${variable} ${path}: ${error.message}`, { cause: error });
+    if (error instanceof KmsError) throw new KmsError('CONFIG', `${source}: ${error.message}`, { cause: error });
     throw error;
   }
 }

@@ -1,0 +1,270 @@
+/**
+ * The sealing service's policies carried in its own init-data (KMS_SEALER_INIT_DATA_FILE), as the
+ * cluster administrator would attack them: the file is theirs to write, the MRCONFIGID in the
+ * TD's quote is not. Real sealer processes; a TDX one proves itself with quotes from a test quote
+ * provider (the CoCo attestation agent's REST API) whose MRCONFIGID is the document's digest, and
+ * function processes attest to it with quotes of their own.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SampleAttester } from '../../shared/attestation/sample.js';
+import { loadMeasuredPolicies } from '../../sealer/measured-policies.js';
+import { adminRoutes, FORBIDDEN, ProtocolClient } from '../support/protocol-client.js';
+import { startLeanHost, type ServerProcess } from '../support/processes.js';
+import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { buildCollateral, createTestPki, DEFAULT_TD_POLICY, type TestPki } from '../support/tdx-quote-builder.js';
+import { startTdxQuoteProvider, type TdxQuoteProvider } from '../support/tdx-quote-provider.js';
+
+const DAY = 86_400_000;
+const A = randomBytes(48).toString('hex');
+const B = randomBytes(48).toString('hex');
+const FUNCTION_ID = randomBytes(48).toString('hex');
+const INTRUDER_ID = randomBytes(48).toString('hex');
+
+/** An init-data document as knative/install.sh writes the sealer's: a [data] entry per file. */
+function initData(entries: Record<string, unknown>): string {
+  const data = Object.entries(entries).map(
+    ([name, value]) => `${JSON.stringify(name)} = '''\n${typeof value === 'string' ? value : JSON.stringify(value)}\n'''`,
+  );
+  return ['version = "0.1.0"', 'algorithm = "sha384"', '', '[data]', ...data, ''].join('\n');
+}
+
+/** Its MRCONFIGID: SHA-384 of the exact bytes, which is exactly the field's 48 bytes. */
+const digestOf = (toml: string): string => createHash('sha384').update(toml, 'utf8').digest('hex');
+
+let dir: string;
+const started: Array<{ cleanup?: () => Promise<void>; stop?: (signal?: NodeJS.Signals) => Promise<void> }> = [];
+
+async function file(name: string, text: string): Promise<string> {
+  const path = join(dir, name);
+  await writeFile(path, text);
+  return path;
+}
+
+/** Starts a sealer process, or says why it did not start. */
+async function tryStart(env: Record<string, string>): Promise<{ sealer?: SealerProcess; logs: string }> {
+  try {
+    const sealer = await startSealerProcess({ env: { KMS_SEALER_ADMIN_POLICY_FILE: '', ...env } });
+    started.push(sealer);
+    return { sealer, logs: sealer.logs() };
+  } catch (error) {
+    return { logs: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'tee-kms-measured-'));
+});
+
+afterAll(async () => {
+  for (const process of started) await (process.cleanup?.() ?? process.stop?.('SIGKILL'));
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('loadMeasuredPolicies', () => {
+  it('takes both policies from a document that is this TD’s, adding its own identity as the one sealer-peer and to mrConfigId', async () => {
+    const toml = initData({ 'tdx-policy.json': { ...DEFAULT_TD_POLICY, mrConfigId: [FUNCTION_ID] }, 'admin-policy.json': { recover: [A] } });
+    const path = await file('own.toml', toml);
+    const own = digestOf(toml);
+    const measured = await loadMeasuredPolicies({ initDataFile: path, tdxPolicyFile: '', adminPolicyFile: '' }, new SampleAttester('1', own));
+    expect(measured?.identity).toBe(own);
+    expect(measured?.tdxPolicy).toEqual({
+      json: { ...DEFAULT_TD_POLICY, mrConfigId: [FUNCTION_ID, own] },
+      source: `KMS_SEALER_INIT_DATA_FILE ${path} ("tdx-policy.json")`,
+    });
+    const admin = measured!.adminPolicy!.policy;
+    expect([admin.allows('recover', A), admin.allows('sealer-peer', own), admin.allows('sealer-peer', A), admin.allows('recover', own)]).toEqual([
+      true,
+      true,
+      false,
+      false,
+    ]);
+  });
+
+  it('leaves a policy without mrConfigId as it is, and takes nothing the document does not carry', async () => {
+    const toml = initData({ 'tdx-policy.json': { mrTd: DEFAULT_TD_POLICY.mrTd } });
+    const measured = await loadMeasuredPolicies(
+      { initDataFile: await file('tdx-only.toml', toml), tdxPolicyFile: '', adminPolicyFile: '/elsewhere.json' },
+      new SampleAttester('1', digestOf(toml)),
+    );
+    expect(measured?.tdxPolicy?.json).toEqual({ mrTd: DEFAULT_TD_POLICY.mrTd });
+    expect(measured?.adminPolicy).toBeUndefined();
+  });
+
+  it('is undefined without KMS_SEALER_INIT_DATA_FILE', async () => {
+    expect(await loadMeasuredPolicies({ initDataFile: '', tdxPolicyFile: 'x', adminPolicyFile: 'y' }, new SampleAttester('1', A))).toBeUndefined();
+  });
+
+  const refusals: Array<[string, Record<string, unknown>, { tdxPolicyFile?: string; adminPolicyFile?: string }, RegExp]> = [
+    [
+      'a TDX policy file beside the measured one',
+      { 'tdx-policy.json': DEFAULT_TD_POLICY },
+      { tdxPolicyFile: '/p.json' },
+      /KMS_SEALER_TDX_POLICY_FILE would replace/,
+    ],
+    [
+      'an admin policy file beside the measured one',
+      { 'admin-policy.json': { seal: [A] } },
+      { adminPolicyFile: '/a.json' },
+      /KMS_SEALER_ADMIN_POLICY_FILE would replace/,
+    ],
+    ['a measured grant of sealer-peer', { 'admin-policy.json': { 'sealer-peer': [A] } }, {}, /grants "sealer-peer": a measured admin policy may not/],
+    ['a measured admin policy that is not JSON', { 'admin-policy.json': '{"seal": [' }, {}, /\("admin-policy\.json"\) is not JSON/],
+    ['a measured admin policy it cannot apply', { 'admin-policy.json': { seal: ['not hex'] } }, {}, /seal\[0\] must be 96 hex digits/],
+  ];
+  it.each(refusals)('refuses %s (CONFIG)', async (_name, entries, files, message) => {
+    const toml = initData(entries);
+    const attempt = loadMeasuredPolicies(
+      { initDataFile: await file(`refused-${randomBytes(4).toString('hex')}.toml`, toml), tdxPolicyFile: '', adminPolicyFile: '', ...files },
+      new SampleAttester('1', digestOf(toml)),
+    );
+    await expect(attempt).rejects.toMatchObject({ code: 'CONFIG', message: expect.stringMatching(message) });
+  });
+
+  it("refuses a document whose digest is not this TD's identity, naming both", async () => {
+    const toml = initData({ 'admin-policy.json': { seal: [A] } });
+    const attempt = loadMeasuredPolicies({ initDataFile: await file('other.toml', toml), tdxPolicyFile: '', adminPolicyFile: '' }, new SampleAttester('1', B));
+    await expect(attempt).rejects.toMatchObject({ code: 'CONFIG', message: expect.stringContaining(`its digest ${digestOf(toml)} is not this TD's own`) });
+  });
+});
+
+describe('a development sealer whose admin policy is in its init-data', () => {
+  let sealer: SealerProcess;
+
+  beforeAll(async () => {
+    // Sample evidence claims the document's digest when KMS_SEALER_SAMPLE_INIT_DATA is unset.
+    const result = await tryStart({ KMS_SEALER_INIT_DATA_FILE: await file('dev.toml', initData({ 'admin-policy.json': { recover: [A] } })) });
+    expect(result.sealer, result.logs).toBeDefined();
+    sealer = result.sealer!;
+  });
+
+  it('grants what the document grants and nothing else', async () => {
+    const path = sealer.env.KMS_SEALER_INIT_DATA_FILE;
+    expect(sealer.messages()).toContain(
+      `admin policy from KMS_SEALER_INIT_DATA_FILE ${path} ("admin-policy.json"): identities granted rotate 0, verify 0, recover 1, seal 0, sealer-peer 1`,
+    );
+    const clientOf = async (identity: string) => {
+      const client = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem(), initData: identity });
+      await client.attest();
+      return client;
+    };
+    const { recoveryReset } = adminRoutes;
+    expect((await (await clientOf(A)).admin(recoveryReset.method, recoveryReset.path)).status).toBe(200);
+    const refused = await (await clientOf(B)).admin(recoveryReset.method, recoveryReset.path);
+    expect({ status: refused.status, type: refused.problemType }).toEqual({ status: 403, type: FORBIDDEN });
+  });
+
+  it('does not start when KMS_SEALER_SAMPLE_INIT_DATA claims another identity than the document', async () => {
+    const result = await tryStart({ KMS_SEALER_INIT_DATA_FILE: sealer.env.KMS_SEALER_INIT_DATA_FILE!, KMS_SEALER_SAMPLE_INIT_DATA: B });
+    expect(result.sealer).toBeUndefined();
+    expect(result.logs).toContain(`is not this TD's own identity (KMS_SEALER_SAMPLE_INIT_DATA) ${B}, so nothing in it is trusted`);
+  });
+});
+
+describe('a TDX sealer whose policies are in its init-data, against the host that writes the file', () => {
+  let pki: TestPki;
+  let files: { collateral: string; rootCa: string; trusted: string };
+  const providers: TdxQuoteProvider[] = [];
+  const measuredToml = initData({
+    'tdx-policy.json': { ...DEFAULT_TD_POLICY, mrConfigId: [FUNCTION_ID] },
+    'admin-policy.json': { verify: [FUNCTION_ID] },
+  });
+  const SEALER_ID = digestOf(measuredToml);
+
+  const provider = async (mrConfigId: string): Promise<TdxQuoteProvider> => {
+    const started = await startTdxQuoteProvider(pki, { report: { mrConfigId } });
+    providers.push(started);
+    return started;
+  };
+
+  /** A TDX sealer (mode 1) proving itself with quotes whose MRCONFIGID is `mrConfigId`. */
+  const tdxSealer = async (toml: string, mrConfigId: string, env: Record<string, string> = {}) =>
+    tryStart({
+      KMS_SEALER_ATTESTER: 'tdx-aa',
+      KMS_SEALER_AA_URL: (await provider(mrConfigId)).url,
+      KMS_SEALER_INSECURE_DEV_MODE: 'false',
+      KMS_SEALER_ROOT_KEY: randomBytes(32).toString('base64'),
+      KMS_SEALER_INIT_DATA_FILE: await file(`sealer-${randomBytes(4).toString('hex')}.toml`, toml),
+      KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral,
+      KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa,
+      ...env,
+    });
+
+  /** A function TD with MRCONFIGID `mrConfigId`, trusting the sealer whose MRCONFIGID is SEALER_ID. */
+  const tdFunction = async (sealer: SealerProcess, mrConfigId: string): Promise<ServerProcess> => {
+    const kms = await startLeanHost({
+      KMS_DATA_DIR: await mkdtemp(join(dir, 'kms-')),
+      KMS_STORE: 'fs',
+      KMS_SEALER_URL: sealer.url,
+      KMS_SEALER_CA_FILE: await file(`ca-${randomBytes(4).toString('hex')}.pem`, await sealer.caPem()),
+      KMS_TRUSTED_SEALER_TDX_POLICY_FILE: files.trusted,
+      KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE: files.collateral,
+      KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE: files.rootCa,
+      KMS_ATTESTER: 'tdx-aa',
+      KMS_AA_URL: (await provider(mrConfigId)).url,
+    });
+    started.push(kms);
+    return kms;
+  };
+
+  const createPrimaryKey = async (kms: ServerProcess, user: string) => {
+    expect((await kms.request(`/user/${user}?token=${user}-token`, { method: 'POST' })).status).toBe(201);
+    return kms.request(`/primaryKey/pk?user=${user}&token=${user}-token`, { method: 'POST' });
+  };
+
+  beforeAll(async () => {
+    const now = Date.now();
+    pki = await createTestPki({ label: 'MEASURED', notBefore: new Date(now - DAY), notAfter: new Date(now + 3650 * DAY) });
+    files = {
+      collateral: await file(
+        'collateral.json',
+        JSON.stringify(await buildCollateral(pki, { issueDate: new Date(now - DAY), nextUpdate: new Date(now + 30 * DAY) })),
+      ),
+      rootCa: await file('root-ca.pem', pki.root.pem),
+      trusted: await file('trusted-sealer.json', JSON.stringify({ ...DEFAULT_TD_POLICY, mrConfigId: [SEALER_ID] })),
+    };
+  });
+
+  afterAll(async () => {
+    await Promise.all(providers.map((p) => p.close()));
+  });
+
+  it("applies the measured policies when the file is the TD's own: the functions' TD gets the root key, the host's own TD does not", async () => {
+    const { sealer, logs } = await tdxSealer(measuredToml, SEALER_ID);
+    expect(sealer, logs).toBeDefined();
+    const path = sealer!.env.KMS_SEALER_INIT_DATA_FILE;
+    const messages = sealer!.messages();
+    expect(messages).toContain(`init-data: this TD's own (KMS_SEALER_INIT_DATA_FILE), identity ${SEALER_ID}`);
+    const reference = messages.find((m) => m.startsWith('TDX verifier: reference values from '));
+    expect(reference).toContain(`from KMS_SEALER_INIT_DATA_FILE ${path} ("tdx-policy.json")`);
+    expect(reference).toContain('mrConfigId 2 allowed'); // the function's, and its own (its replicas)
+    expect(messages).toContain(
+      `admin policy from KMS_SEALER_INIT_DATA_FILE ${path} ("admin-policy.json"): identities granted rotate 0, verify 1, recover 0, seal 0, sealer-peer 1`,
+    );
+
+    expect((await createPrimaryKey(await tdFunction(sealer!, FUNCTION_ID), 'alice')).status).toBe(201);
+    const intruder = await createPrimaryKey(await tdFunction(sealer!, INTRUDER_ID), 'mallory');
+    expect(intruder.status).toBe(503);
+    expect(intruder.body).toContain(`attestation refused: mr_config_id: ${INTRUDER_ID} is not an allowed value`);
+  });
+
+  it("does not start when the host rewrites the file to admit its own TD: the TD's MRCONFIGID still names the original", async () => {
+    const rewritten = initData({
+      'tdx-policy.json': { ...DEFAULT_TD_POLICY, mrConfigId: [FUNCTION_ID, INTRUDER_ID] },
+      'admin-policy.json': { verify: [FUNCTION_ID] },
+    });
+    const { sealer, logs } = await tdxSealer(rewritten, SEALER_ID);
+    expect(sealer).toBeUndefined();
+    expect(logs).toContain(`its digest ${digestOf(rewritten)} is not this TD's own MRCONFIGID ${SEALER_ID}, so nothing in it is trusted`);
+  });
+
+  it('does not start when the host adds a policy file of its own beside the measured one', async () => {
+    const permissive = await file('permissive.json', JSON.stringify({ mrTd: DEFAULT_TD_POLICY.mrTd }));
+    const { sealer, logs } = await tdxSealer(measuredToml, SEALER_ID, { KMS_SEALER_TDX_POLICY_FILE: permissive });
+    expect(sealer).toBeUndefined();
+    expect(logs).toContain('KMS_SEALER_TDX_POLICY_FILE would replace the TDX policy measured in KMS_SEALER_INIT_DATA_FILE');
+  });
+});
