@@ -1,23 +1,41 @@
 /**
  * This TEE's own workload identity, read from its own evidence: TDX's MRCONFIGID (which the host
- * set from the pod's init-data at TD creation), or the identity sample evidence claims. The
- * evidence comes from inside the TEE (configfs-tsm, or the attestation agent on the TD's own
- * loopback), so it is read here, not verified: the point is to learn what the hardware says this
- * TD was created with.
+ * set from the pod's init-data at TD creation), or the identity sample evidence claims.
+ *
+ * The evidence must come from inside this TEE (configfs-tsm, or the attestation agent on the TD's
+ * own loopback: the deployment keeps the host from naming another source). Its signature is not
+ * checked here, but it must carry the fresh report data asked for, so that a recorded quote (of
+ * another TD, with other init-data) cannot stand in for it.
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { KmsError } from '../errors.js';
 import { NO_INIT_DATA, type SampleEvidence } from './sample.js';
 import type { Attester } from './types.js';
 
 export async function ownIdentity(attester: Attester): Promise<string> {
-  const evidence = await attester.getEvidence(new Uint8Array(64));
+  const reportData = randomBytes(64);
+  const evidence = await attester.getEvidence(reportData);
+  let found: { identity: string; reportData: Buffer };
   try {
-    if (attester.tee === 'sample') return (evidence as SampleEvidence).init_data ?? NO_INIT_DATA;
-    const [{ decodeTdxEvidence }, { parseTdxQuote }] = await Promise.all([import('./tdx/evidence.js'), import('./tdx/quote.js')]);
-    return parseTdxQuote(decodeTdxEvidence(evidence).quote).report.mrConfigId.toLowerCase();
+    found = attester.tee === 'sample' ? fromSample(evidence as SampleEvidence) : await fromTdx(evidence);
   } catch (error) {
-    throw new KmsError('CONFIG', `this TEE's own ${attester.tee} evidence cannot be read: ${error instanceof KmsError ? error.message : 'malformed'}`, {
-      cause: error,
-    });
+    throw unreadable(attester, error instanceof KmsError ? error.message : 'malformed', error);
   }
+  if (found.reportData.length !== reportData.length || !timingSafeEqual(found.reportData, reportData)) {
+    throw unreadable(attester, 'it does not carry the report data asked for (not this TEE’s, or recorded)');
+  }
+  return found.identity;
 }
+
+function fromSample(evidence: SampleEvidence): { identity: string; reportData: Buffer } {
+  return { identity: evidence.init_data ?? NO_INIT_DATA, reportData: Buffer.from(String(evidence.report_data), 'base64') };
+}
+
+async function fromTdx(evidence: unknown): Promise<{ identity: string; reportData: Buffer }> {
+  const [{ decodeTdxEvidence }, { parseTdxQuote }] = await Promise.all([import('./tdx/evidence.js'), import('./tdx/quote.js')]);
+  const { report } = parseTdxQuote(decodeTdxEvidence(evidence).quote);
+  return { identity: report.mrConfigId.toLowerCase(), reportData: Buffer.from(report.reportData, 'hex') };
+}
+
+const unreadable = (attester: Attester, detail: string, cause?: unknown): KmsError =>
+  new KmsError('CONFIG', `this TEE's own ${attester.tee} evidence cannot be used: ${detail}`, cause === undefined ? undefined : { cause });

@@ -36,7 +36,22 @@ describe('ownIdentity', () => {
     const garbled: Attester = { tee: 'tdx', getEvidence: async () => ({ quote: Buffer.from('not a quote').toString('base64') }) };
     await expect(ownIdentity(garbled)).rejects.toMatchObject({
       code: 'CONFIG',
-      message: expect.stringMatching(/^this TEE's own tdx evidence cannot be read: /),
+      message: expect.stringMatching(/^this TEE's own tdx evidence cannot be used: /),
     });
+  });
+
+  it('refuses a recorded quote: its evidence must carry the fresh report data asked for', async () => {
+    const provider = await startTdxQuoteProvider(pki, { report: { mrConfigId: randomBytes(48).toString('hex') } });
+    providers.push(provider);
+    const recorded = await new AaEvidenceAttester({ baseUrl: provider.url }).getEvidence(new Uint8Array(64).fill(7));
+    const replaying: Attester = { tee: 'tdx', getEvidence: async () => recorded };
+    const recordedSample = await new SampleAttester('1', randomBytes(48).toString('hex')).getEvidence(new Uint8Array(64));
+    const replayingSample: Attester = { tee: 'sample', getEvidence: async () => recordedSample };
+    for (const attester of [replaying, replayingSample]) {
+      await expect(ownIdentity(attester)).rejects.toMatchObject({
+        code: 'CONFIG',
+        message: expect.stringContaining('does not carry the report data asked for'),
+      });
+    }
   });
 });
