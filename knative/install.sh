@@ -25,7 +25,9 @@
 # Intel PCS); the functions in turn verify the sealer's quote, against KMS_TRUSTED_SEALER_TDX_POLICY_FILE
 # / --sealer-tdx-policy (required), and the sealer grants its admin operations (rotate, verify,
 # recover, seal) to the TD identities in KMS_ADMIN_POLICY_FILE / --admin-policy (required;
-# docs/sealer-protocol.md).
+# docs/sealer-protocol.md). --tdx-policy and --admin-policy go into the sealer's measured init-data
+# (no ConfigMap the cluster administrator could edit): they are part of its MRCONFIGID, which
+# --sealer-tdx-policy names.
 #
 # Everything that can be checked before the cluster changes is checked first (tools, kubectl's
 # version, Knative and cert-manager, the RuntimeClass, RBAC with kubectl auth can-i); any refusal
@@ -78,15 +80,17 @@ usage: knative/install.sh [options]     (every option also reads the environment
   --public-tls-secret NAME      KMS_PUBLIC_TLS_SECRET     or: an existing kubernetes.io/tls Secret
   --tdx-policy FILE             KMS_TDX_POLICY_FILE tdx (required): the sealer's TDX reference values, JSON
                                                     {"mrTd": [...], "rtmr0": [...], ...} (docs/attestation.md);
-                                                    checked here, stored in ConfigMap tee-kms-tdx-policy
+                                                    mrConfigId: the functions' MRCONFIGIDs, all of them (the
+                                                    sealer adds its own); checked here, carried in the
+                                                    sealer's init-data, so its MRCONFIGID changes with it
   --sealer-tdx-policy FILE      KMS_TRUSTED_SEALER_TDX_POLICY_FILE  tdx (required): the reference values the
                                                     functions require of the sealer's own TD (same format
                                                     as --tdx-policy); stored in ConfigMap tee-kms-sealer-tdx-policy
   --admin-policy FILE           KMS_ADMIN_POLICY_FILE  tdx (required): who may rotate, verify, recover, seal:
                                                     JSON {"rotate": [id...], "verify": [...], "recover": [...],
-                                                    "seal": [...], "sealer-peer": [id]}, each id a TD's MRCONFIGID
-                                                    (96 hex digits); sealer-peer: the sealer's own, only it
-                                                    (its replicas unseal each other); ConfigMap tee-kms-admin-policy
+                                                    "seal": [...]}, each id a function's MRCONFIGID (96 hex
+                                                    digits); no "sealer-peer": the sealer grants it to its own;
+                                                    carried in the sealer's init-data, like --tdx-policy
   --auto-unseal-kbs-url URL     KMS_AUTO_UNSEAL_KBS_URL  tdx: auto-unseal the sealer from this https:// KBS
                                                     (docs/root-key.md: whoever controls that KBS can unseal);
                                                     listed in the sealer's init-data, so its MRCONFIGID changes
@@ -324,16 +328,19 @@ check_tdx_policy() {
 
 # The admin policy decides which TDs may rotate, verify, recover and seal. The sealer refuses to
 # start on one it cannot read (sealer/admin-policy.ts): the same rules here, so a bad file never
-# reaches the cluster. Prints how many identities each operation is granted to.
+# reaches the cluster. It travels in the sealer's init-data, which cannot name its own digest: so
+# no "sealer-peer" (the sealer grants that to its own MRCONFIGID, and refuses a document naming it).
+# Prints how many identities each operation is granted to.
 check_admin_policy() {
   local summary
   # shellcheck disable=SC2016 # JavaScript, not shell
   summary=$(node -e '
-    const ops = ["rotate", "verify", "recover", "seal", "sealer-peer"];
+    const ops = ["rotate", "verify", "recover", "seal"];
     const fail = (m) => { console.log(m); process.exit(1); };
     let json;
     try { json = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); } catch (e) { fail(`not JSON: ${String(e.message).replace(/\s+/g, " ")}`); }
     if (typeof json !== "object" || json === null || Array.isArray(json)) fail("must be a JSON object {\"rotate\": [id, ...], \"verify\": [...], \"recover\": [...], \"seal\": [...]}");
+    if (Object.hasOwn(json, "sealer-peer")) fail("must not grant \"sealer-peer\": the sealer grants it to its own MRCONFIGID, and to nothing else, because its init-data carries this policy and cannot name its own digest; remove the entry");
     for (const [op, ids] of Object.entries(json)) {
       if (!ops.includes(op)) fail(`unknown operation "${op.slice(0, 32)}" (known: ${ops.join(", ")})`);
       if (!Array.isArray(ids)) fail(`"${op}" must be a list of identities`);
@@ -436,7 +443,11 @@ check_custodian_keys() {
 # A pod's init-data: the shipped document with this run's digests in place of its placeholders
 # (and, for the sealer, the variables of auto-unseal, of mode 1 and of pinned custodians in place
 # of the empty auto_unseal_env, root_key_env and custodians_env, as far as this run sets them; each
-# list must be there, once).
+# list must be there, once). The sealer's also carries --tdx-policy and --admin-policy, appended to
+# its [data] table (the document's last) as "tdx-policy.json" and "admin-policy.json": so they are
+# measured, not ConfigMaps the cluster administrator could edit (the sealer reads them from
+# KMS_SEALER_INIT_DATA_FILE after checking its digest against its own MRCONFIGID). Each is the
+# file's JSON on one line, every ' written \u0027, so that no value can end the ''' string early.
 # Its exact bytes matter (their SHA-384 is the TD's MRCONFIGID): only those lines change.
 render_init_data() {
   if [[ $1 != tee-kms-sealer ]]; then
@@ -445,17 +456,25 @@ render_init_data() {
   fi
   # shellcheck disable=SC2016 # JavaScript, not shell
   render_placeholders "$1" | node -e '
-    let text = require("node:fs").readFileSync(0, "utf8");
+    const fs = require("node:fs");
+    let text = fs.readFileSync(0, "utf8");
+    const fail = (why) => { console.error(`the sealer init-data ${why}`); process.exit(1); };
     const lists = [["auto_unseal_env", process.argv[1]], ["root_key_env", process.argv[2]], ["custodians_env", process.argv[3]]];
     for (const [list, json] of lists) {
       const empty = `\n${list} := []\n`;
       const parts = text.split(empty);
-      if (parts.length !== 2) { console.error(`the sealer init-data has no empty ${list}`); process.exit(1); }
+      if (parts.length !== 2) fail(`has no empty ${list}`);
       const pairs = JSON.parse(json);
       if (pairs.length > 0) text = parts.join(`\n${list} := ${JSON.stringify(pairs.map(([n, v]) => `${n}=${v}`))}\n`);
     }
+    // Appended entries belong to the last table: it must be [data], and the document end there.
+    if (!text.endsWith("\n") || !text.startsWith("\n[data]\n", text.lastIndexOf("\n["))) fail("does not end with its [data] table");
+    for (const [key, file] of [["tdx-policy.json", process.argv[4]], ["admin-policy.json", process.argv[5]]]) {
+      const json = JSON.stringify(JSON.parse(fs.readFileSync(file, "utf8"))).replaceAll("\u0027", "\\u0027");
+      text += `"${key}" = \u0027\u0027\u0027\n${json}\n\u0027\u0027\u0027\n`;
+    }
     process.stdout.write(text);
-  ' "${AUTO_UNSEAL_ENV_JSON:-[]}" "$ROOT_KEY_ENV_JSON" "$CUSTODIANS_ENV_JSON"
+  ' "${AUTO_UNSEAL_ENV_JSON:-[]}" "$ROOT_KEY_ENV_JSON" "$CUSTODIANS_ENV_JSON" "$TDX_POLICY_FILE" "$ADMIN_POLICY_FILE"
 }
 render_placeholders() {
   sed -e "s|\"tee-kms@$PLACEHOLDER_DIGEST\"|\"$TEE_KMS_POD_IMAGE\"|" \
@@ -479,17 +498,18 @@ policy_identities() {
 # Refuses a policy whose mrConfigId is not exactly the MRCONFIGIDs of the given pods: missing ones
 # would refuse those TDs; any other (the all-zero one of a TD without init-data, whose Kata agent
 # allows kubectl exec) would admit a TD this install does not run.
-# $1: option, $2: file, $3: its ids (one a line), $4...: pods.
+# $1: option, $2: file, $3: its ids (one a line), $4: what to add to the refusal of another id,
+# $5...: pods.
 check_mr_config_ids() {
-  local option=$1 file=$2 listed=$3 pod id zero
-  shift 3
+  local option=$1 file=$2 listed=$3 hint=$4 pod id zero
+  shift 4
   zero=$(printf '0%.0s' {1..96})
   [[ -n $listed ]] \
     || die "$option $file has no mrConfigId: it would admit a TD with any init-data, or none (then Kata's agent allows kubectl exec into it). Set \"mrConfigId\" to the MRCONFIGIDs printed above: $(for pod in "$@"; do printf '%s ' "${MR_CONFIG_ID[$pod]}"; done)(docs/attestation.md)"
   while read -r id; do
     [[ $id != "$zero" ]] || die "$option $file: mrConfigId lists the all-zero MRCONFIGID, a TD without init-data (no agent policy: kubectl exec reads it); list the MRCONFIGIDs printed above instead"
     for pod in "$@"; do [[ $id != "${MR_CONFIG_ID[$pod]}" ]] || continue 2; done
-    die "$option $file: mrConfigId $id is not the init-data digest of any pod this install runs there ($*): it would admit a TD with other init-data. Use the MRCONFIGIDs printed above"
+    die "$option $file: mrConfigId $id is not the init-data digest of any pod this install runs there ($*): it would admit a TD with other init-data. Use the MRCONFIGIDs printed above$hint"
   done <<<"$listed"
   for pod in "$@"; do
     grep -qx "${MR_CONFIG_ID[$pod]}" <<<"$listed" \
@@ -529,6 +549,8 @@ if [[ $TEE_MODE == tdx ]]; then
     || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, and their agent policy admits it by digest. Take it from: kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}'"
   command -v openssl >/dev/null 2>&1 || die "openssl is required"
   TEE_KMS_POD_IMAGE=$(pod_image_ref "$IMAGE")
+  # TD_PODS ends with the sealer: the functions' MRCONFIGIDs come first, then the sealer's, whose
+  # document carries --tdx-policy and --admin-policy (which name the functions' MRCONFIGIDs).
   for pod in "${TD_PODS[@]}"; do
     [[ -f $INIT_DATA_DIR/$pod.toml ]] || die "no init-data for $pod: $INIT_DATA_DIR/$pod.toml is missing (npm run generate:manifests)"
     MR_CONFIG_ID[$pod]=$(init_data_digest "$pod")
@@ -537,26 +559,23 @@ if [[ $TEE_MODE == tdx ]]; then
   # The init-data binds each policy to the TDs this install runs: the sealer admits the functions,
   # the functions admit the sealer, and admin operations go to functions only.
   identities=$(policy_identities) || die "cannot read the identities of the policy files"
-  # The sealer admits the functions and its own replicas (they attest to each other as peers).
-  check_mr_config_ids --tdx-policy "$TDX_POLICY_FILE" "$(sed -n 's/^tdx //p' <<<"$identities")" "${FUNCTION_PODS[@]}" tee-kms-sealer
-  check_mr_config_ids --sealer-tdx-policy "$SEALER_TDX_POLICY_FILE" "$(sed -n 's/^sealer //p' <<<"$identities")" tee-kms-sealer
-  # sealer-peer is the root key itself: the sealer's own identity, and nothing else, holds it;
-  # the sealer's identity holds nothing else (a sealer TD calls no admin operation).
+  # The sealer admits the functions; it adds its own MRCONFIGID at start (its replicas attest each
+  # other), which --tdx-policy cannot name: the policy is part of the document that digest covers.
+  check_mr_config_ids --tdx-policy "$TDX_POLICY_FILE" "$(sed -n 's/^tdx //p' <<<"$identities")" \
+    " (the functions' only: the sealer adds its own MRCONFIGID at start, since its init-data carries this policy and cannot name its own digest)" \
+    "${FUNCTION_PODS[@]}"
+  # Admin operations go to functions only: a sealer TD calls none. (sealer-peer, the root key
+  # itself, check_admin_policy refused above: the sealer grants it to its own identity only.)
   sealer_id=${MR_CONFIG_ID[tee-kms-sealer]}
   while read -r op id; do
     [[ -n $op ]] || continue
-    if [[ $op == sealer-peer ]]; then
-      [[ $id == "$sealer_id" ]] \
-        || die "--admin-policy $ADMIN_POLICY_FILE: sealer-peer grants $id, which is not the sealer's MRCONFIGID $sealer_id: that role hands over the root key, to the sealer's replicas only (docs/replicas.md)"
-      continue
-    fi
     [[ $id != "$sealer_id" ]] \
-      || die "--admin-policy $ADMIN_POLICY_FILE: $op grants $id, the sealer's own MRCONFIGID: grant it sealer-peer only (docs/replicas.md)"
+      || die "--admin-policy $ADMIN_POLICY_FILE: $op grants $id, the sealer's own MRCONFIGID: a sealer TD calls no admin operation (docs/replicas.md)"
     for pod in "${FUNCTION_PODS[@]}"; do [[ $id != "${MR_CONFIG_ID[$pod]}" ]] || continue 2; done
     die "--admin-policy $ADMIN_POLICY_FILE: $op grants $id, which is not the MRCONFIGID of any function this install runs; use those printed above (docs/sealer-protocol.md)"
   done < <(sed -n 's/^admin //p' <<<"$identities")
-  grep -qx "admin sealer-peer $sealer_id" <<<"$identities" \
-    || die "--admin-policy $ADMIN_POLICY_FILE: grant \"sealer-peer\" to the sealer's MRCONFIGID, \"sealer-peer\": [\"$sealer_id\"]: the $SEALER_REPLICAS replicas attest each other with it, and without it a restarted replica waits for shares (docs/replicas.md)"
+  # Last: the sealer's MRCONFIGID covers the two policies checked above.
+  check_mr_config_ids --sealer-tdx-policy "$SEALER_TDX_POLICY_FILE" "$(sed -n 's/^sealer //p' <<<"$identities")" "" tee-kms-sealer
 else
   [[ -z $TDX_POLICY_FILE ]] || die "--tdx-policy is for --tee tdx (the dev sealer accepts only sample evidence)"
   [[ -z $PCCS_URL ]] || die "--pccs-url is for --tee tdx"
@@ -625,9 +644,11 @@ image_entry() {
 # io.katacontainers.config.hypervisor.cc_init_data as base64 of its gzip, which makes the TD's
 # MRCONFIGID its SHA-384; and the same bytes as a file, mounted by the tdx component from the
 # configmap tee-kms-init-data (made by this kustomization's configMapGenerator) and named by
-# KMS_INIT_DATA_FILE, which a function sends with its evidence (the sealer needs only the
-# annotation: its evidence carries the quote alone). Writes the documents to $WORK_DIR/init-data and, to stdout, the kustomization's
-# patches and generator for them.
+# KMS_INIT_DATA_FILE, which a function sends with its evidence, or for the sealer by
+# KMS_SEALER_INIT_DATA_FILE, from which it reads its TDX and admin policies once it has checked the
+# file's digest against its own MRCONFIGID (an edited ConfigMap stops it, never admits a TD).
+# Writes the documents to $WORK_DIR/init-data and, to stdout, the kustomization's patches and
+# generator for them.
 write_init_data() {
   local pod kind group version env_name
   rm -rf "$WORK_DIR/init-data"
@@ -635,7 +656,7 @@ write_init_data() {
   for pod in "${TD_PODS[@]}"; do
     render_init_data "$pod" >"$WORK_DIR/init-data/$pod.toml"
     if [[ $pod == tee-kms-sealer ]]; then
-      group=apps version=v1 kind=StatefulSet env_name=
+      group=apps version=v1 kind=StatefulSet env_name=KMS_SEALER_INIT_DATA_FILE
     else
       group=serving.knative.dev version=v1 kind=Service env_name=KMS_INIT_DATA_FILE
     fi
@@ -743,7 +764,7 @@ fi
 if [[ $DRY_RUN == 1 ]]; then
   write_kustomization dry-run dry-run
   log "generated kustomization: $WORK_DIR/kustomization.yaml"
-  [[ $TEE_MODE != tdx ]] || log "not shown (made with kubectl, like the Secrets): ConfigMap tee-kms-tdx-policy from $TDX_POLICY_FILE, tee-kms-sealer-tdx-policy from $SEALER_TDX_POLICY_FILE, tee-kms-admin-policy from $ADMIN_POLICY_FILE"
+  [[ $TEE_MODE != tdx ]] || log "not shown (made with kubectl, like the Secrets): ConfigMap tee-kms-sealer-tdx-policy from $SEALER_TDX_POLICY_FILE ($TDX_POLICY_FILE and $ADMIN_POLICY_FILE are in the sealer's init-data, tee-kms-init-data)"
   kubectl kustomize "$WORK_DIR"
   exit 0
 fi
@@ -1035,17 +1056,17 @@ if [[ $ROOT_KEY_MODE == secret ]]; then
   apply_generic_secret tee-kms-root-key "rootKey=$SECRETS_DIR/root-key"
 fi
 if [[ $TEE_MODE == tdx ]]; then
-  # Not secret, but the security policy: it decides which TDs get the root key. Whoever can write
-  # ConfigMaps in the namespace can change it (it takes effect when the sealer restarts).
-  installed_policy=$(kubectl get configmap tee-kms-tdx-policy -n "$NS" -o jsonpath='{.data.policy\.json}' 2>/dev/null || true)
-  if [[ -n $installed_policy && $installed_policy != "$(cat "$TDX_POLICY_FILE")" ]]; then
-    log "the TDX policy changed: the sealer's replicas restart one at a time to read it$([[ $ROOT_KEY_MODE == shares ]] && echo ", each unsealed by a peer")"
+  # The sealer's TDX and admin policies are no ConfigMaps (an administrator could edit those): its
+  # init-data carries them. A changed one changes the sealer's MRCONFIGID, and a replica of the old
+  # identity does not unseal one of the new as a peer (each grants sealer-peer to its own only).
+  installed_sealer_init_data=$(kubectl get configmap tee-kms-init-data -n "$NS" -o jsonpath='{.data.tee-kms-sealer\.toml}' 2>/dev/null || true)
+  if [[ -n $installed_sealer_init_data && $installed_sealer_init_data != "$(render_init_data tee-kms-sealer)" ]]; then
+    log "the sealer's init-data changed (MRCONFIGID ${MR_CONFIG_ID[tee-kms-sealer]}): its replicas restart one at a time as TDs of that new identity, which the old replicas do not unseal$([[ $ROOT_KEY_MODE == shares ]] && echo ": send 3 shares to recover-root-key once the first has restarted")"
   fi
-  kubectl create configmap tee-kms-tdx-policy -n "$NS" --from-file="policy.json=$TDX_POLICY_FILE" --dry-run=client -o yaml | label_and_apply
-  # The functions' reference values for the sealer's TD, and who may call the sealer's admin
-  # routes: security policy too, read at start (the revision stamps below roll what reads them).
+  # The functions' reference values for the sealer's TD: security policy too, read at start (the
+  # revision stamps below roll what reads it). It names the sealer's MRCONFIGID, which covers the
+  # sealer's own policies.
   kubectl create configmap tee-kms-sealer-tdx-policy -n "$NS" --from-file="policy.json=$SEALER_TDX_POLICY_FILE" --dry-run=client -o yaml | label_and_apply
-  kubectl create configmap tee-kms-admin-policy -n "$NS" --from-file="admin-policy.json=$ADMIN_POLICY_FILE" --dry-run=client -o yaml | label_and_apply
 fi
 if [[ -n $DOMAIN && -z $PUBLIC_TLS_SECRET ]]; then
   apply_tls_secret tee-kms-public-tls "$PUBLIC_TLS_CERT" "$PUBLIC_TLS_KEY"
@@ -1062,8 +1083,8 @@ FUNCTION_REV=$(printf '%s image=%s queue-proxy=%s' "$CONFIG_INPUTS" "$IMAGE" "$Q
 SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --auto-unseal-*, --custodian-keys")"
 SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
 [[ $ROOT_KEY_MODE == shares ]] || SEALER_INPUTS+=("$SECRETS_DIR/root-key")
-# The sealer reads its TDX and admin policies once, at start: a changed policy must roll it.
-[[ $TEE_MODE != tdx ]] || SEALER_INPUTS+=("$TDX_POLICY_FILE" "$ADMIN_POLICY_FILE")
+# --tdx-policy and --admin-policy are in the sealer's init-data: its MRCONFIGID, stamped below,
+# changes with them (and rolls it).
 SEALER_REV=$(printf '%s image=%s init-data=%s' "$CONFIG_INPUTS" "$IMAGE" "${MR_CONFIG_ID[tee-kms-sealer]:-}" | cat - "${SEALER_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
 write_kustomization "$FUNCTION_REV" "$SEALER_REV"
 
@@ -1251,5 +1272,5 @@ fi
 if [[ $TEE_MODE == dev ]]; then
   log "dev mode: no TEE, the sample attester proves nothing. Never store real keys in this deployment."
 else
-  log "the sealer accepts TDs that match $TDX_POLICY_FILE ($TDX_POLICY_SUMMARY). The TDs' agent policy denies exec and log streaming: kubectl exec and kubectl logs get nothing out of them"
+  log "the sealer accepts its own replicas and the TDs that match $TDX_POLICY_FILE ($TDX_POLICY_SUMMARY), as its init-data carries it. The TDs' agent policy denies exec and log streaming: kubectl exec and kubectl logs get nothing out of them"
 fi

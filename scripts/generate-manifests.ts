@@ -19,7 +19,7 @@ import { Service } from '@kubernetes-models/knative/serving.knative.dev/v1/Servi
 import { Document } from 'yaml';
 import { routeModules } from '../functions/catalog.js';
 import type { Route } from '../shared/http/route.js';
-import { initDataToml, type AllowedContainer } from './init-data.js';
+import { DENIED_POLICY_ENV, INIT_DATA_MOUNT, initDataToml, type AllowedContainer } from './init-data.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** The repository: scripts/.. from the source (tests), dist/scripts/../.. from the build (npm run). */
@@ -225,7 +225,8 @@ export async function generateManifests(): Promise<Map<string, string>> {
           name: 'sealer',
           image: 'tee_kms_image',
           args: SEALER_COMMAND,
-          env: { NODE_ENV: 'production' },
+          // Its own init-data, from which it reads the measured TDX and admin policies.
+          env: { NODE_ENV: 'production', KMS_SEALER_INIT_DATA_FILE: `${INIT_DATA_MOUNT}/${SEALER}.toml` },
           closedEnv: [
             {
               prefix: 'KMS_SEALER_UNSEAL_',
@@ -257,6 +258,13 @@ export async function generateManifests(): Promise<Map<string, string>> {
                 'with it set is not created. Listed, it must also be set: leaving it out would unpin the custodians.',
               ],
               required: true,
+            },
+          ],
+          deniedEnv: [
+            {
+              list: 'denied_policy_env',
+              names: DENIED_POLICY_ENV,
+              why: 'Refused: the policies as files would replace the measured ones install.sh appends to this document.',
             },
           ],
         },

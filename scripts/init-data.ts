@@ -105,6 +105,16 @@ export const DENIED_CA_ENV = ['SSL_CERT_DIR', 'SSL_CERT_FILE'] as const;
  * only (the sealer's own KMS_SEALER_ROOT_KEY is closed apart, by root_key_env).
  */
 export const DENIED_KMS_ENV = ['KMS_ROOT_KEY', 'KMS_ROOT_KEY_FILE'] as const;
+/**
+ * The sealer's TDX and admin policies as files (sealer/options.ts): under TDX its init-data carries
+ * both (knative/install.sh appends them), so they are measured. Set, either would replace the
+ * measured one with a file the host provides, e.g. a ConfigMap the cluster administrator edits to
+ * admit a TD of their own and pull the root key: the sealer's rule refuses them (denied_policy_env),
+ * in the sealer's document only, so the functions' documents and MRCONFIGIDs do not change.
+ */
+export const DENIED_POLICY_ENV = ['KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_ADMIN_POLICY_FILE'] as const;
+/** Where the tdx component mounts the ConfigMap tee-kms-init-data (knative/components/tdx/patches/*-tdx.yaml). */
+export const INIT_DATA_MOUNT = '/var/run/tee-kms/init-data';
 
 /** A container the agent may create in the TD. */
 export interface AllowedContainer {
@@ -123,6 +133,20 @@ export interface AllowedContainer {
    * init-data, not by the host.
    */
   readonly closedEnv?: readonly ClosedEnv[];
+  /**
+   * Lists of variables refused besides those every tee-kms container refuses, each a Rego list
+   * assigned before the rule (with its one-line why) and checked with env_denied_none.
+   */
+  readonly deniedEnv?: readonly DeniedEnv[];
+}
+
+/** One list of AllowedContainer.deniedEnv. */
+export interface DeniedEnv {
+  /** The Rego variable. */
+  readonly list: string;
+  readonly names: readonly string[];
+  /** The one-line comment above it. */
+  readonly why: string;
 }
 
 /** One group of AllowedContainer.closedEnv: install.sh fills in `<allowed> := []` (knative/install.sh render_init_data). */
@@ -166,8 +190,14 @@ function containerRule(container: AllowedContainer): string {
   }
   lines.push('\tenv_denied_none(denied_env, denied_env_prefixes)');
   if (container.image === 'tee_kms_image') lines.push('\tenv_denied_none(denied_ca_env, [])', '\tenv_denied_none(denied_kms_env, [])');
+  const denied = container.deniedEnv ?? [];
+  for (const { list } of denied) lines.push(`\tenv_denied_none(${list}, [])`);
   lines.push('}');
-  return [...closed.flatMap(({ allowed, why }) => [...why.map((line) => `# ${line}`), `${allowed} := []`, '']), ...lines].join('\n');
+  return [
+    ...closed.flatMap(({ allowed, why }) => [...why.map((line) => `# ${line}`), `${allowed} := []`, '']),
+    ...denied.flatMap(({ list, names, why }) => [`# ${why}`, `${list} := ${JSON.stringify(names).replace(/,/g, ', ')}`, '']),
+    ...lines,
+  ].join('\n');
 }
 
 /** A Rego array of strings, one line per group: also JSON, so tests read it back as the document has it. */

@@ -31,9 +31,12 @@ import {
   deployedInitData,
   functionPods,
   mrConfigIdOf,
+  pinnedAdmits,
+  readSealerPolicies,
   ROOT_KEY_PINS,
   regoArray,
   tdContainerEnv,
+  writeSealerTdxPolicy,
   writeTdxPolicies,
   type Layout,
   type RootKeyMode,
@@ -375,7 +378,13 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
           expect(calls, `${pod} ${container}`).toEqual(
             container === 'queue-proxy'
               ? ['env_denied_none(denied_env, denied_env_prefixes)']
-              : ['env_denied_none(denied_env, denied_env_prefixes)', 'env_denied_none(denied_ca_env, [])', 'env_denied_none(denied_kms_env, [])'],
+              : [
+                  'env_denied_none(denied_env, denied_env_prefixes)',
+                  'env_denied_none(denied_ca_env, [])',
+                  'env_denied_none(denied_kms_env, [])',
+                  // The sealer's measured policies cannot be replaced by files.
+                  ...(pod === SEALER_POD ? ['env_denied_none(denied_policy_env, [])'] : []),
+                ],
           );
         }
       }
@@ -415,6 +424,14 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       expect(regoArray(first!.text, 'denied_env_prefixes')).toEqual(['LD_']);
       expect(regoArray(first!.text, 'denied_ca_env').sort()).toEqual([...CA_LOCATIONS].sort());
       expect(regoArray(first!.text, 'denied_kms_env')).toEqual(['KMS_ROOT_KEY', 'KMS_ROOT_KEY_FILE']);
+      // The sealer's document alone has denied_policy_env: the functions' (and their MRCONFIGIDs) are as before.
+      for (const { pod, text } of documents)
+        if (pod === SEALER_POD) expect(regoArray(text, 'denied_policy_env')).toEqual(['KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_ADMIN_POLICY_FILE']);
+        else expect(text, pod).not.toContain('denied_policy_env');
+      const sealerDocument = documents.find(({ pod }) => pod === SEALER_POD)!.text;
+      expect(sealerDocument).toContain(
+        '\n# Refused: the policies as files would replace the measured ones install.sh appends to this document.\ndenied_policy_env := [',
+      );
       for (const { pod, text } of documents)
         for (const name of [...GLIBC_UNSECURE, ...OPENSSL_LOADERS, ...NODE_LOADERS])
           for (const container of pod === SEALER_POD ? ['sealer'] : ['function', 'queue-proxy'])
@@ -441,6 +458,7 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         'KMS_SEALER_ATTESTER=tdx-aa',
         'NODE_EXTRA_CA_CERTS=/var/run/tee-kms/ca/ca.crt',
         'KMS_SEALER_PEERS=https://a:9877',
+        'KMS_SEALER_INIT_DATA_FILE=/var/run/tee-kms/init-data/tee-kms-sealer.toml',
       ];
       /** Ways to run the administrator's code (a file in a ConfigMap they mount) or to weaken TLS, in the TD. */
       const attacks = [
@@ -478,6 +496,31 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         }
       });
 
+      it('the sealer: its policies as files, whatever the value, and no other init-data file than its own', () => {
+        for (const attack of [
+          'KMS_SEALER_TDX_POLICY_FILE=/var/run/tee-kms/theirs/policy.json',
+          'KMS_SEALER_ADMIN_POLICY_FILE=/var/run/tee-kms/theirs/admin-policy.json',
+          'KMS_SEALER_TDX_POLICY_FILE=',
+        ]) {
+          expect(deniedEntries(sealer, 'sealer', [...sealerEnv, attack]), attack).toEqual([attack]);
+          // The functions never read them: their documents do not list them.
+          expect(deniedEntries(welcome, 'function', [...functionEnv, attack]), attack).toEqual([]);
+        }
+        // KMS_SEALER_INIT_DATA_FILE is pinned (env_pinned): that value, and no other beside or instead of it.
+        const pin = '/var/run/tee-kms/init-data/tee-kms-sealer.toml';
+        expect(containerRuleOf(sealer, 'sealer')).toContain(`\tenv_pinned("KMS_SEALER_INIT_DATA_FILE", "${pin}")`);
+        expect(pinnedAdmits(sealer, 'KMS_SEALER_INIT_DATA_FILE', sealerEnv)).toBe(true);
+        expect(
+          pinnedAdmits(
+            sealer,
+            'KMS_SEALER_INIT_DATA_FILE',
+            sealerEnv.filter((e) => !e.startsWith('KMS_SEALER_INIT_DATA_FILE=')),
+          ),
+        ).toBe(false);
+        for (const other of ['/var/run/tee-kms/theirs/init-data.toml', ''])
+          expect(pinnedAdmits(sealer, 'KMS_SEALER_INIT_DATA_FILE', [...sealerEnv, `KMS_SEALER_INIT_DATA_FILE=${other}`]), other).toBe(false);
+      });
+
       it('names are matched exactly (the runtime reads exact names), LD_ only at the start', () => {
         const lookalikes = ['NODE_OPTIONSX=1', 'XNODE_OPTIONS=1', 'MY_LD_PRELOAD=1', 'KMS_NODE_PATH=1', 'NODE_ENV_OPTIONS=1', 'TZ=UTC', 'UV_THREADPOOL_SIZE=8'];
         expect(deniedEntries(welcome, 'function', [...functionEnv, ...lookalikes])).toEqual([]);
@@ -500,14 +543,23 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       });
     });
 
-    it("denies no variable tee-kms reads as an option (nor its _FILE form) but the functions' root key, nor NODE_ENV, FUNCTION_TARGET and NODE_EXTRA_CA_CERTS", () => {
+    it("denies no variable tee-kms reads as an option (nor its _FILE form) but the functions' root key and the sealer's policy files, nor NODE_ENV, FUNCTION_TARGET and NODE_EXTRA_CA_CERTS", () => {
       const sources = ['shared', 'sealer', 'functions', 'scripts'].flatMap((dir) =>
         (readdirSync(join(REPO, dir), { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).map((f) => join(REPO, dir, f)),
       );
       const options = [...new Set(sources.flatMap((file) => [...readFileSync(file, 'utf8').matchAll(/\benv: '([A-Z][A-Z0-9_]*)'/g)].map((m) => m[1]!)))];
       expect(options).toEqual(expect.arrayContaining(['KMS_SEALER_ROOT_KEY', 'KMS_S3_BUCKET', 'PORT', 'KMS_SEALER_UNSEAL_KBS_URL']));
       const env = [...options, ...options.map((name) => `${name}_FILE`), 'NODE_ENV', 'NODE_EXTRA_CA_CERTS', 'FUNCTION_TARGET'].map((name) => `${name}=x`);
-      for (const { pod, text } of documents) expect(deniedEntries(text, teeKmsContainer(pod), env), pod).toEqual(['KMS_ROOT_KEY=x', 'KMS_ROOT_KEY_FILE=x']);
+      expect(options).toEqual(expect.arrayContaining(['KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_ADMIN_POLICY_FILE']));
+      for (const { pod, text } of documents)
+        expect(deniedEntries(text, teeKmsContainer(pod), env).sort(), pod).toEqual(
+          [
+            'KMS_ROOT_KEY=x',
+            'KMS_ROOT_KEY_FILE=x',
+            // The sealer takes its policies from its measured init-data only.
+            ...(pod === SEALER_POD ? ['KMS_SEALER_TDX_POLICY_FILE=x', 'KMS_SEALER_ADMIN_POLICY_FILE=x'] : []),
+          ].sort(),
+        );
     });
   });
 
@@ -547,8 +599,9 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
     const dir = tempDir('tee-kms-init-data-');
     // --single-service needs mode 1, whose sealer init-data lists the root key file (root_key_env).
     const mode: RootKeyMode = layout === 'single-service' ? 'secret' : 'shares';
-    const deployed = (pod: string) => deployedInitData(pod, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, mode);
     const files = writeTdxPolicies(dir, layout, DIGEST_IMAGE, undefined, mode);
+    // The sealer's document carries this layout's --tdx-policy and --admin-policy.
+    const deployed = (pod: string) => deployedInitData(pod, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, mode, readSealerPolicies(files.policy, files.admin));
     const result = dryRun([...policyArgs(files), ...(layout === 'single-service' ? ['--single-service', '--generate-root-key'] : [])], join(dir, 'work'));
     const resources = result.status === 0 ? (parseAllDocuments(result.stdout).map((d) => d.toJS()) as Resource[]) : [];
     const pods = resources.filter((r) => (r.kind === 'StatefulSet' && r.metadata.name === SEALER_POD) || r.apiVersion === 'serving.knative.dev/v1');
@@ -582,7 +635,7 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
       expect(new Set(printed.values()).size).toBe(expected.length);
     });
 
-    it('each function mounts the same bytes from ConfigMap tee-kms-init-data and names its file in KMS_INIT_DATA_FILE', () => {
+    it('each pod mounts the same bytes from ConfigMap tee-kms-init-data and names its file in KMS_INIT_DATA_FILE (the sealer: KMS_SEALER_INIT_DATA_FILE)', () => {
       const configMap = resources.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-init-data')!;
       expect(Object.keys(configMap.data).sort()).toEqual(expected.map((pod) => `${pod}.toml`).sort());
       for (const r of pods) {
@@ -590,24 +643,40 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
         expect(configMap.data[`${name}.toml`], name).toBe(deployed(name));
         const spec = r.spec.template.spec;
         const container = spec.containers[0];
-        if (name === SEALER_POD) {
-          // The sealer's evidence carries no init-data: the annotation alone binds its MRCONFIGID.
-          expect(
-            container.env.filter((e: Json) => /INIT_DATA/.test(e.name)),
-            name,
-          ).toEqual([]);
-          continue;
-        }
-        const variable = 'KMS_INIT_DATA_FILE';
+        // The sealer reads its measured policies from its own file, after checking its digest.
+        const variable = name === SEALER_POD ? 'KMS_SEALER_INIT_DATA_FILE' : 'KMS_INIT_DATA_FILE';
         expect(
-          container.env.filter((e: Json) => e.name === variable),
+          container.env.filter((e: Json) => /INIT_DATA/.test(e.name)),
           name,
         ).toEqual([{ name: variable, value: `/var/run/tee-kms/init-data/${name}.toml` }]);
         expect(container.volumeMounts).toContainEqual({ name: 'init-data', mountPath: '/var/run/tee-kms/init-data', readOnly: true });
         expect(spec.volumes).toContainEqual({ name: 'init-data', configMap: { name: 'tee-kms-init-data' } });
+        if (name === SEALER_POD) {
+          // No policy as a file, nor a volume for one: only the measured ones.
+          expect(container.env.filter((e: Json) => /POLICY_FILE$/.test(e.name)).map((e: Json) => e.name)).toEqual([]);
+          expect(spec.volumes.filter((v: Json) => /tdx-policy|admin-policy/.test(JSON.stringify(v)))).toEqual([]);
+          continue;
+        }
         // The process the policy admits: the function's command is the image's CMD, set explicitly.
         expect(container.command).toEqual(['node', 'dist/scripts/serve.js']);
       }
+    });
+
+    it.skipIf(skipWithout(TOMLLIB))("the sealer's document ends with its two policies, byte for byte: compact JSON in [data]", () => {
+      const document = deployed(SEALER_POD);
+      const tdxJson = JSON.stringify(JSON.parse(readFileSync(files.policy, 'utf8')));
+      const adminJson = JSON.stringify(JSON.parse(readFileSync(files.admin, 'utf8')));
+      // writeTdxPolicies indents --tdx-policy: the document has it on one line.
+      expect(readFileSync(files.policy, 'utf8')).not.toBe(`${tdxJson}\n`);
+      expect(document.endsWith(`'''\n"tdx-policy.json" = '''\n${tdxJson}\n'''\n"admin-policy.json" = '''\n${adminJson}\n'''\n`)).toBe(true);
+      const parsed = parseToml(document);
+      expect(Object.keys(parsed).sort()).toEqual(['algorithm', 'data', 'version']);
+      expect(Object.keys(parsed.data)).toEqual(['policy.rego', 'tdx-policy.json', 'admin-policy.json']);
+      expect(JSON.parse(parsed.data['tdx-policy.json'])).toEqual(JSON.parse(readFileSync(files.policy, 'utf8')));
+      expect(JSON.parse(parsed.data['admin-policy.json'])).toEqual(JSON.parse(readFileSync(files.admin, 'utf8')));
+      // The sealer adds its own MRCONFIGID: neither policy names it (a document cannot contain its own digest).
+      expect(document).not.toContain(files.sealerId);
+      expect(JSON.parse(parsed.data['admin-policy.json'])).not.toHaveProperty('sealer-peer');
     });
 
     it("no TD container's environment (its spec, tee-kms-config, the image, Knative, Kubernetes) has a variable its agent policy denies", () => {
@@ -629,10 +698,9 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
 describe('install.sh --tee tdx refuses policies that do not name exactly the init-data digests, before rendering anything', () => {
   const dir = tempDir('tee-kms-init-data-refusals-');
   const good = writeTdxPolicies(dir);
-  const sealerId = mrConfigIdOf(deployedInitData(SEALER_POD));
-  /** What --tdx-policy lists: every function's MRCONFIGID and the sealer's. */
+  const sealerId = good.sealerId;
+  /** What --tdx-policy lists: every function's MRCONFIGID (the sealer adds its own at start). */
   const admitted: string[] = JSON.parse(readFileSync(good.policy, 'utf8')).mrConfigId;
-  const functionIds = admitted.filter((id) => id !== sealerId);
   const rotateId = mrConfigIdOf(deployedInitData('rotate-root-key'));
   /** A TD running the same image under Kata's allow-all agent policy: an init-data the attacker chose. */
   const allowAll = mrConfigIdOf(
@@ -669,9 +737,11 @@ describe('install.sh --tee tdx refuses policies that do not name exactly the ini
       /--tdx-policy \S+stale\.json: mrConfigId [0-9a-f]{96} is not the init-data digest/,
     ],
     [
-      "--tdx-policy without the sealer's TD: its replicas could not attest each other",
-      ['--tdx-policy', write('no-sealer.json', { mrTd, mrConfigId: functionIds })],
-      new RegExp(`mrConfigId does not list ${sealerId}, the MRCONFIGID of tee-kms-sealer's init-data`),
+      "--tdx-policy that lists the sealer's MRCONFIGID: the sealer adds its own, which a policy in its init-data cannot name",
+      ['--tdx-policy', write('with-sealer.json', { mrTd, mrConfigId: [...admitted, sealerId] })],
+      new RegExp(
+        `--tdx-policy \\S+with-sealer\\.json: mrConfigId ${sealerId} is not the init-data digest of any pod this install runs there \\(${functionPods().join(' ')}\\): .*the sealer adds its own MRCONFIGID at start, since its init-data carries this policy and cannot name its own digest`,
+      ),
     ],
     [
       '--sealer-tdx-policy without mrConfigId',
@@ -689,29 +759,30 @@ describe('install.sh --tee tdx refuses policies that do not name exactly the ini
       new RegExp(`--admin-policy \\S+: rotate grants ${allowAll}, which is not the MRCONFIGID of any function`),
     ],
     [
-      "--admin-policy granting the sealer's own TD an admin operation",
-      ['--admin-policy', write('admin-sealer.json', { seal: [sealerId], 'sealer-peer': [sealerId] })],
-      new RegExp(`seal grants ${sealerId}, the sealer's own MRCONFIGID: grant it sealer-peer only`),
+      // (Its init-data carries the admin policy: a grant to the sealer's MRCONFIGID changes that MRCONFIGID.)
+      "--admin-policy granting the sealer's TD an admin operation",
+      ['--admin-policy', write('admin-sealer.json', { seal: [sealerId] })],
+      new RegExp(`--admin-policy \\S+: seal grants ${sealerId}, which is not the MRCONFIGID of any function this install runs`),
+    ],
+    [
+      "--admin-policy granting sealer-peer, even to the sealer's MRCONFIGID: the sealer grants it to its own",
+      ['--admin-policy', write('admin-peer-sealer.json', { rotate: [rotateId], 'sealer-peer': [sealerId] })],
+      /--admin-policy \S+admin-peer-sealer\.json: must not grant "sealer-peer": the sealer grants it to its own MRCONFIGID, .*because its init-data carries this policy and cannot name its own digest/,
     ],
     [
       '--admin-policy granting sealer-peer (the root key) to a function',
-      ['--admin-policy', write('admin-peer-function.json', { rotate: [rotateId], 'sealer-peer': [sealerId, rotateId] })],
-      new RegExp(`sealer-peer grants ${rotateId}, which is not the sealer's MRCONFIGID ${sealerId}`),
+      ['--admin-policy', write('admin-peer-function.json', { rotate: [rotateId], 'sealer-peer': [rotateId] })],
+      /--admin-policy \S+admin-peer-function\.json: must not grant "sealer-peer"/,
     ],
     [
-      '--admin-policy granting sealer-peer to a TD no pod runs in',
-      ['--admin-policy', write('admin-peer-foreign.json', { 'sealer-peer': [allowAll] })],
-      new RegExp(`sealer-peer grants ${allowAll}, which is not the sealer's MRCONFIGID`),
-    ],
-    [
-      "--admin-policy without sealer-peer for the sealer's TD: a restarted replica would wait for shares",
-      ['--admin-policy', write('admin-no-peer.json', { rotate: [rotateId] })],
-      new RegExp(`grant "sealer-peer" to the sealer's MRCONFIGID, "sealer-peer": \\["${sealerId}"\\]`),
+      '--admin-policy with an empty sealer-peer',
+      ['--admin-policy', write('admin-peer-empty.json', { rotate: [rotateId], 'sealer-peer': [] })],
+      /--admin-policy \S+admin-peer-empty\.json: must not grant "sealer-peer"/,
     ],
     [
       '--single-service with the per-function policy',
       ['--single-service', '--generate-root-key'],
-      /mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms tee-kms-sealer\)/,
+      /mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms\)/,
     ],
   ];
   for (const [name, override, message] of cases) {
@@ -737,6 +808,58 @@ describe('install.sh --tee tdx refuses policies that do not name exactly the ini
     const result = spawnSync('bash', [INSTALL, '--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, ...policyArgs(good)], { encoding: 'utf8' });
     expect(result.status).not.toBe(0);
     expect(result.stderr).toMatch(/--tee tdx needs --queue-proxy-image REF@sha256:<digest>.*config-deployment/);
+  });
+});
+
+describe.skipIf(skipWithout(KUBECTL))("install.sh --tee tdx: the sealer's MRCONFIGID covers --tdx-policy and --admin-policy", () => {
+  beforeAll(() => requireTool(KUBECTL));
+  const dir = tempDir('tee-kms-measured-policies-');
+  const good = writeTdxPolicies(dir);
+  const policy = JSON.parse(readFileSync(good.policy, 'utf8'));
+  const admin = JSON.parse(readFileSync(good.admin, 'utf8'));
+  const printedSealerId = (stderr: string) => new RegExp(`MRCONFIGID ${SEALER_POD}: ([0-9a-f]{96})\n`).exec(stderr)?.[1];
+  const changes: [string, string, unknown][] = [
+    ['--tdx-policy', 'another measurement', { ...policy, mrTd: ['ef'.repeat(48)] }],
+    ['--tdx-policy', 'another TCB status allowed', { ...policy, allowedTcbStatuses: ['UpToDate', 'SWHardeningNeeded'] }],
+    ['--admin-policy', 'one grant fewer', { ...admin, verify: [] }],
+  ];
+  for (const [option, name, changed] of changes) {
+    it(`${option}, ${name}: a new MRCONFIGID, so the functions' --sealer-tdx-policy must name it`, () => {
+      const file = join(dir, `${name.replace(/\W+/g, '-')}.json`);
+      writeFileSync(file, JSON.stringify(changed, null, 1));
+      const tdxPolicy = option === '--tdx-policy' ? file : good.policy;
+      const adminPolicy = option === '--admin-policy' ? file : good.admin;
+      const expected = mrConfigIdOf(deployedInitData(SEALER_POD, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, 'shares', readSealerPolicies(tdxPolicy, adminPolicy)));
+      expect(expected).not.toBe(good.sealerId);
+      // The functions' policy names the sealer of the old policies: refused, nothing rendered.
+      const stale = dryRun(['--tdx-policy', tdxPolicy, '--sealer-tdx-policy', good.sealerPolicy, '--admin-policy', adminPolicy], join(dir, `stale-${name}`));
+      expect(stale.status).not.toBe(0);
+      expect(printedSealerId(stale.stderr)).toBe(expected);
+      expect(stale.stderr).toMatch(
+        new RegExp(`--sealer-tdx-policy \\S+: mrConfigId ${good.sealerId} is not the init-data digest of any pod this install runs there \\(tee-kms-sealer\\)`),
+      );
+      expect(stale.stdout).toBe('');
+      // Named, it renders the sealer with that document.
+      const sealerPolicy = join(dir, `sealer-${name.replace(/\W+/g, '-')}.json`);
+      expect(writeSealerTdxPolicy(sealerPolicy, tdxPolicy, adminPolicy)).toBe(expected);
+      const result = dryRun(['--tdx-policy', tdxPolicy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', adminPolicy], join(dir, `work-${name}`));
+      expect(result.status, result.stderr).toBe(0);
+      expect(printedSealerId(result.stderr)).toBe(expected);
+      const sealer = (parseAllDocuments(result.stdout).map((d) => d.toJS()) as Resource[]).find(
+        (r) => r.kind === 'StatefulSet' && r.metadata.name === SEALER_POD,
+      )!;
+      const document = gunzipSync(Buffer.from(sealer.spec.template.metadata.annotations[INIT_DATA_ANNOTATION], 'base64')).toString();
+      expect(mrConfigIdOf(document)).toBe(expected);
+      expect(document).toContain(`\n${JSON.stringify(changed)}\n`);
+    });
+  }
+
+  it('the same JSON written differently (spaces, line breaks) is the same document: the MRCONFIGID does not change', () => {
+    const file = join(dir, 'reformatted.json');
+    writeFileSync(file, `${JSON.stringify(policy, null, 8)}\n\n`);
+    const result = dryRun(['--tdx-policy', file, '--sealer-tdx-policy', good.sealerPolicy, '--admin-policy', good.admin], join(dir, 'work-reformatted'));
+    expect(result.status, result.stderr).toBe(0);
+    expect(printedSealerId(result.stderr)).toBe(good.sealerId);
   });
 });
 

@@ -24,6 +24,7 @@ import {
   deployedInitData,
   DIGEST_IMAGE,
   mrConfigIdOf,
+  pinnedAdmits,
   QUEUE_PROXY_IMAGE,
   ROOT_KEY_PINS,
   SEALER_POD,
@@ -134,10 +135,10 @@ describe('install.sh against a recording kubectl', () => {
   const tdxFiles = () => {
     const dir = mkdtempSync(join(tmpdir(), 'tee-kms-policy-'));
     temps.push(dir);
-    const { policy, sealerPolicy, admin } = writeTdxPolicies(dir);
+    const { policy, sealerPolicy, admin, sealerId } = writeTdxPolicies(dir);
     const notJson = join(dir, 'not-json.json');
     writeFileSync(notJson, '{"rotate": [');
-    return { policy, sealerPolicy, admin, notJson };
+    return { policy, sealerPolicy, admin, sealerId, notJson };
   };
   const TDX = ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
 
@@ -179,26 +180,57 @@ describe('install.sh against a recording kubectl', () => {
       });
     }
 
-    it('given both, it creates their ConfigMaps before apply -k, and the kustomization mounts them', () => {
-      const { policy, sealerPolicy, admin } = tdxFiles();
+    it("given all three, the sealer's two policies go into its init-data, and only the functions' policy for the sealer into a ConfigMap", () => {
+      const { policy, sealerPolicy, admin, sealerId } = tdxFiles();
       const work = join(mkdtempSync(join(tmpdir(), 'tee-kms-work-')), 'k');
       const run = install([...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait', '--work-dir', work]);
       expect(run.status, run.stderr).toBe(0);
       const applyK = run.calls.findIndex((c) => c.startsWith('apply -k '));
       const created = (name: string) => run.calls.findIndex((c) => c.startsWith(`create configmap ${name} `));
-      expect(run.calls[created('tee-kms-admin-policy')]).toContain(`--from-file=admin-policy.json=${admin}`);
       expect(run.calls[created('tee-kms-sealer-tdx-policy')]).toContain(`--from-file=policy.json=${sealerPolicy}`);
-      for (const name of ['tee-kms-tdx-policy', 'tee-kms-sealer-tdx-policy', 'tee-kms-admin-policy']) {
-        expect(created(name), name).toBeGreaterThan(-1);
-        expect(created(name), name).toBeLessThan(applyK);
-      }
-      expect(run.stderr).toMatch(/identities granted rotate 1, verify 1, recover 1, seal 1/);
+      expect(created('tee-kms-sealer-tdx-policy')).toBeGreaterThan(-1);
+      expect(created('tee-kms-sealer-tdx-policy')).toBeLessThan(applyK);
+      // No ConfigMap the cluster administrator could edit holds the sealer's policies, and no kubectl call names their files.
+      for (const name of ['tee-kms-tdx-policy', 'tee-kms-admin-policy'])
+        expect(
+          run.calls.filter((c) => c.includes(name)),
+          name,
+        ).toEqual([]);
+      expect(run.calls.filter((c) => c.includes(policy) || c.includes(admin))).toEqual([]);
+      expect(run.stderr).toMatch(/identities granted rotate 1, verify 1, recover 1, seal 1\n/);
+      expect(run.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${sealerId}\n`);
       // The Shamir mode: the sealer's init-data lists no root key variable, so none is admitted.
       const sealerInitData = readFileSync(join(work, 'init-data', `${SEALER_POD}.toml`), 'utf8');
       expect(sealerInitData).toBe(deployedInitData(SEALER_POD));
+      expect(mrConfigIdOf(sealerInitData)).toBe(sealerId);
+      // Both policies, byte for byte: compact JSON, the document's last entries.
+      const compact = (file: string) => JSON.stringify(JSON.parse(readFileSync(file, 'utf8')));
+      expect(sealerInitData.endsWith(`'''\n"tdx-policy.json" = '''\n${compact(policy)}\n'''\n"admin-policy.json" = '''\n${compact(admin)}\n'''\n`)).toBe(true);
       expect(sealerInitData.split('\nroot_key_env := []\n')).toHaveLength(2);
       // No --custodian-keys: no custodians pinned, so KMS_SEALER_CUSTODIANS is not admitted.
       expect(sealerInitData.split('\ncustodians_env := []\n')).toHaveLength(2);
+      // The sealer reads them from its mounted init-data file, which install.sh names.
+      const kustomization = parseAllDocuments(readFileSync(join(work, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as {
+        patches: { target?: { name: string }; patch: string }[];
+      };
+      const env = kustomization.patches
+        .filter((p) => p.target?.name === SEALER_POD)
+        .flatMap((p) => parseAllDocuments(p.patch)[0]!.toJS() as { op: string; path: string; value: { name: string; value: string } }[])
+        .filter((op) => op.path === '/spec/template/spec/containers/0/env/-')
+        .map((op) => op.value);
+      expect(env).toEqual([{ name: 'KMS_SEALER_INIT_DATA_FILE', value: `/var/run/tee-kms/init-data/${SEALER_POD}.toml` }]);
+    });
+
+    it('an installed sealer of other init-data: says its replicas restart as TDs of a new identity (the Shamir mode: shares again)', () => {
+      const { policy, sealerPolicy, admin, sealerId } = tdxFiles();
+      const args = [...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait'];
+      const changed = install(args, { FAKE_SEALER_INIT_DATA: deployedInitData(SEALER_POD).replace('"tdx-policy.json"', '"tdx-policy.json.old"') });
+      expect(changed.status, changed.stderr).toBe(0);
+      expect(changed.stderr).toContain(`the sealer's init-data changed (MRCONFIGID ${sealerId}): its replicas restart one at a time`);
+      expect(changed.stderr).toContain('send 3 shares to recover-root-key');
+      const same = install(args, { FAKE_SEALER_INIT_DATA: deployedInitData(SEALER_POD) });
+      expect(same.status, same.stderr).toBe(0);
+      expect(same.stderr).not.toContain("the sealer's init-data changed");
     });
 
     it('--auto-unseal-*: the sealer gets exactly the variables its init-data lists, and its MRCONFIGID changes', () => {
@@ -218,13 +250,15 @@ describe('install.sh against a recording kubectl', () => {
       const stale = install([...args, ...flags]);
       expect(stale.status).not.toBe(0);
       expect(stale.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
-      expect(stale.stderr).toMatch(/--tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there/);
+      expect(stale.stderr).toMatch(
+        /--sealer-tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms-sealer\)/,
+      );
       expect(stale.calls.filter(isWrite)).toEqual([]);
 
-      // The sealer's new identity: the functions' policy for it, the sealer's own (its replicas), sealer-peer.
+      // The sealer's new identity: only the functions' policy for it names it (its own policies name the functions).
       const old = mrConfigIdOf(shipped);
       const renamed = (file: string) => writeFileSync(file, readFileSync(file, 'utf8').split(old).join(mrConfigIdOf(expected)));
-      for (const file of [policy, sealerPolicy, admin]) renamed(file);
+      renamed(sealerPolicy);
       const work = join(mkdtempSync(join(tmpdir(), 'tee-kms-work-')), 'k');
       const run = install([...args, ...flags, '--work-dir', work]);
       expect(run.status, run.stderr).toBe(0);
@@ -286,8 +320,7 @@ describe('install.sh against a recording kubectl', () => {
       const args = [...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait', '--custodian-keys', keysFile];
       // The policies still name the unpinned sealer.
       const stale = install(args);
-      for (const file of [policy, sealerPolicy, admin])
-        writeFileSync(file, readFileSync(file, 'utf8').split(mrConfigIdOf(shipped)).join(mrConfigIdOf(expected)));
+      writeFileSync(sealerPolicy, readFileSync(sealerPolicy, 'utf8').split(mrConfigIdOf(shipped)).join(mrConfigIdOf(expected)));
       const work = join(dir, 'k');
       const run = install([...args, '--work-dir', work]);
 
@@ -303,7 +336,9 @@ describe('install.sh against a recording kubectl', () => {
       it('refuses policies that name the unpinned sealer, before any write', () => {
         expect(stale.status).not.toBe(0);
         expect(stale.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
-        expect(stale.stderr).toMatch(/--tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there/);
+        expect(stale.stderr).toMatch(
+          /--sealer-tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms-sealer\)/,
+        );
         expect(stale.calls.filter(isWrite)).toEqual([]);
       });
 
@@ -357,7 +392,7 @@ describe('install.sh against a recording kubectl', () => {
       // The policies name the Shamir mode's sealer (what an administrator switching modes would face).
       const stale = install([...args, '--generate-root-key']);
       const renamed = (file: string) => writeFileSync(file, readFileSync(file, 'utf8').split(mrConfigIdOf(shipped)).join(mrConfigIdOf(expected)));
-      for (const file of [policies.policy, policies.sealerPolicy, policies.admin]) renamed(file);
+      renamed(policies.sealerPolicy);
       const workParent = mkdtempSync(join(tmpdir(), 'tee-kms-work-'));
       temps.push(workParent);
       const work = join(workParent, 'k');
@@ -376,7 +411,9 @@ describe('install.sh against a recording kubectl', () => {
       it("refuses policies that name the Shamir mode's sealer, before any write or key", () => {
         expect(stale.status).not.toBe(0);
         expect(stale.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
-        expect(stale.stderr).toMatch(/--tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there/);
+        expect(stale.stderr).toMatch(
+          /--sealer-tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms-sealer\)/,
+        );
         expect(stale.calls.filter(isWrite)).toEqual([]);
         expect(existsSync(join(stale.secrets, 'root-key')), 'no root key generated').toBe(false);
       });
@@ -414,8 +451,7 @@ describe('install.sh against a recording kubectl', () => {
         const { certFile, certPem } = writeTlsFiles(dir, 'kbs');
         const unseal = ['KMS_SEALER_UNSEAL_KBS_URL=https://kbs.example:8080', `KMS_SEALER_UNSEAL_CA=${certPem.trimEnd()}`];
         const document = expected.replace('\nauto_unseal_env := []\n', `\nauto_unseal_env := ${JSON.stringify(unseal)}\n`);
-        for (const file of [both.policy, both.sealerPolicy, both.admin])
-          writeFileSync(file, readFileSync(file, 'utf8').split(mrConfigIdOf(shipped)).join(mrConfigIdOf(document)));
+        writeFileSync(both.sealerPolicy, readFileSync(both.sealerPolicy, 'utf8').split(mrConfigIdOf(shipped)).join(mrConfigIdOf(document)));
         const bothWork = join(dir, 'k');
         const policyFlags = ['--tdx-policy', both.policy, '--sealer-tdx-policy', both.sealerPolicy, '--admin-policy', both.admin];
         const unsealFlags = ['--auto-unseal-kbs-url', 'https://kbs.example:8080', '--auto-unseal-ca', certFile];
@@ -439,8 +475,15 @@ describe('install.sh against a recording kubectl', () => {
             const { container, env } = tdContainerEnv(pod, applied);
             const initData = readFileSync(join(bothWork, 'init-data', `${pod.metadata.name}.toml`), 'utf8');
             // install.sh's own variables are there: the auto-unseal ones, the root key file, the init-data file.
-            if (pod.metadata.name === SEALER_POD) expect(env).toEqual(expect.arrayContaining([...unseal, ...ROOT_KEY_PINS]));
-            else expect(env).toContain(`KMS_INIT_DATA_FILE=/var/run/tee-kms/init-data/${pod.metadata.name}.toml`);
+            if (pod.metadata.name === SEALER_POD) {
+              expect(env).toEqual(
+                expect.arrayContaining([...unseal, ...ROOT_KEY_PINS, `KMS_SEALER_INIT_DATA_FILE=/var/run/tee-kms/init-data/${SEALER_POD}.toml`]),
+              );
+              // Its agent policy's pin holds, and no policy file replaces the measured policies (denied_policy_env).
+              expect(pinnedAdmits(initData, 'KMS_SEALER_INIT_DATA_FILE', env)).toBe(true);
+              expect(env.filter((e) => /^KMS_SEALER_(TDX|ADMIN)_POLICY_FILE=/.test(e))).toEqual([]);
+              expect(deniedEntries(initData, container, [...env, 'KMS_SEALER_ADMIN_POLICY_FILE=/x'])).toEqual(['KMS_SEALER_ADMIN_POLICY_FILE=/x']);
+            } else expect(env).toContain(`KMS_INIT_DATA_FILE=/var/run/tee-kms/init-data/${pod.metadata.name}.toml`);
             expect(deniedEntries(initData, container, env), pod.metadata.name).toEqual([]);
           }
         });

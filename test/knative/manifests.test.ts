@@ -448,7 +448,7 @@ renders('sealer, MinIO and their references', () => {
     }
   });
 
-  it('every referenced ConfigMap and Secret (base and overlays) is in the base or documented as made by install.sh; mounts and *_FILE paths resolve', () => {
+  it('every referenced ConfigMap and Secret (base and overlays) is in the base or a component, or documented as made by install.sh; mounts and *_FILE paths resolve', () => {
     const header = readFileSync(join(BASE, 'kustomization.yaml'), 'utf8');
     const documented = new Set([...header.matchAll(/^#\s+(tee-kms-[a-z0-9-]+)\s/gm)].map((m) => m[1]!));
     const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
@@ -469,9 +469,17 @@ renders('sealer, MinIO and their references', () => {
     const everything = [...base, ...rendered.dev, ...rendered.tdx, ...mode1.dev, ...mode1.tdx];
     everything.forEach(collect);
     expect(refs.length).toBeGreaterThan(10);
-    expect(refs).toContain('tee-kms-tdx-policy'); // the tdx sealer's reference values
+    expect(refs).toContain('tee-kms-init-data'); // each TD pod's init-data: the tdx sealer's carries its policies
+    expect(refs).not.toContain('tee-kms-tdx-policy'); // measured now, in that init-data
     expect(refs).toContain('tee-kms-root-key'); // mode 1 only
-    for (const name of refs) expect(inBase.has(name) || documented.has(name), `${name} is neither in the base nor created by install.sh`).toBe(true);
+    // What a component brings itself (the dev admin policy).
+    const inComponents = new Set([...rendered.dev, ...rendered.tdx].map((r) => r.metadata.name).filter((name) => !inBase.has(name)));
+    expect([...inComponents].filter((name) => refs.includes(name))).toEqual(['tee-kms-admin-policy']);
+    for (const name of refs)
+      expect(
+        inBase.has(name) || inComponents.has(name) || documented.has(name),
+        `${name} is neither in the base or a component nor created by install.sh`,
+      ).toBe(true);
 
     for (const r of everything) {
       for (const { spec, path } of podSpecsOf(r)) {

@@ -266,15 +266,19 @@ renders('production (tdx) overlay', () => {
     return { name: volume.configMap.name as string, items: (volume.configMap.items ?? []) as Json[], fileName };
   };
 
-  it("the sealer's admin policy is KMS_SEALER_ADMIN_POLICY_FILE, from the ConfigMap tee-kms-admin-policy (install.sh --admin-policy)", () => {
+  it("the sealer's admin and TDX policies are in its measured init-data, mounted from tee-kms-init-data: no policy file, no ConfigMap of their own", () => {
     const pod = sealerOf(tdx).spec.template.spec;
-    const { name, items, fileName } = mountedConfigMap(pod, env(pod.containers[0], 'KMS_SEALER_ADMIN_POLICY_FILE').value);
-    expect(name).toBe('tee-kms-admin-policy');
-    expect(items).toContainEqual({ key: 'admin-policy.json', path: fileName });
-    // Made by install.sh from the operator's file, never kept in the repository.
-    expect(tdx.filter((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-admin-policy')).toEqual([]);
+    const container = pod.containers[0];
+    for (const name of ['KMS_SEALER_ADMIN_POLICY_FILE', 'KMS_SEALER_TDX_POLICY_FILE']) expect(env(container, name), name).toBeUndefined();
+    expect(container.volumeMounts).toContainEqual({ name: 'init-data', mountPath: '/var/run/tee-kms/init-data', readOnly: true });
+    const volume = (pod.volumes as Json[]).find((v) => v.name === 'init-data');
+    expect(volume).toEqual({ name: 'init-data', configMap: { name: 'tee-kms-init-data' } }); // not optional
+    expect(JSON.stringify(tdx)).not.toMatch(/tee-kms-(tdx|admin)-policy/);
+    // install.sh appends both to the sealer's init-data and names its file; it makes neither ConfigMap.
     const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
-    expect(install).toMatch(/kubectl create configmap tee-kms-admin-policy -n "\$NS" --from-file="admin-policy\.json=\$ADMIN_POLICY_FILE"/);
+    expect(install).not.toMatch(/kubectl create configmap tee-kms-(tdx|admin)-policy/);
+    expect(install).toContain('"$TDX_POLICY_FILE" "$ADMIN_POLICY_FILE"');
+    expect(install).toContain('env_name=KMS_SEALER_INIT_DATA_FILE');
   });
 
   it("every function attests the sealer: KMS_TRUSTED_SEALER_TDX_POLICY_FILE from tee-kms-sealer-tdx-policy, collateral from the sealer's PCCS", () => {
@@ -303,19 +307,9 @@ renders('production (tdx) overlay', () => {
     const pod = sealer.spec.template.spec;
     const container = pod.containers[0];
 
-    it('KMS_SEALER_TDX_POLICY_FILE is a file in a read-only mount of the ConfigMap tee-kms-tdx-policy (key policy.json), which is not optional', () => {
-      const policyFile: string = env(container, 'KMS_SEALER_TDX_POLICY_FILE')?.value;
-      expect(policyFile).toMatch(/^\/.+\.json$/);
-      const mount = (container.volumeMounts as Json[]).find((m) => policyFile.startsWith(`${m.mountPath}/`));
-      expect(mount, `no mount holds ${policyFile}`).toBeDefined();
-      expect(mount.readOnly).toBe(true);
-      const volume = (pod.volumes as Json[]).find((v) => v.name === mount.name);
-      expect(volume.configMap?.name).toBe('tee-kms-tdx-policy');
-      expect(volume.configMap.optional).not.toBe(true); // a missing policy keeps the pod from starting
-      const fileName = policyFile.slice(mount.mountPath.length + 1);
-      expect(volume.configMap.items ?? [{ key: fileName, path: fileName }]).toContainEqual({ key: 'policy.json', path: fileName });
-      // Only the sealer reads it: no function gets the mount.
-      for (const r of tdx.filter((x) => x !== sealer)) expect(JSON.stringify(r), id(r)).not.toContain('tee-kms-tdx-policy');
+    it("its TDX reference values come only from its init-data: no KMS_SEALER_TDX_POLICY_FILE, and no function mounts the sealer's policies", () => {
+      expect(env(container, 'KMS_SEALER_TDX_POLICY_FILE')).toBeUndefined();
+      for (const r of tdx.filter((x) => x !== sealer)) expect(JSON.stringify(r), id(r)).not.toMatch(/tee-kms-(tdx|admin)-policy/);
     });
 
     it('exactly one DCAP collateral source: KMS_SEALER_PCCS_URL (Intel PCS base URL by default), no collateral file, and the pinned Intel root', () => {
@@ -330,10 +324,9 @@ renders('production (tdx) overlay', () => {
       for (const name of TDX_SEALER_ENV) expect((container.env as Json[]).filter((e) => e.name === name).length, name).toBeLessThanOrEqual(1);
     });
 
-    it('install.sh sets the same default collateral source and creates the ConfigMap from --tdx-policy', () => {
+    it('install.sh sets the same default collateral source', () => {
       const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
       expect(install).toContain(`INTEL_PCS_URL=${INTEL_PCS_URL}\n`);
-      expect(install).toMatch(/kubectl create configmap tee-kms-tdx-policy -n "\$NS" --from-file="policy\.json=\$TDX_POLICY_FILE"/);
     });
   });
 

@@ -38,6 +38,7 @@ import {
   deployedInitData,
   functionPods,
   mrConfigIdOf,
+  writeSealerTdxPolicy,
   writeTdxPolicies,
 } from './tdx-fixtures.js';
 
@@ -63,15 +64,30 @@ function fixture(name: string, text: string): string {
   writeFileSync(path, text);
   return path;
 }
-/** The functions' MRCONFIGIDs (per-function layout, DIGEST_IMAGE) and the sealer's: their init-data digests. */
-const FUNCTION_IDS = [...functionPods(), 'tee-kms-sealer'].map((pod) => mrConfigIdOf(deployedInitData(pod)));
-/** A policy as docs/attestation.md shows it: the functions' TDs and the sealer's, by their init-data digests. */
+/** The functions' MRCONFIGIDs (per-function layout, DIGEST_IMAGE): their init-data digests. */
+const FUNCTION_IDS = functionPods().map((pod) => mrConfigIdOf(deployedInitData(pod)));
+/** A policy as docs/attestation.md shows it: the functions' TDs by their init-data digests (the sealer adds its own). */
 const POLICY = fixture(
   'policy.json',
   `${JSON.stringify({ mrTd: [MEASUREMENT], rtmr0: [MEASUREMENT], mrConfigId: FUNCTION_IDS, allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`,
 );
-/** The functions' policy for the sealer's TD, and who may call its admin routes (docs/sealer-protocol.md). */
-const { sealerPolicy: SEALER_POLICY, admin: ADMIN_POLICY } = writeTdxPolicies(fixtures);
+/** Who may call the sealer's admin routes (docs/sealer-protocol.md). */
+const { admin: ADMIN_POLICY } = writeTdxPolicies(fixtures);
+/**
+ * The functions' policy for the sealer's TD whose init-data carries this --tdx-policy and ADMIN_POLICY
+ * (SEALER_POLICY: with POLICY); for a file that is no JSON policy, SEALER_POLICY.
+ */
+const sealerPolicyFor = (policy: string) => {
+  const file = `${policy}.sealer.json`;
+  try {
+    writeSealerTdxPolicy(file, policy, ADMIN_POLICY, 'shares', DIGEST_IMAGE, MEASUREMENT);
+  } catch {
+    return SEALER_POLICY;
+  }
+  return file;
+};
+const SEALER_POLICY = fixture('sealer-policy.json', '');
+writeSealerTdxPolicy(SEALER_POLICY, POLICY, ADMIN_POLICY, 'shares', DIGEST_IMAGE, MEASUREMENT);
 /** What --tee tdx needs besides --tdx-policy: the functions' policy for the sealer's TD, the admin policy, queue-proxy. */
 const CUSTODY = ['--sealer-tdx-policy', SEALER_POLICY, '--admin-policy', ADMIN_POLICY, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
 /** The three policy files of --tee tdx in mode 1, whose sealer init-data (and so MRCONFIGID) lists the root key file. */
@@ -81,7 +97,7 @@ const MODE_1_POLICIES = (() => {
   const { policy, sealerPolicy, admin } = writeTdxPolicies(dir, 'per-function', DIGEST_IMAGE, MEASUREMENT, 'secret');
   return ['--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
 })();
-/** A tdx dry run with this --tdx-policy, up to the admin policy. */
+/** A tdx dry run with this --tdx-policy, up to the admin policy (ADMIN_POLICY, which the sealer policy assumes). */
 const tdxDryRun = (policy: string) => [
   '--dry-run',
   '--tee',
@@ -91,7 +107,7 @@ const tdxDryRun = (policy: string) => [
   '--tdx-policy',
   policy,
   '--sealer-tdx-policy',
-  SEALER_POLICY,
+  sealerPolicyFor(policy),
   '--queue-proxy-image',
   QUEUE_PROXY_IMAGE,
 ];
@@ -325,29 +341,35 @@ describe('install.sh and uninstall.sh', () => {
       expect(readKustomization(join(work, 'k')).components).toEqual([join(KNATIVE, 'components', 'tdx'), join(work, 'k', 'single-host')]);
     });
 
-    it('the sealer gets the policy file from the ConfigMap install.sh makes, and the given PCCS as its one collateral source', () => {
+    it('the sealer gets its policy from its init-data (no ConfigMap, no policy file), and the given PCCS as its one collateral source', () => {
       // The sealer's own summary (sealer/verifiers.ts describePolicy, through scripts/check-policy.ts).
       expect(result.stderr).toMatch(
         new RegExp(
-          `TDX policy .*policy\\.json: mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId ${routes.length + 1} allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https://pccs\\.example\\.org:8081\n`,
+          `TDX policy .*policy\\.json: mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId ${routes.length} allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https://pccs\\.example\\.org:8081\n`,
         ),
       );
       expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: 'https://pccs.example.org:8081' }]);
       expect(sealerEnv(resources, 'KMS_SEALER_TDX_COLLATERAL_FILE')).toEqual([]);
-      expect(sealerEnv(resources, 'KMS_SEALER_TDX_POLICY_FILE')).toHaveLength(1);
-      const volume = sealerOf(resources).spec.template.spec.volumes.find((v: Json) => v.configMap?.name === 'tee-kms-tdx-policy');
-      expect(volume).toBeDefined();
-      // Made with kubectl create configmap (like the Secrets), not part of the printed manifests.
-      expect(resources.filter((r) => r.metadata.name === 'tee-kms-tdx-policy')).toEqual([]);
-      expect(result.stderr).toContain('ConfigMap tee-kms-tdx-policy from');
+      expect(sealerEnv(resources, 'KMS_SEALER_TDX_POLICY_FILE')).toEqual([]);
+      expect(sealerEnv(resources, 'KMS_SEALER_INIT_DATA_FILE')).toEqual([
+        { name: 'KMS_SEALER_INIT_DATA_FILE', value: '/var/run/tee-kms/init-data/tee-kms-sealer.toml' },
+      ]);
+      expect(JSON.stringify(resources)).not.toContain('tee-kms-tdx-policy');
+      const initData = readFileSync(join(work, 'k', 'init-data', 'tee-kms-sealer.toml'), 'utf8');
+      expect(initData).toContain(`\n"tdx-policy.json" = '''\n${JSON.stringify(JSON.parse(readFileSync(policies.policy, 'utf8')))}\n'''\n`);
+      expect(result.stderr).not.toContain('ConfigMap tee-kms-tdx-policy');
     });
 
     it("the sealer's admin policy and the functions' policy for the sealer come from ConfigMaps install.sh makes; the functions use the sealer's PCCS", () => {
-      expect(result.stderr).toMatch(/admin policy .*admin-policy\.json: identities granted rotate 1, verify 1, recover 1, seal 1, sealer-peer 1\n/);
-      expect(result.stderr).toMatch(/tee-kms-sealer-tdx-policy from .*policy\.json, tee-kms-admin-policy from .*admin-policy\.json/);
+      expect(result.stderr).toMatch(/admin policy .*admin-policy\.json: identities granted rotate 1, verify 1, recover 1, seal 1\n/);
+      expect(result.stderr).toMatch(
+        /ConfigMap tee-kms-sealer-tdx-policy from .*policy\.json \(.*policy\.json and .*admin-policy\.json are in the sealer's init-data, tee-kms-init-data\)/,
+      );
       expect(sealerEnv(resources, 'KMS_SEALER_ATTESTER')).toEqual([{ name: 'KMS_SEALER_ATTESTER', value: 'tdx-aa' }]);
-      expect(sealerEnv(resources, 'KMS_SEALER_ADMIN_POLICY_FILE')).toHaveLength(1);
-      expect(sealerOf(resources).spec.template.spec.volumes.find((v: Json) => v.configMap?.name === 'tee-kms-admin-policy')).toBeDefined();
+      expect(sealerEnv(resources, 'KMS_SEALER_ADMIN_POLICY_FILE')).toEqual([]);
+      expect(JSON.stringify(resources)).not.toContain('tee-kms-admin-policy');
+      const initData = readFileSync(join(work, 'k', 'init-data', 'tee-kms-sealer.toml'), 'utf8');
+      expect(initData).toMatch(/\n"admin-policy\.json" = '''\n\{"rotate":\["[0-9a-f]{96}"\],.*\}\n'''\n$/);
       const config = resources.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
       expect(config.data.KMS_TRUSTED_SEALER_PCCS_URL).toBe('https://pccs.example.org:8081');
       const functions = resources.filter((r) => r.apiVersion === 'serving.knative.dev/v1');
@@ -363,7 +385,7 @@ describe('install.sh and uninstall.sh', () => {
           id(f),
         ).toBeDefined();
       }
-      for (const name of ['tee-kms-admin-policy', 'tee-kms-sealer-tdx-policy']) expect(resources.filter((r) => r.metadata.name === name)).toEqual([]);
+      expect(resources.filter((r) => r.metadata.name === 'tee-kms-sealer-tdx-policy')).toEqual([]);
     });
 
     it('puts everything in the chosen namespace, with the given image digest and parameters', () => {
@@ -428,7 +450,7 @@ describe('install.sh and uninstall.sh', () => {
           expect((pod.volumes as Json[]).find((v) => v.name === 'root-key').secret).toMatchObject({ secretName: 'tee-kms-root-key', optional: false });
           expect(resources.filter((r) => JSON.stringify(r).includes('tee-kms-root-key')).map(id)).toEqual([id(sealer)]);
           if (tdx) {
-            expect(env.map((e) => e.name)).toContain('KMS_SEALER_TDX_POLICY_FILE'); // both components applied
+            expect(env.map((e) => e.name)).toContain('KMS_SEALER_PCCS_URL'); // both components applied
             // Mode 1 is measured: the sealer's agent policy admits exactly that variable.
             const initData = readFileSync(join(work, 'init-data', 'tee-kms-sealer.toml'), 'utf8');
             expect(initData).toContain(`\nroot_key_env := ${JSON.stringify(ROOT_KEY_PINS)}\n`);
@@ -547,8 +569,8 @@ describe('docs/deploy-knative.md', () => {
       '--tdx-policy',
       '--pccs-url',
       INTEL_PCS_URL,
-      'tee-kms-tdx-policy',
-      'KMS_SEALER_TDX_POLICY_FILE',
+      'tee-kms-sealer-tdx-policy',
+      'KMS_SEALER_INIT_DATA_FILE',
       'KMS_SEALER_PCCS_URL',
       'npm run --silent verify-quote --',
       'docs/attestation.md',

@@ -1,7 +1,8 @@
 /**
  * What a --tee tdx install needs, computed here independently of knative/install.sh: each pod's
- * init-data as deployed (the shipped document with the digests in place of its placeholders), its
- * MRCONFIGID (SHA-384 of those bytes, node:crypto), and policy files that name them.
+ * init-data as deployed (the shipped document with the digests in place of its placeholders, and
+ * for the sealer its two measured policies appended), its MRCONFIGID (SHA-384 of those bytes,
+ * node:crypto), and policy files that name them.
  */
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -32,31 +33,101 @@ export function functionPods(layout: Layout = 'per-function'): string[] {
     .sort();
 }
 
+/** The sealer's two measured policies: the text of the --tdx-policy and --admin-policy files. */
+export interface SealerPolicies {
+  readonly tdxPolicy: string;
+  readonly adminPolicy: string;
+}
+
+/**
+ * A policy file's JSON as the sealer's init-data carries it: compact, on one line, every ' written
+ * \u0027 (still the same JSON), so that no value can end the TOML ''' string early.
+ */
+export const measuredJson = (text: string) => JSON.stringify(JSON.parse(text)).split("'").join('\\u0027');
+
+/** The lines install.sh appends to the sealer's document, the end of its [data] table. */
+export const measuredPolicyLines = ({ tdxPolicy, adminPolicy }: SealerPolicies) =>
+  `"tdx-policy.json" = '''\n${measuredJson(tdxPolicy)}\n'''\n"admin-policy.json" = '''\n${measuredJson(adminPolicy)}\n'''\n`;
+
 /**
  * A pod's init-data as it must reach the TD: the shipped bytes, both placeholders replaced, and for
  * the sealer in mode 1 ROOT_KEY_PINS in place of the empty root_key_env (the functions' documents
- * do not depend on the mode).
+ * do not depend on the mode), then its policies appended: by default those writeTdxPolicies
+ * writes for the per-function layout and this image.
  */
-export function deployedInitData(pod: string, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE, rootKeyMode: RootKeyMode = 'shares'): string {
+export function deployedInitData(
+  pod: string,
+  image = DIGEST_IMAGE,
+  queueProxyImage = QUEUE_PROXY_IMAGE,
+  rootKeyMode: RootKeyMode = 'shares',
+  policies?: SealerPolicies,
+): string {
   const shipped = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
   const replaced = shipped.split(`"${TEE_KMS_IMAGE_PLACEHOLDER}"`).join(`"${image}"`).split(`"${QUEUE_PROXY_IMAGE_PLACEHOLDER}"`).join(`"${queueProxyImage}"`);
   if (replaced === shipped) throw new Error(`${pod}.toml: no placeholder replaced`);
-  if (pod !== SEALER_POD || rootKeyMode === 'shares') return replaced;
+  if (pod !== SEALER_POD) return replaced;
+  if (!replaced.endsWith("'''\n") || !replaced.startsWith('\n[data]\n', replaced.lastIndexOf('\n[')))
+    throw new Error(`${pod}.toml: [data] is not its last table`);
+  const measured = measuredPolicyLines(policies ?? sealerPoliciesFor('per-function', image));
+  if (rootKeyMode === 'shares') return replaced + measured;
   const parts = replaced.split('\nroot_key_env := []\n');
   if (parts.length !== 2) throw new Error(`${pod}.toml: not one empty root_key_env`);
-  return parts.join(`\nroot_key_env := ${JSON.stringify(ROOT_KEY_PINS)}\n`);
+  return parts.join(`\nroot_key_env := ${JSON.stringify(ROOT_KEY_PINS)}\n`) + measured;
 }
 
 /** MRCONFIGID of a TD given this init-data: SHA-384 of its exact bytes, 96 hex digits. */
 export const mrConfigIdOf = (document: string | Buffer) => createHash('sha384').update(document).digest('hex');
 
+/** --tdx-policy as writeTdxPolicies writes it: every function of the layout, not the sealer (it adds its own). */
+export function tdxPolicyText(layout: Layout = 'per-function', image = DIGEST_IMAGE, mrTd = 'ab'.repeat(48)): string {
+  const functions = functionPods(layout).map((pod) => mrConfigIdOf(deployedInitData(pod, image)));
+  return `${JSON.stringify({ mrTd: [mrTd], mrConfigId: functions, allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`;
+}
+
+/** --admin-policy as writeTdxPolicies writes it: each operation to its function, no sealer-peer (the sealer grants it itself). */
+export function adminPolicyText(layout: Layout = 'per-function', image = DIGEST_IMAGE): string {
+  const of = (pod: string) => mrConfigIdOf(deployedInitData(layout === 'single-service' ? 'tee-kms' : pod, image));
+  return JSON.stringify({ rotate: [of('rotate-root-key')], verify: [of('verify-root-key')], recover: [of('recover-root-key')], seal: [of('rotate-root-key')] });
+}
+
+/** The policies writeTdxPolicies writes, as the sealer's init-data carries them. */
+export const sealerPoliciesFor = (layout: Layout = 'per-function', image = DIGEST_IMAGE, mrTd = 'ab'.repeat(48)): SealerPolicies => ({
+  tdxPolicy: tdxPolicyText(layout, image, mrTd),
+  adminPolicy: adminPolicyText(layout, image),
+});
+
+/** The policies of these --tdx-policy and --admin-policy files. */
+export const readSealerPolicies = (tdxPolicyFile: string, adminPolicyFile: string): SealerPolicies => ({
+  tdxPolicy: readFileSync(tdxPolicyFile, 'utf8'),
+  adminPolicy: readFileSync(adminPolicyFile, 'utf8'),
+});
+
+/**
+ * Writes to `file` a --sealer-tdx-policy naming the sealer that carries these --tdx-policy and
+ * --admin-policy files (image DIGEST_IMAGE unless given); returns that sealer's MRCONFIGID.
+ */
+export function writeSealerTdxPolicy(
+  file: string,
+  tdxPolicyFile: string,
+  adminPolicyFile: string,
+  rootKeyMode: RootKeyMode = 'shares',
+  image = DIGEST_IMAGE,
+  mrTd = 'ab'.repeat(48),
+): string {
+  const sealer = mrConfigIdOf(deployedInitData(SEALER_POD, image, QUEUE_PROXY_IMAGE, rootKeyMode, readSealerPolicies(tdxPolicyFile, adminPolicyFile)));
+  writeFileSync(file, `${JSON.stringify({ mrTd: [mrTd], mrConfigId: [sealer] }, null, 2)}\n`);
+  return sealer;
+}
+
 export interface TdxPolicyFiles {
-  /** --tdx-policy: the functions' TDs and the sealer's (its replicas attest each other). */
+  /** --tdx-policy: the functions' TDs (the sealer admits its own replicas by itself). */
   readonly policy: string;
-  /** --sealer-tdx-policy: the sealer's TD. */
+  /** --sealer-tdx-policy: the sealer's TD, whose init-data carries the two others. */
   readonly sealerPolicy: string;
-  /** --admin-policy: each admin operation to its function, sealer-peer to the sealer. */
+  /** --admin-policy: each admin operation to its function (no sealer-peer: the sealer grants it). */
   readonly admin: string;
+  /** The sealer's MRCONFIGID, which --sealer-tdx-policy names. */
+  readonly sealerId: string;
 }
 
 /**
@@ -70,25 +141,13 @@ export function writeTdxPolicies(
   mrTd = 'ab'.repeat(48),
   rootKeyMode: RootKeyMode = 'shares',
 ): TdxPolicyFiles {
-  const functions = functionPods(layout).map((pod) => mrConfigIdOf(deployedInitData(pod, image)));
-  const sealer = mrConfigIdOf(deployedInitData(SEALER_POD, image, QUEUE_PROXY_IMAGE, rootKeyMode));
   const policy = join(dir, 'policy.json');
-  writeFileSync(policy, `${JSON.stringify({ mrTd: [mrTd], mrConfigId: [...functions, sealer], allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`);
-  const sealerPolicy = join(dir, 'sealer-policy.json');
-  writeFileSync(sealerPolicy, `${JSON.stringify({ mrTd: [mrTd], mrConfigId: [sealer] }, null, 2)}\n`);
-  const of = (pod: string) => mrConfigIdOf(deployedInitData(layout === 'single-service' ? 'tee-kms' : pod, image));
+  writeFileSync(policy, tdxPolicyText(layout, image, mrTd));
   const admin = join(dir, 'admin-policy.json');
-  writeFileSync(
-    admin,
-    JSON.stringify({
-      rotate: [of('rotate-root-key')],
-      verify: [of('verify-root-key')],
-      recover: [of('recover-root-key')],
-      seal: [of('rotate-root-key')],
-      'sealer-peer': [sealer],
-    }),
-  );
-  return { policy, sealerPolicy, admin };
+  writeFileSync(admin, adminPolicyText(layout, image));
+  const sealerPolicy = join(dir, 'sealer-policy.json');
+  const sealerId = writeSealerTdxPolicy(sealerPolicy, policy, admin, rootKeyMode, image, mrTd);
+  return { policy, sealerPolicy, admin, sealerId };
 }
 
 /** The Rego arrays a document assigns: `NAME := [...]` once each, JSON (scripts/init-data.ts writes them so). */
@@ -120,6 +179,33 @@ export function deniedEntries(document: string, container: string, env: readonly
   return env.filter((entry) =>
     calls.some(([, names, prefixes]) => list(names!).includes(entry.split('=')[0]!) || list(prefixes!).some((prefix) => entry.startsWith(prefix))),
   );
+}
+
+/** The Rego helper env_pinned, word for word as every document has it (init-data.test.ts checks it). */
+export const ENV_PINNED_RULES = [
+  'env_pinned(name, value) if {',
+  '\tconcat("=", [name, value]) in input.OCI.Process.Env',
+  '\tevery entry in input.OCI.Process.Env {',
+  '\t\tother_or_equal(entry, name, value)',
+  '\t}',
+  '}',
+  '',
+  'other_or_equal(entry, name, _) if not startswith(entry, concat("", [name, "="]))',
+  '',
+  'other_or_equal(entry, name, value) if entry == concat("=", [name, value])',
+].join('\n');
+
+/**
+ * Whether the sealer's env_pinned(NAME, VALUE) holds for `env`, with the meaning of ENV_PINNED_RULES
+ * (NAME=VALUE is there, and NAME has no other value) and VALUE as the sealer's rule pins it. No Rego
+ * engine: the rest of the rule is not evaluated.
+ */
+export function pinnedAdmits(document: string, name: string, env: readonly string[]): boolean {
+  if (!document.includes(`\n${ENV_PINNED_RULES}\n`)) throw new Error('env_pinned is not the helper the model reads');
+  const pins = [...containerRuleOf(document, 'sealer').matchAll(/\tenv_pinned\(("[^"]*"), ("[^"]*")\)/g)].filter((m) => JSON.parse(m[1]!) === name);
+  if (pins.length !== 1) throw new Error(`${name} is pinned ${pins.length} times, not once`);
+  const entry = `${name}=${JSON.parse(pins[0]![2]!) as string}`;
+  return env.includes(entry) && env.every((e) => !e.startsWith(`${name}=`) || e === entry);
 }
 
 /** What Knative Serving gives a Service's own container besides its spec (its runtime contract). */
