@@ -19,7 +19,7 @@ import { Service } from '@kubernetes-models/knative/serving.knative.dev/v1/Servi
 import { Document } from 'yaml';
 import { routeModules } from '../functions/catalog.js';
 import type { Route } from '../shared/http/route.js';
-import { DENIED_POLICY_ENV, INIT_DATA_MOUNT, initDataToml, type AllowedContainer } from './init-data.js';
+import { DENIED_ATTESTER_ENV, DENIED_POLICY_ENV, INIT_DATA_MOUNT, initDataToml, type AllowedContainer } from './init-data.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** The repository: scripts/.. from the source (tests), dist/scripts/../.. from the build (npm run). */
@@ -225,8 +225,9 @@ export async function generateManifests(): Promise<Map<string, string>> {
           name: 'sealer',
           image: 'tee_kms_image',
           args: SEALER_COMMAND,
-          // Its own init-data, from which it reads the measured TDX and admin policies.
-          env: { NODE_ENV: 'production', KMS_SEALER_INIT_DATA_FILE: `${INIT_DATA_MOUNT}/${SEALER}.toml` },
+          // Its own init-data, from which it reads the measured TDX and admin policies, checked
+          // against its own quote from the attestation agent inside the TD.
+          env: { NODE_ENV: 'production', KMS_SEALER_INIT_DATA_FILE: `${INIT_DATA_MOUNT}/${SEALER}.toml`, KMS_SEALER_ATTESTER: 'tdx-aa' },
           closedEnv: [
             {
               prefix: 'KMS_SEALER_UNSEAL_',
@@ -265,6 +266,11 @@ export async function generateManifests(): Promise<Map<string, string>> {
               list: 'denied_policy_env',
               names: DENIED_POLICY_ENV,
               why: 'Refused: the policies as files would replace the measured ones install.sh appends to this document.',
+            },
+            {
+              list: 'denied_attester_env',
+              names: DENIED_ATTESTER_ENV,
+              why: "Refused: its own quote comes from the attestation agent on the TD's loopback (the default), never from elsewhere.",
             },
           ],
         },

@@ -113,6 +113,13 @@ export const DENIED_KMS_ENV = ['KMS_ROOT_KEY', 'KMS_ROOT_KEY_FILE'] as const;
  * in the sealer's document only, so the functions' documents and MRCONFIGIDs do not change.
  */
 export const DENIED_POLICY_ENV = ['KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_ADMIN_POLICY_FILE'] as const;
+/**
+ * Where the sealer asks for its own evidence, which its check of its own init-data reads
+ * (sealer/measured-policies.ts): with KMS_SEALER_ATTESTER pinned to tdx-aa, the attestation agent
+ * on the TD's own loopback, the default. Another address could relay the quote of a TD the host
+ * made with init-data of its own, and the sealer would take that document's policies for its own.
+ */
+export const DENIED_ATTESTER_ENV = ['KMS_SEALER_AA_URL', 'KMS_SEALER_TSM_ROOT'] as const;
 /** Where the tdx component mounts the ConfigMap tee-kms-init-data (knative/components/tdx/patches/*-tdx.yaml). */
 export const INIT_DATA_MOUNT = '/var/run/tee-kms/init-data';
 

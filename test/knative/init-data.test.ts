@@ -383,7 +383,8 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
                   'env_denied_none(denied_ca_env, [])',
                   'env_denied_none(denied_kms_env, [])',
                   // The sealer's measured policies cannot be replaced by files.
-                  ...(pod === SEALER_POD ? ['env_denied_none(denied_policy_env, [])'] : []),
+                  // Nor can its own quote, which vouches for them, come from elsewhere than its own TD.
+                  ...(pod === SEALER_POD ? ['env_denied_none(denied_policy_env, [])', 'env_denied_none(denied_attester_env, [])'] : []),
                 ],
           );
         }
@@ -496,11 +497,14 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         }
       });
 
-      it('the sealer: its policies as files, whatever the value, and no other init-data file than its own', () => {
+      it('the sealer: its policies as files, whatever the value, no other init-data file than its own, its own quote from its own TD only', () => {
         for (const attack of [
           'KMS_SEALER_TDX_POLICY_FILE=/var/run/tee-kms/theirs/policy.json',
           'KMS_SEALER_ADMIN_POLICY_FILE=/var/run/tee-kms/theirs/admin-policy.json',
           'KMS_SEALER_TDX_POLICY_FILE=',
+          // Its own quote relayed from a TD the host made with init-data of its own.
+          'KMS_SEALER_AA_URL=http://10.0.0.9:8006',
+          'KMS_SEALER_TSM_ROOT=/var/run/tee-kms/theirs/tsm',
         ]) {
           expect(deniedEntries(sealer, 'sealer', [...sealerEnv, attack]), attack).toEqual([attack]);
           // The functions never read them: their documents do not list them.
@@ -519,6 +523,14 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         ).toBe(false);
         for (const other of ['/var/run/tee-kms/theirs/init-data.toml', ''])
           expect(pinnedAdmits(sealer, 'KMS_SEALER_INIT_DATA_FILE', [...sealerEnv, `KMS_SEALER_INIT_DATA_FILE=${other}`]), other).toBe(false);
+        // KMS_SEALER_ATTESTER is pinned to the attestation agent: not configfs-tsm under another root, not sample.
+        expect(containerRuleOf(sealer, 'sealer')).toContain('\tenv_pinned("KMS_SEALER_ATTESTER", "tdx-aa")');
+        expect(pinnedAdmits(sealer, 'KMS_SEALER_ATTESTER', sealerEnv)).toBe(true);
+        for (const other of ['tdx-configfs', 'sample', ''])
+          expect(
+            pinnedAdmits(sealer, 'KMS_SEALER_ATTESTER', [...sealerEnv.filter((e) => !e.startsWith('KMS_SEALER_ATTESTER=')), `KMS_SEALER_ATTESTER=${other}`]),
+            other,
+          ).toBe(false);
       });
 
       it('names are matched exactly (the runtime reads exact names), LD_ only at the start', () => {
@@ -543,7 +555,7 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       });
     });
 
-    it("denies no variable tee-kms reads as an option (nor its _FILE form) but the functions' root key and the sealer's policy files, nor NODE_ENV, FUNCTION_TARGET and NODE_EXTRA_CA_CERTS", () => {
+    it("denies no variable tee-kms reads as an option (nor its _FILE form) but the functions' root key, the sealer's policy files and its evidence source, nor NODE_ENV, FUNCTION_TARGET and NODE_EXTRA_CA_CERTS", () => {
       const sources = ['shared', 'sealer', 'functions', 'scripts'].flatMap((dir) =>
         (readdirSync(join(REPO, dir), { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).map((f) => join(REPO, dir, f)),
       );
@@ -557,7 +569,8 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
             'KMS_ROOT_KEY=x',
             'KMS_ROOT_KEY_FILE=x',
             // The sealer takes its policies from its measured init-data only.
-            ...(pod === SEALER_POD ? ['KMS_SEALER_TDX_POLICY_FILE=x', 'KMS_SEALER_ADMIN_POLICY_FILE=x'] : []),
+            // and its own quote from the attestation agent on the TD's loopback only.
+            ...(pod === SEALER_POD ? ['KMS_SEALER_TDX_POLICY_FILE=x', 'KMS_SEALER_ADMIN_POLICY_FILE=x', 'KMS_SEALER_AA_URL=x', 'KMS_SEALER_TSM_ROOT=x'] : []),
           ].sort(),
         );
     });
