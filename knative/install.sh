@@ -447,7 +447,8 @@ check_custodian_keys() {
 # its [data] table (the document's last) as "tdx-policy.json" and "admin-policy.json": so they are
 # measured, not ConfigMaps the cluster administrator could edit (the sealer reads them from
 # KMS_SEALER_INIT_DATA_FILE after checking its digest against its own MRCONFIGID). Each is the
-# file's JSON on one line, every ' written \u0027, so that no value can end the ''' string early.
+# file's JSON on one line, every ' written \u0027, so that no value can end the ''' string early,
+# and DEL written \u007f (JSON.stringify escapes the other control characters TOML refuses).
 # Its exact bytes matter (their SHA-384 is the TD's MRCONFIGID): only those lines change.
 render_init_data() {
   if [[ $1 != tee-kms-sealer ]]; then
@@ -470,7 +471,7 @@ render_init_data() {
     // Appended entries belong to the last table: it must be [data], and the document end there.
     if (!text.endsWith("\n") || !text.startsWith("\n[data]\n", text.lastIndexOf("\n["))) fail("does not end with its [data] table");
     for (const [key, file] of [["tdx-policy.json", process.argv[4]], ["admin-policy.json", process.argv[5]]]) {
-      const json = JSON.stringify(JSON.parse(fs.readFileSync(file, "utf8"))).replaceAll("\u0027", "\\u0027");
+      const json = JSON.stringify(JSON.parse(fs.readFileSync(file, "utf8"))).replaceAll("\u0027", "\\u0027").replaceAll("\u007f", "\\u007f");
       text += `"${key}" = \u0027\u0027\u0027\n${json}\n\u0027\u0027\u0027\n`;
     }
     process.stdout.write(text);
@@ -527,6 +528,11 @@ if [[ $TEE_MODE == tdx ]]; then
     || die "--tee tdx needs --tdx-policy FILE: the TDX reference values (mrTd, rtmr0-2, mrConfigId) the sealer accepts; without them it refuses every TD. Take them from a quote of your TD with: npm run --silent verify-quote -- <quote> (docs/attestation.md)"
   [[ -f $TDX_POLICY_FILE && -r $TDX_POLICY_FILE ]] || die "--tdx-policy: cannot read $TDX_POLICY_FILE"
   TDX_POLICY_SUMMARY=$(check_tdx_policy "$TDX_POLICY_FILE" --tdx-policy) || exit 1
+  # The sealer's replicas attest to each other without init-data, so a measured policy that
+  # demands it would refuse them; mrConfigId already pins every function's whole document.
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  node -e 'process.exit(Object.hasOwn(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")), "initData") ? 1 : 0)' "$TDX_POLICY_FILE" \
+    || die "--tdx-policy $TDX_POLICY_FILE: remove initData: under --tee tdx mrConfigId pins each function's whole init-data already, and the sealer's replicas, which attest without init-data, would be refused (docs/attestation.md)"
   [[ -n $SEALER_TDX_POLICY_FILE ]] \
     || die "--tee tdx needs --sealer-tdx-policy FILE: the TDX reference values (mrTd, rtmr0-2, mrConfigId) of the sealer's own TD, which the functions check before they trust it; without them every function refuses the sealer. Take them from a quote of the sealer's TD with: npm run --silent verify-quote -- <quote> (docs/attestation.md)"
   [[ -f $SEALER_TDX_POLICY_FILE && -r $SEALER_TDX_POLICY_FILE ]] || die "--sealer-tdx-policy: cannot read $SEALER_TDX_POLICY_FILE"

@@ -57,7 +57,7 @@ export async function loadMeasuredPolicies(options: Options, attester: Attester)
   }
   return {
     identity,
-    ...(tdx === undefined ? {} : { tdxPolicy: { json: withOwnConfigId(json(tdx.text, tdx.source), identity), source: tdx.source } }),
+    ...(tdx === undefined ? {} : { tdxPolicy: { json: withOwnConfigId(json(tdx.text, tdx.source), identity, tdx.source), source: tdx.source } }),
     ...(admin === undefined ? {} : { adminPolicy: { policy: adminWithOwnPeer(json(admin.text, admin.source), admin.source, identity), source: admin.source } }),
   };
 }
@@ -70,9 +70,18 @@ function json(text: string, source: string): unknown {
   }
 }
 
-/** A policy that pins `mrConfigId` admits this TD's replicas too; one that does not pin it admits them already. */
-function withOwnConfigId(policy: unknown, identity: string): unknown {
+/**
+ * A policy that pins `mrConfigId` admits this TD's replicas too; one that does not pin it admits
+ * them already. One that demands init-data would refuse them (they attest without it): refused.
+ */
+function withOwnConfigId(policy: unknown, identity: string, source: string): unknown {
   if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) return policy; // createTdxPolicy says what is wrong
+  if (Object.hasOwn(policy, 'initData')) {
+    throw new KmsError(
+      'CONFIG',
+      `${source}: a measured TDX policy may not demand initData: this service's replicas attest without init-data, and mrConfigId pins whole documents`,
+    );
+  }
   const { mrConfigId } = policy as Record<string, unknown>;
   if (!Array.isArray(mrConfigId)) return policy;
   return { ...policy, mrConfigId: [...(mrConfigId as unknown[]), identity] };

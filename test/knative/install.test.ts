@@ -138,7 +138,10 @@ describe('install.sh against a recording kubectl', () => {
     const { policy, sealerPolicy, admin, sealerId } = writeTdxPolicies(dir);
     const notJson = join(dir, 'not-json.json');
     writeFileSync(notJson, '{"rotate": [');
-    return { policy, sealerPolicy, admin, sealerId, notJson };
+    // The sealer's policy demanding init-data, which its replicas do not send.
+    const withInitData = join(dir, 'with-init-data.json');
+    writeFileSync(withInitData, JSON.stringify({ ...(JSON.parse(readFileSync(policy, 'utf8')) as object), initData: { required: true } }));
+    return { policy, sealerPolicy, admin, sealerId, notJson, withInitData };
   };
   const TDX = ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
 
@@ -169,6 +172,11 @@ describe('install.sh against a recording kubectl', () => {
         /--admin-policy \S+not-json\.json: not JSON/,
       ],
     ];
+    cases.push([
+      'a --tdx-policy that demands initData',
+      (f) => ['--tdx-policy', f.withInitData, '--sealer-tdx-policy', f.sealerPolicy, '--admin-policy', f.admin],
+      /--tdx-policy \S+with-init-data\.json: remove initData: under --tee tdx mrConfigId pins each function's whole init-data already/,
+    ]);
     for (const [name, extra, message] of cases) {
       it(`${name}: stops before asking the cluster anything`, () => {
         const files = tdxFiles();

@@ -111,6 +111,12 @@ describe('loadMeasuredPolicies', () => {
       { adminPolicyFile: '/a.json' },
       /KMS_SEALER_ADMIN_POLICY_FILE would replace/,
     ],
+    [
+      'a measured TDX policy that demands init-data, which its own replicas do not send',
+      { 'tdx-policy.json': { ...DEFAULT_TD_POLICY, initData: { required: true } } },
+      {},
+      /\("tdx-policy\.json"\): a measured TDX policy may not demand initData/,
+    ],
     ['a measured grant of sealer-peer', { 'admin-policy.json': { 'sealer-peer': [A] } }, {}, /grants "sealer-peer": a measured admin policy may not/],
     ['a measured admin policy that is not JSON', { 'admin-policy.json': '{"seal": [' }, {}, /\("admin-policy\.json"\) is not JSON/],
     ['a measured admin policy it cannot apply', { 'admin-policy.json': { seal: ['not hex'] } }, {}, /seal\[0\] must be 96 hex digits/],
