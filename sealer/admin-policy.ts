@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { AGENT_POLICY_ENTRY } from '../shared/attestation/function-entries.js';
 import { IDENTITY_PATTERN } from '../shared/attestation/sample.js';
 import { KmsError } from '../shared/errors.js';
 
@@ -6,6 +7,9 @@ import { KmsError } from '../shared/errors.js';
  * What the sealing service's admin routes do, each granted apart (docs/sealer-protocol.md).
  * `sealer-peer` is the role of the other replicas of the sealing service: the root key itself.
  */
+/** A grant to every function whose init-data has this agent policy: `policy.rego:<SHA-384 hex>`. */
+const AGENT_POLICY_GRANT = /^policy\.rego:([0-9a-f]{96})$/;
+
 export const ADMIN_OPERATIONS = ['rotate', 'verify', 'recover', 'seal', 'sealer-peer'] as const;
 export type AdminOperation = (typeof ADMIN_OPERATIONS)[number];
 
@@ -36,8 +40,12 @@ export class AdminPolicy {
       const set = new Set<string>();
       ids.forEach((id: unknown, i) => {
         const value = typeof id === 'string' ? id.toLowerCase().replace(/^0x/, '') : '';
-        if (!IDENTITY_PATTERN.test(value))
-          throw new KmsError('CONFIG', `${source}: ${operation}[${i}] must be 96 hex digits (an init-data digest, a TD's MRCONFIGID)`);
+        const agentPolicy = AGENT_POLICY_GRANT.exec(value);
+        if (!IDENTITY_PATTERN.test(value) && agentPolicy === null)
+          throw new KmsError(
+            'CONFIG',
+            `${source}: ${operation}[${i}] must be 96 hex digits (an init-data digest, a TD's MRCONFIGID) or "${AGENT_POLICY_ENTRY}:" and 96 hex digits (the SHA-384 of a function's agent policy)`,
+          );
         set.add(value);
       });
       grants.set(operation as AdminOperation, set);
@@ -67,8 +75,14 @@ export class AdminPolicy {
     return new AdminPolicy(new Map([...this.grants, ['sealer-peer', new Set([identity])]]));
   }
 
-  allows(operation: AdminOperation, identity: string): boolean {
-    return this.grants.get(operation)?.has(identity) ?? false;
+  /**
+   * Whether `operation` is granted to a workload with this identity, or (`agentPolicy`, from its
+   * verified init-data: functionAgentPolicy) to one whose init-data is a function's with that agent policy.
+   */
+  allows(operation: AdminOperation, identity: string, agentPolicy?: string): boolean {
+    const granted = this.grants.get(operation);
+    if (granted === undefined) return false;
+    return granted.has(identity) || (agentPolicy !== undefined && granted.has(`${AGENT_POLICY_ENTRY}:${agentPolicy}`));
   }
 
   /** For the start-up log: how many identities each operation is granted to. */

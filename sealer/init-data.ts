@@ -9,7 +9,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { initDataClaims, initDataFromKbs, type InitData } from '../shared/attestation/init-data.js';
 import { workloadIdentity, type VerifiedClaims, type Verifier } from '../shared/attestation/types.js';
 import { KmsError } from '../shared/errors.js';
-import { checkInitData, refuse } from './attestation/tdx/policy.js';
+import { checkAgentPolicy, checkInitData, refuse } from './attestation/tdx/policy.js';
 import { kbsError } from './problems.js';
 
 /**
@@ -34,10 +34,10 @@ export function attestedInitData(attestation: unknown): InitData | undefined {
 export function appraiseInitData(
   initData: InitData | undefined,
   verified: VerifiedClaims,
-  verifier: Pick<Verifier, 'initData'>,
+  verifier: Pick<Verifier, 'initData' | 'admission'>,
 ): Record<string, unknown> | undefined {
+  const identity = workloadIdentity(verified);
   if (initData !== undefined) {
-    const identity = workloadIdentity(verified);
     const same = identity.length === initData.digest.length && timingSafeEqual(Buffer.from(identity), Buffer.from(initData.digest));
     if (!same) {
       const field = verified.tee === 'tdx' ? 'MRCONFIGID' : 'init_data';
@@ -45,5 +45,6 @@ export function appraiseInitData(
     }
   }
   checkInitData(initData, verifier.initData);
+  if (verifier.admission !== undefined) checkAgentPolicy(initData, verifier.admission, identity);
   return initData === undefined ? undefined : initDataClaims(initData);
 }

@@ -71,8 +71,9 @@ function json(text: string, source: string): unknown {
 }
 
 /**
- * A policy that pins `mrConfigId` admits this TD's replicas too; one that does not pin it admits
- * them already. One that demands init-data would refuse them (they attest without it): refused.
+ * A policy that pins `mrConfigId`, or admits workloads by their agent policy (`agentPolicies`),
+ * admits this TD's replicas too, by identity; one that pins neither admits them already. One that
+ * demands init-data would refuse them (they attest without it): refused.
  */
 function withOwnConfigId(policy: unknown, identity: string, source: string): unknown {
   if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) return policy; // createTdxPolicy says what is wrong
@@ -82,9 +83,9 @@ function withOwnConfigId(policy: unknown, identity: string, source: string): unk
       `${source}: a measured TDX policy may not demand initData: this service's replicas attest without init-data, and mrConfigId pins whole documents`,
     );
   }
-  const { mrConfigId } = policy as Record<string, unknown>;
-  if (!Array.isArray(mrConfigId)) return policy;
-  return { ...policy, mrConfigId: [...(mrConfigId as unknown[]), identity] };
+  const { mrConfigId, agentPolicies } = policy as Record<string, unknown>;
+  if (Array.isArray(mrConfigId)) return { ...policy, mrConfigId: [...(mrConfigId as unknown[]), identity] };
+  return agentPolicies === undefined ? policy : { ...policy, mrConfigId: [identity] };
 }
 
 function adminWithOwnPeer(json: unknown, source: string, identity: string): AdminPolicy {

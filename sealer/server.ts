@@ -270,12 +270,10 @@ function admin(operation: AdminOperation, action: AdminAction, options: { body: 
         body: raw,
         teePubKey: verified.teePubKey,
       });
-      if (!deps.adminPolicy.allows(operation, verified.identity)) {
-        deps.log.warn(`admin call refused: "${operation}" is not granted to identity ${verified.identity} (tee ${verified.tee})`);
-        throw new SealerError(
-          'FORBIDDEN',
-          `the admin policy (KMS_SEALER_ADMIN_POLICY_FILE) does not grant "${operation}" to this workload (identity ${verified.identity})`,
-        );
+      if (!deps.adminPolicy.allows(operation, verified.identity, verified.agentPolicy)) {
+        const agentPolicy = verified.agentPolicy === undefined ? '' : `, agent policy ${verified.agentPolicy}`;
+        deps.log.warn(`admin call refused: "${operation}" is not granted to identity ${verified.identity}${agentPolicy} (tee ${verified.tee})`);
+        throw new SealerError('FORBIDDEN', `the admin policy does not grant "${operation}" to this workload (identity ${verified.identity}${agentPolicy})`);
       }
       deps.proofs.spend(proof);
       const body = options.body ? parseJson(raw, (detail) => new SealerError('BAD_REQUEST', `body must be JSON: ${detail}`)) : undefined;

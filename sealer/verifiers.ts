@@ -291,6 +291,7 @@ export function describePolicy(policy: TdxPolicy): string {
     // Newer constraints are named only when set, so existing summaries read as before.
     ...(policy.rtmr3 === undefined ? [] : [count('rtmr3', policy.rtmr3)]),
     count('mrConfigId', policy.mrConfigId),
+    ...(policy.agentPolicies === undefined ? [] : [`or agentPolicies ${policy.agentPolicies.length} allowed`]),
     ...(policy.eventDigests === undefined ? [] : [`eventDigests ${policy.eventDigests.length} required`]),
     `TCB status ${policy.allowedTcbStatuses.join('|')}`,
     'DEBUG refused',

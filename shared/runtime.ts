@@ -159,7 +159,7 @@ function sealerLoader(config: KmsConfig, pod: PodIdentity): (() => Promise<Seale
       url: config.sealerUrls,
       caFile: config.sealerCaFile,
       attester: await pod.attester(),
-      sealerVerifier: await trustedSealerVerifier(config),
+      sealerVerifier: await trustedSealerVerifier(config, process.env, { initData, attester: pod.attester }),
       ...(initData === undefined ? {} : { initData: initData.toml }),
     });
   });

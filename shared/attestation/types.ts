@@ -37,6 +37,11 @@ export interface Verifier {
   /** What this verifier's policy demands of the workload's init-data (checked once it is bound to the evidence). */
   readonly initData?: InitDataRequirement;
   /**
+   * Workloads admitted by their agent policy (a TDX policy's agentPolicies) besides the identities
+   * in mrConfigId: decided once the init-data is bound to the evidence (sealer/init-data.ts).
+   */
+  readonly admission?: { readonly agentPolicies?: readonly string[]; readonly mrConfigId?: readonly string[] };
+  /**
    * Verifies `evidence` and that it binds `expectedReportData`. Throws KmsError('FORBIDDEN', …)
    * naming the claim that failed; never returns for evidence it does not accept.
    */

@@ -1,13 +1,56 @@
 import { SampleVerifier } from '../attestation/sample.js';
-import type { Verifier } from '../attestation/types.js';
+import type { Attester, Verifier } from '../attestation/types.js';
+import { TRUSTED_SEALER_ENTRY } from '../attestation/function-entries.js';
+import type { InitData } from '../attestation/init-data.js';
+import { ownIdentity } from '../attestation/own-identity.js';
 import type { KmsConfig } from '../config.js';
 import { KmsError } from '../errors.js';
 import { log } from '../log.js';
 
 type TrustedSealerOptions = Pick<
   KmsConfig,
-  'trustedSealerTdxPolicyFile' | 'trustedSealerTdxCollateralFile' | 'trustedSealerPccsUrl' | 'trustedSealerPccsAllowHttp' | 'trustedSealerTdxRootCaFile'
+  | 'trustedSealerTdxPolicyFile'
+  | 'trustedSealerTdxCollateralFile'
+  | 'trustedSealerPccsUrl'
+  | 'trustedSealerPccsAllowHttp'
+  | 'trustedSealerTdxRootCaFile'
+  | 'initDataFile'
 >;
+
+/** This pod's init-data (KMS_INIT_DATA_FILE), if any, and how it proves itself. */
+export interface MeasuringPod {
+  readonly initData: InitData | undefined;
+  readonly attester: () => Promise<Attester>;
+}
+
+/**
+ * The policy for the sealing service that this pod's init-data carries (its `sealer-tdx-policy.json`
+ * entry), once its own evidence shows the document is the one the TD was created with: read from
+ * a file (KMS_TRUSTED_SEALER_TDX_POLICY_FILE, a ConfigMap), the policy would be whatever whoever
+ * writes that file wants, a sealer TD of their own included.
+ */
+async function measuredPolicy(config: TrustedSealerOptions, pod: MeasuringPod | undefined): Promise<{ json: unknown; source: string } | undefined> {
+  const initData = pod?.initData;
+  if (initData === undefined || !Object.hasOwn(initData.data, TRUSTED_SEALER_ENTRY)) return undefined;
+  const source = `KMS_INIT_DATA_FILE ${config.initDataFile} ("${TRUSTED_SEALER_ENTRY}")`;
+  if (config.trustedSealerTdxPolicyFile !== '') {
+    throw new KmsError('CONFIG', `KMS_TRUSTED_SEALER_TDX_POLICY_FILE would replace the policy for the sealing service measured in ${source}: unset it`);
+  }
+  const attester = await pod!.attester();
+  const identity = await ownIdentity(attester);
+  if (identity !== initData.digest) {
+    const field = attester.tee === 'tdx' ? 'MRCONFIGID' : 'identity (KMS_SAMPLE_INIT_DATA)';
+    throw new KmsError(
+      'CONFIG',
+      `KMS_INIT_DATA_FILE ${config.initDataFile} is not this TD's init-data: its digest ${initData.digest} is not this TD's own ${field} ${identity}, so nothing in it is trusted`,
+    );
+  }
+  try {
+    return { json: JSON.parse(initData.data[TRUSTED_SEALER_ENTRY]!), source };
+  } catch (error) {
+    throw new KmsError('CONFIG', `${source} is not JSON`, { cause: error });
+  }
+}
 
 /**
  * How functions check the sealing service's own evidence before they trust a root key from it: the
@@ -15,7 +58,8 @@ type TrustedSealerOptions = Pick<
  * service checks functions), or, outside production, sample evidence, which proves nothing. The TLS
  * certificate alone is not enough: whoever can read Kubernetes Secrets may hold its key.
  */
-export async function trustedSealerVerifier(config: TrustedSealerOptions, env: NodeJS.ProcessEnv = process.env): Promise<Verifier> {
+export async function trustedSealerVerifier(config: TrustedSealerOptions, env: NodeJS.ProcessEnv = process.env, pod?: MeasuringPod): Promise<Verifier> {
+  const measured = await measuredPolicy(config, pod);
   const options = {
     tdxPolicyFile: config.trustedSealerTdxPolicyFile,
     tdxCollateralFile: config.trustedSealerTdxCollateralFile,
@@ -23,7 +67,7 @@ export async function trustedSealerVerifier(config: TrustedSealerOptions, env: N
     pccsAllowHttp: config.trustedSealerPccsAllowHttp,
     tdxRootCaFile: config.trustedSealerTdxRootCaFile,
   };
-  if (Object.values(options).some((value) => value !== '' && value !== false)) {
+  if (measured !== undefined || Object.values(options).some((value) => value !== '' && value !== false)) {
     // The TDX verifier and its DCAP code (a megabyte) are loaded only when configured.
     const { tdxVerifierFromOptions } = await import('../../sealer/verifiers.js');
     const tdx = await tdxVerifierFromOptions(options, {
@@ -32,6 +76,7 @@ export async function trustedSealerVerifier(config: TrustedSealerOptions, env: N
       initData: false,
       log: (message) => log.info(`sealing service check: ${message}`),
       warn: (message) => log.warn('sealer-attestation', message),
+      ...(measured && { policy: measured }),
     });
     if (tdx !== undefined) return tdx;
   }

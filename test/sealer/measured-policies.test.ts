@@ -274,3 +274,178 @@ describe('a TDX sealer whose policies are in its init-data, against the host tha
     expect(logs).toContain('KMS_SEALER_TDX_POLICY_FILE would replace the TDX policy measured in KMS_SEALER_INIT_DATA_FILE');
   });
 });
+
+/** A function's init-data as knative/install.sh writes it: its agent policy, then its policy for the sealer. */
+function functionDocument(rego: string, trustedSealer: unknown, extra: Record<string, string> = {}): string {
+  return [
+    'version = "0.1.0"',
+    'algorithm = "sha384"',
+    '',
+    '[data]',
+    `"policy.rego" = '''\n${rego}'''`,
+    `"sealer-tdx-policy.json" = '''\n${JSON.stringify(trustedSealer)}\n'''`,
+  ]
+    .concat(Object.entries(extra).map(([name, text]) => `${JSON.stringify(name)} = '''\n${text}'''`))
+    .concat([''])
+    .join('\n');
+}
+const sha384 = (text: string): string => createHash('sha384').update(text, 'utf8').digest('hex');
+const ROTATE_REGO = `package agent_policy\n# the rotate function's, as generated\ndefault ExecProcessRequest := false\n`;
+const PERMISSIVE_REGO = `package agent_policy\ndefault ExecProcessRequest := true\n`;
+
+describe('admin grants by agent policy: a function named by what the host may do in its TD', () => {
+  let sealer: SealerProcess;
+
+  beforeAll(async () => {
+    const result = await tryStart({
+      KMS_SEALER_INIT_DATA_FILE: await file('grants.toml', initData({ 'admin-policy.json': { recover: [`policy.rego:${sha384(ROTATE_REGO)}`] } })),
+    });
+    expect(result.sealer, result.logs).toBeDefined();
+    sealer = result.sealer!;
+  });
+
+  /** Attests with sample evidence claiming the digest of `toml`, and sends `toml` as its init-data. */
+  const reset = async (toml: string) => {
+    const client = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem(), initData: digestOf(toml), kbsInitData: { format: 'toml', body: toml } });
+    await client.attest();
+    return client.admin(adminRoutes.recoveryReset.method, adminRoutes.recoveryReset.path);
+  };
+
+  it("grants a workload whose init-data is a function's with that agent policy, whatever it trusts as the sealer", async () => {
+    expect((await reset(functionDocument(ROTATE_REGO, { mrTd: ['00'.repeat(48)] }))).status).toBe(200);
+    expect((await reset(functionDocument(ROTATE_REGO, { mrTd: ['11'.repeat(48)] }))).status).toBe(200);
+  });
+
+  it('refuses the same agent policy beside an entry a function does not have, another agent policy, or no init-data', async () => {
+    for (const toml of [
+      functionDocument(ROTATE_REGO, {}, { 'cdh.toml': 'socket = "unix:///run/theirs"\n' }),
+      functionDocument(PERMISSIVE_REGO, {}),
+      initData({ 'policy.rego': PERMISSIVE_REGO }),
+    ]) {
+      const refused = await reset(toml);
+      expect({ status: refused.status, type: refused.problemType }, toml).toEqual({ status: 403, type: FORBIDDEN });
+    }
+    const client = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem(), initData: A });
+    await client.attest();
+    expect((await client.admin(adminRoutes.recoveryReset.method, adminRoutes.recoveryReset.path)).status).toBe(403);
+  });
+});
+
+describe('a TDX sealer that admits functions by agent policy, and functions whose policy for it is in their own init-data', () => {
+  let pki: TestPki;
+  let files: { collateral: string; rootCa: string };
+  let sealer: SealerProcess;
+  let sealerId: string;
+  const providers: TdxQuoteProvider[] = [];
+
+  /** A function TD whose init-data is `toml` (its quotes carry MRCONFIGID `mrConfigId`, by default the document's digest). */
+  const tdFunction = async (toml: string, mrConfigId = digestOf(toml), env: Record<string, string> = {}): Promise<ServerProcess> => {
+    const provider = await startTdxQuoteProvider(pki, { report: { mrConfigId } });
+    providers.push(provider);
+    const kms = await startLeanHost({
+      KMS_DATA_DIR: await mkdtemp(join(dir, 'kms-')),
+      KMS_STORE: 'fs',
+      KMS_SEALER_URL: sealer.url,
+      KMS_SEALER_CA_FILE: await file(`ca-${randomBytes(4).toString('hex')}.pem`, await sealer.caPem()),
+      KMS_INIT_DATA_FILE: await file(`fn-${randomBytes(4).toString('hex')}.toml`, toml),
+      KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE: files.collateral,
+      KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE: files.rootCa,
+      KMS_ATTESTER: 'tdx-aa',
+      KMS_AA_URL: provider.url,
+      ...env,
+    });
+    started.push(kms);
+    return kms;
+  };
+  const createPrimaryKey = async (kms: ServerProcess, user: string) => {
+    expect((await kms.request(`/user/${user}?token=${user}-token`, { method: 'POST' })).status).toBe(201);
+    return kms.request(`/primaryKey/pk?user=${user}&token=${user}-token`, { method: 'POST' });
+  };
+  /** The policy a function's init-data carries for the sealer: the sealer's exact MRCONFIGID. */
+  const trustsSealer = () => ({ ...DEFAULT_TD_POLICY, mrConfigId: [sealerId] });
+
+  beforeAll(async () => {
+    const now = Date.now();
+    pki = await createTestPki({ label: 'AGENT', notBefore: new Date(now - DAY), notAfter: new Date(now + 3650 * DAY) });
+    files = {
+      collateral: await file(
+        'agent-collateral.json',
+        JSON.stringify(await buildCollateral(pki, { issueDate: new Date(now - DAY), nextUpdate: new Date(now + 30 * DAY) })),
+      ),
+      rootCa: await file('agent-root-ca.pem', pki.root.pem),
+    };
+    // The sealer's document names the functions by agent policy only: it does not depend on theirs.
+    const { mrConfigId: _pinned, ...referenceValues } = DEFAULT_TD_POLICY;
+    const toml = initData({
+      'tdx-policy.json': { ...referenceValues, agentPolicies: [sha384(ROTATE_REGO)] },
+      'admin-policy.json': { verify: [`policy.rego:${sha384(ROTATE_REGO)}`] },
+    });
+    sealerId = digestOf(toml);
+    const quotes = await startTdxQuoteProvider(pki, { report: { mrConfigId: sealerId } });
+    providers.push(quotes);
+    const result = await tryStart({
+      KMS_SEALER_ATTESTER: 'tdx-aa',
+      KMS_SEALER_AA_URL: quotes.url,
+      KMS_SEALER_INSECURE_DEV_MODE: 'false',
+      KMS_SEALER_ROOT_KEY: randomBytes(32).toString('base64'),
+      KMS_SEALER_INIT_DATA_FILE: await file('agent-sealer.toml', toml),
+      KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral,
+      KMS_SEALER_TDX_ROOT_CA_FILE: files.rootCa,
+    });
+    expect(result.sealer, result.logs).toBeDefined();
+    sealer = result.sealer!;
+  });
+
+  afterAll(async () => {
+    await Promise.all(providers.map((p) => p.close()));
+  });
+
+  it('says what it admits: its own MRCONFIGID, or the agent policies', () => {
+    const reference = sealer.messages().find((m) => m.startsWith('TDX verifier: reference values from '));
+    expect(reference).toContain('mrConfigId 1 allowed, or agentPolicies 1 allowed');
+  });
+
+  it('releases the root key to a function whose own init-data carries its policy for this sealer', async () => {
+    const kms = await tdFunction(functionDocument(ROTATE_REGO, trustsSealer()));
+    expect((await createPrimaryKey(kms, 'alice')).status).toBe(201);
+    expect(kms.output()).toContain(`sealing service check: TDX verifier: reference values from KMS_INIT_DATA_FILE`);
+  });
+
+  it('refuses a TD with the same agent policy but an entry more, another agent policy, or no init-data', async () => {
+    const cases: Array<[string, string | undefined, RegExp]> = [
+      [
+        functionDocument(ROTATE_REGO, trustsSealer(), { 'aa.toml': '[token_configs]\n' }),
+        undefined,
+        /init_data: entry "aa\.toml" is not one a function's init-data has/,
+      ],
+      [
+        functionDocument(PERMISSIVE_REGO, trustsSealer()),
+        undefined,
+        /init_data: the agent policy \(policy\.rego\) has SHA-384 [0-9a-f]{96}, which is not an allowed value/,
+      ],
+    ];
+    for (const [toml, , message] of cases) {
+      const answer = await createPrimaryKey(await tdFunction(toml), `m${randomBytes(3).toString('hex')}`);
+      expect(answer.status, toml).toBe(503);
+      expect(answer.body).toMatch(message);
+    }
+    // A TD without init-data: its MRCONFIGID is not the sealer's, and nothing else can admit it.
+    const bare = await tdFunction(functionDocument(ROTATE_REGO, trustsSealer()), INTRUDER_ID, {
+      KMS_INIT_DATA_FILE: '',
+      KMS_TRUSTED_SEALER_TDX_POLICY_FILE: await file('bare-trust.json', JSON.stringify(trustsSealer())),
+    });
+    const refused = await createPrimaryKey(bare, 'nobody');
+    expect(refused.status).toBe(503);
+    expect(refused.body).toContain(`mr_config_id: ${INTRUDER_ID} is not an allowed value`);
+  });
+
+  it('a function whose file the host rewrote (to trust another sealer) under the original MRCONFIGID trusts nothing from it', async () => {
+    const genuine = functionDocument(ROTATE_REGO, trustsSealer());
+    const rewritten = functionDocument(ROTATE_REGO, { ...DEFAULT_TD_POLICY, mrConfigId: [INTRUDER_ID] });
+    const kms = await tdFunction(rewritten, digestOf(genuine));
+    // A configuration the function refuses to run with: 500 CONFIG, as for any other.
+    const answer = await createPrimaryKey(kms, 'bob');
+    expect(answer.status).toBe(500);
+    expect(kms.output()).toContain(`is not this TD's init-data: its digest ${digestOf(rewritten)} is not this TD's own MRCONFIGID ${digestOf(genuine)}`);
+  });
+});

@@ -6,6 +6,7 @@
  * message names the claim, so operators can see why a pod was refused.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { AGENT_POLICY_ENTRY, FUNCTION_ENTRIES } from '../../../shared/attestation/function-entries.js';
 import type { InitDataRequirement } from '../../../shared/attestation/init-data.js';
 import { KmsError } from '../../../shared/errors.js';
 
@@ -90,6 +91,12 @@ export interface TdxPolicy {
   readonly eventDigests?: readonly EventDigest[];
   /** Allowed MRCONFIGID values (CoCo: the init-data digest, zero-padded to 48 bytes). */
   readonly mrConfigId?: readonly string[];
+  /**
+   * Admits, besides the identities in `mrConfigId`, a workload whose init-data is a function's
+   * (only the entries FUNCTION_ENTRIES) with a `policy.rego` of one of these SHA-384 digests:
+   * workloads named by what the host may do in them, not by their whole document.
+   */
+  readonly agentPolicies?: readonly string[];
   readonly allowedTcbStatuses: readonly TcbStatus[];
   /** Advisory IDs (e.g. INTEL-SA-01036) that refuse a TD whatever its status; default none. */
   readonly deniedAdvisoryIds: readonly string[];
@@ -113,6 +120,7 @@ export interface TdxPolicyConfig {
   rtmr3?: string[];
   eventDigests?: { rtmr: number; digest: string }[];
   mrConfigId?: string[];
+  agentPolicies?: string[];
   /** Default ['UpToDate']. */
   allowedTcbStatuses?: string[];
   /** Default []. */
@@ -235,6 +243,7 @@ export function createTdxPolicy(config: unknown, options: { initData?: boolean }
     'deniedAdvisoryIds',
     'minTcbEvaluationDataNumber',
     'initData',
+    'agentPolicies',
   ]);
   for (const key of Object.keys(c)) {
     // A typo such as "mrtd" must not silently drop a constraint.
@@ -263,6 +272,12 @@ export function createTdxPolicy(config: unknown, options: { initData?: boolean }
   }
   const eventDigests = eventDigestList(c['eventDigests']);
   if (eventDigests !== undefined) policy.eventDigests = eventDigests;
+  if (c['agentPolicies'] !== undefined) {
+    if (options.initData !== true) {
+      throw new KmsError('CONFIG', "TDX policy: agentPolicies applies only to the sealing service's policy for workloads (KMS_SEALER_TDX_POLICY_FILE)");
+    }
+    policy.agentPolicies = measurementList(c['agentPolicies'], 'agentPolicies', true)!;
+  }
   if (c['initData'] !== undefined) {
     if (options.initData !== true) {
       throw new KmsError('CONFIG', "TDX policy: initData applies only to the sealing service's policy for workloads (KMS_SEALER_TDX_POLICY_FILE)");
@@ -336,7 +351,8 @@ function checkAllowed(claim: TdxClaimName, value: string, allowed: readonly stri
 /** The image measurements against the reference values. */
 export function checkReferenceValues(input: Pick<TdxAppraisalInput, 'mrTd' | 'rtmr' | 'mrConfigId'>, policy: TdxPolicy): void {
   checkAllowed('mr_td', input.mrTd, policy.mrTd);
-  checkAllowed('mr_config_id', input.mrConfigId, policy.mrConfigId);
+  // With agentPolicies, mrConfigId lists identities admitted besides: decided with the init-data (checkAgentPolicy).
+  if (policy.agentPolicies === undefined) checkAllowed('mr_config_id', input.mrConfigId, policy.mrConfigId);
   checkAllowed('rtmr_0', input.rtmr[0] ?? '', policy.rtmr0);
   checkAllowed('rtmr_1', input.rtmr[1] ?? '', policy.rtmr1);
   checkAllowed('rtmr_2', input.rtmr[2] ?? '', policy.rtmr2);
@@ -359,6 +375,29 @@ export function appraiseTdx(input: TdxAppraisalInput, policy: TdxPolicy, expecte
   checkTcbRecency(input, policy);
   checkReferenceValues(input, policy);
   checkEventDigests(input.eventLog, policy);
+}
+
+/**
+ * With `agentPolicies`: a workload not in `mrConfigId` must bring init-data (already found to be
+ * its identity's) that is a function's, with one of the allowed agent policies.
+ */
+export function checkAgentPolicy(
+  initData: { readonly data: Readonly<Record<string, string>> } | undefined,
+  policy: Pick<TdxPolicy, 'agentPolicies' | 'mrConfigId'>,
+  identity: string,
+): void {
+  if (policy.agentPolicies === undefined || policy.mrConfigId?.includes(identity)) return;
+  if (initData === undefined) {
+    refuse('mr_config_id', `${identity} is not an allowed value, and the attestation carried no init-data whose agent policy the policy admits`);
+  }
+  const stray = Object.keys(initData.data).find((name) => !FUNCTION_ENTRIES.includes(name));
+  if (stray !== undefined)
+    refuse('init_data', `entry ${JSON.stringify(stray.slice(0, 64))} is not one a function's init-data has (${FUNCTION_ENTRIES.join(', ')})`);
+  const text = Object.hasOwn(initData.data, AGENT_POLICY_ENTRY) ? initData.data[AGENT_POLICY_ENTRY] : undefined;
+  if (text === undefined) refuse('init_data', `entry "${AGENT_POLICY_ENTRY}" (the agent policy) is missing from the init-data`);
+  const digest = createHash('sha384').update(text, 'utf8').digest('hex');
+  if (!policy.agentPolicies.includes(digest))
+    refuse('init_data', `the agent policy (${AGENT_POLICY_ENTRY}) has SHA-384 ${digest}, which is not an allowed value`);
 }
 
 /**

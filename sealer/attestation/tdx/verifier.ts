@@ -98,6 +98,7 @@ export class TdxVerifier implements Verifier {
   readonly tee = 'tdx' as const;
   /** The default policy's init-data demands: applied in kbsAttest, where the init-data is (sealer/init-data.ts). */
   readonly initData: InitDataRequirement | undefined;
+  readonly admission: { readonly agentPolicies?: readonly string[]; readonly mrConfigId?: readonly string[] };
   private readonly policy: TdxPolicy;
   private readonly collateral: CollateralSource;
   private readonly trustedRootCa: X509Certificate | undefined;
@@ -106,6 +107,10 @@ export class TdxVerifier implements Verifier {
   constructor(options: TdxVerifierOptions) {
     this.policy = options.policy;
     this.initData = options.policy.initData;
+    this.admission = {
+      ...(options.policy.agentPolicies && { agentPolicies: options.policy.agentPolicies }),
+      ...(options.policy.mrConfigId && { mrConfigId: options.policy.mrConfigId }),
+    };
     this.collateral = options.collateral;
     this.trustedRootCa = options.trustedRootCaPem === undefined ? undefined : trustedRootFromPem(options.trustedRootCaPem);
     this.now = options.now ?? (() => new Date());

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   appraiseTdx,
+  checkAgentPolicy,
   checkInitData,
   checkPlatform,
   checkReportDataBinding,
@@ -262,5 +263,42 @@ describe("initData in the policy (what a workload's init-data must hold)", () =>
     // Not required, or no requirement: nothing is demanded.
     expect(() => checkInitData(undefined, requiring({ required: false }).initData)).not.toThrow();
     expect(() => checkInitData(undefined, undefined)).not.toThrow();
+  });
+});
+
+describe('agentPolicies in the policy (workloads admitted by their agent policy)', () => {
+  const rego = 'package agent_policy\ndefault ExecProcessRequest := false\n';
+  const regoDigest = createHash('sha384').update(rego, 'utf8').digest('hex');
+  const admitting = createTdxPolicy({ mrTd: [m('aa')], mrConfigId: [m('cc')], agentPolicies: [regoDigest] }, { initData: true });
+
+  it("is refused outside the sealing service's policy for workloads", async () => {
+    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], agentPolicies: [regoDigest] }), 'CONFIG', /agentPolicies applies only to/);
+    await expectKmsError(() => createTdxPolicy({ mrTd: [m('aa')], agentPolicies: [] }, { initData: true }), 'CONFIG', /agentPolicies/);
+  });
+
+  it('leaves MRCONFIGID to the init-data check: the quote alone passes the reference values', () => {
+    expect(() => appraiseTdx({ ...good, mrConfigId: m('dd') }, admitting, expected)).not.toThrow();
+  });
+
+  it("checkAgentPolicy: an identity in mrConfigId, or a function's init-data with an allowed agent policy", async () => {
+    expect(() => checkAgentPolicy(undefined, admitting, m('cc'))).not.toThrow();
+    expect(() => checkAgentPolicy({ data: { 'policy.rego': rego } }, admitting, m('dd'))).not.toThrow();
+    expect(() => checkAgentPolicy({ data: { 'policy.rego': rego, 'sealer-tdx-policy.json': '{}' } }, admitting, m('dd'))).not.toThrow();
+    await expectRefusal(
+      () => checkAgentPolicy(undefined, admitting, m('dd')),
+      'mr_config_id',
+      /is not an allowed value, and the attestation carried no init-data/,
+    );
+    await expectRefusal(
+      () => checkAgentPolicy({ data: { 'policy.rego': rego, 'cdh.toml': 'x' } }, admitting, m('dd')),
+      'init_data',
+      /entry "cdh\.toml" is not one a function's init-data has/,
+    );
+    await expectRefusal(
+      () => checkAgentPolicy({ data: { 'sealer-tdx-policy.json': '{}' } }, admitting, m('dd')),
+      'init_data',
+      /"policy\.rego" \(the agent policy\) is missing/,
+    );
+    await expectRefusal(() => checkAgentPolicy({ data: { 'policy.rego': `${rego}\n` } }, admitting, m('dd')), 'init_data', /which is not an allowed value/);
   });
 });
