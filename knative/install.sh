@@ -24,10 +24,11 @@
 # docs/attestation.md), and where DCAP collateral comes from, KMS_PCCS_URL / --pccs-url (default
 # Intel PCS); the functions in turn verify the sealer's quote, against KMS_TRUSTED_SEALER_TDX_POLICY_FILE
 # / --sealer-tdx-policy (required), and the sealer grants its admin operations (rotate, verify,
-# recover, seal) to the TD identities in KMS_ADMIN_POLICY_FILE / --admin-policy (required;
-# docs/sealer-protocol.md). --tdx-policy and --admin-policy go into the sealer's measured init-data
-# (no ConfigMap the cluster administrator could edit): they are part of its MRCONFIGID, which
-# --sealer-tdx-policy names.
+# recover, seal) to the functions named in KMS_ADMIN_POLICY_FILE / --admin-policy (required;
+# docs/sealer-protocol.md). No policy is a ConfigMap the cluster administrator could edit: each
+# goes into a measured init-data. The sealer's carries --tdx-policy and --admin-policy, which name
+# the functions by the SHA-384 of their agent policy (not their MRCONFIGID), so each function's
+# can carry --sealer-tdx-policy, which names the sealer's MRCONFIGID.
 #
 # Everything that can be checked before the cluster changes is checked first (tools, kubectl's
 # version, Knative and cert-manager, the RuntimeClass, RBAC with kubectl auth can-i); any refusal
@@ -79,17 +80,21 @@ usage: knative/install.sh [options]     (every option also reads the environment
   --public-tls-key FILE         KMS_PUBLIC_TLS_KEY_FILE   its private key
   --public-tls-secret NAME      KMS_PUBLIC_TLS_SECRET     or: an existing kubernetes.io/tls Secret
   --tdx-policy FILE             KMS_TDX_POLICY_FILE tdx (required): the sealer's TDX reference values, JSON
-                                                    {"mrTd": [...], "rtmr0": [...], ...} (docs/attestation.md);
-                                                    mrConfigId: the functions' MRCONFIGIDs, all of them (the
-                                                    sealer adds its own); checked here, carried in the
-                                                    sealer's init-data, so its MRCONFIGID changes with it
+                                                    {"mrTd": [...], "rtmr0": [...], ...} (docs/attestation.md),
+                                                    reference values only: no mrConfigId, initData or
+                                                    agentPolicies (install.sh adds the functions' agent
+                                                    policy digests, the sealer its own MRCONFIGID); carried
+                                                    in the sealer's init-data, so its MRCONFIGID changes with it
   --sealer-tdx-policy FILE      KMS_TRUSTED_SEALER_TDX_POLICY_FILE  tdx (required): the reference values the
                                                     functions require of the sealer's own TD (same format
-                                                    as --tdx-policy); stored in ConfigMap tee-kms-sealer-tdx-policy
+                                                    as --tdx-policy, mrConfigId: the sealer's MRCONFIGID);
+                                                    carried in each function's init-data, so the functions'
+                                                    MRCONFIGIDs change with it
   --admin-policy FILE           KMS_ADMIN_POLICY_FILE  tdx (required): who may rotate, verify, recover, seal:
-                                                    JSON {"rotate": [id...], "verify": [...], "recover": [...],
-                                                    "seal": [...]}, each id a function's MRCONFIGID (96 hex
-                                                    digits); no "sealer-peer": the sealer grants it to its own;
+                                                    JSON {"rotate": [name...], "verify": [...], "recover": [...],
+                                                    "seal": [...]}, each name a function Service of this
+                                                    install (e.g. rotate-root-key; tee-kms with --single-service);
+                                                    no "sealer-peer": the sealer grants it to its own;
                                                     carried in the sealer's init-data, like --tdx-policy
   --auto-unseal-kbs-url URL     KMS_AUTO_UNSEAL_KBS_URL  tdx: auto-unseal the sealer from this https:// KBS
                                                     (docs/root-key.md: whoever controls that KBS can unseal);
@@ -326,30 +331,36 @@ check_tdx_policy() {
   printf '%s\n' "${summary##*$'\n'}" # the last line: run-built.mjs may say it builds dist/ first
 }
 
-# The admin policy decides which TDs may rotate, verify, recover and seal. The sealer refuses to
-# start on one it cannot read (sealer/admin-policy.ts): the same rules here, so a bad file never
-# reaches the cluster. It travels in the sealer's init-data, which cannot name its own digest: so
-# no "sealer-peer" (the sealer grants that to its own MRCONFIGID, and refuses a document naming it).
-# Prints how many identities each operation is granted to.
+# The admin policy decides which functions may rotate, verify, recover and seal. The sealer refuses
+# to start on one it cannot read (sealer/admin-policy.ts): the same rules here, so a bad file never
+# reaches the cluster. It names the function Services of this install ($2...), which install.sh
+# replaces by their agent policy digests ("policy.rego:<sha384>", sealer_policies): a function's
+# MRCONFIGID covers --sealer-tdx-policy, which names the sealer's, so the sealer's own document
+# cannot name it. No "sealer-peer" either (the sealer grants that to its own MRCONFIGID, and refuses
+# a document naming it). Prints how many functions each operation is granted to.
 check_admin_policy() {
   local summary
   # shellcheck disable=SC2016 # JavaScript, not shell
   summary=$(node -e '
     const ops = ["rotate", "verify", "recover", "seal"];
+    const [file, ...known] = process.argv.slice(1);
     const fail = (m) => { console.log(m); process.exit(1); };
     let json;
-    try { json = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); } catch (e) { fail(`not JSON: ${String(e.message).replace(/\s+/g, " ")}`); }
-    if (typeof json !== "object" || json === null || Array.isArray(json)) fail("must be a JSON object {\"rotate\": [id, ...], \"verify\": [...], \"recover\": [...], \"seal\": [...]}");
+    try { json = JSON.parse(require("fs").readFileSync(file, "utf8")); } catch (e) { fail(`not JSON: ${String(e.message).replace(/\s+/g, " ")}`); }
+    if (typeof json !== "object" || json === null || Array.isArray(json)) fail("must be a JSON object {\"rotate\": [service, ...], \"verify\": [...], \"recover\": [...], \"seal\": [...]}");
     if (Object.hasOwn(json, "sealer-peer")) fail("must not grant \"sealer-peer\": the sealer grants it to its own MRCONFIGID, and to nothing else, because its init-data carries this policy and cannot name its own digest; remove the entry");
-    for (const [op, ids] of Object.entries(json)) {
+    for (const [op, names] of Object.entries(json)) {
       if (!ops.includes(op)) fail(`unknown operation "${op.slice(0, 32)}" (known: ${ops.join(", ")})`);
-      if (!Array.isArray(ids)) fail(`"${op}" must be a list of identities`);
-      ids.forEach((id, i) => {
-        if (typeof id !== "string" || !/^[0-9a-f]{96}$/.test(id.toLowerCase().replace(/^0x/, ""))) fail(`${op}[${i}] must be 96 hex digits (a TD MRCONFIGID)`);
+      if (!Array.isArray(names)) fail(`"${op}" must be a list of function Service names`);
+      names.forEach((name, i) => {
+        if (typeof name !== "string") fail(`${op}[${i}] must be a function Service name (known: ${known.join(", ")})`);
+        if (/^(0x)?[0-9a-f]{96}$/i.test(name)) fail(`${op}[${i}] is a TD identity (96 hex digits): name the function Service instead (known: ${known.join(", ")}); install.sh puts in its agent policy digest`);
+        if (name === "tee-kms-sealer") fail(`${op}[${i}] names the sealer: a sealer TD calls no admin operation (docs/replicas.md)`);
+        if (!known.includes(name)) fail(`${op}[${i}] ${JSON.stringify(name.slice(0, 64))} is not a function Service of this install (known: ${known.join(", ")})`);
       });
     }
-    console.log(ops.map((op) => `${op} ${new Set((json[op] ?? []).map((id) => id.toLowerCase().replace(/^0x/, ""))).size}`).join(", "));
-  ' "$1" 2>&1) || die "--admin-policy $1: ${summary##*$'\n'} (see docs/sealer-protocol.md)"
+    console.log(ops.map((op) => `${op} ${new Set(json[op] ?? []).size}`).join(", "));
+  ' "$1" "${@:2}" 2>&1) || die "--admin-policy $1: ${summary##*$'\n'} (see docs/sealer-protocol.md)"
   printf '%s\n' "$summary"
 }
 
@@ -443,22 +454,32 @@ check_custodian_keys() {
 # A pod's init-data: the shipped document with this run's digests in place of its placeholders
 # (and, for the sealer, the variables of auto-unseal, of mode 1 and of pinned custodians in place
 # of the empty auto_unseal_env, root_key_env and custodians_env, as far as this run sets them; each
-# list must be there, once). The sealer's also carries --tdx-policy and --admin-policy, appended to
-# its [data] table (the document's last) as "tdx-policy.json" and "admin-policy.json": so they are
-# measured, not ConfigMaps the cluster administrator could edit (the sealer reads them from
-# KMS_SEALER_INIT_DATA_FILE after checking its digest against its own MRCONFIGID). Each is the
-# file's JSON on one line, every ' written \u0027, so that no value can end the ''' string early,
-# and DEL written \u007f (JSON.stringify escapes the other control characters TOML refuses).
-# Its exact bytes matter (their SHA-384 is the TD's MRCONFIGID): only those lines change.
+# list must be there, once), then the measured policies appended to its [data] table, the
+# document's last (append_json_entries): the sealer's gets "tdx-policy.json" and
+# "admin-policy.json" (sealer_policies), each function's "sealer-tdx-policy.json"
+# (--sealer-tdx-policy). So they are measured, not ConfigMaps the cluster administrator could edit
+# (each pod reads them from its init-data file after checking its digest against its own
+# MRCONFIGID). Rendered once (render_pod_init_data) and kept in INIT_DATA: its exact bytes matter
+# (their SHA-384 is the TD's MRCONFIGID), and only those lines change.
+declare -A INIT_DATA=()
 render_init_data() {
-  if [[ $1 != tee-kms-sealer ]]; then
-    render_placeholders "$1"
-    return
+  [[ -v "INIT_DATA[$1]" ]] || die "internal: the init-data of $1 is not rendered yet"
+  printf '%s' "${INIT_DATA[$1]}"
+}
+# $1: pod. Keeps its document in INIT_DATA (the trailing x keeps $(…) from dropping final newlines).
+render_pod_init_data() {
+  local document
+  if [[ $1 == tee-kms-sealer ]]; then
+    document=$(render_sealer_lists | append_json_entries tdx-policy.json "$SEALER_TDX_POLICY_JSON" admin-policy.json "$SEALER_ADMIN_POLICY_JSON" && printf x)
+  else
+    document=$(render_placeholders "$1" | append_json_entries sealer-tdx-policy.json "$(<"$SEALER_TDX_POLICY_FILE")" && printf x)
   fi
+  INIT_DATA[$1]=${document%x}
+}
+render_sealer_lists() {
   # shellcheck disable=SC2016 # JavaScript, not shell
-  render_placeholders "$1" | node -e '
-    const fs = require("node:fs");
-    let text = fs.readFileSync(0, "utf8");
+  render_placeholders tee-kms-sealer | node -e '
+    let text = require("node:fs").readFileSync(0, "utf8");
     const fail = (why) => { console.error(`the sealer init-data ${why}`); process.exit(1); };
     const lists = [["auto_unseal_env", process.argv[1]], ["root_key_env", process.argv[2]], ["custodians_env", process.argv[3]]];
     for (const [list, json] of lists) {
@@ -468,14 +489,29 @@ render_init_data() {
       const pairs = JSON.parse(json);
       if (pairs.length > 0) text = parts.join(`\n${list} := ${JSON.stringify(pairs.map(([n, v]) => `${n}=${v}`))}\n`);
     }
+    process.stdout.write(text);
+  ' "${AUTO_UNSEAL_ENV_JSON:-[]}" "$ROOT_KEY_ENV_JSON" "$CUSTODIANS_ENV_JSON"
+}
+# stdin: a document; stdout: the same with each KEY JSON pair of the arguments appended as a
+# ''' string holding the JSON on one line: compact, every ' written \u0027, so that no value can
+# end the string early, and DEL written \u007f (TOML refuses it in a literal string;
+# JSON.stringify escapes the other control characters TOML refuses). Still the same JSON.
+append_json_entries() {
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  node -e '
+    let text = require("node:fs").readFileSync(0, "utf8");
+    const pairs = process.argv.slice(1);
     // Appended entries belong to the last table: it must be [data], and the document end there.
-    if (!text.endsWith("\n") || !text.startsWith("\n[data]\n", text.lastIndexOf("\n["))) fail("does not end with its [data] table");
-    for (const [key, file] of [["tdx-policy.json", process.argv[4]], ["admin-policy.json", process.argv[5]]]) {
-      const json = JSON.stringify(JSON.parse(fs.readFileSync(file, "utf8"))).replaceAll("\u0027", "\\u0027").replaceAll("\u007f", "\\u007f");
-      text += `"${key}" = \u0027\u0027\u0027\n${json}\n\u0027\u0027\u0027\n`;
+    if (!text.endsWith("\n") || !text.startsWith("\n[data]\n", text.lastIndexOf("\n["))) {
+      console.error("an init-data document does not end with its [data] table");
+      process.exit(1);
+    }
+    for (let i = 0; i < pairs.length; i += 2) {
+      const json = JSON.stringify(JSON.parse(pairs[i + 1])).replaceAll("\u0027", "\\u0027").replaceAll("\u007f", "\\u007f");
+      text += `"${pairs[i]}" = \u0027\u0027\u0027\n${json}\n\u0027\u0027\u0027\n`;
     }
     process.stdout.write(text);
-  ' "${AUTO_UNSEAL_ENV_JSON:-[]}" "$ROOT_KEY_ENV_JSON" "$CUSTODIANS_ENV_JSON" "$TDX_POLICY_FILE" "$ADMIN_POLICY_FILE"
+  ' "$@"
 }
 render_placeholders() {
   sed -e "s|\"tee-kms@$PLACEHOLDER_DIGEST\"|\"$TEE_KMS_POD_IMAGE\"|" \
@@ -483,18 +519,42 @@ render_placeholders() {
 }
 # MRCONFIGID: SHA-384 of the document, 48 bytes (the TDX field's whole width), 96 hex digits.
 init_data_digest() { render_init_data "$1" | openssl dgst -sha384 -r | cut -c1-96; }
-# The identities the three policy files name (each already checked above), normalized, one a
-# line: "tdx <id>" and "sealer <id>" for the mrConfigId lists, "admin <operation> <id>".
-# shellcheck disable=SC2016 # JavaScript, not shell
-policy_identities() {
+# A function's agent policy digest: SHA-384 of the text of its "policy.rego" entry as the project's
+# TOML parser returns it (scripts/init-data-entries.ts), in its document with this run's images.
+# It depends on nothing else, so the sealer's policies can name it before any MRCONFIGID exists.
+agent_policy_digest() {
+  local entries digest
+  entries=$(render_placeholders "$1" | node "$REPO_ROOT/scripts/run-built.mjs" dist/scripts/init-data-entries.js - 2>&1) \
+    || die "cannot read the entries of $1's init-data: ${entries##*$'\n'}"
+  digest=$(sed -n 's/^policy\.rego \([0-9a-f]\{96\}\)$/\1/p' <<<"$entries")
+  [[ $digest =~ ^[0-9a-f]{96}$ ]] || die "$1's init-data has no policy.rego entry (npm run generate:manifests)"
+  printf '%s\n' "$digest"
+}
+# The sealer's two measured policies, compact JSON, one a line: --tdx-policy with "agentPolicies"
+# added (every function's agent policy digest, in FUNCTION_PODS order), and --admin-policy with
+# each Service name replaced by "policy.rego:<its agent policy digest>" (keys and lists in order).
+# Both files are checked above. $@: pod=digest, one per function.
+sealer_policies() {
+  # shellcheck disable=SC2016 # JavaScript, not shell
   node -e '
-    const read = (f) => JSON.parse(require("fs").readFileSync(f, "utf8"));
-    const norm = (id) => String(id).toLowerCase().replace(/^0x/, "");
-    const [tdx, sealer, admin] = process.argv.slice(1).map(read);
-    for (const id of tdx.mrConfigId ?? []) console.log(`tdx ${norm(id)}`);
-    for (const id of sealer.mrConfigId ?? []) console.log(`sealer ${norm(id)}`);
-    for (const [op, ids] of Object.entries(admin)) for (const id of ids) console.log(`admin ${op} ${norm(id)}`);
-  ' "$TDX_POLICY_FILE" "$SEALER_TDX_POLICY_FILE" "$ADMIN_POLICY_FILE"
+    const fs = require("node:fs");
+    const [tdxFile, adminFile, ...pairs] = process.argv.slice(1);
+    const digests = new Map(pairs.map((pair) => [pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1)]));
+    const tdx = JSON.parse(fs.readFileSync(tdxFile, "utf8"));
+    tdx.agentPolicies = [...digests.values()];
+    const admin = JSON.parse(fs.readFileSync(adminFile, "utf8"));
+    for (const op of Object.keys(admin)) admin[op] = admin[op].map((name) => `policy.rego:${digests.get(name)}`);
+    console.log(JSON.stringify(tdx));
+    console.log(JSON.stringify(admin));
+  ' "$TDX_POLICY_FILE" "$ADMIN_POLICY_FILE" "$@"
+}
+# The MRCONFIGIDs --sealer-tdx-policy names (checked above), normalized, one a line.
+sealer_policy_ids() {
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  node -e '
+    const sealer = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    for (const id of sealer.mrConfigId ?? []) console.log(String(id).toLowerCase().replace(/^0x/, ""));
+  ' "$SEALER_TDX_POLICY_FILE"
 }
 # Refuses a policy whose mrConfigId is not exactly the MRCONFIGIDs of the given pods: missing ones
 # would refuse those TDs; any other (the all-zero one of a TD without init-data, whose Kata agent
@@ -519,28 +579,42 @@ check_mr_config_ids() {
 }
 
 declare -A MR_CONFIG_ID=()
+declare -A AGENT_POLICY=()
 FUNCTION_PODS=("${TD_PODS[@]:0:${#TD_PODS[@]}-1}")
 TDX_POLICY_SUMMARY=""
 SEALER_TDX_POLICY_SUMMARY=""
 ADMIN_POLICY_SUMMARY=""
 if [[ $TEE_MODE == tdx ]]; then
   [[ -n $TDX_POLICY_FILE ]] \
-    || die "--tee tdx needs --tdx-policy FILE: the TDX reference values (mrTd, rtmr0-2, mrConfigId) the sealer accepts; without them it refuses every TD. Take them from a quote of your TD with: npm run --silent verify-quote -- <quote> (docs/attestation.md)"
+    || die "--tee tdx needs --tdx-policy FILE: the TDX reference values (mrTd, rtmr0-2) the sealer accepts; without them it refuses every TD. Take them from a quote of your TD with: npm run --silent verify-quote -- <quote> (docs/attestation.md)"
   [[ -f $TDX_POLICY_FILE && -r $TDX_POLICY_FILE ]] || die "--tdx-policy: cannot read $TDX_POLICY_FILE"
-  TDX_POLICY_SUMMARY=$(check_tdx_policy "$TDX_POLICY_FILE" --tdx-policy) || exit 1
-  # The sealer's replicas attest to each other without init-data, so a measured policy that
-  # demands it would refuse them; mrConfigId already pins every function's whole document.
+  command -v node >/dev/null 2>&1 || die "node (>= 20.19) is needed to check --tdx-policy with the sealer's own checks"
+  # Reference values only: which TDs the sealer admits is install.sh's to say. It adds the
+  # functions' agent policy digests (agentPolicies), and the sealer its own MRCONFIGID; mrConfigId
+  # cannot name the functions (their documents carry --sealer-tdx-policy, which names the sealer's
+  # MRCONFIGID, which covers this policy), and initData would refuse the sealer's replicas, which
+  # attest without init-data. Before the loader, which does not know agentPolicies. (Not JSON:
+  # the loader says so.)
   # shellcheck disable=SC2016 # JavaScript, not shell
-  node -e 'process.exit(Object.hasOwn(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")), "initData") ? 1 : 0)' "$TDX_POLICY_FILE" \
-    || die "--tdx-policy $TDX_POLICY_FILE: remove initData: under --tee tdx mrConfigId pins each function's whole init-data already, and the sealer's replicas, which attest without init-data, would be refused (docs/attestation.md)"
+  for field in $(node -e '
+    let policy;
+    try { policy = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); } catch { process.exit(0); }
+    if (typeof policy === "object" && policy !== null) console.log(["mrConfigId", "initData", "agentPolicies"].filter((f) => Object.hasOwn(policy, f)).join(" "));
+  ' "$TDX_POLICY_FILE"); do
+    die "--tdx-policy $TDX_POLICY_FILE: remove $field: install.sh admits the functions by their agent policies (it adds agentPolicies, each function's policy.rego digest) and the sealer adds its own MRCONFIGID itself$([[ $field != initData ]] || echo "; its replicas, which attest without init-data, would be refused") (docs/attestation.md)"
+  done
+  TDX_POLICY_SUMMARY=$(check_tdx_policy "$TDX_POLICY_FILE" --tdx-policy) || exit 1
+  # The loader saw no mrConfigId: the sealer admits its own, and the functions by agentPolicies.
+  admitted="mrConfigId the sealer's own, agentPolicies ${#FUNCTION_PODS[@]} (the functions', added by install.sh)"
+  TDX_POLICY_SUMMARY=${TDX_POLICY_SUMMARY/mrConfigId any/$admitted}
   [[ -n $SEALER_TDX_POLICY_FILE ]] \
     || die "--tee tdx needs --sealer-tdx-policy FILE: the TDX reference values (mrTd, rtmr0-2, mrConfigId) of the sealer's own TD, which the functions check before they trust it; without them every function refuses the sealer. Take them from a quote of the sealer's TD with: npm run --silent verify-quote -- <quote> (docs/attestation.md)"
   [[ -f $SEALER_TDX_POLICY_FILE && -r $SEALER_TDX_POLICY_FILE ]] || die "--sealer-tdx-policy: cannot read $SEALER_TDX_POLICY_FILE"
   SEALER_TDX_POLICY_SUMMARY=$(check_tdx_policy "$SEALER_TDX_POLICY_FILE" --sealer-tdx-policy) || exit 1
   [[ -n $ADMIN_POLICY_FILE ]] \
-    || die "--tee tdx needs --admin-policy FILE: which TDs (MRCONFIGIDs) may rotate, verify, recover and seal, JSON {\"rotate\": [id, ...], \"verify\": [...], \"recover\": [...], \"seal\": [...]}; without it nobody can (docs/sealer-protocol.md, docs/attestation.md)"
+    || die "--tee tdx needs --admin-policy FILE: which functions (their Service names) may rotate, verify, recover and seal, JSON {\"rotate\": [\"rotate-root-key\"], \"verify\": [...], \"recover\": [...], \"seal\": [...]}; without it nobody can (docs/sealer-protocol.md, docs/attestation.md)"
   [[ -f $ADMIN_POLICY_FILE && -r $ADMIN_POLICY_FILE ]] || die "--admin-policy: cannot read $ADMIN_POLICY_FILE"
-  ADMIN_POLICY_SUMMARY=$(check_admin_policy "$ADMIN_POLICY_FILE") || exit 1
+  ADMIN_POLICY_SUMMARY=$(check_admin_policy "$ADMIN_POLICY_FILE" "${FUNCTION_PODS[@]}") || exit 1
   PCCS_URL=${PCCS_URL:-$INTEL_PCS_URL}
   # https only: the collateral is signed, but over plain HTTP an on-path attacker could replay an
   # older, still-valid CRL and hide a recent revocation. Quoted into YAML below: no quotes, no spaces.
@@ -550,38 +624,37 @@ if [[ $TEE_MODE == tdx ]]; then
   check_auto_unseal
   check_root_key_env
   check_custodian_keys
-  # Each TD pod's MRCONFIGID, from its init-data with this run's images.
+  # Each TD pod's identity, from its init-data with this run's images.
   [[ -n $QUEUE_PROXY_IMAGE ]] \
     || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, and their agent policy admits it by digest. Take it from: kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}'"
   command -v openssl >/dev/null 2>&1 || die "openssl is required"
   TEE_KMS_POD_IMAGE=$(pod_image_ref "$IMAGE")
-  # TD_PODS ends with the sealer: the functions' MRCONFIGIDs come first, then the sealer's, whose
-  # document carries --tdx-policy and --admin-policy (which name the functions' MRCONFIGIDs).
   for pod in "${TD_PODS[@]}"; do
     [[ -f $INIT_DATA_DIR/$pod.toml ]] || die "no init-data for $pod: $INIT_DATA_DIR/$pod.toml is missing (npm run generate:manifests)"
+  done
+  # In this order, each from what comes before it: the functions' agent policy digests (the images
+  # only), the sealer's document with its two policies, which name those digests, and so its
+  # MRCONFIGID, which --sealer-tdx-policy must name; then each function's document with
+  # --sealer-tdx-policy, and so the functions' MRCONFIGIDs.
+  agent_policies=()
+  for pod in "${FUNCTION_PODS[@]}"; do
+    AGENT_POLICY[$pod]=$(agent_policy_digest "$pod")
+    agent_policies+=("$pod=${AGENT_POLICY[$pod]}")
+    log "agent policy $pod: ${AGENT_POLICY[$pod]}"
+  done
+  sealer_policies_json=$(sealer_policies "${agent_policies[@]}") || die "cannot read --tdx-policy and --admin-policy"
+  { read -r SEALER_TDX_POLICY_JSON && read -r SEALER_ADMIN_POLICY_JSON; } <<<"$sealer_policies_json"
+  render_pod_init_data tee-kms-sealer
+  MR_CONFIG_ID[tee-kms-sealer]=$(init_data_digest tee-kms-sealer)
+  log "MRCONFIGID tee-kms-sealer: ${MR_CONFIG_ID[tee-kms-sealer]}"
+  # The functions admit only this sealer: its MRCONFIGID covers --tdx-policy and --admin-policy.
+  check_mr_config_ids --sealer-tdx-policy "$SEALER_TDX_POLICY_FILE" "$(sealer_policy_ids)" "" tee-kms-sealer
+  for pod in "${FUNCTION_PODS[@]}"; do
+    render_pod_init_data "$pod"
     MR_CONFIG_ID[$pod]=$(init_data_digest "$pod")
     log "MRCONFIGID $pod: ${MR_CONFIG_ID[$pod]}"
   done
-  # The init-data binds each policy to the TDs this install runs: the sealer admits the functions,
-  # the functions admit the sealer, and admin operations go to functions only.
-  identities=$(policy_identities) || die "cannot read the identities of the policy files"
-  # The sealer admits the functions; it adds its own MRCONFIGID at start (its replicas attest each
-  # other), which --tdx-policy cannot name: the policy is part of the document that digest covers.
-  check_mr_config_ids --tdx-policy "$TDX_POLICY_FILE" "$(sed -n 's/^tdx //p' <<<"$identities")" \
-    " (the functions' only: the sealer adds its own MRCONFIGID at start, since its init-data carries this policy and cannot name its own digest)" \
-    "${FUNCTION_PODS[@]}"
-  # Admin operations go to functions only: a sealer TD calls none. (sealer-peer, the root key
-  # itself, check_admin_policy refused above: the sealer grants it to its own identity only.)
-  sealer_id=${MR_CONFIG_ID[tee-kms-sealer]}
-  while read -r op id; do
-    [[ -n $op ]] || continue
-    [[ $id != "$sealer_id" ]] \
-      || die "--admin-policy $ADMIN_POLICY_FILE: $op grants $id, the sealer's own MRCONFIGID: a sealer TD calls no admin operation (docs/replicas.md)"
-    for pod in "${FUNCTION_PODS[@]}"; do [[ $id != "${MR_CONFIG_ID[$pod]}" ]] || continue 2; done
-    die "--admin-policy $ADMIN_POLICY_FILE: $op grants $id, which is not the MRCONFIGID of any function this install runs; use those printed above (docs/sealer-protocol.md)"
-  done < <(sed -n 's/^admin //p' <<<"$identities")
-  # Last: the sealer's MRCONFIGID covers the two policies checked above.
-  check_mr_config_ids --sealer-tdx-policy "$SEALER_TDX_POLICY_FILE" "$(sed -n 's/^sealer //p' <<<"$identities")" "" tee-kms-sealer
+  log "the functions' MRCONFIGIDs cover --sealer-tdx-policy: they change with it (and with the images), so clients that pin them need the new ones"
 else
   [[ -z $TDX_POLICY_FILE ]] || die "--tdx-policy is for --tee tdx (the dev sealer accepts only sample evidence)"
   [[ -z $PCCS_URL ]] || die "--pccs-url is for --tee tdx"
@@ -650,9 +723,10 @@ image_entry() {
 # io.katacontainers.config.hypervisor.cc_init_data as base64 of its gzip, which makes the TD's
 # MRCONFIGID its SHA-384; and the same bytes as a file, mounted by the tdx component from the
 # configmap tee-kms-init-data (made by this kustomization's configMapGenerator) and named by
-# KMS_INIT_DATA_FILE, which a function sends with its evidence, or for the sealer by
-# KMS_SEALER_INIT_DATA_FILE, from which it reads its TDX and admin policies once it has checked the
-# file's digest against its own MRCONFIGID (an edited ConfigMap stops it, never admits a TD).
+# KMS_INIT_DATA_FILE, which a function sends with its evidence and from which it reads its policy
+# for the sealer, or for the sealer by KMS_SEALER_INIT_DATA_FILE, from which it reads its TDX and
+# admin policies: each once it has checked the file's digest against its own MRCONFIGID (an edited
+# ConfigMap stops the pod, never admits a TD).
 # Writes the documents to $WORK_DIR/init-data and, to stdout, the kustomization's patches and
 # generator for them.
 write_init_data() {
@@ -764,13 +838,13 @@ write_kustomization() {
 if [[ $TEE_MODE == tdx ]]; then
   log "TDX policy $TDX_POLICY_FILE: $TDX_POLICY_SUMMARY; DCAP collateral from $PCCS_URL"
   log "the functions' policy for the sealer's TD $SEALER_TDX_POLICY_FILE: $SEALER_TDX_POLICY_SUMMARY"
-  log "admin policy $ADMIN_POLICY_FILE: identities granted $ADMIN_POLICY_SUMMARY"
+  log "admin policy $ADMIN_POLICY_FILE: functions granted $ADMIN_POLICY_SUMMARY"
 fi
 
 if [[ $DRY_RUN == 1 ]]; then
   write_kustomization dry-run dry-run
   log "generated kustomization: $WORK_DIR/kustomization.yaml"
-  [[ $TEE_MODE != tdx ]] || log "not shown (made with kubectl, like the Secrets): ConfigMap tee-kms-sealer-tdx-policy from $SEALER_TDX_POLICY_FILE ($TDX_POLICY_FILE and $ADMIN_POLICY_FILE are in the sealer's init-data, tee-kms-init-data)"
+  [[ $TEE_MODE != tdx ]] || log "no policy is a ConfigMap: $TDX_POLICY_FILE and $ADMIN_POLICY_FILE are in the sealer's init-data, $SEALER_TDX_POLICY_FILE in each function's (tee-kms-init-data, and the cc_init_data annotations)"
   kubectl kustomize "$WORK_DIR"
   exit 0
 fi
@@ -1069,10 +1143,8 @@ if [[ $TEE_MODE == tdx ]]; then
   if [[ -n $installed_sealer_init_data && $installed_sealer_init_data != "$(render_init_data tee-kms-sealer)" ]]; then
     log "the sealer's init-data changed (MRCONFIGID ${MR_CONFIG_ID[tee-kms-sealer]}): its replicas restart one at a time as TDs of that new identity, which the old replicas do not unseal$([[ $ROOT_KEY_MODE == shares ]] && echo ": send 3 shares to recover-root-key once the first has restarted")"
   fi
-  # The functions' reference values for the sealer's TD: security policy too, read at start (the
-  # revision stamps below roll what reads it). It names the sealer's MRCONFIGID, which covers the
-  # sealer's own policies.
-  kubectl create configmap tee-kms-sealer-tdx-policy -n "$NS" --from-file="policy.json=$SEALER_TDX_POLICY_FILE" --dry-run=client -o yaml | label_and_apply
+  # No ConfigMap tee-kms-sealer-tdx-policy any more: each function's init-data carries
+  # --sealer-tdx-policy (uninstall.sh deletes the one earlier installs made).
 fi
 if [[ -n $DOMAIN && -z $PUBLIC_TLS_SECRET ]]; then
   apply_tls_secret tee-kms-public-tls "$PUBLIC_TLS_CERT" "$PUBLIC_TLS_KEY"
@@ -1084,8 +1156,10 @@ fi
 # at a time (StatefulSet RollingUpdate), each Ready on /readyz before the next: a peer unseals it.
 FUNCTION_INPUT_NAMES="the image, the S3 credentials, the admin token, the internal CA, the bucket, tee-kms-config$([[ $TEE_MODE != tdx ]] || echo ", --sealer-tdx-policy, --pccs-url, --queue-proxy-image")"
 FUNCTION_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/admin-token" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
-[[ $TEE_MODE != tdx ]] || FUNCTION_INPUTS+=("$SEALER_TDX_POLICY_FILE")
-FUNCTION_REV=$(printf '%s image=%s queue-proxy=%s' "$CONFIG_INPUTS" "$IMAGE" "$QUEUE_PROXY_IMAGE" | cat - "${FUNCTION_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
+# --sealer-tdx-policy is in each function's init-data: their MRCONFIGIDs, stamped here, change with it.
+FUNCTION_IDS=""
+for pod in "${FUNCTION_PODS[@]}"; do FUNCTION_IDS+="${MR_CONFIG_ID[$pod]:-} "; done
+FUNCTION_REV=$(printf '%s image=%s queue-proxy=%s init-data=%s' "$CONFIG_INPUTS" "$IMAGE" "$QUEUE_PROXY_IMAGE" "$FUNCTION_IDS" | cat - "${FUNCTION_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
 SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --auto-unseal-*, --custodian-keys")"
 SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
 [[ $ROOT_KEY_MODE == shares ]] || SEALER_INPUTS+=("$SECRETS_DIR/root-key")
@@ -1278,5 +1352,5 @@ fi
 if [[ $TEE_MODE == dev ]]; then
   log "dev mode: no TEE, the sample attester proves nothing. Never store real keys in this deployment."
 else
-  log "the sealer accepts its own replicas and the TDs that match $TDX_POLICY_FILE ($TDX_POLICY_SUMMARY), as its init-data carries it. The TDs' agent policy denies exec and log streaming: kubectl exec and kubectl logs get nothing out of them"
+  log "the sealer accepts its own replicas and the functions' TDs (by their agent policies) that match $TDX_POLICY_FILE ($TDX_POLICY_SUMMARY), as its init-data carries it; the functions accept only the sealer $SEALER_TDX_POLICY_FILE names, as theirs carry it. The TDs' agent policy denies exec and log streaming: kubectl exec and kubectl logs get nothing out of them"
 fi

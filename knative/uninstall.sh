@@ -70,8 +70,9 @@ delete_kind statefulsets.apps
 delete_kind poddisruptionbudgets.policy
 delete_kind services
 delete_kind networkpolicies.networking.k8s.io
-# By label: this also deletes tee-kms-tdx-policy and tee-kms-admin-policy, which installs made by
-# earlier versions created (install.sh now puts those policies into the sealer's init-data).
+# By label: this also deletes tee-kms-tdx-policy, tee-kms-admin-policy and tee-kms-sealer-tdx-policy,
+# which installs made by earlier versions created (install.sh now puts those policies into the
+# sealer's and the functions' init-data).
 delete_kind configmaps
 kubectl delete referencegrants.gateway.networking.k8s.io "tee-kms-$NS" -n kourier-system --ignore-not-found 2>/dev/null || true
 

@@ -19,7 +19,7 @@ import { Service } from '@kubernetes-models/knative/serving.knative.dev/v1/Servi
 import { Document } from 'yaml';
 import { routeModules } from '../functions/catalog.js';
 import type { Route } from '../shared/http/route.js';
-import { DENIED_ATTESTER_ENV, DENIED_POLICY_ENV, INIT_DATA_MOUNT, initDataToml, type AllowedContainer } from './init-data.js';
+import { DENIED_ATTESTER_ENV, DENIED_POLICY_ENV, DENIED_TRUST_ENV, INIT_DATA_MOUNT, initDataToml, type AllowedContainer } from './init-data.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** The repository: scripts/.. from the source (tests), dist/scripts/../.. from the build (npm run). */
@@ -152,10 +152,33 @@ export const FUNCTION_COMMAND = ['node', 'dist/scripts/serve.js'] as const;
 const SEALER = 'tee-kms-sealer';
 const SEALER_COMMAND = ['node', 'dist/sealer/main.js'] as const;
 
+/** The attestation agent's REST API inside the TD (patches/config.yaml sets it in tee-kms-config). */
+const AA_URL = 'http://127.0.0.1:8006';
+
 /** A function Service's init-data: its container, FUNCTION_TARGET pinned, and Knative's queue-proxy. */
 function functionInitData(name: string, functionTarget: string, summary: string): string {
   const containers: AllowedContainer[] = [
-    { name: 'function', image: 'tee_kms_image', args: FUNCTION_COMMAND, env: { NODE_ENV: 'production', FUNCTION_TARGET: functionTarget } },
+    {
+      name: 'function',
+      image: 'tee_kms_image',
+      args: FUNCTION_COMMAND,
+      // Its own init-data, which carries its policy for the sealer, checked against its own quote
+      // from the attestation agent inside the TD.
+      env: {
+        NODE_ENV: 'production',
+        FUNCTION_TARGET: functionTarget,
+        KMS_INIT_DATA_FILE: `${INIT_DATA_MOUNT}/${name}.toml`,
+        KMS_ATTESTER: 'tdx-aa',
+        KMS_AA_URL: AA_URL,
+      },
+      deniedEnv: [
+        {
+          list: 'denied_trust_env',
+          names: DENIED_TRUST_ENV,
+          why: 'Refused: a sealer policy file would replace the measured one, or its own quote, which vouches for it, come from elsewhere.',
+        },
+      ],
+    },
     { name: 'queue-proxy', image: 'queue_proxy_image' },
   ];
   return initDataToml({ name, summary, containers });

@@ -2,10 +2,13 @@
  * The Confidential Containers init-data of each tdx pod (knative/components/tdx/init-data/<name>.toml),
  * written by scripts/generate-manifests.ts. Kata hands the document to the TD through the pod
  * annotation io.katacontainers.config.hypervisor.cc_init_data (base64 of its gzip), and the TD's
- * MRCONFIGID is SHA-384 of its exact bytes: the document is the TD's identity, so the sealer's
- * reference values and admin policy name these digests (docs/attestation.md).
+ * MRCONFIGID is SHA-384 of its exact bytes: the document is the TD's identity (docs/attestation.md).
+ * install.sh appends the measured policies to the documents it deploys: the sealer's TDX and admin
+ * policies to the sealer's, which name each function by the SHA-384 of its policy.rego entry (so
+ * they do not depend on the rest of its document), and the functions' policy for the sealer to
+ * each function's.
  *
- * Its one entry, policy.rego, is the Kata agent policy: the host talks to the TD only through the
+ * Its one entry as generated, policy.rego, is the Kata agent policy: the host talks to the TD only through the
  * agent's API, and without a policy (Kata's default allows every request) `kubectl exec` and
  * `kubectl logs` read the TD from outside. Each document pins its pod's containers (image by digest,
  * command, FUNCTION_TARGET, NODE_ENV; for the sealer, the variables of auto-unseal and of the root key
@@ -120,6 +123,15 @@ export const DENIED_POLICY_ENV = ['KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_ADMI
  * made with init-data of its own, and the sealer would take that document's policies for its own.
  */
 export const DENIED_ATTESTER_ENV = ['KMS_SEALER_AA_URL', 'KMS_SEALER_TSM_ROOT'] as const;
+/**
+ * What a function trusts the sealer by: its policy for the sealer's TD, which knative/install.sh
+ * appends to the function's own init-data ("sealer-tdx-policy.json"), and its own quote, which
+ * vouches for that document, from the attestation agent on the TD's loopback (KMS_ATTESTER and
+ * KMS_AA_URL pinned). Set, the first would replace the measured policy with a file the host
+ * provides (a sealer TD of the host's own would be trusted); the second would take the function's
+ * quote from a configfs-tsm tree the host names (denied_trust_env, in the functions' documents).
+ */
+export const DENIED_TRUST_ENV = ['KMS_TRUSTED_SEALER_TDX_POLICY_FILE', 'KMS_TSM_ROOT'] as const;
 /** Where the tdx component mounts the ConfigMap tee-kms-init-data (knative/components/tdx/patches/*-tdx.yaml). */
 export const INIT_DATA_MOUNT = '/var/run/tee-kms/init-data';
 

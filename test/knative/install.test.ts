@@ -20,8 +20,10 @@ import { KUBECTL, ROOT_KEY_FILE, ROOT_KEY_MOUNT, type Json, type Resource } from
 import { writeTlsFiles } from '../support/tls-files.js';
 import { FAKE_BIN, INSTALL, runInstall } from './install-run.js';
 import {
+  agentPolicyOf,
   deniedEntries,
   deployedInitData,
+  functionPods,
   DIGEST_IMAGE,
   mrConfigIdOf,
   pinnedAdmits,
@@ -138,10 +140,16 @@ describe('install.sh against a recording kubectl', () => {
     const { policy, sealerPolicy, admin, sealerId } = writeTdxPolicies(dir);
     const notJson = join(dir, 'not-json.json');
     writeFileSync(notJson, '{"rotate": [');
-    // The sealer's policy demanding init-data, which its replicas do not send.
-    const withInitData = join(dir, 'with-init-data.json');
-    writeFileSync(withInitData, JSON.stringify({ ...(JSON.parse(readFileSync(policy, 'utf8')) as object), initData: { required: true } }));
-    return { policy, sealerPolicy, admin, sealerId, notJson, withInitData };
+    // The sealer's policy with a field install.sh or the sealer adds itself.
+    const withField = (field: string, value: unknown) => {
+      const file = join(dir, `with-${field}.json`);
+      writeFileSync(file, JSON.stringify({ ...(JSON.parse(readFileSync(policy, 'utf8')) as object), [field]: value }));
+      return file;
+    };
+    const withInitData = withField('initData', { required: true });
+    const withMrConfigId = withField('mrConfigId', ['ab'.repeat(48)]);
+    const withAgentPolicies = withField('agentPolicies', ['ab'.repeat(48)]);
+    return { policy, sealerPolicy, admin, sealerId, notJson, withInitData, withMrConfigId, withAgentPolicies };
   };
   const TDX = ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
 
@@ -163,7 +171,7 @@ describe('install.sh against a recording kubectl', () => {
       ['an unreadable --admin-policy', (f) => ['--sealer-tdx-policy', f.sealerPolicy, '--admin-policy', `${f.admin}.missing`], /--admin-policy: cannot read/],
       [
         'a --sealer-tdx-policy that names no init-data digest',
-        (f) => ['--sealer-tdx-policy', f.policy, '--admin-policy', f.admin],
+        (f) => ['--sealer-tdx-policy', f.withMrConfigId, '--admin-policy', f.admin],
         /--sealer-tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there \(tee-kms-sealer\)/,
       ],
       [
@@ -172,11 +180,25 @@ describe('install.sh against a recording kubectl', () => {
         /--admin-policy \S+not-json\.json: not JSON/,
       ],
     ];
-    cases.push([
-      'a --tdx-policy that demands initData',
-      (f) => ['--tdx-policy', f.withInitData, '--sealer-tdx-policy', f.sealerPolicy, '--admin-policy', f.admin],
-      /--tdx-policy \S+with-init-data\.json: remove initData: under --tee tdx mrConfigId pins each function's whole init-data already/,
-    ]);
+    const admitsItself =
+      "install.sh admits the functions by their agent policies \\(it adds agentPolicies, each function's policy\\.rego digest\\) and the sealer adds its own MRCONFIGID itself";
+    cases.push(
+      [
+        'a --tdx-policy that demands initData',
+        (f) => ['--tdx-policy', f.withInitData, '--sealer-tdx-policy', f.sealerPolicy, '--admin-policy', f.admin],
+        new RegExp(`--tdx-policy \\S+with-initData\\.json: remove initData: ${admitsItself}; its replicas, which attest without init-data, would be refused`),
+      ],
+      [
+        'a --tdx-policy that names MRCONFIGIDs',
+        (f) => ['--tdx-policy', f.withMrConfigId, '--sealer-tdx-policy', f.sealerPolicy, '--admin-policy', f.admin],
+        new RegExp(`--tdx-policy \\S+with-mrConfigId\\.json: remove mrConfigId: ${admitsItself}`),
+      ],
+      [
+        'a --tdx-policy that lists agent policies of its own',
+        (f) => ['--tdx-policy', f.withAgentPolicies, '--sealer-tdx-policy', f.sealerPolicy, '--admin-policy', f.admin],
+        new RegExp(`--tdx-policy \\S+with-agentPolicies\\.json: remove agentPolicies: ${admitsItself}`),
+      ],
+    );
     for (const [name, extra, message] of cases) {
       it(`${name}: stops before asking the cluster anything`, () => {
         const files = tdxFiles();
@@ -188,32 +210,51 @@ describe('install.sh against a recording kubectl', () => {
       });
     }
 
-    it("given all three, the sealer's two policies go into its init-data, and only the functions' policy for the sealer into a ConfigMap", () => {
+    it("given all three, the sealer's two policies go into its init-data, the functions' policy for the sealer into theirs, none into a ConfigMap", () => {
       const { policy, sealerPolicy, admin, sealerId } = tdxFiles();
       const work = join(mkdtempSync(join(tmpdir(), 'tee-kms-work-')), 'k');
       const run = install([...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait', '--work-dir', work]);
       expect(run.status, run.stderr).toBe(0);
-      const applyK = run.calls.findIndex((c) => c.startsWith('apply -k '));
-      const created = (name: string) => run.calls.findIndex((c) => c.startsWith(`create configmap ${name} `));
-      expect(run.calls[created('tee-kms-sealer-tdx-policy')]).toContain(`--from-file=policy.json=${sealerPolicy}`);
-      expect(created('tee-kms-sealer-tdx-policy')).toBeGreaterThan(-1);
-      expect(created('tee-kms-sealer-tdx-policy')).toBeLessThan(applyK);
-      // No ConfigMap the cluster administrator could edit holds the sealer's policies, and no kubectl call names their files.
-      for (const name of ['tee-kms-tdx-policy', 'tee-kms-admin-policy'])
+      // No ConfigMap the cluster administrator could edit holds a policy, and no kubectl call names their files.
+      for (const name of ['tee-kms-tdx-policy', 'tee-kms-admin-policy', 'tee-kms-sealer-tdx-policy'])
         expect(
           run.calls.filter((c) => c.includes(name)),
           name,
         ).toEqual([]);
-      expect(run.calls.filter((c) => c.includes(policy) || c.includes(admin))).toEqual([]);
-      expect(run.stderr).toMatch(/identities granted rotate 1, verify 1, recover 1, seal 1\n/);
+      expect(run.calls.filter((c) => c.includes(policy) || c.includes(admin) || c.includes(sealerPolicy))).toEqual([]);
+      expect(run.stderr).toMatch(/functions granted rotate 1, verify 1, recover 1, seal 1\n/);
       expect(run.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${sealerId}\n`);
+      // The order: the functions' agent policies, the sealer's MRCONFIGID, then the functions' (which cover --sealer-tdx-policy).
+      const at = (text: string) => run.stderr.indexOf(text);
+      for (const pod of functionPods()) {
+        expect(run.stderr).toContain(`agent policy ${pod}: ${agentPolicyOf(pod)}\n`);
+        expect(at(`agent policy ${pod}: `)).toBeLessThan(at(`MRCONFIGID ${SEALER_POD}: `));
+        expect(at(`MRCONFIGID ${pod}: `)).toBeGreaterThan(at(`MRCONFIGID ${SEALER_POD}: `));
+        // Each function's document ends with the functions' policy for the sealer, byte for byte.
+        const document = readFileSync(join(work, 'init-data', `${pod}.toml`), 'utf8');
+        expect(document, pod).toBe(deployedInitData(pod, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, 'shares', undefined, readFileSync(sealerPolicy, 'utf8')));
+        expect(document.endsWith(`'''\n"sealer-tdx-policy.json" = '''\n${JSON.stringify(JSON.parse(readFileSync(sealerPolicy, 'utf8')))}\n'''\n`), pod).toBe(
+          true,
+        );
+        expect(run.stderr).toContain(`MRCONFIGID ${pod}: ${mrConfigIdOf(document)}\n`);
+      }
+      expect(run.stderr).toMatch(/the functions' MRCONFIGIDs cover --sealer-tdx-policy: they change with it/);
       // The Shamir mode: the sealer's init-data lists no root key variable, so none is admitted.
       const sealerInitData = readFileSync(join(work, 'init-data', `${SEALER_POD}.toml`), 'utf8');
       expect(sealerInitData).toBe(deployedInitData(SEALER_POD));
       expect(mrConfigIdOf(sealerInitData)).toBe(sealerId);
-      // Both policies, byte for byte: compact JSON, the document's last entries.
-      const compact = (file: string) => JSON.stringify(JSON.parse(readFileSync(file, 'utf8')));
-      expect(sealerInitData.endsWith(`'''\n"tdx-policy.json" = '''\n${compact(policy)}\n'''\n"admin-policy.json" = '''\n${compact(admin)}\n'''\n`)).toBe(true);
+      // Both policies, byte for byte: compact JSON, the document's last entries; the functions by
+      // their agent policy digests, as computed here (smol-toml, node:crypto).
+      const agentPolicies = functionPods().map((pod) => agentPolicyOf(pod));
+      const measuredTdx = JSON.stringify({ ...(JSON.parse(readFileSync(policy, 'utf8')) as object), agentPolicies });
+      const of = (pod: string) => `policy.rego:${agentPolicyOf(pod)}`;
+      const measuredAdmin = JSON.stringify({
+        rotate: [of('rotate-root-key')],
+        verify: [of('verify-root-key')],
+        recover: [of('recover-root-key')],
+        seal: [of('rotate-root-key')],
+      });
+      expect(sealerInitData.endsWith(`'''\n"tdx-policy.json" = '''\n${measuredTdx}\n'''\n"admin-policy.json" = '''\n${measuredAdmin}\n'''\n`)).toBe(true);
       expect(sealerInitData.split('\nroot_key_env := []\n')).toHaveLength(2);
       // No --custodian-keys: no custodians pinned, so KMS_SEALER_CUSTODIANS is not admitted.
       expect(sealerInitData.split('\ncustodians_env := []\n')).toHaveLength(2);
@@ -491,7 +532,15 @@ describe('install.sh against a recording kubectl', () => {
               expect(pinnedAdmits(initData, 'KMS_SEALER_INIT_DATA_FILE', env)).toBe(true);
               expect(env.filter((e) => /^KMS_SEALER_(TDX|ADMIN)_POLICY_FILE=/.test(e))).toEqual([]);
               expect(deniedEntries(initData, container, [...env, 'KMS_SEALER_ADMIN_POLICY_FILE=/x'])).toEqual(['KMS_SEALER_ADMIN_POLICY_FILE=/x']);
-            } else expect(env).toContain(`KMS_INIT_DATA_FILE=/var/run/tee-kms/init-data/${pod.metadata.name}.toml`);
+            } else {
+              expect(env).toContain(`KMS_INIT_DATA_FILE=/var/run/tee-kms/init-data/${pod.metadata.name}.toml`);
+              // Its pins hold (its own document, its own quote from the agent in its TD), and the
+              // sealer policy comes from that document only (denied_trust_env).
+              for (const name of ['KMS_INIT_DATA_FILE', 'KMS_ATTESTER', 'KMS_AA_URL']) expect(pinnedAdmits(initData, name, env, container), name).toBe(true);
+              expect(env.filter((e) => /^KMS_(TRUSTED_SEALER_TDX_POLICY_FILE|TSM_ROOT)=/.test(e))).toEqual([]);
+              expect(deniedEntries(initData, container, [...env, 'KMS_TRUSTED_SEALER_TDX_POLICY_FILE=/x'])).toEqual(['KMS_TRUSTED_SEALER_TDX_POLICY_FILE=/x']);
+              expect(initData).toContain(`\n"sealer-tdx-policy.json" = '''\n`);
+            }
             expect(deniedEntries(initData, container, env), pod.metadata.name).toEqual([]);
           }
         });

@@ -254,18 +254,6 @@ renders('production (tdx) overlay', () => {
       expect(r.spec.template.metadata?.annotations?.['io.katacontainers.config.hypervisor.kernel_params'], id(r)).toBeUndefined();
   });
 
-  /** The file an env entry names, its read-only mount and the ConfigMap volume behind it. */
-  const mountedConfigMap = (pod: Json, file: string) => {
-    expect(file).toMatch(/^\/.+\.json$/);
-    const mount = (pod.containers[0].volumeMounts as Json[]).find((m) => file.startsWith(`${m.mountPath}/`));
-    expect(mount, `no mount holds ${file}`).toBeDefined();
-    expect(mount.readOnly).toBe(true);
-    const volume = (pod.volumes as Json[]).find((v) => v.name === mount.name);
-    expect(volume.configMap.optional).not.toBe(true);
-    const fileName = file.slice(mount.mountPath.length + 1);
-    return { name: volume.configMap.name as string, items: (volume.configMap.items ?? []) as Json[], fileName };
-  };
-
   it("the sealer's admin and TDX policies are in its measured init-data, mounted from tee-kms-init-data: no policy file, no ConfigMap of their own", () => {
     const pod = sealerOf(tdx).spec.template.spec;
     const container = pod.containers[0];
@@ -281,24 +269,29 @@ renders('production (tdx) overlay', () => {
     expect(install).toContain('env_name=KMS_SEALER_INIT_DATA_FILE');
   });
 
-  it("every function attests the sealer: KMS_TRUSTED_SEALER_TDX_POLICY_FILE from tee-kms-sealer-tdx-policy, collateral from the sealer's PCCS", () => {
+  it("every function attests the sealer against the policy its own init-data carries (no ConfigMap), collateral from the sealer's PCCS", () => {
     const config = tdx.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
     const sealerPccs = env(sealerOf(tdx).spec.template.spec.containers[0], 'KMS_SEALER_PCCS_URL').value;
     expect(config.data.KMS_TRUSTED_SEALER_PCCS_URL).toBe(sealerPccs);
     expect(config.data.KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE).toBeUndefined(); // exactly one source
+    // The values the functions' agent policy pins (their own quote from the agent in their TD).
+    expect(config.data.KMS_ATTESTER).toBe('tdx-aa');
+    expect(config.data.KMS_AA_URL).toBe('http://127.0.0.1:8006');
     expect(ksvcs(tdx).length).toBeGreaterThan(5);
     for (const s of ksvcs(tdx)) {
       const pod = s.spec.template.spec;
       expect(pod.containers[0].envFrom).toContainEqual({ configMapRef: { name: 'tee-kms-config' } });
-      const { name, items, fileName } = mountedConfigMap(pod, env(pod.containers[0], 'KMS_TRUSTED_SEALER_TDX_POLICY_FILE').value);
-      expect(name, id(s)).toBe('tee-kms-sealer-tdx-policy');
-      expect(items).toContainEqual({ key: 'policy.json', path: fileName });
+      // No policy file: install.sh appends --sealer-tdx-policy to the init-data the pod mounts.
+      expect(env(pod.containers[0], 'KMS_TRUSTED_SEALER_TDX_POLICY_FILE'), id(s)).toBeUndefined();
+      expect(JSON.stringify(pod.volumes), id(s)).not.toContain('tee-kms-sealer-tdx-policy');
+      expect(pod.volumes, id(s)).toContainEqual({ name: 'init-data', configMap: { name: 'tee-kms-init-data' } });
       expect(env(pod.containers[0], 'KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE'), id(s)).toBeUndefined(); // refused in production
       expect(env(pod.containers[0], 'KMS_SAMPLE_INIT_DATA'), id(s)).toBeUndefined();
     }
     expect(config.data.KMS_SAMPLE_INIT_DATA).toBeUndefined();
     const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
-    expect(install).toMatch(/kubectl create configmap tee-kms-sealer-tdx-policy -n "\$NS" --from-file="policy\.json=\$SEALER_TDX_POLICY_FILE"/);
+    expect(install).not.toMatch(/kubectl create configmap tee-kms-sealer-tdx-policy/);
+    expect(install).toContain('append_json_entries sealer-tdx-policy.json "$(<"$SEALER_TDX_POLICY_FILE")"');
     expect(install).toMatch(/KMS_TRUSTED_SEALER_PCCS_URL: "%s"\\n' "\$PCCS_URL"/);
   });
 

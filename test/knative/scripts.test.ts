@@ -35,9 +35,9 @@ import {
   QUEUE_PROXY_IMAGE,
   ROOT_KEY_PINS,
   deniedEntries,
+  agentPolicyOf,
   deployedInitData,
   functionPods,
-  mrConfigIdOf,
   writeSealerTdxPolicy,
   writeTdxPolicies,
 } from './tdx-fixtures.js';
@@ -64,13 +64,8 @@ function fixture(name: string, text: string): string {
   writeFileSync(path, text);
   return path;
 }
-/** The functions' MRCONFIGIDs (per-function layout, DIGEST_IMAGE): their init-data digests. */
-const FUNCTION_IDS = functionPods().map((pod) => mrConfigIdOf(deployedInitData(pod)));
-/** A policy as docs/attestation.md shows it: the functions' TDs by their init-data digests (the sealer adds its own). */
-const POLICY = fixture(
-  'policy.json',
-  `${JSON.stringify({ mrTd: [MEASUREMENT], rtmr0: [MEASUREMENT], mrConfigId: FUNCTION_IDS, allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`,
-);
+/** A policy of reference values only (install.sh adds the functions' agent policies, the sealer its own MRCONFIGID). */
+const POLICY = fixture('policy.json', `${JSON.stringify({ mrTd: [MEASUREMENT], rtmr0: [MEASUREMENT], allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`);
 /** Who may call the sealer's admin routes (docs/sealer-protocol.md). */
 const { admin: ADMIN_POLICY } = writeTdxPolicies(fixtures);
 /**
@@ -208,7 +203,11 @@ describe('install.sh and uninstall.sh', () => {
       [[...TDX_DRY_RUN, '--admin-policy', '/nonexistent/admin.json'], {}, /--admin-policy: cannot read/],
       [[...TDX_DRY_RUN, '--admin-policy', fixture('admin-not-json.json', '{"rotate": [')], {}, /--admin-policy .*admin-not-json\.json: not JSON/],
       [[...TDX_DRY_RUN, '--admin-policy', fixture('admin-op.json', '{"rotat": []}')], {}, /--admin-policy .*: unknown operation "rotat"/],
-      [[...TDX_DRY_RUN, '--admin-policy', fixture('admin-id.json', '{"seal": ["abc"]}')], {}, /--admin-policy .*: seal\[0\] must be 96 hex digits/],
+      [
+        [...TDX_DRY_RUN, '--admin-policy', fixture('admin-id.json', '{"seal": ["abc"]}')],
+        {},
+        /--admin-policy .*: seal\[0\] "abc" is not a function Service of this install/,
+      ],
       [['--dry-run', '--tee', 'dev', '--admin-policy', ADMIN_POLICY], {}, /--admin-policy is for --tee tdx/],
       [['--dry-run', '--tee', 'dev', '--sealer-tdx-policy', POLICY], {}, /--sealer-tdx-policy is for --tee tdx/],
       [['--dry-run', '--tee', 'dev', '--tdx-policy', POLICY], {}, /--tdx-policy is for --tee tdx/],
@@ -255,15 +254,13 @@ describe('install.sh and uninstall.sh', () => {
           return false;
         }
       })();
-      it.skipIf(sealerAccepts && skipWithout(KUBECTL))(`${name}: ${sealerAccepts ? 'accepted' : 'refused'}`, () => {
-        if (sealerAccepts) requireTool(KUBECTL);
-        // The init-data check comes after the loader's: an accepted policy names the functions' and the sealer's TDs.
-        const file = fixture(
-          `case-${i}.json`,
-          sealerAccepts && !('mrConfigId' in JSON.parse(text)) ? JSON.stringify({ ...JSON.parse(text), mrConfigId: FUNCTION_IDS }) : text,
-        );
+      // Reference values only: install.sh refuses the fields it or the sealer adds, even where the loader would accept them.
+      const accepted = sealerAccepts && !['mrConfigId', 'initData', 'agentPolicies'].some((field) => Object.hasOwn(JSON.parse(text), field));
+      it.skipIf(accepted && skipWithout(KUBECTL))(`${name}: ${accepted ? 'accepted' : 'refused'}`, () => {
+        if (accepted) requireTool(KUBECTL);
+        const file = fixture(`case-${i}.json`, text);
         const result = run(INSTALL, [...tdxDryRun(file), '--admin-policy', ADMIN_POLICY, '--work-dir', join(fixtures, `work-${i}`)]);
-        if (sealerAccepts) {
+        if (accepted) {
           expect(result.stderr).toMatch(/TDX policy .*: mrTd \d+ allowed/);
           expect(result.status, result.stderr).toBe(0);
         } else {
@@ -345,7 +342,7 @@ describe('install.sh and uninstall.sh', () => {
       // The sealer's own summary (sealer/verifiers.ts describePolicy, through scripts/check-policy.ts).
       expect(result.stderr).toMatch(
         new RegExp(
-          `TDX policy .*policy\\.json: mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId ${routes.length} allowed, TCB status UpToDate, DEBUG refused; DCAP collateral from https://pccs\\.example\\.org:8081\n`,
+          `TDX policy .*policy\\.json: mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId the sealer's own, agentPolicies ${routes.length} \\(the functions', added by install\\.sh\\), TCB status UpToDate, DEBUG refused; DCAP collateral from https://pccs\\.example\\.org:8081\n`,
         ),
       );
       expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: 'https://pccs.example.org:8081' }]);
@@ -356,20 +353,23 @@ describe('install.sh and uninstall.sh', () => {
       ]);
       expect(JSON.stringify(resources)).not.toContain('tee-kms-tdx-policy');
       const initData = readFileSync(join(work, 'k', 'init-data', 'tee-kms-sealer.toml'), 'utf8');
-      expect(initData).toContain(`\n"tdx-policy.json" = '''\n${JSON.stringify(JSON.parse(readFileSync(policies.policy, 'utf8')))}\n'''\n`);
+      const agentPolicies = functionPods().map((pod) => agentPolicyOf(pod, `registry.example.com/tee-kms@${digest}`));
+      expect(initData).toContain(
+        `\n"tdx-policy.json" = '''\n${JSON.stringify({ ...JSON.parse(readFileSync(policies.policy, 'utf8')), agentPolicies })}\n'''\n`,
+      );
       expect(result.stderr).not.toContain('ConfigMap tee-kms-tdx-policy');
     });
 
-    it("the sealer's admin policy and the functions' policy for the sealer come from ConfigMaps install.sh makes; the functions use the sealer's PCCS", () => {
-      expect(result.stderr).toMatch(/admin policy .*admin-policy\.json: identities granted rotate 1, verify 1, recover 1, seal 1\n/);
+    it("the sealer's admin policy and the functions' policy for the sealer come from their init-data, no ConfigMap; the functions use the sealer's PCCS", () => {
+      expect(result.stderr).toMatch(/admin policy .*admin-policy\.json: functions granted rotate 1, verify 1, recover 1, seal 1\n/);
       expect(result.stderr).toMatch(
-        /ConfigMap tee-kms-sealer-tdx-policy from .*policy\.json \(.*policy\.json and .*admin-policy\.json are in the sealer's init-data, tee-kms-init-data\)/,
+        /no policy is a ConfigMap: .*policy\.json and .*admin-policy\.json are in the sealer's init-data, .*sealer-policy\.json in each function's \(tee-kms-init-data, and the cc_init_data annotations\)/,
       );
       expect(sealerEnv(resources, 'KMS_SEALER_ATTESTER')).toEqual([{ name: 'KMS_SEALER_ATTESTER', value: 'tdx-aa' }]);
       expect(sealerEnv(resources, 'KMS_SEALER_ADMIN_POLICY_FILE')).toEqual([]);
       expect(JSON.stringify(resources)).not.toContain('tee-kms-admin-policy');
       const initData = readFileSync(join(work, 'k', 'init-data', 'tee-kms-sealer.toml'), 'utf8');
-      expect(initData).toMatch(/\n"admin-policy\.json" = '''\n\{"rotate":\["[0-9a-f]{96}"\],.*\}\n'''\n$/);
+      expect(initData).toMatch(/\n"admin-policy\.json" = '''\n\{"rotate":\["policy\.rego:[0-9a-f]{96}"\],.*\}\n'''\n$/);
       const config = resources.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
       expect(config.data.KMS_TRUSTED_SEALER_PCCS_URL).toBe('https://pccs.example.org:8081');
       const functions = resources.filter((r) => r.apiVersion === 'serving.knative.dev/v1');
@@ -379,11 +379,17 @@ describe('install.sh and uninstall.sh', () => {
         expect(
           pod.containers[0].env.filter((e: Json) => e.name === 'KMS_TRUSTED_SEALER_TDX_POLICY_FILE'),
           id(f),
-        ).toHaveLength(1);
+        ).toEqual([]);
         expect(
           pod.volumes.find((v: Json) => v.configMap?.name === 'tee-kms-sealer-tdx-policy'),
           id(f),
-        ).toBeDefined();
+        ).toBeUndefined();
+        const initData = readFileSync(join(work, 'k', 'init-data', `${f.metadata.name}.toml`), 'utf8');
+        expect(initData, id(f)).toMatch(
+          new RegExp(
+            `\n"sealer-tdx-policy\\.json" = '''\n${JSON.stringify(JSON.parse(readFileSync(policies.sealerPolicy, 'utf8'))).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\n'''\n$`,
+          ),
+        );
       }
       expect(resources.filter((r) => r.metadata.name === 'tee-kms-sealer-tdx-policy')).toEqual([]);
     });

@@ -1,12 +1,15 @@
 /**
- * What a --tee tdx install needs, computed here independently of knative/install.sh: each pod's
- * init-data as deployed (the shipped document with the digests in place of its placeholders, and
- * for the sealer its two measured policies appended), its MRCONFIGID (SHA-384 of those bytes,
- * node:crypto), and policy files that name them.
+ * What a --tee tdx install needs, computed here independently of knative/install.sh: each function's
+ * agent policy digest (SHA-384 of its policy.rego entry's text, parsed with smol-toml), each pod's
+ * init-data as deployed (the shipped document with the digests in place of its placeholders, then
+ * its measured policies appended: the sealer's two, which name the functions by those digests, and
+ * each function's policy for the sealer), its MRCONFIGID (SHA-384 of those bytes, node:crypto), and
+ * policy files that name them.
  */
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parse as parseToml } from 'smol-toml';
 import { QUEUE_PROXY_IMAGE_PLACEHOLDER, TEE_KMS_IMAGE_PLACEHOLDER } from '../../scripts/init-data.js';
 import { KNATIVE, REPO, ROOT_KEY_FILE, dockerEnv, parseDockerfile, type Json, type Resource } from './support.js';
 
@@ -33,27 +36,72 @@ export function functionPods(layout: Layout = 'per-function'): string[] {
     .sort();
 }
 
-/** The sealer's two measured policies: the text of the --tdx-policy and --admin-policy files. */
+/** The layout a function pod belongs to. */
+const layoutOf = (pod: string): Layout => (pod === 'tee-kms' ? 'single-service' : 'per-function');
+
+/** The sealer's two measured policies: the text of the --tdx-policy and --admin-policy files, and the layout they are for. */
 export interface SealerPolicies {
   readonly tdxPolicy: string;
   readonly adminPolicy: string;
+  /** Whose agent policies the sealer's tdx-policy.json lists (default per-function). */
+  readonly layout?: Layout;
 }
 
 /**
- * A policy file's JSON as the sealer's init-data carries it: compact, on one line, every ' written
- * \u0027 (still the same JSON), so that no value can end the TOML ''' string early.
+ * A policy file's JSON as an init-data document carries it: compact, on one line, every ' written
+ * \u0027 and DEL \u007f (still the same JSON), so that no value can end the TOML ''' string early.
  */
-export const measuredJson = (text: string) => JSON.stringify(JSON.parse(text)).split("'").join('\\u0027');
+export const measuredJson = (text: string) => JSON.stringify(JSON.parse(text)).split("'").join('\\u0027').split('\u007f').join('\\u007f');
 
-/** The lines install.sh appends to the sealer's document, the end of its [data] table. */
-export const measuredPolicyLines = ({ tdxPolicy, adminPolicy }: SealerPolicies) =>
-  `"tdx-policy.json" = '''\n${measuredJson(tdxPolicy)}\n'''\n"admin-policy.json" = '''\n${measuredJson(adminPolicy)}\n'''\n`;
+/** An entry as install.sh appends it to a document's [data] table. */
+const measuredEntry = (name: string, json: string) => `"${name}" = '''\n${measuredJson(json)}\n'''\n`;
+
+/** A pod's shipped document with both placeholders replaced. */
+function withImages(pod: string, image: string, queueProxyImage: string): string {
+  const shipped = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
+  const replaced = shipped.split(`"${TEE_KMS_IMAGE_PLACEHOLDER}"`).join(`"${image}"`).split(`"${QUEUE_PROXY_IMAGE_PLACEHOLDER}"`).join(`"${queueProxyImage}"`);
+  if (replaced === shipped) throw new Error(`${pod}.toml: no placeholder replaced`);
+  if (!replaced.endsWith("'''\n") || !replaced.startsWith('\n[data]\n', replaced.lastIndexOf('\n[')))
+    throw new Error(`${pod}.toml: [data] is not its last table`);
+  return replaced;
+}
 
 /**
- * A pod's init-data as it must reach the TD: the shipped bytes, both placeholders replaced, and for
- * the sealer in mode 1 ROOT_KEY_PINS in place of the empty root_key_env (the functions' documents
- * do not depend on the mode), then its policies appended: by default those writeTdxPolicies
- * writes for the per-function layout and this image.
+ * A function's agent policy digest: SHA-384 of its policy.rego entry's text as a TOML parser
+ * returns it (smol-toml here; a ''' string drops its first newline), with the images filled in.
+ */
+export function agentPolicyOf(pod: string, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE): string {
+  const document = parseToml(withImages(pod, image, queueProxyImage)) as { data: Record<string, string> };
+  return createHash('sha384').update(document.data['policy.rego']!, 'utf8').digest('hex');
+}
+
+/** The sealer's tdx-policy.json: the --tdx-policy object with agentPolicies, every function's digest in Service order. */
+export function measuredTdxPolicy({ tdxPolicy, layout = 'per-function' }: SealerPolicies, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE): string {
+  return JSON.stringify({ ...(JSON.parse(tdxPolicy) as object), agentPolicies: functionPods(layout).map((pod) => agentPolicyOf(pod, image, queueProxyImage)) });
+}
+
+/** The sealer's admin-policy.json: each Service name replaced by "policy.rego:<its agent policy digest>". */
+export function measuredAdminPolicy({ adminPolicy }: SealerPolicies, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE): string {
+  const grants = JSON.parse(adminPolicy) as Record<string, string[]>;
+  return JSON.stringify(
+    Object.fromEntries(Object.entries(grants).map(([op, names]) => [op, names.map((name) => `policy.rego:${agentPolicyOf(name, image, queueProxyImage)}`)])),
+  );
+}
+
+/** The lines install.sh appends to the sealer's document, the end of its [data] table. */
+export const measuredPolicyLines = (policies: SealerPolicies, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE) =>
+  measuredEntry('tdx-policy.json', measuredTdxPolicy(policies, image, queueProxyImage)) +
+  measuredEntry('admin-policy.json', measuredAdminPolicy(policies, image, queueProxyImage));
+
+/** The line install.sh appends to each function's document: its policy for the sealer's TD. */
+export const sealerPolicyLines = (sealerTdxPolicy: string) => measuredEntry('sealer-tdx-policy.json', sealerTdxPolicy);
+
+/**
+ * A pod's init-data as it must reach the TD: the shipped bytes, both placeholders replaced, then
+ * for the sealer (in mode 1 with ROOT_KEY_PINS in place of the empty root_key_env) its two policies
+ * appended (by default those writeTdxPolicies writes for the per-function layout), and for a
+ * function its policy for the sealer (by default the one writeTdxPolicies writes for its layout,
+ * this image and root key mode).
  */
 export function deployedInitData(
   pod: string,
@@ -61,14 +109,14 @@ export function deployedInitData(
   queueProxyImage = QUEUE_PROXY_IMAGE,
   rootKeyMode: RootKeyMode = 'shares',
   policies?: SealerPolicies,
+  sealerTdxPolicy?: string,
 ): string {
-  const shipped = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
-  const replaced = shipped.split(`"${TEE_KMS_IMAGE_PLACEHOLDER}"`).join(`"${image}"`).split(`"${QUEUE_PROXY_IMAGE_PLACEHOLDER}"`).join(`"${queueProxyImage}"`);
-  if (replaced === shipped) throw new Error(`${pod}.toml: no placeholder replaced`);
-  if (pod !== SEALER_POD) return replaced;
-  if (!replaced.endsWith("'''\n") || !replaced.startsWith('\n[data]\n', replaced.lastIndexOf('\n[')))
-    throw new Error(`${pod}.toml: [data] is not its last table`);
-  const measured = measuredPolicyLines(policies ?? sealerPoliciesFor('per-function', image));
+  const replaced = withImages(pod, image, queueProxyImage);
+  if (pod !== SEALER_POD) {
+    const layout = layoutOf(pod);
+    return replaced + sealerPolicyLines(sealerTdxPolicy ?? sealerTdxPolicyText(policies ?? sealerPoliciesFor(layout, image), rootKeyMode, image));
+  }
+  const measured = measuredPolicyLines(policies ?? sealerPoliciesFor('per-function', image), image, queueProxyImage);
   if (rootKeyMode === 'shares') return replaced + measured;
   const parts = replaced.split('\nroot_key_env := []\n');
   if (parts.length !== 2) throw new Error(`${pod}.toml: not one empty root_key_env`);
@@ -78,29 +126,39 @@ export function deployedInitData(
 /** MRCONFIGID of a TD given this init-data: SHA-384 of its exact bytes, 96 hex digits. */
 export const mrConfigIdOf = (document: string | Buffer) => createHash('sha384').update(document).digest('hex');
 
-/** --tdx-policy as writeTdxPolicies writes it: every function of the layout, not the sealer (it adds its own). */
-export function tdxPolicyText(layout: Layout = 'per-function', image = DIGEST_IMAGE, mrTd = 'ab'.repeat(48)): string {
-  const functions = functionPods(layout).map((pod) => mrConfigIdOf(deployedInitData(pod, image)));
-  return `${JSON.stringify({ mrTd: [mrTd], mrConfigId: functions, allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`;
+/** --tdx-policy as writeTdxPolicies writes it: reference values only (install.sh adds the functions, the sealer itself). */
+export function tdxPolicyText(mrTd = 'ab'.repeat(48)): string {
+  return `${JSON.stringify({ mrTd: [mrTd], allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`;
 }
 
-/** --admin-policy as writeTdxPolicies writes it: each operation to its function, no sealer-peer (the sealer grants it itself). */
-export function adminPolicyText(layout: Layout = 'per-function', image = DIGEST_IMAGE): string {
-  const of = (pod: string) => mrConfigIdOf(deployedInitData(layout === 'single-service' ? 'tee-kms' : pod, image));
+/** --admin-policy as writeTdxPolicies writes it: each operation to its function's Service, no sealer-peer (the sealer grants it itself). */
+export function adminPolicyText(layout: Layout = 'per-function'): string {
+  const of = (pod: string) => (layout === 'single-service' ? 'tee-kms' : pod);
   return JSON.stringify({ rotate: [of('rotate-root-key')], verify: [of('verify-root-key')], recover: [of('recover-root-key')], seal: [of('rotate-root-key')] });
 }
 
 /** The policies writeTdxPolicies writes, as the sealer's init-data carries them. */
-export const sealerPoliciesFor = (layout: Layout = 'per-function', image = DIGEST_IMAGE, mrTd = 'ab'.repeat(48)): SealerPolicies => ({
-  tdxPolicy: tdxPolicyText(layout, image, mrTd),
-  adminPolicy: adminPolicyText(layout, image),
+export const sealerPoliciesFor = (layout: Layout = 'per-function', _image = DIGEST_IMAGE, mrTd = 'ab'.repeat(48)): SealerPolicies => ({
+  tdxPolicy: tdxPolicyText(mrTd),
+  adminPolicy: adminPolicyText(layout),
+  layout,
 });
 
-/** The policies of these --tdx-policy and --admin-policy files. */
-export const readSealerPolicies = (tdxPolicyFile: string, adminPolicyFile: string): SealerPolicies => ({
+/** The policies of these --tdx-policy and --admin-policy files, for a layout. */
+export const readSealerPolicies = (tdxPolicyFile: string, adminPolicyFile: string, layout: Layout = 'per-function'): SealerPolicies => ({
   tdxPolicy: readFileSync(tdxPolicyFile, 'utf8'),
   adminPolicy: readFileSync(adminPolicyFile, 'utf8'),
+  layout,
 });
+
+/** The sealer's MRCONFIGID given its policies. */
+export const sealerIdOf = (policies: SealerPolicies, rootKeyMode: RootKeyMode = 'shares', image = DIGEST_IMAGE) =>
+  mrConfigIdOf(deployedInitData(SEALER_POD, image, QUEUE_PROXY_IMAGE, rootKeyMode, policies));
+
+/** --sealer-tdx-policy naming the sealer that carries these policies, as writeSealerTdxPolicy writes it. */
+export function sealerTdxPolicyText(policies: SealerPolicies, rootKeyMode: RootKeyMode = 'shares', image = DIGEST_IMAGE, mrTd = 'ab'.repeat(48)): string {
+  return `${JSON.stringify({ mrTd: [mrTd], mrConfigId: [sealerIdOf(policies, rootKeyMode, image)] }, null, 2)}\n`;
+}
 
 /**
  * Writes to `file` a --sealer-tdx-policy naming the sealer that carries these --tdx-policy and
@@ -113,18 +171,19 @@ export function writeSealerTdxPolicy(
   rootKeyMode: RootKeyMode = 'shares',
   image = DIGEST_IMAGE,
   mrTd = 'ab'.repeat(48),
+  layout: Layout = 'per-function',
 ): string {
-  const sealer = mrConfigIdOf(deployedInitData(SEALER_POD, image, QUEUE_PROXY_IMAGE, rootKeyMode, readSealerPolicies(tdxPolicyFile, adminPolicyFile)));
-  writeFileSync(file, `${JSON.stringify({ mrTd: [mrTd], mrConfigId: [sealer] }, null, 2)}\n`);
-  return sealer;
+  const policies = readSealerPolicies(tdxPolicyFile, adminPolicyFile, layout);
+  writeFileSync(file, sealerTdxPolicyText(policies, rootKeyMode, image, mrTd));
+  return sealerIdOf(policies, rootKeyMode, image);
 }
 
 export interface TdxPolicyFiles {
-  /** --tdx-policy: the functions' TDs (the sealer admits its own replicas by itself). */
+  /** --tdx-policy: reference values (install.sh adds the functions' agent policies). */
   readonly policy: string;
   /** --sealer-tdx-policy: the sealer's TD, whose init-data carries the two others. */
   readonly sealerPolicy: string;
-  /** --admin-policy: each admin operation to its function (no sealer-peer: the sealer grants it). */
+  /** --admin-policy: each admin operation to its function's Service (no sealer-peer: the sealer grants it). */
   readonly admin: string;
   /** The sealer's MRCONFIGID, which --sealer-tdx-policy names. */
   readonly sealerId: string;
@@ -142,11 +201,11 @@ export function writeTdxPolicies(
   rootKeyMode: RootKeyMode = 'shares',
 ): TdxPolicyFiles {
   const policy = join(dir, 'policy.json');
-  writeFileSync(policy, tdxPolicyText(layout, image, mrTd));
+  writeFileSync(policy, tdxPolicyText(mrTd));
   const admin = join(dir, 'admin-policy.json');
-  writeFileSync(admin, adminPolicyText(layout, image));
+  writeFileSync(admin, adminPolicyText(layout));
   const sealerPolicy = join(dir, 'sealer-policy.json');
-  const sealerId = writeSealerTdxPolicy(sealerPolicy, policy, admin, rootKeyMode, image, mrTd);
+  const sealerId = writeSealerTdxPolicy(sealerPolicy, policy, admin, rootKeyMode, image, mrTd, layout);
   return { policy, sealerPolicy, admin, sealerId };
 }
 
@@ -196,13 +255,14 @@ export const ENV_PINNED_RULES = [
 ].join('\n');
 
 /**
- * Whether the sealer's env_pinned(NAME, VALUE) holds for `env`, with the meaning of ENV_PINNED_RULES
- * (NAME=VALUE is there, and NAME has no other value) and VALUE as the sealer's rule pins it. No Rego
+ * Whether env_pinned(NAME, VALUE) holds for `env` in one container's rule (the sealer's unless
+ * given), with the meaning of ENV_PINNED_RULES (NAME=VALUE is there, and NAME has no other value)
+ * and VALUE as that rule pins it. No Rego
  * engine: the rest of the rule is not evaluated.
  */
-export function pinnedAdmits(document: string, name: string, env: readonly string[]): boolean {
+export function pinnedAdmits(document: string, name: string, env: readonly string[], container = 'sealer'): boolean {
   if (!document.includes(`\n${ENV_PINNED_RULES}\n`)) throw new Error('env_pinned is not the helper the model reads');
-  const pins = [...containerRuleOf(document, 'sealer').matchAll(/\tenv_pinned\(("[^"]*"), ("[^"]*")\)/g)].filter((m) => JSON.parse(m[1]!) === name);
+  const pins = [...containerRuleOf(document, container).matchAll(/\tenv_pinned\(("[^"]*"), ("[^"]*")\)/g)].filter((m) => JSON.parse(m[1]!) === name);
   if (pins.length !== 1) throw new Error(`${name} is pinned ${pins.length} times, not once`);
   const entry = `${name}=${JSON.parse(pins[0]![2]!) as string}`;
   return env.includes(entry) && env.every((e) => !e.startsWith(`${name}=`) || e === entry);
