@@ -70,6 +70,11 @@ export class AdminPolicy {
     return AdminPolicy.parse(json, `KMS_SEALER_ADMIN_POLICY_FILE ${path}`);
   }
 
+  /** Whether any grant names an agent policy (`policy.rego:…`), which only a service that knows its own identity can apply. */
+  get namesAgentPolicies(): boolean {
+    return [...this.grants.values()].some((ids) => [...ids].some((id) => AGENT_POLICY_GRANT.test(id)));
+  }
+
   /** This policy with `identity` as the one holder of `sealer-peer` (a measured policy cannot name its own TD). */
   withPeer(identity: string): AdminPolicy {
     return new AdminPolicy(new Map([...this.grants, ['sealer-peer', new Set([identity])]]));
@@ -77,7 +82,7 @@ export class AdminPolicy {
 
   /**
    * Whether `operation` is granted to a workload with this identity, or (`agentPolicy`, from its
-   * verified init-data: functionAgentPolicy) to one whose init-data is a function's with that agent policy.
+   * verified init-data: trustingFunction) to a function that trusts this service, with that agent policy.
    */
   allows(operation: AdminOperation, identity: string, agentPolicy?: string): boolean {
     const granted = this.grants.get(operation);

@@ -89,6 +89,10 @@ export async function startSealer(
   }
   const measuredAdmin = extra.measured?.adminPolicy;
   const adminPolicy = measuredAdmin?.policy ?? (await AdminPolicy.load(options.adminPolicyFile));
+  if (adminPolicy.namesAgentPolicies && extra.measured === undefined) {
+    // A function is granted only if it trusts this service alone, which takes its own measured identity.
+    throw new KmsError('CONFIG', 'the admin policy names agent policies ("policy.rego:…"), which apply only with KMS_SEALER_INIT_DATA_FILE');
+  }
   const identity = await SealerIdentity.create(attester);
   const auto = await configuredAutoUnseal(options, store, attester, log);
   // Plaintext shares cross every hop between a TD and a custodian: refused in production unless opted in.
@@ -132,6 +136,7 @@ export async function startSealer(
       proofs: new ProofVerifier(),
       identity,
       insecureDevMode: options.insecureDevMode,
+      ...(extra.measured && { selfIdentity: extra.measured.identity }),
       log,
       ...(peers === undefined ? {} : { noPeerHoldsKey: () => peers.noPeerHoldsKey }),
     }),

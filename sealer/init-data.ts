@@ -9,7 +9,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { initDataClaims, initDataFromKbs, type InitData } from '../shared/attestation/init-data.js';
 import { workloadIdentity, type VerifiedClaims, type Verifier } from '../shared/attestation/types.js';
 import { KmsError } from '../shared/errors.js';
-import { checkAgentPolicy, checkInitData, refuse } from './attestation/tdx/policy.js';
+import { checkAgentPolicy, checkInitData, refuse, trustingFunction } from './attestation/tdx/policy.js';
 import { kbsError } from './problems.js';
 
 /**
@@ -26,16 +26,25 @@ export function attestedInitData(attestation: unknown): InitData | undefined {
   }
 }
 
+/** What a token records of verified init-data. */
+export interface AppraisedInitData {
+  /** init_data_claims: undefined when there was no init-data. */
+  readonly claims?: Record<string, unknown>;
+  /** The agent policy of a function's init-data that trusts this service (trustingFunction), for admin grants. */
+  readonly agentPolicy?: string;
+}
+
 /**
  * After the evidence is verified: the init-data (if any) must be the one the evidence names, and
- * must meet the verifier's policy. Throws refuse('init_data', …); returns the token's
- * init_data_claims, or undefined when there was no init-data.
+ * must meet the verifier's policy. Throws refuse('init_data', …). `self` is this service's own
+ * identity, when its policies are measured (agent policies apply only then).
  */
 export function appraiseInitData(
   initData: InitData | undefined,
   verified: VerifiedClaims,
   verifier: Pick<Verifier, 'initData' | 'admission'>,
-): Record<string, unknown> | undefined {
+  self?: string,
+): AppraisedInitData {
   const identity = workloadIdentity(verified);
   if (initData !== undefined) {
     const same = identity.length === initData.digest.length && timingSafeEqual(Buffer.from(identity), Buffer.from(initData.digest));
@@ -45,6 +54,8 @@ export function appraiseInitData(
     }
   }
   checkInitData(initData, verifier.initData);
-  if (verifier.admission !== undefined) checkAgentPolicy(initData, verifier.admission, identity);
-  return initData === undefined ? undefined : initDataClaims(initData);
+  if (verifier.admission !== undefined) checkAgentPolicy(initData, verifier.admission, identity, self);
+  if (initData === undefined) return {};
+  const found = trustingFunction(initData.data, self);
+  return { claims: initDataClaims(initData), ...('agentPolicy' in found && { agentPolicy: found.agentPolicy }) };
 }

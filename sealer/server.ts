@@ -43,6 +43,8 @@ export interface SealerHandlerDeps {
   /** This service's own attested keys: the signing key of its answers, the recovery key. */
   readonly identity: SealerIdentity;
   readonly insecureDevMode: boolean;
+  /** This service's own identity, when its policies are measured (KMS_SEALER_INIT_DATA_FILE). */
+  readonly selfIdentity?: string;
   /** Replicas: whether the last round found that no peer holds the key (see readiness). */
   readonly noPeerHoldsKey?: () => boolean;
   /** One line per request (method, path, status, ms; never headers, bodies or query), and messages. */
@@ -173,10 +175,10 @@ async function attest(req: IncomingMessage, res: ServerResponse, deps: SealerHan
     if (verifier === undefined) throw kbsError.attestation(`no verifier for tee "${challenge.tee}"`);
     stage.reason = 'evidence';
     let claims;
-    let initDataClaims;
+    let appraised;
     try {
       claims = await verifier.verify(primaryEvidence, expected);
-      initDataClaims = appraiseInitData(initData, claims, verifier);
+      appraised = appraiseInitData(initData, claims, verifier, deps.selfIdentity);
     } catch (error) {
       const reason = error instanceof KmsError ? error.message : 'evidence rejected';
       // Operators see why a pod was refused (claim names and measurements, never secrets).
@@ -189,7 +191,7 @@ async function attest(req: IncomingMessage, res: ServerResponse, deps: SealerHan
       claims.claims,
       primaryRuntimeData(challenge.nonce, teePubKey, additionalEvidence),
       workloadIdentity(claims),
-      initDataClaims,
+      appraised,
     );
     deps.sessions.attested(sessionId!, token, expiresAt);
     setSessionCookie(res, sessionId!, expiresAt);

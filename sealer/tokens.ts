@@ -3,7 +3,7 @@ import { exportJWK, generateKeyPair, jwtVerify, SignJWT, type CryptoKey, type JW
 import type { TeeType } from '../shared/attestation/types.js';
 import { KmsError } from '../shared/errors.js';
 import { parseKbsTeePubKey, type KbsTeePubKey } from '../shared/kbs/protocol.js';
-import { functionAgentPolicy } from '../shared/attestation/function-entries.js';
+import type { AppraisedInitData } from './init-data.js';
 
 export const TOKEN_ISSUER = 'tee-kms-sealer';
 const TOKEN_MAX_LENGTH = 16 * 1024;
@@ -13,7 +13,7 @@ export interface VerifiedToken {
   readonly teePubKey: KbsTeePubKey;
   /** The workload identity (init-data digest) the attestation established. */
   readonly identity: string;
-  /** When its verified init-data is a function's (functionAgentPolicy): its agent policy's SHA-384. */
+  /** When its verified init-data is a function's that trusts this service (trustingFunction): its agent policy's SHA-384. */
   readonly agentPolicy?: string;
 }
 
@@ -45,7 +45,7 @@ export class TokenService {
     claims: Record<string, unknown>,
     runtimeData: Record<string, unknown>,
     identity: string,
-    initDataClaims?: Record<string, unknown>,
+    initData: AppraisedInitData = {},
   ): Promise<{ token: string; expiresAt: number }> {
     const iat = Math.floor(Date.now() / 1000);
     const exp = iat + this.ttlSeconds;
@@ -53,7 +53,13 @@ export class TokenService {
       tee,
       'tcb-status': claims,
       'evaluation-reports': [],
-      customized_claims: { init_data: identity, ...(initDataClaims === undefined ? {} : { init_data_claims: initDataClaims }), runtime_data: runtimeData },
+      customized_claims: {
+        init_data: identity,
+        ...(initData.claims && { init_data_claims: initData.claims }),
+        // Not Trustee's: the agent policy of a function that trusts this service, which admin grants may name.
+        ...(initData.agentPolicy && { agent_policy: initData.agentPolicy }),
+        runtime_data: runtimeData,
+      },
     })
       .setProtectedHeader({ alg: 'ES256', typ: 'JWT', jwk: this.publicJwk })
       .setIssuer(TOKEN_ISSUER)
@@ -76,22 +82,15 @@ export class TokenService {
       if (code === 'ERR_JWT_EXPIRED') throw new KmsError('UNAUTHORIZED', 'the token expired; attest again');
       throw new KmsError('UNAUTHORIZED', 'the token is not one this sealing service issued (or it restarted since); attest again');
     }
-    const custom = payload.customized_claims as { runtime_data?: Record<string, unknown>; init_data?: unknown; init_data_claims?: unknown } | undefined;
+    const custom = payload.customized_claims as { runtime_data?: Record<string, unknown>; init_data?: unknown; agent_policy?: unknown } | undefined;
     const tee = payload.tee;
     if (tee !== 'sample' && tee !== 'tdx') throw new KmsError('UNAUTHORIZED', 'the token names no TEE');
     if (typeof custom?.init_data !== 'string') throw new KmsError('UNAUTHORIZED', 'the token names no workload identity');
     try {
-      const agentPolicy = agentPolicyOf(custom.init_data_claims);
+      const agentPolicy = typeof custom.agent_policy === 'string' ? custom.agent_policy : undefined;
       return { tee, teePubKey: parseKbsTeePubKey(custom.runtime_data?.['tee-pubkey']), identity: custom.init_data, ...(agentPolicy && { agentPolicy }) };
     } catch {
       throw new KmsError('UNAUTHORIZED', 'the token carries no valid tee-pubkey');
     }
   }
-}
-
-/** The agent policy a token's init_data_claims (which this service wrote) name, if the document was a function's. */
-function agentPolicyOf(claims: unknown): string | undefined {
-  const digests = (claims as { data_sha384?: unknown } | undefined)?.data_sha384;
-  if (typeof digests !== 'object' || digests === null) return undefined;
-  return functionAgentPolicy(digests as Record<string, string>);
 }

@@ -113,6 +113,10 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
   const policy =
     measured === undefined ? await loadPolicyFile(tdxPolicyFile, `${p}TDX_POLICY_FILE`, initData) : policyFrom(measured.json, measured.source, initData);
   const policySource = measured === undefined ? tdxPolicyFile : measured.source;
+  if (policy.agentPolicies !== undefined && measured === undefined) {
+    // Admission by agent policy checks that a function trusts this service, which needs its own measured identity.
+    throw new KmsError('CONFIG', `${p}TDX_POLICY_FILE: agentPolicies applies only to a policy measured in KMS_SEALER_INIT_DATA_FILE`);
+  }
   const collateral = await collateralSource(options, { log, warn, now }, `${p}TDX_COLLATERAL_FILE`);
   if (pccsAllowHttp && isHttpUrl(pccsUrl)) {
     warn(`${p}PCCS_ALLOW_HTTP: DCAP collateral comes from ${pccsUrl} over http; whoever controls that connection can serve older, still valid collateral`);

@@ -7,15 +7,5 @@
 export const AGENT_POLICY_ENTRY = 'policy.rego';
 /** The entry of a function's init-data that holds its policy for the sealing service (measured, as the rest). */
 export const TRUSTED_SEALER_ENTRY = 'sealer-tdx-policy.json';
-/** The entries a function's init-data may have, when a policy admits it by its agent policy (agentPolicies). */
+/** The entries of a function's init-data, when a policy admits it by its agent policy (agentPolicies): both, and no other. */
 export const FUNCTION_ENTRIES: readonly string[] = [AGENT_POLICY_ENTRY, TRUSTED_SEALER_ENTRY];
-
-/**
- * The agent policy digest of a function's init-data, given each entry's SHA-384: that of
- * `policy.rego`, when the document has it and no entry besides FUNCTION_ENTRIES; else undefined.
- */
-export function functionAgentPolicy(entryDigests: Readonly<Record<string, string>>): string | undefined {
-  const names = Object.keys(entryDigests);
-  if (!names.includes(AGENT_POLICY_ENTRY) || names.some((name) => !FUNCTION_ENTRIES.includes(name))) return undefined;
-  return entryDigests[AGENT_POLICY_ENTRY];
-}

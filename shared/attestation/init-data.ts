@@ -119,7 +119,8 @@ export function initDataFromKbs(member: unknown): InitData | undefined {
  * an agent policy is often tens of kilobytes, would not fit in a token that travels in a header).
  */
 export function initDataClaims(initData: InitData): Record<string, unknown> {
-  const data: Record<string, string> = {};
+  // No prototype: an entry named __proto__ is an entry here too, not a lost assignment.
+  const data: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [name, text] of Object.entries(initData.data)) data[name] = entryDigest(text);
   return { version: INIT_DATA_VERSION, algorithm: initData.algorithm, data_sha384: data };
 }

@@ -130,6 +130,13 @@ describe('loadMeasuredPolicies', () => {
     await expect(attempt).rejects.toMatchObject({ code: 'CONFIG', message: expect.stringMatching(message) });
   });
 
+  it('refuses to start with agent policies in policies that are not measured: it could not tell whom a function trusts', async () => {
+    const digest = createHash('sha384').update('package agent_policy\n').digest('hex');
+    const admin = await tryStart({ KMS_SEALER_ADMIN_POLICY_FILE: await file('admin-by-agent.json', JSON.stringify({ recover: [`policy.rego:${digest}`] })) });
+    expect(admin.sealer).toBeUndefined();
+    expect(admin.logs).toContain('the admin policy names agent policies (\\"policy.rego:…\\"), which apply only with KMS_SEALER_INIT_DATA_FILE');
+  });
+
   it("refuses a document whose digest is not this TD's identity, naming both", async () => {
     const toml = initData({ 'admin-policy.json': { seal: [A] } });
     const attempt = loadMeasuredPolicies({ initDataFile: await file('other.toml', toml), tdxPolicyFile: '', adminPolicyFile: '' }, new SampleAttester('1', B));
@@ -293,13 +300,14 @@ const sha384 = (text: string): string => createHash('sha384').update(text, 'utf8
 const ROTATE_REGO = `package agent_policy\n# the rotate function's, as generated\ndefault ExecProcessRequest := false\n`;
 const PERMISSIVE_REGO = `package agent_policy\ndefault ExecProcessRequest := true\n`;
 
-describe('admin grants by agent policy: a function named by what the host may do in its TD', () => {
+describe('admin grants by agent policy: a function named by what the host may do in its TD, trusting this sealer', () => {
   let sealer: SealerProcess;
+  const sealerToml = initData({ 'admin-policy.json': { recover: [`policy.rego:${sha384(ROTATE_REGO)}`] } });
+  /** What a function's init-data says of this sealer: its MRCONFIGID (here, its sample identity), alone. */
+  const trustsThis = { mrTd: ['00'.repeat(48)], mrConfigId: [digestOf(sealerToml)] };
 
   beforeAll(async () => {
-    const result = await tryStart({
-      KMS_SEALER_INIT_DATA_FILE: await file('grants.toml', initData({ 'admin-policy.json': { recover: [`policy.rego:${sha384(ROTATE_REGO)}`] } })),
-    });
+    const result = await tryStart({ KMS_SEALER_INIT_DATA_FILE: await file('grants.toml', sealerToml) });
     expect(result.sealer, result.logs).toBeDefined();
     sealer = result.sealer!;
   });
@@ -311,16 +319,21 @@ describe('admin grants by agent policy: a function named by what the host may do
     return client.admin(adminRoutes.recoveryReset.method, adminRoutes.recoveryReset.path);
   };
 
-  it("grants a workload whose init-data is a function's with that agent policy, whatever it trusts as the sealer", async () => {
-    expect((await reset(functionDocument(ROTATE_REGO, { mrTd: ['00'.repeat(48)] }))).status).toBe(200);
-    expect((await reset(functionDocument(ROTATE_REGO, { mrTd: ['11'.repeat(48)] }))).status).toBe(200);
+  it("grants a workload whose init-data is a function's with that agent policy and a policy pinning this sealer", async () => {
+    expect((await reset(functionDocument(ROTATE_REGO, trustsThis))).status).toBe(200);
+    expect((await reset(functionDocument(ROTATE_REGO, { ...trustsThis, rtmr0: ['11'.repeat(48)] }))).status).toBe(200);
   });
 
-  it('refuses the same agent policy beside an entry a function does not have, another agent policy, or no init-data', async () => {
+  it('refuses the same agent policy trusting another sealer or any, beside an entry more, another agent policy, or no init-data', async () => {
     for (const toml of [
-      functionDocument(ROTATE_REGO, {}, { 'cdh.toml': 'socket = "unix:///run/theirs"\n' }),
-      functionDocument(PERMISSIVE_REGO, {}),
-      initData({ 'policy.rego': PERMISSIVE_REGO }),
+      functionDocument(ROTATE_REGO, { ...trustsThis, mrConfigId: [INTRUDER_ID] }),
+      functionDocument(ROTATE_REGO, { mrTd: trustsThis.mrTd }),
+      functionDocument(ROTATE_REGO, { ...trustsThis, mrConfigId: [...trustsThis.mrConfigId, INTRUDER_ID] }),
+      functionDocument(ROTATE_REGO, trustsThis, { 'cdh.toml': 'socket = "unix:///run/theirs"\n' }),
+      // An entry named __proto__ is an entry like any other (a plain object would lose it).
+      functionDocument(ROTATE_REGO, trustsThis, JSON.parse('{"__proto__": "x"}') as Record<string, string>),
+      functionDocument(PERMISSIVE_REGO, trustsThis),
+      initData({ 'policy.rego': ROTATE_REGO }),
     ]) {
       const refused = await reset(toml);
       expect({ status: refused.status, type: refused.problemType }, toml).toEqual({ status: 403, type: FORBIDDEN });
@@ -411,12 +424,24 @@ describe('a TDX sealer that admits functions by agent policy, and functions whos
     expect(kms.output()).toContain(`sealing service check: TDX verifier: reference values from KMS_INIT_DATA_FILE`);
   });
 
-  it('refuses a TD with the same agent policy but an entry more, another agent policy, or no init-data', async () => {
+  it('refuses a TD with the same agent policy but trusting another sealer or with an entry more, another agent policy, or no init-data', async () => {
     const cases: Array<[string, string | undefined, RegExp]> = [
       [
         functionDocument(ROTATE_REGO, trustsSealer(), { 'aa.toml': '[token_configs]\n' }),
         undefined,
         /init_data: entry "aa\.toml" is not one a function's init-data has/,
+      ],
+      // The genuine agent policy, trusting this sealer and one of the host's too (or any): it would
+      // take the operator's shares there when this one does not answer.
+      [
+        functionDocument(ROTATE_REGO, { ...trustsSealer(), mrConfigId: [sealerId, INTRUDER_ID] }),
+        undefined,
+        /init_data: its policy for the sealing service \(sealer-tdx-policy\.json\) does not pin mrConfigId to this one's alone/,
+      ],
+      [
+        functionDocument(ROTATE_REGO, (({ mrConfigId: _any, ...rest }) => rest)(trustsSealer())),
+        undefined,
+        /init_data: its policy for the sealing service \(sealer-tdx-policy\.json\) does not pin mrConfigId to this one's alone/,
       ],
       [
         functionDocument(PERMISSIVE_REGO, trustsSealer()),

@@ -6,7 +6,7 @@
  * message names the claim, so operators can see why a pod was refused.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { AGENT_POLICY_ENTRY, FUNCTION_ENTRIES } from '../../../shared/attestation/function-entries.js';
+import { AGENT_POLICY_ENTRY, FUNCTION_ENTRIES, TRUSTED_SEALER_ENTRY } from '../../../shared/attestation/function-entries.js';
 import type { InitDataRequirement } from '../../../shared/attestation/init-data.js';
 import { KmsError } from '../../../shared/errors.js';
 
@@ -378,26 +378,55 @@ export function appraiseTdx(input: TdxAppraisalInput, policy: TdxPolicy, expecte
 }
 
 /**
+ * The agent policy of a tee-kms function's init-data that trusts this sealing service (`self`, its
+ * own MRCONFIGID): the SHA-384 of its `policy.rego`, when the document has exactly the entries
+ * FUNCTION_ENTRIES and its policy for the sealer pins `mrConfigId` to `self` alone. A function
+ * that trusts another sealer could take shares or requests sealed to this one's keys there.
+ * Otherwise, why the document is not one.
+ */
+export function trustingFunction(data: Readonly<Record<string, string>>, self: string | undefined): { agentPolicy: string } | { reason: string } {
+  if (self === undefined) return { reason: "this sealing service's own identity is unknown (no KMS_SEALER_INIT_DATA_FILE)" };
+  const stray = Object.keys(data).find((name) => !FUNCTION_ENTRIES.includes(name));
+  if (stray !== undefined)
+    return { reason: `entry ${JSON.stringify(stray.slice(0, 64))} is not one a function's init-data has (${FUNCTION_ENTRIES.join(', ')})` };
+  const missing = FUNCTION_ENTRIES.find((name) => !Object.hasOwn(data, name));
+  if (missing !== undefined) return { reason: `entry ${JSON.stringify(missing)} is missing from the init-data` };
+  let trusted: unknown;
+  try {
+    trusted = JSON.parse(data[TRUSTED_SEALER_ENTRY]!);
+  } catch {
+    trusted = undefined;
+  }
+  const pinned = (trusted as { mrConfigId?: unknown } | undefined)?.mrConfigId;
+  const normalized = Array.isArray(pinned) ? pinned.map((id) => (typeof id === 'string' ? id.toLowerCase().replace(/^0x/, '') : id)) : undefined;
+  if (normalized?.length !== 1 || normalized[0] !== self) {
+    return {
+      reason: `its policy for the sealing service (${TRUSTED_SEALER_ENTRY}) does not pin mrConfigId to this one's alone (${self}): it would trust another`,
+    };
+  }
+  return { agentPolicy: createHash('sha384').update(data[AGENT_POLICY_ENTRY]!, 'utf8').digest('hex') };
+}
+
+/**
  * With `agentPolicies`: a workload not in `mrConfigId` must bring init-data (already found to be
- * its identity's) that is a function's, with one of the allowed agent policies.
+ * its identity's) that is a function's trusting this sealing service (trustingFunction), with one
+ * of the allowed agent policies.
  */
 export function checkAgentPolicy(
   initData: { readonly data: Readonly<Record<string, string>> } | undefined,
   policy: Pick<TdxPolicy, 'agentPolicies' | 'mrConfigId'>,
   identity: string,
+  self: string | undefined,
 ): void {
   if (policy.agentPolicies === undefined || policy.mrConfigId?.includes(identity)) return;
   if (initData === undefined) {
     refuse('mr_config_id', `${identity} is not an allowed value, and the attestation carried no init-data whose agent policy the policy admits`);
   }
-  const stray = Object.keys(initData.data).find((name) => !FUNCTION_ENTRIES.includes(name));
-  if (stray !== undefined)
-    refuse('init_data', `entry ${JSON.stringify(stray.slice(0, 64))} is not one a function's init-data has (${FUNCTION_ENTRIES.join(', ')})`);
-  const text = Object.hasOwn(initData.data, AGENT_POLICY_ENTRY) ? initData.data[AGENT_POLICY_ENTRY] : undefined;
-  if (text === undefined) refuse('init_data', `entry "${AGENT_POLICY_ENTRY}" (the agent policy) is missing from the init-data`);
-  const digest = createHash('sha384').update(text, 'utf8').digest('hex');
-  if (!policy.agentPolicies.includes(digest))
-    refuse('init_data', `the agent policy (${AGENT_POLICY_ENTRY}) has SHA-384 ${digest}, which is not an allowed value`);
+  const found = trustingFunction(initData.data, self);
+  if ('reason' in found) refuse('init_data', found.reason);
+  if (!policy.agentPolicies.includes(found.agentPolicy)) {
+    refuse('init_data', `the agent policy (${AGENT_POLICY_ENTRY}) has SHA-384 ${found.agentPolicy}, which is not an allowed value`);
+  }
 }
 
 /**

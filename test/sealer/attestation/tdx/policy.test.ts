@@ -280,25 +280,42 @@ describe('agentPolicies in the policy (workloads admitted by their agent policy)
     expect(() => appraiseTdx({ ...good, mrConfigId: m('dd') }, admitting, expected)).not.toThrow();
   });
 
-  it("checkAgentPolicy: an identity in mrConfigId, or a function's init-data with an allowed agent policy", async () => {
-    expect(() => checkAgentPolicy(undefined, admitting, m('cc'))).not.toThrow();
-    expect(() => checkAgentPolicy({ data: { 'policy.rego': rego } }, admitting, m('dd'))).not.toThrow();
-    expect(() => checkAgentPolicy({ data: { 'policy.rego': rego, 'sealer-tdx-policy.json': '{}' } }, admitting, m('dd'))).not.toThrow();
+  it("checkAgentPolicy: an identity in mrConfigId, or a function's init-data that trusts this sealer alone, with an allowed agent policy", async () => {
+    const self = m('5e');
+    const trusting = JSON.stringify({ mrTd: [m('aa')], mrConfigId: [self] });
+    const fn = (entries: Record<string, string>) => ({ data: entries });
+    expect(() => checkAgentPolicy(undefined, admitting, m('cc'), self)).not.toThrow();
+    expect(() => checkAgentPolicy(fn({ 'policy.rego': rego, 'sealer-tdx-policy.json': trusting }), admitting, m('dd'), self)).not.toThrow();
+    expect(() =>
+      checkAgentPolicy(
+        fn({ 'policy.rego': rego, 'sealer-tdx-policy.json': JSON.stringify({ mrConfigId: [`0x${self.toUpperCase()}`] }) }),
+        admitting,
+        m('dd'),
+        self,
+      ),
+    ).not.toThrow();
     await expectRefusal(
-      () => checkAgentPolicy(undefined, admitting, m('dd')),
+      () => checkAgentPolicy(undefined, admitting, m('dd'), self),
       'mr_config_id',
       /is not an allowed value, and the attestation carried no init-data/,
     );
+    const refusals: Array<[Record<string, string>, RegExp]> = [
+      [{ 'policy.rego': rego, 'sealer-tdx-policy.json': trusting, 'cdh.toml': 'x' }, /entry "cdh\.toml" is not one a function's init-data has/],
+      [{ 'sealer-tdx-policy.json': trusting }, /entry "policy\.rego" is missing/],
+      [{ 'policy.rego': rego }, /entry "sealer-tdx-policy\.json" is missing/],
+      [{ 'policy.rego': `${rego}\n`, 'sealer-tdx-policy.json': trusting }, /which is not an allowed value/],
+      // A function that would trust another sealer, or any: shares and sealed requests could go there.
+      [{ 'policy.rego': rego, 'sealer-tdx-policy.json': JSON.stringify({ mrTd: [m('aa')] }) }, /does not pin mrConfigId to this one's alone/],
+      [{ 'policy.rego': rego, 'sealer-tdx-policy.json': JSON.stringify({ mrTd: [m('aa')], mrConfigId: [self, m('ee')] }) }, /does not pin mrConfigId/],
+      [{ 'policy.rego': rego, 'sealer-tdx-policy.json': JSON.stringify({ mrTd: [m('aa')], mrConfigId: [m('ee')] }) }, /does not pin mrConfigId/],
+      [{ 'policy.rego': rego, 'sealer-tdx-policy.json': 'not json' }, /does not pin mrConfigId/],
+    ];
+    for (const [entries, message] of refusals) await expectRefusal(() => checkAgentPolicy(fn(entries), admitting, m('dd'), self), 'init_data', message);
+    // Without its own measured identity a sealer cannot tell: nothing is admitted by agent policy.
     await expectRefusal(
-      () => checkAgentPolicy({ data: { 'policy.rego': rego, 'cdh.toml': 'x' } }, admitting, m('dd')),
+      () => checkAgentPolicy(fn({ 'policy.rego': rego, 'sealer-tdx-policy.json': trusting }), admitting, m('dd'), undefined),
       'init_data',
-      /entry "cdh\.toml" is not one a function's init-data has/,
+      /own identity is unknown/,
     );
-    await expectRefusal(
-      () => checkAgentPolicy({ data: { 'sealer-tdx-policy.json': '{}' } }, admitting, m('dd')),
-      'init_data',
-      /"policy\.rego" \(the agent policy\) is missing/,
-    );
-    await expectRefusal(() => checkAgentPolicy({ data: { 'policy.rego': `${rego}\n` } }, admitting, m('dd')), 'init_data', /which is not an allowed value/);
   });
 });
