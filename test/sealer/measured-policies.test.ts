@@ -55,6 +55,20 @@ async function tryStart(env: Record<string, string>): Promise<{ sealer?: SealerP
   }
 }
 
+/** A test PKI, DCAP collateral valid around the wall clock, and its root CA, as files. */
+async function testDcap(label: string): Promise<{ pki: TestPki; collateral: string; rootCa: string }> {
+  const now = Date.now();
+  const pki = await createTestPki({ label, notBefore: new Date(now - DAY), notAfter: new Date(now + 3650 * DAY) });
+  const collateral = await buildCollateral(pki, { issueDate: new Date(now - DAY), nextUpdate: new Date(now + 30 * DAY) });
+  return { pki, collateral: await file(`${label}-collateral.json`, JSON.stringify(collateral)), rootCa: await file(`${label}-root-ca.pem`, pki.root.pem) };
+}
+
+/** Enrolls `user` (no root key needed), then asks for a primary key (needs it). */
+async function createPrimaryKey(kms: ServerProcess, user: string) {
+  expect((await kms.request(`/user/${user}?token=${user}-token`, { method: 'POST' })).status).toBe(201);
+  return kms.request(`/primaryKey/pk?user=${user}&token=${user}-token`, { method: 'POST' });
+}
+
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'tee-kms-measured-'));
 });
@@ -223,20 +237,13 @@ describe('a TDX sealer whose policies are in its init-data, against the host tha
     return kms;
   };
 
-  const createPrimaryKey = async (kms: ServerProcess, user: string) => {
-    expect((await kms.request(`/user/${user}?token=${user}-token`, { method: 'POST' })).status).toBe(201);
-    return kms.request(`/primaryKey/pk?user=${user}&token=${user}-token`, { method: 'POST' });
-  };
-
   beforeAll(async () => {
-    const now = Date.now();
-    pki = await createTestPki({ label: 'MEASURED', notBefore: new Date(now - DAY), notAfter: new Date(now + 3650 * DAY) });
+    let collateral: string;
+    let rootCa: string;
+    ({ pki, collateral, rootCa } = await testDcap('measured'));
     files = {
-      collateral: await file(
-        'collateral.json',
-        JSON.stringify(await buildCollateral(pki, { issueDate: new Date(now - DAY), nextUpdate: new Date(now + 30 * DAY) })),
-      ),
-      rootCa: await file('root-ca.pem', pki.root.pem),
+      collateral,
+      rootCa,
       trusted: await file('trusted-sealer.json', JSON.stringify({ ...DEFAULT_TD_POLICY, mrConfigId: [SEALER_ID] })),
     };
   });
@@ -370,23 +377,14 @@ describe('a TDX sealer that admits functions by agent policy, and functions whos
     started.push(kms);
     return kms;
   };
-  const createPrimaryKey = async (kms: ServerProcess, user: string) => {
-    expect((await kms.request(`/user/${user}?token=${user}-token`, { method: 'POST' })).status).toBe(201);
-    return kms.request(`/primaryKey/pk?user=${user}&token=${user}-token`, { method: 'POST' });
-  };
   /** The policy a function's init-data carries for the sealer: the sealer's exact MRCONFIGID. */
   const trustsSealer = () => ({ ...DEFAULT_TD_POLICY, mrConfigId: [sealerId] });
 
   beforeAll(async () => {
-    const now = Date.now();
-    pki = await createTestPki({ label: 'AGENT', notBefore: new Date(now - DAY), notAfter: new Date(now + 3650 * DAY) });
-    files = {
-      collateral: await file(
-        'agent-collateral.json',
-        JSON.stringify(await buildCollateral(pki, { issueDate: new Date(now - DAY), nextUpdate: new Date(now + 30 * DAY) })),
-      ),
-      rootCa: await file('agent-root-ca.pem', pki.root.pem),
-    };
+    let collateral: string;
+    let rootCa: string;
+    ({ pki, collateral, rootCa } = await testDcap('agent'));
+    files = { collateral, rootCa };
     // The sealer's document names the functions by agent policy only: it does not depend on theirs.
     const { mrConfigId: _pinned, ...referenceValues } = DEFAULT_TD_POLICY;
     const toml = initData({
