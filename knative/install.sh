@@ -322,11 +322,11 @@ esac
 # start and refuses to start on a policy it cannot apply; checking it here, with the sealer's own
 # loader (scripts/check-policy.ts), means a bad file never reaches the cluster (where it would stop
 # the sealer, or in the Shamir mode seal it). Prints a one-line summary.
-# $1: the file, $2: the option that named it.
+# $1: the file, $2: the option that named it, then check-policy's options (--within FILE).
 check_tdx_policy() {
   command -v node >/dev/null 2>&1 || die "node (>= 20.19) is needed to check $2 with the sealer's own checks"
   local summary
-  summary=$(node "$REPO_ROOT/scripts/run-built.mjs" dist/scripts/check-policy.js "$1" 2>&1) \
+  summary=$(node "$REPO_ROOT/scripts/run-built.mjs" dist/scripts/check-policy.js "$1" "${@:3}" 2>&1) \
     || die "$2 ${summary##*$'\n'} (see docs/attestation.md)"
   printf '%s\n' "${summary##*$'\n'}" # the last line: run-built.mjs may say it builds dist/ first
 }
@@ -604,13 +604,24 @@ if [[ $TEE_MODE == tdx ]]; then
     die "--tdx-policy $TDX_POLICY_FILE: remove $field: install.sh admits the functions by their agent policies (it adds agentPolicies, each function's policy.rego digest) and the sealer adds its own MRCONFIGID itself$([[ $field != initData ]] || echo "; its replicas, which attest without init-data, would be refused") (docs/attestation.md)"
   done
   TDX_POLICY_SUMMARY=$(check_tdx_policy "$TDX_POLICY_FILE" --tdx-policy) || exit 1
+  # MRCONFIGID is what the host wrote at TD creation; it means the init-data was checked only in a
+  # guest whose firmware configuration, kernel and initrd (RTMR0-2) are the genuine ones.
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  for field in $(node -e '
+    const policy = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    console.log(["rtmr0", "rtmr1", "rtmr2"].filter((f) => !Object.hasOwn(policy, f)).join(" "));
+  ' "$TDX_POLICY_FILE"); do
+    die "--tdx-policy $TDX_POLICY_FILE: pin $field: rtmr0, rtmr1 and rtmr2 measure the firmware configuration, kernel and initrd, the guest that checks a TD's init-data; without them a TD the host boots with a kernel of its own under a genuine MRCONFIGID would pass. Take them from a quote with: npm run --silent verify-quote -- <quote> (docs/attestation.md)"
+  done
   # The loader saw no mrConfigId: the sealer admits its own, and the functions by agentPolicies.
   admitted="mrConfigId the sealer's own, agentPolicies ${#FUNCTION_PODS[@]} (the functions', added by install.sh)"
   TDX_POLICY_SUMMARY=${TDX_POLICY_SUMMARY/mrConfigId any/$admitted}
   [[ -n $SEALER_TDX_POLICY_FILE ]] \
     || die "--tee tdx needs --sealer-tdx-policy FILE: the TDX reference values (mrTd, rtmr0-2, mrConfigId) of the sealer's own TD, which the functions check before they trust it; without them every function refuses the sealer. Take them from a quote of the sealer's TD with: npm run --silent verify-quote -- <quote> (docs/attestation.md)"
   [[ -f $SEALER_TDX_POLICY_FILE && -r $SEALER_TDX_POLICY_FILE ]] || die "--sealer-tdx-policy: cannot read $SEALER_TDX_POLICY_FILE"
-  SEALER_TDX_POLICY_SUMMARY=$(check_tdx_policy "$SEALER_TDX_POLICY_FILE" --sealer-tdx-policy) || exit 1
+  # No wider than --tdx-policy: the sealer admits only functions whose policy for it admits no TD
+  # its own refuses (a TD the host made with the sealer's MRCONFIGID in another guest, say).
+  SEALER_TDX_POLICY_SUMMARY=$(check_tdx_policy "$SEALER_TDX_POLICY_FILE" --sealer-tdx-policy --within "$TDX_POLICY_FILE") || exit 1
   [[ -n $ADMIN_POLICY_FILE ]] \
     || die "--tee tdx needs --admin-policy FILE: which functions (their Service names) may rotate, verify, recover and seal, JSON {\"rotate\": [\"rotate-root-key\"], \"verify\": [...], \"recover\": [...], \"seal\": [...]}; without it nobody can (docs/sealer-protocol.md, docs/attestation.md)"
   [[ -f $ADMIN_POLICY_FILE && -r $ADMIN_POLICY_FILE ]] || die "--admin-policy: cannot read $ADMIN_POLICY_FILE"

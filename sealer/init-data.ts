@@ -56,6 +56,6 @@ export function appraiseInitData(
   checkInitData(initData, verifier.initData);
   if (verifier.admission !== undefined) checkAgentPolicy(initData, verifier.admission, identity, self);
   if (initData === undefined) return {};
-  const found = trustingFunction(initData.data, self);
+  const found = trustingFunction(initData.data, self, verifier.admission?.reference);
   return { claims: initDataClaims(initData), ...('agentPolicy' in found && { agentPolicy: found.agentPolicy }) };
 }

@@ -4,6 +4,7 @@
  * evidence. `reportData` is always the 64-byte KBS binding:
  * SHA-384(JCS({"additional-evidence":"", "nonce": n, "tee-pubkey": jwk})) zero-padded to 64 bytes.
  */
+import type { TdxPolicy } from '../../sealer/attestation/tdx/policy.js';
 import type { InitDataRequirement } from './init-data.js';
 
 export type TeeType = 'sample' | 'tdx';
@@ -40,7 +41,12 @@ export interface Verifier {
    * Workloads admitted by their agent policy (a TDX policy's agentPolicies) besides the identities
    * in mrConfigId: decided once the init-data is bound to the evidence (sealer/init-data.ts).
    */
-  readonly admission?: { readonly agentPolicies?: readonly string[]; readonly mrConfigId?: readonly string[] };
+  readonly admission?: {
+    readonly agentPolicies?: readonly string[];
+    readonly mrConfigId?: readonly string[];
+    /** The whole policy: a function's policy for this service may admit no TD it refuses. */
+    readonly reference?: TdxPolicy;
+  };
   /**
    * Verifies `evidence` and that it binds `expectedReportData`. Throws KmsError('FORBIDDEN', …)
    * naming the claim that failed; never returns for evidence it does not accept.

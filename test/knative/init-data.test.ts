@@ -36,6 +36,7 @@ import {
   mrConfigIdOf,
   pinnedAdmits,
   readSealerPolicies,
+  REFERENCE_RTMRS,
   ROOT_KEY_PINS,
   regoArray,
   tdContainerEnv,
@@ -832,22 +833,22 @@ describe('install.sh --tee tdx refuses policies that do not name exactly what th
     ],
     [
       '--sealer-tdx-policy without mrConfigId',
-      ['--sealer-tdx-policy', write('sealer-no-ids.json', { mrTd })],
+      ['--sealer-tdx-policy', write('sealer-no-ids.json', { mrTd, ...REFERENCE_RTMRS })],
       /--sealer-tdx-policy \S+sealer-no-ids\.json has no mrConfigId/,
     ],
     [
       '--sealer-tdx-policy with the all-zero MRCONFIGID (a TD without init-data)',
-      ['--sealer-tdx-policy', write('sealer-zero.json', { mrTd, mrConfigId: [sealerId, '00'.repeat(48)] })],
+      ['--sealer-tdx-policy', write('sealer-zero.json', { mrTd, ...REFERENCE_RTMRS, mrConfigId: [sealerId, '00'.repeat(48)] })],
       /--sealer-tdx-policy \S+sealer-zero\.json: mrConfigId lists the all-zero MRCONFIGID/,
     ],
     [
       '--sealer-tdx-policy that also admits an allow-all init-data',
-      ['--sealer-tdx-policy', write('sealer-extra.json', { mrTd, mrConfigId: [sealerId, allowAll] })],
+      ['--sealer-tdx-policy', write('sealer-extra.json', { mrTd, ...REFERENCE_RTMRS, mrConfigId: [sealerId, allowAll] })],
       new RegExp(`mrConfigId ${allowAll} is not the init-data digest of any pod this install runs there \\(tee-kms-sealer\\)`),
     ],
     [
       "--sealer-tdx-policy naming a function's TD as the sealer",
-      ['--sealer-tdx-policy', write('sealer-function.json', { mrTd, mrConfigId: [rotateId] })],
+      ['--sealer-tdx-policy', write('sealer-function.json', { mrTd, ...REFERENCE_RTMRS, mrConfigId: [rotateId] })],
       new RegExp(`--sealer-tdx-policy \\S+: mrConfigId ${rotateId} is not the init-data digest of any pod this install runs there \\(tee-kms-sealer\\)`),
     ],
     [
@@ -939,7 +940,7 @@ describe.skipIf(skipWithout(KUBECTL))(
     const goodRun = dryRun(policyArgs(good), join(dir, 'work-good'));
     const goodFunctionIds = printedFunctionIds(goodRun.stderr);
     const changes: [string, string, unknown][] = [
-      ['--tdx-policy', 'another measurement', { ...policy, mrTd: ['ef'.repeat(48)] }],
+      ['--tdx-policy', 'another measurement allowed', { ...policy, mrTd: [...policy.mrTd, 'ef'.repeat(48)] }],
       ['--tdx-policy', 'another TCB status allowed', { ...policy, allowedTcbStatuses: ['UpToDate', 'SWHardeningNeeded'] }],
       ['--admin-policy', 'one grant fewer', { ...admin, verify: [] }],
     ];
@@ -989,9 +990,10 @@ describe.skipIf(skipWithout(KUBECTL))(
       });
     }
 
-    it("--sealer-tdx-policy, another measurement of the sealer's TD: the sealer's MRCONFIGID stays, every function's changes", () => {
+    it("--sealer-tdx-policy, one constraint more on the sealer's TD: the sealer's MRCONFIGID stays, every function's changes", () => {
       const sealerPolicy = join(dir, 'sealer-rtmr.json');
-      const text = `${JSON.stringify({ ...JSON.parse(readFileSync(good.sealerPolicy, 'utf8')), rtmr0: ['ef'.repeat(48)] })}\n`;
+      // Narrower than --tdx-policy, as install.sh wants it: an advisory denied besides.
+      const text = `${JSON.stringify({ ...JSON.parse(readFileSync(good.sealerPolicy, 'utf8')), deniedAdvisoryIds: ['INTEL-SA-00837'] })}\n`;
       writeFileSync(sealerPolicy, text);
       const result = dryRun(['--tdx-policy', good.policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', good.admin], join(dir, 'work-sealer-rtmr'));
       expect(result.status, result.stderr).toBe(0);

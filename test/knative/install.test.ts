@@ -149,7 +149,11 @@ describe('install.sh against a recording kubectl', () => {
     const withInitData = withField('initData', { required: true });
     const withMrConfigId = withField('mrConfigId', ['ab'.repeat(48)]);
     const withAgentPolicies = withField('agentPolicies', ['ab'.repeat(48)]);
-    return { policy, sealerPolicy, admin, sealerId, notJson, withInitData, withMrConfigId, withAgentPolicies };
+    // The functions' policy for the sealer admitting a firmware the sealer's own policy does not.
+    const widerSealer = join(dir, 'wider-sealer.json');
+    const sealerJson = JSON.parse(readFileSync(sealerPolicy, 'utf8')) as { mrTd: string[] };
+    writeFileSync(widerSealer, JSON.stringify({ ...sealerJson, mrTd: [...sealerJson.mrTd, 'fe'.repeat(48)] }));
+    return { policy, sealerPolicy, admin, sealerId, notJson, withInitData, withMrConfigId, withAgentPolicies, widerSealer };
   };
   const TDX = ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
 
@@ -183,6 +187,11 @@ describe('install.sh against a recording kubectl', () => {
     const admitsItself =
       "install.sh admits the functions by their agent policies \\(it adds agentPolicies, each function's policy\\.rego digest\\) and the sealer adds its own MRCONFIGID itself";
     cases.push(
+      [
+        'a --sealer-tdx-policy wider than --tdx-policy (the sealer would refuse every function trusting it so)',
+        (f) => ['--sealer-tdx-policy', f.widerSealer, '--admin-policy', f.admin],
+        new RegExp(`--sealer-tdx-policy \\S+wider-sealer\\.json: admits mrTd ${'fe'.repeat(48)}, which \\S+ refuses`),
+      ],
       [
         'a --tdx-policy that demands initData',
         (f) => ['--tdx-policy', f.withInitData, '--sealer-tdx-policy', f.sealerPolicy, '--admin-policy', f.admin],

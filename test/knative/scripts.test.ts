@@ -33,6 +33,7 @@ import { parseAllDocuments } from 'yaml';
 import {
   DIGEST_IMAGE,
   QUEUE_PROXY_IMAGE,
+  REFERENCE_RTMRS,
   ROOT_KEY_PINS,
   deniedEntries,
   agentPolicyOf,
@@ -229,8 +230,13 @@ describe('install.sh and uninstall.sh', () => {
     const m = MEASUREMENT;
     const cases: [string, string][] = [
       ['docs/attestation.md example', readFileSync(POLICY, 'utf8')],
-      ['mrTd only, 0x prefix and upper case', JSON.stringify({ mrTd: [`0x${m.toUpperCase()}`] })],
-      ['two allowed MRTDs and more TCB statuses', JSON.stringify({ mrTd: [m, 'cd'.repeat(48)], allowedTcbStatuses: ['UpToDate', 'SWHardeningNeeded'] })],
+      ['mrTd and rtmr0-2 only, 0x prefix and upper case', JSON.stringify({ mrTd: [`0x${m.toUpperCase()}`], ...REFERENCE_RTMRS })],
+      [
+        'two allowed MRTDs and more TCB statuses',
+        JSON.stringify({ mrTd: [m, 'cd'.repeat(48)], ...REFERENCE_RTMRS, allowedTcbStatuses: ['UpToDate', 'SWHardeningNeeded'] }),
+      ],
+      // The sealer accepts it; install.sh does not: MRCONFIGID means something only in a measured guest.
+      ['mrTd only (no rtmr0-2)', JSON.stringify({ mrTd: [m] })],
       ['not JSON', '{"mrTd": ['],
       ['empty file', ''],
       ['a list, not an object', JSON.stringify([m])],
@@ -255,7 +261,11 @@ describe('install.sh and uninstall.sh', () => {
         }
       })();
       // Reference values only: install.sh refuses the fields it or the sealer adds, even where the loader would accept them.
-      const accepted = sealerAccepts && !['mrConfigId', 'initData', 'agentPolicies'].some((field) => Object.hasOwn(JSON.parse(text), field));
+      // And rtmr0-2 pinned: install.sh wants the guest that checks init-data measured.
+      const accepted =
+        sealerAccepts &&
+        !['mrConfigId', 'initData', 'agentPolicies'].some((field) => Object.hasOwn(JSON.parse(text), field)) &&
+        ['rtmr0', 'rtmr1', 'rtmr2'].every((field) => Object.hasOwn(JSON.parse(text), field));
       it.skipIf(accepted && skipWithout(KUBECTL))(`${name}: ${accepted ? 'accepted' : 'refused'}`, () => {
         if (accepted) requireTool(KUBECTL);
         const file = fixture(`case-${i}.json`, text);
@@ -342,7 +352,7 @@ describe('install.sh and uninstall.sh', () => {
       // The sealer's own summary (sealer/verifiers.ts describePolicy, through scripts/check-policy.ts).
       expect(result.stderr).toMatch(
         new RegExp(
-          `TDX policy .*policy\\.json: mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId the sealer's own, agentPolicies ${routes.length} \\(the functions', added by install\\.sh\\), TCB status UpToDate, DEBUG refused; DCAP collateral from https://pccs\\.example\\.org:8081\n`,
+          `TDX policy .*policy\\.json: mrTd 1 allowed, rtmr0 1 allowed, rtmr1 1 allowed, rtmr2 1 allowed, mrConfigId the sealer's own, agentPolicies ${routes.length} \\(the functions', added by install\\.sh\\), TCB status UpToDate, DEBUG refused; DCAP collateral from https://pccs\\.example\\.org:8081\n`,
         ),
       );
       expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: 'https://pccs.example.org:8081' }]);

@@ -127,8 +127,11 @@ export function deployedInitData(
 export const mrConfigIdOf = (document: string | Buffer) => createHash('sha384').update(document).digest('hex');
 
 /** --tdx-policy as writeTdxPolicies writes it: reference values only (install.sh adds the functions, the sealer itself). */
+/** The guest's firmware configuration, kernel and initrd, as --tdx-policy must pin them. */
+export const REFERENCE_RTMRS = { rtmr0: ['10'.repeat(48)], rtmr1: ['11'.repeat(48)], rtmr2: ['12'.repeat(48)] };
+
 export function tdxPolicyText(mrTd = 'ab'.repeat(48)): string {
-  return `${JSON.stringify({ mrTd: [mrTd], allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`;
+  return `${JSON.stringify({ mrTd: [mrTd], ...REFERENCE_RTMRS, allowedTcbStatuses: ['UpToDate'] }, null, 2)}\n`;
 }
 
 /** --admin-policy as writeTdxPolicies writes it: each operation to its function's Service, no sealer-peer (the sealer grants it itself). */
@@ -155,9 +158,21 @@ export const readSealerPolicies = (tdxPolicyFile: string, adminPolicyFile: strin
 export const sealerIdOf = (policies: SealerPolicies, rootKeyMode: RootKeyMode = 'shares', image = DIGEST_IMAGE) =>
   mrConfigIdOf(deployedInitData(SEALER_POD, image, QUEUE_PROXY_IMAGE, rootKeyMode, policies));
 
-/** --sealer-tdx-policy naming the sealer that carries these policies, as writeSealerTdxPolicy writes it. */
+/**
+ * --sealer-tdx-policy naming the sealer that carries these policies, as writeSealerTdxPolicy writes
+ * it: the reference values of its --tdx-policy (install.sh wants it no wider), or, when that has
+ * none to take, `mrTd` and REFERENCE_RTMRS.
+ */
 export function sealerTdxPolicyText(policies: SealerPolicies, rootKeyMode: RootKeyMode = 'shares', image = DIGEST_IMAGE, mrTd = 'ab'.repeat(48)): string {
-  return `${JSON.stringify({ mrTd: [mrTd], mrConfigId: [sealerIdOf(policies, rootKeyMode, image)] }, null, 2)}\n`;
+  const fields = ['mrTd', 'rtmr0', 'rtmr1', 'rtmr2', 'rtmr3', 'eventDigests', 'allowedTcbStatuses', 'deniedAdvisoryIds', 'minTcbEvaluationDataNumber'];
+  let reference: Record<string, unknown> = { mrTd: [mrTd], ...REFERENCE_RTMRS };
+  try {
+    const parsed = JSON.parse(policies.tdxPolicy) as Record<string, unknown>;
+    if (Array.isArray(parsed.mrTd)) reference = Object.fromEntries(fields.filter((f) => Object.hasOwn(parsed, f)).map((f) => [f, parsed[f]]));
+  } catch {
+    // Not a policy (a refusal case): the default reference values.
+  }
+  return `${JSON.stringify({ ...reference, mrConfigId: [sealerIdOf(policies, rootKeyMode, image)] }, null, 2)}\n`;
 }
 
 /**

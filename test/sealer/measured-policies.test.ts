@@ -441,6 +441,13 @@ describe('a TDX sealer that admits functions by agent policy, and functions whos
         undefined,
         /init_data: its policy for the sealing service \(sealer-tdx-policy\.json\) does not pin mrConfigId to this one's alone/,
       ],
+      // Trusting this sealer's MRCONFIGID in any guest: a TD the host made with that MRCONFIGID and
+      // a kernel of its own would pass it.
+      [
+        functionDocument(ROTATE_REGO, (({ rtmr1: _open, ...rest }) => rest)(trustsSealer())),
+        undefined,
+        /init_data: its policy for the sealing service \(sealer-tdx-policy\.json\) leaves rtmr1 open: it would trust a TD this service's own policy refuses/,
+      ],
       [
         functionDocument(PERMISSIVE_REGO, trustsSealer()),
         undefined,

@@ -378,33 +378,61 @@ export function appraiseTdx(input: TdxAppraisalInput, policy: TdxPolicy, expecte
 }
 
 /**
- * The agent policy of a tee-kms function's init-data that trusts this sealing service (`self`, its
- * own MRCONFIGID): the SHA-384 of its `policy.rego`, when the document has exactly the entries
- * FUNCTION_ENTRIES and its policy for the sealer pins `mrConfigId` to `self` alone. A function
- * that trusts another sealer could take shares or requests sealed to this one's keys there.
- * Otherwise, why the document is not one.
+ * The agent policy of a tee-kms function's init-data that trusts this sealing service alone: the
+ * SHA-384 of its `policy.rego`, when the document has exactly the entries FUNCTION_ENTRIES and its
+ * policy for the sealer pins `mrConfigId` to `self` (this service's own MRCONFIGID) alone and, given
+ * `reference` (this service's own policy for workloads, which its own TD meets), admits no TD that
+ * `reference` would refuse. MRCONFIGID is what the host wrote at TD creation: it stands for this
+ * service only in a guest measured as this service's is, so a function whose policy left the
+ * kernel or the TCB open would trust a TD the host made with this MRCONFIGID, and could take
+ * shares or requests sealed to this service's keys there. Otherwise, why the document is not one.
  */
-export function trustingFunction(data: Readonly<Record<string, string>>, self: string | undefined): { agentPolicy: string } | { reason: string } {
+export function trustingFunction(
+  data: Readonly<Record<string, string>>,
+  self: string | undefined,
+  reference?: TdxPolicy,
+): { agentPolicy: string } | { reason: string } {
   if (self === undefined) return { reason: "this sealing service's own identity is unknown (no KMS_SEALER_INIT_DATA_FILE)" };
   const stray = Object.keys(data).find((name) => !FUNCTION_ENTRIES.includes(name));
   if (stray !== undefined)
     return { reason: `entry ${JSON.stringify(stray.slice(0, 64))} is not one a function's init-data has (${FUNCTION_ENTRIES.join(', ')})` };
   const missing = FUNCTION_ENTRIES.find((name) => !Object.hasOwn(data, name));
   if (missing !== undefined) return { reason: `entry ${JSON.stringify(missing)} is missing from the init-data` };
-  let trusted: unknown;
+  const its = `its policy for the sealing service (${TRUSTED_SEALER_ENTRY})`;
+  let trusted: TdxPolicy;
   try {
-    trusted = JSON.parse(data[TRUSTED_SEALER_ENTRY]!);
+    // Parsed as the function parses it (shared/sealer-client/trusted-sealer.ts), so both read the same values.
+    trusted = createTdxPolicy(JSON.parse(data[TRUSTED_SEALER_ENTRY]!), { initData: false });
   } catch {
-    trusted = undefined;
+    return { reason: `${its} is not a TDX policy a function can apply` };
   }
-  const pinned = (trusted as { mrConfigId?: unknown } | undefined)?.mrConfigId;
-  const normalized = Array.isArray(pinned) ? pinned.map((id) => (typeof id === 'string' ? id.toLowerCase().replace(/^0x/, '') : id)) : undefined;
-  if (normalized?.length !== 1 || normalized[0] !== self) {
-    return {
-      reason: `its policy for the sealing service (${TRUSTED_SEALER_ENTRY}) does not pin mrConfigId to this one's alone (${self}): it would trust another`,
-    };
+  if (trusted.mrConfigId?.length !== 1 || trusted.mrConfigId[0] !== self) {
+    return { reason: `${its} does not pin mrConfigId to this one's alone (${self}): it would trust another` };
   }
+  const wider = reference === undefined ? undefined : widerThan(trusted, reference);
+  if (wider !== undefined) return { reason: `${its} ${wider}: it would trust a TD this service's own policy refuses` };
   return { agentPolicy: createHash('sha384').update(data[AGENT_POLICY_ENTRY]!, 'utf8').digest('hex') };
+}
+
+/** How `policy` would admit a TD that `reference` refuses (mrConfigId aside); undefined when it would not. */
+export function widerThan(policy: TdxPolicy, reference: TdxPolicy): string | undefined {
+  for (const field of ['mrTd', 'rtmr0', 'rtmr1', 'rtmr2', 'rtmr3'] as const) {
+    const own = reference[field];
+    if (own === undefined) continue;
+    const theirs = policy[field];
+    if (theirs === undefined) return `leaves ${field} open`;
+    const extra = theirs.find((value) => !own.includes(value));
+    if (extra !== undefined) return `admits ${field} ${extra}`;
+  }
+  const status = policy.allowedTcbStatuses.find((value) => !reference.allowedTcbStatuses.includes(value));
+  if (status !== undefined) return `admits TCB status ${status}`;
+  const advisory = reference.deniedAdvisoryIds.find((id) => !policy.deniedAdvisoryIds.includes(id));
+  if (advisory !== undefined) return `does not deny ${advisory}`;
+  if (policy.minTcbEvaluationDataNumber < reference.minTcbEvaluationDataNumber)
+    return `admits tcbEvaluationDataNumber below ${reference.minTcbEvaluationDataNumber}`;
+  const event = reference.eventDigests?.find((e) => !(policy.eventDigests ?? []).some((f) => f.rtmr === e.rtmr && f.digest === e.digest));
+  if (event !== undefined) return `does not require event ${event.digest} in rtmr${event.rtmr}`;
+  return undefined;
 }
 
 /**
@@ -414,7 +442,7 @@ export function trustingFunction(data: Readonly<Record<string, string>>, self: s
  */
 export function checkAgentPolicy(
   initData: { readonly data: Readonly<Record<string, string>> } | undefined,
-  policy: Pick<TdxPolicy, 'agentPolicies' | 'mrConfigId'>,
+  policy: Pick<TdxPolicy, 'agentPolicies' | 'mrConfigId'> & { readonly reference?: TdxPolicy },
   identity: string,
   self: string | undefined,
 ): void {
@@ -422,7 +450,7 @@ export function checkAgentPolicy(
   if (initData === undefined) {
     refuse('mr_config_id', `${identity} is not an allowed value, and the attestation carried no init-data whose agent policy the policy admits`);
   }
-  const found = trustingFunction(initData.data, self);
+  const found = trustingFunction(initData.data, self, policy.reference);
   if ('reason' in found) refuse('init_data', found.reason);
   if (!policy.agentPolicies.includes(found.agentPolicy)) {
     refuse('init_data', `the agent policy (${AGENT_POLICY_ENTRY}) has SHA-384 ${found.agentPolicy}, which is not an allowed value`);

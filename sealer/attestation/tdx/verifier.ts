@@ -98,7 +98,7 @@ export class TdxVerifier implements Verifier {
   readonly tee = 'tdx' as const;
   /** The default policy's init-data demands: applied in kbsAttest, where the init-data is (sealer/init-data.ts). */
   readonly initData: InitDataRequirement | undefined;
-  readonly admission: { readonly agentPolicies?: readonly string[]; readonly mrConfigId?: readonly string[] };
+  readonly admission: { readonly agentPolicies?: readonly string[]; readonly mrConfigId?: readonly string[]; readonly reference: TdxPolicy };
   private readonly policy: TdxPolicy;
   private readonly collateral: CollateralSource;
   private readonly trustedRootCa: X509Certificate | undefined;
@@ -110,6 +110,7 @@ export class TdxVerifier implements Verifier {
     this.admission = {
       ...(options.policy.agentPolicies && { agentPolicies: options.policy.agentPolicies }),
       ...(options.policy.mrConfigId && { mrConfigId: options.policy.mrConfigId }),
+      reference: options.policy,
     };
     this.collateral = options.collateral;
     this.trustedRootCa = options.trustedRootCaPem === undefined ? undefined : trustedRootFromPem(options.trustedRootCaPem);

@@ -288,7 +288,7 @@ describe('agentPolicies in the policy (workloads admitted by their agent policy)
     expect(() => checkAgentPolicy(fn({ 'policy.rego': rego, 'sealer-tdx-policy.json': trusting }), admitting, m('dd'), self)).not.toThrow();
     expect(() =>
       checkAgentPolicy(
-        fn({ 'policy.rego': rego, 'sealer-tdx-policy.json': JSON.stringify({ mrConfigId: [`0x${self.toUpperCase()}`] }) }),
+        fn({ 'policy.rego': rego, 'sealer-tdx-policy.json': JSON.stringify({ mrTd: [m('aa')], mrConfigId: [`0x${self.toUpperCase()}`] }) }),
         admitting,
         m('dd'),
         self,
@@ -308,9 +308,47 @@ describe('agentPolicies in the policy (workloads admitted by their agent policy)
       [{ 'policy.rego': rego, 'sealer-tdx-policy.json': JSON.stringify({ mrTd: [m('aa')] }) }, /does not pin mrConfigId to this one's alone/],
       [{ 'policy.rego': rego, 'sealer-tdx-policy.json': JSON.stringify({ mrTd: [m('aa')], mrConfigId: [self, m('ee')] }) }, /does not pin mrConfigId/],
       [{ 'policy.rego': rego, 'sealer-tdx-policy.json': JSON.stringify({ mrTd: [m('aa')], mrConfigId: [m('ee')] }) }, /does not pin mrConfigId/],
-      [{ 'policy.rego': rego, 'sealer-tdx-policy.json': 'not json' }, /does not pin mrConfigId/],
+      [{ 'policy.rego': rego, 'sealer-tdx-policy.json': 'not json' }, /is not a TDX policy a function can apply/],
     ];
     for (const [entries, message] of refusals) await expectRefusal(() => checkAgentPolicy(fn(entries), admitting, m('dd'), self), 'init_data', message);
+    // No wider than this sealer's own policy: a TD the host made with this MRCONFIGID but another
+    // kernel, firmware or TCB would pass a function whose policy left them open.
+    const reference = createTdxPolicy(
+      {
+        mrTd: [m('aa')],
+        rtmr1: [m('11')],
+        deniedAdvisoryIds: ['INTEL-SA-00837'],
+        minTcbEvaluationDataNumber: 17,
+        eventDigests: [{ rtmr: 2, digest: m('e2') }],
+      },
+      { initData: true },
+    );
+    const strict = {
+      mrTd: [m('aa')],
+      rtmr1: [m('11')],
+      mrConfigId: [self],
+      deniedAdvisoryIds: ['INTEL-SA-00837'],
+      minTcbEvaluationDataNumber: 17,
+      eventDigests: [{ rtmr: 2, digest: m('e2') }],
+    };
+    const withReference = { ...admitting, reference };
+    const trustingWith = (policy: object) => fn({ 'policy.rego': rego, 'sealer-tdx-policy.json': JSON.stringify(policy) });
+    expect(() => checkAgentPolicy(trustingWith(strict), withReference, m('dd'), self)).not.toThrow();
+    expect(() =>
+      checkAgentPolicy(trustingWith({ ...strict, rtmr2: [m('12')], deniedAdvisoryIds: ['INTEL-SA-00837', 'INTEL-SA-01036'] }), withReference, m('dd'), self),
+    ).not.toThrow();
+    const wider: Array<[object, RegExp]> = [
+      [(({ rtmr1: _open, ...rest }) => rest)(strict), /leaves rtmr1 open/],
+      [{ ...strict, rtmr1: [m('11'), m('1f')] }, new RegExp(`admits rtmr1 ${m('1f')}`)],
+      [{ ...strict, mrTd: [m('aa'), m('ab')] }, new RegExp(`admits mrTd ${m('ab')}`)],
+      [{ ...strict, allowedTcbStatuses: ['UpToDate', 'OutOfDate'] }, /admits TCB status OutOfDate/],
+      [{ ...strict, deniedAdvisoryIds: [] }, /does not deny INTEL-SA-00837/],
+      [{ ...strict, minTcbEvaluationDataNumber: 16 }, /admits tcbEvaluationDataNumber below 17/],
+      [(({ eventDigests: _none, ...rest }) => rest)(strict), /does not require event/],
+      [{ ...strict, rtmr0: 'not a list' }, /is not a TDX policy a function can apply/],
+    ];
+    for (const [policy, message] of wider)
+      await expectRefusal(() => checkAgentPolicy(trustingWith(policy), withReference, m('dd'), self), 'init_data', message);
     // Without its own measured identity a sealer cannot tell: nothing is admitted by agent policy.
     await expectRefusal(
       () => checkAgentPolicy(fn({ 'policy.rego': rego, 'sealer-tdx-policy.json': trusting }), admitting, m('dd'), undefined),
