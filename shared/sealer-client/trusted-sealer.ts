@@ -54,8 +54,9 @@ async function measuredPolicy(config: TrustedSealerOptions, pod: MeasuringPod | 
 
 /**
  * How functions check the sealing service's own evidence before they trust a root key from it: the
- * TDX reference values of KMS_TRUSTED_SEALER_TDX_POLICY_FILE (with collateral, as the sealing
- * service checks functions), or, outside production, sample evidence, which proves nothing. The TLS
+ * TDX reference values measured in this pod's init-data or, without them, those of
+ * KMS_TRUSTED_SEALER_TDX_POLICY_FILE (with collateral, as the sealing service checks functions),
+ * or, outside production, sample evidence, which proves nothing. The TLS
  * certificate alone is not enough: whoever can read Kubernetes Secrets may hold its key.
  */
 export async function trustedSealerVerifier(config: TrustedSealerOptions, env: NodeJS.ProcessEnv = process.env, pod?: MeasuringPod): Promise<Verifier> {
