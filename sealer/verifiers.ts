@@ -117,6 +117,14 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
     // Admission by agent policy checks that a function trusts this service, which needs its own measured identity.
     throw new KmsError('CONFIG', `${p}TDX_POLICY_FILE: agentPolicies applies only to a policy measured in KMS_SEALER_INIT_DATA_FILE`);
   }
+  const open = (['rtmr0', 'rtmr1', 'rtmr2'] as const).filter((field) => policy[field] === undefined);
+  if (policy.agentPolicies !== undefined && open.length > 0) {
+    // An agent policy is enforced by the guest: admitting by it means nothing in a guest left open.
+    throw new KmsError(
+      'CONFIG',
+      `${policySource}: agentPolicies needs rtmr0, rtmr1 and rtmr2 pinned (the guest that enforces them); ${open.join(', ')} left open`,
+    );
+  }
   const collateral = await collateralSource(options, { log, warn, now }, `${p}TDX_COLLATERAL_FILE`);
   if (pccsAllowHttp && isHttpUrl(pccsUrl)) {
     warn(`${p}PCCS_ALLOW_HTTP: DCAP collateral comes from ${pccsUrl} over http; whoever controls that connection can serve older, still valid collateral`);

@@ -32,6 +32,8 @@ function initData(entries: Record<string, unknown>): string {
   return ['version = "0.1.0"', 'algorithm = "sha384"', '', '[data]', ...data, ''].join('\n');
 }
 
+const sha384 = (text: string): string => createHash('sha384').update(text, 'utf8').digest('hex');
+const ROTATE_REGO = `package agent_policy\n# the rotate function's, as generated\ndefault ExecProcessRequest := false\n`;
 /** Its MRCONFIGID: SHA-384 of the exact bytes, which is exactly the field's 48 bytes. */
 const digestOf = (toml: string): string => createHash('sha384').update(toml, 'utf8').digest('hex');
 
@@ -281,6 +283,14 @@ describe('a TDX sealer whose policies are in its init-data, against the host tha
     expect(logs).toContain(`its digest ${digestOf(rewritten)} is not this TD's own MRCONFIGID ${SEALER_ID}, so nothing in it is trusted`);
   });
 
+  it('does not start with agentPolicies while an RTMR of the guest that enforces them is left open', async () => {
+    const { rtmr1: _open, mrConfigId: _ids, ...loose } = DEFAULT_TD_POLICY;
+    const toml = initData({ 'tdx-policy.json': { ...loose, agentPolicies: [sha384(ROTATE_REGO)] } });
+    const { sealer, logs } = await tdxSealer(toml, digestOf(toml));
+    expect(sealer).toBeUndefined();
+    expect(logs).toContain('agentPolicies needs rtmr0, rtmr1 and rtmr2 pinned (the guest that enforces them); rtmr1 left open');
+  });
+
   it('does not start when the host adds a policy file of its own beside the measured one', async () => {
     const permissive = await file('permissive.json', JSON.stringify({ mrTd: DEFAULT_TD_POLICY.mrTd }));
     const { sealer, logs } = await tdxSealer(measuredToml, SEALER_ID, { KMS_SEALER_TDX_POLICY_FILE: permissive });
@@ -303,8 +313,6 @@ function functionDocument(rego: string, trustedSealer: unknown, extra: Record<st
     .concat([''])
     .join('\n');
 }
-const sha384 = (text: string): string => createHash('sha384').update(text, 'utf8').digest('hex');
-const ROTATE_REGO = `package agent_policy\n# the rotate function's, as generated\ndefault ExecProcessRequest := false\n`;
 const PERMISSIVE_REGO = `package agent_policy\ndefault ExecProcessRequest := true\n`;
 
 describe('admin grants by agent policy: a function named by what the host may do in its TD, trusting this sealer', () => {
