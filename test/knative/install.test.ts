@@ -59,6 +59,28 @@ interface Run {
   readonly secrets: string;
 }
 
+interface Kustomization {
+  readonly components: string[];
+  readonly patches: { target?: { name: string }; patch: string }[];
+}
+
+/** The kustomization install.sh wrote into `dir` (its --work-dir, or the one it ran `apply -k` on). */
+function kustomizationIn(dir: string): Kustomization {
+  return parseAllDocuments(readFileSync(join(dir, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as Kustomization;
+}
+
+/** The kustomization of a run's `kubectl apply -k`. */
+const appliedKustomization = (run: Run): Kustomization => kustomizationIn(run.calls.find((c) => c.startsWith('apply -k '))!.split(' ')[2]!);
+
+/** The variables the kustomization's own patches add to the sealer's container. */
+function sealerPatchEnv(kustomization: Kustomization): { name: string; value: string }[] {
+  return kustomization.patches
+    .filter((p) => p.target?.name === SEALER_POD)
+    .flatMap((p) => parseAllDocuments(p.patch)[0]!.toJS() as { op: string; path: string; value: { name: string; value: string } }[])
+    .filter((op) => op.path === '/spec/template/spec/containers/0/env/-')
+    .map((op) => op.value);
+}
+
 function install(args: string[], fake: Record<string, string> = {}): Run {
   const dir = mkdtempSync(join(tmpdir(), 'tee-kms-install-'));
   temps.push(dir);
@@ -268,14 +290,7 @@ describe('install.sh against a recording kubectl', () => {
       // No --custodian-keys: no custodians pinned, so KMS_SEALER_CUSTODIANS is not admitted.
       expect(sealerInitData.split('\ncustodians_env := []\n')).toHaveLength(2);
       // The sealer reads them from its mounted init-data file, which install.sh names.
-      const kustomization = parseAllDocuments(readFileSync(join(work, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as {
-        patches: { target?: { name: string }; patch: string }[];
-      };
-      const env = kustomization.patches
-        .filter((p) => p.target?.name === SEALER_POD)
-        .flatMap((p) => parseAllDocuments(p.patch)[0]!.toJS() as { op: string; path: string; value: { name: string; value: string } }[])
-        .filter((op) => op.path === '/spec/template/spec/containers/0/env/-')
-        .map((op) => op.value);
+      const env = sealerPatchEnv(kustomizationIn(work));
       expect(env).toEqual([{ name: 'KMS_SEALER_INIT_DATA_FILE', value: `/var/run/tee-kms/init-data/${SEALER_POD}.toml` }]);
     });
 
@@ -321,14 +336,7 @@ describe('install.sh against a recording kubectl', () => {
       const run = install([...args, ...flags, '--work-dir', work]);
       expect(run.status, run.stderr).toBe(0);
       expect(readFileSync(join(work, 'init-data', `${SEALER_POD}.toml`), 'utf8')).toBe(expected);
-      const applyK = run.calls.find((c) => c.startsWith('apply -k '))!;
-      const kustomization = parseAllDocuments(readFileSync(join(applyK.split(' ')[2]!, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as {
-        patches: { target?: { name: string }; patch: string }[];
-      };
-      const ops = kustomization.patches
-        .filter((p) => p.target?.name === SEALER_POD)
-        .flatMap((p) => parseAllDocuments(p.patch)[0]!.toJS() as { op: string; path: string; value: unknown }[]);
-      const env = ops.filter((op) => op.path === '/spec/template/spec/containers/0/env/-').map((op) => op.value as { name: string; value: string });
+      const env = sealerPatchEnv(appliedKustomization(run));
       expect(env.filter((e) => e.name.startsWith('KMS_SEALER_UNSEAL_')).map((e) => `${e.name}=${e.value}`)).toEqual(pins);
     });
 
@@ -401,14 +409,8 @@ describe('install.sh against a recording kubectl', () => {
       });
 
       it('sets KMS_SEALER_CUSTODIANS on the sealer to exactly the listed value, once', () => {
-        const applyK = run.calls.find((c) => c.startsWith('apply -k '))!;
-        const kustomization = parseAllDocuments(readFileSync(join(applyK.split(' ')[2]!, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as {
-          patches: { target?: { name: string }; patch: string }[];
-        };
-        const ops = kustomization.patches
-          .filter((p) => p.target?.name === SEALER_POD)
-          .flatMap((p) => parseAllDocuments(p.patch)[0]!.toJS() as { op: string; path: string; value: unknown }[]);
-        const env = ops.filter((op) => op.path === '/spec/template/spec/containers/0/env/-').map((op) => op.value as { name: string; value: string });
+        const kustomization = appliedKustomization(run);
+        const env = sealerPatchEnv(kustomization);
         expect(env.filter((e) => e.name.startsWith('KMS_SEALER_CUSTODIANS')).map((e) => `${e.name}=${e.value}`)).toEqual([pin]);
         // Only there: the functions get no such variable.
         expect(kustomization.patches.filter((p) => p.target?.name !== SEALER_POD && p.patch.includes('KMS_SEALER_CUSTODIANS'))).toEqual([]);
@@ -477,11 +479,7 @@ describe('install.sh against a recording kubectl', () => {
       });
 
       it('sets the variable once, through the component: its own patches of the sealer add no root key variable', () => {
-        const applyK = run.calls.find((c) => c.startsWith('apply -k '))!;
-        const kustomization = parseAllDocuments(readFileSync(join(applyK.split(' ')[2]!, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as {
-          components: string[];
-          patches: { target?: { name: string }; patch: string }[];
-        };
+        const kustomization = appliedKustomization(run);
         expect(kustomization.components.filter((c) => c.endsWith('/knative/components/root-key-secret'))).toHaveLength(1);
         // (The init-data annotations are base64, which has no "_".)
         const patches = kustomization.patches.map((p) => p.patch).join('\n');
