@@ -13,9 +13,9 @@
 import { compactDecrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Share } from '../../shared/sealer-client/protocol.js';
-import { custodians, isJwe, openShares, rebuild, type Custodian } from '../support/custodians.js';
+import { attestedAdmin, custodians, isJwe, openShares, rebuild, type Custodian } from '../support/custodians.js';
 import { adminRoutes, ProtocolClient, rootKeyIdOf, type Answer } from '../support/protocol-client.js';
-import { allLogs, SecretRegistry, startSealerProcess, TEST_ADMIN_IDENTITY, type SealerProcess } from '../support/sealer.js';
+import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 
 const { rotate } = adminRoutes;
 const secrets = new SecretRegistry();
@@ -37,9 +37,7 @@ function sharesOf(answer: Answer): Share[] {
 
 beforeAll(async () => {
   sealer = await startSealerProcess({ env: { KMS_SEALER_PLAINTEXT_SHARES: 'allow' } });
-  admin = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem(), initData: TEST_ADMIN_IDENTITY });
-  secrets.addText(await admin.attest());
-  secrets.add(admin.privateScalar);
+  admin = await attestedAdmin(sealer, secrets);
 });
 
 afterAll(async () => {

@@ -13,9 +13,9 @@
 import { compactDecrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Share } from '../../shared/sealer-client/protocol.js';
-import { custodians, isJwe, openShares, rebuild, type Custodian } from '../support/custodians.js';
+import { attestedAdmin, custodians, isJwe, openShares, rebuild, type Custodian } from '../support/custodians.js';
 import { adminRoutes, ProtocolClient, rootKeyIdOf, type Answer } from '../support/protocol-client.js';
-import { allLogs, SecretRegistry, startSealerProcess, TEST_ADMIN_IDENTITY, type SealerProcess } from '../support/sealer.js';
+import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 
 const { rotate } = adminRoutes;
 const secrets = new SecretRegistry();
@@ -44,9 +44,7 @@ beforeAll(async () => {
   sealer = await startSealerProcess({
     env: { KMS_SEALER_PLAINTEXT_SHARES: 'allow', KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(',') },
   });
-  admin = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem(), initData: TEST_ADMIN_IDENTITY });
-  secrets.addText(await admin.attest());
-  secrets.add(admin.privateScalar);
+  admin = await attestedAdmin(sealer, secrets);
 });
 
 afterAll(async () => {
@@ -115,9 +113,7 @@ describe('KMS_SEALER_CUSTODIANS', () => {
   it('refuses the stored keys once the pin names others, and a start with a bad pin names the variable', async () => {
     sealer.env.KMS_SEALER_CUSTODIANS = relay.map((each) => each.thumbprint).join(',');
     await sealer.restart();
-    admin = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem(), initData: TEST_ADMIN_IDENTITY });
-    secrets.addText(await admin.attest());
-    secrets.add(admin.privateScalar);
+    admin = await attestedAdmin(sealer, secrets);
     const status = await sealStatus();
     const answer = await admin.admin(rotate.method, rotate.path, {
       body: { t: 2, n: 3, expectedCurrentId: currentId, expectedPendingId: status.pendingRootKeyId },

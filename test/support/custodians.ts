@@ -4,7 +4,9 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, compactDecrypt } from 'jose';
 import { combine } from 'shamir-secret-sharing';
 import type { Share } from '../../shared/sealer-client/protocol.js';
-import type { SecretRegistry } from './sealer.js';
+import { TEST_ADMIN_IDENTITY } from './processes.js';
+import { ProtocolClient } from './protocol-client.js';
+import type { SealerProcess, SecretRegistry } from './sealer.js';
 
 export interface Custodian {
   readonly privateKey: KeyObject;
@@ -44,4 +46,15 @@ export async function openShares(shares: readonly Share[], keys: readonly KeyObj
 /** The root key that plaintext shares rebuild. */
 export function rebuild(shares: readonly Share[]): Promise<Uint8Array> {
   return combine(shares.map((share) => new Uint8Array(Buffer.from(share.content, 'base64'))));
+}
+
+/**
+ * The operator's side of a test sealer: the test's own protocol client, attested as the identity
+ * the test sealers grant every admin operation. Its token and private key go to `secrets`.
+ */
+export async function attestedAdmin(sealer: Pick<SealerProcess, 'url' | 'caPem'>, secrets: SecretRegistry): Promise<ProtocolClient> {
+  const admin = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem(), initData: TEST_ADMIN_IDENTITY });
+  secrets.addText(await admin.attest());
+  secrets.add(admin.privateScalar);
+  return admin;
 }
