@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
-import { KmsError } from '../errors.js';
+import { reportForeignObjects } from '../keys/foreign.js';
 import { layout, listedName } from '../keys/layout.js';
 import { encodeRecord } from '../keys/records.js';
-import { log } from '../log.js';
 import type { ObjectStore } from '../store/object-store.js';
 
 /**
@@ -79,13 +78,7 @@ export class RotationRanges {
       if (listedName.rotationRange(this.to, key) === undefined) foreign.push(key);
       else await this.store.delete(key);
     }
-    if (foreign.length > 0) {
-      const named = foreign.slice(0, 20).map((key) => JSON.stringify(key));
-      log.warn(
-        'rotation',
-        new KmsError('INTEGRITY', `${foreign.length} object(s) among the rotation's ranges are no range the KMS wrote, left as they are: ${named.join(', ')}`),
-      );
-    }
+    reportForeignObjects('rotation', "object(s) among the rotation's ranges are no range the KMS wrote, left as they are", foreign);
   }
 
   #record(state: Pick<RangeRecord, 'done' | 'rewrapped'>): RangeRecord {

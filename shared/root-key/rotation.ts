@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { ROOT_KEY_ID_PATTERN } from '../crypto/root-key-id.js';
 import { KmsError } from '../errors.js';
 import { faultPoint } from '../fault.js';
+import { reportForeignObjects } from '../keys/foreign.js';
 import { layout, listedName } from '../keys/layout.js';
 import { encodeRecord } from '../keys/records.js';
 import { log } from '../log.js';
@@ -143,14 +144,8 @@ export class RootKeyRotation {
     const keys: string[] = [];
     const foreign: string[] = [];
     for await (const key of this.store.list(layout.primaryKeys())) (listedName.primaryKey(key) === undefined ? foreign : keys).push(key);
-    if (foreign.length > 0) {
-      // Named as the KMS never names a record: planted. Never read, never rewrapped; the rest is.
-      const named = foreign.slice(0, 20).map((key) => JSON.stringify(key));
-      log.warn(
-        'rotation',
-        new KmsError('INTEGRITY', `${foreign.length} object(s) under primary-keys/ are no record the KMS wrote, left as they are: ${named.join(', ')}`),
-      );
-    }
+    // Named as the KMS never names a record: planted. Never read, never rewrapped; the rest is.
+    reportForeignObjects('rotation', 'object(s) under primary-keys/ are no record the KMS wrote, left as they are', foreign);
     const holder = randomBytes(8).toString('hex');
     const journal = await this.#openJournal(current.id, holder, rangeCount(keys.length));
     const byRange: string[][] = Array.from({ length: journal.ranges }, () => []);

@@ -2,7 +2,7 @@ import { unwrapKey } from '../crypto/aead.js';
 import { KmsError } from '../errors.js';
 import { layout, listedName } from '../keys/layout.js';
 import { contexts, decodePrimaryKey, type PrimaryKeyRecord } from '../keys/records.js';
-import { log } from '../log.js';
+import { reportForeignObjects } from '../keys/foreign.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { RootKeyring } from './keyring.js';
 import { openRootKeyLink } from './links.js';
@@ -153,15 +153,7 @@ async function opensALink(store: ObjectStore, key: RootKey): Promise<boolean> {
   return opened;
 }
 
-/** Reports objects that are no record the KMS wrote (tampering), which the check then left out. */
+/** Objects that are no record the KMS wrote, which the check then left out. */
 function reportForeign(objectKeys: readonly string[]): void {
-  if (objectKeys.length === 0) return;
-  const named = objectKeys.slice(0, 20).map((objectKey) => JSON.stringify(objectKey));
-  log.warn(
-    'root key check',
-    new KmsError(
-      'INTEGRITY',
-      `${objectKeys.length} stored object(s) are no record the KMS wrote (planted or corrupted), left out of the check: ${named.join(', ')}`,
-    ),
-  );
+  reportForeignObjects('root key check', 'stored object(s) are no record the KMS wrote (planted or corrupted), left out of the check', objectKeys);
 }
