@@ -11,7 +11,7 @@
  * and as the one `sealer-peer` grant.
  */
 import { loadInitDataFile } from '../shared/attestation/init-data.js';
-import { ownIdentity } from '../shared/attestation/own-identity.js';
+import { ownInitData } from '../shared/attestation/own-identity.js';
 import type { Attester } from '../shared/attestation/types.js';
 import { KmsError } from '../shared/errors.js';
 import { AdminPolicy } from './admin-policy.js';
@@ -36,14 +36,7 @@ export async function loadMeasuredPolicies(options: Options, attester: Attester)
   const path = options.initDataFile;
   if (path === '') return undefined;
   const initData = await loadInitDataFile(path, 'KMS_SEALER_INIT_DATA_FILE');
-  const identity = await ownIdentity(attester);
-  if (identity !== initData.digest) {
-    const field = attester.tee === 'tdx' ? 'MRCONFIGID' : 'identity (KMS_SEALER_SAMPLE_INIT_DATA)';
-    throw new KmsError(
-      'CONFIG',
-      `KMS_SEALER_INIT_DATA_FILE ${path} is not this TD's init-data: its digest ${initData.digest} is not this TD's own ${field} ${identity}, so nothing in it is trusted`,
-    );
-  }
+  const identity = await ownInitData(initData, attester, { variable: 'KMS_SEALER_INIT_DATA_FILE', path, sampleVariable: 'KMS_SEALER_SAMPLE_INIT_DATA' });
   const entry = (name: string): { text: string; source: string } | undefined =>
     Object.hasOwn(initData.data, name) ? { text: initData.data[name]!, source: `KMS_SEALER_INIT_DATA_FILE ${path} ("${name}")` } : undefined;
 

@@ -9,6 +9,7 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { KmsError } from '../errors.js';
+import type { InitData } from './init-data.js';
 import { NO_INIT_DATA, type SampleEvidence } from './sample.js';
 import type { Attester } from './types.js';
 
@@ -39,3 +40,19 @@ async function fromTdx(evidence: unknown): Promise<{ identity: string; reportDat
 
 const unreadable = (attester: Attester, detail: string, cause?: unknown): KmsError =>
   new KmsError('CONFIG', `this TEE's own ${attester.tee} evidence cannot be used: ${detail}`, cause === undefined ? undefined : { cause });
+
+/**
+ * Resolves to this TEE's identity once `initData` (read from `variable`'s file, which the host
+ * wrote) is shown to be the document this TEE was created with: its digest is the identity of a
+ * fresh quote of its own. Otherwise KmsError('CONFIG'), and nothing in the file may be used.
+ * `sampleVariable` names where sample evidence took the identity it claims.
+ */
+export async function ownInitData(initData: InitData, attester: Attester, where: { variable: string; path: string; sampleVariable: string }): Promise<string> {
+  const identity = await ownIdentity(attester);
+  if (identity === initData.digest) return identity;
+  const field = attester.tee === 'tdx' ? 'MRCONFIGID' : `identity (${where.sampleVariable})`;
+  throw new KmsError(
+    'CONFIG',
+    `${where.variable} ${where.path} is not this TD's init-data: its digest ${initData.digest} is not this TD's own ${field} ${identity}, so nothing in it is trusted`,
+  );
+}

@@ -2,7 +2,7 @@ import { SampleVerifier } from '../attestation/sample.js';
 import type { Attester, Verifier } from '../attestation/types.js';
 import { TRUSTED_SEALER_ENTRY } from '../attestation/function-entries.js';
 import type { InitData } from '../attestation/init-data.js';
-import { ownIdentity } from '../attestation/own-identity.js';
+import { ownInitData } from '../attestation/own-identity.js';
 import type { KmsConfig } from '../config.js';
 import { KmsError } from '../errors.js';
 import { log } from '../log.js';
@@ -36,15 +36,7 @@ async function measuredPolicy(config: TrustedSealerOptions, pod: MeasuringPod | 
   if (config.trustedSealerTdxPolicyFile !== '') {
     throw new KmsError('CONFIG', `KMS_TRUSTED_SEALER_TDX_POLICY_FILE would replace the policy for the sealing service measured in ${source}: unset it`);
   }
-  const attester = await pod!.attester();
-  const identity = await ownIdentity(attester);
-  if (identity !== initData.digest) {
-    const field = attester.tee === 'tdx' ? 'MRCONFIGID' : 'identity (KMS_SAMPLE_INIT_DATA)';
-    throw new KmsError(
-      'CONFIG',
-      `KMS_INIT_DATA_FILE ${config.initDataFile} is not this TD's init-data: its digest ${initData.digest} is not this TD's own ${field} ${identity}, so nothing in it is trusted`,
-    );
-  }
+  await ownInitData(initData, await pod!.attester(), { variable: 'KMS_INIT_DATA_FILE', path: config.initDataFile, sampleVariable: 'KMS_SAMPLE_INIT_DATA' });
   try {
     return { json: JSON.parse(initData.data[TRUSTED_SEALER_ENTRY]!), source };
   } catch (error) {
