@@ -101,9 +101,10 @@ usage: knative/install.sh [options]     (every option also reads the environment
                                                     listed in the sealer's init-data, so its MRCONFIGID changes
   --auto-unseal-ca FILE         KMS_AUTO_UNSEAL_CA  tdx, with the URL: PEM CA of that KBS's TLS certificate
   --auto-unseal-resource PATH   KMS_AUTO_UNSEAL_RESOURCE  tdx: its resource (default tee-kms/unseal/kek)
-  --custodian-keys FILE         KMS_CUSTODIAN_KEYS_FILE  tdx: pin the custodians (KMS_SEALER_CUSTODIANS, docs/custodians.md):
-                                                    FILE as for tee-kms rotate --custodians, their public JWKs in
-                                                    share order; listed in the sealer's init-data, so its MRCONFIGID changes
+  --custodian-keys FILE         KMS_CUSTODIAN_KEYS_FILE  tdx (required in the Shamir mode): pin the custodians
+                                                    (KMS_SEALER_CUSTODIANS, docs/custodians.md): FILE as for tee-kms
+                                                    rotate --custodians, their public JWKs in share order; listed
+                                                    in the sealer's init-data, so its MRCONFIGID changes
   --pccs-url URL                KMS_PCCS_URL        tdx: DCAP collateral source, a PCCS or Intel PCS base URL
                                                     (https://, without /sgx|tdx/certification/v4;
                                                     default https://api.trustedservices.intel.com)
@@ -634,6 +635,13 @@ if [[ $TEE_MODE == tdx ]]; then
   while [[ $PCCS_URL == */ ]]; do PCCS_URL=${PCCS_URL%/}; done
   check_auto_unseal
   check_root_key_env
+  # In the Shamir mode the first rotate takes no token and its body names the custodians whose keys
+  # the shares are encrypted to: unpinned, whoever reaches it first (the cluster administrator
+  # through a port-forward, or the ingress, which can also rewrite the operator's request) chooses
+  # them and reads every share, and so the root key. Pinned in the sealer's measured init-data, a
+  # rotate naming other keys is refused, the first and every later one (docs/custodians.md).
+  [[ $ROOT_KEY_MODE == secret || -n $CUSTODIAN_KEYS ]] \
+    || die "--tee tdx in the Shamir mode needs --custodian-keys FILE: the custodians' public keys (tee-kms custodian keygen), in share order, which every rotation must encrypt its shares to; without them whoever reaches the first rotate first, which takes no token (the cluster administrator, or the ingress on the way), chooses the custodians and reads every share (docs/custodians.md)"
   check_custodian_keys
   # Each TD pod's identity, from its init-data with this run's images.
   [[ -n $QUEUE_PROXY_IMAGE ]] \

@@ -32,6 +32,7 @@ import {
   deployedInitData,
   functionPods,
   measuredAdminPolicy,
+  custodianKeysFile,
   measuredTdxPolicy,
   mrConfigIdOf,
   pinnedAdmits,
@@ -284,8 +285,9 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     }
     const base = ['NODE_ENV=production', 'KMS_SEALER_ATTESTER=tdx-aa', 'KMS_ROOT_KEY_REFRESH_SECONDS=30'];
     const theirKey = `KMS_SEALER_ROOT_KEY=${'A'.repeat(43)}=`;
-    const shares = deployedInitData(SEALER_POD);
-    const secret = deployedInitData(SEALER_POD, undefined, undefined, 'secret');
+    // As shipped: no custodians pinned (install.sh lists them: the last test below).
+    const shares = deployedInitData(SEALER_POD, undefined, undefined, 'shares', undefined, undefined, null);
+    const secret = deployedInitData(SEALER_POD, undefined, undefined, 'secret', undefined, undefined, null);
 
     it('the Shamir mode: no root key variable, by either name, with any value', () => {
       expect(closedEnvAdmits(shares, base)).toBe(true);
@@ -648,7 +650,21 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
 function dryRun(args: string[], work: string) {
   return spawnSync(
     'bash',
-    [INSTALL, '--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', QUEUE_PROXY_IMAGE, ...args, '--work-dir', work],
+    [
+      INSTALL,
+      '--dry-run',
+      '--tee',
+      'tdx',
+      '--image',
+      DIGEST_IMAGE,
+      '--queue-proxy-image',
+      QUEUE_PROXY_IMAGE,
+      '--custodian-keys',
+      custodianKeysFile(),
+      ...args,
+      '--work-dir',
+      work,
+    ],
     {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', TMPDIR: tmpdir() },
       encoding: 'utf8',
@@ -919,7 +935,13 @@ describe('install.sh --tee tdx refuses policies that do not name exactly what th
   }
 
   it("and without --queue-proxy-image, which the functions' policy pins", () => {
-    const result = spawnSync('bash', [INSTALL, '--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, ...policyArgs(good)], { encoding: 'utf8' });
+    const result = spawnSync(
+      'bash',
+      [INSTALL, '--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, ...policyArgs(good), '--custodian-keys', custodianKeysFile()],
+      {
+        encoding: 'utf8',
+      },
+    );
     expect(result.status).not.toBe(0);
     expect(result.stderr).toMatch(/--tee tdx needs --queue-proxy-image REF@sha256:<digest>.*config-deployment/);
   });

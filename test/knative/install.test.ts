@@ -21,6 +21,8 @@ import { writeTlsFiles } from '../support/tls-files.js';
 import { FAKE_BIN, INSTALL, runInstall } from './install-run.js';
 import {
   agentPolicyOf,
+  CUSTODIANS_PIN,
+  custodianKeysFile,
   deniedEntries,
   deployedInitData,
   functionPods,
@@ -28,6 +30,7 @@ import {
   mrConfigIdOf,
   pinnedAdmits,
   QUEUE_PROXY_IMAGE,
+  regoArray,
   ROOT_KEY_PINS,
   SEALER_POD,
   tdContainerEnv,
@@ -177,7 +180,8 @@ describe('install.sh against a recording kubectl', () => {
     writeFileSync(widerSealer, JSON.stringify({ ...sealerJson, mrTd: [...sealerJson.mrTd, 'fe'.repeat(48)] }));
     return { policy, sealerPolicy, admin, sealerId, notJson, withInitData, withMrConfigId, withAgentPolicies, widerSealer };
   };
-  const TDX = ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
+  // The Shamir mode needs the custodians pinned; mode 1 takes them too.
+  const TDX = ['--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', QUEUE_PROXY_IMAGE, '--custodian-keys', custodianKeysFile()];
 
   it('--tee tdx without the kata-qemu-tdx RuntimeClass stops (not a warning), before any write', () => {
     const { policy, sealerPolicy, admin } = tdxFiles();
@@ -230,6 +234,18 @@ describe('install.sh against a recording kubectl', () => {
         new RegExp(`--tdx-policy \\S+with-agentPolicies\\.json: remove agentPolicies: ${admitsItself}`),
       ],
     );
+    it('the Shamir mode without --custodian-keys: stops before asking the cluster anything (the first rotate would choose the custodians)', () => {
+      const { policy, sealerPolicy, admin } = tdxFiles();
+      const withoutCustodians = TDX.slice(0, TDX.indexOf('--custodian-keys'));
+      const run = install([...withoutCustodians, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin]);
+      expect(run.status, run.stderr).not.toBe(0);
+      expect(run.stderr).toMatch(
+        /--tee tdx in the Shamir mode needs --custodian-keys FILE: .*without them whoever reaches the first rotate first, which takes no token .*chooses the custodians and reads every share/,
+      );
+      expect(run.calls).toEqual([]);
+      expect(existsSync(join(run.secrets, 'admin-token')), 'no secret generated').toBe(false);
+    });
+
     for (const [name, extra, message] of cases) {
       it(`${name}: stops before asking the cluster anything`, () => {
         const files = tdxFiles();
@@ -287,11 +303,14 @@ describe('install.sh against a recording kubectl', () => {
       });
       expect(sealerInitData.endsWith(`'''\n"tdx-policy.json" = '''\n${measuredTdx}\n'''\n"admin-policy.json" = '''\n${measuredAdmin}\n'''\n`)).toBe(true);
       expect(sealerInitData.split('\nroot_key_env := []\n')).toHaveLength(2);
-      // No --custodian-keys: no custodians pinned, so KMS_SEALER_CUSTODIANS is not admitted.
-      expect(sealerInitData.split('\ncustodians_env := []\n')).toHaveLength(2);
+      // The custodians pinned: KMS_SEALER_CUSTODIANS admitted with their thumbprints only, and required.
+      expect(regoArray(sealerInitData, 'custodians_env')).toEqual([CUSTODIANS_PIN]);
       // The sealer reads them from its mounted init-data file, which install.sh names.
       const env = sealerPatchEnv(kustomizationIn(work));
-      expect(env).toEqual([{ name: 'KMS_SEALER_INIT_DATA_FILE', value: `/var/run/tee-kms/init-data/${SEALER_POD}.toml` }]);
+      expect(env).toEqual([
+        { name: 'KMS_SEALER_INIT_DATA_FILE', value: `/var/run/tee-kms/init-data/${SEALER_POD}.toml` },
+        { name: 'KMS_SEALER_CUSTODIANS', value: CUSTODIANS_PIN.slice('KMS_SEALER_CUSTODIANS='.length) },
+      ]);
     });
 
     it('an installed sealer of other init-data: says its replicas restart as TDs of a new identity (the Shamir mode: shares again)', () => {
@@ -381,7 +400,7 @@ describe('install.sh against a recording kubectl', () => {
       const thumbprints = await Promise.all(jwks.map((jwk) => calculateJwkThumbprint(jwk, 'sha256')));
       const pin = `KMS_SEALER_CUSTODIANS=${thumbprints.join(',')}`;
       const shipped = deployedInitData(SEALER_POD);
-      const expected = shipped.replace('\ncustodians_env := []\n', `\ncustodians_env := ${JSON.stringify([pin])}\n`);
+      const expected = deployedInitData(SEALER_POD, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, 'shares', undefined, undefined, pin);
       const { policy, sealerPolicy, admin } = tdxFiles();
       const args = [...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait', '--custodian-keys', keysFile];
       // The policies still name the unpinned sealer.
@@ -466,6 +485,22 @@ describe('install.sh against a recording kubectl', () => {
         expect(run.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
         expect(mrConfigIdOf(expected)).not.toBe(mrConfigIdOf(shipped));
         expect(run.stderr).toContain('root key: mode 1, Secret tee-kms-root-key');
+      });
+
+      it('needs no --custodian-keys (no shares leave mode 1): without, its init-data lists none', () => {
+        const unpinned = deployedInitData(SEALER_POD, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, 'secret', undefined, undefined, null);
+        const sealerPolicy = join(workParent, 'sealer-policy-unpinned.json');
+        writeFileSync(sealerPolicy, readFileSync(policies.sealerPolicy, 'utf8').split(mrConfigIdOf(expected)).join(mrConfigIdOf(unpinned)));
+        const withoutCustodians = TDX.slice(0, TDX.indexOf('--custodian-keys'));
+        const unpinnedWork = join(workParent, 'unpinned');
+        const result = install([
+          ...withoutCustodians,
+          ...['--tdx-policy', policies.policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', policies.admin],
+          ...['--no-wait', '--generate-root-key', '--work-dir', unpinnedWork],
+        ]);
+        expect(result.status, result.stderr).toBe(0);
+        expect(readFileSync(join(unpinnedWork, 'init-data', `${SEALER_POD}.toml`), 'utf8')).toBe(unpinned);
+        expect(regoArray(unpinned, 'custodians_env')).toEqual([]);
       });
 
       it("refuses policies that name the Shamir mode's sealer, before any write or key", () => {

@@ -35,6 +35,7 @@ import {
   QUEUE_PROXY_IMAGE,
   REFERENCE_RTMRS,
   ROOT_KEY_PINS,
+  custodianKeysFile,
   deniedEntries,
   agentPolicyOf,
   deployedInitData,
@@ -85,13 +86,33 @@ const sealerPolicyFor = (policy: string) => {
 const SEALER_POLICY = fixture('sealer-policy.json', '');
 writeSealerTdxPolicy(SEALER_POLICY, POLICY, ADMIN_POLICY, 'shares', DIGEST_IMAGE, MEASUREMENT);
 /** What --tee tdx needs besides --tdx-policy: the functions' policy for the sealer's TD, the admin policy, queue-proxy. */
-const CUSTODY = ['--sealer-tdx-policy', SEALER_POLICY, '--admin-policy', ADMIN_POLICY, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
+const CUSTODY = [
+  '--sealer-tdx-policy',
+  SEALER_POLICY,
+  '--admin-policy',
+  ADMIN_POLICY,
+  '--queue-proxy-image',
+  QUEUE_PROXY_IMAGE,
+  '--custodian-keys',
+  custodianKeysFile(),
+];
 /** The three policy files of --tee tdx in mode 1, whose sealer init-data (and so MRCONFIGID) lists the root key file. */
 const MODE_1_POLICIES = (() => {
   const dir = join(fixtures, 'mode-1');
   mkdirSync(dir);
   const { policy, sealerPolicy, admin } = writeTdxPolicies(dir, 'per-function', DIGEST_IMAGE, MEASUREMENT, 'secret');
-  return ['--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--queue-proxy-image', QUEUE_PROXY_IMAGE];
+  return [
+    '--tdx-policy',
+    policy,
+    '--sealer-tdx-policy',
+    sealerPolicy,
+    '--admin-policy',
+    admin,
+    '--queue-proxy-image',
+    QUEUE_PROXY_IMAGE,
+    '--custodian-keys',
+    custodianKeysFile(),
+  ];
 })();
 /** A tdx dry run with this --tdx-policy, up to the admin policy (ADMIN_POLICY, which the sealer policy assumes). */
 const tdxDryRun = (policy: string) => [
@@ -106,6 +127,8 @@ const tdxDryRun = (policy: string) => [
   sealerPolicyFor(policy),
   '--queue-proxy-image',
   QUEUE_PROXY_IMAGE,
+  '--custodian-keys',
+  custodianKeysFile(),
 ];
 /** The tdx dry run the admin-policy refusal cases below vary. */
 const TDX_DRY_RUN = tdxDryRun(POLICY);
@@ -332,6 +355,8 @@ describe('install.sh and uninstall.sh', () => {
       policies.admin,
       '--queue-proxy-image',
       QUEUE_PROXY_IMAGE,
+      '--custodian-keys',
+      policies.custodians,
       '--pccs-url',
       'https://pccs.example.org:8081/',
       '--work-dir',
@@ -490,6 +515,7 @@ describe('install.sh and uninstall.sh', () => {
       KMS_TRUSTED_SEALER_TDX_POLICY_FILE: SEALER_POLICY,
       KMS_ADMIN_POLICY_FILE: ADMIN_POLICY,
       KMS_QUEUE_PROXY_IMAGE: QUEUE_PROXY_IMAGE,
+      KMS_CUSTODIAN_KEYS_FILE: custodianKeysFile(),
     });
     expect(result.status, result.stderr).toBe(0);
     const resources = manifests(result.stdout);

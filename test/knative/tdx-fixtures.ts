@@ -6,8 +6,9 @@
  * each function's policy for the sealer), its MRCONFIGID (SHA-384 of those bytes, node:crypto), and
  * policy files that name them.
  */
-import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { QUEUE_PROXY_IMAGE_PLACEHOLDER, TEE_KMS_IMAGE_PLACEHOLDER } from '../../scripts/init-data.js';
@@ -27,6 +28,28 @@ export type RootKeyMode = 'shares' | 'secret';
  * mounts (support.ts), written here independently of install.sh, which reads it from the component.
  */
 export const ROOT_KEY_PINS = [`KMS_SEALER_ROOT_KEY_FILE=${ROOT_KEY_FILE}`] as const;
+
+/**
+ * The custodians' public keys a --tee tdx install in the Shamir mode pins (--custodian-keys, which
+ * it requires): five P-256 JWKs as `tee-kms custodian keygen` prints them, made once per test run.
+ */
+export const CUSTODIAN_KEYS = Array.from({ length: 5 }, () => {
+  const { x, y } = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
+  return { kty: 'EC', crv: 'P-256', alg: 'ECDH-ES+A256KW', x: x!, y: y! };
+});
+/** A file of CUSTODIAN_KEYS for --custodian-keys, written once per test run. */
+let custodianKeysPath: string | undefined;
+export function custodianKeysFile(): string {
+  if (custodianKeysPath === undefined) {
+    custodianKeysPath = join(mkdtempSync(join(tmpdir(), 'tee-kms-custodians-')), 'custodians.json');
+    writeFileSync(custodianKeysPath, `${JSON.stringify(CUSTODIAN_KEYS, null, 2)}\n`);
+  }
+  return custodianKeysPath;
+}
+/** custodians_env as install.sh lists CUSTODIAN_KEYS: their RFC 7638 thumbprints, computed here, in order. */
+export const CUSTODIANS_PIN = `KMS_SEALER_CUSTODIANS=${CUSTODIAN_KEYS.map(({ crv, kty, x, y }) =>
+  createHash('sha256').update(JSON.stringify({ crv, kty, x, y })).digest('base64url'),
+).join(',')}`;
 
 /** The function Services of a layout: knative/functions/<layout>/<service>.yaml. */
 export function functionPods(layout: Layout = 'per-function'): string[] {
@@ -96,12 +119,20 @@ export const measuredPolicyLines = (policies: SealerPolicies, image = DIGEST_IMA
 /** The line install.sh appends to each function's document: its policy for the sealer's TD. */
 export const sealerPolicyLines = (sealerTdxPolicy: string) => measuredEntry('sealer-tdx-policy.json', sealerTdxPolicy);
 
+/** The document with `<list> := []` (there once) listing these entries instead. */
+export function withList(document: string, list: string, entries: readonly string[]): string {
+  const parts = document.split(`\n${list} := []\n`);
+  if (parts.length !== 2) throw new Error(`not one empty ${list}`);
+  return parts.join(`\n${list} := ${JSON.stringify(entries)}\n`);
+}
+
 /**
  * A pod's init-data as it must reach the TD: the shipped bytes, both placeholders replaced, then
- * for the sealer (in mode 1 with ROOT_KEY_PINS in place of the empty root_key_env) its two policies
+ * for the sealer (with `custodians`, by default CUSTODIANS_PIN, in place of the empty
+ * custodians_env, and in mode 1 ROOT_KEY_PINS in place of the empty root_key_env) its two policies
  * appended (by default those writeTdxPolicies writes for the per-function layout), and for a
  * function its policy for the sealer (by default the one writeTdxPolicies writes for its layout,
- * this image and root key mode).
+ * this image and root key mode). `custodians` null: no custodians pinned (no --custodian-keys).
  */
 export function deployedInitData(
   pod: string,
@@ -110,6 +141,7 @@ export function deployedInitData(
   rootKeyMode: RootKeyMode = 'shares',
   policies?: SealerPolicies,
   sealerTdxPolicy?: string,
+  custodians: string | null = CUSTODIANS_PIN,
 ): string {
   const replaced = withImages(pod, image, queueProxyImage);
   if (pod !== SEALER_POD) {
@@ -117,10 +149,8 @@ export function deployedInitData(
     return replaced + sealerPolicyLines(sealerTdxPolicy ?? sealerTdxPolicyText(policies ?? sealerPoliciesFor(layout, image), rootKeyMode, image));
   }
   const measured = measuredPolicyLines(policies ?? sealerPoliciesFor('per-function', image), image, queueProxyImage);
-  if (rootKeyMode === 'shares') return replaced + measured;
-  const parts = replaced.split('\nroot_key_env := []\n');
-  if (parts.length !== 2) throw new Error(`${pod}.toml: not one empty root_key_env`);
-  return parts.join(`\nroot_key_env := ${JSON.stringify(ROOT_KEY_PINS)}\n`) + measured;
+  const pinned = custodians === null ? replaced : withList(replaced, 'custodians_env', [custodians]);
+  return (rootKeyMode === 'shares' ? pinned : withList(pinned, 'root_key_env', ROOT_KEY_PINS)) + measured;
 }
 
 /** MRCONFIGID of a TD given this init-data: SHA-384 of its exact bytes, 96 hex digits. */
@@ -202,6 +232,8 @@ export interface TdxPolicyFiles {
   readonly admin: string;
   /** The sealer's MRCONFIGID, which --sealer-tdx-policy names. */
   readonly sealerId: string;
+  /** --custodian-keys: CUSTODIAN_KEYS, which the Shamir mode's sealer pins (required there). */
+  readonly custodians: string;
 }
 
 /**
@@ -221,7 +253,7 @@ export function writeTdxPolicies(
   writeFileSync(admin, adminPolicyText(layout));
   const sealerPolicy = join(dir, 'sealer-policy.json');
   const sealerId = writeSealerTdxPolicy(sealerPolicy, policy, admin, rootKeyMode, image, mrTd, layout);
-  return { policy, sealerPolicy, admin, sealerId };
+  return { policy, sealerPolicy, admin, sealerId, custodians: custodianKeysFile() };
 }
 
 /** The Rego arrays a document assigns: `NAME := [...]` once each, JSON (scripts/init-data.ts writes them so). */
