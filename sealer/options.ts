@@ -114,6 +114,13 @@ export const sealerOptions = {
     description:
       'Accept an http:// KMS_SEALER_PCCS_URL: tests only. Whoever controls an http PCCS connection can serve older collateral that is still valid (a TCB level from before an advisory, a CRL from before a revocation). Refused when NODE_ENV=production.',
   }),
+  pccsCa: option({
+    env: 'KMS_SEALER_PCCS_CA',
+    default: '',
+    parse: parse.string,
+    description:
+      "PEM of the CA certificate(s) a PCCS's TLS certificate must chain to, for a PCCS with a private CA; given inline so that the agent policy can pin it. Without it the PCCS connection trusts Node's bundled root certificates only, never NODE_EXTRA_CA_CERTS (which names the internal CA, a Secret the cluster administrator can replace).",
+  }),
   tdxRootCaFile: option({
     env: 'KMS_SEALER_TDX_ROOT_CA_FILE',
     default: '',

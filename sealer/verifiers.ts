@@ -39,7 +39,7 @@ export function defaultVerifiers(options: { insecureDevMode: boolean; extra?: re
   return verifierRegistry(verifiers);
 }
 
-export type TdxVerifierOptions = Pick<SealerOptions, 'tdxPolicyFile' | 'tdxCollateralFile' | 'pccsUrl' | 'pccsAllowHttp' | 'tdxRootCaFile'>;
+export type TdxVerifierOptions = Pick<SealerOptions, 'tdxPolicyFile' | 'tdxCollateralFile' | 'pccsUrl' | 'pccsAllowHttp' | 'pccsCa' | 'tdxRootCaFile'>;
 
 export interface ConfiguredVerifiersIo {
   readonly env?: NodeJS.ProcessEnv;
@@ -79,7 +79,7 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
   const warn = io.warn ?? ((message: string) => sealerLog.warn(message));
   const now = io.now ?? (() => new Date());
   const p = io.prefix ?? 'KMS_SEALER_';
-  const { tdxPolicyFile, tdxCollateralFile, pccsUrl, pccsAllowHttp, tdxRootCaFile } = options;
+  const { tdxPolicyFile, tdxCollateralFile, pccsUrl, pccsAllowHttp, pccsCa, tdxRootCaFile } = options;
 
   const measured = io.policy;
   if (tdxPolicyFile === '' && measured === undefined) {
@@ -87,6 +87,7 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
       [`${p}TDX_COLLATERAL_FILE`, tdxCollateralFile],
       [`${p}PCCS_URL`, pccsUrl],
       [`${p}PCCS_ALLOW_HTTP`, pccsAllowHttp ? 'true' : ''],
+      [`${p}PCCS_CA`, pccsCa],
       [`${p}TDX_ROOT_CA_FILE`, tdxRootCaFile],
     ].filter(([, value]) => value !== '');
     if (stray.length > 0) {
@@ -105,6 +106,7 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
     throw new KmsError('CONFIG', `${what} needs DCAP collateral: set ${p}TDX_COLLATERAL_FILE or ${p}PCCS_URL`);
   }
   checkPccsTransport(pccsUrl, pccsAllowHttp, env, p);
+  checkPccsCa(pccsCa, pccsUrl, p);
   if (tdxRootCaFile !== '' && env.NODE_ENV === 'production') {
     throw new KmsError('CONFIG', `${p}TDX_ROOT_CA_FILE replaces the Intel SGX Root CA and is refused when NODE_ENV=production`);
   }
@@ -149,7 +151,7 @@ export async function tdxVerifierFromOptions(options: TdxVerifierOptions, io: Co
   const verifier = new TdxVerifier({ policy, collateral, ...(trustedRootCaPem === undefined ? {} : { trustedRootCaPem }) });
   log(`TDX verifier: reference values from ${policySource} (${describePolicy(policy)})`);
   log(
-    `TDX verifier: collateral ${tdxCollateralFile !== '' ? `from file ${tdxCollateralFile}` : `from ${pccsUrl} (cached per platform)`}; trust anchor ${anchor}`,
+    `TDX verifier: collateral ${tdxCollateralFile !== '' ? `from file ${tdxCollateralFile}` : `from ${pccsUrl} (cached per platform${isHttpUrl(pccsUrl) ? '' : `; its TLS certificate checked against ${pccsCa !== '' ? `${p}PCCS_CA` : "Node's bundled root certificates"}`})`}; trust anchor ${anchor}`,
   );
   return verifier;
 }
@@ -173,6 +175,27 @@ function checkPccsTransport(pccsUrl: string, allowHttp: boolean, env: NodeJS.Pro
   }
   if (env.NODE_ENV === 'production') throw new KmsError('CONFIG', `${p}PCCS_ALLOW_HTTP permits an http PCCS and is refused when NODE_ENV=production`);
   if (pccsUrl === '') throw new KmsError('CONFIG', `${p}PCCS_ALLOW_HTTP has no effect without ${p}PCCS_URL`);
+}
+
+/**
+ * KMS_SEALER_PCCS_CA: PEM certificates only, one or more, for a PCCS URL. The PCCS connection
+ * trusts nothing else (pccs.ts), so a typo would refuse every TD: refused at start instead.
+ */
+function checkPccsCa(pccsCa: string, pccsUrl: string, p: string): void {
+  if (pccsCa === '') return;
+  if (pccsUrl === '') throw new KmsError('CONFIG', `${p}PCCS_CA has no effect without ${p}PCCS_URL`);
+  const blocks = pccsCa.match(/-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----/g) ?? [];
+  const parsed = blocks.every((block) => {
+    try {
+      new X509Certificate(block);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (blocks.length === 0 || !parsed || blocks.reduce((rest, block) => rest.replace(block, ''), pccsCa).trim() !== '') {
+    throw new KmsError('CONFIG', `${p}PCCS_CA must be PEM certificates (-----BEGIN CERTIFICATE-----), one or more, and nothing else`);
+  }
 }
 
 async function readConfigFile(path: string, variable: string): Promise<string> {
@@ -208,7 +231,9 @@ function policyFrom(json: unknown, source: string, options: { readonly initData:
 }
 
 async function collateralSource(options: TdxVerifierOptions, io: CollateralIo, variable: string): Promise<CollateralSource> {
-  if (options.pccsUrl !== '') return new PccsCollateralSource({ baseUrl: options.pccsUrl, allowHttp: options.pccsAllowHttp });
+  if (options.pccsUrl !== '') {
+    return new PccsCollateralSource({ baseUrl: options.pccsUrl, allowHttp: options.pccsAllowHttp, ...(options.pccsCa !== '' && { tlsCa: options.pccsCa }) });
+  }
   const path = options.tdxCollateralFile;
   let collateral: TdxCollateral;
   try {

@@ -73,6 +73,13 @@ export const kmsOptions = {
     description:
       'Accept an http:// KMS_TRUSTED_SEALER_PCCS_URL: tests only. Whoever controls an http PCCS connection can serve older collateral that is still valid. Refused when NODE_ENV=production.',
   }),
+  trustedSealerPccsCa: option({
+    env: 'KMS_TRUSTED_SEALER_PCCS_CA',
+    default: '',
+    parse: parse.string,
+    description:
+      "PEM of the CA certificate(s) the TLS certificate of KMS_TRUSTED_SEALER_PCCS_URL must chain to (a PCCS with a private CA). Without it that connection trusts Node's bundled root certificates only, never NODE_EXTRA_CA_CERTS.",
+  }),
   trustedSealerTdxRootCaFile: option({
     env: 'KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE',
     default: '',

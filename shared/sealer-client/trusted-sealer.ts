@@ -13,6 +13,7 @@ type TrustedSealerOptions = Pick<
   | 'trustedSealerTdxCollateralFile'
   | 'trustedSealerPccsUrl'
   | 'trustedSealerPccsAllowHttp'
+  | 'trustedSealerPccsCa'
   | 'trustedSealerTdxRootCaFile'
   | 'initDataFile'
 >;
@@ -58,6 +59,7 @@ export async function trustedSealerVerifier(config: TrustedSealerOptions, env: N
     tdxCollateralFile: config.trustedSealerTdxCollateralFile,
     pccsUrl: config.trustedSealerPccsUrl,
     pccsAllowHttp: config.trustedSealerPccsAllowHttp,
+    pccsCa: config.trustedSealerPccsCa,
     tdxRootCaFile: config.trustedSealerTdxRootCaFile,
   };
   if (measured !== undefined || Object.values(options).some((value) => value !== '' && value !== false)) {

@@ -63,8 +63,12 @@ async function currentCollateral(pki: TestPki, shiftMs = 0): Promise<string> {
   return JSON.stringify(await buildCollateral(pki, { issueDate: new Date(now - DAY), nextUpdate: new Date(now + 30 * DAY) }));
 }
 
-/** A function process (all routes) attesting with quotes from a provider for `profile`. */
-async function tdFunction(sealer: SealerProcess, profile: TdProfile | 'sample'): Promise<{ kms: ServerProcess; dataDir: string; provider?: TdxQuoteProvider }> {
+/** A function process (all routes) attesting with quotes from a provider for `profile`; `extra` added to its environment. */
+async function tdFunction(
+  sealer: SealerProcess,
+  profile: TdProfile | 'sample',
+  extra: Record<string, string> = {},
+): Promise<{ kms: ServerProcess; dataDir: string; provider?: TdxQuoteProvider }> {
   const dataDir = await mkdtemp(join(env.dir, 'kms-'));
   const provider = profile === 'sample' ? undefined : await startTdxQuoteProvider(env.pki, profile);
   if (provider) env.providers.push(provider);
@@ -81,6 +85,7 @@ async function tdFunction(sealer: SealerProcess, profile: TdProfile | 'sample'):
     KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE: env.files.collateral,
     KMS_TRUSTED_SEALER_TDX_ROOT_CA_FILE: env.files.rootCa,
     ...(provider ? { KMS_ATTESTER: 'tdx-aa', KMS_AA_URL: provider.url } : { KMS_ATTESTER: 'sample' }),
+    ...extra,
   });
   env.started.push(kms);
   return { kms, dataDir, ...(provider ? { provider } : {}) };
@@ -248,15 +253,43 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     }
   });
 
-  it('with collateral from an https PCCS (KMS_SEALER_PCCS_URL): fetched once per platform, then cached', async () => {
+  it("an https PCCS vouched for only by NODE_EXTRA_CA_CERTS (the internal CA, the administrator's): never asked, every TD refused", async () => {
+    const pccs = await startFakePccs(JSON.parse(await currentCollateral(env.pki)) as Parameters<typeof startFakePccs>[0], { https: true });
+    const dir = await mkdtemp(join(env.dir, 'pccs-extra-ca-'));
+    const extraCa = join(dir, 'extra-ca.pem');
+    await writeFile(extraCa, pccs.tlsCa!);
+    const sealer = await startTdxSealer(dir, env.files, { KMS_SEALER_TDX_COLLATERAL_FILE: '', KMS_SEALER_PCCS_URL: pccs.url, NODE_EXTRA_CA_CERTS: extraCa });
+    try {
+      expect(
+        sealer
+          .messages()
+          .some((m) =>
+            m.startsWith(
+              `TDX verifier: collateral from ${pccs.url} (cached per platform; its TLS certificate checked against Node's bundled root certificates)`,
+            ),
+          ),
+      ).toBe(true);
+      const { kms } = await tdFunction(sealer, {});
+      const refused = await createPrimaryKey(kms, 'gina');
+      expect(refused.status, refused.body).toBe(503);
+      expect(pccs.requests).toEqual([]);
+    } finally {
+      await sealer.cleanup();
+      await pccs.close();
+    }
+  });
+
+  it('with collateral from an https PCCS (KMS_SEALER_PCCS_URL, its CA in KMS_SEALER_PCCS_CA): fetched once per platform, then cached', async () => {
     const pccs = await startFakePccs(JSON.parse(await currentCollateral(env.pki)) as Parameters<typeof startFakePccs>[0], { https: true });
     const dir = await mkdtemp(join(env.dir, 'pccs-'));
-    // A private PCCS's CA reaches the sealer as any Node program's extra CA would.
-    const pccsCa = join(dir, 'pccs-ca.pem');
-    await writeFile(pccsCa, pccs.tlsCa!);
-    const sealer = await startTdxSealer(dir, env.files, { KMS_SEALER_TDX_COLLATERAL_FILE: '', KMS_SEALER_PCCS_URL: pccs.url, NODE_EXTRA_CA_CERTS: pccsCa });
+    // A private PCCS's CA, inline (so that an agent policy can pin it).
+    const sealer = await startTdxSealer(dir, env.files, { KMS_SEALER_TDX_COLLATERAL_FILE: '', KMS_SEALER_PCCS_URL: pccs.url, KMS_SEALER_PCCS_CA: pccs.tlsCa! });
     try {
-      expect(sealer.messages().some((m) => m.startsWith(`TDX verifier: collateral from ${pccs.url} (cached per platform)`))).toBe(true);
+      expect(
+        sealer
+          .messages()
+          .some((m) => m.startsWith(`TDX verifier: collateral from ${pccs.url} (cached per platform; its TLS certificate checked against KMS_SEALER_PCCS_CA)`)),
+      ).toBe(true);
       const first = await tdFunction(sealer, {});
       expect((await createPrimaryKey(first.kms, 'dave')).status).toBe(201);
       const fetched = pccs.requests.length;
@@ -272,6 +305,26 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
       expect(refused.body).toContain('attestation refused: mr_td: ');
     } finally {
       await sealer.cleanup();
+      await pccs.close();
+    }
+  });
+
+  it("functions fetch collateral for the sealer's quotes from KMS_TRUSTED_SEALER_PCCS_URL trusting KMS_TRUSTED_SEALER_PCCS_CA, never NODE_EXTRA_CA_CERTS", async () => {
+    const pccs = await startFakePccs(JSON.parse(await currentCollateral(env.pki)) as Parameters<typeof startFakePccs>[0], { https: true });
+    const dir = await mkdtemp(join(env.dir, 'trusted-pccs-'));
+    const extraCa = join(dir, 'extra-ca.pem');
+    await writeFile(extraCa, pccs.tlsCa!);
+    const fromPccs = { KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE: '', KMS_TRUSTED_SEALER_PCCS_URL: pccs.url };
+    try {
+      // The administrator's CA (the internal one) vouches for a PCCS of theirs: the function asks it nothing, and trusts no sealer.
+      const extra = await tdFunction(env.sealer, {}, { ...fromPccs, NODE_EXTRA_CA_CERTS: extraCa });
+      const refused = await createPrimaryKey(extra.kms, 'hana');
+      expect(refused.status, refused.body).toBe(503);
+      expect(pccs.requests).toEqual([]);
+      const pinned = await tdFunction(env.sealer, {}, { ...fromPccs, KMS_TRUSTED_SEALER_PCCS_CA: pccs.tlsCa! });
+      expect((await createPrimaryKey(pinned.kms, 'ines')).status).toBe(201);
+      expect(pccs.requests.some((url) => url.startsWith(`/tdx/certification/v4/tcb?fmspc=${env.pki.fmspc}`))).toBe(true);
+    } finally {
       await pccs.close();
     }
   });

@@ -291,7 +291,9 @@ describe("the sealer StatefulSet's command and settings run on the same output",
         // Collateral is fetched per platform at the first attestation, not at start: no network here.
         await withSealer(container, { KMS_SEALER_TDX_POLICY_FILE: policy }, async (sealer) => {
           expect(sealer.output()).toContain(`"component":"sealer","message":"TDX verifier: reference values from ${policy} (mrTd 2 allowed`);
-          expect(sealer.output()).toContain(`collateral from ${pccsUrl} (cached per platform); trust anchor the pinned Intel SGX Root CA`);
+          expect(sealer.output()).toContain(
+            `collateral from ${pccsUrl} (cached per platform; its TLS certificate checked against Node's bundled root certificates); trust anchor the pinned Intel SGX Root CA`,
+          );
           expect(sealer.output()).toContain('"component":"sealer","message":"verifiers: tdx"');
           const auth = await sealer.request('POST', '/kbs/v0/auth', kbsAuth);
           expect(auth.status, auth.body).toBe(200);

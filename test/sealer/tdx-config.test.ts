@@ -4,6 +4,7 @@
  * to start and with which message. Attestation itself is covered end to end in
  * test/functions/tdx-attestation.test.ts.
  */
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -93,7 +94,9 @@ describe('sealer TDX configuration', () => {
     expect(result.started, result.logs).toBe(true);
     expect(result.messages).toContain('verifiers: tdx');
     expect(result.logs).toContain('(mrTd 1 allowed, rtmr0 any, rtmr1 any, rtmr2 any, mrConfigId any, TCB status UpToDate, DEBUG refused)');
-    expect(result.logs).toContain('collateral from https://pccs.invalid:8081 (cached per platform); trust anchor the pinned Intel SGX Root CA');
+    expect(result.logs).toContain(
+      "collateral from https://pccs.invalid:8081 (cached per platform; its TLS certificate checked against Node's bundled root certificates); trust anchor the pinned Intel SGX Root CA",
+    );
     expect(result.stderr).not.toContain('NON-INTEL ROOT CA');
     expect(result.messages).toContain('proves itself with tdx evidence (KMS_SEALER_ATTESTER)');
   });
@@ -231,6 +234,29 @@ describe('sealer TDX configuration', () => {
         KMS_SEALER_PCCS_ALLOW_HTTP: 'true',
       }),
       /CONFIG: KMS_SEALER_PCCS_ALLOW_HTTP permits an http PCCS and is refused when NODE_ENV=production/,
+    ],
+    [
+      'KMS_SEALER_PCCS_CA without a PCCS URL',
+      () => ({
+        KMS_SEALER_TDX_POLICY_FILE: files.policy,
+        KMS_SEALER_TDX_COLLATERAL_FILE: files.collateral,
+        KMS_SEALER_PCCS_CA: readFileSync(files.leafCert, 'utf8'),
+      }),
+      /CONFIG: KMS_SEALER_PCCS_CA has no effect without KMS_SEALER_PCCS_URL/,
+    ],
+    [
+      'KMS_SEALER_PCCS_CA that is a file name, not PEM (the PCCS connection trusts nothing else)',
+      () => ({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_PCCS_URL: 'https://pccs.invalid', KMS_SEALER_PCCS_CA: files.leafCert }),
+      /CONFIG: KMS_SEALER_PCCS_CA must be PEM certificates \(-----BEGIN CERTIFICATE-----\), one or more, and nothing else/,
+    ],
+    [
+      'KMS_SEALER_PCCS_CA with a damaged certificate',
+      () => ({
+        KMS_SEALER_TDX_POLICY_FILE: files.policy,
+        KMS_SEALER_PCCS_URL: 'https://pccs.invalid',
+        KMS_SEALER_PCCS_CA: readFileSync(files.leafCert, 'utf8').replace(/\n[A-Za-z0-9+/]{8}/, '\nAAAAAAAA'),
+      }),
+      /CONFIG: KMS_SEALER_PCCS_CA must be PEM certificates/,
     ],
     [
       'KMS_SEALER_PCCS_ALLOW_HTTP without a PCCS URL',

@@ -209,7 +209,7 @@ export interface PccsCollateralSourceOptions {
    * revocation). Default false.
    */
   readonly allowHttp?: boolean;
-  /** PEM CA certificate(s) trusted for the PCCS's TLS certificate instead of the system's (tests; processes use NODE_EXTRA_CA_CERTS). */
+  /** PEM CA certificate(s) the PCCS's TLS certificate must chain to (KMS_SEALER_PCCS_CA); default Node's bundled roots only (pccs.ts). */
   readonly tlsCa?: string;
   /** Clock for cache expiry; default the wall clock. */
   readonly now?: () => Date;

@@ -13,12 +13,15 @@
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { rootCertificates } from 'node:tls';
 import { readBounded } from '../../../shared/http/body.js';
 import type { PckCa, TdxCollateral } from './collateral.js';
 
 export const INTEL_PCS_URL = 'https://api.trustedservices.intel.com';
 /** The Intel SGX Root CA's CRL distribution point (Intel PCS has no rootcacrl endpoint). */
 export const INTEL_ROOT_CA_CRL_URL = 'https://certificates.trustedservices.intel.com/IntelSGXRootCA.der';
+/** Node's bundled root certificates (Mozilla's), without NODE_EXTRA_CA_CERTS: PccsRequest.tlsCa's default. */
+const BUNDLED_ROOTS = [...rootCertificates];
 /** Intel's largest answer (a PCK CRL) is tens of kilobytes; a PCCS sending more is refused. */
 export const MAX_PCCS_RESPONSE_BYTES = 4 * 1024 * 1024;
 
@@ -40,7 +43,12 @@ export interface PccsRequest {
    * collateral that is still within its validity window. Default false: every URL must be https.
    */
   readonly allowHttp?: boolean;
-  /** PEM CA certificate(s) trusted for the service's TLS certificate instead of the system's. */
+  /**
+   * PEM CA certificate(s) the service's TLS certificate must chain to. Default: Node's bundled root
+   * certificates only, never those NODE_EXTRA_CA_CERTS adds (in Kubernetes the internal CA, which
+   * the cluster administrator can replace, and with it serve older collateral from a PCCS of their
+   * own under the PCCS's name).
+   */
   readonly tlsCa?: string;
 }
 
@@ -62,7 +70,7 @@ async function httpGet(url: string, what: string, request: PccsRequest): Promise
   }
   const signal = AbortSignal.timeout(request.timeoutMs ?? 30_000);
   const response = await new Promise<IncomingMessage>((resolve, reject) => {
-    const options = { method: 'GET', signal, ...(request.tlsCa === undefined ? {} : { ca: request.tlsCa }) };
+    const options = { method: 'GET', signal, ca: request.tlsCa ?? BUNDLED_ROOTS };
     const req = parsed.protocol === 'https:' ? httpsRequest(parsed, options, resolve) : httpRequest(parsed, options, resolve);
     req.on('error', (error) => reject(new PccsError(`${what} request failed`, { cause: error })));
     req.end();
