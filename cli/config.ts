@@ -117,12 +117,12 @@ export function clientFor(command: Command, credentials: 'user' | 'admin' | 'any
   });
 }
 
-const ATTEST_MEMBERS = new Set(['policy', 'sealerPolicy', 'collateral', 'pccsUrl', 'trustedRootCaPem', 'allowDevelopment', 'keyReuseSeconds']);
+const ATTEST_MEMBERS = new Set(['policy', 'sealerPolicy', 'collateral', 'pccsUrl', 'pccsCa', 'trustedRootCaPem', 'allowDevelopment', 'keyReuseSeconds']);
 
 /**
  * `--attest <file>`: a JSON object of the client's attested-mode options (README, "Command line"):
- * `policy` (the TD's TDX reference values), `sealerPolicy`, `collateral` or `pccsUrl`,
- * `trustedRootCaPem`, `allowDevelopment`, `keyReuseSeconds`.
+ * `policy` (the TD's TDX reference values), `sealerPolicy`, `collateral` or `pccsUrl` (with
+ * `pccsCa`), `trustedRootCaPem`, `allowDevelopment`, `keyReuseSeconds`.
  */
 function attestOptions(path: string): AttestOptions {
   let value: unknown;

@@ -26,6 +26,11 @@ export interface AttestOptions {
   readonly collateral?: unknown;
   /** A PCCS or Intel PCS base URL (https) to fetch collateral from, when `collateral` is not given. */
   readonly pccsUrl?: string;
+  /**
+   * PEM of the CA certificate(s) that PCCS's TLS certificate must chain to (a PCCS with a private
+   * CA); default Node's bundled root certificates only, never NODE_EXTRA_CA_CERTS.
+   */
+  readonly pccsCa?: string;
   /** Trust this root CA instead of Intel's SGX Root CA (private DCAP PKIs, tests). */
   readonly trustedRootCaPem?: string;
   /** Accept `sample` evidence, which proves nothing: development only. */
@@ -113,7 +118,7 @@ async function verifierFor(tee: 'sample' | 'tdx', options: AttestOptions, policy
   if (options.collateral !== undefined) {
     collateral = new collateralModule.StaticCollateralSource(configured(() => collateralModule.parseCollateral(options.collateral, 'attest.collateral')));
   } else if (options.pccsUrl !== undefined) {
-    collateral = new collateralModule.PccsCollateralSource({ baseUrl: options.pccsUrl });
+    collateral = new collateralModule.PccsCollateralSource({ baseUrl: options.pccsUrl, ...(options.pccsCa !== undefined && { tlsCa: options.pccsCa }) });
   } else {
     throw new KmsError('CONFIG', 'TDX evidence needs attest.collateral or attest.pccsUrl (DCAP collateral)');
   }

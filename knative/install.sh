@@ -107,7 +107,11 @@ usage: knative/install.sh [options]     (every option also reads the environment
                                                     in the sealer's init-data, so its MRCONFIGID changes
   --pccs-url URL                KMS_PCCS_URL        tdx: DCAP collateral source, a PCCS or Intel PCS base URL
                                                     (https://, without /sgx|tdx/certification/v4;
-                                                    default https://api.trustedservices.intel.com)
+                                                    default https://api.trustedservices.intel.com); listed in
+                                                    every TD pod's init-data, so their MRCONFIGIDs change with it
+  --pccs-ca FILE                KMS_PCCS_CA_FILE    tdx: PEM CA of that PCCS's TLS certificate, for a PCCS with a
+                                                    private CA (default: Node's bundled root certificates only);
+                                                    listed in every TD pod's init-data like --pccs-url
   --queue-proxy-image REF       KMS_QUEUE_PROXY_IMAGE  tdx (required): Knative Serving's queue-proxy image,
                                                     REF@sha256:<digest> as config-deployment's queue-sidecar-image
                                                     names it; the functions' agent policy admits only it
@@ -159,6 +163,7 @@ SEALER_TDX_POLICY_FILE=${KMS_TRUSTED_SEALER_TDX_POLICY_FILE:-}
 ADMIN_POLICY_FILE=${KMS_ADMIN_POLICY_FILE:-}
 INTEL_PCS_URL=https://api.trustedservices.intel.com
 PCCS_URL=${KMS_PCCS_URL:-}
+PCCS_CA=${KMS_PCCS_CA_FILE:-}
 AUTO_UNSEAL_KBS_URL=${KMS_AUTO_UNSEAL_KBS_URL:-}
 AUTO_UNSEAL_CA=${KMS_AUTO_UNSEAL_CA:-}
 AUTO_UNSEAL_RESOURCE=${KMS_AUTO_UNSEAL_RESOURCE:-}
@@ -208,6 +213,7 @@ while [[ $# -gt 0 ]]; do
     --sealer-tdx-policy) need_value "$@"; SEALER_TDX_POLICY_FILE=$2; shift 2 ;;
     --admin-policy) need_value "$@"; ADMIN_POLICY_FILE=$2; shift 2 ;;
     --pccs-url) need_value "$@"; PCCS_URL=$2; shift 2 ;;
+    --pccs-ca) need_value "$@"; PCCS_CA=$2; shift 2 ;;
     --auto-unseal-kbs-url) need_value "$@"; AUTO_UNSEAL_KBS_URL=$2; shift 2 ;;
     --auto-unseal-ca) need_value "$@"; AUTO_UNSEAL_CA=$2; shift 2 ;;
     --auto-unseal-resource) need_value "$@"; AUTO_UNSEAL_RESOURCE=$2; shift 2 ;;
@@ -405,6 +411,36 @@ check_auto_unseal() {
   ' "$AUTO_UNSEAL_KBS_URL" "$AUTO_UNSEAL_CA" "$AUTO_UNSEAL_RESOURCE") || die "node is needed for --auto-unseal-*"
 }
 
+# The collateral source (docs/attestation.md, "Collateral"): the PCCS URL and, with --pccs-ca, the
+# CA its TLS certificate must chain to reach the sealer (KMS_SEALER_PCCS_*) and the functions
+# (KMS_TRUSTED_SEALER_PCCS_*) only as their init-data lists them (pccs_env), so they go into both,
+# from one JSON array of [NAME, VALUE] pairs each, made here. The CA is checked as the pods check it.
+SEALER_PCCS_ENV_JSON='[]'
+FUNCTION_PCCS_ENV_JSON='[]'
+check_pccs() {
+  local lists
+  [[ -z $PCCS_CA || ( -f $PCCS_CA && -r $PCCS_CA ) ]] || die "--pccs-ca $PCCS_CA: no such readable file"
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  lists=$(node -e '
+    const { X509Certificate } = require("node:crypto");
+    const [url, caFile] = process.argv.slice(1);
+    let ca;
+    if (caFile !== "") {
+      ca = require("node:fs").readFileSync(caFile, "utf8").replace(/\s+$/, "");
+      const blocks = ca.match(/-{5}BEGIN CERTIFICATE-{5}[A-Za-z0-9+/=\s]+-{5}END CERTIFICATE-{5}/g) ?? [];
+      const parses = (block) => { try { new X509Certificate(block); return true; } catch { return false; } };
+      if (blocks.length === 0 || !blocks.every(parses) || blocks.reduce((rest, block) => rest.replace(block, ""), ca).trim() !== "") {
+        console.error(`--pccs-ca ${caFile}: must be PEM certificates (BEGIN CERTIFICATE), one or more, and nothing else`);
+        process.exit(1);
+      }
+    }
+    for (const prefix of ["KMS_SEALER_PCCS_", "KMS_TRUSTED_SEALER_PCCS_"])
+      console.log(JSON.stringify([[`${prefix}URL`, url], ...(ca === undefined ? [] : [[`${prefix}CA`, ca]])]));
+  ' "$PCCS_URL" "$PCCS_CA") || die "--pccs-ca: see above (node is needed for it)"
+  SEALER_PCCS_ENV_JSON=${lists%%$'\n'*}
+  FUNCTION_PCCS_ENV_JSON=${lists#*$'\n'}
+}
+
 # The root key mode (docs/root-key.md): the sealer's agent policy admits KMS_SEALER_ROOT_KEY and
 # KMS_SEALER_ROOT_KEY_FILE only as its init-data lists them (root_key_env), so mode 1 is measured.
 # In mode 1 components/root-key-secret sets KMS_SEALER_ROOT_KEY_FILE on the sealer; the entry listed
@@ -471,27 +507,39 @@ render_init_data() {
 render_pod_init_data() {
   local document
   if [[ $1 == tee-kms-sealer ]]; then
-    document=$(render_sealer_lists | append_json_entries tdx-policy.json "$SEALER_TDX_POLICY_JSON" admin-policy.json "$SEALER_ADMIN_POLICY_JSON" && printf x)
+    document=$(render_lists "$1" | append_json_entries tdx-policy.json "$SEALER_TDX_POLICY_JSON" admin-policy.json "$SEALER_ADMIN_POLICY_JSON" && printf x)
   else
-    document=$(render_placeholders "$1" | append_json_entries sealer-tdx-policy.json "$(<"$SEALER_TDX_POLICY_FILE")" && printf x)
+    document=$(render_lists "$1" | append_json_entries sealer-tdx-policy.json "$(<"$SEALER_TDX_POLICY_FILE")" && printf x)
   fi
   INIT_DATA[$1]=${document%x}
 }
-render_sealer_lists() {
+# $1: pod. Its shipped document with this run's images, and its closed lists filled in: the
+# sealer's auto_unseal_env, root_key_env, custodians_env and pccs_env, a function's pccs_env.
+render_lists() {
+  if [[ $1 == tee-kms-sealer ]]; then
+    render_placeholders "$1" | fill_lists "$1" auto_unseal_env "${AUTO_UNSEAL_ENV_JSON:-[]}" root_key_env "$ROOT_KEY_ENV_JSON" \
+      custodians_env "$CUSTODIANS_ENV_JSON" pccs_env "$SEALER_PCCS_ENV_JSON"
+  else
+    render_placeholders "$1" | fill_lists "$1" pccs_env "$FUNCTION_PCCS_ENV_JSON"
+  fi
+}
+# stdin: a document; $1: its pod; then LIST JSON pairs: each empty `LIST := []` (there once)
+# replaced by the NAME=VALUE entries of JSON, [[NAME, VALUE], ...], unless that is empty.
+fill_lists() {
   # shellcheck disable=SC2016 # JavaScript, not shell
-  render_placeholders tee-kms-sealer | node -e '
+  node -e '
     let text = require("node:fs").readFileSync(0, "utf8");
-    const fail = (why) => { console.error(`the sealer init-data ${why}`); process.exit(1); };
-    const lists = [["auto_unseal_env", process.argv[1]], ["root_key_env", process.argv[2]], ["custodians_env", process.argv[3]]];
-    for (const [list, json] of lists) {
-      const empty = `\n${list} := []\n`;
-      const parts = text.split(empty);
+    const [pod, ...args] = process.argv.slice(1);
+    const fail = (why) => { console.error(`the init-data of ${pod} ${why}`); process.exit(1); };
+    for (let i = 0; i < args.length; i += 2) {
+      const [list, json] = [args[i], args[i + 1]];
+      const parts = text.split(`\n${list} := []\n`);
       if (parts.length !== 2) fail(`has no empty ${list}`);
       const pairs = JSON.parse(json);
       if (pairs.length > 0) text = parts.join(`\n${list} := ${JSON.stringify(pairs.map(([n, v]) => `${n}=${v}`))}\n`);
     }
     process.stdout.write(text);
-  ' "${AUTO_UNSEAL_ENV_JSON:-[]}" "$ROOT_KEY_ENV_JSON" "$CUSTODIANS_ENV_JSON"
+  ' "$@"
 }
 # stdin: a document; stdout: the same with each KEY JSON pair of the arguments appended as a
 # ''' string holding the JSON on one line: compact, every ' written \u0027, so that no value can
@@ -521,11 +569,12 @@ render_placeholders() {
 # MRCONFIGID: SHA-384 of the document, 48 bytes (the TDX field's whole width), 96 hex digits.
 init_data_digest() { render_init_data "$1" | openssl dgst -sha384 -r | cut -c1-96; }
 # A function's agent policy digest: SHA-384 of the text of its "policy.rego" entry as the project's
-# TOML parser returns it (scripts/init-data-entries.ts), in its document with this run's images.
-# It depends on nothing else, so the sealer's policies can name it before any MRCONFIGID exists.
+# TOML parser returns it (scripts/init-data-entries.ts), in its document with this run's images
+# and PCCS (pccs_env). It depends on nothing else, so the sealer's policies can name it before any
+# MRCONFIGID exists.
 agent_policy_digest() {
   local entries digest
-  entries=$(render_placeholders "$1" | node "$REPO_ROOT/scripts/run-built.mjs" dist/scripts/init-data-entries.js - 2>&1) \
+  entries=$(render_lists "$1" | node "$REPO_ROOT/scripts/run-built.mjs" dist/scripts/init-data-entries.js - 2>&1) \
     || die "cannot read the entries of $1's init-data: ${entries##*$'\n'}"
   digest=$(sed -n 's/^policy\.rego \([0-9a-f]\{96\}\)$/\1/p' <<<"$entries")
   [[ $digest =~ ^[0-9a-f]{96}$ ]] || die "$1's init-data has no policy.rego entry (npm run generate:manifests)"
@@ -633,6 +682,7 @@ if [[ $TEE_MODE == tdx ]]; then
   [[ $PCCS_URL =~ ^https://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$ ]] \
     || die "--pccs-url must be an https:// base URL such as $INTEL_PCS_URL or https://pccs.example:8081, got '$PCCS_URL'"
   while [[ $PCCS_URL == */ ]]; do PCCS_URL=${PCCS_URL%/}; done
+  check_pccs
   check_auto_unseal
   check_root_key_env
   # In the Shamir mode the first rotate takes no token and its body names the custodians whose keys
@@ -677,6 +727,7 @@ if [[ $TEE_MODE == tdx ]]; then
 else
   [[ -z $TDX_POLICY_FILE ]] || die "--tdx-policy is for --tee tdx (the dev sealer accepts only sample evidence)"
   [[ -z $PCCS_URL ]] || die "--pccs-url is for --tee tdx"
+  [[ -z $PCCS_CA ]] || die "--pccs-ca is for --tee tdx"
   [[ -z $SEALER_TDX_POLICY_FILE ]] || die "--sealer-tdx-policy is for --tee tdx (the dev functions accept the sealer's sample evidence)"
   [[ -z $ADMIN_POLICY_FILE ]] || die "--admin-policy is for --tee tdx (the dev component grants its development identity every operation)"
   [[ -z $QUEUE_PROXY_IMAGE ]] || die "--queue-proxy-image is for --tee tdx (it pins queue-proxy in the functions' agent policy)"
@@ -804,8 +855,12 @@ write_kustomization() {
     printf '  - patch: |-\n'
     printf '      apiVersion: v1\n      kind: ConfigMap\n      metadata:\n        name: tee-kms-config\n'
     printf '      data:\n        KMS_S3_BUCKET: "%s"\n' "$BUCKET"
-    # The functions fetch collateral for the sealer's quotes where the sealer does for theirs.
-    [[ $TEE_MODE != tdx ]] || printf '        KMS_TRUSTED_SEALER_PCCS_URL: "%s"\n' "$PCCS_URL"
+    # The functions fetch collateral for the sealer's quotes where the sealer does for theirs:
+    # exactly the values their init-data lists (JSON strings are YAML).
+    # shellcheck disable=SC2016 # JavaScript, not shell
+    [[ $TEE_MODE != tdx ]] || node -e '
+      for (const [name, value] of JSON.parse(process.argv[1])) console.log(`        ${name}: ${JSON.stringify(value)}`);
+    ' "$FUNCTION_PCCS_ENV_JSON"
     printf '  - patch: |-\n'
     printf '      apiVersion: batch/v1\n      kind: Job\n      metadata:\n        name: tee-kms-minio-bucket\n'
     printf '      spec:\n        template:\n          spec:\n            containers:\n              - name: mc\n'
@@ -828,11 +883,16 @@ write_kustomization() {
     printf '    patch: |-\n'
     printf '      - op: add\n        path: /spec/template/metadata/annotations/tee-kms~1config-revision\n        value: "%s"\n' "$sealer_rev"
     if [[ $TEE_MODE == tdx ]]; then
-      # The sealer's collateral source (the overlay's KMS_SEALER_PCCS_URL, merged by name).
+      # The sealer's collateral source (the overlay's KMS_SEALER_PCCS_URL, merged by name), exactly
+      # as its init-data lists it.
       printf '  - patch: |-\n'
       printf '      apiVersion: apps/v1\n      kind: StatefulSet\n      metadata:\n        name: tee-kms-sealer\n'
       printf '      spec:\n        template:\n          spec:\n            containers:\n              - name: sealer\n'
-      printf '                env:\n                  - name: KMS_SEALER_PCCS_URL\n                    value: "%s"\n' "$PCCS_URL"
+      printf '                env:\n'
+      # shellcheck disable=SC2016 # JavaScript, not shell
+      node -e '
+        for (const [name, value] of JSON.parse(process.argv[1])) console.log(`                  - name: ${name}\n                    value: ${JSON.stringify(value)}`);
+      ' "$SEALER_PCCS_ENV_JSON"
       write_init_data
     fi
   } >"$WORK_DIR/kustomization.yaml"
@@ -1173,13 +1233,13 @@ fi
 # it. Each stamp covers everything its pods read (the image and the TD's init-data too), so that
 # comparing it with the installed one says what this run restarts. The sealer's replicas roll one
 # at a time (StatefulSet RollingUpdate), each Ready on /readyz before the next: a peer unseals it.
-FUNCTION_INPUT_NAMES="the image, the S3 credentials, the admin token, the internal CA, the bucket, tee-kms-config$([[ $TEE_MODE != tdx ]] || echo ", --sealer-tdx-policy, --pccs-url, --queue-proxy-image")"
+FUNCTION_INPUT_NAMES="the image, the S3 credentials, the admin token, the internal CA, the bucket, tee-kms-config$([[ $TEE_MODE != tdx ]] || echo ", --sealer-tdx-policy, --pccs-url, --pccs-ca, --queue-proxy-image")"
 FUNCTION_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/admin-token" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
 # --sealer-tdx-policy is in each function's init-data: their MRCONFIGIDs, stamped here, change with it.
 FUNCTION_IDS=""
 for pod in "${FUNCTION_PODS[@]}"; do FUNCTION_IDS+="${MR_CONFIG_ID[$pod]:-} "; done
 FUNCTION_REV=$(printf '%s image=%s queue-proxy=%s init-data=%s' "$CONFIG_INPUTS" "$IMAGE" "$QUEUE_PROXY_IMAGE" "$FUNCTION_IDS" | cat - "${FUNCTION_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
-SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --auto-unseal-*, --custodian-keys")"
+SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --pccs-ca, --auto-unseal-*, --custodian-keys")"
 SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
 [[ $ROOT_KEY_MODE == shares ]] || SEALER_INPUTS+=("$SECRETS_DIR/root-key")
 # --tdx-policy and --admin-policy are in the sealer's init-data: its MRCONFIGID, stamped below,

@@ -19,7 +19,15 @@ import { Service } from '@kubernetes-models/knative/serving.knative.dev/v1/Servi
 import { Document } from 'yaml';
 import { routeModules } from '../functions/catalog.js';
 import type { Route } from '../shared/http/route.js';
-import { DENIED_ATTESTER_ENV, DENIED_POLICY_ENV, DENIED_TRUST_ENV, INIT_DATA_MOUNT, initDataToml, type AllowedContainer } from './init-data.js';
+import {
+  DENIED_ATTESTER_ENV,
+  DENIED_COLLATERAL_ENV,
+  DENIED_POLICY_ENV,
+  DENIED_TRUST_ENV,
+  INIT_DATA_MOUNT,
+  initDataToml,
+  type AllowedContainer,
+} from './init-data.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** The repository: scripts/.. from the source (tests), dist/scripts/../.. from the build (npm run). */
@@ -171,11 +179,24 @@ function functionInitData(name: string, functionTarget: string, summary: string)
         KMS_ATTESTER: 'tdx-aa',
         KMS_AA_URL: AA_URL,
       },
+      closedEnv: [
+        {
+          prefix: 'KMS_TRUSTED_SEALER_PCCS_',
+          allowed: 'pccs_env',
+          why: [
+            "Where it fetches DCAP collateral for the sealer's quotes (KMS_TRUSTED_SEALER_PCCS_URL) and, for a PCCS with a private CA,",
+            'the CA its TLS certificate must chain to (KMS_TRUSTED_SEALER_PCCS_CA): only as listed here, NAME=VALUE exactly, and',
+            'required, so that nobody can point it at a PCCS of their own serving older, still valid collateral (knative/install.sh',
+            'writes it from --pccs-url and --pccs-ca). None listed: a function with either set is not created.',
+          ],
+          required: true,
+        },
+      ],
       deniedEnv: [
         {
           list: 'denied_trust_env',
           names: DENIED_TRUST_ENV,
-          why: 'Refused: a sealer policy file would replace the measured one, or its own quote, which vouches for it, come from elsewhere.',
+          why: 'Refused: a sealer policy or collateral file would replace the measured policy or PCCS, or its own quote, which vouches for it, come from elsewhere.',
         },
       ],
     },
@@ -283,12 +304,29 @@ export async function generateManifests(): Promise<Map<string, string>> {
               ],
               required: true,
             },
+            {
+              prefix: 'KMS_SEALER_PCCS_',
+              allowed: 'pccs_env',
+              why: [
+                "Where the sealer fetches DCAP collateral for the functions' quotes (KMS_SEALER_PCCS_URL) and, for a PCCS with a private CA,",
+                'the CA its TLS certificate must chain to (KMS_SEALER_PCCS_CA): only as listed here, NAME=VALUE exactly, and required, so',
+                'that nobody can point it at a PCCS of their own serving older, still valid collateral (a TCB level from before an',
+                'advisory, a CRL from before a revocation). knative/install.sh writes it from --pccs-url and --pccs-ca. None listed: a',
+                'sealer with either set is not created.',
+              ],
+              required: true,
+            },
           ],
           deniedEnv: [
             {
               list: 'denied_policy_env',
               names: DENIED_POLICY_ENV,
               why: 'Refused: the policies as files would replace the measured ones install.sh appends to this document.',
+            },
+            {
+              list: 'denied_collateral_env',
+              names: DENIED_COLLATERAL_ENV,
+              why: 'Refused: collateral from a file the host provides (a ConfigMap) could be older than the PCCS pccs_env names.',
             },
             {
               list: 'denied_attester_env',

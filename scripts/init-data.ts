@@ -124,14 +124,22 @@ export const DENIED_POLICY_ENV = ['KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_ADMI
  */
 export const DENIED_ATTESTER_ENV = ['KMS_SEALER_AA_URL', 'KMS_SEALER_TSM_ROOT'] as const;
 /**
- * What a function trusts the sealer by: its policy for the sealer's TD, which knative/install.sh
- * appends to the function's own init-data ("sealer-tdx-policy.json"), and its own quote, which
- * vouches for that document, from the attestation agent on the TD's loopback (KMS_ATTESTER and
- * KMS_AA_URL pinned). Set, the first would replace the measured policy with a file the host
- * provides (a sealer TD of the host's own would be trusted); the second would take the function's
- * quote from a configfs-tsm tree the host names (denied_trust_env, in the functions' documents).
+ * The sealer's DCAP collateral from a file (sealer/options.ts): under TDX it comes from the PCCS
+ * its init-data lists (pccs_env), never from a file the host provides, which could hold older
+ * collateral that is still valid (denied_collateral_env, in the sealer's document).
  */
-export const DENIED_TRUST_ENV = ['KMS_TRUSTED_SEALER_TDX_POLICY_FILE', 'KMS_TSM_ROOT'] as const;
+export const DENIED_COLLATERAL_ENV = ['KMS_SEALER_TDX_COLLATERAL_FILE'] as const;
+/**
+ * What a function trusts the sealer by: its policy for the sealer's TD, which knative/install.sh
+ * appends to the function's own init-data ("sealer-tdx-policy.json"), the collateral its quotes
+ * are checked with (from the PCCS pccs_env lists), and its own quote, which vouches for that
+ * document, from the attestation agent on the TD's loopback (KMS_ATTESTER and KMS_AA_URL pinned).
+ * Set, the first would replace the measured policy with a file the host provides (a sealer TD of
+ * the host's own would be trusted); the second would replace the PCCS with a file of older
+ * collateral; the third would take the function's quote from a configfs-tsm tree the host names
+ * (denied_trust_env, in the functions' documents).
+ */
+export const DENIED_TRUST_ENV = ['KMS_TRUSTED_SEALER_TDX_POLICY_FILE', 'KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE', 'KMS_TSM_ROOT'] as const;
 /** Where the tdx component mounts the ConfigMap tee-kms-init-data (knative/components/tdx/patches/*-tdx.yaml). */
 export const INIT_DATA_MOUNT = '/var/run/tee-kms/init-data';
 

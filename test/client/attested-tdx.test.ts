@@ -13,6 +13,8 @@ import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { buildCollateral, createTestPki, DEFAULT_TD_POLICY, type TestPki } from '../support/tdx-quote-builder.js';
 import { startTdxQuoteProvider, type TdxQuoteProvider } from '../support/tdx-quote-provider.js';
 import { failure } from '../support/kms-error.js';
+import { startFakePccs } from '../support/fake-pccs.js';
+import type { TdxCollateral } from '../../sealer/attestation/tdx/collateral.js';
 
 const DAY = 86_400_000;
 
@@ -96,6 +98,27 @@ describe('attested mode with TDX evidence', () => {
     expect(await sealed.createDataKey('pk', 'dk2')).toMatchObject({ created: true });
     plain.close();
     sealed.close();
+  });
+
+  it('takes collateral from an https PCCS (pccsUrl) vouched for by pccsCa; not by the bundled roots alone', async () => {
+    const pccs = await startFakePccs(collateral as TdxCollateral, { https: true });
+    try {
+      const plain = new KmsClient({ url: kms.url, pin });
+      const credentials = await plain.enroll('uma');
+      plain.close();
+      const withCa = new KmsClient({ url: kms.url, pin, ...credentials, attest: attest({ collateral: undefined, pccsUrl: pccs.url, pccsCa: pccs.tlsCa! }) });
+      expect(await withCa.attestation()).toMatchObject({ tee: 'tdx' });
+      expect(pccs.requests.some((url) => url.startsWith('/tdx/certification/v4/tcb?fmspc='))).toBe(true);
+      withCa.close();
+      const fetched = pccs.requests.length;
+      // Its certificate is from a private CA that Node's bundled roots do not hold: nothing is asked.
+      const bundledOnly = new KmsClient({ url: kms.url, pin, ...credentials, attest: attest({ collateral: undefined, pccsUrl: pccs.url }) });
+      expect((await failure(bundledOnly.attestation())).code).toBe('ATTESTATION');
+      expect(pccs.requests.length).toBe(fetched);
+      bundledOnly.close();
+    } finally {
+      await pccs.close();
+    }
   });
 
   it("refuses a TD that is not the policy's, evidence from an unknown root, and sample-only trust, before any credential", async () => {

@@ -18,6 +18,7 @@ import { routeModules } from '../../functions/catalog.js';
 import { serviceName } from '../../scripts/generate-manifests.js';
 import { QUEUE_PROXY_IMAGE_PLACEHOLDER, TEE_KMS_IMAGE_PLACEHOLDER } from '../../scripts/init-data.js';
 import { sealerOptions } from '../../sealer/options.js';
+import { kmsOptions } from '../../shared/config.js';
 import { findTool, requireTool, skipWithout } from '../support/tools.js';
 import { KNATIVE, KUBECTL, REPO, dockerCmd, parseDockerfile, type Json, type Resource } from './support.js';
 import {
@@ -35,11 +36,13 @@ import {
   custodianKeysFile,
   measuredTdxPolicy,
   mrConfigIdOf,
+  pccsPins,
   pinnedAdmits,
   readSealerPolicies,
   REFERENCE_RTMRS,
   ROOT_KEY_PINS,
   regoArray,
+  sealerPoliciesFor,
   tdContainerEnv,
   writeSealerTdxPolicy,
   writeTdxPolicies,
@@ -217,9 +220,45 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     expect(sealer).toContain('env_closed(prefix, allowed) if {\n\tevery entry in input.OCI.Process.Env {\n\t\tunprefixed_or_allowed(entry, prefix, allowed)');
     expect(sealer).toContain('unprefixed_or_allowed(entry, prefix, _) if not startswith(entry, prefix)');
     expect(sealer).toContain('unprefixed_or_allowed(entry, _, allowed) if entry in allowed');
-    // The functions' documents (and so their MRCONFIGIDs) do not carry the rule.
-    for (const pod of ALL_PODS.filter((name) => name !== SEALER_POD))
-      expect(readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8'), pod).not.toContain('env_closed');
+    // The functions' documents close their PCCS variables only.
+    for (const pod of ALL_PODS.filter((name) => name !== SEALER_POD)) {
+      const text = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
+      expect(
+        [...text.matchAll(/\tenv_closed\(.*\)/g)].map((m) => m[0].trim()),
+        pod,
+      ).toEqual(['env_closed("KMS_TRUSTED_SEALER_PCCS_", pccs_env)']);
+    }
+  });
+
+  it('lets the PCCS variables reach the sealer and the functions only as their init-data lists them, and requires them: the collateral source is measured', () => {
+    // Each tee-kms container closes the options of one collateral source by their shared prefix, and a
+    // file of collateral (which the host would provide) is refused outright.
+    const cases = [
+      { pod: SEALER_POD, container: 'sealer', prefix: 'KMS_SEALER_PCCS_', file: 'KMS_SEALER_TDX_COLLATERAL_FILE', options: Object.values(sealerOptions) },
+      {
+        pod: 'get-data-key',
+        container: 'function',
+        prefix: 'KMS_TRUSTED_SEALER_PCCS_',
+        file: 'KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE',
+        options: Object.values(kmsOptions),
+      },
+    ];
+    for (const { pod, container, prefix, file, options } of cases) {
+      const text = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
+      // None listed as shipped: install.sh lists --pccs-url (and --pccs-ca).
+      expect(regoArray(text, 'pccs_env'), pod).toEqual([]);
+      const body = containerRuleOf(text, container);
+      expect(body).toContain(`\tenv_closed("${prefix}", pccs_env)\n\tenv_present(pccs_env)`);
+      // The prefix covers the URL, its CA and the http allowance, and no other option.
+      expect(
+        options
+          .filter((o) => o.env.startsWith(prefix))
+          .map((o) => o.env)
+          .sort(),
+        pod,
+      ).toEqual([`${prefix}ALLOW_HTTP`, `${prefix}CA`, `${prefix}URL`]);
+      expect(deniedEntries(text, container, [`${file}=/var/run/tee-kms/collateral.json`]), pod).toEqual([`${file}=/var/run/tee-kms/collateral.json`]);
+    }
   });
 
   it('lets neither KMS_SEALER_ROOT_KEY nor KMS_SEALER_ROOT_KEY_FILE reach the sealer unless its init-data lists it: the mode is measured', () => {
@@ -269,10 +308,10 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     function closedEnvAdmits(document: string, env: readonly string[]): boolean {
       const rule = document.slice(document.indexOf('# sealer: the tee-kms image.'));
       const closed = [...rule.slice(0, rule.indexOf('\n}\n')).matchAll(/\tenv_closed\(("[^"]+"), (\w+)\)/g)];
-      expect(closed.map((m) => m[2])).toEqual(['auto_unseal_env', 'root_key_env', 'custodians_env']);
+      expect(closed.map((m) => m[2])).toEqual(['auto_unseal_env', 'root_key_env', 'custodians_env', 'pccs_env']);
       // env_present(LIST): every entry of LIST is in the environment (the helper is pinned below).
       const present = [...rule.slice(0, rule.indexOf('\n}\n')).matchAll(/\tenv_present\((\w+)\)/g)].map((m) => m[1]!);
-      expect(present).toEqual(['custodians_env']);
+      expect(present).toEqual(['custodians_env', 'pccs_env']);
       const listed = (list: string) => {
         const assigned = [...document.matchAll(new RegExp(`^${list} := (.*)$`, 'gm'))];
         expect(assigned, list).toHaveLength(1);
@@ -283,7 +322,8 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         present.every((list) => listed(list).every((entry) => env.includes(entry)))
       );
     }
-    const base = ['NODE_ENV=production', 'KMS_SEALER_ATTESTER=tdx-aa', 'KMS_ROOT_KEY_REFRESH_SECONDS=30'];
+    // With the PCCS install.sh lists by default (Intel PCS), which must be set.
+    const base = ['NODE_ENV=production', 'KMS_SEALER_ATTESTER=tdx-aa', 'KMS_ROOT_KEY_REFRESH_SECONDS=30', ...pccsPins(SEALER_POD)];
     const theirKey = `KMS_SEALER_ROOT_KEY=${'A'.repeat(43)}=`;
     // As shipped: no custodians pinned (install.sh lists them: the last test below).
     const shares = deployedInitData(SEALER_POD, undefined, undefined, 'shares', undefined, undefined, null);
@@ -302,6 +342,27 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       expect(closedEnvAdmits(secret, [...base, 'KMS_SEALER_ROOT_KEY_FILE=/var/run/tee-kms/config/key'])).toBe(false);
       // Auto-unseal stays closed in mode 1.
       expect(closedEnvAdmits(secret, [...base, ...ROOT_KEY_PINS, 'KMS_SEALER_UNSEAL_KBS_URL=https://kbs.example'])).toBe(false);
+    });
+
+    it('the PCCS: exactly the listed URL and CA, both required; no http allowance, no other PCCS', () => {
+      const pccs = { url: 'https://pccs.example:8081', ca: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----' };
+      const withCa = deployedInitData(SEALER_POD, undefined, undefined, 'shares', { ...sealerPoliciesFor(), pccs }, undefined, null);
+      const pins = pccsPins(SEALER_POD, pccs);
+      expect(pins).toEqual([`KMS_SEALER_PCCS_URL=${pccs.url}`, `KMS_SEALER_PCCS_CA=${pccs.ca}`]);
+      const others = base.filter((entry) => !entry.startsWith('KMS_SEALER_PCCS_'));
+      expect(closedEnvAdmits(withCa, [...others, ...pins])).toBe(true);
+      // Left out, the sealer would fall back to Node's bundled roots, or to no PCCS at all.
+      expect(closedEnvAdmits(withCa, [...others, pins[0]!])).toBe(false);
+      expect(closedEnvAdmits(withCa, [...others, pins[1]!])).toBe(false);
+      for (const entry of [
+        'KMS_SEALER_PCCS_URL=https://pccs.attacker.example',
+        'KMS_SEALER_PCCS_ALLOW_HTTP=true',
+        'KMS_SEALER_PCCS_CA=-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----',
+      ])
+        expect(closedEnvAdmits(withCa, [...others, ...pins, entry]), entry).toBe(false);
+      // As shipped (nothing listed) no PCCS variable is admitted at all.
+      const shipped = readFileSync(join(INIT_DATA_DIR, `${SEALER_POD}.toml`), 'utf8');
+      expect(closedEnvAdmits(shipped, [...others, pins[0]!])).toBe(false);
     });
 
     it('pinned custodians: none as shipped; with a list, exactly the listed value', () => {
@@ -391,8 +452,9 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
                   // The sealer's measured policies cannot be replaced by files.
                   // Nor can its own quote, which vouches for them, come from elsewhere than its own TD.
                   // Nor a function's measured policy for the sealer, nor its own quote.
+                  // Nor the sealer's collateral come from a file.
                   ...(pod === SEALER_POD
-                    ? ['env_denied_none(denied_policy_env, [])', 'env_denied_none(denied_attester_env, [])']
+                    ? ['env_denied_none(denied_policy_env, [])', 'env_denied_none(denied_collateral_env, [])', 'env_denied_none(denied_attester_env, [])']
                     : ['env_denied_none(denied_trust_env, [])']),
                 ],
           );
@@ -441,10 +503,14 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
           expect(text, pod).not.toContain('denied_trust_env');
         } else {
           expect(text, pod).not.toContain('denied_policy_env');
-          // The functions' alone: their policy for the sealer as a file, their quote from another tree.
-          expect(regoArray(text, 'denied_trust_env'), pod).toEqual(['KMS_TRUSTED_SEALER_TDX_POLICY_FILE', 'KMS_TSM_ROOT']);
+          // The functions' alone: their policy for the sealer or its collateral as a file, their quote from another tree.
+          expect(regoArray(text, 'denied_trust_env'), pod).toEqual([
+            'KMS_TRUSTED_SEALER_TDX_POLICY_FILE',
+            'KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE',
+            'KMS_TSM_ROOT',
+          ]);
           expect(text, pod).toContain(
-            '\n# Refused: a sealer policy file would replace the measured one, or its own quote, which vouches for it, come from elsewhere.\ndenied_trust_env := [',
+            '\n# Refused: a sealer policy or collateral file would replace the measured policy or PCCS, or its own quote, which vouches for it, come from elsewhere.\ndenied_trust_env := [',
           );
         }
       const sealerDocument = documents.find(({ pod }) => pod === SEALER_POD)!.text;
@@ -629,9 +695,16 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
             // The sealer takes its policies from its measured init-data only.
             // and its own quote from the attestation agent on the TD's loopback only.
             // A function takes its policy for the sealer from its measured init-data only, and its own quote from its TD.
+            // Neither takes collateral from a file.
             ...(pod === SEALER_POD
-              ? ['KMS_SEALER_TDX_POLICY_FILE=x', 'KMS_SEALER_ADMIN_POLICY_FILE=x', 'KMS_SEALER_AA_URL=x', 'KMS_SEALER_TSM_ROOT=x']
-              : ['KMS_TRUSTED_SEALER_TDX_POLICY_FILE=x', 'KMS_TSM_ROOT=x']),
+              ? [
+                  'KMS_SEALER_TDX_POLICY_FILE=x',
+                  'KMS_SEALER_ADMIN_POLICY_FILE=x',
+                  'KMS_SEALER_AA_URL=x',
+                  'KMS_SEALER_TSM_ROOT=x',
+                  'KMS_SEALER_TDX_COLLATERAL_FILE=x',
+                ]
+              : ['KMS_TRUSTED_SEALER_TDX_POLICY_FILE=x', 'KMS_TSM_ROOT=x', 'KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE=x']),
           ].sort(),
         );
     });

@@ -205,7 +205,7 @@ describe('the root key is never an environment variable', () => {
   it('nor do the patches install.sh writes into its kustomization', () => {
     const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
     const names = [...install.matchAll(/- name: ([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]!);
-    expect(names).toContain('KMS_SEALER_PCCS_URL');
+    expect(names).toContain('KMS_S3_NONCURRENT_VERSION_DAYS');
     expect(names.filter(carriesRootKey)).toEqual([]);
     expect(install).not.toMatch(/secretKeyRef|secretRef/);
   });
@@ -292,7 +292,9 @@ renders('production (tdx) overlay', () => {
     const install = readFileSync(join(KNATIVE, 'install.sh'), 'utf8');
     expect(install).not.toMatch(/kubectl create configmap tee-kms-sealer-tdx-policy/);
     expect(install).toContain('append_json_entries sealer-tdx-policy.json "$(<"$SEALER_TDX_POLICY_FILE")"');
-    expect(install).toMatch(/KMS_TRUSTED_SEALER_PCCS_URL: "%s"\\n' "\$PCCS_URL"/);
+    // The functions' PCCS variables in tee-kms-config are those their init-data lists (pccs_env).
+    expect(install).toContain('render_placeholders "$1" | fill_lists "$1" pccs_env "$FUNCTION_PCCS_ENV_JSON"');
+    expect(install).toMatch(/console\.log\(` {8}\$\{name\}: \$\{JSON\.stringify\(value\)\}`\);\n {4}' "\$FUNCTION_PCCS_ENV_JSON"/);
   });
 
   describe('the sealer verifies TDX evidence (without a policy it would refuse every TD)', () => {

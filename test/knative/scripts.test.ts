@@ -36,6 +36,7 @@ import {
   REFERENCE_RTMRS,
   ROOT_KEY_PINS,
   custodianKeysFile,
+  regoArray,
   deniedEntries,
   agentPolicyOf,
   deployedInitData,
@@ -43,6 +44,7 @@ import {
   writeSealerTdxPolicy,
   writeTdxPolicies,
 } from './tdx-fixtures.js';
+import { writeTlsFiles } from '../support/tls-files.js';
 
 const INSTALL = join(KNATIVE, 'install.sh');
 const UNINSTALL = join(KNATIVE, 'uninstall.sh');
@@ -190,6 +192,34 @@ describe('install.sh and uninstall.sh', () => {
       [['--tee', 'dev', '--domain', 'kms.example.com'], {}, /--gateway-class/],
       [['--tee', 'dev', '--initdata', '/etc/hostname'], {}, /--initdata is gone: each TD pod's init-data is knative\/components\/tdx\/init-data/],
       [['--tee', 'dev', '--queue-proxy-image', QUEUE_PROXY_IMAGE], {}, /--queue-proxy-image is for --tee tdx/],
+      [['--tee', 'dev', '--pccs-ca', '/etc/hostname'], {}, /--pccs-ca is for --tee tdx/],
+      // The PCCS's CA is listed in every TD's init-data, and the pods trust nothing else for it.
+      [
+        ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, ...CUSTODY, '--pccs-ca', '/nonexistent/ca.pem'],
+        {},
+        /--pccs-ca \/nonexistent\/ca\.pem: no such readable file/,
+      ],
+      [
+        ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, ...CUSTODY, '--pccs-ca', fixture('not-pem.pem', 'a CA\n')],
+        {},
+        /--pccs-ca \S+not-pem\.pem: must be PEM certificates \(BEGIN CERTIFICATE\), one or more, and nothing else/,
+      ],
+      [
+        [
+          '--dry-run',
+          '--tee',
+          'tdx',
+          '--image',
+          DIGEST_IMAGE,
+          '--tdx-policy',
+          POLICY,
+          ...CUSTODY,
+          '--pccs-ca',
+          fixture('damaged.pem', '-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n'),
+        ],
+        {},
+        /--pccs-ca \S+damaged\.pem: must be PEM certificates/,
+      ],
       [['--tee', 'tdx', '--image', DIGEST_IMAGE, '--queue-proxy-image', 'gcr.io/knative-releases/queue:v1.16'], {}, /pins images by digest: 'gcr\.io/],
       [['--tee', 'dev', '--bogus'], {}, /unknown option/],
       [['--tee', 'dev', '--noncurrent-version-days', '0'], {}, /--noncurrent-version-days must be a whole number of days from 1, got '0'/],
@@ -325,8 +355,11 @@ describe('install.sh and uninstall.sh', () => {
     const digest = `sha256:${'ab'.repeat(32)}`;
     const work = mkdtempSync(join(tmpdir(), 'tee-kms-dry-run-'));
     temps.push(work);
+    // A PCCS with a private CA: both are listed in every TD pod's init-data.
+    const pccsCa = writeTlsFiles(work, 'pccs', 'pccs.example.org');
+    const pccs = { url: 'https://pccs.example.org:8081', ca: pccsCa.certPem.trimEnd() };
     // The pods name the image name@digest (kustomize drops the tag): so do their init-data.
-    const policies = writeTdxPolicies(work, 'per-function', `registry.example.com/tee-kms@${digest}`);
+    const policies = writeTdxPolicies(work, 'per-function', `registry.example.com/tee-kms@${digest}`, undefined, 'shares', pccs);
     const result = run(INSTALL, [
       '--dry-run',
       '--tee',
@@ -359,6 +392,8 @@ describe('install.sh and uninstall.sh', () => {
       policies.custodians,
       '--pccs-url',
       'https://pccs.example.org:8081/',
+      '--pccs-ca',
+      pccsCa.certFile,
       '--work-dir',
       join(work, 'k'),
     ]);
@@ -381,6 +416,10 @@ describe('install.sh and uninstall.sh', () => {
         ),
       );
       expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: 'https://pccs.example.org:8081' }]);
+      expect(sealerEnv(resources, 'KMS_SEALER_PCCS_CA')).toEqual([{ name: 'KMS_SEALER_PCCS_CA', value: pccs.ca }]);
+      // Exactly what its init-data lists, and requires.
+      const sealerDocument = readFileSync(join(work, 'k', 'init-data', 'tee-kms-sealer.toml'), 'utf8');
+      expect(regoArray(sealerDocument, 'pccs_env')).toEqual([`KMS_SEALER_PCCS_URL=${pccs.url}`, `KMS_SEALER_PCCS_CA=${pccs.ca}`]);
       expect(sealerEnv(resources, 'KMS_SEALER_TDX_COLLATERAL_FILE')).toEqual([]);
       expect(sealerEnv(resources, 'KMS_SEALER_TDX_POLICY_FILE')).toEqual([]);
       expect(sealerEnv(resources, 'KMS_SEALER_INIT_DATA_FILE')).toEqual([
@@ -388,7 +427,7 @@ describe('install.sh and uninstall.sh', () => {
       ]);
       expect(JSON.stringify(resources)).not.toContain('tee-kms-tdx-policy');
       const initData = readFileSync(join(work, 'k', 'init-data', 'tee-kms-sealer.toml'), 'utf8');
-      const agentPolicies = functionPods().map((pod) => agentPolicyOf(pod, `registry.example.com/tee-kms@${digest}`));
+      const agentPolicies = functionPods().map((pod) => agentPolicyOf(pod, `registry.example.com/tee-kms@${digest}`, QUEUE_PROXY_IMAGE, pccs));
       expect(initData).toContain(
         `\n"tdx-policy.json" = '''\n${JSON.stringify({ ...JSON.parse(readFileSync(policies.policy, 'utf8')), agentPolicies })}\n'''\n`,
       );
@@ -407,6 +446,12 @@ describe('install.sh and uninstall.sh', () => {
       expect(initData).toMatch(/\n"admin-policy\.json" = '''\n\{"rotate":\["policy\.rego:[0-9a-f]{96}"\],.*\}\n'''\n$/);
       const config = resources.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
       expect(config.data.KMS_TRUSTED_SEALER_PCCS_URL).toBe('https://pccs.example.org:8081');
+      expect(config.data.KMS_TRUSTED_SEALER_PCCS_CA).toBe(pccs.ca);
+      for (const pod of functionPods())
+        expect(regoArray(readFileSync(join(work, 'k', 'init-data', `${pod}.toml`), 'utf8'), 'pccs_env'), pod).toEqual([
+          `KMS_TRUSTED_SEALER_PCCS_URL=${pccs.url}`,
+          `KMS_TRUSTED_SEALER_PCCS_CA=${pccs.ca}`,
+        ]);
       const functions = resources.filter((r) => r.apiVersion === 'serving.knative.dev/v1');
       expect(functions).toHaveLength(routes.length);
       for (const f of functions) {

@@ -68,6 +68,8 @@ export interface SealerPolicies {
   readonly adminPolicy: string;
   /** Whose agent policies the sealer's tdx-policy.json lists (default per-function). */
   readonly layout?: Layout;
+  /** The install's PCCS, listed in every document (default INTEL_PCS). */
+  readonly pccs?: Pccs;
 }
 
 /**
@@ -79,35 +81,58 @@ export const measuredJson = (text: string) => JSON.stringify(JSON.parse(text)).s
 /** An entry as install.sh appends it to a document's [data] table. */
 const measuredEntry = (name: string, json: string) => `"${name}" = '''\n${measuredJson(json)}\n'''\n`;
 
-/** A pod's shipped document with both placeholders replaced. */
-function withImages(pod: string, image: string, queueProxyImage: string): string {
+/** Where an install fetches DCAP collateral: --pccs-url (Intel PCS unless given) and --pccs-ca's PEM, if any. */
+export interface Pccs {
+  readonly url: string;
+  readonly ca?: string;
+}
+export const INTEL_PCS: Pccs = { url: 'https://api.trustedservices.intel.com' };
+
+/** pccs_env as install.sh lists it in a pod's document: the sealer's KMS_SEALER_PCCS_*, a function's KMS_TRUSTED_SEALER_PCCS_*. */
+export function pccsPins(pod: string, pccs: Pccs = INTEL_PCS): string[] {
+  const prefix = pod === SEALER_POD ? 'KMS_SEALER_PCCS_' : 'KMS_TRUSTED_SEALER_PCCS_';
+  return [`${prefix}URL=${pccs.url}`, ...(pccs.ca === undefined ? [] : [`${prefix}CA=${pccs.ca}`])];
+}
+
+/** A pod's shipped document with both placeholders replaced and its PCCS listed (pccs_env). */
+function withInstall(pod: string, image: string, queueProxyImage: string, pccs: Pccs = INTEL_PCS): string {
   const shipped = readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8');
   const replaced = shipped.split(`"${TEE_KMS_IMAGE_PLACEHOLDER}"`).join(`"${image}"`).split(`"${QUEUE_PROXY_IMAGE_PLACEHOLDER}"`).join(`"${queueProxyImage}"`);
   if (replaced === shipped) throw new Error(`${pod}.toml: no placeholder replaced`);
   if (!replaced.endsWith("'''\n") || !replaced.startsWith('\n[data]\n', replaced.lastIndexOf('\n[')))
     throw new Error(`${pod}.toml: [data] is not its last table`);
-  return replaced;
+  return withList(replaced, 'pccs_env', pccsPins(pod, pccs));
 }
 
 /**
  * A function's agent policy digest: SHA-384 of its policy.rego entry's text as a TOML parser
- * returns it (smol-toml here; a ''' string drops its first newline), with the images filled in.
+ * returns it (smol-toml here; a ''' string drops its first newline), with the images and the PCCS
+ * filled in.
  */
-export function agentPolicyOf(pod: string, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE): string {
-  const document = parseToml(withImages(pod, image, queueProxyImage)) as { data: Record<string, string> };
+export function agentPolicyOf(pod: string, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE, pccs: Pccs = INTEL_PCS): string {
+  const document = parseToml(withInstall(pod, image, queueProxyImage, pccs)) as { data: Record<string, string> };
   return createHash('sha384').update(document.data['policy.rego']!, 'utf8').digest('hex');
 }
 
 /** The sealer's tdx-policy.json: the --tdx-policy object with agentPolicies, every function's digest in Service order. */
-export function measuredTdxPolicy({ tdxPolicy, layout = 'per-function' }: SealerPolicies, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE): string {
-  return JSON.stringify({ ...(JSON.parse(tdxPolicy) as object), agentPolicies: functionPods(layout).map((pod) => agentPolicyOf(pod, image, queueProxyImage)) });
+export function measuredTdxPolicy(
+  { tdxPolicy, layout = 'per-function', pccs }: SealerPolicies,
+  image = DIGEST_IMAGE,
+  queueProxyImage = QUEUE_PROXY_IMAGE,
+): string {
+  return JSON.stringify({
+    ...(JSON.parse(tdxPolicy) as object),
+    agentPolicies: functionPods(layout).map((pod) => agentPolicyOf(pod, image, queueProxyImage, pccs)),
+  });
 }
 
 /** The sealer's admin-policy.json: each Service name replaced by "policy.rego:<its agent policy digest>". */
-export function measuredAdminPolicy({ adminPolicy }: SealerPolicies, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE): string {
+export function measuredAdminPolicy({ adminPolicy, pccs }: SealerPolicies, image = DIGEST_IMAGE, queueProxyImage = QUEUE_PROXY_IMAGE): string {
   const grants = JSON.parse(adminPolicy) as Record<string, string[]>;
   return JSON.stringify(
-    Object.fromEntries(Object.entries(grants).map(([op, names]) => [op, names.map((name) => `policy.rego:${agentPolicyOf(name, image, queueProxyImage)}`)])),
+    Object.fromEntries(
+      Object.entries(grants).map(([op, names]) => [op, names.map((name) => `policy.rego:${agentPolicyOf(name, image, queueProxyImage, pccs)}`)]),
+    ),
   );
 }
 
@@ -143,7 +168,7 @@ export function deployedInitData(
   sealerTdxPolicy?: string,
   custodians: string | null = CUSTODIANS_PIN,
 ): string {
-  const replaced = withImages(pod, image, queueProxyImage);
+  const replaced = withInstall(pod, image, queueProxyImage, policies?.pccs);
   if (pod !== SEALER_POD) {
     const layout = layoutOf(pod);
     return replaced + sealerPolicyLines(sealerTdxPolicy ?? sealerTdxPolicyText(policies ?? sealerPoliciesFor(layout, image), rootKeyMode, image));
@@ -177,11 +202,17 @@ export const sealerPoliciesFor = (layout: Layout = 'per-function', _image = DIGE
   layout,
 });
 
-/** The policies of these --tdx-policy and --admin-policy files, for a layout. */
-export const readSealerPolicies = (tdxPolicyFile: string, adminPolicyFile: string, layout: Layout = 'per-function'): SealerPolicies => ({
+/** The policies of these --tdx-policy and --admin-policy files, for a layout and PCCS. */
+export const readSealerPolicies = (
+  tdxPolicyFile: string,
+  adminPolicyFile: string,
+  layout: Layout = 'per-function',
+  pccs: Pccs = INTEL_PCS,
+): SealerPolicies => ({
   tdxPolicy: readFileSync(tdxPolicyFile, 'utf8'),
   adminPolicy: readFileSync(adminPolicyFile, 'utf8'),
   layout,
+  pccs,
 });
 
 /** The sealer's MRCONFIGID given its policies. */
@@ -217,8 +248,9 @@ export function writeSealerTdxPolicy(
   image = DIGEST_IMAGE,
   mrTd = 'ab'.repeat(48),
   layout: Layout = 'per-function',
+  pccs: Pccs = INTEL_PCS,
 ): string {
-  const policies = readSealerPolicies(tdxPolicyFile, adminPolicyFile, layout);
+  const policies = readSealerPolicies(tdxPolicyFile, adminPolicyFile, layout, pccs);
   writeFileSync(file, sealerTdxPolicyText(policies, rootKeyMode, image, mrTd));
   return sealerIdOf(policies, rootKeyMode, image);
 }
@@ -246,13 +278,14 @@ export function writeTdxPolicies(
   image = DIGEST_IMAGE,
   mrTd = 'ab'.repeat(48),
   rootKeyMode: RootKeyMode = 'shares',
+  pccs: Pccs = INTEL_PCS,
 ): TdxPolicyFiles {
   const policy = join(dir, 'policy.json');
   writeFileSync(policy, tdxPolicyText(mrTd));
   const admin = join(dir, 'admin-policy.json');
   writeFileSync(admin, adminPolicyText(layout));
   const sealerPolicy = join(dir, 'sealer-policy.json');
-  const sealerId = writeSealerTdxPolicy(sealerPolicy, policy, admin, rootKeyMode, image, mrTd, layout);
+  const sealerId = writeSealerTdxPolicy(sealerPolicy, policy, admin, rootKeyMode, image, mrTd, layout, pccs);
   return { policy, sealerPolicy, admin, sealerId, custodians: custodianKeysFile() };
 }
 
