@@ -216,7 +216,7 @@ function containerRule(container: AllowedContainer): string {
     if (required === true) lines.push(`\tenv_present(${allowed})`);
   }
   lines.push('\tenv_denied_none(denied_env, denied_env_prefixes)');
-  if (container.image === 'tee_kms_image') lines.push('\tenv_denied_none(denied_ca_env, [])', '\tenv_denied_none(denied_kms_env, [])');
+  if (container.image === 'tee_kms_image') lines.push('\tenv_denied_none(denied_ca_env, [])', '\tenv_denied_none(denied_kms_env, [])', '\tmounts_outside_code');
   const denied = container.deniedEnv ?? [];
   for (const { list } of denied) lines.push(`\tenv_denied_none(${list}, [])`);
   lines.push('}');
@@ -265,6 +265,71 @@ denied_entry(entry, _, prefixes) if {
 	some prefix in prefixes
 	startswith(entry, prefix)
 }
+`;
+
+/**
+ * Where the tee-kms image keeps what runs: its application (the Dockerfile's WORKDIR) and the
+ * system's directories of programs and libraries (Debian's, merged /usr included). A mount there,
+ * at or below, is refused (MOUNT_RULES).
+ */
+export const CODE_DIRS = ['/app', '/bin', '/lib', '/lib32', '/lib64', '/libx32', '/opt', '/sbin', '/usr'] as const;
+/** The files the container runtime itself mounts into /etc (CRI: the pod's hosts, hostname, DNS); every other mount at or below /etc is refused. */
+export const RUNTIME_ETC_FILES = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf'] as const;
+/** The runtime's own file systems, under which its own mounts nest (/dev/pts, /dev/shm, /sys/fs/cgroup, …). */
+export const RUNTIME_PARENTS = ['/dev', '/proc', '/sys'] as const;
+
+/** The mount rule, in every document: every tee-kms container's rule calls it. */
+const MOUNT_RULES = `
+# No mount of a tee-kms container may shadow what runs: the image's application and the system's
+# programs and libraries (code_dirs), or /etc (the dynamic loader's ld.so.preload, OpenSSL's
+# configuration, which Node.js reads at start), but for the files the runtime writes there. A
+# volume there (a ConfigMap, a hostPath, an emptyDir filled from the host) would run other code
+# under this document's MRCONFIGID. A destination must be a plain absolute path (no ".", ".." or
+# empty component, not "/" itself), each destination is mounted once, and none lies below another
+# mount but the runtime's own: a symbolic link in one volume would otherwise lead a later mount
+# into the image. Destinations are compared as written: symbolic links of the image itself are
+# not followed here.
+code_dirs := ${JSON.stringify(CODE_DIRS).replace(/,/g, ', ')}
+
+runtime_etc_files := ${JSON.stringify(RUNTIME_ETC_FILES).replace(/,/g, ', ')}
+
+runtime_parents := ${JSON.stringify(RUNTIME_PARENTS).replace(/,/g, ', ')}
+
+mounts_outside_code if {
+	mounts := object.get(input.OCI, "Mounts", [])
+	count({mount.destination | some mount in mounts}) == count(mounts)
+	every mount in mounts {
+		plain_path(mount.destination)
+		not code_destination(mount.destination)
+		not nested_mount(mount.destination, mounts)
+	}
+}
+
+plain_path(path) if {
+	regex.match("^(/[^/]+)+$", path)
+	not regex.match("(^|/)[.][.]?(/|$)", path)
+}
+
+code_destination(path) if {
+	some dir in code_dirs
+	at_or_below(path, dir)
+}
+
+code_destination(path) if {
+	at_or_below(path, "/etc")
+	not path in runtime_etc_files
+}
+
+nested_mount(path, mounts) if {
+	some other in mounts
+	other.destination != path
+	startswith(path, concat("", [other.destination, "/"]))
+	not other.destination in runtime_parents
+}
+
+at_or_below(path, dir) if path == dir
+
+at_or_below(path, dir) if startswith(path, concat("", [dir, "/"]))
 `;
 
 /** The Rego helper of AllowedContainer.closedEnv, written only into documents that use it (it is part of their digest). */
@@ -388,7 +453,7 @@ env_pinned(name, value) if {
 other_or_equal(entry, name, _) if not startswith(entry, concat("", [name, "="]))
 
 other_or_equal(entry, name, value) if entry == concat("=", [name, value])
-${DENIED_ENV_RULES}${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}${pod.containers.some((container) => (container.closedEnv ?? []).some((group) => group.required === true)) ? PRESENT_ENV_RULES : ''}
+${DENIED_ENV_RULES}${MOUNT_RULES}${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}${pod.containers.some((container) => (container.closedEnv ?? []).some((group) => group.required === true)) ? PRESENT_ENV_RULES : ''}
 # Everything else the runtime needs to run and stop the pod.
 default AddARPNeighborsRequest := true
 default AddSwapRequest := true

@@ -20,7 +20,7 @@ import { QUEUE_PROXY_IMAGE_PLACEHOLDER, TEE_KMS_IMAGE_PLACEHOLDER } from '../../
 import { sealerOptions } from '../../sealer/options.js';
 import { kmsOptions } from '../../shared/config.js';
 import { findTool, requireTool, skipWithout } from '../support/tools.js';
-import { KNATIVE, KUBECTL, REPO, dockerCmd, parseDockerfile, type Json, type Resource } from './support.js';
+import { KNATIVE, KUBECTL, REPO, ROOT_KEY_COMPONENT, dockerCmd, parseDockerfile, render, renderComposed, type Json, type Resource } from './support.js';
 import {
   agentPolicyOf,
   DIGEST_IMAGE,
@@ -36,6 +36,8 @@ import {
   custodianKeysFile,
   measuredTdxPolicy,
   mrConfigIdOf,
+  MOUNT_RULES,
+  mountsAdmitted,
   pccsPins,
   pinnedAdmits,
   readSealerPolicies,
@@ -707,6 +709,105 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
               : ['KMS_TRUSTED_SEALER_TDX_POLICY_FILE=x', 'KMS_TSM_ROOT=x', 'KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE=x']),
           ].sort(),
         );
+    });
+  });
+
+  describe('every tee-kms container refuses mounts over what runs (mounts_outside_code)', () => {
+    const documents = ALL_PODS.map((pod) => ({ pod, text: readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8') }));
+    const container = (pod: string) => (pod === SEALER_POD ? 'sealer' : 'function');
+    /**
+     * What the container runtime mounts into every container, besides the pod's volumes: the OCI
+     * defaults (containerd), CRI's /etc files, /dev/shm and termination log, the service account token.
+     */
+    const RUNTIME = [
+      '/proc',
+      '/dev',
+      '/dev/pts',
+      '/dev/mqueue',
+      '/sys',
+      '/sys/fs/cgroup',
+      '/dev/shm',
+      '/etc/hosts',
+      '/etc/hostname',
+      '/etc/resolv.conf',
+      '/dev/termination-log',
+      '/var/run/secrets/kubernetes.io/serviceaccount',
+    ];
+    const sealerMounts = [...RUNTIME, '/var/run/tee-kms/init-data', '/var/run/tee-kms/ca', '/var/run/secrets/tee-kms/sealer-tls'];
+
+    it('the rule word for word in every document, called by every tee-kms container and not by queue-proxy', () => {
+      for (const { pod, text } of documents) {
+        expect(text, pod).toContain(`\n${MOUNT_RULES}\n`);
+        expect(containerRuleOf(text, container(pod)), pod).toContain('\n\tmounts_outside_code\n');
+        if (pod !== SEALER_POD) expect(containerRuleOf(text, 'queue-proxy'), pod).not.toContain('mounts_outside_code');
+      }
+    });
+
+    it("the lists: the image's WORKDIR and Debian's program and library directories, the runtime's /etc files and file systems", () => {
+      const runtime = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8')).stages.at(-1)!;
+      const workdir = runtime.instructions.filter((i) => i.op === 'WORKDIR').at(-1)!.args;
+      for (const { pod, text } of documents) {
+        expect(regoArray(text, 'code_dirs'), pod).toEqual(['/app', '/bin', '/lib', '/lib32', '/lib64', '/libx32', '/opt', '/sbin', '/usr']);
+        expect(regoArray(text, 'runtime_etc_files'), pod).toEqual(['/etc/hostname', '/etc/hosts', '/etc/resolv.conf']);
+        expect(regoArray(text, 'runtime_parents'), pod).toEqual(['/dev', '/proc', '/sys']);
+        expect(regoArray(text, 'code_dirs'), pod).toContain(workdir);
+      }
+    });
+
+    it.skipIf(skipWithout(KUBECTL))("admits what the tdx install mounts into each TD's tee-kms container, with the runtime's own", () => {
+      requireTool(KUBECTL);
+      const byName = new Map(documents.map(({ pod, text }) => [pod, text]));
+      const resources = [
+        ...render(join(KNATIVE, 'overlays', 'tdx')),
+        ...renderComposed([join(KNATIVE, 'base')], [join(KNATIVE, 'components', 'tdx'), ROOT_KEY_COMPONENT]),
+      ];
+      const pods = resources.filter(
+        (r) => (r.kind === 'Service' && r.apiVersion === 'serving.knative.dev/v1') || (r.kind === 'StatefulSet' && r.metadata.name === SEALER_POD),
+      );
+      expect(pods.length).toBeGreaterThan(10);
+      for (const r of pods) {
+        const name = r.metadata.name as string;
+        const main = (r.spec.template.spec.containers as Json[])[0]!;
+        const mounts = ((main.volumeMounts ?? []) as Json[]).map((m) => m.mountPath as string);
+        expect(mounts, name).toContain('/var/run/tee-kms/init-data');
+        expect(mountsAdmitted(byName.get(name)!, container(name), [...RUNTIME, ...mounts]), `${name}: ${mounts.join(' ')}`).toBe(true);
+      }
+    });
+
+    it('refuses a mount over the application, node, the libraries or /etc, a path that is not plain, the same path twice, and one through another volume', () => {
+      for (const { pod, text } of documents) expect(mountsAdmitted(text, container(pod), sealerMounts), pod).toBe(true);
+      const sealer = documents.find(({ pod }) => pod === SEALER_POD)!.text;
+      const attacks: string[][] = [
+        ['/app'],
+        ['/app/dist'],
+        ['/app/dist/sealer/main.js'],
+        ['/app/node_modules/jose'],
+        ['/usr/local/bin/node'],
+        ['/usr/lib/x86_64-linux-gnu'],
+        ['/lib/x86_64-linux-gnu/libc.so.6'],
+        ['/lib64/ld-linux-x86-64.so.2'],
+        ['/bin/sh'],
+        ['/etc/ld.so.preload'],
+        ['/etc/ssl/openssl.cnf'],
+        ['/etc'],
+        ['/opt/yarn'],
+        ['/'],
+        ['/tmp/../app'],
+        ['/var/run/tee-kms/ca/../../../../app/dist'],
+        ['//app'],
+        ['/app/'],
+        ['/./app'],
+        ['/tmp/'],
+        [''],
+        ['/var/run/tee-kms/ca'],
+        // A volume holding a symbolic link "y" to /app, then a mount through it.
+        ['/var/run/evil', '/var/run/evil/y/dist'],
+        ['/dev/evil', '/dev/evil/y/dist'],
+      ];
+      for (const extra of attacks) expect(mountsAdmitted(sealer, 'sealer', [...sealerMounts, ...extra]), JSON.stringify(extra)).toBe(false);
+      // Whole path components: these are not code directories.
+      for (const extra of ['/apple', '/application/data', '/usr-data', '/etc2', '/var/lib/app', '/tmp', '/data/usr'])
+        expect(mountsAdmitted(sealer, 'sealer', [...sealerMounts, extra]), extra).toBe(true);
     });
   });
 

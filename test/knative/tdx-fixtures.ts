@@ -390,3 +390,59 @@ export function tdContainerEnv(pod: Resource, resources: readonly Resource[]): {
   env.push(...((container.env ?? []) as Json[]).map((e) => `${e.name}=${e.value ?? ''}`));
   return { container: container.name, env };
 }
+
+/** The mount rule, word for word as every document has it (init-data.test.ts checks it). */
+export const MOUNT_RULES = [
+  'mounts_outside_code if {',
+  '\tmounts := object.get(input.OCI, "Mounts", [])',
+  '\tcount({mount.destination | some mount in mounts}) == count(mounts)',
+  '\tevery mount in mounts {',
+  '\t\tplain_path(mount.destination)',
+  '\t\tnot code_destination(mount.destination)',
+  '\t\tnot nested_mount(mount.destination, mounts)',
+  '\t}',
+  '}',
+  '',
+  'plain_path(path) if {',
+  '\tregex.match("^(/[^/]+)+$", path)',
+  '\tnot regex.match("(^|/)[.][.]?(/|$)", path)',
+  '}',
+  '',
+  'code_destination(path) if {',
+  '\tsome dir in code_dirs',
+  '\tat_or_below(path, dir)',
+  '}',
+  '',
+  'code_destination(path) if {',
+  '\tat_or_below(path, "/etc")',
+  '\tnot path in runtime_etc_files',
+  '}',
+  '',
+  'nested_mount(path, mounts) if {',
+  '\tsome other in mounts',
+  '\tother.destination != path',
+  '\tstartswith(path, concat("", [other.destination, "/"]))',
+  '\tnot other.destination in runtime_parents',
+  '}',
+  '',
+  'at_or_below(path, dir) if path == dir',
+  '',
+  'at_or_below(path, dir) if startswith(path, concat("", [dir, "/"]))',
+].join('\n');
+
+/**
+ * Whether mounts_outside_code holds for a container whose OCI spec mounts at these destinations,
+ * with the meaning of MOUNT_RULES and the lists as the document assigns them; the container's rule
+ * must call it. No Rego engine: the rest of the rule is not evaluated.
+ */
+export function mountsAdmitted(document: string, container: string, destinations: readonly string[]): boolean {
+  if (!document.includes(`\n${MOUNT_RULES}\n`)) throw new Error('mounts_outside_code is not the rule the model reads');
+  if (!containerRuleOf(document, container).includes('\n\tmounts_outside_code\n'))
+    throw new Error(`the rule for ${container} does not call mounts_outside_code`);
+  const [codeDirs, etcFiles, parents] = ['code_dirs', 'runtime_etc_files', 'runtime_parents'].map((list) => regoArray(document, list));
+  const atOrBelow = (path: string, dir: string) => path === dir || path.startsWith(`${dir}/`);
+  const plain = (path: string) => /^(\/[^/]+)+$/.test(path) && !/(^|\/)[.][.]?(\/|$)/.test(path);
+  const code = (path: string) => codeDirs!.some((dir) => atOrBelow(path, dir)) || (atOrBelow(path, '/etc') && !etcFiles!.includes(path));
+  const nested = (path: string) => destinations.some((other) => other !== path && path.startsWith(`${other}/`) && !parents!.includes(other));
+  return new Set(destinations).size === destinations.length && destinations.every((path) => plain(path) && !code(path) && !nested(path));
+}
