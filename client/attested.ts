@@ -118,7 +118,8 @@ async function verifierFor(tee: 'sample' | 'tdx', options: AttestOptions, policy
   if (options.collateral !== undefined) {
     collateral = new collateralModule.StaticCollateralSource(configured(() => collateralModule.parseCollateral(options.collateral, 'attest.collateral')));
   } else if (options.pccsUrl !== undefined) {
-    collateral = new collateralModule.PccsCollateralSource({ baseUrl: options.pccsUrl, ...(options.pccsCa !== undefined && { tlsCa: options.pccsCa }) });
+    const { pccsUrl, pccsCa } = options;
+    collateral = configured(() => new collateralModule.PccsCollateralSource({ baseUrl: pccsUrl, ...(pccsCa !== undefined && { tlsCa: pccsCa }) }));
   } else {
     throw new KmsError('CONFIG', 'TDX evidence needs attest.collateral or attest.pccsUrl (DCAP collateral)');
   }

@@ -414,31 +414,17 @@ check_auto_unseal() {
 # The collateral source (docs/attestation.md, "Collateral"): the PCCS URL and, with --pccs-ca, the
 # CA its TLS certificate must chain to reach the sealer (KMS_SEALER_PCCS_*) and the functions
 # (KMS_TRUSTED_SEALER_PCCS_*) only as their init-data lists them (pccs_env), so they go into both,
-# from one JSON array of [NAME, VALUE] pairs each, made here. The CA is checked as the pods check it.
+# from one JSON array of [NAME, VALUE] pairs each (scripts/pccs-env.ts, which checks the CA as the
+# pods check it).
 SEALER_PCCS_ENV_JSON='[]'
 FUNCTION_PCCS_ENV_JSON='[]'
 check_pccs() {
   local lists
   [[ -z $PCCS_CA || ( -f $PCCS_CA && -r $PCCS_CA ) ]] || die "--pccs-ca $PCCS_CA: no such readable file"
-  # shellcheck disable=SC2016 # JavaScript, not shell
-  lists=$(node -e '
-    const { X509Certificate } = require("node:crypto");
-    const [url, caFile] = process.argv.slice(1);
-    let ca;
-    if (caFile !== "") {
-      ca = require("node:fs").readFileSync(caFile, "utf8").replace(/\s+$/, "");
-      const blocks = ca.match(/-{5}BEGIN CERTIFICATE-{5}[A-Za-z0-9+/=\s]+-{5}END CERTIFICATE-{5}/g) ?? [];
-      const parses = (block) => { try { new X509Certificate(block); return true; } catch { return false; } };
-      if (blocks.length === 0 || !blocks.every(parses) || blocks.reduce((rest, block) => rest.replace(block, ""), ca).trim() !== "") {
-        console.error(`--pccs-ca ${caFile}: must be PEM certificates (BEGIN CERTIFICATE), one or more, and nothing else`);
-        process.exit(1);
-      }
-    }
-    for (const prefix of ["KMS_SEALER_PCCS_", "KMS_TRUSTED_SEALER_PCCS_"])
-      console.log(JSON.stringify([[`${prefix}URL`, url], ...(ca === undefined ? [] : [[`${prefix}CA`, ca]])]));
-  ' "$PCCS_URL" "$PCCS_CA") || die "--pccs-ca: see above (node is needed for it)"
+  lists=$(node "$REPO_ROOT/scripts/run-built.mjs" dist/scripts/pccs-env.js "$PCCS_URL" "$PCCS_CA") || die "--pccs-ca: see above (node is needed for it)"
   SEALER_PCCS_ENV_JSON=${lists%%$'\n'*}
   FUNCTION_PCCS_ENV_JSON=${lists#*$'\n'}
+  [[ $SEALER_PCCS_ENV_JSON == '[['* && $FUNCTION_PCCS_ENV_JSON == '[['* ]] || die "internal: scripts/pccs-env.ts printed no lists"
 }
 
 # The root key mode (docs/root-key.md): the sealer's agent policy admits KMS_SEALER_ROOT_KEY and

@@ -16,6 +16,7 @@ import { createTdxPolicy, type TdxPolicy } from './attestation/tdx/policy.js';
 import { TdxVerifier } from './attestation/tdx/verifier.js';
 import { trustedRootFromPem } from './attestation/tdx/verify.js';
 import type { TeeType, Verifier } from '../shared/attestation/types.js';
+import { PEM_CERTIFICATES, pemBundle } from '../shared/crypto/pem-bundle.js';
 import { KmsError } from '../shared/errors.js';
 import type { SealerOptions } from './options.js';
 import { sealerLog } from './log.js';
@@ -184,18 +185,7 @@ function checkPccsTransport(pccsUrl: string, allowHttp: boolean, env: NodeJS.Pro
 function checkPccsCa(pccsCa: string, pccsUrl: string, p: string): void {
   if (pccsCa === '') return;
   if (pccsUrl === '') throw new KmsError('CONFIG', `${p}PCCS_CA has no effect without ${p}PCCS_URL`);
-  const blocks = pccsCa.match(/-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----/g) ?? [];
-  const parsed = blocks.every((block) => {
-    try {
-      new X509Certificate(block);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-  if (blocks.length === 0 || !parsed || blocks.reduce((rest, block) => rest.replace(block, ''), pccsCa).trim() !== '') {
-    throw new KmsError('CONFIG', `${p}PCCS_CA must be PEM certificates (-----BEGIN CERTIFICATE-----), one or more, and nothing else`);
-  }
+  if (pemBundle(pccsCa) === undefined) throw new KmsError('CONFIG', `${p}PCCS_CA must be ${PEM_CERTIFICATES}`);
 }
 
 async function readConfigFile(path: string, variable: string): Promise<string> {

@@ -116,6 +116,13 @@ describe('attested mode with TDX evidence', () => {
       expect((await failure(bundledOnly.attestation())).code).toBe('ATTESTATION');
       expect(pccs.requests.length).toBe(fetched);
       bundledOnly.close();
+      // An empty CA is not "no CA" (Node would take its default store, NODE_EXTRA_CA_CERTS included), nor is a CA that TLS would not load whole.
+      for (const pccsCa of ['', `  ${pccs.tlsCa!}`]) {
+        const refused = new KmsClient({ url: kms.url, pin, ...credentials, attest: attest({ collateral: undefined, pccsUrl: pccs.url, pccsCa }) });
+        expect((await failure(refused.attestation())).code, JSON.stringify(pccsCa)).toBe('CONFIG');
+        refused.close();
+      }
+      expect(pccs.requests.length).toBe(fetched);
     } finally {
       await pccs.close();
     }

@@ -202,7 +202,7 @@ describe('install.sh and uninstall.sh', () => {
       [
         ['--dry-run', '--tee', 'tdx', '--image', DIGEST_IMAGE, '--tdx-policy', POLICY, ...CUSTODY, '--pccs-ca', fixture('not-pem.pem', 'a CA\n')],
         {},
-        /--pccs-ca \S+not-pem\.pem: must be PEM certificates \(BEGIN CERTIFICATE\), one or more, and nothing else/,
+        /--pccs-ca \S+not-pem\.pem: must be PEM certificates \(BEGIN CERTIFICATE\), one or more, each marker on a line of its own, and nothing else/,
       ],
       [
         [

@@ -7,7 +7,7 @@
  * policy files that name them.
  */
 import { createHash, generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
@@ -41,7 +41,9 @@ export const CUSTODIAN_KEYS = Array.from({ length: 5 }, () => {
 let custodianKeysPath: string | undefined;
 export function custodianKeysFile(): string {
   if (custodianKeysPath === undefined) {
-    custodianKeysPath = join(mkdtempSync(join(tmpdir(), 'tee-kms-custodians-')), 'custodians.json');
+    const dir = mkdtempSync(join(tmpdir(), 'tee-kms-custodians-'));
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    custodianKeysPath = join(dir, 'custodians.json');
     writeFileSync(custodianKeysPath, `${JSON.stringify(CUSTODIAN_KEYS, null, 2)}\n`);
   }
   return custodianKeysPath;

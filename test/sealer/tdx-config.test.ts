@@ -247,7 +247,7 @@ describe('sealer TDX configuration', () => {
     [
       'KMS_SEALER_PCCS_CA that is a file name, not PEM (the PCCS connection trusts nothing else)',
       () => ({ KMS_SEALER_TDX_POLICY_FILE: files.policy, KMS_SEALER_PCCS_URL: 'https://pccs.invalid', KMS_SEALER_PCCS_CA: files.leafCert }),
-      /CONFIG: KMS_SEALER_PCCS_CA must be PEM certificates \(-----BEGIN CERTIFICATE-----\), one or more, and nothing else/,
+      /CONFIG: KMS_SEALER_PCCS_CA must be PEM certificates \(BEGIN CERTIFICATE\), one or more, each marker on a line of its own, and nothing else/,
     ],
     [
       'KMS_SEALER_PCCS_CA with a damaged certificate',

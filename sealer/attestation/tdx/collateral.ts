@@ -7,6 +7,7 @@
  * certificate whose chain verifies up to the trusted root, so a forged certificate cannot make the
  * verifier fetch anything.
  */
+import { PEM_CERTIFICATES, pemBundle } from '../../../shared/crypto/pem-bundle.js';
 import type { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import dcapQvl from '@phala/dcap-qvl';
@@ -267,6 +268,9 @@ export class PccsCollateralSource implements CollateralSource {
     this.maxEntries = Math.max(1, options.maxEntries ?? 1024);
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.rootCaCrlUrl = options.rootCaCrlUrl;
+    if (options.tlsCa !== undefined && pemBundle(options.tlsCa) === undefined) {
+      throw new KmsError('CONFIG', `TDX collateral: the PCCS's CA must be ${PEM_CERTIFICATES}`);
+    }
     this.tlsCa = options.tlsCa;
     this.fetcher = options.fetcher ?? fetchPccsCollateral;
   }

@@ -14,6 +14,7 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { rootCertificates } from 'node:tls';
+import { PEM_CERTIFICATES, pemBundle } from '../../../shared/crypto/pem-bundle.js';
 import { readBounded } from '../../../shared/http/body.js';
 import type { PckCa, TdxCollateral } from './collateral.js';
 
@@ -50,6 +51,8 @@ export interface PccsRequest {
    * own under the PCCS's name).
    */
   readonly tlsCa?: string;
+  /** The same for rootCaCrlUrl (tests); default Node's bundled roots, which vouch for Intel's distribution point. */
+  readonly rootCaCrlTlsCa?: string;
 }
 
 interface PccsResponse {
@@ -57,8 +60,8 @@ interface PccsResponse {
   readonly body: Buffer;
 }
 
-/** One GET: https unless allowHttp, no redirects, a deadline for the whole answer, a bounded body. */
-async function httpGet(url: string, what: string, request: PccsRequest): Promise<PccsResponse> {
+/** One GET: https unless allowHttp, trusting tlsCa or the bundled roots, no redirects, a deadline for the whole answer, a bounded body. */
+async function httpGet(url: string, what: string, request: PccsRequest, tlsCa: string | undefined): Promise<PccsResponse> {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -70,7 +73,7 @@ async function httpGet(url: string, what: string, request: PccsRequest): Promise
   }
   const signal = AbortSignal.timeout(request.timeoutMs ?? 30_000);
   const response = await new Promise<IncomingMessage>((resolve, reject) => {
-    const options = { method: 'GET', signal, ca: request.tlsCa ?? BUNDLED_ROOTS };
+    const options = { method: 'GET', signal, ca: tlsCa ?? BUNDLED_ROOTS };
     const req = parsed.protocol === 'https:' ? httpsRequest(parsed, options, resolve) : httpRequest(parsed, options, resolve);
     req.on('error', (error) => reject(new PccsError(`${what} request failed`, { cause: error })));
     req.end();
@@ -156,7 +159,11 @@ export function crlToDer(body: Uint8Array): Buffer {
 
 export async function fetchPccsCollateral(request: PccsRequest): Promise<TdxCollateral> {
   const base = request.baseUrl.replace(/\/+$/, '').replace(/\/(sgx|tdx)\/certification\/v4$/, '');
-  const get = (url: string, what: string) => httpGet(url, what, request);
+  for (const ca of [request.tlsCa, request.rootCaCrlTlsCa]) {
+    // An empty or malformed CA would be read as "the default store", NODE_EXTRA_CA_CERTS included.
+    if (ca !== undefined && pemBundle(ca) === undefined) throw new PccsError(`a TLS CA must be ${PEM_CERTIFICATES}`);
+  }
+  const get = (url: string, what: string) => httpGet(url, what, request, request.tlsCa);
   const header = (response: PccsResponse, names: string[], what: string): string => {
     for (const name of names) {
       const value = response.headers[name.toLowerCase()];
@@ -194,7 +201,8 @@ export async function fetchPccsCollateral(request: PccsRequest): Promise<TdxColl
   const rootCrl = (async () => {
     // A PCCS serves the root CA CRL itself (hex); Intel PCS does not, so fall back to the CDP.
     const fromService = base.startsWith(INTEL_PCS_URL) ? undefined : await get(`${base}/sgx/certification/v4/rootcacrl`, 'root CA CRL').catch(() => undefined);
-    const response = fromService ?? (await get(request.rootCaCrlUrl ?? INTEL_ROOT_CA_CRL_URL, 'root CA CRL'));
+    // Intel's distribution point is not the PCCS: its certificate is a public one.
+    const response = fromService ?? (await httpGet(request.rootCaCrlUrl ?? INTEL_ROOT_CA_CRL_URL, 'root CA CRL', request, request.rootCaCrlTlsCa));
     return crlToDer(response.body);
   })();
 

@@ -273,18 +273,39 @@ describe('PCCS v4 endpoints over real HTTP(S)', () => {
     }
   });
 
-  it('takes the root CA CRL from its distribution point when the service has no rootcacrl endpoint', async () => {
+  it('takes the root CA CRL from its distribution point when the service has no rootcacrl endpoint, trusting its own CA there', async () => {
     const pccs = await startFakePccs(collateral, { withoutRootCaCrlEndpoint: true, https: true });
+    const distribution = await startFakePccs(collateral, { https: true });
     try {
-      const fetched = await fetchPccsCollateral({
+      const request = {
         baseUrl: pccs.url,
         fmspc: TEST_FMSPC,
-        ca: 'platform',
-        rootCaCrlUrl: `${pccs.url}/IntelSGXRootCA.der`,
+        ca: 'platform' as const,
+        rootCaCrlUrl: `${distribution.url}/IntelSGXRootCA.der`,
         tlsCa: pccs.tlsCa!,
-      });
+      };
+      // The PCCS's CA does not vouch for the distribution point (Intel's is public: the bundled roots do).
+      await expect(fetchPccsCollateral(request)).rejects.toThrow('root CA CRL request failed');
+      expect(distribution.requests).toEqual([]);
+      const fetched = await fetchPccsCollateral({ ...request, rootCaCrlTlsCa: distribution.tlsCa! });
       expect(fetched.root_ca_crl).toBe(collateral.root_ca_crl);
-      expect(pccs.requests).toContain('/IntelSGXRootCA.der');
+      expect(distribution.requests).toEqual(['/IntelSGXRootCA.der']);
+    } finally {
+      await pccs.close();
+      await distribution.close();
+    }
+  });
+
+  it('refuses an empty or malformed TLS CA before any request: Node would read it as its default store', async () => {
+    const pccs = await startFakePccs(collateral, { https: true });
+    try {
+      for (const tlsCa of ['', ' ', 'not a certificate', `  ${pccs.tlsCa!}`]) {
+        await expect(fetchPccsCollateral({ baseUrl: pccs.url, fmspc: TEST_FMSPC, ca: 'platform', tlsCa }), JSON.stringify(tlsCa)).rejects.toThrow(
+          /a TLS CA must be PEM certificates/,
+        );
+        await expectKmsError(() => sourceFor({ url: pccs.url, tlsCa }), 'CONFIG', /the PCCS's CA must be PEM certificates/);
+      }
+      expect(pccs.requests).toEqual([]);
     } finally {
       await pccs.close();
     }
