@@ -28,7 +28,10 @@ RUN npm run build
 
 # ---- runtime: production dependencies and the built output only -------------------------------
 FROM ${NODE_IMAGE} AS runtime
+# The command's paths (node, dist/…) resolve against these two; the TDs' agent policy pins both
+# (scripts/init-data.ts APP_DIR, IMAGE_PATH), so no pod spec can point them at a volume.
 WORKDIR /app
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force

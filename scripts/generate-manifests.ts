@@ -24,6 +24,7 @@ import {
   DENIED_COLLATERAL_ENV,
   DENIED_POLICY_ENV,
   DENIED_TRUST_ENV,
+  IMAGE_PATH,
   INIT_DATA_MOUNT,
   initDataToml,
   type AllowedContainer,
@@ -117,13 +118,13 @@ function knativeService(name: string, functionTarget: string, traits: Traits): S
             {
               name: 'function',
               image: 'tee-kms',
-              ports: [{ name: 'http1', containerPort: 8080 }],
+              ports: [{ name: 'http1', containerPort: FUNCTION_PORT }],
               env,
               envFrom: [{ configMapRef: { name: 'tee-kms-config' } }],
               // Ready once the root key can be obtained, or the sealer answers that it is sealed.
-              readinessProbe: { httpGet: { path: '/readyz', port: 8080 }, periodSeconds: 5, timeoutSeconds: 2 },
+              readinessProbe: { httpGet: { path: '/readyz', port: FUNCTION_PORT }, periodSeconds: 5, timeoutSeconds: 2 },
               // Liveness stays cheap: the process serves HTTP.
-              livenessProbe: { httpGet: { path: '/healthz', port: 8080 }, initialDelaySeconds: 10, periodSeconds: 15 },
+              livenessProbe: { httpGet: { path: '/healthz', port: FUNCTION_PORT }, initialDelaySeconds: 10, periodSeconds: 15 },
               resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '1', memory: '512Mi' } },
               securityContext: {
                 runAsNonRoot: true,
@@ -162,6 +163,15 @@ const SEALER_COMMAND = ['node', 'dist/sealer/main.js'] as const;
 
 /** The attestation agent's REST API inside the TD (patches/config.yaml sets it in tee-kms-config). */
 const AA_URL = 'http://127.0.0.1:8006';
+/**
+ * The function's port: Knative passes it to the function as PORT and to queue-proxy as USER_PORT,
+ * both pinned. Another would let queue-proxy forward requests to another port on the TD's loopback,
+ * the attestation agent's (whose evidence then binds a key of the caller's under the function's
+ * MRCONFIGID).
+ */
+const FUNCTION_PORT = 8080;
+/** Knative's queue-proxy program (ko's /ko-app/<name>, its image's entrypoint; Knative sets no command). */
+const QUEUE_PROXY_COMMAND = ['/ko-app/queue'] as const;
 
 /** A function Service's init-data: its container, FUNCTION_TARGET pinned, and Knative's queue-proxy. */
 function functionInitData(name: string, functionTarget: string, summary: string): string {
@@ -178,6 +188,8 @@ function functionInitData(name: string, functionTarget: string, summary: string)
         KMS_INIT_DATA_FILE: `${INIT_DATA_MOUNT}/${name}.toml`,
         KMS_ATTESTER: 'tdx-aa',
         KMS_AA_URL: AA_URL,
+        PORT: String(FUNCTION_PORT),
+        PATH: IMAGE_PATH,
       },
       closedEnv: [
         {
@@ -200,7 +212,7 @@ function functionInitData(name: string, functionTarget: string, summary: string)
         },
       ],
     },
-    { name: 'queue-proxy', image: 'queue_proxy_image' },
+    { name: 'queue-proxy', image: 'queue_proxy_image', args: QUEUE_PROXY_COMMAND, env: { USER_PORT: String(FUNCTION_PORT) } },
   ];
   return initDataToml({ name, summary, containers });
 }
@@ -271,7 +283,7 @@ export async function generateManifests(): Promise<Map<string, string>> {
           args: SEALER_COMMAND,
           // Its own init-data, from which it reads the measured TDX and admin policies, checked
           // against its own quote from the attestation agent inside the TD.
-          env: { NODE_ENV: 'production', KMS_SEALER_INIT_DATA_FILE: `${INIT_DATA_MOUNT}/${SEALER}.toml`, KMS_SEALER_ATTESTER: 'tdx-aa' },
+          env: { NODE_ENV: 'production', KMS_SEALER_INIT_DATA_FILE: `${INIT_DATA_MOUNT}/${SEALER}.toml`, KMS_SEALER_ATTESTER: 'tdx-aa', PATH: IMAGE_PATH },
           closedEnv: [
             {
               prefix: 'KMS_SEALER_UNSEAL_',

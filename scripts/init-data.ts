@@ -216,7 +216,11 @@ function containerRule(container: AllowedContainer): string {
     if (required === true) lines.push(`\tenv_present(${allowed})`);
   }
   lines.push('\tenv_denied_none(denied_env, denied_env_prefixes)');
-  if (container.image === 'tee_kms_image') lines.push('\tenv_denied_none(denied_ca_env, [])', '\tenv_denied_none(denied_kms_env, [])', '\tmounts_outside_code');
+  if (container.image === 'tee_kms_image') {
+    lines.push('\tenv_denied_none(denied_ca_env, [])', '\tenv_denied_none(denied_kms_env, [])');
+    // The command's relative paths resolve against the working directory and PATH (pinned above).
+    lines.push(`\tinput.OCI.Process.Cwd == ${rego(APP_DIR)}`, '\tmounts_within(volume_roots)');
+  } else lines.push('\tmounts_outside(code_dirs)');
   const denied = container.deniedEnv ?? [];
   for (const { list } of denied) lines.push(`\tenv_denied_none(${list}, [])`);
   lines.push('}');
@@ -267,41 +271,97 @@ denied_entry(entry, _, prefixes) if {
 }
 `;
 
+/** The tee-kms image's working directory (the Dockerfile's WORKDIR): its command's paths are relative to it. */
+export const APP_DIR = '/app';
 /**
- * Where the tee-kms image keeps what runs: its application (the Dockerfile's WORKDIR) and the
- * system's directories of programs and libraries (Debian's, merged /usr included). A mount there,
- * at or below, is refused (MOUNT_RULES).
+ * The tee-kms image's PATH (the Dockerfile's ENV PATH), pinned: the command names `node`, which
+ * the agent looks up in PATH; another PATH could name a directory of a volume.
  */
-export const CODE_DIRS = ['/app', '/bin', '/lib', '/lib32', '/lib64', '/libx32', '/opt', '/sbin', '/usr'] as const;
-/** The files the container runtime itself mounts into /etc (CRI: the pod's hosts, hostname, DNS); every other mount at or below /etc is refused. */
-export const RUNTIME_ETC_FILES = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf'] as const;
-/** The runtime's own file systems, under which its own mounts nest (/dev/pts, /dev/shm, /sys/fs/cgroup, …). */
-export const RUNTIME_PARENTS = ['/dev', '/proc', '/sys'] as const;
+export const IMAGE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** The runtime's own file systems by destination, with their types as containerd's defaults give them: only these may have mounts below them. */
+export const RUNTIME_FILE_SYSTEMS = { '/dev': 'tmpfs', '/proc': 'proc', '/sys': 'sysfs' } as const;
+/** The runtime's other mounts (containerd's defaults, CRI's /etc files, /dev/shm and termination log), each at exactly its destination. */
+export const RUNTIME_MOUNTS = [
+  '/dev/mqueue',
+  '/dev/pts',
+  '/dev/shm',
+  '/dev/termination-log',
+  '/etc/hostname',
+  '/etc/hosts',
+  '/etc/resolv.conf',
+  '/sys/fs/cgroup',
+] as const;
+/**
+ * Where a tee-kms container may have the pod's volumes, at or below: directories the image does
+ * not have, so nothing it runs or reads at start can be shadowed there.
+ */
+export const VOLUME_ROOTS = ['/tmp', '/var/lib/tee-kms-sealer', '/var/run/secrets', '/var/run/tee-kms'] as const;
+/** Where queue-proxy (a Go program, /ko-app/queue) may not have a volume, at or below: its program, the system's programs and libraries, /etc. */
+export const CODE_DIRS = ['/bin', '/etc', '/ko-app', '/lib', '/lib32', '/lib64', '/libx32', '/opt', '/sbin', '/usr'] as const;
 
-/** The mount rule, in every document: every tee-kms container's rule calls it. */
+const regoStrings = (list: readonly string[]) => JSON.stringify(list).replace(/,/g, ', ');
+
+/** The mount rules, in every document: each tee-kms container's rule calls mounts_within, queue-proxy's mounts_outside. */
 const MOUNT_RULES = `
-# No mount of a tee-kms container may shadow what runs: the image's application and the system's
-# programs and libraries (code_dirs), or /etc (the dynamic loader's ld.so.preload, OpenSSL's
-# configuration, which Node.js reads at start), but for the files the runtime writes there. A
-# volume there (a ConfigMap, a hostPath, an emptyDir filled from the host) would run other code
-# under this document's MRCONFIGID. A destination must be a plain absolute path (no ".", ".." or
-# empty component, not "/" itself), each destination is mounted once, and none lies below another
-# mount but the runtime's own: a symbolic link in one volume would otherwise lead a later mount
-# into the image. Destinations are compared as written: symbolic links of the image itself are
-# not followed here.
-code_dirs := ${JSON.stringify(CODE_DIRS).replace(/,/g, ', ')}
+# Mounts (input.OCI.Mounts, read as Kata's genpolicy rules read them). A volume over what runs
+# (the image's application, node, the libraries, /etc/ld.so.preload, OpenSSL's configuration,
+# which Node.js reads at start) would run other code under this document's MRCONFIGID. So a
+# tee-kms container has the pod's volumes only at or below volume_roots, queue-proxy none at or
+# below code_dirs, and both the runtime's own mounts at exactly their destinations: its file
+# systems (runtime_file_systems, by type) and runtime_mounts. In every container each destination
+# is a plain absolute path, mounted once, below no other mount but the runtime's file systems (a
+# symbolic link in a volume would lead a later mount elsewhere), and not at or below /run or
+# /var/lock, which the image links /var/run and /var/lock to: each directory has one spelling.
+runtime_file_systems := ${JSON.stringify(RUNTIME_FILE_SYSTEMS).replace(/,/g, ', ').replace(/:/g, ': ')}
 
-runtime_etc_files := ${JSON.stringify(RUNTIME_ETC_FILES).replace(/,/g, ', ')}
+runtime_mounts := ${regoStrings(RUNTIME_MOUNTS)}
 
-runtime_parents := ${JSON.stringify(RUNTIME_PARENTS).replace(/,/g, ', ')}
+volume_roots := ${regoStrings(VOLUME_ROOTS)}
 
-mounts_outside_code if {
+code_dirs := ${regoStrings(CODE_DIRS)}
+
+mounts_within(roots) if {
 	mounts := object.get(input.OCI, "Mounts", [])
+	mounts_apart(mounts)
+	every mount in mounts {
+		within(mount, roots)
+	}
+}
+
+within(mount, _) if runtime_mount(mount)
+
+within(mount, roots) if {
+	some root in roots
+	at_or_below(mount.destination, root)
+}
+
+mounts_outside(dirs) if {
+	mounts := object.get(input.OCI, "Mounts", [])
+	mounts_apart(mounts)
+	every mount in mounts {
+		outside(mount, dirs)
+	}
+}
+
+outside(mount, _) if runtime_mount(mount)
+
+outside(mount, dirs) if {
+	every dir in dirs {
+		not at_or_below(mount.destination, dir)
+	}
+}
+
+runtime_mount(mount) if runtime_file_systems[mount.destination] == mount.type_
+
+runtime_mount(mount) if mount.destination in runtime_mounts
+
+mounts_apart(mounts) if {
 	count({mount.destination | some mount in mounts}) == count(mounts)
 	every mount in mounts {
 		plain_path(mount.destination)
-		not code_destination(mount.destination)
 		not nested_mount(mount.destination, mounts)
+		not at_or_below(mount.destination, "/run")
+		not at_or_below(mount.destination, "/var/lock")
 	}
 }
 
@@ -310,21 +370,11 @@ plain_path(path) if {
 	not regex.match("(^|/)[.][.]?(/|$)", path)
 }
 
-code_destination(path) if {
-	some dir in code_dirs
-	at_or_below(path, dir)
-}
-
-code_destination(path) if {
-	at_or_below(path, "/etc")
-	not path in runtime_etc_files
-}
-
 nested_mount(path, mounts) if {
 	some other in mounts
 	other.destination != path
 	startswith(path, concat("", [other.destination, "/"]))
-	not other.destination in runtime_parents
+	not runtime_file_systems[other.destination] == other.type_
 }
 
 at_or_below(path, dir) if path == dir

@@ -13,14 +13,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
+import { parse as loadYaml, parseAllDocuments } from 'yaml';
 import { routeModules } from '../../functions/catalog.js';
 import { serviceName } from '../../scripts/generate-manifests.js';
 import { QUEUE_PROXY_IMAGE_PLACEHOLDER, TEE_KMS_IMAGE_PLACEHOLDER } from '../../scripts/init-data.js';
 import { sealerOptions } from '../../sealer/options.js';
 import { kmsOptions } from '../../shared/config.js';
 import { findTool, requireTool, skipWithout } from '../support/tools.js';
-import { KNATIVE, KUBECTL, REPO, ROOT_KEY_COMPONENT, dockerCmd, parseDockerfile, render, renderComposed, type Json, type Resource } from './support.js';
+import {
+  KNATIVE,
+  KUBECTL,
+  REPO,
+  ROOT_KEY_COMPONENT,
+  dockerCmd,
+  dockerEnv,
+  parseDockerfile,
+  render,
+  renderComposed,
+  type Json,
+  type Resource,
+} from './support.js';
 import {
   agentPolicyOf,
   DIGEST_IMAGE,
@@ -38,6 +50,7 @@ import {
   mrConfigIdOf,
   MOUNT_RULES,
   mountsAdmitted,
+  type OciMount,
   pccsPins,
   pinnedAdmits,
   readSealerPolicies,
@@ -712,46 +725,81 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     });
   });
 
-  describe('every tee-kms container refuses mounts over what runs (mounts_outside_code)', () => {
+  describe('no container of a TD may mount a volume over what it runs (mounts_within, mounts_outside)', () => {
     const documents = ALL_PODS.map((pod) => ({ pod, text: readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8') }));
     const container = (pod: string) => (pod === SEALER_POD ? 'sealer' : 'function');
     /**
-     * What the container runtime mounts into every container, besides the pod's volumes: the OCI
-     * defaults (containerd), CRI's /etc files, /dev/shm and termination log, the service account token.
+     * What the container runtime mounts into every container besides the pod's volumes, as
+     * containerd's defaults and CRI give them (Kata's genpolicy settings list the same): its file
+     * systems with their types, /dev/shm, the /etc files, the termination log.
      */
-    const RUNTIME = [
-      '/proc',
-      '/dev',
-      '/dev/pts',
-      '/dev/mqueue',
-      '/sys',
-      '/sys/fs/cgroup',
-      '/dev/shm',
-      '/etc/hosts',
-      '/etc/hostname',
-      '/etc/resolv.conf',
-      '/dev/termination-log',
-      '/var/run/secrets/kubernetes.io/serviceaccount',
+    const RUNTIME: OciMount[] = [
+      { destination: '/proc', type_: 'proc' },
+      { destination: '/dev', type_: 'tmpfs' },
+      { destination: '/dev/pts', type_: 'devpts' },
+      { destination: '/dev/mqueue', type_: 'mqueue' },
+      { destination: '/sys', type_: 'sysfs' },
+      { destination: '/sys/fs/cgroup', type_: 'cgroup' },
+      { destination: '/dev/shm', type_: 'bind' },
+      { destination: '/etc/hosts', type_: 'bind' },
+      { destination: '/etc/hostname', type_: 'bind' },
+      { destination: '/etc/resolv.conf', type_: 'bind' },
+      { destination: '/dev/termination-log', type_: 'bind' },
     ];
-    const sealerMounts = [...RUNTIME, '/var/run/tee-kms/init-data', '/var/run/tee-kms/ca', '/var/run/secrets/tee-kms/sealer-tls'];
+    const volume = (destination: string): OciMount => ({ destination, type_: 'bind' });
+    const sealerMounts = [...RUNTIME, ...['/var/run/tee-kms/init-data', '/var/run/tee-kms/ca', '/var/run/secrets/tee-kms/sealer-tls', '/tmp'].map(volume)];
+    const sealer = () => documents.find(({ pod }) => pod === SEALER_POD)!.text;
+    const welcome = () => documents.find(({ pod }) => pod === 'welcome')!.text;
 
-    it('the rule word for word in every document, called by every tee-kms container and not by queue-proxy', () => {
+    it('the rules word for word in every document: every tee-kms container calls mounts_within, queue-proxy mounts_outside', () => {
       for (const { pod, text } of documents) {
         expect(text, pod).toContain(`\n${MOUNT_RULES}\n`);
-        expect(containerRuleOf(text, container(pod)), pod).toContain('\n\tmounts_outside_code\n');
-        if (pod !== SEALER_POD) expect(containerRuleOf(text, 'queue-proxy'), pod).not.toContain('mounts_outside_code');
+        expect(containerRuleOf(text, container(pod)), pod).toContain('\n\tmounts_within(volume_roots)\n');
+        if (pod !== SEALER_POD) expect(`${containerRuleOf(text, 'queue-proxy')}\n`, pod).toContain('\n\tmounts_outside(code_dirs)\n');
       }
     });
 
-    it("the lists: the image's WORKDIR and Debian's program and library directories, the runtime's /etc files and file systems", () => {
+    it("the lists: the runtime's file systems and mounts, the tee-kms volume roots, queue-proxy's code directories", () => {
+      for (const { pod, text } of documents) {
+        expect(JSON.parse(/^runtime_file_systems := (\{[^}]*\})$/m.exec(text)![1]!), pod).toEqual({ '/dev': 'tmpfs', '/proc': 'proc', '/sys': 'sysfs' });
+        expect(regoArray(text, 'runtime_mounts'), pod).toEqual([
+          '/dev/mqueue',
+          '/dev/pts',
+          '/dev/shm',
+          '/dev/termination-log',
+          '/etc/hostname',
+          '/etc/hosts',
+          '/etc/resolv.conf',
+          '/sys/fs/cgroup',
+        ]);
+        expect(regoArray(text, 'volume_roots'), pod).toEqual(['/tmp', '/var/lib/tee-kms-sealer', '/var/run/secrets', '/var/run/tee-kms']);
+        expect(regoArray(text, 'code_dirs'), pod).toEqual(['/bin', '/etc', '/ko-app', '/lib', '/lib32', '/lib64', '/libx32', '/opt', '/sbin', '/usr']);
+      }
+    });
+
+    it("pins what the command resolves against: the working directory, PATH (the Dockerfile's), and queue-proxy's program", () => {
       const runtime = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8')).stages.at(-1)!;
       const workdir = runtime.instructions.filter((i) => i.op === 'WORKDIR').at(-1)!.args;
+      const path = dockerEnv(runtime).PATH!;
+      expect(
+        path.split(':').every((dir) => ['/usr', '/bin', '/sbin'].some((code) => dir === code || dir.startsWith(`${code}/`))),
+        path,
+      ).toBe(true);
       for (const { pod, text } of documents) {
-        expect(regoArray(text, 'code_dirs'), pod).toEqual(['/app', '/bin', '/lib', '/lib32', '/lib64', '/libx32', '/opt', '/sbin', '/usr']);
-        expect(regoArray(text, 'runtime_etc_files'), pod).toEqual(['/etc/hostname', '/etc/hosts', '/etc/resolv.conf']);
-        expect(regoArray(text, 'runtime_parents'), pod).toEqual(['/dev', '/proc', '/sys']);
-        expect(regoArray(text, 'code_dirs'), pod).toContain(workdir);
+        const rule = containerRuleOf(text, container(pod));
+        expect(rule, pod).toContain(`\n\tinput.OCI.Process.Cwd == "${workdir}"\n`);
+        expect(rule, pod).toContain(`\n\tenv_pinned("PATH", "${path}")\n`);
+        expect(rule, pod).toMatch(/\n\tinput\.OCI\.Process\.Args == \["node", "dist\/[a-z/]+\.js"\]\n/);
+        if (pod === SEALER_POD) continue;
+        // Knative's port for the function, and the one queue-proxy forwards to: never the attestation agent's.
+        expect(rule, pod).toContain('\n\tenv_pinned("PORT", "8080")\n');
+        const queueProxy = `${containerRuleOf(text, 'queue-proxy')}\n`;
+        expect(queueProxy, pod).toContain('\n\tinput.OCI.Process.Args == ["/ko-app/queue"]\n');
+        expect(queueProxy, pod).toContain('\n\tenv_pinned("USER_PORT", "8080")\n');
       }
+      // PORT as the Knative Service declares it.
+      const service = loadYaml(readFileSync(join(KNATIVE, 'functions', 'per-function', 'welcome.yaml'), 'utf8')) as Json;
+      expect(service.spec.template.spec.containers[0].ports).toEqual([{ name: 'http1', containerPort: 8080 }]);
     });
 
     it.skipIf(skipWithout(KUBECTL))("admits what the tdx install mounts into each TD's tee-kms container, with the runtime's own", () => {
@@ -768,46 +816,51 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       for (const r of pods) {
         const name = r.metadata.name as string;
         const main = (r.spec.template.spec.containers as Json[])[0]!;
-        const mounts = ((main.volumeMounts ?? []) as Json[]).map((m) => m.mountPath as string);
-        expect(mounts, name).toContain('/var/run/tee-kms/init-data');
-        expect(mountsAdmitted(byName.get(name)!, container(name), [...RUNTIME, ...mounts]), `${name}: ${mounts.join(' ')}`).toBe(true);
+        const mounts = ((main.volumeMounts ?? []) as Json[]).map((m) => volume(m.mountPath as string));
+        expect(
+          mounts.map((m) => m.destination),
+          name,
+        ).toContain('/var/run/tee-kms/init-data');
+        const withToken = [...RUNTIME, volume('/var/run/secrets/kubernetes.io/serviceaccount'), ...mounts];
+        expect(mountsAdmitted(byName.get(name)!, container(name), withToken), `${name}: ${mounts.map((m) => m.destination).join(' ')}`).toBe(true);
       }
     });
 
-    it('refuses a mount over the application, node, the libraries or /etc, a path that is not plain, the same path twice, and one through another volume', () => {
+    it('refuses a tee-kms volume anywhere but its roots, a path that is not plain, the same path twice, and one below another volume', () => {
       for (const { pod, text } of documents) expect(mountsAdmitted(text, container(pod), sealerMounts), pod).toBe(true);
-      const sealer = documents.find(({ pod }) => pod === SEALER_POD)!.text;
-      const attacks: string[][] = [
-        ['/app'],
-        ['/app/dist'],
-        ['/app/dist/sealer/main.js'],
-        ['/app/node_modules/jose'],
-        ['/usr/local/bin/node'],
-        ['/usr/lib/x86_64-linux-gnu'],
-        ['/lib/x86_64-linux-gnu/libc.so.6'],
-        ['/lib64/ld-linux-x86-64.so.2'],
-        ['/bin/sh'],
-        ['/etc/ld.so.preload'],
-        ['/etc/ssl/openssl.cnf'],
-        ['/etc'],
-        ['/opt/yarn'],
-        ['/'],
-        ['/tmp/../app'],
-        ['/var/run/tee-kms/ca/../../../../app/dist'],
-        ['//app'],
-        ['/app/'],
-        ['/./app'],
-        ['/tmp/'],
-        [''],
-        ['/var/run/tee-kms/ca'],
-        // A volume holding a symbolic link "y" to /app, then a mount through it.
-        ['/var/run/evil', '/var/run/evil/y/dist'],
-        ['/dev/evil', '/dev/evil/y/dist'],
+      const attacks: OciMount[][] = [
+        ...['/app', '/app/dist', '/app/dist/sealer/main.js', '/app/node_modules/jose', '/usr/local/bin/node', '/lib/x86_64-linux-gnu/libc.so.6'].map((d) => [
+          volume(d),
+        ]),
+        ...['/etc/ld.so.preload', '/etc/ssl/openssl.cnf', '/etc', '/opt/yarn', '/home/node', '/root', '/var/lib/dpkg', '/var/run/evil', '/run/evil'].map(
+          (d) => [volume(d)],
+        ),
+        ...['/', '', '/tmp/../app', '/var/run/tee-kms/ca/../../../../app/dist', '//app', '/tmp/', '/./tmp'].map((d) => [volume(d)]),
+        // The same destination twice: the later shadows the first.
+        [volume('/var/run/tee-kms/ca')],
+        // A volume holding a symbolic link "y" to /app, then a mount through it, also by the image's /var/run -> /run link.
+        [volume('/var/run/tee-kms/evil'), volume('/var/run/tee-kms/evil/y/dist')],
+        [volume('/tmp/evil'), volume('/tmp/evil/y/dist')],
+        [volume('/var/run/tee-kms/evil'), volume('/run/tee-kms/evil/y/dist')],
+        [volume('/var/run/tee-kms/evil'), volume('/var/lock/evil/y/dist')],
       ];
-      for (const extra of attacks) expect(mountsAdmitted(sealer, 'sealer', [...sealerMounts, ...extra]), JSON.stringify(extra)).toBe(false);
-      // Whole path components: these are not code directories.
-      for (const extra of ['/apple', '/application/data', '/usr-data', '/etc2', '/var/lib/app', '/tmp', '/data/usr'])
-        expect(mountsAdmitted(sealer, 'sealer', [...sealerMounts, extra]), extra).toBe(true);
+      for (const extra of attacks) expect(mountsAdmitted(sealer(), 'sealer', [...sealerMounts, ...extra]), JSON.stringify(extra)).toBe(false);
+      // A volume in place of the runtime's /dev: the termination log (a file the host writes) would follow its links.
+      const devAsVolume = sealerMounts.map((m) => (m.destination === '/dev' ? volume('/dev') : m));
+      expect(mountsAdmitted(sealer(), 'sealer', devAsVolume)).toBe(false);
+      // Whole path components: these are within the roots.
+      for (const extra of ['/var/lib/tee-kms-sealer/state', '/var/run/tee-kms/other', '/var/run/secrets/other/x'])
+        expect(mountsAdmitted(sealer(), 'sealer', [...sealerMounts, volume(extra)]), extra).toBe(true);
+      for (const extra of ['/tmpfoo', '/var/run/tee-kms-other'])
+        expect(mountsAdmitted(sealer(), 'sealer', [...sealerMounts, volume(extra)]), extra).toBe(false);
+    });
+
+    it("refuses a queue-proxy volume over its program, the system's or /etc, and the same tricks", () => {
+      const queueProxyMounts = [...RUNTIME, volume('/var/run/secrets/tokens'), volume('/var/lib/knative/certs'), volume('/var/log')];
+      expect(mountsAdmitted(welcome(), 'queue-proxy', queueProxyMounts)).toBe(true);
+      for (const destination of ['/ko-app', '/ko-app/queue', '/usr/lib', '/etc/ssl/certs', '/lib64', '/run/x', '/var/lock', '/tmp/../ko-app'])
+        expect(mountsAdmitted(welcome(), 'queue-proxy', [...queueProxyMounts, volume(destination)]), destination).toBe(false);
+      expect(mountsAdmitted(welcome(), 'queue-proxy', [...queueProxyMounts, volume('/var/x'), volume('/var/x/y/queue')])).toBe(false);
     });
   });
 
@@ -989,6 +1042,11 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
         expect(env, name).toContain('NODE_ENV=production');
         expect(env.filter((e) => e.startsWith('KMS_ATTESTER=') || e.startsWith('KMS_SEALER_ATTESTER=')).length, name).toBeGreaterThan(0);
         expect(deniedEntries(deployed(name), container, env), name).toEqual([]);
+        // And it has every variable its rule pins, with the pinned value only (those install.sh adds aside).
+        const pins = [...containerRuleOf(deployed(name), container).matchAll(/\tenv_pinned\("([A-Z_]+)", /g)].map((m) => m[1]!);
+        expect(pins, name).toEqual(expect.arrayContaining(['NODE_ENV', 'PATH', ...(name === SEALER_POD ? [] : ['PORT', 'FUNCTION_TARGET'])]));
+        for (const pin of pins.filter((n) => !['KMS_INIT_DATA_FILE', 'KMS_SEALER_INIT_DATA_FILE'].includes(n)))
+          expect(pinnedAdmits(deployed(name), pin, env, container), `${name} ${pin}`).toBe(true);
       }
     });
   });

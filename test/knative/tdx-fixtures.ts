@@ -393,15 +393,50 @@ export function tdContainerEnv(pod: Resource, resources: readonly Resource[]): {
   return { container: container.name, env };
 }
 
-/** The mount rule, word for word as every document has it (init-data.test.ts checks it). */
+/** The mount rules, word for word as every document has them (init-data.test.ts checks it). */
 export const MOUNT_RULES = [
-  'mounts_outside_code if {',
+  'mounts_within(roots) if {',
   '\tmounts := object.get(input.OCI, "Mounts", [])',
+  '\tmounts_apart(mounts)',
+  '\tevery mount in mounts {',
+  '\t\twithin(mount, roots)',
+  '\t}',
+  '}',
+  '',
+  'within(mount, _) if runtime_mount(mount)',
+  '',
+  'within(mount, roots) if {',
+  '\tsome root in roots',
+  '\tat_or_below(mount.destination, root)',
+  '}',
+  '',
+  'mounts_outside(dirs) if {',
+  '\tmounts := object.get(input.OCI, "Mounts", [])',
+  '\tmounts_apart(mounts)',
+  '\tevery mount in mounts {',
+  '\t\toutside(mount, dirs)',
+  '\t}',
+  '}',
+  '',
+  'outside(mount, _) if runtime_mount(mount)',
+  '',
+  'outside(mount, dirs) if {',
+  '\tevery dir in dirs {',
+  '\t\tnot at_or_below(mount.destination, dir)',
+  '\t}',
+  '}',
+  '',
+  'runtime_mount(mount) if runtime_file_systems[mount.destination] == mount.type_',
+  '',
+  'runtime_mount(mount) if mount.destination in runtime_mounts',
+  '',
+  'mounts_apart(mounts) if {',
   '\tcount({mount.destination | some mount in mounts}) == count(mounts)',
   '\tevery mount in mounts {',
   '\t\tplain_path(mount.destination)',
-  '\t\tnot code_destination(mount.destination)',
   '\t\tnot nested_mount(mount.destination, mounts)',
+  '\t\tnot at_or_below(mount.destination, "/run")',
+  '\t\tnot at_or_below(mount.destination, "/var/lock")',
   '\t}',
   '}',
   '',
@@ -410,21 +445,11 @@ export const MOUNT_RULES = [
   '\tnot regex.match("(^|/)[.][.]?(/|$)", path)',
   '}',
   '',
-  'code_destination(path) if {',
-  '\tsome dir in code_dirs',
-  '\tat_or_below(path, dir)',
-  '}',
-  '',
-  'code_destination(path) if {',
-  '\tat_or_below(path, "/etc")',
-  '\tnot path in runtime_etc_files',
-  '}',
-  '',
   'nested_mount(path, mounts) if {',
   '\tsome other in mounts',
   '\tother.destination != path',
   '\tstartswith(path, concat("", [other.destination, "/"]))',
-  '\tnot other.destination in runtime_parents',
+  '\tnot runtime_file_systems[other.destination] == other.type_',
   '}',
   '',
   'at_or_below(path, dir) if path == dir',
@@ -432,19 +457,33 @@ export const MOUNT_RULES = [
   'at_or_below(path, dir) if startswith(path, concat("", [dir, "/"]))',
 ].join('\n');
 
+/** One OCI mount as the agent's input carries it (the fields the rules read). */
+export interface OciMount {
+  readonly destination: string;
+  readonly type_?: string;
+}
+
 /**
- * Whether mounts_outside_code holds for a container whose OCI spec mounts at these destinations,
- * with the meaning of MOUNT_RULES and the lists as the document assigns them; the container's rule
- * must call it. No Rego engine: the rest of the rule is not evaluated.
+ * Whether a container's rule admits these mounts, with the meaning of MOUNT_RULES and the lists as
+ * the document assigns them: a tee-kms container's (mounts_within(volume_roots)), or queue-proxy's
+ * (mounts_outside(code_dirs)). No Rego engine: the rest of the rule is not evaluated.
  */
-export function mountsAdmitted(document: string, container: string, destinations: readonly string[]): boolean {
-  if (!document.includes(`\n${MOUNT_RULES}\n`)) throw new Error('mounts_outside_code is not the rule the model reads');
-  if (!containerRuleOf(document, container).includes('\n\tmounts_outside_code\n'))
-    throw new Error(`the rule for ${container} does not call mounts_outside_code`);
-  const [codeDirs, etcFiles, parents] = ['code_dirs', 'runtime_etc_files', 'runtime_parents'].map((list) => regoArray(document, list));
+export function mountsAdmitted(document: string, container: string, mounts: readonly OciMount[]): boolean {
+  if (!document.includes(`\n${MOUNT_RULES}\n`)) throw new Error('the mount rules are not those the model reads');
+  const rule = `${containerRuleOf(document, container)}\n`;
+  const within = rule.includes('\n\tmounts_within(volume_roots)\n');
+  if (within === rule.includes('\n\tmounts_outside(code_dirs)\n')) throw new Error(`the rule for ${container} does not call exactly one mount rule`);
+  const fileSystems = JSON.parse(/^runtime_file_systems := (\{[^}]*\})$/m.exec(document)![1]!) as Record<string, string>;
+  const [runtimeMounts, roots, codeDirs] = ['runtime_mounts', 'volume_roots', 'code_dirs'].map((list) => regoArray(document, list));
   const atOrBelow = (path: string, dir: string) => path === dir || path.startsWith(`${dir}/`);
   const plain = (path: string) => /^(\/[^/]+)+$/.test(path) && !/(^|\/)[.][.]?(\/|$)/.test(path);
-  const code = (path: string) => codeDirs!.some((dir) => atOrBelow(path, dir)) || (atOrBelow(path, '/etc') && !etcFiles!.includes(path));
-  const nested = (path: string) => destinations.some((other) => other !== path && path.startsWith(`${other}/`) && !parents!.includes(other));
-  return new Set(destinations).size === destinations.length && destinations.every((path) => plain(path) && !code(path) && !nested(path));
+  const runtimeFs = (m: OciMount) => Object.hasOwn(fileSystems, m.destination) && fileSystems[m.destination] === m.type_;
+  const runtime = (m: OciMount) => runtimeFs(m) || runtimeMounts!.includes(m.destination);
+  const nested = (m: OciMount) => mounts.some((o) => o.destination !== m.destination && m.destination.startsWith(`${o.destination}/`) && !runtimeFs(o));
+  const apart =
+    new Set(mounts.map((m) => m.destination)).size === mounts.length &&
+    mounts.every((m) => plain(m.destination) && !nested(m) && !atOrBelow(m.destination, '/run') && !atOrBelow(m.destination, '/var/lock'));
+  const admitted = (m: OciMount) =>
+    runtime(m) || (within ? roots!.some((root) => atOrBelow(m.destination, root)) : codeDirs!.every((dir) => !atOrBelow(m.destination, dir)));
+  return apart && mounts.every(admitted);
 }
