@@ -206,6 +206,7 @@ function containerRule(container: AllowedContainer): string {
     'CreateContainerRequest if {',
     '\tworkload_container',
     `\tinput.OCI.Annotations["io.kubernetes.cri.container-name"] == ${rego(container.name)}`,
+    '\tnothing_the_host_runs',
     `\tpulled_in_guest(${container.image})`,
   ];
   if (container.args !== undefined) lines.push(`\tinput.OCI.Process.Args == [${container.args.map(rego).join(', ')}]`);
@@ -463,6 +464,7 @@ CreateContainerRequest if {
 	input.OCI.Annotations["io.katacontainers.pkg.oci.container_type"] == "pod_sandbox"
 	input.OCI.Process.Args == ["/pause"]
 	pulled_in_guest_only("pause")
+	nothing_the_host_runs
 }
 
 ${pod.containers.map(containerRule).join('\n\n')}
@@ -488,9 +490,40 @@ pulled_in_guest_only(image) if {
 	}
 }
 
-not_pulled_or(storage, _) if storage.driver != "image_guest_pull"
+# Any other storage (an emptyDir, say) is mounted where no container's root file system is: one
+# mounted in or over the pulled image would replace what runs.
+not_pulled_or(storage, _) if {
+	storage.driver != "image_guest_pull"
+	outside_root_file_systems(storage)
+}
 
 not_pulled_or(storage, image) if storage.source == image
+
+outside_root_file_systems(storage) if {
+	plain_path(storage.mount_point)
+	not regex.match("^/run/kata-containers/[^/]+/rootfs(/.*)?$", storage.mount_point)
+}
+
+# Nothing of the host's runs in the TD around a container: no OCI hooks (the agent runs them as
+# root in the guest, with the host's path and arguments) and no sysctl (written as root before
+# the process starts). Kata's runtime sends neither for these pods.
+nothing_the_host_runs if {
+	no_hooks
+	absent_or_empty(object.get(object.get(input.OCI, "Linux", {}), "Sysctl", null))
+}
+
+no_hooks if absent_or_empty(object.get(input.OCI, "Hooks", null))
+
+no_hooks if {
+	is_object(input.OCI.Hooks)
+	every hooks in [list | some list in input.OCI.Hooks] {
+		absent_or_empty(hooks)
+	}
+}
+
+absent_or_empty(value) if is_null(value)
+
+absent_or_empty(value) if count(value) == 0
 
 # NAME=VALUE is in the environment, and NAME has no other value there.
 env_pinned(name, value) if {
@@ -504,10 +537,32 @@ other_or_equal(entry, name, _) if not startswith(entry, concat("", [name, "="]))
 
 other_or_equal(entry, name, value) if entry == concat("=", [name, value])
 ${DENIED_ENV_RULES}${MOUNT_RULES}${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}${pod.containers.some((container) => (container.closedEnv ?? []).some((group) => group.required === true)) ? PRESENT_ENV_RULES : ''}
+# The sandbox: no guest hook directory (its executables would run around every container), no
+# kernel module (modprobe as root, with the host's arguments), no PID namespace shared between the
+# containers, and no storage in or over a container's root file system. So for the storages of
+# UpdateEphemeralMountsRequest.
+default CreateSandboxRequest := false
+
+CreateSandboxRequest if {
+	absent_or_empty(object.get(input, "guest_hook_path", ""))
+	absent_or_empty(object.get(input, "kernel_modules", []))
+	not object.get(input, "sandbox_pidns", false)
+	every storage in object.get(input, "storages", []) {
+		outside_root_file_systems(storage)
+	}
+}
+
+default UpdateEphemeralMountsRequest := false
+
+UpdateEphemeralMountsRequest if {
+	every storage in object.get(input, "storages", []) {
+		outside_root_file_systems(storage)
+	}
+}
+
 # Everything else the runtime needs to run and stop the pod.
 default AddARPNeighborsRequest := true
 default AddSwapRequest := true
-default CreateSandboxRequest := true
 default DestroySandboxRequest := true
 default GetMetricsRequest := true
 default GetOOMEventRequest := true
@@ -531,7 +586,6 @@ default StatsContainerRequest := true
 default StopTracingRequest := true
 default TtyWinResizeRequest := true
 default UpdateContainerRequest := true
-default UpdateEphemeralMountsRequest := true
 default UpdateInterfaceRequest := true
 default UpdateRoutesRequest := true
 default WaitProcessRequest := true

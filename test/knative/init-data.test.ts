@@ -48,8 +48,15 @@ import {
   custodianKeysFile,
   measuredTdxPolicy,
   mrConfigIdOf,
+  HOST_RULES,
+  hostRunsNothing,
   MOUNT_RULES,
   mountsAdmitted,
+  NOTHING_THE_HOST_RUNS,
+  SANDBOX_RULES,
+  sandboxAdmitted,
+  storagesAdmitted,
+  type AgentStorage,
   type OciMount,
   pccsPins,
   pinnedAdmits,
@@ -861,6 +868,80 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       for (const destination of ['/ko-app', '/ko-app/queue', '/usr/lib', '/etc/ssl/certs', '/lib64', '/run/x', '/var/lock', '/tmp/../ko-app'])
         expect(mountsAdmitted(welcome(), 'queue-proxy', [...queueProxyMounts, volume(destination)]), destination).toBe(false);
       expect(mountsAdmitted(welcome(), 'queue-proxy', [...queueProxyMounts, volume('/var/x'), volume('/var/x/y/queue')])).toBe(false);
+    });
+  });
+
+  describe("nothing of the host's runs around a container: hooks, sysctl, storages, the sandbox", () => {
+    const documents = ALL_PODS.map((pod) => ({ pod, text: readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8') }));
+    const welcome = () => documents.find(({ pod }) => pod === 'welcome')!.text;
+    const image = TEE_KMS_IMAGE_PLACEHOLDER;
+    const cid = 'ab'.repeat(32);
+    const pulled: AgentStorage = { driver: 'image_guest_pull', source: image, mount_point: `/run/kata-containers/${cid}/rootfs` };
+
+    it('the rules word for word in every document, called by every container rule', () => {
+      for (const { pod, text } of documents) {
+        for (const rules of [HOST_RULES, NOTHING_THE_HOST_RUNS, SANDBOX_RULES]) expect(text, pod).toContain(`\n${rules}\n`);
+        expect(text, pod).not.toContain('default CreateSandboxRequest := true');
+        expect(text, pod).not.toContain('default UpdateEphemeralMountsRequest := true');
+        expect(hostRunsNothing(text, {}), pod).toBe(true);
+      }
+    });
+
+    it("storages: the pulled image, and volumes outside every container's root file system", () => {
+      expect(storagesAdmitted(welcome(), image, [pulled])).toBe(true);
+      const emptyDir: AgentStorage = { driver: 'local', source: 'local', mount_point: '/run/kata-containers/sandbox/local/tmp' };
+      expect(storagesAdmitted(welcome(), image, [pulled, emptyDir])).toBe(true);
+      expect(storagesAdmitted(welcome(), image, [emptyDir])).toBe(false);
+      // The host's files mounted over the pulled image's /app, by any driver, any spelling.
+      for (const mountPoint of [
+        `/run/kata-containers/${cid}/rootfs/app`,
+        `/run/kata-containers/${cid}/rootfs`,
+        '/run/kata-containers/other/rootfs/app',
+        `/run/kata-containers/sandbox/../${cid}/rootfs/app`,
+        '',
+      ])
+        for (const driver of ['virtio-fs', 'local', 'blk', 'ephemeral'])
+          expect(
+            storagesAdmitted(welcome(), image, [pulled, { driver, source: '/run/kata-containers/shared/containers/evil', mount_point: mountPoint }]),
+            `${driver} ${mountPoint}`,
+          ).toBe(false);
+      expect(storagesAdmitted(welcome(), image, [pulled, { ...pulled, source: 'registry.example/other@sha256:' + 'ef'.repeat(32) }])).toBe(false);
+    });
+
+    it('OCI hooks and sysctl: none', () => {
+      const text = welcome();
+      for (const oci of [
+        {},
+        { Hooks: null },
+        { Hooks: {} },
+        { Hooks: { Prestart: [], Poststart: null } },
+        { Linux: {} },
+        { Linux: { Sysctl: {} } },
+        { Linux: { Sysctl: null } },
+      ])
+        expect(hostRunsNothing(text, oci), JSON.stringify(oci)).toBe(true);
+      const loader = `/run/kata-containers/${cid}/rootfs/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2`;
+      for (const oci of [
+        { Hooks: { Prestart: [{ Path: loader, Args: [loader, '/usr/local/bin/node', '-e', 'evil()'] }] } },
+        { Hooks: { CreateRuntime: [{ Path: '/bin/sh' }] } },
+        { Hooks: { Poststart: [{ Path: '/bin/sh' }], Prestart: [] } },
+        { Linux: { Sysctl: { 'kernel.core_pattern': '|/tmp/evil' } } },
+      ])
+        expect(hostRunsNothing(text, oci), JSON.stringify(oci)).toBe(false);
+    });
+
+    it('the sandbox: no guest hook path, kernel module, shared PID namespace, or storage over a root file system', () => {
+      const text = welcome();
+      const shm: AgentStorage = { driver: 'ephemeral', source: 'shm', mount_point: '/run/kata-containers/sandbox/shm' };
+      expect(sandboxAdmitted(text, { guest_hook_path: '', kernel_modules: [], sandbox_pidns: false, storages: [shm] })).toBe(true);
+      expect(sandboxAdmitted(text, {})).toBe(true);
+      for (const input of [
+        { guest_hook_path: '/run/kata-containers/shared/containers/hooks' },
+        { kernel_modules: [{ name: 'evil' }] },
+        { sandbox_pidns: true },
+        { storages: [shm, { driver: 'virtio-fs', source: 'x', mount_point: `/run/kata-containers/${cid}/rootfs` }] },
+      ])
+        expect(sandboxAdmitted(text, input), JSON.stringify(input)).toBe(false);
     });
   });
 

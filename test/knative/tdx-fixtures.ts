@@ -487,3 +487,124 @@ export function mountsAdmitted(document: string, container: string, mounts: read
     runtime(m) || (within ? roots!.some((root) => atOrBelow(m.destination, root)) : codeDirs!.every((dir) => !atOrBelow(m.destination, dir)));
   return apart && mounts.every(admitted);
 }
+
+/** The storage, hook and sandbox rules, word for word as every document has them (init-data.test.ts checks it). */
+export const HOST_RULES = [
+  'pulled_in_guest_only(image) if {',
+  '\tsome pulled in input.storages',
+  '\tpulled.driver == "image_guest_pull"',
+  '\tpulled.source == image',
+  '\tevery storage in input.storages {',
+  '\t\tnot_pulled_or(storage, image)',
+  '\t}',
+  '}',
+  '',
+  "# Any other storage (an emptyDir, say) is mounted where no container's root file system is: one",
+  '# mounted in or over the pulled image would replace what runs.',
+  'not_pulled_or(storage, _) if {',
+  '\tstorage.driver != "image_guest_pull"',
+  '\toutside_root_file_systems(storage)',
+  '}',
+  '',
+  'not_pulled_or(storage, image) if storage.source == image',
+  '',
+  'outside_root_file_systems(storage) if {',
+  '\tplain_path(storage.mount_point)',
+  '\tnot regex.match("^/run/kata-containers/[^/]+/rootfs(/.*)?$", storage.mount_point)',
+  '}',
+].join('\n');
+
+export const NOTHING_THE_HOST_RUNS = [
+  'nothing_the_host_runs if {',
+  '\tno_hooks',
+  '\tabsent_or_empty(object.get(object.get(input.OCI, "Linux", {}), "Sysctl", null))',
+  '}',
+  '',
+  'no_hooks if absent_or_empty(object.get(input.OCI, "Hooks", null))',
+  '',
+  'no_hooks if {',
+  '\tis_object(input.OCI.Hooks)',
+  '\tevery hooks in [list | some list in input.OCI.Hooks] {',
+  '\t\tabsent_or_empty(hooks)',
+  '\t}',
+  '}',
+  '',
+  'absent_or_empty(value) if is_null(value)',
+  '',
+  'absent_or_empty(value) if count(value) == 0',
+].join('\n');
+
+export const SANDBOX_RULES = [
+  'default CreateSandboxRequest := false',
+  '',
+  'CreateSandboxRequest if {',
+  '\tabsent_or_empty(object.get(input, "guest_hook_path", ""))',
+  '\tabsent_or_empty(object.get(input, "kernel_modules", []))',
+  '\tnot object.get(input, "sandbox_pidns", false)',
+  '\tevery storage in object.get(input, "storages", []) {',
+  '\t\toutside_root_file_systems(storage)',
+  '\t}',
+  '}',
+  '',
+  'default UpdateEphemeralMountsRequest := false',
+  '',
+  'UpdateEphemeralMountsRequest if {',
+  '\tevery storage in object.get(input, "storages", []) {',
+  '\t\toutside_root_file_systems(storage)',
+  '\t}',
+  '}',
+].join('\n');
+
+/** A storage of a request, the fields the rules read. */
+export interface AgentStorage {
+  readonly driver: string;
+  readonly source?: string;
+  readonly mount_point: string;
+}
+
+const plainPath = (path: string) => /^(\/[^/]+)+$/.test(path) && !/(^|\/)[.][.]?(\/|$)/.test(path);
+const outsideRootFileSystems = (s: AgentStorage) => plainPath(s.mount_point) && !/^\/run\/kata-containers\/[^/]+\/rootfs(\/.*)?$/.test(s.mount_point);
+const absentOrEmpty = (value: unknown) =>
+  value === null ||
+  value === undefined ||
+  (typeof value === 'string' ? value.length === 0 : Array.isArray(value) ? value.length === 0 : typeof value === 'object' && Object.keys(value).length === 0);
+
+function requireRules(document: string): void {
+  for (const text of [HOST_RULES, NOTHING_THE_HOST_RUNS, SANDBOX_RULES])
+    if (!document.includes(`\n${text}\n`)) throw new Error('the document does not have the rules the model reads');
+}
+
+/** pulled_in_guest_only(image), with the meaning of HOST_RULES. No Rego engine. */
+export function storagesAdmitted(document: string, image: string, storages: readonly AgentStorage[]): boolean {
+  requireRules(document);
+  return (
+    storages.some((s) => s.driver === 'image_guest_pull' && s.source === image) &&
+    storages.every((s) => (s.driver !== 'image_guest_pull' && outsideRootFileSystems(s)) || s.source === image)
+  );
+}
+
+/** nothing_the_host_runs for an OCI spec, with the meaning of NOTHING_THE_HOST_RUNS; every workload and sandbox rule must call it. */
+export function hostRunsNothing(document: string, oci: { Hooks?: unknown; Linux?: { Sysctl?: unknown } }): boolean {
+  requireRules(document);
+  const calls = document.match(/\n\tnothing_the_host_runs\n/g)?.length ?? 0;
+  if (calls !== document.match(/\nCreateContainerRequest if \{\n/g)?.length)
+    throw new Error('a CreateContainerRequest rule does not call nothing_the_host_runs');
+  const hooks = oci.Hooks;
+  const noHooks =
+    absentOrEmpty(hooks) || (typeof hooks === 'object' && hooks !== null && !Array.isArray(hooks) && Object.values(hooks).every((list) => absentOrEmpty(list)));
+  return noHooks && absentOrEmpty(oci.Linux?.Sysctl);
+}
+
+/** CreateSandboxRequest, with the meaning of SANDBOX_RULES. */
+export function sandboxAdmitted(
+  document: string,
+  input: { guest_hook_path?: string; kernel_modules?: unknown[]; sandbox_pidns?: boolean; storages?: AgentStorage[] },
+): boolean {
+  requireRules(document);
+  return (
+    absentOrEmpty(input.guest_hook_path) &&
+    absentOrEmpty(input.kernel_modules) &&
+    input.sandbox_pidns !== true &&
+    (input.storages ?? []).every(outsideRootFileSystems)
+  );
+}
