@@ -490,17 +490,24 @@ pulled_in_guest_only(image) if {
 	}
 }
 
-# Any other storage (an emptyDir, say) is mounted where no container's root file system is: one
-# mounted in or over the pulled image would replace what runs.
+# Any other storage holds nothing of the host's: a tmpfs (ephemeral) or a directory of the TD's
+# own (local), as Kata makes for the sandbox and emptyDirs, under its sandbox or shared directory
+# and never in or over a root file system. A storage the host fills (virtio-fs, a block device, a
+# bind), or one over the directory of a root file system, would replace what runs.
 not_pulled_or(storage, _) if {
-	storage.driver != "image_guest_pull"
-	outside_root_file_systems(storage)
+	storage.driver in ["ephemeral", "local"]
+	guest_storage(storage)
 }
 
-not_pulled_or(storage, image) if storage.source == image
+not_pulled_or(storage, image) if {
+	storage.driver == "image_guest_pull"
+	storage.source == image
+}
 
-outside_root_file_systems(storage) if {
+guest_storage(storage) if {
 	plain_path(storage.mount_point)
+	some dir in ["/run/kata-containers/sandbox/", "/run/kata-containers/shared/containers/"]
+	startswith(storage.mount_point, dir)
 	not regex.match("^/run/kata-containers/[^/]+/rootfs(/.*)?$", storage.mount_point)
 }
 
@@ -539,7 +546,7 @@ other_or_equal(entry, name, value) if entry == concat("=", [name, value])
 ${DENIED_ENV_RULES}${MOUNT_RULES}${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}${pod.containers.some((container) => (container.closedEnv ?? []).some((group) => group.required === true)) ? PRESENT_ENV_RULES : ''}
 # The sandbox: no guest hook directory (its executables would run around every container), no
 # kernel module (modprobe as root, with the host's arguments), no PID namespace shared between the
-# containers, and no storage in or over a container's root file system. So for the storages of
+# containers, and only storages of the TD's own (not_pulled_or), as for the tmpfs resizes of
 # UpdateEphemeralMountsRequest.
 default CreateSandboxRequest := false
 
@@ -548,7 +555,8 @@ CreateSandboxRequest if {
 	absent_or_empty(object.get(input, "kernel_modules", []))
 	not object.get(input, "sandbox_pidns", false)
 	every storage in object.get(input, "storages", []) {
-		outside_root_file_systems(storage)
+		storage.driver in ["ephemeral", "local"]
+		guest_storage(storage)
 	}
 }
 
@@ -556,13 +564,23 @@ default UpdateEphemeralMountsRequest := false
 
 UpdateEphemeralMountsRequest if {
 	every storage in object.get(input, "storages", []) {
-		outside_root_file_systems(storage)
+		storage.driver == "ephemeral"
+		guest_storage(storage)
 	}
 }
 
+# Denied, as in Kata's genpolicy: AddSwap would page the containers' memory (keys, tokens) onto a
+# disk the host provides; UpdateContainer would apply the host's resources to a running container;
+# SetGuestDateTime would move the clock that token and collateral validity are read against;
+# ReseedRandomDev would credit the host's bytes as entropy. Kata sends none of them to start or
+# stop these pods.
+default AddSwapRequest := false
+default ReseedRandomDevRequest := false
+default SetGuestDateTimeRequest := false
+default UpdateContainerRequest := false
+
 # Everything else the runtime needs to run and stop the pod.
 default AddARPNeighborsRequest := true
-default AddSwapRequest := true
 default DestroySandboxRequest := true
 default GetMetricsRequest := true
 default GetOOMEventRequest := true
@@ -576,16 +594,13 @@ default PullImageRequest := true
 default ReadContainerTerminationMessage := true
 default RemoveContainerRequest := true
 default RemoveStaleVirtiofsShareMountsRequest := true
-default ReseedRandomDevRequest := true
 default ResumeContainerRequest := true
-default SetGuestDateTimeRequest := true
 default SignalProcessRequest := true
 default StartContainerRequest := true
 default StartTracingRequest := true
 default StatsContainerRequest := true
 default StopTracingRequest := true
 default TtyWinResizeRequest := true
-default UpdateContainerRequest := true
 default UpdateInterfaceRequest := true
 default UpdateRoutesRequest := true
 default WaitProcessRequest := true

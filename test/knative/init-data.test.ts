@@ -889,22 +889,32 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
 
     it("storages: the pulled image, and volumes outside every container's root file system", () => {
       expect(storagesAdmitted(welcome(), image, [pulled])).toBe(true);
-      const emptyDir: AgentStorage = { driver: 'local', source: 'local', mount_point: '/run/kata-containers/sandbox/local/tmp' };
-      expect(storagesAdmitted(welcome(), image, [pulled, emptyDir])).toBe(true);
+      // An emptyDir (local, in the TD) and a memory one (ephemeral), where Kata puts them.
+      const emptyDir: AgentStorage = { driver: 'local', source: 'local', mount_point: `/run/kata-containers/shared/containers/${cid}/rootfs/local/tmp` };
+      const memory: AgentStorage = { driver: 'ephemeral', source: 'tmpfs', mount_point: '/run/kata-containers/sandbox/ephemeral/cache' };
+      expect(storagesAdmitted(welcome(), image, [pulled, emptyDir, memory])).toBe(true);
       expect(storagesAdmitted(welcome(), image, [emptyDir])).toBe(false);
-      // The host's files mounted over the pulled image's /app, by any driver, any spelling.
-      for (const mountPoint of [
+      // The host's files (or an empty tmpfs) in or over the pulled image, or over the directory that holds it.
+      const places = [
         `/run/kata-containers/${cid}/rootfs/app`,
         `/run/kata-containers/${cid}/rootfs`,
-        '/run/kata-containers/other/rootfs/app',
+        `/run/kata-containers/${cid}`,
+        '/run/kata-containers',
+        '/run',
+        '/var/run/kata-containers',
         `/run/kata-containers/sandbox/../${cid}/rootfs/app`,
         '',
-      ])
-        for (const driver of ['virtio-fs', 'local', 'blk', 'ephemeral'])
+      ];
+      for (const mountPoint of places)
+        for (const driver of ['virtio-fs', 'local', 'blk', 'ephemeral', 'bind'])
           expect(
             storagesAdmitted(welcome(), image, [pulled, { driver, source: '/run/kata-containers/shared/containers/evil', mount_point: mountPoint }]),
             `${driver} ${mountPoint}`,
           ).toBe(false);
+      // A storage the host fills, wherever it goes; and the image's name as any other driver's source.
+      for (const driver of ['virtio-fs', 'blk', 'virtio-blk', '9p', 'bind', 'overlayfs'])
+        expect(storagesAdmitted(welcome(), image, [pulled, { driver, source: 'evil', mount_point: '/run/kata-containers/sandbox/evil' }]), driver).toBe(false);
+      expect(storagesAdmitted(welcome(), image, [pulled, { driver: 'virtio-fs', source: image, mount_point: `/run/kata-containers/${cid}` }])).toBe(false);
       expect(storagesAdmitted(welcome(), image, [pulled, { ...pulled, source: 'registry.example/other@sha256:' + 'ef'.repeat(32) }])).toBe(false);
     });
 
@@ -940,8 +950,19 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         { kernel_modules: [{ name: 'evil' }] },
         { sandbox_pidns: true },
         { storages: [shm, { driver: 'virtio-fs', source: 'x', mount_point: `/run/kata-containers/${cid}/rootfs` }] },
+        { storages: [{ driver: 'ephemeral', source: 'tmpfs', mount_point: `/run/kata-containers/${cid}` }] },
+        { storages: [{ driver: 'virtio-fs', source: 'x', mount_point: '/run/kata-containers/sandbox/x' }] },
       ])
         expect(sandboxAdmitted(text, input), JSON.stringify(input)).toBe(false);
+    });
+
+    it('denies what would page memory out, change a running container, move the clock or feed entropy', () => {
+      for (const { pod, text } of documents)
+        for (const request of ['AddSwapRequest', 'ReseedRandomDevRequest', 'SetGuestDateTimeRequest', 'UpdateContainerRequest']) {
+          expect(text, `${pod} ${request}`).toContain(`\ndefault ${request} := false\n`);
+          expect(text.match(new RegExp(`^${request}\\b`, 'gm')), `${pod} ${request}`).toBeNull();
+          expect(text, `${pod} ${request}`).not.toContain(`default ${request} := true`);
+        }
     });
   });
 

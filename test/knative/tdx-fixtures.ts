@@ -499,17 +499,24 @@ export const HOST_RULES = [
   '\t}',
   '}',
   '',
-  "# Any other storage (an emptyDir, say) is mounted where no container's root file system is: one",
-  '# mounted in or over the pulled image would replace what runs.',
+  "# Any other storage holds nothing of the host's: a tmpfs (ephemeral) or a directory of the TD's",
+  '# own (local), as Kata makes for the sandbox and emptyDirs, under its sandbox or shared directory',
+  '# and never in or over a root file system. A storage the host fills (virtio-fs, a block device, a',
+  '# bind), or one over the directory of a root file system, would replace what runs.',
   'not_pulled_or(storage, _) if {',
-  '\tstorage.driver != "image_guest_pull"',
-  '\toutside_root_file_systems(storage)',
+  '\tstorage.driver in ["ephemeral", "local"]',
+  '\tguest_storage(storage)',
   '}',
   '',
-  'not_pulled_or(storage, image) if storage.source == image',
+  'not_pulled_or(storage, image) if {',
+  '\tstorage.driver == "image_guest_pull"',
+  '\tstorage.source == image',
+  '}',
   '',
-  'outside_root_file_systems(storage) if {',
+  'guest_storage(storage) if {',
   '\tplain_path(storage.mount_point)',
+  '\tsome dir in ["/run/kata-containers/sandbox/", "/run/kata-containers/shared/containers/"]',
+  '\tstartswith(storage.mount_point, dir)',
   '\tnot regex.match("^/run/kata-containers/[^/]+/rootfs(/.*)?$", storage.mount_point)',
   '}',
 ].join('\n');
@@ -542,7 +549,8 @@ export const SANDBOX_RULES = [
   '\tabsent_or_empty(object.get(input, "kernel_modules", []))',
   '\tnot object.get(input, "sandbox_pidns", false)',
   '\tevery storage in object.get(input, "storages", []) {',
-  '\t\toutside_root_file_systems(storage)',
+  '\t\tstorage.driver in ["ephemeral", "local"]',
+  '\t\tguest_storage(storage)',
   '\t}',
   '}',
   '',
@@ -550,9 +558,20 @@ export const SANDBOX_RULES = [
   '',
   'UpdateEphemeralMountsRequest if {',
   '\tevery storage in object.get(input, "storages", []) {',
-  '\t\toutside_root_file_systems(storage)',
+  '\t\tstorage.driver == "ephemeral"',
+  '\t\tguest_storage(storage)',
   '\t}',
   '}',
+  '',
+  "# Denied, as in Kata's genpolicy: AddSwap would page the containers' memory (keys, tokens) onto a",
+  "# disk the host provides; UpdateContainer would apply the host's resources to a running container;",
+  '# SetGuestDateTime would move the clock that token and collateral validity are read against;',
+  "# ReseedRandomDev would credit the host's bytes as entropy. Kata sends none of them to start or",
+  '# stop these pods.',
+  'default AddSwapRequest := false',
+  'default ReseedRandomDevRequest := false',
+  'default SetGuestDateTimeRequest := false',
+  'default UpdateContainerRequest := false',
 ].join('\n');
 
 /** A storage of a request, the fields the rules read. */
@@ -563,7 +582,11 @@ export interface AgentStorage {
 }
 
 const plainPath = (path: string) => /^(\/[^/]+)+$/.test(path) && !/(^|\/)[.][.]?(\/|$)/.test(path);
-const outsideRootFileSystems = (s: AgentStorage) => plainPath(s.mount_point) && !/^\/run\/kata-containers\/[^/]+\/rootfs(\/.*)?$/.test(s.mount_point);
+const guestStorage = (s: AgentStorage) =>
+  plainPath(s.mount_point) &&
+  ['/run/kata-containers/sandbox/', '/run/kata-containers/shared/containers/'].some((dir) => s.mount_point.startsWith(dir)) &&
+  !/^\/run\/kata-containers\/[^/]+\/rootfs(\/.*)?$/.test(s.mount_point);
+const ownStorage = (s: AgentStorage) => ['ephemeral', 'local'].includes(s.driver) && guestStorage(s);
 const absentOrEmpty = (value: unknown) =>
   value === null ||
   value === undefined ||
@@ -579,7 +602,7 @@ export function storagesAdmitted(document: string, image: string, storages: read
   requireRules(document);
   return (
     storages.some((s) => s.driver === 'image_guest_pull' && s.source === image) &&
-    storages.every((s) => (s.driver !== 'image_guest_pull' && outsideRootFileSystems(s)) || s.source === image)
+    storages.every((s) => ownStorage(s) || (s.driver === 'image_guest_pull' && s.source === image))
   );
 }
 
@@ -602,9 +625,6 @@ export function sandboxAdmitted(
 ): boolean {
   requireRules(document);
   return (
-    absentOrEmpty(input.guest_hook_path) &&
-    absentOrEmpty(input.kernel_modules) &&
-    input.sandbox_pidns !== true &&
-    (input.storages ?? []).every(outsideRootFileSystems)
+    absentOrEmpty(input.guest_hook_path) && absentOrEmpty(input.kernel_modules) && input.sandbox_pidns !== true && (input.storages ?? []).every(ownStorage)
   );
 }
