@@ -482,26 +482,45 @@ pulled_in_guest(image) if {
 }
 
 pulled_in_guest_only(image) if {
+	count([pull | some pull in input.storages; pull.driver == "image_guest_pull"]) == 1
 	some pulled in input.storages
 	pulled.driver == "image_guest_pull"
 	pulled.source == image
+	pulled.mount_point == own_root_file_system
+	input.OCI.Root.Path == own_root_file_system
 	every storage in input.storages {
 		not_pulled_or(storage, image)
 	}
 }
 
+# Where the agent pulls this container's image, and so its root: another Root.Path, or another
+# storage there, would run a tree the host wrote.
+own_root_file_system := concat("", ["/run/kata-containers/", input.container_id, "/rootfs"])
+
 # Any other storage holds nothing of the host's: a tmpfs (ephemeral) or a directory of the TD's
 # own (local), as Kata makes for the sandbox and emptyDirs, under its sandbox or shared directory
 # and never in or over a root file system. A storage the host fills (virtio-fs, a block device, a
 # bind), or one over the directory of a root file system, would replace what runs.
-not_pulled_or(storage, _) if {
-	storage.driver in ["ephemeral", "local"]
-	guest_storage(storage)
-}
+not_pulled_or(storage, _) if own_storage(storage)
 
 not_pulled_or(storage, image) if {
 	storage.driver == "image_guest_pull"
 	storage.source == image
+}
+
+# A tmpfs of the guest's, or a directory it makes: nothing of the host's in either.
+own_storage(storage) if {
+	storage.driver == "ephemeral"
+	storage.fstype == "tmpfs"
+	storage.source in ["shm", "tmpfs"]
+	guest_storage(storage)
+}
+
+own_storage(storage) if {
+	storage.driver == "local"
+	storage.fstype == "local"
+	storage.source == "local"
+	guest_storage(storage)
 }
 
 guest_storage(storage) if {
@@ -512,11 +531,13 @@ guest_storage(storage) if {
 }
 
 # Nothing of the host's runs in the TD around a container: no OCI hooks (the agent runs them as
-# root in the guest, with the host's path and arguments) and no sysctl (written as root before
-# the process starts). Kata's runtime sends neither for these pods.
+# root in the guest, with the host's path and arguments), no sysctl (written as root before the
+# process starts), and no shared mounts (another container's mount moved into this one, over its
+# code, before it starts). Kubernetes and Kata's runtime send none of them for these pods.
 nothing_the_host_runs if {
 	no_hooks
 	absent_or_empty(object.get(object.get(input.OCI, "Linux", {}), "Sysctl", null))
+	absent_or_empty(object.get(input, "shared_mounts", []))
 }
 
 no_hooks if absent_or_empty(object.get(input.OCI, "Hooks", null))
@@ -546,8 +567,7 @@ other_or_equal(entry, name, value) if entry == concat("=", [name, value])
 ${DENIED_ENV_RULES}${MOUNT_RULES}${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}${pod.containers.some((container) => (container.closedEnv ?? []).some((group) => group.required === true)) ? PRESENT_ENV_RULES : ''}
 # The sandbox: no guest hook directory (its executables would run around every container), no
 # kernel module (modprobe as root, with the host's arguments), no PID namespace shared between the
-# containers, and only storages of the TD's own (not_pulled_or), as for the tmpfs resizes of
-# UpdateEphemeralMountsRequest.
+# containers, and only storages of the TD's own (own_storage).
 default CreateSandboxRequest := false
 
 CreateSandboxRequest if {
@@ -555,19 +575,14 @@ CreateSandboxRequest if {
 	absent_or_empty(object.get(input, "kernel_modules", []))
 	not object.get(input, "sandbox_pidns", false)
 	every storage in object.get(input, "storages", []) {
-		storage.driver in ["ephemeral", "local"]
-		guest_storage(storage)
+		own_storage(storage)
 	}
 }
 
+# Denied, as in Kata's genpolicy: the agent would mount what it names (a bind of the TD's own
+# directories, say, through which CopyFile then writes into a container's root); Kata sends it only
+# to resize an emptyDir's tmpfs.
 default UpdateEphemeralMountsRequest := false
-
-UpdateEphemeralMountsRequest if {
-	every storage in object.get(input, "storages", []) {
-		storage.driver == "ephemeral"
-		guest_storage(storage)
-	}
-}
 
 # Denied, as in Kata's genpolicy: AddSwap would page the containers' memory (keys, tokens) onto a
 # disk the host provides; UpdateContainer would apply the host's resources to a running container;

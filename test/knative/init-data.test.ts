@@ -888,12 +888,37 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     });
 
     it("storages: the pulled image, and volumes outside every container's root file system", () => {
-      expect(storagesAdmitted(welcome(), image, [pulled])).toBe(true);
+      const admitted = (storages: AgentStorage[], rootPath = pulled.mount_point) =>
+        storagesAdmitted(welcome(), image, storages, { containerId: cid, rootPath });
+      expect(admitted([pulled])).toBe(true);
       // An emptyDir (local, in the TD) and a memory one (ephemeral), where Kata puts them.
-      const emptyDir: AgentStorage = { driver: 'local', source: 'local', mount_point: `/run/kata-containers/shared/containers/${cid}/rootfs/local/tmp` };
-      const memory: AgentStorage = { driver: 'ephemeral', source: 'tmpfs', mount_point: '/run/kata-containers/sandbox/ephemeral/cache' };
-      expect(storagesAdmitted(welcome(), image, [pulled, emptyDir, memory])).toBe(true);
-      expect(storagesAdmitted(welcome(), image, [emptyDir])).toBe(false);
+      const emptyDir: AgentStorage = {
+        driver: 'local',
+        source: 'local',
+        fstype: 'local',
+        mount_point: `/run/kata-containers/shared/containers/${cid}/rootfs/local/tmp`,
+      };
+      const memory: AgentStorage = { driver: 'ephemeral', source: 'tmpfs', fstype: 'tmpfs', mount_point: '/run/kata-containers/sandbox/ephemeral/cache' };
+      expect(admitted([pulled, emptyDir, memory])).toBe(true);
+      expect(admitted([emptyDir])).toBe(false);
+      // The root is the pulled image's, where the agent pulls it: not a tree the host names, not a second pull that a storage there suppresses.
+      expect(admitted([pulled], '/run/kata-containers/shared/containers/' + 'ab'.repeat(32) + '-0123456789abcdef-r')).toBe(false);
+      expect(admitted([{ ...pulled, mount_point: '/run/kata-containers/sandbox/x' }], '/run/kata-containers/sandbox/x')).toBe(false);
+      expect(
+        admitted([
+          { ...emptyDir, mount_point: '/run/kata-containers/sandbox/x' },
+          { ...pulled, mount_point: '/run/kata-containers/sandbox/x' },
+        ]),
+      ).toBe(false);
+      expect(admitted([pulled, pulled])).toBe(false);
+      // A storage that names its own file system or source: a bind of the TD's directories, say.
+      for (const other of [
+        { ...memory, fstype: 'bind', source: '/run/kata-containers' },
+        { ...memory, source: '/run/kata-containers' },
+        { ...emptyDir, fstype: 'bind' },
+        { ...emptyDir, source: '/run/kata-containers/shared/containers/evil' },
+      ])
+        expect(admitted([pulled, other]), JSON.stringify(other)).toBe(false);
       // The host's files (or an empty tmpfs) in or over the pulled image, or over the directory that holds it.
       const places = [
         `/run/kata-containers/${cid}/rootfs/app`,
@@ -908,14 +933,14 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       for (const mountPoint of places)
         for (const driver of ['virtio-fs', 'local', 'blk', 'ephemeral', 'bind'])
           expect(
-            storagesAdmitted(welcome(), image, [pulled, { driver, source: '/run/kata-containers/shared/containers/evil', mount_point: mountPoint }]),
+            admitted([pulled, { driver, source: '/run/kata-containers/shared/containers/evil', mount_point: mountPoint }]),
             `${driver} ${mountPoint}`,
           ).toBe(false);
       // A storage the host fills, wherever it goes; and the image's name as any other driver's source.
       for (const driver of ['virtio-fs', 'blk', 'virtio-blk', '9p', 'bind', 'overlayfs'])
-        expect(storagesAdmitted(welcome(), image, [pulled, { driver, source: 'evil', mount_point: '/run/kata-containers/sandbox/evil' }]), driver).toBe(false);
-      expect(storagesAdmitted(welcome(), image, [pulled, { driver: 'virtio-fs', source: image, mount_point: `/run/kata-containers/${cid}` }])).toBe(false);
-      expect(storagesAdmitted(welcome(), image, [pulled, { ...pulled, source: 'registry.example/other@sha256:' + 'ef'.repeat(32) }])).toBe(false);
+        expect(admitted([pulled, { driver, source: 'evil', mount_point: '/run/kata-containers/sandbox/evil' }]), driver).toBe(false);
+      expect(admitted([pulled, { driver: 'virtio-fs', source: image, mount_point: `/run/kata-containers/${cid}` }])).toBe(false);
+      expect(admitted([{ ...pulled, source: 'registry.example/other@sha256:' + 'ef'.repeat(32) }])).toBe(false);
     });
 
     it('OCI hooks and sysctl: none', () => {
@@ -938,11 +963,14 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         { Linux: { Sysctl: { 'kernel.core_pattern': '|/tmp/evil' } } },
       ])
         expect(hostRunsNothing(text, oci), JSON.stringify(oci)).toBe(false);
+      // Shared mounts: another container's mount moved over this one's code before it starts.
+      expect(hostRunsNothing(text, {}, [])).toBe(true);
+      expect(hostRunsNothing(text, {}, [{ src_ctr: 'queue-proxy', src_path: '/x', dst_path: '/app/dist' }])).toBe(false);
     });
 
     it('the sandbox: no guest hook path, kernel module, shared PID namespace, or storage over a root file system', () => {
       const text = welcome();
-      const shm: AgentStorage = { driver: 'ephemeral', source: 'shm', mount_point: '/run/kata-containers/sandbox/shm' };
+      const shm: AgentStorage = { driver: 'ephemeral', source: 'shm', fstype: 'tmpfs', mount_point: '/run/kata-containers/sandbox/shm' };
       expect(sandboxAdmitted(text, { guest_hook_path: '', kernel_modules: [], sandbox_pidns: false, storages: [shm] })).toBe(true);
       expect(sandboxAdmitted(text, {})).toBe(true);
       for (const input of [
@@ -950,15 +978,22 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         { kernel_modules: [{ name: 'evil' }] },
         { sandbox_pidns: true },
         { storages: [shm, { driver: 'virtio-fs', source: 'x', mount_point: `/run/kata-containers/${cid}/rootfs` }] },
-        { storages: [{ driver: 'ephemeral', source: 'tmpfs', mount_point: `/run/kata-containers/${cid}` }] },
+        { storages: [{ driver: 'ephemeral', source: 'tmpfs', fstype: 'tmpfs', mount_point: `/run/kata-containers/${cid}` }] },
+        { storages: [{ ...shm, fstype: 'bind', source: '/run/kata-containers' }] },
         { storages: [{ driver: 'virtio-fs', source: 'x', mount_point: '/run/kata-containers/sandbox/x' }] },
       ])
         expect(sandboxAdmitted(text, input), JSON.stringify(input)).toBe(false);
     });
 
-    it('denies what would page memory out, change a running container, move the clock or feed entropy', () => {
+    it('denies what would page memory out, change a running container or its mounts, move the clock or feed entropy', () => {
       for (const { pod, text } of documents)
-        for (const request of ['AddSwapRequest', 'ReseedRandomDevRequest', 'SetGuestDateTimeRequest', 'UpdateContainerRequest']) {
+        for (const request of [
+          'AddSwapRequest',
+          'ReseedRandomDevRequest',
+          'SetGuestDateTimeRequest',
+          'UpdateContainerRequest',
+          'UpdateEphemeralMountsRequest',
+        ]) {
           expect(text, `${pod} ${request}`).toContain(`\ndefault ${request} := false\n`);
           expect(text.match(new RegExp(`^${request}\\b`, 'gm')), `${pod} ${request}`).toBeNull();
           expect(text, `${pod} ${request}`).not.toContain(`default ${request} := true`);

@@ -491,26 +491,45 @@ export function mountsAdmitted(document: string, container: string, mounts: read
 /** The storage, hook and sandbox rules, word for word as every document has them (init-data.test.ts checks it). */
 export const HOST_RULES = [
   'pulled_in_guest_only(image) if {',
+  '\tcount([pull | some pull in input.storages; pull.driver == "image_guest_pull"]) == 1',
   '\tsome pulled in input.storages',
   '\tpulled.driver == "image_guest_pull"',
   '\tpulled.source == image',
+  '\tpulled.mount_point == own_root_file_system',
+  '\tinput.OCI.Root.Path == own_root_file_system',
   '\tevery storage in input.storages {',
   '\t\tnot_pulled_or(storage, image)',
   '\t}',
   '}',
   '',
+  "# Where the agent pulls this container's image, and so its root: another Root.Path, or another",
+  '# storage there, would run a tree the host wrote.',
+  'own_root_file_system := concat("", ["/run/kata-containers/", input.container_id, "/rootfs"])',
+  '',
   "# Any other storage holds nothing of the host's: a tmpfs (ephemeral) or a directory of the TD's",
   '# own (local), as Kata makes for the sandbox and emptyDirs, under its sandbox or shared directory',
   '# and never in or over a root file system. A storage the host fills (virtio-fs, a block device, a',
   '# bind), or one over the directory of a root file system, would replace what runs.',
-  'not_pulled_or(storage, _) if {',
-  '\tstorage.driver in ["ephemeral", "local"]',
-  '\tguest_storage(storage)',
-  '}',
+  'not_pulled_or(storage, _) if own_storage(storage)',
   '',
   'not_pulled_or(storage, image) if {',
   '\tstorage.driver == "image_guest_pull"',
   '\tstorage.source == image',
+  '}',
+  '',
+  "# A tmpfs of the guest's, or a directory it makes: nothing of the host's in either.",
+  'own_storage(storage) if {',
+  '\tstorage.driver == "ephemeral"',
+  '\tstorage.fstype == "tmpfs"',
+  '\tstorage.source in ["shm", "tmpfs"]',
+  '\tguest_storage(storage)',
+  '}',
+  '',
+  'own_storage(storage) if {',
+  '\tstorage.driver == "local"',
+  '\tstorage.fstype == "local"',
+  '\tstorage.source == "local"',
+  '\tguest_storage(storage)',
   '}',
   '',
   'guest_storage(storage) if {',
@@ -525,6 +544,7 @@ export const NOTHING_THE_HOST_RUNS = [
   'nothing_the_host_runs if {',
   '\tno_hooks',
   '\tabsent_or_empty(object.get(object.get(input.OCI, "Linux", {}), "Sysctl", null))',
+  '\tabsent_or_empty(object.get(input, "shared_mounts", []))',
   '}',
   '',
   'no_hooks if absent_or_empty(object.get(input.OCI, "Hooks", null))',
@@ -539,6 +559,152 @@ export const NOTHING_THE_HOST_RUNS = [
   'absent_or_empty(value) if is_null(value)',
   '',
   'absent_or_empty(value) if count(value) == 0',
+  '',
+  '# NAME=VALUE is in the environment, and NAME has no other value there.',
+  'env_pinned(name, value) if {',
+  '\tconcat("=", [name, value]) in input.OCI.Process.Env',
+  '\tevery entry in input.OCI.Process.Env {',
+  '\t\tother_or_equal(entry, name, value)',
+  '\t}',
+  '}',
+  '',
+  'other_or_equal(entry, name, _) if not startswith(entry, concat("", [name, "="]))',
+  '',
+  'other_or_equal(entry, name, value) if entry == concat("=", [name, value])',
+  '',
+  '# Refused in the environment of every container above (env_denied_none): variables that make the C',
+  '# library, OpenSSL or Node.js load code or data from a path the environment names, or lower what',
+  "# they trust. One line per source: glibc's unsecure variables (sysdeps/generic/unsecvars.h), less",
+  "# LD_*, which denied_env_prefixes denies whole; OpenSSL's (openssl-env(7)); Node.js's",
+  '# (doc/api/cli.md). A container with any of them is not created. Every other variable is admitted.',
+  'denied_env := [',
+  '\t"GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE", "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR",',
+  '\t"CTLOG_FILE", "OPENSSL_CONF", "OPENSSL_CONF_INCLUDE", "OPENSSL_ENGINES", "OPENSSL_MODULES", "OPENSSL_ia32cap", "SSLKEYLOGFILE",',
+  '\t"NODE_COMPILE_CACHE", "NODE_COMPILE_CACHE_PORTABLE", "NODE_DEBUG", "NODE_DEBUG_NATIVE", "NODE_ICU_DATA", "NODE_OPTIONS", "NODE_PATH", "NODE_PRESERVE_SYMLINKS", "NODE_REDIRECT_WARNINGS", "NODE_REPL_EXTERNAL_MODULE", "NODE_TLS_REJECT_UNAUTHORIZED", "NODE_USE_ENV_PROXY", "NODE_USE_SYSTEM_CA", "NODE_V8_COVERAGE", "UV_USE_IO_URING"',
+  ']',
+  '',
+  'denied_env_prefixes := ["LD_"]',
+  '',
+  "# OpenSSL's CA locations, refused for the tee-kms image (Node.js reads them with --use-openssl-ca or",
+  "# --use-system-ca); Knative's queue-proxy, a Go program, takes its system roots from them.",
+  'denied_ca_env := ["SSL_CERT_DIR", "SSL_CERT_FILE"]',
+  '',
+  "# tee-kms's root key from the environment (mode 1 without a sealing service), refused for the",
+  '# tee-kms image: in a TD the root key comes only from the attested sealing service.',
+  'denied_kms_env := ["KMS_ROOT_KEY", "KMS_ROOT_KEY_FILE"]',
+  '',
+  '# No variable in the environment is one of NAMES or starts with one of PREFIXES.',
+  'env_denied_none(names, prefixes) if {',
+  '\tevery entry in input.OCI.Process.Env {',
+  '\t\tnot denied_entry(entry, names, prefixes)',
+  '\t}',
+  '}',
+  '',
+  'denied_entry(entry, names, _) if {',
+  '\tparts := split(entry, "=")',
+  '\tparts[0] in names',
+  '}',
+  '',
+  'denied_entry(entry, _, prefixes) if {',
+  '\tsome prefix in prefixes',
+  '\tstartswith(entry, prefix)',
+  '}',
+  '',
+  "# Mounts (input.OCI.Mounts, read as Kata's genpolicy rules read them). A volume over what runs",
+  "# (the image's application, node, the libraries, /etc/ld.so.preload, OpenSSL's configuration,",
+  "# which Node.js reads at start) would run other code under this document's MRCONFIGID. So a",
+  "# tee-kms container has the pod's volumes only at or below volume_roots, queue-proxy none at or",
+  "# below code_dirs, and both the runtime's own mounts at exactly their destinations: its file",
+  '# systems (runtime_file_systems, by type) and runtime_mounts. In every container each destination',
+  "# is a plain absolute path, mounted once, below no other mount but the runtime's file systems (a",
+  '# symbolic link in a volume would lead a later mount elsewhere), and not at or below /run or',
+  '# /var/lock, which the image links /var/run and /var/lock to: each directory has one spelling.',
+  'runtime_file_systems := {"/dev": "tmpfs", "/proc": "proc", "/sys": "sysfs"}',
+  '',
+  'runtime_mounts := ["/dev/mqueue", "/dev/pts", "/dev/shm", "/dev/termination-log", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/sys/fs/cgroup"]',
+  '',
+  'volume_roots := ["/tmp", "/var/lib/tee-kms-sealer", "/var/run/secrets", "/var/run/tee-kms"]',
+  '',
+  'code_dirs := ["/bin", "/etc", "/ko-app", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/sbin", "/usr"]',
+  '',
+  'mounts_within(roots) if {',
+  '\tmounts := object.get(input.OCI, "Mounts", [])',
+  '\tmounts_apart(mounts)',
+  '\tevery mount in mounts {',
+  '\t\twithin(mount, roots)',
+  '\t}',
+  '}',
+  '',
+  'within(mount, _) if runtime_mount(mount)',
+  '',
+  'within(mount, roots) if {',
+  '\tsome root in roots',
+  '\tat_or_below(mount.destination, root)',
+  '}',
+  '',
+  'mounts_outside(dirs) if {',
+  '\tmounts := object.get(input.OCI, "Mounts", [])',
+  '\tmounts_apart(mounts)',
+  '\tevery mount in mounts {',
+  '\t\toutside(mount, dirs)',
+  '\t}',
+  '}',
+  '',
+  'outside(mount, _) if runtime_mount(mount)',
+  '',
+  'outside(mount, dirs) if {',
+  '\tevery dir in dirs {',
+  '\t\tnot at_or_below(mount.destination, dir)',
+  '\t}',
+  '}',
+  '',
+  'runtime_mount(mount) if runtime_file_systems[mount.destination] == mount.type_',
+  '',
+  'runtime_mount(mount) if mount.destination in runtime_mounts',
+  '',
+  'mounts_apart(mounts) if {',
+  '\tcount({mount.destination | some mount in mounts}) == count(mounts)',
+  '\tevery mount in mounts {',
+  '\t\tplain_path(mount.destination)',
+  '\t\tnot nested_mount(mount.destination, mounts)',
+  '\t\tnot at_or_below(mount.destination, "/run")',
+  '\t\tnot at_or_below(mount.destination, "/var/lock")',
+  '\t}',
+  '}',
+  '',
+  'plain_path(path) if {',
+  '\tregex.match("^(/[^/]+)+$", path)',
+  '\tnot regex.match("(^|/)[.][.]?(/|$)", path)',
+  '}',
+  '',
+  'nested_mount(path, mounts) if {',
+  '\tsome other in mounts',
+  '\tother.destination != path',
+  '\tstartswith(path, concat("", [other.destination, "/"]))',
+  '\tnot runtime_file_systems[other.destination] == other.type_',
+  '}',
+  '',
+  'at_or_below(path, dir) if path == dir',
+  '',
+  'at_or_below(path, dir) if startswith(path, concat("", [dir, "/"]))',
+  '',
+  '# Every variable whose name starts with PREFIX is one of ALLOWED (NAME=VALUE, exactly).',
+  'env_closed(prefix, allowed) if {',
+  '\tevery entry in input.OCI.Process.Env {',
+  '\t\tunprefixed_or_allowed(entry, prefix, allowed)',
+  '\t}',
+  '}',
+  '',
+  'unprefixed_or_allowed(entry, prefix, _) if not startswith(entry, prefix)',
+  '',
+  'unprefixed_or_allowed(entry, _, allowed) if entry in allowed',
+  '',
+  '# Every entry of LISTED (NAME=VALUE) is in the environment: what the list switches on stays on.',
+  'env_present(listed) if {',
+  '\tevery entry in listed {',
+  '\t\tentry in input.OCI.Process.Env',
+  '\t}',
+  '}',
 ].join('\n');
 
 export const SANDBOX_RULES = [
@@ -549,19 +715,14 @@ export const SANDBOX_RULES = [
   '\tabsent_or_empty(object.get(input, "kernel_modules", []))',
   '\tnot object.get(input, "sandbox_pidns", false)',
   '\tevery storage in object.get(input, "storages", []) {',
-  '\t\tstorage.driver in ["ephemeral", "local"]',
-  '\t\tguest_storage(storage)',
+  '\t\town_storage(storage)',
   '\t}',
   '}',
   '',
+  "# Denied, as in Kata's genpolicy: the agent would mount what it names (a bind of the TD's own",
+  "# directories, say, through which CopyFile then writes into a container's root); Kata sends it only",
+  "# to resize an emptyDir's tmpfs.",
   'default UpdateEphemeralMountsRequest := false',
-  '',
-  'UpdateEphemeralMountsRequest if {',
-  '\tevery storage in object.get(input, "storages", []) {',
-  '\t\tstorage.driver == "ephemeral"',
-  '\t\tguest_storage(storage)',
-  '\t}',
-  '}',
   '',
   "# Denied, as in Kata's genpolicy: AddSwap would page the containers' memory (keys, tokens) onto a",
   "# disk the host provides; UpdateContainer would apply the host's resources to a running container;",
@@ -578,6 +739,7 @@ export const SANDBOX_RULES = [
 export interface AgentStorage {
   readonly driver: string;
   readonly source?: string;
+  readonly fstype?: string;
   readonly mount_point: string;
 }
 
@@ -586,7 +748,10 @@ const guestStorage = (s: AgentStorage) =>
   plainPath(s.mount_point) &&
   ['/run/kata-containers/sandbox/', '/run/kata-containers/shared/containers/'].some((dir) => s.mount_point.startsWith(dir)) &&
   !/^\/run\/kata-containers\/[^/]+\/rootfs(\/.*)?$/.test(s.mount_point);
-const ownStorage = (s: AgentStorage) => ['ephemeral', 'local'].includes(s.driver) && guestStorage(s);
+const ownStorage = (s: AgentStorage) =>
+  ((s.driver === 'ephemeral' && s.fstype === 'tmpfs' && ['shm', 'tmpfs'].includes(s.source ?? '')) ||
+    (s.driver === 'local' && s.fstype === 'local' && s.source === 'local')) &&
+  guestStorage(s);
 const absentOrEmpty = (value: unknown) =>
   value === null ||
   value === undefined ||
@@ -597,17 +762,27 @@ function requireRules(document: string): void {
     if (!document.includes(`\n${text}\n`)) throw new Error('the document does not have the rules the model reads');
 }
 
-/** pulled_in_guest_only(image), with the meaning of HOST_RULES. No Rego engine. */
-export function storagesAdmitted(document: string, image: string, storages: readonly AgentStorage[]): boolean {
+/** pulled_in_guest_only(image) for a request (its container_id, OCI.Root.Path, storages), with the meaning of HOST_RULES. No Rego engine. */
+export function storagesAdmitted(
+  document: string,
+  image: string,
+  storages: readonly AgentStorage[],
+  request: { readonly containerId: string; readonly rootPath: string },
+): boolean {
   requireRules(document);
+  const own = `/run/kata-containers/${request.containerId}/rootfs`;
+  const pulls = storages.filter((s) => s.driver === 'image_guest_pull');
   return (
-    storages.some((s) => s.driver === 'image_guest_pull' && s.source === image) &&
+    pulls.length === 1 &&
+    pulls[0]!.source === image &&
+    pulls[0]!.mount_point === own &&
+    request.rootPath === own &&
     storages.every((s) => ownStorage(s) || (s.driver === 'image_guest_pull' && s.source === image))
   );
 }
 
 /** nothing_the_host_runs for an OCI spec, with the meaning of NOTHING_THE_HOST_RUNS; every workload and sandbox rule must call it. */
-export function hostRunsNothing(document: string, oci: { Hooks?: unknown; Linux?: { Sysctl?: unknown } }): boolean {
+export function hostRunsNothing(document: string, oci: { Hooks?: unknown; Linux?: { Sysctl?: unknown } }, sharedMounts: unknown = undefined): boolean {
   requireRules(document);
   const calls = document.match(/\n\tnothing_the_host_runs\n/g)?.length ?? 0;
   if (calls !== document.match(/\nCreateContainerRequest if \{\n/g)?.length)
@@ -615,7 +790,7 @@ export function hostRunsNothing(document: string, oci: { Hooks?: unknown; Linux?
   const hooks = oci.Hooks;
   const noHooks =
     absentOrEmpty(hooks) || (typeof hooks === 'object' && hooks !== null && !Array.isArray(hooks) && Object.values(hooks).every((list) => absentOrEmpty(list)));
-  return noHooks && absentOrEmpty(oci.Linux?.Sysctl);
+  return noHooks && absentOrEmpty(oci.Linux?.Sysctl) && absentOrEmpty(sharedMounts);
 }
 
 /** CreateSandboxRequest, with the meaning of SANDBOX_RULES. */
