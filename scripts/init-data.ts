@@ -450,21 +450,23 @@ CopyFileRequest if {
 
 no_parent(path) if not regex.match("(^|/)[.][.]($|/)", path)
 
-symlink_inside if not input.symlink_src
+symlink_inside if not input.symlink_target
 
 symlink_inside if {
-	not startswith(input.symlink_src, "/")
-	no_parent(input.symlink_src)
+	not startswith(input.symlink_target, "/")
+	no_parent(input.symlink_target)
 }
 
 # The sandbox container: /pause from the bundle in the TD's own measured image (guest pull
-# source "pause"), nothing pulled besides.
+# source "pause"), nothing pulled besides, and only the runtime's own mounts (a volume at /pause
+# would be what runs).
 CreateContainerRequest if {
 	input.OCI.Annotations["io.kubernetes.cri.container-type"] == "sandbox"
 	input.OCI.Annotations["io.katacontainers.pkg.oci.container_type"] == "pod_sandbox"
 	input.OCI.Process.Args == ["/pause"]
 	pulled_in_guest_only("pause")
 	nothing_the_host_runs
+	mounts_within([])
 }
 
 ${pod.containers.map(containerRule).join('\n\n')}

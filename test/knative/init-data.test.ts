@@ -213,6 +213,12 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     ])
       expect(allowed.test(path), path).toBe(false);
     expect(policy).toContain('no_parent(input.path)');
+    // A symbolic link's target, by the name the agent's policy input gives it (PolicyCopyFileRequest.symlink_target):
+    // relative and without "..", so it cannot lead out of the staging directory. Under another name the check would never run.
+    expect(policy).toContain(
+      'symlink_inside if not input.symlink_target\n\nsymlink_inside if {\n\tnot startswith(input.symlink_target, "/")\n\tno_parent(input.symlink_target)\n}',
+    );
+    expect(policy).not.toMatch(/input\.symlink_(?!target)/);
   });
 
   it('each function is pinned to its own FUNCTION_TARGET, command and images; the sealer to its command', () => {
@@ -757,6 +763,14 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     const sealerMounts = [...RUNTIME, ...['/var/run/tee-kms/init-data', '/var/run/tee-kms/ca', '/var/run/secrets/tee-kms/sealer-tls', '/tmp'].map(volume)];
     const sealer = () => documents.find(({ pod }) => pod === SEALER_POD)!.text;
     const welcome = () => documents.find(({ pod }) => pod === 'welcome')!.text;
+
+    it("the sandbox container has the runtime's mounts only: a volume at /pause would be what runs", () => {
+      for (const { pod, text } of documents) {
+        expect(mountsAdmitted(text, 'sandbox', RUNTIME), pod).toBe(true);
+        for (const destination of ['/pause', '/var/run/tee-kms/ca', '/tmp'])
+          expect(mountsAdmitted(text, 'sandbox', [...RUNTIME, volume(destination)]), `${pod} ${destination}`).toBe(false);
+      }
+    });
 
     it('the rules word for word in every document: every tee-kms container calls mounts_within, queue-proxy mounts_outside', () => {
       for (const { pod, text } of documents) {

@@ -457,6 +457,14 @@ export const MOUNT_RULES = [
   'at_or_below(path, dir) if startswith(path, concat("", [dir, "/"]))',
 ].join('\n');
 
+/** The sandbox (pause) container's CreateContainerRequest rule, with its closing line break. */
+function sandboxRuleOf(document: string): string {
+  const start = document.indexOf('\n# The sandbox container: ');
+  if (start < 0) throw new Error('no rule for the sandbox container');
+  const rule = document.slice(start);
+  return rule.slice(0, rule.indexOf('\n}\n') + 1);
+}
+
 /** One OCI mount as the agent's input carries it (the fields the rules read). */
 export interface OciMount {
   readonly destination: string;
@@ -470,11 +478,13 @@ export interface OciMount {
  */
 export function mountsAdmitted(document: string, container: string, mounts: readonly OciMount[]): boolean {
   if (!document.includes(`\n${MOUNT_RULES}\n`)) throw new Error('the mount rules are not those the model reads');
-  const rule = `${containerRuleOf(document, container)}\n`;
-  const within = rule.includes('\n\tmounts_within(volume_roots)\n');
-  if (within === rule.includes('\n\tmounts_outside(code_dirs)\n')) throw new Error(`the rule for ${container} does not call exactly one mount rule`);
+  const rule = container === 'sandbox' ? sandboxRuleOf(document) : `${containerRuleOf(document, container)}\n`;
+  const calls = ['\n\tmounts_within(volume_roots)\n', '\n\tmounts_within([])\n', '\n\tmounts_outside(code_dirs)\n'].filter((call) => rule.includes(call));
+  if (calls.length !== 1) throw new Error(`the rule for ${container} does not call exactly one mount rule`);
+  const within = !calls[0]!.includes('outside');
   const fileSystems = JSON.parse(/^runtime_file_systems := (\{[^}]*\})$/m.exec(document)![1]!) as Record<string, string>;
-  const [runtimeMounts, roots, codeDirs] = ['runtime_mounts', 'volume_roots', 'code_dirs'].map((list) => regoArray(document, list));
+  const [runtimeMounts, volumeRoots, codeDirs] = ['runtime_mounts', 'volume_roots', 'code_dirs'].map((list) => regoArray(document, list));
+  const roots = calls[0]!.includes('[]') ? [] : volumeRoots;
   const atOrBelow = (path: string, dir: string) => path === dir || path.startsWith(`${dir}/`);
   const plain = (path: string) => /^(\/[^/]+)+$/.test(path) && !/(^|\/)[.][.]?(\/|$)/.test(path);
   const runtimeFs = (m: OciMount) => Object.hasOwn(fileSystems, m.destination) && fileSystems[m.destination] === m.type_;
