@@ -535,12 +535,26 @@ guest_storage(storage) if {
 # Nothing of the host's runs in the TD around a container: no OCI hooks (the agent runs them as
 # root in the guest, with the host's path and arguments), no sysctl (written as root before the
 # process starts), and no shared mounts (another container's mount moved into this one, over its
-# code, before it starts). Kubernetes and Kata's runtime send none of them for these pods.
+# code, before it starts). Nor does a container join a namespace the host names (another
+# container's PID namespace, where it could read that one's memory; the guest's own), or get a
+# device (/dev/mem, say) or a device cgroup rule. Kubernetes and Kata's runtime send none of these
+# for these pods (namespaces without paths; the agent sets the network one).
 nothing_the_host_runs if {
 	no_hooks
-	absent_or_empty(object.get(object.get(input.OCI, "Linux", {}), "Sysctl", null))
+	linux := object.get(input.OCI, "Linux", {})
+	absent_or_empty(object.get(linux, "Sysctl", null))
 	absent_or_empty(object.get(input, "shared_mounts", []))
+	absent_or_empty(object.get(linux, "Devices", []))
+	absent_or_empty(object.get(object.get(linux, "Resources", {}), "Devices", []))
+	absent_or_empty(object.get(input, "devices", []))
+	every namespace in object.get(linux, "Namespaces", []) {
+		own_namespace(namespace)
+	}
 }
+
+own_namespace(namespace) if namespace.Type == "network"
+
+own_namespace(namespace) if absent_or_empty(object.get(namespace, "Path", ""))
 
 no_hooks if absent_or_empty(object.get(input.OCI, "Hooks", null))
 

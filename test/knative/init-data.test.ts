@@ -978,8 +978,25 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       ])
         expect(hostRunsNothing(text, oci), JSON.stringify(oci)).toBe(false);
       // Shared mounts: another container's mount moved over this one's code before it starts.
-      expect(hostRunsNothing(text, {}, [])).toBe(true);
-      expect(hostRunsNothing(text, {}, [{ src_ctr: 'queue-proxy', src_path: '/x', dst_path: '/app/dist' }])).toBe(false);
+      expect(hostRunsNothing(text, {}, { sharedMounts: [] })).toBe(true);
+      expect(hostRunsNothing(text, {}, { sharedMounts: [{ src_ctr: 'queue-proxy', src_path: '/x', dst_path: '/app/dist' }] })).toBe(false);
+    });
+
+    it("namespaces and devices: the container's own namespaces (the network one aside), no device", () => {
+      const text = welcome();
+      const own = [{ Type: 'ipc' }, { Type: 'uts', Path: '' }, { Type: 'mount' }, { Type: 'network', Path: '/var/run/netns/cni-1' }];
+      expect(hostRunsNothing(text, { Linux: { Namespaces: own, Devices: [], Resources: { Devices: [] } } }, { devices: [] })).toBe(true);
+      // Another container's PID namespace (queue-proxy beside the function's memory), the guest's own mount namespace.
+      for (const namespace of [
+        { Type: 'pid', Path: '/proc/42/ns/pid' },
+        { Type: 'mount', Path: '/proc/1/ns/mnt' },
+        { Type: 'user', Path: '/proc/1/ns/user' },
+      ])
+        expect(hostRunsNothing(text, { Linux: { Namespaces: [...own, namespace] } }), JSON.stringify(namespace)).toBe(false);
+      // /dev/mem as a device node, a device cgroup rule allowing every device, a device of the request.
+      expect(hostRunsNothing(text, { Linux: { Devices: [{ Path: '/dev/x', Type: 'c', Major: 1, Minor: 1 }] } })).toBe(false);
+      expect(hostRunsNothing(text, { Linux: { Resources: { Devices: [{ Allow: true, Type: 'a' }] } } })).toBe(false);
+      expect(hostRunsNothing(text, {}, { devices: [{ id: 'vda', container_path: '/dev/vda' }] })).toBe(false);
     });
 
     it('the sandbox: no guest hook path, kernel module, shared PID namespace, or storage over a root file system', () => {

@@ -553,9 +553,20 @@ export const HOST_RULES = [
 export const NOTHING_THE_HOST_RUNS = [
   'nothing_the_host_runs if {',
   '\tno_hooks',
-  '\tabsent_or_empty(object.get(object.get(input.OCI, "Linux", {}), "Sysctl", null))',
+  '\tlinux := object.get(input.OCI, "Linux", {})',
+  '\tabsent_or_empty(object.get(linux, "Sysctl", null))',
   '\tabsent_or_empty(object.get(input, "shared_mounts", []))',
+  '\tabsent_or_empty(object.get(linux, "Devices", []))',
+  '\tabsent_or_empty(object.get(object.get(linux, "Resources", {}), "Devices", []))',
+  '\tabsent_or_empty(object.get(input, "devices", []))',
+  '\tevery namespace in object.get(linux, "Namespaces", []) {',
+  '\t\town_namespace(namespace)',
+  '\t}',
   '}',
+  '',
+  'own_namespace(namespace) if namespace.Type == "network"',
+  '',
+  'own_namespace(namespace) if absent_or_empty(object.get(namespace, "Path", ""))',
   '',
   'no_hooks if absent_or_empty(object.get(input.OCI, "Hooks", null))',
   '',
@@ -792,7 +803,11 @@ export function storagesAdmitted(
 }
 
 /** nothing_the_host_runs for an OCI spec, with the meaning of NOTHING_THE_HOST_RUNS; every workload and sandbox rule must call it. */
-export function hostRunsNothing(document: string, oci: { Hooks?: unknown; Linux?: { Sysctl?: unknown } }, sharedMounts: unknown = undefined): boolean {
+export function hostRunsNothing(
+  document: string,
+  oci: { Hooks?: unknown; Linux?: { Sysctl?: unknown; Devices?: unknown; Resources?: { Devices?: unknown }; Namespaces?: { Type: string; Path?: string }[] } },
+  request: { sharedMounts?: unknown; devices?: unknown } = {},
+): boolean {
   requireRules(document);
   const calls = document.match(/\n\tnothing_the_host_runs\n/g)?.length ?? 0;
   if (calls !== document.match(/\nCreateContainerRequest if \{\n/g)?.length)
@@ -800,7 +815,16 @@ export function hostRunsNothing(document: string, oci: { Hooks?: unknown; Linux?
   const hooks = oci.Hooks;
   const noHooks =
     absentOrEmpty(hooks) || (typeof hooks === 'object' && hooks !== null && !Array.isArray(hooks) && Object.values(hooks).every((list) => absentOrEmpty(list)));
-  return noHooks && absentOrEmpty(oci.Linux?.Sysctl) && absentOrEmpty(sharedMounts);
+  const linux = oci.Linux ?? {};
+  return (
+    noHooks &&
+    absentOrEmpty(linux.Sysctl) &&
+    absentOrEmpty(request.sharedMounts) &&
+    absentOrEmpty(linux.Devices) &&
+    absentOrEmpty(linux.Resources?.Devices) &&
+    absentOrEmpty(request.devices) &&
+    (linux.Namespaces ?? []).every((namespace) => namespace.Type === 'network' || absentOrEmpty(namespace.Path))
+  );
 }
 
 /** CreateSandboxRequest, with the meaning of SANDBOX_RULES. */
