@@ -273,16 +273,16 @@ denied_entry(entry, _, prefixes) if {
 `;
 
 /** The tee-kms image's working directory (the Dockerfile's WORKDIR): its command's paths are relative to it. */
-export const APP_DIR = '/app';
+const APP_DIR = '/app';
 /**
  * The tee-kms image's PATH (the Dockerfile's ENV PATH), pinned: the command names `node`, which
  * the agent looks up in PATH; another PATH could name a directory of a volume.
  */
 export const IMAGE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** The runtime's own file systems by destination, with their types as containerd's defaults give them: only these may have mounts below them. */
-export const RUNTIME_FILE_SYSTEMS = { '/dev': 'tmpfs', '/proc': 'proc', '/sys': 'sysfs' } as const;
+const RUNTIME_FILE_SYSTEMS = { '/dev': 'tmpfs', '/proc': 'proc', '/sys': 'sysfs' } as const;
 /** The runtime's other mounts (containerd's defaults, CRI's /etc files, /dev/shm and termination log), each at exactly its destination. */
-export const RUNTIME_MOUNTS = [
+const RUNTIME_MOUNTS = [
   '/dev/mqueue',
   '/dev/pts',
   '/dev/shm',
@@ -296,9 +296,9 @@ export const RUNTIME_MOUNTS = [
  * Where a tee-kms container may have the pod's volumes, at or below: directories the image does
  * not have, so nothing it runs or reads at start can be shadowed there.
  */
-export const VOLUME_ROOTS = ['/tmp', '/var/lib/tee-kms-sealer', '/var/run/secrets', '/var/run/tee-kms'] as const;
+const VOLUME_ROOTS = ['/tmp', '/var/lib/tee-kms-sealer', '/var/run/secrets', '/var/run/tee-kms'] as const;
 /** Where queue-proxy (a Go program, /ko-app/queue) may not have a volume, at or below: its program, the system's programs and libraries, /etc. */
-export const CODE_DIRS = ['/bin', '/etc', '/ko-app', '/lib', '/lib32', '/lib64', '/libx32', '/opt', '/sbin', '/usr'] as const;
+const CODE_DIRS = ['/bin', '/etc', '/ko-app', '/lib', '/lib32', '/lib64', '/libx32', '/opt', '/sbin', '/usr'] as const;
 
 const regoStrings = (list: readonly string[]) => JSON.stringify(list).replace(/,/g, ', ');
 

@@ -1,7 +1,8 @@
 /**
  * A CA bundle as TLS will load it: PEM certificates only, each BEGIN and END marker on a line of
  * its own. OpenSSL skips a block whose marker is indented or shares a line with the previous END,
- * so a laxer check would accept a bundle that trusts nothing (or less than it shows).
+ * so a laxer check would accept a bundle that trusts nothing (or less than it shows). (The DCAP
+ * verifier's parsePemBundle reads certificate chains itself, so it may be lax; this one may not.)
  */
 import { X509Certificate } from 'node:crypto';
 

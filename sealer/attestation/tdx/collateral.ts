@@ -7,10 +7,10 @@
  * certificate whose chain verifies up to the trusted root, so a forged certificate cannot make the
  * verifier fetch anything.
  */
-import { PEM_CERTIFICATES, pemBundle } from '../../../shared/crypto/pem-bundle.js';
 import type { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import dcapQvl from '@phala/dcap-qvl';
+import { PEM_CERTIFICATES, pemBundle } from '../../../shared/crypto/pem-bundle.js';
 import { KmsError } from '../../../shared/errors.js';
 import { parseCrl, parsePemBundle, PkiError, verifyChain } from './pki.js';
 import { fetchPccsCollateral, type PccsRequest } from './pccs.js';
