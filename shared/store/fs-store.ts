@@ -1,6 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { KmsError } from '../errors.js';
@@ -164,24 +163,18 @@ export class FsObjectStore implements ObjectStore {
     return temp;
   }
 
-  /** An exclusive lock file beside the object, for compare-and-swap across processes; it names its holder. */
+  /**
+   * An exclusive lock file beside the object, for compare-and-swap across processes. It names its
+   * holder from the moment it exists (written aside, then linked): a writer killed while taking it
+   * never leaves a lock that looks like a live writer's.
+   */
   async #lock(path: string): Promise<() => Promise<void>> {
     const lockPath = join(dirname(path), `${LOCK_PREFIX}${basename(path)}`);
     await mkdir(dirname(path), { recursive: true }).catch((error: unknown) => {
       throw unavailable(error);
     });
     for (let attempt = 0; ; attempt++) {
-      try {
-        const handle = await open(lockPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-        try {
-          await handle.writeFile(HOLDER);
-        } finally {
-          await handle.close();
-        }
-        return () => unlink(lockPath).catch(() => undefined);
-      } catch (error) {
-        if (!isCode(error, 'EEXIST')) throw unavailable(error);
-      }
+      if (await createNamed(lockPath)) return () => unlink(lockPath).catch(() => undefined);
       if (
         await isStale(
           lockPath,
@@ -195,6 +188,21 @@ export class FsObjectStore implements ObjectStore {
   }
 }
 
+/** Creates `path` holding HOLDER, whole or not at all; false when it exists. Not synced: a lock need not survive a power loss. */
+async function createNamed(path: string): Promise<boolean> {
+  const temp = join(dirname(path), `${TEMP_PREFIX}${HOLDER}-${randomBytes(8).toString('hex')}`);
+  try {
+    await writeFile(temp, HOLDER, { flag: 'wx', mode: 0o600 });
+    await link(temp, path);
+    return true;
+  } catch (error) {
+    if (isCode(error, 'EEXIST')) return false;
+    throw unavailable(error);
+  } finally {
+    await unlink(temp).catch(() => undefined);
+  }
+}
+
 /** Whether a temporary or lock was left by a crashed writer (see HOLDER). */
 async function isStale(path: string, holder: Promise<string>): Promise<boolean> {
   const age = await stat(path).then(
@@ -203,7 +211,7 @@ async function isStale(path: string, holder: Promise<string>): Promise<boolean> 
   );
   if (age > STALE_MS) return true;
   const [pid, host] = (await holder).split('@');
-  if (host !== hostname() || !/^\d+$/.test(pid ?? '')) return false; // being written, or not ours to judge
+  if (host !== hostname() || !/^\d+$/.test(pid ?? '')) return false; // another host's, or emptied by a power loss: only age tells
   try {
     process.kill(Number(pid), 0);
     return false;

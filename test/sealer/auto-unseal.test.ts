@@ -120,11 +120,14 @@ describe('auto-unseal from a Trustee KBS', () => {
     expect(openWrap(kek, wrap).equals(key)).toBe(true);
 
     kbs.requests.length = 0;
+    const stored = (await storedWrap(sealer))!.raw;
     await restart();
     await unsealedAs(client, id);
     // It attested to the KBS before it got the KEK: auth, attest, then the resource.
     expect(kbs.requests).toEqual(['POST /kbs/v0/auth 200', 'POST /kbs/v0/attest 200', `GET /kbs/v0/resource/${RESOURCE} 200`]);
     await until('the log line', async () => (sealer.messages().some((m) => m.startsWith(`auto-unseal: unsealed with root key ${id}`)) ? true : undefined));
+    // The key it unwrapped is not wrapped again: a restart writes nothing (nor can a kill interrupt a write).
+    expect((await storedWrap(sealer))!.raw.equals(stored)).toBe(true);
   });
 
   it('re-wraps the new root key when a rotation is verified, and a restart unseals with it', async () => {

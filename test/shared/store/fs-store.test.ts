@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, writeFile, mkdir, utimes } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile, mkdir, utimes } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -70,15 +70,26 @@ describe('embedded filesystem store: crash safety and processes', () => {
       process.stdout.write('finished');`;
     let leftovers: string[] = [];
     let writerPid = 0;
-    for (let attempt = 0; attempt < 5 && leftovers.length < 2; attempt++) {
+    for (let attempt = 0; attempt < 5 && leftovers.length !== 2; attempt++) {
       const writer = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: 'ignore' });
       const exited = new Promise((resolve) => writer.once('exit', resolve));
       let running = true;
       void exited.then(() => (running = false));
       while (running) {
         const own = await ownFiles(objects).catch(() => []);
-        if (own.some((f) => f.startsWith('.lock-')) && own.some((f) => f.startsWith('.tmp-'))) {
-          writer.kill('SIGKILL');
+        const holder = await readFile(join(objects, '.lock-k.json'), 'utf8').catch(() => '');
+        const sizes = await Promise.all(
+          own
+            .filter((f) => f.startsWith('.tmp-'))
+            .map((f) =>
+              stat(join(objects, f)).then(
+                (s) => s.size,
+                () => 0,
+              ),
+            ),
+        );
+        if (holder === `${writer.pid}@${hostname()}` && sizes.some((size) => size > 1024)) {
+          writer.kill('SIGKILL'); // it holds the lock and is writing the body
           break;
         }
         await new Promise((resolve) => setTimeout(resolve, 1));
@@ -86,7 +97,11 @@ describe('embedded filesystem store: crash safety and processes', () => {
       await exited; // reaped: its pid is gone, not a zombie
       writerPid = writer.pid!;
       leftovers = await ownFiles(objects);
-      if (leftovers.length < 2) await writeFile(join(objects, 'k.json'), 'v1'); // it finished first: again
+      if (leftovers.length !== 2) {
+        // It finished, or was killed elsewhere: again, from a clean folder.
+        for (const name of leftovers) await rm(join(objects, name));
+        await writeFile(join(objects, 'k.json'), 'v1');
+      }
     }
     expect(leftovers).toEqual(['.lock-k.json', expect.stringMatching(new RegExp(`^\\.tmp-${writerPid}@`))]);
     expect(await readFile(join(objects, '.lock-k.json'), 'utf8')).toBe(`${writerPid}@${hostname()}`);
@@ -99,6 +114,37 @@ describe('embedded filesystem store: crash safety and processes', () => {
     expect(Date.now() - started).toBeLessThan(2_000); // not the 30 s a lock of unknown age waits
     expect(await readFile(join(objects, 'k.json'), 'utf8')).toBe('v2');
     expect(await ownFiles(objects)).toEqual([]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a writer killed (SIGKILL) at any moment leaves no lock that does not name it, so the next replace need not wait', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
+    const objects = join(dir, 'objects', 'a');
+    await new FsObjectStore(dir).create('a/k.json', Buffer.from('0'));
+    // A real writer replacing as fast as it can, killed wherever it happens to be: a lock whose
+    // holder is not yet written would look like a live writer's and stall every replace for 30 s.
+    const script = `
+      const { FsObjectStore } = await import(${fsStoreModule});
+      const store = new FsObjectStore(process.argv[1]);
+      process.stdout.write('ready');
+      for (let i = 1; ; i++) {
+        const current = await store.get('a/k.json');
+        await store.replace('a/k.json', Buffer.from(String(i)), current.etag);
+      }`;
+    for (let kill = 0; kill < 24; kill++) {
+      const writer = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: ['ignore', 'pipe', 'ignore'] });
+      await new Promise((resolve) => writer.stdout.once('data', resolve));
+      await new Promise((resolve) => setTimeout(resolve, 5 + ((kill * 7) % 23)));
+      const exited = new Promise((resolve) => writer.once('exit', resolve));
+      writer.kill('SIGKILL');
+      await exited;
+      for (const lock of (await ownFiles(objects)).filter((name) => name.startsWith('.lock-'))) {
+        expect(await readFile(join(objects, lock), 'utf8')).toBe(`${writer.pid}@${hostname()}`);
+      }
+      const store = new FsObjectStore(dir);
+      const current = await store.get('a/k.json');
+      expect(await store.replace('a/k.json', Buffer.from('0'), current!.etag)).toBe(true);
+    }
     await rm(dir, { recursive: true, force: true });
   });
 
