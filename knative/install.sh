@@ -105,6 +105,10 @@ usage: knative/install.sh [options]     (every option also reads the environment
                                                     (KMS_SEALER_CUSTODIANS, docs/custodians.md): FILE as for tee-kms
                                                     rotate --custodians, their public JWKs in share order; listed
                                                     in the sealer's init-data, so its MRCONFIGID changes
+  --threshold N                 KMS_CUSTODIAN_THRESHOLD  tdx, with --custodian-keys: how many of their shares
+                                                    recover the root key (default 3; 2 to their number), pinned
+                                                    beside them (KMS_SEALER_CUSTODIANS_THRESHOLD) and set as
+                                                    KMS_THRESHOLD, with KMS_SHARES their number, in tee-kms-config
   --pccs-url URL                KMS_PCCS_URL        tdx: DCAP collateral source, a PCCS or Intel PCS base URL
                                                     (https://, without /sgx|tdx/certification/v4;
                                                     default https://api.trustedservices.intel.com); listed in
@@ -168,6 +172,7 @@ AUTO_UNSEAL_KBS_URL=${KMS_AUTO_UNSEAL_KBS_URL:-}
 AUTO_UNSEAL_CA=${KMS_AUTO_UNSEAL_CA:-}
 AUTO_UNSEAL_RESOURCE=${KMS_AUTO_UNSEAL_RESOURCE:-}
 CUSTODIAN_KEYS=${KMS_CUSTODIAN_KEYS_FILE:-}
+CUSTODIAN_THRESHOLD=${KMS_CUSTODIAN_THRESHOLD:-}
 INTERNAL_TLS=${KMS_INTERNAL_TLS:-}
 SKIP_KNATIVE_CONFIG=${KMS_SKIP_KNATIVE_CONFIG:-0}
 SECRETS_DIR=${KMS_SECRETS_DIR:-}
@@ -218,6 +223,7 @@ while [[ $# -gt 0 ]]; do
     --auto-unseal-ca) need_value "$@"; AUTO_UNSEAL_CA=$2; shift 2 ;;
     --auto-unseal-resource) need_value "$@"; AUTO_UNSEAL_RESOURCE=$2; shift 2 ;;
     --custodian-keys) need_value "$@"; CUSTODIAN_KEYS=$2; shift 2 ;;
+    --threshold) need_value "$@"; CUSTODIAN_THRESHOLD=$2; shift 2 ;;
     --internal-tls) INTERNAL_TLS=1; shift ;;
     --no-internal-tls) INTERNAL_TLS=0; shift ;;
     --skip-knative-config) SKIP_KNATIVE_CONFIG=1; shift ;;
@@ -251,6 +257,8 @@ esac
   || die "--auto-unseal-* is for --tee tdx, where the sealer's init-data lists it; under --tee dev set KMS_SEALER_UNSEAL_* on the sealer yourself (docs/root-key.md)"
 [[ $TEE_MODE == tdx || -z $CUSTODIAN_KEYS ]] \
   || die "--custodian-keys is for --tee tdx, where the sealer's init-data lists it; under --tee dev set KMS_SEALER_CUSTODIANS on the sealer yourself (docs/custodians.md)"
+[[ -n $CUSTODIAN_KEYS || -z $CUSTODIAN_THRESHOLD ]] \
+  || die "--threshold pins the threshold of the custodians that --custodian-keys pins, and goes with it; without pinned custodians set KMS_THRESHOLD in tee-kms-config"
 
 DNS_LABEL='[a-z0-9]([-a-z0-9]*[a-z0-9])?'
 [[ $NS =~ ^$DNS_LABEL$ && ${#NS} -le 63 ]] || die "--namespace must be a DNS label, got '$NS'"
@@ -442,11 +450,11 @@ check_root_key_env() {
   ROOT_KEY_ENV_JSON=$(printf '[["KMS_SEALER_ROOT_KEY_FILE", "%s"]]' "$file")
 }
 
-# Pinned custodians (docs/custodians.md): KMS_SEALER_CUSTODIANS reaches the sealer only as its
-# init-data lists it (custodians_env), so it goes into both. The value is the RFC 7638 SHA-256
-# thumbprint of each key of --custodian-keys (the JSON array of public JWKs that tee-kms rotate
-# --custodians reads), in its order, checked as the sealer checks a rotation's custodians.
-# [[NAME, VALUE]] as JSON, or [].
+# Pinned custodians (docs/custodians.md): KMS_SEALER_CUSTODIANS and KMS_SEALER_CUSTODIANS_THRESHOLD
+# reach the sealer only as its init-data lists them (custodians_env), so they go into both. The
+# first is the RFC 7638 SHA-256 thumbprint of each key of --custodian-keys (the JSON array of public
+# JWKs that tee-kms rotate --custodians reads), in its order, checked as the sealer checks a
+# rotation's custodians; the second is --threshold. [[NAME, VALUE]] as JSON, or [].
 CUSTODIANS_ENV_JSON='[]'
 check_custodian_keys() {
   [[ -n $CUSTODIAN_KEYS ]] || return 0
@@ -470,8 +478,11 @@ check_custodian_keys() {
       return createHash("sha256").update(JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y })).digest("base64url");
     });
     thumbprints.forEach((t, i) => { if (thumbprints.indexOf(t) !== i) fail(`[${i}] is the same key as [${thumbprints.indexOf(t)}]`); });
-    process.stdout.write(JSON.stringify([["KMS_SEALER_CUSTODIANS", thumbprints.join(",")]]));
-  ' "$CUSTODIAN_KEYS") || die "--custodian-keys: see above (node is needed for it)"
+    const threshold = process.argv[2] || "3";
+    if (!/^[1-9][0-9]{0,2}$/.test(threshold) || Number(threshold) < 2 || Number(threshold) > keys.length)
+      fail(`--threshold must be a whole number from 2 to the ${keys.length} keys, got ${process.argv[2] ? `"${threshold}"` : "3 (the default)"}`);
+    process.stdout.write(JSON.stringify([["KMS_SEALER_CUSTODIANS", thumbprints.join(",")], ["KMS_SEALER_CUSTODIANS_THRESHOLD", threshold]]));
+  ' "$CUSTODIAN_KEYS" "$CUSTODIAN_THRESHOLD") || die "--custodian-keys, --threshold: see above (node is needed for them)"
 }
 
 # A pod's init-data: the shipped document with this run's digests in place of its placeholders
@@ -847,6 +858,14 @@ write_kustomization() {
     [[ $TEE_MODE != tdx ]] || node -e '
       for (const [name, value] of JSON.parse(process.argv[1])) console.log(`        ${name}: ${JSON.stringify(value)}`);
     ' "$FUNCTION_PCCS_ENV_JSON"
+    # A rotation's t and n as the sealer pins them (which refuses any other): its custodians'
+    # threshold, and one share per custodian.
+    # shellcheck disable=SC2016 # JavaScript, not shell
+    [[ $CUSTODIANS_ENV_JSON == '[]' ]] || node -e '
+      const pin = Object.fromEntries(JSON.parse(process.argv[1]));
+      console.log(`        KMS_SHARES: "${pin.KMS_SEALER_CUSTODIANS.split(",").length}"`);
+      console.log(`        KMS_THRESHOLD: "${pin.KMS_SEALER_CUSTODIANS_THRESHOLD}"`);
+    ' "$CUSTODIANS_ENV_JSON"
     printf '  - patch: |-\n'
     printf '      apiVersion: batch/v1\n      kind: Job\n      metadata:\n        name: tee-kms-minio-bucket\n'
     printf '      spec:\n        template:\n          spec:\n            containers:\n              - name: mc\n'

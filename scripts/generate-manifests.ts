@@ -310,9 +310,10 @@ export async function generateManifests(): Promise<Map<string, string>> {
               allowed: 'custodians_env',
               why: [
                 "KMS_SEALER_CUSTODIANS (docs/custodians.md) pins the custodians' keys, which every rotation (the first included) must",
-                'encrypt its shares to: it is on only as listed here, NAME=VALUE exactly, e.g. ["KMS_SEALER_CUSTODIANS=<t1>,<t2>,<t3>"],',
-                'which changes MRCONFIGID (knative/install.sh --custodian-keys writes it). None listed: not pinned, and a sealer',
-                'with it set is not created. Listed, it must also be set: leaving it out would unpin the custodians.',
+                'encrypt its shares to, and KMS_SEALER_CUSTODIANS_THRESHOLD how many of their shares recover the root key: they are on',
+                'only as listed here, NAME=VALUE exactly, e.g. ["KMS_SEALER_CUSTODIANS=<t1>,<t2>,<t3>", "KMS_SEALER_CUSTODIANS_THRESHOLD=2"],',
+                'which changes MRCONFIGID (knative/install.sh --custodian-keys and --threshold write them). None listed: not pinned, and',
+                'a sealer with either set is not created. Listed, they must also be set: leaving one out would unpin the custodians.',
               ],
               required: true,
             },

@@ -5,7 +5,7 @@ import type { ObjectStore } from '../shared/store/object-store.js';
 import { KmsError } from '../shared/errors.js';
 import { SealerCore } from './core.js';
 import { sealerLog as log } from './log.js';
-import type { SealerOptions } from './options.js';
+import { custodianPin, type SealerOptions } from './options.js';
 import { sealerHandler } from './server.js';
 import { SessionStore } from './sessions.js';
 import { loadTls } from '../shared/tls.js';
@@ -93,6 +93,7 @@ export async function startSealer(
     // A function is granted only if it trusts this service alone, which takes its own measured identity.
     throw new KmsError('CONFIG', 'the admin policy names agent policies ("policy.rego:…"), which apply only with KMS_SEALER_INIT_DATA_FILE');
   }
+  const pin = custodianPin(options);
   const identity = await SealerIdentity.create(attester);
   const auto = await configuredAutoUnseal(options, store, attester, log);
   // Plaintext shares cross every hop between a TD and a custodian: refused in production unless opted in.
@@ -107,7 +108,7 @@ export async function startSealer(
     openShare: (jwe) => openShare(jwe, identity.recoveryPrivateKey),
     ...(auto === undefined ? {} : { onKeyChange: auto.autoUnseal.onKeyChange }),
     followRecord: peerUrls.length > 0,
-    pinnedCustodians: options.custodians,
+    pinnedCustodians: pin,
   });
 
   const peers =
@@ -159,10 +160,11 @@ export async function startSealer(
   if (plaintextShares && process.env.NODE_ENV === 'production') {
     log.warn('KMS_SEALER_PLAINTEXT_SHARES=allow in production: shares may leave and enter this service unencrypted, readable by every hop on the way');
   }
-  if (options.custodians !== undefined) {
-    log.info(`custodians pinned (KMS_SEALER_CUSTODIANS): shares go only to the keys with these RFC 7638 thumbprints, in share order`, {
-      thumbprints: options.custodians.join(','),
-    });
+  if (pin !== undefined) {
+    log.info(
+      `custodians pinned (KMS_SEALER_CUSTODIANS): shares go only to the keys with these RFC 7638 thumbprints, in share order, ${pin.threshold} of them recovering (KMS_SEALER_CUSTODIANS_THRESHOLD)`,
+      { thumbprints: pin.thumbprints.join(',') },
+    );
   }
   log.info(`shares: ${plaintextShares ? 'plaintext allowed (development)' : 'only encrypted to custodians and to the recovery key'}`);
   log.info(`proves itself with ${identity.tee} evidence (KMS_SEALER_ATTESTER)${identity.tee === 'sample' ? ': it proves nothing, development only' : ''}`);

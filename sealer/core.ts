@@ -19,6 +19,7 @@ import {
 import { isCompactJwe, parseCustodianKeys, sealShare, type CustodianKey } from '../shared/custody/share-jwe.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { asSealerError, SealerError } from './errors.js';
+import type { CustodianPin } from './options.js';
 import { sealedError } from './problems.js';
 import { decodeState, encodeState, sealState, stateAuthentic, STATE_OBJECT_KEY, type KeyEntry, type StateBody, type StateRecord } from './state-record.js';
 
@@ -59,11 +60,12 @@ export interface SealerCoreOptions {
    */
   readonly followRecord?: boolean;
   /**
-   * KMS_SEALER_CUSTODIANS: the RFC 7638 thumbprints of the only custodian keys, in share order, that
-   * a rotation's shares may be encrypted to (the first rotation included, which nothing else can
-   * protect from its relay); no share then leaves in plaintext. Default: none pinned.
+   * KMS_SEALER_CUSTODIANS and its threshold: the RFC 7638 thumbprints of the only custodian keys, in
+   * share order, that a rotation's shares may be encrypted to (the first rotation included, which
+   * nothing else can protect from its relay), and the t every rotation must use; no share then
+   * leaves in plaintext. Default: none pinned.
    */
-  readonly pinnedCustodians?: readonly string[] | undefined;
+  readonly pinnedCustodians?: CustodianPin | undefined;
 }
 
 /**
@@ -85,7 +87,7 @@ export class SealerCore {
   readonly #openShare: ((jwe: string) => Promise<string>) | undefined;
   readonly #onKeyChange: SealerCoreOptions['onKeyChange'];
   readonly #followRecord: boolean;
-  readonly #pinned: readonly string[] | undefined;
+  readonly #pinned: CustodianPin | undefined;
   #key: Buffer | undefined;
   #record: { state: StateRecord; etag: string } | undefined;
   /** Why this service will not initialize or recover until an operator restores storage. */
@@ -263,7 +265,7 @@ export class SealerCore {
     this.#refuseInSecretMode();
     const { t, n, expectedCurrentId, expectedPendingId, custodians: given, currentShares } = parseInstall(request);
     await this.#follow();
-    const custodians = this.#custodiansFor(n, given);
+    const custodians = this.#custodiansFor(t, n, given);
     await this.#authorizeCustodianChange(given, currentShares);
     // Made here, in the trust anchor: no caller, attested or not, chooses a root key.
     const { key, shares: plain } = await newRootKey(t, n);
@@ -541,8 +543,8 @@ export class SealerCore {
    * it names the new ones (and `#authorizeCustodianChange` asks for the current shares), so the
    * stored keys are never dropped for plaintext.
    */
-  #custodiansFor(n: number, given: readonly CustodianKey[] | undefined): readonly CustodianKey[] | undefined {
-    if (this.#pinned !== undefined) return this.#pinnedCustodians(this.#pinned, n, given);
+  #custodiansFor(t: number, n: number, given: readonly CustodianKey[] | undefined): readonly CustodianKey[] | undefined {
+    if (this.#pinned !== undefined) return this.#pinnedCustodians(this.#pinned, t, n, given);
     if (given !== undefined) return given;
     const current = this.#record?.state.current;
     const stored = current?.custodians;
@@ -563,11 +565,16 @@ export class SealerCore {
 
   /**
    * With KMS_SEALER_CUSTODIANS, the keys (given, else stored) must be exactly the pinned ones, in
-   * order, one per share: whoever relays a rotation (the first one too, which cannot be sealed) and
-   * whoever holds the admin token can no longer name keys of their own. Never plaintext shares.
+   * order, one per share, and t the pinned threshold: whoever relays a rotation (the first one too,
+   * which cannot be sealed) and whoever holds the admin token or sets the rotating function's
+   * configuration can no longer name keys of their own or need fewer custodians. Never plaintext shares.
    */
-  #pinnedCustodians(pinned: readonly string[], n: number, given: readonly CustodianKey[] | undefined): readonly CustodianKey[] {
+  #pinnedCustodians(pin: CustodianPin, t: number, n: number, given: readonly CustodianKey[] | undefined): readonly CustodianKey[] {
     const refuse = (why: string) => new SealerError('BAD_REQUEST', `${why}; nothing was changed`);
+    const pinned = pin.thumbprints;
+    if (t !== pin.threshold) {
+      throw refuse(`KMS_SEALER_CUSTODIANS_THRESHOLD pins the threshold: t must be ${pin.threshold}, not ${t} (the rotating function's KMS_THRESHOLD)`);
+    }
     if (n !== pinned.length) {
       throw refuse(`KMS_SEALER_CUSTODIANS pins ${pinned.length} custodian keys, one per share: n must be ${pinned.length}, not ${n}`);
     }

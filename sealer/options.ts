@@ -86,6 +86,13 @@ export const sealerOptions = {
     description:
       "Pins the custodians: a comma list of their public keys' RFC 7638 SHA-256 thumbprints (base64url, 43 characters each), in share order, 2 to 255. Every rotation, the first included, must then encrypt its n shares (n = their number) to exactly those keys, and no share leaves in plaintext. Under TDX, measured in the sealer's init-data (docs/custodians.md).",
   }),
+  custodiansThreshold: option({
+    env: 'KMS_SEALER_CUSTODIANS_THRESHOLD',
+    default: undefined as number | undefined,
+    parse: parse.integer(2, MAX_SHARES),
+    description:
+      'The threshold every rotation must use with pinned custodians: how many of their shares recover the root key, 2 to their number. Required with KMS_SEALER_CUSTODIANS, refused without it; under TDX, measured beside it (docs/custodians.md).',
+  }),
   tdxPolicyFile: option({
     env: 'KMS_SEALER_TDX_POLICY_FILE',
     default: '',
@@ -270,6 +277,33 @@ function parseThumbprints(raw: string, env: string): readonly string[] {
 }
 
 export type SealerOptions = OptionValues<typeof sealerOptions>;
+
+/** What a rotation must be with pinned custodians: shares to exactly these keys, in order, t of them recovering. */
+export interface CustodianPin {
+  readonly thumbprints: readonly string[];
+  readonly threshold: number;
+}
+
+/**
+ * KMS_SEALER_CUSTODIANS with its KMS_SEALER_CUSTODIANS_THRESHOLD, or undefined when neither is set.
+ * The threshold is pinned with the keys: whoever could lower it would need fewer custodians.
+ */
+export function custodianPin(options: Pick<SealerOptions, 'custodians' | 'custodiansThreshold'>): CustodianPin | undefined {
+  const { custodians: thumbprints, custodiansThreshold: threshold } = options;
+  if (thumbprints === undefined && threshold === undefined) return undefined;
+  if (thumbprints === undefined)
+    throw new KmsError('CONFIG', 'KMS_SEALER_CUSTODIANS_THRESHOLD is set without KMS_SEALER_CUSTODIANS: it pins the threshold of pinned custodians');
+  if (threshold === undefined) {
+    throw new KmsError(
+      'CONFIG',
+      "KMS_SEALER_CUSTODIANS needs KMS_SEALER_CUSTODIANS_THRESHOLD, the number of their shares that recover the root key: unpinned, whoever sets the rotating function's KMS_THRESHOLD could lower it",
+    );
+  }
+  if (threshold > thumbprints.length) {
+    throw new KmsError('CONFIG', `KMS_SEALER_CUSTODIANS_THRESHOLD (${threshold}) exceeds the ${thumbprints.length} custodians KMS_SEALER_CUSTODIANS pins`);
+  }
+  return { thumbprints, threshold };
+}
 
 export function loadSealerOptions(env: NodeJS.ProcessEnv = process.env): SealerOptions {
   return loadOptions(sealerOptions, env);

@@ -309,7 +309,7 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     for (const pin of ROOT_KEY_PINS) expect(pin.startsWith(`${prefix}_FILE=/`), pin).toBe(true);
   });
 
-  it('lets KMS_SEALER_CUSTODIANS reach the sealer only as its init-data lists it: the pinned custodians are measured', () => {
+  it('lets KMS_SEALER_CUSTODIANS and its threshold reach the sealer only as its init-data lists them: the pin is measured', () => {
     const sealer = readFileSync(join(INIT_DATA_DIR, `${SEALER_POD}.toml`), 'utf8');
     // None listed: not pinned, and the administrator cannot pin keys of their own from the environment.
     expect(sealer.split('\ncustodians_env := []\n')).toHaveLength(2);
@@ -320,10 +320,14 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     // Once listed it must also be set: absent, the sealer would run unpinned under the same MRCONFIGID.
     expect(body).toContain('\tenv_present(custodians_env)');
     expect(sealer).toContain('env_present(listed) if {\n\tevery entry in listed {\n\t\tentry in input.OCI.Process.Env\n\t}\n}');
-    // The prefix is the sealer's custodians option (not a secret one: no _FILE), and closes no other.
+    // The prefix is the sealer's custodians option and covers its threshold (neither a secret one: no
+    // _FILE), and closes no other.
     const prefix = /\tenv_closed\("(KMS_SEALER_CUSTODIANS)", custodians_env\)/.exec(body)![1]!;
     expect(sealerOptions.custodians.env).toBe(prefix);
-    expect(Object.values(sealerOptions).filter((o) => o.env.startsWith(prefix) || `${o.env}_FILE`.startsWith(prefix))).toEqual([sealerOptions.custodians]);
+    expect(Object.values(sealerOptions).filter((o) => o.env.startsWith(prefix) || `${o.env}_FILE`.startsWith(prefix))).toEqual([
+      sealerOptions.custodians,
+      sealerOptions.custodiansThreshold,
+    ]);
   });
 
   describe("the sealer's env_closed rules, applied to the environments an administrator could give it", () => {
@@ -393,20 +397,26 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       expect(closedEnvAdmits(shipped, [...others, pins[0]!])).toBe(false);
     });
 
-    it('pinned custodians: none as shipped; with a list, exactly the listed value', () => {
+    it('pinned custodians: none as shipped; with a list, exactly the listed values', () => {
       const thumbprints = ['a', 'b', 'c'].map((c) => c.repeat(43));
       const theirs = `KMS_SEALER_CUSTODIANS=${['d', 'e', 'f'].map((c) => c.repeat(43)).join(',')}`;
-      for (const entry of [`KMS_SEALER_CUSTODIANS=${thumbprints.join(',')}`, theirs, 'KMS_SEALER_CUSTODIANS=', 'KMS_SEALER_CUSTODIANS_FILE=/tmp/x'])
+      const threshold = 'KMS_SEALER_CUSTODIANS_THRESHOLD=3';
+      for (const entry of [`KMS_SEALER_CUSTODIANS=${thumbprints.join(',')}`, theirs, 'KMS_SEALER_CUSTODIANS=', 'KMS_SEALER_CUSTODIANS_FILE=/tmp/x', threshold])
         expect(closedEnvAdmits(shares, [...base, entry]), entry).toBe(false);
       const pin = `KMS_SEALER_CUSTODIANS=${thumbprints.join(',')}`;
-      const pinned = shares.replace('\ncustodians_env := []\n', `\ncustodians_env := ${JSON.stringify([pin])}\n`);
+      const pinned = shares.replace('\ncustodians_env := []\n', `\ncustodians_env := ${JSON.stringify([pin, threshold])}\n`);
       expect(pinned).not.toBe(shares);
-      expect(closedEnvAdmits(pinned, [...base, pin])).toBe(true);
-      // Listed, it must be set: an administrator cannot unpin the custodians by leaving it out.
+      expect(closedEnvAdmits(pinned, [...base, pin, threshold])).toBe(true);
+      // Listed, each must be set: an administrator cannot unpin the custodians or their threshold by leaving one out.
       expect(closedEnvAdmits(pinned, base)).toBe(false);
-      expect(closedEnvAdmits(pinned, [...base, theirs])).toBe(false);
-      expect(closedEnvAdmits(pinned, [...base, `KMS_SEALER_CUSTODIANS=${thumbprints.reverse().join(',')}`])).toBe(false);
-      expect(closedEnvAdmits(pinned, [...base, pin, theirs])).toBe(false);
+      expect(closedEnvAdmits(pinned, [...base, pin])).toBe(false);
+      expect(closedEnvAdmits(pinned, [...base, threshold])).toBe(false);
+      expect(closedEnvAdmits(pinned, [...base, theirs, threshold])).toBe(false);
+      expect(closedEnvAdmits(pinned, [...base, `KMS_SEALER_CUSTODIANS=${thumbprints.reverse().join(',')}`, threshold])).toBe(false);
+      expect(closedEnvAdmits(pinned, [...base, pin, threshold, theirs])).toBe(false);
+      // Nor lower the threshold, so that fewer custodians recover the root key.
+      expect(closedEnvAdmits(pinned, [...base, pin, 'KMS_SEALER_CUSTODIANS_THRESHOLD=2'])).toBe(false);
+      expect(closedEnvAdmits(pinned, [...base, pin, threshold, 'KMS_SEALER_CUSTODIANS_THRESHOLD=2'])).toBe(false);
     });
   });
 

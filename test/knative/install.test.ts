@@ -22,6 +22,7 @@ import { FAKE_BIN, INSTALL, runInstall } from './install-run.js';
 import {
   agentPolicyOf,
   CUSTODIANS_PIN,
+  THRESHOLD_PIN,
   custodianKeysFile,
   deniedEntries,
   deployedInitData,
@@ -303,13 +304,15 @@ describe('install.sh against a recording kubectl', () => {
       });
       expect(sealerInitData.endsWith(`'''\n"tdx-policy.json" = '''\n${measuredTdx}\n'''\n"admin-policy.json" = '''\n${measuredAdmin}\n'''\n`)).toBe(true);
       expect(sealerInitData.split('\nroot_key_env := []\n')).toHaveLength(2);
-      // The custodians pinned: KMS_SEALER_CUSTODIANS admitted with their thumbprints only, and required.
-      expect(regoArray(sealerInitData, 'custodians_env')).toEqual([CUSTODIANS_PIN]);
+      // The custodians pinned: KMS_SEALER_CUSTODIANS admitted with their thumbprints only, and required;
+      // their threshold beside them (the default, 3).
+      expect(regoArray(sealerInitData, 'custodians_env')).toEqual([CUSTODIANS_PIN, THRESHOLD_PIN]);
       // The sealer reads them from its mounted init-data file, which install.sh names.
       const env = sealerPatchEnv(kustomizationIn(work));
       expect(env).toEqual([
         { name: 'KMS_SEALER_INIT_DATA_FILE', value: `/var/run/tee-kms/init-data/${SEALER_POD}.toml` },
         { name: 'KMS_SEALER_CUSTODIANS', value: CUSTODIANS_PIN.slice('KMS_SEALER_CUSTODIANS='.length) },
+        { name: 'KMS_SEALER_CUSTODIANS_THRESHOLD', value: '3' },
       ]);
     });
 
@@ -399,17 +402,22 @@ describe('install.sh against a recording kubectl', () => {
       writeFileSync(keysFile, `${JSON.stringify(jwks, null, 2)}\n`);
       const thumbprints = await Promise.all(jwks.map((jwk) => calculateJwkThumbprint(jwk, 'sha256')));
       const pin = `KMS_SEALER_CUSTODIANS=${thumbprints.join(',')}`;
+      const threshold = 'KMS_SEALER_CUSTODIANS_THRESHOLD=2';
       const shipped = deployedInitData(SEALER_POD);
-      const expected = deployedInitData(SEALER_POD, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, 'shares', undefined, undefined, pin);
+      const expected = deployedInitData(SEALER_POD, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, 'shares', undefined, undefined, [pin, threshold]);
       const { policy, sealerPolicy, admin } = tdxFiles();
-      const args = [...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait', '--custodian-keys', keysFile];
+      const args = [
+        ...TDX,
+        ...['--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--no-wait', '--custodian-keys', keysFile],
+        ...['--threshold', '2'],
+      ];
       // The policies still name the unpinned sealer.
       const stale = install(args);
       writeFileSync(sealerPolicy, readFileSync(sealerPolicy, 'utf8').split(mrConfigIdOf(shipped)).join(mrConfigIdOf(expected)));
       const work = join(dir, 'k');
       const run = install([...args, '--work-dir', work]);
 
-      it("lists exactly KMS_SEALER_CUSTODIANS=<the keys' RFC 7638 thumbprints, in order> in custodians_env, nothing else changed", () => {
+      it("lists exactly KMS_SEALER_CUSTODIANS=<the keys' RFC 7638 thumbprints, in order> and the threshold in custodians_env, nothing else changed", () => {
         expect(run.status, run.stderr).toBe(0);
         expect(thumbprints.every((t) => /^[A-Za-z0-9_-]{43}$/.test(t))).toBe(true);
         expect(expected).not.toBe(shipped);
@@ -427,15 +435,19 @@ describe('install.sh against a recording kubectl', () => {
         expect(stale.calls.filter(isWrite)).toEqual([]);
       });
 
-      it('sets KMS_SEALER_CUSTODIANS on the sealer to exactly the listed value, once', () => {
+      it("sets KMS_SEALER_CUSTODIANS and its threshold on the sealer to exactly the listed values, once; the rotation's t and n to match", () => {
         const kustomization = appliedKustomization(run);
         const env = sealerPatchEnv(kustomization);
-        expect(env.filter((e) => e.name.startsWith('KMS_SEALER_CUSTODIANS')).map((e) => `${e.name}=${e.value}`)).toEqual([pin]);
+        expect(env.filter((e) => e.name.startsWith('KMS_SEALER_CUSTODIANS')).map((e) => `${e.name}=${e.value}`)).toEqual([pin, threshold]);
         // Only there: the functions get no such variable.
         expect(kustomization.patches.filter((p) => p.target?.name !== SEALER_POD && p.patch.includes('KMS_SEALER_CUSTODIANS'))).toEqual([]);
+        // The rotating function asks for what the sealer accepts: one share per key, the threshold given.
+        const config = kustomization.patches.find((p) => p.patch.includes('name: tee-kms-config'))!;
+        const data = (parseAllDocuments(config.patch)[0]!.toJS() as { data: Record<string, string> }).data;
+        expect([data.KMS_SHARES, data.KMS_THRESHOLD]).toEqual(['3', '2']);
       });
 
-      it('refuses a file that is not 2 or more distinct public P-256 JWKs, and --tee dev', async () => {
+      it('refuses a file that is not 2 or more distinct public P-256 JWKs, a threshold they cannot meet or without them, and --tee dev', async () => {
         const { d } = await exportJWK((await generateKeyPair('ECDH-ES', { crv: 'P-256', extractable: true })).privateKey);
         const bad = (name: string, value: unknown) => {
           const file = join(dir, `${name}.json`);
@@ -457,6 +469,34 @@ describe('install.sh against a recording kubectl', () => {
           expect(refused.stderr, file).toMatch(message);
           expect(refused.calls.filter(isWrite)).toEqual([]);
         }
+        // A threshold the keys cannot meet, or none at all; the default (3) with two keys.
+        const two = bad('two', [jwks[0], jwks[1]]);
+        for (const [file, threshold, message] of [
+          [keysFile, ['--threshold', '1'], /--threshold must be a whole number from 2 to the 3 keys, got "1"/],
+          [keysFile, ['--threshold', '4'], /got "4"/],
+          [keysFile, ['--threshold', '2.5'], /got "2\.5"/],
+          [keysFile, ['--threshold', '02'], /got "02"/],
+          [two, [], /from 2 to the 2 keys, got 3 \(the default\)/],
+        ] as const) {
+          const refused = install([
+            ...TDX,
+            '--tdx-policy',
+            policy,
+            '--sealer-tdx-policy',
+            sealerPolicy,
+            '--admin-policy',
+            admin,
+            '--custodian-keys',
+            file,
+            ...threshold,
+          ]);
+          expect(refused.status, threshold.join(' ')).not.toBe(0);
+          expect(refused.stderr, threshold.join(' ')).toMatch(message);
+          expect(refused.calls.filter(isWrite)).toEqual([]);
+        }
+        const alone = install([...TDX.slice(0, TDX.indexOf('--custodian-keys')), '--threshold', '2']);
+        expect(alone.status).not.toBe(0);
+        expect(alone.stderr).toMatch(/--threshold pins the threshold of the custodians that --custodian-keys pins/);
         const dev = install(['--tee', 'dev', '--custodian-keys', keysFile]);
         expect(dev.status).not.toBe(0);
         expect(dev.stderr).toMatch(/--custodian-keys is for --tee tdx/);

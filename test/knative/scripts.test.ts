@@ -566,7 +566,12 @@ describe('install.sh and uninstall.sh', () => {
     const resources = manifests(result.stdout);
     expect(sealerEnv(resources, 'KMS_SEALER_PCCS_URL')).toEqual([{ name: 'KMS_SEALER_PCCS_URL', value: INTEL_PCS_URL }]);
     // The functions check the sealer's quotes with collateral from the same place.
-    expect(resources.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!.data.KMS_TRUSTED_SEALER_PCCS_URL).toBe(INTEL_PCS_URL);
+    const config = resources.find((r) => r.kind === 'ConfigMap' && r.metadata.name === 'tee-kms-config')!;
+    expect(config.data.KMS_TRUSTED_SEALER_PCCS_URL).toBe(INTEL_PCS_URL);
+    // The five custodians pinned with the default threshold, and the rotating function asks for just that.
+    expect(sealerEnv(resources, 'KMS_SEALER_CUSTODIANS_THRESHOLD')).toEqual([{ name: 'KMS_SEALER_CUSTODIANS_THRESHOLD', value: '3' }]);
+    expect(sealerEnv(resources, 'KMS_SEALER_CUSTODIANS')[0]!.value.split(',')).toHaveLength(5);
+    expect([config.data.KMS_SHARES, config.data.KMS_THRESHOLD]).toEqual(['5', '3']);
   });
 
   it.skipIf(skipWithout(KUBECTL))('--tee dev still installs the sample-evidence sealer: no TDX policy, no collateral source (dry run)', () => {

@@ -52,6 +52,10 @@ export function custodianKeysFile(): string {
 export const CUSTODIANS_PIN = `KMS_SEALER_CUSTODIANS=${CUSTODIAN_KEYS.map(({ crv, kty, x, y }) =>
   createHash('sha256').update(JSON.stringify({ crv, kty, x, y })).digest('base64url'),
 ).join(',')}`;
+/** ...and their threshold, install.sh's default (--threshold 3). */
+export const THRESHOLD_PIN = 'KMS_SEALER_CUSTODIANS_THRESHOLD=3';
+/** custodians_env in full, as install.sh lists it for --custodian-keys CUSTODIAN_KEYS without --threshold. */
+export const CUSTODIANS_PINS: readonly string[] = [CUSTODIANS_PIN, THRESHOLD_PIN];
 
 /** The function Services of a layout: knative/functions/<layout>/<service>.yaml. */
 export function functionPods(layout: Layout = 'per-function'): string[] {
@@ -155,7 +159,7 @@ export function withList(document: string, list: string, entries: readonly strin
 
 /**
  * A pod's init-data as it must reach the TD: the shipped bytes, both placeholders replaced, then
- * for the sealer (with `custodians`, by default CUSTODIANS_PIN, in place of the empty
+ * for the sealer (with `custodians`, by default CUSTODIANS_PINS, in place of the empty
  * custodians_env, and in mode 1 ROOT_KEY_PINS in place of the empty root_key_env) its two policies
  * appended (by default those writeTdxPolicies writes for the per-function layout), and for a
  * function its policy for the sealer (by default the one writeTdxPolicies writes for its layout,
@@ -168,7 +172,7 @@ export function deployedInitData(
   rootKeyMode: RootKeyMode = 'shares',
   policies?: SealerPolicies,
   sealerTdxPolicy?: string,
-  custodians: string | null = CUSTODIANS_PIN,
+  custodians: readonly string[] | null = CUSTODIANS_PINS,
 ): string {
   const replaced = withInstall(pod, image, queueProxyImage, policies?.pccs);
   if (pod !== SEALER_POD) {
@@ -176,7 +180,7 @@ export function deployedInitData(
     return replaced + sealerPolicyLines(sealerTdxPolicy ?? sealerTdxPolicyText(policies ?? sealerPoliciesFor(layout, image), rootKeyMode, image));
   }
   const measured = measuredPolicyLines(policies ?? sealerPoliciesFor('per-function', image), image, queueProxyImage);
-  const pinned = custodians === null ? replaced : withList(replaced, 'custodians_env', [custodians]);
+  const pinned = custodians === null ? replaced : withList(replaced, 'custodians_env', custodians);
   return (rootKeyMode === 'shares' ? pinned : withList(pinned, 'root_key_env', ROOT_KEY_PINS)) + measured;
 }
 

@@ -1,14 +1,16 @@
 /**
- * Pinned custodians (KMS_SEALER_CUSTODIANS; docs/custodians.md, "Pinning the custodians"), as their
- * adversaries would act: a real sealing-service process that allows plaintext shares
- * (KMS_SEALER_PLAINTEXT_SHARES=allow, so that nothing but the pin keeps shares encrypted), driven
- * by this test's own protocol client (test/support/protocol-client.ts) attested as an identity
- * granted "rotate". Thumbprints are computed here with jose, not with the project's code.
+ * Pinned custodians (KMS_SEALER_CUSTODIANS and KMS_SEALER_CUSTODIANS_THRESHOLD; docs/custodians.md,
+ * "Pinning the custodians"), as their adversaries would act: a real sealing-service process that
+ * allows plaintext shares (KMS_SEALER_PLAINTEXT_SHARES=allow, so that nothing but the pin keeps
+ * shares encrypted), driven by this test's own protocol client (test/support/protocol-client.ts)
+ * attested as an identity granted "rotate". Thumbprints are computed here with jose, not with the
+ * project's code.
  *
  * The relay of the first rotate (the ingress, a port-forward's node) cannot seal it, so it can
  * rewrite its `custodians`: with the pin, a first rotate naming other keys is refused and the
  * service stays uninitialized. The admin token alone, even with the current shares, cannot name
- * other keys later either. The pinned keys work, and their shares open only with them.
+ * other keys later either, nor can whoever sets the rotating function's KMS_THRESHOLD lower the
+ * threshold. The pinned keys work, and their shares open only with them.
  */
 import { compactDecrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -42,7 +44,11 @@ beforeAll(async () => {
   pinned = await custodians(3);
   relay = await custodians(3);
   sealer = await startSealerProcess({
-    env: { KMS_SEALER_PLAINTEXT_SHARES: 'allow', KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(',') },
+    env: {
+      KMS_SEALER_PLAINTEXT_SHARES: 'allow',
+      KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(','),
+      KMS_SEALER_CUSTODIANS_THRESHOLD: '3',
+    },
   });
   admin = await attestedAdmin(sealer, secrets);
 });
@@ -56,7 +62,7 @@ describe('KMS_SEALER_CUSTODIANS', () => {
   let currentShares: Share[];
 
   it('refuses a first rotate whose custodians a relay replaced: the service stays uninitialized, no share leaves', async () => {
-    const first = { t: 2, n: 3, expectedCurrentId: null, expectedPendingId: null };
+    const first = { t: 3, n: 3, expectedCurrentId: null, expectedPendingId: null };
     // Every key replaced, as a relay that wants every share would.
     refused(await admin.admin(rotate.method, rotate.path, { body: { ...first, custodians: relay.map((each) => each.jwk) } }), 'custodians[0] is not the key');
     // One key replaced: the index names it.
@@ -70,6 +76,9 @@ describe('KMS_SEALER_CUSTODIANS', () => {
     // A fourth share to a key of the relay's, beside the pinned three.
     const four = [...pinned, relay[0]!].map((each) => each.jwk);
     refused(await admin.admin(rotate.method, rotate.path, { body: { ...first, n: 4, custodians: four } }), 'n must be 3, not 4');
+    // The pinned keys, but fewer of them needed (whoever sets the rotating function's KMS_THRESHOLD).
+    const lowered = { ...first, t: 2, custodians: pinned.map((each) => each.jwk) };
+    refused(await admin.admin(rotate.method, rotate.path, { body: lowered }), 'KMS_SEALER_CUSTODIANS_THRESHOLD pins the threshold: t must be 3, not 2');
     expect(await sealStatus()).toMatchObject({ initialized: false, rootKeyId: null });
   });
 
@@ -77,7 +86,7 @@ describe('KMS_SEALER_CUSTODIANS', () => {
     const thumbprints = pinned.map((each) => each.thumbprint).join(',');
     expect(sealer.lines().some((line) => line.thumbprints === thumbprints)).toBe(true);
     const answer = await admin.admin(rotate.method, rotate.path, {
-      body: { t: 2, n: 3, expectedCurrentId: null, expectedPendingId: null, custodians: pinned.map((each) => each.jwk) },
+      body: { t: 3, n: 3, expectedCurrentId: null, expectedPendingId: null, custodians: pinned.map((each) => each.jwk) },
     });
     expect(answer.status, answer.text).toBe(200);
     const { shares, rootKeyId } = answer.json<{ shares: Share[]; rootKeyId: string }>();
@@ -90,17 +99,21 @@ describe('KMS_SEALER_CUSTODIANS', () => {
       pinned.map((each) => each.privateKey),
       secrets,
     );
-    currentId = rootKeyIdOf(await rebuild(currentShares.slice(0, 2)));
+    currentId = rootKeyIdOf(await rebuild(currentShares.slice(0, 3)));
     expect(rootKeyId).toBe(currentId);
-    expect(await sealStatus()).toMatchObject({ initialized: true, rootKeyId: currentId, t: 2, n: 3 });
+    expect(await sealStatus()).toMatchObject({ initialized: true, rootKeyId: currentId, t: 3, n: 3 });
   });
 
   it('later: other keys are refused even with the current shares; a rotate naming none uses the stored (pinned) keys', async () => {
-    const next = { t: 2, n: 3, expectedCurrentId: currentId, expectedPendingId: null };
+    const next = { t: 3, n: 3, expectedCurrentId: currentId, expectedPendingId: null };
     const withShares = await admin.admin(rotate.method, rotate.path, {
-      body: { ...next, custodians: relay.map((each) => each.jwk), currentShares: currentShares.slice(0, 2) },
+      body: { ...next, custodians: relay.map((each) => each.jwk), currentShares: currentShares.slice(0, 3) },
     });
     refused(withShares, 'custodians[0] is not the key');
+    const lowered = await admin.admin(rotate.method, rotate.path, {
+      body: { ...next, t: 2, custodians: pinned.map((each) => each.jwk), currentShares: currentShares.slice(0, 3) },
+    });
+    refused(lowered, 't must be 3, not 2');
     expect(await sealStatus()).toMatchObject({ rootKeyId: currentId, pendingRootKeyId: null });
     const answer = await admin.admin(rotate.method, rotate.path, { body: next });
     expect(answer.status, answer.text).toBe(200);
@@ -110,13 +123,13 @@ describe('KMS_SEALER_CUSTODIANS', () => {
     await expect(compactDecrypt(shares[2]!.content, pinned[2]!.privateKey)).resolves.toBeDefined();
   });
 
-  it('refuses the stored keys once the pin names others, and a start with a bad pin names the variable', async () => {
+  it('refuses the stored keys once the pin names others, and a start with a bad pin or threshold names the variable', async () => {
     sealer.env.KMS_SEALER_CUSTODIANS = relay.map((each) => each.thumbprint).join(',');
     await sealer.restart();
     admin = await attestedAdmin(sealer, secrets);
     const status = await sealStatus();
     const answer = await admin.admin(rotate.method, rotate.path, {
-      body: { t: 2, n: 3, expectedCurrentId: currentId, expectedPendingId: status.pendingRootKeyId },
+      body: { t: 3, n: 3, expectedCurrentId: currentId, expectedPendingId: status.pendingRootKeyId },
     });
     refused(answer, 'the stored custodian key 0 is not the one KMS_SEALER_CUSTODIANS pins');
     expect(await sealStatus()).toEqual(status);
@@ -127,7 +140,19 @@ describe('KMS_SEALER_CUSTODIANS', () => {
       `${pinned[0]!.thumbprint},abc`,
       `${pinned[0]!.thumbprint},`,
     ]) {
-      await expect(startSealerProcess({ env: { KMS_SEALER_CUSTODIANS: value } })).rejects.toThrow(/cannot start: CONFIG: KMS_SEALER_CUSTODIANS/);
+      await expect(startSealerProcess({ env: { KMS_SEALER_CUSTODIANS: value, KMS_SEALER_CUSTODIANS_THRESHOLD: '2' } })).rejects.toThrow(
+        /cannot start: CONFIG: KMS_SEALER_CUSTODIANS/,
+      );
+    }
+    const two = `${pinned[0]!.thumbprint},${pinned[1]!.thumbprint}`;
+    for (const [env, message] of [
+      [{ KMS_SEALER_CUSTODIANS: two }, 'KMS_SEALER_CUSTODIANS needs KMS_SEALER_CUSTODIANS_THRESHOLD'],
+      [{ KMS_SEALER_CUSTODIANS_THRESHOLD: '2' }, 'KMS_SEALER_CUSTODIANS_THRESHOLD is set without KMS_SEALER_CUSTODIANS'],
+      [{ KMS_SEALER_CUSTODIANS: two, KMS_SEALER_CUSTODIANS_THRESHOLD: '3' }, 'KMS_SEALER_CUSTODIANS_THRESHOLD (3) exceeds the 2 custodians'],
+      [{ KMS_SEALER_CUSTODIANS: two, KMS_SEALER_CUSTODIANS_THRESHOLD: '1' }, 'KMS_SEALER_CUSTODIANS_THRESHOLD'],
+      [{ KMS_SEALER_CUSTODIANS: two, KMS_SEALER_CUSTODIANS_THRESHOLD: 'two' }, 'KMS_SEALER_CUSTODIANS_THRESHOLD'],
+    ] as const) {
+      await expect(startSealerProcess({ env })).rejects.toThrow(`cannot start: CONFIG: ${message}`);
     }
   });
 
