@@ -610,8 +610,51 @@ default ReseedRandomDevRequest := false
 default SetGuestDateTimeRequest := false
 default UpdateContainerRequest := false
 
+# The network: the host sets up the pod's interface, its routes and its ARP entries, never the
+# loopback, where the attestation agent (127.0.0.1:8006) and the function queue-proxy forwards to
+# listen. No request names the loopback device; an interface takes no flag but IFF_NOARP, no
+# all-zero hardware address and no loopback address; a route has no loopback source; an ARP entry
+# is for an address outside 127.0.0.0/8, with no mask, a static or reachable state (NUD_PERMANENT,
+# NUD_REACHABLE) and no flags but NTF_PROXY and NTF_ROUTER. As in Kata's genpolicy, but for the
+# interface's addresses, which it does not check.
+default UpdateInterfaceRequest := false
+
+UpdateInterfaceRequest if {
+	input.interface.name != "lo"
+	bits.and(input.interface.raw_flags, bits.negate(128)) == 0
+	input.interface.hwAddr != "00:00:00:00:00:00"
+	every address in object.get(input.interface, "IPAddresses", []) {
+		not loopback_address(address.address)
+	}
+}
+
+default UpdateRoutesRequest := false
+
+UpdateRoutesRequest if {
+	every route in input.routes.Routes {
+		route.device != "lo"
+		not loopback_address(route.source)
+	}
+}
+
+default AddARPNeighborsRequest := false
+
+AddARPNeighborsRequest if {
+	every neighbor in input.neighbors.ARPNeighbors {
+		neighbor.device != "lo"
+		neighbor.toIPAddress.mask == ""
+		not loopback_address(neighbor.toIPAddress.address)
+		neighbor.state in [2, 128]
+		bits.or(neighbor.flags, 136) == 136
+	}
+}
+
+# 127.0.0.0/8 in dotted decimal, or ::1 however its zeros are written.
+loopback_address(address) if regex.match("^127[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}$", address)
+
+loopback_address(address) if regex.match("^(0{0,4}:){0,7}0{0,3}1$", address)
+
 # Everything else the runtime needs to run and stop the pod.
-default AddARPNeighborsRequest := true
 default DestroySandboxRequest := true
 default GetMetricsRequest := true
 default GetOOMEventRequest := true
@@ -632,8 +675,6 @@ default StartTracingRequest := true
 default StatsContainerRequest := true
 default StopTracingRequest := true
 default TtyWinResizeRequest := true
-default UpdateInterfaceRequest := true
-default UpdateRoutesRequest := true
 default WaitProcessRequest := true
 `;
 }

@@ -9,6 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { BlockList, isIPv4 } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -55,6 +56,13 @@ import {
   NOTHING_THE_HOST_RUNS,
   SANDBOX_RULES,
   sandboxAdmitted,
+  NETWORK_RULES,
+  interfaceAdmitted,
+  routesAdmitted,
+  neighborsAdmitted,
+  type AgentInterface,
+  type AgentNeighbor,
+  type AgentRoute,
   storagesAdmitted,
   type AgentStorage,
   type OciMount,
@@ -1039,6 +1047,59 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
           expect(text.match(new RegExp(`^${request}\\b`, 'gm')), `${pod} ${request}`).toBeNull();
           expect(text, `${pod} ${request}`).not.toContain(`default ${request} := true`);
         }
+    });
+
+    it('lets the host set up the network, never the loopback where the attestation agent listens', () => {
+      // As Kata's runtime describes a pod on a CNI veth: eth0, its routes, the host's ARP entries.
+      const eth0: AgentInterface = {
+        name: 'eth0',
+        raw_flags: 0,
+        hwAddr: '0a:58:0a:f4:00:05',
+        IPAddresses: [
+          { address: '10.244.0.5', mask: '24' },
+          { address: 'fd00:10:244::5', mask: '64' },
+        ],
+      };
+      const routes: AgentRoute[] = [
+        { dest: '', gateway: '10.244.0.1', device: 'eth0', source: '' },
+        { dest: '10.244.0.0/24', gateway: '', device: 'eth0', source: '10.244.0.5' },
+      ];
+      const gateway: AgentNeighbor = { device: 'eth0', toIPAddress: { address: '10.244.0.1', mask: '' }, state: 0x80, flags: 0 };
+      // Spellings of loopback addresses, each one as node:net reads it.
+      const loopback = new BlockList();
+      loopback.addSubnet('127.0.0.0', 8, 'ipv4');
+      loopback.addAddress('::1', 'ipv6');
+      const spellings = ['127.0.0.1', '127.0.0.2', '127.255.255.254', '::1', '0::1', '::0:1', '0:0:0:0:0:0:0:1', '0000:0000:0000:0000:0000:0000:0000:0001'];
+      for (const address of spellings) expect(loopback.check(address, isIPv4(address) ? 'ipv4' : 'ipv6'), address).toBe(true);
+      for (const { pod, text } of documents) {
+        expect(text, pod).toContain(`\n${NETWORK_RULES}\n`);
+        expect(interfaceAdmitted(text, eth0), pod).toBe(true);
+        expect(interfaceAdmitted(text, { ...eth0, raw_flags: 0x80 }), pod).toBe(true); // IFF_NOARP
+        expect(routesAdmitted(text, routes), pod).toBe(true);
+        expect(neighborsAdmitted(text, [gateway, { ...gateway, state: 0x02, flags: 0x80 }]), pod).toBe(true);
+        // As a host that wants the agent on 127.0.0.1:8006 within its reach, or the loopback down.
+        for (const attack of [
+          { ...eth0, name: 'lo' },
+          { ...eth0, raw_flags: 0x08 }, // IFF_LOOPBACK
+          { ...eth0, raw_flags: 0x80 | 0x100 }, // IFF_PROMISC beside IFF_NOARP
+          { ...eth0, hwAddr: '00:00:00:00:00:00' },
+          ...spellings.map((address) => ({ ...eth0, IPAddresses: [...eth0.IPAddresses!, { address, mask: '8' }] })),
+        ])
+          expect(interfaceAdmitted(text, attack), `${pod} ${JSON.stringify(attack)}`).toBe(false);
+        for (const attack of [
+          [...routes, { dest: '10.0.0.0/8', gateway: '', device: 'lo', source: '' }],
+          ...spellings.map((source) => [...routes, { dest: '10.0.0.0/8', gateway: '', device: 'eth0', source }]),
+        ])
+          expect(routesAdmitted(text, attack), `${pod} ${JSON.stringify(attack)}`).toBe(false);
+        for (const attack of [
+          { ...gateway, device: 'lo' },
+          { ...gateway, toIPAddress: { address: '10.244.0.0', mask: '24' } },
+          ...spellings.map((address) => ({ ...gateway, toIPAddress: { address, mask: '' } })),
+          { ...gateway, state: 0x40 }, // NUD_NOARP
+          { ...gateway, flags: 0x02 }, // NTF_SELF
+        ])
+          expect(neighborsAdmitted(text, [gateway, attack]), `${pod} ${JSON.stringify(attack)}`).toBe(false);
+      }
     });
   });
 

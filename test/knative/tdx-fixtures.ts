@@ -614,6 +614,108 @@ export const SANDBOX_RULES = [
   'default UpdateContainerRequest := false',
 ].join('\n');
 
+/** The network requests' rules, word for word: the host never configures the TD's loopback. */
+export const NETWORK_RULES = [
+  'default UpdateInterfaceRequest := false',
+  '',
+  'UpdateInterfaceRequest if {',
+  '\tinput.interface.name != "lo"',
+  '\tbits.and(input.interface.raw_flags, bits.negate(128)) == 0',
+  '\tinput.interface.hwAddr != "00:00:00:00:00:00"',
+  '\tevery address in object.get(input.interface, "IPAddresses", []) {',
+  '\t\tnot loopback_address(address.address)',
+  '\t}',
+  '}',
+  '',
+  'default UpdateRoutesRequest := false',
+  '',
+  'UpdateRoutesRequest if {',
+  '\tevery route in input.routes.Routes {',
+  '\t\troute.device != "lo"',
+  '\t\tnot loopback_address(route.source)',
+  '\t}',
+  '}',
+  '',
+  'default AddARPNeighborsRequest := false',
+  '',
+  'AddARPNeighborsRequest if {',
+  '\tevery neighbor in input.neighbors.ARPNeighbors {',
+  '\t\tneighbor.device != "lo"',
+  '\t\tneighbor.toIPAddress.mask == ""',
+  '\t\tnot loopback_address(neighbor.toIPAddress.address)',
+  '\t\tneighbor.state in [2, 128]',
+  '\t\tbits.or(neighbor.flags, 136) == 136',
+  '\t}',
+  '}',
+  '',
+  '# 127.0.0.0/8 in dotted decimal, or ::1 however its zeros are written.',
+  'loopback_address(address) if regex.match("^127[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}$", address)',
+  '',
+  'loopback_address(address) if regex.match("^(0{0,4}:){0,7}0{0,3}1$", address)',
+].join('\n');
+
+/** The fields of the agent's network messages (types.proto: Interface, Route, ARPNeighbor) that the rules read. */
+export interface AgentInterface {
+  readonly name: string;
+  readonly raw_flags: number;
+  readonly hwAddr: string;
+  readonly IPAddresses?: readonly { readonly address: string; readonly mask: string }[];
+}
+export interface AgentRoute {
+  readonly device: string;
+  readonly source: string;
+  readonly dest?: string;
+  readonly gateway?: string;
+}
+export interface AgentNeighbor {
+  readonly device: string;
+  readonly toIPAddress: { readonly address: string; readonly mask: string };
+  readonly state: number;
+  readonly flags: number;
+}
+
+const IFF_NOARP = 0x80;
+const NUD_REACHABLE = 0x02;
+const NUD_PERMANENT = 0x80;
+const NTF_PROXY = 0x08;
+const NTF_ROUTER = 0x80;
+/** loopback_address: the regular expressions of NETWORK_RULES, which RE2 and JavaScript read alike. */
+const loopbackAddress = (address: string) => /^127[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}$/.test(address) || /^(0{0,4}:){0,7}0{0,3}1$/.test(address);
+
+function requireNetworkRules(document: string): void {
+  if (!document.includes(`\n${NETWORK_RULES}\n`)) throw new Error('the document does not have the network rules the model reads');
+}
+
+/** UpdateInterfaceRequest, with the meaning of NETWORK_RULES. No Rego engine. */
+export function interfaceAdmitted(document: string, iface: AgentInterface): boolean {
+  requireNetworkRules(document);
+  return (
+    iface.name !== 'lo' &&
+    (iface.raw_flags & ~IFF_NOARP) === 0 &&
+    iface.hwAddr !== '00:00:00:00:00:00' &&
+    (iface.IPAddresses ?? []).every((address) => !loopbackAddress(address.address))
+  );
+}
+
+/** UpdateRoutesRequest, with the meaning of NETWORK_RULES. */
+export function routesAdmitted(document: string, routes: readonly AgentRoute[]): boolean {
+  requireNetworkRules(document);
+  return routes.every((route) => route.device !== 'lo' && !loopbackAddress(route.source));
+}
+
+/** AddARPNeighborsRequest, with the meaning of NETWORK_RULES. */
+export function neighborsAdmitted(document: string, neighbors: readonly AgentNeighbor[]): boolean {
+  requireNetworkRules(document);
+  return neighbors.every(
+    (n) =>
+      n.device !== 'lo' &&
+      n.toIPAddress.mask === '' &&
+      !loopbackAddress(n.toIPAddress.address) &&
+      [NUD_REACHABLE, NUD_PERMANENT].includes(n.state) &&
+      (n.flags | (NTF_PROXY | NTF_ROUTER)) === (NTF_PROXY | NTF_ROUTER),
+  );
+}
+
 /** A storage of a request, the fields the rules read. */
 export interface AgentStorage {
   readonly driver: string;
