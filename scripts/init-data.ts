@@ -490,6 +490,7 @@ pulled_in_guest_only(image) if {
 	pulled.source == image
 	pulled.mount_point == own_root_file_system
 	input.OCI.Root.Path == own_root_file_system
+	pull_as_container(pulled)
 	every storage in input.storages {
 		not_pulled_or(storage, image)
 	}
@@ -498,6 +499,21 @@ pulled_in_guest_only(image) if {
 # Where the agent pulls this container's image, and so its root: another Root.Path, or another
 # storage there, would run a tree the host wrote.
 own_root_file_system := concat("", ["/run/kata-containers/", input.container_id, "/rootfs"])
+
+# The agent unpacks the pause bundle of the TD's own image instead of pulling the source when the
+# pull's metadata (its one image_guest_pull driver option, where Kata's runtime copies the
+# container's annotations) gives the container type "sandbox" under either CRI's key. The pause
+# container's must say so, or the agent would pull "pause" from a registry; no other's may.
+pull_as_container(pull) if {
+	options := [option | some option in pull.driver_options; startswith(option, "image_guest_pull=")]
+	count(options) == 1
+	text := trim_prefix(options[0], "image_guest_pull=")
+	json.is_valid(text)
+	metadata := json.unmarshal(text).metadata
+	container_type := input.OCI.Annotations["io.kubernetes.cri.container-type"]
+	metadata["io.kubernetes.cri.container-type"] == container_type
+	object.get(metadata, "io.kubernetes.cri-o.ContainerType", container_type) == container_type
+}
 
 # Any other storage holds nothing of the host's: a tmpfs (ephemeral) or a directory of the TD's
 # own (local), as Kata makes for the sandbox and emptyDirs, under its sandbox or shared directory

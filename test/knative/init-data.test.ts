@@ -64,6 +64,7 @@ import {
   type AgentNeighbor,
   type AgentRoute,
   storagesAdmitted,
+  imagePullOption,
   type AgentStorage,
   type OciMount,
   pccsPins,
@@ -908,7 +909,14 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     const welcome = () => documents.find(({ pod }) => pod === 'welcome')!.text;
     const image = TEE_KMS_IMAGE_PLACEHOLDER;
     const cid = 'ab'.repeat(32);
-    const pulled: AgentStorage = { driver: 'image_guest_pull', source: image, mount_point: `/run/kata-containers/${cid}/rootfs` };
+    // As Kata's runtime sends a workload's pull: the container's annotations as the pull's metadata.
+    const annotations = { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.image-name': image };
+    const pulled: AgentStorage = {
+      driver: 'image_guest_pull',
+      driver_options: [imagePullOption(annotations)],
+      source: image,
+      mount_point: `/run/kata-containers/${cid}/rootfs`,
+    };
 
     it('the rules word for word in every document, called by every container rule', () => {
       for (const { pod, text } of documents) {
@@ -973,6 +981,39 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         expect(admitted([pulled, { driver, source: 'evil', mount_point: '/run/kata-containers/sandbox/evil' }]), driver).toBe(false);
       expect(admitted([pulled, { driver: 'virtio-fs', source: image, mount_point: `/run/kata-containers/${cid}` }])).toBe(false);
       expect(admitted([{ ...pulled, source: 'registry.example/other@sha256:' + 'ef'.repeat(32) }])).toBe(false);
+    });
+
+    it("the pull's metadata, which decides whether the agent pulls the source or unpacks the TD's own pause bundle, gives the container's type", () => {
+      const admitted = (pull: AgentStorage, containerType: 'container' | 'sandbox' = 'container', source = image) =>
+        storagesAdmitted(welcome(), source, [pull], { containerId: cid, rootPath: pulled.mount_point, containerType });
+      expect(admitted(pulled)).toBe(true);
+      // The pause container, as the runtime sends it: source "pause", and the metadata says "sandbox".
+      const pause: AgentStorage = {
+        ...pulled,
+        source: 'pause',
+        driver_options: [imagePullOption({ 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-name': 'welcome-00001' })],
+      };
+      expect(admitted(pause, 'sandbox', 'pause')).toBe(true);
+      // Without "sandbox" in its metadata the agent would pull "pause" from a registry, and run what that serves.
+      for (const options of [[], [imagePullOption({})], [imagePullOption({ 'io.kubernetes.cri.container-type': 'container' })], ['image_guest_pull={}']])
+        expect(admitted({ ...pause, driver_options: options }, 'sandbox', 'pause'), JSON.stringify(options)).toBe(false);
+      // A workload whose metadata says "sandbox" (either CRI's key) would get the pause bundle in place of its image.
+      for (const metadata of [
+        { ...annotations, 'io.kubernetes.cri.container-type': 'sandbox' },
+        { ...annotations, 'io.kubernetes.cri-o.ContainerType': 'sandbox' },
+      ])
+        expect(admitted({ ...pulled, driver_options: [imagePullOption(metadata)] }), JSON.stringify(metadata)).toBe(false);
+      // The agent reads the first image_guest_pull option: one, and JSON.
+      for (const options of [
+        [imagePullOption({ 'io.kubernetes.cri.container-type': 'sandbox' }), imagePullOption(annotations)],
+        [imagePullOption(annotations), imagePullOption(annotations)],
+        ['image_guest_pull={"metadata":'],
+        ['image_guest_pull=[]'],
+        ['image_guest_pull={"metadata":"container"}'],
+      ])
+        expect(admitted({ ...pulled, driver_options: options }), JSON.stringify(options)).toBe(false);
+      // Options of other names are not the agent's to read.
+      expect(admitted({ ...pulled, driver_options: ['other=1', ...pulled.driver_options!] })).toBe(true);
     });
 
     it('OCI hooks and sysctl: none', () => {

@@ -511,6 +511,7 @@ export const HOST_RULES = [
   '\tpulled.source == image',
   '\tpulled.mount_point == own_root_file_system',
   '\tinput.OCI.Root.Path == own_root_file_system',
+  '\tpull_as_container(pulled)',
   '\tevery storage in input.storages {',
   '\t\tnot_pulled_or(storage, image)',
   '\t}',
@@ -519,6 +520,21 @@ export const HOST_RULES = [
   "# Where the agent pulls this container's image, and so its root: another Root.Path, or another",
   '# storage there, would run a tree the host wrote.',
   'own_root_file_system := concat("", ["/run/kata-containers/", input.container_id, "/rootfs"])',
+  '',
+  "# The agent unpacks the pause bundle of the TD's own image instead of pulling the source when the",
+  "# pull's metadata (its one image_guest_pull driver option, where Kata's runtime copies the",
+  '# container\'s annotations) gives the container type "sandbox" under either CRI\'s key. The pause',
+  '# container\'s must say so, or the agent would pull "pause" from a registry; no other\'s may.',
+  'pull_as_container(pull) if {',
+  '\toptions := [option | some option in pull.driver_options; startswith(option, "image_guest_pull=")]',
+  '\tcount(options) == 1',
+  '\ttext := trim_prefix(options[0], "image_guest_pull=")',
+  '\tjson.is_valid(text)',
+  '\tmetadata := json.unmarshal(text).metadata',
+  '\tcontainer_type := input.OCI.Annotations["io.kubernetes.cri.container-type"]',
+  '\tmetadata["io.kubernetes.cri.container-type"] == container_type',
+  '\tobject.get(metadata, "io.kubernetes.cri-o.ContainerType", container_type) == container_type',
+  '}',
   '',
   "# Any other storage holds nothing of the host's: a tmpfs (ephemeral) or a directory of the TD's",
   '# own (local), as Kata makes for the sandbox and emptyDirs, under its sandbox or shared directory',
@@ -719,9 +735,30 @@ export function neighborsAdmitted(document: string, neighbors: readonly AgentNei
 /** A storage of a request, the fields the rules read. */
 export interface AgentStorage {
   readonly driver: string;
+  readonly driver_options?: readonly string[];
   readonly source?: string;
   readonly fstype?: string;
   readonly mount_point: string;
+}
+
+/** The driver option of an image pull as Kata's runtime writes it: the container's annotations as the pull's metadata. */
+export function imagePullOption(annotations: Record<string, string>): string {
+  return `image_guest_pull=${JSON.stringify({ metadata: annotations })}`;
+}
+
+/** pull_as_container: the one image_guest_pull option's metadata gives the container's own type under both CRI keys. */
+function pullAsContainer(pull: AgentStorage, containerType: string): boolean {
+  const options = (pull.driver_options ?? []).filter((option) => option.startsWith('image_guest_pull='));
+  if (options.length !== 1) return false;
+  let metadata: unknown;
+  try {
+    metadata = (JSON.parse(options[0]!.slice('image_guest_pull='.length)) as { metadata?: unknown }).metadata;
+  } catch {
+    return false;
+  }
+  if (typeof metadata !== 'object' || metadata === null) return false;
+  const types = metadata as Record<string, unknown>;
+  return types['io.kubernetes.cri.container-type'] === containerType && (types['io.kubernetes.cri-o.ContainerType'] ?? containerType) === containerType;
 }
 
 const plainPath = (path: string) => /^(\/[^/]+)+$/.test(path) && !/(^|\/)[.][.]?(\/|$)/.test(path);
@@ -743,12 +780,12 @@ function requireRules(document: string): void {
     if (!document.includes(`\n${text}\n`)) throw new Error('the document does not have the rules the model reads');
 }
 
-/** pulled_in_guest_only(image) for a request (its container_id, OCI.Root.Path, storages), with the meaning of HOST_RULES. No Rego engine. */
+/** pulled_in_guest_only(image) for a request (its container_id, OCI.Root.Path, container type, storages), with the meaning of HOST_RULES. No Rego engine. */
 export function storagesAdmitted(
   document: string,
   image: string,
   storages: readonly AgentStorage[],
-  request: { readonly containerId: string; readonly rootPath: string },
+  request: { readonly containerId: string; readonly rootPath: string; readonly containerType?: 'container' | 'sandbox' },
 ): boolean {
   requireRules(document);
   const own = `/run/kata-containers/${request.containerId}/rootfs`;
@@ -758,6 +795,7 @@ export function storagesAdmitted(
     pulls[0]!.source === image &&
     pulls[0]!.mount_point === own &&
     request.rootPath === own &&
+    pullAsContainer(pulls[0]!, request.containerType ?? 'container') &&
     storages.every((s) => ownStorage(s) || (s.driver === 'image_guest_pull' && s.source === image))
   );
 }
