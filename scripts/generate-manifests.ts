@@ -25,6 +25,7 @@ import {
   DENIED_POLICY_ENV,
   DENIED_TRUST_ENV,
   IMAGE_PATH,
+  IMAGE_USER,
   INIT_DATA_MOUNT,
   initDataToml,
   type AllowedContainer,
@@ -128,8 +129,8 @@ function knativeService(name: string, functionTarget: string, traits: Traits): S
               resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '1', memory: '512Mi' } },
               securityContext: {
                 runAsNonRoot: true,
-                runAsUser: 1000,
-                runAsGroup: 1000,
+                runAsUser: IMAGE_USER.uid,
+                runAsGroup: IMAGE_USER.gid,
                 allowPrivilegeEscalation: false,
                 readOnlyRootFilesystem: true,
                 capabilities: { drop: ['ALL'] },

@@ -220,7 +220,7 @@ function containerRule(container: AllowedContainer): string {
   if (container.image === 'tee_kms_image') {
     lines.push('\tenv_denied_none(denied_ca_env, [])', '\tenv_denied_none(denied_kms_env, [])');
     // The command's relative paths resolve against the working directory and PATH (pinned above).
-    lines.push(`\tinput.OCI.Process.Cwd == ${rego(APP_DIR)}`, '\tmounts_within(volume_roots)');
+    lines.push(`\tinput.OCI.Process.Cwd == ${rego(APP_DIR)}`, '\tmounts_within(volume_roots)', '\truns_unprivileged');
   } else lines.push('\tmounts_outside(code_dirs)');
   const denied = container.deniedEnv ?? [];
   for (const { list } of denied) lines.push(`\tenv_denied_none(${list}, [])`);
@@ -234,6 +234,31 @@ function containerRule(container: AllowedContainer): string {
 
 /** A Rego array of strings, one line per group: also JSON, so tests read it back as the document has it. */
 const regoList = (lines: readonly (readonly string[])[]) => `[\n${lines.map((names) => `\t${names.map(rego).join(', ')}`).join(',\n')}\n]`;
+
+/** The tee-kms image's user and group (the Dockerfile's USER), whom every manifest runs its containers as. */
+export const IMAGE_USER = { uid: 1000, gid: 1000 } as const;
+/** What every tee-kms container's rule requires of the process: the image's user, no capability, no way to gain one. */
+const PROCESS_RULES = `
+# The tee-kms containers run as the image's user, with no capability and no way to gain one (the
+# manifests' runAsUser, runAsGroup, allowPrivilegeEscalation false and capabilities drop ALL). As
+# root, or with a capability, a flaw in what runs would reach the rest of the TD: the attestation
+# agent, the other container, the guest's own files.
+runs_unprivileged if {
+	input.OCI.Process.User.UID == ${IMAGE_USER.uid}
+	input.OCI.Process.User.GID == ${IMAGE_USER.gid}
+	input.OCI.Process.NoNewPrivileges == true
+	no_capabilities
+}
+
+no_capabilities if absent_or_empty(object.get(input.OCI.Process, "Capabilities", null))
+
+no_capabilities if {
+	is_object(input.OCI.Process.Capabilities)
+	every set in ["Ambient", "Bounding", "Effective", "Inheritable", "Permitted"] {
+		absent_or_empty(object.get(input.OCI.Process.Capabilities, set, null))
+	}
+}
+`;
 
 /** DENIED_ENV and the helper that applies it: in every document, every workload container's rule calls it. */
 const DENIED_ENV_RULES = `
@@ -596,7 +621,7 @@ env_pinned(name, value) if {
 other_or_equal(entry, name, _) if not startswith(entry, concat("", [name, "="]))
 
 other_or_equal(entry, name, value) if entry == concat("=", [name, value])
-${DENIED_ENV_RULES}${MOUNT_RULES}${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}${pod.containers.some((container) => (container.closedEnv ?? []).some((group) => group.required === true)) ? PRESENT_ENV_RULES : ''}
+${DENIED_ENV_RULES}${MOUNT_RULES}${PROCESS_RULES}${pod.containers.some((container) => (container.closedEnv ?? []).length > 0) ? CLOSED_ENV_RULES : ''}${pod.containers.some((container) => (container.closedEnv ?? []).some((group) => group.required === true)) ? PRESENT_ENV_RULES : ''}
 # The sandbox: no guest hook directory (its executables would run around every container), no
 # kernel module (modprobe as root, with the host's arguments), no PID namespace shared between the
 # containers, and only storages of the TD's own (own_storage).

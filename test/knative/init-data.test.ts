@@ -57,6 +57,8 @@ import {
   SANDBOX_RULES,
   sandboxAdmitted,
   NETWORK_RULES,
+  PROCESS_RULES,
+  processAdmitted,
   interfaceAdmitted,
   routesAdmitted,
   neighborsAdmitted,
@@ -840,6 +842,54 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       // PORT as the Knative Service declares it.
       const service = loadYaml(readFileSync(join(KNATIVE, 'functions', 'per-function', 'welcome.yaml'), 'utf8')) as Json;
       expect(service.spec.template.spec.containers[0].ports).toEqual([{ name: 'http1', containerPort: 8080 }]);
+    });
+
+    it("runs the tee-kms containers as the image's user, with no capability and no way to gain one", () => {
+      const runtime = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8')).stages.at(-1)!;
+      expect(runtime.instructions.filter((i) => i.op === 'USER').at(-1)!.args).toBe('1000:1000');
+      // Every manifest that runs the image asks for just that (Kubernetes turns it into the OCI process below).
+      const manifests = [
+        ...['per-function', 'single-service'].flatMap((layout) =>
+          readdirSync(join(KNATIVE, 'functions', layout))
+            .filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
+            .map((f) => join(KNATIVE, 'functions', layout, f)),
+        ),
+        join(KNATIVE, 'base', 'sealer-statefulset.yaml'),
+      ];
+      for (const file of manifests) {
+        const spec = (loadYaml(readFileSync(file, 'utf8')) as Json).spec.template.spec;
+        const teeKms = (spec.containers as Json[]).filter((c) => c.image === 'tee-kms');
+        expect(teeKms, file).toHaveLength(1);
+        expect(teeKms[0].securityContext, file).toMatchObject({
+          runAsUser: 1000,
+          runAsGroup: 1000,
+          allowPrivilegeEscalation: false,
+          capabilities: { drop: ['ALL'] },
+        });
+        expect(teeKms[0].securityContext.capabilities.add, file).toBeUndefined();
+      }
+      const genuine = { User: { UID: 1000, GID: 1000, AdditionalGids: [1000] }, NoNewPrivileges: true };
+      const empty = { Ambient: [], Bounding: [], Effective: [], Inheritable: [], Permitted: [] };
+      for (const { pod, text } of documents) {
+        expect(text, pod).toContain(`\n${PROCESS_RULES}\n`);
+        expect(`${containerRuleOf(text, container(pod))}\n`, pod).toContain('\n\truns_unprivileged\n');
+        if (pod !== SEALER_POD) expect(containerRuleOf(text, 'queue-proxy'), pod).not.toContain('runs_unprivileged');
+        for (const capabilities of [empty, {}, null, undefined, { Bounding: null }])
+          expect(processAdmitted(text, { ...genuine, Capabilities: capabilities }), `${pod} ${JSON.stringify(capabilities)}`).toBe(true);
+        // As the host would widen what a flaw in the code could do.
+        for (const process of [
+          { ...genuine, User: { UID: 0, GID: 1000 } },
+          { ...genuine, User: { UID: 1000, GID: 0 } },
+          { ...genuine, User: {} },
+          { ...genuine, NoNewPrivileges: false },
+          { User: genuine.User },
+          { ...genuine, Capabilities: { ...empty, Bounding: ['CAP_SYS_ADMIN'] } },
+          { ...genuine, Capabilities: { ...empty, Ambient: ['CAP_NET_ADMIN'] } },
+          { ...genuine, Capabilities: { Effective: ['CAP_SYS_PTRACE'] } },
+          { ...genuine, Capabilities: { Permitted: ['CAP_DAC_OVERRIDE'], Inheritable: [] } },
+        ])
+          expect(processAdmitted(text, process), `${pod} ${JSON.stringify(process)}`).toBe(false);
+      }
     });
 
     it.skipIf(skipWithout(KUBECTL))("admits what the tdx install mounts into each TD's tee-kms container, with the runtime's own", () => {

@@ -630,6 +630,49 @@ export const SANDBOX_RULES = [
   'default UpdateContainerRequest := false',
 ].join('\n');
 
+/** What every tee-kms container's process must be, word for word (runs_unprivileged). */
+export const PROCESS_RULES = [
+  "# The tee-kms containers run as the image's user, with no capability and no way to gain one (the",
+  "# manifests' runAsUser, runAsGroup, allowPrivilegeEscalation false and capabilities drop ALL). As",
+  '# root, or with a capability, a flaw in what runs would reach the rest of the TD: the attestation',
+  "# agent, the other container, the guest's own files.",
+  'runs_unprivileged if {',
+  '\tinput.OCI.Process.User.UID == 1000',
+  '\tinput.OCI.Process.User.GID == 1000',
+  '\tinput.OCI.Process.NoNewPrivileges == true',
+  '\tno_capabilities',
+  '}',
+  '',
+  'no_capabilities if absent_or_empty(object.get(input.OCI.Process, "Capabilities", null))',
+  '',
+  'no_capabilities if {',
+  '\tis_object(input.OCI.Process.Capabilities)',
+  '\tevery set in ["Ambient", "Bounding", "Effective", "Inheritable", "Permitted"] {',
+  '\t\tabsent_or_empty(object.get(input.OCI.Process.Capabilities, set, null))',
+  '\t}',
+  '}',
+].join('\n');
+
+/** The fields of an OCI process that runs_unprivileged reads. */
+export interface OciProcess {
+  readonly User?: { readonly UID?: number; readonly GID?: number; readonly AdditionalGids?: readonly number[] };
+  readonly NoNewPrivileges?: boolean;
+  readonly Capabilities?: Record<string, unknown> | null;
+}
+
+/** runs_unprivileged for a process, with the meaning of PROCESS_RULES. No Rego engine. */
+export function processAdmitted(document: string, process: OciProcess): boolean {
+  if (!document.includes(`\n${PROCESS_RULES}\n`)) throw new Error('the document does not have the process rules the model reads');
+  const capabilities = process.Capabilities;
+  const none =
+    absentOrEmpty(capabilities) ||
+    (typeof capabilities === 'object' &&
+      capabilities !== null &&
+      !Array.isArray(capabilities) &&
+      ['Ambient', 'Bounding', 'Effective', 'Inheritable', 'Permitted'].every((set) => absentOrEmpty(capabilities[set])));
+  return process.User?.UID === 1000 && process.User?.GID === 1000 && process.NoNewPrivileges === true && none;
+}
+
 /** The network requests' rules, word for word: the host never configures the TD's loopback. */
 export const NETWORK_RULES = [
   'default UpdateInterfaceRequest := false',
