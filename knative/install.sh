@@ -1244,7 +1244,7 @@ FUNCTION_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-
 FUNCTION_IDS=""
 for pod in "${FUNCTION_PODS[@]}"; do FUNCTION_IDS+="${MR_CONFIG_ID[$pod]:-} "; done
 FUNCTION_REV=$(printf '%s image=%s queue-proxy=%s init-data=%s' "$CONFIG_INPUTS" "$IMAGE" "$QUEUE_PROXY_IMAGE" "$FUNCTION_IDS" | cat - "${FUNCTION_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
-SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --pccs-ca, --auto-unseal-*, --custodian-keys")"
+SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --pccs-ca, --auto-unseal-*, --custodian-keys, --threshold")"
 SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
 [[ $ROOT_KEY_MODE == shares ]] || SEALER_INPUTS+=("$SECRETS_DIR/root-key")
 # --tdx-policy and --admin-policy are in the sealer's init-data: its MRCONFIGID, stamped below,

@@ -239,15 +239,25 @@ const regoList = (lines: readonly (readonly string[])[]) => `[\n${lines.map((nam
 export const IMAGE_USER = { uid: 1000, gid: 1000 } as const;
 /** What every tee-kms container's rule requires of the process: the image's user, no capability, no way to gain one. */
 const PROCESS_RULES = `
-# The tee-kms containers run as the image's user, with no capability and no way to gain one (the
-# manifests' runAsUser, runAsGroup, allowPrivilegeEscalation false and capabilities drop ALL). As
-# root, or with a capability, a flaw in what runs would reach the rest of the TD: the attestation
-# agent, the other container, the guest's own files.
+# The tee-kms containers run as the image's user and group alone, with no capability and no way to
+# gain one (the manifests' runAsUser, runAsGroup, allowPrivilegeEscalation false and capabilities
+# drop ALL). As root, in another group, or with a capability, a flaw in what runs would reach the
+# rest of the TD: the attestation agent, the other container, the guest's own files.
 runs_unprivileged if {
 	input.OCI.Process.User.UID == ${IMAGE_USER.uid}
 	input.OCI.Process.User.GID == ${IMAGE_USER.gid}
+	only_image_group
 	input.OCI.Process.NoNewPrivileges == true
 	no_capabilities
+}
+
+only_image_group if absent_or_empty(object.get(input.OCI.Process.User, "AdditionalGids", null))
+
+only_image_group if {
+	is_array(input.OCI.Process.User.AdditionalGids)
+	every gid in input.OCI.Process.User.AdditionalGids {
+		gid == ${IMAGE_USER.gid}
+	}
 }
 
 no_capabilities if absent_or_empty(object.get(input.OCI.Process, "Capabilities", null))
@@ -496,9 +506,12 @@ CreateContainerRequest if {
 
 ${pod.containers.map(containerRule).join('\n\n')}
 
+# A workload as containerd annotates it. The agent also reads CRI-O's key, and with "sandbox" there
+# would run the pause bundle's process in place of the one checked above: containerd sets none.
 workload_container if {
 	input.OCI.Annotations["io.kubernetes.cri.container-type"] == "container"
 	input.OCI.Annotations["io.katacontainers.pkg.oci.container_type"] == "pod_container"
+	not input.OCI.Annotations["io.kubernetes.cri-o.ContainerType"]
 }
 
 # The image is pulled inside the TD (CoCo guest pull) by this digest, and nothing else is: a
@@ -577,9 +590,10 @@ guest_storage(storage) if {
 # root in the guest, with the host's path and arguments), no sysctl (written as root before the
 # process starts), and no shared mounts (another container's mount moved into this one, over its
 # code, before it starts). Nor does a container join a namespace the host names (another
-# container's PID namespace, where it could read that one's memory; the guest's own), or get a
-# device (/dev/mem, say) or a device cgroup rule. Kubernetes and Kata's runtime send none of these
-# for these pods (namespaces without paths; the agent sets the network one).
+# container's PID namespace, where it could read that one's memory; the guest's own) or a user
+# namespace (whose mappings would make its user root), or get a device (/dev/mem, say) or a
+# device cgroup rule. Kubernetes and Kata's runtime send none of these for these pods (namespaces
+# without paths; the agent sets the network one).
 nothing_the_host_runs if {
 	no_hooks
 	linux := object.get(input.OCI, "Linux", {})
@@ -588,6 +602,8 @@ nothing_the_host_runs if {
 	absent_or_empty(object.get(linux, "Devices", []))
 	absent_or_empty(object.get(object.get(linux, "Resources", {}), "Devices", []))
 	absent_or_empty(object.get(input, "devices", []))
+	absent_or_empty(object.get(linux, "UIDMappings", []))
+	absent_or_empty(object.get(linux, "GIDMappings", []))
 	every namespace in object.get(linux, "Namespaces", []) {
 		own_namespace(namespace)
 	}
@@ -595,7 +611,10 @@ nothing_the_host_runs if {
 
 own_namespace(namespace) if namespace.Type == "network"
 
-own_namespace(namespace) if absent_or_empty(object.get(namespace, "Path", ""))
+own_namespace(namespace) if {
+	namespace.Type != "user"
+	absent_or_empty(object.get(namespace, "Path", ""))
+}
 
 no_hooks if absent_or_empty(object.get(input.OCI, "Hooks", null))
 
@@ -653,19 +672,22 @@ default UpdateContainerRequest := false
 
 # The network: the host sets up the pod's interface, its routes and its ARP entries, never the
 # loopback, where the attestation agent (127.0.0.1:8006) and the function queue-proxy forwards to
-# listen. No request names the loopback device; an interface takes no flag but IFF_NOARP, no
-# all-zero hardware address and no loopback address; a route has no loopback source; an ARP entry
-# is for an address outside 127.0.0.0/8, with no mask, a static or reachable state (NUD_PERMANENT,
-# NUD_REACHABLE) and no flags but NTF_PROXY and NTF_ROUTER. As in Kata's genpolicy, but for the
-# interface's addresses, which it does not check.
+# listen. No request names the loopback device; an interface takes no flag but IFF_NOARP and no
+# loopback address, and its hardware address (by which the agent finds the link: lo's is all
+# zeros) is written as the runtime writes it and is not all zeros; a route has no loopback source;
+# an ARP entry is for an address outside 127.0.0.0/8 and ::1, with no mask, a permanent or
+# reachable state (NUD_PERMANENT, NUD_REACHABLE) and no flags but NTF_PROXY and NTF_ROUTER. As in
+# Kata's genpolicy, but for the spellings the agent's parsers also accept, and the interface's
+# addresses, which it does not check.
 default UpdateInterfaceRequest := false
 
 UpdateInterfaceRequest if {
 	input.interface.name != "lo"
 	bits.and(input.interface.raw_flags, bits.negate(128)) == 0
+	regex.match("^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", input.interface.hwAddr)
 	input.interface.hwAddr != "00:00:00:00:00:00"
 	every address in object.get(input.interface, "IPAddresses", []) {
-		not loopback_address(address.address)
+		outside_loopback(address.address)
 	}
 }
 
@@ -674,9 +696,13 @@ default UpdateRoutesRequest := false
 UpdateRoutesRequest if {
 	every route in input.routes.Routes {
 		route.device != "lo"
-		not loopback_address(route.source)
+		no_loopback_source(route.source)
 	}
 }
+
+no_loopback_source(source) if source == ""
+
+no_loopback_source(source) if outside_loopback(source)
 
 default AddARPNeighborsRequest := false
 
@@ -684,16 +710,25 @@ AddARPNeighborsRequest if {
 	every neighbor in input.neighbors.ARPNeighbors {
 		neighbor.device != "lo"
 		neighbor.toIPAddress.mask == ""
-		not loopback_address(neighbor.toIPAddress.address)
+		outside_loopback(neighbor.toIPAddress.address)
 		neighbor.state in [2, 128]
 		bits.or(neighbor.flags, 136) == 136
 	}
 }
 
-# 127.0.0.0/8 in dotted decimal, or ::1 however its zeros are written.
-loopback_address(address) if regex.match("^127[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}$", address)
+# An address as Kata's runtime writes it (Go's net.IP.String(): dotted decimal, or lowercase hex
+# digits and colons), outside 127.0.0.0/8 and other than ::1 however its zeros are written. Any
+# other spelling is refused: the agent's parsers also take a prefix length or an IPv4 address
+# inside an IPv6 one, which no pattern here could follow.
+outside_loopback(address) if {
+	regex.match("^[0-9]{1,3}([.][0-9]{1,3}){3}$", address)
+	not startswith(address, "127.")
+}
 
-loopback_address(address) if regex.match("^(0{0,4}:){0,7}0{0,3}1$", address)
+outside_loopback(address) if {
+	regex.match("^[0-9a-f:]+$", address)
+	not regex.match("^(0{0,4}:){0,7}0{0,3}1$", address)
+}
 
 # Everything else the runtime needs to run and stop the pod.
 default DestroySandboxRequest := true

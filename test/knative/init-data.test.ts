@@ -876,11 +876,15 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         if (pod !== SEALER_POD) expect(containerRuleOf(text, 'queue-proxy'), pod).not.toContain('runs_unprivileged');
         for (const capabilities of [empty, {}, null, undefined, { Bounding: null }])
           expect(processAdmitted(text, { ...genuine, Capabilities: capabilities }), `${pod} ${JSON.stringify(capabilities)}`).toBe(true);
+        for (const AdditionalGids of [[], undefined])
+          expect(processAdmitted(text, { ...genuine, User: { UID: 1000, GID: 1000, AdditionalGids } }), `${pod} ${JSON.stringify(AdditionalGids)}`).toBe(true);
         // As the host would widen what a flaw in the code could do.
         for (const process of [
           { ...genuine, User: { UID: 0, GID: 1000 } },
           { ...genuine, User: { UID: 1000, GID: 0 } },
           { ...genuine, User: {} },
+          { ...genuine, User: { UID: 1000, GID: 1000, AdditionalGids: [0] } },
+          { ...genuine, User: { UID: 1000, GID: 1000, AdditionalGids: [1000, 6] } },
           { ...genuine, NoNewPrivileges: false },
           { User: genuine.User },
           { ...genuine, Capabilities: { ...empty, Bounding: ['CAP_SYS_ADMIN'] } },
@@ -1062,6 +1066,8 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         ['image_guest_pull={"metadata":"container"}'],
       ])
         expect(admitted({ ...pulled, driver_options: options }), JSON.stringify(options)).toBe(false);
+      // CRI-O's key present, even empty: the agent reads it too.
+      expect(admitted({ ...pulled, driver_options: [imagePullOption({ ...annotations, 'io.kubernetes.cri-o.ContainerType': '' })] })).toBe(false);
       // Options of other names are not the agent's to read.
       expect(admitted({ ...pulled, driver_options: ['other=1', ...pulled.driver_options!] })).toBe(true);
     });
@@ -1091,7 +1097,7 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       expect(hostRunsNothing(text, {}, { sharedMounts: [{ src_ctr: 'queue-proxy', src_path: '/x', dst_path: '/app/dist' }] })).toBe(false);
     });
 
-    it("namespaces and devices: the container's own namespaces (the network one aside), no device", () => {
+    it("namespaces and devices: the container's own namespaces (the network one aside), no user namespace, no device", () => {
       const text = welcome();
       const own = [{ Type: 'ipc' }, { Type: 'uts', Path: '' }, { Type: 'mount' }, { Type: 'network', Path: '/var/run/netns/cni-1' }];
       expect(hostRunsNothing(text, { Linux: { Namespaces: own, Devices: [], Resources: { Devices: [] } } }, { devices: [] })).toBe(true);
@@ -1100,8 +1106,15 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         { Type: 'pid', Path: '/proc/42/ns/pid' },
         { Type: 'mount', Path: '/proc/1/ns/mnt' },
         { Type: 'user', Path: '/proc/1/ns/user' },
+        // A user namespace of its own: its mappings would make the image's user root over the container.
+        { Type: 'user' },
       ])
         expect(hostRunsNothing(text, { Linux: { Namespaces: [...own, namespace] } }), JSON.stringify(namespace)).toBe(false);
+      for (const mappings of [{ UIDMappings: [{ ContainerID: 1000, HostID: 0, Size: 1 }] }, { GIDMappings: [{ ContainerID: 0, HostID: 0, Size: 65536 }] }])
+        expect(hostRunsNothing(text, { Linux: { Namespaces: own, ...mappings } }), JSON.stringify(mappings)).toBe(false);
+      expect(hostRunsNothing(text, { Linux: { Namespaces: own, UIDMappings: [], GIDMappings: null } })).toBe(true);
+      // The agent reads CRI-O's container type too ("sandbox" there runs the pause bundle's process): containerd sets none.
+      expect(text.match(/\nworkload_container if \{\n[^}]*\n\tnot input\.OCI\.Annotations\["io\.kubernetes\.cri-o\.ContainerType"\]\n\}\n/g)).toHaveLength(1);
       // /dev/mem as a device node, a device cgroup rule allowing every device, a device of the request.
       expect(hostRunsNothing(text, { Linux: { Devices: [{ Path: '/dev/x', Type: 'c', Major: 1, Minor: 1 }] } })).toBe(false);
       expect(hostRunsNothing(text, { Linux: { Resources: { Devices: [{ Allow: true, Type: 'a' }] } } })).toBe(false);
@@ -1162,30 +1175,36 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       loopback.addAddress('::1', 'ipv6');
       const spellings = ['127.0.0.1', '127.0.0.2', '127.255.255.254', '::1', '0::1', '::0:1', '0:0:0:0:0:0:0:1', '0000:0000:0000:0000:0000:0000:0000:0001'];
       for (const address of spellings) expect(loopback.check(address, isIPv4(address) ? 'ipv4' : 'ipv6'), address).toBe(true);
+      // Spellings the agent's Rust parsers also take for one of those (a prefix length, an IPv4
+      // address inside an IPv6 one), and a MAC they read as lo's (all zeros).
+      const parsedAlike = ['127.0.0.1/0', '127.0.0.1/32', '127.0.0.1/0.0.0.0', '::1/0', '::0.0.0.1', '0:0:0:0:0:0:0.0.0.1', '::ffff:127.0.0.1'];
+      const loopbackMacs = ['0:0:0:0:0:0', '000:0:0:0:0:00', '+0:0:0:0:0:0', '00:00:00:00:00:00'];
       for (const { pod, text } of documents) {
         expect(text, pod).toContain(`\n${NETWORK_RULES}\n`);
         expect(interfaceAdmitted(text, eth0), pod).toBe(true);
         expect(interfaceAdmitted(text, { ...eth0, raw_flags: 0x80 }), pod).toBe(true); // IFF_NOARP
         expect(routesAdmitted(text, routes), pod).toBe(true);
+        expect(routesAdmitted(text, [...routes, { dest: 'fd00:10:244::/64', gateway: '', device: 'eth0', source: 'fd00:10:244::5' }]), pod).toBe(true);
         expect(neighborsAdmitted(text, [gateway, { ...gateway, state: 0x02, flags: 0x80 }]), pod).toBe(true);
         // As a host that wants the agent on 127.0.0.1:8006 within its reach, or the loopback down.
         for (const attack of [
           { ...eth0, name: 'lo' },
           { ...eth0, raw_flags: 0x08 }, // IFF_LOOPBACK
           { ...eth0, raw_flags: 0x80 | 0x100 }, // IFF_PROMISC beside IFF_NOARP
-          { ...eth0, hwAddr: '00:00:00:00:00:00' },
-          ...spellings.map((address) => ({ ...eth0, IPAddresses: [...eth0.IPAddresses!, { address, mask: '8' }] })),
+          ...loopbackMacs.map((hwAddr) => ({ ...eth0, hwAddr })),
+          { ...eth0, hwAddr: '0A:58:0A:F4:00:05' }, // not as the runtime writes it
+          ...[...spellings, ...parsedAlike].map((address) => ({ ...eth0, IPAddresses: [...eth0.IPAddresses!, { address, mask: '8' }] })),
         ])
           expect(interfaceAdmitted(text, attack), `${pod} ${JSON.stringify(attack)}`).toBe(false);
         for (const attack of [
           [...routes, { dest: '10.0.0.0/8', gateway: '', device: 'lo', source: '' }],
-          ...spellings.map((source) => [...routes, { dest: '10.0.0.0/8', gateway: '', device: 'eth0', source }]),
+          ...[...spellings, ...parsedAlike].map((source) => [...routes, { dest: '10.0.0.0/8', gateway: '', device: 'eth0', source }]),
         ])
           expect(routesAdmitted(text, attack), `${pod} ${JSON.stringify(attack)}`).toBe(false);
         for (const attack of [
           { ...gateway, device: 'lo' },
           { ...gateway, toIPAddress: { address: '10.244.0.0', mask: '24' } },
-          ...spellings.map((address) => ({ ...gateway, toIPAddress: { address, mask: '' } })),
+          ...[...spellings, ...parsedAlike].map((address) => ({ ...gateway, toIPAddress: { address, mask: '' } })),
           { ...gateway, state: 0x40 }, // NUD_NOARP
           { ...gateway, flags: 0x02 }, // NTF_SELF
         ])

@@ -579,6 +579,8 @@ export const NOTHING_THE_HOST_RUNS = [
   '\tabsent_or_empty(object.get(linux, "Devices", []))',
   '\tabsent_or_empty(object.get(object.get(linux, "Resources", {}), "Devices", []))',
   '\tabsent_or_empty(object.get(input, "devices", []))',
+  '\tabsent_or_empty(object.get(linux, "UIDMappings", []))',
+  '\tabsent_or_empty(object.get(linux, "GIDMappings", []))',
   '\tevery namespace in object.get(linux, "Namespaces", []) {',
   '\t\town_namespace(namespace)',
   '\t}',
@@ -586,7 +588,10 @@ export const NOTHING_THE_HOST_RUNS = [
   '',
   'own_namespace(namespace) if namespace.Type == "network"',
   '',
-  'own_namespace(namespace) if absent_or_empty(object.get(namespace, "Path", ""))',
+  'own_namespace(namespace) if {',
+  '\tnamespace.Type != "user"',
+  '\tabsent_or_empty(object.get(namespace, "Path", ""))',
+  '}',
   '',
   'no_hooks if absent_or_empty(object.get(input.OCI, "Hooks", null))',
   '',
@@ -632,15 +637,25 @@ export const SANDBOX_RULES = [
 
 /** What every tee-kms container's process must be, word for word (runs_unprivileged). */
 export const PROCESS_RULES = [
-  "# The tee-kms containers run as the image's user, with no capability and no way to gain one (the",
-  "# manifests' runAsUser, runAsGroup, allowPrivilegeEscalation false and capabilities drop ALL). As",
-  '# root, or with a capability, a flaw in what runs would reach the rest of the TD: the attestation',
-  "# agent, the other container, the guest's own files.",
+  "# The tee-kms containers run as the image's user and group alone, with no capability and no way to",
+  "# gain one (the manifests' runAsUser, runAsGroup, allowPrivilegeEscalation false and capabilities",
+  '# drop ALL). As root, in another group, or with a capability, a flaw in what runs would reach the',
+  "# rest of the TD: the attestation agent, the other container, the guest's own files.",
   'runs_unprivileged if {',
   '\tinput.OCI.Process.User.UID == 1000',
   '\tinput.OCI.Process.User.GID == 1000',
+  '\tonly_image_group',
   '\tinput.OCI.Process.NoNewPrivileges == true',
   '\tno_capabilities',
+  '}',
+  '',
+  'only_image_group if absent_or_empty(object.get(input.OCI.Process.User, "AdditionalGids", null))',
+  '',
+  'only_image_group if {',
+  '\tis_array(input.OCI.Process.User.AdditionalGids)',
+  '\tevery gid in input.OCI.Process.User.AdditionalGids {',
+  '\t\tgid == 1000',
+  '\t}',
   '}',
   '',
   'no_capabilities if absent_or_empty(object.get(input.OCI.Process, "Capabilities", null))',
@@ -670,7 +685,9 @@ export function processAdmitted(document: string, process: OciProcess): boolean 
       capabilities !== null &&
       !Array.isArray(capabilities) &&
       ['Ambient', 'Bounding', 'Effective', 'Inheritable', 'Permitted'].every((set) => absentOrEmpty(capabilities[set])));
-  return process.User?.UID === 1000 && process.User?.GID === 1000 && process.NoNewPrivileges === true && none;
+  const groups = process.User?.AdditionalGids;
+  const onlyImageGroup = absentOrEmpty(groups) || (Array.isArray(groups) && groups.every((gid) => gid === 1000));
+  return process.User?.UID === 1000 && process.User?.GID === 1000 && onlyImageGroup && process.NoNewPrivileges === true && none;
 }
 
 /** The network requests' rules, word for word: the host never configures the TD's loopback. */
@@ -680,9 +697,10 @@ export const NETWORK_RULES = [
   'UpdateInterfaceRequest if {',
   '\tinput.interface.name != "lo"',
   '\tbits.and(input.interface.raw_flags, bits.negate(128)) == 0',
+  '\tregex.match("^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", input.interface.hwAddr)',
   '\tinput.interface.hwAddr != "00:00:00:00:00:00"',
   '\tevery address in object.get(input.interface, "IPAddresses", []) {',
-  '\t\tnot loopback_address(address.address)',
+  '\t\toutside_loopback(address.address)',
   '\t}',
   '}',
   '',
@@ -691,9 +709,13 @@ export const NETWORK_RULES = [
   'UpdateRoutesRequest if {',
   '\tevery route in input.routes.Routes {',
   '\t\troute.device != "lo"',
-  '\t\tnot loopback_address(route.source)',
+  '\t\tno_loopback_source(route.source)',
   '\t}',
   '}',
+  '',
+  'no_loopback_source(source) if source == ""',
+  '',
+  'no_loopback_source(source) if outside_loopback(source)',
   '',
   'default AddARPNeighborsRequest := false',
   '',
@@ -701,16 +723,25 @@ export const NETWORK_RULES = [
   '\tevery neighbor in input.neighbors.ARPNeighbors {',
   '\t\tneighbor.device != "lo"',
   '\t\tneighbor.toIPAddress.mask == ""',
-  '\t\tnot loopback_address(neighbor.toIPAddress.address)',
+  '\t\toutside_loopback(neighbor.toIPAddress.address)',
   '\t\tneighbor.state in [2, 128]',
   '\t\tbits.or(neighbor.flags, 136) == 136',
   '\t}',
   '}',
   '',
-  '# 127.0.0.0/8 in dotted decimal, or ::1 however its zeros are written.',
-  'loopback_address(address) if regex.match("^127[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}$", address)',
+  "# An address as Kata's runtime writes it (Go's net.IP.String(): dotted decimal, or lowercase hex",
+  '# digits and colons), outside 127.0.0.0/8 and other than ::1 however its zeros are written. Any',
+  "# other spelling is refused: the agent's parsers also take a prefix length or an IPv4 address",
+  '# inside an IPv6 one, which no pattern here could follow.',
+  'outside_loopback(address) if {',
+  '\tregex.match("^[0-9]{1,3}([.][0-9]{1,3}){3}$", address)',
+  '\tnot startswith(address, "127.")',
+  '}',
   '',
-  'loopback_address(address) if regex.match("^(0{0,4}:){0,7}0{0,3}1$", address)',
+  'outside_loopback(address) if {',
+  '\tregex.match("^[0-9a-f:]+$", address)',
+  '\tnot regex.match("^(0{0,4}:){0,7}0{0,3}1$", address)',
+  '}',
 ].join('\n');
 
 /** The fields of the agent's network messages (types.proto: Interface, Route, ARPNeighbor) that the rules read. */
@@ -738,8 +769,9 @@ const NUD_REACHABLE = 0x02;
 const NUD_PERMANENT = 0x80;
 const NTF_PROXY = 0x08;
 const NTF_ROUTER = 0x80;
-/** loopback_address: the regular expressions of NETWORK_RULES, which RE2 and JavaScript read alike. */
-const loopbackAddress = (address: string) => /^127[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}$/.test(address) || /^(0{0,4}:){0,7}0{0,3}1$/.test(address);
+/** outside_loopback: the regular expressions of NETWORK_RULES, which RE2 and JavaScript read alike. */
+const outsideLoopback = (address: string) =>
+  (/^[0-9]{1,3}([.][0-9]{1,3}){3}$/.test(address) && !address.startsWith('127.')) || (/^[0-9a-f:]+$/.test(address) && !/^(0{0,4}:){0,7}0{0,3}1$/.test(address));
 
 function requireNetworkRules(document: string): void {
   if (!document.includes(`\n${NETWORK_RULES}\n`)) throw new Error('the document does not have the network rules the model reads');
@@ -751,15 +783,16 @@ export function interfaceAdmitted(document: string, iface: AgentInterface): bool
   return (
     iface.name !== 'lo' &&
     (iface.raw_flags & ~IFF_NOARP) === 0 &&
+    /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(iface.hwAddr) &&
     iface.hwAddr !== '00:00:00:00:00:00' &&
-    (iface.IPAddresses ?? []).every((address) => !loopbackAddress(address.address))
+    (iface.IPAddresses ?? []).every((address) => outsideLoopback(address.address))
   );
 }
 
 /** UpdateRoutesRequest, with the meaning of NETWORK_RULES. */
 export function routesAdmitted(document: string, routes: readonly AgentRoute[]): boolean {
   requireNetworkRules(document);
-  return routes.every((route) => route.device !== 'lo' && !loopbackAddress(route.source));
+  return routes.every((route) => route.device !== 'lo' && (route.source === '' || outsideLoopback(route.source)));
 }
 
 /** AddARPNeighborsRequest, with the meaning of NETWORK_RULES. */
@@ -769,7 +802,7 @@ export function neighborsAdmitted(document: string, neighbors: readonly AgentNei
     (n) =>
       n.device !== 'lo' &&
       n.toIPAddress.mask === '' &&
-      !loopbackAddress(n.toIPAddress.address) &&
+      outsideLoopback(n.toIPAddress.address) &&
       [NUD_REACHABLE, NUD_PERMANENT].includes(n.state) &&
       (n.flags | (NTF_PROXY | NTF_ROUTER)) === (NTF_PROXY | NTF_ROUTER),
   );
@@ -801,7 +834,8 @@ function pullAsContainer(pull: AgentStorage, containerType: string): boolean {
   }
   if (typeof metadata !== 'object' || metadata === null) return false;
   const types = metadata as Record<string, unknown>;
-  return types['io.kubernetes.cri.container-type'] === containerType && (types['io.kubernetes.cri-o.ContainerType'] ?? containerType) === containerType;
+  const crio = 'io.kubernetes.cri-o.ContainerType' in types ? types['io.kubernetes.cri-o.ContainerType'] : containerType;
+  return types['io.kubernetes.cri.container-type'] === containerType && crio === containerType;
 }
 
 const plainPath = (path: string) => /^(\/[^/]+)+$/.test(path) && !/(^|\/)[.][.]?(\/|$)/.test(path);
@@ -846,7 +880,17 @@ export function storagesAdmitted(
 /** nothing_the_host_runs for an OCI spec, with the meaning of NOTHING_THE_HOST_RUNS; every workload and sandbox rule must call it. */
 export function hostRunsNothing(
   document: string,
-  oci: { Hooks?: unknown; Linux?: { Sysctl?: unknown; Devices?: unknown; Resources?: { Devices?: unknown }; Namespaces?: { Type: string; Path?: string }[] } },
+  oci: {
+    Hooks?: unknown;
+    Linux?: {
+      Sysctl?: unknown;
+      Devices?: unknown;
+      Resources?: { Devices?: unknown };
+      UIDMappings?: unknown;
+      GIDMappings?: unknown;
+      Namespaces?: { Type: string; Path?: string }[];
+    };
+  },
   request: { sharedMounts?: unknown; devices?: unknown } = {},
 ): boolean {
   requireRules(document);
@@ -864,7 +908,9 @@ export function hostRunsNothing(
     absentOrEmpty(linux.Devices) &&
     absentOrEmpty(linux.Resources?.Devices) &&
     absentOrEmpty(request.devices) &&
-    (linux.Namespaces ?? []).every((namespace) => namespace.Type === 'network' || absentOrEmpty(namespace.Path))
+    absentOrEmpty(linux.UIDMappings) &&
+    absentOrEmpty(linux.GIDMappings) &&
+    (linux.Namespaces ?? []).every((namespace) => namespace.Type === 'network' || (namespace.Type !== 'user' && absentOrEmpty(namespace.Path)))
   );
 }
 
