@@ -50,8 +50,6 @@ export class AutoUnseal {
   #core: SealerCore | undefined;
   #kek: Buffer | undefined;
   #refused = false;
-  /** The root key the stored wrap holds, as far as this process knows: not wrapped again. */
-  #wrappedId: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   /** Writes of the wrap, one at a time. */
@@ -68,7 +66,6 @@ export class AutoUnseal {
   /** The core's onKeyChange: wraps the new current key under the KEK, once one is held. */
   readonly onKeyChange = async (key: { readonly id: string; readonly key: Buffer }): Promise<void> => {
     if (this.#kek === undefined || this.#refused) return; // the start attempt wraps it once the KEK comes
-    if (key.id === this.#wrappedId) return; // unsealed from the wrap itself
     await this.#write(key);
   };
 
@@ -127,7 +124,6 @@ export class AutoUnseal {
     }
     this.#kek = kek;
     const wrappedId = stored?.record?.rootKeyId;
-    this.#wrappedId = wrappedId;
     try {
       const status = core.status();
       if (key !== undefined && status.sealed && status.initialized) {
@@ -197,10 +193,11 @@ export class AutoUnseal {
         const previous = this.#open(kek, stored.record);
         if (previous === undefined) return;
         previous.fill(0);
+        // It already wraps this key (unsealed from it): nothing to write, nothing a kill could interrupt.
+        if (stored.record!.rootKeyId === key.id) return;
         if (!(await this.#store.replace(AUTO_UNSEAL_OBJECT_KEY, body, stored.etag)))
           throw new KmsError('CONFLICT', `${AUTO_UNSEAL_OBJECT_KEY} changed meanwhile`);
       }
-      this.#wrappedId = key.id;
       this.#log.info(`auto-unseal: root key ${key.id} is wrapped under the key-encryption key (${AUTO_UNSEAL_OBJECT_KEY})`);
     });
     this.#writes = run.catch(() => undefined);

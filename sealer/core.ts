@@ -38,7 +38,7 @@ export interface SealerCoreOptions {
   readonly recoveryTtlMs: number;
   readonly now?: () => number;
   /** Default: nothing is logged. */
-  readonly log?: Pick<ComponentLog, 'info' | 'error'>;
+  readonly log?: Pick<ComponentLog, 'info' | 'warn' | 'error'>;
   /** Whether shares may leave or enter in plaintext (KMS_SEALER_PLAINTEXT_SHARES); default true. */
   readonly plaintextShares?: boolean;
   /**
@@ -82,7 +82,7 @@ export class SealerCore {
   readonly #source: 'secret' | 'shares';
   readonly #recoveryTtlMs: number;
   readonly #now: () => number;
-  readonly #log: Pick<ComponentLog, 'info' | 'error'>;
+  readonly #log: Pick<ComponentLog, 'info' | 'warn' | 'error'>;
   readonly #plaintextShares: boolean;
   readonly #openShare: ((jwe: string) => Promise<string>) | undefined;
   readonly #onKeyChange: SealerCoreOptions['onKeyChange'];
@@ -104,7 +104,7 @@ export class SealerCore {
     this.#source = options.rootKey === undefined ? 'shares' : 'secret';
     this.#recoveryTtlMs = options.recoveryTtlMs;
     this.#now = options.now ?? Date.now;
-    this.#log = options.log ?? { info: () => {}, error: () => {} };
+    this.#log = options.log ?? { info: () => {}, warn: () => {}, error: () => {} };
     this.#plaintextShares = options.plaintextShares ?? true;
     this.#openShare = options.openShare;
     this.#onKeyChange = options.onKeyChange;
@@ -118,6 +118,7 @@ export class SealerCore {
     if (core.#source === 'shares') {
       core.#record = await core.#load();
       if (core.#record === undefined && (await core.#storageHoldsKeys())) core.#missingRecordAlarm();
+      core.#warnUnpinned();
     } else {
       core.#refuseModeSwitch(await core.#load());
     }
@@ -318,6 +319,14 @@ export class SealerCore {
     try {
       const id = rootKeyId(combined);
       if (pending !== null && sameId(id, pending.id)) {
+        const differs = this.#pinDiffers(pending);
+        if (differs !== undefined) {
+          // Its shares already exist as they were made: promoted, fewer or other custodians would hold the root key.
+          throw new SealerError(
+            'CONFLICT',
+            `the new root key ${pending.id} was made with ${differs}: it is not made current; rotate again, and use its shares for nothing`,
+          );
+        }
         await this.#promote({ id: current.id, key: this.#key }, { id, key: combined }, pending, generation);
         return { rootKeyId: id, verified: true, promoted: true, previousRootKeyId: current.id };
       }
@@ -592,6 +601,38 @@ export class SealerCore {
       given === undefined
         ? `the stored custodian key ${wrong} is not the one KMS_SEALER_CUSTODIANS pins at index ${wrong}: name the pinned keys ({"custodians": [JWK, …]}), with the current shares as for any change of custodians`
         : `custodians[${wrong}] is not the key KMS_SEALER_CUSTODIANS pins at index ${wrong} (its RFC 7638 thumbprint differs): give exactly the pinned keys, in the pinned order`,
+    );
+  }
+
+  /**
+   * A root key made before the pin (or under another) keeps the shares it was made with: the pin
+   * cannot change them, only a rotation can. Said at start, so that the operator rotates.
+   */
+  #warnUnpinned(): void {
+    const state = this.#record?.state;
+    for (const [which, entry] of [
+      ['current', state?.current],
+      ['pending', state?.pending],
+    ] as const) {
+      const differs = entry === undefined || entry === null ? undefined : this.#pinDiffers(entry);
+      if (differs !== undefined) {
+        this.#log.warn(
+          `the ${which} root key ${entry!.id} was made with ${differs}: ${which === 'current' ? 'rotate (and verify) to replace it with shares as pinned' : 'it will not be made current; rotate again'}`,
+        );
+      }
+    }
+  }
+
+  /** How `entry`'s shares differ from what KMS_SEALER_CUSTODIANS pins, or undefined when they do not (or nothing is pinned). */
+  #pinDiffers(entry: KeyEntry): string | undefined {
+    const pin = this.#pinned;
+    if (pin === undefined) return undefined;
+    const thumbprints = entry.custodians?.map((key) => key.thumbprint) ?? [];
+    const pinnedKeys = thumbprints.length === pin.thumbprints.length && thumbprints.every((thumbprint, i) => thumbprint === pin.thumbprints[i]);
+    if (entry.t === pin.threshold && entry.n === pin.thumbprints.length && pinnedKeys) return undefined;
+    return (
+      `t=${entry.t}, n=${entry.n} and ${pinnedKeys ? 'the pinned custodians' : 'other custodians than the pinned ones'}, ` +
+      `but KMS_SEALER_CUSTODIANS pins ${pin.threshold} of ${pin.thumbprints.length} to its own`
     );
   }
 

@@ -230,6 +230,26 @@ describe('auto-unseal from a Trustee KBS', () => {
     await unsealedAs(client, current.id);
   });
 
+  it('a wrap deleted or rolled back while it runs: a seal and recovery with shares wrap the current key again', async () => {
+    await unsealedAs(client, current.id);
+    for (const edit of ['delete', 'rollback'] as const) {
+      const { raw } = (await storedWrap(sealer))!;
+      // A wrap of a retired key, as a rollback to an older version would leave.
+      const rotated = await client.installRootKey({ t: 2, n: 3, expectedCurrentId: current.id });
+      rotated.shares.forEach((share) => secrets.addShare(share));
+      await client.verifyShares(rotated.shares.slice(0, 2));
+      await keyOf(rotated.shares, 2);
+      current = { id: rotated.rootKeyId, shares: rotated.shares };
+      if (edit === 'delete') await rm(wrapPath(sealer));
+      else await writeFile(wrapPath(sealer), raw);
+      await client.seal();
+      for (const share of current.shares.slice(0, 2)) await client.submitShare(share);
+      await until(`the wrap again (${edit})`, async () => ((await storedWrap(sealer))?.wrap.rootKeyId === current.id ? true : undefined));
+    }
+    await restart();
+    await unsealedAs(client, current.id);
+  });
+
   it('keeps nothing in plaintext in storage: no root key, no KEK', async () => {
     const objects = await readFsObjects(sealer.dataDir);
     expect(objects.has('sealer/auto-unseal.json')).toBe(true);

@@ -24,11 +24,13 @@ const secrets = new SecretRegistry();
 let sealer: SealerProcess;
 let admin: ProtocolClient;
 
-async function sealStatus(): Promise<Record<string, unknown>> {
-  const answer = await admin.send('GET', '/tee-kms/v1/seal-status');
+async function sealStatusOf(client: ProtocolClient): Promise<Record<string, unknown>> {
+  const answer = await client.send('GET', '/tee-kms/v1/seal-status');
   expect(answer.status, answer.text).toBe(200);
   return answer.json();
 }
+
+const sealStatus = () => sealStatusOf(admin);
 
 function refused(answer: Answer, detail: string): void {
   expect(answer.status, answer.text).toBe(400);
@@ -159,5 +161,65 @@ describe('KMS_SEALER_CUSTODIANS', () => {
   it('logs no share, token or key', async () => {
     await sealer.settle();
     for (const logs of allLogs) expect(secrets.leaksIn(logs())).toEqual([]);
+  });
+});
+
+describe('KMS_SEALER_CUSTODIANS_THRESHOLD raised with a rotation pending', () => {
+  // A rotation made under the old pin (2 of 3): its shares exist as they were made, so verifying
+  // them must not make that key current under the new pin (3 of 3).
+  let old: SealerProcess;
+  let client: ProtocolClient;
+  const env = (threshold: string) => ({
+    KMS_SEALER_PLAINTEXT_SHARES: 'allow',
+    KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(','),
+    KMS_SEALER_CUSTODIANS_THRESHOLD: threshold,
+  });
+  const { verify } = adminRoutes;
+
+  afterAll(async () => {
+    await old?.cleanup();
+  });
+
+  it('is not promoted by its shares, is named at start, and a rotation as pinned replaces it', async () => {
+    old = await startSealerProcess({ env: env('2') });
+    client = await attestedAdmin(old, secrets);
+    const keys = pinned.map((each) => each.jwk);
+    const privateKeys = pinned.map((each) => each.privateKey);
+    const first = await client.admin(rotate.method, rotate.path, { body: { t: 2, n: 3, expectedCurrentId: null, expectedPendingId: null, custodians: keys } });
+    expect(first.status, first.text).toBe(200);
+    const currentId = first.json<{ rootKeyId: string }>().rootKeyId;
+    for (const share of first.json<{ shares: Share[] }>().shares) secrets.addText(share.content);
+    const currentShares = await openShares(first.json<{ shares: Share[] }>().shares, privateKeys, secrets);
+    const next = await client.admin(rotate.method, rotate.path, { body: { t: 2, n: 3, expectedCurrentId: currentId, expectedPendingId: null } });
+    expect(next.status, next.text).toBe(200);
+    const pendingId = next.json<{ rootKeyId: string }>().rootKeyId;
+    for (const share of next.json<{ shares: Share[] }>().shares) secrets.addText(share.content);
+    const pendingShares = await openShares(next.json<{ shares: Share[] }>().shares, privateKeys, secrets);
+
+    Object.assign(old.env, env('3'));
+    await old.restart();
+    client = await attestedAdmin(old, secrets);
+    const messages = old.messages();
+    expect(messages.some((m) => m.includes(`the current root key ${currentId} was made with t=2, n=3`))).toBe(true);
+    expect(messages.some((m) => m.includes(`the pending root key ${pendingId} was made with t=2, n=3`))).toBe(true);
+    // The current key's shares unseal it as before (2 were made enough for it).
+    for (const share of currentShares.slice(0, 2)) {
+      const answer = await client.admin(adminRoutes.recoveryShares.method, adminRoutes.recoveryShares.path, { body: share });
+      expect(answer.status, answer.text).toBe(200);
+    }
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: currentId, pendingRootKeyId: pendingId });
+    // 2 of the pending key's shares: it is not made current, and nothing changes.
+    const refused = await client.admin(verify.method, verify.path, { body: { shares: pendingShares.slice(0, 2) } });
+    expect(refused.status, refused.text).toBe(409);
+    expect(refused.json<{ detail: string }>().detail).toContain(`the new root key ${pendingId} was made with t=2, n=3`);
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: currentId, pendingRootKeyId: pendingId, t: 2 });
+    // A rotation as pinned replaces it, and its 3 shares make it current.
+    const pinnedRotation = await client.admin(rotate.method, rotate.path, { body: { t: 3, n: 3, expectedCurrentId: currentId, expectedPendingId: pendingId } });
+    expect(pinnedRotation.status, pinnedRotation.text).toBe(200);
+    for (const share of pinnedRotation.json<{ shares: Share[] }>().shares) secrets.addText(share.content);
+    const newShares = await openShares(pinnedRotation.json<{ shares: Share[] }>().shares, privateKeys, secrets);
+    const promoted = await client.admin(verify.method, verify.path, { body: { shares: newShares } });
+    expect(promoted.status, promoted.text).toBe(200);
+    expect(await sealStatusOf(client)).toMatchObject({ rootKeyId: pinnedRotation.json<{ rootKeyId: string }>().rootKeyId, pendingRootKeyId: null, t: 3, n: 3 });
   });
 });
