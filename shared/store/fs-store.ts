@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { KmsError } from '../errors.js';
@@ -11,14 +11,31 @@ import type { ObjectStore, StoredObject, Written } from './object-store.js';
 // them and nothing else, and they never collide with an object, whatever its name ends with.
 const TEMP_PREFIX = '.tmp-';
 const LOCK_PREFIX = '.lock-';
+/** Beside a lock being broken: whoever breaks a stale lock holds this one (see #breakIfStale). */
+const BREAK_PREFIX = '.break-';
 /** A temporary or replace lock older than this was left by a crashed writer, whoever it names. */
 const STALE_MS = 30_000;
+/** How long a replace waits for a lock: past the stale age, so that a crashed writer's is broken first. */
+const LOCK_WAIT_MS = STALE_MS + 5_000;
 /**
  * Who writes a temporary or holds a lock: `<pid>@<host>`. A holder on this host whose process is
  * gone crashed (kill -9): its files are stale at once. Another host's pids mean nothing here (a
  * shared volume): only the age can tell.
  */
 const HOLDER = `${process.pid}@${hostname()}`;
+/**
+ * The temporaries and locks this process is making or holds, by path (a count: several writers of
+ * one process may wait on one lock). One that names HOLDER but is not here was left by an earlier
+ * process with this pid on this host (a container restarted in place, its program pid 1 again):
+ * stale, though a process with that pid is alive.
+ */
+const OWN = new Map<string, number>();
+const own = (path: string) => OWN.set(path, (OWN.get(path) ?? 0) + 1);
+const disown = (path: string) => {
+  const count = (OWN.get(path) ?? 1) - 1;
+  if (count > 0) OWN.set(path, count);
+  else OWN.delete(path);
+};
 /** `-` and 16 hex digits end a temporary's name, after its holder. */
 const TEMP_RANDOM_SUFFIX = 17;
 
@@ -67,6 +84,8 @@ export class FsObjectStore implements ObjectStore {
       return await publish(temp, path, { replace: false });
     } catch (error) {
       throw unavailable(error);
+    } finally {
+      disown(temp);
     }
   }
 
@@ -81,6 +100,8 @@ export class FsObjectStore implements ObjectStore {
         return await publish(temp, path, { replace: true });
       } catch (error) {
         throw unavailable(error);
+      } finally {
+        disown(temp);
       }
     } finally {
       await release();
@@ -140,24 +161,30 @@ export class FsObjectStore implements ObjectStore {
       entries.map(async (entry) => {
         const path = join(dir, entry.name);
         if (entry.isDirectory()) return this.#sweep(path);
-        const holder = entry.name.startsWith(TEMP_PREFIX)
-          ? Promise.resolve(entry.name.slice(TEMP_PREFIX.length, -TEMP_RANDOM_SUFFIX)) // `.tmp-<holder>-<16 hex>`
-          : entry.name.startsWith(LOCK_PREFIX)
-            ? readFile(path, 'utf8').catch(() => '')
-            : undefined;
-        if (holder !== undefined && (await isStale(path, holder))) await unlink(path).catch(() => undefined);
+        if (entry.name.startsWith(LOCK_PREFIX)) return breakIfStale(path);
+        if (entry.name.startsWith(BREAK_PREFIX)) return removeIfStale(path);
+        if (!entry.name.startsWith(TEMP_PREFIX)) return;
+        // A temporary's name is its own (`.tmp-<holder>-<16 hex>`): nobody else writes it, so removing a stale one races with nothing.
+        const mtime = await stat(path).then(
+          (info) => info.mtimeMs,
+          () => undefined,
+        );
+        if (mtime !== undefined && isStale(path, entry.name.slice(TEMP_PREFIX.length, -TEMP_RANDOM_SUFFIX), mtime)) await unlink(path).catch(() => undefined);
       }),
     );
   }
 
+  /** A synced temporary beside `path`, named for this process; the caller publishes it, then disowns it. */
   async #writeTemp(path: string, body: Buffer): Promise<string> {
     const dir = dirname(path);
     const temp = join(dir, `${TEMP_PREFIX}${HOLDER}-${randomBytes(8).toString('hex')}`);
+    own(temp);
     try {
       await mkdir(dir, { recursive: true });
       await writeSynced(temp, body);
     } catch (error) {
       await unlink(temp).catch(() => undefined);
+      disown(temp);
       throw unavailable(error);
     }
     return temp;
@@ -166,51 +193,99 @@ export class FsObjectStore implements ObjectStore {
   /**
    * An exclusive lock file beside the object, for compare-and-swap across processes. It names its
    * holder from the moment it exists (written aside, then linked): a writer killed while taking it
-   * never leaves a lock that looks like a live writer's.
+   * never leaves a lock that looks like a live writer's. A stale one is broken; a live one is
+   * waited for, past the stale age.
    */
   async #lock(path: string): Promise<() => Promise<void>> {
     const lockPath = join(dirname(path), `${LOCK_PREFIX}${basename(path)}`);
     await mkdir(dirname(path), { recursive: true }).catch((error: unknown) => {
       throw unavailable(error);
     });
-    for (let attempt = 0; ; attempt++) {
-      if (await createNamed(lockPath)) return () => unlink(lockPath).catch(() => undefined);
-      if (
-        await isStale(
-          lockPath,
-          readFile(lockPath, 'utf8').catch(() => ''),
-        )
-      )
-        await unlink(lockPath).catch(() => undefined);
-      if (attempt > 2000) throw new KmsError('STORAGE_UNAVAILABLE', 'storage is busy: a record stayed locked');
+    for (const deadline = Date.now() + LOCK_WAIT_MS; ;) {
+      if (await createNamed(lockPath)) return () => releaseNamed(lockPath);
+      await breakIfStale(lockPath);
+      if (Date.now() > deadline) throw new KmsError('STORAGE_UNAVAILABLE', 'storage is busy: a record stayed locked');
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
 }
 
-/** Creates `path` holding HOLDER, whole or not at all; false when it exists. Not synced: a lock need not survive a power loss. */
+/**
+ * Creates `path` holding HOLDER, whole or not at all, and owns it; false when it exists. Not
+ * synced: a lock need not survive a power loss.
+ */
 async function createNamed(path: string): Promise<boolean> {
   const temp = join(dirname(path), `${TEMP_PREFIX}${HOLDER}-${randomBytes(8).toString('hex')}`);
+  own(temp);
+  own(path); // before it exists: a writer of this process that reads it meanwhile must see it live
+  let created = false;
   try {
     await writeFile(temp, HOLDER, { flag: 'wx', mode: 0o600 });
     await link(temp, path);
+    created = true;
     return true;
   } catch (error) {
     if (isCode(error, 'EEXIST')) return false;
     throw unavailable(error);
   } finally {
+    if (!created) disown(path);
     await unlink(temp).catch(() => undefined);
+    disown(temp);
   }
 }
 
-/** Whether a temporary or lock was left by a crashed writer (see HOLDER). */
-async function isStale(path: string, holder: Promise<string>): Promise<boolean> {
-  const age = await stat(path).then(
-    (s) => Date.now() - s.mtimeMs,
-    () => 0,
-  );
-  if (age > STALE_MS) return true;
-  const [pid, host] = (await holder).split('@');
+async function releaseNamed(path: string): Promise<void> {
+  await unlink(path).catch(() => undefined);
+  disown(path);
+}
+
+/**
+ * Removes the lock at `lockPath` if its holder is gone. Breakers go one at a time, under the break
+ * lock beside it: only a breaker removes another's lock, so under it the lock judged stale is still
+ * the one there when it is removed, never a live writer's that took its place. The open handle
+ * keeps its inode from being reused meanwhile. A breaker that crashed leaves a break lock, stale in
+ * turn, which the next one removes.
+ */
+async function breakIfStale(lockPath: string): Promise<void> {
+  const handle = await open(lockPath, 'r').catch(() => undefined);
+  if (handle === undefined) return; // released meanwhile
+  try {
+    const [judged, holder] = await Promise.all([handle.stat(), handle.readFile('utf8')]);
+    if (!isStale(lockPath, holder, judged.mtimeMs)) return;
+    const breakPath = join(dirname(lockPath), `${BREAK_PREFIX}${basename(lockPath).slice(LOCK_PREFIX.length)}`);
+    if (!(await createNamed(breakPath))) return removeIfStale(breakPath);
+    try {
+      const now = await stat(lockPath).catch(() => undefined);
+      if (now !== undefined && now.ino === judged.ino && now.dev === judged.dev) await unlink(lockPath).catch(() => undefined);
+    } finally {
+      await releaseNamed(breakPath);
+    }
+  } catch {
+    // Best effort: the lock is judged again on the next try.
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Removes a break lock whose holder is gone (a breaker that crashed while breaking). */
+async function removeIfStale(path: string): Promise<void> {
+  const handle = await open(path, 'r').catch(() => undefined);
+  if (handle === undefined) return;
+  try {
+    const [info, holder] = await Promise.all([handle.stat(), handle.readFile('utf8')]);
+    if (isStale(path, holder, info.mtimeMs)) await unlink(path).catch(() => undefined);
+  } catch {
+    // judged again next time
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Whether a temporary or lock (at `path`, naming `holder`, last written at `mtimeMs`) was left by a crashed writer (see HOLDER, OWN). */
+function isStale(path: string, holder: string, mtimeMs: number): boolean {
+  if (Date.now() - mtimeMs > STALE_MS) return true;
+  if (holder === HOLDER) return !OWN.has(path);
+  const [pid, host] = holder.split('@');
   if (host !== hostname() || !/^\d+$/.test(pid ?? '')) return false; // another host's, or emptied by a power loss: only age tells
   try {
     process.kill(Number(pid), 0);

@@ -154,14 +154,65 @@ describe('embedded filesystem store: crash safety and processes', () => {
     await new FsObjectStore(dir).create('a/k.json', Buffer.from('v1'));
     // A process that has exited: its pid is free (until reused, which only the age then settles).
     const dead = (await run(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])).stdout;
-    const live = `${process.pid}@${hostname()}`; // this very process: alive
-    await writeFile(join(objects, `.tmp-${dead}@${hostname()}-0123456789abcdef`), 'half');
-    await writeFile(join(objects, '.lock-dead.json'), `${dead}@${hostname()}`);
-    await writeFile(join(objects, `.tmp-${live}-0123456789abcdef`), 'being written');
-    await writeFile(join(objects, '.lock-live.json'), live);
-    await writeFile(join(objects, '.lock-remote.json'), `${dead}@another-host`); // another machine's pid: only age counts
-    await configuredFsStore(dir).ready();
-    expect(await ownFiles(objects)).toEqual(['.lock-live.json', '.lock-remote.json', `.tmp-${live}-0123456789abcdef`]);
+    // Another process, alive while the store opens.
+    const sleeper = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+    const live = `${sleeper.pid}@${hostname()}`;
+    try {
+      await writeFile(join(objects, `.tmp-${dead}@${hostname()}-0123456789abcdef`), 'half');
+      await writeFile(join(objects, '.lock-dead.json'), `${dead}@${hostname()}`);
+      await writeFile(join(objects, '.break-dead.json'), `${dead}@${hostname()}`);
+      await writeFile(join(objects, `.tmp-${live}-0123456789abcdef`), 'being written');
+      await writeFile(join(objects, '.lock-live.json'), live);
+      await writeFile(join(objects, '.lock-remote.json'), `${dead}@another-host`); // another machine's pid: only age counts
+      // Named for this very process, which did not write them: an earlier process with the same pid
+      // and host left them (a container restarted in place, its program pid 1 again).
+      await writeFile(join(objects, `.tmp-${process.pid}@${hostname()}-0123456789abcdef`), 'half');
+      await writeFile(join(objects, '.lock-earlier.json'), `${process.pid}@${hostname()}`);
+      await configuredFsStore(dir).ready();
+      expect(await ownFiles(objects)).toEqual(['.lock-live.json', '.lock-remote.json', `.tmp-${live}-0123456789abcdef`]);
+    } finally {
+      sleeper.kill('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('breaks at once a lock an earlier process with this pid and host left, however recent', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
+    const store = new FsObjectStore(dir);
+    await store.create('a/k.json', Buffer.from('v1'));
+    const lock = join(dir, 'objects', 'a', '.lock-k.json');
+    await writeFile(lock, `${process.pid}@${hostname()}`);
+    // Written in the future: its age alone would not make it stale before the replace gives up.
+    const later = new Date(Date.now() + 3_600_000);
+    await utimes(lock, later, later);
+    const current = await store.get('a/k.json');
+    expect(await store.replace('a/k.json', Buffer.from('v2'), current!.etag)).toBe(true);
+    expect((await store.get('a/k.json'))?.body.toString()).toBe('v2');
+    expect(await ownFiles(join(dir, 'objects', 'a'))).toEqual([]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('never lets two writers hold the lock while a dead writer’s is broken', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
+    const objects = join(dir, 'objects', 'a');
+    const dead = (await run(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])).stdout;
+    // Writers of separate stores, started a few milliseconds apart, all with the same etag: one
+    // breaks the stale lock and takes its own, and no other may remove that one and win as well.
+    const stores = Array.from({ length: 6 }, () => new FsObjectStore(dir));
+    for (let trial = 0; trial < 250; trial++) {
+      await rm(join(dir, 'objects'), { recursive: true, force: true });
+      await stores[0]!.create('a/k.json', Buffer.from('v0'));
+      await writeFile(join(objects, '.lock-k.json'), `${dead}@${hostname()}`);
+      const { etag } = (await stores[0]!.get('a/k.json'))!;
+      const won = await Promise.all(
+        stores.map(async (store, i) => {
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * 8));
+          return store.replace('a/k.json', Buffer.from(`v${i + 1}`), etag);
+        }),
+      );
+      expect(won.filter(Boolean), `trial ${trial}`).toHaveLength(1);
+      expect((await stores[0]!.get('a/k.json'))!.body.toString()).toBe(`v${won.indexOf(true) + 1}`);
+    }
     await rm(dir, { recursive: true, force: true });
   });
 
