@@ -93,6 +93,9 @@ function fromLegacy(record: Record<string, unknown>): StateRecord {
       `${STATE_OBJECT_KEY} holds ${keys.length - 1} unverified rotation(s) in the previous record format: verify the newest shares with the previous version of tee-kms first`,
     );
   }
+  // That format named no custodians (they came later): such an entry was written by whoever can
+  // write the bucket, to have its keys authenticated at the next recovery and used by the next rotation.
+  if (typeof keys[0] === 'object' && keys[0] !== null && 'custodians' in keys[0]) throw corrupt();
   return { format: FORMAT, generation: 0, current: parseEntry(keys[0]), pending: null, mac: null };
 }
 
