@@ -324,7 +324,7 @@ export class SealerCore {
           // Its shares already exist as they were made: promoted, fewer or other custodians would hold the root key.
           throw new SealerError(
             'CONFLICT',
-            `the new root key ${pending.id} was made with ${differs}: it is not made current; rotate again, and use its shares for nothing`,
+            `the new root key ${pending.id} was made with ${differs}: it is not made current; rotate again, and discard its shares`,
           );
         }
         await this.#promote({ id: current.id, key: this.#key }, { id, key: combined }, pending, generation);

@@ -449,6 +449,7 @@ describe('install.sh against a recording kubectl', () => {
 
       it('refuses a file that is not 2 or more distinct public P-256 JWKs, a threshold they cannot meet or without them, and --tee dev', async () => {
         const { d } = await exportJWK((await generateKeyPair('ECDH-ES', { crv: 'P-256', extractable: true })).privateKey);
+        const withPolicies = [...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin];
         const bad = (name: string, value: unknown) => {
           const file = join(dir, `${name}.json`);
           writeFileSync(file, typeof value === 'string' ? value : JSON.stringify(value));
@@ -464,7 +465,7 @@ describe('install.sh against a recording kubectl', () => {
           [bad('rsa', [jwks[0], { kty: 'RSA', n: 'AQAB', e: 'AQAB' }]), /\[1\] is not an EC P-256 key/],
           [bad('off-curve', [jwks[0], { ...jwks[1], y: jwks[0]!.x }]), /\[1\] is not a point on the P-256 curve/],
         ] as const) {
-          const refused = install([...TDX, '--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin, '--custodian-keys', file]);
+          const refused = install([...withPolicies, '--custodian-keys', file]);
           expect(refused.status, file).not.toBe(0);
           expect(refused.stderr, file).toMatch(message);
           expect(refused.calls.filter(isWrite)).toEqual([]);
@@ -478,18 +479,7 @@ describe('install.sh against a recording kubectl', () => {
           [keysFile, ['--threshold', '02'], /got "02"/],
           [two, [], /from 2 to the 2 keys, got 3 \(the default\)/],
         ] as const) {
-          const refused = install([
-            ...TDX,
-            '--tdx-policy',
-            policy,
-            '--sealer-tdx-policy',
-            sealerPolicy,
-            '--admin-policy',
-            admin,
-            '--custodian-keys',
-            file,
-            ...threshold,
-          ]);
+          const refused = install([...withPolicies, '--custodian-keys', file, ...threshold]);
           expect(refused.status, threshold.join(' ')).not.toBe(0);
           expect(refused.stderr, threshold.join(' ')).toMatch(message);
           expect(refused.calls.filter(isWrite)).toEqual([]);
