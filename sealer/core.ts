@@ -477,6 +477,11 @@ export class SealerCore {
       this.#setKey(next.key);
       await this.#keyChanged(next);
       this.#log.info(`completed the promotion of root key ${next.id} (its link was stored before a restart)`);
+      // Verified before, under another pin: completed all the same, since its link has retired the
+      // current key, but its shares are not as pinned.
+      const differs = this.#pinDiffers(state.pending!);
+      if (differs !== undefined)
+        this.#log.warn(`the current root key ${next.id} was made with ${differs}: rotate (and verify) to replace it with shares as pinned`);
     } finally {
       previous.fill(0);
     }

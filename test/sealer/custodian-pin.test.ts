@@ -15,6 +15,8 @@
 import { compactDecrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Share } from '../../shared/sealer-client/protocol.js';
+import { storeRootKeyLink } from '../../shared/root-key/links.js';
+import { FsObjectStore } from '../../shared/store/fs-store.js';
 import { attestedAdmin, custodians, isJwe, openShares, rebuild, type Custodian } from '../support/custodians.js';
 import { adminRoutes, ProtocolClient, rootKeyIdOf, type Answer } from '../support/protocol-client.js';
 import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
@@ -161,6 +163,61 @@ describe('KMS_SEALER_CUSTODIANS', () => {
   it('logs no share, token or key', async () => {
     await sealer.settle();
     for (const logs of allLogs) expect(secrets.leaksIn(logs())).toEqual([]);
+  });
+});
+
+describe('KMS_SEALER_CUSTODIANS_THRESHOLD raised while a promotion was under way', () => {
+  // A promotion verified under the old pin stores its link (retiring the current key) before it
+  // replaces the record: one interrupted there is completed by the new key's shares, the only key
+  // left, and the sealer says that its shares are not as pinned.
+  let sealer2: SealerProcess;
+  afterAll(async () => {
+    await sealer2?.cleanup();
+  });
+
+  it('is completed, and named as not pinned', async () => {
+    const env = (threshold: string) => ({
+      KMS_SEALER_PLAINTEXT_SHARES: 'allow',
+      KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(','),
+      KMS_SEALER_CUSTODIANS_THRESHOLD: threshold,
+    });
+    sealer2 = await startSealerProcess({ env: env('2') });
+    let client = await attestedAdmin(sealer2, secrets);
+    const privateKeys = pinned.map((each) => each.privateKey);
+    const keys = pinned.map((each) => each.jwk);
+    const first = await client.admin(rotate.method, rotate.path, { body: { t: 2, n: 3, expectedCurrentId: null, expectedPendingId: null, custodians: keys } });
+    expect(first.status, first.text).toBe(200);
+    const currentId = first.json<{ rootKeyId: string }>().rootKeyId;
+    const next = await client.admin(rotate.method, rotate.path, { body: { t: 2, n: 3, expectedCurrentId: currentId, expectedPendingId: null } });
+    expect(next.status, next.text).toBe(200);
+    const pendingId = next.json<{ rootKeyId: string }>().rootKeyId;
+    const opened = async (answer: Answer) => {
+      const shares = answer.json<{ shares: Share[] }>().shares;
+      for (const share of shares) secrets.addText(share.content);
+      return openShares(shares, privateKeys, secrets);
+    };
+    const [currentShares, pendingShares] = [await opened(first), await opened(next)];
+    // Interrupted after the link, before the record: as the promotion writes it.
+    const keyOf = async (shares: Share[]) => {
+      const key = Buffer.from(await rebuild(shares.slice(0, 2)));
+      secrets.add(key);
+      return key;
+    };
+    await storeRootKeyLink(
+      new FsObjectStore(sealer2.dataDir),
+      { id: currentId, key: await keyOf(currentShares) },
+      { id: pendingId, key: await keyOf(pendingShares) },
+    );
+    Object.assign(sealer2.env, env('3'));
+    await sealer2.restart();
+    client = await attestedAdmin(sealer2, secrets);
+    for (const share of pendingShares.slice(0, 2)) {
+      const answer = await client.admin(adminRoutes.recoveryShares.method, adminRoutes.recoveryShares.path, { body: share });
+      expect(answer.status, answer.text).toBe(200);
+    }
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: pendingId, pendingRootKeyId: null, t: 2, n: 3 });
+    await sealer2.settle();
+    expect(sealer2.messages().some((m) => m.includes(`the current root key ${pendingId} was made with t=2, n=3`))).toBe(true);
   });
 });
 
