@@ -71,6 +71,9 @@ export async function startSealer(
     throw new KmsError('CONFIG', 'KMS_SEALER_INSECURE_DEV_MODE=true accepts sample evidence, which proves nothing, and is refused when NODE_ENV=production');
   }
   if (options.insecureDevMode) process.stderr.write(`${DEV_MODE_BANNER}\n`);
+  if (options.convertV1State && process.env.NODE_ENV === 'production') {
+    throw new KmsError('CONFIG', 'KMS_SEALER_CONVERT_V1_STATE=true converts an unauthenticated state record and is refused when NODE_ENV=production');
+  }
 
   const tls = await loadTls({
     dataDir: options.dataDir,
@@ -109,6 +112,7 @@ export async function startSealer(
     ...(auto === undefined ? {} : { onKeyChange: auto.autoUnseal.onKeyChange }),
     followRecord: peerUrls.length > 0,
     pinnedCustodians: pin,
+    convertV1State: options.convertV1State,
   });
 
   const peers =

@@ -66,6 +66,8 @@ export interface SealerCoreOptions {
    * leaves in plaintext. Default: none pinned.
    */
   readonly pinnedCustodians?: CustodianPin | undefined;
+  /** KMS_SEALER_CONVERT_V1_STATE: a state record of the previous format is converted, not refused. */
+  readonly convertV1State?: boolean;
 }
 
 /**
@@ -88,6 +90,7 @@ export class SealerCore {
   readonly #onKeyChange: SealerCoreOptions['onKeyChange'];
   readonly #followRecord: boolean;
   readonly #pinned: CustodianPin | undefined;
+  readonly #convertV1State: boolean;
   #key: Buffer | undefined;
   #record: { state: StateRecord; etag: string } | undefined;
   /** Why this service will not initialize or recover until an operator restores storage. */
@@ -110,6 +113,7 @@ export class SealerCore {
     this.#onKeyChange = options.onKeyChange;
     this.#followRecord = options.followRecord ?? false;
     this.#pinned = options.pinnedCustodians;
+    this.#convertV1State = options.convertV1State ?? false;
     if (options.rootKey !== undefined) this.#key = Buffer.from(options.rootKey);
   }
 
@@ -622,7 +626,7 @@ export class SealerCore {
       const differs = entry === undefined || entry === null ? undefined : this.#pinDiffers(entry);
       if (differs !== undefined) {
         this.#log.warn(
-          `the ${which} root key ${entry!.id} was made with ${differs}: ${which === 'current' ? 'rotate (and verify) to replace it with shares as pinned' : 'it will not be made current; rotate again'}`,
+          `the ${which} root key ${entry!.id} was made with ${differs}: ${which === 'current' ? 'rotate (and verify) to replace it with shares as pinned' : 'verifying it is refused; rotate again'}`,
         );
       }
     }
@@ -775,7 +779,7 @@ export class SealerCore {
   async #load(): Promise<{ state: StateRecord; etag: string } | undefined> {
     const object = await this.#store.get(STATE_OBJECT_KEY);
     if (object === undefined) return undefined;
-    return { state: decodeState(object.body), etag: object.etag };
+    return { state: decodeState(object.body, { legacy: this.#convertV1State }), etag: object.etag };
   }
 
   #serialized<T>(task: () => Promise<T>): Promise<T> {

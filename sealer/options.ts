@@ -39,6 +39,13 @@ export const sealerOptions = {
     parse: parse.boolean,
     description: 'Accept "sample" evidence, which proves nothing. Development only; announced on stderr, refused when NODE_ENV=production.',
   }),
+  convertV1State: option({
+    env: 'KMS_SEALER_CONVERT_V1_STATE',
+    default: false,
+    parse: parse.boolean,
+    description:
+      'Convert a state record of the previous format (v1, unauthenticated) at the next recovery. Off, such a record stops the start: a sealer that wrote v2 never goes back, so it is an old deployment to convert once, or a rollback by whoever can write the bucket. Refused when NODE_ENV=production.',
+  }),
   initDataFile: option({
     env: 'KMS_SEALER_INIT_DATA_FILE',
     default: '',

@@ -59,7 +59,8 @@ export function encodeState(record: StateRecord): Buffer {
   return Buffer.from(`${JSON.stringify(record, null, 2)}\n`);
 }
 
-export function decodeState(body: Buffer): StateRecord {
+/** `options.legacy`: convert a record of the previous format (KMS_SEALER_CONVERT_V1_STATE); else it is refused. */
+export function decodeState(body: Buffer, options: { readonly legacy?: boolean } = {}): StateRecord {
   let value: unknown;
   try {
     value = JSON.parse(body.toString('utf8'));
@@ -67,7 +68,16 @@ export function decodeState(body: Buffer): StateRecord {
     throw corrupt();
   }
   const record = value as Record<string, unknown> | null;
-  if (record?.format === LEGACY_FORMAT) return fromLegacy(record);
+  if (record?.format === LEGACY_FORMAT) {
+    if (options.legacy !== true) {
+      throw new KmsError(
+        'INTEGRITY',
+        `the sealer state record (${STATE_OBJECT_KEY}) is in the previous format (v1), which a sealer that wrote v2 never goes back to: ` +
+          'if this deployment is that old, start once with KMS_SEALER_CONVERT_V1_STATE=true (outside production) to convert it; otherwise storage was rolled back: restore it',
+      );
+    }
+    return fromLegacy(record);
+  }
   if (record?.format !== FORMAT || !Number.isSafeInteger(record.generation) || (record.generation as number) < 0) throw corrupt();
   if (typeof record.mac !== 'string' || record.mac.length === 0) throw corrupt();
   return {

@@ -267,13 +267,19 @@ async function breakIfStale(lockPath: string): Promise<void> {
   }
 }
 
-/** Removes a break lock whose holder is gone (a breaker that crashed while breaking). */
+/**
+ * Removes a break lock whose holder is gone (a breaker that crashed while breaking), if it is still
+ * the one judged: not a live breaker's that took its place. (Between that check and the removal
+ * nothing guards it; that needs a crashed breaker and three others at once.)
+ */
 async function removeIfStale(path: string): Promise<void> {
   const handle = await open(path, 'r').catch(() => undefined);
   if (handle === undefined) return;
   try {
-    const [info, holder] = await Promise.all([handle.stat(), handle.readFile('utf8')]);
-    if (isStale(path, holder, info.mtimeMs)) await unlink(path).catch(() => undefined);
+    const [judged, holder] = await Promise.all([handle.stat(), handle.readFile('utf8')]);
+    if (!isStale(path, holder, judged.mtimeMs)) return;
+    const now = await stat(path).catch(() => undefined);
+    if (now !== undefined && now.ino === judged.ino && now.dev === judged.dev) await unlink(path).catch(() => undefined);
   } catch {
     // judged again next time
   } finally {
