@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { link, mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { KmsError } from '../errors.js';
@@ -17,17 +18,25 @@ const BREAK_PREFIX = '.break-';
 const STALE_MS = 30_000;
 /** How long a replace waits for a lock: past the stale age, so that a crashed writer's is broken first. */
 const LOCK_WAIT_MS = STALE_MS + 5_000;
+/** This process's PID namespace (Linux: the inode of /proc/self/ns/pid), or '' where there is none to read. */
+const PID_NAMESPACE = (() => {
+  try {
+    return readlinkSync('/proc/self/ns/pid').replace(/\D/g, '');
+  } catch {
+    return '';
+  }
+})();
 /**
- * Who writes a temporary or holds a lock: `<pid>@<host>`. A holder on this host whose process is
- * gone crashed (kill -9): its files are stale at once. Another host's pids mean nothing here (a
- * shared volume): only the age can tell.
+ * Who writes a temporary or holds a lock: `<pid>@<host>@<pid namespace>`. A holder of this host
+ * and PID namespace whose process is gone crashed (kill -9): its files are stale at once. Another
+ * host's or namespace's pids mean nothing here (a shared volume; two containers with one
+ * hostname, or one restarted in place): only the age can tell.
  */
-const HOLDER = `${process.pid}@${hostname()}`;
+const HOLDER = `${process.pid}@${hostname()}@${PID_NAMESPACE}`;
 /**
  * The temporaries and locks this process is making or holds, by path (a count: several writers of
  * one process may wait on one lock). One that names HOLDER but is not here was left by an earlier
- * process with this pid on this host (a container restarted in place, its program pid 1 again):
- * stale, though a process with that pid is alive.
+ * process with this pid, host and PID namespace: stale, though a process with that pid is alive.
  */
 const OWN = new Map<string, number>();
 const own = (path: string) => OWN.set(path, (OWN.get(path) ?? 0) + 1);
@@ -291,8 +300,9 @@ async function removeIfStale(path: string): Promise<void> {
 function isStale(path: string, holder: string, mtimeMs: number): boolean {
   if (Date.now() - mtimeMs > STALE_MS) return true;
   if (holder === HOLDER) return !OWN.has(path);
-  const [pid, host] = holder.split('@');
-  if (host !== hostname() || !/^\d+$/.test(pid ?? '')) return false; // another host's, or emptied by a power loss: only age tells
+  const [pid, host, namespace] = holder.split('@');
+  // Another host's or PID namespace's (or emptied by a power loss): only age tells.
+  if (host !== hostname() || namespace !== PID_NAMESPACE || !/^\d+$/.test(pid ?? '')) return false;
   try {
     process.kill(Number(pid), 0);
     return false;

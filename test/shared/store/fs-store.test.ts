@@ -1,4 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
+import { readlinkSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile, mkdir, utimes } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,10 @@ function configuredFsStore(dataDir: string) {
   const s3 = { s3Endpoint: '', s3Region: '', s3Bucket: '', s3Prefix: '', s3AccessKeyId: '', s3SecretAccessKey: '', s3ForcePathStyle: true };
   return openObjectStore({ store: 'fs', dataDir, ...s3 });
 }
+
+/** How the store names a holder: pid, host and PID namespace (read here from /proc, as Linux gives it). */
+const PID_NAMESPACE = readlinkSync('/proc/self/ns/pid').replace(/\D/g, '');
+const holderOf = (pid: number | string | undefined) => `${pid}@${hostname()}@${PID_NAMESPACE}`;
 
 /** The store's own files (temporaries, locks) in a folder of objects. */
 async function ownFiles(dir: string): Promise<string[]> {
@@ -88,7 +93,7 @@ describe('embedded filesystem store: crash safety and processes', () => {
               ),
             ),
         );
-        if (holder === `${writer.pid}@${hostname()}` && sizes.some((size) => size > 1024)) {
+        if (holder === holderOf(writer.pid) && sizes.some((size) => size > 1024)) {
           writer.kill('SIGKILL'); // it holds the lock and is writing the body
           break;
         }
@@ -104,7 +109,7 @@ describe('embedded filesystem store: crash safety and processes', () => {
       }
     }
     expect(leftovers).toEqual(['.lock-k.json', expect.stringMatching(new RegExp(`^\\.tmp-${writerPid}@`))]);
-    expect(await readFile(join(objects, '.lock-k.json'), 'utf8')).toBe(`${writerPid}@${hostname()}`);
+    expect(await readFile(join(objects, '.lock-k.json'), 'utf8')).toBe(holderOf(writerPid));
     expect(await readFile(join(objects, 'k.json'), 'utf8')).toBe('v1');
 
     const store = configuredFsStore(dir);
@@ -139,7 +144,7 @@ describe('embedded filesystem store: crash safety and processes', () => {
       writer.kill('SIGKILL');
       await exited;
       for (const lock of (await ownFiles(objects)).filter((name) => name.startsWith('.lock-'))) {
-        expect(await readFile(join(objects, lock), 'utf8')).toBe(`${writer.pid}@${hostname()}`);
+        expect(await readFile(join(objects, lock), 'utf8')).toBe(holderOf(writer.pid));
       }
       const store = new FsObjectStore(dir);
       const current = await store.get('a/k.json');
@@ -156,32 +161,42 @@ describe('embedded filesystem store: crash safety and processes', () => {
     const dead = (await run(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])).stdout;
     // Another process, alive while the store opens.
     const sleeper = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
-    const live = `${sleeper.pid}@${hostname()}`;
+    const live = holderOf(sleeper.pid);
     try {
-      await writeFile(join(objects, `.tmp-${dead}@${hostname()}-0123456789abcdef`), 'half');
-      await writeFile(join(objects, '.lock-dead.json'), `${dead}@${hostname()}`);
-      await writeFile(join(objects, '.break-dead.json'), `${dead}@${hostname()}`);
+      await writeFile(join(objects, `.tmp-${holderOf(dead)}-0123456789abcdef`), 'half');
+      await writeFile(join(objects, '.lock-dead.json'), holderOf(dead));
+      await writeFile(join(objects, '.break-dead.json'), holderOf(dead));
       await writeFile(join(objects, `.tmp-${live}-0123456789abcdef`), 'being written');
       await writeFile(join(objects, '.lock-live.json'), live);
-      await writeFile(join(objects, '.lock-remote.json'), `${dead}@another-host`); // another machine's pid: only age counts
-      // Named for this very process, which did not write them: an earlier process with the same pid
-      // and host left them (a container restarted in place, its program pid 1 again).
-      await writeFile(join(objects, `.tmp-${process.pid}@${hostname()}-0123456789abcdef`), 'half');
-      await writeFile(join(objects, '.lock-earlier.json'), `${process.pid}@${hostname()}`);
+      await writeFile(join(objects, '.lock-remote.json'), `${dead}@another-host@${PID_NAMESPACE}`); // another machine's pid: only age counts
+      // This pid in another PID namespace (another container with this hostname), or a holder named
+      // without one (an older version): not to be judged by pid, only by age.
+      await writeFile(join(objects, '.lock-namespace.json'), `${process.pid}@${hostname()}@1`);
+      await writeFile(join(objects, '.lock-unnamespaced.json'), `${dead}@${hostname()}`);
+      // Named for this very process, which did not write them: an earlier process with the same pid,
+      // host and PID namespace left them.
+      await writeFile(join(objects, `.tmp-${holderOf(process.pid)}-0123456789abcdef`), 'half');
+      await writeFile(join(objects, '.lock-earlier.json'), holderOf(process.pid));
       await configuredFsStore(dir).ready();
-      expect(await ownFiles(objects)).toEqual(['.lock-live.json', '.lock-remote.json', `.tmp-${live}-0123456789abcdef`]);
+      expect(await ownFiles(objects)).toEqual([
+        '.lock-live.json',
+        '.lock-namespace.json',
+        '.lock-remote.json',
+        '.lock-unnamespaced.json',
+        `.tmp-${live}-0123456789abcdef`,
+      ]);
     } finally {
       sleeper.kill('SIGKILL');
       await rm(dir, { recursive: true, force: true });
     }
   });
 
-  it('breaks at once a lock an earlier process with this pid and host left, however recent', async () => {
+  it('breaks at once a lock an earlier process with this pid, host and PID namespace left, however recent', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
     const store = new FsObjectStore(dir);
     await store.create('a/k.json', Buffer.from('v1'));
     const lock = join(dir, 'objects', 'a', '.lock-k.json');
-    await writeFile(lock, `${process.pid}@${hostname()}`);
+    await writeFile(lock, holderOf(process.pid));
     // Written in the future: its age alone would not make it stale before the replace gives up.
     const later = new Date(Date.now() + 3_600_000);
     await utimes(lock, later, later);
@@ -202,9 +217,9 @@ describe('embedded filesystem store: crash safety and processes', () => {
     for (let trial = 0; trial < 250; trial++) {
       await rm(join(dir, 'objects'), { recursive: true, force: true });
       await stores[0]!.create('a/k.json', Buffer.from('v0'));
-      await writeFile(join(objects, '.lock-k.json'), `${dead}@${hostname()}`);
+      await writeFile(join(objects, '.lock-k.json'), holderOf(dead));
       // Every other time, a breaker that crashed while breaking left its break lock too.
-      if (trial % 2 === 1) await writeFile(join(objects, '.break-k.json'), `${dead}@${hostname()}`);
+      if (trial % 2 === 1) await writeFile(join(objects, '.break-k.json'), holderOf(dead));
       const { etag } = (await stores[0]!.get('a/k.json'))!;
       const won = await Promise.all(
         stores.map(async (store, i) => {
