@@ -96,12 +96,13 @@ export async function startHost(
     server = createHttpsServer({ cert: tls.cert, key: tls.key, keepAliveTimeout: 65_000 }, listener);
   }
 
-  const { port } = await listen(server, options.port, options.bind);
-  let metrics: MetricsServer | undefined;
+  // Metrics first: once the public port answers (a readiness probe), its metrics can be scraped.
+  const metrics = options.metricsPort === undefined ? undefined : await startMetrics(options.metricsPort, options.metricsBind, context);
+  let port: number;
   try {
-    metrics = options.metricsPort === undefined ? undefined : await startMetrics(options.metricsPort, options.metricsBind, context);
+    ({ port } = await listen(server, options.port, options.bind));
   } catch (error) {
-    await closeServer(server);
+    await metrics?.close();
     throw error;
   }
   const host = options.bind.includes(':') ? `[${options.bind}]` : options.bind === '0.0.0.0' ? '127.0.0.1' : options.bind;

@@ -324,8 +324,8 @@ for (const [name, deploy] of Object.entries(deployments)) {
       expect(stored).toContain('"kind":"data-key"');
       const secrets = [token, Buffer.from(rootKey, 'base64'), ...keys];
       expect(findSecrets(stored, secrets)).toEqual([]);
-      expect(kms.output()).toContain('"path":"/dataKey/dk0"');
-      expect(kms.output()).toContain('"fn":"getDataKey","method":"GET","path":"/dataKey/{name}","status":400');
+      await kms.outputContaining('"path":"/dataKey/dk0"');
+      await kms.outputContaining('"fn":"getDataKey","method":"GET","path":"/dataKey/{name}","status":400');
       // A token where a name goes passes the name rules; a 400 logs the template, not that "name".
       expect((await kms.request(`/user/${token}`, { method: 'POST' })).status).toBe(400);
       await kms.request('/'); // a later request, so the line above has been written

@@ -45,7 +45,7 @@ function accepts(address: string, port: number): Promise<boolean> {
 describe('npm start with metrics', () => {
   it('serves both metrics ports on 127.0.0.1 only, never /metrics on the public port', async () => {
     expect((await kms.request('/metrics')).status).toBe(404);
-    expect(kms.output()).toContain(`"metrics":"http://127.0.0.1:${hostMetrics}/metrics"`);
+    await kms.outputContaining(`"metrics":"http://127.0.0.1:${hostMetrics}/metrics"`);
     expect((await scrape(`http://127.0.0.1:${hostMetrics}/metrics`)).types.get('kms_requests_total')).toBe('counter');
     expect((await scrape(`http://127.0.0.1:${sealerMetrics}/metrics`)).value('kms_sealer_sealed')).toBe(1);
     const outside = Object.values(networkInterfaces())

@@ -250,7 +250,7 @@ describe('root key lifecycle through the functions (mode 2: Shamir shares)', () 
     for (const [key, body] of ids) {
       expect((JSON.parse(body.toString()) as { rootKeyId: string }).rootKeyId === current, key).toBe(!key.endsWith('/pk0.json'));
     }
-    expect(kms.output()).toContain('failed authentication and were left as they are: primary-keys/tamper/pk0.json');
+    await kms.outputContaining('failed authentication and were left as they are: primary-keys/tamper/pk0.json');
     values.delete('pk0');
     await expectAllReadable(kms, 'tamper', values);
     // A fresh function (nothing cached) sees the tampering.

@@ -15,7 +15,7 @@ import { createServer, request as httpsRequest, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleVerifier } from '../../shared/attestation/sample.js';
 import { SealerClient } from '../../shared/sealer-client/client.js';
 import { sealerPaths, sealerProblems, type Share } from '../../shared/sealer-client/protocol.js';
@@ -131,11 +131,6 @@ function getDataKey(kms: ServerProcess, user: string, name = 'dk'): Promise<Http
   return kms.request(`/dataKey/${name}?user=${user}&token=${user}-token&primaryKeyName=pk`, { headers: json });
 }
 
-/** Log lines trail the answers they go with (another pipe): waits for one, a few seconds at most. */
-async function expectLogged(kms: ServerProcess, text: string): Promise<void> {
-  await vi.waitFor(() => expect(kms.output()).toContain(text), { timeout: 5_000, interval: 50 });
-}
-
 /** A 503 with Retry-After and this error code. */
 function expectRefused(answer: HttpAnswer, code: string): void {
   expect(answer.status, answer.body).toBe(503);
@@ -188,11 +183,11 @@ describe('a sealing service that stops (not sealed)', () => {
     expect(await readDataKey(patient, 'alice', 'dk2')).toBeTruthy();
     expect((await patient.request('/primaryKey/pk2?user=alice&token=alice-token', { method: 'POST' })).status).toBe(201);
     expect(await wrappingId(dataDir, 'alice', 'pk2')).toBe(rootKeyIdOf(MODE1_KEY));
-    await expectLogged(patient, 'no sealing service answered');
-    await expectLogged(patient, 'serving the root key released');
+    await patient.outputContaining('no sealing service answered');
+    await patient.outputContaining('serving the root key released');
 
     expectRefused(await getDataKey(short, 'alice'), 'ROOT_KEY_UNAVAILABLE');
-    await expectLogged(short, 'the root key was dropped: no sealing service answered for the grace period');
+    await short.outputContaining('the root key was dropped: no sealing service answered for the grace period');
 
     await sealer.restart();
     expect(await readDataKey(short, 'alice', 'dk')).toBe(value);
@@ -290,7 +285,7 @@ describe('a sealing service that answers "sealed", and rotations (mode 2, shares
     await sleep(1_100); // one refresh
     const refused = await getDataKey(kms, 'frank');
     expectRefused(refused, 'SEALED');
-    await expectLogged(kms, 'the root key was dropped: the sealing service answered');
+    await kms.outputContaining('the root key was dropped: the sealing service answered');
     expectRefused(await kms.request('/primaryKey/pk2?user=frank&token=frank-token', { method: 'POST', headers: json }), 'SEALED');
     for (const share of shares.slice(0, 3)) {
       const answer = await kms.request('/rootKey/recover', { method: 'PUT', body: JSON.stringify(share), headers: json });
@@ -321,7 +316,7 @@ describe('a rolling restart: one replica sealed because it is starting, the othe
       expect(await restartedClient.sealStatus()).toMatchObject({ sealed: true, initialized: true, rootKeyId: id, sealedReason: 'starting' });
       await sleep(1_100); // past the refresh
       expect(await readDataKey(kms, 'grace', 'dk')).toBe(value);
-      await expectLogged(kms, 'serving the root key released');
+      await kms.outputContaining('serving the root key released');
       expect(kms.output()).not.toContain('dropped');
     } finally {
       healthy.signal('SIGCONT');
@@ -329,7 +324,7 @@ describe('a rolling restart: one replica sealed because it is starting, the othe
     await untilStatus(restartedClient, unsealedOn(id), 'unsealed by its peer once it answers', () => restarted.logs());
     await sleep(1_100); // the next attempt reaches the healthy replica: the grace period is over
     expect(await readDataKey(kms, 'grace', 'dk')).toBe(value);
-    await expectLogged(kms, 'the grace period is over');
+    await kms.outputContaining('the grace period is over');
 
     // An operator seals the replica that answers; the other one is silent: the key is dropped, grace or not.
     expect(await restartedClient.seal()).toMatchObject({ sealed: true, sealedReason: 'operator' });
@@ -337,7 +332,7 @@ describe('a rolling restart: one replica sealed because it is starting, the othe
     try {
       await sleep(1_100);
       expectRefused(await getDataKey(kms, 'grace'), 'SEALED');
-      await expectLogged(kms, 'the root key was dropped: the sealing service answered');
+      await kms.outputContaining('the root key was dropped: the sealing service answered');
     } finally {
       healthy.signal('SIGCONT');
     }

@@ -275,7 +275,7 @@ describe('npm start with KMS_SEALER_REPLICAS=3', () => {
       expect((await server.request('/primaryKey/pk2?user=alice&token=alices-token', { method: 'POST' })).status).toBe(201);
       await waitFor('the replica started again', () => sealerPids(server.child.pid!).filter((pid) => !before.includes(pid)).length === 1);
       await waitFor('the restarted replica unsealed by a peer', () => peerUnseals() >= 3);
-      expect(server.output()).toContain('sealing service replica 0 exited (SIGKILL); starting it again');
+      await server.outputContaining('sealing service replica 0 exited (SIGKILL); starting it again');
       expect(await read()).toMatchObject({ status: 200, body: value });
       expect(findSecrets(server.output(), ['alices-token', 'local-admin-token', Buffer.from(value.trim(), 'base64')])).toEqual([]);
     } finally {

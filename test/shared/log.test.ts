@@ -77,7 +77,7 @@ describe('KMS_ACCESS_LOG', () => {
       await kms.stop('SIGTERM');
       await rm(dataDir, { recursive: true, force: true });
     }
-    expect(kms.output()).toContain('"message":"tee-kms listening"');
+    await kms.outputContaining('"message":"tee-kms listening"');
     expect(kms.output()).not.toContain('"fn"'); // no access line
   });
 

@@ -27,6 +27,12 @@ export interface ServerProcess {
   readonly child: ChildProcess;
   /** Everything the process wrote to stdout and stderr so far. */
   output(): string;
+  /**
+   * Everything written, once it contains `text`. The process's lines reach this process through a
+   * pipe, read in its own turn of the event loop: an answer can arrive before the line written
+   * before it, so a test that looks for a line waits for it rather than reading output() at once.
+   */
+  outputContaining(text: string, timeoutMs?: number): Promise<string>;
   request(path: string, options?: RequestOptions): Promise<HttpAnswer>;
   /**
    * Bytes written as they are on one new connection (HTTP framing included), for what an HTTP client
@@ -171,6 +177,14 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
     url: options.url,
     child,
     output: () => output,
+    async outputContaining(text, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!output.includes(text)) {
+        if (Date.now() > deadline) throw new Error(`no ${JSON.stringify(text)} in the output within ${timeoutMs} ms:\n${output}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      return output;
+    },
     request: call,
     raw: (bytes, { closeAfterMs = 10_000 } = {}) =>
       new Promise<string>((resolve, reject) => {
