@@ -100,12 +100,18 @@ export class FsObjectStore implements ObjectStore {
 
   async #replace(key: string, body: Buffer, etag: string): Promise<boolean> {
     const path = this.#path(key);
-    const release = await this.#lock(path);
+    const lock = await this.#lock(path);
     try {
       const current = await this.get(key);
       if (current === undefined || current.etag !== etag) return false;
       const temp = await this.#writeTemp(path, body);
       try {
+        // A writer stalled past the stale age (a slow fsync, a stopped process) had its lock broken,
+        // and another may have written since: it must not put its older compare-and-swap in place.
+        if (!(await stillHeld(lock))) {
+          await unlink(temp).catch(() => undefined);
+          throw new KmsError('STORAGE_UNAVAILABLE', "storage is busy: a record's lock was lost while writing it; try again");
+        }
         return await publish(temp, path, { replace: true });
       } catch (error) {
         throw unavailable(error);
@@ -113,7 +119,7 @@ export class FsObjectStore implements ObjectStore {
         disown(temp);
       }
     } finally {
-      await release();
+      await releaseNamed(lock);
     }
   }
 
@@ -205,13 +211,14 @@ export class FsObjectStore implements ObjectStore {
    * never leaves a lock that looks like a live writer's. A stale one is broken; a live one is
    * waited for, past the stale age.
    */
-  async #lock(path: string): Promise<() => Promise<void>> {
+  async #lock(path: string): Promise<Held> {
     const lockPath = join(dirname(path), `${LOCK_PREFIX}${basename(path)}`);
     await mkdir(dirname(path), { recursive: true }).catch((error: unknown) => {
       throw unavailable(error);
     });
     for (const deadline = Date.now() + LOCK_WAIT_MS; ;) {
-      if (await createNamed(lockPath)) return () => releaseNamed(lockPath);
+      const held = await createNamed(lockPath);
+      if (held !== undefined) return held;
       await breakIfStale(lockPath);
       if (Date.now() > deadline) throw new KmsError('STORAGE_UNAVAILABLE', 'storage is busy: a record stayed locked');
       await new Promise((resolve) => setTimeout(resolve, 5));
@@ -219,33 +226,48 @@ export class FsObjectStore implements ObjectStore {
   }
 }
 
+/** A lock this process took: its path and the file it put there (a lock broken and taken again is another file). */
+interface Held {
+  readonly path: string;
+  readonly dev: number;
+  readonly ino: number;
+}
+
 /**
- * Creates `path` holding HOLDER, whole or not at all, and owns it; false when it exists. Not
+ * Creates `path` holding HOLDER, whole or not at all, and owns it; undefined when it exists. Not
  * synced: a lock need not survive a power loss.
  */
-async function createNamed(path: string): Promise<boolean> {
+async function createNamed(path: string): Promise<Held | undefined> {
   const temp = join(dirname(path), `${TEMP_PREFIX}${HOLDER}-${randomBytes(8).toString('hex')}`);
   own(temp);
   own(path); // before it exists: a writer of this process that reads it meanwhile must see it live
-  let created = false;
+  let held: Held | undefined;
   try {
     await writeFile(temp, HOLDER, { flag: 'wx', mode: 0o600 });
     await link(temp, path);
-    created = true;
-    return true;
+    const { dev, ino } = await stat(temp); // the same file as path: linked
+    held = { path, dev, ino };
+    return held;
   } catch (error) {
-    if (isCode(error, 'EEXIST')) return false;
+    if (isCode(error, 'EEXIST')) return undefined;
     throw unavailable(error);
   } finally {
-    if (!created) disown(path);
+    if (held === undefined) disown(path);
     await unlink(temp).catch(() => undefined);
     disown(temp);
   }
 }
 
-async function releaseNamed(path: string): Promise<void> {
-  await unlink(path).catch(() => undefined);
-  disown(path);
+/** Whether the lock taken is still the one at its path: not broken as stale and taken by another. */
+async function stillHeld(lock: Held): Promise<boolean> {
+  const now = await stat(lock.path).catch(() => undefined);
+  return now !== undefined && now.ino === lock.ino && now.dev === lock.dev;
+}
+
+/** Removes the lock taken, unless it was broken meanwhile: then the file there is another holder's. */
+async function releaseNamed(lock: Held): Promise<void> {
+  if (await stillHeld(lock)) await unlink(lock.path).catch(() => undefined);
+  disown(lock.path);
 }
 
 /**
@@ -262,12 +284,13 @@ async function breakIfStale(lockPath: string): Promise<void> {
     const [judged, holder] = await Promise.all([handle.stat(), handle.readFile('utf8')]);
     if (!isStale(lockPath, holder, judged.mtimeMs)) return;
     const breakPath = join(dirname(lockPath), `${BREAK_PREFIX}${basename(lockPath).slice(LOCK_PREFIX.length)}`);
-    if (!(await createNamed(breakPath))) return removeIfStale(breakPath);
+    const breaking = await createNamed(breakPath);
+    if (breaking === undefined) return removeIfStale(breakPath);
     try {
       const now = await stat(lockPath).catch(() => undefined);
       if (now !== undefined && now.ino === judged.ino && now.dev === judged.dev) await unlink(lockPath).catch(() => undefined);
     } finally {
-      await releaseNamed(breakPath);
+      await releaseNamed(breaking);
     }
   } catch {
     // Best effort: the lock is judged again on the next try.

@@ -122,6 +122,68 @@ describe('embedded filesystem store: crash safety and processes', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('a writer stalled past the stale age, its lock broken, neither writes over the next writer nor removes its lock', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
+    const objects = join(dir, 'objects', 'a');
+    await new FsObjectStore(dir).create('a/k.json', Buffer.from('v1'));
+    // A real writer, stopped (SIGSTOP) while it holds the lock and writes a large body: as a writer
+    // stalled by a slow disk or a frozen machine would be, until its lock is old enough to break.
+    const script = `
+      const { FsObjectStore } = await import(${fsStoreModule});
+      const store = new FsObjectStore(process.argv[1]);
+      const current = await store.get('a/k.json');
+      await store.replace('a/k.json', Buffer.alloc(128 * 1024 * 1024, 0x20), current.etag).then(
+        (done) => process.stdout.write(String(done)),
+        (error) => process.stdout.write(error.code),
+      );`;
+    const sleeper = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+    try {
+      for (let attempt = 0; ; attempt++) {
+        expect(attempt, 'the writer was never stopped holding the lock').toBeLessThan(5);
+        const writer = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: ['ignore', 'pipe', 'ignore'] });
+        let said = '';
+        writer.stdout.on('data', (chunk: Buffer) => (said += chunk.toString()));
+        const exited = new Promise((resolve) => writer.once('exit', resolve));
+        let stopped = false;
+        while (!stopped && writer.exitCode === null) {
+          const holder = await readFile(join(objects, '.lock-k.json'), 'utf8').catch(() => '');
+          const temps = (await ownFiles(objects).catch(() => [])).filter((f) => f.startsWith('.tmp-'));
+          const sizes = await Promise.all(
+            temps.map((f) =>
+              stat(join(objects, f)).then(
+                (st) => st.size,
+                () => 0,
+              ),
+            ),
+          );
+          if (holder === holderOf(writer.pid) && sizes.some((size) => size > 1024)) stopped = writer.kill('SIGSTOP');
+          else await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+        if (!stopped) {
+          await exited; // it finished first: again, from the first value
+          await writeFile(join(objects, 'k.json'), 'v1');
+          continue;
+        }
+        const old = new Date(Date.now() - 60_000);
+        await utimes(join(objects, '.lock-k.json'), old, old);
+        const store = new FsObjectStore(dir);
+        expect(await store.replace('a/k.json', Buffer.from('v2'), (await store.get('a/k.json'))!.etag)).toBe(true);
+        // The next writer holds the lock now (a live process, named as the store names holders).
+        await writeFile(join(objects, '.lock-k.json'), holderOf(sleeper.pid));
+        writer.kill('SIGCONT');
+        await exited;
+        expect(said).toBe('STORAGE_UNAVAILABLE');
+        expect(await readFile(join(objects, 'k.json'), 'utf8')).toBe('v2');
+        expect(await ownFiles(objects)).toEqual(['.lock-k.json']);
+        expect(await readFile(join(objects, '.lock-k.json'), 'utf8')).toBe(holderOf(sleeper.pid));
+        break;
+      }
+    } finally {
+      sleeper.kill('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a writer killed (SIGKILL) at any moment leaves no lock that does not name it, so the next replace need not wait', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
     const objects = join(dir, 'objects', 'a');
