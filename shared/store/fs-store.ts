@@ -321,7 +321,10 @@ async function removeIfStale(path: string): Promise<void> {
 
 /** Whether a temporary or lock (at `path`, naming `holder`, last written at `mtimeMs`) was left by a crashed writer (see HOLDER, OWN). */
 function isStale(path: string, holder: string, mtimeMs: number): boolean {
-  if (Date.now() - mtimeMs > STALE_MS) return true;
+  // Dated more than the stale age ahead too: another host's clock that far off says nothing of its
+  // writer, and such a lock would otherwise never be broken. (A writer whose lock is broken while it
+  // lives writes nothing: stillHeld.)
+  if (Math.abs(Date.now() - mtimeMs) > STALE_MS) return true;
   if (holder === HOLDER) return !OWN.has(path);
   const [pid, host, namespace] = holder.split('@');
   // Another host's or PID namespace's (or emptied by a power loss): only age tells.

@@ -48,16 +48,21 @@ describe('embedded filesystem store: crash safety and processes', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('breaks a replace lock older than the stale age, whoever it names', async () => {
+  it.each([
+    ['older than', -60_000],
+    ['dated further ahead than', 3_600_000], // another host's clock, far off
+  ])('breaks a replace lock %s the stale age, whoever it names', async (_, offset) => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
     const store = new FsObjectStore(dir);
     await store.create('a/k.json', Buffer.from('v1'));
     const lock = join(dir, 'objects', 'a', '.lock-k.json');
-    await writeFile(lock, '');
-    const old = new Date(Date.now() - 60_000);
-    await utimes(lock, old, old);
+    await writeFile(lock, `1@another-host@${PID_NAMESPACE}`);
+    const when = new Date(Date.now() + offset);
+    await utimes(lock, when, when);
     const current = await store.get('a/k.json');
+    const started = Date.now();
     expect(await store.replace('a/k.json', Buffer.from('v2'), current!.etag)).toBe(true);
+    expect(Date.now() - started).toBeLessThan(5_000); // broken, not waited for
     expect((await store.get('a/k.json'))?.body.toString()).toBe('v2');
     await rm(dir, { recursive: true, force: true });
   });
@@ -258,12 +263,11 @@ describe('embedded filesystem store: crash safety and processes', () => {
     const store = new FsObjectStore(dir);
     await store.create('a/k.json', Buffer.from('v1'));
     const lock = join(dir, 'objects', 'a', '.lock-k.json');
-    await writeFile(lock, holderOf(process.pid));
-    // Written in the future: its age alone would not make it stale before the replace gives up.
-    const later = new Date(Date.now() + 3_600_000);
-    await utimes(lock, later, later);
+    await writeFile(lock, holderOf(process.pid)); // just now: its age alone would not make it stale for 30 s
     const current = await store.get('a/k.json');
+    const started = Date.now();
     expect(await store.replace('a/k.json', Buffer.from('v2'), current!.etag)).toBe(true);
+    expect(Date.now() - started).toBeLessThan(5_000);
     expect((await store.get('a/k.json'))?.body.toString()).toBe('v2');
     expect(await ownFiles(join(dir, 'objects', 'a'))).toEqual([]);
     await rm(dir, { recursive: true, force: true });
