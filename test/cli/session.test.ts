@@ -76,5 +76,5 @@ it("README's command line session: custodians, rotate, keys, a file encrypted an
   expect(JSON.parse(last.split('\n')[0]!)).toMatchObject({ sealed: true, initialized: true });
   expect(last).toMatch(/root key recovered: tee-kms is unsealed/);
   expect(await readFile(join(work, 'report.again.txt'), 'utf8')).toBe('attack at dawn\n');
-  expect(findSecrets([...outputs, kms!.output()].join('\n'), [TOKEN])).toEqual([]);
+  expect(findSecrets([...outputs, await kms!.settledOutput()].join('\n'), [TOKEN])).toEqual([]);
 });

@@ -193,7 +193,7 @@ describe('a sealing service that stops (not sealed)', () => {
     expect(await readDataKey(short, 'alice', 'dk')).toBe(value);
     await sleep(1_100); // `patient` asks again (in grace, every refresh here) and leaves grace
     expect(await readDataKey(patient, 'alice', 'dk')).toBe(value);
-    for (const kms of [patient, short]) expect(findSecrets(kms.output(), [MODE1_KEY])).toEqual([]);
+    for (const kms of [patient, short]) expect(findSecrets(await kms.settledOutput(), [MODE1_KEY])).toEqual([]);
   });
 
   it('fails over: with the first URL down, every request succeeds through the second', async () => {

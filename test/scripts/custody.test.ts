@@ -131,6 +131,6 @@ describe('custodian ceremony through npm start (plaintext shares refused)', () =
     expect(JSON.parse(custodian('decrypt', join(dir, 'custodian-6', 'custodian-key.json'), JSON.stringify(first)))).toMatchObject({ index: first.index });
 
     const secrets = [...shares, ...nextShares].map((share) => Buffer.from(share.content, 'base64'));
-    expect(findSecrets(server.output(), [...secrets, Buffer.from(dataKey.trim(), 'base64'), 'carols-token', ADMIN])).toEqual([]);
+    expect(findSecrets(await server.settledOutput(), [...secrets, Buffer.from(dataKey.trim(), 'base64'), 'carols-token', ADMIN])).toEqual([]);
   });
 });

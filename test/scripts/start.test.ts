@@ -79,7 +79,7 @@ describe('npm start: the BigDL KMS story on one machine', () => {
       ...shares.map((s) => Buffer.from(s.content, 'base64')),
       ...[...keys.values()].map((k) => Buffer.from(k.trim(), 'base64')),
     ];
-    expect(findSecrets(server.output(), secrets)).toEqual([]);
+    expect(findSecrets(await server.settledOutput(), secrets)).toEqual([]);
   });
 });
 
@@ -277,7 +277,7 @@ describe('npm start with KMS_SEALER_REPLICAS=3', () => {
       await waitFor('the restarted replica unsealed by a peer', () => peerUnseals() >= 3);
       await server.outputContaining('sealing service replica 0 exited (SIGKILL); starting it again');
       expect(await read()).toMatchObject({ status: 200, body: value });
-      expect(findSecrets(server.output(), ['alices-token', 'local-admin-token', Buffer.from(value.trim(), 'base64')])).toEqual([]);
+      expect(findSecrets(await server.settledOutput(), ['alices-token', 'local-admin-token', Buffer.from(value.trim(), 'base64')])).toEqual([]);
     } finally {
       await kms?.stop();
       await rm(dataDir, { recursive: true, force: true });

@@ -33,7 +33,7 @@ describe('access log', () => {
     expect(lines).toHaveLength(requests);
     expect(lines[0]).toMatchObject({ fn: 'enrollUser', method: 'POST', path: '/user/alice', status: 201 });
     expect(lines.filter((l) => l.fn === 'getDataKey' && l.status === 404)).toHaveLength(requests - 1);
-    expect(kms.output()).not.toContain(token);
+    expect(await kms.settledOutput()).not.toContain(token);
     await rm(dataDir, { recursive: true, force: true });
   });
   it('writes lines as it serves, not only at exit; a SIGKILL loses at most the lines not yet written, and tears none', async () => {

@@ -33,6 +33,11 @@ export interface ServerProcess {
    * before it, so a test that looks for a line waits for it rather than reading output() at once.
    */
   outputContaining(text: string, timeoutMs?: number): Promise<string>;
+  /**
+   * Everything written, once nothing more has come for `quietMs` (5 s at most): what a test reads
+   * to show that something was never written (a secret), so that a line still in the pipe counts.
+   */
+  settledOutput(quietMs?: number): Promise<string>;
   request(path: string, options?: RequestOptions): Promise<HttpAnswer>;
   /**
    * Bytes written as they are on one new connection (HTTP framing included), for what an HTTP client
@@ -184,6 +189,13 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       return output;
+    },
+    async settledOutput(quietMs = 250) {
+      const deadline = Date.now() + 5_000;
+      for (let seen = output.length; ; seen = output.length) {
+        await new Promise((resolve) => setTimeout(resolve, quietMs));
+        if (output.length === seen || Date.now() > deadline) return output;
+      }
     },
     request: call,
     raw: (bytes, { closeAfterMs = 10_000 } = {}) =>
