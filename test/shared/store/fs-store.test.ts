@@ -27,6 +27,61 @@ async function ownFiles(dir: string): Promise<string[]> {
   return (await readdir(dir)).filter((name) => name.startsWith('.')).sort();
 }
 
+/** A writer process caught between taking the replace lock and renaming its temporary. */
+interface CaughtWriter {
+  readonly pid: number;
+  /** Resolves once it has exited (and been reaped). */
+  readonly exited: Promise<unknown>;
+  /** What it printed: its replace's result (`true`, `false`) or error code. */
+  said(): string;
+  /** Sends it a signal, unless it has exited (its pid may then be another process's). */
+  signal(signal: NodeJS.Signals): void;
+}
+
+/**
+ * A real writer replacing a/k.json (holding `v1`) with a 128 MiB body, which keeps it between
+ * taking the lock and renaming its temporary long enough to be sent `signal` there: once it holds
+ * the lock and its temporary has more than 1 KB. A writer that finished first is retried (k.json
+ * set back to `v1`), five times at most.
+ */
+async function catchWriterMidWrite(dir: string, signal: 'SIGKILL' | 'SIGSTOP'): Promise<CaughtWriter> {
+  const objects = join(dir, 'objects', 'a');
+  const script = `
+    const { FsObjectStore } = await import(${fsStoreModule});
+    const store = new FsObjectStore(process.argv[1]);
+    const current = await store.get('a/k.json');
+    await store.replace('a/k.json', Buffer.alloc(128 * 1024 * 1024, 0x20), current.etag).then(
+      (done) => process.stdout.write(String(done)),
+      (error) => process.stdout.write(error.code),
+    );`;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const writer = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let said = '';
+    writer.stdout.on('data', (chunk: Buffer) => (said += chunk.toString()));
+    const exited = new Promise((resolve) => writer.once('exit', resolve));
+    while (writer.exitCode === null && writer.signalCode === null) {
+      const holder = await readFile(join(objects, '.lock-k.json'), 'utf8').catch(() => '');
+      const temps = (await ownFiles(objects).catch(() => [])).filter((f) => f.startsWith('.tmp-'));
+      const sizes = await Promise.all(
+        temps.map((f) =>
+          stat(join(objects, f)).then(
+            (st) => st.size,
+            () => 0,
+          ),
+        ),
+      );
+      if (holder === holderOf(writer.pid) && sizes.some((size) => size > 1024) && writer.kill(signal)) {
+        return { pid: writer.pid!, exited, said: () => said, signal: (sig) => void writer.kill(sig) };
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    await exited; // it finished first: again, from the first value
+    for (const name of await ownFiles(objects)) await rm(join(objects, name));
+    await writeFile(join(objects, 'k.json'), 'v1');
+  }
+  throw new Error(`the writer was never caught holding the lock mid-write (${signal})`);
+}
+
 describeObjectStore('embedded filesystem store', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
   return {
@@ -71,48 +126,10 @@ describe('embedded filesystem store: crash safety and processes', () => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
     const objects = join(dir, 'objects', 'a');
     await new FsObjectStore(dir).create('a/k.json', Buffer.from('v1'));
-    // A real writer: a large body keeps it between taking the lock and renaming its temporary long enough to be killed there.
-    const script = `
-      const { FsObjectStore } = await import(${fsStoreModule});
-      const store = new FsObjectStore(process.argv[1]);
-      const current = await store.get('a/k.json');
-      await store.replace('a/k.json', Buffer.alloc(128 * 1024 * 1024, 0x20), current.etag);
-      process.stdout.write('finished');`;
-    let leftovers: string[] = [];
-    let writerPid = 0;
-    for (let attempt = 0; attempt < 5 && leftovers.length !== 2; attempt++) {
-      const writer = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: 'ignore' });
-      const exited = new Promise((resolve) => writer.once('exit', resolve));
-      let running = true;
-      void exited.then(() => (running = false));
-      while (running) {
-        const own = await ownFiles(objects).catch(() => []);
-        const holder = await readFile(join(objects, '.lock-k.json'), 'utf8').catch(() => '');
-        const sizes = await Promise.all(
-          own
-            .filter((f) => f.startsWith('.tmp-'))
-            .map((f) =>
-              stat(join(objects, f)).then(
-                (s) => s.size,
-                () => 0,
-              ),
-            ),
-        );
-        if (holder === holderOf(writer.pid) && sizes.some((size) => size > 1024)) {
-          writer.kill('SIGKILL'); // it holds the lock and is writing the body
-          break;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 1));
-      }
-      await exited; // reaped: its pid is gone, not a zombie
-      writerPid = writer.pid!;
-      leftovers = await ownFiles(objects);
-      if (leftovers.length !== 2) {
-        // It finished, or was killed elsewhere: again, from a clean folder.
-        for (const name of leftovers) await rm(join(objects, name));
-        await writeFile(join(objects, 'k.json'), 'v1');
-      }
-    }
+    const writer = await catchWriterMidWrite(dir, 'SIGKILL');
+    await writer.exited; // reaped: its pid is gone, not a zombie
+    const writerPid = writer.pid;
+    const leftovers = await ownFiles(objects);
     expect(leftovers).toEqual(['.lock-k.json', expect.stringMatching(new RegExp(`^\\.tmp-${writerPid}@`))]);
     expect(await readFile(join(objects, '.lock-k.json'), 'utf8')).toBe(holderOf(writerPid));
     expect(await readFile(join(objects, 'k.json'), 'utf8')).toBe('v1');
@@ -131,59 +148,24 @@ describe('embedded filesystem store: crash safety and processes', () => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
     const objects = join(dir, 'objects', 'a');
     await new FsObjectStore(dir).create('a/k.json', Buffer.from('v1'));
-    // A real writer, stopped (SIGSTOP) while it holds the lock and writes a large body: as a writer
-    // stalled by a slow disk or a frozen machine would be, until its lock is old enough to break.
-    const script = `
-      const { FsObjectStore } = await import(${fsStoreModule});
-      const store = new FsObjectStore(process.argv[1]);
-      const current = await store.get('a/k.json');
-      await store.replace('a/k.json', Buffer.alloc(128 * 1024 * 1024, 0x20), current.etag).then(
-        (done) => process.stdout.write(String(done)),
-        (error) => process.stdout.write(error.code),
-      );`;
+    // Stopped as a writer stalled by a slow disk or a frozen machine would be, until its lock is old enough to break.
+    const writer = await catchWriterMidWrite(dir, 'SIGSTOP');
     const sleeper = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
     try {
-      for (let attempt = 0; ; attempt++) {
-        expect(attempt, 'the writer was never stopped holding the lock').toBeLessThan(5);
-        const writer = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: ['ignore', 'pipe', 'ignore'] });
-        let said = '';
-        writer.stdout.on('data', (chunk: Buffer) => (said += chunk.toString()));
-        const exited = new Promise((resolve) => writer.once('exit', resolve));
-        let stopped = false;
-        while (!stopped && writer.exitCode === null) {
-          const holder = await readFile(join(objects, '.lock-k.json'), 'utf8').catch(() => '');
-          const temps = (await ownFiles(objects).catch(() => [])).filter((f) => f.startsWith('.tmp-'));
-          const sizes = await Promise.all(
-            temps.map((f) =>
-              stat(join(objects, f)).then(
-                (st) => st.size,
-                () => 0,
-              ),
-            ),
-          );
-          if (holder === holderOf(writer.pid) && sizes.some((size) => size > 1024)) stopped = writer.kill('SIGSTOP');
-          else await new Promise((resolve) => setTimeout(resolve, 1));
-        }
-        if (!stopped) {
-          await exited; // it finished first: again, from the first value
-          await writeFile(join(objects, 'k.json'), 'v1');
-          continue;
-        }
-        const old = new Date(Date.now() - 60_000);
-        await utimes(join(objects, '.lock-k.json'), old, old);
-        const store = new FsObjectStore(dir);
-        expect(await store.replace('a/k.json', Buffer.from('v2'), (await store.get('a/k.json'))!.etag)).toBe(true);
-        // The next writer holds the lock now (a live process, named as the store names holders).
-        await writeFile(join(objects, '.lock-k.json'), holderOf(sleeper.pid));
-        writer.kill('SIGCONT');
-        await exited;
-        expect(said).toBe('STORAGE_UNAVAILABLE');
-        expect(await readFile(join(objects, 'k.json'), 'utf8')).toBe('v2');
-        expect(await ownFiles(objects)).toEqual(['.lock-k.json']);
-        expect(await readFile(join(objects, '.lock-k.json'), 'utf8')).toBe(holderOf(sleeper.pid));
-        break;
-      }
+      const old = new Date(Date.now() - 60_000);
+      await utimes(join(objects, '.lock-k.json'), old, old);
+      const store = new FsObjectStore(dir);
+      expect(await store.replace('a/k.json', Buffer.from('v2'), (await store.get('a/k.json'))!.etag)).toBe(true);
+      // The next writer holds the lock now (a live process, named as the store names holders).
+      await writeFile(join(objects, '.lock-k.json'), holderOf(sleeper.pid));
+      writer.signal('SIGCONT');
+      await writer.exited;
+      expect(writer.said()).toBe('STORAGE_UNAVAILABLE');
+      expect(await readFile(join(objects, 'k.json'), 'utf8')).toBe('v2');
+      expect(await ownFiles(objects)).toEqual(['.lock-k.json']);
+      expect(await readFile(join(objects, '.lock-k.json'), 'utf8')).toBe(holderOf(sleeper.pid));
     } finally {
+      writer.signal('SIGKILL');
       sleeper.kill('SIGKILL');
       await rm(dir, { recursive: true, force: true });
     }
