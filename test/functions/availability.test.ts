@@ -100,7 +100,8 @@ afterAll(async () => {
   for (const sealer of sealers) await sealer.cleanup();
   await bucket?.remove();
   await rm(dir, { recursive: true, force: true });
-  for (const logs of [...allLogs, ...hosts.map((host) => () => host.output())]) expect(secrets.leaksIn(logs())).toEqual([]);
+  const hostLogs = await Promise.all(hosts.map((host) => host.settledOutput()));
+  for (const logs of [...allLogs, ...hostLogs.map((text) => () => text)]) expect(secrets.leaksIn(logs())).toEqual([]);
 });
 
 /** Every data key created under load, with the value read back right after its creation. */

@@ -266,7 +266,9 @@ describe('npm start with KMS_SEALER_REPLICAS=3', () => {
       const before = sealerPids(server.child.pid!);
       expect(before).toHaveLength(3);
       // The functions get the three replicas' own URLs (their KMS_SEALER_URL list), not one forwarder.
-      expect(server.output()).toMatch(/"message":"tee-kms listening".*"sealer":"https:\/\/[^",]+:\d+,https:\/\/[^",]+:\d+,https:\/\/[^",]+:\d+"/);
+      expect(await server.outputContaining('"message":"tee-kms listening"')).toMatch(
+        /"message":"tee-kms listening".*"sealer":"https:\/\/[^",]+:\d+,https:\/\/[^",]+:\d+,https:\/\/[^",]+:\d+"/,
+      );
 
       // The first replica: the one the functions ask first (the first URL of their KMS_SEALER_URL list).
       process.kill(before[0]!, 'SIGKILL');
