@@ -79,6 +79,14 @@ export interface SealerCoreOptions {
  * the record is authenticated under the current key, a recovered key must also open the keys already
  * stored, and initialization is refused while storage holds any key.
  */
+/** SealerCore.counts(). */
+export interface SealerCounts {
+  /** Recoveries from shares that unsealed this process (the last share accepted). */
+  readonly recoveries: number;
+  /** Integrity alarms raised (each logged as INTEGRITY ALARM): storage or its state record failed a check. */
+  readonly integrityAlarms: number;
+}
+
 export class SealerCore {
   readonly #store: ObjectStore;
   readonly #source: 'secret' | 'shares';
@@ -101,6 +109,7 @@ export class SealerCore {
   /** Whether a peer or auto-unseal may still hand it a key (set by app.ts); else only shares can. */
   #keyMayArrive: () => boolean = () => false;
   #queue: Promise<unknown> = Promise.resolve();
+  readonly #counts = { recoveries: 0, integrityAlarms: 0 };
 
   private constructor(store: ObjectStore, options: SealerCoreOptions) {
     this.#store = store;
@@ -127,6 +136,11 @@ export class SealerCore {
       core.#refuseModeSwitch(await core.#load());
     }
     return core;
+  }
+
+  /** Counted since start, for the metrics: what an operator must be able to account for. */
+  counts(): SealerCounts {
+    return { ...this.#counts };
   }
 
   get source(): 'secret' | 'shares' {
@@ -438,6 +452,7 @@ export class SealerCore {
       combined.fill(0);
     }
     this.#clearProgress();
+    this.#counts.recoveries++;
     return { sealed: false, progress: 0, t: this.#record.state.current.t, rootKeyId: this.#record.state.current.id };
   }
 
@@ -538,7 +553,7 @@ export class SealerCore {
     this.#alarm =
       `the state record ${STATE_OBJECT_KEY} is missing while storage holds keys: restore it (its previous version, or a backup); ` +
       'initializing now would orphan every stored key, so it is refused';
-    this.#log.error(`INTEGRITY ALARM: ${this.#alarm}`);
+    this.#raiseAlarm(this.#alarm);
     return new SealerError('INTEGRITY', this.#alarm);
   }
 
@@ -550,8 +565,13 @@ export class SealerCore {
   #integrity(why: string): SealerError {
     this.#clearProgress();
     const detail = `${why}; restore ${STATE_OBJECT_KEY} and the key records from their previous versions or a backup. Nothing was unsealed or changed`;
-    this.#log.error(`INTEGRITY ALARM: ${why}`);
+    this.#raiseAlarm(why);
     return new SealerError('INTEGRITY', detail);
+  }
+
+  #raiseAlarm(why: string): void {
+    this.#counts.integrityAlarms++;
+    this.#log.error(`INTEGRITY ALARM: ${why}`);
   }
 
   /**
@@ -758,7 +778,7 @@ export class SealerCore {
     }
     if (sameId(found.state.current.id, held)) {
       if (stateAuthentic(found.state, this.#key)) this.#record = found;
-      else this.#log.error(`INTEGRITY ALARM: the shared state record names root key ${held} but is not authentic under it: ignored`);
+      else this.#raiseAlarm(`the shared state record names root key ${held} but is not authentic under it: ignored`);
       return;
     }
     this.#key.fill(0);

@@ -1,10 +1,12 @@
 import type { Collector } from '../shared/metrics/registry.js';
 import { serveMetrics, type MetricsServer } from '../shared/metrics/server.js';
 import type { SealStatus } from '../shared/sealer-client/protocol.js';
+import type { SealerCounts } from './core.js';
 
-/** What the gauges read at each scrape (SealerCore provides it). */
+/** What the metrics read at each scrape (SealerCore provides it). */
 export interface SealStatusSource {
   status(): SealStatus;
+  counts(): SealerCounts;
 }
 
 /**
@@ -34,6 +36,26 @@ export function sealerCollector(core: SealStatusSource, now: () => number = Date
     );
     gauge('kms_sealer_recovery_shares', 'Shares received so far by a recovery under way (0 without one).', (s) => s.progress);
     gauge('kms_sealer_recovery_threshold', 'Shares a recovery needs (t; 0 before initialization or with a root key from a secret).', (s) => s.t);
+    // Counters from the core's counts since start: each scrape adds what happened since the last.
+    const counter = (name: string, help: string, value: (counts: SealerCounts) => number) => {
+      let reported = 0;
+      new prom.Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          const now = value(core.counts());
+          if (now > reported) this.inc(now - reported);
+          reported = now;
+        },
+      });
+    };
+    counter('kms_sealer_recoveries_total', 'Recoveries from shares that unsealed this process: each should be one the custodians meant.', (c) => c.recoveries);
+    counter(
+      'kms_sealer_integrity_alarms_total',
+      'Integrity alarms raised (each logged as INTEGRITY ALARM): storage or its state record failed a check.',
+      (c) => c.integrityAlarms,
+    );
     gauge(
       'kms_sealer_root_key_age_seconds',
       'Seconds since this process first served the current root key (a lower bound of its age); 0 while sealed.',

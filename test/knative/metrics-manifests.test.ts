@@ -91,7 +91,10 @@ describe('docs/prometheus-rules.example.yaml', () => {
       integrityAlarm: null,
       source: 'shares' as const,
     };
-    const registry: Registry = createRegistry([rotationCollector(async () => undefined), sealerCollector({ status: () => status })]);
+    const registry: Registry = createRegistry([
+      rotationCollector(async () => undefined),
+      sealerCollector({ status: () => status, counts: () => ({ recoveries: 0, integrityAlarms: 0 }) }),
+    ]);
     metricsHooks.install(undefined);
     const exposition = parseExposition(await registry.metrics());
     return new Set([...exposition.types.keys()]);
@@ -99,7 +102,7 @@ describe('docs/prometheus-rules.example.yaml', () => {
 
   it('parses as a rules file with an alert for a sealed service and for a stuck rotation', () => {
     const all = (rules.groups as Json[]).flatMap((group) => group.rules as Json[]);
-    expect(all.map((rule) => rule.alert)).toEqual(expect.arrayContaining(['TeeKmsSealed', 'TeeKmsRotationStuck']));
+    expect(all.map((rule) => rule.alert)).toEqual(expect.arrayContaining(['TeeKmsSealed', 'TeeKmsRotationStuck', 'TeeKmsIntegrityAlarm', 'TeeKmsRecovered']));
     for (const rule of all) {
       expect(typeof rule.expr, rule.alert).toBe('string');
       expect(rule.labels?.severity, rule.alert).toMatch(/^(critical|warning)$/);

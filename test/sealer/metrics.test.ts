@@ -1,6 +1,6 @@
 // The sealing service's metrics, from outside: a real sealer process, attacked and driven through
 // its protocol (KBS and the admin API), its metrics port scraped and parsed strictly.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
@@ -94,6 +94,8 @@ describe("the sealing service's metrics", () => {
     expect(m.value('kms_sealer_sealed')).toBe(0);
     expect(m.value('kms_sealer_recovery_shares')).toBe(0);
     expect(m.value('kms_sealer_integrity_alarm')).toBe(0);
+    expect(m.value('kms_sealer_recoveries_total')).toBe(1);
+    expect(m.value('kms_sealer_integrity_alarms_total')).toBe(0);
     // Its own storage calls (the state record) are counted too.
     expect(m.sum('kms_storage_operations_total', { operation: 'replace', outcome: 'ok' })).toBeGreaterThanOrEqual(1);
   });
@@ -118,6 +120,43 @@ describe("the sealing service's metrics", () => {
     expect((await new ProtocolClient({ url: sealer.url, ca: await sealer.caPem() }).send('GET', '/metrics', { nonce: false })).status).toBe(404);
     expect((await httpCall(metricsUrl.replace('/metrics', '/other'))).status).toBe(404);
     expect(sealer.messages()).toContain('metrics listening');
+  });
+});
+
+describe('what an operator must account for', () => {
+  it('counts integrity alarms and recoveries: a tampered record refuses the shares, the restored one takes them', async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}/metrics`;
+    const own = await startSealerProcess({ env: { KMS_SEALER_METRICS_PORT: String(port) } });
+    try {
+      const initialized = await (await own.client()).installRootKey({ t: 2, n: 3, expectedCurrentId: null });
+      initialized.shares.forEach((share) => secrets.addShare(share));
+      const record = join(own.dataDir, 'objects', 'sealer', 'state.json');
+      const genuine = await readFile(record, 'utf8');
+      // Whoever writes storage edits the record (its MAC no longer matches), and the service restarts.
+      const state = JSON.parse(genuine) as { mac: string };
+      await writeFile(record, JSON.stringify({ ...state, mac: Buffer.alloc(32, 1).toString('base64url') }));
+      await own.restart();
+      let client = await own.client();
+      await client.submitShare(initialized.shares[0]!);
+      await expect(client.submitShare(initialized.shares[1]!)).rejects.toMatchObject({ code: 'INTEGRITY' });
+      let m = await scrape(url);
+      expect(m.types.get('kms_sealer_integrity_alarms_total')).toBe('counter');
+      expect(m.value('kms_sealer_integrity_alarms_total')).toBe(1);
+      expect(m.value('kms_sealer_recoveries_total')).toBe(0);
+      expect(m.value('kms_sealer_sealed')).toBe(1);
+
+      await writeFile(record, genuine);
+      await own.restart();
+      client = await own.client();
+      for (const share of initialized.shares.slice(0, 2)) await client.submitShare(share);
+      m = await scrape(url);
+      expect(m.value('kms_sealer_sealed')).toBe(0);
+      expect(m.value('kms_sealer_recoveries_total')).toBe(1);
+      expect(m.value('kms_sealer_integrity_alarms_total')).toBe(0); // a new process counts from its start
+    } finally {
+      await own.cleanup();
+    }
   });
 });
 
