@@ -70,6 +70,14 @@ export interface SealerCoreOptions {
   readonly convertV1State?: boolean;
 }
 
+/** SealerCore.counts(). */
+export interface SealerCounts {
+  /** Recoveries from shares that unsealed this process (the last share accepted). */
+  readonly recoveries: number;
+  /** Integrity alarms raised (each logged as INTEGRITY ALARM): storage or its state record failed a check. */
+  readonly integrityAlarms: number;
+}
+
 /**
  * The root key lifecycle: a memory-only key, the state record, rotation (a pending key), verification
  * (which makes it current) and recovery from shares. Every change is serialized, and the record is
@@ -79,14 +87,6 @@ export interface SealerCoreOptions {
  * the record is authenticated under the current key, a recovered key must also open the keys already
  * stored, and initialization is refused while storage holds any key.
  */
-/** SealerCore.counts(). */
-export interface SealerCounts {
-  /** Recoveries from shares that unsealed this process (the last share accepted). */
-  readonly recoveries: number;
-  /** Integrity alarms raised (each logged as INTEGRITY ALARM): storage or its state record failed a check. */
-  readonly integrityAlarms: number;
-}
-
 export class SealerCore {
   readonly #store: ObjectStore;
   readonly #source: 'secret' | 'shares';
