@@ -83,9 +83,10 @@ export interface SealerCounts {
  * (which makes it current) and recovery from shares. Every change is serialized, and the record is
  * durable before the key in memory changes.
  *
- * Storage is untrusted (it may be forged, rolled back or emptied), so it never decides the root key:
- * the record is authenticated under the current key, a recovered key must also open the keys already
- * stored, and initialization is refused while storage holds any key.
+ * Storage is untrusted (it may be forged, rolled back or emptied): the record is authenticated under
+ * the current key, a recovered key must also open the keys already stored, and initialization is
+ * refused while storage holds any key. Storage that holds no key at all is a fresh start, with any
+ * record authentic under its key (docs/root-key.md, "Known limits": nothing here anchors it).
  */
 export class SealerCore {
   readonly #store: ObjectStore;
