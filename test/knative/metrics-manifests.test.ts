@@ -5,7 +5,9 @@
  * NetworkPolicy admits the scrape, and docs/prometheus-rules.example.yaml parses and names only
  * metrics the registries really expose.
  */
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { parse } from 'yaml';
@@ -17,7 +19,7 @@ import { metricsHooks } from '../../shared/metrics/hooks.js';
 import { createRegistry } from '../../shared/metrics/registry.js';
 import { rotationCollector } from '../../shared/metrics/rotation.js';
 import { parseExposition } from '../support/prometheus.js';
-import { skipWithout } from '../support/tools.js';
+import { findTool, requireTool, skipWithout } from '../support/tools.js';
 import { KNATIVE, KUBECTL, OVERLAYS, REPO, loadResources, render, type Json, type Resource } from './support.js';
 
 const envOf = (container: Json): Record<string, string> => Object.fromEntries((container.env as Json[]).map((e) => [e.name, e.value]));
@@ -113,9 +115,63 @@ describe('docs/prometheus-rules.example.yaml', () => {
   it('references only metrics that exist', async () => {
     const exposed = await exposedNames();
     const all = (rules.groups as Json[]).flatMap((group) => group.rules as Json[]);
-    const referenced = all.flatMap((rule) => [...String(rule.expr).matchAll(/\bkms_[a-z_]+\b/g)].map((m) => m[0]));
+    const referenced = all.flatMap((rule) => [...String(rule.expr).matchAll(/\b(?:kms|process)_[a-z_]+\b/g)].map((m) => m[0]));
     expect(referenced.length).toBeGreaterThan(3);
     expect(referenced.filter((name) => !exposed.has(name))).toEqual([]);
     expect(exposed.has('kms_sealer_sealed') && exposed.has('kms_rotation_in_progress')).toBe(true);
   });
+
+  const PROMTOOL = findTool('promtool', ['--version'], 'apt-get install prometheus (Debian ships promtool with it)');
+
+  it.skipIf(skipWithout(PROMTOOL))(
+    "alerts on a recovery and an integrity alarm, a new process's included (its counters start at 1 for Prometheus), and stops",
+    () => {
+      requireTool(PROMTOOL);
+      const all = (rules.groups as Json[]).flatMap((group) => group.rules as Json[]);
+      const expected = (alert: string, instance: string) => {
+        const rule = all.find((r) => r.alert === alert)!;
+        const annotations = Object.fromEntries(
+          Object.entries(rule.annotations as Record<string, string>).map(([k, v]) => [k, v.replaceAll('{{ $labels.instance }}', instance)]),
+        );
+        return { exp_labels: { instance, job: 'sealer', ...rule.labels }, exp_annotations: annotations };
+      };
+      const series = (name: string, instance: string, values: string) => ({ series: `${name}{instance="${instance}",job="sealer"}`, values });
+      const dir = mkdtempSync(join(tmpdir(), 'tee-kms-promtool-'));
+      try {
+        // "new": a process recovered (and alarmed) before its first scrape, started at time 0;
+        // "old": an hour-old process recovered at minute 2. promtool evaluates the rules file as is.
+        const tests = {
+          rule_files: [join(REPO, 'docs', 'prometheus-rules.example.yaml')],
+          evaluation_interval: '1m',
+          tests: [
+            {
+              interval: '1m',
+              input_series: [
+                series('kms_sealer_recoveries_total', 'new', '1x40'),
+                series('kms_sealer_integrity_alarms_total', 'new', '1x40'),
+                series('kms_sealer_integrity_alarm', 'new', '0x40'),
+                series('process_start_time_seconds', 'new', '0x40'),
+                series('kms_sealer_recoveries_total', 'old', '0 0 1x38'),
+                series('kms_sealer_integrity_alarms_total', 'old', '0x40'),
+                series('kms_sealer_integrity_alarm', 'old', '0x40'),
+                series('process_start_time_seconds', 'old', '-3600x40'),
+              ],
+              alert_rule_test: [
+                { eval_time: '3m', alertname: 'TeeKmsRecovered', exp_alerts: [expected('TeeKmsRecovered', 'new'), expected('TeeKmsRecovered', 'old')] },
+                { eval_time: '3m', alertname: 'TeeKmsIntegrityAlarm', exp_alerts: [expected('TeeKmsIntegrityAlarm', 'new')] },
+                { eval_time: '30m', alertname: 'TeeKmsRecovered', exp_alerts: [] },
+                { eval_time: '30m', alertname: 'TeeKmsIntegrityAlarm', exp_alerts: [] },
+              ],
+            },
+          ],
+        };
+        const file = join(dir, 'alerts.test.yaml');
+        writeFileSync(file, JSON.stringify(tests)); // JSON is YAML
+        const run = spawnSync('promtool', ['test', 'rules', file], { encoding: 'utf8', timeout: 60_000 });
+        expect(run.status, `${run.stdout}${run.stderr}`).toBe(0);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
