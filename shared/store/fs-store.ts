@@ -109,7 +109,7 @@ export class FsObjectStore implements ObjectStore {
         // A writer stalled past the stale age (a slow fsync, a stopped process) may have had its lock
         // broken, and another may have written since: it then writes nothing. (Not covered: a stall
         // between this check and the rename; nothing fences a rename to a lock.)
-        if (!(await stillHeld(lock))) {
+        if (!(await stillThere(lock.path, lock))) {
           await unlink(temp).catch(() => undefined);
           throw new KmsError('STORAGE_UNAVAILABLE', "storage is busy: a record's lock was lost while writing it; try again");
         }
@@ -281,16 +281,19 @@ async function createNamed(path: string): Promise<Held | undefined> {
   }
 }
 
-/** Whether the lock taken is still the one at its path: not broken as stale and taken by another. */
-async function stillHeld(lock: Held): Promise<boolean> {
-  const now = await stat(lock.path).catch(() => undefined);
-  return now !== undefined && now.ino === lock.ino && now.dev === lock.dev;
+/**
+ * Whether `file` (a device and inode, held open by the caller so that neither is reused) is still
+ * the one at `path`: not removed, nor replaced by another (a lock broken as stale and taken again).
+ */
+async function stillThere(path: string, file: { readonly dev: number; readonly ino: number }): Promise<boolean> {
+  const now = await stat(path).catch(() => undefined);
+  return now !== undefined && now.ino === file.ino && now.dev === file.dev;
 }
 
 /** Removes the lock taken, unless it was broken meanwhile: then the file there is another holder's. */
 async function releaseNamed(lock: Held): Promise<void> {
   try {
-    if (await stillHeld(lock)) await unlink(lock.path).catch(() => undefined);
+    if (await stillThere(lock.path, lock)) await unlink(lock.path).catch(() => undefined);
   } finally {
     await lock.handle.close().catch(() => undefined);
     disown(lock.path);
@@ -314,8 +317,7 @@ async function breakIfStale(lockPath: string): Promise<void> {
     const breaking = await createNamed(breakPath);
     if (breaking === undefined) return removeIfStale(breakPath);
     try {
-      const now = await stat(lockPath).catch(() => undefined);
-      if (now !== undefined && now.ino === judged.ino && now.dev === judged.dev) await unlink(lockPath).catch(() => undefined);
+      if (await stillThere(lockPath, judged)) await unlink(lockPath).catch(() => undefined);
     } finally {
       await releaseNamed(breaking);
     }
@@ -337,8 +339,7 @@ async function removeIfStale(path: string): Promise<void> {
   try {
     const [judged, holder] = await Promise.all([handle.stat(), handle.readFile('utf8')]);
     if (!isStale(path, holder, judged.mtimeMs)) return;
-    const now = await stat(path).catch(() => undefined);
-    if (now !== undefined && now.ino === judged.ino && now.dev === judged.dev) await unlink(path).catch(() => undefined);
+    if (await stillThere(path, judged)) await unlink(path).catch(() => undefined);
   } catch {
     // judged again next time
   } finally {
@@ -348,8 +349,9 @@ async function removeIfStale(path: string): Promise<void> {
 
 /** Whether a temporary or lock (at `path`, naming `holder`, last written at `mtimeMs`) was left by a crashed writer (see HOLDER, OWN). */
 function isStale(path: string, holder: string, mtimeMs: number): boolean {
-  // Not when dated ahead (another host's clock): a host whose clock is behind would break every live
-  // lock at once. A dead writer's lock dated ahead is stale once this clock has passed it by 30 s.
+  // Only past: a lock dated ahead (another host's clock) is not stale by its age until this clock has
+  // passed its date by 30 s; judged by the distance either way, a host whose clock is behind would
+  // break every live lock at once.
   if (Date.now() - mtimeMs > STALE_MS) return true;
   if (holder === HOLDER) return !OWN.has(path);
   const [pid, host, namespace] = holder.split('@');
