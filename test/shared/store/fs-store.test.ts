@@ -82,6 +82,18 @@ async function catchWriterMidWrite(dir: string, signal: 'SIGKILL' | 'SIGSTOP', f
   throw new Error(`the writer was never caught holding the lock mid-write (${signal})`);
 }
 
+/**
+ * What another writer does while a caught writer stalls: ages its lock past the stale age, then
+ * replaces a/k.json with `v2` (breaking that lock). Returns the store it wrote with.
+ */
+async function replaceOverStalledWriter(dir: string): Promise<FsObjectStore> {
+  const old = new Date(Date.now() - 60_000);
+  await utimes(join(dir, 'objects', 'a', '.lock-k.json'), old, old);
+  const store = new FsObjectStore(dir);
+  expect(await store.replace('a/k.json', Buffer.from('v2'), (await store.get('a/k.json'))!.etag)).toBe(true);
+  return store;
+}
+
 describeObjectStore('embedded filesystem store', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-'));
   return {
@@ -147,10 +159,7 @@ describe('embedded filesystem store: crash safety and processes', () => {
     const writer = await catchWriterMidWrite(dir, 'SIGSTOP');
     const sleeper = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
     try {
-      const old = new Date(Date.now() - 60_000);
-      await utimes(join(objects, '.lock-k.json'), old, old);
-      const store = new FsObjectStore(dir);
-      expect(await store.replace('a/k.json', Buffer.from('v2'), (await store.get('a/k.json'))!.etag)).toBe(true);
+      await replaceOverStalledWriter(dir);
       // The next writer holds the lock now (a live process, named as the store names holders).
       await writeFile(join(objects, '.lock-k.json'), holderOf(sleeper.pid));
       writer.signal('SIGCONT');
@@ -173,10 +182,7 @@ describe('embedded filesystem store: crash safety and processes', () => {
     const a = await catchWriterMidWrite(dir, 'SIGSTOP', 0x41);
     let c: CaughtWriter | undefined;
     try {
-      const old = new Date(Date.now() - 60_000);
-      await utimes(join(objects, '.lock-k.json'), old, old);
-      const store = new FsObjectStore(dir);
-      expect(await store.replace('a/k.json', Buffer.from('v2'), (await store.get('a/k.json'))!.etag)).toBe(true);
+      const store = await replaceOverStalledWriter(dir);
       // Files come and go meanwhile (a freed inode is handed out again), then a writer based on v2
       // holds the lock: the file system may give its lock the inode A's lock had.
       await store.create('a/other.json', Buffer.from('x'));
