@@ -7,7 +7,9 @@
  *       the warm read sealed instead: a sealed credential per request, a sealed answer
  *       (docs/sealed-channel.md), the credentials made by the load generator before the clock starts,
  *       its ephemeral and response keys reused as tee-kms/client reuses them (AB_SEALED_KEYS=fresh:
- *       new ones per request, as a standard client)
+ *       new ones per request, as a standard client); AB_SEALED_ALG_A / AB_SEALED_ALG_B=ECDH-ES or
+ *       ECDH-ES+A256KW seal one build's credentials so (the load generator's default otherwise), to
+ *       compare a build with the client of its time
  *   node dist/bench/ab.js cold DIST_A DIST_B [rounds=5]
  *       cold start instead: process start → first 200 of GET /dataKey (getDataKey, KMS_TLS=off)
  *   node dist/bench/ab.js cold-sealer DIST_A DIST_B [rounds=5]
@@ -131,6 +133,13 @@ function extraEnv(label: 'A' | 'B'): Record<string, string> {
   );
 }
 
+function sealedAlg(label: 'A' | 'B'): { alg?: 'ECDH-ES' | 'ECDH-ES+A256KW' } {
+  const alg = process.env[`AB_SEALED_ALG_${label}`];
+  if (alg === undefined || alg === '') return {};
+  if (alg !== 'ECDH-ES' && alg !== 'ECDH-ES+A256KW') throw new Error(`AB_SEALED_ALG_${label}: ECDH-ES or ECDH-ES+A256KW, not ${alg}`);
+  return { alg };
+}
+
 /** The warm read, in the clear or (with `sealedToken`) sealed as `tee-kms/client` seals it. */
 async function warmAb(env: Record<string, string | undefined>, path: string, sealedToken?: string): Promise<void> {
   const runs: Record<'A' | 'B', { rps: number; p50: number; p99: number; cpu: number }[]> = { A: [], B: [] };
@@ -159,6 +168,7 @@ async function warmAb(env: Record<string, string | undefined>, path: string, sea
             // Warm-up (1 s) and load at up to 10k req/s: a credential used twice is a 401, cheaper than a read.
             count: (Number(seconds) + 1) * 10_000,
             keys: process.env.AB_SEALED_KEYS === 'fresh' ? 'fresh' : 'reused',
+            ...sealedAlg(label),
           };
         }
         const spec: HttpCase = {

@@ -34,6 +34,8 @@ export type PathSpec =
        * seals within its key reuse time; `fresh`: new ones per credential, as a standard client.
        */
       readonly keys?: 'reused' | 'fresh';
+      /** Default: `ECDH-ES` with reused keys, as tee-kms/client seals; `ECDH-ES+A256KW` with fresh ones, jose's usual choice. */
+      readonly alg?: 'ECDH-ES' | 'ECDH-ES+A256KW';
     };
 
 export interface HttpCase {
@@ -116,11 +118,12 @@ function summarize(latencies: number[], ok: number, failures: Record<string, num
 /** Sealed credentials for one run, each used once (a replay would be refused). */
 async function sealedCredentials(spec: Extract<PathSpec, { mode: 'sealed' }>): Promise<string[]> {
   const { kid, ...jwk } = spec.serviceKey;
-  const serviceKey = await importJWK(jwk, 'ECDH-ES+A256KW');
   const fresh = spec.keys === 'fresh';
-  const newResponseKey = async () => exportJWK((await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519' })).publicKey);
+  const alg = spec.alg ?? (fresh ? 'ECDH-ES+A256KW' : 'ECDH-ES');
+  const serviceKey = await importJWK(jwk, alg);
+  const newResponseKey = async () => exportJWK((await generateKeyPair(alg, { crv: 'X25519' })).publicKey);
   const responseKey = await newResponseKey();
-  const epk = (await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519', extractable: true })).privateKey;
+  const epk = (await generateKeyPair(alg, { crv: 'X25519', extractable: true })).privateKey;
   // Up to 60 s either side of the server's clock is accepted, and making 10,000 credentials takes
   // about 6 s here: dated 30 s ahead, the last ones of a long run are not yet stale when sent.
   const iat = Math.floor(Date.now() / 1000) + 30;
@@ -135,7 +138,7 @@ async function sealedCredentials(spec: Extract<PathSpec, { mode: 'sealed' }>): P
       jti: randomBytes(16).toString('base64url'),
       responseKey: fresh ? await newResponseKey() : responseKey,
     };
-    const encrypt = new CompactEncrypt(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', kid });
+    const encrypt = new CompactEncrypt(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg, enc: 'A256GCM', kid });
     // jose makes a fresh epk per message unless given one.
     if (!fresh) encrypt.setKeyManagementParameters({ epk });
     const jwe = await encrypt.encrypt(serviceKey);

@@ -50,7 +50,8 @@ export const KEY_REUSE_SECONDS = 300;
 export const MAX_KEY_REUSE_SECONDS = 3600;
 
 const NONCE_BYTES = 32;
-const KEY_ALGORITHMS = ['ECDH-ES+A256KW'];
+/** Answers come sealed as the credential was (ECDH-ES); servers before that always wrapped the content key. */
+const ANSWER_KEY_ALGORITHMS = ['ECDH-ES', 'ECDH-ES+A256KW'];
 const B64URL_32 = /^[A-Za-z0-9_-]{43}$/;
 
 /** A fresh nonce for GET /attestation or GET /rootKey/recover. */
@@ -195,10 +196,10 @@ async function keysFor(attestation: Attestation, reuseSeconds: number, now: numb
   const response = generateKeyPairSync('x25519');
   const keys: SealingKeys = {
     // Imported once per attestation, not per request.
-    serviceKey: known?.serviceKey ?? (await importJWK(jwk, 'ECDH-ES+A256KW')),
+    serviceKey: known?.serviceKey ?? (await importJWK(jwk, 'ECDH-ES')),
     kid,
     // jose takes an epk only as an extractable CryptoKey (it exports the public half into the header).
-    ephemeral: reuseSeconds > 0 ? (await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519', extractable: true })).privateKey : undefined,
+    ephemeral: reuseSeconds > 0 ? (await generateKeyPair('ECDH-ES', { crv: 'X25519', extractable: true })).privateKey : undefined,
     response: { privateKey: response.privateKey, x: response.publicKey.export({ format: 'jwk' }).x! },
     until: now + reuseSeconds * 1000,
   };
@@ -217,8 +218,9 @@ export function keyReuseSeconds(options: AttestOptions): number {
 
 /**
  * Seals a credential to the attested service key, bound to this method and target. The ephemeral
- * key and the response key are those of the last `reuseSeconds` (fresh ones when 0); each message
- * still has its own content key, IV and jti.
+ * key and the response key are those of the last `reuseSeconds` (fresh ones when 0). ECDH-ES: the
+ * content key is the one agreed with the ephemeral key, so the server opens a message with one
+ * AES-GCM decryption and no key unwrap; each message has its own random IV and jti.
  */
 export async function seal(attestation: Attestation, claims: Claims, reuseSeconds = KEY_REUSE_SECONDS, now = Date.now()): Promise<Sealed> {
   const keys = await keysFor(attestation, reuseSeconds, now);
@@ -238,7 +240,7 @@ export async function seal(attestation: Attestation, claims: Claims, reuseSecond
     responseKey: { kty: 'OKP', crv: 'X25519', x },
   };
   const encrypt = new CompactEncrypt(new TextEncoder().encode(JSON.stringify(payload))).setProtectedHeader({
-    alg: 'ECDH-ES+A256KW',
+    alg: 'ECDH-ES',
     enc: 'A256GCM',
     kid: keys.kid,
   });
@@ -251,7 +253,7 @@ async function openAnswer(jwe: string, privateKey: KeyObject, jti: string): Prom
   let opened;
   try {
     const { plaintext, protectedHeader } = await compactDecrypt(jwe.trim(), privateKey, {
-      keyManagementAlgorithms: KEY_ALGORITHMS,
+      keyManagementAlgorithms: ANSWER_KEY_ALGORITHMS,
       contentEncryptionAlgorithms: ['A256GCM'],
     });
     opened = { json: JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(plaintext)) as unknown, protectedHeader };

@@ -1,7 +1,7 @@
 import { createHash, createPublicKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { KmsError } from '../errors.js';
 import { validateName, validateToken } from '../names.js';
-import { agreeWith, openCompact, protectedHeader, type JweAlgorithm, type RecipientAgreement } from './jwe.js';
+import { agreeWith, openCompact, protectedHeader, type JweAlgorithm, type Opened, type RecipientAgreement } from './jwe.js';
 import type { SealedKeyCaches } from './key-cache.js';
 import type { ReplayGuard } from './replay.js';
 
@@ -57,15 +57,15 @@ export function openSealedCredential(
   /** Keys agreed with already, of `serviceKey` only (none: every agreement made anew). */
   caches?: SealedKeyCaches,
 ): SealedCredential {
-  let plaintext: Uint8Array;
+  let opened: Opened;
   try {
-    plaintext = openCompact(jwe, serviceKey, KEY_ALGORITHMS, caches?.requests);
+    opened = openCompact(jwe, serviceKey, KEY_ALGORITHMS, caches?.requests);
   } catch {
     throw unreadable();
   }
   let claims: unknown;
   try {
-    claims = JSON.parse(UTF8.decode(plaintext));
+    claims = JSON.parse(UTF8.decode(opened.plaintext));
   } catch {
     throw malformed('its plaintext must be a JSON object');
   }
@@ -95,7 +95,7 @@ export function openSealedCredential(
   }
   // The key agreement after the cheap checks, still before the one-time id is spent and before
   // the route runs: a response key no answer can be sealed to is refused first.
-  const key = agreeWithResponseKey(jwk, caches?.answers);
+  const key = agreeWithResponseKey(jwk, opened.alg, caches?.answers);
   replay.admit(jti, (iat + SEALED_CREDENTIAL_SKEW_SECONDS) * 1000 + 1000, now);
   return { user, token, jti, responseKey: key };
 }
@@ -114,15 +114,17 @@ function responseJwk(value: unknown): ResponseJwk {
  * Agreed with now (the answer's key agreement, made once), so that a key the answer could not be
  * sealed to is refused before the route runs (and changes anything): not a point on its curve, or
  * an X25519 point of small order, with which every key agreement fails (RFC 7748, section 6.1).
+ * The answer is sealed with the credential's algorithm: a client that sealed with ECDH-ES opens
+ * ECDH-ES, and one that wrapped its content key gets its answer's wrapped too.
  */
-function agreeWithResponseKey(jwk: ResponseJwk, answers: SealedKeyCaches['answers'] | undefined): RecipientAgreement {
+function agreeWithResponseKey(jwk: ResponseJwk, alg: JweAlgorithm, answers: SealedKeyCaches['answers'] | undefined): RecipientAgreement {
   // A response key reused by its client gets answers under one ephemeral key of ours while cached.
-  const cacheKey = `${jwk.kty}.${jwk.x}.${'y' in jwk ? jwk.y : ''}`;
+  const cacheKey = `${alg}.${jwk.kty}.${jwk.x}.${'y' in jwk ? jwk.y : ''}`;
   const cached = answers?.get(cacheKey);
   if (cached !== undefined) return cached;
   let agreement: RecipientAgreement;
   try {
-    agreement = agreeWith(createPublicKey({ key: { ...jwk }, format: 'jwk' }));
+    agreement = agreeWith(createPublicKey({ key: { ...jwk }, format: 'jwk' }), alg);
   } catch {
     throw malformed('"responseKey" is not a valid public key');
   }

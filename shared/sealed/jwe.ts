@@ -25,21 +25,31 @@ const B64URL = /^[A-Za-z0-9_-]*$/;
 export interface RecipientAgreement {
   /** The `epk` header: the public half of the ephemeral key. */
   readonly epk: Readonly<Record<string, string>>;
-  /** The A256KW key encryption key derived from the agreement (RFC 7518 section 4.6). */
-  readonly kek: Buffer;
+  /** How answers use the agreement: wrap a fresh content key per message, or be the content key. */
+  readonly alg: JweAlgorithm;
+  /**
+   * The key derived from the agreement (RFC 7518 section 4.6): the A256KW key encryption key, or
+   * for `ECDH-ES` the A256GCM content key itself.
+   */
+  readonly key: Buffer;
 }
 
 /**
- * One ECDH-ES+A256KW key agreement with `recipient` (an X25519 or P-256 public key): a fresh
- * ephemeral key, and the key encryption key derived from it. Throws if no agreement is possible
- * (an X25519 point of small order, RFC 7748 section 6.1), so a key is refused before it is needed.
+ * One key agreement with `recipient` (an X25519 or P-256 public key) for `alg`: a fresh ephemeral
+ * key, and the key derived from it. Throws if no agreement is possible (an X25519 point of small
+ * order, RFC 7748 section 6.1), so a key is refused before it is needed.
  */
-export function agreeWith(recipient: KeyObject): RecipientAgreement {
+export function agreeWith(recipient: KeyObject, alg: JweAlgorithm = 'ECDH-ES+A256KW'): RecipientAgreement {
   const ephemeral = recipient.asymmetricKeyType === 'x25519' ? generateKeyPairSync('x25519') : generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const z = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient });
   const { kty, crv, x, y } = ephemeral.publicKey.export({ format: 'jwk' });
   const epk: Record<string, string> = y === undefined ? { x: x!, crv: crv!, kty: kty! } : { x: x!, y, crv: crv!, kty: kty! };
-  return { epk, kek: concatKdf(z, 'ECDH-ES+A256KW', Buffer.alloc(0), Buffer.alloc(0)) };
+  return { epk, alg, key: derivedKey(z, alg, Buffer.alloc(0), Buffer.alloc(0)) };
+}
+
+/** The Concat KDF's AlgorithmID: `enc` for direct agreement, `alg` for agreement with key wrapping. */
+function derivedKey(z: Buffer, alg: JweAlgorithm, apu: Buffer, apv: Buffer): Buffer {
+  return concatKdf(z, alg === 'ECDH-ES' ? 'A256GCM' : alg, apu, apv);
 }
 
 /**
@@ -61,7 +71,10 @@ function freshRandom(): Buffer {
   return randomPool.subarray(randomTaken - RANDOM_PER_ANSWER, randomTaken);
 }
 
-/** Seals `plaintext` with a fresh content key and IV, wrapped with `agreement`'s key encryption key. */
+/**
+ * Seals `plaintext` to `agreement`'s recipient with a fresh IV: under ECDH-ES+A256KW with a fresh
+ * content key too, wrapped with the key encryption key; under ECDH-ES with the agreed content key.
+ */
 export function sealWith(agreement: RecipientAgreement, plaintext: Uint8Array, header: Readonly<Record<string, string>> = {}): string {
   const fresh = freshRandom();
   try {
@@ -71,14 +84,25 @@ export function sealWith(agreement: RecipientAgreement, plaintext: Uint8Array, h
   }
 }
 
-function sealWithRandom(agreement: RecipientAgreement, plaintext: Uint8Array, header: Readonly<Record<string, string>>, cek: Buffer, iv: Buffer): string {
-  const kw = createCipheriv('id-aes256-wrap', agreement.kek, KW_IV);
-  const wrapped = Buffer.concat([kw.update(cek), kw.final()]);
-  const protectedHeader = Buffer.from(JSON.stringify({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', ...header, epk: agreement.epk })).toString('base64url');
+function sealWithRandom(agreement: RecipientAgreement, plaintext: Uint8Array, header: Readonly<Record<string, string>>, freshKey: Buffer, iv: Buffer): string {
+  let cek = agreement.key;
+  let encryptedKey = '';
+  if (agreement.alg === 'ECDH-ES+A256KW') {
+    const kw = createCipheriv('id-aes256-wrap', agreement.key, KW_IV);
+    encryptedKey = Buffer.concat([kw.update(freshKey), kw.final()]).toString('base64url');
+    cek = freshKey;
+  }
+  const protectedHeader = Buffer.from(JSON.stringify({ alg: agreement.alg, enc: 'A256GCM', ...header, epk: agreement.epk })).toString('base64url');
   const gcm = createCipheriv('aes-256-gcm', cek, iv, { authTagLength: 16 }).setAAD(Buffer.from(protectedHeader, 'ascii'));
   const ciphertext = Buffer.concat([gcm.update(plaintext), gcm.final()]);
   const tag = gcm.getAuthTag();
-  return `${protectedHeader}.${wrapped.toString('base64url')}.${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${tag.toString('base64url')}`;
+  return `${protectedHeader}.${encryptedKey}.${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${tag.toString('base64url')}`;
+}
+
+/** What a compact JWE held, and the key management algorithm it was sealed with. */
+export interface Opened {
+  readonly plaintext: Buffer;
+  readonly alg: JweAlgorithm;
 }
 
 /**
@@ -90,9 +114,9 @@ export function openCompact(
   jwe: string,
   privateKey: KeyObject,
   algorithms: readonly JweAlgorithm[],
-  /** Key encryption keys of ECDH-ES+A256KW by `epk` (and apu, apv), for `privateKey` only. */
-  keks?: KeyCache<{ readonly kek: Buffer }>,
-): Buffer {
+  /** Keys derived from agreements (by `alg`, `epk`, apu and apv), for `privateKey` only. */
+  agreed?: KeyCache<{ readonly key: Buffer }>,
+): Opened {
   const parts = jwe.split('.');
   if (parts.length !== 5 || !parts.every((p) => B64URL.test(p))) throw new JweError('not a compact JWE');
   const [encryptedKey, iv, ciphertext, tag] = parts.slice(1).map((p) => Buffer.from(p, 'base64url')) as [Buffer, Buffer, Buffer, Buffer];
@@ -100,38 +124,38 @@ export function openCompact(
   const alg = header.alg as JweAlgorithm;
   if (!algorithms.includes(alg) || header.enc !== 'A256GCM' || header.zip !== undefined || header.crit !== undefined) throw new JweError('unsupported');
   if (iv.length !== 12 || tag.length !== 16) throw new JweError('bad iv or tag');
+  if (encryptedKey.length !== (alg === 'ECDH-ES' ? 0 : 40)) throw new JweError('bad encrypted key');
   const epk = epkJwk(header.epk, privateKey);
   const apu = octets(header.apu);
   const apv = octets(header.apv);
-  let cek: Buffer;
-  if (alg === 'ECDH-ES') {
-    if (encryptedKey.length !== 0) throw new JweError('direct agreement with an encrypted key');
-    cek = concatKdf(agree(privateKey, epk), 'A256GCM', apu, apv);
-  } else {
-    if (encryptedKey.length !== 40) throw new JweError('bad encrypted key');
-    // The same epk (and apu, apv) gives the same key encryption key: agreed once while cached.
-    const cacheKey = keks === undefined ? '' : `${epk.x}.${epk.y ?? ''}.${header.apu ?? ''}.${header.apv ?? ''}`;
-    const cached = keks?.get(cacheKey)?.kek;
-    const kek = cached ?? concatKdf(agree(privateKey, epk), 'ECDH-ES+A256KW', apu, apv);
-    // id-aes256-wrap checks the RFC 3394 integrity value itself, and throws when it does not match.
-    const kw = createDecipheriv('id-aes256-wrap', kek, KW_IV);
-    try {
-      cek = Buffer.concat([kw.update(encryptedKey), kw.final()]);
-      // Kept only once a key was unwrapped with it: a message that fails leaves nothing behind.
-      if (cached === undefined) keks?.set(cacheKey, { kek });
-    } catch {
-      throw new JweError('unwrap failed');
-    } finally {
-      kek.fill(0);
-    }
-  }
+  // The same epk (and apu, apv) gives the same key: agreed once while cached. It is kept only once
+  // a message opened with it, so a message that fails leaves nothing behind.
+  const cacheKey = agreed === undefined ? '' : `${alg}.${epk.x}.${epk.y ?? ''}.${header.apu ?? ''}.${header.apv ?? ''}`;
+  const cached = agreed?.get(cacheKey)?.key;
+  const key = cached ?? derivedKey(agree(privateKey, epk), alg, apu, apv);
+  let cek = key;
   try {
-    const gcm = createDecipheriv('aes-256-gcm', cek, iv, { authTagLength: 16 }).setAAD(Buffer.from(parts[0]!, 'ascii')).setAuthTag(tag);
-    return Buffer.concat([gcm.update(ciphertext), gcm.final()]);
-  } catch {
-    throw new JweError('decryption failed');
+    if (alg === 'ECDH-ES+A256KW') {
+      // id-aes256-wrap checks the RFC 3394 integrity value itself, and throws when it does not match.
+      const kw = createDecipheriv('id-aes256-wrap', key, KW_IV);
+      try {
+        cek = Buffer.concat([kw.update(encryptedKey), kw.final()]);
+      } catch {
+        throw new JweError('unwrap failed');
+      }
+    }
+    let plaintext: Buffer;
+    try {
+      const gcm = createDecipheriv('aes-256-gcm', cek, iv, { authTagLength: 16 }).setAAD(Buffer.from(parts[0]!, 'ascii')).setAuthTag(tag);
+      plaintext = Buffer.concat([gcm.update(ciphertext), gcm.final()]);
+    } catch {
+      throw new JweError('decryption failed');
+    }
+    if (cached === undefined) agreed?.set(cacheKey, { key });
+    return { plaintext, alg };
   } finally {
     cek.fill(0);
+    key.fill(0);
   }
 }
 

@@ -1,11 +1,13 @@
+import type { RecipientAgreement } from './jwe.js';
+
 /**
- * Key encryption keys kept for a bounded time, so that a client reusing one ephemeral key (`epk`)
- * or one response key for a while costs one X25519 agreement per key instead of one per message
- * (docs/sealed-channel.md). Bounded in count (least recently used dropped first) and in lifetime:
+ * Keys derived from key agreements (key encryption keys, or direct content keys), kept for a
+ * bounded time, so that a client reusing one ephemeral key (`epk`) or one response key for a while
+ * costs one X25519 agreement per key instead of one per message (docs/sealed-channel.md). Bounded in count (least recently used dropped first) and in lifetime:
  * an entry expires `lifetimeMs` after it was made, however often it is used. Entries handed out
- * are copies, and every entry is zeroed when dropped, so callers may wipe what they get.
+ * are copies (their `key` a fresh buffer), and every entry is zeroed when dropped, so callers may wipe what they get.
  */
-export class KeyCache<V extends { readonly kek: Buffer }> {
+export class KeyCache<V extends { readonly key: Buffer }> {
   readonly #entries = new Map<string, { readonly value: V; readonly expiresAt: number }>();
 
   constructor(
@@ -14,35 +16,35 @@ export class KeyCache<V extends { readonly kek: Buffer }> {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** A copy of the entry for `key` (its `kek` a fresh buffer), or undefined if none or expired. */
+  /** A copy of the entry for `key`, or undefined if none or expired. */
   get(key: string): V | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
     this.#entries.delete(key);
     if (entry.expiresAt <= this.now()) {
-      entry.value.kek.fill(0);
+      entry.value.key.fill(0);
       return undefined;
     }
     this.#entries.set(key, entry); // most recently used last
-    return { ...entry.value, kek: Buffer.from(entry.value.kek) };
+    return { ...entry.value, key: Buffer.from(entry.value.key) };
   }
 
   /** Keeps a copy of `value` for `key` for the lifetime; nothing when the lifetime is 0. */
   set(key: string, value: V): void {
     if (this.lifetimeMs <= 0 || this.maxEntries <= 0) return;
-    this.#entries.get(key)?.value.kek.fill(0);
+    this.#entries.get(key)?.value.key.fill(0);
     this.#entries.delete(key);
     while (this.#entries.size >= this.maxEntries) {
       const [oldest, entry] = this.#entries.entries().next().value!;
-      entry.value.kek.fill(0);
+      entry.value.key.fill(0);
       this.#entries.delete(oldest);
     }
-    this.#entries.set(key, { value: { ...value, kek: Buffer.from(value.kek) }, expiresAt: this.now() + this.lifetimeMs });
+    this.#entries.set(key, { value: { ...value, key: Buffer.from(value.key) }, expiresAt: this.now() + this.lifetimeMs });
   }
 
   /** Zeroes and drops every entry (the service key changed). */
   clear(): void {
-    for (const { value } of this.#entries.values()) value.kek.fill(0);
+    for (const { value } of this.#entries.values()) value.key.fill(0);
     this.#entries.clear();
   }
 
@@ -51,11 +53,11 @@ export class KeyCache<V extends { readonly kek: Buffer }> {
   }
 }
 
-/** The caches of one service key: request KEKs by `epk`, answer agreements by response key. */
+/** The caches of one service key: request keys by `epk`, answer agreements by response key. */
 export interface SealedKeyCaches {
   readonly rootKeyId: string;
-  readonly requests: KeyCache<{ readonly kek: Buffer }>;
-  readonly answers: KeyCache<{ readonly kek: Buffer; readonly epk: Readonly<Record<string, string>> }>;
+  readonly requests: KeyCache<{ readonly key: Buffer }>;
+  readonly answers: KeyCache<RecipientAgreement>;
 }
 
 /** At most this many keys of each kind: a few MB, far more clients than one instance serves at once. */

@@ -101,7 +101,8 @@ export async function seal(attested: Attested, options: SealOptions): Promise<Se
   };
 
   async function openWithHeader(body: string): Promise<{ json: unknown; protectedHeader: Record<string, unknown> }> {
-    const { plaintext, protectedHeader } = await compactDecrypt(body, response.privateKey);
+    // The answer is sealed with the credential's algorithm: anything else does not open.
+    const { plaintext, protectedHeader } = await compactDecrypt(body, response.privateKey, { keyManagementAlgorithms: [alg] });
     return { json: JSON.parse(new TextDecoder().decode(plaintext)) as unknown, protectedHeader: { ...protectedHeader } };
   }
 }

@@ -25,7 +25,7 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
         const { publicKey, privateKey } = pair();
         const plain = JSON.stringify({ token: 'é'.repeat(40) });
         const jwe = await joseSeal(plain, publicKey, { alg, kid: 'k1', apu: 'QWxpY2U', apv: 'Qm9i' });
-        expect(openCompact(jwe, privateKey, [alg]).toString('utf8')).toBe(plain);
+        expect(openCompact(jwe, privateKey, [alg])).toEqual({ plaintext: Buffer.from(plain), alg });
       });
     }
 
@@ -44,9 +44,42 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
       }
       expect(a.split('.')[1]).not.toBe(b.split('.')[1]);
       expect(a.split('.')[2]).not.toBe(b.split('.')[2]);
-      expect(openCompact(a, privateKey, ['ECDH-ES+A256KW']).toString()).toBe('{"a":1}');
+      expect(openCompact(a, privateKey, ['ECDH-ES+A256KW']).plaintext.toString()).toBe('{"a":1}');
     });
   }
+
+  for (const [curve, pair] of Object.entries(pairs)) {
+    it(`seals what jose opens (ECDH-ES, ${curve}): the agreed content key, a fresh IV per message`, async () => {
+      const { publicKey, privateKey } = pair();
+      const agreement = agreeWith(publicKey, 'ECDH-ES');
+      const messages = [sealWith(agreement, Buffer.from('{"a":1}'), { cty: 'json' }), sealWith(agreement, Buffer.from('{"a":1}'), { cty: 'json' })];
+      for (const jwe of messages) {
+        const { plaintext, protectedHeader: header } = await compactDecrypt(jwe, privateKey, {
+          keyManagementAlgorithms: ['ECDH-ES'],
+          contentEncryptionAlgorithms: ['A256GCM'],
+        });
+        expect(new TextDecoder().decode(plaintext)).toBe('{"a":1}');
+        expect(header).toMatchObject({ alg: 'ECDH-ES', enc: 'A256GCM', cty: 'json', epk: agreement.epk });
+        expect(jwe.split('.')[1]).toBe('');
+        expect(openCompact(jwe, privateKey, ['ECDH-ES'])).toEqual({ plaintext: Buffer.from('{"a":1}'), alg: 'ECDH-ES' });
+      }
+      expect(messages[0]!.split('.')[2]).not.toBe(messages[1]!.split('.')[2]);
+      // Derived for the other algorithm, the key is another: a message says which one it used.
+      expect(agreement.key.equals(agreeWith(publicKey).key)).toBe(false);
+    });
+  }
+
+  it('draws a distinct IV for every direct message, across refills of its random pool', () => {
+    const { publicKey, privateKey } = pairs.X25519();
+    const agreement = agreeWith(publicKey, 'ECDH-ES');
+    const ivs = new Set<string>();
+    for (let i = 0; i < 300; i++) {
+      const jwe = sealWith(agreement, Buffer.from(`{"n":${i}}`));
+      ivs.add(jwe.split('.')[2]!);
+      expect(openCompact(jwe, privateKey, ['ECDH-ES']).plaintext.toString()).toBe(`{"n":${i}}`);
+    }
+    expect(ivs.size).toBe(300);
+  });
 
   it('draws a distinct content key and IV for every message, across refills of its random pool', () => {
     const { publicKey, privateKey } = pairs.X25519();
@@ -56,12 +89,12 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
     for (let i = 0; i < 300; i++) {
       const jwe = sealWith(agreement, Buffer.from(`{"n":${i}}`));
       const [, wrapped, iv] = jwe.split('.') as [string, string, string];
-      const kw = createDecipheriv('id-aes256-wrap', agreement.kek, Buffer.from('a6a6a6a6a6a6a6a6', 'hex'));
+      const kw = createDecipheriv('id-aes256-wrap', agreement.key, Buffer.from('a6a6a6a6a6a6a6a6', 'hex'));
       const cek = Buffer.concat([kw.update(Buffer.from(wrapped, 'base64url')), kw.final()]);
       expect(cek.equals(Buffer.alloc(32))).toBe(false);
       keys.add(cek.toString('hex'));
       ivs.add(iv);
-      expect(openCompact(jwe, privateKey, ['ECDH-ES+A256KW']).toString()).toBe(`{"n":${i}}`);
+      expect(openCompact(jwe, privateKey, ['ECDH-ES+A256KW']).plaintext.toString()).toBe(`{"n":${i}}`);
     }
     expect(keys.size).toBe(300);
     expect(ivs.size).toBe(300);
@@ -119,12 +152,12 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
         .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM' })
         .setKeyManagementParameters({ epk })
         .encrypt(publicKey);
-    const keks = new KeyCache<{ readonly kek: Buffer }>(10, 60_000);
+    const keks = new KeyCache<{ readonly key: Buffer }>(10, 60_000);
     const [a, b] = [await reusing('{"n":1}'), await reusing('{"n":2}')];
     expect(decodeProtectedHeader(a).epk).toEqual(decodeProtectedHeader(b).epk);
-    expect(openCompact(a, privateKey, BOTH, keks).toString()).toBe('{"n":1}');
+    expect(openCompact(a, privateKey, BOTH, keks).plaintext.toString()).toBe('{"n":1}');
     expect(keks.size).toBe(1);
-    expect(openCompact(b, privateKey, BOTH, keks).toString()).toBe('{"n":2}');
+    expect(openCompact(b, privateKey, BOTH, keks).plaintext.toString()).toBe('{"n":2}');
     expect(keks.size).toBe(1);
     // Tampered messages under the cached epk: its key encryption key is no help without the rest.
     const flip = (part: string) => `${part.slice(0, -2)}${part.at(-2) === 'A' ? 'B' : 'A'}${part.at(-1)}`;
@@ -138,8 +171,43 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
     expect(() => openCompact(fresh.join('.'), privateKey, BOTH, keks)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
     expect(keks.size).toBe(1);
     // A fresh epk per message (any standard client) opens as before, one entry each.
-    expect(openCompact(await joseSeal('{"n":4}', publicKey, { alg: 'ECDH-ES+A256KW' }), privateKey, BOTH, keks).toString()).toBe('{"n":4}');
+    expect(openCompact(await joseSeal('{"n":4}', publicKey, { alg: 'ECDH-ES+A256KW' }), privateKey, BOTH, keks).plaintext.toString()).toBe('{"n":4}');
     expect(keks.size).toBe(2);
+  });
+
+  it('a reused epk under ECDH-ES is agreed with once while cached, and never taken for the wrapping key', async () => {
+    const { publicKey, privateKey } = pairs.X25519();
+    const epk = (await generateKeyPair('ECDH-ES', { crv: 'X25519', extractable: true })).privateKey;
+    const reusing = (plaintext: string, alg: JweAlgorithm) =>
+      new CompactEncrypt(new TextEncoder().encode(plaintext))
+        .setProtectedHeader({ alg, enc: 'A256GCM' })
+        .setKeyManagementParameters({ epk })
+        .encrypt(publicKey);
+    const agreed = new KeyCache<{ readonly key: Buffer }>(10, 60_000);
+    const [a, b] = [await reusing('{"n":1}', 'ECDH-ES'), await reusing('{"n":2}', 'ECDH-ES')];
+    expect(openCompact(a, privateKey, BOTH, agreed)).toEqual({ plaintext: Buffer.from('{"n":1}'), alg: 'ECDH-ES' });
+    expect(agreed.size).toBe(1);
+    expect(openCompact(b, privateKey, BOTH, agreed).plaintext.toString()).toBe('{"n":2}');
+    expect(agreed.size).toBe(1);
+    // Tampered messages under the cached epk: the content key is no help without an intact message.
+    const flip = (part: string) => `${part.slice(0, -2)}${part.at(-2) === 'A' ? 'B' : 'A'}${part.at(-1)}`;
+    const parts = b.split('.');
+    for (const i of [2, 3, 4]) {
+      expect(() => openCompact(withPart(b, i, flip(parts[i]!)), privateKey, BOTH, agreed)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    }
+    // The same epk with key wrapping derives (and keeps) a key of its own: one cached for one
+    // algorithm is never used as the other's.
+    expect(openCompact(await reusing('{"n":3}', 'ECDH-ES+A256KW'), privateKey, BOTH, agreed)).toEqual({
+      plaintext: Buffer.from('{"n":3}'),
+      alg: 'ECDH-ES+A256KW',
+    });
+    expect(agreed.size).toBe(2);
+    expect(openCompact(await reusing('{"n":4}', 'ECDH-ES'), privateKey, BOTH, agreed).plaintext.toString()).toBe('{"n":4}');
+    // A direct message with an epk not seen yet and a bad tag leaves nothing cached.
+    const fresh = (await joseSeal('{"n":5}', publicKey, { alg: 'ECDH-ES' })).split('.');
+    fresh[4] = flip(fresh[4]!);
+    expect(() => openCompact(fresh.join('.'), privateKey, BOTH, agreed)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    expect(agreed.size).toBe(2);
   });
 
   it('reads each protected header as sent, however recently another was read', async () => {
@@ -148,7 +216,7 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
     const b = await joseSeal('{"b":2}', publicKey, { alg: 'ECDH-ES+A256KW', kid: 'k2' });
     expect(protectedHeader(a).kid).toBe('k1');
     expect(protectedHeader(b).kid).toBe('k2');
-    expect(openCompact(a, privateKey, ['ECDH-ES+A256KW']).toString()).toBe('{"a":1}');
+    expect(openCompact(a, privateKey, ['ECDH-ES+A256KW']).plaintext.toString()).toBe('{"a":1}');
     // The header just read, sent with another message's parts: its tag (AAD) no longer matches.
     expect(() => openCompact(withPart(b, 0, a.split('.')[0]!), privateKey, ['ECDH-ES+A256KW'])).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
     // A header edited after being read is read anew, and refused as what it now says.

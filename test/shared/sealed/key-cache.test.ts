@@ -12,11 +12,11 @@ describe('KeyCache: key encryption keys kept for a bounded time', () => {
   it('an entry expires at its lifetime after it was made, however often it is used, and is zeroed then', () => {
     const time = clock();
     const cache = new KeyCache(10, 300_000, time.now);
-    const kek = randomBytes(32);
-    cache.set('epk', { kek });
+    const key = randomBytes(32);
+    cache.set('epk', { key });
     for (let i = 0; i < 5; i++) {
       time.advance(59_000);
-      expect(cache.get('epk')?.kek.equals(kek)).toBe(true); // 295 s: used often, still within the bound
+      expect(cache.get('epk')?.key.equals(key)).toBe(true); // 295 s: used often, still within the bound
     }
     time.advance(5_000); // 300 s after it was made
     expect(cache.get('epk')).toBeUndefined();
@@ -25,21 +25,21 @@ describe('KeyCache: key encryption keys kept for a bounded time', () => {
 
   it('hands out copies: a caller wiping its key leaves the cached one intact', () => {
     const cache = new KeyCache(10, 60_000);
-    const kek = randomBytes(32);
-    cache.set('k', { kek });
-    kek.fill(0); // the caller wipes what it derived: the cache kept its own copy
+    const key = randomBytes(32);
+    cache.set('k', { key });
+    key.fill(0); // the caller wipes what it derived: the cache kept its own copy
     const first = cache.get('k')!;
-    expect(first.kek.equals(Buffer.alloc(32))).toBe(false);
-    first.kek.fill(0);
-    expect(cache.get('k')!.kek.equals(first.kek)).toBe(false);
+    expect(first.key.equals(Buffer.alloc(32))).toBe(false);
+    first.key.fill(0);
+    expect(cache.get('k')!.key.equals(first.key)).toBe(false);
   });
 
   it('is bounded: the least recently used entry goes first', () => {
     const cache = new KeyCache(2, 60_000);
-    cache.set('a', { kek: randomBytes(32) });
-    cache.set('b', { kek: randomBytes(32) });
+    cache.set('a', { key: randomBytes(32) });
+    cache.set('b', { key: randomBytes(32) });
     expect(cache.get('a')).toBeDefined(); // a is now the most recently used
-    cache.set('c', { kek: randomBytes(32) });
+    cache.set('c', { key: randomBytes(32) });
     expect(cache.size).toBe(2);
     expect(cache.get('b')).toBeUndefined();
     expect(cache.get('a')).toBeDefined();
@@ -48,10 +48,10 @@ describe('KeyCache: key encryption keys kept for a bounded time', () => {
 
   it('a lifetime of 0 keeps nothing; clear drops everything', () => {
     const none = new KeyCache(10, 0);
-    none.set('k', { kek: randomBytes(32) });
+    none.set('k', { key: randomBytes(32) });
     expect(none.get('k')).toBeUndefined();
     const cache = new KeyCache(10, 60_000);
-    cache.set('k', { kek: randomBytes(32) });
+    cache.set('k', { key: randomBytes(32) });
     cache.clear();
     expect(cache.size).toBe(0);
     expect(cache.get('k')).toBeUndefined();
@@ -60,8 +60,8 @@ describe('KeyCache: key encryption keys kept for a bounded time', () => {
   it('the caches of a service key never keep a key longer than an hour', () => {
     const time = clock();
     const caches = sealedKeyCaches('rk1', 10 * MAX_KEY_REUSE_SECONDS, time.now);
-    caches.answers.set('r', { kek: randomBytes(32), epk: { kty: 'OKP', crv: 'X25519', x: 'x' } });
-    caches.requests.set('e', { kek: randomBytes(32) });
+    caches.answers.set('r', { alg: 'ECDH-ES', key: randomBytes(32), epk: { kty: 'OKP', crv: 'X25519', x: 'x' } });
+    caches.requests.set('e', { key: randomBytes(32) });
     time.advance(MAX_KEY_REUSE_SECONDS * 1000 - 1);
     expect(caches.answers.get('r')).toBeDefined();
     expect(caches.requests.get('e')).toBeDefined();
