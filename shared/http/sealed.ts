@@ -47,8 +47,8 @@ export async function openSealedRequest(request: KmsRequest, ctx: RouteContext):
   }
   if (caches?.rootKeyId !== current.id) {
     // Never shared across service keys: a rotation zeroes what was agreed under the old one.
-    caches?.requests.clear();
-    caches?.answers.clear();
+    caches?.requests.close();
+    caches?.answers.close();
     caches = sealedKeyCaches(current.id, config.sealedKeyReuseSeconds);
   }
   // The body has arrived whole already (the route awaited it); a credential may bind it (htb).

@@ -63,6 +63,20 @@ export function openSealedCredential(
   } catch {
     throw unreadable();
   }
+  try {
+    return checkCredential(opened, request, replay, now, caches);
+  } finally {
+    opened.agreed?.key.fill(0);
+  }
+}
+
+function checkCredential(
+  opened: Opened,
+  request: { readonly method: string; readonly target: string; readonly body?: Buffer | undefined },
+  replay: ReplayGuard,
+  now: number,
+  caches: SealedKeyCaches | undefined,
+): SealedCredential {
   let claims: unknown;
   try {
     claims = JSON.parse(UTF8.decode(opened.plaintext));
@@ -95,9 +109,18 @@ export function openSealedCredential(
   }
   // The key agreement after the cheap checks, still before the one-time id is spent and before
   // the route runs: a response key no answer can be sealed to is refused first.
-  const key = agreeWithResponseKey(jwk, opened.alg, caches?.answers);
-  replay.admit(jti, (iat + SEALED_CREDENTIAL_SKEW_SECONDS) * 1000 + 1000, now);
-  return { user, token, jti, responseKey: key };
+  const answer = agreeWithResponseKey(jwk, opened.alg, caches?.answers);
+  try {
+    replay.admit(jti, (iat + SEALED_CREDENTIAL_SKEW_SECONDS) * 1000 + 1000, now);
+  } catch (error) {
+    answer.agreement.key.fill(0);
+    throw error;
+  }
+  // Keys are kept only for a credential accepted: one replayed, or stale, keeps no key in memory
+  // and renews none, however often an ingress sends it.
+  if (opened.agreed !== undefined) caches?.requests.set(opened.agreed.cacheKey, { key: opened.agreed.key });
+  if (answer.cacheKey !== undefined) caches?.answers.set(answer.cacheKey, answer.agreement);
+  return { user, token, jti, responseKey: answer.agreement };
 }
 
 function responseJwk(value: unknown): ResponseJwk {
@@ -117,19 +140,20 @@ function responseJwk(value: unknown): ResponseJwk {
  * The answer is sealed with the credential's algorithm: a client that sealed with ECDH-ES opens
  * ECDH-ES, and one that wrapped its content key gets its answer's wrapped too.
  */
-function agreeWithResponseKey(jwk: ResponseJwk, alg: JweAlgorithm, answers: SealedKeyCaches['answers'] | undefined): RecipientAgreement {
+function agreeWithResponseKey(
+  jwk: ResponseJwk,
+  alg: JweAlgorithm,
+  answers: SealedKeyCaches['answers'] | undefined,
+): { readonly agreement: RecipientAgreement; /** Set when the agreement is new: where to keep it. */ readonly cacheKey?: string } {
   // A response key reused by its client gets answers under one ephemeral key of ours while cached.
   const cacheKey = `${alg}.${jwk.kty}.${jwk.x}.${'y' in jwk ? jwk.y : ''}`;
   const cached = answers?.get(cacheKey);
-  if (cached !== undefined) return cached;
-  let agreement: RecipientAgreement;
+  if (cached !== undefined) return { agreement: cached };
   try {
-    agreement = agreeWith(createPublicKey({ key: { ...jwk }, format: 'jwk' }), alg);
+    return { agreement: agreeWith(createPublicKey({ key: { ...jwk }, format: 'jwk' }), alg), ...(answers === undefined ? {} : { cacheKey }) };
   } catch {
     throw malformed('"responseKey" is not a valid public key');
   }
-  answers?.set(cacheKey, agreement);
-  return agreement;
 }
 
 /** Whether `htb` is the SHA-256 of `body` (no body: of no bytes). */

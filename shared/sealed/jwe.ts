@@ -103,6 +103,12 @@ function sealWithRandom(agreement: RecipientAgreement, plaintext: Uint8Array, he
 export interface Opened {
   readonly plaintext: Buffer;
   readonly alg: JweAlgorithm;
+  /**
+   * With a cache: the key agreed for this message when the cache had none, not kept yet. The caller
+   * keeps it (`agreed.set`) only once it accepts the message, so that a message refused later (a
+   * replay, say) cannot keep a key in memory, and zeroes it either way.
+   */
+  readonly agreed?: { readonly cacheKey: string; readonly key: Buffer };
 }
 
 /**
@@ -114,7 +120,7 @@ export function openCompact(
   jwe: string,
   privateKey: KeyObject,
   algorithms: readonly JweAlgorithm[],
-  /** Keys derived from agreements (by `alg`, `epk`, apu and apv), for `privateKey` only. */
+  /** Keys derived from agreements (by `alg`, `epk`, apu and apv), for `privateKey` only: read, never written. */
   agreed?: KeyCache<{ readonly key: Buffer }>,
 ): Opened {
   const parts = jwe.split('.');
@@ -128,8 +134,7 @@ export function openCompact(
   const epk = epkJwk(header.epk, privateKey);
   const apu = octets(header.apu);
   const apv = octets(header.apv);
-  // The same epk (and apu, apv) gives the same key: agreed once while cached. It is kept only once
-  // a message opened with it, so a message that fails leaves nothing behind.
+  // The same epk (and apu, apv) gives the same key: agreed once while cached.
   const cacheKey = agreed === undefined ? '' : `${alg}.${epk.x}.${epk.y ?? ''}.${header.apu ?? ''}.${header.apv ?? ''}`;
   const cached = agreed?.get(cacheKey)?.key;
   const key = cached ?? derivedKey(agree(privateKey, epk), alg, apu, apv);
@@ -151,8 +156,8 @@ export function openCompact(
     } catch {
       throw new JweError('decryption failed');
     }
-    if (cached === undefined) agreed?.set(cacheKey, { key });
-    return { plaintext, alg };
+    if (cached !== undefined || agreed === undefined) return { plaintext, alg };
+    return { plaintext, alg, agreed: { cacheKey, key: Buffer.from(key) } };
   } finally {
     cek.fill(0);
     key.fill(0);

@@ -1,20 +1,28 @@
 import type { RecipientAgreement } from './jwe.js';
 
+/** How often a cache zeroes and drops its expired entries, whether they are asked for or not. */
+export const SWEEP_INTERVAL_MS = 10_000;
+
 /**
  * Keys derived from key agreements (key encryption keys, or direct content keys), kept for a
  * bounded time, so that a client reusing one ephemeral key (`epk`) or one response key for a while
- * costs one X25519 agreement per key instead of one per message (docs/sealed-channel.md). Bounded in count (least recently used dropped first) and in lifetime:
- * an entry expires `lifetimeMs` after it was made, however often it is used. Entries handed out
- * are copies (their `key` a fresh buffer), and every entry is zeroed when dropped, so callers may wipe what they get.
+ * costs one X25519 agreement per key instead of one per message (docs/sealed-channel.md). Bounded
+ * in count (least recently used dropped first) and in lifetime: an entry expires `lifetimeMs` after
+ * it was made, however often it is used, and is zeroed and dropped when next asked for or within
+ * SWEEP_INTERVAL_MS. Entries handed out are copies (their `key` a fresh buffer), and every entry is
+ * zeroed when dropped, so callers may wipe what they get.
  */
 export class KeyCache<V extends { readonly key: Buffer }> {
   readonly #entries = new Map<string, { readonly value: V; readonly expiresAt: number }>();
+  readonly #sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly maxEntries: number,
     private readonly lifetimeMs: number,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    if (lifetimeMs > 0 && maxEntries > 0) this.#sweeper = setInterval(() => this.sweep(), Math.min(SWEEP_INTERVAL_MS, lifetimeMs)).unref();
+  }
 
   /** A copy of the entry for `key`, or undefined if none or expired. */
   get(key: string): V | undefined {
@@ -42,10 +50,26 @@ export class KeyCache<V extends { readonly key: Buffer }> {
     this.#entries.set(key, { value: { ...value, key: Buffer.from(value.key) }, expiresAt: this.now() + this.lifetimeMs });
   }
 
-  /** Zeroes and drops every entry (the service key changed). */
+  /** Zeroes and drops the expired entries (on a timer; a test may call it). */
+  sweep(): void {
+    const now = this.now();
+    for (const [key, entry] of this.#entries) {
+      if (entry.expiresAt > now) continue;
+      entry.value.key.fill(0);
+      this.#entries.delete(key);
+    }
+  }
+
+  /** Zeroes and drops every entry. */
   clear(): void {
     for (const { value } of this.#entries.values()) value.key.fill(0);
     this.#entries.clear();
+  }
+
+  /** Zeroes and drops every entry, and stops the sweeps: the cache is not used again (the service key changed). */
+  close(): void {
+    clearInterval(this.#sweeper);
+    this.clear();
   }
 
   get size(): number {

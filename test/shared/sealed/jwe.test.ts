@@ -146,68 +146,51 @@ describe('the sealed channel JWEs, with node:crypto directly', () => {
 
   it('a reused epk is agreed with once while cached; every message still opens only if intact', async () => {
     const { publicKey, privateKey } = pairs.X25519();
-    const epk = (await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519', extractable: true })).privateKey;
-    const reusing = (plaintext: string) =>
-      new CompactEncrypt(new TextEncoder().encode(plaintext))
-        .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM' })
-        .setKeyManagementParameters({ epk })
-        .encrypt(publicKey);
-    const keks = new KeyCache<{ readonly key: Buffer }>(10, 60_000);
-    const [a, b] = [await reusing('{"n":1}'), await reusing('{"n":2}')];
-    expect(decodeProtectedHeader(a).epk).toEqual(decodeProtectedHeader(b).epk);
-    expect(openCompact(a, privateKey, BOTH, keks).plaintext.toString()).toBe('{"n":1}');
-    expect(keks.size).toBe(1);
-    expect(openCompact(b, privateKey, BOTH, keks).plaintext.toString()).toBe('{"n":2}');
-    expect(keks.size).toBe(1);
-    // Tampered messages under the cached epk: its key encryption key is no help without the rest.
-    const flip = (part: string) => `${part.slice(0, -2)}${part.at(-2) === 'A' ? 'B' : 'A'}${part.at(-1)}`;
-    const parts = b.split('.');
-    for (const i of [1, 2, 3, 4]) {
-      expect(() => openCompact(withPart(b, i, flip(parts[i]!)), privateKey, BOTH, keks)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
-    }
-    // One with an epk not seen yet whose wrapped key fails to unwrap leaves nothing cached.
-    const fresh = (await joseSeal('{"n":3}', publicKey, { alg: 'ECDH-ES+A256KW' })).split('.');
-    fresh[1] = flip(fresh[1]!);
-    expect(() => openCompact(fresh.join('.'), privateKey, BOTH, keks)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
-    expect(keks.size).toBe(1);
-    // A fresh epk per message (any standard client) opens as before, one entry each.
-    expect(openCompact(await joseSeal('{"n":4}', publicKey, { alg: 'ECDH-ES+A256KW' }), privateKey, BOTH, keks).plaintext.toString()).toBe('{"n":4}');
-    expect(keks.size).toBe(2);
-  });
-
-  it('a reused epk under ECDH-ES is agreed with once while cached, and never taken for the wrapping key', async () => {
-    const { publicKey, privateKey } = pairs.X25519();
-    const epk = (await generateKeyPair('ECDH-ES', { crv: 'X25519', extractable: true })).privateKey;
-    const reusing = (plaintext: string, alg: JweAlgorithm) =>
-      new CompactEncrypt(new TextEncoder().encode(plaintext))
-        .setProtectedHeader({ alg, enc: 'A256GCM' })
-        .setKeyManagementParameters({ epk })
-        .encrypt(publicKey);
     const agreed = new KeyCache<{ readonly key: Buffer }>(10, 60_000);
-    const [a, b] = [await reusing('{"n":1}', 'ECDH-ES'), await reusing('{"n":2}', 'ECDH-ES')];
-    expect(openCompact(a, privateKey, BOTH, agreed)).toEqual({ plaintext: Buffer.from('{"n":1}'), alg: 'ECDH-ES' });
-    expect(agreed.size).toBe(1);
-    expect(openCompact(b, privateKey, BOTH, agreed).plaintext.toString()).toBe('{"n":2}');
-    expect(agreed.size).toBe(1);
-    // Tampered messages under the cached epk: the content key is no help without an intact message.
-    const flip = (part: string) => `${part.slice(0, -2)}${part.at(-2) === 'A' ? 'B' : 'A'}${part.at(-1)}`;
-    const parts = b.split('.');
-    for (const i of [2, 3, 4]) {
-      expect(() => openCompact(withPart(b, i, flip(parts[i]!)), privateKey, BOTH, agreed)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+    /** Opens as a function does: the key a new agreement gave is kept once the message opened. */
+    const open = (jwe: string) => {
+      const opened = openCompact(jwe, privateKey, BOTH, agreed);
+      if (opened.agreed !== undefined) agreed.set(opened.agreed.cacheKey, { key: opened.agreed.key });
+      return opened;
+    };
+    for (const alg of BOTH) {
+      agreed.clear();
+      const epk = (await generateKeyPair(alg, { crv: 'X25519', extractable: true })).privateKey;
+      const reusing = (plaintext: string, as: JweAlgorithm = alg) =>
+        new CompactEncrypt(new TextEncoder().encode(plaintext))
+          .setProtectedHeader({ alg: as, enc: 'A256GCM' })
+          .setKeyManagementParameters({ epk })
+          .encrypt(publicKey);
+      const [a, b] = [await reusing('{"n":1}'), await reusing('{"n":2}')];
+      expect(decodeProtectedHeader(a).epk).toEqual(decodeProtectedHeader(b).epk);
+      const first = open(a);
+      expect([first.plaintext.toString(), first.alg]).toEqual(['{"n":1}', alg]);
+      expect(first.agreed?.key).toHaveLength(32);
+      expect(agreed.size).toBe(1);
+      const second = open(b);
+      expect(second.plaintext.toString()).toBe('{"n":2}');
+      expect(second.agreed).toBeUndefined(); // agreed with no more: the cached key opened it
+      // Tampered messages under the cached epk: its key is no help without an intact message.
+      const flip = (part: string) => `${part.slice(0, -2)}${part.at(-2) === 'A' ? 'B' : 'A'}${part.at(-1)}`;
+      const parts = b.split('.');
+      for (const i of alg === 'ECDH-ES' ? [2, 3, 4] : [1, 2, 3, 4]) {
+        expect(() => open(withPart(b, i, flip(parts[i]!)))).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+      }
+      // One with an epk not seen yet that fails to open gives nothing to keep.
+      const fresh = (await joseSeal('{"n":3}', publicKey, { alg })).split('.');
+      fresh[4] = flip(fresh[4]!);
+      expect(() => open(fresh.join('.'))).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
+      expect(agreed.size).toBe(1);
+      // A fresh epk per message (jose's default) opens as before, one entry each.
+      expect(open(await joseSeal('{"n":4}', publicKey, { alg })).plaintext.toString()).toBe('{"n":4}');
+      expect(agreed.size).toBe(2);
+      // The same epk under the other algorithm derives a key of its own: one kept for one
+      // algorithm is never used as the other's.
+      const other = alg === 'ECDH-ES' ? 'ECDH-ES+A256KW' : 'ECDH-ES';
+      expect(open(await reusing('{"n":5}', other))).toMatchObject({ plaintext: Buffer.from('{"n":5}'), alg: other });
+      expect(agreed.size).toBe(3);
+      expect(open(await reusing('{"n":6}')).plaintext.toString()).toBe('{"n":6}');
     }
-    // The same epk with key wrapping derives (and keeps) a key of its own: one cached for one
-    // algorithm is never used as the other's.
-    expect(openCompact(await reusing('{"n":3}', 'ECDH-ES+A256KW'), privateKey, BOTH, agreed)).toEqual({
-      plaintext: Buffer.from('{"n":3}'),
-      alg: 'ECDH-ES+A256KW',
-    });
-    expect(agreed.size).toBe(2);
-    expect(openCompact(await reusing('{"n":4}', 'ECDH-ES'), privateKey, BOTH, agreed).plaintext.toString()).toBe('{"n":4}');
-    // A direct message with an epk not seen yet and a bad tag leaves nothing cached.
-    const fresh = (await joseSeal('{"n":5}', publicKey, { alg: 'ECDH-ES' })).split('.');
-    fresh[4] = flip(fresh[4]!);
-    expect(() => openCompact(fresh.join('.'), privateKey, BOTH, agreed)).toThrow(expect.objectContaining({ code: 'JWE_INVALID' }));
-    expect(agreed.size).toBe(2);
   });
 
   it('reads each protected header as sent, however recently another was read', async () => {

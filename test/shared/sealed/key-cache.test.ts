@@ -46,6 +46,29 @@ describe('KeyCache: key encryption keys kept for a bounded time', () => {
     expect(cache.get('c')).toBeDefined();
   });
 
+  it('an expired entry nobody asks for is zeroed and dropped by the sweep, on its own timer', async () => {
+    // The cache's own copies, seen as they are stored (the entries are private).
+    const stored: Buffer[] = [];
+    const set = Map.prototype.set;
+    Map.prototype.set = function (this: Map<unknown, unknown>, key: unknown, value: unknown) {
+      const kept = (value as { value?: { key?: unknown } } | undefined)?.value?.key;
+      if (Buffer.isBuffer(kept)) stored.push(kept);
+      return set.call(this, key, value);
+    } as typeof Map.prototype.set;
+    let cache: KeyCache<{ readonly key: Buffer }>;
+    try {
+      cache = new KeyCache(10, 50); // swept every 50 ms (the lifetime, below SWEEP_INTERVAL_MS)
+      cache.set('never-asked-for', { key: randomBytes(32) });
+    } finally {
+      Map.prototype.set = set;
+    }
+    expect(stored).toHaveLength(1);
+    expect(stored[0]!.equals(Buffer.alloc(32))).toBe(false);
+    await expect.poll(() => cache.size, { timeout: 5000 }).toBe(0);
+    expect(stored[0]!.equals(Buffer.alloc(32))).toBe(true);
+    cache.close();
+  });
+
   it('a lifetime of 0 keeps nothing; clear drops everything', () => {
     const none = new KeyCache(10, 0);
     none.set('k', { key: randomBytes(32) });
