@@ -34,7 +34,7 @@ export type PathSpec =
        * seals within its key reuse time; `fresh`: new ones per credential, as a standard client.
        */
       readonly keys?: 'reused' | 'fresh';
-      /** Default: `ECDH-ES` with reused keys, as tee-kms/client seals; `ECDH-ES+A256KW` with fresh ones, jose's usual choice. */
+      /** Default: `ECDH-ES` with reused keys, as tee-kms/client seals; `ECDH-ES+A256KW` with fresh ones, as this case always sealed. */
       readonly alg?: 'ECDH-ES' | 'ECDH-ES+A256KW';
     };
 
