@@ -4,6 +4,7 @@
 #   npm run bench                            the whole bench (~5 minutes on 2 cores)
 #   BENCH_ONLY=bare,lean BENCH_DURATION=3 npm run bench    a quicker, partial run (see bench/run.ts)
 #   npm run bench -- --profile [warm|sealed|cold|storage] …   instead: a CPU profile (bench/profile.ts)
+#   npm run bench -- --sealed-work [credentials]           instead: the sealed channel's own work (bench/sealed-work.ts)
 #   node dist/bench/ab.js [cold] DIST_A DIST_B …           before/after of a change (bench/ab.ts)
 #
 # See docs/performance.md for the method and the results.
@@ -18,5 +19,9 @@ export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
 if [[ ${1:-} == --profile ]]; then
   shift
   exec node dist/bench/profile.js "$@"
+fi
+if [[ ${1:-} == --sealed-work ]]; then
+  shift
+  exec node dist/bench/sealed-work.js "$@"
 fi
 exec node dist/bench/run.js "$@"
