@@ -115,8 +115,8 @@ function summarize(latencies: number[], ok: number, failures: Record<string, num
   };
 }
 
-/** Sealed credentials for one run, each used once (a replay would be refused). */
-async function sealedCredentials(spec: Extract<PathSpec, { mode: 'sealed' }>): Promise<string[]> {
+/** Sealed credentials for one run (`Authorization` values), each used once (a replay would be refused). */
+export async function sealedCredentials(spec: Extract<PathSpec, { mode: 'sealed' }>): Promise<string[]> {
   const { kid, ...jwk } = spec.serviceKey;
   const fresh = spec.keys === 'fresh';
   const alg = spec.alg ?? (fresh ? 'ECDH-ES+A256KW' : 'ECDH-ES');

@@ -12,11 +12,11 @@
  * docs/performance.md, "Where the time goes now".
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { CompactEncrypt, exportJWK, generateKeyPair } from 'jose';
 import { sealAnswer } from '../shared/sealed/answer.js';
 import { openSealedCredential, type SealedCredential } from '../shared/sealed/credential.js';
 import { sealedKeyCaches } from '../shared/sealed/key-cache.js';
 import { ReplayGuard } from '../shared/sealed/replay.js';
+import { sealedCredentials } from './loadgen.js';
 
 const count = Number(process.argv[2] ?? 10_000);
 if (!Number.isSafeInteger(count) || count < 100) throw new Error('credentials: a whole number, at least 100');
@@ -48,29 +48,11 @@ for (let round = 1; round <= 3; round++) {
   }
 }
 
-/** Credentials sealed as tee-kms/client seals them while it reuses its keys. */
+/** Credentials sealed as tee-kms/client seals them while it reuses its keys (the load generator's). */
 async function seal(alg: 'ECDH-ES' | 'ECDH-ES+A256KW'): Promise<string[]> {
-  const epk = (await generateKeyPair(alg, { crv: 'X25519', extractable: true })).privateKey;
-  const responseKey = await exportJWK((await generateKeyPair(alg, { crv: 'X25519' })).publicKey);
-  const iat = Math.floor(Date.now() / 1000);
-  const out: string[] = [];
-  for (let n = 0; n < count; n++) {
-    const claims = {
-      user: 'bench',
-      token: 't0ken-of-the-bench',
-      htm: request.method,
-      htu: request.target,
-      iat,
-      jti: randomBytes(16).toString('base64url'),
-      responseKey,
-    };
-    const jwe = new CompactEncrypt(new TextEncoder().encode(JSON.stringify(claims)))
-      .setProtectedHeader({ alg, enc: 'A256GCM', kid: 'rk1' })
-      .setKeyManagementParameters({ epk })
-      .encrypt(service.publicKey);
-    out.push(await jwe);
-  }
-  return out;
+  const serviceKey = { ...(service.publicKey.export({ format: 'jwk' }) as Record<string, string>), kid: 'rk1' };
+  const sealed = await sealedCredentials({ mode: 'sealed', path: request.target, serviceKey, user: 'bench', token: 't0ken-of-the-bench', count, alg });
+  return sealed.map((authorization) => authorization.slice('Sealed '.length));
 }
 
 function cpuPerCall(from: number, to: number, fn: (i: number) => unknown): number {
