@@ -17,6 +17,7 @@ export type ServerErrorCode =
   | 'ROOT_KEY_UNAVAILABLE'
   | 'STORAGE_UNAVAILABLE'
   | 'STORAGE_UNSAFE'
+  | 'ATTESTATION_UNAVAILABLE'
   | 'BUSY'
   | 'INTEGRITY'
   | 'CONFIG'

@@ -21,6 +21,7 @@ export type SealerErrorCode =
   | 'PAYLOAD_TOO_LARGE'
   | 'BUSY' // too much attestation work in progress
   | 'STORAGE_UNAVAILABLE'
+  | 'ATTESTATION_UNAVAILABLE' // evidence or collateral cannot be had just now (the attestation agent, a PCCS)
   | 'INTEGRITY' // storage was tampered with: an operator must restore it
   | 'INTERNAL'
   // The KBS protocol's own errors, answered with Trustee's problem types and statuses.

@@ -30,6 +30,7 @@ const PROBLEMS: Record<SealerErrorCode, { readonly status: number; readonly type
   PAYLOAD_TOO_LARGE: { status: 413, type: sealerProblems.payloadTooLarge },
   BUSY: { status: 503, type: sealerProblems.busy },
   STORAGE_UNAVAILABLE: { status: 503, type: sealerProblems.storageUnavailable },
+  ATTESTATION_UNAVAILABLE: { status: 503, type: sealerProblems.attestationUnavailable },
   INTEGRITY: { status: 500, type: sealerProblems.integrity },
   INTERNAL: { status: 500, type: sealerProblems.internal },
   KBS_ATTESTATION: { status: 401, type: kbsProblemType('AttestationError') },
@@ -51,7 +52,7 @@ const TITLES: Record<number, string> = {
 };
 
 /**
- * The problem to answer for any error. Storage failures below the core are 503s; anything that
+ * The problem to answer for any error. Storage and attestation-agent failures below the core are 503s; anything that
  * is not a SealerError is a bug, answered as a bare 500 (`unexpected` reports it, without detail).
  */
 export function problemOf(error: unknown, unexpected: (label: string) => void): Problem {
@@ -59,6 +60,9 @@ export function problemOf(error: unknown, unexpected: (label: string) => void): 
   if (error instanceof SealerError) sealerError = error;
   else if (error instanceof KmsError && error.code === 'STORAGE_UNAVAILABLE') {
     sealerError = new SealerError('STORAGE_UNAVAILABLE', 'the sealing service cannot reach its storage; nothing was changed');
+  } else if (error instanceof KmsError && error.code === 'ATTESTATION_UNAVAILABLE') {
+    // Its message names the agent or the PCCS and what failed; their own text stays in `cause`.
+    sealerError = new SealerError('ATTESTATION_UNAVAILABLE', `attestation is unavailable just now: ${error.message}`);
   } else if (error instanceof KmsError && error.code === 'INTEGRITY') {
     unexpected(`${error.code}: ${error.message}`);
     sealerError = new SealerError('INTEGRITY', error.message); // KmsError messages never hold a secret

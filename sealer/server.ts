@@ -15,7 +15,7 @@ import {
 import { encryptToTee } from '../shared/kbs/resource-jwe.js';
 import { authorizationHeader, bearerToken } from '../shared/http/bearer.js';
 import { readBounded, type BodyError } from '../shared/http/body.js';
-import { ANSWER_SIGNATURE_HEADER, REQUEST_NONCE_HEADER, ROOT_KEY_RESOURCE, sealerPaths } from '../shared/sealer-client/protocol.js';
+import { ANSWER_SIGNATURE_HEADER, REQUEST_NONCE_HEADER, ROOT_KEY_RESOURCE, sealerPaths, sealerProblems } from '../shared/sealer-client/protocol.js';
 import type { SealerIdentity } from './identity.js';
 import { appraiseInitData, attestedInitData } from './init-data.js';
 import { digest } from './proofs.js';
@@ -400,5 +400,7 @@ function sendError(res: ServerResponse, error: unknown, deps: SealerHandlerDeps)
   }
   if (problem.status === 413) res.setHeader('Connection', 'close');
   if (problem.status === 503) res.setHeader('Retry-After', '5');
+  // Not a bug, but not the caller's doing either: the operator needs to see which dependency failed.
+  if (problem.body.type === sealerProblems.attestationUnavailable) deps.log.warn(String(problem.body.detail));
   sendJson(res, problem.status, problem.body, 'application/problem+json');
 }

@@ -19,6 +19,7 @@ export type KmsErrorCode =
   | 'ROOT_KEY_UNAVAILABLE' // no root key source configured, or it cannot be reached
   | 'STORAGE_UNAVAILABLE' // the object store cannot be reached or refused us
   | 'STORAGE_UNSAFE' // the object store ignores conditional writes: the deployment is wrong, not the request
+  | 'ATTESTATION_UNAVAILABLE' // the attestation agent, or the collateral service (PCCS), cannot be reached or failed: retry
   | 'BUSY' // too much expensive work (token checks) queued already: retry shortly
   | 'INTEGRITY' // stored data failed authentication: tampering or corruption
   | 'CONFIG' // the service is misconfigured (raised at start, never for a client's input)

@@ -21,5 +21,7 @@ export const STATUS_BY_CODE: Readonly<Record<KmsErrorCode, number>> = {
   SEALED: 503,
   ROOT_KEY_UNAVAILABLE: 503,
   STORAGE_UNAVAILABLE: 503,
+  // Attestation evidence or collateral could not be had just now (the agent, QGS or PCCS): transient.
+  ATTESTATION_UNAVAILABLE: 503,
   BUSY: 503,
 };

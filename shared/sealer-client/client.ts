@@ -296,6 +296,8 @@ function mapError(error: unknown, url: string): KmsError {
         return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} refused this function's proof of possession: ${detail}`, { cause: error });
       case sealerProblems.storageUnavailable:
         return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} cannot reach its storage`, { cause: error });
+      case sealerProblems.attestationUnavailable:
+        return new KmsError('ROOT_KEY_UNAVAILABLE', `the sealing service at ${url} cannot get attestation evidence or collateral just now`, { cause: error });
       default:
         break;
     }

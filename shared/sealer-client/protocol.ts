@@ -139,6 +139,7 @@ export const sealerProblems = {
   payloadTooLarge: 'urn:tee-kms:sealer:payload-too-large', // 413
   busy: 'urn:tee-kms:sealer:busy', // 503
   storageUnavailable: 'urn:tee-kms:sealer:storage-unavailable', // 503
+  attestationUnavailable: 'urn:tee-kms:sealer:attestation-unavailable', // 503: its attestation agent failed; retry
   integrity: 'urn:tee-kms:sealer:integrity', // 500: storage was tampered with; an operator must restore it
   internal: 'urn:tee-kms:sealer:internal', // 500
 } as const;

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
 import { startFakePccs } from '../support/fake-pccs.js';
+import { freshNonce, ProtocolClient } from '../support/protocol-client.js';
 import { startLeanHost, type ServerProcess } from '../support/processes.js';
 import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { findSecrets, readFsObjects } from '../support/storage-snapshot.js';
@@ -187,6 +188,69 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     expect([...(await readFsObjects(dataDir)).keys()].filter((key) => key.startsWith('primary-keys/'))).toEqual([]);
     await env.sealer.settle();
     expect(env.sealer.requestLines().some((line) => line === 'POST /kbs/v0/attest 401')).toBe(true);
+  });
+
+  it('answers 503 ATTESTATION_UNAVAILABLE while its attestation agent is down, and serves keys once it is back', async () => {
+    // An agent that was there and went away (restarting, say): its port is closed.
+    const gone = await startTdxQuoteProvider(env.pki, {});
+    const port = Number(new URL(gone.url).port);
+    await gone.close();
+    const { kms, dataDir } = await tdFunction(env.sealer, {}, { KMS_AA_URL: gone.url });
+
+    const answer = await createPrimaryKey(kms, 'patient');
+    expect(answer.status, answer.body).toBe(503);
+    expect(answer.headers['retry-after']).toBe('5');
+    const error = (JSON.parse(answer.body) as { error: { code: string; message: string } }).error;
+    expect(error).toEqual({ code: 'ATTESTATION_UNAVAILABLE', message: `the attestation agent at ${gone.url} cannot be reached` });
+    const nonce = randomBytes(32).toString('base64url');
+    const attestation = await kms.request(`/attestation?nonce=${nonce}`, { headers: json });
+    expect(attestation.status, attestation.body).toBe(503);
+    expect((JSON.parse(attestation.body) as { error: { code: string } }).error.code).toBe('ATTESTATION_UNAVAILABLE');
+    expect([...(await readFsObjects(dataDir)).keys()].filter((key) => key.startsWith('primary-keys/'))).toEqual([]);
+
+    // The agent is back where it was: the same process attests, and the retried request succeeds.
+    env.providers.push(await startTdxQuoteProvider(env.pki, {}, { port }));
+    const retried = await kms.request('/primaryKey/pk?user=patient&token=patient-token', { method: 'POST', headers: json });
+    expect(retried.status, retried.body).toBe(201);
+    expect((await kms.request(`/attestation?nonce=${nonce}`, { headers: json })).status).toBe(200);
+  });
+
+  it("answers 503 while the sealing service's own attestation agent is down, and works once it is back", async () => {
+    const agent = await startTdxQuoteProvider(env.pki, {});
+    const port = Number(new URL(agent.url).port);
+    // The functions may fetch the recovery key (their identity is the TD's MRCONFIGID).
+    const adminPolicy = join(env.dir, 'admin-policy-recover.json');
+    await writeFile(adminPolicy, JSON.stringify({ recover: [DEFAULT_TD.mrConfigId] }));
+    const sealer = await startTdxSealer(env.dir, env.files, { KMS_SEALER_AA_URL: agent.url, KMS_SEALER_ADMIN_POLICY_FILE: adminPolicy });
+    try {
+      const { kms } = await tdFunction(sealer, {});
+      expect((await createPrimaryKey(kms, 'before')).status).toBe(201);
+      await agent.close();
+
+      const direct = new ProtocolClient({ url: sealer.url, ca: await sealer.caPem() });
+      const answer = await direct.send('GET', `/tee-kms/v1/attestation?nonce=${freshNonce(32)}`);
+      expect(answer.status, answer.text).toBe(503);
+      expect(answer.headers['retry-after']).toBe('5');
+      expect(answer.problemType).toBe('urn:tee-kms:sealer:attestation-unavailable');
+      expect(answer.json()['detail']).toBe(`attestation is unavailable just now: the attestation agent at ${agent.url} cannot be reached`);
+      await eventually(() => sealer.messages().join('\n'), /attestation is unavailable just now: the attestation agent at \S+ cannot be reached/);
+      expect(sealer.stderr()).not.toContain('internal error');
+
+      // Through a function that attested the service before: its signed 503 is read and named.
+      const recovery = await kms.request(`/rootKey/recover?nonce=${freshNonce(32)}`, { headers: json });
+      expect(recovery.status, recovery.body).toBe(503);
+      expect(recovery.headers['retry-after']).toBe('5');
+      expect((JSON.parse(recovery.body) as { error: unknown }).error).toEqual({
+        code: 'ROOT_KEY_UNAVAILABLE',
+        message: `the sealing service at ${sealer.url} cannot get attestation evidence or collateral just now`,
+      });
+
+      env.providers.push(await startTdxQuoteProvider(env.pki, {}, { port }));
+      expect((await direct.send('GET', `/tee-kms/v1/attestation?nonce=${freshNonce(32)}`)).status).toBe(200);
+      expect((await kms.request(`/rootKey/recover?nonce=${freshNonce(32)}`, { headers: json })).status).toBe(200);
+    } finally {
+      await sealer.cleanup();
+    }
   });
 
   it('refuses a TD whose event log does not produce its RTMRs, naming event_log and the register', async () => {

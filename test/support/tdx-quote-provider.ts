@@ -46,7 +46,8 @@ export function tdReportOf(profile: TdProfile): Omit<TdReportFields, 'reportData
   };
 }
 
-export async function startTdxQuoteProvider(pki: TestPki, profile: TdProfile = {}): Promise<TdxQuoteProvider> {
+/** `port`: listen there (an agent coming back where it was); default any free port. */
+export async function startTdxQuoteProvider(pki: TestPki, profile: TdProfile = {}, options: { port?: number } = {}): Promise<TdxQuoteProvider> {
   const signed: string[] = [];
   const requests: string[] = [];
   const report = tdReportOf(profile);
@@ -83,7 +84,7 @@ export async function startTdxQuoteProvider(pki: TestPki, profile: TdProfile = {
   const server = createServer(handle);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
   });
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,

@@ -320,7 +320,8 @@ export class PccsCollateralSource implements CollateralSource {
       });
     } catch (error) {
       // The URL and FMSPC are configuration, not secrets; the dependency's text stays in `cause`.
-      throw new KmsError('INTERNAL', `TDX collateral for ${key} could not be fetched from ${this.baseUrl}`, { cause: error });
+      // A 503 to whoever waits on it: a PCCS outage passes, and the failure is kept only failureTtlMs.
+      throw new KmsError('ATTESTATION_UNAVAILABLE', `TDX collateral for ${key} could not be fetched from ${this.baseUrl}`, { cause: error });
     }
     try {
       return parseCollateral(fetched, this.baseUrl);

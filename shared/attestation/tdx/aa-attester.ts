@@ -81,18 +81,26 @@ export class AaEvidenceAttester implements Attester {
     return out;
   }
 
+  /**
+   * The agent's answer. Failing to get one is ATTESTATION_UNAVAILABLE (a 503 that callers retry):
+   * the agent restarting, or its quote generation (the host's QGS) failing, passes.
+   */
   private async request(url: string): Promise<string> {
     let response: Response;
     try {
       response = await this.fetchImpl(url, { signal: AbortSignal.timeout(this.timeoutMs) });
     } catch (error) {
-      throw new KmsError('INTERNAL', `the attestation agent at ${this.baseUrl} cannot be reached`, { cause: error });
+      throw new KmsError('ATTESTATION_UNAVAILABLE', `the attestation agent at ${this.baseUrl} cannot be reached`, { cause: error });
     }
     if (!response.ok) {
       // The body may echo internal error text from the agent: not shown.
       await response.body?.cancel().catch(() => undefined);
-      throw new KmsError('INTERNAL', `the attestation agent answered HTTP ${response.status} to the evidence request`);
+      throw new KmsError('ATTESTATION_UNAVAILABLE', `the attestation agent answered HTTP ${response.status} to the evidence request`);
     }
-    return response.text();
+    try {
+      return await response.text();
+    } catch (error) {
+      throw new KmsError('ATTESTATION_UNAVAILABLE', `the attestation agent at ${this.baseUrl} broke off its answer`, { cause: error });
+    }
   }
 }

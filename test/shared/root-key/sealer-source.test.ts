@@ -30,6 +30,8 @@ const signedRefusal = () =>
     cause: new KbsResponseError(403, { type: sealerProblems.forbidden, detail: '' }, 'get resource', true),
   });
 const sealed = () => new KmsError('SEALED', 'the sealing service is sealed');
+/** This function's own attestation agent failed: the service was not even asked. */
+const agentDown = () => new KmsError('ATTESTATION_UNAVAILABLE', 'the attestation agent at http://127.0.0.1:8006 cannot be reached');
 const sealedAs = (sealedReason: string) => new KmsError('SEALED', 'the sealing service is sealed', { details: { sealed: true, sealedReason } });
 
 type Answer = Buffer | KmsError | Promise<Buffer>;
@@ -70,8 +72,8 @@ afterEach(() => {
 });
 
 describe('isSealerOutage', () => {
-  it('counts silence, unsigned answers and signed temporary failures as an outage; the service’s signed word is not', () => {
-    expect([refused(), unsigned(), signedBusy()].map(isSealerOutage)).toEqual([true, true, true]);
+  it('counts silence, unsigned answers, signed temporary failures and an attestation agent that is down as an outage; the service’s signed word is not', () => {
+    expect([refused(), unsigned(), signedBusy(), agentDown()].map(isSealerOutage)).toEqual([true, true, true, true]);
     expect([sealed(), signedRefusal(), new KmsError('INTEGRITY', 'tampered'), new Error('bug')].map(isSealerOutage)).toEqual([false, false, false, false]);
   });
 
@@ -93,7 +95,7 @@ describe('SealerRootKeySource in a sealer outage', () => {
     const keys = source(10_000);
     const key = sealer.answer;
     expect((await keys.current()).id).toBe(idOf(key));
-    for (const failure of [refused(), unsigned(), signedBusy()]) {
+    for (const failure of [refused(), unsigned(), agentDown(), signedBusy()]) {
       sealer.answer = failure;
       vi.advanceTimersByTime(1_500); // past the refresh
       expect((await keys.current()).id).toBe(idOf(key));

@@ -139,7 +139,7 @@ describe('PccsCollateralSource cache', () => {
     for (const failure of failures) {
       expect(failure.status).toBe('rejected');
       const error = (failure as PromiseRejectedResult).reason;
-      expect(error.code).toBe('INTERNAL');
+      expect(error.code).toBe('ATTESTATION_UNAVAILABLE');
       expect(error.message).toBe(`TDX collateral for ${TEST_FMSPC}/platform could not be fetched from https://pccs.example`);
     }
     fail = false;
@@ -240,7 +240,7 @@ describe('PCCS v4 endpoints over real HTTP(S)', () => {
       for (const tlsCa of [undefined, other.tlsCa]) {
         const error = await expectKmsError(
           () => sourceFor({ url: pccs.url, tlsCa }).collateralFor(quote, trust),
-          'INTERNAL',
+          'ATTESTATION_UNAVAILABLE',
           `TDX collateral for ${TEST_FMSPC}/platform could not be fetched from ${pccs.url}`,
         );
         expect(String((error.cause as Error).message)).toMatch(/request failed/);
@@ -363,18 +363,18 @@ describe('PCCS v4 endpoints over real HTTP(S)', () => {
     }
   });
 
-  it('reports HTTP errors and timeouts as INTERNAL without the upstream text', async () => {
+  it('reports HTTP errors and timeouts as ATTESTATION_UNAVAILABLE (a 503) without the upstream text', async () => {
     const failing = await startFakePccs(collateral, { failWith: 500, https: true });
     const hanging = await startFakePccs(collateral, { hang: true, https: true });
     try {
       const error = await expectKmsError(
         () => sourceFor(failing).collateralFor(quote, trust),
-        'INTERNAL',
+        'ATTESTATION_UNAVAILABLE',
         `TDX collateral for ${TEST_FMSPC}/platform could not be fetched from ${failing.url}`,
       );
       expect(String((error.cause as Error).message)).toMatch(/answered HTTP 500/);
       expect(error.message).not.toContain('internal details');
-      await expectKmsError(() => sourceFor(hanging, { timeoutMs: 200 }).collateralFor(quote, trust), 'INTERNAL', /could not be fetched/);
+      await expectKmsError(() => sourceFor(hanging, { timeoutMs: 200 }).collateralFor(quote, trust), 'ATTESTATION_UNAVAILABLE', /could not be fetched/);
     } finally {
       await failing.close();
       await hanging.close();

@@ -15,7 +15,7 @@ import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, reportDataFr
 import { expectKmsError } from '../../../support/tdx-helpers.js';
 import { BOOT_EVENTS, rtmrsOf, writeCcel } from '../../../support/ccel-writer.js';
 
-type Mode = 'current' | 'legacy' | 'not-tdx' | 'not-json' | 'hang';
+type Mode = 'current' | 'legacy' | 'not-tdx' | 'not-json' | 'hang' | 'failing';
 
 const pki = await createTestPki();
 const requests: string[] = [];
@@ -30,6 +30,11 @@ function decodeRuntimeData(value: string, encoding: string | null): Buffer {
 function handle(req: IncomingMessage, res: ServerResponse): void {
   requests.push(req.url ?? '');
   if (mode === 'hang') return;
+  if (mode === 'failing') {
+    // What the agent answers when quote generation fails (its QGS unreachable, say).
+    res.writeHead(500).end('Get evidence failed: tdx: get quote: QGS connection refused');
+    return;
+  }
   const url = new URL(req.url ?? '/', 'http://aa');
   if (url.pathname !== '/prefix/aa/evidence' && url.pathname !== '/aa/evidence') {
     res.writeHead(404).end();
@@ -115,10 +120,11 @@ describe('AaEvidenceAttester', () => {
 
   it('fails closed against a legacy server that ignores encoding=base64', async () => {
     mode = 'legacy';
-    // 86 characters of base64url are more than the 64 bytes the TDX attester takes.
+    // 86 characters of base64url are more than the 64 bytes the TDX attester takes. Its 500 is told
+    // from a failing agent's by neither status nor (unshown) text: a 503 as well, and no evidence.
     await expectKmsError(
       () => new AaEvidenceAttester({ baseUrl }).getEvidence(nonce),
-      'INTERNAL',
+      'ATTESTATION_UNAVAILABLE',
       'the attestation agent answered HTTP 500 to the evidence request',
     );
   });
@@ -145,19 +151,27 @@ describe('AaEvidenceAttester', () => {
     await expectKmsError(() => new AaEvidenceAttester({ baseUrl }).getEvidence(nonce), 'INTERNAL', 'the attestation agent returned evidence that is not JSON');
   });
 
-  it('reports an unreachable or silent agent', async () => {
+  it('reports an unreachable, silent or failing agent as ATTESTATION_UNAVAILABLE (a 503, retried)', async () => {
     mode = 'hang';
     await expectKmsError(
       () => new AaEvidenceAttester({ baseUrl, timeoutMs: 200 }).getEvidence(nonce),
-      'INTERNAL',
+      'ATTESTATION_UNAVAILABLE',
       `the attestation agent at ${baseUrl} cannot be reached`,
     );
     const closedUrl = 'http://127.0.0.1:1'; // nothing listens on port 1 (a released free port may be taken meanwhile)
     await expectKmsError(
       () => new AaEvidenceAttester({ baseUrl: closedUrl }).getEvidence(nonce),
-      'INTERNAL',
+      'ATTESTATION_UNAVAILABLE',
       `the attestation agent at ${closedUrl} cannot be reached`,
     );
+    mode = 'failing';
+    const error = await expectKmsError(
+      () => new AaEvidenceAttester({ baseUrl }).getEvidence(nonce),
+      'ATTESTATION_UNAVAILABLE',
+      'the attestation agent answered HTTP 500 to the evidence request',
+    );
+    // The agent's own text is not passed on.
+    expect(error.message).not.toContain('QGS');
   });
 
   it('validates its configuration and input', async () => {
