@@ -88,7 +88,11 @@ export class ConfigfsTsmAttester implements Attester {
       const quote = await this.attempt(reportData);
       if (quote !== undefined) return quote;
     }
-    throw new KmsError('INTERNAL', `configfs-tsm: another writer changed our report entry in each of ${this.maxAttempts} attempts (generation ≠ 1)`);
+    // Contention passes: a 503 that callers retry.
+    throw new KmsError(
+      'ATTESTATION_UNAVAILABLE',
+      `configfs-tsm: another writer changed our report entry in each of ${this.maxAttempts} attempts (generation ≠ 1)`,
+    );
   }
 
   /** One report entry's life; undefined when the generation check shows a race. */
@@ -111,7 +115,7 @@ export class ConfigfsTsmAttester implements Attester {
         throw new KmsError('CONFIG', `configfs-tsm: provider is "${shown(provider)}", not ${TDX_PROVIDER} (not a TDX guest)`);
       }
       await this.write(entry, 'inblob', reportData);
-      const outblob = await this.read(entry, 'outblob');
+      const outblob = await this.quote(entry);
       const generation = Buffer.from(await this.read(entry, 'generation'))
         .toString('latin1')
         .trim();
@@ -126,6 +130,25 @@ export class ConfigfsTsmAttester implements Attester {
       // configfs entries pin kernel memory; remove ours whatever happened. A failure here cannot
       // be acted on and must not mask the outcome above.
       await this.fs.rmdir(entry).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Reading outblob makes the quote: the kernel asks the host's quote generation service (QGS)
+   * through the TDX module. When that fails it fails for now (the QGS restarting, busy, slow): a
+   * 503 that callers retry.
+   */
+  private async quote(entry: string): Promise<Uint8Array> {
+    try {
+      return await this.fs.readFile(join(entry, 'outblob'));
+    } catch (error) {
+      throw new KmsError(
+        'ATTESTATION_UNAVAILABLE',
+        `configfs-tsm: the quote could not be generated (${errno(error) ?? 'error'}; is the host's quote generation service up?)`,
+        {
+          cause: error,
+        },
+      );
     }
   }
 

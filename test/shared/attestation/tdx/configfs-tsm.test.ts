@@ -31,7 +31,8 @@ class FakeTsmKernel implements TsmFileSystem {
 
   constructor(
     private readonly pki: TestPki,
-    private readonly options: { provider?: string; races?: number } = {},
+    /** quoteFails: reading outblob fails with this errno, as when the host's QGS cannot make the quote. */
+    private readonly options: { provider?: string; races?: number; quoteFails?: string } = {},
   ) {
     this.racesLeft = options.races ?? 0;
   }
@@ -60,6 +61,10 @@ class FakeTsmKernel implements TsmFileSystem {
   }
 
   readFile(path: string): Promise<Uint8Array> {
+    const quoteFails = this.options.quoteFails;
+    if (quoteFails !== undefined && basename(path) === 'outblob') {
+      return Promise.reject(Object.assign(new Error(`${quoteFails}: read ${path}`), { code: quoteFails }));
+    }
     return readFile(path);
   }
 
@@ -142,15 +147,26 @@ describe('ConfigfsTsmAttester', () => {
     expect(await entries()).toEqual([]);
   });
 
-  it('gives up after a bounded number of raced attempts', async () => {
+  it('gives up after a bounded number of raced attempts, as ATTESTATION_UNAVAILABLE (a 503, retried)', async () => {
     const kernel = new FakeTsmKernel(pki, { races: 10 });
     await expectKmsError(
       () => new ConfigfsTsmAttester({ root, fs: kernel, maxAttempts: 2 }).getQuote(nonce),
-      'INTERNAL',
+      'ATTESTATION_UNAVAILABLE',
       'configfs-tsm: another writer changed our report entry in each of 2 attempts (generation ≠ 1)',
     );
     expect(kernel.created).toHaveLength(2);
     expect(kernel.removed).toEqual(kernel.created);
+  });
+
+  it('reports a quote the host could not make (outblob unreadable) as ATTESTATION_UNAVAILABLE, and removes the entry', async () => {
+    const kernel = new FakeTsmKernel(pki, { quoteFails: 'EIO' });
+    await expectKmsError(
+      () => new ConfigfsTsmAttester({ root, fs: kernel }).getQuote(nonce),
+      'ATTESTATION_UNAVAILABLE',
+      "configfs-tsm: the quote could not be generated (EIO; is the host's quote generation service up?)",
+    );
+    expect(kernel.removed).toEqual(kernel.created);
+    expect(await entries()).toEqual([]);
   });
 
   it('explains a missing configfs-tsm directory', async () => {
