@@ -1,5 +1,5 @@
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
-import { KmsError } from '../errors.js';
+import { LaneScheduler } from '../lanes.js';
 
 /** A token verifier as stored: scrypt with a random salt. The token itself is never stored. */
 export interface TokenVerifier {
@@ -50,7 +50,7 @@ export async function hashToken(token: string): Promise<TokenVerifier> {
 
 /**
  * Constant-time comparison of the token's hash with the stored one. `lane`: `known` for a user whose
- * record was read, `unknown` for the dummy check of a user that does not exist (see ScryptScheduler).
+ * record was read, `unknown` for the dummy check of a user that does not exist (see scryptScheduler).
  */
 export async function verifyToken(token: string, verifier: TokenVerifier, lane: 'known' | 'unknown'): Promise<boolean> {
   if (verifier.alg !== 'scrypt' || !acceptableParams(verifier)) return false;
@@ -76,58 +76,6 @@ export type ScryptLane = 'known' | 'unknown' | 'enroll';
 export const SCRYPT_LANES: readonly ScryptLane[] = ['known', 'unknown', 'enroll'];
 
 /**
- * At most `running` jobs at once overall, and per lane a bounded queue; a finishing job hands its
- * slot to the next non-empty lane after the last one served (round-robin). Past a lane's bound: BUSY
- * at once.
- */
-export class ScryptScheduler<Lane extends string> {
-  #running = 0;
-  #next = 0; // index in `lanes` where the round-robin looks first
-  readonly #queues = new Map<Lane, (() => void)[]>();
-
-  constructor(
-    private readonly lanes: readonly Lane[],
-    private readonly runningMax: number,
-    private readonly waitingMax: number,
-  ) {
-    for (const lane of lanes) this.#queues.set(lane, []);
-  }
-
-  async run<T>(lane: Lane, work: () => Promise<T>): Promise<T> {
-    const queue = this.#queues.get(lane)!;
-    // A free slot means no lane has anyone waiting: slots are handed over, never left idle.
-    if (this.#running < this.runningMax) this.#running++;
-    else if (queue.length < this.waitingMax) await new Promise<void>((resolve) => queue.push(resolve));
-    else throw new KmsError('BUSY', 'too many token checks in progress; retry shortly');
-    try {
-      return await work();
-    } finally {
-      const next = this.#dequeue();
-      if (next !== undefined)
-        next(); // the slot passes on, still counted as running
-      else this.#running--;
-    }
-  }
-
-  /** How many wait in `lane`. */
-  waiting(lane: Lane): number {
-    return this.#queues.get(lane)!.length;
-  }
-
-  #dequeue(): (() => void) | undefined {
-    for (let i = 0; i < this.lanes.length; i++) {
-      const index = (this.#next + i) % this.lanes.length;
-      const next = this.#queues.get(this.lanes[index]!)!.shift();
-      if (next !== undefined) {
-        this.#next = (index + 1) % this.lanes.length;
-        return next;
-      }
-    }
-    return undefined;
-  }
-}
-
-/**
  * scrypt runs on libuv's thread pool (4 threads), which the embedded store's file I/O shares, and
  * anyone can ask for one (an unknown user costs a dummy check, enrolling is open): unbounded, a flood
  * of them queued ahead of every other request's storage work and stalled it for tens of seconds. So
@@ -143,7 +91,12 @@ export class ScryptScheduler<Lane extends string> {
  */
 export const SCRYPT_RUNNING_MAX = 2;
 export const SCRYPT_WAITING_MAX = 64;
-export const scryptScheduler = new ScryptScheduler<ScryptLane>(SCRYPT_LANES, SCRYPT_RUNNING_MAX, SCRYPT_WAITING_MAX);
+export const scryptScheduler = new LaneScheduler<ScryptLane>(
+  SCRYPT_LANES,
+  SCRYPT_RUNNING_MAX,
+  SCRYPT_WAITING_MAX,
+  'too many token checks in progress; retry shortly',
+);
 
 export function isTokenVerifier(value: unknown): value is TokenVerifier {
   if (typeof value !== 'object' || value === null) return false;
