@@ -253,6 +253,64 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     }
   });
 
+  it('makes at most 2 quotes at once for callers without credentials, queues 16 and answers the rest 503 BUSY; keys are served meanwhile', async () => {
+    const { kms, provider } = await tdFunction(env.sealer, {});
+    const user = 'user=flooded&token=flooded-token';
+    expect((await createPrimaryKey(kms, 'flooded')).status).toBe(201);
+    expect((await kms.request(`/dataKey/dk?${user}&primaryKeyName=pk`, { method: 'POST' })).status).toBe(201);
+
+    // The quote generation service is slow: every quote waits until the test releases it.
+    provider!.hold();
+    const answers: { status: number; body: string; retryAfter: unknown }[] = [];
+    const flood = Array.from({ length: 2 + 16 + 4 }, () =>
+      kms.request(`/attestation?nonce=${freshNonce(32)}`, { headers: json }).then((answer) => {
+        answers.push({ status: answer.status, body: answer.body, retryAfter: answer.headers['retry-after'] });
+        return answer;
+      }),
+    );
+    for (let i = 0; i < 100 && (answers.length < 4 || provider!.inFlight() < 2); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(answers).toHaveLength(4);
+    for (const busy of answers) {
+      expect(busy.status).toBe(503);
+      expect(busy.retryAfter).toBe('5');
+      expect(JSON.parse(busy.body)).toEqual({ error: { code: 'BUSY', message: 'too many attestation requests in progress; retry shortly' } });
+    }
+    expect(provider!.inFlight()).toBe(2);
+    // A user's key does not wait for the quotes.
+    expect((await kms.request(`/dataKey/dk?${user}&primaryKeyName=pk`)).status).toBe(200);
+
+    provider!.release();
+    const statuses = (await Promise.all(flood)).map((answer) => answer.status);
+    expect(statuses.filter((status) => status === 200)).toHaveLength(18);
+    expect(statuses.filter((status) => status === 503)).toHaveLength(4);
+    expect(provider!.maxInFlight()).toBe(2);
+  });
+
+  it("bounds GET /rootKey/recover the same way: the sealing service's quotes, 2 at once and 16 waiting", async () => {
+    const agent = await startTdxQuoteProvider(env.pki, {});
+    env.providers.push(agent);
+    const adminPolicy = join(env.dir, 'admin-policy-recover-flood.json');
+    await writeFile(adminPolicy, JSON.stringify({ recover: [DEFAULT_TD.mrConfigId] }));
+    const sealer = await startTdxSealer(env.dir, env.files, { KMS_SEALER_AA_URL: agent.url, KMS_SEALER_ADMIN_POLICY_FILE: adminPolicy });
+    try {
+      const { kms } = await tdFunction(sealer, {});
+      expect((await kms.request(`/rootKey/recover?nonce=${freshNonce(32)}`, { headers: json })).status).toBe(200);
+      agent.hold();
+      const flood = Array.from({ length: 2 + 16 + 3 }, () => kms.request(`/rootKey/recover?nonce=${freshNonce(32)}`, { headers: json }));
+      for (let i = 0; i < 100 && agent.inFlight() < 2; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(agent.inFlight()).toBe(2);
+      agent.release();
+      const answers = await Promise.all(flood);
+      expect(answers.filter((answer) => answer.status === 200)).toHaveLength(18);
+      const busy = answers.filter((answer) => answer.status === 503);
+      expect(busy).toHaveLength(3);
+      for (const answer of busy) expect((JSON.parse(answer.body) as { error: { code: string } }).error.code).toBe('BUSY');
+      expect(agent.maxInFlight()).toBe(2);
+    } finally {
+      await sealer.cleanup();
+    }
+  });
+
   it('refuses a TD whose event log does not produce its RTMRs, naming event_log and the register', async () => {
     // The quote carries the approved RTMRs; the log claims a boot that would give other values.
     const { kms } = await tdFunction(env.sealer, { ccel: writeCcel(BOOT_EVENTS) });

@@ -33,6 +33,13 @@ export interface TdxQuoteProvider {
   readonly signed: string[];
   /** Request paths with query, as received. */
   readonly requests: string[];
+  /** From now on, evidence requests wait (as for a slow quote generation service) until release(). */
+  hold(): void;
+  /** Answers every held request and stops holding. */
+  release(): void;
+  /** Evidence requests being answered or held right now, and the most there ever were at once. */
+  inFlight(): number;
+  maxInFlight(): number;
   close(): Promise<void>;
 }
 
@@ -51,8 +58,20 @@ export async function startTdxQuoteProvider(pki: TestPki, profile: TdProfile = {
   const signed: string[] = [];
   const requests: string[] = [];
   const report = tdReportOf(profile);
+  let holding = false;
+  const held: (() => void)[] = [];
+  let inFlight = 0;
+  let maxInFlight = 0;
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    res.on('close', () => inFlight--);
+    if (holding) held.push(() => answer(req, res));
+    else answer(req, res);
+  };
+
+  const answer = (req: IncomingMessage, res: ServerResponse): void => {
     requests.push(req.url ?? '');
     const url = new URL(req.url ?? '/', 'http://aa');
     if (req.method !== 'GET' || url.pathname !== '/aa/evidence') {
@@ -90,6 +109,15 @@ export async function startTdxQuoteProvider(pki: TestPki, profile: TdProfile = {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     signed,
     requests,
+    hold: () => {
+      holding = true;
+    },
+    release: () => {
+      holding = false;
+      for (const next of held.splice(0)) next();
+    },
+    inFlight: () => inFlight,
+    maxInFlight: () => maxInFlight,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -1,0 +1,21 @@
+/**
+ * Quotes made because a caller asked, without credentials: GET /attestation makes one in this TD,
+ * GET /rootKey/recover has the sealing service make one in its own. Each is real work on a shared
+ * resource (the attestation agent, the host's quote generation service, which every TD on the host
+ * uses, or with configfs-tsm a thread of the pool that token checks and file I/O share), and
+ * anyone who can reach the URL can ask. Unbounded, a flood of them could take that resource from
+ * everything else; now at most EVIDENCE_RUNNING_MAX run at once per instance and each route queues
+ * at most EVIDENCE_WAITING_MAX, past which the answer is 503 BUSY at once. A function's own
+ * attestations to the sealing service do not pass here: a flood never holds back the root key.
+ */
+import { LaneScheduler } from '../lanes.js';
+
+export type EvidenceLane = 'attestation' | 'recovery';
+export const EVIDENCE_RUNNING_MAX = 2;
+export const EVIDENCE_WAITING_MAX = 16;
+export const publicEvidence = new LaneScheduler<EvidenceLane>(
+  ['attestation', 'recovery'],
+  EVIDENCE_RUNNING_MAX,
+  EVIDENCE_WAITING_MAX,
+  'too many attestation requests in progress; retry shortly',
+);
