@@ -145,6 +145,9 @@ async function verified(verify: () => Promise<{ claims: Record<string, unknown> 
     return (await verify()).claims;
   } catch (error) {
     // The verifiers refuse with FORBIDDEN (a claim failed) or BAD_REQUEST (evidence that does not parse).
+    if (error instanceof ServerSideError && error.code === 'ATTESTATION_UNAVAILABLE') {
+      throw new KmsError('ATTESTATION', `the ${what}'s evidence could not be verified just now: ${error.message}`, { cause: error });
+    }
     if (error instanceof ServerSideError && error.code !== 'INTERNAL') {
       throw new KmsError('ATTESTATION', `the ${what}'s evidence is refused: ${error.message}`, { cause: error });
     }

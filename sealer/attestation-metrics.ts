@@ -10,9 +10,12 @@ import { metricsHooks } from '../shared/metrics/hooks.js';
  * - `malformed`: an Attestation message that does not parse (runtime-data, tee-pubkey, tee-evidence);
  * - `nonce_mismatch`: runtime-data answering another challenge;
  * - `evidence`: evidence or init-data the verifier or the reference values refused;
+ * - `collateral_unavailable`: not refused, but not appraised either: its collateral (the PCCS) could
+ *   not be had just now (answered 503);
  * - `internal`: a failure after the evidence was accepted (the token could not be issued).
  */
-export type AttestationFailureReason = 'protocol' | 'sample_refused' | 'no_verifier' | 'session' | 'malformed' | 'nonce_mismatch' | 'evidence' | 'internal';
+export type AttestationFailureReason =
+  'protocol' | 'sample_refused' | 'no_verifier' | 'session' | 'malformed' | 'nonce_mismatch' | 'evidence' | 'collateral_unavailable' | 'internal';
 
 /** Where an attestation is: the reason counted if it fails now. */
 export class AttestationStage {

@@ -180,6 +180,12 @@ async function attest(req: IncomingMessage, res: ServerResponse, deps: SealerHan
       claims = await verifier.verify(primaryEvidence, expected);
       appraised = appraiseInitData(initData, claims, verifier, deps.selfIdentity);
     } catch (error) {
+      if (error instanceof KmsError && error.code === 'ATTESTATION_UNAVAILABLE') {
+        // Collateral that cannot be fetched just now refuses nothing: a signed 503, which a
+        // function rides out as an outage, not a refusal that would make it drop its root key.
+        stage.reason = 'collateral_unavailable';
+        throw error;
+      }
       const reason = error instanceof KmsError ? error.message : 'evidence rejected';
       // Operators see why a pod was refused (claim names and measurements, never secrets).
       deps.log.warn(`attestation refused (tee ${challenge.tee}): ${reason}`);

@@ -104,7 +104,7 @@ export class SealerRootKeySource implements RootKeySource {
     const now = Date.now();
     const graceEnds = cached.releasedAt + this.options.graceMs;
     if (now >= graceEnds) {
-      this.#drop(`no sealing service answered for the grace period (KMS_ROOT_KEY_GRACE_SECONDS=${this.options.graceMs / 1000})`);
+      this.#drop(`no sealing service released it for the grace period (KMS_ROOT_KEY_GRACE_SECONDS=${this.options.graceMs / 1000})`);
       throw error;
     }
     if (!graceAllowed) throw error;
@@ -112,7 +112,7 @@ export class SealerRootKeySource implements RootKeySource {
       this.#inGrace = true;
       log.warn(
         'root-key',
-        `no sealing service answered (${(error as KmsError).message}); serving the root key released ${Math.round((now - cached.releasedAt) / 1000)} s ago for at most ${Math.round((graceEnds - now) / 1000)} s more`,
+        `no sealing service released the root key (${(error as KmsError).message}); serving the root key released ${Math.round((now - cached.releasedAt) / 1000)} s ago for at most ${Math.round((graceEnds - now) / 1000)} s more`,
       );
     }
     cached.retryAt = Math.min(now + Math.min(GRACE_RETRY_MS, this.options.refreshMs), graceEnds);

@@ -232,6 +232,9 @@ export class SealerClient {
     // "Sealed while starting" tells a function without a key more than silence does (recover it).
     const starting = failures.find(isStartingSeal);
     if (starting !== undefined) throw starting;
+    // This function could not attest itself (its agent, the host's QGS): no replica was even asked.
+    const unattested = failures.find((failure) => failure.code === 'ATTESTATION_UNAVAILABLE');
+    if (unattested !== undefined) throw unattested;
     if (failures.length === 1) throw failures[0]!;
     throw new KmsError('ROOT_KEY_UNAVAILABLE', `no sealing service answered: ${failures.map((failure) => failure.message).join('; ')}`, {
       cause: new AggregateError(failures),

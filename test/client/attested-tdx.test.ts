@@ -113,7 +113,10 @@ describe('attested mode with TDX evidence', () => {
       const fetched = pccs.requests.length;
       // Its certificate is from a private CA that Node's bundled roots do not hold: nothing is asked.
       const bundledOnly = new KmsClient({ url: kms.url, pin, ...credentials, attest: attest({ collateral: undefined, pccsUrl: pccs.url }) });
-      expect((await failure(bundledOnly.attestation())).code).toBe('ATTESTATION');
+      const unverified = await failure(bundledOnly.attestation());
+      expect(unverified.code).toBe('ATTESTATION');
+      // Collateral that could not be fetched refuses nothing: the message does not say "refused".
+      expect(unverified.message).toMatch(/^the service key's evidence could not be verified just now: TDX collateral for \S+ could not be fetched from https:/);
       expect(pccs.requests.length).toBe(fetched);
       bundledOnly.close();
       // An empty CA is not "no CA" (Node would take its default store, NODE_EXTRA_CA_CERTS included), nor is a CA that TLS would not load whole.

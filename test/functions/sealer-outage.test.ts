@@ -183,11 +183,11 @@ describe('a sealing service that stops (not sealed)', () => {
     expect(await readDataKey(patient, 'alice', 'dk2')).toBeTruthy();
     expect((await patient.request('/primaryKey/pk2?user=alice&token=alice-token', { method: 'POST' })).status).toBe(201);
     expect(await wrappingId(dataDir, 'alice', 'pk2')).toBe(rootKeyIdOf(MODE1_KEY));
-    await patient.outputContaining('no sealing service answered');
+    await patient.outputContaining('no sealing service released the root key');
     await patient.outputContaining('serving the root key released');
 
     expectRefused(await getDataKey(short, 'alice'), 'ROOT_KEY_UNAVAILABLE');
-    await short.outputContaining('the root key was dropped: no sealing service answered for the grace period');
+    await short.outputContaining('the root key was dropped: no sealing service released it for the grace period');
 
     await sealer.restart();
     expect(await readDataKey(short, 'alice', 'dk')).toBe(value);
@@ -202,7 +202,7 @@ describe('a sealing service that stops (not sealed)', () => {
     await sleep(1_100); // past the refresh: the root key is asked for again, the last good URL first
     expect(await readDataKey(kms, 'bob', 'dk')).toBe(value);
     expect(await wrappingId(dataDir, 'bob', 'pk')).toBe(rootKeyIdOf(MODE1_KEY));
-    expect(kms.output()).not.toContain('no sealing service answered');
+    expect(kms.output()).not.toContain('no sealing service released the root key');
   });
 
   it('an attacker endpoint listed first cannot make functions drop the key: unsigned "sealed", errors, or a relayed attestation', async () => {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../shared/crypto/root-key-id.js';
 import { startFakePccs } from '../support/fake-pccs.js';
 import { freshNonce, ProtocolClient } from '../support/protocol-client.js';
-import { startLeanHost, type ServerProcess } from '../support/processes.js';
+import { freePort, startLeanHost, type ServerProcess } from '../support/processes.js';
 import { startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { findSecrets, readFsObjects } from '../support/storage-snapshot.js';
 import { buildCollateral, createTestPki, DEFAULT_TD, DEFAULT_TD_POLICY, type TestPki } from '../support/tdx-quote-builder.js';
@@ -191,11 +191,27 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
   });
 
   it('answers 503 ATTESTATION_UNAVAILABLE while its attestation agent is down, and serves keys once it is back', async () => {
-    // An agent that was there and went away (restarting, say): its port is closed.
-    const gone = await startTdxQuoteProvider(env.pki, {});
-    const port = Number(new URL(gone.url).port);
+    // An agent that was there and went away (restarting, say): its port is closed. The port is
+    // taken below the ephemeral range, so that no other listener gets it meanwhile.
+    const port = await freePort();
+    const gone = await startTdxQuoteProvider(env.pki, {}, { port });
     await gone.close();
     const { kms, dataDir } = await tdFunction(env.sealer, {}, { KMS_AA_URL: gone.url });
+    // With two replicas listed, the same: no replica was asked, so none is blamed.
+    const twoReplicas = await tdFunction(
+      env.sealer,
+      {},
+      {
+        KMS_AA_URL: gone.url,
+        KMS_SEALER_URL: `${env.sealer.url},${env.sealer.url.replace('127.0.0.1', 'localhost')}`,
+      },
+    );
+    const fromTwo = await createPrimaryKey(twoReplicas.kms, 'patient2');
+    expect(fromTwo.status, fromTwo.body).toBe(503);
+    expect((JSON.parse(fromTwo.body) as { error: unknown }).error).toEqual({
+      code: 'ATTESTATION_UNAVAILABLE',
+      message: `the attestation agent at ${gone.url} cannot be reached`,
+    });
 
     const answer = await createPrimaryKey(kms, 'patient');
     expect(answer.status, answer.body).toBe(503);
@@ -216,8 +232,8 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
   });
 
   it("answers 503 while the sealing service's own attestation agent is down, and works once it is back", async () => {
-    const agent = await startTdxQuoteProvider(env.pki, {});
-    const port = Number(new URL(agent.url).port);
+    const port = await freePort();
+    const agent = await startTdxQuoteProvider(env.pki, {}, { port });
     // The functions may fetch the recovery key (their identity is the TD's MRCONFIGID).
     const adminPolicy = join(env.dir, 'admin-policy-recover.json');
     await writeFile(adminPolicy, JSON.stringify({ recover: [DEFAULT_TD.mrConfigId] }));
@@ -428,6 +444,30 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     } finally {
       await sealer.cleanup();
       await pccs.close();
+    }
+  });
+
+  it('a PCCS that is down refuses no TD: the sealing service answers the attestation 503, signed (to a function, an outage, not a refusal)', async () => {
+    const pccs = await startFakePccs(JSON.parse(await currentCollateral(env.pki)) as Parameters<typeof startFakePccs>[0], { https: true });
+    const dir = await mkdtemp(join(env.dir, 'pccs-down-'));
+    const sealer = await startTdxSealer(dir, env.files, { KMS_SEALER_TDX_COLLATERAL_FILE: '', KMS_SEALER_PCCS_URL: pccs.url, KMS_SEALER_PCCS_CA: pccs.tlsCa! });
+    try {
+      await pccs.close();
+      const { kms } = await tdFunction(sealer, {});
+      const answer = await createPrimaryKey(kms, 'grace');
+      expect(answer.status, answer.body).toBe(503);
+      expect((JSON.parse(answer.body) as { error: unknown }).error).toEqual({
+        code: 'ROOT_KEY_UNAVAILABLE',
+        message: `the sealing service at ${sealer.url} cannot get attestation evidence or collateral just now`,
+      });
+      await sealer.settle();
+      // A 503 (retried, and a signed 5xx is an outage to a function holding a key), not Trustee's 401.
+      expect(sealer.requestLines()).toContain('POST /kbs/v0/attest 503');
+      expect(sealer.requestLines()).not.toContain('POST /kbs/v0/attest 401');
+      await eventually(() => sealer.messages().join('\n'), /attestation is unavailable just now: TDX collateral for \S+ could not be fetched from /);
+      expect(sealer.messages().some((m) => m.startsWith('attestation refused'))).toBe(false);
+    } finally {
+      await sealer.cleanup();
     }
   });
 
