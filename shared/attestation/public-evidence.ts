@@ -6,7 +6,9 @@
  * anyone who can reach the URL can ask. Unbounded, a flood of them could take that resource from
  * everything else; now at most EVIDENCE_RUNNING_MAX run at once per instance and each route queues
  * at most EVIDENCE_WAITING_MAX, past which the answer is 503 BUSY at once. A function's own
- * attestations to the sealing service do not pass here: a flood never holds back the root key.
+ * attestations to the sealing service do not queue here, but the kernel makes one quote at a time
+ * (configfs-tsm): one of them can still wait for the two quotes a flood has running. The bound is
+ * per process; a caller that leaves while queued keeps its place, and its quote is still made.
  */
 import { LaneScheduler } from '../lanes.js';
 

@@ -124,7 +124,9 @@ export class ConfigfsTsmAttester implements Attester {
       }
       // Our write made it 1; more means someone else wrote inblob and the outblob may be theirs.
       if (Number(generation) !== 1) return undefined;
-      if (outblob.length === 0) throw new KmsError('INTERNAL', 'configfs-tsm: the quote (outblob) is empty');
+      // Kernels before the tdx-guest fix of 2024-01 report a failed GetQuote this way, not as an error.
+      if (outblob.length === 0)
+        throw new KmsError('ATTESTATION_UNAVAILABLE', "configfs-tsm: the quote (outblob) is empty; is the host's quote generation service up?");
       return new Uint8Array(outblob);
     } finally {
       // configfs entries pin kernel memory; remove ours whatever happened. A failure here cannot

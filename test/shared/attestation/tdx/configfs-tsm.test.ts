@@ -31,8 +31,11 @@ class FakeTsmKernel implements TsmFileSystem {
 
   constructor(
     private readonly pki: TestPki,
-    /** quoteFails: reading outblob fails with this errno, as when the host's QGS cannot make the quote. */
-    private readonly options: { provider?: string; races?: number; quoteFails?: string } = {},
+    /**
+     * quoteFails: reading outblob fails with this errno, as when the host's QGS cannot make the
+     * quote; emptyQuote: it reads empty instead, as older kernels report that failure.
+     */
+    private readonly options: { provider?: string; races?: number; quoteFails?: string; emptyQuote?: boolean } = {},
   ) {
     this.racesLeft = options.races ?? 0;
   }
@@ -57,7 +60,7 @@ class FakeTsmKernel implements TsmFileSystem {
       reportData = reportDataFrom('someone else');
     }
     await writeFile(join(entry, 'generation'), `${generation}\n`);
-    await writeFile(join(entry, 'outblob'), buildTdxQuote(this.pki, { report: { reportData } }).quote);
+    await writeFile(join(entry, 'outblob'), this.options.emptyQuote === true ? new Uint8Array(0) : buildTdxQuote(this.pki, { report: { reportData } }).quote);
   }
 
   readFile(path: string): Promise<Uint8Array> {
@@ -158,7 +161,7 @@ describe('ConfigfsTsmAttester', () => {
     expect(kernel.removed).toEqual(kernel.created);
   });
 
-  it('reports a quote the host could not make (outblob unreadable) as ATTESTATION_UNAVAILABLE, and removes the entry', async () => {
+  it('reports a quote the host could not make (outblob unreadable, or empty) as ATTESTATION_UNAVAILABLE, and removes the entry', async () => {
     const kernel = new FakeTsmKernel(pki, { quoteFails: 'EIO' });
     await expectKmsError(
       () => new ConfigfsTsmAttester({ root, fs: kernel }).getQuote(nonce),
@@ -167,6 +170,13 @@ describe('ConfigfsTsmAttester', () => {
     );
     expect(kernel.removed).toEqual(kernel.created);
     expect(await entries()).toEqual([]);
+    const older = new FakeTsmKernel(pki, { emptyQuote: true });
+    await expectKmsError(
+      () => new ConfigfsTsmAttester({ root, fs: older }).getQuote(nonce),
+      'ATTESTATION_UNAVAILABLE',
+      "configfs-tsm: the quote (outblob) is empty; is the host's quote generation service up?",
+    );
+    expect(older.removed).toEqual(older.created);
   });
 
   it('explains a missing configfs-tsm directory', async () => {
