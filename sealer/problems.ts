@@ -52,8 +52,9 @@ const TITLES: Record<number, string> = {
 };
 
 /**
- * The problem to answer for any error. Storage and attestation-agent failures below the core are 503s; anything that
- * is not a SealerError is a bug, answered as a bare 500 (`unexpected` reports it, without detail).
+ * The problem to answer for any error. Storage, attestation-agent and PCCS failures below the core
+ * are 503s; anything that is not a SealerError is a bug, answered as a bare 500 (`unexpected`
+ * reports it, without detail).
  */
 export function problemOf(error: unknown, unexpected: (label: string) => void): Problem {
   let sealerError: SealerError;

@@ -144,13 +144,8 @@ export class ConfigfsTsmAttester implements Attester {
     try {
       return await this.fs.readFile(join(entry, 'outblob'));
     } catch (error) {
-      throw new KmsError(
-        'ATTESTATION_UNAVAILABLE',
-        `configfs-tsm: the quote could not be generated (${errno(error) ?? 'error'}; is the host's quote generation service up?)`,
-        {
-          cause: error,
-        },
-      );
+      const why = `${errno(error) ?? 'error'}; is the host's quote generation service up?`;
+      throw new KmsError('ATTESTATION_UNAVAILABLE', `configfs-tsm: the quote could not be generated (${why})`, { cause: error });
     }
   }
 
