@@ -21,6 +21,7 @@ import { createTdxPolicy } from '../../../../sealer/attestation/tdx/policy.js';
 import { parseTdxQuote } from '../../../../shared/attestation/tdx/quote.js';
 import { TdxVerifier } from '../../../../sealer/attestation/tdx/verifier.js';
 import { buildCollateral, buildTdxQuote, createTestPki, DEFAULT_TD, reportDataFrom, TEST_TIME, type TestPki } from '../../../support/tdx-quote-builder.js';
+import type { KmsErrorCode } from '../../../../shared/errors.js';
 import { expectKmsError, syntheticCcel } from '../../../support/tdx-helpers.js';
 
 class FakeTsmKernel implements TsmFileSystem {
@@ -129,15 +130,20 @@ describe('ConfigfsTsmAttester', () => {
     expect(none.cc_eventlog).toBeUndefined();
   });
 
+  /** The attester fails with `code` and `message` on `kernel`, and removes every entry it made. */
+  async function failsAndCleansUp(kernel: FakeTsmKernel, code: KmsErrorCode, message: string): Promise<void> {
+    await expectKmsError(() => new ConfigfsTsmAttester({ root, fs: kernel }).getEvidence(nonce), code, message);
+    expect(kernel.created).not.toEqual([]);
+    expect(kernel.removed).toEqual(kernel.created);
+    expect(await entries()).toEqual([]);
+  }
+
   it('refuses a provider other than tdx_guest, and still removes the entry', async () => {
-    const kernel = new FakeTsmKernel(pki, { provider: 'sev_guest\n' });
-    await expectKmsError(
-      () => new ConfigfsTsmAttester({ root, fs: kernel }).getEvidence(nonce),
+    await failsAndCleansUp(
+      new FakeTsmKernel(pki, { provider: 'sev_guest\n' }),
       'CONFIG',
       'configfs-tsm: provider is "sev_guest", not tdx_guest (not a TDX guest)',
     );
-    expect(kernel.removed).toEqual(kernel.created);
-    expect(await entries()).toEqual([]);
   });
 
   it('retries with a fresh entry when a concurrent writer raced (generation ≠ 1), then succeeds', async () => {
@@ -162,21 +168,17 @@ describe('ConfigfsTsmAttester', () => {
   });
 
   it('reports a quote the host could not make (outblob unreadable, or empty) as ATTESTATION_UNAVAILABLE, and removes the entry', async () => {
-    const kernel = new FakeTsmKernel(pki, { quoteFails: 'EIO' });
-    await expectKmsError(
-      () => new ConfigfsTsmAttester({ root, fs: kernel }).getQuote(nonce),
+    await failsAndCleansUp(
+      new FakeTsmKernel(pki, { quoteFails: 'EIO' }),
       'ATTESTATION_UNAVAILABLE',
       "configfs-tsm: the quote could not be generated (EIO; is the host's quote generation service up?)",
     );
-    expect(kernel.removed).toEqual(kernel.created);
-    expect(await entries()).toEqual([]);
-    const older = new FakeTsmKernel(pki, { emptyQuote: true });
-    await expectKmsError(
-      () => new ConfigfsTsmAttester({ root, fs: older }).getQuote(nonce),
+    // Older kernels: an empty quote instead of an error.
+    await failsAndCleansUp(
+      new FakeTsmKernel(pki, { emptyQuote: true }),
       'ATTESTATION_UNAVAILABLE',
       "configfs-tsm: the quote (outblob) is empty; is the host's quote generation service up?",
     );
-    expect(older.removed).toEqual(older.created);
   });
 
   it('explains a missing configfs-tsm directory', async () => {
