@@ -1,4 +1,4 @@
-import { publicEvidence } from '../shared/attestation/public-evidence.js';
+import { quoteFor } from '../shared/attestation/public-evidence.js';
 import { defineRoute } from '../shared/http/route.js';
 import { parseEvidenceNonce } from '../shared/kbs/protocol.js';
 import { serviceKeyReportData } from '../shared/sealed/binding.js';
@@ -19,7 +19,7 @@ export const attestationRoute = defineRoute({
     const [{ rootKeys }, attester] = await Promise.all([ctx.keys(), ctx.attester()]);
     const rootKey = await rootKeys.current();
     const serviceKey = serviceKeyOf(rootKey).publicJwk;
-    const evidence = await publicEvidence.run('attestation', () => attester.getEvidence(serviceKeyReportData(nonce, serviceKey)));
+    const evidence = await quoteFor('attestation', request.raw, () => attester.getEvidence(serviceKeyReportData(nonce, serviceKey)));
     const answer = { serviceKey, rootKeyId: rootKey.id, tee: attester.tee, evidence };
     return { status: 200, text: `${JSON.stringify(answer, null, 2)}\n`, json: answer, headers: { 'content-type': 'application/json' } };
   },

@@ -1,4 +1,4 @@
-import { publicEvidence } from '../shared/attestation/public-evidence.js';
+import { quoteFor } from '../shared/attestation/public-evidence.js';
 import { defineRoute } from '../shared/http/route.js';
 import { parseEvidenceNonce } from '../shared/kbs/protocol.js';
 import { lifecycleOf } from '../shared/root-key/lifecycle.js';
@@ -18,7 +18,7 @@ export const recoverRootKeyRoute = defineRoute({
     const { sealer } = lifecycleOf(await ctx.runtime());
     if (request.method === 'GET') {
       const nonce = parseEvidenceNonce(request.param('nonce'));
-      const answer = await publicEvidence.run('recovery', () => sealer.recoveryKey(nonce));
+      const answer = await quoteFor('recovery', request.raw, () => sealer.recoveryKey(nonce));
       return { status: 200, text: `${JSON.stringify(answer, null, 2)}\n`, json: answer, headers: { 'content-type': 'application/json' } };
     }
     if (request.method === 'DELETE') {

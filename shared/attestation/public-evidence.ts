@@ -8,8 +8,11 @@
  * at most EVIDENCE_WAITING_MAX, past which the answer is 503 BUSY at once. A function's own
  * attestations to the sealing service do not queue here, but the kernel makes one quote at a time
  * (configfs-tsm): one of them can still wait for the two quotes a flood has running. The bound is
- * per process; a caller that leaves while queued keeps its place, and its quote is still made.
+ * per process. A caller that leaves while queued keeps its place until its turn, which then passes
+ * at once: no quote is made for a connection that is gone.
  */
+import type { IncomingMessage } from 'node:http';
+import { KmsError } from '../errors.js';
 import { LaneScheduler } from '../lanes.js';
 
 export type EvidenceLane = 'attestation' | 'recovery';
@@ -21,3 +24,11 @@ export const publicEvidence = new LaneScheduler<EvidenceLane>(
   EVIDENCE_WAITING_MAX,
   'too many attestation requests in progress; retry shortly',
 );
+
+/** `make` (a quote) in its turn in `lane`, unless the caller's connection closed while it waited. */
+export function quoteFor<T>(lane: EvidenceLane, raw: IncomingMessage, make: () => Promise<T>): Promise<T> {
+  return publicEvidence.run(lane, async () => {
+    if (raw.socket?.destroyed === true) throw new KmsError('BAD_REQUEST', 'the connection was closed before the quote was made');
+    return make();
+  });
+}

@@ -6,7 +6,8 @@
  * The configfs-tsm path is covered against a fake tree in test/shared/attestation/tdx/.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -297,6 +298,45 @@ describe('TDX attestation end to end (tdx-aa attester → production sealer with
     expect(statuses.filter((status) => status === 200)).toHaveLength(18);
     expect(statuses.filter((status) => status === 503)).toHaveLength(4);
     expect(provider!.maxInFlight()).toBe(2);
+  });
+
+  it('makes no quote for a caller that left while it waited: its turn passes at once', async () => {
+    const { kms, dataDir, provider } = await tdFunction(env.sealer, {});
+    expect((await createPrimaryKey(kms, 'leaver')).status).toBe(201);
+    const ca = await readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8');
+    provider!.hold();
+    const quotesBefore = provider!.signed.length;
+    const held = [
+      kms.request(`/attestation?nonce=${freshNonce(32)}`, { headers: json }),
+      kms.request(`/attestation?nonce=${freshNonce(32)}`, { headers: json }),
+    ];
+    for (let i = 0; i < 100 && provider!.inFlight() < 2; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(provider!.inFlight()).toBe(2);
+
+    // 20 callers on connections of their own: 16 wait, 4 are answered BUSY at once.
+    const busy: number[] = [];
+    const callers = Array.from({ length: 20 }, () => {
+      const call = httpsRequest(`${kms.url}/attestation?nonce=${freshNonce(32)}`, { ca, agent: false }, (res) => {
+        busy.push(res.statusCode ?? 0);
+        res.resume();
+      });
+      call.on('error', () => undefined);
+      call.end();
+      return call;
+    });
+    for (let i = 0; i < 100 && busy.length < 4; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(busy).toEqual([503, 503, 503, 503]);
+    // The 16 that wait leave. The queue keeps their places until their turns: a newcomer is still BUSY.
+    for (const call of callers) call.destroy();
+    const newcomer = await kms.request(`/attestation?nonce=${freshNonce(32)}`, { headers: json });
+    expect(newcomer.status).toBe(503);
+
+    provider!.release();
+    expect((await Promise.all(held)).map((answer) => answer.status)).toEqual([200, 200]);
+    // The 16 turns pass without a quote: the next caller is served, and only it and the two that
+    // stayed got one (before, each of the 16 got a quote too).
+    expect((await kms.request(`/attestation?nonce=${freshNonce(32)}`, { headers: json })).status).toBe(200);
+    expect(provider!.signed.length - quotesBefore).toBe(3);
   });
 
   it("bounds GET /rootKey/recover the same way: the sealing service's quotes, 2 at once and 16 waiting", async () => {
