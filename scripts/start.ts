@@ -40,9 +40,10 @@ const RESTART_DELAY_MS = 500;
 
 try {
   const { sealerReplicas } = loadOptions(startOptions, process.env);
-  // The host's options too (KMS_ACCESS_LOG among them), before the sealing service starts: a bad
-  // value stops npm start at once, reported under its name.
+  // The host's and the functions' options too (KMS_ACCESS_LOG, KMS_S3_PREFIX among them), before
+  // the sealing service starts: a bad value stops npm start at once, reported under its name.
   loadOptions(hostOptions, process.env);
+  loadOptions(kmsOptions, process.env);
   const sealer = await startSealers(sealerReplicas);
   const host = await startHost(loadRoutes);
   log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.urls.join(','), metrics: host.metricsUrl ?? 'off' });
@@ -78,7 +79,8 @@ async function startSealers(replicas: number): Promise<{ urls: readonly string[]
     ...process.env,
     KMS_SEALER_DATA_DIR: sealerDataDir,
     KMS_SEALER_INSECURE_DEV_MODE: 'true',
-    KMS_SEALER_PORT: process.env.KMS_SEALER_PORT ?? '0',
+    // Empty is unset, as for every option.
+    KMS_SEALER_PORT: process.env.KMS_SEALER_PORT || '0',
     KMS_SEALER_STOP_WITH_PARENT: 'true',
   };
   // Mode 1: the configured secret goes to the sealing service only; the functions pull it over KBS.
@@ -149,7 +151,7 @@ async function startSealers(replicas: number): Promise<{ urls: readonly string[]
   }
   if (replicas > 1) log.info('sealing service replicas', { replicas, ports: ports.join(',') });
   process.env.KMS_SEALER_URL = urls.join(',');
-  process.env.KMS_SEALER_CA_FILE ??= join(sealerDataDir, 'tls', 'cert.pem');
+  process.env.KMS_SEALER_CA_FILE ||= join(sealerDataDir, 'tls', 'cert.pem');
   process.env.KMS_ATTESTER ??= 'sample';
   process.env.KMS_SAMPLE_INIT_DATA ||= identity;
   return {

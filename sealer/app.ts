@@ -121,7 +121,11 @@ export async function startSealer(
       : new PeerUnsealer({
           core,
           peers: peerUrls,
-          ca: await readFile(options.peerCaFile === '' ? tls.certFile : options.peerCaFile, 'utf8'),
+          ca: await readPeerCa(
+            options.peerCaFile === ''
+              ? { file: tls.certFile, variable: 'KMS_SEALER_TLS_CERT_FILE' }
+              : { file: options.peerCaFile, variable: 'KMS_SEALER_PEER_CA_FILE' },
+          ),
           attester,
           verifiers,
           policy: adminPolicy,
@@ -199,4 +203,13 @@ export async function startSealer(
       return closeServer(server);
     },
   };
+}
+
+/** The CA that peers' certificates are checked against; a file that cannot be read names its variable. */
+async function readPeerCa({ file, variable }: { file: string; variable: string }): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch {
+    throw new KmsError('CONFIG', `${variable} names a file that cannot be read (the CA for KMS_SEALER_PEERS): ${file}`);
+  }
 }

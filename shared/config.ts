@@ -1,4 +1,6 @@
 import { loadOptions, option, parse, type OptionValues } from './options.js';
+import { KmsError } from './errors.js';
+import { assertPrefix } from './store/keys.js';
 
 /** Every option of the KMS functions, declared once. README.md "Configuration" lists them. */
 export const kmsOptions = {
@@ -22,7 +24,20 @@ export const kmsOptions = {
     parse: parse.string,
     description: 'Bucket holding the wrapped keys (must exist; enable versioning).',
   }),
-  s3Prefix: option({ env: 'KMS_S3_PREFIX', default: '', parse: parse.string, description: 'Key prefix inside the bucket, ending with `/`.' }),
+  s3Prefix: option({
+    env: 'KMS_S3_PREFIX',
+    default: '',
+    parse: (raw, env) => {
+      // The store checks it again (assertPrefix); here a wrong one stops the start, naming the variable.
+      try {
+        assertPrefix(raw);
+      } catch {
+        throw new KmsError('CONFIG', `${env} must be path segments of letters, digits, . _ - (each starting with a letter or digit), ending with /`);
+      }
+      return raw;
+    },
+    description: 'Key prefix inside the bucket, ending with `/`.',
+  }),
   s3AccessKeyId: option({ env: 'KMS_S3_ACCESS_KEY_ID', default: '', parse: parse.string, secret: true, description: 'S3 access key id.' }),
   s3SecretAccessKey: option({ env: 'KMS_S3_SECRET_ACCESS_KEY', default: '', parse: parse.string, secret: true, description: 'S3 secret key.' }),
   s3ForcePathStyle: option({ env: 'KMS_S3_FORCE_PATH_STYLE', default: true, parse: parse.boolean, description: 'Path-style bucket addressing (MinIO, RGW).' }),

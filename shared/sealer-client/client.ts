@@ -73,6 +73,9 @@ export class SealerClient {
     } catch {
       throw new KmsError('CONFIG', `KMS_SEALER_CA_FILE names a file that cannot be read: ${options.caFile}`);
     }
+    if (!ca.includes('-----BEGIN CERTIFICATE-----')) {
+      throw new KmsError('CONFIG', `KMS_SEALER_CA_FILE must hold PEM certificates (-----BEGIN CERTIFICATE-----): ${options.caFile}`);
+    }
     return new SealerClient({
       url: options.url,
       ca,

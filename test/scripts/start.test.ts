@@ -86,8 +86,13 @@ describe('npm start: the BigDL KMS story on one machine', () => {
 describe('npm start: stopping', () => {
   it('SIGTERM to the npm process alone (kill <pid>) stops the server and the sealing service: the port is free again', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-stop-'));
-    const server = await startNpmStart({ KMS_DATA_DIR: dataDir });
+    // Empty is unset, as for every option: a free port, and the sealing service's own certificate.
+    const server = await startNpmStart({ KMS_DATA_DIR: dataDir, KMS_SEALER_PORT: '', KMS_SEALER_CA_FILE: '' });
     try {
+      expect((await server.request('/rootKey/status', { headers: { accept: 'application/json' } })).status).toBe(200);
+      const sealerPort = /"sealer":"https:\/\/127\.0\.0\.1:(\d+)"/.exec(server.output())?.[1];
+      expect(sealerPort).toMatch(/^\d+$/);
+      expect(sealerPort).not.toBe('9877');
       process.kill(server.child.pid!, 'SIGTERM'); // npm only, not its process group
       const port = Number(new URL(server.url).port);
       const deadline = Date.now() + 15_000;
@@ -122,6 +127,11 @@ describe('npm start: configuration errors name what the user set', () => {
     ['KMS_ROOT_KEY_FILE', '/nonexistent/root-key', /^tee-kms: KMS_ROOT_KEY_FILE names a file that cannot be read: \/nonexistent\/root-key\n$/],
     ['KMS_INIT_DATA_FILE', '/nonexistent/initdata.toml', /^tee-kms: KMS_INIT_DATA_FILE names a file that cannot be read: \/nonexistent\/initdata.toml\n$/],
     ['KMS_ACCESS_LOG', 'flase', /^tee-kms: KMS_ACCESS_LOG must be true or false, got "flase"\n$/],
+    [
+      'KMS_S3_PREFIX',
+      'tenant-a',
+      /^tee-kms: KMS_S3_PREFIX must be path segments of letters, digits, \. _ - \(each starting with a letter or digit\), ending with \/\n$/,
+    ],
   ])('a bad %s stops it before the sealing service starts, under that name, never echoing a secret', async (name, value, message) => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-config-'));
     try {

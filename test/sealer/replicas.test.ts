@@ -260,3 +260,15 @@ describe('a sealed replica takes the key from no one else', () => {
     }
   });
 });
+
+describe('the peers CA', () => {
+  it('a KMS_SEALER_PEER_CA_FILE that cannot be read stops the start, naming the variable', async () => {
+    await expect(
+      startSealerProcess({
+        env: { KMS_SEALER_ROOT_KEY: '', KMS_SEALER_PEERS: 'https://peer.invalid:9877', KMS_SEALER_PEER_CA_FILE: '/nonexistent/peers-ca.pem' },
+      }),
+    ).rejects.toThrow(
+      /cannot start: CONFIG: KMS_SEALER_PEER_CA_FILE names a file that cannot be read \(the CA for KMS_SEALER_PEERS\): \/nonexistent\/peers-ca\.pem/,
+    );
+  });
+});

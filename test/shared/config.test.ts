@@ -40,6 +40,15 @@ describe('configuration', () => {
     }
   });
 
+  it('takes a KMS_S3_PREFIX of safe segments ending with /, and names the variable otherwise', () => {
+    expect(loadKmsConfig({ KMS_S3_PREFIX: 'tenant-a/kms/' }).s3Prefix).toBe('tenant-a/kms/');
+    for (const prefix of ['tenant-a', '../x/', '/abs/', 'a//b/', '.hidden/']) {
+      expect(() => loadKmsConfig({ KMS_S3_PREFIX: prefix }), prefix).toThrow(
+        expect.objectContaining({ code: 'CONFIG', message: expect.stringMatching(/^KMS_S3_PREFIX must be path segments /) }),
+      );
+    }
+  });
+
   it('reads KMS_SEALER_URL as one URL or a comma-separated list, and the grace period', () => {
     expect(loadKmsConfig({})).toMatchObject({ sealerUrls: [], rootKeyGraceSeconds: 600 });
     expect(loadKmsConfig({ KMS_SEALER_URL: 'https://a:9877/' }).sealerUrls).toEqual(['https://a:9877']);

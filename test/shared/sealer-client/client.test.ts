@@ -1,4 +1,7 @@
 // SealerClient's configuration checks and error mapping to KmsError codes.
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleAttester, SampleVerifier } from '../../../shared/attestation/sample.js';
 import { KmsError } from '../../../shared/errors.js';
@@ -41,6 +44,16 @@ describe('SealerClient configuration', () => {
     expect(
       configError(() => SealerClient.fromCaFile({ url: sealer.url, caFile: '/nonexistent/ca.pem', attester, sealerVerifier: new SampleVerifier() })),
     ).toMatch(/^CONFIG: KMS_SEALER_CA_FILE/);
+    // A file that is there but holds no certificate is named too.
+    const notPem = join(tmpdir(), `not-a-ca-${process.pid}.txt`);
+    writeFileSync(notPem, 'not a certificate\n');
+    try {
+      expect(configError(() => SealerClient.fromCaFile({ url: sealer.url, caFile: notPem, attester, sealerVerifier: new SampleVerifier() }))).toBe(
+        `CONFIG: KMS_SEALER_CA_FILE must hold PEM certificates (-----BEGIN CERTIFICATE-----): ${notPem}`,
+      );
+    } finally {
+      rmSync(notPem, { force: true });
+    }
   });
 });
 
