@@ -95,4 +95,22 @@ function refuse(request: IncomingMessage, response: ServerResponse, answer: Refu
   setImmediate(() => {
     if (!response.headersSent) answer(request, response, error);
   });
+  keepFirstAnswer(response);
+}
+
+/**
+ * A parser that refuses the body itself (an encoding or charset it does not know) hands its error to
+ * Express's final handler, which answers only once the request has ended: here, when the connection
+ * closes, long after this answer. Its header changes would then throw (ERR_HTTP_HEADERS_SENT), an
+ * uncaught exception that functions-framework answers with a 500 to whichever request came last
+ * before it exits. So once this response is sent, later header changes are dropped; its end() is
+ * already a no-op then.
+ */
+function keepFirstAnswer(response: ServerResponse): void {
+  for (const method of ['setHeader', 'removeHeader', 'writeHead'] as const) {
+    const original = response[method] as (...args: unknown[]) => unknown;
+    (response as unknown as Record<string, unknown>)[method] = function afterAnswer(this: ServerResponse, ...args: unknown[]) {
+      return this.headersSent ? this : original.apply(this, args);
+    };
+  }
 }

@@ -104,6 +104,26 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
     expect(gzip.status).toBe(415);
     expect(JSON.parse(gzip.body)).toMatchObject({ error: { code: 'UNSUPPORTED_MEDIA_TYPE' } });
     expect((await create.request('/primaryKey/zipped?user=streamer&token=streamer-token', { method: 'POST' })).status).toBe(201);
+    // Encodings and charsets the parsers refuse themselves: Express's final handler answers too,
+    // once the connection closes. One answer each, and the process lives on.
+    const refusedByBoth: [Record<string, string>, number][] = [
+      [{ 'content-type': 'application/json', 'content-encoding': 'bogus' }, 415],
+      [{ 'content-type': 'text/plain', 'content-encoding': 'x-gzip' }, 415],
+      [{ 'content-type': 'application/json;charset=bogus', 'content-length': '100000' }, 413],
+    ];
+    for (const [headers, status] of refusedByBoth) {
+      const refused = await create.request('/primaryKey/odd?user=streamer&token=streamer-token', {
+        method: 'POST',
+        headers: { ...headers, accept: 'application/json' },
+        body: '{}',
+      });
+      expect(refused.status, JSON.stringify(headers)).toBe(status);
+    }
+    // A refused connection is closed for good 2 s after its answer (LINGER_MS), at the latest.
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect((await create.request('/primaryKey/odd?user=streamer&token=streamer-token', { method: 'POST' })).status).toBe(201);
+    expect(create.output()).not.toContain('Uncaught exception');
+    expect(create.output()).not.toContain('ERR_HTTP_HEADERS_SENT');
     // And a body within the limit still reaches the function (a create ignores it).
     const small = await create.request('/primaryKey/smallbody?user=streamer&token=streamer-token', {
       method: 'POST',
