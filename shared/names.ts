@@ -16,6 +16,8 @@ export function validateName(kind: NameKind, value: string | undefined): string 
   return value;
 }
 
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 /** Tokens are opaque secrets; bounded so hashing cost stays bounded. Never echoed. */
 export const TOKEN_MAX_LENGTH = 1024;
 
@@ -24,5 +26,8 @@ export function validateToken(value: string | undefined): string {
   if (value.length > TOKEN_MAX_LENGTH) throw new KmsError('BAD_REQUEST', `token too long (at most ${TOKEN_MAX_LENGTH} characters)`);
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(value)) throw new KmsError('BAD_REQUEST', 'token contains control characters');
+  // A lone surrogate (a JSON "\ud800" in a sealed credential) is hashed as UTF-8's U+FFFD, which
+  // other tokens would then match.
+  if (LONE_SURROGATE.test(value)) throw new KmsError('BAD_REQUEST', 'token is not well-formed Unicode (a lone surrogate)');
   return value;
 }

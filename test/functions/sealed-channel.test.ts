@@ -216,6 +216,9 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     };
     for (const [token, user, code] of [
       [`${USER_TOKEN}\u0007`, 'alice', 'BAD_REQUEST'],
+      // Lone surrogates: hashed as UTF-8 they would all be U+FFFD, one token for three strings.
+      [`${USER_TOKEN}\ud800`, 'alice', 'BAD_REQUEST'],
+      [`${USER_TOKEN}\udfff`, 'alice', 'BAD_REQUEST'],
       [USER_TOKEN, 'not a name!', 'INVALID_NAME'],
     ] as const) {
       const refused = await send(token, user);

@@ -22,10 +22,17 @@ describe('names', () => {
     expect(() => validateToken(undefined)).toThrow(expect.objectContaining({ code: 'BAD_REQUEST', message: 'missing token' }));
     const long = 's'.repeat(1025);
     expect(() => validateToken(long)).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
-    try {
-      validateToken(`secret\u0001value`);
-    } catch (error) {
-      expect((error as Error).message).not.toContain('secret');
+    expect(() => validateToken(`secret\u0001value`)).toThrow(
+      expect.objectContaining({ code: 'BAD_REQUEST', message: expect.not.stringContaining('secret') as unknown }),
+    );
+  });
+
+  it('refuses lone surrogates, which UTF-8 would turn into the one U+FFFD; pairs are kept', () => {
+    for (const token of ['secret\ud800', '\udfffsecret', 'sec\ud83dret', 'secret\ud83d\ude00\ude00']) {
+      expect(() => validateToken(token), JSON.stringify(token)).toThrow(
+        expect.objectContaining({ code: 'BAD_REQUEST', message: 'token is not well-formed Unicode (a lone surrogate)' }),
+      );
     }
+    expect(validateToken('secret\ud83d\ude00')).toBe('secret\u{1f600}');
   });
 });
