@@ -3,9 +3,9 @@
  * only from the environment or a file, never from a flag's value, which any local user could read
  * in the process list.
  */
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { UsageError } from './errors.js';
+import { readBoundedSync } from './bounded-read.js';
 import { KmsClient, type AttestOptions } from './kms.js';
 
 export interface GlobalOptions {
@@ -28,12 +28,18 @@ const env = (name: string): string | undefined => {
   return value === undefined || value === '' ? undefined : value;
 };
 
+/** A token, an options file, a CA: all far below this. */
+const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+
 function readFileNamed(path: string, what: string): string {
+  let bytes: Buffer | undefined;
   try {
-    return readFileSync(path, 'utf8');
+    bytes = readBoundedSync(path, MAX_CONFIG_FILE_BYTES);
   } catch {
     throw new UsageError(`cannot read ${what} ${path}`);
   }
+  if (bytes === undefined) throw new UsageError(`${what} ${path} is larger than ${MAX_CONFIG_FILE_BYTES} bytes: not one`);
+  return bytes.toString('utf8');
 }
 
 /**

@@ -1,4 +1,5 @@
 /** What commands print and write: results on stdout (JSON with --json), messages on stderr. */
+import { fstatSync, statSync, writeSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { createInterface } from 'node:readline';
@@ -27,11 +28,70 @@ export const say = (message: string): void => void process.stderr.write(`tee-kms
 export function print(json: boolean, value: unknown, text: string | readonly string[]): void {
   if (json) {
     const escaped = JSON.stringify(value).replace(/[\u007f-\u009f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
-    process.stdout.write(`${escaped}\n`);
+    writeStdout(`${escaped}\n`);
     return;
   }
   const lines = typeof text === 'string' ? [text] : text;
-  process.stdout.write(lines.map((line) => `${printable(line)}\n`).join(''));
+  writeStdout(lines.map((line) => `${printable(line)}\n`).join(''));
+}
+
+let stdoutKind: 'file' | 'other' | undefined;
+
+/**
+ * Writes all of `data` to standard output. Into a file, Node writes synchronously and drops what a
+ * short write left (a file system filling up): a share or key cut short, exit status 0. So into a
+ * file every byte is written here, in a loop, and a failure stops the command as any other.
+ */
+export function writeStdout(data: string | Uint8Array): void {
+  if (!stdoutIsFile()) {
+    process.stdout.write(data);
+    return;
+  }
+  const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+  try {
+    for (let offset = 0; offset < bytes.length;) offset += writeSync(1, bytes, offset, bytes.length - offset);
+  } catch (error) {
+    stdoutFailed(error as NodeJS.ErrnoException);
+  }
+}
+
+/**
+ * A Writable onto standard output for streamed output: into a file every byte (writeStdout); into
+ * a pipe or terminal through process.stdout, each chunk flushed before the next is taken.
+ */
+export function stdoutWritable(): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      if (!stdoutIsFile()) {
+        process.stdout.write(chunk, (error) => done(error ?? undefined));
+        return;
+      }
+      writeStdout(chunk);
+      done();
+    },
+  });
+}
+
+function stdoutIsFile(): boolean {
+  if (stdoutKind === undefined) {
+    try {
+      stdoutKind = fstatSync(1).isFile() ? 'file' : 'other';
+    } catch {
+      stdoutKind = 'other';
+    }
+  }
+  return stdoutKind === 'file';
+}
+
+/** Whether standard output is /dev/null: what is printed is lost (also what a closed descriptor becomes: `>&-`). */
+function stdoutDiscards(): boolean {
+  try {
+    const out = fstatSync(1);
+    const devNull = statSync('/dev/null');
+    return out.isCharacterDevice() && out.rdev === devNull.rdev;
+  } catch {
+    return false;
+  }
 }
 
 /** The exit status of a command whose standard output was closed under it: 128 + SIGPIPE, as the shell says. */
@@ -55,15 +115,17 @@ export function onlyCopyOnStdout(message: string | undefined): void {
  * Standard error failing is ignored: there is nowhere left to say anything.
  */
 export function guardStandardStreams(): void {
-  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-    if (error.code === 'EPIPE') {
-      if (lostIfClosed !== undefined) say(lostIfClosed);
-      process.exit(EXIT_CLOSED_PIPE);
-    }
-    say(`cannot write standard output (${error.code ?? 'error'})${lostIfClosed === undefined ? '' : `: ${lostIfClosed}`}`);
-    process.exit(1);
-  });
+  process.stdout.on('error', stdoutFailed);
   process.stderr.on('error', () => undefined);
+}
+
+function stdoutFailed(error: NodeJS.ErrnoException): never {
+  if (error.code === 'EPIPE') {
+    if (lostIfClosed !== undefined) say(lostIfClosed);
+    process.exit(EXIT_CLOSED_PIPE);
+  }
+  say(`cannot write standard output (${error.code ?? 'error'})${lostIfClosed === undefined ? '' : `: ${lostIfClosed}`}`);
+  process.exit(1);
 }
 
 /**
@@ -99,12 +161,16 @@ export async function secretDirectory(path: string, warn: (message: string) => v
 
 /**
  * Secrets (shares) printed where anyone passing by reads them, and where the terminal's scrollback
- * keeps them: refused unless asked for with --print-shares. Checked before anything is done.
+ * keeps them: refused unless asked for with --print-shares; printed into /dev/null, where they are
+ * lost: refused. Checked before anything is done.
  */
-export function refuseTerminal(what: string, instead: string, printShares: boolean | undefined): void {
+export function refuseSecretOutput(what: string, instead: string, printShares: boolean | undefined): void {
   if (process.stdout.isTTY === true && printShares !== true) {
     throw new UsageError(`${what} would be printed to the terminal: give ${instead}, redirect standard output, or ask --print-shares`);
   }
+  // Secrets printed into /dev/null are lost, and so they would be with standard output closed.
+  if (stdoutDiscards())
+    throw new UsageError(`${what} would be lost in /dev/null (standard output is /dev/null or closed): give ${instead}, or redirect standard output to a file`);
 }
 
 /**

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { decryptTo, type DecryptOutput } from '../custodian/decrypt.js';
 import { keygen } from '../custodian/keygen.js';
-import { say } from '../io.js';
+import { say, writeStdout } from '../io.js';
 
 export function addCustodianCommands(program: Command): void {
   const custodian = program.command('custodian').description("a custodian's key pair, and opening a share encrypted to it");
@@ -10,7 +10,7 @@ export function addCustodianCommands(program: Command): void {
     .command('keygen <dir>')
     .description('make a key pair in <dir> (private key 0600) and print the public key for the operator')
     .action(async (dir: string) => {
-      process.stdout.write(`${JSON.stringify(await keygen(dir, say))}\n`);
+      writeStdout(`${JSON.stringify(await keygen(dir, say))}\n`);
     });
   custodian
     .command('decrypt <privateKeyFile> <share>')
@@ -19,6 +19,6 @@ export function addCustodianCommands(program: Command): void {
     .option('--print-shares', 'print the share even when standard output is a terminal')
     .action(async (keyFile: string, share: string, options: DecryptOutput) => {
       // JSON whatever --json says, as keygen's: the result is the share object, or where it went.
-      process.stdout.write(`${JSON.stringify(await decryptTo(keyFile, share, options))}\n`);
+      writeStdout(`${JSON.stringify(await decryptTo(keyFile, share, options))}\n`);
     });
 }

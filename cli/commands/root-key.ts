@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { readJsonFile, readSharesToSend, readShareToSend, shareToSend } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
 import { Incomplete, Refused, UsageError } from '../errors.js';
-import { onlyCopyOnStdout, print, refuseTerminal, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
+import { onlyCopyOnStdout, print, refuseSecretOutput, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
 import { KmsError, type KmsClient, type RecoveryProgress, type Rotation, type Share } from '../kms.js';
 
 export function addRootKeyCommands(program: Command): void {
@@ -32,7 +32,7 @@ export function addRootKeyCommands(program: Command): void {
       const client = clientFor(command);
       const json = globals(command).json === true;
       // The answer is the shares' only copy: every check that could lose it happens before the call.
-      if (options.outDir === undefined) refuseTerminal('the shares', '--out-dir <dir>', options.printShares);
+      if (options.outDir === undefined) refuseSecretOutput('the shares', '--out-dir <dir>', options.printShares);
       if (options.shares !== undefined && options.custodians === undefined) throw new UsageError('--shares goes with --custodians');
       const custodians = options.custodians === undefined ? undefined : await readCustodians(options.custodians);
       const shares = options.shares === undefined ? undefined : await readSharesToSend(options.shares);

@@ -8,7 +8,7 @@ import { openShare } from '../../shared/custody/share-jwe.js';
 import { isKmsError } from '../../shared/errors.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { Refused } from '../errors.js';
-import { refuseTerminal, writeSecretFile } from '../io.js';
+import { refuseSecretOutput, writeSecretFile } from '../io.js';
 import { checkedShare, indexOfShare, readPrivateKey, sealedShareFrom, textOrFile } from './inputs.js';
 
 /** A thumbprint as the sealing service writes it (SHA-256, base64url); anything else is not worth printing. */
@@ -23,7 +23,7 @@ export interface DecryptOutput {
 /** The share for standard output, or, with `out`, its index and the file it was written to. */
 export async function decryptTo(keyFile: string, shareArg: string, output: DecryptOutput): Promise<Share | { index: number; file: string }> {
   const file = output.out === '-' ? undefined : output.out;
-  if (file === undefined) refuseTerminal('the share', '-o <file>', output.printShares);
+  if (file === undefined) refuseSecretOutput('the share', '-o <file>', output.printShares);
   const share = await decrypt(keyFile, shareArg);
   if (file === undefined) return share;
   await writeSecretFile(file, `${JSON.stringify(share)}\n`);

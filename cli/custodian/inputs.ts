@@ -3,11 +3,12 @@
  * sealed), and the custodian's private key. No message quotes an input: it may be a share or a key.
  */
 import { createECDH, createPrivateKey, type KeyObject } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { isCompactJwe, jwkThumbprint } from '../../shared/custody/share-jwe.js';
 import { KmsError } from '../../shared/errors.js';
 import { MAX_SHARES, parseShare, SHARE_BYTES, type Share } from '../../shared/sealer-client/protocol.js';
 import { UsageError } from '../errors.js';
+import { readBounded } from '../bounded-read.js';
 
 /** Far above any share, JWE, key or recovery answer: a larger file is not one. */
 const MAX_FILE_BYTES = 1024 * 1024;
@@ -17,18 +18,14 @@ const badInput = (message: string) => new KmsError('BAD_REQUEST', message);
 
 /** A file's text; errors name the file, never its content. */
 export async function readTextFile(path: string, what: string): Promise<string> {
-  let size: number;
+  let bytes: Buffer | undefined;
   try {
-    size = (await stat(path)).size;
+    bytes = await readBounded(path, MAX_FILE_BYTES);
   } catch {
     throw badInput(`cannot read ${what} ${path}`);
   }
-  if (size > MAX_FILE_BYTES) throw badInput(`${what} ${path} is too large to be one`);
-  try {
-    return await readFile(path, 'utf8');
-  } catch {
-    throw badInput(`cannot read ${what} ${path}`);
-  }
+  if (bytes === undefined) throw badInput(`${what} ${path} is too large to be one`);
+  return bytes.toString('utf8');
 }
 
 /** A file's JSON; a parse error does not repeat the parser's message (it quotes the text). */

@@ -17,6 +17,7 @@ import type { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { publish, syncPath, tempBeside } from '../../shared/fs/durable.js';
 import { KmsError } from '../../shared/errors.js';
+import { stdoutWritable } from '../io.js';
 
 export interface OutputOptions {
   /** Replace an existing file at the target (default: refuse, with KmsError('CONFLICT')). */
@@ -25,7 +26,7 @@ export interface OutputOptions {
 
 export async function writeOutput(target: string, source: Readable, transforms: readonly Transform[] = [], options: OutputOptions = {}): Promise<void> {
   if (target === '-') {
-    await pipeline([source, ...transforms, process.stdout], { end: false });
+    await pipeline([source, ...transforms, stdoutWritable()]);
     return;
   }
   const temp = tempBeside(target);

@@ -137,6 +137,41 @@ describe('tee-kms against npm start', () => {
     expect(await readFile(out, 'utf8')).toBe('kept');
   });
 
+  it('a standard output that fills up is an error, never a key or plaintext cut short with exit 0', async () => {
+    /** `args` with standard output appended to `out` (1,000 bytes there already), files limited to 1 KiB. */
+    const intoFullFile = async (args: string, out: string) => {
+      await writeFile(out, Buffer.alloc(1000));
+      // SIGXFSZ ignored: a write past the limit is short, then fails with EFBIG (a file system filling up, alike).
+      const script = `ulimit -f 1; trap '' XFSZ; exec "${process.execPath}" "${cli}" ${args} >> "${out}"`;
+      const result = spawnSync('bash', ['--norc', '--noprofile', '-c', script], {
+        cwd: tmp,
+        encoding: 'utf8',
+        timeout: 60_000,
+        env: { ...cliEnv(), ...withToken },
+      });
+      return { status: result.status, stderr: result.stderr, written: (await readFile(out)).subarray(1000) };
+    };
+    const got = await intoFullFile('data-key get pk1 dk1', join(tmp, 'full-key.out'));
+    expect(got.status).toBe(1);
+    expect(got.stderr).toBe('tee-kms: cannot write standard output (EFBIG)\n');
+    expect(got.written.length).toBeLessThan(key.length);
+    expect(key.startsWith(got.written.toString())).toBe(true);
+
+    const plain = join(tmp, 'full-plain.bin');
+    await writeFile(plain, randomBytes(4096));
+    expect(run(['encrypt', '--primary-key', 'pk1', '--data-key', 'dk1', plain, '-o', `${plain}.kms`], { env: withToken }).status).toBe(0);
+    const decrypted = await intoFullFile(`decrypt "${plain}.kms" -o -`, join(tmp, 'full-plain.out'));
+    expect(decrypted.status).toBe(1);
+    expect(decrypted.stderr).toContain('cannot write standard output (EFBIG)');
+    expect(decrypted.written.length).toBe(1024 - 1000); // up to the limit, then the error
+  });
+
+  it('a token file that never ends (/dev/zero) is refused at 1 MiB, not read whole', () => {
+    const endless = run(['--token-file', '/dev/zero', 'status']);
+    expect(endless.status).toBe(2);
+    expect(endless.stderr).toBe('tee-kms: --token-file file /dev/zero is larger than 1048576 bytes: not one\n');
+  });
+
   it('encrypt and decrypt a file: tee-kms format by default, all or nothing, no progress bar off a terminal', async () => {
     const plain = join(tmp, 'big.bin');
     const data = randomBytes(5 * 1024 * 1024 + 123);

@@ -4,7 +4,7 @@
  * the KMS rotates (another process, through a proxy that makes them as the request goes by), every
  * other share is still written, and the ones that could not be are printed, and work.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
@@ -202,6 +202,20 @@ describe('rotate --out-dir and the share files in its way', () => {
     const verified = await run(['--json', 'verify', ...opened], { env: withAdmin });
     expect(verified.status, verified.stderr).toBe(0);
     expect(JSON.parse(verified.stdout)).toMatchObject({ promoted: true });
+  });
+
+  it('rotate into /dev/null, or with standard output closed (Node opens /dev/null there): refused (exit 2), nothing sent', async () => {
+    const before = await status();
+    const env = { PATH: process.env.PATH ?? '', TEE_KMS_URL: `https://127.0.0.1:${port}`, TEE_KMS_CA: join(dataDir, 'tls/cert.pem'), ...withAdmin };
+    for (const redirect of ['> /dev/null', '>&-']) {
+      const script = `exec "${process.execPath}" "${cli}" rotate ${redirect}`;
+      const result = spawnSync('bash', ['--norc', '--noprofile', '-c', script], { cwd: tmp, encoding: 'utf8', timeout: 60_000, env });
+      expect(result.status, redirect).toBe(2);
+      expect(result.stderr, redirect).toBe(
+        'tee-kms: the shares would be lost in /dev/null (standard output is /dev/null or closed): give --out-dir <dir>, or redirect standard output to a file\n',
+      );
+    }
+    expect(await status()).toEqual(before);
   });
 
   it('rotate to a standard output closed by its reader: exit 141, and stderr says the shares are lost and what to do', async () => {
