@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { readlinkSync } from 'node:fs';
+import { link, mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { KmsError } from '../errors.js';
@@ -62,14 +62,8 @@ export class FsObjectStore implements ObjectStore {
 
   async get(key: string): Promise<StoredObject | undefined> {
     assertObjectKey(key);
-    let body: Buffer;
-    try {
-      body = await readFile(this.#path(key));
-    } catch (error) {
-      if (isCode(error, 'ENOENT') || isCode(error, 'ENOTDIR')) return undefined;
-      throw unavailable(error);
-    }
-    return { body, etag: etagOf(body) };
+    const body = await readObject(this.#path(key), key);
+    return body === undefined ? undefined : { body, etag: etagOf(body) };
   }
 
   async create(key: string, body: Buffer): Promise<boolean> {
@@ -377,4 +371,41 @@ function unavailable(error: unknown): KmsError {
   if (error instanceof KmsError) return error;
   const code = typeof error === 'object' && error !== null ? String((error as { code?: unknown }).code ?? '') : '';
   return new KmsError('STORAGE_UNAVAILABLE', `the embedded store failed${code ? ` (${code})` : ''}`, { cause: error });
+}
+
+/** Records are small; the S3 store refuses answers past the same bound. */
+const MAX_OBJECT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * An object's bytes, or undefined when there is none. Whoever writes the folder could put a link
+ * (to /dev/zero, or out of it), a named pipe (whose open waits for a writer, holding a thread) or a
+ * huge file where a record is: none is read. A link or anything but a regular file is refused as
+ * tampering, and more than MAX_OBJECT_BYTES as the S3 store refuses it.
+ */
+async function readObject(path: string, key: string): Promise<Buffer | undefined> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (error) {
+    if (isCode(error, 'ENOENT') || isCode(error, 'ENOTDIR')) return undefined;
+    if (isCode(error, 'ELOOP')) throw new KmsError('INTEGRITY', `the stored object ${key} is a link, which this store never writes: storage was tampered with`);
+    throw unavailable(error);
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new KmsError('INTEGRITY', `the stored object ${key} is not a regular file: storage was tampered with`);
+    if (info.size > MAX_OBJECT_BYTES) throw new KmsError('STORAGE_UNAVAILABLE', `the stored object ${key} is larger than 16 MiB`);
+    // Read to the end, bounded: the file may grow while it is read.
+    const buffer = Buffer.alloc(Math.min(info.size, MAX_OBJECT_BYTES) + 1);
+    let length = 0;
+    for (let n = -1; n !== 0; length += n) {
+      if (length === buffer.length) throw new KmsError('STORAGE_UNAVAILABLE', `the stored object ${key} changed size while it was read`);
+      ({ bytesRead: n } = await handle.read(buffer, length, buffer.length - length, null));
+    }
+    return buffer.subarray(0, length);
+  } catch (error) {
+    throw unavailable(error);
+  } finally {
+    await handle.close();
+  }
 }

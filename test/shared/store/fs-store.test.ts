@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
-import { mkdtemp, open, readdir, readFile, rm, stat, writeFile, mkdir, utimes } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm, stat, symlink, writeFile, mkdir, utimes } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -357,5 +357,33 @@ describe('embedded filesystem store: crash safety and processes', () => {
     const winner = outcomes.indexOf('won');
     expect(await readFile(join(dir, 'objects', 'race', 'k.json'), 'utf8')).toBe(`process-${winner}`);
     await rm(dir, { recursive: true, force: true });
+  });
+});
+
+describe('embedded filesystem store: what whoever writes its folder may put there', () => {
+  const planted = async (plant: (path: string) => Promise<void>) => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-planted-'));
+    await mkdir(join(dir, 'objects', 'users'), { recursive: true });
+    await plant(join(dir, 'objects', 'users', 'alice.json'));
+    return { store: new FsObjectStore(dir), cleanup: () => rm(dir, { recursive: true, force: true }) };
+  };
+
+  it.each([
+    ['a link to /dev/zero (read whole, it never ends)', (path: string) => symlink('/dev/zero', path), 'INTEGRITY', /is a link/],
+    [
+      'a named pipe (its open waits for a writer, holding a thread)',
+      (path: string) => run('mkfifo', [path]).then(() => undefined),
+      'INTEGRITY',
+      /not a regular file/,
+    ],
+    ['a folder', (path: string) => mkdir(path), 'INTEGRITY', /not a regular file/],
+    ['a file of 17 MiB', (path: string) => writeFile(path, Buffer.alloc(17 * 1024 * 1024)), 'STORAGE_UNAVAILABLE', /larger than 16 MiB/],
+  ] as const)('in place of a record, %s: refused, nothing read', async (_what, plant, code, message) => {
+    const { store, cleanup } = await planted(plant);
+    try {
+      await expect(store.get('users/alice.json')).rejects.toMatchObject({ code, message: expect.stringMatching(message) as unknown });
+    } finally {
+      await cleanup();
+    }
   });
 });
