@@ -326,11 +326,30 @@ export async function readRotationJournal(store: ObjectStore): Promise<RotationJ
   return object === undefined ? undefined : parseJournal(object.body);
 }
 
+/**
+ * The journal as stored, or undefined when it is not one: storage is untrusted, so every field is
+ * checked for what it is used as (a message, a status answer, a folder name), never assumed.
+ */
 function parseJournal(body: Buffer): RotationJournal | undefined {
+  let value: Record<string, unknown>;
   try {
-    const value = JSON.parse(body.toString('utf8')) as RotationJournal;
-    return value.kind === 'rotation' && typeof value.leaseUntil === 'number' ? value : undefined;
+    value = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
   } catch {
     return undefined;
   }
+  if (typeof value !== 'object' || value === null || value.kind !== 'rotation') return undefined;
+  const { leaseUntil, to, rewrapped, holder, startedAt, ranges } = value;
+  const wellFormed =
+    typeof leaseUntil === 'number' &&
+    Number.isFinite(leaseUntil) &&
+    (to === null || (typeof to === 'string' && ROOT_KEY_ID_PATTERN.test(to))) &&
+    typeof rewrapped === 'number' &&
+    Number.isSafeInteger(rewrapped) &&
+    rewrapped >= 0 &&
+    typeof holder === 'string' &&
+    holder.length <= 256 &&
+    typeof startedAt === 'string' &&
+    startedAt.length <= 64 &&
+    (ranges === undefined || typeof ranges === 'number');
+  return wellFormed ? (value as unknown as RotationJournal) : undefined;
 }

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../../shared/crypto/root-key-id.js';
 import { layout } from '../../../shared/keys/layout.js';
 import { RootKeyring } from '../../../shared/root-key/keyring.js';
-import { RootKeyRotation } from '../../../shared/root-key/rotation.js';
+import { readRotationJournal, RootKeyRotation } from '../../../shared/root-key/rotation.js';
 import { SealerRootKeySource } from '../../../shared/root-key/sealer-source.js';
 import { StaticRootKeySource } from '../../../shared/root-key/source.js';
 import type { SealerClient } from '../../../shared/sealer-client/client.js';
@@ -140,6 +140,33 @@ for (const kind of ['fs', 's3'] as const) {
       expect((await journalOf()).to).toBe(rootKeyId(newer));
       expect(await rotationUnder(newer, store).finishRewrap(rootKeyId(newer))).toBe(0);
       expect(await store.get(layout.rotationJournal())).toBeUndefined();
+    });
+
+    it('a journal whose fields are not what they claim (written into storage) is replaced, never used', async () => {
+      const key = randomBytes(32);
+      // As text: one field of an otherwise well-formed journal each (a later duplicate member wins).
+      const deep = `${'['.repeat(10_000)}${']'.repeat(10_000)}`;
+      const forgeries = ['"to":{"toString":0}', `"to":${deep}`, '"to":"not-an-id"', '"rewrapped":"7"', '"leaseUntil":null', `"holder":"${'x'.repeat(10_000)}"`];
+      for (const forged of forgeries) {
+        const fields = {
+          format: 1,
+          kind: 'rotation',
+          holder: 'h',
+          leaseUntil: 0,
+          phase: 'rewrapping',
+          to: rootKeyId(key),
+          rewrapped: 0,
+          ranges: 1,
+          startedAt: 's',
+        };
+        const text = `${JSON.stringify(fields).slice(0, -1)},${forged}}`;
+        await store.delete(layout.rotationJournal());
+        expect(await store.create(layout.rotationJournal(), Buffer.from(text))).toBe(true);
+        expect(await readRotationJournal(store), forged.slice(0, 60)).toBeUndefined();
+        // The rewrap takes no field of it: it replaces the journal with its own, runs, and removes it.
+        expect(await rotationUnder(key, store).finishRewrap(rootKeyId(key))).toBe(0);
+        expect(await store.get(layout.rotationJournal())).toBeUndefined();
+      }
     });
   });
 }
