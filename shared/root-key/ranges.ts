@@ -1,8 +1,9 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { reportForeignObjects } from '../keys/foreign.js';
 import { layout, listedName } from '../keys/layout.js';
 import { encodeRecord } from '../keys/records.js';
 import type { ObjectStore } from '../store/object-store.js';
+import type { RootKey } from './source.js';
 
 /**
  * A rotation's rewrap split into ranges of the primary-key listing, so that every instance that
@@ -10,6 +11,12 @@ import type { ObjectStore } from '../store/object-store.js';
  * compare-and-swap: free or lapsed, an instance takes it, rewraps its keys, marks it done. A holder
  * that dies leaves a lease that lapses, and the next instance takes the range over; rewrapping a key
  * twice is harmless (the rewrap re-reads and skips a key already under the new root key).
+ *
+ * Storage is untrusted, and a rotation's target id is public before it is verified: a range record
+ * planted "done" would skip its keys (left under the retired root key, which retired shares open),
+ * one planted "held" for ever would stall the rotation. So every record carries a MAC under a key
+ * derived from the new root key, which only the instances that rewrap hold; a record without a
+ * valid one is no record, and its range is taken (and rewrapped) again.
  */
 export interface RangeRecord {
   readonly format: 1;
@@ -18,6 +25,8 @@ export interface RangeRecord {
   readonly leaseUntil: number;
   readonly done: boolean;
   readonly rewrapped: number;
+  /** HMAC-SHA256 (base64url) of the fields above with the target and the range index (rangeMac). */
+  readonly mac: string;
 }
 
 /** Keys per range aimed at: small enough that a lapsed range costs little, large enough that leases are rare writes. */
@@ -44,45 +53,71 @@ export interface RangeLease {
 export type TakeResult = RangeLease | 'done' | 'held';
 
 export class RotationRanges {
+  private readonly to: string;
+  readonly #macKey: Buffer;
+
   constructor(
     private readonly store: ObjectStore,
-    private readonly to: string,
+    /** The root key the rotation rewraps under. */
+    target: RootKey,
     private readonly holder: string,
     private readonly leaseMs: number,
-  ) {}
+  ) {
+    this.to = target.id;
+    this.#macKey = Buffer.from(hkdfSync('sha256', target.key, Buffer.alloc(0), 'tee-kms/rotation-range/v1', 32));
+  }
 
   /** Takes range `index` when it is free or its lease lapsed. */
   async take(index: number): Promise<TakeResult> {
     const key = layout.rotationRange(this.to, index);
     const existing = await this.store.get(key);
     if (existing !== undefined) {
-      const range = parseRange(existing.body);
+      const range = this.#parse(existing.body, index);
       if (range?.done === true) return 'done';
       if (range !== undefined && range.leaseUntil > Date.now()) return 'held';
     }
-    // Free, or lapsed (its holder died or stalled) or unreadable: take it; of two takers one wins.
-    const etag = await this.#write(key, { done: false, rewrapped: 0 }, existing?.etag ?? null);
+    // Free, or lapsed (its holder died or stalled), or unreadable or unauthentic: take it; of two takers one wins.
+    const etag = await this.#write(key, index, { done: false, rewrapped: 0 }, existing?.etag ?? null);
     return etag === undefined ? 'held' : this.#lease(index, key, etag);
   }
 
   /** Is range `index` done (by whichever instance)? */
   async isDone(index: number): Promise<boolean> {
     const existing = await this.store.get(layout.rotationRange(this.to, index));
-    return existing !== undefined && parseRange(existing.body)?.done === true;
+    return existing !== undefined && this.#parse(existing.body, index)?.done === true;
   }
 
-  /** Deletes the range objects once the rotation is complete; any other object listed there was planted: reported, left. */
-  async remove(): Promise<void> {
-    const foreign: string[] = [];
-    for await (const key of this.store.list(layout.rotationRanges(this.to))) {
-      if (listedName.rotationRange(this.to, key) === undefined) foreign.push(key);
-      else await this.store.delete(key);
+  /** Deletes the range objects once the rotation is complete (removeRanges). */
+  remove(): Promise<void> {
+    return removeRanges(this.store, this.to);
+  }
+
+  #record(index: number, state: Pick<RangeRecord, 'done' | 'rewrapped'>): RangeRecord {
+    const fields = { holder: this.holder, leaseUntil: Date.now() + this.leaseMs, ...state };
+    return { format: 1, kind: 'rotation-range', ...fields, mac: this.#mac(index, fields) };
+  }
+
+  #mac(index: number, fields: Pick<RangeRecord, 'holder' | 'leaseUntil' | 'done' | 'rewrapped'>): string {
+    const signed = JSON.stringify(['rotation-range', this.to, index, fields.holder, fields.leaseUntil, fields.done, fields.rewrapped]);
+    return createHmac('sha256', this.#macKey).update(signed).digest('base64url');
+  }
+
+  /** A range record as stored, or undefined when it is not one this rotation's holders wrote. */
+  #parse(body: Buffer, index: number): RangeRecord | undefined {
+    let value: Partial<RangeRecord>;
+    try {
+      value = JSON.parse(body.toString('utf8')) as Partial<RangeRecord>;
+    } catch {
+      return undefined;
     }
-    reportForeignObjects('rotation', "object(s) among the rotation's ranges are no range the KMS wrote, left as they are", foreign);
-  }
-
-  #record(state: Pick<RangeRecord, 'done' | 'rewrapped'>): RangeRecord {
-    return { format: 1, kind: 'rotation-range', holder: this.holder, leaseUntil: Date.now() + this.leaseMs, ...state };
+    if (typeof value !== 'object' || value === null || value.kind !== 'rotation-range') return undefined;
+    const { holder, leaseUntil, done, rewrapped, mac } = value;
+    if (typeof holder !== 'string' || typeof leaseUntil !== 'number' || typeof done !== 'boolean' || typeof rewrapped !== 'number' || typeof mac !== 'string') {
+      return undefined;
+    }
+    const expected = Buffer.from(this.#mac(index, { holder, leaseUntil, done, rewrapped }));
+    const given = Buffer.from(mac);
+    return given.length === expected.length && timingSafeEqual(given, expected) ? (value as RangeRecord) : undefined;
   }
 
   /**
@@ -91,8 +126,8 @@ export class RotationRanges {
    * the record of whoever took the range over meanwhile. Only a store that names no etag is read
    * back, and then the record must still be exactly ours.
    */
-  async #write(key: string, state: Pick<RangeRecord, 'done' | 'rewrapped'>, expected: string | null): Promise<string | undefined> {
-    const body = encodeRecord(this.#record(state));
+  async #write(key: string, index: number, state: Pick<RangeRecord, 'done' | 'rewrapped'>, expected: string | null): Promise<string | undefined> {
+    const body = encodeRecord(this.#record(index, state));
     const written = await this.store.write(key, body, expected);
     if (written === undefined) return undefined;
     if (written.etag !== undefined) return written.etag;
@@ -104,7 +139,7 @@ export class RotationRanges {
     let etag: string | undefined = initialEtag;
     const write = async (state: Pick<RangeRecord, 'done' | 'rewrapped'>): Promise<boolean> => {
       if (etag === undefined) return false;
-      etag = await this.#write(key, state, etag);
+      etag = await this.#write(key, index, state, etag);
       return etag !== undefined;
     };
     return {
@@ -115,11 +150,12 @@ export class RotationRanges {
   }
 }
 
-function parseRange(body: Buffer): RangeRecord | undefined {
-  try {
-    const value = JSON.parse(body.toString('utf8')) as RangeRecord;
-    return value.kind === 'rotation-range' && typeof value.leaseUntil === 'number' ? value : undefined;
-  } catch {
-    return undefined;
+/** Deletes a rotation's range objects (once it is complete); any other object listed there was planted: reported, left. */
+export async function removeRanges(store: ObjectStore, to: string): Promise<void> {
+  const foreign: string[] = [];
+  for await (const key of store.list(layout.rotationRanges(to))) {
+    if (listedName.rotationRange(to, key) === undefined) foreign.push(key);
+    else await store.delete(key);
   }
+  reportForeignObjects('rotation', "object(s) among the rotation's ranges are no range the KMS wrote, left as they are", foreign);
 }

@@ -10,7 +10,7 @@ import { metricsHooks } from '../metrics/hooks.js';
 import type { InstallRootKeyResult, SealStatus, Share, VerifyResult } from '../sealer-client/protocol.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
-import { MAX_RANGES, rangeCount, rangeOf, RotationRanges, type RangeLease } from './ranges.js';
+import { MAX_RANGES, rangeCount, rangeOf, removeRanges, RotationRanges, type RangeLease } from './ranges.js';
 import { rewrapPrimaryKey } from './rewrap.js';
 import type { RootKey } from './source.js';
 
@@ -150,7 +150,7 @@ export class RootKeyRotation {
     const journal = await this.#openJournal(current.id, holder, rangeCount(keys.length));
     const byRange: string[][] = Array.from({ length: journal.ranges }, () => []);
     for (const key of keys) byRange[rangeOf(key, journal.ranges)]!.push(key);
-    const ranges = new RotationRanges(this.store, current.id, holder, this.settings.leaseMs);
+    const ranges = new RotationRanges(this.store, current, holder, this.settings.leaseMs);
     const rewrapped = await this.#rewrapRanges(current, ranges, byRange);
     // Every range done: the rotation is complete. Whoever sees that first removes its records.
     await ranges.remove();
@@ -277,7 +277,7 @@ export class RootKeyRotation {
       if (await this.store.replace(key, encodeRecord(fresh), existing.etag)) {
         // The earlier rotation's range leases are garbage now (its keys are rewrapped to `to` anyway).
         // Storage is untrusted: only a root key id (hex) may name a folder to delete.
-        if (typeof journal?.to === 'string' && ROOT_KEY_ID_PATTERN.test(journal.to)) await new RotationRanges(this.store, journal.to, holder, 0).remove();
+        if (typeof journal?.to === 'string' && ROOT_KEY_ID_PATTERN.test(journal.to)) await removeRanges(this.store, journal.to);
         return fresh;
       }
     }

@@ -3,10 +3,12 @@
  * lapsed lease is taken over and its old holder can no longer write (even right after its own
  * write), done is final.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rootKeyId } from '../../../shared/crypto/root-key-id.js';
 import { layout } from '../../../shared/keys/layout.js';
 import { MAX_RANGES, rangeCount, rangeOf, RotationRanges, type RangeLease } from '../../../shared/root-key/ranges.js';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
@@ -14,7 +16,10 @@ import type { ObjectStore } from '../../../shared/store/object-store.js';
 import { createTestBucket, type TestBucket } from '../../support/s3.js';
 import { ForwardingStore } from '../../support/forwarding-store.js';
 
-const TO = 'ab'.repeat(16);
+const TARGET_KEY = randomBytes(32);
+/** The root key the rotation rewraps under: its id names the ranges, its key authenticates them. */
+const TARGET = { id: rootKeyId(TARGET_KEY), key: TARGET_KEY };
+const TO = TARGET.id;
 
 /**
  * The store, with `after` run once right after its first conditional write (another instance's
@@ -82,8 +87,8 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('of two instances taking one range at once, exactly one holds it', async () => {
-      const a = new RotationRanges(store, TO, 'a', 60_000);
-      const b = new RotationRanges(store, TO, 'b', 60_000);
+      const a = new RotationRanges(store, TARGET, 'a', 60_000);
+      const b = new RotationRanges(store, TARGET, 'b', 60_000);
       const results = await Promise.all([a.take(0), b.take(0)]);
       expect(results.filter((r) => typeof r === 'object')).toHaveLength(1);
       expect(results.filter((r) => r === 'held')).toHaveLength(1);
@@ -91,8 +96,8 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('a lapsed lease is taken over, and its old holder can neither renew nor finish it', async () => {
-      const dead = new RotationRanges(store, TO, 'dead', 150);
-      const taker = new RotationRanges(store, TO, 'taker', 60_000);
+      const dead = new RotationRanges(store, TARGET, 'dead', 150);
+      const taker = new RotationRanges(store, TARGET, 'taker', 60_000);
       const old = lease(await dead.take(1));
       expect(await old.renew()).toBe(true);
       await lapse(); // (while live it is 'held' to others: the test above)
@@ -105,26 +110,56 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('a done range stays done: nobody takes it again, even after its lease time', async () => {
-      const a = new RotationRanges(store, TO, 'a', 150);
+      const a = new RotationRanges(store, TARGET, 'a', 150);
       expect(await lease(await a.take(2)).finish(0)).toBe(true);
       await lapse();
-      expect(await new RotationRanges(store, TO, 'b', 60_000).take(2)).toBe('done');
+      expect(await new RotationRanges(store, TARGET, 'b', 60_000).take(2)).toBe('done');
       expect(await a.isDone(2)).toBe(true);
     });
 
     it('an unreadable range object (planted or torn) is taken over, not trusted', async () => {
       expect(await store.create(layout.rotationRange(TO, 3), Buffer.from('{"kind":"rotation-range","done":true'))).toBe(true);
-      const b = new RotationRanges(store, TO, 'b', 60_000);
+      const b = new RotationRanges(store, TARGET, 'b', 60_000);
       expect(await b.isDone(3)).toBe(false);
       expect(await lease(await b.take(3)).finish(1)).toBe(true);
+    });
+
+    it('a range record written by whoever writes storage (the target id is public) is no record: neither done nor held', async () => {
+      const b = new RotationRanges(store, TARGET, 'b', 60_000);
+      const planted = (index: number, fields: object, mac = 'A'.repeat(43)) =>
+        store.create(
+          layout.rotationRange(TO, index),
+          Buffer.from(JSON.stringify({ format: 1, kind: 'rotation-range', holder: 'attacker', rewrapped: 0, ...fields, mac })),
+        );
+      // "Done": its keys would be skipped, left under the retired root key. Taken, and rewrapped again.
+      expect(await planted(7, { leaseUntil: 0, done: true })).toBe(true);
+      expect(await b.isDone(7)).toBe(false);
+      expect(await lease(await b.take(7)).finish(2)).toBe(true);
+      expect(await b.isDone(7)).toBe(true);
+      // "Held" for ever: the rotation would never finish. Taken at once.
+      expect(await planted(8, { leaseUntil: 1e300, done: false })).toBe(true);
+      expect(typeof (await b.take(8))).toBe('object');
+      // A genuine record's MAC copied onto other fields (done where it was not), or to another range: refused too.
+      const genuine = JSON.parse((await store.get(layout.rotationRange(TO, 8)))!.body.toString()) as { mac: string; leaseUntil: number };
+      expect(await planted(9, { holder: 'b', leaseUntil: genuine.leaseUntil, done: false }, genuine.mac)).toBe(true);
+      expect(await new RotationRanges(store, TARGET, 'c', 60_000).take(9)).not.toBe('held');
+      const current = await store.get(layout.rotationRange(TO, 8));
+      const forgedDone = { ...(JSON.parse(current!.body.toString()) as object), done: true };
+      expect(await store.replace(layout.rotationRange(TO, 8), Buffer.from(JSON.stringify(forgedDone)), current!.etag)).toBe(true);
+      expect(await b.isDone(8)).toBe(false);
+      // A record made under another root key (an earlier rotation's, say) does not count either.
+      const otherKey = randomBytes(32);
+      const under = new RotationRanges(store, { id: TO, key: otherKey }, 'other', 60_000);
+      expect(await lease(await under.take(10)).finish(0)).toBe(true);
+      expect(await b.isDone(10)).toBe(false);
     });
 
     it('a lease is the write that won it: a takeover right after that write is not mistaken for it', async () => {
       // The first holder's lease lapses at once (0 ms); another instance takes the range over right
       // after the first one's write, before it could read anything back.
       const first = new RotationRanges(
-        new AfterFirstWrite(store, async () => expect(typeof (await new RotationRanges(store, TO, 'second', 60_000).take(4))).toBe('object')),
-        TO,
+        new AfterFirstWrite(store, async () => expect(typeof (await new RotationRanges(store, TARGET, 'second', 60_000).take(4))).toBe('object')),
+        TARGET,
         'first',
         0,
       );
@@ -135,10 +170,10 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('where writes answer no etag, the record is read back and must be exactly the one written', async () => {
-      const taker = () => new RotationRanges(store, TO, 'second', 60_000);
-      const overtaken = new RotationRanges(new AfterFirstWrite(store, async () => void (await taker().take(5)), false), TO, 'first', 0);
+      const taker = () => new RotationRanges(store, TARGET, 'second', 60_000);
+      const overtaken = new RotationRanges(new AfterFirstWrite(store, async () => void (await taker().take(5)), false), TARGET, 'first', 0);
       expect(await overtaken.take(5)).toBe('held');
-      const alone = new RotationRanges(new AfterFirstWrite(store, undefined, false), TO, 'third', 60_000);
+      const alone = new RotationRanges(new AfterFirstWrite(store, undefined, false), TARGET, 'third', 60_000);
       const held = lease(await alone.take(6));
       expect(await held.renew()).toBe(true);
       expect(await held.finish(2)).toBe(true);
@@ -146,12 +181,13 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it("removes the rotation's range objects, and only that rotation's", async () => {
-      const other = new RotationRanges(store, 'cd'.repeat(16), 'c', 60_000);
+      const otherKey = randomBytes(32);
+      const other = new RotationRanges(store, { id: rootKeyId(otherKey), key: otherKey }, 'c', 60_000);
       lease(await other.take(0));
-      await new RotationRanges(store, TO, 'a', 60_000).remove();
+      await new RotationRanges(store, TARGET, 'a', 60_000).remove();
       const left: string[] = [];
       for await (const key of store.list('rotation/')) left.push(key);
-      expect(left).toEqual([layout.rotationRange('cd'.repeat(16), 0)]);
+      expect(left).toEqual([layout.rotationRange(rootKeyId(otherKey), 0)]);
     });
   });
 }
