@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { readJsonFile, readSharesToSend, readShareToSend, shareToSend } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
 import { Incomplete, Refused, UsageError } from '../errors.js';
+import { sayIfInterrupted } from '../interrupt.js';
 import { onlyCopyOnStdout, print, refuseSecretOutput, say, secretDirectory, secretLines, writeSecretFile } from '../io.js';
 import { KmsError, type KmsClient, type RecoveryProgress, type Rotation, type Share } from '../kms.js';
 
@@ -40,6 +41,10 @@ export function addRootKeyCommands(program: Command): void {
         await secretDirectory(options.outDir);
         await refuseShareFiles(options.outDir);
       }
+      // Interrupted while the KMS may already have rotated: its answer, the shares' only copy, is lost.
+      const unsaid = sayIfInterrupted(
+        'interrupted while rotating: if the KMS rotated, the new shares are lost (`tee-kms status` shows a pending root key, or a new current one on the first rotate): rotate again, while the KMS is unsealed',
+      );
       const rotation = await client
         .rotate({
           ...(custodians === undefined ? {} : { custodians }),
@@ -47,6 +52,7 @@ export function addRootKeyCommands(program: Command): void {
           ...(options.allowPlaintextShares === true ? { allowPlaintextShares: true } : {}),
         })
         .catch((error: unknown) => {
+          unsaid(); // refused or failed: its error says what happened
           // The client's refusal, before anything was sent, said in the command line's words.
           if (error instanceof KmsError && error.code === 'INVALID_ARGUMENT' && error.status === 0 && custodians === undefined) {
             throw new UsageError(
@@ -55,30 +61,35 @@ export function addRootKeyCommands(program: Command): void {
           }
           throw error;
         });
-      const next = rotation.state === 'pending-verification' ? 'pending: prove the new shares with `tee-kms verify`' : 'current';
-      if (options.outDir === undefined) {
-        onlyCopyOnStdout(`standard output was closed before it took the shares: ${happened(rotation)}, and its shares are lost; ${remedy(rotation)}`);
-        return print(
-          json,
-          rotation.shares,
-          rotation.shares.map((share) => JSON.stringify(share)),
-        );
-      }
-      const files: string[] = [];
-      const unwritten: Unwritten[] = [];
-      // Numbered in answer order, which is the custodians' order: share-1.json is the first custodian's.
-      // Every share is tried: one that cannot be written must not cost the ones after it.
-      for (const [i, share] of rotation.shares.entries()) {
-        const file = join(options.outDir, `share-${i + 1}.json`);
-        try {
-          await writeSecretFile(file, `${JSON.stringify(share)}\n`);
-          files.push(file);
-        } catch (error) {
-          unwritten.push({ file, share, reason: (error as Error).message });
+      try {
+        const next = rotation.state === 'pending-verification' ? 'pending: prove the new shares with `tee-kms verify`' : 'current';
+        if (options.outDir === undefined) {
+          onlyCopyOnStdout(`standard output was closed before it took the shares: ${happened(rotation)}, and its shares are lost; ${remedy(rotation)}`);
+          return print(
+            json,
+            rotation.shares,
+            rotation.shares.map((share) => JSON.stringify(share)),
+          );
         }
+        const files: string[] = [];
+        const unwritten: Unwritten[] = [];
+        // Numbered in answer order, which is the custodians' order: share-1.json is the first custodian's.
+        // Every share is tried: one that cannot be written must not cost the ones after it.
+        for (const [i, share] of rotation.shares.entries()) {
+          const file = join(options.outDir, `share-${i + 1}.json`);
+          try {
+            await writeSecretFile(file, `${JSON.stringify(share)}\n`);
+            files.push(file);
+          } catch (error) {
+            unwritten.push({ file, share, reason: (error as Error).message });
+          }
+        }
+        if (unwritten.length > 0) sharesNotWritten(json, rotation, files, unwritten);
+        print(json, { state: rotation.state, files }, `${files.length} shares written (${files.join(', ')}); the new root key is ${next}`);
+      } finally {
+        // Written or printed, or said lost with the reason: from here on an interrupt loses nothing unsaid.
+        unsaid();
       }
-      if (unwritten.length > 0) sharesNotWritten(json, rotation, files, unwritten);
-      print(json, { state: rotation.state, files }, `${files.length} shares written (${files.join(', ')}); the new root key is ${next}`);
     });
 
   program

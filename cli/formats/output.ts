@@ -17,6 +17,7 @@ import type { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { publish, syncPath, tempBeside } from '../../shared/fs/durable.js';
 import { KmsError } from '../../shared/errors.js';
+import { removeIfInterrupted } from '../interrupt.js';
 import { stdoutWritable } from '../io.js';
 
 export interface OutputOptions {
@@ -30,13 +31,19 @@ export async function writeOutput(target: string, source: Readable, transforms: 
     return;
   }
   const temp = tempBeside(target);
+  // Interrupted (Ctrl-C) part way, the temporary file holds what was decrypted so far: removed.
+  const kept = removeIfInterrupted(temp);
   try {
-    await pipeline([source, ...transforms, createWriteStream(temp, { flags: 'wx', mode: 0o600 })]);
-    await syncPath(temp);
-  } catch (error) {
-    await unlink(temp).catch(() => undefined);
-    throw error;
+    try {
+      await pipeline([source, ...transforms, createWriteStream(temp, { flags: 'wx', mode: 0o600 })]);
+      await syncPath(temp);
+    } catch (error) {
+      await unlink(temp).catch(() => undefined);
+      throw error;
+    }
+    // publish removes the temporary file whatever happens.
+    if (!(await publish(temp, target, { replace: options.overwrite === true }))) throw new KmsError('CONFLICT', `${target} exists; nothing was written`);
+  } finally {
+    kept();
   }
-  // publish removes the temporary file whatever happens.
-  if (!(await publish(temp, target, { replace: options.overwrite === true }))) throw new KmsError('CONFLICT', `${target} exists; nothing was written`);
 }

@@ -2,7 +2,7 @@
  * `tee-kms` (cli/main.ts) run as a real process, from its build, against `npm start`: every command,
  * its `--json` output parsed, its exit status, and no token or share where it must not be.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -164,6 +164,28 @@ describe('tee-kms against npm start', () => {
     expect(decrypted.status).toBe(1);
     expect(decrypted.stderr).toContain('cannot write standard output (EFBIG)');
     expect(decrypted.written.length).toBe(1024 - 1000); // up to the limit, then the error
+  });
+
+  it('decrypt interrupted (Ctrl-C) part way: exit 130, and neither the output nor its temporary plaintext is left', async () => {
+    const plain = join(tmp, 'interrupted.bin');
+    await writeFile(plain, randomBytes(1024 * 1024));
+    expect(run(['encrypt', '--primary-key', 'pk1', '--data-key', 'dk1', plain, '-o', `${plain}.kms`], { env: withToken }).status).toBe(0);
+    const sealed = await readFile(`${plain}.kms`);
+    const outDir = await mkdtemp(join(tmp, 'interrupted-'));
+    const child = spawn(process.execPath, [cli, 'decrypt', '-', '-o', join(outDir, 'plain.out')], {
+      cwd: tmp,
+      env: { ...cliEnv(), ...withToken },
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    // The header and the first chunk; the rest never comes, so the output stays a temporary file.
+    child.stdin.write(sealed.subarray(0, 300 * 1024));
+    const temporary = async () => (await readdir(outDir)).some((name) => name.endsWith('.tmp'));
+    for (let i = 0; i < 400 && !(await temporary()); i++) await new Promise((resolve) => setTimeout(resolve, 25));
+    expect(await temporary()).toBe(true);
+    child.kill('SIGINT');
+    expect(await closed).toBe(130);
+    expect(await readdir(outDir)).toEqual([]);
   });
 
   it('a token file that never ends (/dev/zero) is refused at 1 MiB, not read whole', () => {

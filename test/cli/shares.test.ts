@@ -35,6 +35,8 @@ let kms: ServerProcess | undefined;
 /** The proxy's port, and what it does as each connection comes, before passing it on. */
 let proxyPort: number;
 let onConnection: () => void = () => undefined;
+/** While set, connections wait for it before they reach the KMS (a slow way). */
+let gate: Promise<void> | undefined;
 let connections = 0;
 let closeProxy: () => Promise<void> = async () => undefined;
 
@@ -70,11 +72,15 @@ beforeAll(async () => {
   const proxy = createServer((client) => {
     connections++;
     onConnection();
-    const upstream = connect(port, '127.0.0.1');
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on('error', () => upstream.destroy());
-    upstream.on('error', () => client.destroy());
+    const pass = () => {
+      const upstream = connect(port, '127.0.0.1');
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+    };
+    if (gate === undefined) pass();
+    else void gate.then(pass);
   });
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   proxyPort = (proxy.address() as { port: number }).port;
@@ -216,6 +222,32 @@ describe('rotate --out-dir and the share files in its way', () => {
       );
     }
     expect(await status()).toEqual(before);
+  });
+
+  it('rotate interrupted (Ctrl-C) while its request is on the way: exit 130, and stderr says the shares may be lost and what to do', async () => {
+    let release: () => void = () => undefined;
+    gate = new Promise<void>((resolve) => (release = resolve));
+    try {
+      const before = connections;
+      const child = spawn(process.execPath, [cli, 'rotate', '--out-dir', join(tmp, 'interrupted')], {
+        cwd: tmp,
+        env: { PATH: process.env.PATH ?? '', TEE_KMS_URL: `https://127.0.0.1:${proxyPort}`, TEE_KMS_CA: join(dataDir, 'tls/cert.pem'), ...withAdmin },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+      const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+      for (let i = 0; i < 200 && connections === before; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+      expect(connections).toBeGreaterThan(before);
+      child.kill('SIGINT');
+      expect(await closed).toBe(130);
+      expect(stderr).toMatch(
+        /^tee-kms: interrupted while rotating: if the KMS rotated, the new shares are lost .*: rotate again, while the KMS is unsealed\n$/,
+      );
+    } finally {
+      gate = undefined;
+      release();
+    }
   });
 
   it('rotate to a standard output closed by its reader: exit 141, and stderr says the shares are lost and what to do', async () => {
