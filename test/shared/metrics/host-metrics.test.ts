@@ -2,10 +2,10 @@
 // its public port, and scrapes of its metrics port parsed strictly (test/support/prometheus.ts).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { layout } from '../../../shared/keys/layout.js';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
@@ -98,8 +98,9 @@ describe('GET /metrics on the lean host', () => {
   });
 
   it('counts a storage call that fails as an error, and the 503 it causes', async () => {
-    // A record that cannot be read (a folder where the file should be): storage fails, not the client.
-    await mkdir(join(dataDir, 'objects', layout.user('mallory')), { recursive: true });
+    // A record too large to be one (17 MiB, past the store's bound): storage fails, not the client.
+    await mkdir(dirname(join(dataDir, 'objects', layout.user('mallory'))), { recursive: true });
+    await writeFile(join(dataDir, 'objects', layout.user('mallory')), Buffer.alloc(17 * 1024 * 1024));
     const before = await scrape(metricsUrl);
     const answer = await host.request('/dataKey/dk?user=mallory&&token=mallorys-token&&primaryKeyName=pk');
     expect(answer.status).toBe(503);
