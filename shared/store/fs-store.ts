@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, realpath, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { constants, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { KmsError } from '../errors.js';
 import { publish, writeSynced } from '../fs/durable.js';
 import { assertObjectKey, assertPrefix } from './keys.js';
@@ -121,6 +121,7 @@ export class FsObjectStore implements ObjectStore {
   async delete(key: string): Promise<void> {
     assertObjectKey(key);
     const path = this.#path(key);
+    await this.#refuseLinkedFolder(dirname(path), key);
     const gone = (error: unknown) => isCode(error, 'ENOENT') || isCode(error, 'ENOTDIR');
     try {
       await stat(path);
@@ -142,6 +143,7 @@ export class FsObjectStore implements ObjectStore {
 
   async *list(prefix: string): AsyncIterable<string> {
     assertPrefix(prefix);
+    await this.#refuseLinkedFolder(join(this.#root, prefix), prefix);
     const keys: string[] = [];
     await this.#walk(join(this.#root, prefix), prefix, keys);
     keys.sort();
@@ -161,6 +163,26 @@ export class FsObjectStore implements ObjectStore {
 
   #path(key: string): string {
     return join(this.#root, key);
+  }
+
+  #realRoot: Promise<string> | undefined;
+
+  /**
+   * Whoever writes the folder could make a folder in it a link to a folder outside: listing and
+   * deleting there would then delete files outside the store (a range's `<n>.json`, say). The folder
+   * `dir` (one that may not exist yet) must resolve to where it is under the store's own folder.
+   */
+  async #refuseLinkedFolder(dir: string, key: string): Promise<void> {
+    let real: string;
+    try {
+      real = await realpath(dir);
+    } catch (error) {
+      if (isCode(error, 'ENOENT') || isCode(error, 'ENOTDIR')) return;
+      throw unavailable(error);
+    }
+    this.#realRoot ??= realpath(this.#root).catch(() => this.#root);
+    const expected = join(await this.#realRoot, relative(this.#root, dir));
+    if (real !== expected) throw new KmsError('INTEGRITY', `a folder on the way to ${key} is a link, which this store never makes: storage was tampered with`);
   }
 
   async #walk(dir: string, prefix: string, out: string[]): Promise<void> {

@@ -387,3 +387,31 @@ describe('embedded filesystem store: what whoever writes its folder may put ther
     }
   });
 });
+
+describe('embedded filesystem store: a folder made a link to one outside it', () => {
+  it('is neither listed nor deleted from: the files outside are left, and the store says it was tampered with', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-linked-'));
+    try {
+      const outside = join(dir, 'outside');
+      await mkdir(outside);
+      await writeFile(join(outside, '0.json'), 'not the store’s');
+      await mkdir(join(dir, 'objects', 'rotation', 'ranges'), { recursive: true });
+      await symlink(outside, join(dir, 'objects', 'rotation', 'ranges', 'ab'));
+      const store = new FsObjectStore(dir);
+      const tampered = { code: 'INTEGRITY', message: expect.stringMatching(/is a link, which this store never makes/) as unknown };
+      await expect(
+        (async () => {
+          for await (const key of store.list('rotation/ranges/ab/')) void key;
+        })(),
+      ).rejects.toMatchObject(tampered);
+      await expect(store.delete('rotation/ranges/ab/0.json')).rejects.toMatchObject(tampered);
+      expect(await readdir(outside)).toEqual(['0.json']);
+      // The store's own folders still work.
+      expect(await store.create('rotation/ranges/cd/0.json', Buffer.from('{}'))).toBe(true);
+      await store.delete('rotation/ranges/cd/0.json');
+      expect(await store.get('rotation/ranges/cd/0.json')).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
