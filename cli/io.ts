@@ -143,19 +143,26 @@ export async function writeSecretFile(path: string, content: string, mode = 0o60
 }
 
 /**
- * A directory for secret files: made 0700 when missing; an existing one must be a directory, and
- * one that other users can enter is said (`warn`), as what is written there is then theirs to list.
+ * A directory for secret files: made 0700 when missing; an existing one must be a directory of this
+ * user's, and one that other users can enter is said (`warn`), as what is written there is then
+ * theirs to list.
  */
 export async function secretDirectory(path: string, warn: (message: string) => void = say): Promise<void> {
   let open: boolean;
+  let owner: number;
   try {
     const made = await mkdir(path, { recursive: true, mode: 0o700 });
     const info = await stat(path);
     if (!info.isDirectory()) throw new Error();
     open = made === undefined && (info.mode & 0o077) !== 0;
+    owner = info.uid;
   } catch {
     throw new Refused(`cannot use ${path} as a directory`);
   }
+  // Its owner may remove or replace what is written there, whatever the files' own modes (root too).
+  const self = process.getuid?.();
+  if (self !== undefined && owner !== self)
+    throw new Refused(`${path} belongs to another user (uid ${owner}), who could replace or remove the files written there: give a directory of your own`);
   if (open) warn(`${path} is open to other users: keep secret files in a directory only you can read`);
 }
 

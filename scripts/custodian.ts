@@ -19,6 +19,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KmsError } from '../shared/errors.js';
 import { decryptTo } from '../cli/custodian/decrypt.js';
 import { Refused, UsageError } from '../cli/errors.js';
+import { guardStandardStreams, printable, writeStdout } from '../cli/io.js';
 import { keygen } from '../cli/custodian/keygen.js';
 import { parseNonce, sealShareToRecoveryKey } from '../cli/custodian/seal-share.js';
 
@@ -30,7 +31,8 @@ const USAGE = [
 ].join('\n');
 
 /** Messages for the person at the terminal (stdout stays the result alone). */
-const say = (message: string) => process.stderr.write(`custodian: ${message}\n`);
+/** One line on stderr, its control characters written as `\xHH` (a file name may hold an escape sequence). */
+const say = (message: string) => process.stderr.write(`custodian: ${printable(message)}\n`);
 
 interface Parsed {
   readonly values: Readonly<Record<string, string | boolean | undefined>>;
@@ -118,9 +120,11 @@ async function run(argv: string[]): Promise<unknown> {
 async function main(): Promise<number> {
   // `npm run` starts scripts in the package's directory: paths are meant from where npm was run.
   if (process.env.npm_lifecycle_event === 'custodian' && process.env.INIT_CWD) process.chdir(process.env.INIT_CWD);
+  // A closed pipe (`| head -c0`) ends the command with 141, as SIGPIPE would, without a stack trace.
+  guardStandardStreams();
   try {
     const output = await run(process.argv.slice(2));
-    process.stdout.write(`${JSON.stringify(output)}\n`);
+    writeStdout(`${JSON.stringify(output)}\n`);
     return 0;
   } catch (error) {
     if (error instanceof UsageError) {

@@ -3,10 +3,10 @@
  * dist/scripts/custodian.js. The build is refreshed with tsc when missing or older than the
  * sources it depends on (the global test setup normally builds dist/ already).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -119,6 +119,18 @@ describe('custodian keygen', () => {
     expect(refused.stderr).toBe(`custodian: refused: cannot use ${notDir} as a directory\n`);
   });
 
+  it.skipIf(process.getuid?.() !== 0)('refuses a directory of another user, even as root: its owner could replace the files', async () => {
+    const theirs = join(tmp, 'theirs');
+    await mkdir(theirs, { mode: 0o700 });
+    await chown(theirs, 65534, 65534);
+    const refused = run('keygen', theirs);
+    expect({ status: refused.status, stdout: refused.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(refused.stderr).toBe(
+      `custodian: refused: ${theirs} belongs to another user (uid 65534), who could replace or remove the files written there: give a directory of your own\n`,
+    );
+    expect(await readdir(theirs)).toEqual([]);
+  });
+
   it('refuses to overwrite either file, and changes neither', async () => {
     const dir = join(tmp, 'bob');
     expect(run('keygen', dir).status).toBe(0);
@@ -221,6 +233,17 @@ describe('custodian decrypt', async () => {
     expect(altered.stderr).toBe('custodian: refused: the share could not be decrypted with this key (not a share encrypted to it, or altered)\n');
   });
 
+  it('to a standard output closed by its reader (`| head -c0`): exit 141, no stack trace', async () => {
+    const [share] = await shares();
+    const jwe = await sealShare(share!.content, custodian);
+    const child = spawn(process.execPath, [cli, 'decrypt', join(dir, 'custodian-key.json'), jwe], { cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    expect(await new Promise((resolve) => child.on('close', resolve))).toBe(141);
+    expect(stderr).not.toMatch(/at |Error/);
+  });
+
   it('answers bad input with exit code 2 and never repeats the share', async () => {
     const [share, second] = await shares();
     const jwe = await sealShare(share!.content, custodian);
@@ -232,6 +255,8 @@ describe('custodian decrypt', async () => {
       [[key, JSON.stringify({ index: second!.index, content: jwe })], /^custodian: the decrypted share: index \d+ does not match the share/],
       [[join(tmp, 'missing.json'), jwe], /^custodian: cannot read private key file .*missing\.json\n$/],
       [[join(dir, 'custodian-key.pub.json'), jwe], /^custodian: the private key file .* is not a P-256 private JWK/],
+      // A name that is an escape sequence is written out, never sent to the terminal.
+      [[join(tmp, '\u001b]0;PWNED\u0007'), jwe], /^custodian: cannot read private key file .*\\x1b\]0;PWNED\\x07\n$/],
     ];
     for (const [args, message] of cases) {
       const { status, stdout, stderr } = run('decrypt', ...args);
