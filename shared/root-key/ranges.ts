@@ -15,8 +15,9 @@ import type { RootKey } from './source.js';
  * Storage is untrusted, and a rotation's target id is public before it is verified: a range record
  * planted "done" would skip its keys (left under the retired root key, which retired shares open),
  * one planted "held" for ever would stall the rotation. So every record carries a MAC under a key
- * derived from the new root key, which only the instances that rewrap hold; a record without a
- * valid one is no record, and its range is taken (and rewrapped) again.
+ * derived from the new root key, which only the instances that rewrap hold, over its fields, its
+ * index and the number of ranges the keys are split into; a record without a valid one is no
+ * record, and its range is taken (and rewrapped) again.
  */
 export interface RangeRecord {
   readonly format: 1;
@@ -25,7 +26,7 @@ export interface RangeRecord {
   readonly leaseUntil: number;
   readonly done: boolean;
   readonly rewrapped: number;
-  /** HMAC-SHA256 (base64url) of the fields above with the target and the range index (rangeMac). */
+  /** HMAC-SHA256 (base64url) of the fields above with the target, the number of ranges and the range's index. */
   readonly mac: string;
 }
 
@@ -62,6 +63,8 @@ export class RotationRanges {
     target: RootKey,
     private readonly holder: string,
     private readonly leaseMs: number,
+    /** How many ranges the keys are split into: a record counts only for the split it was made in. */
+    private readonly count: number,
   ) {
     this.to = target.id;
     this.#macKey = Buffer.from(hkdfSync('sha256', target.key, Buffer.alloc(0), 'tee-kms/rotation-range/v1', 32));
@@ -98,7 +101,9 @@ export class RotationRanges {
   }
 
   #mac(index: number, fields: Pick<RangeRecord, 'holder' | 'leaseUntil' | 'done' | 'rewrapped'>): string {
-    const signed = JSON.stringify(['rotation-range', this.to, index, fields.holder, fields.leaseUntil, fields.done, fields.rewrapped]);
+    // The split too: the journal's range count is storage's to edit, and a range done under one split
+    // is not the same keys under another.
+    const signed = JSON.stringify(['rotation-range', this.to, this.count, index, fields.holder, fields.leaseUntil, fields.done, fields.rewrapped]);
     return createHmac('sha256', this.#macKey).update(signed).digest('base64url');
   }
 

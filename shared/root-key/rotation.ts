@@ -150,7 +150,7 @@ export class RootKeyRotation {
     const journal = await this.#openJournal(current.id, holder, rangeCount(keys.length));
     const byRange: string[][] = Array.from({ length: journal.ranges }, () => []);
     for (const key of keys) byRange[rangeOf(key, journal.ranges)]!.push(key);
-    const ranges = new RotationRanges(this.store, current, holder, this.settings.leaseMs);
+    const ranges = new RotationRanges(this.store, current, holder, this.settings.leaseMs, journal.ranges);
     const rewrapped = await this.#rewrapRanges(current, ranges, byRange);
     // Every range done: the rotation is complete. Whoever sees that first removes its records.
     await ranges.remove();

@@ -62,6 +62,7 @@ export class FsObjectStore implements ObjectStore {
 
   async get(key: string): Promise<StoredObject | undefined> {
     assertObjectKey(key);
+    await this.#refuseLinkedFolder(dirname(this.#path(key)), key);
     const body = await readObject(this.#path(key), key);
     return body === undefined ? undefined : { body, etag: etagOf(body) };
   }
@@ -77,6 +78,7 @@ export class FsObjectStore implements ObjectStore {
   /** The etag is the body's digest: what the next get() answers for it. */
   async write(key: string, body: Buffer, expected: string | null): Promise<Written | undefined> {
     assertObjectKey(key);
+    await this.#refuseLinkedFolder(dirname(this.#path(key)), key);
     return (await (expected === null ? this.#create(key, body) : this.#replace(key, body, expected))) ? { etag: etagOf(body) } : undefined;
   }
 
@@ -168,9 +170,11 @@ export class FsObjectStore implements ObjectStore {
   #realRoot: Promise<string> | undefined;
 
   /**
-   * Whoever writes the folder could make a folder in it a link to a folder outside: listing and
-   * deleting there would then delete files outside the store (a range's `<n>.json`, say). The folder
-   * `dir` (one that may not exist yet) must resolve to where it is under the store's own folder.
+   * Whoever writes the folder could make a folder in it a link to a folder outside: reading,
+   * writing, listing and deleting there would then reach files outside the store (a range's
+   * `<n>.json`, say). The folder `dir` (one that may not exist yet) must resolve to where it is
+   * under the store's own folder. Checked before each operation, not held during it: a link swapped
+   * in between the check and the operation is not caught (that needs folder handles Node lacks).
    */
   async #refuseLinkedFolder(dir: string, key: string): Promise<void> {
     let real: string;

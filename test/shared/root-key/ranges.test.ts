@@ -20,6 +20,8 @@ const TARGET_KEY = randomBytes(32);
 /** The root key the rotation rewraps under: its id names the ranges, its key authenticates them. */
 const TARGET = { id: rootKeyId(TARGET_KEY), key: TARGET_KEY };
 const TO = TARGET.id;
+/** The split the ranges below belong to. */
+const COUNT = 16;
 
 /**
  * The store, with `after` run once right after its first conditional write (another instance's
@@ -87,8 +89,8 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('of two instances taking one range at once, exactly one holds it', async () => {
-      const a = new RotationRanges(store, TARGET, 'a', 60_000);
-      const b = new RotationRanges(store, TARGET, 'b', 60_000);
+      const a = new RotationRanges(store, TARGET, 'a', 60_000, COUNT);
+      const b = new RotationRanges(store, TARGET, 'b', 60_000, COUNT);
       const results = await Promise.all([a.take(0), b.take(0)]);
       expect(results.filter((r) => typeof r === 'object')).toHaveLength(1);
       expect(results.filter((r) => r === 'held')).toHaveLength(1);
@@ -96,8 +98,8 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('a lapsed lease is taken over, and its old holder can neither renew nor finish it', async () => {
-      const dead = new RotationRanges(store, TARGET, 'dead', 150);
-      const taker = new RotationRanges(store, TARGET, 'taker', 60_000);
+      const dead = new RotationRanges(store, TARGET, 'dead', 150, COUNT);
+      const taker = new RotationRanges(store, TARGET, 'taker', 60_000, COUNT);
       const old = lease(await dead.take(1));
       expect(await old.renew()).toBe(true);
       await lapse(); // (while live it is 'held' to others: the test above)
@@ -110,22 +112,22 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('a done range stays done: nobody takes it again, even after its lease time', async () => {
-      const a = new RotationRanges(store, TARGET, 'a', 150);
+      const a = new RotationRanges(store, TARGET, 'a', 150, COUNT);
       expect(await lease(await a.take(2)).finish(0)).toBe(true);
       await lapse();
-      expect(await new RotationRanges(store, TARGET, 'b', 60_000).take(2)).toBe('done');
+      expect(await new RotationRanges(store, TARGET, 'b', 60_000, COUNT).take(2)).toBe('done');
       expect(await a.isDone(2)).toBe(true);
     });
 
     it('an unreadable range object (planted or torn) is taken over, not trusted', async () => {
       expect(await store.create(layout.rotationRange(TO, 3), Buffer.from('{"kind":"rotation-range","done":true'))).toBe(true);
-      const b = new RotationRanges(store, TARGET, 'b', 60_000);
+      const b = new RotationRanges(store, TARGET, 'b', 60_000, COUNT);
       expect(await b.isDone(3)).toBe(false);
       expect(await lease(await b.take(3)).finish(1)).toBe(true);
     });
 
     it('a range record written by whoever writes storage (the target id is public) is no record: neither done nor held', async () => {
-      const b = new RotationRanges(store, TARGET, 'b', 60_000);
+      const b = new RotationRanges(store, TARGET, 'b', 60_000, COUNT);
       const planted = (index: number, fields: object, mac = 'A'.repeat(43)) =>
         store.create(
           layout.rotationRange(TO, index),
@@ -142,14 +144,18 @@ for (const kind of ['fs', 's3'] as const) {
       // A genuine record's MAC copied onto other fields (done where it was not), or to another range: refused too.
       const genuine = JSON.parse((await store.get(layout.rotationRange(TO, 8)))!.body.toString()) as { mac: string; leaseUntil: number };
       expect(await planted(9, { holder: 'b', leaseUntil: genuine.leaseUntil, done: false }, genuine.mac)).toBe(true);
-      expect(await new RotationRanges(store, TARGET, 'c', 60_000).take(9)).not.toBe('held');
+      expect(await new RotationRanges(store, TARGET, 'c', 60_000, COUNT).take(9)).not.toBe('held');
       const current = await store.get(layout.rotationRange(TO, 8));
       const forgedDone = { ...(JSON.parse(current!.body.toString()) as object), done: true };
       expect(await store.replace(layout.rotationRange(TO, 8), Buffer.from(JSON.stringify(forgedDone)), current!.etag)).toBe(true);
       expect(await b.isDone(8)).toBe(false);
+      // Made under another split (the journal's range count edited in storage): its keys are others.
+      const otherSplit = new RotationRanges(store, TARGET, 'split', 60_000, COUNT + 1);
+      expect(await lease(await otherSplit.take(11)).finish(0)).toBe(true);
+      expect(await b.isDone(11)).toBe(false);
       // A record made under another root key (an earlier rotation's, say) does not count either.
       const otherKey = randomBytes(32);
-      const under = new RotationRanges(store, { id: TO, key: otherKey }, 'other', 60_000);
+      const under = new RotationRanges(store, { id: TO, key: otherKey }, 'other', 60_000, COUNT);
       expect(await lease(await under.take(10)).finish(0)).toBe(true);
       expect(await b.isDone(10)).toBe(false);
     });
@@ -158,10 +164,11 @@ for (const kind of ['fs', 's3'] as const) {
       // The first holder's lease lapses at once (0 ms); another instance takes the range over right
       // after the first one's write, before it could read anything back.
       const first = new RotationRanges(
-        new AfterFirstWrite(store, async () => expect(typeof (await new RotationRanges(store, TARGET, 'second', 60_000).take(4))).toBe('object')),
+        new AfterFirstWrite(store, async () => expect(typeof (await new RotationRanges(store, TARGET, 'second', 60_000, COUNT).take(4))).toBe('object')),
         TARGET,
         'first',
         0,
+        COUNT,
       );
       const stale = lease(await first.take(4));
       expect(await stale.renew()).toBe(false);
@@ -170,10 +177,10 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('where writes answer no etag, the record is read back and must be exactly the one written', async () => {
-      const taker = () => new RotationRanges(store, TARGET, 'second', 60_000);
-      const overtaken = new RotationRanges(new AfterFirstWrite(store, async () => void (await taker().take(5)), false), TARGET, 'first', 0);
+      const taker = () => new RotationRanges(store, TARGET, 'second', 60_000, COUNT);
+      const overtaken = new RotationRanges(new AfterFirstWrite(store, async () => void (await taker().take(5)), false), TARGET, 'first', 0, COUNT);
       expect(await overtaken.take(5)).toBe('held');
-      const alone = new RotationRanges(new AfterFirstWrite(store, undefined, false), TARGET, 'third', 60_000);
+      const alone = new RotationRanges(new AfterFirstWrite(store, undefined, false), TARGET, 'third', 60_000, COUNT);
       const held = lease(await alone.take(6));
       expect(await held.renew()).toBe(true);
       expect(await held.finish(2)).toBe(true);
@@ -182,9 +189,9 @@ for (const kind of ['fs', 's3'] as const) {
 
     it("removes the rotation's range objects, and only that rotation's", async () => {
       const otherKey = randomBytes(32);
-      const other = new RotationRanges(store, { id: rootKeyId(otherKey), key: otherKey }, 'c', 60_000);
+      const other = new RotationRanges(store, { id: rootKeyId(otherKey), key: otherKey }, 'c', 60_000, COUNT);
       lease(await other.take(0));
-      await new RotationRanges(store, TARGET, 'a', 60_000).remove();
+      await new RotationRanges(store, TARGET, 'a', 60_000, COUNT).remove();
       const left: string[] = [];
       for await (const key of store.list('rotation/')) left.push(key);
       expect(left).toEqual([layout.rotationRange(rootKeyId(otherKey), 0)]);

@@ -389,7 +389,7 @@ describe('embedded filesystem store: what whoever writes its folder may put ther
 });
 
 describe('embedded filesystem store: a folder made a link to one outside it', () => {
-  it('is neither listed nor deleted from: the files outside are left, and the store says it was tampered with', async () => {
+  it('is neither read, written, listed nor deleted from: the files outside are left, and the store says it was tampered with', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-linked-'));
     try {
       const outside = join(dir, 'outside');
@@ -405,7 +405,11 @@ describe('embedded filesystem store: a folder made a link to one outside it', ()
         })(),
       ).rejects.toMatchObject(tampered);
       await expect(store.delete('rotation/ranges/ab/0.json')).rejects.toMatchObject(tampered);
+      await expect(store.get('rotation/ranges/ab/0.json')).rejects.toMatchObject(tampered);
+      await expect(store.create('rotation/ranges/ab/1.json', Buffer.from('{}'))).rejects.toMatchObject(tampered);
+      await expect(store.replace('rotation/ranges/ab/0.json', Buffer.from('{}'), 'any')).rejects.toMatchObject(tampered);
       expect(await readdir(outside)).toEqual(['0.json']);
+      expect(await readFile(join(outside, '0.json'), 'utf8')).toBe('not the store’s');
       // The store's own folders still work.
       expect(await store.create('rotation/ranges/cd/0.json', Buffer.from('{}'))).toBe(true);
       await store.delete('rotation/ranges/cd/0.json');
