@@ -8,7 +8,7 @@ import { isCompactJwe, jwkThumbprint } from '../../shared/custody/share-jwe.js';
 import { KmsError } from '../../shared/errors.js';
 import { MAX_SHARES, parseShare, SHARE_BYTES, type Share } from '../../shared/sealer-client/protocol.js';
 import { UsageError } from '../errors.js';
-import { readBounded } from '../bounded-read.js';
+import { readBoundedFile } from '../bounded-read.js';
 
 /** Far above any share, JWE, key or recovery answer: a larger file is not one. */
 const MAX_FILE_BYTES = 1024 * 1024;
@@ -20,7 +20,7 @@ const badInput = (message: string) => new KmsError('BAD_REQUEST', message);
 export async function readTextFile(path: string, what: string): Promise<string> {
   let bytes: Buffer | undefined;
   try {
-    bytes = await readBounded(path, MAX_FILE_BYTES);
+    bytes = await readBoundedFile(path, MAX_FILE_BYTES);
   } catch {
     throw badInput(`cannot read ${what} ${path}`);
   }

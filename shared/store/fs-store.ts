@@ -4,6 +4,7 @@ import { constants, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { KmsError } from '../errors.js';
+import { BodyError, readBounded } from '../http/body.js';
 import { publish, writeSynced } from '../fs/durable.js';
 import { assertObjectKey, assertPrefix } from './keys.js';
 import type { ObjectStore, StoredObject, Written } from './object-store.js';
@@ -63,6 +64,11 @@ export class FsObjectStore implements ObjectStore {
   async get(key: string): Promise<StoredObject | undefined> {
     assertObjectKey(key);
     await this.#refuseLinkedFolder(dirname(this.#path(key)), key);
+    return this.#read(key);
+  }
+
+  /** get(), its key and folder already checked. */
+  async #read(key: string): Promise<StoredObject | undefined> {
     const body = await readObject(this.#path(key), key);
     return body === undefined ? undefined : { body, etag: etagOf(body) };
   }
@@ -98,7 +104,7 @@ export class FsObjectStore implements ObjectStore {
     const path = this.#path(key);
     const lock = await this.#lock(path);
     try {
-      const current = await this.get(key);
+      const current = await this.#read(key); // write() checked key and folder
       if (current === undefined || current.etag !== etag) return false;
       const temp = await this.#writeTemp(path, body);
       try {
@@ -420,15 +426,14 @@ async function readObject(path: string, key: string): Promise<Buffer | undefined
   try {
     const info = await handle.stat();
     if (!info.isFile()) throw new KmsError('INTEGRITY', `the stored object ${key} is not a regular file: storage was tampered with`);
-    if (info.size > MAX_OBJECT_BYTES) throw new KmsError('STORAGE_UNAVAILABLE', `the stored object ${key} is larger than 16 MiB`);
-    // Read to the end, bounded: the file may grow while it is read.
-    const buffer = Buffer.alloc(Math.min(info.size, MAX_OBJECT_BYTES) + 1);
-    let length = 0;
-    for (let n = -1; n !== 0; length += n) {
-      if (length === buffer.length) throw new KmsError('STORAGE_UNAVAILABLE', `the stored object ${key} changed size while it was read`);
-      ({ bytesRead: n } = await handle.read(buffer, length, buffer.length - length, null));
+    const tooLarge = () => new KmsError('STORAGE_UNAVAILABLE', `the stored object ${key} is larger than 16 MiB`);
+    if (info.size > MAX_OBJECT_BYTES) throw tooLarge();
+    // Bounded as it is read too (the file may grow meanwhile): the request bodies' loop.
+    try {
+      return await readBounded(handle.createReadStream({ autoClose: false }), MAX_OBJECT_BYTES);
+    } catch (error) {
+      throw error instanceof BodyError && error.kind === 'too-large' ? tooLarge() : unavailable(error instanceof BodyError ? error.cause : error);
     }
-    return buffer.subarray(0, length);
   } catch (error) {
     throw unavailable(error);
   } finally {
