@@ -1,7 +1,7 @@
 // Attested mode: the service key is taken only from evidence that this client verified with the
 // project's own verifiers (the sealing service's, so the same reference values apply), and every
 // credential is sealed to it (docs/sealed-channel.md). The TDX verifier is loaded only when used.
-import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { compactDecrypt } from 'jose/jwe/compact/decrypt';
 import { CompactEncrypt } from 'jose/jwe/compact/encrypt';
 import { generateKeyPair } from 'jose/key/generate/keypair';
@@ -78,24 +78,71 @@ export async function verifyAttestation(answer: unknown, nonce: string, options:
 /**
  * Seals shares to the sealing service's recovery key, from an answer of GET /rootKey/recover?nonce=
  * whose evidence this client verified (as `custodian seal-share` does). A share already a compact
- * JWE (to a recovery key, by its custodian) is kept as it is.
+ * JWE (to a recovery key, by its custodian) is kept as it is. With `custodianKey` (a custodian's
+ * private key), that custodian's recovery challenge, which a sealing service with pinned
+ * custodians requires in a recovery, is opened and sealed with each share.
  */
-export async function sealSharesToRecoveryKey(answer: unknown, nonce: string, shares: readonly Share[], options: AttestOptions): Promise<Share[]> {
-  const { recoveryKey, tee, evidence } = (isObject(answer) ? answer : {}) as Record<string, unknown>;
+export async function sealSharesToRecoveryKey(
+  answer: unknown,
+  nonce: string,
+  shares: readonly Share[],
+  options: AttestOptions,
+  custodianKey?: KeyObject | JsonWebKey,
+): Promise<Share[]> {
+  const { recoveryKey, tee, evidence, challenges: answered } = (isObject(answer) ? answer : {}) as Record<string, unknown>;
   if (tee !== 'sample' && tee !== 'tdx') throw new KmsError('PROTOCOL', 'GET /rootKey/recover answered something else than {recoveryKey, tee, evidence}');
-  const { isCompactJwe, parseCustodianKeys, sealShare } = await import('../shared/custody/share-jwe.js');
+  const custody = await import('../shared/custody/share-jwe.js');
   let key;
   try {
     const teePubKey = parseTeePubKey(recoveryKey);
     if (teePubKey.crv !== 'P-256') throw new Error('not P-256');
-    [key] = parseCustodianKeys([teePubKey], 1);
+    [key] = custody.parseCustodianKeys([teePubKey], 1);
     const verifier = await verifierFor(tee, options, options.sealerPolicy ?? options.policy);
     await verified(() => verifier.verify(evidence, kbsReportData(nonce, teePubKey)), 'recovery key');
   } catch (error) {
     if (error instanceof KmsError) throw error;
     throw new KmsError('ATTESTATION', 'the recovery key is not a P-256 ECDH-ES+A256KW public JWK');
   }
-  return Promise.all(shares.map(async ({ index, content }) => ({ index, content: isCompactJwe(content) ? content : await sealShare(content, key!) })));
+  const challenges = await import('../shared/custody/recovery-challenge.js');
+  const challenge = custodianKey === undefined ? undefined : await openChallengeFor(answered, custodianKey, custody, challenges);
+  return Promise.all(
+    shares.map(async ({ index, content }) => ({
+      index,
+      content: custody.isCompactJwe(content) ? content : await custody.sealShare(challenges.recoveryPlaintext(content, challenge), key!),
+    })),
+  );
+}
+
+/** The recovery challenge of the custodian whose private key is given, from the answer's `challenges`. */
+async function openChallengeFor(
+  challenges: unknown,
+  custodianKey: KeyObject | JsonWebKey,
+  custody: typeof import('../shared/custody/share-jwe.js'),
+  { parseChallenge }: typeof import('../shared/custody/recovery-challenge.js'),
+): Promise<string> {
+  let privateKey: KeyObject;
+  let thumbprint: string;
+  try {
+    privateKey =
+      isObject(custodianKey) && !('asymmetricKeyType' in custodianKey) ? createPrivateKey({ key: custodianKey, format: 'jwk' }) : (custodianKey as KeyObject);
+    const { kty, crv, x, y } = createPublicKey(privateKey).export({ format: 'jwk' });
+    if (kty !== 'EC' || crv !== 'P-256' || x === undefined || y === undefined) throw new Error('not P-256');
+    thumbprint = custody.jwkThumbprint({ crv, x, y });
+  } catch {
+    throw new KmsError('INVALID_ARGUMENT', "custodianKey must be a custodian's P-256 private key (a JWK with d, or a KeyObject)");
+  }
+  const jwe = isObject(challenges) ? challenges[thumbprint] : undefined;
+  if (typeof jwe !== 'string') {
+    throw new KmsError(
+      'PROTOCOL',
+      `GET /rootKey/recover gave no recovery challenge for the custodian key ${thumbprint}: the sealing service does not pin it (or pins no custodians)`,
+    );
+  }
+  try {
+    return parseChallenge(await custody.openChallenge(jwe, privateKey));
+  } catch {
+    throw new KmsError('PROTOCOL', `the recovery challenge for the custodian key ${thumbprint} does not open with it (altered on the way, or not made for it)`);
+  }
 }
 
 async function verifierFor(tee: 'sample' | 'tdx', options: AttestOptions, policy: unknown): Promise<Verifier> {

@@ -4,7 +4,7 @@
  * service's evidence against a policy and seals every credential to the attested service key
  * (docs/sealed-channel.md), so a TLS-terminating ingress sees neither tokens nor keys.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { freshNonce, keyReuseSeconds, seal, sealSharesToRecoveryKey, verifyAttestation, type AttestOptions, type Sealed } from './attested.js';
 import { KmsError, type KmsErrorCode } from './errors.js';
@@ -249,11 +249,17 @@ export class KmsClient {
   /**
    * PUT /rootKey/recover with one share (no credentials). In attested mode a plaintext share is
    * first sealed to the sealing service's recovery key, whose evidence is verified against
-   * `attest.sealerPolicy` (default `attest.policy`); a share already a JWE is sent as it is.
+   * `attest.sealerPolicy` (default `attest.policy`); a share already a JWE is sent as it is. Where
+   * the sealing service pins its custodians, give `custodianKey`, the custodian's private key (a
+   * JWK or a KeyObject): it opens the custodian's recovery challenge, sealed with the share, without
+   * which the share does not count (docs/custodians.md).
    */
-  async recover(share: Share): Promise<RecoveryProgress> {
+  async recover(share: Share, options: { readonly custodianKey?: KeyObject | JsonWebKey } = {}): Promise<RecoveryProgress> {
     if (!isShare(share)) throw new KmsError('INVALID_ARGUMENT', 'recover needs a share {index, content}');
-    const [body] = await this.#sealShares([share]);
+    if (options.custodianKey !== undefined && this.#options.attest === undefined) {
+      throw new KmsError('INVALID_ARGUMENT', 'custodianKey needs attested mode (attest): the recovery challenge goes only sealed to an attested recovery key');
+    }
+    const [body] = await this.#sealShares([share], options.custodianKey);
     return (await this.#call({ method: 'PUT', path: '/rootKey/recover', credential: 'none', body })).json as RecoveryProgress;
   }
 
@@ -278,12 +284,12 @@ export class KmsClient {
   }
 
   /** In attested mode, shares sealed to the attested recovery key of the sealing service; else as they are. */
-  async #sealShares(shares: readonly Share[]): Promise<readonly Share[]> {
+  async #sealShares(shares: readonly Share[], custodianKey?: KeyObject | JsonWebKey): Promise<readonly Share[]> {
     const attest = this.#options.attest;
     if (attest === undefined) return shares;
     const nonce = freshNonce();
     const answer = await this.#call({ method: 'GET', path: '/rootKey/recover', query: { nonce }, credential: 'none' });
-    return sealSharesToRecoveryKey(answer.json, nonce, shares, attest);
+    return sealSharesToRecoveryKey(answer.json, nonce, shares, attest, custodianKey);
   }
 
   async #attest(): Promise<Attestation> {

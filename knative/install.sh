@@ -109,6 +109,13 @@ usage: knative/install.sh [options]     (every option also reads the environment
                                                     recover the root key (default 3; 2 to their number), pinned
                                                     beside them (KMS_SEALER_CUSTODIANS_THRESHOLD) and set as
                                                     KMS_THRESHOLD, with KMS_SHARES their number, in tee-kms-config
+  --previous-custodian-keys FILE KMS_PREVIOUS_CUSTODIAN_KEYS_FILE  tdx, with --custodian-keys: for a change of
+                                                    custodians, the previous ones' public JWKs (same format), whose
+                                                    shares still recover the sealing service until the rotation to
+                                                    the new ones is verified; install again without it afterwards.
+                                                    Pinned as KMS_SEALER_CUSTODIANS_PREVIOUS in the sealer's init-data
+  --previous-threshold N        KMS_PREVIOUS_CUSTODIAN_THRESHOLD  with --previous-custodian-keys: their threshold
+                                                    (default 3; 2 to their number), pinned beside them
   --pccs-url URL                KMS_PCCS_URL        tdx: DCAP collateral source, a PCCS or Intel PCS base URL
                                                     (https://, without /sgx|tdx/certification/v4;
                                                     default https://api.trustedservices.intel.com); listed in
@@ -173,6 +180,8 @@ AUTO_UNSEAL_CA=${KMS_AUTO_UNSEAL_CA:-}
 AUTO_UNSEAL_RESOURCE=${KMS_AUTO_UNSEAL_RESOURCE:-}
 CUSTODIAN_KEYS=${KMS_CUSTODIAN_KEYS_FILE:-}
 CUSTODIAN_THRESHOLD=${KMS_CUSTODIAN_THRESHOLD:-}
+PREVIOUS_CUSTODIAN_KEYS=${KMS_PREVIOUS_CUSTODIAN_KEYS_FILE:-}
+PREVIOUS_CUSTODIAN_THRESHOLD=${KMS_PREVIOUS_CUSTODIAN_THRESHOLD:-}
 INTERNAL_TLS=${KMS_INTERNAL_TLS:-}
 SKIP_KNATIVE_CONFIG=${KMS_SKIP_KNATIVE_CONFIG:-0}
 SECRETS_DIR=${KMS_SECRETS_DIR:-}
@@ -224,6 +233,8 @@ while [[ $# -gt 0 ]]; do
     --auto-unseal-resource) need_value "$@"; AUTO_UNSEAL_RESOURCE=$2; shift 2 ;;
     --custodian-keys) need_value "$@"; CUSTODIAN_KEYS=$2; shift 2 ;;
     --threshold) need_value "$@"; CUSTODIAN_THRESHOLD=$2; shift 2 ;;
+    --previous-custodian-keys) need_value "$@"; PREVIOUS_CUSTODIAN_KEYS=$2; shift 2 ;;
+    --previous-threshold) need_value "$@"; PREVIOUS_CUSTODIAN_THRESHOLD=$2; shift 2 ;;
     --internal-tls) INTERNAL_TLS=1; shift ;;
     --no-internal-tls) INTERNAL_TLS=0; shift ;;
     --skip-knative-config) SKIP_KNATIVE_CONFIG=1; shift ;;
@@ -259,6 +270,12 @@ esac
   || die "--custodian-keys is for --tee tdx, where the sealer's init-data lists it; under --tee dev set KMS_SEALER_CUSTODIANS on the sealer yourself (docs/custodians.md)"
 [[ -n $CUSTODIAN_KEYS || -z $CUSTODIAN_THRESHOLD ]] \
   || die "--threshold pins the threshold of the custodians that --custodian-keys pins, and goes with it; without pinned custodians set KMS_THRESHOLD in tee-kms-config"
+[[ $TEE_MODE == tdx || -z $PREVIOUS_CUSTODIAN_KEYS ]] \
+  || die "--previous-custodian-keys is for --tee tdx, where the sealer's init-data lists it; under --tee dev set KMS_SEALER_CUSTODIANS_PREVIOUS on the sealer yourself (docs/custodians.md)"
+[[ -n $CUSTODIAN_KEYS || -z $PREVIOUS_CUSTODIAN_KEYS ]] \
+  || die "--previous-custodian-keys names the custodians that the ones of --custodian-keys replace, and goes with it: give the new custodians' keys too"
+[[ -n $PREVIOUS_CUSTODIAN_KEYS || -z $PREVIOUS_CUSTODIAN_THRESHOLD ]] \
+  || die "--previous-threshold pins the threshold of the custodians that --previous-custodian-keys pins, and goes with it"
 
 DNS_LABEL='[a-z0-9]([-a-z0-9]*[a-z0-9])?'
 [[ $NS =~ ^$DNS_LABEL$ && ${#NS} -le 63 ]] || die "--namespace must be a DNS label, got '$NS'"
@@ -454,16 +471,20 @@ check_root_key_env() {
 # reach the sealer only as its init-data lists them (custodians_env), so they go into both. The
 # first is the RFC 7638 SHA-256 thumbprint of each key of --custodian-keys (the JSON array of public
 # JWKs that tee-kms rotate --custodians reads), in its order, checked as the sealer checks a
-# rotation's custodians; the second is --threshold. [[NAME, VALUE]] as JSON, or [].
+# rotation's custodians; the second is --threshold. A change of custodians adds
+# KMS_SEALER_CUSTODIANS_PREVIOUS and its _THRESHOLD the same way, from --previous-custodian-keys and
+# --previous-threshold: the current root key's shares are still theirs, and a recovery needs them
+# until a rotation to the new custodians is verified. [[NAME, VALUE]] as JSON, or [].
 CUSTODIANS_ENV_JSON='[]'
-check_custodian_keys() {
-  [[ -n $CUSTODIAN_KEYS ]] || return 0
-  [[ -f $CUSTODIAN_KEYS && -r $CUSTODIAN_KEYS ]] || die "--custodian-keys $CUSTODIAN_KEYS: no such readable file"
+# Prints "<thumbprints, comma-separated> <threshold>" for a file of custodians' keys, or refuses it.
+# $1: its option, $2: the file, $3: the threshold's option, $4: the threshold (empty: 3).
+custodian_pin() {
+  [[ -f $2 && -r $2 ]] || die "$1 $2: no such readable file"
   # shellcheck disable=SC2016 # JavaScript, not shell
-  CUSTODIANS_ENV_JSON=$(node -e '
+  node -e '
     const { createHash, createPublicKey } = require("node:crypto");
-    const file = process.argv[1];
-    const fail = (why) => { console.error(`--custodian-keys ${file}: ${why}`); process.exit(1); };
+    const [option, file, thresholdOption, given] = process.argv.slice(1);
+    const fail = (why) => { console.error(`${option} ${file}: ${why}`); process.exit(1); };
     let keys;
     try { keys = JSON.parse(require("node:fs").readFileSync(file, "utf8")); } catch { fail("not JSON"); }
     if (!Array.isArray(keys) || keys.length < 2 || keys.length > 255) fail("must hold a JSON array of 2 to 255 public JWKs, one per share, in share order");
@@ -478,11 +499,28 @@ check_custodian_keys() {
       return createHash("sha256").update(JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y })).digest("base64url");
     });
     thumbprints.forEach((t, i) => { if (thumbprints.indexOf(t) !== i) fail(`[${i}] is the same key as [${thumbprints.indexOf(t)}]`); });
-    const threshold = process.argv[2] || "3";
+    const threshold = given || "3";
     if (!/^[1-9][0-9]{0,2}$/.test(threshold) || Number(threshold) < 2 || Number(threshold) > keys.length)
-      fail(`--threshold must be a whole number from 2 to the ${keys.length} keys, got ${process.argv[2] ? `"${threshold}"` : "3 (the default)"}`);
-    process.stdout.write(JSON.stringify([["KMS_SEALER_CUSTODIANS", thumbprints.join(",")], ["KMS_SEALER_CUSTODIANS_THRESHOLD", threshold]]));
-  ' "$CUSTODIAN_KEYS" "$CUSTODIAN_THRESHOLD") || die "--custodian-keys, --threshold: see above (node is needed for them)"
+      fail(`${thresholdOption} must be a whole number from 2 to the ${keys.length} keys, got ${given ? `"${threshold}"` : "3 (the default)"}`);
+    process.stdout.write(`${thumbprints.join(",")} ${threshold}`);
+  ' -- "$@" || die "$1, $3: see above (node is needed for them)"
+}
+# $1: the variable, $2: what custodian_pin printed. Thumbprints (base64url) and a threshold (digits)
+# need no JSON escaping.
+custodian_env_pairs() { printf '["%s", "%s"], ["%s_THRESHOLD", "%s"]' "$1" "${2% *}" "$1" "${2#* }"; }
+check_custodian_keys() {
+  [[ -n $CUSTODIAN_KEYS ]] || return 0
+  local current previous pairs
+  current=$(custodian_pin --custodian-keys "$CUSTODIAN_KEYS" --threshold "$CUSTODIAN_THRESHOLD") || exit 1
+  pairs=$(custodian_env_pairs KMS_SEALER_CUSTODIANS "$current")
+  if [[ -n $PREVIOUS_CUSTODIAN_KEYS ]]; then
+    previous=$(custodian_pin --previous-custodian-keys "$PREVIOUS_CUSTODIAN_KEYS" --previous-threshold "$PREVIOUS_CUSTODIAN_THRESHOLD") || exit 1
+    # The same keys under another threshold are a change too: their shares recover as before.
+    [[ $previous != "$current" ]] \
+      || die "--previous-custodian-keys $PREVIOUS_CUSTODIAN_KEYS: the same custodians, in the same order and with the same threshold, as --custodian-keys: that is no change of custodians; leave --previous-custodian-keys out"
+    pairs+=", $(custodian_env_pairs KMS_SEALER_CUSTODIANS_PREVIOUS "$previous")"
+  fi
+  CUSTODIANS_ENV_JSON="[$pairs]"
 }
 
 # A pod's init-data: the shipped document with this run's digests in place of its placeholders
@@ -1244,7 +1282,7 @@ FUNCTION_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-
 FUNCTION_IDS=""
 for pod in "${FUNCTION_PODS[@]}"; do FUNCTION_IDS+="${MR_CONFIG_ID[$pod]:-} "; done
 FUNCTION_REV=$(printf '%s image=%s queue-proxy=%s init-data=%s' "$CONFIG_INPUTS" "$IMAGE" "$QUEUE_PROXY_IMAGE" "$FUNCTION_IDS" | cat - "${FUNCTION_INPUTS[@]}" | openssl dgst -sha256 -r | cut -c1-16)
-SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --pccs-ca, --auto-unseal-*, --custodian-keys, --threshold")"
+SEALER_INPUT_NAMES="the image, the S3 credentials, the sealer certificate, the internal CA, tee-kms-config$([[ $ROOT_KEY_MODE == shares ]] || echo ", the root key")$([[ $TEE_MODE != tdx ]] || echo ", --tdx-policy, --admin-policy, --pccs-url, --pccs-ca, --auto-unseal-*, --custodian-keys, --threshold, --previous-custodian-keys, --previous-threshold")"
 SEALER_INPUTS=("$SECRETS_DIR/s3-access-key-id" "$SECRETS_DIR/s3-secret-access-key" "$SECRETS_DIR/sealer.crt" "$CA_CRT" "$SCRIPT_DIR/base/config.yaml")
 [[ $ROOT_KEY_MODE == shares ]] || SEALER_INPUTS+=("$SECRETS_DIR/root-key")
 # --tdx-policy and --admin-policy are in the sealer's init-data: its MRCONFIGID, stamped below,

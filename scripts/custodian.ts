@@ -4,7 +4,7 @@
  *
  *   npm run --silent custodian -- keygen <dir>
  *   npm run --silent custodian -- decrypt <private key file> <share> [-o <file>] [--print-shares]
- *   npm run --silent custodian -- seal-share <recovery key file> <index> <share file | -> --nonce=<nonce>
+ *   npm run --silent custodian -- seal-share <recovery key file> <index> <share file | -> --nonce=<nonce> [--key <private key file>]
  *        [--tdx-policy <file> --collateral <file> [--root-ca <PEM file>] [--at <ISO time>]] [--allow-sample]
  *
  * decrypt's share (encrypted) may be its text, a file, or `-` (stdin); its plaintext goes to a
@@ -27,6 +27,7 @@ const USAGE = [
   'usage: custodian keygen <dir>',
   '       custodian decrypt <private key file> <share: JWE or {"index","content"}, a file holding it, or - (stdin)> [-o <file>] [--print-shares]',
   '       custodian seal-share <recovery key file> <index> <share: a file holding its base64 or {"index","content"}, or - (stdin)> --nonce=<nonce>',
+  '                [--key <private key file>: required where custodians are pinned (the recovery key file holds challenges)]',
   '                [--tdx-policy <file> --collateral <file> [--root-ca <PEM file>] [--at <ISO time>]] [--allow-sample]',
 ].join('\n');
 
@@ -79,6 +80,7 @@ async function run(argv: string[]): Promise<unknown> {
     case 'seal-share': {
       const { values, positionals } = parse(rest, 3, {
         nonce: { type: 'string' },
+        key: { type: 'string' },
         'tdx-policy': { type: 'string' },
         collateral: { type: 'string' },
         'root-ca': { type: 'string' },
@@ -98,6 +100,7 @@ async function run(argv: string[]): Promise<unknown> {
         index: parseIndex(index),
         share,
         nonce: parseNonce(nonce),
+        keyFile: text('key'),
         ...(policyFile !== undefined && collateralFile !== undefined
           ? { tdx: { policyFile, collateralFile, ...(rootCaFile === undefined ? {} : { rootCaFile }), at: at === undefined ? new Date() : parseTime(at) } }
           : {}),
@@ -105,7 +108,9 @@ async function run(argv: string[]): Promise<unknown> {
         warn: say,
       });
       const measured = sealed.tee === 'tdx' ? ` (mrTd ${String(sealed.claims['mrTd'])}, TCB ${String(sealed.claims['tcbStatus'])})` : '';
-      say(`${sealed.tee} evidence${measured} binds the recovery key (kid ${sealed.recoveryKeyId}) to the nonce; share ${sealed.body.index} is sealed to it`);
+      say(
+        `${sealed.tee} evidence${measured} binds the recovery key (kid ${sealed.recoveryKeyId}) to the nonce; share ${sealed.body.index} is sealed to it${sealed.challenged ? ' with your recovery challenge' : ''}`,
+      );
       return sealed.body;
     }
     case 'help':

@@ -315,6 +315,8 @@ export async function generateManifests(): Promise<Map<string, string>> {
                 'only as listed here, NAME=VALUE exactly, e.g. ["KMS_SEALER_CUSTODIANS=<t1>,<t2>,<t3>", "KMS_SEALER_CUSTODIANS_THRESHOLD=2"],',
                 'which changes MRCONFIGID (knative/install.sh --custodian-keys and --threshold write them). None listed: not pinned, and',
                 'a sealer with either set is not created. Listed, they must also be set: leaving one out would unpin the custodians.',
+                'During a change of custodians KMS_SEALER_CUSTODIANS_PREVIOUS and KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD name the',
+                'previous ones, whose shares still recover the sealer (install.sh --previous-custodian-keys and --previous-threshold).',
               ],
               required: true,
             },

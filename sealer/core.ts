@@ -16,10 +16,11 @@ import {
   type SealStatus,
   type VerifyResult,
 } from '../shared/sealer-client/protocol.js';
+import { parseRecoveryPlaintext, RecoveryChallenges } from '../shared/custody/recovery-challenge.js';
 import { isCompactJwe, parseCustodianKeys, sealShare, type CustodianKey } from '../shared/custody/share-jwe.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { asSealerError, SealerError } from './errors.js';
-import type { CustodianPin } from './options.js';
+import type { CustodianPin, CustodianSet } from './options.js';
 import { sealedError } from './problems.js';
 import { decodeState, encodeState, sealState, stateAuthentic, STATE_OBJECT_KEY, type KeyEntry, type StateBody, type StateRecord } from './state-record.js';
 
@@ -29,7 +30,15 @@ const ID_PATTERN = /^[0-9a-f]{32}$/;
 
 interface Progress {
   readonly shares: Map<number, Buffer>;
+  /** With pinned custodians: the thumbprints of those whose challenge a submitted share answered. */
+  readonly custodians: Set<string>;
   readonly startedAt: number;
+}
+
+/** A share as opened: its challenge, when sealed to the recovery key with one. */
+interface Opened {
+  readonly item: unknown;
+  readonly challenge?: string | undefined;
 }
 
 export interface SealerCoreOptions {
@@ -100,6 +109,7 @@ export class SealerCore {
   readonly #followRecord: boolean;
   readonly #pinned: CustodianPin | undefined;
   readonly #convertV1State: boolean;
+  readonly #challenges = new RecoveryChallenges();
   #key: Buffer | undefined;
   #record: { state: StateRecord; etag: string } | undefined;
   /** Why this service will not initialize or recover until an operator restores storage. */
@@ -201,6 +211,26 @@ export class SealerCore {
 
   submitShare(share: unknown): Promise<RecoveryProgress> {
     return this.#serialized(() => this.#submitShare(share));
+  }
+
+  /**
+   * With pinned custodians, each pinned (or previous) custodian's recovery challenge, encrypted to
+   * its key as the state record names it, by thumbprint; undefined when none are pinned. Only the
+   * record's keys whose thumbprints are pinned get one: a record naming other keys gets none.
+   */
+  recoveryChallenges(): Promise<Record<string, string> | undefined> {
+    return this.#serialized(async () => {
+      const pin = this.#pinned;
+      if (pin === undefined || this.#source === 'secret') return undefined;
+      await this.#follow();
+      const state = this.#record?.state;
+      const allowed = new Set([...pin.thumbprints, ...(pin.previous?.thumbprints ?? [])]);
+      const keys = new Map<string, CustodianKey>();
+      for (const key of [...(state?.current.custodians ?? []), ...(state?.pending?.custodians ?? [])]) {
+        if (allowed.has(key.thumbprint)) keys.set(key.thumbprint, key);
+      }
+      return this.#challenges.sealedTo([...keys.values()]);
+    });
   }
 
   resetRecovery(): Promise<RecoveryProgress> {
@@ -371,7 +401,7 @@ export class SealerCore {
    */
   async #rebuild(given: readonly unknown[], needed: number): Promise<Buffer> {
     if (given.length > 255) throw new SealerError('BAD_SHARE', 'too many shares');
-    const list = await Promise.all(given.map((item, i) => this.#opened(item, `shares[${i}]`)));
+    const list = (await Promise.all(given.map((item, i) => this.#opened(item, `shares[${i}]`)))).map((opened) => opened.item);
     const shares = new Map<number, Buffer>();
     try {
       list.forEach((item, i) => {
@@ -412,18 +442,27 @@ export class SealerCore {
     }
     if (this.#key !== undefined) throw new SealerError('NOT_SEALED', 'the sealing service is not sealed: recovery never replaces a live root key');
     this.#expireProgress();
-    const input = await this.#opened(given, 'share');
-    const { index, bytes } = asSealerError('BAD_SHARE', () => parseShare(input));
+    const opened = await this.#opened(given, 'share');
     const { current, pending } = this.#record.state;
-    const progress = (this.#progress ??= { shares: new Map(), startedAt: this.#now() });
+    const custodian = this.#challenged(opened.challenge);
+    const { index, bytes } = asSealerError('BAD_SHARE', () => parseShare(opened.item));
+    const progress = (this.#progress ??= { shares: new Map(), custodians: new Set(), startedAt: this.#now() });
     if (progress.shares.has(index)) {
       bytes.fill(0);
       throw new SealerError('BAD_SHARE', `a share with index ${index} was already submitted; progress unchanged (${progress.shares.size} of ${current.t})`);
     }
+    if (custodian !== undefined && progress.custodians.has(custodian)) {
+      bytes.fill(0);
+      throw new SealerError(
+        'BAD_SHARE',
+        `the custodian whose key has thumbprint ${custodian} already submitted a share: each custodian counts once; progress unchanged (${progress.shares.size} of ${current.t})`,
+      );
+    }
     progress.shares.set(index, bytes);
+    if (custodian !== undefined) progress.custodians.add(custodian);
     const count = progress.shares.size;
     const thresholds = [current.t, ...(pending === null ? [] : [pending.t])];
-    if (count < Math.min(...thresholds)) return { sealed: true, progress: count, t: current.t };
+    if (count < Math.min(...thresholds) || !this.#custodianQuorum(progress.custodians)) return { sealed: true, progress: count, t: current.t };
 
     // combine() cannot tell a wrong share: the id (key check value) of the result decides.
     let combined: Buffer;
@@ -692,8 +731,48 @@ export class SealerCore {
     }
   }
 
-  /** A share as given: a JWE to the recovery key is opened; plaintext only where allowed. */
-  async #opened(item: unknown, label: string): Promise<unknown> {
+  /**
+   * With pinned custodians, the thumbprint of the pinned (or previous) custodian whose recovery
+   * challenge a share answered; a share without one, or with another, is refused. Without a pin:
+   * undefined, and a challenge is not looked at.
+   */
+  #challenged(challenge: string | undefined): string | undefined {
+    const pin = this.#pinned;
+    if (pin === undefined) return undefined;
+    if (challenge === undefined) {
+      throw new SealerError(
+        'BAD_SHARE',
+        "this sealing service pins its custodians (KMS_SEALER_CUSTODIANS): a share recovers it only with its custodian's recovery challenge, " +
+          'sealed with it to the recovery key (custodian seal-share --key <your custodian key>, from a fresh GET /rootKey/recover); progress unchanged',
+      );
+    }
+    const custodian = this.#challenges.whose(challenge, [...pin.thumbprints, ...(pin.previous?.thumbprints ?? [])]);
+    if (custodian === undefined) {
+      throw new SealerError(
+        'BAD_SHARE',
+        'the share answers no recovery challenge this sealing service gave a pinned custodian (they change when it restarts: fetch GET /rootKey/recover again); progress unchanged',
+      );
+    }
+    return custodian;
+  }
+
+  /**
+   * Whether the custodians whose challenges were answered can recover: the pinned threshold of the
+   * pinned ones, or of the previous ones. The state record's own t cannot lower it: storage could
+   * have written that record. True without a pin.
+   */
+  #custodianQuorum(answered: ReadonlySet<string>): boolean {
+    const pin = this.#pinned;
+    if (pin === undefined) return true;
+    const enough = (set: CustodianSet) => set.thumbprints.filter((thumbprint) => answered.has(thumbprint)).length >= set.threshold;
+    return enough(pin) || (pin.previous !== undefined && enough(pin.previous));
+  }
+
+  /**
+   * A share as given: a JWE to the recovery key is opened (its plaintext the share's base64, or
+   * with a recovery challenge); plaintext only where allowed.
+   */
+  async #opened(item: unknown, label: string): Promise<Opened> {
     const content = (item as { content?: unknown } | null)?.content;
     if (typeof content === 'string' && isCompactJwe(content)) {
       if (this.#openShare === undefined) throw new SealerError('BAD_SHARE', `${label}: encrypted shares are not accepted here`);
@@ -706,12 +785,13 @@ export class SealerCore {
           `${label}: the share could not be decrypted with this sealing service's recovery key (it changes when the service restarts: seal the share again)`,
         );
       }
-      return { ...(item as object), content: opened };
+      const { content: share, challenge } = asSealerError('BAD_SHARE', () => parseRecoveryPlaintext(opened));
+      return { item: { ...(item as object), content: share }, challenge };
     }
     if (!this.#plaintextShares && typeof content === 'string') {
       throw new SealerError('BAD_SHARE', `${label}: plaintext shares are refused here: encrypt each share to the recovery key (GET /rootKey/recover?nonce=…)`);
     }
-    return item;
+    return { item };
   }
 
   #refuseInSecretMode(): void {

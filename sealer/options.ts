@@ -100,6 +100,20 @@ export const sealerOptions = {
     description:
       'The threshold every rotation must use with pinned custodians: how many of their shares recover the root key, 2 to their number. Required with KMS_SEALER_CUSTODIANS, refused without it; under TDX, measured beside it (docs/custodians.md).',
   }),
+  custodiansPrevious: option({
+    env: 'KMS_SEALER_CUSTODIANS_PREVIOUS',
+    default: undefined as readonly string[] | undefined,
+    parse: parseThumbprints,
+    description:
+      'During a change of custodians: the thumbprints of the custodians being replaced (as KMS_SEALER_CUSTODIANS), whose shares may still recover this sealing service, each answering its recovery challenge, until a rotation to the pinned custodians is verified. Only with KMS_SEALER_CUSTODIANS; under TDX, measured beside it (docs/custodians.md).',
+  }),
+  custodiansPreviousThreshold: option({
+    env: 'KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD',
+    default: undefined as number | undefined,
+    parse: parse.integer(2, MAX_SHARES),
+    description:
+      "How many of the previous custodians' shares recover this sealing service: 2 to their number. Required with KMS_SEALER_CUSTODIANS_PREVIOUS, refused without it.",
+  }),
   tdxPolicyFile: option({
     env: 'KMS_SEALER_TDX_POLICY_FILE',
     default: '',
@@ -285,29 +299,58 @@ function parseThumbprints(raw: string, env: string): readonly string[] {
 
 export type SealerOptions = OptionValues<typeof sealerOptions>;
 
-/** What a rotation must be with pinned custodians: shares to exactly these keys, in order, t of them recovering. */
-export interface CustodianPin {
+/** Custodians by their keys' thumbprints, in share order, and how many of their shares recover the root key. */
+export interface CustodianSet {
   readonly thumbprints: readonly string[];
   readonly threshold: number;
+}
+
+/**
+ * What a rotation must be with pinned custodians: shares to exactly these keys, in order, t of them
+ * recovering; and who may recover the service: t of them, or, during a change of custodians, t of
+ * the previous ones, each answering its recovery challenge.
+ */
+export interface CustodianPin extends CustodianSet {
+  readonly previous?: CustodianSet | undefined;
 }
 
 /**
  * KMS_SEALER_CUSTODIANS with its KMS_SEALER_CUSTODIANS_THRESHOLD, or undefined when neither is set.
  * The threshold is pinned with the keys: whoever could lower it would need fewer custodians.
  */
-export function custodianPin(options: Pick<SealerOptions, 'custodians' | 'custodiansThreshold'>): CustodianPin | undefined {
-  const { custodians: thumbprints, custodiansThreshold: threshold } = options;
+export function custodianPin(
+  options: Pick<SealerOptions, 'custodians' | 'custodiansThreshold' | 'custodiansPrevious' | 'custodiansPreviousThreshold'>,
+): CustodianPin | undefined {
+  const pinned = custodianSet(options.custodians, options.custodiansThreshold, 'KMS_SEALER_CUSTODIANS');
+  const previous = custodianSet(options.custodiansPrevious, options.custodiansPreviousThreshold, 'KMS_SEALER_CUSTODIANS_PREVIOUS');
+  if (previous === undefined) return pinned;
+  if (pinned === undefined) {
+    throw new KmsError(
+      'CONFIG',
+      'KMS_SEALER_CUSTODIANS_PREVIOUS names the custodians a change replaces, so it needs the new ones pinned (KMS_SEALER_CUSTODIANS)',
+    );
+  }
+  if (previous.thumbprints.join() === pinned.thumbprints.join() && previous.threshold === pinned.threshold) {
+    throw new KmsError('CONFIG', 'KMS_SEALER_CUSTODIANS_PREVIOUS and its threshold are the pinned custodians and threshold: that is no change; unset them');
+  }
+  return { ...pinned, previous };
+}
+
+/**
+ * `VAR` with its `VAR_THRESHOLD`, or undefined when neither is set. The threshold is pinned with the
+ * keys: whoever could lower it would need fewer custodians.
+ */
+function custodianSet(thumbprints: readonly string[] | undefined, threshold: number | undefined, env: string): CustodianSet | undefined {
   if (thumbprints === undefined && threshold === undefined) return undefined;
-  if (thumbprints === undefined)
-    throw new KmsError('CONFIG', 'KMS_SEALER_CUSTODIANS_THRESHOLD is set without KMS_SEALER_CUSTODIANS: it pins the threshold of pinned custodians');
+  if (thumbprints === undefined) throw new KmsError('CONFIG', `${env}_THRESHOLD is set without ${env}: it pins the threshold of those custodians`);
   if (threshold === undefined) {
     throw new KmsError(
       'CONFIG',
-      "KMS_SEALER_CUSTODIANS needs KMS_SEALER_CUSTODIANS_THRESHOLD, the number of their shares that recover the root key: unpinned, whoever sets the rotating function's KMS_THRESHOLD could lower it",
+      `${env} needs ${env}_THRESHOLD, the number of their shares that recover the root key: unpinned, whoever sets the rotating function's KMS_THRESHOLD could lower it`,
     );
   }
   if (threshold > thumbprints.length) {
-    throw new KmsError('CONFIG', `KMS_SEALER_CUSTODIANS_THRESHOLD (${threshold}) exceeds the ${thumbprints.length} custodians KMS_SEALER_CUSTODIANS pins`);
+    throw new KmsError('CONFIG', `${env}_THRESHOLD (${threshold}) exceeds the ${thumbprints.length} custodians ${env} names`);
   }
   return { thumbprints, threshold };
 }

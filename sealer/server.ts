@@ -70,8 +70,11 @@ const routes: Record<string, Partial<Record<string, Handler>>> = {
     GET: admin(
       'recover',
       async (_body, deps, req) => {
-        const { tee, evidence } = await deps.identity.evidenceFor(deps.identity.recoveryJwk, nonceOf(req));
-        return { recoveryKey: deps.identity.recoveryJwk, tee, evidence };
+        const [{ tee, evidence }, challenges] = await Promise.all([
+          deps.identity.evidenceFor(deps.identity.recoveryJwk, nonceOf(req)),
+          deps.core.recoveryChallenges(),
+        ]);
+        return { recoveryKey: deps.identity.recoveryJwk, tee, evidence, ...(challenges === undefined ? {} : { challenges }) };
       },
       { body: false },
     ),

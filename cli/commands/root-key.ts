@@ -1,8 +1,9 @@
 /** `status`, `rotate`, `verify`, `recover`: the root key's life (README, "The root key's life"). */
+import type { KeyObject } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { readJsonFile, readSharesToSend, readShareToSend, shareToSend } from '../custodian/inputs.js';
+import { readJsonFile, readPrivateKey, readSharesToSend, readShareToSend, shareToSend } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
 import { Incomplete, Refused, UsageError } from '../errors.js';
 import { sayIfInterrupted } from '../interrupt.js';
@@ -106,15 +107,20 @@ export function addRootKeyCommands(program: Command): void {
     .command('recover [shareFile]')
     .description('send one share (a file, or - for standard input) to unseal the root key after a restart, or all of them with --interactive')
     .option('--interactive', 'prompt for shares (not echoed) until the root key is recovered')
-    .action(async (shareFile: string | undefined, options: { interactive?: boolean }, command: Command) => {
+    .option('--custodian-key <file>', 'with --attest, your custodian private key: where custodians are pinned, its recovery challenge goes with the share')
+    .action(async (shareFile: string | undefined, options: { interactive?: boolean; custodianKey?: string }, command: Command) => {
       if ((shareFile === undefined) === (options.interactive !== true)) throw new UsageError('give one share file, or --interactive');
+      if (options.custodianKey !== undefined && globals(command).attest === undefined) {
+        throw new UsageError('--custodian-key needs --attest: the recovery challenge goes only sealed to an attested recovery key');
+      }
       const client = clientFor(command);
       const json = globals(command).json === true;
+      const custodian = options.custodianKey === undefined ? {} : { custodianKey: (await readPrivateKey(options.custodianKey)).privateKey };
       if (shareFile !== undefined) {
-        const progress = await client.recover(await readShareToSend(shareFile));
+        const progress = await client.recover(await readShareToSend(shareFile), custodian);
         return print(json, progress, progressText(progress));
       }
-      print(json, await recoverInteractively(client), 'tee-kms is unsealed');
+      print(json, await recoverInteractively(client, custodian), 'tee-kms is unsealed');
     });
 }
 
@@ -203,7 +209,7 @@ function progressText(progress: RecoveryProgress): string {
 }
 
 /** Asks for shares until the root key is recovered; a refused share is said and asked again. */
-async function recoverInteractively(client: KmsClient): Promise<RecoveryProgress> {
+async function recoverInteractively(client: KmsClient, custodian: { readonly custodianKey?: KeyObject }): Promise<RecoveryProgress> {
   const status = await client.sealStatus();
   if (status['sealed'] !== true) throw new Refused('tee-kms is not sealed: there is nothing to recover');
   let received = Number(status['progress'] ?? 0);
@@ -222,7 +228,7 @@ async function recoverInteractively(client: KmsClient): Promise<RecoveryProgress
         continue;
       }
       try {
-        const progress = await client.recover(share);
+        const progress = await client.recover(share, custodian);
         if (!progress.sealed) return progress;
         received = progress.progress;
         say(`share accepted: ${received} of ${t} received`);

@@ -7,7 +7,8 @@
 import { readFile } from 'node:fs/promises';
 import { SampleVerifier } from '../../shared/attestation/sample.js';
 import type { TeeType, VerifiedClaims, Verifier } from '../../shared/attestation/types.js';
-import { parseCustodianKeys, sealShare, type CustodianKey } from '../../shared/custody/share-jwe.js';
+import { parseChallenge, recoveryPlaintext } from '../../shared/custody/recovery-challenge.js';
+import { openChallenge, parseCustodianKeys, sealShare, type CustodianKey } from '../../shared/custody/share-jwe.js';
 import { isKmsError, KmsError } from '../../shared/errors.js';
 import { isTeeType, kbsReportData, parseTeePubKey, type TeePubKey } from '../../shared/kbs/protocol.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
@@ -15,7 +16,7 @@ import { loadCollateralFile, StaticCollateralSource } from '../../sealer/attesta
 import { createTdxPolicy, type TdxPolicy } from '../../sealer/attestation/tdx/policy.js';
 import { TdxVerifier } from '../../sealer/attestation/tdx/verifier.js';
 import { Refused, UsageError } from '../errors.js';
-import { plainShareFrom, readJsonFile, readSecretInput, readTextFile } from './inputs.js';
+import { plainShareFrom, readJsonFile, readPrivateKey, readSecretInput, readTextFile } from './inputs.js';
 
 export interface SealShareOptions {
   /** The answer of GET /rootKey/recover?nonce=…, saved to a file. */
@@ -24,6 +25,11 @@ export interface SealShareOptions {
   /** Where the plaintext share is: a file holding its base64 or the JSON share object, or `-` for standard input. */
   readonly share: string;
   readonly nonce: string;
+  /**
+   * The custodian's private key file (as `custodian keygen` writes it): opens this custodian's
+   * recovery challenge, which a sealing service with pinned custodians gives and requires.
+   */
+  readonly keyFile?: string | undefined;
   /** The sealing service's TDX reference values and DCAP collateral (both, or neither). */
   readonly tdx?: { readonly policyFile: string; readonly collateralFile: string; readonly rootCaFile?: string; readonly at: Date };
   readonly allowSample: boolean;
@@ -36,6 +42,8 @@ export interface SealedToRecoveryKey {
   readonly tee: TeeType;
   readonly claims: VerifiedClaims['claims'];
   readonly recoveryKeyId: string;
+  /** Whether this custodian's recovery challenge is sealed with the share. */
+  readonly challenged: boolean;
 }
 
 /** The sealing service accepts nonces of 16 to 64 bytes, base64url without padding (docs/sealer-protocol.md). */
@@ -49,6 +57,12 @@ export function parseNonce(value: string): string {
 
 export async function sealShareToRecoveryKey(options: SealShareOptions): Promise<SealedToRecoveryKey> {
   const answer = parseRecoveryAnswer(await readJsonFile(options.recoveryFile, 'recovery key file'), options.recoveryFile);
+  // Said before anything is read or verified: without the key the share would recover nothing.
+  if (answer.challenges !== undefined && options.keyFile === undefined) {
+    throw new UsageError(
+      `the sealing service pins its custodians (${options.recoveryFile} holds recovery challenges): give your custodian private key with --key <file>, whose challenge goes with the share`,
+    );
+  }
   const share = plainShareFrom(await readSecretInput(options.share, 'share file'), options.index);
   const verifier = await verifierFor(answer.tee, options);
 
@@ -60,8 +74,20 @@ export async function sealShareToRecoveryKey(options: SealShareOptions): Promise
     if (isKmsError(error, 'FORBIDDEN') || isKmsError(error, 'BAD_REQUEST')) throw new Refused(`the recovery key's evidence is refused: ${error.message}`);
     throw error;
   }
-  const jwe = await sealShare(share.content, answer.key);
-  return { body: { index: share.index, content: jwe }, tee: answer.tee, claims: verified.claims, recoveryKeyId: answer.key.thumbprint };
+  let challenge: string | undefined;
+  if (answer.challenges !== undefined && options.keyFile !== undefined) {
+    challenge = await challengeFor(answer.challenges, options.keyFile, options.recoveryFile);
+  } else if (options.keyFile !== undefined) {
+    options.warn(`${options.recoveryFile} holds no recovery challenges (no custodians are pinned there): --key is not used`);
+  }
+  const jwe = await sealShare(recoveryPlaintext(share.content, challenge), answer.key);
+  return {
+    body: { index: share.index, content: jwe },
+    tee: answer.tee,
+    claims: verified.claims,
+    recoveryKeyId: answer.key.thumbprint,
+    challenged: challenge !== undefined,
+  };
 }
 
 interface RecoveryAnswer {
@@ -70,13 +96,32 @@ interface RecoveryAnswer {
   readonly key: CustodianKey;
   readonly tee: TeeType;
   readonly evidence: unknown;
+  /** With pinned custodians: each one's recovery challenge, a JWE to its key, by thumbprint. */
+  readonly challenges?: Readonly<Record<string, string>>;
+}
+
+/** This custodian's recovery challenge, opened with its private key; refused if none is this key's. */
+async function challengeFor(challenges: Readonly<Record<string, string>>, keyFile: string, recoveryFile: string): Promise<string> {
+  const key = await readPrivateKey(keyFile);
+  const jwe = challenges[key.thumbprint];
+  if (jwe === undefined) {
+    throw new Refused(
+      `${recoveryFile} holds no recovery challenge for the key in ${keyFile} (kid ${key.thumbprint}): the sealing service does not count it as a pinned custodian's`,
+    );
+  }
+  try {
+    return parseChallenge(await openChallenge(jwe, key.privateKey));
+  } catch (error) {
+    if (isKmsError(error)) throw new Refused(`the recovery challenge for kid ${key.thumbprint}: ${error.message}`);
+    throw error;
+  }
 }
 
 function parseRecoveryAnswer(json: unknown, file: string): RecoveryAnswer {
   if (typeof json !== 'object' || json === null || Array.isArray(json) || !('recoveryKey' in json) || !('evidence' in json)) {
     throw new KmsError('BAD_REQUEST', `${file} is not an answer of GET /rootKey/recover ({"recoveryKey", "tee", "evidence"})`);
   }
-  const { recoveryKey, tee, evidence } = json as Record<string, unknown>;
+  const { recoveryKey, tee, evidence, challenges } = json as Record<string, unknown>;
   const notAKey = (cause?: unknown) =>
     new KmsError('BAD_REQUEST', `${file}: recoveryKey is not a P-256 public JWK with exactly kty, crv, alg "ECDH-ES+A256KW", x, y`, { cause });
   let teePubKey: TeePubKey;
@@ -89,7 +134,16 @@ function parseRecoveryAnswer(json: unknown, file: string): RecoveryAnswer {
     throw notAKey(error);
   }
   if (!isTeeType(tee)) throw new KmsError('BAD_REQUEST', `${file}: tee must be "tdx" or "sample"`);
-  return { teePubKey, key, tee, evidence };
+  if (challenges === undefined) return { teePubKey, key, tee, evidence };
+  if (
+    typeof challenges !== 'object' ||
+    challenges === null ||
+    Array.isArray(challenges) ||
+    !Object.values(challenges).every((jwe) => typeof jwe === 'string')
+  ) {
+    throw new KmsError('BAD_REQUEST', `${file}: challenges must be an object of JWEs by key thumbprint`);
+  }
+  return { teePubKey, key, tee, evidence, challenges: challenges as Record<string, string> };
 }
 
 async function verifierFor(tee: TeeType, options: SealShareOptions): Promise<Verifier> {

@@ -113,23 +113,44 @@ export async function readCustodianKeysFile(path: string, expectedCount?: number
   }
 }
 
-/** Encrypts a share's base64 text to a custodian (or the recovery key): a compact JWE. */
-export async function sealShare(content: string, custodian: CustodianKey): Promise<string> {
+/**
+ * The protected header's `cty` of a recovery challenge (shared/custody/recovery-challenge.ts). A
+ * share's JWE has none: each opener refuses the other's, so a custodian's tool never takes a share
+ * for a challenge, or the reverse.
+ */
+export const CHALLENGE_CTY = 'tee-kms-recovery-challenge';
+
+/** Encrypts a share's base64 text (or, with `cty`, a recovery challenge) to a custodian or the recovery key: a compact JWE. */
+export async function sealShare(content: string, custodian: CustodianKey, cty?: typeof CHALLENGE_CTY): Promise<string> {
   const publicKey = await importJWK({ kty: custodian.kty, crv: custodian.crv, x: custodian.x, y: custodian.y }, SHARE_ALG);
   return new CompactEncrypt(new TextEncoder().encode(content))
-    .setProtectedHeader({ alg: SHARE_ALG, enc: SHARE_ENC, kid: custodian.thumbprint })
+    .setProtectedHeader({ alg: SHARE_ALG, enc: SHARE_ENC, kid: custodian.thumbprint, ...(cty === undefined ? {} : { cty }) })
     .encrypt(publicKey);
 }
 
 /**
  * Opens a share's JWE with the recipient's private key and returns its text. Only ECDH-ES+A256KW
- * with A256GCM is accepted. Any failure is one KmsError('BAD_REQUEST'), without jose's detail.
+ * with A256GCM is accepted, and no recovery challenge. Any failure is one KmsError('BAD_REQUEST'),
+ * without jose's detail.
  */
 export async function openShare(jwe: string, privateKey: CryptoKey | KeyObject): Promise<string> {
-  const failed = () => new KmsError('BAD_REQUEST', 'the share could not be decrypted with this key (not a share encrypted to it, or altered)');
+  return openJwe(jwe, privateKey, undefined, 'the share could not be decrypted with this key (not a share encrypted to it, or altered)');
+}
+
+/** Opens a recovery challenge's JWE (its `cty` CHALLENGE_CTY) with the custodian's private key, as openShare does a share. */
+export async function openChallenge(jwe: string, privateKey: CryptoKey | KeyObject): Promise<string> {
+  return openJwe(jwe, privateKey, CHALLENGE_CTY, 'the recovery challenge could not be decrypted with this key (not one encrypted to it, or altered)');
+}
+
+async function openJwe(jwe: string, privateKey: CryptoKey | KeyObject, cty: string | undefined, message: string): Promise<string> {
+  const failed = () => new KmsError('BAD_REQUEST', message);
   if (typeof jwe !== 'string' || jwe.length > MAX_JWE_LENGTH || !isCompactJwe(jwe)) throw failed();
   try {
-    const { plaintext } = await compactDecrypt(jwe, privateKey, { keyManagementAlgorithms: [SHARE_ALG], contentEncryptionAlgorithms: [SHARE_ENC] });
+    const { plaintext, protectedHeader } = await compactDecrypt(jwe, privateKey, {
+      keyManagementAlgorithms: [SHARE_ALG],
+      contentEncryptionAlgorithms: [SHARE_ENC],
+    });
+    if (protectedHeader.cty !== cty) throw failed();
     return new TextDecoder('utf-8', { fatal: true }).decode(plaintext);
   } catch {
     throw failed();

@@ -35,6 +35,11 @@ export interface RecoveryKeyAnswer {
   readonly recoveryKey: { readonly kty: 'EC'; readonly crv: 'P-256'; readonly alg: 'ECDH-ES+A256KW'; readonly x: string; readonly y: string };
   readonly tee: string;
   readonly evidence: unknown;
+  /**
+   * With pinned custodians: each pinned custodian's recovery challenge, a compact JWE to its key, by
+   * its key's RFC 7638 thumbprint; a share recovers the service only sealed with it (docs/custodians.md).
+   */
+  readonly challenges?: Readonly<Record<string, string>>;
 }
 
 /** The KBS resource holding the raw 32-byte root key (`<repository>/<type>/<tag>`). */

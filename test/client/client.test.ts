@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { KmsClient, type Share } from '../../client/index.js';
 import { freePort, httpCall, startFunctionsFramework, startLeanHost, startServer, type ServerProcess } from '../support/processes.js';
-import { exportJWK, generateKeyPair } from 'jose';
+import { calculateJwkThumbprint, compactDecrypt, exportJWK, generateKeyPair } from 'jose';
 import { leaked, recordingProxy, routingProxy, tamperingProxy, type Exchange, type RecordingProxy } from '../support/recording-proxy.js';
 import { failure } from '../support/kms-error.js';
 
@@ -380,5 +380,79 @@ describe('single functions under functions-framework, the client behind a routin
     sealed.close();
     expect(proxy.capture().toString('latin1')).toContain('GET /dataKey/dk?primaryKeyName=pk');
     expect(leaked(proxy.capture(), [Buffer.from(key, 'base64'), credentials.token])).toEqual([]);
+  });
+});
+
+describe("npm start with pinned custodians: a recovery through the function carries each custodian's challenge", () => {
+  // KMS_SEALER_CUSTODIANS pins three custodians, two of whom recover. The custodians' keys and the
+  // shares they open are the test's own (jose); the client seals each share with its custodian's
+  // challenge, which the recording proxy (the ingress) never sees in the clear.
+  let dataDir: string;
+  let kms: ServerProcess;
+  let proxy: RecordingProxy;
+  let start: () => Promise<ServerProcess>;
+
+  afterAll(async () => {
+    await proxy?.close();
+    await kms?.stop();
+    if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('refuses a share without the challenge, and recovers with the challenges of two pinned custodians', async () => {
+    const custodians = await Promise.all(
+      Array.from({ length: 3 }, async () => {
+        const { publicKey, privateKey } = await generateKeyPair('ECDH-ES+A256KW', { crv: 'P-256', extractable: true });
+        const jwk = await exportJWK(publicKey);
+        return { jwk, privateJwk: await exportJWK(privateKey), privateKey, thumbprint: await calculateJwkThumbprint(jwk) };
+      }),
+    );
+    dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-pinned-'));
+    const port = await freePort();
+    const env = {
+      PORT: String(port),
+      KMS_DATA_DIR: dataDir,
+      KMS_TLS: 'off',
+      KMS_ADMIN_TOKEN: ADMIN_TOKEN,
+      KMS_SHARES: '3',
+      KMS_THRESHOLD: '2',
+      KMS_SEALER_CUSTODIANS: custodians.map((each) => each.thumbprint).join(','),
+      KMS_SEALER_CUSTODIANS_THRESHOLD: '2',
+    };
+    start = () => startServer({ command: 'npm', args: ['start', '--silent'], env, url: `http://127.0.0.1:${port}` });
+    kms = await start();
+    proxy = await recordingProxy(port);
+    const plain = new KmsClient({ url: kms.url });
+    const rotation = await plain.rotate({ custodians: custodians.map((each) => each.jwk) });
+    expect(rotation).toMatchObject({ state: 'current', sharesEncrypted: true });
+    const shares = await Promise.all(
+      rotation.shares.map(async (share, i) => ({
+        index: share.index,
+        content: Buffer.from((await compactDecrypt(share.content, custodians[i]!.privateKey)).plaintext).toString('utf8'),
+      })),
+    );
+    plain.close();
+
+    await kms.stop();
+    kms = await start();
+    const operator = new KmsClient({ url: proxy.url, attest: DEVELOPMENT, retries: 0 });
+    const mark = proxy.capture().length;
+    const refused = await failure(operator.recover(shares[0]!));
+    expect(refused).toMatchObject({ status: 400 });
+    expect(refused.message).toContain('pins its custodians');
+    // A key that is no P-256 private key is refused before anything is sent.
+    expect(await failure(operator.recover(shares[0]!, { custodianKey: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd' } }))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
+    expect(await operator.recover(shares[0]!, { custodianKey: custodians[0]!.privateJwk })).toMatchObject({ sealed: true, progress: 1 });
+    // The same custodian again, with another share: each custodian counts once.
+    expect(await failure(operator.recover(shares[2]!, { custodianKey: custodians[0]!.privateJwk }))).toMatchObject({ status: 400 });
+    expect(await operator.recover(shares[2]!, { custodianKey: custodians[2]!.privateJwk })).toMatchObject({ sealed: false, rootKeyId: rotation.rootKeyId });
+    expect(
+      leaked(
+        proxy.capture().subarray(mark),
+        shares.map((share) => share.content),
+      ),
+    ).toEqual([]);
+    operator.close();
   });
 });

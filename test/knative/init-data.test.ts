@@ -331,13 +331,15 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
     // Once listed it must also be set: absent, the sealer would run unpinned under the same MRCONFIGID.
     expect(body).toContain('\tenv_present(custodians_env)');
     expect(sealer).toContain('env_present(listed) if {\n\tevery entry in listed {\n\t\tentry in input.OCI.Process.Env\n\t}\n}');
-    // The prefix is the sealer's custodians option and covers its threshold (neither a secret one: no
-    // _FILE), and closes no other.
+    // The prefix is the sealer's custodians option and covers its threshold and the previous
+    // custodians of a change with theirs (none a secret one: no _FILE), and closes no other.
     const prefix = /\tenv_closed\("(KMS_SEALER_CUSTODIANS)", custodians_env\)/.exec(body)![1]!;
     expect(sealerOptions.custodians.env).toBe(prefix);
     expect(Object.values(sealerOptions).filter((o) => o.env.startsWith(prefix) || `${o.env}_FILE`.startsWith(prefix))).toEqual([
       sealerOptions.custodians,
       sealerOptions.custodiansThreshold,
+      sealerOptions.custodiansPrevious,
+      sealerOptions.custodiansPreviousThreshold,
     ]);
   });
 

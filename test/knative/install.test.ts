@@ -21,7 +21,10 @@ import { writeTlsFiles } from '../support/tls-files.js';
 import { FAKE_BIN, INSTALL, runInstall } from './install-run.js';
 import {
   agentPolicyOf,
+  containerRuleOf,
+  CUSTODIAN_KEYS,
   CUSTODIANS_PIN,
+  CUSTODIANS_PINS,
   THRESHOLD_PIN,
   custodianKeysFile,
   deniedEntries,
@@ -491,6 +494,138 @@ describe('install.sh against a recording kubectl', () => {
         expect(dev.status).not.toBe(0);
         expect(dev.stderr).toMatch(/--custodian-keys is for --tee tdx/);
       });
+    });
+
+    describe("--previous-custodian-keys: a change of custodians pins the previous ones beside the new, in the sealer's init-data", async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'tee-kms-previous-custodians-'));
+      temps.push(dir);
+      // The custodians being replaced: their own keys, in their share order (the new ones are CUSTODIAN_KEYS, in TDX).
+      const previous = await Promise.all(
+        [0, 1, 2, 3].map(async () => ({
+          ...(await exportJWK((await generateKeyPair('ECDH-ES', { crv: 'P-256', extractable: true })).publicKey)),
+          alg: 'ECDH-ES',
+          use: 'enc',
+        })),
+      );
+      const file = (name: string, value: unknown) => {
+        const path = join(dir, `${name}.json`);
+        writeFileSync(path, typeof value === 'string' ? value : JSON.stringify(value, null, 2));
+        return path;
+      };
+      const previousFile = file('previous', previous);
+      const thumbprints = await Promise.all(previous.map((jwk) => calculateJwkThumbprint(jwk, 'sha256')));
+      const pins = [...CUSTODIANS_PINS, `KMS_SEALER_CUSTODIANS_PREVIOUS=${thumbprints.join(',')}`, 'KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD=2'];
+      const pinnedOnly = deployedInitData(SEALER_POD);
+      const expected = deployedInitData(SEALER_POD, DIGEST_IMAGE, QUEUE_PROXY_IMAGE, 'shares', undefined, undefined, pins);
+      const { policy, sealerPolicy, admin } = tdxFiles();
+      const policies = ['--tdx-policy', policy, '--sealer-tdx-policy', sealerPolicy, '--admin-policy', admin];
+      const withPolicies = [...TDX, ...policies];
+      const flags = ['--previous-custodian-keys', previousFile, '--previous-threshold', '2'];
+      // The policies name the sealer of the new custodians alone: refused, as for any other change of its init-data.
+      const stale = install([...withPolicies, ...flags]);
+      writeFileSync(sealerPolicy, readFileSync(sealerPolicy, 'utf8').split(mrConfigIdOf(pinnedOnly)).join(mrConfigIdOf(expected)));
+      const work = join(dir, 'k');
+      const run = install([...withPolicies, ...flags, '--no-wait', '--work-dir', work]);
+
+      it("lists the new pin, then the previous custodians' thumbprints and threshold, in custodians_env: a new MRCONFIGID", () => {
+        expect(run.status, run.stderr).toBe(0);
+        expect(thumbprints.every((t) => /^[A-Za-z0-9_-]{43}$/.test(t))).toBe(true);
+        const document = readFileSync(join(work, 'init-data', `${SEALER_POD}.toml`), 'utf8');
+        expect(regoArray(document, 'custodians_env')).toEqual(pins);
+        expect(document).toBe(expected);
+        expect(run.stderr).toContain(`MRCONFIGID ${SEALER_POD}: ${mrConfigIdOf(expected)}`);
+        expect(mrConfigIdOf(expected)).not.toBe(mrConfigIdOf(pinnedOnly));
+        expect(stale.status).not.toBe(0);
+        expect(stale.stderr).toMatch(/--sealer-tdx-policy \S+: mrConfigId [0-9a-f]{96} is not the init-data digest of any pod this install runs there/);
+        expect(stale.calls.filter(isWrite)).toEqual([]);
+      });
+
+      it("sets the four on the sealer exactly as listed; the rotation's t and n stay the new custodians'", () => {
+        const kustomization = appliedKustomization(run);
+        const env = sealerPatchEnv(kustomization);
+        expect(env.filter((e) => e.name.startsWith('KMS_SEALER_CUSTODIANS')).map((e) => `${e.name}=${e.value}`)).toEqual(pins);
+        const config = kustomization.patches.find((p) => p.patch.includes('name: tee-kms-config'))!;
+        const data = (parseAllDocuments(config.patch)[0]!.toJS() as { data: Record<string, string> }).data;
+        expect([data.KMS_SHARES, data.KMS_THRESHOLD]).toEqual([String(CUSTODIAN_KEYS.length), '3']);
+      });
+
+      it("the sealer's agent policy admits these values only, and each is required: none can be left out or changed", () => {
+        const document = readFileSync(join(work, 'init-data', `${SEALER_POD}.toml`), 'utf8');
+        // The rule's env_closed and env_present, as init-data.test.ts pins their helpers: under its prefix, only listed entries; every listed one set.
+        const rule = containerRuleOf(document, 'sealer');
+        const prefix = /\tenv_closed\("([A-Z_]+)", custodians_env\)/.exec(rule)![1]!;
+        expect(rule).toContain('\tenv_present(custodians_env)');
+        const listed = regoArray(document, 'custodians_env');
+        expect(listed.every((entry) => entry.startsWith(prefix))).toBe(true);
+        const admits = (env: string[]) => env.every((e) => !e.startsWith(prefix) || listed.includes(e)) && listed.every((e) => env.includes(e));
+        expect(admits(pins)).toBe(true);
+        for (const left of pins) expect(admits(pins.filter((e) => e !== left)), left).toBe(false);
+        expect(admits([...pins, 'KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD=3'])).toBe(false);
+      });
+
+      const two = file('two', previous.slice(0, 2));
+      const refusals: [string, string[], RegExp][] = [
+        [
+          'without --custodian-keys',
+          [...TDX.slice(0, TDX.indexOf('--custodian-keys')), ...policies, ...flags],
+          /--previous-custodian-keys names the custodians that the ones of --custodian-keys replace, and goes with it/,
+        ],
+        ['under --tee dev', ['--tee', 'dev', '--previous-custodian-keys', previousFile], /--previous-custodian-keys is for --tee tdx/],
+        [
+          '--previous-threshold without --previous-custodian-keys',
+          [...withPolicies, '--previous-threshold', '2'],
+          /--previous-threshold pins the threshold of the custodians that --previous-custodian-keys pins, and goes with it/,
+        ],
+        [
+          'a missing file',
+          [...withPolicies, '--previous-custodian-keys', join(dir, 'missing.json')],
+          /--previous-custodian-keys \S+missing\.json: no such readable file/,
+        ],
+        [
+          'a file that is not JSON',
+          [...withPolicies, '--previous-custodian-keys', file('not-json', '[')],
+          /--previous-custodian-keys \S+not-json\.json: not JSON/,
+        ],
+        [
+          'a file naming a key twice',
+          [...withPolicies, '--previous-custodian-keys', file('twice', [previous[0], previous[1], previous[0]])],
+          /--previous-custodian-keys \S+twice\.json: \[2\] is the same key as \[0\]/,
+        ],
+        [
+          'a file that is not P-256 public keys',
+          [...withPolicies, '--previous-custodian-keys', file('rsa', [previous[0], { kty: 'RSA', n: 'AQAB', e: 'AQAB' }])],
+          /--previous-custodian-keys \S+rsa\.json: \[1\] is not an EC P-256 key/,
+        ],
+        [
+          'the new custodians again (no change of custodians)',
+          [...withPolicies, '--previous-custodian-keys', file('same', CUSTODIAN_KEYS)],
+          /--previous-custodian-keys \S+same\.json: the same custodians, in the same order and with the same threshold, as --custodian-keys: that is no change of custodians/,
+        ],
+        [
+          'a threshold below 2',
+          [...withPolicies, '--previous-custodian-keys', previousFile, '--previous-threshold', '1'],
+          /--previous-custodian-keys \S+: --previous-threshold must be a whole number from 2 to the 4 keys, got "1"/,
+        ],
+        [
+          'a threshold above their number',
+          [...withPolicies, '--previous-custodian-keys', previousFile, '--previous-threshold', '5'],
+          /--previous-threshold must be a whole number from 2 to the 4 keys, got "5"/,
+        ],
+        [
+          'the default threshold (3) with two of them',
+          [...withPolicies, '--previous-custodian-keys', two],
+          /--previous-threshold must be a whole number from 2 to the 2 keys, got 3 \(the default\)/,
+        ],
+      ];
+      for (const [name, args, message] of refusals) {
+        it(`refuses ${name}: stops before asking the cluster anything`, () => {
+          const refused = install(args);
+          expect(refused.status, refused.stderr).not.toBe(0);
+          expect(refused.stderr).toMatch(message);
+          expect(refused.calls).toEqual([]);
+          expect(existsSync(join(refused.secrets, 'admin-token')), 'no secret generated').toBe(false);
+        });
+      }
     });
 
     describe("mode 1 (a root key Secret): the mode is part of the sealer's init-data, so of its MRCONFIGID", () => {

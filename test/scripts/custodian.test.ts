@@ -4,12 +4,13 @@
  * sources it depends on (the global test setup normally builds dist/ already).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CompactEncrypt, compactDecrypt } from 'jose';
 import { decodeProtectedHeader } from 'jose/decode/protected_header';
 import { calculateJwkThumbprint } from 'jose/jwk/thumbprint';
 import { split } from 'shamir-secret-sharing';
@@ -436,5 +437,64 @@ describe('custodian seal-share with TDX evidence', async () => {
     const badPolicy = run('seal-share', ...args, `--nonce=${nonce}`, ...tdx(await file({ ...policy, mrtd: [] })));
     expect(badPolicy.status).toBe(2);
     expect(badPolicy.stderr).toMatch(/^custodian: --tdx-policy .*: TDX policy: unknown field mrtd\n$/);
+  });
+});
+
+describe('custodian seal-share --key: the recovery challenge of a sealing service with pinned custodians', async () => {
+  // The recovery file is made here as a sealing service makes it: each challenge a JWE to its
+  // custodian's key (cty tee-kms-recovery-challenge), by that key's thumbprint.
+  const recovery = recoveryKeyPair();
+  const nonce = newNonce();
+  const evidence = await new SampleAttester().getEvidence(kbsReportData(nonce, recovery.jwk));
+  const dir = join(tmp, 'grace');
+  expect(run('keygen', dir).status).toBe(0);
+  const keyFile = join(dir, 'custodian-key.json');
+  const grace = parseCustodianKeys([JSON.parse(await readFile(join(dir, 'custodian-key.pub.json'), 'utf8'))], 1)[0]!;
+  const challenge = randomBytes(32).toString('base64url');
+  const challengeJwe = await new CompactEncrypt(new TextEncoder().encode(challenge))
+    .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', kid: grace.thumbprint, cty: 'tee-kms-recovery-challenge' })
+    .encrypt(createPublicKey({ key: { kty: 'EC', crv: 'P-256', x: grace.x, y: grace.y }, format: 'jwk' }));
+  const withChallenges = (challenges: Record<string, string>) => file({ recoveryKey: recovery.jwk, tee: 'sample', evidence, challenges });
+  const sealShareOf = (recoveryFile: string, share: { index: number; content: string }, ...rest: string[]) =>
+    runWithInput(JSON.stringify(share), 'seal-share', recoveryFile, String(share.index), '-', `--nonce=${nonce}`, '--allow-sample', ...rest);
+
+  it("seals the share with the custodian's own challenge, opened with its key", async () => {
+    const [share] = await shares();
+    const { status, json, stderr } = sealShareOf(await withChallenges({ [grace.thumbprint]: challengeJwe }), share!, '--key', keyFile);
+    expect(status).toBe(0);
+    expect(stderr).toMatch(/share \d+ is sealed to it with your recovery challenge\n$/);
+    expect(stderr).not.toContain(challenge);
+    const { plaintext } = await compactDecrypt(json!['content'] as string, recovery.privateKey);
+    expect(JSON.parse(Buffer.from(plaintext).toString('utf8'))).toEqual({ share: share!.content, challenge });
+  });
+
+  it('without --key is a usage error; a key with no challenge, or a share passed off as a challenge, is refused; nothing is printed', async () => {
+    const [share] = await shares();
+    const missing = sealShareOf(await withChallenges({ [grace.thumbprint]: challengeJwe }), share!);
+    expect({ status: missing.status, stdout: missing.stdout }).toEqual({ status: 2, stdout: '' });
+    expect(missing.stderr).toMatch(/^custodian: the sealing service pins its custodians .*: give your custodian private key with --key <file>/);
+
+    const other = sealShareOf(await withChallenges({ [randomBytes(32).toString('base64url')]: challengeJwe }), share!, '--key', keyFile);
+    expect({ status: other.status, stdout: other.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(other.stderr).toContain(`holds no recovery challenge for the key in ${keyFile} (kid ${grace.thumbprint})`);
+
+    // The custodian's own share, encrypted to its key, given as its "challenge": never opened as one.
+    const shareJwe = await sealShare(share!.content, grace);
+    const swapped = sealShareOf(await withChallenges({ [grace.thumbprint]: shareJwe }), share!, '--key', keyFile);
+    expect({ status: swapped.status, stdout: swapped.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(swapped.stderr).toMatch(/refused: the recovery challenge for kid .*: the recovery challenge could not be decrypted with this key/);
+    expect(swapped.stderr).not.toContain(share!.content);
+    // And a challenge is never opened as a share by decrypt.
+    const decrypted = run('decrypt', keyFile, challengeJwe);
+    expect({ status: decrypted.status, stdout: decrypted.stdout }).toEqual({ status: 1, stdout: '' });
+  });
+
+  it('with a recovery file that holds no challenges, says that --key is not used and seals the share alone', async () => {
+    const [share] = await shares();
+    const plainFile = await file({ recoveryKey: recovery.jwk, tee: 'sample', evidence });
+    const { status, json, stderr } = sealShareOf(plainFile, share!, '--key', keyFile);
+    expect(status).toBe(0);
+    expect(stderr).toContain('holds no recovery challenges (no custodians are pinned there): --key is not used');
+    expect(await openShare(json!['content'] as string, recovery.privateKey)).toBe(share!.content);
   });
 });

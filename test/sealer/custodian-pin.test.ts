@@ -12,14 +12,18 @@
  * other keys later either, nor can whoever sets the rotating function's KMS_THRESHOLD lower the
  * threshold. The pinned keys work, and their shares open only with them.
  */
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { compactDecrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rootKeyId } from '../../shared/crypto/root-key-id.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { storeRootKeyLink } from '../../shared/root-key/links.js';
 import { FsObjectStore } from '../../shared/store/fs-store.js';
-import { attestedAdmin, custodians, isJwe, openShares, rebuild, type Custodian } from '../support/custodians.js';
+import { attestedAdmin, custodians, isJwe, openShares, rebuild, recoveryKeyAnswer, sealForRecovery, type Custodian } from '../support/custodians.js';
 import { adminRoutes, ProtocolClient, rootKeyIdOf, type Answer } from '../support/protocol-client.js';
-import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { allLogs, makeShares, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 
 const { rotate } = adminRoutes;
 const secrets = new SecretRegistry();
@@ -33,6 +37,17 @@ async function sealStatusOf(client: ProtocolClient): Promise<Record<string, unkn
 }
 
 const sealStatus = () => sealStatusOf(admin);
+
+/** Share i sealed by custodian i with its recovery challenge, each submitted and accepted. */
+async function recoverWith(client: ProtocolClient, shares: readonly Share[], by: readonly Custodian[]): Promise<Answer> {
+  const answer = await recoveryKeyAnswer(client);
+  let last: Answer | undefined;
+  for (const [i, share] of shares.entries()) {
+    last = await client.admin(adminRoutes.recoveryShares.method, adminRoutes.recoveryShares.path, { body: await sealForRecovery(answer, share, by[i]) });
+    expect(last.status, last.text).toBe(200);
+  }
+  return last!;
+}
 
 function refused(answer: Answer, detail: string): void {
   expect(answer.status, answer.text).toBe(400);
@@ -149,12 +164,28 @@ describe('KMS_SEALER_CUSTODIANS', () => {
       );
     }
     const two = `${pinned[0]!.thumbprint},${pinned[1]!.thumbprint}`;
+    const other = `${relay[0]!.thumbprint},${relay[1]!.thumbprint}`;
+    const pin2 = { KMS_SEALER_CUSTODIANS: two, KMS_SEALER_CUSTODIANS_THRESHOLD: '2' };
     for (const [env, message] of [
       [{ KMS_SEALER_CUSTODIANS: two }, 'KMS_SEALER_CUSTODIANS needs KMS_SEALER_CUSTODIANS_THRESHOLD'],
       [{ KMS_SEALER_CUSTODIANS_THRESHOLD: '2' }, 'KMS_SEALER_CUSTODIANS_THRESHOLD is set without KMS_SEALER_CUSTODIANS'],
       [{ KMS_SEALER_CUSTODIANS: two, KMS_SEALER_CUSTODIANS_THRESHOLD: '3' }, 'KMS_SEALER_CUSTODIANS_THRESHOLD (3) exceeds the 2 custodians'],
       [{ KMS_SEALER_CUSTODIANS: two, KMS_SEALER_CUSTODIANS_THRESHOLD: '1' }, 'KMS_SEALER_CUSTODIANS_THRESHOLD'],
       [{ KMS_SEALER_CUSTODIANS: two, KMS_SEALER_CUSTODIANS_THRESHOLD: 'two' }, 'KMS_SEALER_CUSTODIANS_THRESHOLD'],
+      [
+        { KMS_SEALER_CUSTODIANS_PREVIOUS: two, KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD: '2' },
+        'KMS_SEALER_CUSTODIANS_PREVIOUS names the custodians a change replaces',
+      ],
+      [{ ...pin2, KMS_SEALER_CUSTODIANS_PREVIOUS: other }, 'KMS_SEALER_CUSTODIANS_PREVIOUS needs KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD'],
+      [{ ...pin2, KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD: '2' }, 'KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD is set without KMS_SEALER_CUSTODIANS_PREVIOUS'],
+      [
+        { ...pin2, KMS_SEALER_CUSTODIANS_PREVIOUS: other, KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD: '3' },
+        'KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD (3) exceeds the 2',
+      ],
+      [
+        { ...pin2, KMS_SEALER_CUSTODIANS_PREVIOUS: two, KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD: '2' },
+        'KMS_SEALER_CUSTODIANS_PREVIOUS and its threshold are the pinned custodians and threshold: that is no change',
+      ],
     ] as const) {
       await expect(startSealerProcess({ env })).rejects.toThrow(`cannot start: CONFIG: ${message}`);
     }
@@ -211,10 +242,8 @@ describe('KMS_SEALER_CUSTODIANS_THRESHOLD raised while a promotion was under way
     Object.assign(sealer2.env, env('3'));
     await sealer2.restart();
     client = await attestedAdmin(sealer2, secrets);
-    for (const share of pendingShares.slice(0, 2)) {
-      const answer = await client.admin(adminRoutes.recoveryShares.method, adminRoutes.recoveryShares.path, { body: share });
-      expect(answer.status, answer.text).toBe(200);
-    }
+    // Its shares were made 2 of 3, but a recovery now takes the challenges of 3 pinned custodians.
+    await recoverWith(client, pendingShares, pinned);
     expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: pendingId, pendingRootKeyId: null, t: 2, n: 3 });
     await sealer2.settle();
     expect(sealer2.messages().some((m) => m.includes(`the current root key ${pendingId} was made with t=2, n=3`))).toBe(true);
@@ -259,11 +288,8 @@ describe('KMS_SEALER_CUSTODIANS_THRESHOLD raised with a rotation pending', () =>
     const messages = old.messages();
     expect(messages.some((m) => m.includes(`the current root key ${currentId} was made with t=2, n=3`))).toBe(true);
     expect(messages.some((m) => m.includes(`the pending root key ${pendingId} was made with t=2, n=3`))).toBe(true);
-    // The current key's shares unseal it as before (2 were made enough for it).
-    for (const share of currentShares.slice(0, 2)) {
-      const answer = await client.admin(adminRoutes.recoveryShares.method, adminRoutes.recoveryShares.path, { body: share });
-      expect(answer.status, answer.text).toBe(200);
-    }
+    // The current key's shares unseal it, each with its custodian's challenge: 3 now, as pinned, though 2 were made enough for it.
+    await recoverWith(client, currentShares, pinned);
     expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: currentId, pendingRootKeyId: pendingId });
     // 2 of the pending key's shares: it is not made current, and nothing changes.
     const refused = await client.admin(verify.method, verify.path, { body: { shares: pendingShares.slice(0, 2) } });
@@ -278,5 +304,158 @@ describe('KMS_SEALER_CUSTODIANS_THRESHOLD raised with a rotation pending', () =>
     const promoted = await client.admin(verify.method, verify.path, { body: { shares: newShares } });
     expect(promoted.status, promoted.text).toBe(200);
     expect(await sealStatusOf(client)).toMatchObject({ rootKeyId: pinnedRotation.json<{ rootKeyId: string }>().rootKeyId, pendingRootKeyId: null, t: 3, n: 3 });
+  });
+});
+
+describe("recovery challenges: the cluster administrator's own root key through emptied storage", () => {
+  // docs/root-key.md ("Whoever can write storage"): storage that holds no key record is a fresh
+  // start, so whoever writes it and restarts the sealing service can write a state record naming a
+  // root key of their own (authentic under it) and naming the pinned custodians' public keys. With
+  // pinned custodians, a share counts only with the recovery challenge given to a pinned
+  // custodian, encrypted to that custodian's key, so shares of their own key recover nothing.
+  // Plaintext shares are allowed on this sealer, so that nothing but the challenges stands in the way.
+  let target: SealerProcess;
+  let client: ProtocolClient;
+  let realId: string;
+  let real: Share[];
+  const statePath = () => join(target.dataDir, 'objects', 'sealer', 'state.json');
+  const submit = (share: Share) => client.admin(adminRoutes.recoveryShares.method, adminRoutes.recoveryShares.path, { body: share });
+  const bad = (answer: Answer, detail: string) => {
+    expect(answer.status, answer.text).toBe(400);
+    expect(answer.json<{ detail: string }>().detail).toContain(detail);
+  };
+
+  afterAll(async () => {
+    await target?.cleanup();
+  });
+
+  it("refuses shares without a pinned custodian's challenge, counts each custodian once, and recovers with the real custodians", async () => {
+    target = await startSealerProcess({
+      env: {
+        KMS_SEALER_PLAINTEXT_SHARES: 'allow',
+        KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(','),
+        KMS_SEALER_CUSTODIANS_THRESHOLD: '2',
+      },
+    });
+    client = await attestedAdmin(target, secrets);
+    const first = await client.admin(rotate.method, rotate.path, {
+      body: { t: 2, n: 3, expectedCurrentId: null, expectedPendingId: null, custodians: pinned.map((each) => each.jwk) },
+    });
+    expect(first.status, first.text).toBe(200);
+    realId = first.json<{ rootKeyId: string }>().rootKeyId;
+    for (const share of first.json<{ shares: Share[] }>().shares) secrets.addText(share.content);
+    real = await openShares(
+      first.json<{ shares: Share[] }>().shares,
+      pinned.map((each) => each.privateKey),
+      secrets,
+    );
+    const realRecord = await readFile(statePath(), 'utf8');
+
+    // The administrator's key, its shares, and a record naming it and the pinned keys, authentic under it.
+    const attackerKey = randomBytes(32);
+    secrets.add(attackerKey);
+    const attackerShares = await makeShares(attackerKey, 3, 2);
+    attackerShares.forEach((share) => secrets.addShare(share));
+    const { sealState } = await import('../../sealer/state-record.js');
+    const { parseCustodianKeys } = await import('../../shared/custody/share-jwe.js');
+    const forged = sealState(
+      { generation: 1, current: { id: rootKeyId(attackerKey), t: 2, n: 3, custodians: parseCustodianKeys(pinned.map((each) => each.jwk)) }, pending: null },
+      attackerKey,
+    );
+    await target.stop('SIGKILL');
+    await writeFile(statePath(), JSON.stringify({ ...JSON.parse(realRecord), ...forged }));
+    await target.restart();
+    client = await attestedAdmin(target, secrets);
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: true, rootKeyId: rootKeyId(attackerKey) });
+
+    const answer = await recoveryKeyAnswer(client);
+    // Challenges go to the pinned keys only, encrypted: nobody but each custodian reads one.
+    expect(Object.keys(answer.challenges ?? {}).sort()).toEqual(pinned.map((each) => each.thumbprint).sort());
+    for (const jwe of Object.values(answer.challenges!)) expect(isJwe(jwe)).toBe(true);
+    // A challenge is as good as a custodian's consent: none may reach a log.
+    for (const each of pinned)
+      secrets.addText(Buffer.from((await compactDecrypt(answer.challenges![each.thumbprint]!, each.privateKey)).plaintext).toString('utf8'));
+
+    // Plaintext, sealed without a challenge, with one made up: none counts.
+    bad(await submit(attackerShares[0]!), 'pins its custodians');
+    bad(await submit(await sealForRecovery(answer, attackerShares[0]!)), 'pins its custodians');
+    bad(
+      await submit(await sealForRecovery(answer, attackerShares[0]!, undefined, { challenge: randomBytes(32).toString('base64url') })),
+      'answers no recovery challenge',
+    );
+    // One custodian colludes, and hands over its challenge: it counts once, and one is below the pinned threshold.
+    const colluding = pinned[0]!;
+    expect((await submit(await sealForRecovery(answer, attackerShares[0]!, colluding))).status).toBe(200);
+    bad(await submit(await sealForRecovery(answer, attackerShares[1]!, colluding)), 'already submitted a share');
+    bad(await submit(await sealForRecovery(answer, attackerShares[1]!)), 'pins its custodians');
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: true, progress: 1 });
+    // A challenge from before a restart is not one any more.
+    await client.admin(adminRoutes.recoveryReset.method, adminRoutes.recoveryReset.path);
+    await target.restart();
+    client = await attestedAdmin(target, secrets);
+    const fresh = await recoveryKeyAnswer(client);
+    const stale = await sealForRecovery(answer, attackerShares[0]!, pinned[1]);
+    const { plaintext } = await compactDecrypt(answer.challenges![pinned[1]!.thumbprint]!, pinned[1]!.privateKey);
+    const staleChallenge = Buffer.from(plaintext).toString('utf8');
+    bad(await submit(await sealForRecovery(fresh, attackerShares[0]!, undefined, { challenge: staleChallenge })), 'answers no recovery challenge');
+    bad(await submit(stale), 'could not be decrypted');
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: true, progress: 0 });
+
+    // The real record back: two real custodians, each with its own challenge, recover the real key.
+    await target.stop('SIGKILL');
+    await writeFile(statePath(), realRecord);
+    await target.restart();
+    client = await attestedAdmin(target, secrets);
+    await recoverWith(client, real.slice(1), pinned.slice(1));
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: realId });
+  });
+
+  it("takes the previous custodians' shares during a change of custodians only where KMS_SEALER_CUSTODIANS_PREVIOUS names them", async () => {
+    const next = await custodians(3);
+    const nextPin = { KMS_SEALER_CUSTODIANS: next.map((each) => each.thumbprint).join(','), KMS_SEALER_CUSTODIANS_THRESHOLD: '2' };
+    // Installed again with the new custodians pinned: the current key's shares are still the previous custodians'.
+    Object.assign(target.env, nextPin);
+    await target.restart();
+    client = await attestedAdmin(target, secrets);
+    const unpinned = await recoveryKeyAnswer(client);
+    expect(unpinned.challenges).toEqual({});
+    bad(await submit(await sealForRecovery(unpinned, real[0]!)), 'pins its custodians');
+
+    Object.assign(target.env, {
+      KMS_SEALER_CUSTODIANS_PREVIOUS: pinned.map((each) => each.thumbprint).join(','),
+      KMS_SEALER_CUSTODIANS_PREVIOUS_THRESHOLD: '2',
+    });
+    await target.restart();
+    client = await attestedAdmin(target, secrets);
+    await recoverWith(client, real.slice(0, 2), pinned.slice(0, 2));
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: realId });
+
+    // The change of custodians itself: the new keys, with the current shares, then their own shares verified.
+    const shares = await Promise.all(real.slice(0, 2).map(async (share) => sealForRecovery(await recoveryKeyAnswer(client), share)));
+    const changed = await client.admin(rotate.method, rotate.path, {
+      body: { t: 2, n: 3, expectedCurrentId: realId, expectedPendingId: null, custodians: next.map((each) => each.jwk), currentShares: shares },
+    });
+    expect(changed.status, changed.text).toBe(200);
+    for (const share of changed.json<{ shares: Share[] }>().shares) secrets.addText(share.content);
+    const nextShares = await openShares(
+      changed.json<{ shares: Share[] }>().shares,
+      next.map((each) => each.privateKey),
+      secrets,
+    );
+    const verified = await client.admin(adminRoutes.verify.method, adminRoutes.verify.path, { body: { shares: nextShares.slice(0, 2) } });
+    expect(verified.status, verified.text).toBe(200);
+
+    // From here the new custodians recover it, and the previous ones' retired shares do not.
+    await target.restart();
+    client = await attestedAdmin(target, secrets);
+    const answer = await recoveryKeyAnswer(client);
+    expect(Object.keys(answer.challenges ?? {}).sort()).toEqual(next.map((each) => each.thumbprint).sort());
+    await recoverWith(client, nextShares.slice(1), next.slice(1));
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: changed.json<{ rootKeyId: string }>().rootKeyId });
+  });
+
+  it('logs no challenge, share, token or key', async () => {
+    await target.settle();
+    for (const logs of allLogs) expect(secrets.leaksIn(logs())).toEqual([]);
   });
 });

@@ -1,11 +1,11 @@
 // Custodians as the tests play them: P-256 key pairs made with node:crypto, thumbprints computed
 // with jose (not the project's code), and shares opened with the private keys as a custodian would.
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { calculateJwkThumbprint, compactDecrypt } from 'jose';
+import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { calculateJwkThumbprint, CompactEncrypt, compactDecrypt, importJWK } from 'jose';
 import { combine } from 'shamir-secret-sharing';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { TEST_ADMIN_IDENTITY } from './processes.js';
-import { ProtocolClient } from './protocol-client.js';
+import { adminRoutes, ProtocolClient } from './protocol-client.js';
 import type { SealerProcess, SecretRegistry } from './sealer.js';
 
 export interface Custodian {
@@ -57,4 +57,39 @@ export async function attestedAdmin(sealer: Pick<SealerProcess, 'url' | 'caPem'>
   secrets.addText(await admin.attest());
   secrets.add(admin.privateScalar);
   return admin;
+}
+
+/** GET of the sealing service's recovery key (its `challenges` included), through `client`, attested for "recover". */
+export async function recoveryKeyAnswer(client: ProtocolClient): Promise<{ recoveryKey: Record<string, string>; challenges?: Record<string, string> }> {
+  const { method, path } = adminRoutes.recoveryKey;
+  const answer = await client.admin(method, `${path}?nonce=${randomBytes(32).toString('base64url')}`);
+  if (answer.status !== 200) throw new Error(`recovery key: ${answer.status} ${answer.text}`);
+  return answer.json();
+}
+
+/**
+ * A share as a custodian seals it for a recovery, with jose rather than the project's code: the
+ * custodian's challenge (if `by` is given) opened with its private key, then `{"share",
+ * "challenge"}` (or the share's base64 alone) encrypted to the recovery key. `challenge` overrides
+ * what is sealed as the challenge, as an adversary would. The evidence is not checked here.
+ */
+export async function sealForRecovery(
+  answer: { recoveryKey: Record<string, string>; challenges?: Record<string, string> },
+  share: Share,
+  by?: Custodian,
+  options: { challenge?: string } = {},
+): Promise<Share> {
+  let challenge = options.challenge;
+  if (challenge === undefined && by !== undefined) {
+    const jwe = answer.challenges?.[by.thumbprint];
+    if (jwe === undefined) throw new Error(`no challenge for ${by.thumbprint}`);
+    const { plaintext, protectedHeader } = await compactDecrypt(jwe, by.privateKey);
+    if (protectedHeader.cty !== 'tee-kms-recovery-challenge') throw new Error('not a recovery challenge');
+    challenge = Buffer.from(plaintext).toString('utf8');
+  }
+  const text = challenge === undefined ? share.content : JSON.stringify({ share: share.content, challenge });
+  const { kty, crv, x, y } = answer.recoveryKey;
+  const key = await importJWK({ kty, crv, x, y }, 'ECDH-ES+A256KW');
+  const content = await new CompactEncrypt(new TextEncoder().encode(text)).setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM' }).encrypt(key);
+  return { index: share.index, content };
 }
