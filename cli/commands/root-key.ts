@@ -113,6 +113,10 @@ export function addRootKeyCommands(program: Command): void {
       if (options.custodianKey !== undefined && globals(command).attest === undefined) {
         throw new UsageError('--custodian-key needs --attest: the recovery challenge goes only sealed to an attested recovery key');
       }
+      // One key answers one custodian's challenge, and each custodian counts once.
+      if (options.custodianKey !== undefined && options.interactive === true) {
+        throw new UsageError('--custodian-key goes with one share file: each custodian sends their own share with their own key');
+      }
       const client = clientFor(command);
       const json = globals(command).json === true;
       const custodian = options.custodianKey === undefined ? {} : { custodianKey: (await readPrivateKey(options.custodianKey)).privateKey };

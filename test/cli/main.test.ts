@@ -513,11 +513,16 @@ describe('tee-kms: usage and transport failures', () => {
     }
   });
 
-  it('usage errors exit 2: an unknown command, a missing argument, no URL, --interactive with a file', () => {
+  it('usage errors exit 2: an unknown command, a missing argument, no URL, --interactive with a file, --custodian-key out of place', () => {
     expect(run(['bogus']).status).toBe(2);
     expect(run(['data-key', 'get', 'pk1']).status).toBe(2);
     expect(run(['recover']).status).toBe(2);
     expect(run(['recover', 'file', '--interactive']).status).toBe(2);
+    // A custodian's key goes with that custodian's one share, and only sealed to an attested recovery key.
+    expect(run(['recover', 'file', '--custodian-key', 'key.json']).stderr).toMatch(/--custodian-key needs --attest/);
+    expect(run(['--attest', 'attest.json', 'recover', '--interactive', '--custodian-key', 'key.json']).stderr).toMatch(
+      /--custodian-key goes with one share file/,
+    );
     const noUrl = run(['status'], { env: { TEE_KMS_URL: '' } });
     expect(noUrl.status).toBe(2);
     expect(noUrl.stderr).toMatch(/--url/);
