@@ -59,15 +59,18 @@ function refused(answer: Answer, detail: string): void {
 let pinned: Custodian[];
 let relay: Custodian[];
 
+/** A sealer that allows plaintext shares (so that only the pin keeps them encrypted), its custodians `pinned` with this threshold. */
+const pinnedEnv = (threshold: string) => ({
+  KMS_SEALER_PLAINTEXT_SHARES: 'allow',
+  KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(','),
+  KMS_SEALER_CUSTODIANS_THRESHOLD: threshold,
+});
+
 beforeAll(async () => {
   pinned = await custodians(3);
   relay = await custodians(3);
   sealer = await startSealerProcess({
-    env: {
-      KMS_SEALER_PLAINTEXT_SHARES: 'allow',
-      KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(','),
-      KMS_SEALER_CUSTODIANS_THRESHOLD: '3',
-    },
+    env: pinnedEnv('3'),
   });
   admin = await attestedAdmin(sealer, secrets);
 });
@@ -207,11 +210,7 @@ describe('KMS_SEALER_CUSTODIANS_THRESHOLD raised while a promotion was under way
   });
 
   it('is completed, and named as not pinned', async () => {
-    const env = (threshold: string) => ({
-      KMS_SEALER_PLAINTEXT_SHARES: 'allow',
-      KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(','),
-      KMS_SEALER_CUSTODIANS_THRESHOLD: threshold,
-    });
+    const env = pinnedEnv;
     sealer2 = await startSealerProcess({ env: env('2') });
     let client = await attestedAdmin(sealer2, secrets);
     const privateKeys = pinned.map((each) => each.privateKey);
@@ -255,11 +254,7 @@ describe('KMS_SEALER_CUSTODIANS_THRESHOLD raised with a rotation pending', () =>
   // them must not make that key current under the new pin (3 of 3).
   let old: SealerProcess;
   let client: ProtocolClient;
-  const env = (threshold: string) => ({
-    KMS_SEALER_PLAINTEXT_SHARES: 'allow',
-    KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(','),
-    KMS_SEALER_CUSTODIANS_THRESHOLD: threshold,
-  });
+  const env = pinnedEnv;
   const { verify } = adminRoutes;
 
   afterAll(async () => {
@@ -330,13 +325,7 @@ describe("recovery challenges: the cluster administrator's own root key through 
   });
 
   it("refuses shares without a pinned custodian's challenge, counts each custodian once, and recovers with the real custodians", async () => {
-    target = await startSealerProcess({
-      env: {
-        KMS_SEALER_PLAINTEXT_SHARES: 'allow',
-        KMS_SEALER_CUSTODIANS: pinned.map((each) => each.thumbprint).join(','),
-        KMS_SEALER_CUSTODIANS_THRESHOLD: '2',
-      },
-    });
+    target = await startSealerProcess({ env: pinnedEnv('2') });
     client = await attestedAdmin(target, secrets);
     const first = await client.admin(rotate.method, rotate.path, {
       body: { t: 2, n: 3, expectedCurrentId: null, expectedPendingId: null, custodians: pinned.map((each) => each.jwk) },
