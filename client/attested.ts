@@ -104,7 +104,14 @@ export async function sealSharesToRecoveryKey(
     throw new KmsError('ATTESTATION', 'the recovery key is not a P-256 ECDH-ES+A256KW public JWK');
   }
   const challenges = await import('../shared/custody/recovery-challenge.js');
-  const challenge = custodianKey === undefined ? undefined : await openChallengeFor(answered, custodianKey, custody, challenges);
+  // A sealing service that pins no custodians gives no challenges, and needs none.
+  const challenge = custodianKey === undefined || answered === undefined ? undefined : await openChallengeFor(answered, custodianKey, custody, challenges);
+  if (custodianKey !== undefined && shares.some(({ content }) => custody.isCompactJwe(content))) {
+    throw new KmsError(
+      'INVALID_ARGUMENT',
+      'custodianKey goes with a plaintext share: a share already sealed is sent as it is, and its challenge cannot be added',
+    );
+  }
   return Promise.all(
     shares.map(async ({ index, content }) => ({
       index,
@@ -133,10 +140,7 @@ async function openChallengeFor(
   }
   const jwe = isObject(challenges) ? challenges[thumbprint] : undefined;
   if (typeof jwe !== 'string') {
-    throw new KmsError(
-      'PROTOCOL',
-      `GET /rootKey/recover gave no recovery challenge for the custodian key ${thumbprint}: the sealing service does not pin it (or pins no custodians)`,
-    );
+    throw new KmsError('PROTOCOL', `GET /rootKey/recover gave no recovery challenge for the custodian key ${thumbprint}: the sealing service does not pin it`);
   }
   try {
     return parseChallenge(await custody.openChallenge(jwe, privateKey));

@@ -287,6 +287,7 @@ export class SealerCore {
       this.#key = undefined;
       this.#dropped = 'operator';
       this.#clearProgress();
+      this.#challenges.renew();
       return this.status();
     });
   }
@@ -492,6 +493,7 @@ export class SealerCore {
       combined.fill(0);
     }
     this.#clearProgress();
+    this.#challenges.renew();
     this.#counts.recoveries++;
     return { sealed: false, progress: 0, t: this.#record.state.current.t, rootKeyId: this.#record.state.current.id };
   }
@@ -690,6 +692,18 @@ export class SealerCore {
         );
       }
     }
+    const current = state?.current;
+    if (current !== undefined && this.#pinned !== undefined && !this.#challengeable(current)) {
+      this.#log.warn(
+        `the current root key ${current.id} has too few shares held by custodians that KMS_SEALER_CUSTODIANS or KMS_SEALER_CUSTODIANS_PREVIOUS pins: ` +
+          'only those get a recovery challenge, so shares cannot recover it here; pin its custodians as KMS_SEALER_CUSTODIANS_PREVIOUS (docs/custodians.md, "Changing pinned custodians")',
+      );
+    }
+  }
+
+  /** Whether enough of `entry`'s custodians are pinned (or previous) to recover it with their challenges. */
+  #challengeable(entry: KeyEntry): boolean {
+    return this.#custodianQuorum(new Set(entry.custodians?.map((key) => key.thumbprint)));
   }
 
   /** How `entry`'s shares differ from what KMS_SEALER_CUSTODIANS pins, or undefined when they do not (or nothing is pinned). */

@@ -16,11 +16,19 @@ const CHALLENGE = /^[A-Za-z0-9_-]{43}$/;
 const LABEL = 'tee-kms recovery challenge v1\0';
 
 export class RecoveryChallenges {
-  readonly #secret: Buffer;
+  #secret: Buffer;
 
   /** `secret`: known-answer tests only; by default made in memory like the recovery key, so a restart makes new challenges. */
   constructor(secret: Buffer = randomBytes(32)) {
     this.#secret = secret;
+  }
+
+  /**
+   * New challenges for every custodian: the old ones no longer count. After a recovery and on an
+   * operator's seal, so that whoever captured a round's sealed shares cannot replay them to unseal.
+   */
+  renew(): void {
+    this.#secret = randomBytes(32);
   }
 
   /**

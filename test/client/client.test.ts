@@ -439,6 +439,8 @@ describe("npm start with pinned custodians: a recovery through the function carr
     const refused = await failure(operator.recover(shares[0]!));
     expect(refused).toMatchObject({ status: 400 });
     expect(refused.message).toContain('pins its custodians');
+    // A share already sealed cannot take the challenge: said, not dropped.
+    expect(await failure(operator.recover(rotation.shares[0]!, { custodianKey: custodians[0]!.privateJwk }))).toMatchObject({ code: 'INVALID_ARGUMENT' });
     // A key that is no P-256 private key is refused before anything is sent.
     expect(await failure(operator.recover(shares[0]!, { custodianKey: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd' } }))).toMatchObject({
       code: 'INVALID_ARGUMENT',

@@ -395,6 +395,16 @@ describe("recovery challenges: the cluster administrator's own root key through 
     await writeFile(statePath(), realRecord);
     await target.restart();
     client = await attestedAdmin(target, secrets);
+    const round = await recoveryKeyAnswer(client);
+    const bodies = await Promise.all(real.slice(1).map((share, i) => sealForRecovery(round, share, pinned[i + 1])));
+    for (const body of bodies) expect((await submit(body)).status).toBe(200);
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: realId });
+
+    // Sealed again by the operator: the round's sealed shares, captured at the ingress, no longer count.
+    const sealed = await client.admin(adminRoutes.seal.method, adminRoutes.seal.path);
+    expect(sealed.status, sealed.text).toBe(200);
+    for (const body of bodies) bad(await submit(body), 'answers no recovery challenge');
+    expect(await sealStatusOf(client)).toMatchObject({ sealed: true, progress: 0 });
     await recoverWith(client, real.slice(1), pinned.slice(1));
     expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: realId });
   });
@@ -408,6 +418,10 @@ describe("recovery challenges: the cluster administrator's own root key through 
     client = await attestedAdmin(target, secrets);
     const unpinned = await recoveryKeyAnswer(client);
     expect(unpinned.challenges).toEqual({});
+    await target.settle();
+    expect(target.messages().some((m) => m.includes(`the current root key ${realId} has too few shares held by custodians that KMS_SEALER_CUSTODIANS`))).toBe(
+      true,
+    );
     bad(await submit(await sealForRecovery(unpinned, real[0]!)), 'pins its custodians');
 
     Object.assign(target.env, {
