@@ -467,6 +467,15 @@ check_root_key_env() {
   ROOT_KEY_ENV_JSON=$(printf '[["KMS_SEALER_ROOT_KEY_FILE", "%s"]]' "$file")
 }
 
+# What a recovery takes, as the messages below say it: the pinned threshold of custodians, each
+# sealing their share with their recovery challenge; unpinned, KMS_THRESHOLD of tee-kms-config.
+if [[ -n $CUSTODIAN_KEYS ]]; then
+  RECOVERY_SHARES="${CUSTODIAN_THRESHOLD:-3} shares, each sealed by its custodian with their recovery challenge (custodian seal-share --key, docs/custodians.md)"
+  [[ -z $PREVIOUS_CUSTODIAN_KEYS ]] || RECOVERY_SHARES+=", or ${PREVIOUS_CUSTODIAN_THRESHOLD:-3} of the previous custodians'"
+else
+  RECOVERY_SHARES="the threshold of shares (KMS_THRESHOLD in tee-kms-config, 3 unless changed)"
+fi
+
 # Pinned custodians (docs/custodians.md): KMS_SEALER_CUSTODIANS and KMS_SEALER_CUSTODIANS_THRESHOLD
 # reach the sealer only as its init-data lists them (custodians_env), so they go into both. The
 # first is the RFC 7638 SHA-256 thumbprint of each key of --custodian-keys (the JSON array of public
@@ -1263,7 +1272,7 @@ if [[ $TEE_MODE == tdx ]]; then
   # identity does not unseal one of the new as a peer (each grants sealer-peer to its own only).
   installed_sealer_init_data=$(kubectl get configmap tee-kms-init-data -n "$NS" -o jsonpath='{.data.tee-kms-sealer\.toml}' 2>/dev/null || true)
   if [[ -n $installed_sealer_init_data && $installed_sealer_init_data != "$(render_init_data tee-kms-sealer)" ]]; then
-    log "the sealer's init-data changed (MRCONFIGID ${MR_CONFIG_ID[tee-kms-sealer]}): its replicas restart one at a time as TDs of that new identity, which the old replicas do not unseal$([[ $ROOT_KEY_MODE == shares ]] && echo ": send 3 shares to recover-root-key once the first has restarted")"
+    log "the sealer's init-data changed (MRCONFIGID ${MR_CONFIG_ID[tee-kms-sealer]}): its replicas restart one at a time as TDs of that new identity, which the old replicas do not unseal$([[ $ROOT_KEY_MODE == shares ]] && echo ": send $RECOVERY_SHARES to recover-root-key once the first has restarted")"
   fi
   # No ConfigMap tee-kms-sealer-tdx-policy any more: each function's init-data carries
   # --sealer-tdx-policy (uninstall.sh deletes the one earlier installs made).
@@ -1419,7 +1428,7 @@ fi
 # Jobs are immutable: the bucket Job runs again on every install (it is idempotent).
 # An install from before the replicas ran one sealer as a Deployment: the StatefulSet replaces it.
 if kubectl get deployment tee-kms-sealer -n "$NS" >/dev/null 2>&1; then
-  log "the sealer Deployment (one replica) is replaced by the StatefulSet of $SEALER_REPLICAS$([[ $ROOT_KEY_MODE == shares ]] && echo ": they start sealed; send 3 shares to recover-root-key once, and they unseal each other from then on")"
+  log "the sealer Deployment (one replica) is replaced by the StatefulSet of $SEALER_REPLICAS$([[ $ROOT_KEY_MODE == shares ]] && echo ": they start sealed; send $RECOVERY_SHARES to recover-root-key once, and they unseal each other from then on")"
   kubectl delete deployment tee-kms-sealer -n "$NS" --ignore-not-found >/dev/null
 fi
 kubectl delete job tee-kms-minio-bucket -n "$NS" --ignore-not-found >/dev/null
@@ -1468,7 +1477,7 @@ rotate-root-key is cluster-local; create the root key inside the TD and receive 
 through a kubectl port-forward (the tunnel runs inside your API server connection):
   kubectl port-forward -n kourier-system svc/kourier-internal 8081:80 &
   curl -X POST -H "Host: rotate-root-key.$NS.svc.$CLUSTER_DOMAIN" http://127.0.0.1:8081/rootKey/rotate
-After any sealer restart, send 3 of the shares to recover-root-key (PUT /rootKey/recover).
+After any sealer restart, send $RECOVERY_SHARES to recover-root-key (PUT /rootKey/recover).
 NEXT
 fi
 if [[ $TEE_MODE == dev ]]; then

@@ -325,7 +325,9 @@ describe('install.sh against a recording kubectl', () => {
       const changed = install(args, { FAKE_SEALER_INIT_DATA: deployedInitData(SEALER_POD).replace('"tdx-policy.json"', '"tdx-policy.json.old"') });
       expect(changed.status, changed.stderr).toBe(0);
       expect(changed.stderr).toContain(`the sealer's init-data changed (MRCONFIGID ${sealerId}): its replicas restart one at a time`);
-      expect(changed.stderr).toContain('send 3 shares to recover-root-key');
+      expect(changed.stderr).toContain(
+        'send 3 shares, each sealed by its custodian with their recovery challenge (custodian seal-share --key, docs/custodians.md) to recover-root-key',
+      );
       const same = install(args, { FAKE_SEALER_INIT_DATA: deployedInitData(SEALER_POD) });
       expect(same.status, same.stderr).toBe(0);
       expect(same.stderr).not.toContain("the sealer's init-data changed");
