@@ -109,6 +109,7 @@ export async function startSealer(
     log,
     plaintextShares,
     openShare: (jwe) => openShare(jwe, identity.recoveryPrivateKey),
+    renewRecoveryKey: () => identity.renewRecoveryKey(),
     ...(auto === undefined ? {} : { onKeyChange: auto.autoUnseal.onKeyChange }),
     followRecord: peerUrls.length > 0,
     pinnedCustodians: pin,

@@ -55,6 +55,8 @@ export interface SealerCoreOptions {
    * Default: such shares are refused.
    */
   readonly openShare?: (jwe: string) => Promise<string>;
+  /** Makes the key that openShare opens anew (after a recovery and on seal). Default: none. */
+  readonly renewRecoveryKey?: () => Promise<void>;
   /**
    * Told of every new current root key (initialization, promotion, recovery), inside the serialized
    * section; for a promotion, before the record names it, so a crash in between leaves a key that
@@ -105,6 +107,7 @@ export class SealerCore {
   readonly #log: Pick<ComponentLog, 'info' | 'warn' | 'error'>;
   readonly #plaintextShares: boolean;
   readonly #openShare: ((jwe: string) => Promise<string>) | undefined;
+  readonly #renewRecoveryKey: (() => Promise<void>) | undefined;
   readonly #onKeyChange: SealerCoreOptions['onKeyChange'];
   readonly #followRecord: boolean;
   readonly #pinned: CustodianPin | undefined;
@@ -130,6 +133,7 @@ export class SealerCore {
     this.#log = options.log ?? { info: () => {}, warn: () => {}, error: () => {} };
     this.#plaintextShares = options.plaintextShares ?? true;
     this.#openShare = options.openShare;
+    this.#renewRecoveryKey = options.renewRecoveryKey;
     this.#onKeyChange = options.onKeyChange;
     this.#followRecord = options.followRecord ?? false;
     this.#pinned = options.pinnedCustodians;
@@ -287,7 +291,7 @@ export class SealerCore {
       this.#key = undefined;
       this.#dropped = 'operator';
       this.#clearProgress();
-      this.#challenges.renew();
+      await this.#renewRecovery();
       return this.status();
     });
   }
@@ -493,7 +497,7 @@ export class SealerCore {
       combined.fill(0);
     }
     this.#clearProgress();
-    this.#challenges.renew();
+    await this.#renewRecovery();
     this.#counts.recoveries++;
     return { sealed: false, progress: 0, t: this.#record.state.current.t, rootKeyId: this.#record.state.current.id };
   }
@@ -796,7 +800,7 @@ export class SealerCore {
       } catch {
         throw new SealerError(
           'BAD_SHARE',
-          `${label}: the share could not be decrypted with this sealing service's recovery key (it changes when the service restarts: seal the share again)`,
+          `${label}: the share could not be decrypted with this sealing service's recovery key (it changes when the service restarts, after each recovery and on seal: seal the share again)`,
         );
       }
       const { content: share, challenge } = asSealerError('BAD_SHARE', () => parseRecoveryPlaintext(opened));
@@ -806,6 +810,19 @@ export class SealerCore {
       throw new SealerError('BAD_SHARE', `${label}: plaintext shares are refused here: encrypt each share to the recovery key (GET /rootKey/recover?nonce=…)`);
     }
     return { item };
+  }
+
+  /**
+   * New challenges and a new recovery key after a recovery and on seal: the sealed shares of a
+   * round, captured on the way, never count in another. A failure is logged: the key is in place.
+   */
+  async #renewRecovery(): Promise<void> {
+    this.#challenges.renew();
+    try {
+      await this.#renewRecoveryKey?.();
+    } catch (error) {
+      this.#log.error(`the recovery key could not be made anew: ${error instanceof Error ? error.message : 'unknown error'}`);
+    }
   }
 
   #refuseInSecretMode(): void {

@@ -16,26 +16,41 @@ export interface KeyEvidence {
 /**
  * The sealing service's own keys, made in its memory at start and never stored, so that a restart
  * (or an impostor holding its TLS key) has other ones: a signing key that functions attest and then
- * require on every answer, and the recovery key that shares travel encrypted to.
+ * require on every answer, and the recovery key that shares travel encrypted to, made anew after
+ * each recovery and on seal.
  */
 export class SealerIdentity {
+  #recovery: { readonly privateKey: KeyObject; readonly jwk: PublicEcJwk };
+
   private constructor(
     private readonly attester: Attester,
     private readonly signingKey: KeyObject,
     readonly signingJwk: PublicEcJwk,
-    readonly recoveryPrivateKey: KeyObject,
-    readonly recoveryJwk: PublicEcJwk,
-  ) {}
+    recovery: { readonly privateKey: KeyObject; readonly jwk: PublicEcJwk },
+  ) {
+    this.#recovery = recovery;
+  }
 
   static async create(attester: Attester): Promise<SealerIdentity> {
-    const [signing, recovery] = await Promise.all([generateEcKeyPair('ec', { namedCurve: 'P-256' }), generateEcKeyPair('ec', { namedCurve: 'P-256' })]);
-    return new SealerIdentity(
-      attester,
-      signing.privateKey,
-      publicJwk(signing.publicKey, 'ES256'),
-      recovery.privateKey,
-      publicJwk(recovery.publicKey, TEE_KEY_ALG),
-    );
+    const [signing, recovery] = await Promise.all([generateEcKeyPair('ec', { namedCurve: 'P-256' }), recoveryKeyPair()]);
+    return new SealerIdentity(attester, signing.privateKey, publicJwk(signing.publicKey, 'ES256'), recovery);
+  }
+
+  /** The recovery key's private half, for opening the shares sealed to it. */
+  get recoveryPrivateKey(): KeyObject {
+    return this.#recovery.privateKey;
+  }
+
+  get recoveryJwk(): PublicEcJwk {
+    return this.#recovery.jwk;
+  }
+
+  /**
+   * A new recovery key: shares sealed to the previous one no longer open, so that the sealed shares
+   * of one recovery, captured on the way, cannot unseal the service again after a seal.
+   */
+  async renewRecoveryKey(): Promise<void> {
+    this.#recovery = await recoveryKeyPair();
   }
 
   get tee(): TeeType {
@@ -58,6 +73,11 @@ export class SealerIdentity {
     const signature = sign('sha256', Buffer.from(`${header}.${body}`), { key: this.signingKey, dsaEncoding: 'ieee-p1363' });
     return `${header}.${body}.${signature.toString('base64url')}`;
   }
+}
+
+async function recoveryKeyPair(): Promise<{ privateKey: KeyObject; jwk: PublicEcJwk }> {
+  const { privateKey, publicKey } = await generateEcKeyPair('ec', { namedCurve: 'P-256' });
+  return { privateKey, jwk: publicJwk(publicKey, TEE_KEY_ALG) };
 }
 
 function publicJwk(key: KeyObject, alg: string): PublicEcJwk {

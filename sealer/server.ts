@@ -70,11 +70,10 @@ const routes: Record<string, Partial<Record<string, Handler>>> = {
     GET: admin(
       'recover',
       async (_body, deps, req) => {
-        const [{ tee, evidence }, challenges] = await Promise.all([
-          deps.identity.evidenceFor(deps.identity.recoveryJwk, nonceOf(req)),
-          deps.core.recoveryChallenges(),
-        ]);
-        return { recoveryKey: deps.identity.recoveryJwk, tee, evidence, ...(challenges === undefined ? {} : { challenges }) };
+        // Read once: the key is made anew after a recovery or a seal, and the evidence must bind the key answered.
+        const recoveryKey = deps.identity.recoveryJwk;
+        const [{ tee, evidence }, challenges] = await Promise.all([deps.identity.evidenceFor(recoveryKey, nonceOf(req)), deps.core.recoveryChallenges()]);
+        return { recoveryKey, tee, evidence, ...(challenges === undefined ? {} : { challenges }) };
       },
       { body: false },
     ),

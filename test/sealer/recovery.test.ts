@@ -6,6 +6,7 @@ import { KmsError } from '../../shared/errors.js';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
+import { sealForRecovery } from '../support/custodians.js';
 import { kmsFailure } from '../support/failure.js';
 
 const secrets = new SecretRegistry();
@@ -118,6 +119,21 @@ describe('bad shares never install a key', () => {
     expect(error.code).toBe('BAD_REQUEST');
     expect(error.message).toContain(message);
     await expectSealedWith(1);
+  });
+
+  it("refuses a recovery's sealed shares replayed after a seal, as captured on the way: the recovery key is made anew", async () => {
+    await client.resetRecovery();
+    const answer = await client.recoveryKey(randomBytes(32).toString('base64url'));
+    const bodies = await Promise.all(current.shares.slice(0, current.t).map((share) => sealForRecovery({ recoveryKey: { ...answer.recoveryKey } }, share)));
+    let last;
+    for (const body of bodies) last = await client.submitShare(body);
+    expect(last).toMatchObject({ sealed: false, rootKeyId: current.id });
+    await client.seal();
+    const replayed = await kmsFailure(client.submitShare(bodies[0]!));
+    expect(replayed.code).toBe('BAD_REQUEST');
+    expect(replayed.message).toContain("could not be decrypted with this sealing service's recovery key");
+    await expectSealedWith(0);
+    expect((await client.recoveryKey(randomBytes(32).toString('base64url'))).recoveryKey).not.toEqual(answer.recoveryKey);
   });
 
   it('refuses a duplicated index without losing progress', async () => {
