@@ -204,8 +204,12 @@ export class FsObjectStore implements ObjectStore {
       throw unavailable(error);
     }
     for (const entry of entries) {
-      if (entry.isDirectory()) await this.#walk(join(dir, entry.name), `${prefix}${entry.name}/`, out);
-      else if (entry.isFile() && !entry.name.startsWith('.')) out.push(`${prefix}${entry.name}`);
+      const key = `${prefix}${entry.name}`;
+      // No key is longer than S3 allows, so nothing deeper is one: a planted chain of thousands of
+      // folders is not walked until its path is too long to open (which would stop every listing).
+      if (Buffer.byteLength(key) > MAX_KEY_BYTES) continue;
+      if (entry.isDirectory()) await this.#walk(join(dir, entry.name), `${key}/`, out);
+      else if (entry.isFile() && !entry.name.startsWith('.')) out.push(key);
     }
   }
 
@@ -407,6 +411,8 @@ function unavailable(error: unknown): KmsError {
 
 /** Records are small; the S3 store refuses answers past the same bound. */
 const MAX_OBJECT_BYTES = 16 * 1024 * 1024;
+/** S3's longest object key (UTF-8 bytes): the key layout stays far below it, as the S3 store needs. */
+const MAX_KEY_BYTES = 1024;
 
 /**
  * An object's bytes, or undefined when there is none. Whoever writes the folder could put a link

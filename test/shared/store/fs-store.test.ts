@@ -388,6 +388,26 @@ describe('embedded filesystem store: what whoever writes its folder may put ther
   });
 });
 
+describe('embedded filesystem store: a chain of folders deeper than any key', () => {
+  it('is not walked: a listing finds the records beside it, where the chain once stopped every listing (path too long)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-deep-'));
+    try {
+      const store = new FsObjectStore(dir);
+      await store.create('primary-keys/alice/pk1.json', Buffer.from('{}'));
+      // 2,502 nested folders, past PATH_MAX: bash makes them 500 at a time, each step relative to the last.
+      const script =
+        'cd "$1" && step=$(printf "d/%.0s" $(seq 500)) && for _ in 1 2 3 4 5; do mkdir -p "$step" && cd -P "$step" || exit 1; done && mkdir -p d/d && : > d/d/deep.json';
+      await run('bash', ['--norc', '--noprofile', '-c', script, 'bash', join(dir, 'objects', 'primary-keys')]);
+      const keys: string[] = [];
+      for await (const key of store.list('primary-keys/')) keys.push(key);
+      expect(keys).toEqual(['primary-keys/alice/pk1.json']);
+    } finally {
+      // Node's rm works with whole paths, which this tree's are too long for.
+      await run('rm', ['-rf', dir]);
+    }
+  });
+});
+
 describe('embedded filesystem store: a folder made a link to one outside it', () => {
   it('is neither read, written, listed nor deleted from: the files outside are left, and the store says it was tampered with', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-fs-linked-'));
