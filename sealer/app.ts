@@ -174,6 +174,12 @@ export async function startSealer(
       `custodians pinned (KMS_SEALER_CUSTODIANS): shares go only to the keys with these RFC 7638 thumbprints, in share order, ${pin.threshold} of them recovering (KMS_SEALER_CUSTODIANS_THRESHOLD)`,
       { thumbprints: pin.thumbprints.join(',') },
     );
+    if (pin.previous !== undefined) {
+      log.info(
+        `previous custodians pinned for a change of custodians (KMS_SEALER_CUSTODIANS_PREVIOUS): ${pin.previous.threshold} of their shares, each with its recovery challenge, still recover this service`,
+        { thumbprints: pin.previous.thumbprints.join(',') },
+      );
+    }
   }
   log.info(`shares: ${plaintextShares ? 'plaintext allowed (development)' : 'only encrypted to custodians and to the recovery key'}`);
   log.info(`proves itself with ${identity.tee} evidence (KMS_SEALER_ATTESTER)${identity.tee === 'sample' ? ': it proves nothing, development only' : ''}`);

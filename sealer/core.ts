@@ -452,22 +452,23 @@ export class SealerCore {
     const custodian = this.#challenged(opened.challenge);
     const { index, bytes } = asSealerError('BAD_SHARE', () => parseShare(opened.item));
     const progress = (this.#progress ??= { shares: new Map(), custodians: new Set(), startedAt: this.#now() });
+    const t = this.#recoveryThreshold(current);
     if (progress.shares.has(index)) {
       bytes.fill(0);
-      throw new SealerError('BAD_SHARE', `a share with index ${index} was already submitted; progress unchanged (${progress.shares.size} of ${current.t})`);
+      throw new SealerError('BAD_SHARE', `a share with index ${index} was already submitted; progress unchanged (${progress.shares.size} of ${t})`);
     }
     if (custodian !== undefined && progress.custodians.has(custodian)) {
       bytes.fill(0);
       throw new SealerError(
         'BAD_SHARE',
-        `the custodian whose key has thumbprint ${custodian} already submitted a share: each custodian counts once; progress unchanged (${progress.shares.size} of ${current.t})`,
+        `the custodian whose key has thumbprint ${custodian} already submitted a share: each custodian counts once; progress unchanged (${progress.shares.size} of ${t})`,
       );
     }
     progress.shares.set(index, bytes);
     if (custodian !== undefined) progress.custodians.add(custodian);
     const count = progress.shares.size;
     const thresholds = [current.t, ...(pending === null ? [] : [pending.t])];
-    if (count < Math.min(...thresholds) || !this.#custodianQuorum(progress.custodians)) return { sealed: true, progress: count, t: current.t };
+    if (count < Math.min(...thresholds) || !this.#custodianQuorum(progress.custodians)) return { sealed: true, progress: count, t };
 
     // combine() cannot tell a wrong share: the id (key check value) of the result decides.
     let combined: Buffer;
@@ -484,7 +485,7 @@ export class SealerCore {
       } else if (pending !== null && sameId(id, pending.id)) {
         await this.#unsealWithPending({ id, key: combined });
       } else {
-        if (count < Math.max(...thresholds)) return { sealed: true, progress: count, t: current.t };
+        if (count < Math.max(...thresholds)) return { sealed: true, progress: count, t };
         if (await opensSomeStoredKey(this.#store, { id, key: combined })) {
           throw this.#integrity(
             `these shares rebuild a root key (${id}) that opens the stored keys, but the state record names another: the record was replaced or rolled back`,
@@ -761,17 +762,30 @@ export class SealerCore {
       throw new SealerError(
         'BAD_SHARE',
         "this sealing service pins its custodians (KMS_SEALER_CUSTODIANS): a share recovers it only with its custodian's recovery challenge, " +
-          'sealed with it to the recovery key (custodian seal-share --key <your custodian key>, from a fresh GET /rootKey/recover); progress unchanged',
+          'sealed with it to the recovery key (custodian seal-share --key <your custodian key>, or tee-kms recover --custodian-key, from a fresh GET /rootKey/recover); progress unchanged',
       );
     }
     const custodian = this.#challenges.whose(challenge, [...pin.thumbprints, ...(pin.previous?.thumbprints ?? [])]);
     if (custodian === undefined) {
       throw new SealerError(
         'BAD_SHARE',
-        'the share answers no recovery challenge this sealing service gave a pinned custodian (they change when it restarts: fetch GET /rootKey/recover again); progress unchanged',
+        'the share answers no recovery challenge this sealing service gave a pinned custodian (they change when it restarts, after each recovery and on seal: fetch GET /rootKey/recover again); progress unchanged',
       );
     }
     return custodian;
+  }
+
+  /**
+   * How many shares a recovery of `entry` takes, as progress reports it: its own t, or, with pinned
+   * custodians, the pinned (or previous) threshold of the set that holds its shares where that is
+   * more, as the quorum asks it.
+   */
+  #recoveryThreshold(entry: KeyEntry): number {
+    const pin = this.#pinned;
+    if (pin === undefined) return entry.t;
+    const holders = new Set(entry.custodians?.map((key) => key.thumbprint));
+    const holding = [pin, ...(pin.previous === undefined ? [] : [pin.previous])].filter((set) => enoughOf(set, holders));
+    return Math.max(entry.t, holding.length === 0 ? pin.threshold : Math.min(...holding.map((set) => set.threshold)));
   }
 
   /**
@@ -782,8 +796,7 @@ export class SealerCore {
   #custodianQuorum(answered: ReadonlySet<string>): boolean {
     const pin = this.#pinned;
     if (pin === undefined) return true;
-    const enough = (set: CustodianSet) => set.thumbprints.filter((thumbprint) => answered.has(thumbprint)).length >= set.threshold;
-    return enough(pin) || (pin.previous !== undefined && enough(pin.previous));
+    return enoughOf(pin, answered) || (pin.previous !== undefined && enoughOf(pin.previous, answered));
   }
 
   /**
@@ -966,6 +979,11 @@ function parseInstall(request: unknown): InstallRequest {
     custodians: keys,
     currentShares,
   };
+}
+
+/** Whether `thumbprints` hold at least `set`'s threshold of its custodians. */
+function enoughOf(set: CustodianSet, thumbprints: ReadonlySet<string>): boolean {
+  return set.thumbprints.filter((thumbprint) => thumbprints.has(thumbprint)).length >= set.threshold;
 }
 
 /** A share encrypted to its custodian: the plaintext is exactly the base64 content. */

@@ -321,8 +321,18 @@ export interface CustodianPin extends CustodianSet {
 export function custodianPin(
   options: Pick<SealerOptions, 'custodians' | 'custodiansThreshold' | 'custodiansPrevious' | 'custodiansPreviousThreshold'>,
 ): CustodianPin | undefined {
-  const pinned = custodianSet(options.custodians, options.custodiansThreshold, 'KMS_SEALER_CUSTODIANS');
-  const previous = custodianSet(options.custodiansPrevious, options.custodiansPreviousThreshold, 'KMS_SEALER_CUSTODIANS_PREVIOUS');
+  const pinned = custodianSet(
+    options.custodians,
+    options.custodiansThreshold,
+    'KMS_SEALER_CUSTODIANS',
+    "unpinned, whoever sets the rotating function's KMS_THRESHOLD could lower it",
+  );
+  const previous = custodianSet(
+    options.custodiansPrevious,
+    options.custodiansPreviousThreshold,
+    'KMS_SEALER_CUSTODIANS_PREVIOUS',
+    'unpinned, a state record in storage would say how many recover',
+  );
   if (previous === undefined) return pinned;
   if (pinned === undefined) {
     throw new KmsError(
@@ -340,14 +350,11 @@ export function custodianPin(
  * `VAR` with its `VAR_THRESHOLD`, or undefined when neither is set. The threshold is pinned with the
  * keys: whoever could lower it would need fewer custodians.
  */
-function custodianSet(thumbprints: readonly string[] | undefined, threshold: number | undefined, env: string): CustodianSet | undefined {
+function custodianSet(thumbprints: readonly string[] | undefined, threshold: number | undefined, env: string, whyThreshold: string): CustodianSet | undefined {
   if (thumbprints === undefined && threshold === undefined) return undefined;
   if (thumbprints === undefined) throw new KmsError('CONFIG', `${env}_THRESHOLD is set without ${env}: it pins the threshold of those custodians`);
   if (threshold === undefined) {
-    throw new KmsError(
-      'CONFIG',
-      `${env} needs ${env}_THRESHOLD, the number of their shares that recover the root key: unpinned, whoever sets the rotating function's KMS_THRESHOLD could lower it`,
-    );
+    throw new KmsError('CONFIG', `${env} needs ${env}_THRESHOLD, the number of their shares that recover the root key: ${whyThreshold}`);
   }
   if (threshold > thumbprints.length) {
     throw new KmsError('CONFIG', `${env}_THRESHOLD (${threshold}) exceeds the ${thumbprints.length} custodians ${env} names`);

@@ -217,7 +217,8 @@ async function recoverInteractively(client: KmsClient, custodian: { readonly cus
   const status = await client.sealStatus();
   if (status['sealed'] !== true) throw new Refused('tee-kms is not sealed: there is nothing to recover');
   let received = Number(status['progress'] ?? 0);
-  const t = Number(status['t']);
+  // The key's t; a recovery's answer says how many it takes (more, where pinned custodians ask more).
+  let t = Number(status['t']);
   const lines = secretLines();
   try {
     for (;;) {
@@ -235,6 +236,7 @@ async function recoverInteractively(client: KmsClient, custodian: { readonly cus
         const progress = await client.recover(share, custodian);
         if (!progress.sealed) return progress;
         received = progress.progress;
+        t = progress.t;
         say(`share accepted: ${received} of ${t} received`);
       } catch (error) {
         // The server refused this share (a wrong one, a duplicate): say so and ask for another.

@@ -58,7 +58,7 @@ export function parseNonce(value: string): string {
 export async function sealShareToRecoveryKey(options: SealShareOptions): Promise<SealedToRecoveryKey> {
   const answer = parseRecoveryAnswer(await readJsonFile(options.recoveryFile, 'recovery key file'), options.recoveryFile);
   // Said before anything is read or verified: without the key the share would recover nothing.
-  if (answer.challenges !== undefined && options.keyFile === undefined) {
+  if (answer.challenges !== undefined && Object.keys(answer.challenges).length > 0 && options.keyFile === undefined) {
     throw new UsageError(
       `the sealing service pins its custodians (${options.recoveryFile} holds recovery challenges): give your custodian private key with --key <file>, whose challenge goes with the share`,
     );
@@ -76,9 +76,11 @@ export async function sealShareToRecoveryKey(options: SealShareOptions): Promise
   }
   let challenge: string | undefined;
   if (answer.challenges !== undefined && options.keyFile !== undefined) {
-    challenge = await challengeFor(answer.challenges, options.keyFile, options.recoveryFile);
+    challenge = await challengeFor(answer.challenges, options.keyFile, options.recoveryFile, options.warn);
   } else if (options.keyFile !== undefined) {
     options.warn(`${options.recoveryFile} holds no recovery challenges (no custodians are pinned there): --key is not used`);
+  } else if (answer.challenges !== undefined) {
+    options.warn(`${options.recoveryFile} holds no recovery challenge for anyone: this share can verify a rotation or authorize new custodians, not recover`);
   }
   const jwe = await sealShare(recoveryPlaintext(share.content, challenge), answer.key);
   return {
@@ -100,14 +102,24 @@ interface RecoveryAnswer {
   readonly challenges?: Readonly<Record<string, string>>;
 }
 
-/** This custodian's recovery challenge, opened with its private key; refused if none is this key's. */
-async function challengeFor(challenges: Readonly<Record<string, string>>, keyFile: string, recoveryFile: string): Promise<string> {
+/**
+ * This custodian's recovery challenge, opened with its private key; none, said, where the answer
+ * holds none for this key: the share can then verify or authorize new custodians, not recover.
+ */
+async function challengeFor(
+  challenges: Readonly<Record<string, string>>,
+  keyFile: string,
+  recoveryFile: string,
+  warn: (message: string) => void,
+): Promise<string | undefined> {
   const key = await readPrivateKey(keyFile);
   const jwe = challenges[key.thumbprint];
   if (jwe === undefined) {
-    throw new Refused(
-      `${recoveryFile} holds no recovery challenge for the key in ${keyFile} (kid ${key.thumbprint}): the sealing service does not count it as a pinned custodian's`,
+    warn(
+      `${recoveryFile} holds no recovery challenge for the key in ${keyFile} (kid ${key.thumbprint}): the sealing service does not count it as a pinned custodian's, ` +
+        'so this share can verify a rotation or authorize new custodians, not recover',
     );
+    return undefined;
   }
   try {
     return parseChallenge(await openChallenge(jwe, key.privateKey));

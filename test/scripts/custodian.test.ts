@@ -468,15 +468,22 @@ describe('custodian seal-share --key: the recovery challenge of a sealing servic
     expect(JSON.parse(Buffer.from(plaintext).toString('utf8'))).toEqual({ share: share!.content, challenge });
   });
 
-  it('without --key is a usage error; a key with no challenge, or a share passed off as a challenge, is refused; nothing is printed', async () => {
+  it('without --key is a usage error, a share passed off as a challenge is refused, a key with no challenge is said', async () => {
     const [share] = await shares();
     const missing = sealShareOf(await withChallenges({ [grace.thumbprint]: challengeJwe }), share!);
     expect({ status: missing.status, stdout: missing.stdout }).toEqual({ status: 2, stdout: '' });
     expect(missing.stderr).toMatch(/^custodian: the sealing service pins its custodians .*: give your custodian private key with --key <file>/);
 
+    // No challenge for this key (the sealer does not pin it): said, and the share sealed alone, for a verification.
     const other = sealShareOf(await withChallenges({ [randomBytes(32).toString('base64url')]: challengeJwe }), share!, '--key', keyFile);
-    expect({ status: other.status, stdout: other.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(other.status).toBe(0);
     expect(other.stderr).toContain(`holds no recovery challenge for the key in ${keyFile} (kid ${grace.thumbprint})`);
+    expect(other.stderr).toContain('not recover');
+    expect(await openShare(other.json!['content'] as string, recovery.privateKey)).toBe(share!.content);
+    // No challenge for anyone (a pinned sealer whose key is not the pinned custodians'): no --key needed.
+    const none = sealShareOf(await withChallenges({}), share!);
+    expect(none.status).toBe(0);
+    expect(none.stderr).toContain('holds no recovery challenge for anyone');
 
     // The custodian's own share, encrypted to its key, given as its "challenge": never opened as one.
     const shareJwe = await sealShare(share!.content, grace);

@@ -38,15 +38,16 @@ async function sealStatusOf(client: ProtocolClient): Promise<Record<string, unkn
 
 const sealStatus = () => sealStatusOf(admin);
 
-/** Share i sealed by custodian i with its recovery challenge, each submitted and accepted. */
-async function recoverWith(client: ProtocolClient, shares: readonly Share[], by: readonly Custodian[]): Promise<Answer> {
+/** Share i sealed by custodian i with its recovery challenge, each submitted and accepted; the answers. */
+async function recoverWith(client: ProtocolClient, shares: readonly Share[], by: readonly Custodian[]): Promise<Answer[]> {
   const answer = await recoveryKeyAnswer(client);
-  let last: Answer | undefined;
+  const answers: Answer[] = [];
   for (const [i, share] of shares.entries()) {
-    last = await client.admin(adminRoutes.recoveryShares.method, adminRoutes.recoveryShares.path, { body: await sealForRecovery(answer, share, by[i]) });
-    expect(last.status, last.text).toBe(200);
+    const each = await client.admin(adminRoutes.recoveryShares.method, adminRoutes.recoveryShares.path, { body: await sealForRecovery(answer, share, by[i]) });
+    expect(each.status, each.text).toBe(200);
+    answers.push(each);
   }
-  return last!;
+  return answers;
 }
 
 function refused(answer: Answer, detail: string): void {
@@ -284,7 +285,13 @@ describe('KMS_SEALER_CUSTODIANS_THRESHOLD raised with a rotation pending', () =>
     expect(messages.some((m) => m.includes(`the current root key ${currentId} was made with t=2, n=3`))).toBe(true);
     expect(messages.some((m) => m.includes(`the pending root key ${pendingId} was made with t=2, n=3`))).toBe(true);
     // The current key's shares unseal it, each with its custodian's challenge: 3 now, as pinned, though 2 were made enough for it.
-    await recoverWith(client, currentShares, pinned);
+    const progress = await recoverWith(client, currentShares, pinned);
+    // Progress counts to the pinned threshold, not to the key's own t.
+    expect(progress.map((each) => each.json<{ sealed: boolean; t: number }>())).toMatchObject([
+      { sealed: true, t: 3 },
+      { sealed: true, t: 3 },
+      { sealed: false },
+    ]);
     expect(await sealStatusOf(client)).toMatchObject({ sealed: false, rootKeyId: currentId, pendingRootKeyId: pendingId });
     // 2 of the pending key's shares: it is not made current, and nothing changes.
     const refused = await client.admin(verify.method, verify.path, { body: { shares: pendingShares.slice(0, 2) } });
