@@ -30,8 +30,8 @@ const ID_PATTERN = /^[0-9a-f]{32}$/;
 
 interface Progress {
   readonly shares: Map<number, Buffer>;
-  /** With pinned custodians: the thumbprints of those whose challenge a submitted share answered. */
-  readonly custodians: Set<string>;
+  /** With pinned custodians: the thumbprints of those whose challenge a submitted share answered, and their shares' indexes. */
+  readonly custodians: Map<string, number>;
   readonly startedAt: number;
 }
 
@@ -451,7 +451,7 @@ export class SealerCore {
     const { current, pending } = this.#record.state;
     const custodian = this.#challenged(opened.challenge);
     const { index, bytes } = asSealerError('BAD_SHARE', () => parseShare(opened.item));
-    const progress = (this.#progress ??= { shares: new Map(), custodians: new Set(), startedAt: this.#now() });
+    const progress = (this.#progress ??= { shares: new Map(), custodians: new Map(), startedAt: this.#now() });
     const t = this.#recoveryThreshold(current);
     if (progress.shares.has(index)) {
       bytes.fill(0);
@@ -465,15 +465,15 @@ export class SealerCore {
       );
     }
     progress.shares.set(index, bytes);
-    if (custodian !== undefined) progress.custodians.add(custodian);
+    if (custodian !== undefined) progress.custodians.set(custodian, index);
     const count = progress.shares.size;
     const thresholds = [current.t, ...(pending === null ? [] : [pending.t])];
-    if (count < Math.min(...thresholds) || !this.#custodianQuorum(progress.custodians)) return { sealed: true, progress: count, t };
+    if (count < Math.min(...thresholds) || !this.#custodianQuorum(new Set(progress.custodians.keys()))) return { sealed: true, progress: count, t };
 
     // combine() cannot tell a wrong share: the id (key check value) of the result decides.
     let combined: Buffer;
     try {
-      combined = await combineShares([...progress.shares.values()]);
+      combined = await this.#combineProgress(progress, current, pending);
     } catch {
       this.#clearProgress();
       throw new SealerError('BAD_SHARE', 'the shares submitted cannot be combined; progress was reset');
@@ -773,6 +773,27 @@ export class SealerCore {
       );
     }
     return custodian;
+  }
+
+  /**
+   * The key the submitted shares rebuild. During a change of pinned custodians, the custodians of the
+   * current key and those of a pending one may send in one round: their shares are of different
+   * keys, so where the state record names the custodians of a key, and their shares alone are that
+   * key's threshold and a quorum, they are rebuilt apart first. Otherwise, all shares together.
+   */
+  async #combineProgress(progress: Progress, current: KeyEntry, pending: KeyEntry | null): Promise<Buffer> {
+    if (this.#pinned !== undefined) {
+      for (const entry of pending === null ? [current] : [current, pending]) {
+        const holders = new Set(entry.custodians?.map((key) => key.thumbprint));
+        const theirs = [...progress.custodians].filter(([thumbprint]) => holders.has(thumbprint));
+        if (theirs.length === progress.shares.size || theirs.length < entry.t || !this.#custodianQuorum(new Set(theirs.map(([thumbprint]) => thumbprint))))
+          continue;
+        const combined = await combineShares(theirs.map(([, index]) => progress.shares.get(index)!)).catch(() => undefined);
+        if (combined !== undefined && sameId(rootKeyId(combined), entry.id)) return combined;
+        combined?.fill(0);
+      }
+    }
+    return combineShares([...progress.shares.values()]);
   }
 
   /**

@@ -452,6 +452,21 @@ describe("recovery challenges: the cluster administrator's own root key through 
       next.map((each) => each.privateKey),
       secrets,
     );
+    // Restarted before the verification, the two groups send in one round: a new custodian's share
+    // (of the pending key) first, then two previous ones' (of the current key). Rebuilt apart, the
+    // current key's shares unseal it; rebuilt together, the round would fail.
+    await target.restart();
+    client = await attestedAdmin(target, secrets);
+    const mixed = await recoveryKeyAnswer(client);
+    const round = [
+      await sealForRecovery(mixed, nextShares[0]!, next[0]),
+      await sealForRecovery(mixed, real[0]!, pinned[0]),
+      await sealForRecovery(mixed, real[1]!, pinned[1]),
+    ];
+    const answers = [];
+    for (const body of round) answers.push((await submit(body)).json<{ sealed: boolean; rootKeyId?: string }>());
+    expect(answers).toMatchObject([{ sealed: true }, { sealed: true }, { sealed: false, rootKeyId: realId }]);
+
     const verified = await client.admin(adminRoutes.verify.method, adminRoutes.verify.path, { body: { shares: nextShares.slice(0, 2) } });
     expect(verified.status, verified.text).toBe(200);
 
