@@ -106,12 +106,6 @@ export async function sealSharesToRecoveryKey(
   const challenges = await import('../shared/custody/recovery-challenge.js');
   // A sealing service that pins no custodians gives no challenges, and needs none.
   const challenge = custodianKey === undefined || answered === undefined ? undefined : await openChallengeFor(answered, custodianKey, custody, challenges);
-  if (custodianKey !== undefined && shares.some(({ content }) => custody.isCompactJwe(content))) {
-    throw new KmsError(
-      'INVALID_ARGUMENT',
-      'custodianKey goes with a plaintext share: a share already sealed is sent as it is, and its challenge cannot be added',
-    );
-  }
   return Promise.all(
     shares.map(async ({ index, content }) => ({
       index,

@@ -259,6 +259,13 @@ export class KmsClient {
     if (options.custodianKey !== undefined && this.#options.attest === undefined) {
       throw new KmsError('INVALID_ARGUMENT', 'custodianKey needs attested mode (attest): the recovery challenge goes only sealed to an attested recovery key');
     }
+    // Said before anything is sent: a share already sealed goes as it is, and no challenge can be added to it.
+    if (options.custodianKey !== undefined && (await import('../shared/custody/share-jwe.js')).isCompactJwe(share.content)) {
+      throw new KmsError(
+        'INVALID_ARGUMENT',
+        'custodianKey goes with a plaintext share: a share already sealed is sent as it is, and its challenge cannot be added',
+      );
+    }
     const [body] = await this.#sealShares([share], options.custodianKey);
     return (await this.#call({ method: 'PUT', path: '/rootKey/recover', credential: 'none', body })).json as RecoveryProgress;
   }

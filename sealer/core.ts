@@ -228,7 +228,7 @@ export class SealerCore {
       if (pin === undefined || this.#source === 'secret') return undefined;
       await this.#follow();
       const state = this.#record?.state;
-      const allowed = new Set([...pin.thumbprints, ...(pin.previous?.thumbprints ?? [])]);
+      const allowed = new Set(this.#pinnedThumbprints());
       const keys = new Map<string, CustodianKey>();
       for (const key of [...(state?.current.custodians ?? []), ...(state?.pending?.custodians ?? [])]) {
         if (allowed.has(key.thumbprint)) keys.set(key.thumbprint, key);
@@ -698,17 +698,13 @@ export class SealerCore {
       }
     }
     const current = state?.current;
-    if (current !== undefined && this.#pinned !== undefined && !this.#challengeable(current)) {
+    // Only enough pinned (or previous) holders of its shares can recover it with their challenges.
+    if (current !== undefined && this.#pinned !== undefined && !this.#custodianQuorum(holdersOf(current))) {
       this.#log.warn(
         `the current root key ${current.id} has too few shares held by custodians that KMS_SEALER_CUSTODIANS or KMS_SEALER_CUSTODIANS_PREVIOUS pins: ` +
           'only those get a recovery challenge, so shares cannot recover it here; pin its custodians as KMS_SEALER_CUSTODIANS_PREVIOUS (docs/custodians.md, "Changing pinned custodians")',
       );
     }
-  }
-
-  /** Whether enough of `entry`'s custodians are pinned (or previous) to recover it with their challenges. */
-  #challengeable(entry: KeyEntry): boolean {
-    return this.#custodianQuorum(new Set(entry.custodians?.map((key) => key.thumbprint)));
   }
 
   /** How `entry`'s shares differ from what KMS_SEALER_CUSTODIANS pins, or undefined when they do not (or nothing is pinned). */
@@ -765,7 +761,7 @@ export class SealerCore {
           'sealed with it to the recovery key (custodian seal-share --key <your custodian key>, or tee-kms recover --custodian-key, from a fresh GET /rootKey/recover); progress unchanged',
       );
     }
-    const custodian = this.#challenges.whose(challenge, [...pin.thumbprints, ...(pin.previous?.thumbprints ?? [])]);
+    const custodian = this.#challenges.whose(challenge, this.#pinnedThumbprints());
     if (custodian === undefined) {
       throw new SealerError(
         'BAD_SHARE',
@@ -784,7 +780,7 @@ export class SealerCore {
   async #combineProgress(progress: Progress, current: KeyEntry, pending: KeyEntry | null): Promise<Buffer> {
     if (this.#pinned !== undefined) {
       for (const entry of pending === null ? [current] : [current, pending]) {
-        const holders = new Set(entry.custodians?.map((key) => key.thumbprint));
+        const holders = holdersOf(entry);
         const theirs = [...progress.custodians].filter(([thumbprint]) => holders.has(thumbprint));
         if (theirs.length === progress.shares.size || theirs.length < entry.t || !this.#custodianQuorum(new Set(theirs.map(([thumbprint]) => thumbprint))))
           continue;
@@ -804,8 +800,7 @@ export class SealerCore {
   #recoveryThreshold(entry: KeyEntry): number {
     const pin = this.#pinned;
     if (pin === undefined) return entry.t;
-    const holders = new Set(entry.custodians?.map((key) => key.thumbprint));
-    const holding = [pin, ...(pin.previous === undefined ? [] : [pin.previous])].filter((set) => enoughOf(set, holders));
+    const holding = this.#quorumsOf(holdersOf(entry));
     return Math.max(entry.t, holding.length === 0 ? pin.threshold : Math.min(...holding.map((set) => set.threshold)));
   }
 
@@ -815,9 +810,23 @@ export class SealerCore {
    * have written that record. True without a pin.
    */
   #custodianQuorum(answered: ReadonlySet<string>): boolean {
+    return this.#pinned === undefined || this.#quorumsOf(answered).length > 0;
+  }
+
+  /** The pinned custodian sets (the pin, and the previous custodians of a change) of which `thumbprints` hold at least the threshold. */
+  #quorumsOf(thumbprints: ReadonlySet<string>): CustodianSet[] {
+    return this.#pinnedSets().filter((set) => set.thumbprints.filter((thumbprint) => thumbprints.has(thumbprint)).length >= set.threshold);
+  }
+
+  /** KMS_SEALER_CUSTODIANS and, during a change, KMS_SEALER_CUSTODIANS_PREVIOUS; none unpinned. */
+  #pinnedSets(): CustodianSet[] {
     const pin = this.#pinned;
-    if (pin === undefined) return true;
-    return enoughOf(pin, answered) || (pin.previous !== undefined && enoughOf(pin.previous, answered));
+    return pin === undefined ? [] : [pin, ...(pin.previous === undefined ? [] : [pin.previous])];
+  }
+
+  /** Every custodian a recovery challenge may go to. */
+  #pinnedThumbprints(): string[] {
+    return this.#pinnedSets().flatMap((set) => set.thumbprints);
   }
 
   /**
@@ -1002,9 +1011,9 @@ function parseInstall(request: unknown): InstallRequest {
   };
 }
 
-/** Whether `thumbprints` hold at least `set`'s threshold of its custodians. */
-function enoughOf(set: CustodianSet, thumbprints: ReadonlySet<string>): boolean {
-  return set.thumbprints.filter((thumbprint) => thumbprints.has(thumbprint)).length >= set.threshold;
+/** The thumbprints of the custodians that hold `entry`'s shares, as the state record names them. */
+function holdersOf(entry: KeyEntry): Set<string> {
+  return new Set(entry.custodians?.map((key) => key.thumbprint));
 }
 
 /** A share encrypted to its custodian: the plaintext is exactly the base64 content. */
