@@ -29,16 +29,21 @@ function formatOf(value: string): FileFormat {
   return value;
 }
 
-/** The input's size: undefined for standard input (no progress bar). */
+/**
+ * The input's size: undefined for standard input (no progress bar). A path must name a regular file:
+ * decrypt opens it twice (its first bytes tell the format), which a pipe cannot give.
+ */
 async function sizeOf(path: string): Promise<number | undefined> {
   if (path === '-') return undefined;
+  let info;
   try {
-    const info = await stat(path);
-    if (!info.isFile()) throw new Error();
-    return info.size;
-  } catch {
-    throw new UsageError(`cannot read ${path}`);
+    info = await stat(path);
+  } catch (error) {
+    throw new UsageError(`cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
   }
+  if (info.isDirectory()) throw new UsageError(`${path} is a directory, not a file`);
+  if (!info.isFile()) throw new UsageError(`${path} is not a regular file: give it on standard input instead (- as the input)`);
+  return info.size;
 }
 
 // Reads of one tee-kms chunk (DEFAULT_CHUNK_SIZE): a quarter as many buffers, callbacks and stream

@@ -4,6 +4,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -536,6 +537,23 @@ describe('tee-kms: usage and transport failures', () => {
     expect(inArgv.stderr).not.toContain(content);
     const twice = run(['verify', '-', '-'], { env: withAdmin, input: `${content}\n${content}\n` });
     expect(twice).toMatchObject({ status: 2, stdout: '', stderr: 'tee-kms: standard input (-) holds one share: give the others as files\n' });
+  });
+
+  it('encrypt and decrypt refuse an input path that is missing, a folder or a pipe, and say why and what to do instead', () => {
+    const fifo = join(tmp, 'input.fifo');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    for (const command of [['encrypt', '--primary-key', 'pk1', '--data-key', 'dk1'], ['decrypt']]) {
+      const out = join(tmp, 'never-written');
+      const missing = run([...command, join(tmp, 'missing.bin'), '-o', out], { env: withToken });
+      expect(missing).toMatchObject({ status: 2, stdout: '' });
+      expect(missing.stderr).toMatch(/^tee-kms: cannot read .*missing\.bin \(ENOENT\)\n$/);
+      expect(run([...command, tmp, '-o', out], { env: withToken }).stderr).toMatch(/^tee-kms: .* is a directory, not a file\n$/);
+      // Decrypt reads a path twice (its first bytes tell the format): a pipe is given as standard input.
+      const pipe = run([...command, fifo, '-o', out], { env: withToken });
+      expect(pipe).toMatchObject({ status: 2, stdout: '' });
+      expect(pipe.stderr).toMatch(/^tee-kms: .*input\.fifo is not a regular file: give it on standard input instead \(- as the input\)\n$/);
+      expect(existsSync(out)).toBe(false);
+    }
   });
 
   it('a token is taken from the environment or a file only: --token is no option', () => {
