@@ -406,9 +406,9 @@ export class SealerCore {
    */
   async #rebuild(given: readonly unknown[], needed: number): Promise<Buffer> {
     if (given.length > 255) throw new SealerError('BAD_SHARE', 'too many shares');
-    const list = (await Promise.all(given.map((item, i) => this.#opened(item, `shares[${i}]`)))).map((opened) => opened.item);
     const shares = new Map<number, Buffer>();
     try {
+      const list = (await Promise.all(given.map((item, i) => this.#opened(item, `shares[${i}]`)))).map((opened) => opened.item);
       list.forEach((item, i) => {
         const { index, bytes } = asSealerError('BAD_SHARE', () => parseShare(item, `shares[${i}]`));
         if (shares.has(index)) {
@@ -421,6 +421,10 @@ export class SealerCore {
       return await combineShares([...shares.values()]);
     } finally {
       for (const bytes of shares.values()) bytes.fill(0);
+      // Whoever relayed these (the operator, the ingress) must not send them again to another
+      // effect: a verification's shares, once that key is current, would authorize custodians of
+      // their own choosing. Shares sealed to the recovery key open only once, whatever came of it.
+      if (given.some(isSealedShare)) await this.#renewRecovery();
     }
   }
 
@@ -727,9 +731,16 @@ export class SealerCore {
    */
   async #authorizeCustodianChange(given: readonly CustodianKey[] | undefined, currentShares: unknown): Promise<void> {
     const state = this.#record?.state;
-    if (state === undefined || given === undefined) return;
+    const needless = (why: string) => {
+      if (currentShares !== undefined) throw new SealerError('BAD_REQUEST', `${why}: send no shares; nothing was rotated`);
+    };
+    if (state === undefined) return needless('the first rotate takes no shares (there is no current root key yet)');
+    if (given === undefined) return needless('shares go with custodians: they authorize naming other custodians than the current ones');
     const stored = state.current.custodians?.map((key) => key.thumbprint) ?? [];
-    if (stored.length === given.length && given.every((key, i) => key.thumbprint === stored[i])) return;
+    if (stored.length === given.length && given.every((key, i) => key.thumbprint === stored[i])) {
+      return needless("these custodians already hold the current root key's shares, and a rotation to them takes none");
+    }
+    if (this.#key === undefined) throw sealedError(this.status());
     if (!Array.isArray(currentShares) || currentShares.length === 0) {
       throw new SealerError(
         'BAD_REQUEST',
@@ -835,7 +846,7 @@ export class SealerCore {
    */
   async #opened(item: unknown, label: string): Promise<Opened> {
     const content = (item as { content?: unknown } | null)?.content;
-    if (typeof content === 'string' && isCompactJwe(content)) {
+    if (isSealedShare(item) && typeof content === 'string') {
       if (this.#openShare === undefined) throw new SealerError('BAD_SHARE', `${label}: encrypted shares are not accepted here`);
       let opened: string;
       try {
@@ -843,7 +854,7 @@ export class SealerCore {
       } catch {
         throw new SealerError(
           'BAD_SHARE',
-          `${label}: the share could not be decrypted with this sealing service's recovery key (it changes when the service restarts, after each recovery and on seal: seal the share again)`,
+          `${label}: the share could not be decrypted with this sealing service's recovery key (it changes when the service restarts, after each recovery, verification or change of custodians and on seal: seal the share again)`,
         );
       }
       const { content: share, challenge } = asSealerError('BAD_SHARE', () => parseRecoveryPlaintext(opened));
@@ -856,8 +867,9 @@ export class SealerCore {
   }
 
   /**
-   * New challenges and a new recovery key after a recovery and on seal: the sealed shares of a
-   * round, captured on the way, never count in another. A failure is logged: the key is in place.
+   * New challenges and a new recovery key after a recovery, on seal, and once shares sealed to it
+   * were sent to verify or to name custodians: the sealed shares of a round, captured on the way,
+   * never count in another. A failure is logged: the key is in place.
    */
   async #renewRecovery(): Promise<void> {
     this.#challenges.renew();
@@ -1014,6 +1026,12 @@ function parseInstall(request: unknown): InstallRequest {
 /** The thumbprints of the custodians that hold `entry`'s shares, as the state record names them. */
 function holdersOf(entry: KeyEntry): Set<string> {
   return new Set(entry.custodians?.map((key) => key.thumbprint));
+}
+
+/** A share as given whose content is a JWE (to the recovery key, if it opens). */
+function isSealedShare(item: unknown): boolean {
+  const content = (item as { content?: unknown } | null)?.content;
+  return typeof content === 'string' && isCompactJwe(content);
 }
 
 /** A share encrypted to its custodian: the plaintext is exactly the base64 content. */
