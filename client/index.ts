@@ -6,6 +6,7 @@
  */
 import { randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import { isIPv4 } from 'node:net';
 import { freshNonce, keyReuseSeconds, seal, sealSharesToRecoveryKey, verifyAttestation, type AttestOptions, type Sealed } from './attested.js';
 import { KmsError, type KmsErrorCode } from './errors.js';
 import { Transport, type HttpResponse } from './transport.js';
@@ -110,6 +111,12 @@ export class KmsClient {
     if (options.attest !== undefined && options.credentials === 'query')
       throw new KmsError('CONFIG', 'attested mode seals credentials: credentials "query" does not apply');
     if (options.attest !== undefined) keyReuseSeconds(options.attest);
+    if (url.protocol === 'http:' && options.attest === undefined && !isLoopback(url.hostname)) {
+      throw new KmsError(
+        'CONFIG',
+        `${url.protocol}//${url.host} would carry tokens and shares in the clear past every hop on the way: use https:, or attested mode (the attest option; --attest on the command line), which seals them; plain http: is taken only to this machine (127.0.0.1, ::1, localhost)`,
+      );
+    }
     this.#shared = {
       transport: new Transport({
         url,
@@ -506,4 +513,11 @@ function required(value: string | undefined, name: string): string {
 /** A name as one path segment: the server refuses unsafe names with 400; this only keeps the path whole. */
 function segment(name: string): string {
   return encodeURIComponent(required(name, 'a name'));
+}
+
+/** Whether `hostname` (as URL gives it) is this machine: a loopback address or localhost. */
+function isLoopback(hostname: string): boolean {
+  const host = hostname.startsWith('[') ? hostname.slice(1, -1) : hostname;
+  if (host === 'localhost' || host === '::1') return true;
+  return isIPv4(host) && host.startsWith('127.');
 }

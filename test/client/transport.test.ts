@@ -79,6 +79,18 @@ describe('TLS trust', () => {
     expect(() => new KmsClient({ url: `${server.url}/?token=x` })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
     expect(() => new KmsClient({ url: 'ftp://host' })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
   });
+
+  it('refuses http: to another machine, where tokens and shares would cross every hop in the clear, unless attested', () => {
+    for (const url of ['http://kms.example:8080', 'http://10.1.2.3', 'http://[fe80::1]:80', 'http://127.example', 'http://localhost.example']) {
+      expect(() => new KmsClient({ url, user: 'alice', token: 'a-token' }), url).toThrow(
+        expect.objectContaining({ code: 'CONFIG', message: expect.stringContaining('in the clear') }),
+      );
+      expect(() => new KmsClient({ url, attest: { allowDevelopment: true } }), url).not.toThrow();
+    }
+    for (const url of ['http://127.0.0.1:1', 'http://127.3.2.1:1', 'http://localhost:1', 'http://[::1]:1']) {
+      expect(() => new KmsClient({ url, user: 'alice', token: 'a-token' }), url).not.toThrow();
+    }
+  });
 });
 
 describe('HTTP behaviour', () => {
