@@ -9,9 +9,11 @@ export const enrollUserRoute = defineRoute({
   async handle(request, ctx) {
     const user = request.pathName('/user/', 'user');
     const token = request.token();
-    // The name is the path's; a sealed credential that names someone else was made for another enrollment.
-    const claimed = request.sealed?.user;
-    if (claimed !== undefined && claimed !== user) throw new KmsError('BAD_REQUEST', 'the sealed credential names another user than the path');
+    // The name is the path's; a credential that names someone else was made for another enrollment.
+    const claimed = request.claimedUser();
+    if (claimed !== undefined && claimed !== user) {
+      throw new KmsError('BAD_REQUEST', `the ${request.sealed?.user === undefined ? 'header or query' : 'sealed credential'} names another user than the path`);
+    }
     const { keys } = await ctx.keys();
     await keys.enrollUser(user, token);
     return { status: 201, text: `user [${user}] is created successfully!\n`, json: { user, created: true } };

@@ -19,6 +19,22 @@ export function refusedBody(raw: IncomingMessage): KmsError | undefined {
   return (raw as { [REFUSED]?: KmsError })[REFUSED];
 }
 
+/**
+ * Node's HTTP server keeps a bounded number of a request's header lines and drops the rest unsaid
+ * (1,023 in Node 20 when, as in both hosts, `maxHeadersCount` is not set). Fewer than that are taken.
+ */
+const MAX_HEADER_LINES = 1000;
+
+/**
+ * Refuses a request with more header lines than MAX_HEADER_LINES: Node may have dropped some, and a
+ * second Authorization or X-KMS-User among them (which a proxy on the way may read) would go unseen.
+ */
+export function refuseDroppedHeaders(raw: IncomingMessage): void {
+  if (raw.rawHeaders.length > 2 * MAX_HEADER_LINES) {
+    throw new KmsError('BAD_REQUEST', `the request has more than ${MAX_HEADER_LINES} header lines, past which they may not be read: send fewer`);
+  }
+}
+
 /** Headers that carry credentials outside the URL (so tokens stay out of access logs). */
 export const USER_HEADER = 'x-kms-user';
 
@@ -104,7 +120,9 @@ export class KmsRequest {
 
   /** Whether a secret travels in the clear: an Authorization header (asked of requests not sealed), or a token in the query. */
   hasClearCredentials(): boolean {
-    return this.raw.headers.authorization !== undefined || this.param('token') !== undefined;
+    if (this.raw.headers.authorization !== undefined) return true;
+    this.#query ??= parseQuery(this.#rawQuery);
+    return this.#query.has('token'); // given twice too: refused as in the clear, before its form is judged
   }
 
   /**
@@ -112,23 +130,29 @@ export class KmsRequest {
    * with `X-KMS-User: <user>`, or the BigDL KMS's `?user=…&token=…`. Forms given together must agree.
    */
   credentials(): { user: string; token: string } {
+    return { user: validateName('user', this.claimedUser()), token: this.token() };
+  }
+
+  /** The user the request names (sealed, `X-KMS-User` or `?user=`), if any: named twice, the same. */
+  claimedUser(): string | undefined {
     const user = agree('user', single(this.raw.headers[USER_HEADER]), this.param('user'));
-    return { user: validateName('user', agree('user', this.#sealed?.user, user)), token: this.token() };
+    const sealed = this.#sealed?.user;
+    if (sealed !== undefined && user !== undefined && sealed !== user) {
+      throw new KmsError('BAD_REQUEST', 'the sealed credential names another user than the header or the query');
+    }
+    return sealed ?? user;
   }
 
   /** The token: sealed, `Authorization: Bearer <token>` or `?token=…`. */
   token(): string {
-    if (this.#sealed !== undefined) {
-      if (this.param('token') !== undefined) throw new KmsError('BAD_REQUEST', 'a sealed request carries its token sealed, never also in the query');
-      return this.#sealed.token;
-    }
+    if (this.#sealed !== undefined) return this.#sealedToken(this.#sealed);
     const header = authorizationHeader(this.raw);
     return validateToken(agree('token', header === undefined ? undefined : bearer(header), this.param('token')));
   }
 
   /** The operator's token: sealed, or `Authorization: Bearer`; null when neither is given. */
   adminToken(): string | null {
-    if (this.#sealed !== undefined) return this.#sealed.token;
+    if (this.#sealed !== undefined) return this.#sealedToken(this.#sealed);
     const header = authorizationHeader(this.raw);
     if (typeof header === 'object') throw new KmsError('BAD_REQUEST', ONCE);
     return bearerToken(header) ?? null;
@@ -146,6 +170,12 @@ export class KmsRequest {
   /** The raw body, bounded, read once. functions-framework has already read it into `rawBody`. */
   body(): Promise<Buffer> {
     return (this.#body ??= this.#readBody());
+  }
+
+  /** A sealed token; one in the query as well would have crossed the way in the clear. */
+  #sealedToken(sealed: SealedCredential): string {
+    if (this.param('token') !== undefined) throw new KmsError('BAD_REQUEST', 'a sealed request carries its token sealed, never also in the query');
+    return sealed.token;
   }
 
   async #readBody(): Promise<Buffer> {

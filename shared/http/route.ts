@@ -5,7 +5,7 @@ import { metricsHooks } from '../metrics/hooks.js';
 import { installFrameworkBodyLimit } from './framework-body-limit.js';
 import { installFrameworkLogGuard } from './framework-log-guard.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
-import { KmsRequest, refusedBody } from './request.js';
+import { KmsRequest, refusedBody, refuseDroppedHeaders } from './request.js';
 import { authenticatedHeaders, openSealedRequest } from './sealed.js';
 import type { SealedCredential } from '../sealed/credential.js';
 import { STATUS_BY_CODE } from './status.js';
@@ -67,6 +67,7 @@ export function defineRoute(spec: RouteSpec): Route {
         let result: RouteResult;
         try {
           request = KmsRequest.of(req);
+          refuseDroppedHeaders(req);
           if (!matches(request.pathname)) throw new KmsError('NOT_FOUND', `no such route: ${spec.name} serves ${template}`);
           if (!spec.methods.includes(request.method)) {
             throw new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${spec.methods.join(' or ')}`, {

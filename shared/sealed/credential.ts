@@ -91,6 +91,10 @@ function checkCredential(
   if (htb !== undefined && (typeof htb !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(htb))) {
     throw malformed('"htb", when given, must be the base64url SHA-256 of the body (43 characters)');
   }
+  // A body not bound could be replaced on the way (a rotate's custodians, say): one is taken only bound.
+  if (htb === undefined && request.body !== undefined && request.body.length > 0) {
+    throw malformed('this request has a body, so "htb" must bind it (the base64url SHA-256 of the body as sent)');
+  }
   if (typeof iat !== 'number' || !Number.isSafeInteger(iat)) throw malformed('"iat" must be an integer (unix seconds)');
   if (typeof jti !== 'string' || !/^[A-Za-z0-9_-]{16,128}$/.test(jti)) throw malformed('"jti" must be 16 to 128 base64url characters');
   const jwk = responseJwk(responseKey);

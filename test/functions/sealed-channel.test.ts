@@ -49,7 +49,7 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
   const viaProxy = (path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}) =>
     httpCall(`http://127.0.0.1:${proxy().port}${path}`, options);
   const sealedCall = async (attested: Attested, method: string, target: string, token: string, user?: string, body?: string) => {
-    const request = await seal(attested, { method, target, token, ...(user === undefined ? {} : { user }) });
+    const request = await seal(attested, { method, target, token, ...(user === undefined ? {} : { user }), ...(body ? { body } : {}) });
     const answer = await viaProxy(target, {
       method,
       headers: { authorization: request.authorization, accept: 'application/json', ...(body ? { 'content-type': 'application/json' } : {}) },
@@ -69,6 +69,12 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     const got = await sealedCall(attested, 'GET', '/dataKey/dk1?primaryKeyName=pk1', USER_TOKEN, 'alice');
     expect(got.answer.status).toBe(200);
     const dataKey = (got.json as { key: string }).key;
+
+    // A token in the query beside the sealed one crossed the way in the clear: refused, whatever it is.
+    const both = await sealedCall(attested, 'GET', '/rootKey/rotate?token=not-the-admin-token', ADMIN_TOKEN);
+    expect(both.answer.status).toBe(400);
+    expect(both.json).toMatchObject({ error: { message: 'a sealed request carries its token sealed, never also in the query' } });
+    expect(JSON.parse((await kms().request('/rootKey/status', { headers: { accept: 'application/json' } })).body)).toMatchObject({ pendingRootKeyId: null });
 
     // A rotation, sealed with the admin token: its answer (the new shares) is sealed too.
     const rotated = await sealedCall(attested, 'GET', '/rootKey/rotate', ADMIN_TOKEN);
@@ -101,8 +107,16 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
 
   it('keys agreed under one service key are never used under the next: a rotation drops them', async () => {
     const epk = (await generateKeyPair('ECDH-ES+A256KW', { crv: 'X25519', extractable: true })).privateKey;
-    const reusing = (attested: Attested, method: string, target: string, token: string, kid?: string) =>
-      seal(attested, { method, target, token, ...(target.startsWith('/rootKey') ? {} : { user: 'alice' }), epk, ...(kid === undefined ? {} : { kid }) });
+    const reusing = (attested: Attested, method: string, target: string, token: string, kid?: string, body?: string) =>
+      seal(attested, {
+        method,
+        target,
+        token,
+        ...(target.startsWith('/rootKey') ? {} : { user: 'alice' }),
+        epk,
+        ...(kid === undefined ? {} : { kid }),
+        ...(body === undefined ? {} : { body }),
+      });
     const call = async (request: SealedRequest, method: string, target: string, body?: string) => {
       const answer = await viaProxy(target, {
         method,
@@ -118,7 +132,7 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     const rotated = await call(await reusing(old, 'GET', '/rootKey/rotate', ADMIN_TOKEN), 'GET', '/rootKey/rotate');
     expect(rotated.answer.status).toBe(200);
     const body = JSON.stringify({ shares: (rotated.json as Share[]).slice(0, 3) });
-    expect((await call(await reusing(old, 'POST', '/rootKey/verify', ADMIN_TOKEN), 'POST', '/rootKey/verify', body)).answer.status).toBe(200);
+    expect((await call(await reusing(old, 'POST', '/rootKey/verify', ADMIN_TOKEN, undefined, body), 'POST', '/rootKey/verify', body)).answer.status).toBe(200);
     const current = await attest((path) => viaProxy(path));
     expect(current.rootKeyId).not.toBe(old.rootKeyId);
 
@@ -187,14 +201,21 @@ describe('npm start behind a recording proxy (KMS_TLS=off)', () => {
     expect((await send(body)).status).toBe(201);
     expect((await send(body)).status).toBe(401); // now spent
 
-    // A credential without htb (the claim is optional: other clients of the protocol may not send it) covers no body.
+    // Without htb (optional for a request without a body), a body is refused: the ingress could have put it there.
     const unbound = await seal(attested, { method: 'POST', target: '/primaryKey/body-unbound', token: USER_TOKEN, user: 'alice' });
-    const accepted = await viaProxy('/primaryKey/body-unbound', {
+    const withBody = await viaProxy('/primaryKey/body-unbound', {
       method: 'POST',
       headers: { authorization: unbound.authorization, accept: 'application/json', 'content-type': 'application/json' },
       body: '{}',
     });
-    expect(accepted.status).toBe(201);
+    expect(withBody.status).toBe(400);
+    expect(JSON.parse(withBody.body).error).toMatchObject({ code: 'BAD_REQUEST', message: expect.stringContaining('"htb" must bind it') });
+    // Refused before its jti was spent: the same credential without the body is taken.
+    const without = await viaProxy('/primaryKey/body-unbound', {
+      method: 'POST',
+      headers: { authorization: unbound.authorization, accept: 'application/json' },
+    });
+    expect(without.status).toBe(201);
   });
 
   it('a captured sealed request replayed through the proxy is refused and changes nothing', async () => {

@@ -10,6 +10,9 @@ describe('bearerToken', () => {
     expect(bearerToken('  Bearer abc \t')).toBe('abc');
     expect(bearerToken('Bearer caf%C3%A9+au+lait')).toBe('caf%C3%A9+au+lait'); // never decoded
     expect(bearerToken('Bearer a.b-c_d~e+f/g==')).toBe('a.b-c_d~e+f/g==');
+    // BigDL KMS's tokens are free text: spaces inside are the token's, kept as sent.
+    expect(bearerToken('Bearer two words')).toBe('two words');
+    expect(bearerToken('Bearer two  words ')).toBe('two  words');
   });
 
   it('answers undefined without a header, null for a header that is not one Bearer credential', () => {
@@ -22,7 +25,6 @@ describe('bearerToken', () => {
       'Bearer  ',
       'Bearerabc',
       'Bearer\tabc',
-      'Bearer a b',
       'Bearer a\tb',
       'Basic YTpi',
       'Token abc',
@@ -46,8 +48,9 @@ describe('bearerToken', () => {
     const token = 'x'.repeat(1 << 20);
     expect(bearerToken(`Bearer ${token}`)).toBe(token);
     const started = performance.now();
-    expect(bearerToken(`Bearer ${' '.repeat(1 << 20)}x y`)).toBeNull();
-    expect(bearerToken(`Bearer ${'x'.repeat(1 << 20)} `.repeat(2))).toBeNull();
+    expect(bearerToken(`Bearer ${' '.repeat(1 << 20)}x\ty`)).toBeNull();
+    expect(bearerToken(`Bearer ${'x '.repeat(1 << 19)}\n`)).toBeNull();
+    expect(bearerToken(`Bearer ${'x'.repeat(1 << 20)} `.repeat(2))).toBe(`${'x'.repeat(1 << 20)} Bearer ${'x'.repeat(1 << 20)}`);
     expect(performance.now() - started).toBeLessThan(1_000);
   });
 });

@@ -203,6 +203,12 @@ describe('sealed requests and answers', () => {
     const refused = await kms.request(target, { headers: { authorization: both.authorization } });
     expect(refused.status).toBe(400);
     expect(await both.open(refused.body)).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+
+    // A sealed user that another user in the header or query contradicts, named as such.
+    const named = await seal(attested, { method: 'GET', target: '/dataKey/dk1?primaryKeyName=pk', token: TOKEN, user: USER });
+    const contradicted = await kms.request('/dataKey/dk1?primaryKeyName=pk', { headers: { authorization: named.authorization, 'x-kms-user': 'someone-else' } });
+    expect(contradicted.status).toBe(400);
+    expect(await named.open(contradicted.body)).toMatchObject({ error: { message: 'the sealed credential names another user than the header or the query' } });
   });
 
   it('a client reusing its epk and response key gets answers under one ephemeral key; tampering still fails', async () => {
@@ -253,6 +259,7 @@ describe('KMS_REQUIRE_SEALED', () => {
   it('refuses credentials in the clear with 401 saying to seal them, and changes nothing', async () => {
     for (const [path, headers] of [
       ['/user/clear?token=clear-token', {}],
+      ['/user/clear?token=clear-token&token=other', {}],
       ['/user/clear', { authorization: 'Bearer clear-token' }],
     ] as const) {
       const answer = await kms.request(path, { method: 'POST', headers: { ...headers, accept: 'application/json' } });
@@ -264,5 +271,54 @@ describe('KMS_REQUIRE_SEALED', () => {
     const attested = await attest((path) => kms.request(path));
     const enroll = await seal(attested, { method: 'POST', target: '/user/clear', token: 'clear-token' });
     expect((await kms.request('/user/clear', { method: 'POST', headers: { authorization: enroll.authorization } })).status).toBe(201); // not 409: nothing was enrolled before
+  });
+});
+
+describe('the operator token sealed, with KMS_REQUIRE_SEALED', () => {
+  const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
+  let kms: InProcessKms;
+  let attested: Attested;
+
+  beforeAll(async () => {
+    kms = await startInProcess({ env: { KMS_ADMIN_TOKEN: ADMIN, KMS_REQUIRE_SEALED: 'true' } });
+    attested = await attest((path) => kms.request(path));
+  });
+  afterAll(() => kms?.close());
+
+  it('refuses a sealed verify that also carries a token in the query, which crossed the way in the clear', async () => {
+    // Rotate reads the operator token the same way: test/functions/sealed-channel.test.ts.
+    for (const [method, path] of [['POST', '/rootKey/verify']] as const) {
+      for (const token of [ADMIN, 'anything-else']) {
+        const target = `${path}?token=${token}`;
+        const request = await seal(attested, { method, target, token: ADMIN });
+        const answer = await kms.request(target, { method, headers: { authorization: request.authorization, accept: 'application/json' } });
+        expect(answer.status, `${method} ${target}`).toBe(400);
+        expect(await request.open(answer.body)).toMatchObject({
+          error: { code: 'BAD_REQUEST', message: 'a sealed request carries its token sealed, never also in the query' },
+        });
+      }
+    }
+  });
+});
+
+describe('enrollment names its user in the path', () => {
+  let kms: InProcessKms;
+  beforeAll(async () => {
+    kms = await startInProcess();
+  });
+  afterAll(() => kms?.close());
+
+  it('refuses another user in X-KMS-User or the query (400), and enrolls nobody; the same user there is taken', async () => {
+    const token = `tok-${randomBytes(12).toString('hex')}`;
+    for (const [query, headers] of [
+      ['&user=frank', {}],
+      ['', { 'x-kms-user': 'eve' }],
+    ] as const) {
+      const answer = await kms.request(`/user/dave?token=${token}${query}`, { method: 'POST', headers: { ...headers, accept: 'application/json' } });
+      expect(answer.status).toBe(400);
+      expect(JSON.parse(answer.body).error.message).toBe('the header or query names another user than the path');
+    }
+    const same = await kms.request(`/user/dave?token=${token}&user=dave`, { method: 'POST', headers: { 'x-kms-user': 'dave' } });
+    expect(same.status).toBe(201); // not 409: the refusals enrolled nobody
   });
 });
