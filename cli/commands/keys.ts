@@ -35,11 +35,12 @@ export function addKeyCommands(program: Command): void {
   data
     .command('get <pk> <dk>')
     .description('print the data key <dk> (base64), or write it to a new file')
-    .option('--out <file>', 'write the key (base64) to this new file, mode 0600; never overwrites')
+    .option('--out <file>', 'write the key (base64) to this new file, mode 0600; never overwrites (- for standard output)')
     .action(async (pk: string, dk: string, options: { out?: string }, command: Command) => {
       const { key } = await clientFor(command, 'user').getDataKey(pk, dk);
       const json = globals(command).json === true;
-      if (options.out === undefined) return print(json, { primaryKey: pk, dataKey: dk, key }, key);
+      // `-` is standard output, as for every other --out and -o.
+      if (options.out === undefined || options.out === '-') return print(json, { primaryKey: pk, dataKey: dk, key }, key);
       await writeSecretFile(options.out, `${key}\n`);
       print(json, { primaryKey: pk, dataKey: dk, file: options.out }, `data key ${dk} written to ${options.out}`);
     });

@@ -138,6 +138,14 @@ describe('tee-kms against npm start', () => {
     expect(await readFile(out, 'utf8')).toBe('kept');
   });
 
+  it('data-key get --out - prints the key on standard output, as -o - does elsewhere, and writes no file named -', async () => {
+    const printed = run(['data-key', 'get', 'pk1', 'dk1', '--out', '-'], { env: withToken });
+    expect(printed).toMatchObject({ status: 0, stdout: `${key}\n`, stderr: '' });
+    const json = run(['--json', 'data-key', 'get', 'pk1', 'dk1', '--out', '-'], { env: withToken });
+    expect(json.json()).toEqual({ primaryKey: 'pk1', dataKey: 'dk1', key });
+    expect(existsSync(join(tmp, '-'))).toBe(false);
+  });
+
   it('a standard output that fills up is an error, never a key or plaintext cut short with exit 0', async () => {
     /** `args` with standard output appended to `out` (1,000 bytes there already), files limited to 1 KiB. */
     const intoFullFile = async (args: string, out: string) => {
