@@ -43,7 +43,19 @@ export async function writeOutput(target: string, source: Readable, transforms: 
     }
     // publish removes the temporary file whatever happens.
     if (!(await publish(temp, target, { replace: options.overwrite === true }))) throw new KmsError('CONFLICT', `${target} exists; nothing was written`);
+  } catch (error) {
+    throw asTarget(error, temp, target);
   } finally {
     kept();
   }
+}
+
+/**
+ * A file system error on the hidden temporary file, said as one on `target`: the user named the
+ * target and never sees the temporary name (a missing directory, a read-only one).
+ */
+function asTarget(error: unknown, temp: string, target: string): unknown {
+  const { code, syscall, path } = error as NodeJS.ErrnoException;
+  if (path !== temp || typeof code !== 'string') return error;
+  return Object.assign(new Error(`${code}: ${syscall ?? 'open'} ${target}`), { code, syscall: syscall ?? 'open', path: target });
 }

@@ -175,6 +175,22 @@ describe('tee-kms against npm start', () => {
     expect(decrypted.written.length).toBe(1024 - 1000); // up to the limit, then the error
   });
 
+  it('encrypt and decrypt into a missing directory name the output given, not their temporary file', async () => {
+    const plain = join(tmp, 'to-missing-dir.bin');
+    await writeFile(plain, randomBytes(1000));
+    const sealed = `${plain}.kms`;
+    expect(run(['encrypt', '--primary-key', 'pk1', '--data-key', 'dk1', plain, '-o', sealed], { env: withToken }).status).toBe(0);
+    const commands = [
+      ['encrypt', '--primary-key', 'pk1', '--data-key', 'dk1', plain, '-o', 'nodir/x.kms'],
+      ['decrypt', sealed, '-o', 'nodir/x.out'],
+    ];
+    for (const args of commands) {
+      const refused = run(args, { env: withToken });
+      expect(refused).toMatchObject({ status: 1, stdout: '', stderr: `tee-kms: cannot open ${args.at(-1)!} (ENOENT)\n` });
+    }
+    expect(existsSync(join(tmp, 'nodir'))).toBe(false);
+  });
+
   it('decrypt interrupted (Ctrl-C) part way: exit 130, and neither the output nor its temporary plaintext is left', async () => {
     const plain = join(tmp, 'interrupted.bin');
     await writeFile(plain, randomBytes(1024 * 1024));

@@ -56,6 +56,13 @@ describe('writeOutput', () => {
     expect(readFileSync(target, 'utf8')).toBe('new');
   });
 
+  it('names the target, never its hidden temporary file, when the target cannot be created', async () => {
+    const target = join(dir, 'no-such-dir', 'out.kms');
+    const error = await writeOutput(target, Readable.from([Buffer.from('x')])).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: 'ENOENT', syscall: 'open', path: target });
+    expect(String((error as Error).message)).not.toMatch(/\.tmp/);
+  });
+
   it("writes to standard output for '-', in a real process", () => {
     const script = `
       import { Readable } from 'node:stream';
