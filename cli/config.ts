@@ -4,6 +4,7 @@
  * in the process list.
  */
 import type { Command } from 'commander';
+import { PEM_CERTIFICATES, pemBundle } from '../shared/crypto/pem-bundle.js';
 import { UsageError } from './errors.js';
 import { readBoundedSync } from './bounded-read.js';
 import { KmsClient, type AttestOptions } from './kms.js';
@@ -101,6 +102,7 @@ export function clientFor(command: Command, credentials: 'user' | 'admin' | 'any
   const url = options.url ?? env('TEE_KMS_URL');
   if (url === undefined) throw new UsageError('no server: give --url or set TEE_KMS_URL');
   const caFile = options.ca ?? env('TEE_KMS_CA');
+  const caNamed = options.ca === undefined ? 'TEE_KMS_CA' : '--ca';
   const user = userNamed(options);
   const sealed = options.attest !== undefined;
   const token = secret('TEE_KMS_TOKEN', options.tokenFile, '--token-file', sealed);
@@ -109,9 +111,15 @@ export function clientFor(command: Command, credentials: 'user' | 'admin' | 'any
   if (credentials === 'user' && user === undefined) throw new UsageError(NO_USER);
   if (credentials === 'user' && token === undefined) throw new UsageError(NO_TOKEN);
   if (credentials === 'admin' && adminToken === undefined) throw new UsageError(NO_ADMIN_TOKEN);
+  const ca = caFile === undefined ? undefined : caCertificates(readFileNamed(caFile, caNamed), `${caNamed} ${caFile}`);
+  given = {
+    ...(caFile === undefined ? {} : { ca: `${caNamed} ${caFile}` }),
+    ...(options.attest === undefined ? {} : { attest: options.attest }),
+    ...(adminToken === undefined ? {} : { adminToken: adminTokenSource(options) }),
+  };
   return new KmsClient({
     url,
-    ...(caFile === undefined ? {} : { ca: readFileNamed(caFile, '--ca') }),
+    ...(ca === undefined ? {} : { ca }),
     ...(user === undefined ? {} : { user }),
     ...(token === undefined ? {} : { token }),
     ...(adminToken === undefined ? {} : { adminToken }),
@@ -121,6 +129,58 @@ export function clientFor(command: Command, credentials: 'user' | 'admin' | 'any
     retries: 0,
     timeoutMs: 300_000,
   });
+}
+
+/**
+ * The CA file's text, once it is a bundle TLS loads whole (shared/crypto/pem-bundle.ts): anything
+ * else (DER, a key, the wrong file) would only show later as a certificate not trusted. Never quoted.
+ */
+function caCertificates(text: string, named: string): string {
+  const bundle = pemBundle(text);
+  if (bundle === undefined) throw new UsageError(`${named} is not a CA certificate file: it must hold ${PEM_CERTIFICATES}`);
+  return bundle;
+}
+
+/** Where the admin token was taken from, for messages: never the token. */
+function adminTokenSource(options: GlobalOptions): string {
+  if (options.adminTokenFile !== undefined) return `--admin-token-file ${options.adminTokenFile}`;
+  const file = env('TEE_KMS_ADMIN_TOKEN_FILE');
+  return file === undefined ? 'TEE_KMS_ADMIN_TOKEN' : `TEE_KMS_ADMIN_TOKEN_FILE ${file}`;
+}
+
+/** Node's codes for a certificate whose issuer is not among those trusted (the client says the code). */
+const UNKNOWN_ISSUER = /SELF_SIGNED|UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY_LEAF_SIGNATURE|CERT_UNTRUSTED/;
+
+/** What the command's client was given, in the command line's terms: for its failures (inCommandLineTerms). */
+let given: { readonly ca?: string; readonly attest?: string; readonly adminToken?: string } = {};
+
+/**
+ * A client error's message said for the person at the command line: the client names its
+ * TypeScript options (`attest.allowDevelopment`) and the server its HTTP header, where here a
+ * flag, a variable or the --attest file's member is what to change. Never a secret: sources are
+ * named, tokens never.
+ */
+export function inCommandLineTerms(error: { readonly code: string; readonly status: number; readonly message: string }): string {
+  const attest = given.attest;
+  let message = error.message;
+  if (attest !== undefined) {
+    message = message
+      .replace(/\battest\.allowDevelopment is set\b/g, `--attest ${attest} holds "allowDevelopment": true`)
+      .replace(/\battest\.([A-Za-z]+)/g, (all, member: string) => (ATTEST_MEMBERS.has(member) ? `"${member}" of --attest ${attest}` : all));
+  }
+  if (error.code === 'TLS' && error.status === 0) {
+    if (/ALTNAME|HOSTNAME/.test(message)) return `${message}: it is not issued to the URL's host; give a name it is issued to in --url or TEE_KMS_URL`;
+    if (!UNKNOWN_ISSUER.test(message)) return message; // expired, revoked…: no CA given here changes that
+    return given.ca === undefined
+      ? `${message}: give the CA certificate that issued it (PEM) with --ca <file> or TEE_KMS_CA`
+      : `${message}: ${given.ca} did not issue it; give the server's CA certificate (PEM) with --ca <file> or TEE_KMS_CA`;
+  }
+  if (error.code === 'UNAUTHORIZED' && /admin token|operator credentials/.test(message)) {
+    return given.adminToken === undefined
+      ? `${message}; from the command line, ${NO_ADMIN_TOKEN.replace(/^no admin token: /, '')}`
+      : `${message} (the admin token of ${given.adminToken})`;
+  }
+  return message;
 }
 
 const ATTEST_MEMBERS = new Set(['policy', 'sealerPolicy', 'collateral', 'pccsUrl', 'pccsCa', 'trustedRootCaPem', 'allowDevelopment', 'keyReuseSeconds']);

@@ -12,6 +12,7 @@ import { addCustodianCommands } from './commands/custodian.js';
 import { addFileCommands } from './commands/files.js';
 import { addKeyCommands } from './commands/keys.js';
 import { addRootKeyCommands } from './commands/root-key.js';
+import { inCommandLineTerms } from './config.js';
 import { EXIT, Incomplete, Refused, UsageError } from './errors.js';
 import { guardStandardStreams, printable, say } from './io.js';
 import { KmsError } from './kms.js';
@@ -85,11 +86,8 @@ function failure(error: unknown): number {
     return EXIT.refused;
   }
   if (error instanceof KmsError) {
-    if (error.status === 0 && UNREACHABLE.has(error.code)) {
-      say(`${error.code}: ${error.message}`);
-      return EXIT.unreachable;
-    }
-    say(`${error.code}: ${error.message}`);
+    say(`${error.code}: ${inCommandLineTerms(error)}`);
+    if (error.status === 0 && UNREACHABLE.has(error.code)) return EXIT.unreachable;
     return error.status === 0 && (error.code === 'CONFIG' || error.code === 'INVALID_ARGUMENT') ? EXIT.usage : EXIT.refused;
   }
   if (error instanceof LocalError) {

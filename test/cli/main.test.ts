@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, repoRoot, startNpmStart, type ServerProcess } from '../support/processes.js';
 import { findSecrets } from '../support/storage-snapshot.js';
+import { writeTlsFiles } from '../support/tls-files.js';
+import { PEM_CERTIFICATES } from '../../shared/crypto/pem-bundle.js';
 
 // dist/ is built once per run by test/global-setup.ts.
 const cli = join(repoRoot, 'dist/cli/main.js');
@@ -340,6 +342,9 @@ describe('tee-kms against npm start', () => {
     const refused = run(['--attest', strict, 'attest']);
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(/^tee-kms: ATTESTATION: /);
+    // The member of the --attest file to set, not the TypeScript option's name.
+    expect(refused.stderr).toContain(`refused unless --attest ${strict} holds "allowDevelopment": true\n`);
+    expect(refused.stderr).not.toContain('attest.allowDevelopment');
     expect(run(['attest']).status).toBe(2);
     await writeFile(join(tmp, 'attest-bad.json'), JSON.stringify({ allowDevelopmnt: true }));
     expect(run(['--attest', join(tmp, 'attest-bad.json'), 'attest'])).toMatchObject({
@@ -362,7 +367,7 @@ describe('tee-kms against npm start', () => {
     await writeFile(join(tmp, 'attest-long.json'), JSON.stringify({ allowDevelopment: true, keyReuseSeconds: 7200 }));
     expect(run(['--attest', join(tmp, 'attest-long.json'), 'data-key', 'get', 'pk1', 'dk1'], { env: withToken })).toMatchObject({
       status: 2,
-      stderr: expect.stringMatching(/keyReuseSeconds must be a whole number of seconds from 0 to 3600/),
+      stderr: `tee-kms: CONFIG: "keyReuseSeconds" of --attest ${join(tmp, 'attest-long.json')} must be a whole number of seconds from 0 to 3600\n`,
     });
   });
 
@@ -411,6 +416,14 @@ describe('tee-kms against npm start', () => {
     const refused = run(['rotate', '--custodians', custodians, '--shares', ...current, '--out-dir', outDir]);
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(/^tee-kms: UNAUTHORIZED: /);
+    // Said in the command line's terms, not only as the HTTP header.
+    expect(refused.stderr).toMatch(
+      /; from the command line, set TEE_KMS_ADMIN_TOKEN, or name a file holding it with --admin-token-file or TEE_KMS_ADMIN_TOKEN_FILE\n$/,
+    );
+    const wrong = run(['rotate', '--custodians', custodians, '--shares', ...current, '--out-dir', outDir], {
+      env: { TEE_KMS_ADMIN_TOKEN: 'not-the-admin-token' },
+    });
+    expect(wrong).toMatchObject({ status: 1, stdout: '', stderr: 'tee-kms: UNAUTHORIZED: wrong admin token (the admin token of TEE_KMS_ADMIN_TOKEN)\n' });
     const rotated = run(['--admin-token-file', adminTokenFile, '--json', 'rotate', '--custodians', custodians, '--out-dir', outDir, '--shares', ...current]);
     expect(rotated.status, rotated.stderr).toBe(0);
     expect(rotated.json()).toMatchObject({ state: 'pending-verification' });
@@ -592,7 +605,37 @@ describe('tee-kms: usage and transport failures', () => {
     expect(closed.stderr).toMatch(/^tee-kms: UNREACHABLE: /);
     const untrusted = run(['status'], { env: { TEE_KMS_CA: '' } });
     expect(untrusted.status).toBe(3);
-    expect(untrusted.stderr).toMatch(/^tee-kms: TLS: /);
+    expect(untrusted.stderr).toMatch(
+      /^tee-kms: TLS: .*DEPTH_ZERO_SELF_SIGNED_CERT.*: give the CA certificate that issued it \(PEM\) with --ca <file> or TEE_KMS_CA\n$/,
+    );
+  });
+
+  it('a CA file is named as given (--ca or TEE_KMS_CA), and one that is not PEM is a usage error, not a certificate not trusted', async () => {
+    const missing = join(tmp, 'missing-ca.pem');
+    expect(run(['status'], { env: { TEE_KMS_CA: missing } })).toMatchObject({ status: 2, stderr: `tee-kms: cannot read TEE_KMS_CA ${missing}\n` });
+    expect(run(['--ca', missing, 'status'])).toMatchObject({ status: 2, stderr: `tee-kms: cannot read --ca ${missing}\n` });
+    const der = join(tmp, 'ca.der');
+    const pem = await readFile(join(dataDir, 'tls/cert.pem'), 'utf8');
+    await writeFile(der, Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64'));
+    const broken = join(tmp, 'broken-ca.pem');
+    await writeFile(broken, '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n');
+    const notPem = [
+      [['--ca', der, 'status'], {}, `--ca ${der}`],
+      [['status'], { TEE_KMS_CA: der }, `TEE_KMS_CA ${der}`],
+      [['--ca', broken, 'status'], {}, `--ca ${broken}`],
+    ] as const;
+    for (const [args, env, named] of notPem) {
+      const refused = run(args, { env });
+      expect(refused).toMatchObject({ status: 2, stdout: '' });
+      expect(refused.stderr).toBe(`tee-kms: ${named} is not a CA certificate file: it must hold ${PEM_CERTIFICATES}\n`);
+    }
+    // A CA that did not issue the server's certificate: named, with what to give instead.
+    const other = writeTlsFiles(tmp, 'other-ca');
+    const untrusted = run(['--ca', other.certFile, 'status']);
+    expect(untrusted.status).toBe(3);
+    expect(untrusted.stderr).toMatch(
+      new RegExp(`^tee-kms: TLS: .*: --ca ${other.certFile} did not issue it; give the server's CA certificate \\(PEM\\) with --ca <file> or TEE_KMS_CA\n$`),
+    );
   });
 });
 
