@@ -277,6 +277,25 @@ export class KmsClient {
     return (await this.#call({ method: 'PUT', path: '/rootKey/recover', credential: 'none', body })).json as RecoveryProgress;
   }
 
+  /**
+   * The `kid` of shares sealed to the sealing service's current recovery key: that key's RFC 7638
+   * thumbprint, from GET /rootKey/recover (no credentials, nothing sent). Its evidence is NOT
+   * verified here: it only tells, before a share is sent, whether a JWE share names that key in
+   * its header; a share encrypted to a custodian names the custodian's. Never seal to it on this
+   * word: `recover` and `verify` seal to an attested one.
+   */
+  async recoveryKeyId(): Promise<string> {
+    const answer = await this.#call({ method: 'GET', path: '/rootKey/recover', query: { nonce: freshNonce() }, credential: 'none' });
+    const json = answer.json;
+    const recoveryKey = typeof json === 'object' && json !== null ? (json as Record<string, unknown>)['recoveryKey'] : undefined;
+    const custody = await import('../shared/custody/share-jwe.js');
+    try {
+      return custody.parseCustodianKeys([recoveryKey], 1)[0]!.thumbprint;
+    } catch {
+      throw new KmsError('PROTOCOL', 'GET /rootKey/recover answered no P-256 recoveryKey');
+    }
+  }
+
   /** GET /rootKey/status. */
   async sealStatus(): Promise<SealStatus> {
     return (await this.#call({ method: 'GET', path: '/rootKey/status', credential: 'none' })).json as SealStatus;

@@ -3,7 +3,9 @@ import type { KeyObject } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { readJsonFile, readPrivateKey, readSharesToSend, readShareToSend, shareToSend } from '../custodian/inputs.js';
+import { isCompactJwe } from '../../shared/custody/share-jwe.js';
+import { KmsError as LocalError } from '../../shared/errors.js';
+import { jweKid, readJsonFile, readPrivateKey, readSharesToSend, readShareToSend, shareToSend, stillEncrypted } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
 import { Incomplete, Refused, UsageError } from '../errors.js';
 import { sayIfInterrupted } from '../interrupt.js';
@@ -38,6 +40,7 @@ export function addRootKeyCommands(program: Command): void {
       if (options.shares !== undefined && options.custodians === undefined) throw new UsageError('--shares goes with --custodians');
       const custodians = options.custodians === undefined ? undefined : await readCustodians(options.custodians);
       const shares = options.shares === undefined ? undefined : await readSharesToSend(options.shares);
+      if (shares !== undefined) await refuseNotSealedToRecoveryKey(client, shares, options.shares!, decryptToFile);
       if (options.outDir !== undefined) {
         await secretDirectory(options.outDir);
         await refuseShareFiles(options.outDir);
@@ -99,6 +102,7 @@ export function addRootKeyCommands(program: Command): void {
     .action(async (shareFiles: string[], _options, command: Command) => {
       const client = clientFor(command, 'admin');
       const shares = await readSharesToSend(shareFiles);
+      await refuseNotSealedToRecoveryKey(client, shares, shareFiles, decryptToFile);
       const result = await client.verify(shares);
       print(globals(command).json === true, result, `shares verified: root key ${String(result['rootKeyId'])} is current`);
     });
@@ -119,13 +123,69 @@ export function addRootKeyCommands(program: Command): void {
       }
       const client = clientFor(command);
       const json = globals(command).json === true;
-      const custodian = options.custodianKey === undefined ? {} : { custodianKey: (await readPrivateKey(options.custodianKey)).privateKey };
+      const key = options.custodianKey === undefined ? undefined : await readPrivateKey(options.custodianKey);
+      const custodian = key === undefined ? {} : { custodianKey: key.privateKey };
       if (shareFile !== undefined) {
-        const progress = await client.recover(await readShareToSend(shareFile), custodian);
+        const share = await readShareToSend(shareFile);
+        // Encrypted to this very custodian's key: certainly not sealed to the recovery key, and known without asking.
+        if (key !== undefined && jweKid(share.content) === key.thumbprint) {
+          const attest = globals(command).attest!;
+          throw stillEncrypted(nameOf(shareFile), {
+            to: ` to your custodian key, kid ${key.thumbprint}`,
+            example: `\`tee-kms custodian decrypt ${options.custodianKey!} ${fileOf(shareFile)} | tee-kms --attest ${attest} recover --custodian-key ${options.custodianKey!} -\``,
+            after: '; nothing was sent',
+          });
+        }
+        await refuseNotSealedToRecoveryKey(client, [share], [shareFile], decryptToRecover);
+        const progress = await client.recover(share, custodian);
         return print(json, progress, progressText(progress));
       }
       print(json, await recoverInteractively(client, custodian), 'tee-kms is unsealed');
     });
+}
+
+/** What names a share argument in messages. */
+const nameOf = (arg: string): string => (arg === '-' ? 'the share on standard input' : `the share file ${arg}`);
+/** The share argument in an example command. */
+const fileOf = (arg: string): string => (arg === '-' ? '<share file>' : arg);
+/** How to decrypt a share for recover: along a pipe, never into a file. */
+const decryptToRecover = (arg: string): string => `\`tee-kms custodian decrypt <key file> ${fileOf(arg)} | tee-kms recover -\``;
+/** How to decrypt a share for verify or rotate --shares, which take files. */
+const decryptToFile = (arg: string): string => `\`tee-kms custodian decrypt <key file> ${fileOf(arg)} -o <new file>\` and give that file`;
+
+/**
+ * Before anything is sent: a share that is a JWE goes as it is, so it must be sealed to this
+ * sealing service's recovery key (`custodian seal-share`), which its header's `kid` names. A share
+ * written by rotate --out-dir is encrypted to its custodian, whose `kid` it names instead: the
+ * service cannot open it (and shares sent to verify or to name custodians spend the recovery key
+ * for every custodian of the round, whatever came of it). Nothing in the header tells the two
+ * apart but that `kid`: the recovery key's is asked for (GET /rootKey/recover, no credentials,
+ * nothing sent).
+ */
+async function refuseNotSealedToRecoveryKey(
+  client: KmsClient,
+  shares: readonly Share[],
+  args: readonly string[],
+  example: (arg: string) => string,
+): Promise<void> {
+  const sealed = shares.flatMap((share, i) => (isCompactJwe(share.content) ? [{ arg: args[i]!, kid: jweKid(share.content) }] : []));
+  if (sealed.length === 0) return;
+  let recoveryKid: string;
+  try {
+    recoveryKid = await client.recoveryKeyId();
+  } catch (error) {
+    // Unreachable: so is the sealing service for the shares. Any other answer (an older service,
+    // one whose root key comes from a secret): the shares go as before, and it judges them.
+    if (error instanceof KmsError && !['UNREACHABLE', 'TLS', 'TIMEOUT'].includes(error.code)) return;
+    throw error;
+  }
+  const stray = sealed.find(({ kid }) => kid !== recoveryKid);
+  if (stray === undefined) return;
+  throw stillEncrypted(nameOf(stray.arg), {
+    to: `${stray.kid === undefined ? ' that names no key' : ` to kid ${stray.kid}`}, not to this sealing service's recovery key, kid ${recoveryKid}: rotate --out-dir writes each share encrypted to its custodian`,
+    example: example(stray.arg),
+    after: '; nothing was sent (a share sealed with `custodian seal-share` to an earlier recovery key is sealed again)',
+  });
 }
 
 interface RotateOptions {
@@ -228,8 +288,10 @@ async function recoverInteractively(client: KmsClient, custodian: { readonly cus
       let share: Share;
       try {
         share = shareToSend(line.trim(), 'that line');
+        await refuseNotSealedToRecoveryKey(client, [share], ['-'], decryptToRecover);
       } catch (error) {
-        say(`${(error as Error).message}; try again`);
+        if (!(error instanceof LocalError)) throw error;
+        say(`${error.message}; try again`);
         continue;
       }
       try {

@@ -3,16 +3,12 @@
  * their share of a rotation's answer. The plaintext goes to standard output (a pipe, or a terminal
  * only with --print-shares) or to a new 0600 file.
  */
-import { decodeProtectedHeader } from 'jose/decode/protected_header';
 import { openShare } from '../../shared/custody/share-jwe.js';
 import { isKmsError } from '../../shared/errors.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { Refused } from '../errors.js';
 import { refuseSecretOutput, writeSecretFile } from '../io.js';
-import { checkedShare, indexOfShare, readPrivateKey, sealedShareFrom, textOrFile } from './inputs.js';
-
-/** A thumbprint as the sealing service writes it (SHA-256, base64url); anything else is not worth printing. */
-const KID = /^[A-Za-z0-9_-]{43}$/;
+import { checkedShare, indexOfShare, jweKid, readPrivateKey, sealedShareFrom, textOrFile } from './inputs.js';
 
 export interface DecryptOutput {
   /** A new file for the share (0600, all or nothing, never overwritten); `-` or none: standard output. */
@@ -37,7 +33,7 @@ export async function decryptTo(keyFile: string, shareArg: string, output: Decry
 export async function decrypt(keyFile: string, shareArg: string): Promise<Share> {
   const key = await readPrivateKey(keyFile);
   const sealed = sealedShareFrom(await textOrFile(shareArg, 'share file'));
-  const kid = kidOf(sealed.jwe);
+  const kid = jweKid(sealed.jwe);
   // Said plainly, rather than as a failed decryption: the operator handed out the wrong share.
   if (kid !== undefined && kid !== key.thumbprint) {
     throw new Refused(`this share is encrypted to another custodian key (kid ${kid}); the key in ${keyFile} has kid ${key.thumbprint}`);
@@ -50,13 +46,4 @@ export async function decrypt(keyFile: string, shareArg: string): Promise<Share>
     throw error;
   }
   return checkedShare(content, sealed.index ?? indexOfShare(content), 'the decrypted share');
-}
-
-function kidOf(jwe: string): string | undefined {
-  try {
-    const { kid } = decodeProtectedHeader(jwe);
-    return typeof kid === 'string' && KID.test(kid) ? kid : undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -4,6 +4,7 @@
  */
 import { createECDH, createPrivateKey, type KeyObject } from 'node:crypto';
 import { stat } from 'node:fs/promises';
+import { decodeProtectedHeader } from 'jose/decode/protected_header';
 import { isCompactJwe, jwkThumbprint } from '../../shared/custody/share-jwe.js';
 import { KmsError } from '../../shared/errors.js';
 import { MAX_SHARES, parseShare, SHARE_BYTES, type Share } from '../../shared/sealer-client/protocol.js';
@@ -138,8 +139,33 @@ export function plainShareFrom(text: string, index: number): Share {
     if (share.index !== undefined && share.index !== index) throw badInput(`the share object's index ${share.index} is not the <index> given, ${index}`);
     content = share.content;
   }
-  if (isCompactJwe(content)) throw badInput('the share is still encrypted (a JWE): decrypt it first with `custodian decrypt`');
+  if (isCompactJwe(content)) throw stillEncrypted('the share');
   return checkedShare(content, index, 'the share');
+}
+
+/**
+ * A share still encrypted where its plaintext is needed (`custodian seal-share`), or where only a
+ * JWE sealed to the sealing service's recovery key can be sent (recover, verify, rotate --shares):
+ * refused, saying how to decrypt it. `to` says which key it is encrypted to, `example` the command
+ * that decrypts it, `after` what else to say. One message for all, so that all say the same.
+ */
+export function stillEncrypted(what: string, options: { readonly to?: string; readonly example?: string; readonly after?: string } = {}): KmsError {
+  const how = options.example === undefined ? ' with `custodian decrypt`' : `, e.g. ${options.example}`;
+  return badInput(`${what} is still encrypted (a JWE${options.to ?? ''}): decrypt it first${how}${options.after ?? ''}`);
+}
+
+/** A thumbprint as keys are named in JWE headers (SHA-256, base64url); anything else is not worth printing. */
+const KID = /^[A-Za-z0-9_-]{43}$/;
+
+/** The `kid` of a compact JWE's protected header: the thumbprint of the key it is encrypted to, if it names one. */
+export function jweKid(jwe: string): string | undefined {
+  if (!isCompactJwe(jwe)) return undefined;
+  try {
+    const { kid } = decodeProtectedHeader(jwe);
+    return typeof kid === 'string' && KID.test(kid) ? kid : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +14,7 @@ import { freePort, repoRoot, startNpmStart, type ServerProcess } from '../suppor
 import { findSecrets } from '../support/storage-snapshot.js';
 import { writeTlsFiles } from '../support/tls-files.js';
 import { PEM_CERTIFICATES } from '../../shared/crypto/pem-bundle.js';
+import { parseCustodianKeys, sealShare } from '../../shared/custody/share-jwe.js';
 
 // dist/ is built once per run by test/global-setup.ts.
 const cli = join(repoRoot, 'dist/cli/main.js');
@@ -66,6 +68,20 @@ function runBytes(args: readonly string[], input: Buffer): { status: number | nu
   return { status: result.status, stdout: result.stdout, stderr: result.stderr.toString() };
 }
 const withAdmin = { TEE_KMS_ADMIN_TOKEN: ADMIN_TOKEN };
+
+/** The recovery key that GET /rootKey/recover answers (evidence not checked: tests only). */
+async function recoveryKeyOf(): Promise<unknown> {
+  const ca = await readFile(join(dataDir, 'tls/cert.pem'));
+  const url = `https://127.0.0.1:${port}/rootKey/recover?nonce=${randomBytes(32).toString('base64url')}`;
+  return new Promise((resolve, reject) => {
+    httpsGet(url, { ca }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (body += chunk));
+      response.on('end', () => resolve((JSON.parse(body) as { recoveryKey: unknown }).recoveryKey));
+    }).on('error', reject);
+  });
+}
 const hasScript = spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
 
 beforeAll(async () => {
@@ -430,6 +446,25 @@ describe('tee-kms against npm start', () => {
     const files = rotated.json<{ files: string[] }>().files;
     expect(files).toHaveLength(5);
 
+    // The share files as written, still encrypted to their custodians: refused before anything is sent.
+    const pending = run(['status', '--json']).json<{ pendingRootKeyId: string }>().pendingRootKeyId;
+    const kid = (publicKeys[0] as { kid: string }).kid;
+    const unopened = [
+      run(['verify', ...files.slice(0, 3)], { env: withAdmin }),
+      run(['rotate', '--custodians', custodians, '--shares', ...files.slice(0, 3), '--out-dir', join(tmp, 'rotate-out-unused')], { env: withAdmin }),
+    ];
+    for (const refusal of unopened) {
+      expect(refusal).toMatchObject({ status: 2, stdout: '' });
+      expect(refusal.stderr).toContain(
+        `tee-kms: the share file ${files[0]!} is still encrypted (a JWE to kid ${kid}, not to this sealing service's recovery key, kid `,
+      );
+      expect(refusal.stderr).toContain(
+        `: rotate --out-dir writes each share encrypted to its custodian): decrypt it first, e.g. \`tee-kms custodian decrypt <key file> ${files[0]!} -o <new file>\` and give that file; nothing was sent (a share sealed with \`custodian seal-share\` to an earlier recovery key is sealed again)\n`,
+      );
+    }
+    expect(run(['status', '--json']).json()).toMatchObject({ verificationPending: true, pendingRootKeyId: pending });
+    expect(existsSync(join(tmp, 'rotate-out-unused'))).toBe(false);
+
     const opened = [];
     for (const [i, file] of files.entries()) {
       expect((await stat(file)).mode & 0o777).toBe(0o600);
@@ -465,19 +500,41 @@ describe('tee-kms against npm start', () => {
     expect(sealed.status).toBe(1);
     expect(sealed.stderr).toMatch(/^tee-kms: SEALED: /);
 
+    // A share file as rotate --out-dir wrote it, still encrypted to its custodian: refused before
+    // anything is sent, with how to decrypt it on the way; with --custodian-key, said as that key's.
+    const encrypted = join(tmp, 'sealed-shares/share-1.json');
+    const custodianKey = join(tmp, 'custodian-0/custodian-key.json');
+    const kid = (JSON.parse(await readFile(join(tmp, 'custodians.json'), 'utf8')) as Array<{ kid: string }>)[0]!.kid;
+    const unopened = run(['recover', encrypted]);
+    expect(unopened).toMatchObject({ status: 2, stdout: '' });
+    expect(unopened.stderr).toContain(
+      `tee-kms: the share file ${encrypted} is still encrypted (a JWE to kid ${kid}, not to this sealing service's recovery key`,
+    );
+    expect(unopened.stderr).toContain(`decrypt it first, e.g. \`tee-kms custodian decrypt <key file> ${encrypted} | tee-kms recover -\`; nothing was sent`);
+    const development = join(tmp, 'attest-dev.json');
+    const withKey = run(['--attest', development, 'recover', '--custodian-key', custodianKey, encrypted]);
+    expect(withKey).toMatchObject({
+      status: 2,
+      stdout: '',
+      stderr: `tee-kms: the share file ${encrypted} is still encrypted (a JWE to your custodian key, kid ${kid}): decrypt it first, e.g. \`tee-kms custodian decrypt ${custodianKey} ${encrypted} | tee-kms --attest ${development} recover --custodian-key ${custodianKey} -\`; nothing was sent\n`,
+    });
+    expect(run(['status', '--json']).json()).toMatchObject({ sealed: true, progress: 0 });
+
     // From standard input: a share decrypted on the fly never touches the disk.
     const one = run(['recover', '-', '--json'], { input: JSON.stringify(shares[4]) });
     expect(one.status, one.stderr).toBe(0);
     expect(one.json()).toMatchObject({ sealed: true, progress: 1, t: 3 });
 
     // A line that is no share, a duplicate, then two good ones: the bad ones are said and skipped.
-    const input = ['not a share', JSON.stringify(shares[4]), shares[0]!.content, JSON.stringify(shares[2]), ''].join('\n');
+    const stillEncrypted = (await readFile(encrypted, 'utf8')).trim();
+    const input = ['not a share', JSON.stringify(shares[4]), stillEncrypted, shares[0]!.content, JSON.stringify(shares[2]), ''].join('\n');
     const interactive = run(['recover', '--interactive', '--json'], { input });
     expect(interactive.status, interactive.stderr).toBe(0);
     expect(interactive.json()).toMatchObject({ sealed: false });
     expect(interactive.stderr).toContain('share 2 of 3: ');
     expect(interactive.stderr).toContain('share accepted: 2 of 3 received');
     expect(interactive.stderr).toMatch(/share refused: \w+: /);
+    expect(interactive.stderr).toContain(`the share on standard input is still encrypted (a JWE to kid ${kid}, not to this sealing service's recovery key`);
     for (const share of shares) expect(interactive.stdout + interactive.stderr).not.toContain(share.content);
     expect(run(['data-key', 'get', 'pk1', 'dk1'], { env: withToken }).stdout).toBe(`${key}\n`);
 
@@ -492,9 +549,16 @@ describe('tee-kms against npm start', () => {
     const short = run(['recover', '--interactive'], { input: `${JSON.stringify(shares[0])}\n` });
     expect(short.status).toBe(1);
     expect(short.stderr).toMatch(/still sealed \(1 of 3 received\)/);
+    // A share sealed to the recovery key (as `custodian seal-share` does) names it in its header: sent as it is.
+    const recoveryKey = parseCustodianKeys([await recoveryKeyOf()], 1)[0]!;
+    const sealedShare = join(tmp, 'sealed-to-recovery-key.json');
+    await writeFile(sealedShare, JSON.stringify({ index: shares[1]!.index, content: await sealShare(shares[1]!.content, recoveryKey) }), { mode: 0o600 });
+    const sealedSent = run(['recover', sealedShare, '--json']);
+    expect(sealedSent.status, sealedSent.stderr).toBe(0);
+    expect(sealedSent.json()).toMatchObject({ sealed: true, progress: 2, t: 3 });
     // Attested mode: each share is sealed to the sealing service's attested recovery key first.
     const development = join(tmp, 'attest-dev.json');
-    const rest = run(['--attest', development, 'recover', '--interactive'], { input: `${JSON.stringify(shares[1])}\n${JSON.stringify(shares[3])}\n` });
+    const rest = run(['--attest', development, 'recover', '--interactive'], { input: `${JSON.stringify(shares[3])}\n` });
     expect(rest.status, rest.stderr).toBe(0);
     expect(rest.stdout).toBe('tee-kms is unsealed\n');
   });
