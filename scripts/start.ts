@@ -16,7 +16,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadRoutes } from '../functions/catalog.js';
-import { kmsOptions } from '../shared/config.js';
+import { kmsOptions, loadKmsConfig } from '../shared/config.js';
 import { KmsError } from '../shared/errors.js';
 import { hostOptions, startHost } from '../shared/http/host.js';
 import { log, logFields, passOn } from '../shared/log.js';
@@ -43,7 +43,7 @@ try {
   // The host's and the functions' options too (KMS_ACCESS_LOG, KMS_S3_PREFIX among them), before
   // the sealing service starts: a bad value stops npm start at once, reported under its name.
   loadOptions(hostOptions, process.env);
-  loadOptions(kmsOptions, process.env);
+  loadKmsConfig(process.env);
   const sealer = await startSealers(sealerReplicas);
   const host = await startHost(loadRoutes);
   log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.urls.join(','), metrics: host.metricsUrl ?? 'off' });

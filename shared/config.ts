@@ -178,7 +178,12 @@ export const kmsOptions = {
       'A JSON array of the custodians\' public JWKs (EC P-256, ECDH-ES+A256KW), one per share in share order: rotate encrypts share i to key i. A rotate body {"custodians": […]} overrides it; without either, the keys stored with the current root key are used.',
   }),
   shares: option({ env: 'KMS_SHARES', default: 5, parse: parse.integer(2, 255), description: 'Shamir shares made by rotate.' }),
-  threshold: option({ env: 'KMS_THRESHOLD', default: 3, parse: parse.integer(2, 255), description: 'Shares needed to recover the root key.' }),
+  threshold: option({
+    env: 'KMS_THRESHOLD',
+    default: 3,
+    parse: parse.integer(2, 255),
+    description: 'Shares needed to recover the root key; at most KMS_SHARES (checked at start).',
+  }),
   rotationLeaseSeconds: option({
     env: 'KMS_ROTATION_LEASE_SECONDS',
     default: 60,
@@ -214,6 +219,23 @@ export const kmsOptions = {
 
 export type KmsConfig = OptionValues<typeof kmsOptions>;
 
+/**
+ * The functions' configuration, each option checked, then the options checked against each other:
+ * every host loads it through here (npm start and the sealing service at start), so that a
+ * combination no rotation could use stops them at start rather than failing the first rotate.
+ */
 export function loadKmsConfig(env: NodeJS.ProcessEnv = process.env): KmsConfig {
-  return loadOptions(kmsOptions, env);
+  const config = loadOptions(kmsOptions, env);
+  assertThresholdWithinShares(config);
+  return config;
+}
+
+/** KMS_THRESHOLD at most KMS_SHARES: no split into n shares can need more than n of them. */
+export function assertThresholdWithinShares({ shares, threshold }: { readonly shares: number; readonly threshold: number }): void {
+  if (threshold > shares) {
+    throw new KmsError(
+      'CONFIG',
+      `KMS_THRESHOLD (${threshold}) exceeds KMS_SHARES (${shares}): a root key split into ${shares} shares cannot need ${threshold} to recover; set KMS_THRESHOLD to at most KMS_SHARES, or raise KMS_SHARES`,
+    );
+  }
 }

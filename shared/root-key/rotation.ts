@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { assertThresholdWithinShares } from '../config.js';
 import { ROOT_KEY_ID_PATTERN } from '../crypto/root-key-id.js';
 import { KmsError } from '../errors.js';
 import { faultPoint } from '../fault.js';
@@ -97,9 +98,8 @@ export class RootKeyRotation {
     authorizedFor: { readonly initialized: boolean },
     custody: { readonly custodians?: readonly unknown[] | undefined; readonly currentShares?: readonly Share[] | undefined } = {},
   ): Promise<RotationResult> {
-    if (this.settings.threshold > this.settings.shares) {
-      throw new KmsError('CONFIG', `KMS_THRESHOLD (${this.settings.threshold}) exceeds KMS_SHARES (${this.settings.shares})`);
-    }
+    // Loading the configuration checks it already; this guards settings given any other way.
+    assertThresholdWithinShares(this.settings);
     const status = await this.authority.sealStatus();
     if (status.initialized && !authorizedFor.initialized) {
       throw new KmsError('CONFLICT', 'the root key was initialized by another request meanwhile; rotating it now needs the admin token');

@@ -122,33 +122,54 @@ describe('npm start: stopping', () => {
 });
 
 describe('npm start: configuration errors name what the user set', () => {
-  it.each([
-    ['KMS_ROOT_KEY', 'not-a-key', /^tee-kms: KMS_ROOT_KEY must be a base64-encoded 256-bit \(32-byte\) key\n$/],
-    ['KMS_ROOT_KEY_FILE', '/nonexistent/root-key', /^tee-kms: KMS_ROOT_KEY_FILE names a file that cannot be read: \/nonexistent\/root-key\n$/],
-    ['KMS_INIT_DATA_FILE', '/nonexistent/initdata.toml', /^tee-kms: KMS_INIT_DATA_FILE names a file that cannot be read: \/nonexistent\/initdata.toml\n$/],
-    ['KMS_ACCESS_LOG', 'flase', /^tee-kms: KMS_ACCESS_LOG must be true or false, got "flase"\n$/],
-    [
-      'KMS_S3_PREFIX',
-      'tenant-a',
-      /^tee-kms: KMS_S3_PREFIX must be path segments of letters, digits, \. _ - \(each starting with a letter or digit\), ending with \/\n$/,
-    ],
-  ])('a bad %s stops it before the sealing service starts, under that name, never echoing a secret', async (name, value, message) => {
+  /** Runs npm start with `env` on a fresh KMS_DATA_DIR (unless `env` names one), to its exit. */
+  const refusedStart = async (env: Record<string, string>) => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-config-'));
     try {
-      const result = spawnSync('npm', ['start', '--silent'], {
-        env: { PATH: process.env.PATH, HOME: process.env.HOME, KMS_DATA_DIR: dataDir, PORT: String(await freePort()), [name]: value },
+      return spawnSync('npm', ['start', '--silent'], {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, KMS_DATA_DIR: dataDir, PORT: String(await freePort()), ...env },
         encoding: 'utf8',
         timeout: 60_000,
       });
-      expect(result.status).toBe(1);
-      expect(result.stderr).toMatch(message);
-      expect(result.stderr).not.toContain('KMS_SEALER_');
-      if (name === 'KMS_ROOT_KEY') expect(result.stderr + result.stdout).not.toContain(value);
-      expect(result.stdout).not.toContain('"component":"sealer","message":"listening"');
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
-  });
+  };
+
+  it.each([
+    ['KMS_ROOT_KEY', { KMS_ROOT_KEY: 'not-a-key' }, /^tee-kms: KMS_ROOT_KEY must be a base64-encoded 256-bit \(32-byte\) key\n$/],
+    [
+      'KMS_ROOT_KEY_FILE',
+      { KMS_ROOT_KEY_FILE: '/nonexistent/root-key' },
+      /^tee-kms: KMS_ROOT_KEY_FILE names a file that cannot be read: \/nonexistent\/root-key\n$/,
+    ],
+    [
+      'KMS_INIT_DATA_FILE',
+      { KMS_INIT_DATA_FILE: '/nonexistent/initdata.toml' },
+      /^tee-kms: KMS_INIT_DATA_FILE names a file that cannot be read: \/nonexistent\/initdata.toml\n$/,
+    ],
+    ['KMS_ACCESS_LOG', { KMS_ACCESS_LOG: 'flase' }, /^tee-kms: KMS_ACCESS_LOG must be true or false, got "flase"\n$/],
+    [
+      'KMS_S3_PREFIX',
+      { KMS_S3_PREFIX: 'tenant-a' },
+      /^tee-kms: KMS_S3_PREFIX must be path segments of letters, digits, \. _ - \(each starting with a letter or digit\), ending with \/\n$/,
+    ],
+    [
+      'KMS_THRESHOLD above KMS_SHARES',
+      { KMS_SHARES: '5', KMS_THRESHOLD: '6' },
+      /^tee-kms: KMS_THRESHOLD \(6\) exceeds KMS_SHARES \(5\): a root key split into 5 shares cannot need 6 to recover; set KMS_THRESHOLD to at most KMS_SHARES, or raise KMS_SHARES\n$/,
+    ],
+  ] as Array<[string, Record<string, string>, RegExp]>)(
+    'a bad %s stops it before the sealing service starts, under that name, never echoing a secret',
+    async (_name, env, message) => {
+      const result = await refusedStart(env);
+      expect(result.status).toBe(1);
+      expect(result.stderr).toMatch(message);
+      expect(result.stderr).not.toContain('KMS_SEALER_');
+      if (env.KMS_ROOT_KEY !== undefined) expect(result.stderr + result.stdout).not.toContain(env.KMS_ROOT_KEY);
+      expect(result.stdout).not.toContain('"component":"sealer","message":"listening"');
+    },
+  );
 });
 
 describe('npm start: a replica that fails at its first start', () => {

@@ -28,6 +28,21 @@ describe('configuration', () => {
     );
   });
 
+  it('refuses a KMS_THRESHOLD above KMS_SHARES, naming both and what to do', () => {
+    expect(loadKmsConfig({ KMS_SHARES: '5', KMS_THRESHOLD: '5' })).toMatchObject({ shares: 5, threshold: 5 });
+    expect(() => loadKmsConfig({ KMS_SHARES: '5', KMS_THRESHOLD: '6' })).toThrow(
+      expect.objectContaining({
+        code: 'CONFIG',
+        message:
+          'KMS_THRESHOLD (6) exceeds KMS_SHARES (5): a root key split into 5 shares cannot need 6 to recover; set KMS_THRESHOLD to at most KMS_SHARES, or raise KMS_SHARES',
+      }),
+    );
+    // The default threshold (3) against a smaller KMS_SHARES.
+    expect(() => loadKmsConfig({ KMS_SHARES: '2' })).toThrow(
+      expect.objectContaining({ code: 'CONFIG', message: expect.stringMatching(/^KMS_THRESHOLD \(3\) exceeds KMS_SHARES \(2\)/) }),
+    );
+  });
+
   it('validates enumerations, integers, booleans and URLs', () => {
     expect(() => loadKmsConfig({ KMS_STORE: 'ftp' })).toThrow(expect.objectContaining({ message: 'KMS_STORE must be one of fs, s3, got "ftp"' }));
     expect(() => loadKmsConfig({ KMS_KEY_CACHE_TTL_SECONDS: '-1' })).toThrow(expect.objectContaining({ code: 'CONFIG' }));
