@@ -1,5 +1,5 @@
 import { isCompactJwe, readCustodianKeysFile } from '../shared/custody/share-jwe.js';
-import { KmsError } from '../shared/errors.js';
+import { isKmsError, KmsError } from '../shared/errors.js';
 import { requireAdmin } from '../shared/http/admin-auth.js';
 import type { KmsRequest } from '../shared/http/request.js';
 import { defineRoute } from '../shared/http/route.js';
@@ -74,7 +74,18 @@ async function custodyOf(
     return { custodians, ...(shares === undefined ? {} : { currentShares: parseShares(shares) }) };
   }
   if (config.custodianKeysFile === '') return {};
-  return { custodians: (await readCustodianKeysFile(config.custodianKeysFile, config.shares)).map(({ kty, crv, x, y }) => ({ kty, crv, x, y })) };
+  // Read again at every rotate (operators may replace the file; npm start checked it at start): a
+  // file gone bad since is the server's configuration, answered 500 CONFIG, saying what to do.
+  let keys: Awaited<ReturnType<typeof readCustodianKeysFile>>;
+  try {
+    keys = await readCustodianKeysFile(config.custodianKeysFile, config.shares);
+  } catch (error) {
+    if (!isKmsError(error, 'CONFIG')) throw error;
+    throw new KmsError('CONFIG', `${error.message}. Nothing was changed; or give the custodians' keys in the body ({"custodians": [JWK, …]})`, {
+      cause: error,
+    });
+  }
+  return { custodians: keys.map(({ kty, crv, x, y }) => ({ kty, crv, x, y })) };
 }
 
 export const rotateRootKey = rotateRootKeyRoute.handler; // functions-framework: --target=rotateRootKey

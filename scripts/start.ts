@@ -42,8 +42,14 @@ try {
   const { sealerReplicas } = loadOptions(startOptions, process.env);
   // The host's and the functions' options too (KMS_ACCESS_LOG, KMS_S3_PREFIX among them), before
   // the sealing service starts: a bad value stops npm start at once, reported under its name.
-  loadOptions(hostOptions, process.env);
-  loadKmsConfig(process.env);
+  const { functionTarget } = loadOptions(hostOptions, process.env);
+  const config = loadKmsConfig(process.env);
+  // Read again at every rotate (it may be replaced); read here too, so that a file rotate could
+  // not use stops the start rather than the first rotate.
+  if (config.custodianKeysFile !== '' && (functionTarget === '' || functionTarget === 'rotateRootKey')) {
+    const { readCustodianKeysFile } = await import('../shared/custody/share-jwe.js');
+    await readCustodianKeysFile(config.custodianKeysFile, config.shares);
+  }
   const sealer = await startSealers(sealerReplicas);
   const host = await startHost(loadRoutes);
   log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.urls.join(','), metrics: host.metricsUrl ?? 'off' });

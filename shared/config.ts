@@ -175,7 +175,7 @@ export const kmsOptions = {
     default: '',
     parse: parse.string,
     description:
-      'A JSON array of the custodians\' public JWKs (EC P-256, ECDH-ES+A256KW), one per share in share order: rotate encrypts share i to key i. A rotate body {"custodians": […]} overrides it; without either, the keys stored with the current root key are used.',
+      'A JSON array of the custodians\' public JWKs (EC P-256, ECDH-ES+A256KW), one per share in share order: rotate encrypts share i to key i. A rotate body {"custodians": […]} overrides it; without either, the keys stored with the current root key are used. Read at every rotate; npm start also checks it at start.',
   }),
   shares: option({ env: 'KMS_SHARES', default: 5, parse: parse.integer(2, 255), description: 'Shamir shares made by rotate.' }),
   threshold: option({

@@ -90,25 +90,42 @@ export function jwkThumbprint(jwk: { readonly crv: string; readonly x: string; r
   return createHash('sha256').update(canonical, 'utf8').digest('base64url');
 }
 
-/** The custodian keys of KMS_CUSTODIAN_KEYS_FILE (a JSON array, in share order). Throws KmsError('CONFIG') naming the file. */
+/** Where the custodian keys file comes from, named in every error about it. */
+export const CUSTODIAN_KEYS_VARIABLE = 'KMS_CUSTODIAN_KEYS_FILE';
+const CUSTODIAN_KEYS_FORM = "a JSON array of the custodians' public JWKs, one per share (KMS_SHARES), in share order";
+
+/**
+ * The custodian keys of KMS_CUSTODIAN_KEYS_FILE (a JSON array, in share order), exactly
+ * `expectedCount` of them when given. Throws KmsError('CONFIG') naming the variable and the file,
+ * and what the file must hold; never quoting it.
+ */
 export async function readCustodianKeysFile(path: string, expectedCount?: number): Promise<CustodianKey[]> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (error) {
-    throw new KmsError('CONFIG', `the custodian keys file ${path} cannot be read`, { cause: error });
+    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    throw new KmsError(
+      'CONFIG',
+      `${CUSTODIAN_KEYS_VARIABLE} names a file that cannot be read: ${path} (${code}); point it at ${CUSTODIAN_KEYS_FORM}, or unset it`,
+      {
+        cause: error,
+      },
+    );
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
     // Not the parser's message: it quotes the text.
-    throw new KmsError('CONFIG', `the custodian keys file ${path} is not JSON`);
+    throw new KmsError('CONFIG', `${CUSTODIAN_KEYS_VARIABLE} names a file that is not JSON: ${path}; it must hold ${CUSTODIAN_KEYS_FORM}`);
   }
   try {
     return parseCustodianKeys(json, expectedCount);
   } catch (error) {
-    if (error instanceof KmsError) throw new KmsError('CONFIG', `the custodian keys file ${path}: ${error.message}`, { cause: error });
+    if (error instanceof KmsError) {
+      throw new KmsError('CONFIG', `${CUSTODIAN_KEYS_VARIABLE} names a file of keys that cannot be used: ${path}: ${error.message}`, { cause: error });
+    }
     throw error;
   }
 }

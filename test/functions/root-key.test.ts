@@ -268,6 +268,27 @@ describe('root key lifecycle through the functions (mode 2: Shamir shares)', () 
     expect(findSecrets(await kms.settledOutput(), secrets)).toEqual([]);
     expect(findSecrets(c.sealer.logs(), secrets)).toEqual([]);
   });
+
+  it('a bad KMS_CUSTODIAN_KEYS_FILE, read at every rotate: rotate answers 500 CONFIG naming it and what to do, and changes nothing', async () => {
+    // The lean host reads it at every rotate (it may be replaced), not at start.
+    const file = join(c.dataDir, 'custodians.json');
+    const other = await c.kms({ KMS_CUSTODIAN_KEYS_FILE: file });
+    const before = await status(other);
+    for (const [content, problem] of [
+      [undefined, `names a file that cannot be read: ${file} (ENOENT); point it at a JSON array`],
+      ['{"custodians"', `names a file that is not JSON: ${file}; it must hold a JSON array`],
+      ['[]', `names a file of keys that cannot be used: ${file}: custodians must be a non-empty JSON array`],
+    ] as const) {
+      if (content !== undefined) await writeFile(file, content);
+      const answer = await other.request('/rootKey/rotate', { method: 'POST', headers: { ...admin, ...json } });
+      expect(answer.status, answer.body).toBe(500);
+      const { error } = JSON.parse(answer.body) as { error: { code: string; message: string } };
+      expect(error.code).toBe('CONFIG');
+      expect(error.message).toContain(`KMS_CUSTODIAN_KEYS_FILE ${problem}`);
+      expect(error.message).toMatch(/Nothing was changed; or give the custodians' keys in the body \(\{"custodians": \[JWK, …\]\}\)$/);
+    }
+    expect(await status(other)).toEqual(before);
+  });
 });
 
 describe('rotation with thousands of primary keys on S3 (Ceph RGW), killed at every step', () => {

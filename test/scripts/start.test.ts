@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Share } from '../../shared/sealer-client/protocol.js';
-import { freePort, startNpmStart, type ServerProcess } from '../support/processes.js';
+import { freePort, repoRoot, startNpmStart, type ServerProcess } from '../support/processes.js';
 import { findSecrets } from '../support/storage-snapshot.js';
 import { findTool, requireTool, skipWithout } from '../support/tools.js';
 
@@ -158,6 +158,16 @@ describe('npm start: configuration errors name what the user set', () => {
       'KMS_THRESHOLD above KMS_SHARES',
       { KMS_SHARES: '5', KMS_THRESHOLD: '6' },
       /^tee-kms: KMS_THRESHOLD \(6\) exceeds KMS_SHARES \(5\): a root key split into 5 shares cannot need 6 to recover; set KMS_THRESHOLD to at most KMS_SHARES, or raise KMS_SHARES\n$/,
+    ],
+    [
+      'KMS_CUSTODIAN_KEYS_FILE (missing)',
+      { KMS_CUSTODIAN_KEYS_FILE: '/nonexistent/custodians.json' },
+      /^tee-kms: KMS_CUSTODIAN_KEYS_FILE names a file that cannot be read: \/nonexistent\/custodians\.json \(ENOENT\); point it at a JSON array of the custodians' public JWKs, one per share \(KMS_SHARES\), in share order, or unset it\n$/,
+    ],
+    [
+      'KMS_CUSTODIAN_KEYS_FILE (not keys)',
+      { KMS_CUSTODIAN_KEYS_FILE: join(repoRoot, 'package.json') },
+      /^tee-kms: KMS_CUSTODIAN_KEYS_FILE names a file of keys that cannot be used: .*package\.json: custodians must be a non-empty JSON array of public JWKs\n$/,
     ],
   ] as Array<[string, Record<string, string>, RegExp]>)(
     'a bad %s stops it before the sealing service starts, under that name, never echoing a secret',

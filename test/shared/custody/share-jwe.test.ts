@@ -173,12 +173,24 @@ describe('readCustodianKeysFile', () => {
     expect(await readCustodianKeysFile(file)).toEqual(parseCustodianKeys([a.publicJwk]));
   });
 
-  it('names the file in a CONFIG error, without quoting it', async () => {
+  it('names the variable and the file in a CONFIG error, and what it must hold, without quoting it', async () => {
     const a = pair();
     const cases: Array<[string, string | undefined, RegExp]> = [
-      ['missing.json', undefined, /^the custodian keys file .*missing\.json cannot be read$/],
-      ['bad.json', `[{"x": "${a.publicJwk.x}"`, /^the custodian keys file .*bad\.json is not JSON$/],
-      ['private.json', JSON.stringify([a.privateJwk]), /^the custodian keys file .*private\.json: custodians\[0\] holds private key material/],
+      [
+        'missing.json',
+        undefined,
+        /^KMS_CUSTODIAN_KEYS_FILE names a file that cannot be read: .*missing\.json \(ENOENT\); point it at a JSON array of the custodians' public JWKs, one per share \(KMS_SHARES\), in share order, or unset it$/,
+      ],
+      [
+        'bad.json',
+        `[{"x": "${a.publicJwk.x}"`,
+        /^KMS_CUSTODIAN_KEYS_FILE names a file that is not JSON: .*bad\.json; it must hold a JSON array of the custodians' public JWKs/,
+      ],
+      [
+        'private.json',
+        JSON.stringify([a.privateJwk]),
+        /^KMS_CUSTODIAN_KEYS_FILE names a file of keys that cannot be used: .*private\.json: custodians\[0\] holds private key material/,
+      ],
     ];
     for (const [name, content, message] of cases) {
       const file = join(tmp, name);
