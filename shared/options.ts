@@ -3,7 +3,8 @@ import { KmsError } from './errors.js';
 
 /**
  * Declares configuration options once each: environment variable, default, parser, description.
- * Secret options may also come from a mounted file (`<ENV>_FILE`), as Kubernetes secrets are.
+ * Secret options may also come from a mounted file (`<ENV>_FILE`), as Kubernetes secrets are;
+ * setting both `<ENV>` and `<ENV>_FILE` is refused.
  * Error messages name the variable, never a secret's value.
  */
 export interface OptionSpec<T> {
@@ -12,7 +13,7 @@ export interface OptionSpec<T> {
   readonly parse: (raw: string, env: string) => T;
   /** Used when the variable is unset or empty. */
   readonly default: T;
-  /** Also read from the file named by `<env>_FILE`; never echoed in errors. */
+  /** Also read from the file named by `<env>_FILE` (never with `<env>` too); never echoed in errors. */
   readonly secret?: boolean;
 }
 
@@ -41,18 +42,31 @@ export function loadOptions<S extends OptionSpecs>(specs: S, env: NodeJS.Process
   return values as OptionValues<S>;
 }
 
+/**
+ * The option's text: the variable's value or, for a secret, the content of the file `<env>_FILE`
+ * names. Both set is refused rather than one silently winning: whoever set the other one (a
+ * mounted Secret, a leftover export) would believe it in use.
+ */
 function readRaw(spec: OptionSpec<unknown>, env: NodeJS.ProcessEnv): string | undefined {
-  const direct = env[spec.env];
-  if (direct !== undefined && direct !== '') return direct;
-  if (!spec.secret) return undefined;
-  const file = env[`${spec.env}_FILE`];
-  if (file === undefined || file === '') return undefined;
+  const direct = nonEmpty(env[spec.env]);
+  if (!spec.secret) return direct;
+  const fileEnv = `${spec.env}_FILE`;
+  const file = nonEmpty(env[fileEnv]);
+  if (direct !== undefined && file !== undefined) {
+    throw new KmsError('CONFIG', `${spec.env} and ${fileEnv} are both set: set only one of them (the value, or the file holding it) and unset the other`);
+  }
+  if (file === undefined) return direct;
   try {
     // Mounted secrets commonly end with a newline; it is never part of the secret.
     return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
   } catch {
-    throw new KmsError('CONFIG', `${spec.env}_FILE names a file that cannot be read: ${file}`);
+    throw new KmsError('CONFIG', `${fileEnv} names a file that cannot be read: ${file}`);
   }
+}
+
+/** An empty variable counts as unset, as for every option. */
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
 }
 
 // Parsers shared by option declarations.

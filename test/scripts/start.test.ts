@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { connect, createServer } from 'node:net';
@@ -169,6 +169,16 @@ describe('npm start: configuration errors name what the user set', () => {
       { KMS_CUSTODIAN_KEYS_FILE: join(repoRoot, 'package.json') },
       /^tee-kms: KMS_CUSTODIAN_KEYS_FILE names a file of keys that cannot be used: .*package\.json: custodians must be a non-empty JSON array of public JWKs\n$/,
     ],
+    [
+      'KMS_ROOT_KEY beside KMS_ROOT_KEY_FILE',
+      { KMS_ROOT_KEY: randomBytes(32).toString('base64'), KMS_ROOT_KEY_FILE: '/nonexistent/root-key' },
+      /^tee-kms: KMS_ROOT_KEY and KMS_ROOT_KEY_FILE are both set: set only one of them \(the value, or the file holding it\) and unset the other\n$/,
+    ],
+    [
+      'KMS_ADMIN_TOKEN beside KMS_ADMIN_TOKEN_FILE',
+      { KMS_ADMIN_TOKEN: 'local-admin-token', KMS_ADMIN_TOKEN_FILE: '/nonexistent/admin-token' },
+      /^tee-kms: KMS_ADMIN_TOKEN and KMS_ADMIN_TOKEN_FILE are both set: set only one of them \(the value, or the file holding it\) and unset the other\n$/,
+    ],
   ] as Array<[string, Record<string, string>, RegExp]>)(
     'a bad %s stops it before the sealing service starts, under that name, never echoing a secret',
     async (_name, env, message) => {
@@ -176,7 +186,7 @@ describe('npm start: configuration errors name what the user set', () => {
       expect(result.status).toBe(1);
       expect(result.stderr).toMatch(message);
       expect(result.stderr).not.toContain('KMS_SEALER_');
-      if (env.KMS_ROOT_KEY !== undefined) expect(result.stderr + result.stdout).not.toContain(env.KMS_ROOT_KEY);
+      for (const secret of [env.KMS_ROOT_KEY, env.KMS_ADMIN_TOKEN]) if (secret !== undefined) expect(result.stderr + result.stdout).not.toContain(secret);
       expect(result.stdout).not.toContain('"component":"sealer","message":"listening"');
     },
   );

@@ -104,6 +104,17 @@ describe('start-up configuration', () => {
     expect(output).not.toContain(value);
   });
 
+  it('refuses KMS_SEALER_ROOT_KEY beside KMS_SEALER_ROOT_KEY_FILE, naming both, whichever would have won', async () => {
+    const value = randomBytes(32).toString('base64');
+    const { code, output } = await startFails({ KMS_SEALER_ROOT_KEY: value, KMS_SEALER_ROOT_KEY_FILE: join(dir, 'root-key') });
+    expect(code).toBe(1);
+    expect(output).toContain(
+      'KMS_SEALER_ROOT_KEY and KMS_SEALER_ROOT_KEY_FILE are both set: set only one of them (the value, or the file holding it) and unset the other',
+    );
+    expect(output).not.toContain(value);
+    expect(output).not.toContain('listening');
+  });
+
   it('refuses half a TLS configuration', async () => {
     const { code, output } = await startFails({ KMS_SEALER_TLS_CERT_FILE: join(dir, 'cert.pem') });
     expect(code).toBe(1);

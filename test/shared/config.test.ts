@@ -2,7 +2,8 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadKmsConfig } from '../../shared/config.js';
+import { kmsOptions, loadKmsConfig } from '../../shared/config.js';
+import { loadSealerOptions, sealerOptions } from '../../sealer/options.js';
 
 describe('configuration', () => {
   it('has working defaults', () => {
@@ -16,6 +17,29 @@ describe('configuration', () => {
     const dir = await mkdtemp(join(tmpdir(), 'tee-kms-config-'));
     await writeFile(join(dir, 'root-key'), `${key.toString('base64')}\n`);
     expect(loadKmsConfig({ KMS_ROOT_KEY_FILE: join(dir, 'root-key') }).rootKey).toEqual(key);
+  });
+
+  it('refuses a secret set both directly and as <VAR>_FILE, for every secret option of the functions and the sealing service', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tee-kms-config-'));
+    const file = join(dir, 'secret');
+    const key = Buffer.alloc(32, 7).toString('base64');
+    await writeFile(file, key);
+    const secrets = [...Object.values(kmsOptions), ...Object.values(sealerOptions)].filter((spec) => spec.secret === true).map((spec) => spec.env);
+    expect(secrets).toEqual(
+      expect.arrayContaining(['KMS_ROOT_KEY', 'KMS_ADMIN_TOKEN', 'KMS_S3_ACCESS_KEY_ID', 'KMS_S3_SECRET_ACCESS_KEY', 'KMS_SEALER_ROOT_KEY']),
+    );
+    for (const name of secrets) {
+      const load = (env: NodeJS.ProcessEnv) => (name.startsWith('KMS_SEALER_') ? loadSealerOptions(env) : loadKmsConfig(env));
+      expect(() => load({ [name]: key, [`${name}_FILE`]: file }), name).toThrow(
+        expect.objectContaining({
+          code: 'CONFIG',
+          message: `${name} and ${name}_FILE are both set: set only one of them (the value, or the file holding it) and unset the other`,
+        }),
+      );
+      // Either alone, or the other empty (unset), is taken.
+      expect(() => load({ [name]: key, [`${name}_FILE`]: '' }), name).not.toThrow();
+      expect(() => load({ [name]: '', [`${name}_FILE`]: file }), name).not.toThrow();
+    }
   });
 
   it('names the variable and never echoes a secret value', () => {
