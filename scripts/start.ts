@@ -12,12 +12,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadRoutes } from '../functions/catalog.js';
 import { kmsOptions, loadKmsConfig } from '../shared/config.js';
 import { KmsError } from '../shared/errors.js';
+import { ensureDataDir } from '../shared/fs/data-dir.js';
 import { hostOptions, startHost } from '../shared/http/host.js';
 import { log, logFields, passOn } from '../shared/log.js';
 import { loadOptions } from '../shared/options.js';
@@ -50,6 +51,10 @@ try {
     const { readCustodianKeysFile } = await import('../shared/custody/share-jwe.js');
     await readCustodianKeysFile(config.custodianKeysFile, config.shares);
   }
+  // The folders, before the sealing service writes into them: one that cannot be one is reported
+  // under the variable that named it.
+  await ensureDataDir(dataDir, 'KMS_DATA_DIR');
+  await ensureDataDir(sealerDataDir, process.env.KMS_SEALER_DATA_DIR ? 'KMS_SEALER_DATA_DIR' : 'KMS_DATA_DIR');
   const sealer = await startSealers(sealerReplicas);
   const host = await startHost(loadRoutes);
   log.info('tee-kms listening', { url: host.url, certificate: host.certFile, dataDir, sealer: sealer.urls.join(','), metrics: host.metricsUrl ?? 'off' });
@@ -98,7 +103,6 @@ async function startSealers(replicas: number): Promise<{ urls: readonly string[]
     if (value !== undefined && value !== '') env[name.replace('KMS_', 'KMS_SEALER_')] = value;
   }
   if (env.KMS_SEALER_ADMIN_POLICY_FILE === undefined || env.KMS_SEALER_ADMIN_POLICY_FILE === '') {
-    await mkdir(sealerDataDir, { recursive: true, mode: 0o700 });
     const file = join(sealerDataDir, 'admin-policy.json');
     const grant = [identity];
     const policy = { rotate: grant, verify: grant, recover: grant, seal: grant, ...(replicas > 1 ? { 'sealer-peer': [SEALER_DEVELOPMENT_IDENTITY] } : {}) };

@@ -82,6 +82,7 @@ export async function startSealer(
     hostnames: options.tlsHostnames,
     envPrefix: 'KMS_SEALER_TLS',
     commonName: 'tee-kms sealing service (self-signed)',
+    dataDirEnv: 'KMS_SEALER_DATA_DIR',
   });
   const tokens = await TokenService.create(options.tokenTtlSeconds);
   const sessions = new SessionStore(options.nonceTtlSeconds * 1000, options.maxSessions);
@@ -158,7 +159,7 @@ export async function startSealer(
   const sweeper = setInterval(() => sessions.sweep(), 30_000);
   sweeper.unref();
 
-  const { port } = await listen(server, options.port, options.host);
+  const { port } = await listen(server, options.port, options.host, { hostEnv: 'KMS_SEALER_HOST', portEnv: 'KMS_SEALER_PORT' });
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   const url = `https://${host === '0.0.0.0' || host === '[::]' ? 'localhost' : host}:${port}`;
 

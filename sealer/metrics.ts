@@ -70,5 +70,5 @@ export function sealerCollector(core: SealStatusSource, now: () => number = Date
 
 /** The sealer's metrics port (KMS_SEALER_METRICS_PORT), started once its HTTPS port listens. */
 export function serveSealerMetrics(core: SealStatusSource, port: number, bind: string): Promise<MetricsServer> {
-  return serveMetrics({ port, bind, portEnv: 'KMS_SEALER_METRICS_PORT', collectors: [sealerCollector(core)] });
+  return serveMetrics({ port, bind, portEnv: 'KMS_SEALER_METRICS_PORT', bindEnv: 'KMS_SEALER_METRICS_HOST', collectors: [sealerCollector(core)] });
 }

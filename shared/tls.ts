@@ -3,6 +3,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { KmsError } from './errors.js';
+import { ensureDataDir } from './fs/data-dir.js';
 
 export interface TlsMaterial {
   readonly key: string;
@@ -29,6 +30,8 @@ export interface TlsOptions {
   readonly envPrefix: string;
   /** Subject of the self-signed certificate. */
   readonly commonName: string;
+  /** The variable that names `dataDir`: named when a self-signed certificate cannot be written there. */
+  readonly dataDirEnv?: string;
 }
 
 export async function loadTls(options: TlsOptions): Promise<TlsMaterial> {
@@ -57,6 +60,9 @@ export async function loadTls(options: TlsOptions): Promise<TlsMaterial> {
     }
   }
 
+  // A certificate is to be written: a dataDir that cannot be a folder is refused under its name
+  // (one that only holds a valid certificate may be read-only).
+  if (options.dataDirEnv !== undefined) await ensureDataDir(options.dataDir, options.dataDirEnv);
   const notBeforeDate = new Date(Date.now() - 60_000);
   const notAfterDate = new Date(notBeforeDate.getTime() + VALIDITY_DAYS * 24 * 3600 * 1000);
   const altNames = options.hostnames.map((name) => (isIP(name) ? { type: 7 as const, ip: name } : { type: 2 as const, value: name }));

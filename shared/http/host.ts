@@ -91,6 +91,7 @@ export async function startHost(
       hostnames: LOCAL_HOSTNAMES,
       envPrefix: 'KMS_TLS',
       commonName: 'tee-kms (self-signed, local use)',
+      dataDirEnv: 'KMS_DATA_DIR',
     });
     certFile = tls.certFile;
     server = createHttpsServer({ cert: tls.cert, key: tls.key, keepAliveTimeout: 65_000 }, listener);
@@ -100,7 +101,7 @@ export async function startHost(
   const metrics = options.metricsPort === undefined ? undefined : await startMetrics(options.metricsPort, options.metricsBind, context);
   let port: number;
   try {
-    ({ port } = await listen(server, options.port, options.bind));
+    ({ port } = await listen(server, options.port, options.bind, { hostEnv: 'KMS_BIND', portEnv: 'PORT' }));
   } catch (error) {
     await metrics?.close();
     throw error;
@@ -125,5 +126,5 @@ async function startMetrics(port: number, bind: string, context: RouteContext): 
     import('../root-key/rotation.js'),
   ]);
   const journal = async () => readRotationJournal((await context.keys()).store);
-  return serveMetrics({ port, bind, portEnv: 'KMS_METRICS_PORT', collectors: [rotationCollector(journal)] });
+  return serveMetrics({ port, bind, portEnv: 'KMS_METRICS_PORT', bindEnv: 'KMS_METRICS_BIND', collectors: [rotationCollector(journal)] });
 }

@@ -1,6 +1,6 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { KmsError } from '../errors.js';
-import { closeServer, listen } from '../http/listen.js';
+import { ADDRESS_ADVICE, closeServer, isAddressError, listen } from '../http/listen.js';
 import { createRegistry, type Collector } from './registry.js';
 
 export interface MetricsServer {
@@ -14,6 +14,8 @@ export interface MetricsServerOptions {
   readonly bind: string;
   /** The variable that set the port: named when it cannot be bound. */
   readonly portEnv: string;
+  /** The variable that set the address: named when it is not one of this machine. */
+  readonly bindEnv: string;
   readonly collectors?: readonly Collector[];
 }
 
@@ -21,7 +23,7 @@ export interface MetricsServerOptions {
  * Serves `GET /metrics` (Prometheus text format) on its own port, apart from the public routes:
  * plain HTTP, no authentication, so it is bound to loopback unless a cluster scrapes it. Imported
  * only once the public port listens: prom-client costs start-up time and memory. A port that cannot
- * be bound rejects with a CONFIG error naming `portEnv`.
+ * be bound rejects with a CONFIG error naming `portEnv` (`bindEnv` for an address not of this machine).
  */
 export async function serveMetrics(options: MetricsServerOptions): Promise<MetricsServer> {
   const registry = createRegistry(options.collectors);
@@ -43,6 +45,7 @@ export async function serveMetrics(options: MetricsServerOptions): Promise<Metri
     return { url: `http://${host}:${port}/metrics`, close: () => closeServer(server) };
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    if (isAddressError(code)) throw new KmsError('CONFIG', `cannot serve metrics on ${options.bind} (${options.bindEnv}): ${code}; ${ADDRESS_ADVICE}`);
     throw new KmsError(
       'CONFIG',
       `cannot serve metrics on ${options.bind}:${options.port} (${options.portEnv}): ${code}; choose another port, or 0 or off to disable`,

@@ -179,6 +179,16 @@ describe('npm start: configuration errors name what the user set', () => {
       { KMS_ADMIN_TOKEN: 'local-admin-token', KMS_ADMIN_TOKEN_FILE: '/nonexistent/admin-token' },
       /^tee-kms: KMS_ADMIN_TOKEN and KMS_ADMIN_TOKEN_FILE are both set: set only one of them \(the value, or the file holding it\) and unset the other\n$/,
     ],
+    [
+      'KMS_DATA_DIR (a file)',
+      { KMS_DATA_DIR: join(repoRoot, 'package.json') },
+      /^tee-kms: KMS_DATA_DIR: cannot use .*package\.json as a folder \(EEXIST: it is a file, not a folder\); point KMS_DATA_DIR at a folder this process can create and write\n$/,
+    ],
+    [
+      'KMS_DATA_DIR (below a file)',
+      { KMS_DATA_DIR: join(repoRoot, 'package.json', 'kms') },
+      /^tee-kms: KMS_DATA_DIR: cannot use .*package\.json\/kms as a folder \(ENOTDIR: a part of the path is a file, not a folder\); point KMS_DATA_DIR at a folder this process can create and write\n$/,
+    ],
   ] as Array<[string, Record<string, string>, RegExp]>)(
     'a bad %s stops it before the sealing service starts, under that name, never echoing a secret',
     async (_name, env, message) => {
@@ -188,6 +198,63 @@ describe('npm start: configuration errors name what the user set', () => {
       expect(result.stderr).not.toContain('KMS_SEALER_');
       for (const secret of [env.KMS_ROOT_KEY, env.KMS_ADMIN_TOKEN]) if (secret !== undefined) expect(result.stderr + result.stdout).not.toContain(secret);
       expect(result.stdout).not.toContain('"component":"sealer","message":"listening"');
+    },
+  );
+});
+
+describe('npm start: an address or port the functions cannot listen on', () => {
+  it.each([
+    [
+      'KMS_BIND',
+      async () => ({ KMS_BIND: 'nonsense-host.invalid' }),
+      /tee-kms: KMS_BIND: cannot listen on nonsense-host\.invalid \((ENOTFOUND|EAI_AGAIN)\); set it to an address or name of this machine \(127\.0\.0\.1 for this machine only, 0\.0\.0\.0 for every interface\)\n$/,
+    ],
+    [
+      'PORT',
+      async (port: number) => ({ PORT: String(port) }),
+      /tee-kms: PORT: cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\): another process uses it; choose another port, or stop that process\n$/,
+    ],
+  ] as Array<[string, (busyPort: number) => Promise<Record<string, string>>, RegExp]>)(
+    'a bad %s stops it, naming the variable, and the sealing service with it',
+    async (_name, envOf, message) => {
+      const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-listen-'));
+      const busy = createServer();
+      busy.listen(await freePort(), '127.0.0.1');
+      await once(busy, 'listening');
+      try {
+        const env = await envOf((busy.address() as { port: number }).port);
+        const child = spawn('npm', ['start', '--silent'], {
+          env: { PATH: process.env.PATH, HOME: process.env.HOME, KMS_DATA_DIR: dataDir, PORT: String(await freePort()), KMS_METRICS_PORT: 'off', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+          detached: true, // its own process group: a start that never ends is killed whole
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+        child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+        const timer = setTimeout(() => process.kill(-child.pid!, 'SIGKILL'), 60_000);
+        const [code] = (await once(child, 'close')) as [number | null];
+        clearTimeout(timer);
+        expect(code, stderr).toBe(1);
+        expect(stderr).toMatch(message);
+        expect(stderr).not.toContain('Error:');
+        expect(stdout).not.toContain('tee-kms listening');
+        // The sealing service had started: it stops with npm start (KMS_SEALER_STOP_WITH_PARENT).
+        const sealerUrl = /"component":"sealer","message":"started","url":"https:\/\/127\.0\.0\.1:(\d+)"/.exec(stdout);
+        expect(sealerUrl, stdout).not.toBeNull();
+        const listening = (port: number) =>
+          new Promise<boolean>((resolve) => {
+            const socket = connect(port, '127.0.0.1');
+            socket.once('connect', () => (socket.destroy(), resolve(true)));
+            socket.once('error', () => resolve(false));
+          });
+        const deadline = Date.now() + 10_000;
+        while ((await listening(Number(sealerUrl![1]))) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(await listening(Number(sealerUrl![1]))).toBe(false);
+      } finally {
+        busy.close();
+        await rm(dataDir, { recursive: true, force: true });
+      }
     },
   );
 });

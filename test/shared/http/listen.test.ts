@@ -14,6 +14,22 @@ describe('listen and closeServer', () => {
     await closeServer(server);
   });
 
+  it('with the variables, a failure is a CONFIG error naming the one to change and what to do', async () => {
+    const variables = { hostEnv: 'KMS_BIND', portEnv: 'PORT' };
+    const server = createServer();
+    const { port } = await listen(server, 0, '127.0.0.1', variables);
+    await expect(listen(createServer(), port, '127.0.0.1', variables)).rejects.toMatchObject({
+      code: 'CONFIG',
+      message: `PORT: cannot listen on 127.0.0.1:${port} (EADDRINUSE): another process uses it; choose another port, or stop that process`,
+    });
+    // 192.0.2.1 (TEST-NET-1) is no address of this machine.
+    await expect(listen(createServer(), 0, '192.0.2.1', variables)).rejects.toMatchObject({
+      code: 'CONFIG',
+      message: expect.stringMatching(/^KMS_BIND: cannot listen on 192\.0\.2\.1 \(EADDRNOTAVAIL\); set it to an address or name of this machine/),
+    });
+    await closeServer(server);
+  });
+
   it('closeServer ends idle keep-alive connections at once instead of waiting for them', async () => {
     const server = createServer({ keepAliveTimeout: 65_000 }, (_req, res) => res.end('ok'));
     const { port } = await listen(server, 0, '127.0.0.1');

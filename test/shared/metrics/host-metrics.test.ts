@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { layout } from '../../../shared/keys/layout.js';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
-import { freePort, httpCall, repoRoot, startLeanHost, type ServerProcess } from '../../support/processes.js';
+import { freePort, httpCall, NO_METRICS, repoRoot, startLeanHost, type ServerProcess } from '../../support/processes.js';
 import { scrape } from '../../support/prometheus.js';
 
 let dataDir: string;
@@ -152,6 +152,36 @@ describe('GET /metrics on the lean host', () => {
     } finally {
       blocker.close();
     }
+  });
+
+  it('refuses to start on a KMS_METRICS_BIND that is no address of this machine, naming that variable', async () => {
+    const { code, output } = await runToExit({
+      KMS_ROOT_KEY: randomBytes(32).toString('base64'),
+      KMS_METRICS_PORT: String(await freePort()),
+      KMS_METRICS_BIND: 'nonsense-host.invalid',
+    });
+    expect(code).toBe(1);
+    expect(output).toMatch(
+      /tee-kms: cannot serve metrics on nonsense-host\.invalid \(KMS_METRICS_BIND\): (ENOTFOUND|EAI_AGAIN); set it to an address or name of this machine/,
+    );
+  });
+
+  it.each([
+    [
+      'KMS_BIND',
+      () => ({ KMS_BIND: 'nonsense-host.invalid' }),
+      /^tee-kms: KMS_BIND: cannot listen on nonsense-host\.invalid \((ENOTFOUND|EAI_AGAIN)\); set it to an address or name of this machine \(127\.0\.0\.1 for this machine only, 0\.0\.0\.0 for every interface\)$/m,
+    ],
+    [
+      'KMS_DATA_DIR',
+      () => ({ KMS_DATA_DIR: join(repoRoot, 'package.json') }),
+      /^tee-kms: KMS_DATA_DIR: cannot use .*package\.json as a folder \(EEXIST: it is a file, not a folder\); point KMS_DATA_DIR at a folder this process can create and write$/m,
+    ],
+  ] as Array<[string, () => Record<string, string>, RegExp]>)('the lean host refuses to start on a bad %s, naming it', async (_name, envOf, message) => {
+    const { code, output } = await runToExit({ KMS_ROOT_KEY: randomBytes(32).toString('base64'), ...NO_METRICS, ...envOf() });
+    expect(code).toBe(1);
+    expect(output).toMatch(message);
+    expect(output).not.toContain('Error:');
   });
 
   it('refuses a bad KMS_METRICS_PORT before it listens', async () => {
