@@ -2,6 +2,7 @@
 // project's own verifiers (the sealing service's, so the same reference values apply), and every
 // credential is sealed to it (docs/sealed-channel.md). The TDX verifier is loaded only when used.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { decodeProtectedHeader } from 'jose/decode/protected_header';
 import { compactDecrypt } from 'jose/jwe/compact/decrypt';
 import { CompactEncrypt } from 'jose/jwe/compact/encrypt';
 import { generateKeyPair } from 'jose/key/generate/keypair';
@@ -106,12 +107,32 @@ export async function sealSharesToRecoveryKey(
   const challenges = await import('../shared/custody/recovery-challenge.js');
   // A sealing service that pins no custodians gives no challenges, and needs none.
   const challenge = custodianKey === undefined || answered === undefined ? undefined : await openChallengeFor(answered, custodianKey, custody, challenges);
+  for (const [i, { content }] of shares.entries()) {
+    // A JWE to another key (a custodian's, as rotate answered it, or an earlier recovery key) would
+    // be refused by the sealing service as undecryptable, the shares sent beside it spent with it.
+    if (custody.isCompactJwe(content) && kidOf(content) !== key!.thumbprint) {
+      throw new KmsError(
+        'INVALID_ARGUMENT',
+        `shares[${i}] is a JWE to another key than the sealing service's attested recovery key (a share as rotate answered it is encrypted to its custodian): give its plaintext, decrypted with the custodian's key (tee-kms custodian decrypt), or seal it again`,
+      );
+    }
+  }
   return Promise.all(
     shares.map(async ({ index, content }) => ({
       index,
       content: custody.isCompactJwe(content) ? content : await custody.sealShare(challenges.recoveryPlaintext(content, challenge), key!),
     })),
   );
+}
+
+/** The `kid` of a compact JWE's protected header, if it names one. */
+function kidOf(jwe: string): string | undefined {
+  try {
+    const { kid } = decodeProtectedHeader(jwe);
+    return typeof kid === 'string' ? kid : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The recovery challenge of the custodian whose private key is given, from the answer's `challenges`. */

@@ -294,6 +294,13 @@ describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
         ),
       ).toEqual([]);
       expect(ingress.capture().toString('latin1')).toContain('POST /rootKey/rotate');
+
+      // The new shares as rotate answered them (each a JWE to its custodian) are refused here,
+      // before a share is sent: the sealing service could not open them, and would spend the rest.
+      const unopened = await failure(admin.verify(rotation.shares.slice(0, 3)));
+      expect(unopened).toMatchObject({ code: 'INVALID_ARGUMENT', status: 0 });
+      expect(unopened.message).toContain('tee-kms custodian decrypt');
+      expect(ingress.capture().toString('latin1')).not.toContain('POST /rootKey/verify');
     } finally {
       admin.close();
       await ingress.close();
