@@ -62,10 +62,16 @@ const SEALED_RULE = 'on one line, without control characters';
  */
 function secret(variable: string, file: string | undefined, fileFlag: string, sealed: boolean): string | undefined {
   const [safe, rule] = sealed ? [SEALED_SAFE, SEALED_RULE] : [HEADER_SAFE, HEADER_RULE];
-  const path = file ?? env(`${variable}_FILE`);
+  const fromVariable = env(`${variable}_FILE`);
+  // Both in the environment: which one is meant cannot be told (a flag, given explicitly, wins).
+  if (file === undefined && fromVariable !== undefined && env(variable) !== undefined) {
+    throw new UsageError(`${variable} and ${variable}_FILE are both set: set only one of them (the token, or the file holding it)`);
+  }
+  const path = file ?? fromVariable;
   if (path !== undefined) {
-    const token = readFileNamed(path, `${fileFlag} file`).replace(/\r?\n$/, '');
-    if (!safe.test(token)) throw new UsageError(`the ${fileFlag} file ${path} must hold the token ${rule}`);
+    const named = file === undefined ? `${variable}_FILE file` : `${fileFlag} file`;
+    const token = readFileNamed(path, named).replace(/\r?\n$/, '');
+    if (!safe.test(token)) throw new UsageError(`the ${named} ${path} must hold the token ${rule}`);
     return token;
   }
   const token = env(variable);

@@ -187,9 +187,22 @@ describe('the command line', () => {
       expect({ token, ...admin }).toEqual({ token, status: 2, stdout: '', stderr: `tee-kms: TEE_KMS_ADMIN_TOKEN ${rule}\n` });
       const file = join(tmp, 'token');
       await writeFile(file, `${token}\n`);
-      const fromFile = await run(['data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN_FILE: file });
-      expect({ token, ...fromFile }).toEqual({ token, status: 2, stdout: '', stderr: `tee-kms: the --token-file file ${file} ${rule}\n` });
+      const fromFile = await run(['data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN: '', TEE_KMS_TOKEN_FILE: file });
+      expect({ token, ...fromFile }).toEqual({ token, status: 2, stdout: '', stderr: `tee-kms: the TEE_KMS_TOKEN_FILE file ${file} ${rule}\n` });
+      const fromFlag = await run(['--token-file', file, 'data-key', 'get', 'pk1', 'dk1']);
+      expect({ token, ...fromFlag }).toEqual({ token, status: 2, stdout: '', stderr: `tee-kms: the --token-file file ${file} ${rule}\n` });
       await rm(file);
+    }
+    // A token and a token file both in the environment: which is meant cannot be told. A flag wins.
+    const file = join(tmp, 'token');
+    await writeFile(file, 'alices-token\n');
+    for (const variable of ['TEE_KMS_TOKEN', 'TEE_KMS_ADMIN_TOKEN']) {
+      const both = await run(['data-key', 'get', 'pk1', 'dk1'], { [variable]: 'a-token', [`${variable}_FILE`]: file });
+      expect(both).toEqual({
+        status: 2,
+        stdout: '',
+        stderr: `tee-kms: ${variable} and ${variable}_FILE are both set: set only one of them (the token, or the file holding it)\n`,
+      });
     }
     const user = await run(['data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_USER: 'alice\nbob' });
     expect(user).toEqual({
@@ -198,6 +211,8 @@ describe('the command line', () => {
       stderr: 'tee-kms: the user (TEE_KMS_USER) must be a name on one line, printable characters of ISO-8859-1 (Latin-1) only\n',
     });
     expect(requests).toBe(before);
+    expect((await run(['--token-file', file, 'data-key', 'get', 'pk1', 'dk1'])).status).toBe(0); // beside TEE_KMS_TOKEN
+    await rm(file);
     // Latin-1 goes through.
     expect((await run(['data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN: 'caf\u00e9-token' })).status).toBe(0);
 
@@ -207,10 +222,10 @@ describe('the command line', () => {
     const sealedRule = 'must hold the token on one line, without control characters';
     const refused = await run(['--attest', attest, 'data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN: 'secret\ttoken' });
     expect(refused).toEqual({ status: 2, stdout: '', stderr: `tee-kms: TEE_KMS_TOKEN ${sealedRule}\n` });
-    expect(requests).toBe(before + 1);
+    expect(requests).toBe(before + 2);
     const euro = await run(['--attest', attest, 'data-key', 'get', 'pk1', 'dk1'], { TEE_KMS_TOKEN: 'secret-\u20ac-token' });
     expect(euro.stderr).not.toContain('must hold the token');
-    expect(requests).toBeGreaterThan(before + 1); // it went on to attest (this fake server cannot)
+    expect(requests).toBeGreaterThan(before + 2); // it went on to attest (this fake server cannot)
     await rm(attest);
   });
 
