@@ -275,7 +275,10 @@ export class SealerCore {
         return false;
       }
       this.#setKey(key);
+      // Shares sealed to this replica's recovery key and never delivered (held back on the way)
+      // would rebuild the key it now holds: as current shares they would name other custodians.
       this.#clearProgress();
+      await this.#renewRecovery();
       this.#log.info(`unsealed by a peer replica: root key ${state.current.id}`);
       return true;
     });
@@ -312,6 +315,7 @@ export class SealerCore {
       else if (pending !== null && sameId(id, pending.id)) await this.#unsealWithPending({ id, key });
       else throw new SealerError('CONFLICT', `the key given is root key ${id}, not the current one (${current.id}); nothing was unsealed`);
       this.#clearProgress();
+      await this.#renewRecovery(); // as a peer's key: shares held back on the way open nothing now
       return this.status();
     });
   }
@@ -867,9 +871,10 @@ export class SealerCore {
   }
 
   /**
-   * New challenges and a new recovery key after a recovery, on seal, and once shares sealed to it
-   * were sent to verify or to name custodians: the sealed shares of a round, captured on the way,
-   * never count in another. A failure is logged: the key is in place.
+   * New challenges and a new recovery key whenever the key held changes hands (a recovery, a seal, a
+   * peer's key, auto-unseal) and once shares sealed to it were sent to verify or to name
+   * custodians: the sealed shares of a round, captured or held back on the way, never count in
+   * another. A failure is logged: the key is in place.
    */
   async #renewRecovery(): Promise<void> {
     this.#challenges.renew();

@@ -13,6 +13,7 @@ import type { SealerClient } from '../../shared/sealer-client/client.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { FsObjectStore } from '../../shared/store/fs-store.js';
 import { combine } from 'shamir-secret-sharing';
+import { custodians, sealForRecovery } from '../support/custodians.js';
 import { rootKeyIdOf } from '../support/protocol-client.js';
 import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
 import { readFsObjects, findSecrets } from '../support/storage-snapshot.js';
@@ -159,8 +160,21 @@ describe('auto-unseal from a Trustee KBS', () => {
     await restart(); // KBS still down
     await until('a failed attempt', async () => (failedAttempts(mark) >= 1 ? true : undefined));
     expect((await client.sealStatus()).sealed).toBe(true);
+    // Custodians seal their shares for a recovery; whoever relays them holds them back.
+    const answer = await client.recoveryKey(randomBytes(32).toString('base64url'));
+    const held = await Promise.all(current.shares.slice(0, 2).map((share) => sealForRecovery(answer as never, share)));
     await kbs.start();
     await unsealedAs(client, current.id);
+    // Unsealed without them, the service made a new recovery key: as the current shares they name no custodians.
+    const before = await client.sealStatus();
+    const refused = await client
+      .installRootKey({ t: 2, n: 3, expectedCurrentId: current.id, custodians: (await custodians(3)).map((each) => each.jwk), currentShares: held })
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    expect(refused).toMatchObject({ code: 'BAD_REQUEST', message: expect.stringContaining("could not be decrypted with this sealing service's recovery key") });
+    expect(await client.sealStatus()).toEqual(before);
   });
 
   it("a KBS whose policy refuses this sealer's evidence: stays sealed, and a retry unseals once it releases", async () => {
