@@ -2,7 +2,6 @@
 // project's own verifiers (the sealing service's, so the same reference values apply), and every
 // credential is sealed to it (docs/sealed-channel.md). The TDX verifier is loaded only when used.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
-import { decodeProtectedHeader } from 'jose/decode/protected_header';
 import { compactDecrypt } from 'jose/jwe/compact/decrypt';
 import { CompactEncrypt } from 'jose/jwe/compact/encrypt';
 import { generateKeyPair } from 'jose/key/generate/keypair';
@@ -110,7 +109,7 @@ export async function sealSharesToRecoveryKey(
   for (const [i, { content }] of shares.entries()) {
     // A JWE to another key (a custodian's, as rotate answered it, or an earlier recovery key) would
     // be refused by the sealing service as undecryptable, the shares sent beside it spent with it.
-    if (custody.isCompactJwe(content) && kidOf(content) !== key!.thumbprint) {
+    if (custody.isCompactJwe(content) && custody.jweKid(content) !== key!.thumbprint) {
       throw new KmsError(
         'INVALID_ARGUMENT',
         `shares[${i}] is a JWE to another key than the sealing service's attested recovery key (a share as rotate answered it is encrypted to its custodian): give its plaintext, decrypted with the custodian's key (tee-kms custodian decrypt), or seal it again`,
@@ -123,16 +122,6 @@ export async function sealSharesToRecoveryKey(
       content: custody.isCompactJwe(content) ? content : await custody.sealShare(challenges.recoveryPlaintext(content, challenge), key!),
     })),
   );
-}
-
-/** The `kid` of a compact JWE's protected header, if it names one. */
-function kidOf(jwe: string): string | undefined {
-  try {
-    const { kid } = decodeProtectedHeader(jwe);
-    return typeof kid === 'string' ? kid : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The recovery challenge of the custodian whose private key is given, from the answer's `challenges`. */

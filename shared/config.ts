@@ -182,7 +182,7 @@ export const kmsOptions = {
     env: 'KMS_THRESHOLD',
     default: 3,
     parse: parse.integer(2, 255),
-    description: 'Shares needed to recover the root key; at most KMS_SHARES (checked at start).',
+    description: 'Shares needed to recover the root key; at most KMS_SHARES (checked when the configuration is loaded).',
   }),
   rotationLeaseSeconds: option({
     env: 'KMS_ROTATION_LEASE_SECONDS',

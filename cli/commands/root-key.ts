@@ -3,9 +3,9 @@ import type { KeyObject } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { isCompactJwe } from '../../shared/custody/share-jwe.js';
+import { isCompactJwe, jweKid } from '../../shared/custody/share-jwe.js';
 import { KmsError as LocalError } from '../../shared/errors.js';
-import { jweKid, readJsonFile, readPrivateKey, readSharesToSend, readShareToSend, shareToSend, stillEncrypted } from '../custodian/inputs.js';
+import { readJsonFile, readPrivateKey, readSharesToSend, readShareToSend, shareToSend, stillEncrypted } from '../custodian/inputs.js';
 import { clientFor, globals } from '../config.js';
 import { Incomplete, Refused, UsageError } from '../errors.js';
 import { sayIfInterrupted } from '../interrupt.js';
@@ -148,10 +148,16 @@ export function addRootKeyCommands(program: Command): void {
 const nameOf = (arg: string): string => (arg === '-' ? 'the share on standard input' : `the share file ${arg}`);
 /** The share argument in an example command. */
 const fileOf = (arg: string): string => (arg === '-' ? '<share file>' : arg);
+/**
+ * Where plaintext shares are refused (production), a decrypted share must be sealed to the attested
+ * recovery key: --attest does that; `custodian seal-share` is the custodian's own way.
+ */
+const SEAL_IT = ', with --attest, which seals it to the attested recovery key (or seal it yourself with `custodian seal-share`, docs/custodians.md)';
 /** How to decrypt a share for recover: along a pipe, never into a file. */
-const decryptToRecover = (arg: string): string => `\`tee-kms custodian decrypt <key file> ${fileOf(arg)} | tee-kms recover -\``;
+const decryptToRecover = (arg: string): string =>
+  `\`tee-kms custodian decrypt <key file> ${fileOf(arg)} | tee-kms --attest <attest file> recover -\`${SEAL_IT}`;
 /** How to decrypt a share for verify or rotate --shares, which take files. */
-const decryptToFile = (arg: string): string => `\`tee-kms custodian decrypt <key file> ${fileOf(arg)} -o <new file>\` and give that file`;
+const decryptToFile = (arg: string): string => `\`tee-kms custodian decrypt <key file> ${fileOf(arg)} -o <new file>\` and give that file${SEAL_IT}`;
 
 /**
  * Before anything is sent: a share that is a JWE goes as it is, so it must be sealed to this

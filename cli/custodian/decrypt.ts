@@ -3,12 +3,12 @@
  * their share of a rotation's answer. The plaintext goes to standard output (a pipe, or a terminal
  * only with --print-shares) or to a new 0600 file.
  */
-import { openShare } from '../../shared/custody/share-jwe.js';
+import { jweKid, openShare } from '../../shared/custody/share-jwe.js';
 import { isKmsError } from '../../shared/errors.js';
 import type { Share } from '../../shared/sealer-client/protocol.js';
 import { Refused } from '../errors.js';
 import { refuseSecretOutput, writeSecretFile } from '../io.js';
-import { checkedShare, indexOfShare, jweKid, readPrivateKey, sealedShareFrom, textOrFile } from './inputs.js';
+import { checkedShare, indexOfShare, readPrivateKey, sealedShareFrom, textOrFile } from './inputs.js';
 
 export interface DecryptOutput {
   /** A new file for the share (0600, all or nothing, never overwritten); `-` or none: standard output. */

@@ -4,7 +4,6 @@
  */
 import { createECDH, createPrivateKey, type KeyObject } from 'node:crypto';
 import { stat } from 'node:fs/promises';
-import { decodeProtectedHeader } from 'jose/decode/protected_header';
 import { isCompactJwe, jwkThumbprint } from '../../shared/custody/share-jwe.js';
 import { KmsError } from '../../shared/errors.js';
 import { MAX_SHARES, parseShare, SHARE_BYTES, type Share } from '../../shared/sealer-client/protocol.js';
@@ -152,20 +151,6 @@ export function plainShareFrom(text: string, index: number): Share {
 export function stillEncrypted(what: string, options: { readonly to?: string; readonly example?: string; readonly after?: string } = {}): KmsError {
   const how = options.example === undefined ? ' with `custodian decrypt`' : `, e.g. ${options.example}`;
   return badInput(`${what} is still encrypted (a JWE${options.to ?? ''}): decrypt it first${how}${options.after ?? ''}`);
-}
-
-/** A thumbprint as keys are named in JWE headers (SHA-256, base64url); anything else is not worth printing. */
-const KID = /^[A-Za-z0-9_-]{43}$/;
-
-/** The `kid` of a compact JWE's protected header: the thumbprint of the key it is encrypted to, if it names one. */
-export function jweKid(jwe: string): string | undefined {
-  if (!isCompactJwe(jwe)) return undefined;
-  try {
-    const { kid } = decodeProtectedHeader(jwe);
-    return typeof kid === 'string' && KID.test(kid) ? kid : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /**

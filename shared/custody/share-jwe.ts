@@ -2,6 +2,7 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { CryptoKey } from 'jose';
+import { decodeProtectedHeader } from 'jose/decode/protected_header';
 import { compactDecrypt } from 'jose/jwe/compact/decrypt';
 import { CompactEncrypt } from 'jose/jwe/compact/encrypt';
 import { importJWK } from 'jose/key/import';
@@ -177,4 +178,18 @@ async function openJwe(jwe: string, privateKey: CryptoKey | KeyObject, cty: stri
 /** Five base64url segments separated by dots (the protected header never empty): a plaintext share, base64, is never one. */
 export function isCompactJwe(text: string): boolean {
   return COMPACT_JWE.test(text);
+}
+
+/** A thumbprint as keys are named in JWE headers (SHA-256, base64url); anything else is not worth printing. */
+const KID = /^[A-Za-z0-9_-]{43}$/;
+
+/** The `kid` of a compact JWE's protected header: the thumbprint of the key it is encrypted to, if it names one. */
+export function jweKid(jwe: string): string | undefined {
+  if (!isCompactJwe(jwe)) return undefined;
+  try {
+    const { kid } = decodeProtectedHeader(jwe);
+    return typeof kid === 'string' && KID.test(kid) ? kid : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -459,7 +459,7 @@ describe('tee-kms against npm start', () => {
         `tee-kms: the share file ${files[0]!} is still encrypted (a JWE to kid ${kid}, not to this sealing service's recovery key, kid `,
       );
       expect(refusal.stderr).toContain(
-        `: rotate --out-dir writes each share encrypted to its custodian): decrypt it first, e.g. \`tee-kms custodian decrypt <key file> ${files[0]!} -o <new file>\` and give that file; nothing was sent (a share sealed with \`custodian seal-share\` to an earlier recovery key is sealed again)\n`,
+        `: rotate --out-dir writes each share encrypted to its custodian): decrypt it first, e.g. \`tee-kms custodian decrypt <key file> ${files[0]!} -o <new file>\` and give that file, with --attest, which seals it to the attested recovery key (or seal it yourself with \`custodian seal-share\`, docs/custodians.md); nothing was sent (a share sealed with \`custodian seal-share\` to an earlier recovery key is sealed again)\n`,
       );
     }
     expect(run(['status', '--json']).json()).toMatchObject({ verificationPending: true, pendingRootKeyId: pending });
@@ -510,7 +510,9 @@ describe('tee-kms against npm start', () => {
     expect(unopened.stderr).toContain(
       `tee-kms: the share file ${encrypted} is still encrypted (a JWE to kid ${kid}, not to this sealing service's recovery key`,
     );
-    expect(unopened.stderr).toContain(`decrypt it first, e.g. \`tee-kms custodian decrypt <key file> ${encrypted} | tee-kms recover -\`; nothing was sent`);
+    expect(unopened.stderr).toContain(
+      `decrypt it first, e.g. \`tee-kms custodian decrypt <key file> ${encrypted} | tee-kms --attest <attest file> recover -\`, with --attest`,
+    );
     const development = join(tmp, 'attest-dev.json');
     const withKey = run(['--attest', development, 'recover', '--custodian-key', custodianKey, encrypted]);
     expect(withKey).toMatchObject({
