@@ -202,6 +202,39 @@ describe('npm start: configuration errors name what the user set', () => {
   );
 });
 
+/** `npm start` with `env` (over a minimal PATH and HOME), run until it exits on its own: its exit code and output. */
+async function npmStartUntilExit(env: Record<string, string | undefined>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn('npm', ['start', '--silent'], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // its own process group: a start that never ends is killed whole
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const timer = setTimeout(() => process.kill(-child.pid!, 'SIGKILL'), 60_000);
+  const [code] = (await once(child, 'close')) as [number | null];
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+/** Whether something accepts connections on 127.0.0.1:`port`. */
+function listening(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}
+
+/** Waits up to 10 s for 127.0.0.1:`port` to stop accepting connections; whether it did. */
+async function closedWithin10s(port: number): Promise<boolean> {
+  const deadline = Date.now() + 10_000;
+  while ((await listening(port)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+  return !(await listening(port));
+}
+
 describe('npm start: an address or port the functions cannot listen on', () => {
   it.each([
     [
@@ -223,18 +256,7 @@ describe('npm start: an address or port the functions cannot listen on', () => {
       await once(busy, 'listening');
       try {
         const env = await envOf((busy.address() as { port: number }).port);
-        const child = spawn('npm', ['start', '--silent'], {
-          env: { PATH: process.env.PATH, HOME: process.env.HOME, KMS_DATA_DIR: dataDir, PORT: String(await freePort()), KMS_METRICS_PORT: 'off', ...env },
-          stdio: ['ignore', 'pipe', 'pipe'],
-          detached: true, // its own process group: a start that never ends is killed whole
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-        child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-        const timer = setTimeout(() => process.kill(-child.pid!, 'SIGKILL'), 60_000);
-        const [code] = (await once(child, 'close')) as [number | null];
-        clearTimeout(timer);
+        const { code, stdout, stderr } = await npmStartUntilExit({ KMS_DATA_DIR: dataDir, PORT: String(await freePort()), KMS_METRICS_PORT: 'off', ...env });
         expect(code, stderr).toBe(1);
         expect(stderr).toMatch(message);
         expect(stderr).not.toContain('Error:');
@@ -242,15 +264,7 @@ describe('npm start: an address or port the functions cannot listen on', () => {
         // The sealing service had started: it stops with npm start (KMS_SEALER_STOP_WITH_PARENT).
         const sealerUrl = /"component":"sealer","message":"started","url":"https:\/\/127\.0\.0\.1:(\d+)"/.exec(stdout);
         expect(sealerUrl, stdout).not.toBeNull();
-        const listening = (port: number) =>
-          new Promise<boolean>((resolve) => {
-            const socket = connect(port, '127.0.0.1');
-            socket.once('connect', () => (socket.destroy(), resolve(true)));
-            socket.once('error', () => resolve(false));
-          });
-        const deadline = Date.now() + 10_000;
-        while ((await listening(Number(sealerUrl![1]))) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-        expect(await listening(Number(sealerUrl![1]))).toBe(false);
+        expect(await closedWithin10s(Number(sealerUrl![1]))).toBe(true);
       } finally {
         busy.close();
         await rm(dataDir, { recursive: true, force: true });
@@ -260,14 +274,6 @@ describe('npm start: an address or port the functions cannot listen on', () => {
 });
 
 describe('npm start: a replica that fails at its first start', () => {
-  /** Whether something accepts connections on 127.0.0.1:`port`. */
-  const listening = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => (socket.destroy(), resolve(true)));
-      socket.once('error', () => resolve(false));
-    });
-
   it("stops npm start with the replica's message (its metrics port taken), and the replica that started with it", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-start-busy-'));
     // Replica i serves metrics on KMS_SEALER_METRICS_PORT + i: replica 1's port is taken here.
@@ -276,26 +282,13 @@ describe('npm start: a replica that fails at its first start', () => {
     busy.listen(metricsPort + 1, '127.0.0.1');
     await once(busy, 'listening');
     try {
-      const child = spawn('npm', ['start', '--silent'], {
-        env: {
-          PATH: process.env.PATH,
-          HOME: process.env.HOME,
-          KMS_DATA_DIR: dataDir,
-          PORT: String(await freePort()),
-          KMS_METRICS_PORT: 'off',
-          KMS_SEALER_REPLICAS: '2',
-          KMS_SEALER_METRICS_PORT: String(metricsPort),
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-        detached: true, // its own process group: a start that never ends is killed whole
+      const { code, stdout, stderr } = await npmStartUntilExit({
+        KMS_DATA_DIR: dataDir,
+        PORT: String(await freePort()),
+        KMS_METRICS_PORT: 'off',
+        KMS_SEALER_REPLICAS: '2',
+        KMS_SEALER_METRICS_PORT: String(metricsPort),
       });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      const timer = setTimeout(() => process.kill(-child.pid!, 'SIGKILL'), 60_000);
-      const [code] = (await once(child, 'close')) as [number | null];
-      clearTimeout(timer);
 
       expect(code, stderr).toBe(1);
       expect(stderr).toContain(`cannot serve metrics on 127.0.0.1:${metricsPort + 1} (KMS_SEALER_METRICS_PORT): EADDRINUSE`);
@@ -304,9 +297,7 @@ describe('npm start: a replica that fails at its first start', () => {
       expect(stdout).not.toContain('tee-kms listening'); // the functions never served
       // Replica 0 had started (its metrics port bound): it is stopped too.
       expect(stdout).toContain(`"message":"metrics listening","url":"http://127.0.0.1:${metricsPort}/metrics"`);
-      const deadline = Date.now() + 10_000;
-      while ((await listening(metricsPort)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-      expect(await listening(metricsPort)).toBe(false);
+      expect(await closedWithin10s(metricsPort)).toBe(true);
     } finally {
       busy.close();
       await rm(dataDir, { recursive: true, force: true });
