@@ -94,26 +94,11 @@ describe('npm start: stopping', () => {
       expect(sealerPort).toMatch(/^\d+$/);
       expect(sealerPort).not.toBe('9877');
       process.kill(server.child.pid!, 'SIGTERM'); // npm only, not its process group
-      const port = Number(new URL(server.url).port);
-      const deadline = Date.now() + 15_000;
-      let listening = true;
-      while (listening && Date.now() < deadline) {
-        listening = await new Promise<boolean>((resolve) => {
-          const socket = connect(port, '127.0.0.1');
-          socket.once('connect', () => (socket.destroy(), resolve(true)));
-          socket.once('error', () => resolve(false));
-        });
-        if (listening) await new Promise((resolve) => setTimeout(resolve, 200));
-      }
-      expect(listening).toBe(false);
+      // The functions' listener closes first, then the sealing service is stopped: wait for each.
+      expect(await closedWithin(Number(new URL(server.url).port), 15_000)).toBe(true);
       const sealerUrl = /"sealer":"(https:\/\/[^"]+)"/.exec(server.output())?.[1];
       expect(sealerUrl).toBeDefined();
-      const sealerGone = await new Promise<boolean>((resolve) => {
-        const socket = connect(Number(new URL(sealerUrl!).port), '127.0.0.1');
-        socket.once('connect', () => (socket.destroy(), resolve(false)));
-        socket.once('error', () => resolve(true));
-      });
-      expect(sealerGone).toBe(true);
+      expect(await closedWithin(Number(new URL(sealerUrl!).port))).toBe(true);
     } finally {
       await server.stop('SIGKILL');
       await rm(dataDir, { recursive: true, force: true });
@@ -228,9 +213,9 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
-/** Waits up to 10 s for 127.0.0.1:`port` to stop accepting connections; whether it did. */
-async function closedWithin10s(port: number): Promise<boolean> {
-  const deadline = Date.now() + 10_000;
+/** Waits up to `ms` for 127.0.0.1:`port` to stop accepting connections; whether it did. */
+async function closedWithin(port: number, ms = 10_000): Promise<boolean> {
+  const deadline = Date.now() + ms;
   while ((await listening(port)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
   return !(await listening(port));
 }
@@ -264,7 +249,7 @@ describe('npm start: an address or port the functions cannot listen on', () => {
         // The sealing service had started: it stops with npm start (KMS_SEALER_STOP_WITH_PARENT).
         const sealerUrl = /"component":"sealer","message":"started","url":"https:\/\/127\.0\.0\.1:(\d+)"/.exec(stdout);
         expect(sealerUrl, stdout).not.toBeNull();
-        expect(await closedWithin10s(Number(sealerUrl![1]))).toBe(true);
+        expect(await closedWithin(Number(sealerUrl![1]))).toBe(true);
       } finally {
         busy.close();
         await rm(dataDir, { recursive: true, force: true });
@@ -297,7 +282,7 @@ describe('npm start: a replica that fails at its first start', () => {
       expect(stdout).not.toContain('tee-kms listening'); // the functions never served
       // Replica 0 had started (its metrics port bound): it is stopped too.
       expect(stdout).toContain(`"message":"metrics listening","url":"http://127.0.0.1:${metricsPort}/metrics"`);
-      expect(await closedWithin10s(metricsPort)).toBe(true);
+      expect(await closedWithin(metricsPort)).toBe(true);
     } finally {
       busy.close();
       await rm(dataDir, { recursive: true, force: true });
