@@ -1,6 +1,7 @@
 // Three sealing-service replicas on loopback sharing a real S3 bucket (Ceph RGW): they unseal each
 // other over KBS, follow rotations through the shared record, and only the sealer-peer role gets
-// the key from a peer.
+// the key from a peer; a key from a peer also makes the recovery key anew.
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { KbsClient, KbsResponseError } from '../../shared/kbs/client.js';
 import { decryptFromKbs, generateTeeKeyPair } from '../../shared/kbs/tee-key.js';
 import { sealerPaths, type SealStatus, type Share } from '../../shared/sealer-client/protocol.js';
 import type { SealerClient } from '../../shared/sealer-client/client.js';
+import { custodians, sealForRecovery } from '../support/custodians.js';
 import { httpCall, startLeanHost, TEST_ADMIN_IDENTITY, type ServerProcess } from '../support/processes.js';
 import { createTestBucket, type TestBucket } from '../support/s3.js';
 import { allLogs, SecretRegistry, startSealerProcess, type SealerProcess } from '../support/sealer.js';
@@ -189,6 +191,9 @@ describe('replicas unseal each other', () => {
     }
     // No peer holds the key: only shares unseal them, which functions hear as a seal (not "starting").
     for (const i of [0, 1, 2]) expect(await status(i)).toMatchObject({ sealed: true, sealedReason: 'restarted' });
+    // Custodians seal shares for replica 1's recovery; whoever relays them holds them back.
+    const answer = await clients[1]!.recoveryKey(randomBytes(32).toString('base64url'));
+    const held = await Promise.all(shares.slice(0, 3).map((share) => sealForRecovery(answer as never, share)));
     for (const share of shares.slice(1, 4)) {
       const answer = await host.request('/rootKey/recover', { method: 'PUT', body: JSON.stringify(share), headers: json });
       expect(answer.status, answer.body).toBe(200);
@@ -197,6 +202,17 @@ describe('replicas unseal each other', () => {
     await until(1, unsealedOn(id), 'unsealed by the recovered peer');
     await until(2, unsealedOn(id), 'unsealed by the recovered peer');
     expect(await readDataKey()).toBe(dataKey);
+    // Unsealed by a peer, replica 1 made a new recovery key: as the current shares, the held-back
+    // bodies cannot name custodians of the relay's choosing.
+    const before = await status(1);
+    const refused = await clients[1]!
+      .installRootKey({ t: 2, n: 3, expectedCurrentId: id, custodians: (await custodians(3)).map((each) => each.jwk), currentShares: held })
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    expect(refused).toMatchObject({ code: 'BAD_REQUEST', message: expect.stringContaining("could not be decrypted with this sealing service's recovery key") });
+    expect(await status(1)).toEqual(before);
   });
 });
 
