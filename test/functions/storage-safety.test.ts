@@ -1,33 +1,16 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { freePort, NO_METRICS, repoRoot, startFunctionsFramework } from '../support/processes.js';
+import { NO_METRICS, runLeanHostToExit, startFunctionsFramework } from '../support/processes.js';
 import { createTestBucket } from '../support/s3.js';
-
-/** Runs the lean host to its exit (it must not keep serving); its exit code and everything it wrote. */
-async function runLeanHostToExit(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, ['dist/scripts/serve.js'], {
-    cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', PORT: String(await freePort()), ...NO_METRICS, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  clearTimeout(timer);
-  return { code, output };
-}
 
 describe('storage that ignores conditional writes (Ceph RGW 16.2 with a versioned bucket)', () => {
   it('the lean host exits 1 at start with one line saying what the storage ignored and what to use', async () => {
     const bucket = await createTestBucket({ versioned: true });
     const dataDir = await mkdtemp(join(tmpdir(), 'tee-kms-unsafe-'));
-    const { code, output } = await runLeanHostToExit({ ...bucket.env, KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: randomBytes(32).toString('base64') });
+    const { code, output } = await runLeanHostToExit({ ...NO_METRICS, ...bucket.env, KMS_DATA_DIR: dataDir, KMS_ROOT_KEY: randomBytes(32).toString('base64') });
     expect(code).toBe(1);
     const lines = output.split('\n').filter((line) => line.includes('STORAGE_UNSAFE'));
     expect(lines).toHaveLength(1);

@@ -248,6 +248,25 @@ export async function startLeanHost(env: Record<string, string>): Promise<Server
   });
 }
 
+/**
+ * Runs the lean host to its exit, for configurations it must refuse (it must not keep serving):
+ * its exit code and everything it wrote. Killed after 30 s if it keeps running.
+ */
+export async function runLeanHostToExit(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, ['dist/scripts/serve.js'], {
+    cwd: repoRoot,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', PORT: String(await freePort()), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  clearTimeout(timer);
+  return { code, output };
+}
+
 /** `npm start`, exactly as a user runs it. */
 export async function startNpmStart(env: Record<string, string>): Promise<ServerProcess> {
   const port = env.PORT !== undefined ? Number(env.PORT) : await freePort();

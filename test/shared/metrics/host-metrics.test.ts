@@ -1,6 +1,5 @@
 // The lean host's metrics, from outside: a real `node dist/scripts/serve.js`, real HTTPS requests on
 // its public port, and scrapes of its metrics port parsed strictly (test/support/prometheus.ts).
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -9,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { layout } from '../../../shared/keys/layout.js';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
-import { freePort, httpCall, NO_METRICS, repoRoot, startLeanHost, type ServerProcess } from '../../support/processes.js';
+import { freePort, httpCall, NO_METRICS, repoRoot, runLeanHostToExit, startLeanHost, type ServerProcess } from '../../support/processes.js';
 import { scrape } from '../../support/prometheus.js';
 
 let dataDir: string;
@@ -29,21 +28,8 @@ afterAll(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
 
-/** Runs the lean host to its exit (it must not keep serving); its exit code and everything it wrote. */
-async function runToExit(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, ['dist/scripts/serve.js'], {
-    cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', PORT: String(await freePort()), KMS_DATA_DIR: dataDir, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  clearTimeout(timer);
-  return { code, output };
-}
+/** The lean host on this file's data folder, run to its exit. */
+const runToExit = (env: Record<string, string>) => runLeanHostToExit({ KMS_DATA_DIR: dataDir, ...env });
 
 describe('GET /metrics on the lean host', () => {
   it('counts requests by function and status, their latency, cache hits and misses and storage calls', async () => {
