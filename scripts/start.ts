@@ -97,6 +97,13 @@ async function startSealers(replicas: number): Promise<{ urls: readonly string[]
   // Mode 1: the configured secret goes to the sealing service only; the functions pull it over KBS.
   // Checked here first, so that a bad value is reported under the name the user set.
   loadOptions({ rootKey: kmsOptions.rootKey }, process.env);
+  const given = (names: readonly string[]) => names.find((name) => (process.env[name] ?? '') !== '');
+  const functionsKey = given(['KMS_ROOT_KEY', 'KMS_ROOT_KEY_FILE']);
+  const sealerKey = given(['KMS_SEALER_ROOT_KEY', 'KMS_SEALER_ROOT_KEY_FILE']);
+  if (functionsKey !== undefined && sealerKey !== undefined) {
+    // One would replace the other unseen: npm start hands KMS_ROOT_KEY to the sealing service as KMS_SEALER_ROOT_KEY.
+    throw new KmsError('CONFIG', `${functionsKey} and ${sealerKey} are both set: npm start gives ${functionsKey} to its sealing service; set only one of them`);
+  }
   for (const name of ['KMS_ROOT_KEY', 'KMS_ROOT_KEY_FILE']) {
     const value = process.env[name];
     delete process.env[name];

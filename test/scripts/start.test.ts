@@ -160,6 +160,11 @@ describe('npm start: configuration errors name what the user set', () => {
       /^tee-kms: KMS_ROOT_KEY and KMS_ROOT_KEY_FILE are both set: set only one of them \(the value, or the file holding it\) and unset the other\n$/,
     ],
     [
+      'KMS_ROOT_KEY beside KMS_SEALER_ROOT_KEY',
+      { KMS_ROOT_KEY: randomBytes(32).toString('base64'), KMS_SEALER_ROOT_KEY: randomBytes(32).toString('base64') },
+      /^tee-kms: KMS_ROOT_KEY and KMS_SEALER_ROOT_KEY are both set: npm start gives KMS_ROOT_KEY to its sealing service; set only one of them\n$/,
+    ],
+    [
       'KMS_ADMIN_TOKEN beside KMS_ADMIN_TOKEN_FILE',
       { KMS_ADMIN_TOKEN: 'local-admin-token', KMS_ADMIN_TOKEN_FILE: '/nonexistent/admin-token' },
       /^tee-kms: KMS_ADMIN_TOKEN and KMS_ADMIN_TOKEN_FILE are both set: set only one of them \(the value, or the file holding it\) and unset the other\n$/,
@@ -180,8 +185,10 @@ describe('npm start: configuration errors name what the user set', () => {
       const result = await refusedStart(env);
       expect(result.status).toBe(1);
       expect(result.stderr).toMatch(message);
-      expect(result.stderr).not.toContain('KMS_SEALER_');
-      for (const secret of [env.KMS_ROOT_KEY, env.KMS_ADMIN_TOKEN]) if (secret !== undefined) expect(result.stderr + result.stdout).not.toContain(secret);
+      // The sealing service's own names appear only where the user set one.
+      if (!Object.keys(env).some((name) => name.startsWith('KMS_SEALER_'))) expect(result.stderr).not.toContain('KMS_SEALER_');
+      for (const secret of [env.KMS_ROOT_KEY, env.KMS_SEALER_ROOT_KEY, env.KMS_ADMIN_TOKEN])
+        if (secret !== undefined) expect(result.stderr + result.stdout).not.toContain(secret);
       expect(result.stdout).not.toContain('"component":"sealer","message":"listening"');
     },
   );
