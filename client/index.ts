@@ -58,7 +58,16 @@ interface Call {
   readonly query?: Readonly<Record<string, string>>;
   readonly credential: Credential;
   readonly body?: unknown;
+  /** The route only reads: sending it again can change nothing (GET /rootKey/rotate is no read). */
+  readonly reads?: true;
 }
+
+/**
+ * Errors answered in the clear to a sealed request. Anything on the way can write such an answer,
+ * also after the KMS carried the request out, so it never makes a request that changes something
+ * go out again.
+ */
+const inTheClear = new WeakSet<KmsError>();
 
 interface Answer {
   readonly status: number;
@@ -180,7 +189,7 @@ export class KmsClient {
    */
   async getDataKey(primaryKeyName: string, name: string): Promise<DataKey> {
     const call = { method: 'GET', path: `/dataKey/${segment(name)}`, query: { primaryKeyName: required(primaryKeyName, 'primaryKeyName') } } as const;
-    const answer = await this.#call({ ...call, credential: 'user' });
+    const answer = await this.#call({ ...call, credential: 'user', reads: true });
     return answered(
       answer,
       'data key',
@@ -346,24 +355,33 @@ export class KmsClient {
     return attempt;
   }
 
-  /** One route: retried on 503 after Retry-After or a backoff, re-attested once on SERVICE_KEY_CHANGED. */
+  /**
+   * One route: retried on 503 after Retry-After or a backoff, re-attested once on
+   * SERVICE_KEY_CHANGED. A sealed request that changes something goes out again only where an
+   * answer in the clear cannot have hidden its effect (see inTheClear).
+   */
   async #call(call: Call): Promise<Answer> {
     const retries = this.#options.retries ?? DEFAULT_RETRIES;
     let reattested = false;
     for (let attempt = 0; ; attempt++) {
+      const sent: { rootKeyId?: string } = {};
       try {
-        return await this.#once(call);
+        return await this.#once(call, sent);
       } catch (error) {
         if (!(error instanceof KmsError)) throw error;
         if (error.code === 'SERVICE_KEY_CHANGED' && !reattested && this.#sealing(call)) {
           reattested = true;
           this.#shared.attestation = undefined;
+          const { rootKeyId } = await this.#pinned();
+          // A forged refusal cannot change the attested key; a real one comes from a rotation.
+          if (call.reads !== true && rootKeyId === sent.rootKeyId) throw notSentAgain(call, error, `the service still attests root key ${rootKeyId}'s key`);
           attempt--;
           continue;
         }
         // A PROTOCOL error carries the status it came with, which travels outside the seal: an
         // ingress that turns a sealed success into a 503 must not make the client send it again.
         if (error.code === 'PROTOCOL' || error.status !== 503 || attempt >= retries) throw error;
+        if (call.reads !== true && inTheClear.has(error)) throw notSentAgain(call, error, 'a 503 in the clear is not authenticated');
         await sleep(retryDelay(error.retryAfter, attempt));
       }
     }
@@ -373,7 +391,8 @@ export class KmsClient {
     return this.#options.attest !== undefined && call.credential !== 'none';
   }
 
-  async #once(call: Call): Promise<Answer> {
+  /** One attempt; `sent.rootKeyId` says which service key a sealed one was sealed to. */
+  async #once(call: Call, sent: { rootKeyId?: string }): Promise<Answer> {
     const { user, token } = this.#credentialOf(call.credential);
     const query = new URLSearchParams(call.query);
     const headers: Record<string, string> = { accept: 'application/json' };
@@ -387,8 +406,10 @@ export class KmsClient {
     const body = call.body === undefined ? undefined : JSON.stringify(call.body);
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (token !== undefined && this.#sealing(call)) {
+      const attestation = await this.#pinned();
+      sent.rootKeyId = attestation.rootKeyId;
       sealed = await seal(
-        await this.#pinned(),
+        attestation,
         {
           ...(user === undefined ? {} : { user }),
           token,
@@ -443,10 +464,28 @@ async function answerOf(response: HttpResponse, sealed: Sealed | undefined): Pro
   try {
     json = JSON.parse(text);
   } catch {
-    throw new KmsError(status >= 400 ? serverCodeOf(status) : 'PROTOCOL', `the KMS answered ${status} without JSON`, { status, ...retryAfterOf(headers) });
+    const error = new KmsError(status >= 400 ? serverCodeOf(status) : 'PROTOCOL', `the KMS answered ${status} without JSON`, {
+      status,
+      ...retryAfterOf(headers),
+    });
+    if (sealed !== undefined) inTheClear.add(error);
+    throw error;
   }
-  if (status >= 400) throw errorOf(status, headers, json);
+  if (status >= 400) {
+    const error = errorOf(status, headers, json);
+    if (sealed !== undefined) inTheClear.add(error);
+    throw error;
+  }
   return { status, headers, json };
+}
+
+/** The error to throw instead of sending `call` again after `error`, an answer in the clear. */
+function notSentAgain(call: Call, error: KmsError, why: string): KmsError {
+  return new KmsError(
+    error.code,
+    `${error.message} (answered ${error.status} in the clear to a sealed ${call.method} ${call.path}, and ${why}: not sent again, since anything on the way can write such an answer, also after the KMS carried the request out; check before repeating it)`,
+    { status: error.status, details: { ...error.details }, ...(error.retryAfter === undefined ? {} : { retryAfter: error.retryAfter }), cause: error },
+  );
 }
 
 function isErrorAnswer(json: unknown): boolean {

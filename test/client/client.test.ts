@@ -261,6 +261,56 @@ describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
     }
   });
 
+  it('an answer in the clear that an ingress forges after the KMS acted sends no create again; a read is retried', async () => {
+    expect(current).toBeDefined();
+    const { bob, key } = current!;
+    const inTheClear = (answer: Exchange, status: number, error: Record<string, string>): Exchange => ({
+      ...answer,
+      status,
+      headers: { 'content-type': 'application/json', 'retry-after': '0' },
+      body: Buffer.from(JSON.stringify({ error })),
+    });
+    // The ingress passes each request on, then drops the KMS's sealed answer for one of its own.
+    const forged: Record<string, (answer: Exchange) => Exchange> = {
+      'POST /dataKey/dk-forged-key-change': (answer) => inTheClear(answer, 401, { code: 'SERVICE_KEY_CHANGED', message: 'attest again', rootKeyId: 'forged' }),
+      'POST /dataKey/dk-forged-busy': (answer) => inTheClear(answer, 503, { code: 'BUSY', message: 'busy' }),
+      'GET /dataKey/dk1': (answer) => inTheClear(answer, 503, { code: 'BUSY', message: 'busy' }),
+    };
+    const sent: string[] = [];
+    const ingress = await tamperingProxy(Number(new URL(kms.url).port), {
+      request: (request) => (sent.push(`${request.method} ${request.path.split('?')[0]!}`), request),
+      answer: (request, answer) => {
+        const route = `${request.method} ${request.path.split('?')[0]!}`;
+        const forge = forged[route];
+        delete forged[route]; // once each
+        return forge === undefined ? answer : forge(answer);
+      },
+    });
+    const client = new KmsClient({ url: ingress.url, attest: DEVELOPMENT, retries: 2 }).withCredentials(bob);
+    const times = (route: string) => sent.filter((each) => each === route).length;
+    try {
+      // A forged SERVICE_KEY_CHANGED: the client attests again, finds the same key, and sends nothing more.
+      const keyChange = await failure(client.createDataKey('pk1', 'dk-forged-key-change'));
+      expect(keyChange).toMatchObject({ code: 'SERVICE_KEY_CHANGED', status: 401 });
+      expect(keyChange.message).toContain('not sent again');
+      expect(times('GET /attestation')).toBe(2);
+      // A forged 503, which the client would otherwise retry.
+      const busy = await failure(client.createDataKey('pk1', 'dk-forged-busy'));
+      expect(busy).toMatchObject({ code: 'BUSY', status: 503 });
+      expect(busy.message).toContain('not sent again');
+      // Each create reached the KMS once, and was carried out once.
+      expect([times('POST /dataKey/dk-forged-key-change'), times('POST /dataKey/dk-forged-busy')]).toEqual([1, 1]);
+      for (const name of ['dk-forged-key-change', 'dk-forged-busy'])
+        expect((await plain.withCredentials(bob).getDataKey('pk1', name)).key).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+      // A read changes nothing: after the forged 503 it is sent again, and answered.
+      expect((await client.getDataKey('pk1', 'dk1')).key).toBe(key);
+      expect(times('GET /dataKey/dk1')).toBe(2);
+    } finally {
+      client.close();
+      await ingress.close();
+    }
+  });
+
   it('an ingress that gives a sealed rotate other custodians is refused (htb); the current shares never cross in the clear', async () => {
     expect(current).toBeDefined();
     const { shares } = current!;
