@@ -118,7 +118,7 @@ export async function startHost(
   };
 }
 
-/** Loaded after the public port listens: prom-client is not on the cold start's path. */
+/** Loaded before the public port listens, and only with metrics on: prom-client is then on the cold start's path. */
 async function startMetrics(port: number, bind: string, context: RouteContext): Promise<MetricsServer> {
   const [{ serveMetrics }, { rotationCollector }, { readRotationJournal }] = await Promise.all([
     import('../metrics/server.js'),

@@ -1,7 +1,7 @@
 /**
  * Events the metrics count, raised where they happen (routes, caches, storage, rotation, the
- * sealer's attestation). No dependency: until a host installs a sink (registry.ts, loaded after it
- * listens) every hook is a no-op, so functions-framework and processes without metrics pay nothing.
+ * sealer's attestation). No dependency: until a host installs a sink (registry.ts, loaded only with
+ * metrics on) every hook is a no-op, so functions-framework and processes without metrics pay nothing.
  */
 export type StorageOperation = 'get' | 'create' | 'replace' | 'delete' | 'list';
 /** `conflict`: a conditional write refused (the object changed or exists); `error`: the call threw. */

@@ -22,8 +22,9 @@ export interface MetricsServerOptions {
 /**
  * Serves `GET /metrics` (Prometheus text format) on its own port, apart from the public routes:
  * plain HTTP, no authentication, so it is bound to loopback unless a cluster scrapes it. Imported
- * only once the public port listens: prom-client costs start-up time and memory. A port that cannot
- * be bound rejects with a CONFIG error naming `portEnv` (`bindEnv` for an address not of this machine).
+ * only with metrics on (prom-client costs start-up time and memory): by the lean host before its
+ * public port listens, by the sealing service after its HTTPS port does. A port that cannot be bound
+ * rejects with a CONFIG error naming `portEnv` (`bindEnv` for an address not of this machine).
  */
 export async function serveMetrics(options: MetricsServerOptions): Promise<MetricsServer> {
   const registry = createRegistry(options.collectors);
