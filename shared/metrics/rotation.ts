@@ -24,7 +24,7 @@ export function rotationCollector(journal: () => Promise<RotationJournal | undef
           this.set(found === null ? NaN : value(found));
         },
       });
-    gauge('kms_rotation_in_progress', '1 while a root key rotation journal exists (a verification rewraps, or one died midway), else 0.', (j) =>
+    gauge('kms_rotation_in_progress', '1 while a well-formed root key rotation journal is stored (a verification rewraps, or one died midway), else 0.', (j) =>
       j === undefined ? 0 : 1,
     );
     gauge('kms_rotation_journal_rewrapped_keys', "Primary keys the running rotation's journal says are rewrapped (0 without one).", (j) => j?.rewrapped ?? 0);
