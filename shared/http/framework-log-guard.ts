@@ -9,8 +9,8 @@
  */
 const INSTALLED = Symbol.for('tee-kms.framework-log-guard');
 
-/** body-parser's error types (body-parser/README.md, "Errors"). */
-const BODY_PARSER_ERROR = /^(entity|request|charset|encoding|parameters|stream)\.[a-z.]+$/;
+/** body-parser's error types (body-parser/README.md, "Errors", and its urlencoded parser's `querystring.parse.rangeError`). */
+const BODY_PARSER_ERROR = /^(entity|request|charset|encoding|parameters|stream|querystring)\.[A-Za-z.]+$/;
 
 export function installFrameworkLogGuard(): void {
   const holder = console as Console & { [INSTALLED]?: true };
@@ -24,6 +24,8 @@ function withoutBody(value: unknown): unknown {
   if (!(value instanceof Error)) return value;
   const { type, status } = value as { type?: unknown; status?: unknown };
   if (value instanceof URIError && status === 400) return 'functions-framework refused a request path: bad percent-encoding (400); the path is not logged';
-  if (typeof type !== 'string' || !BODY_PARSER_ERROR.test(type)) return value;
-  return `functions-framework refused a request body: ${type} (${typeof status === 'number' ? status : '?'}); the body is not logged`;
+  const known = typeof type === 'string' && BODY_PARSER_ERROR.test(type);
+  // Any other error that carries a body is printed without it too, its type named only if it is one of the above.
+  if (!known && !('body' in value)) return value;
+  return `functions-framework refused a request body: ${known ? type : 'an error'} (${typeof status === 'number' ? status : '?'}); the body is not logged`;
 }

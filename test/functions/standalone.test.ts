@@ -58,6 +58,21 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
     expect((await fns.enrollUser!.request('/user/parsefail?token=t', { method: 'POST' })).status).toBe(201);
   });
 
+  it("a form body nested past the parser's depth is a 400 and its content is not logged", async () => {
+    // body-parser's urlencoded parser refuses it with its own error type (querystring.parse.rangeError).
+    const secret = `share${randomBytes(12).toString('hex')}`;
+    const answer = await fns.enrollUser!.request('/user/deepform?token=t', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `a${'[b]'.repeat(1_000)}=${secret}`,
+    });
+    expect(answer.status).toBe(400);
+    await fns.enrollUser!.outputContaining('functions-framework refused a request body: querystring.parse.rangeError (400); the body is not logged');
+    const output = await fns.enrollUser!.settledOutput();
+    expect(output).not.toContain(secret);
+    expect(output).not.toContain('[b][b]');
+  });
+
   it("a path that is not valid percent-encoding, refused by functions-framework's router, is a 400 and is not logged", async () => {
     // A client that typed `&` for `?`: the token is in the path.
     const secret = `S3cret${randomBytes(12).toString('hex')}`;
