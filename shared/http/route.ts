@@ -60,8 +60,7 @@ export function defineRoute(spec: RouteSpec): Route {
   const handlerFor =
     (ctx: RouteContext): Handler =>
     async (req, res) => {
-      if (!admitOnConnection(req)) return answerBusyConnection(req, res, spec.name);
-      try {
+      await withinConnectionBudget(req, res, spec.name, async () => {
         const started = process.hrtime.bigint();
         let request: KmsRequest | undefined;
         let result: RouteResult;
@@ -93,9 +92,7 @@ export function defineRoute(spec: RouteSpec): Route {
         const ms = Number(process.hrtime.bigint() - started) / 1e6;
         log.access(spec.name, req.method ?? '?', path, result.status, ms);
         metricsHooks.request(spec.name, result.status, ms / 1000);
-      } finally {
-        leaveConnection(req);
-      }
+      });
     };
   return { ...spec, handler: handlerFor(environmentContext), handlerFor, matches };
 }
@@ -112,6 +109,21 @@ export const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION = 32;
 const IN_FLIGHT = Symbol('tee-kms.in-flight');
 type Counted = { [IN_FLIGHT]?: number };
 
+/**
+ * Runs `handle` for a request within its connection's budget (MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION);
+ * past it, answers 503 at once, logged and counted for function `fn` (undefined: the host's own
+ * answer, neither logged nor counted). Every handler that may wait goes through it: the routes, and
+ * the lean host's readiness, which waits for the root key.
+ */
+export async function withinConnectionBudget(req: IncomingMessage, res: ServerResponse, fn: string | undefined, handle: () => Promise<void>): Promise<void> {
+  if (!admitOnConnection(req)) return answerBusyConnection(req, res, fn);
+  try {
+    await handle();
+  } finally {
+    leaveConnection(req);
+  }
+}
+
 function admitOnConnection(req: IncomingMessage): boolean {
   const socket = req.socket as (typeof req.socket & Counted) | null;
   if (socket == null) return true;
@@ -122,13 +134,14 @@ function admitOnConnection(req: IncomingMessage): boolean {
   return false;
 }
 
-function answerBusyConnection(req: IncomingMessage, res: ServerResponse, fn: string): void {
+function answerBusyConnection(req: IncomingMessage, res: ServerResponse, fn: string | undefined): void {
   const error = new KmsError(
     'BUSY',
     `more than ${MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION} requests are in flight on this connection: nothing was done for this one; send it again once answers have come`,
   );
-  const result = errorResult(error, fn);
+  const result = errorResult(error, fn ?? 'host');
   sendResult(res, result, KmsRequest.of(req).wantsJson);
+  if (fn === undefined) return;
   log.access(fn, req.method ?? '?', '(busy connection)', result.status, 0);
   metricsHooks.request(fn, result.status, 0);
 }

@@ -2,7 +2,7 @@ import { KmsError } from '../errors.js';
 import { metricsHooks } from '../metrics/hooks.js';
 import { KmsRequest } from './request.js';
 import type { RouteContext } from '../runtime.js';
-import { errorResult, sendResult, type Handler, type Route } from './route.js';
+import { errorResult, sendResult, withinConnectionBudget, type Handler, type Route } from './route.js';
 import { rootKeyReadiness } from '../root-key/readiness.js';
 
 /**
@@ -25,15 +25,17 @@ export function routeRequests(routes: readonly Route[], ctx: RouteContext): Hand
       return;
     }
     if (request.pathname === READY_PATH) {
-      const readiness = await rootKeyReadiness(ctx);
-      const body = JSON.stringify(readiness);
-      res.writeHead(readiness.ready ? 200 : 503, {
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(body),
-        'cache-control': 'no-store',
+      // It may wait for the root key: pipelined without reading, it would hold memory without bound.
+      return withinConnectionBudget(req, res, undefined, async () => {
+        const readiness = await rootKeyReadiness(ctx);
+        const body = JSON.stringify(readiness);
+        res.writeHead(readiness.ready ? 200 : 503, {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          'cache-control': 'no-store',
+        });
+        res.end(body);
       });
-      res.end(body);
-      return;
     }
     const onPath = routes.filter((route) => route.matches(request.pathname));
     const route = onPath.find((r) => r.methods.includes(request.method));
