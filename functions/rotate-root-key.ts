@@ -1,4 +1,4 @@
-import { isCompactJwe, readCustodianKeysFile } from '../shared/custody/share-jwe.js';
+import { isCompactJwe, parseCustodianKeys, readCustodianKeysFile } from '../shared/custody/share-jwe.js';
 import { isKmsError, KmsError } from '../shared/errors.js';
 import { requireAdmin } from '../shared/http/admin-auth.js';
 import type { KmsRequest } from '../shared/http/request.js';
@@ -71,7 +71,10 @@ async function custodyOf(
     if (typeof value !== 'object' || value === null || Array.isArray(value) || !Array.isArray(custodians)) {
       throw new KmsError('BAD_REQUEST', 'the body, when given, must be {"custodians": [<public JWK>, …], "shares"?: [current shares]}: one key per share');
     }
-    return { custodians, ...(shares === undefined ? {} : { currentShares: parseShares(shares) }) };
+    // Checked here as the sealing service checks them, and passed on as parsed: a body the sealing
+    // service would refuse is a 400 here, never a failed call to it.
+    const keys = parseCustodianKeys(custodians).map(({ kty, crv, x, y }) => ({ kty, crv, x, y }));
+    return { custodians: keys, ...(shares === undefined ? {} : { currentShares: parseShares(shares) }) };
   }
   if (config.custodianKeysFile === '') return {};
   // Read again at every rotate (operators may replace the file; npm start checked it at start): a

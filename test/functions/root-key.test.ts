@@ -289,6 +289,24 @@ describe('root key lifecycle through the functions (mode 2: Shamir shares)', () 
     }
     expect(await status(other)).toEqual(before);
   });
+
+  it('custodians the sealing service would refuse are a 400 from the function, nested 20,000 deep too; nothing changes', async () => {
+    const before = await status(kms);
+    const mark = kms.output().length;
+    const deep = `{"custodians": ${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+    for (const [body, message] of [
+      [deep, 'custodians[0] must be a JWK object'],
+      ['{"custodians": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}', 'custodians[0] must be an EC P-256 key'],
+      ['{"custodians": []}', 'custodians must be a non-empty JSON array'],
+    ] as const) {
+      const answer = await kms.request('/rootKey/rotate', { method: 'POST', headers: { ...admin, ...json }, body });
+      expect(answer.status, answer.body).toBe(400);
+      expect(JSON.parse(answer.body)).toMatchObject({ error: { code: 'BAD_REQUEST', message: expect.stringContaining(message) } });
+    }
+    expect(await status(kms)).toEqual(before);
+    // Refused before any call to the sealing service: none is reported as failing.
+    expect(kms.output().slice(mark)).not.toContain('sealing service');
+  });
 });
 
 describe('rotation with thousands of primary keys on S3 (Ceph RGW), killed at every step', () => {
