@@ -68,3 +68,21 @@ describe('openSealedCredential: keys are kept only for credentials accepted', ()
     });
   }
 });
+
+describe('openSealedCredential: how long a jti is remembered', () => {
+  it('a credential dated 60 s ahead is refused as a replay while it is fresh, and holds its place 121 s', async () => {
+    const start = 1_800_000_000_000;
+    const replay = new ReplayGuard(1);
+    const seal = await reusingClient('ECDH-ES');
+    const ahead = await seal(start / 1000 + 60);
+    openSealedCredential(ahead, service.privateKey, request, replay, start);
+    // Fresh until its iat + 60 s, to the millisecond: a replay so late is still refused as a replay.
+    expect(() => openSealedCredential(ahead, service.privateKey, request, replay, start + 120_000)).toThrow(/used already/);
+    expect(() => openSealedCredential(ahead, service.privateKey, request, replay, start + 120_001)).toThrow(/stale/);
+    // Its entry is live until its iat + 61 s: the memory is full until then, and free from then on.
+    const now = start + 120_999;
+    const next = await seal(Math.floor(now / 1000));
+    expect(() => openSealedCredential(next, service.privateKey, request, replay, now)).toThrow(expect.objectContaining({ code: 'BUSY' }));
+    expect(openSealedCredential(await seal(start / 1000 + 121), service.privateKey, request, replay, start + 121_000).token).toBe('t0ken');
+  });
+});
