@@ -5,6 +5,7 @@
 #   BENCH_ONLY=bare,lean BENCH_DURATION=3 npm run bench    a quicker, partial run (see bench/run.ts)
 #   npm run bench -- --profile [warm|sealed|cold|storage] …   instead: a CPU profile (bench/profile.ts)
 #   npm run bench -- --sealed-work [credentials]           instead: the sealed channel's own work (bench/sealed-work.ts)
+#   npm run bench -- --replay-memory [entries]             instead: the replay memory's heap per entry (bench/replay-memory.ts)
 #   node dist/bench/ab.js [cold] DIST_A DIST_B …           before/after of a change (bench/ab.ts)
 #
 # See docs/performance.md for the method and the results.
@@ -23,5 +24,9 @@ fi
 if [[ ${1:-} == --sealed-work ]]; then
   shift
   exec node dist/bench/sealed-work.js "$@"
+fi
+if [[ ${1:-} == --replay-memory ]]; then
+  shift
+  exec node --expose-gc dist/bench/replay-memory.js "$@"
 fi
 exec node dist/bench/run.js "$@"
