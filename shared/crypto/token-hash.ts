@@ -44,29 +44,34 @@ export function acceptableParams({ N, r, p }: ScryptParams): boolean {
 /** Hashes a new token (enrollment). */
 export async function hashToken(token: string): Promise<TokenVerifier> {
   const salt = randomBytes(16);
-  const hash = await scryptAsync('enroll', token, salt, PARAMS.N, PARAMS.r, PARAMS.p);
+  const hash = await scryptAsync('enroll', undefined, token, salt, PARAMS.N, PARAMS.r, PARAMS.p);
   return { alg: 'scrypt', ...PARAMS, salt: salt.toString('base64url'), hash: hash.toString('base64url') };
 }
 
 /**
- * Constant-time comparison of the token's hash with the stored one. `lane`: `known` for a user whose
- * record was read, `unknown` for the dummy check of a user that does not exist (see scryptScheduler).
+ * Whose token is checked: a user whose record was read (their checks queue under their name, see
+ * scryptScheduler), or nobody, for the dummy check of a user that does not exist.
  */
-export async function verifyToken(token: string, verifier: TokenVerifier, lane: 'known' | 'unknown'): Promise<boolean> {
+export type TokenCheck = { readonly lane: 'known'; readonly user: string } | { readonly lane: 'unknown' };
+
+/** Constant-time comparison of the token's hash with the stored one. */
+export async function verifyToken(token: string, verifier: TokenVerifier, check: TokenCheck): Promise<boolean> {
   if (verifier.alg !== 'scrypt' || !acceptableParams(verifier)) return false;
   const expected = Buffer.from(verifier.hash, 'base64url');
   if (expected.length !== HASH_BYTES) return false;
-  const actual = await scryptAsync(lane, token, Buffer.from(verifier.salt, 'base64url'), verifier.N, verifier.r, verifier.p);
+  const key = check.lane === 'known' ? check.user : undefined;
+  const actual = await scryptAsync(check.lane, key, token, Buffer.from(verifier.salt, 'base64url'), verifier.N, verifier.r, verifier.p);
   return timingSafeEqual(actual, expected);
 }
 
-function scryptAsync(lane: ScryptLane, token: string, salt: Buffer, N: number, r: number, p: number): Promise<Buffer> {
+function scryptAsync(lane: ScryptLane, key: string | undefined, token: string, salt: Buffer, N: number, r: number, p: number): Promise<Buffer> {
   return scryptScheduler.run(
     lane,
     () =>
       new Promise((resolve, reject) => {
-        scrypt(token, salt, HASH_BYTES, { N, r, p, maxmem: SCRYPT_MAXMEM }, (error, key) => (error ? reject(error) : resolve(key)));
+        scrypt(token, salt, HASH_BYTES, { N, r, p, maxmem: SCRYPT_MAXMEM }, (error, derived) => (error ? reject(error) : resolve(derived)));
       }),
+    key,
   );
 }
 
@@ -86,16 +91,28 @@ export const SCRYPT_LANES: readonly ScryptLane[] = ['known', 'unknown', 'enroll'
  * lane delays a known user's check by at most one run per other lane, about one scrypt per slot.
  * Under such a flood the answer's latency and status reveal whether a user exists (the dummy check
  * is shed, the real one is not): acceptable, since existence is public already (enrolling an
- * existing name answers 409). Without load the two cost the same. Callers with a user's name but
- * not their token still share the `known` lane with that user.
+ * existing name answers 409). Without load the two cost the same.
+ *
+ * Enrolling is open too, so one `known` lane shared by all let an attacker enroll a user of its own
+ * and flood wrong tokens for it until every other user's check was shed. Now the `known` lane
+ * queues each user's checks under their name and serves the names in turn: a user's check waits
+ * for at most one of each other user waiting, and a name with SCRYPT_WAITING_PER_USER_MAX waiting
+ * gets BUSY for its next check while other names still queue. What remains: an attacker who enrolls
+ * many users fills the lane with one name per SCRYPT_WAITING_PER_USER_MAX slots (16 names), and
+ * whoever knows a user's name can shed that user's checks by flooding wrong tokens for it (a
+ * verified client stays cached until its entry expires, KMS_KEY_CACHE_TTL_SECONDS). Rate-limit at
+ * the ingress.
  */
 export const SCRYPT_RUNNING_MAX = 2;
 export const SCRYPT_WAITING_MAX = 64;
+/** Concurrent checks of the same credentials share one run, so a real user rarely has two waiting. */
+export const SCRYPT_WAITING_PER_USER_MAX = 4;
 export const scryptScheduler = new LaneScheduler<ScryptLane>(
   SCRYPT_LANES,
   SCRYPT_RUNNING_MAX,
   SCRYPT_WAITING_MAX,
   'too many token checks in progress; retry shortly',
+  SCRYPT_WAITING_PER_USER_MAX,
 );
 
 export function isTokenVerifier(value: unknown): value is TokenVerifier {

@@ -86,11 +86,12 @@ export class KeyStore {
     if (object === undefined) {
       // Spend the same effort as for a wrong token, so timing does not reveal which users exist; in its
       // own lane, so a flood of unknown users cannot shed known users' checks (token-hash.ts).
-      await verifyToken(token, DUMMY_VERIFIER, 'unknown');
+      await verifyToken(token, DUMMY_VERIFIER, { lane: 'unknown' });
       throw new KmsError('UNAUTHORIZED', UNAUTHORIZED);
     }
     const record = decodeUser(object.body, user);
-    if (!(await verifyToken(token, record.token, 'known'))) throw new KmsError('UNAUTHORIZED', UNAUTHORIZED);
+    // Queued under the user's name: a flood of wrong tokens for one user sheds only that user's checks.
+    if (!(await verifyToken(token, record.token, { lane: 'known', user }))) throw new KmsError('UNAUTHORIZED', UNAUTHORIZED);
     const principal = { user, owner: ownerOf(record.token) };
     this.#credentials.set(user, { digest, principal });
     return principal;
