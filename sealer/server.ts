@@ -154,10 +154,28 @@ function kbsAttest(req: IncomingMessage, res: ServerResponse, deps: SealerHandle
 
 async function attest(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps, stage: AttestationStage): Promise<void> {
   const sessionId = cookieOf(req, KBS_SESSION_COOKIE);
-  const challenge = deps.sessions.consumeChallenge(sessionId);
+  if (sessionId === undefined) throw kbsError.attestation('cookie not found');
+  // The body is read (bounded) before the challenge is taken: a client that stalls its body then
+  // holds no challenge, and a challenge is 'attesting' only while its evidence is checked. Taking
+  // it right after the read, with no wait in between, still lets one /attest of a session through.
+  stage.reason = 'malformed';
+  const raw = await readBody(req);
+  let challenge;
+  try {
+    stage.reason = 'session';
+    challenge = deps.sessions.consumeChallenge(sessionId);
+  } catch (error) {
+    raw.fill(0);
+    throw error;
+  }
   stage.reason = 'malformed';
   try {
-    const attestation = await readJson(req, (detail) => kbsError.attestation(`deserialize Attestation: ${detail}`));
+    let attestation;
+    try {
+      attestation = parseJson(raw, (detail) => kbsError.attestation(`deserialize Attestation: ${detail}`));
+    } finally {
+      raw.fill(0);
+    }
     const { 'runtime-data': runtimeData, 'tee-evidence': teeEvidence } = (attestation ?? {}) as Record<string, unknown>;
     const initData = attestedInitData(attestation);
     if (typeof runtimeData !== 'object' || runtimeData === null) throw kbsError.attestation('deserialize Attestation: runtime-data missing');
@@ -201,11 +219,11 @@ async function attest(req: IncomingMessage, res: ServerResponse, deps: SealerHan
       workloadIdentity(claims),
       appraised,
     );
-    deps.sessions.attested(sessionId!, token, expiresAt);
-    setSessionCookie(res, sessionId!, expiresAt);
+    deps.sessions.attested(sessionId, token, expiresAt);
+    setSessionCookie(res, sessionId, expiresAt);
     sendJson(res, 200, { token });
   } catch (error) {
-    deps.sessions.failed(sessionId!);
+    deps.sessions.failed(sessionId);
     throw error;
   }
 }

@@ -22,7 +22,10 @@ interface Session {
  * Challenges and attested sessions are bounded apart (maxSessions each). /auth needs no
  * credentials, so a full set of challenges gives up its oldest unanswered one rather than refusing
  * new ones: a flood of /auth then cannot lock clients out of attestation, since a client answers its
- * challenge within moments and the flood would have to outrun that.
+ * challenge within moments and the flood would have to outrun that. Only a challenge being verified
+ * ('attesting') is kept, and /attest takes it once it has read the request body in full
+ * (sealer/server.ts): a client that sends its body slowly, or never, holds no slot. /auth answers
+ * BUSY only while every slot's evidence is being verified at once.
  */
 export class SessionStore {
   /** Challenges: 'authed' (issued) and 'attesting' (being verified), oldest first. */

@@ -1,7 +1,8 @@
 // The sealer's KBS endpoints (Trustee protocol 0.4.0) against a real sealer process over HTTPS:
 // the happy path on the wire, and its refusals.
 import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { connect as tlsConnect } from 'node:tls';
+import { request as httpsRequest } from 'node:https';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SampleAttester } from '../../shared/attestation/sample.js';
 import { KbsClient, type KbsHttpResponse } from '../../shared/kbs/client.js';
@@ -466,6 +467,108 @@ describe('load and broken requests', () => {
     });
     expect(late.status).toBe(401);
     expect(problem(late).detail).toBe('session not found (expired, or given up under load); start again at /auth');
+  });
+
+  it('an attacker who stalls /attest bodies holds no challenge: honest clients still get /auth and attest', async () => {
+    // The attacker needs no KBS client: raw HTTPS for /auth, then raw TLS for an /attest whose
+    // body never comes (Content-Length 1000, one byte sent), on as many sockets as there are slots.
+    const ca = await small.caPem();
+    const { hostname, port } = new URL(small.url);
+    const rawAuth = () =>
+      new Promise<string>((resolve, reject) => {
+        const body = JSON.stringify({ version: '0.4.0', tee: 'sample', 'extra-params': '' });
+        const req = httpsRequest(
+          {
+            host: hostname,
+            port: Number(port),
+            ca,
+            servername: 'localhost',
+            method: 'POST',
+            path: '/kbs/v0/auth',
+            agent: false,
+            headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () =>
+              res.statusCode === 200 ? resolve(String(res.headers['set-cookie']?.[0] ?? '').split(';')[0]!) : reject(new Error(`auth ${res.statusCode}`)),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    const stalled: TLSSocket[] = [];
+    const stall = (cookie: string) =>
+      new Promise<void>((resolve, reject) => {
+        const socket = tlsConnect({ host: hostname, port: Number(port), ca, servername: 'localhost' }, () =>
+          socket.write(
+            `POST /kbs/v0/attest HTTP/1.1\r\nHost: localhost\r\nCookie: ${cookie}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{`,
+            (error) => (error ? reject(error) : resolve()),
+          ),
+        );
+        socket.on('error', () => {});
+        stalled.push(socket);
+      });
+    try {
+      // As many as there are slots: were a stalled /attest to hold its challenge, none would be left.
+      for (let i = 0; i < MAX_SESSIONS; i++) {
+        const cookie = await rawAuth();
+        secrets.addText(cookie.slice(cookie.indexOf('=') + 1));
+        await stall(cookie);
+      }
+      // Let the sealer take every stalled request in (it answers none of them).
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(stalled.every((socket) => !socket.destroyed)).toBe(true);
+
+      const honest = await client.request('POST', '/kbs/v0/auth', { version: '0.4.0', tee: 'sample', 'extra-params': '' });
+      expect(honest.status).toBe(200);
+      const token = await client.token();
+      secrets.addText(token);
+      const resource = await client.request('GET', RESOURCE, undefined, { Authorization: `Bearer ${token}` });
+      expect(resource.status).toBe(200);
+      expect((await decryptFromKbs(resource.body, teeKey.privateKey)).equals(ROOT_KEY)).toBe(true);
+    } finally {
+      for (const socket of stalled) socket.destroy();
+    }
+  });
+
+  it('two /attest of one session sent at once: one is answered a token, the other refused, its nonce used', async () => {
+    const { nonce, cookie } = await (async () => {
+      const response = await client.request('POST', '/kbs/v0/auth', { version: '0.4.0', tee: 'sample', 'extra-params': '' });
+      return { nonce: (response.body as { nonce: string }).nonce, cookie: cookieOf(response) };
+    })();
+    secrets.addText(cookie.slice(cookie.indexOf('=') + 1));
+    const body = Buffer.from(JSON.stringify(await attestation(nonce, teeKey.publicJwk)));
+    const ca = await small.caPem();
+    const { hostname, port } = new URL(small.url);
+    // Both requests wait with all but their last byte sent, then both bodies complete together.
+    const sockets: TLSSocket[] = [];
+    const answers = await new Promise<string[]>((resolve) => {
+      const texts = ['', ''];
+      let connected = 0;
+      let closed = 0;
+      for (let i = 0; i < 2; i++) {
+        const socket = tlsConnect({ host: hostname, port: Number(port), ca, servername: 'localhost' }, () => {
+          socket.write(
+            `POST /kbs/v0/attest HTTP/1.1\r\nHost: localhost\r\nCookie: ${cookie}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
+          );
+          socket.write(body.subarray(0, body.length - 1));
+          if (++connected === 2) setTimeout(() => sockets.forEach((s) => s.write(body.subarray(body.length - 1))), 300);
+        });
+        socket.on('data', (chunk: Buffer) => (texts[i] += chunk.toString('latin1')));
+        socket.on('error', () => {});
+        socket.once('close', () => ++closed === 2 && resolve(texts));
+        sockets.push(socket);
+      }
+    });
+    for (const text of answers) {
+      const token = /"token":"([^"]+)"/.exec(text)?.[1];
+      if (token !== undefined) secrets.addText(token);
+    }
+    const statuses = answers.map((text) => Number(/^HTTP\/1\.1 (\d{3}) /.exec(text)?.[1])).sort();
+    expect(statuses).toEqual([200, 401]);
+    expect(answers.find((text) => text.startsWith('HTTP/1.1 401 '))).toContain('already used');
   });
 
   it('refuses sample evidence whose svn would swell the token (it is kept for the token lifetime)', async () => {
