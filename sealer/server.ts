@@ -284,7 +284,8 @@ type AdminAction = (body: unknown, deps: SealerHandlerDeps, req: IncomingMessage
  * An admin route: the caller's attestation token (Bearer only: a cookie would be sent by anyone
  * who holds it), a proof of possession of its TEE key for this very request, then the admin
  * policy's grant of `operation` to the identity the token names. Only a granted call spends its
- * proof's jti: the memory of jtis is bounded, and a forbidden caller must not fill it.
+ * proof's jti, in the memory of the identity the token names: each identity's memory is bounded, a
+ * forbidden caller must not fill one, and a granted one fills only its own.
  */
 function admin(operation: AdminOperation, action: AdminAction, options: { body: boolean } = { body: true }): Handler {
   return async (req, res, deps) => {
@@ -297,6 +298,7 @@ function admin(operation: AdminOperation, action: AdminAction, options: { body: 
         token,
         body: raw,
         teePubKey: verified.teePubKey,
+        identity: verified.identity,
       });
       if (!deps.adminPolicy.allows(operation, verified.identity, verified.agentPolicy)) {
         const agentPolicy = verified.agentPolicy === undefined ? '' : `, agent policy ${verified.agentPolicy}`;

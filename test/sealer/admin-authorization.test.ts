@@ -119,12 +119,14 @@ describe('a sealing service whose admin policy grants identity A every operation
     const refused = await b.admin(recoveryReset.method, recoveryReset.path);
     expectRefused(refused, 403);
     expectRefused(await b.replay(refused.sent), 403);
-    // The memory of jtis is one for all callers: a jti B was refused with is still A's to use once.
+    // A jti B was refused with is still A's to use once. Each identity has a memory of its own (a
+    // replay comes with the same token, so the same identity): A's spending it is A's alone, and
+    // B's proof is still refused for what it is, a call B is not granted.
     const jti = ProtocolClient.jtiOf(refused.sent.headers.DPoP!);
     const granted = await a.admin(recoveryReset.method, recoveryReset.path, { proof: { jti } });
     expect(granted.status, granted.text).toBe(200);
     expectRefused(await a.admin(recoveryReset.method, recoveryReset.path, { proof: { jti } }), 401);
-    expectRefused(await b.replay(refused.sent), 401);
+    expectRefused(await b.replay(refused.sent), 403);
     expect(await sealStatus(b)).toEqual(uninitialized);
   });
 
