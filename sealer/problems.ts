@@ -64,6 +64,9 @@ export function problemOf(error: unknown, unexpected: (label: string) => void): 
   } else if (error instanceof KmsError && error.code === 'ATTESTATION_UNAVAILABLE') {
     // Its message names the agent or the PCCS and what failed; their own text stays in `cause`.
     sealerError = new SealerError('ATTESTATION_UNAVAILABLE', `attestation is unavailable just now: ${error.message}`);
+  } else if (error instanceof KmsError && (error.code === 'BUSY' || error.code === 'BAD_REQUEST')) {
+    // Shed load (a bounded queue of quotes) and a caller gone while it waited.
+    sealerError = new SealerError(error.code, error.message); // KmsError messages never hold a secret
   } else if (error instanceof KmsError && error.code === 'INTEGRITY') {
     unexpected(`${error.code}: ${error.message}`);
     sealerError = new SealerError('INTEGRITY', error.message); // KmsError messages never hold a secret

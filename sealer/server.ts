@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { workloadIdentity } from '../shared/attestation/types.js';
+import { quoteFor } from '../shared/attestation/public-evidence.js';
 import { KmsError } from '../shared/errors.js';
 import type { ComponentLog } from '../shared/log.js';
 import {
@@ -254,7 +255,8 @@ async function peerRootKey(deps: SealerHandlerDeps, verified: VerifiedToken): Pr
 async function sealerAttestation(req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
   const nonce = nonceOf(req);
   await drainBody(req);
-  const { tee, evidence } = await deps.identity.evidenceFor(deps.identity.signingJwk, nonce);
+  // Anyone who reaches this port may ask, without credentials: its quotes are bounded as the functions' are.
+  const { tee, evidence } = await quoteFor('attestation', req, () => deps.identity.evidenceFor(deps.identity.signingJwk, nonce));
   sendJson(res, 200, { key: deps.identity.signingJwk, tee, evidence });
 }
 
