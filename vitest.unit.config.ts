@@ -11,6 +11,7 @@ export default defineConfig({
       'test/readme.test.ts',
       'test/functions/routes.test.ts',
       'test/sealer/attestation/**/*.test.ts',
+      'test/sealer/admin-policy.test.ts',
       'test/sealer/proofs.test.ts',
       'test/shared/attestation/**/*.test.ts',
       'test/shared/config.test.ts',

@@ -85,9 +85,16 @@ export class AdminPolicy {
    * verified init-data: trustingFunction) to a function that trusts this service, with that agent policy.
    */
   allows(operation: AdminOperation, identity: string, agentPolicy?: string): boolean {
+    return this.grantFor(operation, identity, agentPolicy) !== undefined;
+  }
+
+  /** The entry that grants `operation`: the identity itself, else its agent policy's entry; undefined if none does. */
+  grantFor(operation: AdminOperation, identity: string, agentPolicy?: string): string | undefined {
     const granted = this.grants.get(operation);
-    if (granted === undefined) return false;
-    return granted.has(identity) || (agentPolicy !== undefined && granted.has(`${AGENT_POLICY_ENTRY}:${agentPolicy}`));
+    if (granted === undefined) return undefined;
+    if (granted.has(identity)) return identity;
+    const entry = agentPolicy === undefined ? undefined : `${AGENT_POLICY_ENTRY}:${agentPolicy}`;
+    return entry !== undefined && granted.has(entry) ? entry : undefined;
   }
 
   /** For the start-up log: how many identities each operation is granted to. */

@@ -12,8 +12,11 @@ export interface ProofExpectation {
   readonly token: string;
   readonly body: Buffer;
   readonly teePubKey: KbsTeePubKey;
-  /** The workload identity the token names: whose memory of spent jtis the proof is checked against. */
-  readonly identity: string;
+  /**
+   * Whose memory of spent jtis the proof is checked against: the admin policy's entry that grants
+   * the call (the identity the token names, or the agent policy that admits it).
+   */
+  readonly holder: string;
 }
 
 const PROOF_TYPE = 'dpop+jwt';
@@ -23,8 +26,8 @@ const MAX_PROOF_LENGTH = 4096;
 /** A proof that verified, its jti not yet spent (`ProofVerifier.spend`). */
 export interface VerifiedProof {
   readonly jti: string;
-  /** The identity its token names (a replay carries the same token, so the same identity). */
-  readonly identity: string;
+  /** Its memory's holder (a replay carries the same token, so it meets the same holder). */
+  readonly holder: string;
 }
 
 /**
@@ -36,19 +39,20 @@ export interface VerifiedProof {
  * `verify` checks a proof and remembers nothing; `spend` remembers its jti, once the caller is
  * known to be granted the call, so that refused calls cannot fill the bounded memory of jtis.
  *
- * The memory is kept per identity (the workload identity the token names), each bounded by
- * `maxRemembered`: a proof replayed carries the same token, so it meets its own identity's memory
- * and is refused, while a granted workload that spends proofs as fast as it can fills only its own
- * memory (its calls then answer BUSY) and not those of other identities. Only granted identities
- * spend, and an identity's memory is dropped once its last jti is forgotten.
+ * The memory is kept per holder (the admin policy's entry that grants the call: an identity, or an
+ * agent policy shared by the workloads it admits), each bounded by `maxRemembered`, so the whole is
+ * bounded by the policy's size: a proof replayed carries the same token, so it meets its own
+ * holder's memory and is refused, while a granted workload that spends proofs as fast as it can
+ * fills only its holder's memory (its calls then answer BUSY), not the operator's. Only granted
+ * calls spend, and a holder's memory is dropped once its last jti is forgotten.
  */
 export class ProofVerifier {
-  /** identity → (jti → when it may be forgotten: its proof is stale by then). Insertion order is expiry order. */
+  /** holder → (jti → when it may be forgotten: its proof is stale by then). Insertion order is expiry order. */
   readonly #seen = new Map<string, Map<string, number>>();
 
   constructor(
     private readonly maxSkewSeconds = 60,
-    /** Per identity. */
+    /** Per holder. */
     private readonly maxRemembered = 100_000,
     private readonly now: () => number = Date.now,
   ) {}
@@ -84,8 +88,8 @@ export class ProofVerifier {
     }
     if (typeof payload.jti !== 'string' || !JTI.test(payload.jti)) throw invalid('the proof needs a jti of 16 to 64 base64url characters');
     this.#forgetStale(now);
-    if (this.#seen.get(expected.identity)?.has(payload.jti) === true) throw invalid('this proof was used before (replay)');
-    return { jti: payload.jti, identity: expected.identity };
+    if (this.#seen.get(expected.holder)?.has(payload.jti) === true) throw invalid('this proof was used before (replay)');
+    return { jti: payload.jti, holder: expected.holder };
   }
 
   /**
@@ -95,23 +99,23 @@ export class ProofVerifier {
   spend(proof: VerifiedProof): void {
     const now = this.now();
     this.#forgetStale(now);
-    let seen = this.#seen.get(proof.identity);
+    let seen = this.#seen.get(proof.holder);
     if (seen?.has(proof.jti) === true) throw invalid('this proof was used before (replay)');
     if (seen !== undefined && seen.size >= this.maxRemembered) {
       throw new SealerError('BUSY', 'too many admin calls by this workload in the last minutes; retry shortly');
     }
-    if (seen === undefined) this.#seen.set(proof.identity, (seen = new Map()));
+    if (seen === undefined) this.#seen.set(proof.holder, (seen = new Map()));
     seen.set(proof.jti, now + 2 * this.maxSkewSeconds * 1000);
   }
 
-  /** Each memory stops at its first live jti; one emptied is dropped with its identity. */
+  /** Each memory stops at its first live jti; one emptied is dropped with its holder. */
   #forgetStale(now: number): void {
-    for (const [identity, seen] of this.#seen) {
+    for (const [holder, seen] of this.#seen) {
       for (const [jti, until] of seen) {
         if (until > now) break;
         seen.delete(jti);
       }
-      if (seen.size === 0) this.#seen.delete(identity);
+      if (seen.size === 0) this.#seen.delete(holder);
     }
   }
 }

@@ -286,23 +286,25 @@ type AdminAction = (body: unknown, deps: SealerHandlerDeps, req: IncomingMessage
  * An admin route: the caller's attestation token (Bearer only: a cookie would be sent by anyone
  * who holds it), a proof of possession of its TEE key for this very request, then the admin
  * policy's grant of `operation` to the identity the token names. Only a granted call spends its
- * proof's jti, in the memory of the identity the token names: each identity's memory is bounded, a
- * forbidden caller must not fill one, and a granted one fills only its own.
+ * proof's jti, in the memory of the grant entry that allows it (the identity, or the agent policy
+ * that admits it): each memory is bounded, so their number and size are bounded by the policy; a
+ * forbidden caller fills none, and a granted one only its grant's.
  */
 function admin(operation: AdminOperation, action: AdminAction, options: { body: boolean } = { body: true }): Handler {
   return async (req, res, deps) => {
     const { token, verified } = await authenticate(req, deps, { cookie: false });
     const raw = await readBody(req);
     try {
+      const grant = deps.adminPolicy.grantFor(operation, verified.identity, verified.agentPolicy);
       const proof = await deps.proofs.verify(singleHeader(req.headers.dpop), {
         method: req.method ?? '',
         target: req.url ?? '',
         token,
         body: raw,
         teePubKey: verified.teePubKey,
-        identity: verified.identity,
+        holder: grant ?? verified.identity,
       });
-      if (!deps.adminPolicy.allows(operation, verified.identity, verified.agentPolicy)) {
+      if (grant === undefined) {
         const agentPolicy = verified.agentPolicy === undefined ? '' : `, agent policy ${verified.agentPolicy}`;
         deps.log.warn(`admin call refused: "${operation}" is not granted to identity ${verified.identity}${agentPolicy} (tee ${verified.tee})`);
         throw new SealerError('FORBIDDEN', `the admin policy does not grant "${operation}" to this workload (identity ${verified.identity}${agentPolicy})`);

@@ -1,5 +1,5 @@
 // The sealing service's proofs of possession for admin calls (sealer/proofs.ts): the memory of
-// spent jtis, per identity, with an injected clock. Proofs are signed here as a workload would.
+// spent jtis, per holder (the grant entry; here each workload's identity), with an injected clock. Proofs are signed here as a workload would.
 import { createHash, randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose/jwt/sign';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -40,7 +40,7 @@ async function proof(workload: Workload, jti = randomBytes(16).toString('base64u
 }
 
 function expectation(workload: Workload): ProofExpectation {
-  return { method: METHOD, target: TARGET, token: workload.token, body: Buffer.alloc(0), teePubKey: workload.key.publicJwk, identity: workload.identity };
+  return { method: METHOD, target: TARGET, token: workload.token, body: Buffer.alloc(0), teePubKey: workload.key.publicJwk, holder: workload.identity };
 }
 
 /** verify, then spend, as an admin route does for a granted call. */
