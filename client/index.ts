@@ -374,7 +374,13 @@ export class KmsClient {
           this.#shared.attestation = undefined;
           const { rootKeyId } = await this.#pinned();
           // A forged refusal cannot change the attested key; a real one comes from a rotation.
-          if (call.reads !== true && rootKeyId === sent.rootKeyId) throw notSentAgain(call, error, `the service still attests root key ${rootKeyId}'s key`);
+          if (call.reads !== true && rootKeyId === sent.rootKeyId) {
+            throw notSentAgain(
+              call,
+              error,
+              `the service still attests root key ${rootKeyId}'s key, the one it was sealed to (right after a rotation the KMS's instances disagree for up to KMS_ROOT_KEY_REFRESH_SECONDS; otherwise the answer did not come from the KMS)`,
+            );
+          }
           attempt--;
           continue;
         }

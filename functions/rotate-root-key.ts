@@ -57,7 +57,7 @@ export const rotateRootKeyRoute = defineRoute({
 });
 
 /**
- * The custodians' public keys for this rotation (the sealing service validates them fully) and,
+ * The custodians' public keys for this rotation (parsed here as the sealing service parses them) and,
  * to name others than the stored ones, the threshold of the current shares.
  */
 async function custodyOf(
