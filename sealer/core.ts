@@ -115,8 +115,10 @@ export class SealerCore {
   readonly #challenges = new RecoveryChallenges();
   #key: Buffer | undefined;
   #record: { state: StateRecord; etag: string } | undefined;
-  /** Why this service will not initialize or recover until an operator restores storage. */
+  /** An alarm that stands until an operator restores storage (status `integrityAlarm`): a missing or rolled-back record. */
   #alarm: string | undefined;
+  /** A shared record judged and ignored (replicas): judged, and alarmed, once. */
+  #ignoredEtag: string | undefined;
   #progress: Progress | undefined;
   /** Why the key last held was dropped; undefined: none was held since start (SealStatus.sealedReason). */
   #dropped: 'operator' | 'rotated' | undefined;
@@ -440,7 +442,10 @@ export class SealerCore {
   async #promote(current: { id: string; key: Buffer }, next: { id: string; key: Buffer }, pending: KeyEntry, generation: number): Promise<void> {
     await this.#storeLink(current, next);
     await this.#keyChanged(next);
-    await this.#replace({ generation: generation + 1, current: pending, pending: null }, next.key);
+    const linked =
+      `The link from root key ${current.id} to ${next.id} was stored (it retires ${current.id}): ` +
+      `once the record is restored, verifying these shares again completes the promotion`;
+    await this.#replace({ generation: generation + 1, current: pending, pending: null }, next.key, linked);
     this.#setKey(next.key);
     this.#clearProgress();
     this.#log.info(`root key ${next.id} is current (its shares were verified); ${current.id} is retired`);
@@ -617,11 +622,22 @@ export class SealerCore {
   }
 
   /** Progress is dropped: shares that met a tampered record are not kept for another try. */
-  #integrity(why: string): SealerError {
+  #integrity(why: string, outcome = 'Nothing was unsealed or changed'): SealerError {
     this.#clearProgress();
-    const detail = `${why}; restore ${STATE_OBJECT_KEY} and the key records from their previous versions or a backup. Nothing was unsealed or changed`;
+    const detail = `${why}; restore ${STATE_OBJECT_KEY} and the key records from their previous versions or a backup. ${outcome}`;
     this.#raiseAlarm(why);
     return new SealerError('INTEGRITY', detail);
+  }
+
+  /**
+   * An authentic record older than one this service already held: storage rolled it back (an earlier
+   * version is authentic under the same key). Never adopted, and kept in the seal status: adopting it
+   * would bring back a pending key that a later rotation replaced, or undo a promotion half made.
+   */
+  #rolledBack(found: { state: StateRecord; etag: string }, held: number, outcome?: string): SealerError {
+    this.#ignoredEtag = found.etag; // judged once (replicas read the record before every change)
+    this.#alarm = `the state record ${STATE_OBJECT_KEY} was rolled back: storage holds generation ${found.state.generation}, after this service held generation ${held}`;
+    return this.#integrity(`${this.#alarm}; restore its latest version`, outcome);
   }
 
   #raiseAlarm(why: string): void {
@@ -914,18 +930,25 @@ export class SealerCore {
     this.#progress = undefined;
   }
 
-  /** Compare-and-swap of the record, authenticated under `currentKey`; a lost race changes nothing. */
-  async #replace(body: StateBody, currentKey: Buffer): Promise<void> {
+  /**
+   * Compare-and-swap of the record, authenticated under `currentKey`; a lost race changes nothing
+   * but the record, unless `outcome` says what the caller stored already (for the alarm's message).
+   */
+  async #replace(body: StateBody, currentKey: Buffer, outcome?: string): Promise<void> {
     const next = sealState(body, currentKey);
     if (!(await this.#store.replace(STATE_OBJECT_KEY, encodeState(next), this.#record!.etag))) {
+      // Writers (this service, its peers) write generation + 1 of the record they read. An older
+      // record is authentic too (an earlier version, under the same key): storage rolled it back.
+      const found = await this.#load();
+      const held = this.#record!.state.generation;
+      if (found !== undefined && found.state.generation < held) throw this.#rolledBack(found, held, outcome);
       if (this.#followRecord) {
         await this.#follow();
         throw new SealerError('CONFLICT', 'another replica changed the state record meanwhile; nothing was changed: try again');
       }
       // Only this service writes the record: what is there now is adopted only if it is authentic.
-      const found = await this.#load();
       if (found !== undefined && this.#key !== undefined && stateAuthentic(found.state, this.#key)) this.#record = found;
-      else throw this.#integrity(`the state record was changed or removed by someone other than this service`);
+      else throw this.#integrity(`the state record was changed or removed by someone other than this service`, outcome);
       throw new SealerError('CONFLICT', 'the state record changed meanwhile; nothing was changed');
     }
     await this.#reloadAfterWrite(next);
@@ -941,7 +964,13 @@ export class SealerCore {
   async #follow(): Promise<void> {
     if (!this.#followRecord || this.#source === 'secret') return;
     const found = await this.#load();
-    if (found === undefined || found.etag === this.#record?.etag) return;
+    if (found === undefined || found.etag === this.#record?.etag || found.etag === this.#ignoredEtag) return;
+    // Peers write generation + 1 of the record they read: an older one is a rollback, whatever key it names.
+    const heldGeneration = this.#record?.state.generation;
+    if (heldGeneration !== undefined && found.state.generation < heldGeneration) {
+      this.#rolledBack(found, heldGeneration);
+      return;
+    }
     const held = this.#record?.state.current.id;
     if (this.#key === undefined || held === undefined) {
       this.#record = found;
@@ -949,8 +978,13 @@ export class SealerCore {
       return;
     }
     if (sameId(found.state.current.id, held)) {
-      if (stateAuthentic(found.state, this.#key)) this.#record = found;
-      else this.#raiseAlarm(`the shared state record names root key ${held} but is not authentic under it: ignored`);
+      if (stateAuthentic(found.state, this.#key)) {
+        this.#record = found;
+        this.#alarm = undefined;
+      } else {
+        this.#ignoredEtag = found.etag;
+        this.#raiseAlarm(`the shared state record names root key ${held} but is not authentic under it: ignored`);
+      }
       return;
     }
     this.#key.fill(0);
@@ -958,6 +992,7 @@ export class SealerCore {
     this.#dropped = 'rotated';
     this.#clearProgress();
     this.#record = found;
+    this.#alarm = undefined;
     this.#log.info(
       `the shared state record names root key ${found.state.current.id} (made current on a peer): ${held} dropped; sealed until a peer hands the new key over`,
     );
@@ -966,6 +1001,7 @@ export class SealerCore {
   async #reloadAfterWrite(written: StateRecord): Promise<void> {
     const loaded = await this.#load();
     this.#record = { state: written, etag: loaded?.etag ?? '' };
+    this.#alarm = undefined; // the record was where this service left it: restored, if it had been rolled back
   }
 
   async #load(): Promise<{ state: StateRecord; etag: string } | undefined> {

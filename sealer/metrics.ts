@@ -31,8 +31,10 @@ export function sealerCollector(core: SealStatusSource, now: () => number = Date
     gauge('kms_sealer_verification_pending', "1 while a rotation's new key waits for its shares to be verified, else 0.", (s) =>
       s.verificationPending ? 1 : 0,
     );
-    gauge('kms_sealer_integrity_alarm', '1 while storage failed an integrity check and the service refuses to initialize or recover, else 0.', (s) =>
-      s.integrityAlarm === null ? 0 : 1,
+    gauge(
+      'kms_sealer_integrity_alarm',
+      '1 while an integrity alarm stands that only restoring storage clears (its state record missing while keys are stored, or rolled back), else 0.',
+      (s) => (s.integrityAlarm === null ? 0 : 1),
     );
     gauge('kms_sealer_recovery_shares', 'Shares received so far by a recovery under way (0 without one).', (s) => s.progress);
     gauge('kms_sealer_recovery_threshold', 'Shares a recovery needs (t; 0 before initialization or with a root key from a secret).', (s) => s.t);
