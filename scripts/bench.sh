@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm run bench`: build, then measure (bench/run.ts) and write bench/results/latest.{json,md,svg}.
 #
-#   npm run bench                            the whole bench (~5 minutes on 2 cores)
+#   npm run bench                            the whole bench (~8 minutes on 2 cores)
 #   BENCH_ONLY=bare,lean BENCH_DURATION=3 npm run bench    a quicker, partial run (see bench/run.ts)
 #   npm run bench -- --profile [warm|sealed|cold|storage] …   instead: a CPU profile (bench/profile.ts)
 #   npm run bench -- --sealed-work [credentials]           instead: the sealed channel's own work (bench/sealed-work.ts)
