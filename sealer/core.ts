@@ -41,6 +41,12 @@ interface Opened {
   readonly challenge?: string | undefined;
 }
 
+/**
+ * When a write of the state record fails without an answer, how long to wait before each read that
+ * tells whether it landed: about 6 s in all, past a storage restart's usual blip.
+ */
+const LOST_ANSWER_READS_MS = [100, 400, 1_000, 2_000, 2_500];
+
 export interface SealerCoreOptions {
   /** Mode 1: the root key from a secret. */
   readonly rootKey?: Buffer | undefined;
@@ -936,7 +942,17 @@ export class SealerCore {
    */
   async #replace(body: StateBody, currentKey: Buffer, outcome?: string): Promise<void> {
     const next = sealState(body, currentKey);
-    if (!(await this.#store.replace(STATE_OBJECT_KEY, encodeState(next), this.#record!.etag))) {
+    let written: boolean;
+    try {
+      written = await this.#store.replace(STATE_OBJECT_KEY, encodeState(next), this.#record!.etag);
+    } catch (error) {
+      // Storage may have applied the write and only its answer been lost: what it holds decides,
+      // else the record would name a key this service never took (and its replicas would follow it).
+      if (!(await this.#landedAfterAll(next, currentKey))) throw error;
+      written = true;
+    }
+    // A write whose answer was lost and that is made again finds itself there: it is done.
+    if (!written && !(await this.#holds(next, currentKey))) {
       // Writers (this service, its peers) write generation + 1 of the record they read. An older
       // record is authentic too (an earlier version, under the same key): storage rolled it back.
       const found = await this.#load();
@@ -996,6 +1012,22 @@ export class SealerCore {
     this.#log.info(
       `the shared state record names root key ${found.state.current.id} (made current on a peer): ${held} dropped; sealed until a peer hands the new key over`,
     );
+  }
+
+  /** Whether storage holds exactly `record` (authentic under `key`); false when it cannot be read. */
+  async #holds(record: StateRecord, key: Buffer): Promise<boolean> {
+    const found = await this.#load().catch(() => undefined);
+    return found !== undefined && sameRecord(found.state, record, key);
+  }
+
+  /** After a write that failed without an answer: storage read again for a few seconds, until it answers. */
+  async #landedAfterAll(record: StateRecord, key: Buffer): Promise<boolean> {
+    for (const ms of LOST_ANSWER_READS_MS) {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      const found = await this.#load().catch(() => undefined);
+      if (found !== undefined) return sameRecord(found.state, record, key);
+    }
+    return false;
   }
 
   async #reloadAfterWrite(written: StateRecord): Promise<void> {
@@ -1104,4 +1136,9 @@ async function combineShares(shares: readonly Buffer[]): Promise<Buffer> {
 
 function sameId(a: string, b: string): boolean {
   return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
+}
+
+/** `found` is `record` as this service wrote it: authentic under `key`, and the same in every field. */
+function sameRecord(found: StateRecord, record: StateRecord, key: Buffer): boolean {
+  return found.generation === record.generation && stateAuthentic(found, key) && encodeState(found).equals(encodeState(record));
 }
