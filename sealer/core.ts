@@ -3,7 +3,7 @@ import { combine, split } from 'shamir-secret-sharing';
 import { rootKeyId } from '../shared/crypto/root-key-id.js';
 import { KmsError } from '../shared/errors.js';
 import type { ComponentLog } from '../shared/log.js';
-import { openRootKeyLink, storeRootKeyLink } from '../shared/root-key/links.js';
+import { deleteRootKeyLink, openRootKeyLink, storeRootKeyLink } from '../shared/root-key/links.js';
 import { assertRootKeyOpensStorage, holdsAny, opensSomeStoredKey } from '../shared/root-key/storage-check.js';
 import {
   parseShare,
@@ -445,13 +445,36 @@ export class SealerCore {
    * is stored first, so records still under the current key stay readable; a crash between the two
    * writes is completed by the next verification or recovery.
    */
+  /**
+   * A promotion that lost its compare-and-swap to another change (a peer's rotate replaced the
+   * pending key meanwhile) leaves a link that retires the current key for a key that can no longer
+   * become current: after a restart no shares would unseal. Deleted, unless the record now names
+   * that key (a peer promoted it too); otherwise nothing could need it.
+   */
+  async #dropLostLink(previousId: string, nextId: string): Promise<void> {
+    const state = this.#record?.state;
+    if (state === undefined || sameId(state.current.id, nextId) || (state.pending !== null && sameId(state.pending.id, nextId))) return;
+    try {
+      await deleteRootKeyLink(this.#store, previousId, nextId);
+    } catch (error) {
+      this.#log.error(
+        `the link ${previousId} -> ${nextId} of a promotion that lost to another change could not be deleted: ${error instanceof Error ? error.message : 'unknown error'}`,
+      );
+    }
+  }
+
   async #promote(current: { id: string; key: Buffer }, next: { id: string; key: Buffer }, pending: KeyEntry, generation: number): Promise<void> {
     await this.#storeLink(current, next);
     await this.#keyChanged(next);
     const linked =
       `The link from root key ${current.id} to ${next.id} was stored (it retires ${current.id}): ` +
       `once the record is restored, verifying these shares again completes the promotion`;
-    await this.#replace({ generation: generation + 1, current: pending, pending: null }, next.key, linked);
+    try {
+      await this.#replace({ generation: generation + 1, current: pending, pending: null }, next.key, linked);
+    } catch (error) {
+      if (error instanceof SealerError && error.code === 'CONFLICT') await this.#dropLostLink(current.id, next.id);
+      throw error;
+    }
     this.#setKey(next.key);
     this.#clearProgress();
     this.#log.info(`root key ${next.id} is current (its shares were verified); ${current.id} is retired`);

@@ -30,6 +30,11 @@ export async function storeRootKeyLink(store: ObjectStore, previous: RootKey, su
   if (!matches) throw new KmsError('INTEGRITY', `storage holds a root key link ${previous.id} -> ${successor.id} that does not open to the previous root key`);
 }
 
+/** Deletes the link `previousId -> successorId`: only for a successor that can no longer become current. */
+export async function deleteRootKeyLink(store: ObjectStore, previousId: string, successorId: string): Promise<void> {
+  await store.delete(layout.previousRootKey(previousId, successorId));
+}
+
 /** The previous root key from its link under `successor`, or undefined when there is no such link. */
 export async function openRootKeyLink(store: ObjectStore, previousId: string, successor: RootKey): Promise<Buffer | undefined> {
   const object = await store.get(layout.previousRootKey(previousId, successor.id));

@@ -91,3 +91,49 @@ describe('SealerCore: a write of the state record whose answer was lost', () => 
     expect(core.status().pendingRootKeyId).toBe(next.rootKeyId);
   });
 });
+
+describe('SealerCore replicas: a promotion that loses to a peer’s rotate', () => {
+  let dir: string;
+  const stores: FsObjectStore[] = [];
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tee-kms-core-'));
+  });
+  afterEach(async () => {
+    for (const store of stores.splice(0)) await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const fsStore = () => {
+    const store = new FsObjectStore(dir);
+    stores.push(store);
+    return store;
+  };
+
+  it('leaves no link behind: the current shares still unseal after a restart', async () => {
+    const a = await SealerCore.open(fsStore(), { recoveryTtlMs: 60_000, followRecord: true });
+    const first = await a.install({ t: 2, n: 3, expectedCurrentId: null, expectedPendingId: null });
+    const second = await a.install({ t: 2, n: 3, expectedCurrentId: first.rootKeyId, expectedPendingId: null });
+    // Replica b verifies the second key; while it stores its link, replica a rotates again.
+    let third: string | undefined;
+    class PeerRotatesMeanwhile extends ForwardingStore {
+      override async create(key: string, body: Buffer) {
+        if (key.startsWith('root-keys/') && third === undefined) {
+          third = (await a.install({ t: 2, n: 3, expectedCurrentId: first.rootKeyId, expectedPendingId: second.rootKeyId })).rootKeyId;
+        }
+        return this.inner.create(key, body);
+      }
+    }
+    const b = await SealerCore.open(new PeerRotatesMeanwhile(fsStore()), { recoveryTtlMs: 60_000, followRecord: true });
+    const key = a.currentKey();
+    expect(await b.adoptPeerKey(key)).toBe(true);
+    key.fill(0);
+    expect(await b.verify({ shares: second.shares.slice(0, 2) }).catch((error: unknown) => error)).toMatchObject({ code: 'CONFLICT' });
+    expect(a.status()).toMatchObject({ rootKeyId: first.rootKeyId, pendingRootKeyId: third });
+
+    // A restart: the current key's shares unseal; nothing retired it.
+    const restarted = await SealerCore.open(fsStore(), { recoveryTtlMs: 60_000 });
+    await restarted.submitShare(first.shares[0]);
+    expect(await restarted.submitShare(first.shares[1])).toMatchObject({ sealed: false, rootKeyId: first.rootKeyId });
+  });
+});
