@@ -6,12 +6,13 @@
  *   publish(temp, target, { replace }) -> Promise<boolean>     temp becomes target; false: target exists
  *   createFile(target, body, mode?) -> Promise<boolean>        both, through a temporary beside target
  *   syncPath(path) -> Promise<void>                            fsync a file or a directory
+ *   makeDirSynced(dir) -> Promise<void>                        mkdir -p, each new folder's entry fsynced
  *
  * Errors are Node's own (with `code` and `path`): each caller says them in its own terms.
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, open, rename, unlink } from 'node:fs/promises';
+import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Flushes a file's data, or a directory's entries, to disk (fsync applies whichever descriptor asks). */
@@ -21,6 +22,19 @@ export async function syncPath(path: string): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * `mkdir -p`, durable: a file published in a new folder stays after a power cut only if the folder's
+ * own entry does too, so the parent of every folder this call created is fsynced.
+ */
+export async function makeDirSynced(dir: string): Promise<void> {
+  const first = await mkdir(dir, { recursive: true });
+  if (first === undefined) return; // it existed
+  for (let created = dir; ; created = dirname(created)) {
+    await syncPath(dirname(created));
+    if (created === first || dirname(created) === created) return;
   }
 }
 

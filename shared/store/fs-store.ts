@@ -1,11 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, realpath, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, open, readdir, realpath, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { constants, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { KmsError } from '../errors.js';
 import { BodyError, readBounded } from '../http/body.js';
-import { publish, writeSynced } from '../fs/durable.js';
+import { makeDirSynced, publish, writeSynced } from '../fs/durable.js';
 import { assertObjectKey, assertPrefix } from './keys.js';
 import type { ObjectStore, StoredObject, Written } from './object-store.js';
 
@@ -238,7 +238,7 @@ export class FsObjectStore implements ObjectStore {
     const temp = join(dir, `${TEMP_PREFIX}${HOLDER}-${randomBytes(8).toString('hex')}`);
     own(temp);
     try {
-      await mkdir(dir, { recursive: true });
+      await makeDirSynced(dir);
       await writeSynced(temp, body);
     } catch (error) {
       await unlink(temp).catch(() => undefined);
@@ -256,7 +256,7 @@ export class FsObjectStore implements ObjectStore {
    */
   async #lock(path: string): Promise<Held> {
     const lockPath = join(dirname(path), `${LOCK_PREFIX}${basename(path)}`);
-    await mkdir(dirname(path), { recursive: true }).catch((error: unknown) => {
+    await makeDirSynced(dirname(path)).catch((error: unknown) => {
       throw unavailable(error);
     });
     for (const deadline = Date.now() + LOCK_WAIT_MS; ;) {

@@ -1,8 +1,11 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createFile, publish, writeSynced } from '../../../shared/fs/durable.js';
+import { repoRoot } from '../../support/processes.js';
+import { findTool, requireTool, skipWithout } from '../../support/tools.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tee-kms-durable-test-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -40,5 +43,28 @@ describe('publish', () => {
     expect(await publish(temp, target, { replace: true })).toBe(true);
     expect(readFileSync(target, 'utf8')).toBe('new');
     expect(readdirSync(dir)).not.toContain('replaced.tmp');
+  });
+});
+
+describe('makeDirSynced', () => {
+  const strace = findTool('strace', ['-V'], 'apt-get install strace');
+
+  it.skipIf(skipWithout(strace))('fsyncs the parent of every folder it creates, and nothing when the folder exists', () => {
+    requireTool(strace);
+    const base = join(dir, 'synced');
+    mkdirSync(base);
+    const module = join(repoRoot, 'dist/shared/fs/durable.js');
+    // Run in a process of its own under strace, which names each fsynced descriptor's path (-y).
+    const traced = (target: string): string[] => {
+      const log = join(dir, `strace-${Math.random().toString(36).slice(2)}.log`);
+      const script = `import(${JSON.stringify(module)}).then((m) => m.makeDirSynced(${JSON.stringify(target)}))`;
+      const run = spawnSync('strace', ['-f', '-y', '-e', 'trace=fsync', '-o', log, process.execPath, '-e', script], { encoding: 'utf8' });
+      expect(run.status, run.stderr).toBe(0);
+      return [...readFileSync(log, 'utf8').matchAll(/fsync\(\d+<([^>]+)>\)\s+= 0/g)].map((m) => m[1]!);
+    };
+    expect(traced(join(base, 'a', 'b', 'c')).sort()).toEqual([base, join(base, 'a'), join(base, 'a', 'b')].sort());
+    expect(statSync(join(base, 'a', 'b', 'c')).isDirectory()).toBe(true);
+    expect(traced(join(base, 'a', 'b', 'c'))).toEqual([]);
+    expect(traced(join(base, 'a', 'd'))).toEqual([join(base, 'a')]);
   });
 });
