@@ -363,6 +363,7 @@ export class KmsClient {
   async #call(call: Call): Promise<Answer> {
     const retries = this.#options.retries ?? DEFAULT_RETRIES;
     let reattested = false;
+    let resent503 = false;
     for (let attempt = 0; ; attempt++) {
       const sent: { rootKeyId?: string } = {};
       try {
@@ -386,9 +387,11 @@ export class KmsClient {
         }
         // A PROTOCOL error carries the status it came with, which travels outside the seal: an
         // ingress that turns a sealed success into a 503 must not make the client send it again.
+        if (resent503 && error.code === 'CONFLICT' && call.reads !== true) throw conflictAfterResend(call, error);
         if (error.code === 'PROTOCOL' || error.status !== 503 || attempt >= retries) throw error;
         if (call.reads !== true && inTheClear.has(error)) throw notSentAgain(call, error, 'a 503 in the clear is not authenticated');
         await sleep(retryDelay(error.retryAfter, attempt));
+        resent503 = true;
       }
     }
   }
@@ -491,6 +494,19 @@ function notSentAgain(call: Call, error: KmsError, why: string): KmsError {
     error.code,
     `${error.message} (answered ${error.status} in the clear to a sealed ${call.method} ${call.path}, and ${why}: not sent again, since anything on the way can write such an answer, also after the KMS carried the request out; check before repeating it)`,
     { status: error.status, details: { ...error.details }, ...(error.retryAfter === undefined ? {} : { retryAfter: error.retryAfter }), cause: error },
+  );
+}
+
+/**
+ * A create sent again after a 503 and answered 409: storage may have stored the first attempt and
+ * the answer been lost on the way back (a connection reset after storage acted), so "already
+ * exists" may be this very call's doing.
+ */
+function conflictAfterResend(call: Call, error: KmsError): KmsError {
+  return new KmsError(
+    error.code,
+    `${error.message} (this ${call.method} ${call.path} was sent again after an answer 503, and the earlier attempt may have created it: read it before creating it under another name)`,
+    { status: error.status, details: { ...error.details }, cause: error },
   );
 }
 

@@ -314,6 +314,36 @@ describe('npm start (KMS_TLS=off), the client behind a recording proxy', () => {
     }
   });
 
+  it('a create answered 503 after the KMS stored it, then 409 when sent again, says that its first attempt may have made it', async () => {
+    expect(current).toBeDefined();
+    const { bob } = current!;
+    let lost = false; // the first answer to the create is lost on the way back, as after a connection reset
+    const ingress = await tamperingProxy(Number(new URL(kms.url).port), {
+      answer: (request, answer) => {
+        if (lost || request.method !== 'POST' || !request.path.startsWith('/dataKey/dk-lost-answer')) return answer;
+        lost = true;
+        return {
+          ...answer,
+          status: 503,
+          headers: { 'content-type': 'application/json', 'retry-after': '0' },
+          body: Buffer.from('{"error":{"code":"STORAGE_UNAVAILABLE","message":"object storage cannot be reached (ECONNRESET)"}}'),
+        };
+      },
+    });
+    const client = new KmsClient({ url: ingress.url, retries: 2 }).withCredentials(bob);
+    try {
+      const conflict = await failure(client.createDataKey('pk1', 'dk-lost-answer'));
+      expect(conflict).toMatchObject({ code: 'CONFLICT', status: 409 });
+      expect(conflict.message).toContain('sent again after an answer 503, and the earlier attempt may have created it');
+      expect((await client.getDataKey('pk1', 'dk-lost-answer')).key).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+      // A 409 without a 503 before it is said as the KMS said it.
+      expect((await failure(client.createDataKey('pk1', 'dk-lost-answer'))).message).not.toContain('sent again');
+    } finally {
+      client.close();
+      await ingress.close();
+    }
+  });
+
   it('an ingress that gives a sealed rotate other custodians is refused (htb); the current shares never cross in the clear', async () => {
     expect(current).toBeDefined();
     const { shares } = current!;
