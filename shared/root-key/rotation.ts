@@ -168,11 +168,13 @@ export class RootKeyRotation {
     const unreadable: string[] = [];
     // Renew held ranges and report progress on a timer, one round at a time.
     let renewing: Promise<void> | undefined;
-    const lost = new Set<number>();
+    // Leases another instance took over: their keys are its to finish. Leases, not range numbers:
+    // the range may come back to this instance under a new lease, and is then worked as any other.
+    const lost = new Set<RangeLease>();
     const renewal = setInterval(
       () => {
         renewing ??= (async () => {
-          for (const lease of held) if (!(await lease.renew())) lost.add(lease.index);
+          for (const lease of held) if (!(await lease.renew())) lost.add(lease);
           reported += await this.#progress(rewrapped - reported);
         })()
           .catch(() => undefined)
@@ -208,7 +210,7 @@ export class RootKeyRotation {
               if (!(await (taking ??= takeNext().finally(() => (taking = undefined))))) return;
               continue;
             }
-            if (!lost.has(item.lease.index)) {
+            if (!lost.has(item.lease)) {
               try {
                 if (await rewrapPrimaryKey(this.store, this.keyring, item.key, target)) {
                   rewrapped++;
@@ -225,7 +227,7 @@ export class RootKeyRotation {
             if (--item.count.left === 0) {
               held.delete(item.lease);
               // A range lost to another instance is finished by its new holder (its keys re-read and skipped).
-              if (!lost.has(item.lease.index) && (await item.lease.finish(item.count.rewrapped))) open.delete(item.lease.index);
+              if (!lost.delete(item.lease) && (await item.lease.finish(item.count.rewrapped))) open.delete(item.lease.index);
             }
           }
         };

@@ -2,21 +2,26 @@
  * RootKeyRotation against a real sealing-service process (its client over HTTPS and KBS) and the
  * embedded store: what a rotation may do depends on the state the caller was authorized against.
  * Its journal against the embedded store and Ceph RGW: a finisher removes only its own rotation's.
+ * And the rewrap against whoever writes storage, on both: a range record overwritten under its
+ * holder stalls nothing.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { rootKeyId } from '../../../shared/crypto/root-key-id.js';
+import { KeyStore } from '../../../shared/keys/keystore.js';
 import { layout } from '../../../shared/keys/layout.js';
 import { RootKeyring } from '../../../shared/root-key/keyring.js';
+import { storeRootKeyLink } from '../../../shared/root-key/links.js';
 import { readRotationJournal, RootKeyRotation } from '../../../shared/root-key/rotation.js';
 import { SealerRootKeySource } from '../../../shared/root-key/sealer-source.js';
 import { StaticRootKeySource } from '../../../shared/root-key/source.js';
 import type { SealerClient } from '../../../shared/sealer-client/client.js';
 import { FsObjectStore } from '../../../shared/store/fs-store.js';
 import type { ObjectStore } from '../../../shared/store/object-store.js';
+import { attackedStorages, type AttackedStorage } from '../../support/adversary.js';
 import { createTestBucket, type TestBucket } from '../../support/s3.js';
 import { startSealerProcess, type SealerProcess } from '../../support/sealer.js';
 import { ForwardingStore } from '../../support/forwarding-store.js';
@@ -167,6 +172,89 @@ for (const kind of ['fs', 's3'] as const) {
         expect(await rotationUnder(key, store).finishRewrap(rootKeyId(key))).toBe(0);
         expect(await store.get(layout.rotationJournal())).toBeUndefined();
       }
+    });
+  });
+}
+
+/** The store, with `after` run after each of its writes (whoever writes storage, acting at a moment of its choosing). */
+class AfterEachWrite extends ForwardingStore {
+  constructor(
+    inner: ObjectStore,
+    private readonly after: (key: string) => Promise<void>,
+  ) {
+    super(inner);
+  }
+  override async create(key: string, body: Buffer) {
+    const created = await this.inner.create(key, body);
+    await this.after(key);
+    return created;
+  }
+  override async replace(key: string, body: Buffer, etag: string) {
+    const replaced = await this.inner.replace(key, body, etag);
+    await this.after(key);
+    return replaced;
+  }
+  override async write(key: string, body: Buffer, expected: string | null) {
+    const written = await this.inner.write(key, body, expected);
+    await this.after(key);
+    return written;
+  }
+}
+
+for (const [backend, open] of Object.entries(attackedStorages)) {
+  describe(`the rewrap against whoever writes storage: ${backend}`, () => {
+    // Storage of its own for each test: every one rotates to root keys of its own.
+    let storage: AttackedStorage;
+    beforeEach(async () => {
+      storage = await open();
+    });
+    afterEach(async () => {
+      await storage?.store.close();
+      await storage?.cleanup();
+    });
+
+    /** A retired root key, its successor (the rotation's target), and the link the sealing service stores between them. */
+    async function rotated(): Promise<{ retired: Buffer; target: Buffer }> {
+      const retired = randomBytes(32);
+      const target = randomBytes(32);
+      await storeRootKeyLink(storage.store, { id: rootKeyId(retired), key: retired }, { id: rootKeyId(target), key: target });
+      return { retired, target };
+    }
+    /** `count` primary keys of a new user, wrapped under `rootKey` (as a function that still holds it writes them). */
+    async function primaryKeysUnder(rootKey: Buffer, user: string, count: number): Promise<string[]> {
+      const keys = new KeyStore(storage.store, new RootKeyring(new StaticRootKeySource(rootKey), storage.store), { cacheTtlMs: 0, cacheEntries: 0 });
+      await keys.enrollUser(user, `${user}-token`);
+      const principal = await keys.authenticate(user, `${user}-token`);
+      const names = Array.from({ length: count }, (_, i) => `pk${i}`);
+      for (const name of names) await keys.createPrimaryKey(principal, name);
+      return names.map((name) => layout.primaryKey(user, name));
+    }
+    /** The root key id each record names, as stored (read by the adversary's own means). */
+    const rootKeyIdsOf = async (keys: readonly string[]) =>
+      new Set(await Promise.all(keys.map(async (key) => (JSON.parse((await storage.adversary.read(key))!.toString()) as { rootKeyId: string }).rootKeyId)));
+    const rotationUnder = (key: Buffer, on: ObjectStore = storage.store, leaseMs = 60_000, concurrency = 2) =>
+      new RootKeyRotation(on, new RootKeyring(new StaticRootKeySource(key), on), noAuthority, { shares: 5, threshold: 3, leaseMs, concurrency });
+    async function rotationObjects(): Promise<string[]> {
+      const left: string[] = [];
+      for await (const key of storage.store.list('rotation/')) left.push(key);
+      return left;
+    }
+
+    it('a range record overwritten once mid-rewrap: its holder takes the range again and finishes it', async () => {
+      const { retired, target } = await rotated();
+      const keys = await primaryKeysUnder(retired, 'overwritten', 12);
+      let rewritten = 0;
+      const watched = new AfterEachWrite(storage.store, async (key) => {
+        if (!key.startsWith('primary-keys/') || ++rewritten !== 4) return;
+        // Junk over the range record the holder leases, left there while its lease renewal runs.
+        await storage.adversary.write(layout.rotationRange(rootKeyId(target), 0), '{"junk":true}');
+        await new Promise((resolve) => setTimeout(resolve, 400));
+      });
+      const rewrap = rotationUnder(target, watched, 300, 1).finishRewrap(rootKeyId(target));
+      const outcome = await Promise.race([rewrap, new Promise((resolve) => setTimeout(() => resolve('still running after 15 s'), 15_000))]);
+      expect(outcome).toBe(12);
+      expect(await rootKeyIdsOf(keys)).toEqual(new Set([rootKeyId(target)]));
+      expect(await rotationObjects()).toEqual([]);
     });
   });
 }
