@@ -26,6 +26,8 @@ export interface RangeRecord {
   readonly leaseUntil: number;
   readonly done: boolean;
   readonly rewrapped: number;
+  /** Records of the range that failed authentication (left under an older root key): 0 until done. */
+  readonly unreadable: number;
   /** HMAC-SHA256 (base64url) of the fields above with the target, the number of ranges and the range's index. */
   readonly mac: string;
 }
@@ -48,10 +50,17 @@ export interface RangeLease {
   /** Extends the lease (compare-and-swap); false once another instance took the range over. */
   renew(): Promise<boolean>;
   /** Marks the range done; false when the lease was lost meanwhile (its new holder will finish it). */
-  finish(rewrapped: number): Promise<boolean>;
+  finish(rewrapped: number, unreadable: number): Promise<boolean>;
 }
 
-export type TakeResult = RangeLease | 'done' | 'held';
+/** A range some holder marked done, and how many of its records failed authentication. */
+export interface DoneRange {
+  readonly unreadable: number;
+}
+
+export type TakeResult = RangeLease | DoneRange | 'held';
+
+type State = Pick<RangeRecord, 'done' | 'rewrapped' | 'unreadable'>;
 
 export class RotationRanges {
   private readonly to: string;
@@ -76,18 +85,19 @@ export class RotationRanges {
     const existing = await this.store.get(key);
     if (existing !== undefined) {
       const range = this.#parse(existing.body, index);
-      if (range?.done === true) return 'done';
+      if (range?.done === true) return { unreadable: range.unreadable };
       if (range !== undefined && range.leaseUntil > Date.now()) return 'held';
     }
     // Free, or lapsed (its holder died or stalled), or unreadable or unauthentic: take it; of two takers one wins.
-    const etag = await this.#write(key, index, { done: false, rewrapped: 0 }, existing?.etag ?? null);
+    const etag = await this.#write(key, index, { done: false, rewrapped: 0, unreadable: 0 }, existing?.etag ?? null);
     return etag === undefined ? 'held' : this.#lease(index, key, etag);
   }
 
-  /** Is range `index` done (by whichever instance)? */
-  async isDone(index: number): Promise<boolean> {
+  /** Range `index` when it is done (by whichever instance), else undefined. */
+  async done(index: number): Promise<DoneRange | undefined> {
     const existing = await this.store.get(layout.rotationRange(this.to, index));
-    return existing !== undefined && this.#parse(existing.body, index)?.done === true;
+    const range = existing === undefined ? undefined : this.#parse(existing.body, index);
+    return range?.done === true ? { unreadable: range.unreadable } : undefined;
   }
 
   /** Deletes the range objects once the rotation is complete (removeRanges). */
@@ -95,15 +105,16 @@ export class RotationRanges {
     return removeRanges(this.store, this.to);
   }
 
-  #record(index: number, state: Pick<RangeRecord, 'done' | 'rewrapped'>): RangeRecord {
+  #record(index: number, state: State): RangeRecord {
     const fields = { holder: this.holder, leaseUntil: Date.now() + this.leaseMs, ...state };
     return { format: 1, kind: 'rotation-range', ...fields, mac: this.#mac(index, fields) };
   }
 
-  #mac(index: number, fields: Pick<RangeRecord, 'holder' | 'leaseUntil' | 'done' | 'rewrapped'>): string {
+  #mac(index: number, fields: Pick<RangeRecord, 'holder' | 'leaseUntil' | keyof State>): string {
     // The split too: the journal's range count is storage's to edit, and a range done under one split
     // is not the same keys under another.
-    const signed = JSON.stringify(['rotation-range', this.to, this.count, index, fields.holder, fields.leaseUntil, fields.done, fields.rewrapped]);
+    const { holder, leaseUntil, done, rewrapped, unreadable } = fields;
+    const signed = JSON.stringify(['rotation-range', this.to, this.count, index, holder, leaseUntil, done, rewrapped, unreadable]);
     return createHmac('sha256', this.#macKey).update(signed).digest('base64url');
   }
 
@@ -116,11 +127,18 @@ export class RotationRanges {
       return undefined;
     }
     if (typeof value !== 'object' || value === null || value.kind !== 'rotation-range') return undefined;
-    const { holder, leaseUntil, done, rewrapped, mac } = value;
-    if (typeof holder !== 'string' || typeof leaseUntil !== 'number' || typeof done !== 'boolean' || typeof rewrapped !== 'number' || typeof mac !== 'string') {
+    const { holder, leaseUntil, done, rewrapped, unreadable, mac } = value;
+    if (
+      typeof holder !== 'string' ||
+      typeof leaseUntil !== 'number' ||
+      typeof done !== 'boolean' ||
+      typeof rewrapped !== 'number' ||
+      typeof unreadable !== 'number' ||
+      typeof mac !== 'string'
+    ) {
       return undefined;
     }
-    const expected = Buffer.from(this.#mac(index, { holder, leaseUntil, done, rewrapped }));
+    const expected = Buffer.from(this.#mac(index, { holder, leaseUntil, done, rewrapped, unreadable }));
     const given = Buffer.from(mac);
     return given.length === expected.length && timingSafeEqual(given, expected) ? (value as RangeRecord) : undefined;
   }
@@ -131,7 +149,7 @@ export class RotationRanges {
    * the record of whoever took the range over meanwhile. Only a store that names no etag is read
    * back, and then the record must still be exactly ours.
    */
-  async #write(key: string, index: number, state: Pick<RangeRecord, 'done' | 'rewrapped'>, expected: string | null): Promise<string | undefined> {
+  async #write(key: string, index: number, state: State, expected: string | null): Promise<string | undefined> {
     const body = encodeRecord(this.#record(index, state));
     const written = await this.store.write(key, body, expected);
     if (written === undefined) return undefined;
@@ -142,15 +160,15 @@ export class RotationRanges {
 
   #lease(index: number, key: string, initialEtag: string): RangeLease {
     let etag: string | undefined = initialEtag;
-    const write = async (state: Pick<RangeRecord, 'done' | 'rewrapped'>): Promise<boolean> => {
+    const write = async (state: State): Promise<boolean> => {
       if (etag === undefined) return false;
       etag = await this.#write(key, index, state, etag);
       return etag !== undefined;
     };
     return {
       index,
-      renew: () => write({ done: false, rewrapped: 0 }),
-      finish: (rewrapped) => write({ done: true, rewrapped }),
+      renew: () => write({ done: false, rewrapped: 0, unreadable: 0 }),
+      finish: (rewrapped, unreadable) => write({ done: true, rewrapped, unreadable }),
     };
   }
 }

@@ -136,7 +136,8 @@ export class RootKeyRotation {
    * Step 2's rewrap alone (also what finishes an interrupted one): every primary key under the
    * current root key, which must be `expectedId` when given. Every instance that calls it while a
    * rewrap runs joins it (ranges of the key space, leased: see ranges.ts) and it resolves, with
-   * the count this instance rewrapped, once every range is done.
+   * the count this instance rewrapped, once every range is done. Records that failed
+   * authentication are left as they are, and the call then ends in INTEGRITY, once the rest is done.
    */
   async finishRewrap(expectedId?: string): Promise<number> {
     const current = await this.keyring.current({ refresh: true });
@@ -151,18 +152,21 @@ export class RootKeyRotation {
     const byRange: string[][] = Array.from({ length: journal.ranges }, () => []);
     for (const key of keys) byRange[rangeOf(key, journal.ranges)]!.push(key);
     const ranges = new RotationRanges(this.store, current, holder, this.settings.leaseMs, journal.ranges);
-    const rewrapped = await this.#rewrapRanges(current, ranges, byRange);
+    const outcome = await this.#rewrapRanges(current, ranges, byRange);
     // Every range done: the rotation is complete. Whoever sees that first removes its records.
     await ranges.remove();
     await this.#closeJournal(current.id);
-    log.info('root key rotation: primary keys rewrapped', { rootKeyId: current.id, rewrapped, total: keys.length });
-    return rewrapped;
+    log.info('root key rotation: primary keys rewrapped', { rootKeyId: current.id, rewrapped: outcome.rewrapped, total: keys.length });
+    reportUnreadable(current.id, outcome);
+    return outcome.rewrapped;
   }
 
   /** Takes free or lapsed ranges and rewraps them until every non-empty range is done. */
-  async #rewrapRanges(target: RootKey, ranges: RotationRanges, byRange: readonly string[][]): Promise<number> {
+  async #rewrapRanges(target: RootKey, ranges: RotationRanges, byRange: readonly string[][]): Promise<RewrapOutcome> {
     const open = new Set(byRange.flatMap((keys, i) => (keys.length > 0 ? [i] : [])));
     const held = new Set<RangeLease>();
+    /** Per done range, how many of its records failed authentication (as its done record says). */
+    const failedIn = new Map<number, number>();
     let rewrapped = 0;
     let reported = 0;
     const unreadable: string[] = [];
@@ -187,17 +191,21 @@ export class RootKeyRotation {
         const order = [...open];
         const start = Math.floor(Math.random() * order.length); // instances spread over the ranges
         let cursor = 0;
-        const queue: { key: string; lease: RangeLease; count: { left: number; rewrapped: number } }[] = [];
+        const queue: { key: string; lease: RangeLease; count: { left: number; rewrapped: number; unreadable: number } }[] = [];
         let taking: Promise<boolean> | undefined;
         // Takes the next free range into the queue; false when none is left to take in this pass.
         const takeNext = async (): Promise<boolean> => {
           while (cursor < order.length) {
             const index = order[(start + cursor++) % order.length]!;
             const taken = await ranges.take(index);
-            if (taken === 'done') open.delete(index);
-            if (typeof taken === 'string') continue;
+            if (taken === 'held') continue;
+            if (!('renew' in taken)) {
+              failedIn.set(index, taken.unreadable);
+              open.delete(index);
+              continue;
+            }
             held.add(taken);
-            const count = { left: byRange[index]!.length, rewrapped: 0 };
+            const count = { left: byRange[index]!.length, rewrapped: 0, unreadable: 0 };
             for (const key of byRange[index]!) queue.push({ key, lease: taken, count });
             return true;
           }
@@ -219,21 +227,30 @@ export class RootKeyRotation {
                   faultPoint(`rewrap:${rewrapped}`);
                 }
               } catch (error) {
-                // A tampered or corrupt record is unreadable under any root key: report it, rewrap the rest.
+                // A tampered or corrupt record is unreadable under any root key: count it, rewrap the rest.
                 if (!(error instanceof KmsError) || error.code !== 'INTEGRITY') throw error;
                 unreadable.push(item.key);
+                item.count.unreadable++;
               }
             }
             if (--item.count.left === 0) {
               held.delete(item.lease);
               // A range lost to another instance is finished by its new holder (its keys re-read and skipped).
-              if (!lost.delete(item.lease) && (await item.lease.finish(item.count.rewrapped))) open.delete(item.lease.index);
+              if (!lost.delete(item.lease) && (await item.lease.finish(item.count.rewrapped, item.count.unreadable))) {
+                open.delete(item.lease.index);
+                failedIn.set(item.lease.index, item.count.unreadable);
+              }
             }
           }
         };
         await Promise.all(Array.from({ length: this.settings.concurrency }, worker));
         // Ranges other instances hold: wait for them to finish, or for their leases to lapse.
-        for (const index of [...open]) if (await ranges.isDone(index)) open.delete(index);
+        for (const index of [...open]) {
+          const done = await ranges.done(index);
+          if (done === undefined) continue;
+          failedIn.set(index, done.unreadable);
+          open.delete(index);
+        }
         if (open.size > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(1_000, Math.max(100, this.settings.leaseMs / 3))));
       }
     } finally {
@@ -241,10 +258,7 @@ export class RootKeyRotation {
       await renewing;
     }
     await this.#progress(rewrapped - reported).catch(() => 0);
-    if (unreadable.length > 0) {
-      log.warn('rotation', `${unreadable.length} primary key record(s) failed authentication and were left as they are: ${unreadable.slice(0, 20).join(', ')}`);
-    }
-    return rewrapped;
+    return { rewrapped, unreadable, failed: [...failedIn.values()].reduce((a, b) => a + b, 0) };
   }
 
   /**
@@ -354,4 +368,31 @@ function parseJournal(body: Buffer): RotationJournal | undefined {
     startedAt.length <= 64 &&
     (ranges === undefined || typeof ranges === 'number');
   return wellFormed ? (value as unknown as RotationJournal) : undefined;
+}
+
+/** What the rewrap came to, for this instance. */
+interface RewrapOutcome {
+  /** Keys this instance rewrapped. */
+  readonly rewrapped: number;
+  /** Keys this instance found failing authentication. */
+  readonly unreadable: readonly string[];
+  /** Records that failed authentication in the whole rewrap: the sum its done ranges record. */
+  readonly failed: number;
+}
+
+/**
+ * A complete rewrap that left records under an older root key (they failed authentication: storage
+ * was tampered with or is corrupt) is no complete rotation: every instance in it answers INTEGRITY.
+ */
+function reportUnreadable(rootKeyId: string, outcome: RewrapOutcome): void {
+  const { rewrapped, unreadable, failed } = outcome;
+  if (unreadable.length > 0) {
+    log.warn('rotation', `${unreadable.length} primary key record(s) failed authentication and were left as they are: ${unreadable.slice(0, 20).join(', ')}`);
+  }
+  if (failed === 0) return;
+  throw new KmsError(
+    'INTEGRITY',
+    `${failed} primary key record(s) failed authentication and were left under an older root key (storage was tampered with or is corrupt); every other one is under ${rootKeyId}. Verify again once storage is repaired: that rewraps them.`,
+    { details: { rootKeyId, rewrapped, unreadable: failed } },
+  );
 }

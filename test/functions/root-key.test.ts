@@ -237,20 +237,36 @@ describe('root key lifecycle through the functions (mode 2: Shamir shares)', () 
     await Promise.all([a.stop(), b.stop()]);
   });
 
-  it('rewraps around a tampered primary key record and reports it', async () => {
+  it('rewraps around a tampered primary key record, reports it, and answers 500 INTEGRITY', async () => {
     const values = await populate(kms, 'tamper', 5);
     const bad = join(c.dataDir, 'objects', 'primary-keys', 'tamper', 'pk0.json');
-    const record = JSON.parse(await readFile(bad, 'utf8')) as { wrapped: { tag: string } };
+    const genuine = await readFile(bad);
+    const record = JSON.parse(genuine.toString()) as { wrapped: { tag: string } };
     record.wrapped.tag = Buffer.alloc(16).toString('base64url');
     await writeFile(bad, JSON.stringify(record));
-    await rotateAndVerify(kms);
+    const shares = await rotate(kms);
+    const answer = await kms.request('/rootKey/verify', {
+      method: 'POST',
+      body: JSON.stringify({ shares: shares.slice(0, 3) }),
+      headers: { ...admin, ...json },
+    });
+    expect(answer.status, answer.body).toBe(500);
     const current = (await status(kms)).rootKeyId as string;
+    expect(JSON.parse(answer.body)).toMatchObject({
+      error: {
+        code: 'INTEGRITY',
+        message: expect.stringContaining('1 primary key record(s) failed authentication and were left under an older root key') as unknown,
+      },
+    });
+    expect(answer.body).toContain(`every other one is under ${current}`);
+    expect(await status(kms)).toMatchObject({ verificationPending: false, rotation: null }); // promoted, and the rewrap is over
     const ids = [...(await c.snapshot())].filter(([key]) => key.startsWith('primary-keys/tamper/'));
     expect(ids).toHaveLength(5);
     for (const [key, body] of ids) {
       expect((JSON.parse(body.toString()) as { rootKeyId: string }).rootKeyId === current, key).toBe(!key.endsWith('/pk0.json'));
     }
     await kms.outputContaining('failed authentication and were left as they are: primary-keys/tamper/pk0.json');
+    const pk0 = values.get('pk0')!;
     values.delete('pk0');
     await expectAllReadable(kms, 'tamper', values);
     // A fresh function (nothing cached) sees the tampering.
@@ -258,6 +274,11 @@ describe('root key lifecycle through the functions (mode 2: Shamir shares)', () 
     const tampered = await fresh.request('/dataKey/dk?user=tamper&token=tamper-token&primaryKeyName=pk0', { headers: json });
     expect(tampered.status).toBe(500);
     expect(JSON.parse(tampered.body)).toMatchObject({ error: { code: 'INTEGRITY' } });
+    // Storage repaired (the genuine record put back, still under the retired root key): verifying again finishes.
+    await writeFile(bad, genuine);
+    expect(await verify(kms, shares.slice(1, 4))).toMatchObject({ promoted: false, rewrapped: 1 });
+    expect(rootKeyIdsOfPrimaryKeys(await c.snapshot('primary-keys/tamper/'))).toEqual(new Set([current]));
+    await expectAllReadable(kms, 'tamper', values.set('pk0', pk0));
   });
 
   it('keeps shares, root keys and tokens out of logs and storage', async () => {

@@ -74,7 +74,7 @@ for (const [backend, open] of Object.entries(attackedStorages)) {
       expect(await cold.getDataKey(await cold.authenticate('chain', 'chain-token'), 'pk', 'dk')).toEqual(dataKey);
     });
 
-    it('refuses a planted link graph at once (INTEGRITY), remembers it, serves other keys, and a rewrap reports it instead of hanging', async () => {
+    it('refuses a planted link graph at once (INTEGRITY), remembers it, serves other keys, and a rewrap ends in INTEGRITY instead of hanging', async () => {
       const { store, adversary } = storage;
       const keys = new KeyStore(store, coldKeyring(), noCache);
       await keys.enrollUser('victim', 'victim-token');
@@ -106,10 +106,13 @@ for (const [backend, open] of Object.entries(attackedStorages)) {
       await expect(cold.getDataKey(impostor, 'deep', 'dk')).rejects.toMatchObject(refused);
       expect(counter.listings).toBe(listings);
 
-      // The rewrap (what verify and the next rotate run first) ends, leaving both records as they are.
+      // The rewrap (what verify runs) ends, leaving both records as they are, and says so: INTEGRITY.
       const warnings = vi.spyOn(process.stderr, 'write');
       try {
-        await rotation.finishRewrap();
+        await expect(rotation.finishRewrap()).rejects.toMatchObject({
+          code: 'INTEGRITY',
+          message: expect.stringContaining('2 primary key record(s) failed authentication and were left under an older root key') as unknown,
+        });
         const warned = warnings.mock.calls.map(([text]) => String(text)).join('');
         expect(warned).toContain('primary key record(s) failed authentication and were left as they are');
         expect(warned).toContain(layout.primaryKey('victim', 'deep'));

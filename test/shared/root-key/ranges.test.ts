@@ -56,7 +56,7 @@ class AfterFirstWrite extends ForwardingStore {
 const lapse = () => new Promise((resolve) => setTimeout(resolve, 250)); // past the 150 ms leases below
 
 function lease(taken: unknown): RangeLease {
-  expect(typeof taken).toBe('object');
+  expect(taken).toHaveProperty('renew');
   return taken as RangeLease;
 }
 
@@ -105,25 +105,30 @@ for (const kind of ['fs', 's3'] as const) {
       await lapse(); // (while live it is 'held' to others: the test above)
       const now = lease(await taker.take(1));
       expect(await old.renew()).toBe(false);
-      expect(await old.finish(5)).toBe(false);
-      expect(await taker.isDone(1)).toBe(false);
-      expect(await now.finish(3)).toBe(true);
+      expect(await old.finish(5, 0)).toBe(false);
+      expect(await taker.done(1)).toBeUndefined();
+      expect(await now.finish(3, 0)).toBe(true);
       expect(JSON.parse((await store.get(layout.rotationRange(TO, 1)))!.body.toString())).toMatchObject({ holder: 'taker', done: true, rewrapped: 3 });
     });
 
-    it('a done range stays done: nobody takes it again, even after its lease time', async () => {
+    it('a done range stays done: nobody takes it again, even after its lease time; it tells every instance what failed authentication', async () => {
       const a = new RotationRanges(store, TARGET, 'a', 150, COUNT);
-      expect(await lease(await a.take(2)).finish(0)).toBe(true);
+      expect(await lease(await a.take(2)).finish(0, 2)).toBe(true);
       await lapse();
-      expect(await new RotationRanges(store, TARGET, 'b', 60_000, COUNT).take(2)).toBe('done');
-      expect(await a.isDone(2)).toBe(true);
+      expect(await new RotationRanges(store, TARGET, 'b', 60_000, COUNT).take(2)).toEqual({ unreadable: 2 });
+      expect(await a.done(2)).toEqual({ unreadable: 2 });
+      // The count is authenticated: storage cannot make the failures vanish from it.
+      const record = await store.get(layout.rotationRange(TO, 2));
+      const cleared = { ...(JSON.parse(record!.body.toString()) as object), unreadable: 0 };
+      expect(await store.replace(layout.rotationRange(TO, 2), Buffer.from(JSON.stringify(cleared)), record!.etag)).toBe(true);
+      expect(await a.done(2)).toBeUndefined();
     });
 
     it('an unreadable range object (planted or torn) is taken over, not trusted', async () => {
       expect(await store.create(layout.rotationRange(TO, 3), Buffer.from('{"kind":"rotation-range","done":true'))).toBe(true);
       const b = new RotationRanges(store, TARGET, 'b', 60_000, COUNT);
-      expect(await b.isDone(3)).toBe(false);
-      expect(await lease(await b.take(3)).finish(1)).toBe(true);
+      expect(await b.done(3)).toBeUndefined();
+      expect(await lease(await b.take(3)).finish(1, 0)).toBe(true);
     });
 
     it('a range record written by whoever writes storage (the target id is public) is no record: neither done nor held', async () => {
@@ -135,12 +140,12 @@ for (const kind of ['fs', 's3'] as const) {
         );
       // "Done": its keys would be skipped, left under the retired root key. Taken, and rewrapped again.
       expect(await planted(7, { leaseUntil: 0, done: true })).toBe(true);
-      expect(await b.isDone(7)).toBe(false);
-      expect(await lease(await b.take(7)).finish(2)).toBe(true);
-      expect(await b.isDone(7)).toBe(true);
+      expect(await b.done(7)).toBeUndefined();
+      expect(await lease(await b.take(7)).finish(2, 0)).toBe(true);
+      expect(await b.done(7)).toEqual({ unreadable: 0 });
       // "Held" for ever: the rotation would never finish. Taken at once.
       expect(await planted(8, { leaseUntil: 1e300, done: false })).toBe(true);
-      expect(typeof (await b.take(8))).toBe('object');
+      lease(await b.take(8));
       // A genuine record's MAC copied onto other fields (done where it was not), or to another range: refused too.
       const genuine = JSON.parse((await store.get(layout.rotationRange(TO, 8)))!.body.toString()) as { mac: string; leaseUntil: number };
       expect(await planted(9, { holder: 'b', leaseUntil: genuine.leaseUntil, done: false }, genuine.mac)).toBe(true);
@@ -148,16 +153,16 @@ for (const kind of ['fs', 's3'] as const) {
       const current = await store.get(layout.rotationRange(TO, 8));
       const forgedDone = { ...(JSON.parse(current!.body.toString()) as object), done: true };
       expect(await store.replace(layout.rotationRange(TO, 8), Buffer.from(JSON.stringify(forgedDone)), current!.etag)).toBe(true);
-      expect(await b.isDone(8)).toBe(false);
+      expect(await b.done(8)).toBeUndefined();
       // Made under another split (the journal's range count edited in storage): its keys are others.
       const otherSplit = new RotationRanges(store, TARGET, 'split', 60_000, COUNT + 1);
-      expect(await lease(await otherSplit.take(11)).finish(0)).toBe(true);
-      expect(await b.isDone(11)).toBe(false);
+      expect(await lease(await otherSplit.take(11)).finish(0, 0)).toBe(true);
+      expect(await b.done(11)).toBeUndefined();
       // A record made under another root key (an earlier rotation's, say) does not count either.
       const otherKey = randomBytes(32);
       const under = new RotationRanges(store, { id: TO, key: otherKey }, 'other', 60_000, COUNT);
-      expect(await lease(await under.take(10)).finish(0)).toBe(true);
-      expect(await b.isDone(10)).toBe(false);
+      expect(await lease(await under.take(10)).finish(0, 0)).toBe(true);
+      expect(await b.done(10)).toBeUndefined();
     });
 
     it('a lease is the write that won it: a takeover right after that write is not mistaken for it', async () => {
@@ -172,7 +177,7 @@ for (const kind of ['fs', 's3'] as const) {
       );
       const stale = lease(await first.take(4));
       expect(await stale.renew()).toBe(false);
-      expect(await stale.finish(1)).toBe(false);
+      expect(await stale.finish(1, 0)).toBe(false);
       expect(JSON.parse((await store.get(layout.rotationRange(TO, 4)))!.body.toString())).toMatchObject({ holder: 'second', done: false });
     });
 
@@ -183,8 +188,8 @@ for (const kind of ['fs', 's3'] as const) {
       const alone = new RotationRanges(new AfterFirstWrite(store, undefined, false), TARGET, 'third', 60_000, COUNT);
       const held = lease(await alone.take(6));
       expect(await held.renew()).toBe(true);
-      expect(await held.finish(2)).toBe(true);
-      expect(await alone.isDone(6)).toBe(true);
+      expect(await held.finish(2, 0)).toBe(true);
+      expect(await alone.done(6)).toEqual({ unreadable: 0 });
     });
 
     it("removes the rotation's range objects, and only that rotation's", async () => {

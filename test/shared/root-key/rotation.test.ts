@@ -2,8 +2,9 @@
  * RootKeyRotation against a real sealing-service process (its client over HTTPS and KBS) and the
  * embedded store: what a rotation may do depends on the state the caller was authorized against.
  * Its journal against the embedded store and Ceph RGW: a finisher removes only its own rotation's.
- * And the rewrap against whoever writes storage, on both: a range record overwritten under its
- * holder stalls nothing.
+ * And the rewrap against whoever writes storage, on both: records that fail authentication make
+ * every instance in the rewrap answer INTEGRITY, and a range record overwritten under its holder
+ * stalls nothing.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -239,6 +240,30 @@ for (const [backend, open] of Object.entries(attackedStorages)) {
       for await (const key of storage.store.list('rotation/')) left.push(key);
       return left;
     }
+
+    it('a link hidden during the rewrap: the rest is rewrapped, every instance in it answers INTEGRITY, and verifying again once it is back finishes', async () => {
+      const { retired, target } = await rotated();
+      const keys = await primaryKeysUnder(retired, 'hidden-link', 4);
+      const link = layout.previousRootKey(rootKeyId(retired), rootKeyId(target));
+      const stored = (await storage.adversary.read(link))!;
+      await storage.adversary.remove(link);
+      // Two instances in the same rewrap: one may rewrap the range, the other finds it done.
+      const results = await Promise.allSettled([rotationUnder(target).finishRewrap(), rotationUnder(target).finishRewrap()]);
+      for (const result of results) {
+        expect(result.status).toBe('rejected');
+        expect((result as PromiseRejectedResult).reason).toMatchObject({
+          code: 'INTEGRITY',
+          message: expect.stringContaining('4 primary key record(s) failed authentication and were left under an older root key') as unknown,
+        });
+        expect(String((result as PromiseRejectedResult).reason)).toContain('Verify again once storage is repaired');
+      }
+      expect(await rootKeyIdsOf(keys)).toEqual(new Set([rootKeyId(retired)]));
+      expect(await rotationObjects()).toEqual([]); // the pass ended: nothing hangs, nothing is left held
+
+      await storage.adversary.write(link, stored);
+      expect(await rotationUnder(target).finishRewrap(rootKeyId(target))).toBe(4);
+      expect(await rootKeyIdsOf(keys)).toEqual(new Set([rootKeyId(target)]));
+    });
 
     it('a range record overwritten once mid-rewrap: its holder takes the range again and finishes it', async () => {
       const { retired, target } = await rotated();
