@@ -16,8 +16,9 @@ import type { RootKey } from './source.js';
  * planted "done" would skip its keys (left under the retired root key, which retired shares open),
  * one planted "held" for ever would stall the rotation. So every record carries a MAC under a key
  * derived from the new root key, which only the instances that rewrap hold, over its fields, its
- * index and the number of ranges the keys are split into; a record without a valid one is no
- * record, and its range is taken (and rewrapped) again.
+ * index, the number of ranges the keys are split into and the pass (the journal's random id: a
+ * done record of an earlier pass, replayed, would skip keys created under an older root key since);
+ * a record without a valid one is no record, and its range is taken (and rewrapped) again.
  */
 export interface RangeRecord {
   readonly format: 1;
@@ -28,7 +29,7 @@ export interface RangeRecord {
   readonly rewrapped: number;
   /** Records of the range that failed authentication (left under an older root key): 0 until done. */
   readonly unreadable: number;
-  /** HMAC-SHA256 (base64url) of the fields above with the target, the number of ranges and the range's index. */
+  /** HMAC-SHA256 (base64url) of the fields above with the target, the pass, the number of ranges and the range's index. */
   readonly mac: string;
 }
 
@@ -53,7 +54,7 @@ export interface RangeLease {
   finish(rewrapped: number, unreadable: number): Promise<boolean>;
 }
 
-/** A range some holder marked done, and how many of its records failed authentication. */
+/** A range some holder of this pass marked done, and how many of its records failed authentication. */
 export interface DoneRange {
   readonly unreadable: number;
 }
@@ -74,6 +75,8 @@ export class RotationRanges {
     private readonly leaseMs: number,
     /** How many ranges the keys are split into: a record counts only for the split it was made in. */
     private readonly count: number,
+    /** The journal's pass: a record counts only in the pass it was made in. */
+    private readonly pass: string,
   ) {
     this.to = target.id;
     this.#macKey = Buffer.from(hkdfSync('sha256', target.key, Buffer.alloc(0), 'tee-kms/rotation-range/v1', 32));
@@ -93,7 +96,7 @@ export class RotationRanges {
     return etag === undefined ? 'held' : this.#lease(index, key, etag);
   }
 
-  /** Range `index` when it is done (by whichever instance), else undefined. */
+  /** Range `index` when it is done (by whichever instance of this pass), else undefined. */
   async done(index: number): Promise<DoneRange | undefined> {
     const existing = await this.store.get(layout.rotationRange(this.to, index));
     const range = existing === undefined ? undefined : this.#parse(existing.body, index);
@@ -111,10 +114,10 @@ export class RotationRanges {
   }
 
   #mac(index: number, fields: Pick<RangeRecord, 'holder' | 'leaseUntil' | keyof State>): string {
-    // The split too: the journal's range count is storage's to edit, and a range done under one split
-    // is not the same keys under another.
+    // The split too: a range done under one split is not the same keys under another. And the pass:
+    // a done record of an earlier pass, replayed, would skip keys wrapped under an older key since.
     const { holder, leaseUntil, done, rewrapped, unreadable } = fields;
-    const signed = JSON.stringify(['rotation-range', this.to, this.count, index, holder, leaseUntil, done, rewrapped, unreadable]);
+    const signed = JSON.stringify(['rotation-range', this.to, this.pass, this.count, index, holder, leaseUntil, done, rewrapped, unreadable]);
     return createHmac('sha256', this.#macKey).update(signed).digest('base64url');
   }
 

@@ -11,7 +11,8 @@ import { metricsHooks } from '../metrics/hooks.js';
 import type { InstallRootKeyResult, SealStatus, Share, VerifyResult } from '../sealer-client/protocol.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
-import { MAX_RANGES, rangeCount, rangeOf, removeRanges, RotationRanges, type RangeLease } from './ranges.js';
+import { JournalSeal, parseJournal, readRotationJournal, type RotationJournal, type SealedJournal } from './journal.js';
+import { rangeCount, rangeOf, removeRanges, RotationRanges, type RangeLease } from './ranges.js';
 import { rewrapPrimaryKey } from './rewrap.js';
 import type { RootKey } from './source.js';
 
@@ -36,23 +37,7 @@ export interface RotationSettings {
   readonly concurrency: number;
 }
 
-/**
- * The rotation journal: the running rewrap's target, range count and progress, shared by every
- * instance that joins it (its ranges are the leases: ranges.ts); status and metrics read it.
- */
-export interface RotationJournal {
-  readonly format: 1;
-  readonly kind: 'rotation';
-  readonly holder: string;
-  readonly leaseUntil: number;
-  /** Always `rewrapping` (the lease is taken once the sealing service has verified): kept for status readers. */
-  readonly phase: 'rewrapping';
-  readonly to: string | null;
-  readonly rewrapped: number;
-  /** How many ranges the rewrap is split into (fixed by whoever created the journal). */
-  readonly ranges?: number;
-  readonly startedAt: string;
-}
+export { readRotationJournal, type RotationJournal } from './journal.js';
 
 export interface RotationResult {
   /** The new root key's id: current at once on initialization, else pending until verified. */
@@ -148,38 +133,55 @@ export class RootKeyRotation {
     // Named as the KMS never names a record: planted. Never read, never rewrapped; the rest is.
     reportForeignObjects('rotation', 'object(s) under primary-keys/ are no record the KMS wrote, left as they are', foreign);
     const holder = randomBytes(8).toString('hex');
-    const journal = await this.#openJournal(current.id, holder, rangeCount(keys.length));
-    const byRange: string[][] = Array.from({ length: journal.ranges }, () => []);
-    for (const key of keys) byRange[rangeOf(key, journal.ranges)]!.push(key);
-    const ranges = new RotationRanges(this.store, current, holder, this.settings.leaseMs, journal.ranges);
-    const outcome = await this.#rewrapRanges(current, ranges, byRange);
-    // Every range done: the rotation is complete. Whoever sees that first removes its records.
-    await ranges.remove();
-    await this.#closeJournal(current.id);
-    log.info('root key rotation: primary keys rewrapped', { rootKeyId: current.id, rewrapped: outcome.rewrapped, total: keys.length });
-    reportUnreadable(current.id, outcome);
-    return outcome.rewrapped;
+    const seal = new JournalSeal(current);
+    let rewrapped = 0;
+    for (let passes = 1; ; passes++) {
+      const journal = await this.#openJournal(seal, holder, rangeCount(keys.length));
+      const byRange: string[][] = Array.from({ length: journal.ranges }, () => []);
+      for (const key of keys) byRange[rangeOf(key, journal.ranges)]!.push(key);
+      const ranges = new RotationRanges(this.store, current, holder, this.settings.leaseMs, journal.ranges, journal.pass);
+      const outcome = await this.#rewrapRanges(current, ranges, byRange, seal, journal.pass);
+      rewrapped += outcome.rewrapped;
+      if (!outcome.superseded) {
+        await this.#closePass(journal);
+        log.info('root key rotation: primary keys rewrapped', { rootKeyId: current.id, rewrapped, total: keys.length });
+        reportUnreadable(current.id, rewrapped, outcome);
+        return rewrapped;
+      }
+      // Its work is not lost: the keys it rewrapped are skipped by the pass that replaced it.
+      if (passes >= MAX_PASSES) throw new KmsError('CONFLICT', 'the rotation journal kept being replaced while this verification rewrapped; verify again');
+      log.warn('rotation', 'the rotation journal names another pass now (this one lapsed and was replaced) or is gone: joining again');
+    }
   }
 
-  /** Takes free or lapsed ranges and rewraps them until every non-empty range is done. */
-  async #rewrapRanges(target: RootKey, ranges: RotationRanges, byRange: readonly string[][]): Promise<RewrapOutcome> {
-    const open = new Set(byRange.flatMap((keys, i) => (keys.length > 0 ? [i] : [])));
-    const held = new Set<RangeLease>();
-    /** Per done range, how many of its records failed authentication (as its done record says). */
-    const failedIn = new Map<number, number>();
+  /**
+   * Takes free or lapsed ranges and rewraps them until every non-empty range is done, or until the
+   * journal no longer names `pass` (then it stops at once: the pass that replaced it owns the ranges).
+   * A range already done when this instance first looks at it is read again here, without a lease:
+   * its holder listed the keys before this instance did (keys wrapped under an older root key since
+   * are not in its list), or storage replays a done record of a pass that ended moments ago.
+   */
+  async #rewrapRanges(target: RootKey, ranges: RotationRanges, byRange: readonly string[][], seal: JournalSeal, pass: string): Promise<PassOutcome> {
+    const state: PassState = {
+      open: new Set(byRange.flatMap((keys, i) => (keys.length > 0 ? [i] : []))),
+      seen: new Set(),
+      held: new Set(),
+      lost: new Set(),
+      failedIn: new Map(),
+    };
+    let superseded = false;
     let rewrapped = 0;
     let reported = 0;
     const unreadable: string[] = [];
     // Renew held ranges and report progress on a timer, one round at a time.
     let renewing: Promise<void> | undefined;
-    // Leases another instance took over: their keys are its to finish. Leases, not range numbers:
-    // the range may come back to this instance under a new lease, and is then worked as any other.
-    const lost = new Set<RangeLease>();
     const renewal = setInterval(
       () => {
         renewing ??= (async () => {
-          for (const lease of held) if (!(await lease.renew())) lost.add(lease);
-          reported += await this.#progress(rewrapped - reported);
+          for (const lease of state.held) if (!(await lease.renew())) state.lost.add(lease);
+          const added = await this.#progress(seal, pass, rewrapped - reported);
+          if (added === 'superseded') superseded = true;
+          else reported += added;
         })()
           .catch(() => undefined)
           .finally(() => (renewing = undefined));
@@ -187,42 +189,37 @@ export class RootKeyRotation {
       Math.max(100, this.settings.leaseMs / 3),
     );
     try {
-      while (open.size > 0) {
-        const order = [...open];
+      while (state.open.size > 0 && !superseded) {
+        const order = [...state.open];
         const start = Math.floor(Math.random() * order.length); // instances spread over the ranges
         let cursor = 0;
-        const queue: { key: string; lease: RangeLease; count: { left: number; rewrapped: number; unreadable: number } }[] = [];
+        const queue: { key: string; work: RangeWork }[] = [];
         let taking: Promise<boolean> | undefined;
-        // Takes the next free range into the queue; false when none is left to take in this pass.
+        // Takes the next range to work on into the queue; false when none is left in this round.
         const takeNext = async (): Promise<boolean> => {
-          while (cursor < order.length) {
+          while (cursor < order.length && !superseded) {
             const index = order[(start + cursor++) % order.length]!;
-            const taken = await ranges.take(index);
-            if (taken === 'held') continue;
-            if (!('renew' in taken)) {
-              failedIn.set(index, taken.unreadable);
-              open.delete(index);
-              continue;
-            }
-            held.add(taken);
-            const count = { left: byRange[index]!.length, rewrapped: 0, unreadable: 0 };
-            for (const key of byRange[index]!) queue.push({ key, lease: taken, count });
+            const work = await takeWork(ranges, index, byRange[index]!.length, state);
+            if (work === undefined) continue;
+            for (const key of byRange[index]!) queue.push({ key, work });
             return true;
           }
           return false;
         };
         const worker = async (): Promise<void> => {
           for (;;) {
+            if (superseded) return; // the pass that replaced this one rewraps what is queued
             const item = queue.shift();
             if (item === undefined) {
               if (!(await (taking ??= takeNext().finally(() => (taking = undefined))))) return;
               continue;
             }
-            if (!lost.has(item.lease)) {
+            const { work } = item;
+            if (work.lease === undefined || !state.lost.has(work.lease)) {
               try {
                 if (await rewrapPrimaryKey(this.store, this.keyring, item.key, target)) {
                   rewrapped++;
-                  item.count.rewrapped++;
+                  work.rewrapped++;
                   metricsHooks.rewrapped();
                   faultPoint(`rewrap:${rewrapped}`);
                 }
@@ -230,70 +227,62 @@ export class RootKeyRotation {
                 // A tampered or corrupt record is unreadable under any root key: count it, rewrap the rest.
                 if (!(error instanceof KmsError) || error.code !== 'INTEGRITY') throw error;
                 unreadable.push(item.key);
-                item.count.unreadable++;
+                work.unreadable++;
               }
             }
-            if (--item.count.left === 0) {
-              held.delete(item.lease);
-              // A range lost to another instance is finished by its new holder (its keys re-read and skipped).
-              if (!lost.delete(item.lease) && (await item.lease.finish(item.count.rewrapped, item.count.unreadable))) {
-                open.delete(item.lease.index);
-                failedIn.set(item.lease.index, item.count.unreadable);
-              }
-            }
+            if (--work.left === 0) await finishWork(work, state);
           }
         };
         await Promise.all(Array.from({ length: this.settings.concurrency }, worker));
         // Ranges other instances hold: wait for them to finish, or for their leases to lapse.
-        for (const index of [...open]) {
-          const done = await ranges.done(index);
+        for (const index of [...state.open]) {
+          const done = superseded ? undefined : await ranges.done(index);
           if (done === undefined) continue;
-          failedIn.set(index, done.unreadable);
-          open.delete(index);
+          state.failedIn.set(index, done.unreadable);
+          state.open.delete(index);
         }
-        if (open.size > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(1_000, Math.max(100, this.settings.leaseMs / 3))));
+        if (state.open.size > 0 && !superseded) await new Promise((resolve) => setTimeout(resolve, Math.min(1_000, Math.max(100, this.settings.leaseMs / 3))));
       }
     } finally {
       clearInterval(renewal);
       await renewing;
     }
-    await this.#progress(rewrapped - reported).catch(() => 0);
-    return { rewrapped, unreadable, failed: [...failedIn.values()].reduce((a, b) => a + b, 0) };
+    if (!superseded && (await this.#progress(seal, pass, rewrapped - reported).catch(() => 0)) === 'superseded') {
+      log.info('root key rotation: every range of this pass is done; its journal names another pass now', { rootKeyId: target.id });
+    }
+    return { rewrapped, unreadable, failed: [...state.failedIn.values()].reduce((a, b) => a + b, 0), superseded };
   }
 
   /**
-   * The journal of the rotation to `to`: created, or joined when another instance created it. A
-   * journal of an earlier rotation (its target no longer current) is replaced.
+   * The journal of the rotation to the target: joined when it is this rotation's, authentic and
+   * live (its lease not lapsed), else replaced (compare-and-swap) by a fresh one: a new pass. A
+   * lapsed journal is never joined: every instance in its pass stopped, or storage replays an old
+   * one, whose done ranges (replayed too) would skip keys wrapped under an older root key since.
+   * The new pass reads every key again (those already under the target are skipped).
    */
-  async #openJournal(to: string, holder: string, ranges: number): Promise<RotationJournal & { readonly ranges: number }> {
+  async #openJournal(seal: JournalSeal, holder: string, ranges: number): Promise<SealedJournal> {
     const key = layout.rotationJournal();
     for (let attempt = 0; attempt < 5; attempt++) {
-      const fresh = {
-        format: 1,
-        kind: 'rotation',
-        holder,
-        leaseUntil: Date.now() + this.settings.leaseMs,
-        phase: 'rewrapping',
-        to,
-        rewrapped: 0,
-        ranges,
-        startedAt: new Date().toISOString(),
-      } satisfies RotationJournal;
+      const fresh = seal.fresh(holder, ranges, this.settings.leaseMs);
       const existing = await this.store.get(key);
       if (existing === undefined) {
         if (await this.store.create(key, encodeRecord(fresh))) return fresh;
         continue;
       }
-      const journal = parseJournal(existing.body);
-      // From storage: a range count that is not a whole number in bounds is an earlier rotation's or
-      // garbage, replaced below, never used to index ranges.
-      const count = journal?.ranges;
-      if (journal?.to === to && typeof count === 'number' && Number.isInteger(count) && count >= 1 && count <= MAX_RANGES) return { ...journal, ranges: count };
-      if (journal !== undefined) log.warn('rotation', `replacing the journal of an earlier rotation (to ${journal.to ?? 'unknown'}); rewrapping under ${to}`);
+      const stored = parseJournal(existing.body);
+      const journal = seal.open(stored);
+      if (journal !== undefined && journal.leaseUntil > Date.now()) return journal;
+      const replacing =
+        stored?.to === fresh.to
+          ? 'a lapsed or unauthentic journal of this rotation (every instance in its pass stopped, or storage wrote it): starting a new pass'
+          : `the journal of an earlier rotation (to ${stored?.to ?? 'unknown'})`;
+      if (stored !== undefined) log.warn('rotation', `replacing ${replacing}; rewrapping under ${fresh.to}`);
       if (await this.store.replace(key, encodeRecord(fresh), existing.etag)) {
-        // The earlier rotation's range leases are garbage now (its keys are rewrapped to `to` anyway).
-        // Storage is untrusted: only a root key id (hex) may name a folder to delete.
-        if (typeof journal?.to === 'string' && ROOT_KEY_ID_PATTERN.test(journal.to)) await removeRanges(this.store, journal.to);
+        // The earlier rotation's range leases are garbage now (its keys are rewrapped to the target
+        // anyway); this rotation's own are the new pass's to take over. Storage is untrusted: only a
+        // root key id (hex) may name a folder to delete.
+        const earlier = stored?.to;
+        if (typeof earlier === 'string' && earlier !== fresh.to && ROOT_KEY_ID_PATTERN.test(earlier)) await removeRanges(this.store, earlier);
         return fresh;
       }
     }
@@ -301,91 +290,126 @@ export class RootKeyRotation {
   }
 
   /**
-   * Deletes the journal only while it is this rotation's (to `to`): a finisher that comes late must
-   * not remove the journal of a newer rotation that replaced it. Storage has no conditional DELETE
-   * here (Ceph RGW 16.2 ignores If-Match on it), so the journal is read and compared: a newer
-   * journal written in the one round trip between that read and the delete is still removed (its
-   * rewrap goes on, each range being its own object; its joiners then make a new journal).
+   * Removes a complete pass's range records and journal, while the journal names that pass (or is
+   * gone: another instance of the pass removed it, and a range this one took again since is left):
+   * a finisher that comes late must not remove those of a pass or rotation that replaced it.
+   * Storage has no conditional DELETE here (Ceph RGW 16.2 ignores If-Match on it), so the journal is
+   * read and compared, before and after the ranges go: a newer journal written in the one round
+   * trip between that read and the delete is still removed (its instances then find it gone and
+   * join again, in a new pass).
    */
-  async #closeJournal(to: string): Promise<void> {
-    const key = layout.rotationJournal();
-    const existing = await this.store.get(key);
-    if (existing === undefined) return;
-    const journal = parseJournal(existing.body);
-    if (journal?.to !== to) {
-      log.info('root key rotation: the journal now names another rotation (a newer one replaced it): left in place', {
-        rootKeyId: to,
-        journalTo: String(journal?.to ?? 'unreadable'),
-      });
-      return;
-    }
-    await this.store.delete(key);
+  async #closePass(journal: SealedJournal): Promise<void> {
+    if ((await this.#journalNames(journal)) === 'another') return;
+    await removeRanges(this.store, journal.to);
+    if ((await this.#journalNames(journal)) === 'this') await this.store.delete(layout.rotationJournal());
   }
 
-  /** Adds `delta` to the journal's count and extends its lease (compare-and-swap); resolves with what it added. */
-  async #progress(delta: number): Promise<number> {
+  async #journalNames(journal: SealedJournal): Promise<'this' | 'another' | 'none'> {
+    const existing = await this.store.get(layout.rotationJournal());
+    if (existing === undefined) return 'none';
+    const stored = parseJournal(existing.body);
+    if (stored?.to === journal.to && stored.pass === journal.pass) return 'this';
+    log.info('root key rotation: the journal names another pass or rotation now (one that replaced it): left to it', {
+      rootKeyId: journal.to,
+      journalTo: String(stored?.to ?? 'unreadable'),
+    });
+    return 'another';
+  }
+
+  /**
+   * Adds `delta` to the journal's count and extends its lease (compare-and-swap, sealed again);
+   * resolves with what it added, or 'superseded' when the journal is no longer this pass's (another
+   * replaced it once it lapsed, a finisher removed it, storage changed it).
+   */
+  async #progress(seal: JournalSeal, pass: string, delta: number): Promise<number | 'superseded'> {
     const key = layout.rotationJournal();
     for (let attempt = 0; attempt < 3; attempt++) {
       const existing = await this.store.get(key);
-      const journal = existing === undefined ? undefined : parseJournal(existing.body);
-      if (existing === undefined || journal === undefined) return 0;
-      const next = { ...journal, rewrapped: journal.rewrapped + delta, leaseUntil: Date.now() + this.settings.leaseMs };
+      const journal = existing === undefined ? undefined : seal.open(parseJournal(existing.body));
+      if (existing === undefined || journal?.pass !== pass) return 'superseded';
+      const next = seal.advance(journal, journal.rewrapped + delta, Date.now() + this.settings.leaseMs);
       if (await this.store.replace(key, encodeRecord(next), existing.etag)) return delta;
     }
     return 0;
   }
 }
 
-/** The rotation journal in `store`, when a verification holds (or held, and crashed with) its lease. */
-export async function readRotationJournal(store: ObjectStore): Promise<RotationJournal | undefined> {
-  const object = await store.get(layout.rotationJournal());
-  return object === undefined ? undefined : parseJournal(object.body);
+/** Passes one call joins at most: each after the one it was in was replaced (it lapsed) or removed. */
+const MAX_PASSES = 4;
+
+/** One range's keys, as this instance works on them in one pass. */
+interface RangeWork {
+  readonly index: number;
+  /** This instance's lease on it; undefined for a range done before this instance saw it open (read again). */
+  readonly lease: RangeLease | undefined;
+  /** How many records failed authentication, as the done record of a range read again says. */
+  readonly recorded: number;
+  left: number;
+  rewrapped: number;
+  unreadable: number;
 }
 
-/**
- * The journal as stored, or undefined when it is not one: storage is untrusted, so every field is
- * checked for what it is used as (a message, a status answer, a folder name), never assumed.
- */
-function parseJournal(body: Buffer): RotationJournal | undefined {
-  let value: Record<string, unknown>;
-  try {
-    value = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
-  } catch {
-    return undefined;
+/** This instance's view of one pass's ranges. */
+interface PassState {
+  /** Non-empty ranges not known to be done. */
+  readonly open: Set<number>;
+  /** Ranges this instance saw open (held or taken): a done record found later is another holder's work since. */
+  readonly seen: Set<number>;
+  readonly held: Set<RangeLease>;
+  /** Leases another instance took over: their keys are its to finish. The range may come back to us under a new lease. */
+  readonly lost: Set<RangeLease>;
+  /** Per done range, how many of its records failed authentication. */
+  readonly failedIn: Map<number, number>;
+}
+
+/** Range `index` to work on (leased, or done before this instance saw it open: read again), or undefined. */
+async function takeWork(ranges: RotationRanges, index: number, keys: number, state: PassState): Promise<RangeWork | undefined> {
+  const taken = await ranges.take(index);
+  const seen = state.seen.has(index);
+  state.seen.add(index);
+  if (taken === 'held') return undefined;
+  const work = { index, left: keys, rewrapped: 0, unreadable: 0 };
+  if ('renew' in taken) {
+    state.held.add(taken);
+    return { ...work, lease: taken, recorded: 0 };
   }
-  if (typeof value !== 'object' || value === null || value.kind !== 'rotation') return undefined;
-  const { leaseUntil, to, rewrapped, holder, startedAt, ranges } = value;
-  const wellFormed =
-    typeof leaseUntil === 'number' &&
-    Number.isFinite(leaseUntil) &&
-    (to === null || (typeof to === 'string' && ROOT_KEY_ID_PATTERN.test(to))) &&
-    typeof rewrapped === 'number' &&
-    Number.isSafeInteger(rewrapped) &&
-    rewrapped >= 0 &&
-    typeof holder === 'string' &&
-    holder.length <= 256 &&
-    typeof startedAt === 'string' &&
-    startedAt.length <= 64 &&
-    (ranges === undefined || typeof ranges === 'number');
-  return wellFormed ? (value as unknown as RotationJournal) : undefined;
+  if (!seen) return { ...work, lease: undefined, recorded: taken.unreadable };
+  // Done by another holder since this instance saw it open: its keys were listed after ours.
+  state.failedIn.set(index, taken.unreadable);
+  state.open.delete(index);
+  return undefined;
 }
 
-/** What the rewrap came to, for this instance. */
-interface RewrapOutcome {
+/** A range whose keys are all through: done (its lease marked so, unless lost meanwhile: its new holder finishes it). */
+async function finishWork(work: RangeWork, state: PassState): Promise<void> {
+  if (work.lease !== undefined) {
+    state.held.delete(work.lease);
+    if (state.lost.delete(work.lease)) return;
+    if (!(await work.lease.finish(work.rewrapped, work.unreadable))) return;
+  }
+  state.open.delete(work.index);
+  // A range read again: a record that failed counts once (its holder's count or ours, the larger).
+  state.failedIn.set(work.index, Math.max(work.recorded, work.unreadable));
+}
+
+/** What one pass came to, for this instance. */
+interface PassOutcome {
   /** Keys this instance rewrapped. */
   readonly rewrapped: number;
   /** Keys this instance found failing authentication. */
   readonly unreadable: readonly string[];
-  /** Records that failed authentication in the whole rewrap: the sum its done ranges record. */
+  /** Records that failed authentication in the whole pass: the sum its done ranges record. */
   readonly failed: number;
+  /** The journal names another pass now, or is gone: this one stopped before every range was done. */
+  readonly superseded: boolean;
 }
 
 /**
- * A complete rewrap that left records under an older root key (they failed authentication: storage
+ * A complete pass that left records under an older root key (they failed authentication: storage
  * was tampered with or is corrupt) is no complete rotation: every instance in it answers INTEGRITY.
  */
-function reportUnreadable(rootKeyId: string, outcome: RewrapOutcome): void {
-  const { rewrapped, unreadable, failed } = outcome;
+function reportUnreadable(rootKeyId: string, rewrapped: number, outcome: PassOutcome): void {
+  const { unreadable, failed } = outcome;
   if (unreadable.length > 0) {
     log.warn('rotation', `${unreadable.length} primary key record(s) failed authentication and were left as they are: ${unreadable.slice(0, 20).join(', ')}`);
   }

@@ -1,7 +1,7 @@
 /**
  * The rewrap's range leases against the embedded store and Ceph RGW: of two takers one wins, a
  * lapsed lease is taken over and its old holder can no longer write (even right after its own
- * write), done is final.
+ * write), done is final, and a record counts only in its own pass.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -22,6 +22,8 @@ const TARGET = { id: rootKeyId(TARGET_KEY), key: TARGET_KEY };
 const TO = TARGET.id;
 /** The split the ranges below belong to. */
 const COUNT = 16;
+/** The pass over the keys the ranges below belong to (the journal's). */
+const PASS = 'pass-1';
 
 /**
  * The store, with `after` run once right after its first conditional write (another instance's
@@ -89,8 +91,8 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('of two instances taking one range at once, exactly one holds it', async () => {
-      const a = new RotationRanges(store, TARGET, 'a', 60_000, COUNT);
-      const b = new RotationRanges(store, TARGET, 'b', 60_000, COUNT);
+      const a = new RotationRanges(store, TARGET, 'a', 60_000, COUNT, PASS);
+      const b = new RotationRanges(store, TARGET, 'b', 60_000, COUNT, PASS);
       const results = await Promise.all([a.take(0), b.take(0)]);
       expect(results.filter((r) => typeof r === 'object')).toHaveLength(1);
       expect(results.filter((r) => r === 'held')).toHaveLength(1);
@@ -98,8 +100,8 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('a lapsed lease is taken over, and its old holder can neither renew nor finish it', async () => {
-      const dead = new RotationRanges(store, TARGET, 'dead', 150, COUNT);
-      const taker = new RotationRanges(store, TARGET, 'taker', 60_000, COUNT);
+      const dead = new RotationRanges(store, TARGET, 'dead', 150, COUNT, PASS);
+      const taker = new RotationRanges(store, TARGET, 'taker', 60_000, COUNT, PASS);
       const old = lease(await dead.take(1));
       expect(await old.renew()).toBe(true);
       await lapse(); // (while live it is 'held' to others: the test above)
@@ -112,10 +114,10 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('a done range stays done: nobody takes it again, even after its lease time; it tells every instance what failed authentication', async () => {
-      const a = new RotationRanges(store, TARGET, 'a', 150, COUNT);
+      const a = new RotationRanges(store, TARGET, 'a', 150, COUNT, PASS);
       expect(await lease(await a.take(2)).finish(0, 2)).toBe(true);
       await lapse();
-      expect(await new RotationRanges(store, TARGET, 'b', 60_000, COUNT).take(2)).toEqual({ unreadable: 2 });
+      expect(await new RotationRanges(store, TARGET, 'b', 60_000, COUNT, PASS).take(2)).toEqual({ unreadable: 2 });
       expect(await a.done(2)).toEqual({ unreadable: 2 });
       // The count is authenticated: storage cannot make the failures vanish from it.
       const record = await store.get(layout.rotationRange(TO, 2));
@@ -126,13 +128,13 @@ for (const kind of ['fs', 's3'] as const) {
 
     it('an unreadable range object (planted or torn) is taken over, not trusted', async () => {
       expect(await store.create(layout.rotationRange(TO, 3), Buffer.from('{"kind":"rotation-range","done":true'))).toBe(true);
-      const b = new RotationRanges(store, TARGET, 'b', 60_000, COUNT);
+      const b = new RotationRanges(store, TARGET, 'b', 60_000, COUNT, PASS);
       expect(await b.done(3)).toBeUndefined();
       expect(await lease(await b.take(3)).finish(1, 0)).toBe(true);
     });
 
     it('a range record written by whoever writes storage (the target id is public) is no record: neither done nor held', async () => {
-      const b = new RotationRanges(store, TARGET, 'b', 60_000, COUNT);
+      const b = new RotationRanges(store, TARGET, 'b', 60_000, COUNT, PASS);
       const planted = (index: number, fields: object, mac = 'A'.repeat(43)) =>
         store.create(
           layout.rotationRange(TO, index),
@@ -149,18 +151,23 @@ for (const kind of ['fs', 's3'] as const) {
       // A genuine record's MAC copied onto other fields (done where it was not), or to another range: refused too.
       const genuine = JSON.parse((await store.get(layout.rotationRange(TO, 8)))!.body.toString()) as { mac: string; leaseUntil: number };
       expect(await planted(9, { holder: 'b', leaseUntil: genuine.leaseUntil, done: false }, genuine.mac)).toBe(true);
-      expect(await new RotationRanges(store, TARGET, 'c', 60_000, COUNT).take(9)).not.toBe('held');
+      expect(await new RotationRanges(store, TARGET, 'c', 60_000, COUNT, PASS).take(9)).not.toBe('held');
       const current = await store.get(layout.rotationRange(TO, 8));
       const forgedDone = { ...(JSON.parse(current!.body.toString()) as object), done: true };
       expect(await store.replace(layout.rotationRange(TO, 8), Buffer.from(JSON.stringify(forgedDone)), current!.etag)).toBe(true);
       expect(await b.done(8)).toBeUndefined();
       // Made under another split (the journal's range count edited in storage): its keys are others.
-      const otherSplit = new RotationRanges(store, TARGET, 'split', 60_000, COUNT + 1);
+      const otherSplit = new RotationRanges(store, TARGET, 'split', 60_000, COUNT + 1, PASS);
       expect(await lease(await otherSplit.take(11)).finish(0, 0)).toBe(true);
       expect(await b.done(11)).toBeUndefined();
+      // Made in another pass (an earlier one's, replayed after it completed): its keys may be under an older root key since.
+      const earlierPass = new RotationRanges(store, TARGET, 'earlier', 60_000, COUNT, 'pass-0');
+      expect(await lease(await earlierPass.take(12)).finish(0, 0)).toBe(true);
+      expect(await b.done(12)).toBeUndefined();
+      lease(await b.take(12));
       // A record made under another root key (an earlier rotation's, say) does not count either.
       const otherKey = randomBytes(32);
-      const under = new RotationRanges(store, { id: TO, key: otherKey }, 'other', 60_000, COUNT);
+      const under = new RotationRanges(store, { id: TO, key: otherKey }, 'other', 60_000, COUNT, PASS);
       expect(await lease(await under.take(10)).finish(0, 0)).toBe(true);
       expect(await b.done(10)).toBeUndefined();
     });
@@ -169,11 +176,12 @@ for (const kind of ['fs', 's3'] as const) {
       // The first holder's lease lapses at once (0 ms); another instance takes the range over right
       // after the first one's write, before it could read anything back.
       const first = new RotationRanges(
-        new AfterFirstWrite(store, async () => expect(typeof (await new RotationRanges(store, TARGET, 'second', 60_000, COUNT).take(4))).toBe('object')),
+        new AfterFirstWrite(store, async () => expect(typeof (await new RotationRanges(store, TARGET, 'second', 60_000, COUNT, PASS).take(4))).toBe('object')),
         TARGET,
         'first',
         0,
         COUNT,
+        PASS,
       );
       const stale = lease(await first.take(4));
       expect(await stale.renew()).toBe(false);
@@ -182,10 +190,10 @@ for (const kind of ['fs', 's3'] as const) {
     });
 
     it('where writes answer no etag, the record is read back and must be exactly the one written', async () => {
-      const taker = () => new RotationRanges(store, TARGET, 'second', 60_000, COUNT);
-      const overtaken = new RotationRanges(new AfterFirstWrite(store, async () => void (await taker().take(5)), false), TARGET, 'first', 0, COUNT);
+      const taker = () => new RotationRanges(store, TARGET, 'second', 60_000, COUNT, PASS);
+      const overtaken = new RotationRanges(new AfterFirstWrite(store, async () => void (await taker().take(5)), false), TARGET, 'first', 0, COUNT, PASS);
       expect(await overtaken.take(5)).toBe('held');
-      const alone = new RotationRanges(new AfterFirstWrite(store, undefined, false), TARGET, 'third', 60_000, COUNT);
+      const alone = new RotationRanges(new AfterFirstWrite(store, undefined, false), TARGET, 'third', 60_000, COUNT, PASS);
       const held = lease(await alone.take(6));
       expect(await held.renew()).toBe(true);
       expect(await held.finish(2, 0)).toBe(true);
@@ -194,9 +202,9 @@ for (const kind of ['fs', 's3'] as const) {
 
     it("removes the rotation's range objects, and only that rotation's", async () => {
       const otherKey = randomBytes(32);
-      const other = new RotationRanges(store, { id: rootKeyId(otherKey), key: otherKey }, 'c', 60_000, COUNT);
+      const other = new RotationRanges(store, { id: rootKeyId(otherKey), key: otherKey }, 'c', 60_000, COUNT, PASS);
       lease(await other.take(0));
-      await new RotationRanges(store, TARGET, 'a', 60_000, COUNT).remove();
+      await new RotationRanges(store, TARGET, 'a', 60_000, COUNT, PASS).remove();
       const left: string[] = [];
       for await (const key of store.list('rotation/')) left.push(key);
       expect(left).toEqual([layout.rotationRange(rootKeyId(otherKey), 0)]);

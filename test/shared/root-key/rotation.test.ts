@@ -2,9 +2,9 @@
  * RootKeyRotation against a real sealing-service process (its client over HTTPS and KBS) and the
  * embedded store: what a rotation may do depends on the state the caller was authorized against.
  * Its journal against the embedded store and Ceph RGW: a finisher removes only its own rotation's.
- * And the rewrap against whoever writes storage, on both: records that fail authentication make
- * every instance in the rewrap answer INTEGRITY, and a range record overwritten under its holder
- * stalls nothing.
+ * And the rewrap against whoever writes storage, on both: replayed journal and range records skip no
+ * key, records that fail authentication make every instance in the rewrap answer INTEGRITY, and a
+ * range record overwritten under its holder stalls nothing.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -241,6 +241,32 @@ for (const [backend, open] of Object.entries(attackedStorages)) {
       return left;
     }
 
+    for (const [when, leaseMs] of [
+      ['at once (its lease still running)', 60_000],
+      ['once its lease lapsed', 300],
+    ] as const) {
+      it(`a completed pass's journal and done ranges, replayed ${when}, skip no key: the next verify rewraps keys wrapped under the retired key since`, async () => {
+        const { retired, target } = await rotated();
+        const early = await primaryKeysUnder(retired, `early-${leaseMs}`, 3);
+        // The adversary keeps the last version of every rotation object the pass writes.
+        const kept = new Map<string, Buffer>();
+        const watched = new AfterEachWrite(storage.store, async (key) => {
+          if (key.startsWith('rotation/')) kept.set(key, (await storage.adversary.read(key))!);
+        });
+        expect(await rotationUnder(target, watched, leaseMs).finishRewrap(rootKeyId(target))).toBe(3);
+        expect(await rotationObjects()).toEqual([]);
+        expect([...kept.keys()]).toContain(layout.rotationJournal());
+
+        // A function in its grace period still wraps new keys under the retired root key; the operator verifies again.
+        const late = await primaryKeysUnder(retired, `late-${leaseMs}`, 2);
+        if (leaseMs < 60_000) await new Promise((resolve) => setTimeout(resolve, leaseMs + 200));
+        for (const [key, body] of kept) await storage.adversary.write(key, body);
+        expect(await rotationUnder(target).finishRewrap(rootKeyId(target))).toBe(2);
+        expect(await rootKeyIdsOf([...early, ...late])).toEqual(new Set([rootKeyId(target)]));
+        expect(await rotationObjects()).toEqual([]);
+      });
+    }
+
     it('a link hidden during the rewrap: the rest is rewrapped, every instance in it answers INTEGRITY, and verifying again once it is back finishes', async () => {
       const { retired, target } = await rotated();
       const keys = await primaryKeysUnder(retired, 'hidden-link', 4);
@@ -263,6 +289,22 @@ for (const [backend, open] of Object.entries(attackedStorages)) {
       await storage.adversary.write(link, stored);
       expect(await rotationUnder(target).finishRewrap(rootKeyId(target))).toBe(4);
       expect(await rootKeyIdsOf(keys)).toEqual(new Set([rootKeyId(target)]));
+    });
+
+    it('the journal removed under a running rewrap (by storage, or by a finisher): the instance joins again, in a new pass, and finishes', async () => {
+      const { retired, target } = await rotated();
+      const keys = await primaryKeysUnder(retired, 'rejoined', 8);
+      let rewritten = 0;
+      const watched = new AfterEachWrite(storage.store, async (key) => {
+        if (!key.startsWith('primary-keys/') || ++rewritten !== 3) return;
+        await storage.adversary.remove(layout.rotationJournal());
+        await new Promise((resolve) => setTimeout(resolve, 400)); // its progress report runs meanwhile
+      });
+      const rewrap = rotationUnder(target, watched, 300, 1).finishRewrap(rootKeyId(target));
+      const outcome = await Promise.race([rewrap, new Promise((resolve) => setTimeout(() => resolve('still running after 15 s'), 15_000))]);
+      expect(outcome).toBe(8);
+      expect(await rootKeyIdsOf(keys)).toEqual(new Set([rootKeyId(target)]));
+      expect(await rotationObjects()).toEqual([]);
     });
 
     it('a range record overwritten once mid-rewrap: its holder takes the range again and finishes it', async () => {
