@@ -22,6 +22,7 @@ import type { Route } from '../shared/http/route.js';
 import {
   DENIED_ATTESTER_ENV,
   DENIED_COLLATERAL_ENV,
+  DENIED_DEVELOPMENT_ENV,
   DENIED_POLICY_ENV,
   DENIED_TRUST_ENV,
   IMAGE_PATH,
@@ -348,6 +349,11 @@ export async function generateManifests(): Promise<Map<string, string>> {
               list: 'denied_attester_env',
               names: DENIED_ATTESTER_ENV,
               why: "Refused: its own quote comes from the attestation agent on the TD's loopback (the default), never from elsewhere.",
+            },
+            {
+              list: 'denied_development_env',
+              names: DENIED_DEVELOPMENT_ENV,
+              why: 'Refused: plaintext shares, a development relaxation, would be readable at every hop between this TD and a custodian.',
             },
           ],
         },

@@ -124,6 +124,14 @@ export const DENIED_POLICY_ENV = ['KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_ADMI
  */
 export const DENIED_ATTESTER_ENV = ['KMS_SEALER_AA_URL', 'KMS_SEALER_TSM_ROOT'] as const;
 /**
+ * Development relaxations of the sealer that no measured setting needs: KMS_SEALER_PLAINTEXT_SHARES
+ * (`allow` would let shares leave and enter it unencrypted, readable by every hop between the TD and
+ * a custodian). Its code refuses `allow` under NODE_ENV=production, which the policy pins; refused
+ * here too, whatever the value, so that no environment the host writes reaches that choice
+ * (denied_development_env, in the sealer's document).
+ */
+export const DENIED_DEVELOPMENT_ENV = ['KMS_SEALER_PLAINTEXT_SHARES'] as const;
+/**
  * The sealer's DCAP collateral from a file (sealer/options.ts): under TDX it comes from the PCCS
  * its init-data lists (pccs_env), never from a file the host provides, which could hold older
  * collateral that is still valid (denied_collateral_env, in the sealer's document).

@@ -74,6 +74,13 @@ export async function startSealer(
   if (options.convertV1State && process.env.NODE_ENV === 'production') {
     throw new KmsError('CONFIG', 'KMS_SEALER_CONVERT_V1_STATE=true converts an unauthenticated state record and is refused when NODE_ENV=production');
   }
+  // A development relaxation: in production shares travel only encrypted, to custodians and to the recovery key.
+  if (options.plaintextShares === 'allow' && process.env.NODE_ENV === 'production') {
+    throw new KmsError(
+      'CONFIG',
+      'KMS_SEALER_PLAINTEXT_SHARES=allow lets shares leave and enter unencrypted, readable by every hop on the way, and is refused when NODE_ENV=production',
+    );
+  }
 
   const tls = await loadTls({
     dataDir: options.dataDir,
@@ -100,7 +107,7 @@ export async function startSealer(
   const pin = custodianPin(options);
   const identity = await SealerIdentity.create(attester);
   const auto = await configuredAutoUnseal(options, store, attester, log);
-  // Plaintext shares cross every hop between a TD and a custodian: refused in production unless opted in.
+  // Plaintext shares cross every hop between a TD and a custodian: development only (refused above in production).
   const plaintextShares = (options.plaintextShares ?? (process.env.NODE_ENV === 'production' ? 'refuse' : 'allow')) === 'allow';
   // The same list in every replica of a StatefulSet: this replica's own entry is dropped.
   const peerUrls = otherReplicas(options.peers, hostname());
@@ -167,9 +174,6 @@ export async function startSealer(
   const state = status.source === 'secret' ? 'unsealed (root key from secret)' : !status.initialized ? 'uninitialized' : status.sealed ? 'sealed' : 'unsealed';
   log.info(`TLS certificate${tls.selfSigned ? ' (self-signed: point KMS_SEALER_CA_FILE at it)' : ''}`, { certFile: tls.certFile });
   log.info(`verifiers: ${[...verifiers.keys()].join(', ') || 'none (no TEE can attest)'}`);
-  if (plaintextShares && process.env.NODE_ENV === 'production') {
-    log.warn('KMS_SEALER_PLAINTEXT_SHARES=allow in production: shares may leave and enter this service unencrypted, readable by every hop on the way');
-  }
   if (pin !== undefined) {
     log.info(
       `custodians pinned (KMS_SEALER_CUSTODIANS): shares go only to the keys with these RFC 7638 thumbprints, in share order, ${pin.threshold} of them recovering (KMS_SEALER_CUSTODIANS_THRESHOLD)`,

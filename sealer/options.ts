@@ -84,7 +84,7 @@ export const sealerOptions = {
     default: undefined as 'allow' | 'refuse' | undefined,
     parse: parse.oneOf('allow', 'refuse'),
     description:
-      '`allow` or `refuse` shares in plaintext, out of a rotation and into recovery and verification (else they travel encrypted to custodians and to the recovery key). Default: `refuse` when NODE_ENV=production, else `allow`; an explicit `allow` in production is announced at start.',
+      '`allow` or `refuse` shares in plaintext, out of a rotation and into recovery and verification (else they travel encrypted to custodians and to the recovery key). Default: `refuse` when NODE_ENV=production, else `allow`; `allow` is for development and refused when NODE_ENV=production.',
   }),
   custodians: option({
     env: 'KMS_SEALER_CUSTODIANS',

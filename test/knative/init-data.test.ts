@@ -504,8 +504,14 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
                   // Nor can its own quote, which vouches for them, come from elsewhere than its own TD.
                   // Nor a function's measured policy for the sealer, nor its own quote.
                   // Nor the sealer's collateral come from a file.
+                  // Nor a development relaxation of the sealer be switched on.
                   ...(pod === SEALER_POD
-                    ? ['env_denied_none(denied_policy_env, [])', 'env_denied_none(denied_collateral_env, [])', 'env_denied_none(denied_attester_env, [])']
+                    ? [
+                        'env_denied_none(denied_policy_env, [])',
+                        'env_denied_none(denied_collateral_env, [])',
+                        'env_denied_none(denied_attester_env, [])',
+                        'env_denied_none(denied_development_env, [])',
+                      ]
                     : ['env_denied_none(denied_trust_env, [])']),
                 ],
           );
@@ -551,9 +557,11 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       for (const { pod, text } of documents)
         if (pod === SEALER_POD) {
           expect(regoArray(text, 'denied_policy_env')).toEqual(['KMS_SEALER_TDX_POLICY_FILE', 'KMS_SEALER_ADMIN_POLICY_FILE']);
+          expect(regoArray(text, 'denied_development_env')).toEqual(['KMS_SEALER_PLAINTEXT_SHARES']);
           expect(text, pod).not.toContain('denied_trust_env');
         } else {
           expect(text, pod).not.toContain('denied_policy_env');
+          expect(text, pod).not.toContain('denied_development_env');
           // The functions' alone: their policy for the sealer or its collateral as a file, their quote from another tree.
           expect(regoArray(text, 'denied_trust_env'), pod).toEqual([
             'KMS_TRUSTED_SEALER_TDX_POLICY_FILE',
@@ -642,6 +650,10 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
           // Its own quote relayed from a TD the host made with init-data of its own.
           'KMS_SEALER_AA_URL=http://10.0.0.9:8006',
           'KMS_SEALER_TSM_ROOT=/var/run/tee-kms/theirs/tsm',
+          // Plaintext shares, a development relaxation: refused by name, so no value of the host's reaches the code.
+          'KMS_SEALER_PLAINTEXT_SHARES=allow',
+          'KMS_SEALER_PLAINTEXT_SHARES=refuse',
+          'KMS_SEALER_PLAINTEXT_SHARES=',
         ]) {
           expect(deniedEntries(sealer, 'sealer', [...sealerEnv, attack]), attack).toEqual([attack]);
           // The functions never read them: their documents do not list them.
@@ -730,7 +742,7 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
       });
     });
 
-    it("denies no variable tee-kms reads as an option (nor its _FILE form) but the functions' root key, the policy files and evidence sources, nor NODE_ENV, FUNCTION_TARGET and NODE_EXTRA_CA_CERTS", () => {
+    it("denies no variable tee-kms reads as an option (nor its _FILE form) but the functions' root key, the policy files and evidence sources, plaintext shares, nor NODE_ENV, FUNCTION_TARGET and NODE_EXTRA_CA_CERTS", () => {
       const sources = ['shared', 'sealer', 'functions', 'scripts'].flatMap((dir) =>
         (readdirSync(join(REPO, dir), { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).map((f) => join(REPO, dir, f)),
       );
@@ -754,6 +766,8 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
                   'KMS_SEALER_AA_URL=x',
                   'KMS_SEALER_TSM_ROOT=x',
                   'KMS_SEALER_TDX_COLLATERAL_FILE=x',
+                  // Nor plaintext shares, which are for development.
+                  'KMS_SEALER_PLAINTEXT_SHARES=x',
                 ]
               : ['KMS_TRUSTED_SEALER_TDX_POLICY_FILE=x', 'KMS_TSM_ROOT=x', 'KMS_TRUSTED_SEALER_TDX_COLLATERAL_FILE=x']),
           ].sort(),

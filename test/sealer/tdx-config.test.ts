@@ -136,6 +136,26 @@ describe('sealer TDX configuration', () => {
     );
   });
 
+  // The same ConfigMap could switch plaintext shares on: every hop between the TD and a custodian
+  // (the ingress, a relay, the administrator's port-forward) would read them.
+  it('with NODE_ENV=production it will not let shares travel in plaintext (KMS_SEALER_PLAINTEXT_SHARES=allow)', async () => {
+    const production = {
+      NODE_ENV: 'production',
+      KMS_SEALER_ATTESTER: 'tdx-configfs',
+      KMS_SEALER_TDX_POLICY_FILE: files.policy,
+      KMS_SEALER_PCCS_URL: 'https://pccs.invalid:8081/',
+    };
+    const allowed = await start({ ...production, KMS_SEALER_PLAINTEXT_SHARES: 'allow' });
+    expect(allowed.started, allowed.logs).toBe(false);
+    expect(allowed.logs).toMatch(
+      /cannot start: CONFIG: KMS_SEALER_PLAINTEXT_SHARES=allow lets shares leave and enter unencrypted, readable by every hop on the way, and is refused when NODE_ENV=production/,
+    );
+    // `refuse`, as the default there, starts.
+    const refused = await start({ ...production, KMS_SEALER_PLAINTEXT_SHARES: 'refuse' });
+    expect(refused.started, refused.logs).toBe(true);
+    expect(refused.messages).toContain('shares: only encrypted to custodians and to the recovery key');
+  });
+
   it('with a collateral file that is not current: starts, and warns on stderr', async () => {
     const expired = await start({
       KMS_SEALER_TDX_POLICY_FILE: files.policy,
