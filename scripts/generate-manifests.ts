@@ -183,13 +183,15 @@ function functionInitData(name: string, functionTarget: string, summary: string)
       image: 'tee_kms_image',
       args: FUNCTION_COMMAND,
       // Its own init-data, which carries its policy for the sealer, checked against its own quote
-      // from the attestation agent inside the TD.
+      // from the attestation agent inside the TD. Credentials only sealed: TLS ends outside the TD,
+      // and a ConfigMap the administrator edits must not turn clear ones back on.
       env: {
         NODE_ENV: 'production',
         FUNCTION_TARGET: functionTarget,
         KMS_INIT_DATA_FILE: `${INIT_DATA_MOUNT}/${name}.toml`,
         KMS_ATTESTER: 'tdx-aa',
         KMS_AA_URL: AA_URL,
+        KMS_REQUIRE_SEALED: 'true',
         PORT: String(FUNCTION_PORT),
         PATH: IMAGE_PATH,
       },

@@ -147,7 +147,7 @@ export const kmsOptions = {
     default: false,
     parse: parse.boolean,
     description:
-      'Take credentials only sealed to the attested service key (`Authorization: Sealed`, docs/sealed-channel.md): a token in the query or a Bearer header is refused with 401. The tdx overlay sets it.',
+      "Take credentials only sealed to the attested service key (`Authorization: Sealed`, docs/sealed-channel.md): a token in the query or a Bearer header is refused with 401. The tdx overlay sets it, and the functions' agent policy requires exactly `true`.",
   }),
   sealedKeyReuseSeconds: option({
     env: 'KMS_SEALED_KEY_REUSE_SECONDS',

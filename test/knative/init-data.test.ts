@@ -595,6 +595,7 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
         'KMS_SEALER_CA_FILE=/var/run/tee-kms/ca/ca.crt',
         'KMS_ATTESTER=tdx-aa',
         'KMS_AA_URL=http://127.0.0.1:8006',
+        'KMS_REQUIRE_SEALED=true',
         'KMS_INIT_DATA_FILE=/var/run/tee-kms/init-data/welcome.toml',
         'PATH=/usr/local/bin:/usr/bin:/bin',
         'NODE_VERSION=24.11.0',
@@ -702,6 +703,9 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
           ],
           ['KMS_ATTESTER', 'tdx-aa', ['tdx-configfs', 'sample', '']],
           ['KMS_AA_URL', 'http://127.0.0.1:8006', ['http://10.0.0.9:8006', 'http://127.0.0.1:8007', '']],
+          // Credentials only sealed: tee-kms-config, which sets it, is the administrator's and not measured.
+          // Absent, the code's default (false) would take tokens in the clear, readable at the ingress.
+          ['KMS_REQUIRE_SEALED', 'true', ['false', '', '0', 'TRUE']],
         ];
         for (const [name, value, others] of pins) {
           expect(containerRuleOf(welcome, 'function')).toContain(`\tenv_pinned("${name}", "${value}")`);
@@ -713,11 +717,12 @@ describe('the shipped init-data (knative/components/tdx/init-data)', () => {
             expect(pinnedAdmits(welcome, name, [...functionEnv, `${name}=${other}`], 'function'), `${name}=${other} besides`).toBe(false);
           }
         }
-        // Each function's document pins its own file.
-        for (const pod of [...functionPods('per-function'), 'tee-kms'])
-          expect(containerRuleOf(readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8'), 'function'), pod).toContain(
-            `\tenv_pinned("KMS_INIT_DATA_FILE", "/var/run/tee-kms/init-data/${pod}.toml")`,
-          );
+        // Each function's document pins its own file, and sealed credentials.
+        for (const pod of [...functionPods('per-function'), 'tee-kms']) {
+          const rule = containerRuleOf(readFileSync(join(INIT_DATA_DIR, `${pod}.toml`), 'utf8'), 'function');
+          expect(rule, pod).toContain(`\tenv_pinned("KMS_INIT_DATA_FILE", "/var/run/tee-kms/init-data/${pod}.toml")`);
+          expect(rule, pod).toContain('\tenv_pinned("KMS_REQUIRE_SEALED", "true")');
+        }
       });
 
       it('names are matched exactly (the runtime reads exact names), LD_ only at the start', () => {
@@ -1409,7 +1414,9 @@ for (const layout of ['per-function', 'single-service'] as Layout[]) {
         expect(deniedEntries(deployed(name), container, env), name).toEqual([]);
         // And it has every variable its rule pins, with the pinned value only (those install.sh adds aside).
         const pins = [...containerRuleOf(deployed(name), container).matchAll(/\tenv_pinned\("([A-Z_]+)", /g)].map((m) => m[1]!);
-        expect(pins, name).toEqual(expect.arrayContaining(['NODE_ENV', 'PATH', ...(name === SEALER_POD ? [] : ['PORT', 'FUNCTION_TARGET'])]));
+        expect(pins, name).toEqual(
+          expect.arrayContaining(['NODE_ENV', 'PATH', ...(name === SEALER_POD ? [] : ['PORT', 'FUNCTION_TARGET', 'KMS_REQUIRE_SEALED'])]),
+        );
         for (const pin of pins.filter((n) => !['KMS_INIT_DATA_FILE', 'KMS_SEALER_INIT_DATA_FILE'].includes(n)))
           expect(pinnedAdmits(deployed(name), pin, env, container), `${name} ${pin}`).toBe(true);
       }
