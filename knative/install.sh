@@ -124,8 +124,10 @@ usage: knative/install.sh [options]     (every option also reads the environment
                                                     private CA (default: Node's bundled root certificates only);
                                                     listed in every TD pod's init-data like --pccs-url
   --queue-proxy-image REF       KMS_QUEUE_PROXY_IMAGE  tdx (required): Knative Serving's queue-proxy image,
-                                                    REF@sha256:<digest> as config-deployment's queue-sidecar-image
-                                                    names it; the functions' agent policy admits only it
+                                                    REF@sha256:<digest> as the serving-core.yaml of the installed
+                                                    Knative release names it (check the release's signature):
+                                                    it runs in every function's TD, so it is trusted code, and
+                                                    their agent policy admits only it (docs/deploy-knative.md)
   --internal-tls / --no-internal-tls  KMS_INTERNAL_TLS  Knative system-internal-tls (default: on for tdx)
   --skip-knative-config         KMS_SKIP_KNATIVE_CONFIG=1  do not patch knative-serving's ConfigMaps (then they
                                                     must already have what tee-kms needs: checked)
@@ -739,7 +741,7 @@ if [[ $TEE_MODE == tdx ]]; then
   check_custodian_keys
   # Each TD pod's identity, from its init-data with this run's images.
   [[ -n $QUEUE_PROXY_IMAGE ]] \
-    || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, and their agent policy admits it by digest. Take it from: kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}'"
+    || die "--tee tdx needs --queue-proxy-image REF@sha256:<digest>: Knative's queue-proxy runs in every function's TD, beside its attestation agent, so it is part of their trusted code, and their agent policy admits it by digest. Take the digest from the serving-core.yaml of the Knative Serving release installed, after checking the release's signature, not from the cluster's config-deployment, which the cluster administrator can edit (docs/deploy-knative.md, \"The queue-proxy image\")"
   command -v openssl >/dev/null 2>&1 || die "openssl is required"
   TEE_KMS_POD_IMAGE=$(pod_image_ref "$IMAGE")
   for pod in "${TD_PODS[@]}"; do
@@ -1008,10 +1010,12 @@ if [[ $TEE_MODE == tdx ]]; then
   kubectl get runtimeclass kata-qemu-tdx >/dev/null 2>&1 \
     || refuse "RuntimeClass kata-qemu-tdx is missing: install Confidential Containers (Kata with QEMU-TDX) on your TDX nodes (docs/deploy-knative.md, Prerequisites)"
   # The functions' agent policy admits the queue-proxy image of --queue-proxy-image only: the one
-  # Knative runs must be that one, or no function's TD would start.
+  # Knative runs must be that one, or no function's TD would start. The cluster's answer is the
+  # administrator's to write, so a mismatch is settled against Knative's release, never by
+  # adopting it: queue-proxy shares the TD's loopback with the attestation agent.
   queue_sidecar_image=$(kubectl get configmap config-deployment -n knative-serving -o jsonpath='{.data.queue-sidecar-image}' 2>/dev/null || true)
   [[ $queue_sidecar_image == "$QUEUE_PROXY_IMAGE" ]] \
-    || refuse "knative-serving/config-deployment runs queue-proxy ${queue_sidecar_image:-(unset)}, not --queue-proxy-image $QUEUE_PROXY_IMAGE: the functions' agent policy would refuse it. Pass the digest-pinned image config-deployment names"
+    || refuse "knative-serving/config-deployment runs queue-proxy ${queue_sidecar_image:-(unset)}, not --queue-proxy-image $QUEUE_PROXY_IMAGE: the functions' agent policy would refuse it. Check both against the serving-core.yaml of the Knative Serving release installed${knative_version:+ ($knative_version, as the cluster reports it)}, after checking the release's signature, before changing either: queue-proxy runs inside every function's TD, and an image that is not the release's could fetch the root key (docs/deploy-knative.md, \"The queue-proxy image\")"
 fi
 if [[ -n $DOMAIN ]]; then
   has_crd httproutes.gateway.networking.k8s.io || refuse "--domain needs the Gateway API CRDs and an implementation (GatewayClass $GATEWAY_CLASS)"

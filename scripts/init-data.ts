@@ -22,7 +22,11 @@
 
 /** Replaced by knative/install.sh with the tee-kms image, <registry>/tee-kms@sha256:<digest> (--image). */
 export const TEE_KMS_IMAGE_PLACEHOLDER = `tee-kms@sha256:${'0'.repeat(64)}`;
-/** Replaced with Knative Serving's queue-proxy image, config-deployment queue-sidecar-image (--queue-proxy-image). */
+/**
+ * Replaced with Knative Serving's queue-proxy image (--queue-proxy-image): the one the installed release's
+ * serving-core.yaml names, which config-deployment's queue-sidecar-image must name too. It runs in every
+ * function's TD, beside the attestation agent: trusted code, so never taken from the cluster alone.
+ */
 export const QUEUE_PROXY_IMAGE_PLACEHOLDER = `queue-proxy@sha256:${'0'.repeat(64)}`;
 
 /**

@@ -1547,7 +1547,12 @@ describe('install.sh --tee tdx refuses policies that do not name exactly what th
       },
     );
     expect(result.status).not.toBe(0);
-    expect(result.stderr).toMatch(/--tee tdx needs --queue-proxy-image REF@sha256:<digest>.*config-deployment/);
+    expect(result.stderr).toMatch(/--tee tdx needs --queue-proxy-image REF@sha256:<digest>: .* so it is part of their trusted code/);
+    // From Knative's signed release, not from what the cluster (its administrator) names.
+    expect(result.stderr).toMatch(
+      /Take the digest from the serving-core\.yaml of the Knative Serving release installed, after checking the release's signature, not from the cluster's config-deployment/,
+    );
+    expect(result.stderr).not.toContain('kubectl get configmap config-deployment');
   });
 });
 

@@ -764,6 +764,13 @@ describe('install.sh against a recording kubectl', () => {
       });
       expect(run.status).not.toBe(0);
       expect(run.stderr).toContain(`config-deployment runs queue-proxy ${running}, not --queue-proxy-image ${QUEUE_PROXY_IMAGE}`);
+      // The cluster's answer is the administrator's: the hint sends the operator to Knative's signed
+      // release of the version the cluster reports, never to adopt what config-deployment names.
+      expect(run.stderr).toContain(
+        "Check both against the serving-core.yaml of the Knative Serving release installed (1.16.0, as the cluster reports it), after checking the release's signature, before changing either",
+      );
+      expect(run.stderr).toContain("an image that is not the release's could fetch the root key");
+      expect(run.stderr).not.toMatch(/Pass the digest-pinned image config-deployment names/);
       expect(run.stderr).toMatch(/nothing was changed/);
       expect(run.calls.filter(isWrite)).toEqual([]);
     });
