@@ -13,7 +13,7 @@ import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
 import { JournalSeal, parseJournal, readRotationJournal, type RotationJournal, type SealedJournal } from './journal.js';
 import { rangeCount, rangeOf, removeRanges, RotationRanges, type RangeLease } from './ranges.js';
-import { rewrapPrimaryKey } from './rewrap.js';
+import { retargeted, rewrapPrimaryKey } from './rewrap.js';
 import type { RootKey } from './source.js';
 
 /** What rotation needs of the sealing service (SealerClient provides it). */
@@ -136,7 +136,8 @@ export class RootKeyRotation {
     const seal = new JournalSeal(current);
     let rewrapped = 0;
     for (let passes = 1; ; passes++) {
-      const journal = await this.#openJournal(seal, holder, rangeCount(keys.length));
+      if (passes > 1) await this.#stillCurrent(current);
+      const journal = await this.#openJournal(seal, holder, rangeCount(keys.length), current);
       const byRange: string[][] = Array.from({ length: journal.ranges }, () => []);
       for (const key of keys) byRange[rangeOf(key, journal.ranges)]!.push(key);
       const ranges = new RotationRanges(this.store, current, holder, this.settings.leaseMs, journal.ranges, journal.pass);
@@ -170,6 +171,7 @@ export class RootKeyRotation {
       failedIn: new Map(),
     };
     let superseded = false;
+    let stopped: KmsError | undefined;
     let rewrapped = 0;
     let reported = 0;
     const unreadable: string[] = [];
@@ -197,7 +199,7 @@ export class RootKeyRotation {
         let taking: Promise<boolean> | undefined;
         // Takes the next range to work on into the queue; false when none is left in this round.
         const takeNext = async (): Promise<boolean> => {
-          while (cursor < order.length && !superseded) {
+          while (cursor < order.length && !superseded && stopped === undefined) {
             const index = order[(start + cursor++) % order.length]!;
             const work = await takeWork(ranges, index, byRange[index]!.length, state);
             if (work === undefined) continue;
@@ -208,7 +210,7 @@ export class RootKeyRotation {
         };
         const worker = async (): Promise<void> => {
           for (;;) {
-            if (superseded) return; // the pass that replaced this one rewraps what is queued
+            if (superseded || stopped !== undefined) return; // the pass that replaced this one rewraps what is queued
             const item = queue.shift();
             if (item === undefined) {
               if (!(await (taking ??= takeNext().finally(() => (taking = undefined))))) return;
@@ -224,6 +226,11 @@ export class RootKeyRotation {
                   faultPoint(`rewrap:${rewrapped}`);
                 }
               } catch (error) {
+                // The target was retired by a newer rotation: every worker stops, nothing more is written.
+                if (error instanceof KmsError && error.code === 'CONFLICT') {
+                  stopped = error;
+                  return;
+                }
                 // A tampered or corrupt record is unreadable under any root key: count it, rewrap the rest.
                 if (!(error instanceof KmsError) || error.code !== 'INTEGRITY') throw error;
                 unreadable.push(item.key);
@@ -234,6 +241,7 @@ export class RootKeyRotation {
           }
         };
         await Promise.all(Array.from({ length: this.settings.concurrency }, worker));
+        if (stopped !== undefined) throw stopped;
         // Ranges other instances hold: wait for them to finish, or for their leases to lapse.
         for (const index of [...state.open]) {
           const done = superseded ? undefined : await ranges.done(index);
@@ -260,7 +268,7 @@ export class RootKeyRotation {
    * one, whose done ranges (replayed too) would skip keys wrapped under an older root key since.
    * The new pass reads every key again (those already under the target are skipped).
    */
-  async #openJournal(seal: JournalSeal, holder: string, ranges: number): Promise<SealedJournal> {
+  async #openJournal(seal: JournalSeal, holder: string, ranges: number, target: RootKey): Promise<SealedJournal> {
     const key = layout.rotationJournal();
     for (let attempt = 0; attempt < 5; attempt++) {
       const fresh = seal.fresh(holder, ranges, this.settings.leaseMs);
@@ -276,6 +284,8 @@ export class RootKeyRotation {
         stored?.to === fresh.to
           ? 'a lapsed or unauthentic journal of this rotation (every instance in its pass stopped, or storage wrote it): starting a new pass'
           : `the journal of an earlier rotation (to ${stored?.to ?? 'unknown'})`;
+      // A journal of another rotation may be a newer one's (this instance stalled): never replaced then.
+      if (stored?.to !== fresh.to) await this.#stillCurrent(target);
       if (stored !== undefined) log.warn('rotation', `replacing ${replacing}; rewrapping under ${fresh.to}`);
       if (await this.store.replace(key, encodeRecord(fresh), existing.etag)) {
         // The earlier rotation's range leases are garbage now (its keys are rewrapped to the target
@@ -287,6 +297,12 @@ export class RootKeyRotation {
       }
     }
     throw new KmsError('CONFLICT', 'the rotation journal kept changing; retry');
+  }
+
+  /** Refuses to go on rewrapping under `target` once another root key is current (asked of the sealing service). */
+  async #stillCurrent(target: RootKey): Promise<void> {
+    const current = await this.keyring.current({ refresh: true });
+    if (current.id !== target.id) throw retargeted(current.id, target.id);
   }
 
   /**

@@ -325,3 +325,67 @@ for (const [backend, open] of Object.entries(attackedStorages)) {
     });
   });
 }
+
+describe('a rewrap whose target a newer rotation retired while it ran', () => {
+  const noAuthority = {
+    sealStatus: () => Promise.reject(new Error('not used')),
+    installRootKey: () => Promise.reject(new Error('not used')),
+    verifyShares: () => Promise.reject(new Error('not used')),
+  };
+  let dir: string;
+  let store: FsObjectStore;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tee-kms-retarget-'));
+    store = new FsObjectStore(dir);
+  });
+  afterEach(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('stops with CONFLICT and never moves a key back under the retired key', async () => {
+    const [t0, t1, t2] = [randomBytes(32), randomBytes(32), randomBytes(32)].map((key) => ({ id: rootKeyId(key), key }));
+    await storeRootKeyLink(store, t0!, t1!);
+    await storeRootKeyLink(store, t1!, t2!);
+    const keys = new KeyStore(store, new RootKeyring(new StaticRootKeySource(t0!.key), store), { cacheTtlMs: 0, cacheEntries: 0 });
+    await keys.enrollUser('u', 'u-token');
+    const principal = await keys.authenticate('u', 'u-token');
+    const names = Array.from({ length: 20 }, (_, i) => `pk${i}`);
+    for (const name of names) await keys.createPrimaryKey(principal, name);
+    const rootKeyIds = async () =>
+      Promise.all(names.map(async (name) => JSON.parse((await store.get(layout.primaryKey('u', name)))!.body.toString()).rootKeyId as string));
+
+    // Instance A rewraps to t1, slowly; after its third write, t2 is made current and instance B's
+    // rewrap to t2 runs to its end. A's sealing service then names t2.
+    let current = t1!;
+    let written = 0;
+    let finishedB: Promise<number> | undefined;
+    class SlowA extends ForwardingStore {
+      override async replace(key: string, body: Buffer, etag: string) {
+        const replaced = await this.inner.replace(key, body, etag);
+        if (key.startsWith('primary-keys/') && ++written === 3) {
+          current = t2!;
+          const b = new RootKeyRotation(store, new RootKeyring(new StaticRootKeySource(t2!.key), store), noAuthority, {
+            shares: 5,
+            threshold: 3,
+            leaseMs: 300,
+            concurrency: 2,
+          });
+          finishedB = b.finishRewrap(t2!.id);
+          await finishedB;
+        }
+        return replaced;
+      }
+    }
+    const slow = new SlowA(store);
+    const source = { current: async () => current, currentId: async () => current.id };
+    const a = new RootKeyRotation(slow, new RootKeyring(source, slow), noAuthority, { shares: 5, threshold: 3, leaseMs: 300, concurrency: 1 });
+    await expect(a.finishRewrap(t1!.id)).rejects.toMatchObject({
+      code: 'CONFLICT',
+      message: expect.stringContaining(`the root key changed again meanwhile (${t2!.id} is current`),
+    });
+    expect(await finishedB).toBeGreaterThan(0);
+    expect(new Set(await rootKeyIds())).toEqual(new Set([t2!.id]));
+  }, 60_000);
+});
