@@ -125,6 +125,8 @@ export class SealerCore {
   #alarm: string | undefined;
   /** A shared record judged and ignored (replicas): judged, and alarmed, once. */
   #ignoredEtag: string | undefined;
+  /** Whether #alarm is a rollback's: it clears once storage holds the record this service holds again. */
+  #rollbackAlarm = false;
   #progress: Progress | undefined;
   /** Why the key last held was dropped; undefined: none was held since start (SealStatus.sealedReason). */
   #dropped: 'operator' | 'rotated' | undefined;
@@ -266,6 +268,11 @@ export class SealerCore {
   /** Re-reads the shared record (replicas): see `followRecord`. */
   follow(): Promise<void> {
     return this.#serialized(() => this.#follow());
+  }
+
+  /** While a rollback alarm stands, reads the record again (the status route asks): restored, the alarm clears. */
+  recheckAlarm(): Promise<void> {
+    return this.#rollbackAlarm ? this.#serialized(() => this.#follow()) : Promise.resolve();
   }
 
   /**
@@ -665,6 +672,7 @@ export class SealerCore {
    */
   #rolledBack(found: { state: StateRecord; etag: string }, held: number, outcome?: string): SealerError {
     this.#ignoredEtag = found.etag; // judged once (replicas read the record before every change)
+    this.#rollbackAlarm = true;
     this.#alarm = `the state record ${STATE_OBJECT_KEY} was rolled back: storage holds generation ${found.state.generation}, after this service held generation ${held}`;
     return this.#integrity(`${this.#alarm}; restore its latest version`, outcome);
   }
@@ -1001,8 +1009,13 @@ export class SealerCore {
    * key later installed must authenticate it.
    */
   async #follow(): Promise<void> {
-    if (!this.#followRecord || this.#source === 'secret') return;
+    if (this.#source === 'secret') return;
+    if (!this.#followRecord) {
+      if (this.#rollbackAlarm) this.#clearIfRestored(await this.#load().catch(() => undefined));
+      return;
+    }
     const found = await this.#load();
+    this.#clearIfRestored(found);
     if (found === undefined || found.etag === this.#record?.etag || found.etag === this.#ignoredEtag) return;
     // Peers write generation + 1 of the record they read: an older one is a rollback, whatever key it names.
     const heldGeneration = this.#record?.state.generation;
@@ -1013,13 +1026,13 @@ export class SealerCore {
     const held = this.#record?.state.current.id;
     if (this.#key === undefined || held === undefined) {
       this.#record = found;
-      this.#alarm = undefined;
+      this.#settled();
       return;
     }
     if (sameId(found.state.current.id, held)) {
       if (stateAuthentic(found.state, this.#key)) {
         this.#record = found;
-        this.#alarm = undefined;
+        this.#settled();
       } else {
         this.#ignoredEtag = found.etag;
         this.#raiseAlarm(`the shared state record names root key ${held} but is not authentic under it: ignored`);
@@ -1031,7 +1044,7 @@ export class SealerCore {
     this.#dropped = 'rotated';
     this.#clearProgress();
     this.#record = found;
-    this.#alarm = undefined;
+    this.#settled();
     this.#log.info(
       `the shared state record names root key ${found.state.current.id} (made current on a peer): ${held} dropped; sealed until a peer hands the new key over`,
     );
@@ -1053,10 +1066,22 @@ export class SealerCore {
     return false;
   }
 
+  /** A record adopted or written: any alarm about an earlier one is over, and every later record is judged anew. */
+  #settled(): void {
+    this.#alarm = undefined;
+    this.#rollbackAlarm = false;
+    this.#ignoredEtag = undefined;
+  }
+
+  /** Storage holds again the record this service holds (its latest version was restored): the rollback alarm clears. */
+  #clearIfRestored(found: { etag: string } | undefined): void {
+    if (this.#rollbackAlarm && found !== undefined && found.etag === this.#record?.etag) this.#settled();
+  }
+
   async #reloadAfterWrite(written: StateRecord): Promise<void> {
     const loaded = await this.#load();
     this.#record = { state: written, etag: loaded?.etag ?? '' };
-    this.#alarm = undefined; // the record was where this service left it: restored, if it had been rolled back
+    this.#settled(); // the record was where this service left it: restored, if it had been rolled back
   }
 
   async #load(): Promise<{ state: StateRecord; etag: string } | undefined> {

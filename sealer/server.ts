@@ -277,6 +277,7 @@ async function readiness(_req: IncomingMessage, res: ServerResponse, deps: Seale
 }
 
 async function sealStatus(_req: IncomingMessage, res: ServerResponse, deps: SealerHandlerDeps): Promise<void> {
+  await deps.core.recheckAlarm().catch(() => undefined); // storage unreachable: the status as it stands
   sendJson(res, 200, deps.core.status());
 }
 

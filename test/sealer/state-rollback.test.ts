@@ -78,8 +78,9 @@ describe('one sealing service', () => {
     });
     expect((await client.sealStatus()).rootKeyId).toBe(k1.id);
 
-    // Once the latest version is back, verifying P2 again completes the promotion.
+    // Once the latest version is back, the alarm clears, and verifying P2 again completes the promotion.
     await writeFile(statePath, latest);
+    expect((await client.sealStatus()).integrityAlarm).toBeNull();
     expect(await client.verifyShares(p2.shares.slice(0, 2))).toMatchObject({ rootKeyId: p2.id, verified: true, promoted: true });
     expect(await client.sealStatus()).toMatchObject({ rootKeyId: p2.id, pendingRootKeyId: null, integrityAlarm: null });
   });
@@ -121,8 +122,13 @@ describe('replicas', () => {
     expect(verified.message).toContain(`The link from root key ${k1.id} to ${p2.id} was stored`);
 
     await writeFile(statePath, latest);
+    await until(1, (s) => s.integrityAlarm === null, 'clears the alarm once the latest version is back');
     expect(await clients[1]!.verifyShares(p2.shares.slice(0, 2))).toMatchObject({ rootKeyId: p2.id, promoted: true });
     await until(0, (s) => s.rootKeyId === p2.id && s.pendingRootKeyId === null && s.integrityAlarm === null, 'follows the promotion');
     expect((await clients[1]!.sealStatus()).integrityAlarm).toBeNull();
+
+    // The same earlier version put back a second time is judged again.
+    await writeFile(statePath, withP1);
+    await until(0, (s) => s.integrityAlarm?.includes('was rolled back') === true, 'raises the alarm again');
   });
 });
