@@ -387,7 +387,7 @@ export class KmsClient {
         }
         // A PROTOCOL error carries the status it came with, which travels outside the seal: an
         // ingress that turns a sealed success into a 503 must not make the client send it again.
-        if (resent503 && error.code === 'CONFLICT' && call.reads !== true) throw conflictAfterResend(call, error);
+        if (resent503 && error.code === 'CONFLICT' && isCreate(call)) throw conflictAfterResend(call, error);
         if (error.code === 'PROTOCOL' || error.status !== 503 || attempt >= retries) throw error;
         if (call.reads !== true && inTheClear.has(error)) throw notSentAgain(call, error, 'a 503 in the clear is not authenticated');
         await sleep(retryDelay(error.retryAfter, attempt));
@@ -495,6 +495,11 @@ function notSentAgain(call: Call, error: KmsError, why: string): KmsError {
     `${error.message} (answered ${error.status} in the clear to a sealed ${call.method} ${call.path}, and ${why}: not sent again, since anything on the way can write such an answer, also after the KMS carried the request out; check before repeating it)`,
     { status: error.status, details: { ...error.details }, ...(error.retryAfter === undefined ? {} : { retryAfter: error.retryAfter }), cause: error },
   );
+}
+
+/** Enrolling a user, creating a primary or a data key: what a 409 says already exists. */
+function isCreate(call: Call): boolean {
+  return call.method === 'POST' && /^\/(user|primaryKey|dataKey)\//.test(call.path);
 }
 
 /**

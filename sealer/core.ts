@@ -455,12 +455,16 @@ export class SealerCore {
   /**
    * A promotion that lost its compare-and-swap to another change (a peer's rotate replaced the
    * pending key meanwhile) leaves a link that retires the current key for a key that can no longer
-   * become current: after a restart no shares would unseal. Deleted, unless the record now names
-   * that key (a peer promoted it too); otherwise nothing could need it.
+   * become current: after a restart no shares would unseal. Deleted while the record still names
+   * the previous key current and not `nextId` pending (else a peer may have promoted it, and a
+   * later key may reach the previous one through it); auto-unseal gets the current key back too,
+   * since the promotion gave it `nextId` before its record.
    */
   async #dropLostLink(previousId: string, nextId: string): Promise<void> {
     const state = this.#record?.state;
-    if (state === undefined || sameId(state.current.id, nextId) || (state.pending !== null && sameId(state.pending.id, nextId))) return;
+    const key = this.#key;
+    if (state === undefined || key === undefined || !sameId(state.current.id, previousId) || (state.pending !== null && sameId(state.pending.id, nextId)))
+      return;
     try {
       await deleteRootKeyLink(this.#store, previousId, nextId);
     } catch (error) {
@@ -468,6 +472,7 @@ export class SealerCore {
         `the link ${previousId} -> ${nextId} of a promotion that lost to another change could not be deleted: ${error instanceof Error ? error.message : 'unknown error'}`,
       );
     }
+    await this.#keyChanged({ id: previousId, key });
   }
 
   async #promote(current: { id: string; key: Buffer }, next: { id: string; key: Buffer }, pending: KeyEntry, generation: number): Promise<void> {

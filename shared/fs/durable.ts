@@ -6,7 +6,7 @@
  *   publish(temp, target, { replace }) -> Promise<boolean>     temp becomes target; false: target exists
  *   createFile(target, body, mode?) -> Promise<boolean>        both, through a temporary beside target
  *   syncPath(path) -> Promise<void>                            fsync a file or a directory
- *   makeDirSynced(dir) -> Promise<void>                        mkdir -p, each new folder's entry fsynced
+ *   makeDirSynced(dir) -> Promise<void>                        mkdir -p, each new folder's entry (and dir's) fsynced
  *
  * Errors are Node's own (with `code` and `path`): each caller says them in its own terms.
  */
@@ -27,11 +27,13 @@ export async function syncPath(path: string): Promise<void> {
 
 /**
  * `mkdir -p`, durable: a file published in a new folder stays after a power cut only if the folder's
- * own entry does too, so the parent of every folder this call created is fsynced.
+ * own entry does too, so the parent of every folder this call created is fsynced. The parent of
+ * `dir` is fsynced even when `dir` existed: another writer may have just made it, and not yet
+ * fsynced its entry (or died before it could).
  */
 export async function makeDirSynced(dir: string): Promise<void> {
   const first = await mkdir(dir, { recursive: true });
-  if (first === undefined) return; // it existed
+  if (first === undefined) return syncPath(dirname(dir));
   for (let created = dir; ; created = dirname(created)) {
     await syncPath(dirname(created));
     if (created === first || dirname(created) === created) return;

@@ -124,12 +124,16 @@ describe('SealerCore replicas: a promotion that loses to a peer’s rotate', () 
         return this.inner.create(key, body);
       }
     }
-    const b = await SealerCore.open(new PeerRotatesMeanwhile(fsStore()), { recoveryTtlMs: 60_000, followRecord: true });
+    // What b tells auto-unseal of (the key it would wrap for the next start): the key current in the end.
+    const told: string[] = [];
+    const onKeyChange = async (changed: { readonly id: string }) => void told.push(changed.id);
+    const b = await SealerCore.open(new PeerRotatesMeanwhile(fsStore()), { recoveryTtlMs: 60_000, followRecord: true, onKeyChange });
     const key = a.currentKey();
     expect(await b.adoptPeerKey(key)).toBe(true);
     key.fill(0);
     expect(await b.verify({ shares: second.shares.slice(0, 2) }).catch((error: unknown) => error)).toMatchObject({ code: 'CONFLICT' });
     expect(a.status()).toMatchObject({ rootKeyId: first.rootKeyId, pendingRootKeyId: third });
+    expect(told.at(-1)).toBe(first.rootKeyId);
 
     // A restart: the current key's shares unseal; nothing retired it.
     const restarted = await SealerCore.open(fsStore(), { recoveryTtlMs: 60_000 });
