@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:https';
 import type { Attester, Verifier } from '../shared/attestation/types.js';
-import { closeServer, listen } from '../shared/http/listen.js';
+import { answerHalfClosed, closeServer, listen } from '../shared/http/listen.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { KmsError } from '../shared/errors.js';
 import { SealerCore } from './core.js';
@@ -144,7 +144,8 @@ export async function startSealer(
   // A restarted replica says `starting` (functions ride it out) only while something but shares may unseal it.
   core.keyMayArrive(() => (peers !== undefined && !peers.noPeerHoldsKey) || auto?.autoUnseal.pending === true);
   const server = createServer(
-    { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' },
+    // allowHalfOpen: answerHalfClosed (below) needs the TLS socket writable after the client's end.
+    { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2', allowHalfOpen: true },
     sealerHandler({
       core,
       sessions,
@@ -163,6 +164,7 @@ export async function startSealer(
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 70_000;
   server.requestTimeout = 30_000;
+  answerHalfClosed(server);
   const sweeper = setInterval(() => sessions.sweep(), 30_000);
   sweeper.unref();
 

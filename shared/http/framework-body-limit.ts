@@ -31,14 +31,14 @@ export function installFrameworkBodyLimit(answer: Refusal): void {
   holder[INSTALLED] = true;
   subscribe('http.server.request.start', (message) => {
     const { request, response, server } = message as { request: IncomingMessage; response: ServerResponse; server: Server };
-    if (parsesBodiesFirst(server)) capBody(request, response, answer);
+    if (isFrameworkServer(server)) capBody(request, response, answer);
   });
 }
 
 const expressServers = new WeakMap<Server, boolean>();
 
 /** functions-framework serves `http.createServer(app)`: an Express app (a function with `handle` and `use`). */
-function parsesBodiesFirst(server: Server): boolean {
+export function isFrameworkServer(server: Server): boolean {
   let known = expressServers.get(server);
   if (known === undefined) {
     known = server

@@ -7,7 +7,7 @@ import { parseMetricsPort } from '../metrics/port.js';
 import { loadOptions, option, parse } from '../options.js';
 import { LOCAL_HOSTNAMES, loadTls } from '../tls.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
-import { closeServer, listen } from './listen.js';
+import { answerHalfClosed, closeServer, listen } from './listen.js';
 import type { Route } from './route.js';
 import { routeRequests } from './router.js';
 
@@ -94,8 +94,10 @@ export async function startHost(
       dataDirEnv: 'KMS_DATA_DIR',
     });
     certFile = tls.certFile;
-    server = createHttpsServer({ cert: tls.cert, key: tls.key, keepAliveTimeout: 65_000 }, listener);
+    // allowHalfOpen: answerHalfClosed (below) needs the TLS socket writable after the client's end.
+    server = createHttpsServer({ cert: tls.cert, key: tls.key, keepAliveTimeout: 65_000, allowHalfOpen: true }, listener);
   }
+  answerHalfClosed(server);
 
   // Metrics first: once the public port answers (a readiness probe), its metrics can be scraped.
   const metrics = options.metricsPort === undefined ? undefined : await startMetrics(options.metricsPort, options.metricsBind, context);

@@ -4,6 +4,7 @@ import { log } from '../log.js';
 import { metricsHooks } from '../metrics/hooks.js';
 import { installFrameworkBodyLimit } from './framework-body-limit.js';
 import { installFrameworkLogGuard } from './framework-log-guard.js';
+import { installFrameworkServer } from './framework-server.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
 import { KmsRequest, refusedBody, refuseDroppedHeaders } from './request.js';
 import { authenticatedHeaders, openSealedRequest } from './sealed.js';
@@ -50,6 +51,7 @@ export interface Route extends RouteSpec {
 export function defineRoute(spec: RouteSpec): Route {
   installFrameworkLogGuard();
   installFrameworkBodyLimit(answerRefusedBody);
+  installFrameworkServer();
   const takesName = spec.path.endsWith('/') && spec.path !== '/';
   const matches = (pathname: string) => (takesName ? pathname.startsWith(spec.path) && pathname.length > spec.path.length : pathname === spec.path);
   /** What the access log shows for a path it cannot vouch for: no name validated, no match, or a 400. */

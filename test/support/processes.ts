@@ -44,8 +44,32 @@ export interface ServerProcess {
    * library will not send; resolves with what the server wrote until it closed the connection, or
    * until `closeAfterMs` (then the client closes it: a request cut short).
    */
-  raw(bytes: string, options?: { closeAfterMs?: number }): Promise<string>;
+  raw(bytes: string, options?: RawOptions): Promise<string>;
   stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export interface RawOptions {
+  /** The client closes the connection after this long (10 s): a request cut short. */
+  readonly closeAfterMs?: number;
+  /** The client ends its side right after writing (`nc -N`, some HTTP/1.0 clients), and keeps reading. */
+  readonly halfClose?: boolean;
+  /** The CA of an https: URL's certificate. */
+  readonly ca?: string;
+}
+
+/** ServerProcess.raw on any http: or https: URL. */
+export function rawCall(url: string, bytes: string, { closeAfterMs = 10_000, halfClose = false, ca }: RawOptions = {}): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const { hostname, port, protocol } = new URL(url);
+    const socket: Socket =
+      protocol === 'https:' ? tlsConnect({ host: hostname, port: Number(port), ca, servername: 'localhost' }) : tcpConnect(Number(port), hostname);
+    let answer = '';
+    const timer = setTimeout(() => socket.destroy(), closeAfterMs);
+    socket.once(protocol === 'https:' ? 'secureConnect' : 'connect', () => (halfClose ? socket.end(bytes) : socket.write(bytes)));
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+    socket.once('close', () => (clearTimeout(timer), resolve(answer)));
+    socket.once('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? undefined : reject(error)));
+  });
 }
 
 /**
@@ -198,18 +222,7 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
       }
     },
     request: call,
-    raw: (bytes, { closeAfterMs = 10_000 } = {}) =>
-      new Promise<string>((resolve, reject) => {
-        const { hostname, port, protocol } = new URL(options.url);
-        const socket: Socket =
-          protocol === 'https:' ? tlsConnect({ host: hostname, port: Number(port), ca, servername: 'localhost' }) : tcpConnect(Number(port), hostname);
-        let answer = '';
-        const timer = setTimeout(() => socket.destroy(), closeAfterMs);
-        socket.once(protocol === 'https:' ? 'secureConnect' : 'connect', () => socket.write(bytes));
-        socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
-        socket.once('close', () => (clearTimeout(timer), resolve(answer)));
-        socket.once('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? undefined : reject(error)));
-      }),
+    raw: (bytes, rawOptions = {}) => rawCall(options.url, bytes, { ca, ...rawOptions }),
     async stop(signal = 'SIGTERM') {
       const group = (sig: NodeJS.Signals) => {
         try {
