@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:https';
 import type { Attester, Verifier } from '../shared/attestation/types.js';
+import { answerConnect } from '../shared/http/connect.js';
 import { answerHalfClosed, closeServer, listen } from '../shared/http/listen.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { KmsError } from '../shared/errors.js';
@@ -143,28 +144,27 @@ export async function startSealer(
         });
   // A restarted replica says `starting` (functions ride it out) only while something but shares may unseal it.
   core.keyMayArrive(() => (peers !== undefined && !peers.noPeerHoldsKey) || auto?.autoUnseal.pending === true);
-  const server = createServer(
-    // allowHalfOpen: answerHalfClosed (below) needs the TLS socket writable after the client's end.
-    { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2', allowHalfOpen: true },
-    sealerHandler({
-      core,
-      sessions,
-      tokens,
-      verifiers,
-      adminPolicy,
-      proofs: new ProofVerifier(),
-      identity,
-      insecureDevMode: options.insecureDevMode,
-      ...(extra.measured && { selfIdentity: extra.measured.identity }),
-      log,
-      ...(peers === undefined ? {} : { noPeerHoldsKey: () => peers.noPeerHoldsKey }),
-    }),
-  );
+  const handler = sealerHandler({
+    core,
+    sessions,
+    tokens,
+    verifiers,
+    adminPolicy,
+    proofs: new ProofVerifier(),
+    identity,
+    insecureDevMode: options.insecureDevMode,
+    ...(extra.measured && { selfIdentity: extra.measured.identity }),
+    log,
+    ...(peers === undefined ? {} : { noPeerHoldsKey: () => peers.noPeerHoldsKey }),
+  });
+  // allowHalfOpen: answerHalfClosed (below) needs the TLS socket writable after the client's end.
+  const server = createServer({ key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2', allowHalfOpen: true }, handler);
   // Longer than clients' idle keep-alive sockets live, so a reused socket is not closed under them.
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 70_000;
   server.requestTimeout = 30_000;
   answerHalfClosed(server);
+  answerConnect(server, handler);
   const sweeper = setInterval(() => sessions.sweep(), 30_000);
   sweeper.unref();
 

@@ -95,6 +95,11 @@ export function sealerHandler(deps: SealerHandlerDeps): (req: IncomingMessage, r
 }
 
 async function dispatch(req: IncomingMessage, res: ServerResponse, path: string, deps: SealerHandlerDeps): Promise<void> {
+  if (req.method === 'CONNECT') {
+    // Its target is a host (answerConnect, app.ts), no resource here: no method is allowed on it.
+    res.setHeader('Allow', '');
+    throw new SealerError('METHOD_NOT_ALLOWED', 'CONNECT is not served: this is not a proxy');
+  }
   const nonce = req.headers[REQUEST_NONCE_HEADER];
   if (nonce !== undefined) {
     // A malformed nonce is answered unsigned, with 400.

@@ -1,6 +1,7 @@
 import { subscribe } from 'node:diagnostics_channel';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { answerConnect } from './connect.js';
 import { isFrameworkServer } from './framework-body-limit.js';
 import { answerHalfClosed } from './listen.js';
 
@@ -8,21 +9,26 @@ import { answerHalfClosed } from './listen.js';
  * Under functions-framework, which creates its server itself (5.x, build/src/server.js `getServer`),
  * a client that ends its side right after a request (`nc -N`, some HTTP/1.0 clients) got no answer,
  * yet the function had run (listen.ts, answerHalfClosed). This fixes that server as the lean host
- * fixes its own: the answer is written, then the connection closed.
+ * fixes its own: the answer is written, then the connection closed. And a CONNECT, which Node
+ * closes without a word on a server with no 'connect' listener (Express adds none), is answered
+ * by `refuseConnect` (route.ts: 405, logged), as on the lean host.
  *
  * The hook is Node's diagnostics channel `net.server.socket`, published for each connection before
  * anything is read from it, so before any FIN. Installed once, by route.ts (so by every function
  * module); the lean host's server is not an Express app and is left alone.
  */
 const INSTALLED = Symbol.for('tee-kms.framework-server');
+const fixed = new WeakSet<Server>();
 
-export function installFrameworkServer(): void {
+export function installFrameworkServer(refuseConnect: (req: IncomingMessage, res: ServerResponse) => void): void {
   const holder = globalThis as { [INSTALLED]?: true };
   if (holder[INSTALLED]) return;
   holder[INSTALLED] = true;
   subscribe('net.server.socket', (message) => {
     const server = (message as { socket: Socket & { server?: unknown } }).socket.server as Server | undefined;
-    if (server === undefined || !('httpAllowHalfOpen' in server) || !isFrameworkServer(server)) return;
+    if (server === undefined || !('httpAllowHalfOpen' in server) || !isFrameworkServer(server) || fixed.has(server)) return;
+    fixed.add(server);
     answerHalfClosed(server);
+    answerConnect(server, refuseConnect);
   });
 }

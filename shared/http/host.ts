@@ -7,6 +7,7 @@ import { parseMetricsPort } from '../metrics/port.js';
 import { loadOptions, option, parse } from '../options.js';
 import { LOCAL_HOSTNAMES, loadTls } from '../tls.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
+import { answerConnect } from './connect.js';
 import { answerHalfClosed, closeServer, listen } from './listen.js';
 import type { Route } from './route.js';
 import { routeRequests } from './router.js';
@@ -98,6 +99,7 @@ export async function startHost(
     server = createHttpsServer({ cert: tls.cert, key: tls.key, keepAliveTimeout: 65_000, allowHalfOpen: true }, listener);
   }
   answerHalfClosed(server);
+  answerConnect(server, listener);
 
   // Metrics first: once the public port answers (a readiness probe), its metrics can be scraped.
   const metrics = options.metricsPort === undefined ? undefined : await startMetrics(options.metricsPort, options.metricsBind, context);

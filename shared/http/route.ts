@@ -5,6 +5,7 @@ import { metricsHooks } from '../metrics/hooks.js';
 import { installFrameworkBodyLimit } from './framework-body-limit.js';
 import { installFrameworkLogGuard } from './framework-log-guard.js';
 import { installFrameworkServer } from './framework-server.js';
+import { connectRefused } from './connect.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
 import { KmsRequest, refusedBody, refuseDroppedHeaders } from './request.js';
 import { authenticatedHeaders, openSealedRequest } from './sealed.js';
@@ -51,7 +52,7 @@ export interface Route extends RouteSpec {
 export function defineRoute(spec: RouteSpec): Route {
   installFrameworkLogGuard();
   installFrameworkBodyLimit(answerRefusedBody);
-  installFrameworkServer();
+  installFrameworkServer(answerConnectRefused);
   const takesName = spec.path.endsWith('/') && spec.path !== '/';
   const matches = (pathname: string) => (takesName ? pathname.startsWith(spec.path) && pathname.length > spec.path.length : pathname === spec.path);
   /** What the access log shows for a path it cannot vouch for: no name validated, no match, or a 400. */
@@ -162,6 +163,13 @@ function answerRefusedBody(req: IncomingMessage, res: ServerResponse, error: Kms
   const result = errorResult(error, 'functions-framework');
   sendResult(res, result, KmsRequest.of(req).wantsJson);
   log.access('functions-framework', req.method ?? '?', '(body refused)', result.status, 0);
+}
+
+/** The answer to a CONNECT under functions-framework (framework-server.ts), which no route sees. */
+function answerConnectRefused(req: IncomingMessage, res: ServerResponse): void {
+  const result = errorResult(connectRefused(), 'functions-framework');
+  sendResult(res, result, KmsRequest.of(req).wantsJson);
+  log.access('functions-framework', 'CONNECT', '(CONNECT refused)', result.status, 0);
 }
 
 export function errorResult(error: unknown, where: string): RouteResult {

@@ -1,5 +1,6 @@
 import { KmsError } from '../errors.js';
 import { metricsHooks } from '../metrics/hooks.js';
+import { connectRefused } from './connect.js';
 import { KmsRequest } from './request.js';
 import type { RouteContext } from '../runtime.js';
 import { errorResult, sendResult, withinConnectionBudget, type Handler, type Route } from './route.js';
@@ -18,6 +19,13 @@ export function routeRequests(routes: readonly Route[], ctx: RouteContext): Hand
   return async (req, res) => {
     const started = process.hrtime.bigint();
     const request = KmsRequest.of(req);
+    const refuse = (error: KmsError) => {
+      const result = errorResult(error, 'router');
+      sendResult(res, result, request.wantsJson);
+      metricsHooks.request('router', result.status, Number(process.hrtime.bigint() - started) / 1e9);
+    };
+    // A CONNECT's target is a host (answerConnect, host.ts), never a path here.
+    if (request.method === 'CONNECT') return refuse(connectRefused());
     if (request.pathname === HEALTH_PATH) {
       // Liveness: the process serves HTTP. Cheap; says nothing of storage or keys.
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': 3 });
@@ -41,12 +49,10 @@ export function routeRequests(routes: readonly Route[], ctx: RouteContext): Hand
     const route = onPath.find((r) => r.methods.includes(request.method));
     if (route !== undefined) return handlers.get(route)!(req, res);
     const allow = [...new Set(onPath.flatMap((r) => r.methods))].join(', ');
-    const error =
+    refuse(
       onPath.length === 0
         ? new KmsError('NOT_FOUND', 'no such route; GET / lists the routes')
-        : new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${allow}`, { details: { allow } });
-    const result = errorResult(error, 'router');
-    sendResult(res, result, request.wantsJson);
-    metricsHooks.request('router', result.status, Number(process.hrtime.bigint() - started) / 1e9);
+        : new KmsError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${allow}`, { details: { allow } }),
+    );
   };
 }

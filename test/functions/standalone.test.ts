@@ -57,6 +57,21 @@ describe('each function alone under functions-framework, sharing one S3 bucket',
     expect([...kept.matchAll(/^HTTP\/1\.1 \d{3} /gm)]).toHaveLength(2);
   });
 
+  it('answers a CONNECT 405, logged, after the requests pipelined before it, and closes its connection', async () => {
+    const started = Date.now();
+    const answer = await fns.enrollUser!.raw(
+      'POST /user/beforeconnect?token=t HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\nCONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n' +
+        'POST /user/tunneled?token=t HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n',
+    );
+    expect(Date.now() - started).toBeLessThan(5_000); // closed by the server, not by the client's timer
+    expect([...answer.matchAll(/^HTTP\/1\.1 (\d{3}) /gm)].map((m) => m[1])).toEqual(['201', '405']);
+    expect(answer).toMatch(/\r\nallow: \r\n/i);
+    expect(answer).toContain('CONNECT is not served: this is not a proxy\n');
+    await fns.enrollUser!.outputContaining('"method":"CONNECT","path":"(CONNECT refused)","status":405');
+    // What followed the CONNECT was never read as a request.
+    expect((await fns.enrollUser!.request('/user/tunneled?token=t', { method: 'POST' })).status).toBe(201);
+  });
+
   it("a malformed JSON body, refused by functions-framework's parser before the function runs, is a 400 and its content is not logged", async () => {
     const secret = `share-${randomBytes(12).toString('hex')}`;
     const answer = await fns.enrollUser!.request('/user/parsefail?token=t', {

@@ -1,6 +1,7 @@
 // The sealing service's server (sealer/app.ts) through real TLS sockets, started in this process:
 // a client that ends its side right after its request (`nc -N`, some HTTP/1.0 clients) gets the
-// whole answer, then the connection closes; keep-alive is as before.
+// whole answer, then the connection closes; keep-alive is as before. A CONNECT, which Node would
+// close without a word, is answered 405 and its connection closed.
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -48,5 +49,23 @@ describe('the sealing service over raw TLS sockets', () => {
     const probe = 'GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n';
     const answer = await rawCall(sealer.url, probe + probe, { ca, closeAfterMs: 500 });
     expect([...answer.matchAll(/HTTP\/1\.1 200 /g)]).toHaveLength(2);
+  });
+
+  it('answers a CONNECT 405 as a problem, after the requests pipelined before it, and closes its connection', async () => {
+    const started = Date.now();
+    const answer = await rawCall(
+      sealer.url,
+      'GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nCONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\nGET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n',
+      { ca },
+    );
+    expect(Date.now() - started).toBeLessThan(5_000); // closed by the service, not by the client's timer
+    const [healthz, refused, ...rest] = answer.split(/(?=HTTP\/1\.1 )/);
+    expect(healthz).toMatch(/^HTTP\/1\.1 200 /);
+    expect(rest).toEqual([]); // what follows a CONNECT is never read as a request
+    expect(refused).toMatch(/^HTTP\/1\.1 405 /);
+    expect(refused).toMatch(/\r\nallow: \r\n/i);
+    expect(refused).toMatch(/\r\nConnection: close\r\n/);
+    expect(refused).toMatch(/\r\nContent-Type: application\/problem\+json\r\n/);
+    expect(JSON.parse(refused!.slice(refused!.indexOf('\r\n\r\n') + 4))).toMatchObject({ status: 405, detail: 'CONNECT is not served: this is not a proxy' });
   });
 });

@@ -1,6 +1,7 @@
 // The lean host (shared/http/host.ts) through real sockets, over plain HTTP and over TLS: a client
 // that ends its side right after its request (`nc -N`, some HTTP/1.0 clients) gets the whole answer,
-// then the connection closes; keep-alive and pipelining are as before.
+// then the connection closes; keep-alive and pipelining are as before. A CONNECT, which Node would
+// close without a word, is answered 405 and its connection closed.
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -65,5 +66,29 @@ describe.each(['off', 'self-signed'] as const)('the lean host, KMS_TLS=%s', (tls
     });
     expect([...answer.matchAll(/^HTTP\/1\.1 200 /gm)]).toHaveLength(2);
     expect(answer).toContain('Connection: keep-alive');
+  });
+
+  it('answers a CONNECT 405, in the format the client accepts, and closes its connection', async () => {
+    const connect = (accept: string) => `CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nAccept: ${accept}\r\n\r\n`;
+    const started = Date.now();
+    // What follows a CONNECT would be the tunnel's bytes: never read as a request.
+    const text = await rawCall(host.url, connect('*/*') + 'POST /user/tunneled?token=t HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n', { ca });
+    expect(Date.now() - started).toBeLessThan(5_000); // closed by the host, not by the client's timer
+    expect(text).toMatch(/^HTTP\/1\.1 405 /);
+    expect(text).toMatch(/\r\nallow: \r\n/i);
+    expect(text).toMatch(/\r\nConnection: close\r\n/);
+    expect(text).toContain('\r\n\r\nCONNECT is not served: this is not a proxy\n');
+    expect([...text.matchAll(/HTTP\/1\.1 /g)]).toHaveLength(1);
+    const json = await rawCall(host.url, connect('application/json'), { ca });
+    expect(JSON.parse(json.slice(json.indexOf('\r\n\r\n') + 4))).toEqual({
+      error: { code: 'METHOD_NOT_ALLOWED', message: 'CONNECT is not served: this is not a proxy', allow: '' },
+    });
+    // Nothing was done for the bytes after it.
+    expect(await rawCall(host.url, post('/user/tunneled?token=t', 'Connection: close\r\n'), { ca })).toMatch(/^HTTP\/1\.1 201 /);
+  });
+
+  it('answers a CONNECT pipelined after other requests after theirs, in order', async () => {
+    const answer = await rawCall(host.url, post('/user/beforeconnect?token=t') + 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', { ca });
+    expect([...answer.matchAll(/^HTTP\/1\.1 (\d{3}) /gm)].map((m) => m[1])).toEqual(['201', '405']);
   });
 });
