@@ -448,11 +448,6 @@ export class SealerCore {
   }
 
   /**
-   * Makes the verified pending key current. The link (the current key wrapped under the new one)
-   * is stored first, so records still under the current key stay readable; a crash between the two
-   * writes is completed by the next verification or recovery.
-   */
-  /**
    * A promotion that lost its compare-and-swap to another change (a peer's rotate replaced the
    * pending key meanwhile) leaves a link that retires the current key for a key that can no longer
    * become current: after a restart no shares would unseal. Deleted while the record still names
@@ -475,6 +470,11 @@ export class SealerCore {
     await this.#keyChanged({ id: previousId, key });
   }
 
+  /**
+   * Makes the verified pending key current. The link (the current key wrapped under the new one)
+   * is stored first, so records still under the current key stay readable; a crash between the two
+   * writes is completed by the next verification or recovery.
+   */
   async #promote(current: { id: string; key: Buffer }, next: { id: string; key: Buffer }, pending: KeyEntry, generation: number): Promise<void> {
     await this.#storeLink(current, next);
     await this.#keyChanged(next);
@@ -999,8 +999,10 @@ export class SealerCore {
         throw new SealerError('CONFLICT', 'another replica changed the state record meanwhile; nothing was changed: try again');
       }
       // Only this service writes the record: what is there now is adopted only if it is authentic.
-      if (found !== undefined && this.#key !== undefined && stateAuthentic(found.state, this.#key)) this.#record = found;
-      else throw this.#integrity(`the state record was changed or removed by someone other than this service`, outcome);
+      if (found !== undefined && this.#key !== undefined && stateAuthentic(found.state, this.#key)) {
+        this.#record = found;
+        this.#settled();
+      } else throw this.#integrity(`the state record was changed or removed by someone other than this service`, outcome);
       throw new SealerError('CONFLICT', 'the state record changed meanwhile; nothing was changed');
     }
     await this.#reloadAfterWrite(next);
