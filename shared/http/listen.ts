@@ -13,7 +13,7 @@ type Server = HttpServer | HttpsServer;
  * or its TLS socket ends its own side at the client's.
  */
 export function answerHalfClosed(server: Server): void {
-  // Not in @types/node, but a documented property of Node's http and https servers since 0.x.
+  // Not in @types/node: a property Node's http and https servers read in socketOnEnd (lib/_http_server.js).
   (server as { httpAllowHalfOpen?: boolean }).httpAllowHalfOpen = true;
 }
 
