@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:https';
 import type { Attester, Verifier } from '../shared/attestation/types.js';
 import { answerConnect } from '../shared/http/connect.js';
-import { answerHalfClosed, closeServer, listen } from '../shared/http/listen.js';
+import { closeServer, listen } from '../shared/http/listen.js';
 import type { ObjectStore } from '../shared/store/object-store.js';
 import { KmsError } from '../shared/errors.js';
 import { SealerCore } from './core.js';
@@ -157,13 +157,11 @@ export async function startSealer(
     log,
     ...(peers === undefined ? {} : { noPeerHoldsKey: () => peers.noPeerHoldsKey }),
   });
-  // allowHalfOpen: answerHalfClosed (below) needs the TLS socket writable after the client's end.
-  const server = createServer({ key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2', allowHalfOpen: true }, handler);
+  const server = createServer({ key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' }, handler);
   // Longer than clients' idle keep-alive sockets live, so a reused socket is not closed under them.
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 70_000;
   server.requestTimeout = 30_000;
-  answerHalfClosed(server);
   answerConnect(server, handler);
   const sweeper = setInterval(() => sessions.sweep(), 30_000);
   sweeper.unref();

@@ -3,19 +3,15 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { answerConnect } from './connect.js';
 import { isFrameworkServer } from './framework-body-limit.js';
-import { answerHalfClosed } from './listen.js';
 
 /**
  * Under functions-framework, which creates its server itself (5.x, build/src/server.js `getServer`),
- * a client that ends its side right after a request (`nc -N`, some HTTP/1.0 clients) got no answer,
- * yet the function had run (listen.ts, answerHalfClosed). This fixes that server as the lean host
- * fixes its own: the answer is written, then the connection closed. And a CONNECT, which Node
- * closes without a word on a server with no 'connect' listener (Express adds none), is answered
- * by `refuseConnect` (route.ts: 405, logged), as on the lean host.
+ * a CONNECT, which Node closes without a word on a server with no 'connect' listener (Express adds
+ * none), is answered by `refuseConnect` (route.ts: 405, logged), as on the lean host.
  *
  * The hook is Node's diagnostics channel `net.server.socket`, published for each connection before
- * anything is read from it, so before any FIN. Installed once, by route.ts (so by every function
- * module); the lean host's server is not an Express app and is left alone.
+ * anything is read from it. Installed once, by route.ts (so by every function module); the lean
+ * host's server is not an Express app and is left alone.
  */
 const INSTALLED = Symbol.for('tee-kms.framework-server');
 const fixed = new WeakSet<Server>();
@@ -28,7 +24,6 @@ export function installFrameworkServer(refuseConnect: (req: IncomingMessage, res
     const server = (message as { socket: Socket & { server?: unknown } }).socket.server as Server | undefined;
     if (server === undefined || !('httpAllowHalfOpen' in server) || !isFrameworkServer(server) || fixed.has(server)) return;
     fixed.add(server);
-    answerHalfClosed(server);
     answerConnect(server, refuseConnect);
   });
 }

@@ -8,7 +8,7 @@ import { loadOptions, option, parse } from '../options.js';
 import { LOCAL_HOSTNAMES, loadTls } from '../tls.js';
 import { environmentContext, type RouteContext } from '../runtime.js';
 import { answerConnect } from './connect.js';
-import { answerHalfClosed, closeServer, listen } from './listen.js';
+import { closeServer, listen } from './listen.js';
 import type { Route } from './route.js';
 import { routeRequests } from './router.js';
 
@@ -95,10 +95,8 @@ export async function startHost(
       dataDirEnv: 'KMS_DATA_DIR',
     });
     certFile = tls.certFile;
-    // allowHalfOpen: answerHalfClosed (below) needs the TLS socket writable after the client's end.
-    server = createHttpsServer({ cert: tls.cert, key: tls.key, keepAliveTimeout: 65_000, allowHalfOpen: true }, listener);
+    server = createHttpsServer({ cert: tls.cert, key: tls.key, keepAliveTimeout: 65_000 }, listener);
   }
-  answerHalfClosed(server);
   answerConnect(server, listener);
 
   // Metrics first: once the public port answers (a readiness probe), its metrics can be scraped.

@@ -5,18 +5,6 @@ import { KmsError } from '../errors.js';
 
 type Server = HttpServer | HttpsServer;
 
-/**
- * A client that ends its side right after a request (`nc -N`, some HTTP/1.0 clients) gets the
- * answer, then the connection closes. By default (`httpAllowHalfOpen = false`, lib/_http_server.js
- * `socketOnEnd`) Node drops the answer at the client's FIN, yet the request has acted: a key created,
- * and the client told nothing. An HTTPS server needs `allowHalfOpen: true` among its options too,
- * or its TLS socket ends its own side at the client's.
- */
-export function answerHalfClosed(server: Server): void {
-  // Not in @types/node: a property Node's http and https servers read in socketOnEnd (lib/_http_server.js).
-  (server as { httpAllowHalfOpen?: boolean }).httpAllowHalfOpen = true;
-}
-
 /** The variables that set a listener's address and port, named when it cannot listen. */
 export interface ListenVariables {
   readonly hostEnv: string;

@@ -51,21 +51,19 @@ export interface ServerProcess {
 export interface RawOptions {
   /** The client closes the connection after this long (10 s): a request cut short. */
   readonly closeAfterMs?: number;
-  /** The client ends its side right after writing (`nc -N`, some HTTP/1.0 clients), and keeps reading. */
-  readonly halfClose?: boolean;
   /** The CA of an https: URL's certificate. */
   readonly ca?: string;
 }
 
 /** ServerProcess.raw on any http: or https: URL. */
-export function rawCall(url: string, bytes: string, { closeAfterMs = 10_000, halfClose = false, ca }: RawOptions = {}): Promise<string> {
+export function rawCall(url: string, bytes: string, { closeAfterMs = 10_000, ca }: RawOptions = {}): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     const { hostname, port, protocol } = new URL(url);
     const socket: Socket =
       protocol === 'https:' ? tlsConnect({ host: hostname, port: Number(port), ca, servername: 'localhost' }) : tcpConnect(Number(port), hostname);
     let answer = '';
     const timer = setTimeout(() => socket.destroy(), closeAfterMs);
-    socket.once(protocol === 'https:' ? 'secureConnect' : 'connect', () => (halfClose ? socket.end(bytes) : socket.write(bytes)));
+    socket.once(protocol === 'https:' ? 'secureConnect' : 'connect', () => socket.write(bytes));
     socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
     socket.once('close', () => (clearTimeout(timer), resolve(answer)));
     socket.once('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? undefined : reject(error)));
