@@ -127,6 +127,8 @@ export class SealerCore {
   #ignoredEtag: string | undefined;
   /** Whether #alarm is a rollback's: it clears once storage holds the record this service holds again. */
   #rollbackAlarm = false;
+  #rechecking: Promise<void> | undefined;
+  #recheckedAt = 0;
   #progress: Progress | undefined;
   /** Why the key last held was dropped; undefined: none was held since start (SealStatus.sealedReason). */
   #dropped: 'operator' | 'rotated' | undefined;
@@ -270,9 +272,23 @@ export class SealerCore {
     return this.#serialized(() => this.#follow());
   }
 
-  /** While a rollback alarm stands, reads the record again (the status route asks): restored, the alarm clears. */
+  /**
+   * While a rollback alarm stands, reads the record again (the status route asks, unauthenticated):
+   * restored, the alarm clears. At most one read at a time and one a second, outside the queue of
+   * changes, so that status requests cannot hold back a verify or a recovery.
+   */
   recheckAlarm(): Promise<void> {
-    return this.#rollbackAlarm ? this.#serialized(() => this.#follow()) : Promise.resolve();
+    if (!this.#rollbackAlarm) return Promise.resolve();
+    if (this.#rechecking === undefined && this.#now() - this.#recheckedAt >= 1_000) {
+      this.#recheckedAt = this.#now();
+      this.#rechecking = this.#load()
+        .then(
+          (found) => this.#clearIfRestored(found),
+          () => undefined,
+        )
+        .finally(() => (this.#rechecking = undefined));
+    }
+    return this.#rechecking ?? Promise.resolve();
   }
 
   /**

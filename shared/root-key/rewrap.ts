@@ -1,17 +1,27 @@
 import { unwrapKey, wrapKey } from '../crypto/aead.js';
 import { KmsError } from '../errors.js';
-import { listedName } from '../keys/layout.js';
+import { layout, listedName } from '../keys/layout.js';
 import { contexts, decodePrimaryKey, encodeRecord, type PrimaryKeyRecord } from '../keys/records.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
 import type { RootKey } from './source.js';
 
-/** The rewrap's target is no longer the current root key: a newer rotation's verification rewraps every key. */
-export function retargeted(currentId: string, targetId: string): KmsError {
+/** The rewrap's target was retired by a newer rotation, whose verification rewraps every key. */
+export function retargeted(targetId: string): KmsError {
   return new KmsError(
     'CONFLICT',
-    `the root key changed again meanwhile (${currentId} is current, not ${targetId}): this rewrap stopped, and the newer rotation's verification rewraps every primary key; verify again`,
+    `the root key changed again meanwhile (storage links ${targetId} to a successor: a newer rotation retired it): this rewrap stopped, and the newer rotation's verification rewraps every primary key; verify again`,
   );
+}
+
+/**
+ * Whether a promotion retired `targetId`: storage holds a link from it to a successor. Positive
+ * evidence, unlike a keyring's current key, which any replica of the sealing service refills and
+ * one that has not yet followed a promotion refills with the key it replaced.
+ */
+export async function retired(store: ObjectStore, targetId: string): Promise<boolean> {
+  for await (const _link of store.list(layout.successorsOf(targetId))) return true;
+  return false;
 }
 
 /**
@@ -29,11 +39,11 @@ export async function rewrapPrimaryKey(store: ObjectStore, keyring: RootKeyring,
     if (record.rootKeyId === target.id) return false;
     const material = unwrapKey(await keyring.byId(record.rootKeyId), record.wrapped, contexts.primaryKey(record));
     // A record under a key newer than `target` made the keyring look the current key up again: a
-    // rewrap to `target` now would move keys back under a retired root key. It stops instead.
-    const current = await keyring.current();
-    if (current.id !== target.id) {
+    // rewrap to `target` now would move keys back under a retired root key. It stops instead, once
+    // storage confirms it (the keyring's answer alone may come from a lagging replica).
+    if ((await keyring.current()).id !== target.id && (await retired(store, target.id))) {
       material.fill(0);
-      throw retargeted(current.id, target.id);
+      throw retargeted(target.id);
     }
     try {
       const rewrapped: PrimaryKeyRecord = {

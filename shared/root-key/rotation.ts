@@ -13,7 +13,7 @@ import type { ObjectStore } from '../store/object-store.js';
 import type { RootKeyring } from './keyring.js';
 import { JournalSeal, parseJournal, readRotationJournal, type RotationJournal, type SealedJournal } from './journal.js';
 import { rangeCount, rangeOf, removeRanges, RotationRanges, type RangeLease } from './ranges.js';
-import { retargeted, rewrapPrimaryKey } from './rewrap.js';
+import { retargeted, retired, rewrapPrimaryKey } from './rewrap.js';
 import type { RootKey } from './source.js';
 
 /** What rotation needs of the sealing service (SealerClient provides it). */
@@ -299,10 +299,10 @@ export class RootKeyRotation {
     throw new KmsError('CONFLICT', 'the rotation journal kept changing; retry');
   }
 
-  /** Refuses to go on rewrapping under `target` once another root key is current (asked of the sealing service). */
+  /** Refuses to go on rewrapping under `target` once a newer rotation retired it (the sealing service, then storage, say so). */
   async #stillCurrent(target: RootKey): Promise<void> {
     const current = await this.keyring.current({ refresh: true });
-    if (current.id !== target.id) throw retargeted(current.id, target.id);
+    if (current.id !== target.id && (await retired(this.store, target.id))) throw retargeted(target.id);
   }
 
   /**

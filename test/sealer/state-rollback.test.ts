@@ -80,7 +80,13 @@ describe('one sealing service', () => {
 
     // Once the latest version is back, the alarm clears, and verifying P2 again completes the promotion.
     await writeFile(statePath, latest);
-    expect((await client.sealStatus()).integrityAlarm).toBeNull();
+    await untilStatus(
+      client,
+      (s) => s.integrityAlarm === null,
+      'the alarm clears',
+      () => sealer.logs(),
+      10_000,
+    );
     expect(await client.verifyShares(p2.shares.slice(0, 2))).toMatchObject({ rootKeyId: p2.id, verified: true, promoted: true });
     expect(await client.sealStatus()).toMatchObject({ rootKeyId: p2.id, pendingRootKeyId: null, integrityAlarm: null });
   });

@@ -383,9 +383,42 @@ describe('a rewrap whose target a newer rotation retired while it ran', () => {
     const a = new RootKeyRotation(slow, new RootKeyring(source, slow), noAuthority, { shares: 5, threshold: 3, leaseMs: 300, concurrency: 1 });
     await expect(a.finishRewrap(t1!.id)).rejects.toMatchObject({
       code: 'CONFLICT',
-      message: expect.stringContaining(`the root key changed again meanwhile (${t2!.id} is current`),
+      message: expect.stringContaining(`the root key changed again meanwhile (storage links ${t1!.id} to a successor`),
     });
     expect(await finishedB).toBeGreaterThan(0);
     expect(new Set(await rootKeyIds())).toEqual(new Set([t2!.id]));
   }, 60_000);
+
+  it('goes on when a replica of the sealing service that has not yet followed the promotion still answers the old key', async () => {
+    const [t0, t1] = [randomBytes(32), randomBytes(32)].map((key) => ({ id: rootKeyId(key), key }));
+    await storeRootKeyLink(store, t0!, t1!);
+    const keys = new KeyStore(store, new RootKeyring(new StaticRootKeySource(t0!.key), store), { cacheTtlMs: 0, cacheEntries: 0 });
+    await keys.enrollUser('u', 'u-token');
+    const principal = await keys.authenticate('u', 'u-token');
+    const names = Array.from({ length: 12 }, (_, i) => `pk${i}`);
+    for (const name of names) await keys.createPrimaryKey(principal, name);
+    // Two replicas behind one Service: the first fetch reaches the one that promoted t1, later ones
+    // alternate with one that still releases t0 (it polls the shared record every few seconds).
+    let fetches = 0;
+    const client = {
+      rootKey: async () => {
+        const lagging = fetches++ % 2 === 1;
+        const key = lagging ? t0! : t1!;
+        return { id: key.id, key: Buffer.from(key.key) };
+      },
+      currentRootKeyId: async () => t1!.id,
+    } as unknown as SealerClient;
+    class Slow extends ForwardingStore {
+      override async replace(key: string, body: Buffer, etag: string) {
+        await new Promise((resolve) => setTimeout(resolve, 15)); // past the keyring's 50 ms refresh, now and then
+        return this.inner.replace(key, body, etag);
+      }
+    }
+    const slow = new Slow(store);
+    const keyring = new RootKeyring(new SealerRootKeySource(async () => client, { refreshMs: 50, graceMs: 0 }), slow);
+    const rotation = new RootKeyRotation(slow, keyring, noAuthority, { shares: 5, threshold: 3, leaseMs: 5_000, concurrency: 1 });
+    expect(await rotation.finishRewrap(t1!.id)).toBe(names.length);
+    const ids = await Promise.all(names.map(async (name) => JSON.parse((await store.get(layout.primaryKey('u', name)))!.body.toString()).rootKeyId as string));
+    expect(new Set(ids)).toEqual(new Set([t1!.id]));
+  }, 30_000);
 });
