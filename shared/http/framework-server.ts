@@ -14,7 +14,7 @@ import { isFrameworkServer } from './framework-body-limit.js';
  * host's server is not an Express app and is left alone.
  */
 const INSTALLED = Symbol.for('tee-kms.framework-server');
-const fixed = new WeakSet<Server>();
+const answering = new WeakSet<Server>();
 
 export function installFrameworkServer(refuseConnect: (req: IncomingMessage, res: ServerResponse) => void): void {
   const holder = globalThis as { [INSTALLED]?: true };
@@ -22,8 +22,9 @@ export function installFrameworkServer(refuseConnect: (req: IncomingMessage, res
   holder[INSTALLED] = true;
   subscribe('net.server.socket', (message) => {
     const server = (message as { socket: Socket & { server?: unknown } }).socket.server as Server | undefined;
-    if (server === undefined || !('httpAllowHalfOpen' in server) || !isFrameworkServer(server) || fixed.has(server)) return;
-    fixed.add(server);
+    // Every net server's connections pass here (TLS, metrics): only an Express app's server is taken.
+    if (server === undefined || answering.has(server) || !isFrameworkServer(server)) return;
+    answering.add(server);
     answerConnect(server, refuseConnect);
   });
 }

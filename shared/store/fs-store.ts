@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { link, open, readdir, realpath, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, realpath, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { constants, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
@@ -256,7 +256,8 @@ export class FsObjectStore implements ObjectStore {
    */
   async #lock(path: string): Promise<Held> {
     const lockPath = join(dirname(path), `${LOCK_PREFIX}${basename(path)}`);
-    await makeDirSynced(dirname(path)).catch((error: unknown) => {
+    // Only there to take: the object's own write (#writeTemp) makes the folder durable, once.
+    await mkdir(dirname(path), { recursive: true }).catch((error: unknown) => {
       throw unavailable(error);
     });
     for (const deadline = Date.now() + LOCK_WAIT_MS; ;) {
